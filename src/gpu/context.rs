@@ -1,0 +1,243 @@
+//! Adapter choice and the device. We request the adapter's own limits (not wgpu's
+//! conservative defaults) because a 16k-latent encoder is a 32 MiB binding and the
+//! defaults stop at 128 MiB per binding / 256 MiB per buffer on some adapters.
+
+use std::sync::Arc;
+
+use crate::{Error, Result};
+
+use super::launch::Caches;
+
+/// What `--device` asked for.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// A hardware GPU if there is one, else the CPU engine (software adapters are slower
+    /// than the plain-Rust engine for training).
+    Auto,
+    /// Any wgpu adapter, software ones (lavapipe) included.
+    Gpu,
+    /// The plain-Rust reference engine.
+    Cpu,
+}
+
+/// The engine a command runs on.
+pub enum Engine {
+    Gpu(Arc<Gpu>),
+    Cpu,
+}
+
+impl Engine {
+    pub fn name(&self) -> String {
+        match self {
+            Engine::Gpu(g) => format!("GPU engine on {} ({:?})", g.info.name, g.info.backend),
+            Engine::Cpu => "CPU engine".to_string(),
+        }
+    }
+}
+
+/// The device, its queue, its limits and the launch caches.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub(crate) caches: Caches,
+}
+
+/// One line per adapter for `saeforge devices`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroup_size_x: u32,
+    pub max_compute_workgroups_per_dimension: u32,
+    pub max_storage_buffers_per_shader_stage: u32,
+}
+
+pub fn no_adapter_hint() -> &'static str {
+    "no wgpu adapter found: install a GPU driver, or Mesa's software Vulkan driver \
+     (`apt-get install mesa-vulkan-drivers`), or run with --device cpu"
+}
+
+fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = wgpu::Backends::from_env().unwrap_or(backends);
+    let instance = wgpu::Instance::new(desc);
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+}
+
+/// Vulkan / Metal / DX12 adapters; OpenGL only when there is none of those (GL compute is
+/// a last resort, and probing EGL prints noise on headless machines).
+fn adapters() -> Vec<wgpu::Adapter> {
+    let primary = enumerate(wgpu::Backends::PRIMARY);
+    if primary.is_empty() {
+        enumerate(wgpu::Backends::SECONDARY)
+    } else {
+        primary
+    }
+}
+
+fn is_hardware(info: &wgpu::AdapterInfo) -> bool {
+    matches!(
+        info.device_type,
+        wgpu::DeviceType::DiscreteGpu
+            | wgpu::DeviceType::IntegratedGpu
+            | wgpu::DeviceType::VirtualGpu
+    )
+}
+
+/// Every adapter wgpu can see, with the limits that matter for SAE training.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    adapters()
+        .iter()
+        .map(|a| {
+            let info = a.get_info();
+            let l = a.limits();
+            AdapterSummary {
+                name: info.name.clone(),
+                backend: format!("{:?}", info.backend),
+                device_type: format!("{:?}", info.device_type),
+                driver: info.driver.clone(),
+                driver_info: info.driver_info.clone(),
+                max_buffer_size: l.max_buffer_size,
+                max_storage_buffer_binding_size: l.max_storage_buffer_binding_size as u64,
+                max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+                max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+                max_compute_workgroup_size_x: l.max_compute_workgroup_size_x,
+                max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
+                max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_shader_stage,
+            }
+        })
+        .collect()
+}
+
+impl Gpu {
+    /// Open a device on the best adapter whose name contains `filter` (case-insensitive).
+    /// Hardware adapters are preferred over software ones, Vulkan/Metal/DX12 over GL.
+    pub fn new(filter: Option<&str>) -> Result<Gpu> {
+        let mut candidates: Vec<wgpu::Adapter> = adapters()
+            .into_iter()
+            .filter(|a| a.get_info().backend != wgpu::Backend::Noop)
+            .filter(|a| match filter {
+                Some(f) => a.get_info().name.to_lowercase().contains(&f.to_lowercase()),
+                None => true,
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Err(Error::Device(match filter {
+                Some(f) => format!(
+                    "--adapter {f:?}: no adapter's name contains it (see `saeforge devices`)"
+                ),
+                None => no_adapter_hint().to_string(),
+            }));
+        }
+        candidates.sort_by_key(|a| {
+            let info = a.get_info();
+            let hw = if is_hardware(&info) { 0 } else { 1 };
+            let gl = if info.backend == wgpu::Backend::Gl {
+                1
+            } else {
+                0
+            };
+            (hw, gl)
+        });
+        let adapter = candidates.remove(0);
+        Self::open(adapter)
+    }
+
+    fn open(adapter: wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("saeforge"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| {
+            Error::Device(format!(
+                "adapter {}: could not open a device: {e}",
+                info.name
+            ))
+        })?;
+        tracing::info!(adapter = %info.name, backend = ?info.backend, "opened device");
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            caches: Caches::default(),
+        })
+    }
+
+    /// True for a software rasteriser such as lavapipe (llvmpipe).
+    pub fn is_software(&self) -> bool {
+        !is_hardware(&self.info)
+    }
+
+    /// Block until all submitted work has finished.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Device(format!("device poll failed: {e}")))?;
+        Ok(())
+    }
+
+    pub fn encoder(&self) -> wgpu::CommandEncoder {
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+    }
+
+    pub fn submit(&self, enc: wgpu::CommandEncoder) {
+        self.queue.submit(Some(enc.finish()));
+    }
+}
+
+/// Resolve `--device` / `--adapter` into an engine, with one line saying which and why.
+pub fn select_engine(choice: DeviceChoice, filter: Option<&str>) -> Result<(Engine, String)> {
+    match choice {
+        DeviceChoice::Cpu => Ok((Engine::Cpu, "CPU engine (--device cpu)".to_string())),
+        DeviceChoice::Gpu => {
+            let gpu = Gpu::new(filter)?;
+            let why = format!(
+                "GPU engine on {} ({:?}, {:?}) (--device gpu)",
+                gpu.info.name, gpu.info.backend, gpu.info.device_type
+            );
+            Ok((Engine::Gpu(Arc::new(gpu)), why))
+        }
+        DeviceChoice::Auto => {
+            let hw = adapters().into_iter().any(|a| {
+                let i = a.get_info();
+                is_hardware(&i)
+                    && filter.is_none_or(|f| i.name.to_lowercase().contains(&f.to_lowercase()))
+            });
+            if hw {
+                let gpu = Gpu::new(filter)?;
+                let why = format!(
+                    "GPU engine on {} ({:?}) (--device auto found a hardware adapter)",
+                    gpu.info.name, gpu.info.backend
+                );
+                Ok((Engine::Gpu(Arc::new(gpu)), why))
+            } else {
+                Ok((
+                    Engine::Cpu,
+                    "CPU engine (--device auto: no hardware GPU adapter; software adapters such as \
+                     lavapipe are slower than the CPU engine; --device gpu forces one)"
+                        .to_string(),
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Tensors on the device: a storage buffer with a shape and an element type. Every buffer
+//! is STORAGE | COPY_SRC | COPY_DST so that tests can poison and read any of them.
+//!
+//! A tensor larger than one storage binding allows is refused here, with both sizes, rather
+//! than left to a wgpu validation panic later.
+
+use bytemuck::Pod;
+
+use crate::{Error, Result};
+
+use super::Gpu;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    U32,
+}
+
+pub struct GpuTensor {
+    pub buf: wgpu::Buffer,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+impl GpuTensor {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn bytes(&self) -> u64 {
+        self.len() as u64 * 4
+    }
+    /// Shape as written in messages, e.g. `[512, 16384]`.
+    pub fn shape_str(&self) -> String {
+        format!("{:?}", self.shape)
+    }
+}
+
+impl Gpu {
+    /// Bytes one storage binding may hold on this device.
+    pub fn max_binding(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+
+    /// Refuse a tensor of `bytes` that no single binding can hold.
+    pub fn check_fits(&self, what: &str, shape: &[usize], bytes: u64) -> Result<()> {
+        if bytes > self.max_binding() {
+            return Err(Error::Device(format!(
+                "{what} {shape:?} needs {bytes} bytes ({:.1} MiB) in one storage binding, but adapter {} allows {} bytes ({:.1} MiB); use a smaller batch or d_sae",
+                bytes as f64 / 1048576.0,
+                self.info.name,
+                self.max_binding(),
+                self.max_binding() as f64 / 1048576.0
+            )));
+        }
+        Ok(())
+    }
+
+    fn alloc(&self, what: &str, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
+        let len: usize = shape.iter().product();
+        let bytes = (len as u64 * 4).max(4); // wgpu rejects zero-sized bindings
+        self.check_fits(what, shape, bytes)?;
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(what),
+            size: bytes.next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(GpuTensor {
+            buf,
+            shape: shape.to_vec(),
+            dtype,
+        })
+    }
+
+    /// A zero-filled f32 tensor.
+    pub fn zeros(&self, what: &str, shape: &[usize]) -> Result<GpuTensor> {
+        self.alloc(what, shape, DType::F32)
+    }
+
+    /// A zero-filled u32 tensor.
+    pub fn zeros_u32(&self, what: &str, shape: &[usize]) -> Result<GpuTensor> {
+        self.alloc(what, shape, DType::U32)
+    }
+
+    /// Upload f32 data; `data.len()` must equal the product of `shape`.
+    pub fn upload(&self, what: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor> {
+        let t = self.alloc(what, shape, DType::F32)?;
+        self.write(&t, data)?;
+        Ok(t)
+    }
+
+    /// Upload u32 data.
+    pub fn upload_u32(&self, what: &str, shape: &[usize], data: &[u32]) -> Result<GpuTensor> {
+        let t = self.alloc(what, shape, DType::U32)?;
+        self.write(&t, data)?;
+        Ok(t)
+    }
+
+    /// Overwrite a tensor's contents (queued; ordered before the next submission).
+    pub fn write<T: Pod>(&self, t: &GpuTensor, data: &[T]) -> Result<()> {
+        if data.len() != t.len() || size_of::<T>() != 4 {
+            return Err(Error::Internal(format!(
+                "write to {:?}: {} elements given for shape {}",
+                t.buf,
+                data.len(),
+                t.shape_str()
+            )));
+        }
+        if !data.is_empty() {
+            self.queue
+                .write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
+        }
+        Ok(())
+    }
+
+    /// Fill every element with the bit pattern of `value` (tests poison outputs with NaN).
+    pub fn fill(&self, t: &GpuTensor, value: f32) {
+        if t.len() > 0 {
+            let v = vec![value; t.len()];
+            self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(&v));
+        }
+    }
+
+    /// Read a tensor back (waits for all submitted work).
+    pub fn read<T: Pod>(&self, t: &GpuTensor) -> Result<Vec<T>> {
+        let bytes = t.bytes();
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.encoder();
+        enc.copy_buffer_to_buffer(&t.buf, 0, &staging, 0, bytes);
+        self.submit(enc);
+        let slice = staging.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| Error::Device("readback: map callback never ran".into()))?
+            .map_err(|e| Error::Device(format!("readback failed: {e}")))?;
+        let out = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Device(format!("readback: {e}")))?;
+            bytemuck::cast_slice::<u8, T>(&view).to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    pub fn read_f32(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        self.read::<f32>(t)
+    }
+
+    pub fn read_u32(&self, t: &GpuTensor) -> Result<Vec<u32>> {
+        self.read::<u32>(t)
+    }
+}

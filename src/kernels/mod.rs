@@ -1,0 +1,40 @@
+//! Kernel launchers: one module per shader family (shaders/<family>.wgsl), each function
+//! named like its WGSL entry point and like its CPU twin in `crate::reference`. Launchers
+//! check shapes, fill the parameter struct and record one or more dispatches into the
+//! caller's encoder; they never submit or read back.
+
+pub mod activations;
+pub mod gemm;
+pub mod optim;
+pub mod reduce;
+pub mod sparse;
+pub mod topk;
+
+use crate::gpu::{GpuTensor, Shader};
+use crate::{Error, Result};
+
+/// Every shader, for validation tests and for warming the pipeline cache.
+pub const SHADERS: &[&Shader] = &[&activations::SHADER];
+
+/// Refuse a tensor whose shape is not the one a launcher needs.
+pub(crate) fn expect_shape(kernel: &str, name: &str, t: &GpuTensor, shape: &[usize]) -> Result<()> {
+    if t.shape != shape {
+        return Err(Error::Internal(format!(
+            "{kernel}: {name} has shape {:?}, expected {shape:?}",
+            t.shape
+        )));
+    }
+    Ok(())
+}
+
+/// Refuse a tensor whose element count is not `len`.
+pub(crate) fn expect_len(kernel: &str, name: &str, t: &GpuTensor, len: usize) -> Result<()> {
+    if t.len() != len {
+        return Err(Error::Internal(format!(
+            "{kernel}: {name} has {} elements (shape {:?}), expected {len}",
+            t.len(),
+            t.shape
+        )));
+    }
+    Ok(())
+}

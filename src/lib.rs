@@ -1,0 +1,14 @@
+//! saeforge: sparse autoencoders trained on captured activations with hand-written WGSL
+//! compute shaders on any adapter wgpu reaches, checked kernel by kernel against a plain
+//! Rust reference (see DESIGN.md beside the repository for the contract).
+//!
+//! Layout: `gpu` owns the device, buffers and caches; `kernels` holds one launcher module
+//! per shader family; `reference` holds the CPU twin of every launcher under the same name.
+
+pub mod cli;
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod reference;
+
+pub use error::{Error, Result};

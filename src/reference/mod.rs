@@ -1,0 +1,11 @@
+//! The CPU twin of every kernel: plain loops over slices, f32, obviously right. This is the
+//! judge the WGSL kernels are tested against and the body of the CPU engine. Each function
+//! has the name of its launcher in `crate::kernels` and the same arguments in the same
+//! order (without the device and encoder), with ties broken the same way.
+
+pub mod activations;
+pub mod gemm;
+pub mod optim;
+pub mod reduce;
+pub mod sparse;
+pub mod topk;

@@ -1,0 +1,164 @@
+//! Shared test machinery: the GPU (or the reason there is none), fresh random inputs with a
+//! printed seed, closeness checks that name the worst element, and the tolerance table.
+#![allow(dead_code)]
+
+pub mod tolerance;
+
+use std::sync::{Arc, OnceLock};
+
+use libtest_mimic::{Completion, Failed, Trial};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use saeforge::gpu::Gpu;
+
+pub use tolerance::Tol;
+
+/// The adapter the GPU tests run on, opened once; or why there is none.
+pub fn gpu() -> Result<Arc<Gpu>, String> {
+    static GPU: OnceLock<Result<Arc<Gpu>, String>> = OnceLock::new();
+    GPU.get_or_init(|| {
+        Gpu::new(std::env::var("SAEFORGE_ADAPTER").ok().as_deref())
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    })
+    .clone()
+}
+
+fn require_gpu() -> bool {
+    std::env::var("SAEFORGE_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// A test that needs an adapter. Without one it is reported as ignored with the reason,
+/// or fails when SAEFORGE_REQUIRE_GPU=1. The body gets a fresh seeded RNG; a failure
+/// message ends with the seed so the case can be replayed with SAEFORGE_TEST_SEED.
+pub fn gpu_test<F>(name: impl Into<String>, body: F) -> Trial
+where
+    F: FnOnce(&Gpu, &mut ChaCha8Rng) -> Result<(), Failed> + Send + 'static,
+{
+    Trial::ignorable_test(name, move || {
+        let gpu = match gpu() {
+            Ok(g) => g,
+            Err(why) if require_gpu() => {
+                return Err(format!("SAEFORGE_REQUIRE_GPU=1 but {why}").into());
+            }
+            Err(why) => return Ok(Completion::ignored_with(why)),
+        };
+        let seed = seed();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        body(&gpu, &mut rng)
+            .map(|()| Completion::Completed)
+            .map_err(|e| {
+                format!(
+                    "{} (SAEFORGE_TEST_SEED={seed})",
+                    e.message().unwrap_or("failed")
+                )
+                .into()
+            })
+    })
+}
+
+/// A test that needs no adapter (CPU reference checks).
+pub fn cpu_test<F>(name: impl Into<String>, body: F) -> Trial
+where
+    F: FnOnce(&mut ChaCha8Rng) -> Result<(), Failed> + Send + 'static,
+{
+    Trial::test(name, move || {
+        let seed = seed();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        body(&mut rng).map_err(|e| {
+            format!(
+                "{} (SAEFORGE_TEST_SEED={seed})",
+                e.message().unwrap_or("failed")
+            )
+            .into()
+        })
+    })
+}
+
+/// Fresh per test unless SAEFORGE_TEST_SEED pins it.
+pub fn seed() -> u64 {
+    if let Ok(s) = std::env::var("SAEFORGE_TEST_SEED") {
+        if let Ok(v) = s.parse() {
+            return v;
+        }
+    }
+    rand::rng().random()
+}
+
+/// n standard-normal samples times `scale`.
+pub fn randn(rng: &mut impl Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| rng.sample::<f32, _>(StandardNormal) * scale)
+        .collect()
+}
+
+/// n samples uniform in [lo, hi).
+pub fn uniform(rng: &mut impl Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// Pass when |gpu - cpu| <= atol + rtol * |cpu| everywhere. On failure, name the worst
+/// element (largest share of its tolerance), both values, and how many elements failed.
+pub fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: Tol) -> Result<(), Failed> {
+    if gpu.len() != cpu.len() {
+        return Err(format!("{what}: gpu has {} elements, cpu {}", gpu.len(), cpu.len()).into());
+    }
+    let mut worst = (0usize, 0.0f64);
+    let mut bad = 0usize;
+    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
+        let allowed = tol.atol as f64 + tol.rtol as f64 * (c as f64).abs();
+        let err = (g as f64 - c as f64).abs();
+        let share = if g.to_bits() == c.to_bits() {
+            0.0
+        } else if !g.is_finite() || !c.is_finite() {
+            f64::INFINITY
+        } else if allowed == 0.0 {
+            if err == 0.0 { 0.0 } else { f64::INFINITY }
+        } else {
+            err / allowed
+        };
+        if share > 1.0 {
+            bad += 1;
+        }
+        if share > worst.1 || (share.is_infinite() && !worst.1.is_infinite()) {
+            worst = (i, share);
+        }
+    }
+    if bad > 0 {
+        let i = worst.0;
+        return Err(format!(
+            "{what}: {bad} of {} elements outside tolerance ({}); worst at index {i}: gpu {} cpu {} ({:.2}x the tolerance)",
+            gpu.len(),
+            tol.name,
+            gpu[i],
+            cpu[i],
+            worst.1
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Exact equality for integer outputs (indices, counts), naming the first difference.
+pub fn assert_same(what: &str, gpu: &[u32], cpu: &[u32]) -> Result<(), Failed> {
+    if gpu.len() != cpu.len() {
+        return Err(format!("{what}: gpu has {} elements, cpu {}", gpu.len(), cpu.len()).into());
+    }
+    let bad = gpu.iter().zip(cpu).filter(|(g, c)| g != c).count();
+    if let Some(i) = gpu.iter().zip(cpu).position(|(g, c)| g != c) {
+        return Err(format!(
+            "{what}: {bad} of {} elements differ; first at index {i}: gpu {} cpu {}",
+            gpu.len(),
+            gpu[i],
+            cpu[i]
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Turn any Display error into a test failure.
+pub fn fail<E: std::fmt::Display>(e: E) -> Failed {
+    e.to_string().into()
+}

@@ -1,0 +1,31 @@
+//! Kernel tests: every WGSL kernel against its CPU twin in `saeforge::reference` on fresh
+//! random inputs, at shapes that are not multiples of any tile or workgroup size and at one
+//! production shape, with outputs poisoned (NaN) before each run.
+//!
+//! A libtest-mimic harness, so that without an adapter the GPU tests are reported as
+//! ignored with the reason (and fail under SAEFORGE_REQUIRE_GPU=1) instead of passing.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod activations;
+mod gemm;
+mod optim;
+mod reduce;
+mod sparse;
+mod topk;
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    if let Err(why) = common::gpu() {
+        eprintln!("GPU kernel tests: {why}");
+    }
+    let mut trials = Vec::new();
+    trials.extend(activations::trials());
+    trials.extend(gemm::trials());
+    trials.extend(optim::trials());
+    trials.extend(reduce::trials());
+    trials.extend(sparse::trials());
+    trials.extend(topk::trials());
+    libtest_mimic::run(&args, trials).exit();
+}

@@ -1,0 +1,5 @@
+//! (being written)
+
+pub fn trials() -> Vec<libtest_mimic::Trial> {
+    Vec::new()
+}
