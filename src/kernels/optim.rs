@@ -1,1 +1,8 @@
 //! (being written)
+
+use crate::gpu::Shader;
+
+pub static SHADER: Shader = Shader {
+    name: "optim",
+    source: include_str!("../../shaders/optim.wgsl"),
+};

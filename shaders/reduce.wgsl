@@ -1,0 +1,1 @@
+// reduce kernels (being written). Launchers: src/kernels/reduce.rs. CPU twins: src/reference/reduce.rs.

@@ -1,0 +1,1 @@
+// sparse kernels (being written). Launchers: src/kernels/sparse.rs. CPU twins: src/reference/sparse.rs.
