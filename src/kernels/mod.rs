@@ -14,7 +14,14 @@ use crate::gpu::{GpuTensor, Shader};
 use crate::{Error, Result};
 
 /// Every shader, for validation tests and for warming the pipeline cache.
-pub const SHADERS: &[&Shader] = &[&activations::SHADER];
+pub const SHADERS: &[&Shader] = &[
+    &activations::SHADER,
+    &gemm::SHADER,
+    &optim::SHADER,
+    &reduce::SHADER,
+    &sparse::SHADER,
+    &topk::SHADER,
+];
 
 /// Refuse a tensor whose shape is not the one a launcher needs.
 pub(crate) fn expect_shape(kernel: &str, name: &str, t: &GpuTensor, shape: &[usize]) -> Result<()> {
