@@ -1,1 +1,311 @@
-// optim kernels (being written). Launchers: src/kernels/optim.rs. CPU twins: src/reference/optim.rs.
+// Optimizer kernels of the SAE training step: Adam(W), global gradient-norm clipping,
+// decoder row normalisation and removal of the gradient component parallel to each
+// decoder row. Launchers: src/kernels/optim.rs. CPU twins: src/reference/optim.rs.
+// Deterministic: every sum has a fixed order for a given set of override constants; no
+// atomics.
+//
+// Traffic per training step at d = 512, n = 16384 (f32; W_enc (d, n) and W_dec (n, d) are
+// 8,388,608 elements = 32 MiB each, b_enc 16384, b_dec 512; all parameters 16,794,112
+// elements = 64.06 MiB; grads, m and v the same size each). Step order and passes:
+//   1. remove_parallel(W_dec, dW_dec)  read W_dec, dW_dec, write dW_dec      3 x 32 MiB =  96.0 MiB
+//      (each 2 KiB row is read twice, dots then update; the second read is meant to hit cache)
+//   2. sumsq x 4 (slot per grad)       read every grad once                  1 x 64 MiB =  64.1 MiB
+//      + per-invocation partials, written and read once                               ~1.0 MiB
+//   3. clip_scale                      4 floats in, 2 out                                 ~0
+//   4. adam x 4                        read param, grad, m, v; write param, m, v
+//                                                                             7 x 64 MiB = 448.5 MiB
+//   5. normalize_rows(W_dec)           read, write W_dec (rows read twice as in 1) 2 x 32 MiB = 64.0 MiB
+//   total ~673.5 MiB (706 MB) moved in 15 dispatches (sumsq is 2 each); JumpReLU's
+//   threshold (n) adds 3 dispatches and ~0.4 MiB.
+// Accesses per element: W_dec 3 + 1 + 7 + 2 = 13, W_enc / biases 1 + 7 = 8.
+// Fusion floor: the global norm must be complete before any Adam update, so every grad is
+// read at least twice (8 accesses per element). For W_dec, pass A reads W_dec and dW_dec
+// once (per-row projection coefficient and the projected sum of squares, 2 accesses);
+// pass B does projection + Adam + row renormalisation one workgroup per row (7 accesses).
+// That is 8 x 64 MiB + 9 x 32 MiB ~ 544.5 MiB (571 MB, 81% of now) in ~4 dispatches.
+
+struct Params {
+    len: u32,      // adam*, sumsq_partial*: items (elements, or vec4s on the vec4 path);
+                   // row kernels: rows n; sumsq_finish: partials; clip_scale: slots
+    d: u32,        // row kernels: items per row (elements, or vec4s on the vec4 path)
+    stride: u32,   // sumsq_partial*: invocations in the grid (one partial each)
+    slot: u32,     // sumsq_finish: the acc slot written
+    max_norm: f32, // clip_scale: clip when the norm exceeds it (<= 0: never)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// The host rewrites this every step (src/reference/optim.rs AdamHyper).
+struct AdamHyper {
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    bias1: f32, // 1 - beta1^t
+    bias2: f32, // 1 - beta2^t
+    weight_decay: f32,
+    _pad: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+override WG: u32 = 256;  // elementwise and sumsq_partial invocations per workgroup
+override FW: u32 = 256;  // sumsq_finish workgroup (power of two)
+override RW: u32 = 64;   // row kernels: invocations per row (power of two)
+
+fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// ---------------------------------------------------------------- adam
+// g = grad * clip[0]; m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
+// param -= lr * ((m / bias1) / (sqrt(v / bias2) + eps) + weight_decay * param)
+
+@group(0) @binding(5) var<uniform> ad_h: AdamHyper;
+@group(0) @binding(6) var<storage, read> ad_clip: array<f32>;          // (>= 1): clip[0]
+
+@group(0) @binding(1) var<storage, read_write> ad_param: array<f32>;   // (len)
+@group(0) @binding(2) var<storage, read> ad_grad: array<f32>;          // (len)
+@group(0) @binding(3) var<storage, read_write> ad_m: array<f32>;       // (len)
+@group(0) @binding(4) var<storage, read_write> ad_v: array<f32>;       // (len)
+
+@compute @workgroup_size(WG)
+fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.len { return; }
+    let h = ad_h;
+    let g = ad_grad[i] * ad_clip[0];
+    let m = h.beta1 * ad_m[i] + (1.0 - h.beta1) * g;
+    let v = h.beta2 * ad_v[i] + (1.0 - h.beta2) * (g * g);
+    let x = ad_param[i];
+    let update = (m / h.bias1) / (sqrt(v / h.bias2) + h.eps) + h.weight_decay * x;
+    ad_m[i] = m;
+    ad_v[i] = v;
+    ad_param[i] = x - h.lr * update;
+}
+
+@group(0) @binding(1) var<storage, read_write> av_param: array<vec4<f32>>; // (len / 4)
+@group(0) @binding(2) var<storage, read> av_grad: array<vec4<f32>>;        // (len / 4)
+@group(0) @binding(3) var<storage, read_write> av_m: array<vec4<f32>>;     // (len / 4)
+@group(0) @binding(4) var<storage, read_write> av_v: array<vec4<f32>>;     // (len / 4)
+
+@compute @workgroup_size(WG)
+fn adam_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.len { return; }
+    let h = ad_h;
+    let g = av_grad[i] * ad_clip[0];
+    let m = h.beta1 * av_m[i] + (1.0 - h.beta1) * g;
+    let v = h.beta2 * av_v[i] + (1.0 - h.beta2) * (g * g);
+    let x = av_param[i];
+    let update = (m / h.bias1) / (sqrt(v / h.bias2) + h.eps) + h.weight_decay * x;
+    av_m[i] = m;
+    av_v[i] = v;
+    av_param[i] = x - h.lr * update;
+}
+
+// ---------------------------------------------------------------- sumsq
+// acc[slot] = sum g^2, in two levels: sumsq_partial gives each invocation t of a grid of
+// `stride` invocations the items t, t + stride, t + 2 stride, ... (coalesced, no barrier)
+// and writes one partial; sumsq_finish (one workgroup) sums partials j, j + FW, ... per
+// invocation, then a fixed tree over the workgroup.
+
+@group(0) @binding(1) var<storage, read> sp_g: array<f32>;             // (len)
+@group(0) @binding(2) var<storage, read_write> sp_part: array<f32>;    // (stride)
+
+@compute @workgroup_size(WG)
+fn sumsq_partial(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = gid.x;
+    var s = 0.0;
+    for (var i = t; i < p.len; i += p.stride) {
+        let x = sp_g[i];
+        s += x * x;
+    }
+    sp_part[t] = s;
+}
+
+@group(0) @binding(1) var<storage, read> sv_g: array<vec4<f32>>;       // (len / 4)
+
+@compute @workgroup_size(WG)
+fn sumsq_partial_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = gid.x;
+    var s = vec4(0.0);
+    for (var i = t; i < p.len; i += p.stride) {
+        let x = sv_g[i];
+        s += x * x;
+    }
+    sp_part[t] = (s.x + s.y) + (s.z + s.w);
+}
+
+@group(0) @binding(1) var<storage, read> sf_part: array<f32>;          // (len) partials
+@group(0) @binding(2) var<storage, read_write> sf_acc: array<f32>;     // (slots)
+
+var<workgroup> sf_red: array<f32, FW>;
+
+@compute @workgroup_size(FW)
+fn sumsq_finish(@builtin(local_invocation_index) l: u32) {
+    var s = 0.0;
+    for (var j = l; j < p.len; j += FW) {
+        s += sf_part[j];
+    }
+    sf_red[l] = s;
+    workgroupBarrier();
+    for (var k = FW / 2u; k > 0u; k >>= 1u) {
+        if l < k {
+            sf_red[l] += sf_red[l + k];
+        }
+        workgroupBarrier();
+    }
+    if l == 0u {
+        sf_acc[p.slot] = sf_red[0];
+    }
+}
+
+// ---------------------------------------------------------------- clip_scale
+// norm = sqrt(acc[0] + acc[1] + ... + acc[slots - 1]);
+// clip[0] = max_norm / norm if max_norm > 0 and norm > max_norm, else 1; clip[1] = norm
+
+@group(0) @binding(1) var<storage, read> cs_acc: array<f32>;           // (>= slots)
+@group(0) @binding(2) var<storage, read_write> cs_clip: array<f32>;    // (2): scale, norm
+
+@compute @workgroup_size(1)
+fn clip_scale() {
+    var s = 0.0;
+    for (var i = 0u; i < p.len; i++) {
+        s += cs_acc[i];
+    }
+    let norm = sqrt(s);
+    let mx = p.max_norm;
+    cs_clip[0] = select(1.0, mx / norm, mx > 0.0 && norm > mx);
+    cs_clip[1] = norm;
+}
+
+// ---------------------------------------------------------------- normalize_rows
+// w[i, :] /= ||w[i, :]||, zero rows unchanged. One workgroup of RW invocations per row:
+// invocation l sums items l, l + RW, ... of the row, then a fixed tree.
+
+@group(0) @binding(1) var<storage, read_write> nr_w: array<f32>;       // (n, d)
+
+var<workgroup> nr_red: array<f32, RW>;
+
+fn nr_tree(l: u32, s: f32) -> f32 {
+    nr_red[l] = s;
+    workgroupBarrier();
+    for (var k = RW / 2u; k > 0u; k >>= 1u) {
+        if l < k {
+            nr_red[l] += nr_red[l + k];
+        }
+        workgroupBarrier();
+    }
+    return nr_red[0];
+}
+
+@compute @workgroup_size(RW)
+fn normalize_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let row = row_index(wid, nwg);
+    if row >= p.len { return; }
+    let base = row * p.d;
+    var s = 0.0;
+    for (var j = l; j < p.d; j += RW) {
+        let x = nr_w[base + j];
+        s += x * x;
+    }
+    let ss = nr_tree(l, s);
+    if ss > 0.0 {
+        let norm = sqrt(ss);
+        for (var j = l; j < p.d; j += RW) {
+            nr_w[base + j] = nr_w[base + j] / norm;
+        }
+    }
+}
+
+@group(0) @binding(1) var<storage, read_write> nv_w: array<vec4<f32>>; // (n, d / 4)
+
+@compute @workgroup_size(RW)
+fn normalize_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let row = row_index(wid, nwg);
+    if row >= p.len { return; }
+    let base = row * p.d;
+    var s = vec4(0.0);
+    for (var j = l; j < p.d; j += RW) {
+        let x = nv_w[base + j];
+        s += x * x;
+    }
+    let ss = nr_tree(l, (s.x + s.y) + (s.z + s.w));
+    if ss > 0.0 {
+        let norm = sqrt(ss);
+        for (var j = l; j < p.d; j += RW) {
+            nv_w[base + j] = nv_w[base + j] / norm;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- remove_parallel
+// g[i, :] -= (g[i, :] . w[i, :] / ||w[i, :]||^2) w[i, :], rows of zero w unchanged.
+// Same shape as normalize_rows, with both dot products reduced together.
+
+@group(0) @binding(1) var<storage, read> rp_w: array<f32>;             // (n, d)
+@group(0) @binding(2) var<storage, read_write> rp_g: array<f32>;       // (n, d)
+
+var<workgroup> rp_red: array<vec2<f32>, RW>;
+
+// Returns (g . w, w . w) of the row.
+fn rp_tree(l: u32, s: vec2<f32>) -> vec2<f32> {
+    rp_red[l] = s;
+    workgroupBarrier();
+    for (var k = RW / 2u; k > 0u; k >>= 1u) {
+        if l < k {
+            rp_red[l] += rp_red[l + k];
+        }
+        workgroupBarrier();
+    }
+    return rp_red[0];
+}
+
+@compute @workgroup_size(RW)
+fn remove_parallel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let row = row_index(wid, nwg);
+    if row >= p.len { return; }
+    let base = row * p.d;
+    var s = vec2(0.0);
+    for (var j = l; j < p.d; j += RW) {
+        let x = rp_w[base + j];
+        s += vec2(rp_g[base + j] * x, x * x);
+    }
+    let r = rp_tree(l, s);
+    if r.y > 0.0 {
+        let c = r.x / r.y;
+        for (var j = l; j < p.d; j += RW) {
+            rp_g[base + j] = rp_g[base + j] - c * rp_w[base + j];
+        }
+    }
+}
+
+@group(0) @binding(1) var<storage, read> rv_w: array<vec4<f32>>;       // (n, d / 4)
+@group(0) @binding(2) var<storage, read_write> rv_g: array<vec4<f32>>; // (n, d / 4)
+
+@compute @workgroup_size(RW)
+fn remove_parallel_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let row = row_index(wid, nwg);
+    if row >= p.len { return; }
+    let base = row * p.d;
+    var gw = vec4(0.0);
+    var ww = vec4(0.0);
+    for (var j = l; j < p.d; j += RW) {
+        let x = rv_w[base + j];
+        gw += rv_g[base + j] * x;
+        ww += x * x;
+    }
+    let r = rp_tree(l, vec2((gw.x + gw.y) + (gw.z + gw.w), (ww.x + ww.y) + (ww.z + ww.w)));
+    if r.y > 0.0 {
+        let c = r.x / r.y;
+        for (var j = l; j < p.d; j += RW) {
+            rv_g[base + j] = rv_g[base + j] - c * rv_w[base + j];
+        }
+    }
+}

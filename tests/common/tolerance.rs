@@ -31,6 +31,65 @@ pub const EXACT: Tol = Tol {
 
 // ---------------------------------------------------------------- optim
 
+// Measured on lavapipe over many seeds (tests/kernels/optim.rs): adam bit-identical, sumsq
+// and clip_scale within 1 ulp, normalize_rows within 2 ulp, remove_parallel within 5e-7
+// absolute at production size. The margins below are for hardware GPUs, where WGSL allows
+// division and sqrt a few ulp and the compiler may fuse a * b + c.
+
+/// adam (one step; m, v, param). The CPU does the same f32 operations in the same order;
+/// left are division and sqrt precision and FMA contraction, ~10 ulp of the update term
+/// (rtol 2e-6). atol 1e-7 covers results that cancel (beta1 m against (1 - beta1) g) down
+/// to below their terms, whose error is an ulp of terms of size O(0.1 .. 1).
+pub const OPTIM_ADAM: Tol = Tol {
+    name: "OPTIM_ADAM",
+    atol: 1e-7,
+    rtol: 2e-6,
+};
+
+/// sumsq vs an f64 sum: a sum of positive terms, each partial a chain of at most ~520 f32
+/// additions at the largest supported tensor (512 x 131072: 256 vec4s per invocation, 256
+/// partials per invocation of the finish, an 8-level tree), ~sqrt(520) * 6e-8 = 1.4e-6
+/// relative when errors random-walk. Measured <= 1.2e-7 at 512 x 16384.
+pub const OPTIM_SUMSQ: Tol = Tol {
+    name: "OPTIM_SUMSQ",
+    atol: 0.0,
+    rtol: 4e-6,
+};
+
+/// clip_scale [scale, norm]: a few f32 additions (f64 on the CPU), one sqrt, one division:
+/// ~8 ulp with hardware division and sqrt.
+pub const OPTIM_CLIP: Tol = Tol {
+    name: "OPTIM_CLIP",
+    atol: 0.0,
+    rtol: 1e-6,
+};
+
+/// normalize_rows: x / ||row|| is relative to x; the norm's own error (a d-term sum in
+/// another order, then sqrt) and the division add up to ~2 ulp measured, allowed ~16.
+pub const OPTIM_NORMALIZE: Tol = Tol {
+    name: "OPTIM_NORMALIZE",
+    atol: 0.0,
+    rtol: 2e-6,
+};
+
+/// remove_parallel: g - c w cancels by design (the result is orthogonal to w), so its error
+/// is absolute: the coefficient c = (g . w) / (w . w) carries ~sqrt(d) ulp of sum |g w| / w . w
+/// times |w| ~ O(1) inputs, i.e. ~1e-6 at d = 512 in the worst rows (measured 5e-7).
+pub const OPTIM_REMOVE_PARALLEL: Tol = Tol {
+    name: "OPTIM_REMOVE_PARALLEL",
+    atol: 2e-6,
+    rtol: 1e-6,
+};
+
+/// Four chained optimizer steps (remove_parallel, sumsq, clip_scale, adam, normalize_rows)
+/// on O(1) data: the per-kernel errors above feed the next step through the clip factor and
+/// the moments, so allow them twice over (sums of squares ~2000 compare by rtol).
+pub const OPTIM_STEPS: Tol = Tol {
+    name: "OPTIM_STEPS",
+    atol: 4e-6,
+    rtol: 4e-6,
+};
+
 // ---------------------------------------------------------------- activations (jumprelu)
 
 // ---------------------------------------------------------------- training step
