@@ -19,6 +19,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Stopped by SIGINT / SIGTERM after writing a checkpoint.
+    #[error("{0}")]
+    Interrupted(String),
     /// Something the program itself got wrong, or the driver reported.
     #[error("{0}")]
     Internal(String),
@@ -39,6 +42,7 @@ impl Error {
         match self {
             Error::Input(_) => 2,
             Error::Device(_) => 2,
+            Error::Interrupted(_) => 130,
             Error::Io { .. } | Error::Internal(_) => 1,
         }
     }

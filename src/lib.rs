@@ -8,7 +8,9 @@
 pub mod cli;
 pub mod error;
 pub mod gpu;
+pub mod io;
 pub mod kernels;
 pub mod reference;
+pub mod report;
 
 pub use error::{Error, Result};

@@ -1,0 +1,130 @@
+//! Atomic output: every file is written to a temporary name in its final folder and renamed
+//! into place, so a crash (or a full disk) never leaves a half-written file behind.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+
+use crate::{Error, Result};
+
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Write `bytes` to `path` atomically (temp file in the same folder, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_name(path);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+/// Create a folder (and parents), naming it in the error.
+pub fn create_dir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))
+}
+
+/// A tensor to write: name, shape and its little-endian bytes in `dtype`.
+pub struct OutTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+impl OutTensor {
+    pub fn f32(name: &str, shape: &[usize], data: &[f32]) -> Self {
+        OutTensor {
+            name: name.into(),
+            dtype: Dtype::F32,
+            shape: shape.to_vec(),
+            bytes: bytemuck::cast_slice(data).to_vec(),
+        }
+    }
+    pub fn u32(name: &str, shape: &[usize], data: &[u32]) -> Self {
+        OutTensor {
+            name: name.into(),
+            dtype: Dtype::U32,
+            shape: shape.to_vec(),
+            bytes: bytemuck::cast_slice(data).to_vec(),
+        }
+    }
+    pub fn i64(name: &str, shape: &[usize], data: &[i64]) -> Self {
+        OutTensor {
+            name: name.into(),
+            dtype: Dtype::I64,
+            shape: shape.to_vec(),
+            bytes: bytemuck::cast_slice(data).to_vec(),
+        }
+    }
+    pub fn i32(name: &str, shape: &[usize], data: &[i32]) -> Self {
+        OutTensor {
+            name: name.into(),
+            dtype: Dtype::I32,
+            shape: shape.to_vec(),
+            bytes: bytemuck::cast_slice(data).to_vec(),
+        }
+    }
+    /// f32 data stored as f32, f16 or bf16.
+    pub fn float(name: &str, shape: &[usize], data: &[f32], dtype: Dtype) -> Self {
+        let bytes = match dtype {
+            Dtype::F16 => {
+                let h: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+                bytemuck::cast_slice(&h).to_vec()
+            }
+            Dtype::BF16 => {
+                let h: Vec<half::bf16> = data.iter().map(|&x| half::bf16::from_f32(x)).collect();
+                bytemuck::cast_slice(&h).to_vec()
+            }
+            _ => bytemuck::cast_slice(data).to_vec(),
+        };
+        OutTensor {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+            bytes,
+        }
+    }
+}
+
+/// Write a safetensors file atomically.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[OutTensor],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|t| {
+            TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
+                .map(|v| (t.name.clone(), v))
+                .map_err(|e| Error::Internal(format!("{}: tensor {}: {e}", path.display(), t.name)))
+        })
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views, metadata)
+        .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+}
+
+/// Write JSON atomically (pretty-printed, newline-terminated).
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut s = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+    s.push('\n');
+    write_atomic(path, s.as_bytes())
+}

@@ -1,0 +1,81 @@
+//! training.jsonl: one JSON object per log interval, appended and flushed as it happens so
+//! that a crashed run keeps its history up to the last interval.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// One record of training.jsonl.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub step: u64,
+    pub tokens: u64,
+    pub lr: f32,
+    pub loss: f64,
+    pub mse: f64,
+    pub aux_loss: f64,
+    pub l1_loss: f64,
+    pub l0_loss: f64,
+    pub l0: f64,
+    pub explained_variance: f64,
+    pub dead_fraction: f64,
+    pub grad_norm: f32,
+    pub tokens_per_s: f64,
+    /// Held-out figures when an evaluation ran at this step.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_mse: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_explained_variance: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_l0: Option<f64>,
+}
+
+pub struct JsonlWriter {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl JsonlWriter {
+    /// Open for appending (a resumed run continues the same file).
+    pub fn open(path: &Path) -> Result<JsonlWriter> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(JsonlWriter { path: path.to_path_buf(), file })
+    }
+
+    pub fn write(&mut self, r: &Record) -> Result<()> {
+        let mut line = serde_json::to_string(r).expect("plain data");
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|_| self.file.flush())
+            .map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// Read every record of a training.jsonl (for plots); records after `max_step` are dropped
+/// (a resumed run may have logged past its checkpoint before it died).
+pub fn read(path: &Path) -> Result<Vec<Record>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+}
+
+/// Rewrite the file keeping only records with step <= `max_step` (on resume).
+pub fn truncate_after(path: &Path, max_step: u64) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let kept: Vec<Record> = read(path)?.into_iter().filter(|r| r.step <= max_step).collect();
+    let mut s = String::new();
+    for r in &kept {
+        s.push_str(&serde_json::to_string(r).expect("plain data"));
+        s.push('\n');
+    }
+    crate::io::write_atomic(path, s.as_bytes())
+}
