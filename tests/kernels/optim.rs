@@ -66,7 +66,7 @@ fn adam_case(gpu: &Gpu, rng: &mut ChaCha8Rng, len: usize, weight_decay: f32) -> 
     // clip[1] (the norm) is poison: adam must read clip[0] only.
     let clip_h = [rng.random_range(0.2f32..1.0), f32::NAN];
     let h = hyper(
-        rng.random_range(1e-4f32..1e-2),
+        rng.random_range(1e-3f32..1e-2),
         weight_decay,
         rng.random_range(1..2000),
     );
