@@ -356,6 +356,12 @@ pub fn trials() -> Vec<Trial> {
             move |gpu, rng| adam_case(gpu, rng, len, wd),
         ));
     }
+    // More workgroups than one grid dimension holds (65535 x 256): the folded 1-D grid.
+    let folded = 65535 * 256 + 3;
+    t.push(gpu_test(
+        format!("optim::adam/{folded}/wd0.01"),
+        move |gpu, rng| adam_case(gpu, rng, folded, 0.01),
+    ));
     for &len in LENS {
         t.push(gpu_test(format!("optim::sumsq/{len}"), move |gpu, rng| {
             sumsq_case(gpu, rng, len)
