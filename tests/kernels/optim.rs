@@ -66,7 +66,7 @@ fn adam_case(gpu: &Gpu, rng: &mut ChaCha8Rng, len: usize, weight_decay: f32) -> 
     // clip[1] (the norm) is poison: adam must read clip[0] only.
     let clip_h = [rng.random_range(0.2f32..1.0), f32::NAN];
     let h = hyper(
-        rng.random_range(1e-4f32..1e-2),
+        rng.random_range(1e-3f32..1e-2),
         weight_decay,
         rng.random_range(1..2000),
     );
@@ -356,6 +356,12 @@ pub fn trials() -> Vec<Trial> {
             move |gpu, rng| adam_case(gpu, rng, len, wd),
         ));
     }
+    // More workgroups than one grid dimension holds (65535 x 256): the folded 1-D grid.
+    let folded = 65535 * 256 + 3;
+    t.push(gpu_test(
+        format!("optim::adam/{folded}/wd0.01"),
+        move |gpu, rng| adam_case(gpu, rng, folded, 0.01),
+    ));
     for &len in LENS {
         t.push(gpu_test(format!("optim::sumsq/{len}"), move |gpu, rng| {
             sumsq_case(gpu, rng, len)
