@@ -1,1 +1,455 @@
-// sparse kernels (being written). Launchers: src/kernels/sparse.rs. CPU twins: src/reference/sparse.rs.
+// Sparse codes: the kernels that make an SAE step cheap after the encoder. Everything
+// touches only the active (row, latent) pairs of a CSR code:
+//   row_ptr (rows + 1) u32, idx (cap) u32, val (cap) f32; nnz = row_ptr[rows] <= cap,
+//   row_ptr[0] == 0, idx[s] < n; slots s >= nnz are ignored (never read as codes).
+// The gradients of W_dec, W_enc and b_enc are gathers over a per-latent (transposed) index
+// built here on the device, so there are no float atomics and every result is identical run
+// to run; every sum (gathers, decode, dot) runs in the CPU twin's order, so on lavapipe the
+// results are bit-identical to the reference.
+// Launchers: src/kernels/sparse.rs. CPU twins: src/reference/sparse.rs.
+//
+// Layout notes:
+// - decode / dw_dec: one workgroup per (row or latent, chunk of WG columns), lanes over d
+//   (as vec4 when d % 4 == 0): the code entries (idx, val, lat_row, lat_slot) are read at
+//   workgroup-uniform addresses (scalar loads on GPUs that prove uniformity) and the rows of
+//   w_dec / dy contiguously; the launcher narrows WG when d is small;
+// - dot: one invocation per slot, looping over d with vec4 loads; consecutive slots share a
+//   row and so read the same dy row;
+// - dw_enc (d, n) puts latents on the fastest lane axis so its stores are coalesced, each
+//   lane summing 4 vec4 (or 4 scalar) columns so one pass over a latent's entries feeds 16
+//   (or 4) accumulators;
+// - the only barriers are the two in the single-workgroup scan.
+// On lavapipe (Mesa 22.3) every storage-buffer load and store is a per-lane scalar loop,
+// uniform address or not, so time there tracks the elements moved (measured: the
+// workgroup-uniform decode and a plain 1-D one take the same time); these kernels are within
+// about 2x of that floor (the dense dw_dec / dw_enc writes, the w_dec rows read).
+
+struct Params {
+    rows: u32,
+    n: u32,
+    d: u32,      // columns of w_dec / dy / xc
+    dv: u32,     // d / 4 (vec4 entry points; 0 otherwise)
+    cap: u32,    // slots in idx / val / g / lat_row / lat_slot
+    k: u32,      // row_ptr_fixed: entries per row
+    flag: u32,   // sparse_decode: 1 when b_dec is bound
+    _pad0: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+override WG: u32 = 64;        // invocations per workgroup (1-D kernels; column chunk of decode / dw_dec)
+override WG_SCAN: u32 = 256;  // the single workgroup of build_transpose_scan
+
+// Invocation index of a 1-D grid folded into (x, y) (see gpu::grid_1d).
+fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+// Workgroup index of a folded 1-D grid of workgroups.
+fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// Row of slot s < nnz: the largest b with row_ptr[b] <= s (empty rows are skipped because
+// their row_ptr equals the next one). Used by every entry point whose binding 1 is row_ptr.
+@group(0) @binding(1) var<storage, read> csr_row_ptr: array<u32>; // (rows + 1)
+
+fn row_of_slot(s: u32) -> u32 {
+    var lo = 0u;
+    var hi = p.rows;
+    while lo < hi {
+        let mid = (lo + hi + 1u) / 2u;
+        if csr_row_ptr[mid] <= s {
+            lo = mid;
+        } else {
+            hi = mid - 1u;
+        }
+    }
+    return lo;
+}
+
+// ---------------------------------------------------------------- sparse_decode
+// x_hat[b, :] = (b_dec or 0) + sum over s in row_ptr[b]..row_ptr[b+1] (ascending) of
+//               val[s] * w_dec[idx[s], :]
+// One workgroup per (row, chunk of WG columns or vec4s of columns); the row comes from the
+// workgroup id, so row_ptr / idx / val are read at workgroup-uniform addresses.
+
+@group(0) @binding(1) var<storage, read> dc_row_ptr: array<u32>;        // (rows + 1)
+@group(0) @binding(2) var<storage, read> dc_idx: array<u32>;            // (cap)
+@group(0) @binding(3) var<storage, read> dc_val: array<f32>;            // (cap)
+@group(0) @binding(4) var<storage, read> dc_w_dec: array<f32>;          // (n, d)
+@group(0) @binding(5) var<storage, read> dc_b_dec: array<f32>;          // (d); unread when flag == 0
+@group(0) @binding(6) var<storage, read_write> dc_x_hat: array<f32>;    // (rows, d)
+
+@compute @workgroup_size(WG)
+fn sparse_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let chunks = (p.d + WG - 1u) / WG;
+    let g = group_index(wid, nwg);
+    let b = g / chunks;
+    let j = (g - b * chunks) * WG + lid;
+    if b >= p.rows || j >= p.d { return; }
+    var acc = 0.0;
+    if p.flag != 0u { acc = dc_b_dec[j]; }
+    let s1 = dc_row_ptr[b + 1u];
+    for (var s = dc_row_ptr[b]; s < s1; s++) {
+        acc += dc_val[s] * dc_w_dec[dc_idx[s] * p.d + j];
+    }
+    dc_x_hat[b * p.d + j] = acc;
+}
+
+@group(0) @binding(4) var<storage, read> dc4_w_dec: array<vec4<f32>>;       // (n, d / 4)
+@group(0) @binding(5) var<storage, read> dc4_b_dec: array<vec4<f32>>;       // (d / 4); unread when flag == 0
+@group(0) @binding(6) var<storage, read_write> dc4_x_hat: array<vec4<f32>>; // (rows, d / 4)
+
+@compute @workgroup_size(WG)
+fn sparse_decode_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let chunks = (p.dv + WG - 1u) / WG;
+    let g = group_index(wid, nwg);
+    let b = g / chunks;
+    let j = (g - b * chunks) * WG + lid;
+    if b >= p.rows || j >= p.dv { return; }
+    var acc = vec4<f32>(0.0);
+    if p.flag != 0u { acc = dc4_b_dec[j]; }
+    let s1 = dc_row_ptr[b + 1u];
+    for (var s = dc_row_ptr[b]; s < s1; s++) {
+        acc += dc_val[s] * dc4_w_dec[dc_idx[s] * p.dv + j];
+    }
+    dc4_x_hat[b * p.dv + j] = acc;
+}
+
+// ---------------------------------------------------------------- sparse_dot
+// g[s] = dy[row(s), :] . w_dec[idx[s], :] (ascending columns) for s < nnz;
+// g[s] = 0 for nnz <= s < cap.
+// One invocation per slot; lanes of one row share the dy row (uniform loads).
+
+@group(0) @binding(2) var<storage, read> sd_idx: array<u32>;            // (cap)
+@group(0) @binding(3) var<storage, read> sd_dy: array<f32>;             // (rows, d)
+@group(0) @binding(4) var<storage, read> sd_w_dec: array<f32>;          // (n, d)
+@group(0) @binding(5) var<storage, read_write> sd_g: array<f32>;        // (cap)
+
+@compute @workgroup_size(WG)
+fn sparse_dot(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let s = linear_index(gid, nwg);
+    if s >= p.cap { return; }
+    if s >= csr_row_ptr[p.rows] {
+        sd_g[s] = 0.0;
+        return;
+    }
+    let y0 = row_of_slot(s) * p.d;
+    let w0 = sd_idx[s] * p.d;
+    var acc = 0.0;
+    for (var j = 0u; j < p.d; j++) {
+        acc += sd_dy[y0 + j] * sd_w_dec[w0 + j];
+    }
+    sd_g[s] = acc;
+}
+
+@group(0) @binding(3) var<storage, read> sd4_dy: array<vec4<f32>>;     // (rows, d / 4)
+@group(0) @binding(4) var<storage, read> sd4_w_dec: array<vec4<f32>>;  // (n, d / 4)
+
+@compute @workgroup_size(WG)
+fn sparse_dot_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let s = linear_index(gid, nwg);
+    if s >= p.cap { return; }
+    if s >= csr_row_ptr[p.rows] {
+        sd_g[s] = 0.0;
+        return;
+    }
+    let y0 = row_of_slot(s) * p.dv;
+    let w0 = sd_idx[s] * p.dv;
+    // vec4 loads, but one running sum over ascending columns (the reference's order).
+    var acc = 0.0;
+    for (var j = 0u; j < p.dv; j++) {
+        let y = sd4_dy[y0 + j];
+        let w = sd4_w_dec[w0 + j];
+        acc += y.x * w.x;
+        acc += y.y * w.y;
+        acc += y.z * w.z;
+        acc += y.w * w.w;
+    }
+    sd_g[s] = acc;
+}
+
+// ---------------------------------------------------------------- row_ptr_fixed
+// row_ptr[b] = b * k for b in 0..=rows (TopK codes).
+
+@group(0) @binding(1) var<storage, read_write> rp_row_ptr: array<u32>;  // (rows + 1)
+
+@compute @workgroup_size(WG)
+fn row_ptr_fixed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let b = linear_index(gid, nwg);
+    if b > p.rows { return; }
+    rp_row_ptr[b] = b * p.k;
+}
+
+// ---------------------------------------------------------------- build_transpose
+// The per-latent lists: lat_ptr (n + 1) = exclusive prefix sums of per-latent counts, and for
+// latent i the entries lat_ptr[i]..lat_ptr[i+1] of lat_row / lat_slot list the (row, slot)
+// pairs with idx[slot] == i in ascending slot order; entries nnz..cap are set to 0.
+// Six dispatches, no scratch beyond the outputs, positions independent of thread timing:
+//   zero     lat_ptr = 0
+//   count    lat_ptr[idx[s] + 1] += 1 for s < nnz                  (u32 atomics: counts)
+//   scan     lat_ptr[1..=n] = exclusive scan of itself, lat_ptr[0] = 0, so that
+//            lat_ptr[i + 1] = start of latent i
+//   scatter  pos = atomicAdd(lat_ptr[idx[s] + 1], 1); lat_row[pos] = s
+//            (lat_row is scratch here; afterwards lat_ptr[i + 1] = start of latent i + 1,
+//            so lat_ptr is final; the order inside a latent's range depends on timing;
+//            invocations take slots in descending order so that it is never ascending by
+//            accident on in-order executors)
+//   rank     for each entry e: s = lat_row[e], r = number of slots in the same latent's
+//            range that are < s; lat_slot[start + r] = s   (the timing-dependent order is
+//            replaced by the ascending one; O(m^2) compares for a latent with m entries,
+//            read at addresses shared by the lanes of that latent; with distinct latents
+//            per row (TopK, BatchTopK) m <= rows, so at most rows * nnz compares in all)
+//   rows     lat_row[e] = row_of_slot(lat_slot[e]); entries >= nnz get 0 in both
+
+@group(0) @binding(1) var<storage, read_write> bz_lat_ptr: array<u32>;  // (n + 1)
+
+@compute @workgroup_size(WG)
+fn build_transpose_zero(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i > p.n { return; }
+    bz_lat_ptr[i] = 0u;
+}
+
+@group(0) @binding(2) var<storage, read> bc_idx: array<u32>;                    // (cap)
+@group(0) @binding(3) var<storage, read_write> bc_lat_ptr: array<atomic<u32>>;  // (n + 1)
+
+@compute @workgroup_size(WG)
+fn build_transpose_count(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let s = linear_index(gid, nwg);
+    if s >= min(csr_row_ptr[p.rows], p.cap) { return; }
+    atomicAdd(&bc_lat_ptr[bc_idx[s] + 1u], 1u);
+}
+
+@group(0) @binding(1) var<storage, read_write> bs_lat_ptr: array<u32>;  // (n + 1)
+var<workgroup> bs_sums: array<u32, WG_SCAN>;
+
+// One workgroup: lane l owns the contiguous chunk l of the n counts; sum the chunk, scan the
+// WG_SCAN chunk sums serially in lane 0 (two barriers in all), rewrite the chunk.
+@compute @workgroup_size(WG_SCAN)
+fn build_transpose_scan(@builtin(local_invocation_index) l: u32) {
+    let chunk = (p.n + WG_SCAN - 1u) / WG_SCAN;
+    let lo = min(l * chunk, p.n);
+    let hi = min(lo + chunk, p.n);
+    var sum = 0u;
+    for (var i = lo; i < hi; i++) {
+        sum += bs_lat_ptr[i + 1u];
+    }
+    bs_sums[l] = sum;
+    workgroupBarrier();
+    if l == 0u {
+        var run = 0u;
+        for (var c = 0u; c < WG_SCAN; c++) {
+            let v = bs_sums[c];
+            bs_sums[c] = run;
+            run += v;
+        }
+        bs_lat_ptr[0] = 0u;
+    }
+    workgroupBarrier();
+    var run = bs_sums[l];
+    for (var i = lo; i < hi; i++) {
+        let v = bs_lat_ptr[i + 1u];
+        bs_lat_ptr[i + 1u] = run;
+        run += v;
+    }
+}
+
+// bc_idx at binding 2, bc_lat_ptr (atomic) at binding 3, as in count.
+@group(0) @binding(4) var<storage, read_write> bsc_lat_row: array<u32>;  // (cap); slots, unordered
+
+@compute @workgroup_size(WG)
+fn build_transpose_scatter(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_index(gid, nwg);
+    let nnz = min(csr_row_ptr[p.rows], p.cap);
+    if t >= nnz { return; }
+    // Descending slots: an executor that runs invocations in order (lavapipe does) then
+    // produces reversed lists, so the rank pass always has real work and tests see it.
+    let s = nnz - 1u - t;
+    let pos = atomicAdd(&bc_lat_ptr[bc_idx[s] + 1u], 1u);
+    bsc_lat_row[pos] = s;
+}
+
+@group(0) @binding(1) var<storage, read> br_idx: array<u32>;             // (cap)
+@group(0) @binding(2) var<storage, read> br_lat_ptr: array<u32>;         // (n + 1)
+@group(0) @binding(3) var<storage, read> br_lat_row: array<u32>;         // (cap); slots, unordered
+@group(0) @binding(4) var<storage, read_write> br_lat_slot: array<u32>;  // (cap)
+
+@compute @workgroup_size(WG)
+fn build_transpose_rank(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = linear_index(gid, nwg);
+    if e >= min(br_lat_ptr[p.n], p.cap) { return; }
+    let s = br_lat_row[e];
+    let i = br_idx[s];
+    let a = br_lat_ptr[i];
+    let z = br_lat_ptr[i + 1u];
+    var r = 0u;
+    for (var q = a; q < z; q++) {
+        r += select(0u, 1u, br_lat_row[q] < s);
+    }
+    br_lat_slot[a + r] = s;
+}
+
+@group(0) @binding(2) var<storage, read> bw_lat_ptr: array<u32>;         // (n + 1)
+@group(0) @binding(3) var<storage, read_write> bw_lat_row: array<u32>;   // (cap)
+@group(0) @binding(4) var<storage, read_write> bw_lat_slot: array<u32>;  // (cap)
+
+@compute @workgroup_size(WG)
+fn build_transpose_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = linear_index(gid, nwg);
+    if e >= p.cap { return; }
+    if e >= bw_lat_ptr[p.n] {
+        bw_lat_row[e] = 0u;
+        bw_lat_slot[e] = 0u;
+        return;
+    }
+    bw_lat_row[e] = row_of_slot(bw_lat_slot[e]);
+}
+
+// ---------------------------------------------------------------- gather_dw_dec
+// dw_dec[i, :] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of
+//                val[lat_slot[e]] * dy[lat_row[e], :]
+// One workgroup per (latent, chunk of WG columns or vec4s of columns); the latent comes from
+// the workgroup id, so lat_ptr / lat_row / lat_slot / val are read at uniform addresses.
+
+@group(0) @binding(1) var<storage, read> gd_lat_ptr: array<u32>;         // (n + 1)
+@group(0) @binding(2) var<storage, read> gd_lat_row: array<u32>;         // (cap)
+@group(0) @binding(3) var<storage, read> gd_lat_slot: array<u32>;        // (cap)
+@group(0) @binding(4) var<storage, read> gd_val: array<f32>;             // (cap)
+@group(0) @binding(5) var<storage, read> gd_dy: array<f32>;              // (rows, d)
+@group(0) @binding(6) var<storage, read_write> gd_dw_dec: array<f32>;    // (n, d)
+
+@compute @workgroup_size(WG)
+fn gather_dw_dec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let chunks = (p.d + WG - 1u) / WG;
+    let g = group_index(wid, nwg);
+    let i = g / chunks;
+    let j = (g - i * chunks) * WG + lid;
+    if i >= p.n || j >= p.d { return; }
+    var acc = 0.0;
+    let z = gd_lat_ptr[i + 1u];
+    for (var e = gd_lat_ptr[i]; e < z; e++) {
+        acc += gd_val[gd_lat_slot[e]] * gd_dy[gd_lat_row[e] * p.d + j];
+    }
+    gd_dw_dec[i * p.d + j] = acc;
+}
+
+@group(0) @binding(5) var<storage, read> gd4_dy: array<vec4<f32>>;            // (rows, d / 4)
+@group(0) @binding(6) var<storage, read_write> gd4_dw_dec: array<vec4<f32>>;  // (n, d / 4)
+
+@compute @workgroup_size(WG)
+fn gather_dw_dec_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let chunks = (p.dv + WG - 1u) / WG;
+    let g = group_index(wid, nwg);
+    let i = g / chunks;
+    let j = (g - i * chunks) * WG + lid;
+    if i >= p.n || j >= p.dv { return; }
+    var acc = vec4<f32>(0.0);
+    let z = gd_lat_ptr[i + 1u];
+    for (var e = gd_lat_ptr[i]; e < z; e++) {
+        acc += gd_val[gd_lat_slot[e]] * gd4_dy[gd_lat_row[e] * p.dv + j];
+    }
+    gd4_dw_dec[i * p.dv + j] = acc;
+}
+
+// ---------------------------------------------------------------- gather_dw_enc
+// dw_enc[:, i] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of
+//                dval[lat_slot[e]] * xc[lat_row[e], :]            dw_enc: (d, n)
+// One invocation per (block of columns, latent), latents fastest so that each of the lane's
+// stores (dw_enc[j, i] for its columns j) is coalesced over the lanes' consecutive i.
+// A block is 4 columns (scalar) or 4 vec4s = 16 columns (vec4); loads past the last column
+// are clamped to it (valid addresses, results dropped) so the entry loop has no branches.
+
+@group(0) @binding(1) var<storage, read> ge_lat_ptr: array<u32>;         // (n + 1)
+@group(0) @binding(2) var<storage, read> ge_lat_row: array<u32>;         // (cap)
+@group(0) @binding(3) var<storage, read> ge_lat_slot: array<u32>;        // (cap)
+@group(0) @binding(4) var<storage, read> ge_dval: array<f32>;            // (cap)
+@group(0) @binding(5) var<storage, read> ge_xc: array<f32>;              // (rows, d)
+@group(0) @binding(6) var<storage, read_write> ge_dw_enc: array<f32>;    // (d, n)
+
+@compute @workgroup_size(WG)
+fn gather_dw_enc(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_index(gid, nwg);
+    let blocks = (p.d + 3u) / 4u;
+    if t >= p.n * blocks { return; }
+    let jb = t / p.n;
+    let i = t - jb * p.n;
+    let j0 = jb * 4u;
+    let last = p.d - 1u;
+    let c1 = min(j0 + 1u, last);
+    let c2 = min(j0 + 2u, last);
+    let c3 = min(j0 + 3u, last);
+    var acc = vec4<f32>(0.0);
+    let z = ge_lat_ptr[i + 1u];
+    for (var e = ge_lat_ptr[i]; e < z; e++) {
+        let g = ge_dval[ge_lat_slot[e]];
+        let x0 = ge_lat_row[e] * p.d;
+        acc += g * vec4<f32>(ge_xc[x0 + j0], ge_xc[x0 + c1], ge_xc[x0 + c2], ge_xc[x0 + c3]);
+    }
+    ge_dw_enc[j0 * p.n + i] = acc.x;
+    if j0 + 1u < p.d { ge_dw_enc[(j0 + 1u) * p.n + i] = acc.y; }
+    if j0 + 2u < p.d { ge_dw_enc[(j0 + 2u) * p.n + i] = acc.z; }
+    if j0 + 3u < p.d { ge_dw_enc[(j0 + 3u) * p.n + i] = acc.w; }
+}
+
+@group(0) @binding(5) var<storage, read> ge4_xc: array<vec4<f32>>;      // (rows, d / 4)
+
+fn ge4_store(j4: u32, i: u32, v: vec4<f32>) {
+    let o = j4 * 4u * p.n + i;
+    ge_dw_enc[o] = v.x;
+    ge_dw_enc[o + p.n] = v.y;
+    ge_dw_enc[o + 2u * p.n] = v.z;
+    ge_dw_enc[o + 3u * p.n] = v.w;
+}
+
+@compute @workgroup_size(WG)
+fn gather_dw_enc_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_index(gid, nwg);
+    let blocks = (p.dv + 3u) / 4u;
+    if t >= p.n * blocks { return; }
+    let jb = t / p.n;
+    let i = t - jb * p.n;
+    let j0 = jb * 4u;
+    let last = p.dv - 1u;
+    let c1 = min(j0 + 1u, last);
+    let c2 = min(j0 + 2u, last);
+    let c3 = min(j0 + 3u, last);
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    let z = ge_lat_ptr[i + 1u];
+    for (var e = ge_lat_ptr[i]; e < z; e++) {
+        let g = ge_dval[ge_lat_slot[e]];
+        let x0 = ge_lat_row[e] * p.dv;
+        a0 += g * ge4_xc[x0 + j0];
+        a1 += g * ge4_xc[x0 + c1];
+        a2 += g * ge4_xc[x0 + c2];
+        a3 += g * ge4_xc[x0 + c3];
+    }
+    ge4_store(j0, i, a0);
+    if j0 + 1u < p.dv { ge4_store(j0 + 1u, i, a1); }
+    if j0 + 2u < p.dv { ge4_store(j0 + 2u, i, a2); }
+    if j0 + 3u < p.dv { ge4_store(j0 + 3u, i, a3); }
+}
+
+// ---------------------------------------------------------------- gather_db_enc
+// db_enc[i] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of dval[lat_slot[e]]
+
+@group(0) @binding(1) var<storage, read> gb_lat_ptr: array<u32>;         // (n + 1)
+@group(0) @binding(2) var<storage, read> gb_lat_slot: array<u32>;        // (cap)
+@group(0) @binding(3) var<storage, read> gb_dval: array<f32>;            // (cap)
+@group(0) @binding(4) var<storage, read_write> gb_db_enc: array<f32>;    // (n)
+
+@compute @workgroup_size(WG)
+fn gather_db_enc(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    var acc = 0.0;
+    let z = gb_lat_ptr[i + 1u];
+    for (var e = gb_lat_ptr[i]; e < z; e++) {
+        acc += gb_dval[gb_lat_slot[e]];
+    }
+    gb_db_enc[i] = acc;
+}

@@ -1,1 +1,215 @@
-//! (being written)
+//! CPU twins of shaders/sparse.wgsl: sparse codes (CSR over rows) decoded, dotted with the
+//! output gradient, transposed into per-latent lists, and the three gradient gathers.
+//!
+//! A code is `row_ptr` (rows + 1, `row_ptr[0] == 0`), `idx` (cap) and `val` (cap) with
+//! nnz = `row_ptr[rows]` <= cap; slots nnz..cap are ignored; `idx[s] < n`. TopK codes are the
+//! case `row_ptr[b] = b * k`. Every sum runs in the order written here (ascending slot, or
+//! ascending column for the dot products), and the GPU gathers use the same order.
+
+/// row_ptr[b] = b * k for b in 0..=rows.
+pub fn row_ptr_fixed(rows: usize, k: usize, row_ptr: &mut [u32]) {
+    assert_eq!(row_ptr.len(), rows + 1, "row_ptr_fixed: row_ptr length");
+    for (b, r) in row_ptr.iter_mut().enumerate() {
+        *r = (b * k) as u32;
+    }
+}
+
+fn check_csr(what: &str, row_ptr: &[u32], cap: usize, rows: usize) -> usize {
+    assert_eq!(row_ptr.len(), rows + 1, "{what}: row_ptr length");
+    assert_eq!(row_ptr[0], 0, "{what}: row_ptr[0] must be 0");
+    let nnz = row_ptr[rows] as usize;
+    assert!(nnz <= cap, "{what}: nnz {nnz} > cap {cap}");
+    nnz
+}
+
+/// x_hat[b, :] = (b_dec or 0) + sum over s in row_ptr[b]..row_ptr[b+1] (ascending) of
+/// val[s] * w_dec[idx[s], :], accumulated starting from the bias.
+/// row_ptr: (rows + 1), idx: (cap), val: (cap), w_dec: (n, d), b_dec: (d) -> x_hat: (rows, d)
+#[allow(clippy::too_many_arguments)]
+pub fn sparse_decode(
+    row_ptr: &[u32],
+    idx: &[u32],
+    val: &[f32],
+    w_dec: &[f32],
+    b_dec: Option<&[f32]>,
+    rows: usize,
+    n: usize,
+    d: usize,
+    x_hat: &mut [f32],
+) {
+    check_csr("sparse_decode", row_ptr, idx.len(), rows);
+    assert_eq!(val.len(), idx.len(), "sparse_decode: val length");
+    assert_eq!(w_dec.len(), n * d, "sparse_decode: w_dec length");
+    assert_eq!(x_hat.len(), rows * d, "sparse_decode: x_hat length");
+    for b in 0..rows {
+        let out = &mut x_hat[b * d..(b + 1) * d];
+        match b_dec {
+            Some(bias) => out.copy_from_slice(&bias[..d]),
+            None => out.fill(0.0),
+        }
+        for s in row_ptr[b] as usize..row_ptr[b + 1] as usize {
+            let i = idx[s] as usize;
+            let w = &w_dec[i * d..(i + 1) * d];
+            for (o, &wj) in out.iter_mut().zip(w) {
+                *o += val[s] * wj;
+            }
+        }
+    }
+}
+
+/// g[s] = dy[row(s), :] . w_dec[idx[s], :] (summed over ascending columns) for s < nnz;
+/// g[s] = 0 for nnz <= s < cap.
+/// row_ptr: (rows + 1), idx: (cap), dy: (rows, d), w_dec: (n, d) -> g: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn sparse_dot(
+    row_ptr: &[u32],
+    idx: &[u32],
+    dy: &[f32],
+    w_dec: &[f32],
+    rows: usize,
+    n: usize,
+    d: usize,
+    g: &mut [f32],
+) {
+    check_csr("sparse_dot", row_ptr, idx.len(), rows);
+    assert_eq!(g.len(), idx.len(), "sparse_dot: g length");
+    assert_eq!(dy.len(), rows * d, "sparse_dot: dy length");
+    assert_eq!(w_dec.len(), n * d, "sparse_dot: w_dec length");
+    g.fill(0.0);
+    for b in 0..rows {
+        let y = &dy[b * d..(b + 1) * d];
+        for s in row_ptr[b] as usize..row_ptr[b + 1] as usize {
+            let i = idx[s] as usize;
+            let w = &w_dec[i * d..(i + 1) * d];
+            let mut acc = 0.0f32;
+            for (&yj, &wj) in y.iter().zip(w) {
+                acc += yj * wj;
+            }
+            g[s] = acc;
+        }
+    }
+}
+
+/// The per-latent (transposed) index of a CSR code: lat_ptr[i]..lat_ptr[i+1] are the
+/// entries of latent i, and lat_row / lat_slot there list the (row, slot) pairs with
+/// idx[slot] == i in ascending slot order. Entries nnz..cap are 0.
+/// row_ptr: (rows + 1), idx: (cap) -> lat_ptr: (n + 1), lat_row: (cap), lat_slot: (cap)
+#[allow(clippy::needless_range_loop)] // s is both an index and a value stored
+pub fn build_transpose(
+    row_ptr: &[u32],
+    idx: &[u32],
+    rows: usize,
+    n: usize,
+    lat_ptr: &mut [u32],
+    lat_row: &mut [u32],
+    lat_slot: &mut [u32],
+) {
+    let nnz = check_csr("build_transpose", row_ptr, idx.len(), rows);
+    assert_eq!(lat_ptr.len(), n + 1, "build_transpose: lat_ptr length");
+    assert_eq!(lat_row.len(), idx.len(), "build_transpose: lat_row length");
+    assert_eq!(
+        lat_slot.len(),
+        idx.len(),
+        "build_transpose: lat_slot length"
+    );
+    // Counts, then exclusive prefix sums.
+    lat_ptr.fill(0);
+    for &i in &idx[..nnz] {
+        lat_ptr[i as usize + 1] += 1;
+    }
+    for i in 0..n {
+        lat_ptr[i + 1] += lat_ptr[i];
+    }
+    // Scatter in ascending slot order: each latent's list comes out sorted by slot.
+    let mut fill = lat_ptr[..n].to_vec();
+    lat_row.fill(0);
+    lat_slot.fill(0);
+    for b in 0..rows {
+        for s in row_ptr[b] as usize..row_ptr[b + 1] as usize {
+            let i = idx[s] as usize;
+            let pos = fill[i] as usize;
+            fill[i] += 1;
+            lat_row[pos] = b as u32;
+            lat_slot[pos] = s as u32;
+        }
+    }
+}
+
+/// dw_dec[i, :] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of
+/// val[lat_slot[e]] * dy[lat_row[e], :]; latents with no entries get 0.
+/// lat_ptr: (n + 1), lat_row: (cap), lat_slot: (cap), val: (cap), dy: (rows, d)
+/// -> dw_dec: (n, d)
+#[allow(clippy::too_many_arguments)]
+pub fn gather_dw_dec(
+    lat_ptr: &[u32],
+    lat_row: &[u32],
+    lat_slot: &[u32],
+    val: &[f32],
+    dy: &[f32],
+    n: usize,
+    d: usize,
+    dw_dec: &mut [f32],
+) {
+    assert_eq!(lat_ptr.len(), n + 1, "gather_dw_dec: lat_ptr length");
+    assert_eq!(dw_dec.len(), n * d, "gather_dw_dec: dw_dec length");
+    for i in 0..n {
+        let out = &mut dw_dec[i * d..(i + 1) * d];
+        out.fill(0.0);
+        for e in lat_ptr[i] as usize..lat_ptr[i + 1] as usize {
+            let v = val[lat_slot[e] as usize];
+            let r = lat_row[e] as usize;
+            for (o, &y) in out.iter_mut().zip(&dy[r * d..(r + 1) * d]) {
+                *o += v * y;
+            }
+        }
+    }
+}
+
+/// dw_enc[:, i] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of
+/// dval[lat_slot[e]] * xc[lat_row[e], :]; latents with no entries get 0.
+/// lat_ptr: (n + 1), lat_row: (cap), lat_slot: (cap), dval: (cap), xc: (rows, d)
+/// -> dw_enc: (d, n)
+#[allow(clippy::too_many_arguments)]
+pub fn gather_dw_enc(
+    lat_ptr: &[u32],
+    lat_row: &[u32],
+    lat_slot: &[u32],
+    dval: &[f32],
+    xc: &[f32],
+    n: usize,
+    d: usize,
+    dw_enc: &mut [f32],
+) {
+    assert_eq!(lat_ptr.len(), n + 1, "gather_dw_enc: lat_ptr length");
+    assert_eq!(dw_enc.len(), d * n, "gather_dw_enc: dw_enc length");
+    dw_enc.fill(0.0);
+    for i in 0..n {
+        for e in lat_ptr[i] as usize..lat_ptr[i + 1] as usize {
+            let g = dval[lat_slot[e] as usize];
+            let r = lat_row[e] as usize;
+            for (j, &x) in xc[r * d..(r + 1) * d].iter().enumerate() {
+                dw_enc[j * n + i] += g * x;
+            }
+        }
+    }
+}
+
+/// db_enc[i] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of dval[lat_slot[e]].
+/// lat_ptr: (n + 1), lat_slot: (cap), dval: (cap) -> db_enc: (n)
+pub fn gather_db_enc(
+    lat_ptr: &[u32],
+    lat_slot: &[u32],
+    dval: &[f32],
+    n: usize,
+    db_enc: &mut [f32],
+) {
+    assert_eq!(lat_ptr.len(), n + 1, "gather_db_enc: lat_ptr length");
+    assert_eq!(db_enc.len(), n, "gather_db_enc: db_enc length");
+    for i in 0..n {
+        let mut acc = 0.0f32;
+        for e in lat_ptr[i] as usize..lat_ptr[i + 1] as usize {
+            acc += dval[lat_slot[e] as usize];
+        }
+        db_enc[i] = acc;
+    }
+}
