@@ -38,3 +38,70 @@ fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if i >= p.len { return; }
     rb_dpre[i] = select(0.0, rb_dz[i], rb_pre[i] > 0.0);
 }
+
+// ---------------------------------------------------------------- jumprelu
+// theta_i = exp(log_theta[i]); rectangle kernel R(u) = [|u| <= 1/2], u = (pre - theta_i) / eps
+// (Rajamanoharan et al. 2024). Column kernels: one invocation per latent, so theta is
+// computed once per invocation and reused down the rows; lanes of a workgroup read
+// consecutive latents of one row.
+
+struct JumpParams {
+    rows: u32,
+    n: u32,
+    eps: f32,
+    l0_scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> jp: JumpParams;
+
+override RB: u32 = 32;  // rows per invocation in jumprelu_forward
+
+// jumprelu_forward: z = pre * [pre > theta]; invocation (i, rb) covers rows rb*RB .. +RB.
+@group(0) @binding(1) var<storage, read> jf_pre: array<f32>;        // (rows, n)
+@group(0) @binding(2) var<storage, read> jf_log_theta: array<f32>;  // (n)
+@group(0) @binding(3) var<storage, read_write> jf_z: array<f32>;    // (rows, n)
+
+@compute @workgroup_size(WG)
+fn jumprelu_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let rb = gid.y;
+    if i >= jp.n { return; }
+    let theta = exp(jf_log_theta[i]);
+    let r1 = min(rb * RB + RB, jp.rows);
+    for (var r = rb * RB; r < r1; r++) {
+        let k = r * jp.n + i;
+        let v = jf_pre[k];
+        jf_z[k] = select(0.0, v, v > theta);
+    }
+}
+
+// jumprelu_backward: dpre = dz * [pre > theta];
+// dlog_theta[i] = theta * (sum over rows in order, where R(u) = 1, of
+//                          dz * (-theta / eps) + l0_scale * (-1 / eps)).
+// One invocation per latent over all rows, in order.
+@group(0) @binding(1) var<storage, read> jb_pre: array<f32>;              // (rows, n)
+@group(0) @binding(2) var<storage, read> jb_dz: array<f32>;               // (rows, n)
+@group(0) @binding(3) var<storage, read> jb_log_theta: array<f32>;        // (n)
+@group(0) @binding(4) var<storage, read_write> jb_dpre: array<f32>;       // (rows, n)
+@group(0) @binding(5) var<storage, read_write> jb_dlog_theta: array<f32>; // (n)
+
+@compute @workgroup_size(WG)
+fn jumprelu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= jp.n { return; }
+    let theta = exp(jb_log_theta[i]);
+    let a = -theta / jp.eps;
+    let b = jp.l0_scale * (-1.0 / jp.eps);
+    var acc = 0.0;
+    for (var r = 0u; r < jp.rows; r++) {
+        let k = r * jp.n + i;
+        let v = jb_pre[k];
+        let g = jb_dz[k];
+        jb_dpre[k] = select(0.0, g, v > theta);
+        let u = (v - theta) / jp.eps;
+        if abs(u) <= 0.5 {
+            acc += g * a + b;
+        }
+    }
+    jb_dlog_theta[i] = theta * acc;
+}
