@@ -85,6 +85,27 @@ fn col_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     }
 }
 
+// col_sum_vec4: the same for cols % 4 == 0, four columns per invocation (vec4 loads, each
+// component summed over rows in order, so results equal col_sum's bit for bit).
+@group(0) @binding(1) var<storage, read> cs4_a: array<vec4<f32>>;          // (rows, cols / 4)
+@group(0) @binding(2) var<storage, read_write> cs4_out: array<vec4<f32>>;  // (cols / 4)
+
+@compute @workgroup_size(WG)
+fn col_sum_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = linear_index(gid, nwg);
+    let c4 = p.cols / 4u;
+    if j >= c4 { return; }
+    var s = vec4<f32>(0.0);
+    for (var r = 0u; r < p.rows; r++) {
+        s += cs4_a[r * c4 + j];
+    }
+    if p.flag != 0u {
+        cs4_out[j] = cs4_out[j] + s;
+    } else {
+        cs4_out[j] = s;
+    }
+}
+
 // ---------------------------------------------------------------- mse_backward
 // grad = scale * (pred - target); partials of sum (pred - target)^2 and, with flag, of
 // sum (target - mean)^2 where mean[j] = colsum[j] / rows. Row-blocked: invocation (j, rb)
@@ -255,36 +276,49 @@ fn dead_mask(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 }
 
 // ---------------------------------------------------------------- l1_backward
-// dz[r, i] += scale * norms[i] where z[r, i] > 0
+// dz[r, i] += scale * norms[i] where z[r, i] > 0. Row-blocked over latents: invocation
+// (i, rb) computes scale * norms[i] once and walks its RB rows (a select, not a branch, so
+// every element is stored back, unchanged where z <= 0).
 @group(0) @binding(1) var<storage, read> lb_z: array<f32>;            // (rows, n)
 @group(0) @binding(2) var<storage, read> lb_norms: array<f32>;        // (n)
 @group(0) @binding(3) var<storage, read_write> lb_dz: array<f32>;     // (rows, n)
 
 @compute @workgroup_size(WG)
-fn l1_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
-    if i >= p.len { return; }
-    if lb_z[i] > 0.0 {
-        lb_dz[i] = lb_dz[i] + p.scale * lb_norms[i % p.cols];
+fn l1_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let rb = gid.y;
+    if j >= p.cols { return; }
+    let c = p.scale * lb_norms[j];
+    let r1 = min(rb * RB + RB, p.rows);
+    for (var r = rb * RB; r < r1; r++) {
+        let k = r * p.cols + j;
+        let g = lb_dz[k];
+        lb_dz[k] = select(g, g + c, lb_z[k] > 0.0);
     }
 }
 
 // ---------------------------------------------------------------- l1_decoder_grad
-// dw_dec[i, k] += (scale * zsum[i] / norms[i]) * w_dec[i, k], skipping norms[i] == 0
+// dw_dec[i, k] += (scale * zsum[i] / norms[i]) * w_dec[i, k], leaving rows with
+// norms[i] == 0 unchanged. Invocation (k, rb) walks rows rb*RB .. +RB of column k; the
+// per-row factor is the same for every lane (uniform loads).
 @group(0) @binding(1) var<storage, read> lg_zsum: array<f32>;         // (n)
 @group(0) @binding(2) var<storage, read> lg_w: array<f32>;            // (n, d)
 @group(0) @binding(3) var<storage, read> lg_norms: array<f32>;        // (n)
 @group(0) @binding(4) var<storage, read_write> lg_dw: array<f32>;     // (n, d)
 
 @compute @workgroup_size(WG)
-fn l1_decoder_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
-    if i >= p.len { return; }
-    let row = i / p.cols;
-    let nr = lg_norms[row];
-    if nr != 0.0 {
-        let c = p.scale * lg_zsum[row] / nr;
-        lg_dw[i] = lg_dw[i] + c * lg_w[i];
+fn l1_decoder_grad(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k = gid.x;
+    let rb = gid.y;
+    if k >= p.cols { return; }
+    let r1 = min(rb * RB + RB, p.rows);
+    for (var i = rb * RB; i < r1; i++) {
+        let nr = lg_norms[i];
+        let ok = nr != 0.0;
+        let c = p.scale * lg_zsum[i] / select(1.0, nr, ok);
+        let e = i * p.cols + k;
+        let old = lg_dw[e];
+        lg_dw[e] = select(old, old + c * lg_w[e], ok);
     }
 }
 

@@ -146,12 +146,13 @@ pub fn jumprelu_forward(
     )
 }
 
-/// JumpReLU backward, straight-through estimator with the rectangle kernel
-/// R(u) = [|u| <= 1/2], u = (pre - theta_i) / eps (Rajamanoharan et al. 2024):
+/// JumpReLU backward, straight-through estimator with the rectangle kernel R(u) =
+/// [|u| <= 1/2] of u = (pre - theta_i) / eps, evaluated as R = [|pre - theta_i| <= eps / 2]
+/// (Rajamanoharan et al. 2024):
 /// dpre = dz * [pre > theta];
-/// dlog_theta[i] = theta_i * sum over rows in order of R(u) * (dz * (-theta_i / eps)
+/// dlog_theta[i] = theta_i * sum over rows in order of R * (dz * (-theta_i / eps)
 ///                 + l0_scale * (-1 / eps)), l0_scale = L0 coefficient / rows.
-/// One invocation per latent over all rows.
+/// One invocation per latent over all rows (four latents with vec4 loads when n % 4 == 0).
 /// pre: (rows, n), dz: (rows, n), log_theta: (n) -> dpre: (rows, n), dlog_theta: (n)
 #[allow(clippy::too_many_arguments)]
 pub fn jumprelu_backward(
@@ -174,11 +175,16 @@ pub fn jumprelu_backward(
     expect_len(k, "log_theta", log_theta, n)?;
     expect_len(k, "dpre", dpre, rows * n)?;
     expect_len(k, "dlog_theta", dlog_theta, n)?;
+    let (entry, per_invocation) = if n.is_multiple_of(4) {
+        ("jumprelu_backward_vec4", 4)
+    } else {
+        (k, 1)
+    };
     gpu.dispatch(
         enc,
         &Kernel {
             shader: &SHADER,
-            entry: k,
+            entry,
             constants: JUMP_CONSTANTS,
         },
         &p,
@@ -189,6 +195,6 @@ pub fn jumprelu_backward(
             Bind::Write(dpre),
             Bind::Write(dlog_theta),
         ],
-        gpu.groups_for(n, WG),
+        gpu.groups_for(n / per_invocation, WG),
     )
 }

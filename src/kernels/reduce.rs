@@ -257,17 +257,23 @@ fn dispatch_col_sum(
         flag: accumulate as u32,
         ..Default::default()
     };
+    let (entry, per_invocation) = if cols.is_multiple_of(4) {
+        ("col_sum_vec4", 4)
+    } else {
+        ("col_sum", 1)
+    };
     gpu.dispatch(
         enc,
-        &kernel("col_sum"),
+        &kernel(entry),
         &p,
         &[Bind::Read(a), Bind::Write(out)],
-        gpu.groups_for(cols as usize, WG),
+        gpu.groups_for(cols as usize / per_invocation, WG),
     )
 }
 
 /// out[j] = (accumulate ? out[j] : 0) + sum over rows in order of a[r, j]
-/// (one invocation per column, so the order is exactly the CPU twin's).
+/// (one invocation per column, four with vec4 loads when cols % 4 == 0, each summing its
+/// column in row order, so the result is exactly the CPU twin's).
 /// a: (rows, cols) -> out: (cols)
 pub fn col_sum(
     gpu: &Gpu,
@@ -620,7 +626,7 @@ pub fn l1_backward(
         &kernel(k),
         &p,
         &[Bind::Read(z), Bind::Read(norms), Bind::Write(dz)],
-        gpu.groups_for(rows * n, WG),
+        col_block_grid(rows, n),
     )
 }
 
@@ -662,6 +668,6 @@ pub fn l1_decoder_grad(
             Bind::Read(norms),
             Bind::Write(dw_dec),
         ],
-        gpu.groups_for(n * d, WG),
+        col_block_grid(n, d),
     )
 }

@@ -30,10 +30,12 @@ pub fn jumprelu_forward(pre: &[f32], rows: usize, n: usize, log_theta: &[f32], z
 }
 
 /// JumpReLU backward with the straight-through estimator (Rajamanoharan et al. 2024),
-/// rectangle kernel R(u) = [|u| <= 1/2], theta = exp(log_theta), u = (pre - theta_i) / eps:
+/// theta = exp(log_theta), rectangle kernel R(u) = [|u| <= 1/2] of u = (pre - theta_i) / eps,
+/// evaluated without the division as R = [|pre - theta_i| <= eps / 2] (so that both engines
+/// agree on it exactly, given theta):
 ///   dpre[r, i] = dz[r, i] * [pre[r, i] > theta_i]
 ///   dlog_theta[i] = theta_i * sum over rows in order (f32, from 0) of the rows with
-///                   R(u) = 1 of ( dz[r, i] * (-theta_i / eps) + l0_scale * (-1 / eps) )
+///                   R = 1 of ( dz[r, i] * (-theta_i / eps) + l0_scale * (-1 / eps) )
 /// (the activation's and the L0 penalty's pseudo-derivatives; l0_scale = L0 coefficient
 /// / rows; the chain rule through theta = exp(log_theta) gives the leading theta_i).
 /// pre: (rows, n), dz: (rows, n), log_theta: (n) -> dpre: (rows, n), dlog_theta: (n)
@@ -58,13 +60,13 @@ pub fn jumprelu_backward(
         let theta = log_theta[i].exp();
         let a = -theta / eps;
         let b = l0_scale * (-1.0 / eps);
+        let half = 0.5 * eps;
         let mut acc = 0.0f32;
         for r in 0..rows {
             let v = pre[r * n + i];
             let g = dz[r * n + i];
             dpre[r * n + i] = if v > theta { g } else { 0.0 };
-            let u = (v - theta) / eps;
-            if u.abs() <= 0.5 {
+            if (v - theta).abs() <= half {
                 acc += g * a + b;
             }
         }

@@ -566,6 +566,12 @@ pub fn trials() -> Vec<Trial> {
             }));
         }
     }
+    // col_sum's vec4 path (cols % 4 == 0) at odd row counts.
+    for &(rows, cols) in &[(3, 4), (37, 1000)] {
+        v.push(t(format!("reduce::col_sum/{rows}x{cols}"), move |g, r| {
+            col_sum_case(g, r, rows, cols, false)
+        }));
+    }
     for &(n, rows) in &[(1, 1), (1000, 37), (N, ROWS)] {
         v.push(t(
             format!("reduce::update_dead/{n}/rows{rows}"),
