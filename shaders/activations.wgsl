@@ -41,9 +41,9 @@ fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 
 // ---------------------------------------------------------------- jumprelu
 // theta_i = exp(log_theta[i]); rectangle kernel R(u) = [|u| <= 1/2], u = (pre - theta_i) / eps
-// (Rajamanoharan et al. 2024), evaluated as [|pre - theta_i| <= eps / 2]. Column kernels: one invocation per latent, so theta is
-// computed once per invocation and reused down the rows; lanes of a workgroup read
-// consecutive latents of one row.
+// (Rajamanoharan et al. 2024), evaluated as [|pre - theta_i| <= eps / 2]. Column kernels:
+// one invocation per latent, so theta is computed once per invocation and reused down the
+// rows; lanes of a workgroup read consecutive latents of one row.
 
 struct JumpParams {
     rows: u32,
