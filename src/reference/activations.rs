@@ -13,3 +13,63 @@ pub fn relu_backward(pre: &[f32], dz: &[f32], dpre: &mut [f32]) {
         *d = if p > 0.0 { g } else { 0.0 };
     }
 }
+
+/// JumpReLU: z[r, i] = pre[r, i] * [pre[r, i] > theta_i], theta = exp(log_theta).
+/// pre: (rows, n), log_theta: (n) -> z: (rows, n)
+pub fn jumprelu_forward(pre: &[f32], rows: usize, n: usize, log_theta: &[f32], z: &mut [f32]) {
+    assert_eq!(pre.len(), rows * n, "jumprelu_forward: pre");
+    assert_eq!(log_theta.len(), n, "jumprelu_forward: log_theta");
+    assert_eq!(z.len(), rows * n, "jumprelu_forward: z");
+    let theta: Vec<f32> = log_theta.iter().map(|l| l.exp()).collect();
+    for r in 0..rows {
+        for i in 0..n {
+            let v = pre[r * n + i];
+            z[r * n + i] = if v > theta[i] { v } else { 0.0 };
+        }
+    }
+}
+
+/// JumpReLU backward with the straight-through estimator (Rajamanoharan et al. 2024),
+/// theta = exp(log_theta), rectangle kernel R(u) = [|u| <= 1/2] of u = (pre - theta_i) / eps,
+/// evaluated without the division as R = [|pre - theta_i| <= eps / 2] (so that both engines
+/// agree on it exactly, given theta):
+///   dpre[r, i] = dz[r, i] * [pre[r, i] > theta_i]
+///   dlog_theta[i] = theta_i * sum over rows in order (f32, from 0) of the rows with
+///                   R = 1 of ( dz[r, i] * (-theta_i / eps) + l0_scale * (-1 / eps) )
+/// (the activation's and the L0 penalty's pseudo-derivatives; l0_scale = L0 coefficient
+/// / rows; the chain rule through theta = exp(log_theta) gives the leading theta_i).
+/// pre: (rows, n), dz: (rows, n), log_theta: (n) -> dpre: (rows, n), dlog_theta: (n)
+#[allow(clippy::too_many_arguments)]
+pub fn jumprelu_backward(
+    pre: &[f32],
+    dz: &[f32],
+    rows: usize,
+    n: usize,
+    log_theta: &[f32],
+    eps: f32,
+    l0_scale: f32,
+    dpre: &mut [f32],
+    dlog_theta: &mut [f32],
+) {
+    assert_eq!(pre.len(), rows * n, "jumprelu_backward: pre");
+    assert_eq!(dz.len(), rows * n, "jumprelu_backward: dz");
+    assert_eq!(log_theta.len(), n, "jumprelu_backward: log_theta");
+    assert_eq!(dpre.len(), rows * n, "jumprelu_backward: dpre");
+    assert_eq!(dlog_theta.len(), n, "jumprelu_backward: dlog_theta");
+    for i in 0..n {
+        let theta = log_theta[i].exp();
+        let a = -theta / eps;
+        let b = l0_scale * (-1.0 / eps);
+        let half = 0.5 * eps;
+        let mut acc = 0.0f32;
+        for r in 0..rows {
+            let v = pre[r * n + i];
+            let g = dz[r * n + i];
+            dpre[r * n + i] = if v > theta { g } else { 0.0 };
+            if (v - theta).abs() <= half {
+                acc += g * a + b;
+            }
+        }
+        dlog_theta[i] = theta * acc;
+    }
+}
