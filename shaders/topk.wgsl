@@ -1,1 +1,544 @@
-// topk kernels (being written). Launchers: src/kernels/topk.rs. CPU twins: src/reference/topk.rs.
+// Top-k selection for TopK and BatchTopK SAEs.
+// Launchers: src/kernels/topk.rs. CPU twins: src/reference/topk.rs.
+//
+// Order. key_of maps an f32 to a u32 whose unsigned order is the float order (sign bit
+// flipped for positives, all bits inverted for negatives; -0 folded onto +0 so that equal
+// floats get equal keys). Among equal keys the lower index wins, so an element's full rank
+// is the 64-bit composite (key, lomask - index): larger is better, and no two elements tie.
+//
+// Selection is a radix select over that composite, most significant digit first, with
+// 11-bit digits (BINS = 2048 u32 counters; counts are deterministic whatever the order of
+// the atomic adds). Each level keeps a prefix of determined bits and `need`, how many more
+// elements to take from those matching the prefix; the histogram of the next digit over
+// the matching elements names the bin that holds the need-th best, and every element in a
+// higher bin is taken.
+
+override WG: u32 = 256;    // invocations per workgroup: a power of two, at most BINS
+override CAP: u32 = 1024;  // topk: candidates held in workgroup memory; a power of two >= k
+override EPT: u32 = 64;    // batchtopk_hist: elements per invocation
+
+const BINS: u32 = 2048u;
+const NEG_INF_BITS: u32 = 0xff800000u;
+
+fn key_of(v: f32) -> u32 {
+    var b = bitcast<u32>(v);
+    if b == 0x80000000u {
+        b = 0u;
+    }
+    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+fn value_of(key: u32) -> f32 {
+    return bitcast<f32>(select(~key, key & 0x7fffffffu, (key & 0x80000000u) != 0u));
+}
+
+// Digit of radix level `level`: (word, shift, width), word 0 = key, word 1 = lomask - index
+// over `ib` index bits.
+fn digit_plan(level: u32, ib: u32) -> vec3<u32> {
+    if level == 0u {
+        return vec3<u32>(0u, 21u, 11u);
+    }
+    if level == 1u {
+        return vec3<u32>(0u, 10u, 11u);
+    }
+    if level == 2u {
+        return vec3<u32>(0u, 0u, 10u);
+    }
+    let rem = ib - 11u * (level - 3u);
+    let width = min(11u, rem);
+    return vec3<u32>(1u, rem - width, width);
+}
+
+// ---------------------------------------------------------------- topk
+// One workgroup per row. Radix levels over the row until the elements at or above the
+// boundary bin's lower bound fit in CAP (usually after the first level), then those
+// candidates are gathered into workgroup memory, bitonic-sorted by (key desc, index asc),
+// and the first k written. Values are copied from x, not rebuilt from keys.
+
+struct TopkParams {
+    rows: u32,
+    n: u32,
+    k: u32,
+    has_mask: u32,  // 0: every latent eligible (tk_mask is a dummy binding)
+}
+
+@group(0) @binding(0) var<uniform> tp: TopkParams;
+@group(0) @binding(1) var<storage, read> tk_x: array<f32>;          // (rows, n)
+@group(0) @binding(2) var<storage, read> tk_mask: array<u32>;       // (n), or any buffer when has_mask == 0
+@group(0) @binding(3) var<storage, read_write> tk_idx: array<u32>;  // (rows, k)
+@group(0) @binding(4) var<storage, read_write> tk_val: array<f32>;  // (rows, k)
+
+struct Sel {
+    phi: u32,    // lower bound of the boundary bin: determined key bits, the rest 0
+    plo: u32,    // ... and determined (lomask - index) bits
+    mhi: u32,    // which key bits are determined
+    mlo: u32,    // which index bits are determined
+    need: u32,   // still to take from the elements matching the prefix
+    above: u32,  // elements above the prefix range (all taken)
+    cand: u32,   // elements at or above the lower bound
+    done: u32,
+}
+
+var<workgroup> tk_hist: array<atomic<u32>, BINS>;
+var<workgroup> tk_part: array<u32, WG>;
+var<workgroup> tk_sel: Sel;
+var<workgroup> tk_count: atomic<u32>;
+var<workgroup> tk_ckey: array<u32, CAP>;
+var<workgroup> tk_cidx: array<u32, CAP>;
+
+@compute @workgroup_size(WG)
+fn topk(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row = wid.x + wid.y * nwg.x;
+    if row >= tp.rows {
+        return;
+    }
+    let n = tp.n;
+    let k = tp.k;
+    let base = row * n;
+    let ib = max(32u - countLeadingZeros(n - 1u), 1u);
+    let lomask = 0xffffffffu >> (32u - ib);
+    let levels = 3u + (ib + 10u) / 11u;
+    let per = BINS / WG;
+    if lid == 0u {
+        tk_sel = Sel(0u, 0u, 0u, 0u, k, 0u, 0u, 0u);
+        atomicStore(&tk_count, 0u);
+    }
+
+    var level = 0u;
+    loop {
+        let plan = digit_plan(level, ib);
+        let dmask = (1u << plan.z) - 1u;
+        for (var b = lid; b < BINS; b += WG) {
+            atomicStore(&tk_hist[b], 0u);
+        }
+        let s = workgroupUniformLoad(&tk_sel);
+        for (var i = lid; i < n; i += WG) {
+            if tp.has_mask != 0u && tk_mask[i] == 0u {
+                continue;
+            }
+            let hi = key_of(tk_x[base + i]);
+            let lo = lomask - i;
+            if (hi & s.mhi) == s.phi && (lo & s.mlo) == s.plo {
+                let w = select(hi, lo, plan.x == 1u);
+                atomicAdd(&tk_hist[(w >> plan.y) & dmask], 1u);
+            }
+        }
+        workgroupBarrier();
+        var sum = 0u;
+        for (var j = 0u; j < per; j++) {
+            sum += atomicLoad(&tk_hist[lid * per + j]);
+        }
+        tk_part[lid] = sum;
+        workgroupBarrier();
+        if lid == 0u {
+            var t = s;
+            var cum = 0u;
+            var g = WG;
+            while g > 0u && cum + tk_part[g - 1u] < t.need {
+                cum += tk_part[g - 1u];
+                g -= 1u;
+            }
+            if g == 0u {
+                // Fewer eligible elements than k (level 0 only): take them all; the lower
+                // bound stays (0, 0).
+                t.cand = cum;
+                t.done = 1u;
+            } else {
+                var b = g * per - 1u;
+                loop {
+                    let c = atomicLoad(&tk_hist[b]);
+                    if cum + c >= t.need {
+                        break;
+                    }
+                    cum += c;
+                    b -= 1u;
+                }
+                t.above += cum;
+                t.need -= cum;
+                t.cand = t.above + atomicLoad(&tk_hist[b]);
+                if plan.x == 0u {
+                    t.phi |= b << plan.y;
+                    t.mhi |= dmask << plan.y;
+                } else {
+                    t.plo |= b << plan.y;
+                    t.mlo |= dmask << plan.y;
+                }
+                if t.cand <= CAP || level + 1u >= levels {
+                    t.done = 1u;
+                }
+            }
+            tk_sel = t;
+        }
+        let d = workgroupUniformLoad(&tk_sel.done);
+        if d != 0u {
+            break;
+        }
+        level += 1u;
+    }
+
+    // Gather every eligible element at or above the lower bound (phi, plo).
+    let s = workgroupUniformLoad(&tk_sel);
+    for (var i = lid; i < n; i += WG) {
+        if tp.has_mask != 0u && tk_mask[i] == 0u {
+            continue;
+        }
+        let hi = key_of(tk_x[base + i]);
+        let lo = lomask - i;
+        if hi > s.phi || (hi == s.phi && lo >= s.plo) {
+            let slot = atomicAdd(&tk_count, 1u);
+            if slot < CAP {
+                tk_ckey[slot] = hi;
+                tk_cidx[slot] = i;
+            }
+        }
+    }
+    let c = min(s.cand, CAP);
+    var p = 1u;
+    while p < c {
+        p <<= 1u;
+    }
+    workgroupBarrier();
+    for (var j = c + lid; j < p; j += WG) {
+        tk_ckey[j] = 0u;  // below every key: key_of(-inf) = 0x007fffff
+        tk_cidx[j] = 0xffffffffu;
+    }
+    workgroupBarrier();
+
+    // Bitonic sort of p entries, best (key desc, index asc) first.
+    for (var size = 2u; size <= p; size <<= 1u) {
+        for (var stride = size >> 1u; stride > 0u; stride >>= 1u) {
+            for (var t = lid; t < p / 2u; t += WG) {
+                let i = 2u * t - (t & (stride - 1u));
+                let j = i + stride;
+                let ak = tk_ckey[i];
+                let ai = tk_cidx[i];
+                let bk = tk_ckey[j];
+                let bi = tk_cidx[j];
+                let b_better = bk > ak || (bk == ak && bi < ai);
+                if b_better == ((i & size) == 0u) {
+                    tk_ckey[i] = bk;
+                    tk_cidx[i] = bi;
+                    tk_ckey[j] = ak;
+                    tk_cidx[j] = ai;
+                }
+            }
+            workgroupBarrier();
+        }
+    }
+
+    let take = min(c, k);
+    for (var j = lid; j < k; j += WG) {
+        var id = 0u;
+        var v = bitcast<f32>(NEG_INF_BITS);
+        if j < take {
+            id = tk_cidx[j];
+            v = tk_x[base + id];
+        }
+        tk_idx[row * k + j] = id;
+        tk_val[row * k + j] = v;
+    }
+}
+
+// ---------------------------------------------------------------- batchtopk
+// A global radix select over the whole matrix in three key levels (init, then hist + find
+// per level), which leaves the exact k_total-th largest key T and `need` >= 1, how many of
+// the entries equal to T are taken (the first ones in flat order). Then per row: count
+// (entries > T, entries == T), scan (ties taken per row, row_ptr, threshold), and scatter
+// (each row's selected entries in ascending latent order).
+//
+// Scratch (u32): [0, BINS) global histogram, [BINS, BINS + 8) state (phi, mhi, need,
+// above), then rows counts of entries > T, then rows counts of ties (replaced by the ties
+// taken in the scan).
+
+struct BatchParams {
+    rows: u32,
+    n: u32,
+    k_total: u32,
+    level: u32,  // batchtopk_hist / batchtopk_find: radix level 0, 1, 2
+}
+
+const ST: u32 = 2048u;   // BINS: state offset
+const ROWS0: u32 = 2056u;  // BINS + 8: per-row counts
+
+@group(0) @binding(0) var<uniform> bp: BatchParams;
+
+// batchtopk_init: clear the histogram, set the state.
+@group(0) @binding(1) var<storage, read_write> bi_scratch: array<u32>;  // (BINS + 8 + 2 rows)
+
+@compute @workgroup_size(WG)
+fn batchtopk_init(@builtin(local_invocation_index) lid: u32) {
+    for (var b = lid; b < BINS; b += WG) {
+        bi_scratch[b] = 0u;
+    }
+    if lid == 0u {
+        bi_scratch[ST + 0u] = 0u;  // phi
+        bi_scratch[ST + 1u] = 0u;  // mhi
+        bi_scratch[ST + 2u] = bp.k_total;  // need
+        bi_scratch[ST + 3u] = 0u;  // above
+    }
+}
+
+// batchtopk_hist: histogram of digit `level` over the entries matching the prefix; one
+// workgroup per WG * EPT entries, added into the global histogram.
+@group(0) @binding(1) var<storage, read> bh_x: array<f32>;                   // (rows, n)
+@group(0) @binding(2) var<storage, read_write> bh_scratch: array<atomic<u32>>; // (BINS + 8 + 2 rows)
+
+var<workgroup> bh_hist: array<atomic<u32>, BINS>;
+
+@compute @workgroup_size(WG)
+fn batchtopk_hist(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let len = bp.rows * bp.n;
+    let start = (wid.x + wid.y * nwg.x) * WG * EPT;
+    if start >= len {
+        return;
+    }
+    let plan = digit_plan(bp.level, 0u);
+    let dmask = (1u << plan.z) - 1u;
+    let phi = atomicLoad(&bh_scratch[ST + 0u]);
+    let mhi = atomicLoad(&bh_scratch[ST + 1u]);
+    for (var b = lid; b < BINS; b += WG) {
+        atomicStore(&bh_hist[b], 0u);
+    }
+    workgroupBarrier();
+    let end = min(start + WG * EPT, len);
+    for (var i = start + lid; i < end; i += WG) {
+        let key = key_of(bh_x[i]);
+        if (key & mhi) == phi {
+            atomicAdd(&bh_hist[(key >> plan.y) & dmask], 1u);
+        }
+    }
+    workgroupBarrier();
+    for (var b = lid; b < BINS; b += WG) {
+        let c = atomicLoad(&bh_hist[b]);
+        if c != 0u {
+            atomicAdd(&bh_scratch[b], c);
+        }
+    }
+}
+
+// batchtopk_find: one workgroup; the bin holding the need-th best of the matching entries
+// extends the prefix; clears the histogram for the next level.
+@group(0) @binding(1) var<storage, read_write> bf_scratch: array<u32>;  // (BINS + 8 + 2 rows)
+
+var<workgroup> bf_part: array<u32, WG>;
+
+@compute @workgroup_size(WG)
+fn batchtopk_find(@builtin(local_invocation_index) lid: u32) {
+    let per = BINS / WG;
+    var sum = 0u;
+    for (var j = 0u; j < per; j++) {
+        sum += bf_scratch[lid * per + j];
+    }
+    bf_part[lid] = sum;
+    workgroupBarrier();
+    if lid == 0u {
+        let plan = digit_plan(bp.level, 0u);
+        let need = bf_scratch[ST + 2u];
+        var cum = 0u;
+        var g = WG;
+        // k_total <= rows * n, so the bin exists.
+        while g > 1u && cum + bf_part[g - 1u] < need {
+            cum += bf_part[g - 1u];
+            g -= 1u;
+        }
+        var b = g * per - 1u;
+        loop {
+            let c = bf_scratch[b];
+            if cum + c >= need || b == 0u {
+                break;
+            }
+            cum += c;
+            b -= 1u;
+        }
+        bf_scratch[ST + 0u] |= b << plan.y;
+        bf_scratch[ST + 1u] |= ((1u << plan.z) - 1u) << plan.y;
+        bf_scratch[ST + 2u] = need - cum;
+        bf_scratch[ST + 3u] += cum;
+    }
+    storageBarrier();
+    for (var b = lid; b < BINS; b += WG) {
+        bf_scratch[b] = 0u;
+    }
+}
+
+// batchtopk_count: one workgroup per row; entries > T and == T.
+@group(0) @binding(1) var<storage, read> bc_x: array<f32>;                 // (rows, n)
+@group(0) @binding(2) var<storage, read_write> bc_scratch: array<u32>;     // (BINS + 8 + 2 rows)
+
+var<workgroup> bc_gt: atomic<u32>;
+var<workgroup> bc_eq: atomic<u32>;
+
+@compute @workgroup_size(WG)
+fn batchtopk_count(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row = wid.x + wid.y * nwg.x;
+    if row >= bp.rows {
+        return;
+    }
+    if lid == 0u {
+        atomicStore(&bc_gt, 0u);
+        atomicStore(&bc_eq, 0u);
+    }
+    workgroupBarrier();
+    let t = bc_scratch[ST + 0u];
+    let base = row * bp.n;
+    var gt = 0u;
+    var eq = 0u;
+    for (var i = lid; i < bp.n; i += WG) {
+        let key = key_of(bc_x[base + i]);
+        gt += select(0u, 1u, key > t);
+        eq += select(0u, 1u, key == t);
+    }
+    if gt != 0u {
+        atomicAdd(&bc_gt, gt);
+    }
+    if eq != 0u {
+        atomicAdd(&bc_eq, eq);
+    }
+    workgroupBarrier();
+    if lid == 0u {
+        bc_scratch[ROWS0 + row] = atomicLoad(&bc_gt);
+        bc_scratch[ROWS0 + bp.rows + row] = atomicLoad(&bc_eq);
+    }
+}
+
+// batchtopk_scan: one workgroup; ties taken per row (the first `need` in flat order),
+// row_ptr as the exclusive prefix of (entries > T) + (ties taken), and the threshold.
+@group(0) @binding(1) var<storage, read_write> bs_scratch: array<u32>;   // (BINS + 8 + 2 rows)
+@group(0) @binding(2) var<storage, read_write> bs_row_ptr: array<u32>;   // (rows + 1)
+@group(0) @binding(3) var<storage, read_write> bs_threshold: array<f32>; // (1)
+
+var<workgroup> bs_part: array<u32, WG>;
+
+@compute @workgroup_size(WG)
+fn batchtopk_scan(@builtin(local_invocation_index) lid: u32) {
+    let rows = bp.rows;
+    let per = (rows + WG - 1u) / WG;
+    let r0 = min(lid * per, rows);
+    let r1 = min(r0 + per, rows);
+    let gt0 = ROWS0;
+    let eq0 = ROWS0 + rows;
+    // Ties before each invocation's rows.
+    var s = 0u;
+    for (var r = r0; r < r1; r++) {
+        s += bs_scratch[eq0 + r];
+    }
+    bs_part[lid] = s;
+    workgroupBarrier();
+    if lid == 0u {
+        var run = 0u;
+        for (var j = 0u; j < WG; j++) {
+            let v = bs_part[j];
+            bs_part[j] = run;
+            run += v;
+        }
+    }
+    workgroupBarrier();
+    let need = bs_scratch[ST + 2u];
+    var before = bs_part[lid];
+    var sel = 0u;
+    for (var r = r0; r < r1; r++) {
+        let eq = bs_scratch[eq0 + r];
+        let take = min(eq, need - min(need, before));
+        before += eq;
+        bs_scratch[eq0 + r] = take;
+        sel += bs_scratch[gt0 + r] + take;
+    }
+    workgroupBarrier();
+    bs_part[lid] = sel;
+    workgroupBarrier();
+    if lid == 0u {
+        var run = 0u;
+        for (var j = 0u; j < WG; j++) {
+            let v = bs_part[j];
+            bs_part[j] = run;
+            run += v;
+        }
+        bs_row_ptr[rows] = run;
+        bs_threshold[0] = value_of(bs_scratch[ST + 0u]);
+    }
+    workgroupBarrier();
+    var run = bs_part[lid];
+    for (var r = r0; r < r1; r++) {
+        bs_row_ptr[r] = run;
+        run += bs_scratch[gt0 + r] + bs_scratch[eq0 + r];
+    }
+}
+
+// batchtopk_scatter: one workgroup per row; each invocation owns a contiguous run of
+// latents, so writing runs in invocation order writes the row in ascending latent order.
+@group(0) @binding(1) var<storage, read> bw_x: array<f32>;                // (rows, n)
+@group(0) @binding(2) var<storage, read> bw_scratch: array<u32>;          // (BINS + 8 + 2 rows)
+@group(0) @binding(3) var<storage, read> bw_row_ptr: array<u32>;          // (rows + 1)
+@group(0) @binding(4) var<storage, read_write> bw_idx: array<u32>;        // (k_total)
+@group(0) @binding(5) var<storage, read_write> bw_val: array<f32>;        // (k_total)
+
+var<workgroup> bw_gt: array<u32, WG>;
+var<workgroup> bw_eq: array<u32, WG>;
+
+@compute @workgroup_size(WG)
+fn batchtopk_scatter(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row = wid.x + wid.y * nwg.x;
+    if row >= bp.rows {
+        return;
+    }
+    let n = bp.n;
+    let t = bw_scratch[ST + 0u];
+    let base = row * n;
+    let seg = (n + WG - 1u) / WG;
+    let i0 = min(lid * seg, n);
+    let i1 = min(i0 + seg, n);
+    var gt = 0u;
+    var eq = 0u;
+    for (var i = i0; i < i1; i++) {
+        let key = key_of(bw_x[base + i]);
+        gt += select(0u, 1u, key > t);
+        eq += select(0u, 1u, key == t);
+    }
+    bw_gt[lid] = gt;
+    bw_eq[lid] = eq;
+    workgroupBarrier();
+    if lid == 0u {
+        // bw_gt[j] becomes invocation j's first output slot, bw_eq[j] its ties taken.
+        var ties_left = bw_scratch[ROWS0 + bp.rows + row];
+        var pos = bw_row_ptr[row];
+        for (var j = 0u; j < WG; j++) {
+            let take = min(bw_eq[j], ties_left);
+            ties_left -= take;
+            let g = bw_gt[j];
+            bw_gt[j] = pos;
+            bw_eq[j] = take;
+            pos += g + take;
+        }
+    }
+    workgroupBarrier();
+    var pos = bw_gt[lid];
+    var ties = bw_eq[lid];
+    for (var i = i0; i < i1; i++) {
+        let v = bw_x[base + i];
+        let key = key_of(v);
+        if key > t || (key == t && ties > 0u) {
+            if key == t {
+                ties -= 1u;
+            }
+            bw_idx[pos] = i;
+            bw_val[pos] = v;
+            pos += 1u;
+        }
+    }
+}

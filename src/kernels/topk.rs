@@ -1,8 +1,220 @@
-//! (being written)
+//! Top-k launchers (shaders/topk.wgsl): per-row top-k for TopK SAEs and AuxK, and batch
+//! top-k for BatchTopK SAEs. Both are radix selects over an order-preserving u32 key of the
+//! float bits with u32 histogram counters, so results are identical run to run; see the
+//! shader header for the order and the CPU twins in `crate::reference::topk`.
+//!
+//! Shapes come from the tensors: rows and n from x, k from idx's second dimension, k_total
+//! from idx's length.
 
-use crate::gpu::Shader;
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::{Bind, Gpu, GpuTensor, Kernel, Shader};
+use crate::{Error, Result};
+
+use super::{expect_len, expect_shape};
 
 pub static SHADER: Shader = Shader {
     name: "topk",
     source: include_str!("../../shaders/topk.wgsl"),
 };
+
+/// Invocations per workgroup (a power of two <= 2048).
+const WG: usize = 256;
+/// topk: candidates held in workgroup memory; bounds k.
+const CAP: usize = 1024;
+/// batchtopk_hist: entries per invocation.
+const EPT: usize = 64;
+/// Histogram bins of one radix digit (shader constant BINS).
+const BINS: usize = 2048;
+
+/// Largest k `topk` accepts (the candidate buffer in workgroup memory).
+pub const MAX_K: usize = CAP;
+
+const CONSTANTS: &[(&str, f64)] = &[("WG", WG as f64), ("CAP", CAP as f64), ("EPT", EPT as f64)];
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct TopkParams {
+    rows: u32,
+    n: u32,
+    k: u32,
+    has_mask: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct BatchParams {
+    rows: u32,
+    n: u32,
+    k_total: u32,
+    level: u32,
+}
+
+fn kernel(entry: &'static str) -> Kernel<'static> {
+    Kernel {
+        shader: &SHADER,
+        entry,
+        constants: CONSTANTS,
+    }
+}
+
+fn matrix_shape(kernel: &str, x: &GpuTensor) -> Result<(usize, usize)> {
+    match x.shape[..] {
+        [rows, n] if n >= 1 && rows * n < u32::MAX as usize => Ok((rows, n)),
+        _ => Err(Error::Internal(format!(
+            "{kernel}: x has shape {:?}, expected (rows, n) with n >= 1 and fewer than 2^32 entries",
+            x.shape
+        ))),
+    }
+}
+
+/// Per row, the k largest values of x among the eligible latents (mask[i] != 0, or all
+/// when mask is None), in descending value order with ties to (and first) the lower index;
+/// slots past a row's eligible count get idx 0, val -inf. Values are copies of x.
+/// rows, n from x; k from idx (1 <= k <= min(n, MAX_K)).
+/// x: (rows, n), mask: (n) u32 -> idx: (rows, k) u32, val: (rows, k)
+/// CPU: idx[r] = eligible i sorted by (x[r, i] desc, i asc), first k; val[r, j] = x[r, idx[r, j]].
+pub fn topk(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    mask: Option<&GpuTensor>,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+) -> Result<()> {
+    let (rows, n) = matrix_shape("topk", x)?;
+    let k = *idx.shape.last().unwrap_or(&0);
+    if k == 0 || k > n || k > MAX_K {
+        return Err(Error::Internal(format!(
+            "topk: k = {k} (from idx {:?}) must be in 1..={}",
+            idx.shape,
+            n.min(MAX_K)
+        )));
+    }
+    expect_shape("topk", "idx", idx, &[rows, k])?;
+    expect_shape("topk", "val", val, &[rows, k])?;
+    if let Some(m) = mask {
+        expect_shape("topk", "mask", m, &[n])?;
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    let p = TopkParams {
+        rows: rows as u32,
+        n: n as u32,
+        k: k as u32,
+        has_mask: mask.is_some() as u32,
+    };
+    gpu.dispatch(
+        enc,
+        &kernel("topk"),
+        &p,
+        &[
+            Bind::Read(x),
+            Bind::Read(mask.unwrap_or(x)),
+            Bind::Write(idx),
+            Bind::Write(val),
+        ],
+        gpu.groups_for(rows, 1),
+    )
+}
+
+/// u32 elements of the scratch tensor `batchtopk` needs for `rows` rows.
+pub fn batchtopk_scratch_len(rows: usize) -> usize {
+    BINS + 8 + 2 * rows
+}
+
+/// The k_total largest entries of the whole of x (ties to the lower flat index
+/// row * n + latent), as CSR: row_ptr (rows + 1) with row_ptr[0] = 0 and
+/// row_ptr[rows] = k_total; per row, latent indices in ascending order in idx and their
+/// values (copies of x) in val; threshold[0] the smallest selected value (a zero as +0.0).
+/// rows, n from x; k_total from idx (1 <= k_total <= rows * n). scratch: a u32 tensor of
+/// batchtopk_scratch_len(rows) elements, overwritten (no need to clear it).
+/// x: (rows, n) -> row_ptr: (rows + 1) u32, idx: (k_total) u32, val: (k_total), threshold: (1)
+/// CPU: t = k_total-th largest of x; take x > t and the first (k_total - #(x > t)) of x == t
+/// in flat order.
+#[allow(clippy::too_many_arguments)]
+pub fn batchtopk(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    threshold: &GpuTensor,
+    scratch: &GpuTensor,
+) -> Result<()> {
+    let (rows, n) = matrix_shape("batchtopk", x)?;
+    let k_total = idx.len();
+    if k_total == 0 || k_total > rows * n {
+        return Err(Error::Internal(format!(
+            "batchtopk: k_total = {k_total} (from idx {:?}) must be in 1..={}",
+            idx.shape,
+            rows * n
+        )));
+    }
+    expect_len("batchtopk", "row_ptr", row_ptr, rows + 1)?;
+    expect_len("batchtopk", "val", val, k_total)?;
+    expect_len("batchtopk", "threshold", threshold, 1)?;
+    expect_len("batchtopk", "scratch", scratch, batchtopk_scratch_len(rows))?;
+    let params = |level: u32| BatchParams {
+        rows: rows as u32,
+        n: n as u32,
+        k_total: k_total as u32,
+        level,
+    };
+    gpu.dispatch(
+        enc,
+        &kernel("batchtopk_init"),
+        &params(0),
+        &[Bind::Write(scratch)],
+        [1, 1, 1],
+    )?;
+    for level in 0..3 {
+        gpu.dispatch(
+            enc,
+            &kernel("batchtopk_hist"),
+            &params(level),
+            &[Bind::Read(x), Bind::Write(scratch)],
+            gpu.groups_for(rows * n, WG * EPT),
+        )?;
+        gpu.dispatch(
+            enc,
+            &kernel("batchtopk_find"),
+            &params(level),
+            &[Bind::Write(scratch)],
+            [1, 1, 1],
+        )?;
+    }
+    gpu.dispatch(
+        enc,
+        &kernel("batchtopk_count"),
+        &params(0),
+        &[Bind::Read(x), Bind::Write(scratch)],
+        gpu.groups_for(rows, 1),
+    )?;
+    gpu.dispatch(
+        enc,
+        &kernel("batchtopk_scan"),
+        &params(0),
+        &[
+            Bind::Write(scratch),
+            Bind::Write(row_ptr),
+            Bind::Write(threshold),
+        ],
+        [1, 1, 1],
+    )?;
+    gpu.dispatch(
+        enc,
+        &kernel("batchtopk_scatter"),
+        &params(0),
+        &[
+            Bind::Read(x),
+            Bind::Read(scratch),
+            Bind::Read(row_ptr),
+            Bind::Write(idx),
+            Bind::Write(val),
+        ],
+        gpu.groups_for(rows, 1),
+    )
+}

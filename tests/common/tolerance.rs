@@ -25,6 +25,15 @@ pub const EXACT: Tol = Tol {
 
 // ---------------------------------------------------------------- topk
 
+/// topk / batchtopk values and thresholds: the kernels copy input values (or rebuild the
+/// threshold from its exact bit pattern), so they must equal the CPU's; the tests also
+/// compare the bit patterns, which tells -0.0 from +0.0.
+pub const TOPK: Tol = Tol {
+    name: "TOPK",
+    atol: 0.0,
+    rtol: 0.0,
+};
+
 // ---------------------------------------------------------------- sparse
 
 // Every sparse kernel sums in its CPU twin's order (ascending slot; ascending column for the

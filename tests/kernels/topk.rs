@@ -1,5 +1,244 @@
-//! (being written)
+//! topk and batchtopk against shaders/topk.wgsl: indices, row pointers and values must be
+//! identical to the CPU twin's (values are copies of the input, compared bit for bit), on
+//! inputs with and without ties, with +-inf, with a mask that leaves fewer than k eligible.
 
-pub fn trials() -> Vec<libtest_mimic::Trial> {
-    Vec::new()
+use libtest_mimic::{Failed, Trial};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use saeforge::gpu::Gpu;
+use saeforge::{kernels, reference};
+
+use crate::common::{assert_close, assert_same, fail, gpu_test, randn, tolerance};
+
+/// What the input matrix holds.
+#[derive(Clone, Copy, Debug)]
+enum Input {
+    /// Standard normal: distinct values, the common case.
+    Normal,
+    /// Integers in -3..=3 (and -0.0 for some zeros): every value ties with thousands.
+    SmallInts,
+    /// Normal with about 3% +inf and 3% -inf.
+    Inf,
+    /// -inf everywhere except about 1 in 50: fewer than k finite per row.
+    MostlyNegInf,
+}
+
+/// Which latents are eligible (topk only).
+#[derive(Clone, Copy, Debug)]
+enum Mask {
+    None,
+    /// About half.
+    Half,
+    /// k / 2 of them (at least 0): every row is short of k eligible latents.
+    Few,
+}
+
+fn input(rng: &mut ChaCha8Rng, kind: Input, len: usize) -> Vec<f32> {
+    match kind {
+        Input::Normal => randn(rng, len, 1.0),
+        Input::SmallInts => (0..len)
+            .map(|_| match rng.random_range(-3i32..=3) {
+                0 if rng.random_bool(0.5) => -0.0,
+                v => v as f32,
+            })
+            .collect(),
+        Input::Inf => randn(rng, len, 1.0)
+            .into_iter()
+            .map(|v| match rng.random_range(0..100) {
+                0..3 => f32::INFINITY,
+                3..6 => f32::NEG_INFINITY,
+                _ => v,
+            })
+            .collect(),
+        Input::MostlyNegInf => randn(rng, len, 1.0)
+            .into_iter()
+            .map(|v| {
+                if rng.random_range(0..50) == 0 {
+                    v
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+            .collect(),
+    }
+}
+
+fn make_mask(rng: &mut ChaCha8Rng, kind: Mask, n: usize, k: usize) -> Option<Vec<u32>> {
+    match kind {
+        Mask::None => None,
+        Mask::Half => Some((0..n).map(|_| rng.random_range(0..2u32) * 7).collect()),
+        Mask::Few => {
+            let mut m = vec![0u32; n];
+            for _ in 0..k / 2 {
+                m[rng.random_range(0..n)] = 1;
+            }
+            Some(m)
+        }
+    }
+}
+
+/// Values are copies: equal as numbers and as bit patterns (which also tells -0 from +0).
+fn same_values(what: &str, gpu: &[f32], cpu: &[f32]) -> Result<(), Failed> {
+    assert_close(what, gpu, cpu, tolerance::TOPK)?;
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    assert_same(&format!("{what} (bits)"), &bits(gpu), &bits(cpu))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn topk_case(
+    gpu: &Gpu,
+    rng: &mut ChaCha8Rng,
+    rows: usize,
+    n: usize,
+    k: usize,
+    kind: Input,
+    mask_kind: Mask,
+) -> Result<(), Failed> {
+    let x_h = input(rng, kind, rows * n);
+    let mask_h = make_mask(rng, mask_kind, n, k);
+    let x = gpu.upload("x", &[rows, n], &x_h).map_err(fail)?;
+    let mask = match &mask_h {
+        Some(m) => Some(gpu.upload_u32("mask", &[n], m).map_err(fail)?),
+        None => None,
+    };
+    let idx = gpu.zeros_u32("idx", &[rows, k]).map_err(fail)?;
+    let val = gpu.zeros("val", &[rows, k]).map_err(fail)?;
+    gpu.write(&idx, &vec![u32::MAX; rows * k]).map_err(fail)?;
+    gpu.fill(&val, f32::NAN);
+    let mut enc = gpu.encoder();
+    kernels::topk::topk(gpu, &mut enc, &x, mask.as_ref(), &idx, &val).map_err(fail)?;
+    gpu.submit(enc);
+
+    let mut idx_ref = vec![0u32; rows * k];
+    let mut val_ref = vec![0f32; rows * k];
+    reference::topk::topk(
+        &x_h,
+        rows,
+        n,
+        k,
+        mask_h.as_deref(),
+        &mut idx_ref,
+        &mut val_ref,
+    );
+    assert_same("topk idx", &gpu.read_u32(&idx).map_err(fail)?, &idx_ref)?;
+    same_values("topk val", &gpu.read_f32(&val).map_err(fail)?, &val_ref)
+}
+
+fn batchtopk_case(
+    gpu: &Gpu,
+    rng: &mut ChaCha8Rng,
+    rows: usize,
+    n: usize,
+    k_total: usize,
+    kind: Input,
+) -> Result<(), Failed> {
+    let x_h = input(rng, kind, rows * n);
+    let x = gpu.upload("x", &[rows, n], &x_h).map_err(fail)?;
+    let row_ptr = gpu.zeros_u32("row_ptr", &[rows + 1]).map_err(fail)?;
+    let idx = gpu.zeros_u32("idx", &[k_total]).map_err(fail)?;
+    let val = gpu.zeros("val", &[k_total]).map_err(fail)?;
+    let threshold = gpu.zeros("threshold", &[1]).map_err(fail)?;
+    let scratch = gpu
+        .zeros_u32("scratch", &[kernels::topk::batchtopk_scratch_len(rows)])
+        .map_err(fail)?;
+    gpu.write(&row_ptr, &vec![u32::MAX; rows + 1])
+        .map_err(fail)?;
+    gpu.write(&idx, &vec![u32::MAX; k_total]).map_err(fail)?;
+    gpu.fill(&val, f32::NAN);
+    gpu.fill(&threshold, f32::NAN);
+    // Scratch left over from an earlier use must not matter.
+    gpu.write(&scratch, &vec![0xdead_beefu32; scratch.len()])
+        .map_err(fail)?;
+    let mut enc = gpu.encoder();
+    kernels::topk::batchtopk(
+        gpu, &mut enc, &x, &row_ptr, &idx, &val, &threshold, &scratch,
+    )
+    .map_err(fail)?;
+    gpu.submit(enc);
+
+    let mut row_ptr_ref = vec![0u32; rows + 1];
+    let mut idx_ref = vec![0u32; k_total];
+    let mut val_ref = vec![0f32; k_total];
+    let mut threshold_ref = [0f32; 1];
+    reference::topk::batchtopk(
+        &x_h,
+        rows,
+        n,
+        k_total,
+        &mut row_ptr_ref,
+        &mut idx_ref,
+        &mut val_ref,
+        &mut threshold_ref,
+    );
+    assert_same(
+        "batchtopk row_ptr",
+        &gpu.read_u32(&row_ptr).map_err(fail)?,
+        &row_ptr_ref,
+    )?;
+    assert_same(
+        "batchtopk idx",
+        &gpu.read_u32(&idx).map_err(fail)?,
+        &idx_ref,
+    )?;
+    same_values(
+        "batchtopk val",
+        &gpu.read_f32(&val).map_err(fail)?,
+        &val_ref,
+    )?;
+    same_values(
+        "batchtopk threshold",
+        &gpu.read_f32(&threshold).map_err(fail)?,
+        &threshold_ref,
+    )
+}
+
+/// (rows, n, k, input, mask). Shapes off every workgroup size (256) and digit (2048), n up
+/// to 131072 with k 512, and the production shape (512, 16384, 32).
+const TOPK_CASES: &[(usize, usize, usize, Input, Mask)] = &[
+    (1, 1, 1, Input::Normal, Mask::None),
+    (3, 37, 5, Input::Normal, Mask::None),
+    (3, 37, 5, Input::SmallInts, Mask::None),
+    (3, 37, 5, Input::Inf, Mask::Half),
+    (17, 1000, 32, Input::Normal, Mask::None),
+    (17, 1000, 32, Input::SmallInts, Mask::None),
+    (17, 1000, 32, Input::Inf, Mask::None),
+    (17, 1000, 32, Input::Normal, Mask::Few),
+    (9, 2000, 300, Input::MostlyNegInf, Mask::None),
+    (5, 4099, 64, Input::Normal, Mask::Half),
+    (5, 4099, 64, Input::SmallInts, Mask::Half),
+    (5, 4099, 64, Input::SmallInts, Mask::Few),
+    (2, 131072, 512, Input::Normal, Mask::None),
+    (2, 131072, 512, Input::SmallInts, Mask::Half),
+    (512, 16384, 32, Input::Normal, Mask::None),
+];
+
+/// (rows, n, k_total, input): one entry, all entries, ties across rows, and the production
+/// shape (512, 16384, 32 * 512).
+const BATCHTOPK_CASES: &[(usize, usize, usize, Input)] = &[
+    (1, 1, 1, Input::Normal),
+    (3, 37, 5, Input::Normal),
+    (3, 37, 111, Input::Normal),
+    (17, 1000, 17 * 32, Input::Normal),
+    (17, 1000, 17 * 32, Input::SmallInts),
+    (33, 777, 5000, Input::SmallInts),
+    (5, 4099, 100, Input::Inf),
+    (9, 2000, 700, Input::MostlyNegInf),
+    (512, 16384, 32 * 512, Input::Normal),
+];
+
+pub fn trials() -> Vec<Trial> {
+    let mut t = Vec::new();
+    for &(rows, n, k, kind, mask) in TOPK_CASES {
+        t.push(gpu_test(
+            format!("topk::topk/{rows}x{n}/k{k}/{kind:?}/mask-{mask:?}"),
+            move |gpu, rng| topk_case(gpu, rng, rows, n, k, kind, mask),
+        ));
+    }
+    for &(rows, n, k_total, kind) in BATCHTOPK_CASES {
+        t.push(gpu_test(
+            format!("topk::batchtopk/{rows}x{n}/k{k_total}/{kind:?}"),
+            move |gpu, rng| batchtopk_case(gpu, rng, rows, n, k_total, kind),
+        ));
+    }
+    t
 }
