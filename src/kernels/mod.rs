@@ -4,6 +4,7 @@
 //! caller's encoder; they never submit or read back.
 
 pub mod activations;
+pub mod bench;
 pub mod gemm;
 pub mod optim;
 pub mod reduce;
@@ -16,6 +17,7 @@ use crate::{Error, Result};
 /// Every shader, for validation tests and for warming the pipeline cache.
 pub const SHADERS: &[&Shader] = &[
     &activations::SHADER,
+    &bench::SHADER,
     &gemm::SHADER,
     &optim::SHADER,
     &reduce::SHADER,
