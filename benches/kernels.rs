@@ -10,9 +10,9 @@
 //! vec4 buffer copy (GB/s). The table gives each case's time, rate, and fraction of the
 //! matching ceiling; target/bench/kernels.json (under CARGO_TARGET_DIR when set) has the same.
 //!
-//! On a shared machine the wall clock moves with other processes' load, so each timing also
-//! records the CPU time this process's threads spent (Linux), and the table shows the
-//! fraction that CPU time gives as well: on a software adapter that is the steadier figure.
+//! On a shared machine the wall clock moves with other processes' load, so on a software
+//! adapter each timing also records the CPU time this process's threads spent (Linux), and
+//! the table shows the fraction that CPU time gives as well, the steadier figure there.
 //!
 //! To add kernels: write a function returning `Vec<Case>` (see `gemm_cases`) and call it in
 //! `main`. FILTER arguments keep only cases whose name contains one of them.
@@ -401,6 +401,12 @@ fn main() -> anyhow::Result<()> {
         timings.push(t);
     }
     ceilings = ceilings.max(measure_ceilings(&gpu)?);
+    if !gpu.is_software() {
+        // CPU time says nothing about a hardware GPU's work: keep the wall clock only.
+        ceilings.fma_gflops_cpu = None;
+        ceilings.copy_gbps_cpu = None;
+        timings.iter_mut().for_each(|t| t.cpu = None);
+    }
 
     println!(
         "ceilings: FMA {:.1} GFLOP/s, copy {:.2} GB/s{}",
