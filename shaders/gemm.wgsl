@@ -12,27 +12,33 @@
 //   gemm_general  any shape, no workgroup memory: 4 rows x 1 column per invocation.
 //
 // What was tried on lavapipe (Mesa 22.3.6, LLVM 15, 2 cores, EPYC Zen 4), 1536 x 4096 x 512
-// NN unless noted. Figures are GFLOP per CPU-second of the driver's threads (wall clock on
-// this shared machine was too noisy to compare), next to the FMA-throughput kernel of
-// shaders/bench.wgsl measured the same way: 130-135.
+// NN unless noted. Figures are GFLOP per CPU-second of the process (the rate with both
+// cores to itself; wall clock on this shared machine swung 3x with other builds), next to
+// the FMA-throughput kernel of shaders/bench.wgsl measured the same way: 130-146.
 //   storage buffers, 8 rows x vec4 columns, k unrolled by 4, vec4 loads (the notes' best)   6.0
 //   storage buffers, 16 rows x vec4 / 8 rows x 2 vec4 (wall clock, loaded machine)   1.8 / 1.3
-//   B loaded with same-address vec4 loads and picked by lane (workgroup of 8)       0.4 (wall)
-//   sampled textures (texture_2d + textureLoad), 8 rows x vec4                      ~13 (wall 5.4)
+//   B read with same-address vec4 loads, picked by lane (workgroup of 8)            0.4 (wall)
+//   sampled textures (texture_2d, textureLoad), 8 rows x vec4                  ~13 (5.4 wall)
 //   read-only storage textures, 8 rows x vec4                                         39-41
-//     same, workgroups ordered rows-fastest so a B tile stays in cache               42-45
-//     same, texel coordinates from (x, y) instead of a flat index                    46-48 <- used
+//     same, workgroups ordered rows-fastest so that a B tile stays in cache          42-45
+//     same, texel coordinates (x, y) instead of a flat index                   46-48 <- used
 //     4, 6, 7, 12, 16 rows; 8 rows x 2 or 4 vec4; 12 x 2; 16 x 4; k unrolled by 8       23-47
 //     workgroup size 8 / 16 / 32 / 64 along columns                                  40-43
 //     accumulators in an array indexed by an override-bounded loop                   23-36
-//   A from a uniform buffer at constant offsets (k fully unrolled), B storage texture  19-22
+//     no early return for rows past the end (the folded grid)                       no change
+//   A from a uniform buffer at constant offsets (k unrolled in the source), B texture 19-22
+//   A shared by subgroupBroadcast (one texel load per 8 rows; needs wgpu SUBGROUP,
+//     which the device does not request today)                                       61-65
+// Production encoder (1024 x 512 x 16384 + bias) on gemm_tex: 46-48 per CPU-second, 0.32-0.34
+// of the FMA ceiling that way; benches/kernels.rs prints both this and the wall-clock fraction.
+// gemm_tiled and gemm_general run at 1.3-1.7 (wall, lightly loaded) here.
 // Why: lavapipe 22.3 turns every storage-buffer (and workgroup-memory) load inside a loop
 // into a loop over the 8 lanes with a branch and a bounds check per component (~300
 // instructions for a vec4, even when all lanes read the same address; the uniform fast path
 // only fires for constant offsets outside control flow). A storage-texture load is a
-// branch-free gather: ~50 instructions for a vec4. The remaining cost is the A loads, which
-// are the same for all lanes; without subgroup operations nothing cheaper shares them.
-// Separate multiply and add (lavapipe lowers fma), so the FMA ceiling kernel pays the same.
+// branch-free gather: ~50 instructions for a vec4. What remains is mostly the A loads, the
+// same for all 8 lanes; sharing them needs subgroup operations (above). lavapipe lowers
+// fma() to a multiply and an add, so the ceiling kernel pays the same per multiply-add.
 
 struct Params {
     m: u32,
@@ -79,7 +85,8 @@ fn finish4(acc: vec4<f32>, bias: vec4<f32>, c_old: vec4<f32>) -> vec4<f32> {
 // One invocation: rows row0..row0+8 of C, columns 4*c4..4*c4+4. Workgroup x indexes row
 // blocks (folded with z past the grid limit), y indexes groups of TX_WG column quads, so
 // consecutive workgroups share the same B columns. Texels hold 4 consecutive floats of a
-// stored row; out-of-range rows and columns read clamped texels and are not stored.
+// stored row; out-of-range rows and columns read clamped (or zero) texels and are not
+// stored. No early return: the folded grid's spare row blocks just store nothing.
 
 override TX_WG: u32 = 64;
 
@@ -95,9 +102,6 @@ fn gemm_tex(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let row0 = (wid.x + wid.z * nwg.x) * 8u;
-    if row0 >= p.m {
-        return;
-    }
     let n4 = p.n / 4u;
     let c4 = wid.y * TX_WG + lid.x;
     var acc0 = vec4<f32>(0.0);

@@ -73,7 +73,7 @@ pub fn copy_vec4(
 ) -> Result<()> {
     let len = src.len();
     expect_len("copy_vec4", "dst", dst, len)?;
-    if len % 4 != 0 {
+    if !len.is_multiple_of(4) {
         return Err(Error::Internal(format!(
             "copy_vec4: {len} elements is not a whole number of vec4"
         )));

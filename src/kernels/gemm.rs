@@ -106,13 +106,16 @@ pub fn auto_path(gpu: &Gpu, spec: &GemmSpec) -> GemmPath {
 pub fn texture_fits(gpu: &Gpu, spec: &GemmSpec) -> bool {
     let max = gpu.limits.max_texture_dimension_2d as usize;
     let copyable = |[rows, cols]: [usize; 2]| {
-        cols % 4 == 0 && (rows == 1 || cols % 64 == 0) && cols / 4 <= max && rows <= max
+        cols.is_multiple_of(4)
+            && (rows == 1 || cols.is_multiple_of(64))
+            && cols / 4 <= max
+            && rows <= max
     };
     let max_groups = gpu.limits.max_compute_workgroups_per_dimension as usize;
     spec.m > 0
         && spec.k > 0
-        && spec.k % 4 == 0
-        && spec.n % 4 == 0
+        && spec.k.is_multiple_of(4)
+        && spec.n.is_multiple_of(4)
         && (spec.n / 4).div_ceil(TX_WG) <= max_groups
         && copyable(spec.a_shape())
         && copyable(spec.b_shape())
@@ -251,6 +254,8 @@ struct TexturePipeline {
 static TEXTURE_PIPELINES: Mutex<Option<HashMap<PipelineKey, Arc<TexturePipeline>>>> =
     Mutex::new(None);
 
+// wgpu handles hash by identity, so the interior mutability clippy sees does not move keys.
+#[allow(clippy::mutable_key_type)]
 fn texture_pipeline(gpu: &Gpu, constants: &[(&'static str, f64)]) -> Arc<TexturePipeline> {
     let key = (
         gpu.device.clone(),

@@ -10,11 +10,12 @@ use saeforge::reference;
 
 use crate::common::{assert_close, fail, gpu_test, randn, tolerance};
 
-/// (m, n, k): odd sizes below and across the 8-row / 64-column / 64x64 tiles, k not a
+/// (m, n, k): an empty reduction (C = bias + beta C), odd sizes below and across the 8-row / 64-column / 64x64 tiles, k not a
 /// multiple of 4 or 16; (37, 192, 64) and (128, 192, 128) are ones the texture path takes,
 /// with ragged rows (NN, NT) and a partial workgroup of column quads (all four).
 const SHAPES: &[(usize, usize, usize)] = &[
     (1, 1, 1),
+    (3, 5, 0),
     (37, 45, 29),
     (5, 130, 67),
     (64, 64, 64),
@@ -40,8 +41,13 @@ fn spec(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> GemmSpec 
 /// The texture path's shape rule without an adapter (texel rows of 64 floats or a single
 /// row); the trial itself checks the adapter's limits agree.
 fn texture_shape(s: &GemmSpec) -> bool {
-    let copyable = |[rows, cols]: [usize; 2]| cols % 4 == 0 && (rows == 1 || cols % 64 == 0);
-    s.k % 4 == 0 && s.k > 0 && s.n % 4 == 0 && copyable(s.a_shape()) && copyable(s.b_shape())
+    let copyable =
+        |[rows, cols]: [usize; 2]| cols.is_multiple_of(4) && (rows == 1 || cols.is_multiple_of(64));
+    s.k.is_multiple_of(4)
+        && s.k > 0
+        && s.n.is_multiple_of(4)
+        && copyable(s.a_shape())
+        && copyable(s.b_shape())
 }
 
 /// One product on `path` against the reference. beta == 0: C starts as NaN; otherwise C
