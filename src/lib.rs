@@ -6,11 +6,15 @@
 //! per shader family; `reference` holds the CPU twin of every launcher under the same name.
 
 pub mod cli;
+pub mod data;
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod io;
 pub mod kernels;
 pub mod reference;
 pub mod report;
+pub mod sae;
+pub mod synth;
 
 pub use error::{Error, Result};

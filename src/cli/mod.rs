@@ -2,6 +2,10 @@
 //! happens here so that bad flags are refused with one line before any work starts.
 
 pub mod devices;
+pub mod eval;
+pub mod info;
+pub mod synth;
+pub mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -20,11 +24,23 @@ pub struct Cli {
 pub enum Command {
     /// List every wgpu adapter with the limits that matter for SAE training.
     Devices(devices::DevicesArgs),
+    /// Train an SAE on activation shards and export it in the SAELens layout.
+    Train(crate::sae::TrainArgs),
+    /// Describe a shard, a folder of shards, or an SAE folder.
+    Info(info::InfoArgs),
+    /// Write synthetic activations with a planted dictionary.
+    Synth(synth::SynthArgs),
+    /// Evaluate an SAE folder on held-out data (and against a planted dictionary).
+    Eval(eval::EvalArgs),
 }
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> crate::Result<()> {
     match cli.command {
         Command::Devices(a) => devices::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Synth(a) => synth::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }

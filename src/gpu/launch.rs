@@ -81,8 +81,14 @@ struct Pipeline {
 /// (only tests with many shapes get there; a training step uses a few dozen).
 const MAX_BIND_GROUPS: usize = 2048;
 
+type AnyArc = Arc<dyn std::any::Any + Send + Sync>;
+
 #[derive(Default)]
 pub(crate) struct Caches {
+    /// Scratch tensors by purpose: (buffer, elements allocated).
+    scratch: Mutex<HashMap<&'static str, (wgpu::Buffer, usize)>>,
+    /// Objects a launcher builds once per device (e.g. texture pipelines), by key.
+    objects: Mutex<HashMap<(&'static str, Vec<u64>), AnyArc>>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     uniforms: Mutex<HashMap<Vec<u8>, wgpu::Buffer>>,
@@ -101,6 +107,53 @@ pub fn grid_1d(groups: u32, max_per_dim: u32) -> [u32; 3] {
 }
 
 impl Gpu {
+    /// A scratch tensor of at least `len` elements for `purpose`, owned by this device and
+    /// reused by every call (dispatches and submissions are ordered, so callers whose
+    /// dispatches are adjacent never see each other's data). Its shape is the allocated
+    /// length, which may exceed `len`. Caches are per device: wgpu ids are per instance,
+    /// so a process-wide cache keyed by device could hand one device another's buffer.
+    pub fn scratch(
+        &self,
+        purpose: &'static str,
+        dtype: super::DType,
+        len: usize,
+    ) -> Result<GpuTensor> {
+        let mut cache = self.caches.scratch.lock().unwrap();
+        let len = len.max(1);
+        if let Some((buf, have)) = cache.get(purpose)
+            && *have >= len
+        {
+            return Ok(GpuTensor {
+                buf: buf.clone(),
+                shape: vec![*have],
+                dtype,
+            });
+        }
+        let t = match dtype {
+            super::DType::F32 => self.zeros(purpose, &[len])?,
+            super::DType::U32 => self.zeros_u32(purpose, &[len])?,
+        };
+        cache.insert(purpose, (t.buf.clone(), len));
+        Ok(t)
+    }
+
+    /// An object built once per device under `key` (e.g. a pipeline outside `dispatch`).
+    pub fn cached<T: std::any::Any + Send + Sync>(
+        &self,
+        key: (&'static str, Vec<u64>),
+        make: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let mut m = self.caches.objects.lock().unwrap();
+        if let Some(v) = m.get(&key)
+            && let Ok(t) = v.clone().downcast::<T>()
+        {
+            return t;
+        }
+        let t = Arc::new(make());
+        m.insert(key, t.clone());
+        t
+    }
+
     /// Workgroups for `n` items at `per_group` items each, folded into the grid limit.
     pub fn groups_for(&self, n: usize, per_group: usize) -> [u32; 3] {
         let g = n.div_ceil(per_group.max(1)) as u32;

@@ -33,6 +33,22 @@ impl GpuTensor {
     pub fn bytes(&self) -> u64 {
         self.len() as u64 * 4
     }
+    /// Another handle to the same buffer with a different shape of the same length
+    /// (e.g. a bias (n) seen as a (1, n) matrix).
+    pub fn view(&self, shape: &[usize]) -> GpuTensor {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            self.len(),
+            "view {shape:?} of {:?}",
+            self.shape
+        );
+        GpuTensor {
+            buf: self.buf.clone(),
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+        }
+    }
+
     /// Shape as written in messages, e.g. `[512, 16384]`.
     pub fn shape_str(&self) -> String {
         format!("{:?}", self.shape)

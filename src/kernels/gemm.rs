@@ -17,8 +17,7 @@
 //! keeps its own small pipeline cache keyed by device and override constants; its textures
 //! are created per call and released by wgpu once the submission that uses them is done.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
@@ -243,29 +242,22 @@ pub fn gemm_with(
 
 // ------------------------------------------------------------------ texture path
 
-type PipelineKey = (wgpu::Device, Vec<(&'static str, u64)>);
-
 struct TexturePipeline {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
 }
 
-/// gemm_tex pipelines by device and override constants (a handful per training run).
-static TEXTURE_PIPELINES: Mutex<Option<HashMap<PipelineKey, Arc<TexturePipeline>>>> =
-    Mutex::new(None);
-
-// wgpu handles hash by identity, so the interior mutability clippy sees does not move keys.
-#[allow(clippy::mutable_key_type)]
+/// gemm_tex pipelines by override constants, cached per device (`Gpu::cached`; a handful
+/// per training run). The constants are given in a fixed order by `texture_dispatch`.
 fn texture_pipeline(gpu: &Gpu, constants: &[(&'static str, f64)]) -> Arc<TexturePipeline> {
     let key = (
-        gpu.device.clone(),
-        constants.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
+        "gemm_tex",
+        constants.iter().map(|(_, v)| v.to_bits()).collect(),
     );
-    let mut cache = TEXTURE_PIPELINES.lock().unwrap();
-    let cache = cache.get_or_insert_with(HashMap::new);
-    if let Some(p) = cache.get(&key) {
-        return p.clone();
-    }
+    gpu.cached(key, || build_texture_pipeline(gpu, constants))
+}
+
+fn build_texture_pipeline(gpu: &Gpu, constants: &[(&'static str, f64)]) -> TexturePipeline {
     let texture = wgpu::BindingType::StorageTexture {
         access: wgpu::StorageTextureAccess::ReadOnly,
         format: wgpu::TextureFormat::Rgba32Float,
@@ -329,9 +321,7 @@ fn texture_pipeline(gpu: &Gpu, constants: &[(&'static str, f64)]) -> Arc<Texture
             },
             cache: None,
         });
-    let p = Arc::new(TexturePipeline { pipeline, layout });
-    cache.insert(key, p.clone());
-    p
+    TexturePipeline { pipeline, layout }
 }
 
 /// A texture holding the (rows, cols) tensor `t` as rows of cols / 4 rgba32float texels,

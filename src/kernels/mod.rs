@@ -6,6 +6,7 @@
 pub mod activations;
 pub mod bench;
 pub mod gemm;
+pub mod ops;
 pub mod optim;
 pub mod reduce;
 pub mod sparse;
@@ -19,6 +20,7 @@ pub const SHADERS: &[&Shader] = &[
     &activations::SHADER,
     &bench::SHADER,
     &gemm::SHADER,
+    &ops::SHADER,
     &optim::SHADER,
     &reduce::SHADER,
     &sparse::SHADER,

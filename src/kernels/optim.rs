@@ -10,8 +10,6 @@
 //!
 //! Every sum has a fixed order, so results are identical run to run on one device.
 
-use std::sync::Mutex;
-
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{Bind, DType, Gpu, GpuTensor, Kernel, Shader};
@@ -154,23 +152,15 @@ pub fn adam(
     )
 }
 
-/// Partials of sumsq live in one scratch tensor per device, shared by every call: the two
-/// dispatches of one call are adjacent in the encoder, and wgpu orders dispatches and
-/// submissions, so calls never see each other's partials.
+/// Partials of sumsq live in one scratch tensor per device (`Gpu::scratch`), shared by
+/// every call: the two dispatches of one call are adjacent in the encoder, and wgpu orders
+/// dispatches and submissions, so calls never see each other's partials.
 fn scratch(gpu: &Gpu) -> Result<GpuTensor> {
-    static SCRATCH: Mutex<Vec<(wgpu::Device, wgpu::Buffer)>> = Mutex::new(Vec::new());
-    let mut s = SCRATCH.lock().unwrap();
-    let len = MAX_PARTIAL_GROUPS * WG;
-    if let Some((_, b)) = s.iter().find(|(d, _)| *d == gpu.device) {
-        return Ok(GpuTensor {
-            buf: b.clone(),
-            shape: vec![len],
-            dtype: DType::F32,
-        });
-    }
-    let t = gpu.zeros("sumsq partials", &[len])?;
-    s.push((gpu.device.clone(), t.buf.clone()));
-    Ok(t)
+    let t = gpu.scratch("sumsq partials", DType::F32, MAX_PARTIAL_GROUPS * WG)?;
+    Ok(GpuTensor {
+        shape: vec![MAX_PARTIAL_GROUPS * WG],
+        ..t
+    })
 }
 
 /// acc[slot] = sum of g^2 over the whole tensor (overwritten; other slots untouched).

@@ -16,9 +16,6 @@
 //! one scratch buffer between calls is safe because the dispatches that write and read it
 //! run in submission order.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
-
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{Bind, DType, Gpu, GpuTensor, Kernel, Shader};
@@ -118,30 +115,10 @@ fn col_block_grid(rows: usize, cols: usize) -> [u32; 3] {
     ]
 }
 
-type ScratchMap = HashMap<(wgpu::Device, &'static str), (wgpu::Buffer, usize)>;
-
-/// A scratch tensor of at least `len` elements for `purpose` on this device (see the module
-/// docs). Its shape is its allocated length, which may exceed `len`.
+/// A scratch tensor of at least `len` elements for `purpose` on this device
+/// (`Gpu::scratch`; see the module docs). Its shape is its allocated length.
 fn scratch(gpu: &Gpu, purpose: &'static str, dtype: DType, len: usize) -> Result<GpuTensor> {
-    static CACHE: OnceLock<Mutex<ScratchMap>> = OnceLock::new();
-    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap();
-    let key = (gpu.device.clone(), purpose);
-    let len = len.max(1);
-    if let Some((buf, have)) = cache.get(&key)
-        && *have >= len
-    {
-        return Ok(GpuTensor {
-            buf: buf.clone(),
-            shape: vec![*have],
-            dtype,
-        });
-    }
-    let t = match dtype {
-        DType::F32 => gpu.zeros(purpose, &[len])?,
-        DType::U32 => gpu.zeros_u32(purpose, &[len])?,
-    };
-    cache.insert(key, (t.buf.clone(), len));
-    Ok(t)
+    gpu.scratch(purpose, dtype, len)
 }
 
 /// How finish_partials treats one value of the partials.

@@ -5,6 +5,7 @@
 
 pub mod activations;
 pub mod gemm;
+pub mod ops;
 pub mod optim;
 pub mod reduce;
 pub mod sparse;

@@ -46,7 +46,10 @@ impl JsonlWriter {
             .append(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        Ok(JsonlWriter { path: path.to_path_buf(), file })
+        Ok(JsonlWriter {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
     pub fn write(&mut self, r: &Record) -> Result<()> {
@@ -63,7 +66,10 @@ impl JsonlWriter {
 /// (a resumed run may have logged past its checkpoint before it died).
 pub fn read(path: &Path) -> Result<Vec<Record>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
 }
 
 /// Rewrite the file keeping only records with step <= `max_step` (on resume).
@@ -71,7 +77,10 @@ pub fn truncate_after(path: &Path, max_step: u64) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    let kept: Vec<Record> = read(path)?.into_iter().filter(|r| r.step <= max_step).collect();
+    let kept: Vec<Record> = read(path)?
+        .into_iter()
+        .filter(|r| r.step <= max_step)
+        .collect();
     let mut s = String::new();
     for r in &kept {
         s.push_str(&serde_json::to_string(r).expect("plain data"));

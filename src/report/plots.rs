@@ -14,7 +14,11 @@ fn register_font() {
     ONCE.call_once(|| {
         // Registering a valid embedded TTF cannot fail; if it did, plots would fail with a
         // clear error at draw time.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
     });
 }
 
@@ -24,7 +28,10 @@ fn err(path: &Path, e: impl std::fmt::Display) -> Error {
 
 /// Something drawable on any plotters backend.
 pub trait Picture {
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String>;
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> std::result::Result<(), String>;
 }
 
 /// Draw the same picture into `dir/NAME.png` and `dir/NAME.svg`.
@@ -59,8 +66,16 @@ pub struct Series {
 
 fn bounds(series: &[Series], log_x: bool, log_y: bool) -> ((f64, f64), (f64, f64)) {
     let ok = |v: f64, log: bool| v.is_finite() && (!log || v > 0.0);
-    let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).filter(|&v| ok(v, log_x)).collect();
-    let ys: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|&v| ok(v, log_y)).collect();
+    let xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .filter(|&v| ok(v, log_x))
+        .collect();
+    let ys: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .filter(|&v| ok(v, log_y))
+        .collect();
     let span = |v: &[f64], log: bool| {
         let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
         let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -88,7 +103,10 @@ fn line_chart<DB: DrawingBackend>(
 ) -> std::result::Result<(), String> {
     let ((x0, x1), (y0, y1)) = bounds(series, false, log_y);
     let mut b = ChartBuilder::on(root);
-    b.caption(title, ("sans-serif", 22)).margin(12).x_label_area_size(40).y_label_area_size(70);
+    b.caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70);
     let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
     macro_rules! body {
         ($chart:expr) => {{
@@ -112,7 +130,9 @@ fn line_chart<DB: DrawingBackend>(
                     .draw_series(LineSeries::new(pts, c.stroke_width(2)))
                     .map_err(|e| e.to_string())?
                     .label(s.name.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                    });
             }
             if series.len() > 1 {
                 chart
@@ -126,9 +146,15 @@ fn line_chart<DB: DrawingBackend>(
         }};
     }
     if log_y {
-        body!(b.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).map_err(|e| e.to_string())?);
+        body!(
+            b.build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+                .map_err(|e| e.to_string())?
+        );
     } else {
-        body!(b.build_cartesian_2d(x0..x1, y0..y1).map_err(|e| e.to_string())?);
+        body!(
+            b.build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(|e| e.to_string())?
+        );
     }
     Ok(())
 }
@@ -145,11 +171,19 @@ pub fn line_plot(
 ) -> Result<()> {
     struct P<'a>(&'a str, &'a str, &'a str, &'a [Series], bool);
     impl Picture for P<'_> {
-        fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
+        fn draw<DB: DrawingBackend>(
+            &self,
+            root: &DrawingArea<DB, Shift>,
+        ) -> std::result::Result<(), String> {
             line_chart(root, self.0, self.1, self.2, self.3, self.4)
         }
     }
-    draw_both(dir, name, (800, 500), &P(title, x_label, y_label, series, log_y))
+    draw_both(
+        dir,
+        name,
+        (800, 500),
+        &P(title, x_label, y_label, series, log_y),
+    )
 }
 
 fn hist_chart<DB: DrawingBackend>(
@@ -177,18 +211,34 @@ fn hist_chart<DB: DrawingBackend>(
         .draw()
         .map_err(|e| e.to_string())?;
     chart
-        .draw_series(counts.iter().map(|&(a, b, c)| Rectangle::new([(a, 0.0), (b, c as f64)], BLUE.mix(0.6).filled())))
+        .draw_series(
+            counts.iter().map(|&(a, b, c)| {
+                Rectangle::new([(a, 0.0), (b, c as f64)], BLUE.mix(0.6).filled())
+            }),
+        )
         .map_err(|e| e.to_string())?;
     if !note.is_empty() {
-        root.draw(&Text::new(note.to_string(), (90, 50), ("sans-serif", 14).into_font()))
-            .map_err(|e| e.to_string())?;
+        root.draw(&Text::new(
+            note.to_string(),
+            (90, 50),
+            ("sans-serif", 14).into_font(),
+        ))
+        .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
 
 /// Histogram of finite `values` in `bins` equal bins; `note` is printed in the corner
 /// (e.g. how many values were -inf and left out).
-pub fn histogram(dir: &Path, name: &str, title: &str, x_label: &str, values: &[f64], bins: usize, note: &str) -> Result<()> {
+pub fn histogram(
+    dir: &Path,
+    name: &str,
+    title: &str,
+    x_label: &str,
+    values: &[f64],
+    bins: usize,
+    note: &str,
+) -> Result<()> {
     let finite: Vec<f64> = values.iter().cloned().filter(|v| v.is_finite()).collect();
     let lo = finite.iter().cloned().fold(f64::INFINITY, f64::min);
     let hi = finite.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -200,14 +250,19 @@ pub fn histogram(dir: &Path, name: &str, title: &str, x_label: &str, values: &[f
         (lo - 0.5, hi + 0.5)
     };
     let w = (hi - lo) / bins as f64;
-    let mut counts: Vec<(f64, f64, u64)> = (0..bins).map(|i| (lo + i as f64 * w, lo + (i + 1) as f64 * w, 0)).collect();
+    let mut counts: Vec<(f64, f64, u64)> = (0..bins)
+        .map(|i| (lo + i as f64 * w, lo + (i + 1) as f64 * w, 0))
+        .collect();
     for v in finite {
         let i = (((v - lo) / w) as usize).min(bins - 1);
         counts[i].2 += 1;
     }
     struct P<'a>(&'a str, &'a str, &'a [(f64, f64, u64)], &'a str);
     impl Picture for P<'_> {
-        fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
+        fn draw<DB: DrawingBackend>(
+            &self,
+            root: &DrawingArea<DB, Shift>,
+        ) -> std::result::Result<(), String> {
             hist_chart(root, self.0, self.1, self.2, self.3)
         }
     }

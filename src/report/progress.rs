@@ -25,7 +25,10 @@ impl Progress {
         } else {
             None
         };
-        Progress { bar, total: total_steps }
+        Progress {
+            bar,
+            total: total_steps,
+        }
     }
 
     pub fn update(&self, r: &Record) {
@@ -45,7 +48,10 @@ impl Progress {
             None => {
                 let eta = if r.tokens_per_s > 0.0 && r.step > 0 {
                     let per_step = r.tokens as f64 / r.step as f64 / r.tokens_per_s;
-                    format!("{:.0}s", per_step * (self.total - r.step.min(self.total)) as f64)
+                    format!(
+                        "{:.0}s",
+                        per_step * (self.total - r.step.min(self.total)) as f64
+                    )
                 } else {
                     "?".into()
                 };

@@ -1,0 +1,33 @@
+//! `saeforge train`: see `crate::sae::train` for the loop and `crate::sae::config` for the
+//! options (all of which may also come from a TOML file).
+
+use crate::sae::{TrainArgs, train};
+
+pub fn run(args: TrainArgs) -> crate::Result<()> {
+    let o = train::run(&args)?;
+    if o.interrupted {
+        return Err(crate::Error::Interrupted(format!(
+            "stopped at step {}; resume with: saeforge train --resume {}",
+            o.steps,
+            o.out.display()
+        )));
+    }
+    let last = o.last.as_ref();
+    println!(
+        "trained {} steps ({} tokens) on the {} at {:.0} tokens/s{}",
+        o.steps,
+        o.tokens,
+        o.engine,
+        o.tokens_per_s,
+        last.map(|r| format!(
+            "; final mse {:.4}, explained variance {:.4}, L0 {:.1}, dead {:.1}%",
+            r.mse,
+            r.explained_variance,
+            r.l0,
+            100.0 * r.dead_fraction
+        ))
+        .unwrap_or_default()
+    );
+    println!("SAELens folder: {}", o.out.display());
+    Ok(())
+}

@@ -1,0 +1,413 @@
+//! Training configuration. Every option exists on the command line and in a TOML file
+//! (`--config run.toml`); command-line values override the file. `TrainArgs` is the raw,
+//! all-optional form shared by clap and serde; `TrainConfig` is the resolved form with every
+//! default filled in, saved with the run so it can be reproduced and resumed.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::gpu::DeviceChoice;
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// ReLU with an L1 penalty weighted by decoder row norms (SAELens "standard").
+    Relu,
+    /// Per-row top-k with AuxK on dead latents (Gao et al. 2024).
+    Topk,
+    /// Top k*batch over the whole batch; exported as JumpReLU with the learned threshold.
+    Batchtopk,
+    /// JumpReLU with a trainable threshold and an L0 penalty (Rajamanoharan et al. 2024).
+    Jumprelu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecoderNorm {
+    /// Decoder rows kept at unit norm, gradient parallel to each row removed.
+    Unit,
+    /// Decoder rows free (the L1 penalty of relu SAEs weights by their norms).
+    Free,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrDecay {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+/// `saeforge train` options, all optional so that the file and the command line can merge.
+#[derive(clap::Args, Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainArgs {
+    /// TOML file with any of these options (command-line values win).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Activation shards: files, folders or glob patterns (repeatable).
+    #[arg(long, num_args = 1..)]
+    pub data: Option<Vec<PathBuf>>,
+    /// Tensor name inside the shards (default: the only floating rank-2/3 tensor).
+    #[arg(long)]
+    pub tensor: Option<String>,
+    /// Held-out shards for periodic evaluation.
+    #[arg(long, num_args = 1..)]
+    pub eval_data: Option<Vec<PathBuf>>,
+    /// Fraction of every shard (its last rows) held out for evaluation instead.
+    #[arg(long)]
+    pub eval_fraction: Option<f64>,
+    /// Output folder.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Architecture.
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    /// Number of latents (default expansion x d).
+    #[arg(long)]
+    pub d_sae: Option<usize>,
+    /// d_sae = expansion x d when --d-sae is not given (default 32).
+    #[arg(long)]
+    pub expansion: Option<usize>,
+    /// Active latents per row for topk / batchtopk (default 32).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Dead latents used by AuxK (default d/2).
+    #[arg(long)]
+    pub k_aux: Option<usize>,
+    /// AuxK loss coefficient (default 1/32).
+    #[arg(long)]
+    pub aux_coef: Option<f32>,
+    /// L1 coefficient for relu (default 5).
+    #[arg(long)]
+    pub l1: Option<f32>,
+    /// L0 coefficient for jumprelu (default 1).
+    #[arg(long)]
+    pub l0: Option<f32>,
+    /// Initial JumpReLU threshold (default 0.001).
+    #[arg(long)]
+    pub threshold_init: Option<f32>,
+    /// JumpReLU straight-through bandwidth (default 0.001).
+    #[arg(long)]
+    pub bandwidth: Option<f32>,
+    /// Rows per step (default 4096).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Training steps (default: one pass over the data, or from --tokens).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Training tokens (rows); steps = tokens / batch.
+    #[arg(long)]
+    pub tokens: Option<u64>,
+    /// Learning rate (default 2e-4 / sqrt(d_sae / 16384)).
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Adam beta1 (default 0.9).
+    #[arg(long)]
+    pub beta1: Option<f32>,
+    /// Adam beta2 (default 0.999).
+    #[arg(long)]
+    pub beta2: Option<f32>,
+    /// Adam epsilon (default 1e-8).
+    #[arg(long)]
+    pub adam_eps: Option<f32>,
+    /// Decoupled weight decay (default 0).
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// Learning-rate warm-up steps (default 5% of the steps, at most 1000).
+    #[arg(long)]
+    pub lr_warmup: Option<u64>,
+    /// Decay after warm-up (default constant).
+    #[arg(long, value_enum)]
+    pub lr_decay: Option<LrDecay>,
+    /// Sparsity-coefficient warm-up steps for relu / jumprelu (default 5% of the steps).
+    #[arg(long)]
+    pub sparsity_warmup: Option<u64>,
+    /// Global gradient-norm clip (default 1; 0 disables).
+    #[arg(long)]
+    pub grad_clip: Option<f32>,
+    /// Decoder row norms (default unit for topk / batchtopk / jumprelu, free for relu).
+    #[arg(long, value_enum)]
+    pub decoder_norm: Option<DecoderNorm>,
+    /// Scale inputs so that the mean ||x|| = sqrt(d), folded into the export (default true).
+    #[arg(long)]
+    pub normalize: Option<bool>,
+    /// A latent is dead after this many tokens without firing (default: the run's tokens / 5,
+    /// at most 10M).
+    #[arg(long)]
+    pub dead_tokens: Option<u64>,
+    /// BatchTopK threshold EMA decay (default 0.99).
+    #[arg(long)]
+    pub threshold_ema: Option<f32>,
+    /// Seed for initialisation and data order (default 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Engine: auto (hardware GPU if any, else CPU), gpu (any wgpu adapter), cpu.
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceChoice>,
+    /// Pick the adapter whose name contains this.
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Steps between log lines / training.jsonl records (default: about 100 per run).
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Steps between evaluations on held-out data (default: 10 per run; 0 = only at the end).
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+    /// Held-out rows per evaluation (default 8192).
+    #[arg(long)]
+    pub eval_rows: Option<usize>,
+    /// Steps between checkpoints (default: 10 per run; 0 = only at the end and on Ctrl-C).
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Shuffle buffer size in rows (ids only; default 1048576; 0 or 1 disables shuffling).
+    #[arg(long)]
+    pub shuffle_rows: Option<usize>,
+    /// Batches the prefetch thread keeps ready (default 4).
+    #[arg(long)]
+    pub prefetch: Option<usize>,
+    /// Rows sampled to estimate the input scale and the b_dec geometric median (default 8192).
+    #[arg(long)]
+    pub init_rows: Option<usize>,
+    /// Drop rows with NaN/Inf instead of stopping.
+    #[arg(long)]
+    pub skip_nonfinite: Option<bool>,
+    /// Replace an existing run in --out.
+    #[arg(long)]
+    pub overwrite: Option<bool>,
+    /// Continue the run in this folder from its checkpoint.
+    #[arg(long)]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
+}
+
+/// Resolved configuration: every default filled in, every value checked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    pub data: Vec<PathBuf>,
+    pub tensor: Option<String>,
+    pub eval_data: Vec<PathBuf>,
+    pub eval_fraction: f64,
+    pub out: PathBuf,
+    pub arch: Arch,
+    pub d_in: usize,
+    pub d_sae: usize,
+    pub k: usize,
+    pub k_aux: usize,
+    pub aux_coef: f32,
+    pub l1: f32,
+    pub l0: f32,
+    pub threshold_init: f32,
+    pub bandwidth: f32,
+    pub batch: usize,
+    pub steps: u64,
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub adam_eps: f32,
+    pub weight_decay: f32,
+    pub lr_warmup: u64,
+    pub lr_decay: LrDecay,
+    pub sparsity_warmup: u64,
+    pub grad_clip: f32,
+    pub decoder_norm: DecoderNorm,
+    pub normalize: bool,
+    pub dead_tokens: u64,
+    pub threshold_ema: f32,
+    pub seed: u64,
+    pub device: DeviceChoice,
+    pub adapter: Option<String>,
+    pub log_every: u64,
+    pub eval_every: u64,
+    pub eval_rows: usize,
+    pub checkpoint_every: u64,
+    pub shuffle_rows: usize,
+    pub prefetch: usize,
+    pub init_rows: usize,
+    pub skip_nonfinite: bool,
+}
+
+impl TrainArgs {
+    /// Overlay: values set here win over `file`'s.
+    pub fn merged_over(&self, file: &TrainArgs) -> Result<TrainArgs> {
+        let mut base = serde_json::to_value(file).expect("plain data");
+        let top = serde_json::to_value(self).expect("plain data");
+        if let (Some(b), Some(t)) = (base.as_object_mut(), top.as_object()) {
+            for (k, v) in t {
+                if !v.is_null() {
+                    b.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let mut merged: TrainArgs = serde_json::from_value(base)
+            .map_err(|e| Error::Internal(format!("merging config: {e}")))?;
+        merged.config = self.config.clone();
+        merged.resume = self.resume.clone();
+        Ok(merged)
+    }
+
+    /// Read a TOML config file.
+    pub fn from_toml(path: &Path) -> Result<TrainArgs> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text).map_err(|e| {
+            let msg = e.message().to_string();
+            Error::input(format!(
+                "{}: {}",
+                path.display(),
+                msg.lines().next().unwrap_or("invalid TOML")
+            ))
+        })
+    }
+}
+
+fn positive<T: PartialOrd + Default + std::fmt::Display + Copy>(flag: &str, v: T) -> Result<T> {
+    if v <= T::default() {
+        return Err(Error::input(format!("--{flag} {v}: expected a value > 0")));
+    }
+    Ok(v)
+}
+
+impl TrainConfig {
+    /// Fill defaults and check ranges. `d_in` and `total_rows` (training rows available)
+    /// come from the validated shards.
+    pub fn resolve(a: &TrainArgs, d_in: usize, total_rows: u64) -> Result<TrainConfig> {
+        let data = a.data.clone().unwrap_or_default();
+        let out = a
+            .out
+            .clone()
+            .ok_or_else(|| Error::input("--out: missing (the folder for the run)"))?;
+        let arch = a.arch.unwrap_or(Arch::Topk);
+        let expansion = positive("expansion", a.expansion.unwrap_or(32))?;
+        let d_sae = positive("d-sae", a.d_sae.unwrap_or(expansion * d_in))?;
+        let k = positive("k", a.k.unwrap_or(32))?;
+        if matches!(arch, Arch::Topk | Arch::Batchtopk) && k > d_sae {
+            return Err(Error::input(format!(
+                "--k {k}: expected at most d_sae = {d_sae}"
+            )));
+        }
+        let k_aux = a.k_aux.unwrap_or((d_in / 2).max(1)).min(d_sae);
+        let batch = positive("batch", a.batch.unwrap_or(4096))?;
+        let steps = match (a.steps, a.tokens) {
+            (Some(s), _) => positive("steps", s)?,
+            (None, Some(t)) => positive("tokens", t)?.div_ceil(batch as u64),
+            (None, None) => total_rows.div_ceil(batch as u64).max(1),
+        };
+        let lr = a.lr.unwrap_or(2e-4 / (d_sae as f32 / 16384.0).sqrt());
+        positive("lr", lr)?;
+        let eval_fraction = a.eval_fraction.unwrap_or(0.0);
+        if !(0.0..1.0).contains(&eval_fraction) {
+            return Err(Error::input(format!(
+                "--eval-fraction {eval_fraction}: expected 0 <= f < 1"
+            )));
+        }
+        let beta1 = a.beta1.unwrap_or(0.9);
+        let beta2 = a.beta2.unwrap_or(0.999);
+        for (flag, b) in [("beta1", beta1), ("beta2", beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(Error::input(format!(
+                    "--{flag} {b}: expected 0 <= beta < 1"
+                )));
+            }
+        }
+        let nonneg = |flag: &str, v: f32| {
+            if v < 0.0 || !v.is_finite() {
+                Err(Error::input(format!(
+                    "--{flag} {v}: expected a finite value >= 0"
+                )))
+            } else {
+                Ok(v)
+            }
+        };
+        let tokens = steps * batch as u64;
+        let cfg = TrainConfig {
+            data,
+            tensor: a.tensor.clone(),
+            eval_data: a.eval_data.clone().unwrap_or_default(),
+            eval_fraction,
+            out,
+            arch,
+            d_in,
+            d_sae,
+            k,
+            k_aux,
+            aux_coef: nonneg("aux-coef", a.aux_coef.unwrap_or(1.0 / 32.0))?,
+            l1: nonneg("l1", a.l1.unwrap_or(5.0))?,
+            l0: nonneg("l0", a.l0.unwrap_or(1.0))?,
+            threshold_init: positive("threshold-init", a.threshold_init.unwrap_or(0.001))?,
+            bandwidth: positive("bandwidth", a.bandwidth.unwrap_or(0.001))?,
+            batch,
+            steps,
+            lr,
+            beta1,
+            beta2,
+            adam_eps: positive("adam-eps", a.adam_eps.unwrap_or(1e-8))?,
+            weight_decay: nonneg("weight-decay", a.weight_decay.unwrap_or(0.0))?,
+            lr_warmup: a.lr_warmup.unwrap_or((steps / 20).min(1000)),
+            lr_decay: a.lr_decay.unwrap_or(LrDecay::Constant),
+            sparsity_warmup: a.sparsity_warmup.unwrap_or(steps / 20),
+            grad_clip: nonneg("grad-clip", a.grad_clip.unwrap_or(1.0))?,
+            decoder_norm: a.decoder_norm.unwrap_or(if arch == Arch::Relu {
+                DecoderNorm::Free
+            } else {
+                DecoderNorm::Unit
+            }),
+            normalize: a.normalize.unwrap_or(true),
+            dead_tokens: positive(
+                "dead-tokens",
+                a.dead_tokens
+                    .unwrap_or((tokens / 5).clamp(batch as u64, 10_000_000)),
+            )?,
+            threshold_ema: a.threshold_ema.unwrap_or(0.99),
+            seed: a.seed.unwrap_or(0),
+            device: a.device.unwrap_or(DeviceChoice::Auto),
+            adapter: a.adapter.clone(),
+            log_every: positive("log-every", a.log_every.unwrap_or((steps / 100).max(1)))?,
+            eval_every: a.eval_every.unwrap_or((steps / 10).max(1)),
+            eval_rows: a.eval_rows.unwrap_or(8192),
+            checkpoint_every: a.checkpoint_every.unwrap_or((steps / 10).max(1)),
+            shuffle_rows: a.shuffle_rows.unwrap_or(1 << 20),
+            prefetch: a.prefetch.unwrap_or(4).max(1),
+            init_rows: positive("init-rows", a.init_rows.unwrap_or(8192))?,
+            skip_nonfinite: a.skip_nonfinite.unwrap_or(false),
+        };
+        if !(0.0..1.0).contains(&cfg.threshold_ema) {
+            return Err(Error::input(format!(
+                "--threshold-ema {}: expected 0 <= decay < 1",
+                cfg.threshold_ema
+            )));
+        }
+        Ok(cfg)
+    }
+
+    /// Tokens the run trains on.
+    pub fn tokens(&self) -> u64 {
+        self.steps * self.batch as u64
+    }
+
+    /// Learning rate at `step` (0-based): linear warm-up, then constant / linear / cosine.
+    pub fn lr_at(&self, step: u64) -> f32 {
+        let w = self.lr_warmup;
+        if step < w {
+            return self.lr * (step + 1) as f32 / w as f32;
+        }
+        let span = (self.steps - w.min(self.steps)).max(1) as f32;
+        let t = ((step - w) as f32 / span).clamp(0.0, 1.0);
+        match self.lr_decay {
+            LrDecay::Constant => self.lr,
+            LrDecay::Linear => self.lr * (1.0 - t),
+            LrDecay::Cosine => self.lr * 0.5 * (1.0 + (std::f32::consts::PI * t).cos()),
+        }
+    }
+
+    /// Sparsity-coefficient multiplier at `step` (linear warm-up from 0 to 1).
+    pub fn sparsity_scale_at(&self, step: u64) -> f32 {
+        if step >= self.sparsity_warmup {
+            1.0
+        } else {
+            (step + 1) as f32 / self.sparsity_warmup as f32
+        }
+    }
+}

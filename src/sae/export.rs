@@ -1,0 +1,404 @@
+//! The SAELens v6 folder layout, written by `train` and read by `eval`, `encode`, `steer`
+//! and `info`: cfg.json, sae_weights.safetensors (exactly W_enc, W_dec, b_enc, b_dec, plus
+//! threshold for jumprelu) and sparsity.safetensors (log10 firing frequency).
+//!
+//! Any activation scaling used in training is folded into the weights (W_enc * s, W_dec / s,
+//! b_dec / s, as SAELens' fold_activation_norm_scaling_factor does), so the dictionary works
+//! on raw activations and cfg.json says normalize_activations "none".
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use safetensors::SafeTensors;
+use serde_json::{Value, json};
+
+use super::{Arch, SaeParams, TrainConfig};
+use crate::data::FloatType;
+use crate::io::{OutTensor, write_json, write_safetensors};
+use crate::{Error, Result};
+
+pub const CFG_FILE: &str = "cfg.json";
+pub const WEIGHTS_FILE: &str = "sae_weights.safetensors";
+pub const SPARSITY_FILE: &str = "sparsity.safetensors";
+
+/// Architecture as SAELens names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaeKind {
+    /// ReLU encoder ("standard").
+    Standard,
+    /// Top-k per row.
+    Topk { k: usize },
+    /// Per-latent threshold.
+    Jumprelu,
+}
+
+impl SaeKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SaeKind::Standard => "standard",
+            SaeKind::Topk { .. } => "topk",
+            SaeKind::Jumprelu => "jumprelu",
+        }
+    }
+}
+
+/// An SAE for inference, on raw (unscaled) activations.
+#[derive(Clone, Debug)]
+pub struct SaeModel {
+    pub kind: SaeKind,
+    pub d: usize,
+    pub n: usize,
+    /// (d, n)
+    pub w_enc: Vec<f32>,
+    /// (n)
+    pub b_enc: Vec<f32>,
+    /// (n, d)
+    pub w_dec: Vec<f32>,
+    /// (d)
+    pub b_dec: Vec<f32>,
+    /// (n) for jumprelu, else empty
+    pub threshold: Vec<f32>,
+}
+
+impl SaeModel {
+    /// The exported model of a training run: scaling folded in, BatchTopK as JumpReLU with
+    /// its learned inference threshold.
+    pub fn from_training(
+        p: &SaeParams,
+        cfg: &TrainConfig,
+        scale: f32,
+        batchtopk_threshold: f32,
+    ) -> SaeModel {
+        let s = scale;
+        let kind = match cfg.arch {
+            Arch::Relu => SaeKind::Standard,
+            Arch::Topk => SaeKind::Topk { k: cfg.k },
+            Arch::Batchtopk | Arch::Jumprelu => SaeKind::Jumprelu,
+        };
+        let threshold = match cfg.arch {
+            Arch::Jumprelu => p.log_threshold.iter().map(|t| t.exp()).collect(),
+            Arch::Batchtopk => vec![batchtopk_threshold; p.n],
+            _ => Vec::new(),
+        };
+        SaeModel {
+            kind,
+            d: p.d,
+            n: p.n,
+            w_enc: p.w_enc.iter().map(|w| w * s).collect(),
+            b_enc: p.b_enc.clone(),
+            w_dec: p.w_dec.iter().map(|w| w / s).collect(),
+            b_dec: p.b_dec.iter().map(|b| b / s).collect(),
+            threshold,
+        }
+    }
+
+    fn tensors(&self) -> Vec<OutTensor> {
+        let mut t = vec![
+            OutTensor::f32("W_enc", &[self.d, self.n], &self.w_enc),
+            OutTensor::f32("W_dec", &[self.n, self.d], &self.w_dec),
+            OutTensor::f32("b_enc", &[self.n], &self.b_enc),
+            OutTensor::f32("b_dec", &[self.d], &self.b_dec),
+        ];
+        if self.kind == SaeKind::Jumprelu {
+            t.push(OutTensor::f32("threshold", &[self.n], &self.threshold));
+        }
+        t
+    }
+
+    /// cfg.json contents.
+    pub fn cfg_json(&self, saeforge: Value) -> Value {
+        let mut cfg = json!({
+            "architecture": self.kind.name(),
+            "d_in": self.d,
+            "d_sae": self.n,
+            "dtype": "float32",
+            "device": "cpu",
+            "apply_b_dec_to_input": true,
+            "normalize_activations": "none",
+            "reshape_activations": "none",
+            "metadata": {
+                "sae_lens_version": "6.0.0",
+                "sae_lens_training_version": "6.0.0",
+            },
+            "saeforge": saeforge,
+        });
+        if let SaeKind::Topk { k } = self.kind {
+            cfg["k"] = json!(k);
+        }
+        cfg
+    }
+
+    /// Write cfg.json, sae_weights.safetensors and (if given) sparsity.safetensors.
+    pub fn save(&self, dir: &Path, log10_sparsity: Option<&[f32]>, saeforge: Value) -> Result<()> {
+        crate::io::create_dir(dir)?;
+        write_safetensors(&dir.join(WEIGHTS_FILE), &self.tensors(), None)?;
+        if let Some(s) = log10_sparsity {
+            write_safetensors(
+                &dir.join(SPARSITY_FILE),
+                &[OutTensor::f32("sparsity", &[self.n], s)],
+                None,
+            )?;
+        }
+        write_json(&dir.join(CFG_FILE), &self.cfg_json(saeforge))
+    }
+
+    /// Load any SAELens-layout folder (standard, topk, jumprelu), checking that the weights
+    /// are exactly the tensors the architecture needs, with shapes agreeing with cfg.json.
+    pub fn load(dir: &Path) -> Result<SaeModel> {
+        let cfg_path = dir.join(CFG_FILE);
+        if !dir.is_dir() {
+            return Err(Error::input(format!(
+                "{}: not an SAE folder (no such folder)",
+                dir.display()
+            )));
+        }
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let cfg: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::input(format!("{}: not valid JSON: {e}", cfg_path.display())))?;
+        let bad_cfg = |msg: String| Error::input(format!("{}: {msg}", cfg_path.display()));
+        let get_usize = |key: &str| {
+            cfg.get(key)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| bad_cfg(format!("missing or non-integer \"{key}\"")))
+        };
+        let d = get_usize("d_in")?;
+        let n = get_usize("d_sae")?;
+        let arch = cfg
+            .get("architecture")
+            .and_then(Value::as_str)
+            .unwrap_or("standard");
+        let kind = match arch {
+            "standard" => SaeKind::Standard,
+            "topk" => {
+                let k = get_usize("k")?;
+                if k == 0 || k > n {
+                    return Err(bad_cfg(format!("\"k\" = {k}: expected 1 ..= d_sae ({n})")));
+                }
+                SaeKind::Topk { k }
+            }
+            "jumprelu" => SaeKind::Jumprelu,
+            other => {
+                return Err(bad_cfg(format!(
+                    "architecture {other:?} is not supported (expected standard, topk or jumprelu)"
+                )));
+            }
+        };
+        if let Some(norm) = cfg.get("normalize_activations").and_then(Value::as_str) {
+            if norm != "none" {
+                return Err(bad_cfg(format!(
+                    "normalize_activations {norm:?} is not supported (expected \"none\"; fold the scaling into the weights)"
+                )));
+            }
+        }
+        let wpath = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+            Error::input(format!(
+                "{}: not a valid safetensors file: {e}",
+                wpath.display()
+            ))
+        })?;
+        let mut expected: BTreeMap<&str, Vec<usize>> = BTreeMap::from([
+            ("W_enc", vec![d, n]),
+            ("W_dec", vec![n, d]),
+            ("b_enc", vec![n]),
+            ("b_dec", vec![d]),
+        ]);
+        if kind == SaeKind::Jumprelu {
+            expected.insert("threshold", vec![n]);
+        }
+        for name in st.names() {
+            if !expected.contains_key(name) {
+                return Err(Error::input(format!(
+                    "{}: unexpected tensor {name:?} for a {} SAE (expected {})",
+                    wpath.display(),
+                    kind.name(),
+                    expected.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        let take = |name: &str| -> Result<Vec<f32>> {
+            let shape = &expected[name];
+            let view = st.tensor(name).map_err(|_| {
+                Error::input(format!(
+                    "{}: missing tensor {name:?} {shape:?}",
+                    wpath.display()
+                ))
+            })?;
+            if view.shape() != shape.as_slice() {
+                return Err(Error::input(format!(
+                    "{}: tensor {name:?} has shape {:?}; cfg.json (d_in {d}, d_sae {n}) needs {shape:?}",
+                    wpath.display(),
+                    view.shape()
+                )));
+            }
+            let ft = match view.dtype() {
+                safetensors::Dtype::F32 => FloatType::F32,
+                safetensors::Dtype::F16 => FloatType::F16,
+                safetensors::Dtype::BF16 => FloatType::Bf16,
+                other => {
+                    return Err(Error::input(format!(
+                        "{}: tensor {name:?} has dtype {other:?}; expected F32, F16 or BF16",
+                        wpath.display()
+                    )));
+                }
+            };
+            let mut out = vec![0.0f32; shape.iter().product()];
+            crate::data::convert(ft, view.data(), &mut out);
+            if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+                return Err(Error::input(format!(
+                    "{}: tensor {name:?} element {i} is {}",
+                    wpath.display(),
+                    out[i]
+                )));
+            }
+            Ok(out)
+        };
+        let w_enc = take("W_enc")?;
+        let w_dec = take("W_dec")?;
+        let b_enc = take("b_enc")?;
+        let b_dec = take("b_dec")?;
+        let threshold = if kind == SaeKind::Jumprelu {
+            take("threshold")?
+        } else {
+            Vec::new()
+        };
+        Ok(SaeModel {
+            kind,
+            d,
+            n,
+            w_enc,
+            b_enc,
+            w_dec,
+            b_dec,
+            threshold,
+        })
+    }
+}
+
+/// Read sparsity.safetensors if present.
+pub fn load_sparsity(dir: &Path) -> Result<Option<Vec<f32>>> {
+    let path = dir.join(SPARSITY_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        Error::input(format!(
+            "{}: not a valid safetensors file: {e}",
+            path.display()
+        ))
+    })?;
+    let v = st
+        .tensor("sparsity")
+        .map_err(|_| Error::input(format!("{}: missing tensor \"sparsity\"", path.display())))?;
+    if v.dtype() != safetensors::Dtype::F32 {
+        return Err(Error::input(format!(
+            "{}: \"sparsity\" is {:?}, expected F32",
+            path.display(),
+            v.dtype()
+        )));
+    }
+    let mut out = vec![0.0f32; v.data().len() / 4];
+    crate::data::convert(FloatType::F32, v.data(), &mut out);
+    Ok(Some(out))
+}
+
+/// Sparse codes of a batch: CSR over rows (latent index, activation), ascending latent
+/// within a row. Only non-zero activations are kept.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Codes {
+    pub row_ptr: Vec<usize>,
+    pub idx: Vec<u32>,
+    pub val: Vec<f32>,
+}
+
+impl SaeModel {
+    /// Pre-activations (rows, n) = (x - b_dec) W_enc + b_enc.
+    pub fn pre(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        use crate::reference::gemm::{GemmSpec, gemm};
+        let (d, n) = (self.d, self.n);
+        let mut xc = x.to_vec();
+        for r in xc.chunks_exact_mut(d) {
+            for (v, b) in r.iter_mut().zip(&self.b_dec) {
+                *v -= b;
+            }
+        }
+        let mut pre = vec![0.0f32; rows * n];
+        let spec = GemmSpec {
+            m: rows,
+            n,
+            k: d,
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        gemm(&spec, &xc, &self.w_enc, Some(&self.b_enc), &mut pre);
+        pre
+    }
+
+    /// Encode rows (CPU): the architecture's activation, kept sparse.
+    pub fn encode(&self, x: &[f32], rows: usize) -> Codes {
+        let n = self.n;
+        let pre = self.pre(x, rows);
+        let mut codes = Codes {
+            row_ptr: vec![0],
+            ..Default::default()
+        };
+        for (r, p) in pre.chunks_exact(n).enumerate() {
+            match self.kind {
+                SaeKind::Topk { k } => {
+                    let mut idx = vec![0u32; k];
+                    let mut val = vec![0.0f32; k];
+                    crate::reference::topk::topk(p, 1, n, k, None, &mut idx, &mut val);
+                    let mut pairs: Vec<(u32, f32)> =
+                        idx.into_iter().zip(val).filter(|&(_, v)| v > 0.0).collect();
+                    pairs.sort_by_key(|&(i, _)| i);
+                    for (i, v) in pairs {
+                        codes.idx.push(i);
+                        codes.val.push(v);
+                    }
+                }
+                SaeKind::Standard => {
+                    for (i, &v) in p.iter().enumerate() {
+                        if v > 0.0 {
+                            codes.idx.push(i as u32);
+                            codes.val.push(v);
+                        }
+                    }
+                }
+                SaeKind::Jumprelu => {
+                    for (i, &v) in p.iter().enumerate() {
+                        if v > self.threshold[i] && v != 0.0 {
+                            codes.idx.push(i as u32);
+                            codes.val.push(v);
+                        }
+                    }
+                }
+            }
+            let _ = r;
+            codes.row_ptr.push(codes.idx.len());
+        }
+        codes
+    }
+
+    /// x_hat (rows, d) = codes W_dec + b_dec.
+    pub fn decode(&self, codes: &Codes) -> Vec<f32> {
+        let d = self.d;
+        let rows = codes.row_ptr.len() - 1;
+        let mut out = vec![0.0f32; rows * d];
+        for r in 0..rows {
+            let o = &mut out[r * d..(r + 1) * d];
+            o.copy_from_slice(&self.b_dec);
+            for s in codes.row_ptr[r]..codes.row_ptr[r + 1] {
+                let w = &self.w_dec[codes.idx[s] as usize * d..(codes.idx[s] as usize + 1) * d];
+                for (a, &b) in o.iter_mut().zip(w) {
+                    *a += codes.val[s] * b;
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,659 @@
+//! The GPU engine: the step of `cpu.rs`, launch for launch, recorded into one command
+//! buffer per step with no readback. Parameters, Adam moments, counters and metric sums
+//! live on the device; the host writes the batch and the per-step Adam scalars
+//! (`AdamHyper` in a uniform buffer) before each submission.
+
+use std::sync::Arc;
+
+use crate::gpu::{Gpu, GpuTensor};
+use crate::kernels::activations::{
+    jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
+};
+use crate::kernels::gemm::{GemmSpec, gemm};
+use crate::kernels::ops::{add_into, threshold_ema};
+use crate::kernels::optim::{
+    adam, clip_scale, normalize_rows, remove_parallel, sumsq, write_hyper,
+};
+use crate::kernels::reduce::{
+    col_sum, dead_mask, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms, slot,
+    sparse_stats, sub, sub_row, update_dead,
+};
+use crate::kernels::sparse::{
+    build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, row_ptr_fixed, sparse_decode,
+    sparse_dot,
+};
+use crate::kernels::topk::{batchtopk, batchtopk_scratch_len, topk};
+use crate::reference::reduce::METRIC_SLOTS;
+use crate::{Error, Result};
+
+use super::cpu::{Moments, StepScalars, TrainState};
+use super::params::PARAM_NAMES;
+use super::train::StepEngine;
+use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
+
+/// Sparse codes on the device (CSR over rows) with their per-latent transpose.
+struct CodeBufs {
+    row_ptr: GpuTensor,
+    idx: GpuTensor,
+    pre_val: GpuTensor,
+    val: GpuTensor,
+    gslot: GpuTensor,
+    dval: GpuTensor,
+    lat_ptr: GpuTensor,
+    lat_row: GpuTensor,
+    lat_slot: GpuTensor,
+}
+
+impl CodeBufs {
+    /// Codes of `per_row` slots per row (topk: shape (rows, k)), or of `rows * per_row`
+    /// slots in any arrangement (batchtopk: flat).
+    fn new(gpu: &Gpu, rows: usize, n: usize, per_row: usize, flat: bool) -> Result<CodeBufs> {
+        let cap = rows * per_row;
+        let shape = if flat { vec![cap] } else { vec![rows, per_row] };
+        Ok(CodeBufs {
+            row_ptr: gpu.zeros_u32("row_ptr", &[rows + 1])?,
+            idx: gpu.zeros_u32("idx", &shape)?,
+            pre_val: gpu.zeros("pre_val", &shape)?,
+            val: gpu.zeros("val", &shape)?,
+            gslot: gpu.zeros("gslot", &[cap])?,
+            dval: gpu.zeros("dval", &[cap])?,
+            lat_ptr: gpu.zeros_u32("lat_ptr", &[n + 1])?,
+            lat_row: gpu.zeros_u32("lat_row", &[cap])?,
+            lat_slot: gpu.zeros_u32("lat_slot", &[cap])?,
+        })
+    }
+}
+
+/// Gradient outputs of a sparse backward pass.
+struct GradRefs<'a> {
+    w_enc: &'a GpuTensor,
+    w_dec: &'a GpuTensor,
+    b_enc: &'a GpuTensor,
+}
+
+/// Buffers for the AuxK gradients (added into the main ones).
+struct GradBufs {
+    w_enc: GpuTensor,
+    w_dec: GpuTensor,
+    b_enc: GpuTensor,
+}
+
+pub struct GpuEngine {
+    gpu: Arc<Gpu>,
+    cfg: TrainConfig,
+    rows: usize,
+    d: usize,
+    n: usize,
+    /// Parameters in `PARAM_NAMES` order: W_enc (d, n), W_dec (n, d), b_enc (n), b_dec (d),
+    /// log_threshold (n, or 1 unused element).
+    params: Vec<GpuTensor>,
+    grads: Vec<GpuTensor>,
+    m: Vec<GpuTensor>,
+    v: Vec<GpuTensor>,
+    /// Which parameters exist for this architecture.
+    live: [bool; 5],
+    x: GpuTensor,
+    xc: GpuTensor,
+    pre: GpuTensor,
+    x_hat: GpuTensor,
+    dy: GpuTensor,
+    norms: GpuTensor,
+    fired: GpuTensor,
+    since: GpuTensor,
+    total: GpuTensor,
+    metrics: GpuTensor,
+    acc: GpuTensor,
+    clip: GpuTensor,
+    hyper: wgpu::Buffer,
+    // Sparse path (topk / batchtopk).
+    codes: Option<CodeBufs>,
+    aux: Option<CodeBufs>,
+    aux_grads: Option<GradBufs>,
+    mask: GpuTensor,
+    e: GpuTensor,
+    e_hat: GpuTensor,
+    de: GpuTensor,
+    thr: GpuTensor,
+    thr_state: GpuTensor,
+    topk_scratch: Option<GpuTensor>,
+    // Dense path (relu / jumprelu).
+    z: Option<GpuTensor>,
+    dz: Option<GpuTensor>,
+    dpre: Option<GpuTensor>,
+    zsum: Option<GpuTensor>,
+    step: u64,
+}
+
+impl GpuEngine {
+    /// Upload `st` and allocate every buffer of the step for batches of `cfg.batch` rows.
+    pub fn new(gpu: Arc<Gpu>, cfg: &TrainConfig, st: &TrainState) -> Result<GpuEngine> {
+        let (d, n, rows) = (cfg.d_in, cfg.d_sae, cfg.batch);
+        let g = &*gpu;
+        let p = &st.params;
+        let shapes = p.shapes();
+        let mut params = Vec::new();
+        let mut grads = Vec::new();
+        let mut m = Vec::new();
+        let mut v = Vec::new();
+        let mut live = [false; 5];
+        for (i, t) in p.tensors().iter().enumerate() {
+            live[i] = !t.is_empty();
+            let (shape, data, mm, vv) = if t.is_empty() {
+                (vec![1], vec![0.0], vec![0.0], vec![0.0])
+            } else {
+                (
+                    shapes[i].clone(),
+                    (*t).clone(),
+                    st.moments.m[i].clone(),
+                    st.moments.v[i].clone(),
+                )
+            };
+            params.push(g.upload(PARAM_NAMES[i], &shape, &data)?);
+            grads.push(g.zeros(&format!("grad {}", PARAM_NAMES[i]), &shape)?);
+            m.push(g.upload(&format!("adam_m {}", PARAM_NAMES[i]), &shape, &mm)?);
+            v.push(g.upload(&format!("adam_v {}", PARAM_NAMES[i]), &shape, &vv)?);
+        }
+        let sparse = matches!(cfg.arch, Arch::Topk | Arch::Batchtopk);
+        let (codes, aux, aux_grads) = if sparse {
+            let codes = CodeBufs::new(g, rows, n, cfg.k, cfg.arch == Arch::Batchtopk)?;
+            let aux = CodeBufs::new(g, rows, n, cfg.k_aux, false)?;
+            if cfg.arch == Arch::Topk {
+                let mut enc = g.encoder();
+                row_ptr_fixed(g, &mut enc, rows, cfg.k, &codes.row_ptr)?;
+                g.submit(enc);
+            }
+            let mut enc = g.encoder();
+            row_ptr_fixed(g, &mut enc, rows, cfg.k_aux, &aux.row_ptr)?;
+            g.submit(enc);
+            let ag = GradBufs {
+                w_enc: g.zeros("aux grad W_enc", &[d, n])?,
+                w_dec: g.zeros("aux grad W_dec", &[n, d])?,
+                b_enc: g.zeros("aux grad b_enc", &[n])?,
+            };
+            (Some(codes), Some(aux), Some(ag))
+        } else {
+            (None, None, None)
+        };
+        let dense = |name: &str, shape: &[usize]| -> Result<Option<GpuTensor>> {
+            if sparse {
+                Ok(None)
+            } else {
+                g.zeros(name, shape).map(Some)
+            }
+        };
+        let eng = GpuEngine {
+            x: g.zeros("x", &[rows, d])?,
+            xc: g.zeros("xc", &[rows, d])?,
+            pre: g.zeros("pre", &[rows, n])?,
+            x_hat: g.zeros("x_hat", &[rows, d])?,
+            dy: g.zeros("dy", &[rows, d])?,
+            norms: g.zeros("norms", &[n])?,
+            fired: g.zeros_u32("fired", &[n])?,
+            since: g.upload_u32("since_fired", &[n], &st.since_fired)?,
+            total: g.upload_u32("fire_total", &[n], &st.fire_total)?,
+            metrics: g.upload("metrics", &[METRIC_SLOTS], &st.metrics)?,
+            acc: g.zeros("grad sumsq", &[5])?,
+            clip: g.zeros("clip", &[2])?,
+            hyper: g.uniform_buffer("adam hyper", size_of::<crate::kernels::optim::AdamHyper>()),
+            mask: g.zeros_u32("dead mask", &[n])?,
+            e: g.zeros("residual", &[if sparse { rows } else { 1 }, d])?,
+            e_hat: g.zeros("aux reconstruction", &[if sparse { rows } else { 1 }, d])?,
+            de: g.zeros("aux grad", &[if sparse { rows } else { 1 }, d])?,
+            thr: g.zeros("batch threshold", &[1])?,
+            thr_state: g.upload("threshold", &[1], &[st.threshold])?,
+            topk_scratch: if cfg.arch == Arch::Batchtopk {
+                Some(g.zeros_u32("batchtopk scratch", &[batchtopk_scratch_len(rows)])?)
+            } else {
+                None
+            },
+            z: dense("z", &[rows, n])?,
+            dz: dense("dz", &[rows, n])?,
+            dpre: dense("dpre", &[rows, n])?,
+            zsum: dense("zsum", &[n])?,
+            codes,
+            aux,
+            aux_grads,
+            params,
+            grads,
+            m,
+            v,
+            live,
+            gpu,
+            cfg: cfg.clone(),
+            rows,
+            d,
+            n,
+            step: st.step,
+        };
+        Ok(eng)
+    }
+
+    /// The sparse backward of `cpu::sparse_backward`: slot gradients, ReLU mask, transpose,
+    /// gathers into `out`.
+    fn sparse_backward(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        c: &CodeBufs,
+        dy: &GpuTensor,
+        out: &GradRefs,
+    ) -> Result<()> {
+        let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
+        sparse_dot(
+            g,
+            enc,
+            &c.row_ptr,
+            &c.idx,
+            dy,
+            &self.params[1],
+            rows,
+            n,
+            d,
+            &c.gslot,
+        )?;
+        relu_backward(g, enc, &c.pre_val, &c.gslot, &c.dval)?;
+        build_transpose(
+            g,
+            enc,
+            &c.row_ptr,
+            &c.idx,
+            rows,
+            n,
+            &c.lat_ptr,
+            &c.lat_row,
+            &c.lat_slot,
+        )?;
+        gather_dw_dec(
+            g,
+            enc,
+            &c.lat_ptr,
+            &c.lat_row,
+            &c.lat_slot,
+            &c.val,
+            dy,
+            n,
+            d,
+            out.w_dec,
+        )?;
+        gather_dw_enc(
+            g,
+            enc,
+            &c.lat_ptr,
+            &c.lat_row,
+            &c.lat_slot,
+            &c.dval,
+            &self.xc,
+            n,
+            d,
+            out.w_enc,
+        )?;
+        gather_db_enc(g, enc, &c.lat_ptr, &c.lat_slot, &c.dval, n, out.b_enc)
+    }
+
+    fn record_step(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+        let cfg = &self.cfg;
+        let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
+        let inv_b = 1.0 / rows as f32;
+        let sc = StepScalars::at(cfg, self.step);
+        let [w_enc, w_dec, b_enc, b_dec, log_thr] = [
+            &self.params[0],
+            &self.params[1],
+            &self.params[2],
+            &self.params[3],
+            &self.params[4],
+        ];
+        let main = GradRefs {
+            w_enc: &self.grads[0],
+            w_dec: &self.grads[1],
+            b_enc: &self.grads[2],
+        };
+
+        sub_row(g, enc, &self.x, b_dec, rows, d, &self.xc)?;
+        let spec = GemmSpec {
+            m: rows,
+            n,
+            k: d,
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        gemm(g, enc, &spec, &self.xc, w_enc, Some(b_enc), &self.pre)?;
+        row_norms(g, enc, w_dec, n, d, &self.norms)?;
+
+        match cfg.arch {
+            Arch::Topk | Arch::Batchtopk => {
+                let c = self.codes.as_ref().expect("sparse buffers");
+                if cfg.arch == Arch::Topk {
+                    topk(g, enc, &self.pre, None, &c.idx, &c.pre_val)?;
+                } else {
+                    let scratch = self.topk_scratch.as_ref().expect("batchtopk scratch");
+                    batchtopk(
+                        g, enc, &self.pre, &c.row_ptr, &c.idx, &c.pre_val, &self.thr, scratch,
+                    )?;
+                    threshold_ema(
+                        g,
+                        enc,
+                        &self.thr,
+                        &self.thr_state,
+                        cfg.threshold_ema,
+                        self.step == 0,
+                    )?;
+                }
+                relu_forward(g, enc, &c.pre_val, &c.val)?;
+                sparse_decode(
+                    g,
+                    enc,
+                    &c.row_ptr,
+                    &c.idx,
+                    &c.val,
+                    w_dec,
+                    Some(b_dec),
+                    rows,
+                    n,
+                    d,
+                    &self.x_hat,
+                )?;
+                mse_backward(
+                    g,
+                    enc,
+                    &self.x,
+                    &self.x_hat,
+                    rows,
+                    d,
+                    2.0 * inv_b,
+                    &self.dy,
+                    &self.metrics,
+                    slot::SSE as u32,
+                    Some(slot::SST as u32),
+                )?;
+                sparse_stats(
+                    g,
+                    enc,
+                    &c.row_ptr,
+                    &c.idx,
+                    &c.val,
+                    rows,
+                    n,
+                    &self.norms,
+                    &self.fired,
+                    &self.metrics,
+                )?;
+                self.sparse_backward(enc, c, &self.dy, &main)?;
+
+                // AuxK.
+                let a = self.aux.as_ref().expect("aux buffers");
+                let ag = self.aux_grads.as_ref().expect("aux grads");
+                dead_mask(g, enc, &self.since, dead_after(cfg), &self.mask)?;
+                topk(g, enc, &self.pre, Some(&self.mask), &a.idx, &a.pre_val)?;
+                relu_forward(g, enc, &a.pre_val, &a.val)?;
+                sub(g, enc, &self.x, &self.x_hat, &self.e)?;
+                sparse_decode(
+                    g,
+                    enc,
+                    &a.row_ptr,
+                    &a.idx,
+                    &a.val,
+                    w_dec,
+                    None,
+                    rows,
+                    n,
+                    d,
+                    &self.e_hat,
+                )?;
+                mse_backward(
+                    g,
+                    enc,
+                    &self.e,
+                    &self.e_hat,
+                    rows,
+                    d,
+                    cfg.aux_coef * 2.0 * inv_b,
+                    &self.de,
+                    &self.metrics,
+                    slot::AUX as u32,
+                    None,
+                )?;
+                let ar = GradRefs {
+                    w_enc: &ag.w_enc,
+                    w_dec: &ag.w_dec,
+                    b_enc: &ag.b_enc,
+                };
+                self.sparse_backward(enc, a, &self.de, &ar)?;
+                add_into(g, enc, main.w_dec, &ag.w_dec)?;
+                add_into(g, enc, main.w_enc, &ag.w_enc)?;
+                add_into(g, enc, main.b_enc, &ag.b_enc)?;
+            }
+            Arch::Relu | Arch::Jumprelu => {
+                let (z, dz, dpre) = (
+                    self.z.as_ref().unwrap(),
+                    self.dz.as_ref().unwrap(),
+                    self.dpre.as_ref().unwrap(),
+                );
+                if cfg.arch == Arch::Relu {
+                    relu_forward(g, enc, &self.pre, z)?;
+                } else {
+                    jumprelu_forward(g, enc, &self.pre, rows, n, log_thr, z)?;
+                }
+                let dec = GemmSpec {
+                    m: rows,
+                    n: d,
+                    k: n,
+                    trans_a: false,
+                    trans_b: false,
+                    alpha: 1.0,
+                    beta: 0.0,
+                };
+                gemm(g, enc, &dec, z, w_dec, Some(b_dec), &self.x_hat)?;
+                mse_backward(
+                    g,
+                    enc,
+                    &self.x,
+                    &self.x_hat,
+                    rows,
+                    d,
+                    2.0 * inv_b,
+                    &self.dy,
+                    &self.metrics,
+                    slot::SSE as u32,
+                    Some(slot::SST as u32),
+                )?;
+                dense_stats(g, enc, z, rows, n, &self.norms, &self.fired, &self.metrics)?;
+                let nt = GemmSpec {
+                    m: rows,
+                    n,
+                    k: d,
+                    trans_a: false,
+                    trans_b: true,
+                    alpha: 1.0,
+                    beta: 0.0,
+                };
+                gemm(g, enc, &nt, &self.dy, w_dec, None, dz)?;
+                let tn = GemmSpec {
+                    m: n,
+                    n: d,
+                    k: rows,
+                    trans_a: true,
+                    trans_b: false,
+                    alpha: 1.0,
+                    beta: 0.0,
+                };
+                gemm(g, enc, &tn, z, &self.dy, None, main.w_dec)?;
+                let coef = if cfg.arch == Arch::Relu {
+                    cfg.l1
+                } else {
+                    cfg.l0
+                } * sc.sparsity_scale;
+                if cfg.arch == Arch::Relu {
+                    let zsum = self.zsum.as_ref().unwrap();
+                    l1_backward(g, enc, z, rows, n, &self.norms, coef * inv_b, dz)?;
+                    col_sum(g, enc, z, rows, n, zsum, false)?;
+                    l1_decoder_grad(
+                        g,
+                        enc,
+                        zsum,
+                        w_dec,
+                        &self.norms,
+                        n,
+                        d,
+                        coef * inv_b,
+                        main.w_dec,
+                    )?;
+                    relu_backward(g, enc, &self.pre, dz, dpre)?;
+                } else {
+                    jumprelu_backward(
+                        g,
+                        enc,
+                        &self.pre,
+                        dz,
+                        rows,
+                        n,
+                        log_thr,
+                        cfg.bandwidth,
+                        coef * inv_b,
+                        dpre,
+                        &self.grads[4],
+                    )?;
+                }
+                let tn2 = GemmSpec {
+                    m: d,
+                    n,
+                    k: rows,
+                    trans_a: true,
+                    trans_b: false,
+                    alpha: 1.0,
+                    beta: 0.0,
+                };
+                gemm(g, enc, &tn2, &self.xc, dpre, None, main.w_enc)?;
+                col_sum(g, enc, dpre, rows, n, main.b_enc, false)?;
+            }
+        }
+
+        // db_dec = sum_b dy_b - db_enc W_enc^T
+        col_sum(g, enc, &self.dy, rows, d, &self.grads[3], false)?;
+        let bd = GemmSpec {
+            m: 1,
+            n: d,
+            k: n,
+            trans_a: false,
+            trans_b: true,
+            alpha: -1.0,
+            beta: 1.0,
+        };
+        gemm(
+            g,
+            enc,
+            &bd,
+            &main.b_enc.view(&[1, n]),
+            w_enc,
+            None,
+            &self.grads[3].view(&[1, d]),
+        )?;
+
+        if cfg.decoder_norm == DecoderNorm::Unit {
+            remove_parallel(g, enc, w_dec, &self.grads[1], n, d)?;
+        }
+        // The CPU engine sums an empty gradient as 0; here an unused parameter's 1-element
+        // gradient buffer is kept at 0 so its slot is 0 too.
+        for i in 0..5 {
+            sumsq(g, enc, &self.grads[i], &self.acc, i as u32)?;
+        }
+        clip_scale(g, enc, &self.acc, 5, cfg.grad_clip, &self.clip)?;
+        for i in 0..5 {
+            if self.live[i] {
+                adam(
+                    g,
+                    enc,
+                    &self.params[i],
+                    &self.grads[i],
+                    &self.m[i],
+                    &self.v[i],
+                    &self.hyper,
+                    &self.clip,
+                )?;
+            }
+        }
+        if cfg.decoder_norm == DecoderNorm::Unit {
+            normalize_rows(g, enc, w_dec, n, d)?;
+        }
+        update_dead(
+            g,
+            enc,
+            &self.fired,
+            &self.since,
+            &self.total,
+            rows,
+            dead_after(cfg),
+            &self.metrics,
+        )
+    }
+}
+
+fn dead_after(cfg: &TrainConfig) -> u32 {
+    cfg.dead_tokens.min(u32::MAX as u64) as u32
+}
+
+impl StepEngine for GpuEngine {
+    fn step(&mut self, cfg: &TrainConfig, x: &[f32], rows: usize) -> Result<()> {
+        if rows != self.rows {
+            return Err(Error::Internal(format!(
+                "GPU engine built for batches of {} rows, got {rows}",
+                self.rows
+            )));
+        }
+        let g = &*self.gpu;
+        g.write(&self.x, x)?;
+        let sc = StepScalars::at(cfg, self.step);
+        write_hyper(g, &self.hyper, &sc.adam(cfg, self.step));
+        let mut enc = g.encoder();
+        self.record_step(&mut enc)?;
+        g.submit(enc);
+        self.step += 1;
+        Ok(())
+    }
+
+    fn take_metrics(&mut self) -> Result<(Vec<f32>, f32)> {
+        let g = &*self.gpu;
+        let m = g.read_f32(&self.metrics)?;
+        let clip = g.read_f32(&self.clip)?;
+        let mut reset = vec![0.0f32; METRIC_SLOTS];
+        reset[slot::DEAD as usize] = m[slot::DEAD as usize];
+        g.write(&self.metrics, &reset)?;
+        Ok((m, clip[1]))
+    }
+
+    fn state(&mut self) -> Result<TrainState> {
+        let g = &*self.gpu;
+        let read = |i: usize, t: &[GpuTensor]| -> Result<Vec<f32>> {
+            if self.live[i] {
+                g.read_f32(&t[i])
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let params = SaeParams {
+            d: self.d,
+            n: self.n,
+            w_enc: read(0, &self.params)?,
+            w_dec: read(1, &self.params)?,
+            b_enc: read(2, &self.params)?,
+            b_dec: read(3, &self.params)?,
+            log_threshold: read(4, &self.params)?,
+        };
+        let mut m: [Vec<f32>; 5] = Default::default();
+        let mut v: [Vec<f32>; 5] = Default::default();
+        for i in 0..5 {
+            m[i] = read(i, &self.m)?;
+            v[i] = read(i, &self.v)?;
+        }
+        Ok(TrainState {
+            params,
+            moments: Moments { m, v },
+            step: self.step,
+            since_fired: g.read_u32(&self.since)?,
+            fire_total: g.read_u32(&self.total)?,
+            threshold: g.read_f32(&self.thr_state)?[0],
+            metrics: g.read_f32(&self.metrics)?,
+            grad_norm: g.read_f32(&self.clip)?[1],
+        })
+    }
+}

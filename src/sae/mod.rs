@@ -1,0 +1,16 @@
+//! Sparse autoencoders: architectures, the training step on two engines (GPU kernels and
+//! the plain-Rust reference), schedules, checkpoints and the SAELens export.
+//!
+//! Both engines run the same named sequence of operations (see `cpu.rs` and `gpu.rs`), so
+//! that a test can hold N GPU steps against N CPU steps for every architecture.
+
+pub mod checkpoint;
+pub mod config;
+pub mod cpu;
+pub mod export;
+pub mod gpu;
+pub mod params;
+pub mod train;
+
+pub use config::{Arch, DecoderNorm, LrDecay, TrainArgs, TrainConfig};
+pub use params::SaeParams;

@@ -1,0 +1,23 @@
+//! Training tests: the reference gradients against finite differences (f64), N GPU steps
+//! against N CPU steps for every architecture, exact resume, and recovery of a planted
+//! dictionary. GPU tests are reported as ignored (with the reason) when there is no adapter,
+//! and fail under SAEFORGE_REQUIRE_GPU=1.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod equivalence;
+mod finite_diff;
+mod runs;
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    if let Err(why) = common::gpu() {
+        eprintln!("GPU training tests: {why}");
+    }
+    let mut trials = Vec::new();
+    trials.extend(finite_diff::trials());
+    trials.extend(equivalence::trials());
+    trials.extend(runs::trials());
+    libtest_mimic::run(&args, trials).exit();
+}

@@ -1,0 +1,174 @@
+//! Whole runs through `sae::train::run` on synthetic shards: exact resume on both engines,
+//! and recovery of a planted dictionary.
+
+use std::path::{Path, PathBuf};
+
+use libtest_mimic::{Failed, Trial};
+use saeforge::data::FloatType;
+use saeforge::gpu::DeviceChoice;
+use saeforge::sae::checkpoint::Checkpoint;
+use saeforge::sae::export::SaeModel;
+use saeforge::sae::{Arch, TrainArgs, train};
+use saeforge::synth::{SynthConfig, read_truth, write_dataset};
+
+use crate::common::{cpu_test, fail, gpu_test};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("saeforge-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn synth(
+    dir: &Path,
+    features: usize,
+    d: usize,
+    active: f64,
+    tokens: usize,
+    seed: u64,
+) -> Result<(), Failed> {
+    write_dataset(
+        dir,
+        SynthConfig {
+            features,
+            d_in: d,
+            active,
+            density_decay: 0.0,
+            magnitude: (0.0, 1.0),
+            correlated_groups: 0,
+            anticorrelated_groups: 0,
+            group_size: 2,
+            noise: 0.0,
+            tokens,
+            shard_tokens: tokens / 3 + 1,
+            dtype: FloatType::F16,
+            seed,
+        },
+    )
+    .map(|_| ())
+    .map_err(fail)
+}
+
+fn args(data: &Path, out: &Path, arch: Arch, device: DeviceChoice, steps: u64) -> TrainArgs {
+    TrainArgs {
+        data: Some(vec![data.to_path_buf()]),
+        out: Some(out.to_path_buf()),
+        arch: Some(arch),
+        d_sae: Some(96),
+        k: Some(4),
+        batch: Some(64),
+        steps: Some(steps),
+        lr: Some(2e-3),
+        lr_warmup: Some(2),
+        sparsity_warmup: Some(2),
+        dead_tokens: Some(256),
+        log_every: Some(2),
+        eval_every: Some(0),
+        checkpoint_every: Some(3),
+        shuffle_rows: Some(500),
+        init_rows: Some(256),
+        device: Some(device),
+        ..Default::default()
+    }
+}
+
+/// A run stopped at step 5 and resumed to step 9 ends bitwise equal to a 9-step run.
+fn resume_exact(device: DeviceChoice, arch: Arch) -> Result<(), Failed> {
+    let dir = tmp(&format!("resume-{device:?}-{arch:?}"));
+    let data = dir.join("data");
+    synth(&data, 64, 16, 2.0, 3000, 5)?;
+    let full = dir.join("full");
+    train::run(&args(&data, &full, arch, device, 9)).map_err(fail)?;
+    let part = dir.join("part");
+    train::run(&args(&data, &part, arch, device, 5)).map_err(fail)?;
+    let resume = TrainArgs {
+        resume: Some(part.clone()),
+        steps: Some(9),
+        ..Default::default()
+    };
+    train::run(&resume).map_err(fail)?;
+    let a = Checkpoint::load(&full).map_err(fail)?;
+    let b = Checkpoint::load(&part).map_err(fail)?;
+    if a.state.step != 9 || b.state.step != 9 {
+        return Err(format!("steps {} and {}, expected 9", a.state.step, b.state.step).into());
+    }
+    if a.state != b.state {
+        let names = ["W_enc", "W_dec", "b_enc", "b_dec", "log_threshold"];
+        for i in 0..5 {
+            let (x, y) = (a.state.params.tensors()[i], b.state.params.tensors()[i]);
+            if let Some(j) = x
+                .iter()
+                .zip(y.iter())
+                .position(|(p, q)| p.to_bits() != q.to_bits())
+            {
+                return Err(format!(
+                    "{}[{j}]: uninterrupted {} vs resumed {}",
+                    names[i], x[j], y[j]
+                )
+                .into());
+            }
+        }
+        return Err("resumed state differs (moments, counters or metrics)".into());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// 512 unit directions in 64 dims, ~3 active per row: a topk SAE finds them.
+fn recovery(device: DeviceChoice) -> Result<(), Failed> {
+    let dir = tmp(&format!("recovery-{device:?}"));
+    let data = dir.join("data");
+    synth(&data, 512, 64, 3.0, 120_000, 11)?;
+    let out = dir.join("sae");
+    let a = TrainArgs {
+        data: Some(vec![data.clone()]),
+        out: Some(out.clone()),
+        arch: Some(Arch::Topk),
+        d_sae: Some(1024),
+        k: Some(4),
+        batch: Some(512),
+        steps: Some(500),
+        lr: Some(4e-3),
+        device: Some(device),
+        eval_every: Some(0),
+        checkpoint_every: Some(0),
+        ..Default::default()
+    };
+    train::run(&a).map_err(fail)?;
+    let model = SaeModel::load(&out).map_err(fail)?;
+    let truth = read_truth(&data.join("truth.safetensors")).map_err(fail)?;
+    let r = saeforge::eval::recovery::recovery(&truth.features, &model.w_dec, model.d);
+    eprintln!(
+        "recovery on {device:?}: MMCS {:.4}, recovered >= 0.9: {:.3}",
+        r.mmcs, r.recovered_0_9
+    );
+    if r.mmcs < 0.9 {
+        return Err(format!(
+            "MMCS {:.4} < 0.9 (recovered >= 0.9: {:.3})",
+            r.mmcs, r.recovered_0_9
+        )
+        .into());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+pub fn trials() -> Vec<Trial> {
+    let mut t = Vec::new();
+    for arch in [Arch::Topk, Arch::Relu, Arch::Batchtopk, Arch::Jumprelu] {
+        let name = format!("{arch:?}").to_lowercase();
+        t.push(cpu_test(
+            format!("runs::resume_exact_cpu_{name}"),
+            move |_| resume_exact(DeviceChoice::Cpu, arch),
+        ));
+        t.push(gpu_test(
+            format!("runs::resume_exact_gpu_{name}"),
+            move |_, _| resume_exact(DeviceChoice::Gpu, arch),
+        ));
+    }
+    t.push(gpu_test("runs::recovers_planted_dictionary_gpu", |_, _| {
+        recovery(DeviceChoice::Gpu)
+    }));
+    t
+}
