@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() {
+    saeforge::gpu::quiet_headless_probe();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -69,6 +69,16 @@ pub fn no_adapter_hint() -> &'static str {
      (`apt-get install mesa-vulkan-drivers`), or run with --device cpu"
 }
 
+/// Mesa's Vulkan loader probes Wayland, and libwayland prints "error: XDG_RUNTIME_DIR is
+/// invalid or not set" on headless machines. Pointing the variable at the temp folder (no
+/// compositor socket there) silences the probe. Call before any other thread starts.
+pub fn quiet_headless_probe() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: called at program start, before other threads exist.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
+}
+
 fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     desc.backends = wgpu::Backends::from_env().unwrap_or(backends);

@@ -11,7 +11,8 @@ mod launch;
 mod tensor;
 
 pub use context::{
-    AdapterSummary, DeviceChoice, Engine, Gpu, list_adapters, no_adapter_hint, select_engine,
+    AdapterSummary, DeviceChoice, Engine, Gpu, list_adapters, no_adapter_hint,
+    quiet_headless_probe, select_engine,
 };
 pub use launch::{Bind, Kernel, Shader, grid_1d};
 pub use tensor::{DType, GpuTensor};

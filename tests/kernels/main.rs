@@ -16,6 +16,7 @@ mod sparse;
 mod topk;
 
 fn main() {
+    saeforge::gpu::quiet_headless_probe();
     let args = libtest_mimic::Arguments::from_args();
     if let Err(why) = common::gpu() {
         eprintln!("GPU kernel tests: {why}");

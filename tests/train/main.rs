@@ -11,6 +11,7 @@ mod finite_diff;
 mod runs;
 
 fn main() {
+    saeforge::gpu::quiet_headless_probe();
     let args = libtest_mimic::Arguments::from_args();
     if let Err(why) = common::gpu() {
         eprintln!("GPU training tests: {why}");
