@@ -50,23 +50,43 @@ fn digit_plan(level: u32, ib: u32) -> vec3<u32> {
 }
 
 // ---------------------------------------------------------------- topk
-// One workgroup per row. Radix levels over the row until the elements at or above the
-// boundary bin's lower bound fit in CAP (usually after the first level), then those
-// candidates are gathered into workgroup memory, bitonic-sorted by (key desc, index asc),
-// and the first k written. Values are copied from x, not rebuilt from keys.
+// One workgroup per row. lavapipe runs every branch of a shader for every 8 lanes (masked),
+// so an atomic anywhere in a loop over the row costs as if every element took it; the
+// common path therefore reads the row once, with no atomics in the loop:
+// 1. Every invocation keeps the 4 best (key, index) of its strided share of the row in
+//    registers (vec4 loads when n % 4 == 0). These 4 * WG entries are U.
+// 2. t0: a lower bound of the row's k-th best key, from one or two radix levels over the
+//    lane maxima (slot 0 of U; WG >= k of them) or, for large k, over all of U.
+// 3. Fast path (k <= WG / 4): the entries of U with key >= t0 are the candidates; rank them
+//    by counting. If no invocation has its 4th entry among the first k, no element outside
+//    U can be, and the first k are the answer.
+// 4. Otherwise: gather every eligible element of the row with key >= t0 (radix levels over
+//    the row, keys then indices, first narrow the bound when more than CAP qualify: many
+//    equal values), then rank by counting (a few) or bitonic sort (many).
+// Values are copied from x, not rebuilt from keys.
 
 struct TopkParams {
     rows: u32,
     n: u32,
     k: u32,
-    has_mask: u32,  // 0: every latent eligible (tk_mask is a dummy binding)
+    has_mask: u32,  // 0: every latent eligible (the mask bindings are dummies)
+    vec4: u32,      // 1: n % 4 == 0, read through tk_x4 / tk_mask4
+    fast: u32,      // 1: try the single-pass path (k <= WG / 4)
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> tp: TopkParams;
-@group(0) @binding(1) var<storage, read> tk_x: array<f32>;          // (rows, n)
-@group(0) @binding(2) var<storage, read> tk_mask: array<u32>;       // (n), or any buffer when has_mask == 0
-@group(0) @binding(3) var<storage, read_write> tk_idx: array<u32>;  // (rows, k)
-@group(0) @binding(4) var<storage, read_write> tk_val: array<f32>;  // (rows, k)
+@group(0) @binding(1) var<storage, read> tk_x: array<f32>;              // (rows, n)
+@group(0) @binding(2) var<storage, read> tk_x4: array<vec4<f32>>;       // (rows, n / 4), the same buffer, when vec4
+@group(0) @binding(3) var<storage, read> tk_mask: array<u32>;           // (n), when has_mask
+@group(0) @binding(4) var<storage, read> tk_mask4: array<vec4<u32>>;    // (n / 4), the same buffer, when has_mask and vec4
+@group(0) @binding(5) var<storage, read_write> tk_idx: array<u32>;      // (rows, k)
+@group(0) @binding(6) var<storage, read_write> tk_val: array<f32>;      // (rows, k)
+
+override RANK_MAX: u32 = 256;  // topk: at most this many candidates (<= WG) ranked by counting
+
+const RISK: u32 = 0x80000000u;  // candidate index flag: the 4th entry of its invocation
 
 struct Sel {
     phi: u32,    // lower bound of the boundary bin: determined key bits, the rest 0
@@ -80,11 +100,102 @@ struct Sel {
 }
 
 var<workgroup> tk_hist: array<atomic<u32>, BINS>;
+var<workgroup> tk_h256: array<atomic<u32>, 256>;
+var<workgroup> tk_plain: array<u32, 256>;
 var<workgroup> tk_part: array<u32, WG>;
 var<workgroup> tk_sel: Sel;
 var<workgroup> tk_count: atomic<u32>;
-var<workgroup> tk_ckey: array<u32, CAP>;
+var<workgroup> tk_flag: atomic<u32>;
+var<workgroup> tk_ukey: array<u32, 4u * WG>;  // keys of U, slot s of invocation l at s * WG + l
+var<workgroup> tk_ckey: array<u32, CAP>;      // candidates
 var<workgroup> tk_cidx: array<u32, CAP>;
+
+// The 4 best (key desc, index asc) seen by one invocation; key 0 = empty (no float maps
+// to 0). Indices arrive in increasing order, so an equal key never displaces an entry.
+struct Best4 {
+    k0: u32,
+    k1: u32,
+    k2: u32,
+    k3: u32,
+    i0: u32,
+    i1: u32,
+    i2: u32,
+    i3: u32,
+}
+
+fn best4_insert(l: Best4, key: u32, i: u32) -> Best4 {
+    let g0 = key > l.k0;
+    let g1 = key > l.k1;
+    let g2 = key > l.k2;
+    let g3 = key > l.k3;
+    var r: Best4;
+    r.k3 = select(l.k3, select(key, l.k2, g2), g3);
+    r.i3 = select(l.i3, select(i, l.i2, g2), g3);
+    r.k2 = select(l.k2, select(key, l.k1, g1), g2);
+    r.i2 = select(l.i2, select(i, l.i1, g1), g2);
+    r.k1 = select(l.k1, select(key, l.k0, g0), g1);
+    r.i1 = select(l.i1, select(i, l.i0, g0), g1);
+    r.k0 = select(l.k0, key, g0);
+    r.i0 = select(l.i0, i, g0);
+    return r;
+}
+
+// Key of element i of the row at base, 0 when it is not eligible.
+fn tk_key(base: u32, i: u32) -> u32 {
+    let key = key_of(tk_x[base + i]);
+    if tp.has_mask != 0u && tk_mask[i] == 0u {
+        return 0u;
+    }
+    return key;
+}
+
+// Sum the histogram in WG groups of BINS / WG bins (tk_part); call in uniform control flow.
+fn tk_partial_sums(lid: u32) {
+    let per = BINS / WG;
+    var sum = 0u;
+    for (var j = 0u; j < per; j++) {
+        sum += atomicLoad(&tk_hist[lid * per + j]);
+    }
+    tk_part[lid] = sum;
+    workgroupBarrier();
+}
+
+// Lane 0: the bin holding the need-th best of the histogrammed elements, from the top;
+// returns (bin, count above it), or (BINS, total) when there are fewer than need.
+fn tk_boundary(need: u32) -> vec2<u32> {
+    let per = BINS / WG;
+    var cum = 0u;
+    var g = WG;
+    while g > 0u && cum + tk_part[g - 1u] < need {
+        cum += tk_part[g - 1u];
+        g -= 1u;
+    }
+    if g == 0u {
+        return vec2<u32>(BINS, cum);
+    }
+    var b = g * per - 1u;
+    loop {
+        let c = atomicLoad(&tk_hist[b]);
+        if cum + c >= need {
+            break;
+        }
+        cum += c;
+        b -= 1u;
+    }
+    return vec2<u32>(b, cum);
+}
+
+// Rank of candidate e among the first c: how many are better (key desc, index asc).
+fn tk_rank(e: u32, c: u32) -> u32 {
+    let key = tk_ckey[e];
+    let i = tk_cidx[e] & ~RISK;
+    var rank = 0u;
+    for (var f = 0u; f < c; f++) {
+        let fk = tk_ckey[f];
+        rank += select(0u, 1u, fk > key || (fk == key && (tk_cidx[f] & ~RISK) < i));
+    }
+    return rank;
+}
 
 @compute @workgroup_size(WG)
 fn topk(
@@ -99,66 +210,189 @@ fn topk(
     let n = tp.n;
     let k = tp.k;
     let base = row * n;
+    let out = row * k;
     let ib = max(32u - countLeadingZeros(n - 1u), 1u);
     let lomask = 0xffffffffu >> (32u - ib);
     let levels = 3u + (ib + 10u) / 11u;
-    let per = BINS / WG;
+    let neg_inf = bitcast<f32>(NEG_INF_BITS);
+
+    // 1. The 4 best per invocation.
+    var l = Best4(0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u);
+    if tp.vec4 != 0u {
+        let base4 = base / 4u;
+        for (var j = lid; j < n / 4u; j += WG) {
+            let v = tk_x4[base4 + j];
+            var k4 = vec4<u32>(key_of(v.x), key_of(v.y), key_of(v.z), key_of(v.w));
+            if tp.has_mask != 0u {
+                k4 = select(k4, vec4<u32>(0u), tk_mask4[j] == vec4<u32>(0u));
+            }
+            l = best4_insert(l, k4.x, 4u * j);
+            l = best4_insert(l, k4.y, 4u * j + 1u);
+            l = best4_insert(l, k4.z, 4u * j + 2u);
+            l = best4_insert(l, k4.w, 4u * j + 3u);
+        }
+    } else {
+        for (var i = lid; i < n; i += WG) {
+            l = best4_insert(l, tk_key(base, i), i);
+        }
+    }
+    // Workgroup memory traffic is dear on lavapipe: write only the keys step 2 reads.
+    tk_ukey[lid] = l.k0;
+    if tp.fast == 0u {
+        tk_ukey[WG + lid] = l.k1;
+        tk_ukey[2u * WG + lid] = l.k2;
+        tk_ukey[3u * WG + lid] = l.k3;
+    }
     if lid == 0u {
         tk_sel = Sel(0u, 0u, 0u, 0u, k, 0u, 0u, 0u);
         atomicStore(&tk_count, 0u);
+        atomicStore(&tk_flag, 0u);
     }
 
-    var level = 0u;
-    loop {
-        let plan = digit_plan(level, ib);
-        let dmask = (1u << plan.z) - 1u;
-        for (var b = lid; b < BINS; b += WG) {
-            atomicStore(&tk_hist[b], 0u);
+    // 2. t0 from two radix levels of 8 bits over the lane maxima (fast) or all of U: the
+    //    lower edge of the bin holding the k-th best. The second level only when the first
+    //    leaves many. (lavapipe runs a one-lane loop of atomics 8 lanes wide, so lane 0
+    //    scans a plain copy of the bins.)
+    let slots = select(4u, 1u, tp.fast != 0u);
+    for (var level = 0u; level < 2u; level++) {
+        let shift = 24u - 8u * level;
+        for (var b = lid; b < 256u; b += WG) {
+            atomicStore(&tk_h256[b], 0u);
         }
         let s = workgroupUniformLoad(&tk_sel);
-        for (var i = lid; i < n; i += WG) {
-            if tp.has_mask != 0u && tk_mask[i] == 0u {
-                continue;
-            }
-            let hi = key_of(tk_x[base + i]);
-            let lo = lomask - i;
-            if (hi & s.mhi) == s.phi && (lo & s.mlo) == s.plo {
-                let w = select(hi, lo, plan.x == 1u);
-                atomicAdd(&tk_hist[(w >> plan.y) & dmask], 1u);
+        if s.done != 0u {
+            break;
+        }
+        for (var e = 0u; e < slots; e++) {
+            let key = tk_ukey[e * WG + lid];
+            if key != 0u && (key & s.mhi) == s.phi {
+                atomicAdd(&tk_h256[(key >> shift) & 255u], 1u);
             }
         }
         workgroupBarrier();
-        var sum = 0u;
-        for (var j = 0u; j < per; j++) {
-            sum += atomicLoad(&tk_hist[lid * per + j]);
+        for (var b = lid; b < 256u; b += WG) {
+            tk_plain[b] = atomicLoad(&tk_h256[b]);
         }
-        tk_part[lid] = sum;
         workgroupBarrier();
         if lid == 0u {
             var t = s;
             var cum = 0u;
-            var g = WG;
-            while g > 0u && cum + tk_part[g - 1u] < t.need {
-                cum += tk_part[g - 1u];
-                g -= 1u;
+            var b = 256u;
+            while b > 0u && cum + tk_plain[b - 1u] < t.need {
+                b -= 1u;
+                cum += tk_plain[b];
             }
-            if g == 0u {
-                // Fewer eligible elements than k (level 0 only): take them all; the lower
-                // bound stays (0, 0).
-                t.cand = cum;
+            if b == 0u {
+                // Fewer than k entries (level 0 only): t0 = 0 takes every eligible element.
                 t.done = 1u;
             } else {
-                var b = g * per - 1u;
-                loop {
-                    let c = atomicLoad(&tk_hist[b]);
-                    if cum + c >= t.need {
-                        break;
-                    }
-                    cum += c;
-                    b -= 1u;
-                }
-                t.above += cum;
+                b -= 1u;
+                t.phi |= b << shift;
+                t.mhi |= 255u << shift;
                 t.need -= cum;
+                t.above += cum;
+                if t.above + tk_plain[b] <= RANK_MAX / 2u {
+                    t.done = 1u;
+                }
+            }
+            tk_sel = t;
+        }
+    }
+    let t0 = workgroupUniformLoad(&tk_sel).phi;
+
+    // 3. Fast path: rank the entries of U with key >= t0.
+    if tp.fast != 0u {
+        // Slots are sorted, so the qualifying entries are the first cnt.
+        let q = vec4<u32>(l.k0, l.k1, l.k2, l.k3);
+        let cnt = dot(select(vec4<u32>(0u), vec4<u32>(1u), q != vec4<u32>(0u) & q >= vec4<u32>(t0)), vec4<u32>(1u));
+        let off = atomicAdd(&tk_count, cnt);
+        if cnt > 0u && off + cnt <= CAP {
+            tk_ckey[off] = l.k0;
+            tk_cidx[off] = l.i0;
+            if cnt > 1u {
+                tk_ckey[off + 1u] = l.k1;
+                tk_cidx[off + 1u] = l.i1;
+            }
+            if cnt > 2u {
+                tk_ckey[off + 2u] = l.k2;
+                tk_cidx[off + 2u] = l.i2;
+            }
+            if cnt > 3u {
+                tk_ckey[off + 3u] = l.k3;
+                tk_cidx[off + 3u] = l.i3 | RISK;
+            }
+        }
+        let c = workgroupUniformLoad(&tk_count);
+        if c <= RANK_MAX {
+            var rank = 0xffffffffu;
+            if lid < c {
+                rank = tk_rank(lid, c);
+                if rank < k && (tk_cidx[lid] & RISK) != 0u {
+                    atomicStore(&tk_flag, 1u);
+                }
+            }
+            let risky = workgroupUniformLoad(&tk_flag);
+            if risky == 0u {
+                if rank < k {
+                    let i = tk_cidx[lid] & ~RISK;
+                    tk_idx[out + rank] = i;
+                    tk_val[out + rank] = tk_x[base + i];
+                }
+                for (var j = c + lid; j < k; j += WG) {
+                    tk_idx[out + j] = 0u;
+                    tk_val[out + j] = neg_inf;
+                }
+                return;
+            }
+        }
+        if lid == 0u {
+            atomicStore(&tk_count, 0u);
+        }
+        workgroupBarrier();
+    }
+
+    // 4. Gather every eligible element of the row with key >= t0.
+    for (var i = lid; i < n; i += WG) {
+        let key = tk_key(base, i);
+        if key != 0u && key >= t0 {
+            let slot = atomicAdd(&tk_count, 1u);
+            if slot < CAP {
+                tk_ckey[slot] = key;
+                tk_cidx[slot] = i;
+            }
+        }
+    }
+    var c = workgroupUniformLoad(&tk_count);
+    if c > CAP {
+        // Radix levels over the elements with key >= t0 until the candidates fit.
+        if lid == 0u {
+            tk_sel = Sel(0u, 0u, 0u, 0u, k, 0u, 0u, 0u);
+        }
+        var level = 0u;
+        loop {
+            let plan = digit_plan(level, ib);
+            let dmask = (1u << plan.z) - 1u;
+            for (var b = lid; b < BINS; b += WG) {
+                atomicStore(&tk_hist[b], 0u);
+            }
+            let s = workgroupUniformLoad(&tk_sel);
+            for (var i = lid; i < n; i += WG) {
+                let hi = tk_key(base, i);
+                let lo = lomask - i;
+                if hi != 0u && hi >= t0 && (hi & s.mhi) == s.phi && (lo & s.mlo) == s.plo {
+                    let w = select(hi, lo, plan.x == 1u);
+                    atomicAdd(&tk_hist[(w >> plan.y) & dmask], 1u);
+                }
+            }
+            workgroupBarrier();
+            tk_partial_sums(lid);
+            if lid == 0u {
+                var t = s;
+                // More than CAP >= k elements have key >= t0: the bin exists.
+                let bc = tk_boundary(t.need);
+                let b = bc.x;
+                t.above += bc.y;
+                t.need -= bc.y;
                 t.cand = t.above + atomicLoad(&tk_hist[b]);
                 if plan.x == 0u {
                     t.phi |= b << plan.y;
@@ -167,47 +401,59 @@ fn topk(
                     t.plo |= b << plan.y;
                     t.mlo |= dmask << plan.y;
                 }
+                // At the last level every bin holds at most one element, so cand <= k.
                 if t.cand <= CAP || level + 1u >= levels {
                     t.done = 1u;
                 }
+                tk_sel = t;
+                atomicStore(&tk_count, 0u);
             }
-            tk_sel = t;
+            let d = workgroupUniformLoad(&tk_sel.done);
+            if d != 0u {
+                break;
+            }
+            level += 1u;
         }
-        let d = workgroupUniformLoad(&tk_sel.done);
-        if d != 0u {
-            break;
+        let s = workgroupUniformLoad(&tk_sel);
+        for (var i = lid; i < n; i += WG) {
+            let hi = tk_key(base, i);
+            let lo = lomask - i;
+            if hi != 0u && hi >= t0 && (hi > s.phi || (hi == s.phi && lo >= s.plo)) {
+                let slot = atomicAdd(&tk_count, 1u);
+                if slot < CAP {
+                    tk_ckey[slot] = hi;
+                    tk_cidx[slot] = i;
+                }
+            }
         }
-        level += 1u;
+        c = min(workgroupUniformLoad(&tk_count), CAP);
     }
 
-    // Gather every eligible element at or above the lower bound (phi, plo).
-    let s = workgroupUniformLoad(&tk_sel);
-    for (var i = lid; i < n; i += WG) {
-        if tp.has_mask != 0u && tk_mask[i] == 0u {
-            continue;
-        }
-        let hi = key_of(tk_x[base + i]);
-        let lo = lomask - i;
-        if hi > s.phi || (hi == s.phi && lo >= s.plo) {
-            let slot = atomicAdd(&tk_count, 1u);
-            if slot < CAP {
-                tk_ckey[slot] = hi;
-                tk_cidx[slot] = i;
+    // 5. Rank the c candidates; write the first k (and -inf fillers past c).
+    for (var j = c + lid; j < k; j += WG) {
+        tk_idx[out + j] = 0u;
+        tk_val[out + j] = neg_inf;
+    }
+    if c <= RANK_MAX {
+        if lid < c {
+            let rank = tk_rank(lid, c);
+            if rank < k {
+                let i = tk_cidx[lid];
+                tk_idx[out + rank] = i;
+                tk_val[out + rank] = tk_x[base + i];
             }
         }
+        return;
     }
-    let c = min(s.cand, CAP);
     var p = 1u;
     while p < c {
         p <<= 1u;
     }
-    workgroupBarrier();
     for (var j = c + lid; j < p; j += WG) {
-        tk_ckey[j] = 0u;  // below every key: key_of(-inf) = 0x007fffff
+        tk_ckey[j] = 0u;  // below every key
         tk_cidx[j] = 0xffffffffu;
     }
     workgroupBarrier();
-
     // Bitonic sort of p entries, best (key desc, index asc) first.
     for (var size = 2u; size <= p; size <<= 1u) {
         for (var stride = size >> 1u; stride > 0u; stride >>= 1u) {
@@ -229,17 +475,10 @@ fn topk(
             workgroupBarrier();
         }
     }
-
-    let take = min(c, k);
-    for (var j = lid; j < k; j += WG) {
-        var id = 0u;
-        var v = bitcast<f32>(NEG_INF_BITS);
-        if j < take {
-            id = tk_cidx[j];
-            v = tk_x[base + id];
-        }
-        tk_idx[row * k + j] = id;
-        tk_val[row * k + j] = v;
+    for (var j = lid; j < min(c, k); j += WG) {
+        let i = tk_cidx[j];
+        tk_idx[out + j] = i;
+        tk_val[out + j] = tk_x[base + i];
     }
 }
 

@@ -27,10 +27,19 @@ const EPT: usize = 64;
 /// Histogram bins of one radix digit (shader constant BINS).
 const BINS: usize = 2048;
 
-/// Largest k `topk` accepts (the candidate buffer in workgroup memory).
-pub const MAX_K: usize = CAP;
+/// Largest k `topk` accepts: its lower bound is the k-th largest of 2 * WG keys, and the
+/// candidates live in workgroup memory (CAP).
+pub const MAX_K: usize = 2 * WG;
 
-const CONSTANTS: &[(&str, f64)] = &[("WG", WG as f64), ("CAP", CAP as f64), ("EPT", EPT as f64)];
+/// topk: candidates ranked by counting (at most WG); more are bitonic-sorted.
+const RANK_MAX: usize = 256;
+
+const CONSTANTS: &[(&str, f64)] = &[
+    ("WG", WG as f64),
+    ("CAP", CAP as f64),
+    ("EPT", EPT as f64),
+    ("RANK_MAX", RANK_MAX as f64),
+];
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -39,6 +48,9 @@ struct TopkParams {
     n: u32,
     k: u32,
     has_mask: u32,
+    vec4: u32,
+    fast: u32,
+    _pad: [u32; 2],
 }
 
 #[repr(C)]
@@ -104,14 +116,30 @@ pub fn topk(
         n: n as u32,
         k: k as u32,
         has_mask: mask.is_some() as u32,
+        vec4: (n % 4 == 0) as u32,
+        fast: (k <= WG / 4) as u32,
+        _pad: [0; 2],
     };
+    // The vec4 views (bindings 2 and 4) are read only when n % 4 == 0, but every binding
+    // needs a buffer of at least one vec4; below that size, bind a small zero buffer.
+    let dummy;
+    let x4 = if x.len() >= 4 {
+        x
+    } else {
+        dummy = gpu.zeros_u32("topk dummy", &[4])?;
+        &dummy
+    };
+    let mask = mask.unwrap_or(x);
+    let mask4 = if mask.len() >= 4 { mask } else { x4 };
     gpu.dispatch(
         enc,
         &kernel("topk"),
         &p,
         &[
             Bind::Read(x),
-            Bind::Read(mask.unwrap_or(x)),
+            Bind::Read(x4),
+            Bind::Read(mask),
+            Bind::Read(mask4),
             Bind::Write(idx),
             Bind::Write(val),
         ],

@@ -21,6 +21,9 @@ enum Input {
     Inf,
     /// -inf everywhere except about 1 in 50: fewer than k finite per row.
     MostlyNegInf,
+    /// Normal plus 10 on every 64th latent: the largest values crowd into a few of the
+    /// kernel's invocations, which its single-pass path must notice.
+    Striped,
 }
 
 /// Which latents are eligible (topk only).
@@ -49,6 +52,11 @@ fn input(rng: &mut ChaCha8Rng, kind: Input, len: usize) -> Vec<f32> {
                 3..6 => f32::NEG_INFINITY,
                 _ => v,
             })
+            .collect(),
+        Input::Striped => randn(rng, len, 1.0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| if i % 64 == 0 { v + 10.0 } else { v })
             .collect(),
         Input::MostlyNegInf => randn(rng, len, 1.0)
             .into_iter()
@@ -199,10 +207,14 @@ const TOPK_CASES: &[(usize, usize, usize, Input, Mask)] = &[
     (3, 37, 5, Input::Normal, Mask::None),
     (3, 37, 5, Input::SmallInts, Mask::None),
     (3, 37, 5, Input::Inf, Mask::Half),
+    (4, 50, 25, Input::SmallInts, Mask::None),
     (17, 1000, 32, Input::Normal, Mask::None),
     (17, 1000, 32, Input::SmallInts, Mask::None),
     (17, 1000, 32, Input::Inf, Mask::None),
     (17, 1000, 32, Input::Normal, Mask::Few),
+    (6, 16384, 32, Input::Striped, Mask::None),
+    (6, 16383, 40, Input::Striped, Mask::Half),
+    (4, 2048, 48, Input::Inf, Mask::Half),
     (9, 2000, 300, Input::MostlyNegInf, Mask::None),
     (5, 4099, 64, Input::Normal, Mask::Half),
     (5, 4099, 64, Input::SmallInts, Mask::Half),
@@ -218,10 +230,12 @@ const BATCHTOPK_CASES: &[(usize, usize, usize, Input)] = &[
     (1, 1, 1, Input::Normal),
     (3, 37, 5, Input::Normal),
     (3, 37, 111, Input::Normal),
+    (7, 100, 350, Input::SmallInts),
     (17, 1000, 17 * 32, Input::Normal),
     (17, 1000, 17 * 32, Input::SmallInts),
     (33, 777, 5000, Input::SmallInts),
     (5, 4099, 100, Input::Inf),
+    (40, 1024, 40 * 16, Input::Striped),
     (9, 2000, 700, Input::MostlyNegInf),
     (512, 16384, 32 * 512, Input::Normal),
 ];
