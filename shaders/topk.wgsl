@@ -483,50 +483,127 @@ fn topk(
 }
 
 // ---------------------------------------------------------------- batchtopk
-// A global radix select over the whole matrix in three key levels (init, then hist + find
-// per level), which leaves the exact k_total-th largest key T and `need` >= 1, how many of
-// the entries equal to T are taken (the first ones in flat order). Then per row: count
-// (entries > T, entries == T), scan (ties taken per row, row_ptr, threshold), and scatter
-// (each row's selected entries in ascending latent order).
+// The k_total largest entries of the whole matrix, in a fast path that reads x twice:
+// 1. bound: every invocation's largest key over its strided share of a row (the lane
+//    maxima, LM). The k_total-th largest of LM bounds the k_total-th largest entry from
+//    below; two radix levels over LM (hist + find, src 0) give t0, the lower edge of its bin.
+// 2. collect: per row, the entries with key >= t0 (about k_total in all) are appended in
+//    ascending latent order to a candidate buffer (each row's run placed by one atomic add;
+//    where a run lands varies, what it holds does not).
+// 3. Three radix levels over the candidate keys (src 1) give the exact k_total-th largest
+//    key T and `need` >= 1, how many of the entries equal to T are taken (the first in flat
+//    order). Then per row: count (entries > T, entries == T), scan (ties taken per row,
+//    row_ptr, threshold) and scatter (each row's selected entries in ascending latent order).
+// When more candidates qualify than the buffer holds (many equal values), the slow path
+// does the same over x itself (src 2) instead. Every dispatch of the path not taken
+// returns at once.
 //
-// Scratch (u32): [0, BINS) global histogram, [BINS, BINS + 8) state (phi, mhi, need,
-// above), then rows counts of entries > T, then rows counts of ties (replaced by the ties
-// taken in the scan).
+// Scratch (u32): [0, BINS) global histogram, [BINS, BINS + 16) state, then per row: entries
+// > T, entries == T (replaced by ties taken in the scan), candidate offset, candidate count;
+// then LM (rows, WG); then candidate keys and latents (capg each).
 
 struct BatchParams {
     rows: u32,
     n: u32,
     k_total: u32,
-    level: u32,  // batchtopk_hist / batchtopk_find: radix level 0, 1, 2
+    level: u32,  // radix level 0, 1, 2
+    src: u32,    // 0: lane maxima, 1: candidates (fast path), 2: x (slow path)
+    capg: u32,   // candidate capacity
+    vec4: u32,   // 1: n % 4 == 0, read x through the vec4 view
+    _pad: u32,
 }
 
-const ST: u32 = 2048u;   // BINS: state offset
-const ROWS0: u32 = 2056u;  // BINS + 8: per-row counts
+const ST: u32 = 2048u;  // BINS: state
+const S_PHI: u32 = 0u;     // determined key bits of the current select
+const S_MHI: u32 = 1u;     // which bits are determined
+const S_NEED: u32 = 2u;    // still to take from the entries matching the prefix
+const S_ABOVE: u32 = 3u;   // entries above the prefix range
+const S_T0: u32 = 4u;      // lower bound from the lane maxima
+const S_COUNT: u32 = 5u;   // candidates appended
+const S_OVER: u32 = 6u;    // 1: candidates overflowed; the slow path runs
+const S_DONE: u32 = 7u;    // 1: fewer lane maxima than k_total, t0 = 0
+const ROWS0: u32 = 2064u;  // BINS + 16: per-row arrays
+
+fn b_gt(r: u32) -> u32 {
+    return ROWS0 + r;
+}
+fn b_eq(r: u32) -> u32 {
+    return ROWS0 + bp.rows + r;
+}
+fn b_off(r: u32) -> u32 {
+    return ROWS0 + 2u * bp.rows + r;
+}
+fn b_cnt(r: u32) -> u32 {
+    return ROWS0 + 3u * bp.rows + r;
+}
+fn b_lm0() -> u32 {
+    return ROWS0 + 4u * bp.rows;
+}
+fn b_ck0() -> u32 {
+    return b_lm0() + bp.rows * WG;
+}
+fn b_ci0() -> u32 {
+    return b_ck0() + bp.capg;
+}
+// Whether a dispatch of src runs, given the overflow flag.
+fn b_runs(over: u32) -> bool {
+    return bp.src == 0u || (bp.src == 1u) == (over == 0u);
+}
 
 @group(0) @binding(0) var<uniform> bp: BatchParams;
 
 // batchtopk_init: clear the histogram, set the state.
-@group(0) @binding(1) var<storage, read_write> bi_scratch: array<u32>;  // (BINS + 8 + 2 rows)
+@group(0) @binding(1) var<storage, read_write> bi_s: array<u32>;  // scratch
 
 @compute @workgroup_size(WG)
 fn batchtopk_init(@builtin(local_invocation_index) lid: u32) {
-    for (var b = lid; b < BINS; b += WG) {
-        bi_scratch[b] = 0u;
+    for (var b = lid; b < BINS + 16u; b += WG) {
+        bi_s[b] = 0u;
     }
     if lid == 0u {
-        bi_scratch[ST + 0u] = 0u;  // phi
-        bi_scratch[ST + 1u] = 0u;  // mhi
-        bi_scratch[ST + 2u] = bp.k_total;  // need
-        bi_scratch[ST + 3u] = 0u;  // above
+        bi_s[ST + S_NEED] = bp.k_total;
     }
 }
 
-// batchtopk_hist: histogram of digit `level` over the entries matching the prefix; one
-// workgroup per WG * EPT entries, added into the global histogram.
-@group(0) @binding(1) var<storage, read> bh_x: array<f32>;                   // (rows, n)
-@group(0) @binding(2) var<storage, read_write> bh_scratch: array<atomic<u32>>; // (BINS + 8 + 2 rows)
+// batchtopk_bound: one workgroup per row; LM[row, lid] = the largest key of the
+// invocation's strided share (0: none).
+@group(0) @binding(1) var<storage, read> bb_x: array<f32>;               // (rows, n)
+@group(0) @binding(2) var<storage, read> bb_x4: array<vec4<f32>>;        // (rows, n / 4), the same buffer, when vec4
+@group(0) @binding(3) var<storage, read_write> bb_s: array<u32>;         // scratch
+
+@compute @workgroup_size(WG)
+fn batchtopk_bound(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row = wid.x + wid.y * nwg.x;
+    if row >= bp.rows {
+        return;
+    }
+    let n = bp.n;
+    var m = 0u;
+    if bp.vec4 != 0u {
+        let base4 = row * (n / 4u);
+        for (var j = lid; j < n / 4u; j += WG) {
+            let v = bb_x4[base4 + j];
+            m = max(m, max(max(key_of(v.x), key_of(v.y)), max(key_of(v.z), key_of(v.w))));
+        }
+    } else {
+        for (var i = lid; i < n; i += WG) {
+            m = max(m, key_of(bb_x[row * n + i]));
+        }
+    }
+    bb_s[b_lm0() + row * WG + lid] = m;
+}
+
+// batchtopk_hist: histogram of digit `level` over the keys of src matching the prefix; one
+// workgroup per WG * EPT keys, added into the global histogram.
+@group(0) @binding(1) var<storage, read> bh_x: array<f32>;                      // (rows, n)
+@group(0) @binding(2) var<storage, read_write> bh_s: array<atomic<u32>>;        // scratch
 
 var<workgroup> bh_hist: array<atomic<u32>, BINS>;
+var<workgroup> bh_len: u32;
 
 @compute @workgroup_size(WG)
 fn batchtopk_hist(
@@ -534,23 +611,42 @@ fn batchtopk_hist(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let len = bp.rows * bp.n;
+    if lid == 0u {
+        var len = 0u;
+        if atomicLoad(&bh_s[ST + S_DONE]) == 0u && b_runs(atomicLoad(&bh_s[ST + S_OVER])) {
+            if bp.src == 0u {
+                len = bp.rows * WG;
+            } else if bp.src == 1u {
+                len = min(atomicLoad(&bh_s[ST + S_COUNT]), bp.capg);
+            } else {
+                len = bp.rows * bp.n;
+            }
+        }
+        bh_len = len;
+    }
+    let len = workgroupUniformLoad(&bh_len);
     let start = (wid.x + wid.y * nwg.x) * WG * EPT;
     if start >= len {
         return;
     }
     let plan = digit_plan(bp.level, 0u);
     let dmask = (1u << plan.z) - 1u;
-    let phi = atomicLoad(&bh_scratch[ST + 0u]);
-    let mhi = atomicLoad(&bh_scratch[ST + 1u]);
+    let phi = atomicLoad(&bh_s[ST + S_PHI]);
+    let mhi = atomicLoad(&bh_s[ST + S_MHI]);
+    let src0 = select(b_lm0(), b_ck0(), bp.src == 1u);
     for (var b = lid; b < BINS; b += WG) {
         atomicStore(&bh_hist[b], 0u);
     }
     workgroupBarrier();
     let end = min(start + WG * EPT, len);
     for (var i = start + lid; i < end; i += WG) {
-        let key = key_of(bh_x[i]);
-        if (key & mhi) == phi {
+        var key: u32;
+        if bp.src == 2u {
+            key = key_of(bh_x[i]);
+        } else {
+            key = atomicLoad(&bh_s[src0 + i]);
+        }
+        if key != 0u && (key & mhi) == phi {
             atomicAdd(&bh_hist[(key >> plan.y) & dmask], 1u);
         }
     }
@@ -558,62 +654,162 @@ fn batchtopk_hist(
     for (var b = lid; b < BINS; b += WG) {
         let c = atomicLoad(&bh_hist[b]);
         if c != 0u {
-            atomicAdd(&bh_scratch[b], c);
+            atomicAdd(&bh_s[b], c);
         }
     }
 }
 
-// batchtopk_find: one workgroup; the bin holding the need-th best of the matching entries
-// extends the prefix; clears the histogram for the next level.
-@group(0) @binding(1) var<storage, read_write> bf_scratch: array<u32>;  // (BINS + 8 + 2 rows)
+// batchtopk_find: one workgroup; the bin holding the need-th best of the histogrammed keys
+// extends the prefix; clears the histogram. After the last lane-maxima level, t0 is set
+// and the select starts afresh.
+@group(0) @binding(1) var<storage, read_write> bf_s: array<u32>;  // scratch
 
 var<workgroup> bf_part: array<u32, WG>;
+var<workgroup> bf_run: u32;
 
 @compute @workgroup_size(WG)
 fn batchtopk_find(@builtin(local_invocation_index) lid: u32) {
-    let per = BINS / WG;
-    var sum = 0u;
-    for (var j = 0u; j < per; j++) {
-        sum += bf_scratch[lid * per + j];
-    }
-    bf_part[lid] = sum;
-    workgroupBarrier();
     if lid == 0u {
-        let plan = digit_plan(bp.level, 0u);
-        let need = bf_scratch[ST + 2u];
-        var cum = 0u;
-        var g = WG;
-        // k_total <= rows * n, so the bin exists.
-        while g > 1u && cum + bf_part[g - 1u] < need {
-            cum += bf_part[g - 1u];
-            g -= 1u;
-        }
-        var b = g * per - 1u;
-        loop {
-            let c = bf_scratch[b];
-            if cum + c >= need || b == 0u {
-                break;
-            }
-            cum += c;
-            b -= 1u;
-        }
-        bf_scratch[ST + 0u] |= b << plan.y;
-        bf_scratch[ST + 1u] |= ((1u << plan.z) - 1u) << plan.y;
-        bf_scratch[ST + 2u] = need - cum;
-        bf_scratch[ST + 3u] += cum;
+        bf_run = select(0u, 1u, bf_s[ST + S_DONE] == 0u && b_runs(bf_s[ST + S_OVER]));
     }
-    storageBarrier();
-    for (var b = lid; b < BINS; b += WG) {
-        bf_scratch[b] = 0u;
+    let run = workgroupUniformLoad(&bf_run);
+    if run != 0u {
+        let per = BINS / WG;
+        var sum = 0u;
+        for (var j = 0u; j < per; j++) {
+            sum += bf_s[lid * per + j];
+        }
+        bf_part[lid] = sum;
+        workgroupBarrier();
+        if lid == 0u {
+            let plan = digit_plan(bp.level, 0u);
+            let need = bf_s[ST + S_NEED];
+            var cum = 0u;
+            var g = WG;
+            while g > 0u && cum + bf_part[g - 1u] < need {
+                cum += bf_part[g - 1u];
+                g -= 1u;
+            }
+            if g == 0u {
+                // Fewer keys than need: only lane maxima (src 0, level 0) can fall short;
+                // t0 stays 0 and every entry is a candidate.
+                bf_s[ST + S_DONE] = 1u;
+            } else {
+                var b = g * per - 1u;
+                loop {
+                    let c = bf_s[b];
+                    if cum + c >= need {
+                        break;
+                    }
+                    cum += c;
+                    b -= 1u;
+                }
+                bf_s[ST + S_PHI] |= b << plan.y;
+                bf_s[ST + S_MHI] |= ((1u << plan.z) - 1u) << plan.y;
+                bf_s[ST + S_NEED] = need - cum;
+                bf_s[ST + S_ABOVE] += cum;
+            }
+        }
+        storageBarrier();
+        for (var b = lid; b < BINS; b += WG) {
+            bf_s[b] = 0u;
+        }
+    }
+    if bp.src == 0u && bp.level == 1u && lid == 0u {
+        bf_s[ST + S_T0] = bf_s[ST + S_PHI];
+        bf_s[ST + S_PHI] = 0u;
+        bf_s[ST + S_MHI] = 0u;
+        bf_s[ST + S_NEED] = bp.k_total;
+        bf_s[ST + S_ABOVE] = 0u;
+        bf_s[ST + S_DONE] = 0u;
     }
 }
 
-// batchtopk_count: one workgroup per row; entries > T and == T.
+// batchtopk_collect: one workgroup per row; each invocation owns a contiguous run of
+// latents, counts its entries with key >= t0, and (after a scan) writes them in order.
 @group(0) @binding(1) var<storage, read> bc_x: array<f32>;                 // (rows, n)
-@group(0) @binding(2) var<storage, read_write> bc_scratch: array<u32>;     // (BINS + 8 + 2 rows)
+@group(0) @binding(2) var<storage, read> bc_x4: array<vec4<f32>>;          // (rows, n / 4), the same buffer, when vec4
+@group(0) @binding(3) var<storage, read_write> bc_s: array<atomic<u32>>;   // scratch
 
-var<workgroup> bc_gt: atomic<u32>;
-var<workgroup> bc_eq: atomic<u32>;
+var<workgroup> bc_part: array<u32, WG>;
+var<workgroup> bc_off: u32;
+
+@compute @workgroup_size(WG)
+fn batchtopk_collect(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row = wid.x + wid.y * nwg.x;
+    if row >= bp.rows {
+        return;
+    }
+    let n = bp.n;
+    let base = row * n;
+    let t0 = atomicLoad(&bc_s[ST + S_T0]);
+    // Runs of whole vec4s when n % 4 == 0.
+    let q = select(1u, 4u, bp.vec4 != 0u);
+    let seg = ((n / q + WG - 1u) / WG) * q;
+    let i0 = min(lid * seg, n);
+    let i1 = min(i0 + seg, n);
+    var c = 0u;
+    if bp.vec4 != 0u {
+        for (var j = i0 / 4u; j < i1 / 4u; j++) {
+            let v = bc_x4[base / 4u + j];
+            let k4 = vec4<u32>(key_of(v.x), key_of(v.y), key_of(v.z), key_of(v.w));
+            c += dot(select(vec4<u32>(0u), vec4<u32>(1u), k4 >= vec4<u32>(t0)), vec4<u32>(1u));
+        }
+    } else {
+        for (var i = i0; i < i1; i++) {
+            c += select(0u, 1u, key_of(bc_x[base + i]) >= t0);
+        }
+    }
+    bc_part[lid] = c;
+    workgroupBarrier();
+    if lid == 0u {
+        var run = 0u;
+        for (var j = 0u; j < WG; j++) {
+            let v = bc_part[j];
+            bc_part[j] = run;
+            run += v;
+        }
+        let off = atomicAdd(&bc_s[ST + S_COUNT], run);
+        atomicStore(&bc_s[b_off(row)], off);
+        atomicStore(&bc_s[b_cnt(row)], run);
+        if off + run > bp.capg {
+            atomicStore(&bc_s[ST + S_OVER], 1u);
+            bc_off = 0xffffffffu;
+        } else {
+            bc_off = off;
+        }
+    }
+    let off = workgroupUniformLoad(&bc_off);
+    if off == 0xffffffffu {
+        return;
+    }
+    if c != 0u {
+        var pos = off + bc_part[lid];
+        let ck0 = b_ck0();
+        let ci0 = b_ci0();
+        for (var i = i0; i < i1; i++) {
+            let key = key_of(bc_x[base + i]);
+            if key >= t0 {
+                atomicStore(&bc_s[ck0 + pos], key);
+                atomicStore(&bc_s[ci0 + pos], i);
+                pos += 1u;
+            }
+        }
+    }
+}
+
+// batchtopk_count: one workgroup per row; entries > T and == T, over the row's candidates
+// (src 1) or the row of x (src 2).
+@group(0) @binding(1) var<storage, read> bn_x: array<f32>;                 // (rows, n)
+@group(0) @binding(2) var<storage, read_write> bn_s: array<u32>;           // scratch
+
+var<workgroup> bn_gt: atomic<u32>;
+var<workgroup> bn_eq: atomic<u32>;
+var<workgroup> bn_run: u32;
 
 @compute @workgroup_size(WG)
 fn batchtopk_count(
@@ -626,35 +822,48 @@ fn batchtopk_count(
         return;
     }
     if lid == 0u {
-        atomicStore(&bc_gt, 0u);
-        atomicStore(&bc_eq, 0u);
+        atomicStore(&bn_gt, 0u);
+        atomicStore(&bn_eq, 0u);
+        bn_run = select(0u, 1u, b_runs(bn_s[ST + S_OVER]));
     }
-    workgroupBarrier();
-    let t = bc_scratch[ST + 0u];
-    let base = row * bp.n;
+    if workgroupUniformLoad(&bn_run) == 0u {
+        return;
+    }
+    let t = bn_s[ST + S_PHI];
     var gt = 0u;
     var eq = 0u;
-    for (var i = lid; i < bp.n; i += WG) {
-        let key = key_of(bc_x[base + i]);
-        gt += select(0u, 1u, key > t);
-        eq += select(0u, 1u, key == t);
+    if bp.src == 1u {
+        let off = b_ck0() + bn_s[b_off(row)];
+        let cnt = bn_s[b_cnt(row)];
+        for (var j = lid; j < cnt; j += WG) {
+            let key = bn_s[off + j];
+            gt += select(0u, 1u, key > t);
+            eq += select(0u, 1u, key == t);
+        }
+    } else {
+        let base = row * bp.n;
+        for (var i = lid; i < bp.n; i += WG) {
+            let key = key_of(bn_x[base + i]);
+            gt += select(0u, 1u, key > t);
+            eq += select(0u, 1u, key == t);
+        }
     }
     if gt != 0u {
-        atomicAdd(&bc_gt, gt);
+        atomicAdd(&bn_gt, gt);
     }
     if eq != 0u {
-        atomicAdd(&bc_eq, eq);
+        atomicAdd(&bn_eq, eq);
     }
     workgroupBarrier();
     if lid == 0u {
-        bc_scratch[ROWS0 + row] = atomicLoad(&bc_gt);
-        bc_scratch[ROWS0 + bp.rows + row] = atomicLoad(&bc_eq);
+        bn_s[b_gt(row)] = atomicLoad(&bn_gt);
+        bn_s[b_eq(row)] = atomicLoad(&bn_eq);
     }
 }
 
 // batchtopk_scan: one workgroup; ties taken per row (the first `need` in flat order),
 // row_ptr as the exclusive prefix of (entries > T) + (ties taken), and the threshold.
-@group(0) @binding(1) var<storage, read_write> bs_scratch: array<u32>;   // (BINS + 8 + 2 rows)
+@group(0) @binding(1) var<storage, read_write> bs_s: array<u32>;         // scratch
 @group(0) @binding(2) var<storage, read_write> bs_row_ptr: array<u32>;   // (rows + 1)
 @group(0) @binding(3) var<storage, read_write> bs_threshold: array<f32>; // (1)
 
@@ -666,12 +875,10 @@ fn batchtopk_scan(@builtin(local_invocation_index) lid: u32) {
     let per = (rows + WG - 1u) / WG;
     let r0 = min(lid * per, rows);
     let r1 = min(r0 + per, rows);
-    let gt0 = ROWS0;
-    let eq0 = ROWS0 + rows;
     // Ties before each invocation's rows.
     var s = 0u;
     for (var r = r0; r < r1; r++) {
-        s += bs_scratch[eq0 + r];
+        s += bs_s[b_eq(r)];
     }
     bs_part[lid] = s;
     workgroupBarrier();
@@ -684,15 +891,15 @@ fn batchtopk_scan(@builtin(local_invocation_index) lid: u32) {
         }
     }
     workgroupBarrier();
-    let need = bs_scratch[ST + 2u];
+    let need = bs_s[ST + S_NEED];
     var before = bs_part[lid];
     var sel = 0u;
     for (var r = r0; r < r1; r++) {
-        let eq = bs_scratch[eq0 + r];
+        let eq = bs_s[b_eq(r)];
         let take = min(eq, need - min(need, before));
         before += eq;
-        bs_scratch[eq0 + r] = take;
-        sel += bs_scratch[gt0 + r] + take;
+        bs_s[b_eq(r)] = take;
+        sel += bs_s[b_gt(r)] + take;
     }
     workgroupBarrier();
     bs_part[lid] = sel;
@@ -705,26 +912,36 @@ fn batchtopk_scan(@builtin(local_invocation_index) lid: u32) {
             run += v;
         }
         bs_row_ptr[rows] = run;
-        bs_threshold[0] = value_of(bs_scratch[ST + 0u]);
+        bs_threshold[0] = value_of(bs_s[ST + S_PHI]);
     }
     workgroupBarrier();
     var run = bs_part[lid];
     for (var r = r0; r < r1; r++) {
         bs_row_ptr[r] = run;
-        run += bs_scratch[gt0 + r] + bs_scratch[eq0 + r];
+        run += bs_s[b_gt(r)] + bs_s[b_eq(r)];
     }
 }
 
-// batchtopk_scatter: one workgroup per row; each invocation owns a contiguous run of
-// latents, so writing runs in invocation order writes the row in ascending latent order.
+// batchtopk_scatter: one workgroup per row, over the row's candidates (src 1) or the row
+// of x (src 2), both in ascending latent order; each invocation owns a contiguous run, so
+// writing runs in invocation order writes the row in ascending latent order.
 @group(0) @binding(1) var<storage, read> bw_x: array<f32>;                // (rows, n)
-@group(0) @binding(2) var<storage, read> bw_scratch: array<u32>;          // (BINS + 8 + 2 rows)
+@group(0) @binding(2) var<storage, read> bw_s: array<u32>;                // scratch
 @group(0) @binding(3) var<storage, read> bw_row_ptr: array<u32>;          // (rows + 1)
 @group(0) @binding(4) var<storage, read_write> bw_idx: array<u32>;        // (k_total)
 @group(0) @binding(5) var<storage, read_write> bw_val: array<f32>;        // (k_total)
 
 var<workgroup> bw_gt: array<u32, WG>;
 var<workgroup> bw_eq: array<u32, WG>;
+var<workgroup> bw_run: u32;
+
+// (key, latent) of the j-th entry of the row's sequence.
+fn bw_entry(row: u32, off: u32, j: u32) -> vec2<u32> {
+    if bp.src == 1u {
+        return vec2<u32>(bw_s[b_ck0() + off + j], bw_s[b_ci0() + off + j]);
+    }
+    return vec2<u32>(key_of(bw_x[row * bp.n + j]), j);
+}
 
 @compute @workgroup_size(WG)
 fn batchtopk_scatter(
@@ -736,16 +953,22 @@ fn batchtopk_scatter(
     if row >= bp.rows {
         return;
     }
-    let n = bp.n;
-    let t = bw_scratch[ST + 0u];
-    let base = row * n;
-    let seg = (n + WG - 1u) / WG;
-    let i0 = min(lid * seg, n);
-    let i1 = min(i0 + seg, n);
+    if lid == 0u {
+        bw_run = select(0u, 1u, b_runs(bw_s[ST + S_OVER]));
+    }
+    if workgroupUniformLoad(&bw_run) == 0u {
+        return;
+    }
+    let t = bw_s[ST + S_PHI];
+    let off = bw_s[b_off(row)];
+    let len = select(bp.n, bw_s[b_cnt(row)], bp.src == 1u);
+    let seg = (len + WG - 1u) / WG;
+    let i0 = min(lid * seg, len);
+    let i1 = min(i0 + seg, len);
     var gt = 0u;
     var eq = 0u;
-    for (var i = i0; i < i1; i++) {
-        let key = key_of(bw_x[base + i]);
+    for (var j = i0; j < i1; j++) {
+        let key = bw_entry(row, off, j).x;
         gt += select(0u, 1u, key > t);
         eq += select(0u, 1u, key == t);
     }
@@ -754,7 +977,7 @@ fn batchtopk_scatter(
     workgroupBarrier();
     if lid == 0u {
         // bw_gt[j] becomes invocation j's first output slot, bw_eq[j] its ties taken.
-        var ties_left = bw_scratch[ROWS0 + bp.rows + row];
+        var ties_left = bw_s[b_eq(row)];
         var pos = bw_row_ptr[row];
         for (var j = 0u; j < WG; j++) {
             let take = min(bw_eq[j], ties_left);
@@ -766,17 +989,19 @@ fn batchtopk_scatter(
         }
     }
     workgroupBarrier();
+    if gt + eq == 0u {
+        return;
+    }
     var pos = bw_gt[lid];
     var ties = bw_eq[lid];
-    for (var i = i0; i < i1; i++) {
-        let v = bw_x[base + i];
-        let key = key_of(v);
-        if key > t || (key == t && ties > 0u) {
-            if key == t {
+    for (var j = i0; j < i1; j++) {
+        let e = bw_entry(row, off, j);
+        if e.x > t || (e.x == t && ties > 0u) {
+            if e.x == t {
                 ties -= 1u;
             }
-            bw_idx[pos] = i;
-            bw_val[pos] = v;
+            bw_idx[pos] = e.y;
+            bw_val[pos] = bw_x[row * bp.n + e.y];
             pos += 1u;
         }
     }

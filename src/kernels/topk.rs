@@ -60,6 +60,10 @@ struct BatchParams {
     n: u32,
     k_total: u32,
     level: u32,
+    src: u32,
+    capg: u32,
+    vec4: u32,
+    _pad: u32,
 }
 
 fn kernel(entry: &'static str) -> Kernel<'static> {
@@ -147,9 +151,14 @@ pub fn topk(
     )
 }
 
-/// u32 elements of the scratch tensor `batchtopk` needs for `rows` rows.
-pub fn batchtopk_scratch_len(rows: usize) -> usize {
-    BINS + 8 + 2 * rows
+/// batchtopk: candidates the fast path can hold (beyond that, the slow path runs).
+fn candidate_capacity(rows: usize, n: usize, k_total: usize) -> usize {
+    (2 * k_total + 4096).min(rows * n)
+}
+
+/// u32 elements of the scratch tensor `batchtopk` needs for x: (rows, n) and k_total.
+pub fn batchtopk_scratch_len(rows: usize, n: usize, k_total: usize) -> usize {
+    BINS + 16 + 4 * rows + rows * WG + 2 * candidate_capacity(rows, n, k_total)
 }
 
 /// The k_total largest entries of the whole of x (ties to the lower flat index
@@ -157,7 +166,7 @@ pub fn batchtopk_scratch_len(rows: usize) -> usize {
 /// row_ptr[rows] = k_total; per row, latent indices in ascending order in idx and their
 /// values (copies of x) in val; threshold[0] the smallest selected value (a zero as +0.0).
 /// rows, n from x; k_total from idx (1 <= k_total <= rows * n). scratch: a u32 tensor of
-/// batchtopk_scratch_len(rows) elements, overwritten (no need to clear it).
+/// batchtopk_scratch_len(rows, n, k_total) elements, overwritten (no need to clear it).
 /// x: (rows, n) -> row_ptr: (rows + 1) u32, idx: (k_total) u32, val: (k_total), threshold: (1)
 /// CPU: t = k_total-th largest of x; take x > t and the first (k_total - #(x > t)) of x == t
 /// in flat order.
@@ -184,47 +193,88 @@ pub fn batchtopk(
     expect_len("batchtopk", "row_ptr", row_ptr, rows + 1)?;
     expect_len("batchtopk", "val", val, k_total)?;
     expect_len("batchtopk", "threshold", threshold, 1)?;
-    expect_len("batchtopk", "scratch", scratch, batchtopk_scratch_len(rows))?;
-    let params = |level: u32| BatchParams {
+    expect_len(
+        "batchtopk",
+        "scratch",
+        scratch,
+        batchtopk_scratch_len(rows, n, k_total),
+    )?;
+    let capg = candidate_capacity(rows, n, k_total);
+    let params = |level: u32, src: u32| BatchParams {
         rows: rows as u32,
         n: n as u32,
         k_total: k_total as u32,
         level,
+        src,
+        capg: capg as u32,
+        vec4: (n % 4 == 0) as u32,
+        _pad: 0,
     };
+    let dummy;
+    let x4 = if x.len() >= 4 {
+        x
+    } else {
+        dummy = gpu.zeros_u32("batchtopk dummy", &[4])?;
+        &dummy
+    };
+    let per_row = gpu.groups_for(rows, 1);
     gpu.dispatch(
         enc,
         &kernel("batchtopk_init"),
-        &params(0),
+        &params(0, 0),
         &[Bind::Write(scratch)],
         [1, 1, 1],
     )?;
-    for level in 0..3 {
+    gpu.dispatch(
+        enc,
+        &kernel("batchtopk_bound"),
+        &params(0, 0),
+        &[Bind::Read(x), Bind::Read(x4), Bind::Write(scratch)],
+        per_row,
+    )?;
+    // Radix levels over src (0: lane maxima, 1: candidates, 2: x); each src's dispatches
+    // return at once when its path is not taken.
+    let select = |enc: &mut wgpu::CommandEncoder, src: u32, levels: u32, len: usize| {
+        for level in 0..levels {
+            gpu.dispatch(
+                enc,
+                &kernel("batchtopk_hist"),
+                &params(level, src),
+                &[Bind::Read(x), Bind::Write(scratch)],
+                gpu.groups_for(len, WG * EPT),
+            )?;
+            gpu.dispatch(
+                enc,
+                &kernel("batchtopk_find"),
+                &params(level, src),
+                &[Bind::Write(scratch)],
+                [1, 1, 1],
+            )?;
+        }
+        Ok::<(), Error>(())
+    };
+    select(enc, 0, 2, rows * WG)?;
+    gpu.dispatch(
+        enc,
+        &kernel("batchtopk_collect"),
+        &params(0, 1),
+        &[Bind::Read(x), Bind::Read(x4), Bind::Write(scratch)],
+        per_row,
+    )?;
+    for src in [1, 2] {
+        select(enc, src, 3, if src == 1 { capg } else { rows * n })?;
         gpu.dispatch(
             enc,
-            &kernel("batchtopk_hist"),
-            &params(level),
+            &kernel("batchtopk_count"),
+            &params(0, src),
             &[Bind::Read(x), Bind::Write(scratch)],
-            gpu.groups_for(rows * n, WG * EPT),
-        )?;
-        gpu.dispatch(
-            enc,
-            &kernel("batchtopk_find"),
-            &params(level),
-            &[Bind::Write(scratch)],
-            [1, 1, 1],
+            per_row,
         )?;
     }
     gpu.dispatch(
         enc,
-        &kernel("batchtopk_count"),
-        &params(0),
-        &[Bind::Read(x), Bind::Write(scratch)],
-        gpu.groups_for(rows, 1),
-    )?;
-    gpu.dispatch(
-        enc,
         &kernel("batchtopk_scan"),
-        &params(0),
+        &params(0, 0),
         &[
             Bind::Write(scratch),
             Bind::Write(row_ptr),
@@ -232,17 +282,20 @@ pub fn batchtopk(
         ],
         [1, 1, 1],
     )?;
-    gpu.dispatch(
-        enc,
-        &kernel("batchtopk_scatter"),
-        &params(0),
-        &[
-            Bind::Read(x),
-            Bind::Read(scratch),
-            Bind::Read(row_ptr),
-            Bind::Write(idx),
-            Bind::Write(val),
-        ],
-        gpu.groups_for(rows, 1),
-    )
+    for src in [1, 2] {
+        gpu.dispatch(
+            enc,
+            &kernel("batchtopk_scatter"),
+            &params(0, src),
+            &[
+                Bind::Read(x),
+                Bind::Read(scratch),
+                Bind::Read(row_ptr),
+                Bind::Write(idx),
+                Bind::Write(val),
+            ],
+            per_row,
+        )?;
+    }
+    Ok(())
 }

@@ -147,7 +147,10 @@ fn batchtopk_case(
     let val = gpu.zeros("val", &[k_total]).map_err(fail)?;
     let threshold = gpu.zeros("threshold", &[1]).map_err(fail)?;
     let scratch = gpu
-        .zeros_u32("scratch", &[kernels::topk::batchtopk_scratch_len(rows)])
+        .zeros_u32(
+            "scratch",
+            &[kernels::topk::batchtopk_scratch_len(rows, n, k_total)],
+        )
         .map_err(fail)?;
     gpu.write(&row_ptr, &vec![u32::MAX; rows + 1])
         .map_err(fail)?;
@@ -224,8 +227,9 @@ const TOPK_CASES: &[(usize, usize, usize, Input, Mask)] = &[
     (512, 16384, 32, Input::Normal, Mask::None),
 ];
 
-/// (rows, n, k_total, input): one entry, all entries, ties across rows, and the production
-/// shape (512, 16384, 32 * 512).
+/// (rows, n, k_total, input): one entry, all entries, ties across rows, fewer lane maxima
+/// than k_total (3 x 1000), more tied candidates than the fast path holds (64 x 2000, and
+/// the -inf ties of MostlyNegInf), and the production shape (512, 16384, 32 * 512).
 const BATCHTOPK_CASES: &[(usize, usize, usize, Input)] = &[
     (1, 1, 1, Input::Normal),
     (3, 37, 5, Input::Normal),
@@ -234,6 +238,8 @@ const BATCHTOPK_CASES: &[(usize, usize, usize, Input)] = &[
     (17, 1000, 17 * 32, Input::Normal),
     (17, 1000, 17 * 32, Input::SmallInts),
     (33, 777, 5000, Input::SmallInts),
+    (64, 2000, 100, Input::SmallInts),
+    (3, 1000, 2000, Input::Normal),
     (5, 4099, 100, Input::Inf),
     (40, 1024, 40 * 16, Input::Striped),
     (9, 2000, 700, Input::MostlyNegInf),
