@@ -494,9 +494,9 @@ fn topk(
 //    key T and `need` >= 1, how many of the entries equal to T are taken (the first in flat
 //    order). Then per row: count (entries > T, entries == T), scan (ties taken per row,
 //    row_ptr, threshold) and scatter (each row's selected entries in ascending latent order).
-// When more candidates qualify than the buffer holds (many equal values), the slow path
-// does the same over x itself (src 2) instead. Every dispatch of the path not taken
-// returns at once.
+// When more candidates qualify than the buffer holds (many equal values), the same steps
+// run over x itself instead (the slow path): the dispatches after collect read the
+// overflow flag and pick their source, so neither path costs dispatches of the other.
 //
 // Scratch (u32): [0, BINS) global histogram, [BINS, BINS + 16) state, then per row: entries
 // > T, entries == T (replaced by ties taken in the scan), candidate offset, candidate count;
@@ -507,7 +507,7 @@ struct BatchParams {
     n: u32,
     k_total: u32,
     level: u32,  // radix level 0, 1, 2
-    src: u32,    // 0: lane maxima, 1: candidates (fast path), 2: x (slow path)
+    src: u32,    // batchtopk_hist / find: 0 lane maxima, 1 candidates (or x after an overflow)
     capg: u32,   // candidate capacity
     vec4: u32,   // 1: n % 4 == 0, read x through the vec4 view
     _pad: u32,
@@ -520,7 +520,7 @@ const S_NEED: u32 = 2u;    // still to take from the entries matching the prefix
 const S_ABOVE: u32 = 3u;   // entries above the prefix range
 const S_T0: u32 = 4u;      // lower bound from the lane maxima
 const S_COUNT: u32 = 5u;   // candidates appended
-const S_OVER: u32 = 6u;    // 1: candidates overflowed; the slow path runs
+const S_OVER: u32 = 6u;    // 1: candidates overflowed; the slow path runs over x
 const S_DONE: u32 = 7u;    // 1: fewer lane maxima than k_total, t0 = 0
 const ROWS0: u32 = 2064u;  // BINS + 16: per-row arrays
 
@@ -544,10 +544,6 @@ fn b_ck0() -> u32 {
 }
 fn b_ci0() -> u32 {
     return b_ck0() + bp.capg;
-}
-// Whether a dispatch of src runs, given the overflow flag.
-fn b_runs(over: u32) -> bool {
-    return bp.src == 0u || (bp.src == 1u) == (over == 0u);
 }
 
 @group(0) @binding(0) var<uniform> bp: BatchParams;
@@ -597,13 +593,15 @@ fn batchtopk_bound(
     bb_s[b_lm0() + row * WG + lid] = m;
 }
 
-// batchtopk_hist: histogram of digit `level` over the keys of src matching the prefix; one
-// workgroup per WG * EPT keys, added into the global histogram.
+// batchtopk_hist: histogram of digit `level` over the keys of src matching the prefix,
+// added into the global histogram. A fixed grid strides over chunks of WG * EPT keys
+// (src 1 needs the grid for x in case of an overflow; idle workgroups cost little).
 @group(0) @binding(1) var<storage, read> bh_x: array<f32>;                      // (rows, n)
 @group(0) @binding(2) var<storage, read_write> bh_s: array<atomic<u32>>;        // scratch
 
 var<workgroup> bh_hist: array<atomic<u32>, BINS>;
 var<workgroup> bh_len: u32;
+var<workgroup> bh_src: u32;
 
 @compute @workgroup_size(WG)
 fn batchtopk_hist(
@@ -611,43 +609,51 @@ fn batchtopk_hist(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    var src = bp.src;  // 0: lane maxima, 1: candidates, 2: x
     if lid == 0u {
         var len = 0u;
-        if atomicLoad(&bh_s[ST + S_DONE]) == 0u && b_runs(atomicLoad(&bh_s[ST + S_OVER])) {
-            if bp.src == 0u {
+        if atomicLoad(&bh_s[ST + S_DONE]) == 0u {
+            if src == 0u {
                 len = bp.rows * WG;
-            } else if bp.src == 1u {
+            } else if atomicLoad(&bh_s[ST + S_OVER]) == 0u {
                 len = min(atomicLoad(&bh_s[ST + S_COUNT]), bp.capg);
             } else {
                 len = bp.rows * bp.n;
+                src = 2u;
             }
         }
         bh_len = len;
+        bh_src = src;
     }
     let len = workgroupUniformLoad(&bh_len);
-    let start = (wid.x + wid.y * nwg.x) * WG * EPT;
-    if start >= len {
+    src = workgroupUniformLoad(&bh_src);
+    let chunk = WG * EPT;
+    let groups = nwg.x * nwg.y;
+    let g = wid.x + wid.y * nwg.x;
+    if g * chunk >= len {
         return;
     }
     let plan = digit_plan(bp.level, 0u);
     let dmask = (1u << plan.z) - 1u;
     let phi = atomicLoad(&bh_s[ST + S_PHI]);
     let mhi = atomicLoad(&bh_s[ST + S_MHI]);
-    let src0 = select(b_lm0(), b_ck0(), bp.src == 1u);
+    let src0 = select(b_lm0(), b_ck0(), src == 1u);
     for (var b = lid; b < BINS; b += WG) {
         atomicStore(&bh_hist[b], 0u);
     }
     workgroupBarrier();
-    let end = min(start + WG * EPT, len);
-    for (var i = start + lid; i < end; i += WG) {
-        var key: u32;
-        if bp.src == 2u {
-            key = key_of(bh_x[i]);
-        } else {
-            key = atomicLoad(&bh_s[src0 + i]);
-        }
-        if key != 0u && (key & mhi) == phi {
-            atomicAdd(&bh_hist[(key >> plan.y) & dmask], 1u);
+    for (var start = g * chunk; start < len; start += groups * chunk) {
+        let end = min(start + chunk, len);
+        for (var i = start + lid; i < end; i += WG) {
+            var key: u32;
+            if src == 2u {
+                key = key_of(bh_x[i]);
+            } else {
+                key = atomicLoad(&bh_s[src0 + i]);
+            }
+            if key != 0u && (key & mhi) == phi {
+                atomicAdd(&bh_hist[(key >> plan.y) & dmask], 1u);
+            }
         }
     }
     workgroupBarrier();
@@ -670,7 +676,7 @@ var<workgroup> bf_run: u32;
 @compute @workgroup_size(WG)
 fn batchtopk_find(@builtin(local_invocation_index) lid: u32) {
     if lid == 0u {
-        bf_run = select(0u, 1u, bf_s[ST + S_DONE] == 0u && b_runs(bf_s[ST + S_OVER]));
+        bf_run = select(0u, 1u, bf_s[ST + S_DONE] == 0u);
     }
     let run = workgroupUniformLoad(&bf_run);
     if run != 0u {
@@ -803,13 +809,12 @@ fn batchtopk_collect(
 }
 
 // batchtopk_count: one workgroup per row; entries > T and == T, over the row's candidates
-// (src 1) or the row of x (src 2).
+// (or the row of x after an overflow).
 @group(0) @binding(1) var<storage, read> bn_x: array<f32>;                 // (rows, n)
 @group(0) @binding(2) var<storage, read_write> bn_s: array<u32>;           // scratch
 
 var<workgroup> bn_gt: atomic<u32>;
 var<workgroup> bn_eq: atomic<u32>;
-var<workgroup> bn_run: u32;
 
 @compute @workgroup_size(WG)
 fn batchtopk_count(
@@ -824,15 +829,12 @@ fn batchtopk_count(
     if lid == 0u {
         atomicStore(&bn_gt, 0u);
         atomicStore(&bn_eq, 0u);
-        bn_run = select(0u, 1u, b_runs(bn_s[ST + S_OVER]));
     }
-    if workgroupUniformLoad(&bn_run) == 0u {
-        return;
-    }
+    workgroupBarrier();
     let t = bn_s[ST + S_PHI];
     var gt = 0u;
     var eq = 0u;
-    if bp.src == 1u {
+    if bn_s[ST + S_OVER] == 0u {
         let off = b_ck0() + bn_s[b_off(row)];
         let cnt = bn_s[b_cnt(row)];
         for (var j = lid; j < cnt; j += WG) {
@@ -922,8 +924,8 @@ fn batchtopk_scan(@builtin(local_invocation_index) lid: u32) {
     }
 }
 
-// batchtopk_scatter: one workgroup per row, over the row's candidates (src 1) or the row
-// of x (src 2), both in ascending latent order; each invocation owns a contiguous run, so
+// batchtopk_scatter: one workgroup per row, over the row's candidates (or the row of x
+// after an overflow), both in ascending latent order; each invocation owns a contiguous run, so
 // writing runs in invocation order writes the row in ascending latent order.
 @group(0) @binding(1) var<storage, read> bw_x: array<f32>;                // (rows, n)
 @group(0) @binding(2) var<storage, read> bw_s: array<u32>;                // scratch
@@ -933,11 +935,10 @@ fn batchtopk_scan(@builtin(local_invocation_index) lid: u32) {
 
 var<workgroup> bw_gt: array<u32, WG>;
 var<workgroup> bw_eq: array<u32, WG>;
-var<workgroup> bw_run: u32;
 
-// (key, latent) of the j-th entry of the row's sequence.
-fn bw_entry(row: u32, off: u32, j: u32) -> vec2<u32> {
-    if bp.src == 1u {
+// (key, latent) of the j-th entry of the row's sequence: candidates, or x when over.
+fn bw_entry(row: u32, off: u32, j: u32, over: bool) -> vec2<u32> {
+    if !over {
         return vec2<u32>(bw_s[b_ck0() + off + j], bw_s[b_ci0() + off + j]);
     }
     return vec2<u32>(key_of(bw_x[row * bp.n + j]), j);
@@ -953,22 +954,17 @@ fn batchtopk_scatter(
     if row >= bp.rows {
         return;
     }
-    if lid == 0u {
-        bw_run = select(0u, 1u, b_runs(bw_s[ST + S_OVER]));
-    }
-    if workgroupUniformLoad(&bw_run) == 0u {
-        return;
-    }
+    let over = bw_s[ST + S_OVER] != 0u;
     let t = bw_s[ST + S_PHI];
     let off = bw_s[b_off(row)];
-    let len = select(bp.n, bw_s[b_cnt(row)], bp.src == 1u);
+    let len = select(bw_s[b_cnt(row)], bp.n, over);
     let seg = (len + WG - 1u) / WG;
     let i0 = min(lid * seg, len);
     let i1 = min(i0 + seg, len);
     var gt = 0u;
     var eq = 0u;
     for (var j = i0; j < i1; j++) {
-        let key = bw_entry(row, off, j).x;
+        let key = bw_entry(row, off, j, over).x;
         gt += select(0u, 1u, key > t);
         eq += select(0u, 1u, key == t);
     }
@@ -995,7 +991,7 @@ fn batchtopk_scatter(
     var pos = bw_gt[lid];
     var ties = bw_eq[lid];
     for (var j = i0; j < i1; j++) {
-        let e = bw_entry(row, off, j);
+        let e = bw_entry(row, off, j, over);
         if e.x > t || (e.x == t && ties > 0u) {
             if e.x == t {
                 ties -= 1u;

@@ -24,6 +24,8 @@ const WG: usize = 256;
 const CAP: usize = 1024;
 /// batchtopk_hist: entries per invocation.
 const EPT: usize = 64;
+/// batchtopk_hist: most workgroups of one histogram dispatch (they stride over the keys).
+const HIST_GROUPS: usize = 256;
 /// Histogram bins of one radix digit (shader constant BINS).
 const BINS: usize = 2048;
 
@@ -232,8 +234,8 @@ pub fn batchtopk(
         &[Bind::Read(x), Bind::Read(x4), Bind::Write(scratch)],
         per_row,
     )?;
-    // Radix levels over src (0: lane maxima, 1: candidates, 2: x); each src's dispatches
-    // return at once when its path is not taken.
+    // Radix levels over src 0 (lane maxima) or 1 (candidates, or x after an overflow).
+    let hist_groups = |len: usize| gpu.groups_for(len.div_ceil(WG * EPT).min(HIST_GROUPS), 1);
     let select = |enc: &mut wgpu::CommandEncoder, src: u32, levels: u32, len: usize| {
         for level in 0..levels {
             gpu.dispatch(
@@ -241,7 +243,7 @@ pub fn batchtopk(
                 &kernel("batchtopk_hist"),
                 &params(level, src),
                 &[Bind::Read(x), Bind::Write(scratch)],
-                gpu.groups_for(len, WG * EPT),
+                hist_groups(len),
             )?;
             gpu.dispatch(
                 enc,
@@ -261,16 +263,14 @@ pub fn batchtopk(
         &[Bind::Read(x), Bind::Read(x4), Bind::Write(scratch)],
         per_row,
     )?;
-    for src in [1, 2] {
-        select(enc, src, 3, if src == 1 { capg } else { rows * n })?;
-        gpu.dispatch(
-            enc,
-            &kernel("batchtopk_count"),
-            &params(0, src),
-            &[Bind::Read(x), Bind::Write(scratch)],
-            per_row,
-        )?;
-    }
+    select(enc, 1, 3, rows * n)?;
+    gpu.dispatch(
+        enc,
+        &kernel("batchtopk_count"),
+        &params(0, 1),
+        &[Bind::Read(x), Bind::Write(scratch)],
+        per_row,
+    )?;
     gpu.dispatch(
         enc,
         &kernel("batchtopk_scan"),
@@ -282,20 +282,18 @@ pub fn batchtopk(
         ],
         [1, 1, 1],
     )?;
-    for src in [1, 2] {
-        gpu.dispatch(
-            enc,
-            &kernel("batchtopk_scatter"),
-            &params(0, src),
-            &[
-                Bind::Read(x),
-                Bind::Read(scratch),
-                Bind::Read(row_ptr),
-                Bind::Write(idx),
-                Bind::Write(val),
-            ],
-            per_row,
-        )?;
-    }
+    gpu.dispatch(
+        enc,
+        &kernel("batchtopk_scatter"),
+        &params(0, 1),
+        &[
+            Bind::Read(x),
+            Bind::Read(scratch),
+            Bind::Read(row_ptr),
+            Bind::Write(idx),
+            Bind::Write(val),
+        ],
+        per_row,
+    )?;
     Ok(())
 }
