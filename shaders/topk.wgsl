@@ -732,13 +732,36 @@ fn batchtopk_find(@builtin(local_invocation_index) lid: u32) {
 }
 
 // batchtopk_collect: one workgroup per row; each invocation owns a contiguous run of
-// latents, counts its entries with key >= t0, and (after a scan) writes them in order.
+// latents, counts its entries with key >= t0, and (after a scan) writes them in order,
+// from registers when it has at most two (a second loop over the run costs as much as
+// the first on lavapipe).
 @group(0) @binding(1) var<storage, read> bc_x: array<f32>;                 // (rows, n)
 @group(0) @binding(2) var<storage, read> bc_x4: array<vec4<f32>>;          // (rows, n / 4), the same buffer, when vec4
-@group(0) @binding(3) var<storage, read_write> bc_s: array<atomic<u32>>;   // scratch
+@group(0) @binding(3) var<storage, read_write> bc_s: array<atomic<u32>>;   // scratch: counters
+@group(0) @binding(4) var<storage, read_write> bc_w: array<u32>;           // the same scratch: candidates
 
 var<workgroup> bc_part: array<u32, WG>;
 var<workgroup> bc_off: u32;
+
+// How many keys >= t0 an invocation has seen, and the first two of them.
+struct First2 {
+    c: u32,
+    k0: u32,
+    i0: u32,
+    k1: u32,
+    i1: u32,
+}
+
+fn first2_add(f: First2, key: u32, i: u32, t0: u32) -> First2 {
+    let take = key >= t0;
+    var r = f;
+    r.k0 = select(f.k0, key, take && f.c == 0u);
+    r.i0 = select(f.i0, i, take && f.c == 0u);
+    r.k1 = select(f.k1, key, take && f.c == 1u);
+    r.i1 = select(f.i1, i, take && f.c == 1u);
+    r.c = f.c + select(0u, 1u, take);
+    return r;
+}
 
 @compute @workgroup_size(WG)
 fn batchtopk_collect(
@@ -758,18 +781,22 @@ fn batchtopk_collect(
     let seg = ((n / q + WG - 1u) / WG) * q;
     let i0 = min(lid * seg, n);
     let i1 = min(i0 + seg, n);
-    var c = 0u;
+    // Count, keeping the first two in registers (most invocations have none or few).
+    var f = First2(0u, 0u, 0u, 0u, 0u);
     if bp.vec4 != 0u {
         for (var j = i0 / 4u; j < i1 / 4u; j++) {
             let v = bc_x4[base / 4u + j];
-            let k4 = vec4<u32>(key_of(v.x), key_of(v.y), key_of(v.z), key_of(v.w));
-            c += dot(select(vec4<u32>(0u), vec4<u32>(1u), k4 >= vec4<u32>(t0)), vec4<u32>(1u));
+            f = first2_add(f, key_of(v.x), 4u * j, t0);
+            f = first2_add(f, key_of(v.y), 4u * j + 1u, t0);
+            f = first2_add(f, key_of(v.z), 4u * j + 2u, t0);
+            f = first2_add(f, key_of(v.w), 4u * j + 3u, t0);
         }
     } else {
         for (var i = i0; i < i1; i++) {
-            c += select(0u, 1u, key_of(bc_x[base + i]) >= t0);
+            f = first2_add(f, key_of(bc_x[base + i]), i, t0);
         }
     }
+    let c = f.c;
     bc_part[lid] = c;
     workgroupBarrier();
     if lid == 0u {
@@ -793,17 +820,24 @@ fn batchtopk_collect(
     if off == 0xffffffffu {
         return;
     }
-    if c != 0u {
-        var pos = off + bc_part[lid];
-        let ck0 = b_ck0();
-        let ci0 = b_ci0();
+    var pos = off + bc_part[lid];
+    let ck0 = b_ck0();
+    let ci0 = b_ci0();
+    if c > 2u {
         for (var i = i0; i < i1; i++) {
             let key = key_of(bc_x[base + i]);
             if key >= t0 {
-                atomicStore(&bc_s[ck0 + pos], key);
-                atomicStore(&bc_s[ci0 + pos], i);
+                bc_w[ck0 + pos] = key;
+                bc_w[ci0 + pos] = i;
                 pos += 1u;
             }
+        }
+    } else if c > 0u {
+        bc_w[ck0 + pos] = f.k0;
+        bc_w[ci0 + pos] = f.i0;
+        if c > 1u {
+            bc_w[ck0 + pos + 1u] = f.k1;
+            bc_w[ci0 + pos + 1u] = f.i1;
         }
     }
 }

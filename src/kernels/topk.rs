@@ -29,9 +29,9 @@ const HIST_GROUPS: usize = 256;
 /// Histogram bins of one radix digit (shader constant BINS).
 const BINS: usize = 2048;
 
-/// Largest k `topk` accepts: its lower bound is the k-th largest of 2 * WG keys, and the
-/// candidates live in workgroup memory (CAP).
-pub const MAX_K: usize = 2 * WG;
+/// Largest k `topk` accepts: its lower bound is the k-th largest of the 4 * WG keys the
+/// invocations keep, and the candidates live in workgroup memory (CAP).
+pub const MAX_K: usize = if CAP < 4 * WG { CAP } else { 4 * WG };
 
 /// topk: candidates ranked by counting (at most WG); more are bitonic-sorted.
 const RANK_MAX: usize = 256;
@@ -260,7 +260,12 @@ pub fn batchtopk(
         enc,
         &kernel("batchtopk_collect"),
         &params(0, 1),
-        &[Bind::Read(x), Bind::Read(x4), Bind::Write(scratch)],
+        &[
+            Bind::Read(x),
+            Bind::Read(x4),
+            Bind::Write(scratch),
+            Bind::Write(scratch),
+        ],
         per_row,
     )?;
     select(enc, 1, 3, rows * n)?;

@@ -224,6 +224,7 @@ const TOPK_CASES: &[(usize, usize, usize, Input, Mask)] = &[
     (5, 4099, 64, Input::SmallInts, Mask::Few),
     (2, 131072, 512, Input::Normal, Mask::None),
     (2, 131072, 512, Input::SmallInts, Mask::Half),
+    (3, 5000, kernels::topk::MAX_K, Input::Normal, Mask::None),
     (512, 16384, 32, Input::Normal, Mask::None),
 ];
 
