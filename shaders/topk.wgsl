@@ -6,15 +6,21 @@
 // floats get equal keys). Among equal keys the lower index wins, so an element's full rank
 // is the 64-bit composite (key, lomask - index): larger is better, and no two elements tie.
 //
-// Selection is a radix select over that composite, most significant digit first, with
-// 11-bit digits (BINS = 2048 u32 counters; counts are deterministic whatever the order of
-// the atomic adds). Each level keeps a prefix of determined bits and `need`, how many more
-// elements to take from those matching the prefix; the histogram of the next digit over
-// the matching elements names the bin that holds the need-th best, and every element in a
-// higher bin is taken.
+// Selection is a radix select, most significant digit first (11-bit digits over the key,
+// then over lomask - index where ties need it; BINS = 2048 u32 counters; counts are
+// deterministic whatever the order of the atomic adds). Each level keeps a prefix of
+// determined bits and `need`, how many more to take from the elements matching it; the
+// histogram of the next digit over the matching elements names the bin that holds the
+// need-th best, and everything in a higher bin is taken.
+//
+// Both kernels first find a cheap lower bound t0 from per-invocation maxima, so that the
+// expensive part (atomics, sorting) sees about k elements instead of n. On lavapipe a loop
+// over the row that contains an atomic costs about three times one without, even when
+// the atomic is rarely reached, and every per-invocation access to workgroup memory is
+// dear; the row is therefore read with no atomics in the loop.
 
 override WG: u32 = 256;    // invocations per workgroup: a power of two, at most BINS
-override CAP: u32 = 1024;  // topk: candidates held in workgroup memory; a power of two >= k
+override CAP: u32 = 1024;  // topk: candidates held in workgroup memory; a power of two, >= k and >= 4 * WG
 override EPT: u32 = 64;    // batchtopk_hist: elements per invocation
 
 const BINS: u32 = 2048u;
@@ -50,19 +56,17 @@ fn digit_plan(level: u32, ib: u32) -> vec3<u32> {
 }
 
 // ---------------------------------------------------------------- topk
-// One workgroup per row. lavapipe runs every branch of a shader for every 8 lanes (masked),
-// so an atomic anywhere in a loop over the row costs as if every element took it; the
-// common path therefore reads the row once, with no atomics in the loop:
+// One workgroup per row; the common path reads the row once:
 // 1. Every invocation keeps the 4 best (key, index) of its strided share of the row in
 //    registers (vec4 loads when n % 4 == 0). These 4 * WG entries are U.
-// 2. t0: a lower bound of the row's k-th best key, from one or two radix levels over the
-//    lane maxima (slot 0 of U; WG >= k of them) or, for large k, over all of U.
+// 2. t0: a lower bound of the row's k-th best key, from one or two 8-bit radix levels over
+//    the lane maxima (slot 0 of U; WG >= k of them) or, for large k, over all of U.
 // 3. Fast path (k <= WG / 4): the entries of U with key >= t0 are the candidates; rank them
 //    by counting. If no invocation has its 4th entry among the first k, no element outside
 //    U can be, and the first k are the answer.
 // 4. Otherwise: gather every eligible element of the row with key >= t0 (radix levels over
 //    the row, keys then indices, first narrow the bound when more than CAP qualify: many
-//    equal values), then rank by counting (a few) or bitonic sort (many).
+//    equal values), then rank by counting (a few) or by bucketing and counting (many).
 // Values are copied from x, not rebuilt from keys.
 
 struct TopkParams {
@@ -106,9 +110,13 @@ var<workgroup> tk_part: array<u32, WG>;
 var<workgroup> tk_sel: Sel;
 var<workgroup> tk_count: atomic<u32>;
 var<workgroup> tk_flag: atomic<u32>;
-var<workgroup> tk_ukey: array<u32, 4u * WG>;  // keys of U, slot s of invocation l at s * WG + l
-var<workgroup> tk_ckey: array<u32, CAP>;      // candidates
+var<workgroup> tk_ukey: array<u32, CAP>;  // keys of U, slot s of invocation l at s * WG + l;
+                                           // later candidate keys in bucket order
+var<workgroup> tk_bidx: array<u32, CAP>;  // candidate indices in bucket order
+var<workgroup> tk_ckey: array<u32, CAP>;  // candidates
 var<workgroup> tk_cidx: array<u32, CAP>;
+var<workgroup> tk_kmin: atomic<u32>;
+var<workgroup> tk_kmax: atomic<u32>;
 
 // The 4 best (key desc, index asc) seen by one invocation; key 0 = empty (no float maps
 // to 0). Indices arrive in increasing order, so an equal key never displaces an entry.
@@ -445,40 +453,68 @@ fn topk(
         }
         return;
     }
-    var p = 1u;
-    while p < c {
-        p <<= 1u;
+    // Many candidates: a bitonic sort would take ~55 barrier-separated steps with four
+    // workgroup-memory accesses per invocation each. Instead bucket them by key (256
+    // buckets over [kmin, kmax]), place them bucket by bucket (best bucket first), and rank
+    // each by counting within its bucket only.
+    if lid == 0u {
+        atomicStore(&tk_kmin, 0xffffffffu);
+        atomicStore(&tk_kmax, 0u);
     }
-    for (var j = c + lid; j < p; j += WG) {
-        tk_ckey[j] = 0u;  // below every key
-        tk_cidx[j] = 0xffffffffu;
+    for (var b = lid; b < 256u; b += WG) {
+        atomicStore(&tk_h256[b], 0u);
     }
     workgroupBarrier();
-    // Bitonic sort of p entries, best (key desc, index asc) first.
-    for (var size = 2u; size <= p; size <<= 1u) {
-        for (var stride = size >> 1u; stride > 0u; stride >>= 1u) {
-            for (var t = lid; t < p / 2u; t += WG) {
-                let i = 2u * t - (t & (stride - 1u));
-                let j = i + stride;
-                let ak = tk_ckey[i];
-                let ai = tk_cidx[i];
-                let bk = tk_ckey[j];
-                let bi = tk_cidx[j];
-                let b_better = bk > ak || (bk == ak && bi < ai);
-                if b_better == ((i & size) == 0u) {
-                    tk_ckey[i] = bk;
-                    tk_cidx[i] = bi;
-                    tk_ckey[j] = ak;
-                    tk_cidx[j] = ai;
-                }
-            }
-            workgroupBarrier();
+    for (var e = lid; e < c; e += WG) {
+        atomicMin(&tk_kmin, tk_ckey[e]);
+        atomicMax(&tk_kmax, tk_ckey[e]);
+    }
+    workgroupBarrier();
+    if lid == 0u {
+        tk_sel.phi = atomicLoad(&tk_kmin);
+        tk_sel.plo = atomicLoad(&tk_kmax);
+    }
+    let range = workgroupUniformLoad(&tk_sel);
+    let kmin = range.phi;
+    let span_bits = 32u - countLeadingZeros(range.plo - kmin);
+    let shift = max(span_bits, 8u) - 8u;  // (kmax - kmin) >> shift < 256
+    for (var e = lid; e < c; e += WG) {
+        atomicAdd(&tk_h256[(tk_ckey[e] - kmin) >> shift], 1u);
+    }
+    workgroupBarrier();
+    if lid == 0u {
+        // tk_plain[b]: candidates in better buckets; the counters restart as fill counts.
+        var run = 0u;
+        for (var b = 255i; b >= 0i; b--) {
+            tk_plain[b] = run;
+            run += atomicLoad(&tk_h256[b]);
+            atomicStore(&tk_h256[b], 0u);
         }
     }
-    for (var j = lid; j < min(c, k); j += WG) {
-        let i = tk_cidx[j];
-        tk_idx[out + j] = i;
-        tk_val[out + j] = tk_x[base + i];
+    workgroupBarrier();
+    for (var e = lid; e < c; e += WG) {
+        let key = tk_ckey[e];
+        let b = (key - kmin) >> shift;
+        let pos = tk_plain[b] + atomicAdd(&tk_h256[b], 1u);
+        tk_ukey[pos] = key;
+        tk_bidx[pos] = tk_cidx[e];
+    }
+    workgroupBarrier();
+    for (var e = lid; e < c; e += WG) {
+        let key = tk_ukey[e];
+        let i = tk_bidx[e];
+        let b = (key - kmin) >> shift;
+        let lo = tk_plain[b];
+        let hi = lo + atomicLoad(&tk_h256[b]);
+        var rank = lo;
+        for (var f = lo; f < hi; f++) {
+            let fk = tk_ukey[f];
+            rank += select(0u, 1u, fk > key || (fk == key && tk_bidx[f] < i));
+        }
+        if rank < k {
+            tk_idx[out + rank] = i;
+            tk_val[out + rank] = tk_x[base + i];
+        }
     }
 }
 

@@ -1,10 +1,12 @@
 //! Top-k launchers (shaders/topk.wgsl): per-row top-k for TopK SAEs and AuxK, and batch
-//! top-k for BatchTopK SAEs. Both are radix selects over an order-preserving u32 key of the
-//! float bits with u32 histogram counters, so results are identical run to run; see the
-//! shader header for the order and the CPU twins in `crate::reference::topk`.
+//! top-k for BatchTopK SAEs. Both bound the answer from below with per-invocation maxima,
+//! then radix-select over an order-preserving u32 key of the float bits with u32 histogram
+//! counters, so results are identical run to run; see the shader for the details and the
+//! CPU twins in `crate::reference::topk` for the semantics.
 //!
 //! Shapes come from the tensors: rows and n from x, k from idx's second dimension, k_total
-//! from idx's length.
+//! from idx's length. `batchtopk` needs a u32 scratch tensor from the caller
+//! (`batchtopk_scratch_len`), so that a training step allocates nothing.
 
 use bytemuck::{Pod, Zeroable};
 
