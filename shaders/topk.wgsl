@@ -67,7 +67,7 @@ fn digit_plan(level: u32, ib: u32) -> vec3<u32> {
 // 4. Otherwise: gather every eligible element of the row with key >= t0 (radix levels over
 //    the row, keys then indices, first narrow the bound when more than CAP qualify: many
 //    equal values), then rank by counting (a few) or by bucketing and counting (many).
-// Values are copied from x, not rebuilt from keys.
+// Values are copied from x, not rebuilt from keys. Workgroup memory: about 27 KB.
 
 struct TopkParams {
     rows: u32,
