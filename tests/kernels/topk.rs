@@ -21,6 +21,9 @@ enum Input {
     Inf,
     /// -inf everywhere except about 1 in 50: fewer than k finite per row.
     MostlyNegInf,
+    /// Normal plus 10 on every 64th latent: the largest values crowd into a few of the
+    /// kernel's invocations, which its single-pass path must notice.
+    Striped,
 }
 
 /// Which latents are eligible (topk only).
@@ -49,6 +52,11 @@ fn input(rng: &mut ChaCha8Rng, kind: Input, len: usize) -> Vec<f32> {
                 3..6 => f32::NEG_INFINITY,
                 _ => v,
             })
+            .collect(),
+        Input::Striped => randn(rng, len, 1.0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| if i % 64 == 0 { v + 10.0 } else { v })
             .collect(),
         Input::MostlyNegInf => randn(rng, len, 1.0)
             .into_iter()
@@ -139,7 +147,10 @@ fn batchtopk_case(
     let val = gpu.zeros("val", &[k_total]).map_err(fail)?;
     let threshold = gpu.zeros("threshold", &[1]).map_err(fail)?;
     let scratch = gpu
-        .zeros_u32("scratch", &[kernels::topk::batchtopk_scratch_len(rows)])
+        .zeros_u32(
+            "scratch",
+            &[kernels::topk::batchtopk_scratch_len(rows, n, k_total)],
+        )
         .map_err(fail)?;
     gpu.write(&row_ptr, &vec![u32::MAX; rows + 1])
         .map_err(fail)?;
@@ -199,29 +210,39 @@ const TOPK_CASES: &[(usize, usize, usize, Input, Mask)] = &[
     (3, 37, 5, Input::Normal, Mask::None),
     (3, 37, 5, Input::SmallInts, Mask::None),
     (3, 37, 5, Input::Inf, Mask::Half),
+    (4, 50, 25, Input::SmallInts, Mask::None),
     (17, 1000, 32, Input::Normal, Mask::None),
     (17, 1000, 32, Input::SmallInts, Mask::None),
     (17, 1000, 32, Input::Inf, Mask::None),
     (17, 1000, 32, Input::Normal, Mask::Few),
+    (6, 16384, 32, Input::Striped, Mask::None),
+    (6, 16383, 40, Input::Striped, Mask::Half),
+    (4, 2048, 48, Input::Inf, Mask::Half),
     (9, 2000, 300, Input::MostlyNegInf, Mask::None),
     (5, 4099, 64, Input::Normal, Mask::Half),
     (5, 4099, 64, Input::SmallInts, Mask::Half),
     (5, 4099, 64, Input::SmallInts, Mask::Few),
     (2, 131072, 512, Input::Normal, Mask::None),
     (2, 131072, 512, Input::SmallInts, Mask::Half),
+    (3, 5000, kernels::topk::MAX_K, Input::Normal, Mask::None),
     (512, 16384, 32, Input::Normal, Mask::None),
 ];
 
-/// (rows, n, k_total, input): one entry, all entries, ties across rows, and the production
-/// shape (512, 16384, 32 * 512).
+/// (rows, n, k_total, input): one entry, all entries, ties across rows, fewer lane maxima
+/// than k_total (3 x 1000), more tied candidates than the fast path holds (64 x 2000, and
+/// the -inf ties of MostlyNegInf), and the production shape (512, 16384, 32 * 512).
 const BATCHTOPK_CASES: &[(usize, usize, usize, Input)] = &[
     (1, 1, 1, Input::Normal),
     (3, 37, 5, Input::Normal),
     (3, 37, 111, Input::Normal),
+    (7, 100, 350, Input::SmallInts),
     (17, 1000, 17 * 32, Input::Normal),
     (17, 1000, 17 * 32, Input::SmallInts),
     (33, 777, 5000, Input::SmallInts),
+    (64, 2000, 100, Input::SmallInts),
+    (3, 1000, 2000, Input::Normal),
     (5, 4099, 100, Input::Inf),
+    (40, 1024, 40 * 16, Input::Striped),
     (9, 2000, 700, Input::MostlyNegInf),
     (512, 16384, 32 * 512, Input::Normal),
 ];
