@@ -10,6 +10,7 @@ mod common;
 
 mod activations;
 mod gemm;
+mod ops;
 mod optim;
 mod reduce;
 mod sparse;
@@ -23,6 +24,7 @@ fn main() {
     let mut trials = Vec::new();
     trials.extend(activations::trials());
     trials.extend(gemm::trials());
+    trials.extend(ops::trials());
     trials.extend(optim::trials());
     trials.extend(reduce::trials());
     trials.extend(sparse::trials());
