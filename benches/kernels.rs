@@ -14,8 +14,16 @@
 //! adapter each timing also records the CPU time this process's threads spent (Linux), and
 //! the table shows the fraction that CPU time gives as well, the steadier figure there.
 //!
-//! To add kernels: write a function returning `Vec<Case>` (see `gemm_cases`) and call it in
-//! `main`. FILTER arguments keep only cases whose name contains one of them.
+//! Cases: the GEMMs of a training step (rated in FLOPs against the FMA ceiling), then every
+//! other launcher of src/kernels at the production shape (d = 512, n = 16384, k = 32,
+//! k_aux = 256, batch 1024 unless the shape string says otherwise), each rated by the bytes
+//! it must read and write at the least against the copy ceiling; the formula is in a comment
+//! above each case. Kernels whose data fit in the CPU's caches (a few (n) vectors) or that
+//! take well under a millisecond measure submission overhead more than bandwidth; their
+//! fractions say little, and can exceed 1.
+//!
+//! To add kernels: write a function returning `Vec<Case>` (see `gemm_cases`, `sparse_cases`)
+//! and call it in `main`. FILTER arguments keep only cases whose name contains one of them.
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -23,9 +31,11 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 use saeforge::gpu::{Gpu, GpuTensor};
-use saeforge::kernels::bench;
+use saeforge::kernels::activations::{self, relu_backward, relu_forward};
 use saeforge::kernels::gemm::{self, GemmPath, GemmSpec};
+use saeforge::kernels::{bench, ops, optim, reduce, sparse, topk};
 
 type Record = Box<dyn Fn(&Gpu, &mut wgpu::CommandEncoder) -> saeforge::Result<()>>;
 
@@ -53,8 +63,9 @@ struct Timing {
     runs: usize,
 }
 
-/// Aim for this much timed wall clock per case, within [MIN_RUNS, MAX_RUNS] runs.
-const CASE_SECONDS: f64 = 1.5;
+/// Aim for this much timed wall clock per case, within [MIN_RUNS, MAX_RUNS] runs (with ~45
+/// cases, the whole run stays near a minute on lavapipe; the GEMMs take most of it).
+const CASE_SECONDS: f64 = 0.5;
 const MIN_RUNS: usize = 3;
 const MAX_RUNS: usize = 11;
 
@@ -366,7 +377,643 @@ fn gemm_cases(gpu: &Gpu) -> saeforge::Result<Vec<Case>> {
     Ok(cases)
 }
 
+// ------------------------------------------------------------------ bandwidth-bound cases
+//
+// Every other launcher of src/kernels at the production shape of a TopK training step
+// (d = 512, n = 16384, k = 32, k_aux = 256) and batch B = 1024, as the GEMMs, unless the
+// shape string says otherwise. Each is rated by the bytes it must read and write at the
+// least (every input element it depends on read once, every output written once, each
+// read-write element counted twice, 4 bytes per f32 / u32); the comment above each case
+// gives the formula. Scratch traffic (partials, histograms) and re-reads (radix passes,
+// gathers of a row more than once) are not counted: they are the kernel's cost, not its
+// work. u = distinct latents in the TopK codes (measured from the codes themselves).
+
+const B: usize = 1024;
+const D: usize = 512;
+const N: usize = 16384;
+const K: usize = 32;
+const K_AUX: usize = 256;
+/// Fraction of latents dead (eligible for AuxK) in the AuxK cases.
+const DEAD_FRACTION: f64 = 0.1;
+
+type T = Rc<GpuTensor>;
+
+/// Bytes of `elems` 4-byte elements.
+fn b4(elems: usize) -> f64 {
+    4.0 * elems as f64
+}
+
+fn bytes_case(name: &str, variant: &str, shape: String, bytes: f64, record: Record) -> Case {
+    Case {
+        name: name.to_string(),
+        shape,
+        variant: variant.to_string(),
+        work: Work::Bytes(bytes),
+        record,
+    }
+}
+
+fn gaussian(rng: &mut ChaCha8Rng, len: usize, scale: f32) -> Vec<f32> {
+    (0..len)
+        .map(|_| rng.sample::<f32, _>(StandardNormal) * scale)
+        .collect()
+}
+
+/// Device tensors for the cases, made once: random inputs at the production shape and the
+/// TopK codes of an actual topk of the random pre-activations.
+struct Inputs {
+    x: T,
+    x_hat: T,
+    xc: T,
+    dy: T,
+    b_dec: T,
+    /// Pre-activations ~ N(0, 1), (B, n).
+    pre: T,
+    /// A gradient ~ N(0, 1) of the size of pre, (B, n).
+    dz: T,
+    /// relu(pre), (B, n): about half the entries positive.
+    z: T,
+    /// Outputs of size (B, n).
+    out_bn: T,
+    out_bn2: T,
+    /// Outputs of size (n).
+    out_n: T,
+    w_dec: T,
+    norms: T,
+    log_theta: T,
+    // TopK codes (B, k) and their transpose.
+    row_ptr: T,
+    idx: T,
+    val: T,
+    dval: T,
+    lat_ptr: T,
+    lat_row: T,
+    lat_slot: T,
+    /// Distinct latents in idx.
+    distinct: usize,
+    mask: T,
+    since: T,
+}
+
+fn make_inputs(gpu: &Gpu) -> saeforge::Result<Inputs> {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut up = |what: &str, shape: &[usize], scale: f32| -> saeforge::Result<T> {
+        let data = gaussian(&mut rng, shape.iter().product(), scale);
+        Ok(Rc::new(gpu.upload(what, shape, &data)?))
+    };
+    let x = up("x", &[B, D], 1.0)?;
+    let x_hat = up("x_hat", &[B, D], 1.0)?;
+    let xc = up("xc", &[B, D], 1.0)?;
+    let dy = up("dy", &[B, D], 0.01)?;
+    let b_dec = up("b_dec", &[D], 0.1)?;
+    let pre = up("pre", &[B, N], 1.0)?;
+    let dz = up("dz", &[B, N], 1.0)?;
+    let w_dec = up("W_dec", &[N, D], 1.0 / (D as f32).sqrt())?;
+    let log_theta = up("log_theta", &[N], 0.1)?;
+    let zeros = |what: &str, shape: &[usize]| gpu.zeros(what, shape).map(Rc::new);
+    let zeros_u32 = |what: &str, shape: &[usize]| gpu.zeros_u32(what, shape).map(Rc::new);
+    let z = zeros("z", &[B, N])?;
+    let norms = zeros("norms", &[N])?;
+    let row_ptr = zeros_u32("row_ptr", &[B + 1])?;
+    let idx = zeros_u32("idx", &[B, K])?;
+    let pre_val = zeros("pre_val", &[B, K])?;
+    let val = zeros("val", &[B, K])?;
+    let gslot = zeros("gslot", &[B * K])?;
+    let dval = zeros("dval", &[B * K])?;
+    let lat_ptr = zeros_u32("lat_ptr", &[N + 1])?;
+    let lat_row = zeros_u32("lat_row", &[B * K])?;
+    let lat_slot = zeros_u32("lat_slot", &[B * K])?;
+
+    // The codes and everything derived from them, as a training step makes them.
+    let mut enc = gpu.encoder();
+    relu_forward(gpu, &mut enc, &pre, &z)?;
+    reduce::row_norms(gpu, &mut enc, &w_dec, N, D, &norms)?;
+    topk::topk(gpu, &mut enc, &pre, None, &idx, &pre_val)?;
+    relu_forward(gpu, &mut enc, &pre_val, &val)?;
+    sparse::row_ptr_fixed(gpu, &mut enc, B, K, &row_ptr)?;
+    sparse::sparse_dot(gpu, &mut enc, &row_ptr, &idx, &dy, &w_dec, B, N, D, &gslot)?;
+    relu_backward(gpu, &mut enc, &pre_val, &gslot, &dval)?;
+    sparse::build_transpose(
+        gpu, &mut enc, &row_ptr, &idx, B, N, &lat_ptr, &lat_row, &lat_slot,
+    )?;
+    gpu.submit(enc);
+    let mut seen = vec![false; N];
+    for i in gpu.read_u32(&idx)? {
+        seen[i as usize] = true;
+    }
+    let distinct = seen.iter().filter(|&&s| s).count();
+
+    // Steps since each latent last fired: DEAD_FRACTION of them at or past dead_after.
+    let since_h: Vec<u32> = (0..N)
+        .map(|_| {
+            if rng.random_bool(DEAD_FRACTION) {
+                rng.random_range(DEAD_AFTER..DEAD_AFTER * 4)
+            } else {
+                rng.random_range(0..DEAD_AFTER)
+            }
+        })
+        .collect();
+    let mask_h: Vec<u32> = since_h.iter().map(|&s| (s >= DEAD_AFTER) as u32).collect();
+    Ok(Inputs {
+        x,
+        x_hat,
+        xc,
+        dy,
+        b_dec,
+        pre,
+        dz,
+        z,
+        out_bn: zeros("out (B, n)", &[B, N])?,
+        out_bn2: zeros("out2 (B, n)", &[B, N])?,
+        out_n: zeros("out (n)", &[N])?,
+        w_dec,
+        norms,
+        log_theta,
+        row_ptr,
+        idx,
+        val,
+        dval,
+        lat_ptr,
+        lat_row,
+        lat_slot,
+        distinct,
+        mask: Rc::new(gpu.upload_u32("dead mask", &[N], &mask_h)?),
+        since: Rc::new(gpu.upload_u32("since_fired", &[N], &since_h)?),
+    })
+}
+
+/// Tokens without firing after which a latent counts as dead (the cases' dead_after).
+const DEAD_AFTER: u32 = 10_000_000;
+
+fn activation_cases(t: &Inputs) -> Vec<Case> {
+    let bn = format!("B={B}, n={N}");
+    let mut v = Vec::new();
+    // read pre (B n), write z (B n)
+    let (pre, z) = (t.pre.clone(), t.out_bn.clone());
+    v.push(bytes_case(
+        "relu_forward",
+        "-",
+        bn.clone(),
+        b4(2 * B * N),
+        Box::new(move |g, e| relu_forward(g, e, &pre, &z)),
+    ));
+    // read pre, dz (2 B n), write dpre (B n)
+    let (pre, dz, dpre) = (t.pre.clone(), t.dz.clone(), t.out_bn.clone());
+    v.push(bytes_case(
+        "relu_backward",
+        "-",
+        bn.clone(),
+        b4(3 * B * N),
+        Box::new(move |g, e| relu_backward(g, e, &pre, &dz, &dpre)),
+    ));
+    // read pre (B n), log_theta (n), write z (B n)
+    let (pre, lt, z) = (t.pre.clone(), t.log_theta.clone(), t.out_bn.clone());
+    v.push(bytes_case(
+        "jumprelu_forward",
+        "-",
+        bn.clone(),
+        b4(2 * B * N + N),
+        Box::new(move |g, e| activations::jumprelu_forward(g, e, &pre, B, N, &lt, &z)),
+    ));
+    // read pre, dz (2 B n), log_theta (n), write dpre (B n), dlog_theta (n)
+    let (pre, dz, lt, dpre, dlt) = (
+        t.pre.clone(),
+        t.dz.clone(),
+        t.log_theta.clone(),
+        t.out_bn.clone(),
+        t.out_n.clone(),
+    );
+    v.push(bytes_case(
+        "jumprelu_backward",
+        "vec4",
+        bn,
+        b4(3 * B * N + 2 * N),
+        Box::new(move |g, e| {
+            activations::jumprelu_backward(g, e, &pre, &dz, B, N, &lt, 0.05, 1e-3, &dpre, &dlt)
+        }),
+    ));
+    v
+}
+
+fn topk_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
+    let zeros = |what: &str, shape: &[usize]| gpu.zeros(what, shape).map(Rc::new);
+    let zeros_u32 = |what: &str, shape: &[usize]| gpu.zeros_u32(what, shape).map(Rc::new);
+    let mut v = Vec::new();
+    // read pre (B n), write idx, val (2 B k)
+    let (pre, idx, val) = (
+        t.pre.clone(),
+        zeros_u32("idx", &[B, K])?,
+        zeros("val", &[B, K])?,
+    );
+    v.push(bytes_case(
+        "topk",
+        "radix",
+        format!("B={B}, n={N}, k={K}"),
+        b4(B * N + 2 * B * K),
+        Box::new(move |g, e| topk::topk(g, e, &pre, None, &idx, &val)),
+    ));
+    // AuxK: read pre (B n), mask (n), write idx, val (2 B k_aux)
+    let (pre, mask) = (t.pre.clone(), t.mask.clone());
+    let (idx, val) = (
+        zeros_u32("aux idx", &[B, K_AUX])?,
+        zeros("aux val", &[B, K_AUX])?,
+    );
+    v.push(bytes_case(
+        "topk_aux",
+        "radix",
+        format!(
+            "B={B}, n={N}, k={K_AUX}, {:.0}% dead",
+            DEAD_FRACTION * 100.0
+        ),
+        b4(B * N + N + 2 * B * K_AUX),
+        Box::new(move |g, e| topk::topk(g, e, &pre, Some(&mask), &idx, &val)),
+    ));
+    // read pre (B n), write row_ptr (B + 1), idx, val (2 B k), threshold (1); the kernel
+    // reads pre five times (three radix levels, count, scatter): not counted
+    let pre = t.pre.clone();
+    let row_ptr = zeros_u32("bt row_ptr", &[B + 1])?;
+    let (idx, val) = (zeros_u32("bt idx", &[B * K])?, zeros("bt val", &[B * K])?);
+    let thr = zeros("bt threshold", &[1])?;
+    let scratch = zeros_u32("bt scratch", &[topk::batchtopk_scratch_len(B)])?;
+    v.push(bytes_case(
+        "batchtopk",
+        "radix",
+        format!("B={B}, n={N}, k_total={}", B * K),
+        b4(B * N + (B + 1) + 2 * B * K + 1),
+        Box::new(move |g, e| topk::batchtopk(g, e, &pre, &row_ptr, &idx, &val, &thr, &scratch)),
+    ));
+    Ok(v)
+}
+
+fn sparse_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
+    let zeros = |what: &str, shape: &[usize]| gpu.zeros(what, shape).map(Rc::new);
+    let zeros_u32 = |what: &str, shape: &[usize]| gpu.zeros_u32(what, shape).map(Rc::new);
+    let u = t.distinct;
+    let cap = B * K;
+    let codes = format!("B={B}, k={K}, n={N}, d={D}");
+    let mut v = Vec::new();
+    // write row_ptr (B + 1)
+    let rp = zeros_u32("row_ptr out", &[B + 1])?;
+    v.push(bytes_case(
+        "row_ptr_fixed",
+        "-",
+        format!("B={B}, k={K}"),
+        b4(B + 1),
+        Box::new(move |g, e| sparse::row_ptr_fixed(g, e, B, K, &rp)),
+    ));
+    // read row_ptr (B + 1), idx, val (2 B k), the u rows of W_dec the codes name (u d),
+    // b_dec (d); write x_hat (B d)
+    let (rp, idx, val, w, bd) = (
+        t.row_ptr.clone(),
+        t.idx.clone(),
+        t.val.clone(),
+        t.w_dec.clone(),
+        t.b_dec.clone(),
+    );
+    let x_hat = zeros("x_hat out", &[B, D])?;
+    v.push(bytes_case(
+        "sparse_decode",
+        "vec4",
+        codes.clone(),
+        b4((B + 1) + 2 * cap + u * D + D + B * D),
+        Box::new(move |g, e| {
+            sparse::sparse_decode(g, e, &rp, &idx, &val, &w, Some(&bd), B, N, D, &x_hat)
+        }),
+    ));
+    // read row_ptr (B + 1), idx (B k), dy (B d), the u rows of W_dec (u d); write g (B k)
+    let (rp, idx, dy, w) = (
+        t.row_ptr.clone(),
+        t.idx.clone(),
+        t.dy.clone(),
+        t.w_dec.clone(),
+    );
+    let gs = zeros("gslot out", &[cap])?;
+    v.push(bytes_case(
+        "sparse_dot",
+        "vec4",
+        codes.clone(),
+        b4((B + 1) + cap + B * D + u * D + cap),
+        Box::new(move |g, e| sparse::sparse_dot(g, e, &rp, &idx, &dy, &w, B, N, D, &gs)),
+    ));
+    // read row_ptr (B + 1), idx (B k); write lat_ptr (n + 1), lat_row, lat_slot (2 B k)
+    let (rp, idx) = (t.row_ptr.clone(), t.idx.clone());
+    let lp = zeros_u32("lat_ptr out", &[N + 1])?;
+    let lr = zeros_u32("lat_row out", &[cap])?;
+    let ls = zeros_u32("lat_slot out", &[cap])?;
+    v.push(bytes_case(
+        "build_transpose",
+        "6 pass",
+        format!("B={B}, k={K}, n={N}"),
+        b4((B + 1) + cap + (N + 1) + 2 * cap),
+        Box::new(move |g, e| sparse::build_transpose(g, e, &rp, &idx, B, N, &lp, &lr, &ls)),
+    ));
+    // read lat_ptr (n + 1), lat_row, lat_slot, val (3 B k), dy (B d); write dw_dec (n d)
+    let (lp, lr, ls, val, dy) = (
+        t.lat_ptr.clone(),
+        t.lat_row.clone(),
+        t.lat_slot.clone(),
+        t.val.clone(),
+        t.dy.clone(),
+    );
+    let dw = zeros("dW_dec out", &[N, D])?;
+    v.push(bytes_case(
+        "gather_dw_dec",
+        "vec4",
+        codes.clone(),
+        b4((N + 1) + 3 * cap + B * D + N * D),
+        Box::new(move |g, e| sparse::gather_dw_dec(g, e, &lp, &lr, &ls, &val, &dy, N, D, &dw)),
+    ));
+    // read lat_ptr (n + 1), lat_row, lat_slot, dval (3 B k), xc (B d); write dw_enc (d n)
+    let (lp, lr, ls, dval, xc) = (
+        t.lat_ptr.clone(),
+        t.lat_row.clone(),
+        t.lat_slot.clone(),
+        t.dval.clone(),
+        t.xc.clone(),
+    );
+    let dw = zeros("dW_enc out", &[D, N])?;
+    v.push(bytes_case(
+        "gather_dw_enc",
+        "vec4",
+        codes.clone(),
+        b4((N + 1) + 3 * cap + B * D + D * N),
+        Box::new(move |g, e| sparse::gather_dw_enc(g, e, &lp, &lr, &ls, &dval, &xc, N, D, &dw)),
+    ));
+    // read lat_ptr (n + 1), lat_slot, dval (2 B k); write db_enc (n)
+    let (lp, ls, dval, db) = (
+        t.lat_ptr.clone(),
+        t.lat_slot.clone(),
+        t.dval.clone(),
+        t.out_n.clone(),
+    );
+    v.push(bytes_case(
+        "gather_db_enc",
+        "-",
+        format!("B={B}, k={K}, n={N}"),
+        b4((N + 1) + 2 * cap + N),
+        Box::new(move |g, e| sparse::gather_db_enc(g, e, &lp, &ls, &dval, N, &db)),
+    ));
+    Ok(v)
+}
+
+fn reduce_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
+    let zeros = |what: &str, shape: &[usize]| gpu.zeros(what, shape).map(Rc::new);
+    let zeros_u32 = |what: &str, shape: &[usize]| gpu.zeros_u32(what, shape).map(Rc::new);
+    let u = t.distinct;
+    let cap = B * K;
+    let bd = format!("B={B}, d={D}");
+    let bn = format!("B={B}, n={N}");
+    let nd = format!("n={N}, d={D}");
+    let metrics = zeros("metrics", &[reduce::METRIC_SLOTS])?;
+    let fired = zeros_u32("fired", &[N])?;
+    let mut v = Vec::new();
+    // read x (B d), b (d); write out (B d)
+    let (x, b) = (t.x.clone(), t.b_dec.clone());
+    let out = zeros("sub_row out", &[B, D])?;
+    v.push(bytes_case(
+        "sub_row",
+        "-",
+        bd.clone(),
+        b4(2 * B * D + D),
+        Box::new(move |g, e| reduce::sub_row(g, e, &x, &b, B, D, &out)),
+    ));
+    // read a, b (2 B d); write out (B d)
+    let (a, b) = (t.x.clone(), t.x_hat.clone());
+    let out = zeros("sub out", &[B, D])?;
+    v.push(bytes_case(
+        "sub",
+        "-",
+        bd.clone(),
+        b4(3 * B * D),
+        Box::new(move |g, e| reduce::sub(g, e, &a, &b, &out)),
+    ));
+    // read target, pred (2 B d); write grad (B d); metrics SSE, SST read-write (4)
+    let (x, xh, m) = (t.x.clone(), t.x_hat.clone(), metrics.clone());
+    let grad = zeros("mse grad", &[B, D])?;
+    v.push(bytes_case(
+        "mse_backward",
+        "+SST",
+        bd.clone(),
+        b4(3 * B * D + 4),
+        Box::new(move |g, e| {
+            reduce::mse_backward(
+                g,
+                e,
+                &x,
+                &xh,
+                B,
+                D,
+                2.0 / B as f32,
+                &grad,
+                &m,
+                reduce::slot::SSE as u32,
+                Some(reduce::slot::SST as u32),
+            )
+        }),
+    ));
+    // read w (n d); write norms (n)
+    let (w, norms) = (t.w_dec.clone(), t.out_n.clone());
+    v.push(bytes_case(
+        "row_norms",
+        "vec4",
+        nd.clone(),
+        b4(N * D + N),
+        Box::new(move |g, e| reduce::row_norms(g, e, &w, N, D, &norms)),
+    ));
+    // read row_ptr (B + 1), idx, val (2 B k), the u norms the codes name (u); fired of
+    // those u latents read-write (2 u); metrics L0, L1 read-write (4)
+    let (rp, idx, val, norms, f, m) = (
+        t.row_ptr.clone(),
+        t.idx.clone(),
+        t.val.clone(),
+        t.norms.clone(),
+        fired.clone(),
+        metrics.clone(),
+    );
+    v.push(bytes_case(
+        "sparse_stats",
+        "-",
+        format!("B={B}, k={K}, n={N}"),
+        b4((B + 1) + 2 * cap + u + 2 * u + 4),
+        Box::new(move |g, e| reduce::sparse_stats(g, e, &rp, &idx, &val, B, N, &norms, &f, &m)),
+    ));
+    // read z (B n), norms (n); fired read-write (2 n); metrics L0, L1 read-write (4)
+    let (z, norms, f, m) = (t.z.clone(), t.norms.clone(), fired.clone(), metrics.clone());
+    v.push(bytes_case(
+        "dense_stats",
+        "-",
+        bn.clone(),
+        b4(B * N + N + 2 * N + 4),
+        Box::new(move |g, e| reduce::dense_stats(g, e, &z, B, N, &norms, &f, &m)),
+    ));
+    // read a (B n); write out (n)
+    let (a, out) = (t.dz.clone(), t.out_n.clone());
+    v.push(bytes_case(
+        "col_sum",
+        "vec4",
+        bn.clone(),
+        b4(B * N + N),
+        Box::new(move |g, e| reduce::col_sum(g, e, &a, B, N, &out, false)),
+    ));
+    // fired, since, total read-write (6 n); metrics DEAD written (1)
+    let since = Rc::new(gpu.upload_u32("since copy", &[N], &gpu.read_u32(&t.since)?)?);
+    let total = zeros_u32("fire_total", &[N])?;
+    let (f, m) = (fired.clone(), metrics.clone());
+    v.push(bytes_case(
+        "update_dead",
+        "-",
+        format!("n={N}"),
+        b4(6 * N + 1),
+        Box::new(move |g, e| reduce::update_dead(g, e, &f, &since, &total, B, DEAD_AFTER, &m)),
+    ));
+    // read since (n); write mask (n)
+    let since = t.since.clone();
+    let mask = zeros_u32("mask out", &[N])?;
+    v.push(bytes_case(
+        "dead_mask",
+        "-",
+        format!("n={N}"),
+        b4(2 * N),
+        Box::new(move |g, e| reduce::dead_mask(g, e, &since, DEAD_AFTER, &mask)),
+    ));
+    // read z (B n), norms (n); dz read-write (2 B n)
+    let (z, norms, dz) = (t.z.clone(), t.norms.clone(), t.out_bn2.clone());
+    v.push(bytes_case(
+        "l1_backward",
+        "-",
+        bn.clone(),
+        b4(3 * B * N + N),
+        Box::new(move |g, e| reduce::l1_backward(g, e, &z, B, N, &norms, 1e-4, &dz)),
+    ));
+    // read zsum (n), w_dec (n d), norms (n); dw_dec read-write (2 n d)
+    let zsum = Rc::new(gpu.upload("zsum", &[N], &vec![1.0; N])?);
+    let (w, norms) = (t.w_dec.clone(), t.norms.clone());
+    let dw = zeros("l1 dW_dec", &[N, D])?;
+    v.push(bytes_case(
+        "l1_decoder_grad",
+        "-",
+        nd,
+        b4(3 * N * D + 2 * N),
+        Box::new(move |g, e| reduce::l1_decoder_grad(g, e, &zsum, &w, &norms, N, D, 1e-4, &dw)),
+    ));
+    Ok(v)
+}
+
+fn optim_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let mut up = |what: &str, shape: &[usize], scale: f32| -> saeforge::Result<T> {
+        let data = gaussian(&mut rng, shape.iter().product(), scale);
+        Ok(Rc::new(gpu.upload(what, shape, &data)?))
+    };
+    let dn = format!("W_enc: d={D} x n={N}");
+    let nd = format!("W_dec: n={N} x d={D}");
+    let param = up("W_enc", &[D, N], 0.05)?;
+    let grad = up("grad W_enc", &[D, N], 1e-3)?;
+    let m = up("adam m", &[D, N], 1e-4)?;
+    let v2 = Rc::new(gpu.upload("adam v", &[D, N], &vec![1e-6; D * N])?);
+    let clip = Rc::new(gpu.upload("clip", &[2], &[1.0, 1.0])?);
+    let acc = up("grad sumsq", &[5], 1.0)?;
+    let hyper = Rc::new(optim::hyper_buffer(gpu));
+    optim::write_hyper(
+        gpu,
+        &hyper,
+        &optim::AdamHyper::at_step(1e-4, 0.9, 0.999, 1e-8, 0.0, 100),
+    );
+    let mut v = Vec::new();
+    // param, m, v read-write (6 d n), grad read (d n), clip[0] read (1)
+    let (p, gr, mm, vv, h, c) = (
+        param.clone(),
+        grad.clone(),
+        m.clone(),
+        v2.clone(),
+        hyper.clone(),
+        clip.clone(),
+    );
+    v.push(bytes_case(
+        "adam",
+        "vec4",
+        dn.clone(),
+        b4(7 * D * N + 1),
+        Box::new(move |g, e| optim::adam(g, e, &p, &gr, &mm, &vv, &h, &c)),
+    ));
+    // read g (d n); write acc[slot] (1)
+    let (gr, a) = (grad.clone(), acc.clone());
+    v.push(bytes_case(
+        "sumsq",
+        "vec4",
+        dn,
+        b4(D * N + 1),
+        Box::new(move |g, e| optim::sumsq(g, e, &gr, &a, 0)),
+    ));
+    // read acc (5); write clip (2)
+    // (into its own output, so that adam's clip stays 1)
+    let a = acc.clone();
+    let clip_out = Rc::new(gpu.zeros("clip out", &[2])?);
+    v.push(bytes_case(
+        "clip_scale",
+        "-",
+        "5 slots".to_string(),
+        b4(5 + 2),
+        Box::new(move |g, e| optim::clip_scale(g, e, &a, 5, 1.0, &clip_out)),
+    ));
+    // w read-write (2 n d)
+    let w = Rc::new(gpu.upload("W_dec copy", &[N, D], &gpu.read_f32(&t.w_dec)?)?);
+    let w2 = w.clone();
+    v.push(bytes_case(
+        "normalize_rows",
+        "vec4",
+        nd.clone(),
+        b4(2 * N * D),
+        Box::new(move |g, e| optim::normalize_rows(g, e, &w2, N, D)),
+    ));
+    // read w (n d); g read-write (2 n d)
+    let gd = up("grad W_dec", &[N, D], 1e-3)?;
+    v.push(bytes_case(
+        "remove_parallel",
+        "vec4",
+        nd,
+        b4(3 * N * D),
+        Box::new(move |g, e| optim::remove_parallel(g, e, &w, &gd, N, D)),
+    ));
+    Ok(v)
+}
+
+fn ops_cases(gpu: &Gpu) -> saeforge::Result<Vec<Case>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let mut v = Vec::new();
+    // a read-write (2 d n), b read (d n): the AuxK gradient of W_enc added into the main one
+    let a = Rc::new(gpu.upload("grad W_enc", &[D, N], &gaussian(&mut rng, D * N, 1e-3))?);
+    let b = Rc::new(gpu.upload("aux grad W_enc", &[D, N], &gaussian(&mut rng, D * N, 1e-4))?);
+    v.push(bytes_case(
+        "add_into",
+        "-",
+        format!("W_enc: d={D} x n={N}"),
+        b4(3 * D * N),
+        Box::new(move |g, e| ops::add_into(g, e, &a, &b)),
+    ));
+    // read thr (1); state read-write (2)
+    let thr = Rc::new(gpu.upload("batch threshold", &[1], &[0.5])?);
+    let state = Rc::new(gpu.upload("threshold", &[1], &[0.4])?);
+    v.push(bytes_case(
+        "threshold_ema",
+        "-",
+        "1 value".to_string(),
+        b4(3),
+        Box::new(move |g, e| ops::threshold_ema(g, e, &thr, &state, 0.99, false)),
+    ));
+    Ok(v)
+}
+
 // ------------------------------------------------------------------ main
+
+/// A rate in 6 columns: two decimals, or three significant digits below 0.01.
+fn fmt_rate(r: f64) -> String {
+    if r >= 0.01 || r == 0.0 {
+        format!("{r:.2}")
+    } else {
+        format!("{r:.1e}")
+    }
+}
 
 fn main() -> anyhow::Result<()> {
     let filters: Vec<String> = std::env::args()
@@ -387,6 +1034,19 @@ fn main() -> anyhow::Result<()> {
     let mut ceilings = measure_ceilings(&gpu)?;
     let mut cases = Vec::new();
     cases.extend(gemm_cases(&gpu)?);
+    let inputs = make_inputs(&gpu)?;
+    println!(
+        "inputs: pre-activations ~ N(0, 1); TopK codes = topk of them (u = {} of {N} latents \
+         used); AuxK mask: {:.0}% of latents dead",
+        inputs.distinct,
+        DEAD_FRACTION * 100.0
+    );
+    cases.extend(activation_cases(&inputs));
+    cases.extend(topk_cases(&gpu, &inputs)?);
+    cases.extend(sparse_cases(&gpu, &inputs)?);
+    cases.extend(reduce_cases(&gpu, &inputs)?);
+    cases.extend(optim_cases(&gpu, &inputs)?);
+    cases.extend(ops_cases(&gpu)?);
     cases.retain(|c| filters.is_empty() || filters.iter().any(|f| c.name.contains(f.as_str())));
 
     let mut timings = Vec::new();
@@ -435,12 +1095,12 @@ fn main() -> anyhow::Result<()> {
             Work::Bytes(_) => "GB/s",
         };
         println!(
-            "{:<28} {:<8} {:<36} {:>10.2} {:>6.2} {:<7} {:>7.3} {:>9}",
+            "{:<28} {:<8} {:<36} {:>10.2} {:>6} {:<7} {:>7.3} {:>9}",
             case.name,
             case.variant,
             case.shape,
             t.wall * 1e3,
-            r,
+            fmt_rate(r),
             unit,
             frac,
             frac_cpu.map_or("-".to_string(), |f| format!("{f:.3}"))
@@ -453,11 +1113,12 @@ fn main() -> anyhow::Result<()> {
             "runs": t.runs,
             "fraction_of_ceiling": frac,
         });
-        let key = match case.work {
-            Work::Flops(_) => "gflops",
-            Work::Bytes(_) => "gbps",
+        let (key, work_key, work) = match case.work {
+            Work::Flops(f) => ("gflops", "flops", f),
+            Work::Bytes(b) => ("gbps", "bytes", b),
         };
         row[key] = serde_json::json!(r);
+        row[work_key] = serde_json::json!(work);
         if let (Some(c), Some(f)) = (t.cpu, frac_cpu) {
             row["cpu_ms"] = serde_json::json!(c * 1e3);
             row["fraction_of_ceiling_cpu"] = serde_json::json!(f);
@@ -474,6 +1135,11 @@ fn main() -> anyhow::Result<()> {
             "copy_gbps": ceilings.copy_gbps,
             "fma_gflops_cpu": ceilings.fma_gflops_cpu,
             "copy_gbps_cpu": ceilings.copy_gbps_cpu,
+        },
+        "inputs": {
+            "batch": B, "d": D, "n": N, "k": K, "k_aux": K_AUX,
+            "topk_distinct_latents": inputs.distinct,
+            "auxk_dead_fraction": DEAD_FRACTION,
         },
         "kernels": rows,
     });

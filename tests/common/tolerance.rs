@@ -210,6 +210,30 @@ pub const JUMPRELU_DLOG_THETA: Tol = Tol {
     rtol: 4e-6,
 };
 
+// ---------------------------------------------------------------- ops
+
+/// add_into (a += b): one f32 addition per element on both sides, and WGSL requires f32
+/// addition to be correctly rounded, so results must be bit-identical (inputs are normal
+/// numbers, so a driver that flushes subnormals changes nothing). Any tolerance here would
+/// only hide a skipped or doubled element.
+pub const OPS_ADD: Tol = Tol {
+    name: "OPS_ADD",
+    atol: 0.0,
+    rtol: 0.0,
+};
+
+/// threshold_ema (decay * state + (1 - decay) * max(thr, 0), state and thr >= 0, so no
+/// cancellation): the twin does the same f32 operations in the same order; a driver may
+/// fuse the multiply-add, which moves a step's result by < 1 ulp (1.2e-7 relative). The
+/// EMA shrinks earlier errors by decay each step, so the 10-step chain the tests run stays
+/// under 10 ulp at worst (1.2e-6). Measured on lavapipe: bit-identical. rtol 2e-6; a wrong
+/// formula (swapped decay, a missed max) is off by > 1e-3.
+pub const OPS_EMA: Tol = Tol {
+    name: "OPS_EMA",
+    atol: 0.0,
+    rtol: 2e-6,
+};
+
 // ---------------------------------------------------------------- training step
 /// Parameters after 10 GPU steps vs 10 CPU steps. Each step's gradients agree to f32
 /// rounding (the kernels' own tolerances above), but Adam divides by sqrt(v): where a

@@ -10,6 +10,7 @@ mod common;
 
 mod activations;
 mod gemm;
+mod ops;
 mod optim;
 mod reduce;
 mod sparse;
@@ -24,6 +25,7 @@ fn main() {
     let mut trials = Vec::new();
     trials.extend(activations::trials());
     trials.extend(gemm::trials());
+    trials.extend(ops::trials());
     trials.extend(optim::trials());
     trials.extend(reduce::trials());
     trials.extend(sparse::trials());

@@ -1,0 +1,195 @@
+//! add_into and threshold_ema against shaders/ops.wgsl.
+//!
+//! add_into updates `a` in place, so `a` cannot be poisoned; instead the test checks every
+//! element of `a` (a skipped element keeps its old value and fails) and that `b` is left
+//! alone. threshold_ema's state is poisoned on the first step, where the kernel must not
+//! read it, and chained over several submissions otherwise, as a training run uses it.
+
+use libtest_mimic::{Failed, Trial};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use saeforge::gpu::{Gpu, GpuTensor};
+use saeforge::kernels::ops as k;
+use saeforge::reference::ops as r;
+
+use crate::common::{assert_close, fail, gpu_test, randn, tolerance, uniform};
+
+/// add_into lengths: 1, odd, odd past one 256-wide workgroup, more workgroups than one
+/// grid dimension holds (65535 x 256 + 3: the folded 1-D grid), and production (b_enc,
+/// 16384; W_enc / W_dec, 512 x 16384, the AuxK gradients added into the main ones).
+const LENS: &[usize] = &[1, 7, 257, 1001, 65535 * 256 + 3, 16384, 512 * 16384];
+
+fn up(gpu: &Gpu, what: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor, Failed> {
+    gpu.upload(what, shape, data).map_err(fail)
+}
+
+fn read(gpu: &Gpu, t: &GpuTensor) -> Result<Vec<f32>, Failed> {
+    gpu.read_f32(t).map_err(fail)
+}
+
+// ---------------------------------------------------------------- add_into
+
+fn add_into_case(gpu: &Gpu, rng: &mut ChaCha8Rng, len: usize) -> Result<(), Failed> {
+    // Gradients of different sizes, as the main and the AuxK gradients are.
+    let a_h = randn(rng, len, 1.0);
+    let b_h = randn(rng, len, 0.1);
+    let a = up(gpu, "a", &[len], &a_h)?;
+    let b = up(gpu, "b", &[len], &b_h)?;
+    let mut enc = gpu.encoder();
+    k::add_into(gpu, &mut enc, &a, &b).map_err(fail)?;
+    gpu.submit(enc);
+
+    let mut a_ref = a_h.clone();
+    r::add_into(&mut a_ref, &b_h);
+    assert_close("add_into a", &read(gpu, &a)?, &a_ref, tolerance::OPS_ADD)?;
+    assert_close(
+        "add_into b (unchanged)",
+        &read(gpu, &b)?,
+        &b_h,
+        tolerance::EXACT,
+    )
+}
+
+/// Two adds into the same tensor in one encoder: the second must see the first's result.
+fn add_into_twice_case(gpu: &Gpu, rng: &mut ChaCha8Rng) -> Result<(), Failed> {
+    let len = 1001;
+    let a_h = randn(rng, len, 1.0);
+    let b_h = randn(rng, len, 1.0);
+    let c_h = randn(rng, len, 1.0);
+    let a = up(gpu, "a", &[len], &a_h)?;
+    let b = up(gpu, "b", &[len], &b_h)?;
+    let c = up(gpu, "c", &[len], &c_h)?;
+    let mut enc = gpu.encoder();
+    k::add_into(gpu, &mut enc, &a, &b).map_err(fail)?;
+    k::add_into(gpu, &mut enc, &a, &c).map_err(fail)?;
+    gpu.submit(enc);
+
+    let mut a_ref = a_h.clone();
+    r::add_into(&mut a_ref, &b_h);
+    r::add_into(&mut a_ref, &c_h);
+    assert_close(
+        "add_into a (twice)",
+        &read(gpu, &a)?,
+        &a_ref,
+        tolerance::OPS_ADD,
+    )
+}
+
+/// The launcher refuses mismatched lengths instead of reading past b.
+fn add_into_shape_case(gpu: &Gpu) -> Result<(), Failed> {
+    let a = gpu.zeros("a", &[8]).map_err(fail)?;
+    let b = gpu.zeros("b", &[7]).map_err(fail)?;
+    let mut enc = gpu.encoder();
+    match k::add_into(gpu, &mut enc, &a, &b) {
+        Err(e) if e.to_string().contains("add_into") => Ok(()),
+        Err(e) => Err(format!("add_into 8 += 7: unexpected error {e}").into()),
+        Ok(()) => Err("add_into accepted a (8) += b (7)".into()),
+    }
+}
+
+// ---------------------------------------------------------------- threshold_ema
+
+/// One step from a poisoned (first) or a given state; thr drawn around 0 so that both
+/// sides of max(thr, 0) occur across runs, and forced negative when `negative`.
+fn ema_case(gpu: &Gpu, rng: &mut ChaCha8Rng, first: bool, negative: bool) -> Result<(), Failed> {
+    let mut thr_h = [rng.random_range(-0.5f32..2.0)];
+    if negative {
+        thr_h[0] = -thr_h[0].abs() - 0.01;
+    }
+    let decay = rng.random_range(0.5f32..0.999);
+    let mut state_h = [if first {
+        f32::NAN
+    } else {
+        rng.random_range(0.0f32..2.0)
+    }];
+    let thr = up(gpu, "thr", &[1], &thr_h)?;
+    let state = up(gpu, "state", &[1], &state_h)?;
+    let mut enc = gpu.encoder();
+    k::threshold_ema(gpu, &mut enc, &thr, &state, decay, first).map_err(fail)?;
+    gpu.submit(enc);
+
+    r::threshold_ema(&thr_h, &mut state_h, decay, first);
+    let what = format!(
+        "threshold_ema (first {first}, thr {}, decay {decay})",
+        thr_h[0]
+    );
+    assert_close(&what, &read(gpu, &state)?, &state_h, tolerance::OPS_EMA)?;
+    assert_close(
+        "threshold_ema thr (unchanged)",
+        &read(gpu, &thr)?,
+        &thr_h,
+        tolerance::EXACT,
+    )
+}
+
+/// decay 0 (state = max(thr, 0)) and decay 1 (state unchanged) exactly.
+fn ema_edges_case(gpu: &Gpu, rng: &mut ChaCha8Rng) -> Result<(), Failed> {
+    for decay in [0.0f32, 1.0] {
+        let thr_h = [rng.random_range(0.1f32..2.0)];
+        let mut state_h = [rng.random_range(0.1f32..2.0)];
+        let thr = up(gpu, "thr", &[1], &thr_h)?;
+        let state = up(gpu, "state", &[1], &state_h)?;
+        let mut enc = gpu.encoder();
+        k::threshold_ema(gpu, &mut enc, &thr, &state, decay, false).map_err(fail)?;
+        gpu.submit(enc);
+        r::threshold_ema(&thr_h, &mut state_h, decay, false);
+        let what = format!("threshold_ema decay {decay}");
+        assert_close(&what, &read(gpu, &state)?, &state_h, tolerance::EXACT)?;
+    }
+    Ok(())
+}
+
+/// As in training: the batch threshold rewritten before each submission, the state kept
+/// on the device over `steps` steps, the first one with first = true.
+fn ema_chain_case(gpu: &Gpu, rng: &mut ChaCha8Rng, steps: usize) -> Result<(), Failed> {
+    let decay = 0.99f32;
+    let thr_h = uniform(rng, steps, -0.2, 2.0);
+    let thr = gpu.zeros("thr", &[1]).map_err(fail)?;
+    let state = gpu.zeros("state", &[1]).map_err(fail)?;
+    gpu.fill(&state, f32::NAN);
+    let mut state_h = [f32::NAN];
+    for (s, &t) in thr_h.iter().enumerate() {
+        gpu.write(&thr, &[t]).map_err(fail)?;
+        let mut enc = gpu.encoder();
+        k::threshold_ema(gpu, &mut enc, &thr, &state, decay, s == 0).map_err(fail)?;
+        gpu.submit(enc);
+        r::threshold_ema(&[t], &mut state_h, decay, s == 0);
+    }
+    assert_close(
+        &format!("threshold_ema after {steps} steps"),
+        &read(gpu, &state)?,
+        &state_h,
+        tolerance::OPS_EMA,
+    )
+}
+
+pub fn trials() -> Vec<Trial> {
+    let mut t: Vec<Trial> = LENS
+        .iter()
+        .map(|&len| {
+            gpu_test(format!("ops::add_into/{len}"), move |gpu, rng| {
+                add_into_case(gpu, rng, len)
+            })
+        })
+        .collect();
+    t.push(gpu_test("ops::add_into/twice", add_into_twice_case));
+    t.push(gpu_test("ops::add_into/shape_mismatch", |gpu, _| {
+        add_into_shape_case(gpu)
+    }));
+    for (name, first, negative) in [
+        ("first", true, false),
+        ("first_negative", true, true),
+        ("step", false, false),
+        ("step_negative", false, true),
+    ] {
+        t.push(gpu_test(
+            format!("ops::threshold_ema/{name}"),
+            move |gpu, rng| ema_case(gpu, rng, first, negative),
+        ));
+    }
+    t.push(gpu_test("ops::threshold_ema/decay_0_and_1", ema_edges_case));
+    t.push(gpu_test("ops::threshold_ema/chain_10", |gpu, rng| {
+        ema_chain_case(gpu, rng, 10)
+    }));
+    t
+}
