@@ -634,7 +634,7 @@ fn topk_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
     let row_ptr = zeros_u32("bt row_ptr", &[B + 1])?;
     let (idx, val) = (zeros_u32("bt idx", &[B * K])?, zeros("bt val", &[B * K])?);
     let thr = zeros("bt threshold", &[1])?;
-    let scratch = zeros_u32("bt scratch", &[topk::batchtopk_scratch_len(B)])?;
+    let scratch = zeros_u32("bt scratch", &[topk::batchtopk_scratch_len(B, N, B * K)])?;
     v.push(bytes_case(
         "batchtopk",
         "radix",
