@@ -179,7 +179,7 @@ impl Gpu {
         tracing::info!(adapter = %info.name, backend = ?info.backend, "opened device");
         let fault: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
         let record = |fault: &Arc<std::sync::Mutex<Option<String>>>, msg: String| {
-            tracing::error!("{msg}");
+            tracing::debug!("{msg}");
             let mut f = fault.lock().unwrap_or_else(|p| p.into_inner());
             if f.is_none() {
                 *f = Some(msg);

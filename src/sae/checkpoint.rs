@@ -27,6 +27,65 @@ pub struct Checkpoint {
     /// Input scale (mean ||x|| = sqrt(d) after scaling).
     pub scale: f32,
     pub config: TrainConfig,
+    /// The shards the run reads, as they were: a resume refuses data that changed since
+    /// (it would silently train on something else). Empty in older checkpoints.
+    pub data: Vec<ShardPrint>,
+}
+
+/// What identifies a shard for a resume: path, tensor, dtype, shape and file size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardPrint {
+    pub path: PathBuf,
+    pub tensor: String,
+    pub dtype: crate::data::FloatType,
+    pub shape: Vec<usize>,
+    pub bytes: u64,
+}
+
+impl ShardPrint {
+    pub fn of(s: &crate::data::Shard) -> ShardPrint {
+        ShardPrint {
+            path: s.path.clone(),
+            tensor: s.tensor.clone(),
+            dtype: s.dtype,
+            shape: s.shape.clone(),
+            bytes: std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0),
+        }
+    }
+
+    /// Err naming the first difference between the shards a checkpoint was trained on and
+    /// the shards found now.
+    pub fn check_same(was: &[ShardPrint], now: &[ShardPrint], dir: &Path) -> Result<()> {
+        if was.is_empty() || was == now {
+            return Ok(());
+        }
+        let why = if was.len() != now.len() {
+            format!("it had {} shards, now {}", was.len(), now.len())
+        } else {
+            let (a, b) = was
+                .iter()
+                .zip(now)
+                .find(|(a, b)| a != b)
+                .expect("the lists differ");
+            format!(
+                "{} was {:?} {:?} {:?} ({} bytes), now {} is {:?} {:?} {:?} ({} bytes)",
+                a.path.display(),
+                a.tensor,
+                a.dtype,
+                a.shape,
+                a.bytes,
+                b.path.display(),
+                b.tensor,
+                b.dtype,
+                b.shape,
+                b.bytes
+            )
+        };
+        Err(Error::input(format!(
+            "--resume {}: the data changed since the checkpoint ({why}); a resumed run must read the same shards (restore them, or start a new run)",
+            dir.display()
+        )))
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -37,6 +96,8 @@ struct Meta {
     threshold: f32,
     grad_norm: f32,
     config: TrainConfig,
+    #[serde(default)]
+    data: Vec<ShardPrint>,
 }
 
 pub fn path(out: &Path) -> PathBuf {
@@ -74,6 +135,7 @@ impl Checkpoint {
             threshold: st.threshold,
             grad_norm: st.grad_norm,
             config: self.config.clone(),
+            data: self.data.clone(),
         };
         let mut md = HashMap::new();
         md.insert(
@@ -173,6 +235,7 @@ impl Checkpoint {
             batches: meta.batches,
             scale: meta.scale,
             config: cfg,
+            data: meta.data,
         })
     }
 }

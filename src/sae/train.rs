@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::checkpoint::{self, Checkpoint};
+use super::checkpoint::{self, Checkpoint, ShardPrint};
 use super::cpu::{self, TrainState};
 use super::export::{CFG_FILE, SaeModel};
 use super::{Arch, SaeParams, TrainArgs, TrainConfig};
@@ -321,6 +321,10 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
         }
     })?;
     let shards = Arc::new(open_shards(&paths, cfg.tensor.as_deref())?);
+    let prints: Vec<ShardPrint> = shards.iter().map(ShardPrint::of).collect();
+    if let Some(ck) = &resume_from {
+        ShardPrint::check_same(&ck.data, &prints, &cfg.out)?;
+    }
     if shards[0].d != cfg.d_in {
         return Err(Error::input(format!(
             "{}: d = {}, but the run was configured for d = {}",
@@ -468,7 +472,14 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
                 // Keep everything trained so far, then say how to go on.
                 progress.finish();
                 if last_checkpoint != Some(step) {
-                    save_checkpoint(engine.as_mut(), &cfg, consumed, scale, last_checkpoint)?;
+                    save_checkpoint(
+                        engine.as_mut(),
+                        &cfg,
+                        consumed,
+                        scale,
+                        last_checkpoint,
+                        &prints,
+                    )?;
                 }
                 let how = if cfg.skip_nonfinite {
                     String::new()
@@ -572,7 +583,14 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
             break;
         }
         if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && !is_last {
-            save_checkpoint(engine.as_mut(), &cfg, consumed, scale, last_checkpoint)?;
+            save_checkpoint(
+                engine.as_mut(),
+                &cfg,
+                consumed,
+                scale,
+                last_checkpoint,
+                &prints,
+            )?;
             last_checkpoint = Some(step);
         }
     }
@@ -584,7 +602,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
         .state()
         .map_err(|e| e.with_hint(checkpoint_note(&cfg, last_checkpoint)))?;
     if last_checkpoint != Some(step) {
-        write_checkpoint(st.clone(), &cfg, consumed, scale, last_checkpoint)?;
+        write_checkpoint(st.clone(), &cfg, consumed, scale, last_checkpoint, &prints)?;
     }
     if !interrupted {
         export(&cfg, &st, scale).map_err(|e| {
@@ -634,11 +652,12 @@ fn save_checkpoint(
     batches: u64,
     scale: f32,
     last: Option<u64>,
+    data: &[ShardPrint],
 ) -> Result<()> {
     let st = engine
         .state()
         .map_err(|e| e.with_hint(checkpoint_note(cfg, last)))?;
-    write_checkpoint(st, cfg, batches, scale, last)
+    write_checkpoint(st, cfg, batches, scale, last, data)
 }
 
 fn write_checkpoint(
@@ -647,6 +666,7 @@ fn write_checkpoint(
     batches: u64,
     scale: f32,
     last: Option<u64>,
+    data: &[ShardPrint],
 ) -> Result<()> {
     if !st.params.all_finite() {
         return Err(Error::Diverged(format!(
@@ -661,6 +681,7 @@ fn write_checkpoint(
         batches,
         scale,
         config: cfg.clone(),
+        data: data.to_vec(),
     }
     .save(&cfg.out)
     .map_err(|e| {

@@ -699,6 +699,26 @@ const LINES: &[Line] = &[
         gpu: false,
     },
     Line {
+        name: "train_resume_on_changed_data",
+        setup: |d| {
+            let o = run(&words(&format!(
+                "train --data {0}/good.safetensors --out {0}/run --device cpu --d-sae 16 --k 4 --batch 16 --steps 2",
+                d.display()
+            )));
+            assert_eq!(o.code, Some(0), "{o:?}");
+            fx::shard(&d.join("good.safetensors"), 48, 8, 1);
+        },
+        args: "train --resume {dir}/run --steps 4",
+        code: 2,
+        expect: &[
+            "--resume",
+            "the data changed since the checkpoint",
+            "good.safetensors was \"x\" F32 [64, 8]",
+            "[48, 8]",
+        ],
+        gpu: false,
+    },
+    Line {
         name: "train_config_missing",
         setup: nothing,
         args: "{train} --d-sae 16 --k 4 --batch 16 --config {dir}/missing.toml",
