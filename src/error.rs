@@ -22,6 +22,13 @@ pub enum Error {
     /// Stopped by SIGINT / SIGTERM after writing a checkpoint.
     #[error("{0}")]
     Interrupted(String),
+    /// Training diverged (a non-finite loss, gradient or parameter); the last good
+    /// checkpoint was kept.
+    #[error("{0}")]
+    Diverged(String),
+    /// The device failed while working (lost, out of memory, a driver error).
+    #[error("{0}")]
+    DeviceFault(String),
     /// Something the program itself got wrong, or the driver reported.
     #[error("{0}")]
     Internal(String),
@@ -37,13 +44,27 @@ impl Error {
             source,
         }
     }
-    /// Exit code for the binary: 2 for bad input, 1 otherwise.
+    /// Exit code for the binary: 2 for bad input (including a model too large for the
+    /// device), 130 after SIGINT / SIGTERM, 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Input(_) => 2,
             Error::Device(_) => 2,
             Error::Interrupted(_) => 130,
-            Error::Io { .. } | Error::Internal(_) => 1,
+            Error::Io { .. } | Error::Internal(_) | Error::Diverged(_) | Error::DeviceFault(_) => 1,
+        }
+    }
+
+    /// The same error (same kind, same exit code) with `; hint` appended to its message.
+    pub fn with_hint(self, hint: impl std::fmt::Display) -> Error {
+        match self {
+            Error::Input(m) => Error::Input(format!("{m}; {hint}")),
+            Error::Device(m) => Error::Device(format!("{m}; {hint}")),
+            Error::Interrupted(m) => Error::Interrupted(format!("{m}; {hint}")),
+            Error::Diverged(m) => Error::Diverged(format!("{m}; {hint}")),
+            Error::DeviceFault(m) => Error::DeviceFault(format!("{m}; {hint}")),
+            Error::Internal(m) => Error::Internal(format!("{m}; {hint}")),
+            e @ Error::Io { .. } => Error::Internal(format!("{e}; {hint}")),
         }
     }
 }

@@ -25,11 +25,90 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable (best effort: not every platform syncs folders).
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+/// Is `name` a temporary file of `write_atomic` (or of the plot writer)?
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp-")
+}
+
+/// Remove temporary files that a killed process left in `dir` (not recursive). Returns how
+/// many were removed. Only names `write_atomic` makes are touched.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if is_temp_name(&name)
+            && e.file_type().is_ok_and(|t| t.is_file())
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Memory this machine can still give (Linux: MemAvailable of /proc/meminfo), in bytes;
+/// None where that is not known.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuse work that needs more host memory than is available, naming what and how much
+/// (an allocation failure would otherwise abort the process without a word).
+pub fn check_host_memory(what: &str, bytes: u128, advice: &str) -> Result<()> {
+    if let Some(avail) = available_memory() {
+        if bytes > avail as u128 {
+            let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
+            return Err(Error::Device(format!(
+                "{what} needs about {:.1} GiB of memory, but this machine has {:.1} GiB available; {advice}",
+                gib(bytes),
+                gib(avail as u128)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Check, before any work, that `--flag path` names a file that can be written: its folder
+/// exists and it is not itself a folder.
+pub fn check_output_file(flag: &str, path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::input(format!(
+            "--{flag} {}: folder {} does not exist",
+            path.display(),
+            dir.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(Error::input(format!(
+            "--{flag} {}: is a folder, expected a file name",
+            path.display()
+        )));
     }
     Ok(())
 }

@@ -35,6 +35,14 @@ pub struct EvalArgs {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    if a.data.is_empty() && a.truth.is_none() {
+        return Err(crate::Error::input(
+            "nothing to evaluate: give --data (held-out shards) and/or --truth (a planted dictionary)",
+        ));
+    }
+    if let Some(j) = &a.json {
+        crate::io::check_output_file("json", j)?;
+    }
     let model = SaeModel::load(&a.sae)?;
     let mut out = Map::new();
     if !a.data.is_empty() {
@@ -51,6 +59,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
         let total: usize = shards.iter().map(|s| s.rows).sum();
         let rows = a.rows.min(total).max(1);
+        crate::io::check_host_memory(
+            &format!("--rows {rows} with d_sae {}", model.n),
+            rows as u128 * (model.d as u128 * 3 + model.n as u128 * 2) * 4,
+            "lower --rows",
+        )?;
         let ranges = shards.iter().map(|s| (0, s.rows as u64)).collect();
         let mut st = BatchStream::new(shards, ranges, 0, rows, 0)?;
         let b = st.next_batch()?;

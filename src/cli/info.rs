@@ -2,10 +2,8 @@
 
 use std::path::PathBuf;
 
-use safetensors::SafeTensors;
-
-use crate::data::discover;
-use crate::sae::export::{CFG_FILE, SaeModel, load_sparsity};
+use crate::data::{discover, open_input, parse_safetensors};
+use crate::sae::export::{CFG_FILE, SaeModel, WEIGHTS_FILE, load_sparsity};
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
@@ -18,24 +16,31 @@ pub struct InfoArgs {
 }
 
 pub fn run(a: InfoArgs) -> Result<()> {
-    if a.path.join(CFG_FILE).exists() {
+    if a.path.is_dir() && (a.path.join(CFG_FILE).exists() || a.path.join(WEIGHTS_FILE).exists()) {
         return sae_info(&a.path);
     }
-    let paths = discover(std::slice::from_ref(&a.path))?;
+    let paths = discover(std::slice::from_ref(&a.path)).map_err(|e| {
+        if a.path.is_dir() {
+            e.with_hint("no cfg.json either, so not an SAE folder")
+        } else {
+            e
+        }
+    })?;
     let mut total_rows = 0usize;
+    // Describe every file, then fail (exit 2) if one is not usable as activations, so the
+    // listing still shows what the files hold.
+    let mut first_problem: Option<Error> = None;
+    let mut first_d: Option<(usize, PathBuf)> = None;
     for p in &paths {
-        let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-            Error::input(format!(
-                "{}: not a valid safetensors file: {e}",
-                p.display()
-            ))
-        })?;
+        let file = open_input(p)?;
+        // SAFETY: read-only map of an input file, as in `Shard::open`.
+        let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(p, e))?;
+        let st = parse_safetensors(p, &bytes)?;
         println!("{} ({} bytes)", p.display(), bytes.len());
-        let mut names = st.names();
-        names.sort();
-        for name in names {
-            let v = st.tensor(name).expect("listed name");
+        let mut names: Vec<(String, safetensors::tensor::TensorView)> =
+            st.iter().map(|(n, v)| (n.to_string(), v)).collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, v) in names {
             println!("  {name}: {:?} {:?}", v.dtype(), v.shape());
         }
         match crate::data::Shard::open(p, a.tensor.as_deref()) {
@@ -45,14 +50,33 @@ pub fn run(a: InfoArgs) -> Result<()> {
                     s.tensor, s.rows, s.d, s.dtype
                 );
                 total_rows += s.rows;
+                match &first_d {
+                    None => first_d = Some((s.d, p.clone())),
+                    Some((d, q)) if *d != s.d && first_problem.is_none() => {
+                        first_problem = Some(Error::input(format!(
+                            "{}: tensor {:?} has d = {}, but {} has d = {d}; all shards must share d",
+                            p.display(),
+                            s.tensor,
+                            s.d,
+                            q.display()
+                        )));
+                    }
+                    _ => {}
+                }
             }
-            Err(e) => println!("  not usable as activations: {e}"),
+            Err(e) => {
+                println!("  not usable as activations: {e}");
+                first_problem.get_or_insert(e);
+            }
         }
     }
     if paths.len() > 1 {
         println!("{} shards, {total_rows} rows", paths.len());
     }
-    Ok(())
+    match first_problem {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn sae_info(dir: &std::path::Path) -> Result<()> {
@@ -90,6 +114,14 @@ fn sae_info(dir: &std::path::Path) -> Result<()> {
         println!("  threshold: mean {mean:.4}");
     }
     if let Some(s) = load_sparsity(dir)? {
+        if s.len() != m.n {
+            return Err(Error::input(format!(
+                "{}: \"sparsity\" has {} values, but d_sae = {}",
+                dir.join(crate::sae::export::SPARSITY_FILE).display(),
+                s.len(),
+                m.n
+            )));
+        }
         let never = s.iter().filter(|&&v| v <= -9.99).count();
         let dense = s.iter().filter(|&&v| v > -1.0).count();
         println!(

@@ -1,6 +1,6 @@
 //! `saeforge synth`: synthetic activations with a planted dictionary (see `crate::synth`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::data::FloatType;
 use crate::synth::{SynthConfig, write_dataset};
@@ -49,6 +49,9 @@ pub struct SynthArgs {
     pub dtype: DtypeArg,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Replace a dataset already in --out (its shards, truth and synth.json).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -87,6 +90,21 @@ pub fn run(a: SynthArgs) -> Result<()> {
         },
         seed: a.seed,
     };
+    cfg.validate()?;
+    // One shard is generated in memory at a time (f32, plus its stored copy).
+    let shard = cfg.shard_tokens.min(cfg.tokens) as u128;
+    let bytes = (shard * cfg.d_in as u128 * 8)
+        + cfg.features as u128 * (cfg.d_in as u128 * 4 + 64)
+        + shard * 64;
+    crate::io::check_host_memory(
+        &format!(
+            "--shard-tokens {} x --d-in {} (with --features {})",
+            cfg.shard_tokens, cfg.d_in, cfg.features
+        ),
+        bytes,
+        "lower --shard-tokens",
+    )?;
+    prepare_out(&a.out, a.overwrite)?;
     let paths = write_dataset(&a.out, cfg)?;
     println!(
         "wrote {} shard(s) of {} rows x {} dims, truth.safetensors ({} features) and synth.json to {}",
@@ -97,4 +115,46 @@ pub fn run(a: SynthArgs) -> Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// Is `name` one of the files `synth` writes?
+fn is_dataset_file(name: &str) -> bool {
+    name == "synth.json"
+        || name == "truth.safetensors"
+        || (name.starts_with("shard-") && name.ends_with(".safetensors"))
+}
+
+/// Refuse a folder that already holds a dataset unless --overwrite; with it, remove the old
+/// dataset's files first, so that a smaller new dataset never sits beside stale shards.
+fn prepare_out(out: &Path, overwrite: bool) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(Error::input(format!(
+            "--out {}: is a file, expected a folder",
+            out.display()
+        )));
+    }
+    let old: Vec<PathBuf> = match std::fs::read_dir(out) {
+        Ok(rd) => rd
+            .flatten()
+            .filter(|e| is_dataset_file(&e.file_name().to_string_lossy()))
+            .map(|e| e.path())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if !old.is_empty() && !overwrite {
+        return Err(Error::input(format!(
+            "--out {}: already holds a dataset (use --overwrite to replace it)",
+            out.display()
+        )));
+    }
+    crate::io::remove_stale_temps(out);
+    for p in old {
+        std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+    }
+    std::fs::create_dir_all(out).map_err(|e| {
+        Error::input(format!(
+            "--out {}: cannot create the folder ({e})",
+            out.display()
+        ))
+    })
 }

@@ -6,9 +6,12 @@ use crate::sae::{TrainArgs, train};
 pub fn run(args: TrainArgs) -> crate::Result<()> {
     let o = train::run(&args)?;
     if o.interrupted {
+        // Exit 130 with one line (printed by main) saying how to go on.
         return Err(crate::Error::Interrupted(format!(
-            "stopped at step {}; resume with: saeforge train --resume {}",
+            "interrupted at step {} of {}; checkpoint written to {}. Resume with: saeforge train --resume {}",
             o.steps,
+            o.total_steps,
+            crate::sae::checkpoint::path(&o.out).display(),
             o.out.display()
         )));
     }
@@ -28,6 +31,12 @@ pub fn run(args: TrainArgs) -> crate::Result<()> {
         ))
         .unwrap_or_default()
     );
+    if o.skipped_rows > 0 {
+        println!(
+            "skipped {} rows holding NaN or Inf (--skip-nonfinite)",
+            o.skipped_rows
+        );
+    }
     println!("SAELens folder: {}", o.out.display());
     Ok(())
 }

@@ -10,4 +10,6 @@ mod loader;
 mod shard;
 
 pub use loader::{Batch, BatchStream, Prefetcher, RowId};
-pub use shard::{FloatType, Shard, convert, discover, open_shards};
+pub use shard::{
+    FloatType, Shard, convert, discover, open_input, open_shards, parse_safetensors, read_input,
+};

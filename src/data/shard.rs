@@ -117,19 +117,18 @@ pub fn discover(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 impl Shard {
     /// Map and validate one shard; `tensor` picks the tensor when there are several.
     pub fn open(path: &Path, tensor: Option<&str>) -> Result<Shard> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let file = open_input(path)?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let bad = |msg: String| Error::input(format!("{}: {msg}", path.display()));
         if len < 8 {
             return Err(bad(format!(
-                "not a safetensors file ({len} bytes; a header length alone needs 8)"
+                "not a safetensors file ({len} bytes; the header length alone needs 8)"
             )));
         }
         // SAFETY: the file is opened read-only; a shard changed by another process while we
         // train is outside what we support (as for every mmap-based reader).
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let st = SafeTensors::deserialize(&mmap)
-            .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
+        let st = parse_safetensors(path, &mmap)?;
         let mut floats: Vec<(String, safetensors::tensor::TensorView)> = Vec::new();
         let mut names: Vec<String> = Vec::new();
         for (name, view) in st.iter() {
@@ -195,10 +194,11 @@ impl Shard {
             )));
         }
         let d = *shape.last().unwrap();
-        let rows: usize = shape[..shape.len() - 1].iter().product();
         if d == 0 {
             return Err(bad(format!("tensor {name:?} has d = 0 (shape {shape:?})")));
         }
+        // d > 0 and safetensors checked the whole product, so this cannot overflow.
+        let rows: usize = shape[..shape.len() - 1].iter().product();
         if rows == 0 {
             return Err(bad(format!(
                 "tensor {name:?} has zero rows (shape {shape:?})"
@@ -291,4 +291,142 @@ pub fn open_shards(paths: &[PathBuf], tensor: Option<&str>) -> Result<Vec<Shard>
         }
     }
     Ok(shards)
+}
+
+/// Open a file named on the command line, with "no such file" as bad input rather than an
+/// I/O failure.
+pub fn open_input(path: &Path) -> Result<std::fs::File> {
+    if path.is_dir() {
+        return Err(Error::input(format!(
+            "{}: is a folder, expected a safetensors file",
+            path.display()
+        )));
+    }
+    std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::input(format!("{}: no such file or folder", path.display()))
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            Error::input(format!("{}: permission denied", path.display()))
+        }
+        _ => Error::io(path, e),
+    })
+}
+
+/// Read a whole input file (an SAE's weights, a checkpoint, a truth file), naming it.
+pub fn read_input(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = open_input(path)?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
+}
+
+/// Parse a safetensors file, explaining what is wrong in one line when it is not valid:
+/// truncated (header or data), offsets that do not match the data, or not safetensors at all.
+pub fn parse_safetensors<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::input(format!("{}: {}", path.display(), explain(bytes, &e))))
+}
+
+/// Bytes per element of a safetensors dtype name (None for sub-byte or unknown ones).
+fn dtype_bytes(name: &str) -> Option<u64> {
+    Some(match name {
+        "F64" | "I64" | "U64" | "C64" => 8,
+        "F32" | "I32" | "U32" => 4,
+        "F16" | "BF16" | "I16" | "U16" => 2,
+        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" | "F8_E8M0" => 1,
+        _ => return None,
+    })
+}
+
+/// (name, dtype, shape, [start, end]) of every tensor in a header that is valid JSON.
+type HeaderEntry = (String, String, Vec<u64>, (u64, u64));
+
+fn header_entries(bytes: &[u8]) -> Option<(u64, Vec<HeaderEntry>)> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let end = 8usize.checked_add(usize::try_from(n).ok()?)?;
+    let v: serde_json::Value = serde_json::from_slice(bytes.get(8..end)?).ok()?;
+    let mut out = Vec::new();
+    for (name, t) in v.as_object()? {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = t.get("dtype")?.as_str()?.to_string();
+        let shape = t
+            .get("shape")?
+            .as_array()?
+            .iter()
+            .map(|x| x.as_u64())
+            .collect::<Option<Vec<u64>>>()?;
+        let off = t.get("data_offsets")?.as_array()?;
+        let (a, b) = (off.first()?.as_u64()?, off.get(1)?.as_u64()?);
+        out.push((name.clone(), dtype, shape, (a, b)));
+    }
+    out.sort_by_key(|e| e.3);
+    Some((n, out))
+}
+
+fn explain(bytes: &[u8], e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    let len = bytes.len() as u64;
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    match e {
+        E::HeaderTooSmall => {
+            format!("not a safetensors file ({len} bytes; the header length alone needs 8)")
+        }
+        E::HeaderTooLarge => format!(
+            "not a safetensors file (its first 8 bytes give a header length of {} bytes, more than safetensors allows)",
+            n.unwrap_or(0)
+        ),
+        E::InvalidHeaderLength => format!(
+            "truncated or not a safetensors file (the header is {} bytes long, but the file holds only {len})",
+            n.unwrap_or(0)
+        ),
+        E::InvalidHeader(_) => "not a safetensors file (its header is not UTF-8 text)".into(),
+        E::InvalidHeaderDeserialization(err) => {
+            format!("not a safetensors file (its header is not the expected JSON: {err})")
+        }
+        E::InvalidOffset(name) => format!(
+            "header offsets don't match the data: tensor {name:?} does not start where the previous one ends"
+        ),
+        E::TensorInvalidInfo => {
+            let bad = header_entries(bytes).and_then(|(_, es)| {
+                es.into_iter().find_map(|(name, dtype, shape, (a, b))| {
+                    let need = dtype_bytes(&dtype)?
+                        .checked_mul(shape.iter().try_fold(1u64, |p, &x| p.checked_mul(x))?)?;
+                    (b.checked_sub(a) != Some(need)).then(|| {
+                        format!(
+                            "header offsets don't match: tensor {name:?} spans bytes {a}..{b} ({} bytes), but shape {shape:?} of {dtype} needs {need}",
+                            b.saturating_sub(a)
+                        )
+                    })
+                })
+            });
+            bad.unwrap_or_else(|| {
+                "header offsets don't match a tensor's shape and dtype".to_string()
+            })
+        }
+        E::MetadataIncompleteBuffer => match header_entries(bytes) {
+            Some((n, es)) => {
+                let data_end = es.iter().map(|e| e.3.1).max().unwrap_or(0);
+                let want = 8 + n + data_end;
+                if want > len {
+                    format!(
+                        "truncated: the header describes {want} bytes, but the file holds only {len} (an interrupted copy or capture?)"
+                    )
+                } else {
+                    format!(
+                        "header offsets don't match the file: {} bytes after the last tensor's data",
+                        len - want
+                    )
+                }
+            }
+            None => "header offsets don't match the file size".into(),
+        },
+        E::ValidationOverflow => "a tensor's shape is too large (its size overflows)".to_string(),
+        other => format!("not a valid safetensors file: {other}"),
+    }
 }

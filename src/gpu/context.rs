@@ -45,6 +45,10 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub(crate) caches: Caches,
+    /// The first error the device reported outside any error scope (out of memory, a
+    /// validation error, device lost), recorded by the callbacks installed in `open`
+    /// instead of wgpu's default panic; `check` turns it into an `Error::DeviceFault`.
+    fault: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// One line per adapter for `saeforge devices`.
@@ -183,13 +187,59 @@ impl Gpu {
             ))
         })?;
         tracing::info!(adapter = %info.name, backend = ?info.backend, "opened device");
+        let fault: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let record = |fault: &Arc<std::sync::Mutex<Option<String>>>, msg: String| {
+            tracing::debug!("{msg}");
+            let mut f = fault.lock().unwrap_or_else(|p| p.into_inner());
+            if f.is_none() {
+                *f = Some(msg);
+            }
+        };
+        let (f, name) = (fault.clone(), info.name.clone());
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let first = |s: &str| s.lines().next().unwrap_or("").trim().to_string();
+            let msg = match &e {
+                wgpu::Error::OutOfMemory { .. } => format!("adapter {name} ran out of memory"),
+                wgpu::Error::Validation { description, .. } => {
+                    format!(
+                        "adapter {name} reported a validation error (a bug in saeforge): {}",
+                        first(description)
+                    )
+                }
+                wgpu::Error::Internal { description, .. } => {
+                    format!(
+                        "adapter {name} reported an internal error: {}",
+                        first(description)
+                    )
+                }
+            };
+            record(&f, msg);
+        }));
+        let (f, name) = (fault.clone(), info.name.clone());
+        device.set_device_lost_callback(move |reason, msg| {
+            let msg = msg.lines().next().unwrap_or("").trim().to_string();
+            record(
+                &f,
+                format!("the device on adapter {name} was lost ({reason:?}: {msg})"),
+            );
+        });
         Ok(Gpu {
             device,
             queue,
             info,
             limits,
             caches: Caches::default(),
+            fault,
         })
+    }
+
+    /// Err(DeviceFault) once the device has reported an error (out of memory, device lost,
+    /// a validation error). Cheap: one lock, no wait.
+    pub fn check(&self) -> Result<()> {
+        match &*self.fault.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(msg) => Err(Error::DeviceFault(msg.clone())),
+            None => Ok(()),
+        }
     }
 
     /// True for a software rasteriser such as lavapipe (llvmpipe).
@@ -201,8 +251,8 @@ impl Gpu {
     pub fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Device(format!("device poll failed: {e}")))?;
-        Ok(())
+            .map_err(|e| Error::DeviceFault(format!("device poll failed: {e}")))?;
+        self.check()
     }
 
     pub fn encoder(&self) -> wgpu::CommandEncoder {

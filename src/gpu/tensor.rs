@@ -165,12 +165,12 @@ impl Gpu {
         });
         self.wait()?;
         rx.recv()
-            .map_err(|_| Error::Device("readback: map callback never ran".into()))?
-            .map_err(|e| Error::Device(format!("readback failed: {e}")))?;
+            .map_err(|_| Error::DeviceFault("readback: map callback never ran".into()))?
+            .map_err(|e| Error::DeviceFault(format!("readback failed: {e}")))?;
         let out = {
             let view = slice
                 .get_mapped_range()
-                .map_err(|e| Error::Device(format!("readback: {e}")))?;
+                .map_err(|e| Error::DeviceFault(format!("readback: {e}")))?;
             bytemuck::cast_slice::<u8, T>(&view).to_vec()
         };
         staging.unmap();

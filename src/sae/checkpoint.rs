@@ -27,6 +27,65 @@ pub struct Checkpoint {
     /// Input scale (mean ||x|| = sqrt(d) after scaling).
     pub scale: f32,
     pub config: TrainConfig,
+    /// The shards the run reads, as they were: a resume refuses data that changed since
+    /// (it would silently train on something else). Empty in older checkpoints.
+    pub data: Vec<ShardPrint>,
+}
+
+/// What identifies a shard for a resume: path, tensor, dtype, shape and file size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardPrint {
+    pub path: PathBuf,
+    pub tensor: String,
+    pub dtype: crate::data::FloatType,
+    pub shape: Vec<usize>,
+    pub bytes: u64,
+}
+
+impl ShardPrint {
+    pub fn of(s: &crate::data::Shard) -> ShardPrint {
+        ShardPrint {
+            path: s.path.clone(),
+            tensor: s.tensor.clone(),
+            dtype: s.dtype,
+            shape: s.shape.clone(),
+            bytes: std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0),
+        }
+    }
+
+    /// Err naming the first difference between the shards a checkpoint was trained on and
+    /// the shards found now.
+    pub fn check_same(was: &[ShardPrint], now: &[ShardPrint], dir: &Path) -> Result<()> {
+        if was.is_empty() || was == now {
+            return Ok(());
+        }
+        let why = if was.len() != now.len() {
+            format!("it had {} shards, now {}", was.len(), now.len())
+        } else {
+            let (a, b) = was
+                .iter()
+                .zip(now)
+                .find(|(a, b)| a != b)
+                .expect("the lists differ");
+            format!(
+                "{} was {:?} {:?} {:?} ({} bytes), now {} is {:?} {:?} {:?} ({} bytes)",
+                a.path.display(),
+                a.tensor,
+                a.dtype,
+                a.shape,
+                a.bytes,
+                b.path.display(),
+                b.tensor,
+                b.dtype,
+                b.shape,
+                b.bytes
+            )
+        };
+        Err(Error::input(format!(
+            "--resume {}: the data changed since the checkpoint ({why}); a resumed run must read the same shards (restore them, or start a new run)",
+            dir.display()
+        )))
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -37,6 +96,8 @@ struct Meta {
     threshold: f32,
     grad_norm: f32,
     config: TrainConfig,
+    #[serde(default)]
+    data: Vec<ShardPrint>,
 }
 
 pub fn path(out: &Path) -> PathBuf {
@@ -74,6 +135,7 @@ impl Checkpoint {
             threshold: st.threshold,
             grad_norm: st.grad_norm,
             config: self.config.clone(),
+            data: self.data.clone(),
         };
         let mut md = HashMap::new();
         md.insert(
@@ -83,10 +145,13 @@ impl Checkpoint {
         write_safetensors(&dir.join(CHECKPOINT_FILE), &tensors, Some(md))
     }
 
+    /// Load and check a checkpoint: every tensor present with the dtype and length the
+    /// config implies, so a damaged file is refused here rather than crashing a step.
     pub fn load(out: &Path) -> Result<Checkpoint> {
         let file = path(out);
-        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+        let bytes = crate::data::read_input(&file)?;
         let bad = |m: String| Error::input(format!("{}: {m}", file.display()));
+        let st = crate::data::parse_safetensors(&file, &bytes)?;
         let (_, header) = SafeTensors::read_metadata(&bytes)
             .map_err(|e| bad(format!("not a checkpoint: {e}")))?;
         let meta_text = header
@@ -96,66 +161,81 @@ impl Checkpoint {
             .ok_or_else(|| bad("no saeforge metadata (not a saeforge checkpoint)".into()))?;
         let meta: Meta =
             serde_json::from_str(meta_text).map_err(|e| bad(format!("bad metadata: {e}")))?;
-        let st =
-            SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a checkpoint: {e}")))?;
-        let f32s = |name: &str| -> Result<Vec<f32>> {
-            let v = st
-                .tensor(name)
-                .map_err(|_| bad(format!("missing tensor {name:?}")))?;
-            Ok(bytemuck::pod_collect_to_vec::<u8, f32>(v.data()))
-        };
-        let u32s = |name: &str| -> Result<Vec<u32>> {
-            let v = st
-                .tensor(name)
-                .map_err(|_| bad(format!("missing tensor {name:?}")))?;
-            Ok(bytemuck::pod_collect_to_vec::<u8, u32>(v.data()))
-        };
         let cfg = meta.config.clone();
-        let params = SaeParams {
-            d: cfg.d_in,
-            n: cfg.d_sae,
-            w_enc: f32s("W_enc")?,
-            w_dec: f32s("W_dec")?,
-            b_enc: f32s("b_enc")?,
-            b_dec: f32s("b_dec")?,
-            log_threshold: f32s("log_threshold")?,
-        };
-        let expect = [
-            cfg.d_in * cfg.d_sae,
-            cfg.d_sae * cfg.d_in,
-            cfg.d_sae,
-            cfg.d_in,
-        ];
-        for (i, &len) in expect.iter().enumerate() {
-            if params.tensors()[i].len() != len {
+        let (d, n) = (cfg.d_in, cfg.d_sae);
+        if d == 0 || n == 0 {
+            return Err(bad(format!("config has d_in {d}, d_sae {n}")));
+        }
+        let tensor = |name: &str, dtype: safetensors::Dtype, len: usize| {
+            let v = st
+                .tensor(name)
+                .map_err(|_| bad(format!("missing tensor {name:?}")))?;
+            let count: usize = v.shape().iter().product();
+            if v.dtype() != dtype || count != len {
                 return Err(bad(format!(
-                    "tensor {} has {} values, config needs {len}",
-                    PARAM_NAMES[i],
-                    params.tensors()[i].len()
+                    "tensor {name:?} is {:?} {:?}; the run's config (d_in {d}, d_sae {n}) needs {dtype:?} with {len} values",
+                    v.dtype(),
+                    v.shape()
                 )));
             }
-        }
+            Ok(v)
+        };
+        let f32s = |name: &str, len: usize| -> Result<Vec<f32>> {
+            let v = tensor(name, safetensors::Dtype::F32, len)?;
+            Ok(bytemuck::pod_collect_to_vec::<u8, f32>(v.data()))
+        };
+        let u32s = |name: &str, len: usize| -> Result<Vec<u32>> {
+            let v = tensor(name, safetensors::Dtype::U32, len)?;
+            Ok(bytemuck::pod_collect_to_vec::<u8, u32>(v.data()))
+        };
+        let thr_len = if cfg.arch == super::Arch::Jumprelu {
+            n
+        } else {
+            0
+        };
+        let dn = d
+            .checked_mul(n)
+            .ok_or_else(|| bad(format!("config has d_in {d} x d_sae {n}: too large")))?;
+        let lens = [dn, dn, n, d, thr_len];
+        let mut p: [Vec<f32>; 5] = Default::default();
         let mut m: [Vec<f32>; 5] = Default::default();
         let mut v: [Vec<f32>; 5] = Default::default();
         for (i, name) in PARAM_NAMES.iter().enumerate() {
-            m[i] = f32s(&format!("adam_m.{name}"))?;
-            v[i] = f32s(&format!("adam_v.{name}"))?;
+            p[i] = f32s(name, lens[i])?;
+            m[i] = f32s(&format!("adam_m.{name}"), lens[i])?;
+            v[i] = f32s(&format!("adam_v.{name}"), lens[i])?;
         }
+        let [w_enc, w_dec, b_enc, b_dec, log_threshold] = p;
+        let params = SaeParams {
+            d,
+            n,
+            w_enc,
+            w_dec,
+            b_enc,
+            b_dec,
+            log_threshold,
+        };
         let state = TrainState {
             params,
             moments: Moments { m, v },
             step: meta.step,
-            since_fired: u32s("since_fired")?,
-            fire_total: u32s("fire_total")?,
+            since_fired: u32s("since_fired", n)?,
+            fire_total: u32s("fire_total", n)?,
             threshold: meta.threshold,
-            metrics: f32s("metrics")?,
+            metrics: f32s("metrics", crate::reference::reduce::METRIC_SLOTS)?,
             grad_norm: meta.grad_norm,
         };
+        if !state.params.all_finite() {
+            return Err(bad(
+                "parameters hold NaN or Inf (a damaged checkpoint)".into()
+            ));
+        }
         Ok(Checkpoint {
             state,
             batches: meta.batches,
             scale: meta.scale,
             config: cfg,
+            data: meta.data,
         })
     }
 }

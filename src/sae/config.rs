@@ -58,7 +58,7 @@ pub struct TrainArgs {
     #[arg(long, num_args = 1..)]
     pub eval_data: Option<Vec<PathBuf>>,
     /// Fraction of every shard (its last rows) held out for evaluation instead.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub eval_fraction: Option<f64>,
     /// Output folder.
     #[arg(long)]
@@ -79,19 +79,19 @@ pub struct TrainArgs {
     #[arg(long)]
     pub k_aux: Option<usize>,
     /// AuxK loss coefficient (default 1/32).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub aux_coef: Option<f32>,
     /// L1 coefficient for relu (default 5).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub l1: Option<f32>,
     /// L0 coefficient for jumprelu (default 1).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub l0: Option<f32>,
     /// Initial JumpReLU threshold (default 0.001).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub threshold_init: Option<f32>,
     /// JumpReLU straight-through bandwidth (default 0.001).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub bandwidth: Option<f32>,
     /// Rows per step (default 4096).
     #[arg(long)]
@@ -103,19 +103,19 @@ pub struct TrainArgs {
     #[arg(long)]
     pub tokens: Option<u64>,
     /// Learning rate (default 2e-4 / sqrt(d_sae / 16384)).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
     /// Adam beta1 (default 0.9).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub beta1: Option<f32>,
     /// Adam beta2 (default 0.999).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub beta2: Option<f32>,
     /// Adam epsilon (default 1e-8).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub adam_eps: Option<f32>,
     /// Decoupled weight decay (default 0).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f32>,
     /// Learning-rate warm-up steps (default 5% of the steps, at most 1000).
     #[arg(long)]
@@ -127,20 +127,20 @@ pub struct TrainArgs {
     #[arg(long)]
     pub sparsity_warmup: Option<u64>,
     /// Global gradient-norm clip (default 1; 0 disables).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub grad_clip: Option<f32>,
     /// Decoder row norms (default unit for topk / batchtopk / jumprelu, free for relu).
     #[arg(long, value_enum)]
     pub decoder_norm: Option<DecoderNorm>,
     /// Scale inputs so that the mean ||x|| = sqrt(d), folded into the export (default true).
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub normalize: Option<bool>,
     /// A latent is dead after this many tokens without firing (default: the run's tokens / 5,
     /// at most 10M).
     #[arg(long)]
     pub dead_tokens: Option<u64>,
     /// BatchTopK threshold EMA decay (default 0.99).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub threshold_ema: Option<f32>,
     /// Seed for initialisation and data order (default 0).
     #[arg(long)]
@@ -173,10 +173,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub init_rows: Option<usize>,
     /// Drop rows with NaN/Inf instead of stopping.
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub skip_nonfinite: Option<bool>,
     /// Replace an existing run in --out.
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub overwrite: Option<bool>,
     /// Continue the run in this folder from its checkpoint.
     #[arg(long)]
@@ -231,8 +231,38 @@ pub struct TrainConfig {
 }
 
 impl TrainArgs {
+    /// The first float option that is NaN or infinite (JSON, used to merge, has no such
+    /// numbers, so they would silently become "unset").
+    fn nonfinite(&self) -> Option<(&'static str, f64)> {
+        let f32s = [
+            ("aux-coef", self.aux_coef),
+            ("l1", self.l1),
+            ("l0", self.l0),
+            ("threshold-init", self.threshold_init),
+            ("bandwidth", self.bandwidth),
+            ("lr", self.lr),
+            ("beta1", self.beta1),
+            ("beta2", self.beta2),
+            ("adam-eps", self.adam_eps),
+            ("weight-decay", self.weight_decay),
+            ("grad-clip", self.grad_clip),
+            ("threshold-ema", self.threshold_ema),
+        ];
+        f32s.into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v as f64)))
+            .chain(self.eval_fraction.map(|v| ("eval-fraction", v)))
+            .find(|(_, v)| !v.is_finite())
+    }
+
     /// Overlay: values set here win over `file`'s.
     pub fn merged_over(&self, file: &TrainArgs) -> Result<TrainArgs> {
+        for a in [self, file] {
+            if let Some((flag, v)) = a.nonfinite() {
+                return Err(Error::input(format!(
+                    "--{flag} {v}: expected a finite number"
+                )));
+            }
+        }
         let mut base = serde_json::to_value(file).expect("plain data");
         let top = serde_json::to_value(self).expect("plain data");
         if let (Some(b), Some(t)) = (base.as_object_mut(), top.as_object()) {
@@ -251,7 +281,9 @@ impl TrainArgs {
 
     /// Read a TOML config file.
     pub fn from_toml(path: &Path) -> Result<TrainArgs> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::data::read_input(path).map_err(|e| e.with_hint("--config"))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::input(format!("--config {}: not UTF-8 text", path.display())))?;
         toml::from_str(&text).map_err(|e| {
             let msg = e.message().to_string();
             Error::input(format!(
@@ -263,9 +295,63 @@ impl TrainArgs {
     }
 }
 
+/// Flags that may be given with --resume: they change how long or how fast the run goes on,
+/// or where, never what it trains on. Anything else would silently train something other
+/// than the run being resumed, so it is refused.
+pub const RESUME_FLAGS: [&str; 7] = [
+    "steps",
+    "tokens",
+    "lr",
+    "skip_nonfinite",
+    "device",
+    "adapter",
+    "prefetch",
+];
+
+impl TrainArgs {
+    /// Refuse flags that --resume would otherwise ignore.
+    pub fn check_resume(&self) -> Result<()> {
+        let dir = self.resume.as_ref().expect("called with --resume");
+        if self.config.is_some() {
+            return Err(Error::input(format!(
+                "--config cannot be combined with --resume (the run's own config is in {})",
+                dir.join("config.json").display()
+            )));
+        }
+        if self.overwrite == Some(true) {
+            return Err(Error::input(
+                "--overwrite cannot be combined with --resume (pick one: replace the run, or continue it)",
+            ));
+        }
+        let v = serde_json::to_value(self).expect("plain data");
+        for (k, val) in v.as_object().expect("struct") {
+            if !val.is_null() && !RESUME_FLAGS.contains(&k.as_str()) && k != "overwrite" {
+                return Err(Error::input(format!(
+                    "--{} cannot be changed on --resume (the run's config is in {}; with --resume only --{} may be given)",
+                    k.replace('_', "-"),
+                    dir.join("config.json").display(),
+                    RESUME_FLAGS.map(|f| f.replace('_', "-")).join(", --")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `v` > 0 (NaN is refused too).
 fn positive<T: PartialOrd + Default + std::fmt::Display + Copy>(flag: &str, v: T) -> Result<T> {
-    if v <= T::default() {
+    if !(v > T::default()) {
         return Err(Error::input(format!("--{flag} {v}: expected a value > 0")));
+    }
+    Ok(v)
+}
+
+/// A finite float > 0.
+fn positive_f32(flag: &str, v: f32) -> Result<f32> {
+    if !(v > 0.0 && v.is_finite()) {
+        return Err(Error::input(format!(
+            "--{flag} {v}: expected a finite value > 0"
+        )));
     }
     Ok(v)
 }
@@ -281,14 +367,25 @@ impl TrainConfig {
             .ok_or_else(|| Error::input("--out: missing (the folder for the run)"))?;
         let arch = a.arch.unwrap_or(Arch::Topk);
         let expansion = positive("expansion", a.expansion.unwrap_or(32))?;
-        let d_sae = positive("d-sae", a.d_sae.unwrap_or(expansion * d_in))?;
+        let d_sae = match a.d_sae {
+            Some(n) => positive("d-sae", n)?,
+            None => expansion.checked_mul(d_in).ok_or_else(|| {
+                Error::input(format!(
+                    "--expansion {expansion}: d_sae = {expansion} x d ({d_in}) is too large"
+                ))
+            })?,
+        };
         let k = positive("k", a.k.unwrap_or(32))?;
         if matches!(arch, Arch::Topk | Arch::Batchtopk) && k > d_sae {
             return Err(Error::input(format!(
                 "--k {k}: expected at most d_sae = {d_sae}"
             )));
         }
-        let k_aux = a.k_aux.unwrap_or((d_in / 2).max(1)).min(d_sae);
+        let k_aux = match a.k_aux {
+            Some(v) => positive("k-aux", v)?,
+            None => (d_in / 2).max(1),
+        }
+        .min(d_sae);
         let batch = positive("batch", a.batch.unwrap_or(4096))?;
         let steps = match (a.steps, a.tokens) {
             (Some(s), _) => positive("steps", s)?,
@@ -296,7 +393,7 @@ impl TrainConfig {
             (None, None) => total_rows.div_ceil(batch as u64).max(1),
         };
         let lr = a.lr.unwrap_or(2e-4 / (d_sae as f32 / 16384.0).sqrt());
-        positive("lr", lr)?;
+        positive_f32("lr", lr)?;
         let eval_fraction = a.eval_fraction.unwrap_or(0.0);
         if !(0.0..1.0).contains(&eval_fraction) {
             return Err(Error::input(format!(
@@ -321,7 +418,7 @@ impl TrainConfig {
                 Ok(v)
             }
         };
-        let tokens = steps * batch as u64;
+        let tokens = steps.saturating_mul(batch as u64);
         let cfg = TrainConfig {
             data,
             tensor: a.tensor.clone(),
@@ -336,14 +433,14 @@ impl TrainConfig {
             aux_coef: nonneg("aux-coef", a.aux_coef.unwrap_or(1.0 / 32.0))?,
             l1: nonneg("l1", a.l1.unwrap_or(5.0))?,
             l0: nonneg("l0", a.l0.unwrap_or(1.0))?,
-            threshold_init: positive("threshold-init", a.threshold_init.unwrap_or(0.001))?,
-            bandwidth: positive("bandwidth", a.bandwidth.unwrap_or(0.001))?,
+            threshold_init: positive_f32("threshold-init", a.threshold_init.unwrap_or(0.001))?,
+            bandwidth: positive_f32("bandwidth", a.bandwidth.unwrap_or(0.001))?,
             batch,
             steps,
             lr,
             beta1,
             beta2,
-            adam_eps: positive("adam-eps", a.adam_eps.unwrap_or(1e-8))?,
+            adam_eps: positive_f32("adam-eps", a.adam_eps.unwrap_or(1e-8))?,
             weight_decay: nonneg("weight-decay", a.weight_decay.unwrap_or(0.0))?,
             lr_warmup: a.lr_warmup.unwrap_or((steps / 20).min(1000)),
             lr_decay: a.lr_decay.unwrap_or(LrDecay::Constant),
@@ -366,7 +463,7 @@ impl TrainConfig {
             adapter: a.adapter.clone(),
             log_every: positive("log-every", a.log_every.unwrap_or((steps / 100).max(1)))?,
             eval_every: a.eval_every.unwrap_or((steps / 10).max(1)),
-            eval_rows: a.eval_rows.unwrap_or(8192),
+            eval_rows: positive("eval-rows", a.eval_rows.unwrap_or(8192))?,
             checkpoint_every: a.checkpoint_every.unwrap_or((steps / 10).max(1)),
             shuffle_rows: a.shuffle_rows.unwrap_or(1 << 20),
             prefetch: a.prefetch.unwrap_or(4).max(1),
@@ -380,6 +477,44 @@ impl TrainConfig {
             )));
         }
         Ok(cfg)
+    }
+
+    /// Apply the flags --resume accepts (see `RESUME_FLAGS`) to a checkpoint's config.
+    /// `at_step` is the checkpoint's step: a budget below it is refused.
+    pub fn apply_resume_overrides(&mut self, a: &TrainArgs, at_step: u64) -> Result<()> {
+        if let Some(s) = a.steps {
+            self.steps = positive("steps", s)?;
+        } else if let Some(t) = a.tokens {
+            self.steps = positive("tokens", t)?.div_ceil(self.batch as u64);
+        }
+        if self.steps < at_step {
+            return Err(Error::input(format!(
+                "--steps {}: the run in {} is already at step {at_step}; give at least that many",
+                self.steps,
+                self.out.display()
+            )));
+        }
+        if let Some(lr) = a.lr {
+            self.lr = positive_f32("lr", lr)?;
+        }
+        if let Some((flag, v)) = a.nonfinite() {
+            return Err(Error::input(format!(
+                "--{flag} {v}: expected a finite number"
+            )));
+        }
+        if let Some(v) = a.skip_nonfinite {
+            self.skip_nonfinite = v;
+        }
+        if let Some(v) = a.device {
+            self.device = v;
+        }
+        if a.adapter.is_some() {
+            self.adapter = a.adapter.clone();
+        }
+        if let Some(p) = a.prefetch {
+            self.prefetch = p.max(1);
+        }
+        Ok(())
     }
 
     /// Tokens the run trains on.

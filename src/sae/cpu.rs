@@ -299,6 +299,20 @@ pub fn gradients(
         beta: 0.0,
     };
     gemm(&enc, &xc, &p.w_enc, Some(&p.b_enc), &mut pre);
+    if pre.iter().any(|v| !v.is_finite()) {
+        // The run has diverged (the data are checked, so the parameters overflowed). Top-k
+        // has no order on NaN: poison the gradients and the loss instead, so the trainer
+        // stops at its next check exactly as it does when the GPU engine meets a NaN.
+        st.metrics[crate::reference::reduce::slot::SSE as usize] = f32::NAN;
+        let nan = |len: usize| vec![f32::NAN; len];
+        return Grads {
+            w_enc: nan(d * n),
+            w_dec: nan(n * d),
+            b_enc: nan(n),
+            b_dec: nan(d),
+            log_threshold: nan(p.log_threshold.len()),
+        };
+    }
 
     let mut norms = vec![0.0f32; n];
     row_norms(&p.w_dec, n, d, &mut norms);

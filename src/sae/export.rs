@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use safetensors::SafeTensors;
 use serde_json::{Value, json};
 
 use super::{Arch, SaeParams, TrainConfig};
@@ -148,11 +147,23 @@ impl SaeModel {
         let cfg_path = dir.join(CFG_FILE);
         if !dir.is_dir() {
             return Err(Error::input(format!(
-                "{}: not an SAE folder (no such folder)",
+                "{}: not an SAE folder ({})",
+                dir.display(),
+                if dir.exists() {
+                    "a file, expected a folder with cfg.json and sae_weights.safetensors"
+                } else {
+                    "no such folder"
+                }
+            )));
+        }
+        if !cfg_path.is_file() {
+            return Err(Error::input(format!(
+                "{}: not an SAE folder (no {CFG_FILE}; expected the SAELens layout: {CFG_FILE} and {WEIGHTS_FILE})",
                 dir.display()
             )));
         }
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let text = String::from_utf8(crate::data::read_input(&cfg_path)?)
+            .map_err(|_| Error::input(format!("{}: not UTF-8 text", cfg_path.display())))?;
         let cfg: Value = serde_json::from_str(&text)
             .map_err(|e| Error::input(format!("{}: not valid JSON: {e}", cfg_path.display())))?;
         let bad_cfg = |msg: String| Error::input(format!("{}: {msg}", cfg_path.display()));
@@ -164,6 +175,11 @@ impl SaeModel {
         };
         let d = get_usize("d_in")?;
         let n = get_usize("d_sae")?;
+        if d == 0 || n == 0 {
+            return Err(bad_cfg(format!(
+                "d_in = {d}, d_sae = {n}: expected both at least 1"
+            )));
+        }
         let arch = cfg
             .get("architecture")
             .and_then(Value::as_str)
@@ -192,13 +208,14 @@ impl SaeModel {
             }
         }
         let wpath = dir.join(WEIGHTS_FILE);
-        let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-            Error::input(format!(
-                "{}: not a valid safetensors file: {e}",
-                wpath.display()
-            ))
-        })?;
+        if !wpath.is_file() {
+            return Err(Error::input(format!(
+                "{}: not an SAE folder (no {WEIGHTS_FILE} beside {CFG_FILE})",
+                dir.display()
+            )));
+        }
+        let bytes = crate::data::read_input(&wpath)?;
+        let st = crate::data::parse_safetensors(&wpath, &bytes)?;
         let mut expected: BTreeMap<&str, Vec<usize>> = BTreeMap::from([
             ("W_enc", vec![d, n]),
             ("W_dec", vec![n, d]),
@@ -283,13 +300,8 @@ pub fn load_sparsity(dir: &Path) -> Result<Option<Vec<f32>>> {
     if !path.exists() {
         return Ok(None);
     }
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-        Error::input(format!(
-            "{}: not a valid safetensors file: {e}",
-            path.display()
-        ))
-    })?;
+    let bytes = crate::data::read_input(&path)?;
+    let st = crate::data::parse_safetensors(&path, &bytes)?;
     let v = st
         .tensor("sparsity")
         .map_err(|_| Error::input(format!("{}: missing tensor \"sparsity\"", path.display())))?;

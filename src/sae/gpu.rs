@@ -225,7 +225,45 @@ impl GpuEngine {
             n,
             step: st.step,
         };
+        // Allocation failures arrive through the device's error callback, not as a Result.
+        eng.gpu.check().map_err(|e| {
+            Error::Device(format!(
+                "{e} while allocating the training buffers (about {:.1} MiB for --d-sae {n}, --batch {rows}); lower --d-sae or --batch, or use --device cpu",
+                super::train::estimate_bytes(cfg) as f64 / 1048576.0
+            ))
+        })?;
         Ok(eng)
+    }
+
+    /// Refuse, before anything is allocated or read, a run whose largest tensors do not fit
+    /// one storage binding of this adapter: name the tensor, what it needs and what the
+    /// adapter allows.
+    pub fn check_capacity(gpu: &Gpu, cfg: &TrainConfig) -> Result<()> {
+        let (d, n, b) = (cfg.d_in as u128, cfg.d_sae as u128, cfg.batch as u128);
+        let mut big: Vec<(&str, [u128; 2])> = vec![
+            ("W_enc", [d, n]),
+            ("W_dec", [n, d]),
+            ("pre-activations", [b, n]),
+            ("batch", [b, d]),
+        ];
+        if matches!(cfg.arch, Arch::Topk | Arch::Batchtopk) {
+            big.push(("codes", [b, cfg.k as u128]));
+            big.push(("AuxK codes", [b, cfg.k_aux as u128]));
+        }
+        let allows = gpu.max_binding() as u128;
+        let mib = |x: u128| x as f64 / 1048576.0;
+        for (what, [r, c]) in big {
+            let bytes = r * c * 4;
+            if bytes > allows {
+                return Err(Error::Device(format!(
+                    "--d-sae {n} with --batch {b}: {what} [{r}, {c}] needs {:.1} MiB in one storage binding, but adapter {} allows {:.1} MiB; lower --d-sae or --batch, or use --device cpu",
+                    mib(bytes),
+                    gpu.info.name,
+                    mib(allows)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The sparse backward of `cpu::sparse_backward`: slot gradients, ReLU mask, transpose,
@@ -607,6 +645,8 @@ impl StepEngine for GpuEngine {
         let mut enc = g.encoder();
         self.record_step(&mut enc)?;
         g.submit(enc);
+        // Out of memory, device lost or a driver error: reported by the device's callbacks.
+        g.check()?;
         self.step += 1;
         Ok(())
     }

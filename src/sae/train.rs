@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::checkpoint::{self, Checkpoint};
+use super::checkpoint::{self, Checkpoint, ShardPrint};
 use super::cpu::{self, TrainState};
 use super::export::{CFG_FILE, SaeModel};
 use super::{Arch, SaeParams, TrainArgs, TrainConfig};
@@ -85,6 +85,10 @@ pub struct TrainOutcome {
     pub tokens_per_s: f64,
     pub engine: String,
     pub interrupted: bool,
+    /// The run's budget (steps) when it stopped.
+    pub total_steps: u64,
+    /// Rows dropped for holding NaN / Inf (with --skip-nonfinite).
+    pub skipped_rows: u64,
     pub last: Option<Record>,
 }
 
@@ -167,13 +171,99 @@ fn mean_norm(x: &[f32], d: usize) -> f64 {
         / rows.max(1) as f64
 }
 
-/// `saeforge train`.
+/// Bytes an engine holds for a run, roughly: parameters, gradients and two Adam moments,
+/// plus the per-batch buffers (pre-activations and their gradients, rows x d_sae, dominate).
+pub fn estimate_bytes(cfg: &TrainConfig) -> u128 {
+    let (d, n, b) = (cfg.d_in as u128, cfg.d_sae as u128, cfg.batch as u128);
+    let params = 2 * d * n + 3 * n + d;
+    4 * (4 * params + 3 * b * n + 4 * b * d)
+}
+
+/// What the user can do next, given the checkpoint on disk (its step, if any).
+fn checkpoint_note(cfg: &TrainConfig, last: Option<u64>) -> String {
+    match last {
+        Some(s) => format!(
+            "the last checkpoint (step {s}) in {} is intact; continue with: saeforge train --resume {}",
+            cfg.out.join(checkpoint::CHECKPOINT_DIR).display(),
+            cfg.out.display()
+        ),
+        None => "no checkpoint had been written yet".to_string(),
+    }
+}
+
+/// Files a run writes into its folder (besides checkpoint/ and plots/).
+const RUN_FILES: [&str; 5] = [
+    CFG_FILE,
+    super::export::WEIGHTS_FILE,
+    super::export::SPARSITY_FILE,
+    "training.jsonl",
+    "config.json",
+];
+const PLOT_NAMES: [&str; 5] = [
+    "loss",
+    "l0",
+    "explained_variance",
+    "dead_fraction",
+    "feature_density",
+];
+
+/// Create the output folder and clear what a killed process left (temporary files); with
+/// --overwrite, remove the previous run's files (only the ones saeforge writes) so that a
+/// new run stopped early never sits beside a stale dictionary. Failing here is a bad --out.
+fn prepare_out(cfg: &TrainConfig, overwrite: bool) -> Result<()> {
+    let out = &cfg.out;
+    let bad = |e: std::io::Error| {
+        Error::input(format!(
+            "--out {}: cannot write the output folder ({e})",
+            out.display()
+        ))
+    };
+    std::fs::create_dir_all(out).map_err(bad)?;
+    let ck = out.join(checkpoint::CHECKPOINT_DIR);
+    let plots = out.join("plots");
+    for dir in [out, &ck, &plots] {
+        let n = crate::io::remove_stale_temps(dir);
+        if n > 0 {
+            tracing::info!("removed {n} temporary file(s) left in {}", dir.display());
+        }
+    }
+    if overwrite {
+        for f in RUN_FILES {
+            let p = out.join(f);
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(bad)?;
+            }
+        }
+        let state = checkpoint::path(out);
+        if state.exists() {
+            std::fs::remove_file(&state).map_err(bad)?;
+        }
+        let _ = std::fs::remove_dir(&ck);
+        for name in PLOT_NAMES {
+            for ext in ["png", "svg"] {
+                let _ = std::fs::remove_file(plots.join(format!("{name}.{ext}")));
+            }
+        }
+        let _ = std::fs::remove_dir(&plots);
+    }
+    crate::io::write_json(&out.join("config.json"), cfg).map_err(|e| match e {
+        Error::Io { source, .. } => bad(source),
+        e => e,
+    })
+}
+
+/// `saeforge train`. Every input is checked before anything is written: the shards, the
+/// flags, the output folder, the device (and whether the dictionary fits it); then the
+/// loop runs, checkpointing atomically, and stops cleanly on SIGINT / SIGTERM, on bad data
+/// (before the bad batch reaches the parameters), on divergence and on device faults,
+/// always leaving the last good checkpoint in place.
 pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
     install_signal_handler();
     INTERRUPTED.store(false, Ordering::SeqCst);
 
-    // Resolve the configuration (a resumed run keeps its own, except a longer budget).
+    // Resolve the configuration (a resumed run keeps its own; see `RESUME_FLAGS`).
     let (cfg, resume_from) = if let Some(dir) = &args.resume {
+        args.check_resume()?;
         if !checkpoint::path(dir).exists() {
             return Err(Error::input(format!(
                 "--resume {}: no checkpoint at {}",
@@ -184,11 +274,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
         let ck = Checkpoint::load(dir)?;
         let mut cfg = ck.config.clone();
         cfg.out = dir.clone();
-        if let Some(s) = args.steps {
-            cfg.steps = s;
-        } else if let Some(t) = args.tokens {
-            cfg.steps = t.div_ceil(cfg.batch as u64);
-        }
+        cfg.apply_resume_overrides(args, ck.state.step)?;
         (cfg, Some(ck))
     } else {
         let file = match &args.config {
@@ -215,12 +301,30 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
                 cfg.out.display()
             )));
         }
+        if cfg.out.exists() && !cfg.out.is_dir() {
+            return Err(Error::input(format!(
+                "--out {}: is a file, expected a folder",
+                cfg.out.display()
+            )));
+        }
         (cfg, None)
     };
+    let resuming = resume_from.is_some();
+    let overwrite = !resuming && args.overwrite.unwrap_or(false);
 
     // Data: validate every shard before any work.
-    let paths = discover(&cfg.data)?;
+    let paths = discover(&cfg.data).map_err(|e| {
+        if resuming {
+            e.with_hint("the resumed run reads the data named in its config.json")
+        } else {
+            e
+        }
+    })?;
     let shards = Arc::new(open_shards(&paths, cfg.tensor.as_deref())?);
+    let prints: Vec<ShardPrint> = shards.iter().map(ShardPrint::of).collect();
+    if let Some(ck) = &resume_from {
+        ShardPrint::check_same(&ck.data, &prints, &cfg.out)?;
+    }
     if shards[0].d != cfg.d_in {
         return Err(Error::input(format!(
             "{}: d = {}, but the run was configured for d = {}",
@@ -230,6 +334,28 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
         )));
     }
     let (train_ranges, eval_ranges) = split(&shards, cfg.eval_fraction);
+    if train_ranges.iter().all(|(a, b)| a == b) {
+        return Err(Error::input(format!(
+            "--eval-fraction {}: leaves no training rows",
+            cfg.eval_fraction
+        )));
+    }
+
+    // Engine, and whether the run fits it, before anything large is allocated.
+    let (engine_kind, why) = select_engine(cfg.device, cfg.adapter.as_deref())?;
+    match &engine_kind {
+        Engine::Gpu(gpu) => super::gpu::GpuEngine::check_capacity(gpu, &cfg)?,
+        Engine::Cpu => crate::io::check_host_memory(
+            &format!(
+                "--d-sae {} with --batch {} on the CPU engine",
+                cfg.d_sae, cfg.batch
+            ),
+            estimate_bytes(&cfg),
+            "lower --d-sae or --batch",
+        )?,
+    }
+    let engine_name = engine_kind.name();
+
     let eval_x: Option<(Vec<f32>, usize)> = if !cfg.eval_data.is_empty() {
         let ep = discover(&cfg.eval_data)?;
         let es = Arc::new(open_shards(&ep, cfg.tensor.as_deref())?);
@@ -245,6 +371,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
         let ranges = es.iter().map(|s| (0, s.rows as u64)).collect();
         let rows = cfg.eval_rows.min(total);
         let mut st = BatchStream::new(es, ranges, 0, rows, 0)?;
+        st.skip_nonfinite = cfg.skip_nonfinite;
         let b = st.next_batch()?;
         Some((b.data, b.rows))
     } else if cfg.eval_fraction > 0.0 {
@@ -254,6 +381,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
         } else {
             let rows = (cfg.eval_rows as u64).min(total) as usize;
             let mut st = BatchStream::new(shards.clone(), eval_ranges.clone(), 0, rows, 0)?;
+            st.skip_nonfinite = cfg.skip_nonfinite;
             let b = st.next_batch()?;
             Some((b.data, b.rows))
         }
@@ -261,12 +389,9 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
         None
     };
 
-    // Engine.
-    let (engine_kind, why) = select_engine(cfg.device, cfg.adapter.as_deref())?;
-    eprintln!("saeforge: {why}");
-    let engine_name = engine_kind.name();
-
-    // Initial state: scale and b_dec from a sample of the training stream.
+    // Initial state: scale and b_dec from a sample of the training stream (which also
+    // meets the first NaN / Inf rows, if any, before anything is written).
+    let mut skipped_rows = 0u64;
     let (state, scale, batches) = match resume_from {
         Some(ck) => (ck.state, ck.scale, ck.batches),
         None => {
@@ -279,6 +404,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
             )?;
             st.skip_nonfinite = cfg.skip_nonfinite;
             let sample = st.next_batch()?;
+            skipped_rows += sample.skipped as u64;
             let mn = mean_norm(&sample.data, cfg.d_in);
             let scale = if cfg.normalize && mn > 0.0 {
                 ((cfg.d_in as f64).sqrt() / mn) as f32
@@ -290,14 +416,22 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
             (TrainState::new(params), scale, 0)
         }
     };
-    crate::io::create_dir(&cfg.out)?;
-    crate::io::write_json(&cfg.out.join("config.json"), &cfg)?;
 
     let start_step = state.step;
     let mut engine: Box<dyn StepEngine> = match &engine_kind {
         Engine::Cpu => Box::new(CpuEngine { st: state }),
         Engine::Gpu(gpu) => Box::new(super::gpu::GpuEngine::new(gpu.clone(), &cfg, &state)?),
     };
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        return Err(Error::Interrupted(format!(
+            "interrupted before training started; nothing was written to {}",
+            cfg.out.display()
+        )));
+    }
+
+    // Only now touch the output folder.
+    prepare_out(&cfg, overwrite)?;
+    eprintln!("saeforge: {why}");
 
     let mut stream = BatchStream::new(
         shards.clone(),
@@ -318,22 +452,56 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
 
     let mut step = start_step;
     let mut consumed = batches;
-    let mut tokens_since_log = 0u64;
+    // Metric sums in the state cover the steps since the last log, also after a resume.
+    let mut tokens_since_log = (start_step % cfg.log_every) * cfg.batch as u64;
     let mut tokens_total = start_step * cfg.batch as u64;
     let mut log_clock = Instant::now();
     let run_clock = Instant::now();
     let mut run_tokens = 0u64;
     let mut last: Option<Record> = None;
     let mut interrupted = false;
-    let mut last_good_step = start_step;
+    // The step of the checkpoint on disk, if any.
+    let mut last_checkpoint: Option<u64> = resuming.then_some(start_step);
+    let mut last_log_step = start_step;
 
     while step < cfg.steps {
-        let batch = prefetch.next()?;
+        let batch = match prefetch.next() {
+            Ok(b) => b,
+            Err(e @ Error::Input(_)) => {
+                // Bad data met while streaming: the bad batch never reached the parameters.
+                // Keep everything trained so far, then say how to go on.
+                progress.finish();
+                if last_checkpoint != Some(step) {
+                    save_checkpoint(
+                        engine.as_mut(),
+                        &cfg,
+                        consumed,
+                        scale,
+                        last_checkpoint,
+                        &prints,
+                    )?;
+                }
+                let how = if cfg.skip_nonfinite {
+                    String::new()
+                } else {
+                    " --skip-nonfinite".to_string()
+                };
+                return Err(e.with_hint(format!(
+                    "stopped before step {} with a checkpoint at step {step}; fix the data, or drop such rows with: saeforge train --resume {}{how}",
+                    step + 1,
+                    cfg.out.display()
+                )));
+            }
+            Err(e) => return Err(e.with_hint(checkpoint_note(&cfg, last_checkpoint))),
+        };
         consumed = batch.drawn;
+        skipped_rows += batch.skipped as u64;
         if batch.rows == 0 {
             continue;
         }
-        engine.step(&cfg, &batch.data, batch.rows)?;
+        engine
+            .step(&cfg, &batch.data, batch.rows)
+            .map_err(|e| e.with_hint(checkpoint_note(&cfg, last_checkpoint)))?;
         step += 1;
         tokens_since_log += batch.rows as u64;
         tokens_total += batch.rows as u64;
@@ -341,7 +509,9 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
 
         let is_last = step == cfg.steps;
         if step % cfg.log_every == 0 || is_last {
-            let (m, grad_norm) = engine.take_metrics()?;
+            let (m, grad_norm) = engine
+                .take_metrics()
+                .map_err(|e| e.with_hint(checkpoint_note(&cfg, last_checkpoint)))?;
             let s = summarize(&m, tokens_since_log, cfg.d_sae);
             let sparsity = cfg.sparsity_scale_at(step - 1);
             let aux_loss = if matches!(cfg.arch, Arch::Topk | Arch::Batchtopk) {
@@ -380,12 +550,15 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
             };
             if !r.loss.is_finite() || !grad_norm.is_finite() {
                 progress.finish();
-                return Err(Error::Internal(format!(
-                    "non-finite loss ({}) or gradient norm ({grad_norm}) in steps {}..={step}; stopped. The last good checkpoint (step {last_good_step}) is in {}; lower --lr or check the data, then --resume {}",
+                let at = if last_log_step + 1 == step {
+                    format!("at step {step}")
+                } else {
+                    format!("at a step in {}..={step}", last_log_step + 1)
+                };
+                return Err(Error::Diverged(format!(
+                    "training diverged: non-finite loss ({}) or gradient norm ({grad_norm}) {at}; stopped. {}",
                     r.loss,
-                    step + 1 - tokens_since_log.div_ceil(cfg.batch as u64).max(1),
-                    cfg.out.join(checkpoint::CHECKPOINT_DIR).display(),
-                    cfg.out.display()
+                    diverged_note(&cfg, last_checkpoint),
                 )));
             }
             let eval_due = cfg.eval_every > 0 && (step % cfg.eval_every == 0) || is_last;
@@ -397,10 +570,12 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
                 r.eval_explained_variance = Some(ev);
                 r.eval_l0 = Some(l0);
             }
-            log.write(&r)?;
+            log.write(&r)
+                .map_err(|e| e.with_hint(checkpoint_note(&cfg, last_checkpoint)))?;
             progress.update(&r);
             last = Some(r);
             tokens_since_log = 0;
+            last_log_step = step;
             log_clock = Instant::now();
         }
         if INTERRUPTED.load(Ordering::SeqCst) {
@@ -408,68 +583,113 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
             break;
         }
         if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && !is_last {
-            save_checkpoint(engine.as_mut(), &cfg, consumed, scale)?;
-            last_good_step = step;
+            save_checkpoint(
+                engine.as_mut(),
+                &cfg,
+                consumed,
+                scale,
+                last_checkpoint,
+                &prints,
+            )?;
+            last_checkpoint = Some(step);
         }
     }
     drop(prefetch);
     progress.finish();
     let secs = run_clock.elapsed().as_secs_f64();
 
-    let st = engine.state()?;
-    if !st.params.all_finite() {
-        return Err(Error::Internal(format!(
-            "parameters became non-finite by step {step}; stopped. The last good checkpoint (step {last_good_step}) is in {}",
-            cfg.out.join(checkpoint::CHECKPOINT_DIR).display()
-        )));
+    let st = engine
+        .state()
+        .map_err(|e| e.with_hint(checkpoint_note(&cfg, last_checkpoint)))?;
+    if last_checkpoint != Some(step) {
+        write_checkpoint(st.clone(), &cfg, consumed, scale, last_checkpoint, &prints)?;
     }
-    Checkpoint {
-        state: st.clone(),
-        batches: consumed,
-        scale,
-        config: cfg.clone(),
-    }
-    .save(&cfg.out)?;
-    if interrupted {
-        eprintln!(
-            "saeforge: interrupted at step {step}/{}; checkpoint written. Continue with: saeforge train --resume {}",
-            cfg.steps,
-            cfg.out.display()
-        );
-    } else {
-        export(&cfg, &st, scale)?;
+    if !interrupted {
+        export(&cfg, &st, scale).map_err(|e| {
+            e.with_hint(format!(
+                "the final checkpoint (step {step}) was written; export again with: saeforge train --resume {}",
+                cfg.out.display()
+            ))
+        })?;
     }
     Ok(TrainOutcome {
         out: cfg.out.clone(),
         steps: step,
+        total_steps: cfg.steps,
         tokens: tokens_total,
         tokens_per_s: run_tokens as f64 / secs.max(1e-9),
         engine: engine_name,
         interrupted,
+        skipped_rows,
         last,
     })
 }
 
+/// Where a diverged run stands and what to try: a lower learning rate from the last good
+/// checkpoint, or from the start when there is none.
+fn diverged_note(cfg: &TrainConfig, last: Option<u64>) -> String {
+    let lower = format!("{:.0e}", cfg.lr / 10.0);
+    match last {
+        Some(s) => format!(
+            "The last good checkpoint (step {s}) in {} is kept. Lower the learning rate (now {:e}) or check the data, e.g.: saeforge train --resume {} --lr {lower}",
+            cfg.out.join(checkpoint::CHECKPOINT_DIR).display(),
+            cfg.lr,
+            cfg.out.display()
+        ),
+        None => format!(
+            "It diverged before its first checkpoint. Lower the learning rate (now {:e}) or check the data, and start again with --lr {lower} --overwrite",
+            cfg.lr
+        ),
+    }
+}
+
+/// Write a checkpoint unless the parameters are no longer finite (then the one on disk, at
+/// step `last`, stays and the run stops as diverged). A failed write (disk full) leaves the
+/// previous checkpoint in place too.
 fn save_checkpoint(
     engine: &mut dyn StepEngine,
     cfg: &TrainConfig,
     batches: u64,
     scale: f32,
+    last: Option<u64>,
+    data: &[ShardPrint],
 ) -> Result<()> {
-    let st = engine.state()?;
+    let st = engine
+        .state()
+        .map_err(|e| e.with_hint(checkpoint_note(cfg, last)))?;
+    write_checkpoint(st, cfg, batches, scale, last, data)
+}
+
+fn write_checkpoint(
+    st: TrainState,
+    cfg: &TrainConfig,
+    batches: u64,
+    scale: f32,
+    last: Option<u64>,
+    data: &[ShardPrint],
+) -> Result<()> {
     if !st.params.all_finite() {
-        return Err(Error::Internal(format!(
-            "parameters became non-finite by step {}; stopped without overwriting the last checkpoint (lower --lr or check the data)",
-            st.step
+        return Err(Error::Diverged(format!(
+            "training diverged: parameters became non-finite by step {}; stopped. {}",
+            st.step,
+            diverged_note(cfg, last),
         )));
     }
+    let step = st.step;
     Checkpoint {
         state: st,
         batches,
         scale,
         config: cfg.clone(),
+        data: data.to_vec(),
     }
     .save(&cfg.out)
+    .map_err(|e| {
+        e.with_hint(format!(
+            "could not write the checkpoint at step {step}; {}",
+            checkpoint_note(cfg, last)
+        ))
+    })
 }
 
 /// log10 firing frequency per latent (SAELens sparsity.safetensors), -10 for never.

@@ -241,13 +241,8 @@ pub fn write_truth(path: &Path, t: &Truth) -> Result<()> {
 
 /// Read a truth file (features [n, d]; probability optional).
 pub fn read_truth(path: &Path) -> Result<Truth> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-        Error::input(format!(
-            "{}: not a valid safetensors file: {e}",
-            path.display()
-        ))
-    })?;
+    let bytes = crate::data::read_input(path)?;
+    let st = crate::data::parse_safetensors(path, &bytes)?;
     let f = st.tensor("features").map_err(|_| {
         Error::input(format!(
             "{}: missing tensor \"features\" [n, d]",
