@@ -233,3 +233,32 @@ pub const TRAIN_METRICS: Tol = Tol {
     atol: 1e-3,
     rtol: 1e-4,
 };
+
+// ---------------------------------------------------------------- fista
+
+/// fista_step: v = y - step * g, max(v - threshold, 0), z + m * (z - z_old): the CPU does the
+/// same f32 operations in the same order, so lavapipe is bit-identical (measured, several
+/// seeds, production shape included). On hardware a driver may fuse y - step * g or
+/// z + m * (z - z_old) into one FMA, skipping one rounding of a product of size <= ~3 at
+/// the test's inputs (|g| <~ 5, step < 1, m < 1): <= 0.5 ulp of 3, ~2e-7, per fused op,
+/// two of them chained through y. atol 1e-6 covers that 2.5x; a wrong threshold, sign or
+/// momentum moves results by >= 1e-2.
+pub const FISTA_STEP: Tol = Tol {
+    name: "FISTA_STEP",
+    atol: 1e-6,
+    rtol: 1e-6,
+};
+
+/// fista_row_change: the twin sums in the kernel's order (in order, or four interleaved
+/// partials for n % 4 == 0), so lavapipe is bit-identical (measured). A fused e * e + acc
+/// on hardware skips one rounding per step: a chain of n (or n / 4) positive terms drifts by
+/// at most ~n * 2^-24 relative, typically sqrt(n) * 2^-24 (~8e-6 at n = 16384). rtol
+/// 2e-7 * sqrt(n) + 1e-6 (2.7e-5 at n = 16384) is ~3x the typical drift; a dropped column
+/// (one term of ~1 in a sum of ~n / 2, i.e. 2 / n relative: 1.2e-4 at n = 16384) is caught.
+pub fn fista_row_change(n: usize) -> Tol {
+    Tol {
+        name: "fista_row_change(n)",
+        atol: 0.0,
+        rtol: 2e-7 * (n.max(1) as f32).sqrt() + 1e-6,
+    }
+}
