@@ -1,37 +1,63 @@
-//! `saeforge eval`: held-out reconstruction metrics of an SAE folder, and ground-truth
-//! recovery of a planted dictionary with --truth.
+//! `saeforge eval`: held-out metrics of an SAE folder (any SAELens layout), optionally
+//! FISTA on its dictionary and on a planted one, and an out-of-distribution split; the work
+//! is `crate::eval::run::run_eval`.
 
 use std::path::PathBuf;
 
-use serde_json::{Map, Value, json};
-
 use crate::Result;
-use crate::data::{BatchStream, discover, open_shards};
-use crate::eval::recovery::recovery;
-use crate::sae::export::SaeModel;
-use crate::sae::train::evaluate;
-use crate::synth::read_truth;
+use crate::eval::fista::FistaConfig;
+use crate::eval::run::{EvalConfig, run_eval};
+use crate::gpu::{DeviceChoice, select_engine};
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// SAE folder in the SAELens layout.
+    /// SAE folder in the SAELens layout (standard, topk or jumprelu).
     #[arg(long)]
     pub sae: PathBuf,
-    /// Held-out shards (files, folders, globs).
+    /// Held-out in-distribution shards (files, folders, globs).
     #[arg(long, num_args = 1..)]
     pub data: Vec<PathBuf>,
+    /// Out-of-distribution shards, reported side by side with --data.
+    #[arg(long, num_args = 1..)]
+    pub ood: Vec<PathBuf>,
     /// Tensor name inside the shards.
     #[arg(long)]
     pub tensor: Option<String>,
-    /// A planted dictionary (truth.safetensors from `saeforge synth`).
+    /// A planted dictionary (truth.safetensors from `saeforge synth`): recovery metrics,
+    /// and with --fista the oracle (FISTA on the true dictionary).
     #[arg(long)]
     pub truth: Option<PathBuf>,
-    /// Rows to evaluate (default: all, at most 65536).
+    /// Rows per split at most (the first ones, in shard order).
     #[arg(long, default_value_t = 65536)]
     pub rows: usize,
+    /// Rows per batch [default: 2^22 / d_sae, within 64 ..= 4096]; memory is a few
+    /// (batch, d_sae) f32 buffers.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Also code the rows with FISTA on the SAE's decoder (and on --truth).
+    #[arg(long)]
+    pub fista: bool,
+    /// FISTA's L1 weight (absolute, in data units).
+    #[arg(long = "lambda", default_value_t = FistaConfig::default().lambda)]
+    pub lambda: f32,
+    /// FISTA's iterations at most.
+    #[arg(long, default_value_t = FistaConfig::default().max_iters)]
+    pub iters: usize,
+    /// FISTA stops when every row's ||z_k - z_(k-1)|| <= tol ||z_k|| (0: always run --iters).
+    #[arg(long, default_value_t = FistaConfig::default().tol)]
+    pub tol: f32,
     /// Write the metrics as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write the feature density histograms (PNG and SVG) into this folder.
+    #[arg(long)]
+    pub plots: Option<PathBuf>,
+    /// Engine: auto (hardware GPU if any, else CPU), gpu (any wgpu adapter), cpu.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Pick the adapter whose name contains this.
+    #[arg(long)]
+    pub adapter: Option<String>,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
@@ -43,68 +69,35 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if let Some(j) = &a.json {
         crate::io::check_output_file("json", j)?;
     }
-    let model = SaeModel::load(&a.sae)?;
-    let mut out = Map::new();
-    if !a.data.is_empty() {
-        let paths = discover(&a.data)?;
-        let shards = std::sync::Arc::new(open_shards(&paths, a.tensor.as_deref())?);
-        if shards[0].d != model.d {
-            return Err(crate::Error::input(format!(
-                "{}: d = {}, but the SAE in {} has d_in = {}",
-                shards[0].path.display(),
-                shards[0].d,
-                a.sae.display(),
-                model.d
-            )));
-        }
-        let total: usize = shards.iter().map(|s| s.rows).sum();
-        let rows = a.rows.min(total).max(1);
-        crate::io::check_host_memory(
-            &format!("--rows {rows} with d_sae {}", model.n),
-            rows as u128 * (model.d as u128 * 3 + model.n as u128 * 2) * 4,
-            "lower --rows",
-        )?;
-        let ranges = shards.iter().map(|s| (0, s.rows as u64)).collect();
-        let mut st = BatchStream::new(shards, ranges, 0, rows, 0)?;
-        let b = st.next_batch()?;
-        let (mse, ev, l0) = evaluate(&model, &b.data, b.rows);
-        println!("rows {rows}: mse {mse:.6}  explained variance {ev:.4}  L0 {l0:.2}");
-        out.insert("rows".into(), json!(rows));
-        out.insert("mse".into(), json!(mse));
-        out.insert("explained_variance".into(), json!(ev));
-        out.insert("l0".into(), json!(l0));
+    let fista = a.fista.then_some(FistaConfig {
+        lambda: a.lambda,
+        max_iters: a.iters,
+        tol: a.tol,
+        ..FistaConfig::default()
+    });
+    if let Some(f) = &fista {
+        f.validate()?;
     }
-    if let Some(t) = &a.truth {
-        let truth = read_truth(t)?;
-        if truth.d != model.d {
-            return Err(crate::Error::input(format!(
-                "{}: features have d = {}, but the SAE has d_in = {}",
-                t.display(),
-                truth.d,
-                model.d
-            )));
-        }
-        let r = recovery(&truth.features, &model.w_dec, model.d);
-        println!(
-            "recovery of {} true features by {} latents: MMCS {:.4}, recovered >= 0.9: {:.1}%, >= 0.7: {:.1}%, unique best matches {}",
-            truth.n,
-            model.n,
-            r.mmcs,
-            100.0 * r.recovered_0_9,
-            100.0 * r.recovered_0_7,
-            r.uniqueness
-        );
-        for (k, v) in serde_json::to_value(&r)
-            .expect("plain data")
-            .as_object()
-            .expect("struct")
-            .iter()
-        {
-            out.insert(k.clone(), v.clone());
-        }
+    if a.batch == Some(0) {
+        return Err(crate::Error::input("--batch 0: expected at least 1"));
     }
+    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
+    eprintln!("saeforge: {why}");
+    let cfg = EvalConfig {
+        sae: a.sae,
+        data: a.data,
+        ood: a.ood,
+        tensor: a.tensor,
+        truth: a.truth,
+        rows: a.rows,
+        batch: a.batch.unwrap_or(0),
+        fista,
+        plots: a.plots,
+    };
+    let report = run_eval(&engine, &why, &cfg)?;
+    print!("{}", report.table());
     if let Some(j) = &a.json {
-        crate::io::write_json(j, &Value::Object(out))?;
+        crate::io::write_json(j, &report.to_json())?;
     }
     Ok(())
 }

@@ -1,4 +1,18 @@
-//! Dictionary quality: ground-truth recovery against a planted dictionary (and, later,
-//! reconstruction metrics, FISTA and interventions).
+//! Dictionary quality on held-out data: reconstruction metrics of an SAE's codes, FISTA
+//! (iterative sparse inference over a fixed dictionary, on either engine), ground-truth
+//! recovery against a planted dictionary, and the whole `saeforge eval` report.
+//!
+//! - [`forward::SaeForward`]: an SAE's encoder and decoder on an engine, batch by batch
+//!   (codes, reconstructions, L0 / L1 and fire counts);
+//! - [`fista::FistaSolver`]: FISTA over any dictionary (the SAE's decoder or the truth);
+//! - both are [`forward::Coder`]s, which [`run::evaluate`] runs side by side over the same
+//!   held-out rows ([`source::HeldOut`]) into [`metrics::ReconMetrics`];
+//! - [`run::run_eval`]: the command's report (text table and JSON);
+//! - [`recovery::recovery`]: best |cosine| of every true feature with the decoder.
 
+pub mod fista;
+pub mod forward;
+pub mod metrics;
 pub mod recovery;
+pub mod run;
+pub mod source;

@@ -257,3 +257,65 @@ pub const TRAIN_METRICS: Tol = Tol {
     atol: 1e-3,
     rtol: 1e-4,
 };
+
+// ---------------------------------------------------------------- fista
+
+/// fista_step: v = y - step * g, max(v - threshold, 0), z + m * (z - z_old): the CPU does the
+/// same f32 operations in the same order, so lavapipe is bit-identical (measured, several
+/// seeds, production shape included). On hardware a driver may fuse y - step * g or
+/// z + m * (z - z_old) into one FMA, skipping one rounding of a product of size <= ~3 at
+/// the test's inputs (|g| <~ 5, step < 1, m < 1): <= 0.5 ulp of 3, ~2e-7, per fused op,
+/// two of them chained through y. atol 1e-6 covers that 2.5x; a wrong threshold, sign or
+/// momentum moves results by >= 1e-2.
+pub const FISTA_STEP: Tol = Tol {
+    name: "FISTA_STEP",
+    atol: 1e-6,
+    rtol: 1e-6,
+};
+
+/// fista_row_change: the twin sums in the kernel's order (in order, or four interleaved
+/// partials for n % 4 == 0), so lavapipe is bit-identical (measured). A fused e * e + acc
+/// on hardware skips one rounding per step: a chain of n (or n / 4) positive terms drifts by
+/// at most ~n * 2^-24 relative, typically sqrt(n) * 2^-24 (~8e-6 at n = 16384). rtol
+/// 2e-7 * sqrt(n) + 1e-6 (2.7e-5 at n = 16384) is ~3x the typical drift; a dropped column
+/// (one term of ~1 in a sum of ~n / 2, i.e. 2 / n relative: 1.2e-4 at n = 16384) is caught.
+pub fn fista_row_change(n: usize) -> Tol {
+    Tol {
+        name: "fista_row_change(n)",
+        atol: 0.0,
+        rtol: 2e-7 * (n.max(1) as f32).sqrt() + 1e-6,
+    }
+}
+
+// ---------------------------------------------------------------- fista / eval (whole runs)
+
+/// Held-out metrics (mse, nmse, explained variance, cosine, L0, L1, relative bias,
+/// shrinkage, dead / dense fractions) of the f32 pipeline on either engine against the same
+/// figures computed in f64 from the definitions (tests/eval/metrics.rs: d = 24, n = 40,
+/// 307 rows). The codes are f32 GEMMs of 24 terms and x_hat sums <= 40 terms, each ~1e-7
+/// relative; the metric sums run in f64 on the host except L0 / L1, summed in f32 per
+/// batch (<= 64 x 40 terms: ~1e-6 relative). Decisions (ReLU, JumpReLU, TopK) are kept
+/// 1e-3 from their boundaries, so both sides make the same ones. Measured on lavapipe and
+/// the CPU engine over several seeds: worst 3.1e-7 relative (the test prints it; the
+/// scalars are compared as f32, which alone rounds by 6e-8). rtol 4e-6 is >10x that; atol
+/// 1e-6 covers metrics that come out near 0; a wrong definition (e.g. NMSE against the
+/// centred data, or a missed row) is off by > 1e-3.
+pub const EVAL_METRICS: Tol = Tol {
+    name: "EVAL_METRICS",
+    atol: 1e-6,
+    rtol: 4e-6,
+};
+
+/// 60 FISTA iterations on the GPU engine against 60 on the CPU engine (72 atoms of norm
+/// ~1.8 in 36 dims, lambda 0.05, x ~ N(0, 1)): each iteration's GEMMs (36 and 72 terms)
+/// round differently on the two engines (~1e-7 relative), and the proximal-gradient map is
+/// non-expansive but momentum can carry a difference forward for a few iterations, so the
+/// codes drift by ~1e-6 and a coordinate that sits at the threshold may be exactly 0 on one
+/// engine and ~1e-6 on the other. Measured on lavapipe: worst 5.4e-6 absolute over codes
+/// and x_hat (the test prints it). atol 1e-4 / rtol 1e-4 is ~20x that; a wrong step,
+/// momentum or threshold changes codes by > 1e-2.
+pub const FISTA_ENGINES: Tol = Tol {
+    name: "FISTA_ENGINES",
+    atol: 1e-4,
+    rtol: 1e-4,
+};

@@ -9,6 +9,7 @@
 mod common;
 
 mod activations;
+mod fista;
 mod gemm;
 mod ops;
 mod optim;
@@ -24,6 +25,7 @@ fn main() {
     }
     let mut trials = Vec::new();
     trials.extend(activations::trials());
+    trials.extend(fista::trials());
     trials.extend(gemm::trials());
     trials.extend(ops::trials());
     trials.extend(optim::trials());
