@@ -2,3 +2,4 @@
 //! reconstruction metrics, FISTA and interventions).
 
 pub mod recovery;
+pub mod steer;
