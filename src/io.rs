@@ -207,3 +207,145 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     s.push('\n');
     write_atomic(path, s.as_bytes())
 }
+
+/// A safetensors file written tensor by tensor without holding the data in memory: the
+/// header (names, dtypes, shapes, offsets) is fixed at creation, then the tensors' bytes are
+/// appended in the declared order, and `finish` renames the temporary file into place. A
+/// writer dropped before `finish` (an error, a panic) removes its temporary file.
+pub struct StreamWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    total: u64,
+    written: u64,
+}
+
+/// A tensor declared to [`StreamWriter::create`]: name, dtype, shape.
+pub type TensorDecl = (String, Dtype, Vec<usize>);
+
+impl StreamWriter {
+    /// Declare the tensors (data laid out in this order) and write the header.
+    pub fn create(
+        path: &Path,
+        tensors: &[TensorDecl],
+        metadata: Option<HashMap<String, String>>,
+    ) -> Result<StreamWriter> {
+        use safetensors::tensor::{Metadata, TensorInfo};
+        let mut infos = Vec::with_capacity(tensors.len());
+        let mut offset = 0usize;
+        for (name, dtype, shape) in tensors {
+            let bits = shape.iter().product::<usize>() * dtype.bitsize();
+            if bits % 8 != 0 {
+                return Err(Error::Internal(format!(
+                    "{}: tensor {name}: {bits} bits is not a whole number of bytes",
+                    path.display()
+                )));
+            }
+            let info = TensorInfo {
+                dtype: *dtype,
+                shape: shape.clone(),
+                data_offsets: (offset, offset + bits / 8),
+            };
+            offset += bits / 8;
+            infos.push((name.clone(), info));
+        }
+        // The header is built as a JSON object with sorted keys (not through safetensors'
+        // HashMap-backed Metadata), so the same tensors and metadata give the same bytes.
+        let mut obj = serde_json::Map::new();
+        if let Some(m) = &metadata {
+            let sorted: serde_json::Map<String, serde_json::Value> = m
+                .iter()
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            obj.insert("__metadata__".into(), serde_json::Value::Object(sorted));
+        }
+        for (name, info) in &infos {
+            let v = serde_json::to_value(info)
+                .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+            obj.insert(name.clone(), v);
+        }
+        Metadata::new(metadata, infos)
+            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+        let mut header = serde_json::to_string(&obj)
+            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?
+            .into_bytes();
+        header.resize(header.len().next_multiple_of(8), b' ');
+        let tmp = temp_name(path);
+        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(path, e))?;
+        let mut w = StreamWriter {
+            path: path.to_path_buf(),
+            tmp,
+            file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            total: offset as u64,
+            written: 0,
+        };
+        w.raw(&(header.len() as u64).to_le_bytes())?;
+        w.raw(&header)?;
+        Ok(w)
+    }
+
+    fn raw(&mut self, bytes: &[u8]) -> Result<()> {
+        let f = self.file.as_mut().expect("open until finish");
+        f.write_all(bytes).map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Append tensor data (the declared tensors' bytes, in order, in any chunking).
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.written + bytes.len() as u64 > self.total {
+            return Err(Error::Internal(format!(
+                "{}: {} data bytes written, but the header declares {}",
+                self.path.display(),
+                self.written + bytes.len() as u64,
+                self.total
+            )));
+        }
+        self.raw(bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Copy `len` bytes from `r` into the file.
+    pub fn copy_from(&mut self, r: &mut impl std::io::Read, len: u64) -> Result<()> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = len;
+        while left > 0 {
+            let want = (left as usize).min(buf.len());
+            r.read_exact(&mut buf[..want]).map_err(|e| {
+                Error::Internal(format!("{}: copying data: {e}", self.path.display()))
+            })?;
+            self.write(&buf[..want])?;
+            left -= want as u64;
+        }
+        Ok(())
+    }
+
+    /// Check that every declared byte was written, flush, fsync and rename into place.
+    pub fn finish(mut self) -> Result<()> {
+        if self.written != self.total {
+            return Err(Error::Internal(format!(
+                "{}: {} data bytes written, but the header declares {}",
+                self.path.display(),
+                self.written,
+                self.total
+            )));
+        }
+        let w = self.file.take().expect("open until finish");
+        let result = (|| {
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            std::fs::rename(&self.tmp, &self.path)
+        })();
+        result.map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+impl Drop for StreamWriter {
+    fn drop(&mut self) {
+        // Still open: not finished (or finish failed before the rename).
+        if self.file.take().is_some() || self.tmp.exists() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}

@@ -1,9 +1,12 @@
 //! Command-line surface: one clap derive struct per command. Validation into library configs
 //! happens here so that bad flags are refused with one line before any work starts.
 
+pub mod demo;
 pub mod devices;
+pub mod encode;
 pub mod eval;
 pub mod info;
+pub mod steer;
 pub mod synth;
 pub mod train;
 
@@ -32,6 +35,12 @@ pub enum Command {
     Synth(synth::SynthArgs),
     /// Evaluate an SAE folder on held-out data (and against a planted dictionary).
     Eval(eval::EvalArgs),
+    /// Latent codes of activation shards under an SAE (sparse CSR, or --dense).
+    Encode(encode::EncodeArgs),
+    /// Edit chosen SAE latents (--set / --scale / --ablate / --add) and write the activations.
+    Steer(steer::SteerArgs),
+    /// The whole story on synthetic data: synthesise, train, evaluate, steer, report.
+    Demo(demo::DemoArgs),
 }
 
 /// Run a parsed command line.
@@ -42,5 +51,8 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Info(a) => info::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Encode(a) => encode::run(a),
+        Command::Steer(a) => steer::run(a),
+        Command::Demo(a) => demo::run(a).map(|_| ()),
     }
 }

@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod recovery;
 pub mod run;
 pub mod source;
+pub mod steer;

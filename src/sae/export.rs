@@ -353,13 +353,19 @@ impl SaeModel {
 
     /// Encode rows (CPU): the architecture's activation, kept sparse.
     pub fn encode(&self, x: &[f32], rows: usize) -> Codes {
+        self.codes_from_pre(&self.pre(x, rows), rows)
+    }
+
+    /// The architecture's activation of pre-activations (rows, n), kept sparse (the
+    /// second half of [`SaeModel::encode`], shared with the GPU encoder).
+    pub fn codes_from_pre(&self, pre: &[f32], rows: usize) -> Codes {
         let n = self.n;
-        let pre = self.pre(x, rows);
+        debug_assert_eq!(pre.len(), rows * n);
         let mut codes = Codes {
             row_ptr: vec![0],
             ..Default::default()
         };
-        for (r, p) in pre.chunks_exact(n).enumerate() {
+        for p in pre.chunks_exact(n) {
             match self.kind {
                 SaeKind::Topk { k } => {
                     let mut idx = vec![0u32; k];
@@ -390,7 +396,6 @@ impl SaeModel {
                     }
                 }
             }
-            let _ = r;
             codes.row_ptr.push(codes.idx.len());
         }
         codes

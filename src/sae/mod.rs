@@ -9,6 +9,7 @@ pub mod config;
 pub mod cpu;
 pub mod export;
 pub mod gpu;
+pub mod infer;
 pub mod params;
 pub mod train;
 

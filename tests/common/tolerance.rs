@@ -319,3 +319,29 @@ pub const FISTA_ENGINES: Tol = Tol {
     atol: 1e-4,
     rtol: 1e-4,
 };
+
+// ---------------------------------------------------------------- commands (encode / steer)
+/// Codes from the GPU encoder vs `SaeModel::encode`: each value is a pre-activation, i.e. a
+/// GEMM output with reduction length d (sub_row is exact, then the same single relu / copy),
+/// so the GEMM tolerance applies as is. (On lavapipe they are bit-identical: the general and
+/// texture GEMM paths add in the reference's order.) Rows whose support could flip under
+/// such a difference (a pre-activation within 1e-3 of the k-th largest or of the threshold)
+/// are left out by the tests, not covered by a looser tolerance.
+pub fn encode(d: usize) -> Tol {
+    Tol {
+        name: "encode(d)",
+        ..gemm(d)
+    }
+}
+
+/// Steered activations on the GPU engine vs the same edits applied with the CPU's codes:
+/// x' = x + (z' - z) W_dec with |W_dec| <= 1 per entry, so the codes' difference (encode(d))
+/// carries over at most once per edit (the tests use at most three edits on O(1) data).
+pub fn steer(d: usize, edits: usize) -> Tol {
+    let e = encode(d);
+    Tol {
+        name: "steer(d, edits)",
+        atol: e.atol * edits.max(1) as f32,
+        rtol: e.rtol,
+    }
+}

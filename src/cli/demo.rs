@@ -1,0 +1,918 @@
+//! `saeforge demo`: the whole story on an embedded default, with no arguments.
+//!
+//! 1. synthesise activations with a planted dictionary in superposition (more true features
+//!    than dimensions, a few active per row), as f16 shards plus a held-out shard;
+//! 2. train a TopK SAE on them (engine chosen like `train`), exported in the SAELens layout;
+//! 3. evaluate reconstruction on the held-out rows and recovery of the planted dictionary;
+//! 4. encode the held-out rows (CSR), and steer one recovered feature: unlearn it by
+//!    ablation and clamp it "Golden Gate" style, measured against the ground truth;
+//! 5. write plots, report.md and summary.json, and print a summary table.
+//!
+//! Everything goes into one folder (default ./saeforge-demo) marked by demo.json; the demo
+//! refuses to write into a non-empty folder without that marker.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::data::{FloatType, Shard, discover};
+use crate::eval::recovery::{Recovery, recovery};
+use crate::eval::steer::{Edit, EditOp, SteerOutput, SteerReport, check_edits, steer_file};
+use crate::gpu::{DeviceChoice, select_engine};
+use crate::io::{OutTensor, write_json, write_safetensors};
+use crate::report::plots::{self, Series};
+use crate::sae::export::SaeModel;
+use crate::sae::infer::{Encoder, default_batch, encode_shards};
+use crate::sae::train::{self, evaluate};
+use crate::sae::{Arch, TrainArgs};
+use crate::synth::{Generator, SynthConfig, write_truth};
+use crate::{Error, Result};
+
+/// The marker file of a demo folder.
+pub const MARKER: &str = "demo.json";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Output folder (created; refused if it exists, is not empty and is not a demo folder).
+    #[arg(long, default_value = "saeforge-demo")]
+    pub out: PathBuf,
+    /// The 512 -> 16384 scale (d_in 512, 16384 latents, k 32): for GPU machines.
+    #[arg(long)]
+    pub full: bool,
+    /// Engine: auto (hardware GPU if any, else CPU), gpu (any wgpu adapter), cpu.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Pick the adapter whose name contains this.
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Number of true features (default 512; --full 8192).
+    #[arg(long)]
+    pub features: Option<usize>,
+    /// Dimension of the activations (default 64; --full 512).
+    #[arg(long)]
+    pub d_in: Option<usize>,
+    /// Mean active true features per row (default 3; --full 16).
+    #[arg(long)]
+    pub active: Option<f64>,
+    /// SAE latents (default 1024; --full 16384).
+    #[arg(long)]
+    pub d_sae: Option<usize>,
+    /// TopK k (default 4; --full 32).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Training rows written (default 262144; --full 1048576).
+    #[arg(long)]
+    pub tokens: Option<usize>,
+    /// Held-out rows (default 16384; --full 65536).
+    #[arg(long)]
+    pub heldout: Option<usize>,
+    /// Training steps (default 640 of 512 rows; --full 2000 of 4096).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Rows per training step.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Seed of the data and the training.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl DemoArgs {
+    /// The defaults of `saeforge demo` with no arguments, writing into `out`.
+    pub fn new(out: &Path) -> DemoArgs {
+        DemoArgs {
+            out: out.to_path_buf(),
+            full: false,
+            device: DeviceChoice::Auto,
+            adapter: None,
+            features: None,
+            d_in: None,
+            active: None,
+            d_sae: None,
+            k: None,
+            tokens: None,
+            heldout: None,
+            steps: None,
+            batch: None,
+            seed: 0,
+        }
+    }
+}
+
+/// The resolved sizes of a demo run.
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoConfig {
+    pub features: usize,
+    pub d_in: usize,
+    pub active: f64,
+    pub d_sae: usize,
+    pub k: usize,
+    pub tokens: usize,
+    pub heldout: usize,
+    pub shard_tokens: usize,
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f32,
+    pub eval_rows: usize,
+    /// Seed of the data; the SAE's initialisation uses `train_seed` = seed + 1 (with equal
+    /// seeds, the random initial decoder would be the planted dictionary itself, since both
+    /// draw normalised Gaussian rows from the same generator).
+    pub seed: u64,
+    pub train_seed: u64,
+    pub full: bool,
+}
+
+impl DemoConfig {
+    pub fn resolve(a: &DemoArgs) -> Result<DemoConfig> {
+        let full = a.full;
+        let pick = |v: Option<usize>, small: usize, big: usize| {
+            v.unwrap_or(if full { big } else { small })
+        };
+        let c = DemoConfig {
+            features: pick(a.features, 512, 8192),
+            d_in: pick(a.d_in, 64, 512),
+            active: a.active.unwrap_or(if full { 16.0 } else { 3.0 }),
+            d_sae: pick(a.d_sae, 1024, 16384),
+            k: pick(a.k, 4, 32),
+            tokens: pick(a.tokens, 262_144, 1_048_576),
+            heldout: pick(a.heldout, 16_384, 65_536),
+            shard_tokens: if full { 131_072 } else { 65_536 },
+            steps: a.steps.unwrap_or(if full { 2000 } else { 640 }),
+            batch: pick(a.batch, 512, 4096),
+            lr: if full { 2e-4 } else { 4e-3 },
+            eval_rows: if full { 8192 } else { 16_384 },
+            seed: a.seed,
+            train_seed: a.seed.wrapping_add(1),
+            full,
+        };
+        for (flag, v) in [
+            ("features", c.features),
+            ("d-in", c.d_in),
+            ("d-sae", c.d_sae),
+            ("k", c.k),
+            ("tokens", c.tokens),
+            ("heldout", c.heldout),
+            ("batch", c.batch),
+        ] {
+            if v == 0 {
+                return Err(Error::input(format!("--{flag} 0: expected at least 1")));
+            }
+        }
+        if c.steps == 0 {
+            return Err(Error::input("--steps 0: expected at least 1"));
+        }
+        if c.k > c.d_sae {
+            return Err(Error::input(format!(
+                "--k {}: expected at most --d-sae ({})",
+                c.k, c.d_sae
+            )));
+        }
+        if !(c.active > 0.0 && c.active <= c.features as f64) {
+            return Err(Error::input(format!(
+                "--active {}: expected 0 < active <= features ({})",
+                c.active, c.features
+            )));
+        }
+        Ok(c)
+    }
+
+    fn synth(&self) -> SynthConfig {
+        SynthConfig {
+            features: self.features,
+            d_in: self.d_in,
+            active: self.active,
+            density_decay: 0.0,
+            magnitude: (0.0, 1.0),
+            correlated_groups: 0,
+            anticorrelated_groups: 0,
+            group_size: 2,
+            noise: 0.0,
+            tokens: self.tokens,
+            shard_tokens: self.shard_tokens,
+            dtype: FloatType::F16,
+            seed: self.seed,
+        }
+    }
+}
+
+/// The steering experiment on one recovered feature.
+#[derive(Clone, Debug, Serialize)]
+pub struct SteerSummary {
+    /// The true feature and the SAE latent that recovers it, with their |cosine|.
+    pub feature: usize,
+    pub latent: usize,
+    pub cosine: f32,
+    /// Held-out rows where the true feature is active.
+    pub active_rows: u64,
+    /// The clamp value of the "Golden Gate" edit.
+    pub clamp: f32,
+    /// Mean projection <x, f> on the rows where f is active / inactive:
+    /// original, after ablation, after clamping.
+    pub proj_active: [f64; 3],
+    pub proj_inactive: [f64; 3],
+    /// Mean true coefficient of f on the rows where it is active.
+    pub true_coef_active: f64,
+    /// Fraction of held-out rows on which the SAE fires the latent, re-encoding the
+    /// original, ablated and clamped activations.
+    pub fires: [f64; 3],
+    pub ablate: SteerReport,
+    pub clamped: SteerReport,
+}
+
+/// Everything the demo measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoSummary {
+    pub config: DemoConfig,
+    pub engine: String,
+    pub train_steps: u64,
+    pub train_tokens_per_s: f64,
+    pub heldout_mse: f64,
+    pub heldout_explained_variance: f64,
+    pub heldout_l0: f64,
+    pub recovery: Recovery,
+    pub encode_nnz: u64,
+    pub steer: SteerSummary,
+    /// Seconds per stage.
+    pub seconds: Vec<(String, f64)>,
+    /// Rows of the summary table (label, value), in order; section titles have no value.
+    pub table: Vec<(String, String)>,
+}
+
+/// Refuse a non-empty folder that is not a demo folder; clear the demo's own outputs.
+fn prepare_out(out: &Path) -> Result<()> {
+    if out.exists() {
+        if !out.is_dir() {
+            return Err(Error::input(format!(
+                "--out {}: exists and is not a folder",
+                out.display()
+            )));
+        }
+        let empty = std::fs::read_dir(out)
+            .map_err(|e| Error::io(out, e))?
+            .next()
+            .is_none();
+        if !empty && !out.join(MARKER).is_file() {
+            return Err(Error::input(format!(
+                "--out {}: exists, is not empty and is not a saeforge demo folder (no {MARKER}); pick another folder",
+                out.display()
+            )));
+        }
+        for sub in ["data", "heldout", "sae", "steer", "plots"] {
+            let p = out.join(sub);
+            if p.exists() {
+                std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+    }
+    crate::io::create_dir(out)
+}
+
+/// Sparse true coefficients of the held-out rows (CSR over rows).
+struct TrueCodes {
+    row_ptr: Vec<usize>,
+    idx: Vec<u32>,
+    val: Vec<f32>,
+}
+
+impl TrueCodes {
+    fn coef(&self, r: usize, f: usize) -> f32 {
+        let s = &self.idx[self.row_ptr[r]..self.row_ptr[r + 1]];
+        s.binary_search(&(f as u32))
+            .map(|j| self.val[self.row_ptr[r] + j])
+            .unwrap_or(0.0)
+    }
+}
+
+/// data/: training shards, truth.safetensors, synth.json; heldout/: one shard. Returns the
+/// training shard paths and the held-out rows' true coefficients.
+fn synthesise(c: &DemoConfig, out: &Path) -> Result<(Vec<PathBuf>, TrueCodes, Generator)> {
+    let sc = c.synth();
+    let mut g = Generator::new(sc.clone())?;
+    let data = out.join("data");
+    let held = out.join("heldout");
+    crate::io::create_dir(&data)?;
+    crate::io::create_dir(&held)?;
+    let chunk = 4096usize;
+    let mut paths = Vec::new();
+    let mut done = 0usize;
+    while done < c.tokens {
+        let rows = c.shard_tokens.min(c.tokens - done);
+        let mut x = Vec::with_capacity(rows * c.d_in);
+        let mut r = 0;
+        while r < rows {
+            let m = chunk.min(rows - r);
+            x.extend(g.rows(m).0);
+            r += m;
+        }
+        let p = data.join(format!("shard-{:05}.safetensors", paths.len()));
+        write_safetensors(
+            &p,
+            &[OutTensor::float(
+                "activations",
+                &[rows, c.d_in],
+                &x,
+                safetensors::Dtype::F16,
+            )],
+            None,
+        )?;
+        paths.push(p);
+        done += rows;
+    }
+    let mut truth = TrueCodes {
+        row_ptr: vec![0],
+        idx: Vec::new(),
+        val: Vec::new(),
+    };
+    let mut x = Vec::with_capacity(c.heldout * c.d_in);
+    let mut r = 0;
+    while r < c.heldout {
+        let m = chunk.min(c.heldout - r);
+        let (xs, coef) = g.rows(m);
+        x.extend(xs);
+        for row in coef.chunks_exact(c.features) {
+            for (i, &v) in row.iter().enumerate() {
+                if v != 0.0 {
+                    truth.idx.push(i as u32);
+                    truth.val.push(v);
+                }
+            }
+            truth.row_ptr.push(truth.idx.len());
+        }
+        r += m;
+    }
+    write_safetensors(
+        &held.join("shard-00000.safetensors"),
+        &[OutTensor::float(
+            "activations",
+            &[c.heldout, c.d_in],
+            &x,
+            safetensors::Dtype::F16,
+        )],
+        None,
+    )?;
+    write_truth(&data.join("truth.safetensors"), &g.truth)?;
+    write_json(&data.join("synth.json"), &sc)?;
+    Ok((paths, truth, g))
+}
+
+/// All rows of one shard as f32.
+fn read_all(path: &Path) -> Result<(Vec<f32>, usize)> {
+    let s = Shard::open(path, None)?;
+    let mut x = vec![0.0f32; s.rows * s.d];
+    s.read_rows(0, s.rows, &mut x);
+    Ok((x, s.rows))
+}
+
+/// Mean of <x_r, f> over rows where `pick(r)`.
+fn mean_proj(x: &[f32], d: usize, f: &[f32], pick: impl Fn(usize) -> bool) -> f64 {
+    let (mut s, mut n) = (0.0f64, 0u64);
+    for (r, row) in x.chunks_exact(d).enumerate() {
+        if pick(r) {
+            s += row
+                .iter()
+                .zip(f)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum::<f64>();
+            n += 1;
+        }
+    }
+    s / n.max(1) as f64
+}
+
+/// Fraction of rows of x on which the encoder fires `latent`, and its largest activation.
+fn fire_rate(enc: &Encoder, x: &[f32], rows: usize, d: usize, latent: u32) -> Result<(f64, f32)> {
+    let (mut fired, mut max) = (0u64, 0.0f32);
+    for chunk in x.chunks(enc.batch * d) {
+        let c = enc.encode(chunk, chunk.len() / d)?;
+        for (&i, &v) in c.idx.iter().zip(&c.val) {
+            if i == latent {
+                fired += 1;
+                max = max.max(v);
+            }
+        }
+    }
+    Ok((fired as f64 / rows.max(1) as f64, max))
+}
+
+/// Choose the feature to steer: among true features recovered with |cos| >= 0.9 by a
+/// latent pointing the same way, the one active on the most held-out rows (ties: the
+/// better cosine, then the lower index); else the best-recovered feature.
+fn choose_feature(
+    rec: &Recovery,
+    truth_f: &[f32],
+    w_dec: &[f32],
+    d: usize,
+    counts: &[u64],
+) -> usize {
+    let aligned = |f: usize| {
+        let l = rec.best[f].1 as usize;
+        let dot: f32 = truth_f[f * d..(f + 1) * d]
+            .iter()
+            .zip(&w_dec[l * d..(l + 1) * d])
+            .map(|(a, b)| a * b)
+            .sum();
+        dot > 0.0
+    };
+    let key = |f: &usize| (counts[*f], (rec.best[*f].0 * 1e6) as u64);
+    let good: Vec<usize> = (0..rec.best.len())
+        .filter(|&f| rec.best[f].0 >= 0.9 && aligned(f))
+        .collect();
+    let pool = if good.is_empty() {
+        (0..rec.best.len()).collect()
+    } else {
+        good
+    };
+    let best = pool.iter().map(key).max().expect("at least one feature");
+    *pool.iter().find(|f| key(f) == best).expect("present")
+}
+
+/// Bin rows by the true coefficient of f and average the projections (for the plot).
+fn binned(coef: &[f32], proj: &[f64], bins: usize) -> Vec<(f64, f64)> {
+    let mut sum = vec![(0.0f64, 0.0f64, 0u64); bins + 1];
+    for (&c, &p) in coef.iter().zip(proj) {
+        let b = if c == 0.0 {
+            0
+        } else {
+            1 + ((c as f64 * bins as f64) as usize).min(bins - 1)
+        };
+        sum[b].0 += c as f64;
+        sum[b].1 += p;
+        sum[b].2 += 1;
+    }
+    sum.iter()
+        .filter(|s| s.2 > 0)
+        .map(|s| (s.0 / s.2 as f64, s.1 / s.2 as f64))
+        .collect()
+}
+
+fn projections(x: &[f32], d: usize, f: &[f32]) -> Vec<f64> {
+    x.chunks_exact(d)
+        .map(|r| r.iter().zip(f).map(|(&a, &b)| a as f64 * b as f64).sum())
+        .collect()
+}
+
+/// `saeforge demo`.
+pub fn run(a: DemoArgs) -> Result<DemoSummary> {
+    let c = DemoConfig::resolve(&a)?;
+    let out = a.out.clone();
+    prepare_out(&out)?;
+    write_json(&out.join(MARKER), &json!({ "saeforge_demo": c }))?;
+    let mut seconds: Vec<(String, f64)> = Vec::new();
+    let mut clock = Instant::now();
+    let mut lap = |name: &str, clock: &mut Instant| {
+        seconds.push((name.to_string(), clock.elapsed().as_secs_f64()));
+        *clock = Instant::now();
+    };
+    eprintln!(
+        "saeforge demo: {} true features in {} dims ({:.0}x superposition), ~{} active per row -> {}",
+        c.features,
+        c.d_in,
+        c.features as f64 / c.d_in as f64,
+        c.active,
+        out.display()
+    );
+
+    // 1. Synthesise.
+    let (train_paths, truth_codes, generator) = synthesise(&c, &out)?;
+    let truth = generator.truth;
+    lap("synthesise", &mut clock);
+
+    // 2. Train (the engine is chosen by `train` itself, from --device / --adapter).
+    let sae_dir = out.join("sae");
+    let heldout_path = out.join("heldout").join("shard-00000.safetensors");
+    let targs = TrainArgs {
+        data: Some(train_paths.clone()),
+        out: Some(sae_dir.clone()),
+        eval_data: Some(vec![heldout_path.clone()]),
+        eval_rows: Some(c.eval_rows.min(c.heldout)),
+        arch: Some(Arch::Topk),
+        d_sae: Some(c.d_sae),
+        k: Some(c.k),
+        batch: Some(c.batch),
+        steps: Some(c.steps),
+        lr: Some(c.lr),
+        seed: Some(c.train_seed),
+        device: Some(a.device),
+        adapter: a.adapter.clone(),
+        log_every: Some((c.steps / 10).max(1)),
+        eval_every: Some((c.steps / 4).max(1)),
+        checkpoint_every: Some(0),
+        overwrite: Some(true),
+        ..Default::default()
+    };
+    let trained = train::run(&targs)?;
+    if trained.interrupted {
+        return Err(Error::Interrupted(format!(
+            "stopped at step {}; run `saeforge demo` again to start over",
+            trained.steps
+        )));
+    }
+    lap("train", &mut clock);
+
+    // 3. Evaluate: reconstruction on held-out rows, recovery of the planted dictionary.
+    let model = SaeModel::load(&sae_dir)?;
+    let (hx, hrows) = read_all(&heldout_path)?;
+    let erows = c.eval_rows.min(hrows);
+    let (mse, ev, l0) = evaluate(&model, &hx[..erows * c.d_in], erows);
+    let rec = recovery(&truth.features, &model.w_dec, model.d);
+    // FISTA / oracle rows: when sparse inference lands on main (src/eval, FISTA with the
+    // SAE's dictionary and with the true one), compute them here and push them in
+    // `inference_rows` below; nothing else in the demo needs to change.
+    let inference_rows: Vec<(String, String)> = Vec::new();
+    lap("evaluate", &mut clock);
+
+    // 4a. Encode the held-out rows (CSR), on the engine chosen like `train`'s.
+    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
+    let encoder = Encoder::new(&model, &engine, default_batch(model.n))?;
+    let held_shards = crate::data::open_shards(&discover(&[out.join("heldout")])?, None)?;
+    let enc_report = encode_shards(
+        &encoder,
+        &held_shards,
+        &out.join("heldout-codes.safetensors"),
+        false,
+        &sae_dir,
+    )?;
+    lap("encode", &mut clock);
+
+    // 4b. Steer one recovered feature: ablate it, and clamp it on every row.
+    let mut counts = vec![0u64; c.features];
+    for &i in &truth_codes.idx {
+        counts[i as usize] += 1;
+    }
+    let f = choose_feature(&rec, &truth.features, &model.w_dec, c.d_in, &counts);
+    let latent = rec.best[f].1 as usize;
+    let d = c.d_in;
+    let lat = latent as u32;
+    // Golden Gate style: clamp to twice the largest activation seen on held-out rows (in the
+    // SAE's units), rounded to two decimals so the CLI line in the report is exact.
+    let (fires0, max_z) = fire_rate(&encoder, &hx, hrows, d, lat)?;
+    let clamp = ((2.0 * max_z.max(0.5)) * 100.0).round() / 100.0;
+    let steer_dir = out.join("steer");
+    crate::io::create_dir(&steer_dir)?;
+    let run_edit = |op: EditOp, name: &str| -> Result<(SteerReport, Vec<f32>)> {
+        let edits = check_edits(&[Edit { latent, op }], model.n)?;
+        let p = steer_dir.join(name);
+        let r = steer_file(
+            &encoder,
+            &model,
+            &edits,
+            &heldout_path,
+            None,
+            &p,
+            &SteerOutput::default(),
+        )?;
+        Ok((r, read_all(&p)?.0))
+    };
+    let (ablate_report, ax) = run_edit(EditOp::Ablate, "ablate.safetensors")?;
+    let (clamp_report, cx) = run_edit(EditOp::Set(clamp), "clamp.safetensors")?;
+    let fvec = &truth.features[f * c.d_in..(f + 1) * c.d_in];
+    let coef: Vec<f32> = (0..hrows).map(|r| truth_codes.coef(r, f)).collect();
+    let active = |r: usize| coef[r] != 0.0;
+    let inactive = |r: usize| coef[r] == 0.0;
+    let steer = SteerSummary {
+        feature: f,
+        latent,
+        cosine: rec.best[f].0,
+        active_rows: coef.iter().filter(|&&v| v != 0.0).count() as u64,
+        clamp,
+        proj_active: [
+            mean_proj(&hx, d, fvec, active),
+            mean_proj(&ax, d, fvec, active),
+            mean_proj(&cx, d, fvec, active),
+        ],
+        proj_inactive: [
+            mean_proj(&hx, d, fvec, inactive),
+            mean_proj(&ax, d, fvec, inactive),
+            mean_proj(&cx, d, fvec, inactive),
+        ],
+        true_coef_active: coef
+            .iter()
+            .filter(|&&v| v != 0.0)
+            .map(|&v| v as f64)
+            .sum::<f64>()
+            / coef.iter().filter(|&&v| v != 0.0).count().max(1) as f64,
+        fires: [
+            fires0,
+            fire_rate(&encoder, &ax, hrows, d, lat)?.0,
+            fire_rate(&encoder, &cx, hrows, d, lat)?.0,
+        ],
+        ablate: ablate_report,
+        clamped: clamp_report,
+    };
+    lap("steer", &mut clock);
+
+    // 5. Plots, report, summary.
+    let plot_dir = out.join("plots");
+    let mut sorted: Vec<f64> = rec.best.iter().map(|b| b.0 as f64).collect();
+    sorted.sort_by(|a, b| b.partial_cmp(a).expect("finite cosines"));
+    plots::line_plot(
+        &plot_dir,
+        "recovery",
+        "Recovery of the planted dictionary",
+        "true features, best recovered first",
+        "best |cosine| with a decoder row",
+        &[Series {
+            name: format!("{} latents", model.n),
+            points: sorted
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (i as f64, v))
+                .collect(),
+        }],
+        false,
+    )?;
+    let series = |name: &str, x: &[f32]| Series {
+        name: name.into(),
+        points: binned(&coef, &projections(x, d, fvec), 10),
+    };
+    plots::line_plot(
+        &plot_dir,
+        "steering",
+        &format!("Steering feature {f} through latent {latent}"),
+        "true coefficient of the feature",
+        "projection of the activations on the feature",
+        &[
+            series("original", &hx),
+            series(&format!("--ablate {latent}"), &ax),
+            series(&format!("--set {latent}={clamp}"), &cx),
+        ],
+        false,
+    )?;
+
+    let mut table: Vec<(String, String)> = Vec::new();
+    let section = |t: &mut Vec<(String, String)>, s: &str| t.push((s.to_string(), String::new()));
+    let row = |t: &mut Vec<(String, String)>, k: &str, v: String| t.push((k.to_string(), v));
+    section(&mut table, "data");
+    row(
+        &mut table,
+        "planted dictionary",
+        format!(
+            "{} unit features in {} dims ({:.0}x superposition)",
+            c.features,
+            c.d_in,
+            c.features as f64 / c.d_in as f64
+        ),
+    );
+    row(
+        &mut table,
+        "rows",
+        format!(
+            "{} training + {} held-out, f16; ~{} features active per row",
+            c.tokens, c.heldout, c.active
+        ),
+    );
+    section(&mut table, "SAE");
+    row(
+        &mut table,
+        "architecture",
+        format!("topk, k {}, {} latents", c.k, c.d_sae),
+    );
+    row(
+        &mut table,
+        "training",
+        format!(
+            "{} steps x {} rows on the {}, {:.0} tokens/s",
+            trained.steps, c.batch, trained.engine, trained.tokens_per_s
+        ),
+    );
+    section(
+        &mut table,
+        &format!("reconstruction ({erows} held-out rows)"),
+    );
+    row(&mut table, "explained variance", format!("{ev:.4}"));
+    row(&mut table, "MSE", format!("{mse:.5}"));
+    row(&mut table, "L0", format!("{l0:.2}"));
+    section(&mut table, "recovery of the planted dictionary");
+    row(&mut table, "MMCS", format!("{:.4}", rec.mmcs));
+    row(
+        &mut table,
+        "features with |cos| >= 0.9",
+        format!(
+            "{:.1}% ({} of {})",
+            100.0 * rec.recovered_0_9,
+            (rec.recovered_0_9 * c.features as f64).round(),
+            c.features
+        ),
+    );
+    row(
+        &mut table,
+        "features with |cos| >= 0.7",
+        format!("{:.1}%", 100.0 * rec.recovered_0_7),
+    );
+    row(
+        &mut table,
+        "distinct best-matching latents",
+        format!("{} of {}", rec.uniqueness, c.features),
+    );
+    table.extend(inference_rows);
+    let s = &steer;
+    let pct = |v: f64| format!("{:.1}%", 100.0 * v);
+    section(
+        &mut table,
+        &format!(
+            "steering feature {} = latent {} (|cos| {:.3}), active on {} held-out rows",
+            s.feature, s.latent, s.cosine, s.active_rows
+        ),
+    );
+    row(
+        &mut table,
+        "projection on the feature, active rows",
+        format!(
+            "{:.3} -> ablated {:.3}, clamped {:.3} (true mean {:.3})",
+            s.proj_active[0], s.proj_active[1], s.proj_active[2], s.true_coef_active
+        ),
+    );
+    row(
+        &mut table,
+        "projection on the feature, other rows",
+        format!(
+            "{:.3} -> ablated {:.3}, clamped {:.3}",
+            s.proj_inactive[0], s.proj_inactive[1], s.proj_inactive[2]
+        ),
+    );
+    row(
+        &mut table,
+        "rows changed",
+        format!(
+            "ablate {} / clamp {} of {}",
+            s.ablate.rows_changed, s.clamped.rows_changed, s.ablate.rows
+        ),
+    );
+    row(
+        &mut table,
+        "latent fires on (re-encoded)",
+        format!(
+            "{} -> ablated {}, clamped {}",
+            pct(s.fires[0]),
+            pct(s.fires[1]),
+            pct(s.fires[2])
+        ),
+    );
+    lap("report", &mut clock);
+
+    let summary = DemoSummary {
+        config: c.clone(),
+        engine: why.clone(),
+        train_steps: trained.steps,
+        train_tokens_per_s: trained.tokens_per_s,
+        heldout_mse: mse,
+        heldout_explained_variance: ev,
+        heldout_l0: l0,
+        recovery: rec,
+        encode_nnz: enc_report.nnz,
+        steer,
+        seconds: seconds.clone(),
+        table,
+    };
+    write_json(&out.join("summary.json"), &summary)?;
+    let report = report_md(&summary, &out);
+    crate::io::write_atomic(&out.join("report.md"), report.as_bytes())?;
+    print!("{}", text_table(&summary, &out));
+    Ok(summary)
+}
+
+fn total_seconds(s: &DemoSummary) -> f64 {
+    s.seconds.iter().map(|(_, t)| t).sum()
+}
+
+fn stage_line(s: &DemoSummary) -> String {
+    s.seconds
+        .iter()
+        .map(|(n, t)| format!("{n} {t:.1} s"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The summary table as printed.
+pub fn text_table(s: &DemoSummary, out: &Path) -> String {
+    let w = s
+        .table
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, _)| k.len())
+        .max()
+        .unwrap_or(0);
+    let mut t = String::new();
+    let _ = writeln!(t);
+    let _ = writeln!(t, "saeforge demo: {}", s.engine);
+    for (k, v) in &s.table {
+        if v.is_empty() {
+            let _ = writeln!(t, "\n  {k}");
+        } else {
+            let _ = writeln!(t, "    {k:<w$}  {v}");
+        }
+    }
+    let _ = writeln!(
+        t,
+        "\n  {:.0} s in all ({}); report: {}",
+        total_seconds(s),
+        stage_line(s),
+        out.join("report.md").display()
+    );
+    t
+}
+
+/// report.md: what ran, the table, the files, and the commands that redo each step.
+fn report_md(s: &DemoSummary, out: &Path) -> String {
+    let c = &s.config;
+    let st = &s.steer;
+    let o = out.display();
+    let mut m = String::new();
+    let _ = writeln!(m, "# saeforge demo\n");
+    let _ = writeln!(
+        m,
+        "A TopK sparse autoencoder trained on synthetic activations with a planted dictionary \
+         in superposition ({} true features in {} dimensions, about {} active per row), \
+         evaluated against the ground truth, then used to steer one recovered feature.\n",
+        c.features, c.d_in, c.active
+    );
+    let _ = writeln!(m, "Engine: {}.\n", s.engine);
+    let cell = |t: &str| t.replace('|', "\\|");
+    let _ = writeln!(m, "| | |\n|---|---|");
+    for (k, v) in &s.table {
+        if v.is_empty() {
+            let _ = writeln!(m, "| **{}** | |", cell(k));
+        } else {
+            let _ = writeln!(m, "| {} | {} |", cell(k), cell(v));
+        }
+    }
+    let _ = writeln!(
+        m,
+        "\nTime: {:.0} s ({}).\n",
+        total_seconds(s),
+        stage_line(s)
+    );
+    let _ = writeln!(m, "## Steering\n");
+    let _ = writeln!(
+        m,
+        "True feature {} is recovered by latent {} (|cos| {:.3}). `steer` edits only that \
+         latent and writes x' = x + (z' - z) W_dec, so the SAE's reconstruction error stays in \
+         the activations. Ablation (`--ablate {}`, unlearning) removes the feature's \
+         contribution from the {} rows where the latent fired; clamping (`--set {}={}`, \
+         Golden Gate style) writes it into every row. The projection of the activations on the \
+         true feature direction, binned by the feature's true coefficient, is in \
+         plots/steering.png.\n",
+        st.feature, st.latent, st.cosine, st.latent, st.ablate.rows_changed, st.latent, st.clamp
+    );
+    let _ = writeln!(m, "## Files\n");
+    for (p, what) in [
+        (
+            "data/",
+            "training shards (f16), truth.safetensors (the planted dictionary), synth.json",
+        ),
+        ("heldout/", "held-out shard"),
+        (
+            "sae/",
+            "the SAE in the SAELens layout (cfg.json, sae_weights.safetensors, sparsity.safetensors), training.jsonl, plots/, checkpoint/",
+        ),
+        (
+            "heldout-codes.safetensors",
+            "held-out codes as CSR (indptr, indices, values)",
+        ),
+        (
+            "steer/ablate.safetensors",
+            "held-out activations with the feature ablated",
+        ),
+        (
+            "steer/clamp.safetensors",
+            "held-out activations with the feature clamped",
+        ),
+        (
+            "plots/",
+            "recovery.png (best |cos| per true feature), steering.png",
+        ),
+        ("summary.json", "every number above"),
+    ] {
+        let _ = writeln!(m, "- `{p}`: {what}");
+    }
+    let _ = writeln!(m, "\n## The same steps with the CLI\n");
+    let _ = writeln!(m, "```sh");
+    let _ = writeln!(
+        m,
+        "saeforge train --data {o}/data --eval-data {o}/heldout --out {o}/sae --arch topk --d-sae {} --k {} --batch {} --steps {} --lr {} --seed {} --overwrite true",
+        c.d_sae, c.k, c.batch, c.steps, c.lr, c.train_seed
+    );
+    let _ = writeln!(
+        m,
+        "saeforge eval --sae {o}/sae --data {o}/heldout --truth {o}/data/truth.safetensors"
+    );
+    let _ = writeln!(
+        m,
+        "saeforge encode --sae {o}/sae --data {o}/heldout --out {o}/heldout-codes.safetensors"
+    );
+    let _ = writeln!(
+        m,
+        "saeforge steer --sae {o}/sae --data {o}/heldout/shard-00000.safetensors --ablate {} --out {o}/steer/ablate.safetensors",
+        st.latent
+    );
+    let _ = writeln!(
+        m,
+        "saeforge steer --sae {o}/sae --data {o}/heldout/shard-00000.safetensors --set {}={} --out {o}/steer/clamp.safetensors",
+        st.latent, st.clamp
+    );
+    let _ = writeln!(m, "```");
+    m
+}

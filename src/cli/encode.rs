@@ -1,0 +1,92 @@
+//! `saeforge encode`: the latent codes of activation shards under an SAE, as sparse CSR
+//! safetensors (or dense with --dense); see `crate::sae::infer::encode_shards`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::Result;
+use crate::data::{discover, open_shards};
+use crate::gpu::{DeviceChoice, select_engine};
+use crate::sae::export::SaeModel;
+use crate::sae::infer::{Encoder, default_batch, encode_shards};
+
+#[derive(clap::Args, Debug)]
+pub struct EncodeArgs {
+    /// SAE folder in the SAELens layout.
+    #[arg(long)]
+    pub sae: PathBuf,
+    /// Activation shards (files, folders, globs); rows are encoded in this order.
+    #[arg(long, num_args = 1.., required = true)]
+    pub data: Vec<PathBuf>,
+    /// Tensor name inside the shards (default: the only floating rank-2/3 tensor).
+    #[arg(long)]
+    pub tensor: Option<String>,
+    /// Output safetensors file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write a dense `codes` f32 [rows, d_sae] tensor instead of CSR
+    /// (indptr i64 [rows + 1], indices i32 [nnz], values f32 [nnz]).
+    #[arg(long)]
+    pub dense: bool,
+    /// Engine: auto (hardware GPU if any, else CPU), gpu (any wgpu adapter), cpu.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Pick the adapter whose name contains this.
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Rows per batch (default: about 64 MiB of pre-activations).
+    #[arg(long)]
+    pub batch: Option<usize>,
+}
+
+pub fn run(a: EncodeArgs) -> Result<()> {
+    let model = SaeModel::load(&a.sae)?;
+    let paths = discover(&a.data)?;
+    let shards = open_shards(&paths, a.tensor.as_deref())?;
+    if shards[0].d != model.d {
+        return Err(crate::Error::input(format!(
+            "{}: d = {}, but the SAE in {} has d_in = {}",
+            shards[0].path.display(),
+            shards[0].d,
+            a.sae.display(),
+            model.d
+        )));
+    }
+    if a.batch == Some(0) {
+        return Err(crate::Error::input("--batch 0: expected at least 1 row"));
+    }
+    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
+    eprintln!("saeforge: {why}");
+    let encoder = Encoder::new(
+        &model,
+        &engine,
+        a.batch.unwrap_or_else(|| default_batch(model.n)),
+    )?;
+    let clock = Instant::now();
+    let r = encode_shards(&encoder, &shards, &a.out, a.dense, &a.sae)?;
+    let secs = clock.elapsed().as_secs_f64();
+    println!(
+        "encoded {} rows from {} shard(s) with the {} SAE ({} latents) in {secs:.1} s: mean L0 {:.2}, {} latents fired",
+        r.rows,
+        shards.len(),
+        model.kind.name(),
+        model.n,
+        r.nnz as f64 / r.rows.max(1) as f64,
+        r.latents_fired
+    );
+    println!(
+        "wrote {} ({})",
+        a.out.display(),
+        if a.dense {
+            format!("dense codes f32 [{}, {}]", r.rows, model.n)
+        } else {
+            format!(
+                "CSR: indptr i64 [{}], indices i32 [{}], values f32 [{}]",
+                r.rows + 1,
+                r.nnz,
+                r.nnz
+            )
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! `saeforge steer`: edit chosen SAE latents of every row and write the edited activations
+//! x' = x + (z' - z) W_dec (see `crate::eval::steer`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::cli::synth::DtypeArg;
+use crate::data::{FloatType, discover};
+use crate::eval::steer::{Edit, EditOp, SteerOutput, SteerReport, check_edits, steer_file};
+use crate::gpu::{DeviceChoice, select_engine};
+use crate::sae::export::SaeModel;
+use crate::sae::infer::{Encoder, default_batch};
+use crate::{Error, Result};
+
+#[derive(clap::Args, Debug)]
+pub struct SteerArgs {
+    /// SAE folder in the SAELens layout.
+    #[arg(long)]
+    pub sae: PathBuf,
+    /// A safetensors file of activations (or a folder of them: then --out is a folder).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Activation tensor inside the file (default: the only floating rank-2/3 tensor).
+    #[arg(long)]
+    pub tensor: Option<String>,
+    /// Output file (a folder when --data is a folder).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Clamp latent I to V on every row (repeatable), e.g. --set 1234=8.
+    #[arg(long = "set", value_name = "I=V")]
+    pub set: Vec<String>,
+    /// Multiply latent I by F (repeatable), e.g. --scale 1234=0.5.
+    #[arg(long = "scale", value_name = "I=F")]
+    pub scale: Vec<String>,
+    /// Zero latent I (repeatable), e.g. --ablate 1234.
+    #[arg(long = "ablate", value_name = "I")]
+    pub ablate: Vec<String>,
+    /// Add V to latent I (repeatable), e.g. --add 1234=-2.
+    #[arg(long = "add", value_name = "I=V")]
+    pub add: Vec<String>,
+    /// Stored dtype of the edited tensor (default: the input's).
+    #[arg(long, value_enum)]
+    pub out_dtype: Option<DtypeArg>,
+    /// Name of the edited tensor (default: the input's).
+    #[arg(long)]
+    pub out_tensor: Option<String>,
+    /// Engine: auto (hardware GPU if any, else CPU), gpu (any wgpu adapter), cpu.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Pick the adapter whose name contains this.
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Rows per batch (default: about 64 MiB of pre-activations).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Also write the per-edit statistics as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Parse the edit flags (one-line errors naming the flag).
+pub fn parse_edits(
+    set: &[String],
+    scale: &[String],
+    ablate: &[String],
+    add: &[String],
+) -> Result<Vec<Edit>> {
+    fn pair(flag: &str, s: &str, example: &str) -> Result<(usize, f32)> {
+        let bad = || {
+            Error::input(format!(
+                "--{flag} {s}: expected I=V, e.g. --{flag} {example}"
+            ))
+        };
+        let (i, v) = s.split_once('=').ok_or_else(bad)?;
+        let i = i.trim().parse::<usize>().map_err(|_| bad())?;
+        let v = v.trim().parse::<f32>().map_err(|_| bad())?;
+        Ok((i, v))
+    }
+    let mut out = Vec::new();
+    for s in set {
+        let (latent, v) = pair("set", s, "1234=8")?;
+        out.push(Edit {
+            latent,
+            op: EditOp::Set(v),
+        });
+    }
+    for s in scale {
+        let (latent, f) = pair("scale", s, "1234=0.5")?;
+        out.push(Edit {
+            latent,
+            op: EditOp::Scale(f),
+        });
+    }
+    for s in ablate {
+        let latent = s.trim().parse::<usize>().map_err(|_| {
+            Error::input(format!(
+                "--ablate {s}: expected a latent index, e.g. --ablate 1234"
+            ))
+        })?;
+        out.push(Edit {
+            latent,
+            op: EditOp::Ablate,
+        });
+    }
+    for s in add {
+        let (latent, v) = pair("add", s, "1234=-2")?;
+        out.push(Edit {
+            latent,
+            op: EditOp::Add(v),
+        });
+    }
+    Ok(out)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Print the per-edit lines of a report.
+pub fn print_report(r: &SteerReport) {
+    for e in &r.edits {
+        let edit = e.edit.expect("set by SteerReport::new");
+        let rows = r.rows.max(1) as f64;
+        println!(
+            "  {:<18} changed {} of {} rows; mean z {:.4} -> {:.4}; mean |delta x| {:.4} over the changed rows",
+            edit.flag(),
+            e.rows_changed,
+            r.rows,
+            e.sum_before / rows,
+            e.sum_after / rows,
+            e.mean_delta_norm()
+        );
+    }
+}
+
+pub fn run(a: SteerArgs) -> Result<()> {
+    let model = SaeModel::load(&a.sae)?;
+    let edits = check_edits(&parse_edits(&a.set, &a.scale, &a.ablate, &a.add)?, model.n)?;
+    if a.batch == Some(0) {
+        return Err(Error::input("--batch 0: expected at least 1 row"));
+    }
+    let opts = SteerOutput {
+        dtype: a.out_dtype.map(|d| match d {
+            DtypeArg::F32 => FloatType::F32,
+            DtypeArg::F16 => FloatType::F16,
+            DtypeArg::Bf16 => FloatType::Bf16,
+        }),
+        tensor: a.out_tensor.clone(),
+    };
+    // One file -> one file; a folder -> a folder of files with the same names.
+    let jobs: Vec<(PathBuf, PathBuf)> = if a.data.is_dir() {
+        let inputs = discover(std::slice::from_ref(&a.data))?;
+        if a.out.exists() && !a.out.is_dir() {
+            return Err(Error::input(format!(
+                "--out {}: --data is a folder, so --out must be a folder, but this is a file",
+                a.out.display()
+            )));
+        }
+        if same_file(&a.out, &a.data) {
+            return Err(Error::input(format!(
+                "--out {}: is the input folder; steering writes new files, pick another folder",
+                a.out.display()
+            )));
+        }
+        crate::io::create_dir(&a.out)?;
+        inputs
+            .into_iter()
+            .map(|p| {
+                let o = a.out.join(p.file_name().expect("a file"));
+                (p, o)
+            })
+            .collect()
+    } else {
+        if !a.data.is_file() {
+            return Err(Error::input(format!(
+                "--data {}: no such file or folder",
+                a.data.display()
+            )));
+        }
+        if same_file(&a.out, &a.data) {
+            return Err(Error::input(format!(
+                "--out {}: is the input file; write the edited activations elsewhere",
+                a.out.display()
+            )));
+        }
+        vec![(a.data.clone(), a.out.clone())]
+    };
+    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
+    eprintln!("saeforge: {why}");
+    let encoder = Encoder::new(
+        &model,
+        &engine,
+        a.batch.unwrap_or_else(|| default_batch(model.n)),
+    )?;
+    if edits.is_empty() {
+        println!("no edits given: the output equals the input");
+    }
+    let mut all = Vec::new();
+    for (input, out) in &jobs {
+        let clock = Instant::now();
+        let r = steer_file(
+            &encoder,
+            &model,
+            &edits,
+            input,
+            a.tensor.as_deref(),
+            out,
+            &opts,
+        )?;
+        println!(
+            "steered {} rows of {} with the {} SAE ({} latents) in {:.1} s: {} rows changed, mean |delta x| {:.4} over them",
+            r.rows,
+            input.display(),
+            model.kind.name(),
+            model.n,
+            clock.elapsed().as_secs_f64(),
+            r.rows_changed,
+            r.mean_delta_norm()
+        );
+        print_report(&r);
+        println!("wrote {}", out.display());
+        all.push(serde_json::json!({
+            "input": input,
+            "output": out,
+            "report": r,
+        }));
+    }
+    if let Some(j) = &a.json {
+        crate::io::write_json(j, &serde_json::Value::Array(all))?;
+    }
+    Ok(())
+}

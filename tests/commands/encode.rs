@@ -1,0 +1,186 @@
+//! `saeforge encode`: the CSR and dense outputs agree with each other and with
+//! `SaeModel::encode`, across shards, a rank-3 tensor and batches that do not divide the
+//! rows; on the GPU engine within the encode tolerance.
+
+use std::path::Path;
+
+use libtest_mimic::{Failed, Trial};
+use rand_chacha::ChaCha8Rng;
+use saeforge::cli::encode::{EncodeArgs, run};
+use saeforge::data::FloatType;
+use saeforge::gpu::DeviceChoice;
+use saeforge::sae::export::{SaeKind, SaeModel};
+use safetensors::Dtype;
+
+use crate::common::{assert_close, cpu_test, fail, gpu_test, tolerance};
+use crate::support::{activations, random_model, read_tensor, saved, tmp, write_shard};
+
+const D: usize = 24;
+const N: usize = 96;
+
+fn kinds() -> [(SaeKind, &'static str); 3] {
+    [
+        (SaeKind::Topk { k: 5 }, "topk"),
+        (SaeKind::Standard, "standard"),
+        (SaeKind::Jumprelu, "jumprelu"),
+    ]
+}
+
+/// Dense (rows, n) codes from a CSR file, checking its structure.
+fn csr_file(path: &Path, rows: usize, n: usize) -> Result<Vec<f32>, Failed> {
+    let (dt, sh, b) = read_tensor(path, "indptr");
+    if dt != Dtype::I64 || sh != [rows + 1] {
+        return Err(format!("indptr is {dt:?} {sh:?}, expected I64 [{}]", rows + 1).into());
+    }
+    let indptr: Vec<i64> = bytemuck::pod_collect_to_vec(&b);
+    let (dt, sh, b) = read_tensor(path, "indices");
+    let nnz = indptr[rows] as usize;
+    if dt != Dtype::I32 || sh != [nnz] {
+        return Err(format!("indices is {dt:?} {sh:?}, expected I32 [{nnz}]").into());
+    }
+    let idx: Vec<i32> = bytemuck::pod_collect_to_vec(&b);
+    let (dt, sh, b) = read_tensor(path, "values");
+    if dt != Dtype::F32 || sh != [nnz] {
+        return Err(format!("values is {dt:?} {sh:?}, expected F32 [{nnz}]").into());
+    }
+    let val: Vec<f32> = bytemuck::pod_collect_to_vec(&b);
+    if indptr[0] != 0 {
+        return Err("indptr[0] != 0".into());
+    }
+    let mut dense = vec![0.0f32; rows * n];
+    for r in 0..rows {
+        let (a, e) = (indptr[r] as usize, indptr[r + 1] as usize);
+        if a > e {
+            return Err(format!("indptr decreases at row {r}").into());
+        }
+        for s in a..e {
+            if s > a && idx[s] <= idx[s - 1] {
+                return Err(format!("row {r}: indices not ascending").into());
+            }
+            if val[s] == 0.0 {
+                return Err(format!("row {r}: a stored zero").into());
+            }
+            dense[r * n + idx[s] as usize] = val[s];
+        }
+    }
+    Ok(dense)
+}
+
+fn dense_of(m: &SaeModel, x: &[f32], rows: usize) -> Vec<f32> {
+    let c = m.encode(x, rows);
+    let mut out = vec![0.0f32; rows * m.n];
+    for r in 0..rows {
+        for s in c.row_ptr[r]..c.row_ptr[r + 1] {
+            out[r * m.n + c.idx[s] as usize] = c.val[s];
+        }
+    }
+    out
+}
+
+/// Rows whose support could flip under a GEMM-rounding difference: for topk, the k-th and
+/// (k+1)-th largest pre-activations within `margin`; for the others, a pre-activation within
+/// `margin` of its threshold.
+fn borderline(m: &SaeModel, x: &[f32], rows: usize, margin: f32) -> Vec<bool> {
+    let pre = m.pre(x, rows);
+    (0..rows)
+        .map(|r| {
+            let p = &pre[r * m.n..(r + 1) * m.n];
+            match m.kind {
+                SaeKind::Topk { k } => {
+                    let mut s = p.to_vec();
+                    s.sort_by(|a, b| b.partial_cmp(a).unwrap());
+                    (s[k - 1] - s[k]).abs() < margin || s[k - 1].abs() < margin
+                }
+                SaeKind::Standard => p.iter().any(|v| v.abs() < margin),
+                SaeKind::Jumprelu => p
+                    .iter()
+                    .zip(&m.threshold)
+                    .any(|(v, t)| (v - t).abs() < margin),
+            }
+        })
+        .collect()
+}
+
+/// Two shards (one rank-3), batches of 64 over 203 rows: CSR == dense == SaeModel::encode.
+fn encode_agrees(
+    rng: &mut ChaCha8Rng,
+    kind: SaeKind,
+    name: &str,
+    device: DeviceChoice,
+) -> Result<(), Failed> {
+    let dir = tmp(&format!("encode-{name}-{device:?}"));
+    let m = saved(&dir.join("sae"), &random_model(rng, kind, D, N))?;
+    let (r1, r2) = (7 * 17, 84);
+    let x1 = activations(rng, r1 * D, FloatType::F16);
+    let x2 = activations(rng, r2 * D, FloatType::F32);
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_shard(
+        &data.join("a.safetensors"),
+        &[7, 17, D],
+        &x1,
+        FloatType::F16,
+    );
+    write_shard(&data.join("b.safetensors"), &[r2, D], &x2, FloatType::F32);
+    let rows = r1 + r2;
+    let x: Vec<f32> = [x1, x2].concat();
+    let args = |out: &str, dense: bool| EncodeArgs {
+        sae: dir.join("sae"),
+        data: vec![data.clone()],
+        tensor: Some("acts".into()),
+        out: dir.join(out),
+        dense,
+        device,
+        adapter: std::env::var("SAEFORGE_ADAPTER").ok(),
+        batch: Some(64),
+    };
+    run(args("csr.safetensors", false)).map_err(fail)?;
+    run(args("dense.safetensors", true)).map_err(fail)?;
+    let csr = csr_file(&dir.join("csr.safetensors"), rows, N)?;
+    let (dt, sh, b) = read_tensor(&dir.join("dense.safetensors"), "codes");
+    if dt != Dtype::F32 || sh != [rows, N] {
+        return Err(format!("dense codes are {dt:?} {sh:?}").into());
+    }
+    let dense: Vec<f32> = bytemuck::pod_collect_to_vec(&b);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    if bits(&csr) != bits(&dense) {
+        return Err("CSR and dense outputs differ".into());
+    }
+    let want = dense_of(&m, &x, rows);
+    if device == DeviceChoice::Cpu {
+        if bits(&csr) != bits(&want) {
+            return Err("CPU codes differ from SaeModel::encode".into());
+        }
+    } else {
+        let skip = borderline(&m, &x, rows, 1e-3);
+        let keep = |v: &[f32]| -> Vec<f32> {
+            v.chunks_exact(N)
+                .zip(&skip)
+                .filter(|(_, s)| !**s)
+                .flat_map(|(r, _)| r.to_vec())
+                .collect()
+        };
+        assert_close("GPU codes", &keep(&csr), &keep(&want), tolerance::encode(D))?;
+    }
+    let fired = want.iter().filter(|&&v| v != 0.0).count();
+    if fired == 0 {
+        return Err("nothing fired: the test checks nothing".into());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+pub fn trials() -> Vec<Trial> {
+    let mut t = Vec::new();
+    for (kind, name) in kinds() {
+        t.push(cpu_test(
+            format!("encode::csr_dense_and_saemodel_agree_cpu_{name}"),
+            move |rng| encode_agrees(rng, kind, name, DeviceChoice::Cpu),
+        ));
+        t.push(gpu_test(
+            format!("encode::csr_dense_and_saemodel_agree_gpu_{name}"),
+            move |_, rng| encode_agrees(rng, kind, name, DeviceChoice::Gpu),
+        ));
+    }
+    t
+}
