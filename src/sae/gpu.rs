@@ -202,7 +202,10 @@ impl GpuEngine {
             thr: g.zeros("batch threshold", &[1])?,
             thr_state: g.upload("threshold", &[1], &[st.threshold])?,
             topk_scratch: if cfg.arch == Arch::Batchtopk {
-                Some(g.zeros_u32("batchtopk scratch", &[batchtopk_scratch_len(rows, n, rows * cfg.k)])?)
+                Some(g.zeros_u32(
+                    "batchtopk scratch",
+                    &[batchtopk_scratch_len(rows, n, rows * cfg.k)],
+                )?)
             } else {
                 None
             },
