@@ -81,8 +81,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if a.batch == Some(0) {
         return Err(crate::Error::input("--batch 0: expected at least 1"));
     }
+    // The engine line is part of the report (stdout), so that a bad input still gets
+    // exactly one line on stderr.
     let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
-    eprintln!("saeforge: {why}");
     let cfg = EvalConfig {
         sae: a.sae,
         data: a.data,

@@ -69,7 +69,7 @@ impl HeldOut {
             s.read_rows(self.row, take, dst);
             if let Some(i) = dst.iter().position(|v| !v.is_finite()) {
                 return Err(Error::input(format!(
-                    "{}: tensor {:?} row {} column {} is {}",
+                    "{}: tensor {:?} row {} column {} is {} (evaluation needs finite rows: repair or drop it; train's --skip-nonfinite skips such rows)",
                     s.path.display(),
                     s.tensor,
                     self.row + i / d,
