@@ -52,16 +52,15 @@ pub fn run(a: EncodeArgs) -> Result<()> {
             model.d
         )));
     }
-    if let Ok(out) = a.out.canonicalize() {
-        if paths
-            .iter()
-            .any(|p| p.canonicalize().is_ok_and(|q| q == out))
-        {
-            return Err(crate::Error::input(format!(
-                "--out {}: is one of the input shards; write the codes elsewhere",
-                a.out.display()
-            )));
-        }
+    let out = a.out.canonicalize().ok();
+    if paths
+        .iter()
+        .any(|p| out.is_some() && p.canonicalize().ok() == out)
+    {
+        return Err(crate::Error::input(format!(
+            "--out {}: is one of the input shards; write the codes elsewhere",
+            a.out.display()
+        )));
     }
     if a.batch == Some(0) {
         return Err(crate::Error::input("--batch 0: expected at least 1 row"));
