@@ -852,10 +852,21 @@ fn report_md(s: &DemoSummary, out: &Path) -> String {
          latent and writes x' = x + (z' - z) W_dec, so the SAE's reconstruction error stays in \
          the activations. Ablation (`--ablate {}`, unlearning) removes the feature's \
          contribution from the {} rows where the latent fired; clamping (`--set {}={}`, \
-         Golden Gate style) writes it into every row. The projection of the activations on the \
-         true feature direction, binned by the feature's true coefficient, is in \
+         Golden Gate style) writes it into every row. On the rows where the feature is active, \
+         its projection goes from {:.3} to {:.3} after ablation: what remains is the part of \
+         the feature the SAE's encoder does not capture (its share of the reconstruction \
+         error), which `steer` leaves in place by design. The projection of the activations on \
+         the true feature direction, binned by the feature's true coefficient, is in \
          plots/steering.png.\n",
-        st.feature, st.latent, st.cosine, st.latent, st.ablate.rows_changed, st.latent, st.clamp
+        st.feature,
+        st.latent,
+        st.cosine,
+        st.latent,
+        st.ablate.rows_changed,
+        st.latent,
+        st.clamp,
+        st.proj_active[0],
+        st.proj_active[1]
     );
     let _ = writeln!(m, "## Files\n");
     for (p, what) in [

@@ -52,6 +52,16 @@ pub fn run(a: EncodeArgs) -> Result<()> {
             model.d
         )));
     }
+    let out = a.out.canonicalize().ok();
+    if paths
+        .iter()
+        .any(|p| out.is_some() && p.canonicalize().ok() == out)
+    {
+        return Err(crate::Error::input(format!(
+            "--out {}: is one of the input shards; write the codes elsewhere",
+            a.out.display()
+        )));
+    }
     if a.batch == Some(0) {
         return Err(crate::Error::input("--batch 0: expected at least 1 row"));
     }

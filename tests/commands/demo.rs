@@ -3,7 +3,7 @@
 //! and a folder that is not a demo's is refused.
 
 use libtest_mimic::{Failed, Trial};
-use saeforge::cli::demo::{DemoArgs, run};
+use saeforge::cli::demo::{DemoArgs, DemoConfig, run};
 use saeforge::gpu::DeviceChoice;
 
 use crate::common::{cpu_test, fail, gpu_test};
@@ -108,8 +108,28 @@ fn demo(device: DeviceChoice) -> Result<(), Failed> {
     Ok(())
 }
 
+/// --full is the 512 -> 16384 scale; overrides win; bad sizes are refused with the flag.
+fn full_config() -> Result<(), Failed> {
+    let mut a = DemoArgs::new(std::path::Path::new("unused"));
+    a.full = true;
+    let c = DemoConfig::resolve(&a).map_err(fail)?;
+    if (c.d_in, c.d_sae, c.k, c.batch) != (512, 16384, 32, 4096) {
+        return Err(format!("--full resolves to {c:?}").into());
+    }
+    a.k = Some(8);
+    if DemoConfig::resolve(&a).map_err(fail)?.k != 8 {
+        return Err("--k does not override --full".into());
+    }
+    a.k = Some(20000);
+    match DemoConfig::resolve(&a) {
+        Err(e) if e.to_string().starts_with("--k 20000") => Ok(()),
+        other => Err(format!("--k 20000 with d_sae 16384: {other:?}").into()),
+    }
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
+        cpu_test("demo::full_config", |_| full_config()),
         cpu_test("demo::end_to_end_small_cpu", |_| demo(DeviceChoice::Cpu)),
         gpu_test("demo::end_to_end_small_gpu", |_, _| demo(DeviceChoice::Gpu)),
     ]

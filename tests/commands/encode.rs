@@ -162,6 +162,13 @@ fn encode_agrees(
         };
         assert_close("GPU codes", &keep(&csr), &keep(&want), tolerance::encode(D))?;
     }
+    // Writing the codes over an input shard is refused.
+    let mut a = args("unused", false);
+    a.out = data.join("b.safetensors");
+    match run(a) {
+        Err(e) if e.to_string().contains("is one of the input shards") => {}
+        other => return Err(format!("--out over an input shard: {other:?}").into()),
+    }
     let fired = want.iter().filter(|&&v| v != 0.0).count();
     if fired == 0 {
         return Err("nothing fired: the test checks nothing".into());

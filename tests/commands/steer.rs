@@ -138,7 +138,7 @@ fn no_op_is_bit_exact(
             "noop.safetensors",
             vec![
                 ("scale", format!("{busy}=1")),
-                ("add", "3=0".to_string()),
+                ("add", format!("{}=0", (busy + 1) % (N - 1))),
                 ("ablate", format!("{never}")),
             ],
         ),
