@@ -27,10 +27,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         // Make the rename itself durable (best effort: not every platform syncs folders).
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
+        if let Some(Ok(d)) = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(std::fs::File::open)
+        {
+            let _ = d.sync_all();
         }
         Ok(())
     })();
@@ -77,17 +79,17 @@ pub fn available_memory() -> Option<u64> {
 /// Refuse work that needs more host memory than is available, naming what and how much
 /// (an allocation failure would otherwise abort the process without a word).
 pub fn check_host_memory(what: &str, bytes: u128, advice: &str) -> Result<()> {
-    if let Some(avail) = available_memory() {
-        if bytes > avail as u128 {
+    match available_memory() {
+        Some(avail) if bytes > avail as u128 => {
             let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
-            return Err(Error::Device(format!(
+            Err(Error::Device(format!(
                 "{what} needs about {:.1} GiB of memory, but this machine has {:.1} GiB available; {advice}",
                 gib(bytes),
                 gib(avail as u128)
-            )));
+            )))
         }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Check, before any work, that `--flag path` names a file that can be written: its folder

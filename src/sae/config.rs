@@ -281,16 +281,26 @@ impl TrainArgs {
 
     /// Read a TOML config file.
     pub fn from_toml(path: &Path) -> Result<TrainArgs> {
-        let bytes = crate::data::read_input(path).map_err(|e| e.with_hint("--config"))?;
+        if !path.is_file() {
+            return Err(Error::input(format!(
+                "--config {}: no such file",
+                path.display()
+            )));
+        }
+        let bytes = crate::data::read_input(path)?;
         let text = String::from_utf8(bytes)
             .map_err(|_| Error::input(format!("--config {}: not UTF-8 text", path.display())))?;
         toml::from_str(&text).map_err(|e| {
             let msg = e.message().to_string();
-            Error::input(format!(
-                "{}: {}",
-                path.display(),
-                msg.lines().next().unwrap_or("invalid TOML")
-            ))
+            let msg = msg.lines().next().unwrap_or("invalid TOML");
+            // serde lists every known key after ", expected one of"; --help says it better.
+            let msg = match msg.split_once(", expected one of") {
+                Some((head, _)) => format!(
+                    "{head} (the keys are the long flags of `saeforge train --help`, with _ for -)"
+                ),
+                None => msg.to_string(),
+            };
+            Error::input(format!("--config {}: {msg}", path.display()))
         })
     }
 }

@@ -723,7 +723,7 @@ const LINES: &[Line] = &[
         setup: nothing,
         args: "{train} --d-sae 16 --k 4 --batch 16 --config {dir}/missing.toml",
         code: 2,
-        expect: &["missing.toml: no such file", "--config"],
+        expect: &["--config", "missing.toml: no such file"],
         gpu: false,
     },
     Line {
@@ -731,7 +731,7 @@ const LINES: &[Line] = &[
         setup: |d| std::fs::write(d.join("c.toml"), "batchsize = 3\n").unwrap(),
         args: "{train} --d-sae 16 --k 4 --batch 16 --config {dir}/c.toml",
         code: 2,
-        expect: &["c.toml", "unknown field `batchsize`"],
+        expect: &["--config", "c.toml: unknown field `batchsize`"],
         gpu: false,
     },
     Line {

@@ -79,6 +79,13 @@ fn corrupt(base: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
     b
 }
 
+/// Replace a file by a new one (unlink, then create): truncating or renaming over a file
+/// makes ext4 flush it to disk on close, which would make this test wait on the disk.
+fn write_fresh(p: &Path, bytes: &[u8]) {
+    let _ = std::fs::remove_file(p);
+    std::fs::write(p, bytes).unwrap();
+}
+
 fn one_line(what: &str, e: &saeforge::Error) -> Result<(), Failed> {
     let s = e.to_string();
     if s.is_empty() || s.contains('\n') {
@@ -136,7 +143,7 @@ fn fuzz_shards() -> Result<(), Failed> {
     let p = dir.join("shard.safetensors");
     for i in 0..3000 {
         let bytes = corrupt(&bases[i % bases.len()], &mut rng);
-        std::fs::write(&p, &bytes).unwrap();
+        write_fresh(&p, &bytes);
         let r = std::panic::catch_unwind(|| read_shard(&p));
         match r {
             Ok(Ok(())) => {}
@@ -178,7 +185,7 @@ fn fuzz_sae_and_checkpoint() -> Result<(), Failed> {
             (&state, &base_c)
         };
         let bytes = corrupt(base, &mut rng);
-        std::fs::write(path, &bytes).unwrap();
+        write_fresh(path, &bytes);
         let r = std::panic::catch_unwind(|| {
             if i % 2 == 0 {
                 SaeModel::load(&sae).err()
