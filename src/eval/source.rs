@@ -68,11 +68,20 @@ impl HeldOut {
             let dst = &mut out[got * d..(got + take) * d];
             s.read_rows(self.row, take, dst);
             if let Some(i) = dst.iter().position(|v| !v.is_finite()) {
+                let row = self.row + i / d;
+                let at = if s.shape.len() == 3 {
+                    format!(
+                        " (sequence {}, position {})",
+                        row / s.shape[1],
+                        row % s.shape[1]
+                    )
+                } else {
+                    String::new()
+                };
                 return Err(Error::input(format!(
-                    "{}: tensor {:?} row {} column {} is {} (evaluation needs finite rows: repair or drop it; train's --skip-nonfinite skips such rows)",
+                    "{}: tensor {:?} row {row}{at} column {} is {} (evaluation needs finite rows: repair or drop it; train's --skip-nonfinite skips such rows)",
                     s.path.display(),
                     s.tensor,
-                    self.row + i / d,
                     i % d,
                     dst[i]
                 )));

@@ -151,7 +151,10 @@ pub struct Generator {
 impl Generator {
     pub fn new(cfg: SynthConfig) -> Result<Generator> {
         cfg.validate()?;
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        // Not `seed` itself: `train --seed` draws the SAE's initial decoder rows the same way
+        // (normalised Gaussians from ChaCha8), and equal seeds would hand the trainer the
+        // planted dictionary as its initialisation.
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5EED_DA7A_0F_5A1E);
         let features = random_directions(&mut rng, cfg.features, cfg.d_in);
         let probability = probabilities(cfg.features, cfg.active, cfg.density_decay);
         let truth = Truth {
@@ -405,7 +408,10 @@ pub struct Compositional {
 impl Compositional {
     pub fn new(cfg: CompositionalConfig) -> Result<Compositional> {
         cfg.validate()?;
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        // Not `seed` itself: `train --seed` draws the SAE's initial decoder rows the same way
+        // (normalised Gaussians from ChaCha8), and equal seeds would hand the trainer the
+        // planted dictionary as its initialisation.
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5EED_DA7A_0F_5A1E);
         let features = random_directions(&mut rng, cfg.features, cfg.d_in);
         Ok(Compositional { cfg, features, rng })
     }
