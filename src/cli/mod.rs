@@ -31,9 +31,11 @@ pub enum Command {
     Train(crate::sae::TrainArgs),
     /// Describe a shard, a folder of shards, or an SAE folder.
     Info(info::InfoArgs),
-    /// Write synthetic activations with a planted dictionary.
+    /// Write synthetic activations with a planted dictionary (--compositional: an
+    /// in-distribution / out-of-distribution split).
     Synth(synth::SynthArgs),
-    /// Evaluate an SAE folder on held-out data (and against a planted dictionary).
+    /// Evaluate an SAE folder on held-out data: reconstruction metrics, FISTA on its
+    /// dictionary (--fista), an out-of-distribution split (--ood), a planted dictionary (--truth).
     Eval(eval::EvalArgs),
     /// Latent codes of activation shards under an SAE (sparse CSR, or --dense).
     Encode(encode::EncodeArgs),

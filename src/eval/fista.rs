@@ -42,7 +42,7 @@ pub struct FistaConfig {
     pub lambda: f32,
     /// Iterations at most.
     pub max_iters: usize,
-    /// Stop when every row has ||z_k - z_{k-1}|| <= tol ||z_k|| (0: run max_iters).
+    /// Stop when every row has ||z_k - z_{k-1}|| <= tol ||z_k|| (0: always run max_iters).
     pub tol: f32,
     /// Iterations between convergence checks.
     pub check_every: usize,
@@ -320,8 +320,17 @@ impl FistaSolver {
     pub fn config(&self) -> &FistaConfig {
         &self.cfg
     }
+}
 
-    /// Codes (rows, n) dense, x_hat, the batch's L0 / L1 sums and iterations, on the CPU.
+impl FistaSolverView<'_> {
+    /// Whether to test for convergence after iteration k: every check_every iterations
+    /// before the last, and never with tol 0.
+    fn checks_at(&self, k: usize) -> bool {
+        self.cfg.tol > 0.0 && k % self.cfg.check_every == 0 && k < self.cfg.max_iters
+    }
+
+    /// Codes over the unit atoms (rows, n), dense, and the batch output, on the CPU engine:
+    /// the same sequence as `GpuFista::run`, with the CPU twins.
     fn run_cpu(&self, fired: &mut [u32], x: &[f32], rows: usize) -> (Vec<f32>, BatchOut) {
         use crate::reference::{fista, gemm, reduce};
         let (n, d) = (self.dict.n, self.dict.d);
@@ -356,7 +365,7 @@ impl FistaSolver {
             );
             iters = k;
             std::mem::swap(&mut z_old, &mut z_new);
-            if k % self.cfg.check_every == 0 || k == self.cfg.max_iters {
+            if self.checks_at(k) {
                 // z_old now holds z_k, z_new z_{k-1}.
                 fista::fista_row_change(&z_old, &z_new, rows, n, &mut change);
                 if converged(&change, self.cfg.tol) {
@@ -440,7 +449,7 @@ impl GpuFista {
             )?;
             iters = k;
             cur = 1 - cur;
-            if k % s.cfg.check_every == 0 || k == s.cfg.max_iters {
+            if s.checks_at(k) {
                 fista::fista_row_change(g, &mut enc, new, old, rows, n, &b.change)?;
                 g.submit(std::mem::replace(&mut enc, g.encoder()));
                 if converged(&g.read_f32(&b.change)?, s.cfg.tol) {
@@ -503,22 +512,18 @@ impl FistaSolver {
         if rows == 0 {
             return Ok((read_z.then(Vec::new), BatchOut::default()));
         }
+        let view = FistaSolverView {
+            dict: &self.dict,
+            cfg: &self.cfg,
+            lipschitz: self.lipschitz,
+            momentum: &self.momentum,
+        };
         match &mut self.backend {
             Backend::Cpu { fired } => {
-                let mut f = std::mem::take(fired);
-                let (z, out) = self.run_cpu(&mut f, x, rows);
-                if let Backend::Cpu { fired } = &mut self.backend {
-                    *fired = f;
-                }
+                let (z, out) = view.run_cpu(fired, x, rows);
                 Ok((read_z.then_some(z), out))
             }
             Backend::Gpu(gf) => {
-                let view = FistaSolverView {
-                    dict: &self.dict,
-                    cfg: &self.cfg,
-                    lipschitz: self.lipschitz,
-                    momentum: &self.momentum,
-                };
                 let (cur, out) = gf.run(&view, x, rows)?;
                 let z = if read_z {
                     let b = gf.bufs.as_ref().expect("allocated by run");

@@ -195,72 +195,79 @@ impl SaeForward {
     pub fn model(&self) -> &SaeModel {
         &self.model
     }
+}
 
-    fn run_cpu(&self, fired: &mut [u32], x: &[f32], rows: usize, want: bool) -> BatchOut {
-        use reference::{activations, gemm, reduce, sparse, topk};
-        let m = &self.model;
-        let (d, n) = (m.d, m.n);
-        let mut xc = vec![0.0f32; rows * d];
-        reduce::sub_row(x, &m.b_dec, rows, d, &mut xc);
-        let mut pre = vec![0.0f32; rows * n];
-        gemm::gemm(
-            &GemmSpec::nn(rows, n, d),
-            &xc,
-            &m.w_enc,
-            Some(&m.b_enc),
-            &mut pre,
-        );
-        let ones = vec![1.0f32; n];
-        let mut metrics = vec![0.0f32; METRIC_SLOTS];
-        let mut x_hat = vec![0.0f32; rows * d];
-        let codes = match m.kind {
-            SaeKind::Topk { k } => {
-                let mut idx = vec![0u32; rows * k];
-                let mut pre_val = vec![0.0f32; rows * k];
-                let mut val = vec![0.0f32; rows * k];
-                let mut row_ptr = vec![0u32; rows + 1];
-                topk::topk(&pre, rows, n, k, None, &mut idx, &mut pre_val);
-                activations::relu_forward(&pre_val, &mut val);
-                sparse::row_ptr_fixed(rows, k, &mut row_ptr);
-                sparse::sparse_decode(
-                    &row_ptr,
-                    &idx,
-                    &val,
-                    &m.w_dec,
-                    Some(&m.b_dec),
-                    rows,
-                    n,
-                    d,
-                    &mut x_hat,
-                );
-                reduce::sparse_stats(&row_ptr, &idx, &val, rows, n, &ones, fired, &mut metrics);
-                want.then(|| topk_to_codes(&idx, &val, rows, k))
-            }
-            SaeKind::Standard | SaeKind::Jumprelu => {
-                let mut z = vec![0.0f32; rows * n];
-                if m.kind == SaeKind::Standard {
-                    activations::relu_forward(&pre, &mut z);
-                } else {
-                    activations::jumprelu_forward(&pre, rows, n, &self.log_theta, &mut z);
-                }
-                gemm::gemm(
-                    &GemmSpec::nn(rows, d, n),
-                    &z,
-                    &m.w_dec,
-                    Some(&m.b_dec),
-                    &mut x_hat,
-                );
-                reduce::dense_stats(&z, rows, n, &ones, fired, &mut metrics);
-                want.then(|| dense_to_codes(&z, rows, n))
-            }
-        };
-        BatchOut {
-            x_hat,
-            l0_sum: metrics[slot::L0 as usize] as f64,
-            l1_sum: metrics[slot::L1 as usize] as f64,
-            iterations: None,
-            codes,
+/// The CPU engine's batch: the same sequence as `GpuSae::run`, with the CPU twins.
+fn run_cpu(
+    m: &SaeModel,
+    log_theta: &[f32],
+    fired: &mut [u32],
+    x: &[f32],
+    rows: usize,
+    want: bool,
+) -> BatchOut {
+    use reference::{activations, gemm, reduce, sparse, topk};
+    let (d, n) = (m.d, m.n);
+    let mut xc = vec![0.0f32; rows * d];
+    reduce::sub_row(x, &m.b_dec, rows, d, &mut xc);
+    let mut pre = vec![0.0f32; rows * n];
+    gemm::gemm(
+        &GemmSpec::nn(rows, n, d),
+        &xc,
+        &m.w_enc,
+        Some(&m.b_enc),
+        &mut pre,
+    );
+    let ones = vec![1.0f32; n];
+    let mut metrics = vec![0.0f32; METRIC_SLOTS];
+    let mut x_hat = vec![0.0f32; rows * d];
+    let codes = match m.kind {
+        SaeKind::Topk { k } => {
+            let mut idx = vec![0u32; rows * k];
+            let mut pre_val = vec![0.0f32; rows * k];
+            let mut val = vec![0.0f32; rows * k];
+            let mut row_ptr = vec![0u32; rows + 1];
+            topk::topk(&pre, rows, n, k, None, &mut idx, &mut pre_val);
+            activations::relu_forward(&pre_val, &mut val);
+            sparse::row_ptr_fixed(rows, k, &mut row_ptr);
+            sparse::sparse_decode(
+                &row_ptr,
+                &idx,
+                &val,
+                &m.w_dec,
+                Some(&m.b_dec),
+                rows,
+                n,
+                d,
+                &mut x_hat,
+            );
+            reduce::sparse_stats(&row_ptr, &idx, &val, rows, n, &ones, fired, &mut metrics);
+            want.then(|| topk_to_codes(&idx, &val, rows, k))
         }
+        SaeKind::Standard | SaeKind::Jumprelu => {
+            let mut z = vec![0.0f32; rows * n];
+            if m.kind == SaeKind::Standard {
+                activations::relu_forward(&pre, &mut z);
+            } else {
+                activations::jumprelu_forward(&pre, rows, n, log_theta, &mut z);
+            }
+            gemm::gemm(
+                &GemmSpec::nn(rows, d, n),
+                &z,
+                &m.w_dec,
+                Some(&m.b_dec),
+                &mut x_hat,
+            );
+            reduce::dense_stats(&z, rows, n, &ones, fired, &mut metrics);
+            want.then(|| dense_to_codes(&z, rows, n))
+        }
+    };
+    BatchOut {
+        x_hat,
+        l0_sum: metrics[slot::L0 as usize] as f64,
+        l1_sum: metrics[slot::L1 as usize] as f64,
+        iterations: None,
+        codes,
     }
 }
 
@@ -430,14 +437,14 @@ impl Coder for SaeForward {
             return Ok(BatchOut::default());
         }
         match &mut self.backend {
-            Backend::Cpu { fired } => {
-                let mut f = std::mem::take(fired);
-                let out = self.run_cpu(&mut f, x, rows, want_codes);
-                if let Backend::Cpu { fired } = &mut self.backend {
-                    *fired = f;
-                }
-                Ok(out)
-            }
+            Backend::Cpu { fired } => Ok(run_cpu(
+                &self.model,
+                &self.log_theta,
+                fired,
+                x,
+                rows,
+                want_codes,
+            )),
             Backend::Gpu(g) => g.run(&self.model, x, rows, want_codes),
         }
     }

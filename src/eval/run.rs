@@ -24,6 +24,16 @@ pub fn evaluate(
     src: &mut HeldOut,
     batch: usize,
 ) -> Result<Vec<ReconMetrics>> {
+    evaluate_with(coders, src, batch, &mut |_, _| {})
+}
+
+/// [`evaluate`], calling `progress(rows done, rows in all)` after every batch.
+pub fn evaluate_with(
+    coders: &mut [&mut dyn Coder],
+    src: &mut HeldOut,
+    batch: usize,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Vec<ReconMetrics>> {
     src.rewind();
     let mut accs = Vec::new();
     for c in coders.iter_mut() {
@@ -37,11 +47,14 @@ pub fn evaluate(
         c.reset_counts()?;
         accs.push(Accumulator::new(c.d()));
     }
+    let mut done = 0u64;
     while let Some((x, rows)) = src.next_batch(batch)? {
         for (c, acc) in coders.iter_mut().zip(accs.iter_mut()) {
             let out = c.run(&x, rows, false)?;
             acc.add(&x, &out.x_hat, rows, out.l0_sum, out.l1_sum, out.iterations);
         }
+        done += rows as u64;
+        progress(done, src.rows as u64);
     }
     coders
         .iter()
@@ -208,7 +221,22 @@ pub fn run_eval(engine: &Engine, engine_line: &str, cfg: &EvalConfig) -> Result<
             if let Some(o) = oracle.as_mut() {
                 coders.push(o);
             }
-            let mut m = evaluate(&mut coders, &mut src, batch)?.into_iter();
+            // FISTA can take a while: say how far it is (stderr, one updated line).
+            let show_progress = cfg.fista.is_some();
+            let mut progress = |done: u64, total: u64| {
+                if show_progress {
+                    let split = if name == "ood" {
+                        "out-of-distribution"
+                    } else {
+                        "in-distribution"
+                    };
+                    eprint!("\rsaeforge: {split}: {done}/{total} rows");
+                    if done == total {
+                        eprintln!();
+                    }
+                }
+            };
+            let mut m = evaluate_with(&mut coders, &mut src, batch, &mut progress)?.into_iter();
             let encoder_m = m.next().expect("encoder");
             let fista_m = if fista.is_some() { m.next() } else { None };
             let oracle_m = if oracle.is_some() { m.next() } else { None };
@@ -421,10 +449,19 @@ impl EvalReport {
             out.extend(m);
         }
         if let Some(f) = &self.fista {
-            let mut c = serde_json::to_value(f).expect("plain data");
-            c["lipschitz_sae"] = json!(self.lipschitz.0);
-            c["lipschitz_oracle"] = json!(self.lipschitz.1);
-            out.insert("fista_config".into(), c);
+            // f32 settings as their shortest decimal (0.01, not 0.009999999776482582).
+            let short = |v: f32| v.to_string().parse::<f64>().unwrap_or(v as f64);
+            out.insert(
+                "fista_config".into(),
+                json!({
+                    "lambda": short(f.lambda),
+                    "max_iters": f.max_iters,
+                    "tol": short(f.tol),
+                    "check_every": f.check_every,
+                    "lipschitz_sae": self.lipschitz.0.map(short),
+                    "lipschitz_oracle": self.lipschitz.1.map(short),
+                }),
+            );
         }
         Value::Object(out)
     }
