@@ -12,5 +12,6 @@ pub mod io;
 pub mod kernels;
 pub mod reference;
 pub mod report;
+pub mod toy;
 
 pub use error::{Error, Result};

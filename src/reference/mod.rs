@@ -9,3 +9,4 @@ pub mod optim;
 pub mod reduce;
 pub mod sparse;
 pub mod topk;
+pub mod toy;

@@ -14,6 +14,7 @@ mod optim;
 mod reduce;
 mod sparse;
 mod topk;
+mod toy;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
@@ -27,5 +28,6 @@ fn main() {
     trials.extend(reduce::trials());
     trials.extend(sparse::trials());
     trials.extend(topk::trials());
+    trials.extend(toy::trials());
     libtest_mimic::run(&args, trials).exit();
 }
