@@ -16,5 +16,6 @@ pub mod reference;
 pub mod report;
 pub mod sae;
 pub mod synth;
+pub mod toy;
 
 pub use error::{Error, Result};

@@ -8,6 +8,7 @@ pub mod eval;
 pub mod info;
 pub mod steer;
 pub mod synth;
+pub mod toy;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,8 @@ pub enum Command {
     Steer(steer::SteerArgs),
     /// The whole story on synthetic data: synthesise, train, evaluate, steer, report.
     Demo(demo::DemoArgs),
+    /// Toy models of superposition (Elhage et al. 2022): sweeps and the phase diagram.
+    Toy(toy::ToyArgs),
 }
 
 /// Run a parsed command line.
@@ -56,5 +59,6 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Encode(a) => encode::run(a),
         Command::Steer(a) => steer::run(a),
         Command::Demo(a) => demo::run(a).map(|_| ()),
+        Command::Toy(a) => toy::run(a),
     }
 }

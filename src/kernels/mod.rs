@@ -12,6 +12,7 @@ pub mod optim;
 pub mod reduce;
 pub mod sparse;
 pub mod topk;
+pub mod toy;
 
 use crate::gpu::{GpuTensor, Shader};
 use crate::{Error, Result};
@@ -27,6 +28,7 @@ pub const SHADERS: &[&Shader] = &[
     &reduce::SHADER,
     &sparse::SHADER,
     &topk::SHADER,
+    &toy::SHADER,
 ];
 
 /// Refuse a tensor whose shape is not the one a launcher needs.

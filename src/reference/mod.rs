@@ -11,3 +11,4 @@ pub mod optim;
 pub mod reduce;
 pub mod sparse;
 pub mod topk;
+pub mod toy;

@@ -345,3 +345,38 @@ pub fn steer(d: usize, edits: usize) -> Tol {
         rtol: e.rtol,
     }
 }
+
+// ---------------------------------------------------------------- toy
+
+// Measured on lavapipe over many seeds (tests/kernels/toy.rs): toy_data, toy_forward,
+// toy_grad and toy_sum_chunks are bit-identical to their twins at every shape, production
+// (20 x 1024 x 200 x 20) included, and so are 20-50 whole training steps: the twins sum in
+// the kernels' order and lavapipe does not fuse a * b + c. The margins below are for hardware
+// GPUs, where the compiler may contract a * b + c into one FMA.
+// Caveat for hardware GPUs: a ReLU gate decides on o > 0, so an output within an FMA
+// rounding (~1e-6) of zero for a present feature flips g_i by 2/rows * I_i * x_i; at the
+// production shape (4M outputs) that is about one element per run, which these tolerances
+// do not absorb.
+
+/// toy_data: integer hashing and exact conversions ((h >> 8) * 2^-24 and one compare), so
+/// any device gives the same bits; compared with EXACT.
+/// toy_forward, toy_grad, toy_sum_chunks: the same sums in the same order as the twin; FMA
+/// contraction changes each K-term sum by ~sqrt(K) * 6e-8 * sum |terms| (K = n <= 200 for
+/// h, dh and o, the chunk of 128 rows for the partials, then 8 chunks): 1e-5 relative covers
+/// h, o and the loss (terms O(1)); gradients are O(1e-3 .. 1e-1) with sums of |terms| up to
+/// ~0.5, so 1e-6 absolute covers the ones that cancel.
+pub const TOY_STEP: Tol = Tol {
+    name: "TOY_STEP",
+    atol: 1e-6,
+    rtol: 1e-5,
+};
+
+/// 20-50 AdamW steps (lr 1e-3) on both engines from the same initialisation: a gradient
+/// error of ~1e-5 relative moves an Adam update by about as much of lr, i.e. ~1e-8 per
+/// step; allowing 1e-4 leaves room for the moments to amplify errors of gradients that are
+/// themselves near zero (their normalised updates can differ by a sizeable fraction of lr).
+pub const TOY_TRAIN: Tol = Tol {
+    name: "TOY_TRAIN",
+    atol: 1e-4,
+    rtol: 1e-4,
+};

@@ -16,6 +16,7 @@ mod optim;
 mod reduce;
 mod sparse;
 mod topk;
+mod toy;
 
 fn main() {
     saeforge::gpu::quiet_headless_probe();
@@ -32,5 +33,6 @@ fn main() {
     trials.extend(reduce::trials());
     trials.extend(sparse::trials());
     trials.extend(topk::trials());
+    trials.extend(toy::trials());
     libtest_mimic::run(&args, trials).exit();
 }

@@ -1,0 +1,213 @@
+//! Toy models of superposition (Elhage et al. 2022, "Toy Models of Superposition",
+//! transformer-circuits.pub/2022/toy_model), reproduced on saeforge's own kernels.
+//!
+//! n features x_i, each U[0, 1) with probability 1 - S and 0 otherwise, pass through m < n
+//! hidden dimensions and back: x' = ReLU(W^T W x + b) (the ReLU output model) or
+//! x' = W^T W x + b (the linear model), trained on sum_i I_i (x_i - x'_i)^2 averaged over the
+//! batch. With dense data a model keeps the m most important features in orthogonal
+//! directions and drops the rest, like PCA; as the data get sparser the ReLU model packs
+//! more features than dimensions into superposition, in antipodal pairs, triangles,
+//! pentagons, tetrahedra... which shows in D* = m / ||W||_F^2 sticking at 1/2, 2/5, ...
+//!
+//! Many instances (one per density level, or per cell and restart of the phase diagram) are
+//! trained at once, on the GPU engine (shaders/toy.wgsl) or the CPU engine (its twin in
+//! `crate::reference::toy`), with the recipe of the authors' notebook: W Xavier-normal,
+//! b = 0, AdamW (lr 1e-3, weight decay 0.01), batch 1024, 10,000 steps.
+//!
+//! `sweep` trains and measures ([`run_sweep`], [`geometry`]), `phase` draws the n = 2 -> m = 1
+//! phase diagram ([`phase::run_phase`]), `plots` the figures.
+
+pub mod geometry;
+pub mod phase;
+pub mod plots;
+pub mod train;
+
+use std::path::Path;
+
+use crate::Result;
+use crate::gpu::Engine;
+
+pub use geometry::{Geometry, geometry};
+pub use train::{Params, Progress, TrainConfig, Trained, init_params, train};
+
+/// One run of the ReLU (or linear) model at several densities: the paper's sweeps.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SweepConfig {
+    pub n: usize,
+    pub m: usize,
+    /// I_i = importance_decay^i (i from 0); 1 gives equal importance.
+    pub importance_decay: f32,
+    /// 1 - S per instance.
+    pub density: Vec<f32>,
+    pub relu: bool,
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub seed: u64,
+    pub eval_batches: usize,
+}
+
+impl SweepConfig {
+    /// The notebook's first model: n = 5, m = 2, I_i = 0.9^i, ten densities 20^-linspace(0, 1, 10).
+    pub fn intro() -> Self {
+        SweepConfig {
+            n: 5,
+            m: 2,
+            importance_decay: 0.9,
+            density: log_space(0.05, 1.0, 10),
+            relu: true,
+            steps: 10_000,
+            batch: 1024,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            seed: 0,
+            eval_batches: 8,
+        }
+    }
+
+    /// I_i = decay^i for each feature.
+    pub fn importance(&self) -> Vec<f32> {
+        (0..self.n)
+            .map(|i| (self.importance_decay as f64).powi(i as i32) as f32)
+            .collect()
+    }
+
+    pub fn train_config(&self, log_every: u64) -> TrainConfig {
+        let imp = self.importance();
+        TrainConfig {
+            n: self.n,
+            m: self.m,
+            relu: self.relu,
+            density: self.density.clone(),
+            importance: self
+                .density
+                .iter()
+                .flat_map(|_| imp.iter().copied())
+                .collect(),
+            steps: self.steps,
+            batch: self.batch,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            seed: self.seed,
+            eval_batches: self.eval_batches,
+            log_every,
+        }
+    }
+}
+
+/// `count` values from `hi` down to `lo`, evenly spaced in log (hi (lo / hi)^(k / (count - 1))),
+/// so that `log_space(0.05, 1.0, 20)` is the notebook's 20^-linspace(0, 1, 20).
+pub fn log_space(lo: f64, hi: f64, count: usize) -> Vec<f32> {
+    match count {
+        0 => Vec::new(),
+        1 => vec![hi as f32],
+        _ => (0..count)
+            .map(|k| (hi * (lo / hi).powf(k as f64 / (count - 1) as f64)) as f32)
+            .collect(),
+    }
+}
+
+/// One trained instance, as written to results.json.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct InstanceResult {
+    /// 1 - S.
+    pub density: f32,
+    /// 1 / (1 - S), the x axis of the paper's D* figure.
+    pub inverse_density: f64,
+    pub importance: Vec<f32>,
+    /// m / ||W||_F^2.
+    pub dstar: f64,
+    /// ||W_i||.
+    pub norms: Vec<f64>,
+    /// sum_{j != i} (W_i_hat . W_j)^2.
+    pub superposition: Vec<f64>,
+    /// D_i = ||W_i||^2 / sum_j (W_i_hat . W_j)^2.
+    pub dims: Vec<f64>,
+    pub bias: Vec<f32>,
+    /// Features with ||W_i|| > 0.5.
+    pub represented: Vec<usize>,
+    /// Mean over fresh batches of sum_i I_i (x_i - x'_i)^2.
+    pub final_loss: f64,
+    /// W^T W, (n, n); not written (recompute it from `w`: n^2 numbers per instance).
+    #[serde(skip)]
+    pub wtw: Vec<Vec<f64>>,
+    /// The feature directions W_i, (n, m).
+    pub w: Vec<Vec<f32>>,
+}
+
+/// A finished sweep, as written to results.json.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SweepResult {
+    pub model: &'static str,
+    pub config: SweepConfig,
+    pub engine: String,
+    /// Wall time of the training steps.
+    pub train_seconds: f64,
+    pub instances: Vec<InstanceResult>,
+}
+
+/// Train every density of `cfg` at once on `engine` and measure each instance.
+pub fn run_sweep(
+    engine: &Engine,
+    cfg: &SweepConfig,
+    log_every: u64,
+    log: &mut dyn FnMut(&Progress),
+) -> Result<SweepResult> {
+    let tc = cfg.train_config(log_every);
+    let shape = tc.shape();
+    let trained = train(engine, &tc, init_params(shape, cfg.seed), log)?;
+    let (n, m) = (cfg.n, cfg.m);
+    let instances = (0..shape.instances)
+        .map(|e| {
+            let w = &trained.params.w[e * n * m..(e + 1) * n * m];
+            let geo = geometry(w, n, m);
+            InstanceResult {
+                density: cfg.density[e],
+                inverse_density: 1.0 / cfg.density[e] as f64,
+                importance: tc.importance[e * n..(e + 1) * n].to_vec(),
+                dstar: geo.dstar,
+                represented: geo.represented(),
+                norms: geo.norms,
+                superposition: geo.superposition,
+                dims: geo.dims,
+                bias: trained.params.b[e * n..(e + 1) * n].to_vec(),
+                final_loss: trained.final_loss[e],
+                wtw: geo.wtw.chunks(n).map(|r| r.to_vec()).collect(),
+                w: w.chunks(m).map(|r| r.to_vec()).collect(),
+            }
+        })
+        .collect();
+    Ok(SweepResult {
+        model: if cfg.relu { "relu" } else { "linear" },
+        config: cfg.clone(),
+        engine: engine.name(),
+        train_seconds: trained.seconds,
+        instances,
+    })
+}
+
+/// Write DIR/results.json and the figures (features, dimensionality, and for m = 2
+/// directions), each as PNG and SVG. Returns the files written.
+pub fn write_sweep(dir: &Path, r: &SweepResult) -> Result<Vec<String>> {
+    crate::io::create_dir(dir)?;
+    crate::io::write_json(&dir.join("results.json"), r)?;
+    let mut files = vec!["results.json".to_string()];
+    plots::features(dir, r)?;
+    files.push("features.{png,svg}".into());
+    plots::dimensionality(dir, r)?;
+    files.push("dimensionality.{png,svg}".into());
+    if r.config.m == 2 {
+        plots::directions(dir, r)?;
+        files.push("directions.{png,svg}".into());
+    }
+    Ok(files)
+}
+
+/// Write DIR/results.json and phase.{png,svg} for a phase diagram.
+pub fn write_phase(dir: &Path, r: &phase::PhaseResult) -> Result<Vec<String>> {
+    crate::io::create_dir(dir)?;
+    crate::io::write_json(&dir.join("results.json"), r)?;
+    plots::phase(dir, r)?;
+    Ok(vec!["results.json".into(), "phase.{png,svg}".into()])
+}

@@ -1,0 +1,485 @@
+//! Training many toy-model instances at once on either engine. Both engines run the same
+//! named operations per step (`toy_data`, `toy_forward`, `toy_grad`, `toy_sum_chunks` x 2,
+//! `adam` x 2): the GPU engine records them into one submission, the CPU engine calls their
+//! twins in `crate::reference`. The batch is hashed from (seed, step, instance, row,
+//! feature) on the device, so the engines see identical data and nothing is uploaded per
+//! step but two small uniforms (the step and Adam's bias corrections).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use crate::gpu::{Engine, Gpu, GpuTensor};
+use crate::kernels::optim::AdamHyper;
+use crate::reference::toy::ToyShape;
+use crate::{Error, Result, kernels, reference};
+
+/// Rows per gradient chunk: toy_grad writes one partial per chunk of this many rows, then
+/// toy_sum_chunks adds them in order (enough workgroups for a GPU, deterministic sums).
+pub const CHUNK_ROWS: usize = 128;
+
+/// Adam's betas and epsilon: torch.optim.AdamW's defaults, as in the authors' notebook.
+pub const BETA1: f32 = 0.9;
+pub const BETA2: f32 = 0.999;
+pub const EPS: f32 = 1e-8;
+
+/// What to train: `instances` models of n features and m hidden dimensions.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrainConfig {
+    pub n: usize,
+    pub m: usize,
+    /// ReLU output model (true) or linear model (false).
+    pub relu: bool,
+    /// Probability 1 - S that a feature is present, one per instance.
+    pub density: Vec<f32>,
+    /// Loss weight I_i, (instances, n) row-major.
+    pub importance: Vec<f32>,
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub seed: u64,
+    /// Batches (of `batch` rows, never trained on) averaged for the final loss.
+    pub eval_batches: usize,
+    /// Log the batch loss every this many steps (0: never).
+    pub log_every: u64,
+}
+
+impl TrainConfig {
+    pub fn instances(&self) -> usize {
+        self.density.len()
+    }
+
+    pub fn shape(&self) -> ToyShape {
+        ToyShape {
+            instances: self.instances(),
+            rows: self.batch,
+            n: self.n,
+            m: self.m,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let s = self.shape();
+        if s.instances == 0 || s.n == 0 || s.m == 0 || s.rows == 0 {
+            return Err(Error::input(format!(
+                "toy model: instances {}, features {}, hidden {} and batch {} must all be positive",
+                s.instances, s.n, s.m, s.rows
+            )));
+        }
+        if s.m > kernels::toy::MAX_HIDDEN {
+            return Err(Error::input(format!(
+                "toy model: --hidden {} exceeds the kernels' limit of {}",
+                s.m,
+                kernels::toy::MAX_HIDDEN
+            )));
+        }
+        if self.importance.len() != s.instances * s.n {
+            return Err(Error::Internal(format!(
+                "toy model: {} importances for {} instances of {} features",
+                self.importance.len(),
+                s.instances,
+                s.n
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Parameters of every instance: w (instances, n, m), row i of instance e being the feature
+/// direction W_i; b (instances, n).
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+}
+
+/// Xavier-normal W (m, n) per instance, std sqrt(2 / (n + m)) as torch.nn.init.xavier_normal_
+/// gives a 2-D (m, n) weight; b = 0. Drawn from ChaCha8(seed), instance by instance.
+pub fn init_params(shape: ToyShape, seed: u64) -> Params {
+    let std = (2.0 / (shape.n + shape.m) as f64).sqrt() as f32;
+    let normal = Normal::new(0.0f32, std).expect("positive std");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let w = (0..shape.instances * shape.n * shape.m)
+        .map(|_| normal.sample(&mut rng))
+        .collect();
+    Params {
+        w,
+        b: vec![0.0; shape.instances * shape.n],
+    }
+}
+
+/// A progress report: the step reached and the mean loss of that step's batch per instance.
+pub struct Progress<'a> {
+    pub step: u64,
+    pub steps: u64,
+    pub batch_loss: &'a [f64],
+    pub seconds: f64,
+}
+
+/// The outcome of a run.
+pub struct Trained {
+    pub params: Params,
+    /// Per instance: mean over `eval_batches` fresh batches of sum_i I_i (x_i - x'_i)^2.
+    pub final_loss: Vec<f64>,
+    /// (step, per-instance batch loss) at every log interval.
+    pub curve: Vec<(u64, Vec<f64>)>,
+    /// Wall time of the training steps (not the evaluation).
+    pub seconds: f64,
+}
+
+/// One engine's state for a run.
+trait Stepper {
+    /// Training step `t` (0-based): data for step t, forward, backward, AdamW step t + 1.
+    fn step(&mut self, t: u64) -> Result<()>;
+    /// Row losses of the batch for data step `t`, forward only, per instance (mean).
+    fn eval(&mut self, t: u64) -> Result<Vec<f64>>;
+    /// Mean row loss of the last batch, per instance.
+    fn batch_loss(&mut self) -> Result<Vec<f64>>;
+    fn params(&mut self) -> Result<Params>;
+}
+
+fn row_means(loss: &[f32], rows: usize) -> Vec<f64> {
+    loss.chunks_exact(rows)
+        .map(|r| r.iter().map(|&v| v as f64).sum::<f64>() / rows as f64)
+        .collect()
+}
+
+fn hyper(cfg: &TrainConfig, t: u64) -> AdamHyper {
+    AdamHyper::at_step(cfg.lr, BETA1, BETA2, EPS, cfg.weight_decay, t + 1)
+}
+
+/// Train `cfg` from `init` on `engine`, calling `log` every `cfg.log_every` steps.
+pub fn train(
+    engine: &Engine,
+    cfg: &TrainConfig,
+    init: Params,
+    log: &mut dyn FnMut(&Progress),
+) -> Result<Trained> {
+    cfg.check()?;
+    let mut stepper: Box<dyn Stepper> = match engine {
+        Engine::Gpu(gpu) => Box::new(GpuToy::new(gpu.clone(), cfg, init)?),
+        Engine::Cpu => Box::new(CpuToy::new(cfg, init)),
+    };
+    let start = Instant::now();
+    let mut curve = Vec::new();
+    for t in 0..cfg.steps {
+        stepper.step(t)?;
+        let done = t + 1;
+        if cfg.log_every > 0 && (done % cfg.log_every == 0 || done == cfg.steps) {
+            let loss = stepper.batch_loss()?;
+            log(&Progress {
+                step: done,
+                steps: cfg.steps,
+                batch_loss: &loss,
+                seconds: start.elapsed().as_secs_f64(),
+            });
+            curve.push((done, loss));
+        }
+    }
+    let params = stepper.params()?;
+    let seconds = start.elapsed().as_secs_f64();
+    let mut final_loss = vec![0.0; cfg.instances()];
+    for j in 0..cfg.eval_batches as u64 {
+        for (f, l) in final_loss.iter_mut().zip(stepper.eval(cfg.steps + j)?) {
+            *f += l / cfg.eval_batches as f64;
+        }
+    }
+    Ok(Trained {
+        params,
+        final_loss,
+        curve,
+        seconds,
+    })
+}
+
+// ---------------------------------------------------------------- CPU engine
+
+struct CpuToy {
+    cfg: TrainConfig,
+    shape: ToyShape,
+    chunks: usize,
+    p: Params,
+    mw: Vec<f32>,
+    vw: Vec<f32>,
+    mb: Vec<f32>,
+    vb: Vec<f32>,
+    x: Vec<f32>,
+    h: Vec<f32>,
+    g: Vec<f32>,
+    dh: Vec<f32>,
+    loss: Vec<f32>,
+    pw: Vec<f32>,
+    pb: Vec<f32>,
+    dw: Vec<f32>,
+    db: Vec<f32>,
+}
+
+impl CpuToy {
+    fn new(cfg: &TrainConfig, p: Params) -> Self {
+        let s = cfg.shape();
+        let ToyShape {
+            instances: e,
+            rows,
+            n,
+            m,
+        } = s;
+        let chunks = s.chunks(CHUNK_ROWS);
+        CpuToy {
+            cfg: cfg.clone(),
+            shape: s,
+            chunks,
+            p,
+            mw: vec![0.0; e * n * m],
+            vw: vec![0.0; e * n * m],
+            mb: vec![0.0; e * n],
+            vb: vec![0.0; e * n],
+            x: vec![0.0; e * rows * n],
+            h: vec![0.0; e * rows * m],
+            g: vec![0.0; e * rows * n],
+            dh: vec![0.0; e * rows * m],
+            loss: vec![0.0; e * rows],
+            pw: vec![0.0; e * chunks * n * m],
+            pb: vec![0.0; e * chunks * n],
+            dw: vec![0.0; e * n * m],
+            db: vec![0.0; e * n],
+        }
+    }
+
+    fn forward(&mut self, t: u64) {
+        let s = self.shape;
+        reference::toy::toy_data(s, self.cfg.seed, t as u32, &self.cfg.density, &mut self.x);
+        reference::toy::toy_forward(
+            s,
+            self.cfg.relu,
+            &self.x,
+            &self.p.w,
+            &self.p.b,
+            &self.cfg.importance,
+            &mut self.h,
+            &mut self.g,
+            &mut self.dh,
+            &mut self.loss,
+        );
+    }
+}
+
+impl Stepper for CpuToy {
+    fn step(&mut self, t: u64) -> Result<()> {
+        let s = self.shape;
+        let ToyShape {
+            instances: e, n, m, ..
+        } = s;
+        self.forward(t);
+        reference::toy::toy_grad(
+            s,
+            CHUNK_ROWS,
+            &self.x,
+            &self.g,
+            &self.h,
+            &self.dh,
+            &mut self.pw,
+            &mut self.pb,
+        );
+        reference::toy::toy_sum_chunks(&self.pw, e, self.chunks, n * m, &mut self.dw);
+        reference::toy::toy_sum_chunks(&self.pb, e, self.chunks, n, &mut self.db);
+        let h = hyper(&self.cfg, t);
+        let clip = [1.0f32, 0.0];
+        reference::optim::adam(
+            &mut self.p.w,
+            &self.dw,
+            &mut self.mw,
+            &mut self.vw,
+            &h,
+            &clip,
+        );
+        reference::optim::adam(
+            &mut self.p.b,
+            &self.db,
+            &mut self.mb,
+            &mut self.vb,
+            &h,
+            &clip,
+        );
+        Ok(())
+    }
+
+    fn eval(&mut self, t: u64) -> Result<Vec<f64>> {
+        self.forward(t);
+        Ok(row_means(&self.loss, self.shape.rows))
+    }
+
+    fn batch_loss(&mut self) -> Result<Vec<f64>> {
+        Ok(row_means(&self.loss, self.shape.rows))
+    }
+
+    fn params(&mut self) -> Result<Params> {
+        Ok(self.p.clone())
+    }
+}
+
+// ---------------------------------------------------------------- GPU engine
+
+struct GpuToy {
+    gpu: Arc<Gpu>,
+    cfg: TrainConfig,
+    shape: ToyShape,
+    chunks: usize,
+    step_buf: wgpu::Buffer,
+    hyper_buf: wgpu::Buffer,
+    clip: GpuTensor,
+    density: GpuTensor,
+    importance: GpuTensor,
+    w: GpuTensor,
+    b: GpuTensor,
+    mw: GpuTensor,
+    vw: GpuTensor,
+    mb: GpuTensor,
+    vb: GpuTensor,
+    x: GpuTensor,
+    h: GpuTensor,
+    g: GpuTensor,
+    dh: GpuTensor,
+    loss: GpuTensor,
+    pw: GpuTensor,
+    pb: GpuTensor,
+    dw: GpuTensor,
+    db: GpuTensor,
+}
+
+/// Wait for the device every this many steps, so that the queue does not run arbitrarily
+/// far ahead of the host (each step queues two small uniform writes).
+const SYNC_EVERY: u64 = 64;
+
+impl GpuToy {
+    fn new(gpu: Arc<Gpu>, cfg: &TrainConfig, p: Params) -> Result<Self> {
+        let s = cfg.shape();
+        let ToyShape {
+            instances: e,
+            rows,
+            n,
+            m,
+        } = s;
+        let chunks = s.chunks(CHUNK_ROWS);
+        let g = &gpu;
+        Ok(GpuToy {
+            step_buf: kernels::toy::step_buffer(g),
+            hyper_buf: kernels::optim::hyper_buffer(g),
+            clip: g.upload("toy clip", &[2], &[1.0, 0.0])?,
+            density: g.upload("toy density", &[e], &cfg.density)?,
+            importance: g.upload("toy importance", &[e, n], &cfg.importance)?,
+            w: g.upload("toy w", &[e, n, m], &p.w)?,
+            b: g.upload("toy b", &[e, n], &p.b)?,
+            mw: g.zeros("toy m(w)", &[e, n, m])?,
+            vw: g.zeros("toy v(w)", &[e, n, m])?,
+            mb: g.zeros("toy m(b)", &[e, n])?,
+            vb: g.zeros("toy v(b)", &[e, n])?,
+            x: g.zeros("toy x", &[e, rows, n])?,
+            h: g.zeros("toy h", &[e, rows, m])?,
+            g: g.zeros("toy g", &[e, rows, n])?,
+            dh: g.zeros("toy dh", &[e, rows, m])?,
+            loss: g.zeros("toy loss", &[e, rows])?,
+            pw: g.zeros("toy dw partials", &[e, chunks, n, m])?,
+            pb: g.zeros("toy db partials", &[e, chunks, n])?,
+            dw: g.zeros("toy dw", &[e, n, m])?,
+            db: g.zeros("toy db", &[e, n])?,
+            gpu,
+            cfg: cfg.clone(),
+            shape: s,
+            chunks,
+        })
+    }
+
+    fn record_forward(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+        let (gpu, s) = (&*self.gpu, self.shape);
+        kernels::toy::toy_data(
+            gpu,
+            enc,
+            s,
+            self.cfg.seed,
+            &self.step_buf,
+            &self.density,
+            &self.x,
+        )?;
+        kernels::toy::toy_forward(
+            gpu,
+            enc,
+            s,
+            self.cfg.relu,
+            &self.x,
+            &self.w,
+            &self.b,
+            &self.importance,
+            &self.h,
+            &self.g,
+            &self.dh,
+            &self.loss,
+        )
+    }
+}
+
+impl Stepper for GpuToy {
+    fn step(&mut self, t: u64) -> Result<()> {
+        let (gpu, s) = (&*self.gpu, self.shape);
+        let ToyShape {
+            instances: e, n, m, ..
+        } = s;
+        kernels::toy::write_step(gpu, &self.step_buf, t as u32);
+        kernels::optim::write_hyper(gpu, &self.hyper_buf, &hyper(&self.cfg, t));
+        let mut enc = gpu.encoder();
+        self.record_forward(&mut enc)?;
+        kernels::toy::toy_grad(
+            gpu, &mut enc, s, CHUNK_ROWS, &self.x, &self.g, &self.h, &self.dh, &self.pw, &self.pb,
+        )?;
+        kernels::toy::toy_sum_chunks(gpu, &mut enc, &self.pw, e, self.chunks, n * m, &self.dw)?;
+        kernels::toy::toy_sum_chunks(gpu, &mut enc, &self.pb, e, self.chunks, n, &self.db)?;
+        kernels::optim::adam(
+            gpu,
+            &mut enc,
+            &self.w,
+            &self.dw,
+            &self.mw,
+            &self.vw,
+            &self.hyper_buf,
+            &self.clip,
+        )?;
+        kernels::optim::adam(
+            gpu,
+            &mut enc,
+            &self.b,
+            &self.db,
+            &self.mb,
+            &self.vb,
+            &self.hyper_buf,
+            &self.clip,
+        )?;
+        gpu.submit(enc);
+        if (t + 1) % SYNC_EVERY == 0 {
+            gpu.wait()?;
+        }
+        Ok(())
+    }
+
+    fn eval(&mut self, t: u64) -> Result<Vec<f64>> {
+        let gpu = &*self.gpu;
+        kernels::toy::write_step(gpu, &self.step_buf, t as u32);
+        let mut enc = gpu.encoder();
+        self.record_forward(&mut enc)?;
+        gpu.submit(enc);
+        Ok(row_means(&gpu.read_f32(&self.loss)?, self.shape.rows))
+    }
+
+    fn batch_loss(&mut self) -> Result<Vec<f64>> {
+        Ok(row_means(&self.gpu.read_f32(&self.loss)?, self.shape.rows))
+    }
+
+    fn params(&mut self) -> Result<Params> {
+        Ok(Params {
+            w: self.gpu.read_f32(&self.w)?,
+            b: self.gpu.read_f32(&self.b)?,
+        })
+    }
+}
