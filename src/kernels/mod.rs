@@ -5,6 +5,7 @@
 
 pub mod activations;
 pub mod bench;
+pub mod codes;
 pub mod gemm;
 pub mod ops;
 pub mod optim;
@@ -19,6 +20,7 @@ use crate::{Error, Result};
 pub const SHADERS: &[&Shader] = &[
     &activations::SHADER,
     &bench::SHADER,
+    &codes::SHADER,
     &gemm::SHADER,
     &ops::SHADER,
     &optim::SHADER,

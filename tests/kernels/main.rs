@@ -9,6 +9,7 @@
 mod common;
 
 mod activations;
+mod codes;
 mod gemm;
 mod optim;
 mod reduce;
@@ -22,6 +23,7 @@ fn main() {
     }
     let mut trials = Vec::new();
     trials.extend(activations::trials());
+    trials.extend(codes::trials());
     trials.extend(gemm::trials());
     trials.extend(optim::trials());
     trials.extend(reduce::trials());
