@@ -31,7 +31,7 @@ struct Params {
     dv: u32,     // d / 4 (vec4 entry points; 0 otherwise)
     cap: u32,    // slots in idx / val / g / lat_row / lat_slot
     k: u32,      // row_ptr_fixed: entries per row
-    flag: u32,   // sparse_decode: 1 when b_dec is bound
+    flag: u32,   // sparse_decode: 1 when b_dec is bound; gathers: 1 to accumulate
     _pad0: u32,
 }
 
@@ -310,6 +310,8 @@ fn build_transpose_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
 // ---------------------------------------------------------------- gather_dw_dec
 // dw_dec[i, :] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of
 //                val[lat_slot[e]] * dy[lat_row[e], :]
+// With flag (accumulate): dw_dec[i, :] = dw_dec[i, :] + that sum, for latents with entries
+// only (the same for the other two gathers).
 // One workgroup per (latent, chunk of WG columns or vec4s of columns); the latent comes from
 // the workgroup id, so lat_ptr / lat_row / lat_slot / val are read at uniform addresses.
 
@@ -328,10 +330,13 @@ fn gather_dw_dec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let j = (g - i * chunks) * WG + lid;
     if i >= p.n || j >= p.d { return; }
     var acc = 0.0;
+    let a = gd_lat_ptr[i];
     let z = gd_lat_ptr[i + 1u];
-    for (var e = gd_lat_ptr[i]; e < z; e++) {
+    if p.flag != 0u && a == z { return; }
+    for (var e = a; e < z; e++) {
         acc += gd_val[gd_lat_slot[e]] * gd_dy[gd_lat_row[e] * p.d + j];
     }
+    if p.flag != 0u { acc = gd_dw_dec[i * p.d + j] + acc; }
     gd_dw_dec[i * p.d + j] = acc;
 }
 
@@ -346,10 +351,13 @@ fn gather_dw_dec_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let j = (g - i * chunks) * WG + lid;
     if i >= p.n || j >= p.dv { return; }
     var acc = vec4<f32>(0.0);
+    let a = gd_lat_ptr[i];
     let z = gd_lat_ptr[i + 1u];
-    for (var e = gd_lat_ptr[i]; e < z; e++) {
+    if p.flag != 0u && a == z { return; }
+    for (var e = a; e < z; e++) {
         acc += gd_val[gd_lat_slot[e]] * gd4_dy[gd_lat_row[e] * p.dv + j];
     }
+    if p.flag != 0u { acc = gd4_dw_dec[i * p.dv + j] + acc; }
     gd4_dw_dec[i * p.dv + j] = acc;
 }
 
@@ -381,26 +389,37 @@ fn gather_dw_enc(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let c2 = min(j0 + 2u, last);
     let c3 = min(j0 + 3u, last);
     var acc = vec4<f32>(0.0);
+    let a = ge_lat_ptr[i];
     let z = ge_lat_ptr[i + 1u];
-    for (var e = ge_lat_ptr[i]; e < z; e++) {
+    if p.flag != 0u && a == z { return; }
+    for (var e = a; e < z; e++) {
         let g = ge_dval[ge_lat_slot[e]];
         let x0 = ge_lat_row[e] * p.d;
         acc += g * vec4<f32>(ge_xc[x0 + j0], ge_xc[x0 + c1], ge_xc[x0 + c2], ge_xc[x0 + c3]);
     }
-    ge_dw_enc[j0 * p.n + i] = acc.x;
-    if j0 + 1u < p.d { ge_dw_enc[(j0 + 1u) * p.n + i] = acc.y; }
-    if j0 + 2u < p.d { ge_dw_enc[(j0 + 2u) * p.n + i] = acc.z; }
-    if j0 + 3u < p.d { ge_dw_enc[(j0 + 3u) * p.n + i] = acc.w; }
+    ge_store(j0, i, acc.x);
+    if j0 + 1u < p.d { ge_store(j0 + 1u, i, acc.y); }
+    if j0 + 2u < p.d { ge_store(j0 + 2u, i, acc.z); }
+    if j0 + 3u < p.d { ge_store(j0 + 3u, i, acc.w); }
+}
+
+// dw_enc[j, i] = v, or dw_enc[j, i] + v when accumulating.
+fn ge_store(j: u32, i: u32, v: f32) {
+    let o = j * p.n + i;
+    if p.flag != 0u {
+        ge_dw_enc[o] = ge_dw_enc[o] + v;
+    } else {
+        ge_dw_enc[o] = v;
+    }
 }
 
 @group(0) @binding(5) var<storage, read> ge4_xc: array<vec4<f32>>;      // (rows, d / 4)
 
 fn ge4_store(j4: u32, i: u32, v: vec4<f32>) {
-    let o = j4 * 4u * p.n + i;
-    ge_dw_enc[o] = v.x;
-    ge_dw_enc[o + p.n] = v.y;
-    ge_dw_enc[o + 2u * p.n] = v.z;
-    ge_dw_enc[o + 3u * p.n] = v.w;
+    ge_store(j4 * 4u, i, v.x);
+    ge_store(j4 * 4u + 1u, i, v.y);
+    ge_store(j4 * 4u + 2u, i, v.z);
+    ge_store(j4 * 4u + 3u, i, v.w);
 }
 
 @compute @workgroup_size(WG)
@@ -419,8 +438,10 @@ fn gather_dw_enc_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     var a1 = vec4<f32>(0.0);
     var a2 = vec4<f32>(0.0);
     var a3 = vec4<f32>(0.0);
+    let a = ge_lat_ptr[i];
     let z = ge_lat_ptr[i + 1u];
-    for (var e = ge_lat_ptr[i]; e < z; e++) {
+    if p.flag != 0u && a == z { return; }
+    for (var e = a; e < z; e++) {
         let g = ge_dval[ge_lat_slot[e]];
         let x0 = ge_lat_row[e] * p.dv;
         a0 += g * ge4_xc[x0 + j0];
@@ -447,9 +468,12 @@ fn gather_db_enc(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let i = linear_index(gid, nwg);
     if i >= p.n { return; }
     var acc = 0.0;
+    let a = gb_lat_ptr[i];
     let z = gb_lat_ptr[i + 1u];
-    for (var e = gb_lat_ptr[i]; e < z; e++) {
+    if p.flag != 0u && a == z { return; }
+    for (var e = a; e < z; e++) {
         acc += gb_dval[gb_lat_slot[e]];
     }
+    if p.flag != 0u { acc = gb_db_enc[i] + acc; }
     gb_db_enc[i] = acc;
 }

@@ -5,6 +5,7 @@
 
 pub mod activations;
 pub mod bench;
+pub mod codes;
 pub mod fista;
 pub mod gemm;
 pub mod ops;
@@ -21,6 +22,7 @@ use crate::{Error, Result};
 pub const SHADERS: &[&Shader] = &[
     &activations::SHADER,
     &bench::SHADER,
+    &codes::SHADER,
     &fista::SHADER,
     &gemm::SHADER,
     &ops::SHADER,

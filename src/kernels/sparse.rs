@@ -321,7 +321,8 @@ pub fn build_transpose(
 }
 
 /// dw_dec[i, :] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of
-/// val[lat_slot[e]] * dy[lat_row[e], :]; latents with no entries get 0.
+/// val[lat_slot[e]] * dy[lat_row[e], :]; latents with no entries get 0. With `accumulate`,
+/// dw_dec[i, :] + that sum instead, for the latents with entries (the others untouched).
 /// lat_ptr: (n + 1), lat_row: (cap), lat_slot: (cap), val: (cap), dy: (rows, d)
 /// -> dw_dec: (n, d)
 #[allow(clippy::too_many_arguments)]
@@ -335,6 +336,7 @@ pub fn gather_dw_dec(
     dy: &GpuTensor,
     n: usize,
     d: usize,
+    accumulate: bool,
     dw_dec: &GpuTensor,
 ) -> Result<()> {
     let k = "gather_dw_dec";
@@ -347,6 +349,7 @@ pub fn gather_dw_dec(
         d: u(d),
         dv: u(d / 4),
         cap: u(cap),
+        flag: accumulate as u32,
         ..Default::default()
     };
     let binds = [
@@ -362,7 +365,8 @@ pub fn gather_dw_dec(
 }
 
 /// dw_enc[:, i] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of
-/// dval[lat_slot[e]] * xc[lat_row[e], :]; latents with no entries get 0.
+/// dval[lat_slot[e]] * xc[lat_row[e], :]; latents with no entries get 0. With `accumulate`,
+/// dw_enc[:, i] + that sum instead, for the latents with entries.
 /// lat_ptr: (n + 1), lat_row: (cap), lat_slot: (cap), dval: (cap), xc: (rows, d)
 /// -> dw_enc: (d, n)
 #[allow(clippy::too_many_arguments)]
@@ -376,6 +380,7 @@ pub fn gather_dw_enc(
     xc: &GpuTensor,
     n: usize,
     d: usize,
+    accumulate: bool,
     dw_enc: &GpuTensor,
 ) -> Result<()> {
     let k = "gather_dw_enc";
@@ -388,6 +393,7 @@ pub fn gather_dw_enc(
         d: u(d),
         dv: u(d / 4),
         cap: u(cap),
+        flag: accumulate as u32,
         ..Default::default()
     };
     let binds = [
@@ -405,7 +411,9 @@ pub fn gather_dw_enc(
 }
 
 /// db_enc[i] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of dval[lat_slot[e]].
+/// With `accumulate`, db_enc[i] + that sum instead, for the latents with entries.
 /// lat_ptr: (n + 1), lat_slot: (cap), dval: (cap) -> db_enc: (n)
+#[allow(clippy::too_many_arguments)]
 pub fn gather_db_enc(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
@@ -413,6 +421,7 @@ pub fn gather_db_enc(
     lat_slot: &GpuTensor,
     dval: &GpuTensor,
     n: usize,
+    accumulate: bool,
     db_enc: &GpuTensor,
 ) -> Result<()> {
     let k = "gather_db_enc";
@@ -422,6 +431,7 @@ pub fn gather_db_enc(
     let p = Params {
         n: u(n),
         cap: u(cap),
+        flag: accumulate as u32,
         ..Default::default()
     };
     let binds = [

@@ -4,6 +4,7 @@
 //! order (without the device and encoder), with ties broken the same way.
 
 pub mod activations;
+pub mod codes;
 pub mod fista;
 pub mod gemm;
 pub mod ops;

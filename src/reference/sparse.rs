@@ -136,7 +136,8 @@ pub fn build_transpose(
 }
 
 /// dw_dec[i, :] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of
-/// val[lat_slot[e]] * dy[lat_row[e], :]; latents with no entries get 0.
+/// val[lat_slot[e]] * dy[lat_row[e], :]; latents with no entries get 0. With `accumulate`,
+/// dw_dec[i, :] + that sum instead, for the latents with entries (the others unchanged).
 /// lat_ptr: (n + 1), lat_row: (cap), lat_slot: (cap), val: (cap), dy: (rows, d)
 /// -> dw_dec: (n, d)
 #[allow(clippy::too_many_arguments)]
@@ -148,25 +149,34 @@ pub fn gather_dw_dec(
     dy: &[f32],
     n: usize,
     d: usize,
+    accumulate: bool,
     dw_dec: &mut [f32],
 ) {
     assert_eq!(lat_ptr.len(), n + 1, "gather_dw_dec: lat_ptr length");
     assert_eq!(dw_dec.len(), n * d, "gather_dw_dec: dw_dec length");
+    let mut acc = vec![0.0f32; d];
     for i in 0..n {
-        let out = &mut dw_dec[i * d..(i + 1) * d];
-        out.fill(0.0);
-        for e in lat_ptr[i] as usize..lat_ptr[i + 1] as usize {
+        let (a, z) = (lat_ptr[i] as usize, lat_ptr[i + 1] as usize);
+        if accumulate && a == z {
+            continue;
+        }
+        acc.fill(0.0);
+        for e in a..z {
             let v = val[lat_slot[e] as usize];
             let r = lat_row[e] as usize;
-            for (o, &y) in out.iter_mut().zip(&dy[r * d..(r + 1) * d]) {
+            for (o, &y) in acc.iter_mut().zip(&dy[r * d..(r + 1) * d]) {
                 *o += v * y;
             }
+        }
+        for (o, &s) in dw_dec[i * d..(i + 1) * d].iter_mut().zip(&acc) {
+            *o = if accumulate { *o + s } else { s };
         }
     }
 }
 
 /// dw_enc[:, i] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of
-/// dval[lat_slot[e]] * xc[lat_row[e], :]; latents with no entries get 0.
+/// dval[lat_slot[e]] * xc[lat_row[e], :]; latents with no entries get 0. With
+/// `accumulate`, dw_enc[:, i] + that sum instead, for the latents with entries.
 /// lat_ptr: (n + 1), lat_row: (cap), lat_slot: (cap), dval: (cap), xc: (rows, d)
 /// -> dw_enc: (d, n)
 #[allow(clippy::too_many_arguments)]
@@ -178,38 +188,54 @@ pub fn gather_dw_enc(
     xc: &[f32],
     n: usize,
     d: usize,
+    accumulate: bool,
     dw_enc: &mut [f32],
 ) {
     assert_eq!(lat_ptr.len(), n + 1, "gather_dw_enc: lat_ptr length");
     assert_eq!(dw_enc.len(), d * n, "gather_dw_enc: dw_enc length");
-    dw_enc.fill(0.0);
+    let mut acc = vec![0.0f32; d];
     for i in 0..n {
-        for e in lat_ptr[i] as usize..lat_ptr[i + 1] as usize {
+        let (a, z) = (lat_ptr[i] as usize, lat_ptr[i + 1] as usize);
+        if accumulate && a == z {
+            continue;
+        }
+        acc.fill(0.0);
+        for e in a..z {
             let g = dval[lat_slot[e] as usize];
             let r = lat_row[e] as usize;
-            for (j, &x) in xc[r * d..(r + 1) * d].iter().enumerate() {
-                dw_enc[j * n + i] += g * x;
+            for (o, &x) in acc.iter_mut().zip(&xc[r * d..(r + 1) * d]) {
+                *o += g * x;
             }
+        }
+        for (j, &s) in acc.iter().enumerate() {
+            let o = &mut dw_enc[j * n + i];
+            *o = if accumulate { *o + s } else { s };
         }
     }
 }
 
 /// db_enc[i] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of dval[lat_slot[e]].
+/// With `accumulate`, db_enc[i] + that sum instead, for the latents with entries.
 /// lat_ptr: (n + 1), lat_slot: (cap), dval: (cap) -> db_enc: (n)
 pub fn gather_db_enc(
     lat_ptr: &[u32],
     lat_slot: &[u32],
     dval: &[f32],
     n: usize,
+    accumulate: bool,
     db_enc: &mut [f32],
 ) {
     assert_eq!(lat_ptr.len(), n + 1, "gather_db_enc: lat_ptr length");
     assert_eq!(db_enc.len(), n, "gather_db_enc: db_enc length");
     for i in 0..n {
+        let (a, z) = (lat_ptr[i] as usize, lat_ptr[i + 1] as usize);
+        if accumulate && a == z {
+            continue;
+        }
         let mut acc = 0.0f32;
-        for e in lat_ptr[i] as usize..lat_ptr[i + 1] as usize {
+        for e in a..z {
             acc += dval[lat_slot[e] as usize];
         }
-        db_enc[i] = acc;
+        db_enc[i] = if accumulate { db_enc[i] + acc } else { acc };
     }
 }

@@ -5,8 +5,11 @@
 //!
 //! The step, for input rows x (B, d) already scaled:
 //!   xc = x - b_dec;  pre = xc W_enc + b_enc
-//!   topk / batchtopk: sparse codes (row_ptr, idx, val) -> ReLU -> x_hat by sparse decode;
-//!                     AuxK: top-k_aux of pre among dead latents reconstructs e = x - x_hat
+//!   topk / batchtopk: sparse codes (row_ptr, idx, val; topk: the k largest positive
+//!                     entries, latents ascending, no zeros) -> x_hat by sparse decode;
+//!                     AuxK: the k_aux largest positive pre among the dead latents (listed
+//!                     by dead_list) reconstruct e = x - x_hat; their gradients are added
+//!                     into the main ones by the accumulating gathers
 //!   relu / jumprelu:  dense z -> x_hat = z W_dec + b_dec
 //!   loss = mean_b ||x - x_hat||^2 (+ aux / l1 / l0 terms); gradients by hand (see below);
 //!   unit-norm decoders drop the gradient parallel to each row; global norm clip; Adam;
@@ -15,20 +18,20 @@
 use crate::reference::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
+use crate::reference::codes::{dead_list, topk_codes};
 use crate::reference::gemm::{GemmSpec, gemm};
-use crate::reference::ops::{add_into, threshold_ema};
+use crate::reference::ops::threshold_ema;
 use crate::reference::optim::{
     AdamHyper, adam, clip_scale, normalize_rows, remove_parallel, sumsq,
 };
 use crate::reference::reduce::{
-    METRIC_SLOTS, col_sum, dead_mask, dense_stats, l1_backward, l1_decoder_grad, mse_backward,
-    row_norms, slot, sparse_stats, sub, sub_row, update_dead,
+    METRIC_SLOTS, col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms,
+    slot, sparse_stats, sub, sub_row, update_dead,
 };
 use crate::reference::sparse::{
-    build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, row_ptr_fixed, sparse_decode,
-    sparse_dot,
+    build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, sparse_decode, sparse_dot,
 };
-use crate::reference::topk::{batchtopk, topk};
+use crate::reference::topk::batchtopk;
 
 use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
 
@@ -165,8 +168,30 @@ fn relu_codes(row_ptr: Vec<u32>, idx: Vec<u32>, pre_val: Vec<f32>) -> Codes {
     }
 }
 
+/// TopK codes: the k largest positive entries of each row of `pre` among the eligible
+/// latents (all, or the dead list), latents ascending (ReLU applied: no zero entries).
+fn topk_relu_codes(
+    pre: &[f32],
+    rows: usize,
+    n: usize,
+    k: usize,
+    cols: Option<(&[u32], &[u32])>,
+) -> Codes {
+    let mut row_ptr = vec![0u32; rows + 1];
+    let mut idx = vec![0u32; rows * k];
+    let mut val = vec![0.0f32; rows * k];
+    topk_codes(pre, rows, n, k, cols, &mut row_ptr, &mut idx, &mut val);
+    Codes {
+        row_ptr,
+        idx,
+        pre_val: val.clone(),
+        val,
+    }
+}
+
 /// Gradients of a sparse code path: given dL/dx_hat-like `dy` (rows, d) for a decode of
-/// `codes`, accumulate dW_dec, and return dval (gradient at the pre-activation slots).
+/// `codes`, the gathers of dW_dec, dW_enc and db_enc into `g` (added to what is there, for
+/// the latents with entries, when `accumulate`).
 fn sparse_backward(
     codes: &Codes,
     dy: &[f32],
@@ -174,7 +199,7 @@ fn sparse_backward(
     p: &SaeParams,
     rows: usize,
     g: &mut Grads,
-    first: bool,
+    accumulate: bool,
 ) {
     let (n, d) = (p.n, p.d);
     let cap = codes.idx.len();
@@ -192,30 +217,16 @@ fn sparse_backward(
     let mut dval = vec![0.0f32; cap];
     relu_backward(&codes.pre_val, &gslot, &mut dval);
     let (lat_ptr, lat_row, lat_slot) = codes.transpose(rows, n);
-    let mut dw_dec = vec![0.0f32; n * d];
-    let mut dw_enc = vec![0.0f32; d * n];
-    let mut db_enc = vec![0.0f32; n];
-    gather_dw_dec(
-        &lat_ptr,
-        &lat_row,
-        &lat_slot,
-        &codes.val,
-        dy,
-        n,
-        d,
-        &mut dw_dec,
-    );
-    gather_dw_enc(&lat_ptr, &lat_row, &lat_slot, &dval, xc, n, d, &mut dw_enc);
-    gather_db_enc(&lat_ptr, &lat_slot, &dval, n, &mut db_enc);
-    if first {
-        g.w_dec = dw_dec;
-        g.w_enc = dw_enc;
-        g.b_enc = db_enc;
-    } else {
-        add_into(&mut g.w_dec, &dw_dec);
-        add_into(&mut g.w_enc, &dw_enc);
-        add_into(&mut g.b_enc, &db_enc);
+    if !accumulate {
+        g.w_dec = vec![0.0f32; n * d];
+        g.w_enc = vec![0.0f32; d * n];
+        g.b_enc = vec![0.0f32; n];
     }
+    #[rustfmt::skip]
+    gather_dw_dec(&lat_ptr, &lat_row, &lat_slot, &codes.val, dy, n, d, accumulate, &mut g.w_dec);
+    #[rustfmt::skip]
+    gather_dw_enc(&lat_ptr, &lat_row, &lat_slot, &dval, xc, n, d, accumulate, &mut g.w_enc);
+    gather_db_enc(&lat_ptr, &lat_slot, &dval, n, accumulate, &mut g.b_enc);
 }
 
 /// One training step of the CPU engine on `x` (rows x d, scaled).
@@ -330,13 +341,7 @@ pub fn gradients(
         Arch::Topk | Arch::Batchtopk => {
             // Activation: sparse codes.
             let codes = if cfg.arch == Arch::Topk {
-                let k = cfg.k;
-                let mut row_ptr = vec![0u32; rows + 1];
-                row_ptr_fixed(rows, k, &mut row_ptr);
-                let mut idx = vec![0u32; rows * k];
-                let mut val = vec![0.0f32; rows * k];
-                topk(&pre, rows, n, k, None, &mut idx, &mut val);
-                relu_codes(row_ptr, idx, val)
+                topk_relu_codes(&pre, rows, n, cfg.k, None)
             } else {
                 let kt = cfg.k * rows;
                 let mut row_ptr = vec![0u32; rows + 1];
@@ -390,22 +395,18 @@ pub fn gradients(
                 fired,
                 &mut st.metrics,
             );
-            sparse_backward(&codes, &dy, &xc, p, rows, &mut g, true);
+            sparse_backward(&codes, &dy, &xc, p, rows, &mut g, false);
 
             // AuxK: the top k_aux dead latents reconstruct the residual e = x - x_hat.
-            let ka = cfg.k_aux;
-            let mut mask = vec![0u32; n];
-            dead_mask(
+            let mut dead = vec![0u32; n];
+            let mut ndead = [0u32];
+            dead_list(
                 &st.since_fired,
                 cfg.dead_tokens.min(u32::MAX as u64) as u32,
-                &mut mask,
+                &mut dead,
+                &mut ndead,
             );
-            let mut row_ptr = vec![0u32; rows + 1];
-            row_ptr_fixed(rows, ka, &mut row_ptr);
-            let mut idx = vec![0u32; rows * ka];
-            let mut val = vec![0.0f32; rows * ka];
-            topk(&pre, rows, n, ka, Some(&mask), &mut idx, &mut val);
-            let aux = relu_codes(row_ptr, idx, val);
+            let aux = topk_relu_codes(&pre, rows, n, cfg.k_aux, Some((&dead, &ndead)));
             let mut e = vec![0.0f32; rows * d];
             sub(x, &x_hat, &mut e);
             let mut e_hat = vec![0.0f32; rows * d];
@@ -432,7 +433,7 @@ pub fn gradients(
                 slot::AUX,
                 None,
             );
-            sparse_backward(&aux, &de, &xc, p, rows, &mut g, false);
+            sparse_backward(&aux, &de, &xc, p, rows, &mut g, true);
         }
         Arch::Relu | Arch::Jumprelu => {
             let mut z = vec![0.0f32; rows * n];

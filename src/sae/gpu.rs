@@ -9,20 +9,20 @@ use crate::gpu::{Gpu, GpuTensor};
 use crate::kernels::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
+use crate::kernels::codes::{dead_list, topk_codes};
 use crate::kernels::gemm::{GemmSpec, gemm};
-use crate::kernels::ops::{add_into, threshold_ema};
+use crate::kernels::ops::threshold_ema;
 use crate::kernels::optim::{
     adam, clip_scale, normalize_rows, remove_parallel, sumsq, write_hyper,
 };
 use crate::kernels::reduce::{
-    col_sum, dead_mask, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms, slot,
+    col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms, slot,
     sparse_stats, sub, sub_row, update_dead,
 };
 use crate::kernels::sparse::{
-    build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, row_ptr_fixed, sparse_decode,
-    sparse_dot,
+    build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, sparse_decode, sparse_dot,
 };
-use crate::kernels::topk::{batchtopk, batchtopk_scratch_len, topk};
+use crate::kernels::topk::{batchtopk, batchtopk_scratch_len};
 use crate::reference::reduce::METRIC_SLOTS;
 use crate::{Error, Result};
 
@@ -45,16 +45,26 @@ struct CodeBufs {
 }
 
 impl CodeBufs {
-    /// Codes of `per_row` slots per row (topk: shape (rows, k)), or of `rows * per_row`
-    /// slots in any arrangement (batchtopk: flat).
-    fn new(gpu: &Gpu, rows: usize, n: usize, per_row: usize, flat: bool) -> Result<CodeBufs> {
+    /// Codes of up to `rows * per_row` slots. With `relu_codes` (topk_codes: every value
+    /// already positive) pre_val is val's buffer.
+    fn new(gpu: &Gpu, rows: usize, n: usize, per_row: usize, relu_codes: bool) -> Result<CodeBufs> {
         let cap = rows * per_row;
-        let shape = if flat { vec![cap] } else { vec![rows, per_row] };
+        let shape = vec![cap];
+        let val = gpu.zeros("val", &shape)?;
+        let pre_val = if relu_codes {
+            GpuTensor {
+                buf: val.buf.clone(),
+                shape: shape.clone(),
+                dtype: val.dtype,
+            }
+        } else {
+            gpu.zeros("pre_val", &shape)?
+        };
         Ok(CodeBufs {
             row_ptr: gpu.zeros_u32("row_ptr", &[rows + 1])?,
             idx: gpu.zeros_u32("idx", &shape)?,
-            pre_val: gpu.zeros("pre_val", &shape)?,
-            val: gpu.zeros("val", &shape)?,
+            pre_val,
+            val,
             gslot: gpu.zeros("gslot", &[cap])?,
             dval: gpu.zeros("dval", &[cap])?,
             lat_ptr: gpu.zeros_u32("lat_ptr", &[n + 1])?,
@@ -71,12 +81,10 @@ struct GradRefs<'a> {
     b_enc: &'a GpuTensor,
 }
 
-/// Buffers for the AuxK gradients (added into the main ones).
-struct GradBufs {
-    w_enc: GpuTensor,
-    w_dec: GpuTensor,
-    b_enc: GpuTensor,
-}
+/// Called by `record_step` at the end of each named phase with the encoder holding the
+/// phase's dispatches; a no-op in training. A profiler (benches/train.rs) submits the
+/// encoder, waits, and replaces it with a fresh one, which times each phase on its own.
+pub type Mark<'a> = dyn FnMut(&'static str, &mut wgpu::CommandEncoder) -> Result<()> + 'a;
 
 pub struct GpuEngine {
     gpu: Arc<Gpu>,
@@ -108,8 +116,9 @@ pub struct GpuEngine {
     // Sparse path (topk / batchtopk).
     codes: Option<CodeBufs>,
     aux: Option<CodeBufs>,
-    aux_grads: Option<GradBufs>,
-    mask: GpuTensor,
+    /// AuxK's eligible latents: the dead ones, ascending, and their count.
+    dead: GpuTensor,
+    ndead: GpuTensor,
     e: GpuTensor,
     e_hat: GpuTensor,
     de: GpuTensor,
@@ -154,25 +163,12 @@ impl GpuEngine {
             v.push(g.upload(&format!("adam_v {}", PARAM_NAMES[i]), &shape, &vv)?);
         }
         let sparse = matches!(cfg.arch, Arch::Topk | Arch::Batchtopk);
-        let (codes, aux, aux_grads) = if sparse {
-            let codes = CodeBufs::new(g, rows, n, cfg.k, cfg.arch == Arch::Batchtopk)?;
-            let aux = CodeBufs::new(g, rows, n, cfg.k_aux, false)?;
-            if cfg.arch == Arch::Topk {
-                let mut enc = g.encoder();
-                row_ptr_fixed(g, &mut enc, rows, cfg.k, &codes.row_ptr)?;
-                g.submit(enc);
-            }
-            let mut enc = g.encoder();
-            row_ptr_fixed(g, &mut enc, rows, cfg.k_aux, &aux.row_ptr)?;
-            g.submit(enc);
-            let ag = GradBufs {
-                w_enc: g.zeros("aux grad W_enc", &[d, n])?,
-                w_dec: g.zeros("aux grad W_dec", &[n, d])?,
-                b_enc: g.zeros("aux grad b_enc", &[n])?,
-            };
-            (Some(codes), Some(aux), Some(ag))
+        let (codes, aux) = if sparse {
+            let codes = CodeBufs::new(g, rows, n, cfg.k, cfg.arch == Arch::Topk)?;
+            let aux = CodeBufs::new(g, rows, n, cfg.k_aux, true)?;
+            (Some(codes), Some(aux))
         } else {
-            (None, None, None)
+            (None, None)
         };
         let dense = |name: &str, shape: &[usize]| -> Result<Option<GpuTensor>> {
             if sparse {
@@ -195,7 +191,8 @@ impl GpuEngine {
             acc: g.zeros("grad sumsq", &[5])?,
             clip: g.zeros("clip", &[2])?,
             hyper: g.uniform_buffer("adam hyper", size_of::<crate::kernels::optim::AdamHyper>()),
-            mask: g.zeros_u32("dead mask", &[n])?,
+            dead: g.zeros_u32("dead latents", &[n])?,
+            ndead: g.zeros_u32("dead count", &[1])?,
             e: g.zeros("residual", &[if sparse { rows } else { 1 }, d])?,
             e_hat: g.zeros("aux reconstruction", &[if sparse { rows } else { 1 }, d])?,
             de: g.zeros("aux grad", &[if sparse { rows } else { 1 }, d])?,
@@ -215,7 +212,6 @@ impl GpuEngine {
             zsum: dense("zsum", &[n])?,
             codes,
             aux,
-            aux_grads,
             params,
             grads,
             m,
@@ -270,13 +266,14 @@ impl GpuEngine {
     }
 
     /// The sparse backward of `cpu::sparse_backward`: slot gradients, ReLU mask, transpose,
-    /// gathers into `out`.
+    /// gathers into `out` (added to it, for the latents with entries, when `accumulate`).
     fn sparse_backward(
         &self,
         enc: &mut wgpu::CommandEncoder,
         c: &CodeBufs,
         dy: &GpuTensor,
         out: &GradRefs,
+        accumulate: bool,
     ) -> Result<()> {
         let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
         sparse_dot(
@@ -313,6 +310,7 @@ impl GpuEngine {
             dy,
             n,
             d,
+            accumulate,
             out.w_dec,
         )?;
         gather_dw_enc(
@@ -325,12 +323,14 @@ impl GpuEngine {
             &self.xc,
             n,
             d,
+            accumulate,
             out.w_enc,
         )?;
-        gather_db_enc(g, enc, &c.lat_ptr, &c.lat_slot, &c.dval, n, out.b_enc)
+        let (lp, ls) = (&c.lat_ptr, &c.lat_slot);
+        gather_db_enc(g, enc, lp, ls, &c.dval, n, accumulate, out.b_enc)
     }
 
-    fn record_step(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+    fn record_step(&self, enc: &mut wgpu::CommandEncoder, mark: &mut Mark) -> Result<()> {
         let cfg = &self.cfg;
         let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
         let inv_b = 1.0 / rows as f32;
@@ -359,13 +359,14 @@ impl GpuEngine {
             beta: 0.0,
         };
         gemm(g, enc, &spec, &self.xc, w_enc, Some(b_enc), &self.pre)?;
+        mark("encoder", enc)?;
         row_norms(g, enc, w_dec, n, d, &self.norms)?;
 
         match cfg.arch {
             Arch::Topk | Arch::Batchtopk => {
                 let c = self.codes.as_ref().expect("sparse buffers");
                 if cfg.arch == Arch::Topk {
-                    topk(g, enc, &self.pre, None, &c.idx, &c.pre_val)?;
+                    topk_codes(g, enc, &self.pre, cfg.k, None, &c.row_ptr, &c.idx, &c.val)?;
                 } else {
                     let scratch = self.topk_scratch.as_ref().expect("batchtopk scratch");
                     batchtopk(
@@ -379,8 +380,9 @@ impl GpuEngine {
                         cfg.threshold_ema,
                         self.step == 0,
                     )?;
+                    relu_forward(g, enc, &c.pre_val, &c.val)?;
                 }
-                relu_forward(g, enc, &c.pre_val, &c.val)?;
+                mark("activation", enc)?;
                 sparse_decode(
                     g,
                     enc,
@@ -419,14 +421,23 @@ impl GpuEngine {
                     &self.fired,
                     &self.metrics,
                 )?;
-                self.sparse_backward(enc, c, &self.dy, &main)?;
+                mark("decode", enc)?;
+                self.sparse_backward(enc, c, &self.dy, &main, false)?;
+                mark("backward", enc)?;
 
-                // AuxK.
+                // AuxK: the k_aux largest positive pre among the dead latents.
                 let a = self.aux.as_ref().expect("aux buffers");
-                let ag = self.aux_grads.as_ref().expect("aux grads");
-                dead_mask(g, enc, &self.since, dead_after(cfg), &self.mask)?;
-                topk(g, enc, &self.pre, Some(&self.mask), &a.idx, &a.pre_val)?;
-                relu_forward(g, enc, &a.pre_val, &a.val)?;
+                dead_list(
+                    g,
+                    enc,
+                    &self.since,
+                    dead_after(cfg),
+                    &self.dead,
+                    &self.ndead,
+                )?;
+                let cols = Some((&self.dead, &self.ndead));
+                #[rustfmt::skip]
+                topk_codes(g, enc, &self.pre, cfg.k_aux, cols, &a.row_ptr, &a.idx, &a.val)?;
                 sub(g, enc, &self.x, &self.x_hat, &self.e)?;
                 sparse_decode(
                     g,
@@ -454,15 +465,8 @@ impl GpuEngine {
                     slot::AUX as u32,
                     None,
                 )?;
-                let ar = GradRefs {
-                    w_enc: &ag.w_enc,
-                    w_dec: &ag.w_dec,
-                    b_enc: &ag.b_enc,
-                };
-                self.sparse_backward(enc, a, &self.de, &ar)?;
-                add_into(g, enc, main.w_dec, &ag.w_dec)?;
-                add_into(g, enc, main.w_enc, &ag.w_enc)?;
-                add_into(g, enc, main.b_enc, &ag.b_enc)?;
+                self.sparse_backward(enc, a, &self.de, &main, true)?;
+                mark("auxk", enc)?;
             }
             Arch::Relu | Arch::Jumprelu => {
                 let (z, dz, dpre) = (
@@ -475,6 +479,7 @@ impl GpuEngine {
                 } else {
                     jumprelu_forward(g, enc, &self.pre, rows, n, log_thr, z)?;
                 }
+                mark("activation", enc)?;
                 let dec = GemmSpec {
                     m: rows,
                     n: d,
@@ -499,6 +504,7 @@ impl GpuEngine {
                     Some(slot::SST as u32),
                 )?;
                 dense_stats(g, enc, z, rows, n, &self.norms, &self.fired, &self.metrics)?;
+                mark("decode", enc)?;
                 let nt = GemmSpec {
                     m: rows,
                     n,
@@ -566,6 +572,7 @@ impl GpuEngine {
                 };
                 gemm(g, enc, &tn2, &self.xc, dpre, None, main.w_enc)?;
                 col_sum(g, enc, dpre, rows, n, main.b_enc, false)?;
+                mark("backward", enc)?;
             }
         }
 
@@ -590,6 +597,7 @@ impl GpuEngine {
             &self.grads[3].view(&[1, d]),
         )?;
 
+        mark("b_dec grad", enc)?;
         if cfg.decoder_norm == DecoderNorm::Unit {
             remove_parallel(g, enc, w_dec, &self.grads[1], n, d)?;
         }
@@ -616,6 +624,7 @@ impl GpuEngine {
         if cfg.decoder_norm == DecoderNorm::Unit {
             normalize_rows(g, enc, w_dec, n, d)?;
         }
+        mark("optimizer", enc)?;
         update_dead(
             g,
             enc,
@@ -625,7 +634,8 @@ impl GpuEngine {
             rows,
             dead_after(cfg),
             &self.metrics,
-        )
+        )?;
+        mark("dead latents", enc)
     }
 }
 
@@ -633,8 +643,21 @@ fn dead_after(cfg: &TrainConfig) -> u32 {
     cfg.dead_tokens.min(u32::MAX as u64) as u32
 }
 
-impl StepEngine for GpuEngine {
-    fn step(&mut self, cfg: &TrainConfig, x: &[f32], rows: usize) -> Result<()> {
+impl GpuEngine {
+    /// The GPU the engine runs on.
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    /// One step as `StepEngine::step`, with `mark` called at the end of each phase (see
+    /// [`Mark`]); the last phase's encoder is submitted here.
+    pub fn step_marked(
+        &mut self,
+        cfg: &TrainConfig,
+        x: &[f32],
+        rows: usize,
+        mark: &mut Mark,
+    ) -> Result<()> {
         if rows != self.rows {
             return Err(Error::Internal(format!(
                 "GPU engine built for batches of {} rows, got {rows}",
@@ -646,12 +669,18 @@ impl StepEngine for GpuEngine {
         let sc = StepScalars::at(cfg, self.step);
         write_hyper(g, &self.hyper, &sc.adam(cfg, self.step));
         let mut enc = g.encoder();
-        self.record_step(&mut enc)?;
+        self.record_step(&mut enc, mark)?;
         g.submit(enc);
         // Out of memory, device lost or a driver error: reported by the device's callbacks.
         g.check()?;
         self.step += 1;
         Ok(())
+    }
+}
+
+impl StepEngine for GpuEngine {
+    fn step(&mut self, cfg: &TrainConfig, x: &[f32], rows: usize) -> Result<()> {
+        self.step_marked(cfg, x, rows, &mut |_, _| Ok(()))
     }
 
     fn take_metrics(&mut self) -> Result<(Vec<f32>, f32)> {

@@ -9,6 +9,7 @@
 mod common;
 
 mod activations;
+mod codes;
 mod fista;
 mod gemm;
 mod ops;
@@ -26,6 +27,7 @@ fn main() {
     }
     let mut trials = Vec::new();
     trials.extend(activations::trials());
+    trials.extend(codes::trials());
     trials.extend(fista::trials());
     trials.extend(gemm::trials());
     trials.extend(ops::trials());

@@ -113,6 +113,10 @@ struct Inputs {
     b_dec: Vec<f32>,
     dy: Vec<f32>,
     xc: Vec<f32>,
+    /// Starting values of the accumulating gathers' outputs.
+    acc_dw_dec: Vec<f32>,
+    acc_dw_enc: Vec<f32>,
+    acc_db_enc: Vec<f32>,
 }
 
 fn inputs(rng: &mut ChaCha8Rng, code: Code, d: usize) -> Inputs {
@@ -124,6 +128,9 @@ fn inputs(rng: &mut ChaCha8Rng, code: Code, d: usize) -> Inputs {
         b_dec: randn(rng, d, 1.0),
         dy: randn(rng, rows * d, 1.0),
         xc: randn(rng, rows * d, 1.0),
+        acc_dw_dec: randn(rng, n * d, 1.0),
+        acc_dw_enc: randn(rng, d * n, 1.0),
+        acc_db_enc: randn(rng, n, 1.0),
         code,
         d,
     }
@@ -141,6 +148,10 @@ struct Outputs {
     dw_dec: Vec<f32>,
     dw_enc: Vec<f32>,
     db_enc: Vec<f32>,
+    /// The gathers again with `accumulate`, onto the inputs' acc_* values.
+    acc_dw_dec: Vec<f32>,
+    acc_dw_enc: Vec<f32>,
+    acc_db_enc: Vec<f32>,
 }
 
 impl Outputs {
@@ -168,6 +179,9 @@ impl Outputs {
             ("dw_dec", &self.dw_dec, &o.dw_dec),
             ("dw_enc", &self.dw_enc, &o.dw_enc),
             ("db_enc", &self.db_enc, &o.db_enc),
+            ("dw_dec (accumulated)", &self.acc_dw_dec, &o.acc_dw_dec),
+            ("dw_enc (accumulated)", &self.acc_dw_enc, &o.acc_dw_enc),
+            ("db_enc (accumulated)", &self.acc_db_enc, &o.acc_db_enc),
         ];
         for (name, a, b) in fl {
             if !f(a, b) {
@@ -197,6 +211,9 @@ struct Device {
     dw_dec: GpuTensor,
     dw_enc: GpuTensor,
     db_enc: GpuTensor,
+    acc_dw_dec: GpuTensor,
+    acc_dw_enc: GpuTensor,
+    acc_db_enc: GpuTensor,
 }
 
 fn upload(gpu: &Gpu, h: &Inputs) -> saeforge::Result<Device> {
@@ -220,6 +237,9 @@ fn upload(gpu: &Gpu, h: &Inputs) -> saeforge::Result<Device> {
         dw_dec: gpu.zeros("dw_dec", &[n, d])?,
         dw_enc: gpu.zeros("dw_enc", &[d, n])?,
         db_enc: gpu.zeros("db_enc", &[n])?,
+        acc_dw_dec: gpu.zeros("acc dw_dec", &[n, d])?,
+        acc_dw_enc: gpu.zeros("acc dw_enc", &[d, n])?,
+        acc_db_enc: gpu.zeros("acc db_enc", &[n])?,
     })
 }
 
@@ -248,6 +268,9 @@ fn run(gpu: &Gpu, h: &Inputs, t: &Device) -> saeforge::Result<Outputs> {
     ] {
         gpu.fill(f, f32::NAN);
     }
+    gpu.write(&t.acc_dw_dec, &h.acc_dw_dec)?;
+    gpu.write(&t.acc_dw_enc, &h.acc_dw_enc)?;
+    gpu.write(&t.acc_db_enc, &h.acc_db_enc)?;
     let mut enc = gpu.encoder();
     let e = &mut enc;
     use kernels::sparse as ks;
@@ -304,6 +327,7 @@ fn run(gpu: &Gpu, h: &Inputs, t: &Device) -> saeforge::Result<Outputs> {
         &t.dy,
         n,
         d,
+        false,
         &t.dw_dec,
     )?;
     ks::gather_dw_enc(
@@ -316,9 +340,33 @@ fn run(gpu: &Gpu, h: &Inputs, t: &Device) -> saeforge::Result<Outputs> {
         &t.xc,
         n,
         d,
+        false,
         &t.dw_enc,
     )?;
-    ks::gather_db_enc(gpu, e, &t.lat_ptr, &t.lat_slot, &t.dval, n, &t.db_enc)?;
+    ks::gather_db_enc(
+        gpu,
+        e,
+        &t.lat_ptr,
+        &t.lat_slot,
+        &t.dval,
+        n,
+        false,
+        &t.db_enc,
+    )?;
+    #[rustfmt::skip]
+    ks::gather_dw_dec(gpu, e, &t.lat_ptr, &t.lat_row, &t.lat_slot, &t.val, &t.dy, n, d, true, &t.acc_dw_dec)?;
+    #[rustfmt::skip]
+    ks::gather_dw_enc(gpu, e, &t.lat_ptr, &t.lat_row, &t.lat_slot, &t.dval, &t.xc, n, d, true, &t.acc_dw_enc)?;
+    ks::gather_db_enc(
+        gpu,
+        e,
+        &t.lat_ptr,
+        &t.lat_slot,
+        &t.dval,
+        n,
+        true,
+        &t.acc_db_enc,
+    )?;
     gpu.submit(enc);
     Ok(Outputs {
         row_ptr: gpu.read_u32(&t.row_ptr)?,
@@ -331,6 +379,9 @@ fn run(gpu: &Gpu, h: &Inputs, t: &Device) -> saeforge::Result<Outputs> {
         dw_dec: gpu.read_f32(&t.dw_dec)?,
         dw_enc: gpu.read_f32(&t.dw_enc)?,
         db_enc: gpu.read_f32(&t.db_enc)?,
+        acc_dw_dec: gpu.read_f32(&t.acc_dw_dec)?,
+        acc_dw_enc: gpu.read_f32(&t.acc_dw_enc)?,
+        acc_db_enc: gpu.read_f32(&t.acc_db_enc)?,
     })
 }
 
@@ -354,6 +405,9 @@ fn run_reference(h: &Inputs) -> Outputs {
         dw_dec: vec![0.0; n * d],
         dw_enc: vec![0.0; d * n],
         db_enc: vec![0.0; n],
+        acc_dw_dec: h.acc_dw_dec.clone(),
+        acc_dw_enc: h.acc_dw_enc.clone(),
+        acc_db_enc: h.acc_db_enc.clone(),
     };
     rs::build_transpose(
         &o.row_ptr,
@@ -370,10 +424,15 @@ fn run_reference(h: &Inputs) -> Outputs {
     rs::sparse_decode(&o.row_ptr, &c.idx, &h.val, &h.w_dec, None, rows, n, d, &mut o.x_hat_nob);
     rs::sparse_dot(&o.row_ptr, &c.idx, &h.dy, &h.w_dec, rows, n, d, &mut o.g);
     #[rustfmt::skip]
-    rs::gather_dw_dec(&o.lat_ptr, &o.lat_row, &o.lat_slot, &h.val, &h.dy, n, d, &mut o.dw_dec);
+    rs::gather_dw_dec(&o.lat_ptr, &o.lat_row, &o.lat_slot, &h.val, &h.dy, n, d, false, &mut o.dw_dec);
     #[rustfmt::skip]
-    rs::gather_dw_enc(&o.lat_ptr, &o.lat_row, &o.lat_slot, &h.dval, &h.xc, n, d, &mut o.dw_enc);
-    rs::gather_db_enc(&o.lat_ptr, &o.lat_slot, &h.dval, n, &mut o.db_enc);
+    rs::gather_dw_enc(&o.lat_ptr, &o.lat_row, &o.lat_slot, &h.dval, &h.xc, n, d, false, &mut o.dw_enc);
+    rs::gather_db_enc(&o.lat_ptr, &o.lat_slot, &h.dval, n, false, &mut o.db_enc);
+    #[rustfmt::skip]
+    rs::gather_dw_dec(&o.lat_ptr, &o.lat_row, &o.lat_slot, &h.val, &h.dy, n, d, true, &mut o.acc_dw_dec);
+    #[rustfmt::skip]
+    rs::gather_dw_enc(&o.lat_ptr, &o.lat_row, &o.lat_slot, &h.dval, &h.xc, n, d, true, &mut o.acc_dw_enc);
+    rs::gather_db_enc(&o.lat_ptr, &o.lat_slot, &h.dval, n, true, &mut o.acc_db_enc);
     o
 }
 
@@ -394,7 +453,26 @@ fn compare(gpu: &Outputs, cpu: &Outputs) -> Result<(), Failed> {
     let t = tolerance::SPARSE_GATHER;
     assert_close("gather_dw_dec dw_dec", &gpu.dw_dec, &cpu.dw_dec, t)?;
     assert_close("gather_dw_enc dw_enc", &gpu.dw_enc, &cpu.dw_enc, t)?;
-    assert_close("gather_db_enc db_enc", &gpu.db_enc, &cpu.db_enc, t)
+    assert_close("gather_db_enc db_enc", &gpu.db_enc, &cpu.db_enc, t)?;
+    let a = "(accumulate)";
+    assert_close(
+        &format!("gather_dw_dec {a}"),
+        &gpu.acc_dw_dec,
+        &cpu.acc_dw_dec,
+        t,
+    )?;
+    assert_close(
+        &format!("gather_dw_enc {a}"),
+        &gpu.acc_dw_enc,
+        &cpu.acc_dw_enc,
+        t,
+    )?;
+    assert_close(
+        &format!("gather_db_enc {a}"),
+        &gpu.acc_db_enc,
+        &cpu.acc_db_enc,
+        t,
+    )
 }
 
 fn chain_case(gpu: &Gpu, h: Inputs) -> Result<(), Failed> {

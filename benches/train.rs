@@ -1,0 +1,536 @@
+//! Whole training steps against the one product they cannot avoid (the encoder GEMM),
+//! for every architecture, on the wgpu adapter and on the CPU engine.
+//!
+//!     cargo bench --bench train [-- FILTER ...]
+//!
+//! FILTER words keep the rows whose engine ("gpu", "cpu") or architecture name contains one
+//! of them (e.g. `-- gpu topk`: every GPU row and every topk row). Environment:
+//!   SAEFORGE_ADAPTER=substring   pick the adapter
+//!   SAEFORGE_BENCH_BATCH=4096    rows per step (default 4096, saeforge's default batch)
+//!   SAEFORGE_BENCH_STEPS=5       timed steps per row (CPU engine: at most 2)
+//!   SAEFORGE_BENCH_PROFILE=1     also time each phase of one GPU step on its own
+//!
+//! Shape: d_in 512, d_sae 16384; topk and batchtopk at k 32 (AuxK k_aux 256), relu and
+//! jumprelu with the state set so that L0 is about 48 (see `sparse_state`). Inputs are
+//! Gaussian rows, already in memory (benches/loader.rs measures the loader and the same
+//! step fed by it). Each row: 2 warm-up steps (pipeline compilation, first touch), then the
+//! median over the timed steps of (step + wait for the device); the encoder GEMM of the
+//! same shape (B x 512 times 512 x 16384 + bias, on the kernel the engine uses) is timed
+//! the same way in the same run, right after. step_over_gemm = step / encoder GEMM.
+//!
+//! The machine may be shared: the report records the load average before and after, and
+//! for every timing the CPU time this process's threads used (lavapipe runs the shaders
+//! on the process's own threads), whose ratio (step_over_gemm_cpu) moves far less with
+//! other processes' load than the wall clock. A row "topk_dead" repeats topk with a
+//! quarter of the latents dead, so that AuxK has work (a fresh state has none dead).
+//!
+//! Prints a table and writes target/bench/train.json (under CARGO_TARGET_DIR when set):
+//! {"adapter": .., "rows": [{"engine", "arch", "batch", "step_ms", "encoder_gemm_ms",
+//! "step_over_gemm", "tokens_per_s", "l0", ...}], ...}.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use saeforge::gpu::{Gpu, GpuTensor};
+use saeforge::kernels::bench;
+use saeforge::kernels::gemm::{self, GemmSpec};
+use saeforge::reference;
+use saeforge::sae::cpu::TrainState;
+use saeforge::sae::gpu::GpuEngine;
+use saeforge::sae::train::{CpuEngine, StepEngine, summarize};
+use saeforge::sae::{Arch, SaeParams, TrainArgs, TrainConfig};
+use serde_json::json;
+
+const D: usize = 512;
+const N: usize = 16384;
+const K: usize = 32;
+/// The L0 the relu / jumprelu states are set to.
+const TARGET_L0: f64 = 48.0;
+const WARMUP: usize = 2;
+
+/// Nanoseconds all threads of this process have spent on a CPU (Linux), or None.
+fn cpu_ns() -> Option<u64> {
+    let mut total = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(entry.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median wall and CPU seconds of `runs` calls of `f` (after `warmup` untimed ones).
+fn time(
+    warmup: usize,
+    runs: usize,
+    mut f: impl FnMut() -> saeforge::Result<()>,
+) -> saeforge::Result<(f64, Option<f64>)> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut walls = Vec::new();
+    let mut cpus = Vec::new();
+    for _ in 0..runs {
+        let c0 = cpu_ns();
+        let t0 = Instant::now();
+        f()?;
+        walls.push(t0.elapsed().as_secs_f64());
+        if let (Some(a), Some(b)) = (c0, cpu_ns()) {
+            cpus.push(b.saturating_sub(a) as f64 * 1e-9);
+        }
+    }
+    let cpu = (cpus.len() == runs).then(|| median(cpus));
+    Ok((median(walls), cpu))
+}
+
+fn config(arch: Arch, batch: usize) -> TrainConfig {
+    let args = TrainArgs {
+        out: Some("unused".into()),
+        arch: Some(arch),
+        d_sae: Some(N),
+        k: Some(K),
+        batch: Some(batch),
+        steps: Some(100_000),
+        ..Default::default()
+    };
+    TrainConfig::resolve(&args, D, 1 << 30).expect("bench config")
+}
+
+fn gaussian(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
+    (0..len).map(|_| rng.sample(StandardNormal)).collect()
+}
+
+/// The initial state for `arch`; relu and jumprelu are shifted so that about TARGET_L0
+/// latents per row fire: the (1 - TARGET_L0 / n) quantile t of the pre-activations of
+/// 256 sample rows becomes b_enc = -t (relu) or the threshold t (jumprelu). That is the
+/// regime the sparse step is for (a trained SAE); a fresh relu SAE fires on half the
+/// latents and takes the dense path.
+fn sparse_state(cfg: &TrainConfig, sample: &[f32]) -> TrainState {
+    let mut p = SaeParams::init(cfg, sample);
+    if matches!(cfg.arch, Arch::Relu | Arch::Jumprelu) {
+        let rows = 256;
+        let mut xc = vec![0.0f32; rows * D];
+        reference::reduce::sub_row(&sample[..rows * D], &p.b_dec, rows, D, &mut xc);
+        let mut pre = vec![0.0f32; rows * N];
+        reference::gemm::gemm(&GemmSpec::nn(rows, N, D), &xc, &p.w_enc, None, &mut pre);
+        pre.sort_by(f32::total_cmp);
+        let q = ((1.0 - TARGET_L0 / N as f64) * pre.len() as f64) as usize;
+        let t = pre[q.min(pre.len() - 1)].max(1e-6);
+        if cfg.arch == Arch::Relu {
+            p.b_enc.iter_mut().for_each(|b| *b = -t);
+        } else {
+            p.log_threshold.iter_mut().for_each(|l| *l = t.ln());
+        }
+    }
+    TrainState::new(p)
+}
+
+struct Row {
+    engine: &'static str,
+    arch: String,
+    batch: usize,
+    step: (f64, Option<f64>),
+    gemm: (f64, Option<f64>),
+    l0: f64,
+    dead_fraction: f64,
+    phases: Vec<(String, f64, Option<f64>)>,
+}
+
+impl Row {
+    fn json(&self) -> serde_json::Value {
+        let ratio_cpu = self.step.1.zip(self.gemm.1).map(|(s, g)| s / g);
+        json!({
+            "engine": self.engine,
+            "arch": self.arch,
+            "batch": self.batch,
+            "step_ms": self.step.0 * 1e3,
+            "encoder_gemm_ms": self.gemm.0 * 1e3,
+            "step_over_gemm": self.step.0 / self.gemm.0,
+            "tokens_per_s": self.batch as f64 / self.step.0,
+            "l0": self.l0,
+            "dead_fraction": self.dead_fraction,
+            "step_cpu_ms": self.step.1.map(|c| c * 1e3),
+            "encoder_gemm_cpu_ms": self.gemm.1.map(|c| c * 1e3),
+            "step_over_gemm_cpu": ratio_cpu,
+            "encoder_gemm_gflops": GemmSpec::nn(self.batch, N, D).flops() / self.gemm.0 / 1e9,
+            "phases": self.phases.iter().map(|(n, w, c)| json!({
+                "phase": n, "ms": w * 1e3, "cpu_ms": c.map(|c| c * 1e3)
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Which rows to run: (label, arch, fraction of latents dead at the start).
+fn cases() -> Vec<(&'static str, Arch, f64)> {
+    vec![
+        ("topk", Arch::Topk, 0.0),
+        ("batchtopk", Arch::Batchtopk, 0.0),
+        ("relu", Arch::Relu, 0.0),
+        ("jumprelu", Arch::Jumprelu, 0.0),
+        ("topk_dead", Arch::Topk, 0.25),
+    ]
+}
+
+fn with_dead(cfg: &TrainConfig, st: &mut TrainState, frac: f64) {
+    let dead = (frac * N as f64) as usize;
+    for i in 0..dead {
+        // every 4th latent (for 0.25), spread over the index range
+        let j = (i * N / dead.max(1)) % N;
+        st.since_fired[j] = cfg.dead_tokens.min(u32::MAX as u64) as u32;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gpu_row(
+    gpu: &Arc<Gpu>,
+    label: &str,
+    arch: Arch,
+    dead: f64,
+    batch: usize,
+    steps: usize,
+    profile: bool,
+    sample: &[f32],
+    batches: &[Vec<f32>],
+) -> saeforge::Result<Row> {
+    let cfg = config(arch, batch);
+    let mut st = sparse_state(&cfg, sample);
+    with_dead(&cfg, &mut st, dead);
+    let mut eng = GpuEngine::new(gpu.clone(), &cfg, &st)?;
+    let mut i = 0usize;
+    let step = time(WARMUP, steps, || {
+        eng.step(&cfg, &batches[i % batches.len()], batch)?;
+        i += 1;
+        gpu.wait()
+    })?;
+    let (m, _) = eng.take_metrics()?;
+    let s = summarize(&m, (i * batch) as u64, N);
+    let mut phases: Vec<(String, f64, Option<f64>)> = Vec::new();
+    if profile {
+        // One more step, submitted and waited for phase by phase; median of 3.
+        let mut all: Vec<Vec<(String, f64, Option<f64>)>> = Vec::new();
+        for _ in 0..3 {
+            let mut cur = Vec::new();
+            gpu.wait()?;
+            let mut t0 = (Instant::now(), cpu_ns());
+            let g2 = gpu.clone();
+            eng.step_marked(
+                &cfg,
+                &batches[i % batches.len()],
+                batch,
+                &mut |name, enc| {
+                    let done = std::mem::replace(enc, g2.encoder());
+                    g2.submit(done);
+                    g2.wait()?;
+                    let c = cpu_ns();
+                    let cpu = t0.1.zip(c).map(|(a, b)| b.saturating_sub(a) as f64 * 1e-9);
+                    cur.push((name.to_string(), t0.0.elapsed().as_secs_f64(), cpu));
+                    t0 = (Instant::now(), cpu_ns());
+                    Ok(())
+                },
+            )?;
+            gpu.wait()?;
+            i += 1;
+            all.push(cur);
+        }
+        for (j, (name, _, _)) in all[0].iter().enumerate() {
+            let w = median(all.iter().map(|r| r[j].1).collect());
+            let c: Option<Vec<f64>> = all.iter().map(|r| r[j].2).collect();
+            phases.push((name.clone(), w, c.map(median)));
+        }
+    }
+    drop(eng);
+
+    // The encoder GEMM of the same shape, on the kernel the engine picks.
+    let spec = GemmSpec::nn(batch, N, D);
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let xc = gpu.upload("xc", &[batch, D], &gaussian(&mut rng, batch * D))?;
+    let w = gpu.upload("W_enc", &[D, N], &gaussian(&mut rng, D * N))?;
+    let b = gpu.upload("b_enc", &[N], &gaussian(&mut rng, N))?;
+    let pre: GpuTensor = gpu.zeros("pre", &[batch, N])?;
+    let g = time(WARMUP, steps, || {
+        let mut enc = gpu.encoder();
+        gemm::gemm(gpu, &mut enc, &spec, &xc, &w, Some(&b), &pre)?;
+        gpu.submit(enc);
+        gpu.wait()
+    })?;
+    Ok(Row {
+        engine: "gpu",
+        arch: label.to_string(),
+        batch,
+        step,
+        gemm: g,
+        l0: s.l0,
+        dead_fraction: s.dead_fraction,
+        phases,
+    })
+}
+
+fn cpu_row(
+    label: &str,
+    arch: Arch,
+    dead: f64,
+    batch: usize,
+    steps: usize,
+    sample: &[f32],
+    batches: &[Vec<f32>],
+) -> saeforge::Result<Row> {
+    let cfg = config(arch, batch);
+    let mut st = sparse_state(&cfg, sample);
+    with_dead(&cfg, &mut st, dead);
+    let mut eng = CpuEngine { st };
+    let mut i = 0usize;
+    let step = time(0, steps, || {
+        eng.step(&cfg, &batches[i % batches.len()], batch)?;
+        i += 1;
+        Ok(())
+    })?;
+    let (m, _) = eng.take_metrics()?;
+    let s = summarize(&m, (i * batch) as u64, N);
+    let spec = GemmSpec::nn(batch, N, D);
+    let xc = &batches[0];
+    let (w, b) = (&eng.st.params.w_enc, &eng.st.params.b_enc);
+    let mut pre = vec![0.0f32; batch * N];
+    let g = time(0, steps, || {
+        reference::gemm::gemm(&spec, xc, w, Some(b), &mut pre);
+        Ok(())
+    })?;
+    Ok(Row {
+        engine: "cpu",
+        arch: label.to_string(),
+        batch,
+        step,
+        gemm: g,
+        l0: s.l0,
+        dead_fraction: s.dead_fraction,
+        phases: Vec::new(),
+    })
+}
+
+/// The FMA-throughput ceiling of shaders/bench.wgsl (as benches/kernels.rs measures it):
+/// GFLOP/s by wall clock and per CPU-second of the process divided by the CPUs.
+fn fma_ceiling(gpu: &Gpu) -> saeforge::Result<(f64, Option<f64>)> {
+    let invocations = 65536;
+    let out = gpu.zeros("fma_peak out", &[invocations])?;
+    let mut iters = 64u32;
+    loop {
+        let t0 = Instant::now();
+        let mut enc = gpu.encoder();
+        bench::fma_peak(gpu, &mut enc, iters, &out)?;
+        gpu.submit(enc);
+        gpu.wait()?;
+        let wall = t0.elapsed().as_secs_f64();
+        if wall >= 0.05 || iters >= 1 << 16 {
+            break;
+        }
+        iters = (iters as f64 * (0.1 / wall.max(1e-4))).min(65536.0) as u32;
+    }
+    let (w, c) = time(1, 5, || {
+        let mut enc = gpu.encoder();
+        bench::fma_peak(gpu, &mut enc, iters, &out)?;
+        gpu.submit(enc);
+        gpu.wait()
+    })?;
+    let flops = bench::fma_peak_flops(invocations, iters);
+    Ok((flops / w / 1e9, c.map(|c| flops / (c / cpus()) / 1e9)))
+}
+
+fn cpus() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> anyhow::Result<()> {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let keep = |engine: &str, label: &str| {
+        filters.is_empty()
+            || filters
+                .iter()
+                .any(|f| engine.contains(f.as_str()) || label.contains(f.as_str()))
+    };
+    let mut batch = env_usize("SAEFORGE_BENCH_BATCH", 4096);
+    let steps = env_usize("SAEFORGE_BENCH_STEPS", 5).max(1);
+    let profile = std::env::var("SAEFORGE_BENCH_PROFILE").is_ok_and(|v| v == "1");
+    let load_before = loadavg();
+    let started = Instant::now();
+
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let sample = gaussian(&mut rng, 1024 * D);
+
+    let gpu = match Gpu::new(std::env::var("SAEFORGE_ADAPTER").ok().as_deref()) {
+        Ok(g) => Some(Arc::new(g)),
+        Err(e) => {
+            eprintln!("no adapter ({e}); CPU engine rows only");
+            None
+        }
+    };
+    let adapter = gpu.as_ref().map_or("none".to_string(), |g| {
+        format!(
+            "{} ({:?}, {:?})",
+            g.info.name, g.info.backend, g.info.device_type
+        )
+    });
+    println!(
+        "adapter: {adapter}; {} CPUs; load average {load_before}; d_in {D}, d_sae {N}",
+        cpus()
+    );
+    if let Some(g) = &gpu
+        && std::env::var("SAEFORGE_BENCH_BATCH").is_err()
+    {
+        // The dense (B, n) pre-activations are one binding: halve the default batch until
+        // they fit the adapter (lavapipe allows 128 MiB, so 2048 rows at n = 16384).
+        while batch > 256 && (batch * N * 4) as u64 > g.max_binding() {
+            batch /= 2;
+        }
+        if batch != 4096 {
+            println!(
+                "batch {batch}: (batch, {N}) f32 must fit one storage binding of {} MiB on this adapter",
+                g.max_binding() >> 20
+            );
+        }
+    }
+    let batches: Vec<Vec<f32>> = (0..3).map(|_| gaussian(&mut rng, batch * D)).collect();
+    let ceiling = match &gpu {
+        Some(g) => Some(fma_ceiling(g)?),
+        None => None,
+    };
+
+    let mut rows = Vec::new();
+    for (label, arch, dead) in cases() {
+        if let Some(g) = &gpu
+            && keep("gpu", label)
+        {
+            let r = gpu_row(
+                g, label, arch, dead, batch, steps, profile, &sample, &batches,
+            )?;
+            eprintln!(
+                "  gpu {label:<10} step {:>8.1} ms  gemm {:>8.1} ms  L0 {:.1}",
+                r.step.0 * 1e3,
+                r.gemm.0 * 1e3,
+                r.l0
+            );
+            for (name, w, c) in &r.phases {
+                eprintln!(
+                    "      {name:<14} {:>8.1} ms{}",
+                    w * 1e3,
+                    c.map_or(String::new(), |c| format!("  (cpu {:.1} ms)", c * 1e3))
+                );
+            }
+            rows.push(r);
+        }
+        if keep("cpu", label) {
+            let r = cpu_row(label, arch, dead, batch, steps.min(2), &sample, &batches)?;
+            eprintln!(
+                "  cpu {label:<10} step {:>8.1} ms  gemm {:>8.1} ms  L0 {:.1}",
+                r.step.0 * 1e3,
+                r.gemm.0 * 1e3,
+                r.l0
+            );
+            rows.push(r);
+        }
+    }
+    let load_after = loadavg();
+
+    if let Some((w, c)) = ceiling {
+        println!(
+            "FMA ceiling: {w:.1} GFLOP/s{}",
+            c.map_or(String::new(), |c| format!(
+                " (per CPU time: {c:.1} GFLOP/s)"
+            ))
+        );
+    }
+    println!(
+        "{:<6} {:<10} {:>6} {:>10} {:>10} {:>9} {:>9} {:>10} {:>7} {:>6}",
+        "engine",
+        "arch",
+        "batch",
+        "step ms",
+        "gemm ms",
+        "step/gemm",
+        "(cpu)",
+        "tokens/s",
+        "L0",
+        "dead"
+    );
+    for r in &rows {
+        let ratio_cpu = r.step.1.zip(r.gemm.1).map(|(s, g)| s / g);
+        println!(
+            "{:<6} {:<10} {:>6} {:>10.1} {:>10.1} {:>9.3} {:>9} {:>10.0} {:>7.1} {:>6.3}",
+            r.engine,
+            r.arch,
+            r.batch,
+            r.step.0 * 1e3,
+            r.gemm.0 * 1e3,
+            r.step.0 / r.gemm.0,
+            ratio_cpu.map_or("-".into(), |v| format!("{v:.3}")),
+            r.batch as f64 / r.step.0,
+            r.l0,
+            r.dead_fraction
+        );
+    }
+    for r in rows.iter().filter(|r| r.engine == "gpu") {
+        let gf = GemmSpec::nn(r.batch, N, D).flops();
+        let frac = ceiling.map(|(w, _)| gf / r.gemm.0 / 1e9 / w);
+        let frac_cpu = ceiling
+            .and_then(|(_, c)| c)
+            .zip(r.gemm.1)
+            .map(|(c, g)| gf / (g / cpus()) / 1e9 / c);
+        println!(
+            "encoder GEMM ({}): {:.1} GFLOP/s, {} of the FMA ceiling{}",
+            r.arch,
+            gf / r.gemm.0 / 1e9,
+            frac.map_or("-".into(), |f| format!("{f:.3}")),
+            frac_cpu.map_or(String::new(), |f| format!(" ({f:.3} per CPU time)"))
+        );
+        break;
+    }
+    println!("load average: before {load_before}, after {load_after}");
+
+    let report = json!({
+        "adapter": adapter,
+        "cpus": cpus(),
+        "d_in": D,
+        "d_sae": N,
+        "k": K,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "fma_ceiling_gflops": ceiling.map(|c| c.0),
+        "fma_ceiling_gflops_cpu": ceiling.and_then(|c| c.1),
+        "rows": rows.iter().map(Row::json).collect::<Vec<_>>(),
+    });
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+        .join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("train.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!(
+        "wrote {} ({:.1} s in all)",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,455 @@
+// Sparse codes straight from the dense pre-activations: the k largest positive entries of
+// each row (TopK after ReLU, AuxK over the dead latents) as CSR with latents ascending within
+// a row and no zero entries, and the list of dead latents.
+// Launchers: src/kernels/codes.rs. CPU twins: src/reference/codes.rs.
+//
+// The row top-k in stages, with no barrier on the common path (they cost a shader split
+// each on lavapipe, and the radix select of topk.wgsl needs dozens per row):
+//   block_max        bmax[r, j] = max key over a block of `block` eligible entries (32 for
+//                    TopK, 8 for AuxK, whose k is large against the dead count)
+//   topk_threshold   T_r: a 16-bit key prefix with at least k block maxima above it, so no
+//                    top-k entry lies below it (reads only bmax)
+//   topk_candidates  the entries >= T_r, read only from blocks whose max reaches T_r
+//                    (~k blocks: a few % of the row at k = 32 of 16384); ~1-3k of them
+//   topk_select      exact k-th key among the candidates by a bit-by-bit search, then the
+//                    entries above it and the first ties, ascending
+//   topk_select_row  the same for the rare rows whose candidates overflowed CAND (heavy
+//                    ties), from the whole row, one workgroup per row (64 barriers)
+//   csr_scan / csr_pack   row counts -> row_ptr -> contiguous CSR
+// lavapipe (gallivm) stops every loop of an invocation once the invocation has run 65535
+// loop iterations in all (LP_MAX_TGSI_LOOP_ITERATIONS), silently: no invocation here loops
+// more than ~40k times (a bit search over a 16384-wide row would be 500k, hence the
+// workgroup per row in topk_select_row).
+// Keys are those of topk.wgsl (unsigned order = float order, -0 folded onto +0).
+// Deterministic: every output is a function of the inputs, whatever the execution order.
+
+struct Params {
+    rows: u32,
+    n: u32,        // columns of x
+    k: u32,        // entries kept per row
+    nb: u32,       // blocks per row (ceil(n / block))
+    has_cols: u32, // 1: eligible positions are cols[..ncols[0]]; 0: all n columns
+    cap: u32,      // csr_pack: slots of idx / val
+    dead_after: u32,
+    block: u32,    // eligible entries per block of block_max
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+override WG: u32 = 64;        // invocations per workgroup of the 1-D kernels
+override WG_SCAN: u32 = 256;  // the single workgroup of csr_scan / dead_list
+
+const CAND: u32 = 1024u;
+const POSITIVE: u32 = 0x80000001u;
+
+// Branch-free (a `var` assigned under a branch, inlined into divergent loops, came out
+// wrong on lavapipe 22.3).
+fn key_of(v: f32) -> u32 {
+    let raw = bitcast<u32>(v);
+    let b = select(raw, 0u, raw == 0x80000000u);
+    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+// ---------------------------------------------------------------- block_max
+// bmax[r, j] = max over eligible positions q in j*block .. (j+1)*block of key_of(x[r, col(q)]),
+// 0 when the block holds no eligible position. One invocation per (row, block).
+
+@group(0) @binding(1) var<storage, read> bm_x: array<f32>;            // (rows, n)
+@group(0) @binding(2) var<storage, read> bm_cols: array<u32>;         // (n); unread when has_cols == 0
+@group(0) @binding(3) var<storage, read> bm_ncols: array<u32>;        // (1); unread when has_cols == 0
+@group(0) @binding(4) var<storage, read_write> bm_bmax: array<u32>;   // (rows, nb)
+
+@compute @workgroup_size(WG)
+fn block_max(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_index(gid, nwg);
+    if t >= p.rows * p.nb { return; }
+    let r = t / p.nb;
+    let j = t - r * p.nb;
+    var m = p.n;
+    if p.has_cols != 0u { m = min(bm_ncols[0], p.n); }
+    let q0 = j * p.block;
+    let q1 = min(q0 + p.block, m);
+    let base = r * p.n;
+    var best = 0u;
+    for (var q = q0; q < q1; q++) {
+        var i = q;
+        if p.has_cols != 0u { i = bm_cols[q]; }
+        best = max(best, key_of(bm_x[base + i]));
+    }
+    bm_bmax[t] = best;
+}
+
+// All columns eligible, n % 4 == 0 and block % 4 == 0: block / 4 vec4 loads per block.
+@group(0) @binding(1) var<storage, read> bm4_x: array<vec4<f32>>;    // (rows, n / 4)
+
+@compute @workgroup_size(WG)
+fn block_max_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_index(gid, nwg);
+    if t >= p.rows * p.nb { return; }
+    let r = t / p.nb;
+    let j = t - r * p.nb;
+    let n4 = p.n / 4u;
+    let q0 = j * (p.block / 4u);
+    let q1 = min(q0 + p.block / 4u, n4);
+    let base = r * n4;
+    var best = 0u;
+    for (var q = q0; q < q1; q++) {
+        let v = bm4_x[base + q];
+        best = max(best, max(max(key_of(v.x), key_of(v.y)), max(key_of(v.z), key_of(v.w))));
+    }
+    bm_bmax[t] = best;
+}
+
+// ---------------------------------------------------------------- topk_threshold
+// thr[r] = max(T, POSITIVE), T the largest key with zero low 16 bits such that at least k
+// blocks of the row have bmax >= T (0 when none). One invocation per row.
+
+@group(0) @binding(1) var<storage, read> th_bmax: array<u32>;          // (rows, nb)
+@group(0) @binding(2) var<storage, read_write> th_thr: array<u32>;     // (rows)
+
+@compute @workgroup_size(WG)
+fn topk_threshold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_index(gid, nwg);
+    if r >= p.rows { return; }
+    let base = r * p.nb;
+    var t = 0u;
+    for (var bit = 31u; bit >= 16u; bit--) {
+        let c = t | (1u << bit);
+        var cnt = 0u;
+        for (var j = 0u; j < p.nb; j++) {
+            cnt += select(0u, 1u, th_bmax[base + j] >= c);
+        }
+        if cnt >= p.k { t = c; }
+    }
+    th_thr[r] = max(t, POSITIVE);
+}
+
+// ---------------------------------------------------------------- topk_candidates
+// In position order, the eligible latents with key >= thr[r], from the blocks whose bmax
+// reaches thr[r]: the first CAND of them (and their keys) stored, cand_n[r] = the count
+// (> CAND means overflowed); slots past the stored ones are 0. One invocation per row.
+
+@group(0) @binding(1) var<storage, read> cd_x: array<f32>;             // (rows, n)
+@group(0) @binding(2) var<storage, read> cd_cols: array<u32>;          // (n); unread when has_cols == 0
+@group(0) @binding(3) var<storage, read> cd_ncols: array<u32>;         // (1); unread when has_cols == 0
+@group(0) @binding(4) var<storage, read> cd_bmax: array<u32>;          // (rows, nb)
+@group(0) @binding(5) var<storage, read> cd_thr: array<u32>;           // (rows)
+@group(0) @binding(6) var<storage, read_write> cd_cand: array<u32>;    // (rows, CAND)
+@group(0) @binding(7) var<storage, read_write> cd_key: array<u32>;     // (rows, CAND)
+@group(0) @binding(8) var<storage, read_write> cd_n: array<u32>;       // (rows)
+
+@compute @workgroup_size(WG)
+fn topk_candidates(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_index(gid, nwg);
+    if r >= p.rows { return; }
+    var m = p.n;
+    if p.has_cols != 0u { m = min(cd_ncols[0], p.n); }
+    let t = cd_thr[r];
+    let base = r * p.n;
+    let out = r * CAND;
+    var c = 0u;
+    for (var j = 0u; j < p.nb; j++) {
+        if cd_bmax[r * p.nb + j] < t { continue; }
+        let q1 = min(j * p.block + p.block, m);
+        for (var q = j * p.block; q < q1; q++) {
+            var i = q;
+            if p.has_cols != 0u { i = cd_cols[q]; }
+            let key = key_of(cd_x[base + i]);
+            if key >= t {
+                if c < CAND {
+                    cd_cand[out + c] = i;
+                    cd_key[out + c] = key;
+                }
+                c++;
+            }
+        }
+    }
+    for (var s = min(c, CAND); s < CAND; s++) {
+        cd_cand[out + s] = 0u;
+        cd_key[out + s] = 0u;
+    }
+    cd_n[r] = c;
+}
+
+// ---------------------------------------------------------------- topk_select
+// Per row: K = the k-th largest key of the row's entries, found bit by bit; then the entries
+// with key > K and the first (k - #above) with key == K, in ascending order; with fewer than
+// k entries, all of them. sel_n[r] = how many; slots past it get 0 / 0.0.
+// topk_select takes the entries from the candidate list (one invocation per row) and skips
+// the rows that overflowed it; topk_select_row then handles exactly those rows from the
+// eligible row itself (entries = the eligible latents with key >= thr).
+
+@group(0) @binding(1) var<storage, read> sl_x: array<f32>;              // (rows, n)
+@group(0) @binding(2) var<storage, read> sl_cols: array<u32>;           // (n); unread when has_cols == 0
+@group(0) @binding(3) var<storage, read> sl_ncols: array<u32>;          // (1); unread when has_cols == 0
+@group(0) @binding(4) var<storage, read> sl_cand: array<u32>;           // (rows, CAND)
+@group(0) @binding(5) var<storage, read> sl_key: array<u32>;            // (rows, CAND)
+@group(0) @binding(6) var<storage, read> sl_n: array<u32>;              // (rows)
+@group(0) @binding(7) var<storage, read> sl_thr: array<u32>;            // (rows)
+@group(0) @binding(8) var<storage, read_write> sl_sel: array<u32>;      // (rows, k)
+@group(0) @binding(9) var<storage, read_write> sl_val: array<f32>;      // (rows, k)
+@group(0) @binding(10) var<storage, read_write> sl_seln: array<u32>;    // (rows)
+
+fn sl_finish(r: u32, j: u32) {
+    sl_seln[r] = j;
+    for (var s = j; s < p.k; s++) {
+        sl_sel[r * p.k + s] = 0u;
+        sl_val[r * p.k + s] = 0.0;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn topk_select(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_index(gid, nwg);
+    if r >= p.rows { return; }
+    let len = sl_n[r];
+    if len > CAND { return; }
+    let k = p.k;
+    let base = r * CAND;
+    var kk = 0u;
+    if len >= k {
+        for (var bit = 0u; bit < 32u; bit++) {
+            let c = kk | (0x80000000u >> bit);
+            var cnt = 0u;
+            for (var e = 0u; e < len; e++) {
+                cnt += select(0u, 1u, sl_key[base + e] >= c);
+            }
+            if cnt >= k { kk = c; }
+        }
+    }
+    var above = 0u;
+    for (var e = 0u; e < len; e++) {
+        above += select(0u, 1u, sl_key[base + e] > kk);
+    }
+    let ties = k - min(above, k);
+    var j = 0u;
+    var seen = 0u;
+    for (var e = 0u; e < len; e++) {
+        let key = sl_key[base + e];
+        let tie = key == kk && kk != 0u;
+        let take = (key > kk || (tie && seen < ties)) && j < k;
+        seen += select(0u, 1u, tie);
+        if take {
+            let i = sl_cand[base + e];
+            sl_sel[r * k + j] = i;
+            sl_val[r * k + j] = sl_x[r * p.n + i];
+        }
+        j += select(0u, 1u, take);
+    }
+    sl_finish(r, j);
+}
+
+// topk_select_row: one workgroup of WG_ROW lanes per row, each lane owning a contiguous
+// chunk of the eligible positions. The bit search counts per lane and adds the counts in a
+// workgroup atomic (double-buffered so that one barrier pair per bit suffices); then each
+// lane writes its chunk's selected entries at its offset (entries above K before it, plus
+// the ties before it up to the number of ties allowed).
+override WG_ROW: u32 = 64;
+var<workgroup> sr_cnt: array<atomic<u32>, 2>;
+var<workgroup> sr_above: array<u32, WG_ROW>;
+var<workgroup> sr_ties: array<u32, WG_ROW>;
+
+// Key of eligible position q of row r if >= t, else 0 (never selected: t > 0); its latent.
+fn sr_entry(r: u32, q: u32, t: u32) -> vec2<u32> {
+    var i = q;
+    if p.has_cols != 0u { i = sl_cols[q]; }
+    let key = key_of(sl_x[r * p.n + i]);
+    return vec2<u32>(i, select(0u, key, key >= t));
+}
+
+@compute @workgroup_size(WG_ROW)
+fn topk_select_row(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let r = wid.x + wid.y * nwg.x;
+    // Both conditions are the same for the whole workgroup (one row).
+    if r >= p.rows { return; }
+    if sl_n[r] <= CAND { return; }
+    var m = p.n;
+    if p.has_cols != 0u { m = min(sl_ncols[0], p.n); }
+    let t = sl_thr[r];
+    let k = p.k;
+    let chunk = (m + WG_ROW - 1u) / WG_ROW;
+    let lo = min(lid * chunk, m);
+    let hi = min(lo + chunk, m);
+    if lid < 2u { atomicStore(&sr_cnt[lid], 0u); }
+    workgroupBarrier();
+    var kk = 0u;
+    for (var bit = 0u; bit < 32u; bit++) {
+        let c = kk | (0x80000000u >> bit);
+        var cnt = 0u;
+        for (var q = lo; q < hi; q++) {
+            cnt += select(0u, 1u, sr_entry(r, q, t).y >= c);
+        }
+        let b = bit & 1u;
+        atomicAdd(&sr_cnt[b], cnt);
+        workgroupBarrier();
+        let total = atomicLoad(&sr_cnt[b]);
+        if lid == 0u { atomicStore(&sr_cnt[1u - b], 0u); }
+        workgroupBarrier();
+        if total >= k { kk = c; }
+    }
+    // Per-lane counts above K and at K, then their exclusive prefix sums (lane 0).
+    var above = 0u;
+    var ties = 0u;
+    for (var q = lo; q < hi; q++) {
+        let key = sr_entry(r, q, t).y;
+        above += select(0u, 1u, key > kk);
+        ties += select(0u, 1u, key == kk && kk != 0u);
+    }
+    sr_above[lid] = above;
+    sr_ties[lid] = ties;
+    workgroupBarrier();
+    if lid == 0u {
+        var ra = 0u;
+        var rt = 0u;
+        for (var l = 0u; l < WG_ROW; l++) {
+            let a = sr_above[l];
+            let tt = sr_ties[l];
+            sr_above[l] = ra;
+            sr_ties[l] = rt;
+            ra += a;
+            rt += tt;
+        }
+        // Totals in the workgroup counters: entries above K, and the ties allowed.
+        atomicStore(&sr_cnt[0], ra);
+        atomicStore(&sr_cnt[1], rt);
+    }
+    workgroupBarrier();
+    let total_above = atomicLoad(&sr_cnt[0]);
+    let allowed = k - min(total_above, k);
+    let taken = total_above + min(atomicLoad(&sr_cnt[1]), allowed);
+    var seen = sr_ties[lid];
+    var j = sr_above[lid] + min(seen, allowed);
+    for (var q = lo; q < hi; q++) {
+        let en = sr_entry(r, q, t);
+        let tie = en.y == kk && kk != 0u;
+        let take = en.y > kk || (tie && seen < allowed);
+        seen += select(0u, 1u, tie);
+        if take && j < k {
+            sl_sel[r * k + j] = en.x;
+            sl_val[r * k + j] = sl_x[r * p.n + en.x];
+        }
+        j += select(0u, 1u, take);
+    }
+    // The slots past the selection, split over the lanes.
+    for (var s = taken + lid; s < k; s += WG_ROW) {
+        sl_sel[r * k + s] = 0u;
+        sl_val[r * k + s] = 0.0;
+    }
+    if lid == 0u { sl_seln[r] = min(taken, k); }
+}
+
+// ---------------------------------------------------------------- csr_scan
+// row_ptr[0] = 0, row_ptr[r + 1] = row_ptr[r] + counts[r]. One workgroup: lane l sums its
+// contiguous chunk of rows, lane 0 scans the chunk sums, each lane writes its chunk.
+
+@group(0) @binding(1) var<storage, read> cs_counts: array<u32>;         // (rows)
+@group(0) @binding(2) var<storage, read_write> cs_row_ptr: array<u32>;  // (rows + 1)
+var<workgroup> cs_sums: array<u32, WG_SCAN>;
+
+@compute @workgroup_size(WG_SCAN)
+fn csr_scan(@builtin(local_invocation_index) l: u32) {
+    let chunk = (p.rows + WG_SCAN - 1u) / WG_SCAN;
+    let lo = min(l * chunk, p.rows);
+    let hi = min(lo + chunk, p.rows);
+    var sum = 0u;
+    for (var i = lo; i < hi; i++) {
+        sum += cs_counts[i];
+    }
+    cs_sums[l] = sum;
+    workgroupBarrier();
+    if l == 0u {
+        var run = 0u;
+        for (var c = 0u; c < WG_SCAN; c++) {
+            let v = cs_sums[c];
+            cs_sums[c] = run;
+            run += v;
+        }
+        cs_row_ptr[0] = 0u;
+    }
+    workgroupBarrier();
+    var run = cs_sums[l];
+    for (var i = lo; i < hi; i++) {
+        run += cs_counts[i];
+        cs_row_ptr[i + 1u] = run;
+    }
+}
+
+// ---------------------------------------------------------------- csr_pack
+// idx[row_ptr[r] + j] = sel[r, j], val[...] = sel_val[r, j] for j < row_ptr[r+1] - row_ptr[r]
+// and slot < cap. One invocation per (row, j < k).
+
+@group(0) @binding(1) var<storage, read> pk_sel: array<u32>;            // (rows, k)
+@group(0) @binding(2) var<storage, read> pk_val: array<f32>;            // (rows, k)
+@group(0) @binding(3) var<storage, read> pk_row_ptr: array<u32>;        // (rows + 1)
+@group(0) @binding(4) var<storage, read_write> pk_idx: array<u32>;      // (cap)
+@group(0) @binding(5) var<storage, read_write> pk_out: array<f32>;      // (cap)
+
+@compute @workgroup_size(WG)
+fn csr_pack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_index(gid, nwg);
+    if t >= p.rows * p.k { return; }
+    let r = t / p.k;
+    let j = t - r * p.k;
+    let a = pk_row_ptr[r];
+    let b = pk_row_ptr[r + 1u];
+    if j >= b - a { return; }
+    let s = a + j;
+    if s >= p.cap { return; }
+    pk_idx[s] = pk_sel[t];
+    pk_out[s] = pk_val[t];
+}
+
+// ---------------------------------------------------------------- dead_list
+// cols[..m] = the latents i with since[i] >= dead_after, ascending; ncols[0] = m; cols[m..] = 0.
+// One workgroup, as csr_scan (p.n latents).
+
+@group(0) @binding(1) var<storage, read> dl_since: array<u32>;          // (n)
+@group(0) @binding(2) var<storage, read_write> dl_cols: array<u32>;     // (n)
+@group(0) @binding(3) var<storage, read_write> dl_ncols: array<u32>;    // (1)
+var<workgroup> dl_sums: array<u32, WG_SCAN>;
+var<workgroup> dl_total: u32;
+
+@compute @workgroup_size(WG_SCAN)
+fn dead_list(@builtin(local_invocation_index) l: u32) {
+    let chunk = (p.n + WG_SCAN - 1u) / WG_SCAN;
+    let lo = min(l * chunk, p.n);
+    let hi = min(lo + chunk, p.n);
+    var sum = 0u;
+    for (var i = lo; i < hi; i++) {
+        sum += select(0u, 1u, dl_since[i] >= p.dead_after);
+    }
+    dl_sums[l] = sum;
+    workgroupBarrier();
+    if l == 0u {
+        var run = 0u;
+        for (var c = 0u; c < WG_SCAN; c++) {
+            let v = dl_sums[c];
+            dl_sums[c] = run;
+            run += v;
+        }
+        dl_total = run;
+        dl_ncols[0] = run;
+    }
+    workgroupBarrier();
+    var pos = dl_sums[l];
+    for (var i = lo; i < hi; i++) {
+        if dl_since[i] >= p.dead_after {
+            dl_cols[pos] = i;
+            pos++;
+        }
+    }
+    // Positions past the count (all >= every position written above) are zeroed by the
+    // lane whose chunk they fall in.
+    let m = dl_total;
+    for (var i = max(lo, m); i < hi; i++) {
+        dl_cols[i] = 0u;
+    }
+}

@@ -1,0 +1,461 @@
+//! Sparse-code launchers (shaders/codes.wgsl): the k largest positive entries of each row of
+//! the pre-activations as CSR (TopK codes after ReLU, AuxK codes over the dead latents), and
+//! the dead-latent list.
+//!
+//! [`topk_codes`] records the whole chain (block_max, topk_threshold, topk_candidates,
+//! topk_select, csr_scan, csr_pack) with its intermediates in per-device scratch buffers;
+//! each stage also has its own launcher so that tests can hold it to its CPU twin.
+//!
+//! Why not the radix select of `topk`: it needs a workgroup per row and dozens of barriers
+//! (histogram levels, a bitonic sort of up to 1024 candidates), and each barrier splits the
+//! shader on lavapipe. Here one pass over the row keeps the maximum of every block of 32
+//! entries, a bit search over those maxima bounds the k-th value from below, and only the
+//! blocks that reach the bound are read again: a few percent of the row at k = 32 of 16384.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::{Bind, DType, Gpu, GpuTensor, Kernel, Shader};
+use crate::{Error, Result};
+
+use super::{expect_len, expect_shape};
+
+pub use crate::reference::codes::{BLOCK, BLOCK_LISTED, CAND, blocks};
+
+pub static SHADER: Shader = Shader {
+    name: "codes",
+    source: include_str!("../../shaders/codes.wgsl"),
+};
+
+/// Invocations per workgroup of the 1-D kernels (`WG`).
+const WG: usize = 64;
+/// The single workgroup of csr_scan / dead_list (`WG_SCAN`).
+const WG_SCAN: usize = 256;
+/// topk_select_row: lanes per row (`WG_ROW`); the row's 32 bit-search passes run over
+/// chunks of n / WG_ROW, within lavapipe's 65535-iterations-per-invocation loop limit.
+const WG_ROW: usize = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct Params {
+    rows: u32,
+    n: u32,
+    k: u32,
+    nb: u32,
+    has_cols: u32,
+    cap: u32,
+    dead_after: u32,
+    block: u32,
+}
+
+fn launch_1d(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    entry: &'static str,
+    p: &Params,
+    binds: &[Bind],
+    len: usize,
+) -> Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let constants = [("WG", WG as f64)];
+    let k = Kernel {
+        shader: &SHADER,
+        entry,
+        constants: &constants,
+    };
+    gpu.dispatch(enc, &k, p, binds, gpu.groups_for(len, WG))
+}
+
+fn launch_single(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    entry: &'static str,
+    p: &Params,
+    binds: &[Bind],
+) -> Result<()> {
+    let constants = [("WG_SCAN", WG_SCAN as f64)];
+    let k = Kernel {
+        shader: &SHADER,
+        entry,
+        constants: &constants,
+    };
+    gpu.dispatch(enc, &k, p, binds, [1, 1, 1])
+}
+
+fn expect_u32(kernel: &str, name: &str, t: &GpuTensor, len: usize) -> Result<()> {
+    if t.dtype != DType::U32 {
+        return Err(Error::Internal(format!(
+            "{kernel}: {name} must hold u32, has {:?}",
+            t.dtype
+        )));
+    }
+    expect_len(kernel, name, t, len)
+}
+
+fn matrix(kernel: &str, x: &GpuTensor) -> Result<(usize, usize)> {
+    match x.shape[..] {
+        [rows, n] if n > 0 && n <= u32::MAX as usize / 2 => Ok((rows, n)),
+        _ => Err(Error::Internal(format!(
+            "{kernel}: x has shape {:?}, expected (rows, n) with n >= 1",
+            x.shape
+        ))),
+    }
+}
+
+/// The eligible-column bindings: the list and its count, or x standing in (unread).
+fn col_binds<'a>(
+    kernel: &str,
+    x: &'a GpuTensor,
+    n: usize,
+    cols: Option<(&'a GpuTensor, &'a GpuTensor)>,
+) -> Result<[Bind<'a>; 2]> {
+    match cols {
+        Some((list, count)) => {
+            expect_u32(kernel, "cols", list, n)?;
+            expect_u32(kernel, "ncols", count, 1)?;
+            Ok([Bind::Read(list), Bind::Read(count)])
+        }
+        None => Ok([Bind::Read(x), Bind::Read(x)]),
+    }
+}
+
+fn params(rows: usize, n: usize, k: usize, block: usize, cols: bool) -> Params {
+    Params {
+        rows: rows as u32,
+        n: n as u32,
+        k: k as u32,
+        nb: blocks(n, block) as u32,
+        has_cols: cols as u32,
+        block: block as u32,
+        ..Default::default()
+    }
+}
+
+fn expect_block(kernel: &str, block: usize) -> Result<()> {
+    if block == 0 || block > 4096 {
+        return Err(Error::Internal(format!(
+            "{kernel}: block {block} must be in 1..=4096"
+        )));
+    }
+    Ok(())
+}
+
+/// bmax[r, j] = the largest key of x[r, col(q)] over the eligible positions q of block j
+/// (positions j*block .. (j+1)*block; position q is latent q, or cols[q] for q < ncols[0]);
+/// 0 for a block with no eligible position.
+/// x: (rows, n), cols: (n) u32 + ncols: (1) u32 or None
+///   -> bmax: (rows, blocks(n, block)) u32
+pub fn block_max(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    block: usize,
+    cols: Option<(&GpuTensor, &GpuTensor)>,
+    bmax: &GpuTensor,
+) -> Result<()> {
+    let k = "block_max";
+    let (rows, n) = matrix(k, x)?;
+    expect_block(k, block)?;
+    let nb = blocks(n, block);
+    expect_u32(k, "bmax", bmax, rows * nb)?;
+    let [c, cn] = col_binds(k, x, n, cols)?;
+    let p = params(rows, n, 0, block, cols.is_some());
+    let binds = [Bind::Read(x), c, cn, Bind::Write(bmax)];
+    let e = if cols.is_none() && n.is_multiple_of(4) && block.is_multiple_of(4) {
+        "block_max_vec4"
+    } else {
+        "block_max"
+    };
+    launch_1d(gpu, enc, e, &p, &binds, rows * nb)
+}
+
+/// thr[r] = max(T, key of the smallest positive f32), T the largest key with zero low 16
+/// bits such that at least k blocks of row r have bmax >= T (0 when none).
+/// bmax: (rows, nb) u32 -> thr: (rows) u32
+pub fn topk_threshold(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    bmax: &GpuTensor,
+    rows: usize,
+    nb: usize,
+    k: usize,
+    thr: &GpuTensor,
+) -> Result<()> {
+    let kn = "topk_threshold";
+    expect_u32(kn, "bmax", bmax, rows * nb)?;
+    expect_u32(kn, "thr", thr, rows)?;
+    let p = Params {
+        rows: rows as u32,
+        nb: nb as u32,
+        k: k as u32,
+        ..Default::default()
+    };
+    launch_1d(
+        gpu,
+        enc,
+        kn,
+        &p,
+        &[Bind::Read(bmax), Bind::Write(thr)],
+        rows,
+    )
+}
+
+/// In position order, the eligible latents of row r with key >= thr[r]: cand_n[r] = how
+/// many, the first min(cand_n[r], CAND) in cand[r, ..] with their keys in cand_key[r, ..],
+/// 0 past them.
+/// x: (rows, n), cols / ncols as block_max, bmax: (rows, blocks(n, block)) u32,
+/// thr: (rows) u32 -> cand, cand_key: (rows, CAND) u32, cand_n: (rows) u32
+#[allow(clippy::too_many_arguments)]
+pub fn topk_candidates(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    block: usize,
+    cols: Option<(&GpuTensor, &GpuTensor)>,
+    bmax: &GpuTensor,
+    thr: &GpuTensor,
+    cand: &GpuTensor,
+    cand_key: &GpuTensor,
+    cand_n: &GpuTensor,
+) -> Result<()> {
+    let kn = "topk_candidates";
+    let (rows, n) = matrix(kn, x)?;
+    expect_block(kn, block)?;
+    expect_u32(kn, "bmax", bmax, rows * blocks(n, block))?;
+    expect_u32(kn, "thr", thr, rows)?;
+    expect_u32(kn, "cand", cand, rows * CAND)?;
+    expect_u32(kn, "cand_key", cand_key, rows * CAND)?;
+    expect_u32(kn, "cand_n", cand_n, rows)?;
+    let [c, cn] = col_binds(kn, x, n, cols)?;
+    let p = params(rows, n, 0, block, cols.is_some());
+    let binds = [
+        Bind::Read(x),
+        c,
+        cn,
+        Bind::Read(bmax),
+        Bind::Read(thr),
+        Bind::Write(cand),
+        Bind::Write(cand_key),
+        Bind::Write(cand_n),
+    ];
+    launch_1d(gpu, enc, kn, &p, &binds, rows)
+}
+
+/// Per row, the k best entries with key >= thr[r] (key descending, then lower latent), in
+/// ascending latent order: sel[r, ..sel_n[r]] and their values x[r, latent] in sel_val;
+/// sel_n[r] = min(k, count); 0 / 0.0 past it. From the candidates when cand_n[r] <= CAND,
+/// else from the eligible row (a second dispatch, topk_select_row, takes those rows).
+/// x: (rows, n), cols / ncols as block_max, cand, cand_key: (rows, CAND) u32,
+/// cand_n, thr: (rows) u32 -> sel: (rows, k) u32, sel_val: (rows, k), sel_n: (rows) u32
+#[allow(clippy::too_many_arguments)]
+pub fn topk_select(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    k: usize,
+    cols: Option<(&GpuTensor, &GpuTensor)>,
+    cand: &GpuTensor,
+    cand_key: &GpuTensor,
+    cand_n: &GpuTensor,
+    thr: &GpuTensor,
+    sel: &GpuTensor,
+    sel_val: &GpuTensor,
+    sel_n: &GpuTensor,
+) -> Result<()> {
+    let kn = "topk_select";
+    let (rows, n) = matrix(kn, x)?;
+    if k == 0 {
+        return Err(Error::Internal(format!("{kn}: k must be >= 1")));
+    }
+    expect_u32(kn, "cand", cand, rows * CAND)?;
+    expect_u32(kn, "cand_key", cand_key, rows * CAND)?;
+    expect_u32(kn, "cand_n", cand_n, rows)?;
+    expect_u32(kn, "thr", thr, rows)?;
+    expect_u32(kn, "sel", sel, rows * k)?;
+    expect_len(kn, "sel_val", sel_val, rows * k)?;
+    expect_u32(kn, "sel_n", sel_n, rows)?;
+    let [c, cn] = col_binds(kn, x, n, cols)?;
+    let p = params(rows, n, k, 1, cols.is_some());
+    let binds = [
+        Bind::Read(x),
+        c,
+        cn,
+        Bind::Read(cand),
+        Bind::Read(cand_key),
+        Bind::Read(cand_n),
+        Bind::Read(thr),
+        Bind::Write(sel),
+        Bind::Write(sel_val),
+        Bind::Write(sel_n),
+    ];
+    launch_1d(gpu, enc, kn, &p, &binds, rows)?;
+    // One workgroup per row; the rows that did not overflow return at once.
+    let constants = [("WG_ROW", WG_ROW as f64)];
+    let kr = Kernel {
+        shader: &SHADER,
+        entry: "topk_select_row",
+        constants: &constants,
+    };
+    if rows > 0 {
+        gpu.dispatch(enc, &kr, &p, &binds, gpu.groups_for(rows, 1))?;
+    }
+    Ok(())
+}
+
+/// row_ptr[0] = 0, row_ptr[r + 1] = row_ptr[r] + counts[r].
+/// counts: (rows) u32 -> row_ptr: (rows + 1) u32
+pub fn csr_scan(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    counts: &GpuTensor,
+    row_ptr: &GpuTensor,
+) -> Result<()> {
+    let rows = counts.len();
+    expect_u32("csr_scan", "counts", counts, rows)?;
+    expect_u32("csr_scan", "row_ptr", row_ptr, rows + 1)?;
+    let p = Params {
+        rows: rows as u32,
+        ..Default::default()
+    };
+    launch_single(
+        gpu,
+        enc,
+        "csr_scan",
+        &p,
+        &[Bind::Read(counts), Bind::Write(row_ptr)],
+    )
+}
+
+/// idx[row_ptr[r] + j] = sel[r, j], val[..] = sel_val[r, j] for j < row_ptr[r+1] - row_ptr[r]
+/// where the slot is < cap; other slots untouched.
+/// sel: (rows, k) u32, sel_val: (rows, k), row_ptr: (rows + 1) u32 -> idx: (cap) u32, val: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn csr_pack(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    sel: &GpuTensor,
+    sel_val: &GpuTensor,
+    row_ptr: &GpuTensor,
+    rows: usize,
+    k: usize,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+) -> Result<()> {
+    let kn = "csr_pack";
+    expect_u32(kn, "sel", sel, rows * k)?;
+    expect_len(kn, "sel_val", sel_val, rows * k)?;
+    expect_u32(kn, "row_ptr", row_ptr, rows + 1)?;
+    let cap = idx.len();
+    expect_u32(kn, "idx", idx, cap)?;
+    expect_len(kn, "val", val, cap)?;
+    let p = Params {
+        rows: rows as u32,
+        k: k as u32,
+        cap: cap as u32,
+        ..Default::default()
+    };
+    let binds = [
+        Bind::Read(sel),
+        Bind::Read(sel_val),
+        Bind::Read(row_ptr),
+        Bind::Write(idx),
+        Bind::Write(val),
+    ];
+    launch_1d(gpu, enc, kn, &p, &binds, rows * k)
+}
+
+/// The k largest positive entries of each row of x among the eligible latents, ties to the
+/// lower latent, as CSR with latents ascending within a row; slots past row_pt[rows] hold
+/// whatever they held. The stages run on per-device scratch buffers.
+/// x: (rows, n), cols: (n) u32 + ncols: (1) u32 or None
+///   -> row_ptr: (rows + 1) u32, idx: (cap >= rows * k) u32, val: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn topk_codes(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    k: usize,
+    cols: Option<(&GpuTensor, &GpuTensor)>,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+) -> Result<()> {
+    let kn = "topk_codes";
+    let (rows, n) = matrix(kn, x)?;
+    expect_u32(kn, "row_ptr", row_ptr, rows + 1)?;
+    if idx.len() < rows * k {
+        return Err(Error::Internal(format!(
+            "{kn}: idx has {} slots, fewer than rows * k = {}",
+            idx.len(),
+            rows * k
+        )));
+    }
+    // AuxK lists: k is large against the list, so smaller blocks keep the bound useful.
+    let block = if cols.is_some() { BLOCK_LISTED } else { BLOCK };
+    let nb = blocks(n, block);
+    // Scratch buffers may be longer than asked; the stages see the first `len` elements.
+    let view = |t: GpuTensor, shape: &[usize]| GpuTensor {
+        buf: t.buf,
+        shape: shape.to_vec(),
+        dtype: t.dtype,
+    };
+    let bmax = view(
+        gpu.scratch("codes bmax", DType::U32, rows * nb)?,
+        &[rows * nb],
+    );
+    let thr = view(gpu.scratch("codes thr", DType::U32, rows)?, &[rows]);
+    let cand = view(
+        gpu.scratch("codes cand", DType::U32, rows * CAND)?,
+        &[rows * CAND],
+    );
+    let cand_key = view(
+        gpu.scratch("codes cand_key", DType::U32, rows * CAND)?,
+        &[rows * CAND],
+    );
+    let cand_n = view(gpu.scratch("codes cand_n", DType::U32, rows)?, &[rows]);
+    let sel = view(gpu.scratch("codes sel", DType::U32, rows * k)?, &[rows * k]);
+    let sel_val = view(
+        gpu.scratch("codes sel_val", DType::F32, rows * k)?,
+        &[rows * k],
+    );
+    let sel_n = view(gpu.scratch("codes sel_n", DType::U32, rows)?, &[rows]);
+    block_max(gpu, enc, x, block, cols, &bmax)?;
+    topk_threshold(gpu, enc, &bmax, rows, nb, k, &thr)?;
+    #[rustfmt::skip]
+    topk_candidates(gpu, enc, x, block, cols, &bmax, &thr, &cand, &cand_key, &cand_n)?;
+    topk_select(
+        gpu, enc, x, k, cols, &cand, &cand_key, &cand_n, &thr, &sel, &sel_val, &sel_n,
+    )?;
+    csr_scan(gpu, enc, &sel_n, row_ptr)?;
+    csr_pack(gpu, enc, &sel, &sel_val, row_ptr, rows, k, idx, val)
+}
+
+/// cols[..m] = the latents with since >= dead_after, ascending; ncols[0] = m; cols[m..] = 0.
+/// since: (n) u32 -> cols: (n) u32, ncols: (1) u32
+pub fn dead_list(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    since: &GpuTensor,
+    dead_after: u32,
+    cols: &GpuTensor,
+    ncols: &GpuTensor,
+) -> Result<()> {
+    let n = since.len();
+    expect_u32("dead_list", "since", since, n)?;
+    expect_u32("dead_list", "cols", cols, n)?;
+    expect_u32("dead_list", "ncols", ncols, 1)?;
+    expect_shape("dead_list", "ncols", ncols, &[1])?;
+    let p = Params {
+        n: n as u32,
+        dead_after,
+        ..Default::default()
+    };
+    launch_single(
+        gpu,
+        enc,
+        "dead_list",
+        &p,
+        &[Bind::Read(since), Bind::Write(cols), Bind::Write(ncols)],
+    )
+}
