@@ -721,7 +721,9 @@ fn sparse_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
         "vec4",
         codes.clone(),
         b4((N + 1) + 3 * cap + B * D + N * D),
-        Box::new(move |g, e| sparse::gather_dw_dec(g, e, &lp, &lr, &ls, &val, &dy, N, D, &dw)),
+        Box::new(move |g, e| {
+            sparse::gather_dw_dec(g, e, &lp, &lr, &ls, &val, &dy, N, D, false, &dw)
+        }),
     ));
     // read lat_ptr (n + 1), lat_row, lat_slot, dval (3 B k), xc (B d); write dw_enc (d n)
     let (lp, lr, ls, dval, xc) = (
@@ -737,7 +739,9 @@ fn sparse_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
         "vec4",
         codes.clone(),
         b4((N + 1) + 3 * cap + B * D + D * N),
-        Box::new(move |g, e| sparse::gather_dw_enc(g, e, &lp, &lr, &ls, &dval, &xc, N, D, &dw)),
+        Box::new(move |g, e| {
+            sparse::gather_dw_enc(g, e, &lp, &lr, &ls, &dval, &xc, N, D, false, &dw)
+        }),
     ));
     // read lat_ptr (n + 1), lat_slot, dval (2 B k); write db_enc (n)
     let (lp, ls, dval, db) = (
@@ -751,7 +755,7 @@ fn sparse_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
         "-",
         format!("B={B}, k={K}, n={N}"),
         b4((N + 1) + 2 * cap + N),
-        Box::new(move |g, e| sparse::gather_db_enc(g, e, &lp, &ls, &dval, N, &db)),
+        Box::new(move |g, e| sparse::gather_db_enc(g, e, &lp, &ls, &dval, N, false, &db)),
     ));
     Ok(v)
 }
