@@ -518,10 +518,43 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
     let erows = c.eval_rows.min(hrows);
     let (mse, ev, l0) = evaluate(&model, &hx[..erows * c.d_in], erows);
     let rec = recovery(&truth.features, &model.w_dec, model.d);
-    // FISTA / oracle rows: when sparse inference lands on main (src/eval, FISTA with the
-    // SAE's dictionary and with the true one), compute them here and push them in
-    // `inference_rows` below; nothing else in the demo needs to change.
-    let inference_rows: Vec<(String, String)> = Vec::new();
+    // Sparse inference on the same held-out rows: FISTA with the SAE's dictionary (the
+    // amortisation gap against the encoder) and with the true dictionary (the oracle).
+    let inference_rows = {
+        let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
+        let cfg = crate::eval::run::EvalConfig {
+            sae: sae_dir.clone(),
+            data: vec![out.join("heldout")],
+            ood: Vec::new(),
+            tensor: None,
+            truth: Some(out.join("data").join("truth.safetensors")),
+            rows: erows.min(1024),
+            batch: 0,
+            fista: Some(crate::eval::fista::FistaConfig {
+                max_iters: 200,
+                ..Default::default()
+            }),
+            plots: None,
+        };
+        let j = crate::eval::run::run_eval(&engine, &why, &cfg)?.to_json();
+        let fmt = |o: &serde_json::Value| {
+            format!(
+                "explained variance {:.4}, L0 {:.2}",
+                o["explained_variance"].as_f64().unwrap_or(f64::NAN),
+                o["l0"].as_f64().unwrap_or(f64::NAN)
+            )
+        };
+        vec![
+            (
+                format!("FISTA on the SAE dictionary ({} rows)", cfg.rows),
+                fmt(&j["fista"]),
+            ),
+            (
+                "FISTA on the true dictionary (oracle)".to_string(),
+                fmt(&j["oracle"]),
+            ),
+        ]
+    };
     lap("evaluate", &mut clock);
 
     // 4a. Encode the held-out rows (CSR), on the engine chosen like `train`'s.
