@@ -33,12 +33,22 @@ const SHARD_COMMANDS: &[(&str, &str, bool)] = &[
     ),
     ("info", "info {in}", false),
     ("eval", "eval --sae {dir}/sae --data {in}", true),
+    (
+        "encode",
+        "encode --sae {dir}/sae --data {in} --out {dir}/codes.safetensors --device cpu",
+        // Not yet: encode prints its engine line before it meets a NaN row.
+        false,
+    ),
 ];
 
 /// Commands that read an SAE folder `{sae}`.
 const SAE_COMMANDS: &[(&str, &str)] = &[
     ("eval", "eval --sae {sae} --data {dir}/good.safetensors"),
     ("info", "info {sae}"),
+    (
+        "encode",
+        "encode --sae {sae} --data {dir}/good.safetensors --out {dir}/codes.safetensors --device cpu",
+    ),
 ];
 
 /// A bad shard: what to make in `dir` (returns the `{in}` argument), words the error must
