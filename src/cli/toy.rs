@@ -19,7 +19,7 @@ pub struct ToyArgs {
     /// Features n [default: 5].
     #[arg(long)]
     pub features: Option<usize>,
-    /// Hidden dimensions m (at most 64) [default: 2].
+    /// Hidden dimensions m (at most 32) [default: 2].
     #[arg(long)]
     pub hidden: Option<usize>,
     /// Feature importance I_i = R^i (i from 0); 1 for equal importance [default: 0.9].
