@@ -318,7 +318,9 @@ fn dimensionality_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &S
         .x_label_area_size(45)
         .y_label_area_size(60)
         .build_cartesian_2d(
-            (x0..x1).log_scale().with_key_points(log_ticks(x0, hi * 1.05)),
+            (x0..x1)
+                .log_scale()
+                .with_key_points(log_ticks(x0, hi * 1.05)),
             0.0..1.1f64,
         )
         .map_err(e)?;
