@@ -131,11 +131,15 @@ pub struct InstanceResult {
     pub represented: Vec<usize>,
     /// Mean over fresh batches of sum_i I_i (x_i - x'_i)^2.
     pub final_loss: f64,
-    /// W^T W, (n, n); not written (recompute it from `w`: n^2 numbers per instance).
-    #[serde(skip)]
+    /// W^T W, (n, n); written for n <= 50 only (else recompute it from `w`).
+    #[serde(skip_serializing_if = "too_big")]
     pub wtw: Vec<Vec<f64>>,
     /// The feature directions W_i, (n, m).
     pub w: Vec<Vec<f32>>,
+}
+
+fn too_big(wtw: &[Vec<f64>]) -> bool {
+    wtw.len() > plots::MAX_HEAT_FEATURES
 }
 
 /// A finished sweep, as written to results.json.
