@@ -4,8 +4,10 @@
 //!
 //! - `toy::n20_m5` (CPU engine, ~10-20 s each on two cores): n = 20 -> m = 5 with
 //!   I_i = 0.7^i. Dense data learn exactly the 5 most important features; the linear model
-//!   learns those 5 at every sparsity; the ReLU model packs about 7 features at 1 - S = 0.3,
-//!   about 9 at 0.1 and 10 or more at 0.03 and below, the most important ones.
+//!   learns those 5 at every sparsity; the ReLU model packs about 7 features at 1 - S = 0.3
+//!   (6 ..= 9 accepted), about 9 at 0.1 (8 ..= 10) and 10 or more at 0.03 and below, the most
+//!   important ones. (Seeds 0, 1, 2, 3 gave 7, 9, 8, 8 features at 0.3 and 10, 9, 9, 10 at
+//!   0.1; the test uses seed 0.)
 //! - `toy::n200_m20_dstar` (ignored by default: minutes): n = 200 -> m = 20, I = 1, 20
 //!   densities 20^-linspace(0, 1, 20): D* = m / ||W||_F^2 follows the published curve with its
 //!   plateau at 1/2. Run it with
@@ -42,7 +44,7 @@ fn table(r: &SweepResult) {
     );
     for i in &r.instances {
         eprintln!(
-            "  1-S {:<7} 1/(1-S) {:>7.3}  D* {:.4}  learned {:>3}  {:?}",
+            "  1-S {:<7} 1/(1-S) {:>8.3}  D* {:.4}  learned {:>3}  {}",
             i.density,
             i.inverse_density,
             i.dstar,
@@ -91,7 +93,7 @@ fn n20_relu() -> Result<(), Failed> {
     for i in &r.instances[1..] {
         let count = i.represented.len();
         let (lo, hi) = match i.density {
-            d if d >= 0.3 => (6, 8),
+            d if d >= 0.3 => (6, 9),
             d if d >= 0.1 => (8, 10),
             _ => (10, 20),
         };

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use crate::gpu::{DeviceChoice, select_engine};
 use crate::toy::phase::{Phase, PhaseConfig, run_phase};
-use crate::toy::{Progress, SweepConfig, log_space, run_sweep, write_phase, write_sweep};
+use crate::toy::{Init, Progress, SweepConfig, log_space, run_sweep, write_phase, write_sweep};
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
@@ -21,7 +21,7 @@ pub struct ToyArgs {
     /// Features n [default: 5].
     #[arg(long)]
     pub features: Option<usize>,
-    /// Hidden dimensions m (at most 64) [default: 2].
+    /// Hidden dimensions m (at most 32) [default: 2].
     #[arg(long)]
     pub hidden: Option<usize>,
     /// Feature importance I_i = R^i (i from 0); 1 for equal importance [default: 0.9].
@@ -49,6 +49,11 @@ pub struct ToyArgs {
     /// AdamW decoupled weight decay (torch.optim.AdamW's default).
     #[arg(long, default_value_t = 0.01)]
     pub weight_decay: f32,
+    /// W's initialisation: notebook (the authors' notebook: Xavier-normal over the
+    /// (instances, n, m) parameter, std sqrt(2 / (m (n + instances)))) or xavier (per
+    /// instance, W (m, n): std sqrt(2 / (n + m))).
+    #[arg(long, value_enum, default_value_t = Init::Notebook)]
+    pub init: Init,
     /// Seed of the initialisation and of the data hash.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -173,6 +178,7 @@ pub fn sweep_config(a: &ToyArgs) -> Result<SweepConfig> {
         importance_decay: decay,
         density,
         relu: !a.linear,
+        init: a.init,
         steps: a.steps,
         batch: a.batch,
         lr: a.lr,
@@ -218,6 +224,7 @@ pub fn phase_config(a: &ToyArgs) -> Result<PhaseConfig> {
         density_points: dk,
         restarts: a.restarts,
         relu: !a.linear,
+        init: a.init,
         steps: a.steps,
         batch: a.batch,
         lr: a.lr,

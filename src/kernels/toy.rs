@@ -23,7 +23,7 @@ pub static SHADER: Shader = Shader {
 };
 
 /// Largest hidden width the kernels hold in registers (WGSL `MAXM`).
-pub const MAX_HIDDEN: usize = 64;
+pub const MAX_HIDDEN: usize = 32;
 
 /// toy_data and toy_sum_chunks invocations per workgroup (overrides `DWG`, `SWG`).
 const WG: usize = 256;

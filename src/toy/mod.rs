@@ -11,8 +11,8 @@
 //!
 //! Many instances (one per density level, or per cell and restart of the phase diagram) are
 //! trained at once, on the GPU engine (shaders/toy.wgsl) or the CPU engine (its twin in
-//! `crate::reference::toy`), with the recipe of the authors' notebook: W Xavier-normal,
-//! b = 0, AdamW (lr 1e-3, weight decay 0.01), batch 1024, 10,000 steps.
+//! `crate::reference::toy`), with the recipe of the authors' notebook: W Xavier-normal (as
+//! the notebook applies it to all instances at once, see [`Init`]), b = 0, AdamW (lr 1e-3, weight decay 0.01), batch 1024, 10,000 steps.
 //!
 //! `sweep` trains and measures ([`run_sweep`], [`geometry`]), `phase` draws the n = 2 -> m = 1
 //! phase diagram ([`phase::run_phase`]), `plots` the figures.
@@ -28,7 +28,7 @@ use crate::Result;
 use crate::gpu::Engine;
 
 pub use geometry::{Geometry, geometry};
-pub use train::{Params, Progress, TrainConfig, Trained, init_params, train};
+pub use train::{Init, Params, Progress, TrainConfig, Trained, init_params, train};
 
 /// One run of the ReLU (or linear) model at several densities: the paper's sweeps.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -40,6 +40,7 @@ pub struct SweepConfig {
     /// 1 - S per instance.
     pub density: Vec<f32>,
     pub relu: bool,
+    pub init: Init,
     pub steps: u64,
     pub batch: usize,
     pub lr: f32,
@@ -57,6 +58,7 @@ impl SweepConfig {
             importance_decay: 0.9,
             density: log_space(0.05, 1.0, 10),
             relu: true,
+            init: Init::Notebook,
             steps: 10_000,
             batch: 1024,
             lr: 1e-3,
@@ -129,11 +131,15 @@ pub struct InstanceResult {
     pub represented: Vec<usize>,
     /// Mean over fresh batches of sum_i I_i (x_i - x'_i)^2.
     pub final_loss: f64,
-    /// W^T W, (n, n); not written (recompute it from `w`: n^2 numbers per instance).
-    #[serde(skip)]
+    /// W^T W, (n, n); written for n <= 50 only (else recompute it from `w`).
+    #[serde(skip_serializing_if = "too_big")]
     pub wtw: Vec<Vec<f64>>,
     /// The feature directions W_i, (n, m).
     pub w: Vec<Vec<f32>>,
+}
+
+fn too_big(wtw: &[Vec<f64>]) -> bool {
+    wtw.len() > plots::MAX_HEAT_FEATURES
 }
 
 /// A finished sweep, as written to results.json.
@@ -156,7 +162,7 @@ pub fn run_sweep(
 ) -> Result<SweepResult> {
     let tc = cfg.train_config(log_every);
     let shape = tc.shape();
-    let trained = train(engine, &tc, init_params(shape, cfg.seed), log)?;
+    let trained = train(engine, &tc, init_params(shape, cfg.init, cfg.seed), log)?;
     let (n, m) = (cfg.n, cfg.m);
     let instances = (0..shape.instances)
         .map(|e| {

@@ -12,7 +12,7 @@ use crate::gpu::Engine;
 
 use super::geometry::REPRESENTED;
 use super::log_space;
-use super::train::{Progress, TrainConfig, init_params, train};
+use super::train::{Init, Progress, TrainConfig, init_params, train};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PhaseConfig {
@@ -27,6 +27,7 @@ pub struct PhaseConfig {
     /// Independent initialisations per cell; the lowest final loss wins.
     pub restarts: usize,
     pub relu: bool,
+    pub init: Init,
     pub steps: u64,
     pub batch: usize,
     pub lr: f32,
@@ -46,6 +47,7 @@ impl Default for PhaseConfig {
             density_points: 15,
             restarts: 4,
             relu: true,
+            init: Init::Notebook,
             steps: 10_000,
             batch: 1024,
             lr: 1e-3,
@@ -150,7 +152,12 @@ pub fn run_phase(
         eval_batches: cfg.eval_batches,
         log_every,
     };
-    let trained = train(engine, &tc, init_params(tc.shape(), cfg.seed), log)?;
+    let trained = train(
+        engine,
+        &tc,
+        init_params(tc.shape(), cfg.init, cfg.seed),
+        log,
+    )?;
     let (w, b) = (&trained.params.w, &trained.params.b);
     let mut cells = Vec::new();
     for (di, &d) in dens.iter().enumerate() {

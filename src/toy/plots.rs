@@ -90,6 +90,28 @@ fn density_label(d: f32) -> String {
     }
 }
 
+/// Tick marks 1, 2, 3, 5 x 10^k inside [lo, hi].
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut v = Vec::new();
+    let mut decade = 10f64.powf(lo.log10().floor());
+    while decade <= hi {
+        for f in [1.0, 2.0, 3.0, 5.0] {
+            let t = f * decade;
+            if t >= lo * (1.0 - 1e-9) && t <= hi * (1.0 + 1e-9) {
+                v.push(t);
+            }
+        }
+        decade *= 10.0;
+    }
+    v
+}
+
+/// 0.01, 0.5, 2, 30: no trailing zeros.
+fn tick_label(v: &f64) -> String {
+    let s = format!("{v:.6}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 // ---------------------------------------------------------------- features
 
 const HEAT: f64 = 140.0;
@@ -281,7 +303,7 @@ fn dimensionality_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &S
     let xs: Vec<f64> = r.instances.iter().map(|i| i.inverse_density).collect();
     let lo = xs.iter().cloned().fold(f64::INFINITY, f64::min).max(1e-9);
     let hi = xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max).max(lo);
-    let (x0, x1) = (lo / 1.15, hi * 1.6);
+    let (x0, x1) = (lo / 1.15, hi * 2.2);
     let mut chart = ChartBuilder::on(root)
         .caption(
             format!(
@@ -295,10 +317,16 @@ fn dimensionality_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &S
         .margin(14)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d((x0..x1).log_scale(), 0.0..1.1f64)
+        .build_cartesian_2d(
+            (x0..x1)
+                .log_scale()
+                .with_key_points(log_ticks(x0, hi * 1.05)),
+            0.0..1.1f64,
+        )
         .map_err(e)?;
     chart
         .configure_mesh()
+        .x_label_formatter(&tick_label)
         .x_desc("1 / (1 - S)")
         .y_desc("dimensions per feature")
         .label_style(("sans-serif", 14))
@@ -543,11 +571,16 @@ fn phase_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &PhaseResul
         .margin(14)
         .x_label_area_size(45)
         .y_label_area_size(65)
-        .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+        .build_cartesian_2d(
+            (x0..x1).log_scale().with_key_points(log_ticks(x0, x1)),
+            (y0..y1).log_scale().with_key_points(log_ticks(y0, y1)),
+        )
         .map_err(e)?;
     chart
         .configure_mesh()
         .disable_mesh()
+        .x_label_formatter(&tick_label)
+        .y_label_formatter(&tick_label)
         .x_desc("relative importance of feature 2")
         .y_desc("feature density 1 - S")
         .label_style(("sans-serif", 14))

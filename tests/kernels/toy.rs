@@ -10,7 +10,7 @@ use saeforge::gpu::{Engine, Gpu, GpuTensor};
 use saeforge::kernels::toy as k;
 use saeforge::reference::toy as r;
 use saeforge::reference::toy::ToyShape;
-use saeforge::toy::train::{TrainConfig, init_params, train};
+use saeforge::toy::train::{Init, TrainConfig, init_params, train};
 
 use crate::common::{self, assert_close, fail, gpu_test, randn, tolerance, uniform};
 
@@ -191,7 +191,7 @@ fn train_case(rng: &mut ChaCha8Rng, s: ToyShape, relu: bool, steps: u64) -> Resu
         eval_batches: 2,
         log_every: 0,
     };
-    let init = init_params(s, cfg.seed);
+    let init = init_params(s, Init::Xavier, cfg.seed);
     let on_gpu = train(&Engine::Gpu(gpu), &cfg, init.clone(), &mut |_| {}).map_err(fail)?;
     let on_cpu = train(&Engine::Cpu, &cfg, init, &mut |_| {}).map_err(fail)?;
     let t = tolerance::TOY_TRAIN;
