@@ -33,6 +33,10 @@ struct Params {
     k: u32,      // row_ptr_fixed: entries per row
     flag: u32,   // sparse_decode: 1 when b_dec is bound; gathers: 1 to accumulate
     _pad0: u32,
+    scale: f32,  // sparse_l1_backward: L1 coefficient / rows; JumpReLU: L0 coefficient / rows
+    eps: f32,    // JumpReLU bandwidth
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -476,4 +480,76 @@ fn gather_db_enc(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     }
     if p.flag != 0u { acc = gb_db_enc[i] + acc; }
     gb_db_enc[i] = acc;
+}
+
+// ---------------------------------------------------------------- sparse_l1_backward
+// g[s] += scale * norms[idx[s]] for s < nnz with val[s] > 0 (the L1 penalty's gradient at
+// the active entries, as l1_backward does on a dense dz).
+
+@group(0) @binding(2) var<storage, read> sl1_idx: array<u32>;          // (cap)
+@group(0) @binding(3) var<storage, read> sl1_val: array<f32>;          // (cap)
+@group(0) @binding(4) var<storage, read> sl1_norms: array<f32>;        // (n)
+@group(0) @binding(5) var<storage, read_write> sl1_g: array<f32>;      // (cap)
+
+@compute @workgroup_size(WG)
+fn sparse_l1_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let s = linear_index(gid, nwg);
+    if s >= min(csr_row_ptr[p.rows], p.cap) { return; }
+    if sl1_val[s] > 0.0 {
+        sl1_g[s] = sl1_g[s] + p.scale * sl1_norms[sl1_idx[s]];
+    }
+}
+
+// ---------------------------------------------------------------- sparse_jumprelu_backward
+// dval[s] = g[s] * [pre[s] > theta_i], theta_i = exp(log_theta[idx[s]]), for s < nnz
+// (jumprelu_backward's dpre at the code's entries); dval[s] = 0 for nnz <= s < cap.
+
+@group(0) @binding(2) var<storage, read> sjb_idx: array<u32>;          // (cap)
+@group(0) @binding(3) var<storage, read> sjb_pre: array<f32>;          // (cap)
+@group(0) @binding(4) var<storage, read> sjb_g: array<f32>;            // (cap)
+@group(0) @binding(5) var<storage, read> sjb_log_theta: array<f32>;    // (n)
+@group(0) @binding(6) var<storage, read_write> sjb_dval: array<f32>;   // (cap)
+
+@compute @workgroup_size(WG)
+fn sparse_jumprelu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let s = linear_index(gid, nwg);
+    if s >= p.cap { return; }
+    if s >= csr_row_ptr[p.rows] {
+        sjb_dval[s] = 0.0;
+        return;
+    }
+    let theta = exp(sjb_log_theta[sjb_idx[s]]);
+    sjb_dval[s] = select(0.0, sjb_g[s], sjb_pre[s] > theta);
+}
+
+// ---------------------------------------------------------------- gather_jumprelu_threshold
+// dlog_theta[i] = theta * (sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) with
+//   |pre - theta| <= eps / 2 of g * (-theta / eps) + l0_scale * (-1 / eps)),
+// pre = pre[lat_slot[e]], g = g[lat_slot[e]], theta = exp(log_theta[i]): jumprelu_backward's
+// threshold gradient, from the code's entries (a code that holds every entry in the window).
+
+@group(0) @binding(1) var<storage, read> gj_lat_ptr: array<u32>;       // (n + 1)
+@group(0) @binding(2) var<storage, read> gj_lat_slot: array<u32>;      // (cap)
+@group(0) @binding(3) var<storage, read> gj_pre: array<f32>;           // (cap)
+@group(0) @binding(4) var<storage, read> gj_g: array<f32>;             // (cap)
+@group(0) @binding(5) var<storage, read> gj_log_theta: array<f32>;     // (n)
+@group(0) @binding(6) var<storage, read_write> gj_out: array<f32>;     // (n)
+
+@compute @workgroup_size(WG)
+fn gather_jumprelu_threshold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    let theta = exp(gj_log_theta[i]);
+    let a = -theta / p.eps;
+    let b = p.scale * (-1.0 / p.eps);
+    let half = 0.5 * p.eps;
+    var acc = 0.0;
+    let z = gj_lat_ptr[i + 1u];
+    for (var e = gj_lat_ptr[i]; e < z; e++) {
+        let s = gj_lat_slot[e];
+        let v = gj_pre[s];
+        // acc never holds -0.0, so adding +0.0 outside the window leaves it unchanged.
+        acc += select(0.0, gj_g[s] * a + b, abs(v - theta) <= half);
+    }
+    gj_out[i] = theta * acc;
 }

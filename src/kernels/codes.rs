@@ -45,6 +45,9 @@ struct Params {
     cap: u32,
     dead_after: u32,
     block: u32,
+    has_off: u32,
+    eps: f32,
+    _pad: [u32; 2],
 }
 
 fn launch_1d(
@@ -141,17 +144,19 @@ fn expect_block(kernel: &str, block: usize) -> Result<()> {
     Ok(())
 }
 
-/// bmax[r, j] = the largest key of x[r, col(q)] over the eligible positions q of block j
-/// (positions j*block .. (j+1)*block; position q is latent q, or cols[q] for q < ncols[0]);
-/// 0 for a block with no eligible position.
-/// x: (rows, n), cols: (n) u32 + ncols: (1) u32 or None
+/// bmax[r, j] = the largest key of x[r, col(q)] - off[col(q)] (no subtraction without off)
+/// over the eligible positions q of block j (positions j*block .. (j+1)*block; position q is
+/// latent q, or cols[q] for q < ncols[0]); 0 for a block with no eligible position.
+/// x: (rows, n), cols: (n) u32 + ncols: (1) u32 or None, off: (n) or None
 ///   -> bmax: (rows, blocks(n, block)) u32
+#[allow(clippy::too_many_arguments)]
 pub fn block_max(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
     x: &GpuTensor,
     block: usize,
     cols: Option<(&GpuTensor, &GpuTensor)>,
+    off: Option<&GpuTensor>,
     bmax: &GpuTensor,
 ) -> Result<()> {
     let k = "block_max";
@@ -159,10 +164,20 @@ pub fn block_max(
     expect_block(k, block)?;
     let nb = blocks(n, block);
     expect_u32(k, "bmax", bmax, rows * nb)?;
+    if let Some(o) = off {
+        expect_len(k, "off", o, n)?;
+    }
     let [c, cn] = col_binds(k, x, n, cols)?;
-    let p = params(rows, n, 0, block, cols.is_some());
-    let binds = [Bind::Read(x), c, cn, Bind::Write(bmax)];
-    let e = if cols.is_none() && n.is_multiple_of(4) && block.is_multiple_of(4) {
+    let mut p = params(rows, n, 0, block, cols.is_some());
+    p.has_off = off.is_some() as u32;
+    let binds = [
+        Bind::Read(x),
+        c,
+        cn,
+        Bind::Write(bmax),
+        Bind::Read(off.unwrap_or(x)),
+    ];
+    let e = if cols.is_none() && off.is_none() && n.is_multiple_of(4) && block.is_multiple_of(4) {
         "block_max_vec4"
     } else {
         "block_max"
@@ -420,7 +435,7 @@ pub fn topk_codes(
         &[rows * k],
     );
     let sel_n = view(gpu.scratch("codes sel_n", DType::U32, rows)?, &[rows]);
-    block_max(gpu, enc, x, block, cols, &bmax)?;
+    block_max(gpu, enc, x, block, cols, None, &bmax)?;
     topk_threshold(gpu, enc, &bmax, rows, nb, k, &thr)?;
     #[rustfmt::skip]
     topk_candidates(gpu, enc, x, block, cols, &bmax, &thr, &cand, &cand_key, &cand_n)?;
@@ -457,5 +472,156 @@ pub fn dead_list(
         "dead_list",
         &p,
         &[Bind::Read(since), Bind::Write(cols), Bind::Write(ncols)],
+    )
+}
+
+/// off[i] = exp(log_thr[i]) - eps.
+/// log_thr: (n) -> off: (n)
+pub fn threshold_offsets(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    log_thr: &GpuTensor,
+    eps: f32,
+    off: &GpuTensor,
+) -> Result<()> {
+    let n = log_thr.len();
+    expect_len("threshold_offsets", "off", off, n)?;
+    let p = Params {
+        n: n as u32,
+        eps,
+        ..Default::default()
+    };
+    launch_1d(
+        gpu,
+        enc,
+        "threshold_offsets",
+        &p,
+        &[Bind::Read(log_thr), Bind::Write(off)],
+        n,
+    )
+}
+
+fn compact_params(
+    kernel: &str,
+    x: &GpuTensor,
+    block: usize,
+    bmax: &GpuTensor,
+    jumprelu: Option<(&GpuTensor, f32)>,
+) -> Result<(usize, Params)> {
+    let (rows, n) = matrix(kernel, x)?;
+    expect_block(kernel, block)?;
+    expect_u32(kernel, "bmax", bmax, rows * blocks(n, block))?;
+    let mut p = params(rows, n, 0, block, false);
+    if let Some((l, eps)) = jumprelu {
+        expect_len(kernel, "log_thr", l, n)?;
+        p.has_off = 1;
+        p.eps = eps;
+    }
+    Ok((rows, p))
+}
+
+/// Per row, how many entries the activation keeps: ReLU (jumprelu None) pre > 0; JumpReLU
+/// pre > theta or |pre - theta| <= eps / 2, theta = exp(log_thr). Reads only the blocks whose
+/// bmax (block_max of x, or of x - threshold_offsets for JumpReLU) is a key >= key(0.0).
+/// x: (rows, n), bmax: (rows, blocks(n, block)) u32, log_thr: (n) -> counts: (rows) u32
+pub fn compact_count(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    block: usize,
+    bmax: &GpuTensor,
+    jumprelu: Option<(&GpuTensor, f32)>,
+    counts: &GpuTensor,
+) -> Result<()> {
+    let kn = "compact_count";
+    let (rows, p) = compact_params(kn, x, block, bmax, jumprelu)?;
+    expect_u32(kn, "counts", counts, rows)?;
+    let lt = jumprelu.map_or(x, |(l, _)| l);
+    let binds = [
+        Bind::Read(x),
+        Bind::Read(bmax),
+        Bind::Read(lt),
+        Bind::Write(counts),
+    ];
+    launch_1d(gpu, enc, kn, &p, &binds, rows)
+}
+
+/// The kept entries of each row, ascending, at row_ptr[r] + j for slots < cap: idx the
+/// latent, val the activation (pre, or 0 in JumpReLU's window below theta), pre_val pre.
+/// x: (rows, n), bmax as compact_count, log_thr: (n), row_ptr: (rows + 1) u32
+///   -> idx: (cap) u32, val: (cap), pre_val: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn compact_write(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    block: usize,
+    bmax: &GpuTensor,
+    jumprelu: Option<(&GpuTensor, f32)>,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    pre_val: &GpuTensor,
+) -> Result<()> {
+    let kn = "compact_write";
+    let (rows, mut p) = compact_params(kn, x, block, bmax, jumprelu)?;
+    expect_u32(kn, "row_ptr", row_ptr, rows + 1)?;
+    let cap = idx.len();
+    expect_u32(kn, "idx", idx, cap)?;
+    expect_len(kn, "val", val, cap)?;
+    expect_len(kn, "pre_val", pre_val, cap)?;
+    p.cap = cap as u32;
+    let lt = jumprelu.map_or(x, |(l, _)| l);
+    let binds = [
+        Bind::Read(x),
+        Bind::Read(bmax),
+        Bind::Read(lt),
+        Bind::Read(row_ptr),
+        Bind::Write(idx),
+        Bind::Write(val),
+        Bind::Write(pre_val),
+    ];
+    launch_1d(gpu, enc, kn, &p, &binds, rows)
+}
+
+/// The codes of a ReLU (jumprelu None) or JumpReLU activation of x as CSR (latents
+/// ascending within a row): row_ptr[rows] = nnz, which may exceed cap = idx.len(), in which
+/// case only the first cap entries are written (the caller then takes the dense path; see
+/// `crate::kernels::ops::gate_plan`). Records block_max (of x - threshold_offsets for
+/// JumpReLU) -> compact_count -> csr_scan -> compact_write, on scratch buffers.
+/// x: (rows, n), log_thr: (n) -> row_ptr: (rows + 1) u32, idx: (cap) u32, val, pre_val: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn activation_codes(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    jumprelu: Option<(&GpuTensor, f32)>,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    pre_val: &GpuTensor,
+) -> Result<()> {
+    let (rows, n) = matrix("activation_codes", x)?;
+    let nb = blocks(n, BLOCK);
+    let view = |t: GpuTensor, len: usize| GpuTensor {
+        buf: t.buf,
+        shape: vec![len],
+        dtype: t.dtype,
+    };
+    let bmax = view(gpu.scratch("codes bmax", DType::U32, rows * nb)?, rows * nb);
+    let counts = view(gpu.scratch("codes counts", DType::U32, rows)?, rows);
+    let off = match jumprelu {
+        Some((l, eps)) => {
+            let off = view(gpu.scratch("codes off", DType::F32, n)?, n);
+            threshold_offsets(gpu, enc, l, eps, &off)?;
+            Some(off)
+        }
+        None => None,
+    };
+    block_max(gpu, enc, x, BLOCK, None, off.as_ref(), &bmax)?;
+    compact_count(gpu, enc, x, BLOCK, &bmax, jumprelu, &counts)?;
+    csr_scan(gpu, enc, &counts, row_ptr)?;
+    compact_write(
+        gpu, enc, x, BLOCK, &bmax, jumprelu, row_ptr, idx, val, pre_val,
     )
 }

@@ -43,6 +43,9 @@ struct Params {
     k: u32,
     flag: u32,
     _pad: u32,
+    scale: f32,
+    eps: f32,
+    _pad1: [u32; 2],
 }
 
 /// Record `entry` with one override constant set.
@@ -452,4 +455,122 @@ fn expect_rows_of(kernel: &str, name: &str, t: &GpuTensor, d: usize) -> Result<(
         )));
     }
     Ok(())
+}
+
+/// g[s] += scale * norms[idx[s]] for s < nnz with val[s] > 0.
+/// row_ptr: (rows + 1), idx: (cap), val: (cap), norms: (n) -> g: (cap), accumulated
+#[allow(clippy::too_many_arguments)]
+pub fn sparse_l1_backward(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    rows: usize,
+    n: usize,
+    norms: &GpuTensor,
+    scale: f32,
+    g: &GpuTensor,
+) -> Result<()> {
+    let k = "sparse_l1_backward";
+    let cap = expect_csr(k, row_ptr, idx, rows)?;
+    expect_f32(k, "val", val, cap)?;
+    expect_f32(k, "norms", norms, n)?;
+    expect_f32(k, "g", g, cap)?;
+    let p = Params {
+        rows: u(rows),
+        n: u(n),
+        cap: u(cap),
+        scale,
+        ..Default::default()
+    };
+    let binds = [
+        Bind::Read(row_ptr),
+        Bind::Read(idx),
+        Bind::Read(val),
+        Bind::Read(norms),
+        Bind::Write(g),
+    ];
+    launch_1d(gpu, enc, k, &p, &binds, cap)
+}
+
+/// dval[s] = g[s] * [pre[s] > exp(log_theta[idx[s]])] for s < nnz; 0 for nnz <= s < cap.
+/// row_ptr: (rows + 1), idx: (cap), pre: (cap), g: (cap), log_theta: (n) -> dval: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn sparse_jumprelu_backward(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    pre: &GpuTensor,
+    g: &GpuTensor,
+    rows: usize,
+    n: usize,
+    log_theta: &GpuTensor,
+    dval: &GpuTensor,
+) -> Result<()> {
+    let k = "sparse_jumprelu_backward";
+    let cap = expect_csr(k, row_ptr, idx, rows)?;
+    expect_f32(k, "pre", pre, cap)?;
+    expect_f32(k, "g", g, cap)?;
+    expect_f32(k, "log_theta", log_theta, n)?;
+    expect_f32(k, "dval", dval, cap)?;
+    let p = Params {
+        rows: u(rows),
+        n: u(n),
+        cap: u(cap),
+        ..Default::default()
+    };
+    let binds = [
+        Bind::Read(row_ptr),
+        Bind::Read(idx),
+        Bind::Read(pre),
+        Bind::Read(g),
+        Bind::Read(log_theta),
+        Bind::Write(dval),
+    ];
+    launch_1d(gpu, enc, k, &p, &binds, cap)
+}
+
+/// dlog_theta[i] = theta * (sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) with
+/// |pre - theta| <= eps / 2 of g * (-theta / eps) + l0_scale * (-1 / eps)), where
+/// pre = pre[lat_slot[e]], g = g[lat_slot[e]], theta = exp(log_theta[i]).
+/// lat_ptr: (n + 1), lat_slot: (cap), pre: (cap), g: (cap), log_theta: (n)
+///   -> dlog_theta: (n)
+#[allow(clippy::too_many_arguments)]
+pub fn gather_jumprelu_threshold(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    lat_ptr: &GpuTensor,
+    lat_slot: &GpuTensor,
+    pre: &GpuTensor,
+    g: &GpuTensor,
+    n: usize,
+    log_theta: &GpuTensor,
+    eps: f32,
+    l0_scale: f32,
+    dlog_theta: &GpuTensor,
+) -> Result<()> {
+    let k = "gather_jumprelu_threshold";
+    let cap = expect_transpose(k, lat_ptr, None, lat_slot, n)?;
+    expect_f32(k, "pre", pre, cap)?;
+    expect_f32(k, "g", g, cap)?;
+    expect_f32(k, "log_theta", log_theta, n)?;
+    expect_f32(k, "dlog_theta", dlog_theta, n)?;
+    let p = Params {
+        n: u(n),
+        cap: u(cap),
+        scale: l0_scale,
+        eps,
+        ..Default::default()
+    };
+    let binds = [
+        Bind::Read(lat_ptr),
+        Bind::Read(lat_slot),
+        Bind::Read(pre),
+        Bind::Read(g),
+        Bind::Read(log_theta),
+        Bind::Write(dlog_theta),
+    ];
+    launch_1d(gpu, enc, k, &p, &binds, n)
 }

@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use crate::gpu::{Gpu, GpuTensor};
+use crate::gpu::{Gate, Gpu, GpuTensor};
 use crate::kernels::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
-use crate::kernels::codes::{dead_list, topk_codes};
+use crate::kernels::codes::{activation_codes, dead_list, topk_codes};
 use crate::kernels::gemm::{GemmSpec, gemm};
-use crate::kernels::ops::threshold_ema;
+use crate::kernels::ops::{gate_plan, threshold_ema};
 use crate::kernels::optim::{
     adam, clip_scale, normalize_rows, remove_parallel, sumsq, write_hyper,
 };
@@ -20,16 +20,20 @@ use crate::kernels::reduce::{
     sparse_stats, sub, sub_row, update_dead,
 };
 use crate::kernels::sparse::{
-    build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, sparse_decode, sparse_dot,
+    build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, gather_jumprelu_threshold,
+    sparse_decode, sparse_dot, sparse_jumprelu_backward, sparse_l1_backward,
 };
 use crate::kernels::topk::{batchtopk, batchtopk_scratch_len};
 use crate::reference::reduce::METRIC_SLOTS;
 use crate::{Error, Result};
 
-use super::cpu::{Moments, StepScalars, TrainState};
+use super::cpu::{Moments, StepScalars, TrainState, code_capacity};
 use super::params::PARAM_NAMES;
 use super::train::StepEngine;
 use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
+
+/// Dispatches a ReLU / JumpReLU step records under its gate (both paths), with room.
+const GATE_SLOTS: usize = 96;
 
 /// Sparse codes on the device (CSR over rows) with their per-latent transpose.
 struct CodeBufs {
@@ -114,8 +118,12 @@ pub struct GpuEngine {
     clip: GpuTensor,
     hyper: wgpu::Buffer,
     // Sparse path (topk / batchtopk).
+    /// topk / batchtopk: the top-k codes; relu / jumprelu: the kept entries (capacity
+    /// cpu::code_capacity).
     codes: Option<CodeBufs>,
     aux: Option<CodeBufs>,
+    /// relu / jumprelu: runs the sparse path or, when the codes overflow, the dense one.
+    gate: Option<Arc<Gate>>,
     /// AuxK's eligible latents: the dead ones, ascending, and their count.
     dead: GpuTensor,
     ndead: GpuTensor,
@@ -163,12 +171,14 @@ impl GpuEngine {
             v.push(g.upload(&format!("adam_v {}", PARAM_NAMES[i]), &shape, &vv)?);
         }
         let sparse = matches!(cfg.arch, Arch::Topk | Arch::Batchtopk);
-        let (codes, aux) = if sparse {
+        let (codes, aux, gate) = if sparse {
             let codes = CodeBufs::new(g, rows, n, cfg.k, cfg.arch == Arch::Topk)?;
             let aux = CodeBufs::new(g, rows, n, cfg.k_aux, true)?;
-            (Some(codes), Some(aux))
+            (Some(codes), Some(aux), None)
         } else {
-            (None, None)
+            let per_row = code_capacity(rows, n) / rows.max(1);
+            let codes = CodeBufs::new(g, rows, n, per_row, false)?;
+            (Some(codes), None, Some(g.gate(GATE_SLOTS)?))
         };
         let dense = |name: &str, shape: &[usize]| -> Result<Option<GpuTensor>> {
             if sparse {
@@ -209,6 +219,7 @@ impl GpuEngine {
             zsum: dense("zsum", &[n])?,
             codes,
             aux,
+            gate,
             params,
             grads,
             m,
@@ -287,6 +298,141 @@ impl GpuEngine {
         )?;
         let (lp, ls) = (&c.lat_ptr, &c.lat_slot);
         gather_db_enc(g, enc, lp, ls, &c.dval, n, accumulate, out.b_enc)
+    }
+
+    /// The dense fallback's forward: z = act(pre); x_hat = z W_dec + b_dec.
+    fn dense_decode(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+        let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
+        let z = self.z.as_ref().expect("dense buffers");
+        if self.cfg.arch == Arch::Relu {
+            relu_forward(g, enc, &self.pre, z)?;
+        } else {
+            jumprelu_forward(g, enc, &self.pre, rows, n, &self.params[4], z)?;
+        }
+        let dec = GemmSpec {
+            m: rows,
+            n: d,
+            k: n,
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        gemm(
+            g,
+            enc,
+            &dec,
+            z,
+            &self.params[1],
+            Some(&self.params[3]),
+            &self.x_hat,
+        )
+    }
+
+    /// The sparse backward of a ReLU / JumpReLU step (`cpu::gradients`' sparse branch):
+    /// stats, dz at the kept entries, the penalty's and the activation's backward, and the
+    /// gathers into `out` (and the threshold gradient for JumpReLU).
+    fn sparse_activation_backward(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        c: &CodeBufs,
+        out: &GradRefs,
+        coef: f32,
+    ) -> Result<()> {
+        let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
+        let inv_b = 1.0 / rows as f32;
+        let (w_dec, log_thr) = (&self.params[1], &self.params[4]);
+        let (rp, idx) = (&c.row_ptr, &c.idx);
+        #[rustfmt::skip]
+        sparse_stats(g, enc, rp, idx, &c.val, rows, n, &self.norms, &self.fired, &self.metrics)?;
+        sparse_dot(g, enc, rp, idx, &self.dy, w_dec, rows, n, d, &c.gslot)?;
+        if self.cfg.arch == Arch::Relu {
+            #[rustfmt::skip]
+            sparse_l1_backward(g, enc, rp, idx, &c.val, rows, n, &self.norms, coef * inv_b, &c.gslot)?;
+            relu_backward(g, enc, &c.pre_val, &c.gslot, &c.dval)?;
+        } else {
+            #[rustfmt::skip]
+            sparse_jumprelu_backward(g, enc, rp, idx, &c.pre_val, &c.gslot, rows, n, log_thr, &c.dval)?;
+        }
+        #[rustfmt::skip]
+        build_transpose(g, enc, rp, idx, rows, n, &c.lat_ptr, &c.lat_row, &c.lat_slot)?;
+        let (lp, lr, ls) = (&c.lat_ptr, &c.lat_row, &c.lat_slot);
+        gather_dw_dec(g, enc, lp, lr, ls, &c.val, &self.dy, n, d, false, out.w_dec)?;
+        if self.cfg.arch == Arch::Relu {
+            let zsum = self.zsum.as_ref().expect("zsum");
+            gather_db_enc(g, enc, lp, ls, &c.val, n, false, zsum)?;
+            #[rustfmt::skip]
+            l1_decoder_grad(g, enc, zsum, w_dec, &self.norms, n, d, coef * inv_b, out.w_dec)?;
+        } else {
+            let eps = self.cfg.bandwidth;
+            #[rustfmt::skip]
+            gather_jumprelu_threshold(g, enc, lp, ls, &c.pre_val, &c.gslot, n, log_thr, eps, coef * inv_b, &self.grads[4])?;
+        }
+        gather_dw_enc(
+            g, enc, lp, lr, ls, &c.dval, &self.xc, n, d, false, out.w_enc,
+        )?;
+        gather_db_enc(g, enc, lp, ls, &c.dval, n, false, out.b_enc)
+    }
+
+    /// The dense fallback's backward (`cpu::gradients`' dense branch).
+    fn dense_backward(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        out: &GradRefs,
+        coef: f32,
+    ) -> Result<()> {
+        let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
+        let inv_b = 1.0 / rows as f32;
+        let (w_dec, log_thr) = (&self.params[1], &self.params[4]);
+        let (z, dz, dpre) = (
+            self.z.as_ref().expect("dense buffers"),
+            self.dz.as_ref().expect("dense buffers"),
+            self.dpre.as_ref().expect("dense buffers"),
+        );
+        dense_stats(g, enc, z, rows, n, &self.norms, &self.fired, &self.metrics)?;
+        let nt = GemmSpec {
+            m: rows,
+            n,
+            k: d,
+            trans_a: false,
+            trans_b: true,
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        gemm(g, enc, &nt, &self.dy, w_dec, None, dz)?;
+        let tn = GemmSpec {
+            m: n,
+            n: d,
+            k: rows,
+            trans_a: true,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        gemm(g, enc, &tn, z, &self.dy, None, out.w_dec)?;
+        if self.cfg.arch == Arch::Relu {
+            let zsum = self.zsum.as_ref().expect("zsum");
+            l1_backward(g, enc, z, rows, n, &self.norms, coef * inv_b, dz)?;
+            col_sum(g, enc, z, rows, n, zsum, false)?;
+            #[rustfmt::skip]
+            l1_decoder_grad(g, enc, zsum, w_dec, &self.norms, n, d, coef * inv_b, out.w_dec)?;
+            relu_backward(g, enc, &self.pre, dz, dpre)?;
+        } else {
+            let eps = self.cfg.bandwidth;
+            #[rustfmt::skip]
+            jumprelu_backward(g, enc, &self.pre, dz, rows, n, log_thr, eps, coef * inv_b, dpre, &self.grads[4])?;
+        }
+        let tn2 = GemmSpec {
+            m: d,
+            n,
+            k: rows,
+            trans_a: true,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        gemm(g, enc, &tn2, &self.xc, dpre, None, out.w_enc)?;
+        col_sum(g, enc, dpre, rows, n, out.b_enc, false)
     }
 
     fn record_step(&self, enc: &mut wgpu::CommandEncoder, mark: &mut Mark) -> Result<()> {
@@ -428,27 +574,26 @@ impl GpuEngine {
                 mark("auxk", enc)?;
             }
             Arch::Relu | Arch::Jumprelu => {
-                let (z, dz, dpre) = (
-                    self.z.as_ref().unwrap(),
-                    self.dz.as_ref().unwrap(),
-                    self.dpre.as_ref().unwrap(),
-                );
-                if cfg.arch == Arch::Relu {
-                    relu_forward(g, enc, &self.pre, z)?;
+                let c = self.codes.as_ref().expect("activation codes");
+                let gate = self.gate.as_ref().expect("dense-fallback gate");
+                let jump = (cfg.arch == Arch::Jumprelu).then_some((log_thr, cfg.bandwidth));
+                let coef = if cfg.arch == Arch::Relu {
+                    cfg.l1
                 } else {
-                    jumprelu_forward(g, enc, &self.pre, rows, n, log_thr, z)?;
-                }
+                    cfg.l0
+                } * sc.sparsity_scale;
+                // The kept entries as codes; the dense path runs instead when they overflow
+                // the capacity (cpu::code_capacity), decided on the device.
+                #[rustfmt::skip]
+                activation_codes(g, enc, &self.pre, jump, &c.row_ptr, &c.idx, &c.val, &c.pre_val)?;
+                gate_plan(g, enc, gate, &c.row_ptr, rows, c.idx.len() as u32)?;
                 mark("activation", enc)?;
-                let dec = GemmSpec {
-                    m: rows,
-                    n: d,
-                    k: n,
-                    trans_a: false,
-                    trans_b: false,
-                    alpha: 1.0,
-                    beta: 0.0,
-                };
-                gemm(g, enc, &dec, z, w_dec, Some(b_dec), &self.x_hat)?;
+                let (rp, idx, val) = (&c.row_ptr, &c.idx, &c.val);
+                g.gated(gate, false, || {
+                    let b = Some(b_dec);
+                    sparse_decode(g, enc, rp, idx, val, w_dec, b, rows, n, d, &self.x_hat)
+                })?;
+                g.gated(gate, true, || self.dense_decode(enc))?;
                 mse_backward(
                     g,
                     enc,
@@ -462,75 +607,11 @@ impl GpuEngine {
                     slot::SSE as u32,
                     Some(slot::SST as u32),
                 )?;
-                dense_stats(g, enc, z, rows, n, &self.norms, &self.fired, &self.metrics)?;
                 mark("decode", enc)?;
-                let nt = GemmSpec {
-                    m: rows,
-                    n,
-                    k: d,
-                    trans_a: false,
-                    trans_b: true,
-                    alpha: 1.0,
-                    beta: 0.0,
-                };
-                gemm(g, enc, &nt, &self.dy, w_dec, None, dz)?;
-                let tn = GemmSpec {
-                    m: n,
-                    n: d,
-                    k: rows,
-                    trans_a: true,
-                    trans_b: false,
-                    alpha: 1.0,
-                    beta: 0.0,
-                };
-                gemm(g, enc, &tn, z, &self.dy, None, main.w_dec)?;
-                let coef = if cfg.arch == Arch::Relu {
-                    cfg.l1
-                } else {
-                    cfg.l0
-                } * sc.sparsity_scale;
-                if cfg.arch == Arch::Relu {
-                    let zsum = self.zsum.as_ref().unwrap();
-                    l1_backward(g, enc, z, rows, n, &self.norms, coef * inv_b, dz)?;
-                    col_sum(g, enc, z, rows, n, zsum, false)?;
-                    l1_decoder_grad(
-                        g,
-                        enc,
-                        zsum,
-                        w_dec,
-                        &self.norms,
-                        n,
-                        d,
-                        coef * inv_b,
-                        main.w_dec,
-                    )?;
-                    relu_backward(g, enc, &self.pre, dz, dpre)?;
-                } else {
-                    jumprelu_backward(
-                        g,
-                        enc,
-                        &self.pre,
-                        dz,
-                        rows,
-                        n,
-                        log_thr,
-                        cfg.bandwidth,
-                        coef * inv_b,
-                        dpre,
-                        &self.grads[4],
-                    )?;
-                }
-                let tn2 = GemmSpec {
-                    m: d,
-                    n,
-                    k: rows,
-                    trans_a: true,
-                    trans_b: false,
-                    alpha: 1.0,
-                    beta: 0.0,
-                };
-                gemm(g, enc, &tn2, &self.xc, dpre, None, main.w_enc)?;
-                col_sum(g, enc, dpre, rows, n, main.b_enc, false)?;
+                g.gated(gate, false, || {
+                    self.sparse_activation_backward(enc, c, &main, coef)
+                })?;
+                g.gated(gate, true, || self.dense_backward(enc, &main, coef))?;
                 mark("backward", enc)?;
             }
         }
@@ -629,6 +710,9 @@ impl GpuEngine {
         write_hyper(g, &self.hyper, &sc.adam(cfg, self.step));
         let mut enc = g.encoder();
         self.record_step(&mut enc, mark)?;
+        if let Some(gate) = &self.gate {
+            gate.finish(g)?;
+        }
         g.submit(enc);
         self.step += 1;
         Ok(())

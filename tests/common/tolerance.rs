@@ -233,3 +233,16 @@ pub const TRAIN_METRICS: Tol = Tol {
     atol: 1e-3,
     rtol: 1e-4,
 };
+
+// ---------------------------------------------------------------- codes (sparse step)
+
+/// threshold_offsets: exp(log_thr) - eps, with WGSL's exp allowed 3 + 2|x| ulp against
+/// Rust's correctly rounded one; |log_thr| <= 2 in the tests, so 7 ulp of exp (<= 7.4) plus
+/// the subtraction's rounding: rtol 1e-6 (about 8 ulp) and atol 1e-6 for results near 0.
+/// Measured on lavapipe: within 1 ulp. (The offsets only steer which blocks are read; the
+/// kept entries themselves are compared exactly.)
+pub const CODES_OFFSETS: Tol = Tol {
+    name: "CODES_OFFSETS",
+    atol: 1e-6,
+    rtol: 1e-6,
+};

@@ -10,6 +10,7 @@ mod common;
 
 mod activations;
 mod codes;
+mod gate;
 mod gemm;
 mod optim;
 mod reduce;
@@ -24,6 +25,7 @@ fn main() {
     let mut trials = Vec::new();
     trials.extend(activations::trials());
     trials.extend(codes::trials());
+    trials.extend(gate::trials());
     trials.extend(gemm::trials());
     trials.extend(optim::trials());
     trials.extend(reduce::trials());
