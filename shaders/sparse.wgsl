@@ -553,3 +553,148 @@ fn gather_jumprelu_threshold(@builtin(global_invocation_id) gid: vec3<u32>, @bui
     }
     gj_out[i] = theta * acc;
 }
+
+// ---------------------------------------------------------------- texture entry points
+// Software adapters (lavapipe): the rows that the sparse kernels gather (w_dec's for the
+// decode and the dot products, dy's and xc's for the gradients) read from rgba32float
+// storage textures laid out like the buffers (texel (c, r) = elements 4c .. 4c + 4 of row r),
+// a branch-free gather there where a storage-buffer load is a per-lane loop; and each
+// invocation takes 4 texels (16 columns) so that the code entries it reads (idx / val,
+// lat_row / lat_slot / val) serve 4x more multiply-adds. Same sums, same order as the
+// buffer entry points. Needs d % 16 == 0; dq = d / 16.
+
+@group(0) @binding(4) var dx_w: texture_storage_2d<rgba32float, read>;       // w_dec: (n, d / 4) texels
+@group(0) @binding(5) var<storage, read> dx_b: array<vec4<f32>>;             // (d / 4); unread when flag == 0
+@group(0) @binding(6) var<storage, read_write> dx_x_hat: array<vec4<f32>>;   // (rows, d / 4)
+
+// sparse_decode over (row, 16-column chunk) invocations.
+@compute @workgroup_size(WG)
+fn sparse_decode_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_index(gid, nwg);
+    let dq = p.dv / 4u;
+    if t >= p.rows * dq { return; }
+    let b = t / dq;
+    let c = (t - b * dq) * 4u;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    if p.flag != 0u {
+        a0 = dx_b[c];
+        a1 = dx_b[c + 1u];
+        a2 = dx_b[c + 2u];
+        a3 = dx_b[c + 3u];
+    }
+    let s1 = dc_row_ptr[b + 1u];
+    for (var s = dc_row_ptr[b]; s < s1; s++) {
+        let i = dc_idx[s];
+        let v = dc_val[s];
+        a0 += v * textureLoad(dx_w, vec2<u32>(c, i));
+        a1 += v * textureLoad(dx_w, vec2<u32>(c + 1u, i));
+        a2 += v * textureLoad(dx_w, vec2<u32>(c + 2u, i));
+        a3 += v * textureLoad(dx_w, vec2<u32>(c + 3u, i));
+    }
+    let o = b * p.dv + c;
+    dx_x_hat[o] = a0;
+    dx_x_hat[o + 1u] = a1;
+    dx_x_hat[o + 2u] = a2;
+    dx_x_hat[o + 3u] = a3;
+}
+
+@group(0) @binding(3) var dt_dy: texture_storage_2d<rgba32float, read>;      // dy: (rows, d / 4) texels
+@group(0) @binding(4) var dt_w: texture_storage_2d<rgba32float, read>;       // w_dec: (n, d / 4) texels
+
+// sparse_dot: one invocation per slot (as sparse_dot_vec4).
+@compute @workgroup_size(WG)
+fn sparse_dot_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let s = linear_index(gid, nwg);
+    if s >= p.cap { return; }
+    if s >= csr_row_ptr[p.rows] {
+        sd_g[s] = 0.0;
+        return;
+    }
+    let r = row_of_slot(s);
+    let i = sd_idx[s];
+    var acc = 0.0;
+    for (var j = 0u; j < p.dv; j++) {
+        let y = textureLoad(dt_dy, vec2<u32>(j, r));
+        let w = textureLoad(dt_w, vec2<u32>(j, i));
+        acc += y.x * w.x;
+        acc += y.y * w.y;
+        acc += y.z * w.z;
+        acc += y.w * w.w;
+    }
+    sd_g[s] = acc;
+}
+
+@group(0) @binding(5) var gt_dy: texture_storage_2d<rgba32float, read>;      // dy: (rows, d / 4) texels
+@group(0) @binding(6) var<storage, read_write> gt_dw_dec: array<vec4<f32>>;  // (n, d / 4)
+
+// gather_dw_dec over (latent, 16-column chunk) invocations.
+@compute @workgroup_size(WG)
+fn gather_dw_dec_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_index(gid, nwg);
+    let dq = p.dv / 4u;
+    if t >= p.n * dq { return; }
+    let i = t / dq;
+    let c = (t - i * dq) * 4u;
+    let a = gd_lat_ptr[i];
+    let z = gd_lat_ptr[i + 1u];
+    if p.flag != 0u && a == z { return; }
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var e = a; e < z; e++) {
+        let v = gd_val[gd_lat_slot[e]];
+        let r = gd_lat_row[e];
+        a0 += v * textureLoad(gt_dy, vec2<u32>(c, r));
+        a1 += v * textureLoad(gt_dy, vec2<u32>(c + 1u, r));
+        a2 += v * textureLoad(gt_dy, vec2<u32>(c + 2u, r));
+        a3 += v * textureLoad(gt_dy, vec2<u32>(c + 3u, r));
+    }
+    let o = i * p.dv + c;
+    if p.flag != 0u {
+        a0 = gt_dw_dec[o] + a0;
+        a1 = gt_dw_dec[o + 1u] + a1;
+        a2 = gt_dw_dec[o + 2u] + a2;
+        a3 = gt_dw_dec[o + 3u] + a3;
+    }
+    gt_dw_dec[o] = a0;
+    gt_dw_dec[o + 1u] = a1;
+    gt_dw_dec[o + 2u] = a2;
+    gt_dw_dec[o + 3u] = a3;
+}
+
+@group(0) @binding(5) var et_xc: texture_storage_2d<rgba32float, read>;      // xc: (rows, d / 4) texels
+
+// gather_dw_enc over (16-column block, latent) invocations, latents fastest (as the vec4
+// entry point; every block is whole since d % 16 == 0).
+@compute @workgroup_size(WG)
+fn gather_dw_enc_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_index(gid, nwg);
+    let dq = p.dv / 4u;
+    if t >= p.n * dq { return; }
+    let jb = t / p.n;
+    let i = t - jb * p.n;
+    let c = jb * 4u;
+    let a = ge_lat_ptr[i];
+    let z = ge_lat_ptr[i + 1u];
+    if p.flag != 0u && a == z { return; }
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var e = a; e < z; e++) {
+        let g = ge_dval[ge_lat_slot[e]];
+        let r = ge_lat_row[e];
+        a0 += g * textureLoad(et_xc, vec2<u32>(c, r));
+        a1 += g * textureLoad(et_xc, vec2<u32>(c + 1u, r));
+        a2 += g * textureLoad(et_xc, vec2<u32>(c + 2u, r));
+        a3 += g * textureLoad(et_xc, vec2<u32>(c + 3u, r));
+    }
+    ge4_store(c, i, a0);
+    ge4_store(c + 1u, i, a1);
+    ge4_store(c + 2u, i, a2);
+    ge4_store(c + 3u, i, a3);
+}

@@ -10,7 +10,11 @@
 //!
 //! Codes are CSR over rows: row_ptr (rows + 1, row_ptr[0] == 0), idx (cap) u32, val (cap)
 //! f32; kernels read nnz = row_ptr[rows] <= cap on the device, and buffers are sized to cap.
-//! Kernels with a d axis have a vec4 entry point (`*_vec4`) used when d % 4 == 0.
+//! Kernels with a d axis have a vec4 entry point (`*_vec4`) used when d % 4 == 0, and on
+//! software adapters a texture entry point (`*_tex`, see [`texture_path`]) that reads the
+//! gathered rows (w_dec, dy, xc) from cached rgba32float textures and takes 16 columns per
+//! invocation: on lavapipe a storage-buffer load is a per-lane loop (~300 instructions per
+//! vec4 for 8 lanes), a texture load a branch-free gather (~50).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -158,6 +162,29 @@ fn u(x: usize) -> u32 {
     x as u32
 }
 
+/// Whether the `*_tex` entry points take rows of length d gathered from tensors of up to
+/// `heights` rows: software adapters only (hardware GPUs coalesce buffer loads), d a
+/// multiple of 64 (a buffer-to-texture copy needs 256-byte rows), every texture within the
+/// adapter's 2-D limit.
+pub fn texture_path(gpu: &Gpu, heights: &[usize], d: usize) -> bool {
+    let max = gpu.limits.max_texture_dimension_2d as usize;
+    gpu.is_software()
+        && d > 0
+        && d.is_multiple_of(64)
+        && d / 4 <= max
+        && heights.iter().all(|&h| h > 0 && h <= max)
+}
+
+/// The texture of a (rows, d) tensor (see `gemm::texture_of`).
+fn tex(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    t: &GpuTensor,
+    d: usize,
+) -> Result<wgpu::TextureView> {
+    super::gemm::texture_of(gpu, enc, t, [t.len() / d.max(1), d])
+}
+
 /// x_hat[b, :] = (b_dec or 0) + sum over s in row_ptr[b]..row_ptr[b+1] (ascending) of
 /// val[s] * w_dec[idx[s], :].
 /// row_ptr: (rows + 1), idx: (cap), val: (cap), w_dec: (n, d), b_dec: (d) -> x_hat: (rows, d)
@@ -192,6 +219,18 @@ pub fn sparse_decode(
         flag: b_dec.is_some() as u32,
         ..Default::default()
     };
+    if texture_path(gpu, &[n], d) {
+        let w = tex(gpu, enc, w_dec, d)?;
+        let binds = [
+            Bind::Read(row_ptr),
+            Bind::Read(idx),
+            Bind::Read(val),
+            Bind::Texture(&w),
+            Bind::Read(b_dec.unwrap_or(w_dec)),
+            Bind::Write(x_hat),
+        ];
+        return launch_1d(gpu, enc, "sparse_decode_tex", &p, &binds, rows * (d / 16));
+    }
     let binds = [
         Bind::Read(row_ptr),
         Bind::Read(idx),
@@ -234,6 +273,17 @@ pub fn sparse_dot(
         cap: u(cap),
         ..Default::default()
     };
+    if texture_path(gpu, &[n, rows], d) {
+        let (y, w) = (tex(gpu, enc, dy, d)?, tex(gpu, enc, w_dec, d)?);
+        let binds = [
+            Bind::Read(row_ptr),
+            Bind::Read(idx),
+            Bind::Texture(&y),
+            Bind::Texture(&w),
+            Bind::Write(g),
+        ];
+        return launch_1d(gpu, enc, "sparse_dot_tex", &p, &binds, cap);
+    }
     let binds = [
         Bind::Read(row_ptr),
         Bind::Read(idx),
@@ -355,6 +405,18 @@ pub fn gather_dw_dec(
         flag: accumulate as u32,
         ..Default::default()
     };
+    if texture_path(gpu, &[dy.shape[0]], d) {
+        let y = tex(gpu, enc, dy, d)?;
+        let binds = [
+            Bind::Read(lat_ptr),
+            Bind::Read(lat_row),
+            Bind::Read(lat_slot),
+            Bind::Read(val),
+            Bind::Texture(&y),
+            Bind::Write(dw_dec),
+        ];
+        return launch_1d(gpu, enc, "gather_dw_dec_tex", &p, &binds, n * (d / 16));
+    }
     let binds = [
         Bind::Read(lat_ptr),
         Bind::Read(lat_row),
@@ -399,6 +461,18 @@ pub fn gather_dw_enc(
         flag: accumulate as u32,
         ..Default::default()
     };
+    if texture_path(gpu, &[xc.shape[0]], d) {
+        let x = tex(gpu, enc, xc, d)?;
+        let binds = [
+            Bind::Read(lat_ptr),
+            Bind::Read(lat_row),
+            Bind::Read(lat_slot),
+            Bind::Read(dval),
+            Bind::Texture(&x),
+            Bind::Write(dw_enc),
+        ];
+        return launch_1d(gpu, enc, "gather_dw_enc_tex", &p, &binds, n * (d / 16));
+    }
     let binds = [
         Bind::Read(lat_ptr),
         Bind::Read(lat_row),

@@ -10,7 +10,7 @@ use crate::kernels::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
 use crate::kernels::codes::{activation_codes, dead_list, topk_codes};
-use crate::kernels::gemm::{GemmSpec, gemm};
+use crate::kernels::gemm::{GemmSpec, gemm, texture_of};
 use crate::kernels::ops::{gate_plan, threshold_ema};
 use crate::kernels::optim::{
     adam, clip_scale, normalize_rows, remove_parallel, sumsq, write_hyper,
@@ -21,7 +21,7 @@ use crate::kernels::reduce::{
 };
 use crate::kernels::sparse::{
     build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, gather_jumprelu_threshold,
-    sparse_decode, sparse_dot, sparse_jumprelu_backward, sparse_l1_backward,
+    sparse_decode, sparse_dot, sparse_jumprelu_backward, sparse_l1_backward, texture_path,
 };
 use crate::kernels::topk::{batchtopk, batchtopk_scratch_len};
 use crate::reference::reduce::METRIC_SLOTS;
@@ -298,6 +298,19 @@ impl GpuEngine {
         )?;
         let (lp, ls) = (&c.lat_ptr, &c.lat_slot);
         gather_db_enc(g, enc, lp, ls, &c.dval, n, accumulate, out.b_enc)
+    }
+
+    /// Record the copies of these (rows, d) tensors into the textures the sparse kernels
+    /// read on software adapters (`kernels::sparse::texture_path`), if they take that path.
+    fn prefetch_textures(&self, enc: &mut wgpu::CommandEncoder, ts: &[&GpuTensor]) -> Result<()> {
+        let g = &*self.gpu;
+        if !texture_path(g, &[self.n, self.rows], self.d) {
+            return Ok(());
+        }
+        for t in ts {
+            texture_of(g, enc, t, [t.len() / self.d, self.d])?;
+        }
+        Ok(())
     }
 
     /// The dense fallback's forward: z = act(pre); x_hat = z W_dec + b_dec.
@@ -589,6 +602,9 @@ impl GpuEngine {
                 gate_plan(g, enc, gate, &c.row_ptr, rows, c.idx.len() as u32)?;
                 mark("activation", enc)?;
                 let (rp, idx, val) = (&c.row_ptr, &c.idx, &c.val);
+                // Textures the sparse kernels read on software adapters, copied outside the
+                // gate (inside it they would be filled by a kernel, as slow as the reads).
+                self.prefetch_textures(enc, &[w_dec])?;
                 g.gated(gate, false, || {
                     let b = Some(b_dec);
                     sparse_decode(g, enc, rp, idx, val, w_dec, b, rows, n, d, &self.x_hat)
@@ -608,6 +624,7 @@ impl GpuEngine {
                     Some(slot::SST as u32),
                 )?;
                 mark("decode", enc)?;
+                self.prefetch_textures(enc, &[&self.dy, &self.xc])?;
                 g.gated(gate, false, || {
                     self.sparse_activation_backward(enc, c, &main, coef)
                 })?;

@@ -512,8 +512,9 @@ impl Shape {
 }
 
 /// Shapes not multiples of the 64-wide workgroups, the 256-lane scan or the 4-wide vec4s
-/// (d 45, 13, 1 take the scalar entry points; 44, 20, 512 the vec4 ones), tiny ones where
-/// every latent is in every row, and the production TopK step.
+/// (d 45, 13, 1 take the scalar entry points; 44, 20 the vec4 ones; 64, 128, 512 the
+/// texture ones on software adapters, the vec4 ones elsewhere), tiny ones where every latent
+/// is in every row, and the production TopK step.
 const SHAPES: &[Shape] = &[
     Shape::TopK(3, 5, 1, 5, 0),
     Shape::TopK(37, 1000, 45, 7, 1),
@@ -522,6 +523,9 @@ const SHAPES: &[Shape] = &[
     Shape::Csr(29, 300, 13, 12, 17),
     Shape::Csr(41, 777, 20, 30, 5),
     Shape::Csr(5, 3, 8, 6, 0),
+    // d % 64 == 0: the texture entry points on software adapters.
+    Shape::TopK(37, 1000, 64, 7, 1),
+    Shape::Csr(41, 777, 128, 30, 5),
     // Production: rows 512, d_sae 16384, d_in 512, k 32; latents 0 and 1 in every row.
     Shape::TopK(512, 16384, 512, 32, 2),
 ];

@@ -158,6 +158,7 @@ pub fn trials() -> Vec<Trial> {
         (Arch::Jumprelu, false, odd),
         (Arch::Jumprelu, true, odd),
         (Arch::Relu, false, tex),
+        (Arch::Relu, true, tex),
         (Arch::Topk, false, tex),
     ]
     .into_iter()
