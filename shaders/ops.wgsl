@@ -58,3 +58,13 @@ fn gate_plan(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     gp_args[3u * j + 1u] = select(0u, t.y, on);
     gp_args[3u * j + 2u] = select(0u, t.z, on);
 }
+
+// zero: a = 0 (a tensor that a gated path leaves to be cleared, see src/sae/gpu.rs AuxK)
+@group(0) @binding(1) var<storage, read_write> zr_a: array<f32>; // (len)
+
+@compute @workgroup_size(WG)
+fn zero(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if i >= p.len { return; }
+    zr_a[i] = 0.0;
+}

@@ -123,3 +123,20 @@ pub fn gate_plan(
         gpu.groups_for(slots, WG),
     )
 }
+
+/// a = 0 (a dispatch, so that it can be gated; `Gpu::fill` is a queue write).
+/// a: (len)
+pub fn zero(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, a: &GpuTensor) -> Result<()> {
+    let len = a.len();
+    let p = Params {
+        len: len as u32,
+        ..Default::default()
+    };
+    gpu.dispatch(
+        enc,
+        &kernel("zero"),
+        &p,
+        &[Bind::Write(a)],
+        gpu.groups_for(len, WG),
+    )
+}

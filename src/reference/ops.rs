@@ -29,3 +29,8 @@ pub fn gate_plan(src: &[u32], index: usize, threshold: u32, table: &[u32], args:
         }
     }
 }
+
+/// a = 0.
+pub fn zero(a: &mut [f32]) {
+    a.fill(0.0);
+}

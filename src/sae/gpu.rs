@@ -11,7 +11,7 @@ use crate::kernels::activations::{
 };
 use crate::kernels::codes::{activation_codes, dead_list, topk_codes};
 use crate::kernels::gemm::{GemmSpec, gemm, texture_of};
-use crate::kernels::ops::{gate_plan, threshold_ema};
+use crate::kernels::ops::{gate_plan, threshold_ema, zero};
 use crate::kernels::optim::{
     adam, clip_scale, normalize_rows, remove_parallel, sumsq, write_hyper,
 };
@@ -124,6 +124,8 @@ pub struct GpuEngine {
     aux: Option<CodeBufs>,
     /// relu / jumprelu: runs the sparse path or, when the codes overflow, the dense one.
     gate: Option<Arc<Gate>>,
+    /// topk / batchtopk: runs AuxK's selection, decode and backward only with dead latents.
+    aux_gate: Option<Arc<Gate>>,
     /// AuxK's eligible latents: the dead ones, ascending, and their count.
     dead: GpuTensor,
     ndead: GpuTensor,
@@ -171,14 +173,19 @@ impl GpuEngine {
             v.push(g.upload(&format!("adam_v {}", PARAM_NAMES[i]), &shape, &vv)?);
         }
         let sparse = matches!(cfg.arch, Arch::Topk | Arch::Batchtopk);
-        let (codes, aux, gate) = if sparse {
+        let (codes, aux, aux_gate) = if sparse {
             let codes = CodeBufs::new(g, rows, n, cfg.k, cfg.arch == Arch::Topk)?;
             let aux = CodeBufs::new(g, rows, n, cfg.k_aux, true)?;
-            (Some(codes), Some(aux), None)
+            (Some(codes), Some(aux), Some(g.gate(GATE_SLOTS)?))
         } else {
             let per_row = code_capacity(rows, n) / rows.max(1);
             let codes = CodeBufs::new(g, rows, n, per_row, false)?;
-            (Some(codes), None, Some(g.gate(GATE_SLOTS)?))
+            (Some(codes), None, None)
+        };
+        let gate = if sparse {
+            None
+        } else {
+            Some(g.gate(GATE_SLOTS)?)
         };
         let dense = |name: &str, shape: &[usize]| -> Result<Option<GpuTensor>> {
             if sparse {
@@ -220,6 +227,7 @@ impl GpuEngine {
             codes,
             aux,
             gate,
+            aux_gate,
             params,
             grads,
             m,
@@ -553,23 +561,20 @@ impl GpuEngine {
                     &self.dead,
                     &self.ndead,
                 )?;
-                let cols = Some((&self.dead, &self.ndead));
-                #[rustfmt::skip]
-                topk_codes(g, enc, &self.pre, cfg.k_aux, cols, &a.row_ptr, &a.idx, &a.val)?;
+                // With no dead latent the codes are empty and e_hat = 0 (as on the CPU,
+                // where the decode of no entries is 0): the gate skips the selection,
+                // the decode and the backward, and only clears e_hat.
+                let ag = self.aux_gate.as_ref().expect("AuxK gate");
+                gate_plan(g, enc, ag, &self.ndead, 0, 0)?;
                 sub(g, enc, &self.x, &self.x_hat, &self.e)?;
-                sparse_decode(
-                    g,
-                    enc,
-                    &a.row_ptr,
-                    &a.idx,
-                    &a.val,
-                    w_dec,
-                    None,
-                    rows,
-                    n,
-                    d,
-                    &self.e_hat,
-                )?;
+                g.gated(ag, true, || -> Result<()> {
+                    let cols = Some((&self.dead, &self.ndead));
+                    #[rustfmt::skip]
+                    topk_codes(g, enc, &self.pre, cfg.k_aux, cols, &a.row_ptr, &a.idx, &a.val)?;
+                    let (rp, idx, val) = (&a.row_ptr, &a.idx, &a.val);
+                    sparse_decode(g, enc, rp, idx, val, w_dec, None, rows, n, d, &self.e_hat)
+                })?;
+                g.gated(ag, false, || zero(g, enc, &self.e_hat))?;
                 mse_backward(
                     g,
                     enc,
@@ -583,7 +588,10 @@ impl GpuEngine {
                     slot::AUX as u32,
                     None,
                 )?;
-                self.sparse_backward(enc, a, &self.de, &main, true)?;
+                self.prefetch_textures(enc, &[&self.de])?;
+                g.gated(ag, true, || {
+                    self.sparse_backward(enc, a, &self.de, &main, true)
+                })?;
                 mark("auxk", enc)?;
             }
             Arch::Relu | Arch::Jumprelu => {
@@ -727,7 +735,7 @@ impl GpuEngine {
         write_hyper(g, &self.hyper, &sc.adam(cfg, self.step));
         let mut enc = g.encoder();
         self.record_step(&mut enc, mark)?;
-        if let Some(gate) = &self.gate {
+        for gate in [&self.gate, &self.aux_gate].into_iter().flatten() {
             gate.finish(g)?;
         }
         g.submit(enc);
