@@ -13,7 +13,8 @@
 //!   relu / jumprelu:  dense z -> x_hat = z W_dec + b_dec
 //!   loss = mean_b ||x - x_hat||^2 (+ aux / l1 / l0 terms); gradients by hand (see below);
 //!   unit-norm decoders drop the gradient parallel to each row; global norm clip; Adam;
-//!   decoder rows renormalised; dead-latent counters updated.
+//!   decoder rows renormalised (the last three fused for W_dec: decoder_grad_prep,
+//!   adam_unit_rows); dead-latent counters updated.
 
 use crate::reference::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
@@ -22,7 +23,7 @@ use crate::reference::codes::{activation_codes, dead_list, topk_codes};
 use crate::reference::gemm::{GemmSpec, gemm};
 use crate::reference::ops::threshold_ema;
 use crate::reference::optim::{
-    AdamHyper, adam, clip_scale, normalize_rows, remove_parallel, sumsq,
+    AdamHyper, adam, adam_unit_rows, clip_scale, decoder_grad_prep, sum_slot, sumsq,
 };
 use crate::reference::reduce::{
     METRIC_SLOTS, col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms,
@@ -244,40 +245,43 @@ pub fn step(cfg: &TrainConfig, st: &mut TrainState, x: &[f32], rows: usize) {
     let (n, d) = (st.params.n, st.params.d);
     let sc = StepScalars::at(cfg, st.step);
     let mut fired = vec![0u32; n];
-    let mut g = gradients(cfg, st, x, rows, sc.sparsity_scale, &mut fired);
+    let g = gradients(cfg, st, x, rows, sc.sparsity_scale, &mut fired);
 
-    if cfg.decoder_norm == DecoderNorm::Unit {
-        remove_parallel(&st.params.w_dec, &mut g.w_dec, n, d);
-    }
-
-    // Global gradient-norm clipping.
+    // Global gradient-norm clipping, of the gradients after the unit-norm decoder's
+    // projection (the component of each decoder row's gradient along the row removed):
+    // decoder_grad_prep gives the projection coefficients and the projected rows' sums of
+    // squares without writing the projection, which adam_unit_rows applies.
+    let unit = cfg.decoder_norm == DecoderNorm::Unit;
     let grads: [&Vec<f32>; 5] = [&g.w_enc, &g.w_dec, &g.b_enc, &g.b_dec, &g.log_threshold];
     let mut acc = vec![0.0f32; 5];
+    let mut coef = vec![0.0f32; n];
     for (i, gr) in grads.iter().enumerate() {
-        sumsq(gr, &mut acc, i as u32);
+        if i == 1 && unit {
+            let mut part = vec![0.0f32; n];
+            decoder_grad_prep(&st.params.w_dec, gr, n, d, &mut coef, &mut part);
+            sum_slot(&part, &mut acc, 1);
+        } else {
+            sumsq(gr, &mut acc, i as u32);
+        }
     }
     let mut clip = [0.0f32; 2];
     clip_scale(&acc, 5, cfg.grad_clip, &mut clip);
     st.grad_norm = clip[1];
 
-    // Adam on every parameter.
+    // Adam on every parameter (and, for W_dec with unit norm, projection + Adam +
+    // renormalisation of each row).
     let hyper = sc.adam(cfg, st.step);
     let ps = st.params.tensors_mut();
     for (i, param) in ps.into_iter().enumerate() {
         if param.is_empty() {
             continue;
         }
-        adam(
-            param,
-            grads[i],
-            &mut st.moments.m[i],
-            &mut st.moments.v[i],
-            &hyper,
-            &clip,
-        );
-    }
-    if cfg.decoder_norm == DecoderNorm::Unit {
-        normalize_rows(&mut st.params.w_dec, n, d);
+        let (m, v) = (&mut st.moments.m[i], &mut st.moments.v[i]);
+        if i == 1 && unit {
+            adam_unit_rows(param, grads[i], &coef, m, v, &hyper, &clip, n, d);
+        } else {
+            adam(param, grads[i], m, v, &hyper, &clip);
+        }
     }
 
     update_dead(

@@ -13,7 +13,7 @@ use crate::kernels::codes::{activation_codes, dead_list, topk_codes};
 use crate::kernels::gemm::{GemmSpec, gemm, texture_of};
 use crate::kernels::ops::{gate_plan, threshold_ema, zero};
 use crate::kernels::optim::{
-    adam, clip_scale, normalize_rows, remove_parallel, sumsq, write_hyper,
+    adam, adam_unit_rows, clip_scale, decoder_grad_prep, sum_slot, sumsq, write_hyper,
 };
 use crate::kernels::reduce::{
     col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms, slot,
@@ -116,6 +116,9 @@ pub struct GpuEngine {
     metrics: GpuTensor,
     acc: GpuTensor,
     clip: GpuTensor,
+    /// Unit-norm decoder: per-row projection coefficients and projected sums of squares.
+    dec_coef: GpuTensor,
+    dec_part: GpuTensor,
     hyper: wgpu::Buffer,
     // Sparse path (topk / batchtopk).
     /// topk / batchtopk: the top-k codes; relu / jumprelu: the kept entries (capacity
@@ -207,6 +210,8 @@ impl GpuEngine {
             metrics: g.upload("metrics", &[METRIC_SLOTS], &st.metrics)?,
             acc: g.zeros("grad sumsq", &[5])?,
             clip: g.zeros("clip", &[2])?,
+            dec_coef: g.zeros("decoder grad coef", &[n])?,
+            dec_part: g.zeros("decoder grad sumsq", &[n])?,
             hyper: g.uniform_buffer("adam hyper", size_of::<crate::kernels::optim::AdamHyper>()),
             dead: g.zeros_u32("dead latents", &[n])?,
             ndead: g.zeros_u32("dead count", &[1])?,
@@ -663,31 +668,42 @@ impl GpuEngine {
         )?;
 
         mark("b_dec grad", enc)?;
-        if cfg.decoder_norm == DecoderNorm::Unit {
-            remove_parallel(g, enc, w_dec, &self.grads[1], n, d)?;
-        }
-        // The CPU engine sums an empty gradient as 0; here an unused parameter's 1-element
-        // gradient buffer is kept at 0 so its slot is 0 too.
+        // Optimizer, in as few passes over the parameters as the math allows (the global
+        // norm must be complete before any Adam update). Passes and bytes at d = 512,
+        // n = 16384 (each tensor of W_enc / W_dec is 32 MiB; grads, m, v the same):
+        //   1. decoder_grad_prep  W_dec rows: read W_dec, dW_dec            2 x 32 MiB
+        //   2. sumsq x 3 (4)      read dW_enc, db_enc, db_dec (dthr)        1 x 32 MiB
+        //   3. sum_slot, clip_scale                                          ~64 KiB
+        //   4. adam x 3 (4)       W_enc, biases: read p, g, m, v; write p, m, v  7 x 32 MiB
+        //   5. adam_unit_rows     W_dec rows: the same 7, plus the normalisation's re-read
+        //                         and write of the row (from cache)          7 (+2) x 32 MiB
+        // = 17 (+2) x 32 MiB ~ 544 (608) MiB in 10 (12) dispatches, the floor of
+        // shaders/optim.wgsl's note; unfused it was 15 (18) dispatches and ~674 MiB. ReLU
+        // (free decoder norm) runs sumsq + adam on W_dec instead of 1 and 5.
+        let unit = cfg.decoder_norm == DecoderNorm::Unit;
         for i in 0..5 {
-            sumsq(g, enc, &self.grads[i], &self.acc, i as u32)?;
+            if i == 1 && unit {
+                #[rustfmt::skip]
+                decoder_grad_prep(g, enc, w_dec, &self.grads[1], n, d, &self.dec_coef, &self.dec_part)?;
+                sum_slot(g, enc, &self.dec_part, &self.acc, 1)?;
+            } else {
+                // An unused parameter's 1-element gradient is kept at 0, as the CPU sums an
+                // empty gradient as 0.
+                sumsq(g, enc, &self.grads[i], &self.acc, i as u32)?;
+            }
         }
         clip_scale(g, enc, &self.acc, 5, cfg.grad_clip, &self.clip)?;
         for i in 0..5 {
-            if self.live[i] {
-                adam(
-                    g,
-                    enc,
-                    &self.params[i],
-                    &self.grads[i],
-                    &self.m[i],
-                    &self.v[i],
-                    &self.hyper,
-                    &self.clip,
-                )?;
+            if !self.live[i] {
+                continue;
             }
-        }
-        if cfg.decoder_norm == DecoderNorm::Unit {
-            normalize_rows(g, enc, w_dec, n, d)?;
+            let (p, gr, m, v) = (&self.params[i], &self.grads[i], &self.m[i], &self.v[i]);
+            if i == 1 && unit {
+                #[rustfmt::skip]
+                adam_unit_rows(g, enc, p, gr, &self.dec_coef, m, v, &self.hyper, &self.clip, n, d)?;
+            } else {
+                adam(g, enc, p, gr, m, v, &self.hyper, &self.clip)?;
+            }
         }
         mark("optimizer", enc)?;
         update_dead(
