@@ -35,8 +35,8 @@ struct Params {
     block: u32,    // eligible entries per block of block_max
     has_off: u32,  // block_max: 1 when off is bound (max of x - off); compact_*: 1 for JumpReLU
     eps: f32,      // compact_*: JumpReLU bandwidth
-    _pad0: u32,
-    _pad1: u32,
+    shift: u32,    // key_hist / key_find: the digit's bit offset
+    last: u32,     // key_find: 1 on the last level (writes thr)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -547,4 +547,126 @@ fn compact_write(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
             }
         }
     }
+}
+
+// ---------------------------------------------------------------- BatchTopK by candidates
+// The k_total = k * rows largest entries of the whole batch: T = the 16-bit key prefix of
+// the k_total-th largest block maximum (a radix select over the bmax keys, two 8-bit
+// levels: key_init, key_hist + key_find twice) bounds the k_total-th largest entry from
+// below; the entries >= T (topk_candidates with thr = T for every row) are gathered into a
+// (rows, CAND) matrix padded with -inf (candidate_matrix), on which topk.wgsl's batchtopk
+// selects; candidate_map turns its column numbers back into latents. The candidates keep
+// the batch's flat order, so ties resolve as on the whole matrix. state[3] counts rows whose
+// candidates overflowed CAND (or a bound at or below -inf): the step then runs batchtopk on
+// the whole matrix instead (a gate, src/sae/gpu.rs).
+
+@group(0) @binding(1) var<storage, read_write> ki_state: array<u32>;          // (4): prefix, mask, need, overflow
+@group(0) @binding(2) var<storage, read_write> ki_hist: array<u32>;           // (256)
+
+@compute @workgroup_size(WG_SCAN)
+fn key_init(@builtin(local_invocation_index) l: u32) {
+    if l == 0u {
+        ki_state[0] = 0u;
+        ki_state[1] = 0u;
+        ki_state[2] = p.k;
+        ki_state[3] = 0u;
+    }
+    for (var b = l; b < 256u; b += WG_SCAN) {
+        ki_hist[b] = 0u;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> kh_keys: array<u32>;                 // (len = p.n)
+@group(0) @binding(2) var<storage, read> kh_state: array<u32>;                // (4)
+@group(0) @binding(3) var<storage, read_write> kh_hist: array<atomic<u32>>;   // (256)
+
+@compute @workgroup_size(WG)
+fn key_hist(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    let key = kh_keys[i];
+    if (key & kh_state[1]) == kh_state[0] {
+        atomicAdd(&kh_hist[(key >> p.shift) & 255u], 1u);
+    }
+}
+
+@group(0) @binding(1) var<storage, read_write> kf_state: array<u32>;          // (4)
+@group(0) @binding(2) var<storage, read_write> kf_hist: array<u32>;           // (256)
+@group(0) @binding(3) var<storage, read_write> kf_thr: array<u32>;            // (rows); written on the last level
+
+// One invocation: the bin holding the need-th largest key, from the top; the keys above it
+// are all taken (need shrinks by their count); the histogram is cleared for the next level.
+@compute @workgroup_size(1)
+fn key_find() {
+    let need = kf_state[2];
+    var cum = 0u;
+    var b = 255u;
+    loop {
+        let c = kf_hist[b];
+        if cum + c >= need || b == 0u { break; }
+        cum += c;
+        b -= 1u;
+    }
+    kf_state[0] = kf_state[0] | (b << p.shift);
+    kf_state[1] = kf_state[1] | (255u << p.shift);
+    kf_state[2] = need - cum;
+    for (var j = 0u; j < 256u; j++) {
+        kf_hist[j] = 0u;
+    }
+    if p.last != 0u {
+        for (var r = 0u; r < p.rows; r++) {
+            kf_thr[r] = kf_state[0];
+        }
+    }
+}
+
+// candidate_matrix: xm[r, j] = x[r, cand[r, j]] for j < cand_n[r], -inf after; one
+// invocation per (row, j < CAND); state[3] += 1 per row with cand_n > CAND or thr at or
+// below key(-inf) (u32 counts: deterministic).
+@group(0) @binding(1) var<storage, read> cm_x: array<f32>;                    // (rows, n)
+@group(0) @binding(2) var<storage, read> cm_cand: array<u32>;                 // (rows, CAND)
+@group(0) @binding(3) var<storage, read> cm_n: array<u32>;                    // (rows)
+@group(0) @binding(4) var<storage, read> cm_thr: array<u32>;                  // (rows)
+@group(0) @binding(5) var<storage, read_write> cm_xm: array<f32>;             // (rows, CAND)
+@group(0) @binding(6) var<storage, read_write> cm_state: array<atomic<u32>>;  // (4)
+
+@compute @workgroup_size(WG)
+fn candidate_matrix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_index(gid, nwg);
+    if t >= p.rows * CAND { return; }
+    let r = t / CAND;
+    let j = t - r * CAND;
+    let cn = cm_n[r];
+    if j == 0u && (cn > CAND || cm_thr[r] <= 0x007fffffu) {
+        atomicAdd(&cm_state[3], 1u);
+    }
+    var v = bitcast<f32>(0xff800000u);
+    if j < cn && j < CAND {
+        v = cm_x[r * p.n + cm_cand[t]];
+    }
+    cm_xm[t] = v;
+}
+
+// candidate_map: idx[s] = cand[row(s), cidx[s]] for s < row_ptr[rows] (row(s) the row whose
+// range holds s); one invocation per slot.
+@group(0) @binding(1) var<storage, read> cx_row_ptr: array<u32>;              // (rows + 1)
+@group(0) @binding(2) var<storage, read> cx_cidx: array<u32>;                 // (k_total)
+@group(0) @binding(3) var<storage, read> cx_cand: array<u32>;                 // (rows, CAND)
+@group(0) @binding(4) var<storage, read_write> cx_idx: array<u32>;            // (k_total)
+
+@compute @workgroup_size(WG)
+fn candidate_map(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let s = linear_index(gid, nwg);
+    if s >= min(cx_row_ptr[p.rows], p.cap) { return; }
+    var lo = 0u;
+    var hi = p.rows;
+    while lo < hi {
+        let mid = (lo + hi + 1u) / 2u;
+        if cx_row_ptr[mid] <= s {
+            lo = mid;
+        } else {
+            hi = mid - 1u;
+        }
+    }
+    cx_idx[s] = cx_cand[lo * CAND + cx_cidx[s]];
 }

@@ -14,7 +14,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{Bind, DType, Gpu, GpuTensor, Kernel, Shader};
+use crate::gpu::{Bind, DType, Gate, Gpu, GpuTensor, Kernel, Shader};
 use crate::{Error, Result};
 
 use super::{expect_len, expect_shape};
@@ -47,7 +47,8 @@ struct Params {
     block: u32,
     has_off: u32,
     eps: f32,
-    _pad: [u32; 2],
+    shift: u32,
+    last: u32,
 }
 
 fn launch_1d(
@@ -624,4 +625,223 @@ pub fn activation_codes(
     compact_write(
         gpu, enc, x, BLOCK, &bmax, jumprelu, row_ptr, idx, val, pre_val,
     )
+}
+
+/// state = (prefix 0, mask 0, need k_total, overflow 0), hist = 0: the start of
+/// [`batch_threshold`]'s radix select.
+/// -> state: (4) u32, hist: (256) u32
+pub fn key_init(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    k_total: usize,
+    state: &GpuTensor,
+    hist: &GpuTensor,
+) -> Result<()> {
+    expect_u32("key_init", "state", state, 4)?;
+    expect_u32("key_init", "hist", hist, 256)?;
+    let p = Params {
+        k: k_total as u32,
+        ..Default::default()
+    };
+    launch_single(
+        gpu,
+        enc,
+        "key_init",
+        &p,
+        &[Bind::Write(state), Bind::Write(hist)],
+    )
+}
+
+/// The 16-bit key prefix T of the k_total-th largest of `keys` (as the twin
+/// `reference::codes::batch_threshold`), in state[0], and thr[r] = T for every row: two
+/// radix levels (key_hist, key_find) after key_init. Needs 1 <= k_total <= keys.len().
+/// keys: (len) u32 -> state: (4) u32, hist: (256) u32 scratch, thr: (rows) u32
+pub fn batch_threshold(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    keys: &GpuTensor,
+    k_total: usize,
+    state: &GpuTensor,
+    hist: &GpuTensor,
+    thr: &GpuTensor,
+) -> Result<()> {
+    let kn = "batch_threshold";
+    let len = keys.len();
+    expect_u32(kn, "keys", keys, len)?;
+    if k_total == 0 || k_total > len {
+        return Err(Error::Internal(format!(
+            "{kn}: k_total {k_total} not in 1..={len}"
+        )));
+    }
+    expect_u32(kn, "thr", thr, thr.len())?;
+    key_init(gpu, enc, k_total, state, hist)?;
+    for (shift, last) in [(24u32, false), (16, true)] {
+        let p = Params {
+            n: len as u32,
+            rows: thr.len() as u32,
+            shift,
+            last: last as u32,
+            ..Default::default()
+        };
+        #[rustfmt::skip]
+        launch_1d(gpu, enc, "key_hist", &p, &[Bind::Read(keys), Bind::Read(state), Bind::Write(hist)], len)?;
+        let k = Kernel {
+            shader: &SHADER,
+            entry: "key_find",
+            constants: &[],
+        };
+        gpu.dispatch(
+            enc,
+            &k,
+            &p,
+            &[Bind::Write(state), Bind::Write(hist), Bind::Write(thr)],
+            [1, 1, 1],
+        )?;
+    }
+    Ok(())
+}
+
+/// xm[r, j] = x[r, cand[r, j]] for j < cand_n[r], -inf after; state[3] += the number of
+/// rows with cand_n > CAND or thr at or below key(-inf).
+/// x: (rows, n), cand: (rows, CAND) u32, cand_n, thr: (rows) u32
+///   -> xm: (rows, CAND), state: (4) u32
+#[allow(clippy::too_many_arguments)]
+pub fn candidate_matrix(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    cand: &GpuTensor,
+    cand_n: &GpuTensor,
+    thr: &GpuTensor,
+    xm: &GpuTensor,
+    state: &GpuTensor,
+) -> Result<()> {
+    let kn = "candidate_matrix";
+    let (rows, n) = matrix(kn, x)?;
+    expect_u32(kn, "cand", cand, rows * CAND)?;
+    expect_u32(kn, "cand_n", cand_n, rows)?;
+    expect_u32(kn, "thr", thr, rows)?;
+    expect_shape(kn, "xm", xm, &[rows, CAND])?;
+    expect_u32(kn, "state", state, 4)?;
+    let p = params(rows, n, 0, 1, false);
+    let binds = [
+        Bind::Read(x),
+        Bind::Read(cand),
+        Bind::Read(cand_n),
+        Bind::Read(thr),
+        Bind::Write(xm),
+        Bind::Write(state),
+    ];
+    launch_1d(gpu, enc, kn, &p, &binds, rows * CAND)
+}
+
+/// idx[s] = cand[r, cidx[s]] for the slots s of row r, s < row_ptr[rows] and < cap.
+/// row_ptr: (rows + 1) u32, cidx: (cap) u32, cand: (rows, CAND) u32 -> idx: (cap) u32
+pub fn candidate_map(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    row_ptr: &GpuTensor,
+    cidx: &GpuTensor,
+    cand: &GpuTensor,
+    idx: &GpuTensor,
+) -> Result<()> {
+    let kn = "candidate_map";
+    let rows = row_ptr.len().saturating_sub(1);
+    let cap = idx.len();
+    expect_u32(kn, "row_ptr", row_ptr, rows + 1)?;
+    expect_u32(kn, "cidx", cidx, cap)?;
+    expect_u32(kn, "cand", cand, rows * CAND)?;
+    expect_u32(kn, "idx", idx, cap)?;
+    let p = Params {
+        rows: rows as u32,
+        cap: cap as u32,
+        ..Default::default()
+    };
+    let binds = [
+        Bind::Read(row_ptr),
+        Bind::Read(cidx),
+        Bind::Read(cand),
+        Bind::Write(idx),
+    ];
+    launch_1d(gpu, enc, kn, &p, &binds, cap)
+}
+
+/// Scratch of [`batchtopk_codes`].
+pub struct BatchScratch {
+    pub bmax: GpuTensor,
+    pub state: GpuTensor,
+    pub hist: GpuTensor,
+    pub thr: GpuTensor,
+    pub cand: GpuTensor,
+    pub cand_key: GpuTensor,
+    pub cand_n: GpuTensor,
+    pub xm: GpuTensor,
+    pub cidx: GpuTensor,
+    /// topk.wgsl batchtopk's scratch.
+    pub select: GpuTensor,
+}
+
+impl BatchScratch {
+    pub fn new(gpu: &Gpu, rows: usize, n: usize, k_total: usize) -> Result<BatchScratch> {
+        let u = |what: &str, len: usize| gpu.zeros_u32(what, &[len]);
+        Ok(BatchScratch {
+            bmax: u("batch bmax", rows * blocks(n, BLOCK))?,
+            state: u("batch state", 4)?,
+            hist: u("batch hist", 256)?,
+            thr: u("batch thr", rows)?,
+            cand: u("batch cand", rows * CAND)?,
+            cand_key: u("batch cand_key", rows * CAND)?,
+            cand_n: u("batch cand_n", rows)?,
+            xm: gpu.zeros("batch candidates", &[rows, CAND])?,
+            cidx: u("batch cidx", k_total)?,
+            select: u(
+                "batchtopk scratch",
+                super::topk::batchtopk_scratch_len(rows),
+            )?,
+        })
+    }
+}
+
+/// BatchTopK on candidates (see shaders/codes.wgsl): the k_total largest entries of the
+/// whole of x, exactly as topk.wgsl's batchtopk on x (same CSR, values and threshold), from
+/// a (rows, CAND) candidate matrix; when a row's candidates overflow (or the bound is at or
+/// below -inf) `gate` runs batchtopk on x itself instead. Records gate_plan; the caller
+/// calls `gate.finish` before submitting. With k_total > rows * blocks(n, BLOCK) (more
+/// entries per row than blocks: the bound would be vacuous) it records batchtopk on x alone.
+/// x: (rows, n) -> row_ptr: (rows + 1) u32, idx: (k_total) u32, val: (k_total),
+/// threshold: (1)
+#[allow(clippy::too_many_arguments)]
+pub fn batchtopk_codes(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    gate: &std::sync::Arc<Gate>,
+    sc: &BatchScratch,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    threshold: &GpuTensor,
+) -> Result<()> {
+    use super::topk::batchtopk;
+    let (rows, n) = matrix("batchtopk_codes", x)?;
+    let k_total = idx.len();
+    if k_total > rows * blocks(n, BLOCK) {
+        return batchtopk(gpu, enc, x, row_ptr, idx, val, threshold, &sc.select);
+    }
+    block_max(gpu, enc, x, BLOCK, None, None, &sc.bmax)?;
+    batch_threshold(gpu, enc, &sc.bmax, k_total, &sc.state, &sc.hist, &sc.thr)?;
+    #[rustfmt::skip]
+    topk_candidates(gpu, enc, x, BLOCK, None, &sc.bmax, &sc.thr, &sc.cand, &sc.cand_key, &sc.cand_n)?;
+    candidate_matrix(
+        gpu, enc, x, &sc.cand, &sc.cand_n, &sc.thr, &sc.xm, &sc.state,
+    )?;
+    super::ops::gate_plan(gpu, enc, gate, &sc.state, 3, 0)?;
+    gpu.gated(gate, false, || -> Result<()> {
+        #[rustfmt::skip]
+        batchtopk(gpu, enc, &sc.xm, row_ptr, &sc.cidx, val, threshold, &sc.select)?;
+        candidate_map(gpu, enc, row_ptr, &sc.cidx, &sc.cand, idx)
+    })?;
+    gpu.gated(gate, true, || {
+        batchtopk(gpu, enc, x, row_ptr, idx, val, threshold, &sc.select)
+    })
 }

@@ -9,7 +9,9 @@ use crate::gpu::{Gate, Gpu, GpuTensor};
 use crate::kernels::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
-use crate::kernels::codes::{activation_codes, dead_list, topk_codes};
+use crate::kernels::codes::{
+    BatchScratch, activation_codes, batchtopk_codes, dead_list, topk_codes,
+};
 use crate::kernels::gemm::{GemmSpec, gemm, texture_of};
 use crate::kernels::ops::{gate_plan, threshold_ema, zero};
 use crate::kernels::optim::{
@@ -23,7 +25,6 @@ use crate::kernels::sparse::{
     build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, gather_jumprelu_threshold,
     sparse_decode, sparse_dot, sparse_jumprelu_backward, sparse_l1_backward, texture_path,
 };
-use crate::kernels::topk::{batchtopk, batchtopk_scratch_len};
 use crate::reference::reduce::METRIC_SLOTS;
 use crate::{Error, Result};
 
@@ -137,7 +138,8 @@ pub struct GpuEngine {
     de: GpuTensor,
     thr: GpuTensor,
     thr_state: GpuTensor,
-    topk_scratch: Option<GpuTensor>,
+    /// batchtopk: the candidate path's scratch and the gate of its whole-batch fallback.
+    batch: Option<(BatchScratch, Arc<Gate>)>,
     // Dense path (relu / jumprelu).
     z: Option<GpuTensor>,
     dz: Option<GpuTensor>,
@@ -220,8 +222,9 @@ impl GpuEngine {
             de: g.zeros("aux grad", &[if sparse { rows } else { 1 }, d])?,
             thr: g.zeros("batch threshold", &[1])?,
             thr_state: g.upload("threshold", &[1], &[st.threshold])?,
-            topk_scratch: if cfg.arch == Arch::Batchtopk {
-                Some(g.zeros_u32("batchtopk scratch", &[batchtopk_scratch_len(rows)])?)
+            batch: if cfg.arch == Arch::Batchtopk {
+                let sc = BatchScratch::new(g, rows, n, rows * cfg.k)?;
+                Some((sc, g.gate(GATE_SLOTS)?))
             } else {
                 None
             },
@@ -499,10 +502,9 @@ impl GpuEngine {
                 if cfg.arch == Arch::Topk {
                     topk_codes(g, enc, &self.pre, cfg.k, None, &c.row_ptr, &c.idx, &c.val)?;
                 } else {
-                    let scratch = self.topk_scratch.as_ref().expect("batchtopk scratch");
-                    batchtopk(
-                        g, enc, &self.pre, &c.row_ptr, &c.idx, &c.pre_val, &self.thr, scratch,
-                    )?;
+                    let (sc, bg) = self.batch.as_ref().expect("batchtopk scratch");
+                    let (rp, idx, pv) = (&c.row_ptr, &c.idx, &c.pre_val);
+                    batchtopk_codes(g, enc, &self.pre, bg, sc, rp, idx, pv, &self.thr)?;
                     threshold_ema(
                         g,
                         enc,
@@ -751,7 +753,11 @@ impl GpuEngine {
         write_hyper(g, &self.hyper, &sc.adam(cfg, self.step));
         let mut enc = g.encoder();
         self.record_step(&mut enc, mark)?;
-        for gate in [&self.gate, &self.aux_gate].into_iter().flatten() {
+        let batch_gate = self.batch.as_ref().map(|(_, gate)| gate);
+        for gate in [self.gate.as_ref(), self.aux_gate.as_ref(), batch_gate]
+            .into_iter()
+            .flatten()
+        {
             gate.finish(g)?;
         }
         g.submit(enc);

@@ -15,6 +15,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use saeforge::gpu::{Gpu, GpuTensor};
 use saeforge::kernels::codes as kc;
+use saeforge::reference;
 use saeforge::reference::codes as rc;
 
 use crate::common::{assert_close, assert_same, fail, gpu_test, randn, tolerance};
@@ -472,5 +473,101 @@ pub fn trials() -> Vec<Trial> {
             move |gpu, rng| dead_case(gpu, rng, n, frac),
         ));
     }
+    t.extend(batch_trials());
     t
+}
+
+/// BatchTopK by candidates: batch_threshold, candidate_matrix and candidate_map against
+/// their twins on the device's intermediates, and batchtopk_codes (with its gate) against
+/// reference::topk::batchtopk on the whole matrix, exactly. Heavy ties overflow the
+/// candidate lists and must take the gated whole-matrix path.
+fn batch_case(
+    gpu: &Gpu,
+    rng: &mut ChaCha8Rng,
+    (rows, n, k, kind): (usize, usize, usize, Input),
+) -> Result<(), Failed> {
+    let m = |e: saeforge::Error| fail(e);
+    let x = input(rng, kind, rows * n);
+    let k_total = rows * k;
+    let xd = gpu.upload("x", &[rows, n], &x).map_err(m)?;
+    let sc = kc::BatchScratch::new(gpu, rows, n, k_total).map_err(m)?;
+    let gate = gpu.gate(32).map_err(m)?;
+    let row_ptr = gpu.zeros_u32("row_ptr", &[rows + 1]).map_err(m)?;
+    let idx = gpu.zeros_u32("idx", &[k_total]).map_err(m)?;
+    let val = gpu.zeros("val", &[k_total]).map_err(m)?;
+    let thr = gpu.zeros("threshold", &[1]).map_err(m)?;
+    for t in [&row_ptr, &idx, &val, &thr] {
+        poison(gpu, t).map_err(m)?;
+    }
+    let mut enc = gpu.encoder();
+    #[rustfmt::skip]
+    kc::batchtopk_codes(gpu, &mut enc, &xd, &gate, &sc, &row_ptr, &idx, &val, &thr).map_err(m)?;
+    gate.finish(gpu).map_err(m)?;
+    gpu.submit(enc);
+    let r = |t: &GpuTensor| gpu.read_u32(t).map_err(m);
+
+    // The stages on the device's intermediates.
+    let nb = rc::blocks(n, rc::BLOCK);
+    let g_bmax = r(&sc.bmax)?;
+    let state = r(&sc.state)?;
+    assert_same(
+        "batch_threshold T",
+        &state[..1],
+        &[rc::batch_threshold(&g_bmax, k_total)],
+    )?;
+    assert_same("batch_threshold thr", &r(&sc.thr)?, &vec![state[0]; rows])?;
+    let (cand, cand_n) = (r(&sc.cand)?, r(&sc.cand_n)?);
+    let mut xm = vec![0.0f32; rows * rc::CAND];
+    let thr_rows = vec![state[0]; rows];
+    let over = rc::candidate_matrix(&x, rows, n, &cand, &cand_n, &thr_rows, &mut xm);
+    assert_same("candidate_matrix overflow", &state[3..4], &[over])?;
+    let g_xm = gpu.read_f32(&sc.xm).map_err(m)?;
+    assert_same("candidate_matrix xm", &bits(&g_xm), &bits(&xm))?;
+    let _ = nb;
+
+    // The result against batchtopk on the whole matrix.
+    let mut c_row_ptr = vec![0u32; rows + 1];
+    let mut c_idx = vec![0u32; k_total];
+    let mut c_val = vec![0.0f32; k_total];
+    let mut c_thr = [0.0f32];
+    #[rustfmt::skip]
+    reference::topk::batchtopk(&x, rows, n, k_total, &mut c_row_ptr, &mut c_idx, &mut c_val, &mut c_thr);
+    assert_same("batchtopk_codes row_ptr", &r(&row_ptr)?, &c_row_ptr)?;
+    assert_same("batchtopk_codes idx", &r(&idx)?, &c_idx)?;
+    let v = gpu.read_f32(&val).map_err(m)?;
+    assert_same("batchtopk_codes val", &bits(&v), &bits(&c_val))?;
+    let t = gpu.read_f32(&thr).map_err(m)?;
+    assert_same("batchtopk_codes threshold", &bits(&t), &bits(&c_thr))?;
+    if over == 0 {
+        // candidate_map on the candidate path's column numbers.
+        let cidx = r(&sc.cidx)?;
+        let mut mapped = vec![0u32; k_total];
+        rc::candidate_map(&c_row_ptr, &cidx, &cand, rows, &mut mapped);
+        assert_same("candidate_map", &r(&idx)?, &mapped)?;
+    }
+    let want_overflow = matches!(kind, Input::SmallInts) && n >= 9000;
+    if want_overflow != (over > 0) {
+        return Err(format!("overflow {over}, expected {}", want_overflow).into());
+    }
+    Ok(())
+}
+
+pub fn batch_trials() -> Vec<Trial> {
+    #[rustfmt::skip]
+    let cases = [
+        (37, 1000, 7, Input::Normal),
+        (70, 300, 9, Input::Inf),
+        (29, 777, 5, Input::SmallInts),
+        (37, 9000, 3, Input::SmallInts),
+        (512, 16384, 32, Input::Normal),
+    ];
+    cases
+        .into_iter()
+        .map(|c| {
+            gpu_test(
+                format!("codes::batchtopk/{}x{}/k{}/{:?}", c.0, c.1, c.2, c.3).to_lowercase(),
+                move |gpu, rng| batch_case(gpu, rng, c),
+            )
+        })
+        .collect()
 }
