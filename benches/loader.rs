@@ -239,17 +239,24 @@ fn main() -> anyhow::Result<()> {
             match Gpu::new(std::env::var("SAEFORGE_ADAPTER").ok().as_deref()) {
                 Ok(gpu) => {
                     let gpu = Arc::new(gpu);
+                    // The dense (batch, 16384) pre-activations are one storage binding:
+                    // halve the batch until it fits (lavapipe: 128 MiB, so 2048 rows).
+                    let mut cfg = cfg.clone();
+                    while cfg.batch > 256 && (cfg.batch * 16384 * 4) as u64 > gpu.max_binding() {
+                        cfg.batch /= 2;
+                    }
                     let mut eng = GpuEngine::new(gpu.clone(), &cfg, &st)?;
                     let g2 = gpu.clone();
                     let (mem, pf) = prefetch_run(&mut eng, &move || g2.wait(), &cfg, paths, 3, 3)?;
                     println!(
-                        "gpu topk step: {:.1} ms from memory, {:.1} ms from the loader (ratio {:.3}) on {}",
+                        "gpu topk step (batch {}): {:.1} ms from memory, {:.1} ms from the loader (ratio {:.3}) on {}",
+                        cfg.batch,
                         mem * 1e3,
                         pf * 1e3,
                         pf / mem,
                         gpu.info.name
                     );
-                    pf_rows.push(json!({"engine": "gpu", "adapter": gpu.info.name,
+                    pf_rows.push(json!({"engine": "gpu", "adapter": gpu.info.name, "batch": cfg.batch,
                         "step_ms_memory": mem * 1e3, "step_ms_loader": pf * 1e3, "ratio": pf / mem}));
                 }
                 Err(e) => eprintln!("no adapter ({e}); skipping the GPU prefetch run"),

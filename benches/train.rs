@@ -9,6 +9,7 @@
 //!   SAEFORGE_BENCH_BATCH=4096    rows per step (default 4096, saeforge's default batch)
 //!   SAEFORGE_BENCH_STEPS=5       timed steps per row (CPU engine: at most 2)
 //!   SAEFORGE_BENCH_PROFILE=1     also time each phase of one GPU step on its own
+//!   SAEFORGE_BENCH_PROFILE=2     ... and each dispatch (summed per entry point)
 //!
 //! Shape: d_in 512, d_sae 16384; topk and batchtopk at k 32 (AuxK k_aux 256), relu and
 //! jumprelu with the state set so that L0 is about 48 (see `sparse_state`). Inputs are
@@ -22,7 +23,8 @@
 //! for every timing the CPU time this process's threads used (lavapipe runs the shaders
 //! on the process's own threads), whose ratio (step_over_gemm_cpu) moves far less with
 //! other processes' load than the wall clock. A row "topk_dead" repeats topk with a
-//! quarter of the latents dead, so that AuxK has work (a fresh state has none dead).
+//! quarter of the latents dead, so that AuxK has work (a fresh state has none dead; see
+//! `with_dead`).
 //!
 //! Prints a table and writes target/bench/train.json (under CARGO_TARGET_DIR when set):
 //! {"adapter": .., "rows": [{"engine", "arch", "batch", "step_ms", "encoder_gemm_ms",
@@ -139,6 +141,9 @@ fn sparse_state(cfg: &TrainConfig, sample: &[f32]) -> TrainState {
     TrainState::new(p)
 }
 
+static PROFILE_DISPATCHES: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 struct Row {
     engine: &'static str,
     arch: String,
@@ -185,12 +190,15 @@ fn cases() -> Vec<(&'static str, Arch, f64)> {
     ]
 }
 
+/// Mark `frac` of the latents dead (since_fired at dead_tokens) and keep them so: b_enc -2
+/// puts their pre-activations (~N(0, 1) otherwise) below the main top-k threshold
+/// (~2.9 sigma) nearly always, yet above 0 for ~2% of the entries, which AuxK then takes.
 fn with_dead(cfg: &TrainConfig, st: &mut TrainState, frac: f64) {
     let dead = (frac * N as f64) as usize;
     for i in 0..dead {
-        // every 4th latent (for 0.25), spread over the index range
         let j = (i * N / dead.max(1)) % N;
         st.since_fired[j] = cfg.dead_tokens.min(u32::MAX as u64) as u32;
+        st.params.b_enc[j] = -2.0;
     }
 }
 
@@ -250,6 +258,34 @@ fn gpu_row(
             let w = median(all.iter().map(|r| r[j].1).collect());
             let c: Option<Vec<f64>> = all.iter().map(|r| r[j].2).collect();
             phases.push((name.clone(), w, c.map(median)));
+        }
+        if PROFILE_DISPATCHES.load(std::sync::atomic::Ordering::Relaxed) {
+            gpu.wait()?;
+            gpu.profile_dispatches(true);
+            eng.step(&cfg, &batches[i % batches.len()], batch)?;
+            gpu.wait()?;
+            let d = gpu.take_dispatch_profile();
+            gpu.profile_dispatches(false);
+            let mut by: Vec<(String, usize, f64, f64)> = Vec::new();
+            for (name, w, c) in d {
+                match by.iter_mut().find(|e| e.0 == name) {
+                    Some(e) => {
+                        e.1 += 1;
+                        e.2 += w;
+                        e.3 += c.unwrap_or(0.0);
+                    }
+                    None => by.push((name, 1, w, c.unwrap_or(0.0))),
+                }
+            }
+            by.sort_by(|a, b| b.3.total_cmp(&a.3));
+            eprintln!("    dispatches of one {label} step (calls, wall ms, cpu ms):");
+            for (name, calls, w, c) in by {
+                eprintln!(
+                    "      {name:<28} {calls:>3} {:>9.1} {:>9.1}",
+                    w * 1e3,
+                    c * 1e3
+                );
+            }
         }
     }
     drop(eng);
@@ -372,7 +408,12 @@ fn main() -> anyhow::Result<()> {
     };
     let mut batch = env_usize("SAEFORGE_BENCH_BATCH", 4096);
     let steps = env_usize("SAEFORGE_BENCH_STEPS", 5).max(1);
-    let profile = std::env::var("SAEFORGE_BENCH_PROFILE").is_ok_and(|v| v == "1");
+    let profile_level: u32 = std::env::var("SAEFORGE_BENCH_PROFILE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let profile = profile_level >= 1;
+    PROFILE_DISPATCHES.store(profile_level >= 2, std::sync::atomic::Ordering::Relaxed);
     let load_before = loadavg();
     let started = Instant::now();
 

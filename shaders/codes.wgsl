@@ -1,6 +1,7 @@
 // Sparse codes straight from the dense pre-activations: the k largest positive entries of
 // each row (TopK after ReLU, AuxK over the dead latents) as CSR with latents ascending within
-// a row and no zero entries, and the list of dead latents.
+// a row and no zero entries; the entries a ReLU or JumpReLU keeps (compact_*); and the list
+// of dead latents.
 // Launchers: src/kernels/codes.rs. CPU twins: src/reference/codes.rs.
 //
 // The row top-k in stages, with no barrier on the common path (they cost a shader split
@@ -32,6 +33,10 @@ struct Params {
     cap: u32,      // csr_pack: slots of idx / val
     dead_after: u32,
     block: u32,    // eligible entries per block of block_max
+    has_off: u32,  // block_max: 1 when off is bound (max of x - off); compact_*: 1 for JumpReLU
+    eps: f32,      // compact_*: JumpReLU bandwidth
+    shift: u32,    // key_hist / key_find: the digit's bit offset
+    last: u32,     // key_find: 1 on the last level (writes thr)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -62,6 +67,7 @@ fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 @group(0) @binding(2) var<storage, read> bm_cols: array<u32>;         // (n); unread when has_cols == 0
 @group(0) @binding(3) var<storage, read> bm_ncols: array<u32>;        // (1); unread when has_cols == 0
 @group(0) @binding(4) var<storage, read_write> bm_bmax: array<u32>;   // (rows, nb)
+@group(0) @binding(5) var<storage, read> bm_off: array<f32>;          // (n); unread when has_off == 0
 
 @compute @workgroup_size(WG)
 fn block_max(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -78,7 +84,9 @@ fn block_max(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     for (var q = q0; q < q1; q++) {
         var i = q;
         if p.has_cols != 0u { i = bm_cols[q]; }
-        best = max(best, key_of(bm_x[base + i]));
+        var v = bm_x[base + i];
+        if p.has_off != 0u { v = v - bm_off[i]; }
+        best = max(best, key_of(v));
     }
     bm_bmax[t] = best;
 }
@@ -116,11 +124,14 @@ fn topk_threshold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     let r = linear_index(gid, nwg);
     if r >= p.rows { return; }
     let base = r * p.nb;
+    // Empty blocks (bmax 0: no eligible entry) are a suffix of the row's blocks; skip them.
+    var nb = 0u;
+    while nb < p.nb && th_bmax[base + nb] != 0u { nb++; }
     var t = 0u;
     for (var bit = 31u; bit >= 16u; bit--) {
         let c = t | (1u << bit);
         var cnt = 0u;
-        for (var j = 0u; j < p.nb; j++) {
+        for (var j = 0u; j < nb; j++) {
             cnt += select(0u, 1u, th_bmax[base + j] >= c);
         }
         if cnt >= p.k { t = c; }
@@ -153,7 +164,9 @@ fn topk_candidates(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     let out = r * CAND;
     var c = 0u;
     for (var j = 0u; j < p.nb; j++) {
-        if cd_bmax[r * p.nb + j] < t { continue; }
+        let b = cd_bmax[r * p.nb + j];
+        if b == 0u { break; } // the rest are empty
+        if b < t { continue; }
         let q1 = min(j * p.block + p.block, m);
         for (var q = j * p.block; q < q1; q++) {
             var i = q;
@@ -452,4 +465,208 @@ fn dead_list(@builtin(local_invocation_index) l: u32) {
     for (var i = max(lo, m); i < hi; i++) {
         dl_cols[i] = 0u;
     }
+}
+
+// ---------------------------------------------------------------- threshold_offsets
+// off[i] = exp(log_thr[i]) - eps: block_max of pre - off finds the blocks that may hold a
+// JumpReLU entry (pre > theta, or within eps / 2 of it) with a margin of eps / 2 for rounding.
+
+@group(0) @binding(1) var<storage, read> to_log_thr: array<f32>;       // (n)
+@group(0) @binding(2) var<storage, read_write> to_off: array<f32>;     // (n)
+
+@compute @workgroup_size(WG)
+fn threshold_offsets(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    to_off[i] = exp(to_log_thr[i]) - p.eps;
+}
+
+// ---------------------------------------------------------------- compact_count / compact_write
+// The entries an activation keeps, per row in ascending latent order: ReLU keeps pre > 0;
+// JumpReLU (has_off) keeps pre > theta or |pre - theta| <= eps / 2 (the window its threshold
+// gradient needs), theta = exp(log_thr). Only blocks whose bmax (of pre, or of pre - off) is
+// a key >= key(0.0) are read. compact_count: counts[r]; compact_write: idx / val (the
+// activation: pre, or 0 in JumpReLU's window below theta) / pre_val (pre) at row_ptr[r] + j
+// for slots < cap. One invocation per row each.
+
+@group(0) @binding(1) var<storage, read> cp_x: array<f32>;               // (rows, n)
+@group(0) @binding(2) var<storage, read> cp_bmax: array<u32>;            // (rows, nb)
+@group(0) @binding(3) var<storage, read> cp_log_thr: array<f32>;         // (n); unread for ReLU
+
+// Whether entry (r, i) is kept, and its activation value (x).
+fn cp_keep(r: u32, i: u32) -> vec2<f32> {
+    let v = cp_x[r * p.n + i];
+    if p.has_off == 0u {
+        return vec2<f32>(select(0.0, 1.0, v > 0.0), v);
+    }
+    let theta = exp(cp_log_thr[i]);
+    let on = v > theta;
+    let keep = on || abs(v - theta) <= 0.5 * p.eps;
+    return vec2<f32>(select(0.0, 1.0, keep), select(0.0, v, on));
+}
+
+@group(0) @binding(4) var<storage, read_write> cc_counts: array<u32>;    // (rows)
+
+@compute @workgroup_size(WG)
+fn compact_count(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_index(gid, nwg);
+    if r >= p.rows { return; }
+    var c = 0u;
+    for (var j = 0u; j < p.nb; j++) {
+        if cp_bmax[r * p.nb + j] < 0x80000000u { continue; }
+        let q1 = min(j * p.block + p.block, p.n);
+        for (var i = j * p.block; i < q1; i++) {
+            c += select(0u, 1u, cp_keep(r, i).x != 0.0);
+        }
+    }
+    cc_counts[r] = c;
+}
+
+@group(0) @binding(4) var<storage, read> cw_row_ptr: array<u32>;         // (rows + 1)
+@group(0) @binding(5) var<storage, read_write> cw_idx: array<u32>;       // (cap)
+@group(0) @binding(6) var<storage, read_write> cw_val: array<f32>;       // (cap)
+@group(0) @binding(7) var<storage, read_write> cw_pre: array<f32>;       // (cap)
+
+@compute @workgroup_size(WG)
+fn compact_write(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_index(gid, nwg);
+    if r >= p.rows { return; }
+    var s = cw_row_ptr[r];
+    for (var j = 0u; j < p.nb; j++) {
+        if cp_bmax[r * p.nb + j] < 0x80000000u { continue; }
+        let q1 = min(j * p.block + p.block, p.n);
+        for (var i = j * p.block; i < q1; i++) {
+            let kv = cp_keep(r, i);
+            if kv.x != 0.0 {
+                if s < p.cap {
+                    cw_idx[s] = i;
+                    cw_val[s] = kv.y;
+                    cw_pre[s] = cp_x[r * p.n + i];
+                }
+                s += 1u;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- BatchTopK by candidates
+// The k_total = k * rows largest entries of the whole batch: T = the 16-bit key prefix of
+// the k_total-th largest block maximum (a radix select over the bmax keys, two 8-bit
+// levels: key_init, key_hist + key_find twice) bounds the k_total-th largest entry from
+// below; the entries >= T (topk_candidates with thr = T for every row) are gathered into a
+// (rows, CAND) matrix padded with -inf (candidate_matrix), on which topk.wgsl's batchtopk
+// selects; candidate_map turns its column numbers back into latents. The candidates keep
+// the batch's flat order, so ties resolve as on the whole matrix. state[3] counts rows whose
+// candidates overflowed CAND (or a bound at or below -inf): the step then runs batchtopk on
+// the whole matrix instead (a gate, src/sae/gpu.rs).
+
+@group(0) @binding(1) var<storage, read_write> ki_state: array<u32>;          // (4): prefix, mask, need, overflow
+@group(0) @binding(2) var<storage, read_write> ki_hist: array<u32>;           // (256)
+
+@compute @workgroup_size(WG_SCAN)
+fn key_init(@builtin(local_invocation_index) l: u32) {
+    if l == 0u {
+        ki_state[0] = 0u;
+        ki_state[1] = 0u;
+        ki_state[2] = p.k;
+        ki_state[3] = 0u;
+    }
+    for (var b = l; b < 256u; b += WG_SCAN) {
+        ki_hist[b] = 0u;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> kh_keys: array<u32>;                 // (len = p.n)
+@group(0) @binding(2) var<storage, read> kh_state: array<u32>;                // (4)
+@group(0) @binding(3) var<storage, read_write> kh_hist: array<atomic<u32>>;   // (256)
+
+@compute @workgroup_size(WG)
+fn key_hist(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    let key = kh_keys[i];
+    if (key & kh_state[1]) == kh_state[0] {
+        atomicAdd(&kh_hist[(key >> p.shift) & 255u], 1u);
+    }
+}
+
+@group(0) @binding(1) var<storage, read_write> kf_state: array<u32>;          // (4)
+@group(0) @binding(2) var<storage, read_write> kf_hist: array<u32>;           // (256)
+@group(0) @binding(3) var<storage, read_write> kf_thr: array<u32>;            // (rows); written on the last level
+
+// One invocation: the bin holding the need-th largest key, from the top; the keys above it
+// are all taken (need shrinks by their count); the histogram is cleared for the next level.
+@compute @workgroup_size(1)
+fn key_find() {
+    let need = kf_state[2];
+    var cum = 0u;
+    var b = 255u;
+    loop {
+        let c = kf_hist[b];
+        if cum + c >= need || b == 0u { break; }
+        cum += c;
+        b -= 1u;
+    }
+    kf_state[0] = kf_state[0] | (b << p.shift);
+    kf_state[1] = kf_state[1] | (255u << p.shift);
+    kf_state[2] = need - cum;
+    for (var j = 0u; j < 256u; j++) {
+        kf_hist[j] = 0u;
+    }
+    if p.last != 0u {
+        for (var r = 0u; r < p.rows; r++) {
+            kf_thr[r] = kf_state[0];
+        }
+    }
+}
+
+// candidate_matrix: xm[r, j] = x[r, cand[r, j]] for j < cand_n[r], -inf after; one
+// invocation per (row, j < CAND); state[3] += 1 per row with cand_n > CAND or thr at or
+// below key(-inf) (u32 counts: deterministic).
+@group(0) @binding(1) var<storage, read> cm_x: array<f32>;                    // (rows, n)
+@group(0) @binding(2) var<storage, read> cm_cand: array<u32>;                 // (rows, CAND)
+@group(0) @binding(3) var<storage, read> cm_n: array<u32>;                    // (rows)
+@group(0) @binding(4) var<storage, read> cm_thr: array<u32>;                  // (rows)
+@group(0) @binding(5) var<storage, read_write> cm_xm: array<f32>;             // (rows, CAND)
+@group(0) @binding(6) var<storage, read_write> cm_state: array<atomic<u32>>;  // (4)
+
+@compute @workgroup_size(WG)
+fn candidate_matrix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_index(gid, nwg);
+    if t >= p.rows * CAND { return; }
+    let r = t / CAND;
+    let j = t - r * CAND;
+    let cn = cm_n[r];
+    if j == 0u && (cn > CAND || cm_thr[r] <= 0x007fffffu) {
+        atomicAdd(&cm_state[3], 1u);
+    }
+    var v = bitcast<f32>(0xff800000u);
+    if j < cn && j < CAND {
+        v = cm_x[r * p.n + cm_cand[t]];
+    }
+    cm_xm[t] = v;
+}
+
+// candidate_map: idx[s] = cand[row(s), cidx[s]] for s < row_ptr[rows] (row(s) the row whose
+// range holds s); one invocation per slot.
+@group(0) @binding(1) var<storage, read> cx_row_ptr: array<u32>;              // (rows + 1)
+@group(0) @binding(2) var<storage, read> cx_cidx: array<u32>;                 // (k_total)
+@group(0) @binding(3) var<storage, read> cx_cand: array<u32>;                 // (rows, CAND)
+@group(0) @binding(4) var<storage, read_write> cx_idx: array<u32>;            // (k_total)
+
+@compute @workgroup_size(WG)
+fn candidate_map(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let s = linear_index(gid, nwg);
+    if s >= min(cx_row_ptr[p.rows], p.cap) { return; }
+    var lo = 0u;
+    var hi = p.rows;
+    while lo < hi {
+        let mid = (lo + hi + 1u) / 2u;
+        if cx_row_ptr[mid] <= s {
+            lo = mid;
+        } else {
+            hi = mid - 1u;
+        }
+    }
+    cx_idx[s] = cx_cand[lo * CAND + cx_cidx[s]];
 }

@@ -428,3 +428,22 @@ fn gn_store(row: u32, col: u32, acc: f32, bias: f32) {
         gn_c[i] = finish(acc, bias, c_old);
     }
 }
+
+// ------------------------------------------------------------------ fill_texture
+// dst texel (c, r) = src vec4 r * n4 + c: a (rows, 4 * n4) tensor into an rgba32float texture,
+// for textures that must be filled inside a gate (src/kernels/gemm.rs texture_of), where a
+// buffer-to-texture copy could not be skipped. p.m = rows, p.n = n4.
+
+override FT_WG: u32 = 64;
+
+@group(0) @binding(1) var<storage, read> ft_src: array<vec4<f32>>;                  // (rows, n4)
+@group(0) @binding(2) var ft_dst: texture_storage_2d<rgba32float, write>;          // (n4, rows) texels
+
+@compute @workgroup_size(FT_WG)
+fn fill_texture(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * FT_WG;
+    if i >= p.m * p.n { return; }
+    let r = i / p.n;
+    let c = i - r * p.n;
+    textureStore(ft_dst, vec2<u32>(c, r), ft_src[i]);
+}

@@ -2,10 +2,14 @@
 // Launchers: src/kernels/ops.rs. CPU twins: src/reference/ops.rs.
 
 struct Params {
-    len: u32,      // elements (add_into)
-    first: u32,    // 1 on the first step (threshold_ema)
-    decay: f32,    // EMA decay (threshold_ema)
-    _pad: u32,
+    len: u32,       // elements (add_into); gate slots (gate_plan)
+    first: u32,     // 1 on the first step (threshold_ema)
+    decay: f32,     // EMA decay (threshold_ema)
+    index: u32,     // gate_plan: element of src holding the value
+    threshold: u32, // gate_plan: flag = src[index] > threshold
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -35,4 +39,32 @@ fn threshold_ema() {
     } else {
         te_state[0] = p.decay * te_state[0] + (1.0 - p.decay) * t;
     }
+}
+
+// gate_plan: flag = src[index] > threshold; for each gated dispatch j < len, args[j] = its
+// recorded grid table[j].xyz when table[j].w == flag, else (0, 0, 0) (src/gpu/launch.rs Gate).
+@group(0) @binding(1) var<storage, read> gp_src: array<u32>;          // (>= index + 1)
+@group(0) @binding(2) var<storage, read> gp_table: array<vec4<u32>>;  // (slots): grid, when
+@group(0) @binding(3) var<storage, read_write> gp_args: array<u32>;   // (slots, 3)
+
+@compute @workgroup_size(WG)
+fn gate_plan(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = gid.x + gid.y * nwg.x * WG;
+    if j >= p.len { return; }
+    let flag = select(0u, 1u, gp_src[p.index] > p.threshold);
+    let t = gp_table[j];
+    let on = t.w == flag;
+    gp_args[3u * j] = select(0u, t.x, on);
+    gp_args[3u * j + 1u] = select(0u, t.y, on);
+    gp_args[3u * j + 2u] = select(0u, t.z, on);
+}
+
+// zero: a = 0 (a tensor that a gated path leaves to be cleared, see src/sae/gpu.rs AuxK)
+@group(0) @binding(1) var<storage, read_write> zr_a: array<f32>; // (len)
+
+@compute @workgroup_size(WG)
+fn zero(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if i >= p.len { return; }
+    zr_a[i] = 0.0;
 }

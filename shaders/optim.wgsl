@@ -313,3 +313,160 @@ fn remove_parallel_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
         }
     }
 }
+
+// ---------------------------------------------------------------- fused decoder steps
+// The unit-norm decoder's optimizer work in two passes over W_dec instead of four:
+//   decoder_grad_prep  one sweep per row: gw = g . w, ww = w . w, gg = g . g (lane-strided,
+//                      remove_parallel's tree); coef[i] = gw / ww (0 when ww == 0) and
+//                      part[i] = ||g - coef w||^2 = max(gg - 2 coef gw + coef^2 ww, 0)
+//                      (gg when ww == 0): the projected gradient's sum of squares without
+//                      writing the projection (sumsq_finish then sums part into its slot)
+//   adam_unit_rows     per row: g = (grad - coef w) * clip[0] (remove_parallel's update, then
+//                      Adam's scale), Adam as `adam`, and the row divided by its norm as
+//                      `normalize_rows` (the sum of squares taken as the new values are made,
+//                      the division re-reading them).
+// Accesses per W_dec element: 2 reads (prep) + 4 reads, 3 writes, 1 re-read, 1 write (adam);
+// before: remove_parallel 4 reads + 1 write, sumsq 1 read, adam 4 + 3, normalize 2 + 1.
+
+@group(0) @binding(1) var<storage, read> dp_w: array<f32>;              // (n, d)
+@group(0) @binding(2) var<storage, read> dp_g: array<f32>;              // (n, d)
+@group(0) @binding(3) var<storage, read_write> dp_coef: array<f32>;     // (n)
+@group(0) @binding(4) var<storage, read_write> dp_part: array<f32>;     // (n)
+
+var<workgroup> dp_red: array<vec4<f32>, RW>;
+
+// Returns (g . w, w . w, g . g) of the row, summed over the lanes in a fixed tree.
+fn dp_tree(l: u32, s: vec4<f32>) -> vec4<f32> {
+    dp_red[l] = s;
+    workgroupBarrier();
+    for (var k = RW / 2u; k > 0u; k >>= 1u) {
+        if l < k {
+            dp_red[l] += dp_red[l + k];
+        }
+        workgroupBarrier();
+    }
+    return dp_red[0];
+}
+
+fn dp_finish(row: u32, r: vec4<f32>) {
+    var c = 0.0;
+    var part = r.z;
+    if r.y > 0.0 {
+        c = r.x / r.y;
+        part = max(r.z - 2.0 * c * r.x + c * c * r.y, 0.0);
+    }
+    dp_coef[row] = c;
+    dp_part[row] = part;
+}
+
+@compute @workgroup_size(RW)
+fn decoder_grad_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let row = row_index(wid, nwg);
+    if row >= p.len { return; }
+    let base = row * p.d;
+    var s = vec4(0.0);
+    for (var j = l; j < p.d; j += RW) {
+        let x = dp_w[base + j];
+        let y = dp_g[base + j];
+        s += vec4(y * x, x * x, y * y, 0.0);
+    }
+    let r = dp_tree(l, s);
+    if l == 0u { dp_finish(row, r); }
+}
+
+@group(0) @binding(1) var<storage, read> dv_w: array<vec4<f32>>;        // (n, d / 4)
+@group(0) @binding(2) var<storage, read> dv_g: array<vec4<f32>>;        // (n, d / 4)
+
+@compute @workgroup_size(RW)
+fn decoder_grad_prep_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let row = row_index(wid, nwg);
+    if row >= p.len { return; }
+    let base = row * p.d;
+    var gw = vec4(0.0);
+    var ww = vec4(0.0);
+    var gg = vec4(0.0);
+    for (var j = l; j < p.d; j += RW) {
+        let x = dv_w[base + j];
+        let y = dv_g[base + j];
+        gw += y * x;
+        ww += x * x;
+        gg += y * y;
+    }
+    let sum4 = vec4((gw.x + gw.y) + (gw.z + gw.w), (ww.x + ww.y) + (ww.z + ww.w), (gg.x + gg.y) + (gg.z + gg.w), 0.0);
+    let r = dp_tree(l, sum4);
+    if l == 0u { dp_finish(row, r); }
+}
+
+// adam_unit_rows: binding 5 (hyper) and 6 (clip) as `adam`.
+@group(0) @binding(1) var<storage, read_write> au_param: array<f32>;    // (n, d)
+@group(0) @binding(2) var<storage, read> au_grad: array<f32>;           // (n, d)
+@group(0) @binding(3) var<storage, read_write> au_m: array<f32>;        // (n, d)
+@group(0) @binding(4) var<storage, read_write> au_v: array<f32>;        // (n, d)
+@group(0) @binding(7) var<storage, read> au_coef: array<f32>;           // (n)
+
+@compute @workgroup_size(RW)
+fn adam_unit_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let row = row_index(wid, nwg);
+    if row >= p.len { return; }
+    let h = ad_h;
+    let base = row * p.d;
+    let c = au_coef[row];
+    let clip = ad_clip[0];
+    var s = 0.0;
+    for (var j = l; j < p.d; j += RW) {
+        let i = base + j;
+        let x = au_param[i];
+        let g = (au_grad[i] - c * x) * clip;
+        let m = h.beta1 * au_m[i] + (1.0 - h.beta1) * g;
+        let v = h.beta2 * au_v[i] + (1.0 - h.beta2) * (g * g);
+        let update = (m / h.bias1) / (sqrt(v / h.bias2) + h.eps) + h.weight_decay * x;
+        let y = x - h.lr * update;
+        au_m[i] = m;
+        au_v[i] = v;
+        au_param[i] = y;
+        s += y * y;
+    }
+    let ss = nr_tree(l, s);
+    if ss > 0.0 {
+        let norm = sqrt(ss);
+        for (var j = l; j < p.d; j += RW) {
+            au_param[base + j] = au_param[base + j] / norm;
+        }
+    }
+}
+
+@group(0) @binding(1) var<storage, read_write> auv_param: array<vec4<f32>>; // (n, d / 4)
+@group(0) @binding(2) var<storage, read> auv_grad: array<vec4<f32>>;        // (n, d / 4)
+@group(0) @binding(3) var<storage, read_write> auv_m: array<vec4<f32>>;     // (n, d / 4)
+@group(0) @binding(4) var<storage, read_write> auv_v: array<vec4<f32>>;     // (n, d / 4)
+
+@compute @workgroup_size(RW)
+fn adam_unit_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    let row = row_index(wid, nwg);
+    if row >= p.len { return; }
+    let h = ad_h;
+    let base = row * p.d;
+    let c = au_coef[row];
+    let clip = ad_clip[0];
+    var s = vec4(0.0);
+    for (var j = l; j < p.d; j += RW) {
+        let i = base + j;
+        let x = auv_param[i];
+        let g = (auv_grad[i] - c * x) * clip;
+        let m = h.beta1 * auv_m[i] + (1.0 - h.beta1) * g;
+        let v = h.beta2 * auv_v[i] + (1.0 - h.beta2) * (g * g);
+        let update = (m / h.bias1) / (sqrt(v / h.bias2) + h.eps) + h.weight_decay * x;
+        let y = x - h.lr * update;
+        auv_m[i] = m;
+        auv_v[i] = v;
+        auv_param[i] = y;
+        s += y * y;
+    }
+    let ss = nr_tree(l, (s.x + s.y) + (s.z + s.w));
+    if ss > 0.0 {
+        let norm = sqrt(ss);
+        for (var j = l; j < p.d; j += RW) {
+            auv_param[base + j] = auv_param[base + j] / norm;
+        }
+    }
+}

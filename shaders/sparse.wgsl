@@ -33,6 +33,10 @@ struct Params {
     k: u32,      // row_ptr_fixed: entries per row
     flag: u32,   // sparse_decode: 1 when b_dec is bound; gathers: 1 to accumulate
     _pad0: u32,
+    scale: f32,  // sparse_l1_backward: L1 coefficient / rows; JumpReLU: L0 coefficient / rows
+    eps: f32,    // JumpReLU bandwidth
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -476,4 +480,221 @@ fn gather_db_enc(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     }
     if p.flag != 0u { acc = gb_db_enc[i] + acc; }
     gb_db_enc[i] = acc;
+}
+
+// ---------------------------------------------------------------- sparse_l1_backward
+// g[s] += scale * norms[idx[s]] for s < nnz with val[s] > 0 (the L1 penalty's gradient at
+// the active entries, as l1_backward does on a dense dz).
+
+@group(0) @binding(2) var<storage, read> sl1_idx: array<u32>;          // (cap)
+@group(0) @binding(3) var<storage, read> sl1_val: array<f32>;          // (cap)
+@group(0) @binding(4) var<storage, read> sl1_norms: array<f32>;        // (n)
+@group(0) @binding(5) var<storage, read_write> sl1_g: array<f32>;      // (cap)
+
+@compute @workgroup_size(WG)
+fn sparse_l1_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let s = linear_index(gid, nwg);
+    if s >= min(csr_row_ptr[p.rows], p.cap) { return; }
+    if sl1_val[s] > 0.0 {
+        sl1_g[s] = sl1_g[s] + p.scale * sl1_norms[sl1_idx[s]];
+    }
+}
+
+// ---------------------------------------------------------------- sparse_jumprelu_backward
+// dval[s] = g[s] * [pre[s] > theta_i], theta_i = exp(log_theta[idx[s]]), for s < nnz
+// (jumprelu_backward's dpre at the code's entries); dval[s] = 0 for nnz <= s < cap.
+
+@group(0) @binding(2) var<storage, read> sjb_idx: array<u32>;          // (cap)
+@group(0) @binding(3) var<storage, read> sjb_pre: array<f32>;          // (cap)
+@group(0) @binding(4) var<storage, read> sjb_g: array<f32>;            // (cap)
+@group(0) @binding(5) var<storage, read> sjb_log_theta: array<f32>;    // (n)
+@group(0) @binding(6) var<storage, read_write> sjb_dval: array<f32>;   // (cap)
+
+@compute @workgroup_size(WG)
+fn sparse_jumprelu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let s = linear_index(gid, nwg);
+    if s >= p.cap { return; }
+    if s >= csr_row_ptr[p.rows] {
+        sjb_dval[s] = 0.0;
+        return;
+    }
+    let theta = exp(sjb_log_theta[sjb_idx[s]]);
+    sjb_dval[s] = select(0.0, sjb_g[s], sjb_pre[s] > theta);
+}
+
+// ---------------------------------------------------------------- gather_jumprelu_threshold
+// dlog_theta[i] = theta * (sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) with
+//   |pre - theta| <= eps / 2 of g * (-theta / eps) + l0_scale * (-1 / eps)),
+// pre = pre[lat_slot[e]], g = g[lat_slot[e]], theta = exp(log_theta[i]): jumprelu_backward's
+// threshold gradient, from the code's entries (a code that holds every entry in the window).
+
+@group(0) @binding(1) var<storage, read> gj_lat_ptr: array<u32>;       // (n + 1)
+@group(0) @binding(2) var<storage, read> gj_lat_slot: array<u32>;      // (cap)
+@group(0) @binding(3) var<storage, read> gj_pre: array<f32>;           // (cap)
+@group(0) @binding(4) var<storage, read> gj_g: array<f32>;             // (cap)
+@group(0) @binding(5) var<storage, read> gj_log_theta: array<f32>;     // (n)
+@group(0) @binding(6) var<storage, read_write> gj_out: array<f32>;     // (n)
+
+@compute @workgroup_size(WG)
+fn gather_jumprelu_threshold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.n { return; }
+    let theta = exp(gj_log_theta[i]);
+    let a = -theta / p.eps;
+    let b = p.scale * (-1.0 / p.eps);
+    let half = 0.5 * p.eps;
+    var acc = 0.0;
+    let z = gj_lat_ptr[i + 1u];
+    for (var e = gj_lat_ptr[i]; e < z; e++) {
+        let s = gj_lat_slot[e];
+        let v = gj_pre[s];
+        // acc never holds -0.0, so adding +0.0 outside the window leaves it unchanged.
+        acc += select(0.0, gj_g[s] * a + b, abs(v - theta) <= half);
+    }
+    gj_out[i] = theta * acc;
+}
+
+// ---------------------------------------------------------------- texture entry points
+// Software adapters (lavapipe): the rows that the sparse kernels gather (w_dec's for the
+// decode and the dot products, dy's and xc's for the gradients) read from rgba32float
+// storage textures laid out like the buffers (texel (c, r) = elements 4c .. 4c + 4 of row r),
+// a branch-free gather there where a storage-buffer load is a per-lane loop; and each
+// invocation takes 4 texels (16 columns) so that the code entries it reads (idx / val,
+// lat_row / lat_slot / val) serve 4x more multiply-adds. Same sums, same order as the
+// buffer entry points. Needs d % 16 == 0; dq = d / 16.
+
+@group(0) @binding(4) var dx_w: texture_storage_2d<rgba32float, read>;       // w_dec: (n, d / 4) texels
+@group(0) @binding(5) var<storage, read> dx_b: array<vec4<f32>>;             // (d / 4); unread when flag == 0
+@group(0) @binding(6) var<storage, read_write> dx_x_hat: array<vec4<f32>>;   // (rows, d / 4)
+
+// sparse_decode over (row, 16-column chunk) invocations.
+@compute @workgroup_size(WG)
+fn sparse_decode_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_index(gid, nwg);
+    let dq = p.dv / 4u;
+    if t >= p.rows * dq { return; }
+    let b = t / dq;
+    let c = (t - b * dq) * 4u;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    if p.flag != 0u {
+        a0 = dx_b[c];
+        a1 = dx_b[c + 1u];
+        a2 = dx_b[c + 2u];
+        a3 = dx_b[c + 3u];
+    }
+    let s1 = dc_row_ptr[b + 1u];
+    for (var s = dc_row_ptr[b]; s < s1; s++) {
+        let i = dc_idx[s];
+        let v = dc_val[s];
+        a0 += v * textureLoad(dx_w, vec2<u32>(c, i));
+        a1 += v * textureLoad(dx_w, vec2<u32>(c + 1u, i));
+        a2 += v * textureLoad(dx_w, vec2<u32>(c + 2u, i));
+        a3 += v * textureLoad(dx_w, vec2<u32>(c + 3u, i));
+    }
+    let o = b * p.dv + c;
+    dx_x_hat[o] = a0;
+    dx_x_hat[o + 1u] = a1;
+    dx_x_hat[o + 2u] = a2;
+    dx_x_hat[o + 3u] = a3;
+}
+
+@group(0) @binding(3) var dt_dy: texture_storage_2d<rgba32float, read>;      // dy: (rows, d / 4) texels
+@group(0) @binding(4) var dt_w: texture_storage_2d<rgba32float, read>;       // w_dec: (n, d / 4) texels
+
+// sparse_dot: one invocation per slot (as sparse_dot_vec4).
+@compute @workgroup_size(WG)
+fn sparse_dot_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let s = linear_index(gid, nwg);
+    if s >= p.cap { return; }
+    if s >= csr_row_ptr[p.rows] {
+        sd_g[s] = 0.0;
+        return;
+    }
+    let r = row_of_slot(s);
+    let i = sd_idx[s];
+    var acc = 0.0;
+    for (var j = 0u; j < p.dv; j++) {
+        let y = textureLoad(dt_dy, vec2<u32>(j, r));
+        let w = textureLoad(dt_w, vec2<u32>(j, i));
+        acc += y.x * w.x;
+        acc += y.y * w.y;
+        acc += y.z * w.z;
+        acc += y.w * w.w;
+    }
+    sd_g[s] = acc;
+}
+
+@group(0) @binding(5) var gt_dy: texture_storage_2d<rgba32float, read>;      // dy: (rows, d / 4) texels
+@group(0) @binding(6) var<storage, read_write> gt_dw_dec: array<vec4<f32>>;  // (n, d / 4)
+
+// gather_dw_dec over (latent, 16-column chunk) invocations.
+@compute @workgroup_size(WG)
+fn gather_dw_dec_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_index(gid, nwg);
+    let dq = p.dv / 4u;
+    if t >= p.n * dq { return; }
+    let i = t / dq;
+    let c = (t - i * dq) * 4u;
+    let a = gd_lat_ptr[i];
+    let z = gd_lat_ptr[i + 1u];
+    if p.flag != 0u && a == z { return; }
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var e = a; e < z; e++) {
+        let v = gd_val[gd_lat_slot[e]];
+        let r = gd_lat_row[e];
+        a0 += v * textureLoad(gt_dy, vec2<u32>(c, r));
+        a1 += v * textureLoad(gt_dy, vec2<u32>(c + 1u, r));
+        a2 += v * textureLoad(gt_dy, vec2<u32>(c + 2u, r));
+        a3 += v * textureLoad(gt_dy, vec2<u32>(c + 3u, r));
+    }
+    let o = i * p.dv + c;
+    if p.flag != 0u {
+        a0 = gt_dw_dec[o] + a0;
+        a1 = gt_dw_dec[o + 1u] + a1;
+        a2 = gt_dw_dec[o + 2u] + a2;
+        a3 = gt_dw_dec[o + 3u] + a3;
+    }
+    gt_dw_dec[o] = a0;
+    gt_dw_dec[o + 1u] = a1;
+    gt_dw_dec[o + 2u] = a2;
+    gt_dw_dec[o + 3u] = a3;
+}
+
+@group(0) @binding(5) var et_xc: texture_storage_2d<rgba32float, read>;      // xc: (rows, d / 4) texels
+
+// gather_dw_enc over (16-column block, latent) invocations, latents fastest (as the vec4
+// entry point; every block is whole since d % 16 == 0).
+@compute @workgroup_size(WG)
+fn gather_dw_enc_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_index(gid, nwg);
+    let dq = p.dv / 4u;
+    if t >= p.n * dq { return; }
+    let jb = t / p.n;
+    let i = t - jb * p.n;
+    let c = jb * 4u;
+    let a = ge_lat_ptr[i];
+    let z = ge_lat_ptr[i + 1u];
+    if p.flag != 0u && a == z { return; }
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var e = a; e < z; e++) {
+        let g = ge_dval[ge_lat_slot[e]];
+        let r = ge_lat_row[e];
+        a0 += g * textureLoad(et_xc, vec2<u32>(c, r));
+        a1 += g * textureLoad(et_xc, vec2<u32>(c + 1u, r));
+        a2 += g * textureLoad(et_xc, vec2<u32>(c + 2u, r));
+        a3 += g * textureLoad(et_xc, vec2<u32>(c + 3u, r));
+    }
+    ge4_store(c, i, a0);
+    ge4_store(c + 1u, i, a1);
+    ge4_store(c + 2u, i, a2);
+    ge4_store(c + 3u, i, a3);
 }

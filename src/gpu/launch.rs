@@ -4,7 +4,16 @@
 //! * `@group(0) @binding(0)`: the launch parameters, a uniform struct (shapes, scalars);
 //! * `@binding(1..)`: storage buffers in the order the launcher lists them, each declared
 //!   `read` or `read_write` in WGSL exactly as the launcher's [`Bind`] says;
-//! * optional extra uniforms (e.g. Adam's per-step lr) as [`Bind::Uniform`].
+//! * optional extra uniforms (e.g. Adam's per-step lr) as [`Bind::Uniform`];
+//! * rgba32float storage textures ([`Bind::Texture`] read-only, [`Bind::TextureWrite`]
+//!   write-only), for the software-adapter paths that read through textures (see
+//!   [`Gpu::texture_slot`]).
+//!
+//! Gates: dispatches recorded while a [`Gate`] is open are indirect, with workgroup counts
+//! that a device-side plan (`Gate::plan`'s kernel, see `crate::kernels::ops::gate_plan`)
+//! sets to the recorded grid or to zero from a flag computed earlier in the same command
+//! buffer. A step can thus hold two alternative paths (sparse codes or the dense fallback)
+//! and run one, with no readback.
 //!
 //! Layouts are explicit (not `layout: auto`), so an entry point may leave a binding unused.
 //! Pipelines are cached by (shader, entry point, override constants, layout); parameter
@@ -33,12 +42,22 @@ pub struct Kernel<'a> {
     pub constants: &'a [(&'static str, f64)],
 }
 
-/// A buffer bound at binding 1, 2, ... in the order given.
+/// A resource bound at binding 1, 2, ... in the order given.
 #[derive(Clone, Copy)]
 pub enum Bind<'a> {
     Read(&'a GpuTensor),
     Write(&'a GpuTensor),
     Uniform(&'a wgpu::Buffer),
+    /// `texture_storage_2d<rgba32float, read>`
+    Texture(&'a wgpu::TextureView),
+    /// `texture_storage_2d<rgba32float, write>`
+    TextureWrite(&'a wgpu::TextureView),
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Resource {
+    Buffer(wgpu::Buffer),
+    View(wgpu::TextureView),
 }
 
 impl Bind<'_> {
@@ -47,14 +66,89 @@ impl Bind<'_> {
             Bind::Read(_) => 0,
             Bind::Write(_) => 1,
             Bind::Uniform(_) => 2,
+            Bind::Texture(_) => 3,
+            Bind::TextureWrite(_) => 4,
         }
     }
-    fn buffer(&self) -> &wgpu::Buffer {
+    fn resource(&self) -> Resource {
         match self {
-            Bind::Read(t) | Bind::Write(t) => &t.buf,
-            Bind::Uniform(b) => b,
+            Bind::Read(t) | Bind::Write(t) => Resource::Buffer(t.buf.clone()),
+            Bind::Uniform(b) => Resource::Buffer((*b).clone()),
+            Bind::Texture(v) | Bind::TextureWrite(v) => Resource::View((*v).clone()),
         }
     }
+    fn binding(&self) -> wgpu::BindingResource<'_> {
+        match self {
+            Bind::Read(t) | Bind::Write(t) => t.buf.as_entire_binding(),
+            Bind::Uniform(b) => b.as_entire_binding(),
+            Bind::Texture(v) | Bind::TextureWrite(v) => wgpu::BindingResource::TextureView(v),
+        }
+    }
+}
+
+fn layout_type(kind: u8) -> wgpu::BindingType {
+    let texture = |access| wgpu::BindingType::StorageTexture {
+        access,
+        format: wgpu::TextureFormat::Rgba32Float,
+        view_dimension: wgpu::TextureViewDimension::D2,
+    };
+    let buffer = |ty| wgpu::BindingType::Buffer {
+        ty,
+        has_dynamic_offset: false,
+        min_binding_size: None,
+    };
+    match kind {
+        0 => buffer(wgpu::BufferBindingType::Storage { read_only: true }),
+        1 => buffer(wgpu::BufferBindingType::Storage { read_only: false }),
+        3 => texture(wgpu::StorageTextureAccess::ReadOnly),
+        4 => texture(wgpu::StorageTextureAccess::WriteOnly),
+        _ => buffer(wgpu::BufferBindingType::Uniform),
+    }
+}
+
+/// A set of gated dispatches sharing one device-side flag: see the module docs. Record
+/// the flag's plan first (`kernels::ops::gate_plan`), then the gated dispatches inside
+/// [`Gpu::gated`] scopes, then [`Gate::finish`] before submitting.
+pub struct Gate {
+    /// (slots, 3) u32 indirect arguments, written by the plan kernel.
+    pub args: GpuTensor,
+    /// (slots, 4) u32: each gated dispatch's grid and the flag value it runs on.
+    pub table: GpuTensor,
+    slots: usize,
+    entries: Mutex<Vec<[u32; 4]>>,
+}
+
+impl Gate {
+    /// Dispatches recorded under this gate since the last `finish`.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Capacity in dispatches.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+    /// Write the table of the dispatches recorded since the last call (queued, so before
+    /// the next submission runs) and start a new recording.
+    pub fn finish(&self, gpu: &Gpu) -> Result<()> {
+        let mut e = self.entries.lock().unwrap();
+        let mut flat: Vec<u32> = e.iter().flatten().copied().collect();
+        flat.resize(self.slots * 4, 0);
+        gpu.write(&self.table, &flat)?;
+        e.clear();
+        Ok(())
+    }
+}
+
+/// Cached textures of tensors: (buffer, rows, cols) -> texture, its view, and whether it
+/// holds the buffer's current contents (as far as recorded commands go).
+type TextureKey = (wgpu::Buffer, u32, u32);
+struct TextureEntry {
+    texture: wgpu::Texture,
+    view: wgpu::TextureView,
+    fresh: bool,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -68,7 +162,7 @@ struct PipelineKey {
 #[derive(PartialEq, Eq, Hash)]
 struct BindKey {
     pipeline: PipelineKey,
-    buffers: Vec<wgpu::Buffer>,
+    buffers: Vec<Resource>,
     params: Vec<u8>,
 }
 
@@ -93,6 +187,22 @@ pub(crate) struct Caches {
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     uniforms: Mutex<HashMap<Vec<u8>, wgpu::Buffer>>,
     bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
+    /// Some while dispatches are being profiled: (entry point, wall s, process CPU s).
+    profile: Mutex<Option<Vec<(String, f64, Option<f64>)>>>,
+    textures: Mutex<HashMap<TextureKey, TextureEntry>>,
+    /// Per recording thread: the gate its dispatches are recorded under, and the flag
+    /// value they run on (threads share the device, e.g. parallel tests).
+    gate: Mutex<HashMap<std::thread::ThreadId, (Arc<Gate>, bool)>>,
+}
+
+/// Nanoseconds all threads of this process have spent on a CPU (Linux), or None.
+fn process_cpu_ns() -> Option<u64> {
+    let mut total = 0u64;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(entry.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 /// Fold a 1-D workgroup count into (x, y) within the per-dimension limit. Shaders recover
@@ -107,6 +217,47 @@ pub fn grid_1d(groups: u32, max_per_dim: u32) -> [u32; 3] {
 }
 
 impl Gpu {
+    /// Start (or stop) timing every dispatch on its own: while on, each launcher's dispatch
+    /// is submitted and waited for as it is recorded (so the encoder a caller holds is
+    /// replaced by a fresh one), and its wall-clock and process CPU time are kept for
+    /// [`Gpu::take_dispatch_profile`]. A benchmarking aid (benches/train.rs); slow.
+    pub fn profile_dispatches(&self, on: bool) {
+        *self.caches.profile.lock().unwrap() = on.then(Vec::new);
+    }
+
+    /// The dispatches timed since profiling started, in order: (entry point, wall seconds,
+    /// CPU seconds of the whole process). Profiling stays on.
+    pub fn take_dispatch_profile(&self) -> Vec<(String, f64, Option<f64>)> {
+        self.caches
+            .profile
+            .lock()
+            .unwrap()
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Called by every launcher right after it records a dispatch of `entry`: when
+    /// profiling, submit what `enc` holds, wait, and record the time.
+    pub(crate) fn after_dispatch(&self, enc: &mut wgpu::CommandEncoder, entry: &str) -> Result<()> {
+        if self.caches.profile.lock().unwrap().is_none() {
+            return Ok(());
+        }
+        let done = std::mem::replace(enc, self.encoder());
+        let c0 = process_cpu_ns();
+        let t0 = std::time::Instant::now();
+        self.submit(done);
+        self.wait()?;
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = c0
+            .zip(process_cpu_ns())
+            .map(|(a, b)| b.saturating_sub(a) as f64 * 1e-9);
+        if let Some(v) = self.caches.profile.lock().unwrap().as_mut() {
+            v.push((entry.to_string(), wall, cpu));
+        }
+        Ok(())
+    }
+
     /// A scratch tensor of at least `len` elements for `purpose`, owned by this device and
     /// reused by every call (dispatches and submissions are ordered, so callers whose
     /// dispatches are adjacent never see each other's data). Its shape is the allocated
@@ -184,15 +335,7 @@ impl Gpu {
             .map(|(i, kind)| wgpu::BindGroupLayoutEntry {
                 binding: i as u32,
                 visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: match kind {
-                        0 => wgpu::BufferBindingType::Storage { read_only: true },
-                        1 => wgpu::BufferBindingType::Storage { read_only: false },
-                        _ => wgpu::BufferBindingType::Uniform,
-                    },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
+                ty: layout_type(kind),
                 count: None,
             })
             .collect();
@@ -293,7 +436,7 @@ impl Gpu {
         let params = bytemuck::bytes_of(params).to_vec();
         let bkey = BindKey {
             pipeline: key,
-            buffers: binds.iter().map(|b| b.buffer().clone()).collect(),
+            buffers: binds.iter().map(Bind::resource).collect(),
             params,
         };
         let mut cache = self.caches.bind_groups.lock().unwrap();
@@ -309,7 +452,7 @@ impl Gpu {
             for (i, b) in binds.iter().enumerate() {
                 entries.push(wgpu::BindGroupEntry {
                     binding: i as u32 + 1,
-                    resource: b.buffer().as_entire_binding(),
+                    resource: b.binding(),
                 });
             }
             let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -327,13 +470,144 @@ impl Gpu {
             );
         }
         let bg = cache.get(&bkey).expect("inserted above");
+        for b in binds {
+            if let Bind::Write(t) = b {
+                self.stale(&t.buf);
+            }
+        }
+        let gate = self.current_gate();
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(k.entry),
             timestamp_writes: None,
         });
         pass.set_pipeline(&pipeline.pipeline);
         pass.set_bind_group(0, bg, &[]);
-        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-        Ok(())
+        match gate {
+            None => pass.dispatch_workgroups(groups[0], groups[1], groups[2]),
+            Some((g, when)) => {
+                let mut e = g.entries.lock().unwrap();
+                if e.len() >= g.slots {
+                    return Err(Error::Internal(format!(
+                        "{}: gate full ({} dispatches)",
+                        k.entry, g.slots
+                    )));
+                }
+                e.push([groups[0], groups[1], groups[2], when as u32]);
+                pass.dispatch_workgroups_indirect(&g.args.buf, 12 * (e.len() as u64 - 1));
+            }
+        }
+        drop(pass);
+        drop(cache);
+        self.after_dispatch(enc, k.entry)
+    }
+
+    /// A gate for up to `slots` dispatches.
+    pub fn gate(&self, slots: usize) -> Result<Arc<Gate>> {
+        let args = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("gate args"),
+            size: (slots.max(1) * 12) as u64,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::INDIRECT
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(Arc::new(Gate {
+            args: GpuTensor {
+                buf: args,
+                shape: vec![slots.max(1), 3],
+                dtype: super::DType::U32,
+            },
+            table: self.zeros_u32("gate table", &[slots.max(1), 4])?,
+            slots,
+            entries: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Record the dispatches of `f` under `gate`: each runs only when the gate's flag
+    /// equals `when` (the plan kernel decides, on the device).
+    pub fn gated<R>(&self, gate: &Arc<Gate>, when: bool, f: impl FnOnce() -> R) -> R {
+        let me = std::thread::current().id();
+        let prev = self
+            .caches
+            .gate
+            .lock()
+            .unwrap()
+            .insert(me, (gate.clone(), when));
+        let r = f();
+        let mut m = self.caches.gate.lock().unwrap();
+        match prev {
+            Some(p) => m.insert(me, p),
+            None => m.remove(&me),
+        };
+        r
+    }
+
+    fn current_gate(&self) -> Option<(Arc<Gate>, bool)> {
+        let me = std::thread::current().id();
+        self.caches.gate.lock().unwrap().get(&me).cloned()
+    }
+
+    /// True inside [`Gpu::gated`] (on this thread): work recorded now may not run.
+    pub fn is_gated(&self) -> bool {
+        self.current_gate().is_some()
+    }
+
+    /// The cached rgba32float texture for the (rows, cols) tensor in `buf` (cols / 4 texels
+    /// per row), created on first use, and whether it is known to hold the buffer's current
+    /// contents. After filling it, call [`Gpu::texture_filled`].
+    pub fn texture_slot(
+        &self,
+        buf: &wgpu::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> (wgpu::Texture, wgpu::TextureView, bool) {
+        let key = (buf.clone(), rows as u32, cols as u32);
+        let mut m = self.caches.textures.lock().unwrap();
+        let e = m.entry(key).or_insert_with(|| {
+            let texture = self.device.create_texture(&wgpu::TextureDescriptor {
+                label: Some("tensor texture"),
+                size: wgpu::Extent3d {
+                    width: (cols / 4) as u32,
+                    height: rows as u32,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Float,
+                usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            });
+            let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+            TextureEntry {
+                texture,
+                view,
+                fresh: false,
+            }
+        });
+        (e.texture.clone(), e.view.clone(), e.fresh)
+    }
+
+    /// Mark the texture of (buf, rows, cols) as holding the buffer's contents (its fill is
+    /// recorded and not gated).
+    pub fn texture_filled(&self, buf: &wgpu::Buffer, rows: usize, cols: usize) {
+        let key = (buf.clone(), rows as u32, cols as u32);
+        if let Some(e) = self.caches.textures.lock().unwrap().get_mut(&key) {
+            e.fresh = true;
+        }
+    }
+
+    /// `buf` is being written: its textures no longer hold its contents.
+    pub(crate) fn stale(&self, buf: &wgpu::Buffer) {
+        let mut m = self.caches.textures.lock().unwrap();
+        if m.is_empty() {
+            return;
+        }
+        for (k, e) in m.iter_mut() {
+            if &k.0 == buf {
+                e.fresh = false;
+            }
+        }
     }
 }

@@ -14,5 +14,5 @@ pub use context::{
     AdapterSummary, DeviceChoice, Engine, Gpu, list_adapters, no_adapter_hint,
     quiet_headless_probe, select_engine,
 };
-pub use launch::{Bind, Kernel, Shader, grid_1d};
+pub use launch::{Bind, Gate, Kernel, Shader, grid_1d};
 pub use tensor::{DType, GpuTensor};

@@ -129,6 +129,7 @@ impl Gpu {
             )));
         }
         if !data.is_empty() {
+            self.stale(&t.buf);
             self.queue
                 .write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
         }
@@ -138,6 +139,7 @@ impl Gpu {
     /// Fill every element with the bit pattern of `value` (tests poison outputs with NaN).
     pub fn fill(&self, t: &GpuTensor, value: f32) {
         if t.len() > 0 {
+            self.stale(&t.buf);
             let v = vec![value; t.len()];
             self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(&v));
         }

@@ -14,7 +14,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{Bind, DType, Gpu, GpuTensor, Kernel, Shader};
+use crate::gpu::{Bind, DType, Gate, Gpu, GpuTensor, Kernel, Shader};
 use crate::{Error, Result};
 
 use super::{expect_len, expect_shape};
@@ -45,6 +45,10 @@ struct Params {
     cap: u32,
     dead_after: u32,
     block: u32,
+    has_off: u32,
+    eps: f32,
+    shift: u32,
+    last: u32,
 }
 
 fn launch_1d(
@@ -141,17 +145,19 @@ fn expect_block(kernel: &str, block: usize) -> Result<()> {
     Ok(())
 }
 
-/// bmax[r, j] = the largest key of x[r, col(q)] over the eligible positions q of block j
-/// (positions j*block .. (j+1)*block; position q is latent q, or cols[q] for q < ncols[0]);
-/// 0 for a block with no eligible position.
-/// x: (rows, n), cols: (n) u32 + ncols: (1) u32 or None
+/// bmax[r, j] = the largest key of x[r, col(q)] - off[col(q)] (no subtraction without off)
+/// over the eligible positions q of block j (positions j*block .. (j+1)*block; position q is
+/// latent q, or cols[q] for q < ncols[0]); 0 for a block with no eligible position.
+/// x: (rows, n), cols: (n) u32 + ncols: (1) u32 or None, off: (n) or None
 ///   -> bmax: (rows, blocks(n, block)) u32
+#[allow(clippy::too_many_arguments)]
 pub fn block_max(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
     x: &GpuTensor,
     block: usize,
     cols: Option<(&GpuTensor, &GpuTensor)>,
+    off: Option<&GpuTensor>,
     bmax: &GpuTensor,
 ) -> Result<()> {
     let k = "block_max";
@@ -159,10 +165,20 @@ pub fn block_max(
     expect_block(k, block)?;
     let nb = blocks(n, block);
     expect_u32(k, "bmax", bmax, rows * nb)?;
+    if let Some(o) = off {
+        expect_len(k, "off", o, n)?;
+    }
     let [c, cn] = col_binds(k, x, n, cols)?;
-    let p = params(rows, n, 0, block, cols.is_some());
-    let binds = [Bind::Read(x), c, cn, Bind::Write(bmax)];
-    let e = if cols.is_none() && n.is_multiple_of(4) && block.is_multiple_of(4) {
+    let mut p = params(rows, n, 0, block, cols.is_some());
+    p.has_off = off.is_some() as u32;
+    let binds = [
+        Bind::Read(x),
+        c,
+        cn,
+        Bind::Write(bmax),
+        Bind::Read(off.unwrap_or(x)),
+    ];
+    let e = if cols.is_none() && off.is_none() && n.is_multiple_of(4) && block.is_multiple_of(4) {
         "block_max_vec4"
     } else {
         "block_max"
@@ -420,7 +436,7 @@ pub fn topk_codes(
         &[rows * k],
     );
     let sel_n = view(gpu.scratch("codes sel_n", DType::U32, rows)?, &[rows]);
-    block_max(gpu, enc, x, block, cols, &bmax)?;
+    block_max(gpu, enc, x, block, cols, None, &bmax)?;
     topk_threshold(gpu, enc, &bmax, rows, nb, k, &thr)?;
     #[rustfmt::skip]
     topk_candidates(gpu, enc, x, block, cols, &bmax, &thr, &cand, &cand_key, &cand_n)?;
@@ -458,4 +474,376 @@ pub fn dead_list(
         &p,
         &[Bind::Read(since), Bind::Write(cols), Bind::Write(ncols)],
     )
+}
+
+/// off[i] = exp(log_thr[i]) - eps.
+/// log_thr: (n) -> off: (n)
+pub fn threshold_offsets(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    log_thr: &GpuTensor,
+    eps: f32,
+    off: &GpuTensor,
+) -> Result<()> {
+    let n = log_thr.len();
+    expect_len("threshold_offsets", "off", off, n)?;
+    let p = Params {
+        n: n as u32,
+        eps,
+        ..Default::default()
+    };
+    launch_1d(
+        gpu,
+        enc,
+        "threshold_offsets",
+        &p,
+        &[Bind::Read(log_thr), Bind::Write(off)],
+        n,
+    )
+}
+
+fn compact_params(
+    kernel: &str,
+    x: &GpuTensor,
+    block: usize,
+    bmax: &GpuTensor,
+    jumprelu: Option<(&GpuTensor, f32)>,
+) -> Result<(usize, Params)> {
+    let (rows, n) = matrix(kernel, x)?;
+    expect_block(kernel, block)?;
+    expect_u32(kernel, "bmax", bmax, rows * blocks(n, block))?;
+    let mut p = params(rows, n, 0, block, false);
+    if let Some((l, eps)) = jumprelu {
+        expect_len(kernel, "log_thr", l, n)?;
+        p.has_off = 1;
+        p.eps = eps;
+    }
+    Ok((rows, p))
+}
+
+/// Per row, how many entries the activation keeps: ReLU (jumprelu None) pre > 0; JumpReLU
+/// pre > theta or |pre - theta| <= eps / 2, theta = exp(log_thr). Reads only the blocks whose
+/// bmax (block_max of x, or of x - threshold_offsets for JumpReLU) is a key >= key(0.0).
+/// x: (rows, n), bmax: (rows, blocks(n, block)) u32, log_thr: (n) -> counts: (rows) u32
+pub fn compact_count(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    block: usize,
+    bmax: &GpuTensor,
+    jumprelu: Option<(&GpuTensor, f32)>,
+    counts: &GpuTensor,
+) -> Result<()> {
+    let kn = "compact_count";
+    let (rows, p) = compact_params(kn, x, block, bmax, jumprelu)?;
+    expect_u32(kn, "counts", counts, rows)?;
+    let lt = jumprelu.map_or(x, |(l, _)| l);
+    let binds = [
+        Bind::Read(x),
+        Bind::Read(bmax),
+        Bind::Read(lt),
+        Bind::Write(counts),
+    ];
+    launch_1d(gpu, enc, kn, &p, &binds, rows)
+}
+
+/// The kept entries of each row, ascending, at row_ptr[r] + j for slots < cap: idx the
+/// latent, val the activation (pre, or 0 in JumpReLU's window below theta), pre_val pre.
+/// x: (rows, n), bmax as compact_count, log_thr: (n), row_ptr: (rows + 1) u32
+///   -> idx: (cap) u32, val: (cap), pre_val: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn compact_write(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    block: usize,
+    bmax: &GpuTensor,
+    jumprelu: Option<(&GpuTensor, f32)>,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    pre_val: &GpuTensor,
+) -> Result<()> {
+    let kn = "compact_write";
+    let (rows, mut p) = compact_params(kn, x, block, bmax, jumprelu)?;
+    expect_u32(kn, "row_ptr", row_ptr, rows + 1)?;
+    let cap = idx.len();
+    expect_u32(kn, "idx", idx, cap)?;
+    expect_len(kn, "val", val, cap)?;
+    expect_len(kn, "pre_val", pre_val, cap)?;
+    p.cap = cap as u32;
+    let lt = jumprelu.map_or(x, |(l, _)| l);
+    let binds = [
+        Bind::Read(x),
+        Bind::Read(bmax),
+        Bind::Read(lt),
+        Bind::Read(row_ptr),
+        Bind::Write(idx),
+        Bind::Write(val),
+        Bind::Write(pre_val),
+    ];
+    launch_1d(gpu, enc, kn, &p, &binds, rows)
+}
+
+/// The codes of a ReLU (jumprelu None) or JumpReLU activation of x as CSR (latents
+/// ascending within a row): row_ptr[rows] = nnz, which may exceed cap = idx.len(), in which
+/// case only the first cap entries are written (the caller then takes the dense path; see
+/// `crate::kernels::ops::gate_plan`). Records block_max (of x - threshold_offsets for
+/// JumpReLU) -> compact_count -> csr_scan -> compact_write, on scratch buffers.
+/// x: (rows, n), log_thr: (n) -> row_ptr: (rows + 1) u32, idx: (cap) u32, val, pre_val: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn activation_codes(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    jumprelu: Option<(&GpuTensor, f32)>,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    pre_val: &GpuTensor,
+) -> Result<()> {
+    let (rows, n) = matrix("activation_codes", x)?;
+    let nb = blocks(n, BLOCK);
+    let view = |t: GpuTensor, len: usize| GpuTensor {
+        buf: t.buf,
+        shape: vec![len],
+        dtype: t.dtype,
+    };
+    let bmax = view(gpu.scratch("codes bmax", DType::U32, rows * nb)?, rows * nb);
+    let counts = view(gpu.scratch("codes counts", DType::U32, rows)?, rows);
+    let off = match jumprelu {
+        Some((l, eps)) => {
+            let off = view(gpu.scratch("codes off", DType::F32, n)?, n);
+            threshold_offsets(gpu, enc, l, eps, &off)?;
+            Some(off)
+        }
+        None => None,
+    };
+    block_max(gpu, enc, x, BLOCK, None, off.as_ref(), &bmax)?;
+    compact_count(gpu, enc, x, BLOCK, &bmax, jumprelu, &counts)?;
+    csr_scan(gpu, enc, &counts, row_ptr)?;
+    compact_write(
+        gpu, enc, x, BLOCK, &bmax, jumprelu, row_ptr, idx, val, pre_val,
+    )
+}
+
+/// state = (prefix 0, mask 0, need k_total, overflow 0), hist = 0: the start of
+/// [`batch_threshold`]'s radix select.
+/// -> state: (4) u32, hist: (256) u32
+pub fn key_init(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    k_total: usize,
+    state: &GpuTensor,
+    hist: &GpuTensor,
+) -> Result<()> {
+    expect_u32("key_init", "state", state, 4)?;
+    expect_u32("key_init", "hist", hist, 256)?;
+    let p = Params {
+        k: k_total as u32,
+        ..Default::default()
+    };
+    launch_single(
+        gpu,
+        enc,
+        "key_init",
+        &p,
+        &[Bind::Write(state), Bind::Write(hist)],
+    )
+}
+
+/// The 16-bit key prefix T of the k_total-th largest of `keys` (as the twin
+/// `reference::codes::batch_threshold`), in state[0], and thr[r] = T for every row: two
+/// radix levels (key_hist, key_find) after key_init. Needs 1 <= k_total <= keys.len().
+/// keys: (len) u32 -> state: (4) u32, hist: (256) u32 scratch, thr: (rows) u32
+pub fn batch_threshold(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    keys: &GpuTensor,
+    k_total: usize,
+    state: &GpuTensor,
+    hist: &GpuTensor,
+    thr: &GpuTensor,
+) -> Result<()> {
+    let kn = "batch_threshold";
+    let len = keys.len();
+    expect_u32(kn, "keys", keys, len)?;
+    if k_total == 0 || k_total > len {
+        return Err(Error::Internal(format!(
+            "{kn}: k_total {k_total} not in 1..={len}"
+        )));
+    }
+    expect_u32(kn, "thr", thr, thr.len())?;
+    key_init(gpu, enc, k_total, state, hist)?;
+    for (shift, last) in [(24u32, false), (16, true)] {
+        let p = Params {
+            n: len as u32,
+            rows: thr.len() as u32,
+            shift,
+            last: last as u32,
+            ..Default::default()
+        };
+        #[rustfmt::skip]
+        launch_1d(gpu, enc, "key_hist", &p, &[Bind::Read(keys), Bind::Read(state), Bind::Write(hist)], len)?;
+        let k = Kernel {
+            shader: &SHADER,
+            entry: "key_find",
+            constants: &[],
+        };
+        gpu.dispatch(
+            enc,
+            &k,
+            &p,
+            &[Bind::Write(state), Bind::Write(hist), Bind::Write(thr)],
+            [1, 1, 1],
+        )?;
+    }
+    Ok(())
+}
+
+/// xm[r, j] = x[r, cand[r, j]] for j < cand_n[r], -inf after; state[3] += the number of
+/// rows with cand_n > CAND or thr at or below key(-inf).
+/// x: (rows, n), cand: (rows, CAND) u32, cand_n, thr: (rows) u32
+///   -> xm: (rows, CAND), state: (4) u32
+#[allow(clippy::too_many_arguments)]
+pub fn candidate_matrix(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    cand: &GpuTensor,
+    cand_n: &GpuTensor,
+    thr: &GpuTensor,
+    xm: &GpuTensor,
+    state: &GpuTensor,
+) -> Result<()> {
+    let kn = "candidate_matrix";
+    let (rows, n) = matrix(kn, x)?;
+    expect_u32(kn, "cand", cand, rows * CAND)?;
+    expect_u32(kn, "cand_n", cand_n, rows)?;
+    expect_u32(kn, "thr", thr, rows)?;
+    expect_shape(kn, "xm", xm, &[rows, CAND])?;
+    expect_u32(kn, "state", state, 4)?;
+    let p = params(rows, n, 0, 1, false);
+    let binds = [
+        Bind::Read(x),
+        Bind::Read(cand),
+        Bind::Read(cand_n),
+        Bind::Read(thr),
+        Bind::Write(xm),
+        Bind::Write(state),
+    ];
+    launch_1d(gpu, enc, kn, &p, &binds, rows * CAND)
+}
+
+/// idx[s] = cand[r, cidx[s]] for the slots s of row r, s < row_ptr[rows] and < cap.
+/// row_ptr: (rows + 1) u32, cidx: (cap) u32, cand: (rows, CAND) u32 -> idx: (cap) u32
+pub fn candidate_map(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    row_ptr: &GpuTensor,
+    cidx: &GpuTensor,
+    cand: &GpuTensor,
+    idx: &GpuTensor,
+) -> Result<()> {
+    let kn = "candidate_map";
+    let rows = row_ptr.len().saturating_sub(1);
+    let cap = idx.len();
+    expect_u32(kn, "row_ptr", row_ptr, rows + 1)?;
+    expect_u32(kn, "cidx", cidx, cap)?;
+    expect_u32(kn, "cand", cand, rows * CAND)?;
+    expect_u32(kn, "idx", idx, cap)?;
+    let p = Params {
+        rows: rows as u32,
+        cap: cap as u32,
+        ..Default::default()
+    };
+    let binds = [
+        Bind::Read(row_ptr),
+        Bind::Read(cidx),
+        Bind::Read(cand),
+        Bind::Write(idx),
+    ];
+    launch_1d(gpu, enc, kn, &p, &binds, cap)
+}
+
+/// Scratch of [`batchtopk_codes`].
+pub struct BatchScratch {
+    pub bmax: GpuTensor,
+    pub state: GpuTensor,
+    pub hist: GpuTensor,
+    pub thr: GpuTensor,
+    pub cand: GpuTensor,
+    pub cand_key: GpuTensor,
+    pub cand_n: GpuTensor,
+    pub xm: GpuTensor,
+    pub cidx: GpuTensor,
+    /// topk.wgsl batchtopk's scratch.
+    pub select: GpuTensor,
+}
+
+impl BatchScratch {
+    pub fn new(gpu: &Gpu, rows: usize, n: usize, k_total: usize) -> Result<BatchScratch> {
+        let u = |what: &str, len: usize| gpu.zeros_u32(what, &[len]);
+        Ok(BatchScratch {
+            bmax: u("batch bmax", rows * blocks(n, BLOCK))?,
+            state: u("batch state", 4)?,
+            hist: u("batch hist", 256)?,
+            thr: u("batch thr", rows)?,
+            cand: u("batch cand", rows * CAND)?,
+            cand_key: u("batch cand_key", rows * CAND)?,
+            cand_n: u("batch cand_n", rows)?,
+            xm: gpu.zeros("batch candidates", &[rows, CAND])?,
+            cidx: u("batch cidx", k_total)?,
+            select: u(
+                "batchtopk scratch",
+                // Used on x (rows, n) by the fallback and on the candidates (rows, CAND).
+                super::topk::batchtopk_scratch_len(rows, n, k_total)
+                    .max(super::topk::batchtopk_scratch_len(rows, CAND, k_total)),
+            )?,
+        })
+    }
+}
+
+/// BatchTopK on candidates (see shaders/codes.wgsl): the k_total largest entries of the
+/// whole of x, exactly as topk.wgsl's batchtopk on x (same CSR, values and threshold), from
+/// a (rows, CAND) candidate matrix; when a row's candidates overflow (or the bound is at or
+/// below -inf) `gate` runs batchtopk on x itself instead. Records gate_plan; the caller
+/// calls `gate.finish` before submitting. With k_total > rows * blocks(n, BLOCK) (more
+/// entries per row than blocks: the bound would be vacuous) it records batchtopk on x alone.
+/// x: (rows, n) -> row_ptr: (rows + 1) u32, idx: (k_total) u32, val: (k_total),
+/// threshold: (1)
+#[allow(clippy::too_many_arguments)]
+pub fn batchtopk_codes(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    gate: &std::sync::Arc<Gate>,
+    sc: &BatchScratch,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    threshold: &GpuTensor,
+) -> Result<()> {
+    use super::topk::batchtopk;
+    let (rows, n) = matrix("batchtopk_codes", x)?;
+    let k_total = idx.len();
+    if k_total > rows * blocks(n, BLOCK) {
+        return batchtopk(gpu, enc, x, row_ptr, idx, val, threshold, &sc.select);
+    }
+    block_max(gpu, enc, x, BLOCK, None, None, &sc.bmax)?;
+    batch_threshold(gpu, enc, &sc.bmax, k_total, &sc.state, &sc.hist, &sc.thr)?;
+    #[rustfmt::skip]
+    topk_candidates(gpu, enc, x, BLOCK, None, &sc.bmax, &sc.thr, &sc.cand, &sc.cand_key, &sc.cand_n)?;
+    candidate_matrix(
+        gpu, enc, x, &sc.cand, &sc.cand_n, &sc.thr, &sc.xm, &sc.state,
+    )?;
+    super::ops::gate_plan(gpu, enc, gate, &sc.state, 3, 0)?;
+    gpu.gated(gate, false, || -> Result<()> {
+        #[rustfmt::skip]
+        batchtopk(gpu, enc, &sc.xm, row_ptr, &sc.cidx, val, threshold, &sc.select)?;
+        candidate_map(gpu, enc, row_ptr, &sc.cidx, &sc.cand, idx)
+    })?;
+    gpu.gated(gate, true, || {
+        batchtopk(gpu, enc, x, row_ptr, idx, val, threshold, &sc.select)
+    })
 }

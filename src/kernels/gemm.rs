@@ -13,11 +13,9 @@
 //! * [`GemmPath::General`]: any shape, plain storage buffers, no workgroup memory; what
 //!   software adapters use for shapes the texture path cannot take.
 //!
-//! The texture path cannot go through [`Gpu::dispatch`] (which binds buffers only), so it
-//! keeps its own small pipeline cache keyed by device and override constants; its textures
-//! are created per call and released by wgpu once the submission that uses them is done.
-
-use std::sync::Arc;
+//! The texture path's textures are cached per (buffer, shape) on the device ([`texture_of`])
+//! and refilled only when their buffer was written since, so a training step creates nothing
+//! after its first step and copies W_enc once even though two products read it.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -242,112 +240,56 @@ pub fn gemm_with(
 
 // ------------------------------------------------------------------ texture path
 
-struct TexturePipeline {
-    pipeline: wgpu::ComputePipeline,
-    layout: wgpu::BindGroupLayout,
-}
-
-/// gemm_tex pipelines by override constants, cached per device (`Gpu::cached`; a handful
-/// per training run). The constants are given in a fixed order by `texture_dispatch`.
-fn texture_pipeline(gpu: &Gpu, constants: &[(&'static str, f64)]) -> Arc<TexturePipeline> {
-    let key = (
-        "gemm_tex",
-        constants.iter().map(|(_, v)| v.to_bits()).collect(),
-    );
-    gpu.cached(key, || build_texture_pipeline(gpu, constants))
-}
-
-fn build_texture_pipeline(gpu: &Gpu, constants: &[(&'static str, f64)]) -> TexturePipeline {
-    let texture = wgpu::BindingType::StorageTexture {
-        access: wgpu::StorageTextureAccess::ReadOnly,
-        format: wgpu::TextureFormat::Rgba32Float,
-        view_dimension: wgpu::TextureViewDimension::D2,
-    };
-    let buffer = |read_only: bool| wgpu::BindingType::Buffer {
-        ty: wgpu::BufferBindingType::Storage { read_only },
-        has_dynamic_offset: false,
-        min_binding_size: None,
-    };
-    let types = [
-        wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Uniform,
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        texture,
-        texture,
-        buffer(true),
-        buffer(false),
-    ];
-    let entries: Vec<wgpu::BindGroupLayoutEntry> = types
-        .iter()
-        .enumerate()
-        .map(|(i, ty)| wgpu::BindGroupLayoutEntry {
-            binding: i as u32,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: *ty,
-            count: None,
-        })
-        .collect();
-    let layout = gpu
-        .device
-        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("gemm_tex"),
-            entries: &entries,
-        });
-    let pl = gpu
-        .device
-        .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("gemm_tex"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-    let module = gpu
-        .device
-        .create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(SHADER.name),
-            source: wgpu::ShaderSource::Wgsl(SHADER.source.into()),
-        });
-    let pipeline = gpu
-        .device
-        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("gemm_tex"),
-            layout: Some(&pl),
-            module: &module,
-            entry_point: Some("gemm_tex"),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
-    TexturePipeline { pipeline, layout }
-}
-
-/// A texture holding the (rows, cols) tensor `t` as rows of cols / 4 rgba32float texels,
-/// filled by a copy recorded into `enc`.
-fn texture_of(
+/// The rgba32float texture holding the (rows, cols) tensor `t` (cols / 4 texels per row),
+/// cached per (buffer, shape) on the device and refreshed only when the buffer was written
+/// since: by a copy, or, inside a gate (`Gpu::gated`), by the gated `fill_texture` kernel
+/// (a copy cannot be skipped on the device). cols must be a multiple of 4 and, for the
+/// copy, a multiple of 64 when rows > 1 (see `texture_fits`).
+/// t: (rows, cols) -> its texture view
+pub fn texture_of(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
-    what: &str,
     t: &GpuTensor,
     [rows, cols]: [usize; 2],
-) -> wgpu::Texture {
+) -> Result<wgpu::TextureView> {
+    if t.len() != rows * cols || !cols.is_multiple_of(4) {
+        return Err(Error::Internal(format!(
+            "texture_of: tensor {:?} as ({rows}, {cols})",
+            t.shape
+        )));
+    }
+    let (texture, view, fresh) = gpu.texture_slot(&t.buf, rows, cols);
+    if fresh {
+        return Ok(view);
+    }
+    if gpu.is_gated() {
+        let p = Params {
+            m: rows as u32,
+            n: (cols / 4) as u32,
+            k: 0,
+            _pad0: 0,
+            alpha: 0.0,
+            beta: 0.0,
+            _pad1: [0; 2],
+        };
+        gpu.dispatch(
+            enc,
+            &Kernel {
+                shader: &SHADER,
+                entry: "fill_texture",
+                constants: &[("FT_WG", FT_WG as f64)],
+            },
+            &p,
+            &[Bind::Read(t), Bind::TextureWrite(&view)],
+            gpu.groups_for(rows * cols / 4, FT_WG),
+        )?;
+        return Ok(view);
+    }
     let size = wgpu::Extent3d {
         width: (cols / 4) as u32,
         height: rows as u32,
         depth_or_array_layers: 1,
     };
-    let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
-        label: Some(what),
-        size,
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba32Float,
-        usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
-        view_formats: &[],
-    });
     enc.copy_buffer_to_texture(
         wgpu::TexelCopyBufferInfo {
             buffer: &t.buf,
@@ -365,8 +307,12 @@ fn texture_of(
         },
         size,
     );
-    texture
+    gpu.texture_filled(&t.buf, rows, cols);
+    Ok(view)
 }
+
+/// Invocations per workgroup of fill_texture.
+const FT_WG: usize = 64;
 
 #[allow(clippy::too_many_arguments)]
 fn texture_dispatch(
@@ -381,50 +327,22 @@ fn texture_dispatch(
     spec: &GemmSpec,
     groups: [u32; 3],
 ) -> Result<()> {
-    for t in [a, b, bias, c] {
-        gpu.check_fits("gemm", &t.shape, t.bytes())?;
-    }
-    let pipeline = texture_pipeline(gpu, constants);
-    let ta = texture_of(gpu, enc, "gemm A", a, spec.a_shape());
-    let tb = texture_of(gpu, enc, "gemm B", b, spec.b_shape());
-    let ubuf = gpu.uniform_buffer("gemm params", size_of::<Params>());
-    // The uniform is written at the next submission, before any command of this encoder
-    // runs; the buffer is this call's own, so that is the value this dispatch sees.
-    gpu.queue.write_buffer(&ubuf, 0, bytemuck::bytes_of(params));
-    let va = ta.create_view(&wgpu::TextureViewDescriptor::default());
-    let vb = tb.create_view(&wgpu::TextureViewDescriptor::default());
-    let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("gemm_tex"),
-        layout: &pipeline.layout,
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: ubuf.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: wgpu::BindingResource::TextureView(&va),
-            },
-            wgpu::BindGroupEntry {
-                binding: 2,
-                resource: wgpu::BindingResource::TextureView(&vb),
-            },
-            wgpu::BindGroupEntry {
-                binding: 3,
-                resource: bias.buf.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 4,
-                resource: c.buf.as_entire_binding(),
-            },
+    let va = texture_of(gpu, enc, a, spec.a_shape())?;
+    let vb = texture_of(gpu, enc, b, spec.b_shape())?;
+    gpu.dispatch(
+        enc,
+        &Kernel {
+            shader: &SHADER,
+            entry: "gemm_tex",
+            constants,
+        },
+        params,
+        &[
+            Bind::Texture(&va),
+            Bind::Texture(&vb),
+            Bind::Read(bias),
+            Bind::Write(c),
         ],
-    });
-    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some("gemm_tex"),
-        timestamp_writes: None,
-    });
-    pass.set_pipeline(&pipeline.pipeline);
-    pass.set_bind_group(0, &bg, &[]);
-    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-    Ok(())
+        groups,
+    )
 }

@@ -307,3 +307,122 @@ pub fn remove_parallel(
         gpu.groups_for(n, 1),
     )
 }
+
+/// The unit-norm decoder's gradient pass: per row, coef[i] = (g . w) / (w . w) (0 where
+/// w is zero) and part[i] = ||g[i] - coef[i] w[i]||^2, taken as max(g.g - 2 coef g.w +
+/// coef^2 w.w, 0) (g.g where w is zero), g left unprojected ([`adam_unit_rows`] projects
+/// it). One workgroup per row, one sweep.
+/// w: (n, d), g: (n, d) -> coef: (n), part: (n)
+#[allow(clippy::too_many_arguments)]
+pub fn decoder_grad_prep(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    w: &GpuTensor,
+    g: &GpuTensor,
+    n: usize,
+    d: usize,
+    coef: &GpuTensor,
+    part: &GpuTensor,
+) -> Result<()> {
+    let k = "decoder_grad_prep";
+    expect_shape(k, "w", w, &[n, d])?;
+    expect_shape(k, "g", g, &[n, d])?;
+    expect_len(k, "coef", coef, n)?;
+    expect_len(k, "part", part, n)?;
+    fits_u32(k, "w", n * d)?;
+    if n == 0 || d == 0 {
+        return Ok(());
+    }
+    let (vec4, p) = row_params(n, d);
+    let entry = if vec4 { "decoder_grad_prep_vec4" } else { k };
+    gpu.dispatch(
+        enc,
+        &kernel(entry, &[("RW", row_lanes(gpu) as f64)]),
+        &p,
+        &[
+            Bind::Read(w),
+            Bind::Read(g),
+            Bind::Write(coef),
+            Bind::Write(part),
+        ],
+        gpu.groups_for(n, 1),
+    )
+}
+
+/// acc[slot] = sum of part (partial sums of squares, e.g. [`decoder_grad_prep`]'s), in a
+/// fixed order (sumsq's second level); other slots untouched.
+/// part: (len), acc: (slots) -> acc[slot]
+pub fn sum_slot(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    part: &GpuTensor,
+    acc: &GpuTensor,
+    slot: u32,
+) -> Result<()> {
+    if slot as usize >= acc.len() {
+        return Err(Error::Internal(format!(
+            "sum_slot: slot {slot} is outside acc {}",
+            acc.shape_str()
+        )));
+    }
+    fits_u32("sum_slot", "part", part.len())?;
+    let mut p = Params::new(part.len());
+    p.slot = slot;
+    gpu.dispatch(
+        enc,
+        &kernel("sumsq_finish", FINISH),
+        &p,
+        &[Bind::Read(part), Bind::Write(acc)],
+        [1, 1, 1],
+    )
+}
+
+/// AdamW on a unit-norm decoder, one workgroup per row: g = (grad - coef[i] w) * clip[0]
+/// (the gradient without its component along the row, see [`decoder_grad_prep`]), the
+/// update of [`adam`], then the row divided by its norm (rows of zero norm unchanged).
+/// param: (n, d), grad: (n, d), coef: (n), m, v: (n, d), hyper: uniform, clip: (>= 1)
+///   -> param, m, v updated
+#[allow(clippy::too_many_arguments)]
+pub fn adam_unit_rows(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    param: &GpuTensor,
+    grad: &GpuTensor,
+    coef: &GpuTensor,
+    m: &GpuTensor,
+    v: &GpuTensor,
+    hyper: &wgpu::Buffer,
+    clip: &GpuTensor,
+    n: usize,
+    d: usize,
+) -> Result<()> {
+    let k = "adam_unit_rows";
+    for (name, t) in [("param", param), ("grad", grad), ("m", m), ("v", v)] {
+        expect_shape(k, name, t, &[n, d])?;
+    }
+    expect_len(k, "coef", coef, n)?;
+    if clip.is_empty() {
+        return Err(Error::Internal(format!("{k}: clip is empty")));
+    }
+    fits_u32(k, "param", n * d)?;
+    if n == 0 || d == 0 {
+        return Ok(());
+    }
+    let (vec4, p) = row_params(n, d);
+    let entry = if vec4 { "adam_unit_rows_vec4" } else { k };
+    gpu.dispatch(
+        enc,
+        &kernel(entry, &[("RW", row_lanes(gpu) as f64)]),
+        &p,
+        &[
+            Bind::Write(param),
+            Bind::Read(grad),
+            Bind::Write(m),
+            Bind::Write(v),
+            Bind::Uniform(hyper),
+            Bind::Read(clip),
+            Bind::Read(coef),
+        ],
+        gpu.groups_for(n, 1),
+    )
+}

@@ -10,7 +10,11 @@
 //!
 //! Codes are CSR over rows: row_ptr (rows + 1, row_ptr[0] == 0), idx (cap) u32, val (cap)
 //! f32; kernels read nnz = row_ptr[rows] <= cap on the device, and buffers are sized to cap.
-//! Kernels with a d axis have a vec4 entry point (`*_vec4`) used when d % 4 == 0.
+//! Kernels with a d axis have a vec4 entry point (`*_vec4`) used when d % 4 == 0, and on
+//! software adapters a texture entry point (`*_tex`, see [`texture_path`]) that reads the
+//! gathered rows (w_dec, dy, xc) from cached rgba32float textures and takes 16 columns per
+//! invocation: on lavapipe a storage-buffer load is a per-lane loop (~300 instructions per
+//! vec4 for 8 lanes), a texture load a branch-free gather (~50).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -43,6 +47,9 @@ struct Params {
     k: u32,
     flag: u32,
     _pad: u32,
+    scale: f32,
+    eps: f32,
+    _pad1: [u32; 2],
 }
 
 /// Record `entry` with one override constant set.
@@ -155,6 +162,29 @@ fn u(x: usize) -> u32 {
     x as u32
 }
 
+/// Whether the `*_tex` entry points take rows of length d gathered from tensors of up to
+/// `heights` rows: software adapters only (hardware GPUs coalesce buffer loads), d a
+/// multiple of 64 (a buffer-to-texture copy needs 256-byte rows), every texture within the
+/// adapter's 2-D limit.
+pub fn texture_path(gpu: &Gpu, heights: &[usize], d: usize) -> bool {
+    let max = gpu.limits.max_texture_dimension_2d as usize;
+    gpu.is_software()
+        && d > 0
+        && d.is_multiple_of(64)
+        && d / 4 <= max
+        && heights.iter().all(|&h| h > 0 && h <= max)
+}
+
+/// The texture of a (rows, d) tensor (see `gemm::texture_of`).
+fn tex(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    t: &GpuTensor,
+    d: usize,
+) -> Result<wgpu::TextureView> {
+    super::gemm::texture_of(gpu, enc, t, [t.len() / d.max(1), d])
+}
+
 /// x_hat[b, :] = (b_dec or 0) + sum over s in row_ptr[b]..row_ptr[b+1] (ascending) of
 /// val[s] * w_dec[idx[s], :].
 /// row_ptr: (rows + 1), idx: (cap), val: (cap), w_dec: (n, d), b_dec: (d) -> x_hat: (rows, d)
@@ -189,6 +219,18 @@ pub fn sparse_decode(
         flag: b_dec.is_some() as u32,
         ..Default::default()
     };
+    if texture_path(gpu, &[n], d) {
+        let w = tex(gpu, enc, w_dec, d)?;
+        let binds = [
+            Bind::Read(row_ptr),
+            Bind::Read(idx),
+            Bind::Read(val),
+            Bind::Texture(&w),
+            Bind::Read(b_dec.unwrap_or(w_dec)),
+            Bind::Write(x_hat),
+        ];
+        return launch_1d(gpu, enc, "sparse_decode_tex", &p, &binds, rows * (d / 16));
+    }
     let binds = [
         Bind::Read(row_ptr),
         Bind::Read(idx),
@@ -231,6 +273,17 @@ pub fn sparse_dot(
         cap: u(cap),
         ..Default::default()
     };
+    if texture_path(gpu, &[n, rows], d) {
+        let (y, w) = (tex(gpu, enc, dy, d)?, tex(gpu, enc, w_dec, d)?);
+        let binds = [
+            Bind::Read(row_ptr),
+            Bind::Read(idx),
+            Bind::Texture(&y),
+            Bind::Texture(&w),
+            Bind::Write(g),
+        ];
+        return launch_1d(gpu, enc, "sparse_dot_tex", &p, &binds, cap);
+    }
     let binds = [
         Bind::Read(row_ptr),
         Bind::Read(idx),
@@ -352,6 +405,18 @@ pub fn gather_dw_dec(
         flag: accumulate as u32,
         ..Default::default()
     };
+    if texture_path(gpu, &[dy.shape[0]], d) {
+        let y = tex(gpu, enc, dy, d)?;
+        let binds = [
+            Bind::Read(lat_ptr),
+            Bind::Read(lat_row),
+            Bind::Read(lat_slot),
+            Bind::Read(val),
+            Bind::Texture(&y),
+            Bind::Write(dw_dec),
+        ];
+        return launch_1d(gpu, enc, "gather_dw_dec_tex", &p, &binds, n * (d / 16));
+    }
     let binds = [
         Bind::Read(lat_ptr),
         Bind::Read(lat_row),
@@ -396,6 +461,18 @@ pub fn gather_dw_enc(
         flag: accumulate as u32,
         ..Default::default()
     };
+    if texture_path(gpu, &[xc.shape[0]], d) {
+        let x = tex(gpu, enc, xc, d)?;
+        let binds = [
+            Bind::Read(lat_ptr),
+            Bind::Read(lat_row),
+            Bind::Read(lat_slot),
+            Bind::Read(dval),
+            Bind::Texture(&x),
+            Bind::Write(dw_enc),
+        ];
+        return launch_1d(gpu, enc, "gather_dw_enc_tex", &p, &binds, n * (d / 16));
+    }
     let binds = [
         Bind::Read(lat_ptr),
         Bind::Read(lat_row),
@@ -452,4 +529,122 @@ fn expect_rows_of(kernel: &str, name: &str, t: &GpuTensor, d: usize) -> Result<(
         )));
     }
     Ok(())
+}
+
+/// g[s] += scale * norms[idx[s]] for s < nnz with val[s] > 0.
+/// row_ptr: (rows + 1), idx: (cap), val: (cap), norms: (n) -> g: (cap), accumulated
+#[allow(clippy::too_many_arguments)]
+pub fn sparse_l1_backward(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    rows: usize,
+    n: usize,
+    norms: &GpuTensor,
+    scale: f32,
+    g: &GpuTensor,
+) -> Result<()> {
+    let k = "sparse_l1_backward";
+    let cap = expect_csr(k, row_ptr, idx, rows)?;
+    expect_f32(k, "val", val, cap)?;
+    expect_f32(k, "norms", norms, n)?;
+    expect_f32(k, "g", g, cap)?;
+    let p = Params {
+        rows: u(rows),
+        n: u(n),
+        cap: u(cap),
+        scale,
+        ..Default::default()
+    };
+    let binds = [
+        Bind::Read(row_ptr),
+        Bind::Read(idx),
+        Bind::Read(val),
+        Bind::Read(norms),
+        Bind::Write(g),
+    ];
+    launch_1d(gpu, enc, k, &p, &binds, cap)
+}
+
+/// dval[s] = g[s] * [pre[s] > exp(log_theta[idx[s]])] for s < nnz; 0 for nnz <= s < cap.
+/// row_ptr: (rows + 1), idx: (cap), pre: (cap), g: (cap), log_theta: (n) -> dval: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn sparse_jumprelu_backward(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    pre: &GpuTensor,
+    g: &GpuTensor,
+    rows: usize,
+    n: usize,
+    log_theta: &GpuTensor,
+    dval: &GpuTensor,
+) -> Result<()> {
+    let k = "sparse_jumprelu_backward";
+    let cap = expect_csr(k, row_ptr, idx, rows)?;
+    expect_f32(k, "pre", pre, cap)?;
+    expect_f32(k, "g", g, cap)?;
+    expect_f32(k, "log_theta", log_theta, n)?;
+    expect_f32(k, "dval", dval, cap)?;
+    let p = Params {
+        rows: u(rows),
+        n: u(n),
+        cap: u(cap),
+        ..Default::default()
+    };
+    let binds = [
+        Bind::Read(row_ptr),
+        Bind::Read(idx),
+        Bind::Read(pre),
+        Bind::Read(g),
+        Bind::Read(log_theta),
+        Bind::Write(dval),
+    ];
+    launch_1d(gpu, enc, k, &p, &binds, cap)
+}
+
+/// dlog_theta[i] = theta * (sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) with
+/// |pre - theta| <= eps / 2 of g * (-theta / eps) + l0_scale * (-1 / eps)), where
+/// pre = pre[lat_slot[e]], g = g[lat_slot[e]], theta = exp(log_theta[i]).
+/// lat_ptr: (n + 1), lat_slot: (cap), pre: (cap), g: (cap), log_theta: (n)
+///   -> dlog_theta: (n)
+#[allow(clippy::too_many_arguments)]
+pub fn gather_jumprelu_threshold(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    lat_ptr: &GpuTensor,
+    lat_slot: &GpuTensor,
+    pre: &GpuTensor,
+    g: &GpuTensor,
+    n: usize,
+    log_theta: &GpuTensor,
+    eps: f32,
+    l0_scale: f32,
+    dlog_theta: &GpuTensor,
+) -> Result<()> {
+    let k = "gather_jumprelu_threshold";
+    let cap = expect_transpose(k, lat_ptr, None, lat_slot, n)?;
+    expect_f32(k, "pre", pre, cap)?;
+    expect_f32(k, "g", g, cap)?;
+    expect_f32(k, "log_theta", log_theta, n)?;
+    expect_f32(k, "dlog_theta", dlog_theta, n)?;
+    let p = Params {
+        n: u(n),
+        cap: u(cap),
+        scale: l0_scale,
+        eps,
+        ..Default::default()
+    };
+    let binds = [
+        Bind::Read(lat_ptr),
+        Bind::Read(lat_slot),
+        Bind::Read(pre),
+        Bind::Read(g),
+        Bind::Read(log_theta),
+        Bind::Write(dlog_theta),
+    ];
+    launch_1d(gpu, enc, k, &p, &binds, n)
 }

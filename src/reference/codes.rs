@@ -49,16 +49,19 @@ fn eligible(n: usize, cols: Option<(&[u32], &[u32])>) -> Vec<u32> {
     }
 }
 
-/// bmax[r, j] = the largest key_of(x[r, col(p)]) over the eligible positions p in
-/// j * block .. (j + 1) * block (position p is latent p, or cols[p] for p < ncols[0]);
-/// 0 (below every value's key) for a block with no eligible position.
-/// x: (rows, n), cols: (n) u32 + ncols: (1) u32 or None -> bmax: (rows, blocks(n, block)) u32
+/// bmax[r, j] = the largest key_of(x[r, col(p)] - off[col(p)]) (no subtraction without
+/// `off`) over the eligible positions p in j * block .. (j + 1) * block (position p is
+/// latent p, or cols[p] for p < ncols[0]); 0 (below every value's key) for a block with no
+/// eligible position.
+/// x: (rows, n), cols: (n) u32 + ncols: (1) u32 or None, off: (n) or None
+///   -> bmax: (rows, blocks(n, block)) u32
 pub fn block_max(
     x: &[f32],
     rows: usize,
     n: usize,
     block: usize,
     cols: Option<(&[u32], &[u32])>,
+    off: Option<&[f32]>,
     bmax: &mut [u32],
 ) {
     let nb = blocks(n, block);
@@ -69,7 +72,12 @@ pub fn block_max(
         for j in 0..nb {
             let mut best = 0u32;
             for &i in e.iter().skip(j * block).take(block) {
-                best = best.max(key_of(x[r * n + i as usize]));
+                let v = x[r * n + i as usize];
+                let v = match off {
+                    Some(o) => v - o[i as usize],
+                    None => v,
+                };
+                best = best.max(key_of(v));
             }
             bmax[r * nb + j] = best;
         }
@@ -305,4 +313,191 @@ pub fn dead_list(since: &[u32], dead_after: u32, cols: &mut [u32], ncols: &mut [
         }
     }
     ncols[0] = m as u32;
+}
+
+/// off[i] = exp(log_thr[i]) - eps (the JumpReLU threshold lowered by the bandwidth).
+/// log_thr: (n) -> off: (n)
+pub fn threshold_offsets(log_thr: &[f32], eps: f32, off: &mut [f32]) {
+    assert_eq!(off.len(), log_thr.len(), "threshold_offsets: off");
+    for (o, &l) in off.iter_mut().zip(log_thr) {
+        *o = l.exp() - eps;
+    }
+}
+
+/// Whether an activation keeps pre-activation `v` of a latent with threshold `theta`
+/// (JumpReLU: Some((theta, eps))), and its activation value: ReLU keeps v > 0 (value v);
+/// JumpReLU keeps v > theta (value v) and the window |v - theta| <= eps / 2 below it
+/// (value 0), where its threshold gradient lives.
+fn keep(v: f32, jump: Option<(f32, f32)>) -> Option<f32> {
+    match jump {
+        None => (v > 0.0).then_some(v),
+        Some((theta, eps)) => {
+            let on = v > theta;
+            (on || (v - theta).abs() <= 0.5 * eps).then_some(if on { v } else { 0.0 })
+        }
+    }
+}
+
+/// Per row, how many entries the activation keeps (see `compact_write`). Only blocks whose
+/// bmax is a key >= key_of(0.0) are looked at (the device reads only those; bmax must come
+/// from block_max of x, or of x - threshold_offsets for JumpReLU, so that no kept entry lies
+/// elsewhere).
+/// x: (rows, n), bmax: (rows, blocks(n, block)) u32, log_thr: (n) for JumpReLU
+///   -> counts: (rows) u32
+#[allow(clippy::too_many_arguments)]
+pub fn compact_count(
+    x: &[f32],
+    rows: usize,
+    n: usize,
+    block: usize,
+    bmax: &[u32],
+    jumprelu: Option<(&[f32], f32)>,
+    counts: &mut [u32],
+) {
+    assert_eq!(x.len(), rows * n, "compact_count: x");
+    assert_eq!(counts.len(), rows, "compact_count: counts");
+    let nb = blocks(n, block);
+    assert_eq!(bmax.len(), rows * nb, "compact_count: bmax");
+    for r in 0..rows {
+        let mut c = 0u32;
+        for j in 0..nb {
+            if bmax[r * nb + j] < 0x8000_0000 {
+                continue;
+            }
+            for i in j * block..((j + 1) * block).min(n) {
+                let jump = jumprelu.map(|(l, eps)| (l[i].exp(), eps));
+                c += keep(x[r * n + i], jump).is_some() as u32;
+            }
+        }
+        counts[r] = c;
+    }
+}
+
+/// The kept entries of each row, in ascending latent order, at row_ptr[r] + j: idx the
+/// latent, val the activation (pre, or 0 in JumpReLU's window below theta), pre_val the
+/// pre-activation; slots >= cap are dropped (and so is nothing else: the caller sees
+/// row_ptr[rows] > cap); other slots untouched.
+/// x: (rows, n), bmax as compact_count, log_thr: (n) for JumpReLU, row_ptr: (rows + 1) u32
+///   -> idx: (cap) u32, val: (cap), pre_val: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn compact_write(
+    x: &[f32],
+    rows: usize,
+    n: usize,
+    block: usize,
+    bmax: &[u32],
+    jumprelu: Option<(&[f32], f32)>,
+    row_ptr: &[u32],
+    idx: &mut [u32],
+    val: &mut [f32],
+    pre_val: &mut [f32],
+) {
+    assert_eq!(x.len(), rows * n, "compact_write: x");
+    assert_eq!(row_ptr.len(), rows + 1, "compact_write: row_ptr");
+    let nb = blocks(n, block);
+    assert_eq!(bmax.len(), rows * nb, "compact_write: bmax");
+    let cap = idx.len();
+    assert_eq!(val.len(), cap, "compact_write: val");
+    assert_eq!(pre_val.len(), cap, "compact_write: pre_val");
+    for r in 0..rows {
+        let mut s = row_ptr[r] as usize;
+        for j in 0..nb {
+            if bmax[r * nb + j] < 0x8000_0000 {
+                continue;
+            }
+            for i in j * block..((j + 1) * block).min(n) {
+                let jump = jumprelu.map(|(l, eps)| (l[i].exp(), eps));
+                if let Some(v) = keep(x[r * n + i], jump) {
+                    if s < cap {
+                        idx[s] = i as u32;
+                        val[s] = v;
+                        pre_val[s] = x[r * n + i];
+                    }
+                    s += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The codes of a ReLU (`jumprelu` None) or JumpReLU activation of x: every kept entry
+/// (see `compact_write`), latents ascending within a row, as CSR. Returns (row_ptr, idx,
+/// val, pre_val), nnz = row_ptr[rows] entries. The plain form of block_max ->
+/// compact_count -> csr_scan -> compact_write.
+pub fn activation_codes(
+    x: &[f32],
+    rows: usize,
+    n: usize,
+    jumprelu: Option<(&[f32], f32)>,
+) -> (Vec<u32>, Vec<u32>, Vec<f32>, Vec<f32>) {
+    let mut row_ptr = vec![0u32; rows + 1];
+    let (mut idx, mut val, mut pre_val) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..rows {
+        for i in 0..n {
+            let jump = jumprelu.map(|(l, eps)| (l[i].exp(), eps));
+            if let Some(v) = keep(x[r * n + i], jump) {
+                idx.push(i as u32);
+                val.push(v);
+                pre_val.push(x[r * n + i]);
+            }
+        }
+        row_ptr[r + 1] = idx.len() as u32;
+    }
+    (row_ptr, idx, val, pre_val)
+}
+
+/// BatchTopK's bound: the largest key T with zero low 16 bits such that at least k_total of
+/// the bmax keys are >= T (the 16-bit prefix of the k_total-th largest; needs 1 <= k_total
+/// <= bmax.len()).
+/// bmax: (len) u32 -> T
+pub fn batch_threshold(bmax: &[u32], k_total: usize) -> u32 {
+    assert!(
+        k_total >= 1 && k_total <= bmax.len(),
+        "batch_threshold: k_total {k_total} of {}",
+        bmax.len()
+    );
+    let mut sorted = bmax.to_vec();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted[k_total - 1] & 0xffff_0000
+}
+
+/// xm[r, j] = x[r, cand[r, j]] for j < min(cand_n[r], CAND), -inf after; the number of rows
+/// with cand_n[r] > CAND or thr[r] <= key_of(-inf) (the candidates would be incomplete, or
+/// could tie with the padding) is returned.
+/// x: (rows, n), cand: (rows, CAND) u32, cand_n, thr: (rows) u32 -> xm: (rows, CAND)
+pub fn candidate_matrix(
+    x: &[f32],
+    rows: usize,
+    n: usize,
+    cand: &[u32],
+    cand_n: &[u32],
+    thr: &[u32],
+    xm: &mut [f32],
+) -> u32 {
+    assert_eq!(xm.len(), rows * CAND, "candidate_matrix: xm");
+    let mut overflow = 0;
+    for r in 0..rows {
+        let cn = cand_n[r] as usize;
+        if cn > CAND || thr[r] <= key_of(f32::NEG_INFINITY) {
+            overflow += 1;
+        }
+        for j in 0..CAND {
+            xm[r * CAND + j] = if j < cn {
+                x[r * n + cand[r * CAND + j] as usize]
+            } else {
+                f32::NEG_INFINITY
+            };
+        }
+    }
+    overflow
+}
+
+/// idx[s] = cand[r, cidx[s]] for the slots s of row r (row_ptr[r] <= s < row_ptr[r + 1]).
+/// row_ptr: (rows + 1), cidx: (k_total) u32, cand: (rows, CAND) u32 -> idx: (k_total) u32
+pub fn candidate_map(row_ptr: &[u32], cidx: &[u32], cand: &[u32], rows: usize, idx: &mut [u32]) {
+    for r in 0..rows {
+        for s in row_ptr[r] as usize..(row_ptr[r + 1] as usize).min(idx.len()) {
+            idx[s] = cand[r * CAND + cidx[s] as usize];
+        }
+    }
 }

@@ -16,3 +16,21 @@ pub fn threshold_ema(thr: &[f32], state: &mut [f32], decay: f32, first: bool) {
         decay * state[0] + (1.0 - decay) * t
     };
 }
+
+/// flag = src[index] > threshold; for each slot j, args[j] = table[j][0..3] when
+/// table[j][3] == flag, else zeros.
+/// src: (>= index + 1) u32, table: (slots, 4) u32 -> args: (slots, 3) u32
+pub fn gate_plan(src: &[u32], index: usize, threshold: u32, table: &[u32], args: &mut [u32]) {
+    let flag = (src[index] > threshold) as u32;
+    for (t, a) in table.chunks_exact(4).zip(args.chunks_exact_mut(3)) {
+        let on = t[3] == flag;
+        for c in 0..3 {
+            a[c] = if on { t[c] } else { 0 };
+        }
+    }
+}
+
+/// a = 0.
+pub fn zero(a: &mut [f32]) {
+    a.fill(0.0);
+}

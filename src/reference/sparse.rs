@@ -239,3 +239,96 @@ pub fn gather_db_enc(
         db_enc[i] = if accumulate { db_enc[i] + acc } else { acc };
     }
 }
+
+/// g[s] += scale * norms[idx[s]] for s < nnz with val[s] > 0.
+/// row_ptr: (rows + 1), idx: (cap), val: (cap), norms: (n) -> g: (cap), accumulated
+#[allow(clippy::too_many_arguments)]
+pub fn sparse_l1_backward(
+    row_ptr: &[u32],
+    idx: &[u32],
+    val: &[f32],
+    rows: usize,
+    n: usize,
+    norms: &[f32],
+    scale: f32,
+    g: &mut [f32],
+) {
+    let nnz = check_csr("sparse_l1_backward", row_ptr, idx.len(), rows);
+    assert_eq!(norms.len(), n, "sparse_l1_backward: norms length");
+    for s in 0..nnz {
+        if val[s] > 0.0 {
+            g[s] += scale * norms[idx[s] as usize];
+        }
+    }
+}
+
+/// dval[s] = g[s] * [pre[s] > exp(log_theta[idx[s]])] for s < nnz; 0 for nnz <= s < cap.
+/// row_ptr: (rows + 1), idx: (cap), pre: (cap), g: (cap), log_theta: (n) -> dval: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn sparse_jumprelu_backward(
+    row_ptr: &[u32],
+    idx: &[u32],
+    pre: &[f32],
+    g: &[f32],
+    rows: usize,
+    n: usize,
+    log_theta: &[f32],
+    dval: &mut [f32],
+) {
+    let nnz = check_csr("sparse_jumprelu_backward", row_ptr, idx.len(), rows);
+    assert_eq!(
+        log_theta.len(),
+        n,
+        "sparse_jumprelu_backward: log_theta length"
+    );
+    dval.fill(0.0);
+    for s in 0..nnz {
+        let theta = log_theta[idx[s] as usize].exp();
+        dval[s] = if pre[s] > theta { g[s] } else { 0.0 };
+    }
+}
+
+/// dlog_theta[i] = theta * (sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending, f32 from 0)
+/// with |pre - theta| <= eps / 2 of g * (-theta / eps) + l0_scale * (-1 / eps)), where
+/// pre = pre[lat_slot[e]], g = g[lat_slot[e]], theta = exp(log_theta[i]): the threshold
+/// gradient of `reference::activations::jumprelu_backward`, from a code that holds every
+/// entry of the window.
+/// lat_ptr: (n + 1), lat_slot: (cap), pre: (cap), g: (cap), log_theta: (n)
+///   -> dlog_theta: (n)
+#[allow(clippy::too_many_arguments)]
+pub fn gather_jumprelu_threshold(
+    lat_ptr: &[u32],
+    lat_slot: &[u32],
+    pre: &[f32],
+    g: &[f32],
+    n: usize,
+    log_theta: &[f32],
+    eps: f32,
+    l0_scale: f32,
+    dlog_theta: &mut [f32],
+) {
+    assert_eq!(
+        lat_ptr.len(),
+        n + 1,
+        "gather_jumprelu_threshold: lat_ptr length"
+    );
+    assert_eq!(
+        dlog_theta.len(),
+        n,
+        "gather_jumprelu_threshold: dlog_theta length"
+    );
+    for i in 0..n {
+        let theta = log_theta[i].exp();
+        let a = -theta / eps;
+        let b = l0_scale * (-1.0 / eps);
+        let half = 0.5 * eps;
+        let mut acc = 0.0f32;
+        for e in lat_ptr[i] as usize..lat_ptr[i + 1] as usize {
+            let s = lat_slot[e] as usize;
+            if (pre[s] - theta).abs() <= half {
+                acc += g[s] * a + b;
+            }
+        }
+        dlog_theta[i] = theta * acc;
+    }
+}

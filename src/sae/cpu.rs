@@ -13,23 +13,25 @@
 //!   relu / jumprelu:  dense z -> x_hat = z W_dec + b_dec
 //!   loss = mean_b ||x - x_hat||^2 (+ aux / l1 / l0 terms); gradients by hand (see below);
 //!   unit-norm decoders drop the gradient parallel to each row; global norm clip; Adam;
-//!   decoder rows renormalised; dead-latent counters updated.
+//!   decoder rows renormalised (the last three fused for W_dec: decoder_grad_prep,
+//!   adam_unit_rows); dead-latent counters updated.
 
 use crate::reference::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
-use crate::reference::codes::{dead_list, topk_codes};
+use crate::reference::codes::{activation_codes, dead_list, topk_codes};
 use crate::reference::gemm::{GemmSpec, gemm};
 use crate::reference::ops::threshold_ema;
 use crate::reference::optim::{
-    AdamHyper, adam, clip_scale, normalize_rows, remove_parallel, sumsq,
+    AdamHyper, adam, adam_unit_rows, clip_scale, decoder_grad_prep, sum_slot, sumsq,
 };
 use crate::reference::reduce::{
     METRIC_SLOTS, col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms,
     slot, sparse_stats, sub, sub_row, update_dead,
 };
 use crate::reference::sparse::{
-    build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, sparse_decode, sparse_dot,
+    build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, gather_jumprelu_threshold,
+    sparse_decode, sparse_dot, sparse_jumprelu_backward, sparse_l1_backward,
 };
 use crate::reference::topk::batchtopk;
 
@@ -116,6 +118,15 @@ impl StepScalars {
             _pad: 0.0,
         }
     }
+}
+
+/// Slots of a ReLU / JumpReLU step's codes, the same on both engines: rows * max(64, n / 16)
+/// (at most rows * n). A step whose activation keeps more entries than this (L0 above
+/// n / 16, e.g. a fresh ReLU SAE, which fires on half its latents) takes the dense path:
+/// past that the gathers cost more than the dense products they replace (on lavapipe the
+/// break-even measured near L0 = 600 of 16384).
+pub fn code_capacity(rows: usize, n: usize) -> usize {
+    rows * (n / 16).max(64).min(n)
 }
 
 /// Gradients of one step, same order as the parameters.
@@ -234,40 +245,43 @@ pub fn step(cfg: &TrainConfig, st: &mut TrainState, x: &[f32], rows: usize) {
     let (n, d) = (st.params.n, st.params.d);
     let sc = StepScalars::at(cfg, st.step);
     let mut fired = vec![0u32; n];
-    let mut g = gradients(cfg, st, x, rows, sc.sparsity_scale, &mut fired);
+    let g = gradients(cfg, st, x, rows, sc.sparsity_scale, &mut fired);
 
-    if cfg.decoder_norm == DecoderNorm::Unit {
-        remove_parallel(&st.params.w_dec, &mut g.w_dec, n, d);
-    }
-
-    // Global gradient-norm clipping.
+    // Global gradient-norm clipping, of the gradients after the unit-norm decoder's
+    // projection (the component of each decoder row's gradient along the row removed):
+    // decoder_grad_prep gives the projection coefficients and the projected rows' sums of
+    // squares without writing the projection, which adam_unit_rows applies.
+    let unit = cfg.decoder_norm == DecoderNorm::Unit;
     let grads: [&Vec<f32>; 5] = [&g.w_enc, &g.w_dec, &g.b_enc, &g.b_dec, &g.log_threshold];
     let mut acc = vec![0.0f32; 5];
+    let mut coef = vec![0.0f32; n];
     for (i, gr) in grads.iter().enumerate() {
-        sumsq(gr, &mut acc, i as u32);
+        if i == 1 && unit {
+            let mut part = vec![0.0f32; n];
+            decoder_grad_prep(&st.params.w_dec, gr, n, d, &mut coef, &mut part);
+            sum_slot(&part, &mut acc, 1);
+        } else {
+            sumsq(gr, &mut acc, i as u32);
+        }
     }
     let mut clip = [0.0f32; 2];
     clip_scale(&acc, 5, cfg.grad_clip, &mut clip);
     st.grad_norm = clip[1];
 
-    // Adam on every parameter.
+    // Adam on every parameter (and, for W_dec with unit norm, projection + Adam +
+    // renormalisation of each row).
     let hyper = sc.adam(cfg, st.step);
     let ps = st.params.tensors_mut();
     for (i, param) in ps.into_iter().enumerate() {
         if param.is_empty() {
             continue;
         }
-        adam(
-            param,
-            grads[i],
-            &mut st.moments.m[i],
-            &mut st.moments.v[i],
-            &hyper,
-            &clip,
-        );
-    }
-    if cfg.decoder_norm == DecoderNorm::Unit {
-        normalize_rows(&mut st.params.w_dec, n, d);
+        let (m, v) = (&mut st.moments.m[i], &mut st.moments.v[i]);
+        if i == 1 && unit {
+            adam_unit_rows(param, grads[i], &coef, m, v, &hyper, &clip, n, d);
+        } else {
+            adam(param, grads[i], m, v, &hyper, &clip);
+        }
     }
 
     update_dead(
@@ -436,101 +450,185 @@ pub fn gradients(
             sparse_backward(&aux, &de, &xc, p, rows, &mut g, true);
         }
         Arch::Relu | Arch::Jumprelu => {
-            let mut z = vec![0.0f32; rows * n];
-            if cfg.arch == Arch::Relu {
-                relu_forward(&pre, &mut z);
-            } else {
-                jumprelu_forward(&pre, rows, n, &p.log_threshold, &mut z);
-            }
-            let dec = GemmSpec {
-                m: rows,
-                n: d,
-                k: n,
-                trans_a: false,
-                trans_b: false,
-                alpha: 1.0,
-                beta: 0.0,
-            };
-            gemm(&dec, &z, &p.w_dec, Some(&p.b_dec), &mut x_hat);
-            mse_backward(
-                x,
-                &x_hat,
-                rows,
-                d,
-                2.0 * inv_b,
-                &mut dy,
-                &mut st.metrics,
-                slot::SSE,
-                Some(slot::SST),
-            );
-            dense_stats(&z, rows, n, &norms, fired, &mut st.metrics);
-            // dz = dy W_dec^T
-            let mut dz = vec![0.0f32; rows * n];
-            let nt = GemmSpec {
-                m: rows,
-                n,
-                k: d,
-                trans_a: false,
-                trans_b: true,
-                alpha: 1.0,
-                beta: 0.0,
-            };
-            gemm(&nt, &dy, &p.w_dec, None, &mut dz);
-            // dW_dec = z^T dy
-            let mut dw_dec = vec![0.0f32; n * d];
-            let tn = GemmSpec {
-                m: n,
-                n: d,
-                k: rows,
-                trans_a: true,
-                trans_b: false,
-                alpha: 1.0,
-                beta: 0.0,
-            };
-            gemm(&tn, &z, &dy, None, &mut dw_dec);
-            let mut dpre = vec![0.0f32; rows * n];
+            // Codes of the kept entries; the sparse path when they fit the capacity both
+            // engines use (code_capacity), else the dense one.
+            let jump =
+                (cfg.arch == Arch::Jumprelu).then_some((&p.log_threshold[..], cfg.bandwidth));
+            let (row_ptr, idx, val, pre_val) = activation_codes(&pre, rows, n, jump);
             let coef = if cfg.arch == Arch::Relu {
                 cfg.l1
             } else {
                 cfg.l0
             } * sparsity_scale;
-            if cfg.arch == Arch::Relu {
-                // L1 = coef * mean_b sum_i z_i ||W_dec[i]||
-                l1_backward(&z, rows, n, &norms, coef * inv_b, &mut dz);
-                let mut zsum = vec![0.0f32; n];
-                col_sum(&z, rows, n, &mut zsum, false);
-                l1_decoder_grad(&zsum, &p.w_dec, &norms, n, d, coef * inv_b, &mut dw_dec);
-                relu_backward(&pre, &dz, &mut dpre);
-            } else {
-                jumprelu_backward(
-                    &pre,
-                    &dz,
+            if (row_ptr[rows] as usize) <= code_capacity(rows, n) {
+                let codes = Codes {
+                    row_ptr,
+                    idx,
+                    pre_val,
+                    val,
+                };
+                sparse_decode(
+                    &codes.row_ptr,
+                    &codes.idx,
+                    &codes.val,
+                    &p.w_dec,
+                    Some(&p.b_dec),
                     rows,
                     n,
-                    &p.log_threshold,
-                    cfg.bandwidth,
-                    coef * inv_b,
-                    &mut dpre,
-                    &mut g.log_threshold,
+                    d,
+                    &mut x_hat,
                 );
+                mse_backward(
+                    x,
+                    &x_hat,
+                    rows,
+                    d,
+                    2.0 * inv_b,
+                    &mut dy,
+                    &mut st.metrics,
+                    slot::SSE,
+                    Some(slot::SST),
+                );
+                sparse_stats(
+                    &codes.row_ptr,
+                    &codes.idx,
+                    &codes.val,
+                    rows,
+                    n,
+                    &norms,
+                    fired,
+                    &mut st.metrics,
+                );
+                // dz at the kept entries, then the penalty's and the activation's backward.
+                let nnz = codes.idx.len();
+                let mut gslot = vec![0.0f32; nnz];
+                #[rustfmt::skip]
+                sparse_dot(&codes.row_ptr, &codes.idx, &dy, &p.w_dec, rows, n, d, &mut gslot);
+                let mut dval = vec![0.0f32; nnz];
+                if cfg.arch == Arch::Relu {
+                    #[rustfmt::skip]
+                    sparse_l1_backward(&codes.row_ptr, &codes.idx, &codes.val, rows, n, &norms, coef * inv_b, &mut gslot);
+                    relu_backward(&codes.pre_val, &gslot, &mut dval);
+                } else {
+                    #[rustfmt::skip]
+                    sparse_jumprelu_backward(&codes.row_ptr, &codes.idx, &codes.pre_val, &gslot, rows, n, &p.log_threshold, &mut dval);
+                }
+                let (lat_ptr, lat_row, lat_slot) = codes.transpose(rows, n);
+                g.w_dec = vec![0.0f32; n * d];
+                g.w_enc = vec![0.0f32; d * n];
+                g.b_enc = vec![0.0f32; n];
+                #[rustfmt::skip]
+                gather_dw_dec(&lat_ptr, &lat_row, &lat_slot, &codes.val, &dy, n, d, false, &mut g.w_dec);
+                if cfg.arch == Arch::Relu {
+                    // L1 = coef * mean_b sum_i z_i ||W_dec[i]||: its W_dec gradient.
+                    let mut zsum = vec![0.0f32; n];
+                    gather_db_enc(&lat_ptr, &lat_slot, &codes.val, n, false, &mut zsum);
+                    #[rustfmt::skip]
+                    l1_decoder_grad(&zsum, &p.w_dec, &norms, n, d, coef * inv_b, &mut g.w_dec);
+                } else {
+                    #[rustfmt::skip]
+                    gather_jumprelu_threshold(&lat_ptr, &lat_slot, &codes.pre_val, &gslot, n, &p.log_threshold, cfg.bandwidth, coef * inv_b, &mut g.log_threshold);
+                }
+                #[rustfmt::skip]
+                gather_dw_enc(&lat_ptr, &lat_row, &lat_slot, &dval, &xc, n, d, false, &mut g.w_enc);
+                gather_db_enc(&lat_ptr, &lat_slot, &dval, n, false, &mut g.b_enc);
+            } else {
+                let mut z = vec![0.0f32; rows * n];
+                if cfg.arch == Arch::Relu {
+                    relu_forward(&pre, &mut z);
+                } else {
+                    jumprelu_forward(&pre, rows, n, &p.log_threshold, &mut z);
+                }
+                let dec = GemmSpec {
+                    m: rows,
+                    n: d,
+                    k: n,
+                    trans_a: false,
+                    trans_b: false,
+                    alpha: 1.0,
+                    beta: 0.0,
+                };
+                gemm(&dec, &z, &p.w_dec, Some(&p.b_dec), &mut x_hat);
+                mse_backward(
+                    x,
+                    &x_hat,
+                    rows,
+                    d,
+                    2.0 * inv_b,
+                    &mut dy,
+                    &mut st.metrics,
+                    slot::SSE,
+                    Some(slot::SST),
+                );
+                dense_stats(&z, rows, n, &norms, fired, &mut st.metrics);
+                // dz = dy W_dec^T
+                let mut dz = vec![0.0f32; rows * n];
+                let nt = GemmSpec {
+                    m: rows,
+                    n,
+                    k: d,
+                    trans_a: false,
+                    trans_b: true,
+                    alpha: 1.0,
+                    beta: 0.0,
+                };
+                gemm(&nt, &dy, &p.w_dec, None, &mut dz);
+                // dW_dec = z^T dy
+                let mut dw_dec = vec![0.0f32; n * d];
+                let tn = GemmSpec {
+                    m: n,
+                    n: d,
+                    k: rows,
+                    trans_a: true,
+                    trans_b: false,
+                    alpha: 1.0,
+                    beta: 0.0,
+                };
+                gemm(&tn, &z, &dy, None, &mut dw_dec);
+                let mut dpre = vec![0.0f32; rows * n];
+                let coef = if cfg.arch == Arch::Relu {
+                    cfg.l1
+                } else {
+                    cfg.l0
+                } * sparsity_scale;
+                if cfg.arch == Arch::Relu {
+                    // L1 = coef * mean_b sum_i z_i ||W_dec[i]||
+                    l1_backward(&z, rows, n, &norms, coef * inv_b, &mut dz);
+                    let mut zsum = vec![0.0f32; n];
+                    col_sum(&z, rows, n, &mut zsum, false);
+                    l1_decoder_grad(&zsum, &p.w_dec, &norms, n, d, coef * inv_b, &mut dw_dec);
+                    relu_backward(&pre, &dz, &mut dpre);
+                } else {
+                    jumprelu_backward(
+                        &pre,
+                        &dz,
+                        rows,
+                        n,
+                        &p.log_threshold,
+                        cfg.bandwidth,
+                        coef * inv_b,
+                        &mut dpre,
+                        &mut g.log_threshold,
+                    );
+                }
+                // dW_enc = xc^T dpre, db_enc = column sums of dpre
+                let mut dw_enc = vec![0.0f32; d * n];
+                let tn2 = GemmSpec {
+                    m: d,
+                    n,
+                    k: rows,
+                    trans_a: true,
+                    trans_b: false,
+                    alpha: 1.0,
+                    beta: 0.0,
+                };
+                gemm(&tn2, &xc, &dpre, None, &mut dw_enc);
+                let mut db_enc = vec![0.0f32; n];
+                col_sum(&dpre, rows, n, &mut db_enc, false);
+                g.w_dec = dw_dec;
+                g.w_enc = dw_enc;
+                g.b_enc = db_enc;
             }
-            // dW_enc = xc^T dpre, db_enc = column sums of dpre
-            let mut dw_enc = vec![0.0f32; d * n];
-            let tn2 = GemmSpec {
-                m: d,
-                n,
-                k: rows,
-                trans_a: true,
-                trans_b: false,
-                alpha: 1.0,
-                beta: 0.0,
-            };
-            gemm(&tn2, &xc, &dpre, None, &mut dw_enc);
-            let mut db_enc = vec![0.0f32; n];
-            col_sum(&dpre, rows, n, &mut db_enc, false);
-            g.w_dec = dw_dec;
-            g.w_enc = dw_enc;
-            g.b_enc = db_enc;
         }
     }
 

@@ -5,31 +5,36 @@
 
 use std::sync::Arc;
 
-use crate::gpu::{Gpu, GpuTensor};
+use crate::gpu::{Gate, Gpu, GpuTensor};
 use crate::kernels::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
-use crate::kernels::codes::{dead_list, topk_codes};
-use crate::kernels::gemm::{GemmSpec, gemm};
-use crate::kernels::ops::threshold_ema;
+use crate::kernels::codes::{
+    BatchScratch, activation_codes, batchtopk_codes, dead_list, topk_codes,
+};
+use crate::kernels::gemm::{GemmSpec, gemm, texture_of};
+use crate::kernels::ops::{gate_plan, threshold_ema, zero};
 use crate::kernels::optim::{
-    adam, clip_scale, normalize_rows, remove_parallel, sumsq, write_hyper,
+    adam, adam_unit_rows, clip_scale, decoder_grad_prep, sum_slot, sumsq, write_hyper,
 };
 use crate::kernels::reduce::{
     col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms, slot,
     sparse_stats, sub, sub_row, update_dead,
 };
 use crate::kernels::sparse::{
-    build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, sparse_decode, sparse_dot,
+    build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, gather_jumprelu_threshold,
+    sparse_decode, sparse_dot, sparse_jumprelu_backward, sparse_l1_backward, texture_path,
 };
-use crate::kernels::topk::{batchtopk, batchtopk_scratch_len};
 use crate::reference::reduce::METRIC_SLOTS;
 use crate::{Error, Result};
 
-use super::cpu::{Moments, StepScalars, TrainState};
+use super::cpu::{Moments, StepScalars, TrainState, code_capacity};
 use super::params::PARAM_NAMES;
 use super::train::StepEngine;
 use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
+
+/// Dispatches a ReLU / JumpReLU step records under its gate (both paths), with room.
+const GATE_SLOTS: usize = 96;
 
 /// Sparse codes on the device (CSR over rows) with their per-latent transpose.
 struct CodeBufs {
@@ -112,10 +117,19 @@ pub struct GpuEngine {
     metrics: GpuTensor,
     acc: GpuTensor,
     clip: GpuTensor,
+    /// Unit-norm decoder: per-row projection coefficients and projected sums of squares.
+    dec_coef: GpuTensor,
+    dec_part: GpuTensor,
     hyper: wgpu::Buffer,
     // Sparse path (topk / batchtopk).
+    /// topk / batchtopk: the top-k codes; relu / jumprelu: the kept entries (capacity
+    /// cpu::code_capacity).
     codes: Option<CodeBufs>,
     aux: Option<CodeBufs>,
+    /// relu / jumprelu: runs the sparse path or, when the codes overflow, the dense one.
+    gate: Option<Arc<Gate>>,
+    /// topk / batchtopk: runs AuxK's selection, decode and backward only with dead latents.
+    aux_gate: Option<Arc<Gate>>,
     /// AuxK's eligible latents: the dead ones, ascending, and their count.
     dead: GpuTensor,
     ndead: GpuTensor,
@@ -124,7 +138,8 @@ pub struct GpuEngine {
     de: GpuTensor,
     thr: GpuTensor,
     thr_state: GpuTensor,
-    topk_scratch: Option<GpuTensor>,
+    /// batchtopk: the candidate path's scratch and the gate of its whole-batch fallback.
+    batch: Option<(BatchScratch, Arc<Gate>)>,
     // Dense path (relu / jumprelu).
     z: Option<GpuTensor>,
     dz: Option<GpuTensor>,
@@ -163,12 +178,19 @@ impl GpuEngine {
             v.push(g.upload(&format!("adam_v {}", PARAM_NAMES[i]), &shape, &vv)?);
         }
         let sparse = matches!(cfg.arch, Arch::Topk | Arch::Batchtopk);
-        let (codes, aux) = if sparse {
+        let (codes, aux, aux_gate) = if sparse {
             let codes = CodeBufs::new(g, rows, n, cfg.k, cfg.arch == Arch::Topk)?;
             let aux = CodeBufs::new(g, rows, n, cfg.k_aux, true)?;
-            (Some(codes), Some(aux))
+            (Some(codes), Some(aux), Some(g.gate(GATE_SLOTS)?))
         } else {
-            (None, None)
+            let per_row = code_capacity(rows, n) / rows.max(1);
+            let codes = CodeBufs::new(g, rows, n, per_row, false)?;
+            (Some(codes), None, None)
+        };
+        let gate = if sparse {
+            None
+        } else {
+            Some(g.gate(GATE_SLOTS)?)
         };
         let dense = |name: &str, shape: &[usize]| -> Result<Option<GpuTensor>> {
             if sparse {
@@ -190,6 +212,8 @@ impl GpuEngine {
             metrics: g.upload("metrics", &[METRIC_SLOTS], &st.metrics)?,
             acc: g.zeros("grad sumsq", &[5])?,
             clip: g.zeros("clip", &[2])?,
+            dec_coef: g.zeros("decoder grad coef", &[n])?,
+            dec_part: g.zeros("decoder grad sumsq", &[n])?,
             hyper: g.uniform_buffer("adam hyper", size_of::<crate::kernels::optim::AdamHyper>()),
             dead: g.zeros_u32("dead latents", &[n])?,
             ndead: g.zeros_u32("dead count", &[1])?,
@@ -198,11 +222,9 @@ impl GpuEngine {
             de: g.zeros("aux grad", &[if sparse { rows } else { 1 }, d])?,
             thr: g.zeros("batch threshold", &[1])?,
             thr_state: g.upload("threshold", &[1], &[st.threshold])?,
-            topk_scratch: if cfg.arch == Arch::Batchtopk {
-                Some(g.zeros_u32(
-                    "batchtopk scratch",
-                    &[batchtopk_scratch_len(rows, n, rows * cfg.k)],
-                )?)
+            batch: if cfg.arch == Arch::Batchtopk {
+                let sc = BatchScratch::new(g, rows, n, rows * cfg.k)?;
+                Some((sc, g.gate(GATE_SLOTS)?))
             } else {
                 None
             },
@@ -212,6 +234,8 @@ impl GpuEngine {
             zsum: dense("zsum", &[n])?,
             codes,
             aux,
+            gate,
+            aux_gate,
             params,
             grads,
             m,
@@ -330,6 +354,154 @@ impl GpuEngine {
         gather_db_enc(g, enc, lp, ls, &c.dval, n, accumulate, out.b_enc)
     }
 
+    /// Record the copies of these (rows, d) tensors into the textures the sparse kernels
+    /// read on software adapters (`kernels::sparse::texture_path`), if they take that path.
+    fn prefetch_textures(&self, enc: &mut wgpu::CommandEncoder, ts: &[&GpuTensor]) -> Result<()> {
+        let g = &*self.gpu;
+        if !texture_path(g, &[self.n, self.rows], self.d) {
+            return Ok(());
+        }
+        for t in ts {
+            texture_of(g, enc, t, [t.len() / self.d, self.d])?;
+        }
+        Ok(())
+    }
+
+    /// The dense fallback's forward: z = act(pre); x_hat = z W_dec + b_dec.
+    fn dense_decode(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+        let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
+        let z = self.z.as_ref().expect("dense buffers");
+        if self.cfg.arch == Arch::Relu {
+            relu_forward(g, enc, &self.pre, z)?;
+        } else {
+            jumprelu_forward(g, enc, &self.pre, rows, n, &self.params[4], z)?;
+        }
+        let dec = GemmSpec {
+            m: rows,
+            n: d,
+            k: n,
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        gemm(
+            g,
+            enc,
+            &dec,
+            z,
+            &self.params[1],
+            Some(&self.params[3]),
+            &self.x_hat,
+        )
+    }
+
+    /// The sparse backward of a ReLU / JumpReLU step (`cpu::gradients`' sparse branch):
+    /// stats, dz at the kept entries, the penalty's and the activation's backward, and the
+    /// gathers into `out` (and the threshold gradient for JumpReLU).
+    fn sparse_activation_backward(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        c: &CodeBufs,
+        out: &GradRefs,
+        coef: f32,
+    ) -> Result<()> {
+        let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
+        let inv_b = 1.0 / rows as f32;
+        let (w_dec, log_thr) = (&self.params[1], &self.params[4]);
+        let (rp, idx) = (&c.row_ptr, &c.idx);
+        #[rustfmt::skip]
+        sparse_stats(g, enc, rp, idx, &c.val, rows, n, &self.norms, &self.fired, &self.metrics)?;
+        sparse_dot(g, enc, rp, idx, &self.dy, w_dec, rows, n, d, &c.gslot)?;
+        if self.cfg.arch == Arch::Relu {
+            #[rustfmt::skip]
+            sparse_l1_backward(g, enc, rp, idx, &c.val, rows, n, &self.norms, coef * inv_b, &c.gslot)?;
+            relu_backward(g, enc, &c.pre_val, &c.gslot, &c.dval)?;
+        } else {
+            #[rustfmt::skip]
+            sparse_jumprelu_backward(g, enc, rp, idx, &c.pre_val, &c.gslot, rows, n, log_thr, &c.dval)?;
+        }
+        #[rustfmt::skip]
+        build_transpose(g, enc, rp, idx, rows, n, &c.lat_ptr, &c.lat_row, &c.lat_slot)?;
+        let (lp, lr, ls) = (&c.lat_ptr, &c.lat_row, &c.lat_slot);
+        gather_dw_dec(g, enc, lp, lr, ls, &c.val, &self.dy, n, d, false, out.w_dec)?;
+        if self.cfg.arch == Arch::Relu {
+            let zsum = self.zsum.as_ref().expect("zsum");
+            gather_db_enc(g, enc, lp, ls, &c.val, n, false, zsum)?;
+            #[rustfmt::skip]
+            l1_decoder_grad(g, enc, zsum, w_dec, &self.norms, n, d, coef * inv_b, out.w_dec)?;
+        } else {
+            let eps = self.cfg.bandwidth;
+            #[rustfmt::skip]
+            gather_jumprelu_threshold(g, enc, lp, ls, &c.pre_val, &c.gslot, n, log_thr, eps, coef * inv_b, &self.grads[4])?;
+        }
+        gather_dw_enc(
+            g, enc, lp, lr, ls, &c.dval, &self.xc, n, d, false, out.w_enc,
+        )?;
+        gather_db_enc(g, enc, lp, ls, &c.dval, n, false, out.b_enc)
+    }
+
+    /// The dense fallback's backward (`cpu::gradients`' dense branch).
+    fn dense_backward(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        out: &GradRefs,
+        coef: f32,
+    ) -> Result<()> {
+        let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
+        let inv_b = 1.0 / rows as f32;
+        let (w_dec, log_thr) = (&self.params[1], &self.params[4]);
+        let (z, dz, dpre) = (
+            self.z.as_ref().expect("dense buffers"),
+            self.dz.as_ref().expect("dense buffers"),
+            self.dpre.as_ref().expect("dense buffers"),
+        );
+        dense_stats(g, enc, z, rows, n, &self.norms, &self.fired, &self.metrics)?;
+        let nt = GemmSpec {
+            m: rows,
+            n,
+            k: d,
+            trans_a: false,
+            trans_b: true,
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        gemm(g, enc, &nt, &self.dy, w_dec, None, dz)?;
+        let tn = GemmSpec {
+            m: n,
+            n: d,
+            k: rows,
+            trans_a: true,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        gemm(g, enc, &tn, z, &self.dy, None, out.w_dec)?;
+        if self.cfg.arch == Arch::Relu {
+            let zsum = self.zsum.as_ref().expect("zsum");
+            l1_backward(g, enc, z, rows, n, &self.norms, coef * inv_b, dz)?;
+            col_sum(g, enc, z, rows, n, zsum, false)?;
+            #[rustfmt::skip]
+            l1_decoder_grad(g, enc, zsum, w_dec, &self.norms, n, d, coef * inv_b, out.w_dec)?;
+            relu_backward(g, enc, &self.pre, dz, dpre)?;
+        } else {
+            let eps = self.cfg.bandwidth;
+            #[rustfmt::skip]
+            jumprelu_backward(g, enc, &self.pre, dz, rows, n, log_thr, eps, coef * inv_b, dpre, &self.grads[4])?;
+        }
+        let tn2 = GemmSpec {
+            m: d,
+            n,
+            k: rows,
+            trans_a: true,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        gemm(g, enc, &tn2, &self.xc, dpre, None, out.w_enc)?;
+        col_sum(g, enc, dpre, rows, n, out.b_enc, false)
+    }
+
     fn record_step(&self, enc: &mut wgpu::CommandEncoder, mark: &mut Mark) -> Result<()> {
         let cfg = &self.cfg;
         let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
@@ -368,10 +540,9 @@ impl GpuEngine {
                 if cfg.arch == Arch::Topk {
                     topk_codes(g, enc, &self.pre, cfg.k, None, &c.row_ptr, &c.idx, &c.val)?;
                 } else {
-                    let scratch = self.topk_scratch.as_ref().expect("batchtopk scratch");
-                    batchtopk(
-                        g, enc, &self.pre, &c.row_ptr, &c.idx, &c.pre_val, &self.thr, scratch,
-                    )?;
+                    let (sc, bg) = self.batch.as_ref().expect("batchtopk scratch");
+                    let (rp, idx, pv) = (&c.row_ptr, &c.idx, &c.pre_val);
+                    batchtopk_codes(g, enc, &self.pre, bg, sc, rp, idx, pv, &self.thr)?;
                     threshold_ema(
                         g,
                         enc,
@@ -435,23 +606,20 @@ impl GpuEngine {
                     &self.dead,
                     &self.ndead,
                 )?;
-                let cols = Some((&self.dead, &self.ndead));
-                #[rustfmt::skip]
-                topk_codes(g, enc, &self.pre, cfg.k_aux, cols, &a.row_ptr, &a.idx, &a.val)?;
+                // With no dead latent the codes are empty and e_hat = 0 (as on the CPU,
+                // where the decode of no entries is 0): the gate skips the selection,
+                // the decode and the backward, and only clears e_hat.
+                let ag = self.aux_gate.as_ref().expect("AuxK gate");
+                gate_plan(g, enc, ag, &self.ndead, 0, 0)?;
                 sub(g, enc, &self.x, &self.x_hat, &self.e)?;
-                sparse_decode(
-                    g,
-                    enc,
-                    &a.row_ptr,
-                    &a.idx,
-                    &a.val,
-                    w_dec,
-                    None,
-                    rows,
-                    n,
-                    d,
-                    &self.e_hat,
-                )?;
+                g.gated(ag, true, || -> Result<()> {
+                    let cols = Some((&self.dead, &self.ndead));
+                    #[rustfmt::skip]
+                    topk_codes(g, enc, &self.pre, cfg.k_aux, cols, &a.row_ptr, &a.idx, &a.val)?;
+                    let (rp, idx, val) = (&a.row_ptr, &a.idx, &a.val);
+                    sparse_decode(g, enc, rp, idx, val, w_dec, None, rows, n, d, &self.e_hat)
+                })?;
+                g.gated(ag, false, || zero(g, enc, &self.e_hat))?;
                 mse_backward(
                     g,
                     enc,
@@ -465,31 +633,36 @@ impl GpuEngine {
                     slot::AUX as u32,
                     None,
                 )?;
-                self.sparse_backward(enc, a, &self.de, &main, true)?;
+                self.prefetch_textures(enc, &[&self.de])?;
+                g.gated(ag, true, || {
+                    self.sparse_backward(enc, a, &self.de, &main, true)
+                })?;
                 mark("auxk", enc)?;
             }
             Arch::Relu | Arch::Jumprelu => {
-                let (z, dz, dpre) = (
-                    self.z.as_ref().unwrap(),
-                    self.dz.as_ref().unwrap(),
-                    self.dpre.as_ref().unwrap(),
-                );
-                if cfg.arch == Arch::Relu {
-                    relu_forward(g, enc, &self.pre, z)?;
+                let c = self.codes.as_ref().expect("activation codes");
+                let gate = self.gate.as_ref().expect("dense-fallback gate");
+                let jump = (cfg.arch == Arch::Jumprelu).then_some((log_thr, cfg.bandwidth));
+                let coef = if cfg.arch == Arch::Relu {
+                    cfg.l1
                 } else {
-                    jumprelu_forward(g, enc, &self.pre, rows, n, log_thr, z)?;
-                }
+                    cfg.l0
+                } * sc.sparsity_scale;
+                // The kept entries as codes; the dense path runs instead when they overflow
+                // the capacity (cpu::code_capacity), decided on the device.
+                #[rustfmt::skip]
+                activation_codes(g, enc, &self.pre, jump, &c.row_ptr, &c.idx, &c.val, &c.pre_val)?;
+                gate_plan(g, enc, gate, &c.row_ptr, rows, c.idx.len() as u32)?;
                 mark("activation", enc)?;
-                let dec = GemmSpec {
-                    m: rows,
-                    n: d,
-                    k: n,
-                    trans_a: false,
-                    trans_b: false,
-                    alpha: 1.0,
-                    beta: 0.0,
-                };
-                gemm(g, enc, &dec, z, w_dec, Some(b_dec), &self.x_hat)?;
+                let (rp, idx, val) = (&c.row_ptr, &c.idx, &c.val);
+                // Textures the sparse kernels read on software adapters, copied outside the
+                // gate (inside it they would be filled by a kernel, as slow as the reads).
+                self.prefetch_textures(enc, &[w_dec])?;
+                g.gated(gate, false, || {
+                    let b = Some(b_dec);
+                    sparse_decode(g, enc, rp, idx, val, w_dec, b, rows, n, d, &self.x_hat)
+                })?;
+                g.gated(gate, true, || self.dense_decode(enc))?;
                 mse_backward(
                     g,
                     enc,
@@ -503,75 +676,12 @@ impl GpuEngine {
                     slot::SSE as u32,
                     Some(slot::SST as u32),
                 )?;
-                dense_stats(g, enc, z, rows, n, &self.norms, &self.fired, &self.metrics)?;
                 mark("decode", enc)?;
-                let nt = GemmSpec {
-                    m: rows,
-                    n,
-                    k: d,
-                    trans_a: false,
-                    trans_b: true,
-                    alpha: 1.0,
-                    beta: 0.0,
-                };
-                gemm(g, enc, &nt, &self.dy, w_dec, None, dz)?;
-                let tn = GemmSpec {
-                    m: n,
-                    n: d,
-                    k: rows,
-                    trans_a: true,
-                    trans_b: false,
-                    alpha: 1.0,
-                    beta: 0.0,
-                };
-                gemm(g, enc, &tn, z, &self.dy, None, main.w_dec)?;
-                let coef = if cfg.arch == Arch::Relu {
-                    cfg.l1
-                } else {
-                    cfg.l0
-                } * sc.sparsity_scale;
-                if cfg.arch == Arch::Relu {
-                    let zsum = self.zsum.as_ref().unwrap();
-                    l1_backward(g, enc, z, rows, n, &self.norms, coef * inv_b, dz)?;
-                    col_sum(g, enc, z, rows, n, zsum, false)?;
-                    l1_decoder_grad(
-                        g,
-                        enc,
-                        zsum,
-                        w_dec,
-                        &self.norms,
-                        n,
-                        d,
-                        coef * inv_b,
-                        main.w_dec,
-                    )?;
-                    relu_backward(g, enc, &self.pre, dz, dpre)?;
-                } else {
-                    jumprelu_backward(
-                        g,
-                        enc,
-                        &self.pre,
-                        dz,
-                        rows,
-                        n,
-                        log_thr,
-                        cfg.bandwidth,
-                        coef * inv_b,
-                        dpre,
-                        &self.grads[4],
-                    )?;
-                }
-                let tn2 = GemmSpec {
-                    m: d,
-                    n,
-                    k: rows,
-                    trans_a: true,
-                    trans_b: false,
-                    alpha: 1.0,
-                    beta: 0.0,
-                };
-                gemm(g, enc, &tn2, &self.xc, dpre, None, main.w_enc)?;
-                col_sum(g, enc, dpre, rows, n, main.b_enc, false)?;
+                self.prefetch_textures(enc, &[&self.dy, &self.xc])?;
+                g.gated(gate, false, || {
+                    self.sparse_activation_backward(enc, c, &main, coef)
+                })?;
+                g.gated(gate, true, || self.dense_backward(enc, &main, coef))?;
                 mark("backward", enc)?;
             }
         }
@@ -598,31 +708,42 @@ impl GpuEngine {
         )?;
 
         mark("b_dec grad", enc)?;
-        if cfg.decoder_norm == DecoderNorm::Unit {
-            remove_parallel(g, enc, w_dec, &self.grads[1], n, d)?;
-        }
-        // The CPU engine sums an empty gradient as 0; here an unused parameter's 1-element
-        // gradient buffer is kept at 0 so its slot is 0 too.
+        // Optimizer, in as few passes over the parameters as the math allows (the global
+        // norm must be complete before any Adam update). Passes and bytes at d = 512,
+        // n = 16384 (each tensor of W_enc / W_dec is 32 MiB; grads, m, v the same):
+        //   1. decoder_grad_prep  W_dec rows: read W_dec, dW_dec            2 x 32 MiB
+        //   2. sumsq x 3 (4)      read dW_enc, db_enc, db_dec (dthr)        1 x 32 MiB
+        //   3. sum_slot, clip_scale                                          ~64 KiB
+        //   4. adam x 3 (4)       W_enc, biases: read p, g, m, v; write p, m, v  7 x 32 MiB
+        //   5. adam_unit_rows     W_dec rows: the same 7, plus the normalisation's re-read
+        //                         and write of the row (from cache)          7 (+2) x 32 MiB
+        // = 17 (+2) x 32 MiB ~ 544 (608) MiB in 10 (12) dispatches, the floor of
+        // shaders/optim.wgsl's note; unfused it was 15 (18) dispatches and ~674 MiB. ReLU
+        // (free decoder norm) runs sumsq + adam on W_dec instead of 1 and 5.
+        let unit = cfg.decoder_norm == DecoderNorm::Unit;
         for i in 0..5 {
-            sumsq(g, enc, &self.grads[i], &self.acc, i as u32)?;
+            if i == 1 && unit {
+                #[rustfmt::skip]
+                decoder_grad_prep(g, enc, w_dec, &self.grads[1], n, d, &self.dec_coef, &self.dec_part)?;
+                sum_slot(g, enc, &self.dec_part, &self.acc, 1)?;
+            } else {
+                // An unused parameter's 1-element gradient is kept at 0, as the CPU sums an
+                // empty gradient as 0.
+                sumsq(g, enc, &self.grads[i], &self.acc, i as u32)?;
+            }
         }
         clip_scale(g, enc, &self.acc, 5, cfg.grad_clip, &self.clip)?;
         for i in 0..5 {
-            if self.live[i] {
-                adam(
-                    g,
-                    enc,
-                    &self.params[i],
-                    &self.grads[i],
-                    &self.m[i],
-                    &self.v[i],
-                    &self.hyper,
-                    &self.clip,
-                )?;
+            if !self.live[i] {
+                continue;
             }
-        }
-        if cfg.decoder_norm == DecoderNorm::Unit {
-            normalize_rows(g, enc, w_dec, n, d)?;
+            let (p, gr, m, v) = (&self.params[i], &self.grads[i], &self.m[i], &self.v[i]);
+            if i == 1 && unit {
+                #[rustfmt::skip]
+                adam_unit_rows(g, enc, p, gr, &self.dec_coef, m, v, &self.hyper, &self.clip, n, d)?;
+            } else {
+                adam(g, enc, p, gr, m, v, &self.hyper, &self.clip)?;
+            }
         }
         mark("optimizer", enc)?;
         update_dead(
@@ -670,6 +791,13 @@ impl GpuEngine {
         write_hyper(g, &self.hyper, &sc.adam(cfg, self.step));
         let mut enc = g.encoder();
         self.record_step(&mut enc, mark)?;
+        let batch_gate = self.batch.as_ref().map(|(_, gate)| gate);
+        for gate in [self.gate.as_ref(), self.aux_gate.as_ref(), batch_gate]
+            .into_iter()
+            .flatten()
+        {
+            gate.finish(g)?;
+        }
         g.submit(enc);
         // Out of memory, device lost or a driver error: reported by the device's callbacks.
         g.check()?;

@@ -273,6 +273,19 @@ pub const FISTA_STEP: Tol = Tol {
     rtol: 1e-6,
 };
 
+// ---------------------------------------------------------------- codes (sparse step)
+
+/// threshold_offsets: exp(log_thr) - eps, with WGSL's exp allowed 3 + 2|x| ulp against
+/// Rust's correctly rounded one; |log_thr| <= 2 in the tests, so 7 ulp of exp (<= 7.4) plus
+/// the subtraction's rounding: rtol 1e-6 (about 8 ulp) and atol 1e-6 for results near 0.
+/// Measured on lavapipe: within 1 ulp. (The offsets only steer which blocks are read; the
+/// kept entries themselves are compared exactly.)
+pub const CODES_OFFSETS: Tol = Tol {
+    name: "CODES_OFFSETS",
+    atol: 1e-6,
+    rtol: 1e-6,
+};
+
 /// fista_row_change: the twin sums in the kernel's order (in order, or four interleaved
 /// partials for n % 4 == 0), so lavapipe is bit-identical (measured). A fused e * e + acc
 /// on hardware skips one rounding per step: a chain of n (or n / 4) positive terms drifts by
@@ -379,4 +392,18 @@ pub const TOY_TRAIN: Tol = Tol {
     name: "TOY_TRAIN",
     atol: 1e-4,
     rtol: 1e-4,
+};
+
+/// decoder_grad_prep: coef = g.w / w.w and part = max(g.g - 2 coef g.w + coef^2 w.w, 0)
+/// from lane-strided f32 sums in a tree (d <= 512 terms) against f64 sums rounded once:
+/// each dot is off by ~sqrt(d) ulp of its terms' magnitude, i.e. ~2e-6 relative at d = 512
+/// for the O(1) random rows of the tests; coef inherits that (rtol 2e-5). part cancels
+/// g.g against coef terms; with random (not parallel) g and w it keeps ~(1 - 1/d) of g.g,
+/// so its error stays ~1e-6 of g.g (rtol 2e-5, atol 1e-4 for the d = 512 rows whose g.g is
+/// ~500). A wrong row or a missed term is off by O(1). Measured on lavapipe: worst 3e-7
+/// relative (coef), 5e-7 (part).
+pub const OPTIM_DECODER_PREP: Tol = Tol {
+    name: "OPTIM_DECODER_PREP",
+    atol: 1e-4,
+    rtol: 2e-5,
 };

@@ -5,16 +5,20 @@
 //! input, compared bit for bit). Inputs with distinct values, with heavy ties (small
 //! integers, -0.0: the candidate lists overflow and rows are selected from the whole row),
 //! with +-inf; all latents or a list of eligible ones; k above the positive count.
-//! Plus dead_list.
+//! Plus dead_list, and the codes of a ReLU / JumpReLU activation (threshold_offsets,
+//! block_max of pre - offsets, compact_count, csr_scan, compact_write, and the
+//! `activation_codes` launcher against its plain twin) at low and high L0, with the
+//! capacity overflowing.
 
 use libtest_mimic::{Failed, Trial};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use saeforge::gpu::{Gpu, GpuTensor};
 use saeforge::kernels::codes as kc;
+use saeforge::reference;
 use saeforge::reference::codes as rc;
 
-use crate::common::{assert_same, fail, gpu_test, randn};
+use crate::common::{assert_close, assert_same, fail, gpu_test, randn, tolerance};
 
 #[derive(Clone, Copy, Debug)]
 enum Input {
@@ -132,7 +136,7 @@ fn stage_case(gpu: &Gpu, rng: &mut ChaCha8Rng, c: Case) -> Result<(), Failed> {
     }
     let mut enc = gpu.encoder();
     let e = &mut enc;
-    kc::block_max(gpu, e, &xd, block, cols_d, &bmax).map_err(m)?;
+    kc::block_max(gpu, e, &xd, block, cols_d, None, &bmax).map_err(m)?;
     kc::topk_threshold(gpu, e, &bmax, rows, nb, k, &thr).map_err(m)?;
     #[rustfmt::skip]
     kc::topk_candidates(gpu, e, &xd, block, cols_d, &bmax, &thr, &cand, &cand_key, &cand_n).map_err(m)?;
@@ -146,7 +150,7 @@ fn stage_case(gpu: &Gpu, rng: &mut ChaCha8Rng, c: Case) -> Result<(), Failed> {
     // Each stage against its twin, fed the device's previous outputs.
     let g_bmax = r(&bmax)?;
     let mut c_bmax = vec![0u32; rows * nb];
-    rc::block_max(&x, rows, n, block, cols_h, &mut c_bmax);
+    rc::block_max(&x, rows, n, block, cols_h, None, &mut c_bmax);
     assert_same("block_max bmax", &g_bmax, &c_bmax)?;
     let g_thr = r(&thr)?;
     let mut c_thr = vec![0u32; rows];
@@ -279,6 +283,156 @@ const CASES: &[Case] = &[
     Case { rows: 40, n: 16384, k: 256, kind: Input::SmallInts, listed: Some(12000) },
 ];
 
+/// ReLU (`jump` false) or JumpReLU codes of a rows x n matrix whose entries are kept with
+/// probability about `frac`; `cap_per_row` sets the code capacity (overflowing at high
+/// frac). JumpReLU inputs stay >= 1e-4 away from theta and the window's edges (WGSL's exp
+/// may differ from Rust's by a few ulp there).
+fn compact_case(
+    gpu: &Gpu,
+    rng: &mut ChaCha8Rng,
+    (rows, n, jump, frac, cap_per_row): (usize, usize, bool, f64, usize),
+) -> Result<(), Failed> {
+    let m = |e: saeforge::Error| fail(e);
+    let eps = 0.05f32;
+    let log_thr: Vec<f32> = (0..n).map(|_| rng.random_range(0.2f32..1.0).ln()).collect();
+    let theta: Vec<f32> = log_thr.iter().map(|l| l.exp()).collect();
+    // Shift so that about frac of the entries are above 0 (relu) or above theta: the
+    // standard normal's (1 - frac) quantile, by bisection.
+    let (mut lo, mut hi) = (-6.0f64, 6.0f64);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if 0.5 * erfc(mid / std::f64::consts::SQRT_2) > frac {
+            lo = mid
+        } else {
+            hi = mid
+        }
+    }
+    let shift = lo as f32;
+    let mut x = randn(rng, rows * n, 1.0);
+    for r in 0..rows {
+        for i in 0..n {
+            let v = &mut x[r * n + i];
+            if jump {
+                *v = theta[i] + (*v - shift) * 0.5;
+                for edge in [theta[i], theta[i] - 0.5 * eps, theta[i] + 0.5 * eps] {
+                    if (*v - edge).abs() < 1e-4 {
+                        *v = edge + 2e-4;
+                    }
+                }
+            } else {
+                *v -= shift;
+            }
+        }
+    }
+    let cap = rows * cap_per_row;
+    let nb = rc::blocks(n, rc::BLOCK);
+    let xd = gpu.upload("x", &[rows, n], &x).map_err(m)?;
+    let ld = gpu.upload("log_thr", &[n], &log_thr).map_err(m)?;
+    let jd = jump.then_some((&ld, eps));
+    let off = gpu.zeros("off", &[n]).map_err(m)?;
+    let bmax = gpu.zeros_u32("bmax", &[rows * nb]).map_err(m)?;
+    let counts = gpu.zeros_u32("counts", &[rows]).map_err(m)?;
+    let row_ptr = gpu.zeros_u32("row_ptr", &[rows + 1]).map_err(m)?;
+    let idx = gpu.zeros_u32("idx", &[cap]).map_err(m)?;
+    let val = gpu.zeros("val", &[cap]).map_err(m)?;
+    let pre = gpu.zeros("pre_val", &[cap]).map_err(m)?;
+    for t in [&off, &bmax, &counts, &row_ptr, &idx, &val, &pre] {
+        poison(gpu, t).map_err(m)?;
+    }
+    let mut enc = gpu.encoder();
+    let e = &mut enc;
+    if jump {
+        kc::threshold_offsets(gpu, e, &ld, eps, &off).map_err(m)?;
+    }
+    let offd = jump.then_some(&off);
+    kc::block_max(gpu, e, &xd, rc::BLOCK, None, offd, &bmax).map_err(m)?;
+    kc::compact_count(gpu, e, &xd, rc::BLOCK, &bmax, jd, &counts).map_err(m)?;
+    kc::csr_scan(gpu, e, &counts, &row_ptr).map_err(m)?;
+    #[rustfmt::skip]
+    kc::compact_write(gpu, e, &xd, rc::BLOCK, &bmax, jd, &row_ptr, &idx, &val, &pre).map_err(m)?;
+    gpu.submit(enc);
+
+    let jh = jump.then_some((&log_thr[..], eps));
+    let mut g_off = vec![0.0f32; n];
+    if jump {
+        g_off = gpu.read_f32(&off).map_err(m)?;
+        let mut c_off = vec![0.0f32; n];
+        rc::threshold_offsets(&log_thr, eps, &mut c_off);
+        assert_close(
+            "threshold_offsets",
+            &g_off,
+            &c_off,
+            tolerance::CODES_OFFSETS,
+        )?;
+    }
+    let g_bmax = gpu.read_u32(&bmax).map_err(m)?;
+    let mut c_bmax = vec![0u32; rows * nb];
+    let oh = jump.then_some(&g_off[..]);
+    rc::block_max(&x, rows, n, rc::BLOCK, None, oh, &mut c_bmax);
+    assert_same("block_max (offsets)", &g_bmax, &c_bmax)?;
+    let g_counts = gpu.read_u32(&counts).map_err(m)?;
+    let mut c_counts = vec![0u32; rows];
+    rc::compact_count(&x, rows, n, rc::BLOCK, &g_bmax, jh, &mut c_counts);
+    assert_same("compact_count", &g_counts, &c_counts)?;
+    let g_row_ptr = gpu.read_u32(&row_ptr).map_err(m)?;
+    let mut c_row_ptr = vec![0u32; rows + 1];
+    rc::csr_scan(&g_counts, &mut c_row_ptr);
+    assert_same("csr_scan row_ptr", &g_row_ptr, &c_row_ptr)?;
+    let mut c_idx = vec![u32::MAX; cap];
+    let mut c_val = vec![f32::from_bits(u32::MAX); cap];
+    let mut c_pre = vec![f32::from_bits(u32::MAX); cap];
+    #[rustfmt::skip]
+    rc::compact_write(&x, rows, n, rc::BLOCK, &g_bmax, jh, &g_row_ptr, &mut c_idx, &mut c_val, &mut c_pre);
+    assert_same("compact_write idx", &gpu.read_u32(&idx).map_err(m)?, &c_idx)?;
+    let g_val = gpu.read_f32(&val).map_err(m)?;
+    assert_same("compact_write val", &bits(&g_val), &bits(&c_val))?;
+    let g_pre = gpu.read_f32(&pre).map_err(m)?;
+    assert_same("compact_write pre_val", &bits(&g_pre), &bits(&c_pre))?;
+    // The whole chain: the launcher against the plain twin.
+    let (p_row_ptr, p_idx, p_val, p_pre) = rc::activation_codes(&x, rows, n, jh);
+    assert_same("activation_codes row_ptr (stages)", &g_row_ptr, &p_row_ptr)?;
+    for t in [&row_ptr, &idx, &val, &pre] {
+        poison(gpu, t).map_err(m)?;
+    }
+    let mut enc = gpu.encoder();
+    kc::activation_codes(gpu, &mut enc, &xd, jd, &row_ptr, &idx, &val, &pre).map_err(m)?;
+    gpu.submit(enc);
+    let g = gpu.read_u32(&row_ptr).map_err(m)?;
+    assert_same("activation_codes row_ptr", &g, &p_row_ptr)?;
+    let kept = (p_row_ptr[rows] as usize).min(cap);
+    let g = gpu.read_u32(&idx).map_err(m)?;
+    assert_same("activation_codes idx", &g[..kept], &p_idx[..kept])?;
+    let v = gpu.read_f32(&val).map_err(m)?;
+    assert_same(
+        "activation_codes val",
+        &bits(&v[..kept]),
+        &bits(&p_val[..kept]),
+    )?;
+    let v = gpu.read_f32(&pre).map_err(m)?;
+    assert_same(
+        "activation_codes pre_val",
+        &bits(&v[..kept]),
+        &bits(&p_pre[..kept]),
+    )?;
+    if jump && !p_val.iter().any(|&v| v == 0.0) {
+        return Err("no JumpReLU entry in the window below theta".into());
+    }
+    if frac >= 0.5 && (p_row_ptr[rows] as usize) <= cap {
+        return Err("the capacity did not overflow".into());
+    }
+    Ok(())
+}
+
+/// erfc (Abramowitz-Stegun 7.1.26, |error| < 1.5e-7), for the quantile above.
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.3275911 * z);
+    let poly =
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)));
+    let y = t * poly * (-z * z).exp();
+    if x >= 0.0 { y } else { 2.0 - y }
+}
+
 pub fn trials() -> Vec<Trial> {
     let mut t: Vec<Trial> = CASES
         .iter()
@@ -289,6 +443,24 @@ pub fn trials() -> Vec<Trial> {
             )
         })
         .collect();
+    // (rows, n, jumprelu, kept fraction, capacity per row)
+    #[rustfmt::skip]
+    let compact = [
+        (5, 7, false, 0.5, 1),      // overflows: ~17 kept of 35, capacity 5
+        (37, 1000, false, 0.01, 64),
+        (37, 1001, true, 0.01, 64),
+        (70, 300, false, 0.5, 64),   // overflows the capacity
+        (70, 300, true, 0.5, 64),    // overflows the capacity
+        (512, 16384, false, 0.003, 1024),
+        (512, 16384, true, 0.003, 1024),
+    ];
+    for c in compact {
+        let act = if c.2 { "jumprelu" } else { "relu" };
+        t.push(gpu_test(
+            format!("codes::compact/{}x{}/{act}/{}", c.0, c.1, c.3),
+            move |gpu, rng| compact_case(gpu, rng, c),
+        ));
+    }
     for (n, frac) in [
         (1, 1.0),
         (300, 0.0),
@@ -301,5 +473,101 @@ pub fn trials() -> Vec<Trial> {
             move |gpu, rng| dead_case(gpu, rng, n, frac),
         ));
     }
+    t.extend(batch_trials());
     t
+}
+
+/// BatchTopK by candidates: batch_threshold, candidate_matrix and candidate_map against
+/// their twins on the device's intermediates, and batchtopk_codes (with its gate) against
+/// reference::topk::batchtopk on the whole matrix, exactly. Heavy ties overflow the
+/// candidate lists and must take the gated whole-matrix path.
+fn batch_case(
+    gpu: &Gpu,
+    rng: &mut ChaCha8Rng,
+    (rows, n, k, kind): (usize, usize, usize, Input),
+) -> Result<(), Failed> {
+    let m = |e: saeforge::Error| fail(e);
+    let x = input(rng, kind, rows * n);
+    let k_total = rows * k;
+    let xd = gpu.upload("x", &[rows, n], &x).map_err(m)?;
+    let sc = kc::BatchScratch::new(gpu, rows, n, k_total).map_err(m)?;
+    let gate = gpu.gate(96).map_err(m)?;
+    let row_ptr = gpu.zeros_u32("row_ptr", &[rows + 1]).map_err(m)?;
+    let idx = gpu.zeros_u32("idx", &[k_total]).map_err(m)?;
+    let val = gpu.zeros("val", &[k_total]).map_err(m)?;
+    let thr = gpu.zeros("threshold", &[1]).map_err(m)?;
+    for t in [&row_ptr, &idx, &val, &thr] {
+        poison(gpu, t).map_err(m)?;
+    }
+    let mut enc = gpu.encoder();
+    #[rustfmt::skip]
+    kc::batchtopk_codes(gpu, &mut enc, &xd, &gate, &sc, &row_ptr, &idx, &val, &thr).map_err(m)?;
+    gate.finish(gpu).map_err(m)?;
+    gpu.submit(enc);
+    let r = |t: &GpuTensor| gpu.read_u32(t).map_err(m);
+
+    // The stages on the device's intermediates.
+    let nb = rc::blocks(n, rc::BLOCK);
+    let g_bmax = r(&sc.bmax)?;
+    let state = r(&sc.state)?;
+    assert_same(
+        "batch_threshold T",
+        &state[..1],
+        &[rc::batch_threshold(&g_bmax, k_total)],
+    )?;
+    assert_same("batch_threshold thr", &r(&sc.thr)?, &vec![state[0]; rows])?;
+    let (cand, cand_n) = (r(&sc.cand)?, r(&sc.cand_n)?);
+    let mut xm = vec![0.0f32; rows * rc::CAND];
+    let thr_rows = vec![state[0]; rows];
+    let over = rc::candidate_matrix(&x, rows, n, &cand, &cand_n, &thr_rows, &mut xm);
+    assert_same("candidate_matrix overflow", &state[3..4], &[over])?;
+    let g_xm = gpu.read_f32(&sc.xm).map_err(m)?;
+    assert_same("candidate_matrix xm", &bits(&g_xm), &bits(&xm))?;
+    let _ = nb;
+
+    // The result against batchtopk on the whole matrix.
+    let mut c_row_ptr = vec![0u32; rows + 1];
+    let mut c_idx = vec![0u32; k_total];
+    let mut c_val = vec![0.0f32; k_total];
+    let mut c_thr = [0.0f32];
+    #[rustfmt::skip]
+    reference::topk::batchtopk(&x, rows, n, k_total, &mut c_row_ptr, &mut c_idx, &mut c_val, &mut c_thr);
+    assert_same("batchtopk_codes row_ptr", &r(&row_ptr)?, &c_row_ptr)?;
+    assert_same("batchtopk_codes idx", &r(&idx)?, &c_idx)?;
+    let v = gpu.read_f32(&val).map_err(m)?;
+    assert_same("batchtopk_codes val", &bits(&v), &bits(&c_val))?;
+    let t = gpu.read_f32(&thr).map_err(m)?;
+    assert_same("batchtopk_codes threshold", &bits(&t), &bits(&c_thr))?;
+    if over == 0 {
+        // candidate_map on the candidate path's column numbers.
+        let cidx = r(&sc.cidx)?;
+        let mut mapped = vec![0u32; k_total];
+        rc::candidate_map(&c_row_ptr, &cidx, &cand, rows, &mut mapped);
+        assert_same("candidate_map", &r(&idx)?, &mapped)?;
+    }
+    let want_overflow = matches!(kind, Input::SmallInts) && n >= 9000;
+    if want_overflow != (over > 0) {
+        return Err(format!("overflow {over}, expected {}", want_overflow).into());
+    }
+    Ok(())
+}
+
+pub fn batch_trials() -> Vec<Trial> {
+    #[rustfmt::skip]
+    let cases = [
+        (37, 1000, 7, Input::Normal),
+        (70, 300, 9, Input::Inf),
+        (29, 777, 5, Input::SmallInts),
+        (37, 9000, 3, Input::SmallInts),
+        (512, 16384, 32, Input::Normal),
+    ];
+    cases
+        .into_iter()
+        .map(|c| {
+            gpu_test(
+                format!("codes::batchtopk/{}x{}/k{}/{:?}", c.0, c.1, c.2, c.3).to_lowercase(),
+                move |gpu, rng| batch_case(gpu, rng, c),
+            )
+        })
+        .collect()
 }

@@ -11,6 +11,7 @@ mod common;
 mod activations;
 mod codes;
 mod fista;
+mod gate;
 mod gemm;
 mod ops;
 mod optim;
@@ -29,6 +30,7 @@ fn main() {
     trials.extend(activations::trials());
     trials.extend(codes::trials());
     trials.extend(fista::trials());
+    trials.extend(gate::trials());
     trials.extend(gemm::trials());
     trials.extend(ops::trials());
     trials.extend(optim::trials());

@@ -202,6 +202,61 @@ fn remove_parallel_case(gpu: &Gpu, rng: &mut ChaCha8Rng, n: usize, d: usize) -> 
     )
 }
 
+/// The fused unit-norm decoder kernels: decoder_grad_prep (+ sum_slot) against their
+/// twins, then adam_unit_rows against its twin fed the device's coefficients (so that it is
+/// judged alone); rows of zero w included.
+fn fused_decoder_case(gpu: &Gpu, rng: &mut ChaCha8Rng, n: usize, d: usize) -> Result<(), Failed> {
+    let w_h = rows_with_zeros(rng, n, d);
+    let g_h = randn(rng, n * d, 1.0);
+    let (m_h, v_h) = moments(rng, n * d);
+    let clip_h = [rng.random_range(0.5f32..1.0), 0.0];
+    let h = hyper(1e-3, 0.0, 7);
+    let w = up(gpu, "w", &[n, d], &w_h)?;
+    let g = up(gpu, "g", &[n, d], &g_h)?;
+    let m = up(gpu, "m", &[n, d], &m_h)?;
+    let v = up(gpu, "v", &[n, d], &v_h)?;
+    let clip = up(gpu, "clip", &[2], &clip_h)?;
+    let coef = poisoned(gpu, "coef", &[n])?;
+    let part = poisoned(gpu, "part", &[n])?;
+    let acc = poisoned(gpu, "acc", &[3])?;
+    let hb = k::hyper_buffer(gpu);
+    k::write_hyper(gpu, &hb, &h);
+    let mut enc = gpu.encoder();
+    let e = &mut enc;
+    k::decoder_grad_prep(gpu, e, &w, &g, n, d, &coef, &part).map_err(fail)?;
+    k::sum_slot(gpu, e, &part, &acc, 2).map_err(fail)?;
+    k::adam_unit_rows(gpu, e, &w, &g, &coef, &m, &v, &hb, &clip, n, d).map_err(fail)?;
+    gpu.submit(enc);
+    let mut c_coef = vec![0.0f32; n];
+    let mut c_part = vec![0.0f32; n];
+    r::decoder_grad_prep(&w_h, &g_h, n, d, &mut c_coef, &mut c_part);
+    let g_coef = read(gpu, &coef)?;
+    let g_part = read(gpu, &part)?;
+    let t = tolerance::OPTIM_DECODER_PREP;
+    assert_close("decoder_grad_prep coef", &g_coef, &c_coef, t)?;
+    assert_close("decoder_grad_prep part", &g_part, &c_part, t)?;
+    let mut c_acc = vec![0.0f32; 3];
+    r::sum_slot(&g_part, &mut c_acc, 2);
+    let g_acc = read(gpu, &acc)?;
+    assert_close("sum_slot", &g_acc[2..], &c_acc[2..], tolerance::OPTIM_SUMSQ)?;
+    let (mut p_h, mut mm, mut vv) = (w_h.clone(), m_h.clone(), v_h.clone());
+    r::adam_unit_rows(&mut p_h, &g_h, &g_coef, &mut mm, &mut vv, &h, &clip_h, n, d);
+    assert_close(
+        "adam_unit_rows m",
+        &read(gpu, &m)?,
+        &mm,
+        tolerance::OPTIM_ADAM,
+    )?;
+    assert_close(
+        "adam_unit_rows v",
+        &read(gpu, &v)?,
+        &vv,
+        tolerance::OPTIM_ADAM,
+    )?;
+    let t = tolerance::OPTIM_NORMALIZE;
+    assert_close("adam_unit_rows param", &read(gpu, &w)?, &p_h, t)
+}
+
 // ---------------------------------------------------------------- a chained step
 
 /// The optimizer half of `steps` training steps on an SAE with d_in `d`, d_sae `n`:
@@ -381,6 +436,10 @@ pub fn trials() -> Vec<Trial> {
         t.push(gpu_test(
             format!("optim::remove_parallel/{n}x{d}"),
             move |gpu, rng| remove_parallel_case(gpu, rng, n, d),
+        ));
+        t.push(gpu_test(
+            format!("optim::fused_decoder/{n}x{d}"),
+            move |gpu, rng| fused_decoder_case(gpu, rng, n, d),
         ));
     }
     // (d, n, max_norm, weight decay); grads are N(0, 1) over ~3.4k elements, so the norm

@@ -512,8 +512,9 @@ impl Shape {
 }
 
 /// Shapes not multiples of the 64-wide workgroups, the 256-lane scan or the 4-wide vec4s
-/// (d 45, 13, 1 take the scalar entry points; 44, 20, 512 the vec4 ones), tiny ones where
-/// every latent is in every row, and the production TopK step.
+/// (d 45, 13, 1 take the scalar entry points; 44, 20 the vec4 ones; 64, 128, 512 the
+/// texture ones on software adapters, the vec4 ones elsewhere), tiny ones where every latent
+/// is in every row, and the production TopK step.
 const SHAPES: &[Shape] = &[
     Shape::TopK(3, 5, 1, 5, 0),
     Shape::TopK(37, 1000, 45, 7, 1),
@@ -522,6 +523,9 @@ const SHAPES: &[Shape] = &[
     Shape::Csr(29, 300, 13, 12, 17),
     Shape::Csr(41, 777, 20, 30, 5),
     Shape::Csr(5, 3, 8, 6, 0),
+    // d % 64 == 0: the texture entry points on software adapters.
+    Shape::TopK(37, 1000, 64, 7, 1),
+    Shape::Csr(41, 777, 128, 30, 5),
     // Production: rows 512, d_sae 16384, d_in 512, k 32; latents 0 and 1 in every row.
     Shape::TopK(512, 16384, 512, 32, 2),
 ];
@@ -552,5 +556,112 @@ pub fn trials() -> Vec<Trial> {
             compare(&a, &run_reference(&h))
         },
     ));
+    t.extend(activation_trials());
     t
+}
+
+/// The ReLU / JumpReLU backward kernels of a sparse step on an uneven CSR code:
+/// sparse_l1_backward, sparse_jumprelu_backward and gather_jumprelu_threshold (over the
+/// device's transpose). Pre-activations stay >= 1e-4 away from theta and the window edges
+/// (WGSL's exp may differ from Rust's in the last ulp).
+fn activation_backward_case(
+    gpu: &Gpu,
+    rng: &mut ChaCha8Rng,
+    (rows, n, max, spare): (usize, usize, usize, usize),
+) -> Result<(), Failed> {
+    let m = |e: saeforge::Error| fail(e);
+    let c = csr_code(rng, rows, n, max, spare);
+    let cap = c.cap();
+    let nnz = c.nnz();
+    let eps = 0.05f32;
+    let log_theta: Vec<f32> = (0..n).map(|_| rng.random_range(0.2f32..1.0).ln()).collect();
+    let mut pre = vec![0.0f32; cap];
+    for s in 0..nnz {
+        let theta = log_theta[c.idx[s] as usize].exp();
+        // Half in the window around theta, half above it.
+        let mut v = theta + rng.random_range(-0.03f32..0.3);
+        for edge in [theta, theta - 0.5 * eps, theta + 0.5 * eps] {
+            if (v - edge).abs() < 1e-4 {
+                v = edge + 2e-4;
+            }
+        }
+        pre[s] = v;
+    }
+    let val: Vec<f32> = code_values(rng, &c);
+    let g0 = randn(rng, cap, 1.0);
+    let norms: Vec<f32> = (0..n).map(|_| rng.random_range(0.1f32..1.0)).collect();
+    let scale = 0.37f32;
+    let l0_scale = 0.02f32;
+
+    let rp = gpu
+        .upload_u32("row_ptr", &[rows + 1], &c.row_ptr)
+        .map_err(m)?;
+    let idx = gpu.upload_u32("idx", &[cap], &c.idx).map_err(m)?;
+    let vd = gpu.upload("val", &[cap], &val).map_err(m)?;
+    let pd = gpu.upload("pre", &[cap], &pre).map_err(m)?;
+    let gd = gpu.upload("g", &[cap], &g0).map_err(m)?;
+    let g2 = gpu.upload("g (l1)", &[cap], &g0).map_err(m)?;
+    let nd = gpu.upload("norms", &[n], &norms).map_err(m)?;
+    let ld = gpu.upload("log_theta", &[n], &log_theta).map_err(m)?;
+    let dval = gpu.zeros("dval", &[cap]).map_err(m)?;
+    let dlt = gpu.zeros("dlog_theta", &[n]).map_err(m)?;
+    let lat_ptr = gpu.zeros_u32("lat_ptr", &[n + 1]).map_err(m)?;
+    let lat_row = gpu.zeros_u32("lat_row", &[cap]).map_err(m)?;
+    let lat_slot = gpu.zeros_u32("lat_slot", &[cap]).map_err(m)?;
+    gpu.fill(&dval, f32::NAN);
+    gpu.fill(&dlt, f32::NAN);
+    let mut enc = gpu.encoder();
+    let e = &mut enc;
+    use kernels::sparse as ks;
+    ks::sparse_l1_backward(gpu, e, &rp, &idx, &vd, rows, n, &nd, scale, &g2).map_err(m)?;
+    ks::sparse_jumprelu_backward(gpu, e, &rp, &idx, &pd, &gd, rows, n, &ld, &dval).map_err(m)?;
+    #[rustfmt::skip]
+    ks::build_transpose(gpu, e, &rp, &idx, rows, n, &lat_ptr, &lat_row, &lat_slot).map_err(m)?;
+    #[rustfmt::skip]
+    ks::gather_jumprelu_threshold(gpu, e, &lat_ptr, &lat_slot, &pd, &gd, n, &ld, eps, l0_scale, &dlt).map_err(m)?;
+    gpu.submit(enc);
+
+    use reference::sparse as rs;
+    let mut c_g2 = g0.clone();
+    rs::sparse_l1_backward(&c.row_ptr, &c.idx, &val, rows, n, &norms, scale, &mut c_g2);
+    let gg2 = gpu.read_f32(&g2).map_err(m)?;
+    assert_close(
+        "sparse_l1_backward",
+        &gg2,
+        &c_g2,
+        tolerance::ELEMENTWISE_MULADD,
+    )?;
+    let mut c_dval = vec![0.0f32; cap];
+    #[rustfmt::skip]
+    rs::sparse_jumprelu_backward(&c.row_ptr, &c.idx, &pre, &g0, rows, n, &log_theta, &mut c_dval);
+    let gdv = gpu.read_f32(&dval).map_err(m)?;
+    assert_close("sparse_jumprelu_backward", &gdv, &c_dval, tolerance::EXACT)?;
+    let (mut lp, mut lr, mut ls) = (vec![0u32; n + 1], vec![0u32; cap], vec![0u32; cap]);
+    rs::build_transpose(&c.row_ptr, &c.idx, rows, n, &mut lp, &mut lr, &mut ls);
+    let mut c_dlt = vec![0.0f32; n];
+    #[rustfmt::skip]
+    rs::gather_jumprelu_threshold(&lp, &ls, &pre, &g0, n, &log_theta, eps, l0_scale, &mut c_dlt);
+    let gdl = gpu.read_f32(&dlt).map_err(m)?;
+    assert_close(
+        "gather_jumprelu_threshold",
+        &gdl,
+        &c_dlt,
+        tolerance::JUMPRELU_DLOG_THETA,
+    )?;
+    if !c_dlt.iter().any(|&v| v != 0.0) || !c_dval.iter().any(|&v| v == 0.0) {
+        return Err("inputs missed the window or the threshold".into());
+    }
+    Ok(())
+}
+
+pub fn activation_trials() -> Vec<Trial> {
+    [(29, 300, 12, 17), (41, 777, 30, 5), (512, 16384, 64, 100)]
+        .into_iter()
+        .map(|c| {
+            gpu_test(
+                format!("sparse::activation_backward/{}x{}/max{}", c.0, c.1, c.2),
+                move |gpu, rng| activation_backward_case(gpu, rng, c),
+            )
+        })
+        .collect()
 }

@@ -1,9 +1,11 @@
 //! N steps of the GPU engine against N steps of the CPU engine, for every architecture,
-//! from the same initial state on the same batches.
+//! from the same initial state on the same batches. ReLU and JumpReLU run twice: from a
+//! fresh state (L0 ~ n / 2: the dense path) and from one shifted to L0 ~ 10 of 300 (the
+//! sparse path of codes; see `cpu::code_capacity`); each case checks which path it took.
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Gpu;
-use saeforge::sae::cpu::{TrainState, step};
+use saeforge::sae::cpu::{TrainState, code_capacity, step};
 use saeforge::sae::gpu::GpuEngine;
 use saeforge::sae::train::StepEngine;
 use saeforge::sae::{Arch, SaeParams, TrainArgs, TrainConfig};
@@ -35,11 +37,45 @@ pub fn config(arch: Arch, d: usize, n: usize, rows: usize) -> TrainConfig {
     TrainConfig::resolve(&args, d, 100_000).unwrap()
 }
 
-fn case(gpu: &Gpu, rng: &mut rand_chacha::ChaCha8Rng, arch: Arch) -> Result<(), Failed> {
-    let (d, n, rows) = (36, 300, 70);
+/// Shift relu's b_enc / jumprelu's threshold so that about `l0` of the n latents fire on
+/// `sample` (rows of d): the (1 - l0 / n) quantile t of the pre-activations becomes
+/// b_enc = -t or theta = t.
+fn shift_to_l0(p: &mut SaeParams, arch: Arch, sample: &[f32], l0: f64) {
+    let (d, n) = (p.d, p.n);
+    let rows = sample.len() / d;
+    let mut pre = Vec::with_capacity(rows * n);
+    for r in 0..rows {
+        for i in 0..n {
+            let mut a = 0.0f32;
+            for j in 0..d {
+                a += (sample[r * d + j] - p.b_dec[j]) * p.w_enc[j * n + i];
+            }
+            pre.push(a);
+        }
+    }
+    pre.sort_by(f32::total_cmp);
+    let t = pre[((1.0 - l0 / n as f64) * pre.len() as f64) as usize].max(1e-4);
+    if arch == Arch::Relu {
+        p.b_enc.iter_mut().for_each(|b| *b = -t);
+    } else {
+        p.log_threshold.iter_mut().for_each(|l| *l = t.ln());
+    }
+}
+
+fn case(
+    gpu: &Gpu,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    arch: Arch,
+    sparse: bool,
+    (d, n, rows): (usize, usize, usize),
+) -> Result<(), Failed> {
     let cfg = config(arch, d, n, rows);
     let sample = randn(rng, 256 * d, 1.0);
-    let mut cpu = TrainState::new(SaeParams::init(&cfg, &sample));
+    let mut params = SaeParams::init(&cfg, &sample);
+    if sparse {
+        shift_to_l0(&mut params, arch, &sample, 10.0);
+    }
+    let mut cpu = TrainState::new(params);
     let gpu_arc = crate::common::gpu().map_err(fail)?;
     let _ = gpu;
     let mut eng = GpuEngine::new(gpu_arc, &cfg, &cpu).map_err(fail)?;
@@ -94,17 +130,48 @@ fn case(gpu: &Gpu, rng: &mut rand_chacha::ChaCha8Rng, arch: Arch) -> Result<(), 
     {
         return Err(format!("{arch:?}: no latent ever died, so AuxK was not exercised").into());
     }
+    if matches!(arch, Arch::Relu | Arch::Jumprelu) {
+        // The path taken: codes fit code_capacity (64 per row here) or not.
+        let per_row = code_capacity(rows, n) / rows;
+        let l0 = cpu.metrics[saeforge::reference::reduce::slot::L0 as usize] as f64
+            / (rows * STEPS) as f64;
+        if sparse && l0 > per_row as f64 * 0.6 {
+            return Err(format!("{arch:?}: mean L0 {l0:.1} too high for the sparse path").into());
+        }
+        if !sparse && l0 < per_row as f64 * 1.5 {
+            return Err(format!("{arch:?}: mean L0 {l0:.1} too low for the dense path").into());
+        }
+    }
     Ok(())
 }
 
 pub fn trials() -> Vec<Trial> {
-    [Arch::Relu, Arch::Topk, Arch::Batchtopk, Arch::Jumprelu]
-        .into_iter()
-        .map(|arch| {
-            gpu_test(
-                format!("equivalence::{arch:?}_{STEPS}_steps").to_lowercase(),
-                move |gpu, rng| case(gpu, rng, arch),
+    // Odd shapes take the storage-buffer GEMMs; the 64 x 512 ones the texture GEMMs, whose
+    // dense-fallback textures are filled under the gate.
+    let odd = (36, 300, 70);
+    let tex = (64, 512, 64);
+    [
+        (Arch::Relu, false, odd),
+        (Arch::Relu, true, odd),
+        (Arch::Topk, false, odd),
+        (Arch::Batchtopk, false, odd),
+        (Arch::Jumprelu, false, odd),
+        (Arch::Jumprelu, true, odd),
+        (Arch::Relu, false, tex),
+        (Arch::Relu, true, tex),
+        (Arch::Topk, false, tex),
+    ]
+    .into_iter()
+    .map(|(arch, sparse, shape)| {
+        let path = if sparse { "_sparse" } else { "" };
+        gpu_test(
+            format!(
+                "equivalence::{arch:?}{path}_{}x{}x{}_{STEPS}_steps",
+                shape.0, shape.1, shape.2
             )
-        })
-        .collect()
+            .to_lowercase(),
+            move |gpu, rng| case(gpu, rng, arch, sparse, shape),
+        )
+    })
+    .collect()
 }
