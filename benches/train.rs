@@ -156,6 +156,14 @@ struct Row {
 }
 
 impl Row {
+    fn counted(&self) -> (f64, f64, f64) {
+        let arch = match self.arch.as_str() {
+            "relu" => Arch::Relu,
+            _ => Arch::Topk,
+        };
+        counted(arch, self.batch, self.l0)
+    }
+
     fn json(&self) -> serde_json::Value {
         let ratio_cpu = self.step.1.zip(self.gemm.1).map(|(s, g)| s / g);
         json!({
@@ -172,11 +180,43 @@ impl Row {
             "encoder_gemm_cpu_ms": self.gemm.1.map(|c| c * 1e3),
             "step_over_gemm_cpu": ratio_cpu,
             "encoder_gemm_gflops": GemmSpec::nn(self.batch, N, D).flops() / self.gemm.0 / 1e9,
+            "counted_encoder_gflop": self.counted().0 / 1e9,
+            "counted_other_gflop": self.counted().1 / 1e9,
+            "counted_mb": self.counted().2 / 1e6,
             "phases": self.phases.iter().map(|(n, w, c)| json!({
                 "phase": n, "ms": w * 1e3, "cpu_ms": c.map(|c| c * 1e3)
             })).collect::<Vec<_>>(),
         })
     }
+}
+
+/// Work of one training step as the GPU engine records it, counted from the shapes (f32):
+/// (encoder GEMM FLOPs, FLOPs of everything else, bytes moved by everything), for the
+/// projection to other adapters in the README. L0 = entries kept per row. Bytes, each
+/// tensor read or written once per use:
+///   encoder     read x (B, d), W_enc (d, n); write the pre-activations (B, n)
+///   activation  read the pre-activations; write the codes (B L0 x index, value, pre-value)
+///   decode      read B L0 rows of W_dec (d each); write x_hat (B, d)
+///   loss        read x, x_hat; write dy                                         3 B d
+///   backward    dz: B L0 rows of W_dec; dW_dec: B L0 rows of dy, write (n, d);
+///               dW_enc: B L0 rows of x, write (d, n)
+///   optimizer   17 passes of n d (unit-norm decoder: see src/sae/gpu.rs), 16 for relu
+/// The B L0 gathered rows are counted as reads from memory; a GPU's L2 holds much of W_dec
+/// (32 MiB), so this is the high side. AuxK (only with dead latents) is not counted.
+fn counted(arch: Arch, batch: usize, l0: f64) -> (f64, f64, f64) {
+    let (b, d, n) = (batch as f64, D as f64, N as f64);
+    let kept = b * l0;
+    let enc_flops = 2.0 * b * d * n;
+    // decode, dz, dW_dec, dW_enc: one multiply-add per kept entry and input dimension.
+    let rest_flops = 4.0 * 2.0 * kept * d;
+    let optimizer_passes = if arch == Arch::Relu { 16.0 } else { 17.0 };
+    let floats = b * d + d * n + b * n // encoder
+        + b * n + 3.0 * kept // activation
+        + kept * d + b * d // decode
+        + 3.0 * b * d // loss
+        + 3.0 * kept * d + 2.0 * n * d // backward
+        + optimizer_passes * n * d;
+    (enc_flops, rest_flops, 4.0 * floats)
 }
 
 /// Which rows to run: (label, arch, fraction of latents dead at the start).
@@ -546,6 +586,18 @@ fn main() -> anyhow::Result<()> {
             frac_cpu.map_or(String::new(), |f| format!(" ({f:.3} per CPU time)"))
         );
         break;
+    }
+    println!("counted work per step (see `counted`; the projection in the README uses it):");
+    for r in rows.iter().filter(|r| r.engine == "gpu") {
+        let (e, o, bytes) = r.counted();
+        println!(
+            "  {:<10} batch {:>5}: encoder {:.1} GFLOP, rest {:.2} GFLOP, {:.0} MB moved",
+            r.arch,
+            r.batch,
+            e / 1e9,
+            o / 1e9,
+            bytes / 1e6
+        );
     }
     println!("load average: before {load_before}, after {load_after}");
 
