@@ -66,7 +66,7 @@ pub fn run(a: EncodeArgs) -> Result<()> {
         return Err(crate::Error::input("--batch 0: expected at least 1 row"));
     }
     let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
-    eprintln!("saeforge: {why}");
+    println!("saeforge: {why}");
     let encoder = Encoder::new(
         &model,
         &engine,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::cli::synth::DtypeArg;
-use crate::data::{FloatType, discover};
+use crate::data::{FloatType, discover, open_shards};
 use crate::eval::steer::{Edit, EditOp, SteerOutput, SteerReport, check_edits, steer_file};
 use crate::gpu::{DeviceChoice, select_engine};
 use crate::sae::export::SaeModel;
@@ -17,13 +17,14 @@ pub struct SteerArgs {
     /// SAE folder in the SAELens layout.
     #[arg(long)]
     pub sae: PathBuf,
-    /// A safetensors file of activations (or a folder of them: then --out is a folder).
+    /// A safetensors file of activations, or a folder or a glob pattern of them (then --out
+    /// is a folder of files with the same names).
     #[arg(long)]
     pub data: PathBuf,
     /// Activation tensor inside the file (default: the only floating rank-2/3 tensor).
     #[arg(long)]
     pub tensor: Option<String>,
-    /// Output file (a folder when --data is a folder).
+    /// Output file (a folder when --data is a folder or a glob).
     #[arg(long)]
     pub out: PathBuf,
     /// Clamp latent I to V on every row (repeatable), e.g. --set 1234=8.
@@ -151,11 +152,19 @@ pub fn run(a: SteerArgs) -> Result<()> {
         tensor: a.out_tensor.clone(),
     };
     // One file -> one file; a folder -> a folder of files with the same names.
-    let jobs: Vec<(PathBuf, PathBuf)> = if a.data.is_dir() {
+    // A glob pattern (e.g. 'acts/*.safetensors') is many files, like a folder.
+    let glob = !a.data.exists() && a.data.to_string_lossy().contains(['*', '?', '[']);
+    let jobs: Vec<(PathBuf, PathBuf)> = if a.data.is_dir() || glob {
         let inputs = discover(std::slice::from_ref(&a.data))?;
         if a.out.exists() && !a.out.is_dir() {
             return Err(Error::input(format!(
-                "--out {}: --data is a folder, so --out must be a folder, but this is a file",
+                "--out {}: --data names several files, so --out must be a folder, but this is a file",
+                a.out.display()
+            )));
+        }
+        if inputs.iter().any(|p| p.parent() == Some(a.out.as_path())) {
+            return Err(Error::input(format!(
+                "--out {}: holds the input files; steering writes new files, pick another folder",
                 a.out.display()
             )));
         }
@@ -165,7 +174,6 @@ pub fn run(a: SteerArgs) -> Result<()> {
                 a.out.display()
             )));
         }
-        crate::io::create_dir(&a.out)?;
         inputs
             .into_iter()
             .map(|p| {
@@ -188,8 +196,25 @@ pub fn run(a: SteerArgs) -> Result<()> {
         }
         vec![(a.data.clone(), a.out.clone())]
     };
+    // Every input's header and d before the first file is written, so that a bad file
+    // among many leaves no partial output behind.
+    let inputs: Vec<PathBuf> = jobs.iter().map(|(i, _)| i.clone()).collect();
+    if let Some(s) = open_shards(&inputs, a.tensor.as_deref())?.first()
+        && s.d != model.d
+    {
+        return Err(Error::input(format!(
+            "{}: tensor {:?} has d = {}, but the SAE expects d = {} (its d_in)",
+            s.path.display(),
+            s.tensor,
+            s.d,
+            model.d
+        )));
+    }
+    if a.data.is_dir() || glob {
+        crate::io::create_dir(&a.out)?;
+    }
     let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
-    eprintln!("saeforge: {why}");
+    println!("saeforge: {why}");
     let encoder = Encoder::new(
         &model,
         &engine,

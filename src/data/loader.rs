@@ -187,12 +187,7 @@ impl BatchStream {
                 if self.skip_nonfinite {
                     continue;
                 }
-                let at = if shard.shape.len() == 3 {
-                    let seq = shard.shape[1] as u64;
-                    format!(" (sequence {}, position {})", id.row / seq, id.row % seq)
-                } else {
-                    String::new()
-                };
+                let at = shard.position_of(id.row as usize);
                 return Err(Error::input(format!(
                     "{}: tensor {:?} row {}{at} column {col} is {} (use --skip-nonfinite to drop such rows)",
                     shard.path.display(),

@@ -115,6 +115,28 @@ pub fn discover(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 impl Shard {
+    /// " (sequence s, position p)" for row `row` of a [batch, seq, d] tensor, "" for
+    /// [tokens, d]: error messages name the token a user can find in their capture.
+    pub fn position_of(&self, row: usize) -> String {
+        if self.shape.len() == 3 && self.shape[1] > 0 {
+            let seq = self.shape[1];
+            format!(" (sequence {}, position {})", row / seq, row % seq)
+        } else {
+            String::new()
+        }
+    }
+
+    /// The one-line refusal of a NaN / Inf value at (row, col) for commands that must see
+    /// every row (encode, steer): what it is, where, and how to proceed.
+    pub fn nonfinite_error(&self, row: usize, col: usize, value: f32) -> crate::Error {
+        crate::Error::input(format!(
+            "{}: tensor {:?} row {row}{} column {col} is {value}; the SAE cannot encode it \
+             (repair or drop the row; train's --skip-nonfinite skips such rows)",
+            self.path.display(),
+            self.tensor,
+            self.position_of(row),
+        ))
+    }
     /// Map and validate one shard; `tensor` picks the tensor when there are several.
     pub fn open(path: &Path, tensor: Option<&str>) -> Result<Shard> {
         let file = open_input(path)?;

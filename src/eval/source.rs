@@ -69,15 +69,7 @@ impl HeldOut {
             s.read_rows(self.row, take, dst);
             if let Some(i) = dst.iter().position(|v| !v.is_finite()) {
                 let row = self.row + i / d;
-                let at = if s.shape.len() == 3 {
-                    format!(
-                        " (sequence {}, position {})",
-                        row / s.shape[1],
-                        row % s.shape[1]
-                    )
-                } else {
-                    String::new()
-                };
+                let at = s.position_of(row);
                 return Err(Error::input(format!(
                     "{}: tensor {:?} row {row}{at} column {} is {} (evaluation needs finite rows: repair or drop it; train's --skip-nonfinite skips such rows)",
                     s.path.display(),

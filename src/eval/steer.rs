@@ -269,7 +269,7 @@ pub fn steer_file(
     let shard = Shard::open(input, tensor)?;
     if shard.d != model.d {
         return Err(Error::input(format!(
-            "{}: tensor {:?} has d = {}, but the SAE has d_in = {}",
+            "{}: tensor {:?} has d = {}, but the SAE expects d = {} (its d_in)",
             input.display(),
             shard.tensor,
             shard.d,
@@ -341,14 +341,7 @@ pub fn steer_file(
                 vec![false; rows]
             } else {
                 if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-                    return Err(Error::input(format!(
-                        "{}: tensor {:?} row {} column {} is {}; the SAE cannot encode it",
-                        input.display(),
-                        shard.tensor,
-                        start + i / d,
-                        i % d,
-                        x[i]
-                    )));
+                    return Err(shard.nonfinite_error(start + i / d, i % d, x[i]));
                 }
                 let codes = encoder.encode(x, rows)?;
                 steer_rows(model, edits, x, &codes, &mut report)

@@ -179,14 +179,7 @@ pub fn for_each_batch(
             let x = &mut x[..rows * d];
             s.read_rows(start, rows, x);
             if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-                return Err(Error::input(format!(
-                    "{}: tensor {:?} row {} column {} is {}; the SAE cannot encode it",
-                    s.path.display(),
-                    s.tensor,
-                    start + i / d,
-                    i % d,
-                    x[i]
-                )));
+                return Err(s.nonfinite_error(start + i / d, i % d, x[i]));
             }
             f(x, rows)?;
             start += rows;

@@ -36,8 +36,12 @@ const SHARD_COMMANDS: &[(&str, &str, bool)] = &[
     (
         "encode",
         "encode --sae {dir}/sae --data {in} --out {dir}/codes.safetensors --device cpu",
-        // Not yet: encode prints its engine line before it meets a NaN row.
-        false,
+        true,
+    ),
+    (
+        "steer",
+        "steer --sae {dir}/sae --data {in} --out {dir}/steered --device cpu --ablate 0",
+        true,
     ),
 ];
 
@@ -48,6 +52,10 @@ const SAE_COMMANDS: &[(&str, &str)] = &[
     (
         "encode",
         "encode --sae {sae} --data {dir}/good.safetensors --out {dir}/codes.safetensors --device cpu",
+    ),
+    (
+        "steer",
+        "steer --sae {sae} --data {dir}/good.safetensors --out {dir}/steered.safetensors --device cpu --ablate 0",
     ),
 ];
 

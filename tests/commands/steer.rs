@@ -450,7 +450,7 @@ fn refusals(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
     write_shard(&other, &[4, D + 1], &vec![0.5; 4 * (D + 1)], FloatType::F32);
     let mut a = args(&c, "z.safetensors", &[], DeviceChoice::Cpu);
     a.data = other;
-    expect_err(run(a), "d_in = 32")?;
+    expect_err(run(a), "expects d = 32")?;
     if std::fs::read_dir(&c.dir).unwrap().any(|e| {
         let n = e.unwrap().file_name().to_string_lossy().into_owned();
         n.contains(".tmp-") || n == "bad.safetensors"
