@@ -236,3 +236,54 @@ fn export_has_exactly_the_saelens_tensors_and_keys_and_round_trips() {
         }
     }
 }
+
+/// A SAELens folder with apply_b_dec_to_input = false encodes x W_enc + b_enc (no b_dec
+/// subtraction); loading folds that into b_enc, so the model computes exactly that function
+/// (checked in f64 from the stored tensors), and a bad value of the key is refused.
+#[test]
+fn apply_b_dec_to_input_false_is_folded_into_b_enc() {
+    use saeforge::sae::{Arch, TrainArgs, TrainConfig};
+    let dir = tmp("no-b-dec");
+    let args = TrainArgs {
+        out: Some(dir.clone()),
+        arch: Some(Arch::Relu),
+        d_sae: Some(24),
+        ..Default::default()
+    };
+    let cfg = TrainConfig::resolve(&args, 8, 1000).unwrap();
+    let mut p = SaeParams::init(&cfg, &values(8 * 16));
+    // A b_dec far from 0, so that subtracting it or not changes every pre-activation.
+    p.b_dec
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, b)| *b = 1.5 - 0.4 * i as f32);
+    let m = SaeModel::from_training(&p, &cfg, 1.0, 0.25);
+    m.save(&dir, None, serde_json::json!({})).unwrap();
+    let cfg_path = dir.join("cfg.json");
+    let mut j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    j["apply_b_dec_to_input"] = serde_json::json!(false);
+    std::fs::write(&cfg_path, j.to_string()).unwrap();
+    let back = SaeModel::load(&dir).unwrap();
+    let x: Vec<f32> = values(8 * 5);
+    let pre = back.pre(&x, 5);
+    let (d, n) = (8, 24);
+    let mut worst = 0.0f64;
+    for r in 0..5 {
+        for c in 0..n {
+            let want: f64 = m.b_enc[c] as f64
+                + (0..d)
+                    .map(|i| x[r * d + i] as f64 * m.w_enc[i * n + c] as f64)
+                    .sum::<f64>();
+            worst = worst.max((pre[r * n + c] as f64 - want).abs() / (1.0 + want.abs()));
+        }
+    }
+    // f32 pre-activations of 8 terms: a few ulp; not subtracting b_dec would be off by O(1).
+    assert!(worst < 1e-5, "worst relative error {worst}");
+    j["apply_b_dec_to_input"] = serde_json::json!("yes");
+    std::fs::write(&cfg_path, j.to_string()).unwrap();
+    let e = SaeModel::load(&dir)
+        .err()
+        .expect("a string value is refused");
+    assert!(e.to_string().contains("apply_b_dec_to_input"), "{e}");
+}

@@ -274,8 +274,29 @@ impl SaeModel {
         };
         let w_enc = take("W_enc")?;
         let w_dec = take("W_dec")?;
-        let b_enc = take("b_enc")?;
+        let mut b_enc = take("b_enc")?;
         let b_dec = take("b_dec")?;
+        // SAELens' apply_b_dec_to_input = false encodes x W_enc + b_enc, without first
+        // subtracting b_dec. saeforge always encodes (x - b_dec) W_enc + b_enc, which is the
+        // same function with b_enc + b_dec W_enc in place of b_enc (summed in f64, rounded
+        // once), so such folders are folded here and everything downstream stays one path.
+        let apply_b_dec = match cfg.get("apply_b_dec_to_input") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(bad_cfg(format!(
+                    "\"apply_b_dec_to_input\" = {other}: expected true or false"
+                )));
+            }
+        };
+        if !apply_b_dec {
+            for (j, b) in b_enc.iter_mut().enumerate() {
+                let shift: f64 = (0..d)
+                    .map(|i| b_dec[i] as f64 * w_enc[i * n + j] as f64)
+                    .sum();
+                *b = (*b as f64 + shift) as f32;
+            }
+        }
         let threshold = if kind == SaeKind::Jumprelu {
             take("threshold")?
         } else {
