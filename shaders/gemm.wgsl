@@ -85,8 +85,9 @@ fn finish4(acc: vec4<f32>, bias: vec4<f32>, c_old: vec4<f32>) -> vec4<f32> {
 // One invocation: rows row0..row0+8 of C, columns 4*c4..4*c4+4. Workgroup x indexes row
 // blocks (folded with z past the grid limit), y indexes groups of TX_WG column quads, so
 // consecutive workgroups share the same B columns. Texels hold 4 consecutive floats of a
-// stored row; out-of-range rows and columns read clamped (or zero) texels and are not
-// stored. No early return: the folded grid's spare row blocks just store nothing.
+// stored row; out-of-range rows and columns read clamped texels (the coordinates are
+// clamped here, so unchecked modules stay in range) and are not stored. No early return:
+// the folded grid's spare row blocks just store nothing.
 
 override TX_WG: u32 = 64;
 
@@ -104,6 +105,19 @@ fn gemm_tex(
     let row0 = (wid.x + wid.z * nwg.x) * 8u;
     let n4 = p.n / 4u;
     let c4 = wid.y * TX_WG + lid.x;
+    // clamped coordinates for the loads: B column quad, A rows (or A row quads when TRANS_A)
+    let cb = min(c4, n4 - 1u);
+    let last = select(p.m - 1u, p.m / 4u - 1u, TRANS_A);
+    let r0 = min(row0, last);
+    let r1 = min(row0 + 1u, last);
+    let r2 = min(row0 + 2u, last);
+    let r3 = min(row0 + 3u, last);
+    let r4 = min(row0 + 4u, last);
+    let r5 = min(row0 + 5u, last);
+    let r6 = min(row0 + 6u, last);
+    let r7 = min(row0 + 7u, last);
+    let xa = min(row0 / 4u, last);
+    let xb = min(row0 / 4u + 1u, last);
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
@@ -121,19 +135,19 @@ fn gemm_tex(
         var b3: vec4<f32>;
         if TRANS_B {
             // texel (kq, col) holds op(B)[k0 .. k0 + 4, col]: transpose four of them
-            let u0 = textureLoad(tx_b, vec2<u32>(kq, c4 * 4u));
-            let u1 = textureLoad(tx_b, vec2<u32>(kq, c4 * 4u + 1u));
-            let u2 = textureLoad(tx_b, vec2<u32>(kq, c4 * 4u + 2u));
-            let u3 = textureLoad(tx_b, vec2<u32>(kq, c4 * 4u + 3u));
+            let u0 = textureLoad(tx_b, vec2<u32>(kq, cb * 4u));
+            let u1 = textureLoad(tx_b, vec2<u32>(kq, cb * 4u + 1u));
+            let u2 = textureLoad(tx_b, vec2<u32>(kq, cb * 4u + 2u));
+            let u3 = textureLoad(tx_b, vec2<u32>(kq, cb * 4u + 3u));
             b0 = vec4<f32>(u0.x, u1.x, u2.x, u3.x);
             b1 = vec4<f32>(u0.y, u1.y, u2.y, u3.y);
             b2 = vec4<f32>(u0.z, u1.z, u2.z, u3.z);
             b3 = vec4<f32>(u0.w, u1.w, u2.w, u3.w);
         } else {
-            b0 = textureLoad(tx_b, vec2<u32>(c4, k0));
-            b1 = textureLoad(tx_b, vec2<u32>(c4, k0 + 1u));
-            b2 = textureLoad(tx_b, vec2<u32>(c4, k0 + 2u));
-            b3 = textureLoad(tx_b, vec2<u32>(c4, k0 + 3u));
+            b0 = textureLoad(tx_b, vec2<u32>(cb, k0));
+            b1 = textureLoad(tx_b, vec2<u32>(cb, k0 + 1u));
+            b2 = textureLoad(tx_b, vec2<u32>(cb, k0 + 2u));
+            b3 = textureLoad(tx_b, vec2<u32>(cb, k0 + 3u));
         }
         // loq / hiq: op(A)[row0 .. row0 + 4, k0 + q] and op(A)[row0 + 4 .. row0 + 8, k0 + q]
         var lo0: vec4<f32>;
@@ -146,25 +160,24 @@ fn gemm_tex(
         var hi3: vec4<f32>;
         if TRANS_A {
             // texel (row / 4, kk) holds op(A)[row .. row + 4, kk]
-            let x = row0 / 4u;
-            lo0 = textureLoad(tx_a, vec2<u32>(x, k0));
-            lo1 = textureLoad(tx_a, vec2<u32>(x, k0 + 1u));
-            lo2 = textureLoad(tx_a, vec2<u32>(x, k0 + 2u));
-            lo3 = textureLoad(tx_a, vec2<u32>(x, k0 + 3u));
-            hi0 = textureLoad(tx_a, vec2<u32>(x + 1u, k0));
-            hi1 = textureLoad(tx_a, vec2<u32>(x + 1u, k0 + 1u));
-            hi2 = textureLoad(tx_a, vec2<u32>(x + 1u, k0 + 2u));
-            hi3 = textureLoad(tx_a, vec2<u32>(x + 1u, k0 + 3u));
+            lo0 = textureLoad(tx_a, vec2<u32>(xa, k0));
+            lo1 = textureLoad(tx_a, vec2<u32>(xa, k0 + 1u));
+            lo2 = textureLoad(tx_a, vec2<u32>(xa, k0 + 2u));
+            lo3 = textureLoad(tx_a, vec2<u32>(xa, k0 + 3u));
+            hi0 = textureLoad(tx_a, vec2<u32>(xb, k0));
+            hi1 = textureLoad(tx_a, vec2<u32>(xb, k0 + 1u));
+            hi2 = textureLoad(tx_a, vec2<u32>(xb, k0 + 2u));
+            hi3 = textureLoad(tx_a, vec2<u32>(xb, k0 + 3u));
         } else {
             // texel (kq, row) holds op(A)[row, k0 .. k0 + 4]
-            let a0 = textureLoad(tx_a, vec2<u32>(kq, row0));
-            let a1 = textureLoad(tx_a, vec2<u32>(kq, row0 + 1u));
-            let a2 = textureLoad(tx_a, vec2<u32>(kq, row0 + 2u));
-            let a3 = textureLoad(tx_a, vec2<u32>(kq, row0 + 3u));
-            let a4 = textureLoad(tx_a, vec2<u32>(kq, row0 + 4u));
-            let a5 = textureLoad(tx_a, vec2<u32>(kq, row0 + 5u));
-            let a6 = textureLoad(tx_a, vec2<u32>(kq, row0 + 6u));
-            let a7 = textureLoad(tx_a, vec2<u32>(kq, row0 + 7u));
+            let a0 = textureLoad(tx_a, vec2<u32>(kq, r0));
+            let a1 = textureLoad(tx_a, vec2<u32>(kq, r1));
+            let a2 = textureLoad(tx_a, vec2<u32>(kq, r2));
+            let a3 = textureLoad(tx_a, vec2<u32>(kq, r3));
+            let a4 = textureLoad(tx_a, vec2<u32>(kq, r4));
+            let a5 = textureLoad(tx_a, vec2<u32>(kq, r5));
+            let a6 = textureLoad(tx_a, vec2<u32>(kq, r6));
+            let a7 = textureLoad(tx_a, vec2<u32>(kq, r7));
             lo0 = vec4<f32>(a0.x, a1.x, a2.x, a3.x);
             lo1 = vec4<f32>(a0.y, a1.y, a2.y, a3.y);
             lo2 = vec4<f32>(a0.z, a1.z, a2.z, a3.z);
