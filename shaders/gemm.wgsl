@@ -7,8 +7,8 @@
 //   gemm_tex      software adapters (lavapipe): A and B copied into rgba32float storage
 //                 textures, 8 rows x one vec4 of columns per invocation. Needs k % 4 == 0,
 //                 n % 4 == 0 and stored row lengths that are multiples of 64 floats.
-//   gemm_tiled    hardware adapters: 64x64 tiles staged in workgroup memory, 4x4 per
-//                 invocation, any shape (bounds-checked tile loads).
+//   gemm_tiled    hardware adapters: tiles staged in workgroup memory (64x64 by default),
+//                 4x4 per invocation, any shape (bounds-checked tile loads).
 //   gemm_general  any shape, no workgroup memory: 4 rows x 1 column per invocation.
 //
 // What was tried on lavapipe (Mesa 22.3.6, LLVM 15, 2 cores, EPYC Zen 4), 1536 x 4096 x 512
@@ -250,14 +250,18 @@ fn tx_store(row: u32, n4: u32, c4: u32, acc: vec4<f32>, bias: vec4<f32>) {
 }
 
 // ------------------------------------------------------------------ gemm_tiled
-// A TL_BM x TL_BN tile of C per workgroup of 16 x 16 invocations; invocation (tx, ty) owns
-// rows ty + 16 i and columns tx + 16 j (i, j < 4), so reads of the staged B tile and the
-// stores to C are consecutive across tx. Each k step stages TL_BK columns of op(A) and rows
-// of op(B) in workgroup memory, reading global memory along its contiguous direction.
+// A TL_BM x TL_BN tile of C per workgroup of TL_WX x TL_WY invocations, 4 x 4 elements per
+// invocation (TL_BM = 4 TL_WY, TL_BN = 4 TL_WX); invocation (tx, ty) owns rows ty + TL_WY i
+// and columns tx + TL_WX j (i, j < 4), so reads of the staged B tile and the stores to C
+// are consecutive across tx. Each k step stages TL_BK columns of op(A) and rows of op(B)
+// in workgroup memory, reading global memory along its contiguous direction. The tile
+// sizes are chosen per adapter type (GemmTuning in src/kernels/gemm.rs).
 
-const TL_BM: u32 = 64u;
-const TL_BN: u32 = 64u;
+override TL_WX: u32 = 16u;
+override TL_WY: u32 = 16u;
 override TL_BK: u32 = 16u;
+override TL_BM: u32 = TL_WY * 4u;
+override TL_BN: u32 = TL_WX * 4u;
 
 var<workgroup> tl_as: array<f32, TL_BK * TL_BM>; // (TL_BK, TL_BM): op(A) tile, k-major
 var<workgroup> tl_bs: array<f32, TL_BK * TL_BN>; // (TL_BK, TL_BN): op(B) tile
@@ -267,7 +271,7 @@ var<workgroup> tl_bs: array<f32, TL_BK * TL_BN>; // (TL_BK, TL_BN): op(B) tile
 @group(0) @binding(3) var<storage, read> tl_bias: array<f32>;     // (n)
 @group(0) @binding(4) var<storage, read_write> tl_c: array<f32>;  // (m, n)
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(TL_WX, TL_WY)
 fn gemm_tiled(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -286,7 +290,7 @@ fn gemm_tiled(
         }
     }
     for (var k0 = 0u; k0 < k; k0 += TL_BK) {
-        for (var e = li; e < TL_BK * TL_BM; e += 256u) {
+        for (var e = li; e < TL_BK * TL_BM; e += TL_WX * TL_WY) {
             var r: u32;
             var kk: u32;
             if TRANS_A {
@@ -308,7 +312,7 @@ fn gemm_tiled(
             }
             tl_as[kk * TL_BM + r] = v;
         }
-        for (var e = li; e < TL_BK * TL_BN; e += 256u) {
+        for (var e = li; e < TL_BK * TL_BN; e += TL_WX * TL_WY) {
             var c: u32;
             var kk: u32;
             if TRANS_B {
@@ -335,8 +339,8 @@ fn gemm_tiled(
             var av: array<f32, 4>;
             var bv: array<f32, 4>;
             for (var i = 0u; i < 4u; i++) {
-                av[i] = tl_as[kk * TL_BM + lid.y + 16u * i];
-                bv[i] = tl_bs[kk * TL_BN + lid.x + 16u * i];
+                av[i] = tl_as[kk * TL_BM + lid.y + TL_WY * i];
+                bv[i] = tl_bs[kk * TL_BN + lid.x + TL_WX * i];
             }
             for (var i = 0u; i < 4u; i++) {
                 for (var j = 0u; j < 4u; j++) {
@@ -347,9 +351,9 @@ fn gemm_tiled(
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {
-        let row = row0 + lid.y + 16u * i;
+        let row = row0 + lid.y + TL_WY * i;
         for (var j = 0u; j < 4u; j++) {
-            let col = col0 + lid.x + 16u * j;
+            let col = col0 + lid.x + TL_WX * j;
             if row < m && col < n {
                 var bias = 0.0;
                 if HAS_BIAS {

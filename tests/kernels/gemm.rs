@@ -5,7 +5,7 @@
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Gpu;
-use saeforge::kernels::gemm::{self as kg, GemmPath, GemmSpec};
+use saeforge::kernels::gemm::{self as kg, GemmPath, GemmSpec, GemmTuning};
 use saeforge::reference;
 
 use crate::common::{assert_close, fail, gpu_test, randn, tolerance};
@@ -57,6 +57,7 @@ fn check(
     rng: &mut rand_chacha::ChaCha8Rng,
     spec: GemmSpec,
     path: GemmPath,
+    tuning: Option<GemmTuning>,
     with_bias: bool,
 ) -> Result<(), Failed> {
     let GemmSpec { m, n, k, .. } = spec;
@@ -73,7 +74,8 @@ fn check(
     let bias = gpu.upload("bias", &[n], &bias_h).map_err(fail)?;
     let c = gpu.upload("c", &[m, n], &c0).map_err(fail)?;
     let mut enc = gpu.encoder();
-    kg::gemm_with(
+    let tuning = tuning.unwrap_or_else(|| GemmTuning::of(gpu));
+    kg::gemm_tuned(
         gpu,
         &mut enc,
         &spec,
@@ -82,6 +84,7 @@ fn check(
         with_bias.then_some(&bias),
         &c,
         path,
+        &tuning,
     )
     .map_err(fail)?;
     gpu.submit(enc);
@@ -114,6 +117,7 @@ fn check_all(
     rng: &mut rand_chacha::ChaCha8Rng,
     base: GemmSpec,
     path: GemmPath,
+    tuning: Option<GemmTuning>,
 ) -> Result<(), Failed> {
     if path == GemmPath::Texture && !kg::texture_fits(gpu, &base) {
         return Err(format!("the texture path refuses {base:?} on {}", gpu.info.name).into());
@@ -129,7 +133,7 @@ fn check_all(
             beta,
             ..base
         };
-        check(gpu, rng, spec, path, with_bias)?;
+        check(gpu, rng, spec, path, tuning, with_bias)?;
     }
     Ok(())
 }
@@ -138,7 +142,20 @@ fn trial(base: GemmSpec, path: GemmPath) -> Trial {
     let GemmSpec { m, n, k, .. } = base;
     gpu_test(
         format!("gemm::{}/{}/{m}x{n}x{k}", path.name(), base.op_name()),
-        move |gpu, rng| check_all(gpu, rng, base, path),
+        move |gpu, rng| check_all(gpu, rng, base, path, None),
+    )
+}
+
+/// gemm_tiled with tile sizes other than this adapter's (the override constants of the
+/// other device types, and a small uneven tile).
+fn tuned_trial(base: GemmSpec, label: &str, tuning: GemmTuning) -> Trial {
+    let GemmSpec { m, n, k, .. } = base;
+    gpu_test(
+        format!("gemm::tiled_{label}/{}/{m}x{n}x{k}", base.op_name()),
+        move |gpu, rng| {
+            let tuning = tuning.fitted(&gpu.limits);
+            check_all(gpu, rng, base, GemmPath::Tiled, Some(tuning))
+        },
     )
 }
 
@@ -154,6 +171,23 @@ pub fn trials() -> Vec<Trial> {
             }
         }
     }
+    // Every device type's tiles, and 8x4 invocations (a 16x32 tile) with 4 k-steps per
+    // stage, on a ragged shape in all four transposes.
+    let small = GemmTuning {
+        tl_wx: 8,
+        tl_wy: 4,
+        tl_bk: 4,
+        ..GemmTuning::DISCRETE
+    };
+    for (label, tuning) in [
+        ("discrete", GemmTuning::DISCRETE),
+        ("integrated", GemmTuning::INTEGRATED),
+        ("8x4x4", small),
+    ] {
+        for &(ta, tb) in TRANSPOSES {
+            out.push(tuned_trial(spec(37, 130, 45, ta, tb), label, tuning));
+        }
+    }
     // One row against a transposed B (a gradient of the training step), on every path.
     let m1 = spec(1, 4096, 512, false, true);
     for path in [GemmPath::General, GemmPath::Tiled, GemmPath::Texture] {
@@ -164,7 +198,7 @@ pub fn trials() -> Vec<Trial> {
         "gemm::auto/NN/512x16384x512+bias",
         move |gpu, rng| {
             let s = spec(512, 16384, 512, false, false);
-            check(gpu, rng, s, GemmPath::Auto, true)
+            check(gpu, rng, s, GemmPath::Auto, None, true)
         },
     ));
     out.push(gpu_test("gemm::rejects_bad_shapes", |gpu, _rng| {
