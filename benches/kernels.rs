@@ -34,7 +34,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use saeforge::gpu::{Gpu, GpuTensor};
 use saeforge::kernels::activations::{self, relu_backward, relu_forward};
-use saeforge::kernels::gemm::{self, GemmPath, GemmSpec};
+use saeforge::kernels::gemm::{self, GemmPath, GemmSpec, GemmTuning};
 use saeforge::kernels::{bench, ops, optim, reduce, sparse, topk};
 
 type Record = Box<dyn Fn(&Gpu, &mut wgpu::CommandEncoder) -> saeforge::Result<()>>;
@@ -234,6 +234,21 @@ fn gemm_case(
     c: &Rc<GpuTensor>,
     path: GemmPath,
 ) -> Case {
+    gemm_case_tuned(gpu, name, spec, a, b, bias, c, path, GemmTuning::of(gpu))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_case_tuned(
+    gpu: &Gpu,
+    name: &str,
+    spec: GemmSpec,
+    a: &Rc<GpuTensor>,
+    b: &Rc<GpuTensor>,
+    bias: Option<&Rc<GpuTensor>>,
+    c: &Rc<GpuTensor>,
+    path: GemmPath,
+    tuning: GemmTuning,
+) -> Case {
     let shape = format!(
         "{} * {}{}",
         stored(spec.m, spec.k, spec.trans_a),
@@ -244,14 +259,18 @@ fn gemm_case(
         GemmPath::Auto => gemm::auto_path(gpu, &spec),
         p => p,
     };
+    let variant = match resolved {
+        GemmPath::TextureSubgroup => format!("sg{}", tuning.sg_rows),
+        p => p.name().to_string(),
+    };
     let (a, b, bias, c) = (a.clone(), b.clone(), bias.cloned(), c.clone());
     Case {
         name: name.to_string(),
         shape,
-        variant: resolved.name().to_string(),
+        variant,
         work: Work::Flops(spec.flops()),
         record: Box::new(move |g, e| {
-            gemm::gemm_with(g, e, &spec, &a, &b, bias.as_deref(), &c, path)
+            gemm::gemm_tuned(g, e, &spec, &a, &b, bias.as_deref(), &c, path, &tuning)
         }),
     }
 }
@@ -358,6 +377,34 @@ fn gemm_cases(gpu: &Gpu) -> saeforge::Result<Vec<Case>> {
             auto,
         ),
     ];
+    // The production encoder on each texture kernel (the first case is whichever Auto picks).
+    let enc_spec = sp(bsz, n, d, false, false);
+    if gemm::texture_fits(gpu, &enc_spec) {
+        let tex = GemmTuning::of(gpu);
+        let mut variants = vec![("gemm_encoder_texture", GemmPath::Texture, tex)];
+        if gpu.has_subgroups(8) {
+            for rows in [8, 16] {
+                let t = GemmTuning {
+                    sg_rows: rows,
+                    ..tex
+                };
+                variants.push(("gemm_encoder_texture_sg", GemmPath::TextureSubgroup, t));
+            }
+        }
+        for (name, path, tuning) in variants {
+            cases.push(gemm_case_tuned(
+                gpu,
+                name,
+                enc_spec,
+                &x,
+                &w_enc,
+                Some(&b_enc),
+                &out_bn,
+                path,
+                tuning,
+            ));
+        }
+    }
     for path in [GemmPath::Texture, GemmPath::Tiled, GemmPath::General] {
         let s = sp(bsz, 256, d, false, false);
         if path == GemmPath::Texture && !gemm::texture_fits(gpu, &s) {

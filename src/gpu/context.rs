@@ -203,9 +203,12 @@ impl Gpu {
     fn open(adapter: wgpu::Adapter, options: GpuOptions) -> Result<Gpu> {
         let info = adapter.get_info();
         let limits = adapter.limits();
+        // Subgroup operations when the adapter has them (the GEMM's A sharing on lavapipe,
+        // src/kernels/gemm.rs); nothing else is needed beyond core WebGPU.
+        let features = adapter.features() & wgpu::Features::SUBGROUP;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("saeforge"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -272,6 +275,13 @@ impl Gpu {
             Some(msg) => Err(Error::DeviceFault(msg.clone())),
             None => Ok(()),
         }
+    }
+
+    /// Whether the device has subgroup operations (wgpu's SUBGROUP feature) with subgroups
+    /// of at least `lanes` invocations.
+    pub fn has_subgroups(&self, lanes: u32) -> bool {
+        self.device.features().contains(wgpu::Features::SUBGROUP)
+            && self.info.subgroup_min_size >= lanes
     }
 
     /// True for a software rasteriser such as lavapipe (llvmpipe).

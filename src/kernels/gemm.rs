@@ -32,6 +32,16 @@ pub static SHADER: Shader = Shader {
     source: include_str!("../../shaders/gemm.wgsl"),
 };
 
+/// gemm_tex with A shared by subgroupBroadcast: a module of its own, created only on
+/// devices with subgroups (it does not validate elsewhere).
+pub static SUBGROUP_SHADER: Shader = Shader {
+    name: "gemm_subgroup",
+    source: include_str!("../../shaders/gemm_subgroup.wgsl"),
+};
+
+/// Lanes gemm_tex_sg broadcasts from: the device's subgroups must be at least this wide.
+const SG_LANES: u32 = 8;
+
 /// Rows of C per invocation of gemm_tex / gemm_general (fixed in the shader), and the
 /// elements per invocation of gemm_tiled along each side of its tile.
 const TX_ROWS: usize = 8;
@@ -46,8 +56,11 @@ pub struct GemmTuning {
     /// What [`GemmPath::Auto`] resolves to when the shape allows it: `Texture` (falling
     /// back to `General` for shapes the texture path cannot take) or `Tiled`.
     pub preferred: GemmPath,
-    /// gemm_tex: invocations per workgroup, one column quad each.
+    /// gemm_tex and gemm_tex_sg*: invocations per workgroup, one column quad each.
     pub tx_wg: usize,
+    /// Rows of C per invocation of the subgroup texture kernel: 8 (gemm_tex_sg) or 16
+    /// (gemm_tex_sg16).
+    pub sg_rows: usize,
     /// gemm_tiled: workgroup of wx x wy invocations, each 4x4 elements, so a
     /// (4 wy) x (4 wx) tile of C; bk steps of k staged per barrier pair.
     pub tl_wx: usize,
@@ -63,6 +76,7 @@ impl GemmTuning {
     pub const SOFTWARE: GemmTuning = GemmTuning {
         preferred: GemmPath::Texture,
         tx_wg: 64,
+        sg_rows: 8,
         tl_wx: 16,
         tl_wy: 16,
         tl_bk: 16,
@@ -131,6 +145,9 @@ pub enum GemmPath {
     /// Tiled on hardware adapters.
     Auto,
     Texture,
+    /// The texture path with A loaded once per subgroup and shared by subgroupBroadcast
+    /// (devices with subgroups of 8 or more lanes; lavapipe).
+    TextureSubgroup,
     Tiled,
     General,
 }
@@ -140,6 +157,7 @@ impl GemmPath {
         match self {
             GemmPath::Auto => "auto",
             GemmPath::Texture => "texture",
+            GemmPath::TextureSubgroup => "texture_sg",
             GemmPath::Tiled => "tiled",
             GemmPath::General => "general",
         }
@@ -180,8 +198,14 @@ pub fn auto_path(gpu: &Gpu, spec: &GemmSpec) -> GemmPath {
 
 fn auto_path_for(gpu: &Gpu, spec: &GemmSpec, tuning: &GemmTuning) -> GemmPath {
     match tuning.preferred {
-        GemmPath::Texture if texture_fits_for(gpu, spec, tuning) => GemmPath::Texture,
-        GemmPath::Texture | GemmPath::General => GemmPath::General,
+        GemmPath::Texture | GemmPath::TextureSubgroup if texture_fits_for(gpu, spec, tuning) => {
+            if gpu.has_subgroups(SG_LANES) {
+                GemmPath::TextureSubgroup
+            } else {
+                GemmPath::Texture
+            }
+        }
+        GemmPath::Texture | GemmPath::TextureSubgroup | GemmPath::General => GemmPath::General,
         GemmPath::Tiled | GemmPath::Auto => GemmPath::Tiled,
     }
 }
@@ -209,7 +233,8 @@ fn texture_fits_for(gpu: &Gpu, spec: &GemmSpec, tuning: &GemmTuning) -> bool {
         && copyable(spec.b_shape())
 }
 
-/// [`gemm`] on a chosen kernel; `Texture` on a shape it cannot take is an error.
+/// [`gemm`] on a chosen kernel; `Texture` on a shape it cannot take, or
+/// `TextureSubgroup` on a device without subgroups of 8 lanes, is an error.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_with(
     gpu: &Gpu,
@@ -284,19 +309,39 @@ pub fn gemm_tuned(
     let max = gpu.limits.max_compute_workgroups_per_dimension;
     match path {
         GemmPath::Auto => unreachable!("resolved above"),
-        GemmPath::Texture => {
+        GemmPath::Texture | GemmPath::TextureSubgroup => {
             if !texture_fits_for(gpu, spec, &t) {
                 return Err(Error::Internal(format!(
                     "gemm: the texture path cannot take {spec:?} on adapter {}",
                     gpu.info.name
                 )));
             }
-            let rows = grid_1d(m.div_ceil(TX_ROWS) as u32, max);
-            let groups = [rows[0], (n / 4).div_ceil(t.tx_wg) as u32, rows[1]];
             let mut constants = common.to_vec();
-            constants.push(("TX_WG", t.tx_wg as f64));
+            let (kernel, rows_per) = if path == GemmPath::Texture {
+                constants.push(("TX_WG", t.tx_wg as f64));
+                ((&SHADER, "gemm_tex"), TX_ROWS)
+            } else {
+                if !gpu.has_subgroups(SG_LANES) {
+                    return Err(Error::Internal(format!(
+                        "gemm: adapter {} has no subgroups of {SG_LANES} lanes",
+                        gpu.info.name
+                    )));
+                }
+                constants.push(("SG_WG", t.tx_wg as f64));
+                match t.sg_rows {
+                    8 => ((&SUBGROUP_SHADER, "gemm_tex_sg"), 8),
+                    16 => ((&SUBGROUP_SHADER, "gemm_tex_sg16"), 16),
+                    r => {
+                        return Err(Error::Internal(format!(
+                            "gemm: GemmTuning::sg_rows {r} is not 8 or 16"
+                        )));
+                    }
+                }
+            };
+            let rows = grid_1d(m.div_ceil(rows_per) as u32, max);
+            let groups = [rows[0], (n / 4).div_ceil(t.tx_wg) as u32, rows[1]];
             texture_dispatch(
-                gpu, enc, &params, &constants, a, b, bias_buf, c, spec, groups,
+                gpu, enc, kernel, &params, &constants, a, b, bias_buf, c, spec, groups,
             )
         }
         GemmPath::Tiled => {
@@ -429,6 +474,7 @@ const FT_WG: usize = 64;
 fn texture_dispatch(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
+    (shader, entry): (&'static Shader, &'static str),
     params: &Params,
     constants: &[(&'static str, f64)],
     a: &GpuTensor,
@@ -443,8 +489,8 @@ fn texture_dispatch(
     gpu.dispatch(
         enc,
         &Kernel {
-            shader: &SHADER,
-            entry: "gemm_tex",
+            shader,
+            entry,
             constants,
         },
         params,

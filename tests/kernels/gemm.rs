@@ -119,8 +119,15 @@ fn check_all(
     path: GemmPath,
     tuning: Option<GemmTuning>,
 ) -> Result<(), Failed> {
-    if path == GemmPath::Texture && !kg::texture_fits(gpu, &base) {
+    if matches!(path, GemmPath::Texture | GemmPath::TextureSubgroup)
+        && !kg::texture_fits(gpu, &base)
+    {
         return Err(format!("the texture path refuses {base:?} on {}", gpu.info.name).into());
+    }
+    if path == GemmPath::TextureSubgroup && !gpu.has_subgroups(8) {
+        // Nothing to check: the launcher never picks this path on such a device (and
+        // refuses it when forced).
+        return Ok(());
     }
     for (with_bias, alpha, beta) in [
         (true, 1.0, 0.0),
@@ -146,6 +153,21 @@ fn trial(base: GemmSpec, path: GemmPath) -> Trial {
     )
 }
 
+/// The subgroup texture kernel with 16 rows per invocation (gemm_tex_sg16).
+fn sg16_trial(base: GemmSpec) -> Trial {
+    let GemmSpec { m, n, k, .. } = base;
+    gpu_test(
+        format!("gemm::texture_sg16/{}/{m}x{n}x{k}", base.op_name()),
+        move |gpu, rng| {
+            let tuning = GemmTuning {
+                sg_rows: 16,
+                ..GemmTuning::of(gpu)
+            };
+            check_all(gpu, rng, base, GemmPath::TextureSubgroup, Some(tuning))
+        },
+    )
+}
+
 /// gemm_tiled with tile sizes other than this adapter's (the override constants of the
 /// other device types, and a small uneven tile).
 fn tuned_trial(base: GemmSpec, label: &str, tuning: GemmTuning) -> Trial {
@@ -168,6 +190,8 @@ pub fn trials() -> Vec<Trial> {
             out.push(trial(s, GemmPath::Tiled));
             if texture_shape(&s) {
                 out.push(trial(s, GemmPath::Texture));
+                out.push(trial(s, GemmPath::TextureSubgroup));
+                out.push(sg16_trial(s));
             }
         }
     }
@@ -190,9 +214,15 @@ pub fn trials() -> Vec<Trial> {
     }
     // One row against a transposed B (a gradient of the training step), on every path.
     let m1 = spec(1, 4096, 512, false, true);
-    for path in [GemmPath::General, GemmPath::Tiled, GemmPath::Texture] {
+    for path in [
+        GemmPath::General,
+        GemmPath::Tiled,
+        GemmPath::Texture,
+        GemmPath::TextureSubgroup,
+    ] {
         out.push(trial(m1, path));
     }
+    out.push(sg16_trial(m1));
     // Production size: the encoder of a 16k-latent SAE on 512-d inputs, batch 512.
     out.push(gpu_test(
         "gemm::auto/NN/512x16384x512+bias",
