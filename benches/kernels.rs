@@ -61,11 +61,23 @@ struct Timing {
     wall: f64,
     cpu: Option<f64>,
     runs: usize,
+    /// The fastest run (wall, CPU): what the kernel does when left alone longest.
+    wall_min: f64,
+    cpu_min: Option<f64>,
 }
 
 /// Aim for this much timed wall clock per case, within [MIN_RUNS, MAX_RUNS] runs (with ~45
 /// cases, the whole run stays near a minute on lavapipe; the GEMMs take most of it).
+/// SAEFORGE_BENCH_SECONDS overrides it (more runs per case: steadier medians and minima on
+/// a loaded machine).
 const CASE_SECONDS: f64 = 0.5;
+
+fn case_seconds() -> f64 {
+    std::env::var("SAEFORGE_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CASE_SECONDS)
+}
 const MIN_RUNS: usize = 3;
 const MAX_RUNS: usize = 11;
 
@@ -100,7 +112,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn time(gpu: &Gpu, record: &Record) -> saeforge::Result<Timing> {
     let (first, _) = run_once(gpu, record)?;
-    let runs = ((CASE_SECONDS / first.max(1e-6)).ceil() as usize).clamp(MIN_RUNS, MAX_RUNS);
+    let max_runs = MAX_RUNS.max((MAX_RUNS as f64 * case_seconds() / CASE_SECONDS) as usize);
+    let runs = ((case_seconds() / first.max(1e-6)).ceil() as usize).clamp(MIN_RUNS, max_runs);
     let mut walls = Vec::new();
     let mut cpus = Vec::new();
     for _ in 0..runs {
@@ -108,7 +121,10 @@ fn time(gpu: &Gpu, record: &Record) -> saeforge::Result<Timing> {
         walls.push(w);
         cpus.extend(c);
     }
+    let least = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     Ok(Timing {
+        wall_min: least(&walls),
+        cpu_min: (cpus.len() == runs).then(|| least(&cpus)),
         wall: median(walls),
         cpu: (cpus.len() == runs).then(|| median(cpus)),
         runs,
@@ -130,6 +146,9 @@ struct Ceilings {
     /// The same from CPU time (rate if the process's threads had the CPUs to themselves).
     fma_gflops_cpu: Option<f64>,
     copy_gbps_cpu: Option<f64>,
+    /// The FMA ceiling from its fastest run (wall, CPU), for the fastest-run fractions.
+    fma_gflops_fastest: f64,
+    fma_gflops_cpu_fastest: Option<f64>,
 }
 
 fn best(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -146,6 +165,8 @@ impl Ceilings {
             copy_gbps: self.copy_gbps.max(o.copy_gbps),
             fma_gflops_cpu: best(self.fma_gflops_cpu, o.fma_gflops_cpu),
             copy_gbps_cpu: best(self.copy_gbps_cpu, o.copy_gbps_cpu),
+            fma_gflops_fastest: self.fma_gflops_fastest.max(o.fma_gflops_fastest),
+            fma_gflops_cpu_fastest: best(self.fma_gflops_cpu_fastest, o.fma_gflops_cpu_fastest),
         }
     }
 
@@ -200,6 +221,8 @@ fn measure_ceilings(gpu: &Gpu) -> saeforge::Result<Ceilings> {
         copy_gbps: rate(bytes, t_copy.wall),
         fma_gflops_cpu: t_fma.cpu.map(|c| rate(flops, c / cpu_threads())),
         copy_gbps_cpu: t_copy.cpu.map(|c| rate(bytes, c / cpu_threads())),
+        fma_gflops_fastest: rate(flops, t_fma.wall_min),
+        fma_gflops_cpu_fastest: t_fma.cpu_min.map(|c| rate(flops, c / cpu_threads())),
     })
 }
 
@@ -383,12 +406,16 @@ fn gemm_cases(gpu: &Gpu) -> saeforge::Result<Vec<Case>> {
         let tex = GemmTuning::of(gpu);
         let mut variants = vec![("gemm_encoder_texture", GemmPath::Texture, tex)];
         if gpu.has_subgroups(8) {
-            for rows in [8, 16] {
+            for (name, rows) in [
+                ("gemm_encoder_sg8", 8),
+                ("gemm_encoder_sg16", 16),
+                ("gemm_encoder_sg32", 32),
+            ] {
                 let t = GemmTuning {
                     sg_rows: rows,
                     ..tex
                 };
-                variants.push(("gemm_encoder_texture_sg", GemmPath::TextureSubgroup, t));
+                variants.push((name, GemmPath::TextureSubgroup, t));
             }
         }
         for (name, path, tuning) in variants {
@@ -1116,7 +1143,11 @@ fn main() -> anyhow::Result<()> {
         // CPU time says nothing about a hardware GPU's work: keep the wall clock only.
         ceilings.fma_gflops_cpu = None;
         ceilings.copy_gbps_cpu = None;
-        timings.iter_mut().for_each(|t| t.cpu = None);
+        ceilings.fma_gflops_cpu_fastest = None;
+        timings.iter_mut().for_each(|t| {
+            t.cpu = None;
+            t.cpu_min = None;
+        });
     }
 
     println!(
@@ -1174,6 +1205,17 @@ fn main() -> anyhow::Result<()> {
             row["cpu_ms"] = serde_json::json!(c * 1e3);
             row["fraction_of_ceiling_cpu"] = serde_json::json!(f);
         }
+        // Fastest runs against the fastest ceiling run: less sensitive to other load.
+        row["ms_min"] = serde_json::json!(t.wall_min * 1e3);
+        if let Work::Flops(_) = case.work {
+            row["fraction_fastest"] =
+                serde_json::json!(rate(case.work, t.wall_min) / ceilings.fma_gflops_fastest);
+            if let (Some(c), Some(cc)) = (t.cpu_min, ceilings.fma_gflops_cpu_fastest) {
+                row["cpu_ms_min"] = serde_json::json!(c * 1e3);
+                row["fraction_fastest_cpu"] =
+                    serde_json::json!(rate(case.work, c / cpu_threads()) / cc);
+            }
+        }
         rows.push(row);
     }
     let report = serde_json::json!({
@@ -1185,6 +1227,8 @@ fn main() -> anyhow::Result<()> {
             "fma_gflops": ceilings.fma_gflops,
             "copy_gbps": ceilings.copy_gbps,
             "fma_gflops_cpu": ceilings.fma_gflops_cpu,
+            "fma_gflops_fastest": ceilings.fma_gflops_fastest,
+            "fma_gflops_cpu_fastest": ceilings.fma_gflops_cpu_fastest,
             "copy_gbps_cpu": ceilings.copy_gbps_cpu,
         },
         "inputs": {

@@ -58,8 +58,8 @@ pub struct GemmTuning {
     pub preferred: GemmPath,
     /// gemm_tex and gemm_tex_sg*: invocations per workgroup, one column quad each.
     pub tx_wg: usize,
-    /// Rows of C per invocation of the subgroup texture kernel: 8 (gemm_tex_sg) or 16
-    /// (gemm_tex_sg16).
+    /// Rows of C per invocation of the subgroup texture kernel (one column quad each):
+    /// 8 gemm_tex_sg, 16 gemm_tex_sg16, 32 gemm_tex_sg32.
     pub sg_rows: usize,
     /// gemm_tiled: workgroup of wx x wy invocations, each 4x4 elements, so a
     /// (4 wy) x (4 wx) tile of C; bk steps of k staged per barrier pair.
@@ -76,7 +76,7 @@ impl GemmTuning {
     pub const SOFTWARE: GemmTuning = GemmTuning {
         preferred: GemmPath::Texture,
         tx_wg: 64,
-        sg_rows: 8,
+        sg_rows: 16,
         tl_wx: 16,
         tl_wy: 16,
         tl_bk: 16,
@@ -328,15 +328,17 @@ pub fn gemm_tuned(
                     )));
                 }
                 constants.push(("SG_WG", t.tx_wg as f64));
-                match t.sg_rows {
-                    8 => ((&SUBGROUP_SHADER, "gemm_tex_sg"), 8),
-                    16 => ((&SUBGROUP_SHADER, "gemm_tex_sg16"), 16),
+                let entry = match t.sg_rows {
+                    8 => "gemm_tex_sg",
+                    16 => "gemm_tex_sg16",
+                    32 => "gemm_tex_sg32",
                     r => {
                         return Err(Error::Internal(format!(
-                            "gemm: GemmTuning::sg_rows {r} is not 8 or 16"
+                            "gemm: GemmTuning::sg_rows {r} is not 8, 16 or 32"
                         )));
                     }
-                }
+                };
+                ((&SUBGROUP_SHADER, entry), t.sg_rows)
             };
             let rows = grid_1d(m.div_ceil(rows_per) as u32, max);
             let groups = [rows[0], (n / 4).div_ceil(t.tx_wg) as u32, rows[1]];

@@ -153,14 +153,15 @@ fn trial(base: GemmSpec, path: GemmPath) -> Trial {
     )
 }
 
-/// The subgroup texture kernel with 16 rows per invocation (gemm_tex_sg16).
-fn sg16_trial(base: GemmSpec) -> Trial {
+/// The subgroup texture kernel with `rows` rows per invocation (gemm_tex_sg / _sg16 /
+/// _sg32), whatever this adapter's tuning picks.
+fn sg_trial(base: GemmSpec, rows: usize) -> Trial {
     let GemmSpec { m, n, k, .. } = base;
     gpu_test(
-        format!("gemm::texture_sg16/{}/{m}x{n}x{k}", base.op_name()),
+        format!("gemm::texture_sg{rows}/{}/{m}x{n}x{k}", base.op_name()),
         move |gpu, rng| {
             let tuning = GemmTuning {
-                sg_rows: 16,
+                sg_rows: rows,
                 ..GemmTuning::of(gpu)
             };
             check_all(gpu, rng, base, GemmPath::TextureSubgroup, Some(tuning))
@@ -190,8 +191,9 @@ pub fn trials() -> Vec<Trial> {
             out.push(trial(s, GemmPath::Tiled));
             if texture_shape(&s) {
                 out.push(trial(s, GemmPath::Texture));
-                out.push(trial(s, GemmPath::TextureSubgroup));
-                out.push(sg16_trial(s));
+                for rows in [8, 16, 32] {
+                    out.push(sg_trial(s, rows));
+                }
             }
         }
     }
@@ -214,15 +216,12 @@ pub fn trials() -> Vec<Trial> {
     }
     // One row against a transposed B (a gradient of the training step), on every path.
     let m1 = spec(1, 4096, 512, false, true);
-    for path in [
-        GemmPath::General,
-        GemmPath::Tiled,
-        GemmPath::Texture,
-        GemmPath::TextureSubgroup,
-    ] {
+    for path in [GemmPath::General, GemmPath::Tiled, GemmPath::Texture] {
         out.push(trial(m1, path));
     }
-    out.push(sg16_trial(m1));
+    for rows in [8, 16, 32] {
+        out.push(sg_trial(m1, rows));
+    }
     // Production size: the encoder of a 16k-latent SAE on 512-d inputs, batch 512.
     out.push(gpu_test(
         "gemm::auto/NN/512x16384x512+bias",
