@@ -22,6 +22,11 @@
 //! take well under a millisecond measure submission overhead more than bandwidth; their
 //! fractions say little, and can exceed 1.
 //!
+//! SAEFORGE_BENCH_SECONDS=S times each case for about S seconds (default 0.5) instead: more
+//! runs, steadier figures on a loaded machine. kernels.json also gives each GEMM's fastest
+//! run against the FMA ceiling's fastest run (fraction_fastest, fraction_fastest_cpu), the
+//! figure least disturbed by other processes.
+//!
 //! To add kernels: write a function returning `Vec<Case>` (see `gemm_cases`, `sparse_cases`)
 //! and call it in `main`. FILTER arguments keep only cases whose name contains one of them.
 
@@ -283,6 +288,7 @@ fn gemm_case_tuned(
         p => p,
     };
     let variant = match resolved {
+        GemmPath::TextureSubgroup if path == GemmPath::Auto && spec.m <= 8 => "sg8".to_string(),
         GemmPath::TextureSubgroup => format!("sg{}", tuning.sg_rows),
         p => p.name().to_string(),
     };

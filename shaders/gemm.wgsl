@@ -3,10 +3,14 @@
 // or (n, k) when TRANS_B. USE_BETA false (beta == 0) means C is never read (it may hold NaN).
 // Launchers: src/kernels/gemm.rs. CPU twin: src/reference/gemm.rs.
 //
-// Three entry points; the launcher picks one (GemmPath in src/kernels/gemm.rs):
+// Three entry points here and three more in shaders/gemm_subgroup.wgsl; the launcher picks
+// one (GemmPath and GemmTuning in src/kernels/gemm.rs):
 //   gemm_tex      software adapters (lavapipe): A and B copied into rgba32float storage
 //                 textures, 8 rows x one vec4 of columns per invocation. Needs k % 4 == 0,
 //                 n % 4 == 0 and stored row lengths that are multiples of 64 floats.
+//   gemm_tex_sg*  (shaders/gemm_subgroup.wgsl) the same with A loaded once per subgroup
+//                 and shared by subgroupBroadcast; 8, 16 or 32 rows per invocation. What
+//                 software adapters with wgpu's SUBGROUP feature use (16 rows).
 //   gemm_tiled    hardware adapters: tiles staged in workgroup memory (64x64 by default),
 //                 4x4 per invocation, any shape (bounds-checked tile loads).
 //   gemm_general  any shape, no workgroup memory: 4 rows x 1 column per invocation.
@@ -27,11 +31,37 @@
 //     accumulators in an array indexed by an override-bounded loop                   23-36
 //     no early return for rows past the end (the folded grid)                       no change
 //   A from a uniform buffer at constant offsets (k unrolled in the source), B texture 19-22
-//   A shared by subgroupBroadcast (one texel load per 8 rows; needs wgpu SUBGROUP,
-//     which the device does not request today)                                       61-65
+//   A shared by subgroupBroadcast (one texel load per 8 rows)                         61-65
 // Production encoder (1024 x 512 x 16384 + bias) on gemm_tex: 46-48 per CPU-second, 0.32-0.34
 // of the FMA ceiling that way; benches/kernels.rs prints both this and the wall-clock fraction.
 // gemm_tiled and gemm_general run at 1.3-1.7 (wall, lightly loaded) here.
+//
+// Subgroup kernels (shaders/gemm_subgroup.wgsl; the device requests SUBGROUP since the
+// adapter offers it), production encoder, fraction of the same-run FMA ceiling per
+// CPU-second (fastest run of 15-20 against the fastest ceiling run / median over 5 bench
+// runs), on a machine with load average 3.1-3.9 from other work (2 cores):
+//   gemm_tex, for comparison                                                 0.31 / 0.26-0.27
+//   rows x vec4 per invocation, updates k-major (q outer, rows inner):
+//     8 rows                                                                 0.43 / 0.36
+//     16 rows                                                                0.46-0.48 / 0.40-0.43
+//     32 rows                                                                0.46 / 0.34
+//     16 rows x 2 vec4                                                       0.35-0.40 / 0.31-0.35
+//     16 rows, workgroup 32 / 128 instead of 64                              0.48 / 0.32 (one run)
+//   updates row-major (each accumulator's four k updates together) <- used:
+//     8 rows                                                                 0.41 / 0.41
+//     16 rows (the default)                                                  0.46-0.52 / 0.45-0.48
+//     32 rows                                                                0.50 / 0.44
+//     16 rows x 2 vec4                                                       0.43 / 0.41
+// Best wall clock seen (machine briefly quiet): 16 rows 71 GFLOP/s against a 148 ceiling.
+// Shader runtime checks off (release builds' unchecked modules) made no measurable difference
+// to gemm_tex here (lavapipe already gets robust buffer / image access from the device).
+// What bounds it: per k-step of 4 and per 8 lanes, an invocation's vec4 FMAs cost ~8 vector
+// instructions each (lavapipe splits fma into a multiply and an add), a texel gather ~50 and a
+// vec4 broadcast ~14 (fitted to the 8- and 16-row figures). With R rows x Q column quads per
+// invocation that is 32 R Q useful instructions against 200 Q (B gathers) + 20 R (A: a
+// gather per 8 rows and a broadcast per row): 0.49 at R = 16, Q = 1, and at most ~0.6 as R
+// grows. Past 16 vec4 accumulators per invocation (64 of the 16 ymm registers llvmpipe
+// uses) the spills eat the rest, so 32 rows or 2 column quads gain nothing.
 // Why: lavapipe 22.3 turns every storage-buffer (and workgroup-memory) load inside a loop
 // into a loop over the 8 lanes with a branch and a bounds check per component (~300
 // instructions for a vec4, even when all lanes read the same address; the uniform fast path

@@ -9,6 +9,10 @@
 //!   readback) into rgba32float textures laid out exactly like the buffers, and the kernel
 //!   reads texels. Needs k and n divisible by 4 and stored row lengths that the texture copy
 //!   accepts (multiples of 64 floats, or a single row); see shaders/gemm.wgsl for the figures.
+//! * [`GemmPath::TextureSubgroup`] (software adapters with wgpu's SUBGROUP feature and
+//!   subgroups of 8+ lanes, as lavapipe has): the texture path with each A texel loaded by
+//!   one lane and shared by subgroupBroadcast (shaders/gemm_subgroup.wgsl), 16 rows per
+//!   invocation by default; ~1.5x the texture path on lavapipe.
 //! * [`GemmPath::Tiled`] (hardware adapters): tiles staged in workgroup memory, their
 //!   sizes per adapter type ([`GemmTuning`]).
 //! * [`GemmPath::General`]: any shape, plain storage buffers, no workgroup memory; what
@@ -53,13 +57,14 @@ const TL_PER: usize = 4;
 /// the adapter's device type; tests and benches can pass their own to [`gemm_tuned`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmTuning {
-    /// What [`GemmPath::Auto`] resolves to when the shape allows it: `Texture` (falling
-    /// back to `General` for shapes the texture path cannot take) or `Tiled`.
+    /// What [`GemmPath::Auto`] resolves to when the shape allows it: `Texture` (which
+    /// becomes `TextureSubgroup` on devices with subgroups of 8+ lanes, and `General` for
+    /// shapes the texture path cannot take) or `Tiled`.
     pub preferred: GemmPath,
     /// gemm_tex and gemm_tex_sg*: invocations per workgroup, one column quad each.
     pub tx_wg: usize,
     /// Rows of C per invocation of the subgroup texture kernel (one column quad each):
-    /// 8 gemm_tex_sg, 16 gemm_tex_sg16, 32 gemm_tex_sg32.
+    /// 8 gemm_tex_sg, 16 gemm_tex_sg16, 32 gemm_tex_sg32. `Auto` uses 8 when m <= 8.
     pub sg_rows: usize,
     /// gemm_tiled: workgroup of wx x wy invocations, each 4x4 elements, so a
     /// (4 wy) x (4 wx) tile of C; bk steps of k staged per barrier pair.
@@ -71,8 +76,9 @@ pub struct GemmTuning {
 }
 
 impl GemmTuning {
-    /// Software adapters (lavapipe): textures, and no workgroup memory (each barrier splits
-    /// the shader there); figures in shaders/gemm.wgsl.
+    /// Software adapters (lavapipe): textures, A shared by subgroup broadcasts with 16 rows
+    /// per invocation when the device has subgroups, and no workgroup memory (each barrier
+    /// splits the shader there); figures in shaders/gemm.wgsl.
     pub const SOFTWARE: GemmTuning = GemmTuning {
         preferred: GemmPath::Texture,
         tx_wg: 64,
@@ -141,8 +147,8 @@ impl GemmTuning {
 /// Which kernel records the product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmPath {
-    /// Texture on software adapters when the shape allows, General otherwise there;
-    /// Tiled on hardware adapters.
+    /// On software adapters TextureSubgroup (or Texture without subgroups) when the shape
+    /// allows, General otherwise; Tiled on hardware adapters ([`GemmTuning::preferred`]).
     Auto,
     Texture,
     /// The texture path with A loaded once per subgroup and shared by subgroupBroadcast
@@ -262,7 +268,7 @@ pub fn gemm_tuned(
     path: GemmPath,
     tuning: &GemmTuning,
 ) -> Result<()> {
-    let t = *tuning;
+    let mut t = *tuning;
     let GemmSpec { m, n, k, .. } = *spec;
     expect_shape("gemm", "A", a, &spec.a_shape())?;
     expect_shape("gemm", "B", b, &spec.b_shape())?;
@@ -301,7 +307,13 @@ pub fn gemm_tuned(
         ("USE_BETA", flag(spec.beta != 0.0)),
     ];
     let path = match path {
-        GemmPath::Auto => auto_path_for(gpu, spec, &t),
+        GemmPath::Auto => {
+            // A few rows (a single input row): 8 rows per invocation waste less.
+            if m <= 8 {
+                t.sg_rows = 8;
+            }
+            auto_path_for(gpu, spec, &t)
+        }
         p => p,
     };
     // Without a bias, binding 3 still needs a buffer: A's, which the kernel never reads then.
