@@ -22,6 +22,11 @@
 //! take well under a millisecond measure submission overhead more than bandwidth; their
 //! fractions say little, and can exceed 1.
 //!
+//! SAEFORGE_BENCH_SECONDS=S times each case for about S seconds (default 0.5) instead: more
+//! runs, steadier figures on a loaded machine. kernels.json also gives each GEMM's fastest
+//! run against the FMA ceiling's fastest run (fraction_fastest, fraction_fastest_cpu), the
+//! figure least disturbed by other processes.
+//!
 //! To add kernels: write a function returning `Vec<Case>` (see `gemm_cases`, `sparse_cases`)
 //! and call it in `main`. FILTER arguments keep only cases whose name contains one of them.
 
@@ -34,7 +39,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use saeforge::gpu::{Gpu, GpuTensor};
 use saeforge::kernels::activations::{self, relu_backward, relu_forward};
-use saeforge::kernels::gemm::{self, GemmPath, GemmSpec};
+use saeforge::kernels::gemm::{self, GemmPath, GemmSpec, GemmTuning};
 use saeforge::kernels::{bench, ops, optim, reduce, sparse, topk};
 
 type Record = Box<dyn Fn(&Gpu, &mut wgpu::CommandEncoder) -> saeforge::Result<()>>;
@@ -61,11 +66,23 @@ struct Timing {
     wall: f64,
     cpu: Option<f64>,
     runs: usize,
+    /// The fastest run (wall, CPU): what the kernel does when left alone longest.
+    wall_min: f64,
+    cpu_min: Option<f64>,
 }
 
 /// Aim for this much timed wall clock per case, within [MIN_RUNS, MAX_RUNS] runs (with ~45
 /// cases, the whole run stays near a minute on lavapipe; the GEMMs take most of it).
+/// SAEFORGE_BENCH_SECONDS overrides it (more runs per case: steadier medians and minima on
+/// a loaded machine).
 const CASE_SECONDS: f64 = 0.5;
+
+fn case_seconds() -> f64 {
+    std::env::var("SAEFORGE_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CASE_SECONDS)
+}
 const MIN_RUNS: usize = 3;
 const MAX_RUNS: usize = 11;
 
@@ -100,7 +117,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn time(gpu: &Gpu, record: &Record) -> saeforge::Result<Timing> {
     let (first, _) = run_once(gpu, record)?;
-    let runs = ((CASE_SECONDS / first.max(1e-6)).ceil() as usize).clamp(MIN_RUNS, MAX_RUNS);
+    let max_runs = MAX_RUNS.max((MAX_RUNS as f64 * case_seconds() / CASE_SECONDS) as usize);
+    let runs = ((case_seconds() / first.max(1e-6)).ceil() as usize).clamp(MIN_RUNS, max_runs);
     let mut walls = Vec::new();
     let mut cpus = Vec::new();
     for _ in 0..runs {
@@ -108,7 +126,10 @@ fn time(gpu: &Gpu, record: &Record) -> saeforge::Result<Timing> {
         walls.push(w);
         cpus.extend(c);
     }
+    let least = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     Ok(Timing {
+        wall_min: least(&walls),
+        cpu_min: (cpus.len() == runs).then(|| least(&cpus)),
         wall: median(walls),
         cpu: (cpus.len() == runs).then(|| median(cpus)),
         runs,
@@ -130,6 +151,9 @@ struct Ceilings {
     /// The same from CPU time (rate if the process's threads had the CPUs to themselves).
     fma_gflops_cpu: Option<f64>,
     copy_gbps_cpu: Option<f64>,
+    /// The FMA ceiling from its fastest run (wall, CPU), for the fastest-run fractions.
+    fma_gflops_fastest: f64,
+    fma_gflops_cpu_fastest: Option<f64>,
 }
 
 fn best(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -146,6 +170,8 @@ impl Ceilings {
             copy_gbps: self.copy_gbps.max(o.copy_gbps),
             fma_gflops_cpu: best(self.fma_gflops_cpu, o.fma_gflops_cpu),
             copy_gbps_cpu: best(self.copy_gbps_cpu, o.copy_gbps_cpu),
+            fma_gflops_fastest: self.fma_gflops_fastest.max(o.fma_gflops_fastest),
+            fma_gflops_cpu_fastest: best(self.fma_gflops_cpu_fastest, o.fma_gflops_cpu_fastest),
         }
     }
 
@@ -200,6 +226,8 @@ fn measure_ceilings(gpu: &Gpu) -> saeforge::Result<Ceilings> {
         copy_gbps: rate(bytes, t_copy.wall),
         fma_gflops_cpu: t_fma.cpu.map(|c| rate(flops, c / cpu_threads())),
         copy_gbps_cpu: t_copy.cpu.map(|c| rate(bytes, c / cpu_threads())),
+        fma_gflops_fastest: rate(flops, t_fma.wall_min),
+        fma_gflops_cpu_fastest: t_fma.cpu_min.map(|c| rate(flops, c / cpu_threads())),
     })
 }
 
@@ -234,6 +262,21 @@ fn gemm_case(
     c: &Rc<GpuTensor>,
     path: GemmPath,
 ) -> Case {
+    gemm_case_tuned(gpu, name, spec, a, b, bias, c, path, GemmTuning::of(gpu))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_case_tuned(
+    gpu: &Gpu,
+    name: &str,
+    spec: GemmSpec,
+    a: &Rc<GpuTensor>,
+    b: &Rc<GpuTensor>,
+    bias: Option<&Rc<GpuTensor>>,
+    c: &Rc<GpuTensor>,
+    path: GemmPath,
+    tuning: GemmTuning,
+) -> Case {
     let shape = format!(
         "{} * {}{}",
         stored(spec.m, spec.k, spec.trans_a),
@@ -244,14 +287,19 @@ fn gemm_case(
         GemmPath::Auto => gemm::auto_path(gpu, &spec),
         p => p,
     };
+    let variant = match resolved {
+        GemmPath::TextureSubgroup if path == GemmPath::Auto && spec.m <= 8 => "sg8".to_string(),
+        GemmPath::TextureSubgroup => format!("sg{}", tuning.sg_rows),
+        p => p.name().to_string(),
+    };
     let (a, b, bias, c) = (a.clone(), b.clone(), bias.cloned(), c.clone());
     Case {
         name: name.to_string(),
         shape,
-        variant: resolved.name().to_string(),
+        variant,
         work: Work::Flops(spec.flops()),
         record: Box::new(move |g, e| {
-            gemm::gemm_with(g, e, &spec, &a, &b, bias.as_deref(), &c, path)
+            gemm::gemm_tuned(g, e, &spec, &a, &b, bias.as_deref(), &c, path, &tuning)
         }),
     }
 }
@@ -358,6 +406,38 @@ fn gemm_cases(gpu: &Gpu) -> saeforge::Result<Vec<Case>> {
             auto,
         ),
     ];
+    // The production encoder on each texture kernel (the first case is whichever Auto picks).
+    let enc_spec = sp(bsz, n, d, false, false);
+    if gemm::texture_fits(gpu, &enc_spec) {
+        let tex = GemmTuning::of(gpu);
+        let mut variants = vec![("gemm_encoder_texture", GemmPath::Texture, tex)];
+        if gpu.has_subgroups(8) {
+            for (name, rows) in [
+                ("gemm_encoder_sg8", 8),
+                ("gemm_encoder_sg16", 16),
+                ("gemm_encoder_sg32", 32),
+            ] {
+                let t = GemmTuning {
+                    sg_rows: rows,
+                    ..tex
+                };
+                variants.push((name, GemmPath::TextureSubgroup, t));
+            }
+        }
+        for (name, path, tuning) in variants {
+            cases.push(gemm_case_tuned(
+                gpu,
+                name,
+                enc_spec,
+                &x,
+                &w_enc,
+                Some(&b_enc),
+                &out_bn,
+                path,
+                tuning,
+            ));
+        }
+    }
     for path in [GemmPath::Texture, GemmPath::Tiled, GemmPath::General] {
         let s = sp(bsz, 256, d, false, false);
         if path == GemmPath::Texture && !gemm::texture_fits(gpu, &s) {
@@ -1069,7 +1149,11 @@ fn main() -> anyhow::Result<()> {
         // CPU time says nothing about a hardware GPU's work: keep the wall clock only.
         ceilings.fma_gflops_cpu = None;
         ceilings.copy_gbps_cpu = None;
-        timings.iter_mut().for_each(|t| t.cpu = None);
+        ceilings.fma_gflops_cpu_fastest = None;
+        timings.iter_mut().for_each(|t| {
+            t.cpu = None;
+            t.cpu_min = None;
+        });
     }
 
     println!(
@@ -1127,6 +1211,17 @@ fn main() -> anyhow::Result<()> {
             row["cpu_ms"] = serde_json::json!(c * 1e3);
             row["fraction_of_ceiling_cpu"] = serde_json::json!(f);
         }
+        // Fastest runs against the fastest ceiling run: less sensitive to other load.
+        row["ms_min"] = serde_json::json!(t.wall_min * 1e3);
+        if let Work::Flops(_) = case.work {
+            row["fraction_fastest"] =
+                serde_json::json!(rate(case.work, t.wall_min) / ceilings.fma_gflops_fastest);
+            if let (Some(c), Some(cc)) = (t.cpu_min, ceilings.fma_gflops_cpu_fastest) {
+                row["cpu_ms_min"] = serde_json::json!(c * 1e3);
+                row["fraction_fastest_cpu"] =
+                    serde_json::json!(rate(case.work, c / cpu_threads()) / cc);
+            }
+        }
         rows.push(row);
     }
     let report = serde_json::json!({
@@ -1138,6 +1233,8 @@ fn main() -> anyhow::Result<()> {
             "fma_gflops": ceilings.fma_gflops,
             "copy_gbps": ceilings.copy_gbps,
             "fma_gflops_cpu": ceilings.fma_gflops_cpu,
+            "fma_gflops_fastest": ceilings.fma_gflops_fastest,
+            "fma_gflops_cpu_fastest": ceilings.fma_gflops_cpu_fastest,
             "copy_gbps_cpu": ceilings.copy_gbps_cpu,
         },
         "inputs": {

@@ -3,12 +3,16 @@
 // or (n, k) when TRANS_B. USE_BETA false (beta == 0) means C is never read (it may hold NaN).
 // Launchers: src/kernels/gemm.rs. CPU twin: src/reference/gemm.rs.
 //
-// Three entry points; the launcher picks one (GemmPath in src/kernels/gemm.rs):
+// Three entry points here and three more in shaders/gemm_subgroup.wgsl; the launcher picks
+// one (GemmPath and GemmTuning in src/kernels/gemm.rs):
 //   gemm_tex      software adapters (lavapipe): A and B copied into rgba32float storage
 //                 textures, 8 rows x one vec4 of columns per invocation. Needs k % 4 == 0,
 //                 n % 4 == 0 and stored row lengths that are multiples of 64 floats.
-//   gemm_tiled    hardware adapters: 64x64 tiles staged in workgroup memory, 4x4 per
-//                 invocation, any shape (bounds-checked tile loads).
+//   gemm_tex_sg*  (shaders/gemm_subgroup.wgsl) the same with A loaded once per subgroup
+//                 and shared by subgroupBroadcast; 8, 16 or 32 rows per invocation. What
+//                 software adapters with wgpu's SUBGROUP feature use (16 rows).
+//   gemm_tiled    hardware adapters: tiles staged in workgroup memory (64x64 by default),
+//                 4x4 per invocation, any shape (bounds-checked tile loads).
 //   gemm_general  any shape, no workgroup memory: 4 rows x 1 column per invocation.
 //
 // What was tried on lavapipe (Mesa 22.3.6, LLVM 15, 2 cores, EPYC Zen 4), 1536 x 4096 x 512
@@ -27,11 +31,39 @@
 //     accumulators in an array indexed by an override-bounded loop                   23-36
 //     no early return for rows past the end (the folded grid)                       no change
 //   A from a uniform buffer at constant offsets (k unrolled in the source), B texture 19-22
-//   A shared by subgroupBroadcast (one texel load per 8 rows; needs wgpu SUBGROUP,
-//     which the device does not request today)                                       61-65
+//   A shared by subgroupBroadcast (one texel load per 8 rows)                         61-65
 // Production encoder (1024 x 512 x 16384 + bias) on gemm_tex: 46-48 per CPU-second, 0.32-0.34
 // of the FMA ceiling that way; benches/kernels.rs prints both this and the wall-clock fraction.
 // gemm_tiled and gemm_general run at 1.3-1.7 (wall, lightly loaded) here.
+//
+// Subgroup kernels (shaders/gemm_subgroup.wgsl; the device requests SUBGROUP since the
+// adapter offers it), production encoder, fraction of the same-run FMA ceiling per
+// CPU-second (fastest run of 15-20 against the fastest ceiling run / median over 5 bench
+// runs), on a machine with load average 3.1-3.9 from other work (2 cores):
+//   gemm_tex, for comparison                                                 0.31 / 0.26-0.27
+//   rows x vec4 per invocation, updates k-major (q outer, rows inner):
+//     8 rows                                                                 0.43 / 0.36
+//     16 rows                                                                0.46-0.48 / 0.40-0.43
+//     32 rows                                                                0.46 / 0.34
+//     16 rows x 2 vec4                                                       0.35-0.40 / 0.31-0.35
+//     16 rows, workgroup 32 / 128 instead of 64                              0.48 / 0.32 (one run)
+//   updates row-major (each accumulator's four k updates together) <- used:
+//     8 rows                                                                 0.41 / 0.41
+//     16 rows (the default)                                                  0.46-0.52 / 0.45-0.48
+//     32 rows                                                                0.50 / 0.44
+//     16 rows x 2 vec4                                                       0.43 / 0.41
+//     8 / 16 rows, k unrolled by 8 (two k-steps per loop iteration)   0.34 / 0.39, against
+//       0.37 / 0.44 for the same kernels without it in the same runs
+// Best wall clock seen (machine briefly quiet): 16 rows 71 GFLOP/s against a 148 ceiling.
+// Shader runtime checks off (release builds' unchecked modules) made no measurable difference
+// to gemm_tex here (lavapipe already gets robust buffer / image access from the device).
+// What bounds it: per k-step of 4 and per 8 lanes, an invocation's vec4 FMAs cost ~8 vector
+// instructions each (lavapipe splits fma into a multiply and an add), a texel gather ~50 and a
+// vec4 broadcast ~14 (fitted to the 8- and 16-row figures). With R rows x Q column quads per
+// invocation that is 32 R Q useful instructions against 200 Q (B gathers) + 20 R (A: a
+// gather per 8 rows and a broadcast per row): 0.49 at R = 16, Q = 1, and at most ~0.6 as R
+// grows. Past 16 vec4 accumulators per invocation (64 of the 16 ymm registers llvmpipe
+// uses) the spills eat the rest, so 32 rows or 2 column quads gain nothing.
 // Why: lavapipe 22.3 turns every storage-buffer (and workgroup-memory) load inside a loop
 // into a loop over the 8 lanes with a branch and a bounds check per component (~300
 // instructions for a vec4, even when all lanes read the same address; the uniform fast path
@@ -85,8 +117,9 @@ fn finish4(acc: vec4<f32>, bias: vec4<f32>, c_old: vec4<f32>) -> vec4<f32> {
 // One invocation: rows row0..row0+8 of C, columns 4*c4..4*c4+4. Workgroup x indexes row
 // blocks (folded with z past the grid limit), y indexes groups of TX_WG column quads, so
 // consecutive workgroups share the same B columns. Texels hold 4 consecutive floats of a
-// stored row; out-of-range rows and columns read clamped (or zero) texels and are not
-// stored. No early return: the folded grid's spare row blocks just store nothing.
+// stored row; out-of-range rows and columns read clamped texels (the coordinates are
+// clamped here, so unchecked modules stay in range) and are not stored. No early return:
+// the folded grid's spare row blocks just store nothing.
 
 override TX_WG: u32 = 64;
 
@@ -104,6 +137,19 @@ fn gemm_tex(
     let row0 = (wid.x + wid.z * nwg.x) * 8u;
     let n4 = p.n / 4u;
     let c4 = wid.y * TX_WG + lid.x;
+    // clamped coordinates for the loads: B column quad, A rows (or A row quads when TRANS_A)
+    let cb = min(c4, n4 - 1u);
+    let last = select(p.m - 1u, p.m / 4u - 1u, TRANS_A);
+    let r0 = min(row0, last);
+    let r1 = min(row0 + 1u, last);
+    let r2 = min(row0 + 2u, last);
+    let r3 = min(row0 + 3u, last);
+    let r4 = min(row0 + 4u, last);
+    let r5 = min(row0 + 5u, last);
+    let r6 = min(row0 + 6u, last);
+    let r7 = min(row0 + 7u, last);
+    let xa = min(row0 / 4u, last);
+    let xb = min(row0 / 4u + 1u, last);
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
@@ -121,19 +167,19 @@ fn gemm_tex(
         var b3: vec4<f32>;
         if TRANS_B {
             // texel (kq, col) holds op(B)[k0 .. k0 + 4, col]: transpose four of them
-            let u0 = textureLoad(tx_b, vec2<u32>(kq, c4 * 4u));
-            let u1 = textureLoad(tx_b, vec2<u32>(kq, c4 * 4u + 1u));
-            let u2 = textureLoad(tx_b, vec2<u32>(kq, c4 * 4u + 2u));
-            let u3 = textureLoad(tx_b, vec2<u32>(kq, c4 * 4u + 3u));
+            let u0 = textureLoad(tx_b, vec2<u32>(kq, cb * 4u));
+            let u1 = textureLoad(tx_b, vec2<u32>(kq, cb * 4u + 1u));
+            let u2 = textureLoad(tx_b, vec2<u32>(kq, cb * 4u + 2u));
+            let u3 = textureLoad(tx_b, vec2<u32>(kq, cb * 4u + 3u));
             b0 = vec4<f32>(u0.x, u1.x, u2.x, u3.x);
             b1 = vec4<f32>(u0.y, u1.y, u2.y, u3.y);
             b2 = vec4<f32>(u0.z, u1.z, u2.z, u3.z);
             b3 = vec4<f32>(u0.w, u1.w, u2.w, u3.w);
         } else {
-            b0 = textureLoad(tx_b, vec2<u32>(c4, k0));
-            b1 = textureLoad(tx_b, vec2<u32>(c4, k0 + 1u));
-            b2 = textureLoad(tx_b, vec2<u32>(c4, k0 + 2u));
-            b3 = textureLoad(tx_b, vec2<u32>(c4, k0 + 3u));
+            b0 = textureLoad(tx_b, vec2<u32>(cb, k0));
+            b1 = textureLoad(tx_b, vec2<u32>(cb, k0 + 1u));
+            b2 = textureLoad(tx_b, vec2<u32>(cb, k0 + 2u));
+            b3 = textureLoad(tx_b, vec2<u32>(cb, k0 + 3u));
         }
         // loq / hiq: op(A)[row0 .. row0 + 4, k0 + q] and op(A)[row0 + 4 .. row0 + 8, k0 + q]
         var lo0: vec4<f32>;
@@ -146,25 +192,24 @@ fn gemm_tex(
         var hi3: vec4<f32>;
         if TRANS_A {
             // texel (row / 4, kk) holds op(A)[row .. row + 4, kk]
-            let x = row0 / 4u;
-            lo0 = textureLoad(tx_a, vec2<u32>(x, k0));
-            lo1 = textureLoad(tx_a, vec2<u32>(x, k0 + 1u));
-            lo2 = textureLoad(tx_a, vec2<u32>(x, k0 + 2u));
-            lo3 = textureLoad(tx_a, vec2<u32>(x, k0 + 3u));
-            hi0 = textureLoad(tx_a, vec2<u32>(x + 1u, k0));
-            hi1 = textureLoad(tx_a, vec2<u32>(x + 1u, k0 + 1u));
-            hi2 = textureLoad(tx_a, vec2<u32>(x + 1u, k0 + 2u));
-            hi3 = textureLoad(tx_a, vec2<u32>(x + 1u, k0 + 3u));
+            lo0 = textureLoad(tx_a, vec2<u32>(xa, k0));
+            lo1 = textureLoad(tx_a, vec2<u32>(xa, k0 + 1u));
+            lo2 = textureLoad(tx_a, vec2<u32>(xa, k0 + 2u));
+            lo3 = textureLoad(tx_a, vec2<u32>(xa, k0 + 3u));
+            hi0 = textureLoad(tx_a, vec2<u32>(xb, k0));
+            hi1 = textureLoad(tx_a, vec2<u32>(xb, k0 + 1u));
+            hi2 = textureLoad(tx_a, vec2<u32>(xb, k0 + 2u));
+            hi3 = textureLoad(tx_a, vec2<u32>(xb, k0 + 3u));
         } else {
             // texel (kq, row) holds op(A)[row, k0 .. k0 + 4]
-            let a0 = textureLoad(tx_a, vec2<u32>(kq, row0));
-            let a1 = textureLoad(tx_a, vec2<u32>(kq, row0 + 1u));
-            let a2 = textureLoad(tx_a, vec2<u32>(kq, row0 + 2u));
-            let a3 = textureLoad(tx_a, vec2<u32>(kq, row0 + 3u));
-            let a4 = textureLoad(tx_a, vec2<u32>(kq, row0 + 4u));
-            let a5 = textureLoad(tx_a, vec2<u32>(kq, row0 + 5u));
-            let a6 = textureLoad(tx_a, vec2<u32>(kq, row0 + 6u));
-            let a7 = textureLoad(tx_a, vec2<u32>(kq, row0 + 7u));
+            let a0 = textureLoad(tx_a, vec2<u32>(kq, r0));
+            let a1 = textureLoad(tx_a, vec2<u32>(kq, r1));
+            let a2 = textureLoad(tx_a, vec2<u32>(kq, r2));
+            let a3 = textureLoad(tx_a, vec2<u32>(kq, r3));
+            let a4 = textureLoad(tx_a, vec2<u32>(kq, r4));
+            let a5 = textureLoad(tx_a, vec2<u32>(kq, r5));
+            let a6 = textureLoad(tx_a, vec2<u32>(kq, r6));
+            let a7 = textureLoad(tx_a, vec2<u32>(kq, r7));
             lo0 = vec4<f32>(a0.x, a1.x, a2.x, a3.x);
             lo1 = vec4<f32>(a0.y, a1.y, a2.y, a3.y);
             lo2 = vec4<f32>(a0.z, a1.z, a2.z, a3.z);
@@ -237,14 +282,18 @@ fn tx_store(row: u32, n4: u32, c4: u32, acc: vec4<f32>, bias: vec4<f32>) {
 }
 
 // ------------------------------------------------------------------ gemm_tiled
-// A TL_BM x TL_BN tile of C per workgroup of 16 x 16 invocations; invocation (tx, ty) owns
-// rows ty + 16 i and columns tx + 16 j (i, j < 4), so reads of the staged B tile and the
-// stores to C are consecutive across tx. Each k step stages TL_BK columns of op(A) and rows
-// of op(B) in workgroup memory, reading global memory along its contiguous direction.
+// A TL_BM x TL_BN tile of C per workgroup of TL_WX x TL_WY invocations, 4 x 4 elements per
+// invocation (TL_BM = 4 TL_WY, TL_BN = 4 TL_WX); invocation (tx, ty) owns rows ty + TL_WY i
+// and columns tx + TL_WX j (i, j < 4), so reads of the staged B tile and the stores to C
+// are consecutive across tx. Each k step stages TL_BK columns of op(A) and rows of op(B)
+// in workgroup memory, reading global memory along its contiguous direction. The tile
+// sizes are chosen per adapter type (GemmTuning in src/kernels/gemm.rs).
 
-const TL_BM: u32 = 64u;
-const TL_BN: u32 = 64u;
+override TL_WX: u32 = 16u;
+override TL_WY: u32 = 16u;
 override TL_BK: u32 = 16u;
+override TL_BM: u32 = TL_WY * 4u;
+override TL_BN: u32 = TL_WX * 4u;
 
 var<workgroup> tl_as: array<f32, TL_BK * TL_BM>; // (TL_BK, TL_BM): op(A) tile, k-major
 var<workgroup> tl_bs: array<f32, TL_BK * TL_BN>; // (TL_BK, TL_BN): op(B) tile
@@ -254,7 +303,7 @@ var<workgroup> tl_bs: array<f32, TL_BK * TL_BN>; // (TL_BK, TL_BN): op(B) tile
 @group(0) @binding(3) var<storage, read> tl_bias: array<f32>;     // (n)
 @group(0) @binding(4) var<storage, read_write> tl_c: array<f32>;  // (m, n)
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(TL_WX, TL_WY)
 fn gemm_tiled(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -273,7 +322,7 @@ fn gemm_tiled(
         }
     }
     for (var k0 = 0u; k0 < k; k0 += TL_BK) {
-        for (var e = li; e < TL_BK * TL_BM; e += 256u) {
+        for (var e = li; e < TL_BK * TL_BM; e += TL_WX * TL_WY) {
             var r: u32;
             var kk: u32;
             if TRANS_A {
@@ -295,7 +344,7 @@ fn gemm_tiled(
             }
             tl_as[kk * TL_BM + r] = v;
         }
-        for (var e = li; e < TL_BK * TL_BN; e += 256u) {
+        for (var e = li; e < TL_BK * TL_BN; e += TL_WX * TL_WY) {
             var c: u32;
             var kk: u32;
             if TRANS_B {
@@ -322,8 +371,8 @@ fn gemm_tiled(
             var av: array<f32, 4>;
             var bv: array<f32, 4>;
             for (var i = 0u; i < 4u; i++) {
-                av[i] = tl_as[kk * TL_BM + lid.y + 16u * i];
-                bv[i] = tl_bs[kk * TL_BN + lid.x + 16u * i];
+                av[i] = tl_as[kk * TL_BM + lid.y + TL_WY * i];
+                bv[i] = tl_bs[kk * TL_BN + lid.x + TL_WX * i];
             }
             for (var i = 0u; i < 4u; i++) {
                 for (var j = 0u; j < 4u; j++) {
@@ -334,9 +383,9 @@ fn gemm_tiled(
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {
-        let row = row0 + lid.y + 16u * i;
+        let row = row0 + lid.y + TL_WY * i;
         for (var j = 0u; j < 4u; j++) {
-            let col = col0 + lid.x + 16u * j;
+            let col = col0 + lid.x + TL_WX * j;
             if row < m && col < n {
                 var bias = 0.0;
                 if HAS_BIAS {

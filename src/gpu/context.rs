@@ -44,11 +44,36 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// Whether shader modules keep wgpu's runtime checks (see [`GpuOptions`]).
+    pub checked_shaders: bool,
     pub(crate) caches: Caches,
     /// The first error the device reported outside any error scope (out of memory, a
     /// validation error, device lost), recorded by the callbacks installed in `open`
     /// instead of wgpu's default panic; `check` turns it into an `Error::DeviceFault`.
     fault: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+/// How [`Gpu::with_options`] opens a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// Create shader modules with wgpu's runtime checks: index and buffer bounds checks,
+    /// loop bounding, integer-division guards (`ShaderRuntimeChecks::checked`). Without
+    /// them (`unchecked`) the modules are what the WGSL says and nothing more, which costs
+    /// less on hardware GPUs; every shader is validated by naga in tests/shaders.rs, and
+    /// the kernels clamp their own addresses. The device's robustness features (when wgpu
+    /// enables them) still apply either way.
+    pub checked_shaders: bool,
+}
+
+impl Default for GpuOptions {
+    /// Checked modules in debug builds or when SAEFORGE_CHECKED_SHADERS=1, unchecked in
+    /// release builds otherwise. Tests open their device with `checked_shaders: true`.
+    fn default() -> Self {
+        GpuOptions {
+            checked_shaders: cfg!(debug_assertions)
+                || std::env::var("SAEFORGE_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
+        }
+    }
 }
 
 /// One line per adapter for `saeforge devices`.
@@ -138,7 +163,13 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
 impl Gpu {
     /// Open a device on the best adapter whose name contains `filter` (case-insensitive).
     /// Hardware adapters are preferred over software ones, Vulkan/Metal/DX12 over GL.
+    /// Default [`GpuOptions`].
     pub fn new(filter: Option<&str>) -> Result<Gpu> {
+        Self::with_options(filter, GpuOptions::default())
+    }
+
+    /// [`Gpu::new`] with explicit options.
+    pub fn with_options(filter: Option<&str>, options: GpuOptions) -> Result<Gpu> {
         let mut candidates: Vec<wgpu::Adapter> = adapters()
             .into_iter()
             .filter(|a| a.get_info().backend != wgpu::Backend::Noop)
@@ -166,15 +197,18 @@ impl Gpu {
             (hw, gl)
         });
         let adapter = candidates.remove(0);
-        Self::open(adapter)
+        Self::open(adapter, options)
     }
 
-    fn open(adapter: wgpu::Adapter) -> Result<Gpu> {
+    fn open(adapter: wgpu::Adapter, options: GpuOptions) -> Result<Gpu> {
         let info = adapter.get_info();
         let limits = adapter.limits();
+        // Subgroup operations when the adapter has them (the GEMM's A sharing on lavapipe,
+        // src/kernels/gemm.rs); nothing else is needed beyond core WebGPU.
+        let features = adapter.features() & wgpu::Features::SUBGROUP;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("saeforge"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -228,6 +262,7 @@ impl Gpu {
             queue,
             info,
             limits,
+            checked_shaders: options.checked_shaders,
             caches: Caches::default(),
             fault,
         })
@@ -240,6 +275,13 @@ impl Gpu {
             Some(msg) => Err(Error::DeviceFault(msg.clone())),
             None => Ok(()),
         }
+    }
+
+    /// Whether the device has subgroup operations (wgpu's SUBGROUP feature) with subgroups
+    /// of at least `lanes` invocations.
+    pub fn has_subgroups(&self, lanes: u32) -> bool {
+        self.device.features().contains(wgpu::Features::SUBGROUP)
+            && self.info.subgroup_min_size >= lanes
     }
 
     /// True for a software rasteriser such as lavapipe (llvmpipe).

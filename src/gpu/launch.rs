@@ -315,11 +315,25 @@ impl Gpu {
         let mut m = self.caches.modules.lock().unwrap();
         m.entry(shader.name)
             .or_insert_with(|| {
-                self.device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(shader.name),
-                        source: wgpu::ShaderSource::Wgsl(shader.source.into()),
-                    })
+                let desc = wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.name),
+                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                };
+                if self.checked_shaders {
+                    self.device.create_shader_module(desc)
+                } else {
+                    // SAFETY: every shader is validated by naga (tests/shaders.rs) and run
+                    // checked by the tests (tests/common opens the device with
+                    // checked_shaders); the kernels keep their addresses in range
+                    // themselves (clamped or guarded loads, launchers' shape checks), never
+                    // divide by zero, and every loop has a bound from the parameters.
+                    unsafe {
+                        self.device.create_shader_module_trusted(
+                            desc,
+                            wgpu::ShaderRuntimeChecks::unchecked(),
+                        )
+                    }
+                }
             })
             .clone()
     }

@@ -11,7 +11,7 @@ mod launch;
 mod tensor;
 
 pub use context::{
-    AdapterSummary, DeviceChoice, Engine, Gpu, list_adapters, no_adapter_hint,
+    AdapterSummary, DeviceChoice, Engine, Gpu, GpuOptions, list_adapters, no_adapter_hint,
     quiet_headless_probe, select_engine,
 };
 pub use launch::{Bind, Gate, Kernel, Shader, grid_1d};

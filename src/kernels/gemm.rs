@@ -9,7 +9,12 @@
 //!   readback) into rgba32float textures laid out exactly like the buffers, and the kernel
 //!   reads texels. Needs k and n divisible by 4 and stored row lengths that the texture copy
 //!   accepts (multiples of 64 floats, or a single row); see shaders/gemm.wgsl for the figures.
-//! * [`GemmPath::Tiled`] (hardware adapters): 64x64 tiles staged in workgroup memory.
+//! * [`GemmPath::TextureSubgroup`] (software adapters with wgpu's SUBGROUP feature and
+//!   subgroups of 8+ lanes, as lavapipe has): the texture path with each A texel loaded by
+//!   one lane and shared by subgroupBroadcast (shaders/gemm_subgroup.wgsl), 16 rows per
+//!   invocation by default; ~1.5x the texture path on lavapipe.
+//! * [`GemmPath::Tiled`] (hardware adapters): tiles staged in workgroup memory, their
+//!   sizes per adapter type ([`GemmTuning`]).
 //! * [`GemmPath::General`]: any shape, plain storage buffers, no workgroup memory; what
 //!   software adapters use for shapes the texture path cannot take.
 //!
@@ -31,21 +36,124 @@ pub static SHADER: Shader = Shader {
     source: include_str!("../../shaders/gemm.wgsl"),
 };
 
-/// Invocations per workgroup of gemm_tex (one column quad each) and gemm_general.
-const TX_WG: usize = 64;
-const GN_WG: usize = 64;
-/// Rows of C per invocation of gemm_tex / gemm_general, and the tile of gemm_tiled.
+/// gemm_tex with A shared by subgroupBroadcast: a module of its own, created only on
+/// devices with subgroups (it does not validate elsewhere).
+pub static SUBGROUP_SHADER: Shader = Shader {
+    name: "gemm_subgroup",
+    source: include_str!("../../shaders/gemm_subgroup.wgsl"),
+};
+
+/// Lanes gemm_tex_sg broadcasts from: the device's subgroups must be at least this wide.
+const SG_LANES: u32 = 8;
+
+/// Rows of C per invocation of gemm_tex / gemm_general (fixed in the shader), and the
+/// elements per invocation of gemm_tiled along each side of its tile.
 const TX_ROWS: usize = 8;
 const GN_ROWS: usize = 4;
-const TL_TILE: usize = 64;
+const TL_PER: usize = 4;
+
+/// Workgroup and tile sizes of the GEMM kernels for one adapter, passed to the shaders as
+/// override constants, and the kernel [`gemm`] prefers there. [`GemmTuning::of`] picks by
+/// the adapter's device type; tests and benches can pass their own to [`gemm_tuned`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmTuning {
+    /// What [`GemmPath::Auto`] resolves to when the shape allows it: `Texture` (which
+    /// becomes `TextureSubgroup` on devices with subgroups of 8+ lanes, and `General` for
+    /// shapes the texture path cannot take) or `Tiled`.
+    pub preferred: GemmPath,
+    /// gemm_tex and gemm_tex_sg*: invocations per workgroup, one column quad each.
+    pub tx_wg: usize,
+    /// Rows of C per invocation of the subgroup texture kernel (one column quad each):
+    /// 8 gemm_tex_sg, 16 gemm_tex_sg16, 32 gemm_tex_sg32. `Auto` uses 8 when m <= 8.
+    pub sg_rows: usize,
+    /// gemm_tiled: workgroup of wx x wy invocations, each 4x4 elements, so a
+    /// (4 wy) x (4 wx) tile of C; bk steps of k staged per barrier pair.
+    pub tl_wx: usize,
+    pub tl_wy: usize,
+    pub tl_bk: usize,
+    /// gemm_general: invocations per workgroup, one column each.
+    pub gn_wg: usize,
+}
+
+impl GemmTuning {
+    /// Software adapters (lavapipe): textures, A shared by subgroup broadcasts with 16 rows
+    /// per invocation when the device has subgroups, and no workgroup memory (each barrier
+    /// splits the shader there); figures in shaders/gemm.wgsl.
+    pub const SOFTWARE: GemmTuning = GemmTuning {
+        preferred: GemmPath::Texture,
+        tx_wg: 64,
+        sg_rows: 16,
+        tl_wx: 16,
+        tl_wy: 16,
+        tl_bk: 16,
+        gn_wg: 64,
+    };
+    /// Discrete and virtual GPUs: 64x64 tiles, 256 invocations, 16 k-steps per stage
+    /// (8 KiB of workgroup memory), the common starting point for f32 GEMM.
+    pub const DISCRETE: GemmTuning = GemmTuning {
+        preferred: GemmPath::Tiled,
+        tl_wx: 16,
+        tl_wy: 16,
+        tl_bk: 16,
+        ..Self::SOFTWARE
+    };
+    /// Integrated GPUs (and adapters of unknown type): the same tiles with 8 k-steps
+    /// per stage, half the workgroup memory (more workgroups resident on small GPUs).
+    pub const INTEGRATED: GemmTuning = GemmTuning {
+        tl_bk: 8,
+        ..Self::DISCRETE
+    };
+
+    pub fn for_device_type(t: wgpu::DeviceType) -> GemmTuning {
+        match t {
+            wgpu::DeviceType::Cpu => Self::SOFTWARE,
+            wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::VirtualGpu => Self::DISCRETE,
+            wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::Other => Self::INTEGRATED,
+        }
+    }
+
+    /// The tuning for `gpu`'s adapter, shrunk to its workgroup limits.
+    pub fn of(gpu: &Gpu) -> GemmTuning {
+        Self::for_device_type(gpu.info.device_type).fitted(&gpu.limits)
+    }
+
+    /// Halve the tiled workgroup until it fits the adapter's invocation and
+    /// workgroup-memory limits, and cap the 1-D workgroups likewise.
+    pub fn fitted(mut self, l: &wgpu::Limits) -> GemmTuning {
+        let inv = l.max_compute_invocations_per_workgroup as usize;
+        let mem = l.max_compute_workgroup_storage_size as usize;
+        let tile_bytes = |t: &GemmTuning| 4 * t.tl_bk * TL_PER * (t.tl_wx + t.tl_wy);
+        while self.tl_wx * self.tl_wy > inv
+            || self.tl_wx > l.max_compute_workgroup_size_x as usize
+            || self.tl_wy > l.max_compute_workgroup_size_y as usize
+            || tile_bytes(&self) > mem
+        {
+            if self.tl_wx == 1 && self.tl_wy == 1 {
+                break;
+            }
+            if self.tl_wx >= self.tl_wy {
+                self.tl_wx = (self.tl_wx / 2).max(1);
+            } else {
+                self.tl_wy = (self.tl_wy / 2).max(1);
+            }
+        }
+        let x = inv.min(l.max_compute_workgroup_size_x as usize).max(1);
+        self.tx_wg = self.tx_wg.min(x);
+        self.gn_wg = self.gn_wg.min(x);
+        self
+    }
+}
 
 /// Which kernel records the product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmPath {
-    /// Texture on software adapters when the shape allows, General otherwise there;
-    /// Tiled on hardware adapters.
+    /// On software adapters TextureSubgroup (or Texture without subgroups) when the shape
+    /// allows, General otherwise; Tiled on hardware adapters ([`GemmTuning::preferred`]).
     Auto,
     Texture,
+    /// The texture path with A loaded once per subgroup and shared by subgroupBroadcast
+    /// (devices with subgroups of 8 or more lanes; lavapipe).
+    TextureSubgroup,
     Tiled,
     General,
 }
@@ -55,6 +163,7 @@ impl GemmPath {
         match self {
             GemmPath::Auto => "auto",
             GemmPath::Texture => "texture",
+            GemmPath::TextureSubgroup => "texture_sg",
             GemmPath::Tiled => "tiled",
             GemmPath::General => "general",
         }
@@ -90,17 +199,29 @@ pub fn gemm(
 
 /// The kernel [`gemm`] uses for `spec` on this adapter (never `Auto`).
 pub fn auto_path(gpu: &Gpu, spec: &GemmSpec) -> GemmPath {
-    if !gpu.is_software() {
-        GemmPath::Tiled
-    } else if texture_fits(gpu, spec) {
-        GemmPath::Texture
-    } else {
-        GemmPath::General
+    auto_path_for(gpu, spec, &GemmTuning::of(gpu))
+}
+
+fn auto_path_for(gpu: &Gpu, spec: &GemmSpec, tuning: &GemmTuning) -> GemmPath {
+    match tuning.preferred {
+        GemmPath::Texture | GemmPath::TextureSubgroup if texture_fits_for(gpu, spec, tuning) => {
+            if gpu.has_subgroups(SG_LANES) {
+                GemmPath::TextureSubgroup
+            } else {
+                GemmPath::Texture
+            }
+        }
+        GemmPath::Texture | GemmPath::TextureSubgroup | GemmPath::General => GemmPath::General,
+        GemmPath::Tiled | GemmPath::Auto => GemmPath::Tiled,
     }
 }
 
 /// Whether [`GemmPath::Texture`] can take `spec` on this adapter.
 pub fn texture_fits(gpu: &Gpu, spec: &GemmSpec) -> bool {
+    texture_fits_for(gpu, spec, &GemmTuning::of(gpu))
+}
+
+fn texture_fits_for(gpu: &Gpu, spec: &GemmSpec, tuning: &GemmTuning) -> bool {
     let max = gpu.limits.max_texture_dimension_2d as usize;
     let copyable = |[rows, cols]: [usize; 2]| {
         cols.is_multiple_of(4)
@@ -113,12 +234,13 @@ pub fn texture_fits(gpu: &Gpu, spec: &GemmSpec) -> bool {
         && spec.k > 0
         && spec.k.is_multiple_of(4)
         && spec.n.is_multiple_of(4)
-        && (spec.n / 4).div_ceil(TX_WG) <= max_groups
+        && (spec.n / 4).div_ceil(tuning.tx_wg) <= max_groups
         && copyable(spec.a_shape())
         && copyable(spec.b_shape())
 }
 
-/// [`gemm`] on a chosen kernel; `Texture` on a shape it cannot take is an error.
+/// [`gemm`] on a chosen kernel; `Texture` on a shape it cannot take, or
+/// `TextureSubgroup` on a device without subgroups of 8 lanes, is an error.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_with(
     gpu: &Gpu,
@@ -130,6 +252,23 @@ pub fn gemm_with(
     c: &GpuTensor,
     path: GemmPath,
 ) -> Result<()> {
+    gemm_tuned(gpu, enc, spec, a, b, bias, c, path, &GemmTuning::of(gpu))
+}
+
+/// [`gemm_with`] with explicit tile sizes (`tuning.preferred` only matters for `Auto`).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_tuned(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    spec: &GemmSpec,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    c: &GpuTensor,
+    path: GemmPath,
+    tuning: &GemmTuning,
+) -> Result<()> {
+    let mut t = *tuning;
     let GemmSpec { m, n, k, .. } = *spec;
     expect_shape("gemm", "A", a, &spec.a_shape())?;
     expect_shape("gemm", "B", b, &spec.b_shape())?;
@@ -168,7 +307,13 @@ pub fn gemm_with(
         ("USE_BETA", flag(spec.beta != 0.0)),
     ];
     let path = match path {
-        GemmPath::Auto => auto_path(gpu, spec),
+        GemmPath::Auto => {
+            // A few rows (a single input row): 8 rows per invocation waste less.
+            if m <= 8 {
+                t.sg_rows = 8;
+            }
+            auto_path_for(gpu, spec, &t)
+        }
         p => p,
     };
     // Without a bias, binding 3 still needs a buffer: A's, which the kernel never reads then.
@@ -176,26 +321,51 @@ pub fn gemm_with(
     let max = gpu.limits.max_compute_workgroups_per_dimension;
     match path {
         GemmPath::Auto => unreachable!("resolved above"),
-        GemmPath::Texture => {
-            if !texture_fits(gpu, spec) {
+        GemmPath::Texture | GemmPath::TextureSubgroup => {
+            if !texture_fits_for(gpu, spec, &t) {
                 return Err(Error::Internal(format!(
                     "gemm: the texture path cannot take {spec:?} on adapter {}",
                     gpu.info.name
                 )));
             }
-            let rows = grid_1d(m.div_ceil(TX_ROWS) as u32, max);
-            let groups = [rows[0], (n / 4).div_ceil(TX_WG) as u32, rows[1]];
             let mut constants = common.to_vec();
-            constants.push(("TX_WG", TX_WG as f64));
+            let (kernel, rows_per) = if path == GemmPath::Texture {
+                constants.push(("TX_WG", t.tx_wg as f64));
+                ((&SHADER, "gemm_tex"), TX_ROWS)
+            } else {
+                if !gpu.has_subgroups(SG_LANES) {
+                    return Err(Error::Internal(format!(
+                        "gemm: adapter {} has no subgroups of {SG_LANES} lanes",
+                        gpu.info.name
+                    )));
+                }
+                constants.push(("SG_WG", t.tx_wg as f64));
+                let entry = match t.sg_rows {
+                    8 => "gemm_tex_sg",
+                    16 => "gemm_tex_sg16",
+                    32 => "gemm_tex_sg32",
+                    r => {
+                        return Err(Error::Internal(format!(
+                            "gemm: GemmTuning::sg_rows {r} is not 8, 16 or 32"
+                        )));
+                    }
+                };
+                ((&SUBGROUP_SHADER, entry), t.sg_rows)
+            };
+            let rows = grid_1d(m.div_ceil(rows_per) as u32, max);
+            let groups = [rows[0], (n / 4).div_ceil(t.tx_wg) as u32, rows[1]];
             texture_dispatch(
-                gpu, enc, &params, &constants, a, b, bias_buf, c, spec, groups,
+                gpu, enc, kernel, &params, &constants, a, b, bias_buf, c, spec, groups,
             )
         }
         GemmPath::Tiled => {
-            let rows = grid_1d(m.div_ceil(TL_TILE) as u32, max);
-            let groups = [rows[0], n.div_ceil(TL_TILE) as u32, rows[1]];
+            let (bm, bn) = (TL_PER * t.tl_wy, TL_PER * t.tl_wx);
+            let rows = grid_1d(m.div_ceil(bm) as u32, max);
+            let groups = [rows[0], n.div_ceil(bn) as u32, rows[1]];
             let mut constants = common.to_vec();
-            constants.push(("TL_BK", 16.0));
+            constants.push(("TL_WX", t.tl_wx as f64));
+            constants.push(("TL_WY", t.tl_wy as f64));
+            constants.push(("TL_BK", t.tl_bk as f64));
             gpu.dispatch(
                 enc,
                 &Kernel {
@@ -215,9 +385,9 @@ pub fn gemm_with(
         }
         GemmPath::General => {
             let rows = grid_1d(m.div_ceil(GN_ROWS) as u32, max);
-            let groups = [rows[0], n.div_ceil(GN_WG) as u32, rows[1]];
+            let groups = [rows[0], n.div_ceil(t.gn_wg) as u32, rows[1]];
             let mut constants = common.to_vec();
-            constants.push(("GN_WG", GN_WG as f64));
+            constants.push(("GN_WG", t.gn_wg as f64));
             gpu.dispatch(
                 enc,
                 &Kernel {
@@ -318,6 +488,7 @@ const FT_WG: usize = 64;
 fn texture_dispatch(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
+    (shader, entry): (&'static Shader, &'static str),
     params: &Params,
     constants: &[(&'static str, f64)],
     a: &GpuTensor,
@@ -332,8 +503,8 @@ fn texture_dispatch(
     gpu.dispatch(
         enc,
         &Kernel {
-            shader: &SHADER,
-            entry: "gemm_tex",
+            shader,
+            entry,
             constants,
         },
         params,

@@ -25,6 +25,7 @@ pub const SHADERS: &[&Shader] = &[
     &codes::SHADER,
     &fista::SHADER,
     &gemm::SHADER,
+    &gemm::SUBGROUP_SHADER,
     &ops::SHADER,
     &optim::SHADER,
     &reduce::SHADER,

@@ -10,7 +10,7 @@ use libtest_mimic::{Completion, Failed, Trial};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
-use saeforge::gpu::Gpu;
+use saeforge::gpu::{Gpu, GpuOptions};
 
 pub use tolerance::Tol;
 
@@ -18,7 +18,14 @@ pub use tolerance::Tol;
 pub fn gpu() -> Result<Arc<Gpu>, String> {
     static GPU: OnceLock<Result<Arc<Gpu>, String>> = OnceLock::new();
     GPU.get_or_init(|| {
-        Gpu::new(std::env::var("SAEFORGE_ADAPTER").ok().as_deref())
+        // Checked shader modules (wgpu's runtime bounds checks) whatever the build profile:
+        // a kernel that strays out of range then reads clamped data and fails its twin
+        // test instead of touching other buffers. SAEFORGE_CHECKED_SHADERS=0 runs the
+        // tests on the unchecked modules release builds use.
+        let options = GpuOptions {
+            checked_shaders: std::env::var("SAEFORGE_CHECKED_SHADERS").map_or(true, |v| v != "0"),
+        };
+        Gpu::with_options(std::env::var("SAEFORGE_ADAPTER").ok().as_deref(), options)
             .map(Arc::new)
             .map_err(|e| e.to_string())
     })

@@ -5,7 +5,7 @@
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Gpu;
-use saeforge::kernels::gemm::{self as kg, GemmPath, GemmSpec};
+use saeforge::kernels::gemm::{self as kg, GemmPath, GemmSpec, GemmTuning};
 use saeforge::reference;
 
 use crate::common::{assert_close, fail, gpu_test, randn, tolerance};
@@ -57,6 +57,7 @@ fn check(
     rng: &mut rand_chacha::ChaCha8Rng,
     spec: GemmSpec,
     path: GemmPath,
+    tuning: Option<GemmTuning>,
     with_bias: bool,
 ) -> Result<(), Failed> {
     let GemmSpec { m, n, k, .. } = spec;
@@ -73,7 +74,8 @@ fn check(
     let bias = gpu.upload("bias", &[n], &bias_h).map_err(fail)?;
     let c = gpu.upload("c", &[m, n], &c0).map_err(fail)?;
     let mut enc = gpu.encoder();
-    kg::gemm_with(
+    let tuning = tuning.unwrap_or_else(|| GemmTuning::of(gpu));
+    kg::gemm_tuned(
         gpu,
         &mut enc,
         &spec,
@@ -82,6 +84,7 @@ fn check(
         with_bias.then_some(&bias),
         &c,
         path,
+        &tuning,
     )
     .map_err(fail)?;
     gpu.submit(enc);
@@ -114,9 +117,17 @@ fn check_all(
     rng: &mut rand_chacha::ChaCha8Rng,
     base: GemmSpec,
     path: GemmPath,
+    tuning: Option<GemmTuning>,
 ) -> Result<(), Failed> {
-    if path == GemmPath::Texture && !kg::texture_fits(gpu, &base) {
+    if matches!(path, GemmPath::Texture | GemmPath::TextureSubgroup)
+        && !kg::texture_fits(gpu, &base)
+    {
         return Err(format!("the texture path refuses {base:?} on {}", gpu.info.name).into());
+    }
+    if path == GemmPath::TextureSubgroup && !gpu.has_subgroups(8) {
+        // Nothing to check: the launcher never picks this path on such a device (and
+        // refuses it when forced).
+        return Ok(());
     }
     for (with_bias, alpha, beta) in [
         (true, 1.0, 0.0),
@@ -129,7 +140,7 @@ fn check_all(
             beta,
             ..base
         };
-        check(gpu, rng, spec, path, with_bias)?;
+        check(gpu, rng, spec, path, tuning, with_bias)?;
     }
     Ok(())
 }
@@ -138,7 +149,36 @@ fn trial(base: GemmSpec, path: GemmPath) -> Trial {
     let GemmSpec { m, n, k, .. } = base;
     gpu_test(
         format!("gemm::{}/{}/{m}x{n}x{k}", path.name(), base.op_name()),
-        move |gpu, rng| check_all(gpu, rng, base, path),
+        move |gpu, rng| check_all(gpu, rng, base, path, None),
+    )
+}
+
+/// The subgroup texture kernel with `rows` rows per invocation (gemm_tex_sg / _sg16 /
+/// _sg32), whatever this adapter's tuning picks.
+fn sg_trial(base: GemmSpec, rows: usize) -> Trial {
+    let GemmSpec { m, n, k, .. } = base;
+    gpu_test(
+        format!("gemm::texture_sg{rows}/{}/{m}x{n}x{k}", base.op_name()),
+        move |gpu, rng| {
+            let tuning = GemmTuning {
+                sg_rows: rows,
+                ..GemmTuning::of(gpu)
+            };
+            check_all(gpu, rng, base, GemmPath::TextureSubgroup, Some(tuning))
+        },
+    )
+}
+
+/// gemm_tiled with tile sizes other than this adapter's (the override constants of the
+/// other device types, and a small uneven tile).
+fn tuned_trial(base: GemmSpec, label: &str, tuning: GemmTuning) -> Trial {
+    let GemmSpec { m, n, k, .. } = base;
+    gpu_test(
+        format!("gemm::tiled_{label}/{}/{m}x{n}x{k}", base.op_name()),
+        move |gpu, rng| {
+            let tuning = tuning.fitted(&gpu.limits);
+            check_all(gpu, rng, base, GemmPath::Tiled, Some(tuning))
+        },
     )
 }
 
@@ -151,7 +191,27 @@ pub fn trials() -> Vec<Trial> {
             out.push(trial(s, GemmPath::Tiled));
             if texture_shape(&s) {
                 out.push(trial(s, GemmPath::Texture));
+                for rows in [8, 16, 32] {
+                    out.push(sg_trial(s, rows));
+                }
             }
+        }
+    }
+    // Every device type's tiles, and 8x4 invocations (a 16x32 tile) with 4 k-steps per
+    // stage, on a ragged shape in all four transposes.
+    let small = GemmTuning {
+        tl_wx: 8,
+        tl_wy: 4,
+        tl_bk: 4,
+        ..GemmTuning::DISCRETE
+    };
+    for (label, tuning) in [
+        ("discrete", GemmTuning::DISCRETE),
+        ("integrated", GemmTuning::INTEGRATED),
+        ("8x4x4", small),
+    ] {
+        for &(ta, tb) in TRANSPOSES {
+            out.push(tuned_trial(spec(37, 130, 45, ta, tb), label, tuning));
         }
     }
     // One row against a transposed B (a gradient of the training step), on every path.
@@ -159,12 +219,15 @@ pub fn trials() -> Vec<Trial> {
     for path in [GemmPath::General, GemmPath::Tiled, GemmPath::Texture] {
         out.push(trial(m1, path));
     }
+    for rows in [8, 16, 32] {
+        out.push(sg_trial(m1, rows));
+    }
     // Production size: the encoder of a 16k-latent SAE on 512-d inputs, batch 512.
     out.push(gpu_test(
         "gemm::auto/NN/512x16384x512+bias",
         move |gpu, rng| {
             let s = spec(512, 16384, 512, false, false);
-            check(gpu, rng, s, GemmPath::Auto, true)
+            check(gpu, rng, s, GemmPath::Auto, None, true)
         },
     ));
     out.push(gpu_test("gemm::rejects_bad_shapes", |gpu, _rng| {
