@@ -11,7 +11,7 @@
 //! 1. Loader throughput: 4 shards x 32768 rows x d 512 written once to a scratch folder
 //!    (target/bench/loader-data), f16 and f32; a `BatchStream` (seeded shard order, a
 //!    shuffle buffer of 2^20 row ids, one random row gathered at a time from the mmaps,
-//!    converted to f32, finite-checked and scaled) reads 48 batches in this thread. The
+//!    converted to f32, finite-checked and scaled) reads 240 batches in this thread. The
 //!    figures are GB/s of input bytes and rows/s, by wall clock and by this thread's CPU
 //!    time (the loader runs on one core). The files were just written, so they are read
 //!    from the page cache (the case for a dataset that fits in RAM; from disk the drive
@@ -19,7 +19,8 @@
 //! 2. Prefetch: a topk SAE (d 512, n 16384, k 32) steps on batches already in memory,
 //!    then on batches from a `Prefetcher` over the f16 shards (as `saeforge train` does),
 //!    in alternating blocks of 3 steps (each block: submit 3 steps, wait), so that other
-//!    load on the machine hits both alike. Reports the mean step time of each and the
+//!    load on the machine hits both alike (8 blocks of each on the GPU engine, 2 on the
+//!    slower CPU engine). Reports the mean step time of each and the
 //!    ratio (loader / memory).
 //!
 //! Writes target/bench/loader.json (under CARGO_TARGET_DIR when set).
@@ -42,7 +43,7 @@ use serde_json::json;
 const D: usize = 512;
 const SHARDS: usize = 4;
 const SHARD_ROWS: usize = 32768;
-const BATCHES: usize = 48;
+const BATCHES: usize = 240;
 
 /// CPU nanoseconds of the calling thread (Linux), or None.
 fn thread_cpu_ns() -> Option<u64> {
@@ -247,7 +248,7 @@ fn main() -> anyhow::Result<()> {
                     }
                     let mut eng = GpuEngine::new(gpu.clone(), &cfg, &st)?;
                     let g2 = gpu.clone();
-                    let (mem, pf) = prefetch_run(&mut eng, &move || g2.wait(), &cfg, paths, 3, 3)?;
+                    let (mem, pf) = prefetch_run(&mut eng, &move || g2.wait(), &cfg, paths, 8, 3)?;
                     println!(
                         "gpu topk step (batch {}): {:.1} ms from memory, {:.1} ms from the loader (ratio {:.3}) on {}",
                         cfg.batch,
