@@ -335,8 +335,9 @@ pub fn select_engine(choice: DeviceChoice, filter: Option<&str>) -> Result<(Engi
             } else {
                 Ok((
                     Engine::Cpu,
-                    "CPU engine (--device auto: no hardware GPU adapter; software adapters such as \
-                     lavapipe are slower than the CPU engine; --device gpu forces one)"
+                    "CPU engine (--device auto: no hardware GPU adapter; --device gpu uses a \
+                     software one such as lavapipe, slower than the CPU engine for small SAEs, \
+                     faster for large ones)"
                         .to_string(),
                 ))
             }
