@@ -200,6 +200,57 @@ fn topk_relu_codes(
     }
 }
 
+/// After the codes, on both sparse paths: x_hat = codes W_dec + b_dec, the MSE gradient
+/// dy = 2 inv_b (x_hat - x) with the SSE / SST sums into `metrics`, and the firing and L0 / L1
+/// statistics. codes: CSR over (rows, n); x, x_hat, dy: (rows, d); norms: (n) decoder row norms.
+#[allow(clippy::too_many_arguments)]
+fn decode_loss_stats(
+    codes: &Codes,
+    p: &SaeParams,
+    x: &[f32],
+    norms: &[f32],
+    rows: usize,
+    inv_b: f32,
+    x_hat: &mut [f32],
+    dy: &mut [f32],
+    fired: &mut [u32],
+    metrics: &mut [f32],
+) {
+    let (n, d) = (p.n, p.d);
+    sparse_decode(
+        &codes.row_ptr,
+        &codes.idx,
+        &codes.val,
+        &p.w_dec,
+        Some(&p.b_dec),
+        rows,
+        n,
+        d,
+        x_hat,
+    );
+    mse_backward(
+        x,
+        x_hat,
+        rows,
+        d,
+        2.0 * inv_b,
+        dy,
+        metrics,
+        slot::SSE,
+        Some(slot::SST),
+    );
+    sparse_stats(
+        &codes.row_ptr,
+        &codes.idx,
+        &codes.val,
+        rows,
+        n,
+        norms,
+        fired,
+        metrics,
+    );
+}
+
 /// Gradients of a sparse code path: given dL/dx_hat-like `dy` (rows, d) for a decode of
 /// `codes`, the gathers of dW_dec, dW_enc and db_enc into `g` (added to what is there, for
 /// the latents with entries, when `accumulate`).
@@ -377,35 +428,15 @@ pub fn gradients(
                 st.threshold = state[0];
                 relu_codes(row_ptr, idx, val)
             };
-            sparse_decode(
-                &codes.row_ptr,
-                &codes.idx,
-                &codes.val,
-                &p.w_dec,
-                Some(&p.b_dec),
-                rows,
-                n,
-                d,
-                &mut x_hat,
-            );
-            mse_backward(
+            decode_loss_stats(
+                &codes,
+                p,
                 x,
-                &x_hat,
-                rows,
-                d,
-                2.0 * inv_b,
-                &mut dy,
-                &mut st.metrics,
-                slot::SSE,
-                Some(slot::SST),
-            );
-            sparse_stats(
-                &codes.row_ptr,
-                &codes.idx,
-                &codes.val,
-                rows,
-                n,
                 &norms,
+                rows,
+                inv_b,
+                &mut x_hat,
+                &mut dy,
                 fired,
                 &mut st.metrics,
             );
@@ -467,35 +498,15 @@ pub fn gradients(
                     pre_val,
                     val,
                 };
-                sparse_decode(
-                    &codes.row_ptr,
-                    &codes.idx,
-                    &codes.val,
-                    &p.w_dec,
-                    Some(&p.b_dec),
-                    rows,
-                    n,
-                    d,
-                    &mut x_hat,
-                );
-                mse_backward(
+                decode_loss_stats(
+                    &codes,
+                    p,
                     x,
-                    &x_hat,
-                    rows,
-                    d,
-                    2.0 * inv_b,
-                    &mut dy,
-                    &mut st.metrics,
-                    slot::SSE,
-                    Some(slot::SST),
-                );
-                sparse_stats(
-                    &codes.row_ptr,
-                    &codes.idx,
-                    &codes.val,
-                    rows,
-                    n,
                     &norms,
+                    rows,
+                    inv_b,
+                    &mut x_hat,
+                    &mut dy,
                     fired,
                     &mut st.metrics,
                 );
