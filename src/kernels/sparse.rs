@@ -392,39 +392,14 @@ pub fn gather_dw_dec(
     accumulate: bool,
     dw_dec: &GpuTensor,
 ) -> Result<()> {
-    let k = "gather_dw_dec";
-    let cap = expect_transpose(k, lat_ptr, Some(lat_row), lat_slot, n)?;
-    expect_f32(k, "val", val, cap)?;
-    expect_rows_of(k, "dy", dy, d)?;
-    expect_shape(k, "dw_dec", dw_dec, &[n, d])?;
-    let p = Params {
-        n: u(n),
-        d: u(d),
-        dv: u(d / 4),
-        cap: u(cap),
-        flag: accumulate as u32,
-        ..Default::default()
-    };
+    #[rustfmt::skip]
+    let g = Gather { kernel: "gather_dw_dec", tex_entry: "gather_dw_dec_tex", vals: "val", src: "dy", out: "dw_dec", out_shape: [n, d] };
+    let (p, binds) = g.check(
+        lat_ptr, lat_row, lat_slot, val, dy, n, d, accumulate, dw_dec,
+    )?;
     if texture_path(gpu, &[dy.shape[0]], d) {
-        let y = tex(gpu, enc, dy, d)?;
-        let binds = [
-            Bind::Read(lat_ptr),
-            Bind::Read(lat_row),
-            Bind::Read(lat_slot),
-            Bind::Read(val),
-            Bind::Texture(&y),
-            Bind::Write(dw_dec),
-        ];
-        return launch_1d(gpu, enc, "gather_dw_dec_tex", &p, &binds, n * (d / 16));
+        return g.texture(gpu, enc, &p, binds, dy, n, d);
     }
-    let binds = [
-        Bind::Read(lat_ptr),
-        Bind::Read(lat_row),
-        Bind::Read(lat_slot),
-        Bind::Read(val),
-        Bind::Read(dy),
-        Bind::Write(dw_dec),
-    ];
     let e = entry(d, "gather_dw_dec", "gather_dw_dec_vec4");
     launch_cols(gpu, enc, e, &p, &binds, n, per_row(d))
 }
@@ -448,43 +423,89 @@ pub fn gather_dw_enc(
     accumulate: bool,
     dw_enc: &GpuTensor,
 ) -> Result<()> {
-    let k = "gather_dw_enc";
-    let cap = expect_transpose(k, lat_ptr, Some(lat_row), lat_slot, n)?;
-    expect_f32(k, "dval", dval, cap)?;
-    expect_rows_of(k, "xc", xc, d)?;
-    expect_shape(k, "dw_enc", dw_enc, &[d, n])?;
-    let p = Params {
-        n: u(n),
-        d: u(d),
-        dv: u(d / 4),
-        cap: u(cap),
-        flag: accumulate as u32,
-        ..Default::default()
-    };
+    #[rustfmt::skip]
+    let g = Gather { kernel: "gather_dw_enc", tex_entry: "gather_dw_enc_tex", vals: "dval", src: "xc", out: "dw_enc", out_shape: [d, n] };
+    let (p, binds) = g.check(
+        lat_ptr, lat_row, lat_slot, dval, xc, n, d, accumulate, dw_enc,
+    )?;
     if texture_path(gpu, &[xc.shape[0]], d) {
-        let x = tex(gpu, enc, xc, d)?;
-        let binds = [
-            Bind::Read(lat_ptr),
-            Bind::Read(lat_row),
-            Bind::Read(lat_slot),
-            Bind::Read(dval),
-            Bind::Texture(&x),
-            Bind::Write(dw_enc),
-        ];
-        return launch_1d(gpu, enc, "gather_dw_enc_tex", &p, &binds, n * (d / 16));
+        return g.texture(gpu, enc, &p, binds, xc, n, d);
     }
-    let binds = [
-        Bind::Read(lat_ptr),
-        Bind::Read(lat_row),
-        Bind::Read(lat_slot),
-        Bind::Read(dval),
-        Bind::Read(xc),
-        Bind::Write(dw_enc),
-    ];
     // One invocation per (block of 4 columns or of 4 vec4s, latent).
     let blocks = per_row(d).div_ceil(4);
     let e = entry(d, "gather_dw_enc", "gather_dw_enc_vec4");
     launch_1d(gpu, enc, e, &p, &binds, n * blocks)
+}
+
+/// What gather_dw_dec and gather_dw_enc share: the same transpose inputs, one value per
+/// entry, one source row of d per entry, and the same params and bindings (binding order:
+/// lat_ptr, lat_row, lat_slot, values, source, output); only the output layout differs.
+struct Gather {
+    kernel: &'static str,
+    tex_entry: &'static str,
+    vals: &'static str,
+    src: &'static str,
+    out: &'static str,
+    out_shape: [usize; 2],
+}
+
+impl Gather {
+    /// Shape checks, params and the buffer bindings.
+    #[allow(clippy::too_many_arguments)]
+    fn check<'a>(
+        &self,
+        lat_ptr: &'a GpuTensor,
+        lat_row: &'a GpuTensor,
+        lat_slot: &'a GpuTensor,
+        vals: &'a GpuTensor,
+        src: &'a GpuTensor,
+        n: usize,
+        d: usize,
+        accumulate: bool,
+        out: &'a GpuTensor,
+    ) -> Result<(Params, [Bind<'a>; 6])> {
+        let k = self.kernel;
+        let cap = expect_transpose(k, lat_ptr, Some(lat_row), lat_slot, n)?;
+        expect_f32(k, self.vals, vals, cap)?;
+        expect_rows_of(k, self.src, src, d)?;
+        expect_shape(k, self.out, out, &self.out_shape)?;
+        let p = Params {
+            n: u(n),
+            d: u(d),
+            dv: u(d / 4),
+            cap: u(cap),
+            flag: accumulate as u32,
+            ..Default::default()
+        };
+        let binds = [
+            Bind::Read(lat_ptr),
+            Bind::Read(lat_row),
+            Bind::Read(lat_slot),
+            Bind::Read(vals),
+            Bind::Read(src),
+            Bind::Write(out),
+        ];
+        Ok((p, binds))
+    }
+
+    /// The `_tex` entry point: the source rows read from a texture, 16 columns per
+    /// invocation (software adapters).
+    #[allow(clippy::too_many_arguments)]
+    fn texture(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        p: &Params,
+        binds: [Bind<'_>; 6],
+        src: &GpuTensor,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
+        let t = tex(gpu, enc, src, d)?;
+        let [a, b, c, v, _, out] = binds;
+        let binds = [a, b, c, v, Bind::Texture(&t), out];
+        launch_1d(gpu, enc, self.tex_entry, p, &binds, n * (d / 16))
+    }
 }
 
 /// db_enc[i] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of dval[lat_slot[e]].
