@@ -65,6 +65,42 @@ where
     })
 }
 
+/// `gpu_test` for a kernel that needs an adapter capability: when `lacks(gpu)` names what
+/// the adapter is missing, the trial is reported as ignored with that reason (never as
+/// passed), also under SAEFORGE_REQUIRE_GPU=1, since the adapter itself is there.
+pub fn gpu_test_needing<F>(
+    name: impl Into<String>,
+    lacks: fn(&Gpu) -> Option<String>,
+    body: F,
+) -> Trial
+where
+    F: FnOnce(&Gpu, &mut ChaCha8Rng) -> Result<(), Failed> + Send + 'static,
+{
+    Trial::ignorable_test(name, move || {
+        let gpu = match gpu() {
+            Ok(g) => g,
+            Err(why) if require_gpu() => {
+                return Err(format!("SAEFORGE_REQUIRE_GPU=1 but {why}").into());
+            }
+            Err(why) => return Ok(Completion::ignored_with(why)),
+        };
+        if let Some(why) = lacks(&gpu) {
+            return Ok(Completion::ignored_with(why));
+        }
+        let seed = seed();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        body(&gpu, &mut rng)
+            .map(|()| Completion::Completed)
+            .map_err(|e| {
+                format!(
+                    "{} (SAEFORGE_TEST_SEED={seed})",
+                    e.message().unwrap_or("failed")
+                )
+                .into()
+            })
+    })
+}
+
 /// A test that needs no adapter (CPU reference checks).
 pub fn cpu_test<F>(name: impl Into<String>, body: F) -> Trial
 where

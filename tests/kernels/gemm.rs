@@ -8,7 +8,7 @@ use saeforge::gpu::Gpu;
 use saeforge::kernels::gemm::{self as kg, GemmPath, GemmSpec, GemmTuning};
 use saeforge::reference;
 
-use crate::common::{assert_close, fail, gpu_test, randn, tolerance};
+use crate::common::{assert_close, fail, gpu_test, gpu_test_needing, randn, tolerance};
 
 /// (m, n, k): an empty reduction (C = bias + beta C), odd sizes below and across the 8-row / 64-column / 64x64 tiles, k not a
 /// multiple of 4 or 16; (37, 192, 64) and (128, 192, 128) are ones the texture path takes,
@@ -124,11 +124,6 @@ fn check_all(
     {
         return Err(format!("the texture path refuses {base:?} on {}", gpu.info.name).into());
     }
-    if path == GemmPath::TextureSubgroup && !gpu.has_subgroups(8) {
-        // Nothing to check: the launcher never picks this path on such a device (and
-        // refuses it when forced).
-        return Ok(());
-    }
     for (with_bias, alpha, beta) in [
         (true, 1.0, 0.0),
         (false, 1.0, 0.0),
@@ -157,8 +152,16 @@ fn trial(base: GemmSpec, path: GemmPath) -> Trial {
 /// _sg32), whatever this adapter's tuning picks.
 fn sg_trial(base: GemmSpec, rows: usize) -> Trial {
     let GemmSpec { m, n, k, .. } = base;
-    gpu_test(
+    gpu_test_needing(
         format!("gemm::texture_sg{rows}/{}/{m}x{n}x{k}", base.op_name()),
+        |gpu| {
+            (!gpu.has_subgroups(8)).then(|| {
+                format!(
+                    "{} has no subgroups of 8+ lanes (wgpu SUBGROUP)",
+                    gpu.info.name
+                )
+            })
+        },
         move |gpu, rng| {
             let tuning = GemmTuning {
                 sg_rows: rows,
