@@ -890,8 +890,8 @@ fn reduce_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
                 2.0 / B as f32,
                 &grad,
                 &m,
-                reduce::slot::SSE as u32,
-                Some(reduce::slot::SST as u32),
+                reduce::slot::SSE,
+                Some(reduce::slot::SST),
             )
         }),
     ));

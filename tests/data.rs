@@ -165,7 +165,7 @@ fn export_has_exactly_the_saelens_tensors_and_keys_and_round_trips() {
         let m = SaeModel::from_training(&p, &cfg, 2.0, 0.25);
         m.save(
             &cfg.out,
-            Some(&vec![-3.0; 24]),
+            Some(&[-3.0; 24]),
             serde_json::json!({"note": "test"}),
         )
         .unwrap();
@@ -282,8 +282,6 @@ fn apply_b_dec_to_input_false_is_folded_into_b_enc() {
     assert!(worst < 1e-5, "worst relative error {worst}");
     j["apply_b_dec_to_input"] = serde_json::json!("yes");
     std::fs::write(&cfg_path, j.to_string()).unwrap();
-    let e = SaeModel::load(&dir)
-        .err()
-        .expect("a string value is refused");
+    let e = SaeModel::load(&dir).expect_err("a string value is refused");
     assert!(e.to_string().contains("apply_b_dec_to_input"), "{e}");
 }

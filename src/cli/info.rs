@@ -128,13 +128,13 @@ fn sae_info(dir: &std::path::Path) -> Result<()> {
             "  sparsity: {never} latents never fired, {dense} fire on more than 10% of tokens"
         );
     }
-    if let Some(sf) = cfg.get("saeforge") {
-        if let Some(steps) = sf.get("steps") {
-            println!(
-                "  trained by saeforge: {steps} steps, {} tokens, arch {}",
-                sf["tokens"], sf["trained_arch"]
-            );
-        }
+    if let Some(sf) = cfg.get("saeforge")
+        && let Some(steps) = sf.get("steps")
+    {
+        println!(
+            "  trained by saeforge: {steps} steps, {} tokens, arch {}",
+            sf["tokens"], sf["trained_arch"]
+        );
     }
     Ok(())
 }

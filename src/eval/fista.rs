@@ -326,7 +326,7 @@ impl FistaSolverView<'_> {
     /// Whether to test for convergence after iteration k: every check_every iterations
     /// before the last, and never with tol 0.
     fn checks_at(&self, k: usize) -> bool {
-        self.cfg.tol > 0.0 && k % self.cfg.check_every == 0 && k < self.cfg.max_iters
+        self.cfg.tol > 0.0 && k.is_multiple_of(self.cfg.check_every) && k < self.cfg.max_iters
     }
 
     /// Codes over the unit atoms (rows, n), dense, and the batch output, on the CPU engine:

@@ -149,7 +149,7 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
                 driver: info.driver.clone(),
                 driver_info: info.driver_info.clone(),
                 max_buffer_size: l.max_buffer_size,
-                max_storage_buffer_binding_size: l.max_storage_buffer_binding_size as u64,
+                max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
                 max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
                 max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
                 max_compute_workgroup_size_x: l.max_compute_workgroup_size_x,

@@ -58,7 +58,9 @@ impl GpuTensor {
 impl Gpu {
     /// Bytes one storage binding may hold on this device.
     pub fn max_binding(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// Refuse a tensor of `bytes` that no single binding can hold.
@@ -138,7 +140,7 @@ impl Gpu {
 
     /// Fill every element with the bit pattern of `value` (tests poison outputs with NaN).
     pub fn fill(&self, t: &GpuTensor, value: f32) {
-        if t.len() > 0 {
+        if !t.is_empty() {
             self.stale(&t.buf);
             let v = vec![value; t.len()];
             self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(&v));

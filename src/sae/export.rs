@@ -200,12 +200,12 @@ impl SaeModel {
                 )));
             }
         };
-        if let Some(norm) = cfg.get("normalize_activations").and_then(Value::as_str) {
-            if norm != "none" {
-                return Err(bad_cfg(format!(
-                    "normalize_activations {norm:?} is not supported (expected \"none\"; fold the scaling into the weights)"
-                )));
-            }
+        if let Some(norm) = cfg.get("normalize_activations").and_then(Value::as_str)
+            && norm != "none"
+        {
+            return Err(bad_cfg(format!(
+                "normalize_activations {norm:?} is not supported (expected \"none\"; fold the scaling into the weights)"
+            )));
         }
         let wpath = dir.join(WEIGHTS_FILE);
         if !wpath.is_file() {

@@ -577,8 +577,8 @@ impl GpuEngine {
                     2.0 * inv_b,
                     &self.dy,
                     &self.metrics,
-                    slot::SSE as u32,
-                    Some(slot::SST as u32),
+                    slot::SSE,
+                    Some(slot::SST),
                 )?;
                 sparse_stats(
                     g,
@@ -630,7 +630,7 @@ impl GpuEngine {
                     cfg.aux_coef * 2.0 * inv_b,
                     &self.de,
                     &self.metrics,
-                    slot::AUX as u32,
+                    slot::AUX,
                     None,
                 )?;
                 self.prefetch_textures(enc, &[&self.de])?;
@@ -673,8 +673,8 @@ impl GpuEngine {
                     2.0 * inv_b,
                     &self.dy,
                     &self.metrics,
-                    slot::SSE as u32,
-                    Some(slot::SST as u32),
+                    slot::SSE,
+                    Some(slot::SST),
                 )?;
                 mark("decode", enc)?;
                 self.prefetch_textures(enc, &[&self.dy, &self.xc])?;

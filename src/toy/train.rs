@@ -482,7 +482,7 @@ impl Stepper for GpuToy {
             &self.clip,
         )?;
         gpu.submit(enc);
-        if (t + 1) % SYNC_EVERY == 0 {
+        if (t + 1).is_multiple_of(SYNC_EVERY) {
             gpu.wait()?;
         }
         Ok(())

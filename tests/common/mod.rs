@@ -121,10 +121,10 @@ where
 
 /// Fresh per test unless SAEFORGE_TEST_SEED pins it.
 pub fn seed() -> u64 {
-    if let Ok(s) = std::env::var("SAEFORGE_TEST_SEED") {
-        if let Ok(v) = s.parse() {
-            return v;
-        }
+    if let Ok(s) = std::env::var("SAEFORGE_TEST_SEED")
+        && let Ok(v) = s.parse()
+    {
+        return v;
     }
     rand::rng().random()
 }

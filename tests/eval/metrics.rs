@@ -125,7 +125,7 @@ fn expected(m: &SaeModel, x: &[f32]) -> ReconMetrics {
     let rows = x.len() / D;
     let (mut sse, mut sxx, mut shh, mut sxh, mut cos, mut shrink) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     let (mut l0, mut l1) = (0.0, 0.0);
-    let mut mean = vec![0.0f64; D];
+    let mut mean = [0.0f64; D];
     let mut fired = vec![0u64; N];
     for r in x.chunks_exact(D) {
         for (mu, &v) in mean.iter_mut().zip(r) {

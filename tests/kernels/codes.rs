@@ -414,7 +414,7 @@ fn compact_case(
         &bits(&v[..kept]),
         &bits(&p_pre[..kept]),
     )?;
-    if jump && !p_val.iter().any(|&v| v == 0.0) {
+    if jump && !p_val.contains(&0.0) {
         return Err("no JumpReLU entry in the window below theta".into());
     }
     if frac >= 0.5 && (p_row_ptr[rows] as usize) <= cap {

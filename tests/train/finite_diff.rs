@@ -132,7 +132,7 @@ fn loss(
             let mut aux = 0.0;
             for r in 0..ROWS {
                 let sel = topk_sel(&pre[r * N..(r + 1) * N], K_AUX, &|i| dead[i]);
-                let mut e_hat = vec![0.0f64; D];
+                let mut e_hat = [0.0f64; D];
                 for &i in &sel {
                     let a = pre[r * N + i].max(0.0);
                     sig.push(1_000_000 + (r * N + i) as u64 * 2 + (pre[r * N + i] > 0.0) as u64);
