@@ -6,7 +6,11 @@
 //! FILTER words keep the rows whose engine ("gpu", "cpu") or architecture name contains one
 //! of them (e.g. `-- gpu topk`: every GPU row and every topk row). Environment:
 //!   SAEFORGE_ADAPTER=substring   pick the adapter
-//!   SAEFORGE_BENCH_BATCH=4096    rows per step (default 4096, saeforge's default batch)
+//!   SAEFORGE_BENCH_BATCH=4096    rows per step (default 4096, saeforge's default batch; the
+//!                                GPU engine splits it into chunks when its (batch, 16384)
+//!                                pre-activations exceed one storage binding, as on lavapipe,
+//!                                and the GEMM is timed in the same chunks; batchtopk, which
+//!                                cannot be split, runs at the largest batch that fits)
 //!   SAEFORGE_BENCH_STEPS=5       timed steps per row (CPU engine: at most 2)
 //!   SAEFORGE_BENCH_PROFILE=1     also time each phase of one GPU step on its own
 //!   SAEFORGE_BENCH_PROFILE=2     ... and each dispatch (summed per entry point)
@@ -148,6 +152,8 @@ struct Row {
     engine: &'static str,
     arch: String,
     batch: usize,
+    /// Chunks the GPU engine split the batch into (pre-activations over one binding).
+    chunks: usize,
     step: (f64, Option<f64>),
     gemm: (f64, Option<f64>),
     l0: f64,
@@ -170,6 +176,7 @@ impl Row {
             "engine": self.engine,
             "arch": self.arch,
             "batch": self.batch,
+            "chunks": self.chunks,
             "step_ms": self.step.0 * 1e3,
             "encoder_gemm_ms": self.gemm.0 * 1e3,
             "step_over_gemm": self.step.0 / self.gemm.0,
@@ -258,9 +265,11 @@ fn gpu_row(
     let mut st = sparse_state(&cfg, sample);
     with_dead(&cfg, &mut st, dead);
     let mut eng = GpuEngine::new(gpu.clone(), &cfg, &st)?;
+    let (chunks, chunk) = eng.chunking();
+    let batches: Vec<&[f32]> = batches.iter().map(|b| &b[..batch * D]).collect();
     let mut i = 0usize;
     let step = time(WARMUP, steps, || {
-        eng.step(&cfg, &batches[i % batches.len()], batch)?;
+        eng.step(&cfg, batches[i % batches.len()], batch)?;
         i += 1;
         gpu.wait()
     })?;
@@ -275,24 +284,30 @@ fn gpu_row(
             gpu.wait()?;
             let mut t0 = (Instant::now(), cpu_ns());
             let g2 = gpu.clone();
-            eng.step_marked(
-                &cfg,
-                &batches[i % batches.len()],
-                batch,
-                &mut |name, enc| {
-                    let done = std::mem::replace(enc, g2.encoder());
-                    g2.submit(done);
-                    g2.wait()?;
-                    let c = cpu_ns();
-                    let cpu = t0.1.zip(c).map(|(a, b)| b.saturating_sub(a) as f64 * 1e-9);
-                    cur.push((name.to_string(), t0.0.elapsed().as_secs_f64(), cpu));
-                    t0 = (Instant::now(), cpu_ns());
-                    Ok(())
-                },
-            )?;
+            eng.step_marked(&cfg, batches[i % batches.len()], batch, &mut |name, enc| {
+                let done = std::mem::replace(enc, g2.encoder());
+                g2.submit(done);
+                g2.wait()?;
+                let c = cpu_ns();
+                let cpu = t0.1.zip(c).map(|(a, b)| b.saturating_sub(a) as f64 * 1e-9);
+                cur.push((name.to_string(), t0.0.elapsed().as_secs_f64(), cpu));
+                t0 = (Instant::now(), cpu_ns());
+                Ok(())
+            })?;
             gpu.wait()?;
             i += 1;
-            all.push(cur);
+            // With several chunks the phases up to AuxK run once per chunk: sum them.
+            let mut merged: Vec<(String, f64, Option<f64>)> = Vec::new();
+            for (name, w, c) in cur {
+                match merged.iter_mut().find(|e| e.0 == name) {
+                    Some(e) => {
+                        e.1 += w;
+                        e.2 = e.2.zip(c).map(|(a, b)| a + b);
+                    }
+                    None => merged.push((name, w, c)),
+                }
+            }
+            all.push(merged);
         }
         for (j, (name, _, _)) in all[0].iter().enumerate() {
             let w = median(all.iter().map(|r| r[j].1).collect());
@@ -302,7 +317,7 @@ fn gpu_row(
         if PROFILE_DISPATCHES.load(std::sync::atomic::Ordering::Relaxed) {
             gpu.wait()?;
             gpu.profile_dispatches(true);
-            eng.step(&cfg, &batches[i % batches.len()], batch)?;
+            eng.step(&cfg, batches[i % batches.len()], batch)?;
             gpu.wait()?;
             let d = gpu.take_dispatch_profile();
             gpu.profile_dispatches(false);
@@ -330,16 +345,28 @@ fn gpu_row(
     }
     drop(eng);
 
-    // The encoder GEMM of the same shape, on the kernel the engine picks.
-    let spec = GemmSpec::nn(batch, N, D);
+    // The encoder GEMM of the same shape, on the kernel the engine picks, in the engine's
+    // chunks when the batch's pre-activations exceed one binding (as many row blocks).
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let xc = gpu.upload("xc", &[batch, D], &gaussian(&mut rng, batch * D))?;
+    let mut parts = Vec::new();
+    for start in (0..batch).step_by(chunk) {
+        let r = chunk.min(batch - start);
+        let xc = gpu.upload("xc", &[r, D], &gaussian(&mut rng, r * D))?;
+        parts.push((GemmSpec::nn(r, N, D), xc));
+    }
     let w = gpu.upload("W_enc", &[D, N], &gaussian(&mut rng, D * N))?;
     let b = gpu.upload("b_enc", &[N], &gaussian(&mut rng, N))?;
-    let pre: GpuTensor = gpu.zeros("pre", &[batch, N])?;
+    let pre: GpuTensor = gpu.zeros("pre", &[chunk, N])?;
     let g = time(WARMUP, steps, || {
         let mut enc = gpu.encoder();
-        gemm::gemm(gpu, &mut enc, &spec, &xc, &w, Some(&b), &pre)?;
+        for (spec, xc) in &parts {
+            let out = GpuTensor {
+                buf: pre.buf.clone(),
+                shape: vec![spec.m, N],
+                dtype: pre.dtype,
+            };
+            gemm::gemm(gpu, &mut enc, spec, xc, &w, Some(&b), &out)?;
+        }
         gpu.submit(enc);
         gpu.wait()
     })?;
@@ -347,6 +374,7 @@ fn gpu_row(
         engine: "gpu",
         arch: label.to_string(),
         batch,
+        chunks,
         step,
         gemm: g,
         l0: s.l0,
@@ -388,6 +416,7 @@ fn cpu_row(
         engine: "cpu",
         arch: label.to_string(),
         batch,
+        chunks: 1,
         step,
         gemm: g,
         l0: s.l0,
@@ -446,7 +475,7 @@ fn main() -> anyhow::Result<()> {
                 .iter()
                 .any(|f| engine.contains(f.as_str()) || label.contains(f.as_str()))
     };
-    let mut batch = env_usize("SAEFORGE_BENCH_BATCH", 4096);
+    let batch = env_usize("SAEFORGE_BENCH_BATCH", 4096);
     let steps = env_usize("SAEFORGE_BENCH_STEPS", 5).max(1);
     let profile_level: u32 = std::env::var("SAEFORGE_BENCH_PROFILE")
         .ok()
@@ -477,21 +506,6 @@ fn main() -> anyhow::Result<()> {
         "adapter: {adapter}; {} CPUs; load average {load_before}; d_in {D}, d_sae {N}",
         cpus()
     );
-    if let Some(g) = &gpu
-        && std::env::var("SAEFORGE_BENCH_BATCH").is_err()
-    {
-        // The dense (B, n) pre-activations are one binding: halve the default batch until
-        // they fit the adapter (lavapipe allows 128 MiB, so 2048 rows at n = 16384).
-        while batch > 256 && (batch * N * 4) as u64 > g.max_binding() {
-            batch /= 2;
-        }
-        if batch != 4096 {
-            println!(
-                "batch {batch}: (batch, {N}) f32 must fit one storage binding of {} MiB on this adapter",
-                g.max_binding() >> 20
-            );
-        }
-    }
     let batches: Vec<Vec<f32>> = (0..3).map(|_| gaussian(&mut rng, batch * D)).collect();
     let ceiling = match &gpu {
         Some(g) => Some(fma_ceiling(g)?),
@@ -503,14 +517,26 @@ fn main() -> anyhow::Result<()> {
         if let Some(g) = &gpu
             && keep("gpu", label)
         {
-            let r = gpu_row(
-                g, label, arch, dead, batch, steps, profile, &sample, &batches,
-            )?;
+            // batchtopk selects over the whole batch, whose pre-activations are then one
+            // binding: halve its batch until they fit (lavapipe: 128 MiB, 2048 rows).
+            let mut b = batch;
+            while arch == Arch::Batchtopk && b > 256 && (b * N * 4) as u64 > g.max_binding() {
+                b /= 2;
+            }
+            if b != batch {
+                println!(
+                    "{label}: batch {b}, its ({b}, {N}) f32 pre-activations must fit one binding of {} MiB",
+                    g.max_binding() >> 20
+                );
+            }
+            let r = gpu_row(g, label, arch, dead, b, steps, profile, &sample, &batches)?;
             eprintln!(
-                "  gpu {label:<10} step {:>8.1} ms  gemm {:>8.1} ms  L0 {:.1}",
+                "  gpu {label:<10} step {:>8.1} ms  gemm {:>8.1} ms  L0 {:.1}  batch {} in {} chunk(s)",
                 r.step.0 * 1e3,
                 r.gemm.0 * 1e3,
-                r.l0
+                r.l0,
+                r.batch,
+                r.chunks
             );
             for (name, w, c) in &r.phases {
                 eprintln!(

@@ -91,9 +91,38 @@ struct GradRefs<'a> {
 /// encoder, waits, and replaces it with a fresh one, which times each phase on its own.
 pub type Mark<'a> = dyn FnMut(&'static str, &mut wgpu::CommandEncoder) -> Result<()> + 'a;
 
+/// One chunk of the batch: its rows, everything the step keeps per row, and the gates that
+/// decide its paths on the device. The chunks of a step run one after another over the one
+/// pre-activation buffer, their gradients summed (the math of the whole batch: every
+/// gradient is a sum over rows scaled by 1 / batch).
+struct Chunk {
+    rows: usize,
+    /// This chunk's rows of the batch, and the step's per-row tensors: (rows, d) each.
+    x: GpuTensor,
+    xc: GpuTensor,
+    x_hat: GpuTensor,
+    dy: GpuTensor,
+    /// AuxK's residual, its reconstruction and gradient: (rows, d) for topk / batchtopk,
+    /// (1, d) unused otherwise.
+    e: GpuTensor,
+    e_hat: GpuTensor,
+    de: GpuTensor,
+    /// topk / batchtopk: the top-k codes; relu / jumprelu: the kept entries (capacity
+    /// cpu::code_capacity of the chunk's rows).
+    codes: CodeBufs,
+    aux: Option<CodeBufs>,
+    /// relu / jumprelu: runs the sparse path or, when the codes overflow, the dense one.
+    gate: Option<Arc<Gate>>,
+    /// topk / batchtopk: runs AuxK's selection, decode and backward only with dead latents.
+    aux_gate: Option<Arc<Gate>>,
+    /// jumprelu with several chunks: this chunk's threshold gradient (n), summed after.
+    dthr: Option<GpuTensor>,
+}
+
 pub struct GpuEngine {
     gpu: Arc<Gpu>,
     cfg: TrainConfig,
+    /// Rows of the batch (all chunks).
     rows: usize,
     d: usize,
     n: usize,
@@ -105,11 +134,17 @@ pub struct GpuEngine {
     v: Vec<GpuTensor>,
     /// Which parameters exist for this architecture.
     live: [bool; 5],
+    /// The whole batch (rows, d): chunk 0's x when there is one chunk; else only read for
+    /// the total sum of squares (the explained-variance denominator is about the batch mean).
     x: GpuTensor,
-    xc: GpuTensor,
+    /// Several chunks: scratch (rows, d) for that sum of squares' pass, and the chunks'
+    /// threshold gradients as (chunks, n) rows (jumprelu).
+    sst_scratch: Option<GpuTensor>,
+    dthr_rows: Option<GpuTensor>,
+    chunks: Vec<Chunk>,
+    /// Rows of the largest chunk: `pre` and the dense-path tensors hold (chunk_rows, n).
+    chunk_rows: usize,
     pre: GpuTensor,
-    x_hat: GpuTensor,
-    dy: GpuTensor,
     norms: GpuTensor,
     fired: GpuTensor,
     since: GpuTensor,
@@ -121,26 +156,15 @@ pub struct GpuEngine {
     dec_coef: GpuTensor,
     dec_part: GpuTensor,
     hyper: wgpu::Buffer,
-    // Sparse path (topk / batchtopk).
-    /// topk / batchtopk: the top-k codes; relu / jumprelu: the kept entries (capacity
-    /// cpu::code_capacity).
-    codes: Option<CodeBufs>,
-    aux: Option<CodeBufs>,
-    /// relu / jumprelu: runs the sparse path or, when the codes overflow, the dense one.
-    gate: Option<Arc<Gate>>,
-    /// topk / batchtopk: runs AuxK's selection, decode and backward only with dead latents.
-    aux_gate: Option<Arc<Gate>>,
     /// AuxK's eligible latents: the dead ones, ascending, and their count.
     dead: GpuTensor,
     ndead: GpuTensor,
-    e: GpuTensor,
-    e_hat: GpuTensor,
-    de: GpuTensor,
     thr: GpuTensor,
     thr_state: GpuTensor,
-    /// batchtopk: the candidate path's scratch and the gate of its whole-batch fallback.
+    /// batchtopk (always one chunk): the candidate path's scratch and the gate of its
+    /// whole-batch fallback.
     batch: Option<(BatchScratch, Arc<Gate>)>,
-    // Dense path (relu / jumprelu).
+    // Dense path (relu / jumprelu), (chunk_rows, n) each.
     z: Option<GpuTensor>,
     dz: Option<GpuTensor>,
     dpre: Option<GpuTensor>,
@@ -148,10 +172,47 @@ pub struct GpuEngine {
     step: u64,
 }
 
+/// Rows per chunk of a batch on this adapter: the whole batch when its pre-activations
+/// (rows, n) fit one storage binding (and always for batchtopk, whose threshold is over the
+/// whole batch); else the batch split into the fewest chunks that fit, as even as multiples
+/// of 16 rows allow (the last may be shorter). 0 when not even 16 rows fit.
+pub fn chunk_rows(gpu: &Gpu, cfg: &TrainConfig) -> usize {
+    let (b, n) = (cfg.batch, cfg.d_sae.max(1));
+    let fit = (gpu.max_binding() / (n as u64 * 4)) as usize;
+    if b <= fit || cfg.arch == Arch::Batchtopk {
+        return b;
+    }
+    let fit = fit / 16 * 16;
+    if fit == 0 {
+        return 0;
+    }
+    let chunks = b.div_ceil(fit);
+    b.div_ceil(chunks).next_multiple_of(16).min(fit)
+}
+
 impl GpuEngine {
-    /// Upload `st` and allocate every buffer of the step for batches of `cfg.batch` rows.
+    /// Upload `st` and allocate every buffer of the step for batches of `cfg.batch` rows,
+    /// in chunks of [`chunk_rows`] rows.
     pub fn new(gpu: Arc<Gpu>, cfg: &TrainConfig, st: &TrainState) -> Result<GpuEngine> {
+        let rows = chunk_rows(&gpu, cfg);
+        Self::with_chunks(gpu, cfg, st, rows)
+    }
+
+    /// As [`GpuEngine::new`] with chunks of `chunk` rows (the last may be shorter): tests
+    /// split small batches to check that chunked steps keep the whole batch's math.
+    /// batchtopk takes the whole batch in one chunk whatever `chunk` says.
+    pub fn with_chunks(
+        gpu: Arc<Gpu>,
+        cfg: &TrainConfig,
+        st: &TrainState,
+        chunk: usize,
+    ) -> Result<GpuEngine> {
         let (d, n, rows) = (cfg.d_in, cfg.d_sae, cfg.batch);
+        let chunk = if cfg.arch == Arch::Batchtopk || chunk == 0 {
+            rows
+        } else {
+            chunk.min(rows)
+        };
         let g = &*gpu;
         let p = &st.params;
         let shapes = p.shapes();
@@ -178,20 +239,55 @@ impl GpuEngine {
             v.push(g.upload(&format!("adam_v {}", PARAM_NAMES[i]), &shape, &vv)?);
         }
         let sparse = matches!(cfg.arch, Arch::Topk | Arch::Batchtopk);
-        let (codes, aux, aux_gate) = if sparse {
-            let codes = CodeBufs::new(g, rows, n, cfg.k, cfg.arch == Arch::Topk)?;
-            let aux = CodeBufs::new(g, rows, n, cfg.k_aux, true)?;
-            (Some(codes), Some(aux), Some(g.gate(GATE_SLOTS)?))
-        } else {
-            let per_row = code_capacity(rows, n) / rows.max(1);
-            let codes = CodeBufs::new(g, rows, n, per_row, false)?;
-            (Some(codes), None, None)
-        };
-        let gate = if sparse {
-            None
-        } else {
-            Some(g.gate(GATE_SLOTS)?)
-        };
+        let x = g.zeros("x", &[rows, d])?;
+        let several = chunk < rows;
+        let mut chunks = Vec::new();
+        for start in (0..rows.max(1)).step_by(chunk.max(1)) {
+            let r = chunk.min(rows - start);
+            let per_row = |name: &str| -> Result<GpuTensor> {
+                g.zeros(name, &[if sparse { r } else { 1 }, d])
+            };
+            let codes = if sparse {
+                CodeBufs::new(g, r, n, cfg.k, cfg.arch == Arch::Topk)?
+            } else {
+                CodeBufs::new(g, r, n, code_capacity(r, n) / r.max(1), false)?
+            };
+            chunks.push(Chunk {
+                rows: r,
+                x: if several {
+                    g.zeros("x chunk", &[r, d])?
+                } else {
+                    x.view(&[r, d])
+                },
+                xc: g.zeros("xc", &[r, d])?,
+                x_hat: g.zeros("x_hat", &[r, d])?,
+                dy: g.zeros("dy", &[r, d])?,
+                e: per_row("residual")?,
+                e_hat: per_row("aux reconstruction")?,
+                de: per_row("aux grad")?,
+                codes,
+                aux: if sparse {
+                    Some(CodeBufs::new(g, r, n, cfg.k_aux, true)?)
+                } else {
+                    None
+                },
+                gate: if sparse {
+                    None
+                } else {
+                    Some(g.gate(GATE_SLOTS)?)
+                },
+                aux_gate: if sparse {
+                    Some(g.gate(GATE_SLOTS)?)
+                } else {
+                    None
+                },
+                dthr: if several && cfg.arch == Arch::Jumprelu {
+                    Some(g.zeros("threshold grad chunk", &[n])?)
+                } else {
+                    None
+                },
+            });
+        }
         let dense = |name: &str, shape: &[usize]| -> Result<Option<GpuTensor>> {
             if sparse {
                 Ok(None)
@@ -200,11 +296,18 @@ impl GpuEngine {
             }
         };
         let eng = GpuEngine {
-            x: g.zeros("x", &[rows, d])?,
-            xc: g.zeros("xc", &[rows, d])?,
-            pre: g.zeros("pre", &[rows, n])?,
-            x_hat: g.zeros("x_hat", &[rows, d])?,
-            dy: g.zeros("dy", &[rows, d])?,
+            sst_scratch: if several {
+                Some(g.zeros("sum of squares scratch", &[rows, d])?)
+            } else {
+                None
+            },
+            dthr_rows: if several && cfg.arch == Arch::Jumprelu {
+                Some(g.zeros("threshold grad rows", &[chunks.len(), n])?)
+            } else {
+                None
+            },
+            x,
+            pre: g.zeros("pre", &[chunk, n])?,
             norms: g.zeros("norms", &[n])?,
             fired: g.zeros_u32("fired", &[n])?,
             since: g.upload_u32("since_fired", &[n], &st.since_fired)?,
@@ -217,9 +320,6 @@ impl GpuEngine {
             hyper: g.uniform_buffer("adam hyper", size_of::<crate::kernels::optim::AdamHyper>()),
             dead: g.zeros_u32("dead latents", &[n])?,
             ndead: g.zeros_u32("dead count", &[1])?,
-            e: g.zeros("residual", &[if sparse { rows } else { 1 }, d])?,
-            e_hat: g.zeros("aux reconstruction", &[if sparse { rows } else { 1 }, d])?,
-            de: g.zeros("aux grad", &[if sparse { rows } else { 1 }, d])?,
             thr: g.zeros("batch threshold", &[1])?,
             thr_state: g.upload("threshold", &[1], &[st.threshold])?,
             batch: if cfg.arch == Arch::Batchtopk {
@@ -228,14 +328,12 @@ impl GpuEngine {
             } else {
                 None
             },
-            z: dense("z", &[rows, n])?,
-            dz: dense("dz", &[rows, n])?,
-            dpre: dense("dpre", &[rows, n])?,
+            z: dense("z", &[chunk, n])?,
+            dz: dense("dz", &[chunk, n])?,
+            dpre: dense("dpre", &[chunk, n])?,
             zsum: dense("zsum", &[n])?,
-            codes,
-            aux,
-            gate,
-            aux_gate,
+            chunks,
+            chunk_rows: chunk,
             params,
             grads,
             m,
@@ -258,20 +356,39 @@ impl GpuEngine {
         Ok(eng)
     }
 
+    /// The first `rows` rows of a (chunk_rows, n) tensor (pre, or the dense path's).
+    fn rows_of(&self, t: &GpuTensor, rows: usize) -> GpuTensor {
+        GpuTensor {
+            buf: t.buf.clone(),
+            shape: vec![rows, t.shape[1]],
+            dtype: t.dtype,
+        }
+    }
+
     /// Refuse, before anything is allocated or read, a run whose largest tensors do not fit
     /// one storage binding of this adapter: name the tensor, what it needs and what the
     /// adapter allows.
     pub fn check_capacity(gpu: &Gpu, cfg: &TrainConfig) -> Result<()> {
         let (d, n, b) = (cfg.d_in as u128, cfg.d_sae as u128, cfg.batch as u128);
+        // Pre-activations are held one chunk at a time (batchtopk: the whole batch).
+        let c = match chunk_rows(gpu, cfg) {
+            0 => b.min(16),
+            r => r as u128,
+        };
+        let pre = if cfg.arch == Arch::Batchtopk {
+            "pre-activations (batchtopk selects over the whole batch, so they are not split)"
+        } else {
+            "pre-activations of 16 rows"
+        };
         let mut big: Vec<(&str, [u128; 2])> = vec![
             ("W_enc", [d, n]),
             ("W_dec", [n, d]),
-            ("pre-activations", [b, n]),
+            (pre, [c, n]),
             ("batch", [b, d]),
         ];
         if matches!(cfg.arch, Arch::Topk | Arch::Batchtopk) {
-            big.push(("codes", [b, cfg.k as u128]));
-            big.push(("AuxK codes", [b, cfg.k_aux as u128]));
+            big.push(("codes", [c, cfg.k as u128]));
+            big.push(("AuxK codes", [c, cfg.k_aux as u128]));
         }
         let allows = gpu.max_binding() as u128;
         let mib = |x: u128| x as f64 / 1048576.0;
@@ -289,76 +406,41 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// The sparse backward of `cpu::sparse_backward`: slot gradients, ReLU mask, transpose,
-    /// gathers into `out` (added to it, for the latents with entries, when `accumulate`).
+    /// The sparse backward of `cpu::sparse_backward` for chunk `ch`: slot gradients, ReLU
+    /// mask, transpose, gathers into `out` (added to it, for the latents with entries, when
+    /// `accumulate`).
     fn sparse_backward(
         &self,
         enc: &mut wgpu::CommandEncoder,
+        ch: &Chunk,
         c: &CodeBufs,
         dy: &GpuTensor,
         out: &GradRefs,
         accumulate: bool,
     ) -> Result<()> {
-        let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
-        sparse_dot(
-            g,
-            enc,
-            &c.row_ptr,
-            &c.idx,
-            dy,
-            &self.params[1],
-            rows,
-            n,
-            d,
-            &c.gslot,
-        )?;
+        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
+        let (rp, idx) = (&c.row_ptr, &c.idx);
+        sparse_dot(g, enc, rp, idx, dy, &self.params[1], rows, n, d, &c.gslot)?;
         relu_backward(g, enc, &c.pre_val, &c.gslot, &c.dval)?;
-        build_transpose(
-            g,
-            enc,
-            &c.row_ptr,
-            &c.idx,
-            rows,
-            n,
-            &c.lat_ptr,
-            &c.lat_row,
-            &c.lat_slot,
-        )?;
-        gather_dw_dec(
-            g,
-            enc,
-            &c.lat_ptr,
-            &c.lat_row,
-            &c.lat_slot,
-            &c.val,
-            dy,
-            n,
-            d,
-            accumulate,
-            out.w_dec,
-        )?;
-        gather_dw_enc(
-            g,
-            enc,
-            &c.lat_ptr,
-            &c.lat_row,
-            &c.lat_slot,
-            &c.dval,
-            &self.xc,
-            n,
-            d,
-            accumulate,
-            out.w_enc,
-        )?;
-        let (lp, ls) = (&c.lat_ptr, &c.lat_slot);
+        #[rustfmt::skip]
+        build_transpose(g, enc, rp, idx, rows, n, &c.lat_ptr, &c.lat_row, &c.lat_slot)?;
+        let (lp, lr, ls) = (&c.lat_ptr, &c.lat_row, &c.lat_slot);
+        gather_dw_dec(g, enc, lp, lr, ls, &c.val, dy, n, d, accumulate, out.w_dec)?;
+        #[rustfmt::skip]
+        gather_dw_enc(g, enc, lp, lr, ls, &c.dval, &ch.xc, n, d, accumulate, out.w_enc)?;
         gather_db_enc(g, enc, lp, ls, &c.dval, n, accumulate, out.b_enc)
     }
 
     /// Record the copies of these (rows, d) tensors into the textures the sparse kernels
     /// read on software adapters (`kernels::sparse::texture_path`), if they take that path.
-    fn prefetch_textures(&self, enc: &mut wgpu::CommandEncoder, ts: &[&GpuTensor]) -> Result<()> {
+    fn prefetch_textures(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        rows: usize,
+        ts: &[&GpuTensor],
+    ) -> Result<()> {
         let g = &*self.gpu;
-        if !texture_path(g, &[self.n, self.rows], self.d) {
+        if !texture_path(g, &[self.n, rows], self.d) {
             return Ok(());
         }
         for t in ts {
@@ -367,14 +449,15 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// The dense fallback's forward: z = act(pre); x_hat = z W_dec + b_dec.
-    fn dense_decode(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
-        let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
-        let z = self.z.as_ref().expect("dense buffers");
+    /// The dense fallback's forward for chunk `ch`: z = act(pre); x_hat = z W_dec + b_dec.
+    fn dense_decode(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
+        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
+        let z = &self.rows_of(self.z.as_ref().expect("dense buffers"), rows);
+        let pre = &self.rows_of(&self.pre, rows);
         if self.cfg.arch == Arch::Relu {
-            relu_forward(g, enc, &self.pre, z)?;
+            relu_forward(g, enc, pre, z)?;
         } else {
-            jumprelu_forward(g, enc, &self.pre, rows, n, &self.params[4], z)?;
+            jumprelu_forward(g, enc, pre, rows, n, &self.params[4], z)?;
         }
         let dec = GemmSpec {
             m: rows,
@@ -385,34 +468,36 @@ impl GpuEngine {
             alpha: 1.0,
             beta: 0.0,
         };
-        gemm(
-            g,
-            enc,
-            &dec,
-            z,
-            &self.params[1],
-            Some(&self.params[3]),
-            &self.x_hat,
-        )
+        let (w_dec, b_dec) = (&self.params[1], &self.params[3]);
+        gemm(g, enc, &dec, z, w_dec, Some(b_dec), &ch.x_hat)
     }
 
-    /// The sparse backward of a ReLU / JumpReLU step (`cpu::gradients`' sparse branch):
-    /// stats, dz at the kept entries, the penalty's and the activation's backward, and the
-    /// gathers into `out` (and the threshold gradient for JumpReLU).
+    /// The threshold gradient's destination for chunk `ch`: the parameter's gradient with
+    /// one chunk, else the chunk's own row (summed after the chunks).
+    fn dthr<'a>(&'a self, ch: &'a Chunk) -> &'a GpuTensor {
+        ch.dthr.as_ref().unwrap_or(&self.grads[4])
+    }
+
+    /// The sparse backward of a ReLU / JumpReLU step for chunk `ch` (`cpu::gradients`'
+    /// sparse branch): stats, dz at the kept entries, the penalty's and the activation's
+    /// backward, and the gathers into `out` (added to it when `accumulate`; and the
+    /// threshold gradient for JumpReLU).
     fn sparse_activation_backward(
         &self,
         enc: &mut wgpu::CommandEncoder,
-        c: &CodeBufs,
+        ch: &Chunk,
         out: &GradRefs,
         coef: f32,
+        accumulate: bool,
     ) -> Result<()> {
-        let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
-        let inv_b = 1.0 / rows as f32;
+        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
+        let c = &ch.codes;
+        let inv_b = 1.0 / self.rows as f32;
         let (w_dec, log_thr) = (&self.params[1], &self.params[4]);
         let (rp, idx) = (&c.row_ptr, &c.idx);
         #[rustfmt::skip]
         sparse_stats(g, enc, rp, idx, &c.val, rows, n, &self.norms, &self.fired, &self.metrics)?;
-        sparse_dot(g, enc, rp, idx, &self.dy, w_dec, rows, n, d, &c.gslot)?;
+        sparse_dot(g, enc, rp, idx, &ch.dy, w_dec, rows, n, d, &c.gslot)?;
         if self.cfg.arch == Arch::Relu {
             #[rustfmt::skip]
             sparse_l1_backward(g, enc, rp, idx, &c.val, rows, n, &self.norms, coef * inv_b, &c.gslot)?;
@@ -424,8 +509,10 @@ impl GpuEngine {
         #[rustfmt::skip]
         build_transpose(g, enc, rp, idx, rows, n, &c.lat_ptr, &c.lat_row, &c.lat_slot)?;
         let (lp, lr, ls) = (&c.lat_ptr, &c.lat_row, &c.lat_slot);
-        gather_dw_dec(g, enc, lp, lr, ls, &c.val, &self.dy, n, d, false, out.w_dec)?;
+        #[rustfmt::skip]
+        gather_dw_dec(g, enc, lp, lr, ls, &c.val, &ch.dy, n, d, accumulate, out.w_dec)?;
         if self.cfg.arch == Arch::Relu {
+            // The decoder-norm term is linear in zsum: each chunk adds its own.
             let zsum = self.zsum.as_ref().expect("zsum");
             gather_db_enc(g, enc, lp, ls, &c.val, n, false, zsum)?;
             #[rustfmt::skip]
@@ -433,29 +520,30 @@ impl GpuEngine {
         } else {
             let eps = self.cfg.bandwidth;
             #[rustfmt::skip]
-            gather_jumprelu_threshold(g, enc, lp, ls, &c.pre_val, &c.gslot, n, log_thr, eps, coef * inv_b, &self.grads[4])?;
+            gather_jumprelu_threshold(g, enc, lp, ls, &c.pre_val, &c.gslot, n, log_thr, eps, coef * inv_b, self.dthr(ch))?;
         }
-        gather_dw_enc(
-            g, enc, lp, lr, ls, &c.dval, &self.xc, n, d, false, out.w_enc,
-        )?;
-        gather_db_enc(g, enc, lp, ls, &c.dval, n, false, out.b_enc)
+        #[rustfmt::skip]
+        gather_dw_enc(g, enc, lp, lr, ls, &c.dval, &ch.xc, n, d, accumulate, out.w_enc)?;
+        gather_db_enc(g, enc, lp, ls, &c.dval, n, accumulate, out.b_enc)
     }
 
-    /// The dense fallback's backward (`cpu::gradients`' dense branch).
+    /// The dense fallback's backward for chunk `ch` (`cpu::gradients`' dense branch), added
+    /// to `out` when `accumulate`.
     fn dense_backward(
         &self,
         enc: &mut wgpu::CommandEncoder,
+        ch: &Chunk,
         out: &GradRefs,
         coef: f32,
+        accumulate: bool,
     ) -> Result<()> {
-        let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
-        let inv_b = 1.0 / rows as f32;
+        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
+        let inv_b = 1.0 / self.rows as f32;
+        let beta = if accumulate { 1.0 } else { 0.0 };
         let (w_dec, log_thr) = (&self.params[1], &self.params[4]);
-        let (z, dz, dpre) = (
-            self.z.as_ref().expect("dense buffers"),
-            self.dz.as_ref().expect("dense buffers"),
-            self.dpre.as_ref().expect("dense buffers"),
-        );
+        let dense = |t: &Option<GpuTensor>| self.rows_of(t.as_ref().expect("dense buffers"), rows);
+        let (z, dz, dpre) = (&dense(&self.z), &dense(&self.dz), &dense(&self.dpre));
+        let pre = &self.rows_of(&self.pre, rows);
         dense_stats(g, enc, z, rows, n, &self.norms, &self.fired, &self.metrics)?;
         let nt = GemmSpec {
             m: rows,
@@ -466,7 +554,7 @@ impl GpuEngine {
             alpha: 1.0,
             beta: 0.0,
         };
-        gemm(g, enc, &nt, &self.dy, w_dec, None, dz)?;
+        gemm(g, enc, &nt, &ch.dy, w_dec, None, dz)?;
         let tn = GemmSpec {
             m: n,
             n: d,
@@ -474,20 +562,20 @@ impl GpuEngine {
             trans_a: true,
             trans_b: false,
             alpha: 1.0,
-            beta: 0.0,
+            beta,
         };
-        gemm(g, enc, &tn, z, &self.dy, None, out.w_dec)?;
+        gemm(g, enc, &tn, z, &ch.dy, None, out.w_dec)?;
         if self.cfg.arch == Arch::Relu {
             let zsum = self.zsum.as_ref().expect("zsum");
             l1_backward(g, enc, z, rows, n, &self.norms, coef * inv_b, dz)?;
             col_sum(g, enc, z, rows, n, zsum, false)?;
             #[rustfmt::skip]
             l1_decoder_grad(g, enc, zsum, w_dec, &self.norms, n, d, coef * inv_b, out.w_dec)?;
-            relu_backward(g, enc, &self.pre, dz, dpre)?;
+            relu_backward(g, enc, pre, dz, dpre)?;
         } else {
             let eps = self.cfg.bandwidth;
             #[rustfmt::skip]
-            jumprelu_backward(g, enc, &self.pre, dz, rows, n, log_thr, eps, coef * inv_b, dpre, &self.grads[4])?;
+            jumprelu_backward(g, enc, pre, dz, rows, n, log_thr, eps, coef * inv_b, dpre, self.dthr(ch))?;
         }
         let tn2 = GemmSpec {
             m: d,
@@ -496,16 +584,30 @@ impl GpuEngine {
             trans_a: true,
             trans_b: false,
             alpha: 1.0,
-            beta: 0.0,
+            beta,
         };
-        gemm(g, enc, &tn2, &self.xc, dpre, None, out.w_enc)?;
-        col_sum(g, enc, dpre, rows, n, out.b_enc, false)
+        gemm(g, enc, &tn2, &ch.xc, dpre, None, out.w_enc)?;
+        col_sum(g, enc, dpre, rows, n, out.b_enc, accumulate)
     }
 
-    fn record_step(&self, enc: &mut wgpu::CommandEncoder, mark: &mut Mark) -> Result<()> {
+    /// Forward and backward of chunk `ch` (the `index`-th): gradients written by the first
+    /// chunk and added to by the others; metrics, firing counts and db_dec's column sum
+    /// accumulated.
+    fn record_chunk(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        mark: &mut Mark,
+        ch: &Chunk,
+        index: usize,
+    ) -> Result<()> {
         let cfg = &self.cfg;
-        let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
-        let inv_b = 1.0 / rows as f32;
+        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
+        let accumulate = index > 0;
+        // Whole-batch scale: every gradient is a sum over all chunks' rows / batch.
+        let inv_b = 1.0 / self.rows as f32;
+        // With several chunks the total sum of squares is taken over the whole batch after
+        // them (about the batch mean, not each chunk's).
+        let sst = (self.chunks.len() == 1).then_some(slot::SST);
         let sc = StepScalars::at(cfg, self.step);
         let [w_enc, w_dec, b_enc, b_dec, log_thr] = [
             &self.params[0],
@@ -519,8 +621,9 @@ impl GpuEngine {
             w_dec: &self.grads[1],
             b_enc: &self.grads[2],
         };
+        let pre = &self.rows_of(&self.pre, rows);
 
-        sub_row(g, enc, &self.x, b_dec, rows, d, &self.xc)?;
+        sub_row(g, enc, &ch.x, b_dec, rows, d, &ch.xc)?;
         let spec = GemmSpec {
             m: rows,
             n,
@@ -530,19 +633,18 @@ impl GpuEngine {
             alpha: 1.0,
             beta: 0.0,
         };
-        gemm(g, enc, &spec, &self.xc, w_enc, Some(b_enc), &self.pre)?;
+        gemm(g, enc, &spec, &ch.xc, w_enc, Some(b_enc), pre)?;
         mark("encoder", enc)?;
-        row_norms(g, enc, w_dec, n, d, &self.norms)?;
 
         match cfg.arch {
             Arch::Topk | Arch::Batchtopk => {
-                let c = self.codes.as_ref().expect("sparse buffers");
+                let c = &ch.codes;
                 if cfg.arch == Arch::Topk {
-                    topk_codes(g, enc, &self.pre, cfg.k, None, &c.row_ptr, &c.idx, &c.val)?;
+                    topk_codes(g, enc, pre, cfg.k, None, &c.row_ptr, &c.idx, &c.val)?;
                 } else {
                     let (sc, bg) = self.batch.as_ref().expect("batchtopk scratch");
                     let (rp, idx, pv) = (&c.row_ptr, &c.idx, &c.pre_val);
-                    batchtopk_codes(g, enc, &self.pre, bg, sc, rp, idx, pv, &self.thr)?;
+                    batchtopk_codes(g, enc, pre, bg, sc, rp, idx, pv, &self.thr)?;
                     threshold_ema(
                         g,
                         enc,
@@ -554,94 +656,45 @@ impl GpuEngine {
                     relu_forward(g, enc, &c.pre_val, &c.val)?;
                 }
                 mark("activation", enc)?;
-                sparse_decode(
-                    g,
-                    enc,
-                    &c.row_ptr,
-                    &c.idx,
-                    &c.val,
-                    w_dec,
-                    Some(b_dec),
-                    rows,
-                    n,
-                    d,
-                    &self.x_hat,
-                )?;
-                mse_backward(
-                    g,
-                    enc,
-                    &self.x,
-                    &self.x_hat,
-                    rows,
-                    d,
-                    2.0 * inv_b,
-                    &self.dy,
-                    &self.metrics,
-                    slot::SSE,
-                    Some(slot::SST),
-                )?;
-                sparse_stats(
-                    g,
-                    enc,
-                    &c.row_ptr,
-                    &c.idx,
-                    &c.val,
-                    rows,
-                    n,
-                    &self.norms,
-                    &self.fired,
-                    &self.metrics,
-                )?;
+                let (rp, idx, val) = (&c.row_ptr, &c.idx, &c.val);
+                #[rustfmt::skip]
+                sparse_decode(g, enc, rp, idx, val, w_dec, Some(b_dec), rows, n, d, &ch.x_hat)?;
+                #[rustfmt::skip]
+                mse_backward(g, enc, &ch.x, &ch.x_hat, rows, d, 2.0 * inv_b, &ch.dy, &self.metrics, slot::SSE, sst)?;
+                #[rustfmt::skip]
+                sparse_stats(g, enc, rp, idx, val, rows, n, &self.norms, &self.fired, &self.metrics)?;
                 mark("decode", enc)?;
-                self.sparse_backward(enc, c, &self.dy, &main, false)?;
+                self.sparse_backward(enc, ch, c, &ch.dy, &main, accumulate)?;
                 mark("backward", enc)?;
 
                 // AuxK: the k_aux largest positive pre among the dead latents.
-                let a = self.aux.as_ref().expect("aux buffers");
-                dead_list(
-                    g,
-                    enc,
-                    &self.since,
-                    dead_after(cfg),
-                    &self.dead,
-                    &self.ndead,
-                )?;
+                let a = ch.aux.as_ref().expect("aux buffers");
                 // With no dead latent the codes are empty and e_hat = 0 (as on the CPU,
                 // where the decode of no entries is 0): the gate skips the selection,
                 // the decode and the backward, and only clears e_hat.
-                let ag = self.aux_gate.as_ref().expect("AuxK gate");
+                let ag = ch.aux_gate.as_ref().expect("AuxK gate");
                 gate_plan(g, enc, ag, &self.ndead, 0, 0)?;
-                sub(g, enc, &self.x, &self.x_hat, &self.e)?;
+                sub(g, enc, &ch.x, &ch.x_hat, &ch.e)?;
                 g.gated(ag, true, || -> Result<()> {
                     let cols = Some((&self.dead, &self.ndead));
                     #[rustfmt::skip]
-                    topk_codes(g, enc, &self.pre, cfg.k_aux, cols, &a.row_ptr, &a.idx, &a.val)?;
+                    topk_codes(g, enc, pre, cfg.k_aux, cols, &a.row_ptr, &a.idx, &a.val)?;
                     let (rp, idx, val) = (&a.row_ptr, &a.idx, &a.val);
-                    sparse_decode(g, enc, rp, idx, val, w_dec, None, rows, n, d, &self.e_hat)
+                    sparse_decode(g, enc, rp, idx, val, w_dec, None, rows, n, d, &ch.e_hat)
                 })?;
-                g.gated(ag, false, || zero(g, enc, &self.e_hat))?;
-                mse_backward(
-                    g,
-                    enc,
-                    &self.e,
-                    &self.e_hat,
-                    rows,
-                    d,
-                    cfg.aux_coef * 2.0 * inv_b,
-                    &self.de,
-                    &self.metrics,
-                    slot::AUX,
-                    None,
-                )?;
-                self.prefetch_textures(enc, &[&self.de])?;
+                g.gated(ag, false, || zero(g, enc, &ch.e_hat))?;
+                let scale = cfg.aux_coef * 2.0 * inv_b;
+                #[rustfmt::skip]
+                mse_backward(g, enc, &ch.e, &ch.e_hat, rows, d, scale, &ch.de, &self.metrics, slot::AUX, None)?;
+                self.prefetch_textures(enc, rows, &[&ch.de])?;
                 g.gated(ag, true, || {
-                    self.sparse_backward(enc, a, &self.de, &main, true)
+                    self.sparse_backward(enc, ch, a, &ch.de, &main, true)
                 })?;
                 mark("auxk", enc)?;
             }
             Arch::Relu | Arch::Jumprelu => {
-                let c = self.codes.as_ref().expect("activation codes");
-                let gate = self.gate.as_ref().expect("dense-fallback gate");
+                let c = &ch.codes;
+                let gate = ch.gate.as_ref().expect("dense-fallback gate");
                 let jump = (cfg.arch == Arch::Jumprelu).then_some((log_thr, cfg.bandwidth));
                 let coef = if cfg.arch == Arch::Relu {
                     cfg.l1
@@ -651,43 +704,64 @@ impl GpuEngine {
                 // The kept entries as codes; the dense path runs instead when they overflow
                 // the capacity (cpu::code_capacity), decided on the device.
                 #[rustfmt::skip]
-                activation_codes(g, enc, &self.pre, jump, &c.row_ptr, &c.idx, &c.val, &c.pre_val)?;
+                activation_codes(g, enc, pre, jump, &c.row_ptr, &c.idx, &c.val, &c.pre_val)?;
                 gate_plan(g, enc, gate, &c.row_ptr, rows, c.idx.len() as u32)?;
                 mark("activation", enc)?;
                 let (rp, idx, val) = (&c.row_ptr, &c.idx, &c.val);
                 // Textures the sparse kernels read on software adapters, copied outside the
                 // gate (inside it they would be filled by a kernel, as slow as the reads).
-                self.prefetch_textures(enc, &[w_dec])?;
+                self.prefetch_textures(enc, rows, &[w_dec])?;
                 g.gated(gate, false, || {
                     let b = Some(b_dec);
-                    sparse_decode(g, enc, rp, idx, val, w_dec, b, rows, n, d, &self.x_hat)
+                    sparse_decode(g, enc, rp, idx, val, w_dec, b, rows, n, d, &ch.x_hat)
                 })?;
-                g.gated(gate, true, || self.dense_decode(enc))?;
-                mse_backward(
-                    g,
-                    enc,
-                    &self.x,
-                    &self.x_hat,
-                    rows,
-                    d,
-                    2.0 * inv_b,
-                    &self.dy,
-                    &self.metrics,
-                    slot::SSE,
-                    Some(slot::SST),
-                )?;
+                g.gated(gate, true, || self.dense_decode(enc, ch))?;
+                #[rustfmt::skip]
+                mse_backward(g, enc, &ch.x, &ch.x_hat, rows, d, 2.0 * inv_b, &ch.dy, &self.metrics, slot::SSE, sst)?;
                 mark("decode", enc)?;
-                self.prefetch_textures(enc, &[&self.dy, &self.xc])?;
+                self.prefetch_textures(enc, rows, &[&ch.dy, &ch.xc])?;
                 g.gated(gate, false, || {
-                    self.sparse_activation_backward(enc, c, &main, coef)
+                    self.sparse_activation_backward(enc, ch, &main, coef, accumulate)
                 })?;
-                g.gated(gate, true, || self.dense_backward(enc, &main, coef))?;
+                g.gated(gate, true, || {
+                    self.dense_backward(enc, ch, &main, coef, accumulate)
+                })?;
                 mark("backward", enc)?;
             }
         }
+        // db_dec's first term: sum_b dy_b over this chunk's rows.
+        col_sum(g, enc, &ch.dy, rows, d, &self.grads[3], accumulate)
+    }
 
-        // db_dec = sum_b dy_b - db_enc W_enc^T
-        col_sum(g, enc, &self.dy, rows, d, &self.grads[3], false)?;
+    fn record_step(&self, enc: &mut wgpu::CommandEncoder, mark: &mut Mark) -> Result<()> {
+        let cfg = &self.cfg;
+        let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
+        let [w_enc, w_dec, ..] = [&self.params[0], &self.params[1]];
+
+        row_norms(g, enc, w_dec, n, d, &self.norms)?;
+        if matches!(cfg.arch, Arch::Topk | Arch::Batchtopk) {
+            #[rustfmt::skip]
+            dead_list(g, enc, &self.since, dead_after(cfg), &self.dead, &self.ndead)?;
+        }
+        for (i, ch) in self.chunks.iter().enumerate() {
+            self.record_chunk(enc, mark, ch, i)?;
+        }
+        if let Some(scratch) = &self.sst_scratch {
+            // The total sum of squares about the batch mean (x - x = 0 adds 0 to SSE).
+            #[rustfmt::skip]
+            mse_backward(g, enc, &self.x, &self.x, rows, d, 0.0, scratch, &self.metrics, slot::SSE, Some(slot::SST))?;
+        }
+        if let Some(all) = &self.dthr_rows {
+            // The chunks' threshold gradients, summed in chunk order.
+            for (i, ch) in self.chunks.iter().enumerate() {
+                let t = ch.dthr.as_ref().expect("chunk threshold grad");
+                enc.copy_buffer_to_buffer(&t.buf, 0, &all.buf, (i * n * 4) as u64, Some(t.bytes()));
+            }
+            g.stale(&all.buf);
+            col_sum(g, enc, all, self.chunks.len(), n, &self.grads[4], false)?;
+        }
+
+        // db_dec = sum_b dy_b - db_enc W_enc^T (the first term summed by the chunks)
         let bd = GemmSpec {
             m: 1,
             n: d,
@@ -701,7 +775,7 @@ impl GpuEngine {
             g,
             enc,
             &bd,
-            &main.b_enc.view(&[1, n]),
+            &self.grads[2].view(&[1, n]),
             w_enc,
             None,
             &self.grads[3].view(&[1, d]),
@@ -770,6 +844,11 @@ impl GpuEngine {
         &self.gpu
     }
 
+    /// How the batch is split: (chunks, rows of the largest).
+    pub fn chunking(&self) -> (usize, usize) {
+        (self.chunks.len(), self.chunk_rows)
+    }
+
     /// One step as `StepEngine::step`, with `mark` called at the end of each phase (see
     /// [`Mark`]); the last phase's encoder is submitted here.
     pub fn step_marked(
@@ -787,15 +866,24 @@ impl GpuEngine {
         }
         let g = &*self.gpu;
         g.write(&self.x, x)?;
+        if self.chunks.len() > 1 {
+            let mut start = 0;
+            for ch in &self.chunks {
+                let len = ch.rows * self.d;
+                g.write(&ch.x, &x[start..start + len])?;
+                start += len;
+            }
+        }
         let sc = StepScalars::at(cfg, self.step);
         write_hyper(g, &self.hyper, &sc.adam(cfg, self.step));
         let mut enc = g.encoder();
         self.record_step(&mut enc, mark)?;
         let batch_gate = self.batch.as_ref().map(|(_, gate)| gate);
-        for gate in [self.gate.as_ref(), self.aux_gate.as_ref(), batch_gate]
-            .into_iter()
-            .flatten()
-        {
+        let chunk_gates = self
+            .chunks
+            .iter()
+            .flat_map(|ch| [ch.gate.as_ref(), ch.aux_gate.as_ref()]);
+        for gate in chunk_gates.chain([batch_gate]).flatten() {
             gate.finish(g)?;
         }
         g.submit(enc);

@@ -2,6 +2,9 @@
 //! from the same initial state on the same batches. ReLU and JumpReLU run twice: from a
 //! fresh state (L0 ~ n / 2: the dense path) and from one shifted to L0 ~ 10 of 300 (the
 //! sparse path of codes; see `cpu::code_capacity`); each case checks which path it took.
+//! The `_chunked` cases split each batch into chunks of 32 rows (70 = 32 + 32 + 6; what the
+//! engine does when a batch's pre-activations exceed one storage binding) and must still
+//! match the CPU's whole-batch step.
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Gpu;
@@ -68,6 +71,7 @@ fn case(
     arch: Arch,
     sparse: bool,
     (d, n, rows): (usize, usize, usize),
+    chunk: Option<usize>,
 ) -> Result<(), Failed> {
     let cfg = config(arch, d, n, rows);
     let sample = randn(rng, 256 * d, 1.0);
@@ -78,7 +82,18 @@ fn case(
     let mut cpu = TrainState::new(params);
     let gpu_arc = crate::common::gpu().map_err(fail)?;
     let _ = gpu;
-    let mut eng = GpuEngine::new(gpu_arc, &cfg, &cpu).map_err(fail)?;
+    let mut eng = match chunk {
+        Some(c) => GpuEngine::with_chunks(gpu_arc, &cfg, &cpu, c),
+        None => GpuEngine::new(gpu_arc, &cfg, &cpu),
+    }
+    .map_err(fail)?;
+    let want = match chunk {
+        Some(c) if arch != Arch::Batchtopk => (rows.div_ceil(c), c.min(rows)),
+        _ => (1, rows),
+    };
+    if eng.chunking() != want {
+        return Err(format!("{arch:?}: chunks {:?}, expected {want:?}", eng.chunking()).into());
+    }
     for _ in 0..STEPS {
         let x = randn(rng, rows * d, 1.0);
         step(&cfg, &mut cpu, &x, rows);
@@ -150,27 +165,37 @@ pub fn trials() -> Vec<Trial> {
     // dense-fallback textures are filled under the gate.
     let odd = (36, 300, 70);
     let tex = (64, 512, 64);
+    let chunked = Some(32);
     [
-        (Arch::Relu, false, odd),
-        (Arch::Relu, true, odd),
-        (Arch::Topk, false, odd),
-        (Arch::Batchtopk, false, odd),
-        (Arch::Jumprelu, false, odd),
-        (Arch::Jumprelu, true, odd),
-        (Arch::Relu, false, tex),
-        (Arch::Relu, true, tex),
-        (Arch::Topk, false, tex),
+        (Arch::Relu, false, odd, None),
+        (Arch::Relu, true, odd, None),
+        (Arch::Topk, false, odd, None),
+        (Arch::Batchtopk, false, odd, None),
+        (Arch::Jumprelu, false, odd, None),
+        (Arch::Jumprelu, true, odd, None),
+        (Arch::Relu, false, tex, None),
+        (Arch::Relu, true, tex, None),
+        (Arch::Topk, false, tex, None),
+        (Arch::Topk, false, odd, chunked),
+        (Arch::Topk, false, tex, chunked),
+        (Arch::Relu, false, odd, chunked),
+        (Arch::Relu, true, odd, chunked),
+        (Arch::Relu, true, tex, chunked),
+        (Arch::Jumprelu, false, odd, chunked),
+        (Arch::Jumprelu, true, odd, chunked),
+        (Arch::Batchtopk, false, odd, chunked),
     ]
     .into_iter()
-    .map(|(arch, sparse, shape)| {
+    .map(|(arch, sparse, shape, chunk)| {
         let path = if sparse { "_sparse" } else { "" };
+        let split = if chunk.is_some() { "_chunked" } else { "" };
         gpu_test(
             format!(
-                "equivalence::{arch:?}{path}_{}x{}x{}_{STEPS}_steps",
+                "equivalence::{arch:?}{path}{split}_{}x{}x{}_{STEPS}_steps",
                 shape.0, shape.1, shape.2
             )
             .to_lowercase(),
-            move |gpu, rng| case(gpu, rng, arch, sparse, shape),
+            move |gpu, rng| case(gpu, rng, arch, sparse, shape, chunk),
         )
     })
     .collect()
