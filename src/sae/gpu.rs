@@ -512,11 +512,9 @@ impl GpuEngine {
         #[rustfmt::skip]
         gather_dw_dec(g, enc, lp, lr, ls, &c.val, &ch.dy, n, d, accumulate, out.w_dec)?;
         if self.cfg.arch == Arch::Relu {
-            // The decoder-norm term is linear in zsum: each chunk adds its own.
+            // The chunks' column sums of z, for the decoder-norm term after them.
             let zsum = self.zsum.as_ref().expect("zsum");
-            gather_db_enc(g, enc, lp, ls, &c.val, n, false, zsum)?;
-            #[rustfmt::skip]
-            l1_decoder_grad(g, enc, zsum, w_dec, &self.norms, n, d, coef * inv_b, out.w_dec)?;
+            gather_db_enc(g, enc, lp, ls, &c.val, n, accumulate, zsum)?;
         } else {
             let eps = self.cfg.bandwidth;
             #[rustfmt::skip]
@@ -568,9 +566,7 @@ impl GpuEngine {
         if self.cfg.arch == Arch::Relu {
             let zsum = self.zsum.as_ref().expect("zsum");
             l1_backward(g, enc, z, rows, n, &self.norms, coef * inv_b, dz)?;
-            col_sum(g, enc, z, rows, n, zsum, false)?;
-            #[rustfmt::skip]
-            l1_decoder_grad(g, enc, zsum, w_dec, &self.norms, n, d, coef * inv_b, out.w_dec)?;
+            col_sum(g, enc, z, rows, n, zsum, accumulate)?;
             relu_backward(g, enc, pre, dz, dpre)?;
         } else {
             let eps = self.cfg.bandwidth;
@@ -745,6 +741,14 @@ impl GpuEngine {
         }
         for (i, ch) in self.chunks.iter().enumerate() {
             self.record_chunk(enc, mark, ch, i)?;
+        }
+        if cfg.arch == Arch::Relu {
+            // The L1 penalty's decoder-norm term, d/dW_dec of coef / B sum_i zsum_i
+            // ||W_dec_i||: one pass over W_dec for the whole batch (zsum summed by the chunks).
+            let coef = cfg.l1 * StepScalars::at(cfg, self.step).sparsity_scale / rows as f32;
+            let zsum = self.zsum.as_ref().expect("zsum");
+            #[rustfmt::skip]
+            l1_decoder_grad(g, enc, zsum, w_dec, &self.norms, n, d, coef, &self.grads[1])?;
         }
         if let Some(scratch) = &self.sst_scratch {
             // The total sum of squares about the batch mean (x - x = 0 adds 0 to SSE).
