@@ -502,6 +502,11 @@ pub fn threshold_offsets(
     )
 }
 
+/// Whether compact_count / compact_write take their vec4 entry points.
+fn compact_vec4(p: &Params) -> bool {
+    p.n.is_multiple_of(4) && p.block.is_multiple_of(4)
+}
+
 fn compact_params(
     kernel: &str,
     x: &GpuTensor,
@@ -544,7 +549,12 @@ pub fn compact_count(
         Bind::Read(lt),
         Bind::Write(counts),
     ];
-    launch_1d(gpu, enc, kn, &p, &binds, rows)
+    let entry = if compact_vec4(&p) {
+        "compact_count_vec4"
+    } else {
+        kn
+    };
+    launch_1d(gpu, enc, entry, &p, &binds, rows)
 }
 
 /// The kept entries of each row, ascending, at row_ptr[r] + j for slots < cap: idx the
@@ -582,7 +592,12 @@ pub fn compact_write(
         Bind::Write(val),
         Bind::Write(pre_val),
     ];
-    launch_1d(gpu, enc, kn, &p, &binds, rows)
+    let entry = if compact_vec4(&p) {
+        "compact_write_vec4"
+    } else {
+        kn
+    };
+    launch_1d(gpu, enc, entry, &p, &binds, rows)
 }
 
 /// The codes of a ReLU (jumprelu None) or JumpReLU activation of x as CSR (latents
