@@ -142,7 +142,8 @@ fn topk_threshold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 // ---------------------------------------------------------------- topk_candidates
 // In position order, the eligible latents with key >= thr[r], from the blocks whose bmax
 // reaches thr[r]: the first CAND of them (and their keys) stored, cand_n[r] = the count
-// (> CAND means overflowed); slots past the stored ones are 0. One invocation per row.
+// (> CAND means overflowed); slots past the stored ones are left as they were (no stage
+// reads them; filling them cost as much as the search). One invocation per row.
 
 @group(0) @binding(1) var<storage, read> cd_x: array<f32>;             // (rows, n)
 @group(0) @binding(2) var<storage, read> cd_cols: array<u32>;          // (n); unread when has_cols == 0
@@ -180,10 +181,6 @@ fn topk_candidates(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
                 c++;
             }
         }
-    }
-    for (var s = min(c, CAND); s < CAND; s++) {
-        cd_cand[out + s] = 0u;
-        cd_key[out + s] = 0u;
     }
     cd_n[r] = c;
 }

@@ -218,8 +218,8 @@ pub fn topk_threshold(
 }
 
 /// In position order, the eligible latents of row r with key >= thr[r]: cand_n[r] = how
-/// many, the first min(cand_n[r], CAND) in cand[r, ..] with their keys in cand_key[r, ..],
-/// 0 past them.
+/// many, the first min(cand_n[r], CAND) in cand[r, ..] with their keys in cand_key[r, ..];
+/// the slots past them are left as they were (no stage reads them).
 /// x: (rows, n), cols / ncols as block_max, bmax: (rows, blocks(n, block)) u32,
 /// thr: (rows) u32 -> cand, cand_key: (rows, CAND) u32, cand_n: (rows) u32
 #[allow(clippy::too_many_arguments)]

@@ -106,8 +106,8 @@ pub fn topk_threshold(bmax: &[u32], rows: usize, nb: usize, k: usize, thr: &mut 
 
 /// Per row, in position order, the eligible latents i with key_of(x[r, i]) >= thr[r]:
 /// cand_n[r] = how many; the first min(cand_n[r], CAND) latents in cand[r, ..] and their keys
-/// in cand_key[r, ..]; slots past them are 0. (The device reads only the blocks whose bmax
-/// reaches thr[r]; the others hold no such entry.)
+/// in cand_key[r, ..]; slots past them are left as they were. (The device reads only the
+/// blocks whose bmax reaches thr[r]; the others hold no such entry.)
 /// x: (rows, n), cols / ncols as block_max, bmax: (rows, nb) u32, thr: (rows) u32
 ///   -> cand: (rows, CAND) u32, cand_key: (rows, CAND) u32, cand_n: (rows) u32
 #[allow(clippy::too_many_arguments)]
@@ -141,10 +141,6 @@ pub fn topk_candidates(
                 }
                 c += 1;
             }
-        }
-        for s in c.min(CAND)..CAND {
-            cand[r * CAND + s] = 0;
-            cand_key[r * CAND + s] = 0;
         }
         cand_n[r] = c as u32;
     }
