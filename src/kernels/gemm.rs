@@ -18,6 +18,11 @@
 //! * [`GemmPath::General`]: any shape, plain storage buffers, no workgroup memory; what
 //!   software adapters use for shapes the texture path cannot take.
 //!
+//! [`gemm_block_max`] also writes the block maxima of C that the code stages of
+//! src/kernels/codes.rs start from (`codes::block_max`, blocks of 32 columns), in the subgroup
+//! kernel's epilogue where it can (shuffles over the 8 lanes of a block), saving the code
+//! stages a full pass over C; elsewhere it records `gemm` then `codes::block_max`.
+//!
 //! The texture path's textures are cached per (buffer, shape) on the device ([`texture_of`])
 //! and refilled only when their buffer was written since, so a training step creates nothing
 //! after its first step and copies W_enc once even though two products read it.
