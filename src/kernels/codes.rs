@@ -5,6 +5,10 @@
 //! [`topk_codes`] records the whole chain (block_max, topk_threshold, topk_candidates,
 //! topk_select, csr_scan, csr_pack) with its intermediates in per-device scratch buffers;
 //! each stage also has its own launcher so that tests can hold it to its CPU twin.
+//! [`topk_codes_from_bmax`], [`activation_codes_from_bmax`] and [`batchtopk_codes_from_bmax`]
+//! are the same chains starting from block maxima the caller already has: those that
+//! `gemm::gemm_block_max` writes in the encoder GEMM's epilogue, saving a pass over pre
+//! (for JumpReLU the GEMM is given the [`threshold_offsets`]).
 //!
 //! Why not the radix select of `topk`: it needs a workgroup per row and dozens of barriers
 //! (histogram levels, a bitonic sort of up to 1024 candidates), and each barrier splits the
