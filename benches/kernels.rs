@@ -40,7 +40,7 @@ use rand_distr::StandardNormal;
 use saeforge::gpu::{Gpu, GpuTensor};
 use saeforge::kernels::activations::{self, relu_backward, relu_forward};
 use saeforge::kernels::gemm::{self, GemmPath, GemmSpec, GemmTuning};
-use saeforge::kernels::{bench, ops, optim, reduce, sparse, topk};
+use saeforge::kernels::{bench, codes, ops, optim, reduce, sparse, topk};
 
 type Record = Box<dyn Fn(&Gpu, &mut wgpu::CommandEncoder) -> saeforge::Result<()>>;
 
@@ -436,6 +436,53 @@ fn gemm_cases(gpu: &Gpu) -> saeforge::Result<Vec<Case>> {
                 path,
                 tuning,
             ));
+        }
+    }
+    // The encoder with the block maxima of its output (codes::block_max, block 32; of
+    // pre - off for JumpReLU) that every code stage reads: fused into the GEMM's epilogue
+    // (gemm_block_max) against the GEMM then block_max; main prints the ratio of each pair.
+    let nb = codes::blocks(n, codes::BLOCK);
+    let bmax = Rc::new(gpu.zeros_u32("bmax (B, n / 32)", &[bsz, nb])?);
+    let off = up("off", &[n])?;
+    for (label, with_off) in [
+        ("gemm_encoder_bmax", false),
+        ("gemm_encoder_bmax_off", true),
+    ] {
+        for fused in [true, false] {
+            let mut case = gemm_case(
+                gpu,
+                &format!("{label}_{}", if fused { "fused" } else { "separate" }),
+                enc_spec,
+                &x,
+                &w_enc,
+                Some(&b_enc),
+                &out_bn,
+                auto,
+            );
+            let (x, w, b, c, bm) = (
+                x.clone(),
+                w_enc.clone(),
+                b_enc.clone(),
+                out_bn.clone(),
+                bmax.clone(),
+            );
+            let off = with_off.then(|| off.clone());
+            let is_fused =
+                fused && gemm::fuses_block_max(gpu, &enc_spec, auto, &GemmTuning::of(gpu));
+            // "fused" when one kernel does both, else the GEMM's path (then block_max).
+            if is_fused {
+                case.variant = "fused".to_string();
+            }
+            case.record = Box::new(move |g, e| {
+                let o = off.as_deref();
+                if fused {
+                    gemm::gemm_block_max(g, e, &enc_spec, &x, &w, Some(&b), &c, o, &bm)
+                } else {
+                    gemm::gemm(g, e, &enc_spec, &x, &w, Some(&b), &c)?;
+                    codes::block_max(g, e, &c, codes::BLOCK, None, o, &bm)
+                }
+            });
+            cases.push(case);
         }
     }
     for path in [GemmPath::Texture, GemmPath::Tiled, GemmPath::General] {
@@ -1223,6 +1270,35 @@ fn main() -> anyhow::Result<()> {
             }
         }
         rows.push(row);
+    }
+    // Fused against separate pairs (gemm_encoder_bmax*): time ratio, wall and CPU.
+    for (case, t) in cases.iter().zip(&timings) {
+        let Some(label) = case.name.strip_suffix("_fused") else {
+            continue;
+        };
+        let other = format!("{label}_separate");
+        let Some(u) = cases
+            .iter()
+            .position(|c| c.name == other)
+            .map(|i| timings[i])
+        else {
+            continue;
+        };
+        println!(
+            "{label}: fused {:.2} ms, separate {:.2} ms, ratio {:.3}{}",
+            t.wall * 1e3,
+            u.wall * 1e3,
+            t.wall / u.wall,
+            match (t.cpu, u.cpu) {
+                (Some(a), Some(b)) => format!(
+                    "   (CPU time: fused {:.2} ms, separate {:.2} ms, ratio {:.3})",
+                    a * 1e3,
+                    b * 1e3,
+                    a / b
+                ),
+                _ => String::new(),
+            }
+        );
     }
     let report = serde_json::json!({
         "adapter": gpu.info.name,

@@ -15,6 +15,10 @@
 //   gemm_tex_sg     8 rows: one A texel per lane per k-step
 //   gemm_tex_sg16   16 rows: two A texels per lane per k-step, B loads over twice the rows
 //   gemm_tex_sg32   32 rows: four A texels per lane per k-step
+//   gemm_tex_sg*_bmax, gemm_tex_sg*_bmax_off   the same products that also write
+//                   bmax[r, j] = max over the 32 columns c of block j of key_of(C[r, c])
+//                   (_off: of key_of(C[r, c] - off[c])), as block_max in shaders/codes.wgsl
+//                   would on the stored C (launcher: gemm_block_max; needs n % 32 == 0)
 // Each accumulator takes its four k-step updates in a row (row-major order), which lavapipe
 // ran a little faster than k-major order. Figures: the header of shaders/gemm.wgsl.
 //
@@ -50,6 +54,14 @@ fn finish4(acc: vec4<f32>, bias: vec4<f32>, c_old: vec4<f32>) -> vec4<f32> {
         v += p.beta * c_old;
     }
     return v;
+}
+
+// key_of of shaders/codes.wgsl (unsigned order = float order, -0 folded onto +0) on each
+// component, branch-free as there; must stay bit-identical to it.
+fn key4(v: vec4<f32>) -> vec4<u32> {
+    let raw = bitcast<vec4<u32>>(v);
+    let b = select(raw, vec4<u32>(0u), raw == vec4<u32>(0x80000000u));
+    return select(b | vec4<u32>(0x80000000u), ~b, (b & vec4<u32>(0x80000000u)) != vec4<u32>(0u));
 }
 
 
@@ -733,4 +745,2154 @@ fn s32_store(row: u32, n4: u32, c4: u32, acc: vec4<f32>, bias: vec4<f32>) {
         }
         s32_c[i] = finish4(acc, bias, c_old);
     }
+}
+
+// ------------------------------------------------------------------ gemm_tex_sg_bmax
+// 8 rows of C per invocation (row0 .. row0 + 8), columns 4 c4 .. 4 c4 + 4 with c4 = wid.y SG_WG + lid.x; the grid
+// as gemm_tex's (x: row blocks folded with z, y: groups of SG_WG column quads). No early
+// return (every lane must reach the broadcasts); out-of-range rows and columns read clamped
+// texels and are not stored.
+
+@group(0) @binding(1) var b8_a: texture_storage_2d<rgba32float, read>; // A as stored: (m, k / 4) or (k, m / 4) texels
+@group(0) @binding(2) var b8_b: texture_storage_2d<rgba32float, read>; // B as stored: (k, n / 4) or (n, k / 4) texels
+@group(0) @binding(3) var<storage, read> b8_bias: array<vec4<f32>>;    // (n / 4)
+@group(0) @binding(4) var<storage, read_write> b8_c: array<vec4<f32>>; // (m, n / 4)
+@group(0) @binding(5) var<storage, read_write> b8_bmax: array<u32>; // (m, n / 32)
+
+@compute @workgroup_size(SG_WG)
+fn gemm_tex_sg_bmax(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane_id: u32,
+) {
+    let row0 = (wid.x + wid.z * nwg.x) * 8u;
+    let n4 = p.n / 4u;
+    let c4_0 = wid.y * SG_WG + lid.x;
+    let cb0 = min(c4_0, n4 - 1u); // clamped B column quad
+    let lane = lane_id % 8u;
+    // This lane's A texels: not TRANS_A, texel (kq, ra_g) = op(A)[ra_g, 4 kq .. 4 kq + 4]
+    // with ra_g = row0 + 8 g + lane; TRANS_A, texel (xa_g, 4 kq + lane % 4) =
+    // op(A)[4 xa_g .. 4 xa_g + 4, 4 kq + lane % 4] with xa_g = row0 / 4 + 2 g + lane / 4.
+    let ra0 = min(row0 + 0u + lane, p.m - 1u);
+    let xa0 = min(row0 / 4u + 0u + lane / 4u, p.m / 4u - 1u);
+    let qa = lane % 4u;
+    var acc0_0 = vec4<f32>(0.0);
+    var acc1_0 = vec4<f32>(0.0);
+    var acc2_0 = vec4<f32>(0.0);
+    var acc3_0 = vec4<f32>(0.0);
+    var acc4_0 = vec4<f32>(0.0);
+    var acc5_0 = vec4<f32>(0.0);
+    var acc6_0 = vec4<f32>(0.0);
+    var acc7_0 = vec4<f32>(0.0);
+    for (var kq = 0u; kq < p.k / 4u; kq++) {
+        let k0 = kq * 4u;
+        // b0_q: op(B)[k0 + q, 4 c4_0 .. 4 c4_0 + 4]
+        var b0_0: vec4<f32>;
+        var b0_1: vec4<f32>;
+        var b0_2: vec4<f32>;
+        var b0_3: vec4<f32>;
+        if TRANS_B {
+            // texel (kq, col) holds op(B)[k0 .. k0 + 4, col]: transpose four of them
+            let u0 = textureLoad(b8_b, vec2<u32>(kq, cb0 * 4u));
+            let u1 = textureLoad(b8_b, vec2<u32>(kq, cb0 * 4u + 1u));
+            let u2 = textureLoad(b8_b, vec2<u32>(kq, cb0 * 4u + 2u));
+            let u3 = textureLoad(b8_b, vec2<u32>(kq, cb0 * 4u + 3u));
+            b0_0 = vec4<f32>(u0.x, u1.x, u2.x, u3.x);
+            b0_1 = vec4<f32>(u0.y, u1.y, u2.y, u3.y);
+            b0_2 = vec4<f32>(u0.z, u1.z, u2.z, u3.z);
+            b0_3 = vec4<f32>(u0.w, u1.w, u2.w, u3.w);
+        } else {
+            b0_0 = textureLoad(b8_b, vec2<u32>(cb0, k0));
+            b0_1 = textureLoad(b8_b, vec2<u32>(cb0, k0 + 1u));
+            b0_2 = textureLoad(b8_b, vec2<u32>(cb0, k0 + 2u));
+            b0_3 = textureLoad(b8_b, vec2<u32>(cb0, k0 + 3u));
+        }
+        // this lane's A texel for rows row0 + 0 .. row0 + 8
+        var t0: vec4<f32>;
+        if TRANS_A {
+            t0 = textureLoad(b8_a, vec2<u32>(xa0, k0 + qa));
+        } else {
+            t0 = textureLoad(b8_a, vec2<u32>(kq, ra0));
+        }
+        // a0_l = lane l's texel: op(A)[row0 + 0 + l, k0 .. k0 + 4], or for TRANS_A
+        // op(A)[row0 + 0 + 4 (l / 4) .. + 4, k0 + l % 4]
+        let a0_0 = subgroupBroadcast(t0, 0u);
+        let a0_1 = subgroupBroadcast(t0, 1u);
+        let a0_2 = subgroupBroadcast(t0, 2u);
+        let a0_3 = subgroupBroadcast(t0, 3u);
+        let a0_4 = subgroupBroadcast(t0, 4u);
+        let a0_5 = subgroupBroadcast(t0, 5u);
+        let a0_6 = subgroupBroadcast(t0, 6u);
+        let a0_7 = subgroupBroadcast(t0, 7u);
+        // k0 + 0 .. k0 + 3 in order, as the reference accumulates
+        acc0_0 += select(a0_0.x, a0_0.x, TRANS_A) * b0_0;
+        acc0_0 += select(a0_0.y, a0_1.x, TRANS_A) * b0_1;
+        acc0_0 += select(a0_0.z, a0_2.x, TRANS_A) * b0_2;
+        acc0_0 += select(a0_0.w, a0_3.x, TRANS_A) * b0_3;
+        acc1_0 += select(a0_1.x, a0_0.y, TRANS_A) * b0_0;
+        acc1_0 += select(a0_1.y, a0_1.y, TRANS_A) * b0_1;
+        acc1_0 += select(a0_1.z, a0_2.y, TRANS_A) * b0_2;
+        acc1_0 += select(a0_1.w, a0_3.y, TRANS_A) * b0_3;
+        acc2_0 += select(a0_2.x, a0_0.z, TRANS_A) * b0_0;
+        acc2_0 += select(a0_2.y, a0_1.z, TRANS_A) * b0_1;
+        acc2_0 += select(a0_2.z, a0_2.z, TRANS_A) * b0_2;
+        acc2_0 += select(a0_2.w, a0_3.z, TRANS_A) * b0_3;
+        acc3_0 += select(a0_3.x, a0_0.w, TRANS_A) * b0_0;
+        acc3_0 += select(a0_3.y, a0_1.w, TRANS_A) * b0_1;
+        acc3_0 += select(a0_3.z, a0_2.w, TRANS_A) * b0_2;
+        acc3_0 += select(a0_3.w, a0_3.w, TRANS_A) * b0_3;
+        acc4_0 += select(a0_4.x, a0_4.x, TRANS_A) * b0_0;
+        acc4_0 += select(a0_4.y, a0_5.x, TRANS_A) * b0_1;
+        acc4_0 += select(a0_4.z, a0_6.x, TRANS_A) * b0_2;
+        acc4_0 += select(a0_4.w, a0_7.x, TRANS_A) * b0_3;
+        acc5_0 += select(a0_5.x, a0_4.y, TRANS_A) * b0_0;
+        acc5_0 += select(a0_5.y, a0_5.y, TRANS_A) * b0_1;
+        acc5_0 += select(a0_5.z, a0_6.y, TRANS_A) * b0_2;
+        acc5_0 += select(a0_5.w, a0_7.y, TRANS_A) * b0_3;
+        acc6_0 += select(a0_6.x, a0_4.z, TRANS_A) * b0_0;
+        acc6_0 += select(a0_6.y, a0_5.z, TRANS_A) * b0_1;
+        acc6_0 += select(a0_6.z, a0_6.z, TRANS_A) * b0_2;
+        acc6_0 += select(a0_6.w, a0_7.z, TRANS_A) * b0_3;
+        acc7_0 += select(a0_7.x, a0_4.w, TRANS_A) * b0_0;
+        acc7_0 += select(a0_7.y, a0_5.w, TRANS_A) * b0_1;
+        acc7_0 += select(a0_7.z, a0_6.w, TRANS_A) * b0_2;
+        acc7_0 += select(a0_7.w, a0_7.w, TRANS_A) * b0_3;
+    }
+    // Fused block_max: C as the plain kernel stores it, and per row the largest key of
+    // this lane's four values, then the largest over the 8 lanes of the aligned block of
+    // 32 columns. Assumes lanes are numbered along lid.x (lid.x = subgroup base +
+    // subgroup_invocation_id, true of lavapipe and of 1-D workgroups on the common
+    // drivers), so lanes 8 b .. 8 b + 7 of a subgroup hold the 8 column quads of one block
+    // (SG_WG and the subgroup size are multiples of 8); the xor shuffles 1, 2, 4 stay within
+    // those 8 lanes for any subgroup size >= 8. n % 32 == 0, so a block is wholly in range
+    // or wholly out. The shuffles run in uniform control flow; only the stores are guarded.
+    var bias = vec4<f32>(0.0);
+    if HAS_BIAS {
+        bias = b8_bias[cb0];
+    }
+    let c_in = c4_0 < n4;
+    var m0 = b8_store_key(row0 + 0u, n4, c4_0, c_in, acc0_0, bias);
+    var m1 = b8_store_key(row0 + 1u, n4, c4_0, c_in, acc1_0, bias);
+    var m2 = b8_store_key(row0 + 2u, n4, c4_0, c_in, acc2_0, bias);
+    var m3 = b8_store_key(row0 + 3u, n4, c4_0, c_in, acc3_0, bias);
+    var m4 = b8_store_key(row0 + 4u, n4, c4_0, c_in, acc4_0, bias);
+    var m5 = b8_store_key(row0 + 5u, n4, c4_0, c_in, acc5_0, bias);
+    var m6 = b8_store_key(row0 + 6u, n4, c4_0, c_in, acc6_0, bias);
+    var m7 = b8_store_key(row0 + 7u, n4, c4_0, c_in, acc7_0, bias);
+    m0 = max(m0, subgroupShuffleXor(m0, 1u));
+    m1 = max(m1, subgroupShuffleXor(m1, 1u));
+    m2 = max(m2, subgroupShuffleXor(m2, 1u));
+    m3 = max(m3, subgroupShuffleXor(m3, 1u));
+    m4 = max(m4, subgroupShuffleXor(m4, 1u));
+    m5 = max(m5, subgroupShuffleXor(m5, 1u));
+    m6 = max(m6, subgroupShuffleXor(m6, 1u));
+    m7 = max(m7, subgroupShuffleXor(m7, 1u));
+    m0 = max(m0, subgroupShuffleXor(m0, 2u));
+    m1 = max(m1, subgroupShuffleXor(m1, 2u));
+    m2 = max(m2, subgroupShuffleXor(m2, 2u));
+    m3 = max(m3, subgroupShuffleXor(m3, 2u));
+    m4 = max(m4, subgroupShuffleXor(m4, 2u));
+    m5 = max(m5, subgroupShuffleXor(m5, 2u));
+    m6 = max(m6, subgroupShuffleXor(m6, 2u));
+    m7 = max(m7, subgroupShuffleXor(m7, 2u));
+    m0 = max(m0, subgroupShuffleXor(m0, 4u));
+    m1 = max(m1, subgroupShuffleXor(m1, 4u));
+    m2 = max(m2, subgroupShuffleXor(m2, 4u));
+    m3 = max(m3, subgroupShuffleXor(m3, 4u));
+    m4 = max(m4, subgroupShuffleXor(m4, 4u));
+    m5 = max(m5, subgroupShuffleXor(m5, 4u));
+    m6 = max(m6, subgroupShuffleXor(m6, 4u));
+    m7 = max(m7, subgroupShuffleXor(m7, 4u));
+    if c_in && lane == 0u {
+        let nb = n4 / 8u;
+        let j = c4_0 / 8u;
+        if row0 + 0u < p.m {
+            b8_bmax[(row0 + 0u) * nb + j] = m0;
+        }
+        if row0 + 1u < p.m {
+            b8_bmax[(row0 + 1u) * nb + j] = m1;
+        }
+        if row0 + 2u < p.m {
+            b8_bmax[(row0 + 2u) * nb + j] = m2;
+        }
+        if row0 + 3u < p.m {
+            b8_bmax[(row0 + 3u) * nb + j] = m3;
+        }
+        if row0 + 4u < p.m {
+            b8_bmax[(row0 + 4u) * nb + j] = m4;
+        }
+        if row0 + 5u < p.m {
+            b8_bmax[(row0 + 5u) * nb + j] = m5;
+        }
+        if row0 + 6u < p.m {
+            b8_bmax[(row0 + 6u) * nb + j] = m6;
+        }
+        if row0 + 7u < p.m {
+            b8_bmax[(row0 + 7u) * nb + j] = m7;
+        }
+    }
+}
+
+// Stores C[row, 4 c4 .. 4 c4 + 4] when in range (as the plain kernel's store) and returns
+// the largest key_of of the four values (meaningless when out of range).
+fn b8_store_key(row: u32, n4: u32, c4: u32, c_in: bool, acc: vec4<f32>, bias: vec4<f32>) -> u32 {
+    let ok = c_in && row < p.m;
+    let i = row * n4 + c4;
+    var c_old = vec4<f32>(0.0);
+    if USE_BETA && ok {
+        c_old = b8_c[i];
+    }
+    let v = finish4(acc, bias, c_old);
+    if ok {
+        b8_c[i] = v;
+    }
+    let key = key4(v);
+    return max(max(key.x, key.y), max(key.z, key.w));
+}
+
+// ------------------------------------------------------------------ gemm_tex_sg_bmax_off
+// 8 rows of C per invocation (row0 .. row0 + 8), columns 4 c4 .. 4 c4 + 4 with c4 = wid.y SG_WG + lid.x; the grid
+// as gemm_tex's (x: row blocks folded with z, y: groups of SG_WG column quads). No early
+// return (every lane must reach the broadcasts); out-of-range rows and columns read clamped
+// texels and are not stored.
+
+@group(0) @binding(1) var o8_a: texture_storage_2d<rgba32float, read>; // A as stored: (m, k / 4) or (k, m / 4) texels
+@group(0) @binding(2) var o8_b: texture_storage_2d<rgba32float, read>; // B as stored: (k, n / 4) or (n, k / 4) texels
+@group(0) @binding(3) var<storage, read> o8_bias: array<vec4<f32>>;    // (n / 4)
+@group(0) @binding(4) var<storage, read_write> o8_c: array<vec4<f32>>; // (m, n / 4)
+@group(0) @binding(5) var<storage, read_write> o8_bmax: array<u32>; // (m, n / 32)
+@group(0) @binding(6) var<storage, read> o8_off: array<vec4<f32>>;  // (n / 4)
+
+@compute @workgroup_size(SG_WG)
+fn gemm_tex_sg_bmax_off(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane_id: u32,
+) {
+    let row0 = (wid.x + wid.z * nwg.x) * 8u;
+    let n4 = p.n / 4u;
+    let c4_0 = wid.y * SG_WG + lid.x;
+    let cb0 = min(c4_0, n4 - 1u); // clamped B column quad
+    let lane = lane_id % 8u;
+    // This lane's A texels: not TRANS_A, texel (kq, ra_g) = op(A)[ra_g, 4 kq .. 4 kq + 4]
+    // with ra_g = row0 + 8 g + lane; TRANS_A, texel (xa_g, 4 kq + lane % 4) =
+    // op(A)[4 xa_g .. 4 xa_g + 4, 4 kq + lane % 4] with xa_g = row0 / 4 + 2 g + lane / 4.
+    let ra0 = min(row0 + 0u + lane, p.m - 1u);
+    let xa0 = min(row0 / 4u + 0u + lane / 4u, p.m / 4u - 1u);
+    let qa = lane % 4u;
+    var acc0_0 = vec4<f32>(0.0);
+    var acc1_0 = vec4<f32>(0.0);
+    var acc2_0 = vec4<f32>(0.0);
+    var acc3_0 = vec4<f32>(0.0);
+    var acc4_0 = vec4<f32>(0.0);
+    var acc5_0 = vec4<f32>(0.0);
+    var acc6_0 = vec4<f32>(0.0);
+    var acc7_0 = vec4<f32>(0.0);
+    for (var kq = 0u; kq < p.k / 4u; kq++) {
+        let k0 = kq * 4u;
+        // b0_q: op(B)[k0 + q, 4 c4_0 .. 4 c4_0 + 4]
+        var b0_0: vec4<f32>;
+        var b0_1: vec4<f32>;
+        var b0_2: vec4<f32>;
+        var b0_3: vec4<f32>;
+        if TRANS_B {
+            // texel (kq, col) holds op(B)[k0 .. k0 + 4, col]: transpose four of them
+            let u0 = textureLoad(o8_b, vec2<u32>(kq, cb0 * 4u));
+            let u1 = textureLoad(o8_b, vec2<u32>(kq, cb0 * 4u + 1u));
+            let u2 = textureLoad(o8_b, vec2<u32>(kq, cb0 * 4u + 2u));
+            let u3 = textureLoad(o8_b, vec2<u32>(kq, cb0 * 4u + 3u));
+            b0_0 = vec4<f32>(u0.x, u1.x, u2.x, u3.x);
+            b0_1 = vec4<f32>(u0.y, u1.y, u2.y, u3.y);
+            b0_2 = vec4<f32>(u0.z, u1.z, u2.z, u3.z);
+            b0_3 = vec4<f32>(u0.w, u1.w, u2.w, u3.w);
+        } else {
+            b0_0 = textureLoad(o8_b, vec2<u32>(cb0, k0));
+            b0_1 = textureLoad(o8_b, vec2<u32>(cb0, k0 + 1u));
+            b0_2 = textureLoad(o8_b, vec2<u32>(cb0, k0 + 2u));
+            b0_3 = textureLoad(o8_b, vec2<u32>(cb0, k0 + 3u));
+        }
+        // this lane's A texel for rows row0 + 0 .. row0 + 8
+        var t0: vec4<f32>;
+        if TRANS_A {
+            t0 = textureLoad(o8_a, vec2<u32>(xa0, k0 + qa));
+        } else {
+            t0 = textureLoad(o8_a, vec2<u32>(kq, ra0));
+        }
+        // a0_l = lane l's texel: op(A)[row0 + 0 + l, k0 .. k0 + 4], or for TRANS_A
+        // op(A)[row0 + 0 + 4 (l / 4) .. + 4, k0 + l % 4]
+        let a0_0 = subgroupBroadcast(t0, 0u);
+        let a0_1 = subgroupBroadcast(t0, 1u);
+        let a0_2 = subgroupBroadcast(t0, 2u);
+        let a0_3 = subgroupBroadcast(t0, 3u);
+        let a0_4 = subgroupBroadcast(t0, 4u);
+        let a0_5 = subgroupBroadcast(t0, 5u);
+        let a0_6 = subgroupBroadcast(t0, 6u);
+        let a0_7 = subgroupBroadcast(t0, 7u);
+        // k0 + 0 .. k0 + 3 in order, as the reference accumulates
+        acc0_0 += select(a0_0.x, a0_0.x, TRANS_A) * b0_0;
+        acc0_0 += select(a0_0.y, a0_1.x, TRANS_A) * b0_1;
+        acc0_0 += select(a0_0.z, a0_2.x, TRANS_A) * b0_2;
+        acc0_0 += select(a0_0.w, a0_3.x, TRANS_A) * b0_3;
+        acc1_0 += select(a0_1.x, a0_0.y, TRANS_A) * b0_0;
+        acc1_0 += select(a0_1.y, a0_1.y, TRANS_A) * b0_1;
+        acc1_0 += select(a0_1.z, a0_2.y, TRANS_A) * b0_2;
+        acc1_0 += select(a0_1.w, a0_3.y, TRANS_A) * b0_3;
+        acc2_0 += select(a0_2.x, a0_0.z, TRANS_A) * b0_0;
+        acc2_0 += select(a0_2.y, a0_1.z, TRANS_A) * b0_1;
+        acc2_0 += select(a0_2.z, a0_2.z, TRANS_A) * b0_2;
+        acc2_0 += select(a0_2.w, a0_3.z, TRANS_A) * b0_3;
+        acc3_0 += select(a0_3.x, a0_0.w, TRANS_A) * b0_0;
+        acc3_0 += select(a0_3.y, a0_1.w, TRANS_A) * b0_1;
+        acc3_0 += select(a0_3.z, a0_2.w, TRANS_A) * b0_2;
+        acc3_0 += select(a0_3.w, a0_3.w, TRANS_A) * b0_3;
+        acc4_0 += select(a0_4.x, a0_4.x, TRANS_A) * b0_0;
+        acc4_0 += select(a0_4.y, a0_5.x, TRANS_A) * b0_1;
+        acc4_0 += select(a0_4.z, a0_6.x, TRANS_A) * b0_2;
+        acc4_0 += select(a0_4.w, a0_7.x, TRANS_A) * b0_3;
+        acc5_0 += select(a0_5.x, a0_4.y, TRANS_A) * b0_0;
+        acc5_0 += select(a0_5.y, a0_5.y, TRANS_A) * b0_1;
+        acc5_0 += select(a0_5.z, a0_6.y, TRANS_A) * b0_2;
+        acc5_0 += select(a0_5.w, a0_7.y, TRANS_A) * b0_3;
+        acc6_0 += select(a0_6.x, a0_4.z, TRANS_A) * b0_0;
+        acc6_0 += select(a0_6.y, a0_5.z, TRANS_A) * b0_1;
+        acc6_0 += select(a0_6.z, a0_6.z, TRANS_A) * b0_2;
+        acc6_0 += select(a0_6.w, a0_7.z, TRANS_A) * b0_3;
+        acc7_0 += select(a0_7.x, a0_4.w, TRANS_A) * b0_0;
+        acc7_0 += select(a0_7.y, a0_5.w, TRANS_A) * b0_1;
+        acc7_0 += select(a0_7.z, a0_6.w, TRANS_A) * b0_2;
+        acc7_0 += select(a0_7.w, a0_7.w, TRANS_A) * b0_3;
+    }
+    // Fused block_max: C as the plain kernel stores it, and per row the largest key of
+    // this lane's four values - off, then the largest over the 8 lanes of the aligned block of
+    // 32 columns. Assumes lanes are numbered along lid.x (lid.x = subgroup base +
+    // subgroup_invocation_id, true of lavapipe and of 1-D workgroups on the common
+    // drivers), so lanes 8 b .. 8 b + 7 of a subgroup hold the 8 column quads of one block
+    // (SG_WG and the subgroup size are multiples of 8); the xor shuffles 1, 2, 4 stay within
+    // those 8 lanes for any subgroup size >= 8. n % 32 == 0, so a block is wholly in range
+    // or wholly out. The shuffles run in uniform control flow; only the stores are guarded.
+    var bias = vec4<f32>(0.0);
+    if HAS_BIAS {
+        bias = o8_bias[cb0];
+    }
+    let off = o8_off[cb0];
+    let c_in = c4_0 < n4;
+    var m0 = o8_store_key(row0 + 0u, n4, c4_0, c_in, acc0_0, bias, off);
+    var m1 = o8_store_key(row0 + 1u, n4, c4_0, c_in, acc1_0, bias, off);
+    var m2 = o8_store_key(row0 + 2u, n4, c4_0, c_in, acc2_0, bias, off);
+    var m3 = o8_store_key(row0 + 3u, n4, c4_0, c_in, acc3_0, bias, off);
+    var m4 = o8_store_key(row0 + 4u, n4, c4_0, c_in, acc4_0, bias, off);
+    var m5 = o8_store_key(row0 + 5u, n4, c4_0, c_in, acc5_0, bias, off);
+    var m6 = o8_store_key(row0 + 6u, n4, c4_0, c_in, acc6_0, bias, off);
+    var m7 = o8_store_key(row0 + 7u, n4, c4_0, c_in, acc7_0, bias, off);
+    m0 = max(m0, subgroupShuffleXor(m0, 1u));
+    m1 = max(m1, subgroupShuffleXor(m1, 1u));
+    m2 = max(m2, subgroupShuffleXor(m2, 1u));
+    m3 = max(m3, subgroupShuffleXor(m3, 1u));
+    m4 = max(m4, subgroupShuffleXor(m4, 1u));
+    m5 = max(m5, subgroupShuffleXor(m5, 1u));
+    m6 = max(m6, subgroupShuffleXor(m6, 1u));
+    m7 = max(m7, subgroupShuffleXor(m7, 1u));
+    m0 = max(m0, subgroupShuffleXor(m0, 2u));
+    m1 = max(m1, subgroupShuffleXor(m1, 2u));
+    m2 = max(m2, subgroupShuffleXor(m2, 2u));
+    m3 = max(m3, subgroupShuffleXor(m3, 2u));
+    m4 = max(m4, subgroupShuffleXor(m4, 2u));
+    m5 = max(m5, subgroupShuffleXor(m5, 2u));
+    m6 = max(m6, subgroupShuffleXor(m6, 2u));
+    m7 = max(m7, subgroupShuffleXor(m7, 2u));
+    m0 = max(m0, subgroupShuffleXor(m0, 4u));
+    m1 = max(m1, subgroupShuffleXor(m1, 4u));
+    m2 = max(m2, subgroupShuffleXor(m2, 4u));
+    m3 = max(m3, subgroupShuffleXor(m3, 4u));
+    m4 = max(m4, subgroupShuffleXor(m4, 4u));
+    m5 = max(m5, subgroupShuffleXor(m5, 4u));
+    m6 = max(m6, subgroupShuffleXor(m6, 4u));
+    m7 = max(m7, subgroupShuffleXor(m7, 4u));
+    if c_in && lane == 0u {
+        let nb = n4 / 8u;
+        let j = c4_0 / 8u;
+        if row0 + 0u < p.m {
+            o8_bmax[(row0 + 0u) * nb + j] = m0;
+        }
+        if row0 + 1u < p.m {
+            o8_bmax[(row0 + 1u) * nb + j] = m1;
+        }
+        if row0 + 2u < p.m {
+            o8_bmax[(row0 + 2u) * nb + j] = m2;
+        }
+        if row0 + 3u < p.m {
+            o8_bmax[(row0 + 3u) * nb + j] = m3;
+        }
+        if row0 + 4u < p.m {
+            o8_bmax[(row0 + 4u) * nb + j] = m4;
+        }
+        if row0 + 5u < p.m {
+            o8_bmax[(row0 + 5u) * nb + j] = m5;
+        }
+        if row0 + 6u < p.m {
+            o8_bmax[(row0 + 6u) * nb + j] = m6;
+        }
+        if row0 + 7u < p.m {
+            o8_bmax[(row0 + 7u) * nb + j] = m7;
+        }
+    }
+}
+
+// Stores C[row, 4 c4 .. 4 c4 + 4] when in range (as the plain kernel's store) and returns
+// the largest key_of of the four values - off (meaningless when out of range).
+fn o8_store_key(row: u32, n4: u32, c4: u32, c_in: bool, acc: vec4<f32>, bias: vec4<f32>, off: vec4<f32>) -> u32 {
+    let ok = c_in && row < p.m;
+    let i = row * n4 + c4;
+    var c_old = vec4<f32>(0.0);
+    if USE_BETA && ok {
+        c_old = o8_c[i];
+    }
+    let v = finish4(acc, bias, c_old);
+    if ok {
+        o8_c[i] = v;
+    }
+    let key = key4(v - off);
+    return max(max(key.x, key.y), max(key.z, key.w));
+}
+
+// ------------------------------------------------------------------ gemm_tex_sg16_bmax
+// 16 rows of C per invocation (row0 .. row0 + 16), columns 4 c4 .. 4 c4 + 4 with c4 = wid.y SG_WG + lid.x; the grid
+// as gemm_tex's (x: row blocks folded with z, y: groups of SG_WG column quads). No early
+// return (every lane must reach the broadcasts); out-of-range rows and columns read clamped
+// texels and are not stored.
+
+@group(0) @binding(1) var b16_a: texture_storage_2d<rgba32float, read>; // A as stored: (m, k / 4) or (k, m / 4) texels
+@group(0) @binding(2) var b16_b: texture_storage_2d<rgba32float, read>; // B as stored: (k, n / 4) or (n, k / 4) texels
+@group(0) @binding(3) var<storage, read> b16_bias: array<vec4<f32>>;    // (n / 4)
+@group(0) @binding(4) var<storage, read_write> b16_c: array<vec4<f32>>; // (m, n / 4)
+@group(0) @binding(5) var<storage, read_write> b16_bmax: array<u32>; // (m, n / 32)
+
+@compute @workgroup_size(SG_WG)
+fn gemm_tex_sg16_bmax(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane_id: u32,
+) {
+    let row0 = (wid.x + wid.z * nwg.x) * 16u;
+    let n4 = p.n / 4u;
+    let c4_0 = wid.y * SG_WG + lid.x;
+    let cb0 = min(c4_0, n4 - 1u); // clamped B column quad
+    let lane = lane_id % 8u;
+    // This lane's A texels: not TRANS_A, texel (kq, ra_g) = op(A)[ra_g, 4 kq .. 4 kq + 4]
+    // with ra_g = row0 + 8 g + lane; TRANS_A, texel (xa_g, 4 kq + lane % 4) =
+    // op(A)[4 xa_g .. 4 xa_g + 4, 4 kq + lane % 4] with xa_g = row0 / 4 + 2 g + lane / 4.
+    let ra0 = min(row0 + 0u + lane, p.m - 1u);
+    let xa0 = min(row0 / 4u + 0u + lane / 4u, p.m / 4u - 1u);
+    let ra1 = min(row0 + 8u + lane, p.m - 1u);
+    let xa1 = min(row0 / 4u + 2u + lane / 4u, p.m / 4u - 1u);
+    let qa = lane % 4u;
+    var acc0_0 = vec4<f32>(0.0);
+    var acc1_0 = vec4<f32>(0.0);
+    var acc2_0 = vec4<f32>(0.0);
+    var acc3_0 = vec4<f32>(0.0);
+    var acc4_0 = vec4<f32>(0.0);
+    var acc5_0 = vec4<f32>(0.0);
+    var acc6_0 = vec4<f32>(0.0);
+    var acc7_0 = vec4<f32>(0.0);
+    var acc8_0 = vec4<f32>(0.0);
+    var acc9_0 = vec4<f32>(0.0);
+    var acc10_0 = vec4<f32>(0.0);
+    var acc11_0 = vec4<f32>(0.0);
+    var acc12_0 = vec4<f32>(0.0);
+    var acc13_0 = vec4<f32>(0.0);
+    var acc14_0 = vec4<f32>(0.0);
+    var acc15_0 = vec4<f32>(0.0);
+    for (var kq = 0u; kq < p.k / 4u; kq++) {
+        let k0 = kq * 4u;
+        // b0_q: op(B)[k0 + q, 4 c4_0 .. 4 c4_0 + 4]
+        var b0_0: vec4<f32>;
+        var b0_1: vec4<f32>;
+        var b0_2: vec4<f32>;
+        var b0_3: vec4<f32>;
+        if TRANS_B {
+            // texel (kq, col) holds op(B)[k0 .. k0 + 4, col]: transpose four of them
+            let u0 = textureLoad(b16_b, vec2<u32>(kq, cb0 * 4u));
+            let u1 = textureLoad(b16_b, vec2<u32>(kq, cb0 * 4u + 1u));
+            let u2 = textureLoad(b16_b, vec2<u32>(kq, cb0 * 4u + 2u));
+            let u3 = textureLoad(b16_b, vec2<u32>(kq, cb0 * 4u + 3u));
+            b0_0 = vec4<f32>(u0.x, u1.x, u2.x, u3.x);
+            b0_1 = vec4<f32>(u0.y, u1.y, u2.y, u3.y);
+            b0_2 = vec4<f32>(u0.z, u1.z, u2.z, u3.z);
+            b0_3 = vec4<f32>(u0.w, u1.w, u2.w, u3.w);
+        } else {
+            b0_0 = textureLoad(b16_b, vec2<u32>(cb0, k0));
+            b0_1 = textureLoad(b16_b, vec2<u32>(cb0, k0 + 1u));
+            b0_2 = textureLoad(b16_b, vec2<u32>(cb0, k0 + 2u));
+            b0_3 = textureLoad(b16_b, vec2<u32>(cb0, k0 + 3u));
+        }
+        // this lane's A texel for rows row0 + 0 .. row0 + 8
+        var t0: vec4<f32>;
+        if TRANS_A {
+            t0 = textureLoad(b16_a, vec2<u32>(xa0, k0 + qa));
+        } else {
+            t0 = textureLoad(b16_a, vec2<u32>(kq, ra0));
+        }
+        // a0_l = lane l's texel: op(A)[row0 + 0 + l, k0 .. k0 + 4], or for TRANS_A
+        // op(A)[row0 + 0 + 4 (l / 4) .. + 4, k0 + l % 4]
+        let a0_0 = subgroupBroadcast(t0, 0u);
+        let a0_1 = subgroupBroadcast(t0, 1u);
+        let a0_2 = subgroupBroadcast(t0, 2u);
+        let a0_3 = subgroupBroadcast(t0, 3u);
+        let a0_4 = subgroupBroadcast(t0, 4u);
+        let a0_5 = subgroupBroadcast(t0, 5u);
+        let a0_6 = subgroupBroadcast(t0, 6u);
+        let a0_7 = subgroupBroadcast(t0, 7u);
+        // this lane's A texel for rows row0 + 8 .. row0 + 16
+        var t1: vec4<f32>;
+        if TRANS_A {
+            t1 = textureLoad(b16_a, vec2<u32>(xa1, k0 + qa));
+        } else {
+            t1 = textureLoad(b16_a, vec2<u32>(kq, ra1));
+        }
+        // a1_l = lane l's texel: op(A)[row0 + 8 + l, k0 .. k0 + 4], or for TRANS_A
+        // op(A)[row0 + 8 + 4 (l / 4) .. + 4, k0 + l % 4]
+        let a1_0 = subgroupBroadcast(t1, 0u);
+        let a1_1 = subgroupBroadcast(t1, 1u);
+        let a1_2 = subgroupBroadcast(t1, 2u);
+        let a1_3 = subgroupBroadcast(t1, 3u);
+        let a1_4 = subgroupBroadcast(t1, 4u);
+        let a1_5 = subgroupBroadcast(t1, 5u);
+        let a1_6 = subgroupBroadcast(t1, 6u);
+        let a1_7 = subgroupBroadcast(t1, 7u);
+        // k0 + 0 .. k0 + 3 in order, as the reference accumulates
+        acc0_0 += select(a0_0.x, a0_0.x, TRANS_A) * b0_0;
+        acc0_0 += select(a0_0.y, a0_1.x, TRANS_A) * b0_1;
+        acc0_0 += select(a0_0.z, a0_2.x, TRANS_A) * b0_2;
+        acc0_0 += select(a0_0.w, a0_3.x, TRANS_A) * b0_3;
+        acc1_0 += select(a0_1.x, a0_0.y, TRANS_A) * b0_0;
+        acc1_0 += select(a0_1.y, a0_1.y, TRANS_A) * b0_1;
+        acc1_0 += select(a0_1.z, a0_2.y, TRANS_A) * b0_2;
+        acc1_0 += select(a0_1.w, a0_3.y, TRANS_A) * b0_3;
+        acc2_0 += select(a0_2.x, a0_0.z, TRANS_A) * b0_0;
+        acc2_0 += select(a0_2.y, a0_1.z, TRANS_A) * b0_1;
+        acc2_0 += select(a0_2.z, a0_2.z, TRANS_A) * b0_2;
+        acc2_0 += select(a0_2.w, a0_3.z, TRANS_A) * b0_3;
+        acc3_0 += select(a0_3.x, a0_0.w, TRANS_A) * b0_0;
+        acc3_0 += select(a0_3.y, a0_1.w, TRANS_A) * b0_1;
+        acc3_0 += select(a0_3.z, a0_2.w, TRANS_A) * b0_2;
+        acc3_0 += select(a0_3.w, a0_3.w, TRANS_A) * b0_3;
+        acc4_0 += select(a0_4.x, a0_4.x, TRANS_A) * b0_0;
+        acc4_0 += select(a0_4.y, a0_5.x, TRANS_A) * b0_1;
+        acc4_0 += select(a0_4.z, a0_6.x, TRANS_A) * b0_2;
+        acc4_0 += select(a0_4.w, a0_7.x, TRANS_A) * b0_3;
+        acc5_0 += select(a0_5.x, a0_4.y, TRANS_A) * b0_0;
+        acc5_0 += select(a0_5.y, a0_5.y, TRANS_A) * b0_1;
+        acc5_0 += select(a0_5.z, a0_6.y, TRANS_A) * b0_2;
+        acc5_0 += select(a0_5.w, a0_7.y, TRANS_A) * b0_3;
+        acc6_0 += select(a0_6.x, a0_4.z, TRANS_A) * b0_0;
+        acc6_0 += select(a0_6.y, a0_5.z, TRANS_A) * b0_1;
+        acc6_0 += select(a0_6.z, a0_6.z, TRANS_A) * b0_2;
+        acc6_0 += select(a0_6.w, a0_7.z, TRANS_A) * b0_3;
+        acc7_0 += select(a0_7.x, a0_4.w, TRANS_A) * b0_0;
+        acc7_0 += select(a0_7.y, a0_5.w, TRANS_A) * b0_1;
+        acc7_0 += select(a0_7.z, a0_6.w, TRANS_A) * b0_2;
+        acc7_0 += select(a0_7.w, a0_7.w, TRANS_A) * b0_3;
+        acc8_0 += select(a1_0.x, a1_0.x, TRANS_A) * b0_0;
+        acc8_0 += select(a1_0.y, a1_1.x, TRANS_A) * b0_1;
+        acc8_0 += select(a1_0.z, a1_2.x, TRANS_A) * b0_2;
+        acc8_0 += select(a1_0.w, a1_3.x, TRANS_A) * b0_3;
+        acc9_0 += select(a1_1.x, a1_0.y, TRANS_A) * b0_0;
+        acc9_0 += select(a1_1.y, a1_1.y, TRANS_A) * b0_1;
+        acc9_0 += select(a1_1.z, a1_2.y, TRANS_A) * b0_2;
+        acc9_0 += select(a1_1.w, a1_3.y, TRANS_A) * b0_3;
+        acc10_0 += select(a1_2.x, a1_0.z, TRANS_A) * b0_0;
+        acc10_0 += select(a1_2.y, a1_1.z, TRANS_A) * b0_1;
+        acc10_0 += select(a1_2.z, a1_2.z, TRANS_A) * b0_2;
+        acc10_0 += select(a1_2.w, a1_3.z, TRANS_A) * b0_3;
+        acc11_0 += select(a1_3.x, a1_0.w, TRANS_A) * b0_0;
+        acc11_0 += select(a1_3.y, a1_1.w, TRANS_A) * b0_1;
+        acc11_0 += select(a1_3.z, a1_2.w, TRANS_A) * b0_2;
+        acc11_0 += select(a1_3.w, a1_3.w, TRANS_A) * b0_3;
+        acc12_0 += select(a1_4.x, a1_4.x, TRANS_A) * b0_0;
+        acc12_0 += select(a1_4.y, a1_5.x, TRANS_A) * b0_1;
+        acc12_0 += select(a1_4.z, a1_6.x, TRANS_A) * b0_2;
+        acc12_0 += select(a1_4.w, a1_7.x, TRANS_A) * b0_3;
+        acc13_0 += select(a1_5.x, a1_4.y, TRANS_A) * b0_0;
+        acc13_0 += select(a1_5.y, a1_5.y, TRANS_A) * b0_1;
+        acc13_0 += select(a1_5.z, a1_6.y, TRANS_A) * b0_2;
+        acc13_0 += select(a1_5.w, a1_7.y, TRANS_A) * b0_3;
+        acc14_0 += select(a1_6.x, a1_4.z, TRANS_A) * b0_0;
+        acc14_0 += select(a1_6.y, a1_5.z, TRANS_A) * b0_1;
+        acc14_0 += select(a1_6.z, a1_6.z, TRANS_A) * b0_2;
+        acc14_0 += select(a1_6.w, a1_7.z, TRANS_A) * b0_3;
+        acc15_0 += select(a1_7.x, a1_4.w, TRANS_A) * b0_0;
+        acc15_0 += select(a1_7.y, a1_5.w, TRANS_A) * b0_1;
+        acc15_0 += select(a1_7.z, a1_6.w, TRANS_A) * b0_2;
+        acc15_0 += select(a1_7.w, a1_7.w, TRANS_A) * b0_3;
+    }
+    // Fused block_max: C as the plain kernel stores it, and per row the largest key of
+    // this lane's four values, then the largest over the 8 lanes of the aligned block of
+    // 32 columns. Assumes lanes are numbered along lid.x (lid.x = subgroup base +
+    // subgroup_invocation_id, true of lavapipe and of 1-D workgroups on the common
+    // drivers), so lanes 8 b .. 8 b + 7 of a subgroup hold the 8 column quads of one block
+    // (SG_WG and the subgroup size are multiples of 8); the xor shuffles 1, 2, 4 stay within
+    // those 8 lanes for any subgroup size >= 8. n % 32 == 0, so a block is wholly in range
+    // or wholly out. The shuffles run in uniform control flow; only the stores are guarded.
+    var bias = vec4<f32>(0.0);
+    if HAS_BIAS {
+        bias = b16_bias[cb0];
+    }
+    let c_in = c4_0 < n4;
+    var m0 = b16_store_key(row0 + 0u, n4, c4_0, c_in, acc0_0, bias);
+    var m1 = b16_store_key(row0 + 1u, n4, c4_0, c_in, acc1_0, bias);
+    var m2 = b16_store_key(row0 + 2u, n4, c4_0, c_in, acc2_0, bias);
+    var m3 = b16_store_key(row0 + 3u, n4, c4_0, c_in, acc3_0, bias);
+    var m4 = b16_store_key(row0 + 4u, n4, c4_0, c_in, acc4_0, bias);
+    var m5 = b16_store_key(row0 + 5u, n4, c4_0, c_in, acc5_0, bias);
+    var m6 = b16_store_key(row0 + 6u, n4, c4_0, c_in, acc6_0, bias);
+    var m7 = b16_store_key(row0 + 7u, n4, c4_0, c_in, acc7_0, bias);
+    var m8 = b16_store_key(row0 + 8u, n4, c4_0, c_in, acc8_0, bias);
+    var m9 = b16_store_key(row0 + 9u, n4, c4_0, c_in, acc9_0, bias);
+    var m10 = b16_store_key(row0 + 10u, n4, c4_0, c_in, acc10_0, bias);
+    var m11 = b16_store_key(row0 + 11u, n4, c4_0, c_in, acc11_0, bias);
+    var m12 = b16_store_key(row0 + 12u, n4, c4_0, c_in, acc12_0, bias);
+    var m13 = b16_store_key(row0 + 13u, n4, c4_0, c_in, acc13_0, bias);
+    var m14 = b16_store_key(row0 + 14u, n4, c4_0, c_in, acc14_0, bias);
+    var m15 = b16_store_key(row0 + 15u, n4, c4_0, c_in, acc15_0, bias);
+    m0 = max(m0, subgroupShuffleXor(m0, 1u));
+    m1 = max(m1, subgroupShuffleXor(m1, 1u));
+    m2 = max(m2, subgroupShuffleXor(m2, 1u));
+    m3 = max(m3, subgroupShuffleXor(m3, 1u));
+    m4 = max(m4, subgroupShuffleXor(m4, 1u));
+    m5 = max(m5, subgroupShuffleXor(m5, 1u));
+    m6 = max(m6, subgroupShuffleXor(m6, 1u));
+    m7 = max(m7, subgroupShuffleXor(m7, 1u));
+    m8 = max(m8, subgroupShuffleXor(m8, 1u));
+    m9 = max(m9, subgroupShuffleXor(m9, 1u));
+    m10 = max(m10, subgroupShuffleXor(m10, 1u));
+    m11 = max(m11, subgroupShuffleXor(m11, 1u));
+    m12 = max(m12, subgroupShuffleXor(m12, 1u));
+    m13 = max(m13, subgroupShuffleXor(m13, 1u));
+    m14 = max(m14, subgroupShuffleXor(m14, 1u));
+    m15 = max(m15, subgroupShuffleXor(m15, 1u));
+    m0 = max(m0, subgroupShuffleXor(m0, 2u));
+    m1 = max(m1, subgroupShuffleXor(m1, 2u));
+    m2 = max(m2, subgroupShuffleXor(m2, 2u));
+    m3 = max(m3, subgroupShuffleXor(m3, 2u));
+    m4 = max(m4, subgroupShuffleXor(m4, 2u));
+    m5 = max(m5, subgroupShuffleXor(m5, 2u));
+    m6 = max(m6, subgroupShuffleXor(m6, 2u));
+    m7 = max(m7, subgroupShuffleXor(m7, 2u));
+    m8 = max(m8, subgroupShuffleXor(m8, 2u));
+    m9 = max(m9, subgroupShuffleXor(m9, 2u));
+    m10 = max(m10, subgroupShuffleXor(m10, 2u));
+    m11 = max(m11, subgroupShuffleXor(m11, 2u));
+    m12 = max(m12, subgroupShuffleXor(m12, 2u));
+    m13 = max(m13, subgroupShuffleXor(m13, 2u));
+    m14 = max(m14, subgroupShuffleXor(m14, 2u));
+    m15 = max(m15, subgroupShuffleXor(m15, 2u));
+    m0 = max(m0, subgroupShuffleXor(m0, 4u));
+    m1 = max(m1, subgroupShuffleXor(m1, 4u));
+    m2 = max(m2, subgroupShuffleXor(m2, 4u));
+    m3 = max(m3, subgroupShuffleXor(m3, 4u));
+    m4 = max(m4, subgroupShuffleXor(m4, 4u));
+    m5 = max(m5, subgroupShuffleXor(m5, 4u));
+    m6 = max(m6, subgroupShuffleXor(m6, 4u));
+    m7 = max(m7, subgroupShuffleXor(m7, 4u));
+    m8 = max(m8, subgroupShuffleXor(m8, 4u));
+    m9 = max(m9, subgroupShuffleXor(m9, 4u));
+    m10 = max(m10, subgroupShuffleXor(m10, 4u));
+    m11 = max(m11, subgroupShuffleXor(m11, 4u));
+    m12 = max(m12, subgroupShuffleXor(m12, 4u));
+    m13 = max(m13, subgroupShuffleXor(m13, 4u));
+    m14 = max(m14, subgroupShuffleXor(m14, 4u));
+    m15 = max(m15, subgroupShuffleXor(m15, 4u));
+    if c_in && lane == 0u {
+        let nb = n4 / 8u;
+        let j = c4_0 / 8u;
+        if row0 + 0u < p.m {
+            b16_bmax[(row0 + 0u) * nb + j] = m0;
+        }
+        if row0 + 1u < p.m {
+            b16_bmax[(row0 + 1u) * nb + j] = m1;
+        }
+        if row0 + 2u < p.m {
+            b16_bmax[(row0 + 2u) * nb + j] = m2;
+        }
+        if row0 + 3u < p.m {
+            b16_bmax[(row0 + 3u) * nb + j] = m3;
+        }
+        if row0 + 4u < p.m {
+            b16_bmax[(row0 + 4u) * nb + j] = m4;
+        }
+        if row0 + 5u < p.m {
+            b16_bmax[(row0 + 5u) * nb + j] = m5;
+        }
+        if row0 + 6u < p.m {
+            b16_bmax[(row0 + 6u) * nb + j] = m6;
+        }
+        if row0 + 7u < p.m {
+            b16_bmax[(row0 + 7u) * nb + j] = m7;
+        }
+        if row0 + 8u < p.m {
+            b16_bmax[(row0 + 8u) * nb + j] = m8;
+        }
+        if row0 + 9u < p.m {
+            b16_bmax[(row0 + 9u) * nb + j] = m9;
+        }
+        if row0 + 10u < p.m {
+            b16_bmax[(row0 + 10u) * nb + j] = m10;
+        }
+        if row0 + 11u < p.m {
+            b16_bmax[(row0 + 11u) * nb + j] = m11;
+        }
+        if row0 + 12u < p.m {
+            b16_bmax[(row0 + 12u) * nb + j] = m12;
+        }
+        if row0 + 13u < p.m {
+            b16_bmax[(row0 + 13u) * nb + j] = m13;
+        }
+        if row0 + 14u < p.m {
+            b16_bmax[(row0 + 14u) * nb + j] = m14;
+        }
+        if row0 + 15u < p.m {
+            b16_bmax[(row0 + 15u) * nb + j] = m15;
+        }
+    }
+}
+
+// Stores C[row, 4 c4 .. 4 c4 + 4] when in range (as the plain kernel's store) and returns
+// the largest key_of of the four values (meaningless when out of range).
+fn b16_store_key(row: u32, n4: u32, c4: u32, c_in: bool, acc: vec4<f32>, bias: vec4<f32>) -> u32 {
+    let ok = c_in && row < p.m;
+    let i = row * n4 + c4;
+    var c_old = vec4<f32>(0.0);
+    if USE_BETA && ok {
+        c_old = b16_c[i];
+    }
+    let v = finish4(acc, bias, c_old);
+    if ok {
+        b16_c[i] = v;
+    }
+    let key = key4(v);
+    return max(max(key.x, key.y), max(key.z, key.w));
+}
+
+// ------------------------------------------------------------------ gemm_tex_sg16_bmax_off
+// 16 rows of C per invocation (row0 .. row0 + 16), columns 4 c4 .. 4 c4 + 4 with c4 = wid.y SG_WG + lid.x; the grid
+// as gemm_tex's (x: row blocks folded with z, y: groups of SG_WG column quads). No early
+// return (every lane must reach the broadcasts); out-of-range rows and columns read clamped
+// texels and are not stored.
+
+@group(0) @binding(1) var o16_a: texture_storage_2d<rgba32float, read>; // A as stored: (m, k / 4) or (k, m / 4) texels
+@group(0) @binding(2) var o16_b: texture_storage_2d<rgba32float, read>; // B as stored: (k, n / 4) or (n, k / 4) texels
+@group(0) @binding(3) var<storage, read> o16_bias: array<vec4<f32>>;    // (n / 4)
+@group(0) @binding(4) var<storage, read_write> o16_c: array<vec4<f32>>; // (m, n / 4)
+@group(0) @binding(5) var<storage, read_write> o16_bmax: array<u32>; // (m, n / 32)
+@group(0) @binding(6) var<storage, read> o16_off: array<vec4<f32>>;  // (n / 4)
+
+@compute @workgroup_size(SG_WG)
+fn gemm_tex_sg16_bmax_off(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane_id: u32,
+) {
+    let row0 = (wid.x + wid.z * nwg.x) * 16u;
+    let n4 = p.n / 4u;
+    let c4_0 = wid.y * SG_WG + lid.x;
+    let cb0 = min(c4_0, n4 - 1u); // clamped B column quad
+    let lane = lane_id % 8u;
+    // This lane's A texels: not TRANS_A, texel (kq, ra_g) = op(A)[ra_g, 4 kq .. 4 kq + 4]
+    // with ra_g = row0 + 8 g + lane; TRANS_A, texel (xa_g, 4 kq + lane % 4) =
+    // op(A)[4 xa_g .. 4 xa_g + 4, 4 kq + lane % 4] with xa_g = row0 / 4 + 2 g + lane / 4.
+    let ra0 = min(row0 + 0u + lane, p.m - 1u);
+    let xa0 = min(row0 / 4u + 0u + lane / 4u, p.m / 4u - 1u);
+    let ra1 = min(row0 + 8u + lane, p.m - 1u);
+    let xa1 = min(row0 / 4u + 2u + lane / 4u, p.m / 4u - 1u);
+    let qa = lane % 4u;
+    var acc0_0 = vec4<f32>(0.0);
+    var acc1_0 = vec4<f32>(0.0);
+    var acc2_0 = vec4<f32>(0.0);
+    var acc3_0 = vec4<f32>(0.0);
+    var acc4_0 = vec4<f32>(0.0);
+    var acc5_0 = vec4<f32>(0.0);
+    var acc6_0 = vec4<f32>(0.0);
+    var acc7_0 = vec4<f32>(0.0);
+    var acc8_0 = vec4<f32>(0.0);
+    var acc9_0 = vec4<f32>(0.0);
+    var acc10_0 = vec4<f32>(0.0);
+    var acc11_0 = vec4<f32>(0.0);
+    var acc12_0 = vec4<f32>(0.0);
+    var acc13_0 = vec4<f32>(0.0);
+    var acc14_0 = vec4<f32>(0.0);
+    var acc15_0 = vec4<f32>(0.0);
+    for (var kq = 0u; kq < p.k / 4u; kq++) {
+        let k0 = kq * 4u;
+        // b0_q: op(B)[k0 + q, 4 c4_0 .. 4 c4_0 + 4]
+        var b0_0: vec4<f32>;
+        var b0_1: vec4<f32>;
+        var b0_2: vec4<f32>;
+        var b0_3: vec4<f32>;
+        if TRANS_B {
+            // texel (kq, col) holds op(B)[k0 .. k0 + 4, col]: transpose four of them
+            let u0 = textureLoad(o16_b, vec2<u32>(kq, cb0 * 4u));
+            let u1 = textureLoad(o16_b, vec2<u32>(kq, cb0 * 4u + 1u));
+            let u2 = textureLoad(o16_b, vec2<u32>(kq, cb0 * 4u + 2u));
+            let u3 = textureLoad(o16_b, vec2<u32>(kq, cb0 * 4u + 3u));
+            b0_0 = vec4<f32>(u0.x, u1.x, u2.x, u3.x);
+            b0_1 = vec4<f32>(u0.y, u1.y, u2.y, u3.y);
+            b0_2 = vec4<f32>(u0.z, u1.z, u2.z, u3.z);
+            b0_3 = vec4<f32>(u0.w, u1.w, u2.w, u3.w);
+        } else {
+            b0_0 = textureLoad(o16_b, vec2<u32>(cb0, k0));
+            b0_1 = textureLoad(o16_b, vec2<u32>(cb0, k0 + 1u));
+            b0_2 = textureLoad(o16_b, vec2<u32>(cb0, k0 + 2u));
+            b0_3 = textureLoad(o16_b, vec2<u32>(cb0, k0 + 3u));
+        }
+        // this lane's A texel for rows row0 + 0 .. row0 + 8
+        var t0: vec4<f32>;
+        if TRANS_A {
+            t0 = textureLoad(o16_a, vec2<u32>(xa0, k0 + qa));
+        } else {
+            t0 = textureLoad(o16_a, vec2<u32>(kq, ra0));
+        }
+        // a0_l = lane l's texel: op(A)[row0 + 0 + l, k0 .. k0 + 4], or for TRANS_A
+        // op(A)[row0 + 0 + 4 (l / 4) .. + 4, k0 + l % 4]
+        let a0_0 = subgroupBroadcast(t0, 0u);
+        let a0_1 = subgroupBroadcast(t0, 1u);
+        let a0_2 = subgroupBroadcast(t0, 2u);
+        let a0_3 = subgroupBroadcast(t0, 3u);
+        let a0_4 = subgroupBroadcast(t0, 4u);
+        let a0_5 = subgroupBroadcast(t0, 5u);
+        let a0_6 = subgroupBroadcast(t0, 6u);
+        let a0_7 = subgroupBroadcast(t0, 7u);
+        // this lane's A texel for rows row0 + 8 .. row0 + 16
+        var t1: vec4<f32>;
+        if TRANS_A {
+            t1 = textureLoad(o16_a, vec2<u32>(xa1, k0 + qa));
+        } else {
+            t1 = textureLoad(o16_a, vec2<u32>(kq, ra1));
+        }
+        // a1_l = lane l's texel: op(A)[row0 + 8 + l, k0 .. k0 + 4], or for TRANS_A
+        // op(A)[row0 + 8 + 4 (l / 4) .. + 4, k0 + l % 4]
+        let a1_0 = subgroupBroadcast(t1, 0u);
+        let a1_1 = subgroupBroadcast(t1, 1u);
+        let a1_2 = subgroupBroadcast(t1, 2u);
+        let a1_3 = subgroupBroadcast(t1, 3u);
+        let a1_4 = subgroupBroadcast(t1, 4u);
+        let a1_5 = subgroupBroadcast(t1, 5u);
+        let a1_6 = subgroupBroadcast(t1, 6u);
+        let a1_7 = subgroupBroadcast(t1, 7u);
+        // k0 + 0 .. k0 + 3 in order, as the reference accumulates
+        acc0_0 += select(a0_0.x, a0_0.x, TRANS_A) * b0_0;
+        acc0_0 += select(a0_0.y, a0_1.x, TRANS_A) * b0_1;
+        acc0_0 += select(a0_0.z, a0_2.x, TRANS_A) * b0_2;
+        acc0_0 += select(a0_0.w, a0_3.x, TRANS_A) * b0_3;
+        acc1_0 += select(a0_1.x, a0_0.y, TRANS_A) * b0_0;
+        acc1_0 += select(a0_1.y, a0_1.y, TRANS_A) * b0_1;
+        acc1_0 += select(a0_1.z, a0_2.y, TRANS_A) * b0_2;
+        acc1_0 += select(a0_1.w, a0_3.y, TRANS_A) * b0_3;
+        acc2_0 += select(a0_2.x, a0_0.z, TRANS_A) * b0_0;
+        acc2_0 += select(a0_2.y, a0_1.z, TRANS_A) * b0_1;
+        acc2_0 += select(a0_2.z, a0_2.z, TRANS_A) * b0_2;
+        acc2_0 += select(a0_2.w, a0_3.z, TRANS_A) * b0_3;
+        acc3_0 += select(a0_3.x, a0_0.w, TRANS_A) * b0_0;
+        acc3_0 += select(a0_3.y, a0_1.w, TRANS_A) * b0_1;
+        acc3_0 += select(a0_3.z, a0_2.w, TRANS_A) * b0_2;
+        acc3_0 += select(a0_3.w, a0_3.w, TRANS_A) * b0_3;
+        acc4_0 += select(a0_4.x, a0_4.x, TRANS_A) * b0_0;
+        acc4_0 += select(a0_4.y, a0_5.x, TRANS_A) * b0_1;
+        acc4_0 += select(a0_4.z, a0_6.x, TRANS_A) * b0_2;
+        acc4_0 += select(a0_4.w, a0_7.x, TRANS_A) * b0_3;
+        acc5_0 += select(a0_5.x, a0_4.y, TRANS_A) * b0_0;
+        acc5_0 += select(a0_5.y, a0_5.y, TRANS_A) * b0_1;
+        acc5_0 += select(a0_5.z, a0_6.y, TRANS_A) * b0_2;
+        acc5_0 += select(a0_5.w, a0_7.y, TRANS_A) * b0_3;
+        acc6_0 += select(a0_6.x, a0_4.z, TRANS_A) * b0_0;
+        acc6_0 += select(a0_6.y, a0_5.z, TRANS_A) * b0_1;
+        acc6_0 += select(a0_6.z, a0_6.z, TRANS_A) * b0_2;
+        acc6_0 += select(a0_6.w, a0_7.z, TRANS_A) * b0_3;
+        acc7_0 += select(a0_7.x, a0_4.w, TRANS_A) * b0_0;
+        acc7_0 += select(a0_7.y, a0_5.w, TRANS_A) * b0_1;
+        acc7_0 += select(a0_7.z, a0_6.w, TRANS_A) * b0_2;
+        acc7_0 += select(a0_7.w, a0_7.w, TRANS_A) * b0_3;
+        acc8_0 += select(a1_0.x, a1_0.x, TRANS_A) * b0_0;
+        acc8_0 += select(a1_0.y, a1_1.x, TRANS_A) * b0_1;
+        acc8_0 += select(a1_0.z, a1_2.x, TRANS_A) * b0_2;
+        acc8_0 += select(a1_0.w, a1_3.x, TRANS_A) * b0_3;
+        acc9_0 += select(a1_1.x, a1_0.y, TRANS_A) * b0_0;
+        acc9_0 += select(a1_1.y, a1_1.y, TRANS_A) * b0_1;
+        acc9_0 += select(a1_1.z, a1_2.y, TRANS_A) * b0_2;
+        acc9_0 += select(a1_1.w, a1_3.y, TRANS_A) * b0_3;
+        acc10_0 += select(a1_2.x, a1_0.z, TRANS_A) * b0_0;
+        acc10_0 += select(a1_2.y, a1_1.z, TRANS_A) * b0_1;
+        acc10_0 += select(a1_2.z, a1_2.z, TRANS_A) * b0_2;
+        acc10_0 += select(a1_2.w, a1_3.z, TRANS_A) * b0_3;
+        acc11_0 += select(a1_3.x, a1_0.w, TRANS_A) * b0_0;
+        acc11_0 += select(a1_3.y, a1_1.w, TRANS_A) * b0_1;
+        acc11_0 += select(a1_3.z, a1_2.w, TRANS_A) * b0_2;
+        acc11_0 += select(a1_3.w, a1_3.w, TRANS_A) * b0_3;
+        acc12_0 += select(a1_4.x, a1_4.x, TRANS_A) * b0_0;
+        acc12_0 += select(a1_4.y, a1_5.x, TRANS_A) * b0_1;
+        acc12_0 += select(a1_4.z, a1_6.x, TRANS_A) * b0_2;
+        acc12_0 += select(a1_4.w, a1_7.x, TRANS_A) * b0_3;
+        acc13_0 += select(a1_5.x, a1_4.y, TRANS_A) * b0_0;
+        acc13_0 += select(a1_5.y, a1_5.y, TRANS_A) * b0_1;
+        acc13_0 += select(a1_5.z, a1_6.y, TRANS_A) * b0_2;
+        acc13_0 += select(a1_5.w, a1_7.y, TRANS_A) * b0_3;
+        acc14_0 += select(a1_6.x, a1_4.z, TRANS_A) * b0_0;
+        acc14_0 += select(a1_6.y, a1_5.z, TRANS_A) * b0_1;
+        acc14_0 += select(a1_6.z, a1_6.z, TRANS_A) * b0_2;
+        acc14_0 += select(a1_6.w, a1_7.z, TRANS_A) * b0_3;
+        acc15_0 += select(a1_7.x, a1_4.w, TRANS_A) * b0_0;
+        acc15_0 += select(a1_7.y, a1_5.w, TRANS_A) * b0_1;
+        acc15_0 += select(a1_7.z, a1_6.w, TRANS_A) * b0_2;
+        acc15_0 += select(a1_7.w, a1_7.w, TRANS_A) * b0_3;
+    }
+    // Fused block_max: C as the plain kernel stores it, and per row the largest key of
+    // this lane's four values - off, then the largest over the 8 lanes of the aligned block of
+    // 32 columns. Assumes lanes are numbered along lid.x (lid.x = subgroup base +
+    // subgroup_invocation_id, true of lavapipe and of 1-D workgroups on the common
+    // drivers), so lanes 8 b .. 8 b + 7 of a subgroup hold the 8 column quads of one block
+    // (SG_WG and the subgroup size are multiples of 8); the xor shuffles 1, 2, 4 stay within
+    // those 8 lanes for any subgroup size >= 8. n % 32 == 0, so a block is wholly in range
+    // or wholly out. The shuffles run in uniform control flow; only the stores are guarded.
+    var bias = vec4<f32>(0.0);
+    if HAS_BIAS {
+        bias = o16_bias[cb0];
+    }
+    let off = o16_off[cb0];
+    let c_in = c4_0 < n4;
+    var m0 = o16_store_key(row0 + 0u, n4, c4_0, c_in, acc0_0, bias, off);
+    var m1 = o16_store_key(row0 + 1u, n4, c4_0, c_in, acc1_0, bias, off);
+    var m2 = o16_store_key(row0 + 2u, n4, c4_0, c_in, acc2_0, bias, off);
+    var m3 = o16_store_key(row0 + 3u, n4, c4_0, c_in, acc3_0, bias, off);
+    var m4 = o16_store_key(row0 + 4u, n4, c4_0, c_in, acc4_0, bias, off);
+    var m5 = o16_store_key(row0 + 5u, n4, c4_0, c_in, acc5_0, bias, off);
+    var m6 = o16_store_key(row0 + 6u, n4, c4_0, c_in, acc6_0, bias, off);
+    var m7 = o16_store_key(row0 + 7u, n4, c4_0, c_in, acc7_0, bias, off);
+    var m8 = o16_store_key(row0 + 8u, n4, c4_0, c_in, acc8_0, bias, off);
+    var m9 = o16_store_key(row0 + 9u, n4, c4_0, c_in, acc9_0, bias, off);
+    var m10 = o16_store_key(row0 + 10u, n4, c4_0, c_in, acc10_0, bias, off);
+    var m11 = o16_store_key(row0 + 11u, n4, c4_0, c_in, acc11_0, bias, off);
+    var m12 = o16_store_key(row0 + 12u, n4, c4_0, c_in, acc12_0, bias, off);
+    var m13 = o16_store_key(row0 + 13u, n4, c4_0, c_in, acc13_0, bias, off);
+    var m14 = o16_store_key(row0 + 14u, n4, c4_0, c_in, acc14_0, bias, off);
+    var m15 = o16_store_key(row0 + 15u, n4, c4_0, c_in, acc15_0, bias, off);
+    m0 = max(m0, subgroupShuffleXor(m0, 1u));
+    m1 = max(m1, subgroupShuffleXor(m1, 1u));
+    m2 = max(m2, subgroupShuffleXor(m2, 1u));
+    m3 = max(m3, subgroupShuffleXor(m3, 1u));
+    m4 = max(m4, subgroupShuffleXor(m4, 1u));
+    m5 = max(m5, subgroupShuffleXor(m5, 1u));
+    m6 = max(m6, subgroupShuffleXor(m6, 1u));
+    m7 = max(m7, subgroupShuffleXor(m7, 1u));
+    m8 = max(m8, subgroupShuffleXor(m8, 1u));
+    m9 = max(m9, subgroupShuffleXor(m9, 1u));
+    m10 = max(m10, subgroupShuffleXor(m10, 1u));
+    m11 = max(m11, subgroupShuffleXor(m11, 1u));
+    m12 = max(m12, subgroupShuffleXor(m12, 1u));
+    m13 = max(m13, subgroupShuffleXor(m13, 1u));
+    m14 = max(m14, subgroupShuffleXor(m14, 1u));
+    m15 = max(m15, subgroupShuffleXor(m15, 1u));
+    m0 = max(m0, subgroupShuffleXor(m0, 2u));
+    m1 = max(m1, subgroupShuffleXor(m1, 2u));
+    m2 = max(m2, subgroupShuffleXor(m2, 2u));
+    m3 = max(m3, subgroupShuffleXor(m3, 2u));
+    m4 = max(m4, subgroupShuffleXor(m4, 2u));
+    m5 = max(m5, subgroupShuffleXor(m5, 2u));
+    m6 = max(m6, subgroupShuffleXor(m6, 2u));
+    m7 = max(m7, subgroupShuffleXor(m7, 2u));
+    m8 = max(m8, subgroupShuffleXor(m8, 2u));
+    m9 = max(m9, subgroupShuffleXor(m9, 2u));
+    m10 = max(m10, subgroupShuffleXor(m10, 2u));
+    m11 = max(m11, subgroupShuffleXor(m11, 2u));
+    m12 = max(m12, subgroupShuffleXor(m12, 2u));
+    m13 = max(m13, subgroupShuffleXor(m13, 2u));
+    m14 = max(m14, subgroupShuffleXor(m14, 2u));
+    m15 = max(m15, subgroupShuffleXor(m15, 2u));
+    m0 = max(m0, subgroupShuffleXor(m0, 4u));
+    m1 = max(m1, subgroupShuffleXor(m1, 4u));
+    m2 = max(m2, subgroupShuffleXor(m2, 4u));
+    m3 = max(m3, subgroupShuffleXor(m3, 4u));
+    m4 = max(m4, subgroupShuffleXor(m4, 4u));
+    m5 = max(m5, subgroupShuffleXor(m5, 4u));
+    m6 = max(m6, subgroupShuffleXor(m6, 4u));
+    m7 = max(m7, subgroupShuffleXor(m7, 4u));
+    m8 = max(m8, subgroupShuffleXor(m8, 4u));
+    m9 = max(m9, subgroupShuffleXor(m9, 4u));
+    m10 = max(m10, subgroupShuffleXor(m10, 4u));
+    m11 = max(m11, subgroupShuffleXor(m11, 4u));
+    m12 = max(m12, subgroupShuffleXor(m12, 4u));
+    m13 = max(m13, subgroupShuffleXor(m13, 4u));
+    m14 = max(m14, subgroupShuffleXor(m14, 4u));
+    m15 = max(m15, subgroupShuffleXor(m15, 4u));
+    if c_in && lane == 0u {
+        let nb = n4 / 8u;
+        let j = c4_0 / 8u;
+        if row0 + 0u < p.m {
+            o16_bmax[(row0 + 0u) * nb + j] = m0;
+        }
+        if row0 + 1u < p.m {
+            o16_bmax[(row0 + 1u) * nb + j] = m1;
+        }
+        if row0 + 2u < p.m {
+            o16_bmax[(row0 + 2u) * nb + j] = m2;
+        }
+        if row0 + 3u < p.m {
+            o16_bmax[(row0 + 3u) * nb + j] = m3;
+        }
+        if row0 + 4u < p.m {
+            o16_bmax[(row0 + 4u) * nb + j] = m4;
+        }
+        if row0 + 5u < p.m {
+            o16_bmax[(row0 + 5u) * nb + j] = m5;
+        }
+        if row0 + 6u < p.m {
+            o16_bmax[(row0 + 6u) * nb + j] = m6;
+        }
+        if row0 + 7u < p.m {
+            o16_bmax[(row0 + 7u) * nb + j] = m7;
+        }
+        if row0 + 8u < p.m {
+            o16_bmax[(row0 + 8u) * nb + j] = m8;
+        }
+        if row0 + 9u < p.m {
+            o16_bmax[(row0 + 9u) * nb + j] = m9;
+        }
+        if row0 + 10u < p.m {
+            o16_bmax[(row0 + 10u) * nb + j] = m10;
+        }
+        if row0 + 11u < p.m {
+            o16_bmax[(row0 + 11u) * nb + j] = m11;
+        }
+        if row0 + 12u < p.m {
+            o16_bmax[(row0 + 12u) * nb + j] = m12;
+        }
+        if row0 + 13u < p.m {
+            o16_bmax[(row0 + 13u) * nb + j] = m13;
+        }
+        if row0 + 14u < p.m {
+            o16_bmax[(row0 + 14u) * nb + j] = m14;
+        }
+        if row0 + 15u < p.m {
+            o16_bmax[(row0 + 15u) * nb + j] = m15;
+        }
+    }
+}
+
+// Stores C[row, 4 c4 .. 4 c4 + 4] when in range (as the plain kernel's store) and returns
+// the largest key_of of the four values - off (meaningless when out of range).
+fn o16_store_key(row: u32, n4: u32, c4: u32, c_in: bool, acc: vec4<f32>, bias: vec4<f32>, off: vec4<f32>) -> u32 {
+    let ok = c_in && row < p.m;
+    let i = row * n4 + c4;
+    var c_old = vec4<f32>(0.0);
+    if USE_BETA && ok {
+        c_old = o16_c[i];
+    }
+    let v = finish4(acc, bias, c_old);
+    if ok {
+        o16_c[i] = v;
+    }
+    let key = key4(v - off);
+    return max(max(key.x, key.y), max(key.z, key.w));
+}
+
+// ------------------------------------------------------------------ gemm_tex_sg32_bmax
+// 32 rows of C per invocation (row0 .. row0 + 32), columns 4 c4 .. 4 c4 + 4 with c4 = wid.y SG_WG + lid.x; the grid
+// as gemm_tex's (x: row blocks folded with z, y: groups of SG_WG column quads). No early
+// return (every lane must reach the broadcasts); out-of-range rows and columns read clamped
+// texels and are not stored.
+
+@group(0) @binding(1) var b32_a: texture_storage_2d<rgba32float, read>; // A as stored: (m, k / 4) or (k, m / 4) texels
+@group(0) @binding(2) var b32_b: texture_storage_2d<rgba32float, read>; // B as stored: (k, n / 4) or (n, k / 4) texels
+@group(0) @binding(3) var<storage, read> b32_bias: array<vec4<f32>>;    // (n / 4)
+@group(0) @binding(4) var<storage, read_write> b32_c: array<vec4<f32>>; // (m, n / 4)
+@group(0) @binding(5) var<storage, read_write> b32_bmax: array<u32>; // (m, n / 32)
+
+@compute @workgroup_size(SG_WG)
+fn gemm_tex_sg32_bmax(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane_id: u32,
+) {
+    let row0 = (wid.x + wid.z * nwg.x) * 32u;
+    let n4 = p.n / 4u;
+    let c4_0 = wid.y * SG_WG + lid.x;
+    let cb0 = min(c4_0, n4 - 1u); // clamped B column quad
+    let lane = lane_id % 8u;
+    // This lane's A texels: not TRANS_A, texel (kq, ra_g) = op(A)[ra_g, 4 kq .. 4 kq + 4]
+    // with ra_g = row0 + 8 g + lane; TRANS_A, texel (xa_g, 4 kq + lane % 4) =
+    // op(A)[4 xa_g .. 4 xa_g + 4, 4 kq + lane % 4] with xa_g = row0 / 4 + 2 g + lane / 4.
+    let ra0 = min(row0 + 0u + lane, p.m - 1u);
+    let xa0 = min(row0 / 4u + 0u + lane / 4u, p.m / 4u - 1u);
+    let ra1 = min(row0 + 8u + lane, p.m - 1u);
+    let xa1 = min(row0 / 4u + 2u + lane / 4u, p.m / 4u - 1u);
+    let ra2 = min(row0 + 16u + lane, p.m - 1u);
+    let xa2 = min(row0 / 4u + 4u + lane / 4u, p.m / 4u - 1u);
+    let ra3 = min(row0 + 24u + lane, p.m - 1u);
+    let xa3 = min(row0 / 4u + 6u + lane / 4u, p.m / 4u - 1u);
+    let qa = lane % 4u;
+    var acc0_0 = vec4<f32>(0.0);
+    var acc1_0 = vec4<f32>(0.0);
+    var acc2_0 = vec4<f32>(0.0);
+    var acc3_0 = vec4<f32>(0.0);
+    var acc4_0 = vec4<f32>(0.0);
+    var acc5_0 = vec4<f32>(0.0);
+    var acc6_0 = vec4<f32>(0.0);
+    var acc7_0 = vec4<f32>(0.0);
+    var acc8_0 = vec4<f32>(0.0);
+    var acc9_0 = vec4<f32>(0.0);
+    var acc10_0 = vec4<f32>(0.0);
+    var acc11_0 = vec4<f32>(0.0);
+    var acc12_0 = vec4<f32>(0.0);
+    var acc13_0 = vec4<f32>(0.0);
+    var acc14_0 = vec4<f32>(0.0);
+    var acc15_0 = vec4<f32>(0.0);
+    var acc16_0 = vec4<f32>(0.0);
+    var acc17_0 = vec4<f32>(0.0);
+    var acc18_0 = vec4<f32>(0.0);
+    var acc19_0 = vec4<f32>(0.0);
+    var acc20_0 = vec4<f32>(0.0);
+    var acc21_0 = vec4<f32>(0.0);
+    var acc22_0 = vec4<f32>(0.0);
+    var acc23_0 = vec4<f32>(0.0);
+    var acc24_0 = vec4<f32>(0.0);
+    var acc25_0 = vec4<f32>(0.0);
+    var acc26_0 = vec4<f32>(0.0);
+    var acc27_0 = vec4<f32>(0.0);
+    var acc28_0 = vec4<f32>(0.0);
+    var acc29_0 = vec4<f32>(0.0);
+    var acc30_0 = vec4<f32>(0.0);
+    var acc31_0 = vec4<f32>(0.0);
+    for (var kq = 0u; kq < p.k / 4u; kq++) {
+        let k0 = kq * 4u;
+        // b0_q: op(B)[k0 + q, 4 c4_0 .. 4 c4_0 + 4]
+        var b0_0: vec4<f32>;
+        var b0_1: vec4<f32>;
+        var b0_2: vec4<f32>;
+        var b0_3: vec4<f32>;
+        if TRANS_B {
+            // texel (kq, col) holds op(B)[k0 .. k0 + 4, col]: transpose four of them
+            let u0 = textureLoad(b32_b, vec2<u32>(kq, cb0 * 4u));
+            let u1 = textureLoad(b32_b, vec2<u32>(kq, cb0 * 4u + 1u));
+            let u2 = textureLoad(b32_b, vec2<u32>(kq, cb0 * 4u + 2u));
+            let u3 = textureLoad(b32_b, vec2<u32>(kq, cb0 * 4u + 3u));
+            b0_0 = vec4<f32>(u0.x, u1.x, u2.x, u3.x);
+            b0_1 = vec4<f32>(u0.y, u1.y, u2.y, u3.y);
+            b0_2 = vec4<f32>(u0.z, u1.z, u2.z, u3.z);
+            b0_3 = vec4<f32>(u0.w, u1.w, u2.w, u3.w);
+        } else {
+            b0_0 = textureLoad(b32_b, vec2<u32>(cb0, k0));
+            b0_1 = textureLoad(b32_b, vec2<u32>(cb0, k0 + 1u));
+            b0_2 = textureLoad(b32_b, vec2<u32>(cb0, k0 + 2u));
+            b0_3 = textureLoad(b32_b, vec2<u32>(cb0, k0 + 3u));
+        }
+        // this lane's A texel for rows row0 + 0 .. row0 + 8
+        var t0: vec4<f32>;
+        if TRANS_A {
+            t0 = textureLoad(b32_a, vec2<u32>(xa0, k0 + qa));
+        } else {
+            t0 = textureLoad(b32_a, vec2<u32>(kq, ra0));
+        }
+        // a0_l = lane l's texel: op(A)[row0 + 0 + l, k0 .. k0 + 4], or for TRANS_A
+        // op(A)[row0 + 0 + 4 (l / 4) .. + 4, k0 + l % 4]
+        let a0_0 = subgroupBroadcast(t0, 0u);
+        let a0_1 = subgroupBroadcast(t0, 1u);
+        let a0_2 = subgroupBroadcast(t0, 2u);
+        let a0_3 = subgroupBroadcast(t0, 3u);
+        let a0_4 = subgroupBroadcast(t0, 4u);
+        let a0_5 = subgroupBroadcast(t0, 5u);
+        let a0_6 = subgroupBroadcast(t0, 6u);
+        let a0_7 = subgroupBroadcast(t0, 7u);
+        // this lane's A texel for rows row0 + 8 .. row0 + 16
+        var t1: vec4<f32>;
+        if TRANS_A {
+            t1 = textureLoad(b32_a, vec2<u32>(xa1, k0 + qa));
+        } else {
+            t1 = textureLoad(b32_a, vec2<u32>(kq, ra1));
+        }
+        // a1_l = lane l's texel: op(A)[row0 + 8 + l, k0 .. k0 + 4], or for TRANS_A
+        // op(A)[row0 + 8 + 4 (l / 4) .. + 4, k0 + l % 4]
+        let a1_0 = subgroupBroadcast(t1, 0u);
+        let a1_1 = subgroupBroadcast(t1, 1u);
+        let a1_2 = subgroupBroadcast(t1, 2u);
+        let a1_3 = subgroupBroadcast(t1, 3u);
+        let a1_4 = subgroupBroadcast(t1, 4u);
+        let a1_5 = subgroupBroadcast(t1, 5u);
+        let a1_6 = subgroupBroadcast(t1, 6u);
+        let a1_7 = subgroupBroadcast(t1, 7u);
+        // this lane's A texel for rows row0 + 16 .. row0 + 24
+        var t2: vec4<f32>;
+        if TRANS_A {
+            t2 = textureLoad(b32_a, vec2<u32>(xa2, k0 + qa));
+        } else {
+            t2 = textureLoad(b32_a, vec2<u32>(kq, ra2));
+        }
+        // a2_l = lane l's texel: op(A)[row0 + 16 + l, k0 .. k0 + 4], or for TRANS_A
+        // op(A)[row0 + 16 + 4 (l / 4) .. + 4, k0 + l % 4]
+        let a2_0 = subgroupBroadcast(t2, 0u);
+        let a2_1 = subgroupBroadcast(t2, 1u);
+        let a2_2 = subgroupBroadcast(t2, 2u);
+        let a2_3 = subgroupBroadcast(t2, 3u);
+        let a2_4 = subgroupBroadcast(t2, 4u);
+        let a2_5 = subgroupBroadcast(t2, 5u);
+        let a2_6 = subgroupBroadcast(t2, 6u);
+        let a2_7 = subgroupBroadcast(t2, 7u);
+        // this lane's A texel for rows row0 + 24 .. row0 + 32
+        var t3: vec4<f32>;
+        if TRANS_A {
+            t3 = textureLoad(b32_a, vec2<u32>(xa3, k0 + qa));
+        } else {
+            t3 = textureLoad(b32_a, vec2<u32>(kq, ra3));
+        }
+        // a3_l = lane l's texel: op(A)[row0 + 24 + l, k0 .. k0 + 4], or for TRANS_A
+        // op(A)[row0 + 24 + 4 (l / 4) .. + 4, k0 + l % 4]
+        let a3_0 = subgroupBroadcast(t3, 0u);
+        let a3_1 = subgroupBroadcast(t3, 1u);
+        let a3_2 = subgroupBroadcast(t3, 2u);
+        let a3_3 = subgroupBroadcast(t3, 3u);
+        let a3_4 = subgroupBroadcast(t3, 4u);
+        let a3_5 = subgroupBroadcast(t3, 5u);
+        let a3_6 = subgroupBroadcast(t3, 6u);
+        let a3_7 = subgroupBroadcast(t3, 7u);
+        // k0 + 0 .. k0 + 3 in order, as the reference accumulates
+        acc0_0 += select(a0_0.x, a0_0.x, TRANS_A) * b0_0;
+        acc0_0 += select(a0_0.y, a0_1.x, TRANS_A) * b0_1;
+        acc0_0 += select(a0_0.z, a0_2.x, TRANS_A) * b0_2;
+        acc0_0 += select(a0_0.w, a0_3.x, TRANS_A) * b0_3;
+        acc1_0 += select(a0_1.x, a0_0.y, TRANS_A) * b0_0;
+        acc1_0 += select(a0_1.y, a0_1.y, TRANS_A) * b0_1;
+        acc1_0 += select(a0_1.z, a0_2.y, TRANS_A) * b0_2;
+        acc1_0 += select(a0_1.w, a0_3.y, TRANS_A) * b0_3;
+        acc2_0 += select(a0_2.x, a0_0.z, TRANS_A) * b0_0;
+        acc2_0 += select(a0_2.y, a0_1.z, TRANS_A) * b0_1;
+        acc2_0 += select(a0_2.z, a0_2.z, TRANS_A) * b0_2;
+        acc2_0 += select(a0_2.w, a0_3.z, TRANS_A) * b0_3;
+        acc3_0 += select(a0_3.x, a0_0.w, TRANS_A) * b0_0;
+        acc3_0 += select(a0_3.y, a0_1.w, TRANS_A) * b0_1;
+        acc3_0 += select(a0_3.z, a0_2.w, TRANS_A) * b0_2;
+        acc3_0 += select(a0_3.w, a0_3.w, TRANS_A) * b0_3;
+        acc4_0 += select(a0_4.x, a0_4.x, TRANS_A) * b0_0;
+        acc4_0 += select(a0_4.y, a0_5.x, TRANS_A) * b0_1;
+        acc4_0 += select(a0_4.z, a0_6.x, TRANS_A) * b0_2;
+        acc4_0 += select(a0_4.w, a0_7.x, TRANS_A) * b0_3;
+        acc5_0 += select(a0_5.x, a0_4.y, TRANS_A) * b0_0;
+        acc5_0 += select(a0_5.y, a0_5.y, TRANS_A) * b0_1;
+        acc5_0 += select(a0_5.z, a0_6.y, TRANS_A) * b0_2;
+        acc5_0 += select(a0_5.w, a0_7.y, TRANS_A) * b0_3;
+        acc6_0 += select(a0_6.x, a0_4.z, TRANS_A) * b0_0;
+        acc6_0 += select(a0_6.y, a0_5.z, TRANS_A) * b0_1;
+        acc6_0 += select(a0_6.z, a0_6.z, TRANS_A) * b0_2;
+        acc6_0 += select(a0_6.w, a0_7.z, TRANS_A) * b0_3;
+        acc7_0 += select(a0_7.x, a0_4.w, TRANS_A) * b0_0;
+        acc7_0 += select(a0_7.y, a0_5.w, TRANS_A) * b0_1;
+        acc7_0 += select(a0_7.z, a0_6.w, TRANS_A) * b0_2;
+        acc7_0 += select(a0_7.w, a0_7.w, TRANS_A) * b0_3;
+        acc8_0 += select(a1_0.x, a1_0.x, TRANS_A) * b0_0;
+        acc8_0 += select(a1_0.y, a1_1.x, TRANS_A) * b0_1;
+        acc8_0 += select(a1_0.z, a1_2.x, TRANS_A) * b0_2;
+        acc8_0 += select(a1_0.w, a1_3.x, TRANS_A) * b0_3;
+        acc9_0 += select(a1_1.x, a1_0.y, TRANS_A) * b0_0;
+        acc9_0 += select(a1_1.y, a1_1.y, TRANS_A) * b0_1;
+        acc9_0 += select(a1_1.z, a1_2.y, TRANS_A) * b0_2;
+        acc9_0 += select(a1_1.w, a1_3.y, TRANS_A) * b0_3;
+        acc10_0 += select(a1_2.x, a1_0.z, TRANS_A) * b0_0;
+        acc10_0 += select(a1_2.y, a1_1.z, TRANS_A) * b0_1;
+        acc10_0 += select(a1_2.z, a1_2.z, TRANS_A) * b0_2;
+        acc10_0 += select(a1_2.w, a1_3.z, TRANS_A) * b0_3;
+        acc11_0 += select(a1_3.x, a1_0.w, TRANS_A) * b0_0;
+        acc11_0 += select(a1_3.y, a1_1.w, TRANS_A) * b0_1;
+        acc11_0 += select(a1_3.z, a1_2.w, TRANS_A) * b0_2;
+        acc11_0 += select(a1_3.w, a1_3.w, TRANS_A) * b0_3;
+        acc12_0 += select(a1_4.x, a1_4.x, TRANS_A) * b0_0;
+        acc12_0 += select(a1_4.y, a1_5.x, TRANS_A) * b0_1;
+        acc12_0 += select(a1_4.z, a1_6.x, TRANS_A) * b0_2;
+        acc12_0 += select(a1_4.w, a1_7.x, TRANS_A) * b0_3;
+        acc13_0 += select(a1_5.x, a1_4.y, TRANS_A) * b0_0;
+        acc13_0 += select(a1_5.y, a1_5.y, TRANS_A) * b0_1;
+        acc13_0 += select(a1_5.z, a1_6.y, TRANS_A) * b0_2;
+        acc13_0 += select(a1_5.w, a1_7.y, TRANS_A) * b0_3;
+        acc14_0 += select(a1_6.x, a1_4.z, TRANS_A) * b0_0;
+        acc14_0 += select(a1_6.y, a1_5.z, TRANS_A) * b0_1;
+        acc14_0 += select(a1_6.z, a1_6.z, TRANS_A) * b0_2;
+        acc14_0 += select(a1_6.w, a1_7.z, TRANS_A) * b0_3;
+        acc15_0 += select(a1_7.x, a1_4.w, TRANS_A) * b0_0;
+        acc15_0 += select(a1_7.y, a1_5.w, TRANS_A) * b0_1;
+        acc15_0 += select(a1_7.z, a1_6.w, TRANS_A) * b0_2;
+        acc15_0 += select(a1_7.w, a1_7.w, TRANS_A) * b0_3;
+        acc16_0 += select(a2_0.x, a2_0.x, TRANS_A) * b0_0;
+        acc16_0 += select(a2_0.y, a2_1.x, TRANS_A) * b0_1;
+        acc16_0 += select(a2_0.z, a2_2.x, TRANS_A) * b0_2;
+        acc16_0 += select(a2_0.w, a2_3.x, TRANS_A) * b0_3;
+        acc17_0 += select(a2_1.x, a2_0.y, TRANS_A) * b0_0;
+        acc17_0 += select(a2_1.y, a2_1.y, TRANS_A) * b0_1;
+        acc17_0 += select(a2_1.z, a2_2.y, TRANS_A) * b0_2;
+        acc17_0 += select(a2_1.w, a2_3.y, TRANS_A) * b0_3;
+        acc18_0 += select(a2_2.x, a2_0.z, TRANS_A) * b0_0;
+        acc18_0 += select(a2_2.y, a2_1.z, TRANS_A) * b0_1;
+        acc18_0 += select(a2_2.z, a2_2.z, TRANS_A) * b0_2;
+        acc18_0 += select(a2_2.w, a2_3.z, TRANS_A) * b0_3;
+        acc19_0 += select(a2_3.x, a2_0.w, TRANS_A) * b0_0;
+        acc19_0 += select(a2_3.y, a2_1.w, TRANS_A) * b0_1;
+        acc19_0 += select(a2_3.z, a2_2.w, TRANS_A) * b0_2;
+        acc19_0 += select(a2_3.w, a2_3.w, TRANS_A) * b0_3;
+        acc20_0 += select(a2_4.x, a2_4.x, TRANS_A) * b0_0;
+        acc20_0 += select(a2_4.y, a2_5.x, TRANS_A) * b0_1;
+        acc20_0 += select(a2_4.z, a2_6.x, TRANS_A) * b0_2;
+        acc20_0 += select(a2_4.w, a2_7.x, TRANS_A) * b0_3;
+        acc21_0 += select(a2_5.x, a2_4.y, TRANS_A) * b0_0;
+        acc21_0 += select(a2_5.y, a2_5.y, TRANS_A) * b0_1;
+        acc21_0 += select(a2_5.z, a2_6.y, TRANS_A) * b0_2;
+        acc21_0 += select(a2_5.w, a2_7.y, TRANS_A) * b0_3;
+        acc22_0 += select(a2_6.x, a2_4.z, TRANS_A) * b0_0;
+        acc22_0 += select(a2_6.y, a2_5.z, TRANS_A) * b0_1;
+        acc22_0 += select(a2_6.z, a2_6.z, TRANS_A) * b0_2;
+        acc22_0 += select(a2_6.w, a2_7.z, TRANS_A) * b0_3;
+        acc23_0 += select(a2_7.x, a2_4.w, TRANS_A) * b0_0;
+        acc23_0 += select(a2_7.y, a2_5.w, TRANS_A) * b0_1;
+        acc23_0 += select(a2_7.z, a2_6.w, TRANS_A) * b0_2;
+        acc23_0 += select(a2_7.w, a2_7.w, TRANS_A) * b0_3;
+        acc24_0 += select(a3_0.x, a3_0.x, TRANS_A) * b0_0;
+        acc24_0 += select(a3_0.y, a3_1.x, TRANS_A) * b0_1;
+        acc24_0 += select(a3_0.z, a3_2.x, TRANS_A) * b0_2;
+        acc24_0 += select(a3_0.w, a3_3.x, TRANS_A) * b0_3;
+        acc25_0 += select(a3_1.x, a3_0.y, TRANS_A) * b0_0;
+        acc25_0 += select(a3_1.y, a3_1.y, TRANS_A) * b0_1;
+        acc25_0 += select(a3_1.z, a3_2.y, TRANS_A) * b0_2;
+        acc25_0 += select(a3_1.w, a3_3.y, TRANS_A) * b0_3;
+        acc26_0 += select(a3_2.x, a3_0.z, TRANS_A) * b0_0;
+        acc26_0 += select(a3_2.y, a3_1.z, TRANS_A) * b0_1;
+        acc26_0 += select(a3_2.z, a3_2.z, TRANS_A) * b0_2;
+        acc26_0 += select(a3_2.w, a3_3.z, TRANS_A) * b0_3;
+        acc27_0 += select(a3_3.x, a3_0.w, TRANS_A) * b0_0;
+        acc27_0 += select(a3_3.y, a3_1.w, TRANS_A) * b0_1;
+        acc27_0 += select(a3_3.z, a3_2.w, TRANS_A) * b0_2;
+        acc27_0 += select(a3_3.w, a3_3.w, TRANS_A) * b0_3;
+        acc28_0 += select(a3_4.x, a3_4.x, TRANS_A) * b0_0;
+        acc28_0 += select(a3_4.y, a3_5.x, TRANS_A) * b0_1;
+        acc28_0 += select(a3_4.z, a3_6.x, TRANS_A) * b0_2;
+        acc28_0 += select(a3_4.w, a3_7.x, TRANS_A) * b0_3;
+        acc29_0 += select(a3_5.x, a3_4.y, TRANS_A) * b0_0;
+        acc29_0 += select(a3_5.y, a3_5.y, TRANS_A) * b0_1;
+        acc29_0 += select(a3_5.z, a3_6.y, TRANS_A) * b0_2;
+        acc29_0 += select(a3_5.w, a3_7.y, TRANS_A) * b0_3;
+        acc30_0 += select(a3_6.x, a3_4.z, TRANS_A) * b0_0;
+        acc30_0 += select(a3_6.y, a3_5.z, TRANS_A) * b0_1;
+        acc30_0 += select(a3_6.z, a3_6.z, TRANS_A) * b0_2;
+        acc30_0 += select(a3_6.w, a3_7.z, TRANS_A) * b0_3;
+        acc31_0 += select(a3_7.x, a3_4.w, TRANS_A) * b0_0;
+        acc31_0 += select(a3_7.y, a3_5.w, TRANS_A) * b0_1;
+        acc31_0 += select(a3_7.z, a3_6.w, TRANS_A) * b0_2;
+        acc31_0 += select(a3_7.w, a3_7.w, TRANS_A) * b0_3;
+    }
+    // Fused block_max: C as the plain kernel stores it, and per row the largest key of
+    // this lane's four values, then the largest over the 8 lanes of the aligned block of
+    // 32 columns. Assumes lanes are numbered along lid.x (lid.x = subgroup base +
+    // subgroup_invocation_id, true of lavapipe and of 1-D workgroups on the common
+    // drivers), so lanes 8 b .. 8 b + 7 of a subgroup hold the 8 column quads of one block
+    // (SG_WG and the subgroup size are multiples of 8); the xor shuffles 1, 2, 4 stay within
+    // those 8 lanes for any subgroup size >= 8. n % 32 == 0, so a block is wholly in range
+    // or wholly out. The shuffles run in uniform control flow; only the stores are guarded.
+    var bias = vec4<f32>(0.0);
+    if HAS_BIAS {
+        bias = b32_bias[cb0];
+    }
+    let c_in = c4_0 < n4;
+    var m0 = b32_store_key(row0 + 0u, n4, c4_0, c_in, acc0_0, bias);
+    var m1 = b32_store_key(row0 + 1u, n4, c4_0, c_in, acc1_0, bias);
+    var m2 = b32_store_key(row0 + 2u, n4, c4_0, c_in, acc2_0, bias);
+    var m3 = b32_store_key(row0 + 3u, n4, c4_0, c_in, acc3_0, bias);
+    var m4 = b32_store_key(row0 + 4u, n4, c4_0, c_in, acc4_0, bias);
+    var m5 = b32_store_key(row0 + 5u, n4, c4_0, c_in, acc5_0, bias);
+    var m6 = b32_store_key(row0 + 6u, n4, c4_0, c_in, acc6_0, bias);
+    var m7 = b32_store_key(row0 + 7u, n4, c4_0, c_in, acc7_0, bias);
+    var m8 = b32_store_key(row0 + 8u, n4, c4_0, c_in, acc8_0, bias);
+    var m9 = b32_store_key(row0 + 9u, n4, c4_0, c_in, acc9_0, bias);
+    var m10 = b32_store_key(row0 + 10u, n4, c4_0, c_in, acc10_0, bias);
+    var m11 = b32_store_key(row0 + 11u, n4, c4_0, c_in, acc11_0, bias);
+    var m12 = b32_store_key(row0 + 12u, n4, c4_0, c_in, acc12_0, bias);
+    var m13 = b32_store_key(row0 + 13u, n4, c4_0, c_in, acc13_0, bias);
+    var m14 = b32_store_key(row0 + 14u, n4, c4_0, c_in, acc14_0, bias);
+    var m15 = b32_store_key(row0 + 15u, n4, c4_0, c_in, acc15_0, bias);
+    var m16 = b32_store_key(row0 + 16u, n4, c4_0, c_in, acc16_0, bias);
+    var m17 = b32_store_key(row0 + 17u, n4, c4_0, c_in, acc17_0, bias);
+    var m18 = b32_store_key(row0 + 18u, n4, c4_0, c_in, acc18_0, bias);
+    var m19 = b32_store_key(row0 + 19u, n4, c4_0, c_in, acc19_0, bias);
+    var m20 = b32_store_key(row0 + 20u, n4, c4_0, c_in, acc20_0, bias);
+    var m21 = b32_store_key(row0 + 21u, n4, c4_0, c_in, acc21_0, bias);
+    var m22 = b32_store_key(row0 + 22u, n4, c4_0, c_in, acc22_0, bias);
+    var m23 = b32_store_key(row0 + 23u, n4, c4_0, c_in, acc23_0, bias);
+    var m24 = b32_store_key(row0 + 24u, n4, c4_0, c_in, acc24_0, bias);
+    var m25 = b32_store_key(row0 + 25u, n4, c4_0, c_in, acc25_0, bias);
+    var m26 = b32_store_key(row0 + 26u, n4, c4_0, c_in, acc26_0, bias);
+    var m27 = b32_store_key(row0 + 27u, n4, c4_0, c_in, acc27_0, bias);
+    var m28 = b32_store_key(row0 + 28u, n4, c4_0, c_in, acc28_0, bias);
+    var m29 = b32_store_key(row0 + 29u, n4, c4_0, c_in, acc29_0, bias);
+    var m30 = b32_store_key(row0 + 30u, n4, c4_0, c_in, acc30_0, bias);
+    var m31 = b32_store_key(row0 + 31u, n4, c4_0, c_in, acc31_0, bias);
+    m0 = max(m0, subgroupShuffleXor(m0, 1u));
+    m1 = max(m1, subgroupShuffleXor(m1, 1u));
+    m2 = max(m2, subgroupShuffleXor(m2, 1u));
+    m3 = max(m3, subgroupShuffleXor(m3, 1u));
+    m4 = max(m4, subgroupShuffleXor(m4, 1u));
+    m5 = max(m5, subgroupShuffleXor(m5, 1u));
+    m6 = max(m6, subgroupShuffleXor(m6, 1u));
+    m7 = max(m7, subgroupShuffleXor(m7, 1u));
+    m8 = max(m8, subgroupShuffleXor(m8, 1u));
+    m9 = max(m9, subgroupShuffleXor(m9, 1u));
+    m10 = max(m10, subgroupShuffleXor(m10, 1u));
+    m11 = max(m11, subgroupShuffleXor(m11, 1u));
+    m12 = max(m12, subgroupShuffleXor(m12, 1u));
+    m13 = max(m13, subgroupShuffleXor(m13, 1u));
+    m14 = max(m14, subgroupShuffleXor(m14, 1u));
+    m15 = max(m15, subgroupShuffleXor(m15, 1u));
+    m16 = max(m16, subgroupShuffleXor(m16, 1u));
+    m17 = max(m17, subgroupShuffleXor(m17, 1u));
+    m18 = max(m18, subgroupShuffleXor(m18, 1u));
+    m19 = max(m19, subgroupShuffleXor(m19, 1u));
+    m20 = max(m20, subgroupShuffleXor(m20, 1u));
+    m21 = max(m21, subgroupShuffleXor(m21, 1u));
+    m22 = max(m22, subgroupShuffleXor(m22, 1u));
+    m23 = max(m23, subgroupShuffleXor(m23, 1u));
+    m24 = max(m24, subgroupShuffleXor(m24, 1u));
+    m25 = max(m25, subgroupShuffleXor(m25, 1u));
+    m26 = max(m26, subgroupShuffleXor(m26, 1u));
+    m27 = max(m27, subgroupShuffleXor(m27, 1u));
+    m28 = max(m28, subgroupShuffleXor(m28, 1u));
+    m29 = max(m29, subgroupShuffleXor(m29, 1u));
+    m30 = max(m30, subgroupShuffleXor(m30, 1u));
+    m31 = max(m31, subgroupShuffleXor(m31, 1u));
+    m0 = max(m0, subgroupShuffleXor(m0, 2u));
+    m1 = max(m1, subgroupShuffleXor(m1, 2u));
+    m2 = max(m2, subgroupShuffleXor(m2, 2u));
+    m3 = max(m3, subgroupShuffleXor(m3, 2u));
+    m4 = max(m4, subgroupShuffleXor(m4, 2u));
+    m5 = max(m5, subgroupShuffleXor(m5, 2u));
+    m6 = max(m6, subgroupShuffleXor(m6, 2u));
+    m7 = max(m7, subgroupShuffleXor(m7, 2u));
+    m8 = max(m8, subgroupShuffleXor(m8, 2u));
+    m9 = max(m9, subgroupShuffleXor(m9, 2u));
+    m10 = max(m10, subgroupShuffleXor(m10, 2u));
+    m11 = max(m11, subgroupShuffleXor(m11, 2u));
+    m12 = max(m12, subgroupShuffleXor(m12, 2u));
+    m13 = max(m13, subgroupShuffleXor(m13, 2u));
+    m14 = max(m14, subgroupShuffleXor(m14, 2u));
+    m15 = max(m15, subgroupShuffleXor(m15, 2u));
+    m16 = max(m16, subgroupShuffleXor(m16, 2u));
+    m17 = max(m17, subgroupShuffleXor(m17, 2u));
+    m18 = max(m18, subgroupShuffleXor(m18, 2u));
+    m19 = max(m19, subgroupShuffleXor(m19, 2u));
+    m20 = max(m20, subgroupShuffleXor(m20, 2u));
+    m21 = max(m21, subgroupShuffleXor(m21, 2u));
+    m22 = max(m22, subgroupShuffleXor(m22, 2u));
+    m23 = max(m23, subgroupShuffleXor(m23, 2u));
+    m24 = max(m24, subgroupShuffleXor(m24, 2u));
+    m25 = max(m25, subgroupShuffleXor(m25, 2u));
+    m26 = max(m26, subgroupShuffleXor(m26, 2u));
+    m27 = max(m27, subgroupShuffleXor(m27, 2u));
+    m28 = max(m28, subgroupShuffleXor(m28, 2u));
+    m29 = max(m29, subgroupShuffleXor(m29, 2u));
+    m30 = max(m30, subgroupShuffleXor(m30, 2u));
+    m31 = max(m31, subgroupShuffleXor(m31, 2u));
+    m0 = max(m0, subgroupShuffleXor(m0, 4u));
+    m1 = max(m1, subgroupShuffleXor(m1, 4u));
+    m2 = max(m2, subgroupShuffleXor(m2, 4u));
+    m3 = max(m3, subgroupShuffleXor(m3, 4u));
+    m4 = max(m4, subgroupShuffleXor(m4, 4u));
+    m5 = max(m5, subgroupShuffleXor(m5, 4u));
+    m6 = max(m6, subgroupShuffleXor(m6, 4u));
+    m7 = max(m7, subgroupShuffleXor(m7, 4u));
+    m8 = max(m8, subgroupShuffleXor(m8, 4u));
+    m9 = max(m9, subgroupShuffleXor(m9, 4u));
+    m10 = max(m10, subgroupShuffleXor(m10, 4u));
+    m11 = max(m11, subgroupShuffleXor(m11, 4u));
+    m12 = max(m12, subgroupShuffleXor(m12, 4u));
+    m13 = max(m13, subgroupShuffleXor(m13, 4u));
+    m14 = max(m14, subgroupShuffleXor(m14, 4u));
+    m15 = max(m15, subgroupShuffleXor(m15, 4u));
+    m16 = max(m16, subgroupShuffleXor(m16, 4u));
+    m17 = max(m17, subgroupShuffleXor(m17, 4u));
+    m18 = max(m18, subgroupShuffleXor(m18, 4u));
+    m19 = max(m19, subgroupShuffleXor(m19, 4u));
+    m20 = max(m20, subgroupShuffleXor(m20, 4u));
+    m21 = max(m21, subgroupShuffleXor(m21, 4u));
+    m22 = max(m22, subgroupShuffleXor(m22, 4u));
+    m23 = max(m23, subgroupShuffleXor(m23, 4u));
+    m24 = max(m24, subgroupShuffleXor(m24, 4u));
+    m25 = max(m25, subgroupShuffleXor(m25, 4u));
+    m26 = max(m26, subgroupShuffleXor(m26, 4u));
+    m27 = max(m27, subgroupShuffleXor(m27, 4u));
+    m28 = max(m28, subgroupShuffleXor(m28, 4u));
+    m29 = max(m29, subgroupShuffleXor(m29, 4u));
+    m30 = max(m30, subgroupShuffleXor(m30, 4u));
+    m31 = max(m31, subgroupShuffleXor(m31, 4u));
+    if c_in && lane == 0u {
+        let nb = n4 / 8u;
+        let j = c4_0 / 8u;
+        if row0 + 0u < p.m {
+            b32_bmax[(row0 + 0u) * nb + j] = m0;
+        }
+        if row0 + 1u < p.m {
+            b32_bmax[(row0 + 1u) * nb + j] = m1;
+        }
+        if row0 + 2u < p.m {
+            b32_bmax[(row0 + 2u) * nb + j] = m2;
+        }
+        if row0 + 3u < p.m {
+            b32_bmax[(row0 + 3u) * nb + j] = m3;
+        }
+        if row0 + 4u < p.m {
+            b32_bmax[(row0 + 4u) * nb + j] = m4;
+        }
+        if row0 + 5u < p.m {
+            b32_bmax[(row0 + 5u) * nb + j] = m5;
+        }
+        if row0 + 6u < p.m {
+            b32_bmax[(row0 + 6u) * nb + j] = m6;
+        }
+        if row0 + 7u < p.m {
+            b32_bmax[(row0 + 7u) * nb + j] = m7;
+        }
+        if row0 + 8u < p.m {
+            b32_bmax[(row0 + 8u) * nb + j] = m8;
+        }
+        if row0 + 9u < p.m {
+            b32_bmax[(row0 + 9u) * nb + j] = m9;
+        }
+        if row0 + 10u < p.m {
+            b32_bmax[(row0 + 10u) * nb + j] = m10;
+        }
+        if row0 + 11u < p.m {
+            b32_bmax[(row0 + 11u) * nb + j] = m11;
+        }
+        if row0 + 12u < p.m {
+            b32_bmax[(row0 + 12u) * nb + j] = m12;
+        }
+        if row0 + 13u < p.m {
+            b32_bmax[(row0 + 13u) * nb + j] = m13;
+        }
+        if row0 + 14u < p.m {
+            b32_bmax[(row0 + 14u) * nb + j] = m14;
+        }
+        if row0 + 15u < p.m {
+            b32_bmax[(row0 + 15u) * nb + j] = m15;
+        }
+        if row0 + 16u < p.m {
+            b32_bmax[(row0 + 16u) * nb + j] = m16;
+        }
+        if row0 + 17u < p.m {
+            b32_bmax[(row0 + 17u) * nb + j] = m17;
+        }
+        if row0 + 18u < p.m {
+            b32_bmax[(row0 + 18u) * nb + j] = m18;
+        }
+        if row0 + 19u < p.m {
+            b32_bmax[(row0 + 19u) * nb + j] = m19;
+        }
+        if row0 + 20u < p.m {
+            b32_bmax[(row0 + 20u) * nb + j] = m20;
+        }
+        if row0 + 21u < p.m {
+            b32_bmax[(row0 + 21u) * nb + j] = m21;
+        }
+        if row0 + 22u < p.m {
+            b32_bmax[(row0 + 22u) * nb + j] = m22;
+        }
+        if row0 + 23u < p.m {
+            b32_bmax[(row0 + 23u) * nb + j] = m23;
+        }
+        if row0 + 24u < p.m {
+            b32_bmax[(row0 + 24u) * nb + j] = m24;
+        }
+        if row0 + 25u < p.m {
+            b32_bmax[(row0 + 25u) * nb + j] = m25;
+        }
+        if row0 + 26u < p.m {
+            b32_bmax[(row0 + 26u) * nb + j] = m26;
+        }
+        if row0 + 27u < p.m {
+            b32_bmax[(row0 + 27u) * nb + j] = m27;
+        }
+        if row0 + 28u < p.m {
+            b32_bmax[(row0 + 28u) * nb + j] = m28;
+        }
+        if row0 + 29u < p.m {
+            b32_bmax[(row0 + 29u) * nb + j] = m29;
+        }
+        if row0 + 30u < p.m {
+            b32_bmax[(row0 + 30u) * nb + j] = m30;
+        }
+        if row0 + 31u < p.m {
+            b32_bmax[(row0 + 31u) * nb + j] = m31;
+        }
+    }
+}
+
+// Stores C[row, 4 c4 .. 4 c4 + 4] when in range (as the plain kernel's store) and returns
+// the largest key_of of the four values (meaningless when out of range).
+fn b32_store_key(row: u32, n4: u32, c4: u32, c_in: bool, acc: vec4<f32>, bias: vec4<f32>) -> u32 {
+    let ok = c_in && row < p.m;
+    let i = row * n4 + c4;
+    var c_old = vec4<f32>(0.0);
+    if USE_BETA && ok {
+        c_old = b32_c[i];
+    }
+    let v = finish4(acc, bias, c_old);
+    if ok {
+        b32_c[i] = v;
+    }
+    let key = key4(v);
+    return max(max(key.x, key.y), max(key.z, key.w));
+}
+
+// ------------------------------------------------------------------ gemm_tex_sg32_bmax_off
+// 32 rows of C per invocation (row0 .. row0 + 32), columns 4 c4 .. 4 c4 + 4 with c4 = wid.y SG_WG + lid.x; the grid
+// as gemm_tex's (x: row blocks folded with z, y: groups of SG_WG column quads). No early
+// return (every lane must reach the broadcasts); out-of-range rows and columns read clamped
+// texels and are not stored.
+
+@group(0) @binding(1) var o32_a: texture_storage_2d<rgba32float, read>; // A as stored: (m, k / 4) or (k, m / 4) texels
+@group(0) @binding(2) var o32_b: texture_storage_2d<rgba32float, read>; // B as stored: (k, n / 4) or (n, k / 4) texels
+@group(0) @binding(3) var<storage, read> o32_bias: array<vec4<f32>>;    // (n / 4)
+@group(0) @binding(4) var<storage, read_write> o32_c: array<vec4<f32>>; // (m, n / 4)
+@group(0) @binding(5) var<storage, read_write> o32_bmax: array<u32>; // (m, n / 32)
+@group(0) @binding(6) var<storage, read> o32_off: array<vec4<f32>>;  // (n / 4)
+
+@compute @workgroup_size(SG_WG)
+fn gemm_tex_sg32_bmax_off(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane_id: u32,
+) {
+    let row0 = (wid.x + wid.z * nwg.x) * 32u;
+    let n4 = p.n / 4u;
+    let c4_0 = wid.y * SG_WG + lid.x;
+    let cb0 = min(c4_0, n4 - 1u); // clamped B column quad
+    let lane = lane_id % 8u;
+    // This lane's A texels: not TRANS_A, texel (kq, ra_g) = op(A)[ra_g, 4 kq .. 4 kq + 4]
+    // with ra_g = row0 + 8 g + lane; TRANS_A, texel (xa_g, 4 kq + lane % 4) =
+    // op(A)[4 xa_g .. 4 xa_g + 4, 4 kq + lane % 4] with xa_g = row0 / 4 + 2 g + lane / 4.
+    let ra0 = min(row0 + 0u + lane, p.m - 1u);
+    let xa0 = min(row0 / 4u + 0u + lane / 4u, p.m / 4u - 1u);
+    let ra1 = min(row0 + 8u + lane, p.m - 1u);
+    let xa1 = min(row0 / 4u + 2u + lane / 4u, p.m / 4u - 1u);
+    let ra2 = min(row0 + 16u + lane, p.m - 1u);
+    let xa2 = min(row0 / 4u + 4u + lane / 4u, p.m / 4u - 1u);
+    let ra3 = min(row0 + 24u + lane, p.m - 1u);
+    let xa3 = min(row0 / 4u + 6u + lane / 4u, p.m / 4u - 1u);
+    let qa = lane % 4u;
+    var acc0_0 = vec4<f32>(0.0);
+    var acc1_0 = vec4<f32>(0.0);
+    var acc2_0 = vec4<f32>(0.0);
+    var acc3_0 = vec4<f32>(0.0);
+    var acc4_0 = vec4<f32>(0.0);
+    var acc5_0 = vec4<f32>(0.0);
+    var acc6_0 = vec4<f32>(0.0);
+    var acc7_0 = vec4<f32>(0.0);
+    var acc8_0 = vec4<f32>(0.0);
+    var acc9_0 = vec4<f32>(0.0);
+    var acc10_0 = vec4<f32>(0.0);
+    var acc11_0 = vec4<f32>(0.0);
+    var acc12_0 = vec4<f32>(0.0);
+    var acc13_0 = vec4<f32>(0.0);
+    var acc14_0 = vec4<f32>(0.0);
+    var acc15_0 = vec4<f32>(0.0);
+    var acc16_0 = vec4<f32>(0.0);
+    var acc17_0 = vec4<f32>(0.0);
+    var acc18_0 = vec4<f32>(0.0);
+    var acc19_0 = vec4<f32>(0.0);
+    var acc20_0 = vec4<f32>(0.0);
+    var acc21_0 = vec4<f32>(0.0);
+    var acc22_0 = vec4<f32>(0.0);
+    var acc23_0 = vec4<f32>(0.0);
+    var acc24_0 = vec4<f32>(0.0);
+    var acc25_0 = vec4<f32>(0.0);
+    var acc26_0 = vec4<f32>(0.0);
+    var acc27_0 = vec4<f32>(0.0);
+    var acc28_0 = vec4<f32>(0.0);
+    var acc29_0 = vec4<f32>(0.0);
+    var acc30_0 = vec4<f32>(0.0);
+    var acc31_0 = vec4<f32>(0.0);
+    for (var kq = 0u; kq < p.k / 4u; kq++) {
+        let k0 = kq * 4u;
+        // b0_q: op(B)[k0 + q, 4 c4_0 .. 4 c4_0 + 4]
+        var b0_0: vec4<f32>;
+        var b0_1: vec4<f32>;
+        var b0_2: vec4<f32>;
+        var b0_3: vec4<f32>;
+        if TRANS_B {
+            // texel (kq, col) holds op(B)[k0 .. k0 + 4, col]: transpose four of them
+            let u0 = textureLoad(o32_b, vec2<u32>(kq, cb0 * 4u));
+            let u1 = textureLoad(o32_b, vec2<u32>(kq, cb0 * 4u + 1u));
+            let u2 = textureLoad(o32_b, vec2<u32>(kq, cb0 * 4u + 2u));
+            let u3 = textureLoad(o32_b, vec2<u32>(kq, cb0 * 4u + 3u));
+            b0_0 = vec4<f32>(u0.x, u1.x, u2.x, u3.x);
+            b0_1 = vec4<f32>(u0.y, u1.y, u2.y, u3.y);
+            b0_2 = vec4<f32>(u0.z, u1.z, u2.z, u3.z);
+            b0_3 = vec4<f32>(u0.w, u1.w, u2.w, u3.w);
+        } else {
+            b0_0 = textureLoad(o32_b, vec2<u32>(cb0, k0));
+            b0_1 = textureLoad(o32_b, vec2<u32>(cb0, k0 + 1u));
+            b0_2 = textureLoad(o32_b, vec2<u32>(cb0, k0 + 2u));
+            b0_3 = textureLoad(o32_b, vec2<u32>(cb0, k0 + 3u));
+        }
+        // this lane's A texel for rows row0 + 0 .. row0 + 8
+        var t0: vec4<f32>;
+        if TRANS_A {
+            t0 = textureLoad(o32_a, vec2<u32>(xa0, k0 + qa));
+        } else {
+            t0 = textureLoad(o32_a, vec2<u32>(kq, ra0));
+        }
+        // a0_l = lane l's texel: op(A)[row0 + 0 + l, k0 .. k0 + 4], or for TRANS_A
+        // op(A)[row0 + 0 + 4 (l / 4) .. + 4, k0 + l % 4]
+        let a0_0 = subgroupBroadcast(t0, 0u);
+        let a0_1 = subgroupBroadcast(t0, 1u);
+        let a0_2 = subgroupBroadcast(t0, 2u);
+        let a0_3 = subgroupBroadcast(t0, 3u);
+        let a0_4 = subgroupBroadcast(t0, 4u);
+        let a0_5 = subgroupBroadcast(t0, 5u);
+        let a0_6 = subgroupBroadcast(t0, 6u);
+        let a0_7 = subgroupBroadcast(t0, 7u);
+        // this lane's A texel for rows row0 + 8 .. row0 + 16
+        var t1: vec4<f32>;
+        if TRANS_A {
+            t1 = textureLoad(o32_a, vec2<u32>(xa1, k0 + qa));
+        } else {
+            t1 = textureLoad(o32_a, vec2<u32>(kq, ra1));
+        }
+        // a1_l = lane l's texel: op(A)[row0 + 8 + l, k0 .. k0 + 4], or for TRANS_A
+        // op(A)[row0 + 8 + 4 (l / 4) .. + 4, k0 + l % 4]
+        let a1_0 = subgroupBroadcast(t1, 0u);
+        let a1_1 = subgroupBroadcast(t1, 1u);
+        let a1_2 = subgroupBroadcast(t1, 2u);
+        let a1_3 = subgroupBroadcast(t1, 3u);
+        let a1_4 = subgroupBroadcast(t1, 4u);
+        let a1_5 = subgroupBroadcast(t1, 5u);
+        let a1_6 = subgroupBroadcast(t1, 6u);
+        let a1_7 = subgroupBroadcast(t1, 7u);
+        // this lane's A texel for rows row0 + 16 .. row0 + 24
+        var t2: vec4<f32>;
+        if TRANS_A {
+            t2 = textureLoad(o32_a, vec2<u32>(xa2, k0 + qa));
+        } else {
+            t2 = textureLoad(o32_a, vec2<u32>(kq, ra2));
+        }
+        // a2_l = lane l's texel: op(A)[row0 + 16 + l, k0 .. k0 + 4], or for TRANS_A
+        // op(A)[row0 + 16 + 4 (l / 4) .. + 4, k0 + l % 4]
+        let a2_0 = subgroupBroadcast(t2, 0u);
+        let a2_1 = subgroupBroadcast(t2, 1u);
+        let a2_2 = subgroupBroadcast(t2, 2u);
+        let a2_3 = subgroupBroadcast(t2, 3u);
+        let a2_4 = subgroupBroadcast(t2, 4u);
+        let a2_5 = subgroupBroadcast(t2, 5u);
+        let a2_6 = subgroupBroadcast(t2, 6u);
+        let a2_7 = subgroupBroadcast(t2, 7u);
+        // this lane's A texel for rows row0 + 24 .. row0 + 32
+        var t3: vec4<f32>;
+        if TRANS_A {
+            t3 = textureLoad(o32_a, vec2<u32>(xa3, k0 + qa));
+        } else {
+            t3 = textureLoad(o32_a, vec2<u32>(kq, ra3));
+        }
+        // a3_l = lane l's texel: op(A)[row0 + 24 + l, k0 .. k0 + 4], or for TRANS_A
+        // op(A)[row0 + 24 + 4 (l / 4) .. + 4, k0 + l % 4]
+        let a3_0 = subgroupBroadcast(t3, 0u);
+        let a3_1 = subgroupBroadcast(t3, 1u);
+        let a3_2 = subgroupBroadcast(t3, 2u);
+        let a3_3 = subgroupBroadcast(t3, 3u);
+        let a3_4 = subgroupBroadcast(t3, 4u);
+        let a3_5 = subgroupBroadcast(t3, 5u);
+        let a3_6 = subgroupBroadcast(t3, 6u);
+        let a3_7 = subgroupBroadcast(t3, 7u);
+        // k0 + 0 .. k0 + 3 in order, as the reference accumulates
+        acc0_0 += select(a0_0.x, a0_0.x, TRANS_A) * b0_0;
+        acc0_0 += select(a0_0.y, a0_1.x, TRANS_A) * b0_1;
+        acc0_0 += select(a0_0.z, a0_2.x, TRANS_A) * b0_2;
+        acc0_0 += select(a0_0.w, a0_3.x, TRANS_A) * b0_3;
+        acc1_0 += select(a0_1.x, a0_0.y, TRANS_A) * b0_0;
+        acc1_0 += select(a0_1.y, a0_1.y, TRANS_A) * b0_1;
+        acc1_0 += select(a0_1.z, a0_2.y, TRANS_A) * b0_2;
+        acc1_0 += select(a0_1.w, a0_3.y, TRANS_A) * b0_3;
+        acc2_0 += select(a0_2.x, a0_0.z, TRANS_A) * b0_0;
+        acc2_0 += select(a0_2.y, a0_1.z, TRANS_A) * b0_1;
+        acc2_0 += select(a0_2.z, a0_2.z, TRANS_A) * b0_2;
+        acc2_0 += select(a0_2.w, a0_3.z, TRANS_A) * b0_3;
+        acc3_0 += select(a0_3.x, a0_0.w, TRANS_A) * b0_0;
+        acc3_0 += select(a0_3.y, a0_1.w, TRANS_A) * b0_1;
+        acc3_0 += select(a0_3.z, a0_2.w, TRANS_A) * b0_2;
+        acc3_0 += select(a0_3.w, a0_3.w, TRANS_A) * b0_3;
+        acc4_0 += select(a0_4.x, a0_4.x, TRANS_A) * b0_0;
+        acc4_0 += select(a0_4.y, a0_5.x, TRANS_A) * b0_1;
+        acc4_0 += select(a0_4.z, a0_6.x, TRANS_A) * b0_2;
+        acc4_0 += select(a0_4.w, a0_7.x, TRANS_A) * b0_3;
+        acc5_0 += select(a0_5.x, a0_4.y, TRANS_A) * b0_0;
+        acc5_0 += select(a0_5.y, a0_5.y, TRANS_A) * b0_1;
+        acc5_0 += select(a0_5.z, a0_6.y, TRANS_A) * b0_2;
+        acc5_0 += select(a0_5.w, a0_7.y, TRANS_A) * b0_3;
+        acc6_0 += select(a0_6.x, a0_4.z, TRANS_A) * b0_0;
+        acc6_0 += select(a0_6.y, a0_5.z, TRANS_A) * b0_1;
+        acc6_0 += select(a0_6.z, a0_6.z, TRANS_A) * b0_2;
+        acc6_0 += select(a0_6.w, a0_7.z, TRANS_A) * b0_3;
+        acc7_0 += select(a0_7.x, a0_4.w, TRANS_A) * b0_0;
+        acc7_0 += select(a0_7.y, a0_5.w, TRANS_A) * b0_1;
+        acc7_0 += select(a0_7.z, a0_6.w, TRANS_A) * b0_2;
+        acc7_0 += select(a0_7.w, a0_7.w, TRANS_A) * b0_3;
+        acc8_0 += select(a1_0.x, a1_0.x, TRANS_A) * b0_0;
+        acc8_0 += select(a1_0.y, a1_1.x, TRANS_A) * b0_1;
+        acc8_0 += select(a1_0.z, a1_2.x, TRANS_A) * b0_2;
+        acc8_0 += select(a1_0.w, a1_3.x, TRANS_A) * b0_3;
+        acc9_0 += select(a1_1.x, a1_0.y, TRANS_A) * b0_0;
+        acc9_0 += select(a1_1.y, a1_1.y, TRANS_A) * b0_1;
+        acc9_0 += select(a1_1.z, a1_2.y, TRANS_A) * b0_2;
+        acc9_0 += select(a1_1.w, a1_3.y, TRANS_A) * b0_3;
+        acc10_0 += select(a1_2.x, a1_0.z, TRANS_A) * b0_0;
+        acc10_0 += select(a1_2.y, a1_1.z, TRANS_A) * b0_1;
+        acc10_0 += select(a1_2.z, a1_2.z, TRANS_A) * b0_2;
+        acc10_0 += select(a1_2.w, a1_3.z, TRANS_A) * b0_3;
+        acc11_0 += select(a1_3.x, a1_0.w, TRANS_A) * b0_0;
+        acc11_0 += select(a1_3.y, a1_1.w, TRANS_A) * b0_1;
+        acc11_0 += select(a1_3.z, a1_2.w, TRANS_A) * b0_2;
+        acc11_0 += select(a1_3.w, a1_3.w, TRANS_A) * b0_3;
+        acc12_0 += select(a1_4.x, a1_4.x, TRANS_A) * b0_0;
+        acc12_0 += select(a1_4.y, a1_5.x, TRANS_A) * b0_1;
+        acc12_0 += select(a1_4.z, a1_6.x, TRANS_A) * b0_2;
+        acc12_0 += select(a1_4.w, a1_7.x, TRANS_A) * b0_3;
+        acc13_0 += select(a1_5.x, a1_4.y, TRANS_A) * b0_0;
+        acc13_0 += select(a1_5.y, a1_5.y, TRANS_A) * b0_1;
+        acc13_0 += select(a1_5.z, a1_6.y, TRANS_A) * b0_2;
+        acc13_0 += select(a1_5.w, a1_7.y, TRANS_A) * b0_3;
+        acc14_0 += select(a1_6.x, a1_4.z, TRANS_A) * b0_0;
+        acc14_0 += select(a1_6.y, a1_5.z, TRANS_A) * b0_1;
+        acc14_0 += select(a1_6.z, a1_6.z, TRANS_A) * b0_2;
+        acc14_0 += select(a1_6.w, a1_7.z, TRANS_A) * b0_3;
+        acc15_0 += select(a1_7.x, a1_4.w, TRANS_A) * b0_0;
+        acc15_0 += select(a1_7.y, a1_5.w, TRANS_A) * b0_1;
+        acc15_0 += select(a1_7.z, a1_6.w, TRANS_A) * b0_2;
+        acc15_0 += select(a1_7.w, a1_7.w, TRANS_A) * b0_3;
+        acc16_0 += select(a2_0.x, a2_0.x, TRANS_A) * b0_0;
+        acc16_0 += select(a2_0.y, a2_1.x, TRANS_A) * b0_1;
+        acc16_0 += select(a2_0.z, a2_2.x, TRANS_A) * b0_2;
+        acc16_0 += select(a2_0.w, a2_3.x, TRANS_A) * b0_3;
+        acc17_0 += select(a2_1.x, a2_0.y, TRANS_A) * b0_0;
+        acc17_0 += select(a2_1.y, a2_1.y, TRANS_A) * b0_1;
+        acc17_0 += select(a2_1.z, a2_2.y, TRANS_A) * b0_2;
+        acc17_0 += select(a2_1.w, a2_3.y, TRANS_A) * b0_3;
+        acc18_0 += select(a2_2.x, a2_0.z, TRANS_A) * b0_0;
+        acc18_0 += select(a2_2.y, a2_1.z, TRANS_A) * b0_1;
+        acc18_0 += select(a2_2.z, a2_2.z, TRANS_A) * b0_2;
+        acc18_0 += select(a2_2.w, a2_3.z, TRANS_A) * b0_3;
+        acc19_0 += select(a2_3.x, a2_0.w, TRANS_A) * b0_0;
+        acc19_0 += select(a2_3.y, a2_1.w, TRANS_A) * b0_1;
+        acc19_0 += select(a2_3.z, a2_2.w, TRANS_A) * b0_2;
+        acc19_0 += select(a2_3.w, a2_3.w, TRANS_A) * b0_3;
+        acc20_0 += select(a2_4.x, a2_4.x, TRANS_A) * b0_0;
+        acc20_0 += select(a2_4.y, a2_5.x, TRANS_A) * b0_1;
+        acc20_0 += select(a2_4.z, a2_6.x, TRANS_A) * b0_2;
+        acc20_0 += select(a2_4.w, a2_7.x, TRANS_A) * b0_3;
+        acc21_0 += select(a2_5.x, a2_4.y, TRANS_A) * b0_0;
+        acc21_0 += select(a2_5.y, a2_5.y, TRANS_A) * b0_1;
+        acc21_0 += select(a2_5.z, a2_6.y, TRANS_A) * b0_2;
+        acc21_0 += select(a2_5.w, a2_7.y, TRANS_A) * b0_3;
+        acc22_0 += select(a2_6.x, a2_4.z, TRANS_A) * b0_0;
+        acc22_0 += select(a2_6.y, a2_5.z, TRANS_A) * b0_1;
+        acc22_0 += select(a2_6.z, a2_6.z, TRANS_A) * b0_2;
+        acc22_0 += select(a2_6.w, a2_7.z, TRANS_A) * b0_3;
+        acc23_0 += select(a2_7.x, a2_4.w, TRANS_A) * b0_0;
+        acc23_0 += select(a2_7.y, a2_5.w, TRANS_A) * b0_1;
+        acc23_0 += select(a2_7.z, a2_6.w, TRANS_A) * b0_2;
+        acc23_0 += select(a2_7.w, a2_7.w, TRANS_A) * b0_3;
+        acc24_0 += select(a3_0.x, a3_0.x, TRANS_A) * b0_0;
+        acc24_0 += select(a3_0.y, a3_1.x, TRANS_A) * b0_1;
+        acc24_0 += select(a3_0.z, a3_2.x, TRANS_A) * b0_2;
+        acc24_0 += select(a3_0.w, a3_3.x, TRANS_A) * b0_3;
+        acc25_0 += select(a3_1.x, a3_0.y, TRANS_A) * b0_0;
+        acc25_0 += select(a3_1.y, a3_1.y, TRANS_A) * b0_1;
+        acc25_0 += select(a3_1.z, a3_2.y, TRANS_A) * b0_2;
+        acc25_0 += select(a3_1.w, a3_3.y, TRANS_A) * b0_3;
+        acc26_0 += select(a3_2.x, a3_0.z, TRANS_A) * b0_0;
+        acc26_0 += select(a3_2.y, a3_1.z, TRANS_A) * b0_1;
+        acc26_0 += select(a3_2.z, a3_2.z, TRANS_A) * b0_2;
+        acc26_0 += select(a3_2.w, a3_3.z, TRANS_A) * b0_3;
+        acc27_0 += select(a3_3.x, a3_0.w, TRANS_A) * b0_0;
+        acc27_0 += select(a3_3.y, a3_1.w, TRANS_A) * b0_1;
+        acc27_0 += select(a3_3.z, a3_2.w, TRANS_A) * b0_2;
+        acc27_0 += select(a3_3.w, a3_3.w, TRANS_A) * b0_3;
+        acc28_0 += select(a3_4.x, a3_4.x, TRANS_A) * b0_0;
+        acc28_0 += select(a3_4.y, a3_5.x, TRANS_A) * b0_1;
+        acc28_0 += select(a3_4.z, a3_6.x, TRANS_A) * b0_2;
+        acc28_0 += select(a3_4.w, a3_7.x, TRANS_A) * b0_3;
+        acc29_0 += select(a3_5.x, a3_4.y, TRANS_A) * b0_0;
+        acc29_0 += select(a3_5.y, a3_5.y, TRANS_A) * b0_1;
+        acc29_0 += select(a3_5.z, a3_6.y, TRANS_A) * b0_2;
+        acc29_0 += select(a3_5.w, a3_7.y, TRANS_A) * b0_3;
+        acc30_0 += select(a3_6.x, a3_4.z, TRANS_A) * b0_0;
+        acc30_0 += select(a3_6.y, a3_5.z, TRANS_A) * b0_1;
+        acc30_0 += select(a3_6.z, a3_6.z, TRANS_A) * b0_2;
+        acc30_0 += select(a3_6.w, a3_7.z, TRANS_A) * b0_3;
+        acc31_0 += select(a3_7.x, a3_4.w, TRANS_A) * b0_0;
+        acc31_0 += select(a3_7.y, a3_5.w, TRANS_A) * b0_1;
+        acc31_0 += select(a3_7.z, a3_6.w, TRANS_A) * b0_2;
+        acc31_0 += select(a3_7.w, a3_7.w, TRANS_A) * b0_3;
+    }
+    // Fused block_max: C as the plain kernel stores it, and per row the largest key of
+    // this lane's four values - off, then the largest over the 8 lanes of the aligned block of
+    // 32 columns. Assumes lanes are numbered along lid.x (lid.x = subgroup base +
+    // subgroup_invocation_id, true of lavapipe and of 1-D workgroups on the common
+    // drivers), so lanes 8 b .. 8 b + 7 of a subgroup hold the 8 column quads of one block
+    // (SG_WG and the subgroup size are multiples of 8); the xor shuffles 1, 2, 4 stay within
+    // those 8 lanes for any subgroup size >= 8. n % 32 == 0, so a block is wholly in range
+    // or wholly out. The shuffles run in uniform control flow; only the stores are guarded.
+    var bias = vec4<f32>(0.0);
+    if HAS_BIAS {
+        bias = o32_bias[cb0];
+    }
+    let off = o32_off[cb0];
+    let c_in = c4_0 < n4;
+    var m0 = o32_store_key(row0 + 0u, n4, c4_0, c_in, acc0_0, bias, off);
+    var m1 = o32_store_key(row0 + 1u, n4, c4_0, c_in, acc1_0, bias, off);
+    var m2 = o32_store_key(row0 + 2u, n4, c4_0, c_in, acc2_0, bias, off);
+    var m3 = o32_store_key(row0 + 3u, n4, c4_0, c_in, acc3_0, bias, off);
+    var m4 = o32_store_key(row0 + 4u, n4, c4_0, c_in, acc4_0, bias, off);
+    var m5 = o32_store_key(row0 + 5u, n4, c4_0, c_in, acc5_0, bias, off);
+    var m6 = o32_store_key(row0 + 6u, n4, c4_0, c_in, acc6_0, bias, off);
+    var m7 = o32_store_key(row0 + 7u, n4, c4_0, c_in, acc7_0, bias, off);
+    var m8 = o32_store_key(row0 + 8u, n4, c4_0, c_in, acc8_0, bias, off);
+    var m9 = o32_store_key(row0 + 9u, n4, c4_0, c_in, acc9_0, bias, off);
+    var m10 = o32_store_key(row0 + 10u, n4, c4_0, c_in, acc10_0, bias, off);
+    var m11 = o32_store_key(row0 + 11u, n4, c4_0, c_in, acc11_0, bias, off);
+    var m12 = o32_store_key(row0 + 12u, n4, c4_0, c_in, acc12_0, bias, off);
+    var m13 = o32_store_key(row0 + 13u, n4, c4_0, c_in, acc13_0, bias, off);
+    var m14 = o32_store_key(row0 + 14u, n4, c4_0, c_in, acc14_0, bias, off);
+    var m15 = o32_store_key(row0 + 15u, n4, c4_0, c_in, acc15_0, bias, off);
+    var m16 = o32_store_key(row0 + 16u, n4, c4_0, c_in, acc16_0, bias, off);
+    var m17 = o32_store_key(row0 + 17u, n4, c4_0, c_in, acc17_0, bias, off);
+    var m18 = o32_store_key(row0 + 18u, n4, c4_0, c_in, acc18_0, bias, off);
+    var m19 = o32_store_key(row0 + 19u, n4, c4_0, c_in, acc19_0, bias, off);
+    var m20 = o32_store_key(row0 + 20u, n4, c4_0, c_in, acc20_0, bias, off);
+    var m21 = o32_store_key(row0 + 21u, n4, c4_0, c_in, acc21_0, bias, off);
+    var m22 = o32_store_key(row0 + 22u, n4, c4_0, c_in, acc22_0, bias, off);
+    var m23 = o32_store_key(row0 + 23u, n4, c4_0, c_in, acc23_0, bias, off);
+    var m24 = o32_store_key(row0 + 24u, n4, c4_0, c_in, acc24_0, bias, off);
+    var m25 = o32_store_key(row0 + 25u, n4, c4_0, c_in, acc25_0, bias, off);
+    var m26 = o32_store_key(row0 + 26u, n4, c4_0, c_in, acc26_0, bias, off);
+    var m27 = o32_store_key(row0 + 27u, n4, c4_0, c_in, acc27_0, bias, off);
+    var m28 = o32_store_key(row0 + 28u, n4, c4_0, c_in, acc28_0, bias, off);
+    var m29 = o32_store_key(row0 + 29u, n4, c4_0, c_in, acc29_0, bias, off);
+    var m30 = o32_store_key(row0 + 30u, n4, c4_0, c_in, acc30_0, bias, off);
+    var m31 = o32_store_key(row0 + 31u, n4, c4_0, c_in, acc31_0, bias, off);
+    m0 = max(m0, subgroupShuffleXor(m0, 1u));
+    m1 = max(m1, subgroupShuffleXor(m1, 1u));
+    m2 = max(m2, subgroupShuffleXor(m2, 1u));
+    m3 = max(m3, subgroupShuffleXor(m3, 1u));
+    m4 = max(m4, subgroupShuffleXor(m4, 1u));
+    m5 = max(m5, subgroupShuffleXor(m5, 1u));
+    m6 = max(m6, subgroupShuffleXor(m6, 1u));
+    m7 = max(m7, subgroupShuffleXor(m7, 1u));
+    m8 = max(m8, subgroupShuffleXor(m8, 1u));
+    m9 = max(m9, subgroupShuffleXor(m9, 1u));
+    m10 = max(m10, subgroupShuffleXor(m10, 1u));
+    m11 = max(m11, subgroupShuffleXor(m11, 1u));
+    m12 = max(m12, subgroupShuffleXor(m12, 1u));
+    m13 = max(m13, subgroupShuffleXor(m13, 1u));
+    m14 = max(m14, subgroupShuffleXor(m14, 1u));
+    m15 = max(m15, subgroupShuffleXor(m15, 1u));
+    m16 = max(m16, subgroupShuffleXor(m16, 1u));
+    m17 = max(m17, subgroupShuffleXor(m17, 1u));
+    m18 = max(m18, subgroupShuffleXor(m18, 1u));
+    m19 = max(m19, subgroupShuffleXor(m19, 1u));
+    m20 = max(m20, subgroupShuffleXor(m20, 1u));
+    m21 = max(m21, subgroupShuffleXor(m21, 1u));
+    m22 = max(m22, subgroupShuffleXor(m22, 1u));
+    m23 = max(m23, subgroupShuffleXor(m23, 1u));
+    m24 = max(m24, subgroupShuffleXor(m24, 1u));
+    m25 = max(m25, subgroupShuffleXor(m25, 1u));
+    m26 = max(m26, subgroupShuffleXor(m26, 1u));
+    m27 = max(m27, subgroupShuffleXor(m27, 1u));
+    m28 = max(m28, subgroupShuffleXor(m28, 1u));
+    m29 = max(m29, subgroupShuffleXor(m29, 1u));
+    m30 = max(m30, subgroupShuffleXor(m30, 1u));
+    m31 = max(m31, subgroupShuffleXor(m31, 1u));
+    m0 = max(m0, subgroupShuffleXor(m0, 2u));
+    m1 = max(m1, subgroupShuffleXor(m1, 2u));
+    m2 = max(m2, subgroupShuffleXor(m2, 2u));
+    m3 = max(m3, subgroupShuffleXor(m3, 2u));
+    m4 = max(m4, subgroupShuffleXor(m4, 2u));
+    m5 = max(m5, subgroupShuffleXor(m5, 2u));
+    m6 = max(m6, subgroupShuffleXor(m6, 2u));
+    m7 = max(m7, subgroupShuffleXor(m7, 2u));
+    m8 = max(m8, subgroupShuffleXor(m8, 2u));
+    m9 = max(m9, subgroupShuffleXor(m9, 2u));
+    m10 = max(m10, subgroupShuffleXor(m10, 2u));
+    m11 = max(m11, subgroupShuffleXor(m11, 2u));
+    m12 = max(m12, subgroupShuffleXor(m12, 2u));
+    m13 = max(m13, subgroupShuffleXor(m13, 2u));
+    m14 = max(m14, subgroupShuffleXor(m14, 2u));
+    m15 = max(m15, subgroupShuffleXor(m15, 2u));
+    m16 = max(m16, subgroupShuffleXor(m16, 2u));
+    m17 = max(m17, subgroupShuffleXor(m17, 2u));
+    m18 = max(m18, subgroupShuffleXor(m18, 2u));
+    m19 = max(m19, subgroupShuffleXor(m19, 2u));
+    m20 = max(m20, subgroupShuffleXor(m20, 2u));
+    m21 = max(m21, subgroupShuffleXor(m21, 2u));
+    m22 = max(m22, subgroupShuffleXor(m22, 2u));
+    m23 = max(m23, subgroupShuffleXor(m23, 2u));
+    m24 = max(m24, subgroupShuffleXor(m24, 2u));
+    m25 = max(m25, subgroupShuffleXor(m25, 2u));
+    m26 = max(m26, subgroupShuffleXor(m26, 2u));
+    m27 = max(m27, subgroupShuffleXor(m27, 2u));
+    m28 = max(m28, subgroupShuffleXor(m28, 2u));
+    m29 = max(m29, subgroupShuffleXor(m29, 2u));
+    m30 = max(m30, subgroupShuffleXor(m30, 2u));
+    m31 = max(m31, subgroupShuffleXor(m31, 2u));
+    m0 = max(m0, subgroupShuffleXor(m0, 4u));
+    m1 = max(m1, subgroupShuffleXor(m1, 4u));
+    m2 = max(m2, subgroupShuffleXor(m2, 4u));
+    m3 = max(m3, subgroupShuffleXor(m3, 4u));
+    m4 = max(m4, subgroupShuffleXor(m4, 4u));
+    m5 = max(m5, subgroupShuffleXor(m5, 4u));
+    m6 = max(m6, subgroupShuffleXor(m6, 4u));
+    m7 = max(m7, subgroupShuffleXor(m7, 4u));
+    m8 = max(m8, subgroupShuffleXor(m8, 4u));
+    m9 = max(m9, subgroupShuffleXor(m9, 4u));
+    m10 = max(m10, subgroupShuffleXor(m10, 4u));
+    m11 = max(m11, subgroupShuffleXor(m11, 4u));
+    m12 = max(m12, subgroupShuffleXor(m12, 4u));
+    m13 = max(m13, subgroupShuffleXor(m13, 4u));
+    m14 = max(m14, subgroupShuffleXor(m14, 4u));
+    m15 = max(m15, subgroupShuffleXor(m15, 4u));
+    m16 = max(m16, subgroupShuffleXor(m16, 4u));
+    m17 = max(m17, subgroupShuffleXor(m17, 4u));
+    m18 = max(m18, subgroupShuffleXor(m18, 4u));
+    m19 = max(m19, subgroupShuffleXor(m19, 4u));
+    m20 = max(m20, subgroupShuffleXor(m20, 4u));
+    m21 = max(m21, subgroupShuffleXor(m21, 4u));
+    m22 = max(m22, subgroupShuffleXor(m22, 4u));
+    m23 = max(m23, subgroupShuffleXor(m23, 4u));
+    m24 = max(m24, subgroupShuffleXor(m24, 4u));
+    m25 = max(m25, subgroupShuffleXor(m25, 4u));
+    m26 = max(m26, subgroupShuffleXor(m26, 4u));
+    m27 = max(m27, subgroupShuffleXor(m27, 4u));
+    m28 = max(m28, subgroupShuffleXor(m28, 4u));
+    m29 = max(m29, subgroupShuffleXor(m29, 4u));
+    m30 = max(m30, subgroupShuffleXor(m30, 4u));
+    m31 = max(m31, subgroupShuffleXor(m31, 4u));
+    if c_in && lane == 0u {
+        let nb = n4 / 8u;
+        let j = c4_0 / 8u;
+        if row0 + 0u < p.m {
+            o32_bmax[(row0 + 0u) * nb + j] = m0;
+        }
+        if row0 + 1u < p.m {
+            o32_bmax[(row0 + 1u) * nb + j] = m1;
+        }
+        if row0 + 2u < p.m {
+            o32_bmax[(row0 + 2u) * nb + j] = m2;
+        }
+        if row0 + 3u < p.m {
+            o32_bmax[(row0 + 3u) * nb + j] = m3;
+        }
+        if row0 + 4u < p.m {
+            o32_bmax[(row0 + 4u) * nb + j] = m4;
+        }
+        if row0 + 5u < p.m {
+            o32_bmax[(row0 + 5u) * nb + j] = m5;
+        }
+        if row0 + 6u < p.m {
+            o32_bmax[(row0 + 6u) * nb + j] = m6;
+        }
+        if row0 + 7u < p.m {
+            o32_bmax[(row0 + 7u) * nb + j] = m7;
+        }
+        if row0 + 8u < p.m {
+            o32_bmax[(row0 + 8u) * nb + j] = m8;
+        }
+        if row0 + 9u < p.m {
+            o32_bmax[(row0 + 9u) * nb + j] = m9;
+        }
+        if row0 + 10u < p.m {
+            o32_bmax[(row0 + 10u) * nb + j] = m10;
+        }
+        if row0 + 11u < p.m {
+            o32_bmax[(row0 + 11u) * nb + j] = m11;
+        }
+        if row0 + 12u < p.m {
+            o32_bmax[(row0 + 12u) * nb + j] = m12;
+        }
+        if row0 + 13u < p.m {
+            o32_bmax[(row0 + 13u) * nb + j] = m13;
+        }
+        if row0 + 14u < p.m {
+            o32_bmax[(row0 + 14u) * nb + j] = m14;
+        }
+        if row0 + 15u < p.m {
+            o32_bmax[(row0 + 15u) * nb + j] = m15;
+        }
+        if row0 + 16u < p.m {
+            o32_bmax[(row0 + 16u) * nb + j] = m16;
+        }
+        if row0 + 17u < p.m {
+            o32_bmax[(row0 + 17u) * nb + j] = m17;
+        }
+        if row0 + 18u < p.m {
+            o32_bmax[(row0 + 18u) * nb + j] = m18;
+        }
+        if row0 + 19u < p.m {
+            o32_bmax[(row0 + 19u) * nb + j] = m19;
+        }
+        if row0 + 20u < p.m {
+            o32_bmax[(row0 + 20u) * nb + j] = m20;
+        }
+        if row0 + 21u < p.m {
+            o32_bmax[(row0 + 21u) * nb + j] = m21;
+        }
+        if row0 + 22u < p.m {
+            o32_bmax[(row0 + 22u) * nb + j] = m22;
+        }
+        if row0 + 23u < p.m {
+            o32_bmax[(row0 + 23u) * nb + j] = m23;
+        }
+        if row0 + 24u < p.m {
+            o32_bmax[(row0 + 24u) * nb + j] = m24;
+        }
+        if row0 + 25u < p.m {
+            o32_bmax[(row0 + 25u) * nb + j] = m25;
+        }
+        if row0 + 26u < p.m {
+            o32_bmax[(row0 + 26u) * nb + j] = m26;
+        }
+        if row0 + 27u < p.m {
+            o32_bmax[(row0 + 27u) * nb + j] = m27;
+        }
+        if row0 + 28u < p.m {
+            o32_bmax[(row0 + 28u) * nb + j] = m28;
+        }
+        if row0 + 29u < p.m {
+            o32_bmax[(row0 + 29u) * nb + j] = m29;
+        }
+        if row0 + 30u < p.m {
+            o32_bmax[(row0 + 30u) * nb + j] = m30;
+        }
+        if row0 + 31u < p.m {
+            o32_bmax[(row0 + 31u) * nb + j] = m31;
+        }
+    }
+}
+
+// Stores C[row, 4 c4 .. 4 c4 + 4] when in range (as the plain kernel's store) and returns
+// the largest key_of of the four values - off (meaningless when out of range).
+fn o32_store_key(row: u32, n4: u32, c4: u32, c_in: bool, acc: vec4<f32>, bias: vec4<f32>, off: vec4<f32>) -> u32 {
+    let ok = c_in && row < p.m;
+    let i = row * n4 + c4;
+    var c_old = vec4<f32>(0.0);
+    if USE_BETA && ok {
+        c_old = o32_c[i];
+    }
+    let v = finish4(acc, bias, c_old);
+    if ok {
+        o32_c[i] = v;
+    }
+    let key = key4(v - off);
+    return max(max(key.x, key.y), max(key.z, key.w));
 }

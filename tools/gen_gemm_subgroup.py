@@ -3,7 +3,8 @@
 # each subgroup by subgroupBroadcast, unrolled for 8, 16 or 32 rows per invocation.
 #     python3 tools/gen_gemm_subgroup.py shaders/gemm_subgroup.wgsl
 # entry(name, rows, column quads, binding prefix, row_major) also writes wider variants
-# (e.g. 16 rows x 2 column quads, slower on lavapipe: see shaders/gemm.wgsl).
+# (e.g. 16 rows x 2 column quads, slower on lavapipe: see shaders/gemm.wgsl); with
+# bmax="plain" / "off" it writes the fused block_max epilogue of gemm_block_max.
 import sys
 out = []
 w = out.append
@@ -24,6 +25,10 @@ w("""// GEMM on the texture path with A shared across a subgroup: the same contr
 //   gemm_tex_sg     8 rows: one A texel per lane per k-step
 //   gemm_tex_sg16   16 rows: two A texels per lane per k-step, B loads over twice the rows
 //   gemm_tex_sg32   32 rows: four A texels per lane per k-step
+//   gemm_tex_sg*_bmax, gemm_tex_sg*_bmax_off   the same products that also write
+//                   bmax[r, j] = max over the 32 columns c of block j of key_of(C[r, c])
+//                   (_off: of key_of(C[r, c] - off[c])), as block_max in shaders/codes.wgsl
+//                   would on the stored C (launcher: gemm_block_max; needs n % 32 == 0)
 // Each accumulator takes its four k-step updates in a row (row-major order), which lavapipe
 // ran a little faster than k-major order. Figures: the header of shaders/gemm.wgsl.
 //
@@ -60,14 +65,28 @@ fn finish4(acc: vec4<f32>, bias: vec4<f32>, c_old: vec4<f32>) -> vec4<f32> {
     }
     return v;
 }
+
+// key_of of shaders/codes.wgsl (unsigned order = float order, -0 folded onto +0) on each
+// component, branch-free as there; must stay bit-identical to it.
+fn key4(v: vec4<f32>) -> vec4<u32> {
+    let raw = bitcast<vec4<u32>>(v);
+    let b = select(raw, vec4<u32>(0u), raw == vec4<u32>(0x80000000u));
+    return select(b | vec4<u32>(0x80000000u), ~b, (b & vec4<u32>(0x80000000u)) != vec4<u32>(0u));
+}
 """)
 
-def entry(name, rows, cq, prefix, row_major=False):
+def entry(name, rows, cq, prefix, row_major=False, bmax=None):
     groups = rows // 8  # A texels per lane per k-step
+    assert bmax is None or cq == 1, "the bmax epilogue takes one column quad per lane"
     if cq == 1:
         cols_doc = "columns 4 c4 .. 4 c4 + 4 with c4 = wid.y SG_WG + lid.x"
     else:
         cols_doc = f"the {cq} column quads c4_j = (wid.y {cq} + j) SG_WG + lid.x"
+    extra_bindings = ""
+    if bmax is not None:
+        extra_bindings += f"@group(0) @binding(5) var<storage, read_write> {prefix}_bmax: array<u32>; // (m, n / 32)\n"
+    if bmax == "off":
+        extra_bindings += f"@group(0) @binding(6) var<storage, read> {prefix}_off: array<vec4<f32>>;  // (n / 4)\n"
     w(f"""
 // ------------------------------------------------------------------ {name}
 // {rows} rows of C per invocation (row0 .. row0 + {rows}), {cols_doc}; the grid
@@ -79,7 +98,7 @@ def entry(name, rows, cq, prefix, row_major=False):
 @group(0) @binding(2) var {prefix}_b: texture_storage_2d<rgba32float, read>; // B as stored: (k, n / 4) or (n, k / 4) texels
 @group(0) @binding(3) var<storage, read> {prefix}_bias: array<vec4<f32>>;    // (n / 4)
 @group(0) @binding(4) var<storage, read_write> {prefix}_c: array<vec4<f32>>; // (m, n / 4)
-
+{extra_bindings}
 @compute @workgroup_size(SG_WG)
 fn {name}(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -159,6 +178,9 @@ fn {name}(
                 for j in range(cq):
                     w(f"        acc{i}_{j} += v{i}_{q} * b{j}_{q};")
     w("    }")
+    if bmax is not None:
+        bmax_epilogue(rows, prefix, bmax == "off")
+        return
     for j in range(cq):
         w(f"""    if c4_{j} < n4 {{
         var bias = vec4<f32>(0.0);
@@ -181,7 +203,62 @@ fn {prefix}_store(row: u32, n4: u32, c4: u32, acc: vec4<f32>, bias: vec4<f32>) {
     }}
 }}""")
 
+def bmax_epilogue(rows, prefix, off):
+    sub = " - off" if off else ""
+    w(f"""    // Fused block_max: C as the plain kernel stores it, and per row the largest key of
+    // this lane's four values{sub}, then the largest over the 8 lanes of the aligned block of
+    // 32 columns. Assumes lanes are numbered along lid.x (lid.x = subgroup base +
+    // subgroup_invocation_id, true of lavapipe and of 1-D workgroups on the common
+    // drivers), so lanes 8 b .. 8 b + 7 of a subgroup hold the 8 column quads of one block
+    // (SG_WG and the subgroup size are multiples of 8); the xor shuffles 1, 2, 4 stay within
+    // those 8 lanes for any subgroup size >= 8. n % 32 == 0, so a block is wholly in range
+    // or wholly out. The shuffles run in uniform control flow; only the stores are guarded.
+    var bias = vec4<f32>(0.0);
+    if HAS_BIAS {{
+        bias = {prefix}_bias[cb0];
+    }}""")
+    if off:
+        w(f"    let off = {prefix}_off[cb0];")
+    w("    let c_in = c4_0 < n4;")
+    offarg = ", off" if off else ""
+    for i in range(rows):
+        w(f"    var m{i} = {prefix}_store_key(row0 + {i}u, n4, c4_0, c_in, acc{i}_0, bias{offarg});")
+    for x in (1, 2, 4):
+        for i in range(rows):
+            w(f"    m{i} = max(m{i}, subgroupShuffleXor(m{i}, {x}u));")
+    w(f"""    if c_in && lane == 0u {{
+        let nb = n4 / 8u;
+        let j = c4_0 / 8u;""")
+    for i in range(rows):
+        w(f"""        if row0 + {i}u < p.m {{
+            {prefix}_bmax[(row0 + {i}u) * nb + j] = m{i};
+        }}""")
+    w("    }")
+    w("}")
+    offparam = ", off: vec4<f32>" if off else ""
+    w(f"""
+// Stores C[row, 4 c4 .. 4 c4 + 4] when in range (as the plain kernel's store) and returns
+// the largest key_of of the four values{sub} (meaningless when out of range).
+fn {prefix}_store_key(row: u32, n4: u32, c4: u32, c_in: bool, acc: vec4<f32>, bias: vec4<f32>{offparam}) -> u32 {{
+    let ok = c_in && row < p.m;
+    let i = row * n4 + c4;
+    var c_old = vec4<f32>(0.0);
+    if USE_BETA && ok {{
+        c_old = {prefix}_c[i];
+    }}
+    let v = finish4(acc, bias, c_old);
+    if ok {{
+        {prefix}_c[i] = v;
+    }}
+    let key = key4(v{sub});
+    return max(max(key.x, key.y), max(key.z, key.w));
+}}""")
+
 entry("gemm_tex_sg", 8, 1, "s8", row_major=True)
 entry("gemm_tex_sg16", 16, 1, "s16", row_major=True)
 entry("gemm_tex_sg32", 32, 1, "s32", row_major=True)
+for rows in (8, 16, 32):
+    sfx = "" if rows == 8 else str(rows)
+    entry(f"gemm_tex_sg{sfx}_bmax", rows, 1, f"b{rows}", row_major=True, bmax="plain")
+    entry(f"gemm_tex_sg{sfx}_bmax_off", rows, 1, f"o{rows}", row_major=True, bmax="off")
 open(sys.argv[1], "w").write("\n".join(out) + "\n")

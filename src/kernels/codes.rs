@@ -5,6 +5,10 @@
 //! [`topk_codes`] records the whole chain (block_max, topk_threshold, topk_candidates,
 //! topk_select, csr_scan, csr_pack) with its intermediates in per-device scratch buffers;
 //! each stage also has its own launcher so that tests can hold it to its CPU twin.
+//! [`topk_codes_from_bmax`], [`activation_codes_from_bmax`] and [`batchtopk_codes_from_bmax`]
+//! are the same chains starting from block maxima the caller already has: those that
+//! `gemm::gemm_block_max` writes in the encoder GEMM's epilogue, saving a pass over pre
+//! (for JumpReLU the GEMM is given the [`threshold_offsets`]).
 //!
 //! Why not the radix select of `topk`: it needs a workgroup per row and dozens of barriers
 //! (histogram levels, a bitonic sort of up to 1024 candidates), and each barrier splits the
@@ -397,6 +401,40 @@ pub fn topk_codes(
     idx: &GpuTensor,
     val: &GpuTensor,
 ) -> Result<()> {
+    topk_chain(gpu, enc, x, k, cols, None, row_ptr, idx, val)
+}
+
+/// [`topk_codes`] over all columns (no cols) with the block maxima already computed (by
+/// `gemm::gemm_block_max` in the encoder GEMM's epilogue): skips block_max.
+/// x: (rows, n), bmax: (rows, blocks(n, BLOCK)) u32 = block_max(x, BLOCK, None, None)
+///   -> row_ptr: (rows + 1) u32, idx: (cap >= rows * k) u32, val: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn topk_codes_from_bmax(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    k: usize,
+    bmax: &GpuTensor,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+) -> Result<()> {
+    topk_chain(gpu, enc, x, k, None, Some(bmax), row_ptr, idx, val)
+}
+
+/// The chain of [`topk_codes`]; with `given` (no cols) the block maxima come from it.
+#[allow(clippy::too_many_arguments)]
+fn topk_chain(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    k: usize,
+    cols: Option<(&GpuTensor, &GpuTensor)>,
+    given: Option<&GpuTensor>,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+) -> Result<()> {
     let kn = "topk_codes";
     let (rows, n) = matrix(kn, x)?;
     expect_u32(kn, "row_ptr", row_ptr, rows + 1)?;
@@ -416,10 +454,23 @@ pub fn topk_codes(
         shape: shape.to_vec(),
         dtype: t.dtype,
     };
-    let bmax = view(
-        gpu.scratch("codes bmax", DType::U32, rows * nb)?,
-        &[rows * nb],
-    );
+    let scratch_bmax;
+    let bmax = match given {
+        Some(b) => {
+            if cols.is_some() {
+                return Err(Error::Internal(format!(
+                    "{kn}: precomputed block maxima are for all columns (no cols)"
+                )));
+            }
+            expect_u32(kn, "bmax", b, rows * nb)?;
+            b
+        }
+        None => {
+            let len = rows * nb;
+            scratch_bmax = view(gpu.scratch("codes bmax", DType::U32, len)?, &[len]);
+            &scratch_bmax
+        }
+    };
     let thr = view(gpu.scratch("codes thr", DType::U32, rows)?, &[rows]);
     let cand = view(
         gpu.scratch("codes cand", DType::U32, rows * CAND)?,
@@ -436,10 +487,12 @@ pub fn topk_codes(
         &[rows * k],
     );
     let sel_n = view(gpu.scratch("codes sel_n", DType::U32, rows)?, &[rows]);
-    block_max(gpu, enc, x, block, cols, None, &bmax)?;
-    topk_threshold(gpu, enc, &bmax, rows, nb, k, &thr)?;
+    if given.is_none() {
+        block_max(gpu, enc, x, block, cols, None, bmax)?;
+    }
+    topk_threshold(gpu, enc, bmax, rows, nb, k, &thr)?;
     #[rustfmt::skip]
-    topk_candidates(gpu, enc, x, block, cols, &bmax, &thr, &cand, &cand_key, &cand_n)?;
+    topk_candidates(gpu, enc, x, block, cols, bmax, &thr, &cand, &cand_key, &cand_n)?;
     topk_select(
         gpu, enc, x, k, cols, &cand, &cand_key, &cand_n, &thr, &sel, &sel_val, &sel_n,
     )?;
@@ -617,6 +670,53 @@ pub fn activation_codes(
     val: &GpuTensor,
     pre_val: &GpuTensor,
 ) -> Result<()> {
+    activation_chain(gpu, enc, x, jumprelu, None, row_ptr, idx, val, pre_val)
+}
+
+/// [`activation_codes`] with the block maxima already computed (by
+/// `gemm::gemm_block_max` in the encoder GEMM's epilogue): skips threshold_offsets and
+/// block_max. For JumpReLU, bmax must be of x - off with off from [`threshold_offsets`]
+/// (log_thr, eps) (the same log_thr and eps as `jumprelu`); for ReLU, of x.
+/// x: (rows, n), log_thr: (n), bmax: (rows, blocks(n, BLOCK)) u32
+///   -> row_ptr: (rows + 1) u32, idx: (cap) u32, val, pre_val: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn activation_codes_from_bmax(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    jumprelu: Option<(&GpuTensor, f32)>,
+    bmax: &GpuTensor,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    pre_val: &GpuTensor,
+) -> Result<()> {
+    activation_chain(
+        gpu,
+        enc,
+        x,
+        jumprelu,
+        Some(bmax),
+        row_ptr,
+        idx,
+        val,
+        pre_val,
+    )
+}
+
+/// The chain of [`activation_codes`]; with `given` the block maxima come from it.
+#[allow(clippy::too_many_arguments)]
+fn activation_chain(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    jumprelu: Option<(&GpuTensor, f32)>,
+    given: Option<&GpuTensor>,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    pre_val: &GpuTensor,
+) -> Result<()> {
     let (rows, n) = matrix("activation_codes", x)?;
     let nb = blocks(n, BLOCK);
     let view = |t: GpuTensor, len: usize| GpuTensor {
@@ -624,21 +724,32 @@ pub fn activation_codes(
         shape: vec![len],
         dtype: t.dtype,
     };
-    let bmax = view(gpu.scratch("codes bmax", DType::U32, rows * nb)?, rows * nb);
     let counts = view(gpu.scratch("codes counts", DType::U32, rows)?, rows);
-    let off = match jumprelu {
-        Some((l, eps)) => {
-            let off = view(gpu.scratch("codes off", DType::F32, n)?, n);
-            threshold_offsets(gpu, enc, l, eps, &off)?;
-            Some(off)
+    let scratch_bmax;
+    let bmax = match given {
+        Some(b) => {
+            expect_u32("activation_codes", "bmax", b, rows * nb)?;
+            b
         }
-        None => None,
+        None => {
+            scratch_bmax = view(gpu.scratch("codes bmax", DType::U32, rows * nb)?, rows * nb);
+            let bmax = &scratch_bmax;
+            let off = match jumprelu {
+                Some((l, eps)) => {
+                    let off = view(gpu.scratch("codes off", DType::F32, n)?, n);
+                    threshold_offsets(gpu, enc, l, eps, &off)?;
+                    Some(off)
+                }
+                None => None,
+            };
+            block_max(gpu, enc, x, BLOCK, None, off.as_ref(), bmax)?;
+            bmax
+        }
     };
-    block_max(gpu, enc, x, BLOCK, None, off.as_ref(), &bmax)?;
-    compact_count(gpu, enc, x, BLOCK, &bmax, jumprelu, &counts)?;
+    compact_count(gpu, enc, x, BLOCK, bmax, jumprelu, &counts)?;
     csr_scan(gpu, enc, &counts, row_ptr)?;
     compact_write(
-        gpu, enc, x, BLOCK, &bmax, jumprelu, row_ptr, idx, val, pre_val,
+        gpu, enc, x, BLOCK, bmax, jumprelu, row_ptr, idx, val, pre_val,
     )
 }
 
@@ -839,16 +950,76 @@ pub fn batchtopk_codes(
     val: &GpuTensor,
     threshold: &GpuTensor,
 ) -> Result<()> {
+    batchtopk_chain(gpu, enc, x, None, gate, sc, row_ptr, idx, val, threshold)
+}
+
+/// [`batchtopk_codes`] with the block maxima already computed (by
+/// `gemm::gemm_block_max` in the encoder GEMM's epilogue; `&sc.bmax` may be passed):
+/// skips block_max.
+/// x: (rows, n), bmax: (rows, blocks(n, BLOCK)) u32 = block_max(x, BLOCK, None, None)
+///   -> row_ptr: (rows + 1) u32, idx: (k_total) u32, val: (k_total), threshold: (1)
+#[allow(clippy::too_many_arguments)]
+pub fn batchtopk_codes_from_bmax(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    bmax: &GpuTensor,
+    gate: &std::sync::Arc<Gate>,
+    sc: &BatchScratch,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    threshold: &GpuTensor,
+) -> Result<()> {
+    batchtopk_chain(
+        gpu,
+        enc,
+        x,
+        Some(bmax),
+        gate,
+        sc,
+        row_ptr,
+        idx,
+        val,
+        threshold,
+    )
+}
+
+/// The chain of [`batchtopk_codes`]; with `given` the block maxima come from it.
+#[allow(clippy::too_many_arguments)]
+fn batchtopk_chain(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    given: Option<&GpuTensor>,
+    gate: &std::sync::Arc<Gate>,
+    sc: &BatchScratch,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    threshold: &GpuTensor,
+) -> Result<()> {
     use super::topk::batchtopk;
-    let (rows, n) = matrix("batchtopk_codes", x)?;
+    let kn = "batchtopk_codes";
+    let (rows, n) = matrix(kn, x)?;
     let k_total = idx.len();
-    if k_total > rows * blocks(n, BLOCK) {
+    let nb = blocks(n, BLOCK);
+    if let Some(b) = given {
+        expect_u32(kn, "bmax", b, rows * nb)?;
+    }
+    if k_total > rows * nb {
         return batchtopk(gpu, enc, x, row_ptr, idx, val, threshold, &sc.select);
     }
-    block_max(gpu, enc, x, BLOCK, None, None, &sc.bmax)?;
-    batch_threshold(gpu, enc, &sc.bmax, k_total, &sc.state, &sc.hist, &sc.thr)?;
+    let bmax = match given {
+        Some(b) => b,
+        None => {
+            block_max(gpu, enc, x, BLOCK, None, None, &sc.bmax)?;
+            &sc.bmax
+        }
+    };
+    batch_threshold(gpu, enc, bmax, k_total, &sc.state, &sc.hist, &sc.thr)?;
     #[rustfmt::skip]
-    topk_candidates(gpu, enc, x, BLOCK, None, &sc.bmax, &sc.thr, &sc.cand, &sc.cand_key, &sc.cand_n)?;
+    topk_candidates(gpu, enc, x, BLOCK, None, bmax, &sc.thr, &sc.cand, &sc.cand_key, &sc.cand_n)?;
     candidate_matrix(
         gpu, enc, x, &sc.cand, &sc.cand_n, &sc.thr, &sc.xm, &sc.state,
     )?;

@@ -18,16 +18,21 @@
 //! * [`GemmPath::General`]: any shape, plain storage buffers, no workgroup memory; what
 //!   software adapters use for shapes the texture path cannot take.
 //!
+//! [`gemm_block_max`] also writes the block maxima of C that the code stages of
+//! src/kernels/codes.rs start from (`codes::block_max`, blocks of 32 columns), in the subgroup
+//! kernel's epilogue where it can (shuffles over the 8 lanes of a block), saving the code
+//! stages a full pass over C; elsewhere it records `gemm` then `codes::block_max`.
+//!
 //! The texture path's textures are cached per (buffer, shape) on the device ([`texture_of`])
 //! and refilled only when their buffer was written since, so a training step creates nothing
 //! after its first step and copies W_enc once even though two products read it.
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{Bind, Gpu, GpuTensor, Kernel, Shader, grid_1d};
+use crate::gpu::{Bind, DType, Gpu, GpuTensor, Kernel, Shader, grid_1d};
 use crate::{Error, Result};
 
-use super::expect_shape;
+use super::{expect_len, expect_shape};
 
 pub use crate::reference::gemm::GemmSpec;
 
@@ -268,7 +273,24 @@ pub fn gemm_tuned(
     path: GemmPath,
     tuning: &GemmTuning,
 ) -> Result<()> {
-    let mut t = *tuning;
+    gemm_impl(gpu, enc, spec, a, b, bias, c, path, tuning, None)
+}
+
+/// [`gemm_tuned`], and with `fused` = (bmax, off) on the subgroup texture path the fused
+/// block_max epilogue (the caller checked [`fuses_block_max`]).
+#[allow(clippy::too_many_arguments)]
+fn gemm_impl(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    spec: &GemmSpec,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    c: &GpuTensor,
+    path: GemmPath,
+    tuning: &GemmTuning,
+    fused: Option<(&GpuTensor, Option<&GpuTensor>)>,
+) -> Result<()> {
     let GemmSpec { m, n, k, .. } = *spec;
     expect_shape("gemm", "A", a, &spec.a_shape())?;
     expect_shape("gemm", "B", b, &spec.b_shape())?;
@@ -306,16 +328,13 @@ pub fn gemm_tuned(
         ("HAS_BIAS", flag(bias.is_some())),
         ("USE_BETA", flag(spec.beta != 0.0)),
     ];
-    let path = match path {
-        GemmPath::Auto => {
-            // A few rows (a single input row): 8 rows per invocation waste less.
-            if m <= 8 {
-                t.sg_rows = 8;
-            }
-            auto_path_for(gpu, spec, &t)
-        }
-        p => p,
-    };
+    let (path, t) = resolve(gpu, spec, path, tuning);
+    if fused.is_some() && path != GemmPath::TextureSubgroup {
+        return Err(Error::Internal(format!(
+            "gemm: the fused block_max needs the subgroup texture path, not {}",
+            path.name()
+        )));
+    }
     // Without a bias, binding 3 still needs a buffer: A's, which the kernel never reads then.
     let bias_buf = bias.unwrap_or(a);
     let max = gpu.limits.max_compute_workgroups_per_dimension;
@@ -340,22 +359,18 @@ pub fn gemm_tuned(
                     )));
                 }
                 constants.push(("SG_WG", t.tx_wg as f64));
-                let entry = match t.sg_rows {
-                    8 => "gemm_tex_sg",
-                    16 => "gemm_tex_sg16",
-                    32 => "gemm_tex_sg32",
-                    r => {
-                        return Err(Error::Internal(format!(
-                            "gemm: GemmTuning::sg_rows {r} is not 8, 16 or 32"
-                        )));
-                    }
-                };
+                let entry = sg_entry(t.sg_rows, fused.map(|(_, off)| off.is_some()))?;
                 ((&SUBGROUP_SHADER, entry), t.sg_rows)
             };
             let rows = grid_1d(m.div_ceil(rows_per) as u32, max);
             let groups = [rows[0], (n / 4).div_ceil(t.tx_wg) as u32, rows[1]];
+            let mut extra = Vec::new();
+            if let Some((bmax, off)) = fused {
+                extra.push(Bind::Write(bmax));
+                extra.extend(off.map(Bind::Read));
+            }
             texture_dispatch(
-                gpu, enc, kernel, &params, &constants, a, b, bias_buf, c, spec, groups,
+                gpu, enc, kernel, &params, &constants, a, b, bias_buf, c, spec, groups, &extra,
             )
         }
         GemmPath::Tiled => {
@@ -406,6 +421,138 @@ pub fn gemm_tuned(
             )
         }
     }
+}
+
+/// The kernel `path` records `spec` on (never `Auto`) and the tuning it runs with: `Auto`
+/// takes 8 rows per invocation for m <= 8 (a single input row wastes less).
+fn resolve(
+    gpu: &Gpu,
+    spec: &GemmSpec,
+    path: GemmPath,
+    tuning: &GemmTuning,
+) -> (GemmPath, GemmTuning) {
+    let mut t = *tuning;
+    match path {
+        GemmPath::Auto => {
+            if spec.m <= 8 {
+                t.sg_rows = 8;
+            }
+            (auto_path_for(gpu, spec, &t), t)
+        }
+        p => (p, t),
+    }
+}
+
+/// The subgroup texture entry point for `rows` rows per invocation; with `bmax` = Some(has
+/// off) its fused block_max variant.
+fn sg_entry(rows: usize, bmax: Option<bool>) -> Result<&'static str> {
+    Ok(match (rows, bmax) {
+        (8, None) => "gemm_tex_sg",
+        (16, None) => "gemm_tex_sg16",
+        (32, None) => "gemm_tex_sg32",
+        (8, Some(false)) => "gemm_tex_sg_bmax",
+        (16, Some(false)) => "gemm_tex_sg16_bmax",
+        (32, Some(false)) => "gemm_tex_sg32_bmax",
+        (8, Some(true)) => "gemm_tex_sg_bmax_off",
+        (16, Some(true)) => "gemm_tex_sg16_bmax_off",
+        (32, Some(true)) => "gemm_tex_sg32_bmax_off",
+        (r, _) => {
+            return Err(Error::Internal(format!(
+                "gemm: GemmTuning::sg_rows {r} is not 8, 16 or 32"
+            )));
+        }
+    })
+}
+
+// ------------------------------------------------------------------ fused block_max
+
+/// Columns per block of the fused block_max: `codes::BLOCK` (8 lanes x one column quad).
+pub const BMAX_BLOCK: usize = super::codes::BLOCK;
+
+/// Whether [`gemm_block_max_tuned`] records `spec` on `path` with `tuning` as one fused
+/// kernel (else as [`gemm_tuned`] then `codes::block_max`): the path resolves to
+/// [`GemmPath::TextureSubgroup`] on this adapter, the texture path takes the shape, and n is
+/// a multiple of [`BMAX_BLOCK`] (so each block is one aligned group of 8 lanes).
+pub fn fuses_block_max(gpu: &Gpu, spec: &GemmSpec, path: GemmPath, tuning: &GemmTuning) -> bool {
+    let (p, t) = resolve(gpu, spec, path, tuning);
+    p == GemmPath::TextureSubgroup
+        && gpu.has_subgroups(SG_LANES)
+        && texture_fits_for(gpu, spec, &t)
+        && spec.n.is_multiple_of(BMAX_BLOCK)
+        && matches!(t.sg_rows, 8 | 16 | 32)
+}
+
+/// C = alpha * op(A) op(B) + bias + beta * C exactly as [`gemm`] computes it, and
+/// bmax[r, j] = max over c in 32 j .. 32 j + 32 of key_of(C[r, c] - off[c]) (no subtraction
+/// without off), exactly what `codes::block_max(gpu, enc, c, 32, None, off, bmax)` gives on
+/// the stored C: the input the code stages (`codes::topk_codes_from_bmax`,
+/// `codes::activation_codes_from_bmax`, `codes::batchtopk_codes_from_bmax`) take instead of
+/// reading C once more. One kernel where [`fuses_block_max`] holds (the block maxima from
+/// the accumulators in the GEMM's epilogue, reduced over 8 lanes by subgroup shuffles);
+/// elsewhere [`gemm`] then `codes::block_max`, so callers need no case analysis.
+/// a: (m, k) or (k, m) when trans_a, b: (k, n) or (n, k) when trans_b, bias: (n), off: (n)
+///   -> c: (m, n), bmax: (m, blocks(n, 32)) u32
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_block_max(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    spec: &GemmSpec,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    c: &GpuTensor,
+    off: Option<&GpuTensor>,
+    bmax: &GpuTensor,
+) -> Result<()> {
+    let t = GemmTuning::of(gpu);
+    gemm_block_max_tuned(gpu, enc, spec, a, b, bias, c, off, bmax, GemmPath::Auto, &t)
+}
+
+/// [`gemm_block_max`] on a chosen path and tuning (tests and benches): fused when
+/// [`fuses_block_max`] holds for them, else [`gemm_tuned`] on them then `codes::block_max`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_block_max_tuned(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    spec: &GemmSpec,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    c: &GpuTensor,
+    off: Option<&GpuTensor>,
+    bmax: &GpuTensor,
+    path: GemmPath,
+    tuning: &GemmTuning,
+) -> Result<()> {
+    let kn = "gemm_block_max";
+    let GemmSpec { m, n, .. } = *spec;
+    expect_shape(kn, "C", c, &[m, n])?;
+    if bmax.dtype != DType::U32 {
+        return Err(Error::Internal(format!("{kn}: bmax must hold u32")));
+    }
+    expect_len(kn, "bmax", bmax, m * super::codes::blocks(n, BMAX_BLOCK))?;
+    if let Some(o) = off {
+        expect_len(kn, "off", o, n)?;
+    }
+    if !fuses_block_max(gpu, spec, path, tuning) {
+        gemm_tuned(gpu, enc, spec, a, b, bias, c, path, tuning)?;
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        return super::codes::block_max(gpu, enc, c, BMAX_BLOCK, None, off, bmax);
+    }
+    gemm_impl(
+        gpu,
+        enc,
+        spec,
+        a,
+        b,
+        bias,
+        c,
+        path,
+        tuning,
+        Some((bmax, off)),
+    )
 }
 
 // ------------------------------------------------------------------ texture path
@@ -497,9 +644,17 @@ fn texture_dispatch(
     c: &GpuTensor,
     spec: &GemmSpec,
     groups: [u32; 3],
+    extra: &[Bind],
 ) -> Result<()> {
     let va = texture_of(gpu, enc, a, spec.a_shape())?;
     let vb = texture_of(gpu, enc, b, spec.b_shape())?;
+    let mut binds = vec![
+        Bind::Texture(&va),
+        Bind::Texture(&vb),
+        Bind::Read(bias),
+        Bind::Write(c),
+    ];
+    binds.extend_from_slice(extra);
     gpu.dispatch(
         enc,
         &Kernel {
@@ -508,12 +663,7 @@ fn texture_dispatch(
             constants,
         },
         params,
-        &[
-            Bind::Texture(&va),
-            Bind::Texture(&vb),
-            Bind::Read(bias),
-            Bind::Write(c),
-        ],
+        &binds,
         groups,
     )
 }
