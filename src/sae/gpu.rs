@@ -10,9 +10,10 @@ use crate::kernels::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
 use crate::kernels::codes::{
-    BatchScratch, activation_codes, batchtopk_codes, dead_list, topk_codes,
+    BLOCK, BatchScratch, activation_codes_from_bmax, batchtopk_codes_from_bmax, dead_list,
+    threshold_offsets, topk_codes, topk_codes_from_bmax,
 };
-use crate::kernels::gemm::{GemmSpec, gemm, texture_of};
+use crate::kernels::gemm::{GemmSpec, gemm, gemm_block_max, texture_of};
 use crate::kernels::ops::{gate_plan, threshold_ema, zero};
 use crate::kernels::optim::{
     adam, adam_unit_rows, clip_scale, decoder_grad_prep, sum_slot, sumsq, write_hyper,
@@ -145,6 +146,11 @@ pub struct GpuEngine {
     /// Rows of the largest chunk: `pre` and the dense-path tensors hold (chunk_rows, n).
     chunk_rows: usize,
     pre: GpuTensor,
+    /// Block maxima of each chunk's pre-activations (chunk_rows, n / 32) u32, from the
+    /// encoder GEMM's epilogue; batchtopk uses its scratch's instead. JumpReLU's are of
+    /// pre - off, off (n) = the thresholds minus half the bandwidth (threshold_offsets).
+    bmax: GpuTensor,
+    off: Option<GpuTensor>,
     norms: GpuTensor,
     fired: GpuTensor,
     since: GpuTensor,
@@ -308,6 +314,19 @@ impl GpuEngine {
             },
             x,
             pre: g.zeros("pre", &[chunk, n])?,
+            bmax: g.zeros_u32(
+                "pre block maxima",
+                &[if cfg.arch == Arch::Batchtopk {
+                    1
+                } else {
+                    chunk * n.div_ceil(BLOCK)
+                }],
+            )?,
+            off: if cfg.arch == Arch::Jumprelu {
+                Some(g.zeros("threshold offsets", &[n])?)
+            } else {
+                None
+            },
             norms: g.zeros("norms", &[n])?,
             fired: g.zeros_u32("fired", &[n])?,
             since: g.upload_u32("since_fired", &[n], &st.since_fired)?,
@@ -618,6 +637,15 @@ impl GpuEngine {
             b_enc: &self.grads[2],
         };
         let pre = &self.rows_of(&self.pre, rows);
+        let nb = n.div_ceil(BLOCK);
+        let bmax = &match &self.batch {
+            Some((sc, _)) => sc.bmax.view(&[rows * nb]),
+            None => GpuTensor {
+                buf: self.bmax.buf.clone(),
+                shape: vec![rows * nb],
+                dtype: self.bmax.dtype,
+            },
+        };
 
         sub_row(g, enc, &ch.x, b_dec, rows, d, &ch.xc)?;
         let spec = GemmSpec {
@@ -629,18 +657,22 @@ impl GpuEngine {
             alpha: 1.0,
             beta: 0.0,
         };
-        gemm(g, enc, &spec, &ch.xc, w_enc, Some(b_enc), pre)?;
+        // The pre-activations and their block maxima, which the code stages start from.
+        #[rustfmt::skip]
+        gemm_block_max(g, enc, &spec, &ch.xc, w_enc, Some(b_enc), pre, self.off.as_ref(), bmax)?;
         mark("encoder", enc)?;
 
         match cfg.arch {
             Arch::Topk | Arch::Batchtopk => {
                 let c = &ch.codes;
                 if cfg.arch == Arch::Topk {
-                    topk_codes(g, enc, pre, cfg.k, None, &c.row_ptr, &c.idx, &c.val)?;
+                    #[rustfmt::skip]
+                    topk_codes_from_bmax(g, enc, pre, cfg.k, bmax, &c.row_ptr, &c.idx, &c.val)?;
                 } else {
                     let (sc, bg) = self.batch.as_ref().expect("batchtopk scratch");
                     let (rp, idx, pv) = (&c.row_ptr, &c.idx, &c.pre_val);
-                    batchtopk_codes(g, enc, pre, bg, sc, rp, idx, pv, &self.thr)?;
+                    #[rustfmt::skip]
+                    batchtopk_codes_from_bmax(g, enc, pre, bmax, bg, sc, rp, idx, pv, &self.thr)?;
                     threshold_ema(
                         g,
                         enc,
@@ -700,7 +732,7 @@ impl GpuEngine {
                 // The kept entries as codes; the dense path runs instead when they overflow
                 // the capacity (cpu::code_capacity), decided on the device.
                 #[rustfmt::skip]
-                activation_codes(g, enc, pre, jump, &c.row_ptr, &c.idx, &c.val, &c.pre_val)?;
+                activation_codes_from_bmax(g, enc, pre, jump, bmax, &c.row_ptr, &c.idx, &c.val, &c.pre_val)?;
                 gate_plan(g, enc, gate, &c.row_ptr, rows, c.idx.len() as u32)?;
                 mark("activation", enc)?;
                 let (rp, idx, val) = (&c.row_ptr, &c.idx, &c.val);
@@ -738,6 +770,9 @@ impl GpuEngine {
         if matches!(cfg.arch, Arch::Topk | Arch::Batchtopk) {
             #[rustfmt::skip]
             dead_list(g, enc, &self.since, dead_after(cfg), &self.dead, &self.ndead)?;
+        }
+        if let Some(off) = &self.off {
+            threshold_offsets(g, enc, &self.params[4], cfg.bandwidth, off)?;
         }
         for (i, ch) in self.chunks.iter().enumerate() {
             self.record_chunk(enc, mark, ch, i)?;

@@ -161,8 +161,9 @@ fn case(
 }
 
 pub fn trials() -> Vec<Trial> {
-    // Odd shapes take the storage-buffer GEMMs; the 64 x 512 ones the texture GEMMs, whose
-    // dense-fallback textures are filled under the gate.
+    // Odd shapes take the storage-buffer GEMMs; the 64 x 512 ones the texture GEMMs (on
+    // lavapipe the encoder's with the block maxima from its epilogue), whose dense-fallback
+    // textures are filled under the gate.
     let odd = (36, 300, 70);
     let tex = (64, 512, 64);
     let chunked = Some(32);
@@ -176,6 +177,8 @@ pub fn trials() -> Vec<Trial> {
         (Arch::Relu, false, tex, None),
         (Arch::Relu, true, tex, None),
         (Arch::Topk, false, tex, None),
+        (Arch::Batchtopk, false, tex, None),
+        (Arch::Jumprelu, true, tex, None),
         (Arch::Topk, false, odd, chunked),
         (Arch::Topk, false, tex, chunked),
         (Arch::Relu, false, odd, chunked),
@@ -183,6 +186,7 @@ pub fn trials() -> Vec<Trial> {
         (Arch::Relu, true, tex, chunked),
         (Arch::Jumprelu, false, odd, chunked),
         (Arch::Jumprelu, true, odd, chunked),
+        (Arch::Jumprelu, false, tex, chunked),
         (Arch::Batchtopk, false, odd, chunked),
     ]
     .into_iter()
