@@ -668,16 +668,19 @@ fn gather_dw_dec_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 
 @group(0) @binding(5) var et_xc: texture_storage_2d<rgba32float, read>;      // xc: (rows, d / 4) texels
 
-// gather_dw_enc over (16-column block, latent) invocations, latents fastest (as the vec4
-// entry point; every block is whole since d % 16 == 0).
+// gather_dw_enc over (latent, 16-column block) invocations, columns fastest (every block is
+// whole since d % 16 == 0): the lanes of a subgroup share one latent, so its entry loop has
+// one trip count and its index loads one address; with latents fastest (as the vec4 entry
+// point, whose stores coalesce on hardware) each lane looped over its own latent's entries
+// and the subgroup ran the longest of them (lavapipe, topk step at batch 4096: 181 -> 141
+// CPU ms for the step's calls). The stores are strided either way there.
 @compute @workgroup_size(WG)
 fn gather_dw_enc_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = linear_index(gid, nwg);
     let dq = p.dv / 4u;
     if t >= p.n * dq { return; }
-    let jb = t / p.n;
-    let i = t - jb * p.n;
-    let c = jb * 4u;
+    let i = t / dq;
+    let c = (t - i * dq) * 4u;
     let a = ge_lat_ptr[i];
     let z = ge_lat_ptr[i + 1u];
     if p.flag != 0u && a == z { return; }
