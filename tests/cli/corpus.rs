@@ -634,6 +634,18 @@ const LINES: &[Line] = &[
         gpu: true,
     },
     Line {
+        // topk / relu / jumprelu split such a batch into chunks of rows; batchtopk cannot.
+        name: "train_batchtopk_pre_activations_beyond_adapter",
+        setup: nothing,
+        args: "train --data {dir}/good.safetensors --out {dir}/out --device gpu --arch batchtopk --d-sae 1048576 --k 4 --batch 2048 --steps 2",
+        code: 2,
+        expect: &[
+            "--d-sae 1048576 with --batch 2048: pre-activations (batchtopk selects over the whole batch, so they are not split) [2048, 1048576] needs 8192.0 MiB in one storage binding, but adapter",
+            "lower --d-sae or --batch, or use --device cpu",
+        ],
+        gpu: true,
+    },
+    Line {
         name: "train_without_data",
         setup: nothing,
         args: "train --out {dir}/out --device cpu",
