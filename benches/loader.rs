@@ -240,12 +240,8 @@ fn main() -> anyhow::Result<()> {
             match Gpu::new(std::env::var("SAEFORGE_ADAPTER").ok().as_deref()) {
                 Ok(gpu) => {
                     let gpu = Arc::new(gpu);
-                    // The dense (batch, 16384) pre-activations are one storage binding:
-                    // halve the batch until it fits (lavapipe: 128 MiB, so 2048 rows).
-                    let mut cfg = cfg.clone();
-                    while cfg.batch > 256 && (cfg.batch * 16384 * 4) as u64 > gpu.max_binding() {
-                        cfg.batch /= 2;
-                    }
+                    // The engine splits a batch whose (batch, 16384) pre-activations
+                    // exceed one storage binding into chunks of rows (lavapipe: 2 x 2048).
                     let mut eng = GpuEngine::new(gpu.clone(), &cfg, &st)?;
                     let g2 = gpu.clone();
                     let (mem, pf) = prefetch_run(&mut eng, &move || g2.wait(), &cfg, paths, 8, 3)?;

@@ -119,14 +119,28 @@ fn block_max_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 @group(0) @binding(1) var<storage, read> th_bmax: array<u32>;          // (rows, nb)
 @group(0) @binding(2) var<storage, read_write> th_thr: array<u32>;     // (rows)
 
+// Empty blocks (bmax 0: no eligible entry) are a suffix of the row's blocks: the number of
+// the others, by bisection.
+fn th_used(base: u32) -> u32 {
+    var lo = 0u;
+    var hi = p.nb;
+    while lo < hi {
+        let mid = (lo + hi) / 2u;
+        if th_bmax[base + mid] != 0u {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
 @compute @workgroup_size(WG)
 fn topk_threshold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = linear_index(gid, nwg);
     if r >= p.rows { return; }
     let base = r * p.nb;
-    // Empty blocks (bmax 0: no eligible entry) are a suffix of the row's blocks; skip them.
-    var nb = 0u;
-    while nb < p.nb && th_bmax[base + nb] != 0u { nb++; }
+    let nb = th_used(base);
     var t = 0u;
     for (var bit = 31u; bit >= 16u; bit--) {
         let c = t | (1u << bit);
@@ -135,6 +149,39 @@ fn topk_threshold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
             cnt += select(0u, 1u, th_bmax[base + j] >= c);
         }
         if cnt >= p.k { t = c; }
+    }
+    th_thr[r] = max(t, POSITIVE);
+}
+
+// The same with vec4 loads of bmax (nb % 4 == 0): a quarter of the loop trips. The vec4
+// holding the last used block may hold empty ones too; their 0 never reaches a T >= 2^16.
+@group(0) @binding(1) var<storage, read> th4_bmax: array<vec4<u32>>;   // (rows, nb / 4)
+
+@compute @workgroup_size(WG)
+fn topk_threshold_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_index(gid, nwg);
+    if r >= p.rows { return; }
+    let base = r * (p.nb / 4u);
+    // th_used over the vec4 view (one module binding per entry point).
+    var lo = 0u;
+    var hi = p.nb;
+    while lo < hi {
+        let mid = (lo + hi) / 2u;
+        if th4_bmax[base + mid / 4u][mid % 4u] != 0u {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
+        }
+    }
+    let nb4 = (lo + 3u) / 4u;
+    var t = 0u;
+    for (var bit = 31u; bit >= 16u; bit--) {
+        let c = t | (1u << bit);
+        var cnt = vec4<u32>(0u);
+        for (var j = 0u; j < nb4; j++) {
+            cnt += select(vec4<u32>(0u), vec4<u32>(1u), th4_bmax[base + j] >= vec4<u32>(c));
+        }
+        if cnt.x + cnt.y + cnt.z + cnt.w >= p.k { t = c; }
     }
     th_thr[r] = max(t, POSITIVE);
 }
@@ -179,6 +226,53 @@ fn topk_candidates(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
                     cd_key[out + c] = key;
                 }
                 c++;
+            }
+        }
+    }
+    cd_n[r] = c;
+}
+
+// topk_candidates over all columns (no cols) with vec4 loads of bmax and x (n % 128 == 0,
+// block % 4 == 0, so nb % 4 == 0): the same candidates in the same order, a quarter of the
+// loop trips.
+@group(0) @binding(1) var<storage, read> cd4_x: array<vec4<f32>>;      // (rows, n / 4)
+@group(0) @binding(4) var<storage, read> cd4_bmax: array<vec4<u32>>;   // (rows, nb / 4)
+
+// Appends latent i with key to row slot c (stored when c < CAND) if key >= t; the new count.
+fn cd_put(out: u32, c: u32, t: u32, i: u32, key: u32) -> u32 {
+    if key >= t {
+        if c < CAND {
+            cd_cand[out + c] = i;
+            cd_key[out + c] = key;
+        }
+        return c + 1u;
+    }
+    return c;
+}
+
+@compute @workgroup_size(WG)
+fn topk_candidates_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_index(gid, nwg);
+    if r >= p.rows { return; }
+    let t = cd_thr[r];
+    let n4 = p.n / 4u;
+    let b4 = p.block / 4u;
+    let nb4 = p.nb / 4u;
+    let out = r * CAND;
+    var c = 0u;
+    for (var jq = 0u; jq < nb4; jq++) {
+        let bq = cd4_bmax[r * nb4 + jq];
+        if all(bq < vec4<u32>(t)) { continue; }
+        for (var l = 0u; l < 4u; l++) {
+            if bq[l] < t { continue; }
+            let q0 = (jq * 4u + l) * b4;
+            for (var q = q0; q < q0 + b4; q++) {
+                let v = cd4_x[r * n4 + q];
+                let i = 4u * q;
+                c = cd_put(out, c, t, i, key_of(v.x));
+                c = cd_put(out, c, t, i + 1u, key_of(v.y));
+                c = cd_put(out, c, t, i + 2u, key_of(v.z));
+                c = cd_put(out, c, t, i + 3u, key_of(v.w));
             }
         }
     }

@@ -211,14 +211,14 @@ pub fn topk_threshold(
         k: k as u32,
         ..Default::default()
     };
-    launch_1d(
-        gpu,
-        enc,
-        kn,
-        &p,
-        &[Bind::Read(bmax), Bind::Write(thr)],
-        rows,
-    )
+    // vec4 loads of bmax when its rows are whole vec4s.
+    let entry = if nb.is_multiple_of(4) {
+        "topk_threshold_vec4"
+    } else {
+        kn
+    };
+    let binds = [Bind::Read(bmax), Bind::Write(thr)];
+    launch_1d(gpu, enc, entry, &p, &binds, rows)
 }
 
 /// In position order, the eligible latents of row r with key >= thr[r]: cand_n[r] = how
@@ -259,7 +259,14 @@ pub fn topk_candidates(
         Bind::Write(cand_key),
         Bind::Write(cand_n),
     ];
-    launch_1d(gpu, enc, kn, &p, &binds, rows)
+    // vec4 loads of x and bmax when there are no cols and both rows are whole vec4s.
+    let vec4 = cols.is_none()
+        && n.is_multiple_of(4)
+        && block.is_multiple_of(4)
+        && n.is_multiple_of(block)
+        && blocks(n, block).is_multiple_of(4);
+    let entry = if vec4 { "topk_candidates_vec4" } else { kn };
+    launch_1d(gpu, enc, entry, &p, &binds, rows)
 }
 
 /// Per row, the k best entries with key >= thr[r] (key descending, then lower latent), in

@@ -287,6 +287,9 @@ const CASES: &[Case] = &[
     Case { rows: 70, n: 301, k: 9, kind: Input::Normal, listed: Some(123) },
     Case { rows: 29, n: 777, k: 30, kind: Input::SmallInts, listed: Some(600) },
     Case { rows: 300, n: 100, k: 64, kind: Input::Normal, listed: Some(10) },
+    // n % 128 == 0: the vec4 threshold and candidate entry points (ties; infinities).
+    Case { rows: 37, n: 1024, k: 7, kind: Input::SmallInts, listed: None },
+    Case { rows: 70, n: 384, k: 9, kind: Input::Inf, listed: None },
     Case { rows: 512, n: 16384, k: 32, kind: Input::Normal, listed: None },
     Case { rows: 512, n: 16384, k: 256, kind: Input::Normal, listed: Some(3000) },
     Case { rows: 40, n: 16384, k: 256, kind: Input::SmallInts, listed: Some(12000) },
