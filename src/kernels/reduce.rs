@@ -375,7 +375,7 @@ pub fn row_norms(
 
 /// CSR codes, nnz = min(row_ptr[rows], cap): for every slot s < nnz with val[s] > 0 and
 /// idx[s] < n: metrics[L0] += 1, metrics[L1] += val[s] * norms[idx[s]], fired[idx[s]] += 1.
-/// Dispatches: sparse_stats (one invocation per slot), finish_partials.
+/// Dispatches: sparse_stats (one invocation per 32 consecutive slots), finish_partials.
 /// row_ptr: (rows + 1) u32, idx: (cap) u32, val: (cap), norms: (n)
 ///   -> fired: (n) u32 (accumulated), metrics: (METRIC_SLOTS)
 #[allow(clippy::too_many_arguments)]
@@ -404,12 +404,14 @@ pub fn sparse_stats(
     expect_len(k, "fired", fired, n)?;
     expect_dtype(k, "fired", fired, DType::U32)?;
     expect_metrics(k, metrics, &[slot::L0, slot::L1])?;
-    let parts = scratch(gpu, "reduce.partials", DType::U32, 2 * cap)?;
+    // One partial per run of SS_RUN (shaders/reduce.wgsl) slots.
+    let nparts = cap.div_ceil(SS_RUN).max(1);
+    let parts = scratch(gpu, "reduce.partials", DType::U32, 2 * nparts)?;
     let p = Params {
         rows: rows_u,
         cols: n_u,
         len: cap_u,
-        nparts: cap_u,
+        nparts: nparts as u32,
         ..Default::default()
     };
     gpu.dispatch(
@@ -424,10 +426,13 @@ pub fn sparse_stats(
             Bind::Write(fired),
             Bind::Write(&parts),
         ],
-        gpu.groups_for(cap, WG),
+        gpu.groups_for(nparts, WG),
     )?;
-    finish(gpu, enc, &parts, cap, &stats_totals(), metrics)
+    finish(gpu, enc, &parts, nparts, &stats_totals(), metrics)
 }
+
+/// Code slots per sparse_stats invocation (SS_RUN in shaders/reduce.wgsl).
+const SS_RUN: usize = 32;
 
 fn stats_totals() -> [Total; 2] {
     [
