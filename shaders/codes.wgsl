@@ -640,10 +640,12 @@ fn compact_write(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     }
 }
 
-// The same two with vec4 loads (n % 4 == 0 and block % 4 == 0): a quarter of the loop trips,
-// which is what they cost on lavapipe (each lane of a row loops over its own blocks).
+// The same two with vec4 loads of x and bmax (n % 4 == 0, block % 4 == 0, n % block == 0,
+// nb % 4 == 0): a quarter of the loop trips, which is what they cost on lavapipe (each lane
+// of a row loops over its own blocks).
 
 @group(0) @binding(1) var<storage, read> cp4_x: array<vec4<f32>>;        // (rows, n / 4)
+@group(0) @binding(2) var<storage, read> cp4_bmax: array<vec4<u32>>;     // (rows, nb / 4)
 @group(0) @binding(3) var<storage, read> cp4_log_thr: array<vec4<f32>>;  // (n / 4); unread for ReLU
 
 struct Kept4 {
@@ -668,13 +670,18 @@ fn compact_count_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     if r >= p.rows { return; }
     let n4 = p.n / 4u;
     let b4 = p.block / 4u;
+    let nb4 = p.nb / 4u;
     var c = 0u;
-    for (var j = 0u; j < p.nb; j++) {
-        if cp_bmax[r * p.nb + j] < 0x80000000u { continue; }
-        let q1 = min(j * b4 + b4, n4);
-        for (var q = j * b4; q < q1; q++) {
-            let m = select(vec4<u32>(0u), vec4<u32>(1u), cp4_keep(cp4_x[r * n4 + q], q).keep);
-            c += m.x + m.y + m.z + m.w;
+    for (var jq = 0u; jq < nb4; jq++) {
+        let bq = cp4_bmax[r * nb4 + jq];
+        if all(bq < vec4<u32>(0x80000000u)) { continue; }
+        for (var l = 0u; l < 4u; l++) {
+            if bq[l] < 0x80000000u { continue; }
+            let q0 = (jq * 4u + l) * b4;
+            for (var q = q0; q < q0 + b4; q++) {
+                let m = select(vec4<u32>(0u), vec4<u32>(1u), cp4_keep(cp4_x[r * n4 + q], q).keep);
+                c += m.x + m.y + m.z + m.w;
+            }
         }
     }
     cc_counts[r] = c;
@@ -699,18 +706,23 @@ fn compact_write_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     if r >= p.rows { return; }
     let n4 = p.n / 4u;
     let b4 = p.block / 4u;
+    let nb4 = p.nb / 4u;
     var s = cw_row_ptr[r];
-    for (var j = 0u; j < p.nb; j++) {
-        if cp_bmax[r * p.nb + j] < 0x80000000u { continue; }
-        let q1 = min(j * b4 + b4, n4);
-        for (var q = j * b4; q < q1; q++) {
-            let v = cp4_x[r * n4 + q];
-            let k = cp4_keep(v, q);
-            let i = 4u * q;
-            s = cw_put(s, k.keep.x, i, k.act.x, v.x);
-            s = cw_put(s, k.keep.y, i + 1u, k.act.y, v.y);
-            s = cw_put(s, k.keep.z, i + 2u, k.act.z, v.z);
-            s = cw_put(s, k.keep.w, i + 3u, k.act.w, v.w);
+    for (var jq = 0u; jq < nb4; jq++) {
+        let bq = cp4_bmax[r * nb4 + jq];
+        if all(bq < vec4<u32>(0x80000000u)) { continue; }
+        for (var l = 0u; l < 4u; l++) {
+            if bq[l] < 0x80000000u { continue; }
+            let q0 = (jq * 4u + l) * b4;
+            for (var q = q0; q < q0 + b4; q++) {
+                let v = cp4_x[r * n4 + q];
+                let k = cp4_keep(v, q);
+                let i = 4u * q;
+                s = cw_put(s, k.keep.x, i, k.act.x, v.x);
+                s = cw_put(s, k.keep.y, i + 1u, k.act.y, v.y);
+                s = cw_put(s, k.keep.z, i + 2u, k.act.z, v.z);
+                s = cw_put(s, k.keep.w, i + 3u, k.act.w, v.w);
+            }
         }
     }
 }

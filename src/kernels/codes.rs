@@ -562,9 +562,13 @@ pub fn threshold_offsets(
     )
 }
 
-/// Whether compact_count / compact_write take their vec4 entry points.
+/// Whether compact_count / compact_write take their vec4 entry points (x and bmax rows
+/// whole vec4s, whole blocks).
 fn compact_vec4(p: &Params) -> bool {
-    p.n.is_multiple_of(4) && p.block.is_multiple_of(4)
+    p.n.is_multiple_of(4)
+        && p.block.is_multiple_of(4)
+        && p.n.is_multiple_of(p.block)
+        && p.nb.is_multiple_of(4)
 }
 
 fn compact_params(

@@ -463,6 +463,10 @@ pub fn trials() -> Vec<Trial> {
         (37, 1001, true, 0.01, 64),
         (70, 300, false, 0.5, 64),   // overflows the capacity
         (70, 300, true, 0.5, 64),    // overflows the capacity
+        // n % 128 == 0: the vec4 entry points
+        (37, 1024, true, 0.01, 64),
+        (70, 384, false, 0.5, 64),   // overflows the capacity
+        (70, 384, true, 0.5, 64),    // overflows the capacity
         (512, 16384, false, 0.003, 1024),
         (512, 16384, true, 0.003, 1024),
     ];
