@@ -701,3 +701,81 @@ fn gather_dw_enc_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     ge4_store(c + 2u, i, a2);
     ge4_store(c + 3u, i, a3);
 }
+
+@group(0) @binding(6) var<storage, read_write> ge4o_dw_enc: array<vec4<f32>>;  // (d, n / 4)
+
+// One latent's sums for 16 columns (texel columns c .. c + 4) of gather_dw_enc_tex.
+struct Cols16 {
+    a0: vec4<f32>,
+    a1: vec4<f32>,
+    a2: vec4<f32>,
+    a3: vec4<f32>,
+}
+
+fn ge_latent16(i: u32, c: u32) -> Cols16 {
+    var r = Cols16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    let z = ge_lat_ptr[i + 1u];
+    for (var e = ge_lat_ptr[i]; e < z; e++) {
+        let g = ge_dval[ge_lat_slot[e]];
+        let row = ge_lat_row[e];
+        r.a0 += g * textureLoad(et_xc, vec2<u32>(c, row));
+        r.a1 += g * textureLoad(et_xc, vec2<u32>(c + 1u, row));
+        r.a2 += g * textureLoad(et_xc, vec2<u32>(c + 2u, row));
+        r.a3 += g * textureLoad(et_xc, vec2<u32>(c + 3u, row));
+    }
+    return r;
+}
+
+// dw_enc[row, 4 iq .. 4 iq + 4] = v, or + v when accumulating (only where `has`: the
+// latents with entries keep their value bit for bit otherwise).
+fn ge4o_put(row: u32, iq: u32, v: vec4<f32>, has: vec4<bool>) {
+    let o = row * (p.n / 4u) + iq;
+    if p.flag != 0u {
+        let old = ge4o_dw_enc[o];
+        ge4o_dw_enc[o] = select(old, old + v, has);
+    } else {
+        ge4o_dw_enc[o] = v;
+    }
+}
+
+// gather_dw_enc_tex over (latent quad, 16-column block) invocations, columns fastest
+// (n % 4 == 0): each invocation sums four latents' 16 columns in the same order as
+// gather_dw_enc_tex (same bits) and stores them as 16 vec4s along the latents, where
+// gather_dw_enc_tex stores 16 scalars per latent, 64 strided stores for the same four.
+@compute @workgroup_size(WG)
+fn gather_dw_enc_tex4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_index(gid, nwg);
+    let dq = p.dv / 4u;
+    if t >= (p.n / 4u) * dq { return; }
+    let iq = t / dq;
+    let c = (t - iq * dq) * 4u;
+    let i = 4u * iq;
+    let has = vec4<bool>(
+        ge_lat_ptr[i] != ge_lat_ptr[i + 1u],
+        ge_lat_ptr[i + 1u] != ge_lat_ptr[i + 2u],
+        ge_lat_ptr[i + 2u] != ge_lat_ptr[i + 3u],
+        ge_lat_ptr[i + 3u] != ge_lat_ptr[i + 4u],
+    );
+    if p.flag != 0u && !any(has) { return; }
+    let l0 = ge_latent16(i, c);
+    let l1 = ge_latent16(i + 1u, c);
+    let l2 = ge_latent16(i + 2u, c);
+    let l3 = ge_latent16(i + 3u, c);
+    let r = 4u * c; // first of the 16 rows of dw_enc
+    ge4o_put(r, iq, vec4<f32>(l0.a0.x, l1.a0.x, l2.a0.x, l3.a0.x), has);
+    ge4o_put(r + 1u, iq, vec4<f32>(l0.a0.y, l1.a0.y, l2.a0.y, l3.a0.y), has);
+    ge4o_put(r + 2u, iq, vec4<f32>(l0.a0.z, l1.a0.z, l2.a0.z, l3.a0.z), has);
+    ge4o_put(r + 3u, iq, vec4<f32>(l0.a0.w, l1.a0.w, l2.a0.w, l3.a0.w), has);
+    ge4o_put(r + 4u, iq, vec4<f32>(l0.a1.x, l1.a1.x, l2.a1.x, l3.a1.x), has);
+    ge4o_put(r + 5u, iq, vec4<f32>(l0.a1.y, l1.a1.y, l2.a1.y, l3.a1.y), has);
+    ge4o_put(r + 6u, iq, vec4<f32>(l0.a1.z, l1.a1.z, l2.a1.z, l3.a1.z), has);
+    ge4o_put(r + 7u, iq, vec4<f32>(l0.a1.w, l1.a1.w, l2.a1.w, l3.a1.w), has);
+    ge4o_put(r + 8u, iq, vec4<f32>(l0.a2.x, l1.a2.x, l2.a2.x, l3.a2.x), has);
+    ge4o_put(r + 9u, iq, vec4<f32>(l0.a2.y, l1.a2.y, l2.a2.y, l3.a2.y), has);
+    ge4o_put(r + 10u, iq, vec4<f32>(l0.a2.z, l1.a2.z, l2.a2.z, l3.a2.z), has);
+    ge4o_put(r + 11u, iq, vec4<f32>(l0.a2.w, l1.a2.w, l2.a2.w, l3.a2.w), has);
+    ge4o_put(r + 12u, iq, vec4<f32>(l0.a3.x, l1.a3.x, l2.a3.x, l3.a3.x), has);
+    ge4o_put(r + 13u, iq, vec4<f32>(l0.a3.y, l1.a3.y, l2.a3.y, l3.a3.y), has);
+    ge4o_put(r + 14u, iq, vec4<f32>(l0.a3.z, l1.a3.z, l2.a3.z, l3.a3.z), has);
+    ge4o_put(r + 15u, iq, vec4<f32>(l0.a3.w, l1.a3.w, l2.a3.w, l3.a3.w), has);
+}

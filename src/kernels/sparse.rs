@@ -504,6 +504,10 @@ impl Gather {
         let t = tex(gpu, enc, src, d)?;
         let [a, b, c, v, _, out] = binds;
         let binds = [a, b, c, v, Bind::Texture(&t), out];
+        // dW_enc (d, n): four latents per invocation, stored as vec4s along them.
+        if self.tex_entry == "gather_dw_enc_tex" && n.is_multiple_of(4) {
+            return launch_1d(gpu, enc, "gather_dw_enc_tex4", p, &binds, n / 4 * (d / 16));
+        }
         launch_1d(gpu, enc, self.tex_entry, p, &binds, n * (d / 16))
     }
 }
