@@ -52,6 +52,19 @@ fn sub_row(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     sr_out[i] = sr_x[i] - sr_b[i % p.cols];
 }
 
+// sub_row with vec4s (d % 4 == 0): a quarter of the invocations and of the integer
+// remainders, which lavapipe computes one lane at a time.
+@group(0) @binding(1) var<storage, read> sr4_x: array<vec4<f32>>;          // (rows, d / 4)
+@group(0) @binding(2) var<storage, read> sr4_b: array<vec4<f32>>;          // (d / 4)
+@group(0) @binding(3) var<storage, read_write> sr4_out: array<vec4<f32>>;  // (rows, d / 4)
+
+@compute @workgroup_size(WG)
+fn sub_row_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.len / 4u { return; }
+    sr4_out[i] = sr4_x[i] - sr4_b[i % (p.cols / 4u)];
+}
+
 // ---------------------------------------------------------------- sub
 // out = a - b
 @group(0) @binding(1) var<storage, read> sb_a: array<f32>;          // (len)
@@ -63,6 +76,18 @@ fn sub(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
     let i = linear_index(gid, nwg);
     if i >= p.len { return; }
     sb_out[i] = sb_a[i] - sb_b[i];
+}
+
+// sub with vec4s (len % 4 == 0).
+@group(0) @binding(1) var<storage, read> sb4_a: array<vec4<f32>>;          // (len / 4)
+@group(0) @binding(2) var<storage, read> sb4_b: array<vec4<f32>>;          // (len / 4)
+@group(0) @binding(3) var<storage, read_write> sb4_out: array<vec4<f32>>;  // (len / 4)
+
+@compute @workgroup_size(WG)
+fn sub_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if i >= p.len / 4u { return; }
+    sb4_out[i] = sb4_a[i] - sb4_b[i];
 }
 
 // ---------------------------------------------------------------- col_sum

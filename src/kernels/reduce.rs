@@ -183,12 +183,17 @@ pub fn sub_row(
         len,
         ..Default::default()
     };
+    let (entry, invocations) = if d.is_multiple_of(4) {
+        ("sub_row_vec4", rows * d / 4)
+    } else {
+        (k, rows * d)
+    };
     gpu.dispatch(
         enc,
-        &kernel(k),
+        &kernel(entry),
         &p,
         &[Bind::Read(x), Bind::Read(b), Bind::Write(out)],
-        gpu.groups_for(rows * d, WG),
+        gpu.groups_for(invocations, WG),
     )
 }
 
@@ -209,12 +214,17 @@ pub fn sub(
         len,
         ..Default::default()
     };
+    let (entry, invocations) = if a.len().is_multiple_of(4) {
+        ("sub_vec4", a.len() / 4)
+    } else {
+        (k, a.len())
+    };
     gpu.dispatch(
         enc,
-        &kernel(k),
+        &kernel(entry),
         &p,
         &[Bind::Read(a), Bind::Read(b), Bind::Write(out)],
-        gpu.groups_for(a.len(), WG),
+        gpu.groups_for(invocations, WG),
     )
 }
 

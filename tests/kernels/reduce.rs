@@ -521,9 +521,12 @@ pub fn trials() -> Vec<Trial> {
         v.push(t(format!("reduce::sub_row/{rows}x{d}"), move |g, r| {
             sub_row_case(g, r, rows, d)
         }));
-        v.push(t(format!("reduce::sub/{}", rows * d + 1), move |g, r| {
-            sub_case(g, r, rows * d + 1)
-        }));
+        // rows * d + 1: the scalar entry point (or vec4 by chance); rows * d * 4: vec4.
+        for len in [rows * d + 1, rows * d * 4] {
+            v.push(t(format!("reduce::sub/{len}"), move |g, r| {
+                sub_case(g, r, len)
+            }));
+        }
         let prod = rows == ROWS;
         for sst in [false, true] {
             let tag = if sst { "sse+sst" } else { "sse" };
