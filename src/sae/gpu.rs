@@ -396,13 +396,14 @@ impl GpuEngine {
         };
         let pre = if cfg.arch == Arch::Batchtopk {
             "pre-activations (batchtopk selects over the whole batch, so they are not split)"
+                .to_string()
         } else {
-            "pre-activations of 16 rows"
+            format!("pre-activations of {c} rows")
         };
         let mut big: Vec<(&str, [u128; 2])> = vec![
             ("W_enc", [d, n]),
             ("W_dec", [n, d]),
-            (pre, [c, n]),
+            (&pre, [c, n]),
             ("batch", [b, d]),
         ];
         if matches!(cfg.arch, Arch::Topk | Arch::Batchtopk) {
