@@ -393,7 +393,7 @@ pub fn gather_dw_dec(
     dw_dec: &GpuTensor,
 ) -> Result<()> {
     #[rustfmt::skip]
-    let g = Gather { kernel: "gather_dw_dec", tex_entry: "gather_dw_dec_tex", vals: "val", src: "dy", out: "dw_dec", out_shape: [n, d] };
+    let g = Gather { kernel: "gather_dw_dec", tex_entry: "gather_dw_dec_tex", tex4_entry: None, vals: "val", src: "dy", out: "dw_dec", out_shape: [n, d] };
     let (p, binds) = g.check(
         lat_ptr, lat_row, lat_slot, val, dy, n, d, accumulate, dw_dec,
     )?;
@@ -424,7 +424,7 @@ pub fn gather_dw_enc(
     dw_enc: &GpuTensor,
 ) -> Result<()> {
     #[rustfmt::skip]
-    let g = Gather { kernel: "gather_dw_enc", tex_entry: "gather_dw_enc_tex", vals: "dval", src: "xc", out: "dw_enc", out_shape: [d, n] };
+    let g = Gather { kernel: "gather_dw_enc", tex_entry: "gather_dw_enc_tex", tex4_entry: Some("gather_dw_enc_tex4"), vals: "dval", src: "xc", out: "dw_enc", out_shape: [d, n] };
     let (p, binds) = g.check(
         lat_ptr, lat_row, lat_slot, dval, xc, n, d, accumulate, dw_enc,
     )?;
@@ -443,6 +443,8 @@ pub fn gather_dw_enc(
 struct Gather {
     kernel: &'static str,
     tex_entry: &'static str,
+    /// A `_tex` entry point taking four latents per invocation, used when n % 4 == 0.
+    tex4_entry: Option<&'static str>,
     vals: &'static str,
     src: &'static str,
     out: &'static str,
@@ -505,8 +507,8 @@ impl Gather {
         let [a, b, c, v, _, out] = binds;
         let binds = [a, b, c, v, Bind::Texture(&t), out];
         // dW_enc (d, n): four latents per invocation, stored as vec4s along them.
-        if self.tex_entry == "gather_dw_enc_tex" && n.is_multiple_of(4) {
-            return launch_1d(gpu, enc, "gather_dw_enc_tex4", p, &binds, n / 4 * (d / 16));
+        if let Some(entry) = self.tex4_entry.filter(|_| n.is_multiple_of(4)) {
+            return launch_1d(gpu, enc, entry, p, &binds, n / 4 * (d / 16));
         }
         launch_1d(gpu, enc, self.tex_entry, p, &binds, n * (d / 16))
     }
