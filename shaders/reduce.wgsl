@@ -167,6 +167,28 @@ fn mse_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     mb_parts[p.nparts + part] = bitcast<u32>(sst);
 }
 
+// ---------------------------------------------------------------- sum_sq_centred
+// mse_backward's sst partials alone: invocation (j, rb) sums (target - mean[j])^2 over rows
+// rb*RB .. rb*RB+RB of column j (same order) and writes partial rb * cols + j.
+@group(0) @binding(1) var<storage, read> sq_target: array<f32>;      // (rows, d)
+@group(0) @binding(2) var<storage, read> sq_colsum: array<f32>;      // (d) column sums of target
+@group(0) @binding(3) var<storage, read_write> sq_parts: array<u32>; // (nparts) f32 bits
+
+@compute @workgroup_size(WG)
+fn sum_sq_centred(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let rb = gid.y;
+    if j >= p.cols { return; }
+    let mean = sq_colsum[j] / f32(p.rows);
+    let r1 = min(rb * RB + RB, p.rows);
+    var sst = 0.0;
+    for (var r = rb * RB; r < r1; r++) {
+        let c = sq_target[r * p.cols + j] - mean;
+        sst += c * c;
+    }
+    sq_parts[rb * p.cols + j] = bitcast<u32>(sst);
+}
+
 // ---------------------------------------------------------------- row_norms
 // norms[i] = sqrt(sum over k in order of w[i, k]^2); one invocation per row.
 @group(0) @binding(1) var<storage, read> rn_w: array<f32>;              // (n, d)

@@ -348,6 +348,54 @@ pub fn mse_backward(
     finish(gpu, enc, &parts, nparts, &totals, metrics)
 }
 
+/// metrics[slot] += sum_b ||target_b - mean(target)||^2 with the mean over the rows: the
+/// explained-variance total of [`mse_backward`] alone, for a batch whose gradient was
+/// taken in chunks. Nothing is written when rows == 0 or d == 0.
+/// Dispatches: col_sum of target into scratch, sum_sq_centred (row-blocked, partials per
+/// (row block, column)), finish_partials.
+/// target: (rows, d) -> metrics: (METRIC_SLOTS)
+pub fn sum_sq_centred(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    target: &GpuTensor,
+    rows: usize,
+    d: usize,
+    metrics: &GpuTensor,
+    slot: u32,
+) -> Result<()> {
+    let k = "sum_sq_centred";
+    let (rows_u, d_u, len) = dims(k, rows, d)?;
+    expect_len(k, "target", target, rows * d)?;
+    expect_metrics(k, metrics, &[slot])?;
+    if rows == 0 || d == 0 {
+        return Ok(());
+    }
+    let colsum = scratch(gpu, "reduce.colsum", DType::F32, d)?;
+    dispatch_col_sum(gpu, enc, target, rows_u, d_u, &colsum, false)?;
+    let nparts = rows.div_ceil(RB) * d;
+    let parts = scratch(gpu, "reduce.partials", DType::U32, nparts)?;
+    let p = Params {
+        rows: rows_u,
+        cols: d_u,
+        len,
+        nparts: nparts as u32,
+        ..Default::default()
+    };
+    gpu.dispatch(
+        enc,
+        &kernel(k),
+        &p,
+        &[Bind::Read(target), Bind::Read(&colsum), Bind::Write(&parts)],
+        col_block_grid(rows, d),
+    )?;
+    let total = Total {
+        slot,
+        count: false,
+        overwrite: false,
+    };
+    finish(gpu, enc, &parts, nparts, &[total], metrics)
+}
+
 /// norms[i] = ||w[i, :]|| (sum of squares in order along the row, then sqrt; vec4 loads
 /// when d % 4 == 0, same order).
 /// w: (n, d) -> norms: (n)

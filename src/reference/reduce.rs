@@ -91,24 +91,37 @@ pub fn mse_backward(
     }
     metrics[sse_slot as usize] += sse as f32;
     if let Some(s) = sst_slot {
-        let mut mean = vec![0.0f32; d];
-        for r in 0..rows {
-            for j in 0..d {
-                mean[j] += target[r * d + j];
-            }
-        }
-        for m in &mut mean {
-            *m /= rows as f32;
-        }
-        let mut sst = 0.0f64;
-        for r in 0..rows {
-            for j in 0..d {
-                let c = target[r * d + j] as f64 - mean[j] as f64;
-                sst += c * c;
-            }
-        }
-        metrics[s as usize] += sst as f32;
+        sum_sq_centred(target, rows, d, metrics, s);
     }
+}
+
+/// metrics[slot] += sum_b ||target_b - mean(target)||^2, the mean over the rows
+/// (mean[j] = (sum over rows in order of target[r, j]) / rows): the explained-variance
+/// total of `mse_backward`, alone (the GPU engine's chunked steps take it over the whole
+/// batch). With rows == 0 or d == 0 nothing is written.
+/// target: (rows, d) -> metrics: (METRIC_SLOTS)
+pub fn sum_sq_centred(target: &[f32], rows: usize, d: usize, metrics: &mut [f32], slot: u32) {
+    check("sum_sq_centred", "target", target.len(), rows * d);
+    if rows == 0 || d == 0 {
+        return;
+    }
+    let mut mean = vec![0.0f32; d];
+    for r in 0..rows {
+        for j in 0..d {
+            mean[j] += target[r * d + j];
+        }
+    }
+    for m in &mut mean {
+        *m /= rows as f32;
+    }
+    let mut sst = 0.0f64;
+    for r in 0..rows {
+        for j in 0..d {
+            let c = target[r * d + j] as f64 - mean[j] as f64;
+            sst += c * c;
+        }
+    }
+    metrics[slot as usize] += sst as f32;
 }
 
 /// norms[i] = ||w[i, :]|| (sum of squares in order over the row, then sqrt).

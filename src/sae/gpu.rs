@@ -20,7 +20,7 @@ use crate::kernels::optim::{
 };
 use crate::kernels::reduce::{
     col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms, slot,
-    sparse_stats, sub, sub_row, update_dead,
+    sparse_stats, sub, sub_row, sum_sq_centred, update_dead,
 };
 use crate::kernels::sparse::{
     build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, gather_jumprelu_threshold,
@@ -138,9 +138,7 @@ pub struct GpuEngine {
     /// The whole batch (rows, d): chunk 0's x when there is one chunk; else only read for
     /// the total sum of squares (the explained-variance denominator is about the batch mean).
     x: GpuTensor,
-    /// Several chunks: scratch (rows, d) for that sum of squares' pass, and the chunks'
-    /// threshold gradients as (chunks, n) rows (jumprelu).
-    sst_scratch: Option<GpuTensor>,
+    /// Several chunks, jumprelu: the chunks' threshold gradients as (chunks, n) rows.
     dthr_rows: Option<GpuTensor>,
     chunks: Vec<Chunk>,
     /// Rows of the largest chunk: `pre` and the dense-path tensors hold (chunk_rows, n).
@@ -302,11 +300,6 @@ impl GpuEngine {
             }
         };
         let eng = GpuEngine {
-            sst_scratch: if several {
-                Some(g.zeros("sum of squares scratch", &[rows, d])?)
-            } else {
-                None
-            },
             dthr_rows: if several && cfg.arch == Arch::Jumprelu {
                 Some(g.zeros("threshold grad rows", &[chunks.len(), n])?)
             } else {
@@ -786,10 +779,9 @@ impl GpuEngine {
             #[rustfmt::skip]
             l1_decoder_grad(g, enc, zsum, w_dec, &self.norms, n, d, coef, &self.grads[1])?;
         }
-        if let Some(scratch) = &self.sst_scratch {
-            // The total sum of squares about the batch mean (x - x = 0 adds 0 to SSE).
-            #[rustfmt::skip]
-            mse_backward(g, enc, &self.x, &self.x, rows, d, 0.0, scratch, &self.metrics, slot::SSE, Some(slot::SST))?;
+        if self.chunks.len() > 1 {
+            // The explained-variance total about the batch mean, not each chunk's.
+            sum_sq_centred(g, enc, &self.x, rows, d, &self.metrics, slot::SST)?;
         }
         if let Some(all) = &self.dthr_rows {
             // The chunks' threshold gradients, summed in chunk order.

@@ -171,6 +171,35 @@ fn mse_case(gpu: &Gpu, rng: &mut Rng8, rows: usize, d: usize, sst: bool, twice: 
     Ok(())
 }
 
+// ---------------------------------------------------------------- sum_sq_centred
+
+fn sum_sq_case(gpu: &Gpu, rng: &mut Rng8, rows: usize, d: usize, twice: bool) -> R {
+    // A non-zero column mean, so the centred sum differs from the raw sum of squares.
+    let mut t_h = randn(rng, rows * d, 1.0);
+    let col_off = randn(rng, d, 2.0);
+    for (i, t) in t_h.iter_mut().enumerate() {
+        *t += col_off[i % d];
+    }
+    let m_h = random_metrics(rng);
+    let target = up(gpu, "target", &[rows, d], &t_h)?;
+    let metrics = up(gpu, "metrics", &[METRIC_SLOTS], &m_h)?;
+    let go = || -> Result<Vec<f32>, Failed> {
+        gpu.write(&metrics, &m_h).map_err(fail)?;
+        run(gpu, |enc| {
+            kernels::reduce::sum_sq_centred(gpu, enc, &target, rows, d, &metrics, slot::SST)
+        })?;
+        read(gpu, &metrics)
+    };
+    let m1 = go()?;
+    let mut m_ref = m_h.clone();
+    reference::reduce::sum_sq_centred(&t_h, rows, d, &mut m_ref, slot::SST);
+    check_metrics("sum_sq_centred", &m1, &m_ref, &[slot::SST])?;
+    if twice {
+        same_bits("sum_sq_centred metrics", &m1, &go()?)?;
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------- row_norms
 
 fn row_norms_case(gpu: &Gpu, rng: &mut Rng8, n: usize, d: usize, twice: bool) -> R {
@@ -535,6 +564,10 @@ pub fn trials() -> Vec<Trial> {
                 move |g, r| mse_case(g, r, rows, d, sst, prod),
             ));
         }
+        v.push(t(
+            format!("reduce::sum_sq_centred/{rows}x{d}"),
+            move |g, r| sum_sq_case(g, r, rows, d, prod),
+        ));
         v.push(t(format!("reduce::col_sum/{rows}x{d}"), move |g, r| {
             col_sum_case(g, r, rows, d, prod)
         }));
