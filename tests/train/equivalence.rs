@@ -65,6 +65,42 @@ fn shift_to_l0(p: &mut SaeParams, arch: Arch, sample: &[f32], l0: f64) {
     }
 }
 
+/// JumpReLU's threshold gradient counts the entries with |pre - theta| <= eps / 2, and its
+/// activation those with pre > theta: edges where the estimator is discontinuous. An entry
+/// within rounding of an edge may fall on one side on the GPU and the other on the CPU
+/// (their pre-activations are summed in different orders, WGSL's exp is not Rust's), which
+/// legitimately changes that latent's threshold gradient. The latents with such an entry in
+/// the batch `x` about to be stepped from `p` (relative margin 1e-5).
+fn near_window_edge(p: &SaeParams, x: &[f32], rows: usize, eps: f32) -> Vec<usize> {
+    let (d, n) = (p.d, p.n);
+    let mut near = Vec::new();
+    for i in 0..n {
+        let theta = p.log_threshold[i].exp();
+        let hit = (0..rows).any(|r| {
+            let mut pre = p.b_enc[i];
+            for j in 0..d {
+                pre += (x[r * d + j] - p.b_dec[j]) * p.w_enc[j * n + i];
+            }
+            let margin = 1e-5 * (pre.abs() + theta.abs() + eps);
+            let u = (pre - theta).abs();
+            (u - 0.5 * eps).abs() <= margin || u <= margin
+        });
+        if hit {
+            near.push(i);
+        }
+    }
+    near
+}
+
+/// `v` without the elements at `skip` (ascending).
+fn without(v: &[f32], skip: &std::collections::BTreeSet<usize>) -> Vec<f32> {
+    v.iter()
+        .enumerate()
+        .filter(|(i, _)| !skip.contains(i))
+        .map(|(_, x)| *x)
+        .collect()
+}
+
 fn case(
     gpu: &Gpu,
     rng: &mut rand_chacha::ChaCha8Rng,
@@ -94,24 +130,39 @@ fn case(
     if eng.chunking() != want {
         return Err(format!("{arch:?}: chunks {:?}, expected {want:?}", eng.chunking()).into());
     }
+    // JumpReLU latents whose threshold gradient met a window edge (see near_window_edge):
+    // their threshold and its moments are left out of the comparison below.
+    let mut edge = std::collections::BTreeSet::new();
     for _ in 0..STEPS {
         let x = randn(rng, rows * d, 1.0);
+        if arch == Arch::Jumprelu {
+            edge.extend(near_window_edge(&cpu.params, &x, rows, cfg.bandwidth));
+        }
         step(&cfg, &mut cpu, &x, rows);
         eng.step(&cfg, &x, rows).map_err(fail)?;
     }
     let g = eng.state().map_err(fail)?;
+    if edge.len() > n / 20 {
+        return Err(format!(
+            "{arch:?}: {} of {n} latents met a window edge; the comparison would say little",
+            edge.len()
+        )
+        .into());
+    }
     let names = ["W_enc", "W_dec", "b_enc", "b_dec", "log_threshold"];
+    let none = std::collections::BTreeSet::new();
     for i in 0..5 {
+        let skip = if i == 4 { &edge } else { &none };
         assert_close(
             &format!("{arch:?} {} after {STEPS} steps", names[i]),
-            g.params.tensors()[i],
-            cpu.params.tensors()[i],
+            &without(g.params.tensors()[i], skip),
+            &without(cpu.params.tensors()[i], skip),
             tolerance::TRAIN_PARAMS,
         )?;
         assert_close(
             &format!("{arch:?} adam_v {}", names[i]),
-            &g.moments.v[i],
-            &cpu.moments.v[i],
+            &without(&g.moments.v[i], skip),
+            &without(&cpu.moments.v[i], skip),
             tolerance::TRAIN_MOMENTS,
         )?;
     }
