@@ -360,12 +360,15 @@ fn gpu_row(
     let g = time(WARMUP, steps, || {
         let mut enc = gpu.encoder();
         for (spec, xc) in &parts {
-            let out = GpuTensor {
-                buf: pre.buf.clone(),
-                shape: vec![spec.m, N],
-                dtype: pre.dtype,
-            };
-            gemm::gemm(gpu, &mut enc, spec, xc, &w, Some(&b), &out)?;
+            gemm::gemm(
+                gpu,
+                &mut enc,
+                spec,
+                xc,
+                &w,
+                Some(&b),
+                &pre.prefix(&[spec.m, N]),
+            )?;
         }
         gpu.submit(enc);
         gpu.wait()

@@ -49,6 +49,21 @@ impl GpuTensor {
         }
     }
 
+    /// Another handle to the same buffer seeing only its first elements, as `shape` (a
+    /// scratch buffer longer than asked, or the rows of a chunk of a batch).
+    pub fn prefix(&self, shape: &[usize]) -> GpuTensor {
+        assert!(
+            shape.iter().product::<usize>() <= self.len(),
+            "prefix {shape:?} of {:?}",
+            self.shape
+        );
+        GpuTensor {
+            buf: self.buf.clone(),
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+        }
+    }
+
     /// Shape as written in messages, e.g. `[512, 16384]`.
     pub fn shape_str(&self) -> String {
         format!("{:?}", self.shape)

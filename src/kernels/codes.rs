@@ -456,11 +456,7 @@ fn topk_chain(
     let block = if cols.is_some() { BLOCK_LISTED } else { BLOCK };
     let nb = blocks(n, block);
     // Scratch buffers may be longer than asked; the stages see the first `len` elements.
-    let view = |t: GpuTensor, shape: &[usize]| GpuTensor {
-        buf: t.buf,
-        shape: shape.to_vec(),
-        dtype: t.dtype,
-    };
+    let view = |t: GpuTensor, shape: &[usize]| t.prefix(shape);
     let scratch_bmax;
     let bmax = match given {
         Some(b) => {
@@ -730,11 +726,7 @@ fn activation_chain(
 ) -> Result<()> {
     let (rows, n) = matrix("activation_codes", x)?;
     let nb = blocks(n, BLOCK);
-    let view = |t: GpuTensor, len: usize| GpuTensor {
-        buf: t.buf,
-        shape: vec![len],
-        dtype: t.dtype,
-    };
+    let view = |t: GpuTensor, len: usize| t.prefix(&[len]);
     let counts = view(gpu.scratch("codes counts", DType::U32, rows)?, rows);
     let scratch_bmax;
     let bmax = match given {

@@ -157,10 +157,7 @@ pub fn adam(
 /// dispatches and submissions, so calls never see each other's partials.
 fn scratch(gpu: &Gpu) -> Result<GpuTensor> {
     let t = gpu.scratch("sumsq partials", DType::F32, MAX_PARTIAL_GROUPS * WG)?;
-    Ok(GpuTensor {
-        shape: vec![MAX_PARTIAL_GROUPS * WG],
-        ..t
-    })
+    Ok(t.prefix(&[MAX_PARTIAL_GROUPS * WG]))
 }
 
 /// acc[slot] = sum of g^2 over the whole tensor (overwritten; other slots untouched).

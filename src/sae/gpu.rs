@@ -370,11 +370,7 @@ impl GpuEngine {
 
     /// The first `rows` rows of a (chunk_rows, n) tensor (pre, or the dense path's).
     fn rows_of(&self, t: &GpuTensor, rows: usize) -> GpuTensor {
-        GpuTensor {
-            buf: t.buf.clone(),
-            shape: vec![rows, t.shape[1]],
-            dtype: t.dtype,
-        }
+        t.prefix(&[rows, t.shape[1]])
     }
 
     /// Refuse, before anything is allocated or read, a run whose largest tensors do not fit
@@ -634,11 +630,7 @@ impl GpuEngine {
         let nb = n.div_ceil(BLOCK);
         let bmax = &match &self.batch {
             Some((sc, _)) => sc.bmax.view(&[rows * nb]),
-            None => GpuTensor {
-                buf: self.bmax.buf.clone(),
-                shape: vec![rows * nb],
-                dtype: self.bmax.dtype,
-            },
+            None => self.bmax.prefix(&[rows * nb]),
         };
 
         sub_row(g, enc, &ch.x, b_dec, rows, d, &ch.xc)?;
