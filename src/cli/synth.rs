@@ -46,7 +46,7 @@ pub struct SynthArgs {
     /// DIR/test/, DIR/ood/, DIR/truth.safetensors; feature 0 is the probe.
     #[arg(long)]
     pub compositional: bool,
-    /// --compositional: non-zeros per row (U[0, 1) each) [default: 3].
+    /// --compositional: non-zeros per row (U(0, 1) each) [default: 3].
     #[arg(long)]
     pub k: Option<usize>,
     /// --compositional: size of the OOD pool, the last features [default: features / 2].
@@ -109,7 +109,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
         ];
         if let Some((flag, _)) = plain.iter().find(|(_, set)| *set) {
             return Err(Error::input(format!(
-                "{flag} does not apply to --compositional (rows have exactly --k features, U[0, 1) each)"
+                "{flag} does not apply to --compositional (rows have exactly --k features, U(0, 1) each)"
             )));
         }
         let cfg = CompositionalConfig {

@@ -314,7 +314,7 @@ pub fn write_dataset(out: &Path, cfg: SynthConfig) -> Result<Vec<PathBuf>> {
 
 /// A compositional out-of-distribution split (Barin Pacela, Joshi et al. 2026, "Stop
 /// Probing, Start Coding", arXiv 2603.28744): y = A z with A's n columns (our feature rows)
-/// unit-norm Gaussian directions and z exactly k-sparse with values U[0, 1).
+/// unit-norm Gaussian directions and z exactly k-sparse with values U(0, 1).
 ///
 /// Feature 0 is the probe; features 1 .. n - ood_features form the in-distribution pool,
 /// the last `ood_features` the OOD pool. Training (and held-out test) rows are, with
@@ -446,14 +446,19 @@ impl Compositional {
         }
     }
 
-    /// Rows (rows, d) and their codes (rows, n): x = sum over the support of U[0, 1) f_i.
+    /// Rows (rows, d) and their codes (rows, n): x = sum over the support of U(0, 1) f_i (a
+    /// draw of exactly 0, about one in 2^24, is drawn again, so that every feature of the
+    /// support is active; the other draws are those of U[0, 1)).
     pub fn rows(&mut self, kind: CompositionalRow, rows: usize) -> (Vec<f32>, Vec<f32>) {
         let (n, d) = (self.cfg.features, self.cfg.d_in);
         let mut x = vec![0.0f32; rows * d];
         let mut z = vec![0.0f32; rows * n];
         for r in 0..rows {
             for i in self.support(kind) {
-                let c: f32 = self.rng.random_range(0.0..1.0);
+                let mut c = 0.0f32;
+                while c == 0.0 {
+                    c = self.rng.random_range(0.0..1.0);
+                }
                 z[r * n + i] = c;
                 let f = &self.features[i * d..(i + 1) * d];
                 for (a, &b) in x[r * d..(r + 1) * d].iter_mut().zip(f) {
