@@ -51,8 +51,12 @@ use saeforge::sae::train::{CpuEngine, StepEngine, summarize};
 use saeforge::sae::{Arch, SaeParams, TrainArgs, TrainConfig};
 use serde_json::json;
 
-const D: usize = 512;
-const N: usize = 16384;
+/// d_in and d_sae: 512 and 16384 unless SAEFORGE_BENCH_D / SAEFORGE_BENCH_N say otherwise
+/// (tools/gpu-check adds 4096 -> 65536 on a GPU that holds it).
+static D_IN: std::sync::LazyLock<usize> =
+    std::sync::LazyLock::new(|| env_usize("SAEFORGE_BENCH_D", 512));
+static D_SAE: std::sync::LazyLock<usize> =
+    std::sync::LazyLock::new(|| env_usize("SAEFORGE_BENCH_N", 16384));
 const K: usize = 32;
 /// The L0 the relu / jumprelu states are set to.
 const TARGET_L0: f64 = 48.0;
@@ -107,13 +111,13 @@ fn config(arch: Arch, batch: usize) -> TrainConfig {
     let args = TrainArgs {
         out: Some("unused".into()),
         arch: Some(arch),
-        d_sae: Some(N),
+        d_sae: Some(*D_SAE),
         k: Some(K),
         batch: Some(batch),
         steps: Some(100_000),
         ..Default::default()
     };
-    TrainConfig::resolve(&args, D, 1 << 30).expect("bench config")
+    TrainConfig::resolve(&args, *D_IN, 1 << 30).expect("bench config")
 }
 
 fn gaussian(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
@@ -129,12 +133,18 @@ fn sparse_state(cfg: &TrainConfig, sample: &[f32]) -> TrainState {
     let mut p = SaeParams::init(cfg, sample);
     if matches!(cfg.arch, Arch::Relu | Arch::Jumprelu) {
         let rows = 256;
-        let mut xc = vec![0.0f32; rows * D];
-        reference::reduce::sub_row(&sample[..rows * D], &p.b_dec, rows, D, &mut xc);
-        let mut pre = vec![0.0f32; rows * N];
-        reference::gemm::gemm(&GemmSpec::nn(rows, N, D), &xc, &p.w_enc, None, &mut pre);
+        let mut xc = vec![0.0f32; rows * *D_IN];
+        reference::reduce::sub_row(&sample[..rows * *D_IN], &p.b_dec, rows, *D_IN, &mut xc);
+        let mut pre = vec![0.0f32; rows * *D_SAE];
+        reference::gemm::gemm(
+            &GemmSpec::nn(rows, *D_SAE, *D_IN),
+            &xc,
+            &p.w_enc,
+            None,
+            &mut pre,
+        );
         pre.sort_by(f32::total_cmp);
-        let q = ((1.0 - TARGET_L0 / N as f64) * pre.len() as f64) as usize;
+        let q = ((1.0 - TARGET_L0 / *D_SAE as f64) * pre.len() as f64) as usize;
         let t = pre[q.min(pre.len() - 1)].max(1e-6);
         if cfg.arch == Arch::Relu {
             p.b_enc.iter_mut().for_each(|b| *b = -t);
@@ -186,7 +196,7 @@ impl Row {
             "step_cpu_ms": self.step.1.map(|c| c * 1e3),
             "encoder_gemm_cpu_ms": self.gemm.1.map(|c| c * 1e3),
             "step_over_gemm_cpu": ratio_cpu,
-            "encoder_gemm_gflops": GemmSpec::nn(self.batch, N, D).flops() / self.gemm.0 / 1e9,
+            "encoder_gemm_gflops": GemmSpec::nn(self.batch, *D_SAE, *D_IN).flops() / self.gemm.0 / 1e9,
             "counted_encoder_gflop": self.counted().0 / 1e9,
             "counted_other_gflop": self.counted().1 / 1e9,
             "counted_mb": self.counted().2 / 1e6,
@@ -211,7 +221,7 @@ impl Row {
 /// The B L0 gathered rows are counted as reads from memory; a GPU's L2 holds much of W_dec
 /// (32 MiB), so this is the high side. AuxK (only with dead latents) is not counted.
 fn counted(arch: Arch, batch: usize, l0: f64) -> (f64, f64, f64) {
-    let (b, d, n) = (batch as f64, D as f64, N as f64);
+    let (b, d, n) = (batch as f64, *D_IN as f64, *D_SAE as f64);
     let kept = b * l0;
     let enc_flops = 2.0 * b * d * n;
     // decode, dz, dW_dec, dW_enc: one multiply-add per kept entry and input dimension.
@@ -241,9 +251,9 @@ fn cases() -> Vec<(&'static str, Arch, f64)> {
 /// puts their pre-activations (~N(0, 1) otherwise) below the main top-k threshold
 /// (~2.9 sigma) nearly always, yet above 0 for ~2% of the entries, which AuxK then takes.
 fn with_dead(cfg: &TrainConfig, st: &mut TrainState, frac: f64) {
-    let dead = (frac * N as f64) as usize;
+    let dead = (frac * *D_SAE as f64) as usize;
     for i in 0..dead {
-        let j = (i * N / dead.max(1)) % N;
+        let j = (i * *D_SAE / dead.max(1)) % *D_SAE;
         st.since_fired[j] = cfg.dead_tokens.min(u32::MAX as u64) as u32;
         st.params.b_enc[j] = -2.0;
     }
@@ -266,7 +276,7 @@ fn gpu_row(
     with_dead(&cfg, &mut st, dead);
     let mut eng = GpuEngine::new(gpu.clone(), &cfg, &st)?;
     let (chunks, chunk) = eng.chunking();
-    let batches: Vec<&[f32]> = batches.iter().map(|b| &b[..batch * D]).collect();
+    let batches: Vec<&[f32]> = batches.iter().map(|b| &b[..batch * *D_IN]).collect();
     let mut i = 0usize;
     let step = time(WARMUP, steps, || {
         eng.step(&cfg, batches[i % batches.len()], batch)?;
@@ -274,7 +284,7 @@ fn gpu_row(
         gpu.wait()
     })?;
     let (m, _) = eng.take_metrics()?;
-    let s = summarize(&m, (i * batch) as u64, N);
+    let s = summarize(&m, (i * batch) as u64, *D_SAE);
     let mut phases: Vec<(String, f64, Option<f64>)> = Vec::new();
     if profile {
         // One more step, submitted and waited for phase by phase; median of 3.
@@ -351,12 +361,16 @@ fn gpu_row(
     let mut parts = Vec::new();
     for start in (0..batch).step_by(chunk) {
         let r = chunk.min(batch - start);
-        let xc = gpu.upload("xc", &[r, D], &gaussian(&mut rng, r * D))?;
-        parts.push((GemmSpec::nn(r, N, D), xc));
+        let xc = gpu.upload("xc", &[r, *D_IN], &gaussian(&mut rng, r * *D_IN))?;
+        parts.push((GemmSpec::nn(r, *D_SAE, *D_IN), xc));
     }
-    let w = gpu.upload("W_enc", &[D, N], &gaussian(&mut rng, D * N))?;
-    let b = gpu.upload("b_enc", &[N], &gaussian(&mut rng, N))?;
-    let pre: GpuTensor = gpu.zeros("pre", &[chunk, N])?;
+    let w = gpu.upload(
+        "W_enc",
+        &[*D_IN, *D_SAE],
+        &gaussian(&mut rng, *D_IN * *D_SAE),
+    )?;
+    let b = gpu.upload("b_enc", &[*D_SAE], &gaussian(&mut rng, *D_SAE))?;
+    let pre: GpuTensor = gpu.zeros("pre", &[chunk, *D_SAE])?;
     let g = time(WARMUP, steps, || {
         let mut enc = gpu.encoder();
         for (spec, xc) in &parts {
@@ -367,7 +381,7 @@ fn gpu_row(
                 xc,
                 &w,
                 Some(&b),
-                &pre.prefix(&[spec.m, N]),
+                &pre.prefix(&[spec.m, *D_SAE]),
             )?;
         }
         gpu.submit(enc);
@@ -406,11 +420,11 @@ fn cpu_row(
         Ok(())
     })?;
     let (m, _) = eng.take_metrics()?;
-    let s = summarize(&m, (i * batch) as u64, N);
-    let spec = GemmSpec::nn(batch, N, D);
+    let s = summarize(&m, (i * batch) as u64, *D_SAE);
+    let spec = GemmSpec::nn(batch, *D_SAE, *D_IN);
     let xc = &batches[0];
     let (w, b) = (&eng.st.params.w_enc, &eng.st.params.b_enc);
-    let mut pre = vec![0.0f32; batch * N];
+    let mut pre = vec![0.0f32; batch * *D_SAE];
     let g = time(0, steps, || {
         reference::gemm::gemm(&spec, xc, w, Some(b), &mut pre);
         Ok(())
@@ -490,7 +504,7 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
 
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let sample = gaussian(&mut rng, 1024 * D);
+    let sample = gaussian(&mut rng, 1024 * *D_IN);
 
     let gpu = match Gpu::new(std::env::var("SAEFORGE_ADAPTER").ok().as_deref()) {
         Ok(g) => Some(Arc::new(g)),
@@ -506,10 +520,12 @@ fn main() -> anyhow::Result<()> {
         )
     });
     println!(
-        "adapter: {adapter}; {} CPUs; load average {load_before}; d_in {D}, d_sae {N}",
-        cpus()
+        "adapter: {adapter}; {} CPUs; load average {load_before}; d_in {}, d_sae {}",
+        cpus(),
+        *D_IN,
+        *D_SAE
     );
-    let batches: Vec<Vec<f32>> = (0..3).map(|_| gaussian(&mut rng, batch * D)).collect();
+    let batches: Vec<Vec<f32>> = (0..3).map(|_| gaussian(&mut rng, batch * *D_IN)).collect();
     let ceiling = match &gpu {
         Some(g) => Some(fma_ceiling(g)?),
         None => None,
@@ -523,12 +539,13 @@ fn main() -> anyhow::Result<()> {
             // batchtopk selects over the whole batch, whose pre-activations are then one
             // binding: halve its batch until they fit (lavapipe: 128 MiB, 2048 rows).
             let mut b = batch;
-            while arch == Arch::Batchtopk && b > 256 && (b * N * 4) as u64 > g.max_binding() {
+            while arch == Arch::Batchtopk && b > 256 && (b * *D_SAE * 4) as u64 > g.max_binding() {
                 b /= 2;
             }
             if b != batch {
                 println!(
-                    "{label}: batch {b}, its ({b}, {N}) f32 pre-activations must fit one binding of {} MiB",
+                    "{label}: batch {b}, its ({b}, {}) f32 pre-activations must fit one binding of {} MiB",
+                    *D_SAE,
                     g.max_binding() >> 20
                 );
             }
@@ -602,7 +619,7 @@ fn main() -> anyhow::Result<()> {
     }
     // The encoder GEMM of the first GPU row, against the FMA ceiling.
     if let Some(r) = rows.iter().find(|r| r.engine == "gpu") {
-        let gf = GemmSpec::nn(r.batch, N, D).flops();
+        let gf = GemmSpec::nn(r.batch, *D_SAE, *D_IN).flops();
         let frac = ceiling.map(|(w, _)| gf / r.gemm.0 / 1e9 / w);
         let frac_cpu = ceiling
             .and_then(|(_, c)| c)
@@ -633,8 +650,8 @@ fn main() -> anyhow::Result<()> {
     let report = json!({
         "adapter": adapter,
         "cpus": cpus(),
-        "d_in": D,
-        "d_sae": N,
+        "d_in": *D_IN,
+        "d_sae": *D_SAE,
         "k": K,
         "load_average_before": load_before,
         "load_average_after": load_after,
