@@ -5,6 +5,7 @@
 //! Layout: `gpu` owns the device, buffers and caches; `kernels` holds one launcher module
 //! per shader family; `reference` holds the CPU twin of every launcher under the same name.
 
+pub mod blas;
 pub mod cli;
 pub mod data;
 pub mod error;

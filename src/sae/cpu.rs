@@ -16,11 +16,12 @@
 //!   decoder rows renormalised (the last three fused for W_dec: decoder_grad_prep,
 //!   adam_unit_rows); dead-latent counters updated.
 
+use crate::blas::gemm;
 use crate::reference::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
 use crate::reference::codes::{activation_codes, dead_list, topk_codes};
-use crate::reference::gemm::{GemmSpec, gemm};
+use crate::reference::gemm::GemmSpec;
 use crate::reference::ops::threshold_ema;
 use crate::reference::optim::{
     AdamHyper, adam, adam_unit_rows, clip_scale, decoder_grad_prep, sum_slot, sumsq,

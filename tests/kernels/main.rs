@@ -9,6 +9,7 @@
 mod common;
 
 mod activations;
+mod blas;
 mod codes;
 mod fista;
 mod gate;
@@ -28,6 +29,7 @@ fn main() {
     }
     let mut trials = Vec::new();
     trials.extend(activations::trials());
+    trials.extend(blas::trials());
     trials.extend(codes::trials());
     trials.extend(fista::trials());
     trials.extend(gate::trials());

@@ -1,0 +1,108 @@
+//! The CPU engine's dense matrix products, through the `gemm` crate (the f32 kernels candle
+//! and faer use: packed, cache-blocked, register-tiled micro-kernels for AVX2 / AVX-512 /
+//! NEON, threads over rayon's pool).
+//!
+//! `src/reference/gemm.rs` stays the plain loops that judge the GPU kernels; this module is
+//! the fast path the CPU engine takes, with the same [`GemmSpec`] contract, and is itself
+//! tested against the reference (tests/kernels/blas.rs). Results differ from the reference by
+//! summation order only (the crate blocks k and uses fused multiply-adds); on one machine they
+//! are the same run to run, so bitwise resume on the CPU engine holds.
+
+use crate::reference::gemm::GemmSpec;
+use gemm::Parallelism;
+
+/// Below this many multiply-adds the product runs on the calling thread: waking rayon's
+/// pool costs more than it saves (same threshold as the reference).
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// C = alpha * op(A) op(B) + bias + beta * C, as [`crate::reference::gemm::gemm`].
+/// a: (m, k) or (k, m) when trans_a, b: (k, n) or (n, k) when trans_b, bias: (n) -> c: (m, n)
+pub fn gemm(spec: &GemmSpec, a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut [f32]) {
+    let &GemmSpec { m, n, k, .. } = spec;
+    assert_eq!(
+        a.len(),
+        m * k,
+        "blas::gemm: A has {} elements, expected {m} * {k}",
+        a.len()
+    );
+    assert_eq!(
+        b.len(),
+        k * n,
+        "blas::gemm: B has {} elements, expected {k} * {n}",
+        b.len()
+    );
+    assert_eq!(
+        c.len(),
+        m * n,
+        "blas::gemm: C has {} elements, expected {m} * {n}",
+        c.len()
+    );
+    if let Some(bias) = bias {
+        assert_eq!(
+            bias.len(),
+            n,
+            "blas::gemm: bias has {} elements, expected {n}",
+            bias.len()
+        );
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // An empty product: C = bias + beta * C (beta 0: C is not read).
+        for row in c.chunks_mut(n) {
+            for (j, v) in row.iter_mut().enumerate() {
+                let old = if spec.beta == 0.0 {
+                    0.0
+                } else {
+                    spec.beta * *v
+                };
+                *v = old + bias.map_or(0.0, |b| b[j]);
+            }
+        }
+        return;
+    }
+    // Strides (in elements) of the row-major operands: row stride, column stride.
+    let (a_rs, a_cs) = if spec.trans_a { (1, m) } else { (k, 1) };
+    let (b_rs, b_cs) = if spec.trans_b { (1, k) } else { (n, 1) };
+    let parallelism = if m * n * k >= PARALLEL_MIN_MACS {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    };
+    let read_dst = spec.beta != 0.0;
+    // SAFETY: the lengths are checked above against the shapes the strides describe: every
+    // index the crate forms, i * rs + j * cs with i, j inside (m, k), (k, n) and (m, n), is
+    // in bounds of a, b and c; c is borrowed mutably, so it aliases neither a nor b.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            read_dst,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            // dst = alpha' * dst + beta' * lhs * rhs in the crate's naming.
+            spec.beta,
+            spec.alpha,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    if let Some(bias) = bias {
+        for row in c.chunks_mut(n) {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+    }
+}
