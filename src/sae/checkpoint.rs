@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
-use super::cpu::{Moments, TrainState};
+use super::engine::{Moments, TrainState};
 use super::params::PARAM_NAMES;
 use super::{SaeParams, TrainConfig};
 use crate::io::{OutTensor, write_safetensors};

@@ -23,11 +23,11 @@ use crate::reference::codes::{activation_codes, dead_list, topk_codes};
 use crate::reference::gemm::{GemmSpec, gemm};
 use crate::reference::ops::threshold_ema;
 use crate::reference::optim::{
-    AdamHyper, adam, adam_unit_rows, clip_scale, decoder_grad_prep, sum_slot, sumsq,
+    adam, adam_unit_rows, clip_scale, decoder_grad_prep, sum_slot, sumsq,
 };
 use crate::reference::reduce::{
-    METRIC_SLOTS, col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms,
-    slot, sparse_stats, sub, sub_row, update_dead,
+    col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms, slot,
+    sparse_stats, sub, sub_row, update_dead,
 };
 use crate::reference::sparse::{
     build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, gather_jumprelu_threshold,
@@ -35,99 +35,9 @@ use crate::reference::sparse::{
 };
 use crate::reference::topk::batchtopk;
 
+use super::engine::{StepEngine, StepScalars, TrainState, code_capacity, dead_after};
 use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
-
-/// Adam moments for every parameter tensor (same order as `SaeParams::tensors`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Moments {
-    pub m: [Vec<f32>; 5],
-    pub v: [Vec<f32>; 5],
-}
-
-impl Moments {
-    pub fn zeros(p: &SaeParams) -> Moments {
-        let z = |t: &Vec<f32>| vec![0.0f32; t.len()];
-        let t = p.tensors();
-        Moments {
-            m: [z(t[0]), z(t[1]), z(t[2]), z(t[3]), z(t[4])],
-            v: [z(t[0]), z(t[1]), z(t[2]), z(t[3]), z(t[4])],
-        }
-    }
-}
-
-/// Everything a step changes, besides the parameters: what a checkpoint must hold.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TrainState {
-    pub params: SaeParams,
-    pub moments: Moments,
-    /// Steps taken.
-    pub step: u64,
-    /// Per latent: tokens since it last fired.
-    pub since_fired: Vec<u32>,
-    /// Per latent: times fired over the run.
-    pub fire_total: Vec<u32>,
-    /// BatchTopK inference threshold (EMA of the smallest kept activation).
-    pub threshold: f32,
-    /// Metric sums since the last read (slots of `reference::reduce::slot`).
-    pub metrics: Vec<f32>,
-    /// Gradient norm before clipping, of the last step.
-    pub grad_norm: f32,
-}
-
-impl TrainState {
-    pub fn new(params: SaeParams) -> TrainState {
-        let n = params.n;
-        TrainState {
-            moments: Moments::zeros(&params),
-            params,
-            step: 0,
-            since_fired: vec![0; n],
-            fire_total: vec![0; n],
-            threshold: 0.0,
-            metrics: vec![0.0; METRIC_SLOTS],
-            grad_norm: 0.0,
-        }
-    }
-}
-
-/// Per-step scalars the host computes: learning rate and sparsity-coefficient scale.
-#[derive(Clone, Copy, Debug)]
-pub struct StepScalars {
-    pub lr: f32,
-    pub sparsity_scale: f32,
-}
-
-impl StepScalars {
-    pub fn at(cfg: &TrainConfig, step: u64) -> StepScalars {
-        StepScalars {
-            lr: cfg.lr_at(step),
-            sparsity_scale: cfg.sparsity_scale_at(step),
-        }
-    }
-
-    pub fn adam(&self, cfg: &TrainConfig, step: u64) -> AdamHyper {
-        let t = (step + 1) as i32;
-        AdamHyper {
-            lr: self.lr,
-            beta1: cfg.beta1,
-            beta2: cfg.beta2,
-            eps: cfg.adam_eps,
-            bias1: 1.0 - cfg.beta1.powi(t),
-            bias2: 1.0 - cfg.beta2.powi(t),
-            weight_decay: cfg.weight_decay,
-            _pad: 0.0,
-        }
-    }
-}
-
-/// Slots of a ReLU / JumpReLU step's codes, the same on both engines: rows * max(64, n / 16)
-/// (at most rows * n). A step whose activation keeps more entries than this (L0 above
-/// n / 16, e.g. a fresh ReLU SAE, which fires on half its latents) takes the dense path:
-/// past that the gathers cost more than the dense products they replace (on lavapipe the
-/// break-even measured near L0 = 600 of 16384).
-pub fn code_capacity(rows: usize, n: usize) -> usize {
-    rows * (n / 16).max(64).min(n)
-}
+use crate::Result;
 
 /// Gradients of one step, same order as the parameters.
 #[derive(Clone, Debug)]
@@ -296,7 +206,7 @@ pub fn step(cfg: &TrainConfig, st: &mut TrainState, x: &[f32], rows: usize) {
     let (n, d) = (st.params.n, st.params.d);
     let sc = StepScalars::at(cfg, st.step);
     let mut fired = vec![0u32; n];
-    let g = gradients(cfg, st, x, rows, sc.sparsity_scale, &mut fired);
+    let g = gradients(cfg, st, x, rows, sc.sparsity_coef, &mut fired);
 
     // Global gradient-norm clipping, of the gradients after the unit-norm decoder's
     // projection (the component of each decoder row's gradient along the row removed):
@@ -340,7 +250,7 @@ pub fn step(cfg: &TrainConfig, st: &mut TrainState, x: &[f32], rows: usize) {
         &mut st.since_fired,
         &mut st.fire_total,
         rows,
-        cfg.dead_tokens.min(u32::MAX as u64) as u32,
+        dead_after(cfg),
         &mut st.metrics,
     );
     st.step += 1;
@@ -348,14 +258,14 @@ pub fn step(cfg: &TrainConfig, st: &mut TrainState, x: &[f32], rows: usize) {
 
 /// Forward and backward of one step: the loss gradients (before the decoder-norm
 /// projection and clipping), metric sums added into `st.metrics`, per-latent fire counts
-/// into `fired`, and the BatchTopK threshold EMA updated. `sparsity_scale` multiplies the
-/// L1 / L0 coefficient (warm-up).
+/// into `fired`, and the BatchTopK threshold EMA updated. `sparsity_coef` is the step's L1 /
+/// L0 coefficient (`TrainConfig::sparsity_coef_at`).
 pub fn gradients(
     cfg: &TrainConfig,
     st: &mut TrainState,
     x: &[f32],
     rows: usize,
-    sparsity_scale: f32,
+    sparsity_coef: f32,
     fired: &mut [u32],
 ) -> Grads {
     let p = &st.params;
@@ -445,12 +355,7 @@ pub fn gradients(
             // AuxK: the top k_aux dead latents reconstruct the residual e = x - x_hat.
             let mut dead = vec![0u32; n];
             let mut ndead = [0u32];
-            dead_list(
-                &st.since_fired,
-                cfg.dead_tokens.min(u32::MAX as u64) as u32,
-                &mut dead,
-                &mut ndead,
-            );
+            dead_list(&st.since_fired, dead_after(cfg), &mut dead, &mut ndead);
             let aux = topk_relu_codes(&pre, rows, n, cfg.k_aux, Some((&dead, &ndead)));
             let mut e = vec![0.0f32; rows * d];
             sub(x, &x_hat, &mut e);
@@ -486,11 +391,7 @@ pub fn gradients(
             let jump =
                 (cfg.arch == Arch::Jumprelu).then_some((&p.log_threshold[..], cfg.bandwidth));
             let (row_ptr, idx, val, pre_val) = activation_codes(&pre, rows, n, jump);
-            let coef = if cfg.arch == Arch::Relu {
-                cfg.l1
-            } else {
-                cfg.l0
-            } * sparsity_scale;
+            let coef = sparsity_coef;
             if (row_ptr[rows] as usize) <= code_capacity(rows, n) {
                 let codes = Codes {
                     row_ptr,
@@ -597,11 +498,6 @@ pub fn gradients(
                 };
                 gemm(&tn, &z, &dy, None, &mut dw_dec);
                 let mut dpre = vec![0.0f32; rows * n];
-                let coef = if cfg.arch == Arch::Relu {
-                    cfg.l1
-                } else {
-                    cfg.l0
-                } * sparsity_scale;
                 if cfg.arch == Arch::Relu {
                     // L1 = coef * mean_b sum_i z_i ||W_dec[i]||
                     l1_backward(&z, rows, n, &norms, coef * inv_b, &mut dz);
@@ -657,4 +553,28 @@ pub fn gradients(
     gemm(&bd, &g.b_enc, &p.w_enc, None, &mut g.b_dec);
 
     g
+}
+
+/// The CPU engine: the CPU step on a host-side state.
+pub struct CpuEngine {
+    pub st: TrainState,
+}
+
+impl StepEngine for CpuEngine {
+    fn step(&mut self, cfg: &TrainConfig, x: &[f32], rows: usize) -> Result<()> {
+        step(cfg, &mut self.st, x, rows);
+        Ok(())
+    }
+    fn take_metrics(&mut self) -> Result<(Vec<f32>, f32)> {
+        let m = self.st.metrics.clone();
+        for (i, v) in self.st.metrics.iter_mut().enumerate() {
+            if i != slot::DEAD as usize {
+                *v = 0.0;
+            }
+        }
+        Ok((m, self.st.grad_norm))
+    }
+    fn state(&mut self) -> Result<TrainState> {
+        Ok(self.st.clone())
+    }
 }

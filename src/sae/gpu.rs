@@ -29,9 +29,8 @@ use crate::kernels::sparse::{
 use crate::reference::reduce::METRIC_SLOTS;
 use crate::{Error, Result};
 
-use super::cpu::{Moments, StepScalars, TrainState, code_capacity};
+use super::engine::{Moments, StepEngine, StepScalars, TrainState, code_capacity, dead_after};
 use super::params::PARAM_NAMES;
-use super::train::StepEngine;
 use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
 
 /// Dispatches a ReLU / JumpReLU step records under its gate (both paths), with room.
@@ -109,7 +108,7 @@ struct Chunk {
     e_hat: GpuTensor,
     de: GpuTensor,
     /// topk / batchtopk: the top-k codes; relu / jumprelu: the kept entries (capacity
-    /// cpu::code_capacity of the chunk's rows).
+    /// engine::code_capacity of the chunk's rows).
     codes: CodeBufs,
     aux: Option<CodeBufs>,
     /// relu / jumprelu: runs the sparse path or, when the codes overflow, the dense one.
@@ -362,7 +361,7 @@ impl GpuEngine {
         eng.gpu.check().map_err(|e| {
             Error::Device(format!(
                 "{e} while allocating the training buffers (about {:.1} MiB for --d-sae {n}, --batch {rows}); lower --d-sae or --batch, or use --device cpu",
-                super::train::estimate_bytes(cfg) as f64 / 1048576.0
+                cfg.estimate_bytes() as f64 / 1048576.0
             ))
         })?;
         Ok(eng)
@@ -710,13 +709,9 @@ impl GpuEngine {
                 let c = &ch.codes;
                 let gate = ch.gate.as_ref().expect("dense-fallback gate");
                 let jump = (cfg.arch == Arch::Jumprelu).then_some((log_thr, cfg.bandwidth));
-                let coef = if cfg.arch == Arch::Relu {
-                    cfg.l1
-                } else {
-                    cfg.l0
-                } * sc.sparsity_scale;
+                let coef = sc.sparsity_coef;
                 // The kept entries as codes; the dense path runs instead when they overflow
-                // the capacity (cpu::code_capacity), decided on the device.
+                // the capacity (engine::code_capacity), decided on the device.
                 #[rustfmt::skip]
                 activation_codes_from_bmax(g, enc, pre, jump, bmax, &c.row_ptr, &c.idx, &c.val, &c.pre_val)?;
                 gate_plan(g, enc, gate, &c.row_ptr, rows, c.idx.len() as u32)?;
@@ -766,7 +761,7 @@ impl GpuEngine {
         if cfg.arch == Arch::Relu {
             // The L1 penalty's decoder-norm term, d/dW_dec of coef / B sum_i zsum_i
             // ||W_dec_i||: one pass over W_dec for the whole batch (zsum summed by the chunks).
-            let coef = cfg.l1 * StepScalars::at(cfg, self.step).sparsity_scale / rows as f32;
+            let coef = StepScalars::at(cfg, self.step).sparsity_coef / rows as f32;
             let zsum = self.zsum.as_ref().expect("zsum");
             #[rustfmt::skip]
             l1_decoder_grad(g, enc, zsum, w_dec, &self.norms, n, d, coef, &self.grads[1])?;
@@ -856,10 +851,6 @@ impl GpuEngine {
         )?;
         mark("dead latents", enc)
     }
-}
-
-fn dead_after(cfg: &TrainConfig) -> u32 {
-    cfg.dead_tokens.min(u32::MAX as u64) as u32
 }
 
 impl GpuEngine {

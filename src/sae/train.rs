@@ -9,8 +9,10 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::checkpoint::{self, Checkpoint, ShardPrint};
-use super::cpu::{self, TrainState};
+use super::cpu::CpuEngine;
+use super::engine::{StepEngine, TrainState};
 use super::export::{CFG_FILE, SaeModel};
+use super::gpu::GpuEngine;
 use super::{Arch, SaeParams, TrainArgs, TrainConfig};
 use crate::data::{BatchStream, Prefetcher, Shard, discover, open_shards};
 use crate::gpu::{Engine, select_engine};
@@ -19,40 +21,6 @@ use crate::report::jsonl::{self, JsonlWriter, Record};
 use crate::report::plots::{self, Series};
 use crate::report::progress::Progress;
 use crate::{Error, Result};
-
-/// One training step on some engine, and the readbacks the loop needs.
-pub trait StepEngine {
-    /// Run one step on `x` (rows x d, scaled). Nothing is read back.
-    fn step(&mut self, cfg: &TrainConfig, x: &[f32], rows: usize) -> Result<()>;
-    /// Read the metric sums since the last call and reset them; also the last grad norm.
-    fn take_metrics(&mut self) -> Result<(Vec<f32>, f32)>;
-    /// The whole state, for checkpoints and the export.
-    fn state(&mut self) -> Result<TrainState>;
-}
-
-/// The CPU engine: the reference step on a host-side state.
-pub struct CpuEngine {
-    pub st: TrainState,
-}
-
-impl StepEngine for CpuEngine {
-    fn step(&mut self, cfg: &TrainConfig, x: &[f32], rows: usize) -> Result<()> {
-        cpu::step(cfg, &mut self.st, x, rows);
-        Ok(())
-    }
-    fn take_metrics(&mut self) -> Result<(Vec<f32>, f32)> {
-        let m = self.st.metrics.clone();
-        for (i, v) in self.st.metrics.iter_mut().enumerate() {
-            if i != slot::DEAD as usize {
-                *v = 0.0;
-            }
-        }
-        Ok((m, self.st.grad_norm))
-    }
-    fn state(&mut self) -> Result<TrainState> {
-        Ok(self.st.clone())
-    }
-}
 
 /// Set by SIGINT / SIGTERM; the loop checkpoints and stops at the next step boundary.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -169,14 +137,6 @@ fn mean_norm(x: &[f32], d: usize) -> f64 {
         .map(|r| r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt())
         .sum::<f64>()
         / rows.max(1) as f64
-}
-
-/// Bytes an engine holds for a run, roughly: parameters, gradients and two Adam moments,
-/// plus the per-batch buffers (pre-activations and their gradients, rows x d_sae, dominate).
-pub fn estimate_bytes(cfg: &TrainConfig) -> u128 {
-    let (d, n, b) = (cfg.d_in as u128, cfg.d_sae as u128, cfg.batch as u128);
-    let params = 2 * d * n + 3 * n + d;
-    4 * (4 * params + 3 * b * n + 4 * b * d)
 }
 
 /// What the user can do next, given the checkpoint on disk (its step, if any).
@@ -344,13 +304,13 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
     // Engine, and whether the run fits it, before anything large is allocated.
     let (engine_kind, why) = select_engine(cfg.device, cfg.adapter.as_deref())?;
     match &engine_kind {
-        Engine::Gpu(gpu) => super::gpu::GpuEngine::check_capacity(gpu, &cfg)?,
+        Engine::Gpu(gpu) => GpuEngine::check_capacity(gpu, &cfg)?,
         Engine::Cpu => crate::io::check_host_memory(
             &format!(
                 "--d-sae {} with --batch {} on the CPU engine",
                 cfg.d_sae, cfg.batch
             ),
-            estimate_bytes(&cfg),
+            cfg.estimate_bytes(),
             "lower --d-sae or --batch",
         )?,
     }
@@ -420,7 +380,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
     let start_step = state.step;
     let mut engine: Box<dyn StepEngine> = match &engine_kind {
         Engine::Cpu => Box::new(CpuEngine { st: state }),
-        Engine::Gpu(gpu) => Box::new(super::gpu::GpuEngine::new(gpu.clone(), &cfg, &state)?),
+        Engine::Gpu(gpu) => Box::new(GpuEngine::new(gpu.clone(), &cfg, &state)?),
     };
     if INTERRUPTED.load(Ordering::SeqCst) {
         return Err(Error::Interrupted(format!(
@@ -513,19 +473,19 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
                 .take_metrics()
                 .map_err(|e| e.with_hint(checkpoint_note(&cfg, last_checkpoint)))?;
             let s = summarize(&m, tokens_since_log, cfg.d_sae);
-            let sparsity = cfg.sparsity_scale_at(step - 1);
+            let sparsity = cfg.sparsity_coef_at(step - 1) as f64;
             let aux_loss = if matches!(cfg.arch, Arch::Topk | Arch::Batchtopk) {
                 cfg.aux_coef as f64 * s.aux
             } else {
                 0.0
             };
             let l1_loss = if cfg.arch == Arch::Relu {
-                (cfg.l1 * sparsity) as f64 * s.l1
+                sparsity * s.l1
             } else {
                 0.0
             };
             let l0_loss = if cfg.arch == Arch::Jumprelu {
-                (cfg.l0 * sparsity) as f64 * s.l0
+                sparsity * s.l0
             } else {
                 0.0
             };

@@ -443,8 +443,8 @@ fn gpu_error_is_reported() -> Result<(), Failed> {
 /// The device destroyed under a running GPU engine: the next step or readback is an
 /// error, not a panic.
 fn gpu_device_lost() -> Result<(), Failed> {
-    use saeforge::sae::cpu::TrainState;
-    use saeforge::sae::train::StepEngine;
+    use saeforge::sae::engine::StepEngine;
+    use saeforge::sae::engine::TrainState;
     use saeforge::sae::{SaeParams, TrainArgs, TrainConfig};
     let gpu = Arc::new(
         saeforge::gpu::Gpu::new(std::env::var("SAEFORGE_ADAPTER").ok().as_deref())

@@ -8,9 +8,9 @@
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Gpu;
-use saeforge::sae::cpu::{TrainState, code_capacity, step};
+use saeforge::sae::cpu::step;
+use saeforge::sae::engine::{StepEngine, TrainState, code_capacity};
 use saeforge::sae::gpu::GpuEngine;
-use saeforge::sae::train::StepEngine;
 use saeforge::sae::{Arch, SaeParams, TrainArgs, TrainConfig};
 
 use crate::common::{assert_close, assert_same, fail, gpu_test, randn, tolerance};

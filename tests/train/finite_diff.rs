@@ -6,7 +6,8 @@
 
 use libtest_mimic::{Failed, Trial};
 use rand::Rng;
-use saeforge::sae::cpu::{TrainState, gradients};
+use saeforge::sae::cpu::gradients;
+use saeforge::sae::engine::TrainState;
 use saeforge::sae::{Arch, SaeParams, TrainArgs, TrainConfig};
 
 use crate::common::{cpu_test, randn};
@@ -174,7 +175,8 @@ fn check(arch: Arch, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), Failed> {
         .map(|&s| s as u64 >= cfg.dead_tokens)
         .collect();
     let mut fired = vec![0u32; N];
-    let g = gradients(&cfg, &mut st, &x, ROWS, 1.0, &mut fired);
+    let coef = cfg.sparsity_coef_at(cfg.sparsity_warmup);
+    let g = gradients(&cfg, &mut st, &x, ROWS, coef, &mut fired);
     let grads = [&g.w_enc, &g.w_dec, &g.b_enc, &g.b_dec, &g.log_threshold];
 
     let p64: [Vec<f64>; 5] = params
