@@ -528,5 +528,29 @@ pub fn trials() -> Vec<Trial> {
         true,
         gpu_device_lost,
     ));
+    t.push(trial(
+        "faults::a_hint_keeps_an_io_error_an_io_error".into(),
+        false,
+        hint_keeps_io,
+    ));
     t
+}
+
+/// `Error::with_hint` appends to the message and keeps the kind (and so the exit code).
+fn hint_keeps_io() -> Result<(), Failed> {
+    let e = saeforge::Error::io(
+        "/x/y",
+        std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left"),
+    )
+    .with_hint("the checkpoint at step 3 is kept");
+    match &e {
+        saeforge::Error::Io { path, source }
+            if path == std::path::Path::new("/x/y")
+                && source.kind() == std::io::ErrorKind::StorageFull
+                && e.to_string() == "/x/y: no space left; the checkpoint at step 3 is kept" =>
+        {
+            Ok(())
+        }
+        other => Err(format!("with_hint turned an I/O error into {other:?}").into()),
+    }
 }
