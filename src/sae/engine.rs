@@ -3,6 +3,7 @@
 //! capacity both engines give a step's codes. `cpu.rs` and `gpu.rs` implement the trait
 //! with the same stages in the same order; `train.rs` alone picks which one runs.
 
+use super::params::ParamSet;
 use super::{Arch, SaeParams, TrainConfig};
 use crate::Result;
 use crate::reference::optim::AdamHyper;
@@ -18,23 +19,36 @@ pub trait StepEngine {
     fn state(&mut self) -> Result<TrainState>;
 }
 
-/// Adam moments for every parameter tensor (same order as `SaeParams::tensors`).
+/// Adam's first and second moments of every parameter tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Moments {
-    pub m: [Vec<f32>; 5],
-    pub v: [Vec<f32>; 5],
+    pub m: SaeParams,
+    pub v: SaeParams,
 }
 
 impl Moments {
     pub fn zeros(p: &SaeParams) -> Moments {
-        let z = |t: &Vec<f32>| vec![0.0f32; t.len()];
-        let t = p.tensors();
         Moments {
-            m: [z(t[0]), z(t[1]), z(t[2]), z(t[3]), z(t[4])],
-            v: [z(t[0]), z(t[1]), z(t[2]), z(t[3]), z(t[4])],
+            m: p.zeros_like(),
+            v: p.zeros_like(),
         }
     }
 }
+
+/// The slot of each tensor's squared gradient norm in the clipping sums; `clip_scale` adds
+/// the slots in this order on both engines.
+pub const GRAD_NORM_SLOTS: ParamSet<u32> = ParamSet {
+    d: 0,
+    n: 0,
+    w_enc: 0,
+    w_dec: 1,
+    b_enc: 2,
+    b_dec: 3,
+    log_threshold: 4,
+};
+
+/// Number of [`GRAD_NORM_SLOTS`].
+pub const GRAD_NORM_SLOT_COUNT: usize = 5;
 
 /// Everything a step changes, besides the parameters: what a checkpoint must hold.
 #[derive(Clone, Debug, PartialEq)]

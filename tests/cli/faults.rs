@@ -111,7 +111,6 @@ fn bits(v: &[f32]) -> Vec<u32> {
 fn same_state(a: &Path, b: &Path) -> Result<(), Failed> {
     let x = Checkpoint::load(a).map_err(|e| e.to_string())?;
     let y = Checkpoint::load(b).map_err(|e| e.to_string())?;
-    let names = ["W_enc", "W_dec", "b_enc", "b_dec", "log_threshold"];
     let (sx, sy) = (&x.state, &y.state);
     if sx.step != sy.step || x.batches != y.batches {
         return Err(format!(
@@ -120,23 +119,13 @@ fn same_state(a: &Path, b: &Path) -> Result<(), Failed> {
         )
         .into());
     }
-    for i in 0..5 {
-        for (what, p, q) in [
-            ("", sx.params.tensors()[i], sy.params.tensors()[i]),
-            ("adam_m.", &sx.moments.m[i], &sy.moments.m[i]),
-            ("adam_v.", &sx.moments.v[i], &sy.moments.v[i]),
-        ] {
-            if let Some(j) = p
-                .iter()
-                .zip(q.iter())
-                .position(|(u, v)| u.to_bits() != v.to_bits())
-            {
-                return Err(format!(
-                    "{what}{}[{j}]: uninterrupted {} vs resumed {}",
-                    names[i], p[j], q[j]
-                )
-                .into());
-            }
+    for (what, p, q) in [
+        ("", &sx.params, &sy.params),
+        ("adam_m.", &sx.moments.m, &sy.moments.m),
+        ("adam_v.", &sx.moments.v, &sy.moments.v),
+    ] {
+        if let Some((name, j, u, v)) = crate::common::first_bit_difference(p, q) {
+            return Err(format!("{what}{name}[{j}]: uninterrupted {u} vs resumed {v}").into());
         }
     }
     if sx.since_fired != sy.since_fired || sx.fire_total != sy.fire_total {

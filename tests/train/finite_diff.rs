@@ -180,8 +180,8 @@ fn check(arch: Arch, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), Failed> {
     let grads = [&g.w_enc, &g.w_dec, &g.b_enc, &g.b_dec, &g.log_threshold];
 
     let p64: [Vec<f64>; 5] = params
-        .tensors()
-        .map(|t| t.iter().map(|&v| v as f64).collect());
+        .iter()
+        .map(|(_, t)| t.iter().map(|&v| v as f64).collect());
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let (_, sig0, e0) = loss(&cfg, &p64, &x64, &dead, None);
     let e_fixed = if e0.is_empty() {
@@ -191,7 +191,7 @@ fn check(arch: Arch, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), Failed> {
     };
     let h = 1e-4;
     let mut checked = 0;
-    let names = ["W_enc", "W_dec", "b_enc", "b_dec", "log_threshold"];
+    let names = saeforge::sae::params::PARAM_NAMES;
     for t in 0..4 {
         for i in 0..p64[t].len() {
             let mut plus = p64.clone();
