@@ -28,6 +28,7 @@ use crate::sae::export::SaeModel;
 use crate::sae::infer::{Encoder, default_batch, encode_shards};
 use crate::sae::train::{self, evaluate};
 use crate::sae::{Arch, TrainArgs};
+use crate::stop::StopToken;
 use crate::synth::{Generator, SynthConfig, write_truth};
 use crate::{Error, Result};
 
@@ -288,7 +289,11 @@ impl TrueCodes {
 
 /// data/: training shards, truth.safetensors, synth.json; heldout/: one shard. Returns the
 /// training shard paths and the held-out rows' true coefficients.
-fn synthesise(c: &DemoConfig, out: &Path) -> Result<(Vec<PathBuf>, TrueCodes, Generator)> {
+fn synthesise(
+    c: &DemoConfig,
+    out: &Path,
+    stop: &StopToken,
+) -> Result<(Vec<PathBuf>, TrueCodes, Generator)> {
     let sc = c.synth();
     let mut g = Generator::new(sc.clone())?;
     let data = out.join("data");
@@ -320,6 +325,11 @@ fn synthesise(c: &DemoConfig, out: &Path) -> Result<(Vec<PathBuf>, TrueCodes, Ge
         )?;
         paths.push(p);
         done += rows;
+        stop.check(|| {
+            format!(
+                "interrupted while synthesising the data; run `saeforge demo` again to start over"
+            )
+        })?;
     }
     let mut truth = TrueCodes {
         row_ptr: vec![0],
@@ -458,6 +468,13 @@ fn projections(x: &[f32], d: usize, f: &[f32]) -> Vec<f64> {
 pub fn run(a: DemoArgs) -> Result<DemoSummary> {
     let c = DemoConfig::resolve(&a)?;
     let out = a.out.clone();
+    // One token for every phase: Ctrl-C stops the phase at its next safe point and the demo
+    // with exit 130; a second Ctrl-C exits at once.
+    let stop = StopToken::new();
+    let _signals = stop.on_signals();
+    let stopped = |after: &str| {
+        stop.check(|| format!("interrupted after {after}; run `saeforge demo` again to start over"))
+    };
     prepare_out(&out)?;
     write_json(&out.join(MARKER), &json!({ "saeforge_demo": c }))?;
     let mut seconds: Vec<(String, f64)> = Vec::new();
@@ -476,9 +493,10 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
     );
 
     // 1. Synthesise.
-    let (train_paths, truth_codes, generator) = synthesise(&c, &out)?;
+    let (train_paths, truth_codes, generator) = synthesise(&c, &out, &stop)?;
     let truth = generator.truth;
     lap("synthesise", &mut clock);
+    stopped("synthesising the data")?;
 
     // 2. Train (the engine is chosen by `train` itself, from --device / --adapter).
     let sae_dir = out.join("sae");
@@ -503,7 +521,7 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
         overwrite: Some(true),
         ..Default::default()
     };
-    let trained = train::run(&targs)?;
+    let trained = train::run_until(&targs, &stop)?;
     if trained.interrupted {
         return Err(Error::Interrupted(format!(
             "stopped at step {}; run `saeforge demo` again to start over",
@@ -556,6 +574,7 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
         ]
     };
     lap("evaluate", &mut clock);
+    stopped("evaluating")?;
 
     // 4a. Encode the held-out rows (CSR), on the engine chosen like `train`'s.
     let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
@@ -569,6 +588,7 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
         &sae_dir,
     )?;
     lap("encode", &mut clock);
+    stopped("encoding")?;
 
     // 4b. Steer one recovered feature: ablate it, and clamp it on every row.
     let mut counts = vec![0u64; c.features];
@@ -636,6 +656,7 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
         clamped: clamp_report,
     };
     lap("steer", &mut clock);
+    stopped("steering")?;
 
     // 5. Plots, report, summary.
     let plot_dir = out.join("plots");

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde_json::json;
@@ -20,29 +19,8 @@ use crate::reference::reduce::slot;
 use crate::report::jsonl::{self, JsonlWriter, Record};
 use crate::report::plots::{self, Series};
 use crate::report::progress::Progress;
+use crate::stop::StopToken;
 use crate::{Error, Result};
-
-/// Set by SIGINT / SIGTERM; the loop checkpoints and stops at the next step boundary.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-fn install_signal_handler() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if let Err(e) = ctrlc::set_handler(|| {
-            if INTERRUPTED.swap(true, Ordering::SeqCst) {
-                // Second signal: the user insists.
-                std::process::exit(130);
-            }
-        }) {
-            tracing::warn!("could not install the Ctrl-C handler: {e}");
-        }
-    });
-}
-
-/// Ask a running training loop to stop at the next step (as Ctrl-C does).
-pub fn request_stop() {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
 
 /// How a training run ended.
 #[derive(Debug, Clone)]
@@ -218,9 +196,12 @@ fn prepare_out(cfg: &TrainConfig, overwrite: bool) -> Result<()> {
 /// (before the bad batch reaches the parameters), on divergence and on device faults,
 /// always leaving the last good checkpoint in place.
 pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
-    install_signal_handler();
-    INTERRUPTED.store(false, Ordering::SeqCst);
+    run_until(args, &StopToken::new())
+}
 
+/// [`run`], stopping at the next step boundary once `stop` is stopped (by Ctrl-C under the
+/// caller's `SignalGuard`): the checkpoint is written and the outcome says `interrupted`.
+pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
     // Resolve the configuration (a resumed run keeps its own; see `RESUME_FLAGS`).
     let (cfg, resume_from) = if let Some(dir) = &args.resume {
         args.check_resume()?;
@@ -382,12 +363,12 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
         Engine::Cpu => Box::new(CpuEngine { st: state }),
         Engine::Gpu(gpu) => Box::new(GpuEngine::new(gpu.clone(), &cfg, &state)?),
     };
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        return Err(Error::Interrupted(format!(
+    stop.check(|| {
+        format!(
             "interrupted before training started; nothing was written to {}",
             cfg.out.display()
-        )));
-    }
+        )
+    })?;
 
     // Only now touch the output folder.
     prepare_out(&cfg, overwrite)?;
@@ -538,7 +519,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
             last_log_step = step;
             log_clock = Instant::now();
         }
-        if INTERRUPTED.load(Ordering::SeqCst) {
+        if stop.is_stopped() {
             interrupted = true;
             break;
         }
