@@ -428,12 +428,14 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
     let model = SaeModel::load(&sae_dir)?;
     let (hx, hrows) = read_all(&heldout_path)?;
     let erows = c.eval_rows.min(hrows);
-    let (mse, ev, l0) = evaluate(&model, &hx[..erows * c.d_in], erows);
+    // The encoder on the engine chosen like `train`'s, for evaluate, encode and steer.
+    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
+    let encoder = Encoder::new(&model, &engine, default_batch(model.n))?;
+    let (mse, ev, l0) = evaluate(&encoder, &hx[..erows * c.d_in], erows)?;
     let rec = recovery(&truth.features, &model.w_dec, model.d);
     // Sparse inference on the same held-out rows: FISTA with the SAE's dictionary (the
     // amortisation gap against the encoder) and with the true dictionary (the oracle).
     let inference_rows = {
-        let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
         let cfg = crate::eval::run::EvalConfig {
             sae: sae_dir.clone(),
             data: vec![out.join("heldout")],
@@ -470,9 +472,7 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
     lap("evaluate", &mut clock);
     stopped("evaluating")?;
 
-    // 4a. Encode the held-out rows (CSR), on the engine chosen like `train`'s.
-    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
-    let encoder = Encoder::new(&model, &engine, default_batch(model.n))?;
+    // 4a. Encode the held-out rows (CSR).
     let held_shards = crate::data::open_shards(&discover(&[out.join("heldout")])?, None)?;
     let enc_report = encode_shards(
         &encoder,

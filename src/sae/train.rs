@@ -14,6 +14,7 @@ use super::cpu::CpuEngine;
 use super::engine::{StepEngine, TrainState};
 use super::export::SaeModel;
 use super::gpu::GpuEngine;
+use super::infer::{Encoder, default_batch};
 use super::{Arch, SaeParams, TrainArgs, TrainConfig};
 use crate::data::{BatchStream, Prefetcher, Shard, discover, open_shards};
 use crate::gpu::{Engine, select_engine};
@@ -79,30 +80,33 @@ pub fn summarize(m: &[f32], rows: u64, n: usize) -> Summary {
     }
 }
 
-/// Held-out evaluation with the exported model (raw units): (mse, explained variance, l0).
-pub fn evaluate(model: &SaeModel, x: &[f32], rows: usize) -> (f64, f64, f64) {
-    let d = model.d;
-    let codes = model.encode(x, rows);
-    let x_hat = model.decode(&codes);
+/// Held-out evaluation of an exported model (raw units) by its encoder on the engine the
+/// encoder runs on: (mse, explained variance, l0), the sums over every row of `x` (rows, d)
+/// in f64, batch by batch.
+pub fn evaluate(encoder: &Encoder, x: &[f32], rows: usize) -> Result<(f64, f64, f64)> {
+    let d = encoder.model().d;
     let mut mean = vec![0.0f64; d];
     for r in x.chunks_exact(d) {
         for (m, &v) in mean.iter_mut().zip(r) {
             *m += v as f64 / rows as f64;
         }
     }
-    let (mut sse, mut sst) = (0.0f64, 0.0f64);
-    for (r, h) in x.chunks_exact(d).zip(x_hat.chunks_exact(d)) {
-        for j in 0..d {
-            sse += (r[j] as f64 - h[j] as f64).powi(2);
-            sst += (r[j] as f64 - mean[j]).powi(2);
+    let (mut sse, mut sst, mut l0) = (0.0f64, 0.0f64, 0.0f64);
+    for part in x.chunks(encoder.batch * d) {
+        let out = encoder.run(part, part.len() / d, false)?;
+        for (r, h) in part.chunks_exact(d).zip(out.x_hat.chunks_exact(d)) {
+            for j in 0..d {
+                sse += (r[j] as f64 - h[j] as f64).powi(2);
+                sst += (r[j] as f64 - mean[j]).powi(2);
+            }
         }
+        l0 += out.l0_sum;
     }
-    let l0 = codes.idx.len() as f64 / rows as f64;
-    (
+    Ok((
         sse / rows as f64,
         if sst > 0.0 { 1.0 - sse / sst } else { 0.0 },
-        l0,
-    )
+        l0 / rows as f64,
+    ))
 }
 
 /// Mean row norm of `x` (rows x d).
@@ -430,7 +434,10 @@ pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
             if let (true, Some((ex, erows))) = (eval_due, &eval_x) {
                 let st = engine.state()?;
                 let model = SaeModel::from_training(&st.params, &cfg, scale, st.threshold);
-                let (mse, ev, l0) = evaluate(&model, ex, *erows);
+                // On the training engine: the GPU's encoder kernels, or the CPU twins.
+                let batch = default_batch(model.n).min(*erows);
+                let encoder = Encoder::new(&model, &engine_kind, batch)?;
+                let (mse, ev, l0) = evaluate(&encoder, ex, *erows)?;
                 r.eval_mse = Some(mse);
                 r.eval_explained_variance = Some(ev);
                 r.eval_l0 = Some(l0);
