@@ -316,9 +316,8 @@ fn synthesise(
         paths.push(p);
         done += rows;
         stop.check(|| {
-            format!(
-                "interrupted while synthesising the data; run `saeforge demo` again to start over"
-            )
+            "interrupted while synthesising the data; run `saeforge demo` again to start over"
+                .to_string()
         })?;
     }
     let mut truth = TrueCodes {

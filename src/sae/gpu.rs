@@ -479,12 +479,16 @@ impl GpuEngine {
     /// math allows (the global norm must be complete before any Adam update). Passes and
     /// bytes at d = 512, n = 16384 (each tensor of W_enc / W_dec is 32 MiB; grads, m, v the
     /// same):
+    ///
+    /// ```text
     ///   1. decoder_grad_prep  W_dec rows: read W_dec, dW_dec            2 x 32 MiB
     ///   2. sumsq x 3 (4)      read dW_enc, db_enc, db_dec (dthr)        1 x 32 MiB
     ///   3. sum_slot, clip_scale                                          ~64 KiB
     ///   4. adam x 3 (4)       W_enc, biases: read p, g, m, v; write p, m, v  7 x 32 MiB
     ///   5. adam_unit_rows     W_dec rows: the same 7, plus the normalisation's re-read
     ///                         and write of the row (from cache)          7 (+2) x 32 MiB
+    /// ```
+    ///
     /// = 17 (+2) x 32 MiB ~ 544 (608) MiB in 10 (12) dispatches, the floor of
     /// shaders/optim.wgsl's note; unfused it was 15 (18) dispatches and ~674 MiB. ReLU
     /// (free decoder norm) runs sumsq + adam on W_dec instead of 1 and 5.

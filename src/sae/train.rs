@@ -43,8 +43,11 @@ pub struct TrainOutcome {
     pub last: Option<Record>,
 }
 
+/// Row ranges [start, end) of every shard.
+type Ranges = Vec<(u64, u64)>;
+
 /// Rows of every shard used for training and for evaluation.
-fn split(shards: &[Shard], eval_fraction: f64) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+fn split(shards: &[Shard], eval_fraction: f64) -> (Ranges, Ranges) {
     let mut train = Vec::new();
     let mut eval = Vec::new();
     for s in shards {
