@@ -1,7 +1,7 @@
 //! The [`Coder`] interface of `eval`: anything that turns rows into codes over a dictionary
 //! and reconstructs them, batch by batch: the SAE's one encoder
 //! ([`crate::sae::infer::Encoder`], the same one `encode`, `steer` and training's held-out
-//! evaluation use) or FISTA ([`crate::eval::fista::FistaSolver`]).
+//! evaluation use) or FISTA (`FistaSolver`, in the `fista` module, which uses this one).
 
 use crate::Result;
 use crate::sae::infer::Encoder;

@@ -388,11 +388,28 @@ impl<'s> Step<'s> {
         sparse_dot(&c.row_ptr, &c.idx, dy, &p.w_dec, rows, n, d, &mut gslot);
         let mut dval = vec![0.0f32; cap];
         relu_backward(&c.pre_val, &gslot, &mut dval);
+        self.gather_grads(ch, c, dy, &dval, accumulate);
+    }
+
+    /// The per-latent transpose of `c` (returned: lat_ptr, lat_row, lat_slot) and the
+    /// gathers of dW_dec (from the code values and `dy`), dW_enc and db_enc (from the slot
+    /// gradients `dval` and xc) into the gradients (added to them, for the latents with
+    /// entries, when `accumulate`).
+    fn gather_grads(
+        &mut self,
+        ch: &Chunk,
+        c: &Codes,
+        dy: &[f32],
+        dval: &[f32],
+        accumulate: bool,
+    ) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+        let (rows, n, d) = (ch.rows, self.st.params.n, self.st.params.d);
         let (lat_ptr, lat_row, lat_slot) = c.transpose(rows, n);
         let (lp, lr, ls, g) = (&lat_ptr, &lat_row, &lat_slot, &mut self.grads);
         gather_dw_dec(lp, lr, ls, &c.val, dy, n, d, accumulate, &mut g.w_dec);
-        gather_dw_enc(lp, lr, ls, &dval, &ch.xc, n, d, accumulate, &mut g.w_enc);
-        gather_db_enc(lp, ls, &dval, n, accumulate, &mut g.b_enc);
+        gather_dw_enc(lp, lr, ls, dval, &ch.xc, n, d, accumulate, &mut g.w_enc);
+        gather_db_enc(lp, ls, dval, n, accumulate, &mut g.b_enc);
+        (lat_ptr, lat_row, lat_slot)
     }
 
     /// The sparse backward of a ReLU / JumpReLU step: dz at the kept entries, the
@@ -415,18 +432,15 @@ impl<'s> Step<'s> {
             #[rustfmt::skip]
             sparse_jumprelu_backward(rp, idx, &c.pre_val, &gslot, rows, n, &p.log_threshold, &mut dval);
         }
-        let (lat_ptr, lat_row, lat_slot) = c.transpose(rows, n);
-        let (lp, lr, ls, g) = (&lat_ptr, &lat_row, &lat_slot, &mut self.grads);
-        gather_dw_dec(lp, lr, ls, &c.val, &ch.dy, n, d, false, &mut g.w_dec);
+        let (lat_ptr, _, lat_slot) = self.gather_grads(ch, c, &ch.dy, &dval, false);
+        let (lp, ls, p) = (&lat_ptr, &lat_slot, &self.st.params);
         if cfg.arch == Arch::Relu {
             gather_db_enc(lp, ls, &c.val, n, false, &mut self.zsum);
         } else {
-            let (lt, eps) = (&p.log_threshold, cfg.bandwidth);
+            let (lt, eps, g) = (&p.log_threshold, cfg.bandwidth, &mut self.grads);
             #[rustfmt::skip]
             gather_jumprelu_threshold(lp, ls, &c.pre_val, &gslot, n, lt, eps, scale, &mut g.log_threshold);
         }
-        gather_dw_enc(lp, lr, ls, &dval, &ch.xc, n, d, false, &mut g.w_enc);
-        gather_db_enc(lp, ls, &dval, n, false, &mut g.b_enc);
     }
 
     /// The dense path's backward: dz = dy W_dec^T, dW_dec = z^T dy, the penalty's and the

@@ -345,7 +345,7 @@ impl GpuEngine {
         dy: &GpuTensor,
         accumulate: bool,
     ) -> Result<()> {
-        let (g, rows, n, d, gr) = (&*self.gpu, ch.rows, self.n, self.d, &self.grads);
+        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
         let (rp, idx) = (&c.row_ptr, &c.idx);
         sparse_dot(
             g,
@@ -360,6 +360,22 @@ impl GpuEngine {
             &c.gslot,
         )?;
         relu_backward(g, enc, &c.pre_val, &c.gslot, &c.dval)?;
+        self.gather_grads(enc, ch, c, dy, accumulate)
+    }
+
+    /// The per-latent transpose of `c` and the gathers of dW_dec (from the code values and
+    /// `dy`), dW_enc and db_enc (from the slot gradients `c.dval` and xc) into the
+    /// gradients (added to them, for the latents with entries, when `accumulate`).
+    fn gather_grads(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        ch: &Chunk,
+        c: &CodeBufs,
+        dy: &GpuTensor,
+        accumulate: bool,
+    ) -> Result<()> {
+        let (g, rows, n, d, gr) = (&*self.gpu, ch.rows, self.n, self.d, &self.grads);
+        let (rp, idx) = (&c.row_ptr, &c.idx);
         #[rustfmt::skip]
         build_transpose(g, enc, rp, idx, rows, n, &c.lat_ptr, &c.lat_row, &c.lat_slot)?;
         let (lp, lr, ls) = (&c.lat_ptr, &c.lat_row, &c.lat_slot);
@@ -378,7 +394,7 @@ impl GpuEngine {
         ch: &Chunk,
         accumulate: bool,
     ) -> Result<()> {
-        let (g, rows, n, d, gr) = (&*self.gpu, ch.rows, self.n, self.d, &self.grads);
+        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
         let c = &ch.codes;
         let scale = self.coef() * (1.0 / self.rows as f32);
         let (w_dec, log_thr) = (&self.params.w_dec, &self.params.log_threshold);
@@ -392,23 +408,16 @@ impl GpuEngine {
             #[rustfmt::skip]
             sparse_jumprelu_backward(g, enc, rp, idx, &c.pre_val, &c.gslot, rows, n, log_thr, &c.dval)?;
         }
-        #[rustfmt::skip]
-        build_transpose(g, enc, rp, idx, rows, n, &c.lat_ptr, &c.lat_row, &c.lat_slot)?;
-        let (lp, lr, ls) = (&c.lat_ptr, &c.lat_row, &c.lat_slot);
-        #[rustfmt::skip]
-        gather_dw_dec(g, enc, lp, lr, ls, &c.val, &ch.dy, n, d, accumulate, &gr.w_dec)?;
+        self.gather_grads(enc, ch, c, &ch.dy, accumulate)?;
+        let (lp, ls) = (&c.lat_ptr, &c.lat_slot);
         if self.cfg.arch == Arch::Relu {
             // The chunks' column sums of z, for the decoder-norm term after them.
             let zsum = self.zsum.as_ref().expect("zsum");
-            gather_db_enc(g, enc, lp, ls, &c.val, n, accumulate, zsum)?;
+            gather_db_enc(g, enc, lp, ls, &c.val, n, accumulate, zsum)
         } else {
-            let (eps, pv, dthr) = (self.cfg.bandwidth, &c.pre_val, self.dthr(ch));
-            #[rustfmt::skip]
-            gather_jumprelu_threshold(g, enc, lp, ls, pv, &c.gslot, n, log_thr, eps, scale, dthr)?;
+            let (eps, pv, gs, dthr) = (self.cfg.bandwidth, &c.pre_val, &c.gslot, self.dthr(ch));
+            gather_jumprelu_threshold(g, enc, lp, ls, pv, gs, n, log_thr, eps, scale, dthr)
         }
-        #[rustfmt::skip]
-        gather_dw_enc(g, enc, lp, lr, ls, &c.dval, &ch.xc, n, d, accumulate, &gr.w_enc)?;
-        gather_db_enc(g, enc, lp, ls, &c.dval, n, accumulate, &gr.b_enc)
     }
 
     /// The dense path's backward: dz = dy W_dec^T, dW_dec = z^T dy, the penalty's and the

@@ -56,6 +56,19 @@ pub struct BatchOut {
     pub codes: Option<Codes>,
 }
 
+impl BatchOut {
+    /// An encoder's batch: the reconstruction, L0 / L1 from the metric slots, the codes.
+    fn of(x_hat: Vec<f32>, metrics: &[f32], codes: Option<Codes>) -> BatchOut {
+        BatchOut {
+            x_hat,
+            l0_sum: metrics[slot::L0 as usize] as f64,
+            l1_sum: metrics[slot::L1 as usize] as f64,
+            iterations: None,
+            codes,
+        }
+    }
+}
+
 /// ln(theta) per latent, thresholds <= 0 (or not finite) as the smallest positive f32.
 pub fn log_thresholds(threshold: &[f32]) -> Vec<f32> {
     threshold
@@ -323,13 +336,7 @@ fn run_cpu(
             want.then(|| dense_to_codes(&z, rows, n))
         }
     };
-    Ok(BatchOut {
-        x_hat,
-        l0_sum: metrics[slot::L0 as usize] as f64,
-        l1_sum: metrics[slot::L1 as usize] as f64,
-        iterations: None,
-        codes,
-    })
+    Ok(BatchOut::of(x_hat, &metrics, codes))
 }
 
 impl GpuSae {
@@ -454,13 +461,7 @@ impl GpuSae {
         } else {
             None
         };
-        Ok(BatchOut {
-            x_hat,
-            l0_sum: metrics[slot::L0 as usize] as f64,
-            l1_sum: metrics[slot::L1 as usize] as f64,
-            iterations: None,
-            codes,
-        })
+        Ok(BatchOut::of(x_hat, &metrics, codes))
     }
 }
 
