@@ -34,9 +34,10 @@ use rand_chacha::ChaCha8Rng;
 use saeforge::data::{BatchStream, FloatType, Prefetcher, open_shards};
 use saeforge::gpu::Gpu;
 use saeforge::io::{OutTensor, write_safetensors};
-use saeforge::sae::cpu::TrainState;
+use saeforge::sae::cpu::CpuEngine;
+use saeforge::sae::engine::{StepEngine, TrainState};
 use saeforge::sae::gpu::GpuEngine;
-use saeforge::sae::train::{CpuEngine, StepEngine};
+
 use saeforge::sae::{Arch, SaeParams, TrainArgs, TrainConfig};
 use serde_json::json;
 

@@ -45,9 +45,10 @@ use saeforge::gpu::{Gpu, GpuTensor};
 use saeforge::kernels::bench;
 use saeforge::kernels::gemm::{self, GemmSpec};
 use saeforge::reference;
-use saeforge::sae::cpu::TrainState;
+use saeforge::sae::cpu::CpuEngine;
+use saeforge::sae::engine::{StepEngine, TrainState};
 use saeforge::sae::gpu::GpuEngine;
-use saeforge::sae::train::{CpuEngine, StepEngine, summarize};
+use saeforge::sae::train::summarize;
 use saeforge::sae::{Arch, SaeParams, TrainArgs, TrainConfig};
 use serde_json::json;
 

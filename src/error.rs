@@ -64,7 +64,10 @@ impl Error {
             Error::Diverged(m) => Error::Diverged(format!("{m}; {hint}")),
             Error::DeviceFault(m) => Error::DeviceFault(format!("{m}; {hint}")),
             Error::Internal(m) => Error::Internal(format!("{m}; {hint}")),
-            e @ Error::Io { .. } => Error::Internal(format!("{e}; {hint}")),
+            Error::Io { path, source } => Error::Io {
+                path,
+                source: std::io::Error::new(source.kind(), format!("{source}; {hint}")),
+            },
         }
     }
 }

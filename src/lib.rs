@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod reference;
 pub mod report;
 pub mod sae;
+pub mod stop;
 pub mod synth;
 pub mod toy;
 

@@ -11,14 +11,20 @@
 //! Everything goes into one folder (default ./saeforge-demo) marked by demo.json; the demo
 //! refuses to write into a non-empty folder without that marker.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::json;
 
-use crate::data::{FloatType, Shard, discover};
+mod measure;
+mod report;
+
+pub use report::text_table;
+
+use measure::{TrueCodes, binned, choose_feature, fire_rate, mean_proj, projections, read_all};
+
+use crate::data::{FloatType, discover};
 use crate::eval::recovery::{Recovery, recovery};
 use crate::eval::steer::{Edit, EditOp, SteerOutput, SteerReport, check_edits, steer_file};
 use crate::gpu::{DeviceChoice, select_engine};
@@ -28,6 +34,7 @@ use crate::sae::export::SaeModel;
 use crate::sae::infer::{Encoder, default_batch, encode_shards};
 use crate::sae::train::{self, evaluate};
 use crate::sae::{Arch, TrainArgs};
+use crate::stop::StopToken;
 use crate::synth::{Generator, SynthConfig, write_truth};
 use crate::{Error, Result};
 
@@ -270,25 +277,13 @@ fn prepare_out(out: &Path) -> Result<()> {
     crate::io::create_dir(out)
 }
 
-/// Sparse true coefficients of the held-out rows (CSR over rows).
-struct TrueCodes {
-    row_ptr: Vec<usize>,
-    idx: Vec<u32>,
-    val: Vec<f32>,
-}
-
-impl TrueCodes {
-    fn coef(&self, r: usize, f: usize) -> f32 {
-        let s = &self.idx[self.row_ptr[r]..self.row_ptr[r + 1]];
-        s.binary_search(&(f as u32))
-            .map(|j| self.val[self.row_ptr[r] + j])
-            .unwrap_or(0.0)
-    }
-}
-
 /// data/: training shards, truth.safetensors, synth.json; heldout/: one shard. Returns the
 /// training shard paths and the held-out rows' true coefficients.
-fn synthesise(c: &DemoConfig, out: &Path) -> Result<(Vec<PathBuf>, TrueCodes, Generator)> {
+fn synthesise(
+    c: &DemoConfig,
+    out: &Path,
+    stop: &StopToken,
+) -> Result<(Vec<PathBuf>, TrueCodes, Generator)> {
     let sc = c.synth();
     let mut g = Generator::new(sc.clone())?;
     let data = out.join("data");
@@ -320,6 +315,10 @@ fn synthesise(c: &DemoConfig, out: &Path) -> Result<(Vec<PathBuf>, TrueCodes, Ge
         )?;
         paths.push(p);
         done += rows;
+        stop.check(|| {
+            "interrupted while synthesising the data; run `saeforge demo` again to start over"
+                .to_string()
+        })?;
     }
     let mut truth = TrueCodes {
         row_ptr: vec![0],
@@ -358,106 +357,17 @@ fn synthesise(c: &DemoConfig, out: &Path) -> Result<(Vec<PathBuf>, TrueCodes, Ge
     Ok((paths, truth, g))
 }
 
-/// All rows of one shard as f32.
-fn read_all(path: &Path) -> Result<(Vec<f32>, usize)> {
-    let s = Shard::open(path, None)?;
-    let mut x = vec![0.0f32; s.rows * s.d];
-    s.read_rows(0, s.rows, &mut x);
-    Ok((x, s.rows))
-}
-
-/// Mean of <x_r, f> over rows where `pick(r)`.
-fn mean_proj(x: &[f32], d: usize, f: &[f32], pick: impl Fn(usize) -> bool) -> f64 {
-    let (mut s, mut n) = (0.0f64, 0u64);
-    for (r, row) in x.chunks_exact(d).enumerate() {
-        if pick(r) {
-            s += row
-                .iter()
-                .zip(f)
-                .map(|(&a, &b)| a as f64 * b as f64)
-                .sum::<f64>();
-            n += 1;
-        }
-    }
-    s / n.max(1) as f64
-}
-
-/// Fraction of rows of x on which the encoder fires `latent`, and its largest activation.
-fn fire_rate(enc: &Encoder, x: &[f32], rows: usize, d: usize, latent: u32) -> Result<(f64, f32)> {
-    let (mut fired, mut max) = (0u64, 0.0f32);
-    for chunk in x.chunks(enc.batch * d) {
-        let c = enc.encode(chunk, chunk.len() / d)?;
-        for (&i, &v) in c.idx.iter().zip(&c.val) {
-            if i == latent {
-                fired += 1;
-                max = max.max(v);
-            }
-        }
-    }
-    Ok((fired as f64 / rows.max(1) as f64, max))
-}
-
-/// Choose the feature to steer: among true features recovered with |cos| >= 0.9 by a
-/// latent pointing the same way, the one active on the most held-out rows (ties: the
-/// better cosine, then the lower index); else the best-recovered feature.
-fn choose_feature(
-    rec: &Recovery,
-    truth_f: &[f32],
-    w_dec: &[f32],
-    d: usize,
-    counts: &[u64],
-) -> usize {
-    let aligned = |f: usize| {
-        let l = rec.best[f].1 as usize;
-        let dot: f32 = truth_f[f * d..(f + 1) * d]
-            .iter()
-            .zip(&w_dec[l * d..(l + 1) * d])
-            .map(|(a, b)| a * b)
-            .sum();
-        dot > 0.0
-    };
-    let key = |f: &usize| (counts[*f], (rec.best[*f].0 * 1e6) as u64);
-    let good: Vec<usize> = (0..rec.best.len())
-        .filter(|&f| rec.best[f].0 >= 0.9 && aligned(f))
-        .collect();
-    let pool = if good.is_empty() {
-        (0..rec.best.len()).collect()
-    } else {
-        good
-    };
-    let best = pool.iter().map(key).max().expect("at least one feature");
-    *pool.iter().find(|f| key(f) == best).expect("present")
-}
-
-/// Bin rows by the true coefficient of f and average the projections (for the plot).
-fn binned(coef: &[f32], proj: &[f64], bins: usize) -> Vec<(f64, f64)> {
-    let mut sum = vec![(0.0f64, 0.0f64, 0u64); bins + 1];
-    for (&c, &p) in coef.iter().zip(proj) {
-        let b = if c == 0.0 {
-            0
-        } else {
-            1 + ((c as f64 * bins as f64) as usize).min(bins - 1)
-        };
-        sum[b].0 += c as f64;
-        sum[b].1 += p;
-        sum[b].2 += 1;
-    }
-    sum.iter()
-        .filter(|s| s.2 > 0)
-        .map(|s| (s.0 / s.2 as f64, s.1 / s.2 as f64))
-        .collect()
-}
-
-fn projections(x: &[f32], d: usize, f: &[f32]) -> Vec<f64> {
-    x.chunks_exact(d)
-        .map(|r| r.iter().zip(f).map(|(&a, &b)| a as f64 * b as f64).sum())
-        .collect()
-}
-
 /// `saeforge demo`.
 pub fn run(a: DemoArgs) -> Result<DemoSummary> {
     let c = DemoConfig::resolve(&a)?;
     let out = a.out.clone();
+    // One token for every phase: Ctrl-C stops the phase at its next safe point and the demo
+    // with exit 130; a second Ctrl-C exits at once.
+    let stop = StopToken::new();
+    let _signals = stop.on_signals();
+    let stopped = |after: &str| {
+        stop.check(|| format!("interrupted after {after}; run `saeforge demo` again to start over"))
+    };
     prepare_out(&out)?;
     write_json(&out.join(MARKER), &json!({ "saeforge_demo": c }))?;
     let mut seconds: Vec<(String, f64)> = Vec::new();
@@ -476,9 +386,10 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
     );
 
     // 1. Synthesise.
-    let (train_paths, truth_codes, generator) = synthesise(&c, &out)?;
+    let (train_paths, truth_codes, generator) = synthesise(&c, &out, &stop)?;
     let truth = generator.truth;
     lap("synthesise", &mut clock);
+    stopped("synthesising the data")?;
 
     // 2. Train (the engine is chosen by `train` itself, from --device / --adapter).
     let sae_dir = out.join("sae");
@@ -503,7 +414,7 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
         overwrite: Some(true),
         ..Default::default()
     };
-    let trained = train::run(&targs)?;
+    let trained = train::run_until(&targs, &stop)?;
     if trained.interrupted {
         return Err(Error::Interrupted(format!(
             "stopped at step {}; run `saeforge demo` again to start over",
@@ -516,12 +427,14 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
     let model = SaeModel::load(&sae_dir)?;
     let (hx, hrows) = read_all(&heldout_path)?;
     let erows = c.eval_rows.min(hrows);
-    let (mse, ev, l0) = evaluate(&model, &hx[..erows * c.d_in], erows);
+    // The encoder on the engine chosen like `train`'s, for evaluate, encode and steer.
+    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
+    let encoder = Encoder::new(&model, &engine, default_batch(model.n))?;
+    let (mse, ev, l0) = evaluate(&encoder, &hx[..erows * c.d_in], erows)?;
     let rec = recovery(&truth.features, &model.w_dec, model.d);
     // Sparse inference on the same held-out rows: FISTA with the SAE's dictionary (the
     // amortisation gap against the encoder) and with the true dictionary (the oracle).
     let inference_rows = {
-        let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
         let cfg = crate::eval::run::EvalConfig {
             sae: sae_dir.clone(),
             data: vec![out.join("heldout")],
@@ -556,10 +469,9 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
         ]
     };
     lap("evaluate", &mut clock);
+    stopped("evaluating")?;
 
-    // 4a. Encode the held-out rows (CSR), on the engine chosen like `train`'s.
-    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
-    let encoder = Encoder::new(&model, &engine, default_batch(model.n))?;
+    // 4a. Encode the held-out rows (CSR).
     let held_shards = crate::data::open_shards(&discover(&[out.join("heldout")])?, None)?;
     let enc_report = encode_shards(
         &encoder,
@@ -569,6 +481,7 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
         &sae_dir,
     )?;
     lap("encode", &mut clock);
+    stopped("encoding")?;
 
     // 4b. Steer one recovered feature: ablate it, and clamp it on every row.
     let mut counts = vec![0u64; c.features];
@@ -636,6 +549,7 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
         clamped: clamp_report,
     };
     lap("steer", &mut clock);
+    stopped("steering")?;
 
     // 5. Plots, report, summary.
     let plot_dir = out.join("plots");
@@ -801,162 +715,8 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
         table,
     };
     write_json(&out.join("summary.json"), &summary)?;
-    let report = report_md(&summary, &out);
+    let report = report::report_md(&summary, &out);
     crate::io::write_atomic(&out.join("report.md"), report.as_bytes())?;
     print!("{}", text_table(&summary, &out));
     Ok(summary)
-}
-
-fn total_seconds(s: &DemoSummary) -> f64 {
-    s.seconds.iter().map(|(_, t)| t).sum()
-}
-
-fn stage_line(s: &DemoSummary) -> String {
-    s.seconds
-        .iter()
-        .map(|(n, t)| format!("{n} {t:.1} s"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The summary table as printed.
-pub fn text_table(s: &DemoSummary, out: &Path) -> String {
-    let w = s
-        .table
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, _)| k.len())
-        .max()
-        .unwrap_or(0);
-    let mut t = String::new();
-    let _ = writeln!(t);
-    let _ = writeln!(t, "saeforge demo: {}", s.engine);
-    for (k, v) in &s.table {
-        if v.is_empty() {
-            let _ = writeln!(t, "\n  {k}");
-        } else {
-            let _ = writeln!(t, "    {k:<w$}  {v}");
-        }
-    }
-    let _ = writeln!(
-        t,
-        "\n  {:.0} s in all ({}); report: {}",
-        total_seconds(s),
-        stage_line(s),
-        out.join("report.md").display()
-    );
-    t
-}
-
-/// report.md: what ran, the table, the files, and the commands that redo each step.
-fn report_md(s: &DemoSummary, out: &Path) -> String {
-    let c = &s.config;
-    let st = &s.steer;
-    let o = out.display();
-    let mut m = String::new();
-    let _ = writeln!(m, "# saeforge demo\n");
-    let _ = writeln!(
-        m,
-        "A TopK sparse autoencoder trained on synthetic activations with a planted dictionary \
-         in superposition ({} true features in {} dimensions, about {} active per row), \
-         evaluated against the ground truth, then used to steer one recovered feature.\n",
-        c.features, c.d_in, c.active
-    );
-    let _ = writeln!(m, "Engine: {}.\n", s.engine);
-    let cell = |t: &str| t.replace('|', "\\|");
-    let _ = writeln!(m, "| | |\n|---|---|");
-    for (k, v) in &s.table {
-        if v.is_empty() {
-            let _ = writeln!(m, "| **{}** | |", cell(k));
-        } else {
-            let _ = writeln!(m, "| {} | {} |", cell(k), cell(v));
-        }
-    }
-    let _ = writeln!(
-        m,
-        "\nTime: {:.0} s ({}).\n",
-        total_seconds(s),
-        stage_line(s)
-    );
-    let _ = writeln!(m, "## Steering\n");
-    let _ = writeln!(
-        m,
-        "True feature {} is recovered by latent {} (|cos| {:.3}). `steer` edits only that \
-         latent and writes x' = x + (z' - z) W_dec, so the SAE's reconstruction error stays in \
-         the activations. Ablation (`--ablate {}`, unlearning) removes the feature's \
-         contribution from the {} rows where the latent fired; clamping (`--set {}={}`, \
-         Golden Gate style) writes it into every row. On the rows where the feature is active, \
-         its projection goes from {:.3} to {:.3} after ablation: what remains is the part of \
-         the feature the SAE's encoder does not capture (its share of the reconstruction \
-         error), which `steer` leaves in place by design. The projection of the activations on \
-         the true feature direction, binned by the feature's true coefficient, is in \
-         plots/steering.png.\n",
-        st.feature,
-        st.latent,
-        st.cosine,
-        st.latent,
-        st.ablate.rows_changed,
-        st.latent,
-        st.clamp,
-        st.proj_active[0],
-        st.proj_active[1]
-    );
-    let _ = writeln!(m, "## Files\n");
-    for (p, what) in [
-        (
-            "data/",
-            "training shards (f16), truth.safetensors (the planted dictionary), synth.json",
-        ),
-        ("heldout/", "held-out shard"),
-        (
-            "sae/",
-            "the SAE in the SAELens layout (cfg.json, sae_weights.safetensors, sparsity.safetensors), training.jsonl, plots/, checkpoint/",
-        ),
-        (
-            "heldout-codes.safetensors",
-            "held-out codes as CSR (indptr, indices, values)",
-        ),
-        (
-            "steer/ablate.safetensors",
-            "held-out activations with the feature ablated",
-        ),
-        (
-            "steer/clamp.safetensors",
-            "held-out activations with the feature clamped",
-        ),
-        (
-            "plots/",
-            "recovery.png (best |cos| per true feature), steering.png",
-        ),
-        ("summary.json", "every number above"),
-    ] {
-        let _ = writeln!(m, "- `{p}`: {what}");
-    }
-    let _ = writeln!(m, "\n## The same steps with the CLI\n");
-    let _ = writeln!(m, "```sh");
-    let _ = writeln!(
-        m,
-        "saeforge train --data {o}/data --eval-data {o}/heldout --out {o}/sae --arch topk --d-sae {} --k {} --batch {} --steps {} --lr {} --seed {} --overwrite true",
-        c.d_sae, c.k, c.batch, c.steps, c.lr, c.train_seed
-    );
-    let _ = writeln!(
-        m,
-        "saeforge eval --sae {o}/sae --data {o}/heldout --truth {o}/data/truth.safetensors"
-    );
-    let _ = writeln!(
-        m,
-        "saeforge encode --sae {o}/sae --data {o}/heldout --out {o}/heldout-codes.safetensors"
-    );
-    let _ = writeln!(
-        m,
-        "saeforge steer --sae {o}/sae --data {o}/heldout/shard-00000.safetensors --ablate {} --out {o}/steer/ablate.safetensors",
-        st.latent
-    );
-    let _ = writeln!(
-        m,
-        "saeforge steer --sae {o}/sae --data {o}/heldout/shard-00000.safetensors --set {}={} --out {o}/steer/clamp.safetensors",
-        st.latent, st.clamp
-    );
-    let _ = writeln!(m, "```");
-    m
 }

@@ -25,6 +25,8 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// One command is parsed per run: the size of the largest (train's options) costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// List every wgpu adapter with the limits that matter for SAE training.
     Devices(devices::DevicesArgs),

@@ -2,9 +2,13 @@
 //! options (all of which may also come from a TOML file).
 
 use crate::sae::{TrainArgs, train};
+use crate::stop::StopToken;
 
 pub fn run(args: TrainArgs) -> crate::Result<()> {
-    let o = train::run(&args)?;
+    // Ctrl-C / SIGTERM: checkpoint at the next step and exit 130 (a second one: at once).
+    let stop = StopToken::new();
+    let _signals = stop.on_signals();
+    let o = train::run_until(&args, &stop)?;
     if o.interrupted {
         // Exit 130 with one line (printed by main) saying how to go on.
         return Err(crate::Error::Interrupted(format!(

@@ -2,8 +2,8 @@
 //! (iterative sparse inference over a fixed dictionary, on either engine), ground-truth
 //! recovery against a planted dictionary, and the whole `saeforge eval` report.
 //!
-//! - [`forward::SaeForward`]: an SAE's encoder and decoder on an engine, batch by batch
-//!   (codes, reconstructions, L0 / L1 and fire counts);
+//! - [`crate::sae::infer::Encoder`]: an SAE's encoder and decoder on an engine, batch by
+//!   batch (codes, reconstructions, L0 / L1 and fire counts);
 //! - [`fista::FistaSolver`]: FISTA over any dictionary (the SAE's decoder or the truth);
 //! - both are [`forward::Coder`]s, which [`run::evaluate`] runs side by side over the same
 //!   held-out rows ([`source::HeldOut`]) into [`metrics::ReconMetrics`];

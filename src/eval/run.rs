@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use serde_json::{Map, Value, json};
 
 use super::fista::{Dictionary, FistaConfig, FistaSolver};
-use super::forward::{Coder, SaeForward};
+use super::forward::Coder;
 use super::metrics::{Accumulator, ReconMetrics, density_histogram};
 use super::recovery::{Recovery, recovery};
 use super::source::HeldOut;
 use crate::gpu::Engine;
 use crate::sae::export::{SaeKind, SaeModel};
+use crate::sae::infer::Encoder;
 use crate::synth::read_truth;
 use crate::{Error, Result};
 
@@ -182,7 +183,7 @@ pub fn run_eval(engine: &Engine, engine_line: &str, cfg: &EvalConfig) -> Result<
     let mut splits = Vec::new();
     let mut lipschitz = (None, None);
     if !cfg.data.is_empty() {
-        let mut encoder = SaeForward::new(engine, &model)?;
+        let mut encoder = Encoder::new(&model, engine, batch)?;
         let mut fista = match cfg.fista {
             Some(f) => Some(FistaSolver::new(engine, Dictionary::of_sae(&model), f)?),
             None => None,

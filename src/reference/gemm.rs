@@ -36,6 +36,33 @@ impl GemmSpec {
         }
     }
 
+    /// C = op(A) B^T: B stored (n, k).
+    pub fn nt(m: usize, n: usize, k: usize) -> GemmSpec {
+        GemmSpec {
+            trans_b: true,
+            ..GemmSpec::nn(m, n, k)
+        }
+    }
+
+    /// C = A^T op(B): A stored (k, m).
+    pub fn tn(m: usize, n: usize, k: usize) -> GemmSpec {
+        GemmSpec {
+            trans_a: true,
+            ..GemmSpec::nn(m, n, k)
+        }
+    }
+
+    /// The same product scaled by `alpha`.
+    pub fn alpha(self, alpha: f32) -> GemmSpec {
+        GemmSpec { alpha, ..self }
+    }
+
+    /// The same product added to C (beta 1) when `accumulate`, else written (beta 0).
+    pub fn accumulate(self, accumulate: bool) -> GemmSpec {
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        GemmSpec { beta, ..self }
+    }
+
     /// Stored shape of A: (m, k), or (k, m) when `trans_a`.
     pub fn a_shape(&self) -> [usize; 2] {
         if self.trans_a {

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
-use super::cpu::{Moments, TrainState};
-use super::params::PARAM_NAMES;
-use super::{SaeParams, TrainConfig};
+use super::TrainConfig;
+use super::engine::{Moments, TrainState};
+use super::params::ParamSet;
 use crate::io::{OutTensor, write_safetensors};
 use crate::{Error, Result};
 
@@ -112,18 +112,14 @@ impl Checkpoint {
         let p = &st.params;
         let shapes = p.shapes();
         let mut tensors = Vec::new();
-        for (i, name) in PARAM_NAMES.iter().enumerate() {
-            tensors.push(OutTensor::f32(name, &shapes[i], p.tensors()[i]));
-            tensors.push(OutTensor::f32(
-                &format!("adam_m.{name}"),
-                &shapes[i],
-                &st.moments.m[i],
-            ));
-            tensors.push(OutTensor::f32(
-                &format!("adam_v.{name}"),
-                &shapes[i],
-                &st.moments.v[i],
-            ));
+        for (prefix, set) in [
+            ("", p),
+            ("adam_m.", &st.moments.m),
+            ("adam_v.", &st.moments.v),
+        ] {
+            for (name, t, shape) in set.zip(&shapes) {
+                tensors.push(OutTensor::f32(&format!("{prefix}{name}"), shape, t));
+            }
         }
         tensors.push(OutTensor::u32("since_fired", &[p.n], &st.since_fired));
         tensors.push(OutTensor::u32("fire_total", &[p.n], &st.fire_total));
@@ -196,25 +192,17 @@ impl Checkpoint {
         let dn = d
             .checked_mul(n)
             .ok_or_else(|| bad(format!("config has d_in {d} x d_sae {n}: too large")))?;
-        let lens = [dn, dn, n, d, thr_len];
-        let mut p: [Vec<f32>; 5] = Default::default();
-        let mut m: [Vec<f32>; 5] = Default::default();
-        let mut v: [Vec<f32>; 5] = Default::default();
-        for (i, name) in PARAM_NAMES.iter().enumerate() {
-            p[i] = f32s(name, lens[i])?;
-            m[i] = f32s(&format!("adam_m.{name}"), lens[i])?;
-            v[i] = f32s(&format!("adam_v.{name}"), lens[i])?;
-        }
-        let [w_enc, w_dec, b_enc, b_dec, log_threshold] = p;
-        let params = SaeParams {
+        let lens = ParamSet {
             d,
             n,
-            w_enc,
-            w_dec,
-            b_enc,
-            b_dec,
-            log_threshold,
+            w_enc: dn,
+            w_dec: dn,
+            b_enc: n,
+            b_dec: d,
+            log_threshold: thr_len,
         };
+        let set = |prefix: &str| lens.try_map(|name, &len| f32s(&format!("{prefix}{name}"), len));
+        let (params, m, v) = (set("")?, set("adam_m.")?, set("adam_v.")?);
         let state = TrainState {
             params,
             moments: Moments { m, v },

@@ -555,4 +555,25 @@ impl TrainConfig {
             (step + 1) as f32 / self.sparsity_warmup as f32
         }
     }
+
+    /// The sparsity penalty's coefficient at `step` (0-based), warm-up included: the L1
+    /// coefficient for relu, the L0 one for jumprelu, 0 for topk / batchtopk (whose
+    /// sparsity is the selection). The one schedule both engines and the log read.
+    pub fn sparsity_coef_at(&self, step: u64) -> f32 {
+        let coef = match self.arch {
+            Arch::Relu => self.l1,
+            Arch::Jumprelu => self.l0,
+            Arch::Topk | Arch::Batchtopk => 0.0,
+        };
+        coef * self.sparsity_scale_at(step)
+    }
+
+    /// Bytes an engine holds for this run, roughly: parameters, gradients and two Adam
+    /// moments, plus the per-batch buffers (pre-activations and their gradients, rows x
+    /// d_sae, dominate).
+    pub fn estimate_bytes(&self) -> u128 {
+        let (d, n, b) = (self.d_in as u128, self.d_sae as u128, self.batch as u128);
+        let params = 2 * d * n + 3 * n + d;
+        4 * (4 * params + 3 * b * n + 4 * b * d)
+    }
 }

@@ -1,20 +1,33 @@
-//! The CPU engine: one training step as a sequence of the reference kernels in
-//! `crate::reference`, in exactly the order the GPU engine (`gpu.rs`) records its launches.
-//! Plain f32 loops, rayon over rows at most; it is both the judge of the GPU engine and the
-//! engine that runs when there is no hardware GPU.
+//! The CPU engine: the training step as the reference kernels of `crate::reference`, in
+//! the stages of the GPU engine (`gpu.rs`), with the same names in the same order, so the
+//! two files read side by side. Plain f32 loops, rayon over rows at most; it is both the
+//! judge of the GPU engine and the engine that runs when there is no hardware GPU. The CPU
+//! takes the whole batch as one chunk (the GPU splits a batch whose pre-activations exceed
+//! one storage binding; the math is the same).
 //!
-//! The step, for input rows x (B, d) already scaled:
-//!   xc = x - b_dec;  pre = xc W_enc + b_enc
-//!   topk / batchtopk: sparse codes (row_ptr, idx, val; topk: the k largest positive
-//!                     entries, latents ascending, no zeros) -> x_hat by sparse decode;
-//!                     AuxK: the k_aux largest positive pre among the dead latents (listed
-//!                     by dead_list) reconstruct e = x - x_hat; their gradients are added
-//!                     into the main ones by the accumulating gathers
-//!   relu / jumprelu:  dense z -> x_hat = z W_dec + b_dec
-//!   loss = mean_b ||x - x_hat||^2 (+ aux / l1 / l0 terms); gradients by hand (see below);
-//!   unit-norm decoders drop the gradient parallel to each row; global norm clip; Adam;
-//!   decoder rows renormalised (the last three fused for W_dec: decoder_grad_prep,
-//!   adam_unit_rows); dead-latent counters updated.
+//! A step, for input rows x (B, d) already scaled:
+//!
+//!   prepare           row_norms of W_dec; topk / batchtopk: dead_list (AuxK's latents)
+//!   per chunk:
+//!     encode          xc = x - b_dec (sub_row); pre = xc W_enc + b_enc (gemm)
+//!     codes           topk: topk_codes (the k largest positive, latents ascending);
+//!                     batchtopk: batchtopk, threshold_ema, relu_forward; both: AuxK's
+//!                     topk_codes among the dead latents. relu / jumprelu: activation_codes,
+//!                     kept sparse when they fit `code_capacity`, else the dense path
+//!     decode          x_hat = codes W_dec + b_dec (sparse_decode), or z = act(pre) and
+//!                     x_hat = z W_dec + b_dec (gemm); AuxK: e_hat = aux codes W_dec
+//!     loss            dy = 2 / B (x_hat - x) with SSE / SST (mse_backward); L0 / L1 and
+//!                     firing counts (sparse_stats / dense_stats); AuxK: e = x - x_hat (sub),
+//!                     de = 2 aux_coef / B (e_hat - e) with the aux loss (mse_backward)
+//!     backward        topk / batchtopk: sparse_backward of the codes, then of AuxK's codes
+//!                     (added); relu / jumprelu: sparse_activation_backward or
+//!                     dense_backward (the penalty's and the activation's backward in both);
+//!                     db_dec's first term, col_sum of dy
+//!   finish_gradients  relu: the L1 penalty's decoder-norm term (l1_decoder_grad);
+//!                     db_dec -= db_enc W_enc^T (gemm)
+//!   optimizer         unit-norm decoders: decoder_grad_prep; sums of squares, global norm
+//!                     clip (clip_scale); adam (adam_unit_rows for a unit-norm W_dec)
+//!   count_dead        update_dead: firing counters, tokens since each latent fired
 
 use crate::blas::gemm;
 use crate::reference::activations::{
@@ -24,11 +37,11 @@ use crate::reference::codes::{activation_codes, dead_list, topk_codes};
 use crate::reference::gemm::GemmSpec;
 use crate::reference::ops::threshold_ema;
 use crate::reference::optim::{
-    AdamHyper, adam, adam_unit_rows, clip_scale, decoder_grad_prep, sum_slot, sumsq,
+    adam, adam_unit_rows, clip_scale, decoder_grad_prep, sum_slot, sumsq,
 };
 use crate::reference::reduce::{
-    METRIC_SLOTS, col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms,
-    slot, sparse_stats, sub, sub_row, update_dead,
+    col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms, slot,
+    sparse_stats, sub, sub_row, update_dead,
 };
 use crate::reference::sparse::{
     build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, gather_jumprelu_threshold,
@@ -36,109 +49,15 @@ use crate::reference::sparse::{
 };
 use crate::reference::topk::batchtopk;
 
+use super::engine::{
+    GRAD_NORM_SLOT_COUNT, GRAD_NORM_SLOTS, StepEngine, StepScalars, TrainState, code_capacity,
+    dead_after, selects_topk,
+};
 use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
+use crate::Result;
 
-/// Adam moments for every parameter tensor (same order as `SaeParams::tensors`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Moments {
-    pub m: [Vec<f32>; 5],
-    pub v: [Vec<f32>; 5],
-}
-
-impl Moments {
-    pub fn zeros(p: &SaeParams) -> Moments {
-        let z = |t: &Vec<f32>| vec![0.0f32; t.len()];
-        let t = p.tensors();
-        Moments {
-            m: [z(t[0]), z(t[1]), z(t[2]), z(t[3]), z(t[4])],
-            v: [z(t[0]), z(t[1]), z(t[2]), z(t[3]), z(t[4])],
-        }
-    }
-}
-
-/// Everything a step changes, besides the parameters: what a checkpoint must hold.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TrainState {
-    pub params: SaeParams,
-    pub moments: Moments,
-    /// Steps taken.
-    pub step: u64,
-    /// Per latent: tokens since it last fired.
-    pub since_fired: Vec<u32>,
-    /// Per latent: times fired over the run.
-    pub fire_total: Vec<u32>,
-    /// BatchTopK inference threshold (EMA of the smallest kept activation).
-    pub threshold: f32,
-    /// Metric sums since the last read (slots of `reference::reduce::slot`).
-    pub metrics: Vec<f32>,
-    /// Gradient norm before clipping, of the last step.
-    pub grad_norm: f32,
-}
-
-impl TrainState {
-    pub fn new(params: SaeParams) -> TrainState {
-        let n = params.n;
-        TrainState {
-            moments: Moments::zeros(&params),
-            params,
-            step: 0,
-            since_fired: vec![0; n],
-            fire_total: vec![0; n],
-            threshold: 0.0,
-            metrics: vec![0.0; METRIC_SLOTS],
-            grad_norm: 0.0,
-        }
-    }
-}
-
-/// Per-step scalars the host computes: learning rate and sparsity-coefficient scale.
-#[derive(Clone, Copy, Debug)]
-pub struct StepScalars {
-    pub lr: f32,
-    pub sparsity_scale: f32,
-}
-
-impl StepScalars {
-    pub fn at(cfg: &TrainConfig, step: u64) -> StepScalars {
-        StepScalars {
-            lr: cfg.lr_at(step),
-            sparsity_scale: cfg.sparsity_scale_at(step),
-        }
-    }
-
-    pub fn adam(&self, cfg: &TrainConfig, step: u64) -> AdamHyper {
-        let t = (step + 1) as i32;
-        AdamHyper {
-            lr: self.lr,
-            beta1: cfg.beta1,
-            beta2: cfg.beta2,
-            eps: cfg.adam_eps,
-            bias1: 1.0 - cfg.beta1.powi(t),
-            bias2: 1.0 - cfg.beta2.powi(t),
-            weight_decay: cfg.weight_decay,
-            _pad: 0.0,
-        }
-    }
-}
-
-/// Slots of a ReLU / JumpReLU step's codes, the same on both engines: rows * max(64, n / 16)
-/// (at most rows * n). A step whose activation keeps more entries than this (L0 above
-/// n / 16, e.g. a fresh ReLU SAE, which fires on half its latents) takes the dense path:
-/// past that the gathers cost more than the dense products they replace (on lavapipe the
-/// break-even measured near L0 = 600 of 16384).
-pub fn code_capacity(rows: usize, n: usize) -> usize {
-    rows * (n / 16).max(64).min(n)
-}
-
-/// Gradients of one step, same order as the parameters.
-#[derive(Clone, Debug)]
-pub struct Grads {
-    pub w_enc: Vec<f32>,
-    pub w_dec: Vec<f32>,
-    pub b_enc: Vec<f32>,
-    pub b_dec: Vec<f32>,
-    pub log_threshold: Vec<f32>,
-}
+/// Gradients of one step, one per parameter tensor.
+pub type Grads = SaeParams;
 
 /// Sparse codes of a batch (CSR over rows) and the per-latent transpose.
 struct Codes {
@@ -201,461 +120,439 @@ fn topk_relu_codes(
     }
 }
 
-/// After the codes, on both sparse paths: x_hat = codes W_dec + b_dec, the MSE gradient
-/// dy = 2 inv_b (x_hat - x) with the SSE / SST sums into `metrics`, and the firing and L0 / L1
-/// statistics. codes: CSR over (rows, n); x, x_hat, dy: (rows, d); norms: (n) decoder row norms.
-#[allow(clippy::too_many_arguments)]
-fn decode_loss_stats(
-    codes: &Codes,
-    p: &SaeParams,
-    x: &[f32],
-    norms: &[f32],
+/// One chunk of the batch and everything the step keeps per row (`gpu.rs`' `Chunk`).
+struct Chunk<'x> {
     rows: usize,
-    inv_b: f32,
-    x_hat: &mut [f32],
-    dy: &mut [f32],
-    fired: &mut [u32],
-    metrics: &mut [f32],
-) {
-    let (n, d) = (p.n, p.d);
-    sparse_decode(
-        &codes.row_ptr,
-        &codes.idx,
-        &codes.val,
-        &p.w_dec,
-        Some(&p.b_dec),
-        rows,
-        n,
-        d,
-        x_hat,
-    );
-    mse_backward(
-        x,
-        x_hat,
-        rows,
-        d,
-        2.0 * inv_b,
-        dy,
-        metrics,
-        slot::SSE,
-        Some(slot::SST),
-    );
-    sparse_stats(
-        &codes.row_ptr,
-        &codes.idx,
-        &codes.val,
-        rows,
-        n,
-        norms,
-        fired,
-        metrics,
-    );
+    /// (rows, d) each.
+    x: &'x [f32],
+    xc: Vec<f32>,
+    x_hat: Vec<f32>,
+    dy: Vec<f32>,
+    /// (rows, n)
+    pre: Vec<f32>,
+    /// topk / batchtopk: the top-k codes; relu / jumprelu: the kept entries when they fit
+    /// `code_capacity`, else None and the dense `z`.
+    codes: Option<Codes>,
+    /// relu / jumprelu over capacity: z = act(pre), (rows, n).
+    z: Option<Vec<f32>>,
+    /// topk / batchtopk: AuxK's codes, its residual e, reconstruction e_hat and gradient
+    /// de, (rows, d) each.
+    aux: Option<Codes>,
+    e: Vec<f32>,
+    e_hat: Vec<f32>,
+    de: Vec<f32>,
 }
 
-/// Gradients of a sparse code path: given dL/dx_hat-like `dy` (rows, d) for a decode of
-/// `codes`, the gathers of dW_dec, dW_enc and db_enc into `g` (added to what is there, for
-/// the latents with entries, when `accumulate`).
-fn sparse_backward(
-    codes: &Codes,
-    dy: &[f32],
-    xc: &[f32],
-    p: &SaeParams,
-    rows: usize,
-    g: &mut Grads,
-    accumulate: bool,
-) {
-    let (n, d) = (p.n, p.d);
-    let cap = codes.idx.len();
-    let mut gslot = vec![0.0f32; cap];
-    sparse_dot(
-        &codes.row_ptr,
-        &codes.idx,
-        dy,
-        &p.w_dec,
-        rows,
-        n,
-        d,
-        &mut gslot,
-    );
-    let mut dval = vec![0.0f32; cap];
-    relu_backward(&codes.pre_val, &gslot, &mut dval);
-    let (lat_ptr, lat_row, lat_slot) = codes.transpose(rows, n);
-    if !accumulate {
-        g.w_dec = vec![0.0f32; n * d];
-        g.w_enc = vec![0.0f32; d * n];
-        g.b_enc = vec![0.0f32; n];
-    }
-    #[rustfmt::skip]
-    gather_dw_dec(&lat_ptr, &lat_row, &lat_slot, &codes.val, dy, n, d, accumulate, &mut g.w_dec);
-    #[rustfmt::skip]
-    gather_dw_enc(&lat_ptr, &lat_row, &lat_slot, &dval, xc, n, d, accumulate, &mut g.w_enc);
-    gather_db_enc(&lat_ptr, &lat_slot, &dval, n, accumulate, &mut g.b_enc);
+/// What a step keeps across its chunks (`gpu.rs`' `GpuEngine` buffers): the state it
+/// reads and updates, the decoder norms, AuxK's eligible latents and the gradients.
+struct Step<'s> {
+    cfg: &'s TrainConfig,
+    st: &'s mut TrainState,
+    fired: &'s mut [u32],
+    /// 1 / rows of the whole batch.
+    inv_b: f32,
+    /// The sparsity penalty's coefficient of this step.
+    coef: f32,
+    norms: Vec<f32>,
+    /// AuxK's eligible latents: the dead ones, ascending, and their count.
+    dead: Vec<u32>,
+    ndead: [u32; 1],
+    grads: Grads,
+    /// relu: column sums of z, for the L1 penalty's decoder-norm term.
+    zsum: Vec<f32>,
 }
 
 /// One training step of the CPU engine on `x` (rows x d, scaled).
 pub fn step(cfg: &TrainConfig, st: &mut TrainState, x: &[f32], rows: usize) {
-    let (n, d) = (st.params.n, st.params.d);
+    let n = st.params.n;
     let sc = StepScalars::at(cfg, st.step);
     let mut fired = vec![0u32; n];
-    let g = gradients(cfg, st, x, rows, sc.sparsity_scale, &mut fired);
-
-    // Global gradient-norm clipping, of the gradients after the unit-norm decoder's
-    // projection (the component of each decoder row's gradient along the row removed):
-    // decoder_grad_prep gives the projection coefficients and the projected rows' sums of
-    // squares without writing the projection, which adam_unit_rows applies.
-    let unit = cfg.decoder_norm == DecoderNorm::Unit;
-    let grads: [&Vec<f32>; 5] = [&g.w_enc, &g.w_dec, &g.b_enc, &g.b_dec, &g.log_threshold];
-    let mut acc = vec![0.0f32; 5];
-    let mut coef = vec![0.0f32; n];
-    for (i, gr) in grads.iter().enumerate() {
-        if i == 1 && unit {
-            let mut part = vec![0.0f32; n];
-            decoder_grad_prep(&st.params.w_dec, gr, n, d, &mut coef, &mut part);
-            sum_slot(&part, &mut acc, 1);
-        } else {
-            sumsq(gr, &mut acc, i as u32);
-        }
-    }
-    let mut clip = [0.0f32; 2];
-    clip_scale(&acc, 5, cfg.grad_clip, &mut clip);
-    st.grad_norm = clip[1];
-
-    // Adam on every parameter (and, for W_dec with unit norm, projection + Adam +
-    // renormalisation of each row).
-    let hyper = sc.adam(cfg, st.step);
-    let ps = st.params.tensors_mut();
-    for (i, param) in ps.into_iter().enumerate() {
-        if param.is_empty() {
-            continue;
-        }
-        let (m, v) = (&mut st.moments.m[i], &mut st.moments.v[i]);
-        if i == 1 && unit {
-            adam_unit_rows(param, grads[i], &coef, m, v, &hyper, &clip, n, d);
-        } else {
-            adam(param, grads[i], m, v, &hyper, &clip);
-        }
-    }
-
-    update_dead(
-        &mut fired,
-        &mut st.since_fired,
-        &mut st.fire_total,
-        rows,
-        cfg.dead_tokens.min(u32::MAX as u64) as u32,
-        &mut st.metrics,
-    );
+    let g = gradients(cfg, st, x, rows, sc.sparsity_coef, &mut fired);
+    optimizer(cfg, st, &g, &sc);
+    count_dead(cfg, st, &mut fired, rows);
     st.step += 1;
 }
 
 /// Forward and backward of one step: the loss gradients (before the decoder-norm
 /// projection and clipping), metric sums added into `st.metrics`, per-latent fire counts
-/// into `fired`, and the BatchTopK threshold EMA updated. `sparsity_scale` multiplies the
-/// L1 / L0 coefficient (warm-up).
+/// into `fired`, and the BatchTopK threshold EMA updated. `sparsity_coef` is the step's L1 /
+/// L0 coefficient (`TrainConfig::sparsity_coef_at`).
 pub fn gradients(
     cfg: &TrainConfig,
     st: &mut TrainState,
     x: &[f32],
     rows: usize,
-    sparsity_scale: f32,
+    sparsity_coef: f32,
     fired: &mut [u32],
 ) -> Grads {
-    let p = &st.params;
-    let (d, n) = (p.d, p.n);
-    let inv_b = 1.0 / rows as f32;
-    // Forward: encoder.
-    let mut xc = vec![0.0f32; rows * d];
-    sub_row(x, &p.b_dec, rows, d, &mut xc);
-    let mut pre = vec![0.0f32; rows * n];
-    let enc = GemmSpec {
-        m: rows,
-        n,
-        k: d,
-        trans_a: false,
-        trans_b: false,
-        alpha: 1.0,
-        beta: 0.0,
-    };
-    gemm(&enc, &xc, &p.w_enc, Some(&p.b_enc), &mut pre);
-    if pre.iter().any(|v| !v.is_finite()) {
+    let mut s = Step::prepare(cfg, st, fired, rows, sparsity_coef);
+    let mut ch = s.encode(x, rows);
+    if ch.pre.iter().any(|v| !v.is_finite()) {
         // The run has diverged (the data are checked, so the parameters overflowed). Top-k
         // has no order on NaN: poison the gradients and the loss instead, so the trainer
         // stops at its next check exactly as it does when the GPU engine meets a NaN.
-        st.metrics[crate::reference::reduce::slot::SSE as usize] = f32::NAN;
-        let nan = |len: usize| vec![f32::NAN; len];
-        return Grads {
-            w_enc: nan(d * n),
-            w_dec: nan(n * d),
-            b_enc: nan(n),
-            b_dec: nan(d),
-            log_threshold: nan(p.log_threshold.len()),
-        };
+        s.st.metrics[slot::SSE as usize] = f32::NAN;
+        return s.st.params.map(|_, t| vec![f32::NAN; t.len()]);
+    }
+    s.codes(&mut ch);
+    s.decode(&mut ch);
+    s.loss(&mut ch);
+    s.backward(&ch);
+    s.finish_gradients();
+    s.grads
+}
+
+impl<'s> Step<'s> {
+    /// Before the chunks: decoder row norms, AuxK's dead latents, the gradients zeroed.
+    fn prepare(
+        cfg: &'s TrainConfig,
+        st: &'s mut TrainState,
+        fired: &'s mut [u32],
+        rows: usize,
+        coef: f32,
+    ) -> Step<'s> {
+        let p = &st.params;
+        let (d, n) = (p.d, p.n);
+        let mut norms = vec![0.0f32; n];
+        row_norms(&p.w_dec, n, d, &mut norms);
+        let mut dead = vec![0u32; n];
+        let mut ndead = [0u32];
+        if selects_topk(cfg.arch) {
+            dead_list(&st.since_fired, dead_after(cfg), &mut dead, &mut ndead);
+        }
+        let grads = p.zeros_like();
+        Step {
+            cfg,
+            st,
+            fired,
+            inv_b: 1.0 / rows as f32,
+            coef,
+            norms,
+            dead,
+            ndead,
+            grads,
+            zsum: vec![0.0f32; n],
+        }
     }
 
-    let mut norms = vec![0.0f32; n];
-    row_norms(&p.w_dec, n, d, &mut norms);
-    let mut x_hat = vec![0.0f32; rows * d];
-    let mut dy = vec![0.0f32; rows * d];
-    let mut g = Grads {
-        w_enc: Vec::new(),
-        w_dec: Vec::new(),
-        b_enc: Vec::new(),
-        b_dec: vec![0.0; d],
-        log_threshold: vec![0.0; p.log_threshold.len()],
-    };
+    /// xc = x - b_dec; pre = xc W_enc + b_enc.
+    fn encode<'x>(&self, x: &'x [f32], rows: usize) -> Chunk<'x> {
+        let p = &self.st.params;
+        let (d, n) = (p.d, p.n);
+        let mut xc = vec![0.0f32; rows * d];
+        sub_row(x, &p.b_dec, rows, d, &mut xc);
+        let mut pre = vec![0.0f32; rows * n];
+        gemm(
+            &GemmSpec::nn(rows, n, d),
+            &xc,
+            &p.w_enc,
+            Some(&p.b_enc),
+            &mut pre,
+        );
+        let aux = selects_topk(self.cfg.arch);
+        let per_row = || vec![0.0f32; if aux { rows * d } else { 0 }];
+        Chunk {
+            rows,
+            x,
+            xc,
+            x_hat: vec![0.0f32; rows * d],
+            dy: vec![0.0f32; rows * d],
+            pre,
+            codes: None,
+            z: None,
+            aux: None,
+            e: per_row(),
+            e_hat: per_row(),
+            de: per_row(),
+        }
+    }
 
-    match cfg.arch {
-        Arch::Topk | Arch::Batchtopk => {
-            // Activation: sparse codes.
-            let codes = if cfg.arch == Arch::Topk {
-                topk_relu_codes(&pre, rows, n, cfg.k, None)
-            } else {
+    /// The codes of the chunk (and AuxK's), or, for relu / jumprelu past the capacity,
+    /// none (the dense path).
+    fn codes(&mut self, ch: &mut Chunk) {
+        let cfg = self.cfg;
+        let (rows, n) = (ch.rows, self.st.params.n);
+        let pre = &ch.pre;
+        match cfg.arch {
+            Arch::Topk => ch.codes = Some(topk_relu_codes(pre, rows, n, cfg.k, None)),
+            Arch::Batchtopk => {
                 let kt = cfg.k * rows;
                 let mut row_ptr = vec![0u32; rows + 1];
                 let mut idx = vec![0u32; kt];
                 let mut val = vec![0.0f32; kt];
                 let mut thr = [0.0f32];
-                batchtopk(
-                    &pre,
-                    rows,
-                    n,
-                    kt,
-                    &mut row_ptr,
-                    &mut idx,
-                    &mut val,
-                    &mut thr,
-                );
-                let mut state = [st.threshold];
-                threshold_ema(&thr, &mut state, cfg.threshold_ema, st.step == 0);
-                st.threshold = state[0];
-                relu_codes(row_ptr, idx, val)
-            };
-            decode_loss_stats(
-                &codes,
-                p,
-                x,
-                &norms,
-                rows,
-                inv_b,
-                &mut x_hat,
-                &mut dy,
-                fired,
-                &mut st.metrics,
-            );
-            sparse_backward(&codes, &dy, &xc, p, rows, &mut g, false);
-
-            // AuxK: the top k_aux dead latents reconstruct the residual e = x - x_hat.
-            let mut dead = vec![0u32; n];
-            let mut ndead = [0u32];
-            dead_list(
-                &st.since_fired,
-                cfg.dead_tokens.min(u32::MAX as u64) as u32,
-                &mut dead,
-                &mut ndead,
-            );
-            let aux = topk_relu_codes(&pre, rows, n, cfg.k_aux, Some((&dead, &ndead)));
-            let mut e = vec![0.0f32; rows * d];
-            sub(x, &x_hat, &mut e);
-            let mut e_hat = vec![0.0f32; rows * d];
-            sparse_decode(
-                &aux.row_ptr,
-                &aux.idx,
-                &aux.val,
-                &p.w_dec,
-                None,
-                rows,
-                n,
-                d,
-                &mut e_hat,
-            );
-            let mut de = vec![0.0f32; rows * d];
-            mse_backward(
-                &e,
-                &e_hat,
-                rows,
-                d,
-                cfg.aux_coef * 2.0 * inv_b,
-                &mut de,
-                &mut st.metrics,
-                slot::AUX,
-                None,
-            );
-            sparse_backward(&aux, &de, &xc, p, rows, &mut g, true);
-        }
-        Arch::Relu | Arch::Jumprelu => {
-            // Codes of the kept entries; the sparse path when they fit the capacity both
-            // engines use (code_capacity), else the dense one.
-            let jump =
-                (cfg.arch == Arch::Jumprelu).then_some((&p.log_threshold[..], cfg.bandwidth));
-            let (row_ptr, idx, val, pre_val) = activation_codes(&pre, rows, n, jump);
-            let coef = if cfg.arch == Arch::Relu {
-                cfg.l1
-            } else {
-                cfg.l0
-            } * sparsity_scale;
-            if (row_ptr[rows] as usize) <= code_capacity(rows, n) {
-                let codes = Codes {
-                    row_ptr,
-                    idx,
-                    pre_val,
-                    val,
-                };
-                decode_loss_stats(
-                    &codes,
-                    p,
-                    x,
-                    &norms,
-                    rows,
-                    inv_b,
-                    &mut x_hat,
-                    &mut dy,
-                    fired,
-                    &mut st.metrics,
-                );
-                // dz at the kept entries, then the penalty's and the activation's backward.
-                let nnz = codes.idx.len();
-                let mut gslot = vec![0.0f32; nnz];
                 #[rustfmt::skip]
-                sparse_dot(&codes.row_ptr, &codes.idx, &dy, &p.w_dec, rows, n, d, &mut gslot);
-                let mut dval = vec![0.0f32; nnz];
-                if cfg.arch == Arch::Relu {
-                    #[rustfmt::skip]
-                    sparse_l1_backward(&codes.row_ptr, &codes.idx, &codes.val, rows, n, &norms, coef * inv_b, &mut gslot);
-                    relu_backward(&codes.pre_val, &gslot, &mut dval);
-                } else {
-                    #[rustfmt::skip]
-                    sparse_jumprelu_backward(&codes.row_ptr, &codes.idx, &codes.pre_val, &gslot, rows, n, &p.log_threshold, &mut dval);
-                }
-                let (lat_ptr, lat_row, lat_slot) = codes.transpose(rows, n);
-                g.w_dec = vec![0.0f32; n * d];
-                g.w_enc = vec![0.0f32; d * n];
-                g.b_enc = vec![0.0f32; n];
-                #[rustfmt::skip]
-                gather_dw_dec(&lat_ptr, &lat_row, &lat_slot, &codes.val, &dy, n, d, false, &mut g.w_dec);
-                if cfg.arch == Arch::Relu {
-                    // L1 = coef * mean_b sum_i z_i ||W_dec[i]||: its W_dec gradient.
-                    let mut zsum = vec![0.0f32; n];
-                    gather_db_enc(&lat_ptr, &lat_slot, &codes.val, n, false, &mut zsum);
-                    #[rustfmt::skip]
-                    l1_decoder_grad(&zsum, &p.w_dec, &norms, n, d, coef * inv_b, &mut g.w_dec);
-                } else {
-                    #[rustfmt::skip]
-                    gather_jumprelu_threshold(&lat_ptr, &lat_slot, &codes.pre_val, &gslot, n, &p.log_threshold, cfg.bandwidth, coef * inv_b, &mut g.log_threshold);
-                }
-                #[rustfmt::skip]
-                gather_dw_enc(&lat_ptr, &lat_row, &lat_slot, &dval, &xc, n, d, false, &mut g.w_enc);
-                gather_db_enc(&lat_ptr, &lat_slot, &dval, n, false, &mut g.b_enc);
-            } else {
-                let mut z = vec![0.0f32; rows * n];
-                if cfg.arch == Arch::Relu {
-                    relu_forward(&pre, &mut z);
-                } else {
-                    jumprelu_forward(&pre, rows, n, &p.log_threshold, &mut z);
-                }
-                let dec = GemmSpec {
-                    m: rows,
-                    n: d,
-                    k: n,
-                    trans_a: false,
-                    trans_b: false,
-                    alpha: 1.0,
-                    beta: 0.0,
-                };
-                gemm(&dec, &z, &p.w_dec, Some(&p.b_dec), &mut x_hat);
-                mse_backward(
-                    x,
-                    &x_hat,
-                    rows,
-                    d,
-                    2.0 * inv_b,
-                    &mut dy,
-                    &mut st.metrics,
-                    slot::SSE,
-                    Some(slot::SST),
-                );
-                dense_stats(&z, rows, n, &norms, fired, &mut st.metrics);
-                // dz = dy W_dec^T
-                let mut dz = vec![0.0f32; rows * n];
-                let nt = GemmSpec {
-                    m: rows,
-                    n,
-                    k: d,
-                    trans_a: false,
-                    trans_b: true,
-                    alpha: 1.0,
-                    beta: 0.0,
-                };
-                gemm(&nt, &dy, &p.w_dec, None, &mut dz);
-                // dW_dec = z^T dy
-                let mut dw_dec = vec![0.0f32; n * d];
-                let tn = GemmSpec {
-                    m: n,
-                    n: d,
-                    k: rows,
-                    trans_a: true,
-                    trans_b: false,
-                    alpha: 1.0,
-                    beta: 0.0,
-                };
-                gemm(&tn, &z, &dy, None, &mut dw_dec);
-                let mut dpre = vec![0.0f32; rows * n];
-                let coef = if cfg.arch == Arch::Relu {
-                    cfg.l1
-                } else {
-                    cfg.l0
-                } * sparsity_scale;
-                if cfg.arch == Arch::Relu {
-                    // L1 = coef * mean_b sum_i z_i ||W_dec[i]||
-                    l1_backward(&z, rows, n, &norms, coef * inv_b, &mut dz);
-                    let mut zsum = vec![0.0f32; n];
-                    col_sum(&z, rows, n, &mut zsum, false);
-                    l1_decoder_grad(&zsum, &p.w_dec, &norms, n, d, coef * inv_b, &mut dw_dec);
-                    relu_backward(&pre, &dz, &mut dpre);
-                } else {
-                    jumprelu_backward(
-                        &pre,
-                        &dz,
-                        rows,
-                        n,
-                        &p.log_threshold,
-                        cfg.bandwidth,
-                        coef * inv_b,
-                        &mut dpre,
-                        &mut g.log_threshold,
-                    );
-                }
-                // dW_enc = xc^T dpre, db_enc = column sums of dpre
-                let mut dw_enc = vec![0.0f32; d * n];
-                let tn2 = GemmSpec {
-                    m: d,
-                    n,
-                    k: rows,
-                    trans_a: true,
-                    trans_b: false,
-                    alpha: 1.0,
-                    beta: 0.0,
-                };
-                gemm(&tn2, &xc, &dpre, None, &mut dw_enc);
-                let mut db_enc = vec![0.0f32; n];
-                col_sum(&dpre, rows, n, &mut db_enc, false);
-                g.w_dec = dw_dec;
-                g.w_enc = dw_enc;
-                g.b_enc = db_enc;
+                batchtopk(pre, rows, n, kt, &mut row_ptr, &mut idx, &mut val, &mut thr);
+                let mut state = [self.st.threshold];
+                let first = self.st.step == 0;
+                threshold_ema(&thr, &mut state, cfg.threshold_ema, first);
+                self.st.threshold = state[0];
+                ch.codes = Some(relu_codes(row_ptr, idx, val));
             }
+            Arch::Relu | Arch::Jumprelu => {
+                // The kept entries; sparse when they fit the capacity both engines use.
+                let p = &self.st.params;
+                let jump =
+                    (cfg.arch == Arch::Jumprelu).then_some((&p.log_threshold[..], cfg.bandwidth));
+                let (row_ptr, idx, val, pre_val) = activation_codes(pre, rows, n, jump);
+                if (row_ptr[rows] as usize) <= code_capacity(rows, n) {
+                    ch.codes = Some(Codes {
+                        row_ptr,
+                        idx,
+                        pre_val,
+                        val,
+                    });
+                }
+            }
+        }
+        if selects_topk(cfg.arch) {
+            // AuxK: the k_aux largest positive pre among the dead latents.
+            let dead = Some((&self.dead[..], &self.ndead[..]));
+            ch.aux = Some(topk_relu_codes(pre, rows, n, cfg.k_aux, dead));
         }
     }
 
-    // db_dec = sum_b dy_b - db_enc W_enc^T   (b_dec enters through x_hat and through xc)
-    col_sum(&dy, rows, d, &mut g.b_dec, false);
-    let bd = GemmSpec {
-        m: 1,
-        n: d,
-        k: n,
-        trans_a: false,
-        trans_b: true,
-        alpha: -1.0,
-        beta: 1.0,
-    };
-    gemm(&bd, &g.b_enc, &p.w_enc, None, &mut g.b_dec);
+    /// x_hat = codes W_dec + b_dec, or z = act(pre), x_hat = z W_dec + b_dec; AuxK's
+    /// e_hat = aux codes W_dec.
+    fn decode(&self, ch: &mut Chunk) {
+        let p = &self.st.params;
+        let (rows, n, d) = (ch.rows, p.n, p.d);
+        match &ch.codes {
+            Some(c) => {
+                #[rustfmt::skip]
+                sparse_decode(&c.row_ptr, &c.idx, &c.val, &p.w_dec, Some(&p.b_dec), rows, n, d, &mut ch.x_hat);
+            }
+            None => {
+                let mut z = vec![0.0f32; rows * n];
+                if self.cfg.arch == Arch::Relu {
+                    relu_forward(&ch.pre, &mut z);
+                } else {
+                    jumprelu_forward(&ch.pre, rows, n, &p.log_threshold, &mut z);
+                }
+                let spec = GemmSpec::nn(rows, d, n);
+                gemm(&spec, &z, &p.w_dec, Some(&p.b_dec), &mut ch.x_hat);
+                ch.z = Some(z);
+            }
+        }
+        if let Some(a) = &ch.aux {
+            #[rustfmt::skip]
+            sparse_decode(&a.row_ptr, &a.idx, &a.val, &p.w_dec, None, rows, n, d, &mut ch.e_hat);
+        }
+    }
 
-    g
+    /// dy = 2 / B (x_hat - x) with the SSE / SST sums; L0 / L1 and the firing counts;
+    /// AuxK's residual e = x - x_hat and its gradient de with the aux loss.
+    fn loss(&mut self, ch: &mut Chunk) {
+        let (rows, n, d) = (ch.rows, self.st.params.n, self.st.params.d);
+        let (inv_b, metrics) = (self.inv_b, &mut self.st.metrics);
+        #[rustfmt::skip]
+        mse_backward(ch.x, &ch.x_hat, rows, d, 2.0 * inv_b, &mut ch.dy, metrics, slot::SSE, Some(slot::SST));
+        match (&ch.codes, &ch.z) {
+            (Some(c), _) => {
+                #[rustfmt::skip]
+                sparse_stats(&c.row_ptr, &c.idx, &c.val, rows, n, &self.norms, self.fired, metrics);
+            }
+            (None, Some(z)) => dense_stats(z, rows, n, &self.norms, self.fired, metrics),
+            (None, None) => unreachable!("decode leaves codes or z"),
+        }
+        if ch.aux.is_some() {
+            sub(ch.x, &ch.x_hat, &mut ch.e);
+            let scale = self.cfg.aux_coef * 2.0 * inv_b;
+            #[rustfmt::skip]
+            mse_backward(&ch.e, &ch.e_hat, rows, d, scale, &mut ch.de, metrics, slot::AUX, None);
+        }
+    }
+
+    /// The chunk's gradients; db_dec's first term, the column sums of dy.
+    fn backward(&mut self, ch: &Chunk) {
+        let (rows, d) = (ch.rows, self.st.params.d);
+        match (&ch.codes, &ch.aux) {
+            (Some(c), Some(a)) => {
+                self.sparse_backward(ch, c, &ch.dy, false);
+                self.sparse_backward(ch, a, &ch.de, true);
+            }
+            (Some(c), None) => self.sparse_activation_backward(ch, c),
+            (None, _) => self.dense_backward(ch),
+        }
+        col_sum(&ch.dy, rows, d, &mut self.grads.b_dec, false);
+    }
+
+    /// Gradients of a sparse code path: given dL/dx_hat-like `dy` (rows, d) for a decode
+    /// of `c`, the slot gradients, ReLU mask, transpose, and the gathers of dW_dec, dW_enc
+    /// and db_enc (added to what is there, for the latents with entries, when
+    /// `accumulate`).
+    fn sparse_backward(&mut self, ch: &Chunk, c: &Codes, dy: &[f32], accumulate: bool) {
+        let p = &self.st.params;
+        let (rows, n, d) = (ch.rows, p.n, p.d);
+        let cap = c.idx.len();
+        let mut gslot = vec![0.0f32; cap];
+        sparse_dot(&c.row_ptr, &c.idx, dy, &p.w_dec, rows, n, d, &mut gslot);
+        let mut dval = vec![0.0f32; cap];
+        relu_backward(&c.pre_val, &gslot, &mut dval);
+        self.gather_grads(ch, c, dy, &dval, accumulate);
+    }
+
+    /// The per-latent transpose of `c` (returned: lat_ptr, lat_row, lat_slot) and the
+    /// gathers of dW_dec (from the code values and `dy`), dW_enc and db_enc (from the slot
+    /// gradients `dval` and xc) into the gradients (added to them, for the latents with
+    /// entries, when `accumulate`).
+    fn gather_grads(
+        &mut self,
+        ch: &Chunk,
+        c: &Codes,
+        dy: &[f32],
+        dval: &[f32],
+        accumulate: bool,
+    ) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+        let (rows, n, d) = (ch.rows, self.st.params.n, self.st.params.d);
+        let (lat_ptr, lat_row, lat_slot) = c.transpose(rows, n);
+        let (lp, lr, ls, g) = (&lat_ptr, &lat_row, &lat_slot, &mut self.grads);
+        gather_dw_dec(lp, lr, ls, &c.val, dy, n, d, accumulate, &mut g.w_dec);
+        gather_dw_enc(lp, lr, ls, dval, &ch.xc, n, d, accumulate, &mut g.w_enc);
+        gather_db_enc(lp, ls, dval, n, accumulate, &mut g.b_enc);
+        (lat_ptr, lat_row, lat_slot)
+    }
+
+    /// The sparse backward of a ReLU / JumpReLU step: dz at the kept entries, the
+    /// penalty's and the activation's backward, the gathers (and z's column sums for relu's
+    /// decoder-norm term, or the threshold gradient for jumprelu).
+    fn sparse_activation_backward(&mut self, ch: &Chunk, c: &Codes) {
+        let (cfg, p) = (self.cfg, &self.st.params);
+        let (rows, n, d) = (ch.rows, p.n, p.d);
+        let scale = self.coef * self.inv_b;
+        let (rp, idx) = (&c.row_ptr, &c.idx);
+        let nnz = idx.len();
+        let mut gslot = vec![0.0f32; nnz];
+        sparse_dot(rp, idx, &ch.dy, &p.w_dec, rows, n, d, &mut gslot);
+        let mut dval = vec![0.0f32; nnz];
+        if cfg.arch == Arch::Relu {
+            #[rustfmt::skip]
+            sparse_l1_backward(rp, idx, &c.val, rows, n, &self.norms, scale, &mut gslot);
+            relu_backward(&c.pre_val, &gslot, &mut dval);
+        } else {
+            #[rustfmt::skip]
+            sparse_jumprelu_backward(rp, idx, &c.pre_val, &gslot, rows, n, &p.log_threshold, &mut dval);
+        }
+        let (lat_ptr, _, lat_slot) = self.gather_grads(ch, c, &ch.dy, &dval, false);
+        let (lp, ls, p) = (&lat_ptr, &lat_slot, &self.st.params);
+        if cfg.arch == Arch::Relu {
+            gather_db_enc(lp, ls, &c.val, n, false, &mut self.zsum);
+        } else {
+            let (lt, eps, g) = (&p.log_threshold, cfg.bandwidth, &mut self.grads);
+            #[rustfmt::skip]
+            gather_jumprelu_threshold(lp, ls, &c.pre_val, &gslot, n, lt, eps, scale, &mut g.log_threshold);
+        }
+    }
+
+    /// The dense path's backward: dz = dy W_dec^T, dW_dec = z^T dy, the penalty's and the
+    /// activation's backward, dW_enc = xc^T dpre, db_enc = column sums of dpre.
+    fn dense_backward(&mut self, ch: &Chunk) {
+        let (cfg, p) = (self.cfg, &self.st.params);
+        let (rows, n, d) = (ch.rows, p.n, p.d);
+        let scale = self.coef * self.inv_b;
+        let (z, pre, g) = (ch.z.as_ref().expect("dense z"), &ch.pre, &mut self.grads);
+        let mut dz = vec![0.0f32; rows * n];
+        gemm(&GemmSpec::nt(rows, n, d), &ch.dy, &p.w_dec, None, &mut dz);
+        gemm(&GemmSpec::tn(n, d, rows), z, &ch.dy, None, &mut g.w_dec);
+        let mut dpre = vec![0.0f32; rows * n];
+        if cfg.arch == Arch::Relu {
+            l1_backward(z, rows, n, &self.norms, scale, &mut dz);
+            col_sum(z, rows, n, &mut self.zsum, false);
+            relu_backward(pre, &dz, &mut dpre);
+        } else {
+            let (lt, eps) = (&p.log_threshold, cfg.bandwidth);
+            #[rustfmt::skip]
+            jumprelu_backward(pre, &dz, rows, n, lt, eps, scale, &mut dpre, &mut g.log_threshold);
+        }
+        gemm(&GemmSpec::tn(d, n, rows), &ch.xc, &dpre, None, &mut g.w_enc);
+        col_sum(&dpre, rows, n, &mut g.b_enc, false);
+    }
+
+    /// After the chunks: relu's L1 decoder-norm term, d/dW_dec of coef / B sum_i zsum_i
+    /// ||W_dec_i||; db_dec = sum_b dy_b - db_enc W_enc^T (b_dec enters through x_hat and
+    /// through xc).
+    fn finish_gradients(&mut self) {
+        let p = &self.st.params;
+        let (n, d, g) = (p.n, p.d, &mut self.grads);
+        if self.cfg.arch == Arch::Relu {
+            let scale = self.coef * self.inv_b;
+            l1_decoder_grad(&self.zsum, &p.w_dec, &self.norms, n, d, scale, &mut g.w_dec);
+        }
+        let spec = GemmSpec::nt(1, d, n).alpha(-1.0).accumulate(true);
+        gemm(&spec, &g.b_enc, &p.w_enc, None, &mut g.b_dec);
+    }
+}
+
+/// Global gradient-norm clipping, of the gradients after the unit-norm decoder's
+/// projection (the component of each decoder row's gradient along the row removed):
+/// decoder_grad_prep gives the projection coefficients and the projected rows' sums of
+/// squares without writing the projection, which adam_unit_rows applies; then Adam on
+/// every parameter (for a unit-norm W_dec: projection, Adam and renormalisation of each
+/// row).
+fn optimizer(cfg: &TrainConfig, st: &mut TrainState, g: &Grads, sc: &StepScalars) {
+    let (n, d) = (st.params.n, st.params.d);
+    let unit = cfg.decoder_norm == DecoderNorm::Unit;
+    let slots = &GRAD_NORM_SLOTS;
+    let mut acc = vec![0.0f32; GRAD_NORM_SLOT_COUNT];
+    let mut coef = vec![0.0f32; n];
+    sumsq(&g.w_enc, &mut acc, slots.w_enc);
+    if unit {
+        let mut part = vec![0.0f32; n];
+        decoder_grad_prep(&st.params.w_dec, &g.w_dec, n, d, &mut coef, &mut part);
+        sum_slot(&part, &mut acc, slots.w_dec);
+    } else {
+        sumsq(&g.w_dec, &mut acc, slots.w_dec);
+    }
+    sumsq(&g.b_enc, &mut acc, slots.b_enc);
+    sumsq(&g.b_dec, &mut acc, slots.b_dec);
+    sumsq(&g.log_threshold, &mut acc, slots.log_threshold);
+    let mut clip = [0.0f32; 2];
+    clip_scale(&acc, acc.len() as u32, cfg.grad_clip, &mut clip);
+    st.grad_norm = clip[1];
+
+    let h = &sc.adam(cfg, st.step);
+    let (p, m, v) = (&mut st.params, &mut st.moments.m, &mut st.moments.v);
+    adam(&mut p.w_enc, &g.w_enc, &mut m.w_enc, &mut v.w_enc, h, &clip);
+    if unit {
+        #[rustfmt::skip]
+        adam_unit_rows(&mut p.w_dec, &g.w_dec, &coef, &mut m.w_dec, &mut v.w_dec, h, &clip, n, d);
+    } else {
+        adam(&mut p.w_dec, &g.w_dec, &mut m.w_dec, &mut v.w_dec, h, &clip);
+    }
+    adam(&mut p.b_enc, &g.b_enc, &mut m.b_enc, &mut v.b_enc, h, &clip);
+    adam(&mut p.b_dec, &g.b_dec, &mut m.b_dec, &mut v.b_dec, h, &clip);
+    if !p.log_threshold.is_empty() {
+        #[rustfmt::skip]
+        adam(&mut p.log_threshold, &g.log_threshold, &mut m.log_threshold, &mut v.log_threshold, h, &clip);
+    }
+}
+
+/// The firing counters: total fires, tokens since each latent last fired, dead count.
+fn count_dead(cfg: &TrainConfig, st: &mut TrainState, fired: &mut [u32], rows: usize) {
+    #[rustfmt::skip]
+    update_dead(fired, &mut st.since_fired, &mut st.fire_total, rows, dead_after(cfg), &mut st.metrics);
+}
+
+/// The CPU engine: the CPU step on a host-side state.
+pub struct CpuEngine {
+    pub st: TrainState,
+}
+
+impl StepEngine for CpuEngine {
+    fn step(&mut self, cfg: &TrainConfig, x: &[f32], rows: usize) -> Result<()> {
+        step(cfg, &mut self.st, x, rows);
+        Ok(())
+    }
+    fn take_metrics(&mut self) -> Result<(Vec<f32>, f32)> {
+        let m = self.st.metrics.clone();
+        for (i, v) in self.st.metrics.iter_mut().enumerate() {
+            if i != slot::DEAD as usize {
+                *v = 0.0;
+            }
+        }
+        Ok((m, self.st.grad_norm))
+    }
+    fn state(&mut self) -> Result<TrainState> {
+        Ok(self.st.clone())
+    }
 }

@@ -1,7 +1,15 @@
-//! The GPU engine: the step of `cpu.rs`, launch for launch, recorded into one command
-//! buffer per step with no readback. Parameters, Adam moments, counters and metric sums
-//! live on the device; the host writes the batch and the per-step Adam scalars
-//! (`AdamHyper` in a uniform buffer) before each submission.
+//! The GPU engine: the step of `cpu.rs`, stage for stage (the same names in the same
+//! order, see its module doc), recorded into one command buffer per step with no readback.
+//! Parameters, Adam moments, counters and metric sums live on the device; the host writes
+//! the batch and the per-step Adam scalars (`AdamHyper` in a uniform buffer) before each
+//! submission. A batch whose pre-activations exceed one storage binding runs as several
+//! chunks, one after another, their gradients summed; the ReLU / JumpReLU paths (sparse
+//! codes or dense) and AuxK are chosen on the device, by gates. The buffers are allocated
+//! in `gpu/alloc.rs`.
+
+mod alloc;
+
+pub use alloc::chunk_rows;
 
 use std::sync::Arc;
 
@@ -29,13 +37,20 @@ use crate::kernels::sparse::{
 use crate::reference::reduce::METRIC_SLOTS;
 use crate::{Error, Result};
 
-use super::cpu::{Moments, StepScalars, TrainState, code_capacity};
-use super::params::PARAM_NAMES;
-use super::train::StepEngine;
-use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
+use super::engine::{
+    GRAD_NORM_SLOT_COUNT, GRAD_NORM_SLOTS, Moments, StepEngine, StepScalars, TrainState,
+    dead_after, selects_topk,
+};
+use super::params::ParamSet;
+use super::{Arch, DecoderNorm, TrainConfig};
 
 /// Dispatches a ReLU / JumpReLU step records under its gate (both paths), with room.
 const GATE_SLOTS: usize = 96;
+
+/// Called by `record_step` at the end of each stage with the encoder holding the stage's
+/// dispatches; a no-op in training. A profiler (benches/train.rs) submits the encoder,
+/// waits, and replaces it with a fresh one, which times each stage on its own.
+pub type Mark<'a> = dyn FnMut(&'static str, &mut wgpu::CommandEncoder) -> Result<()> + 'a;
 
 /// Sparse codes on the device (CSR over rows) with their per-latent transpose.
 struct CodeBufs {
@@ -49,48 +64,6 @@ struct CodeBufs {
     lat_row: GpuTensor,
     lat_slot: GpuTensor,
 }
-
-impl CodeBufs {
-    /// Codes of up to `rows * per_row` slots. With `relu_codes` (topk_codes: every value
-    /// already positive) pre_val is val's buffer.
-    fn new(gpu: &Gpu, rows: usize, n: usize, per_row: usize, relu_codes: bool) -> Result<CodeBufs> {
-        let cap = rows * per_row;
-        let shape = vec![cap];
-        let val = gpu.zeros("val", &shape)?;
-        let pre_val = if relu_codes {
-            GpuTensor {
-                buf: val.buf.clone(),
-                shape: shape.clone(),
-                dtype: val.dtype,
-            }
-        } else {
-            gpu.zeros("pre_val", &shape)?
-        };
-        Ok(CodeBufs {
-            row_ptr: gpu.zeros_u32("row_ptr", &[rows + 1])?,
-            idx: gpu.zeros_u32("idx", &shape)?,
-            pre_val,
-            val,
-            gslot: gpu.zeros("gslot", &[cap])?,
-            dval: gpu.zeros("dval", &[cap])?,
-            lat_ptr: gpu.zeros_u32("lat_ptr", &[n + 1])?,
-            lat_row: gpu.zeros_u32("lat_row", &[cap])?,
-            lat_slot: gpu.zeros_u32("lat_slot", &[cap])?,
-        })
-    }
-}
-
-/// Gradient outputs of a sparse backward pass.
-struct GradRefs<'a> {
-    w_enc: &'a GpuTensor,
-    w_dec: &'a GpuTensor,
-    b_enc: &'a GpuTensor,
-}
-
-/// Called by `record_step` at the end of each named phase with the encoder holding the
-/// phase's dispatches; a no-op in training. A profiler (benches/train.rs) submits the
-/// encoder, waits, and replaces it with a fresh one, which times each phase on its own.
-pub type Mark<'a> = dyn FnMut(&'static str, &mut wgpu::CommandEncoder) -> Result<()> + 'a;
 
 /// One chunk of the batch: its rows, everything the step keeps per row, and the gates that
 /// decide its paths on the device. The chunks of a step run one after another over the one
@@ -109,7 +82,7 @@ struct Chunk {
     e_hat: GpuTensor,
     de: GpuTensor,
     /// topk / batchtopk: the top-k codes; relu / jumprelu: the kept entries (capacity
-    /// cpu::code_capacity of the chunk's rows).
+    /// engine::code_capacity of the chunk's rows).
     codes: CodeBufs,
     aux: Option<CodeBufs>,
     /// relu / jumprelu: runs the sparse path or, when the codes overflow, the dense one.
@@ -127,14 +100,12 @@ pub struct GpuEngine {
     rows: usize,
     d: usize,
     n: usize,
-    /// Parameters in `PARAM_NAMES` order: W_enc (d, n), W_dec (n, d), b_enc (n), b_dec (d),
-    /// log_threshold (n, or 1 unused element).
-    params: Vec<GpuTensor>,
-    grads: Vec<GpuTensor>,
-    m: Vec<GpuTensor>,
-    v: Vec<GpuTensor>,
-    /// Which parameters exist for this architecture.
-    live: [bool; 5],
+    /// Parameters, gradients and Adam moments: W_enc (d, n), W_dec (n, d), b_enc (n),
+    /// b_dec (d), log_threshold (n for jumprelu, else 1 unused element kept at 0).
+    params: ParamSet<GpuTensor>,
+    grads: ParamSet<GpuTensor>,
+    m: ParamSet<GpuTensor>,
+    v: ParamSet<GpuTensor>,
     /// The whole batch (rows, d): chunk 0's x when there is one chunk; else only read for
     /// the total sum of squares (the explained-variance denominator is about the batch mean).
     x: GpuTensor,
@@ -176,268 +147,413 @@ pub struct GpuEngine {
     step: u64,
 }
 
-/// Rows per chunk of a batch on this adapter: the whole batch when its pre-activations
-/// (rows, n) fit one storage binding (and always for batchtopk, whose threshold is over the
-/// whole batch); else the batch split into the fewest chunks that fit, as even as multiples
-/// of 16 rows allow (the last may be shorter). 0 when not even 16 rows fit.
-pub fn chunk_rows(gpu: &Gpu, cfg: &TrainConfig) -> usize {
-    let (b, n) = (cfg.batch, cfg.d_sae.max(1));
-    let fit = (gpu.max_binding() / (n as u64 * 4)) as usize;
-    if b <= fit || cfg.arch == Arch::Batchtopk {
-        return b;
-    }
-    let fit = fit / 16 * 16;
-    if fit == 0 {
-        return 0;
-    }
-    let chunks = b.div_ceil(fit);
-    b.div_ceil(chunks).next_multiple_of(16).min(fit)
-}
-
 impl GpuEngine {
-    /// Upload `st` and allocate every buffer of the step for batches of `cfg.batch` rows,
-    /// in chunks of [`chunk_rows`] rows.
-    pub fn new(gpu: Arc<Gpu>, cfg: &TrainConfig, st: &TrainState) -> Result<GpuEngine> {
-        let rows = chunk_rows(&gpu, cfg);
-        Self::with_chunks(gpu, cfg, st, rows)
-    }
-
-    /// As [`GpuEngine::new`] with chunks of `chunk` rows (the last may be shorter): tests
-    /// split small batches to check that chunked steps keep the whole batch's math.
-    /// batchtopk takes the whole batch in one chunk whatever `chunk` says.
-    pub fn with_chunks(
-        gpu: Arc<Gpu>,
-        cfg: &TrainConfig,
-        st: &TrainState,
-        chunk: usize,
-    ) -> Result<GpuEngine> {
-        let (d, n, rows) = (cfg.d_in, cfg.d_sae, cfg.batch);
-        let chunk = if cfg.arch == Arch::Batchtopk || chunk == 0 {
-            rows
-        } else {
-            chunk.min(rows)
-        };
-        let g = &*gpu;
-        let p = &st.params;
-        let shapes = p.shapes();
-        let mut params = Vec::new();
-        let mut grads = Vec::new();
-        let mut m = Vec::new();
-        let mut v = Vec::new();
-        let mut live = [false; 5];
-        for (i, t) in p.tensors().iter().enumerate() {
-            live[i] = !t.is_empty();
-            let (shape, data, mm, vv) = if t.is_empty() {
-                (vec![1], vec![0.0], vec![0.0], vec![0.0])
-            } else {
-                (
-                    shapes[i].clone(),
-                    (*t).clone(),
-                    st.moments.m[i].clone(),
-                    st.moments.v[i].clone(),
-                )
-            };
-            params.push(g.upload(PARAM_NAMES[i], &shape, &data)?);
-            grads.push(g.zeros(&format!("grad {}", PARAM_NAMES[i]), &shape)?);
-            m.push(g.upload(&format!("adam_m {}", PARAM_NAMES[i]), &shape, &mm)?);
-            v.push(g.upload(&format!("adam_v {}", PARAM_NAMES[i]), &shape, &vv)?);
+    /// Before the chunks: decoder row norms; topk / batchtopk: AuxK's dead latents;
+    /// jumprelu: the threshold offsets the block maxima are taken against.
+    fn prepare(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+        let (g, cfg, p) = (&*self.gpu, &self.cfg, &self.params);
+        row_norms(g, enc, &p.w_dec, self.n, self.d, &self.norms)?;
+        if selects_topk(cfg.arch) {
+            #[rustfmt::skip]
+            dead_list(g, enc, &self.since, dead_after(cfg), &self.dead, &self.ndead)?;
         }
-        let sparse = matches!(cfg.arch, Arch::Topk | Arch::Batchtopk);
-        let x = g.zeros("x", &[rows, d])?;
-        let several = chunk < rows;
-        let mut chunks = Vec::new();
-        for start in (0..rows.max(1)).step_by(chunk.max(1)) {
-            let r = chunk.min(rows - start);
-            let per_row = |name: &str| -> Result<GpuTensor> {
-                g.zeros(name, &[if sparse { r } else { 1 }, d])
-            };
-            let codes = if sparse {
-                CodeBufs::new(g, r, n, cfg.k, cfg.arch == Arch::Topk)?
-            } else {
-                CodeBufs::new(g, r, n, code_capacity(r, n) / r.max(1), false)?
-            };
-            chunks.push(Chunk {
-                rows: r,
-                x: if several {
-                    g.zeros("x chunk", &[r, d])?
-                } else {
-                    x.view(&[r, d])
-                },
-                xc: g.zeros("xc", &[r, d])?,
-                x_hat: g.zeros("x_hat", &[r, d])?,
-                dy: g.zeros("dy", &[r, d])?,
-                e: per_row("residual")?,
-                e_hat: per_row("aux reconstruction")?,
-                de: per_row("aux grad")?,
-                codes,
-                aux: if sparse {
-                    Some(CodeBufs::new(g, r, n, cfg.k_aux, true)?)
-                } else {
-                    None
-                },
-                gate: if sparse {
-                    None
-                } else {
-                    Some(g.gate(GATE_SLOTS)?)
-                },
-                aux_gate: if sparse {
-                    Some(g.gate(GATE_SLOTS)?)
-                } else {
-                    None
-                },
-                dthr: if several && cfg.arch == Arch::Jumprelu {
-                    Some(g.zeros("threshold grad chunk", &[n])?)
-                } else {
-                    None
-                },
-            });
-        }
-        let dense = |name: &str, shape: &[usize]| -> Result<Option<GpuTensor>> {
-            if sparse {
-                Ok(None)
-            } else {
-                g.zeros(name, shape).map(Some)
-            }
-        };
-        let eng = GpuEngine {
-            dthr_rows: if several && cfg.arch == Arch::Jumprelu {
-                Some(g.zeros("threshold grad rows", &[chunks.len(), n])?)
-            } else {
-                None
-            },
-            x,
-            pre: g.zeros("pre", &[chunk, n])?,
-            bmax: g.zeros_u32(
-                "pre block maxima",
-                &[if cfg.arch == Arch::Batchtopk {
-                    1
-                } else {
-                    chunk * n.div_ceil(BLOCK)
-                }],
-            )?,
-            off: if cfg.arch == Arch::Jumprelu {
-                Some(g.zeros("threshold offsets", &[n])?)
-            } else {
-                None
-            },
-            norms: g.zeros("norms", &[n])?,
-            fired: g.zeros_u32("fired", &[n])?,
-            since: g.upload_u32("since_fired", &[n], &st.since_fired)?,
-            total: g.upload_u32("fire_total", &[n], &st.fire_total)?,
-            metrics: g.upload("metrics", &[METRIC_SLOTS], &st.metrics)?,
-            acc: g.zeros("grad sumsq", &[5])?,
-            clip: g.zeros("clip", &[2])?,
-            dec_coef: g.zeros("decoder grad coef", &[n])?,
-            dec_part: g.zeros("decoder grad sumsq", &[n])?,
-            hyper: g.uniform_buffer("adam hyper", size_of::<crate::kernels::optim::AdamHyper>()),
-            dead: g.zeros_u32("dead latents", &[n])?,
-            ndead: g.zeros_u32("dead count", &[1])?,
-            thr: g.zeros("batch threshold", &[1])?,
-            thr_state: g.upload("threshold", &[1], &[st.threshold])?,
-            batch: if cfg.arch == Arch::Batchtopk {
-                let sc = BatchScratch::new(g, rows, n, rows * cfg.k)?;
-                Some((sc, g.gate(GATE_SLOTS)?))
-            } else {
-                None
-            },
-            z: dense("z", &[chunk, n])?,
-            dz: dense("dz", &[chunk, n])?,
-            dpre: dense("dpre", &[chunk, n])?,
-            zsum: dense("zsum", &[n])?,
-            chunks,
-            chunk_rows: chunk,
-            params,
-            grads,
-            m,
-            v,
-            live,
-            gpu,
-            cfg: cfg.clone(),
-            rows,
-            d,
-            n,
-            step: st.step,
-        };
-        // Allocation failures arrive through the device's error callback, not as a Result.
-        eng.gpu.check().map_err(|e| {
-            Error::Device(format!(
-                "{e} while allocating the training buffers (about {:.1} MiB for --d-sae {n}, --batch {rows}); lower --d-sae or --batch, or use --device cpu",
-                super::train::estimate_bytes(cfg) as f64 / 1048576.0
-            ))
-        })?;
-        Ok(eng)
-    }
-
-    /// The first `rows` rows of a (chunk_rows, n) tensor (pre, or the dense path's).
-    fn rows_of(&self, t: &GpuTensor, rows: usize) -> GpuTensor {
-        t.prefix(&[rows, t.shape[1]])
-    }
-
-    /// Refuse, before anything is allocated or read, a run whose largest tensors do not fit
-    /// one storage binding of this adapter: name the tensor, what it needs and what the
-    /// adapter allows.
-    pub fn check_capacity(gpu: &Gpu, cfg: &TrainConfig) -> Result<()> {
-        let (d, n, b) = (cfg.d_in as u128, cfg.d_sae as u128, cfg.batch as u128);
-        // Pre-activations are held one chunk at a time (batchtopk: the whole batch).
-        let c = match chunk_rows(gpu, cfg) {
-            0 => b.min(16),
-            r => r as u128,
-        };
-        let pre = if cfg.arch == Arch::Batchtopk {
-            "pre-activations (batchtopk selects over the whole batch, so they are not split)"
-                .to_string()
-        } else {
-            format!("pre-activations of {c} rows")
-        };
-        let mut big: Vec<(&str, [u128; 2])> = vec![
-            ("W_enc", [d, n]),
-            ("W_dec", [n, d]),
-            (&pre, [c, n]),
-            ("batch", [b, d]),
-        ];
-        if matches!(cfg.arch, Arch::Topk | Arch::Batchtopk) {
-            big.push(("codes", [c, cfg.k as u128]));
-            big.push(("AuxK codes", [c, cfg.k_aux as u128]));
-        }
-        let allows = gpu.max_binding() as u128;
-        let mib = |x: u128| x as f64 / 1048576.0;
-        for (what, [r, c]) in big {
-            let bytes = r * c * 4;
-            if bytes > allows {
-                return Err(Error::Device(format!(
-                    "--d-sae {n} with --batch {b}: {what} [{r}, {c}] needs {:.1} MiB in one storage binding, but adapter {} allows {:.1} MiB; lower --d-sae or --batch, or use --device cpu",
-                    mib(bytes),
-                    gpu.info.name,
-                    mib(allows)
-                )));
-            }
+        if let Some(off) = &self.off {
+            threshold_offsets(g, enc, &p.log_threshold, cfg.bandwidth, off)?;
         }
         Ok(())
     }
 
-    /// The sparse backward of `cpu::sparse_backward` for chunk `ch`: slot gradients, ReLU
-    /// mask, transpose, gathers into `out` (added to it, for the latents with entries, when
-    /// `accumulate`).
+    /// This chunk's pre-activations (chunk rows, n).
+    fn pre(&self, ch: &Chunk) -> GpuTensor {
+        self.rows_of(&self.pre, ch.rows)
+    }
+
+    /// Block maxima of this chunk's pre-activations (batchtopk: its scratch's).
+    fn bmax(&self, ch: &Chunk) -> GpuTensor {
+        let len = ch.rows * self.n.div_ceil(BLOCK);
+        match &self.batch {
+            Some((sc, _)) => sc.bmax.view(&[len]),
+            None => self.bmax.prefix(&[len]),
+        }
+    }
+
+    /// xc = x - b_dec; pre = xc W_enc + b_enc, with the block maxima the code stages start
+    /// from.
+    fn encode(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
+        let (g, p, rows) = (&*self.gpu, &self.params, ch.rows);
+        let (pre, bmax, off) = (&self.pre(ch), &self.bmax(ch), self.off.as_ref());
+        sub_row(g, enc, &ch.x, &p.b_dec, rows, self.d, &ch.xc)?;
+        let spec = GemmSpec::nn(rows, self.n, self.d);
+        #[rustfmt::skip]
+        gemm_block_max(g, enc, &spec, &ch.xc, &p.w_enc, Some(&p.b_enc), pre, off, bmax)?;
+        Ok(())
+    }
+
+    /// topk / batchtopk: the codes and AuxK's (gated: only with dead latents); relu /
+    /// jumprelu: the kept entries, and the gate that picks the sparse path when they fit
+    /// the capacity (`engine::code_capacity`), decided on the device.
+    fn codes(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
+        let (g, cfg, c) = (&*self.gpu, &self.cfg, &ch.codes);
+        let (pre, bmax) = (&self.pre(ch), &self.bmax(ch));
+        let (rp, idx) = (&c.row_ptr, &c.idx);
+        match cfg.arch {
+            Arch::Topk => topk_codes_from_bmax(g, enc, pre, cfg.k, bmax, rp, idx, &c.val)?,
+            Arch::Batchtopk => {
+                let (sc, bg) = self.batch.as_ref().expect("batchtopk scratch");
+                let (pv, thr) = (&c.pre_val, &self.thr);
+                batchtopk_codes_from_bmax(g, enc, pre, bmax, bg, sc, rp, idx, pv, thr)?;
+                let first = self.step == 0;
+                threshold_ema(g, enc, thr, &self.thr_state, cfg.threshold_ema, first)?;
+                relu_forward(g, enc, pv, &c.val)?;
+            }
+            Arch::Relu | Arch::Jumprelu => {
+                let gate = ch.gate.as_ref().expect("dense-path gate");
+                let lt = &self.params.log_threshold;
+                let jump = (cfg.arch == Arch::Jumprelu).then_some((lt, cfg.bandwidth));
+                #[rustfmt::skip]
+                activation_codes_from_bmax(g, enc, pre, jump, bmax, rp, idx, &c.val, &c.pre_val)?;
+                gate_plan(g, enc, gate, rp, ch.rows, idx.len() as u32)?;
+            }
+        }
+        if let (Some(a), Some(ag)) = (&ch.aux, &ch.aux_gate) {
+            // AuxK: the k_aux largest positive pre among the dead latents. With no dead
+            // latent the gate skips AuxK's selection, decode and backward.
+            gate_plan(g, enc, ag, &self.ndead, 0, 0)?;
+            g.gated(ag, true, || {
+                let cols = Some((&self.dead, &self.ndead));
+                let (rp, idx, val) = (&a.row_ptr, &a.idx, &a.val);
+                topk_codes(g, enc, pre, cfg.k_aux, cols, rp, idx, val)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// x_hat = codes W_dec + b_dec, or (the dense path) z = act(pre), x_hat = z W_dec +
+    /// b_dec; AuxK's e_hat = aux codes W_dec (0 with no dead latent, as on the CPU, where
+    /// the decode of no entries is 0).
+    fn decode(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
+        let (g, p, rows, n, d) = (&*self.gpu, &self.params, ch.rows, self.n, self.d);
+        let c = &ch.codes;
+        let sparse = |enc: &mut wgpu::CommandEncoder| {
+            let (rp, idx, val, b) = (&c.row_ptr, &c.idx, &c.val, Some(&p.b_dec));
+            sparse_decode(g, enc, rp, idx, val, &p.w_dec, b, rows, n, d, &ch.x_hat)
+        };
+        match &ch.gate {
+            None => sparse(enc)?,
+            Some(gate) => {
+                // Textures the sparse kernels read on software adapters, copied outside
+                // the gate (inside it they would be filled by a kernel, as slow as the
+                // reads).
+                self.prefetch_textures(enc, rows, &[&p.w_dec])?;
+                g.gated(gate, false, || sparse(enc))?;
+                g.gated(gate, true, || self.dense_decode(enc, ch))?;
+            }
+        }
+        if let (Some(a), Some(ag)) = (&ch.aux, &ch.aux_gate) {
+            g.gated(ag, true, || {
+                let (rp, idx, val) = (&a.row_ptr, &a.idx, &a.val);
+                sparse_decode(g, enc, rp, idx, val, &p.w_dec, None, rows, n, d, &ch.e_hat)
+            })?;
+            g.gated(ag, false, || zero(g, enc, &ch.e_hat))?;
+        }
+        Ok(())
+    }
+
+    /// The dense path's forward: z = act(pre); x_hat = z W_dec + b_dec.
+    fn dense_decode(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
+        let (g, p, rows, n, d) = (&*self.gpu, &self.params, ch.rows, self.n, self.d);
+        let z = &self.rows_of(self.z.as_ref().expect("dense buffers"), rows);
+        let pre = &self.pre(ch);
+        if self.cfg.arch == Arch::Relu {
+            relu_forward(g, enc, pre, z)?;
+        } else {
+            jumprelu_forward(g, enc, pre, rows, n, &p.log_threshold, z)?;
+        }
+        let spec = GemmSpec::nn(rows, d, n);
+        gemm(g, enc, &spec, z, &p.w_dec, Some(&p.b_dec), &ch.x_hat)
+    }
+
+    /// dy = 2 / B (x_hat - x) with the SSE (and, with one chunk, SST) sums; L0 / L1 and
+    /// the firing counts; AuxK's residual e = x - x_hat and its gradient de with the aux
+    /// loss.
+    fn loss(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
+        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
+        // Whole-batch scale: every gradient is a sum over all chunks' rows / batch.
+        let inv_b = 1.0 / self.rows as f32;
+        // With several chunks the total sum of squares is taken over the whole batch after
+        // them (about the batch mean, not each chunk's).
+        let sst = (self.chunks.len() == 1).then_some(slot::SST);
+        let (m, fired, norms) = (&self.metrics, &self.fired, &self.norms);
+        #[rustfmt::skip]
+        mse_backward(g, enc, &ch.x, &ch.x_hat, rows, d, 2.0 * inv_b, &ch.dy, m, slot::SSE, sst)?;
+        let c = &ch.codes;
+        let (rp, idx, val) = (&c.row_ptr, &c.idx, &c.val);
+        let sparse = |enc: &mut wgpu::CommandEncoder| {
+            sparse_stats(g, enc, rp, idx, val, rows, n, norms, fired, m)
+        };
+        match &ch.gate {
+            None => sparse(enc)?,
+            Some(gate) => {
+                g.gated(gate, false, || sparse(enc))?;
+                g.gated(gate, true, || {
+                    let z = &self.rows_of(self.z.as_ref().expect("dense buffers"), rows);
+                    dense_stats(g, enc, z, rows, n, norms, fired, m)
+                })?;
+            }
+        }
+        if ch.aux.is_some() {
+            sub(g, enc, &ch.x, &ch.x_hat, &ch.e)?;
+            let scale = self.cfg.aux_coef * 2.0 * inv_b;
+            #[rustfmt::skip]
+            mse_backward(g, enc, &ch.e, &ch.e_hat, rows, d, scale, &ch.de, m, slot::AUX, None)?;
+        }
+        Ok(())
+    }
+
+    /// The chunk's gradients, written by the first chunk (`index` 0) and added to by the
+    /// others; db_dec's first term, the column sums of dy.
+    fn backward(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk, index: usize) -> Result<()> {
+        let (g, rows) = (&*self.gpu, ch.rows);
+        let accumulate = index > 0;
+        match (&ch.aux, &ch.aux_gate, &ch.gate) {
+            (Some(a), Some(ag), _) => {
+                self.sparse_backward(enc, ch, &ch.codes, &ch.dy, accumulate)?;
+                self.prefetch_textures(enc, rows, &[&ch.de])?;
+                g.gated(ag, true, || self.sparse_backward(enc, ch, a, &ch.de, true))?;
+            }
+            (_, _, Some(gate)) => {
+                self.prefetch_textures(enc, rows, &[&ch.dy, &ch.xc])?;
+                g.gated(gate, false, || {
+                    self.sparse_activation_backward(enc, ch, accumulate)
+                })?;
+                g.gated(gate, true, || self.dense_backward(enc, ch, accumulate))?;
+            }
+            _ => unreachable!("a chunk has AuxK's codes or a dense-path gate"),
+        }
+        col_sum(g, enc, &ch.dy, rows, self.d, &self.grads.b_dec, accumulate)
+    }
+
+    /// Gradients of a sparse code path (`cpu.rs`' `sparse_backward`): given dL/dx_hat-like
+    /// `dy` for a decode of `c`, the slot gradients, ReLU mask, transpose, and the gathers
+    /// of dW_dec, dW_enc and db_enc (added to what is there, for the latents with entries,
+    /// when `accumulate`).
     fn sparse_backward(
         &self,
         enc: &mut wgpu::CommandEncoder,
         ch: &Chunk,
         c: &CodeBufs,
         dy: &GpuTensor,
-        out: &GradRefs,
         accumulate: bool,
     ) -> Result<()> {
         let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
         let (rp, idx) = (&c.row_ptr, &c.idx);
-        sparse_dot(g, enc, rp, idx, dy, &self.params[1], rows, n, d, &c.gslot)?;
+        sparse_dot(
+            g,
+            enc,
+            rp,
+            idx,
+            dy,
+            &self.params.w_dec,
+            rows,
+            n,
+            d,
+            &c.gslot,
+        )?;
         relu_backward(g, enc, &c.pre_val, &c.gslot, &c.dval)?;
+        self.gather_grads(enc, ch, c, dy, accumulate)
+    }
+
+    /// The per-latent transpose of `c` and the gathers of dW_dec (from the code values and
+    /// `dy`), dW_enc and db_enc (from the slot gradients `c.dval` and xc) into the
+    /// gradients (added to them, for the latents with entries, when `accumulate`).
+    fn gather_grads(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        ch: &Chunk,
+        c: &CodeBufs,
+        dy: &GpuTensor,
+        accumulate: bool,
+    ) -> Result<()> {
+        let (g, rows, n, d, gr) = (&*self.gpu, ch.rows, self.n, self.d, &self.grads);
+        let (rp, idx) = (&c.row_ptr, &c.idx);
         #[rustfmt::skip]
         build_transpose(g, enc, rp, idx, rows, n, &c.lat_ptr, &c.lat_row, &c.lat_slot)?;
         let (lp, lr, ls) = (&c.lat_ptr, &c.lat_row, &c.lat_slot);
-        gather_dw_dec(g, enc, lp, lr, ls, &c.val, dy, n, d, accumulate, out.w_dec)?;
+        gather_dw_dec(g, enc, lp, lr, ls, &c.val, dy, n, d, accumulate, &gr.w_dec)?;
         #[rustfmt::skip]
-        gather_dw_enc(g, enc, lp, lr, ls, &c.dval, &ch.xc, n, d, accumulate, out.w_enc)?;
-        gather_db_enc(g, enc, lp, ls, &c.dval, n, accumulate, out.b_enc)
+        gather_dw_enc(g, enc, lp, lr, ls, &c.dval, &ch.xc, n, d, accumulate, &gr.w_enc)?;
+        gather_db_enc(g, enc, lp, ls, &c.dval, n, accumulate, &gr.b_enc)
+    }
+
+    /// The sparse backward of a ReLU / JumpReLU step: dz at the kept entries, the
+    /// penalty's and the activation's backward, the gathers (and z's column sums for relu's
+    /// decoder-norm term, or the threshold gradient for jumprelu).
+    fn sparse_activation_backward(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        ch: &Chunk,
+        accumulate: bool,
+    ) -> Result<()> {
+        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
+        let c = &ch.codes;
+        let scale = self.coef() * (1.0 / self.rows as f32);
+        let (w_dec, log_thr) = (&self.params.w_dec, &self.params.log_threshold);
+        let (rp, idx) = (&c.row_ptr, &c.idx);
+        sparse_dot(g, enc, rp, idx, &ch.dy, w_dec, rows, n, d, &c.gslot)?;
+        if self.cfg.arch == Arch::Relu {
+            #[rustfmt::skip]
+            sparse_l1_backward(g, enc, rp, idx, &c.val, rows, n, &self.norms, scale, &c.gslot)?;
+            relu_backward(g, enc, &c.pre_val, &c.gslot, &c.dval)?;
+        } else {
+            #[rustfmt::skip]
+            sparse_jumprelu_backward(g, enc, rp, idx, &c.pre_val, &c.gslot, rows, n, log_thr, &c.dval)?;
+        }
+        self.gather_grads(enc, ch, c, &ch.dy, accumulate)?;
+        let (lp, ls) = (&c.lat_ptr, &c.lat_slot);
+        if self.cfg.arch == Arch::Relu {
+            // The chunks' column sums of z, for the decoder-norm term after them.
+            let zsum = self.zsum.as_ref().expect("zsum");
+            gather_db_enc(g, enc, lp, ls, &c.val, n, accumulate, zsum)
+        } else {
+            let (eps, pv, gs, dthr) = (self.cfg.bandwidth, &c.pre_val, &c.gslot, self.dthr(ch));
+            gather_jumprelu_threshold(g, enc, lp, ls, pv, gs, n, log_thr, eps, scale, dthr)
+        }
+    }
+
+    /// The dense path's backward: dz = dy W_dec^T, dW_dec = z^T dy, the penalty's and the
+    /// activation's backward, dW_enc = xc^T dpre, db_enc = column sums of dpre (added to
+    /// the gradients when `accumulate`).
+    fn dense_backward(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        ch: &Chunk,
+        accumulate: bool,
+    ) -> Result<()> {
+        let (g, rows, n, d, gr) = (&*self.gpu, ch.rows, self.n, self.d, &self.grads);
+        let scale = self.coef() * (1.0 / self.rows as f32);
+        let (w_dec, log_thr) = (&self.params.w_dec, &self.params.log_threshold);
+        let dense = |t: &Option<GpuTensor>| self.rows_of(t.as_ref().expect("dense buffers"), rows);
+        let (z, dz, dpre) = (&dense(&self.z), &dense(&self.dz), &dense(&self.dpre));
+        let pre = &self.pre(ch);
+        gemm(g, enc, &GemmSpec::nt(rows, n, d), &ch.dy, w_dec, None, dz)?;
+        let spec = GemmSpec::tn(n, d, rows).accumulate(accumulate);
+        gemm(g, enc, &spec, z, &ch.dy, None, &gr.w_dec)?;
+        if self.cfg.arch == Arch::Relu {
+            let zsum = self.zsum.as_ref().expect("zsum");
+            l1_backward(g, enc, z, rows, n, &self.norms, scale, dz)?;
+            col_sum(g, enc, z, rows, n, zsum, accumulate)?;
+            relu_backward(g, enc, pre, dz, dpre)?;
+        } else {
+            let (eps, dthr) = (self.cfg.bandwidth, self.dthr(ch));
+            #[rustfmt::skip]
+            jumprelu_backward(g, enc, pre, dz, rows, n, log_thr, eps, scale, dpre, dthr)?;
+        }
+        let spec = GemmSpec::tn(d, n, rows).accumulate(accumulate);
+        gemm(g, enc, &spec, &ch.xc, dpre, None, &gr.w_enc)?;
+        col_sum(g, enc, dpre, rows, n, &gr.b_enc, accumulate)
+    }
+
+    /// After the chunks: relu's L1 decoder-norm term, d/dW_dec of coef / B sum_i zsum_i
+    /// ||W_dec_i|| (one pass over W_dec for the whole batch, zsum summed by the chunks);
+    /// with several chunks the explained-variance total about the batch mean and the
+    /// chunks' threshold gradients summed; db_dec = sum_b dy_b - db_enc W_enc^T (the first
+    /// term summed by the chunks).
+    fn finish_gradients(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+        let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
+        let (p, gr) = (&self.params, &self.grads);
+        if self.cfg.arch == Arch::Relu {
+            let coef = self.coef() / rows as f32;
+            let zsum = self.zsum.as_ref().expect("zsum");
+            #[rustfmt::skip]
+            l1_decoder_grad(g, enc, zsum, &p.w_dec, &self.norms, n, d, coef, &gr.w_dec)?;
+        }
+        if self.chunks.len() > 1 {
+            sum_sq_centred(g, enc, &self.x, rows, d, &self.metrics, slot::SST)?;
+        }
+        if let Some(all) = &self.dthr_rows {
+            // The chunks' threshold gradients, summed in chunk order.
+            for (i, ch) in self.chunks.iter().enumerate() {
+                let t = ch.dthr.as_ref().expect("chunk threshold grad");
+                enc.copy_buffer_to_buffer(&t.buf, 0, &all.buf, (i * n * 4) as u64, Some(t.bytes()));
+            }
+            g.stale(&all.buf);
+            col_sum(g, enc, all, self.chunks.len(), n, &gr.log_threshold, false)?;
+        }
+        let spec = GemmSpec::nt(1, d, n).alpha(-1.0).accumulate(true);
+        let (db_enc, db_dec) = (&gr.b_enc.view(&[1, n]), &gr.b_dec.view(&[1, d]));
+        gemm(g, enc, &spec, db_enc, &p.w_enc, None, db_dec)
+    }
+
+    /// Global gradient-norm clipping and Adam, in as few passes over the parameters as the
+    /// math allows (the global norm must be complete before any Adam update). Passes and
+    /// bytes at d = 512, n = 16384 (each tensor of W_enc / W_dec is 32 MiB; grads, m, v the
+    /// same):
+    ///
+    /// ```text
+    ///   1. decoder_grad_prep  W_dec rows: read W_dec, dW_dec            2 x 32 MiB
+    ///   2. sumsq x 3 (4)      read dW_enc, db_enc, db_dec (dthr)        1 x 32 MiB
+    ///   3. sum_slot, clip_scale                                          ~64 KiB
+    ///   4. adam x 3 (4)       W_enc, biases: read p, g, m, v; write p, m, v  7 x 32 MiB
+    ///   5. adam_unit_rows     W_dec rows: the same 7, plus the normalisation's re-read
+    ///                         and write of the row (from cache)          7 (+2) x 32 MiB
+    /// ```
+    ///
+    /// = 17 (+2) x 32 MiB ~ 544 (608) MiB in 10 (12) dispatches, the floor of
+    /// shaders/optim.wgsl's note; unfused it was 15 (18) dispatches and ~674 MiB. ReLU
+    /// (free decoder norm) runs sumsq + adam on W_dec instead of 1 and 5.
+    fn optimizer(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+        let (g, n, d, cfg) = (&*self.gpu, self.n, self.d, &self.cfg);
+        let (p, gr, m, v) = (&self.params, &self.grads, &self.m, &self.v);
+        let (acc, slots, coef) = (&self.acc, &GRAD_NORM_SLOTS, &self.dec_coef);
+        let unit = cfg.decoder_norm == DecoderNorm::Unit;
+        sumsq(g, enc, &gr.w_enc, acc, slots.w_enc)?;
+        if unit {
+            #[rustfmt::skip]
+            decoder_grad_prep(g, enc, &p.w_dec, &gr.w_dec, n, d, coef, &self.dec_part)?;
+            sum_slot(g, enc, &self.dec_part, acc, slots.w_dec)?;
+        } else {
+            sumsq(g, enc, &gr.w_dec, acc, slots.w_dec)?;
+        }
+        sumsq(g, enc, &gr.b_enc, acc, slots.b_enc)?;
+        sumsq(g, enc, &gr.b_dec, acc, slots.b_dec)?;
+        // Without a threshold its 1-element gradient is kept at 0, as the CPU sums an
+        // empty gradient as 0.
+        sumsq(g, enc, &gr.log_threshold, acc, slots.log_threshold)?;
+        let count = GRAD_NORM_SLOT_COUNT as u32;
+        clip_scale(g, enc, acc, count, cfg.grad_clip, &self.clip)?;
+        let (h, clip) = (&self.hyper, &self.clip);
+        adam(g, enc, &p.w_enc, &gr.w_enc, &m.w_enc, &v.w_enc, h, clip)?;
+        if unit {
+            #[rustfmt::skip]
+            adam_unit_rows(g, enc, &p.w_dec, &gr.w_dec, coef, &m.w_dec, &v.w_dec, h, clip, n, d)?;
+        } else {
+            adam(g, enc, &p.w_dec, &gr.w_dec, &m.w_dec, &v.w_dec, h, clip)?;
+        }
+        adam(g, enc, &p.b_enc, &gr.b_enc, &m.b_enc, &v.b_enc, h, clip)?;
+        adam(g, enc, &p.b_dec, &gr.b_dec, &m.b_dec, &v.b_dec, h, clip)?;
+        if cfg.arch == Arch::Jumprelu {
+            #[rustfmt::skip]
+            adam(g, enc, &p.log_threshold, &gr.log_threshold, &m.log_threshold, &v.log_threshold, h, clip)?;
+        }
+        Ok(())
+    }
+
+    /// The firing counters: total fires, tokens since each latent last fired, dead count.
+    fn count_dead(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+        let (g, after) = (&*self.gpu, dead_after(&self.cfg));
+        let (fired, since, total) = (&self.fired, &self.since, &self.total);
+        update_dead(g, enc, fired, since, total, self.rows, after, &self.metrics)
+    }
+
+    /// The sparsity penalty's coefficient of this step.
+    fn coef(&self) -> f32 {
+        StepScalars::at(&self.cfg, self.step).sparsity_coef
+    }
+
+    /// The threshold gradient's destination for chunk `ch`: the parameter's gradient with
+    /// one chunk, else the chunk's own row (summed after the chunks).
+    fn dthr<'a>(&'a self, ch: &'a Chunk) -> &'a GpuTensor {
+        ch.dthr.as_ref().unwrap_or(&self.grads.log_threshold)
     }
 
     /// Record the copies of these (rows, d) tensors into the textures the sparse kernels
@@ -458,411 +574,30 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// The dense fallback's forward for chunk `ch`: z = act(pre); x_hat = z W_dec + b_dec.
-    fn dense_decode(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
-        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
-        let z = &self.rows_of(self.z.as_ref().expect("dense buffers"), rows);
-        let pre = &self.rows_of(&self.pre, rows);
-        if self.cfg.arch == Arch::Relu {
-            relu_forward(g, enc, pre, z)?;
-        } else {
-            jumprelu_forward(g, enc, pre, rows, n, &self.params[4], z)?;
-        }
-        let dec = GemmSpec {
-            m: rows,
-            n: d,
-            k: n,
-            trans_a: false,
-            trans_b: false,
-            alpha: 1.0,
-            beta: 0.0,
-        };
-        let (w_dec, b_dec) = (&self.params[1], &self.params[3]);
-        gemm(g, enc, &dec, z, w_dec, Some(b_dec), &ch.x_hat)
-    }
-
-    /// The threshold gradient's destination for chunk `ch`: the parameter's gradient with
-    /// one chunk, else the chunk's own row (summed after the chunks).
-    fn dthr<'a>(&'a self, ch: &'a Chunk) -> &'a GpuTensor {
-        ch.dthr.as_ref().unwrap_or(&self.grads[4])
-    }
-
-    /// The sparse backward of a ReLU / JumpReLU step for chunk `ch` (`cpu::gradients`'
-    /// sparse branch): stats, dz at the kept entries, the penalty's and the activation's
-    /// backward, and the gathers into `out` (added to it when `accumulate`; and the
-    /// threshold gradient for JumpReLU).
-    fn sparse_activation_backward(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        ch: &Chunk,
-        out: &GradRefs,
-        coef: f32,
-        accumulate: bool,
-    ) -> Result<()> {
-        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
-        let c = &ch.codes;
-        let inv_b = 1.0 / self.rows as f32;
-        let (w_dec, log_thr) = (&self.params[1], &self.params[4]);
-        let (rp, idx) = (&c.row_ptr, &c.idx);
-        #[rustfmt::skip]
-        sparse_stats(g, enc, rp, idx, &c.val, rows, n, &self.norms, &self.fired, &self.metrics)?;
-        sparse_dot(g, enc, rp, idx, &ch.dy, w_dec, rows, n, d, &c.gslot)?;
-        if self.cfg.arch == Arch::Relu {
-            #[rustfmt::skip]
-            sparse_l1_backward(g, enc, rp, idx, &c.val, rows, n, &self.norms, coef * inv_b, &c.gslot)?;
-            relu_backward(g, enc, &c.pre_val, &c.gslot, &c.dval)?;
-        } else {
-            #[rustfmt::skip]
-            sparse_jumprelu_backward(g, enc, rp, idx, &c.pre_val, &c.gslot, rows, n, log_thr, &c.dval)?;
-        }
-        #[rustfmt::skip]
-        build_transpose(g, enc, rp, idx, rows, n, &c.lat_ptr, &c.lat_row, &c.lat_slot)?;
-        let (lp, lr, ls) = (&c.lat_ptr, &c.lat_row, &c.lat_slot);
-        #[rustfmt::skip]
-        gather_dw_dec(g, enc, lp, lr, ls, &c.val, &ch.dy, n, d, accumulate, out.w_dec)?;
-        if self.cfg.arch == Arch::Relu {
-            // The chunks' column sums of z, for the decoder-norm term after them.
-            let zsum = self.zsum.as_ref().expect("zsum");
-            gather_db_enc(g, enc, lp, ls, &c.val, n, accumulate, zsum)?;
-        } else {
-            let eps = self.cfg.bandwidth;
-            #[rustfmt::skip]
-            gather_jumprelu_threshold(g, enc, lp, ls, &c.pre_val, &c.gslot, n, log_thr, eps, coef * inv_b, self.dthr(ch))?;
-        }
-        #[rustfmt::skip]
-        gather_dw_enc(g, enc, lp, lr, ls, &c.dval, &ch.xc, n, d, accumulate, out.w_enc)?;
-        gather_db_enc(g, enc, lp, ls, &c.dval, n, accumulate, out.b_enc)
-    }
-
-    /// The dense fallback's backward for chunk `ch` (`cpu::gradients`' dense branch), added
-    /// to `out` when `accumulate`.
-    fn dense_backward(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        ch: &Chunk,
-        out: &GradRefs,
-        coef: f32,
-        accumulate: bool,
-    ) -> Result<()> {
-        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
-        let inv_b = 1.0 / self.rows as f32;
-        let beta = if accumulate { 1.0 } else { 0.0 };
-        let (w_dec, log_thr) = (&self.params[1], &self.params[4]);
-        let dense = |t: &Option<GpuTensor>| self.rows_of(t.as_ref().expect("dense buffers"), rows);
-        let (z, dz, dpre) = (&dense(&self.z), &dense(&self.dz), &dense(&self.dpre));
-        let pre = &self.rows_of(&self.pre, rows);
-        dense_stats(g, enc, z, rows, n, &self.norms, &self.fired, &self.metrics)?;
-        let nt = GemmSpec {
-            m: rows,
-            n,
-            k: d,
-            trans_a: false,
-            trans_b: true,
-            alpha: 1.0,
-            beta: 0.0,
-        };
-        gemm(g, enc, &nt, &ch.dy, w_dec, None, dz)?;
-        let tn = GemmSpec {
-            m: n,
-            n: d,
-            k: rows,
-            trans_a: true,
-            trans_b: false,
-            alpha: 1.0,
-            beta,
-        };
-        gemm(g, enc, &tn, z, &ch.dy, None, out.w_dec)?;
-        if self.cfg.arch == Arch::Relu {
-            let zsum = self.zsum.as_ref().expect("zsum");
-            l1_backward(g, enc, z, rows, n, &self.norms, coef * inv_b, dz)?;
-            col_sum(g, enc, z, rows, n, zsum, accumulate)?;
-            relu_backward(g, enc, pre, dz, dpre)?;
-        } else {
-            let eps = self.cfg.bandwidth;
-            #[rustfmt::skip]
-            jumprelu_backward(g, enc, pre, dz, rows, n, log_thr, eps, coef * inv_b, dpre, self.dthr(ch))?;
-        }
-        let tn2 = GemmSpec {
-            m: d,
-            n,
-            k: rows,
-            trans_a: true,
-            trans_b: false,
-            alpha: 1.0,
-            beta,
-        };
-        gemm(g, enc, &tn2, &ch.xc, dpre, None, out.w_enc)?;
-        col_sum(g, enc, dpre, rows, n, out.b_enc, accumulate)
-    }
-
-    /// Forward and backward of chunk `ch` (the `index`-th): gradients written by the first
-    /// chunk and added to by the others; metrics, firing counts and db_dec's column sum
-    /// accumulated.
-    fn record_chunk(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        mark: &mut Mark,
-        ch: &Chunk,
-        index: usize,
-    ) -> Result<()> {
-        let cfg = &self.cfg;
-        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
-        let accumulate = index > 0;
-        // Whole-batch scale: every gradient is a sum over all chunks' rows / batch.
-        let inv_b = 1.0 / self.rows as f32;
-        // With several chunks the total sum of squares is taken over the whole batch after
-        // them (about the batch mean, not each chunk's).
-        let sst = (self.chunks.len() == 1).then_some(slot::SST);
-        let sc = StepScalars::at(cfg, self.step);
-        let [w_enc, w_dec, b_enc, b_dec, log_thr] = [
-            &self.params[0],
-            &self.params[1],
-            &self.params[2],
-            &self.params[3],
-            &self.params[4],
-        ];
-        let main = GradRefs {
-            w_enc: &self.grads[0],
-            w_dec: &self.grads[1],
-            b_enc: &self.grads[2],
-        };
-        let pre = &self.rows_of(&self.pre, rows);
-        let nb = n.div_ceil(BLOCK);
-        let bmax = &match &self.batch {
-            Some((sc, _)) => sc.bmax.view(&[rows * nb]),
-            None => self.bmax.prefix(&[rows * nb]),
-        };
-
-        sub_row(g, enc, &ch.x, b_dec, rows, d, &ch.xc)?;
-        let spec = GemmSpec {
-            m: rows,
-            n,
-            k: d,
-            trans_a: false,
-            trans_b: false,
-            alpha: 1.0,
-            beta: 0.0,
-        };
-        // The pre-activations and their block maxima, which the code stages start from.
-        #[rustfmt::skip]
-        gemm_block_max(g, enc, &spec, &ch.xc, w_enc, Some(b_enc), pre, self.off.as_ref(), bmax)?;
-        mark("encoder", enc)?;
-
-        match cfg.arch {
-            Arch::Topk | Arch::Batchtopk => {
-                let c = &ch.codes;
-                if cfg.arch == Arch::Topk {
-                    #[rustfmt::skip]
-                    topk_codes_from_bmax(g, enc, pre, cfg.k, bmax, &c.row_ptr, &c.idx, &c.val)?;
-                } else {
-                    let (sc, bg) = self.batch.as_ref().expect("batchtopk scratch");
-                    let (rp, idx, pv) = (&c.row_ptr, &c.idx, &c.pre_val);
-                    #[rustfmt::skip]
-                    batchtopk_codes_from_bmax(g, enc, pre, bmax, bg, sc, rp, idx, pv, &self.thr)?;
-                    threshold_ema(
-                        g,
-                        enc,
-                        &self.thr,
-                        &self.thr_state,
-                        cfg.threshold_ema,
-                        self.step == 0,
-                    )?;
-                    relu_forward(g, enc, &c.pre_val, &c.val)?;
-                }
-                mark("activation", enc)?;
-                let (rp, idx, val) = (&c.row_ptr, &c.idx, &c.val);
-                #[rustfmt::skip]
-                sparse_decode(g, enc, rp, idx, val, w_dec, Some(b_dec), rows, n, d, &ch.x_hat)?;
-                #[rustfmt::skip]
-                mse_backward(g, enc, &ch.x, &ch.x_hat, rows, d, 2.0 * inv_b, &ch.dy, &self.metrics, slot::SSE, sst)?;
-                #[rustfmt::skip]
-                sparse_stats(g, enc, rp, idx, val, rows, n, &self.norms, &self.fired, &self.metrics)?;
-                mark("decode", enc)?;
-                self.sparse_backward(enc, ch, c, &ch.dy, &main, accumulate)?;
-                mark("backward", enc)?;
-
-                // AuxK: the k_aux largest positive pre among the dead latents.
-                let a = ch.aux.as_ref().expect("aux buffers");
-                // With no dead latent the codes are empty and e_hat = 0 (as on the CPU,
-                // where the decode of no entries is 0): the gate skips the selection,
-                // the decode and the backward, and only clears e_hat.
-                let ag = ch.aux_gate.as_ref().expect("AuxK gate");
-                gate_plan(g, enc, ag, &self.ndead, 0, 0)?;
-                sub(g, enc, &ch.x, &ch.x_hat, &ch.e)?;
-                g.gated(ag, true, || -> Result<()> {
-                    let cols = Some((&self.dead, &self.ndead));
-                    #[rustfmt::skip]
-                    topk_codes(g, enc, pre, cfg.k_aux, cols, &a.row_ptr, &a.idx, &a.val)?;
-                    let (rp, idx, val) = (&a.row_ptr, &a.idx, &a.val);
-                    sparse_decode(g, enc, rp, idx, val, w_dec, None, rows, n, d, &ch.e_hat)
-                })?;
-                g.gated(ag, false, || zero(g, enc, &ch.e_hat))?;
-                let scale = cfg.aux_coef * 2.0 * inv_b;
-                #[rustfmt::skip]
-                mse_backward(g, enc, &ch.e, &ch.e_hat, rows, d, scale, &ch.de, &self.metrics, slot::AUX, None)?;
-                self.prefetch_textures(enc, rows, &[&ch.de])?;
-                g.gated(ag, true, || {
-                    self.sparse_backward(enc, ch, a, &ch.de, &main, true)
-                })?;
-                mark("auxk", enc)?;
-            }
-            Arch::Relu | Arch::Jumprelu => {
-                let c = &ch.codes;
-                let gate = ch.gate.as_ref().expect("dense-fallback gate");
-                let jump = (cfg.arch == Arch::Jumprelu).then_some((log_thr, cfg.bandwidth));
-                let coef = if cfg.arch == Arch::Relu {
-                    cfg.l1
-                } else {
-                    cfg.l0
-                } * sc.sparsity_scale;
-                // The kept entries as codes; the dense path runs instead when they overflow
-                // the capacity (cpu::code_capacity), decided on the device.
-                #[rustfmt::skip]
-                activation_codes_from_bmax(g, enc, pre, jump, bmax, &c.row_ptr, &c.idx, &c.val, &c.pre_val)?;
-                gate_plan(g, enc, gate, &c.row_ptr, rows, c.idx.len() as u32)?;
-                mark("activation", enc)?;
-                let (rp, idx, val) = (&c.row_ptr, &c.idx, &c.val);
-                // Textures the sparse kernels read on software adapters, copied outside the
-                // gate (inside it they would be filled by a kernel, as slow as the reads).
-                self.prefetch_textures(enc, rows, &[w_dec])?;
-                g.gated(gate, false, || {
-                    let b = Some(b_dec);
-                    sparse_decode(g, enc, rp, idx, val, w_dec, b, rows, n, d, &ch.x_hat)
-                })?;
-                g.gated(gate, true, || self.dense_decode(enc, ch))?;
-                #[rustfmt::skip]
-                mse_backward(g, enc, &ch.x, &ch.x_hat, rows, d, 2.0 * inv_b, &ch.dy, &self.metrics, slot::SSE, sst)?;
-                mark("decode", enc)?;
-                self.prefetch_textures(enc, rows, &[&ch.dy, &ch.xc])?;
-                g.gated(gate, false, || {
-                    self.sparse_activation_backward(enc, ch, &main, coef, accumulate)
-                })?;
-                g.gated(gate, true, || {
-                    self.dense_backward(enc, ch, &main, coef, accumulate)
-                })?;
-                mark("backward", enc)?;
-            }
-        }
-        // db_dec's first term: sum_b dy_b over this chunk's rows.
-        col_sum(g, enc, &ch.dy, rows, d, &self.grads[3], accumulate)
-    }
-
+    /// The step's stages in order, `mark` called after each.
     fn record_step(&self, enc: &mut wgpu::CommandEncoder, mark: &mut Mark) -> Result<()> {
-        let cfg = &self.cfg;
-        let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
-        let [w_enc, w_dec, ..] = [&self.params[0], &self.params[1]];
-
-        row_norms(g, enc, w_dec, n, d, &self.norms)?;
-        if matches!(cfg.arch, Arch::Topk | Arch::Batchtopk) {
-            #[rustfmt::skip]
-            dead_list(g, enc, &self.since, dead_after(cfg), &self.dead, &self.ndead)?;
-        }
-        if let Some(off) = &self.off {
-            threshold_offsets(g, enc, &self.params[4], cfg.bandwidth, off)?;
-        }
+        self.prepare(enc)?;
+        mark("prepare", enc)?;
         for (i, ch) in self.chunks.iter().enumerate() {
-            self.record_chunk(enc, mark, ch, i)?;
+            self.encode(enc, ch)?;
+            mark("encode", enc)?;
+            self.codes(enc, ch)?;
+            mark("codes", enc)?;
+            self.decode(enc, ch)?;
+            mark("decode", enc)?;
+            self.loss(enc, ch)?;
+            mark("loss", enc)?;
+            self.backward(enc, ch, i)?;
+            mark("backward", enc)?;
         }
-        if cfg.arch == Arch::Relu {
-            // The L1 penalty's decoder-norm term, d/dW_dec of coef / B sum_i zsum_i
-            // ||W_dec_i||: one pass over W_dec for the whole batch (zsum summed by the chunks).
-            let coef = cfg.l1 * StepScalars::at(cfg, self.step).sparsity_scale / rows as f32;
-            let zsum = self.zsum.as_ref().expect("zsum");
-            #[rustfmt::skip]
-            l1_decoder_grad(g, enc, zsum, w_dec, &self.norms, n, d, coef, &self.grads[1])?;
-        }
-        if self.chunks.len() > 1 {
-            // The explained-variance total about the batch mean, not each chunk's.
-            sum_sq_centred(g, enc, &self.x, rows, d, &self.metrics, slot::SST)?;
-        }
-        if let Some(all) = &self.dthr_rows {
-            // The chunks' threshold gradients, summed in chunk order.
-            for (i, ch) in self.chunks.iter().enumerate() {
-                let t = ch.dthr.as_ref().expect("chunk threshold grad");
-                enc.copy_buffer_to_buffer(&t.buf, 0, &all.buf, (i * n * 4) as u64, Some(t.bytes()));
-            }
-            g.stale(&all.buf);
-            col_sum(g, enc, all, self.chunks.len(), n, &self.grads[4], false)?;
-        }
-
-        // db_dec = sum_b dy_b - db_enc W_enc^T (the first term summed by the chunks)
-        let bd = GemmSpec {
-            m: 1,
-            n: d,
-            k: n,
-            trans_a: false,
-            trans_b: true,
-            alpha: -1.0,
-            beta: 1.0,
-        };
-        gemm(
-            g,
-            enc,
-            &bd,
-            &self.grads[2].view(&[1, n]),
-            w_enc,
-            None,
-            &self.grads[3].view(&[1, d]),
-        )?;
-
-        mark("b_dec grad", enc)?;
-        // Optimizer, in as few passes over the parameters as the math allows (the global
-        // norm must be complete before any Adam update). Passes and bytes at d = 512,
-        // n = 16384 (each tensor of W_enc / W_dec is 32 MiB; grads, m, v the same):
-        //   1. decoder_grad_prep  W_dec rows: read W_dec, dW_dec            2 x 32 MiB
-        //   2. sumsq x 3 (4)      read dW_enc, db_enc, db_dec (dthr)        1 x 32 MiB
-        //   3. sum_slot, clip_scale                                          ~64 KiB
-        //   4. adam x 3 (4)       W_enc, biases: read p, g, m, v; write p, m, v  7 x 32 MiB
-        //   5. adam_unit_rows     W_dec rows: the same 7, plus the normalisation's re-read
-        //                         and write of the row (from cache)          7 (+2) x 32 MiB
-        // = 17 (+2) x 32 MiB ~ 544 (608) MiB in 10 (12) dispatches, the floor of
-        // shaders/optim.wgsl's note; unfused it was 15 (18) dispatches and ~674 MiB. ReLU
-        // (free decoder norm) runs sumsq + adam on W_dec instead of 1 and 5.
-        let unit = cfg.decoder_norm == DecoderNorm::Unit;
-        for i in 0..5 {
-            if i == 1 && unit {
-                #[rustfmt::skip]
-                decoder_grad_prep(g, enc, w_dec, &self.grads[1], n, d, &self.dec_coef, &self.dec_part)?;
-                sum_slot(g, enc, &self.dec_part, &self.acc, 1)?;
-            } else {
-                // An unused parameter's 1-element gradient is kept at 0, as the CPU sums an
-                // empty gradient as 0.
-                sumsq(g, enc, &self.grads[i], &self.acc, i as u32)?;
-            }
-        }
-        clip_scale(g, enc, &self.acc, 5, cfg.grad_clip, &self.clip)?;
-        for i in 0..5 {
-            if !self.live[i] {
-                continue;
-            }
-            let (p, gr, m, v) = (&self.params[i], &self.grads[i], &self.m[i], &self.v[i]);
-            if i == 1 && unit {
-                #[rustfmt::skip]
-                adam_unit_rows(g, enc, p, gr, &self.dec_coef, m, v, &self.hyper, &self.clip, n, d)?;
-            } else {
-                adam(g, enc, p, gr, m, v, &self.hyper, &self.clip)?;
-            }
-        }
+        self.finish_gradients(enc)?;
+        mark("finish gradients", enc)?;
+        self.optimizer(enc)?;
         mark("optimizer", enc)?;
-        update_dead(
-            g,
-            enc,
-            &self.fired,
-            &self.since,
-            &self.total,
-            rows,
-            dead_after(cfg),
-            &self.metrics,
-        )?;
+        self.count_dead(enc)?;
         mark("dead latents", enc)
     }
-}
 
-fn dead_after(cfg: &TrainConfig) -> u32 {
-    cfg.dead_tokens.min(u32::MAX as u64) as u32
-}
-
-impl GpuEngine {
     /// The GPU the engine runs on.
     pub fn gpu(&self) -> &Arc<Gpu> {
         &self.gpu
@@ -873,8 +608,8 @@ impl GpuEngine {
         (self.chunks.len(), self.chunk_rows)
     }
 
-    /// One step as `StepEngine::step`, with `mark` called at the end of each phase (see
-    /// [`Mark`]); the last phase's encoder is submitted here.
+    /// One step as `StepEngine::step`, with `mark` called at the end of each stage (see
+    /// [`Mark`]); the last stage's encoder is submitted here.
     pub fn step_marked(
         &mut self,
         cfg: &TrainConfig,
@@ -935,31 +670,20 @@ impl StepEngine for GpuEngine {
 
     fn state(&mut self) -> Result<TrainState> {
         let g = &*self.gpu;
-        let read = |i: usize, t: &[GpuTensor]| -> Result<Vec<f32>> {
-            if self.live[i] {
-                g.read_f32(&t[i])
-            } else {
-                Ok(Vec::new())
+        let jump = self.cfg.arch == Arch::Jumprelu;
+        let read = |set: &ParamSet<GpuTensor>| -> Result<_> {
+            let mut host = set.try_map(|_, t| g.read_f32(t))?;
+            if !jump {
+                host.log_threshold.clear();
             }
+            Ok(host)
         };
-        let params = SaeParams {
-            d: self.d,
-            n: self.n,
-            w_enc: read(0, &self.params)?,
-            w_dec: read(1, &self.params)?,
-            b_enc: read(2, &self.params)?,
-            b_dec: read(3, &self.params)?,
-            log_threshold: read(4, &self.params)?,
-        };
-        let mut m: [Vec<f32>; 5] = Default::default();
-        let mut v: [Vec<f32>; 5] = Default::default();
-        for i in 0..5 {
-            m[i] = read(i, &self.m)?;
-            v[i] = read(i, &self.v)?;
-        }
         Ok(TrainState {
-            params,
-            moments: Moments { m, v },
+            params: read(&self.params)?,
+            moments: Moments {
+                m: read(&self.m)?,
+                v: read(&self.v)?,
+            },
             step: self.step,
             since_fired: g.read_u32(&self.since)?,
             fire_total: g.read_u32(&self.total)?,

@@ -1,17 +1,30 @@
-//! Inference with an exported SAE on either engine: the codes of a batch of rows, for
-//! `encode`, `steer` and the demo. The CPU engine is `SaeModel::encode`; the GPU engine runs
-//! the same sequence with the training step's kernels (sub_row, gemm, then topk + relu for
-//! TopK SAEs) and reads back only the k codes per row, or the pre-activations for the dense
-//! architectures, whose threshold is applied on the host by `SaeModel::codes_from_pre` so
-//! that both engines share it.
+//! The one encoder of an exported SAE, on either engine, behind `encode`, `steer`, `eval`,
+//! the demo and training's periodic held-out evaluation: the inference half of the
+//! training step, as the same sequence of named kernels on the GPU engine and of their CPU
+//! twins on the CPU engine.
 //!
-//! Callers stream their input through fixed-size batches (`Encoder::batch` rows), so memory
-//! stays bounded whatever the size of the data.
+//!   xc = x - b_dec                      sub_row
+//!   pre = xc W_enc + b_enc              gemm
+//!   standard: z = max(pre, 0)           relu_forward
+//!   jumprelu: z = pre * [pre > theta]   jumprelu_forward (log_theta = ln theta)
+//!   topk:     top k of pre per row      topk, then relu_forward on the k values
+//!   x_hat = z W_dec + b_dec             gemm (dense z) or sparse_decode (topk codes)
+//!   L0, L1, fire counts                 dense_stats / sparse_stats with unit weights
+//!
+//! [`Encoder::encode`] stops after the activation (codes only); [`Encoder::run`] also
+//! decodes and counts. JumpReLU thresholds <= 0 are taken as the smallest positive f32 (ln
+//! of it is finite), so that such a latent acts as a ReLU, which is what SAELens'
+//! relu(pre) * [pre > theta] does. The per-latent fire counts accumulate over every batch
+//! run until [`Encoder::reset_counts`].
+//!
+//! Callers stream their input through batches of at most [`Encoder::batch`] rows (the
+//! device buffers are sized for it once), so memory stays bounded whatever the size of
+//! the data.
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use safetensors::Dtype;
 
@@ -19,10 +32,8 @@ use super::export::{Codes, SaeKind, SaeModel};
 use crate::data::Shard;
 use crate::gpu::{Engine, Gpu, GpuTensor};
 use crate::io::StreamWriter;
-use crate::kernels::activations::relu_forward;
-use crate::kernels::gemm::{GemmSpec, gemm};
-use crate::kernels::reduce::sub_row;
-use crate::kernels::topk::{MAX_K, topk};
+use crate::reference::gemm::GemmSpec;
+use crate::reference::reduce::{METRIC_SLOTS, slot};
 use crate::{Error, Result};
 
 /// Rows per batch so that the pre-activations (rows, d_sae) take about 64 MiB.
@@ -30,135 +41,427 @@ pub fn default_batch(d_sae: usize) -> usize {
     ((16usize << 20) / d_sae.max(1)).clamp(16, 4096)
 }
 
-/// An SAE's encoder on one engine.
-pub struct Encoder<'m> {
-    model: &'m SaeModel,
-    gpu: Option<GpuEncoder>,
-    /// Largest batch `encode` takes.
-    pub batch: usize,
+/// What the encoder returns for one batch.
+#[derive(Clone, Debug, Default)]
+pub struct BatchOut {
+    /// (rows, d); empty from [`Encoder::encode`].
+    pub x_hat: Vec<f32>,
+    /// Active latents (code > 0) summed over the batch's rows.
+    pub l0_sum: f64,
+    /// Code values summed over the batch's rows and latents.
+    pub l1_sum: f64,
+    /// FISTA: iterations this batch ran.
+    pub iterations: Option<usize>,
+    /// The codes (CSR, ascending latent within a row), when asked for.
+    pub codes: Option<Codes>,
 }
 
-impl<'m> Encoder<'m> {
-    /// Upload what the engine needs (nothing for the CPU engine).
-    pub fn new(model: &'m SaeModel, engine: &Engine, batch: usize) -> Result<Encoder<'m>> {
+impl BatchOut {
+    /// An encoder's batch: the reconstruction, L0 / L1 from the metric slots, the codes.
+    fn of(x_hat: Vec<f32>, metrics: &[f32], codes: Option<Codes>) -> BatchOut {
+        BatchOut {
+            x_hat,
+            l0_sum: metrics[slot::L0 as usize] as f64,
+            l1_sum: metrics[slot::L1 as usize] as f64,
+            iterations: None,
+            codes,
+        }
+    }
+}
+
+/// ln(theta) per latent, thresholds <= 0 (or not finite) as the smallest positive f32.
+pub fn log_thresholds(threshold: &[f32]) -> Vec<f32> {
+    threshold
+        .iter()
+        .map(|&t| {
+            if t > 0.0 && t.is_finite() {
+                t.ln()
+            } else {
+                f32::MIN_POSITIVE.ln()
+            }
+        })
+        .collect()
+}
+
+/// Dense codes (rows, n) as CSR, keeping values > 0.
+pub fn dense_to_codes(z: &[f32], rows: usize, n: usize) -> Codes {
+    let mut c = Codes {
+        row_ptr: vec![0],
+        ..Default::default()
+    };
+    for r in 0..rows {
+        for (i, &v) in z[r * n..(r + 1) * n].iter().enumerate() {
+            if v > 0.0 {
+                c.idx.push(i as u32);
+                c.val.push(v);
+            }
+        }
+        c.row_ptr.push(c.idx.len());
+    }
+    c
+}
+
+/// TopK slots (rows, k) as CSR, keeping values > 0, ascending latent within a row.
+fn topk_to_codes(idx: &[u32], val: &[f32], rows: usize, k: usize) -> Codes {
+    let mut c = Codes {
+        row_ptr: vec![0],
+        ..Default::default()
+    };
+    for r in 0..rows {
+        let mut pairs: Vec<(u32, f32)> = (r * k..(r + 1) * k)
+            .map(|s| (idx[s], val[s]))
+            .filter(|&(_, v)| v > 0.0)
+            .collect();
+        pairs.sort_by_key(|&(i, _)| i);
+        for (i, v) in pairs {
+            c.idx.push(i);
+            c.val.push(v);
+        }
+        c.row_ptr.push(c.idx.len());
+    }
+    c
+}
+
+/// An SAE's encoder (and decoder) on one engine.
+pub struct Encoder {
+    model: SaeModel,
+    log_theta: Vec<f32>,
+    /// Largest batch `encode` and `run` take.
+    pub batch: usize,
+    backend: Backend,
+}
+
+enum Backend {
+    Cpu { fired: Mutex<Vec<u32>> },
+    Gpu(Box<GpuSae>),
+}
+
+/// The weights on the device and the buffers of a batch of `Encoder::batch` rows (a
+/// shorter batch uses their first rows).
+struct GpuSae {
+    gpu: Arc<Gpu>,
+    w_enc: GpuTensor,
+    b_enc: GpuTensor,
+    w_dec: GpuTensor,
+    b_dec: GpuTensor,
+    log_theta: GpuTensor,
+    ones: GpuTensor,
+    fired: GpuTensor,
+    metrics: GpuTensor,
+    x: GpuTensor,
+    xc: GpuTensor,
+    pre: GpuTensor,
+    x_hat: GpuTensor,
+    /// standard / jumprelu: z (rows, n)
+    z: Option<GpuTensor>,
+    /// topk: row_ptr (rows + 1), idx (rows, k), pre_val (rows, k), val (rows, k)
+    topk: Option<[GpuTensor; 4]>,
+}
+
+impl Encoder {
+    /// Put `model` on `engine` for batches of at most `batch` rows (uploads the weights and
+    /// allocates the batch's buffers on the GPU engine).
+    pub fn new(model: &SaeModel, engine: &Engine, batch: usize) -> Result<Encoder> {
         let batch = batch.max(1);
-        let gpu = match engine {
-            Engine::Cpu => None,
-            Engine::Gpu(g) => Some(GpuEncoder::new(g.clone(), model, batch)?),
+        let log_theta = if model.kind == SaeKind::Jumprelu {
+            log_thresholds(&model.threshold)
+        } else {
+            Vec::new()
         };
-        Ok(Encoder { model, gpu, batch })
+        if let SaeKind::Topk { k } = model.kind
+            && matches!(engine, Engine::Gpu(_))
+            && k > crate::kernels::topk::MAX_K
+        {
+            return Err(Error::input(format!(
+                "topk SAE with k = {k}: the GPU engine supports k <= {} (use --device cpu)",
+                crate::kernels::topk::MAX_K
+            )));
+        }
+        let backend = match engine {
+            Engine::Cpu => Backend::Cpu {
+                fired: Mutex::new(vec![0; model.n]),
+            },
+            Engine::Gpu(gpu) => Backend::Gpu(Box::new(GpuSae::new(
+                gpu.clone(),
+                model,
+                &log_theta,
+                batch,
+            )?)),
+        };
+        Ok(Encoder {
+            model: model.clone(),
+            log_theta,
+            batch,
+            backend,
+        })
+    }
+
+    pub fn model(&self) -> &SaeModel {
+        &self.model
     }
 
     /// Codes of `rows` rows of x (rows, d), rows <= `self.batch`; CSR with ascending latents
     /// within a row, non-zero activations only.
     pub fn encode(&self, x: &[f32], rows: usize) -> Result<Codes> {
+        let out = self.forward(x, rows, true, false)?;
+        Ok(out.codes.unwrap_or_else(|| Codes {
+            row_ptr: vec![0],
+            ..Default::default()
+        }))
+    }
+
+    /// Code and reconstruct `rows` rows of `x` (rows, d), rows <= `self.batch`, counting
+    /// L0, L1 and the fire counts; the codes only if `want_codes`.
+    pub fn run(&self, x: &[f32], rows: usize, want_codes: bool) -> Result<BatchOut> {
+        self.forward(x, rows, want_codes, true)
+    }
+
+    fn forward(&self, x: &[f32], rows: usize, want: bool, decode: bool) -> Result<BatchOut> {
         if rows > self.batch || x.len() != rows * self.model.d {
             return Err(Error::Internal(format!(
-                "encode: {} values for {rows} rows of d {} (batch at most {})",
+                "encoder: {} values for {rows} rows of d {} (batch at most {})",
                 x.len(),
                 self.model.d,
                 self.batch
             )));
         }
-        match &self.gpu {
-            None => Ok(self.model.encode(x, rows)),
-            Some(g) => g.encode(self.model, x, rows),
+        if rows == 0 {
+            return Ok(BatchOut {
+                codes: want.then(|| Codes {
+                    row_ptr: vec![0],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
         }
+        match &self.backend {
+            Backend::Cpu { fired } => {
+                let mut fired = fired.lock().unwrap_or_else(|e| e.into_inner());
+                let m = &self.model;
+                run_cpu(m, &self.log_theta, &mut fired, x, rows, want, decode)
+            }
+            Backend::Gpu(g) => g.run(&self.model, x, rows, want, decode),
+        }
+    }
+
+    /// Rows each latent fired on since the last reset (counted by `run`).
+    pub fn fire_counts(&self) -> Result<Vec<u64>> {
+        Ok(match &self.backend {
+            Backend::Cpu { fired } => {
+                let fired = fired.lock().unwrap_or_else(|e| e.into_inner());
+                fired.iter().map(|&c| c as u64).collect()
+            }
+            Backend::Gpu(g) => g
+                .gpu
+                .read_u32(&g.fired)?
+                .into_iter()
+                .map(|c| c as u64)
+                .collect(),
+        })
+    }
+
+    pub fn reset_counts(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Cpu { fired } => fired
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter_mut()
+                .for_each(|c| *c = 0),
+            Backend::Gpu(g) => g.gpu.write(&g.fired, &vec![0u32; self.model.n])?,
+        }
+        Ok(())
     }
 }
 
-/// The encoder's tensors on the device, sized for `rows` rows; a shorter batch is padded
-/// with zero rows whose codes are dropped.
-struct GpuEncoder {
-    gpu: Arc<Gpu>,
+/// The CPU engine's batch: the same sequence as `GpuSae::run`, with the CPU twins. The
+/// top-k has no order on NaN: non-finite pre-activations (weights holding NaN or Inf) are
+/// an error, not a panic.
+fn run_cpu(
+    m: &SaeModel,
+    log_theta: &[f32],
+    fired: &mut [u32],
+    x: &[f32],
     rows: usize,
-    w_enc: GpuTensor,
-    b_enc: GpuTensor,
-    b_dec: GpuTensor,
-    x: GpuTensor,
-    xc: GpuTensor,
-    pre: GpuTensor,
-    /// TopK: (idx, pre_val, val), each (rows, k).
-    topk: Option<(GpuTensor, GpuTensor, GpuTensor)>,
+    want: bool,
+    decode: bool,
+) -> Result<BatchOut> {
+    use crate::reference::{activations, gemm, reduce, sparse, topk};
+    let (d, n) = (m.d, m.n);
+    let mut xc = vec![0.0f32; rows * d];
+    reduce::sub_row(x, &m.b_dec, rows, d, &mut xc);
+    let mut pre = vec![0.0f32; rows * n];
+    let spec = GemmSpec::nn(rows, n, d);
+    gemm::gemm(&spec, &xc, &m.w_enc, Some(&m.b_enc), &mut pre);
+    if let Some(i) = pre.iter().position(|v| !v.is_finite()) {
+        return Err(Error::input(format!(
+            "the SAE's pre-activation of latent {} is {} on row {} of the batch: its weights (or the input) are not finite",
+            i % n,
+            pre[i],
+            i / n
+        )));
+    }
+    let ones = vec![1.0f32; n];
+    let mut metrics = vec![0.0f32; METRIC_SLOTS];
+    let mut x_hat = vec![0.0f32; if decode { rows * d } else { 0 }];
+    let (w_dec, b_dec) = (&m.w_dec, Some(&m.b_dec[..]));
+    let codes = match m.kind {
+        SaeKind::Topk { k } => {
+            let mut idx = vec![0u32; rows * k];
+            let mut pre_val = vec![0.0f32; rows * k];
+            let mut val = vec![0.0f32; rows * k];
+            let mut row_ptr = vec![0u32; rows + 1];
+            topk::topk(&pre, rows, n, k, None, &mut idx, &mut pre_val);
+            activations::relu_forward(&pre_val, &mut val);
+            if decode {
+                sparse::row_ptr_fixed(rows, k, &mut row_ptr);
+                #[rustfmt::skip]
+                sparse::sparse_decode(&row_ptr, &idx, &val, w_dec, b_dec, rows, n, d, &mut x_hat);
+                #[rustfmt::skip]
+                reduce::sparse_stats(&row_ptr, &idx, &val, rows, n, &ones, fired, &mut metrics);
+            }
+            want.then(|| topk_to_codes(&idx, &val, rows, k))
+        }
+        SaeKind::Standard | SaeKind::Jumprelu => {
+            let mut z = vec![0.0f32; rows * n];
+            if m.kind == SaeKind::Standard {
+                activations::relu_forward(&pre, &mut z);
+            } else {
+                activations::jumprelu_forward(&pre, rows, n, log_theta, &mut z);
+            }
+            if decode {
+                let spec = GemmSpec::nn(rows, d, n);
+                gemm::gemm(&spec, &z, w_dec, b_dec, &mut x_hat);
+                reduce::dense_stats(&z, rows, n, &ones, fired, &mut metrics);
+            }
+            want.then(|| dense_to_codes(&z, rows, n))
+        }
+    };
+    Ok(BatchOut::of(x_hat, &metrics, codes))
 }
 
-impl GpuEncoder {
-    fn new(gpu: Arc<Gpu>, m: &SaeModel, rows: usize) -> Result<GpuEncoder> {
+impl GpuSae {
+    fn new(gpu: Arc<Gpu>, model: &SaeModel, log_theta: &[f32], rows: usize) -> Result<GpuSae> {
         let g = &*gpu;
-        let (d, n) = (m.d, m.n);
-        let topk = match m.kind {
-            SaeKind::Topk { k } if k <= MAX_K => Some((
-                g.zeros_u32("encode idx", &[rows, k])?,
-                g.zeros("encode pre_val", &[rows, k])?,
-                g.zeros("encode val", &[rows, k])?,
-            )),
-            _ => None,
+        let (d, n) = (model.d, model.n);
+        let lt: &[f32] = if log_theta.is_empty() {
+            &[0.0]
+        } else {
+            log_theta
         };
-        Ok(GpuEncoder {
-            w_enc: g.upload("W_enc", &[d, n], &m.w_enc)?,
-            b_enc: g.upload("b_enc", &[n], &m.b_enc)?,
-            b_dec: g.upload("b_dec", &[d], &m.b_dec)?,
-            x: g.zeros("encode x", &[rows, d])?,
-            xc: g.zeros("encode xc", &[rows, d])?,
-            pre: g.zeros("encode pre", &[rows, n])?,
+        let (z, topk) = match model.kind {
+            SaeKind::Topk { k } => {
+                let row_ptr = g.zeros_u32("row_ptr", &[rows + 1])?;
+                let mut enc = g.encoder();
+                crate::kernels::sparse::row_ptr_fixed(g, &mut enc, rows, k, &row_ptr)?;
+                g.submit(enc);
+                (
+                    None,
+                    Some([
+                        row_ptr,
+                        g.zeros_u32("idx", &[rows, k])?,
+                        g.zeros("pre_val", &[rows, k])?,
+                        g.zeros("val", &[rows, k])?,
+                    ]),
+                )
+            }
+            _ => (Some(g.zeros("z", &[rows, n])?), None),
+        };
+        Ok(GpuSae {
+            w_enc: g.upload("W_enc", &[d, n], &model.w_enc)?,
+            b_enc: g.upload("b_enc", &[n], &model.b_enc)?,
+            w_dec: g.upload("W_dec", &[n, d], &model.w_dec)?,
+            b_dec: g.upload("b_dec", &[d], &model.b_dec)?,
+            log_theta: g.upload("log_theta", &[lt.len()], lt)?,
+            ones: g.upload("unit weights", &[n], &vec![1.0; n])?,
+            fired: g.zeros_u32("fired", &[n])?,
+            metrics: g.zeros("metrics", &[METRIC_SLOTS])?,
+            x: g.zeros("x", &[rows, d])?,
+            xc: g.zeros("xc", &[rows, d])?,
+            pre: g.zeros("pre", &[rows, n])?,
+            x_hat: g.zeros("x_hat", &[rows, d])?,
+            z,
             topk,
-            rows,
             gpu,
         })
     }
 
-    fn encode(&self, m: &SaeModel, x: &[f32], rows: usize) -> Result<Codes> {
-        let (g, d, n, cap) = (&*self.gpu, m.d, m.n, self.rows);
-        if rows == cap {
-            g.write(&self.x, x)?;
-        } else {
-            let mut padded = x.to_vec();
-            padded.resize(cap * d, 0.0);
-            g.write(&self.x, &padded)?;
-        }
-        let mut enc = g.encoder();
-        sub_row(g, &mut enc, &self.x, &self.b_dec, cap, d, &self.xc)?;
-        gemm(
-            g,
-            &mut enc,
-            &GemmSpec::nn(cap, n, d),
-            &self.xc,
-            &self.w_enc,
-            Some(&self.b_enc),
-            &self.pre,
-        )?;
-        let Some((idx, pre_val, val)) = &self.topk else {
-            g.submit(enc);
-            let pre = g.read_f32(&self.pre)?;
-            return Ok(m.codes_from_pre(&pre[..rows * n], rows));
-        };
-        topk(g, &mut enc, &self.pre, None, idx, pre_val)?;
-        relu_forward(g, &mut enc, pre_val, val)?;
-        g.submit(enc);
-        let k = idx.shape[1];
-        let (idx, val) = (g.read_u32(idx)?, g.read_f32(val)?);
-        let mut codes = Codes {
-            row_ptr: Vec::with_capacity(rows + 1),
-            idx: Vec::with_capacity(rows * k),
-            val: Vec::with_capacity(rows * k),
-        };
-        codes.row_ptr.push(0);
-        let mut pairs = Vec::with_capacity(k);
-        for r in 0..rows {
-            pairs.clear();
-            pairs.extend(
-                (r * k..(r + 1) * k)
-                    .map(|s| (idx[s], val[s]))
-                    .filter(|&(_, v)| v > 0.0),
-            );
-            pairs.sort_by_key(|&(i, _)| i);
-            for &(i, v) in &pairs {
-                codes.idx.push(i);
-                codes.val.push(v);
+    /// `rows` rows of x through the encoder (and, with `decode`, the decoder and the
+    /// counts), on the first rows of the batch buffers.
+    fn run(
+        &self,
+        m: &SaeModel,
+        x: &[f32],
+        rows: usize,
+        want: bool,
+        decode: bool,
+    ) -> Result<BatchOut> {
+        use crate::kernels::{activations, gemm, reduce, sparse, topk};
+        let (g, d, n) = (&*self.gpu, m.d, m.n);
+        let first = |t: &GpuTensor| t.prefix(&[rows, t.shape[1]]);
+        let (bx, xc, pre, x_hat) = (
+            &first(&self.x),
+            &first(&self.xc),
+            &first(&self.pre),
+            &first(&self.x_hat),
+        );
+        g.write(bx, x)?;
+        g.fill(&self.metrics, 0.0);
+        let mut encoder = g.encoder();
+        let enc = &mut encoder;
+        reduce::sub_row(g, enc, bx, &self.b_dec, rows, d, xc)?;
+        let spec = GemmSpec::nn(rows, n, d);
+        gemm::gemm(g, enc, &spec, xc, &self.w_enc, Some(&self.b_enc), pre)?;
+        let (w_dec, b_dec, ones) = (&self.w_dec, Some(&self.b_dec), &self.ones);
+        let (fired, metrics) = (&self.fired, &self.metrics);
+        let z = self.z.as_ref().map(first);
+        let tk = self
+            .topk
+            .as_ref()
+            .map(|[rp, idx, pv, val]| [rp.prefix(&[rows + 1]), first(idx), first(pv), first(val)]);
+        match (&z, &tk) {
+            (_, Some([row_ptr, idx, pre_val, val])) => {
+                topk::topk(g, enc, pre, None, idx, pre_val)?;
+                activations::relu_forward(g, enc, pre_val, val)?;
+                if decode {
+                    #[rustfmt::skip]
+                    sparse::sparse_decode(g, enc, row_ptr, idx, val, w_dec, b_dec, rows, n, d, x_hat)?;
+                    #[rustfmt::skip]
+                    reduce::sparse_stats(g, enc, row_ptr, idx, val, rows, n, ones, fired, metrics)?;
+                }
             }
-            codes.row_ptr.push(codes.idx.len());
+            (Some(z), None) => {
+                if m.kind == SaeKind::Jumprelu {
+                    activations::jumprelu_forward(g, enc, pre, rows, n, &self.log_theta, z)?;
+                } else {
+                    activations::relu_forward(g, enc, pre, z)?;
+                }
+                if decode {
+                    let spec = GemmSpec::nn(rows, d, n);
+                    gemm::gemm(g, enc, &spec, z, w_dec, b_dec, x_hat)?;
+                    reduce::dense_stats(g, enc, z, rows, n, ones, fired, metrics)?;
+                }
+            }
+            _ => unreachable!("one of z and topk is allocated"),
         }
-        Ok(codes)
+        g.submit(encoder);
+        let (x_hat, metrics) = if decode {
+            (g.read_f32(x_hat)?, g.read_f32(metrics)?)
+        } else {
+            (Vec::new(), vec![0.0; METRIC_SLOTS])
+        };
+        let codes = if want {
+            match (&z, &tk) {
+                (_, Some([_, idx, _, val])) => {
+                    let k = idx.shape[1];
+                    Some(topk_to_codes(&g.read_u32(idx)?, &g.read_f32(val)?, rows, k))
+                }
+                (Some(z), _) => Some(dense_to_codes(&g.read_f32(z)?, rows, n)),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Ok(BatchOut::of(x_hat, &metrics, codes))
     }
 }
 
@@ -225,7 +528,7 @@ pub fn encode_shards(
     dense: bool,
     sae_dir: &Path,
 ) -> Result<EncodeReport> {
-    let m = encoder.model;
+    let m = encoder.model();
     let n = m.n;
     let rows: usize = shards.iter().map(|s| s.rows).sum();
     let mut meta = HashMap::from([

@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;
+pub mod engine;
 pub mod export;
 pub mod gpu;
 pub mod infer;

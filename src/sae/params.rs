@@ -6,26 +6,102 @@ use rand_distr::StandardNormal;
 
 use super::{Arch, TrainConfig};
 
-/// Parameters in SAELens orientation. `log_threshold` is empty unless the architecture
-/// trains a threshold (jumprelu).
-#[derive(Clone, Debug, PartialEq)]
-pub struct SaeParams {
+/// One value per parameter tensor, by name: the parameters themselves ([`SaeParams`]),
+/// their gradients and Adam moments, on the host (`Vec<f32>`) and on the device
+/// (`GpuTensor`), and anything else kept per tensor. SAELens orientation; `log_threshold`
+/// is empty (one unused element on the device) unless the architecture trains a threshold
+/// (jumprelu).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParamSet<T> {
     pub d: usize,
     pub n: usize,
     /// (d, n)
-    pub w_enc: Vec<f32>,
-    /// (n)
-    pub b_enc: Vec<f32>,
+    pub w_enc: T,
     /// (n, d)
-    pub w_dec: Vec<f32>,
+    pub w_dec: T,
+    /// (n)
+    pub b_enc: T,
     /// (d)
-    pub b_dec: Vec<f32>,
+    pub b_dec: T,
     /// (n) or empty
-    pub log_threshold: Vec<f32>,
+    pub log_threshold: T,
 }
 
-/// The parameter tensors in optimiser order: name and shape.
+/// The parameters of an SAE in training.
+pub type SaeParams = ParamSet<Vec<f32>>;
+
+/// The tensors' names, as checkpoints store them, in the order [`ParamSet::iter`] visits
+/// them.
 pub const PARAM_NAMES: [&str; 5] = ["W_enc", "W_dec", "b_enc", "b_dec", "log_threshold"];
+
+impl<T> ParamSet<T> {
+    /// Build each tensor from its name (see [`PARAM_NAMES`]).
+    pub fn try_from_fn<E>(
+        d: usize,
+        n: usize,
+        mut f: impl FnMut(&'static str) -> std::result::Result<T, E>,
+    ) -> std::result::Result<ParamSet<T>, E> {
+        Ok(ParamSet {
+            d,
+            n,
+            w_enc: f(PARAM_NAMES[0])?,
+            w_dec: f(PARAM_NAMES[1])?,
+            b_enc: f(PARAM_NAMES[2])?,
+            b_dec: f(PARAM_NAMES[3])?,
+            log_threshold: f(PARAM_NAMES[4])?,
+        })
+    }
+
+    /// Each tensor mapped through `f(name, tensor)`.
+    pub fn try_map<U, E>(
+        &self,
+        mut f: impl FnMut(&'static str, &T) -> std::result::Result<U, E>,
+    ) -> std::result::Result<ParamSet<U>, E> {
+        self.try_zip_map(self, |name, t, _| f(name, t))
+    }
+
+    /// Each pair of tensors of the same name mapped through `f(name, mine, other's)`.
+    pub fn try_zip_map<U, V, E>(
+        &self,
+        other: &ParamSet<U>,
+        mut f: impl FnMut(&'static str, &T, &U) -> std::result::Result<V, E>,
+    ) -> std::result::Result<ParamSet<V>, E> {
+        let [w_enc, w_dec, b_enc, b_dec, log_threshold] = self.zip(other);
+        Ok(ParamSet {
+            d: self.d,
+            n: self.n,
+            w_enc: f(w_enc.0, w_enc.1, w_enc.2)?,
+            w_dec: f(w_dec.0, w_dec.1, w_dec.2)?,
+            b_enc: f(b_enc.0, b_enc.1, b_enc.2)?,
+            b_dec: f(b_dec.0, b_dec.1, b_dec.2)?,
+            log_threshold: f(log_threshold.0, log_threshold.1, log_threshold.2)?,
+        })
+    }
+
+    /// Each tensor mapped through `f(name, tensor)`.
+    pub fn map<U>(&self, mut f: impl FnMut(&'static str, &T) -> U) -> ParamSet<U> {
+        self.try_map(|name, t| Ok::<U, std::convert::Infallible>(f(name, t)))
+            .unwrap_or_else(|e| match e {})
+    }
+
+    /// (name, this set's tensor, `other`'s tensor) of every tensor, in [`PARAM_NAMES`]
+    /// order.
+    pub fn zip<'a, U>(&'a self, other: &'a ParamSet<U>) -> [(&'static str, &'a T, &'a U); 5] {
+        let (a, b) = (self.iter(), other.iter());
+        std::array::from_fn(|i| (a[i].0, a[i].1, b[i].1))
+    }
+
+    /// (name, tensor) of every tensor, in [`PARAM_NAMES`] order.
+    pub fn iter(&self) -> [(&'static str, &T); 5] {
+        [
+            (PARAM_NAMES[0], &self.w_enc),
+            (PARAM_NAMES[1], &self.w_dec),
+            (PARAM_NAMES[2], &self.b_enc),
+            (PARAM_NAMES[3], &self.b_dec),
+            (PARAM_NAMES[4], &self.log_threshold),
+        ]
+    }
+}
 
 impl SaeParams {
     /// W_dec rows random unit directions (norm 0.1 for relu), W_enc = W_dec^T, b_enc = 0,
@@ -77,43 +153,30 @@ impl SaeParams {
         }
     }
 
-    /// The tensors in optimiser order (empty ones skipped by callers).
-    pub fn tensors(&self) -> [&Vec<f32>; 5] {
-        [
-            &self.w_enc,
-            &self.w_dec,
-            &self.b_enc,
-            &self.b_dec,
-            &self.log_threshold,
-        ]
+    /// Each tensor's shape (log_threshold: (n), or (0) when there is none).
+    pub fn shapes(&self) -> ParamSet<Vec<usize>> {
+        let (d, n) = (self.d, self.n);
+        ParamSet {
+            d,
+            n,
+            w_enc: vec![d, n],
+            w_dec: vec![n, d],
+            b_enc: vec![n],
+            b_dec: vec![d],
+            log_threshold: vec![self.log_threshold.len()],
+        }
     }
 
-    pub fn tensors_mut(&mut self) -> [&mut Vec<f32>; 5] {
-        [
-            &mut self.w_enc,
-            &mut self.w_dec,
-            &mut self.b_enc,
-            &mut self.b_dec,
-            &mut self.log_threshold,
-        ]
-    }
-
-    /// Shapes matching `tensors()`.
-    pub fn shapes(&self) -> [Vec<usize>; 5] {
-        [
-            vec![self.d, self.n],
-            vec![self.n, self.d],
-            vec![self.n],
-            vec![self.d],
-            vec![self.log_threshold.len()],
-        ]
+    /// Zeros of every tensor's length (Adam's moments at the start).
+    pub fn zeros_like(&self) -> SaeParams {
+        self.map(|_, t| vec![0.0f32; t.len()])
     }
 
     /// True when every value is finite.
     pub fn all_finite(&self) -> bool {
-        self.tensors()
+        self.iter()
             .iter()
-            .all(|t| t.iter().all(|v| v.is_finite()))
+            .all(|(_, t)| t.iter().all(|v| v.is_finite()))
     }
 }
 

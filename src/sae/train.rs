@@ -1,80 +1,31 @@
 //! The training loop, engine-agnostic: data stream -> engine steps -> metrics at log
 //! intervals (the only readback) -> evaluation, checkpoints, export, plots.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use serde_json::json;
+mod files;
+
+pub use files::{export, log10_sparsity, plot_run};
 
 use super::checkpoint::{self, Checkpoint, ShardPrint};
-use super::cpu::{self, TrainState};
-use super::export::{CFG_FILE, SaeModel};
+use super::cpu::CpuEngine;
+use super::engine::{StepEngine, TrainState};
+use super::export::SaeModel;
+use super::gpu::GpuEngine;
+use super::infer::{Encoder, default_batch};
 use super::{Arch, SaeParams, TrainArgs, TrainConfig};
 use crate::data::{BatchStream, Prefetcher, Shard, discover, open_shards};
 use crate::gpu::{Engine, select_engine};
 use crate::reference::reduce::slot;
 use crate::report::jsonl::{self, JsonlWriter, Record};
-use crate::report::plots::{self, Series};
 use crate::report::progress::Progress;
+use crate::stop::StopToken;
 use crate::{Error, Result};
-
-/// One training step on some engine, and the readbacks the loop needs.
-pub trait StepEngine {
-    /// Run one step on `x` (rows x d, scaled). Nothing is read back.
-    fn step(&mut self, cfg: &TrainConfig, x: &[f32], rows: usize) -> Result<()>;
-    /// Read the metric sums since the last call and reset them; also the last grad norm.
-    fn take_metrics(&mut self) -> Result<(Vec<f32>, f32)>;
-    /// The whole state, for checkpoints and the export.
-    fn state(&mut self) -> Result<TrainState>;
-}
-
-/// The CPU engine: the reference step on a host-side state.
-pub struct CpuEngine {
-    pub st: TrainState,
-}
-
-impl StepEngine for CpuEngine {
-    fn step(&mut self, cfg: &TrainConfig, x: &[f32], rows: usize) -> Result<()> {
-        cpu::step(cfg, &mut self.st, x, rows);
-        Ok(())
-    }
-    fn take_metrics(&mut self) -> Result<(Vec<f32>, f32)> {
-        let m = self.st.metrics.clone();
-        for (i, v) in self.st.metrics.iter_mut().enumerate() {
-            if i != slot::DEAD as usize {
-                *v = 0.0;
-            }
-        }
-        Ok((m, self.st.grad_norm))
-    }
-    fn state(&mut self) -> Result<TrainState> {
-        Ok(self.st.clone())
-    }
-}
-
-/// Set by SIGINT / SIGTERM; the loop checkpoints and stops at the next step boundary.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-fn install_signal_handler() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if let Err(e) = ctrlc::set_handler(|| {
-            if INTERRUPTED.swap(true, Ordering::SeqCst) {
-                // Second signal: the user insists.
-                std::process::exit(130);
-            }
-        }) {
-            tracing::warn!("could not install the Ctrl-C handler: {e}");
-        }
-    });
-}
-
-/// Ask a running training loop to stop at the next step (as Ctrl-C does).
-pub fn request_stop() {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
+use files::{
+    checkpoint_note, diverged_note, holds_run, prepare_out, save_checkpoint, write_checkpoint,
+};
 
 /// How a training run ended.
 #[derive(Debug, Clone)]
@@ -92,8 +43,11 @@ pub struct TrainOutcome {
     pub last: Option<Record>,
 }
 
+/// Row ranges [start, end) of every shard.
+type Ranges = Vec<(u64, u64)>;
+
 /// Rows of every shard used for training and for evaluation.
-fn split(shards: &[Shard], eval_fraction: f64) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+fn split(shards: &[Shard], eval_fraction: f64) -> (Ranges, Ranges) {
     let mut train = Vec::new();
     let mut eval = Vec::new();
     for s in shards {
@@ -129,37 +83,33 @@ pub fn summarize(m: &[f32], rows: u64, n: usize) -> Summary {
     }
 }
 
-/// Held-out evaluation with the exported model (raw units): (mse, explained variance, l0).
-pub fn evaluate(model: &SaeModel, x: &[f32], rows: usize) -> (f64, f64, f64) {
-    let d = model.d;
-    let codes = model.encode(x, rows);
-    let x_hat = model.decode(&codes);
+/// Held-out evaluation of an exported model (raw units) by its encoder on the engine the
+/// encoder runs on: (mse, explained variance, l0), the sums over every row of `x` (rows, d)
+/// in f64, batch by batch.
+pub fn evaluate(encoder: &Encoder, x: &[f32], rows: usize) -> Result<(f64, f64, f64)> {
+    let d = encoder.model().d;
     let mut mean = vec![0.0f64; d];
     for r in x.chunks_exact(d) {
         for (m, &v) in mean.iter_mut().zip(r) {
             *m += v as f64 / rows as f64;
         }
     }
-    let (mut sse, mut sst) = (0.0f64, 0.0f64);
-    for (r, h) in x.chunks_exact(d).zip(x_hat.chunks_exact(d)) {
-        for j in 0..d {
-            sse += (r[j] as f64 - h[j] as f64).powi(2);
-            sst += (r[j] as f64 - mean[j]).powi(2);
+    let (mut sse, mut sst, mut l0) = (0.0f64, 0.0f64, 0.0f64);
+    for part in x.chunks(encoder.batch * d) {
+        let out = encoder.run(part, part.len() / d, false)?;
+        for (r, h) in part.chunks_exact(d).zip(out.x_hat.chunks_exact(d)) {
+            for j in 0..d {
+                sse += (r[j] as f64 - h[j] as f64).powi(2);
+                sst += (r[j] as f64 - mean[j]).powi(2);
+            }
         }
+        l0 += out.l0_sum;
     }
-    let l0 = codes.idx.len() as f64 / rows as f64;
-    (
+    Ok((
         sse / rows as f64,
         if sst > 0.0 { 1.0 - sse / sst } else { 0.0 },
-        l0,
-    )
-}
-
-/// Is `dir` already holding a run?
-fn holds_run(dir: &Path) -> bool {
-    dir.join(CFG_FILE).exists()
-        || checkpoint::path(dir).exists()
-        || dir.join("config.json").exists()
+        l0 / rows as f64,
+    ))
 }
 
 /// Mean row norm of `x` (rows x d).
@@ -171,96 +121,18 @@ fn mean_norm(x: &[f32], d: usize) -> f64 {
         / rows.max(1) as f64
 }
 
-/// Bytes an engine holds for a run, roughly: parameters, gradients and two Adam moments,
-/// plus the per-batch buffers (pre-activations and their gradients, rows x d_sae, dominate).
-pub fn estimate_bytes(cfg: &TrainConfig) -> u128 {
-    let (d, n, b) = (cfg.d_in as u128, cfg.d_sae as u128, cfg.batch as u128);
-    let params = 2 * d * n + 3 * n + d;
-    4 * (4 * params + 3 * b * n + 4 * b * d)
-}
-
-/// What the user can do next, given the checkpoint on disk (its step, if any).
-fn checkpoint_note(cfg: &TrainConfig, last: Option<u64>) -> String {
-    match last {
-        Some(s) => format!(
-            "the last checkpoint (step {s}) in {} is intact; continue with: saeforge train --resume {}",
-            cfg.out.join(checkpoint::CHECKPOINT_DIR).display(),
-            cfg.out.display()
-        ),
-        None => "no checkpoint had been written yet".to_string(),
-    }
-}
-
-/// Files a run writes into its folder (besides checkpoint/ and plots/).
-const RUN_FILES: [&str; 5] = [
-    CFG_FILE,
-    super::export::WEIGHTS_FILE,
-    super::export::SPARSITY_FILE,
-    "training.jsonl",
-    "config.json",
-];
-const PLOT_NAMES: [&str; 5] = [
-    "loss",
-    "l0",
-    "explained_variance",
-    "dead_fraction",
-    "feature_density",
-];
-
-/// Create the output folder and clear what a killed process left (temporary files); with
-/// --overwrite, remove the previous run's files (only the ones saeforge writes) so that a
-/// new run stopped early never sits beside a stale dictionary. Failing here is a bad --out.
-fn prepare_out(cfg: &TrainConfig, overwrite: bool) -> Result<()> {
-    let out = &cfg.out;
-    let bad = |e: std::io::Error| {
-        Error::input(format!(
-            "--out {}: cannot write the output folder ({e})",
-            out.display()
-        ))
-    };
-    std::fs::create_dir_all(out).map_err(bad)?;
-    let ck = out.join(checkpoint::CHECKPOINT_DIR);
-    let plots = out.join("plots");
-    for dir in [out, &ck, &plots] {
-        let n = crate::io::remove_stale_temps(dir);
-        if n > 0 {
-            tracing::info!("removed {n} temporary file(s) left in {}", dir.display());
-        }
-    }
-    if overwrite {
-        for f in RUN_FILES {
-            let p = out.join(f);
-            if p.exists() {
-                std::fs::remove_file(&p).map_err(bad)?;
-            }
-        }
-        let state = checkpoint::path(out);
-        if state.exists() {
-            std::fs::remove_file(&state).map_err(bad)?;
-        }
-        let _ = std::fs::remove_dir(&ck);
-        for name in PLOT_NAMES {
-            for ext in ["png", "svg"] {
-                let _ = std::fs::remove_file(plots.join(format!("{name}.{ext}")));
-            }
-        }
-        let _ = std::fs::remove_dir(&plots);
-    }
-    crate::io::write_json(&out.join("config.json"), cfg).map_err(|e| match e {
-        Error::Io { source, .. } => bad(source),
-        e => e,
-    })
-}
-
 /// `saeforge train`. Every input is checked before anything is written: the shards, the
 /// flags, the output folder, the device (and whether the dictionary fits it); then the
 /// loop runs, checkpointing atomically, and stops cleanly on SIGINT / SIGTERM, on bad data
 /// (before the bad batch reaches the parameters), on divergence and on device faults,
 /// always leaving the last good checkpoint in place.
 pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
-    install_signal_handler();
-    INTERRUPTED.store(false, Ordering::SeqCst);
+    run_until(args, &StopToken::new())
+}
 
+/// [`run`], stopping at the next step boundary once `stop` is stopped (by Ctrl-C under the
+/// caller's `SignalGuard`): the checkpoint is written and the outcome says `interrupted`.
+pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
     // Resolve the configuration (a resumed run keeps its own; see `RESUME_FLAGS`).
     let (cfg, resume_from) = if let Some(dir) = &args.resume {
         args.check_resume()?;
@@ -344,13 +216,13 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
     // Engine, and whether the run fits it, before anything large is allocated.
     let (engine_kind, why) = select_engine(cfg.device, cfg.adapter.as_deref())?;
     match &engine_kind {
-        Engine::Gpu(gpu) => super::gpu::GpuEngine::check_capacity(gpu, &cfg)?,
+        Engine::Gpu(gpu) => GpuEngine::check_capacity(gpu, &cfg)?,
         Engine::Cpu => crate::io::check_host_memory(
             &format!(
                 "--d-sae {} with --batch {} on the CPU engine",
                 cfg.d_sae, cfg.batch
             ),
-            estimate_bytes(&cfg),
+            cfg.estimate_bytes(),
             "lower --d-sae or --batch",
         )?,
     }
@@ -420,14 +292,14 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
     let start_step = state.step;
     let mut engine: Box<dyn StepEngine> = match &engine_kind {
         Engine::Cpu => Box::new(CpuEngine { st: state }),
-        Engine::Gpu(gpu) => Box::new(super::gpu::GpuEngine::new(gpu.clone(), &cfg, &state)?),
+        Engine::Gpu(gpu) => Box::new(GpuEngine::new(gpu.clone(), &cfg, &state)?),
     };
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        return Err(Error::Interrupted(format!(
+    stop.check(|| {
+        format!(
             "interrupted before training started; nothing was written to {}",
             cfg.out.display()
-        )));
-    }
+        )
+    })?;
 
     // Only now touch the output folder.
     prepare_out(&cfg, overwrite)?;
@@ -513,19 +385,19 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
                 .take_metrics()
                 .map_err(|e| e.with_hint(checkpoint_note(&cfg, last_checkpoint)))?;
             let s = summarize(&m, tokens_since_log, cfg.d_sae);
-            let sparsity = cfg.sparsity_scale_at(step - 1);
+            let sparsity = cfg.sparsity_coef_at(step - 1) as f64;
             let aux_loss = if matches!(cfg.arch, Arch::Topk | Arch::Batchtopk) {
                 cfg.aux_coef as f64 * s.aux
             } else {
                 0.0
             };
             let l1_loss = if cfg.arch == Arch::Relu {
-                (cfg.l1 * sparsity) as f64 * s.l1
+                sparsity * s.l1
             } else {
                 0.0
             };
             let l0_loss = if cfg.arch == Arch::Jumprelu {
-                (cfg.l0 * sparsity) as f64 * s.l0
+                sparsity * s.l0
             } else {
                 0.0
             };
@@ -565,7 +437,10 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
             if let (true, Some((ex, erows))) = (eval_due, &eval_x) {
                 let st = engine.state()?;
                 let model = SaeModel::from_training(&st.params, &cfg, scale, st.threshold);
-                let (mse, ev, l0) = evaluate(&model, ex, *erows);
+                // On the training engine: the GPU's encoder kernels, or the CPU twins.
+                let batch = default_batch(model.n).min(*erows);
+                let encoder = Encoder::new(&model, &engine_kind, batch)?;
+                let (mse, ev, l0) = evaluate(&encoder, ex, *erows)?;
                 r.eval_mse = Some(mse);
                 r.eval_explained_variance = Some(ev);
                 r.eval_l0 = Some(l0);
@@ -578,7 +453,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
             last_log_step = step;
             log_clock = Instant::now();
         }
-        if INTERRUPTED.load(Ordering::SeqCst) {
+        if stop.is_stopped() {
             interrupted = true;
             break;
         }
@@ -623,166 +498,4 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
         skipped_rows,
         last,
     })
-}
-
-/// Where a diverged run stands and what to try: a lower learning rate from the last good
-/// checkpoint, or from the start when there is none.
-fn diverged_note(cfg: &TrainConfig, last: Option<u64>) -> String {
-    let lower = format!("{:.0e}", cfg.lr / 10.0);
-    match last {
-        Some(s) => format!(
-            "The last good checkpoint (step {s}) in {} is kept. Lower the learning rate (now {:e}) or check the data, e.g.: saeforge train --resume {} --lr {lower}",
-            cfg.out.join(checkpoint::CHECKPOINT_DIR).display(),
-            cfg.lr,
-            cfg.out.display()
-        ),
-        None => format!(
-            "It diverged before its first checkpoint. Lower the learning rate (now {:e}) or check the data, and start again with --lr {lower} --overwrite",
-            cfg.lr
-        ),
-    }
-}
-
-/// Write a checkpoint unless the parameters are no longer finite (then the one on disk, at
-/// step `last`, stays and the run stops as diverged). A failed write (disk full) leaves the
-/// previous checkpoint in place too.
-fn save_checkpoint(
-    engine: &mut dyn StepEngine,
-    cfg: &TrainConfig,
-    batches: u64,
-    scale: f32,
-    last: Option<u64>,
-    data: &[ShardPrint],
-) -> Result<()> {
-    let st = engine
-        .state()
-        .map_err(|e| e.with_hint(checkpoint_note(cfg, last)))?;
-    write_checkpoint(st, cfg, batches, scale, last, data)
-}
-
-fn write_checkpoint(
-    st: TrainState,
-    cfg: &TrainConfig,
-    batches: u64,
-    scale: f32,
-    last: Option<u64>,
-    data: &[ShardPrint],
-) -> Result<()> {
-    if !st.params.all_finite() {
-        return Err(Error::Diverged(format!(
-            "training diverged: parameters became non-finite by step {}; stopped. {}",
-            st.step,
-            diverged_note(cfg, last),
-        )));
-    }
-    let step = st.step;
-    Checkpoint {
-        state: st,
-        batches,
-        scale,
-        config: cfg.clone(),
-        data: data.to_vec(),
-    }
-    .save(&cfg.out)
-    .map_err(|e| {
-        e.with_hint(format!(
-            "could not write the checkpoint at step {step}; {}",
-            checkpoint_note(cfg, last)
-        ))
-    })
-}
-
-/// log10 firing frequency per latent (SAELens sparsity.safetensors), -10 for never.
-pub fn log10_sparsity(fire_total: &[u32], tokens: u64) -> Vec<f32> {
-    fire_total
-        .iter()
-        .map(|&c| ((c as f64 / tokens.max(1) as f64) + 1e-10).log10() as f32)
-        .collect()
-}
-
-/// Export the dictionary, sparsity and plots into cfg.out.
-pub fn export(cfg: &TrainConfig, st: &TrainState, scale: f32) -> Result<()> {
-    let model = SaeModel::from_training(&st.params, cfg, scale, st.threshold);
-    let tokens = st.step * cfg.batch as u64;
-    let sparsity = log10_sparsity(&st.fire_total, tokens);
-    let saeforge = json!({
-        "train": cfg,
-        "activation_scale": scale,
-        "steps": st.step,
-        "tokens": tokens,
-        "trained_arch": cfg.arch,
-    });
-    model.save(&cfg.out, Some(&sparsity), saeforge)?;
-    plot_run(&cfg.out, &sparsity)
-}
-
-/// plots/: loss, L0, explained variance, dead fraction over tokens; feature density.
-pub fn plot_run(out: &Path, log10_sparsity: &[f32]) -> Result<()> {
-    let dir = out.join("plots");
-    let recs = jsonl::read(&out.join("training.jsonl"))?;
-    let pts = |f: &dyn Fn(&Record) -> f64| -> Vec<(f64, f64)> {
-        recs.iter().map(|r| (r.tokens as f64, f(r))).collect()
-    };
-    let one = |name: &str, p: Vec<(f64, f64)>| {
-        vec![Series {
-            name: name.into(),
-            points: p,
-        }]
-    };
-    let mut loss = one("train loss", pts(&|r| r.loss));
-    loss.push(Series {
-        name: "train mse".into(),
-        points: pts(&|r| r.mse),
-    });
-    plots::line_plot(&dir, "loss", "Loss", "tokens", "loss", &loss, true)?;
-    plots::line_plot(
-        &dir,
-        "l0",
-        "L0 (active latents per row)",
-        "tokens",
-        "L0",
-        &one("L0", pts(&|r| r.l0)),
-        false,
-    )?;
-    let mut ev = one("train", pts(&|r| r.explained_variance));
-    let evals: Vec<(f64, f64)> = recs
-        .iter()
-        .filter_map(|r| r.eval_explained_variance.map(|v| (r.tokens as f64, v)))
-        .collect();
-    if !evals.is_empty() {
-        ev.push(Series {
-            name: "held-out".into(),
-            points: evals,
-        });
-    }
-    plots::line_plot(
-        &dir,
-        "explained_variance",
-        "Explained variance",
-        "tokens",
-        "explained variance",
-        &ev,
-        false,
-    )?;
-    plots::line_plot(
-        &dir,
-        "dead_fraction",
-        "Dead latents",
-        "tokens",
-        "fraction dead",
-        &one("dead", pts(&|r| r.dead_fraction)),
-        false,
-    )?;
-    let vals: Vec<f64> = log10_sparsity.iter().map(|&v| v as f64).collect();
-    let never = vals.iter().filter(|&&v| v <= -9.99).count();
-    let shown: Vec<f64> = vals.iter().cloned().filter(|&v| v > -9.99).collect();
-    plots::histogram(
-        &dir,
-        "feature_density",
-        "Feature density",
-        "log10 firing frequency",
-        &shown,
-        50,
-        &format!("{never} latents never fired (not shown)"),
-    )
 }

@@ -111,7 +111,6 @@ fn bits(v: &[f32]) -> Vec<u32> {
 fn same_state(a: &Path, b: &Path) -> Result<(), Failed> {
     let x = Checkpoint::load(a).map_err(|e| e.to_string())?;
     let y = Checkpoint::load(b).map_err(|e| e.to_string())?;
-    let names = ["W_enc", "W_dec", "b_enc", "b_dec", "log_threshold"];
     let (sx, sy) = (&x.state, &y.state);
     if sx.step != sy.step || x.batches != y.batches {
         return Err(format!(
@@ -120,23 +119,13 @@ fn same_state(a: &Path, b: &Path) -> Result<(), Failed> {
         )
         .into());
     }
-    for i in 0..5 {
-        for (what, p, q) in [
-            ("", sx.params.tensors()[i], sy.params.tensors()[i]),
-            ("adam_m.", &sx.moments.m[i], &sy.moments.m[i]),
-            ("adam_v.", &sx.moments.v[i], &sy.moments.v[i]),
-        ] {
-            if let Some(j) = p
-                .iter()
-                .zip(q.iter())
-                .position(|(u, v)| u.to_bits() != v.to_bits())
-            {
-                return Err(format!(
-                    "{what}{}[{j}]: uninterrupted {} vs resumed {}",
-                    names[i], p[j], q[j]
-                )
-                .into());
-            }
+    for (what, p, q) in [
+        ("", &sx.params, &sy.params),
+        ("adam_m.", &sx.moments.m, &sy.moments.m),
+        ("adam_v.", &sx.moments.v, &sy.moments.v),
+    ] {
+        if let Some((name, j, u, v)) = crate::common::first_bit_difference(p, q) {
+            return Err(format!("{what}{name}[{j}]: uninterrupted {u} vs resumed {v}").into());
         }
     }
     if sx.since_fired != sy.since_fired || sx.fire_total != sy.fire_total {
@@ -443,8 +432,8 @@ fn gpu_error_is_reported() -> Result<(), Failed> {
 /// The device destroyed under a running GPU engine: the next step or readback is an
 /// error, not a panic.
 fn gpu_device_lost() -> Result<(), Failed> {
-    use saeforge::sae::cpu::TrainState;
-    use saeforge::sae::train::StepEngine;
+    use saeforge::sae::engine::StepEngine;
+    use saeforge::sae::engine::TrainState;
     use saeforge::sae::{SaeParams, TrainArgs, TrainConfig};
     let gpu = Arc::new(
         saeforge::gpu::Gpu::new(std::env::var("SAEFORGE_ADAPTER").ok().as_deref())
@@ -528,5 +517,29 @@ pub fn trials() -> Vec<Trial> {
         true,
         gpu_device_lost,
     ));
+    t.push(trial(
+        "faults::a_hint_keeps_an_io_error_an_io_error".into(),
+        false,
+        hint_keeps_io,
+    ));
     t
+}
+
+/// `Error::with_hint` appends to the message and keeps the kind (and so the exit code).
+fn hint_keeps_io() -> Result<(), Failed> {
+    let e = saeforge::Error::io(
+        "/x/y",
+        std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left"),
+    )
+    .with_hint("the checkpoint at step 3 is kept");
+    match &e {
+        saeforge::Error::Io { path, source }
+            if path == std::path::Path::new("/x/y")
+                && source.kind() == std::io::ErrorKind::StorageFull
+                && e.to_string() == "/x/y: no space left; the checkpoint at step 3 is kept" =>
+        {
+            Ok(())
+        }
+        other => Err(format!("with_hint turned an I/O error into {other:?}").into()),
+    }
 }

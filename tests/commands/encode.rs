@@ -189,5 +189,23 @@ pub fn trials() -> Vec<Trial> {
             move |_, rng| encode_agrees(rng, kind, name, DeviceChoice::Gpu),
         ));
     }
+    t.push(cpu_test(
+        "encode::non_finite_weights_are_an_error_not_a_panic_cpu".to_string(),
+        non_finite_weights,
+    ));
     t
+}
+
+/// A topk SAE whose W_enc holds a NaN: the CPU encoder's top-k has no order on NaN, so the
+/// encoder refuses the batch with an input error naming the latent and row.
+fn non_finite_weights(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
+    let mut m = random_model(rng, SaeKind::Topk { k: 4 }, D, N);
+    m.w_enc[3 * N + 5] = f32::NAN;
+    let enc =
+        saeforge::sae::infer::Encoder::new(&m, &saeforge::gpu::Engine::Cpu, 8).map_err(fail)?;
+    let x = activations(rng, 8 * D, FloatType::F32);
+    match enc.encode(&x, 8) {
+        Err(saeforge::Error::Input(msg)) if msg.contains("latent 5") => Ok(()),
+        other => Err(format!("expected an input error naming latent 5, got {other:?}").into()),
+    }
 }

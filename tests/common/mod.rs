@@ -205,3 +205,21 @@ pub fn assert_same(what: &str, gpu: &[u32], cpu: &[u32]) -> Result<(), Failed> {
 pub fn fail<E: std::fmt::Display>(e: E) -> Failed {
     e.to_string().into()
 }
+
+/// The first element at which two parameter sets (parameters, gradients or Adam moments)
+/// differ bit for bit: (tensor name, index, a's value, b's value); a length mismatch is
+/// reported at the shorter length with NaN for the missing value.
+pub fn first_bit_difference(
+    a: &saeforge::sae::SaeParams,
+    b: &saeforge::sae::SaeParams,
+) -> Option<(&'static str, usize, f32, f32)> {
+    a.zip(b).into_iter().find_map(|(name, x, y)| {
+        let j = x
+            .iter()
+            .zip(y)
+            .position(|(p, q)| p.to_bits() != q.to_bits())
+            .or((x.len() != y.len()).then_some(x.len().min(y.len())))?;
+        let at = |v: &[f32]| v.get(j).copied().unwrap_or(f32::NAN);
+        Some((name, j, at(x), at(y)))
+    })
+}

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use libtest_mimic::{Failed, Trial};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use saeforge::eval::forward::SaeForward;
 use saeforge::eval::metrics::ReconMetrics;
 use saeforge::eval::run::evaluate;
 use saeforge::eval::source::HeldOut;
 use saeforge::gpu::Engine;
 use saeforge::io::{OutTensor, write_safetensors};
 use saeforge::sae::export::{SaeKind, SaeModel};
+use saeforge::sae::infer::Encoder;
 
 use crate::common::{assert_close, assert_same, cpu_test, fail, gpu_test, randn, tolerance};
 
@@ -231,7 +231,7 @@ fn case(engine: Engine, rng: &mut ChaCha8Rng, kind: SaeKind, tag: &str) -> Resul
         )
         .into());
     }
-    let mut fwd = SaeForward::new(&engine, &m).map_err(fail)?;
+    let mut fwd = Encoder::new(&m, &engine, 64).map_err(fail)?;
     // 64-row batches: several batches, a short last one, one across the shard boundary;
     // a second pass over the same rows checks that fire counts restart.
     let mut src = HeldOut::open(std::slice::from_ref(&dir), None, usize::MAX).map_err(fail)?;

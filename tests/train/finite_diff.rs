@@ -6,7 +6,8 @@
 
 use libtest_mimic::{Failed, Trial};
 use rand::Rng;
-use saeforge::sae::cpu::{TrainState, gradients};
+use saeforge::sae::cpu::gradients;
+use saeforge::sae::engine::TrainState;
 use saeforge::sae::{Arch, SaeParams, TrainArgs, TrainConfig};
 
 use crate::common::{cpu_test, randn};
@@ -174,12 +175,13 @@ fn check(arch: Arch, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), Failed> {
         .map(|&s| s as u64 >= cfg.dead_tokens)
         .collect();
     let mut fired = vec![0u32; N];
-    let g = gradients(&cfg, &mut st, &x, ROWS, 1.0, &mut fired);
+    let coef = cfg.sparsity_coef_at(cfg.sparsity_warmup);
+    let g = gradients(&cfg, &mut st, &x, ROWS, coef, &mut fired);
     let grads = [&g.w_enc, &g.w_dec, &g.b_enc, &g.b_dec, &g.log_threshold];
 
     let p64: [Vec<f64>; 5] = params
-        .tensors()
-        .map(|t| t.iter().map(|&v| v as f64).collect());
+        .iter()
+        .map(|(_, t)| t.iter().map(|&v| v as f64).collect());
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let (_, sig0, e0) = loss(&cfg, &p64, &x64, &dead, None);
     let e_fixed = if e0.is_empty() {
@@ -189,7 +191,7 @@ fn check(arch: Arch, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), Failed> {
     };
     let h = 1e-4;
     let mut checked = 0;
-    let names = ["W_enc", "W_dec", "b_enc", "b_dec", "log_threshold"];
+    let names = saeforge::sae::params::PARAM_NAMES;
     for t in 0..4 {
         for i in 0..p64[t].len() {
             let mut plus = p64.clone();

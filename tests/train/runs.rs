@@ -94,20 +94,10 @@ fn resume_exact(device: DeviceChoice, arch: Arch) -> Result<(), Failed> {
         return Err(format!("steps {} and {}, expected 9", a.state.step, b.state.step).into());
     }
     if a.state != b.state {
-        let names = ["W_enc", "W_dec", "b_enc", "b_dec", "log_threshold"];
-        for i in 0..5 {
-            let (x, y) = (a.state.params.tensors()[i], b.state.params.tensors()[i]);
-            if let Some(j) = x
-                .iter()
-                .zip(y.iter())
-                .position(|(p, q)| p.to_bits() != q.to_bits())
-            {
-                return Err(format!(
-                    "{}[{j}]: uninterrupted {} vs resumed {}",
-                    names[i], x[j], y[j]
-                )
-                .into());
-            }
+        if let Some((name, j, x, y)) =
+            crate::common::first_bit_difference(&a.state.params, &b.state.params)
+        {
+            return Err(format!("{name}[{j}]: uninterrupted {x} vs resumed {y}").into());
         }
         return Err("resumed state differs (moments, counters or metrics)".into());
     }

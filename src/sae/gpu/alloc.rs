@@ -1,0 +1,285 @@
+//! The GPU engine's buffers: every tensor of the step allocated once, for batches of
+//! `cfg.batch` rows split into chunks that fit one storage binding, and the capacity check
+//! that refuses a run the adapter cannot hold before anything is allocated.
+
+use std::sync::Arc;
+
+use super::{Chunk, CodeBufs, GATE_SLOTS, GpuEngine};
+use crate::gpu::{Gpu, GpuTensor};
+use crate::kernels::codes::{BLOCK, BatchScratch};
+use crate::reference::reduce::METRIC_SLOTS;
+use crate::sae::engine::{TrainState, code_capacity};
+use crate::sae::{Arch, SaeParams, TrainConfig};
+use crate::{Error, Result};
+
+impl CodeBufs {
+    /// Codes of up to `rows * per_row` slots. With `relu_codes` (topk_codes: every value
+    /// already positive) pre_val is val's buffer.
+    pub(super) fn new(
+        gpu: &Gpu,
+        rows: usize,
+        n: usize,
+        per_row: usize,
+        relu_codes: bool,
+    ) -> Result<CodeBufs> {
+        let cap = rows * per_row;
+        let shape = vec![cap];
+        let val = gpu.zeros("val", &shape)?;
+        let pre_val = if relu_codes {
+            GpuTensor {
+                buf: val.buf.clone(),
+                shape: shape.clone(),
+                dtype: val.dtype,
+            }
+        } else {
+            gpu.zeros("pre_val", &shape)?
+        };
+        Ok(CodeBufs {
+            row_ptr: gpu.zeros_u32("row_ptr", &[rows + 1])?,
+            idx: gpu.zeros_u32("idx", &shape)?,
+            pre_val,
+            val,
+            gslot: gpu.zeros("gslot", &[cap])?,
+            dval: gpu.zeros("dval", &[cap])?,
+            lat_ptr: gpu.zeros_u32("lat_ptr", &[n + 1])?,
+            lat_row: gpu.zeros_u32("lat_row", &[cap])?,
+            lat_slot: gpu.zeros_u32("lat_slot", &[cap])?,
+        })
+    }
+}
+
+/// Rows per chunk of a batch on this adapter: the whole batch when its pre-activations
+/// (rows, n) fit one storage binding (and always for batchtopk, whose threshold is over the
+/// whole batch); else the batch split into the fewest chunks that fit, as even as multiples
+/// of 16 rows allow (the last may be shorter). 0 when not even 16 rows fit.
+pub fn chunk_rows(gpu: &Gpu, cfg: &TrainConfig) -> usize {
+    let (b, n) = (cfg.batch, cfg.d_sae.max(1));
+    let fit = (gpu.max_binding() / (n as u64 * 4)) as usize;
+    if b <= fit || cfg.arch == Arch::Batchtopk {
+        return b;
+    }
+    let fit = fit / 16 * 16;
+    if fit == 0 {
+        return 0;
+    }
+    let chunks = b.div_ceil(fit);
+    b.div_ceil(chunks).next_multiple_of(16).min(fit)
+}
+
+impl GpuEngine {
+    /// Upload `st` and allocate every buffer of the step for batches of `cfg.batch` rows,
+    /// in chunks of [`chunk_rows`] rows.
+    pub fn new(gpu: Arc<Gpu>, cfg: &TrainConfig, st: &TrainState) -> Result<GpuEngine> {
+        let rows = chunk_rows(&gpu, cfg);
+        Self::with_chunks(gpu, cfg, st, rows)
+    }
+
+    /// As [`GpuEngine::new`] with chunks of `chunk` rows (the last may be shorter): tests
+    /// split small batches to check that chunked steps keep the whole batch's math.
+    /// batchtopk takes the whole batch in one chunk whatever `chunk` says.
+    pub fn with_chunks(
+        gpu: Arc<Gpu>,
+        cfg: &TrainConfig,
+        st: &TrainState,
+        chunk: usize,
+    ) -> Result<GpuEngine> {
+        let (d, n, rows) = (cfg.d_in, cfg.d_sae, cfg.batch);
+        let chunk = if cfg.arch == Arch::Batchtopk || chunk == 0 {
+            rows
+        } else {
+            chunk.min(rows)
+        };
+        let g = &*gpu;
+        // Every tensor of the parameter set on the device; log_threshold, when the
+        // architecture has none, as one unused element kept at 0.
+        let shapes = st.params.shapes();
+        let shape_of = |shape: &Vec<usize>| {
+            if shape.iter().product::<usize>() == 0 {
+                vec![1]
+            } else {
+                shape.clone()
+            }
+        };
+        let upload = |what: &str, set: &SaeParams| {
+            set.try_zip_map(&shapes, |name, t, shape| {
+                let t: &[f32] = if t.is_empty() { &[0.0] } else { t };
+                g.upload(&format!("{what}{name}"), &shape_of(shape), t)
+            })
+        };
+        let params = upload("", &st.params)?;
+        let grads =
+            shapes.try_map(|name, shape| g.zeros(&format!("grad {name}"), &shape_of(shape)))?;
+        let m = upload("adam_m ", &st.moments.m)?;
+        let v = upload("adam_v ", &st.moments.v)?;
+        let sparse = matches!(cfg.arch, Arch::Topk | Arch::Batchtopk);
+        let x = g.zeros("x", &[rows, d])?;
+        let several = chunk < rows;
+        let mut chunks = Vec::new();
+        for start in (0..rows.max(1)).step_by(chunk.max(1)) {
+            let r = chunk.min(rows - start);
+            let per_row = |name: &str| -> Result<GpuTensor> {
+                g.zeros(name, &[if sparse { r } else { 1 }, d])
+            };
+            let codes = if sparse {
+                CodeBufs::new(g, r, n, cfg.k, cfg.arch == Arch::Topk)?
+            } else {
+                CodeBufs::new(g, r, n, code_capacity(r, n) / r.max(1), false)?
+            };
+            chunks.push(Chunk {
+                rows: r,
+                x: if several {
+                    g.zeros("x chunk", &[r, d])?
+                } else {
+                    x.view(&[r, d])
+                },
+                xc: g.zeros("xc", &[r, d])?,
+                x_hat: g.zeros("x_hat", &[r, d])?,
+                dy: g.zeros("dy", &[r, d])?,
+                e: per_row("residual")?,
+                e_hat: per_row("aux reconstruction")?,
+                de: per_row("aux grad")?,
+                codes,
+                aux: if sparse {
+                    Some(CodeBufs::new(g, r, n, cfg.k_aux, true)?)
+                } else {
+                    None
+                },
+                gate: if sparse {
+                    None
+                } else {
+                    Some(g.gate(GATE_SLOTS)?)
+                },
+                aux_gate: if sparse {
+                    Some(g.gate(GATE_SLOTS)?)
+                } else {
+                    None
+                },
+                dthr: if several && cfg.arch == Arch::Jumprelu {
+                    Some(g.zeros("threshold grad chunk", &[n])?)
+                } else {
+                    None
+                },
+            });
+        }
+        let dense = |name: &str, shape: &[usize]| -> Result<Option<GpuTensor>> {
+            if sparse {
+                Ok(None)
+            } else {
+                g.zeros(name, shape).map(Some)
+            }
+        };
+        let eng = GpuEngine {
+            dthr_rows: if several && cfg.arch == Arch::Jumprelu {
+                Some(g.zeros("threshold grad rows", &[chunks.len(), n])?)
+            } else {
+                None
+            },
+            x,
+            pre: g.zeros("pre", &[chunk, n])?,
+            bmax: g.zeros_u32(
+                "pre block maxima",
+                &[if cfg.arch == Arch::Batchtopk {
+                    1
+                } else {
+                    chunk * n.div_ceil(BLOCK)
+                }],
+            )?,
+            off: if cfg.arch == Arch::Jumprelu {
+                Some(g.zeros("threshold offsets", &[n])?)
+            } else {
+                None
+            },
+            norms: g.zeros("norms", &[n])?,
+            fired: g.zeros_u32("fired", &[n])?,
+            since: g.upload_u32("since_fired", &[n], &st.since_fired)?,
+            total: g.upload_u32("fire_total", &[n], &st.fire_total)?,
+            metrics: g.upload("metrics", &[METRIC_SLOTS], &st.metrics)?,
+            acc: g.zeros("grad sumsq", &[5])?,
+            clip: g.zeros("clip", &[2])?,
+            dec_coef: g.zeros("decoder grad coef", &[n])?,
+            dec_part: g.zeros("decoder grad sumsq", &[n])?,
+            hyper: g.uniform_buffer("adam hyper", size_of::<crate::kernels::optim::AdamHyper>()),
+            dead: g.zeros_u32("dead latents", &[n])?,
+            ndead: g.zeros_u32("dead count", &[1])?,
+            thr: g.zeros("batch threshold", &[1])?,
+            thr_state: g.upload("threshold", &[1], &[st.threshold])?,
+            batch: if cfg.arch == Arch::Batchtopk {
+                let sc = BatchScratch::new(g, rows, n, rows * cfg.k)?;
+                Some((sc, g.gate(GATE_SLOTS)?))
+            } else {
+                None
+            },
+            z: dense("z", &[chunk, n])?,
+            dz: dense("dz", &[chunk, n])?,
+            dpre: dense("dpre", &[chunk, n])?,
+            zsum: dense("zsum", &[n])?,
+            chunks,
+            chunk_rows: chunk,
+            params,
+            grads,
+            m,
+            v,
+            gpu,
+            cfg: cfg.clone(),
+            rows,
+            d,
+            n,
+            step: st.step,
+        };
+        // Allocation failures arrive through the device's error callback, not as a Result.
+        eng.gpu.check().map_err(|e| {
+            Error::Device(format!(
+                "{e} while allocating the training buffers (about {:.1} MiB for --d-sae {n}, --batch {rows}); lower --d-sae or --batch, or use --device cpu",
+                cfg.estimate_bytes() as f64 / 1048576.0
+            ))
+        })?;
+        Ok(eng)
+    }
+
+    /// The first `rows` rows of a (chunk_rows, n) tensor (pre, or the dense path's).
+    pub(super) fn rows_of(&self, t: &GpuTensor, rows: usize) -> GpuTensor {
+        t.prefix(&[rows, t.shape[1]])
+    }
+
+    /// Refuse, before anything is allocated or read, a run whose largest tensors do not fit
+    /// one storage binding of this adapter: name the tensor, what it needs and what the
+    /// adapter allows.
+    pub fn check_capacity(gpu: &Gpu, cfg: &TrainConfig) -> Result<()> {
+        let (d, n, b) = (cfg.d_in as u128, cfg.d_sae as u128, cfg.batch as u128);
+        // Pre-activations are held one chunk at a time (batchtopk: the whole batch).
+        let c = match chunk_rows(gpu, cfg) {
+            0 => b.min(16),
+            r => r as u128,
+        };
+        let pre = if cfg.arch == Arch::Batchtopk {
+            "pre-activations (batchtopk selects over the whole batch, so they are not split)"
+                .to_string()
+        } else {
+            format!("pre-activations of {c} rows")
+        };
+        let mut big: Vec<(&str, [u128; 2])> = vec![
+            ("W_enc", [d, n]),
+            ("W_dec", [n, d]),
+            (&pre, [c, n]),
+            ("batch", [b, d]),
+        ];
+        if matches!(cfg.arch, Arch::Topk | Arch::Batchtopk) {
+            big.push(("codes", [c, cfg.k as u128]));
+            big.push(("AuxK codes", [c, cfg.k_aux as u128]));
+        }
+        let allows = gpu.max_binding() as u128;
+        let mib = |x: u128| x as f64 / 1048576.0;
+        for (what, [r, c]) in big {
+            let bytes = r * c * 4;
+            if bytes > allows {
+                return Err(Error::Device(format!(
+                    "--d-sae {n} with --batch {b}: {what} [{r}, {c}] needs {:.1} MiB in one storage binding, but adapter {} allows {:.1} MiB; lower --d-sae or --batch, or use --device cpu",
+                    mib(bytes),
+                    gpu.info.name,
+                    mib(allows)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
