@@ -30,6 +30,7 @@ use crate::{Error, Result};
 use super::{Gpu, GpuTensor};
 
 /// One WGSL source file.
+#[derive(Debug)]
 pub struct Shader {
     pub name: &'static str,
     pub source: &'static str,

@@ -3,9 +3,21 @@
 //! check shapes, fill the parameter struct and record one or more dispatches into the
 //! caller's encoder; they never submit or read back.
 
+/// The source of `shaders/<file>` after the shared prelude (shaders/prelude.wgsl).
+macro_rules! with_prelude {
+    ($file:literal) => {
+        concat!(
+            include_str!("../../shaders/prelude.wgsl"),
+            include_str!(concat!("../../shaders/", $file))
+        )
+    };
+}
+pub(crate) use with_prelude;
+
 pub mod activations;
 pub mod bench;
 pub mod codes;
+pub mod decl;
 pub mod fista;
 pub mod gemm;
 pub mod ops;
@@ -33,6 +45,11 @@ pub const SHADERS: &[&Shader] = &[
     &topk::SHADER,
     &toy::SHADER,
 ];
+
+/// Every declared entry point, for the contract test (tests/shaders.rs).
+pub fn entries() -> Vec<&'static decl::Entry> {
+    [sparse::ENTRIES].concat()
+}
 
 /// Refuse a tensor whose shape is not the one a launcher needs.
 pub(crate) fn expect_shape(kernel: &str, name: &str, t: &GpuTensor, shape: &[usize]) -> Result<()> {
