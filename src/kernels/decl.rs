@@ -202,6 +202,7 @@ pub struct Call<'a, P: Uniform> {
     res: Vec<Res<'a>>,
     items: Option<usize>,
     groups: Option<[u32; 3]>,
+    skip: bool,
 }
 
 impl Entry {
@@ -215,6 +216,7 @@ impl Entry {
             res: Vec::new(),
             items: None,
             groups: None,
+            skip: false,
         }
     }
 
@@ -271,6 +273,12 @@ impl<'a, P: Uniform> Call<'a, P> {
     /// The workgroup grid of a `Grid::Custom` launch.
     pub fn grid(mut self, g: [u32; 3]) -> Self {
         self.groups = Some(g);
+        self
+    }
+
+    /// Check the launch but record nothing when `empty` (e.g. no rows).
+    pub fn skip_if(mut self, empty: bool) -> Self {
+        self.skip = empty;
         self
     }
 
@@ -351,6 +359,9 @@ impl<'a, P: Uniform> Call<'a, P> {
             (Grid::Custom, None, Some(g)) => g,
             (g, ..) => return Err(e.err(format!("grid {g:?} launched with the wrong extent"))),
         };
+        if self.skip {
+            return Ok(());
+        }
         let k = Kernel {
             shader: e.shader,
             entry: e.name,
@@ -513,4 +524,16 @@ pub fn fits(kernel: &str, what: &str, v: usize, max: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// rows * cols as the shaders' u32 (their flat indices), or an error naming the kernel.
+pub fn elements(kernel: &str, rows: usize, cols: usize) -> Result<u32> {
+    rows.checked_mul(cols)
+        .and_then(|l| u32::try_from(l).ok())
+        .filter(|_| u32::try_from(cols).is_ok())
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "{kernel}: {rows} x {cols} elements do not fit 32-bit indices"
+            ))
+        })
 }

@@ -48,7 +48,15 @@ pub const SHADERS: &[&Shader] = &[
 
 /// Every declared entry point, for the contract test (tests/shaders.rs).
 pub fn entries() -> Vec<&'static decl::Entry> {
-    [sparse::ENTRIES].concat()
+    [
+        activations::ENTRIES,
+        bench::ENTRIES,
+        fista::ENTRIES,
+        ops::ENTRIES,
+        optim::ENTRIES,
+        sparse::ENTRIES,
+    ]
+    .concat()
 }
 
 /// Refuse a tensor whose shape is not the one a launcher needs.

@@ -164,25 +164,17 @@ pub const OPTIM_CLIP: Tol = Tol {
     rtol: 1e-6,
 };
 
-/// normalize_rows: x / ||row|| is relative to x; the norm's own error (a d-term sum in
-/// another order, then sqrt) and the division add up to ~2 ulp measured, allowed ~16.
+/// adam_unit_rows' row normalisation: x / ||row|| is relative to x; the norm's own error (a
+/// d-term sum in another order, then sqrt) and the division add up to ~2 ulp measured,
+/// allowed ~16.
 pub const OPTIM_NORMALIZE: Tol = Tol {
     name: "OPTIM_NORMALIZE",
     atol: 0.0,
     rtol: 2e-6,
 };
 
-/// remove_parallel: g - c w cancels by design (the result is orthogonal to w), so its error
-/// is absolute: the coefficient c = (g . w) / (w . w) carries ~sqrt(d) ulp of sum |g w| / w . w
-/// times |w| ~ O(1) inputs, i.e. ~1e-6 at d = 512 in the worst rows (measured 5e-7).
-pub const OPTIM_REMOVE_PARALLEL: Tol = Tol {
-    name: "OPTIM_REMOVE_PARALLEL",
-    atol: 2e-6,
-    rtol: 1e-6,
-};
-
-/// Four chained optimizer steps (remove_parallel, sumsq, clip_scale, adam, normalize_rows)
-/// on O(1) data: the per-kernel errors above feed the next step through the clip factor and
+/// Four chained optimizer steps (decoder_grad_prep + sum_slot, sumsq, clip_scale,
+/// adam_unit_rows and adam, as the training step records them) on O(1) data: the per-kernel errors above feed the next step through the clip factor and
 /// the moments, so allow them twice over (sums of squares ~2000 compare by rtol).
 pub const OPTIM_STEPS: Tol = Tol {
     name: "OPTIM_STEPS",
@@ -211,16 +203,6 @@ pub const JUMPRELU_DLOG_THETA: Tol = Tol {
 };
 
 // ---------------------------------------------------------------- ops
-
-/// add_into (a += b): one f32 addition per element on both sides, and WGSL requires f32
-/// addition to be correctly rounded, so results must be bit-identical (inputs are normal
-/// numbers, so a driver that flushes subnormals changes nothing). Any tolerance here would
-/// only hide a skipped or doubled element.
-pub const OPS_ADD: Tol = Tol {
-    name: "OPS_ADD",
-    atol: 0.0,
-    rtol: 0.0,
-};
 
 /// threshold_ema (decay * state + (1 - decay) * max(thr, 0), state and thr >= 0, so no
 /// cancellation): the twin does the same f32 operations in the same order; a driver may
