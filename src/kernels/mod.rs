@@ -54,6 +54,7 @@ pub fn entries() -> Vec<&'static decl::Entry> {
         fista::ENTRIES,
         ops::ENTRIES,
         optim::ENTRIES,
+        reduce::ENTRIES,
         sparse::ENTRIES,
     ]
     .concat()

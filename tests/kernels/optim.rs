@@ -266,7 +266,7 @@ fn steps_case(
 
     for t in 1..=STEPS {
         let h = hyper(1e-2 * (1.0 - 0.2 * t as f32), weight_decay, t);
-        let mut gh: Vec<Vec<f32>> = shapes
+        let gh: Vec<Vec<f32>> = shapes
             .iter()
             .map(|s| randn(rng, s.iter().product(), 1.0))
             .collect();
