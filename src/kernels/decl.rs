@@ -255,6 +255,12 @@ impl<'a, P: Uniform> Call<'a, P> {
         });
         self
     }
+    /// Bind the next storage binding to a buffer the kernel reads under another type or
+    /// shape (e.g. the same buffer as vec4s) or not at all: no checks.
+    pub fn bind_raw(mut self, t: &'a GpuTensor) -> Self {
+        self.res.push(Res::Unused(t));
+        self
+    }
     /// Bind the next texture binding.
     pub fn texture(mut self, v: &'a wgpu::TextureView) -> Self {
         self.res.push(Res::Texture(v));

@@ -55,6 +55,8 @@ pub fn entries() -> Vec<&'static decl::Entry> {
         ops::ENTRIES,
         optim::ENTRIES,
         reduce::ENTRIES,
+        topk::ENTRIES,
+        toy::ENTRIES,
         sparse::ENTRIES,
     ]
     .concat()
