@@ -7,8 +7,8 @@
 macro_rules! with_prelude {
     ($file:literal) => {
         concat!(
-            include_str!("../../shaders/prelude.wgsl"),
-            include_str!(concat!("../../shaders/", $file))
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/prelude.wgsl")),
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file))
         )
     };
 }
@@ -49,6 +49,7 @@ pub const SHADERS: &[&Shader] = &[
 /// Every declared entry point, for the contract test (tests/shaders.rs).
 pub fn entries() -> Vec<&'static decl::Entry> {
     [
+        codes::ENTRIES,
         activations::ENTRIES,
         bench::ENTRIES,
         fista::ENTRIES,
