@@ -266,6 +266,11 @@ impl<'a, P: Uniform> Call<'a, P> {
         self.res.push(Res::Texture(v));
         self
     }
+    /// Bind the next write-only texture binding.
+    pub fn texture_write(mut self, v: &'a wgpu::TextureView) -> Self {
+        self.res.push(Res::Texture(v));
+        self
+    }
     /// Bind the next uniform binding (a buffer the caller rewrites between submissions).
     pub fn uniform(mut self, b: &'a wgpu::Buffer) -> Self {
         self.res.push(Res::Uniform(b));

@@ -50,6 +50,7 @@ pub const SHADERS: &[&Shader] = &[
 pub fn entries() -> Vec<&'static decl::Entry> {
     [
         codes::ENTRIES,
+        gemm::ENTRIES,
         activations::ENTRIES,
         bench::ENTRIES,
         fista::ENTRIES,
