@@ -38,7 +38,7 @@ fn threshold_ema() {
 
 @compute @workgroup_size(WG)
 fn gate_plan(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let j = gid.x + gid.y * nwg.x * WG;
+    let j = linear_index(gid, nwg, WG);
     if j >= p.len { return; }
     let flag = select(0u, 1u, gp_src[p.index] > p.threshold);
     let t = gp_table[j];
@@ -53,7 +53,7 @@ fn gate_plan(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 
 @compute @workgroup_size(WG)
 fn zero(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = linear_index(gid, nwg, WG);
     if i >= p.len { return; }
     zr_a[i] = 0.0;
 }

@@ -59,14 +59,6 @@ override WG: u32 = 256;  // elementwise and sumsq_partial invocations per workgr
 override FW: u32 = 256;  // sumsq_finish workgroup (power of two)
 override RW: u32 = 64;   // row kernels: invocations per row (power of two; 8 on lavapipe)
 
-fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
-fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
-}
-
 // ---------------------------------------------------------------- adam
 // g = grad * clip[0]; m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
 // param -= lr * ((m / bias1) / (sqrt(v / bias2) + eps) + weight_decay * param)
@@ -81,7 +73,7 @@ fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 @compute @workgroup_size(WG)
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.len { return; }
     let h = ad_h;
     let g = ad_grad[i] * ad_clip[0];
@@ -101,7 +93,7 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 @compute @workgroup_size(WG)
 fn adam_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.len { return; }
     let h = ad_h;
     let g = av_grad[i] * ad_clip[0];
@@ -252,7 +244,7 @@ fn dp_finish(row: u32, r: vec4<f32>) {
 
 @compute @workgroup_size(RW)
 fn decoder_grad_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    let row = row_index(wid, nwg);
+    let row = group_index(wid, nwg);
     if row >= p.len { return; }
     let base = row * p.d;
     var s = vec4(0.0);
@@ -270,7 +262,7 @@ fn decoder_grad_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 
 @compute @workgroup_size(RW)
 fn decoder_grad_prep_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    let row = row_index(wid, nwg);
+    let row = group_index(wid, nwg);
     if row >= p.len { return; }
     let base = row * p.d;
     var gw = vec4(0.0);
@@ -297,7 +289,7 @@ fn decoder_grad_prep_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
 
 @compute @workgroup_size(RW)
 fn adam_unit_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    let row = row_index(wid, nwg);
+    let row = group_index(wid, nwg);
     if row >= p.len { return; }
     let h = ad_h;
     let base = row * p.d;
@@ -333,7 +325,7 @@ fn adam_unit_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 
 @compute @workgroup_size(RW)
 fn adam_unit_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    let row = row_index(wid, nwg);
+    let row = group_index(wid, nwg);
     if row >= p.len { return; }
     let h = ad_h;
     let base = row * p.d;

@@ -325,3 +325,38 @@ fn every_declaration_matches_its_shader() {
         errs.join("\n")
     );
 }
+
+/// shaders/gemm_subgroup.wgsl is generated: it must be exactly what
+/// tools/gen_gemm_subgroup.py writes (edit the generator, then regenerate). Needs python3
+/// (.ci/run installs it).
+#[test]
+fn generated_gemm_subgroup_matches_its_generator() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::env::temp_dir().join(format!("gemm_subgroup.{}.wgsl", std::process::id()));
+    let status = std::process::Command::new("python3")
+        .arg(format!("{root}/tools/gen_gemm_subgroup.py"))
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("python3 tools/gen_gemm_subgroup.py: {e} (python3 needed)"));
+    assert!(
+        status.success(),
+        "tools/gen_gemm_subgroup.py failed: {status}"
+    );
+    let generated = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let stored = std::fs::read_to_string(format!("{root}/shaders/gemm_subgroup.wgsl")).unwrap();
+    if generated != stored {
+        let line = generated
+            .lines()
+            .zip(stored.lines())
+            .position(|(a, b)| a != b)
+            .map_or_else(
+                || "the line count".to_string(),
+                |i| format!("line {}", i + 1),
+            );
+        panic!(
+            "shaders/gemm_subgroup.wgsl differs from tools/gen_gemm_subgroup.py's output at \
+             {line}; regenerate it: python3 tools/gen_gemm_subgroup.py shaders/gemm_subgroup.wgsl"
+        );
+    }
+}

@@ -37,7 +37,7 @@ pub use crate::reference::gemm::GemmSpec;
 
 pub static SHADER: Shader = Shader {
     name: "gemm",
-    source: include_str!("../../shaders/gemm.wgsl"),
+    source: super::with_prelude!("gemm.wgsl"),
 };
 
 /// gemm_tex with A shared by subgroupBroadcast: a module of its own, created only on

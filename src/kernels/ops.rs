@@ -7,7 +7,7 @@ use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, ru, wf, wu};
 
 pub static SHADER: Shader = Shader {
     name: "ops",
-    source: include_str!("../../shaders/ops.wgsl"),
+    source: super::with_prelude!("ops.wgsl"),
 };
 
 const WG: usize = 256;

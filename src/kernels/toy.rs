@@ -17,7 +17,7 @@ pub use crate::reference::toy::ToyShape;
 
 pub static SHADER: Shader = Shader {
     name: "toy",
-    source: include_str!("../../shaders/toy.wgsl"),
+    source: super::with_prelude!("toy.wgsl"),
 };
 
 /// Largest hidden width the kernels hold in registers (WGSL `MAXM`).
