@@ -250,9 +250,9 @@ fn check_entry(e: &saeforge::kernels::decl::Entry, p: &Parsed) -> Vec<String> {
     // Workgroup size: a literal, or an override the declaration sets, leaves at its WGSL
     // default, or has the launcher set.
     let overrides = ep.workgroup_size_overrides.unwrap_or([None; 3]);
-    for dim in 0..3 {
-        let declared = e.workgroup[dim];
-        let actual = match overrides[dim].map(|x| &m.global_expressions[x]) {
+    for (dim, (declared, over)) in e.workgroup.iter().zip(overrides).enumerate() {
+        let declared = *declared;
+        let actual = match over.map(|x| &m.global_expressions[x]) {
             Some(naga::Expression::Override(o)) => {
                 let o = &m.overrides[*o];
                 let name = o.name.clone().unwrap_or_default();
