@@ -42,6 +42,9 @@ use saeforge::kernels::activations::{self, relu_backward, relu_forward};
 use saeforge::kernels::gemm::{self, GemmPath, GemmSpec, GemmTuning};
 use saeforge::kernels::{bench, codes, ops, optim, reduce, sparse, topk};
 
+#[path = "kernels/step_extra.rs"]
+mod step_extra;
+
 type Record = Box<dyn Fn(&Gpu, &mut wgpu::CommandEncoder) -> saeforge::Result<()>>;
 
 /// What a case does per run, the unit its rate is reported in, and its ceiling.
@@ -1193,6 +1196,9 @@ fn main() -> anyhow::Result<()> {
     cases.extend(reduce_cases(&gpu, &inputs)?);
     cases.extend(optim_cases(&gpu, &inputs)?);
     cases.extend(ops_cases(&gpu)?);
+    cases.extend(step_extra::codes_cases(&gpu, &inputs)?);
+    cases.extend(step_extra::fista_cases(&gpu)?);
+    cases.extend(step_extra::toy_cases(&gpu)?);
     cases.retain(|c| filters.is_empty() || filters.iter().any(|f| c.name.contains(f.as_str())));
 
     let mut timings = Vec::new();
