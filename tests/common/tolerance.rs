@@ -389,3 +389,22 @@ pub const OPTIM_DECODER_PREP: Tol = Tol {
     atol: 1e-4,
     rtol: 2e-5,
 };
+
+// ---------------------------------------------------------------- input guards
+
+/// JumpReLU inputs kept away from the threshold and the window's edges, in eps units (the
+/// window half-width is 1/2): theta = exp(log_theta) differs between WGSL's exp and Rust's
+/// by a few ulp (~1e-7 relative, ~1e-5 in eps units at the tests' eps), which must not flip
+/// a comparison; 1e-3 leaves 100x room and moves a drawn value negligibly.
+pub const JUMPRELU_GUARD_EPS_UNITS: f32 = 1e-3;
+
+/// The same guard in absolute units for the code and sparse kernels' JumpReLU inputs
+/// (theta in [0.2, 1), eps 0.05): values within this of theta or a window edge are moved
+/// to twice it beyond. theta's exp error is ~1e-7 there, so 1e-4 is 1000x room.
+pub const JUMPRELU_GUARD_ABS: f32 = 1e-4;
+
+/// toy_data's feature-present rate per instance against its density: a binomial
+/// proportion, allowed 5 standard deviations (a false failure ~1 in 1.7 million per
+/// instance) plus 1e-6 for f64 rounding of the rates.
+pub const TOY_DENSITY_SIGMAS: f64 = 5.0;
+pub const TOY_DENSITY_SLACK: f64 = 1e-6;

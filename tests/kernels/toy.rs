@@ -79,7 +79,8 @@ fn data_case(gpu: &Gpu, rng: &mut ChaCha8Rng, s: ToyShape) -> Result<(), Failed>
             let xe = &want[e * s.rows * s.n..(e + 1) * s.rows * s.n];
             let rate = xe.iter().filter(|&&v| v != 0.0).count() as f64 / xe.len() as f64;
             let sd = (p as f64 * (1.0 - p as f64) / xe.len() as f64).sqrt();
-            if (rate - p as f64).abs() > 5.0 * sd + 1e-6 {
+            let allowed = tolerance::TOY_DENSITY_SIGMAS * sd + tolerance::TOY_DENSITY_SLACK;
+            if (rate - p as f64).abs() > allowed {
                 return Err(format!(
                     "toy_data: instance {e} has {rate:.5} of its features present, density {p}"
                 )
