@@ -1,5 +1,5 @@
-// Shared helpers, prepended to the shader modules that use them (src/kernels/mod.rs,
-// `with_prelude!`: every module but the generated gemm_subgroup.wgsl);
+// Shared helpers, prepended to every shader module but the generated gemm_subgroup.wgsl
+// (the `shader!` macro in src/kernels/decl.rs);
 // tests/shaders.rs parses and validates each concatenation with naga.
 
 // The index of an invocation in a 1-D grid of `wg`-wide workgroups folded into (x, y)

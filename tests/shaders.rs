@@ -47,7 +47,7 @@ fn every_shader_file_is_registered() {
         if path.extension().is_some_and(|e| e == "wgsl") {
             let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
             if stem == "prelude" {
-                // Prepended to the modules that use it (kernels::with_prelude!).
+                // Prepended to the modules that use it (the `shader!` macro).
                 continue;
             }
             assert!(

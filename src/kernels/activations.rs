@@ -9,10 +9,7 @@ use crate::gpu::{Gpu, GpuTensor, Shader};
 
 use super::decl::{Entry, Grid, Slot, Uniform, Wg, elements, rf, wf};
 
-pub static SHADER: Shader = Shader {
-    name: "activations",
-    source: super::with_prelude!("activations.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("activations");
 
 const WG: usize = 256;
 /// Rows per invocation in jumprelu_forward (WGSL override `RB`).
@@ -36,29 +33,17 @@ crate::uniform! {
 }
 
 const fn relu(name: &'static str, binds: &'static [Slot]) -> Entry {
-    Entry {
-        shader: &SHADER,
-        name,
-        params: Params::LAYOUT,
-        binds,
-        consts: &[("WG", WG as f64)],
-        vars: &[],
-        workgroup: [Wg::Fixed(WG as u32), Wg::Fixed(1), Wg::Fixed(1)],
-        grid: Grid::Items,
-    }
+    Entry::new(&SHADER, name, Params::LAYOUT, binds)
+        .consts(&[("WG", WG as f64)])
+        .wg(Wg::Fixed(WG as u32))
+        .grid(Grid::Items)
 }
 
 const fn jump(name: &'static str, binds: &'static [Slot], grid: Grid) -> Entry {
-    Entry {
-        shader: &SHADER,
-        name,
-        params: JumpParams::LAYOUT,
-        binds,
-        consts: &[("WG", WG as f64), ("RB", RB as f64)],
-        vars: &[],
-        workgroup: [Wg::Fixed(WG as u32), Wg::Fixed(1), Wg::Fixed(1)],
-        grid,
-    }
+    Entry::new(&SHADER, name, JumpParams::LAYOUT, binds)
+        .consts(&[("WG", WG as f64), ("RB", RB as f64)])
+        .wg(Wg::Fixed(WG as u32))
+        .grid(grid)
 }
 
 const JUMP_BACKWARD: &[Slot] = &[

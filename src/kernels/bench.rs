@@ -8,10 +8,7 @@ use crate::{Error, Result};
 
 use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, wf};
 
-pub static SHADER: Shader = Shader {
-    name: "bench",
-    source: super::with_prelude!("bench.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("bench");
 
 const WG: usize = 64;
 
@@ -24,16 +21,10 @@ crate::uniform! {
 }
 
 const fn bench(name: &'static str, binds: &'static [Slot]) -> Entry {
-    Entry {
-        shader: &SHADER,
-        name,
-        params: Params::LAYOUT,
-        binds,
-        consts: &[("WG", WG as f64)],
-        vars: &[],
-        workgroup: [Wg::Fixed(WG as u32), Wg::Fixed(1), Wg::Fixed(1)],
-        grid: Grid::Items,
-    }
+    Entry::new(&SHADER, name, Params::LAYOUT, binds)
+        .consts(&[("WG", WG as f64)])
+        .wg(Wg::Fixed(WG as u32))
+        .grid(Grid::Items)
 }
 
 pub static FMA_PEAK: Entry = bench("fma_peak", &[wf("out", "any")]);

@@ -184,6 +184,70 @@ pub struct Entry {
     pub grid: Grid,
 }
 
+impl Entry {
+    /// An entry point of `shader` with parameters `params` and bindings `binds`: no
+    /// override constants, a one-invocation workgroup, a custom grid; refine with the
+    /// methods below (all `const`, so declarations stay statics).
+    pub const fn new(
+        shader: &'static Shader,
+        name: &'static str,
+        params: Layout,
+        binds: &'static [Slot],
+    ) -> Entry {
+        Entry {
+            shader,
+            name,
+            params,
+            binds,
+            consts: &[],
+            vars: &[],
+            workgroup: [Wg::Fixed(1), Wg::Fixed(1), Wg::Fixed(1)],
+            grid: Grid::Custom,
+        }
+    }
+    pub const fn consts(mut self, c: &'static [(&'static str, f64)]) -> Entry {
+        self.consts = c;
+        self
+    }
+    pub const fn vars(mut self, v: &'static [&'static str]) -> Entry {
+        self.vars = v;
+        self
+    }
+    /// The workgroup's x size (y and z 1).
+    pub const fn wg(mut self, x: Wg) -> Entry {
+        self.workgroup = [x, Wg::Fixed(1), Wg::Fixed(1)];
+        self
+    }
+    pub const fn wg2(mut self, x: Wg, y: Wg) -> Entry {
+        self.workgroup = [x, y, Wg::Fixed(1)];
+        self
+    }
+    pub const fn grid(mut self, g: Grid) -> Entry {
+        self.grid = g;
+        self
+    }
+}
+
+/// A shader module: `shaders/<name>.wgsl` after the prelude.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! shader {
+    ($name:literal) => {
+        $crate::gpu::Shader {
+            name: $name,
+            source: concat!(
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/prelude.wgsl")),
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/shaders/",
+                    $name,
+                    ".wgsl"
+                ))
+            ),
+        }
+    };
+}
+
 /// One bound resource of a [`Call`].
 enum Res<'a> {
     Tensor(&'a GpuTensor),

@@ -13,22 +13,15 @@ use crate::{Error, Result};
 
 use super::decl::{Entry, Grid, Layout, Slot, Uniform, Wg, elements, rf, wf};
 
-pub static SHADER: Shader = Shader {
-    name: "fista",
-    source: super::with_prelude!("fista.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("fista");
 
 /// Invocations per workgroup (WGSL override `WG`).
 const WG: usize = 256;
 
 crate::uniform! {
     struct StepParams {
-        len: u32,
-        _pad0: [u32; 3],
-        step: f32,
-        threshold: f32,
-        momentum: f32,
-        _pad1: f32,
+        len: u32, _pad0: [u32; 3], step: f32, threshold: f32,
+        momentum: f32, _pad1: f32,
     }
 }
 
@@ -41,16 +34,10 @@ crate::uniform! {
 }
 
 const fn fista(name: &'static str, params: Layout, binds: &'static [Slot]) -> Entry {
-    Entry {
-        shader: &SHADER,
-        name,
-        params,
-        binds,
-        consts: &[("WG", WG as f64)],
-        vars: &[],
-        workgroup: [Wg::Fixed(WG as u32), Wg::Fixed(1), Wg::Fixed(1)],
-        grid: Grid::Items,
-    }
+    Entry::new(&SHADER, name, params, binds)
+        .consts(&[("WG", WG as f64)])
+        .wg(Wg::Fixed(WG as u32))
+        .grid(Grid::Items)
 }
 
 const STEP: &[Slot] = &[

@@ -35,10 +35,7 @@ use super::expect_shape;
 
 pub use crate::reference::gemm::GemmSpec;
 
-pub static SHADER: Shader = Shader {
-    name: "gemm",
-    source: super::with_prelude!("gemm.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("gemm");
 
 /// gemm_tex with A shared by subgroupBroadcast: a module of its own, created only on
 /// devices with subgroups (it does not validate elsewhere).
@@ -176,13 +173,8 @@ impl GemmPath {
 
 crate::uniform! {
     struct Params {
-        m: u32,
-        n: u32,
-        k: u32,
-        _pad0: u32,
-        alpha: f32,
-        beta: f32,
-        _pad1: [u32; 2],
+        m: u32, n: u32, k: u32, _pad0: u32,
+        alpha: f32, beta: f32, _pad1: [u32; 2],
     }
 }
 
@@ -196,16 +188,9 @@ const fn gemm_entry(
     binds: &'static [Slot],
     wg: [Wg; 2],
 ) -> Entry {
-    Entry {
-        shader,
-        name,
-        params: Params::LAYOUT,
-        binds,
-        consts: &[],
-        vars: FLAGS,
-        workgroup: [wg[0], wg[1], Wg::Fixed(1)],
-        grid: Grid::Custom,
-    }
+    Entry::new(shader, name, Params::LAYOUT, binds)
+        .vars(FLAGS)
+        .wg2(wg[0], wg[1])
 }
 
 /// A and B as stored ((m, k) or (k, m); (k, n) or (n, k)), bias, C.
@@ -215,22 +200,9 @@ const BUFFERS: &[Slot] = &[
     rf("bias", "n"),
     wf("c", "m, n"),
 ];
-/// The texture kernels: A and B as rgba32float textures of the stored layouts.
-const TEXTURES: &[Slot] = &[
-    Slot::texture("a", "ar, ac / 4"),
-    Slot::texture("b", "br, bc / 4"),
-    rf("bias", "n"),
-    wf("c", "m, n"),
-];
-/// ... and the block maxima of C (the fused block_max epilogue).
-const TEXTURES_BMAX: &[Slot] = &[
-    Slot::texture("a", "ar, ac / 4"),
-    Slot::texture("b", "br, bc / 4"),
-    rf("bias", "n"),
-    wf("c", "m, n"),
-    wu("bmax", "m, nb"),
-];
-/// ... and the offsets subtracted before the maxima.
+/// The texture kernels' bindings: A and B as rgba32float textures of the stored layouts,
+/// bias, C, then for the fused block_max epilogue the block maxima of C and the offsets
+/// subtracted before them (`_bmax` entry points take the first 5, `_bmax_off` all 6).
 const TEXTURES_BMAX_OFF: &[Slot] = &[
     Slot::texture("a", "ar, ac / 4"),
     Slot::texture("b", "br, bc / 4"),
@@ -239,6 +211,8 @@ const TEXTURES_BMAX_OFF: &[Slot] = &[
     wu("bmax", "m, nb"),
     rf("off", "n"),
 ];
+const TEXTURES: &[Slot] = TEXTURES_BMAX_OFF.split_at(4).0;
+const TEXTURES_BMAX: &[Slot] = TEXTURES_BMAX_OFF.split_at(5).0;
 
 const fn sg(name: &'static str, binds: &'static [Slot]) -> Entry {
     gemm_entry(
@@ -270,19 +244,18 @@ pub static GEMM_GENERAL: Entry = gemm_entry(
     BUFFERS,
     [Wg::Var("GN_WG"), Wg::Fixed(1)],
 );
-pub static FILL_TEXTURE: Entry = Entry {
-    shader: &SHADER,
-    name: "fill_texture",
-    params: Params::LAYOUT,
-    binds: &[
+pub static FILL_TEXTURE: Entry = Entry::new(
+    &SHADER,
+    "fill_texture",
+    Params::LAYOUT,
+    &[
         rf("src", "rows, cols"),
         Slot::texture_write("dst", "rows, cols / 4"),
     ],
-    consts: &[("FT_WG", FT_WG as f64)],
-    vars: &[],
-    workgroup: [Wg::Fixed(FT_WG as u32), Wg::Fixed(1), Wg::Fixed(1)],
-    grid: Grid::Items,
-};
+)
+.consts(&[("FT_WG", FT_WG as f64)])
+.wg(Wg::Fixed(FT_WG as u32))
+.grid(Grid::Items);
 pub static GEMM_TEX_SG: Entry = sg("gemm_tex_sg", TEXTURES);
 pub static GEMM_TEX_SG16: Entry = sg("gemm_tex_sg16", TEXTURES);
 pub static GEMM_TEX_SG32: Entry = sg("gemm_tex_sg32", TEXTURES);

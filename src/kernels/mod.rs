@@ -3,17 +3,6 @@
 //! check shapes, fill the parameter struct and record one or more dispatches into the
 //! caller's encoder; they never submit or read back.
 
-/// The source of `shaders/<file>` after the shared prelude (shaders/prelude.wgsl).
-macro_rules! with_prelude {
-    ($file:literal) => {
-        concat!(
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/prelude.wgsl")),
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file))
-        )
-    };
-}
-pub(crate) use with_prelude;
-
 pub mod activations;
 pub mod bench;
 pub mod codes;

@@ -5,35 +5,22 @@ use crate::{Error, Result};
 
 use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, ru, wf, wu};
 
-pub static SHADER: Shader = Shader {
-    name: "ops",
-    source: super::with_prelude!("ops.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("ops");
 
 const WG: usize = 256;
 
 crate::uniform! {
     struct Params {
-        len: u32,
-        first: u32,
-        decay: f32,
-        index: u32,
-        threshold: u32,
-        _pad: [u32; 3],
+        len: u32, first: u32, decay: f32, index: u32,
+        threshold: u32, _pad: [u32; 3],
     }
 }
 
 const fn op(name: &'static str, binds: &'static [Slot], wg: u32, grid: Grid) -> Entry {
-    Entry {
-        shader: &SHADER,
-        name,
-        params: Params::LAYOUT,
-        binds,
-        consts: &[("WG", WG as f64)],
-        vars: &[],
-        workgroup: [Wg::Fixed(wg), Wg::Fixed(1), Wg::Fixed(1)],
-        grid,
-    }
+    Entry::new(&SHADER, name, Params::LAYOUT, binds)
+        .consts(&[("WG", WG as f64)])
+        .wg(Wg::Fixed(wg))
+        .grid(grid)
 }
 
 pub static THRESHOLD_EMA: Entry = op(

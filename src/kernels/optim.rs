@@ -20,10 +20,7 @@ use super::decl::{Entry, Grid, Slot, Uniform, Wg, fits, rf, wf};
 
 pub use crate::reference::optim::AdamHyper;
 
-pub static SHADER: Shader = Shader {
-    name: "optim",
-    source: super::with_prelude!("optim.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("optim");
 
 /// Elementwise and sumsq_partial workgroup size (override `WG`).
 const WG: usize = 256;
@@ -45,12 +42,8 @@ const MAX_LEN: usize = u32::MAX as usize - MAX_PARTIAL_GROUPS * WG;
 
 crate::uniform! {
     struct Params {
-        len: u32,
-        d: u32,
-        stride: u32,
-        slot: u32,
-        max_norm: f32,
-        _pad: [u32; 3],
+        len: u32, d: u32, stride: u32, slot: u32,
+        max_norm: f32, _pad: [u32; 3],
     }
 }
 
@@ -81,16 +74,10 @@ fn params(len: usize) -> Params {
 }
 
 const fn optim(name: &'static str, binds: &'static [Slot], wg: Wg, grid: Grid) -> Entry {
-    Entry {
-        shader: &SHADER,
-        name,
-        params: Params::LAYOUT,
-        binds,
-        consts: &[("WG", WG as f64), ("FW", FW as f64)],
-        vars: &[],
-        workgroup: [wg, Wg::Fixed(1), Wg::Fixed(1)],
-        grid,
-    }
+    Entry::new(&SHADER, name, Params::LAYOUT, binds)
+        .consts(&[("WG", WG as f64), ("FW", FW as f64)])
+        .wg(wg)
+        .grid(grid)
 }
 
 /// The elementwise kernels: `WG` invocations per workgroup, one item each.

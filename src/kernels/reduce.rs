@@ -23,10 +23,7 @@ use super::decl::{Entry, Grid, Layout, Slot, Uniform, Wg, elements, rf, ru, wf, 
 
 pub use crate::reference::reduce::{METRIC_SLOTS, slot};
 
-pub static SHADER: Shader = Shader {
-    name: "reduce",
-    source: super::with_prelude!("reduce.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("reduce");
 
 /// Invocations per workgroup (WGSL override `WG`).
 const WG: usize = 256;
@@ -37,14 +34,8 @@ const FINISH_WG: u32 = 256;
 
 crate::uniform! {
     struct Params {
-        rows: u32,
-        cols: u32,
-        len: u32,
-        flag: u32,
-        scale: f32,
-        u0: u32,
-        nparts: u32,
-        _pad: u32,
+        rows: u32, cols: u32, len: u32, flag: u32,
+        scale: f32, u0: u32, nparts: u32, _pad: u32,
     }
 }
 
@@ -65,16 +56,10 @@ const fn reduce(
     wg: u32,
     grid: Grid,
 ) -> Entry {
-    Entry {
-        shader: &SHADER,
-        name,
-        params,
-        binds,
-        consts: &[("WG", WG as f64), ("RB", RB as f64)],
-        vars: &[],
-        workgroup: [Wg::Fixed(wg), Wg::Fixed(1), Wg::Fixed(1)],
-        grid,
-    }
+    Entry::new(&SHADER, name, params, binds)
+        .consts(&[("WG", WG as f64), ("RB", RB as f64)])
+        .wg(Wg::Fixed(wg))
+        .grid(grid)
 }
 
 /// One invocation per item.

@@ -21,10 +21,7 @@ use crate::{Error, Result};
 
 use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, ru, wf, wu};
 
-pub static SHADER: Shader = Shader {
-    name: "sparse",
-    source: super::with_prelude!("sparse.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("sparse");
 
 /// Invocations per workgroup of the 1-D kernels (`WG` in the shader).
 const WG: usize = 64;
@@ -36,46 +33,25 @@ const WG_SCAN: usize = 256;
 
 crate::uniform! {
     struct Params {
-        rows: u32,
-        n: u32,
-        d: u32,
-        dv: u32,
-        cap: u32,
-        k: u32,
-        flag: u32,
-        _pad: u32,
-        scale: f32,
-        eps: f32,
-        _pad1: [u32; 2],
+        rows: u32, n: u32, d: u32, dv: u32,
+        cap: u32, k: u32, flag: u32, _pad: u32,
+        scale: f32, eps: f32, _pad1: [u32; 2],
     }
 }
 
 /// A 1-D kernel: `WG` invocations per workgroup, one per item.
 const fn one_d(name: &'static str, binds: &'static [Slot]) -> Entry {
-    Entry {
-        shader: &SHADER,
-        name,
-        params: Params::LAYOUT,
-        binds,
-        consts: &[("WG", WG as f64)],
-        vars: &[],
-        workgroup: [Wg::Fixed(WG as u32), Wg::Fixed(1), Wg::Fixed(1)],
-        grid: Grid::Items,
-    }
+    Entry::new(&SHADER, name, Params::LAYOUT, binds)
+        .consts(&[("WG", WG as f64)])
+        .wg(Wg::Fixed(WG as u32))
+        .grid(Grid::Items)
 }
 
 /// One workgroup per (row or latent, chunk of columns), its width set per launch.
 const fn per_cols(name: &'static str, binds: &'static [Slot]) -> Entry {
-    Entry {
-        shader: &SHADER,
-        name,
-        params: Params::LAYOUT,
-        binds,
-        consts: &[],
-        vars: &[],
-        workgroup: [Wg::Var("WG"), Wg::Fixed(1), Wg::Fixed(1)],
-        grid: Grid::Groups,
-    }
+    Entry::new(&SHADER, name, Params::LAYOUT, binds)
+        .wg(Wg::Var("WG"))
+        .grid(Grid::Groups)
 }
 
 const DECODE: &[Slot] = &[

@@ -13,10 +13,7 @@ use crate::{Error, Result};
 
 use super::decl::{Entry, Grid, Layout, Slot, Uniform, Wg, rf, ru, wf, wu};
 
-pub static SHADER: Shader = Shader {
-    name: "topk",
-    source: super::with_prelude!("topk.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("topk");
 
 /// Invocations per workgroup (a power of two <= 2048).
 const WG: usize = 256;
@@ -38,45 +35,28 @@ const RANK_MAX: usize = 256;
 
 crate::uniform! {
     struct TopkParams {
-        rows: u32,
-        n: u32,
-        k: u32,
-        has_mask: u32,
-        vec4: u32,
-        fast: u32,
-        _pad: [u32; 2],
+        rows: u32, n: u32, k: u32, has_mask: u32,
+        vec4: u32, fast: u32, _pad: [u32; 2],
     }
 }
 
 crate::uniform! {
     struct BatchParams {
-        rows: u32,
-        n: u32,
-        k_total: u32,
-        level: u32,
-        src: u32,
-        capg: u32,
-        vec4: u32,
-        _pad: u32,
+        rows: u32, n: u32, k_total: u32, level: u32,
+        src: u32, capg: u32, vec4: u32, _pad: u32,
     }
 }
 
 const fn sel(name: &'static str, params: Layout, binds: &'static [Slot], grid: Grid) -> Entry {
-    Entry {
-        shader: &SHADER,
-        name,
-        params,
-        binds,
-        consts: &[
+    Entry::new(&SHADER, name, params, binds)
+        .consts(&[
             ("WG", WG as f64),
             ("CAP", CAP as f64),
             ("EPT", EPT as f64),
             ("RANK_MAX", RANK_MAX as f64),
-        ],
-        vars: &[],
-        workgroup: [Wg::Fixed(WG as u32), Wg::Fixed(1), Wg::Fixed(1)],
-        grid,
-    }
+        ])
+        .wg(Wg::Fixed(WG as u32))
+        .grid(grid)
 }
 
 const fn batch(name: &'static str, binds: &'static [Slot], grid: Grid) -> Entry {

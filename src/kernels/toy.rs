@@ -15,10 +15,7 @@ use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, wf};
 
 pub use crate::reference::toy::ToyShape;
 
-pub static SHADER: Shader = Shader {
-    name: "toy",
-    source: super::with_prelude!("toy.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("toy");
 
 /// Largest hidden width the kernels hold in registers (WGSL `MAXM`).
 pub const MAX_HIDDEN: usize = 32;
@@ -37,18 +34,9 @@ fn grad_lanes(n: usize) -> usize {
 
 crate::uniform! {
     struct Params {
-        instances: u32,
-        rows: u32,
-        n: u32,
-        m: u32,
-        chunk: u32,
-        chunks: u32,
-        len: u32,
-        relu: u32,
-        seed_lo: u32,
-        seed_hi: u32,
-        scale: f32,
-        _pad: u32,
+        instances: u32, rows: u32, n: u32, m: u32,
+        chunk: u32, chunks: u32, len: u32, relu: u32,
+        seed_lo: u32, seed_hi: u32, scale: f32, _pad: u32,
     }
 }
 
@@ -73,16 +61,10 @@ crate::uniform! {
 }
 
 const fn toy(name: &'static str, binds: &'static [Slot], wg: Wg, grid: Grid) -> Entry {
-    Entry {
-        shader: &SHADER,
-        name,
-        params: Params::LAYOUT,
-        binds,
-        consts: &[("DWG", WG as f64), ("FWG", FWG as f64), ("SWG", WG as f64)],
-        vars: &[],
-        workgroup: [wg, Wg::Fixed(1), Wg::Fixed(1)],
-        grid,
-    }
+    Entry::new(&SHADER, name, Params::LAYOUT, binds)
+        .consts(&[("DWG", WG as f64), ("FWG", FWG as f64), ("SWG", WG as f64)])
+        .wg(wg)
+        .grid(grid)
 }
 
 pub static TOY_DATA: Entry = toy(

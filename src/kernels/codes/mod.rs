@@ -42,10 +42,7 @@ pub use select::{
     topk_select, topk_threshold,
 };
 
-pub static SHADER: Shader = Shader {
-    name: "codes",
-    source: super::with_prelude!("codes.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("codes");
 
 /// Invocations per workgroup of the 1-D kernels (`WG`).
 const WG: usize = 64;
@@ -57,36 +54,21 @@ const WG_ROW: usize = 64;
 
 crate::uniform! {
     struct Params {
-        rows: u32,
-        n: u32,
-        k: u32,
-        nb: u32,
-        has_cols: u32,
-        cap: u32,
-        dead_after: u32,
-        block: u32,
-        has_off: u32,
-        eps: f32,
-        shift: u32,
-        last: u32,
+        rows: u32, n: u32, k: u32, nb: u32,
+        has_cols: u32, cap: u32, dead_after: u32, block: u32,
+        has_off: u32, eps: f32, shift: u32, last: u32,
     }
 }
 
 const fn codes(name: &'static str, binds: &'static [Slot], wg: usize, grid: Grid) -> Entry {
-    Entry {
-        shader: &SHADER,
-        name,
-        params: Params::LAYOUT,
-        binds,
-        consts: &[
+    Entry::new(&SHADER, name, Params::LAYOUT, binds)
+        .consts(&[
             ("WG", WG as f64),
             ("WG_SCAN", WG_SCAN as f64),
             ("WG_ROW", WG_ROW as f64),
-        ],
-        vars: &[],
-        workgroup: [Wg::Fixed(wg as u32), Wg::Fixed(1), Wg::Fixed(1)],
-        grid,
-    }
+        ])
+        .wg(Wg::Fixed(wg as u32))
+        .grid(grid)
 }
 
 /// A 1-D kernel: `WG` invocations per workgroup, one per item.
