@@ -42,6 +42,9 @@ use saeforge::kernels::activations::{self, relu_backward, relu_forward};
 use saeforge::kernels::gemm::{self, GemmPath, GemmSpec, GemmTuning};
 use saeforge::kernels::{bench, codes, ops, optim, reduce, sparse, topk};
 
+#[path = "kernels/step_extra.rs"]
+mod step_extra;
+
 type Record = Box<dyn Fn(&Gpu, &mut wgpu::CommandEncoder) -> saeforge::Result<()>>;
 
 /// What a case does per run, the unit its rate is reported in, and its ceiling.
@@ -1087,24 +1090,40 @@ fn optim_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
         b4(5 + 2),
         Box::new(move |g, e| optim::clip_scale(g, e, &a, 5, 1.0, &clip_out)),
     ));
-    // w read-write (2 n d)
+    // The unit-norm decoder's pair, as the step records it. decoder_grad_prep: read w, g
+    // (2 n d); write coef, part (2 n). sum_slot: read part (n). adam_unit_rows: param, m, v
+    // read-write (6 n d), grad read (n d), the row re-read for the normalisation (n d),
+    // coef read (n).
     let w = Rc::new(gpu.upload("W_dec copy", &[N, D], &gpu.read_f32(&t.w_dec)?)?);
-    let w2 = w.clone();
+    let gd = up("grad W_dec", &[N, D], 1e-3)?;
+    let md = up("adam m W_dec", &[N, D], 1e-4)?;
+    let vd = Rc::new(gpu.upload("adam v W_dec", &[N, D], &vec![1e-6; N * D])?);
+    let coef = Rc::new(gpu.zeros("decoder coef", &[N])?);
+    let part = Rc::new(gpu.zeros("decoder part", &[N])?);
+    let (w2, g2, c2, p2) = (w.clone(), gd.clone(), coef.clone(), part.clone());
     v.push(bytes_case(
-        "normalize_rows",
+        "decoder_grad_prep",
         "vec4",
         nd.clone(),
-        b4(2 * N * D),
-        Box::new(move |g, e| optim::normalize_rows(g, e, &w2, N, D)),
+        b4(2 * N * D + 2 * N),
+        Box::new(move |g, e| optim::decoder_grad_prep(g, e, &w2, &g2, N, D, &c2, &p2)),
     ));
-    // read w (n d); g read-write (2 n d)
-    let gd = up("grad W_dec", &[N, D], 1e-3)?;
+    let (p2, a) = (part.clone(), acc.clone());
     v.push(bytes_case(
-        "remove_parallel",
+        "sum_slot",
+        "-",
+        format!("n={N}"),
+        b4(N + 1),
+        Box::new(move |g, e| optim::sum_slot(g, e, &p2, &a, 1)),
+    ));
+    v.push(bytes_case(
+        "adam_unit_rows",
         "vec4",
         nd,
-        b4(3 * N * D),
-        Box::new(move |g, e| optim::remove_parallel(g, e, &w, &gd, N, D)),
+        b4(8 * N * D + N + 1),
+        Box::new(move |g, e| {
+            optim::adam_unit_rows(g, e, &w, &gd, &coef, &md, &vd, &hyper, &clip, N, D)
+        }),
     ));
     Ok(v)
 }
@@ -1112,15 +1131,14 @@ fn optim_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
 fn ops_cases(gpu: &Gpu) -> saeforge::Result<Vec<Case>> {
     let mut rng = ChaCha8Rng::seed_from_u64(17);
     let mut v = Vec::new();
-    // a read-write (2 d n), b read (d n): the AuxK gradient of W_enc added into the main one
-    let a = Rc::new(gpu.upload("grad W_enc", &[D, N], &gaussian(&mut rng, D * N, 1e-3))?);
-    let b = Rc::new(gpu.upload("aux grad W_enc", &[D, N], &gaussian(&mut rng, D * N, 1e-4))?);
+    // write a (b d): the AuxK reconstruction a gated path clears
+    let a = Rc::new(gpu.upload("e_hat", &[B, D], &gaussian(&mut rng, B * D, 1.0))?);
     v.push(bytes_case(
-        "add_into",
+        "zero",
         "-",
-        format!("W_enc: d={D} x n={N}"),
-        b4(3 * D * N),
-        Box::new(move |g, e| ops::add_into(g, e, &a, &b)),
+        format!("e_hat: b={B} x d={D}"),
+        b4(B * D),
+        Box::new(move |g, e| ops::zero(g, e, &a)),
     ));
     // read thr (1); state read-write (2)
     let thr = Rc::new(gpu.upload("batch threshold", &[1], &[0.5])?);
@@ -1178,6 +1196,9 @@ fn main() -> anyhow::Result<()> {
     cases.extend(reduce_cases(&gpu, &inputs)?);
     cases.extend(optim_cases(&gpu, &inputs)?);
     cases.extend(ops_cases(&gpu)?);
+    cases.extend(step_extra::codes_cases(&gpu, &inputs)?);
+    cases.extend(step_extra::fista_cases(&gpu)?);
+    cases.extend(step_extra::toy_cases(&gpu)?);
     cases.retain(|c| filters.is_empty() || filters.iter().any(|f| c.name.contains(f.as_str())));
 
     let mut timings = Vec::new();

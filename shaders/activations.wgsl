@@ -12,17 +12,13 @@ struct Params {
 
 override WG: u32 = 256;
 
-fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
 // relu_forward: z = max(pre, 0)
 @group(0) @binding(1) var<storage, read> rf_pre: array<f32>;       // (rows, n)
 @group(0) @binding(2) var<storage, read_write> rf_z: array<f32>;   // (rows, n)
 
 @compute @workgroup_size(WG)
 fn relu_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.len { return; }
     rf_z[i] = max(rf_pre[i], 0.0);
 }
@@ -34,7 +30,7 @@ fn relu_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 
 @compute @workgroup_size(WG)
 fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.len { return; }
     rb_dpre[i] = select(0.0, rb_dz[i], rb_pre[i] > 0.0);
 }
@@ -88,7 +84,7 @@ fn jumprelu_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @compute @workgroup_size(WG)
 fn jumprelu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= jp.n { return; }
     let theta = exp(jb_log_theta[i]);
     let a = -theta / jp.eps;
@@ -116,7 +112,7 @@ fn jumprelu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 
 @compute @workgroup_size(WG)
 fn jumprelu_backward_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     let n4 = jp.n / 4u;
     if i >= n4 { return; }
     let theta = exp(jb4_log_theta[i]);

@@ -13,10 +13,6 @@ struct Params {
 
 override WG: u32 = 64;
 
-fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
 // fma_peak: 8 independent vec4 accumulators, 4 multiply-adds each per iteration, no memory
 // traffic in the loop (the best of 4-24 scalar / 4-8 vec4 accumulators on lavapipe). The
 // multiplier comes from the parameters so that nothing folds; the sum is written out so
@@ -25,7 +21,7 @@ fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 @compute @workgroup_size(WG)
 fn fma_peak(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.len {
         return;
     }
@@ -88,7 +84,7 @@ fn fma_peak(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 
 @compute @workgroup_size(WG)
 fn copy_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.len {
         return;
     }

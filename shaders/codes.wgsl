@@ -21,7 +21,8 @@
 // loop iterations in all (LP_MAX_TGSI_LOOP_ITERATIONS), silently: no invocation here loops
 // more than ~40k times (a bit search over a 16384-wide row would be 500k, hence the
 // workgroup per row in topk_select_row).
-// Keys are those of topk.wgsl (unsigned order = float order, -0 folded onto +0).
+// Keys are the prelude's key_of (unsigned order = float order, -0 folded onto +0), as in
+// topk.wgsl.
 // Deterministic: every output is a function of the inputs, whatever the execution order.
 
 struct Params {
@@ -47,18 +48,6 @@ override WG_SCAN: u32 = 256;  // the single workgroup of csr_scan / dead_list
 const CAND: u32 = 1024u;
 const POSITIVE: u32 = 0x80000001u;
 
-// Branch-free (a `var` assigned under a branch, inlined into divergent loops, came out
-// wrong on lavapipe 22.3).
-fn key_of(v: f32) -> u32 {
-    let raw = bitcast<u32>(v);
-    let b = select(raw, 0u, raw == 0x80000000u);
-    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
-}
-
-fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
 // ---------------------------------------------------------------- block_max
 // bmax[r, j] = max over eligible positions q in j*block .. (j+1)*block of key_of(x[r, col(q)]),
 // 0 when the block holds no eligible position. One invocation per (row, block).
@@ -71,7 +60,7 @@ fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 @compute @workgroup_size(WG)
 fn block_max(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = linear_index(gid, nwg);
+    let t = linear_index(gid, nwg, WG);
     if t >= p.rows * p.nb { return; }
     let r = t / p.nb;
     let j = t - r * p.nb;
@@ -96,7 +85,7 @@ fn block_max(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 
 @compute @workgroup_size(WG)
 fn block_max_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = linear_index(gid, nwg);
+    let t = linear_index(gid, nwg, WG);
     if t >= p.rows * p.nb { return; }
     let r = t / p.nb;
     let j = t - r * p.nb;
@@ -137,7 +126,7 @@ fn th_used(base: u32) -> u32 {
 
 @compute @workgroup_size(WG)
 fn topk_threshold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = linear_index(gid, nwg);
+    let r = linear_index(gid, nwg, WG);
     if r >= p.rows { return; }
     let base = r * p.nb;
     let nb = th_used(base);
@@ -159,7 +148,7 @@ fn topk_threshold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 
 @compute @workgroup_size(WG)
 fn topk_threshold_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = linear_index(gid, nwg);
+    let r = linear_index(gid, nwg, WG);
     if r >= p.rows { return; }
     let base = r * (p.nb / 4u);
     // th_used over the vec4 view (one module binding per entry point).
@@ -203,7 +192,7 @@ fn topk_threshold_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
 
 @compute @workgroup_size(WG)
 fn topk_candidates(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = linear_index(gid, nwg);
+    let r = linear_index(gid, nwg, WG);
     if r >= p.rows { return; }
     var m = p.n;
     if p.has_cols != 0u { m = min(cd_ncols[0], p.n); }
@@ -252,7 +241,7 @@ fn cd_put(out: u32, c: u32, t: u32, i: u32, key: u32) -> u32 {
 
 @compute @workgroup_size(WG)
 fn topk_candidates_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = linear_index(gid, nwg);
+    let r = linear_index(gid, nwg, WG);
     if r >= p.rows { return; }
     let t = cd_thr[r];
     let n4 = p.n / 4u;
@@ -308,7 +297,7 @@ fn sl_finish(r: u32, j: u32) {
 
 @compute @workgroup_size(WG)
 fn topk_select(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = linear_index(gid, nwg);
+    let r = linear_index(gid, nwg, WG);
     if r >= p.rows { return; }
     let len = sl_n[r];
     if len > CAND { return; }
@@ -498,7 +487,7 @@ fn csr_scan(@builtin(local_invocation_index) l: u32) {
 
 @compute @workgroup_size(WG)
 fn csr_pack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = linear_index(gid, nwg);
+    let t = linear_index(gid, nwg, WG);
     if t >= p.rows * p.k { return; }
     let r = t / p.k;
     let j = t - r * p.k;
@@ -567,7 +556,7 @@ fn dead_list(@builtin(local_invocation_index) l: u32) {
 
 @compute @workgroup_size(WG)
 fn threshold_offsets(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.n { return; }
     to_off[i] = exp(to_log_thr[i]) - p.eps;
 }
@@ -600,7 +589,7 @@ fn cp_keep(r: u32, i: u32) -> vec2<f32> {
 
 @compute @workgroup_size(WG)
 fn compact_count(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = linear_index(gid, nwg);
+    let r = linear_index(gid, nwg, WG);
     if r >= p.rows { return; }
     var c = 0u;
     for (var j = 0u; j < p.nb; j++) {
@@ -620,7 +609,7 @@ fn compact_count(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 
 @compute @workgroup_size(WG)
 fn compact_write(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = linear_index(gid, nwg);
+    let r = linear_index(gid, nwg, WG);
     if r >= p.rows { return; }
     var s = cw_row_ptr[r];
     for (var j = 0u; j < p.nb; j++) {
@@ -666,7 +655,7 @@ fn cp4_keep(v: vec4<f32>, q: u32) -> Kept4 {
 
 @compute @workgroup_size(WG)
 fn compact_count_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = linear_index(gid, nwg);
+    let r = linear_index(gid, nwg, WG);
     if r >= p.rows { return; }
     let n4 = p.n / 4u;
     let b4 = p.block / 4u;
@@ -702,7 +691,7 @@ fn cw_put(s: u32, keep: bool, i: u32, act: f32, pre: f32) -> u32 {
 
 @compute @workgroup_size(WG)
 fn compact_write_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = linear_index(gid, nwg);
+    let r = linear_index(gid, nwg, WG);
     if r >= p.rows { return; }
     let n4 = p.n / 4u;
     let b4 = p.block / 4u;
@@ -760,7 +749,7 @@ fn key_init(@builtin(local_invocation_index) l: u32) {
 
 @compute @workgroup_size(WG)
 fn key_hist(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.n { return; }
     let key = kh_keys[i];
     if (key & kh_state[1]) == kh_state[0] {
@@ -810,7 +799,7 @@ fn key_find() {
 
 @compute @workgroup_size(WG)
 fn candidate_matrix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = linear_index(gid, nwg);
+    let t = linear_index(gid, nwg, WG);
     if t >= p.rows * CAND { return; }
     let r = t / CAND;
     let j = t - r * CAND;
@@ -834,7 +823,7 @@ fn candidate_matrix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 
 @compute @workgroup_size(WG)
 fn candidate_map(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let s = linear_index(gid, nwg);
+    let s = linear_index(gid, nwg, WG);
     if s >= min(cx_row_ptr[p.rows], p.cap) { return; }
     var lo = 0u;
     var hi = p.rows;

@@ -14,10 +14,6 @@
 
 override WG: u32 = 256;
 
-fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
 struct StepParams {
     len: u32,        // rows * n
     _pad0: u32,
@@ -40,7 +36,7 @@ struct StepParams {
 
 @compute @workgroup_size(WG)
 fn fista_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= sp.len { return; }
     let v = fs_y[i] - sp.step * fs_g[i];
     let z = max(v - sp.threshold, 0.0);
@@ -56,7 +52,7 @@ fn fista_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 
 @compute @workgroup_size(WG)
 fn fista_step_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= sp.len / 4u { return; }
     let v = fs4_y[i] - sp.step * fs4_g[i];
     let z = max(v - vec4<f32>(sp.threshold), vec4<f32>(0.0));
@@ -84,7 +80,7 @@ struct ChangeParams {
 
 @compute @workgroup_size(WG)
 fn fista_row_change(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = linear_index(gid, nwg);
+    let r = linear_index(gid, nwg, WG);
     if r >= cp.rows { return; }
     var dd = 0.0;
     var zz = 0.0;
@@ -105,7 +101,7 @@ fn fista_row_change(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 
 @compute @workgroup_size(WG)
 fn fista_row_change_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = linear_index(gid, nwg);
+    let r = linear_index(gid, nwg, WG);
     if r >= cp.rows { return; }
     var dd = vec4<f32>(0.0);
     var zz = vec4<f32>(0.0);

@@ -490,7 +490,7 @@ override FT_WG: u32 = 64;
 
 @compute @workgroup_size(FT_WG)
 fn fill_texture(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * FT_WG;
+    let i = linear_index(gid, nwg, FT_WG);
     if i >= p.m * p.n { return; }
     let r = i / p.n;
     let c = i - r * p.n;

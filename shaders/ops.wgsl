@@ -2,7 +2,7 @@
 // Launchers: src/kernels/ops.rs. CPU twins: src/reference/ops.rs.
 
 struct Params {
-    len: u32,       // elements (add_into); gate slots (gate_plan)
+    len: u32,       // elements (zero); gate slots (gate_plan)
     first: u32,     // 1 on the first step (threshold_ema)
     decay: f32,     // EMA decay (threshold_ema)
     index: u32,     // gate_plan: element of src holding the value
@@ -15,17 +15,6 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 
 override WG: u32 = 256;
-
-// add_into: a += b
-@group(0) @binding(1) var<storage, read_write> ai_a: array<f32>; // (len)
-@group(0) @binding(2) var<storage, read> ai_b: array<f32>;       // (len)
-
-@compute @workgroup_size(WG)
-fn add_into(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    if i >= p.len { return; }
-    ai_a[i] = ai_a[i] + ai_b[i];
-}
 
 // threshold_ema: state = first ? max(thr, 0) : decay * state + (1 - decay) * max(thr, 0)
 @group(0) @binding(1) var<storage, read> te_thr: array<f32>;          // (1) smallest kept value of this batch
@@ -49,7 +38,7 @@ fn threshold_ema() {
 
 @compute @workgroup_size(WG)
 fn gate_plan(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let j = gid.x + gid.y * nwg.x * WG;
+    let j = linear_index(gid, nwg, WG);
     if j >= p.len { return; }
     let flag = select(0u, 1u, gp_src[p.index] > p.threshold);
     let t = gp_table[j];
@@ -64,7 +53,7 @@ fn gate_plan(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 
 @compute @workgroup_size(WG)
 fn zero(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = linear_index(gid, nwg, WG);
     if i >= p.len { return; }
     zr_a[i] = 0.0;
 }

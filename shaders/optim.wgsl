@@ -1,6 +1,7 @@
-// Optimizer kernels of the SAE training step: Adam(W), global gradient-norm clipping,
-// decoder row normalisation and removal of the gradient component parallel to each
-// decoder row. Launchers: src/kernels/optim.rs. CPU twins: src/reference/optim.rs.
+// Optimizer kernels of the SAE training step: Adam(W), global gradient-norm clipping, and
+// the unit-norm decoder's fused pair (decoder_grad_prep, adam_unit_rows), which replaced
+// separate passes removing the gradient's component along each decoder row and
+// renormalising the rows (their figures are kept below for the record). Launchers: src/kernels/optim.rs. CPU twins: src/reference/optim.rs.
 // Deterministic: every sum has a fixed order for a given set of override constants; no
 // atomics.
 //
@@ -58,14 +59,6 @@ override WG: u32 = 256;  // elementwise and sumsq_partial invocations per workgr
 override FW: u32 = 256;  // sumsq_finish workgroup (power of two)
 override RW: u32 = 64;   // row kernels: invocations per row (power of two; 8 on lavapipe)
 
-fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
-fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
-}
-
 // ---------------------------------------------------------------- adam
 // g = grad * clip[0]; m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
 // param -= lr * ((m / bias1) / (sqrt(v / bias2) + eps) + weight_decay * param)
@@ -80,7 +73,7 @@ fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 @compute @workgroup_size(WG)
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.len { return; }
     let h = ad_h;
     let g = ad_grad[i] * ad_clip[0];
@@ -100,7 +93,7 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 @compute @workgroup_size(WG)
 fn adam_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.len { return; }
     let h = ad_h;
     let g = av_grad[i] * ad_clip[0];
@@ -189,12 +182,8 @@ fn clip_scale() {
     cs_clip[1] = norm;
 }
 
-// ---------------------------------------------------------------- normalize_rows
-// w[i, :] /= ||w[i, :]||, zero rows unchanged. One workgroup of RW invocations per row:
-// invocation l sums items l, l + RW, ... of the row, then a fixed tree.
-
-@group(0) @binding(1) var<storage, read_write> nr_w: array<f32>;       // (n, d)
-
+// ---------------------------------------------------------------- fused decoder steps
+// A fixed-order sum over the RW invocations of a row's workgroup.
 var<workgroup> nr_red: array<f32, RW>;
 
 fn nr_tree(l: u32, s: f32) -> f32 {
@@ -209,112 +198,6 @@ fn nr_tree(l: u32, s: f32) -> f32 {
     return nr_red[0];
 }
 
-@compute @workgroup_size(RW)
-fn normalize_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    let row = row_index(wid, nwg);
-    if row >= p.len { return; }
-    let base = row * p.d;
-    var s = 0.0;
-    for (var j = l; j < p.d; j += RW) {
-        let x = nr_w[base + j];
-        s += x * x;
-    }
-    let ss = nr_tree(l, s);
-    if ss > 0.0 {
-        let norm = sqrt(ss);
-        for (var j = l; j < p.d; j += RW) {
-            nr_w[base + j] = nr_w[base + j] / norm;
-        }
-    }
-}
-
-@group(0) @binding(1) var<storage, read_write> nv_w: array<vec4<f32>>; // (n, d / 4)
-
-@compute @workgroup_size(RW)
-fn normalize_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    let row = row_index(wid, nwg);
-    if row >= p.len { return; }
-    let base = row * p.d;
-    var s = vec4(0.0);
-    for (var j = l; j < p.d; j += RW) {
-        let x = nv_w[base + j];
-        s += x * x;
-    }
-    let ss = nr_tree(l, (s.x + s.y) + (s.z + s.w));
-    if ss > 0.0 {
-        let norm = sqrt(ss);
-        for (var j = l; j < p.d; j += RW) {
-            nv_w[base + j] = nv_w[base + j] / norm;
-        }
-    }
-}
-
-// ---------------------------------------------------------------- remove_parallel
-// g[i, :] -= (g[i, :] . w[i, :] / ||w[i, :]||^2) w[i, :], rows of zero w unchanged.
-// Same shape as normalize_rows, with both dot products reduced together.
-
-@group(0) @binding(1) var<storage, read> rp_w: array<f32>;             // (n, d)
-@group(0) @binding(2) var<storage, read_write> rp_g: array<f32>;       // (n, d)
-
-var<workgroup> rp_red: array<vec2<f32>, RW>;
-
-// Returns (g . w, w . w) of the row.
-fn rp_tree(l: u32, s: vec2<f32>) -> vec2<f32> {
-    rp_red[l] = s;
-    workgroupBarrier();
-    for (var k = RW / 2u; k > 0u; k >>= 1u) {
-        if l < k {
-            rp_red[l] += rp_red[l + k];
-        }
-        workgroupBarrier();
-    }
-    return rp_red[0];
-}
-
-@compute @workgroup_size(RW)
-fn remove_parallel(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    let row = row_index(wid, nwg);
-    if row >= p.len { return; }
-    let base = row * p.d;
-    var s = vec2(0.0);
-    for (var j = l; j < p.d; j += RW) {
-        let x = rp_w[base + j];
-        s += vec2(rp_g[base + j] * x, x * x);
-    }
-    let r = rp_tree(l, s);
-    if r.y > 0.0 {
-        let c = r.x / r.y;
-        for (var j = l; j < p.d; j += RW) {
-            rp_g[base + j] = rp_g[base + j] - c * rp_w[base + j];
-        }
-    }
-}
-
-@group(0) @binding(1) var<storage, read> rv_w: array<vec4<f32>>;       // (n, d / 4)
-@group(0) @binding(2) var<storage, read_write> rv_g: array<vec4<f32>>; // (n, d / 4)
-
-@compute @workgroup_size(RW)
-fn remove_parallel_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    let row = row_index(wid, nwg);
-    if row >= p.len { return; }
-    let base = row * p.d;
-    var gw = vec4(0.0);
-    var ww = vec4(0.0);
-    for (var j = l; j < p.d; j += RW) {
-        let x = rv_w[base + j];
-        gw += rv_g[base + j] * x;
-        ww += x * x;
-    }
-    let r = rp_tree(l, vec2((gw.x + gw.y) + (gw.z + gw.w), (ww.x + ww.y) + (ww.z + ww.w)));
-    if r.y > 0.0 {
-        let c = r.x / r.y;
-        for (var j = l; j < p.d; j += RW) {
-            rv_g[base + j] = rv_g[base + j] - c * rv_w[base + j];
-        }
-    }
-}
-
-// ---------------------------------------------------------------- fused decoder steps
 // The unit-norm decoder's optimizer work in two passes over W_dec instead of four:
 //   decoder_grad_prep  one sweep per row: gw = g . w, ww = w . w, gg = g . g (lane-strided,
 //                      remove_parallel's tree); coef[i] = gw / ww (0 when ww == 0) and
@@ -361,7 +244,7 @@ fn dp_finish(row: u32, r: vec4<f32>) {
 
 @compute @workgroup_size(RW)
 fn decoder_grad_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    let row = row_index(wid, nwg);
+    let row = group_index(wid, nwg);
     if row >= p.len { return; }
     let base = row * p.d;
     var s = vec4(0.0);
@@ -379,7 +262,7 @@ fn decoder_grad_prep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 
 @compute @workgroup_size(RW)
 fn decoder_grad_prep_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    let row = row_index(wid, nwg);
+    let row = group_index(wid, nwg);
     if row >= p.len { return; }
     let base = row * p.d;
     var gw = vec4(0.0);
@@ -406,7 +289,7 @@ fn decoder_grad_prep_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
 
 @compute @workgroup_size(RW)
 fn adam_unit_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    let row = row_index(wid, nwg);
+    let row = group_index(wid, nwg);
     if row >= p.len { return; }
     let h = ad_h;
     let base = row * p.d;
@@ -442,7 +325,7 @@ fn adam_unit_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 
 @compute @workgroup_size(RW)
 fn adam_unit_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    let row = row_index(wid, nwg);
+    let row = group_index(wid, nwg);
     if row >= p.len { return; }
     let h = ad_h;
     let base = row * p.d;

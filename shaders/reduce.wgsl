@@ -29,10 +29,6 @@ struct Params {
 override WG: u32 = 256;  // invocations per workgroup (all kernels but finish_partials)
 override RB: u32 = 32;   // rows per invocation in the row-blocked column kernels
 
-fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
 const U32_MAX: u32 = 0xffffffffu;
 
 fn add_sat(a: u32, b: u32) -> u32 {
@@ -47,7 +43,7 @@ fn add_sat(a: u32, b: u32) -> u32 {
 
 @compute @workgroup_size(WG)
 fn sub_row(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.len { return; }
     sr_out[i] = sr_x[i] - sr_b[i % p.cols];
 }
@@ -60,7 +56,7 @@ fn sub_row(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 
 @compute @workgroup_size(WG)
 fn sub_row_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.len / 4u { return; }
     sr4_out[i] = sr4_x[i] - sr4_b[i % (p.cols / 4u)];
 }
@@ -73,7 +69,7 @@ fn sub_row_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 
 @compute @workgroup_size(WG)
 fn sub(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.len { return; }
     sb_out[i] = sb_a[i] - sb_b[i];
 }
@@ -85,7 +81,7 @@ fn sub(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
 
 @compute @workgroup_size(WG)
 fn sub_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.len / 4u { return; }
     sb4_out[i] = sb4_a[i] - sb4_b[i];
 }
@@ -97,7 +93,7 @@ fn sub_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 
 @compute @workgroup_size(WG)
 fn col_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let j = linear_index(gid, nwg);
+    let j = linear_index(gid, nwg, WG);
     if j >= p.cols { return; }
     var s = 0.0;
     for (var r = 0u; r < p.rows; r++) {
@@ -117,7 +113,7 @@ fn col_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 
 @compute @workgroup_size(WG)
 fn col_sum_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let j = linear_index(gid, nwg);
+    let j = linear_index(gid, nwg, WG);
     let c4 = p.cols / 4u;
     if j >= c4 { return; }
     var s = vec4<f32>(0.0);
@@ -196,7 +192,7 @@ fn sum_sq_centred(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @compute @workgroup_size(WG)
 fn row_norms(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.rows { return; }
     let base = i * p.cols;
     var s = 0.0;
@@ -213,7 +209,7 @@ fn row_norms(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 
 @compute @workgroup_size(WG)
 fn row_norms_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.rows { return; }
     let d4 = p.cols / 4u;
     let base = i * d4;
@@ -245,7 +241,7 @@ const SS_RUN: u32 = 32u;
 
 @compute @workgroup_size(WG)
 fn sparse_stats(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let g = linear_index(gid, nwg);
+    let g = linear_index(gid, nwg, WG);
     if g >= p.nparts { return; }
     let nnz = min(ss_row_ptr[p.rows], p.len);
     var count = 0u;
@@ -306,7 +302,7 @@ fn dense_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @compute @workgroup_size(WG)
 fn update_dead(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.len { return; }
     let f = ud_fired[i];
     ud_total[i] = add_sat(ud_total[i], f);
@@ -323,7 +319,7 @@ fn update_dead(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 
 @compute @workgroup_size(WG)
 fn dead_mask(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.len { return; }
     dm_mask[i] = select(0u, 1u, dm_since[i] >= p.u0);
 }

@@ -45,15 +45,6 @@ override WG: u32 = 64;        // invocations per workgroup (1-D kernels; column 
 override WG_SCAN: u32 = 256;  // the single workgroup of build_transpose_scan
 
 // Invocation index of a 1-D grid folded into (x, y) (see gpu::grid_1d).
-fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
-// Workgroup index of a folded 1-D grid of workgroups.
-fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wid.x + wid.y * nwg.x;
-}
-
 // Row of slot s < nnz: the largest b with row_ptr[b] <= s (empty rows are skipped because
 // their row_ptr equals the next one). Used by every entry point whose binding 1 is row_ptr.
 @group(0) @binding(1) var<storage, read> csr_row_ptr: array<u32>; // (rows + 1)
@@ -133,7 +124,7 @@ fn sparse_decode_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
 
 @compute @workgroup_size(WG)
 fn sparse_dot(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let s = linear_index(gid, nwg);
+    let s = linear_index(gid, nwg, WG);
     if s >= p.cap { return; }
     if s >= csr_row_ptr[p.rows] {
         sd_g[s] = 0.0;
@@ -153,7 +144,7 @@ fn sparse_dot(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 
 @compute @workgroup_size(WG)
 fn sparse_dot_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let s = linear_index(gid, nwg);
+    let s = linear_index(gid, nwg, WG);
     if s >= p.cap { return; }
     if s >= csr_row_ptr[p.rows] {
         sd_g[s] = 0.0;
@@ -181,7 +172,7 @@ fn sparse_dot_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 
 @compute @workgroup_size(WG)
 fn row_ptr_fixed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let b = linear_index(gid, nwg);
+    let b = linear_index(gid, nwg, WG);
     if b > p.rows { return; }
     rp_row_ptr[b] = b * p.k;
 }
@@ -211,7 +202,7 @@ fn row_ptr_fixed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 
 @compute @workgroup_size(WG)
 fn build_transpose_zero(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i > p.n { return; }
     bz_lat_ptr[i] = 0u;
 }
@@ -221,7 +212,7 @@ fn build_transpose_zero(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
 
 @compute @workgroup_size(WG)
 fn build_transpose_count(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let s = linear_index(gid, nwg);
+    let s = linear_index(gid, nwg, WG);
     if s >= min(csr_row_ptr[p.rows], p.cap) { return; }
     atomicAdd(&bc_lat_ptr[bc_idx[s] + 1u], 1u);
 }
@@ -265,7 +256,7 @@ fn build_transpose_scan(@builtin(local_invocation_index) l: u32) {
 
 @compute @workgroup_size(WG)
 fn build_transpose_scatter(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = linear_index(gid, nwg);
+    let t = linear_index(gid, nwg, WG);
     let nnz = min(csr_row_ptr[p.rows], p.cap);
     if t >= nnz { return; }
     // Descending slots: an executor that runs invocations in order (lavapipe does) then
@@ -282,7 +273,7 @@ fn build_transpose_scatter(@builtin(global_invocation_id) gid: vec3<u32>, @built
 
 @compute @workgroup_size(WG)
 fn build_transpose_rank(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = linear_index(gid, nwg);
+    let e = linear_index(gid, nwg, WG);
     if e >= min(br_lat_ptr[p.n], p.cap) { return; }
     let s = br_lat_row[e];
     let i = br_idx[s];
@@ -301,7 +292,7 @@ fn build_transpose_rank(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
 
 @compute @workgroup_size(WG)
 fn build_transpose_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = linear_index(gid, nwg);
+    let e = linear_index(gid, nwg, WG);
     if e >= p.cap { return; }
     if e >= bw_lat_ptr[p.n] {
         bw_lat_row[e] = 0u;
@@ -382,7 +373,7 @@ fn gather_dw_dec_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
 
 @compute @workgroup_size(WG)
 fn gather_dw_enc(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = linear_index(gid, nwg);
+    let t = linear_index(gid, nwg, WG);
     let blocks = (p.d + 3u) / 4u;
     if t >= p.n * blocks { return; }
     let jb = t / p.n;
@@ -428,7 +419,7 @@ fn ge4_store(j4: u32, i: u32, v: vec4<f32>) {
 
 @compute @workgroup_size(WG)
 fn gather_dw_enc_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = linear_index(gid, nwg);
+    let t = linear_index(gid, nwg, WG);
     let blocks = (p.dv + 3u) / 4u;
     if t >= p.n * blocks { return; }
     let jb = t / p.n;
@@ -469,7 +460,7 @@ fn gather_dw_enc_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
 
 @compute @workgroup_size(WG)
 fn gather_db_enc(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.n { return; }
     var acc = 0.0;
     let a = gb_lat_ptr[i];
@@ -493,7 +484,7 @@ fn gather_db_enc(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 
 @compute @workgroup_size(WG)
 fn sparse_l1_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let s = linear_index(gid, nwg);
+    let s = linear_index(gid, nwg, WG);
     if s >= min(csr_row_ptr[p.rows], p.cap) { return; }
     if sl1_val[s] > 0.0 {
         sl1_g[s] = sl1_g[s] + p.scale * sl1_norms[sl1_idx[s]];
@@ -512,7 +503,7 @@ fn sparse_l1_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
 
 @compute @workgroup_size(WG)
 fn sparse_jumprelu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let s = linear_index(gid, nwg);
+    let s = linear_index(gid, nwg, WG);
     if s >= p.cap { return; }
     if s >= csr_row_ptr[p.rows] {
         sjb_dval[s] = 0.0;
@@ -537,7 +528,7 @@ fn sparse_jumprelu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @buil
 
 @compute @workgroup_size(WG)
 fn gather_jumprelu_threshold(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
+    let i = linear_index(gid, nwg, WG);
     if i >= p.n { return; }
     let theta = exp(gj_log_theta[i]);
     let a = -theta / p.eps;
@@ -570,7 +561,7 @@ fn gather_jumprelu_threshold(@builtin(global_invocation_id) gid: vec3<u32>, @bui
 // sparse_decode over (row, 16-column chunk) invocations.
 @compute @workgroup_size(WG)
 fn sparse_decode_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = linear_index(gid, nwg);
+    let t = linear_index(gid, nwg, WG);
     let dq = p.dv / 4u;
     if t >= p.rows * dq { return; }
     let b = t / dq;
@@ -607,7 +598,7 @@ fn sparse_decode_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 // sparse_dot: one invocation per slot (as sparse_dot_vec4).
 @compute @workgroup_size(WG)
 fn sparse_dot_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let s = linear_index(gid, nwg);
+    let s = linear_index(gid, nwg, WG);
     if s >= p.cap { return; }
     if s >= csr_row_ptr[p.rows] {
         sd_g[s] = 0.0;
@@ -633,7 +624,7 @@ fn sparse_dot_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 // gather_dw_dec over (latent, 16-column chunk) invocations.
 @compute @workgroup_size(WG)
 fn gather_dw_dec_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = linear_index(gid, nwg);
+    let t = linear_index(gid, nwg, WG);
     let dq = p.dv / 4u;
     if t >= p.n * dq { return; }
     let i = t / dq;
@@ -676,7 +667,7 @@ fn gather_dw_dec_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 // CPU ms for the step's calls). The stores are strided either way there.
 @compute @workgroup_size(WG)
 fn gather_dw_enc_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = linear_index(gid, nwg);
+    let t = linear_index(gid, nwg, WG);
     let dq = p.dv / 4u;
     if t >= p.n * dq { return; }
     let i = t / dq;
@@ -744,7 +735,7 @@ fn ge4o_put(row: u32, iq: u32, v: vec4<f32>, has: vec4<bool>) {
 // gather_dw_enc_tex stores 16 scalars per latent, 64 strided stores for the same four.
 @compute @workgroup_size(WG)
 fn gather_dw_enc_tex4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = linear_index(gid, nwg);
+    let t = linear_index(gid, nwg, WG);
     let dq = p.dv / 4u;
     if t >= (p.n / 4u) * dq { return; }
     let iq = t / dq;

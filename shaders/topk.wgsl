@@ -26,14 +26,6 @@ override EPT: u32 = 64;    // batchtopk_hist: elements per invocation
 const BINS: u32 = 2048u;
 const NEG_INF_BITS: u32 = 0xff800000u;
 
-fn key_of(v: f32) -> u32 {
-    var b = bitcast<u32>(v);
-    if b == 0x80000000u {
-        b = 0u;
-    }
-    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
-}
-
 fn value_of(key: u32) -> f32 {
     return bitcast<f32>(select(~key, key & 0x7fffffffu, (key & 0x80000000u) != 0u));
 }

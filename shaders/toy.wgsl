@@ -97,7 +97,7 @@ fn draw(key: u32, c: u32) -> f32 {
 
 @compute @workgroup_size(DWG)
 fn toy_data(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = gid.x + gid.y * nwg.x * DWG;
+    let e = linear_index(gid, nwg, DWG);
     if e >= p.len { return; }
     let f = e % p.n;
     let rr = e / p.n;
@@ -352,7 +352,7 @@ fn tg_store(base: u32, a: Hid) {
 
 @compute @workgroup_size(SWG)
 fn toy_sum_chunks(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = gid.x + gid.y * nwg.x * SWG;
+    let e = linear_index(gid, nwg, SWG);
     if e >= p.instances * p.len { return; }
     let base = (e / p.len) * p.chunks * p.len + e % p.len;
     var s = ts_part[base];

@@ -84,7 +84,7 @@ impl BatchStream {
             order_pos: 0,
             row_pos: 0,
             buffer: Vec::new(),
-            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5AE_F0_96E),
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5AEF_096E),
             shuffle,
             batches: 0,
             drawn: 0,
@@ -266,6 +266,7 @@ impl Prefetcher {
     }
 
     /// The next batch (blocks until the prefetch thread has it).
+    #[allow(clippy::should_implement_trait)] // fallible, blocking: not an Iterator
     pub fn next(&mut self) -> Result<Batch> {
         self.rx
             .as_ref()

@@ -30,6 +30,7 @@ use crate::{Error, Result};
 use super::{Gpu, GpuTensor};
 
 /// One WGSL source file.
+#[derive(Debug)]
 pub struct Shader {
     pub name: &'static str,
     pub source: &'static str,
@@ -177,6 +178,9 @@ const MAX_BIND_GROUPS: usize = 2048;
 
 type AnyArc = Arc<dyn std::any::Any + Send + Sync>;
 
+/// Dispatches timed so far: (entry point, wall s, process CPU s).
+type Profile = Vec<(String, f64, Option<f64>)>;
+
 #[derive(Default)]
 pub(crate) struct Caches {
     /// Scratch tensors by purpose: (buffer, elements allocated).
@@ -188,7 +192,7 @@ pub(crate) struct Caches {
     uniforms: Mutex<HashMap<Vec<u8>, wgpu::Buffer>>,
     bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
     /// Some while dispatches are being profiled: (entry point, wall s, process CPU s).
-    profile: Mutex<Option<Vec<(String, f64, Option<f64>)>>>,
+    profile: Mutex<Option<Profile>>,
     textures: Mutex<HashMap<TextureKey, TextureEntry>>,
     /// Per recording thread: the gate its dispatches are recorded under, and the flag
     /// value they run on (threads share the device, e.g. parallel tests).

@@ -4,34 +4,90 @@
 //! theta = exp(log_theta) is computed once and the threshold gradient is summed over rows
 //! in order, deterministically, without atomics.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::Result;
-use crate::gpu::{Bind, Gpu, GpuTensor, Kernel, Shader};
+use crate::gpu::{Gpu, GpuTensor, Shader};
 
-use super::expect_len;
+use super::decl::{Entry, Grid, Slot, Uniform, Wg, elements, rf, wf};
 
-pub static SHADER: Shader = Shader {
-    name: "activations",
-    source: include_str!("../../shaders/activations.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("activations");
 
 const WG: usize = 256;
+/// Rows per invocation in jumprelu_forward (WGSL override `RB`).
+const RB: usize = 32;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    len: u32,
-    n: u32,
-    _pad: [u32; 2],
+crate::uniform! {
+    struct Params {
+        len: u32,
+        n: u32,
+        _pad: [u32; 2],
+    }
 }
 
-fn kernel(entry: &'static str) -> Kernel<'static> {
-    Kernel {
-        shader: &SHADER,
-        entry,
-        constants: &[],
+crate::uniform! {
+    struct JumpParams {
+        rows: u32,
+        n: u32,
+        eps: f32,
+        l0_scale: f32,
     }
+}
+
+const fn relu(name: &'static str, binds: &'static [Slot]) -> Entry {
+    Entry::new(&SHADER, name, Params::LAYOUT, binds)
+        .consts(&[("WG", WG as f64)])
+        .wg(Wg::Fixed(WG as u32))
+        .grid(Grid::Items)
+}
+
+const fn jump(name: &'static str, binds: &'static [Slot], grid: Grid) -> Entry {
+    Entry::new(&SHADER, name, JumpParams::LAYOUT, binds)
+        .consts(&[("WG", WG as f64), ("RB", RB as f64)])
+        .wg(Wg::Fixed(WG as u32))
+        .grid(grid)
+}
+
+const JUMP_BACKWARD: &[Slot] = &[
+    rf("pre", "rows, n"),
+    rf("dz", "rows, n"),
+    rf("log_theta", "n"),
+    wf("dpre", "rows, n"),
+    wf("dlog_theta", "n"),
+];
+
+pub static RELU_FORWARD: Entry = relu("relu_forward", &[rf("pre", "len"), wf("z", "len")]);
+pub static RELU_BACKWARD: Entry = relu(
+    "relu_backward",
+    &[rf("pre", "len"), rf("dz", "len"), wf("dpre", "len")],
+);
+pub static JUMPRELU_FORWARD: Entry = jump(
+    "jumprelu_forward",
+    &[
+        rf("pre", "rows, n"),
+        rf("log_theta", "n"),
+        wf("z", "rows, n"),
+    ],
+    Grid::Custom,
+);
+pub static JUMPRELU_BACKWARD: Entry = jump("jumprelu_backward", JUMP_BACKWARD, Grid::Items);
+pub static JUMPRELU_BACKWARD_VEC4: Entry =
+    jump("jumprelu_backward_vec4", JUMP_BACKWARD, Grid::Items);
+
+/// Every entry point of shaders/activations.wgsl.
+pub static ENTRIES: &[&Entry] = &[
+    &RELU_FORWARD,
+    &RELU_BACKWARD,
+    &JUMPRELU_FORWARD,
+    &JUMPRELU_BACKWARD,
+    &JUMPRELU_BACKWARD_VEC4,
+];
+
+fn relu_params(pre: &GpuTensor) -> Result<Params> {
+    let n = *pre.shape.last().unwrap_or(&1);
+    Ok(Params {
+        len: super::decl::to_u32("relu", "len", pre.len())?,
+        n: n as u32,
+        _pad: [0; 2],
+    })
 }
 
 /// z = max(pre, 0).
@@ -42,20 +98,13 @@ pub fn relu_forward(
     pre: &GpuTensor,
     z: &GpuTensor,
 ) -> Result<()> {
-    let len = pre.len();
-    expect_len("relu_forward", "z", z, len)?;
-    let p = Params {
-        len: len as u32,
-        n: *pre.shape.last().unwrap_or(&1) as u32,
-        _pad: [0; 2],
-    };
-    gpu.dispatch(
-        enc,
-        &kernel("relu_forward"),
-        &p,
-        &[Bind::Read(pre), Bind::Write(z)],
-        gpu.groups_for(len, WG),
-    )
+    RELU_FORWARD
+        .call(relu_params(pre)?)
+        .dim("len", pre.len())
+        .bind(pre)
+        .bind(z)
+        .items(pre.len())
+        .record(gpu, enc)
 }
 
 /// dpre = dz * [pre > 0].
@@ -67,49 +116,24 @@ pub fn relu_backward(
     dz: &GpuTensor,
     dpre: &GpuTensor,
 ) -> Result<()> {
-    let len = pre.len();
-    expect_len("relu_backward", "dz", dz, len)?;
-    expect_len("relu_backward", "dpre", dpre, len)?;
-    let p = Params {
-        len: len as u32,
-        n: *pre.shape.last().unwrap_or(&1) as u32,
-        _pad: [0; 2],
-    };
-    gpu.dispatch(
-        enc,
-        &kernel("relu_backward"),
-        &p,
-        &[Bind::Read(pre), Bind::Read(dz), Bind::Write(dpre)],
-        gpu.groups_for(len, WG),
-    )
-}
-
-/// Rows per invocation in jumprelu_forward (WGSL override `RB`).
-const RB: usize = 32;
-
-const JUMP_CONSTANTS: &[(&str, f64)] = &[("WG", WG as f64), ("RB", RB as f64)];
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct JumpParams {
-    rows: u32,
-    n: u32,
-    eps: f32,
-    l0_scale: f32,
+    RELU_BACKWARD
+        .call(relu_params(pre)?)
+        .dim("len", pre.len())
+        .bind(pre)
+        .bind(dz)
+        .bind(dpre)
+        .items(pre.len())
+        .record(gpu, enc)
 }
 
 fn jump_params(kernel: &str, rows: usize, n: usize, eps: f32, l0_scale: f32) -> Result<JumpParams> {
-    match rows.checked_mul(n) {
-        Some(len) if len <= u32::MAX as usize => Ok(JumpParams {
-            rows: rows as u32,
-            n: n as u32,
-            eps,
-            l0_scale,
-        }),
-        _ => Err(crate::Error::Internal(format!(
-            "{kernel}: {rows} x {n} elements do not fit 32-bit indices"
-        ))),
-    }
+    elements(kernel, rows, n)?;
+    Ok(JumpParams {
+        rows: rows as u32,
+        n: n as u32,
+        eps,
+        l0_scale,
+    })
 }
 
 /// JumpReLU: z = pre * [pre > theta_i], theta = exp(log_theta). One invocation per
@@ -124,26 +148,18 @@ pub fn jumprelu_forward(
     log_theta: &GpuTensor,
     z: &GpuTensor,
 ) -> Result<()> {
-    let k = "jumprelu_forward";
-    let p = jump_params(k, rows, n, 0.0, 0.0)?;
-    expect_len(k, "pre", pre, rows * n)?;
-    expect_len(k, "log_theta", log_theta, n)?;
-    expect_len(k, "z", z, rows * n)?;
-    gpu.dispatch(
-        enc,
-        &Kernel {
-            shader: &SHADER,
-            entry: k,
-            constants: JUMP_CONSTANTS,
-        },
-        &p,
-        &[Bind::Read(pre), Bind::Read(log_theta), Bind::Write(z)],
-        [
+    JUMPRELU_FORWARD
+        .call(jump_params("jumprelu_forward", rows, n, 0.0, 0.0)?)
+        .dims(&[("rows", rows), ("n", n)])
+        .bind(pre)
+        .bind(log_theta)
+        .bind(z)
+        .grid([
             n.div_ceil(WG).max(1) as u32,
             rows.div_ceil(RB).max(1) as u32,
             1,
-        ],
-    )
+        ])
+        .record(gpu, enc)
 }
 
 /// JumpReLU backward, straight-through estimator with the rectangle kernel R(u) =
@@ -168,33 +184,19 @@ pub fn jumprelu_backward(
     dpre: &GpuTensor,
     dlog_theta: &GpuTensor,
 ) -> Result<()> {
-    let k = "jumprelu_backward";
-    let p = jump_params(k, rows, n, eps, l0_scale)?;
-    expect_len(k, "pre", pre, rows * n)?;
-    expect_len(k, "dz", dz, rows * n)?;
-    expect_len(k, "log_theta", log_theta, n)?;
-    expect_len(k, "dpre", dpre, rows * n)?;
-    expect_len(k, "dlog_theta", dlog_theta, n)?;
-    let (entry, per_invocation) = if n.is_multiple_of(4) {
-        ("jumprelu_backward_vec4", 4)
+    let p = jump_params("jumprelu_backward", rows, n, eps, l0_scale)?;
+    let (e, per_invocation) = if n.is_multiple_of(4) {
+        (&JUMPRELU_BACKWARD_VEC4, 4)
     } else {
-        (k, 1)
+        (&JUMPRELU_BACKWARD, 1)
     };
-    gpu.dispatch(
-        enc,
-        &Kernel {
-            shader: &SHADER,
-            entry,
-            constants: JUMP_CONSTANTS,
-        },
-        &p,
-        &[
-            Bind::Read(pre),
-            Bind::Read(dz),
-            Bind::Read(log_theta),
-            Bind::Write(dpre),
-            Bind::Write(dlog_theta),
-        ],
-        gpu.groups_for(n / per_invocation, WG),
-    )
+    e.call(p)
+        .dims(&[("rows", rows), ("n", n)])
+        .bind(pre)
+        .bind(dz)
+        .bind(log_theta)
+        .bind(dpre)
+        .bind(dlog_theta)
+        .items(n / per_invocation)
+        .record(gpu, enc)
 }

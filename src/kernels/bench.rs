@@ -3,35 +3,35 @@
 //! the same adapter in the same run, because absolute GFLOP/s mean little across adapters
 //! (lavapipe on two cores versus a discrete GPU).
 
-use bytemuck::{Pod, Zeroable};
-
-use crate::gpu::{Bind, Gpu, GpuTensor, Kernel, Shader};
+use crate::gpu::{Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::expect_len;
+use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, wf};
 
-pub static SHADER: Shader = Shader {
-    name: "bench",
-    source: include_str!("../../shaders/bench.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("bench");
 
 const WG: usize = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    iters: u32,
-    len: u32,
-    _pad: [u32; 2],
-}
-
-fn kernel(entry: &'static str) -> Kernel<'static> {
-    Kernel {
-        shader: &SHADER,
-        entry,
-        constants: &[],
+crate::uniform! {
+    struct Params {
+        iters: u32,
+        len: u32,
+        _pad: [u32; 2],
     }
 }
+
+const fn bench(name: &'static str, binds: &'static [Slot]) -> Entry {
+    Entry::new(&SHADER, name, Params::LAYOUT, binds)
+        .consts(&[("WG", WG as f64)])
+        .wg(Wg::Fixed(WG as u32))
+        .grid(Grid::Items)
+}
+
+pub static FMA_PEAK: Entry = bench("fma_peak", &[wf("out", "any")]);
+pub static COPY_VEC4: Entry = bench("copy_vec4", &[rf("src", "len"), wf("dst", "len")]);
+
+/// Every entry point of shaders/bench.wgsl.
+pub static ENTRIES: &[&Entry] = &[&FMA_PEAK, &COPY_VEC4];
 
 /// FLOPs one [`fma_peak`] dispatch performs: 8 vec4 accumulators, 4 multiply-adds each
 /// per iteration, 2 FLOPs per multiply-add.
@@ -51,16 +51,10 @@ pub fn fma_peak(
     let len = out.len();
     let p = Params {
         iters,
-        len: len as u32,
+        len: super::decl::to_u32("fma_peak", "len", len)?,
         _pad: [0; 2],
     };
-    gpu.dispatch(
-        enc,
-        &kernel("fma_peak"),
-        &p,
-        &[Bind::Write(out)],
-        gpu.groups_for(len, WG),
-    )
+    FMA_PEAK.call(p).bind(out).items(len).record(gpu, enc)
 }
 
 /// dst = src, one vec4 per invocation; moves 2 * 4 * len bytes.
@@ -72,7 +66,6 @@ pub fn copy_vec4(
     dst: &GpuTensor,
 ) -> Result<()> {
     let len = src.len();
-    expect_len("copy_vec4", "dst", dst, len)?;
     if !len.is_multiple_of(4) {
         return Err(Error::Internal(format!(
             "copy_vec4: {len} elements is not a whole number of vec4"
@@ -80,14 +73,14 @@ pub fn copy_vec4(
     }
     let p = Params {
         iters: 0,
-        len: (len / 4) as u32,
+        len: super::decl::to_u32("copy_vec4", "len", len / 4)?,
         _pad: [0; 2],
     };
-    gpu.dispatch(
-        enc,
-        &kernel("copy_vec4"),
-        &p,
-        &[Bind::Read(src), Bind::Write(dst)],
-        gpu.groups_for(len / 4, WG),
-    )
+    COPY_VEC4
+        .call(p)
+        .dim("len", len)
+        .bind(src)
+        .bind(dst)
+        .items(len / 4)
+        .record(gpu, enc)
 }

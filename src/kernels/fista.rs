@@ -8,58 +8,63 @@
 //! columns in order; it is recorded only every few iterations, when the driver checks for
 //! convergence.
 
-use bytemuck::{Pod, Zeroable};
-
-use crate::gpu::{Bind, Gpu, GpuTensor, Kernel, Shader};
+use crate::gpu::{Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::expect_len;
+use super::decl::{Entry, Grid, Layout, Slot, Uniform, Wg, elements, rf, wf};
 
-pub static SHADER: Shader = Shader {
-    name: "fista",
-    source: include_str!("../../shaders/fista.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("fista");
 
 /// Invocations per workgroup (WGSL override `WG`).
 const WG: usize = 256;
 
-const CONSTANTS: &[(&str, f64)] = &[("WG", WG as f64)];
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct StepParams {
-    len: u32,
-    _pad0: [u32; 3],
-    step: f32,
-    threshold: f32,
-    momentum: f32,
-    _pad1: f32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ChangeParams {
-    rows: u32,
-    n: u32,
-    _pad: [u32; 2],
-}
-
-fn kernel(entry: &'static str) -> Kernel<'static> {
-    Kernel {
-        shader: &SHADER,
-        entry,
-        constants: CONSTANTS,
+crate::uniform! {
+    struct StepParams {
+        len: u32, _pad0: [u32; 3], step: f32, threshold: f32,
+        momentum: f32, _pad1: f32,
     }
 }
 
-fn elements(kernel: &str, rows: usize, n: usize) -> Result<u32> {
-    match rows.checked_mul(n) {
-        Some(len) if len <= u32::MAX as usize => Ok(len as u32),
-        _ => Err(Error::Internal(format!(
-            "{kernel}: {rows} x {n} elements do not fit 32-bit indices"
-        ))),
+crate::uniform! {
+    struct ChangeParams {
+        rows: u32,
+        n: u32,
+        _pad: [u32; 2],
     }
 }
+
+const fn fista(name: &'static str, params: Layout, binds: &'static [Slot]) -> Entry {
+    Entry::new(&SHADER, name, params, binds)
+        .consts(&[("WG", WG as f64)])
+        .wg(Wg::Fixed(WG as u32))
+        .grid(Grid::Items)
+}
+
+const STEP: &[Slot] = &[
+    rf("g", "rows, n"),
+    rf("z_old", "rows, n"),
+    wf("y", "rows, n"),
+    wf("z_new", "rows, n"),
+];
+const CHANGE: &[Slot] = &[
+    rf("z_new", "rows, n"),
+    rf("z_old", "rows, n"),
+    wf("out", "rows, 2"),
+];
+
+pub static FISTA_STEP: Entry = fista("fista_step", StepParams::LAYOUT, STEP);
+pub static FISTA_STEP_VEC4: Entry = fista("fista_step_vec4", StepParams::LAYOUT, STEP);
+pub static FISTA_ROW_CHANGE: Entry = fista("fista_row_change", ChangeParams::LAYOUT, CHANGE);
+pub static FISTA_ROW_CHANGE_VEC4: Entry =
+    fista("fista_row_change_vec4", ChangeParams::LAYOUT, CHANGE);
+
+/// Every entry point of shaders/fista.wgsl.
+pub static ENTRIES: &[&Entry] = &[
+    &FISTA_STEP,
+    &FISTA_STEP_VEC4,
+    &FISTA_ROW_CHANGE,
+    &FISTA_ROW_CHANGE_VEC4,
+];
 
 /// One FISTA update, elementwise over (rows, n):
 ///   v = y - step * g;  z_new = max(v - threshold, 0);  y = z_new + momentum * (z_new - z_old)
@@ -80,45 +85,33 @@ pub fn fista_step(
     y: &GpuTensor,
     z_new: &GpuTensor,
 ) -> Result<()> {
-    let k = "fista_step";
-    let len = elements(k, rows, n)?;
-    expect_len(k, "g", g, rows * n)?;
-    expect_len(k, "z_old", z_old, rows * n)?;
-    expect_len(k, "y", y, rows * n)?;
-    expect_len(k, "z_new", z_new, rows * n)?;
+    let len = elements("fista_step", rows, n)?;
     if z_old.buf == z_new.buf {
         return Err(Error::Internal(
             "fista_step: z_old and z_new must be different buffers".into(),
         ));
     }
-    if len == 0 {
-        return Ok(());
-    }
     let p = StepParams {
         len,
-        _pad0: [0; 3],
         step,
         threshold,
         momentum,
-        _pad1: 0.0,
+        ..Default::default()
     };
-    let (entry, per) = if len.is_multiple_of(4) {
-        ("fista_step_vec4", 4)
+    let (e, per) = if len.is_multiple_of(4) {
+        (&FISTA_STEP_VEC4, 4)
     } else {
-        (k, 1)
+        (&FISTA_STEP, 1)
     };
-    gpu.dispatch(
-        enc,
-        &kernel(entry),
-        &p,
-        &[
-            Bind::Read(g),
-            Bind::Read(z_old),
-            Bind::Write(y),
-            Bind::Write(z_new),
-        ],
-        gpu.groups_for(len as usize / per, WG),
-    )
+    let call = e
+        .call(p)
+        .dims(&[("rows", rows), ("n", n)])
+        .bind(g)
+        .bind(z_old)
+        .bind(y)
+        .bind(z_new)
+        .items(len as usize / per);
+    call.skip_if(len == 0).record(gpu, enc)
 }
 
 /// Per row: out[r, 0] = sum_j (z_new[r, j] - z_old[r, j])^2, out[r, 1] = sum_j z_new[r, j]^2,
@@ -134,29 +127,23 @@ pub fn fista_row_change(
     n: usize,
     out: &GpuTensor,
 ) -> Result<()> {
-    let k = "fista_row_change";
-    elements(k, rows, n)?;
-    expect_len(k, "z_new", z_new, rows * n)?;
-    expect_len(k, "z_old", z_old, rows * n)?;
-    expect_len(k, "out", out, rows * 2)?;
-    if rows == 0 {
-        return Ok(());
-    }
+    elements("fista_row_change", rows, n)?;
     let p = ChangeParams {
         rows: rows as u32,
         n: n as u32,
         _pad: [0; 2],
     };
-    let entry = if n.is_multiple_of(4) {
-        "fista_row_change_vec4"
+    let e = if n.is_multiple_of(4) {
+        &FISTA_ROW_CHANGE_VEC4
     } else {
-        k
+        &FISTA_ROW_CHANGE
     };
-    gpu.dispatch(
-        enc,
-        &kernel(entry),
-        &p,
-        &[Bind::Read(z_new), Bind::Read(z_old), Bind::Write(out)],
-        gpu.groups_for(rows, WG),
-    )
+    e.call(p)
+        .skip_if(rows == 0)
+        .dims(&[("rows", rows), ("n", n)])
+        .bind(z_new)
+        .bind(z_old)
+        .bind(out)
+        .items(rows)
+        .record(gpu, enc)
 }

@@ -27,19 +27,15 @@
 //! and refilled only when their buffer was written since, so a training step creates nothing
 //! after its first step and copies W_enc once even though two products read it.
 
-use bytemuck::{Pod, Zeroable};
-
-use crate::gpu::{Bind, DType, Gpu, GpuTensor, Kernel, Shader, grid_1d};
+use crate::gpu::{Gpu, GpuTensor, Shader, grid_1d};
 use crate::{Error, Result};
 
-use super::{expect_len, expect_shape};
+use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, wf, wu};
+use super::expect_shape;
 
 pub use crate::reference::gemm::GemmSpec;
 
-pub static SHADER: Shader = Shader {
-    name: "gemm",
-    source: include_str!("../../shaders/gemm.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("gemm");
 
 /// gemm_tex with A shared by subgroupBroadcast: a module of its own, created only on
 /// devices with subgroups (it does not validate elsewhere).
@@ -175,17 +171,117 @@ impl GemmPath {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    _pad0: u32,
-    alpha: f32,
-    beta: f32,
-    _pad1: [u32; 2],
+crate::uniform! {
+    struct Params {
+        m: u32, n: u32, k: u32, _pad0: u32,
+        alpha: f32, beta: f32, _pad1: [u32; 2],
+    }
 }
+
+/// The override constants every GEMM entry point takes at launch (the transposes, bias and
+/// beta flags); workgroup sizes come from [`GemmTuning`].
+const FLAGS: &[&str] = &["TRANS_A", "TRANS_B", "HAS_BIAS", "USE_BETA"];
+
+const fn gemm_entry(
+    shader: &'static Shader,
+    name: &'static str,
+    binds: &'static [Slot],
+    wg: [Wg; 2],
+) -> Entry {
+    Entry::new(shader, name, Params::LAYOUT, binds)
+        .vars(FLAGS)
+        .wg2(wg[0], wg[1])
+}
+
+/// A and B as stored ((m, k) or (k, m); (k, n) or (n, k)), bias, C.
+const BUFFERS: &[Slot] = &[
+    rf("a", "ar, ac"),
+    rf("b", "br, bc"),
+    rf("bias", "n"),
+    wf("c", "m, n"),
+];
+/// The texture kernels' bindings: A and B as rgba32float textures of the stored layouts,
+/// bias, C, then for the fused block_max epilogue the block maxima of C and the offsets
+/// subtracted before them (`_bmax` entry points take the first 5, `_bmax_off` all 6).
+const TEXTURES_BMAX_OFF: &[Slot] = &[
+    Slot::texture("a", "ar, ac / 4"),
+    Slot::texture("b", "br, bc / 4"),
+    rf("bias", "n"),
+    wf("c", "m, n"),
+    wu("bmax", "m, nb"),
+    rf("off", "n"),
+];
+const TEXTURES: &[Slot] = TEXTURES_BMAX_OFF.split_at(4).0;
+const TEXTURES_BMAX: &[Slot] = TEXTURES_BMAX_OFF.split_at(5).0;
+
+const fn sg(name: &'static str, binds: &'static [Slot]) -> Entry {
+    gemm_entry(
+        &SUBGROUP_SHADER,
+        name,
+        binds,
+        [Wg::Var("SG_WG"), Wg::Fixed(1)],
+    )
+}
+
+pub static GEMM_TEX: Entry = gemm_entry(
+    &SHADER,
+    "gemm_tex",
+    TEXTURES,
+    [Wg::Var("TX_WG"), Wg::Fixed(1)],
+);
+pub static GEMM_TILED: Entry = Entry {
+    vars: &["TRANS_A", "TRANS_B", "HAS_BIAS", "USE_BETA", "TL_BK"],
+    ..gemm_entry(
+        &SHADER,
+        "gemm_tiled",
+        BUFFERS,
+        [Wg::Var("TL_WX"), Wg::Var("TL_WY")],
+    )
+};
+pub static GEMM_GENERAL: Entry = gemm_entry(
+    &SHADER,
+    "gemm_general",
+    BUFFERS,
+    [Wg::Var("GN_WG"), Wg::Fixed(1)],
+);
+pub static FILL_TEXTURE: Entry = Entry::new(
+    &SHADER,
+    "fill_texture",
+    Params::LAYOUT,
+    &[
+        rf("src", "rows, cols"),
+        Slot::texture_write("dst", "rows, cols / 4"),
+    ],
+)
+.consts(&[("FT_WG", FT_WG as f64)])
+.wg(Wg::Fixed(FT_WG as u32))
+.grid(Grid::Items);
+pub static GEMM_TEX_SG: Entry = sg("gemm_tex_sg", TEXTURES);
+pub static GEMM_TEX_SG16: Entry = sg("gemm_tex_sg16", TEXTURES);
+pub static GEMM_TEX_SG32: Entry = sg("gemm_tex_sg32", TEXTURES);
+pub static GEMM_TEX_SG_BMAX: Entry = sg("gemm_tex_sg_bmax", TEXTURES_BMAX);
+pub static GEMM_TEX_SG16_BMAX: Entry = sg("gemm_tex_sg16_bmax", TEXTURES_BMAX);
+pub static GEMM_TEX_SG32_BMAX: Entry = sg("gemm_tex_sg32_bmax", TEXTURES_BMAX);
+pub static GEMM_TEX_SG_BMAX_OFF: Entry = sg("gemm_tex_sg_bmax_off", TEXTURES_BMAX_OFF);
+pub static GEMM_TEX_SG16_BMAX_OFF: Entry = sg("gemm_tex_sg16_bmax_off", TEXTURES_BMAX_OFF);
+pub static GEMM_TEX_SG32_BMAX_OFF: Entry = sg("gemm_tex_sg32_bmax_off", TEXTURES_BMAX_OFF);
+
+/// Every entry point of shaders/gemm.wgsl and shaders/gemm_subgroup.wgsl.
+pub static ENTRIES: &[&Entry] = &[
+    &GEMM_TEX,
+    &GEMM_TILED,
+    &GEMM_GENERAL,
+    &FILL_TEXTURE,
+    &GEMM_TEX_SG,
+    &GEMM_TEX_SG16,
+    &GEMM_TEX_SG32,
+    &GEMM_TEX_SG_BMAX,
+    &GEMM_TEX_SG16_BMAX,
+    &GEMM_TEX_SG32_BMAX,
+    &GEMM_TEX_SG_BMAX_OFF,
+    &GEMM_TEX_SG16_BMAX_OFF,
+    &GEMM_TEX_SG32_BMAX_OFF,
+];
 
 /// C = alpha * op(A) op(B) + bias + beta * C, on the kernel [`GemmPath::Auto`] picks.
 /// a: (m, k) or (k, m) when trans_a, b: (k, n) or (n, k) when trans_b, bias: (n) -> c: (m, n).
@@ -294,39 +390,34 @@ fn gemm_impl(
     let GemmSpec { m, n, k, .. } = *spec;
     expect_shape("gemm", "A", a, &spec.a_shape())?;
     expect_shape("gemm", "B", b, &spec.b_shape())?;
-    expect_shape("gemm", "C", c, &[m, n])?;
-    if let Some(bias) = bias {
-        expect_shape("gemm", "bias", bias, &[n])?;
-    }
     if !spec.alpha.is_finite() || !spec.beta.is_finite() {
         return Err(Error::Internal(format!(
             "gemm: alpha {} and beta {} must be finite",
             spec.alpha, spec.beta
         )));
     }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    for (what, v) in [("m", m), ("n", n), ("k", k)] {
-        if v > u32::MAX as usize {
-            return Err(Error::Internal(format!("gemm: {what} = {v} exceeds u32")));
-        }
-    }
+    let u = |what, v| super::decl::to_u32("gemm", what, v);
     let params = Params {
-        m: m as u32,
-        n: n as u32,
-        k: k as u32,
+        m: u("m", m)?,
+        n: u("n", n)?,
+        k: u("k", k)?,
         _pad0: 0,
         alpha: spec.alpha,
         beta: spec.beta,
         _pad1: [0; 2],
     };
     let flag = |on: bool| if on { 1.0 } else { 0.0 };
-    let common = [
-        ("TRANS_A", flag(spec.trans_a)),
-        ("TRANS_B", flag(spec.trans_b)),
-        ("HAS_BIAS", flag(bias.is_some())),
-        ("USE_BETA", flag(spec.beta != 0.0)),
+    let [ar, ac] = spec.a_shape();
+    let [br, bc] = spec.b_shape();
+    let dims = [
+        ("m", m),
+        ("n", n),
+        ("k", k),
+        ("ar", ar),
+        ("ac", ac),
+        ("br", br),
+        ("bc", bc),
+        ("nb", super::codes::blocks(n, BMAX_BLOCK)),
     ];
     let (path, t) = resolve(gpu, spec, path, tuning);
     if fused.is_some() && path != GemmPath::TextureSubgroup {
@@ -335,9 +426,33 @@ fn gemm_impl(
             path.name()
         )));
     }
-    // Without a bias, binding 3 still needs a buffer: A's, which the kernel never reads then.
-    let bias_buf = bias.unwrap_or(a);
+    // Launch-time constants and (for the buffer paths) bindings of an entry; without a
+    // bias, binding 3 still needs a buffer: A's, which the kernel never reads then.
+    let flags = |e: &'static Entry| {
+        e.call(params)
+            .dims(&dims)
+            .set("TRANS_A", flag(spec.trans_a))
+            .set("TRANS_B", flag(spec.trans_b))
+            .set("HAS_BIAS", flag(bias.is_some()))
+            .set("USE_BETA", flag(spec.beta != 0.0))
+            .skip_if(m == 0 || n == 0)
+    };
     let max = gpu.limits.max_compute_workgroups_per_dimension;
+    let grid = |rows_per: usize, cols_per: usize| {
+        let rows = grid_1d(m.div_ceil(rows_per) as u32, max);
+        [rows[0], n.div_ceil(cols_per) as u32, rows[1]]
+    };
+    if m == 0 || n == 0 {
+        // Checked as the buffer kernel would take it; nothing to record.
+        return flags(&GEMM_GENERAL)
+            .set("GN_WG", 1.0)
+            .bind(a)
+            .bind(b)
+            .bind_opt(bias, a)
+            .bind(c)
+            .grid([1, 1, 1])
+            .record(gpu, enc);
+    }
     match path {
         GemmPath::Auto => unreachable!("resolved above"),
         GemmPath::Texture | GemmPath::TextureSubgroup => {
@@ -347,10 +462,8 @@ fn gemm_impl(
                     gpu.info.name
                 )));
             }
-            let mut constants = common.to_vec();
-            let (kernel, rows_per) = if path == GemmPath::Texture {
-                constants.push(("TX_WG", t.tx_wg as f64));
-                ((&SHADER, "gemm_tex"), TX_ROWS)
+            let (e, rows_per, wg) = if path == GemmPath::Texture {
+                (&GEMM_TEX, TX_ROWS, "TX_WG")
             } else {
                 if !gpu.has_subgroups(SG_LANES) {
                     return Err(Error::Internal(format!(
@@ -358,68 +471,44 @@ fn gemm_impl(
                         gpu.info.name
                     )));
                 }
-                constants.push(("SG_WG", t.tx_wg as f64));
-                let entry = sg_entry(t.sg_rows, fused.map(|(_, off)| off.is_some()))?;
-                ((&SUBGROUP_SHADER, entry), t.sg_rows)
+                let e = sg_entry(t.sg_rows, fused.map(|(_, off)| off.is_some()))?;
+                (e, t.sg_rows, "SG_WG")
             };
-            let rows = grid_1d(m.div_ceil(rows_per) as u32, max);
-            let groups = [rows[0], (n / 4).div_ceil(t.tx_wg) as u32, rows[1]];
-            let mut extra = Vec::new();
+            let va = texture_of(gpu, enc, a, spec.a_shape())?;
+            let vb = texture_of(gpu, enc, b, spec.b_shape())?;
+            let mut call = flags(e)
+                .set(wg, t.tx_wg as f64)
+                .texture(&va)
+                .texture(&vb)
+                .bind_opt(bias, a)
+                .bind(c)
+                .grid(grid(rows_per, 4 * t.tx_wg));
             if let Some((bmax, off)) = fused {
-                extra.push(Bind::Write(bmax));
-                extra.extend(off.map(Bind::Read));
+                call = call.bind(bmax);
+                if let Some(o) = off {
+                    call = call.bind(o);
+                }
             }
-            texture_dispatch(
-                gpu, enc, kernel, &params, &constants, a, b, bias_buf, c, spec, groups, &extra,
-            )
+            call.record(gpu, enc)
         }
-        GemmPath::Tiled => {
-            let (bm, bn) = (TL_PER * t.tl_wy, TL_PER * t.tl_wx);
-            let rows = grid_1d(m.div_ceil(bm) as u32, max);
-            let groups = [rows[0], n.div_ceil(bn) as u32, rows[1]];
-            let mut constants = common.to_vec();
-            constants.push(("TL_WX", t.tl_wx as f64));
-            constants.push(("TL_WY", t.tl_wy as f64));
-            constants.push(("TL_BK", t.tl_bk as f64));
-            gpu.dispatch(
-                enc,
-                &Kernel {
-                    shader: &SHADER,
-                    entry: "gemm_tiled",
-                    constants: &constants,
-                },
-                &params,
-                &[
-                    Bind::Read(a),
-                    Bind::Read(b),
-                    Bind::Read(bias_buf),
-                    Bind::Write(c),
-                ],
-                groups,
-            )
-        }
-        GemmPath::General => {
-            let rows = grid_1d(m.div_ceil(GN_ROWS) as u32, max);
-            let groups = [rows[0], n.div_ceil(t.gn_wg) as u32, rows[1]];
-            let mut constants = common.to_vec();
-            constants.push(("GN_WG", t.gn_wg as f64));
-            gpu.dispatch(
-                enc,
-                &Kernel {
-                    shader: &SHADER,
-                    entry: "gemm_general",
-                    constants: &constants,
-                },
-                &params,
-                &[
-                    Bind::Read(a),
-                    Bind::Read(b),
-                    Bind::Read(bias_buf),
-                    Bind::Write(c),
-                ],
-                groups,
-            )
-        }
+        GemmPath::Tiled => flags(&GEMM_TILED)
+            .set("TL_WX", t.tl_wx as f64)
+            .set("TL_WY", t.tl_wy as f64)
+            .set("TL_BK", t.tl_bk as f64)
+            .bind(a)
+            .bind(b)
+            .bind_opt(bias, a)
+            .bind(c)
+            .grid(grid(TL_PER * t.tl_wy, TL_PER * t.tl_wx))
+            .record(gpu, enc),
+        GemmPath::General => flags(&GEMM_GENERAL)
+            .set("GN_WG", t.gn_wg as f64)
+            .bind(a)
+            .bind(b)
+            .bind_opt(bias, a)
+            .bind(c)
+            .grid(grid(GN_ROWS, t.gn_wg))
+            .record(gpu, enc),
     }
 }
 
@@ -445,17 +534,17 @@ fn resolve(
 
 /// The subgroup texture entry point for `rows` rows per invocation; with `bmax` = Some(has
 /// off) its fused block_max variant.
-fn sg_entry(rows: usize, bmax: Option<bool>) -> Result<&'static str> {
+fn sg_entry(rows: usize, bmax: Option<bool>) -> Result<&'static Entry> {
     Ok(match (rows, bmax) {
-        (8, None) => "gemm_tex_sg",
-        (16, None) => "gemm_tex_sg16",
-        (32, None) => "gemm_tex_sg32",
-        (8, Some(false)) => "gemm_tex_sg_bmax",
-        (16, Some(false)) => "gemm_tex_sg16_bmax",
-        (32, Some(false)) => "gemm_tex_sg32_bmax",
-        (8, Some(true)) => "gemm_tex_sg_bmax_off",
-        (16, Some(true)) => "gemm_tex_sg16_bmax_off",
-        (32, Some(true)) => "gemm_tex_sg32_bmax_off",
+        (8, None) => &GEMM_TEX_SG,
+        (16, None) => &GEMM_TEX_SG16,
+        (32, None) => &GEMM_TEX_SG32,
+        (8, Some(false)) => &GEMM_TEX_SG_BMAX,
+        (16, Some(false)) => &GEMM_TEX_SG16_BMAX,
+        (32, Some(false)) => &GEMM_TEX_SG32_BMAX,
+        (8, Some(true)) => &GEMM_TEX_SG_BMAX_OFF,
+        (16, Some(true)) => &GEMM_TEX_SG16_BMAX_OFF,
+        (32, Some(true)) => &GEMM_TEX_SG32_BMAX_OFF,
         (r, _) => {
             return Err(Error::Internal(format!(
                 "gemm: GemmTuning::sg_rows {r} is not 8, 16 or 32"
@@ -527,12 +616,12 @@ pub fn gemm_block_max_tuned(
     let kn = "gemm_block_max";
     let GemmSpec { m, n, .. } = *spec;
     expect_shape(kn, "C", c, &[m, n])?;
-    if bmax.dtype != DType::U32 {
+    if bmax.dtype != crate::gpu::DType::U32 {
         return Err(Error::Internal(format!("{kn}: bmax must hold u32")));
     }
-    expect_len(kn, "bmax", bmax, m * super::codes::blocks(n, BMAX_BLOCK))?;
+    super::expect_len(kn, "bmax", bmax, m * super::codes::blocks(n, BMAX_BLOCK))?;
     if let Some(o) = off {
-        expect_len(kn, "off", o, n)?;
+        super::expect_len(kn, "off", o, n)?;
     }
     if !fuses_block_max(gpu, spec, path, tuning) {
         gemm_tuned(gpu, enc, spec, a, b, bias, c, path, tuning)?;
@@ -583,23 +672,15 @@ pub fn texture_of(
         let p = Params {
             m: rows as u32,
             n: (cols / 4) as u32,
-            k: 0,
-            _pad0: 0,
-            alpha: 0.0,
-            beta: 0.0,
-            _pad1: [0; 2],
+            ..Default::default()
         };
-        gpu.dispatch(
-            enc,
-            &Kernel {
-                shader: &SHADER,
-                entry: "fill_texture",
-                constants: &[("FT_WG", FT_WG as f64)],
-            },
-            &p,
-            &[Bind::Read(t), Bind::TextureWrite(&view)],
-            gpu.groups_for(rows * cols / 4, FT_WG),
-        )?;
+        FILL_TEXTURE
+            .call(p)
+            .dims(&[("rows", rows), ("cols", cols)])
+            .bind(t)
+            .texture_write(&view)
+            .items(rows * cols / 4)
+            .record(gpu, enc)?;
         return Ok(view);
     }
     let size = wgpu::Extent3d {
@@ -630,40 +711,3 @@ pub fn texture_of(
 
 /// Invocations per workgroup of fill_texture.
 const FT_WG: usize = 64;
-
-#[allow(clippy::too_many_arguments)]
-fn texture_dispatch(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    (shader, entry): (&'static Shader, &'static str),
-    params: &Params,
-    constants: &[(&'static str, f64)],
-    a: &GpuTensor,
-    b: &GpuTensor,
-    bias: &GpuTensor,
-    c: &GpuTensor,
-    spec: &GemmSpec,
-    groups: [u32; 3],
-    extra: &[Bind],
-) -> Result<()> {
-    let va = texture_of(gpu, enc, a, spec.a_shape())?;
-    let vb = texture_of(gpu, enc, b, spec.b_shape())?;
-    let mut binds = vec![
-        Bind::Texture(&va),
-        Bind::Texture(&vb),
-        Bind::Read(bias),
-        Bind::Write(c),
-    ];
-    binds.extend_from_slice(extra);
-    gpu.dispatch(
-        enc,
-        &Kernel {
-            shader,
-            entry,
-            constants,
-        },
-        params,
-        &binds,
-        groups,
-    )
-}

@@ -6,6 +6,7 @@
 pub mod activations;
 pub mod bench;
 pub mod codes;
+pub mod decl;
 pub mod fista;
 pub mod gemm;
 pub mod ops;
@@ -33,6 +34,24 @@ pub const SHADERS: &[&Shader] = &[
     &topk::SHADER,
     &toy::SHADER,
 ];
+
+/// Every declared entry point, for the contract test (tests/shaders.rs).
+pub fn entries() -> Vec<&'static decl::Entry> {
+    [
+        codes::ENTRIES,
+        gemm::ENTRIES,
+        activations::ENTRIES,
+        bench::ENTRIES,
+        fista::ENTRIES,
+        ops::ENTRIES,
+        optim::ENTRIES,
+        reduce::ENTRIES,
+        topk::ENTRIES,
+        toy::ENTRIES,
+        sparse::ENTRIES,
+    ]
+    .concat()
+}
 
 /// Refuse a tensor whose shape is not the one a launcher needs.
 pub(crate) fn expect_shape(kernel: &str, name: &str, t: &GpuTensor, shape: &[usize]) -> Result<()> {

@@ -1,59 +1,48 @@
 //! Launchers for shaders/ops.wgsl: small operations of the training step.
 
-use bytemuck::{Pod, Zeroable};
-
-use super::expect_len;
-use crate::gpu::{Bind, DType, Gate, Gpu, GpuTensor, Kernel, Shader};
+use crate::gpu::{Gate, Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-pub static SHADER: Shader = Shader {
-    name: "ops",
-    source: include_str!("../../shaders/ops.wgsl"),
-};
+use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, ru, wf, wu};
+
+pub static SHADER: Shader = crate::shader!("ops");
 
 const WG: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-struct Params {
-    len: u32,
-    first: u32,
-    decay: f32,
-    index: u32,
-    threshold: u32,
-    _pad: [u32; 3],
-}
-
-fn kernel(entry: &'static str) -> Kernel<'static> {
-    Kernel {
-        shader: &SHADER,
-        entry,
-        constants: &[],
+crate::uniform! {
+    struct Params {
+        len: u32, first: u32, decay: f32, index: u32,
+        threshold: u32, _pad: [u32; 3],
     }
 }
 
-/// a += b.
-/// a: (len), b: (len)
-pub fn add_into(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    a: &GpuTensor,
-    b: &GpuTensor,
-) -> Result<()> {
-    let len = a.len();
-    expect_len("add_into", "b", b, len)?;
-    let p = Params {
-        len: len as u32,
-        ..Default::default()
-    };
-    gpu.dispatch(
-        enc,
-        &kernel("add_into"),
-        &p,
-        &[Bind::Write(a), Bind::Read(b)],
-        gpu.groups_for(len, WG),
-    )
+const fn op(name: &'static str, binds: &'static [Slot], wg: u32, grid: Grid) -> Entry {
+    Entry::new(&SHADER, name, Params::LAYOUT, binds)
+        .consts(&[("WG", WG as f64)])
+        .wg(Wg::Fixed(wg))
+        .grid(grid)
 }
+
+pub static THRESHOLD_EMA: Entry = op(
+    "threshold_ema",
+    &[rf("thr", "1"), wf("state", "1")],
+    1,
+    Grid::Single,
+);
+pub static GATE_PLAN: Entry = op(
+    "gate_plan",
+    &[
+        ru("src", "any"),
+        ru("table", "slots, 4"),
+        wu("args", "slots, 3"),
+    ],
+    WG as u32,
+    Grid::Items,
+);
+pub static ZERO: Entry = op("zero", &[wf("a", "any")], WG as u32, Grid::Items);
+
+/// Every entry point of shaders/ops.wgsl.
+pub static ENTRIES: &[&Entry] = &[&THRESHOLD_EMA, &GATE_PLAN, &ZERO];
 
 /// state = first ? max(thr, 0) : decay * state + (1 - decay) * max(thr, 0).
 /// thr: (1), state: (1)
@@ -65,21 +54,13 @@ pub fn threshold_ema(
     decay: f32,
     first: bool,
 ) -> Result<()> {
-    expect_len("threshold_ema", "thr", thr, 1)?;
-    expect_len("threshold_ema", "state", state, 1)?;
     let p = Params {
         len: 1,
         first: first as u32,
         decay,
         ..Default::default()
     };
-    gpu.dispatch(
-        enc,
-        &kernel("threshold_ema"),
-        &p,
-        &[Bind::Read(thr), Bind::Write(state)],
-        [1, 1, 1],
-    )
+    THRESHOLD_EMA.call(p).bind(thr).bind(state).record(gpu, enc)
 }
 
 /// The plan of `gate`: flag = src[index] > threshold; each dispatch recorded under the gate
@@ -95,7 +76,7 @@ pub fn gate_plan(
     index: usize,
     threshold: u32,
 ) -> Result<()> {
-    if src.dtype != DType::U32 || index >= src.len() {
+    if index >= src.len() {
         return Err(Error::Internal(format!(
             "gate_plan: src {:?} ({:?}) has no u32 element {index}",
             src.shape, src.dtype
@@ -111,32 +92,22 @@ pub fn gate_plan(
         threshold,
         ..Default::default()
     };
-    gpu.dispatch(
-        enc,
-        &kernel("gate_plan"),
-        &p,
-        &[
-            Bind::Read(src),
-            Bind::Read(&gate.table),
-            Bind::Write(&gate.args),
-        ],
-        gpu.groups_for(slots, WG),
-    )
+    GATE_PLAN
+        .call(p)
+        .dim("slots", slots.max(1))
+        .bind(src)
+        .bind(&gate.table)
+        .bind(&gate.args)
+        .items(slots)
+        .record(gpu, enc)
 }
 
 /// a = 0 (a dispatch, so that it can be gated; `Gpu::fill` is a queue write).
 /// a: (len)
 pub fn zero(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, a: &GpuTensor) -> Result<()> {
-    let len = a.len();
     let p = Params {
-        len: len as u32,
+        len: super::decl::to_u32("zero", "len", a.len())?,
         ..Default::default()
     };
-    gpu.dispatch(
-        enc,
-        &kernel("zero"),
-        &p,
-        &[Bind::Write(a)],
-        gpu.groups_for(len, WG),
-    )
+    ZERO.call(p).bind(a).items(a.len()).record(gpu, enc)
 }

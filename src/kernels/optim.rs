@@ -1,28 +1,26 @@
-//! Optimizer launchers (shaders/optim.wgsl): AdamW, global gradient-norm clipping, decoder
-//! row normalisation and removal of the decoder gradient's component along each row.
+//! Optimizer launchers (shaders/optim.wgsl): AdamW, global gradient-norm clipping, and the
+//! fused unit-norm decoder update.
 //!
-//! A step records, with no read-back in between:
-//! `remove_parallel(W_dec, dW_dec)`, `sumsq(grad_i, acc, i)` for every parameter tensor,
-//! `clip_scale(acc, slots, max_norm, clip)`, `adam(param_i, grad_i, m_i, v_i, hyper, clip)`,
-//! `normalize_rows(W_dec)`. The learning rate and step number reach Adam through a uniform
-//! buffer the host rewrites before each submission ([`write_hyper`]), so the recorded
-//! dispatches (and every cached bind group) stay the same from step to step.
+//! A step records, with no read-back in between (src/sae/gpu.rs):
+//! `decoder_grad_prep(W_dec, dW_dec)` and `sum_slot` (the decoder gradient's sum of squares
+//! without its component along each row), `sumsq(grad_i, acc, i)` for the other parameter
+//! tensors, `clip_scale(acc, slots, max_norm, clip)`, `adam_unit_rows(W_dec, ...)` (Adam,
+//! the projection and the row normalisation in one pass) and `adam(param_i, grad_i, m_i,
+//! v_i, hyper, clip)` for the others; with a free decoder norm, `sumsq` and `adam` on W_dec
+//! too. The learning rate and step number reach Adam through a uniform buffer the host
+//! rewrites before each submission ([`write_hyper`]), so the recorded dispatches (and every
+//! cached bind group) stay the same from step to step.
 //!
 //! Every sum has a fixed order, so results are identical run to run on one device.
 
-use bytemuck::{Pod, Zeroable};
-
-use crate::gpu::{Bind, DType, Gpu, GpuTensor, Kernel, Shader};
+use crate::gpu::{DType, Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::{expect_len, expect_shape};
+use super::decl::{Entry, Grid, Slot, Uniform, Wg, fits, rf, wf};
 
 pub use crate::reference::optim::AdamHyper;
 
-pub static SHADER: Shader = Shader {
-    name: "optim",
-    source: include_str!("../../shaders/optim.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("optim");
 
 /// Elementwise and sumsq_partial workgroup size (override `WG`).
 const WG: usize = 256;
@@ -39,50 +37,124 @@ fn row_lanes(gpu: &Gpu) -> usize {
 /// partials (256 KiB): enough invocations to keep a large GPU's memory busy, few enough for
 /// one workgroup to finish.
 const MAX_PARTIAL_GROUPS: usize = 256;
+/// The most elements a kernel here indexes (room for the partials' stride).
+const MAX_LEN: usize = u32::MAX as usize - MAX_PARTIAL_GROUPS * WG;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    len: u32,
-    d: u32,
-    stride: u32,
-    slot: u32,
-    max_norm: f32,
-    _pad: [u32; 3],
-}
-
-impl Params {
-    fn new(len: usize) -> Self {
-        Params {
-            len: len as u32,
-            d: 0,
-            stride: 0,
-            slot: 0,
-            max_norm: 0.0,
-            _pad: [0; 3],
-        }
+crate::uniform! {
+    struct Params {
+        len: u32, d: u32, stride: u32, slot: u32,
+        max_norm: f32, _pad: [u32; 3],
     }
 }
 
-const ELEMENTWISE: &[(&str, f64)] = &[("WG", WG as f64)];
-const FINISH: &[(&str, f64)] = &[("FW", FW as f64)];
+impl super::decl::Uniform for AdamHyper {
+    const LAYOUT: super::decl::Layout = super::decl::Layout {
+        name: "AdamHyper",
+        size: size_of::<AdamHyper>(),
+        fields: &[
+            ("lr", std::mem::offset_of!(AdamHyper, lr)),
+            ("beta1", std::mem::offset_of!(AdamHyper, beta1)),
+            ("beta2", std::mem::offset_of!(AdamHyper, beta2)),
+            ("eps", std::mem::offset_of!(AdamHyper, eps)),
+            ("bias1", std::mem::offset_of!(AdamHyper, bias1)),
+            ("bias2", std::mem::offset_of!(AdamHyper, bias2)),
+            (
+                "weight_decay",
+                std::mem::offset_of!(AdamHyper, weight_decay),
+            ),
+        ],
+    };
+}
 
-fn kernel<'a>(entry: &'static str, constants: &'a [(&'static str, f64)]) -> Kernel<'a> {
-    Kernel {
-        shader: &SHADER,
-        entry,
-        constants,
+fn params(len: usize) -> Params {
+    Params {
+        len: len as u32,
+        ..Default::default()
     }
 }
 
-fn fits_u32(kernel: &str, what: &str, len: usize) -> Result<()> {
-    if len > u32::MAX as usize - MAX_PARTIAL_GROUPS * WG {
-        return Err(Error::Internal(format!(
-            "{kernel}: {what} has {len} elements, more than the kernels index"
-        )));
-    }
-    Ok(())
+const fn optim(name: &'static str, binds: &'static [Slot], wg: Wg, grid: Grid) -> Entry {
+    Entry::new(&SHADER, name, Params::LAYOUT, binds)
+        .consts(&[("WG", WG as f64), ("FW", FW as f64)])
+        .wg(wg)
+        .grid(grid)
 }
+
+/// The elementwise kernels: `WG` invocations per workgroup, one item each.
+const fn elementwise(name: &'static str, binds: &'static [Slot]) -> Entry {
+    optim(name, binds, Wg::Fixed(WG as u32), Grid::Items)
+}
+
+/// The row kernels: one workgroup of `RW` (set per adapter) per row.
+const fn per_row(name: &'static str, binds: &'static [Slot]) -> Entry {
+    optim(name, binds, Wg::Var("RW"), Grid::Groups)
+}
+
+const ADAM: &[Slot] = &[
+    wf("param", "len"),
+    rf("grad", "len"),
+    wf("m", "len"),
+    wf("v", "len"),
+    Slot::uniform("hyper", AdamHyper::LAYOUT),
+    rf("clip", ">= 1"),
+];
+const SUMSQ_PARTIAL: &[Slot] = &[rf("g", "any"), wf("part", "any")];
+const DECODER_GRAD_PREP: &[Slot] = &[
+    rf("w", "n, d"),
+    rf("g", "n, d"),
+    wf("coef", "n"),
+    wf("part", "n"),
+];
+const ADAM_UNIT_ROWS: &[Slot] = &[
+    wf("param", "n, d"),
+    rf("grad", "n, d"),
+    wf("m", "n, d"),
+    wf("v", "n, d"),
+    Slot::uniform("hyper", AdamHyper::LAYOUT),
+    rf("clip", ">= 1"),
+    rf("coef", "n"),
+];
+
+pub static ADAM_E: Entry = elementwise("adam", ADAM);
+pub static ADAM_VEC4: Entry = elementwise("adam_vec4", ADAM);
+pub static SUMSQ_PARTIAL_E: Entry = Entry {
+    grid: Grid::Custom,
+    ..elementwise("sumsq_partial", SUMSQ_PARTIAL)
+};
+pub static SUMSQ_PARTIAL_VEC4: Entry = Entry {
+    grid: Grid::Custom,
+    ..elementwise("sumsq_partial_vec4", SUMSQ_PARTIAL)
+};
+pub static SUMSQ_FINISH: Entry = optim(
+    "sumsq_finish",
+    &[rf("part", "any"), wf("acc", "any")],
+    Wg::Fixed(FW as u32),
+    Grid::Single,
+);
+pub static CLIP_SCALE: Entry = optim(
+    "clip_scale",
+    &[rf("acc", "any"), wf("clip", "2")],
+    Wg::Fixed(1),
+    Grid::Single,
+);
+pub static DECODER_GRAD_PREP_E: Entry = per_row("decoder_grad_prep", DECODER_GRAD_PREP);
+pub static DECODER_GRAD_PREP_VEC4: Entry = per_row("decoder_grad_prep_vec4", DECODER_GRAD_PREP);
+pub static ADAM_UNIT_ROWS_E: Entry = per_row("adam_unit_rows", ADAM_UNIT_ROWS);
+pub static ADAM_UNIT_ROWS_VEC4: Entry = per_row("adam_unit_rows_vec4", ADAM_UNIT_ROWS);
+
+/// Every entry point of shaders/optim.wgsl.
+pub static ENTRIES: &[&Entry] = &[
+    &ADAM_E,
+    &ADAM_VEC4,
+    &SUMSQ_PARTIAL_E,
+    &SUMSQ_PARTIAL_VEC4,
+    &SUMSQ_FINISH,
+    &CLIP_SCALE,
+    &DECODER_GRAD_PREP_E,
+    &DECODER_GRAD_PREP_VEC4,
+    &ADAM_UNIT_ROWS_E,
+    &ADAM_UNIT_ROWS_VEC4,
+];
 
 /// A uniform buffer sized for [`AdamHyper`], to be filled with [`write_hyper`].
 pub fn hyper_buffer(gpu: &Gpu) -> wgpu::Buffer {
@@ -112,44 +184,23 @@ pub fn adam(
     clip: &GpuTensor,
 ) -> Result<()> {
     let len = param.len();
-    fits_u32("adam", "param", len)?;
-    expect_len("adam", "grad", grad, len)?;
-    expect_len("adam", "m", m, len)?;
-    expect_len("adam", "v", v, len)?;
-    if clip.is_empty() {
-        return Err(Error::Internal(
-            "adam: clip is empty, expected (>= 1)".into(),
-        ));
-    }
-    if hyper.size() < size_of::<AdamHyper>() as u64 {
-        return Err(Error::Internal(format!(
-            "adam: hyper buffer has {} bytes, AdamHyper needs {}",
-            hyper.size(),
-            size_of::<AdamHyper>()
-        )));
-    }
-    if len == 0 {
-        return Ok(());
-    }
-    let (entry, items) = if len.is_multiple_of(4) {
-        ("adam_vec4", len / 4)
+    fits("adam", "param", len, MAX_LEN)?;
+    let (e, items) = if len.is_multiple_of(4) {
+        (&ADAM_VEC4, len / 4)
     } else {
-        ("adam", len)
+        (&ADAM_E, len)
     };
-    gpu.dispatch(
-        enc,
-        &kernel(entry, ELEMENTWISE),
-        &Params::new(items),
-        &[
-            Bind::Write(param),
-            Bind::Read(grad),
-            Bind::Write(m),
-            Bind::Write(v),
-            Bind::Uniform(hyper),
-            Bind::Read(clip),
-        ],
-        gpu.groups_for(items, WG),
-    )
+    let call = e
+        .call(params(items))
+        .dim("len", len)
+        .bind(param)
+        .bind(grad)
+        .bind(m)
+        .bind(v)
+        .uniform(hyper)
+        .bind(clip)
+        .items(items);
+    call.skip_if(len == 0).record(gpu, enc)
 }
 
 /// Partials of sumsq live in one scratch tensor per device (`Gpu::scratch`), shared by
@@ -158,6 +209,16 @@ pub fn adam(
 fn scratch(gpu: &Gpu) -> Result<GpuTensor> {
     let t = gpu.scratch("sumsq partials", DType::F32, MAX_PARTIAL_GROUPS * WG)?;
     Ok(t.prefix(&[MAX_PARTIAL_GROUPS * WG]))
+}
+
+fn expect_slot(kernel: &str, acc: &GpuTensor, slot: u32) -> Result<()> {
+    if slot as usize >= acc.len() {
+        return Err(Error::Internal(format!(
+            "{kernel}: slot {slot} is outside acc {}",
+            acc.shape_str()
+        )));
+    }
+    Ok(())
 }
 
 /// acc[slot] = sum of g^2 over the whole tensor (overwritten; other slots untouched).
@@ -172,39 +233,42 @@ pub fn sumsq(
     slot: u32,
 ) -> Result<()> {
     let len = g.len();
-    fits_u32("sumsq", "g", len)?;
-    if slot as usize >= acc.len() {
-        return Err(Error::Internal(format!(
-            "sumsq: slot {slot} is outside acc {}",
-            acc.shape_str()
-        )));
-    }
-    let (entry, items) = if len.is_multiple_of(4) && len > 0 {
-        ("sumsq_partial_vec4", len / 4)
+    fits("sumsq", "g", len, MAX_LEN)?;
+    expect_slot("sumsq", acc, slot)?;
+    let (e, items) = if len.is_multiple_of(4) && len > 0 {
+        (&SUMSQ_PARTIAL_VEC4, len / 4)
     } else {
-        ("sumsq_partial", len)
+        (&SUMSQ_PARTIAL_E, len)
     };
     let groups = items.div_ceil(WG).clamp(1, MAX_PARTIAL_GROUPS);
     let partials = groups * WG;
     let part = scratch(gpu)?;
-    let mut p = Params::new(items);
-    p.stride = partials as u32;
-    gpu.dispatch(
-        enc,
-        &kernel(entry, ELEMENTWISE),
-        &p,
-        &[Bind::Read(g), Bind::Write(&part)],
-        [groups as u32, 1, 1],
-    )?;
-    let mut p = Params::new(partials);
-    p.slot = slot;
-    gpu.dispatch(
-        enc,
-        &kernel("sumsq_finish", FINISH),
-        &p,
-        &[Bind::Read(&part), Bind::Write(acc)],
-        [1, 1, 1],
-    )
+    let p = Params {
+        stride: partials as u32,
+        ..params(items)
+    };
+    e.call(p)
+        .bind(g)
+        .bind(&part)
+        .grid([groups as u32, 1, 1])
+        .record(gpu, enc)?;
+    sum_slot_of(gpu, enc, &part, partials, acc, slot)
+}
+
+/// acc[slot] = the sum of the first `len` partials, in a fixed order.
+fn sum_slot_of(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    part: &GpuTensor,
+    len: usize,
+    acc: &GpuTensor,
+    slot: u32,
+) -> Result<()> {
+    let p = Params {
+        slot,
+        ..params(len)
+    };
+    SUMSQ_FINISH.call(p).bind(part).bind(acc).record(gpu, enc)
 }
 
 /// norm = sqrt(acc[0] + ... + acc[slots - 1]) (in that order);
@@ -224,85 +288,22 @@ pub fn clip_scale(
             acc.shape_str()
         )));
     }
-    expect_len("clip_scale", "clip", clip, 2)?;
-    let mut p = Params::new(slots as usize);
-    p.max_norm = max_norm;
-    gpu.dispatch(
-        enc,
-        &kernel("clip_scale", &[]),
-        &p,
-        &[Bind::Read(acc), Bind::Write(clip)],
-        [1, 1, 1],
-    )
+    let p = Params {
+        max_norm,
+        ..params(slots as usize)
+    };
+    CLIP_SCALE.call(p).bind(acc).bind(clip).record(gpu, enc)
 }
 
-fn row_params(n: usize, d: usize) -> (bool, Params) {
+/// The parameters of a row kernel over (n, d): items per row are vec4s when d % 4 == 0.
+fn row_params(kernel: &str, n: usize, d: usize) -> Result<(bool, Params)> {
+    fits(kernel, "n * d", n.saturating_mul(d), MAX_LEN)?;
     let vec4 = d.is_multiple_of(4);
-    let mut p = Params::new(n);
-    p.d = if vec4 { d / 4 } else { d } as u32;
-    (vec4, p)
-}
-
-/// w[i, :] /= ||w[i, :]|| for every row; rows of zero norm are left unchanged.
-/// One workgroup per row.
-/// w: (n, d) -> w: (n, d)
-pub fn normalize_rows(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    w: &GpuTensor,
-    n: usize,
-    d: usize,
-) -> Result<()> {
-    expect_shape("normalize_rows", "w", w, &[n, d])?;
-    fits_u32("normalize_rows", "w", n * d)?;
-    if n == 0 || d == 0 {
-        return Ok(());
-    }
-    let (vec4, p) = row_params(n, d);
-    let entry = if vec4 {
-        "normalize_rows_vec4"
-    } else {
-        "normalize_rows"
+    let p = Params {
+        d: if vec4 { d / 4 } else { d } as u32,
+        ..params(n)
     };
-    gpu.dispatch(
-        enc,
-        &kernel(entry, &[("RW", row_lanes(gpu) as f64)]),
-        &p,
-        &[Bind::Write(w)],
-        gpu.groups_for(n, 1),
-    )
-}
-
-/// g[i, :] -= (g[i, :] . w[i, :] / ||w[i, :]||^2) w[i, :] for every row; rows where w is
-/// zero keep their gradient. One workgroup per row.
-/// w: (n, d), g: (n, d) -> g: (n, d)
-pub fn remove_parallel(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    w: &GpuTensor,
-    g: &GpuTensor,
-    n: usize,
-    d: usize,
-) -> Result<()> {
-    expect_shape("remove_parallel", "w", w, &[n, d])?;
-    expect_shape("remove_parallel", "g", g, &[n, d])?;
-    fits_u32("remove_parallel", "w", n * d)?;
-    if n == 0 || d == 0 {
-        return Ok(());
-    }
-    let (vec4, p) = row_params(n, d);
-    let entry = if vec4 {
-        "remove_parallel_vec4"
-    } else {
-        "remove_parallel"
-    };
-    gpu.dispatch(
-        enc,
-        &kernel(entry, &[("RW", row_lanes(gpu) as f64)]),
-        &p,
-        &[Bind::Read(w), Bind::Write(g)],
-        gpu.groups_for(n, 1),
-    )
+    Ok((vec4, p))
 }
 
 /// The unit-norm decoder's gradient pass: per row, coef[i] = (g . w) / (w . w) (0 where
@@ -321,29 +322,22 @@ pub fn decoder_grad_prep(
     coef: &GpuTensor,
     part: &GpuTensor,
 ) -> Result<()> {
-    let k = "decoder_grad_prep";
-    expect_shape(k, "w", w, &[n, d])?;
-    expect_shape(k, "g", g, &[n, d])?;
-    expect_len(k, "coef", coef, n)?;
-    expect_len(k, "part", part, n)?;
-    fits_u32(k, "w", n * d)?;
-    if n == 0 || d == 0 {
-        return Ok(());
-    }
-    let (vec4, p) = row_params(n, d);
-    let entry = if vec4 { "decoder_grad_prep_vec4" } else { k };
-    gpu.dispatch(
-        enc,
-        &kernel(entry, &[("RW", row_lanes(gpu) as f64)]),
-        &p,
-        &[
-            Bind::Read(w),
-            Bind::Read(g),
-            Bind::Write(coef),
-            Bind::Write(part),
-        ],
-        gpu.groups_for(n, 1),
-    )
+    let (vec4, p) = row_params("decoder_grad_prep", n, d)?;
+    let e = if vec4 {
+        &DECODER_GRAD_PREP_VEC4
+    } else {
+        &DECODER_GRAD_PREP_E
+    };
+    let call = e
+        .call(p)
+        .dims(&[("n", n), ("d", d)])
+        .bind(w)
+        .bind(g)
+        .bind(coef)
+        .bind(part)
+        .set("RW", row_lanes(gpu) as f64)
+        .items(n);
+    call.skip_if(n == 0 || d == 0).record(gpu, enc)
 }
 
 /// acc[slot] = sum of part (partial sums of squares, e.g. [`decoder_grad_prep`]'s), in a
@@ -356,22 +350,9 @@ pub fn sum_slot(
     acc: &GpuTensor,
     slot: u32,
 ) -> Result<()> {
-    if slot as usize >= acc.len() {
-        return Err(Error::Internal(format!(
-            "sum_slot: slot {slot} is outside acc {}",
-            acc.shape_str()
-        )));
-    }
-    fits_u32("sum_slot", "part", part.len())?;
-    let mut p = Params::new(part.len());
-    p.slot = slot;
-    gpu.dispatch(
-        enc,
-        &kernel("sumsq_finish", FINISH),
-        &p,
-        &[Bind::Read(part), Bind::Write(acc)],
-        [1, 1, 1],
-    )
+    expect_slot("sum_slot", acc, slot)?;
+    fits("sum_slot", "part", part.len(), MAX_LEN)?;
+    sum_slot_of(gpu, enc, part, part.len(), acc, slot)
 }
 
 /// AdamW on a unit-norm decoder, one workgroup per row: g = (grad - coef[i] w) * clip[0]
@@ -393,33 +374,23 @@ pub fn adam_unit_rows(
     n: usize,
     d: usize,
 ) -> Result<()> {
-    let k = "adam_unit_rows";
-    for (name, t) in [("param", param), ("grad", grad), ("m", m), ("v", v)] {
-        expect_shape(k, name, t, &[n, d])?;
-    }
-    expect_len(k, "coef", coef, n)?;
-    if clip.is_empty() {
-        return Err(Error::Internal(format!("{k}: clip is empty")));
-    }
-    fits_u32(k, "param", n * d)?;
-    if n == 0 || d == 0 {
-        return Ok(());
-    }
-    let (vec4, p) = row_params(n, d);
-    let entry = if vec4 { "adam_unit_rows_vec4" } else { k };
-    gpu.dispatch(
-        enc,
-        &kernel(entry, &[("RW", row_lanes(gpu) as f64)]),
-        &p,
-        &[
-            Bind::Write(param),
-            Bind::Read(grad),
-            Bind::Write(m),
-            Bind::Write(v),
-            Bind::Uniform(hyper),
-            Bind::Read(clip),
-            Bind::Read(coef),
-        ],
-        gpu.groups_for(n, 1),
-    )
+    let (vec4, p) = row_params("adam_unit_rows", n, d)?;
+    let e = if vec4 {
+        &ADAM_UNIT_ROWS_VEC4
+    } else {
+        &ADAM_UNIT_ROWS_E
+    };
+    let call = e
+        .call(p)
+        .dims(&[("n", n), ("d", d)])
+        .bind(param)
+        .bind(grad)
+        .bind(m)
+        .bind(v)
+        .uniform(hyper)
+        .bind(clip)
+        .bind(coef)
+        .set("RW", row_lanes(gpu) as f64)
+        .items(n);
+    call.skip_if(n == 0 || d == 0).record(gpu, enc)
 }

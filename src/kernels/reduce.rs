@@ -16,71 +16,173 @@
 //! one scratch buffer between calls is safe because the dispatches that write and read it
 //! run in submission order.
 
-use bytemuck::{Pod, Zeroable};
-
-use crate::gpu::{Bind, DType, Gpu, GpuTensor, Kernel, Shader};
+use crate::gpu::{DType, Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::expect_len;
+use super::decl::{Entry, Grid, Layout, Slot, Uniform, Wg, elements, rf, ru, wf, wu};
 
 pub use crate::reference::reduce::{METRIC_SLOTS, slot};
 
-pub static SHADER: Shader = Shader {
-    name: "reduce",
-    source: include_str!("../../shaders/reduce.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("reduce");
 
 /// Invocations per workgroup (WGSL override `WG`).
 const WG: usize = 256;
 /// Rows per invocation in the row-blocked column kernels (WGSL override `RB`).
 const RB: usize = 32;
+/// finish_partials' workgroup (a literal in the shader).
+const FINISH_WG: u32 = 256;
 
-const CONSTANTS: &[(&str, f64)] = &[("WG", WG as f64), ("RB", RB as f64)];
-
-#[repr(C)]
-#[derive(Clone, Copy, Default, Pod, Zeroable)]
-struct Params {
-    rows: u32,
-    cols: u32,
-    len: u32,
-    flag: u32,
-    scale: f32,
-    u0: u32,
-    nparts: u32,
-    _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default, Pod, Zeroable)]
-struct FinishParams {
-    nparts: u32,
-    nvals: u32,
-    counts: u32,
-    overwrite: u32,
-    slots: [u32; 4],
-}
-
-fn kernel(entry: &'static str) -> Kernel<'static> {
-    Kernel {
-        shader: &SHADER,
-        entry,
-        constants: CONSTANTS,
+crate::uniform! {
+    struct Params {
+        rows: u32, cols: u32, len: u32, flag: u32,
+        scale: f32, u0: u32, nparts: u32, _pad: u32,
     }
 }
 
-fn expect_dtype(kernel: &str, name: &str, t: &GpuTensor, dtype: DType) -> Result<()> {
-    if t.dtype != dtype {
+crate::uniform! {
+    struct FinishParams {
+        nparts: u32,
+        nvals: u32,
+        counts: u32,
+        overwrite: u32,
+        slots: [u32; 4],
+    }
+}
+
+const fn reduce(
+    name: &'static str,
+    params: Layout,
+    binds: &'static [Slot],
+    wg: u32,
+    grid: Grid,
+) -> Entry {
+    Entry::new(&SHADER, name, params, binds)
+        .consts(&[("WG", WG as f64), ("RB", RB as f64)])
+        .wg(Wg::Fixed(wg))
+        .grid(grid)
+}
+
+/// One invocation per item.
+const fn items(name: &'static str, binds: &'static [Slot]) -> Entry {
+    reduce(name, Params::LAYOUT, binds, WG as u32, Grid::Items)
+}
+
+/// The row-blocked column kernels: x = column groups of WG, y = row blocks of RB.
+const fn col_blocks(name: &'static str, binds: &'static [Slot]) -> Entry {
+    reduce(name, Params::LAYOUT, binds, WG as u32, Grid::Custom)
+}
+
+const SUB_ROW: &[Slot] = &[rf("x", "rows, d"), rf("b", "d"), wf("out", "rows, d")];
+const SUB: &[Slot] = &[rf("a", "len"), rf("b", "len"), wf("out", "len")];
+const COL_SUM: &[Slot] = &[rf("a", "rows, cols"), wf("out", "cols")];
+const ROW_NORMS: &[Slot] = &[rf("w", "n, d"), wf("norms", "n")];
+
+pub static SUB_ROW_E: Entry = items("sub_row", SUB_ROW);
+pub static SUB_ROW_VEC4: Entry = items("sub_row_vec4", SUB_ROW);
+pub static SUB_E: Entry = items("sub", SUB);
+pub static SUB_VEC4: Entry = items("sub_vec4", SUB);
+pub static COL_SUM_E: Entry = items("col_sum", COL_SUM);
+pub static COL_SUM_VEC4: Entry = items("col_sum_vec4", COL_SUM);
+pub static MSE_BACKWARD: Entry = col_blocks(
+    "mse_backward",
+    &[
+        rf("target", "rows, d"),
+        rf("pred", "rows, d"),
+        rf("colsum", ">= d"),
+        wf("grad", "rows, d"),
+        wu("parts", "any"),
+    ],
+);
+pub static SUM_SQ_CENTRED: Entry = col_blocks(
+    "sum_sq_centred",
+    &[
+        rf("target", "rows, d"),
+        rf("colsum", ">= d"),
+        wu("parts", "any"),
+    ],
+);
+pub static ROW_NORMS_E: Entry = items("row_norms", ROW_NORMS);
+pub static ROW_NORMS_VEC4: Entry = items("row_norms_vec4", ROW_NORMS);
+pub static SPARSE_STATS: Entry = items(
+    "sparse_stats",
+    &[
+        ru("row_ptr", "rows + 1"),
+        ru("idx", "cap"),
+        rf("val", "cap"),
+        rf("norms", "n"),
+        wu("fired", "n"),
+        wu("parts", "any"),
+    ],
+);
+pub static DENSE_STATS: Entry = col_blocks(
+    "dense_stats",
+    &[
+        rf("z", "rows, n"),
+        rf("norms", "n"),
+        wu("fired", "n"),
+        wu("parts", "any"),
+    ],
+);
+pub static UPDATE_DEAD: Entry = items(
+    "update_dead",
+    &[
+        wu("fired", "n"),
+        wu("since", "n"),
+        wu("total", "n"),
+        wu("parts", "any"),
+    ],
+);
+pub static DEAD_MASK: Entry = items("dead_mask", &[ru("since", "n"), wu("mask", "n")]);
+pub static L1_BACKWARD: Entry = col_blocks(
+    "l1_backward",
+    &[rf("z", "rows, n"), rf("norms", "n"), wf("dz", "rows, n")],
+);
+pub static L1_DECODER_GRAD: Entry = col_blocks(
+    "l1_decoder_grad",
+    &[
+        rf("zsum", "n"),
+        rf("w_dec", "n, d"),
+        rf("norms", "n"),
+        wf("dw_dec", "n, d"),
+    ],
+);
+pub static FINISH_PARTIALS: Entry = reduce(
+    "finish_partials",
+    FinishParams::LAYOUT,
+    &[ru("parts", "any"), wf("metrics", "slots")],
+    FINISH_WG,
+    Grid::Single,
+);
+
+/// Every entry point of shaders/reduce.wgsl.
+pub static ENTRIES: &[&Entry] = &[
+    &SUB_ROW_E,
+    &SUB_ROW_VEC4,
+    &SUB_E,
+    &SUB_VEC4,
+    &COL_SUM_E,
+    &COL_SUM_VEC4,
+    &MSE_BACKWARD,
+    &SUM_SQ_CENTRED,
+    &ROW_NORMS_E,
+    &ROW_NORMS_VEC4,
+    &SPARSE_STATS,
+    &DENSE_STATS,
+    &UPDATE_DEAD,
+    &DEAD_MASK,
+    &L1_BACKWARD,
+    &L1_DECODER_GRAD,
+    &FINISH_PARTIALS,
+];
+
+/// The metrics tensor (METRIC_SLOTS f32) and the slots a launcher writes.
+fn expect_metrics(kernel: &str, metrics: &GpuTensor, slots: &[u32]) -> Result<()> {
+    if metrics.len() != METRIC_SLOTS || metrics.dtype != DType::F32 {
         return Err(Error::Internal(format!(
-            "{kernel}: {name} is {:?}, expected {dtype:?}",
-            t.dtype
+            "{kernel}: metrics is {:?} {:?}, expected ({METRIC_SLOTS}) f32",
+            metrics.shape, metrics.dtype
         )));
     }
-    Ok(())
-}
-
-fn expect_metrics(kernel: &str, metrics: &GpuTensor, slots: &[u32]) -> Result<()> {
-    expect_len(kernel, "metrics", metrics, METRIC_SLOTS)?;
-    expect_dtype(kernel, "metrics", metrics, DType::F32)?;
     if let Some(s) = slots.iter().find(|&&s| s as usize >= METRIC_SLOTS) {
         return Err(Error::Internal(format!(
             "{kernel}: metric slot {s} is outside 0..{METRIC_SLOTS}"
@@ -89,21 +191,15 @@ fn expect_metrics(kernel: &str, metrics: &GpuTensor, slots: &[u32]) -> Result<()
     Ok(())
 }
 
-/// A dimension as the shaders' u32.
-fn to_u32(kernel: &str, name: &str, v: usize) -> Result<u32> {
-    u32::try_from(v)
-        .map_err(|_| Error::Internal(format!("{kernel}: {name} = {v} does not fit 32 bits")))
-}
-
-/// Check that rows * cols fits the u32 indices the shaders use.
-fn dims(kernel: &str, rows: usize, cols: usize) -> Result<(u32, u32, u32)> {
-    let len = rows.checked_mul(cols).filter(|&l| l <= u32::MAX as usize);
-    match len {
-        Some(len) if cols <= u32::MAX as usize => Ok((rows as u32, cols as u32, len as u32)),
-        _ => Err(Error::Internal(format!(
-            "{kernel}: {rows} x {cols} elements do not fit 32-bit indices"
-        ))),
-    }
+/// Row-blocked parameters over (rows, cols), checked to fit the shaders' u32 indices.
+fn dims(kernel: &str, rows: usize, cols: usize) -> Result<Params> {
+    let len = elements(kernel, rows, cols)?;
+    Ok(Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        len,
+        ..Default::default()
+    })
 }
 
 /// Grid for the row-blocked column kernels: x = column groups of WG, y = row blocks of RB.
@@ -152,13 +248,24 @@ fn finish(
         p.counts |= (t.count as u32) << v;
         p.overwrite |= (t.overwrite as u32) << v;
     }
-    gpu.dispatch(
-        enc,
-        &kernel("finish_partials"),
-        &p,
-        &[Bind::Read(parts), Bind::Write(metrics)],
-        [1, 1, 1],
-    )
+    FINISH_PARTIALS
+        .call(p)
+        .dim("slots", METRIC_SLOTS)
+        .bind(parts)
+        .bind(metrics)
+        .record(gpu, enc)
+}
+
+/// Totals added (`+=`) into `slots` from f32 partials.
+fn sums(slots: &[u32]) -> Vec<Total> {
+    slots
+        .iter()
+        .map(|&slot| Total {
+            slot,
+            count: false,
+            overwrite: false,
+        })
+        .collect()
 }
 
 /// out[r, j] = x[r, j] - b[j] (the centred input x - b_dec).
@@ -172,29 +279,18 @@ pub fn sub_row(
     d: usize,
     out: &GpuTensor,
 ) -> Result<()> {
-    let k = "sub_row";
-    let (rows_u, d_u, len) = dims(k, rows, d)?;
-    expect_len(k, "x", x, rows * d)?;
-    expect_len(k, "b", b, d)?;
-    expect_len(k, "out", out, rows * d)?;
-    let p = Params {
-        rows: rows_u,
-        cols: d_u,
-        len,
-        ..Default::default()
-    };
-    let (entry, invocations) = if d.is_multiple_of(4) {
-        ("sub_row_vec4", rows * d / 4)
+    let (e, invocations) = if d.is_multiple_of(4) {
+        (&SUB_ROW_VEC4, rows * d / 4)
     } else {
-        (k, rows * d)
+        (&SUB_ROW_E, rows * d)
     };
-    gpu.dispatch(
-        enc,
-        &kernel(entry),
-        &p,
-        &[Bind::Read(x), Bind::Read(b), Bind::Write(out)],
-        gpu.groups_for(invocations, WG),
-    )
+    e.call(dims("sub_row", rows, d)?)
+        .dims(&[("rows", rows), ("d", d)])
+        .bind(x)
+        .bind(b)
+        .bind(out)
+        .items(invocations)
+        .record(gpu, enc)
 }
 
 /// out = a - b elementwise (the residual e = x - x_hat).
@@ -206,56 +302,23 @@ pub fn sub(
     b: &GpuTensor,
     out: &GpuTensor,
 ) -> Result<()> {
-    let k = "sub";
-    let len = to_u32(k, "len", a.len())?;
-    expect_len(k, "b", b, a.len())?;
-    expect_len(k, "out", out, a.len())?;
+    let len = a.len();
+    let (e, invocations) = if len.is_multiple_of(4) {
+        (&SUB_VEC4, len / 4)
+    } else {
+        (&SUB_E, len)
+    };
     let p = Params {
-        len,
+        len: super::decl::to_u32("sub", "len", len)?,
         ..Default::default()
     };
-    let (entry, invocations) = if a.len().is_multiple_of(4) {
-        ("sub_vec4", a.len() / 4)
-    } else {
-        (k, a.len())
-    };
-    gpu.dispatch(
-        enc,
-        &kernel(entry),
-        &p,
-        &[Bind::Read(a), Bind::Read(b), Bind::Write(out)],
-        gpu.groups_for(invocations, WG),
-    )
-}
-
-fn dispatch_col_sum(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    a: &GpuTensor,
-    rows: u32,
-    cols: u32,
-    out: &GpuTensor,
-    accumulate: bool,
-) -> Result<()> {
-    let p = Params {
-        rows,
-        cols,
-        len: rows * cols,
-        flag: accumulate as u32,
-        ..Default::default()
-    };
-    let (entry, per_invocation) = if cols.is_multiple_of(4) {
-        ("col_sum_vec4", 4)
-    } else {
-        ("col_sum", 1)
-    };
-    gpu.dispatch(
-        enc,
-        &kernel(entry),
-        &p,
-        &[Bind::Read(a), Bind::Write(out)],
-        gpu.groups_for(cols as usize / per_invocation, WG),
-    )
+    e.call(p)
+        .dim("len", len)
+        .bind(a)
+        .bind(b)
+        .bind(out)
+        .items(invocations)
+        .record(gpu, enc)
 }
 
 /// out[j] = (accumulate ? out[j] : 0) + sum over rows in order of a[r, j]
@@ -271,11 +334,21 @@ pub fn col_sum(
     out: &GpuTensor,
     accumulate: bool,
 ) -> Result<()> {
-    let k = "col_sum";
-    let (rows_u, cols_u, _) = dims(k, rows, cols)?;
-    expect_len(k, "a", a, rows * cols)?;
-    expect_len(k, "out", out, cols)?;
-    dispatch_col_sum(gpu, enc, a, rows_u, cols_u, out, accumulate)
+    let p = Params {
+        flag: accumulate as u32,
+        ..dims("col_sum", rows, cols)?
+    };
+    let (e, per_invocation) = if cols.is_multiple_of(4) {
+        (&COL_SUM_VEC4, 4)
+    } else {
+        (&COL_SUM_E, 1)
+    };
+    e.call(p)
+        .dims(&[("rows", rows), ("cols", cols)])
+        .bind(a)
+        .bind(out)
+        .items(cols / per_invocation)
+        .record(gpu, enc)
 }
 
 /// grad = scale * (pred - target); metrics[sse_slot] += sum (target - pred)^2; with
@@ -299,53 +372,36 @@ pub fn mse_backward(
     sst_slot: Option<u32>,
 ) -> Result<()> {
     let k = "mse_backward";
-    let (rows_u, d_u, len) = dims(k, rows, d)?;
-    expect_len(k, "target", target, rows * d)?;
-    expect_len(k, "pred", pred, rows * d)?;
-    expect_len(k, "grad", grad, rows * d)?;
+    let p = dims(k, rows, d)?;
     let mut slots = vec![sse_slot];
     slots.extend(sst_slot);
     expect_metrics(k, metrics, &slots)?;
-    if rows == 0 || d == 0 {
-        return Ok(());
-    }
-    let colsum = scratch(gpu, "reduce.colsum", DType::F32, d)?;
-    if sst_slot.is_some() {
-        dispatch_col_sum(gpu, enc, target, rows_u, d_u, &colsum, false)?;
-    }
     let nparts = rows.div_ceil(RB) * d;
+    let colsum = scratch(gpu, "reduce.colsum", DType::F32, d)?;
     let parts = scratch(gpu, "reduce.partials", DType::U32, 2 * nparts)?;
     let p = Params {
-        rows: rows_u,
-        cols: d_u,
-        len,
         flag: sst_slot.is_some() as u32,
         scale,
         nparts: nparts as u32,
-        ..Default::default()
+        ..p
     };
-    gpu.dispatch(
-        enc,
-        &kernel(k),
-        &p,
-        &[
-            Bind::Read(target),
-            Bind::Read(pred),
-            Bind::Read(&colsum),
-            Bind::Write(grad),
-            Bind::Write(&parts),
-        ],
-        col_block_grid(rows, d),
-    )?;
-    let totals: Vec<Total> = slots
-        .iter()
-        .map(|&slot| Total {
-            slot,
-            count: false,
-            overwrite: false,
-        })
-        .collect();
-    finish(gpu, enc, &parts, nparts, &totals, metrics)
+    let call = MSE_BACKWARD
+        .call(p)
+        .dims(&[("rows", rows), ("d", d)])
+        .bind(target)
+        .bind(pred)
+        .bind(&colsum)
+        .bind(grad)
+        .bind(&parts)
+        .grid(col_block_grid(rows, d));
+    if rows == 0 || d == 0 {
+        return call.skip_if(true).record(gpu, enc);
+    }
+    if sst_slot.is_some() {
+        col_sum(gpu, enc, target, rows, d, &colsum.prefix(&[d]), false)?;
+    }
+    call.record(gpu, enc)?;
+    finish(gpu, enc, &parts, nparts, &sums(&slots), metrics)
 }
 
 /// metrics[slot] += sum_b ||target_b - mean(target)||^2 with the mean over the rows: the
@@ -364,36 +420,28 @@ pub fn sum_sq_centred(
     slot: u32,
 ) -> Result<()> {
     let k = "sum_sq_centred";
-    let (rows_u, d_u, len) = dims(k, rows, d)?;
-    expect_len(k, "target", target, rows * d)?;
+    let p = dims(k, rows, d)?;
     expect_metrics(k, metrics, &[slot])?;
-    if rows == 0 || d == 0 {
-        return Ok(());
-    }
-    let colsum = scratch(gpu, "reduce.colsum", DType::F32, d)?;
-    dispatch_col_sum(gpu, enc, target, rows_u, d_u, &colsum, false)?;
     let nparts = rows.div_ceil(RB) * d;
+    let colsum = scratch(gpu, "reduce.colsum", DType::F32, d)?;
     let parts = scratch(gpu, "reduce.partials", DType::U32, nparts)?;
     let p = Params {
-        rows: rows_u,
-        cols: d_u,
-        len,
         nparts: nparts as u32,
-        ..Default::default()
+        ..p
     };
-    gpu.dispatch(
-        enc,
-        &kernel(k),
-        &p,
-        &[Bind::Read(target), Bind::Read(&colsum), Bind::Write(&parts)],
-        col_block_grid(rows, d),
-    )?;
-    let total = Total {
-        slot,
-        count: false,
-        overwrite: false,
-    };
-    finish(gpu, enc, &parts, nparts, &[total], metrics)
+    let call = SUM_SQ_CENTRED
+        .call(p)
+        .dims(&[("rows", rows), ("d", d)])
+        .bind(target)
+        .bind(&colsum)
+        .bind(&parts)
+        .grid(col_block_grid(rows, d));
+    if rows == 0 || d == 0 {
+        return call.skip_if(true).record(gpu, enc);
+    }
+    col_sum(gpu, enc, target, rows, d, &colsum.prefix(&[d]), false)?;
+    call.record(gpu, enc)?;
+    finish(gpu, enc, &parts, nparts, &sums(&[slot]), metrics)
 }
 
 /// norms[i] = ||w[i, :]|| (sum of squares in order along the row, then sqrt; vec4 loads
@@ -407,28 +455,17 @@ pub fn row_norms(
     d: usize,
     norms: &GpuTensor,
 ) -> Result<()> {
-    let k = "row_norms";
-    let (n_u, d_u, len) = dims(k, n, d)?;
-    expect_len(k, "w", w, n * d)?;
-    expect_len(k, "norms", norms, n)?;
-    let p = Params {
-        rows: n_u,
-        cols: d_u,
-        len,
-        ..Default::default()
-    };
-    let entry = if d.is_multiple_of(4) {
-        "row_norms_vec4"
+    let e = if d.is_multiple_of(4) {
+        &ROW_NORMS_VEC4
     } else {
-        k
+        &ROW_NORMS_E
     };
-    gpu.dispatch(
-        enc,
-        &kernel(entry),
-        &p,
-        &[Bind::Read(w), Bind::Write(norms)],
-        gpu.groups_for(n, WG),
-    )
+    e.call(dims("row_norms", n, d)?)
+        .dims(&[("n", n), ("d", d)])
+        .bind(w)
+        .bind(norms)
+        .items(n)
+        .record(gpu, enc)
 }
 
 /// CSR codes, nnz = min(row_ptr[rows], cap): for every slot s < nnz with val[s] > 0 and
@@ -451,41 +488,29 @@ pub fn sparse_stats(
 ) -> Result<()> {
     let k = "sparse_stats";
     let cap = idx.len();
-    let rows_u = to_u32(k, "rows", rows)?;
-    let n_u = to_u32(k, "n", n)?;
-    let cap_u = to_u32(k, "cap", cap)?;
-    expect_len(k, "row_ptr", row_ptr, rows + 1)?;
-    expect_dtype(k, "row_ptr", row_ptr, DType::U32)?;
-    expect_dtype(k, "idx", idx, DType::U32)?;
-    expect_len(k, "val", val, cap)?;
-    expect_len(k, "norms", norms, n)?;
-    expect_len(k, "fired", fired, n)?;
-    expect_dtype(k, "fired", fired, DType::U32)?;
+    let u = |what, v| super::decl::to_u32(k, what, v);
     expect_metrics(k, metrics, &[slot::L0, slot::L1])?;
     // One partial per run of SS_RUN (shaders/reduce.wgsl) slots.
     let nparts = cap.div_ceil(SS_RUN).max(1);
     let parts = scratch(gpu, "reduce.partials", DType::U32, 2 * nparts)?;
     let p = Params {
-        rows: rows_u,
-        cols: n_u,
-        len: cap_u,
+        rows: u("rows", rows)?,
+        cols: u("n", n)?,
+        len: u("cap", cap)?,
         nparts: nparts as u32,
         ..Default::default()
     };
-    gpu.dispatch(
-        enc,
-        &kernel(k),
-        &p,
-        &[
-            Bind::Read(row_ptr),
-            Bind::Read(idx),
-            Bind::Read(val),
-            Bind::Read(norms),
-            Bind::Write(fired),
-            Bind::Write(&parts),
-        ],
-        gpu.groups_for(nparts, WG),
-    )?;
+    SPARSE_STATS
+        .call(p)
+        .dims(&[("rows", rows), ("n", n)])
+        .bind(row_ptr)
+        .bind(idx)
+        .bind(val)
+        .bind(norms)
+        .bind(fired)
+        .bind(&parts)
+        .items(nparts)
+        .record(gpu, enc)?;
     finish(gpu, enc, &parts, nparts, &stats_totals(), metrics)
 }
 
@@ -522,33 +547,23 @@ pub fn dense_stats(
     metrics: &GpuTensor,
 ) -> Result<()> {
     let k = "dense_stats";
-    let (rows_u, n_u, len) = dims(k, rows, n)?;
-    expect_len(k, "z", z, rows * n)?;
-    expect_len(k, "norms", norms, n)?;
-    expect_len(k, "fired", fired, n)?;
-    expect_dtype(k, "fired", fired, DType::U32)?;
+    let p = dims(k, rows, n)?;
     expect_metrics(k, metrics, &[slot::L0, slot::L1])?;
     let nparts = rows.div_ceil(RB) * n;
     let parts = scratch(gpu, "reduce.partials", DType::U32, 2 * nparts)?;
     let p = Params {
-        rows: rows_u,
-        cols: n_u,
-        len,
         nparts: nparts as u32,
-        ..Default::default()
+        ..p
     };
-    gpu.dispatch(
-        enc,
-        &kernel(k),
-        &p,
-        &[
-            Bind::Read(z),
-            Bind::Read(norms),
-            Bind::Write(fired),
-            Bind::Write(&parts),
-        ],
-        col_block_grid(rows, n),
-    )?;
+    DENSE_STATS
+        .call(p)
+        .dims(&[("rows", rows), ("n", n)])
+        .bind(z)
+        .bind(norms)
+        .bind(fired)
+        .bind(&parts)
+        .grid(col_block_grid(rows, n))
+        .record(gpu, enc)?;
     finish(gpu, enc, &parts, nparts, &stats_totals(), metrics)
 }
 
@@ -570,14 +585,11 @@ pub fn update_dead(
 ) -> Result<()> {
     let k = "update_dead";
     let n = fired.len();
-    let n_u = to_u32(k, "n", n)?;
-    for (name, t) in [("fired", fired), ("since", since), ("total", total)] {
-        expect_len(k, name, t, n)?;
-        expect_dtype(k, name, t, DType::U32)?;
-    }
+    let n_u = super::decl::to_u32(k, "n", n)?;
     expect_metrics(k, metrics, &[slot::DEAD])?;
     let parts = scratch(gpu, "reduce.partials", DType::U32, n)?;
     let p = Params {
+        // Saturating: a step never has 2^32 rows, and the count saturates anyway.
         rows: u32::try_from(rows).unwrap_or(u32::MAX),
         cols: n_u,
         len: n_u,
@@ -585,18 +597,15 @@ pub fn update_dead(
         nparts: n_u,
         ..Default::default()
     };
-    gpu.dispatch(
-        enc,
-        &kernel(k),
-        &p,
-        &[
-            Bind::Write(fired),
-            Bind::Write(since),
-            Bind::Write(total),
-            Bind::Write(&parts),
-        ],
-        gpu.groups_for(n, WG),
-    )?;
+    UPDATE_DEAD
+        .call(p)
+        .dim("n", n)
+        .bind(fired)
+        .bind(since)
+        .bind(total)
+        .bind(&parts)
+        .items(n)
+        .record(gpu, enc)?;
     let dead = Total {
         slot: slot::DEAD,
         count: true,
@@ -614,25 +623,21 @@ pub fn dead_mask(
     dead_after: u32,
     mask: &GpuTensor,
 ) -> Result<()> {
-    let k = "dead_mask";
     let n = since.len();
-    let n_u = to_u32(k, "n", n)?;
-    expect_dtype(k, "since", since, DType::U32)?;
-    expect_len(k, "mask", mask, n)?;
-    expect_dtype(k, "mask", mask, DType::U32)?;
+    let n_u = super::decl::to_u32("dead_mask", "n", n)?;
     let p = Params {
         cols: n_u,
         len: n_u,
         u0: dead_after,
         ..Default::default()
     };
-    gpu.dispatch(
-        enc,
-        &kernel(k),
-        &p,
-        &[Bind::Read(since), Bind::Write(mask)],
-        gpu.groups_for(n, WG),
-    )
+    DEAD_MASK
+        .call(p)
+        .dim("n", n)
+        .bind(since)
+        .bind(mask)
+        .items(n)
+        .record(gpu, enc)
 }
 
 /// dz[r, i] += scale * norms[i] where z[r, i] > 0 (gradient of scale * sum z_i ||W_dec[i]||
@@ -649,25 +654,18 @@ pub fn l1_backward(
     scale: f32,
     dz: &GpuTensor,
 ) -> Result<()> {
-    let k = "l1_backward";
-    let (rows_u, n_u, len) = dims(k, rows, n)?;
-    expect_len(k, "z", z, rows * n)?;
-    expect_len(k, "norms", norms, n)?;
-    expect_len(k, "dz", dz, rows * n)?;
     let p = Params {
-        rows: rows_u,
-        cols: n_u,
-        len,
         scale,
-        ..Default::default()
+        ..dims("l1_backward", rows, n)?
     };
-    gpu.dispatch(
-        enc,
-        &kernel(k),
-        &p,
-        &[Bind::Read(z), Bind::Read(norms), Bind::Write(dz)],
-        col_block_grid(rows, n),
-    )
+    L1_BACKWARD
+        .call(p)
+        .dims(&[("rows", rows), ("n", n)])
+        .bind(z)
+        .bind(norms)
+        .bind(dz)
+        .grid(col_block_grid(rows, n))
+        .record(gpu, enc)
 }
 
 /// dw_dec[i, k] += c_i * w_dec[i, k] with c_i = scale * zsum[i] / norms[i], skipping rows
@@ -685,29 +683,17 @@ pub fn l1_decoder_grad(
     scale: f32,
     dw_dec: &GpuTensor,
 ) -> Result<()> {
-    let k = "l1_decoder_grad";
-    let (n_u, d_u, len) = dims(k, n, d)?;
-    expect_len(k, "zsum", zsum, n)?;
-    expect_len(k, "w_dec", w_dec, n * d)?;
-    expect_len(k, "norms", norms, n)?;
-    expect_len(k, "dw_dec", dw_dec, n * d)?;
     let p = Params {
-        rows: n_u,
-        cols: d_u,
-        len,
         scale,
-        ..Default::default()
+        ..dims("l1_decoder_grad", n, d)?
     };
-    gpu.dispatch(
-        enc,
-        &kernel(k),
-        &p,
-        &[
-            Bind::Read(zsum),
-            Bind::Read(w_dec),
-            Bind::Read(norms),
-            Bind::Write(dw_dec),
-        ],
-        col_block_grid(n, d),
-    )
+    L1_DECODER_GRAD
+        .call(p)
+        .dims(&[("n", n), ("d", d)])
+        .bind(zsum)
+        .bind(w_dec)
+        .bind(norms)
+        .bind(dw_dec)
+        .grid(col_block_grid(n, d))
+        .record(gpu, enc)
 }

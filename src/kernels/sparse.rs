@@ -16,17 +16,12 @@
 //! invocation: on lavapipe a storage-buffer load is a per-lane loop (~300 instructions per
 //! vec4 for 8 lanes), a texture load a branch-free gather (~50).
 
-use bytemuck::{Pod, Zeroable};
-
-use crate::gpu::{Bind, DType, Gpu, GpuTensor, Kernel, Shader};
+use crate::gpu::{Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::{expect_len, expect_shape};
+use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, ru, wf, wu};
 
-pub static SHADER: Shader = Shader {
-    name: "sparse",
-    source: include_str!("../../shaders/sparse.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("sparse");
 
 /// Invocations per workgroup of the 1-D kernels (`WG` in the shader).
 const WG: usize = 64;
@@ -36,70 +31,226 @@ const WG_COLS: usize = 64;
 /// The single workgroup of the prefix sum (`WG_SCAN`).
 const WG_SCAN: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-struct Params {
-    rows: u32,
-    n: u32,
-    d: u32,
-    dv: u32,
-    cap: u32,
-    k: u32,
-    flag: u32,
-    _pad: u32,
-    scale: f32,
-    eps: f32,
-    _pad1: [u32; 2],
+crate::uniform! {
+    struct Params {
+        rows: u32, n: u32, d: u32, dv: u32,
+        cap: u32, k: u32, flag: u32, _pad: u32,
+        scale: f32, eps: f32, _pad1: [u32; 2],
+    }
 }
 
-/// Record `entry` with one override constant set.
-fn launch(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    entry: &'static str,
-    constant: (&'static str, usize),
-    p: &Params,
-    binds: &[Bind],
-    groups: [u32; 3],
-) -> Result<()> {
-    let constants = [(constant.0, constant.1 as f64)];
-    let k = Kernel {
-        shader: &SHADER,
-        entry,
-        constants: &constants,
-    };
-    gpu.dispatch(enc, &k, p, binds, groups)
+/// A 1-D kernel: `WG` invocations per workgroup, one per item.
+const fn one_d(name: &'static str, binds: &'static [Slot]) -> Entry {
+    Entry::new(&SHADER, name, Params::LAYOUT, binds)
+        .consts(&[("WG", WG as f64)])
+        .wg(Wg::Fixed(WG as u32))
+        .grid(Grid::Items)
 }
 
-/// A 1-D kernel over `len` invocations.
-fn launch_1d(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    entry: &'static str,
-    p: &Params,
-    binds: &[Bind],
-    len: usize,
-) -> Result<()> {
-    let groups = gpu.groups_for(len, WG);
-    launch(gpu, enc, entry, ("WG", WG), p, binds, groups)
+/// One workgroup per (row or latent, chunk of columns), its width set per launch.
+const fn per_cols(name: &'static str, binds: &'static [Slot]) -> Entry {
+    Entry::new(&SHADER, name, Params::LAYOUT, binds)
+        .wg(Wg::Var("WG"))
+        .grid(Grid::Groups)
 }
 
-/// One workgroup per (outer item, chunk of `per` columns); nothing to do when either is 0.
-fn launch_cols(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    entry: &'static str,
-    p: &Params,
-    binds: &[Bind],
-    outer: usize,
-    per: usize,
-) -> Result<()> {
+const DECODE: &[Slot] = &[
+    ru("row_ptr", "rows + 1"),
+    ru("idx", "cap"),
+    rf("val", "cap"),
+    rf("w_dec", "n, d"),
+    rf("b_dec", "d"),
+    wf("x_hat", "rows, d"),
+];
+const DECODE_TEX: &[Slot] = &[
+    ru("row_ptr", "rows + 1"),
+    ru("idx", "cap"),
+    rf("val", "cap"),
+    Slot::texture("w_dec", "n, d / 4"),
+    rf("b_dec", "d"),
+    wf("x_hat", "rows, d"),
+];
+const DOT: &[Slot] = &[
+    ru("row_ptr", "rows + 1"),
+    ru("idx", "cap"),
+    rf("dy", "rows, d"),
+    rf("w_dec", "n, d"),
+    wf("g", "cap"),
+];
+const DOT_TEX: &[Slot] = &[
+    ru("row_ptr", "rows + 1"),
+    ru("idx", "cap"),
+    Slot::texture("dy", "rows, d / 4"),
+    Slot::texture("w_dec", "n, d / 4"),
+    wf("g", "cap"),
+];
+const GATHER_DW_DEC: &[Slot] = &[
+    ru("lat_ptr", "n + 1"),
+    ru("lat_row", "cap"),
+    ru("lat_slot", "cap"),
+    rf("val", "cap"),
+    rf("dy", "any"),
+    wf("dw_dec", "n, d"),
+];
+const GATHER_DW_DEC_TEX: &[Slot] = &[
+    ru("lat_ptr", "n + 1"),
+    ru("lat_row", "cap"),
+    ru("lat_slot", "cap"),
+    rf("val", "cap"),
+    Slot::texture("dy", "rows, d / 4"),
+    wf("dw_dec", "n, d"),
+];
+const GATHER_DW_ENC: &[Slot] = &[
+    ru("lat_ptr", "n + 1"),
+    ru("lat_row", "cap"),
+    ru("lat_slot", "cap"),
+    rf("dval", "cap"),
+    rf("xc", "any"),
+    wf("dw_enc", "d, n"),
+];
+const GATHER_DW_ENC_TEX: &[Slot] = &[
+    ru("lat_ptr", "n + 1"),
+    ru("lat_row", "cap"),
+    ru("lat_slot", "cap"),
+    rf("dval", "cap"),
+    Slot::texture("xc", "rows, d / 4"),
+    wf("dw_enc", "d, n"),
+];
+
+pub static SPARSE_DECODE: Entry = per_cols("sparse_decode", DECODE);
+pub static SPARSE_DECODE_VEC4: Entry = per_cols("sparse_decode_vec4", DECODE);
+pub static SPARSE_DECODE_TEX: Entry = one_d("sparse_decode_tex", DECODE_TEX);
+pub static SPARSE_DOT: Entry = one_d("sparse_dot", DOT);
+pub static SPARSE_DOT_VEC4: Entry = one_d("sparse_dot_vec4", DOT);
+pub static SPARSE_DOT_TEX: Entry = one_d("sparse_dot_tex", DOT_TEX);
+pub static ROW_PTR_FIXED: Entry = one_d("row_ptr_fixed", &[wu("row_ptr", "rows + 1")]);
+pub static BUILD_TRANSPOSE_ZERO: Entry = one_d("build_transpose_zero", &[wu("lat_ptr", "n + 1")]);
+pub static BUILD_TRANSPOSE_COUNT: Entry = one_d(
+    "build_transpose_count",
+    &[
+        ru("row_ptr", "rows + 1"),
+        ru("idx", "cap"),
+        wu("lat_ptr", "n + 1"),
+    ],
+);
+pub static BUILD_TRANSPOSE_SCAN: Entry = Entry {
+    consts: &[("WG_SCAN", WG_SCAN as f64)],
+    workgroup: [Wg::Fixed(WG_SCAN as u32), Wg::Fixed(1), Wg::Fixed(1)],
+    grid: Grid::Single,
+    ..one_d("build_transpose_scan", &[wu("lat_ptr", "n + 1")])
+};
+pub static BUILD_TRANSPOSE_SCATTER: Entry = one_d(
+    "build_transpose_scatter",
+    &[
+        ru("row_ptr", "rows + 1"),
+        ru("idx", "cap"),
+        wu("lat_ptr", "n + 1"),
+        wu("lat_row", "cap"),
+    ],
+);
+pub static BUILD_TRANSPOSE_RANK: Entry = one_d(
+    "build_transpose_rank",
+    &[
+        ru("idx", "cap"),
+        ru("lat_ptr", "n + 1"),
+        ru("lat_row", "cap"),
+        wu("lat_slot", "cap"),
+    ],
+);
+pub static BUILD_TRANSPOSE_ROWS: Entry = one_d(
+    "build_transpose_rows",
+    &[
+        ru("row_ptr", "rows + 1"),
+        ru("lat_ptr", "n + 1"),
+        wu("lat_row", "cap"),
+        wu("lat_slot", "cap"),
+    ],
+);
+pub static GATHER_DW_DEC_E: Entry = per_cols("gather_dw_dec", GATHER_DW_DEC);
+pub static GATHER_DW_DEC_VEC4: Entry = per_cols("gather_dw_dec_vec4", GATHER_DW_DEC);
+pub static GATHER_DW_DEC_TEX_E: Entry = one_d("gather_dw_dec_tex", GATHER_DW_DEC_TEX);
+pub static GATHER_DW_ENC_E: Entry = one_d("gather_dw_enc", GATHER_DW_ENC);
+pub static GATHER_DW_ENC_VEC4: Entry = one_d("gather_dw_enc_vec4", GATHER_DW_ENC);
+pub static GATHER_DW_ENC_TEX_E: Entry = one_d("gather_dw_enc_tex", GATHER_DW_ENC_TEX);
+pub static GATHER_DW_ENC_TEX4: Entry = one_d("gather_dw_enc_tex4", GATHER_DW_ENC_TEX);
+pub static GATHER_DB_ENC: Entry = one_d(
+    "gather_db_enc",
+    &[
+        ru("lat_ptr", "n + 1"),
+        ru("lat_slot", "cap"),
+        rf("dval", "cap"),
+        wf("db_enc", "n"),
+    ],
+);
+pub static SPARSE_L1_BACKWARD: Entry = one_d(
+    "sparse_l1_backward",
+    &[
+        ru("row_ptr", "rows + 1"),
+        ru("idx", "cap"),
+        rf("val", "cap"),
+        rf("norms", "n"),
+        wf("g", "cap"),
+    ],
+);
+pub static SPARSE_JUMPRELU_BACKWARD: Entry = one_d(
+    "sparse_jumprelu_backward",
+    &[
+        ru("row_ptr", "rows + 1"),
+        ru("idx", "cap"),
+        rf("pre", "cap"),
+        rf("g", "cap"),
+        rf("log_theta", "n"),
+        wf("dval", "cap"),
+    ],
+);
+pub static GATHER_JUMPRELU_THRESHOLD: Entry = one_d(
+    "gather_jumprelu_threshold",
+    &[
+        ru("lat_ptr", "n + 1"),
+        ru("lat_slot", "cap"),
+        rf("pre", "cap"),
+        rf("g", "cap"),
+        rf("log_theta", "n"),
+        wf("dlog_theta", "n"),
+    ],
+);
+
+/// Every entry point of shaders/sparse.wgsl.
+pub static ENTRIES: &[&Entry] = &[
+    &SPARSE_DECODE,
+    &SPARSE_DECODE_VEC4,
+    &SPARSE_DECODE_TEX,
+    &SPARSE_DOT,
+    &SPARSE_DOT_VEC4,
+    &SPARSE_DOT_TEX,
+    &ROW_PTR_FIXED,
+    &BUILD_TRANSPOSE_ZERO,
+    &BUILD_TRANSPOSE_COUNT,
+    &BUILD_TRANSPOSE_SCAN,
+    &BUILD_TRANSPOSE_SCATTER,
+    &BUILD_TRANSPOSE_RANK,
+    &BUILD_TRANSPOSE_ROWS,
+    &GATHER_DW_DEC_E,
+    &GATHER_DW_DEC_VEC4,
+    &GATHER_DW_DEC_TEX_E,
+    &GATHER_DW_ENC_E,
+    &GATHER_DW_ENC_VEC4,
+    &GATHER_DW_ENC_TEX_E,
+    &GATHER_DW_ENC_TEX4,
+    &GATHER_DB_ENC,
+    &SPARSE_L1_BACKWARD,
+    &SPARSE_JUMPRELU_BACKWARD,
+    &GATHER_JUMPRELU_THRESHOLD,
+];
+
+/// The workgroup width of a [`per_cols`] kernel with `per` columns per row, and the
+/// workgroups for `outer` rows; None when there is nothing to do.
+fn cols_launch(outer: usize, per: usize) -> Option<(f64, usize)> {
     if outer == 0 || per == 0 {
-        return Ok(());
+        return None;
     }
     let wg = per.next_power_of_two().clamp(8, WG_COLS);
-    let groups = gpu.groups_for(outer * per.div_ceil(wg), 1);
-    launch(gpu, enc, entry, ("WG", wg), p, binds, groups)
+    Some((wg as f64, outer * per.div_ceil(wg)))
 }
 
 /// Columns per row as the kernels see them: vec4s when d % 4 == 0, else scalars.
@@ -108,58 +259,8 @@ fn per_row(d: usize) -> usize {
 }
 
 /// The vec4 entry point when the rows (of length d) hold whole vec4s.
-fn entry(d: usize, scalar: &'static str, vec4: &'static str) -> &'static str {
+fn pick(d: usize, scalar: &'static Entry, vec4: &'static Entry) -> &'static Entry {
     if d.is_multiple_of(4) { vec4 } else { scalar }
-}
-
-fn expect_dtype(kernel: &str, name: &str, t: &GpuTensor, dtype: DType) -> Result<()> {
-    if t.dtype != dtype {
-        return Err(Error::Internal(format!(
-            "{kernel}: {name} has element type {:?}, expected {dtype:?}",
-            t.dtype
-        )));
-    }
-    Ok(())
-}
-
-/// A u32 tensor of `len` elements.
-fn expect_u32(kernel: &str, name: &str, t: &GpuTensor, len: usize) -> Result<()> {
-    expect_dtype(kernel, name, t, DType::U32)?;
-    expect_len(kernel, name, t, len)
-}
-
-/// An f32 tensor of `len` elements.
-fn expect_f32(kernel: &str, name: &str, t: &GpuTensor, len: usize) -> Result<()> {
-    expect_dtype(kernel, name, t, DType::F32)?;
-    expect_len(kernel, name, t, len)
-}
-
-/// Checks shared by the kernels that read a CSR code; returns cap.
-fn expect_csr(kernel: &str, row_ptr: &GpuTensor, idx: &GpuTensor, rows: usize) -> Result<usize> {
-    expect_u32(kernel, "row_ptr", row_ptr, rows + 1)?;
-    expect_dtype(kernel, "idx", idx, DType::U32)?;
-    Ok(idx.len())
-}
-
-/// Checks shared by the gathers; returns cap.
-fn expect_transpose(
-    kernel: &str,
-    lat_ptr: &GpuTensor,
-    lat_row: Option<&GpuTensor>,
-    lat_slot: &GpuTensor,
-    n: usize,
-) -> Result<usize> {
-    expect_u32(kernel, "lat_ptr", lat_ptr, n + 1)?;
-    expect_dtype(kernel, "lat_slot", lat_slot, DType::U32)?;
-    let cap = lat_slot.len();
-    if let Some(r) = lat_row {
-        expect_u32(kernel, "lat_row", r, cap)?;
-    }
-    Ok(cap)
-}
-
-fn u(x: usize) -> u32 {
-    x as u32
 }
 
 /// Whether the `*_tex` entry points take rows of length d gathered from tensors of up to
@@ -185,6 +286,19 @@ fn tex(
     super::gemm::texture_of(gpu, enc, t, [t.len() / d.max(1), d])
 }
 
+/// The parameters every kernel of this family takes; `cap` from `idx` / `lat_slot`.
+fn params(rows: usize, n: usize, d: usize, cap: usize) -> Result<Params> {
+    let u = |what, v| super::decl::to_u32("sparse", what, v);
+    Ok(Params {
+        rows: u("rows", rows)?,
+        n: u("n", n)?,
+        d: u("d", d)?,
+        dv: u("d", d / 4)?,
+        cap: u("cap", cap)?,
+        ..Default::default()
+    })
+}
+
 /// x_hat[b, :] = (b_dec or 0) + sum over s in row_ptr[b]..row_ptr[b+1] (ascending) of
 /// val[s] * w_dec[idx[s], :].
 /// row_ptr: (rows + 1), idx: (cap), val: (cap), w_dec: (n, d), b_dec: (d) -> x_hat: (rows, d)
@@ -202,46 +316,39 @@ pub fn sparse_decode(
     d: usize,
     x_hat: &GpuTensor,
 ) -> Result<()> {
-    let k = "sparse_decode";
-    let cap = expect_csr(k, row_ptr, idx, rows)?;
-    expect_f32(k, "val", val, cap)?;
-    expect_shape(k, "w_dec", w_dec, &[n, d])?;
-    if let Some(b) = b_dec {
-        expect_f32(k, "b_dec", b, d)?;
-    }
-    expect_shape(k, "x_hat", x_hat, &[rows, d])?;
     let p = Params {
-        rows: u(rows),
-        n: u(n),
-        d: u(d),
-        dv: u(d / 4),
-        cap: u(cap),
         flag: b_dec.is_some() as u32,
-        ..Default::default()
+        ..params(rows, n, d, idx.len())?
     };
+    let dims = [("rows", rows), ("n", n), ("d", d)];
     if texture_path(gpu, &[n], d) {
         let w = tex(gpu, enc, w_dec, d)?;
-        let binds = [
-            Bind::Read(row_ptr),
-            Bind::Read(idx),
-            Bind::Read(val),
-            Bind::Texture(&w),
-            Bind::Read(b_dec.unwrap_or(w_dec)),
-            Bind::Write(x_hat),
-        ];
-        return launch_1d(gpu, enc, "sparse_decode_tex", &p, &binds, rows * (d / 16));
+        return SPARSE_DECODE_TEX
+            .call(p)
+            .dims(&dims)
+            .bind(row_ptr)
+            .bind(idx)
+            .bind(val)
+            .texture(&w)
+            .bind_opt(b_dec, w_dec)
+            .bind(x_hat)
+            .items(rows * (d / 16))
+            .record(gpu, enc);
     }
-    let binds = [
-        Bind::Read(row_ptr),
-        Bind::Read(idx),
-        Bind::Read(val),
-        Bind::Read(w_dec),
+    let call = pick(d, &SPARSE_DECODE, &SPARSE_DECODE_VEC4)
+        .call(p)
+        .dims(&dims)
+        .bind(row_ptr)
+        .bind(idx)
+        .bind(val)
+        .bind(w_dec)
         // Without a bias the kernel never reads binding 5; w_dec stands in.
-        Bind::Read(b_dec.unwrap_or(w_dec)),
-        Bind::Write(x_hat),
-    ];
-    let e = entry(d, "sparse_decode", "sparse_decode_vec4");
-    launch_cols(gpu, enc, e, &p, &binds, rows, per_row(d))
+        .bind_opt(b_dec, w_dec)
+        .bind(x_hat);
+    match cols_launch(rows, per_row(d)) {
+        Some((wg, groups)) => call.set("WG", wg).items(groups).record(gpu, enc),
+        None => Ok(()),
+    }
 }
 
 /// g[s] = dy[row(s), :] . w_dec[idx[s], :] (ascending columns) for s < nnz; g[s] = 0 for
@@ -260,39 +367,32 @@ pub fn sparse_dot(
     d: usize,
     g: &GpuTensor,
 ) -> Result<()> {
-    let k = "sparse_dot";
-    let cap = expect_csr(k, row_ptr, idx, rows)?;
-    expect_shape(k, "dy", dy, &[rows, d])?;
-    expect_shape(k, "w_dec", w_dec, &[n, d])?;
-    expect_f32(k, "g", g, cap)?;
-    let p = Params {
-        rows: u(rows),
-        n: u(n),
-        d: u(d),
-        dv: u(d / 4),
-        cap: u(cap),
-        ..Default::default()
-    };
+    let cap = idx.len();
+    let p = params(rows, n, d, cap)?;
+    let dims = [("rows", rows), ("n", n), ("d", d)];
     if texture_path(gpu, &[n, rows], d) {
         let (y, w) = (tex(gpu, enc, dy, d)?, tex(gpu, enc, w_dec, d)?);
-        let binds = [
-            Bind::Read(row_ptr),
-            Bind::Read(idx),
-            Bind::Texture(&y),
-            Bind::Texture(&w),
-            Bind::Write(g),
-        ];
-        return launch_1d(gpu, enc, "sparse_dot_tex", &p, &binds, cap);
+        return SPARSE_DOT_TEX
+            .call(p)
+            .dims(&dims)
+            .bind(row_ptr)
+            .bind(idx)
+            .texture(&y)
+            .texture(&w)
+            .bind(g)
+            .items(cap)
+            .record(gpu, enc);
     }
-    let binds = [
-        Bind::Read(row_ptr),
-        Bind::Read(idx),
-        Bind::Read(dy),
-        Bind::Read(w_dec),
-        Bind::Write(g),
-    ];
-    let e = entry(d, "sparse_dot", "sparse_dot_vec4");
-    launch_1d(gpu, enc, e, &p, &binds, cap)
+    pick(d, &SPARSE_DOT, &SPARSE_DOT_VEC4)
+        .call(p)
+        .dims(&dims)
+        .bind(row_ptr)
+        .bind(idx)
+        .bind(dy)
+        .bind(w_dec)
+        .bind(g)
+        .items(cap)
+        .record(gpu, enc)
 }
 
 /// row_ptr[b] = b * k for b in 0..=rows (the CSR of a TopK code).
@@ -304,14 +404,16 @@ pub fn row_ptr_fixed(
     k: usize,
     row_ptr: &GpuTensor,
 ) -> Result<()> {
-    expect_u32("row_ptr_fixed", "row_ptr", row_ptr, rows + 1)?;
     let p = Params {
-        rows: u(rows),
-        k: u(k),
-        ..Default::default()
+        k: super::decl::to_u32("row_ptr_fixed", "k", k)?,
+        ..params(rows, 0, 0, 0)?
     };
-    let binds = [Bind::Write(row_ptr)];
-    launch_1d(gpu, enc, "row_ptr_fixed", &p, &binds, rows + 1)
+    ROW_PTR_FIXED
+        .call(p)
+        .dim("rows", rows)
+        .bind(row_ptr)
+        .items(rows + 1)
+        .record(gpu, enc)
 }
 
 /// The per-latent (transposed) index: lat_ptr = exclusive prefix sums of per-latent counts
@@ -332,45 +434,22 @@ pub fn build_transpose(
     lat_row: &GpuTensor,
     lat_slot: &GpuTensor,
 ) -> Result<()> {
-    let k = "build_transpose";
-    let cap = expect_csr(k, row_ptr, idx, rows)?;
-    expect_u32(k, "lat_ptr", lat_ptr, n + 1)?;
-    expect_u32(k, "lat_row", lat_row, cap)?;
-    expect_u32(k, "lat_slot", lat_slot, cap)?;
-    let p = Params {
-        rows: u(rows),
-        n: u(n),
-        cap: u(cap),
-        ..Default::default()
-    };
-    let zero = [Bind::Write(lat_ptr)];
-    launch_1d(gpu, enc, "build_transpose_zero", &p, &zero, n + 1)?;
-    let count = [Bind::Read(row_ptr), Bind::Read(idx), Bind::Write(lat_ptr)];
-    launch_1d(gpu, enc, "build_transpose_count", &p, &count, cap)?;
-    let scan = [Bind::Write(lat_ptr)];
-    let e = "build_transpose_scan";
-    launch(gpu, enc, e, ("WG_SCAN", WG_SCAN), &p, &scan, [1, 1, 1])?;
-    let scatter = [
-        Bind::Read(row_ptr),
-        Bind::Read(idx),
-        Bind::Write(lat_ptr),
-        Bind::Write(lat_row),
+    let cap = idx.len();
+    let p = params(rows, n, 0, cap)?;
+    let dims = [("rows", rows), ("n", n), ("cap", cap)];
+    #[rustfmt::skip]
+    let passes = [
+        BUILD_TRANSPOSE_ZERO.call(p).bind(lat_ptr).items(n + 1),
+        BUILD_TRANSPOSE_COUNT.call(p).bind(row_ptr).bind(idx).bind(lat_ptr).items(cap),
+        BUILD_TRANSPOSE_SCAN.call(p).bind(lat_ptr),
+        BUILD_TRANSPOSE_SCATTER.call(p).bind(row_ptr).bind(idx).bind(lat_ptr).bind(lat_row).items(cap),
+        BUILD_TRANSPOSE_RANK.call(p).bind(idx).bind(lat_ptr).bind(lat_row).bind(lat_slot).items(cap),
+        BUILD_TRANSPOSE_ROWS.call(p).bind(row_ptr).bind(lat_ptr).bind(lat_row).bind(lat_slot).items(cap),
     ];
-    launch_1d(gpu, enc, "build_transpose_scatter", &p, &scatter, cap)?;
-    let rank = [
-        Bind::Read(idx),
-        Bind::Read(lat_ptr),
-        Bind::Read(lat_row),
-        Bind::Write(lat_slot),
-    ];
-    launch_1d(gpu, enc, "build_transpose_rank", &p, &rank, cap)?;
-    let rows_pass = [
-        Bind::Read(row_ptr),
-        Bind::Read(lat_ptr),
-        Bind::Write(lat_row),
-        Bind::Write(lat_slot),
-    ];
-    launch_1d(gpu, enc, "build_transpose_rows", &p, &rows_pass, cap)
+    for pass in passes {
+        pass.dims(&dims).record(gpu, enc)?;
+    }
+    Ok(())
 }
 
 /// dw_dec[i, :] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of
@@ -392,16 +471,17 @@ pub fn gather_dw_dec(
     accumulate: bool,
     dw_dec: &GpuTensor,
 ) -> Result<()> {
-    #[rustfmt::skip]
-    let g = Gather { kernel: "gather_dw_dec", tex_entry: "gather_dw_dec_tex", tex4_entry: None, vals: "val", src: "dy", out: "dw_dec", out_shape: [n, d] };
-    let (p, binds) = g.check(
-        lat_ptr, lat_row, lat_slot, val, dy, n, d, accumulate, dw_dec,
-    )?;
+    let t = [lat_ptr, lat_row, lat_slot, val, dy, dw_dec];
+    let g = gather("gather_dw_dec", t, n, d, accumulate)?;
     if texture_path(gpu, &[dy.shape[0]], d) {
-        return g.texture(gpu, enc, &p, binds, dy, n, d);
+        let v = tex(gpu, enc, dy, d)?;
+        return g.texture(&GATHER_DW_DEC_TEX_E, &v, n * (d / 16), gpu, enc);
     }
-    let e = entry(d, "gather_dw_dec", "gather_dw_dec_vec4");
-    launch_cols(gpu, enc, e, &p, &binds, n, per_row(d))
+    let e = pick(d, &GATHER_DW_DEC_E, &GATHER_DW_DEC_VEC4);
+    match cols_launch(n, per_row(d)) {
+        Some((wg, groups)) => g.buffer(e).set("WG", wg).items(groups).record(gpu, enc),
+        None => Ok(()),
+    }
 }
 
 /// dw_enc[:, i] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of
@@ -423,94 +503,95 @@ pub fn gather_dw_enc(
     accumulate: bool,
     dw_enc: &GpuTensor,
 ) -> Result<()> {
-    #[rustfmt::skip]
-    let g = Gather { kernel: "gather_dw_enc", tex_entry: "gather_dw_enc_tex", tex4_entry: Some("gather_dw_enc_tex4"), vals: "dval", src: "xc", out: "dw_enc", out_shape: [d, n] };
-    let (p, binds) = g.check(
-        lat_ptr, lat_row, lat_slot, dval, xc, n, d, accumulate, dw_enc,
-    )?;
+    let t = [lat_ptr, lat_row, lat_slot, dval, xc, dw_enc];
+    let g = gather("gather_dw_enc", t, n, d, accumulate)?;
     if texture_path(gpu, &[xc.shape[0]], d) {
-        return g.texture(gpu, enc, &p, binds, xc, n, d);
+        let v = tex(gpu, enc, xc, d)?;
+        // dW_enc (d, n): four latents per invocation, stored as vec4s along them.
+        if n.is_multiple_of(4) {
+            return g.texture(&GATHER_DW_ENC_TEX4, &v, n / 4 * (d / 16), gpu, enc);
+        }
+        return g.texture(&GATHER_DW_ENC_TEX_E, &v, n * (d / 16), gpu, enc);
     }
     // One invocation per (block of 4 columns or of 4 vec4s, latent).
     let blocks = per_row(d).div_ceil(4);
-    let e = entry(d, "gather_dw_enc", "gather_dw_enc_vec4");
-    launch_1d(gpu, enc, e, &p, &binds, n * blocks)
+    let e = pick(d, &GATHER_DW_ENC_E, &GATHER_DW_ENC_VEC4);
+    g.buffer(e).items(n * blocks).record(gpu, enc)
 }
 
 /// What gather_dw_dec and gather_dw_enc share: the same transpose inputs, one value per
-/// entry, one source row of d per entry, and the same params and bindings (binding order:
-/// lat_ptr, lat_row, lat_slot, values, source, output); only the output layout differs.
-struct Gather {
-    kernel: &'static str,
-    tex_entry: &'static str,
-    /// A `_tex` entry point taking four latents per invocation, used when n % 4 == 0.
-    tex4_entry: Option<&'static str>,
-    vals: &'static str,
-    src: &'static str,
-    out: &'static str,
-    out_shape: [usize; 2],
+/// entry, one source row of d per entry, the same params and binding order (lat_ptr,
+/// lat_row, lat_slot, values, source, output); only the output layout differs.
+struct Gather<'a> {
+    p: Params,
+    dims: [(&'static str, usize); 2],
+    /// lat_ptr, lat_row, lat_slot, values, source rows, output.
+    t: [&'a GpuTensor; 6],
 }
 
-impl Gather {
-    /// Shape checks, params and the buffer bindings.
-    #[allow(clippy::too_many_arguments)]
-    fn check<'a>(
-        &self,
-        lat_ptr: &'a GpuTensor,
-        lat_row: &'a GpuTensor,
-        lat_slot: &'a GpuTensor,
-        vals: &'a GpuTensor,
-        src: &'a GpuTensor,
-        n: usize,
-        d: usize,
-        accumulate: bool,
-        out: &'a GpuTensor,
-    ) -> Result<(Params, [Bind<'a>; 6])> {
-        let k = self.kernel;
-        let cap = expect_transpose(k, lat_ptr, Some(lat_row), lat_slot, n)?;
-        expect_f32(k, self.vals, vals, cap)?;
-        expect_rows_of(k, self.src, src, d)?;
-        expect_shape(k, self.out, out, &self.out_shape)?;
-        let p = Params {
-            n: u(n),
-            d: u(d),
-            dv: u(d / 4),
-            cap: u(cap),
-            flag: accumulate as u32,
-            ..Default::default()
-        };
-        let binds = [
-            Bind::Read(lat_ptr),
-            Bind::Read(lat_row),
-            Bind::Read(lat_slot),
-            Bind::Read(vals),
-            Bind::Read(src),
-            Bind::Write(out),
-        ];
-        Ok((p, binds))
+/// Check the source rows (rows, d) for some rows and start a [`Gather`].
+fn gather<'a>(
+    kernel: &str,
+    t: [&'a GpuTensor; 6],
+    n: usize,
+    d: usize,
+    accumulate: bool,
+) -> Result<Gather<'a>> {
+    let src = t[4];
+    if src.shape.len() != 2 || src.shape[1] != d {
+        return Err(Error::Internal(format!(
+            "{kernel}: source has shape {:?}, expected (rows, {d})",
+            src.shape
+        )));
+    }
+    let p = Params {
+        rows: 0,
+        flag: accumulate as u32,
+        ..params(0, n, d, t[2].len())?
+    };
+    Ok(Gather {
+        p,
+        dims: [("n", n), ("d", d)],
+        t,
+    })
+}
+
+impl<'a> Gather<'a> {
+    /// The storage-buffer entry point `e`, bound.
+    fn buffer(&self, e: &'static Entry) -> super::decl::Call<'a, Params> {
+        let [lp, lr, ls, v, src, out] = self.t;
+        e.call(self.p)
+            .dims(&self.dims)
+            .bind(lp)
+            .bind(lr)
+            .bind(ls)
+            .bind(v)
+            .bind(src)
+            .bind(out)
     }
 
-    /// The `_tex` entry point: the source rows read from a texture, 16 columns per
+    /// A `_tex` entry point: the source rows read from texture `v`, 16 columns per
     /// invocation (software adapters).
-    #[allow(clippy::too_many_arguments)]
     fn texture(
         &self,
+        e: &'static Entry,
+        v: &wgpu::TextureView,
+        items: usize,
         gpu: &Gpu,
         enc: &mut wgpu::CommandEncoder,
-        p: &Params,
-        binds: [Bind<'_>; 6],
-        src: &GpuTensor,
-        n: usize,
-        d: usize,
     ) -> Result<()> {
-        let t = tex(gpu, enc, src, d)?;
-        let [a, b, c, v, _, out] = binds;
-        let binds = [a, b, c, v, Bind::Texture(&t), out];
-        // dW_enc (d, n): four latents per invocation, stored as vec4s along them.
-        if let Some(entry) = self.tex4_entry.filter(|_| n.is_multiple_of(4)) {
-            return launch_1d(gpu, enc, entry, p, &binds, n / 4 * (d / 16));
-        }
-        launch_1d(gpu, enc, self.tex_entry, p, &binds, n * (d / 16))
+        let [lp, lr, ls, vals, src, out] = self.t;
+        e.call(self.p)
+            .dims(&self.dims)
+            .dim("rows", src.shape[0])
+            .bind(lp)
+            .bind(lr)
+            .bind(ls)
+            .bind(vals)
+            .texture(v)
+            .bind(out)
+            .items(items)
+            .record(gpu, enc)
     }
 }
 
@@ -528,34 +609,19 @@ pub fn gather_db_enc(
     accumulate: bool,
     db_enc: &GpuTensor,
 ) -> Result<()> {
-    let k = "gather_db_enc";
-    let cap = expect_transpose(k, lat_ptr, None, lat_slot, n)?;
-    expect_f32(k, "dval", dval, cap)?;
-    expect_f32(k, "db_enc", db_enc, n)?;
     let p = Params {
-        n: u(n),
-        cap: u(cap),
         flag: accumulate as u32,
-        ..Default::default()
+        ..params(0, n, 0, lat_slot.len())?
     };
-    let binds = [
-        Bind::Read(lat_ptr),
-        Bind::Read(lat_slot),
-        Bind::Read(dval),
-        Bind::Write(db_enc),
-    ];
-    launch_1d(gpu, enc, "gather_db_enc", &p, &binds, n)
-}
-
-/// A (rows, d) matrix for some rows: two dimensions, the last one d.
-fn expect_rows_of(kernel: &str, name: &str, t: &GpuTensor, d: usize) -> Result<()> {
-    if t.shape.len() != 2 || t.shape[1] != d {
-        return Err(Error::Internal(format!(
-            "{kernel}: {name} has shape {:?}, expected (rows, {d})",
-            t.shape
-        )));
-    }
-    Ok(())
+    GATHER_DB_ENC
+        .call(p)
+        .dim("n", n)
+        .bind(lat_ptr)
+        .bind(lat_slot)
+        .bind(dval)
+        .bind(db_enc)
+        .items(n)
+        .record(gpu, enc)
 }
 
 /// g[s] += scale * norms[idx[s]] for s < nnz with val[s] > 0.
@@ -573,26 +639,21 @@ pub fn sparse_l1_backward(
     scale: f32,
     g: &GpuTensor,
 ) -> Result<()> {
-    let k = "sparse_l1_backward";
-    let cap = expect_csr(k, row_ptr, idx, rows)?;
-    expect_f32(k, "val", val, cap)?;
-    expect_f32(k, "norms", norms, n)?;
-    expect_f32(k, "g", g, cap)?;
+    let cap = idx.len();
     let p = Params {
-        rows: u(rows),
-        n: u(n),
-        cap: u(cap),
         scale,
-        ..Default::default()
+        ..params(rows, n, 0, cap)?
     };
-    let binds = [
-        Bind::Read(row_ptr),
-        Bind::Read(idx),
-        Bind::Read(val),
-        Bind::Read(norms),
-        Bind::Write(g),
-    ];
-    launch_1d(gpu, enc, k, &p, &binds, cap)
+    SPARSE_L1_BACKWARD
+        .call(p)
+        .dims(&[("rows", rows), ("n", n)])
+        .bind(row_ptr)
+        .bind(idx)
+        .bind(val)
+        .bind(norms)
+        .bind(g)
+        .items(cap)
+        .record(gpu, enc)
 }
 
 /// dval[s] = g[s] * [pre[s] > exp(log_theta[idx[s]])] for s < nnz; 0 for nnz <= s < cap.
@@ -610,27 +671,18 @@ pub fn sparse_jumprelu_backward(
     log_theta: &GpuTensor,
     dval: &GpuTensor,
 ) -> Result<()> {
-    let k = "sparse_jumprelu_backward";
-    let cap = expect_csr(k, row_ptr, idx, rows)?;
-    expect_f32(k, "pre", pre, cap)?;
-    expect_f32(k, "g", g, cap)?;
-    expect_f32(k, "log_theta", log_theta, n)?;
-    expect_f32(k, "dval", dval, cap)?;
-    let p = Params {
-        rows: u(rows),
-        n: u(n),
-        cap: u(cap),
-        ..Default::default()
-    };
-    let binds = [
-        Bind::Read(row_ptr),
-        Bind::Read(idx),
-        Bind::Read(pre),
-        Bind::Read(g),
-        Bind::Read(log_theta),
-        Bind::Write(dval),
-    ];
-    launch_1d(gpu, enc, k, &p, &binds, cap)
+    let cap = idx.len();
+    SPARSE_JUMPRELU_BACKWARD
+        .call(params(rows, n, 0, cap)?)
+        .dims(&[("rows", rows), ("n", n)])
+        .bind(row_ptr)
+        .bind(idx)
+        .bind(pre)
+        .bind(g)
+        .bind(log_theta)
+        .bind(dval)
+        .items(cap)
+        .record(gpu, enc)
 }
 
 /// dlog_theta[i] = theta * (sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) with
@@ -652,26 +704,20 @@ pub fn gather_jumprelu_threshold(
     l0_scale: f32,
     dlog_theta: &GpuTensor,
 ) -> Result<()> {
-    let k = "gather_jumprelu_threshold";
-    let cap = expect_transpose(k, lat_ptr, None, lat_slot, n)?;
-    expect_f32(k, "pre", pre, cap)?;
-    expect_f32(k, "g", g, cap)?;
-    expect_f32(k, "log_theta", log_theta, n)?;
-    expect_f32(k, "dlog_theta", dlog_theta, n)?;
     let p = Params {
-        n: u(n),
-        cap: u(cap),
         scale: l0_scale,
         eps,
-        ..Default::default()
+        ..params(0, n, 0, lat_slot.len())?
     };
-    let binds = [
-        Bind::Read(lat_ptr),
-        Bind::Read(lat_slot),
-        Bind::Read(pre),
-        Bind::Read(g),
-        Bind::Read(log_theta),
-        Bind::Write(dlog_theta),
-    ];
-    launch_1d(gpu, enc, k, &p, &binds, n)
+    GATHER_JUMPRELU_THRESHOLD
+        .call(p)
+        .dim("n", n)
+        .bind(lat_ptr)
+        .bind(lat_slot)
+        .bind(pre)
+        .bind(g)
+        .bind(log_theta)
+        .bind(dlog_theta)
+        .items(n)
+        .record(gpu, enc)
 }

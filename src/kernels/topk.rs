@@ -8,17 +8,12 @@
 //! from idx's length. `batchtopk` needs a u32 scratch tensor from the caller
 //! (`batchtopk_scratch_len`), so that a training step allocates nothing.
 
-use bytemuck::{Pod, Zeroable};
-
-use crate::gpu::{Bind, Gpu, GpuTensor, Kernel, Shader};
+use crate::gpu::{Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::{expect_len, expect_shape};
+use super::decl::{Entry, Grid, Layout, Slot, Uniform, Wg, rf, ru, wf, wu};
 
-pub static SHADER: Shader = Shader {
-    name: "topk",
-    source: include_str!("../../shaders/topk.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("topk");
 
 /// Invocations per workgroup (a power of two <= 2048).
 const WG: usize = 256;
@@ -38,45 +33,110 @@ pub const MAX_K: usize = if CAP < 4 * WG { CAP } else { 4 * WG };
 /// topk: candidates ranked by counting (at most WG); more are bitonic-sorted.
 const RANK_MAX: usize = 256;
 
-const CONSTANTS: &[(&str, f64)] = &[
-    ("WG", WG as f64),
-    ("CAP", CAP as f64),
-    ("EPT", EPT as f64),
-    ("RANK_MAX", RANK_MAX as f64),
-];
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct TopkParams {
-    rows: u32,
-    n: u32,
-    k: u32,
-    has_mask: u32,
-    vec4: u32,
-    fast: u32,
-    _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct BatchParams {
-    rows: u32,
-    n: u32,
-    k_total: u32,
-    level: u32,
-    src: u32,
-    capg: u32,
-    vec4: u32,
-    _pad: u32,
-}
-
-fn kernel(entry: &'static str) -> Kernel<'static> {
-    Kernel {
-        shader: &SHADER,
-        entry,
-        constants: CONSTANTS,
+crate::uniform! {
+    struct TopkParams {
+        rows: u32, n: u32, k: u32, has_mask: u32,
+        vec4: u32, fast: u32, _pad: [u32; 2],
     }
 }
+
+crate::uniform! {
+    struct BatchParams {
+        rows: u32, n: u32, k_total: u32, level: u32,
+        src: u32, capg: u32, vec4: u32, _pad: u32,
+    }
+}
+
+const fn sel(name: &'static str, params: Layout, binds: &'static [Slot], grid: Grid) -> Entry {
+    Entry::new(&SHADER, name, params, binds)
+        .consts(&[
+            ("WG", WG as f64),
+            ("CAP", CAP as f64),
+            ("EPT", EPT as f64),
+            ("RANK_MAX", RANK_MAX as f64),
+        ])
+        .wg(Wg::Fixed(WG as u32))
+        .grid(grid)
+}
+
+const fn batch(name: &'static str, binds: &'static [Slot], grid: Grid) -> Entry {
+    sel(name, BatchParams::LAYOUT, binds, grid)
+}
+
+/// The vec4 views (bindings of x4 / mask4) are the same buffers: bound unchecked.
+pub static TOPK: Entry = sel(
+    "topk",
+    TopkParams::LAYOUT,
+    &[
+        rf("x", "rows, n"),
+        rf("x4", "any"),
+        ru("mask", "n"),
+        ru("mask4", "any"),
+        wu("idx", "rows, k"),
+        wf("val", "rows, k"),
+    ],
+    Grid::Groups,
+);
+pub static BATCHTOPK_INIT: Entry = batch("batchtopk_init", &[wu("scratch", "any")], Grid::Single);
+pub static BATCHTOPK_BOUND: Entry = batch(
+    "batchtopk_bound",
+    &[rf("x", "rows, n"), rf("x4", "any"), wu("scratch", "any")],
+    Grid::Groups,
+);
+pub static BATCHTOPK_HIST: Entry = batch(
+    "batchtopk_hist",
+    &[rf("x", "rows, n"), wu("scratch", "any")],
+    Grid::Groups,
+);
+pub static BATCHTOPK_FIND: Entry = batch("batchtopk_find", &[wu("scratch", "any")], Grid::Single);
+pub static BATCHTOPK_COLLECT: Entry = batch(
+    "batchtopk_collect",
+    &[
+        rf("x", "rows, n"),
+        rf("x4", "any"),
+        wu("counters", "any"),
+        wu("candidates", "any"),
+    ],
+    Grid::Groups,
+);
+pub static BATCHTOPK_COUNT: Entry = batch(
+    "batchtopk_count",
+    &[rf("x", "rows, n"), wu("scratch", "any")],
+    Grid::Groups,
+);
+pub static BATCHTOPK_SCAN: Entry = batch(
+    "batchtopk_scan",
+    &[
+        wu("scratch", "any"),
+        wu("row_ptr", "rows + 1"),
+        wf("threshold", "1"),
+    ],
+    Grid::Single,
+);
+pub static BATCHTOPK_SCATTER: Entry = batch(
+    "batchtopk_scatter",
+    &[
+        rf("x", "rows, n"),
+        ru("scratch", "any"),
+        ru("row_ptr", "rows + 1"),
+        wu("idx", "k_total"),
+        wf("val", "k_total"),
+    ],
+    Grid::Groups,
+);
+
+/// Every entry point of shaders/topk.wgsl.
+pub static ENTRIES: &[&Entry] = &[
+    &TOPK,
+    &BATCHTOPK_INIT,
+    &BATCHTOPK_BOUND,
+    &BATCHTOPK_HIST,
+    &BATCHTOPK_FIND,
+    &BATCHTOPK_COLLECT,
+    &BATCHTOPK_COUNT,
+    &BATCHTOPK_SCAN,
+    &BATCHTOPK_SCATTER,
+];
 
 fn matrix_shape(kernel: &str, x: &GpuTensor) -> Result<(usize, usize)> {
     match x.shape[..] {
@@ -86,6 +146,20 @@ fn matrix_shape(kernel: &str, x: &GpuTensor) -> Result<(usize, usize)> {
             x.shape
         ))),
     }
+}
+
+/// A tensor of at least one vec4 for the vec4 views (read only when n % 4 == 0, but every
+/// binding needs a buffer of at least one vec4): `t`, or a small zero buffer.
+fn vec4_view<'a>(
+    gpu: &Gpu,
+    t: &'a GpuTensor,
+    dummy: &'a mut Option<GpuTensor>,
+    what: &str,
+) -> Result<&'a GpuTensor> {
+    if t.len() >= 4 {
+        return Ok(t);
+    }
+    Ok(dummy.insert(gpu.zeros_u32(what, &[4])?))
 }
 
 /// Per row, the k largest values of x among the eligible latents (mask[i] != 0, or all
@@ -111,14 +185,6 @@ pub fn topk(
             n.min(MAX_K)
         )));
     }
-    expect_shape("topk", "idx", idx, &[rows, k])?;
-    expect_shape("topk", "val", val, &[rows, k])?;
-    if let Some(m) = mask {
-        expect_shape("topk", "mask", m, &[n])?;
-    }
-    if rows == 0 {
-        return Ok(());
-    }
     let p = TopkParams {
         rows: rows as u32,
         n: n as u32,
@@ -128,31 +194,23 @@ pub fn topk(
         fast: (k <= WG / 4) as u32,
         _pad: [0; 2],
     };
-    // The vec4 views (bindings 2 and 4) are read only when n % 4 == 0, but every binding
-    // needs a buffer of at least one vec4; below that size, bind a small zero buffer.
-    let dummy;
-    let x4 = if x.len() >= 4 {
-        x
-    } else {
-        dummy = gpu.zeros_u32("topk dummy", &[4])?;
-        &dummy
+    let mut dummy = None;
+    let x4 = vec4_view(gpu, x, &mut dummy, "topk dummy")?;
+    let mask4 = match mask {
+        Some(m) if m.len() >= 4 => m,
+        _ => x4,
     };
-    let mask = mask.unwrap_or(x);
-    let mask4 = if mask.len() >= 4 { mask } else { x4 };
-    gpu.dispatch(
-        enc,
-        &kernel("topk"),
-        &p,
-        &[
-            Bind::Read(x),
-            Bind::Read(x4),
-            Bind::Read(mask),
-            Bind::Read(mask4),
-            Bind::Write(idx),
-            Bind::Write(val),
-        ],
-        gpu.groups_for(rows, 1),
-    )
+    TOPK.call(p)
+        .dims(&[("rows", rows), ("n", n), ("k", k)])
+        .bind(x)
+        .bind_raw(x4)
+        .bind_opt(mask, x)
+        .bind_raw(mask4)
+        .bind(idx)
+        .bind(val)
+        .items(rows)
+        .skip_if(rows == 0)
+        .record(gpu, enc)
 }
 
 /// batchtopk: candidates the fast path can hold (beyond that, the slow path runs).
@@ -194,17 +252,14 @@ pub fn batchtopk(
             rows * n
         )));
     }
-    expect_len("batchtopk", "row_ptr", row_ptr, rows + 1)?;
-    expect_len("batchtopk", "val", val, k_total)?;
-    expect_len("batchtopk", "threshold", threshold, 1)?;
-    expect_len(
+    super::expect_len(
         "batchtopk",
         "scratch",
         scratch,
         batchtopk_scratch_len(rows, n, k_total),
     )?;
     let capg = candidate_capacity(rows, n, k_total);
-    let params = |level: u32, src: u32| BatchParams {
+    let p = |level: u32, src: u32| BatchParams {
         rows: rows as u32,
         n: n as u32,
         k_total: k_total as u32,
@@ -214,93 +269,56 @@ pub fn batchtopk(
         vec4: (n % 4 == 0) as u32,
         _pad: 0,
     };
-    let dummy;
-    let x4 = if x.len() >= 4 {
-        x
-    } else {
-        dummy = gpu.zeros_u32("batchtopk dummy", &[4])?;
-        &dummy
-    };
-    let per_row = gpu.groups_for(rows, 1);
-    gpu.dispatch(
-        enc,
-        &kernel("batchtopk_init"),
-        &params(0, 0),
-        &[Bind::Write(scratch)],
-        [1, 1, 1],
-    )?;
-    gpu.dispatch(
-        enc,
-        &kernel("batchtopk_bound"),
-        &params(0, 0),
-        &[Bind::Read(x), Bind::Read(x4), Bind::Write(scratch)],
-        per_row,
-    )?;
+    let dims = [("rows", rows), ("n", n), ("k_total", k_total)];
+    let mut dummy = None;
+    let x4 = vec4_view(gpu, x, &mut dummy, "batchtopk dummy")?;
+    BATCHTOPK_INIT
+        .call(p(0, 0))
+        .bind(scratch)
+        .record(gpu, enc)?;
+    #[rustfmt::skip]
+    BATCHTOPK_BOUND.call(p(0, 0)).dims(&dims).bind(x).bind_raw(x4).bind(scratch).items(rows).record(gpu, enc)?;
     // Radix levels over src 0 (lane maxima) or 1 (candidates, or x after an overflow).
-    let hist_groups = |len: usize| gpu.groups_for(len.div_ceil(WG * EPT).min(HIST_GROUPS), 1);
     let select = |enc: &mut wgpu::CommandEncoder, src: u32, levels: u32, len: usize| {
+        let groups = len.div_ceil(WG * EPT).min(HIST_GROUPS);
         for level in 0..levels {
-            gpu.dispatch(
-                enc,
-                &kernel("batchtopk_hist"),
-                &params(level, src),
-                &[Bind::Read(x), Bind::Write(scratch)],
-                hist_groups(len),
-            )?;
-            gpu.dispatch(
-                enc,
-                &kernel("batchtopk_find"),
-                &params(level, src),
-                &[Bind::Write(scratch)],
-                [1, 1, 1],
-            )?;
+            #[rustfmt::skip]
+            BATCHTOPK_HIST.call(p(level, src)).dims(&dims).bind(x).bind(scratch).items(groups).record(gpu, enc)?;
+            BATCHTOPK_FIND
+                .call(p(level, src))
+                .bind(scratch)
+                .record(gpu, enc)?;
         }
         Ok::<(), Error>(())
     };
     select(enc, 0, 2, rows * WG)?;
-    gpu.dispatch(
-        enc,
-        &kernel("batchtopk_collect"),
-        &params(0, 1),
-        &[
-            Bind::Read(x),
-            Bind::Read(x4),
-            Bind::Write(scratch),
-            Bind::Write(scratch),
-        ],
-        per_row,
-    )?;
+    BATCHTOPK_COLLECT
+        .call(p(0, 1))
+        .dims(&dims)
+        .bind(x)
+        .bind_raw(x4)
+        .bind(scratch)
+        .bind(scratch)
+        .items(rows)
+        .record(gpu, enc)?;
     select(enc, 1, 3, rows * n)?;
-    gpu.dispatch(
-        enc,
-        &kernel("batchtopk_count"),
-        &params(0, 1),
-        &[Bind::Read(x), Bind::Write(scratch)],
-        per_row,
-    )?;
-    gpu.dispatch(
-        enc,
-        &kernel("batchtopk_scan"),
-        &params(0, 0),
-        &[
-            Bind::Write(scratch),
-            Bind::Write(row_ptr),
-            Bind::Write(threshold),
-        ],
-        [1, 1, 1],
-    )?;
-    gpu.dispatch(
-        enc,
-        &kernel("batchtopk_scatter"),
-        &params(0, 1),
-        &[
-            Bind::Read(x),
-            Bind::Read(scratch),
-            Bind::Read(row_ptr),
-            Bind::Write(idx),
-            Bind::Write(val),
-        ],
-        per_row,
-    )?;
-    Ok(())
+    #[rustfmt::skip]
+    BATCHTOPK_COUNT.call(p(0, 1)).dims(&dims).bind(x).bind(scratch).items(rows).record(gpu, enc)?;
+    BATCHTOPK_SCAN
+        .call(p(0, 0))
+        .dims(&dims)
+        .bind(scratch)
+        .bind(row_ptr)
+        .bind(threshold)
+        .record(gpu, enc)?;
+    BATCHTOPK_SCATTER
+        .call(p(0, 1))
+        .dims(&dims)
+        .bind(x)
+        .bind(scratch)
+        .bind(row_ptr)
+        .bind(idx)
+        .bind(val)
+        .items(rows)
+        .record(gpu, enc)
 }

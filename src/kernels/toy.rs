@@ -8,19 +8,14 @@
 //!
 //! Layout and formulas: src/reference/toy.rs (the CPU twins, same names and arguments).
 
-use bytemuck::{Pod, Zeroable};
-
-use crate::gpu::{Bind, Gpu, GpuTensor, Kernel, Shader};
+use crate::gpu::{Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::expect_shape;
+use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, wf};
 
 pub use crate::reference::toy::ToyShape;
 
-pub static SHADER: Shader = Shader {
-    name: "toy",
-    source: include_str!("../../shaders/toy.wgsl"),
-};
+pub static SHADER: Shader = crate::shader!("toy");
 
 /// Largest hidden width the kernels hold in registers (WGSL `MAXM`).
 pub const MAX_HIDDEN: usize = 32;
@@ -37,21 +32,12 @@ fn grad_lanes(n: usize) -> usize {
     n.next_power_of_two().clamp(8, 64)
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    instances: u32,
-    rows: u32,
-    n: u32,
-    m: u32,
-    chunk: u32,
-    chunks: u32,
-    len: u32,
-    relu: u32,
-    seed_lo: u32,
-    seed_hi: u32,
-    scale: f32,
-    _pad: u32,
+crate::uniform! {
+    struct Params {
+        instances: u32, rows: u32, n: u32, m: u32,
+        chunk: u32, chunks: u32, len: u32, relu: u32,
+        seed_lo: u32, seed_hi: u32, scale: f32, _pad: u32,
+    }
 }
 
 impl Params {
@@ -61,25 +47,82 @@ impl Params {
             rows: s.rows as u32,
             n: s.n as u32,
             m: s.m as u32,
-            chunk: 0,
-            chunks: 0,
-            len: 0,
-            relu: 0,
-            seed_lo: 0,
-            seed_hi: 0,
-            scale: 0.0,
-            _pad: 0,
+            ..Default::default()
         }
     }
 }
 
-/// The per-step uniform of `toy_data` (WGSL `Step`).
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Step {
-    step: u32,
-    _pad: [u32; 3],
+crate::uniform! {
+    /// The per-step uniform of `toy_data` (WGSL `Step`).
+    struct Step {
+        step: u32,
+        _pad: [u32; 3],
+    }
 }
+
+const fn toy(name: &'static str, binds: &'static [Slot], wg: Wg, grid: Grid) -> Entry {
+    Entry::new(&SHADER, name, Params::LAYOUT, binds)
+        .consts(&[("DWG", WG as f64), ("FWG", FWG as f64), ("SWG", WG as f64)])
+        .wg(wg)
+        .grid(grid)
+}
+
+pub static TOY_DATA: Entry = toy(
+    "toy_data",
+    &[
+        rf("density", "instances"),
+        wf("x", "instances, rows, n"),
+        Slot::uniform("step", Step::LAYOUT),
+    ],
+    Wg::Fixed(WG as u32),
+    Grid::Items,
+);
+pub static TOY_FORWARD: Entry = Entry {
+    vars: &["M"],
+    ..toy(
+        "toy_forward",
+        &[
+            rf("x", "instances, rows, n"),
+            rf("w", "instances, n, m"),
+            rf("b", "instances, n"),
+            rf("importance", "instances, n"),
+            wf("h", "instances, rows, m"),
+            wf("g", "instances, rows, n"),
+            wf("dh", "instances, rows, m"),
+            wf("loss", "instances, rows"),
+        ],
+        Wg::Fixed(FWG as u32),
+        Grid::Groups,
+    )
+};
+pub static TOY_GRAD: Entry = Entry {
+    vars: &["M"],
+    ..toy(
+        "toy_grad",
+        &[
+            rf("x", "instances, rows, n"),
+            rf("g", "instances, rows, n"),
+            rf("h", "instances, rows, m"),
+            rf("dh", "instances, rows, m"),
+            wf("pw", "instances, chunks, n, m"),
+            wf("pb", "instances, chunks, n"),
+        ],
+        Wg::Var("GWG"),
+        Grid::Groups,
+    )
+};
+pub static TOY_SUM_CHUNKS: Entry = toy(
+    "toy_sum_chunks",
+    &[
+        rf("partials", "groups, chunks, len"),
+        wf("out", "groups, len"),
+    ],
+    Wg::Fixed(WG as u32),
+    Grid::Items,
+);
+
+/// Every entry point of shaders/toy.wgsl.
+pub static ENTRIES: &[&Entry] = &[&TOY_DATA, &TOY_FORWARD, &TOY_GRAD, &TOY_SUM_CHUNKS];
 
 /// A uniform buffer for the step number, to be filled with [`write_step`].
 pub fn step_buffer(gpu: &Gpu) -> wgpu::Buffer {
@@ -90,14 +133,6 @@ pub fn step_buffer(gpu: &Gpu) -> wgpu::Buffer {
 pub fn write_step(gpu: &Gpu, buf: &wgpu::Buffer, step: u32) {
     let s = Step { step, _pad: [0; 3] };
     gpu.queue.write_buffer(buf, 0, bytemuck::bytes_of(&s));
-}
-
-fn kernel<'a>(entry: &'static str, constants: &'a [(&'static str, f64)]) -> Kernel<'a> {
-    Kernel {
-        shader: &SHADER,
-        entry,
-        constants,
-    }
 }
 
 /// Refuse shapes the kernels cannot index: empty dimensions, a hidden width past
@@ -134,23 +169,31 @@ pub fn toy_data(
     x: &GpuTensor,
 ) -> Result<()> {
     check_shape("toy_data", shape)?;
-    expect_shape("toy_data", "density", density, &[shape.instances])?;
-    expect_shape("toy_data", "x", x, &[shape.instances, shape.rows, shape.n])?;
-    if step.size() < size_of::<Step>() as u64 {
-        return Err(Error::Internal("toy_data: step buffer too small".into()));
-    }
     let len = shape.instances * shape.rows * shape.n;
-    let mut p = Params::new(shape);
-    p.len = len as u32;
-    p.seed_lo = seed as u32;
-    p.seed_hi = (seed >> 32) as u32;
-    gpu.dispatch(
-        enc,
-        &kernel("toy_data", &[("DWG", WG as f64)]),
-        &p,
-        &[Bind::Read(density), Bind::Write(x), Bind::Uniform(step)],
-        gpu.groups_for(len, WG),
-    )
+    let p = Params {
+        len: len as u32,
+        seed_lo: seed as u32,
+        seed_hi: (seed >> 32) as u32,
+        ..Params::new(shape)
+    };
+    TOY_DATA
+        .call(p)
+        .dims(&dims(shape))
+        .bind(density)
+        .bind(x)
+        .uniform(step)
+        .items(len)
+        .record(gpu, enc)
+}
+
+/// The named dimensions of a toy shape.
+fn dims(s: ToyShape) -> [(&'static str, usize); 4] {
+    [
+        ("instances", s.instances),
+        ("rows", s.rows),
+        ("n", s.n),
+        ("m", s.m),
+    ]
 }
 
 /// Forward pass and backward pass to the hidden layer, per row:
@@ -176,39 +219,25 @@ pub fn toy_forward(
     loss: &GpuTensor,
 ) -> Result<()> {
     check_shape("toy_forward", shape)?;
-    let ToyShape {
-        instances: e,
-        rows,
-        n,
-        m,
-    } = shape;
-    expect_shape("toy_forward", "x", x, &[e, rows, n])?;
-    expect_shape("toy_forward", "w", w, &[e, n, m])?;
-    expect_shape("toy_forward", "b", b, &[e, n])?;
-    expect_shape("toy_forward", "importance", importance, &[e, n])?;
-    expect_shape("toy_forward", "h", h, &[e, rows, m])?;
-    expect_shape("toy_forward", "g", g, &[e, rows, n])?;
-    expect_shape("toy_forward", "dh", dh, &[e, rows, m])?;
-    expect_shape("toy_forward", "loss", loss, &[e, rows])?;
-    let mut p = Params::new(shape);
-    p.relu = relu as u32;
-    p.scale = 2.0f32 / rows as f32;
-    gpu.dispatch(
-        enc,
-        &kernel("toy_forward", &[("M", m as f64), ("FWG", FWG as f64)]),
-        &p,
-        &[
-            Bind::Read(x),
-            Bind::Read(w),
-            Bind::Read(b),
-            Bind::Read(importance),
-            Bind::Write(h),
-            Bind::Write(g),
-            Bind::Write(dh),
-            Bind::Write(loss),
-        ],
-        gpu.groups_for(e * rows.div_ceil(FWG), 1),
-    )
+    let p = Params {
+        relu: relu as u32,
+        scale: 2.0f32 / shape.rows as f32,
+        ..Params::new(shape)
+    };
+    TOY_FORWARD
+        .call(p)
+        .dims(&dims(shape))
+        .set("M", shape.m as f64)
+        .bind(x)
+        .bind(w)
+        .bind(b)
+        .bind(importance)
+        .bind(h)
+        .bind(g)
+        .bind(dh)
+        .bind(loss)
+        .items(shape.instances * shape.rows.div_ceil(FWG))
+        .record(gpu, enc)
 }
 
 /// Gradient partials per chunk of `chunk` rows, in row order:
@@ -233,37 +262,27 @@ pub fn toy_grad(
     if chunk == 0 {
         return Err(Error::Internal("toy_grad: chunk is 0".into()));
     }
-    let ToyShape {
-        instances: e,
-        rows,
-        n,
-        m,
-    } = shape;
     let chunks = shape.chunks(chunk);
-    expect_shape("toy_grad", "x", x, &[e, rows, n])?;
-    expect_shape("toy_grad", "g", g, &[e, rows, n])?;
-    expect_shape("toy_grad", "h", h, &[e, rows, m])?;
-    expect_shape("toy_grad", "dh", dh, &[e, rows, m])?;
-    expect_shape("toy_grad", "pw", pw, &[e, chunks, n, m])?;
-    expect_shape("toy_grad", "pb", pb, &[e, chunks, n])?;
-    let mut p = Params::new(shape);
-    p.chunk = chunk as u32;
-    p.chunks = chunks as u32;
-    let lanes = grad_lanes(n);
-    gpu.dispatch(
-        enc,
-        &kernel("toy_grad", &[("M", m as f64), ("GWG", lanes as f64)]),
-        &p,
-        &[
-            Bind::Read(x),
-            Bind::Read(g),
-            Bind::Read(h),
-            Bind::Read(dh),
-            Bind::Write(pw),
-            Bind::Write(pb),
-        ],
-        gpu.groups_for(n.div_ceil(lanes) * e * chunks, 1),
-    )
+    let p = Params {
+        chunk: chunk as u32,
+        chunks: chunks as u32,
+        ..Params::new(shape)
+    };
+    let lanes = grad_lanes(shape.n);
+    TOY_GRAD
+        .call(p)
+        .dims(&dims(shape))
+        .dim("chunks", chunks)
+        .set("M", shape.m as f64)
+        .set("GWG", lanes as f64)
+        .bind(x)
+        .bind(g)
+        .bind(h)
+        .bind(dh)
+        .bind(pw)
+        .bind(pb)
+        .items(shape.n.div_ceil(lanes) * shape.instances * chunks)
+        .record(gpu, enc)
 }
 
 /// out[e, j] = partials[e, 0, j] + ... + partials[e, chunks - 1, j], in that order.
@@ -282,36 +301,27 @@ pub fn toy_sum_chunks(
             "toy_sum_chunks: empty shape (groups {groups}, chunks {chunks}, len {len})"
         )));
     }
-    if partials.len() != groups * chunks * len {
-        return Err(Error::Internal(format!(
-            "toy_sum_chunks: partials has shape {:?}, expected {groups} x {chunks} x {len} elements",
-            partials.shape
-        )));
-    }
-    if out.len() != groups * len {
-        return Err(Error::Internal(format!(
-            "toy_sum_chunks: out has shape {:?}, expected {groups} x {len} elements",
-            out.shape
-        )));
-    }
-    if partials.len() > u32::MAX as usize / 2 {
-        return Err(Error::Internal(
-            "toy_sum_chunks: more elements than the kernel indexes".into(),
-        ));
-    }
-    let mut p = Params::new(ToyShape {
-        instances: groups,
-        rows: 0,
-        n: 0,
-        m: 0,
-    });
-    p.chunks = chunks as u32;
-    p.len = len as u32;
-    gpu.dispatch(
-        enc,
-        &kernel("toy_sum_chunks", &[("SWG", WG as f64)]),
-        &p,
-        &[Bind::Read(partials), Bind::Write(out)],
-        gpu.groups_for(groups * len, WG),
-    )
+    super::decl::fits(
+        "toy_sum_chunks",
+        "partials",
+        partials.len(),
+        u32::MAX as usize / 2,
+    )?;
+    let p = Params {
+        chunks: chunks as u32,
+        len: len as u32,
+        ..Params::new(ToyShape {
+            instances: groups,
+            rows: 0,
+            n: 0,
+            m: 0,
+        })
+    };
+    TOY_SUM_CHUNKS
+        .call(p)
+        .dims(&[("groups", groups), ("chunks", chunks), ("len", len)])
+        .bind(partials)
+        .bind(out)
+        .items(groups * len)
+        .record(gpu, enc)
 }

@@ -177,7 +177,7 @@ pub fn sum_slot(part: &[f32], acc: &mut [f32], slot: u32) {
 /// Per row: g = (grad - coef[i] param) * clip[0], the AdamW update of [`adam`], then the row
 /// divided by its norm as [`normalize_rows`] does.
 /// param, grad, m, v: (n, d), coef: (n), clip: (>= 1) -> param, m, v updated
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // plain loops: the judge
 pub fn adam_unit_rows(
     param: &mut [f32],
     grad: &[f32],

@@ -295,7 +295,7 @@ pub fn sparse_jumprelu_backward(
 /// entry of the window.
 /// lat_ptr: (n + 1), lat_slot: (cap), pre: (cap), g: (cap), log_theta: (n)
 ///   -> dlog_theta: (n)
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // plain loops: the judge
 pub fn gather_jumprelu_threshold(
     lat_ptr: &[u32],
     lat_slot: &[u32],

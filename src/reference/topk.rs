@@ -61,6 +61,7 @@ pub fn topk(
 /// latent order, with latent indices in idx and values in val. threshold[0] is the smallest
 /// selected value (a zero as +0.0). Needs 1 <= k_total <= rows * n.
 /// x: (rows, n) -> row_ptr: (rows + 1), idx: (k_total), val: (k_total), threshold: (1)
+#[allow(clippy::too_many_arguments)]
 pub fn batchtopk(
     x: &[f32],
     rows: usize,

@@ -970,11 +970,14 @@ pub fn trials() -> Vec<Trial> {
     t
 }
 
+/// One printed case: its name, what builds its input, and the command template.
+type PrintCase = (String, Box<dyn FnOnce(&Path) -> String>, &'static str);
+
 /// Every case of the corpus with the line it produces (for the docs; run with
 /// `cargo test --release --test cli -- --ignored corpus::print --nocapture`).
 pub fn print_trial() -> Trial {
     Trial::test("corpus::print", || {
-        let mut cases: Vec<(String, Box<dyn FnOnce(&Path) -> String>, &str)> = Vec::new();
+        let mut cases: Vec<PrintCase> = Vec::new();
         for bad in BAD_SHARDS {
             let template = SHARD_COMMANDS[0].1;
             cases.push((format!("shard {}", bad.name), Box::new(bad.make), template));

@@ -164,31 +164,22 @@ pub const OPTIM_CLIP: Tol = Tol {
     rtol: 1e-6,
 };
 
-/// normalize_rows: x / ||row|| is relative to x; the norm's own error (a d-term sum in
-/// another order, then sqrt) and the division add up to ~2 ulp measured, allowed ~16.
-/// atol: the fused Adam + unit-row step can cancel an entry to near 0 (w - lr * update),
-/// and that difference carries the rounding of its operands, which are on the scale of a
-/// unit row's entries: one ulp of 1.0 (6e-8). On an NVIDIA H200 (fused multiply-add,
-/// its own sqrt and division) entries near 1e-3 differed by 3e-9 (1.5x the rtol alone) and
-/// entries near 2e-8 by 8e-10; a wrong term (an Adam step of lr ~1e-4, a wrong norm) is
-/// still orders of magnitude outside.
+/// adam_unit_rows' row normalisation: x / ||row|| is relative to x; the norm's own error (a
+/// d-term sum in another order, then sqrt) and the division add up to ~2 ulp measured,
+/// allowed ~16. atol: the fused Adam + unit-row step can cancel an entry to near 0
+/// (w - lr * update), and that difference carries the rounding of its operands, which are
+/// on the scale of a unit row's entries: one ulp of 1.0 (6e-8). On an NVIDIA H200 (fused
+/// multiply-add, its own sqrt and division) entries near 1e-3 differed by 3e-9 (1.5x the
+/// rtol alone) and entries near 2e-8 by 8e-10; a wrong term (an Adam step of lr ~1e-4, a
+/// wrong norm) is still orders of magnitude outside.
 pub const OPTIM_NORMALIZE: Tol = Tol {
     name: "OPTIM_NORMALIZE",
     atol: 6e-8,
     rtol: 2e-6,
 };
 
-/// remove_parallel: g - c w cancels by design (the result is orthogonal to w), so its error
-/// is absolute: the coefficient c = (g . w) / (w . w) carries ~sqrt(d) ulp of sum |g w| / w . w
-/// times |w| ~ O(1) inputs, i.e. ~1e-6 at d = 512 in the worst rows (measured 5e-7).
-pub const OPTIM_REMOVE_PARALLEL: Tol = Tol {
-    name: "OPTIM_REMOVE_PARALLEL",
-    atol: 2e-6,
-    rtol: 1e-6,
-};
-
-/// Four chained optimizer steps (remove_parallel, sumsq, clip_scale, adam, normalize_rows)
-/// on O(1) data: the per-kernel errors above feed the next step through the clip factor and
+/// Four chained optimizer steps (decoder_grad_prep + sum_slot, sumsq, clip_scale,
+/// adam_unit_rows and adam, as the training step records them) on O(1) data: the per-kernel errors above feed the next step through the clip factor and
 /// the moments, so allow them twice over (sums of squares ~2000 compare by rtol).
 pub const OPTIM_STEPS: Tol = Tol {
     name: "OPTIM_STEPS",
@@ -217,16 +208,6 @@ pub const JUMPRELU_DLOG_THETA: Tol = Tol {
 };
 
 // ---------------------------------------------------------------- ops
-
-/// add_into (a += b): one f32 addition per element on both sides, and WGSL requires f32
-/// addition to be correctly rounded, so results must be bit-identical (inputs are normal
-/// numbers, so a driver that flushes subnormals changes nothing). Any tolerance here would
-/// only hide a skipped or doubled element.
-pub const OPS_ADD: Tol = Tol {
-    name: "OPS_ADD",
-    atol: 0.0,
-    rtol: 0.0,
-};
 
 /// threshold_ema (decay * state + (1 - decay) * max(thr, 0), state and thr >= 0, so no
 /// cancellation): the twin does the same f32 operations in the same order; a driver may
@@ -415,3 +396,23 @@ pub const OPTIM_DECODER_PREP: Tol = Tol {
     atol: 1e-4,
     rtol: 2e-5,
 };
+
+// ---------------------------------------------------------------- input guards
+
+/// JumpReLU inputs kept away from the threshold and the window's edges, in eps units (the
+/// window half-width is 1/2): theta = exp(log_theta) differs between WGSL's exp and Rust's
+/// by a few ulp (~1e-7 relative, ~1e-5 in eps units at the tests' eps), which must not flip
+/// a comparison; 1e-3 leaves 100x room and moves a drawn value negligibly.
+pub const JUMPRELU_GUARD_EPS_UNITS: f32 = 1e-3;
+
+/// The same guard in absolute units for the code and sparse kernels' JumpReLU inputs
+/// (theta in [0.2, 1), eps 0.05): values within this of theta or a window edge are moved
+/// to twice it beyond. theta's exp error is ~1e-7 there, so 1e-4 is 1000x room.
+pub const JUMPRELU_GUARD_ABS: f32 = 1e-4;
+
+/// toy_data's feature-present rate per instance against its density: a binomial
+/// proportion, allowed 5 standard deviations (a false failure ~1 in 1.7 million per
+/// instance) plus 1e-6 for f64 rounding of the rates (the test adds one count: a value drawn
+/// as exactly 0 reads as absent; seed 5323141956096304108 hit it at density 1).
+pub const TOY_DENSITY_SIGMAS: f64 = 5.0;
+pub const TOY_DENSITY_SLACK: f64 = 1e-6;

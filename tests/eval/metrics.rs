@@ -55,6 +55,7 @@ fn model(rng: &mut ChaCha8Rng, kind: SaeKind) -> SaeModel {
 }
 
 /// Pre-activations of one row in f64.
+#[allow(clippy::needless_range_loop)] // the formula as written
 fn pre(m: &SaeModel, x: &[f32]) -> Vec<f64> {
     (0..m.n)
         .map(|j| {
@@ -121,6 +122,7 @@ fn data(rng: &mut ChaCha8Rng, m: &SaeModel, rows: usize) -> Vec<f32> {
 }
 
 /// Every metric from its definition, in f64.
+#[allow(clippy::needless_range_loop)] // the formulas as written
 fn expected(m: &SaeModel, x: &[f32]) -> ReconMetrics {
     let rows = x.len() / D;
     let (mut sse, mut sxx, mut shh, mut sxh, mut cos, mut shrink) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);

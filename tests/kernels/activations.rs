@@ -48,11 +48,9 @@ fn relu_case(
     )
 }
 
-/// JumpReLU window half-width in eps units is 1/2; inputs stay at least GUARD (in eps units)
-/// away from u = 0 (the threshold) and |u| = 1/2 (the window's edges), so that theta's
-/// few-ulp difference between WGSL's exp and Rust's (~1e-7 relative, ~1e-5 in eps units
-/// here) cannot flip a comparison.
-const GUARD: f32 = 1e-3;
+/// Inputs stay at least GUARD (in eps units) away from u = 0 (the threshold) and |u| = 1/2
+/// (the window's edges): see the tolerance table.
+const GUARD: f32 = tolerance::JUMPRELU_GUARD_EPS_UNITS;
 
 /// Pre-activations for jumprelu: 40% near the threshold (u = (pre - theta) / eps uniform
 /// in [-1.5, 1.5], so inside and outside the window on both sides), the rest N(0, 1);

@@ -327,8 +327,9 @@ fn compact_case(
             if jump {
                 *v = theta[i] + (*v - shift) * 0.5;
                 for edge in [theta[i], theta[i] - 0.5 * eps, theta[i] + 0.5 * eps] {
-                    if (*v - edge).abs() < 1e-4 {
-                        *v = edge + 2e-4;
+                    let guard = tolerance::JUMPRELU_GUARD_ABS;
+                    if (*v - edge).abs() < guard {
+                        *v = edge + 2.0 * guard;
                     }
                 }
             } else {

@@ -1,8 +1,6 @@
-//! add_into and threshold_ema against shaders/ops.wgsl.
+//! zero and threshold_ema against shaders/ops.wgsl (gate_plan: tests/kernels/gate.rs).
 //!
-//! add_into updates `a` in place, so `a` cannot be poisoned; instead the test checks every
-//! element of `a` (a skipped element keeps its old value and fails) and that `b` is left
-//! alone. threshold_ema's state is poisoned on the first step, where the kernel must not
+//! zero starts from random values, so a skipped element fails. threshold_ema's state is poisoned on the first step, where the kernel must not
 //! read it, and chained over several submissions otherwise, as a training run uses it.
 
 use libtest_mimic::{Failed, Trial};
@@ -14,9 +12,8 @@ use saeforge::reference::ops as r;
 
 use crate::common::{assert_close, fail, gpu_test, randn, tolerance, uniform};
 
-/// add_into lengths: 1, odd, odd past one 256-wide workgroup, more workgroups than one
-/// grid dimension holds (65535 x 256 + 3: the folded 1-D grid), and production (b_enc,
-/// 16384; W_enc / W_dec, 512 x 16384, the AuxK gradients added into the main ones).
+/// zero lengths: 1, odd, odd past one 256-wide workgroup, more workgroups than one grid
+/// dimension holds (65535 x 256 + 3: the folded 1-D grid), and production (512 x 16384).
 const LENS: &[usize] = &[1, 7, 257, 1001, 65535 * 256 + 3, 16384, 512 * 16384];
 
 fn up(gpu: &Gpu, what: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor, Failed> {
@@ -27,63 +24,27 @@ fn read(gpu: &Gpu, t: &GpuTensor) -> Result<Vec<f32>, Failed> {
     gpu.read_f32(t).map_err(fail)
 }
 
-// ---------------------------------------------------------------- add_into
+// ---------------------------------------------------------------- zero
 
-fn add_into_case(gpu: &Gpu, rng: &mut ChaCha8Rng, len: usize) -> Result<(), Failed> {
-    // Gradients of different sizes, as the main and the AuxK gradients are.
+/// A random tensor cleared by the zero kernel: every element (a skipped one keeps its
+/// random value and fails).
+fn zero_case(gpu: &Gpu, rng: &mut ChaCha8Rng, len: usize) -> Result<(), Failed> {
     let a_h = randn(rng, len, 1.0);
-    let b_h = randn(rng, len, 0.1);
     let a = up(gpu, "a", &[len], &a_h)?;
-    let b = up(gpu, "b", &[len], &b_h)?;
     let mut enc = gpu.encoder();
-    k::add_into(gpu, &mut enc, &a, &b).map_err(fail)?;
+    k::zero(gpu, &mut enc, &a).map_err(fail)?;
     gpu.submit(enc);
-
-    let mut a_ref = a_h.clone();
-    r::add_into(&mut a_ref, &b_h);
-    assert_close("add_into a", &read(gpu, &a)?, &a_ref, tolerance::OPS_ADD)?;
-    assert_close(
-        "add_into b (unchanged)",
-        &read(gpu, &b)?,
-        &b_h,
-        tolerance::EXACT,
-    )
+    assert_close("zero a", &read(gpu, &a)?, &vec![0.0; len], tolerance::EXACT)
 }
 
-/// Two adds into the same tensor in one encoder: the second must see the first's result.
-fn add_into_twice_case(gpu: &Gpu, rng: &mut ChaCha8Rng) -> Result<(), Failed> {
-    let len = 1001;
-    let a_h = randn(rng, len, 1.0);
-    let b_h = randn(rng, len, 1.0);
-    let c_h = randn(rng, len, 1.0);
-    let a = up(gpu, "a", &[len], &a_h)?;
-    let b = up(gpu, "b", &[len], &b_h)?;
-    let c = up(gpu, "c", &[len], &c_h)?;
+/// The launcher refuses a u32 tensor (the kernel writes f32 zeros).
+fn zero_dtype_case(gpu: &Gpu) -> Result<(), Failed> {
+    let a = gpu.zeros_u32("a", &[8]).map_err(fail)?;
     let mut enc = gpu.encoder();
-    k::add_into(gpu, &mut enc, &a, &b).map_err(fail)?;
-    k::add_into(gpu, &mut enc, &a, &c).map_err(fail)?;
-    gpu.submit(enc);
-
-    let mut a_ref = a_h.clone();
-    r::add_into(&mut a_ref, &b_h);
-    r::add_into(&mut a_ref, &c_h);
-    assert_close(
-        "add_into a (twice)",
-        &read(gpu, &a)?,
-        &a_ref,
-        tolerance::OPS_ADD,
-    )
-}
-
-/// The launcher refuses mismatched lengths instead of reading past b.
-fn add_into_shape_case(gpu: &Gpu) -> Result<(), Failed> {
-    let a = gpu.zeros("a", &[8]).map_err(fail)?;
-    let b = gpu.zeros("b", &[7]).map_err(fail)?;
-    let mut enc = gpu.encoder();
-    match k::add_into(gpu, &mut enc, &a, &b) {
-        Err(e) if e.to_string().contains("add_into") => Ok(()),
-        Err(e) => Err(format!("add_into 8 += 7: unexpected error {e}").into()),
-        Ok(()) => Err("add_into accepted a (8) += b (7)".into()),
+    match k::zero(gpu, &mut enc, &a) {
+        Err(e) if e.to_string().contains("zero") => Ok(()),
+        Err(e) => Err(format!("zero on u32: unexpected error {e}").into()),
+        Ok(()) => Err("zero accepted a u32 tensor".into()),
     }
 }
 
@@ -167,14 +128,13 @@ pub fn trials() -> Vec<Trial> {
     let mut t: Vec<Trial> = LENS
         .iter()
         .map(|&len| {
-            gpu_test(format!("ops::add_into/{len}"), move |gpu, rng| {
-                add_into_case(gpu, rng, len)
+            gpu_test(format!("ops::zero/{len}"), move |gpu, rng| {
+                zero_case(gpu, rng, len)
             })
         })
         .collect();
-    t.push(gpu_test("ops::add_into/twice", add_into_twice_case));
-    t.push(gpu_test("ops::add_into/shape_mismatch", |gpu, _| {
-        add_into_shape_case(gpu)
+    t.push(gpu_test("ops::zero/u32_refused", |gpu, _| {
+        zero_dtype_case(gpu)
     }));
     for (name, first, negative) in [
         ("first", true, false),

@@ -1,5 +1,6 @@
-//! adam, sumsq, clip_scale, normalize_rows and remove_parallel against shaders/optim.wgsl,
-//! one by one and chained as in a training step over several steps, with the Adam
+//! adam, sumsq, clip_scale and the fused unit-norm decoder pair (decoder_grad_prep +
+//! sum_slot, adam_unit_rows) against shaders/optim.wgsl, one by one and chained as the
+//! training step records them over several steps, with the Adam
 //! hyper-parameters rewritten into one uniform buffer between submissions.
 
 use libtest_mimic::{Failed, Trial};
@@ -164,44 +165,6 @@ fn rows_with_zeros(rng: &mut ChaCha8Rng, n: usize, d: usize) -> Vec<f32> {
     w
 }
 
-fn normalize_case(gpu: &Gpu, rng: &mut ChaCha8Rng, n: usize, d: usize) -> Result<(), Failed> {
-    let mut w_h = rows_with_zeros(rng, n, d);
-    let w = up(gpu, "w", &[n, d], &w_h)?;
-    let mut enc = gpu.encoder();
-    k::normalize_rows(gpu, &mut enc, &w, n, d).map_err(fail)?;
-    gpu.submit(enc);
-    r::normalize_rows(&mut w_h, n, d);
-    assert_close(
-        "normalize_rows w",
-        &read(gpu, &w)?,
-        &w_h,
-        tolerance::OPTIM_NORMALIZE,
-    )
-}
-
-fn remove_parallel_case(gpu: &Gpu, rng: &mut ChaCha8Rng, n: usize, d: usize) -> Result<(), Failed> {
-    let w_h = rows_with_zeros(rng, n, d);
-    let mut g_h = randn(rng, n * d, 1.0);
-    let w = up(gpu, "w", &[n, d], &w_h)?;
-    let g = up(gpu, "g", &[n, d], &g_h)?;
-    let mut enc = gpu.encoder();
-    k::remove_parallel(gpu, &mut enc, &w, &g, n, d).map_err(fail)?;
-    gpu.submit(enc);
-    r::remove_parallel(&w_h, &mut g_h, n, d);
-    assert_close(
-        "remove_parallel g",
-        &read(gpu, &g)?,
-        &g_h,
-        tolerance::OPTIM_REMOVE_PARALLEL,
-    )?;
-    assert_close(
-        "remove_parallel w (read only)",
-        &read(gpu, &w)?,
-        &w_h,
-        tolerance::EXACT,
-    )
-}
-
 /// The fused unit-norm decoder kernels: decoder_grad_prep (+ sum_slot) against their
 /// twins, then adam_unit_rows against its twin fed the device's coefficients (so that it is
 /// judged alone); rows of zero w included.
@@ -259,10 +222,13 @@ fn fused_decoder_case(gpu: &Gpu, rng: &mut ChaCha8Rng, n: usize, d: usize) -> Re
 
 // ---------------------------------------------------------------- a chained step
 
-/// The optimizer half of `steps` training steps on an SAE with d_in `d`, d_sae `n`:
-/// remove_parallel(W_dec), sumsq of five grads, clip_scale, adam on five tensors,
-/// normalize_rows(W_dec); fresh gradients and a new (lr, t) in the same uniform buffer each
-/// step; every tensor compared after every step.
+/// The optimizer half of `steps` training steps on an SAE with d_in `d`, d_sae `n`, recorded
+/// as src/sae/gpu.rs records it: with a unit-norm decoder, decoder_grad_prep(W_dec, dW_dec)
+/// and sum_slot into slot 1, sumsq of the other four grads, clip_scale, adam_unit_rows on
+/// W_dec and adam on the others; with a free decoder norm, sumsq and adam on all five.
+/// Fresh gradients and a new (lr, t) in the same uniform buffer each step; every tensor
+/// compared after every step.
+#[allow(clippy::too_many_arguments)]
 fn steps_case(
     gpu: &Gpu,
     rng: &mut ChaCha8Rng,
@@ -270,6 +236,7 @@ fn steps_case(
     n: usize,
     max_norm: f32,
     weight_decay: f32,
+    unit_norm: bool,
 ) -> Result<(), Failed> {
     const STEPS: u64 = 4;
     // W_enc, W_dec, b_enc, b_dec, threshold
@@ -292,12 +259,14 @@ fn steps_case(
     }
     let acc = gpu.zeros("acc", &[5]).map_err(fail)?;
     let clip = gpu.zeros("clip", &[2]).map_err(fail)?;
+    let coef = gpu.zeros("coef", &[n]).map_err(fail)?;
+    let part = gpu.zeros("part", &[n]).map_err(fail)?;
     let hb = k::hyper_buffer(gpu);
     let mut clipped = 0;
 
     for t in 1..=STEPS {
         let h = hyper(1e-2 * (1.0 - 0.2 * t as f32), weight_decay, t);
-        let mut gh: Vec<Vec<f32>> = shapes
+        let gh: Vec<Vec<f32>> = shapes
             .iter()
             .map(|s| randn(rng, s.iter().product(), 1.0))
             .collect();
@@ -308,29 +277,53 @@ fn steps_case(
         gpu.fill(&clip, f32::NAN);
         k::write_hyper(gpu, &hb, &h);
 
+        gpu.fill(&coef, f32::NAN);
+        gpu.fill(&part, f32::NAN);
+
         let mut enc = gpu.encoder();
-        k::remove_parallel(gpu, &mut enc, &pd[1], &gd[1], n, d).map_err(fail)?;
+        let e = &mut enc;
+        if unit_norm {
+            k::decoder_grad_prep(gpu, e, &pd[1], &gd[1], n, d, &coef, &part).map_err(fail)?;
+            k::sum_slot(gpu, e, &part, &acc, 1).map_err(fail)?;
+        }
         for (i, g) in gd.iter().enumerate() {
-            k::sumsq(gpu, &mut enc, g, &acc, i as u32).map_err(fail)?;
+            if !(unit_norm && i == 1) {
+                k::sumsq(gpu, e, g, &acc, i as u32).map_err(fail)?;
+            }
         }
-        k::clip_scale(gpu, &mut enc, &acc, 5, max_norm, &clip).map_err(fail)?;
+        k::clip_scale(gpu, e, &acc, 5, max_norm, &clip).map_err(fail)?;
         for i in 0..5 {
-            k::adam(gpu, &mut enc, &pd[i], &gd[i], &md[i], &vd[i], &hb, &clip).map_err(fail)?;
+            let (p, g, m, v) = (&pd[i], &gd[i], &md[i], &vd[i]);
+            if unit_norm && i == 1 {
+                k::adam_unit_rows(gpu, e, p, g, &coef, m, v, &hb, &clip, n, d).map_err(fail)?;
+            } else {
+                k::adam(gpu, e, p, g, m, v, &hb, &clip).map_err(fail)?;
+            }
         }
-        k::normalize_rows(gpu, &mut enc, &pd[1], n, d).map_err(fail)?;
         gpu.submit(enc);
 
         let mut acc_h = [0.0f32; 5];
         let mut clip_h = [0.0f32; 2];
-        r::remove_parallel(&ph[1], &mut gh[1], n, d);
+        let mut coef_h = vec![0.0f32; n];
+        let mut part_h = vec![0.0f32; n];
+        if unit_norm {
+            r::decoder_grad_prep(&ph[1], &gh[1], n, d, &mut coef_h, &mut part_h);
+            r::sum_slot(&part_h, &mut acc_h, 1);
+        }
         for (i, g) in gh.iter().enumerate() {
-            r::sumsq(g, &mut acc_h, i as u32);
+            if !(unit_norm && i == 1) {
+                r::sumsq(g, &mut acc_h, i as u32);
+            }
         }
         r::clip_scale(&acc_h, 5, max_norm, &mut clip_h);
         for i in 0..5 {
-            r::adam(&mut ph[i], &gh[i], &mut mh[i], &mut vh[i], &h, &clip_h);
+            let (p, m, v) = (&mut ph[i], &mut mh[i], &mut vh[i]);
+            if unit_norm && i == 1 {
+                r::adam_unit_rows(p, &gh[i], &coef_h, m, v, &h, &clip_h, n, d);
+            } else {
+                r::adam(p, &gh[i], m, v, &h, &clip_h);
+            }
         }
-        r::normalize_rows(&mut ph[1], n, d);
         if clip_h[0] < 1.0 {
             clipped += 1;
         }
@@ -380,12 +373,12 @@ fn refusals(gpu: &Gpu, _rng: &mut ChaCha8Rng) -> Result<(), Failed> {
             k::clip_scale(gpu, &mut enc, &acc, 2, 1.0, &a),
         ),
         (
-            "normalize_rows transposed",
-            k::normalize_rows(gpu, &mut enc, &w, 2, 3),
+            "decoder_grad_prep transposed",
+            k::decoder_grad_prep(gpu, &mut enc, &w, &w, 2, 3, &a, &a),
         ),
         (
-            "remove_parallel g",
-            k::remove_parallel(gpu, &mut enc, &w, &a, 3, 2),
+            "adam_unit_rows coef",
+            k::adam_unit_rows(gpu, &mut enc, &w, &w, &a, &w, &w, &hb, &acc, 3, 2),
         ),
     ];
     drop(enc);
@@ -430,29 +423,24 @@ pub fn trials() -> Vec<Trial> {
     }
     for &(n, d) in ROWS {
         t.push(gpu_test(
-            format!("optim::normalize_rows/{n}x{d}"),
-            move |gpu, rng| normalize_case(gpu, rng, n, d),
-        ));
-        t.push(gpu_test(
-            format!("optim::remove_parallel/{n}x{d}"),
-            move |gpu, rng| remove_parallel_case(gpu, rng, n, d),
-        ));
-        t.push(gpu_test(
             format!("optim::fused_decoder/{n}x{d}"),
             move |gpu, rng| fused_decoder_case(gpu, rng, n, d),
         ));
     }
     // (d, n, max_norm, weight decay); grads are N(0, 1) over ~3.4k elements, so the norm
     // is ~58 and max_norm 10 clips every step, 1e6 never, 0 disables clipping.
-    for (d, n, max_norm, wd) in [
-        (45usize, 37usize, 10.0f32, 0.01f32),
-        (48, 37, 1e6, 0.0),
-        (48, 37, 10.0, 0.0),
-        (45, 37, 0.0, 0.01),
+    // Unit-norm decoder (the fused path) in all but one; d = 48 takes the vec4 row kernels.
+    for (d, n, max_norm, wd, unit) in [
+        (45usize, 37usize, 10.0f32, 0.01f32, true),
+        (48, 37, 1e6, 0.0, true),
+        (48, 37, 10.0, 0.0, true),
+        (45, 37, 0.0, 0.01, true),
+        (48, 37, 10.0, 0.01, false),
     ] {
+        let norm = if unit { "unit" } else { "free" };
         t.push(gpu_test(
-            format!("optim::steps/d{d}_n{n}/max_norm{max_norm}/wd{wd}"),
-            move |gpu, rng| steps_case(gpu, rng, d, n, max_norm, wd),
+            format!("optim::steps/d{d}_n{n}/max_norm{max_norm}/wd{wd}/{norm}"),
+            move |gpu, rng| steps_case(gpu, rng, d, n, max_norm, wd, unit),
         ));
     }
     t.push(gpu_test("optim::refuses_wrong_shapes", refusals));

@@ -581,8 +581,9 @@ fn activation_backward_case(
         // Half in the window around theta, half above it.
         let mut v = theta + rng.random_range(-0.03f32..0.3);
         for edge in [theta, theta - 0.5 * eps, theta + 0.5 * eps] {
-            if (v - edge).abs() < 1e-4 {
-                v = edge + 2e-4;
+            let guard = tolerance::JUMPRELU_GUARD_ABS;
+            if (v - edge).abs() < guard {
+                v = edge + 2.0 * guard;
             }
         }
         pre[s] = v;

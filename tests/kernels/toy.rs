@@ -81,7 +81,10 @@ fn data_case(gpu: &Gpu, rng: &mut ChaCha8Rng, s: ToyShape) -> Result<(), Failed>
             let sd = (p as f64 * (1.0 - p as f64) / xe.len() as f64).sqrt();
             // One count of slack: a present feature whose U[0, 1) value is drawn as exactly
             // 0 reads as absent (at density 1, sd is 0 and one such draw would fail).
-            if (rate - p as f64).abs() > 5.0 * sd + 1.0 / xe.len() as f64 {
+            let allowed = tolerance::TOY_DENSITY_SIGMAS * sd
+                + tolerance::TOY_DENSITY_SLACK
+                + 1.0 / xe.len() as f64;
+            if (rate - p as f64).abs() > allowed {
                 return Err(format!(
                     "toy_data: instance {e} has {rate:.5} of its features present, density {p}"
                 )

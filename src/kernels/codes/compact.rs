@@ -1,0 +1,245 @@
+//! The entries a ReLU or JumpReLU keeps, as CSR: (threshold_offsets -> block_max) ->
+//! compact_count -> csr_scan -> compact_write.
+
+use crate::Result;
+use crate::gpu::{DType, Gpu, GpuTensor};
+
+use super::super::decl::{Entry, Slot, rf, ru, wf, wu};
+use super::select::{block_max, csr_scan};
+use super::{BLOCK, Params, blocks, dims, expect_block, matrix, one_d, params};
+
+const COUNT: &[Slot] = &[
+    rf("x", "rows, n"),
+    ru("bmax", "rows, nb"),
+    rf("log_thr", "n"),
+    wu("counts", "rows"),
+];
+const WRITE: &[Slot] = &[
+    rf("x", "rows, n"),
+    ru("bmax", "rows, nb"),
+    rf("log_thr", "n"),
+    ru("row_ptr", "rows + 1"),
+    wu("idx", "cap"),
+    wf("val", "cap"),
+    wf("pre_val", "cap"),
+];
+
+pub(super) static THRESHOLD_OFFSETS: Entry =
+    one_d("threshold_offsets", &[rf("log_thr", "n"), wf("off", "n")]);
+pub(super) static COMPACT_COUNT: Entry = one_d("compact_count", COUNT);
+pub(super) static COMPACT_COUNT_VEC4: Entry = one_d("compact_count_vec4", COUNT);
+pub(super) static COMPACT_WRITE: Entry = one_d("compact_write", WRITE);
+pub(super) static COMPACT_WRITE_VEC4: Entry = one_d("compact_write_vec4", WRITE);
+
+/// off[i] = exp(log_thr[i]) - eps.
+/// log_thr: (n) -> off: (n)
+pub fn threshold_offsets(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    log_thr: &GpuTensor,
+    eps: f32,
+    off: &GpuTensor,
+) -> Result<()> {
+    let n = log_thr.len();
+    let p = Params {
+        n: n as u32,
+        eps,
+        ..Default::default()
+    };
+    THRESHOLD_OFFSETS
+        .call(p)
+        .dim("n", n)
+        .bind(log_thr)
+        .bind(off)
+        .items(n)
+        .skip_if(n == 0)
+        .record(gpu, enc)
+}
+
+/// Whether compact_count / compact_write take their vec4 entry points (x and bmax rows
+/// whole vec4s, whole blocks).
+fn compact_vec4(p: &Params) -> bool {
+    p.n.is_multiple_of(4)
+        && p.block.is_multiple_of(4)
+        && p.n.is_multiple_of(p.block)
+        && p.nb.is_multiple_of(4)
+}
+
+/// (rows, n, params) of compact_count / compact_write.
+fn compact_params(
+    kernel: &str,
+    x: &GpuTensor,
+    block: usize,
+    jumprelu: Option<(&GpuTensor, f32)>,
+) -> Result<(usize, usize, Params)> {
+    let (rows, n) = matrix(kernel, x)?;
+    expect_block(kernel, block)?;
+    let mut p = params(rows, n, 0, block, false);
+    if let Some((_, eps)) = jumprelu {
+        p.has_off = 1;
+        p.eps = eps;
+    }
+    Ok((rows, n, p))
+}
+
+/// Per row, how many entries the activation keeps: ReLU (jumprelu None) pre > 0; JumpReLU
+/// pre > theta or |pre - theta| <= eps / 2, theta = exp(log_thr). Reads only the blocks whose
+/// bmax (block_max of x, or of x - threshold_offsets for JumpReLU) is a key >= key(0.0).
+/// x: (rows, n), bmax: (rows, blocks(n, block)) u32, log_thr: (n) -> counts: (rows) u32
+pub fn compact_count(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    block: usize,
+    bmax: &GpuTensor,
+    jumprelu: Option<(&GpuTensor, f32)>,
+    counts: &GpuTensor,
+) -> Result<()> {
+    let (rows, n, p) = compact_params("compact_count", x, block, jumprelu)?;
+    let e = if compact_vec4(&p) {
+        &COMPACT_COUNT_VEC4
+    } else {
+        &COMPACT_COUNT
+    };
+    e.call(p)
+        .dims(&dims(rows, n, block))
+        .bind(x)
+        .bind(bmax)
+        .bind_opt(jumprelu.map(|j| j.0), x)
+        .bind(counts)
+        .items(rows)
+        .skip_if(rows == 0)
+        .record(gpu, enc)
+}
+
+/// The kept entries of each row, ascending, at row_ptr[r] + j for slots < cap: idx the
+/// latent, val the activation (pre, or 0 in JumpReLU's window below theta), pre_val pre.
+/// x: (rows, n), bmax as compact_count, log_thr: (n), row_ptr: (rows + 1) u32
+///   -> idx: (cap) u32, val: (cap), pre_val: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn compact_write(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    block: usize,
+    bmax: &GpuTensor,
+    jumprelu: Option<(&GpuTensor, f32)>,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    pre_val: &GpuTensor,
+) -> Result<()> {
+    let (rows, n, mut p) = compact_params("compact_write", x, block, jumprelu)?;
+    p.cap = idx.len() as u32;
+    let e = if compact_vec4(&p) {
+        &COMPACT_WRITE_VEC4
+    } else {
+        &COMPACT_WRITE
+    };
+    e.call(p)
+        .dims(&dims(rows, n, block))
+        .bind(x)
+        .bind(bmax)
+        .bind_opt(jumprelu.map(|j| j.0), x)
+        .bind(row_ptr)
+        .bind(idx)
+        .bind(val)
+        .bind(pre_val)
+        .items(rows)
+        .skip_if(rows == 0)
+        .record(gpu, enc)
+}
+
+/// The codes of a ReLU (jumprelu None) or JumpReLU activation of x as CSR (latents
+/// ascending within a row): row_ptr[rows] = nnz, which may exceed cap = idx.len(), in which
+/// case only the first cap entries are written (the caller then takes the dense path; see
+/// `crate::kernels::ops::gate_plan`). Records block_max (of x - threshold_offsets for
+/// JumpReLU) -> compact_count -> csr_scan -> compact_write, on scratch buffers.
+/// x: (rows, n), log_thr: (n) -> row_ptr: (rows + 1) u32, idx: (cap) u32, val, pre_val: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn activation_codes(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    jumprelu: Option<(&GpuTensor, f32)>,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    pre_val: &GpuTensor,
+) -> Result<()> {
+    activation_chain(gpu, enc, x, jumprelu, None, row_ptr, idx, val, pre_val)
+}
+
+/// [`activation_codes`] with the block maxima already computed (by
+/// `gemm::gemm_block_max` in the encoder GEMM's epilogue): skips threshold_offsets and
+/// block_max. For JumpReLU, bmax must be of x - off with off from [`threshold_offsets`]
+/// (log_thr, eps) (the same log_thr and eps as `jumprelu`); for ReLU, of x.
+/// x: (rows, n), log_thr: (n), bmax: (rows, blocks(n, BLOCK)) u32
+///   -> row_ptr: (rows + 1) u32, idx: (cap) u32, val, pre_val: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn activation_codes_from_bmax(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    jumprelu: Option<(&GpuTensor, f32)>,
+    bmax: &GpuTensor,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    pre_val: &GpuTensor,
+) -> Result<()> {
+    activation_chain(
+        gpu,
+        enc,
+        x,
+        jumprelu,
+        Some(bmax),
+        row_ptr,
+        idx,
+        val,
+        pre_val,
+    )
+}
+
+/// The chain of [`activation_codes`]; with `given` the block maxima come from it.
+#[allow(clippy::too_many_arguments)]
+fn activation_chain(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    jumprelu: Option<(&GpuTensor, f32)>,
+    given: Option<&GpuTensor>,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    pre_val: &GpuTensor,
+) -> Result<()> {
+    let (rows, n) = matrix("activation_codes", x)?;
+    let nb = blocks(n, BLOCK);
+    let view = |t: GpuTensor, len: usize| t.prefix(&[len]);
+    let counts = view(gpu.scratch("codes counts", DType::U32, rows)?, rows);
+    let scratch_bmax;
+    let bmax = match given {
+        // Checked against (rows, nb) by compact_count.
+        Some(b) => b,
+        None => {
+            scratch_bmax = view(gpu.scratch("codes bmax", DType::U32, rows * nb)?, rows * nb);
+            let bmax = &scratch_bmax;
+            let off = match jumprelu {
+                Some((l, eps)) => {
+                    let off = view(gpu.scratch("codes off", DType::F32, n)?, n);
+                    threshold_offsets(gpu, enc, l, eps, &off)?;
+                    Some(off)
+                }
+                None => None,
+            };
+            block_max(gpu, enc, x, BLOCK, None, off.as_ref(), bmax)?;
+            bmax
+        }
+    };
+    compact_count(gpu, enc, x, BLOCK, bmax, jumprelu, &counts)?;
+    csr_scan(gpu, enc, &counts, row_ptr)?;
+    compact_write(
+        gpu, enc, x, BLOCK, bmax, jumprelu, row_ptr, idx, val, pre_val,
+    )
+}

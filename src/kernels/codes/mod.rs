@@ -1,0 +1,149 @@
+//! Sparse-code launchers (shaders/codes.wgsl), in three families:
+//!
+//! * [`select`]: the k largest positive entries of each row of the pre-activations as CSR
+//!   (TopK codes after ReLU, AuxK codes over the dead latents), and the dead-latent list.
+//!   [`topk_codes`] records the whole chain (block_max, topk_threshold, topk_candidates,
+//!   topk_select, csr_scan, csr_pack) with its intermediates in per-device scratch buffers;
+//!   each stage also has its own launcher so that tests can hold it to its CPU twin.
+//! * [`compact`]: the entries a ReLU or JumpReLU keeps, as CSR ([`activation_codes`]).
+//! * [`batch`]: BatchTopK over the whole batch from the same block maxima and candidates,
+//!   with `topk::batchtopk` as the exact fallback ([`batchtopk_codes`]).
+//!
+//! The `*_from_bmax` chains start from block maxima the caller already has: those that
+//! `gemm::gemm_block_max` writes in the encoder GEMM's epilogue, saving a pass over pre
+//! (for JumpReLU the GEMM is given the [`threshold_offsets`]).
+//!
+//! Why not the radix select of `topk`: it needs a workgroup per row and dozens of barriers
+//! (histogram levels, a bitonic sort of up to 1024 candidates), and each barrier splits the
+//! shader on lavapipe. Here one pass over the row keeps the maximum of every block of 32
+//! entries, a bit search over those maxima bounds the k-th value from below, and only the
+//! blocks that reach the bound are read again: a few percent of the row at k = 32 of 16384.
+
+use crate::gpu::{GpuTensor, Shader};
+use crate::{Error, Result};
+
+use super::decl::{Entry, Grid, Slot, Uniform, Wg};
+
+pub use crate::reference::codes::{BLOCK, BLOCK_LISTED, CAND, blocks};
+
+mod batch;
+mod compact;
+mod select;
+
+pub use batch::{
+    BatchScratch, batch_threshold, batchtopk_codes, batchtopk_codes_from_bmax, candidate_map,
+    candidate_matrix, key_init,
+};
+pub use compact::{
+    activation_codes, activation_codes_from_bmax, compact_count, compact_write, threshold_offsets,
+};
+pub use select::{
+    block_max, csr_pack, csr_scan, dead_list, topk_candidates, topk_codes, topk_codes_from_bmax,
+    topk_select, topk_threshold,
+};
+
+pub static SHADER: Shader = crate::shader!("codes");
+
+/// Invocations per workgroup of the 1-D kernels (`WG`).
+const WG: usize = 64;
+/// The single workgroup of csr_scan / dead_list / key_init (`WG_SCAN`).
+const WG_SCAN: usize = 256;
+/// topk_select_row: lanes per row (`WG_ROW`); the row's 32 bit-search passes run over
+/// chunks of n / WG_ROW, within lavapipe's 65535-iterations-per-invocation loop limit.
+const WG_ROW: usize = 64;
+
+crate::uniform! {
+    struct Params {
+        rows: u32, n: u32, k: u32, nb: u32,
+        has_cols: u32, cap: u32, dead_after: u32, block: u32,
+        has_off: u32, eps: f32, shift: u32, last: u32,
+    }
+}
+
+const fn codes(name: &'static str, binds: &'static [Slot], wg: usize, grid: Grid) -> Entry {
+    Entry::new(&SHADER, name, Params::LAYOUT, binds)
+        .consts(&[
+            ("WG", WG as f64),
+            ("WG_SCAN", WG_SCAN as f64),
+            ("WG_ROW", WG_ROW as f64),
+        ])
+        .wg(Wg::Fixed(wg as u32))
+        .grid(grid)
+}
+
+/// A 1-D kernel: `WG` invocations per workgroup, one per item.
+const fn one_d(name: &'static str, binds: &'static [Slot]) -> Entry {
+    codes(name, binds, WG, Grid::Items)
+}
+
+/// A single workgroup of `WG_SCAN` invocations.
+const fn single(name: &'static str, binds: &'static [Slot]) -> Entry {
+    codes(name, binds, WG_SCAN, Grid::Single)
+}
+
+/// Every entry point of shaders/codes.wgsl.
+pub static ENTRIES: &[&Entry] = &[
+    &select::BLOCK_MAX,
+    &select::BLOCK_MAX_VEC4,
+    &select::TOPK_THRESHOLD,
+    &select::TOPK_THRESHOLD_VEC4,
+    &select::TOPK_CANDIDATES,
+    &select::TOPK_CANDIDATES_VEC4,
+    &select::TOPK_SELECT,
+    &select::TOPK_SELECT_ROW,
+    &select::CSR_SCAN,
+    &select::CSR_PACK,
+    &select::DEAD_LIST,
+    &compact::THRESHOLD_OFFSETS,
+    &compact::COMPACT_COUNT,
+    &compact::COMPACT_COUNT_VEC4,
+    &compact::COMPACT_WRITE,
+    &compact::COMPACT_WRITE_VEC4,
+    &batch::KEY_INIT,
+    &batch::KEY_HIST,
+    &batch::KEY_FIND,
+    &batch::CANDIDATE_MATRIX,
+    &batch::CANDIDATE_MAP,
+];
+
+/// (rows, n) of the pre-activations x.
+fn matrix(kernel: &str, x: &GpuTensor) -> Result<(usize, usize)> {
+    match x.shape[..] {
+        [rows, n] if n > 0 && n <= u32::MAX as usize / 2 => Ok((rows, n)),
+        _ => Err(Error::Internal(format!(
+            "{kernel}: x has shape {:?}, expected (rows, n) with n >= 1",
+            x.shape
+        ))),
+    }
+}
+
+fn params(rows: usize, n: usize, k: usize, block: usize, cols: bool) -> Params {
+    Params {
+        rows: rows as u32,
+        n: n as u32,
+        k: k as u32,
+        nb: blocks(n, block) as u32,
+        has_cols: cols as u32,
+        block: block as u32,
+        ..Default::default()
+    }
+}
+
+fn expect_block(kernel: &str, block: usize) -> Result<()> {
+    if block == 0 || block > 4096 {
+        return Err(Error::Internal(format!(
+            "{kernel}: block {block} must be in 1..=4096"
+        )));
+    }
+    Ok(())
+}
+
+/// The named dimensions of the code stages over x: (rows, n), its blocks and CAND.
+fn dims(rows: usize, n: usize, block: usize) -> [(&'static str, usize); 4] {
+    [
+        ("rows", rows),
+        ("n", n),
+        ("nb", blocks(n, block)),
+        ("CAND", CAND),
+    ]
+}
