@@ -8,6 +8,7 @@ pub mod bench;
 pub mod codes;
 pub mod fista;
 pub mod gemm;
+pub mod gemm_reg;
 pub mod ops;
 pub mod optim;
 pub mod reduce;
@@ -26,6 +27,7 @@ pub const SHADERS: &[&Shader] = &[
     &fista::SHADER,
     &gemm::SHADER,
     &gemm::SUBGROUP_SHADER,
+    &gemm_reg::SHADER,
     &ops::SHADER,
     &optim::SHADER,
     &reduce::SHADER,
