@@ -71,9 +71,17 @@ var<workgroup> rg_as: array<vec4<f32>, RG_SA * 2u>; // (2 stages, BK, BM / 4): o
 var<workgroup> rg_bs: array<vec4<f32>, RG_SB * 2u>; // (2 stages, BK, BN / 4): op(B)
 var<workgroup> rg_bm: array<atomic<u32>, RG_BMT>;   // (BM, BN / 32): _bmax entry points only
 
-// The next stage, prefetched: at most 4 vec4 of A and of B per invocation.
-var<private> rg_ra: array<vec4<f32>, 4>;
-var<private> rg_rb: array<vec4<f32>, 4>;
+// The next stage, prefetched: at most 4 vec4 of A and of B per invocation (slots li +
+// RG_NT j, j < 4). Separate variables, and every array below indexed by constants only:
+// a dynamically indexed array may be placed in (slow) local memory by a driver.
+var<private> rg_ra0: vec4<f32>;
+var<private> rg_ra1: vec4<f32>;
+var<private> rg_ra2: vec4<f32>;
+var<private> rg_ra3: vec4<f32>;
+var<private> rg_rb0: vec4<f32>;
+var<private> rg_rb1: vec4<f32>;
+var<private> rg_rb2: vec4<f32>;
+var<private> rg_rb3: vec4<f32>;
 
 @group(0) @binding(1) var<storage, read> rg_a: array<f32>;        // (m, k) or (k, m)
 @group(0) @binding(2) var<storage, read> rg_b: array<f32>;        // (k, n) or (n, k)
@@ -129,59 +137,91 @@ fn rg_b_slot(s: u32) -> vec2<u32> {
     return vec2<u32>(s / RG_BN4, s % RG_BN4);
 }
 
+// Staged vec4 s of A at the stage starting at k0 (0 past the edges unless `full`).
+fn rg_fetch_a(s: u32, row0: u32, k0: u32, full: bool) -> vec4<f32> {
+    let kq = rg_a_slot(s);
+    let r = row0 + 4u * kq.y;
+    let kk = k0 + kq.x;
+    return vec4<f32>(
+        rg_a_at(r, kk, full),
+        rg_a_at(r + 1u, kk, full),
+        rg_a_at(r + 2u, kk, full),
+        rg_a_at(r + 3u, kk, full),
+    );
+}
+
+fn rg_fetch_b(s: u32, col0: u32, k0: u32, full: bool) -> vec4<f32> {
+    let kq = rg_b_slot(s);
+    let c = col0 + 4u * kq.y;
+    let kk = k0 + kq.x;
+    return vec4<f32>(
+        rg_b_at(kk, c, full),
+        rg_b_at(kk, c + 1u, full),
+        rg_b_at(kk, c + 2u, full),
+        rg_b_at(kk, c + 3u, full),
+    );
+}
+
 // Global -> registers: the stage starting at k0.
 fn rg_fetch(li: u32, row0: u32, col0: u32, k0: u32, inside: bool) {
     let full = inside && k0 + RG_BK <= p.k;
-    for (var j = 0u; j < 4u; j++) {
-        let s = li + RG_NT * j;
-        if s < RG_SA {
-            let kq = rg_a_slot(s);
-            let r = row0 + 4u * kq.y;
-            let kk = k0 + kq.x;
-            rg_ra[j] = vec4<f32>(
-                rg_a_at(r, kk, full),
-                rg_a_at(r + 1u, kk, full),
-                rg_a_at(r + 2u, kk, full),
-                rg_a_at(r + 3u, kk, full),
-            );
-        }
-        if s < RG_SB {
-            let kq = rg_b_slot(s);
-            let c = col0 + 4u * kq.y;
-            let kk = k0 + kq.x;
-            rg_rb[j] = vec4<f32>(
-                rg_b_at(kk, c, full),
-                rg_b_at(kk, c + 1u, full),
-                rg_b_at(kk, c + 2u, full),
-                rg_b_at(kk, c + 3u, full),
-            );
-        }
+    if li < RG_SA {
+        rg_ra0 = rg_fetch_a(li, row0, k0, full);
+    }
+    if li + RG_NT < RG_SA {
+        rg_ra1 = rg_fetch_a(li + RG_NT, row0, k0, full);
+    }
+    if li + 2u * RG_NT < RG_SA {
+        rg_ra2 = rg_fetch_a(li + 2u * RG_NT, row0, k0, full);
+    }
+    if li + 3u * RG_NT < RG_SA {
+        rg_ra3 = rg_fetch_a(li + 3u * RG_NT, row0, k0, full);
+    }
+    if li < RG_SB {
+        rg_rb0 = rg_fetch_b(li, col0, k0, full);
+    }
+    if li + RG_NT < RG_SB {
+        rg_rb1 = rg_fetch_b(li + RG_NT, col0, k0, full);
+    }
+    if li + 2u * RG_NT < RG_SB {
+        rg_rb2 = rg_fetch_b(li + 2u * RG_NT, col0, k0, full);
+    }
+    if li + 3u * RG_NT < RG_SB {
+        rg_rb3 = rg_fetch_b(li + 3u * RG_NT, col0, k0, full);
+    }
+}
+
+fn rg_put_a(s: u32, buf: u32, v: vec4<f32>) {
+    if s < RG_SA {
+        let kq = rg_a_slot(s);
+        rg_as[buf * RG_SA + kq.x * RG_BM4 + kq.y] = v;
+    }
+}
+
+fn rg_put_b(s: u32, buf: u32, v: vec4<f32>) {
+    if s < RG_SB {
+        let kq = rg_b_slot(s);
+        rg_bs[buf * RG_SB + kq.x * RG_BN4 + kq.y] = v;
     }
 }
 
 // Registers -> workgroup stage `buf`.
 fn rg_stage(li: u32, buf: u32) {
-    for (var j = 0u; j < 4u; j++) {
-        let s = li + RG_NT * j;
-        if s < RG_SA {
-            let kq = rg_a_slot(s);
-            rg_as[buf * RG_SA + kq.x * RG_BM4 + kq.y] = rg_ra[j];
-        }
-        if s < RG_SB {
-            let kq = rg_b_slot(s);
-            rg_bs[buf * RG_SB + kq.x * RG_BN4 + kq.y] = rg_rb[j];
-        }
-    }
+    rg_put_a(li, buf, rg_ra0);
+    rg_put_a(li + RG_NT, buf, rg_ra1);
+    rg_put_a(li + 2u * RG_NT, buf, rg_ra2);
+    rg_put_a(li + 3u * RG_NT, buf, rg_ra3);
+    rg_put_b(li, buf, rg_rb0);
+    rg_put_b(li + RG_NT, buf, rg_rb1);
+    rg_put_b(li + 2u * RG_NT, buf, rg_rb2);
+    rg_put_b(li + 3u * RG_NT, buf, rg_rb3);
 }
 
 // The 8 x 8 accumulators of invocation (tx, ty) of the tile at (row0, col0): acc[2 i + h]
 // holds row (i < 4: 4 ty + i, else BM / 2 + 4 ty + i - 4), columns (h = 0: 4 tx, h = 1:
 // BN / 2 + 4 tx) .. + 4. Contains barriers: called in uniform control flow.
 fn rg_product(li: u32, tx: u32, ty: u32, row0: u32, col0: u32) -> array<vec4<f32>, 16> {
-    var acc: array<vec4<f32>, 16>;
-    for (var i = 0u; i < 16u; i++) {
-        acc[i] = vec4<f32>(0.0);
-    }
+    var acc: array<vec4<f32>, 16>; // zero-initialised
     let inside = row0 + RG_BM <= p.m && col0 + RG_BN <= p.n;
     let steps = (p.k + RG_BK - 1u) / RG_BK;
     if steps > 0u {
@@ -238,46 +278,80 @@ fn rg_col(h: u32, tx: u32, col0: u32) -> u32 {
 
 // bias[c .. c + 4], 0 past n.
 fn rg_bias4(c: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if HAS_BIAS {
-        for (var j = 0u; j < 4u; j++) {
-            if c + j < p.n {
-                v[j] = rg_bias[c + j];
-            }
-        }
+    if !HAS_BIAS {
+        return vec4<f32>(0.0);
     }
-    return v;
+    return vec4<f32>(
+        select(0.0, rg_bias[min(c, p.n - 1u)], c < p.n),
+        select(0.0, rg_bias[min(c + 1u, p.n - 1u)], c + 1u < p.n),
+        select(0.0, rg_bias[min(c + 2u, p.n - 1u)], c + 2u < p.n),
+        select(0.0, rg_bias[min(c + 3u, p.n - 1u)], c + 3u < p.n),
+    );
 }
 
-// Finishes and stores acc (row, c .. c + 4), alpha * acc + bias + beta * C in the
-// reference's order, and returns the stored values.
-fn rg_store(row: u32, c: u32, acc: vec4<f32>, bias: vec4<f32>, full: bool) -> vec4<f32> {
-    let base = row * p.n + c;
-    var c_old = vec4<f32>(0.0);
-    if USE_BETA {
-        for (var j = 0u; j < 4u; j++) {
-            if full || (row < p.m && c + j < p.n) {
-                c_old[j] = rg_c[base + j];
-            }
-        }
+// C[i] when `ok` (else 0).
+fn rg_old(i: u32, ok: bool) -> f32 {
+    if ok {
+        return rg_c[i];
     }
+    return 0.0;
+}
+
+fn rg_put(i: u32, v: f32, ok: bool) {
+    if ok {
+        rg_c[i] = v;
+    }
+}
+
+// The epilogue context of one invocation.
+struct Out {
+    row0: u32,
+    col0: u32,
+    tx: u32,
+    ty: u32,
+    full: bool, // the tile lies wholly inside C: no checks
+}
+
+// Finishes acc[2 i + h] (row, c .. c + 4), alpha * acc + bias + beta * C in the
+// reference's order, stores it where inside C, and returns the values.
+fn rg_store(o: Out, i: u32, h: u32, acc: vec4<f32>, bias: vec4<f32>) -> vec4<f32> {
+    let row = rg_row(i, o.ty, o.row0);
+    let c = rg_col(h, o.tx, o.col0);
+    let base = row * p.n + c;
+    let rin = o.full || row < p.m;
+    let ok = vec4<bool>(
+        rin && (o.full || c < p.n),
+        rin && (o.full || c + 1u < p.n),
+        rin && (o.full || c + 2u < p.n),
+        rin && (o.full || c + 3u < p.n),
+    );
     var v = p.alpha * acc;
     if HAS_BIAS {
         v += bias;
     }
     if USE_BETA {
+        let c_old = vec4<f32>(
+            rg_old(base, ok.x),
+            rg_old(base + 1u, ok.y),
+            rg_old(base + 2u, ok.z),
+            rg_old(base + 3u, ok.w),
+        );
         v += p.beta * c_old;
     }
-    for (var j = 0u; j < 4u; j++) {
-        if full || (row < p.m && c + j < p.n) {
-            rg_c[base + j] = v[j];
-        }
-    }
+    rg_put(base, v.x, ok.x);
+    rg_put(base + 1u, v.y, ok.y);
+    rg_put(base + 2u, v.z, ok.z);
+    rg_put(base + 3u, v.w, ok.w);
     return v;
 }
 
 fn rg_tile(wid: vec3<u32>, nwg: vec3<u32>) -> vec2<u32> {
     return vec2<u32>((wid.x + wid.z * nwg.x) * RG_BM, wid.y * RG_BN);
+}
+
+fn rg_out(li: u32, t0: vec2<u32>) -> Out {
+    let full = t0.x + RG_BM <= p.m && t0.y + RG_BN <= p.n;
+    return Out(t0.x, t0.y, li % RG_WX, li / RG_WX, full);
 }
 
 @compute @workgroup_size(RG_NT)
@@ -290,48 +364,70 @@ fn gemm_reg(
     if t0.x >= p.m {
         return; // a spare workgroup of the folded grid (uniform: the whole workgroup)
     }
-    let tx = li % RG_WX;
-    let ty = li / RG_WX;
-    let acc = rg_product(li, tx, ty, t0.x, t0.y);
-    let full = t0.x + RG_BM <= p.m && t0.y + RG_BN <= p.n;
-    for (var h = 0u; h < 2u; h++) {
-        let c = rg_col(h, tx, t0.y);
-        let bias = rg_bias4(c);
-        for (var i = 0u; i < 8u; i++) {
-            rg_store(rg_row(i, ty, t0.x), c, acc[2u * i + h], bias, full);
-        }
-    }
+    let o = rg_out(li, t0);
+    let acc = rg_product(li, o.tx, o.ty, t0.x, t0.y);
+    let bias0 = rg_bias4(rg_col(0u, o.tx, t0.y));
+    let bias1 = rg_bias4(rg_col(1u, o.tx, t0.y));
+    rg_store(o, 0u, 0u, acc[0], bias0);
+    rg_store(o, 0u, 1u, acc[1], bias1);
+    rg_store(o, 1u, 0u, acc[2], bias0);
+    rg_store(o, 1u, 1u, acc[3], bias1);
+    rg_store(o, 2u, 0u, acc[4], bias0);
+    rg_store(o, 2u, 1u, acc[5], bias1);
+    rg_store(o, 3u, 0u, acc[6], bias0);
+    rg_store(o, 3u, 1u, acc[7], bias1);
+    rg_store(o, 4u, 0u, acc[8], bias0);
+    rg_store(o, 4u, 1u, acc[9], bias1);
+    rg_store(o, 5u, 0u, acc[10], bias0);
+    rg_store(o, 5u, 1u, acc[11], bias1);
+    rg_store(o, 6u, 0u, acc[12], bias0);
+    rg_store(o, 6u, 1u, acc[13], bias1);
+    rg_store(o, 7u, 0u, acc[14], bias0);
+    rg_store(o, 7u, 1u, acc[15], bias1);
 }
 
-// The block maxima after the stores: `off` is what to subtract per column (zero for
-// gemm_reg_bmax: key_of(v - 0) = key_of(v), -0 folded either way).
-fn rg_bmax_epilogue(
-    li: u32, tx: u32, ty: u32, t0: vec2<u32>, acc: array<vec4<f32>, 16>,
-    off0: vec4<f32>, off1: vec4<f32>,
-) {
-    let full = t0.x + RG_BM <= p.m && t0.y + RG_BN <= p.n;
-    for (var h = 0u; h < 2u; h++) {
-        let c = rg_col(h, tx, t0.y);
-        let bias = rg_bias4(c);
-        let off = select(off0, off1, h == 1u);
-        // columns past n never raise the maximum
-        let in_n = vec4<bool>(c < p.n, c + 1u < p.n, c + 2u < p.n, c + 3u < p.n);
-        let blk = (c - t0.y) / 32u;
-        for (var i = 0u; i < 8u; i++) {
-            let row = rg_row(i, ty, t0.x);
-            let v = rg_store(row, c, acc[2u * i + h], bias, full);
-            let key = select(vec4<u32>(0u), rg_key4(v - off), in_n);
-            let best = max(max(key.x, key.y), max(key.z, key.w));
-            atomicMax(&rg_bm[(row - t0.x) * RG_NBT + blk], best);
-        }
-    }
+// Stores acc[2 i + h] as rg_store does and folds the largest key_of(value - off) of its
+// in-range columns into the tile's block maximum (off is zero for gemm_reg_bmax:
+// key_of(v - 0) = key_of(v), -0 folded either way).
+fn rg_store_key(o: Out, i: u32, h: u32, acc: vec4<f32>, bias: vec4<f32>, off: vec4<f32>) {
+    let v = rg_store(o, i, h, acc, bias);
+    let c = rg_col(h, o.tx, o.col0);
+    // columns past n never raise the maximum
+    let in_n = vec4<bool>(c < p.n, c + 1u < p.n, c + 2u < p.n, c + 3u < p.n);
+    let key = select(vec4<u32>(0u), rg_key4(v - off), in_n);
+    let best = max(max(key.x, key.y), max(key.z, key.w));
+    let row = rg_row(i, o.ty, o.row0);
+    atomicMax(&rg_bm[(row - o.row0) * RG_NBT + (c - o.col0) / 32u], best);
+}
+
+// The stores and the block maxima: after the barrier, the tile's (BM, BN / 32) maxima go
+// to bmax (rows < m, blocks starting before n).
+fn rg_bmax_epilogue(li: u32, o: Out, acc: array<vec4<f32>, 16>, off0: vec4<f32>, off1: vec4<f32>) {
+    let bias0 = rg_bias4(rg_col(0u, o.tx, o.col0));
+    let bias1 = rg_bias4(rg_col(1u, o.tx, o.col0));
+    rg_store_key(o, 0u, 0u, acc[0], bias0, off0);
+    rg_store_key(o, 0u, 1u, acc[1], bias1, off1);
+    rg_store_key(o, 1u, 0u, acc[2], bias0, off0);
+    rg_store_key(o, 1u, 1u, acc[3], bias1, off1);
+    rg_store_key(o, 2u, 0u, acc[4], bias0, off0);
+    rg_store_key(o, 2u, 1u, acc[5], bias1, off1);
+    rg_store_key(o, 3u, 0u, acc[6], bias0, off0);
+    rg_store_key(o, 3u, 1u, acc[7], bias1, off1);
+    rg_store_key(o, 4u, 0u, acc[8], bias0, off0);
+    rg_store_key(o, 4u, 1u, acc[9], bias1, off1);
+    rg_store_key(o, 5u, 0u, acc[10], bias0, off0);
+    rg_store_key(o, 5u, 1u, acc[11], bias1, off1);
+    rg_store_key(o, 6u, 0u, acc[12], bias0, off0);
+    rg_store_key(o, 6u, 1u, acc[13], bias1, off1);
+    rg_store_key(o, 7u, 0u, acc[14], bias0, off0);
+    rg_store_key(o, 7u, 1u, acc[15], bias1, off1);
     workgroupBarrier();
     let nb = (p.n + 31u) / 32u;
     for (var e = li; e < RG_BMT; e += RG_NT) {
-        let r = t0.x + e / RG_NBT;
+        let r = o.row0 + e / RG_NBT;
         let j = e % RG_NBT;
-        if r < p.m && t0.y + 32u * j < p.n {
-            rg_bmax[r * nb + t0.y / 32u + j] = atomicLoad(&rg_bm[e]);
+        if r < p.m && o.col0 + 32u * j < p.n {
+            rg_bmax[r * nb + o.col0 / 32u + j] = atomicLoad(&rg_bm[e]);
         }
     }
 }
@@ -352,22 +448,20 @@ fn gemm_reg_bmax(
     if t0.x >= p.m {
         return;
     }
-    let tx = li % RG_WX;
-    let ty = li / RG_WX;
+    let o = rg_out(li, t0);
     rg_bm_clear(li); // ordered before the atomics by rg_product's barriers
-    let acc = rg_product(li, tx, ty, t0.x, t0.y);
-    rg_bmax_epilogue(li, tx, ty, t0, acc, vec4<f32>(0.0), vec4<f32>(0.0));
+    let acc = rg_product(li, o.tx, o.ty, t0.x, t0.y);
+    rg_bmax_epilogue(li, o, acc, vec4<f32>(0.0), vec4<f32>(0.0));
 }
 
 // off[c .. c + 4], 0 past n.
 fn rg_off4(c: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    for (var j = 0u; j < 4u; j++) {
-        if c + j < p.n {
-            v[j] = rg_off[c + j];
-        }
-    }
-    return v;
+    return vec4<f32>(
+        select(0.0, rg_off[min(c, p.n - 1u)], c < p.n),
+        select(0.0, rg_off[min(c + 1u, p.n - 1u)], c + 1u < p.n),
+        select(0.0, rg_off[min(c + 2u, p.n - 1u)], c + 2u < p.n),
+        select(0.0, rg_off[min(c + 3u, p.n - 1u)], c + 3u < p.n),
+    );
 }
 
 @compute @workgroup_size(RG_NT)
@@ -380,11 +474,10 @@ fn gemm_reg_bmax_off(
     if t0.x >= p.m {
         return;
     }
-    let tx = li % RG_WX;
-    let ty = li / RG_WX;
+    let o = rg_out(li, t0);
     rg_bm_clear(li);
-    let acc = rg_product(li, tx, ty, t0.x, t0.y);
-    let off0 = rg_off4(rg_col(0u, tx, t0.y));
-    let off1 = rg_off4(rg_col(1u, tx, t0.y));
-    rg_bmax_epilogue(li, tx, ty, t0, acc, off0, off1);
+    let acc = rg_product(li, o.tx, o.ty, t0.x, t0.y);
+    let off0 = rg_off4(rg_col(0u, o.tx, t0.y));
+    let off1 = rg_off4(rg_col(1u, o.tx, t0.y));
+    rg_bmax_epilogue(li, o, acc, off0, off1);
 }
