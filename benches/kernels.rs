@@ -607,8 +607,7 @@ fn reg_cases(
     }
     let (bm, bk, bn) = (4096, 4096, 65536);
     let gib = (bk * bn * 4) as u64;
-    if gpu.limits.max_storage_buffer_binding_size as u64 >= gib && gpu.limits.max_buffer_size >= gib
-    {
+    if gpu.limits.max_storage_buffer_binding_size >= gib && gpu.limits.max_buffer_size >= gib {
         let a = Rc::new(gpu.zeros("big A", &[bm, bk])?);
         let b = Rc::new(gpu.zeros("big B", &[bk, bn])?);
         let c = Rc::new(gpu.zeros("big C", &[bm, bn])?);
