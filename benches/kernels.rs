@@ -40,6 +40,7 @@ use rand_distr::StandardNormal;
 use saeforge::gpu::{Gpu, GpuTensor};
 use saeforge::kernels::activations::{self, relu_backward, relu_forward};
 use saeforge::kernels::gemm::{self, GemmPath, GemmSpec, GemmTuning};
+use saeforge::kernels::gemm_reg::RegTiles;
 use saeforge::kernels::{bench, codes, ops, optim, reduce, sparse, topk};
 
 #[path = "kernels/step_extra.rs"]
@@ -488,7 +489,12 @@ fn gemm_cases(gpu: &Gpu) -> saeforge::Result<Vec<Case>> {
             cases.push(case);
         }
     }
-    for path in [GemmPath::Texture, GemmPath::Tiled, GemmPath::General] {
+    for path in [
+        GemmPath::Texture,
+        GemmPath::Reg,
+        GemmPath::Tiled,
+        GemmPath::General,
+    ] {
         let s = sp(bsz, 256, d, false, false);
         if path == GemmPath::Texture && !gemm::texture_fits(gpu, &s) {
             continue;
@@ -503,6 +509,123 @@ fn gemm_cases(gpu: &Gpu) -> saeforge::Result<Vec<Case>> {
             &out_small,
             path,
         ));
+    }
+    cases.extend(reg_cases(
+        gpu, &x, &w_enc, &b_enc, &out_bn, &z, &w_dec, &b_dec, &out_bd,
+    )?);
+    Ok(cases)
+}
+
+/// gemm_reg (GemmPath::Reg) against gemm_tiled, whatever Auto picks: the decoder shape with
+/// k = 2048 on every adapter (1024 x 512 x 2048, what lavapipe can time); on hardware
+/// adapters also the production encoder and decoder on both, a sweep of gemm_reg's tiles
+/// on the encoder (gemm_sweep_reg_<wx>x<wy>x<bk>: tile (8 wy) x (8 wx), bk k-steps per
+/// stage), and 4096 x 4096 x 65536 (gemm_big_*, when the adapter binds 1 GiB).
+#[allow(clippy::too_many_arguments)]
+fn reg_cases(
+    gpu: &Gpu,
+    x: &Rc<GpuTensor>,
+    w_enc: &Rc<GpuTensor>,
+    b_enc: &Rc<GpuTensor>,
+    out_bn: &Rc<GpuTensor>,
+    z: &Rc<GpuTensor>,
+    w_dec: &Rc<GpuTensor>,
+    b_dec: &Rc<GpuTensor>,
+    out_bd: &Rc<GpuTensor>,
+) -> saeforge::Result<Vec<Case>> {
+    let [bsz, d] = [x.shape[0], x.shape[1]];
+    let n = w_enc.shape[1];
+    let enc = GemmSpec::nn(bsz, n, d);
+    let dec = GemmSpec::nn(bsz, d, n);
+    let paths = [GemmPath::Reg, GemmPath::Tiled];
+    let mut cases = Vec::new();
+    let k_short = 2048;
+    let z_short = Rc::new(z.prefix(&[bsz, k_short]));
+    let w_short = Rc::new(w_dec.prefix(&[k_short, d]));
+    for path in paths {
+        cases.push(gemm_case(
+            gpu,
+            &format!("gemm_decoder_k{k_short}_{}", path.name()),
+            GemmSpec::nn(bsz, d, k_short),
+            &z_short,
+            &w_short,
+            Some(b_dec),
+            out_bd,
+            path,
+        ));
+    }
+    // The adapter's own type, not SAEFORGE_FORCE_PATH's: lavapipe would take minutes here.
+    if gpu.info.device_type == wgpu::DeviceType::Cpu {
+        return Ok(cases);
+    }
+    for path in paths {
+        cases.push(gemm_case(
+            gpu,
+            &format!("gemm_encoder_{}", path.name()),
+            enc,
+            x,
+            w_enc,
+            Some(b_enc),
+            out_bn,
+            path,
+        ));
+        cases.push(gemm_case(
+            gpu,
+            &format!("gemm_decoder_{}", path.name()),
+            dec,
+            z,
+            w_dec,
+            Some(b_dec),
+            out_bd,
+            path,
+        ));
+    }
+    let own = GemmTuning::of(gpu);
+    for (wx, wy, bk) in [
+        (16, 16, 8),
+        (16, 16, 16),
+        (16, 16, 32),
+        (16, 8, 16),
+        (8, 16, 16),
+        (8, 8, 16),
+        (32, 8, 16),
+    ] {
+        let rg = RegTiles { wx, wy, bk };
+        if rg.unfit(&gpu.limits, false).is_some() {
+            continue;
+        }
+        let mut case = gemm_case_tuned(
+            gpu,
+            &format!("gemm_sweep_reg_{wx}x{wy}x{bk}"),
+            enc,
+            x,
+            w_enc,
+            Some(b_enc),
+            out_bn,
+            GemmPath::Reg,
+            GemmTuning { rg, ..own },
+        );
+        case.variant = format!("{}x{} bk {bk}", rg.bm(), rg.bn());
+        cases.push(case);
+    }
+    let (bm, bk, bn) = (4096, 4096, 65536);
+    let gib = (bk * bn * 4) as u64;
+    if gpu.limits.max_storage_buffer_binding_size >= gib && gpu.limits.max_buffer_size >= gib {
+        let a = Rc::new(gpu.zeros("big A", &[bm, bk])?);
+        let b = Rc::new(gpu.zeros("big B", &[bk, bn])?);
+        let c = Rc::new(gpu.zeros("big C", &[bm, bn])?);
+        for path in paths {
+            cases.push(gemm_case(
+                gpu,
+                &format!("gemm_big_{}", path.name()),
+                GemmSpec::nn(bm, bn, bk),
+                &a,
+                &b,
+                None,
+                &c,
+                path,
+            ));
+        }
     }
     Ok(cases)
 }

@@ -46,6 +46,9 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     /// Whether shader modules keep wgpu's runtime checks (see [`GpuOptions`]).
     pub checked_shaders: bool,
+    /// SAEFORGE_FORCE_PATH=hardware: a software adapter takes hardware kernels and launch
+    /// shapes ([`Gpu::is_software`] false; see src/kernels/gemm.rs).
+    pub force_hardware: bool,
     pub(crate) caches: Caches,
     /// The first error the device reported outside any error scope (out of memory, a
     /// validation error, device lost), recorded by the callbacks installed in `open`
@@ -201,6 +204,15 @@ impl Gpu {
     }
 
     fn open(adapter: wgpu::Adapter, options: GpuOptions) -> Result<Gpu> {
+        let force_hardware = match std::env::var("SAEFORGE_FORCE_PATH").as_deref() {
+            Err(_) | Ok("") => false,
+            Ok("hardware") => true,
+            Ok(v) => {
+                return Err(Error::Device(format!(
+                    "SAEFORGE_FORCE_PATH={v}: the only value is `hardware` (or unset)"
+                )));
+            }
+        };
         let info = adapter.get_info();
         let limits = adapter.limits();
         // Subgroup operations when the adapter has them (the GEMM's A sharing on lavapipe,
@@ -263,6 +275,7 @@ impl Gpu {
             info,
             limits,
             checked_shaders: options.checked_shaders,
+            force_hardware,
             caches: Caches::default(),
             fault,
         })
@@ -284,9 +297,10 @@ impl Gpu {
             && self.info.subgroup_min_size >= lanes
     }
 
-    /// True for a software rasteriser such as lavapipe (llvmpipe).
+    /// True for a software rasteriser such as lavapipe (llvmpipe), unless
+    /// SAEFORGE_FORCE_PATH=hardware asks it to run what a hardware adapter would.
     pub fn is_software(&self) -> bool {
-        !is_hardware(&self.info)
+        !is_hardware(&self.info) && !self.force_hardware
     }
 
     /// Block until all submitted work has finished.

@@ -13,15 +13,26 @@
 //!   subgroups of 8+ lanes, as lavapipe has): the texture path with each A texel loaded by
 //!   one lane and shared by subgroupBroadcast (shaders/gemm_subgroup.wgsl), 16 rows per
 //!   invocation by default; ~1.5x the texture path on lavapipe.
-//! * [`GemmPath::Tiled`] (hardware adapters): tiles staged in workgroup memory, their
-//!   sizes per adapter type ([`GemmTuning`]).
+//! * [`GemmPath::Reg`] (hardware adapters): the register-blocked kernel of
+//!   src/kernels/gemm_reg.rs (8 x 8 outputs per invocation, 128 x 128 tiles by default,
+//!   double-buffered stages), its tile sizes per adapter type ([`GemmTuning::rg`]), the
+//!   block maxima fused into its epilogue.
+//! * [`GemmPath::Tiled`]: tiles staged in workgroup memory, 4 x 4 per invocation, their
+//!   sizes per adapter type ([`GemmTuning`]); what hardware adapters used before `Reg`.
 //! * [`GemmPath::General`]: any shape, plain storage buffers, no workgroup memory; what
 //!   software adapters use for shapes the texture path cannot take.
 //!
 //! [`gemm_block_max`] also writes the block maxima of C that the code stages of
 //! src/kernels/codes.rs start from (`codes::block_max`, blocks of 32 columns), in the subgroup
-//! kernel's epilogue where it can (shuffles over the 8 lanes of a block), saving the code
-//! stages a full pass over C; elsewhere it records `gemm` then `codes::block_max`.
+//! kernel's epilogue where it can (shuffles over the 8 lanes of a block) and in gemm_reg's
+//! (workgroup atomics), saving the code stages a full pass over C; elsewhere it records
+//! `gemm` then `codes::block_max`.
+//!
+//! `SAEFORGE_FORCE_PATH=hardware` makes a software adapter (lavapipe) take the kernels and
+//! launch shapes of a discrete GPU: [`GemmTuning::of`] and `Gpu::is_software` (which the
+//! other kernel families branch on) answer as for a hardware adapter, so the test suites
+//! check on a CPU what a real GPU will run. Unset (or empty) is the default; any other value
+//! is refused when the device opens.
 //!
 //! The texture path's textures are cached per (buffer, shape) on the device ([`texture_of`])
 //! and refilled only when their buffer was written since, so a training step creates nothing
@@ -32,6 +43,7 @@ use crate::{Error, Result};
 
 use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, wf, wu};
 use super::expect_shape;
+use super::gemm_reg::{self, RegTiles};
 
 pub use crate::reference::gemm::GemmSpec;
 
@@ -60,7 +72,7 @@ const TL_PER: usize = 4;
 pub struct GemmTuning {
     /// What [`GemmPath::Auto`] resolves to when the shape allows it: `Texture` (which
     /// becomes `TextureSubgroup` on devices with subgroups of 8+ lanes, and `General` for
-    /// shapes the texture path cannot take) or `Tiled`.
+    /// shapes the texture path cannot take), `Reg` or `Tiled` (any shape).
     pub preferred: GemmPath,
     /// gemm_tex and gemm_tex_sg*: invocations per workgroup, one column quad each.
     pub tx_wg: usize,
@@ -74,6 +86,9 @@ pub struct GemmTuning {
     pub tl_bk: usize,
     /// gemm_general: invocations per workgroup, one column each.
     pub gn_wg: usize,
+    /// gemm_reg (src/kernels/gemm_reg.rs): workgroup and k step of the register-blocked
+    /// kernel.
+    pub rg: RegTiles,
 }
 
 impl GemmTuning {
@@ -88,20 +103,37 @@ impl GemmTuning {
         tl_wy: 16,
         tl_bk: 16,
         gn_wg: 64,
+        rg: RegTiles {
+            wx: 16,
+            wy: 16,
+            bk: 8,
+        },
     };
-    /// Discrete and virtual GPUs: 64x64 tiles, 256 invocations, 16 k-steps per stage
-    /// (8 KiB of workgroup memory), the common starting point for f32 GEMM.
+    /// Discrete and virtual GPUs: gemm_reg with 128 x 128 tiles (16 x 16 invocations of
+    /// 8 x 8), 16 k-steps per stage (32 KiB of workgroup memory in two stages, 34 with the
+    /// fused block maxima; halved by [`GemmTuning::fitted`] where the adapter allows less).
+    /// gemm_tiled, when forced: 64 x 64 tiles, 16 k-steps per stage.
     pub const DISCRETE: GemmTuning = GemmTuning {
-        preferred: GemmPath::Tiled,
+        preferred: GemmPath::Reg,
         tl_wx: 16,
         tl_wy: 16,
         tl_bk: 16,
+        rg: RegTiles {
+            wx: 16,
+            wy: 16,
+            bk: 16,
+        },
         ..Self::SOFTWARE
     };
     /// Integrated GPUs (and adapters of unknown type): the same tiles with 8 k-steps
     /// per stage, half the workgroup memory (more workgroups resident on small GPUs).
     pub const INTEGRATED: GemmTuning = GemmTuning {
         tl_bk: 8,
+        rg: RegTiles {
+            wx: 16,
+            wy: 16,
+            bk: 8,
+        },
         ..Self::DISCRETE
     };
 
@@ -113,9 +145,15 @@ impl GemmTuning {
         }
     }
 
-    /// The tuning for `gpu`'s adapter, shrunk to its workgroup limits.
+    /// The tuning for `gpu`'s adapter, shrunk to its workgroup limits; a discrete GPU's
+    /// for a software adapter under `SAEFORGE_FORCE_PATH=hardware` (`Gpu::is_software`
+    /// false).
     pub fn of(gpu: &Gpu) -> GemmTuning {
-        Self::for_device_type(gpu.info.device_type).fitted(&gpu.limits)
+        let t = match gpu.info.device_type {
+            wgpu::DeviceType::Cpu if !gpu.is_software() => wgpu::DeviceType::DiscreteGpu,
+            t => t,
+        };
+        Self::for_device_type(t).fitted(&gpu.limits)
     }
 
     /// Halve the tiled workgroup until it fits the adapter's invocation and
@@ -141,6 +179,7 @@ impl GemmTuning {
         let x = inv.min(l.max_compute_workgroup_size_x as usize).max(1);
         self.tx_wg = self.tx_wg.min(x);
         self.gn_wg = self.gn_wg.min(x);
+        self.rg = self.rg.fitted(l);
         self
     }
 }
@@ -155,6 +194,8 @@ pub enum GemmPath {
     /// The texture path with A loaded once per subgroup and shared by subgroupBroadcast
     /// (devices with subgroups of 8 or more lanes; lavapipe).
     TextureSubgroup,
+    /// The register-blocked kernel of src/kernels/gemm_reg.rs (hardware adapters).
+    Reg,
     Tiled,
     General,
 }
@@ -165,6 +206,7 @@ impl GemmPath {
             GemmPath::Auto => "auto",
             GemmPath::Texture => "texture",
             GemmPath::TextureSubgroup => "texture_sg",
+            GemmPath::Reg => "reg",
             GemmPath::Tiled => "tiled",
             GemmPath::General => "general",
         }
@@ -313,6 +355,7 @@ fn auto_path_for(gpu: &Gpu, spec: &GemmSpec, tuning: &GemmTuning) -> GemmPath {
             }
         }
         GemmPath::Texture | GemmPath::TextureSubgroup | GemmPath::General => GemmPath::General,
+        GemmPath::Reg => GemmPath::Reg,
         GemmPath::Tiled | GemmPath::Auto => GemmPath::Tiled,
     }
 }
@@ -372,8 +415,8 @@ pub fn gemm_tuned(
     gemm_impl(gpu, enc, spec, a, b, bias, c, path, tuning, None)
 }
 
-/// [`gemm_tuned`], and with `fused` = (bmax, off) on the subgroup texture path the fused
-/// block_max epilogue (the caller checked [`fuses_block_max`]).
+/// [`gemm_tuned`], and with `fused` = (bmax, off) on the subgroup texture path or the
+/// register path the fused block_max epilogue (the caller checked [`fuses_block_max`]).
 #[allow(clippy::too_many_arguments)]
 fn gemm_impl(
     gpu: &Gpu,
@@ -420,9 +463,9 @@ fn gemm_impl(
         ("nb", super::codes::blocks(n, BMAX_BLOCK)),
     ];
     let (path, t) = resolve(gpu, spec, path, tuning);
-    if fused.is_some() && path != GemmPath::TextureSubgroup {
+    if fused.is_some() && !matches!(path, GemmPath::TextureSubgroup | GemmPath::Reg) {
         return Err(Error::Internal(format!(
-            "gemm: the fused block_max needs the subgroup texture path, not {}",
+            "gemm: the fused block_max needs the subgroup texture or register path, not {}",
             path.name()
         )));
     }
@@ -491,6 +534,7 @@ fn gemm_impl(
             }
             call.record(gpu, enc)
         }
+        GemmPath::Reg => gemm_reg::gemm_reg(gpu, enc, spec, a, b, bias, c, t.rg, fused),
         GemmPath::Tiled => flags(&GEMM_TILED)
             .set("TL_WX", t.tl_wx as f64)
             .set("TL_WY", t.tl_wy as f64)
@@ -560,10 +604,14 @@ pub const BMAX_BLOCK: usize = super::codes::BLOCK;
 
 /// Whether [`gemm_block_max_tuned`] records `spec` on `path` with `tuning` as one fused
 /// kernel (else as [`gemm_tuned`] then `codes::block_max`): the path resolves to
-/// [`GemmPath::TextureSubgroup`] on this adapter, the texture path takes the shape, and n is
-/// a multiple of [`BMAX_BLOCK`] (so each block is one aligned group of 8 lanes).
+/// [`GemmPath::Reg`] (any shape), or to [`GemmPath::TextureSubgroup`] on this adapter with
+/// a shape the texture path takes and n a multiple of [`BMAX_BLOCK`] (so each block is one
+/// aligned group of 8 lanes).
 pub fn fuses_block_max(gpu: &Gpu, spec: &GemmSpec, path: GemmPath, tuning: &GemmTuning) -> bool {
     let (p, t) = resolve(gpu, spec, path, tuning);
+    if p == GemmPath::Reg {
+        return t.rg.unfit(&gpu.limits, true).is_none();
+    }
     p == GemmPath::TextureSubgroup
         && gpu.has_subgroups(SG_LANES)
         && texture_fits_for(gpu, spec, &t)

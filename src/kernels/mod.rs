@@ -9,6 +9,7 @@ pub mod codes;
 pub mod decl;
 pub mod fista;
 pub mod gemm;
+pub mod gemm_reg;
 pub mod ops;
 pub mod optim;
 pub mod reduce;
@@ -27,6 +28,7 @@ pub const SHADERS: &[&Shader] = &[
     &fista::SHADER,
     &gemm::SHADER,
     &gemm::SUBGROUP_SHADER,
+    &gemm_reg::SHADER,
     &ops::SHADER,
     &optim::SHADER,
     &reduce::SHADER,

@@ -191,10 +191,15 @@ fn tuned_trial(base: GemmSpec, label: &str, tuning: GemmTuning) -> Trial {
 
 // ------------------------------------------------------------------ gemm_block_max
 
-/// Whether gemm_block_max should fuse on this adapter for a shape the fused kernel takes
-/// (`fusable`): software tuning (the texture path) with subgroups of 8+ lanes.
+/// Whether gemm_block_max should fuse on this adapter for a shape the subgroup kernel
+/// takes (`fusable`): software tuning (the texture path) with subgroups of 8+ lanes; on
+/// hardware tuning gemm_reg fuses every shape.
 fn expect_fused(gpu: &Gpu, fusable: bool) -> bool {
-    fusable && gpu.has_subgroups(8) && GemmTuning::of(gpu).preferred == GemmPath::Texture
+    match GemmTuning::of(gpu).preferred {
+        GemmPath::Reg => true,
+        GemmPath::Texture => fusable && gpu.has_subgroups(8),
+        _ => false,
+    }
 }
 
 /// One gemm_block_max (Auto path with `tuning`) against the reference: C within the gemm

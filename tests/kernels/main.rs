@@ -14,6 +14,7 @@ mod codes;
 mod fista;
 mod gate;
 mod gemm;
+mod gemm_reg;
 mod ops;
 mod optim;
 mod reduce;
@@ -34,6 +35,7 @@ fn main() {
     trials.extend(fista::trials());
     trials.extend(gate::trials());
     trials.extend(gemm::trials());
+    trials.extend(gemm_reg::trials());
     trials.extend(ops::trials());
     trials.extend(optim::trials());
     trials.extend(reduce::trials());
