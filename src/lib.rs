@@ -7,11 +7,13 @@
 
 pub mod cli;
 pub mod data;
+pub mod digest;
 pub mod error;
 pub mod eval;
 pub mod gpu;
 pub mod io;
 pub mod kernels;
+pub mod lock;
 pub mod reference;
 pub mod report;
 pub mod sae;

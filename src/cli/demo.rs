@@ -252,8 +252,8 @@ fn prepare_out(out: &Path) -> Result<()> {
         }
         let empty = std::fs::read_dir(out)
             .map_err(|e| Error::io(out, e))?
-            .next()
-            .is_none();
+            .flatten()
+            .all(|e| e.file_name() == crate::lock::LOCK_FILE); // reliability
         if !empty && !out.join(MARKER).is_file() {
             return Err(Error::input(format!(
                 "--out {}: exists, is not empty and is not a saeforge demo folder (no {MARKER}); pick another folder",
@@ -362,7 +362,7 @@ fn synthesise(c: &DemoConfig, out: &Path) -> Result<(Vec<PathBuf>, TrueCodes, Ge
 fn read_all(path: &Path) -> Result<(Vec<f32>, usize)> {
     let s = Shard::open(path, None)?;
     let mut x = vec![0.0f32; s.rows * s.d];
-    s.read_rows(0, s.rows, &mut x);
+    s.read_rows(0, s.rows, &mut x)?;
     Ok((x, s.rows))
 }
 
@@ -458,6 +458,7 @@ fn projections(x: &[f32], d: usize, f: &[f32]) -> Vec<f64> {
 pub fn run(a: DemoArgs) -> Result<DemoSummary> {
     let c = DemoConfig::resolve(&a)?;
     let out = a.out.clone();
+    let _lock = crate::lock::acquire(&out, "--out")?; // reliability: one writer per folder
     prepare_out(&out)?;
     write_json(&out.join(MARKER), &json!({ "saeforge_demo": c }))?;
     let mut seconds: Vec<(String, f64)> = Vec::new();

@@ -1,7 +1,7 @@
 //! The batch stream: shards in a seeded order that changes every epoch, rows in file order
 //! within a shard, then a shuffle buffer of row ids (uniform draw, replace with the next id
-//! of the stream). Batches are gathered from the mmaps and converted to f32 by a prefetch
-//! thread that keeps a bounded queue full, so the device does not wait on the disk.
+//! of the stream). Batches are gathered from the files (one positioned read per row; see
+//! `shard.rs` for why not a memory map) and converted to f32 by a prefetch thread that keeps a bounded queue full, so the device does not wait on the disk.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -179,10 +179,13 @@ impl BatchStream {
         let d = self.d();
         out.resize(ids.len() * d, 0.0);
         let mut kept = 0usize;
+        let mut raw = Vec::with_capacity(d * 4);
+        let mut touched = vec![false; self.shards.len()];
         for id in ids {
             let shard = &self.shards[id.shard as usize];
+            touched[id.shard as usize] = true;
             let dst = &mut out[kept * d..(kept + 1) * d];
-            shard.read_rows(id.row as usize, 1, dst);
+            shard.read_row(id.row as usize, &mut raw, dst)?;
             if let Some(col) = dst.iter().position(|v| !v.is_finite()) {
                 if self.skip_nonfinite {
                     continue;
@@ -202,6 +205,11 @@ impl BatchStream {
                 }
             }
             kept += 1;
+        }
+        // Every shard this batch read from is still the file that was opened: a shard
+        // rewritten or replaced mid-run must not hand over rows of two different files.
+        for (i, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
+            self.shards[i].check_unchanged()?;
         }
         out.truncate(kept * d);
         Ok(ids.len() - kept)

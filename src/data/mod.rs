@@ -1,5 +1,6 @@
 //! Activation shards: discovery (files, folders, globs), validation of every shard before
-//! any work starts, zero-copy reads through mmap with f16/bf16 conversion, and a seeded
+//! any work starts (and a fingerprint of each), positioned reads with f16/bf16 conversion
+//! that turn a file changed under the reader into an error, and a seeded
 //! shuffled batch stream with a prefetch thread.
 //!
 //! The shuffle buffer holds row *ids*, not rows: the stream of batches is a pure function of
@@ -11,5 +12,6 @@ mod shard;
 
 pub use loader::{Batch, BatchStream, Prefetcher, RowId};
 pub use shard::{
-    FloatType, Shard, convert, discover, open_input, open_shards, parse_safetensors, read_input,
+    FloatType, Shard, convert, describe, discover, open_input, open_shards, parse_safetensors,
+    read_header, read_input,
 };
