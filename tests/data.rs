@@ -43,10 +43,10 @@ fn every_dtype_and_both_ranks_read_back_exactly() {
             let s = Shard::open(&p, None).unwrap();
             assert_eq!((s.rows, s.d, s.dtype), (6, 5, dtype));
             let mut out = vec![f32::NAN; 30];
-            s.read_rows(0, 6, &mut out);
+            s.read_rows(0, 6, &mut out).unwrap();
             assert_eq!(out, v, "{dtype:?} {shape:?}");
             let mut row = vec![0.0; 5];
-            s.read_rows(4, 1, &mut row);
+            s.read_rows(4, 1, &mut row).unwrap();
             assert_eq!(row, v[20..25]);
         }
     }

@@ -86,16 +86,16 @@ impl ShardPrint {
             ));
         }
         let known = |a: &str, b: &str| !a.is_empty() && !b.is_empty() && a != b;
-        if known(&self.header, &now.header) {
-            return Some(format!(
-                "{p}: same tensor, shape and size, but its header changed (xxh3_64 {} -> {})",
-                self.header, now.header
-            ));
-        }
         if known(&self.content, &now.content) {
             return Some(format!(
                 "{p}: same tensor, shape and size, but other contents (xxh3_64 of its data {} -> {})",
                 self.content, now.content
+            ));
+        }
+        if known(&self.header, &now.header) {
+            return Some(format!(
+                "{p}: same tensor, shape and size, but its header changed (xxh3_64 {} -> {})",
+                self.header, now.header
             ));
         }
         None
