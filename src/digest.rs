@@ -56,7 +56,10 @@ pub fn key(name: &str) -> String {
 
 /// Digest of the header's content apart from the digests: metadata entries and tensor
 /// (name, dtype, shape), each sorted by name, so it does not depend on how the JSON was laid out.
-pub fn header_digest(metadata: &HashMap<String, String>, tensors: &[(&str, Dtype, &[usize])]) -> String {
+pub fn header_digest(
+    metadata: &HashMap<String, String>,
+    tensors: &[(&str, Dtype, &[usize])],
+) -> String {
     let mut s = String::new();
     let meta: BTreeMap<&String, &String> = metadata
         .iter()

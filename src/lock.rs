@@ -52,13 +52,7 @@ pub struct Holder {
 impl Holder {
     fn me() -> Holder {
         let mut command: String = std::env::args()
-            .map(|a| {
-                if a.contains(' ') {
-                    format!("{a:?}")
-                } else {
-                    a
-                }
-            })
+            .map(|a| if a.contains(' ') { format!("{a:?}") } else { a })
             .collect::<Vec<_>>()
             .join(" ");
         if command.len() > 300 {
@@ -410,9 +404,15 @@ mod tests {
         let b = acquire(&dir, "--out").unwrap();
         assert!(writer_of(&dir).is_none(), "this process holds it");
         drop(b);
-        assert!(dir.join(LOCK_FILE).exists(), "the outer guard still holds it");
+        assert!(
+            dir.join(LOCK_FILE).exists(),
+            "the outer guard still holds it"
+        );
         drop(a);
-        assert!(!dir.join(LOCK_FILE).exists(), "a clean release removes the file");
+        assert!(
+            !dir.join(LOCK_FILE).exists(),
+            "a clean release removes the file"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

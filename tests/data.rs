@@ -263,6 +263,9 @@ fn apply_b_dec_to_input_false_is_folded_into_b_enc() {
     let mut j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     j["apply_b_dec_to_input"] = serde_json::json!(false);
+    // As another tool's folder: a hand-edited cfg.json no longer matches saeforge's digest
+    // of it, so the digests go too (saeforge then reads it as any SAELens folder).
+    j["saeforge"].as_object_mut().unwrap().remove("digests");
     std::fs::write(&cfg_path, j.to_string()).unwrap();
     let back = SaeModel::load(&dir).unwrap();
     let x: Vec<f32> = values(8 * 5);

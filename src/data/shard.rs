@@ -357,7 +357,9 @@ impl Shard {
         let now = match std::fs::metadata(&self.path) {
             Ok(m) => Ident::of(&m),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::DataChanged(format!("{p}: was removed while being read")));
+                return Err(Error::DataChanged(format!(
+                    "{p}: was removed while being read"
+                )));
             }
             Err(e) => return Err(Error::io(&self.path, e)),
         };
@@ -435,7 +437,6 @@ impl Shard {
         self.content_digest = Some(digest);
         Ok(())
     }
-
 }
 
 /// Little-endian f32 / f16 / bf16 bytes -> f32, through `half`'s slice conversion.
@@ -577,11 +578,7 @@ pub fn read_header(path: &Path, file: &std::fs::File, len: u64) -> Result<(Vec<u
     }
     let prefix = read(8)?;
     let n = u64::from_le_bytes(prefix[..8].try_into().expect("8 bytes"));
-    let want = if n > MAX_HEADER {
-        8
-    } else {
-        (8 + n).min(len)
-    };
+    let want = if n > MAX_HEADER { 8 } else { (8 + n).min(len) };
     let header = read(want)?;
     let meta = match SafeTensors::read_metadata(&header) {
         Ok((_, meta)) => meta,

@@ -51,7 +51,10 @@ pub fn canonical_json(v: &Value) -> String {
 
 /// The digests cfg.json records for the folder's files (saeforge folders; None for others),
 /// after checking cfg.json's own.
-fn recorded_digests(cfg_path: &Path, cfg: &Value) -> Result<Option<serde_json::Map<String, Value>>> {
+fn recorded_digests(
+    cfg_path: &Path,
+    cfg: &Value,
+) -> Result<Option<serde_json::Map<String, Value>>> {
     let Some(Value::Object(files)) = cfg.get("saeforge").and_then(|s| s.get(DIGESTS)) else {
         return Ok(None);
     };
@@ -62,13 +65,10 @@ fn recorded_digests(cfg_path: &Path, cfg: &Value) -> Result<Option<serde_json::M
         }
         let now = crate::digest::of(canonical_json(&rest).as_bytes());
         if now != stored {
-            return Err(crate::digest::mismatch(
-                cfg_path,
-                "its content",
-                stored,
-                &now,
-            )
-            .with_hint("cfg.json was edited or damaged after saeforge wrote it"));
+            return Err(
+                crate::digest::mismatch(cfg_path, "its content", stored, &now)
+                    .with_hint("cfg.json was edited or damaged after saeforge wrote it"),
+            );
         }
     }
     Ok(Some(files.clone()))

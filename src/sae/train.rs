@@ -502,7 +502,14 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
             Err(e @ Error::DataChanged(_)) => {
                 progress.finish();
                 if last_checkpoint != Some(step) {
-                    save_checkpoint(engine.as_mut(), &cfg, consumed, scale, last_checkpoint, &prints)?;
+                    save_checkpoint(
+                        engine.as_mut(),
+                        &cfg,
+                        consumed,
+                        scale,
+                        last_checkpoint,
+                        &prints,
+                    )?;
                 }
                 return Err(checkpoint::data_changed_note(e, step, &cfg.out));
             }

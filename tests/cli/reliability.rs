@@ -15,7 +15,7 @@ use libtest_mimic::{Failed, Trial};
 use saeforge::sae::checkpoint::Checkpoint;
 
 use crate::faults::{data, strs, train_args};
-use crate::{command, fx, ok, run, snapshot, tmp, trial, Output};
+use crate::{Output, command, fx, ok, run, snapshot, tmp, trial};
 
 fn ck_step(out: &Path) -> Option<u64> {
     Checkpoint::load(out).ok().map(|c| c.state.step)
@@ -32,7 +32,12 @@ fn spawn(args: &[String], log: &Path) -> Result<Child, Failed> {
 }
 
 /// Wait until `cond`, failing if the child ends first or after 120 s.
-fn wait_for(child: &mut Child, log: &Path, what: &str, cond: impl Fn() -> bool) -> Result<(), Failed> {
+fn wait_for(
+    child: &mut Child,
+    log: &Path,
+    what: &str,
+    cond: impl Fn() -> bool,
+) -> Result<(), Failed> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if cond() {
@@ -103,14 +108,28 @@ fn second_writer_refused_and_dead_lock_taken_over() -> Result<(), Failed> {
         "train --overwrite beside a live run",
         &o,
         2,
-        &["--out", "another saeforge run is writing this folder", &holder],
+        &[
+            "--out",
+            "another saeforge run is writing this folder",
+            &holder,
+        ],
     )?;
-    let o = run(&strs(&["train", "--resume", &s(&out), "--steps", "2000000"]));
+    let o = run(&strs(&[
+        "train",
+        "--resume",
+        &s(&out),
+        "--steps",
+        "2000000",
+    ]));
     one_line(
         "train --resume beside a live run",
         &o,
         2,
-        &["--resume", "another saeforge run is writing this folder", &holder],
+        &[
+            "--resume",
+            "another saeforge run is writing this folder",
+            &holder,
+        ],
     )?;
     let o = run(&strs(&["eval", "--sae", &s(&out), "--data", &s(&data)]));
     ok("eval of a folder being written", &o)?;
@@ -123,7 +142,13 @@ fn second_writer_refused_and_dead_lock_taken_over() -> Result<(), Failed> {
         return Err("a killed holder leaves its lock record behind (for the take-over)".into());
     }
     let at = ck_step(&out).ok_or("no verified checkpoint after kill -9")?;
-    let o = run(&strs(&["train", "--resume", &s(&out), "--steps", &(at + 3).to_string()]));
+    let o = run(&strs(&[
+        "train",
+        "--resume",
+        &s(&out),
+        "--steps",
+        &(at + 3).to_string(),
+    ]));
     ok("resume after kill -9", &o)?;
     if !o.stderr.contains("took over the lock") || !o.stderr.contains(&holder) {
         return Err(format!("no take-over line naming the dead holder:\n{}", o.stderr).into());
@@ -132,7 +157,12 @@ fn second_writer_refused_and_dead_lock_taken_over() -> Result<(), Failed> {
         return Err("a run that ended cleanly left its lock file".into());
     }
     if ck_step(&out) != Some(at + 3) {
-        return Err(format!("final checkpoint at {:?}, expected {}", ck_step(&out), at + 3).into());
+        return Err(format!(
+            "final checkpoint at {:?}, expected {}",
+            ck_step(&out),
+            at + 3
+        )
+        .into());
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -179,20 +209,39 @@ fn damaged_export_refused() -> Result<(), Failed> {
     let shard = data.join("shard-0.safetensors");
     let readers = |sae: &Path| -> Vec<(&'static str, Vec<String>)> {
         vec![
-            ("eval", strs(&["eval", "--sae", &s(sae), "--data", &s(&shard)])),
+            (
+                "eval",
+                strs(&["eval", "--sae", &s(sae), "--data", &s(&shard)]),
+            ),
             ("info", strs(&["info", &s(sae)])),
             (
                 "encode",
                 strs(&[
-                    "encode", "--sae", &s(sae), "--data", &s(&shard), "--out",
-                    &s(&dir.join("codes.safetensors")), "--device", "cpu",
+                    "encode",
+                    "--sae",
+                    &s(sae),
+                    "--data",
+                    &s(&shard),
+                    "--out",
+                    &s(&dir.join("codes.safetensors")),
+                    "--device",
+                    "cpu",
                 ]),
             ),
             (
                 "steer",
                 strs(&[
-                    "steer", "--sae", &s(sae), "--data", &s(&shard), "--out",
-                    &s(&dir.join("steered.safetensors")), "--device", "cpu", "--ablate", "0",
+                    "steer",
+                    "--sae",
+                    &s(sae),
+                    "--data",
+                    &s(&shard),
+                    "--out",
+                    &s(&dir.join("steered.safetensors")),
+                    "--device",
+                    "cpu",
+                    "--ablate",
+                    "0",
                 ]),
             ),
         ]
@@ -213,7 +262,11 @@ fn damaged_export_refused() -> Result<(), Failed> {
                 let w = weights.clone();
                 move || flip(&w, 100)
             }),
-            vec![s(&weights), "tensor \"".into(), "does not match its digest".into()],
+            vec![
+                s(&weights),
+                "tensor \"".into(),
+                "does not match its digest".into(),
+            ],
             true,
         ),
         (
@@ -258,7 +311,10 @@ fn damaged_export_refused() -> Result<(), Failed> {
         std::fs::write(&cfg, &c0).unwrap();
         std::fs::write(&sparsity, &s0).unwrap();
     }
-    ok("info of the restored folder", &run(&strs(&["info", &s(&out)])))?;
+    ok(
+        "info of the restored folder",
+        &run(&strs(&["info", &s(&out)])),
+    )?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -279,14 +335,37 @@ fn changed_data_refused_unless_allowed() -> Result<(), Failed> {
         "resume on changed data",
         &o,
         2,
-        &["the data changed since the checkpoint", &s(&shard), "other contents", "--allow-data-change"],
+        &[
+            "the data changed since the checkpoint",
+            &s(&shard),
+            "other contents",
+            "--allow-data-change",
+        ],
     )?;
     if snapshot(&dir) != before {
         return Err("a refused resume changed the folder".into());
     }
-    let o = run(&train_args(&data, &dir.join("new"), "cpu", 8, &["--allow-data-change"]));
-    one_line("--allow-data-change without --resume", &o, 2, &["--allow-data-change", "--resume"])?;
-    let o = run(&strs(&["train", "--resume", &s(&out), "--steps", "12", "--allow-data-change"]));
+    let o = run(&train_args(
+        &data,
+        &dir.join("new"),
+        "cpu",
+        8,
+        &["--allow-data-change"],
+    ));
+    one_line(
+        "--allow-data-change without --resume",
+        &o,
+        2,
+        &["--allow-data-change", "--resume"],
+    )?;
+    let o = run(&strs(&[
+        "train",
+        "--resume",
+        &s(&out),
+        "--steps",
+        "12",
+        "--allow-data-change",
+    ]));
     ok("resume --allow-data-change", &o)?;
     if !o.stderr.contains("no longer an exact resume") || !o.stderr.contains(&s(&shard)) {
         return Err(format!("no line saying the resume is not exact:\n{}", o.stderr).into());
@@ -314,7 +393,10 @@ fn shard_changed_mid_run(how: &'static str) -> Result<(), Failed> {
     let shard = data.join("shard-1.safetensors");
     let said = match how {
         "truncated" => {
-            let f = std::fs::OpenOptions::new().write(true).open(&shard).unwrap();
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&shard)
+                .unwrap();
             f.set_len(2000).unwrap();
             "was truncated while being read"
         }
@@ -348,7 +430,10 @@ fn shard_changed_mid_run(how: &'static str) -> Result<(), Failed> {
         || !last.contains(said)
         || !last.contains("with a checkpoint at step")
     {
-        return Err(format!("expected exit 1 and {said:?} naming the shard, got {status}:\n{text}").into());
+        return Err(format!(
+            "expected exit 1 and {said:?} naming the shard, got {status}:\n{text}"
+        )
+        .into());
     }
     let at = ck_step(&out).ok_or("no verified checkpoint after the stop")?;
     if !last.contains(&format!("with a checkpoint at step {at};")) {
