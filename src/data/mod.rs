@@ -7,6 +7,8 @@
 //! (shards, seed, batch size, buffer size), so a resumed run fast-forwards by replaying ids
 //! (no data is read) and sees exactly the batches the uninterrupted run would have seen.
 
+#[cfg(target_os = "linux")]
+mod guard;
 mod loader;
 mod shard;
 

@@ -1,8 +1,9 @@
 //! One safetensors shard, with its activation tensor located and checked.
 //!
-//! Shards are read with positioned reads (pread) into buffers, never through a memory map:
-//! a file truncated under a mapped reader kills it with SIGBUS, while a positioned read
-//! just comes back short, which becomes an error naming the file. A shard's identity (size,
+//! Shards are read with positioned reads (pread) into buffers, except the loader's
+//! one-row gathers, which copy from a memory map inside `guard::guarded`: a file truncated
+//! under a plain mapped reader kills it with SIGBUS, while a short positioned read or a
+//! guarded fault becomes an error naming the file. A shard's identity (size,
 //! modification time, inode) is taken when it is opened, and readers check it after each
 //! batch, so a shard truncated, rewritten, replaced or removed mid-run is an error too
 //! ([`Error::DataChanged`]) rather than rows of two different files.
@@ -71,6 +72,9 @@ pub struct Shard {
     data_start: u64,
     meta: Metadata,
     ident: Ident,
+    /// A read-only map of the file for the loader's row gathers, read only inside
+    /// `guard::guarded` (Linux; None elsewhere or when mapping fails: positioned reads).
+    map: Option<memmap2::Mmap>,
 }
 
 /// What a file was when opened, to notice it changing under a reader.
@@ -275,6 +279,15 @@ impl Shard {
         }
         let data_start = header.len() as u64;
         let start = data_start + a as u64;
+        #[cfg(target_os = "linux")]
+        // SAFETY: read-only map, read only through `mapped` inside `guard::guarded`, where a
+        // page that vanished (the file truncated) reads as zeros and is reported as an error.
+        let map = super::guard::install()
+            .then(|| unsafe { memmap2::Mmap::map(&file) }.ok())
+            .flatten()
+            .filter(|m| m.len() as u64 == fmeta.len());
+        #[cfg(not(target_os = "linux"))]
+        let map = None;
         Ok(Shard {
             path: path.to_path_buf(),
             tensor: name,
@@ -290,7 +303,26 @@ impl Shard {
             data_start,
             meta,
             ident,
+            map,
         })
+    }
+
+    /// The mapped bytes of rows `row .. row + count`, to be read only inside
+    /// `guard::guarded` (None without a map: use [`Shard::read_run_raw`]).
+    pub(crate) fn mapped(&self, row: usize, count: usize) -> Option<&[u8]> {
+        let w = self.row_width();
+        let a = self.start as usize + row * w;
+        self.map.as_ref().map(|m| &m[a..a + count * w])
+    }
+
+    /// The error for a mapped read that met a vanished page: the file was truncated.
+    pub(crate) fn truncated_error(&self) -> Error {
+        let now = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        Error::DataChanged(format!(
+            "{}: was truncated while being read (it now holds {now} bytes; it had {} when opened)",
+            self.path.display(),
+            self.file_len
+        ))
     }
 
     /// The file's header: tensor layout and metadata.
@@ -340,14 +372,12 @@ impl Shard {
         Ok(())
     }
 
-    /// One row into `out` (d f32) through the scratch buffer `raw`, without the change
+    /// The raw bytes of rows `row .. row + count` into `raw` (resized), without the change
     /// check (the loader checks once per batch: [`Shard::check_unchanged`]).
-    pub(crate) fn read_row(&self, row: usize, raw: &mut Vec<u8>, out: &mut [f32]) -> Result<()> {
+    pub(crate) fn read_run_raw(&self, row: usize, count: usize, raw: &mut Vec<u8>) -> Result<()> {
         let w = self.row_width();
-        raw.resize(w, 0);
-        self.read_data_at(self.start - self.data_start + (row * w) as u64, raw)?;
-        convert(self.dtype, raw, out);
-        Ok(())
+        raw.resize(count * w, 0);
+        self.read_data_at(self.start - self.data_start + (row * w) as u64, raw)
     }
 
     /// Err if the file at `path` is no longer the one opened: removed, replaced by another
