@@ -190,3 +190,30 @@ pub fn verify_file(path: &Path, bytes: &[u8], st: &safetensors::SafeTensors) -> 
             .map(|(_, v)| of(v.data()))
     })
 }
+
+/// JSON with object keys sorted at every level and no whitespace: the form cfg.json's own
+/// digest is taken over, so reformatting the file (or reordering keys) keeps it valid.
+pub fn canonical_json(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let body: Vec<String> = keys
+                .into_iter()
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        serde_json::to_string(k).expect("a string"),
+                        canonical_json(&m[k])
+                    )
+                })
+                .collect();
+            format!("{{{}}}", body.join(","))
+        }
+        serde_json::Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(canonical_json).collect::<Vec<_>>().join(",")
+        ),
+        other => other.to_string(),
+    }
+}

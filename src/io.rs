@@ -275,8 +275,31 @@ pub fn write_safetensors_digest(
         .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(views, metadata)
         .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+    let bytes = sorted_header(path, bytes)?;
     write_atomic(path, &bytes)?;
     Ok(crate::digest::of(&bytes))
+}
+
+/// The same safetensors file with its header's keys sorted (safetensors serialises the
+/// metadata from a HashMap, in an order that changes from process to process), so that the
+/// same tensors and metadata always give the same bytes.
+fn sorted_header(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let bad = |e: String| {
+        Error::Internal(format!(
+            "{}: re-serialising the header: {e}",
+            path.display()
+        ))
+    };
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| bad(e.to_string()))?;
+    let mut header = crate::digest::canonical_json(&v).into_bytes();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + header.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// Write JSON atomically (pretty-printed, newline-terminated).

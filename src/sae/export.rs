@@ -22,33 +22,6 @@ pub const SPARSITY_FILE: &str = "sparsity.safetensors";
 /// Key of cfg.json's "saeforge" object holding the folder's file digests.
 pub const DIGESTS: &str = "digests";
 
-/// JSON with object keys sorted at every level and no whitespace: the form cfg.json's own
-/// digest is taken over, so reformatting the file (or reordering keys) keeps it valid.
-pub fn canonical_json(v: &Value) -> String {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let body: Vec<String> = keys
-                .into_iter()
-                .map(|k| {
-                    format!(
-                        "{}:{}",
-                        serde_json::to_string(k).expect("a string"),
-                        canonical_json(&m[k])
-                    )
-                })
-                .collect();
-            format!("{{{}}}", body.join(","))
-        }
-        Value::Array(a) => format!(
-            "[{}]",
-            a.iter().map(canonical_json).collect::<Vec<_>>().join(",")
-        ),
-        other => other.to_string(),
-    }
-}
-
 /// The digests cfg.json records for the folder's files (saeforge folders; None for others),
 /// after checking cfg.json's own.
 fn recorded_digests(
@@ -63,7 +36,7 @@ fn recorded_digests(
         if let Some(sf) = rest.get_mut("saeforge").and_then(Value::as_object_mut) {
             sf.remove(DIGESTS);
         }
-        let now = crate::digest::of(canonical_json(&rest).as_bytes());
+        let now = crate::digest::of(crate::digest::canonical_json(&rest).as_bytes());
         if now != stored {
             return Err(
                 crate::digest::mismatch(cfg_path, "its content", stored, &now)
@@ -224,7 +197,7 @@ impl SaeModel {
             // parsing need not round-trip the last bit), so writer and reader agree.
             let text = serde_json::to_string(&cfg).expect("plain data");
             let parsed: Value = serde_json::from_str(&text).expect("JSON just written");
-            let own = crate::digest::of(canonical_json(&parsed).as_bytes());
+            let own = crate::digest::of(crate::digest::canonical_json(&parsed).as_bytes());
             files.insert(CFG_FILE.into(), json!(own));
             cfg["saeforge"][DIGESTS] = Value::Object(files);
         }
