@@ -92,10 +92,10 @@ fn a_shard_changed_after_open_is_an_error_naming_it() {
         for reader in ["read_rows", "read_raw", "stream"] {
             let p = dir.join(format!("{what}-{reader}.safetensors"));
             shard(&p, 64, 8, 1);
-            let shards = open_shards(&[p.clone()], None).unwrap();
+            let shards = open_shards(std::slice::from_ref(&p), None).unwrap();
             change(&p, &dir);
             let e = match reader {
-                "read_rows" => shards[0].read_rows(60, 4, &mut vec![0.0; 32]).unwrap_err(),
+                "read_rows" => shards[0].read_rows(60, 4, &mut [0.0; 32]).unwrap_err(),
                 "read_raw" => shards[0].read_raw(0, 64, &mut Vec::new()).unwrap_err(),
                 _ => {
                     let mut st =
@@ -125,7 +125,7 @@ fn a_flipped_bit_in_a_saeforge_shard_is_refused_naming_the_tensor() {
     let dir = tmp("flip");
     let p = dir.join("s.safetensors");
     shard(&p, 64, 8, 3);
-    let s = &open_shards(&[p.clone()], None).unwrap()[0];
+    let s = &open_shards(std::slice::from_ref(&p), None).unwrap()[0];
     let recorded = s.header().metadata().as_ref().unwrap()[&digest::key("x")].clone();
     assert_eq!(s.content_digest.as_deref(), Some(recorded.as_str()));
     let mut raw = Vec::new();
@@ -135,7 +135,7 @@ fn a_flipped_bit_in_a_saeforge_shard_is_refused_naming_the_tensor() {
     let n = b.len();
     b[n - 10] ^= 1;
     std::fs::write(&p, &b).unwrap();
-    let e = open_shards(&[p.clone()], None)
+    let e = open_shards(std::slice::from_ref(&p), None)
         .err()
         .expect("refused")
         .to_string();
@@ -205,7 +205,7 @@ fn files_without_digests_read_as_before() {
         std::fs::write(&p, &bytes).unwrap();
         let st = parse_safetensors(&p, &bytes).unwrap();
         assert_eq!(digest::verify_file(&p, &bytes, &st).unwrap(), Seal::Absent);
-        let s = &open_shards(&[p.clone()], None).unwrap()[0];
+        let s = &open_shards(std::slice::from_ref(&p), None).unwrap()[0];
         assert_eq!(s.dtype, FloatType::F32);
         assert_eq!(
             s.content_digest.as_deref(),

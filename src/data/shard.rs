@@ -636,9 +636,12 @@ pub fn read_header(path: &Path, file: &std::fs::File, len: u64) -> Result<(Vec<u
     Ok((header, meta))
 }
 
+/// A tensor's name, dtype and shape.
+pub type TensorLayout = (String, Dtype, Vec<usize>);
+
 /// The tensors of a safetensors file (name, dtype, shape, in file order) and its length,
 /// from its header alone.
-pub fn describe(path: &Path) -> Result<(u64, Vec<(String, Dtype, Vec<usize>)>)> {
+pub fn describe(path: &Path) -> Result<(u64, Vec<TensorLayout>)> {
     let file = open_input(path)?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let (_, meta) = read_header(path, &file, len)?;
