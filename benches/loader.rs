@@ -10,7 +10,8 @@
 //!
 //! 1. Loader throughput: 4 shards x 32768 rows x d 512 written once to a scratch folder
 //!    (target/bench/loader-data), f16 and f32; a `BatchStream` (seeded shard order, a
-//!    shuffle buffer of 2^20 row ids, one random row gathered at a time from the mmaps,
+//!    shuffle buffer of 2^20 row ids, one random row gathered at a time from the memory
+//!    maps inside the SIGBUS guard,
 //!    converted to f32, finite-checked and scaled) reads 240 batches in this thread. The
 //!    figures are GB/s of input bytes and rows/s, by wall clock and by this thread's CPU
 //!    time (the loader runs on one core). The files were just written, so they are read
@@ -22,6 +23,10 @@
 //!    load on the machine hits both alike (8 blocks of each on the GPU engine, 2 on the
 //!    slower CPU engine). Reports the mean step time of each and the
 //!    ratio (loader / memory).
+//!
+//! 3. Fingerprints (only when "fingerprint" is given as a filter): the start-up cost of
+//!    hashing every shard, on SAEFORGE_BENCH_FINGERPRINT_GB (default 2) GB of f16 shards,
+//!    from the page cache and (SAEFORGE_BENCH_DROP_CACHES=1, root) from the drive.
 //!
 //! Writes target/bench/loader.json (under CARGO_TARGET_DIR when set).
 
@@ -164,6 +169,89 @@ fn prefetch_run(
     Ok((t_mem / steps, t_pf / steps))
 }
 
+/// Start-up cost of the shard fingerprints (`open_shards` hashes every byte of every
+/// shard): `gb` GB of f16 shards of 512 MiB written to `dir`, then `open_shards` timed from
+/// the page cache (twice, the faster kept) and, with SAEFORGE_BENCH_DROP_CACHES=1 (root,
+/// Linux), once after dropping the page cache (from the drive). The shards are removed.
+fn fingerprint_cost(dir: &Path, gb: f64) -> saeforge::Result<serde_json::Value> {
+    use saeforge::io::StreamWriter;
+    const SHARD_BYTES: usize = 512 << 20;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| saeforge::Error::io(dir, e))?;
+    let total = (gb * 1e9) as usize;
+    let shards = total.div_ceil(SHARD_BYTES);
+    let mut paths = Vec::new();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut buf = vec![0u8; 8 << 20];
+    let clock = Instant::now();
+    for s in 0..shards {
+        let bytes = SHARD_BYTES.min(total - s * SHARD_BYTES) / (2 * D) * (2 * D);
+        let path = dir.join(format!("shard-{s:05}.safetensors"));
+        let decl = vec![(
+            "activations".to_string(),
+            safetensors::Dtype::F16,
+            vec![bytes / (2 * D), D],
+        )];
+        let mut w = StreamWriter::create(&path, &decl, None)?;
+        let mut left = bytes;
+        while left > 0 {
+            for c in buf.chunks_exact_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // f16 values in [-2, 2): sign, exponent 0..=15 (never Inf / NaN), mantissa.
+                let v = x & 0xBBFF_BBFF_BBFF_BBFF;
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+            let n = left.min(buf.len());
+            w.write(&buf[..n])?;
+            left -= n;
+        }
+        w.finish()?;
+        paths.push(path);
+    }
+    let written: u64 = paths
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    println!(
+        "fingerprint: wrote {} shards, {:.2} GB, in {:.1} s",
+        paths.len(),
+        written as f64 / 1e9,
+        clock.elapsed().as_secs_f64()
+    );
+    let time = || -> saeforge::Result<f64> {
+        let t = Instant::now();
+        let s = open_shards(&paths, None)?;
+        assert!(s.iter().all(|s| s.content_digest.is_some()));
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let warm = time()?.min(time()?);
+    println!(
+        "fingerprint: open_shards over {:.2} GB from the page cache: {warm:.2} s ({:.2} GB/s, {} threads)",
+        written as f64 / 1e9,
+        written as f64 / 1e9 / warm,
+        rayon::current_num_threads()
+    );
+    let mut out = json!({ "bytes": written, "shards": paths.len(), "warm_s": warm });
+    if std::env::var("SAEFORGE_BENCH_DROP_CACHES").is_ok_and(|v| v == "1") {
+        let _ = std::process::Command::new("sync").status();
+        if std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok() {
+            let cold = time()?;
+            println!(
+                "fingerprint: open_shards over {:.2} GB after dropping the page cache: {cold:.2} s ({:.2} GB/s)",
+                written as f64 / 1e9,
+                written as f64 / 1e9 / cold
+            );
+            out["cold_s"] = json!(cold);
+        } else {
+            println!("fingerprint: cannot drop the page cache (not root?); cold read not measured");
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(out)
+}
+
 fn main() -> anyhow::Result<()> {
     let filters: Vec<String> = std::env::args()
         .skip(1)
@@ -183,6 +271,14 @@ fn main() -> anyhow::Result<()> {
     println!("load average {load_before}; batch {batch}, d {D}");
 
     let mut report = json!({ "d": D, "batch": batch, "load_average_before": load_before });
+    // Only when asked by name: it writes SAEFORGE_BENCH_FINGERPRINT_GB (default 2) GB.
+    if filters.iter().any(|f| f == "fingerprint") {
+        let gb: f64 = std::env::var("SAEFORGE_BENCH_FINGERPRINT_GB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2.0);
+        report["fingerprint"] = fingerprint_cost(&dir.join("fingerprint-data"), gb)?;
+    }
     let mut f16_paths = None;
     let mut loader_rows = Vec::new();
     for dtype in [FloatType::F16, FloatType::F32] {

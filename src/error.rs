@@ -26,6 +26,10 @@ pub enum Error {
     /// checkpoint was kept.
     #[error("{0}")]
     Diverged(String),
+    /// An input file changed while it was being read (truncated, rewritten, replaced or
+    /// removed under the reader).
+    #[error("{0}")]
+    DataChanged(String),
     /// The device failed while working (lost, out of memory, a driver error).
     #[error("{0}")]
     DeviceFault(String),
@@ -45,13 +49,18 @@ impl Error {
         }
     }
     /// Exit code for the binary: 2 for bad input (including a model too large for the
-    /// device), 130 after SIGINT / SIGTERM, 1 for everything else.
+    /// device), 130 after SIGINT / SIGTERM, 1 for everything else (an input changed under
+    /// a running command included: the input was fine when checked).
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Input(_) => 2,
             Error::Device(_) => 2,
             Error::Interrupted(_) => 130,
-            Error::Io { .. } | Error::Internal(_) | Error::Diverged(_) | Error::DeviceFault(_) => 1,
+            Error::Io { .. }
+            | Error::Internal(_)
+            | Error::Diverged(_)
+            | Error::DeviceFault(_)
+            | Error::DataChanged(_) => 1,
         }
     }
 
@@ -63,6 +72,7 @@ impl Error {
             Error::Interrupted(m) => Error::Interrupted(format!("{m}; {hint}")),
             Error::Diverged(m) => Error::Diverged(format!("{m}; {hint}")),
             Error::DeviceFault(m) => Error::DeviceFault(format!("{m}; {hint}")),
+            Error::DataChanged(m) => Error::DataChanged(format!("{m}; {hint}")),
             Error::Internal(m) => Error::Internal(format!("{m}; {hint}")),
             Error::Io { path, source } => Error::Io {
                 path,

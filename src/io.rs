@@ -26,14 +26,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable (best effort: not every platform syncs folders).
-        if let Some(Ok(d)) = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(std::fs::File::open)
-        {
-            let _ = d.sync_all();
-        }
+        sync_parent(path);
         Ok(())
     })();
     if let Err(e) = result {
@@ -41,6 +34,67 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(Error::io(path, e));
     }
     Ok(())
+}
+
+/// Make a rename into `path`'s folder durable (best effort: not every platform syncs folders).
+fn sync_parent(path: &Path) {
+    if let Some(Ok(d)) = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(std::fs::File::open)
+    {
+        let _ = d.sync_all();
+    }
+}
+
+/// Fill `buf` from `file` at byte `offset` (a positioned read: no shared cursor, and no
+/// memory map, so a file truncated under the reader gives an error, never SIGBUS).
+/// `UnexpectedEof` when the file ends first.
+pub fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let (mut buf, mut offset) = (buf, offset);
+        while !buf.is_empty() {
+            match std::os::windows::fs::FileExt::seek_read(file, buf, offset) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Write all of `buf` into `file` at byte `offset`.
+pub fn write_all_at(file: &std::fs::File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let (mut buf, mut offset) = (buf, offset);
+        while !buf.is_empty() {
+            match std::os::windows::fs::FileExt::seek_write(file, buf, offset) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    buf = &buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Is `name` a temporary file of `write_atomic` (or of the plot writer)?
@@ -183,12 +237,34 @@ impl OutTensor {
     }
 }
 
-/// Write a safetensors file atomically.
+/// Write a safetensors file atomically, with a digest of every tensor and of the header in
+/// its metadata (see `crate::digest`).
 pub fn write_safetensors(
     path: &Path,
     tensors: &[OutTensor],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
+    write_safetensors_digest(path, tensors, metadata).map(|_| ())
+}
+
+/// [`write_safetensors`], returning the digest of the whole file as written.
+pub fn write_safetensors_digest(
+    path: &Path,
+    tensors: &[OutTensor],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<String> {
+    let sealed: Vec<(&str, Dtype, &[usize], String)> = tensors
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_str(),
+                t.dtype,
+                t.shape.as_slice(),
+                crate::digest::of(&t.bytes),
+            )
+        })
+        .collect();
+    let metadata = Some(crate::digest::seal(metadata, &sealed));
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .map(|t| {
@@ -199,7 +275,31 @@ pub fn write_safetensors(
         .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(views, metadata)
         .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
-    write_atomic(path, &bytes)
+    let bytes = sorted_header(path, bytes)?;
+    write_atomic(path, &bytes)?;
+    Ok(crate::digest::of(&bytes))
+}
+
+/// The same safetensors file with its header's keys sorted (safetensors serialises the
+/// metadata from a HashMap, in an order that changes from process to process), so that the
+/// same tensors and metadata always give the same bytes.
+fn sorted_header(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let bad = |e: String| {
+        Error::Internal(format!(
+            "{}: re-serialising the header: {e}",
+            path.display()
+        ))
+    };
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| bad(e.to_string()))?;
+    let mut header = crate::digest::canonical_json(&v).into_bytes();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + header.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// Write JSON atomically (pretty-printed, newline-terminated).
@@ -214,16 +314,29 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
 /// header (names, dtypes, shapes, offsets) is fixed at creation, then the tensors' bytes are
 /// appended in the declared order, and `finish` renames the temporary file into place. A
 /// writer dropped before `finish` (an error, a panic) removes its temporary file.
+///
+/// Each tensor's digest is computed as its bytes go by; the header is written with
+/// fixed-width placeholders for them, which `finish` overwrites in place before the rename.
 pub struct StreamWriter {
     path: PathBuf,
     tmp: PathBuf,
     file: Option<std::io::BufWriter<std::fs::File>>,
     total: u64,
     written: u64,
+    /// (byte size, header offset of the digest's 16 hex digits) per tensor, in data order.
+    sizes: Vec<(u64, u64)>,
+    /// Tensor being written, and its bytes so far.
+    current: usize,
+    in_current: u64,
+    hasher: crate::digest::Stream,
+    digests: Vec<String>,
 }
 
 /// A tensor declared to [`StreamWriter::create`]: name, dtype, shape.
 pub type TensorDecl = (String, Dtype, Vec<usize>);
+
+/// The placeholder a streamed digest takes in the header until `finish` writes it.
+const PLACEHOLDER: &str = "0000000000000000";
 
 impl StreamWriter {
     /// Declare the tensors (data laid out in this order) and write the header.
@@ -235,6 +348,7 @@ impl StreamWriter {
         use safetensors::tensor::{Metadata, TensorInfo};
         let mut infos = Vec::with_capacity(tensors.len());
         let mut offset = 0usize;
+        let mut sizes = Vec::with_capacity(tensors.len());
         for (name, dtype, shape) in tensors {
             let bits = shape.iter().product::<usize>() * dtype.bitsize();
             if bits % 8 != 0 {
@@ -249,8 +363,14 @@ impl StreamWriter {
                 data_offsets: (offset, offset + bits / 8),
             };
             offset += bits / 8;
+            sizes.push(((bits / 8) as u64, 0u64));
             infos.push((name.clone(), info));
         }
+        let sealed: Vec<(&str, Dtype, &[usize], String)> = tensors
+            .iter()
+            .map(|(n, d, s)| (n.as_str(), *d, s.as_slice(), PLACEHOLDER.to_string()))
+            .collect();
+        let metadata = Some(crate::digest::seal(metadata, &sealed));
         // The header is built as a JSON object with sorted keys (not through safetensors'
         // HashMap-backed Metadata), so the same tensors and metadata give the same bytes.
         let mut obj = serde_json::Map::new();
@@ -271,9 +391,29 @@ impl StreamWriter {
         Metadata::new(metadata, infos)
             .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
         let mut header = serde_json::to_string(&obj)
-            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?
-            .into_bytes();
-        header.resize(header.len().next_multiple_of(8), b' ');
+            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
+        // Where each placeholder sits: right after `"xxh3_64:NAME":"` in the metadata.
+        let meta_at = header.find("\"__metadata__\":").unwrap_or(0);
+        for (i, (name, _, _)) in tensors.iter().enumerate() {
+            let k = serde_json::to_string(&crate::digest::key(name)).expect("a string");
+            let pat = format!("{k}:\"");
+            let at = header[meta_at..]
+                .find(&pat)
+                .map(|p| meta_at + p + pat.len())
+                .filter(|&p| header.get(p..p + PLACEHOLDER.len()) == Some(PLACEHOLDER))
+                .ok_or_else(|| {
+                    Error::Internal(format!(
+                        "{}: tensor {name}: digest placeholder not found in the header",
+                        path.display()
+                    ))
+                })?;
+            sizes[i].1 = 8 + at as u64;
+        }
+        let padded = header.len().next_multiple_of(8);
+        while header.len() < padded {
+            header.push(' ');
+        }
+        let header = header.into_bytes();
         let tmp = temp_name(path);
         let file = std::fs::File::create(&tmp).map_err(|e| Error::io(path, e))?;
         let mut w = StreamWriter {
@@ -282,15 +422,31 @@ impl StreamWriter {
             file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
             total: offset as u64,
             written: 0,
+            sizes,
+            current: 0,
+            in_current: 0,
+            hasher: crate::digest::Stream::new(),
+            digests: Vec::with_capacity(tensors.len()),
         };
         w.raw(&(header.len() as u64).to_le_bytes())?;
         w.raw(&header)?;
+        w.skip_empty();
         Ok(w)
     }
 
     fn raw(&mut self, bytes: &[u8]) -> Result<()> {
         let f = self.file.as_mut().expect("open until finish");
         f.write_all(bytes).map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Close the digests of tensors whose bytes are all written (empty ones included).
+    fn skip_empty(&mut self) {
+        while self.current < self.sizes.len() && self.in_current == self.sizes[self.current].0 {
+            self.digests.push(self.hasher.finish());
+            self.hasher = crate::digest::Stream::new();
+            self.current += 1;
+            self.in_current = 0;
+        }
     }
 
     /// Append tensor data (the declared tensors' bytes, in order, in any chunking).
@@ -305,6 +461,15 @@ impl StreamWriter {
         }
         self.raw(bytes)?;
         self.written += bytes.len() as u64;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let left = (self.sizes[self.current].0 - self.in_current) as usize;
+            let take = left.min(rest.len());
+            self.hasher.update(&rest[..take]);
+            self.in_current += take as u64;
+            rest = &rest[take..];
+            self.skip_empty();
+        }
         Ok(())
     }
 
@@ -323,7 +488,8 @@ impl StreamWriter {
         Ok(())
     }
 
-    /// Check that every declared byte was written, flush, fsync and rename into place.
+    /// Check that every declared byte was written, write the digests into the header,
+    /// flush, fsync and rename into place.
     pub fn finish(mut self) -> Result<()> {
         if self.written != self.total {
             return Err(Error::Internal(format!(
@@ -336,8 +502,13 @@ impl StreamWriter {
         let w = self.file.take().expect("open until finish");
         let result = (|| {
             let f = w.into_inner().map_err(|e| e.into_error())?;
+            for ((_, at), digest) in self.sizes.iter().zip(&self.digests) {
+                write_all_at(&f, digest.as_bytes(), *at)?;
+            }
             f.sync_all()?;
-            std::fs::rename(&self.tmp, &self.path)
+            std::fs::rename(&self.tmp, &self.path)?;
+            sync_parent(&self.path);
+            Ok(())
         })();
         result.map_err(|e| Error::io(&self.path, e))
     }

@@ -11,11 +11,13 @@ pub mod blas;
 #[allow(clippy::large_enum_variant)]
 pub mod cli;
 pub mod data;
+pub mod digest;
 pub mod error;
 pub mod eval;
 pub mod gpu;
 pub mod io;
 pub mod kernels;
+pub mod lock;
 pub mod reference;
 pub mod report;
 // As above: src/sae/config.rs (a negated float comparison that also rejects NaN) and

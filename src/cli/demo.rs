@@ -259,8 +259,8 @@ fn prepare_out(out: &Path) -> Result<()> {
         }
         let empty = std::fs::read_dir(out)
             .map_err(|e| Error::io(out, e))?
-            .next()
-            .is_none();
+            .flatten()
+            .all(|e| e.file_name() == crate::lock::LOCK_FILE); // reliability
         if !empty && !out.join(MARKER).is_file() {
             return Err(Error::input(format!(
                 "--out {}: exists, is not empty and is not a saeforge demo folder (no {MARKER}); pick another folder",
@@ -361,6 +361,7 @@ fn synthesise(
 pub fn run(a: DemoArgs) -> Result<DemoSummary> {
     let c = DemoConfig::resolve(&a)?;
     let out = a.out.clone();
+    let _lock = crate::lock::acquire(&out, "--out")?; // reliability: one writer per folder
     // One token for every phase: Ctrl-C stops the phase at its next safe point and the demo
     // with exit 130; a second Ctrl-C exits at once.
     let stop = StopToken::new();

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::data::{discover, open_input, parse_safetensors};
+use crate::data::discover;
 use crate::sae::export::{CFG_FILE, SaeModel, WEIGHTS_FILE, load_sparsity};
 use crate::{Error, Result};
 
@@ -16,6 +16,7 @@ pub struct InfoArgs {
 }
 
 pub fn run(a: InfoArgs) -> Result<()> {
+    crate::lock::note_if_writing(&a.path); // reliability: say when a live run writes it
     if a.path.is_dir() && (a.path.join(CFG_FILE).exists() || a.path.join(WEIGHTS_FILE).exists()) {
         return sae_info(&a.path);
     }
@@ -32,18 +33,14 @@ pub fn run(a: InfoArgs) -> Result<()> {
     let mut first_problem: Option<Error> = None;
     let mut first_d: Option<(usize, PathBuf)> = None;
     for p in &paths {
-        let file = open_input(p)?;
-        // SAFETY: read-only map of an input file, as in `Shard::open`.
-        let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(p, e))?;
-        let st = parse_safetensors(p, &bytes)?;
-        println!("{} ({} bytes)", p.display(), bytes.len());
-        let mut names: Vec<(String, safetensors::tensor::TensorView)> =
-            st.iter().map(|(n, v)| (n.to_string(), v)).collect();
+        // reliability: the header through positioned reads (no memory map: no SIGBUS).
+        let (len, mut names) = crate::data::describe(p)?;
+        println!("{} ({len} bytes)", p.display());
         names.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, v) in names {
-            println!("  {name}: {:?} {:?}", v.dtype(), v.shape());
+        for (name, dtype, shape) in names {
+            println!("  {name}: {dtype:?} {shape:?}");
         }
-        match crate::data::Shard::open(p, a.tensor.as_deref()) {
+        match crate::data::Shard::open(p, a.tensor.as_deref()).and_then(|s| s.verified()) {
             Ok(s) => {
                 println!(
                     "  activations: {:?}, {} rows x d {} ({:?})",
@@ -81,6 +78,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
 
 fn sae_info(dir: &std::path::Path) -> Result<()> {
     let m = SaeModel::load(dir)?;
+    let digests = crate::sae::checkpoint::integrity_lines(dir)?; // reliability
     let cfg_text = std::fs::read_to_string(dir.join(CFG_FILE))
         .map_err(|e| Error::io(dir.join(CFG_FILE), e))?;
     let cfg: serde_json::Value = serde_json::from_str(&cfg_text).unwrap_or_default();
@@ -127,6 +125,9 @@ fn sae_info(dir: &std::path::Path) -> Result<()> {
         println!(
             "  sparsity: {never} latents never fired, {dense} fire on more than 10% of tokens"
         );
+    }
+    for line in digests {
+        println!("  {line}"); // reliability
     }
     if let Some(sf) = cfg.get("saeforge")
         && let Some(steps) = sf.get("steps")

@@ -126,6 +126,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
             seed: a.seed,
         };
         let (pool, test, ood) = (cfg.ood_features, cfg.test_tokens, cfg.ood_tokens);
+        let _lock = crate::lock::acquire(&a.out, "--out")?; // reliability: one writer per folder
         write_compositional(&a.out, cfg)?;
         println!(
             "wrote train/ ({} rows), test/ ({} rows), ood/ ({} rows) of {} dims, truth.safetensors ({} features: probe 0, in-distribution pool 1..{}, OOD pool {}..{}) and synth.json to {}",
@@ -181,6 +182,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
         bytes,
         "lower --shard-tokens",
     )?;
+    let _lock = crate::lock::acquire(&a.out, "--out")?; // reliability: one writer per folder
     prepare_out(&a.out, a.overwrite)?;
     let paths = write_dataset(&a.out, cfg)?;
     println!(

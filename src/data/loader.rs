@@ -1,7 +1,9 @@
 //! The batch stream: shards in a seeded order that changes every epoch, rows in file order
 //! within a shard, then a shuffle buffer of row ids (uniform draw, replace with the next id
-//! of the stream). Batches are gathered from the mmaps and converted to f32 by a prefetch
-//! thread that keeps a bounded queue full, so the device does not wait on the disk.
+//! of the stream). Batches are gathered from the files (a memory map read inside a SIGBUS
+//! guard, or positioned reads; see `shard.rs` and `guard.rs`) and converted to f32 by a
+//! prefetch thread that keeps a bounded queue full, so the device does not wait
+//! on the disk.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -11,7 +13,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::Shard;
+use super::{Shard, convert};
 use crate::{Error, Result};
 
 /// A row of a shard: (shard index, row within the shard).
@@ -178,12 +180,51 @@ impl BatchStream {
     pub fn fill(&self, ids: &[RowId], out: &mut Vec<f32>) -> Result<usize> {
         let d = self.d();
         out.resize(ids.len() * d, 0.0);
+        // Consecutive rows of a shard (all of them without shuffling) are one read; with
+        // the mapped gather a row costs no system call (see `guard`).
+        let mut raw = Vec::with_capacity(d * 4);
+        let mut touched = vec![false; self.shards.len()];
+        let mut k = 0;
+        while k < ids.len() {
+            let first = ids[k];
+            let mut run = 1;
+            while k + run < ids.len()
+                && ids[k + run]
+                    == (RowId {
+                        shard: first.shard,
+                        row: first.row + run as u64,
+                    })
+            {
+                run += 1;
+            }
+            let shard = &self.shards[first.shard as usize];
+            touched[first.shard as usize] = true;
+            let dst = &mut out[k * d..(k + run) * d];
+            match shard.mapped(first.row as usize, run) {
+                #[cfg(target_os = "linux")]
+                Some(bytes) => {
+                    let ((), faulted) = super::guard::guarded(|| convert(shard.dtype, bytes, dst));
+                    if faulted {
+                        return Err(shard.truncated_error());
+                    }
+                }
+                _ => {
+                    shard.read_run_raw(first.row as usize, run, &mut raw)?;
+                    convert(shard.dtype, &raw, dst);
+                }
+            }
+            k += run;
+        }
+        // Every shard this batch read from is still the file that was opened: a shard
+        // rewritten or replaced mid-run must not hand over rows of two different files.
+        for (i, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
+            self.shards[i].check_unchanged()?;
+        }
         let mut kept = 0usize;
-        for id in ids {
+        for (i, id) in ids.iter().enumerate() {
             let shard = &self.shards[id.shard as usize];
-            let dst = &mut out[kept * d..(kept + 1) * d];
-            shard.read_rows(id.row as usize, 1, dst);
-            if let Some(col) = dst.iter().position(|v| !v.is_finite()) {
+            let row = &out[i * d..(i + 1) * d];
+            if let Some(col) = row.iter().position(|v| !v.is_finite()) {
                 if self.skip_nonfinite {
                     continue;
                 }
@@ -193,11 +234,14 @@ impl BatchStream {
                     shard.path.display(),
                     shard.tensor,
                     id.row,
-                    dst[col]
+                    row[col]
                 )));
             }
+            if kept != i {
+                out.copy_within(i * d..(i + 1) * d, kept * d);
+            }
             if self.scale != 1.0 {
-                for v in dst.iter_mut() {
+                for v in out[kept * d..(kept + 1) * d].iter_mut() {
                     *v *= self.scale;
                 }
             }

@@ -1,9 +1,17 @@
-//! One safetensors shard, memory-mapped, with its activation tensor located and checked.
+//! One safetensors shard, with its activation tensor located and checked.
+//!
+//! Shards are read with positioned reads (pread) into buffers, except the loader's
+//! one-row gathers, which copy from a memory map inside `guard::guarded`: a file truncated
+//! under a plain mapped reader kills it with SIGBUS, while a short positioned read or a
+//! guarded fault becomes an error naming the file. A shard's identity (size,
+//! modification time, inode) is taken when it is opened, and readers check it after each
+//! batch, so a shard truncated, rewritten, replaced or removed mid-run is an error too
+//! ([`Error::DataChanged`]) rather than rows of two different files.
 
 use std::path::{Path, PathBuf};
 
 use half::slice::HalfFloatSliceExt;
-use memmap2::Mmap;
+use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::{Error, Result};
@@ -50,8 +58,46 @@ pub struct Shard {
     pub shape: Vec<usize>,
     pub rows: usize,
     pub d: usize,
-    mmap: Mmap,
-    start: usize,
+    /// File size in bytes when opened.
+    pub file_len: u64,
+    /// xxh3-64 of the header bytes (length prefix and JSON).
+    pub header_digest: String,
+    /// xxh3-64 of the activation tensor's bytes: set by [`Shard::fingerprint`] (which
+    /// `open_shards` runs), None after a bare [`Shard::open`].
+    pub content_digest: Option<String>,
+    file: std::fs::File,
+    /// Absolute byte offset of the tensor's first byte.
+    start: u64,
+    /// Length of the header (the 8-byte prefix included): tensors' data starts here.
+    data_start: u64,
+    meta: Metadata,
+    ident: Ident,
+    /// A read-only map of the file for the loader's row gathers, read only inside
+    /// `guard::guarded` (Linux; None elsewhere or when mapping fails: positioned reads).
+    map: Option<memmap2::Mmap>,
+}
+
+/// What a file was when opened, to notice it changing under a reader.
+#[derive(Clone, Debug, PartialEq)]
+struct Ident {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    dev_ino: (u64, u64),
+}
+
+impl Ident {
+    fn of(m: &std::fs::Metadata) -> Ident {
+        Ident {
+            len: m.len(),
+            modified: m.modified().ok(),
+            #[cfg(unix)]
+            dev_ino: {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            },
+        }
+    }
 }
 
 /// Files saeforge itself writes that are never activation shards, skipped when a folder is
@@ -137,34 +183,28 @@ impl Shard {
             self.position_of(row),
         ))
     }
-    /// Map and validate one shard; `tensor` picks the tensor when there are several.
+    /// Open and validate one shard (its header only: no tensor data is read); `tensor`
+    /// picks the tensor when there are several.
     pub fn open(path: &Path, tensor: Option<&str>) -> Result<Shard> {
         let file = open_input(path)?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let fmeta = file.metadata().map_err(|e| Error::io(path, e))?;
+        let ident = Ident::of(&fmeta);
+        let (header, meta) = read_header(path, &file, fmeta.len())?;
         let bad = |msg: String| Error::input(format!("{}: {msg}", path.display()));
-        if len < 8 {
-            return Err(bad(format!(
-                "not a safetensors file ({len} bytes; the header length alone needs 8)"
-            )));
-        }
-        // SAFETY: the file is opened read-only; a shard changed by another process while we
-        // train is outside what we support (as for every mmap-based reader).
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let st = parse_safetensors(path, &mmap)?;
-        let mut floats: Vec<(String, safetensors::tensor::TensorView)> = Vec::new();
-        let mut names: Vec<String> = Vec::new();
-        for (name, view) in st.iter() {
-            names.push(name.to_string());
-            if FloatType::from_safetensors(view.dtype()).is_some()
-                && matches!(view.shape().len(), 2 | 3)
-            {
-                floats.push((name.to_string(), view));
-            }
-        }
-        names.sort();
+        let mut infos: Vec<(String, &safetensors::tensor::TensorInfo)> =
+            meta.tensors().into_iter().collect();
+        infos.sort_by(|a, b| a.0.cmp(&b.0));
+        let names: Vec<String> = infos.iter().map(|(n, _)| n.clone()).collect();
+        let mut floats: Vec<(String, &safetensors::tensor::TensorInfo)> = infos
+            .iter()
+            .filter(|(_, v)| {
+                FloatType::from_safetensors(v.dtype).is_some() && matches!(v.shape.len(), 2 | 3)
+            })
+            .cloned()
+            .collect();
         let (name, view) = match tensor {
             Some(t) => {
-                let view = st.tensor(t).map_err(|_| {
+                let view = meta.info(t).ok_or_else(|| {
                     bad(format!(
                         "--tensor {t:?} not found (tensors: {})",
                         names.join(", ")
@@ -175,25 +215,29 @@ impl Shard {
             None => match floats.len() {
                 1 => floats.remove(0),
                 0 => {
-                    let any = st.iter().next();
+                    // The first tensor in file order, as the message names it.
+                    let any = meta
+                        .offset_keys()
+                        .into_iter()
+                        .next()
+                        .and_then(|n| meta.info(&n).map(|v| (n, v)));
                     return Err(match any {
-                        Some((n, v)) if FloatType::from_safetensors(v.dtype()).is_none() => {
+                        Some((n, v)) if FloatType::from_safetensors(v.dtype).is_none() => {
                             bad(format!(
                                 "tensor {n:?} has dtype {:?}; expected F32, F16 or BF16",
-                                v.dtype()
+                                v.dtype
                             ))
                         }
                         Some((n, v)) => bad(format!(
                             "tensor {n:?} has rank {} (shape {:?}); expected [tokens, d] or [batch, seq, d]",
-                            v.shape().len(),
-                            v.shape()
+                            v.shape.len(),
+                            v.shape
                         )),
                         None => bad("holds no tensors".into()),
                     });
                 }
                 _ => {
-                    let mut f: Vec<&str> = floats.iter().map(|(n, _)| n.as_str()).collect();
-                    f.sort();
+                    let f: Vec<&str> = floats.iter().map(|(n, _)| n.as_str()).collect();
                     return Err(bad(format!(
                         "{} floating tensors ({}); pick one with --tensor",
                         f.len(),
@@ -202,13 +246,13 @@ impl Shard {
                 }
             },
         };
-        let dtype = FloatType::from_safetensors(view.dtype()).ok_or_else(|| {
+        let dtype = FloatType::from_safetensors(view.dtype).ok_or_else(|| {
             bad(format!(
                 "tensor {name:?} has dtype {:?}; expected F32, F16 or BF16",
-                view.dtype()
+                view.dtype
             ))
         })?;
-        let shape = view.shape().to_vec();
+        let shape = view.shape.clone();
         if !matches!(shape.len(), 2 | 3) {
             return Err(bad(format!(
                 "tensor {name:?} has rank {} (shape {shape:?}); expected [tokens, d] or [batch, seq, d]",
@@ -226,14 +270,24 @@ impl Shard {
                 "tensor {name:?} has zero rows (shape {shape:?})"
             )));
         }
-        let start = view.data().as_ptr() as usize - mmap.as_ptr() as usize;
-        if view.data().len() != rows * d * dtype.bytes() {
+        let (a, b) = view.data_offsets;
+        if b - a != rows * d * dtype.bytes() {
             return Err(bad(format!(
                 "tensor {name:?}: {} data bytes for shape {shape:?} of {dtype:?}",
-                view.data().len()
+                b - a
             )));
         }
-        drop(st);
+        let data_start = header.len() as u64;
+        let start = data_start + a as u64;
+        #[cfg(target_os = "linux")]
+        // SAFETY: read-only map, read only through `mapped` inside `guard::guarded`, where a
+        // page that vanished (the file truncated) reads as zeros and is reported as an error.
+        let map = super::guard::install()
+            .then(|| unsafe { memmap2::Mmap::map(&file) }.ok())
+            .flatten()
+            .filter(|m| m.len() as u64 == fmeta.len());
+        #[cfg(not(target_os = "linux"))]
+        let map = None;
         Ok(Shard {
             path: path.to_path_buf(),
             tensor: name,
@@ -241,20 +295,177 @@ impl Shard {
             shape,
             rows,
             d,
-            mmap,
+            file_len: fmeta.len(),
+            header_digest: crate::digest::of(&header),
+            content_digest: None,
+            file,
             start,
+            data_start,
+            meta,
+            ident,
+            map,
         })
     }
 
-    /// The raw bytes of rows `start .. start + count`.
-    pub fn row_bytes(&self, start: usize, count: usize) -> &[u8] {
-        let w = self.d * self.dtype.bytes();
-        &self.mmap[self.start + start * w..self.start + (start + count) * w]
+    /// The mapped bytes of rows `row .. row + count`, to be read only inside
+    /// `guard::guarded` (None without a map: use [`Shard::read_run_raw`]).
+    pub(crate) fn mapped(&self, row: usize, count: usize) -> Option<&[u8]> {
+        let w = self.row_width();
+        let a = self.start as usize + row * w;
+        self.map.as_ref().map(|m| &m[a..a + count * w])
     }
 
-    /// Convert rows `start .. start + count` into `out` (count * d f32).
-    pub fn read_rows(&self, start: usize, count: usize, out: &mut [f32]) {
-        convert(self.dtype, self.row_bytes(start, count), out);
+    /// The error for a mapped read that met a vanished page: the file was truncated.
+    pub(crate) fn truncated_error(&self) -> Error {
+        let now = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        Error::DataChanged(format!(
+            "{}: was truncated while being read (it now holds {now} bytes; it had {} when opened)",
+            self.path.display(),
+            self.file_len
+        ))
+    }
+
+    /// The file's header: tensor layout and metadata.
+    pub fn header(&self) -> &Metadata {
+        &self.meta
+    }
+
+    /// Bytes per row as stored.
+    pub fn row_width(&self) -> usize {
+        self.d * self.dtype.bytes()
+    }
+
+    /// Fill `buf` with the file's bytes at `offset` from the start of the data section
+    /// (safetensors' `data_offsets`), naming the file if it ends early or the read fails.
+    pub fn read_data_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let at = self.data_start + offset;
+        crate::io::read_exact_at(&self.file, buf, at).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                let now = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+                Error::DataChanged(format!(
+                    "{}: was truncated while being read (bytes {at}..{} are needed, but the file now ends at byte {now}; it had {} bytes when opened)",
+                    self.path.display(),
+                    at + buf.len() as u64,
+                    self.file_len
+                ))
+            } else {
+                Error::io(&self.path, e)
+            }
+        })
+    }
+
+    /// The raw bytes of rows `start .. start + count` into `buf` (resized), then a check
+    /// that the file did not change meanwhile.
+    pub fn read_raw(&self, start: usize, count: usize, buf: &mut Vec<u8>) -> Result<()> {
+        let w = self.row_width();
+        buf.resize(count * w, 0);
+        self.read_data_at(self.start - self.data_start + (start * w) as u64, buf)?;
+        self.check_unchanged()
+    }
+
+    /// Convert rows `start .. start + count` into `out` (count * d f32), then check that
+    /// the file did not change meanwhile.
+    pub fn read_rows(&self, start: usize, count: usize, out: &mut [f32]) -> Result<()> {
+        let mut raw = Vec::new();
+        self.read_raw(start, count, &mut raw)?;
+        convert(self.dtype, &raw, out);
+        Ok(())
+    }
+
+    /// The raw bytes of rows `row .. row + count` into `raw` (resized), without the change
+    /// check (the loader checks once per batch: [`Shard::check_unchanged`]).
+    pub(crate) fn read_run_raw(&self, row: usize, count: usize, raw: &mut Vec<u8>) -> Result<()> {
+        let w = self.row_width();
+        raw.resize(count * w, 0);
+        self.read_data_at(self.start - self.data_start + (row * w) as u64, raw)
+    }
+
+    /// Err if the file at `path` is no longer the one opened: removed, replaced by another
+    /// file, truncated or grown, or modified in place (a new modification time).
+    pub fn check_unchanged(&self) -> Result<()> {
+        let p = self.path.display();
+        let now = match std::fs::metadata(&self.path) {
+            Ok(m) => Ident::of(&m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::DataChanged(format!(
+                    "{p}: was removed while being read"
+                )));
+            }
+            Err(e) => return Err(Error::io(&self.path, e)),
+        };
+        if now == self.ident {
+            return Ok(());
+        }
+        #[cfg(unix)]
+        if now.dev_ino != self.ident.dev_ino {
+            return Err(Error::DataChanged(format!(
+                "{p}: was replaced by another file while being read"
+            )));
+        }
+        Err(Error::DataChanged(if now.len < self.ident.len {
+            format!(
+                "{p}: was truncated while being read (from {} to {} bytes)",
+                self.ident.len, now.len
+            )
+        } else if now.len > self.ident.len {
+            format!(
+                "{p}: grew while being read (from {} to {} bytes)",
+                self.ident.len, now.len
+            )
+        } else {
+            format!("{p}: was modified while being read (same size, new modification time)")
+        }))
+    }
+
+    /// Does the file carry saeforge's digests (in its metadata)?
+    pub fn has_digests(&self) -> bool {
+        self.meta
+            .metadata()
+            .as_ref()
+            .is_some_and(|m| m.keys().any(|k| k.starts_with(crate::digest::PREFIX)))
+    }
+
+    /// The shard, its digests checked if it carries them (`info`: a file with none is
+    /// not read further).
+    pub fn verified(mut self) -> Result<Shard> {
+        if self.has_digests() {
+            self.fingerprint()?;
+        }
+        Ok(self)
+    }
+
+    /// Hash the activation tensor's bytes (the whole tensor, read in 8 MiB blocks), check
+    /// them against the digest saeforge recorded in the file's metadata when it wrote it
+    /// (synth shards, steer outputs), and keep the result in `content_digest`.
+    pub fn fingerprint(&mut self) -> Result<()> {
+        let len = (self.rows * self.row_width()) as u64;
+        let mut h = crate::digest::Stream::new();
+        let mut buf = vec![0u8; (8usize << 20).min(len as usize)];
+        let mut at = self.start - self.data_start;
+        let end = at + len;
+        while at < end {
+            let n = ((end - at) as usize).min(buf.len());
+            self.read_data_at(at, &mut buf[..n])?;
+            h.update(&buf[..n]);
+            at += n as u64;
+        }
+        self.check_unchanged()?;
+        let digest = h.finish();
+        let layout: Vec<(String, Dtype, Vec<usize>)> = self
+            .meta
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| (n, v.dtype, v.shape.clone()))
+            .collect();
+        let layout: Vec<(&str, Dtype, &[usize])> = layout
+            .iter()
+            .map(|(n, d, s)| (n.as_str(), *d, s.as_slice()))
+            .collect();
+        crate::digest::verify(&self.path, self.meta.metadata().as_ref(), &layout, |name| {
+            (name == self.tensor).then(|| digest.clone())
+        })?;
+        self.content_digest = Some(digest);
+        Ok(())
     }
 }
 
@@ -292,9 +503,12 @@ pub fn convert(dtype: FloatType, bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-/// Open and validate every shard; all must share d.
+/// Open and validate every shard (all must share d), then fingerprint each one
+/// ([`Shard::fingerprint`]: every byte of its activation tensor is read and hashed, shards
+/// in parallel), so that a damaged saeforge-written shard is refused before any work and a
+/// checkpoint can record exactly what it trained on.
 pub fn open_shards(paths: &[PathBuf], tensor: Option<&str>) -> Result<Vec<Shard>> {
-    let shards: Vec<Shard> = paths
+    let mut shards: Vec<Shard> = paths
         .iter()
         .map(|p| Shard::open(p, tensor))
         .collect::<Result<_>>()?;
@@ -312,6 +526,11 @@ pub fn open_shards(paths: &[PathBuf], tensor: Option<&str>) -> Result<Vec<Shard>
             }
         }
     }
+    use rayon::prelude::*;
+    shards
+        .par_iter_mut()
+        .map(Shard::fingerprint)
+        .collect::<Result<Vec<()>>>()?;
     Ok(shards)
 }
 
@@ -346,9 +565,95 @@ pub fn read_input(path: &Path) -> Result<Vec<u8>> {
 
 /// Parse a safetensors file, explaining what is wrong in one line when it is not valid:
 /// truncated (header or data), offsets that do not match the data, or not safetensors at all.
+///
+/// A file saeforge wrote carries digests of its tensors and header (`crate::digest`): they
+/// are checked here, so every whole-file reader (checkpoints, SAE weights, sparsity, truth)
+/// refuses a damaged file with one line naming the file and the tensor.
 pub fn parse_safetensors<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
-    SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::input(format!("{}: {}", path.display(), explain(bytes, &e))))
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
+        Error::input(format!(
+            "{}: {}",
+            path.display(),
+            explain(bytes, bytes.len() as u64, &e)
+        ))
+    })?;
+    crate::digest::verify_file(path, bytes, &st)?;
+    Ok(st)
+}
+
+/// Largest header safetensors accepts.
+const MAX_HEADER: u64 = 100_000_000;
+
+/// Read and validate a safetensors file's header through positioned reads (no map, no
+/// tensor data read): the header bytes (length prefix included) and the parsed layout,
+/// checked against the file's length `len` as `parse_safetensors` checks a whole file.
+pub fn read_header(path: &Path, file: &std::fs::File, len: u64) -> Result<(Vec<u8>, Metadata)> {
+    let bad = |bytes: &[u8], e: &safetensors::SafeTensorError| {
+        Error::input(format!("{}: {}", path.display(), explain(bytes, len, e)))
+    };
+    let read = |n: u64| -> Result<Vec<u8>> {
+        let mut b = vec![0u8; n as usize];
+        crate::io::read_exact_at(file, &mut b, 0).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => Error::DataChanged(format!(
+                "{}: was truncated while being read (its header needs {n} bytes)",
+                path.display()
+            )),
+            _ => Error::io(path, e),
+        })?;
+        Ok(b)
+    };
+    if len < 8 {
+        let b = read(len)?;
+        return Err(bad(&b, &safetensors::SafeTensorError::HeaderTooSmall));
+    }
+    let prefix = read(8)?;
+    let n = u64::from_le_bytes(prefix[..8].try_into().expect("8 bytes"));
+    let want = if n > MAX_HEADER { 8 } else { (8 + n).min(len) };
+    let header = read(want)?;
+    let meta = match SafeTensors::read_metadata(&header) {
+        Ok((_, meta)) => meta,
+        Err(safetensors::SafeTensorError::MetadataIncompleteBuffer) => {
+            // The header is valid and describes data beyond itself, as it should: parse it
+            // for the layout, then check the data's extent against the file's length.
+            let meta: Metadata = serde_json::from_slice(&header[8..])
+                .map_err(|e| Error::input(format!("{}: {e}", path.display())))?;
+            let end = meta
+                .tensors()
+                .values()
+                .map(|t| t.data_offsets.1 as u64)
+                .max()
+                .unwrap_or(0);
+            if 8 + n + end != len {
+                return Err(bad(
+                    &header,
+                    &safetensors::SafeTensorError::MetadataIncompleteBuffer,
+                ));
+            }
+            meta
+        }
+        Err(e) => return Err(bad(&header, &e)),
+    };
+    Ok((header, meta))
+}
+
+/// A tensor's name, dtype and shape.
+pub type TensorLayout = (String, Dtype, Vec<usize>);
+
+/// The tensors of a safetensors file (name, dtype, shape, in file order) and its length,
+/// from its header alone.
+pub fn describe(path: &Path) -> Result<(u64, Vec<TensorLayout>)> {
+    let file = open_input(path)?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let (_, meta) = read_header(path, &file, len)?;
+    let list = meta
+        .offset_keys()
+        .into_iter()
+        .filter_map(|n| {
+            let v = meta.info(&n)?;
+            Some((n.clone(), v.dtype, v.shape.clone()))
+        })
+        .collect();
+    Ok((len, list))
 }
 
 /// Bytes per element of a safetensors dtype name (None for sub-byte or unknown ones).
@@ -389,9 +694,10 @@ fn header_entries(bytes: &[u8]) -> Option<(u64, Vec<HeaderEntry>)> {
     Some((n, out))
 }
 
-fn explain(bytes: &[u8], e: &safetensors::SafeTensorError) -> String {
+/// Why a safetensors file is not valid, in one line. `bytes` holds the file's first bytes
+/// (at least its header, when the file has one), `len` is the file's length.
+fn explain(bytes: &[u8], len: u64, e: &safetensors::SafeTensorError) -> String {
     use safetensors::SafeTensorError as E;
-    let len = bytes.len() as u64;
     let n = bytes
         .get(..8)
         .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));

@@ -66,7 +66,7 @@ impl HeldOut {
             let s = &self.shards[self.shard];
             let take = (want - got).min(s.rows - self.row);
             let dst = &mut out[got * d..(got + take) * d];
-            s.read_rows(self.row, take, dst);
+            s.read_rows(self.row, take, dst)?;
             if let Some(i) = dst.iter().position(|v| !v.is_finite()) {
                 let row = self.row + i / d;
                 let at = s.position_of(row);

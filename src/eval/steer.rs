@@ -276,16 +276,9 @@ pub fn steer_file(
             model.d
         )));
     }
-    let file = std::fs::File::open(input).map_err(|e| Error::io(input, e))?;
-    // SAFETY: read-only map of a file we do not modify; see `Shard::open`.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(input, e))?;
-    let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
-        Error::input(format!(
-            "{}: not a valid safetensors file: {e}",
-            input.display()
-        ))
-    })?;
-    let data_start = 8 + header_len;
+    // Read through the shard's positioned reads (no map: a file truncated meanwhile is an
+    // error naming it, never SIGBUS).
+    let meta = shard.header().clone();
     let out_dtype = opts.dtype.unwrap_or(shard.dtype);
     let out_name = opts.tensor.clone().unwrap_or_else(|| shard.tensor.clone());
     let names = meta.offset_keys();
@@ -317,16 +310,25 @@ pub fn steer_file(
     for name in &names {
         if *name != shard.tensor {
             let (a, b) = meta.info(name).expect("listed name").data_offsets;
-            w.write(&map[data_start + a..data_start + b])?;
+            let mut chunk = vec![0u8; (b - a).min(8 << 20)];
+            let mut at = a;
+            while at < b {
+                let n = (b - at).min(chunk.len());
+                shard.read_data_at(at as u64, &mut chunk[..n])?;
+                w.write(&chunk[..n])?;
+                at += n;
+            }
             continue;
         }
         let batch = encoder.batch;
         let mut x = vec![0.0f32; batch * d];
         let mut buf = Vec::with_capacity(batch * d * out_dtype.bytes());
         let mut start = 0usize;
+        let mut raw_buf = Vec::new();
         while start < shard.rows {
             let rows = batch.min(shard.rows - start);
-            let raw = shard.row_bytes(start, rows);
+            shard.read_raw(start, rows, &mut raw_buf)?;
+            let raw = raw_buf.as_slice();
             buf.clear();
             if edits.is_empty() && out_dtype == shard.dtype {
                 report.rows += rows as u64;

@@ -2,7 +2,9 @@
 //! dead-latent counters, BatchTopK threshold, activation scale, how many batches the data
 //! stream has handed out, and the resolved config), in ONE safetensors file whose metadata
 //! holds the scalars. One file, written atomically, so a crash leaves either the previous
-//! checkpoint or the new one, never a mix.
+//! checkpoint or the new one, never a mix. Its metadata carries a digest of every tensor
+//! and of the header (`crate::digest`), checked on every load, and a fingerprint of every
+//! shard the run reads ([`ShardPrint`]), checked on `--resume`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,7 +34,9 @@ pub struct Checkpoint {
     pub data: Vec<ShardPrint>,
 }
 
-/// What identifies a shard for a resume: path, tensor, dtype, shape and file size.
+/// What identifies a shard for a resume: path, tensor, dtype, shape, file size, and
+/// digests of its header and of every byte of its activation tensor (xxh3-64; empty in
+/// checkpoints written before digests were recorded, and then not compared).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShardPrint {
     pub path: PathBuf,
@@ -40,52 +44,150 @@ pub struct ShardPrint {
     pub dtype: crate::data::FloatType,
     pub shape: Vec<usize>,
     pub bytes: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub header: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub content: String,
 }
 
 impl ShardPrint {
+    /// The print of a shard opened by `open_shards` (which hashed its contents).
     pub fn of(s: &crate::data::Shard) -> ShardPrint {
         ShardPrint {
             path: s.path.clone(),
             tensor: s.tensor.clone(),
             dtype: s.dtype,
             shape: s.shape.clone(),
-            bytes: std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0),
+            bytes: s.file_len,
+            header: s.header_digest.clone(),
+            content: s.content_digest.clone().unwrap_or_default(),
         }
     }
 
+    /// How `now` differs from `self` (the same shard as the checkpoint saw it), if it does.
+    fn difference(&self, now: &ShardPrint) -> Option<String> {
+        let p = self.path.display();
+        if self.path != now.path {
+            return Some(format!("shard {p} is now {}", now.path.display()));
+        }
+        if (&self.tensor, self.dtype, &self.shape, self.bytes)
+            != (&now.tensor, now.dtype, &now.shape, now.bytes)
+        {
+            return Some(format!(
+                "{p} was {:?} {:?} {:?} ({} bytes), now {p} is {:?} {:?} {:?} ({} bytes)",
+                self.tensor,
+                self.dtype,
+                self.shape,
+                self.bytes,
+                now.tensor,
+                now.dtype,
+                now.shape,
+                now.bytes
+            ));
+        }
+        let known = |a: &str, b: &str| !a.is_empty() && !b.is_empty() && a != b;
+        if known(&self.content, &now.content) {
+            return Some(format!(
+                "{p}: same tensor, shape and size, but other contents (xxh3_64 of its data {} -> {})",
+                self.content, now.content
+            ));
+        }
+        if known(&self.header, &now.header) {
+            return Some(format!(
+                "{p}: same tensor, shape and size, but its header changed (xxh3_64 {} -> {})",
+                self.header, now.header
+            ));
+        }
+        None
+    }
+
     /// Err naming the first difference between the shards a checkpoint was trained on and
-    /// the shards found now.
-    pub fn check_same(was: &[ShardPrint], now: &[ShardPrint], dir: &Path) -> Result<()> {
-        if was.is_empty() || was == now {
+    /// the shards found now. With `allow_change`, a difference is not an error: one line on
+    /// stderr says that the run is no longer an exact resume.
+    pub fn check_same(
+        was: &[ShardPrint],
+        now: &[ShardPrint],
+        dir: &Path,
+        allow_change: bool,
+    ) -> Result<()> {
+        if was.is_empty() {
             return Ok(());
         }
         let why = if was.len() != now.len() {
             format!("it had {} shards, now {}", was.len(), now.len())
         } else {
-            let (a, b) = was
-                .iter()
-                .zip(now)
-                .find(|(a, b)| a != b)
-                .expect("the lists differ");
-            format!(
-                "{} was {:?} {:?} {:?} ({} bytes), now {} is {:?} {:?} {:?} ({} bytes)",
-                a.path.display(),
-                a.tensor,
-                a.dtype,
-                a.shape,
-                a.bytes,
-                b.path.display(),
-                b.tensor,
-                b.dtype,
-                b.shape,
-                b.bytes
-            )
+            match was.iter().zip(now).find_map(|(a, b)| a.difference(b)) {
+                Some(w) => w,
+                None => return Ok(()),
+            }
         };
+        if allow_change {
+            eprintln!(
+                "saeforge: --allow-data-change: the data changed since the checkpoint ({why}); training goes on, but this run is no longer an exact resume of {}",
+                dir.display()
+            );
+            return Ok(());
+        }
         Err(Error::input(format!(
-            "--resume {}: the data changed since the checkpoint ({why}); a resumed run must read the same shards (restore them, or start a new run)",
+            "--resume {}: the data changed since the checkpoint ({why}); a resumed run must read the same shards (restore them, or go on anyway with --allow-data-change, or start a new run)",
             dir.display()
         )))
     }
+}
+
+/// What `info` says about a run folder's integrity: whether its exported files carry
+/// digests (they were checked when the SAE was loaded), and its checkpoint, loaded (which
+/// checks its digests) if there is one. Errors are the loaders' one-line refusals.
+pub fn integrity_lines(dir: &Path) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    let cfg: Option<serde_json::Value> = std::fs::read_to_string(dir.join(super::export::CFG_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let recorded = cfg
+        .as_ref()
+        .and_then(|c| c.get("saeforge"))
+        .and_then(|s| s.get(super::export::DIGESTS))
+        .is_some();
+    lines.push(if recorded {
+        "digests: cfg.json, sae_weights.safetensors and their tensors verified (xxh3_64)".into()
+    } else {
+        "digests: none (written by another tool or an older saeforge; loaded without them)".into()
+    });
+    if path(dir).exists() {
+        let ck = Checkpoint::load(dir)?;
+        lines.push(format!(
+            "checkpoint: step {} of {}, digests verified; {} shard(s) fingerprinted{}",
+            ck.state.step,
+            ck.config.steps,
+            ck.data.len(),
+            if ck.data.iter().all(|p| !p.content.is_empty()) {
+                " (size, header and contents)"
+            } else {
+                " (size and shape only: an older checkpoint)"
+            }
+        ));
+    }
+    Ok(lines)
+}
+
+/// The line a run ends with when a shard changed under it (after the checkpoint at `step`
+/// was written): what changed, where the run stands, how to go on.
+pub fn data_changed_note(e: Error, step: u64, out: &Path) -> Error {
+    let out = out.display();
+    e.with_hint(format!(
+        "stopped before step {} with a checkpoint at step {step}; restore the file and continue with: saeforge train --resume {out} (or, to go on with the changed data, no longer an exact resume: saeforge train --resume {out} --allow-data-change)",
+        step + 1
+    ))
+}
+
+/// `--allow-data-change` applies to `--resume` only.
+pub fn check_allow_data_change(allow: bool, resuming: bool) -> Result<()> {
+    if allow && !resuming {
+        return Err(Error::input(
+            "--allow-data-change: only applies with --resume (a new run records the data it starts on)",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -147,6 +249,8 @@ impl Checkpoint {
         let file = path(out);
         let bytes = crate::data::read_input(&file)?;
         let bad = |m: String| Error::input(format!("{}: {m}", file.display()));
+        // Also checks the digests: a damaged checkpoint is named as such, tensor by tensor,
+        // before anything is read from it.
         let st = crate::data::parse_safetensors(&file, &bytes)?;
         let (_, header) = SafeTensors::read_metadata(&bytes)
             .map_err(|e| bad(format!("not a checkpoint: {e}")))?;

@@ -182,6 +182,11 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
+    /// With --resume: go on even if the shards changed since the checkpoint (the run is
+    /// then no longer an exact resume).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip)]
+    pub allow_data_change: Option<bool>,
 }
 
 /// Resolved configuration: every default filled in, every value checked.

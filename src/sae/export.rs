@@ -13,12 +13,58 @@ use serde_json::{Value, json};
 
 use super::{Arch, SaeParams, TrainConfig};
 use crate::data::FloatType;
-use crate::io::{OutTensor, write_json, write_safetensors};
+use crate::io::{OutTensor, write_json, write_safetensors_digest};
 use crate::{Error, Result};
 
 pub const CFG_FILE: &str = "cfg.json";
 pub const WEIGHTS_FILE: &str = "sae_weights.safetensors";
 pub const SPARSITY_FILE: &str = "sparsity.safetensors";
+/// Key of cfg.json's "saeforge" object holding the folder's file digests.
+pub const DIGESTS: &str = "digests";
+
+/// The digests cfg.json records for the folder's files (saeforge folders; None for others),
+/// after checking cfg.json's own.
+fn recorded_digests(
+    cfg_path: &Path,
+    cfg: &Value,
+) -> Result<Option<serde_json::Map<String, Value>>> {
+    let Some(Value::Object(files)) = cfg.get("saeforge").and_then(|s| s.get(DIGESTS)) else {
+        return Ok(None);
+    };
+    if let Some(stored) = files.get(CFG_FILE).and_then(Value::as_str) {
+        let mut rest = cfg.clone();
+        if let Some(sf) = rest.get_mut("saeforge").and_then(Value::as_object_mut) {
+            sf.remove(DIGESTS);
+        }
+        let now = crate::digest::of(crate::digest::canonical_json(&rest).as_bytes());
+        if now != stored {
+            return Err(
+                crate::digest::mismatch(cfg_path, "its content", stored, &now)
+                    .with_hint("cfg.json was edited or damaged after saeforge wrote it"),
+            );
+        }
+    }
+    Ok(Some(files.clone()))
+}
+
+/// Err unless `bytes` (the file `name` of the folder) has the digest cfg.json records.
+fn check_file_digest(
+    files: Option<&serde_json::Map<String, Value>>,
+    path: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<()> {
+    if let Some(stored) = files.and_then(|f| f.get(name)).and_then(Value::as_str) {
+        let now = crate::digest::of(bytes);
+        if now != stored {
+            return Err(Error::input(format!(
+                "{}: is not the file {CFG_FILE} was written with (xxh3_64 recorded {stored}, computed {now}): it was replaced, or the folder mixes files of two exports",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// Architecture as SAELens names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,23 +173,41 @@ impl SaeModel {
         cfg
     }
 
-    /// Write cfg.json, sae_weights.safetensors and (if given) sparsity.safetensors.
+    /// Write cfg.json, sae_weights.safetensors and (if given) sparsity.safetensors. The
+    /// safetensors files carry per-tensor digests; cfg.json, written last, records a digest
+    /// of each of them and of itself under `saeforge.digests`, so that a folder mixing files
+    /// of two exports (a crash between them) or a replaced file is noticed when read back.
     pub fn save(&self, dir: &Path, log10_sparsity: Option<&[f32]>, saeforge: Value) -> Result<()> {
         crate::io::create_dir(dir)?;
-        write_safetensors(&dir.join(WEIGHTS_FILE), &self.tensors(), None)?;
+        let mut files = serde_json::Map::new();
+        let w = write_safetensors_digest(&dir.join(WEIGHTS_FILE), &self.tensors(), None)?;
+        files.insert(WEIGHTS_FILE.into(), json!(w));
         if let Some(s) = log10_sparsity {
-            write_safetensors(
+            let d = write_safetensors_digest(
                 &dir.join(SPARSITY_FILE),
                 &[OutTensor::f32("sparsity", &[self.n], s)],
                 None,
             )?;
+            files.insert(SPARSITY_FILE.into(), json!(d));
         }
-        write_json(&dir.join(CFG_FILE), &self.cfg_json(saeforge))
+        let mut cfg = self.cfg_json(saeforge);
+        if let Some(sf) = cfg.get_mut("saeforge").and_then(Value::as_object_mut) {
+            sf.remove(DIGESTS);
+            // Over the value as a reader parses it back from the text (serde_json's float
+            // parsing need not round-trip the last bit), so writer and reader agree.
+            let text = serde_json::to_string(&cfg).expect("plain data");
+            let parsed: Value = serde_json::from_str(&text).expect("JSON just written");
+            let own = crate::digest::of(crate::digest::canonical_json(&parsed).as_bytes());
+            files.insert(CFG_FILE.into(), json!(own));
+            cfg["saeforge"][DIGESTS] = Value::Object(files);
+        }
+        write_json(&dir.join(CFG_FILE), &cfg)
     }
 
     /// Load any SAELens-layout folder (standard, topk, jumprelu), checking that the weights
     /// are exactly the tensors the architecture needs, with shapes agreeing with cfg.json.
     pub fn load(dir: &Path) -> Result<SaeModel> {
+        crate::lock::note_if_writing(dir);
         let cfg_path = dir.join(CFG_FILE);
         if !dir.is_dir() {
             return Err(Error::input(format!(
@@ -167,6 +231,7 @@ impl SaeModel {
         let cfg: Value = serde_json::from_str(&text)
             .map_err(|e| Error::input(format!("{}: not valid JSON: {e}", cfg_path.display())))?;
         let bad_cfg = |msg: String| Error::input(format!("{}: {msg}", cfg_path.display()));
+        let files = recorded_digests(&cfg_path, &cfg)?;
         let get_usize = |key: &str| {
             cfg.get(key)
                 .and_then(Value::as_u64)
@@ -216,6 +281,7 @@ impl SaeModel {
         }
         let bytes = crate::data::read_input(&wpath)?;
         let st = crate::data::parse_safetensors(&wpath, &bytes)?;
+        check_file_digest(files.as_ref(), &wpath, WEIGHTS_FILE, &bytes)?;
         let mut expected: BTreeMap<&str, Vec<usize>> = BTreeMap::from([
             ("W_enc", vec![d, n]),
             ("W_dec", vec![n, d]),
@@ -323,6 +389,13 @@ pub fn load_sparsity(dir: &Path) -> Result<Option<Vec<f32>>> {
     }
     let bytes = crate::data::read_input(&path)?;
     let st = crate::data::parse_safetensors(&path, &bytes)?;
+    let cfg_path = dir.join(CFG_FILE);
+    if let Ok(text) = std::fs::read_to_string(&cfg_path)
+        && let Ok(cfg) = serde_json::from_str::<Value>(&text)
+    {
+        let files = recorded_digests(&cfg_path, &cfg)?;
+        check_file_digest(files.as_ref(), &path, SPARSITY_FILE, &bytes)?;
+    }
     let v = st
         .tensor("sparsity")
         .map_err(|_| Error::input(format!("{}: missing tensor \"sparsity\"", path.display())))?;

@@ -480,7 +480,7 @@ pub fn for_each_batch(
         while start < s.rows {
             let rows = batch.min(s.rows - start);
             let x = &mut x[..rows * d];
-            s.read_rows(start, rows, x);
+            s.read_rows(start, rows, x)?;
             if let Some(i) = x.iter().position(|v| !v.is_finite()) {
                 return Err(s.nonfinite_error(start + i / d, i % d, x[i]));
             }

@@ -134,8 +134,10 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
 /// caller's `SignalGuard`): the checkpoint is written and the outcome says `interrupted`.
 pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
     // Resolve the configuration (a resumed run keeps its own; see `RESUME_FLAGS`).
+    let run_lock; // reliability: one writer per folder (crate::lock)
     let (cfg, resume_from) = if let Some(dir) = &args.resume {
         args.check_resume()?;
+        run_lock = crate::lock::acquire_existing(dir, "--resume")?; // reliability
         if !checkpoint::path(dir).exists() {
             return Err(Error::input(format!(
                 "--resume {}: no checkpoint at {}",
@@ -166,6 +168,7 @@ pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
         let frac = merged.eval_fraction.unwrap_or(0.0).clamp(0.0, 0.99);
         let rows: u64 = split(&shards, frac).0.iter().map(|(a, b)| b - a).sum();
         let cfg = TrainConfig::resolve(&merged, d, rows)?;
+        run_lock = crate::lock::acquire_existing(&cfg.out, "--out")?; // reliability
         if holds_run(&cfg.out) && !merged.overwrite.unwrap_or(false) {
             return Err(Error::input(format!(
                 "--out {}: already holds a run (use --overwrite to replace it, or --resume {} to continue it)",
@@ -194,8 +197,10 @@ pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
     })?;
     let shards = Arc::new(open_shards(&paths, cfg.tensor.as_deref())?);
     let prints: Vec<ShardPrint> = shards.iter().map(ShardPrint::of).collect();
+    let allow_change = args.allow_data_change.unwrap_or(false); // reliability
+    checkpoint::check_allow_data_change(allow_change, resuming)?; // reliability
     if let Some(ck) = &resume_from {
-        ShardPrint::check_same(&ck.data, &prints, &cfg.out)?;
+        ShardPrint::check_same(&ck.data, &prints, &cfg.out, allow_change)?;
     }
     if shards[0].d != cfg.d_in {
         return Err(Error::input(format!(
@@ -302,6 +307,7 @@ pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
     })?;
 
     // Only now touch the output folder.
+    let _run_lock = (run_lock, crate::lock::acquire(&cfg.out, "--out")?); // reliability
     prepare_out(&cfg, overwrite)?;
     eprintln!("saeforge: {why}");
 
@@ -363,6 +369,21 @@ pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
                     step + 1,
                     cfg.out.display()
                 )));
+            }
+            // reliability: a shard changed under the run: keep what was trained, exit 1.
+            Err(e @ Error::DataChanged(_)) => {
+                progress.finish();
+                if last_checkpoint != Some(step) {
+                    save_checkpoint(
+                        engine.as_mut(),
+                        &cfg,
+                        consumed,
+                        scale,
+                        last_checkpoint,
+                        &prints,
+                    )?;
+                }
+                return Err(checkpoint::data_changed_note(e, step, &cfg.out));
             }
             Err(e) => return Err(e.with_hint(checkpoint_note(&cfg, last_checkpoint))),
         };

@@ -17,7 +17,7 @@ use saeforge::sae::checkpoint::{self, Checkpoint};
 use crate::{bin, command, fx, ok, run, tmp, trial};
 
 /// Three shards of 1000 x 16 f32 rows; row 700 of the second gets a NaN when `nan`.
-fn data(dir: &Path, nan: bool) -> PathBuf {
+pub fn data(dir: &Path, nan: bool) -> PathBuf {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     for i in 0..3 {
@@ -35,7 +35,13 @@ fn data(dir: &Path, nan: bool) -> PathBuf {
 
 /// A run whose every schedule is set explicitly, so that only --steps differs between a
 /// long run that is interrupted and an uninterrupted run of the resumed length.
-fn train_args(data: &Path, out: &Path, device: &str, steps: u64, extra: &[&str]) -> Vec<String> {
+pub fn train_args(
+    data: &Path,
+    out: &Path,
+    device: &str,
+    steps: u64,
+    extra: &[&str],
+) -> Vec<String> {
     let mut a: Vec<String> = [
         "train",
         "--data",
@@ -93,7 +99,7 @@ fn train_args(data: &Path, out: &Path, device: &str, steps: u64, extra: &[&str])
     a
 }
 
-fn strs(a: &[&str]) -> Vec<String> {
+pub fn strs(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
 

@@ -12,6 +12,7 @@ mod common;
 mod corpus;
 mod faults;
 mod fuzz;
+mod reliability;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ fn main() {
     trials.extend(corpus::trials());
     trials.extend(faults::trials());
     trials.extend(fuzz::trials());
+    trials.extend(reliability::trials());
     libtest_mimic::run(&args, trials).exit();
 }
 

@@ -28,7 +28,7 @@ impl TrueCodes {
 pub(super) fn read_all(path: &Path) -> Result<(Vec<f32>, usize)> {
     let s = Shard::open(path, None)?;
     let mut x = vec![0.0f32; s.rows * s.d];
-    s.read_rows(0, s.rows, &mut x);
+    s.read_rows(0, s.rows, &mut x)?;
     Ok((x, s.rows))
 }
 
