@@ -10,6 +10,7 @@ mod common;
 mod compositional;
 mod fista;
 mod metrics;
+mod worlds;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
@@ -20,5 +21,6 @@ fn main() {
     trials.extend(metrics::trials());
     trials.extend(fista::trials());
     trials.extend(compositional::trials());
+    trials.extend(worlds::trials());
     libtest_mimic::run(&args, trials).exit();
 }
