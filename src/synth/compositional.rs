@@ -112,7 +112,7 @@ impl Compositional {
         // Not `seed` itself: `train --seed` draws the SAE's initial decoder rows the same way
         // (normalised Gaussians from ChaCha8), and equal seeds would hand the trainer the
         // planted dictionary as its initialisation.
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5EED_DA7A_0F_5A1E);
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x005E_EDDA_7A0F_5A1E);
         let features = random_directions(&mut rng, cfg.features, cfg.d_in);
         Ok(Compositional { cfg, features, rng })
     }

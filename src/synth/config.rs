@@ -80,8 +80,9 @@ impl SynthConfig {
                 self.density_decay
             ));
         }
-        if !(self.magnitude.0 >= 0.0 && self.magnitude.1 > self.magnitude.0)
-            || !self.magnitude.1.is_finite()
+        if !(self.magnitude.0 >= 0.0
+            && self.magnitude.1 > self.magnitude.0
+            && self.magnitude.1.is_finite())
         {
             return bad(format!(
                 "--magnitude {}:{}: expected 0 <= lo < hi",

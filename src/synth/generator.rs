@@ -52,11 +52,11 @@ pub struct Truth {
 }
 
 /// Stream salts: one ChaCha8 stream per part of the world.
-const DICTIONARY: u64 = 0x5EED_DA7A_0F_5A1E;
-const BIAS: u64 = 0xB1A5_0F_5A1E_0001;
-const HIERARCHY: u64 = 0x41E2_A2C4_0F_5A1E;
-const CORRELATION: u64 = 0xC022_E1A7_0F_5A1E;
-const MAGNITUDE: u64 = 0x3A61_17DE_0F_5A1E;
+const DICTIONARY: u64 = 0x005E_EDDA_7A0F_5A1E;
+const BIAS: u64 = 0xB1A5_0F5A_1E00_0001;
+const HIERARCHY: u64 = 0x41E2_A2C4_0F5A_1E00;
+const CORRELATION: u64 = 0xC022_E1A7_0F5A_1E00;
+const MAGNITUDE: u64 = 0x3A61_17DE_0F5A_1E00;
 
 /// What the structured sampler needs beyond the truth.
 struct World {
@@ -149,9 +149,12 @@ impl Generator {
             }
         }
         // Independent features (anti-correlated ones are thinned below).
-        for i in corr_end..c.features {
-            if self.rng.random::<f32>() < self.truth.probability[i] {
-                out[i] = self.rng.random_range(lo..hi);
+        for (o, &p) in out[corr_end..c.features]
+            .iter_mut()
+            .zip(&self.truth.probability[corr_end..])
+        {
+            if self.rng.random::<f32>() < p {
+                *o = self.rng.random_range(lo..hi);
             }
         }
         // Anti-correlated groups: keep one active member at random.

@@ -122,10 +122,9 @@ impl Forest {
     pub fn compensation(&self, base: &[f32]) -> Vec<f64> {
         let n = base.len();
         let mut factor = vec![1.0f64; n];
-        for f in 0..n {
-            let p = self.parent[f];
+        for (k, &p) in factor.iter_mut().zip(&self.parent) {
             if p >= 0 && base[p as usize] > 0.0 {
-                factor[f] = 1.0 / base[p as usize] as f64;
+                *k = 1.0 / base[p as usize] as f64;
             }
         }
         for f in 0..n {

@@ -10,6 +10,7 @@ mod common;
 mod compositional;
 mod fista;
 mod metrics;
+mod truth;
 mod worlds;
 
 fn main() {
@@ -22,5 +23,6 @@ fn main() {
     trials.extend(fista::trials());
     trials.extend(compositional::trials());
     trials.extend(worlds::trials());
+    trials.extend(truth::trials());
     libtest_mimic::run(&args, trials).exit();
 }
