@@ -7,13 +7,13 @@
 //!
 //! - `indptr` I64 [rows + 1]: row r's entries are `indptr[r] .. indptr[r + 1]`;
 //! - `indices` I64 [nnz]: the true feature of each entry, ascending within a row;
-//! - `values` F32 [nnz]: its coefficient (> 0; features that did not fire are absent);
-//! - metadata `format` = "csr", `rows`, `features` (n), `shard` (the shard's file name).
+//! - `values` F32 [nnz]: its coefficient (> 0; features that did not fire are absent).
+//!
+//! No metadata (so that the same world gives the same bytes); n is the truth's.
 //!
 //! `torch.sparse_csr_tensor(f["indptr"], f["indices"], f["values"], (rows, n))` and
 //! `scipy.sparse.csr_matrix((values, indices, indptr), (rows, n))` read it as it is.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use safetensors::Dtype;
@@ -100,21 +100,6 @@ pub fn write_codes(shard: &Path, codes: &SparseCodes) -> Result<PathBuf> {
     }
     let indptr: Vec<i64> = codes.row_ptr.iter().map(|&p| p as i64).collect();
     let indices: Vec<i64> = codes.idx.iter().map(|&i| i as i64).collect();
-    let meta: HashMap<String, String> = [
-        ("format", "csr".to_string()),
-        ("rows", codes.rows().to_string()),
-        ("features", codes.n.to_string()),
-        (
-            "shard",
-            shard
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
     write_safetensors(
         &path,
         &[
@@ -122,7 +107,7 @@ pub fn write_codes(shard: &Path, codes: &SparseCodes) -> Result<PathBuf> {
             OutTensor::i64("indices", &[indices.len()], &indices),
             OutTensor::f32("values", &[codes.val.len()], &codes.val),
         ],
-        Some(meta),
+        None,
     )?;
     Ok(path)
 }
