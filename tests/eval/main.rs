@@ -10,6 +10,7 @@ mod common;
 mod compositional;
 mod fista;
 mod metrics;
+mod peer;
 mod truth;
 mod worlds;
 
@@ -24,5 +25,6 @@ fn main() {
     trials.extend(compositional::trials());
     trials.extend(worlds::trials());
     trials.extend(truth::trials());
+    trials.extend(peer::trials());
     libtest_mimic::run(&args, trials).exit();
 }
