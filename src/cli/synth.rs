@@ -409,7 +409,7 @@ fn prepare_out(out: &Path, overwrite: bool) -> Result<()> {
             {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.starts_with("shard-") && name.ends_with(".safetensors") {
-                    std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
+                    std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
                 }
             }
             let _ = std::fs::remove_dir(&p);

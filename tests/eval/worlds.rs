@@ -57,7 +57,6 @@ fn plain(features: usize, d_in: usize, tokens: usize, seed: u64, dtype: FloatTyp
         shard_tokens: 1000,
         dtype,
         seed,
-        ..SynthConfig::default()
     }
 }
 
@@ -226,8 +225,8 @@ fn structured_rows(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
         // x = sum c_i f_i + bias.
         for k in 0..d {
             let mut v = t.bias[k] as f64;
-            for f in 0..n {
-                v += zr[f] as f64 * t.features[f * d + k] as f64;
+            for (f, &c) in zr.iter().enumerate() {
+                v += c as f64 * t.features[f * d + k] as f64;
             }
             if (x[r * d + k] as f64 - v).abs() > 1e-4 {
                 return Err(format!("row {r} coordinate {k}: {} vs {v}", x[r * d + k]).into());
