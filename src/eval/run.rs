@@ -434,7 +434,8 @@ impl EvalReport {
 
     /// The report as JSON: the encoder's in-distribution metrics at the top level (mse,
     /// nmse, explained_variance, cosine, l0, l1, relative_reconstruction_bias, shrinkage,
-    /// dead_fraction, dense_fraction, ...), the recovery keys with a truth, "fista" and
+    /// dead_fraction, dense_fraction, ...), the recovery and ground-truth keys with a truth
+    /// (`Recovery`, `TruthReport::json`), "fista" and
     /// "oracle" objects with the same metrics for FISTA, and "ood": {"encoder", "fista",
     /// "oracle"} for the out-of-distribution split.
     pub fn to_json(&self) -> Value {

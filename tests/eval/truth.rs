@@ -16,7 +16,7 @@ use saeforge::synth::{
     write_world,
 };
 
-use crate::common::{cpu_test, fail, randn};
+use crate::common::{cpu_test, fail, gpu_test, randn};
 use crate::metrics::tmp;
 
 fn close(what: &str, got: f64, want: f64) -> Result<(), Failed> {
@@ -245,8 +245,8 @@ fn codes_files(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
 /// A structured synth world (hierarchy with exclusive children, bias), a topk SAE whose
 /// decoder is the truth plus noise: `eval --truth` reports the MCC, uniqueness and firing
 /// metrics computed here from the definitions (f64, brute force), on rows spanning shards.
-fn eval_against_definitions(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
-    let dir = tmp("truth-eval");
+fn eval_against_definitions(engine: Engine, rng: &mut ChaCha8Rng) -> Result<(), Failed> {
+    let dir = tmp(&format!("truth-eval-{}", matches!(engine, Engine::Cpu)));
     let data = dir.join("data");
     let (n, d, k) = (48, 16, 3);
     let cfg = SynthConfig {
@@ -303,8 +303,8 @@ fn eval_against_definitions(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
         .map_err(fail)?;
     let rows = 650;
     let report = run_eval(
-        &Engine::Cpu,
-        "cpu",
+        &engine,
+        "test engine",
         &EvalConfig {
             sae: sae.clone(),
             data: vec![data.clone()],
@@ -415,6 +415,18 @@ fn eval_against_definitions(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
         accs += (tp[i] + tn[i]) / rows as f64;
     }
     let m = nl as f64;
+    // The CPU engine makes the TopK choices of `model.pre` exactly; the GPU engine's GEMM
+    // rounds differently and may flip a near-tie (PEER_TRUTH_FIRING has the bound).
+    let atol = match engine {
+        Engine::Cpu => 1e-12,
+        Engine::Gpu(_) => crate::common::tolerance::PEER_TRUTH_FIRING.atol as f64,
+    };
+    let close = |what: &str, got: f64, want: f64| -> Result<(), Failed> {
+        if (got - want).abs() > atol {
+            return Err(format!("{what}: {got}, expected {want}").into());
+        }
+        Ok(())
+    };
     eprintln!(
         "eval --truth on a hierarchy world: MCC {:.4}, uniqueness {:.4}, precision {:.4}, recall {:.4}, F1 {:.4}, true L0 {:.3}",
         g.dictionary.mcc, g.dictionary.uniqueness, got.precision, got.recall, got.f1, got.true_l0
@@ -447,8 +459,8 @@ fn eval_against_definitions(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
     // Without codes: the dictionary metrics, and the reason in place of the firing ones.
     std::fs::remove_dir_all(data.join("codes")).map_err(fail)?;
     let report = run_eval(
-        &Engine::Cpu,
-        "cpu",
+        &engine,
+        "test engine",
         &EvalConfig {
             sae,
             data: vec![data.clone()],
@@ -480,6 +492,12 @@ pub fn trials() -> Vec<Trial> {
         cpu_test("truth::dictionary_known", dictionary_known),
         cpu_test("truth::firing_known", |_| firing_known()),
         cpu_test("truth::codes_files", codes_files),
-        cpu_test("truth::eval_against_definitions", eval_against_definitions),
+        cpu_test("truth::eval_against_definitions_cpu", |rng| {
+            eval_against_definitions(Engine::Cpu, rng)
+        }),
+        gpu_test("truth::eval_against_definitions_gpu", |_, rng| {
+            let gpu = crate::common::gpu().map_err(fail)?;
+            eval_against_definitions(Engine::Gpu(gpu), rng)
+        }),
     ]
 }
