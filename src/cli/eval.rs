@@ -23,8 +23,10 @@ pub struct EvalArgs {
     /// Tensor name inside the shards.
     #[arg(long)]
     pub tensor: Option<String>,
-    /// A planted dictionary (truth.safetensors from `saeforge synth`): recovery metrics,
-    /// and with --fista the oracle (FISTA on the true dictionary).
+    /// A planted dictionary (truth.safetensors from `saeforge synth`): recovery metrics and
+    /// SAELens's ground-truth metrics (MCC, uniqueness; with the true codes synth wrote
+    /// beside the --data shards, per-latent precision / recall / F1), and with --fista the
+    /// oracle (FISTA on the true dictionary).
     #[arg(long)]
     pub truth: Option<PathBuf>,
     /// Rows per split at most (the first ones, in shard order).

@@ -1,10 +1,15 @@
-//! `saeforge synth`: synthetic activations with a planted dictionary (see `crate::synth`),
-//! or with --compositional a compositional out-of-distribution split (train/, test/, ood/).
+//! `saeforge synth`: synthetic activations with a planted dictionary (see `crate::synth`):
+//! the plain world, the structured one (hierarchy, correlated firing, Zipf range,
+//! per-feature magnitudes, bias), or with --compositional a compositional
+//! out-of-distribution split (train/, test/, ood/).
 
 use std::path::{Path, PathBuf};
 
 use crate::data::FloatType;
-use crate::synth::{CompositionalConfig, SynthConfig, write_compositional, write_dataset};
+use crate::synth::{
+    CompositionalConfig, CorrelationSettings, HierarchySettings, PerFeature, Structure,
+    SynthConfig, write_compositional, write_world,
+};
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
@@ -39,6 +44,47 @@ pub struct SynthArgs {
     /// Gaussian noise standard deviation per coordinate [default: 0].
     #[arg(long)]
     pub noise: Option<f32>,
+    /// A feature hierarchy with this many root features (0..ROOTS); their children are
+    /// the next features, breadth first, and fire only with their parent.
+    #[arg(long)]
+    pub hierarchy: Option<usize>,
+    /// --hierarchy: children per parent, N or LO:HI (uniform) [default: 4:12].
+    #[arg(long)]
+    pub branching: Option<String>,
+    /// --hierarchy: levels below the roots [default: 1].
+    #[arg(long)]
+    pub hierarchy_depth: Option<usize>,
+    /// --hierarchy: fraction of parents whose children are mutually exclusive [default: 0].
+    #[arg(long)]
+    pub mutually_exclusive: Option<f64>,
+    /// --hierarchy: keep the drawn probabilities as they are (by default they are raised
+    /// so that each feature's firing rate stays near its target despite the gating).
+    #[arg(long)]
+    pub no_compensate: bool,
+    /// Low-rank correlated firing (Gaussian copula) of this rank [default: none].
+    #[arg(long)]
+    pub correlation_rank: Option<usize>,
+    /// --correlation-rank: scale of the factor's entries [default: 0.1].
+    #[arg(long)]
+    pub correlation_scale: Option<f64>,
+    /// Zipf probabilities from MAX (feature 0) down to MIN (the last), exponent
+    /// --density-decay, instead of probabilities summing to --active.
+    #[arg(long)]
+    pub firing_range: Option<String>,
+    /// Gaussian magnitudes max(0, N(mean_i, std_i^2)): per-feature mean, V, linear:A:B,
+    /// exponential:A:B or folded-normal:MEAN:STD [default: 1 with --magnitude-std].
+    #[arg(long)]
+    pub magnitude_mean: Option<String>,
+    /// Per-feature std of the Gaussian magnitudes (same forms) [default: 0 with
+    /// --magnitude-mean].
+    #[arg(long)]
+    pub magnitude_std: Option<String>,
+    /// Add a random direction of this norm to every row [default: 0].
+    #[arg(long)]
+    pub bias: Option<f64>,
+    /// Do not write the true codes (DIR/codes/) beside the shards.
+    #[arg(long)]
+    pub no_codes: bool,
     /// Rows to generate (with --compositional: training rows).
     #[arg(long, default_value_t = 100_000)]
     pub tokens: usize,
@@ -106,6 +152,18 @@ pub fn run(a: SynthArgs) -> Result<()> {
             ("--anticorrelated-groups", a.anticorrelated_groups.is_some()),
             ("--group-size", a.group_size.is_some()),
             ("--noise", a.noise.is_some()),
+            ("--hierarchy", a.hierarchy.is_some()),
+            ("--branching", a.branching.is_some()),
+            ("--hierarchy-depth", a.hierarchy_depth.is_some()),
+            ("--mutually-exclusive", a.mutually_exclusive.is_some()),
+            ("--no-compensate", a.no_compensate),
+            ("--correlation-rank", a.correlation_rank.is_some()),
+            ("--correlation-scale", a.correlation_scale.is_some()),
+            ("--firing-range", a.firing_range.is_some()),
+            ("--magnitude-mean", a.magnitude_mean.is_some()),
+            ("--magnitude-std", a.magnitude_std.is_some()),
+            ("--bias", a.bias.is_some()),
+            ("--no-codes", a.no_codes),
         ];
         if let Some((flag, _)) = plain.iter().find(|(_, set)| *set) {
             return Err(Error::input(format!(
@@ -153,6 +211,17 @@ pub fn run(a: SynthArgs) -> Result<()> {
             return Err(Error::input(format!("{flag} needs --compositional")));
         }
     }
+    let structure = structure(&a)?;
+    if structure.firing_range.is_some() && a.active.is_some() {
+        return Err(Error::input(
+            "--active does not combine with --firing-range (the Zipf probabilities fix the rate)",
+        ));
+    }
+    if (a.magnitude_mean.is_some() || a.magnitude_std.is_some()) && a.magnitude.is_some() {
+        return Err(Error::input(
+            "--magnitude LO:HI does not combine with --magnitude-mean/--magnitude-std (uniform or Gaussian magnitudes, not both)",
+        ));
+    }
     let cfg = SynthConfig {
         features: a.features,
         d_in: a.d_in,
@@ -169,11 +238,24 @@ pub fn run(a: SynthArgs) -> Result<()> {
         seed: a.seed,
     };
     cfg.validate()?;
-    // One shard is generated in memory at a time (f32, plus its stored copy).
+    structure.validate(&cfg)?;
+    // One shard is generated in memory at a time (f32, plus its stored copy, and its codes:
+    // 12 bytes an entry, a few more while written), plus the dictionary and a correlation
+    // factor.
     let shard = cfg.shard_tokens.min(cfg.tokens) as u128;
+    let expected_active = match structure.firing_range {
+        Some((lo, hi)) => {
+            crate::synth::structure::zipf_range(cfg.features, cfg.density_decay, lo, hi)
+                .iter()
+                .map(|&p| p as f64)
+                .sum()
+        }
+        None => cfg.active,
+    };
+    let rank = structure.correlation.as_ref().map_or(0, |c| c.rank) as u128;
     let bytes = (shard * cfg.d_in as u128 * 8)
-        + cfg.features as u128 * (cfg.d_in as u128 * 4 + 64)
-        + shard * 64;
+        + cfg.features as u128 * (cfg.d_in as u128 * 4 + rank * 4 + 64)
+        + shard * (64 + 40 * expected_active.ceil() as u128);
     crate::io::check_host_memory(
         &format!(
             "--shard-tokens {} x --d-in {} (with --features {})",
@@ -184,21 +266,114 @@ pub fn run(a: SynthArgs) -> Result<()> {
     )?;
     let _lock = crate::lock::acquire(&a.out, "--out")?; // reliability: one writer per folder
     prepare_out(&a.out, a.overwrite)?;
-    let paths = write_dataset(&a.out, cfg)?;
+    let describe = describe(&structure);
+    let paths = write_world(&a.out, cfg, structure, !a.no_codes)?;
     println!(
-        "wrote {} shard(s) of {} rows x {} dims, truth.safetensors ({} features) and synth.json to {}",
+        "wrote {} shard(s) of {} rows x {} dims{}, truth.safetensors ({} features{describe}) and synth.json to {}",
         paths.len(),
         a.tokens,
         a.d_in,
+        if a.no_codes {
+            ""
+        } else {
+            " with their true codes (codes/)"
+        },
         a.features,
         a.out.display()
     );
     Ok(())
 }
 
+/// The structured world's settings from the flags (one clear line for a bad one).
+fn structure(a: &SynthArgs) -> Result<Structure> {
+    let hierarchy_only = [
+        ("--branching", a.branching.is_some()),
+        ("--hierarchy-depth", a.hierarchy_depth.is_some()),
+        ("--mutually-exclusive", a.mutually_exclusive.is_some()),
+        ("--no-compensate", a.no_compensate),
+    ];
+    if a.hierarchy.is_none()
+        && let Some((flag, _)) = hierarchy_only.iter().find(|(_, set)| *set)
+    {
+        return Err(Error::input(format!("{flag} needs --hierarchy ROOTS")));
+    }
+    if a.correlation_scale.is_some() && a.correlation_rank.is_none() {
+        return Err(Error::input("--correlation-scale needs --correlation-rank"));
+    }
+    let hierarchy = match a.hierarchy {
+        Some(roots) => Some(HierarchySettings {
+            roots,
+            branching: match &a.branching {
+                Some(s) => branching(s)?,
+                None => (4, 12),
+            },
+            depth: a.hierarchy_depth.unwrap_or(1),
+            exclusive: a.mutually_exclusive.unwrap_or(0.0),
+            compensate: !a.no_compensate,
+        }),
+        None => None,
+    };
+    let firing_range = match &a.firing_range {
+        Some(s) => {
+            let bad = || {
+                Error::input(format!(
+                    "--firing-range {s:?}: expected MIN:MAX, e.g. 0.002:0.4"
+                ))
+            };
+            let (lo, hi) = s.split_once(':').ok_or_else(bad)?;
+            let num = |t: &str| t.trim().parse::<f64>().map_err(|_| bad());
+            Some((num(lo)?, num(hi)?))
+        }
+        None => None,
+    };
+    let per = |flag: &str, v: &Option<String>| {
+        v.as_deref().map(|s| PerFeature::parse(flag, s)).transpose()
+    };
+    Ok(Structure {
+        hierarchy,
+        correlation: a.correlation_rank.map(|rank| CorrelationSettings {
+            rank,
+            scale: a.correlation_scale.unwrap_or(0.1),
+        }),
+        firing_range,
+        magnitude_mean: per("magnitude-mean", &a.magnitude_mean)?,
+        magnitude_std: per("magnitude-std", &a.magnitude_std)?,
+        bias: a.bias.unwrap_or(0.0),
+    })
+}
+
+/// `--branching N` or `LO:HI`.
+fn branching(s: &str) -> Result<(usize, usize)> {
+    let bad = || Error::input(format!("--branching {s:?}: expected N or LO:HI, e.g. 4:12"));
+    let num = |t: &str| t.trim().parse::<usize>().map_err(|_| bad());
+    match s.split_once(':') {
+        Some((a, b)) => Ok((num(a)?, num(b)?)),
+        None => {
+            let n = num(s)?;
+            Ok((n, n))
+        }
+    }
+}
+
+/// ", a hierarchy of R roots and M children, ..." for the closing line.
+fn describe(s: &Structure) -> String {
+    let mut parts = Vec::new();
+    if let Some(h) = &s.hierarchy {
+        parts.push(format!("a hierarchy of {} roots", h.roots));
+    }
+    if let Some(c) = &s.correlation {
+        parts.push(format!("rank-{} correlated firing", c.rank));
+    }
+    if s.bias > 0.0 {
+        parts.push(format!("a bias of norm {}", s.bias));
+    }
+    parts.iter().map(|p| format!(", {p}")).collect()
+}
+
 /// Is `name` one of the files `synth` writes?
 fn is_dataset_file(name: &str) -> bool {
     name == "synth.json"
+        || name == "codes"
         || name == "truth.safetensors"
         || (name.starts_with("shard-") && name.ends_with(".safetensors"))
 }
@@ -228,7 +403,21 @@ fn prepare_out(out: &Path, overwrite: bool) -> Result<()> {
     }
     crate::io::remove_stale_temps(out);
     for p in old {
-        std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+        if p.is_dir() {
+            // codes/: only the codes of shards, then the folder if that emptied it.
+            for e in std::fs::read_dir(&p)
+                .map_err(|e| Error::io(&p, e))?
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("shard-") && name.ends_with(".safetensors") {
+                    std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
+                }
+            }
+            let _ = std::fs::remove_dir(&p);
+        } else {
+            std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+        }
     }
     std::fs::create_dir_all(out).map_err(|e| {
         Error::input(format!(

@@ -8,7 +8,10 @@
 //! - both are [`forward::Coder`]s, which [`run::evaluate`] runs side by side over the same
 //!   held-out rows ([`source::HeldOut`]) into [`metrics::ReconMetrics`];
 //! - [`run::run_eval`]: the command's report (text table and JSON);
-//! - [`recovery::recovery`]: best |cosine| of every true feature with the decoder.
+//! - [`recovery::recovery`]: best |cosine| of every true feature with the decoder;
+//! - [`truth`]: SAELens's ground-truth metrics (MCC by optimal matching, uniqueness,
+//!   per-latent firing precision / recall / F1 against the true codes, via
+//!   [`truth_codes`]).
 
 pub mod fista;
 pub mod forward;
@@ -17,3 +20,5 @@ pub mod recovery;
 pub mod run;
 pub mod source;
 pub mod steer;
+pub mod truth;
+pub mod truth_codes;

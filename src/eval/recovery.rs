@@ -13,7 +13,9 @@ pub struct Recovery {
     pub recovered_0_9: f64,
     /// ... at least 0.7.
     pub recovered_0_7: f64,
-    /// Number of distinct decoder rows that are the best match of some true feature.
+    /// Number of distinct decoder rows that are the best match of some true feature (JSON
+    /// `unique_best_matches`; SAELens's `uniqueness` is in `super::truth`).
+    #[serde(rename = "unique_best_matches")]
     pub uniqueness: usize,
     /// Per true feature: best |cosine| and the decoder row achieving it.
     #[serde(skip)]

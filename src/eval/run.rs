@@ -13,6 +13,7 @@ use super::forward::Coder;
 use super::metrics::{Accumulator, ReconMetrics, density_histogram};
 use super::recovery::{Recovery, recovery};
 use super::source::HeldOut;
+use super::truth::TruthReport;
 use crate::gpu::Engine;
 use crate::sae::export::{SaeKind, SaeModel};
 use crate::sae::infer::Encoder;
@@ -129,6 +130,8 @@ pub struct EvalReport {
     pub n: usize,
     pub splits: Vec<SplitReport>,
     pub recovery: Option<Recovery>,
+    /// SAELens's ground-truth metrics (MCC, uniqueness, firing F1, ...) with a truth.
+    pub ground_truth: Option<TruthReport>,
     pub fista: Option<FistaConfig>,
     /// L of FISTA on the SAE's dictionary and on the true one.
     pub lipschitz: (Option<f32>, Option<f32>),
@@ -182,6 +185,7 @@ pub fn run_eval(engine: &Engine, engine_line: &str, cfg: &EvalConfig) -> Result<
 
     let mut splits = Vec::new();
     let mut lipschitz = (None, None);
+    let mut ground_truth = None;
     if !cfg.data.is_empty() {
         let mut encoder = Encoder::new(&model, engine, batch)?;
         let mut fista = match cfg.fista {
@@ -249,6 +253,18 @@ pub fn run_eval(engine: &Engine, engine_line: &str, cfg: &EvalConfig) -> Result<
                 oracle: oracle_m,
             });
         }
+        if let Some(t) = &truth {
+            ground_truth = Some(super::truth_codes::report(
+                &model,
+                t,
+                Some(&mut encoder),
+                cfg,
+                batch,
+            )?);
+        }
+    }
+    if let (None, Some(t)) = (&ground_truth, &truth) {
+        ground_truth = Some(super::truth_codes::report(&model, t, None, cfg, batch)?);
     }
     let report = EvalReport {
         engine: engine_line.to_string(),
@@ -258,6 +274,7 @@ pub fn run_eval(engine: &Engine, engine_line: &str, cfg: &EvalConfig) -> Result<
         n: model.n,
         splits,
         recovery,
+        ground_truth,
         fista: cfg.fista,
         lipschitz,
     };
@@ -410,12 +427,16 @@ impl EvalReport {
                 r.uniqueness
             ));
         }
+        if let Some(g) = &self.ground_truth {
+            o.push_str(&g.table());
+        }
         o
     }
 
     /// The report as JSON: the encoder's in-distribution metrics at the top level (mse,
     /// nmse, explained_variance, cosine, l0, l1, relative_reconstruction_bias, shrinkage,
-    /// dead_fraction, dense_fraction, ...), the recovery keys with a truth, "fista" and
+    /// dead_fraction, dense_fraction, ...), the recovery and ground-truth keys with a truth
+    /// (`Recovery`, `TruthReport::json`), "fista" and
     /// "oracle" objects with the same metrics for FISTA, and "ood": {"encoder", "fista",
     /// "oracle"} for the out-of-distribution split.
     pub fn to_json(&self) -> Value {
@@ -448,6 +469,9 @@ impl EvalReport {
             && let Value::Object(m) = serde_json::to_value(r).expect("plain data")
         {
             out.extend(m);
+        }
+        if let Some(g) = &self.ground_truth {
+            out.extend(g.json());
         }
         if let Some(f) = &self.fista {
             // f32 settings as their shortest decimal (0.01, not 0.009999999776482582).

@@ -416,3 +416,39 @@ pub const JUMPRELU_GUARD_ABS: f32 = 1e-4;
 /// as exactly 0 reads as absent; seed 5323141956096304108 hit it at density 1).
 pub const TOY_DENSITY_SIGMAS: f64 = 5.0;
 pub const TOY_DENSITY_SLACK: f64 = 1e-6;
+
+// ---------------------------------------------------------------- SAELens's evaluator
+
+/// `eval --truth` against SAELens's `eval_sae_on_synthetic_data` on the same SAE and rows
+/// (tests/eval/peer.rs): figures that depend only on the dictionaries or on the true codes
+/// (MCC, uniqueness, true L0, dead latents). Both take |cos| from f32 products of unit rows
+/// (ours the reference GEMM, SAELens torch), so an entry differs by ~1e-7 and the optimal
+/// matching and every argmax come out the same unless two candidates are within that; the
+/// means are then equal up to f32 rounding of a mean of <= 300 values (~1e-7). 1e-5 is far
+/// above that, and a different definition (the matching's mean over the other side, greedy
+/// matching, uniqueness over true features) is off by > 1e-2.
+pub const PEER_TRUTH_DICTIONARY: Tol = Tol {
+    name: "PEER_TRUTH_DICTIONARY",
+    atol: 1e-5,
+    rtol: 1e-5,
+};
+
+/// The same comparison for figures that depend on the SAE's codes of each row (precision,
+/// recall, F1, accuracy, L0, explained variance, shrinkage): saeforge reads the rows from
+/// the f32 shards that synth wrote (x = sum c_i f_i + b summed in f32 in feature order),
+/// SAELens recomputes them from the true codes as codes @ F + b in torch (another order),
+/// so rows differ by ~1e-7 relative and a TopK choice whose k-th and (k+1)-th
+/// pre-activations are within that can flip: a handful of (row, latent) decisions out of
+/// 5000 x 300 move each mean by at most ~1e-4 (one decision moves one latent's precision by
+/// at most 1/its firing count, divided by 300 latents). EV and shrinkage sums run in f64
+/// on our side and f32/f64 on SAELens's (~1e-6). Measured (SAELens 6.54.12, seeds
+/// printed by the test): worst difference 7.9e-8 over all eleven figures, no decision
+/// flipped. atol 1e-4 leaves room for a few flips; a wrong definition (mean over firing
+/// latents only, F1 of the mean precision and recall, TN counted as rows - TP) moves these
+/// by > 1e-2. Also the bound for the GPU engine's firing metrics against the CPU's TopK
+/// choices (tests/eval/truth.rs): its GEMM rounds differently, with the same effect.
+pub const PEER_TRUTH_FIRING: Tol = Tol {
+    name: "PEER_TRUTH_FIRING",
+    atol: 1e-4,
+    rtol: 0.0,
+};

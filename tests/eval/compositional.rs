@@ -214,7 +214,13 @@ fn ood_table() -> Result<(), Failed> {
         "mmcs",
         "recovered_0_9",
         "recovered_0_7",
+        "unique_best_matches",
+        "mcc",
         "uniqueness",
+        "f1",
+        "precision",
+        "recall",
+        "true_l0",
     ] {
         metric(&j, &[key])?;
     }

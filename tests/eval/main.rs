@@ -10,6 +10,9 @@ mod common;
 mod compositional;
 mod fista;
 mod metrics;
+mod peer;
+mod truth;
+mod worlds;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
@@ -20,5 +23,8 @@ fn main() {
     trials.extend(metrics::trials());
     trials.extend(fista::trials());
     trials.extend(compositional::trials());
+    trials.extend(worlds::trials());
+    trials.extend(truth::trials());
+    trials.extend(peer::trials());
     libtest_mimic::run(&args, trials).exit();
 }
