@@ -29,7 +29,6 @@ use crate::eval::recovery::{Recovery, recovery};
 use crate::eval::steer::{Edit, EditOp, SteerOutput, SteerReport, check_edits, steer_file};
 use crate::gpu::{DeviceChoice, select_engine};
 use crate::io::{OutTensor, write_json, write_safetensors};
-use crate::report::plots::{self, Series};
 use crate::sae::export::SaeModel;
 use crate::sae::infer::{Encoder, default_batch, encode_shards};
 use crate::sae::train::{self, evaluate};
@@ -554,41 +553,14 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
 
     // 5. Plots, report, summary.
     let plot_dir = out.join("plots");
-    let mut sorted: Vec<f64> = rec.best.iter().map(|b| b.0 as f64).collect();
-    sorted.sort_by(|a, b| b.partial_cmp(a).expect("finite cosines"));
-    plots::line_plot(
-        &plot_dir,
-        "recovery",
-        "Recovery of the planted dictionary",
-        "true features, best recovered first",
-        "best |cosine| with a decoder row",
-        &[Series {
-            name: format!("{} latents", model.n),
-            points: sorted
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| (i as f64, v))
-                .collect(),
-        }],
-        false,
-    )?;
-    let series = |name: &str, x: &[f32]| Series {
-        name: name.into(),
-        points: binned(&coef, &projections(x, d, fvec), 10),
-    };
-    plots::line_plot(
-        &plot_dir,
-        "steering",
-        &format!("Steering feature {f} through latent {latent}"),
-        "true coefficient of the feature",
-        "projection of the activations on the feature",
-        &[
-            series("original", &hx),
-            series(&format!("--ablate {latent}"), &ax),
-            series(&format!("--set {latent}={clamp}"), &cx),
-        ],
-        false,
-    )?;
+    report::recovery_plot(&plot_dir, &rec, model.n)?;
+    let projected = |x: &[f32]| binned(&coef, &projections(x, d, fvec), 10);
+    let series = [
+        ("original".to_string(), projected(&hx)),
+        (format!("--ablate {latent}"), projected(&ax)),
+        (format!("--set {latent}={clamp}"), projected(&cx)),
+    ];
+    report::steering_plot(&plot_dir, f, latent, series)?;
 
     let mut table: Vec<(String, String)> = Vec::new();
     let section = |t: &mut Vec<(String, String)>, s: &str| t.push((s.to_string(), String::new()));

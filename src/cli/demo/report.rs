@@ -4,6 +4,51 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::DemoSummary;
+use crate::Result;
+use crate::eval::recovery::Recovery;
+use crate::report::plots::{self, Series};
+
+/// plots/recovery: the best |cosine| of every true feature with a decoder row, best first.
+pub(super) fn recovery_plot(dir: &Path, rec: &Recovery, latents: usize) -> Result<()> {
+    let mut sorted: Vec<f64> = rec.best.iter().map(|b| b.0 as f64).collect();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    plots::line_plot(
+        dir,
+        "recovery",
+        "Recovery of the planted dictionary",
+        "true features, best recovered first",
+        "best |cosine| with a decoder row",
+        &[Series {
+            name: format!("{latents} latents"),
+            points: sorted
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (i as f64, v))
+                .collect(),
+        }],
+        false,
+    )
+}
+
+/// plots/steering: the activations' projection on feature `f`, binned by its true
+/// coefficient, for each (name, points) series (original, ablated, clamped).
+pub(super) fn steering_plot(
+    dir: &Path,
+    f: usize,
+    latent: usize,
+    series: [(String, Vec<(f64, f64)>); 3],
+) -> Result<()> {
+    let series = series.map(|(name, points)| Series { name, points });
+    plots::line_plot(
+        dir,
+        "steering",
+        &format!("Steering feature {f} through latent {latent}"),
+        "true coefficient of the feature",
+        "projection of the activations on the feature",
+        &series,
+        false,
+    )
+}
 
 fn total_seconds(s: &DemoSummary) -> f64 {
     s.seconds.iter().map(|(_, t)| t).sum()
