@@ -92,10 +92,18 @@ pub fn read_tensor(path: &Path, name: &str) -> (Dtype, Vec<usize>, Vec<u8>) {
     (v.dtype(), v.shape().to_vec(), v.data().to_vec())
 }
 
+/// The file's metadata less saeforge's digests (`xxh3_64:*`, which the readers check); None
+/// when nothing else is left.
 pub fn read_metadata(path: &Path) -> Option<HashMap<String, String>> {
     let bytes = std::fs::read(path).unwrap();
     let (_, m) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    m.metadata().clone()
+    let user: HashMap<String, String> = m
+        .metadata()
+        .clone()?
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(saeforge::digest::PREFIX))
+        .collect();
+    (!user.is_empty()).then_some(user)
 }
 
 /// f32 values of a float tensor.
