@@ -442,7 +442,7 @@ fn gemm_cases(gpu: &Gpu) -> saeforge::Result<Vec<Case>> {
             ));
         }
     }
-    // The encoder with the block maxima of its output (codes::block_max, block 32; of
+    // The encoder with the block maxima of its output (codes::selection::block_max, block 32; of
     // pre - off for JumpReLU) that every code stage reads: fused into the GEMM's epilogue
     // (gemm_block_max) against the GEMM then block_max; main prints the ratio of each pair.
     let nb = codes::blocks(n, codes::BLOCK);
@@ -483,7 +483,7 @@ fn gemm_cases(gpu: &Gpu) -> saeforge::Result<Vec<Case>> {
                     gemm::gemm_block_max(g, e, &enc_spec, &x, &w, Some(&b), &c, o, &bm)
                 } else {
                     gemm::gemm(g, e, &enc_spec, &x, &w, Some(&b), &c)?;
-                    codes::block_max(g, e, &c, codes::BLOCK, None, o, &bm)
+                    codes::selection::block_max(g, e, &c, codes::BLOCK, None, o, &bm)
                 }
             });
             cases.push(case);

@@ -33,7 +33,9 @@ pub fn codes_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
         "vec4",
         format!("{bn}, block={}", codes::BLOCK),
         b4(B * N + B * nb),
-        Box::new(move |g, e| codes::block_max(g, e, &pre, codes::BLOCK, None, None, &bm)),
+        Box::new(move |g, e| {
+            codes::selection::block_max(g, e, &pre, codes::BLOCK, None, None, &bm)
+        }),
     ));
     // TopK codes: read pre (B n) at least, write row_ptr (B + 1), idx, val (2 B k).
     let topk_out = |tag: &str| -> saeforge::Result<(T, T, T)> {
@@ -50,7 +52,7 @@ pub fn codes_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
         "chain",
         format!("{bn}, k={K}"),
         b4(B * N + (B + 1) + 2 * B * K),
-        Box::new(move |g, e| codes::topk_codes(g, e, &pre, K, None, &rp, &idx, &val)),
+        Box::new(move |g, e| codes::selection::topk_codes(g, e, &pre, K, None, &rp, &idx, &val)),
     ));
     // The same from block maxima the encoder GEMM wrote: reads bmax (B nb) and the ~k
     // blocks per row that reach the bound (not counted).
@@ -61,7 +63,9 @@ pub fn codes_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
         "chain",
         format!("{bn}, k={K}"),
         b4(B * nb + (B + 1) + 2 * B * K),
-        Box::new(move |g, e| codes::topk_codes_from_bmax(g, e, &pre, K, &bm, &rp, &idx, &val)),
+        Box::new(move |g, e| {
+            codes::selection::topk_codes_from_bmax(g, e, &pre, K, &bm, &rp, &idx, &val)
+        }),
     ));
     // dead_list: read since (n), write cols (n), ncols (1)
     let (since, cols, ncols) = (
@@ -75,7 +79,7 @@ pub fn codes_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
         "-",
         format!("n={N}"),
         b4(2 * N + 1),
-        Box::new(move |g, e| codes::dead_list(g, e, &since, DEAD_AFTER, &c2, &n2)),
+        Box::new(move |g, e| codes::selection::dead_list(g, e, &since, DEAD_AFTER, &c2, &n2)),
     ));
     // AuxK codes over the dead list: read pre (B n) at least, write 2 B k_aux + B + 1.
     let (since, pre) = (t.since.clone(), t.pre.clone());
@@ -86,8 +90,8 @@ pub fn codes_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
         format!("{bn}, k={K_AUX}, dead list"),
         b4(B * N + (B + 1) + 2 * B * K_AUX),
         Box::new(move |g, e| {
-            codes::dead_list(g, e, &since, DEAD_AFTER, &cols, &ncols)?;
-            codes::topk_codes(g, e, &pre, K_AUX, Some((&cols, &ncols)), &rp, &idx, &val)
+            codes::selection::dead_list(g, e, &since, DEAD_AFTER, &cols, &ncols)?;
+            codes::selection::topk_codes(g, e, &pre, K_AUX, Some((&cols, &ncols)), &rp, &idx, &val)
         }),
     ));
     // ReLU / JumpReLU codes of pre - 2.5: read x (B n) at least, write the CSR
@@ -111,13 +115,13 @@ pub fn codes_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
             csr_bytes,
             Box::new(move |g, e| {
                 let j = jump.then_some((&*lt, 0.05f32));
-                codes::activation_codes(g, e, &x, j, &rp, &idx, &val, &pv)
+                codes::compaction::activation_codes(g, e, &x, j, &rp, &idx, &val, &pv)
             }),
         ));
     }
     // BatchTopK on candidates: read pre (B n) at least, write the CSR and the threshold.
     let pre = t.pre.clone();
-    let sc = Rc::new(codes::BatchScratch::new(gpu, B, N, B * K)?);
+    let sc = Rc::new(codes::batch_topk::BatchScratch::new(gpu, B, N, B * K)?);
     let gate = gpu.gate(64)?;
     let rp = zeros_u32("batch row_ptr", &[B + 1])?;
     let (idx, val) = (
@@ -131,7 +135,7 @@ pub fn codes_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
         format!("{bn}, k_total={}", B * K),
         b4(B * N + (B + 1) + 2 * B * K + 1),
         Box::new(move |g, e| {
-            codes::batchtopk_codes(g, e, &pre, &gate, &sc, &rp, &idx, &val, &thr)?;
+            codes::batch_topk::batchtopk_codes(g, e, &pre, &gate, &sc, &rp, &idx, &val, &thr)?;
             gate.finish(g)
         }),
     ));

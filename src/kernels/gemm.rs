@@ -23,10 +23,10 @@
 //!   software adapters use for shapes the texture path cannot take.
 //!
 //! [`gemm_block_max`] also writes the block maxima of C that the code stages of
-//! src/kernels/codes.rs start from (`codes::block_max`, blocks of 32 columns), in the subgroup
+//! src/kernels/codes.rs start from (`codes::selection::block_max`, blocks of 32 columns), in the subgroup
 //! kernel's epilogue where it can (shuffles over the 8 lanes of a block) and in gemm_reg's
 //! (workgroup atomics), saving the code stages a full pass over C; elsewhere it records
-//! `gemm` then `codes::block_max`.
+//! `gemm` then `codes::selection::block_max`.
 //!
 //! `SAEFORGE_FORCE_PATH=hardware` makes a software adapter (lavapipe) take the kernels and
 //! launch shapes of a discrete GPU: [`GemmTuning::of`] and `Gpu::is_software` (which the
@@ -603,7 +603,7 @@ fn sg_entry(rows: usize, bmax: Option<bool>) -> Result<&'static Entry> {
 pub const BMAX_BLOCK: usize = super::codes::BLOCK;
 
 /// Whether [`gemm_block_max_tuned`] records `spec` on `path` with `tuning` as one fused
-/// kernel (else as [`gemm_tuned`] then `codes::block_max`): the path resolves to
+/// kernel (else as [`gemm_tuned`] then `codes::selection::block_max`): the path resolves to
 /// [`GemmPath::Reg`] (any shape), or to [`GemmPath::TextureSubgroup`] on this adapter with
 /// a shape the texture path takes and n a multiple of [`BMAX_BLOCK`] (so each block is one
 /// aligned group of 8 lanes).
@@ -621,12 +621,12 @@ pub fn fuses_block_max(gpu: &Gpu, spec: &GemmSpec, path: GemmPath, tuning: &Gemm
 
 /// C = alpha * op(A) op(B) + bias + beta * C exactly as [`gemm`] computes it, and
 /// bmax[r, j] = max over c in 32 j .. 32 j + 32 of key_of(C[r, c] - off[c]) (no subtraction
-/// without off), exactly what `codes::block_max(gpu, enc, c, 32, None, off, bmax)` gives on
-/// the stored C: the input the code stages (`codes::topk_codes_from_bmax`,
-/// `codes::activation_codes_from_bmax`, `codes::batchtopk_codes_from_bmax`) take instead of
+/// without off), exactly what `codes::selection::block_max(gpu, enc, c, 32, None, off, bmax)` gives on
+/// the stored C: the input the code stages (`codes::selection::topk_codes_from_bmax`,
+/// `codes::compaction::activation_codes_from_bmax`, `codes::batch_topk::batchtopk_codes_from_bmax`) take instead of
 /// reading C once more. One kernel where [`fuses_block_max`] holds (the block maxima from
 /// the accumulators in the GEMM's epilogue, reduced over 8 lanes by subgroup shuffles);
-/// elsewhere [`gemm`] then `codes::block_max`, so callers need no case analysis.
+/// elsewhere [`gemm`] then `codes::selection::block_max`, so callers need no case analysis.
 /// a: (m, k) or (k, m) when trans_a, b: (k, n) or (n, k) when trans_b, bias: (n), off: (n)
 ///   -> c: (m, n), bmax: (m, blocks(n, 32)) u32
 #[allow(clippy::too_many_arguments)]
@@ -646,7 +646,7 @@ pub fn gemm_block_max(
 }
 
 /// [`gemm_block_max`] on a chosen path and tuning (tests and benches): fused when
-/// [`fuses_block_max`] holds for them, else [`gemm_tuned`] on them then `codes::block_max`.
+/// [`fuses_block_max`] holds for them, else [`gemm_tuned`] on them then `codes::selection::block_max`.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_block_max_tuned(
     gpu: &Gpu,
@@ -676,7 +676,7 @@ pub fn gemm_block_max_tuned(
         if m == 0 || n == 0 {
             return Ok(());
         }
-        return super::codes::block_max(gpu, enc, c, BMAX_BLOCK, None, off, bmax);
+        return super::codes::selection::block_max(gpu, enc, c, BMAX_BLOCK, None, off, bmax);
     }
     gemm_impl(
         gpu,

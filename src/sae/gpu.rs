@@ -18,8 +18,10 @@ use crate::kernels::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
 use crate::kernels::codes::{
-    BLOCK, BatchScratch, activation_codes_from_bmax, batchtopk_codes_from_bmax, dead_list,
-    threshold_offsets, topk_codes, topk_codes_from_bmax,
+    BLOCK,
+    batch_topk::{BatchScratch, batchtopk_codes_from_bmax},
+    compaction::{activation_codes_from_bmax, threshold_offsets},
+    selection::{dead_list, topk_codes, topk_codes_from_bmax},
 };
 use crate::kernels::gemm::{GemmSpec, gemm, gemm_block_max, texture_of};
 use crate::kernels::ops::{gate_plan, threshold_ema, zero};

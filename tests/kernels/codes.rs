@@ -136,14 +136,14 @@ fn stage_case(gpu: &Gpu, rng: &mut ChaCha8Rng, c: Case) -> Result<(), Failed> {
     }
     let mut enc = gpu.encoder();
     let e = &mut enc;
-    kc::block_max(gpu, e, &xd, block, cols_d, None, &bmax).map_err(m)?;
-    kc::topk_threshold(gpu, e, &bmax, rows, nb, k, &thr).map_err(m)?;
+    kc::selection::block_max(gpu, e, &xd, block, cols_d, None, &bmax).map_err(m)?;
+    kc::selection::topk_threshold(gpu, e, &bmax, rows, nb, k, &thr).map_err(m)?;
     #[rustfmt::skip]
-    kc::topk_candidates(gpu, e, &xd, block, cols_d, &bmax, &thr, &cand, &cand_key, &cand_n).map_err(m)?;
+    kc::selection::topk_candidates(gpu, e, &xd, block, cols_d, &bmax, &thr, &cand, &cand_key, &cand_n).map_err(m)?;
     #[rustfmt::skip]
-    kc::topk_select(gpu, e, &xd, k, cols_d, &cand, &cand_key, &cand_n, &thr, &sel, &sel_val, &sel_n).map_err(m)?;
-    kc::csr_scan(gpu, e, &sel_n, &row_ptr).map_err(m)?;
-    kc::csr_pack(gpu, e, &sel, &sel_val, &row_ptr, rows, k, &idx, &val).map_err(m)?;
+    kc::selection::topk_select(gpu, e, &xd, k, cols_d, &cand, &cand_key, &cand_n, &thr, &sel, &sel_val, &sel_n).map_err(m)?;
+    kc::selection::csr_scan(gpu, e, &sel_n, &row_ptr).map_err(m)?;
+    kc::selection::csr_pack(gpu, e, &sel, &sel_val, &row_ptr, rows, k, &idx, &val).map_err(m)?;
     gpu.submit(enc);
     let r = |t: &GpuTensor| gpu.read_u32(t).map_err(m);
 
@@ -226,7 +226,7 @@ fn stage_case(gpu: &Gpu, rng: &mut ChaCha8Rng, c: Case) -> Result<(), Failed> {
         poison(gpu, t).map_err(m)?;
     }
     let mut enc = gpu.encoder();
-    kc::topk_codes(gpu, &mut enc, &xd, k, cols_d, &row_ptr, &idx, &val).map_err(m)?;
+    kc::selection::topk_codes(gpu, &mut enc, &xd, k, cols_d, &row_ptr, &idx, &val).map_err(m)?;
     gpu.submit(enc);
     assert_same("topk_codes (launcher) row_ptr", &r(&row_ptr)?, &p_row_ptr)?;
     assert_same("topk_codes (launcher) idx", &r(&idx)?[..nnz], &p_idx[..nnz])?;
@@ -265,7 +265,7 @@ fn dead_case(gpu: &Gpu, rng: &mut ChaCha8Rng, n: usize, frac: f64) -> Result<(),
     poison(gpu, &cols).map_err(m)?;
     poison(gpu, &ncols).map_err(m)?;
     let mut enc = gpu.encoder();
-    kc::dead_list(gpu, &mut enc, &s, dead_after, &cols, &ncols).map_err(m)?;
+    kc::selection::dead_list(gpu, &mut enc, &s, dead_after, &cols, &ncols).map_err(m)?;
     gpu.submit(enc);
     let mut c_cols = vec![0u32; n];
     let mut c_n = [0u32];
@@ -355,14 +355,14 @@ fn compact_case(
     let mut enc = gpu.encoder();
     let e = &mut enc;
     if jump {
-        kc::threshold_offsets(gpu, e, &ld, eps, &off).map_err(m)?;
+        kc::compaction::threshold_offsets(gpu, e, &ld, eps, &off).map_err(m)?;
     }
     let offd = jump.then_some(&off);
-    kc::block_max(gpu, e, &xd, rc::BLOCK, None, offd, &bmax).map_err(m)?;
-    kc::compact_count(gpu, e, &xd, rc::BLOCK, &bmax, jd, &counts).map_err(m)?;
-    kc::csr_scan(gpu, e, &counts, &row_ptr).map_err(m)?;
+    kc::selection::block_max(gpu, e, &xd, rc::BLOCK, None, offd, &bmax).map_err(m)?;
+    kc::compaction::compact_count(gpu, e, &xd, rc::BLOCK, &bmax, jd, &counts).map_err(m)?;
+    kc::selection::csr_scan(gpu, e, &counts, &row_ptr).map_err(m)?;
     #[rustfmt::skip]
-    kc::compact_write(gpu, e, &xd, rc::BLOCK, &bmax, jd, &row_ptr, &idx, &val, &pre).map_err(m)?;
+    kc::compaction::compact_write(gpu, e, &xd, rc::BLOCK, &bmax, jd, &row_ptr, &idx, &val, &pre).map_err(m)?;
     gpu.submit(enc);
 
     let jh = jump.then_some((&log_thr[..], eps));
@@ -408,7 +408,8 @@ fn compact_case(
         poison(gpu, t).map_err(m)?;
     }
     let mut enc = gpu.encoder();
-    kc::activation_codes(gpu, &mut enc, &xd, jd, &row_ptr, &idx, &val, &pre).map_err(m)?;
+    kc::compaction::activation_codes(gpu, &mut enc, &xd, jd, &row_ptr, &idx, &val, &pre)
+        .map_err(m)?;
     gpu.submit(enc);
     let g = gpu.read_u32(&row_ptr).map_err(m)?;
     assert_same("activation_codes row_ptr", &g, &p_row_ptr)?;
@@ -507,7 +508,7 @@ fn batch_case(
     let x = input(rng, kind, rows * n);
     let k_total = rows * k;
     let xd = gpu.upload("x", &[rows, n], &x).map_err(m)?;
-    let sc = kc::BatchScratch::new(gpu, rows, n, k_total).map_err(m)?;
+    let sc = kc::batch_topk::BatchScratch::new(gpu, rows, n, k_total).map_err(m)?;
     let gate = gpu.gate(96).map_err(m)?;
     let row_ptr = gpu.zeros_u32("row_ptr", &[rows + 1]).map_err(m)?;
     let idx = gpu.zeros_u32("idx", &[k_total]).map_err(m)?;
@@ -518,7 +519,7 @@ fn batch_case(
     }
     let mut enc = gpu.encoder();
     #[rustfmt::skip]
-    kc::batchtopk_codes(gpu, &mut enc, &xd, &gate, &sc, &row_ptr, &idx, &val, &thr).map_err(m)?;
+    kc::batch_topk::batchtopk_codes(gpu, &mut enc, &xd, &gate, &sc, &row_ptr, &idx, &val, &thr).map_err(m)?;
     gate.finish(gpu).map_err(m)?;
     gpu.submit(enc);
     let r = |t: &GpuTensor| gpu.read_u32(t).map_err(m);

@@ -364,16 +364,16 @@ fn codes_from_bmax(gpu: &Gpu, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), F
         let jr = jump.then_some((&log_thr, eps));
         let mut enc = gpu.encoder();
         if jump {
-            kc::threshold_offsets(gpu, &mut enc, &log_thr, eps, &off).map_err(f)?;
+            kc::compaction::threshold_offsets(gpu, &mut enc, &log_thr, eps, &off).map_err(f)?;
         }
         let o = jump.then_some(&off);
         #[rustfmt::skip]
         kg::gemm_block_max(gpu, &mut enc, &spec, &x, &w, Some(&bias_neg), &pre, o, &bmax).map_err(f)?;
         let [rp, idx, val, pv] = &ours;
         #[rustfmt::skip]
-        kc::activation_codes_from_bmax(gpu, &mut enc, &pre, jr, &bmax, rp, idx, val, pv).map_err(f)?;
+        kc::compaction::activation_codes_from_bmax(gpu, &mut enc, &pre, jr, &bmax, rp, idx, val, pv).map_err(f)?;
         let [rp, idx, val, pv] = &theirs;
-        kc::activation_codes(gpu, &mut enc, &pre, jr, rp, idx, val, pv).map_err(f)?;
+        kc::compaction::activation_codes(gpu, &mut enc, &pre, jr, rp, idx, val, pv).map_err(f)?;
         gpu.submit(enc);
         let what = if jump { "jumprelu" } else { "relu" };
         same(
@@ -400,9 +400,9 @@ fn codes_from_bmax(gpu: &Gpu, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), F
     #[rustfmt::skip]
     kg::gemm_block_max(gpu, &mut enc, &spec, &x, &w, Some(&bias), &pre, None, &bmax).map_err(f)?;
     let [rp, idx, val, _] = &ours;
-    kc::topk_codes_from_bmax(gpu, &mut enc, &pre, k, &bmax, rp, idx, val).map_err(f)?;
+    kc::selection::topk_codes_from_bmax(gpu, &mut enc, &pre, k, &bmax, rp, idx, val).map_err(f)?;
     let [rp, idx, val, _] = &theirs;
-    kc::topk_codes(gpu, &mut enc, &pre, k, None, rp, idx, val).map_err(f)?;
+    kc::selection::topk_codes(gpu, &mut enc, &pre, k, None, rp, idx, val).map_err(f)?;
     gpu.submit(enc);
     same("topk_codes_from_bmax", &ours, &theirs)?;
     if read(&ours[0])?[rows] as usize != rows * k {
@@ -411,7 +411,7 @@ fn codes_from_bmax(gpu: &Gpu, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), F
 
     // BatchTopK, on its scratch's bmax and on a caller's.
     let k_total = rows * k;
-    let sc = kc::BatchScratch::new(gpu, rows, n, k_total).map_err(f)?;
+    let sc = kc::batch_topk::BatchScratch::new(gpu, rows, n, k_total).map_err(f)?;
     let gate = gpu.gate(96).map_err(f)?;
     let thr = [z("thr ours", 1)?, z("thr theirs", 1)?];
     let codes = || -> Result<[GpuTensor; 3], Failed> {
@@ -431,13 +431,13 @@ fn codes_from_bmax(gpu: &Gpu, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), F
         kg::gemm_block_max(gpu, &mut enc, &spec, &x, &w, Some(&bias), &pre, None, given).map_err(f)?;
         let [rp, idx, val] = &bo;
         #[rustfmt::skip]
-        kc::batchtopk_codes_from_bmax(gpu, &mut enc, &pre, given, &gate, &sc, rp, idx, val, &thr[0]).map_err(f)?;
+        kc::batch_topk::batchtopk_codes_from_bmax(gpu, &mut enc, &pre, given, &gate, &sc, rp, idx, val, &thr[0]).map_err(f)?;
         gate.finish(gpu).map_err(f)?;
         gpu.submit(enc);
         let mut enc = gpu.encoder();
         let [rp, idx, val] = &bt;
         #[rustfmt::skip]
-        kc::batchtopk_codes(gpu, &mut enc, &pre, &gate, &sc, rp, idx, val, &thr[1]).map_err(f)?;
+        kc::batch_topk::batchtopk_codes(gpu, &mut enc, &pre, &gate, &sc, rp, idx, val, &thr[1]).map_err(f)?;
         gate.finish(gpu).map_err(f)?;
         gpu.submit(enc);
         for (name, (ta, tb)) in ["row_ptr", "idx", "val"].iter().zip(bo.iter().zip(&bt)) {

@@ -1,17 +1,19 @@
 //! Sparse-code launchers (shaders/codes.wgsl), in three families:
 //!
-//! * [`select`]: the k largest positive entries of each row of the pre-activations as CSR
+//! * [`selection`]: the k largest positive entries of each row of the pre-activations as CSR
 //!   (TopK codes after ReLU, AuxK codes over the dead latents), and the dead-latent list.
-//!   [`topk_codes`] records the whole chain (block_max, topk_threshold, topk_candidates,
+//!   [`selection::topk_codes`] records the whole chain (block_max, topk_threshold, topk_candidates,
 //!   topk_select, csr_scan, csr_pack) with its intermediates in per-device scratch buffers;
 //!   each stage also has its own launcher so that tests can hold it to its CPU twin.
-//! * [`compact`]: the entries a ReLU or JumpReLU keeps, as CSR ([`activation_codes`]).
-//! * [`batch`]: BatchTopK over the whole batch from the same block maxima and candidates,
-//!   with `topk::batchtopk` as the exact fallback ([`batchtopk_codes`]).
+//! * [`compaction`]: the entries a ReLU or JumpReLU keeps, as CSR
+//!   ([`compaction::activation_codes`]).
+//! * [`batch_topk`]: BatchTopK over the whole batch from the same block maxima and
+//!   candidates, with `topk::batchtopk` as the exact fallback
+//!   ([`batch_topk::batchtopk_codes`]).
 //!
 //! The `*_from_bmax` chains start from block maxima the caller already has: those that
 //! `gemm::gemm_block_max` writes in the encoder GEMM's epilogue, saving a pass over pre
-//! (for JumpReLU the GEMM is given the [`threshold_offsets`]).
+//! (for JumpReLU the GEMM is given the [`compaction::threshold_offsets`]).
 //!
 //! Why not the radix select of `topk`: it needs a workgroup per row and dozens of barriers
 //! (histogram levels, a bitonic sort of up to 1024 candidates), and each barrier splits the
@@ -26,21 +28,9 @@ use super::decl::{Entry, Grid, Slot, Uniform, Wg};
 
 pub use crate::reference::codes::{BLOCK, BLOCK_LISTED, CAND, blocks};
 
-mod batch;
-mod compact;
-mod select;
-
-pub use batch::{
-    BatchScratch, batch_threshold, batchtopk_codes, batchtopk_codes_from_bmax, candidate_map,
-    candidate_matrix, key_init,
-};
-pub use compact::{
-    activation_codes, activation_codes_from_bmax, compact_count, compact_write, threshold_offsets,
-};
-pub use select::{
-    block_max, csr_pack, csr_scan, dead_list, topk_candidates, topk_codes, topk_codes_from_bmax,
-    topk_select, topk_threshold,
-};
+pub mod batch_topk;
+pub mod compaction;
+pub mod selection;
 
 pub static SHADER: Shader = crate::shader!("codes");
 
@@ -83,27 +73,27 @@ const fn single(name: &'static str, binds: &'static [Slot]) -> Entry {
 
 /// Every entry point of shaders/codes.wgsl.
 pub static ENTRIES: &[&Entry] = &[
-    &select::BLOCK_MAX,
-    &select::BLOCK_MAX_VEC4,
-    &select::TOPK_THRESHOLD,
-    &select::TOPK_THRESHOLD_VEC4,
-    &select::TOPK_CANDIDATES,
-    &select::TOPK_CANDIDATES_VEC4,
-    &select::TOPK_SELECT,
-    &select::TOPK_SELECT_ROW,
-    &select::CSR_SCAN,
-    &select::CSR_PACK,
-    &select::DEAD_LIST,
-    &compact::THRESHOLD_OFFSETS,
-    &compact::COMPACT_COUNT,
-    &compact::COMPACT_COUNT_VEC4,
-    &compact::COMPACT_WRITE,
-    &compact::COMPACT_WRITE_VEC4,
-    &batch::KEY_INIT,
-    &batch::KEY_HIST,
-    &batch::KEY_FIND,
-    &batch::CANDIDATE_MATRIX,
-    &batch::CANDIDATE_MAP,
+    &selection::BLOCK_MAX,
+    &selection::BLOCK_MAX_VEC4,
+    &selection::TOPK_THRESHOLD,
+    &selection::TOPK_THRESHOLD_VEC4,
+    &selection::TOPK_CANDIDATES,
+    &selection::TOPK_CANDIDATES_VEC4,
+    &selection::TOPK_SELECT,
+    &selection::TOPK_SELECT_ROW,
+    &selection::CSR_SCAN,
+    &selection::CSR_PACK,
+    &selection::DEAD_LIST,
+    &compaction::THRESHOLD_OFFSETS,
+    &compaction::COMPACT_COUNT,
+    &compaction::COMPACT_COUNT_VEC4,
+    &compaction::COMPACT_WRITE,
+    &compaction::COMPACT_WRITE_VEC4,
+    &batch_topk::KEY_INIT,
+    &batch_topk::KEY_HIST,
+    &batch_topk::KEY_FIND,
+    &batch_topk::CANDIDATE_MATRIX,
+    &batch_topk::CANDIDATE_MAP,
 ];
 
 /// (rows, n) of the pre-activations x.

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use super::{Chunk, CodeBufs, GATE_SLOTS, GpuEngine};
 use crate::gpu::{Gpu, GpuTensor};
-use crate::kernels::codes::{BLOCK, BatchScratch};
+use crate::kernels::codes::BLOCK;
+use crate::kernels::codes::batch_topk::BatchScratch;
 use crate::reference::reduce::METRIC_SLOTS;
 use crate::sae::engine::{TrainState, code_capacity};
 use crate::sae::{Arch, SaeParams, TrainConfig};

@@ -7,7 +7,7 @@ use crate::gpu::{Gate, Gpu, GpuTensor};
 use crate::{Error, Result};
 
 use super::super::decl::{Entry, Grid, ru, wf, wu};
-use super::select::{block_max, topk_candidates};
+use super::selection::{block_max, topk_candidates};
 use super::{BLOCK, CAND, Params, blocks, codes, matrix, one_d, params, single};
 
 pub(super) static KEY_INIT: Entry = single("key_init", &[wu("state", "4"), wu("hist", "256")]);

@@ -5,7 +5,7 @@ use crate::Result;
 use crate::gpu::{DType, Gpu, GpuTensor};
 
 use super::super::decl::{Entry, Slot, rf, ru, wf, wu};
-use super::select::{block_max, csr_scan};
+use super::selection::{block_max, csr_scan};
 use super::{BLOCK, Params, blocks, dims, expect_block, matrix, one_d, params};
 
 const COUNT: &[Slot] = &[
