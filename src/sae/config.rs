@@ -30,6 +30,21 @@ pub enum DecoderNorm {
     Unit,
     /// Decoder rows free (the L1 penalty of relu SAEs weights by their norms).
     Free,
+    /// Decoder rows free, but the codes see unit rows: pre-activations are multiplied by
+    /// each row's norm and the decode divides by it (SAELens's TopK
+    /// `rescale_acts_by_decoder_norm`). The norms are folded into the exported weights.
+    Rescale,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BDecInit {
+    /// Geometric median of the sampled rows (Weiszfeld).
+    Median,
+    /// Mean of the sampled rows.
+    Mean,
+    /// Zeros (SAELens's default).
+    Zeros,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -123,6 +138,12 @@ pub struct TrainArgs {
     /// Decay after warm-up (default constant).
     #[arg(long, value_enum)]
     pub lr_decay: Option<LrDecay>,
+    /// The decay runs over the last this many steps (default: every step after warm-up).
+    #[arg(long)]
+    pub lr_decay_steps: Option<u64>,
+    /// Learning rate at the end of the decay, as a fraction of --lr (default 0).
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr_end: Option<f32>,
     /// Sparsity-coefficient warm-up steps for relu / jumprelu (default 5% of the steps).
     #[arg(long)]
     pub sparsity_warmup: Option<u64>,
@@ -132,6 +153,14 @@ pub struct TrainArgs {
     /// Decoder row norms (default unit for topk / batchtopk / jumprelu, free for relu).
     #[arg(long, value_enum)]
     pub decoder_norm: Option<DecoderNorm>,
+    /// Initial norm of the W_dec rows, W_enc = W_dec^T (default 1; 0.1 for relu). With
+    /// --decoder-norm unit the rows are back at norm 1 after the first step and the value
+    /// only sets the encoder's initial scale.
+    #[arg(long, allow_negative_numbers = true)]
+    pub init_norm: Option<f32>,
+    /// b_dec at initialisation (default median).
+    #[arg(long, value_enum)]
+    pub b_dec_init: Option<BDecInit>,
     /// Scale inputs so that the mean ||x|| = sqrt(d), folded into the export (default true).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub normalize: Option<bool>,
@@ -211,9 +240,17 @@ pub struct TrainConfig {
     pub weight_decay: f32,
     pub lr_warmup: u64,
     pub lr_decay: LrDecay,
+    #[serde(default)]
+    pub lr_decay_steps: Option<u64>,
+    #[serde(default)]
+    pub lr_end: f32,
     pub sparsity_warmup: u64,
     pub grad_clip: f32,
     pub decoder_norm: DecoderNorm,
+    #[serde(default = "default_init_norm")]
+    pub init_norm: f32,
+    #[serde(default = "default_b_dec_init")]
+    pub b_dec_init: BDecInit,
     pub normalize: bool,
     pub dead_tokens: u64,
     pub threshold_ema: f32,
@@ -247,6 +284,8 @@ impl TrainArgs {
             ("weight-decay", self.weight_decay),
             ("grad-clip", self.grad_clip),
             ("threshold-ema", self.threshold_ema),
+            ("lr-end", self.lr_end),
+            ("init-norm", self.init_norm),
         ];
         f32s.into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v as f64)))
@@ -346,6 +385,16 @@ impl TrainArgs {
         }
         Ok(())
     }
+}
+
+/// Configs saved before `init_norm` / `b_dec_init` existed (read on --resume, which does
+/// not initialise again).
+fn default_init_norm() -> f32 {
+    1.0
+}
+
+fn default_b_dec_init() -> BDecInit {
+    BDecInit::Median
 }
 
 /// `v` > 0 (NaN is refused too).
@@ -454,6 +503,19 @@ impl TrainConfig {
             weight_decay: nonneg("weight-decay", a.weight_decay.unwrap_or(0.0))?,
             lr_warmup: a.lr_warmup.unwrap_or((steps / 20).min(1000)),
             lr_decay: a.lr_decay.unwrap_or(LrDecay::Constant),
+            lr_decay_steps: a
+                .lr_decay_steps
+                .map(|v| positive("lr-decay-steps", v))
+                .transpose()?,
+            lr_end: {
+                let v = a.lr_end.unwrap_or(0.0);
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(Error::input(format!(
+                        "--lr-end {v}: expected a fraction 0 <= f <= 1 of --lr"
+                    )));
+                }
+                v
+            },
             sparsity_warmup: a.sparsity_warmup.unwrap_or(steps / 20),
             grad_clip: nonneg("grad-clip", a.grad_clip.unwrap_or(1.0))?,
             decoder_norm: a.decoder_norm.unwrap_or(if arch == Arch::Relu {
@@ -461,6 +523,12 @@ impl TrainConfig {
             } else {
                 DecoderNorm::Unit
             }),
+            init_norm: positive_f32(
+                "init-norm",
+                a.init_norm
+                    .unwrap_or(if arch == Arch::Relu { 0.1 } else { 1.0 }),
+            )?,
+            b_dec_init: a.b_dec_init.unwrap_or(BDecInit::Median),
             normalize: a.normalize.unwrap_or(true),
             dead_tokens: positive(
                 "dead-tokens",
@@ -532,19 +600,27 @@ impl TrainConfig {
         self.steps * self.batch as u64
     }
 
-    /// Learning rate at `step` (0-based): linear warm-up, then constant / linear / cosine.
+    /// Learning rate at `step` (0-based): linear warm-up, then constant / linear / cosine
+    /// down to lr * lr_end, over the last `lr_decay_steps` steps (default: all the steps
+    /// after warm-up).
     pub fn lr_at(&self, step: u64) -> f32 {
         let w = self.lr_warmup;
         if step < w {
             return self.lr * (step + 1) as f32 / w as f32;
         }
-        let span = (self.steps - w.min(self.steps)).max(1) as f32;
-        let t = ((step - w) as f32 / span).clamp(0.0, 1.0);
-        match self.lr_decay {
-            LrDecay::Constant => self.lr,
-            LrDecay::Linear => self.lr * (1.0 - t),
-            LrDecay::Cosine => self.lr * 0.5 * (1.0 + (std::f32::consts::PI * t).cos()),
+        let after = self.steps - w.min(self.steps);
+        let span = self.lr_decay_steps.map_or(after, |s| s.min(after));
+        let start = self.steps - span;
+        if step < start {
+            return self.lr;
         }
+        let t = ((step - start) as f32 / span.max(1) as f32).clamp(0.0, 1.0);
+        let f = match self.lr_decay {
+            LrDecay::Constant => return self.lr,
+            LrDecay::Linear => 1.0 - t,
+            LrDecay::Cosine => 0.5 * (1.0 + (std::f32::consts::PI * t).cos()),
+        };
+        self.lr * (self.lr_end + (1.0 - self.lr_end) * f)
     }
 
     /// Sparsity-coefficient multiplier at `step` (linear warm-up from 0 to 1).

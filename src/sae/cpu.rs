@@ -23,7 +23,8 @@ use crate::reference::codes::{activation_codes, dead_list, topk_codes};
 use crate::reference::gemm::{GemmSpec, gemm};
 use crate::reference::ops::threshold_ema;
 use crate::reference::optim::{
-    AdamHyper, adam, adam_unit_rows, clip_scale, decoder_grad_prep, sum_slot, sumsq,
+    AdamHyper, adam, adam_unit_rows, clip_scale, decoder_grad_prep, rescale_grads, rescale_view,
+    sum_slot, sumsq,
 };
 use crate::reference::reduce::{
     METRIC_SLOTS, col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms,
@@ -296,7 +297,11 @@ pub fn step(cfg: &TrainConfig, st: &mut TrainState, x: &[f32], rows: usize) {
     let (n, d) = (st.params.n, st.params.d);
     let sc = StepScalars::at(cfg, st.step);
     let mut fired = vec![0u32; n];
-    let g = gradients(cfg, st, x, rows, sc.sparsity_scale, &mut fired);
+    let g = if cfg.decoder_norm == DecoderNorm::Rescale {
+        rescaled_gradients(cfg, st, x, rows, sc.sparsity_scale, &mut fired)
+    } else {
+        gradients(cfg, st, x, rows, sc.sparsity_scale, &mut fired)
+    };
 
     // Global gradient-norm clipping, of the gradients after the unit-norm decoder's
     // projection (the component of each decoder row's gradient along the row removed):
@@ -344,6 +349,32 @@ pub fn step(cfg: &TrainConfig, st: &mut TrainState, x: &[f32], rows: usize) {
         &mut st.metrics,
     );
     st.step += 1;
+}
+
+/// `gradients` of a decoder whose norms are folded into the codes (`DecoderNorm::Rescale`):
+/// the step runs on the unit-row view of the parameters and its gradients are mapped back
+/// (`rescale_view`, `rescale_grads`).
+pub fn rescaled_gradients(
+    cfg: &TrainConfig,
+    st: &mut TrainState,
+    x: &[f32],
+    rows: usize,
+    sparsity_scale: f32,
+    fired: &mut [u32],
+) -> Grads {
+    let (n, d) = (st.params.n, st.params.d);
+    let mut view = st.params.clone();
+    let mut norms = vec![0.0f32; n];
+    let p = &st.params;
+    #[rustfmt::skip]
+    rescale_view(&p.w_enc, &p.b_enc, &p.w_dec, n, d, &mut view.w_enc, &mut view.b_enc, &mut view.w_dec, &mut norms);
+    let own = std::mem::replace(&mut st.params, view);
+    let mut g = gradients(cfg, st, x, rows, sparsity_scale, fired);
+    let view = std::mem::replace(&mut st.params, own);
+    let p = &st.params;
+    #[rustfmt::skip]
+    rescale_grads(&p.w_enc, &p.b_enc, &view.w_dec, &norms, n, d, &mut g.w_enc, &mut g.b_enc, &mut g.w_dec);
+    g
 }
 
 /// Forward and backward of one step: the loss gradients (before the decoder-norm

@@ -211,6 +211,11 @@ impl GpuEngine {
         st: &TrainState,
         chunk: usize,
     ) -> Result<GpuEngine> {
+        if cfg.decoder_norm == DecoderNorm::Rescale {
+            return Err(Error::input(
+                "--decoder-norm rescale: not on the GPU engine yet (use --device cpu)",
+            ));
+        }
         let (d, n, rows) = (cfg.d_in, cfg.d_sae, cfg.batch);
         let chunk = if cfg.arch == Arch::Batchtopk || chunk == 0 {
             rows
