@@ -199,3 +199,83 @@ pub fn adam_unit_rows(
     adam(param, &g, m, v, hyper, clip);
     normalize_rows(param, n, d);
 }
+
+/// The unit-row view of a decoder whose norms are folded into the codes
+/// (`--decoder-norm rescale`): norms[i] = ||W_dec[i]|| (f64 sum, at least 1e-8),
+/// W_enc'[:, i] = norms[i] W_enc[:, i], b_enc'[i] = norms[i] b_enc[i],
+/// U[i] = W_dec[i] / norms[i]. The step runs on (W_enc', b_enc', U, b_dec) as on a unit-norm
+/// decoder; [`rescale_grads`] maps its gradients back.
+/// w_enc: (d, n), b_enc: (n), w_dec: (n, d) -> w_enc_e: (d, n), b_enc_e: (n), u: (n, d),
+/// norms: (n)
+#[allow(clippy::too_many_arguments)]
+pub fn rescale_view(
+    w_enc: &[f32],
+    b_enc: &[f32],
+    w_dec: &[f32],
+    n: usize,
+    d: usize,
+    w_enc_e: &mut [f32],
+    b_enc_e: &mut [f32],
+    u: &mut [f32],
+    norms: &mut [f32],
+) {
+    for i in 0..n {
+        let ss: f64 = w_dec[i * d..(i + 1) * d]
+            .iter()
+            .map(|&x| x as f64 * x as f64)
+            .sum();
+        norms[i] = (ss.sqrt() as f32).max(1e-8);
+        for j in 0..d {
+            u[i * d + j] = w_dec[i * d + j] / norms[i];
+        }
+        b_enc_e[i] = b_enc[i] * norms[i];
+    }
+    for j in 0..d {
+        for i in 0..n {
+            w_enc_e[j * n + i] = w_enc[j * n + i] * norms[i];
+        }
+    }
+}
+
+/// Gradients of the rescaled parametrisation from those of its unit-row view
+/// ([`rescale_view`]): with s_i = sum_j W_enc[j, i] gW_enc'[j, i] + b_enc[i] gb_enc'[i]
+/// (f64, rounded once) and c_i = gU[i] . U[i] (f64, rounded once),
+/// gW_enc[:, i] = norms[i] gW_enc'[:, i], gb_enc[i] = norms[i] gb_enc'[i],
+/// gW_dec[i] = (gU[i] - c_i U[i]) / norms[i] + s_i U[i]. In place on the view's gradients.
+/// w_enc: (d, n), b_enc: (n), u: (n, d), norms: (n); g_enc: (d, n), g_benc: (n), g_dec: (n, d)
+#[allow(clippy::too_many_arguments)]
+pub fn rescale_grads(
+    w_enc: &[f32],
+    b_enc: &[f32],
+    u: &[f32],
+    norms: &[f32],
+    n: usize,
+    d: usize,
+    g_enc: &mut [f32],
+    g_benc: &mut [f32],
+    g_dec: &mut [f32],
+) {
+    let mut s = vec![0.0f64; n];
+    for j in 0..d {
+        for i in 0..n {
+            s[i] += w_enc[j * n + i] as f64 * g_enc[j * n + i] as f64;
+        }
+    }
+    for i in 0..n {
+        let si = (s[i] + b_enc[i] as f64 * g_benc[i] as f64) as f32;
+        let c: f64 = (0..d)
+            .map(|j| g_dec[i * d + j] as f64 * u[i * d + j] as f64)
+            .sum();
+        let c = c as f32;
+        for j in 0..d {
+            let k = i * d + j;
+            g_dec[k] = (g_dec[k] - c * u[k]) / norms[i] + si * u[k];
+        }
+        g_benc[i] *= norms[i];
+    }
+    for j in 0..d {
+        for i in 0..n {
+            g_enc[j * n + i] *= norms[i];
+        }
+    }
+}

@@ -37,7 +37,8 @@ use crate::reference::codes::{activation_codes, dead_list, topk_codes};
 use crate::reference::gemm::GemmSpec;
 use crate::reference::ops::threshold_ema;
 use crate::reference::optim::{
-    adam, adam_unit_rows, clip_scale, decoder_grad_prep, sum_slot, sumsq,
+    adam, adam_unit_rows, clip_scale, decoder_grad_prep, rescale_grads, rescale_view, sum_slot,
+    sumsq,
 };
 use crate::reference::reduce::{
     col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms, slot,
@@ -167,10 +168,40 @@ pub fn step(cfg: &TrainConfig, st: &mut TrainState, x: &[f32], rows: usize) {
     let n = st.params.n;
     let sc = StepScalars::at(cfg, st.step);
     let mut fired = vec![0u32; n];
-    let g = gradients(cfg, st, x, rows, sc.sparsity_coef, &mut fired);
+    let g = if cfg.decoder_norm == DecoderNorm::Rescale {
+        rescaled_gradients(cfg, st, x, rows, sc.sparsity_coef, &mut fired)
+    } else {
+        gradients(cfg, st, x, rows, sc.sparsity_coef, &mut fired)
+    };
     optimizer(cfg, st, &g, &sc);
     count_dead(cfg, st, &mut fired, rows);
     st.step += 1;
+}
+
+/// `gradients` of a decoder whose norms are folded into the codes (`DecoderNorm::Rescale`):
+/// the step runs on the unit-row view of the parameters and its gradients are mapped back
+/// (`rescale_view`, `rescale_grads`).
+pub fn rescaled_gradients(
+    cfg: &TrainConfig,
+    st: &mut TrainState,
+    x: &[f32],
+    rows: usize,
+    sparsity_coef: f32,
+    fired: &mut [u32],
+) -> Grads {
+    let (n, d) = (st.params.n, st.params.d);
+    let mut view = st.params.clone();
+    let mut norms = vec![0.0f32; n];
+    let p = &st.params;
+    #[rustfmt::skip]
+    rescale_view(&p.w_enc, &p.b_enc, &p.w_dec, n, d, &mut view.w_enc, &mut view.b_enc, &mut view.w_dec, &mut norms);
+    let own = std::mem::replace(&mut st.params, view);
+    let mut g = gradients(cfg, st, x, rows, sparsity_coef, fired);
+    let view = std::mem::replace(&mut st.params, own);
+    let p = &st.params;
+    #[rustfmt::skip]
+    rescale_grads(&p.w_enc, &p.b_enc, &view.w_dec, &norms, n, d, &mut g.w_enc, &mut g.b_enc, &mut g.w_dec);
+    g
 }
 
 /// Forward and backward of one step: the loss gradients (before the decoder-norm

@@ -115,6 +115,13 @@ impl SaeModel {
         batchtopk_threshold: f32,
     ) -> SaeModel {
         let s = scale;
+        let folded;
+        let p = if cfg.decoder_norm == super::DecoderNorm::Rescale {
+            folded = p.rescale_folded();
+            &folded
+        } else {
+            p
+        };
         let kind = match cfg.arch {
             Arch::Relu => SaeKind::Standard,
             Arch::Topk => SaeKind::Topk { k: cfg.k },

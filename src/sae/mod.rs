@@ -14,5 +14,5 @@ pub mod infer;
 pub mod params;
 pub mod train;
 
-pub use config::{Arch, DecoderNorm, LrDecay, TrainArgs, TrainConfig};
+pub use config::{Arch, BDecInit, DecoderNorm, LrDecay, TrainArgs, TrainConfig};
 pub use params::SaeParams;

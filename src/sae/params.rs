@@ -4,7 +4,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
-use super::{Arch, TrainConfig};
+use super::{BDecInit, DecoderNorm, TrainConfig};
 
 /// One value per parameter tensor, by name: the parameters themselves ([`SaeParams`]),
 /// their gradients and Adam moments, on the host (`Vec<f32>`) and on the device
@@ -104,13 +104,14 @@ impl<T> ParamSet<T> {
 }
 
 impl SaeParams {
-    /// W_dec rows random unit directions (norm 0.1 for relu), W_enc = W_dec^T, b_enc = 0,
-    /// b_dec = geometric median of `sample` (rows x d, already scaled), log threshold for
-    /// jumprelu at ln(threshold_init).
+    /// W_dec rows random directions at norm `init_norm` (unit-norm decoders: at norm 1),
+    /// W_enc = init_norm x the unit directions^T, b_enc = 0, b_dec = geometric median / mean
+    /// of `sample` (rows x d, already scaled) or zeros, log threshold for jumprelu at
+    /// ln(threshold_init).
     pub fn init(cfg: &TrainConfig, sample: &[f32]) -> SaeParams {
         let (d, n) = (cfg.d_in, cfg.d_sae);
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let norm = if cfg.arch == Arch::Relu { 0.1 } else { 1.0 };
+        let norm = cfg.init_norm;
         let mut w_dec = vec![0.0f32; n * d];
         for row in w_dec.chunks_exact_mut(d) {
             loop {
@@ -132,12 +133,18 @@ impl SaeParams {
                 w_enc[j * n + i] = w_dec[i * d + j];
             }
         }
-        let b_dec = if sample.is_empty() {
-            vec![0.0; d]
-        } else {
-            geometric_median(sample, d, 100)
+        if cfg.decoder_norm == DecoderNorm::Unit && norm != 1.0 {
+            for v in w_dec.iter_mut() {
+                *v /= norm;
+            }
+        }
+        let b_dec = match cfg.b_dec_init {
+            _ if sample.is_empty() => vec![0.0; d],
+            BDecInit::Median => geometric_median(sample, d, 100),
+            BDecInit::Mean => geometric_median(sample, d, 0),
+            BDecInit::Zeros => vec![0.0; d],
         };
-        let log_threshold = if cfg.arch == Arch::Jumprelu {
+        let log_threshold = if cfg.arch == super::Arch::Jumprelu {
             vec![cfg.threshold_init.ln(); n]
         } else {
             Vec::new()
@@ -170,6 +177,26 @@ impl SaeParams {
     /// Zeros of every tensor's length (Adam's moments at the start).
     pub fn zeros_like(&self) -> SaeParams {
         self.map(|_, t| vec![0.0f32; t.len()])
+    }
+
+    /// The same SAE with the decoder norms of `--decoder-norm rescale` folded in: unit
+    /// decoder rows, encoder columns and b_enc multiplied by the norms (what the codes see).
+    pub fn rescale_folded(&self) -> SaeParams {
+        let (d, n) = (self.d, self.n);
+        let mut out = self.clone();
+        let mut norms = vec![0.0f32; n];
+        crate::reference::optim::rescale_view(
+            &self.w_enc,
+            &self.b_enc,
+            &self.w_dec,
+            n,
+            d,
+            &mut out.w_enc,
+            &mut out.b_enc,
+            &mut out.w_dec,
+            &mut norms,
+        );
+        out
     }
 
     /// True when every value is finite.

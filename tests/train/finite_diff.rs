@@ -6,9 +6,9 @@
 
 use libtest_mimic::{Failed, Trial};
 use rand::Rng;
-use saeforge::sae::cpu::gradients;
+use saeforge::sae::cpu::{gradients, rescaled_gradients};
 use saeforge::sae::engine::TrainState;
-use saeforge::sae::{Arch, SaeParams, TrainArgs, TrainConfig};
+use saeforge::sae::{Arch, DecoderNorm, SaeParams, TrainArgs, TrainConfig};
 
 use crate::common::{cpu_test, randn};
 
@@ -18,8 +18,9 @@ const ROWS: usize = 5;
 const K: usize = 3;
 const K_AUX: usize = 2;
 
-fn config(arch: Arch) -> TrainConfig {
+fn config(arch: Arch, decoder_norm: Option<DecoderNorm>) -> TrainConfig {
     let args = TrainArgs {
+        decoder_norm,
         out: Some("unused".into()),
         arch: Some(arch),
         d_sae: Some(N),
@@ -48,6 +49,15 @@ fn loss(
     e_fixed: Option<&[f64]>,
 ) -> (f64, Vec<u64>, Vec<f64>) {
     let [w_enc, w_dec, b_enc, b_dec, log_thr] = p;
+    // --decoder-norm rescale: pre-activations times the row norms, unit rows decode.
+    let rescale = cfg.decoder_norm == DecoderNorm::Rescale;
+    let norms: Vec<f64> = (0..N)
+        .map(|i| {
+            let nn = (0..D).map(|j| w_dec[i * D + j].powi(2)).sum::<f64>().sqrt();
+            if rescale { nn } else { 1.0 }
+        })
+        .collect();
+    let w_dec: &Vec<f64> = &(0..N * D).map(|f| w_dec[f] / norms[f / D]).collect();
     let mut pre = vec![0.0f64; ROWS * N];
     for r in 0..ROWS {
         for i in 0..N {
@@ -55,7 +65,7 @@ fn loss(
             for j in 0..D {
                 s += (x[r * D + j] - b_dec[j]) * w_enc[j * N + i];
             }
-            pre[r * N + i] = s;
+            pre[r * N + i] = s * norms[i];
         }
     }
     let mut sig = Vec::new();
@@ -152,8 +162,12 @@ fn loss(
     (total, sig, Vec::new())
 }
 
-fn check(arch: Arch, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), Failed> {
-    let cfg = config(arch);
+fn check(
+    arch: Arch,
+    decoder_norm: Option<DecoderNorm>,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Result<(), Failed> {
+    let cfg = config(arch, decoder_norm);
     let x = randn(rng, ROWS * D, 1.0);
     let mut params = SaeParams::init(&cfg, &x);
     // Move away from the symmetric init so every parameter matters.
@@ -176,7 +190,11 @@ fn check(arch: Arch, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), Failed> {
         .collect();
     let mut fired = vec![0u32; N];
     let coef = cfg.sparsity_coef_at(cfg.sparsity_warmup);
-    let g = gradients(&cfg, &mut st, &x, ROWS, coef, &mut fired);
+    let g = if cfg.decoder_norm == DecoderNorm::Rescale {
+        rescaled_gradients(&cfg, &mut st, &x, ROWS, coef, &mut fired)
+    } else {
+        gradients(&cfg, &mut st, &x, ROWS, coef, &mut fired)
+    };
     let grads = [&g.w_enc, &g.w_dec, &g.b_enc, &g.b_dec, &g.log_threshold];
 
     let p64: [Vec<f64>; 5] = params
@@ -280,13 +298,20 @@ fn check(arch: Arch, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), Failed> {
 }
 
 pub fn trials() -> Vec<Trial> {
-    [Arch::Relu, Arch::Topk, Arch::Batchtopk, Arch::Jumprelu]
+    let mut t: Vec<Trial> = [Arch::Relu, Arch::Topk, Arch::Batchtopk, Arch::Jumprelu]
         .into_iter()
         .map(|arch| {
             cpu_test(
                 format!("finite_diff::{arch:?}").to_lowercase(),
-                move |rng| check(arch, rng),
+                move |rng| check(arch, None, rng),
             )
         })
-        .collect()
+        .collect();
+    for arch in [Arch::Topk, Arch::Batchtopk] {
+        t.push(cpu_test(
+            format!("finite_diff::{arch:?}_rescale").to_lowercase(),
+            move |rng| check(arch, Some(DecoderNorm::Rescale), rng),
+        ));
+    }
+    t
 }

@@ -10,7 +10,7 @@ use crate::kernels::codes::BLOCK;
 use crate::kernels::codes::batch_topk::BatchScratch;
 use crate::reference::reduce::METRIC_SLOTS;
 use crate::sae::engine::{TrainState, code_capacity};
-use crate::sae::{Arch, SaeParams, TrainConfig};
+use crate::sae::{Arch, DecoderNorm, SaeParams, TrainConfig};
 use crate::{Error, Result};
 
 impl CodeBufs {
@@ -84,6 +84,11 @@ impl GpuEngine {
         st: &TrainState,
         chunk: usize,
     ) -> Result<GpuEngine> {
+        if cfg.decoder_norm == DecoderNorm::Rescale {
+            return Err(Error::input(
+                "--decoder-norm rescale: not on the GPU engine yet (use --device cpu)",
+            ));
+        }
         let (d, n, rows) = (cfg.d_in, cfg.d_sae, cfg.batch);
         let chunk = if cfg.arch == Arch::Batchtopk || chunk == 0 {
             rows
