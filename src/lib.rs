@@ -6,9 +6,6 @@
 //! per shader family; `reference` holds the CPU twin of every launcher under the same name.
 
 pub mod blas;
-// Lints still to fix inside modules another change is restructuring (src/cli/mod.rs
-// Command's large variant); scoped here so that `cargo clippy -D warnings` (.ci/run) holds.
-#[allow(clippy::large_enum_variant)]
 pub mod cli;
 pub mod data;
 pub mod digest;
@@ -20,9 +17,6 @@ pub mod kernels;
 pub mod lock;
 pub mod reference;
 pub mod report;
-// As above: src/sae/config.rs (a negated float comparison that also rejects NaN) and
-// src/sae/train.rs (a complex type).
-#[allow(clippy::neg_cmp_op_on_partial_ord, clippy::type_complexity)]
 pub mod sae;
 pub mod stop;
 pub mod synth;

@@ -404,7 +404,8 @@ fn default_b_dec_init() -> BDecInit {
     BDecInit::Median
 }
 
-/// `v` > 0 (NaN is refused too).
+/// `v` > 0 (NaN is refused too: the negated comparison is the point).
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
 fn positive<T: PartialOrd + Default + std::fmt::Display + Copy>(flag: &str, v: T) -> Result<T> {
     if !(v > T::default()) {
         return Err(Error::input(format!("--{flag} {v}: expected a value > 0")));
