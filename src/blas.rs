@@ -8,12 +8,8 @@
 //! summation order only (the crate blocks k and uses fused multiply-adds); on one machine they
 //! are the same run to run, so bitwise resume on the CPU engine holds.
 
-use crate::reference::gemm::GemmSpec;
+use crate::reference::gemm::{GemmSpec, PARALLEL_MIN_MACS};
 use gemm::Parallelism;
-
-/// Below this many multiply-adds the product runs on the calling thread: waking rayon's
-/// pool costs more than it saves (same threshold as the reference).
-const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// C = alpha * op(A) op(B) + bias + beta * C, as [`crate::reference::gemm::gemm`].
 /// a: (m, k) or (k, m) when trans_a, b: (k, n) or (n, k) when trans_b, bias: (n) -> c: (m, n)
@@ -49,19 +45,29 @@ pub fn gemm(spec: &GemmSpec, a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut
         return;
     }
     if k == 0 {
-        // An empty product: C = bias + beta * C (beta 0: C is not read).
+        // An empty product: C = beta * C (beta 0: C is not read), then the bias below.
+        for v in c.iter_mut() {
+            *v = if spec.beta == 0.0 {
+                0.0
+            } else {
+                spec.beta * *v
+            };
+        }
+    } else {
+        product(spec, a, b, c);
+    }
+    if let Some(bias) = bias {
         for row in c.chunks_mut(n) {
-            for (j, v) in row.iter_mut().enumerate() {
-                let old = if spec.beta == 0.0 {
-                    0.0
-                } else {
-                    spec.beta * *v
-                };
-                *v = old + bias.map_or(0.0, |b| b[j]);
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v += b;
             }
         }
-        return;
     }
+}
+
+/// C = alpha * op(A) op(B) + beta * C through the crate (k > 0, shapes checked).
+fn product(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32]) {
+    let &GemmSpec { m, n, k, .. } = spec;
     // Strides (in elements) of the row-major operands: row stride, column stride.
     let (a_rs, a_cs) = if spec.trans_a { (1, m) } else { (k, 1) };
     let (b_rs, b_cs) = if spec.trans_b { (1, k) } else { (n, 1) };
@@ -71,7 +77,7 @@ pub fn gemm(spec: &GemmSpec, a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut
         Parallelism::None
     };
     let read_dst = spec.beta != 0.0;
-    // SAFETY: the lengths are checked above against the shapes the strides describe: every
+    // SAFETY: `gemm` checked the lengths against the shapes the strides describe: every
     // index the crate forms, i * rs + j * cs with i, j inside (m, k), (k, n) and (m, n), is
     // in bounds of a, b and c; c is borrowed mutably, so it aliases neither a nor b.
     unsafe {
@@ -97,12 +103,5 @@ pub fn gemm(spec: &GemmSpec, a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut
             false,
             parallelism,
         );
-    }
-    if let Some(bias) = bias {
-        for row in c.chunks_mut(n) {
-            for (v, &b) in row.iter_mut().zip(bias) {
-                *v += b;
-            }
-        }
     }
 }

@@ -98,7 +98,7 @@ impl GemmSpec {
 }
 
 /// Below this many multiply-adds one thread is faster than waking rayon's pool.
-const PARALLEL_MIN_MACS: usize = 1 << 18;
+pub const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// C = alpha * op(A) op(B) + bias + beta * C.
 /// a: (m, k) or (k, m) when trans_a, b: (k, n) or (n, k) when trans_b, bias: (n) -> c: (m, n)
