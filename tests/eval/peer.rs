@@ -73,19 +73,7 @@ fn compare(rng: &mut ChaCha8Rng, py: &str) -> Result<(), Failed> {
     let truth = read_truth(&data.join("truth.safetensors")).map_err(fail)?;
     // 300 latents: noisy copies of 240 features (some twice), the rest random directions.
     let nl = 300;
-    let mut w_dec = randn(rng, nl * d, 0.3 / (d as f32).sqrt());
-    for i in 0..240 {
-        let j = (i * 13) % n;
-        for c in 0..d {
-            w_dec[i * d + c] += truth.features[j * d + c];
-        }
-    }
-    let mut w_enc = vec![0.0f32; d * nl];
-    for i in 0..nl {
-        for c in 0..d {
-            w_enc[c * nl + i] = w_dec[i * d + c];
-        }
-    }
+    let (w_enc, w_dec) = crate::truth::noisy_copies(rng, &truth.features, d, nl, 240, 13, 0.3);
     let model = SaeModel {
         kind: SaeKind::Topk { k },
         d,

@@ -274,19 +274,7 @@ fn eval_against_definitions(engine: Engine, rng: &mut ChaCha8Rng) -> Result<(), 
     let truth = read_truth(&data.join("truth.safetensors")).map_err(fail)?;
     // 40 latents: 36 noisy copies of features (some twice), 4 random.
     let nl = 40;
-    let mut w_dec = randn(rng, nl * d, 0.15 / (d as f32).sqrt());
-    for i in 0..36 {
-        let j = (i * 7) % n;
-        for c in 0..d {
-            w_dec[i * d + c] += truth.features[j * d + c];
-        }
-    }
-    let mut w_enc = vec![0.0f32; d * nl];
-    for i in 0..nl {
-        for c in 0..d {
-            w_enc[c * nl + i] = w_dec[i * d + c];
-        }
-    }
+    let (w_enc, w_dec) = noisy_copies(rng, &truth.features, d, nl, 36, 7, 0.15);
     let model = SaeModel {
         kind: SaeKind::Topk { k },
         d,
@@ -500,4 +488,33 @@ pub fn trials() -> Vec<Trial> {
             eval_against_definitions(Engine::Gpu(gpu), rng)
         }),
     ]
+}
+
+/// A dictionary of `nl` latents over the true features (n, d): latent i < `copies` is feature
+/// (i * stride) % n plus Gaussian noise of norm ~`noise`, the rest noise alone; W_enc is
+/// W_dec's transpose. Returns (W_enc (d, nl), W_dec (nl, d)).
+pub fn noisy_copies(
+    rng: &mut ChaCha8Rng,
+    features: &[f32],
+    d: usize,
+    nl: usize,
+    copies: usize,
+    stride: usize,
+    noise: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let n = features.len() / d;
+    let mut w_dec = randn(rng, nl * d, noise / (d as f32).sqrt());
+    for i in 0..copies {
+        let j = (i * stride) % n;
+        for c in 0..d {
+            w_dec[i * d + c] += features[j * d + c];
+        }
+    }
+    let mut w_enc = vec![0.0f32; d * nl];
+    for i in 0..nl {
+        for c in 0..d {
+            w_enc[c * nl + i] = w_dec[i * d + c];
+        }
+    }
+    (w_enc, w_dec)
 }
