@@ -149,7 +149,7 @@ fn literal_u32(m: &naga::Module, e: naga::Handle<naga::Expression>) -> Option<u3
 
 /// Check one declaration against the parsed WGSL; the mismatches found.
 fn check_entry(e: &saeforge::kernels::decl::Entry, p: &Parsed) -> Vec<String> {
-    use saeforge::kernels::decl::{Access, Elem, Wg};
+    use saeforge::kernels::decl::{Access, Elem, Grid, Wg};
     let m = &p.module;
     let what = format!("{}::{}", e.shader.name, e.name);
     let Some(index) = m.entry_points.iter().position(|ep| ep.name == e.name) else {
@@ -264,6 +264,17 @@ fn check_entry(e: &saeforge::kernels::decl::Entry, p: &Parsed) -> Vec<String> {
                 let default = o.init.and_then(|i| literal_u32(m, i));
                 match declared {
                     Wg::Var(v) if v == name => continue,
+                    // Computed in the WGSL from the launch's overrides (no literal default).
+                    Wg::Derived(v)
+                        if v == name && o.init.is_some_and(|i| literal_u32(m, i).is_none()) =>
+                    {
+                        if e.grid != Grid::Custom {
+                            errs.push(format!(
+                                "{what}: a derived workgroup size needs Grid::Custom"
+                            ));
+                        }
+                        continue;
+                    }
                     _ => (Some(name), set.or(default)),
                 }
             }
@@ -288,7 +299,7 @@ fn check_entry(e: &saeforge::kernels::decl::Entry, p: &Parsed) -> Vec<String> {
         .filter_map(|(_, o)| o.name.clone())
         .collect();
     let wg_vars = e.workgroup.iter().filter_map(|w| match w {
-        Wg::Var(n) => Some(*n),
+        Wg::Var(n) | Wg::Derived(n) => Some(*n),
         Wg::Fixed(_) => None,
     });
     for n in e

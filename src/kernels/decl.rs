@@ -154,6 +154,9 @@ pub enum Wg {
     Fixed(u32),
     /// An override the launcher sets at each launch ([`Call::set`]).
     Var(&'static str),
+    /// An override the WGSL computes from overrides the launcher sets (e.g. gemm_reg's
+    /// `RG_NT = RG_WX * RG_WY`); only with `Grid::Custom`, whose launcher sizes the grid.
+    Derived(&'static str),
 }
 
 /// How the workgroup grid follows from the launch's item count.
@@ -412,7 +415,7 @@ impl<'a, P: Uniform> Call<'a, P> {
             .copied()
             .chain(e.workgroup.iter().filter_map(|w| match w {
                 Wg::Var(n) => Some(*n),
-                Wg::Fixed(_) => None,
+                Wg::Fixed(_) | Wg::Derived(_) => None,
             }));
         for n in wanted {
             if !self.vars.iter().any(|(m, _)| *m == n) {
@@ -421,6 +424,7 @@ impl<'a, P: Uniform> Call<'a, P> {
         }
         let wg_x = match e.workgroup[0] {
             Wg::Fixed(x) => x as usize,
+            Wg::Derived(_) => 1,
             Wg::Var(n) => self
                 .vars
                 .iter()

@@ -9,15 +9,14 @@
 //! vec4s of A and B from workgroup memory (A staged transposed), double-buffer the stages,
 //! and check bounds only on edge tiles. This kernel is that shape; the tile sizes are
 //! override constants ([`RegTiles`], chosen per adapter type in `gemm::GemmTuning`).
-//! Callers go through `gemm::gemm*` (shapes are checked there); this module only lays the
-//! launch out.
+//! Callers go through `gemm::gemm*` (shapes are checked there, and the launch is recorded
+//! from the declarations below); this module holds the tiles and the declarations.
 
-use bytemuck::{Pod, Zeroable};
-
-use crate::gpu::{Bind, Gpu, GpuTensor, Kernel, Shader, grid_1d};
+use crate::gpu::{Gpu, Shader};
 use crate::{Error, Result};
 
-use super::gemm::GemmSpec;
+use super::decl::{Entry, Slot, Wg};
+use super::gemm::{BUFFERS, BUFFERS_BMAX, BUFFERS_BMAX_OFF, gemm_entry};
 
 pub static SHADER: Shader = Shader {
     name: "gemm_reg",
@@ -120,95 +119,41 @@ impl RegTiles {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    _pad0: u32,
-    alpha: f32,
-    beta: f32,
-    _pad1: [u32; 2],
+/// The override constants every gemm_reg launch sets: the GEMM flags and the tiles (the
+/// workgroup, `RG_NT = RG_WX * RG_WY`, follows in the WGSL).
+const VARS: &[&str] = &[
+    "TRANS_A", "TRANS_B", "HAS_BIAS", "USE_BETA", "RG_WX", "RG_WY", "RG_BK",
+];
+
+const fn reg(name: &'static str, binds: &'static [Slot]) -> Entry {
+    Entry {
+        vars: VARS,
+        ..gemm_entry(&SHADER, name, binds, [Wg::Derived("RG_NT"), Wg::Fixed(1)])
+    }
 }
 
-/// Records gemm_reg (`fused` None), gemm_reg_bmax (Some((bmax, None))) or
-/// gemm_reg_bmax_off (Some((bmax, Some(off)))). The caller (`gemm::gemm_impl`) checked the
-/// shapes, m, n > 0 and the scalars; `bias_buf` is bound at binding 3 (A's buffer when
-/// there is no bias: never read then).
-/// a: (m, k) or (k, m) when trans_a, b: (k, n) or (n, k) when trans_b, bias: (n), off: (n)
-///   -> c: (m, n), bmax: (m, ceil(n / 32)) u32
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_reg(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    spec: &GemmSpec,
-    a: &GpuTensor,
-    b: &GpuTensor,
-    bias: Option<&GpuTensor>,
-    c: &GpuTensor,
-    tiles: RegTiles,
-    fused: Option<(&GpuTensor, Option<&GpuTensor>)>,
-) -> Result<()> {
-    if let Some(why) = tiles.unfit(&gpu.limits, fused.is_some()) {
+/// gemm_reg; with the fused block maxima gemm_reg_bmax (+ bmax) and gemm_reg_bmax_off
+/// (+ bmax, off).
+pub static GEMM_REG: Entry = reg("gemm_reg", BUFFERS);
+pub static GEMM_REG_BMAX: Entry = reg("gemm_reg_bmax", BUFFERS_BMAX);
+pub static GEMM_REG_BMAX_OFF: Entry = reg("gemm_reg_bmax_off", BUFFERS_BMAX_OFF);
+
+/// Every entry point of shaders/gemm_reg.wgsl.
+pub static ENTRIES: &[&Entry] = &[&GEMM_REG, &GEMM_REG_BMAX, &GEMM_REG_BMAX_OFF];
+
+/// The entry point `gemm::gemm_impl` launches with `tiles` (their override constants set
+/// there): gemm_reg (`bmax` None), gemm_reg_bmax (Some(false)) or gemm_reg_bmax_off
+/// (Some(true)); an error if the tiles do not fit the adapter.
+pub(crate) fn entry(gpu: &Gpu, tiles: &RegTiles, bmax: Option<bool>) -> Result<&'static Entry> {
+    if let Some(why) = tiles.unfit(&gpu.limits, bmax.is_some()) {
         return Err(Error::Internal(format!(
             "gemm_reg: tiles {tiles:?} do not fit adapter {}: {why}",
             gpu.info.name
         )));
     }
-    let GemmSpec { m, n, k, .. } = *spec;
-    let params = Params {
-        m: m as u32,
-        n: n as u32,
-        k: k as u32,
-        _pad0: 0,
-        alpha: spec.alpha,
-        beta: spec.beta,
-        _pad1: [0; 2],
-    };
-    let flag = |on: bool| if on { 1.0 } else { 0.0 };
-    let constants = [
-        ("TRANS_A", flag(spec.trans_a)),
-        ("TRANS_B", flag(spec.trans_b)),
-        ("HAS_BIAS", flag(bias.is_some())),
-        ("USE_BETA", flag(spec.beta != 0.0)),
-        ("RG_WX", tiles.wx as f64),
-        ("RG_WY", tiles.wy as f64),
-        ("RG_BK", tiles.bk as f64),
-    ];
-    let rows = grid_1d(
-        m.div_ceil(tiles.bm()) as u32,
-        gpu.limits.max_compute_workgroups_per_dimension,
-    );
-    let groups = [rows[0], n.div_ceil(tiles.bn()) as u32, rows[1]];
-    let mut binds = vec![
-        Bind::Read(a),
-        Bind::Read(b),
-        Bind::Read(bias.unwrap_or(a)),
-        Bind::Write(c),
-    ];
-    let entry = match fused {
-        None => "gemm_reg",
-        Some((bmax, off)) => {
-            binds.push(Bind::Write(bmax));
-            match off {
-                None => "gemm_reg_bmax",
-                Some(o) => {
-                    binds.push(Bind::Read(o));
-                    "gemm_reg_bmax_off"
-                }
-            }
-        }
-    };
-    gpu.dispatch(
-        enc,
-        &Kernel {
-            shader: &SHADER,
-            entry,
-            constants: &constants,
-        },
-        &params,
-        &binds,
-        groups,
-    )
+    Ok(match bmax {
+        None => &GEMM_REG,
+        Some(false) => &GEMM_REG_BMAX,
+        Some(true) => &GEMM_REG_BMAX_OFF,
+    })
 }

@@ -42,6 +42,7 @@ pub fn entries() -> Vec<&'static decl::Entry> {
     [
         codes::ENTRIES,
         gemm::ENTRIES,
+        gemm_reg::ENTRIES,
         activations::ENTRIES,
         bench::ENTRIES,
         fista::ENTRIES,

@@ -37,15 +37,28 @@
 //! The texture path's textures are cached per (buffer, shape) on the device ([`texture_of`])
 //! and refilled only when their buffer was written since, so a training step creates nothing
 //! after its first step and copies W_enc once even though two products read it.
+//!
+//! Layout: this file declares every GEMM entry point (gemm_reg's beside its tiles in
+//! src/kernels/gemm_reg.rs) and lays out the launches; `tuning` holds the per-adapter knobs
+//! ([`GemmTuning`], [`GemmPath`]), `block_max` the fused block-maxima variant, `texture` the
+//! cached input textures of the texture path.
 
 use crate::gpu::{Gpu, GpuTensor, Shader, grid_1d};
 use crate::{Error, Result};
 
-use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, wf, wu};
+use super::decl::{Call, Entry, Grid, Slot, Uniform, Wg, rf, wf, wu};
 use super::expect_shape;
-use super::gemm_reg::{self, RegTiles};
+use super::gemm_reg;
 
 pub use crate::reference::gemm::GemmSpec;
+
+mod block_max;
+mod texture;
+mod tuning;
+
+pub use block_max::{BMAX_BLOCK, fuses_block_max, gemm_block_max, gemm_block_max_tuned};
+pub use texture::texture_of;
+pub use tuning::{GemmPath, GemmTuning};
 
 pub static SHADER: Shader = crate::shader!("gemm");
 
@@ -53,7 +66,7 @@ pub static SHADER: Shader = crate::shader!("gemm");
 /// devices with subgroups (it does not validate elsewhere).
 pub static SUBGROUP_SHADER: Shader = Shader {
     name: "gemm_subgroup",
-    source: include_str!("../../shaders/gemm_subgroup.wgsl"),
+    source: include_str!("../../../shaders/gemm_subgroup.wgsl"),
 };
 
 /// Lanes gemm_tex_sg broadcasts from: the device's subgroups must be at least this wide.
@@ -64,154 +77,8 @@ const SG_LANES: u32 = 8;
 const TX_ROWS: usize = 8;
 const GN_ROWS: usize = 4;
 const TL_PER: usize = 4;
-
-/// Workgroup and tile sizes of the GEMM kernels for one adapter, passed to the shaders as
-/// override constants, and the kernel [`gemm`] prefers there. [`GemmTuning::of`] picks by
-/// the adapter's device type; tests and benches can pass their own to [`gemm_tuned`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GemmTuning {
-    /// What [`GemmPath::Auto`] resolves to when the shape allows it: `Texture` (which
-    /// becomes `TextureSubgroup` on devices with subgroups of 8+ lanes, and `General` for
-    /// shapes the texture path cannot take), `Reg` or `Tiled` (any shape).
-    pub preferred: GemmPath,
-    /// gemm_tex and gemm_tex_sg*: invocations per workgroup, one column quad each.
-    pub tx_wg: usize,
-    /// Rows of C per invocation of the subgroup texture kernel (one column quad each):
-    /// 8 gemm_tex_sg, 16 gemm_tex_sg16, 32 gemm_tex_sg32. `Auto` uses 8 when m <= 8.
-    pub sg_rows: usize,
-    /// gemm_tiled: workgroup of wx x wy invocations, each 4x4 elements, so a
-    /// (4 wy) x (4 wx) tile of C; bk steps of k staged per barrier pair.
-    pub tl_wx: usize,
-    pub tl_wy: usize,
-    pub tl_bk: usize,
-    /// gemm_general: invocations per workgroup, one column each.
-    pub gn_wg: usize,
-    /// gemm_reg (src/kernels/gemm_reg.rs): workgroup and k step of the register-blocked
-    /// kernel.
-    pub rg: RegTiles,
-}
-
-impl GemmTuning {
-    /// Software adapters (lavapipe): textures, A shared by subgroup broadcasts with 16 rows
-    /// per invocation when the device has subgroups, and no workgroup memory (each barrier
-    /// splits the shader there); figures in shaders/gemm.wgsl.
-    pub const SOFTWARE: GemmTuning = GemmTuning {
-        preferred: GemmPath::Texture,
-        tx_wg: 64,
-        sg_rows: 16,
-        tl_wx: 16,
-        tl_wy: 16,
-        tl_bk: 16,
-        gn_wg: 64,
-        rg: RegTiles {
-            wx: 16,
-            wy: 16,
-            bk: 8,
-        },
-    };
-    /// Discrete and virtual GPUs: gemm_reg with 128 x 128 tiles (16 x 16 invocations of
-    /// 8 x 8), 16 k-steps per stage (32 KiB of workgroup memory in two stages, 34 with the
-    /// fused block maxima; halved by [`GemmTuning::fitted`] where the adapter allows less).
-    /// gemm_tiled, when forced: 64 x 64 tiles, 16 k-steps per stage.
-    pub const DISCRETE: GemmTuning = GemmTuning {
-        preferred: GemmPath::Reg,
-        tl_wx: 16,
-        tl_wy: 16,
-        tl_bk: 16,
-        rg: RegTiles {
-            wx: 16,
-            wy: 16,
-            bk: 16,
-        },
-        ..Self::SOFTWARE
-    };
-    /// Integrated GPUs (and adapters of unknown type): the same tiles with 8 k-steps
-    /// per stage, half the workgroup memory (more workgroups resident on small GPUs).
-    pub const INTEGRATED: GemmTuning = GemmTuning {
-        tl_bk: 8,
-        rg: RegTiles {
-            wx: 16,
-            wy: 16,
-            bk: 8,
-        },
-        ..Self::DISCRETE
-    };
-
-    pub fn for_device_type(t: wgpu::DeviceType) -> GemmTuning {
-        match t {
-            wgpu::DeviceType::Cpu => Self::SOFTWARE,
-            wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::VirtualGpu => Self::DISCRETE,
-            wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::Other => Self::INTEGRATED,
-        }
-    }
-
-    /// The tuning for `gpu`'s adapter, shrunk to its workgroup limits; a discrete GPU's
-    /// for a software adapter under `SAEFORGE_FORCE_PATH=hardware` (`Gpu::is_software`
-    /// false).
-    pub fn of(gpu: &Gpu) -> GemmTuning {
-        let t = match gpu.info.device_type {
-            wgpu::DeviceType::Cpu if !gpu.is_software() => wgpu::DeviceType::DiscreteGpu,
-            t => t,
-        };
-        Self::for_device_type(t).fitted(&gpu.limits)
-    }
-
-    /// Halve the tiled workgroup until it fits the adapter's invocation and
-    /// workgroup-memory limits, and cap the 1-D workgroups likewise.
-    pub fn fitted(mut self, l: &wgpu::Limits) -> GemmTuning {
-        let inv = l.max_compute_invocations_per_workgroup as usize;
-        let mem = l.max_compute_workgroup_storage_size as usize;
-        let tile_bytes = |t: &GemmTuning| 4 * t.tl_bk * TL_PER * (t.tl_wx + t.tl_wy);
-        while self.tl_wx * self.tl_wy > inv
-            || self.tl_wx > l.max_compute_workgroup_size_x as usize
-            || self.tl_wy > l.max_compute_workgroup_size_y as usize
-            || tile_bytes(&self) > mem
-        {
-            if self.tl_wx == 1 && self.tl_wy == 1 {
-                break;
-            }
-            if self.tl_wx >= self.tl_wy {
-                self.tl_wx = (self.tl_wx / 2).max(1);
-            } else {
-                self.tl_wy = (self.tl_wy / 2).max(1);
-            }
-        }
-        let x = inv.min(l.max_compute_workgroup_size_x as usize).max(1);
-        self.tx_wg = self.tx_wg.min(x);
-        self.gn_wg = self.gn_wg.min(x);
-        self.rg = self.rg.fitted(l);
-        self
-    }
-}
-
-/// Which kernel records the product.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GemmPath {
-    /// On software adapters TextureSubgroup (or Texture without subgroups) when the shape
-    /// allows, General otherwise; Tiled on hardware adapters ([`GemmTuning::preferred`]).
-    Auto,
-    Texture,
-    /// The texture path with A loaded once per subgroup and shared by subgroupBroadcast
-    /// (devices with subgroups of 8 or more lanes; lavapipe).
-    TextureSubgroup,
-    /// The register-blocked kernel of src/kernels/gemm_reg.rs (hardware adapters).
-    Reg,
-    Tiled,
-    General,
-}
-
-impl GemmPath {
-    pub fn name(self) -> &'static str {
-        match self {
-            GemmPath::Auto => "auto",
-            GemmPath::Texture => "texture",
-            GemmPath::TextureSubgroup => "texture_sg",
-            GemmPath::Reg => "reg",
-            GemmPath::Tiled => "tiled",
-            GemmPath::General => "general",
-        }
-    }
-}
+/// Invocations per workgroup of fill_texture.
+const FT_WG: usize = 64;
 
 crate::uniform! {
     struct Params {
@@ -224,7 +91,7 @@ crate::uniform! {
 /// beta flags); workgroup sizes come from [`GemmTuning`].
 const FLAGS: &[&str] = &["TRANS_A", "TRANS_B", "HAS_BIAS", "USE_BETA"];
 
-const fn gemm_entry(
+pub(super) const fn gemm_entry(
     shader: &'static Shader,
     name: &'static str,
     binds: &'static [Slot],
@@ -235,13 +102,19 @@ const fn gemm_entry(
         .wg2(wg[0], wg[1])
 }
 
-/// A and B as stored ((m, k) or (k, m); (k, n) or (n, k)), bias, C.
-const BUFFERS: &[Slot] = &[
+/// The buffer kernels' bindings: A and B as stored ((m, k) or (k, m); (k, n) or (n, k)),
+/// bias, C, then for gemm_reg's fused block_max epilogue the block maxima of C and the
+/// offsets subtracted before them (as the texture kernels' below).
+pub(super) const BUFFERS_BMAX_OFF: &[Slot] = &[
     rf("a", "ar, ac"),
     rf("b", "br, bc"),
     rf("bias", "n"),
     wf("c", "m, n"),
+    wu("bmax", "m, nb"),
+    rf("off", "n"),
 ];
+pub(super) const BUFFERS: &[Slot] = BUFFERS_BMAX_OFF.split_at(4).0;
+pub(super) const BUFFERS_BMAX: &[Slot] = BUFFERS_BMAX_OFF.split_at(5).0;
 /// The texture kernels' bindings: A and B as rgba32float textures of the stored layouts,
 /// bias, C, then for the fused block_max epilogue the block maxima of C and the offsets
 /// subtracted before them (`_bmax` entry points take the first 5, `_bmax_off` all 6).
@@ -519,22 +392,28 @@ fn gemm_impl(
             };
             let va = texture_of(gpu, enc, a, spec.a_shape())?;
             let vb = texture_of(gpu, enc, b, spec.b_shape())?;
-            let mut call = flags(e)
+            let call = flags(e)
                 .set(wg, t.tx_wg as f64)
                 .texture(&va)
                 .texture(&vb)
                 .bind_opt(bias, a)
                 .bind(c)
                 .grid(grid(rows_per, 4 * t.tx_wg));
-            if let Some((bmax, off)) = fused {
-                call = call.bind(bmax);
-                if let Some(o) = off {
-                    call = call.bind(o);
-                }
-            }
-            call.record(gpu, enc)
+            bind_fused(call, fused).record(gpu, enc)
         }
-        GemmPath::Reg => gemm_reg::gemm_reg(gpu, enc, spec, a, b, bias, c, t.rg, fused),
+        GemmPath::Reg => {
+            let e = gemm_reg::entry(gpu, &t.rg, fused.map(|(_, off)| off.is_some()))?;
+            let call = flags(e)
+                .set("RG_WX", t.rg.wx as f64)
+                .set("RG_WY", t.rg.wy as f64)
+                .set("RG_BK", t.rg.bk as f64)
+                .bind(a)
+                .bind(b)
+                .bind_opt(bias, a)
+                .bind(c)
+                .grid(grid(t.rg.bm(), t.rg.bn()));
+            bind_fused(call, fused).record(gpu, enc)
+        }
         GemmPath::Tiled => flags(&GEMM_TILED)
             .set("TL_WX", t.tl_wx as f64)
             .set("TL_WY", t.tl_wy as f64)
@@ -553,6 +432,18 @@ fn gemm_impl(
             .bind(c)
             .grid(grid(GN_ROWS, t.gn_wg))
             .record(gpu, enc),
+    }
+}
+
+/// The fused block_max epilogue's bindings after C: bmax, then off if given.
+fn bind_fused<'a>(
+    call: Call<'a, Params>,
+    fused: Option<(&'a GpuTensor, Option<&'a GpuTensor>)>,
+) -> Call<'a, Params> {
+    match fused {
+        None => call,
+        Some((bmax, None)) => call.bind(bmax),
+        Some((bmax, Some(off))) => call.bind(bmax).bind(off),
     }
 }
 
@@ -596,166 +487,3 @@ fn sg_entry(rows: usize, bmax: Option<bool>) -> Result<&'static Entry> {
         }
     })
 }
-
-// ------------------------------------------------------------------ fused block_max
-
-/// Columns per block of the fused block_max: `codes::BLOCK` (8 lanes x one column quad).
-pub const BMAX_BLOCK: usize = super::codes::BLOCK;
-
-/// Whether [`gemm_block_max_tuned`] records `spec` on `path` with `tuning` as one fused
-/// kernel (else as [`gemm_tuned`] then `codes::selection::block_max`): the path resolves to
-/// [`GemmPath::Reg`] (any shape), or to [`GemmPath::TextureSubgroup`] on this adapter with
-/// a shape the texture path takes and n a multiple of [`BMAX_BLOCK`] (so each block is one
-/// aligned group of 8 lanes).
-pub fn fuses_block_max(gpu: &Gpu, spec: &GemmSpec, path: GemmPath, tuning: &GemmTuning) -> bool {
-    let (p, t) = resolve(gpu, spec, path, tuning);
-    if p == GemmPath::Reg {
-        return t.rg.unfit(&gpu.limits, true).is_none();
-    }
-    p == GemmPath::TextureSubgroup
-        && gpu.has_subgroups(SG_LANES)
-        && texture_fits_for(gpu, spec, &t)
-        && spec.n.is_multiple_of(BMAX_BLOCK)
-        && matches!(t.sg_rows, 8 | 16 | 32)
-}
-
-/// C = alpha * op(A) op(B) + bias + beta * C exactly as [`gemm`] computes it, and
-/// bmax[r, j] = max over c in 32 j .. 32 j + 32 of key_of(C[r, c] - off[c]) (no subtraction
-/// without off), exactly what `codes::selection::block_max(gpu, enc, c, 32, None, off, bmax)` gives on
-/// the stored C: the input the code stages (`codes::selection::topk_codes_from_bmax`,
-/// `codes::compaction::activation_codes_from_bmax`, `codes::batch_topk::batchtopk_codes_from_bmax`) take instead of
-/// reading C once more. One kernel where [`fuses_block_max`] holds (the block maxima from
-/// the accumulators in the GEMM's epilogue, reduced over 8 lanes by subgroup shuffles);
-/// elsewhere [`gemm`] then `codes::selection::block_max`, so callers need no case analysis.
-/// a: (m, k) or (k, m) when trans_a, b: (k, n) or (n, k) when trans_b, bias: (n), off: (n)
-///   -> c: (m, n), bmax: (m, blocks(n, 32)) u32
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_block_max(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    spec: &GemmSpec,
-    a: &GpuTensor,
-    b: &GpuTensor,
-    bias: Option<&GpuTensor>,
-    c: &GpuTensor,
-    off: Option<&GpuTensor>,
-    bmax: &GpuTensor,
-) -> Result<()> {
-    let t = GemmTuning::of(gpu);
-    gemm_block_max_tuned(gpu, enc, spec, a, b, bias, c, off, bmax, GemmPath::Auto, &t)
-}
-
-/// [`gemm_block_max`] on a chosen path and tuning (tests and benches): fused when
-/// [`fuses_block_max`] holds for them, else [`gemm_tuned`] on them then `codes::selection::block_max`.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_block_max_tuned(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    spec: &GemmSpec,
-    a: &GpuTensor,
-    b: &GpuTensor,
-    bias: Option<&GpuTensor>,
-    c: &GpuTensor,
-    off: Option<&GpuTensor>,
-    bmax: &GpuTensor,
-    path: GemmPath,
-    tuning: &GemmTuning,
-) -> Result<()> {
-    let kn = "gemm_block_max";
-    let GemmSpec { m, n, .. } = *spec;
-    expect_shape(kn, "C", c, &[m, n])?;
-    if bmax.dtype != crate::gpu::DType::U32 {
-        return Err(Error::Internal(format!("{kn}: bmax must hold u32")));
-    }
-    super::expect_len(kn, "bmax", bmax, m * super::codes::blocks(n, BMAX_BLOCK))?;
-    if let Some(o) = off {
-        super::expect_len(kn, "off", o, n)?;
-    }
-    if !fuses_block_max(gpu, spec, path, tuning) {
-        gemm_tuned(gpu, enc, spec, a, b, bias, c, path, tuning)?;
-        if m == 0 || n == 0 {
-            return Ok(());
-        }
-        return super::codes::selection::block_max(gpu, enc, c, BMAX_BLOCK, None, off, bmax);
-    }
-    gemm_impl(
-        gpu,
-        enc,
-        spec,
-        a,
-        b,
-        bias,
-        c,
-        path,
-        tuning,
-        Some((bmax, off)),
-    )
-}
-
-// ------------------------------------------------------------------ texture path
-
-/// The rgba32float texture holding the (rows, cols) tensor `t` (cols / 4 texels per row),
-/// cached per (buffer, shape) on the device and refreshed only when the buffer was written
-/// since: by a copy, or, inside a gate (`Gpu::gated`), by the gated `fill_texture` kernel
-/// (a copy cannot be skipped on the device). cols must be a multiple of 4 and, for the
-/// copy, a multiple of 64 when rows > 1 (see `texture_fits`).
-/// t: (rows, cols) -> its texture view
-pub fn texture_of(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    t: &GpuTensor,
-    [rows, cols]: [usize; 2],
-) -> Result<wgpu::TextureView> {
-    if t.len() != rows * cols || !cols.is_multiple_of(4) {
-        return Err(Error::Internal(format!(
-            "texture_of: tensor {:?} as ({rows}, {cols})",
-            t.shape
-        )));
-    }
-    let (texture, view, fresh) = gpu.texture_slot(&t.buf, rows, cols);
-    if fresh {
-        return Ok(view);
-    }
-    if gpu.is_gated() {
-        let p = Params {
-            m: rows as u32,
-            n: (cols / 4) as u32,
-            ..Default::default()
-        };
-        FILL_TEXTURE
-            .call(p)
-            .dims(&[("rows", rows), ("cols", cols)])
-            .bind(t)
-            .texture_write(&view)
-            .items(rows * cols / 4)
-            .record(gpu, enc)?;
-        return Ok(view);
-    }
-    let size = wgpu::Extent3d {
-        width: (cols / 4) as u32,
-        height: rows as u32,
-        depth_or_array_layers: 1,
-    };
-    enc.copy_buffer_to_texture(
-        wgpu::TexelCopyBufferInfo {
-            buffer: &t.buf,
-            layout: wgpu::TexelCopyBufferLayout {
-                offset: 0,
-                bytes_per_row: (rows > 1).then_some((cols * 4) as u32),
-                rows_per_image: None,
-            },
-        },
-        wgpu::TexelCopyTextureInfo {
-            texture: &texture,
-            mip_level: 0,
-            origin: wgpu::Origin3d::ZERO,
-            aspect: wgpu::TextureAspect::All,
-        },
-        size,
-    );
-    gpu.texture_filled(&t.buf, rows, cols);
-    Ok(view)
-}
-
-/// Invocations per workgroup of fill_texture.
-const FT_WG: usize = 64;
