@@ -7,13 +7,12 @@
 //! (shards, seed, batch size, buffer size), so a resumed run fast-forwards by replaying ids
 //! (no data is read) and sees exactly the batches the uninterrupted run would have seen.
 
+mod file;
 #[cfg(target_os = "linux")]
 mod guard;
 mod loader;
 mod shard;
 
+pub use file::{describe, open_input, parse_safetensors, read_header, read_input};
 pub use loader::{Batch, BatchStream, Prefetcher, RowId};
-pub use shard::{
-    FloatType, Shard, convert, describe, discover, open_input, open_shards, parse_safetensors,
-    read_header, read_input,
-};
+pub use shard::{FloatType, Shard, convert, discover, open_shards};

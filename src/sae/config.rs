@@ -3,9 +3,12 @@
 //! all-optional form shared by clap and serde; `TrainConfig` is the resolved form with every
 //! default filled in, saved with the run so it can be reproduced and resumed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+mod sources;
+pub use sources::RESUME_FLAGS;
 
 use crate::gpu::DeviceChoice;
 use crate::{Error, Result};
@@ -298,99 +301,6 @@ impl TrainArgs {
             .filter_map(|(k, v)| v.map(|v| (k, v as f64)))
             .chain(self.eval_fraction.map(|v| ("eval-fraction", v)))
             .find(|(_, v)| !v.is_finite())
-    }
-
-    /// Overlay: values set here win over `file`'s.
-    pub fn merged_over(&self, file: &TrainArgs) -> Result<TrainArgs> {
-        for a in [self, file] {
-            if let Some((flag, v)) = a.nonfinite() {
-                return Err(Error::input(format!(
-                    "--{flag} {v}: expected a finite number"
-                )));
-            }
-        }
-        let mut base = serde_json::to_value(file).expect("plain data");
-        let top = serde_json::to_value(self).expect("plain data");
-        if let (Some(b), Some(t)) = (base.as_object_mut(), top.as_object()) {
-            for (k, v) in t {
-                if !v.is_null() {
-                    b.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        let mut merged: TrainArgs = serde_json::from_value(base)
-            .map_err(|e| Error::Internal(format!("merging config: {e}")))?;
-        merged.config = self.config.clone();
-        merged.resume = self.resume.clone();
-        Ok(merged)
-    }
-
-    /// Read a TOML config file.
-    pub fn from_toml(path: &Path) -> Result<TrainArgs> {
-        if !path.is_file() {
-            return Err(Error::input(format!(
-                "--config {}: no such file",
-                path.display()
-            )));
-        }
-        let bytes = crate::data::read_input(path)?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| Error::input(format!("--config {}: not UTF-8 text", path.display())))?;
-        toml::from_str(&text).map_err(|e| {
-            let msg = e.message().to_string();
-            let msg = msg.lines().next().unwrap_or("invalid TOML");
-            // serde lists every known key after ", expected one of"; --help says it better.
-            let msg = match msg.split_once(", expected one of") {
-                Some((head, _)) => format!(
-                    "{head} (the keys are the long flags of `saeforge train --help`, with _ for -)"
-                ),
-                None => msg.to_string(),
-            };
-            Error::input(format!("--config {}: {msg}", path.display()))
-        })
-    }
-}
-
-/// Flags that may be given with --resume: they change how long or how fast the run goes on,
-/// or where, never what it trains on. Anything else would silently train something other
-/// than the run being resumed, so it is refused.
-pub const RESUME_FLAGS: [&str; 7] = [
-    "steps",
-    "tokens",
-    "lr",
-    "skip_nonfinite",
-    "device",
-    "adapter",
-    "prefetch",
-];
-
-impl TrainArgs {
-    /// Refuse flags that --resume would otherwise ignore.
-    pub fn check_resume(&self) -> Result<()> {
-        let dir = self.resume.as_ref().expect("called with --resume");
-        if self.config.is_some() {
-            return Err(Error::input(format!(
-                "--config cannot be combined with --resume (the run's own config is in {})",
-                dir.join("config.json").display()
-            )));
-        }
-        if self.overwrite == Some(true) {
-            return Err(Error::input(
-                "--overwrite cannot be combined with --resume (pick one: replace the run, or continue it)",
-            ));
-        }
-        let v = serde_json::to_value(self).expect("plain data");
-        for (k, val) in v.as_object().expect("struct") {
-            if !val.is_null() && !RESUME_FLAGS.contains(&k.as_str()) && k != "overwrite" {
-                return Err(Error::input(format!(
-                    "--{} cannot be changed on --resume (the run's config is in {}; with --resume only --{} may be given)",
-                    k.replace('_', "-"),
-                    dir.join("config.json").display(),
-                    RESUME_FLAGS.map(|f| f.replace('_', "-")).join(", --")
-                )));
-            }
-        }
-        Ok(())
     }
 }
 

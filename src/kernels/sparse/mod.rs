@@ -16,8 +16,14 @@
 //! invocation: on lavapipe a storage-buffer load is a per-lane loop (~300 instructions per
 //! vec4 for 8 lanes), a texture load a branch-free gather (~50).
 
+use crate::Result;
 use crate::gpu::{Gpu, GpuTensor, Shader};
-use crate::{Error, Result};
+
+mod gather;
+pub use gather::{
+    gather_db_enc, gather_dw_dec, gather_dw_enc, gather_jumprelu_threshold,
+    sparse_jumprelu_backward, sparse_l1_backward,
+};
 
 use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, ru, wf, wu};
 
@@ -283,12 +289,12 @@ fn tex(
     t: &GpuTensor,
     d: usize,
 ) -> Result<wgpu::TextureView> {
-    super::gemm::texture_of(gpu, enc, t, [t.len() / d.max(1), d])
+    crate::kernels::gemm::texture_of(gpu, enc, t, [t.len() / d.max(1), d])
 }
 
 /// The parameters every kernel of this family takes; `cap` from `idx` / `lat_slot`.
 fn params(rows: usize, n: usize, d: usize, cap: usize) -> Result<Params> {
-    let u = |what, v| super::decl::to_u32("sparse", what, v);
+    let u = |what, v| crate::kernels::decl::to_u32("sparse", what, v);
     Ok(Params {
         rows: u("rows", rows)?,
         n: u("n", n)?,
@@ -405,7 +411,7 @@ pub fn row_ptr_fixed(
     row_ptr: &GpuTensor,
 ) -> Result<()> {
     let p = Params {
-        k: super::decl::to_u32("row_ptr_fixed", "k", k)?,
+        k: crate::kernels::decl::to_u32("row_ptr_fixed", "k", k)?,
         ..params(rows, 0, 0, 0)?
     };
     ROW_PTR_FIXED
@@ -450,274 +456,4 @@ pub fn build_transpose(
         pass.dims(&dims).record(gpu, enc)?;
     }
     Ok(())
-}
-
-/// dw_dec[i, :] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of
-/// val[lat_slot[e]] * dy[lat_row[e], :]; latents with no entries get 0. With `accumulate`,
-/// dw_dec[i, :] + that sum instead, for the latents with entries (the others untouched).
-/// lat_ptr: (n + 1), lat_row: (cap), lat_slot: (cap), val: (cap), dy: (rows, d)
-/// -> dw_dec: (n, d)
-#[allow(clippy::too_many_arguments)]
-pub fn gather_dw_dec(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    lat_ptr: &GpuTensor,
-    lat_row: &GpuTensor,
-    lat_slot: &GpuTensor,
-    val: &GpuTensor,
-    dy: &GpuTensor,
-    n: usize,
-    d: usize,
-    accumulate: bool,
-    dw_dec: &GpuTensor,
-) -> Result<()> {
-    let t = [lat_ptr, lat_row, lat_slot, val, dy, dw_dec];
-    let g = gather("gather_dw_dec", t, n, d, accumulate)?;
-    if texture_path(gpu, &[dy.shape[0]], d) {
-        let v = tex(gpu, enc, dy, d)?;
-        return g.texture(&GATHER_DW_DEC_TEX_E, &v, n * (d / 16), gpu, enc);
-    }
-    let e = pick(d, &GATHER_DW_DEC_E, &GATHER_DW_DEC_VEC4);
-    match cols_launch(n, per_row(d)) {
-        Some((wg, groups)) => g.buffer(e).set("WG", wg).items(groups).record(gpu, enc),
-        None => Ok(()),
-    }
-}
-
-/// dw_enc[:, i] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of
-/// dval[lat_slot[e]] * xc[lat_row[e], :]; latents with no entries get 0. With `accumulate`,
-/// dw_enc[:, i] + that sum instead, for the latents with entries.
-/// lat_ptr: (n + 1), lat_row: (cap), lat_slot: (cap), dval: (cap), xc: (rows, d)
-/// -> dw_enc: (d, n)
-#[allow(clippy::too_many_arguments)]
-pub fn gather_dw_enc(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    lat_ptr: &GpuTensor,
-    lat_row: &GpuTensor,
-    lat_slot: &GpuTensor,
-    dval: &GpuTensor,
-    xc: &GpuTensor,
-    n: usize,
-    d: usize,
-    accumulate: bool,
-    dw_enc: &GpuTensor,
-) -> Result<()> {
-    let t = [lat_ptr, lat_row, lat_slot, dval, xc, dw_enc];
-    let g = gather("gather_dw_enc", t, n, d, accumulate)?;
-    if texture_path(gpu, &[xc.shape[0]], d) {
-        let v = tex(gpu, enc, xc, d)?;
-        // dW_enc (d, n): four latents per invocation, stored as vec4s along them.
-        if n.is_multiple_of(4) {
-            return g.texture(&GATHER_DW_ENC_TEX4, &v, n / 4 * (d / 16), gpu, enc);
-        }
-        return g.texture(&GATHER_DW_ENC_TEX_E, &v, n * (d / 16), gpu, enc);
-    }
-    // One invocation per (block of 4 columns or of 4 vec4s, latent).
-    let blocks = per_row(d).div_ceil(4);
-    let e = pick(d, &GATHER_DW_ENC_E, &GATHER_DW_ENC_VEC4);
-    g.buffer(e).items(n * blocks).record(gpu, enc)
-}
-
-/// What gather_dw_dec and gather_dw_enc share: the same transpose inputs, one value per
-/// entry, one source row of d per entry, the same params and binding order (lat_ptr,
-/// lat_row, lat_slot, values, source, output); only the output layout differs.
-struct Gather<'a> {
-    p: Params,
-    dims: [(&'static str, usize); 2],
-    /// lat_ptr, lat_row, lat_slot, values, source rows, output.
-    t: [&'a GpuTensor; 6],
-}
-
-/// Check the source rows (rows, d) for some rows and start a [`Gather`].
-fn gather<'a>(
-    kernel: &str,
-    t: [&'a GpuTensor; 6],
-    n: usize,
-    d: usize,
-    accumulate: bool,
-) -> Result<Gather<'a>> {
-    let src = t[4];
-    if src.shape.len() != 2 || src.shape[1] != d {
-        return Err(Error::Internal(format!(
-            "{kernel}: source has shape {:?}, expected (rows, {d})",
-            src.shape
-        )));
-    }
-    let p = Params {
-        rows: 0,
-        flag: accumulate as u32,
-        ..params(0, n, d, t[2].len())?
-    };
-    Ok(Gather {
-        p,
-        dims: [("n", n), ("d", d)],
-        t,
-    })
-}
-
-impl<'a> Gather<'a> {
-    /// The storage-buffer entry point `e`, bound.
-    fn buffer(&self, e: &'static Entry) -> super::decl::Call<'a, Params> {
-        let [lp, lr, ls, v, src, out] = self.t;
-        e.call(self.p)
-            .dims(&self.dims)
-            .bind(lp)
-            .bind(lr)
-            .bind(ls)
-            .bind(v)
-            .bind(src)
-            .bind(out)
-    }
-
-    /// A `_tex` entry point: the source rows read from texture `v`, 16 columns per
-    /// invocation (software adapters).
-    fn texture(
-        &self,
-        e: &'static Entry,
-        v: &wgpu::TextureView,
-        items: usize,
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
-    ) -> Result<()> {
-        let [lp, lr, ls, vals, src, out] = self.t;
-        e.call(self.p)
-            .dims(&self.dims)
-            .dim("rows", src.shape[0])
-            .bind(lp)
-            .bind(lr)
-            .bind(ls)
-            .bind(vals)
-            .texture(v)
-            .bind(out)
-            .items(items)
-            .record(gpu, enc)
-    }
-}
-
-/// db_enc[i] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of dval[lat_slot[e]].
-/// With `accumulate`, db_enc[i] + that sum instead, for the latents with entries.
-/// lat_ptr: (n + 1), lat_slot: (cap), dval: (cap) -> db_enc: (n)
-#[allow(clippy::too_many_arguments)]
-pub fn gather_db_enc(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    lat_ptr: &GpuTensor,
-    lat_slot: &GpuTensor,
-    dval: &GpuTensor,
-    n: usize,
-    accumulate: bool,
-    db_enc: &GpuTensor,
-) -> Result<()> {
-    let p = Params {
-        flag: accumulate as u32,
-        ..params(0, n, 0, lat_slot.len())?
-    };
-    GATHER_DB_ENC
-        .call(p)
-        .dim("n", n)
-        .bind(lat_ptr)
-        .bind(lat_slot)
-        .bind(dval)
-        .bind(db_enc)
-        .items(n)
-        .record(gpu, enc)
-}
-
-/// g[s] += scale * norms[idx[s]] for s < nnz with val[s] > 0.
-/// row_ptr: (rows + 1), idx: (cap), val: (cap), norms: (n) -> g: (cap), accumulated
-#[allow(clippy::too_many_arguments)]
-pub fn sparse_l1_backward(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    row_ptr: &GpuTensor,
-    idx: &GpuTensor,
-    val: &GpuTensor,
-    rows: usize,
-    n: usize,
-    norms: &GpuTensor,
-    scale: f32,
-    g: &GpuTensor,
-) -> Result<()> {
-    let cap = idx.len();
-    let p = Params {
-        scale,
-        ..params(rows, n, 0, cap)?
-    };
-    SPARSE_L1_BACKWARD
-        .call(p)
-        .dims(&[("rows", rows), ("n", n)])
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(val)
-        .bind(norms)
-        .bind(g)
-        .items(cap)
-        .record(gpu, enc)
-}
-
-/// dval[s] = g[s] * [pre[s] > exp(log_theta[idx[s]])] for s < nnz; 0 for nnz <= s < cap.
-/// row_ptr: (rows + 1), idx: (cap), pre: (cap), g: (cap), log_theta: (n) -> dval: (cap)
-#[allow(clippy::too_many_arguments)]
-pub fn sparse_jumprelu_backward(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    row_ptr: &GpuTensor,
-    idx: &GpuTensor,
-    pre: &GpuTensor,
-    g: &GpuTensor,
-    rows: usize,
-    n: usize,
-    log_theta: &GpuTensor,
-    dval: &GpuTensor,
-) -> Result<()> {
-    let cap = idx.len();
-    SPARSE_JUMPRELU_BACKWARD
-        .call(params(rows, n, 0, cap)?)
-        .dims(&[("rows", rows), ("n", n)])
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(pre)
-        .bind(g)
-        .bind(log_theta)
-        .bind(dval)
-        .items(cap)
-        .record(gpu, enc)
-}
-
-/// dlog_theta[i] = theta * (sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) with
-/// |pre - theta| <= eps / 2 of g * (-theta / eps) + l0_scale * (-1 / eps)), where
-/// pre = pre[lat_slot[e]], g = g[lat_slot[e]], theta = exp(log_theta[i]).
-/// lat_ptr: (n + 1), lat_slot: (cap), pre: (cap), g: (cap), log_theta: (n)
-///   -> dlog_theta: (n)
-#[allow(clippy::too_many_arguments)]
-pub fn gather_jumprelu_threshold(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    lat_ptr: &GpuTensor,
-    lat_slot: &GpuTensor,
-    pre: &GpuTensor,
-    g: &GpuTensor,
-    n: usize,
-    log_theta: &GpuTensor,
-    eps: f32,
-    l0_scale: f32,
-    dlog_theta: &GpuTensor,
-) -> Result<()> {
-    let p = Params {
-        scale: l0_scale,
-        eps,
-        ..params(0, n, 0, lat_slot.len())?
-    };
-    GATHER_JUMPRELU_THRESHOLD
-        .call(p)
-        .dim("n", n)
-        .bind(lat_ptr)
-        .bind(lat_slot)
-        .bind(pre)
-        .bind(g)
-        .bind(log_theta)
-        .bind(dlog_theta)
-        .items(n)
-        .record(gpu, enc)
 }
