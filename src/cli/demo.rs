@@ -17,24 +17,26 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::json;
 
+mod data;
 mod measure;
 mod report;
 
 pub use report::text_table;
 
-use measure::{TrueCodes, binned, choose_feature, fire_rate, mean_proj, projections, read_all};
+use data::{prepare_out, synthesise};
+use measure::{binned, choose_feature, fire_rate, mean_proj, projections, read_all};
 
 use crate::data::{FloatType, discover};
 use crate::eval::recovery::{Recovery, recovery};
 use crate::eval::steer::{Edit, EditOp, SteerOutput, SteerReport, check_edits, steer_file};
 use crate::gpu::{DeviceChoice, select_engine};
-use crate::io::{OutTensor, write_json, write_safetensors};
+use crate::io::write_json;
 use crate::sae::export::SaeModel;
 use crate::sae::infer::{Encoder, default_batch, encode_shards};
 use crate::sae::train::{self, evaluate};
 use crate::sae::{Arch, TrainArgs};
 use crate::stop::StopToken;
-use crate::synth::{Generator, SynthConfig, write_truth};
+use crate::synth::SynthConfig;
 use crate::{Error, Result};
 
 /// The marker file of a demo folder.
@@ -247,124 +249,39 @@ pub struct DemoSummary {
     pub table: Vec<(String, String)>,
 }
 
-/// Refuse a non-empty folder that is not a demo folder; clear the demo's own outputs.
-fn prepare_out(out: &Path) -> Result<()> {
-    if out.exists() {
-        if !out.is_dir() {
-            return Err(Error::input(format!(
-                "--out {}: exists and is not a folder",
-                out.display()
-            )));
-        }
-        let empty = std::fs::read_dir(out)
-            .map_err(|e| Error::io(out, e))?
-            .flatten()
-            .all(|e| e.file_name() == crate::lock::LOCK_FILE); // reliability
-        if !empty && !out.join(MARKER).is_file() {
-            return Err(Error::input(format!(
-                "--out {}: exists, is not empty and is not a saeforge demo folder (no {MARKER}); pick another folder",
-                out.display()
-            )));
-        }
-        for sub in ["data", "heldout", "sae", "steer", "plots"] {
-            let p = out.join(sub);
-            if p.exists() {
-                std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
-            }
-        }
-    }
-    crate::io::create_dir(out)
+/// The phases of `saeforge demo`, in order; [`run_until`] says when each starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Synthesise,
+    Train,
+    Evaluate,
+    Encode,
+    Steer,
+    /// Plots, report.md, summary.json (a second or less; runs to its end once started).
+    Report,
 }
 
-/// data/: training shards, truth.safetensors, synth.json; heldout/: one shard. Returns the
-/// training shard paths and the held-out rows' true coefficients.
-fn synthesise(
-    c: &DemoConfig,
-    out: &Path,
-    stop: &StopToken,
-) -> Result<(Vec<PathBuf>, TrueCodes, Generator)> {
-    let sc = c.synth();
-    let mut g = Generator::new(sc.clone())?;
-    let data = out.join("data");
-    let held = out.join("heldout");
-    crate::io::create_dir(&data)?;
-    crate::io::create_dir(&held)?;
-    let chunk = 4096usize;
-    let mut paths = Vec::new();
-    let mut done = 0usize;
-    while done < c.tokens {
-        let rows = c.shard_tokens.min(c.tokens - done);
-        let mut x = Vec::with_capacity(rows * c.d_in);
-        let mut r = 0;
-        while r < rows {
-            let m = chunk.min(rows - r);
-            x.extend(g.rows(m).0);
-            r += m;
-        }
-        let p = data.join(format!("shard-{:05}.safetensors", paths.len()));
-        write_safetensors(
-            &p,
-            &[OutTensor::float(
-                "activations",
-                &[rows, c.d_in],
-                &x,
-                safetensors::Dtype::F16,
-            )],
-            None,
-        )?;
-        paths.push(p);
-        done += rows;
-        stop.check(|| {
-            "interrupted while synthesising the data; run `saeforge demo` again to start over"
-                .to_string()
-        })?;
-    }
-    let mut truth = TrueCodes {
-        row_ptr: vec![0],
-        idx: Vec::new(),
-        val: Vec::new(),
-    };
-    let mut x = Vec::with_capacity(c.heldout * c.d_in);
-    let mut r = 0;
-    while r < c.heldout {
-        let m = chunk.min(c.heldout - r);
-        let (xs, coef) = g.rows(m);
-        x.extend(xs);
-        for row in coef.chunks_exact(c.features) {
-            for (i, &v) in row.iter().enumerate() {
-                if v != 0.0 {
-                    truth.idx.push(i as u32);
-                    truth.val.push(v);
-                }
-            }
-            truth.row_ptr.push(truth.idx.len());
-        }
-        r += m;
-    }
-    write_safetensors(
-        &held.join("shard-00000.safetensors"),
-        &[OutTensor::float(
-            "activations",
-            &[c.heldout, c.d_in],
-            &x,
-            safetensors::Dtype::F16,
-        )],
-        None,
-    )?;
-    write_truth(&data.join("truth.safetensors"), &g.truth)?;
-    write_json(&data.join("synth.json"), &sc)?;
-    Ok((paths, truth, g))
-}
-
-/// `saeforge demo`.
+/// `saeforge demo`: [`run_until`] with one token for every phase, which Ctrl-C (SIGINT /
+/// SIGTERM) stops: the phase ends at its next safe point and the demo with exit 130; a
+/// second Ctrl-C exits at once.
 pub fn run(a: DemoArgs) -> Result<DemoSummary> {
+    let stop = StopToken::new();
+    let _signals = stop.on_signals();
+    run_until(a, &stop, &mut |_| {})
+}
+
+/// The demo, stopped by `stop` at the next safe point of the phase under way (synthesis:
+/// after a shard; training: after a step, with a checkpoint; evaluate, encode, steer: at
+/// their end), with `Error::Interrupted` naming where. `on_phase` is called as each phase
+/// starts (tests stop the token there).
+pub fn run_until(
+    a: DemoArgs,
+    stop: &StopToken,
+    on_phase: &mut dyn FnMut(Phase),
+) -> Result<DemoSummary> {
     let c = DemoConfig::resolve(&a)?;
     let out = a.out.clone();
     let _lock = crate::lock::acquire(&out, "--out")?; // reliability: one writer per folder
-    // One token for every phase: Ctrl-C stops the phase at its next safe point and the demo
-    // with exit 130; a second Ctrl-C exits at once.
-    let stop = StopToken::new();
-    let _signals = stop.on_signals();
     let stopped = |after: &str| {
         stop.check(|| format!("interrupted after {after}; run `saeforge demo` again to start over"))
     };
@@ -386,12 +303,14 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
     );
 
     // 1. Synthesise.
-    let (train_paths, truth_codes, generator) = synthesise(&c, &out, &stop)?;
+    on_phase(Phase::Synthesise);
+    let (train_paths, truth_codes, generator) = synthesise(&c, &out, stop)?;
     let truth = generator.truth;
     lap("synthesise", &mut clock);
     stopped("synthesising the data")?;
 
     // 2. Train (the engine is chosen by `train` itself, from --device / --adapter).
+    on_phase(Phase::Train);
     let sae_dir = out.join("sae");
     let heldout_path = out.join("heldout").join("shard-00000.safetensors");
     let targs = TrainArgs {
@@ -414,7 +333,7 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
         overwrite: Some(true),
         ..Default::default()
     };
-    let trained = train::run_until(&targs, &stop)?;
+    let trained = train::run_until(&targs, stop)?;
     if trained.interrupted {
         return Err(Error::Interrupted(format!(
             "stopped at step {}; run `saeforge demo` again to start over",
@@ -424,6 +343,7 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
     lap("train", &mut clock);
 
     // 3. Evaluate: reconstruction on held-out rows, recovery of the planted dictionary.
+    on_phase(Phase::Evaluate);
     let model = SaeModel::load(&sae_dir)?;
     let (hx, hrows) = read_all(&heldout_path)?;
     let erows = c.eval_rows.min(hrows);
@@ -472,6 +392,7 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
     stopped("evaluating")?;
 
     // 4a. Encode the held-out rows (CSR).
+    on_phase(Phase::Encode);
     let held_shards = crate::data::open_shards(&discover(&[out.join("heldout")])?, None)?;
     let enc_report = encode_shards(
         &encoder,
@@ -484,6 +405,7 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
     stopped("encoding")?;
 
     // 4b. Steer one recovered feature: ablate it, and clamp it on every row.
+    on_phase(Phase::Steer);
     let mut counts = vec![0u64; c.features];
     for &i in &truth_codes.idx {
         counts[i as usize] += 1;
@@ -552,6 +474,7 @@ pub fn run(a: DemoArgs) -> Result<DemoSummary> {
     stopped("steering")?;
 
     // 5. Plots, report, summary.
+    on_phase(Phase::Report);
     let plot_dir = out.join("plots");
     report::recovery_plot(&plot_dir, &rec, model.n)?;
     let projected = |x: &[f32]| binned(&coef, &projections(x, d, fvec), 10);

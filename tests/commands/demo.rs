@@ -9,7 +9,7 @@ use saeforge::gpu::DeviceChoice;
 use crate::common::{cpu_test, fail, gpu_test};
 use crate::support::tmp;
 
-fn small(out: &std::path::Path, device: DeviceChoice) -> DemoArgs {
+pub fn small(out: &std::path::Path, device: DeviceChoice) -> DemoArgs {
     DemoArgs {
         device,
         adapter: std::env::var("SAEFORGE_ADAPTER").ok(),
