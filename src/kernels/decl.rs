@@ -589,6 +589,12 @@ pub fn eval(e: &Entry, expr: &str, dims: &[(&'static str, usize)]) -> Result<usi
     total.ok_or_else(|| e.err(format!("shape {expr} overflows")))
 }
 
+/// `vec4` when the launch can take the vec4 entry point (rows of whole vec4s), else
+/// `scalar`: the one choice every family with `*_vec4` twins makes.
+pub fn vec4_if(vec4: bool, scalar: &'static Entry, v4: &'static Entry) -> &'static Entry {
+    if vec4 { v4 } else { scalar }
+}
+
 /// A size as the shaders' u32, or an error naming the kernel and the quantity.
 pub fn to_u32(kernel: &str, what: &str, v: usize) -> Result<u32> {
     u32::try_from(v)

@@ -11,7 +11,7 @@
 use crate::gpu::{Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::decl::{Entry, Grid, Layout, Slot, Uniform, Wg, elements, rf, wf};
+use super::decl::{Entry, Grid, Layout, Slot, Uniform, Wg, elements, rf, vec4_if, wf};
 
 pub static SHADER: Shader = crate::shader!("fista");
 
@@ -133,11 +133,11 @@ pub fn fista_row_change(
         n: n as u32,
         _pad: [0; 2],
     };
-    let e = if n.is_multiple_of(4) {
-        &FISTA_ROW_CHANGE_VEC4
-    } else {
-        &FISTA_ROW_CHANGE
-    };
+    let e = vec4_if(
+        n.is_multiple_of(4),
+        &FISTA_ROW_CHANGE,
+        &FISTA_ROW_CHANGE_VEC4,
+    );
     e.call(p)
         .skip_if(rows == 0)
         .dims(&[("rows", rows), ("n", n)])

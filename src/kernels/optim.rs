@@ -16,7 +16,7 @@
 use crate::gpu::{DType, Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::decl::{Entry, Grid, Slot, Uniform, Wg, fits, rf, wf};
+use super::decl::{Call, Entry, Grid, Slot, Uniform, Wg, fits, rf, vec4_if, wf};
 
 pub use crate::reference::optim::AdamHyper;
 
@@ -322,22 +322,10 @@ pub fn decoder_grad_prep(
     coef: &GpuTensor,
     part: &GpuTensor,
 ) -> Result<()> {
-    let (vec4, p) = row_params("decoder_grad_prep", n, d)?;
-    let e = if vec4 {
-        &DECODER_GRAD_PREP_VEC4
-    } else {
-        &DECODER_GRAD_PREP_E
-    };
-    let call = e
-        .call(p)
-        .dims(&[("n", n), ("d", d)])
-        .bind(w)
-        .bind(g)
-        .bind(coef)
-        .bind(part)
-        .set("RW", row_lanes(gpu) as f64)
-        .items(n);
-    call.skip_if(n == 0 || d == 0).record(gpu, enc)
+    let e = [&DECODER_GRAD_PREP_E, &DECODER_GRAD_PREP_VEC4];
+    row_launch(gpu, enc, e, n, d, |c| {
+        c.bind(w).bind(g).bind(coef).bind(part)
+    })
 }
 
 /// acc[slot] = sum of part (partial sums of squares, e.g. [`decoder_grad_prep`]'s), in a
@@ -374,23 +362,41 @@ pub fn adam_unit_rows(
     n: usize,
     d: usize,
 ) -> Result<()> {
-    let (vec4, p) = row_params("adam_unit_rows", n, d)?;
-    let e = if vec4 {
-        &ADAM_UNIT_ROWS_VEC4
-    } else {
-        &ADAM_UNIT_ROWS_E
-    };
-    let call = e
+    row_launch(
+        gpu,
+        enc,
+        [&ADAM_UNIT_ROWS_E, &ADAM_UNIT_ROWS_VEC4],
+        n,
+        d,
+        |c| {
+            c.bind(param)
+                .bind(grad)
+                .bind(m)
+                .bind(v)
+                .uniform(hyper)
+                .bind(clip)
+                .bind(coef)
+        },
+    )
+}
+
+/// A one-workgroup-per-row launch over (n, d) rows of the scalar or (d % 4 == 0) vec4
+/// entry point of `e`, `bind` adding its bindings in order; nothing recorded for no rows.
+fn row_launch<'a>(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    [scalar, v4]: [&'static Entry; 2],
+    n: usize,
+    d: usize,
+    bind: impl FnOnce(Call<'a, Params>) -> Call<'a, Params>,
+) -> Result<()> {
+    let (vec4, p) = row_params(scalar.name, n, d)?;
+    let call = vec4_if(vec4, scalar, v4)
         .call(p)
-        .dims(&[("n", n), ("d", d)])
-        .bind(param)
-        .bind(grad)
-        .bind(m)
-        .bind(v)
-        .uniform(hyper)
-        .bind(clip)
-        .bind(coef)
+        .dims(&[("n", n), ("d", d)]);
+    bind(call)
         .set("RW", row_lanes(gpu) as f64)
-        .items(n);
-    call.skip_if(n == 0 || d == 0).record(gpu, enc)
+        .items(n)
+        .skip_if(n == 0 || d == 0)
+        .record(gpu, enc)
 }

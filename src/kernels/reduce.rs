@@ -19,7 +19,7 @@
 use crate::gpu::{DType, Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::decl::{Entry, Grid, Layout, Slot, Uniform, Wg, elements, rf, ru, wf, wu};
+use super::decl::{Entry, Grid, Layout, Slot, Uniform, Wg, elements, rf, ru, vec4_if, wf, wu};
 
 pub use crate::reference::reduce::{METRIC_SLOTS, slot};
 
@@ -455,11 +455,7 @@ pub fn row_norms(
     d: usize,
     norms: &GpuTensor,
 ) -> Result<()> {
-    let e = if d.is_multiple_of(4) {
-        &ROW_NORMS_VEC4
-    } else {
-        &ROW_NORMS_E
-    };
+    let e = vec4_if(d.is_multiple_of(4), &ROW_NORMS_E, &ROW_NORMS_VEC4);
     e.call(dims("row_norms", n, d)?)
         .dims(&[("n", n), ("d", d)])
         .bind(w)

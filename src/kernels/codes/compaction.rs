@@ -4,7 +4,7 @@
 use crate::Result;
 use crate::gpu::{DType, Gpu, GpuTensor};
 
-use super::super::decl::{Entry, Slot, rf, ru, wf, wu};
+use super::super::decl::{Call, Entry, Slot, rf, ru, vec4_if, wf, wu};
 use super::selection::{block_max, csr_scan};
 use super::{BLOCK, Params, blocks, dims, expect_block, matrix, one_d, params};
 
@@ -95,21 +95,10 @@ pub fn compact_count(
     jumprelu: Option<(&GpuTensor, f32)>,
     counts: &GpuTensor,
 ) -> Result<()> {
-    let (rows, n, p) = compact_params("compact_count", x, block, jumprelu)?;
-    let e = if compact_vec4(&p) {
-        &COMPACT_COUNT_VEC4
-    } else {
-        &COMPACT_COUNT
-    };
-    e.call(p)
-        .dims(&dims(rows, n, block))
-        .bind(x)
-        .bind(bmax)
-        .bind_opt(jumprelu.map(|j| j.0), x)
-        .bind(counts)
-        .items(rows)
-        .skip_if(rows == 0)
-        .record(gpu, enc)
+    let e = [&COMPACT_COUNT, &COMPACT_COUNT_VEC4];
+    compact(gpu, enc, e, x, block, bmax, jumprelu, None, |c| {
+        c.bind(counts)
+    })
 }
 
 /// The kept entries of each row, ascending, at row_ptr[r] + j for slots < cap: idx the
@@ -129,25 +118,46 @@ pub fn compact_write(
     val: &GpuTensor,
     pre_val: &GpuTensor,
 ) -> Result<()> {
-    let (rows, n, mut p) = compact_params("compact_write", x, block, jumprelu)?;
-    p.cap = idx.len() as u32;
-    let e = if compact_vec4(&p) {
-        &COMPACT_WRITE_VEC4
-    } else {
-        &COMPACT_WRITE
-    };
-    e.call(p)
+    let e = [&COMPACT_WRITE, &COMPACT_WRITE_VEC4];
+    compact(
+        gpu,
+        enc,
+        e,
+        x,
+        block,
+        bmax,
+        jumprelu,
+        Some(idx.len()),
+        |c| c.bind(row_ptr).bind(idx).bind(val).bind(pre_val),
+    )
+}
+
+/// A compact_count / compact_write launch (the scalar or vec4 entry point of `e`), one
+/// invocation per row: x, bmax and log_thr bound, then `bind`'s outputs; `cap` for
+/// compact_write.
+#[allow(clippy::too_many_arguments)]
+fn compact<'a>(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    [scalar, v4]: [&'static Entry; 2],
+    x: &'a GpuTensor,
+    block: usize,
+    bmax: &'a GpuTensor,
+    jumprelu: Option<(&'a GpuTensor, f32)>,
+    cap: Option<usize>,
+    bind: impl FnOnce(Call<'a, Params>) -> Call<'a, Params>,
+) -> Result<()> {
+    let (rows, n, mut p) = compact_params(scalar.name, x, block, jumprelu)?;
+    if let Some(cap) = cap {
+        p.cap = cap as u32;
+    }
+    let call = vec4_if(compact_vec4(&p), scalar, v4)
+        .call(p)
         .dims(&dims(rows, n, block))
         .bind(x)
         .bind(bmax)
-        .bind_opt(jumprelu.map(|j| j.0), x)
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(val)
-        .bind(pre_val)
-        .items(rows)
-        .skip_if(rows == 0)
-        .record(gpu, enc)
+        .bind_opt(jumprelu.map(|j| j.0), x);
+    bind(call).items(rows).skip_if(rows == 0).record(gpu, enc)
 }
 
 /// The codes of a ReLU (jumprelu None) or JumpReLU activation of x as CSR (latents

@@ -5,7 +5,7 @@
 use crate::gpu::{DType, Gpu, GpuTensor};
 use crate::{Error, Result};
 
-use super::super::decl::{Call, Entry, Grid, Slot, rf, ru, wf, wu};
+use super::super::decl::{Call, Entry, Grid, Slot, rf, ru, vec4_if, wf, wu};
 use super::{
     BLOCK, BLOCK_LISTED, CAND, Params, WG_ROW, blocks, codes, dims, expect_block, matrix, one_d,
     params, single,
@@ -102,11 +102,11 @@ pub fn block_max(
     let nb = blocks(n, block);
     let mut p = params(rows, n, 0, block, cols.is_some());
     p.has_off = off.is_some() as u32;
-    let e = if cols.is_none() && off.is_none() && n.is_multiple_of(4) && block.is_multiple_of(4) {
-        &BLOCK_MAX_VEC4
-    } else {
-        &BLOCK_MAX
-    };
+    let e = vec4_if(
+        cols.is_none() && off.is_none() && n.is_multiple_of(4) && block.is_multiple_of(4),
+        &BLOCK_MAX,
+        &BLOCK_MAX_VEC4,
+    );
     bind_cols(e.call(p).dims(&dims(rows, n, block)).bind(x), x, cols)
         .bind(bmax)
         .bind_opt(off, x)
@@ -134,11 +134,7 @@ pub fn topk_threshold(
         ..Default::default()
     };
     // vec4 loads of bmax when its rows are whole vec4s.
-    let e = if nb.is_multiple_of(4) {
-        &TOPK_THRESHOLD_VEC4
-    } else {
-        &TOPK_THRESHOLD
-    };
+    let e = vec4_if(nb.is_multiple_of(4), &TOPK_THRESHOLD, &TOPK_THRESHOLD_VEC4);
     e.call(p)
         .dims(&[("rows", rows), ("nb", nb)])
         .bind(bmax)
@@ -176,11 +172,7 @@ pub fn topk_candidates(
         && block.is_multiple_of(4)
         && n.is_multiple_of(block)
         && blocks(n, block).is_multiple_of(4);
-    let e = if vec4 {
-        &TOPK_CANDIDATES_VEC4
-    } else {
-        &TOPK_CANDIDATES
-    };
+    let e = vec4_if(vec4, &TOPK_CANDIDATES, &TOPK_CANDIDATES_VEC4);
     bind_cols(e.call(p).dims(&dims(rows, n, block)).bind(x), x, cols)
         .bind(bmax)
         .bind(thr)

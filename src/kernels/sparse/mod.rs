@@ -266,7 +266,7 @@ fn per_row(d: usize) -> usize {
 
 /// The vec4 entry point when the rows (of length d) hold whole vec4s.
 fn pick(d: usize, scalar: &'static Entry, vec4: &'static Entry) -> &'static Entry {
-    if d.is_multiple_of(4) { vec4 } else { scalar }
+    crate::kernels::decl::vec4_if(d.is_multiple_of(4), scalar, vec4)
 }
 
 /// Whether the `*_tex` entry points take rows of length d gathered from tensors of up to
