@@ -9,13 +9,15 @@ pub mod codes;
 pub mod decl;
 pub mod fista;
 pub mod gemm;
-pub mod gemm_reg;
 pub mod ops;
 pub mod optim;
 pub mod reduce;
 pub mod sparse;
 pub mod topk;
 pub mod toy;
+
+/// The register-blocked GEMM (`GemmPath::Reg`), a path of the gemm family.
+pub use gemm::reg as gemm_reg;
 
 use crate::gpu::{GpuTensor, Shader};
 use crate::{Error, Result};

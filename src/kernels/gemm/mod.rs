@@ -14,7 +14,7 @@
 //!   one lane and shared by subgroupBroadcast (shaders/gemm_subgroup.wgsl), 16 rows per
 //!   invocation by default; ~1.5x the texture path on lavapipe.
 //! * [`GemmPath::Reg`] (hardware adapters): the register-blocked kernel of
-//!   src/kernels/gemm_reg.rs (8 x 8 outputs per invocation, 128 x 128 tiles by default,
+//!   src/kernels/gemm/reg.rs (8 x 8 outputs per invocation, 128 x 128 tiles by default,
 //!   double-buffered stages), its tile sizes per adapter type ([`GemmTuning::rg`]), the
 //!   block maxima fused into its epilogue.
 //! * [`GemmPath::Tiled`]: tiles staged in workgroup memory, 4 x 4 per invocation, their
@@ -39,7 +39,7 @@
 //! after its first step and copies W_enc once even though two products read it.
 //!
 //! Layout: this file declares every GEMM entry point (gemm_reg's beside its tiles in
-//! src/kernels/gemm_reg.rs) and lays out the launches; `tuning` holds the per-adapter knobs
+//! `reg.rs`) and lays out the launches; `tuning` holds the per-adapter knobs
 //! ([`GemmTuning`], [`GemmPath`]), `block_max` the fused block-maxima variant, `texture` the
 //! cached input textures of the texture path.
 
@@ -48,11 +48,11 @@ use crate::{Error, Result};
 
 use super::decl::{Call, Entry, Grid, Slot, Uniform, Wg, rf, wf, wu};
 use super::expect_shape;
-use super::gemm_reg;
 
 pub use crate::reference::gemm::GemmSpec;
 
 mod block_max;
+pub mod reg;
 mod texture;
 mod tuning;
 
@@ -402,7 +402,7 @@ fn gemm_impl(
             bind_fused(call, fused).record(gpu, enc)
         }
         GemmPath::Reg => {
-            let e = gemm_reg::entry(gpu, &t.rg, fused.map(|(_, off)| off.is_some()))?;
+            let e = reg::entry(gpu, &t.rg, fused.map(|(_, off)| off.is_some()))?;
             let call = flags(e)
                 .set("RG_WX", t.rg.wx as f64)
                 .set("RG_WY", t.rg.wy as f64)

@@ -5,7 +5,7 @@
 use crate::gpu::Gpu;
 
 use super::TL_PER;
-use crate::kernels::gemm_reg::RegTiles;
+use super::reg::RegTiles;
 
 /// Workgroup and tile sizes of the GEMM kernels for one adapter, passed to the shaders as
 /// override constants, and the kernel [`gemm`] prefers there. [`GemmTuning::of`] picks by
@@ -28,7 +28,7 @@ pub struct GemmTuning {
     pub tl_bk: usize,
     /// gemm_general: invocations per workgroup, one column each.
     pub gn_wg: usize,
-    /// gemm_reg (src/kernels/gemm_reg.rs): workgroup and k step of the register-blocked
+    /// gemm_reg (src/kernels/gemm/reg.rs): workgroup and k step of the register-blocked
     /// kernel.
     pub rg: RegTiles,
 }
@@ -136,7 +136,7 @@ pub enum GemmPath {
     /// The texture path with A loaded once per subgroup and shared by subgroupBroadcast
     /// (devices with subgroups of 8 or more lanes; lavapipe).
     TextureSubgroup,
-    /// The register-blocked kernel of src/kernels/gemm_reg.rs (hardware adapters).
+    /// The register-blocked kernel of src/kernels/gemm/reg.rs (hardware adapters).
     Reg,
     Tiled,
     General,

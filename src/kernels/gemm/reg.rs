@@ -1,5 +1,5 @@
 //! The register-blocked GEMM for hardware adapters (shaders/gemm_reg.wgsl), what
-//! [`GemmPath::Reg`](super::gemm::GemmPath::Reg) records: C = alpha * op(A) op(B) + bias +
+//! [`GemmPath::Reg`](super::GemmPath::Reg) records: C = alpha * op(A) op(B) + bias +
 //! beta * C, optionally with the block maxima of C that the code stages start from
 //! (`gemm::gemm_block_max`) fused into its epilogue.
 //!
@@ -15,12 +15,12 @@
 use crate::gpu::{Gpu, Shader};
 use crate::{Error, Result};
 
-use super::decl::{Entry, Slot, Wg};
-use super::gemm::{BUFFERS, BUFFERS_BMAX, BUFFERS_BMAX_OFF, gemm_entry};
+use super::{BUFFERS, BUFFERS_BMAX, BUFFERS_BMAX_OFF, gemm_entry};
+use crate::kernels::decl::{Entry, Slot, Wg};
 
 pub static SHADER: Shader = Shader {
     name: "gemm_reg",
-    source: include_str!("../../shaders/gemm_reg.wgsl"),
+    source: include_str!("../../../shaders/gemm_reg.wgsl"),
 };
 
 /// Outputs per invocation along each side (fixed in the shader: 16 vec4 accumulators).
@@ -29,7 +29,7 @@ pub const PER: usize = 8;
 /// registers).
 const MAX_SLOTS: usize = 4;
 /// Columns per block of the fused block maxima (`codes::BLOCK`).
-const BMAX_BLOCK: usize = super::codes::BLOCK;
+const BMAX_BLOCK: usize = crate::kernels::codes::BLOCK;
 
 /// The workgroup of gemm_reg: `wx * wy` invocations (1-D), each 8 x 8 outputs, so a
 /// (8 wy) x (8 wx) tile of C; `bk` steps of k per stage (two stages in workgroup memory).
