@@ -19,7 +19,9 @@
 use crate::gpu::{DType, Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::decl::{Entry, Grid, Layout, Slot, Uniform, Wg, elements, rf, ru, vec4_if, wf, wu};
+use super::decl::{
+    Call, Entry, Grid, Layout, Slot, Uniform, Wg, elements, rf, ru, vec4_if, wf, wu,
+};
 
 pub use crate::reference::reduce::{METRIC_SLOTS, slot};
 
@@ -202,13 +204,19 @@ fn dims(kernel: &str, rows: usize, cols: usize) -> Result<Params> {
     })
 }
 
-/// Grid for the row-blocked column kernels: x = column groups of WG, y = row blocks of RB.
-fn col_block_grid(rows: usize, cols: usize) -> [u32; 3] {
-    [
+/// A launch of a row-blocked column kernel over p's (rows, cols), those two dimensions
+/// named `names` in its declaration; the grid: x = column groups of WG, y = row blocks of
+/// RB.
+fn col_block_call<'a>(e: &'static Entry, p: Params, names: [&'static str; 2]) -> Call<'a, Params> {
+    let (rows, cols) = (p.rows as usize, p.cols as usize);
+    let grid = [
         cols.div_ceil(WG).max(1) as u32,
         rows.div_ceil(RB).max(1) as u32,
         1,
-    ]
+    ];
+    e.call(p)
+        .dims(&[(names[0], rows), (names[1], cols)])
+        .grid(grid)
 }
 
 /// A scratch tensor of at least `len` elements for `purpose` on this device
@@ -385,15 +393,12 @@ pub fn mse_backward(
         nparts: nparts as u32,
         ..p
     };
-    let call = MSE_BACKWARD
-        .call(p)
-        .dims(&[("rows", rows), ("d", d)])
+    let call = col_block_call(&MSE_BACKWARD, p, ["rows", "d"])
         .bind(target)
         .bind(pred)
         .bind(&colsum)
         .bind(grad)
-        .bind(&parts)
-        .grid(col_block_grid(rows, d));
+        .bind(&parts);
     if rows == 0 || d == 0 {
         return call.skip_if(true).record(gpu, enc);
     }
@@ -429,13 +434,10 @@ pub fn sum_sq_centred(
         nparts: nparts as u32,
         ..p
     };
-    let call = SUM_SQ_CENTRED
-        .call(p)
-        .dims(&[("rows", rows), ("d", d)])
+    let call = col_block_call(&SUM_SQ_CENTRED, p, ["rows", "d"])
         .bind(target)
         .bind(&colsum)
-        .bind(&parts)
-        .grid(col_block_grid(rows, d));
+        .bind(&parts);
     if rows == 0 || d == 0 {
         return call.skip_if(true).record(gpu, enc);
     }
@@ -551,14 +553,11 @@ pub fn dense_stats(
         nparts: nparts as u32,
         ..p
     };
-    DENSE_STATS
-        .call(p)
-        .dims(&[("rows", rows), ("n", n)])
+    col_block_call(&DENSE_STATS, p, ["rows", "n"])
         .bind(z)
         .bind(norms)
         .bind(fired)
         .bind(&parts)
-        .grid(col_block_grid(rows, n))
         .record(gpu, enc)?;
     finish(gpu, enc, &parts, nparts, &stats_totals(), metrics)
 }
@@ -654,13 +653,10 @@ pub fn l1_backward(
         scale,
         ..dims("l1_backward", rows, n)?
     };
-    L1_BACKWARD
-        .call(p)
-        .dims(&[("rows", rows), ("n", n)])
+    col_block_call(&L1_BACKWARD, p, ["rows", "n"])
         .bind(z)
         .bind(norms)
         .bind(dz)
-        .grid(col_block_grid(rows, n))
         .record(gpu, enc)
 }
 
@@ -683,13 +679,10 @@ pub fn l1_decoder_grad(
         scale,
         ..dims("l1_decoder_grad", n, d)?
     };
-    L1_DECODER_GRAD
-        .call(p)
-        .dims(&[("n", n), ("d", d)])
+    col_block_call(&L1_DECODER_GRAD, p, ["n", "d"])
         .bind(zsum)
         .bind(w_dec)
         .bind(norms)
         .bind(dw_dec)
-        .grid(col_block_grid(n, d))
         .record(gpu, enc)
 }
