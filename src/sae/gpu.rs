@@ -83,9 +83,12 @@ struct Chunk {
     e: GpuTensor,
     e_hat: GpuTensor,
     de: GpuTensor,
-    /// topk / batchtopk: the top-k codes; relu / jumprelu: the kept entries (capacity
-    /// engine::code_capacity of the chunk's rows).
+    /// topk / batchtopk: the top-k codes, this step's rows * k slots of `code_store`;
+    /// relu / jumprelu: the kept entries (capacity engine::code_capacity of the chunk's
+    /// rows).
     codes: CodeBufs,
+    /// The codes' buffers, for the run's largest k (`TrainConfig::k_max`).
+    code_store: CodeBufs,
     aux: Option<CodeBufs>,
     /// relu / jumprelu: runs the sparse path or, when the codes overflow, the dense one.
     gate: Option<Arc<Gate>>,
@@ -199,7 +202,11 @@ impl GpuEngine {
         let (pre, bmax) = (&self.pre(ch), &self.bmax(ch));
         let (rp, idx) = (&c.row_ptr, &c.idx);
         match cfg.arch {
-            Arch::Topk => topk_codes_from_bmax(g, enc, pre, cfg.k, bmax, rp, idx, &c.val)?,
+            Arch::Topk => {
+                let k = cfg.k_at(self.step);
+                topk_codes_from_bmax(g, enc, pre, k, bmax, rp, idx, &c.val)?
+            }
+            // k_total = rows * this step's k: the length of the codes' view.
             Arch::Batchtopk => {
                 let (sc, bg) = self.batch.as_ref().expect("batchtopk scratch");
                 let (pv, thr) = (&c.pre_val, &self.thr);
@@ -637,6 +644,13 @@ impl GpuEngine {
         }
         let sc = StepScalars::at(cfg, self.step);
         write_hyper(g, &self.hyper, &sc.adam(cfg, self.step));
+        if selects_topk(cfg.arch) {
+            // This step's k (`TrainConfig::k_at`): the codes are its rows * k slots.
+            let k = cfg.k_at(self.step);
+            for ch in &mut self.chunks {
+                ch.codes = ch.code_store.prefix(ch.rows * k);
+            }
+        }
         let mut enc = g.encoder();
         self.record_step(&mut enc, mark)?;
         let batch_gate = self.batch.as_ref().map(|(_, gate)| gate);

@@ -14,6 +14,22 @@ use crate::sae::{Arch, DecoderNorm, SaeParams, TrainConfig};
 use crate::{Error, Result};
 
 impl CodeBufs {
+    /// The first `cap` slots of every per-slot buffer (row_ptr and lat_ptr whole).
+    pub(super) fn prefix(&self, cap: usize) -> CodeBufs {
+        let p = |t: &GpuTensor| t.prefix(&[cap]);
+        CodeBufs {
+            row_ptr: self.row_ptr.view(&self.row_ptr.shape),
+            idx: p(&self.idx),
+            pre_val: p(&self.pre_val),
+            val: p(&self.val),
+            gslot: p(&self.gslot),
+            dval: p(&self.dval),
+            lat_ptr: self.lat_ptr.view(&self.lat_ptr.shape),
+            lat_row: p(&self.lat_row),
+            lat_slot: p(&self.lat_slot),
+        }
+    }
+
     /// Codes of up to `rows * per_row` slots. With `relu_codes` (topk_codes: every value
     /// already positive) pre_val is val's buffer.
     pub(super) fn new(
@@ -126,10 +142,16 @@ impl GpuEngine {
             let per_row = |name: &str| -> Result<GpuTensor> {
                 g.zeros(name, &[if sparse { r } else { 1 }, d])
             };
-            let codes = if sparse {
-                CodeBufs::new(g, r, n, cfg.k, cfg.arch == Arch::Topk)?
+            // topk / batchtopk: for the run's largest k; each step takes its k's slots.
+            let code_store = if sparse {
+                CodeBufs::new(g, r, n, cfg.k_max(), cfg.arch == Arch::Topk)?
             } else {
                 CodeBufs::new(g, r, n, code_capacity(r, n) / r.max(1), false)?
+            };
+            let codes = if sparse {
+                code_store.prefix(r * cfg.k_at(st.step))
+            } else {
+                code_store.prefix(code_store.idx.len())
             };
             chunks.push(Chunk {
                 rows: r,
@@ -145,6 +167,7 @@ impl GpuEngine {
                 e_hat: per_row("aux reconstruction")?,
                 de: per_row("aux grad")?,
                 codes,
+                code_store,
                 aux: if sparse {
                     Some(CodeBufs::new(g, r, n, cfg.k_aux, true)?)
                 } else {
@@ -210,7 +233,7 @@ impl GpuEngine {
             thr: g.zeros("batch threshold", &[1])?,
             thr_state: g.upload("threshold", &[1], &[st.threshold])?,
             batch: if cfg.arch == Arch::Batchtopk {
-                let sc = BatchScratch::new(g, rows, n, rows * cfg.k)?;
+                let sc = BatchScratch::new(g, rows, n, rows * cfg.k_max())?;
                 Some((sc, g.gate(GATE_SLOTS)?))
             } else {
                 None
@@ -234,8 +257,14 @@ impl GpuEngine {
         };
         // Allocation failures arrive through the device's error callback, not as a Result.
         eng.gpu.check().map_err(|e| {
+            let (k0, anneal) = (cfg.k_max(), cfg.anneals_k());
+            let (codes, lower) = if anneal {
+                (format!(" and codes for k = {k0} of --k-anneal-start"), "--k-anneal-start, --d-sae or --batch")
+            } else {
+                (String::new(), "--d-sae or --batch")
+            };
             Error::Device(format!(
-                "{e} while allocating the training buffers (about {:.1} MiB for --d-sae {n}, --batch {rows}); lower --d-sae or --batch, or use --device cpu",
+                "{e} while allocating the training buffers (about {:.1} MiB for --d-sae {n}, --batch {rows}{codes}); lower {lower}, or use --device cpu",
                 cfg.estimate_bytes() as f64 / 1048576.0
             ))
         })?;
@@ -269,8 +298,14 @@ impl GpuEngine {
             (&pre, [c, n]),
             ("batch", [b, d]),
         ];
+        // Codes for the run's largest k (the start of --k-anneal-steps' decay).
+        let codes = if cfg.anneals_k() {
+            format!("codes at --k-anneal-start {}", cfg.k_max())
+        } else {
+            "codes".to_string()
+        };
         if matches!(cfg.arch, Arch::Topk | Arch::Batchtopk) {
-            big.push(("codes", [c, cfg.k as u128]));
+            big.push((&codes, [c, cfg.k_max() as u128]));
             big.push(("AuxK codes", [c, cfg.k_aux as u128]));
         }
         let allows = gpu.max_binding() as u128;
