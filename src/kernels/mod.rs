@@ -13,6 +13,7 @@ pub mod gemm_reg;
 pub mod ops;
 pub mod optim;
 pub mod reduce;
+pub mod rescale;
 pub mod sparse;
 pub mod topk;
 pub mod toy;
@@ -32,6 +33,7 @@ pub const SHADERS: &[&Shader] = &[
     &ops::SHADER,
     &optim::SHADER,
     &reduce::SHADER,
+    &rescale::SHADER,
     &sparse::SHADER,
     &topk::SHADER,
     &toy::SHADER,
@@ -48,6 +50,7 @@ pub fn entries() -> Vec<&'static decl::Entry> {
         ops::ENTRIES,
         optim::ENTRIES,
         reduce::ENTRIES,
+        rescale::ENTRIES,
         topk::ENTRIES,
         toy::ENTRIES,
         sparse::ENTRIES,

@@ -32,6 +32,7 @@ use crate::kernels::reduce::{
     col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms, slot,
     sparse_stats, sub, sub_row, sum_sq_centred, update_dead,
 };
+use crate::kernels::rescale::{rescale_grads, rescale_view};
 use crate::kernels::sparse::{
     build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, gather_jumprelu_threshold,
     sparse_decode, sparse_dot, sparse_jumprelu_backward, sparse_l1_backward, texture_path,
@@ -108,6 +109,12 @@ pub struct GpuEngine {
     /// Parameters, gradients and Adam moments: W_enc (d, n), W_dec (n, d), b_enc (n),
     /// b_dec (d), log_threshold (n for jumprelu, else 1 unused element kept at 0).
     params: ParamSet<GpuTensor>,
+    /// The parameters the step's forward and backward read: `params` itself, or with
+    /// --decoder-norm rescale their unit-row view (W_enc', b_enc', U; b_dec and
+    /// log_threshold are `params`'), written by `prepare`.
+    fwd: ParamSet<GpuTensor>,
+    /// --decoder-norm rescale: the decoder row norms the view divides out, (n).
+    dec_norms: Option<GpuTensor>,
     grads: ParamSet<GpuTensor>,
     m: ParamSet<GpuTensor>,
     v: ParamSet<GpuTensor>,
@@ -156,7 +163,12 @@ impl GpuEngine {
     /// Before the chunks: decoder row norms; topk / batchtopk: AuxK's dead latents;
     /// jumprelu: the threshold offsets the block maxima are taken against.
     fn prepare(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
-        let (g, cfg, p) = (&*self.gpu, &self.cfg, &self.params);
+        let (g, cfg, p) = (&*self.gpu, &self.cfg, &self.fwd);
+        if let Some(norms) = &self.dec_norms {
+            let (q, n, d) = (&self.params, self.n, self.d);
+            #[rustfmt::skip]
+            rescale_view(g, enc, &q.w_enc, &q.b_enc, &q.w_dec, n, d, &p.w_enc, &p.b_enc, &p.w_dec, norms)?;
+        }
         row_norms(g, enc, &p.w_dec, self.n, self.d, &self.norms)?;
         if selects_topk(cfg.arch) {
             #[rustfmt::skip]
@@ -185,7 +197,7 @@ impl GpuEngine {
     /// xc = x - b_dec; pre = xc W_enc + b_enc, with the block maxima the code stages start
     /// from.
     fn encode(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
-        let (g, p, rows) = (&*self.gpu, &self.params, ch.rows);
+        let (g, p, rows) = (&*self.gpu, &self.fwd, ch.rows);
         let (pre, bmax, off) = (&self.pre(ch), &self.bmax(ch), self.off.as_ref());
         sub_row(g, enc, &ch.x, &p.b_dec, rows, self.d, &ch.xc)?;
         let spec = GemmSpec::nn(rows, self.n, self.d);
@@ -217,7 +229,7 @@ impl GpuEngine {
             }
             Arch::Relu | Arch::Jumprelu => {
                 let gate = ch.gate.as_ref().expect("dense-path gate");
-                let lt = &self.params.log_threshold;
+                let lt = &self.fwd.log_threshold;
                 let jump = (cfg.arch == Arch::Jumprelu).then_some((lt, cfg.bandwidth));
                 #[rustfmt::skip]
                 activation_codes_from_bmax(g, enc, pre, jump, bmax, rp, idx, &c.val, &c.pre_val)?;
@@ -241,7 +253,7 @@ impl GpuEngine {
     /// b_dec; AuxK's e_hat = aux codes W_dec (0 with no dead latent, as on the CPU, where
     /// the decode of no entries is 0).
     fn decode(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
-        let (g, p, rows, n, d) = (&*self.gpu, &self.params, ch.rows, self.n, self.d);
+        let (g, p, rows, n, d) = (&*self.gpu, &self.fwd, ch.rows, self.n, self.d);
         let c = &ch.codes;
         let sparse = |enc: &mut wgpu::CommandEncoder| {
             let (rp, idx, val, b) = (&c.row_ptr, &c.idx, &c.val, Some(&p.b_dec));
@@ -270,7 +282,7 @@ impl GpuEngine {
 
     /// The dense path's forward: z = act(pre); x_hat = z W_dec + b_dec.
     fn dense_decode(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
-        let (g, p, rows, n, d) = (&*self.gpu, &self.params, ch.rows, self.n, self.d);
+        let (g, p, rows, n, d) = (&*self.gpu, &self.fwd, ch.rows, self.n, self.d);
         let z = &self.rows_of(self.z.as_ref().expect("dense buffers"), rows);
         let pre = &self.pre(ch);
         if self.cfg.arch == Arch::Relu {
@@ -356,18 +368,7 @@ impl GpuEngine {
     ) -> Result<()> {
         let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
         let (rp, idx) = (&c.row_ptr, &c.idx);
-        sparse_dot(
-            g,
-            enc,
-            rp,
-            idx,
-            dy,
-            &self.params.w_dec,
-            rows,
-            n,
-            d,
-            &c.gslot,
-        )?;
+        sparse_dot(g, enc, rp, idx, dy, &self.fwd.w_dec, rows, n, d, &c.gslot)?;
         relu_backward(g, enc, &c.pre_val, &c.gslot, &c.dval)?;
         self.gather_grads(enc, ch, c, dy, accumulate)
     }
@@ -406,7 +407,7 @@ impl GpuEngine {
         let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
         let c = &ch.codes;
         let scale = self.coef() * (1.0 / self.rows as f32);
-        let (w_dec, log_thr) = (&self.params.w_dec, &self.params.log_threshold);
+        let (w_dec, log_thr) = (&self.fwd.w_dec, &self.fwd.log_threshold);
         let (rp, idx) = (&c.row_ptr, &c.idx);
         sparse_dot(g, enc, rp, idx, &ch.dy, w_dec, rows, n, d, &c.gslot)?;
         if self.cfg.arch == Arch::Relu {
@@ -440,7 +441,7 @@ impl GpuEngine {
     ) -> Result<()> {
         let (g, rows, n, d, gr) = (&*self.gpu, ch.rows, self.n, self.d, &self.grads);
         let scale = self.coef() * (1.0 / self.rows as f32);
-        let (w_dec, log_thr) = (&self.params.w_dec, &self.params.log_threshold);
+        let (w_dec, log_thr) = (&self.fwd.w_dec, &self.fwd.log_threshold);
         let dense = |t: &Option<GpuTensor>| self.rows_of(t.as_ref().expect("dense buffers"), rows);
         let (z, dz, dpre) = (&dense(&self.z), &dense(&self.dz), &dense(&self.dpre));
         let pre = &self.pre(ch);
@@ -469,7 +470,7 @@ impl GpuEngine {
     /// term summed by the chunks).
     fn finish_gradients(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
         let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
-        let (p, gr) = (&self.params, &self.grads);
+        let (p, gr) = (&self.fwd, &self.grads);
         if self.cfg.arch == Arch::Relu {
             let coef = self.coef() / rows as f32;
             let zsum = self.zsum.as_ref().expect("zsum");
@@ -490,7 +491,14 @@ impl GpuEngine {
         }
         let spec = GemmSpec::nt(1, d, n).alpha(-1.0).accumulate(true);
         let (db_enc, db_dec) = (&gr.b_enc.view(&[1, n]), &gr.b_dec.view(&[1, d]));
-        gemm(g, enc, &spec, db_enc, &p.w_enc, None, db_dec)
+        gemm(g, enc, &spec, db_enc, &p.w_enc, None, db_dec)?;
+        if let Some(norms) = &self.dec_norms {
+            // The view's gradients mapped back to the parameters.
+            let q = &self.params;
+            #[rustfmt::skip]
+            rescale_grads(g, enc, &q.w_enc, &q.b_enc, &p.w_dec, norms, n, d, &gr.w_enc, &gr.b_enc, &gr.w_dec)?;
+        }
+        Ok(())
     }
 
     /// Global gradient-norm clipping and Adam, in as few passes over the parameters as the

@@ -10,6 +10,7 @@ use crate::kernels::codes::BLOCK;
 use crate::kernels::codes::batch_topk::BatchScratch;
 use crate::reference::reduce::METRIC_SLOTS;
 use crate::sae::engine::{TrainState, code_capacity};
+use crate::sae::params::ParamSet;
 use crate::sae::{Arch, DecoderNorm, SaeParams, TrainConfig};
 use crate::{Error, Result};
 
@@ -100,11 +101,6 @@ impl GpuEngine {
         st: &TrainState,
         chunk: usize,
     ) -> Result<GpuEngine> {
-        if cfg.decoder_norm == DecoderNorm::Rescale {
-            return Err(Error::input(
-                "--decoder-norm rescale: not on the GPU engine yet (use --device cpu)",
-            ));
-        }
         let (d, n, rows) = (cfg.d_in, cfg.d_sae, cfg.batch);
         let chunk = if cfg.arch == Arch::Batchtopk || chunk == 0 {
             rows
@@ -129,6 +125,35 @@ impl GpuEngine {
             })
         };
         let params = upload("", &st.params)?;
+        // --decoder-norm rescale: the unit-row view the step runs on (see `GpuEngine::fwd`).
+        let rescale = cfg.decoder_norm == DecoderNorm::Rescale;
+        let alias = |t: &GpuTensor| t.view(&t.shape);
+        let fwd = ParamSet {
+            d: params.d,
+            n: params.n,
+            w_enc: if rescale {
+                g.zeros("rescaled W_enc", &[d, n])?
+            } else {
+                alias(&params.w_enc)
+            },
+            w_dec: if rescale {
+                g.zeros("unit W_dec", &[n, d])?
+            } else {
+                alias(&params.w_dec)
+            },
+            b_enc: if rescale {
+                g.zeros("rescaled b_enc", &[n])?
+            } else {
+                alias(&params.b_enc)
+            },
+            b_dec: alias(&params.b_dec),
+            log_threshold: alias(&params.log_threshold),
+        };
+        let dec_norms = if rescale {
+            Some(g.zeros("decoder norms", &[n])?)
+        } else {
+            None
+        };
         let grads =
             shapes.try_map(|name, shape| g.zeros(&format!("grad {name}"), &shape_of(shape)))?;
         let m = upload("adam_m ", &st.moments.m)?;
@@ -245,6 +270,8 @@ impl GpuEngine {
             chunks,
             chunk_rows: chunk,
             params,
+            fwd,
+            dec_norms,
             grads,
             m,
             v,
