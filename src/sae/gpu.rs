@@ -5,9 +5,10 @@
 //! submission. A batch whose pre-activations exceed one storage binding runs as several
 //! chunks, one after another, their gradients summed; the ReLU / JumpReLU paths (sparse
 //! codes or dense) and AuxK are chosen on the device, by gates. The buffers are allocated
-//! in `gpu/alloc.rs`.
+//! in `gpu/alloc.rs`, the `StepEngine` readbacks are in `gpu/readback.rs`.
 
 mod alloc;
+mod readback;
 
 pub use alloc::chunk_rows;
 
@@ -37,13 +38,9 @@ use crate::kernels::sparse::{
     build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, gather_jumprelu_threshold,
     sparse_decode, sparse_dot, sparse_jumprelu_backward, sparse_l1_backward, texture_path,
 };
-use crate::reference::reduce::METRIC_SLOTS;
 use crate::{Error, Result};
 
-use super::engine::{
-    GRAD_NORM_SLOT_COUNT, GRAD_NORM_SLOTS, Moments, StepEngine, StepScalars, TrainState,
-    dead_after, selects_topk,
-};
+use super::engine::{GRAD_NORM_SLOT_COUNT, GRAD_NORM_SLOTS, StepScalars, dead_after, selects_topk};
 use super::params::ParamSet;
 use super::{Arch, DecoderNorm, TrainConfig};
 
@@ -674,46 +671,5 @@ impl GpuEngine {
         g.check()?;
         self.step += 1;
         Ok(())
-    }
-}
-
-impl StepEngine for GpuEngine {
-    fn step(&mut self, cfg: &TrainConfig, x: &[f32], rows: usize) -> Result<()> {
-        self.step_marked(cfg, x, rows, &mut |_, _| Ok(()))
-    }
-
-    fn take_metrics(&mut self) -> Result<(Vec<f32>, f32)> {
-        let g = &*self.gpu;
-        let m = g.read_f32(&self.metrics)?;
-        let clip = g.read_f32(&self.clip)?;
-        let mut reset = vec![0.0f32; METRIC_SLOTS];
-        reset[slot::DEAD as usize] = m[slot::DEAD as usize];
-        g.write(&self.metrics, &reset)?;
-        Ok((m, clip[1]))
-    }
-
-    fn state(&mut self) -> Result<TrainState> {
-        let g = &*self.gpu;
-        let jump = self.cfg.arch == Arch::Jumprelu;
-        let read = |set: &ParamSet<GpuTensor>| -> Result<_> {
-            let mut host = set.try_map(|_, t| g.read_f32(t))?;
-            if !jump {
-                host.log_threshold.clear();
-            }
-            Ok(host)
-        };
-        Ok(TrainState {
-            params: read(&self.params)?,
-            moments: Moments {
-                m: read(&self.m)?,
-                v: read(&self.v)?,
-            },
-            step: self.step,
-            since_fired: g.read_u32(&self.since)?,
-            fire_total: g.read_u32(&self.total)?,
-            threshold: g.read_f32(&self.thr_state)?[0],
-            metrics: g.read_f32(&self.metrics)?,
-            grad_norm: g.read_f32(&self.clip)?[1],
-        })
     }
 }
