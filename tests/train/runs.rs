@@ -9,7 +9,7 @@ use saeforge::data::FloatType;
 use saeforge::gpu::DeviceChoice;
 use saeforge::sae::checkpoint::Checkpoint;
 use saeforge::sae::export::SaeModel;
-use saeforge::sae::{Arch, TrainArgs, train};
+use saeforge::sae::{Arch, DecoderNorm, TrainArgs, train};
 use saeforge::synth::{SynthConfig, read_truth, write_dataset};
 
 use crate::common::{cpu_test, fail, gpu_test};
@@ -76,13 +76,18 @@ fn args(data: &Path, out: &Path, arch: Arch, device: DeviceChoice, steps: u64) -
 
 /// A run stopped at step 5 and resumed to step 9 ends bitwise equal to a 9-step run. With
 /// `anneal`, k falls from 40 to 4 over the first 8 steps: the stop is inside the decay.
-fn resume_exact(device: DeviceChoice, arch: Arch, anneal: bool) -> Result<(), Failed> {
-    let dir = tmp(&format!("resume-{device:?}-{arch:?}-{anneal}"));
+fn resume_exact(
+    device: DeviceChoice,
+    arch: Arch,
+    (anneal, rescale): (bool, bool),
+) -> Result<(), Failed> {
+    let dir = tmp(&format!("resume-{device:?}-{arch:?}-{anneal}-{rescale}"));
     let data = dir.join("data");
     synth(&data, 64, 16, 2.0, 3000, 5)?;
     let run_args = |out: &Path, steps| TrainArgs {
         k_anneal_steps: anneal.then_some(8),
         k_anneal_start: anneal.then_some(40),
+        decoder_norm: rescale.then_some(DecoderNorm::Rescale),
         ..args(&data, out, arch, device, steps)
     };
     let full = dir.join("full");
@@ -167,23 +172,27 @@ fn recovery(device: DeviceChoice) -> Result<(), Failed> {
 
 pub fn trials() -> Vec<Trial> {
     let mut t = Vec::new();
+    // (arch, (--k-anneal-steps, --decoder-norm rescale))
     let cases = [
-        (Arch::Topk, false),
-        (Arch::Relu, false),
-        (Arch::Batchtopk, false),
-        (Arch::Jumprelu, false),
-        (Arch::Topk, true),
-        (Arch::Batchtopk, true),
+        (Arch::Topk, (false, false)),
+        (Arch::Relu, (false, false)),
+        (Arch::Batchtopk, (false, false)),
+        (Arch::Jumprelu, (false, false)),
+        (Arch::Topk, (true, false)),
+        (Arch::Batchtopk, (true, false)),
+        (Arch::Topk, (false, true)),
     ];
-    for (arch, anneal) in cases {
-        let name = format!("{arch:?}{}", if anneal { "_k_anneal" } else { "" }).to_lowercase();
+    for (arch, how) in cases {
+        let anneal = if how.0 { "_k_anneal" } else { "" };
+        let rescale = if how.1 { "_rescale" } else { "" };
+        let name = format!("{arch:?}{anneal}{rescale}").to_lowercase();
         t.push(cpu_test(
             format!("runs::resume_exact_cpu_{name}"),
-            move |_| resume_exact(DeviceChoice::Cpu, arch, anneal),
+            move |_| resume_exact(DeviceChoice::Cpu, arch, how),
         ));
         t.push(gpu_test(
             format!("runs::resume_exact_gpu_{name}"),
-            move |_, _| resume_exact(DeviceChoice::Gpu, arch, anneal),
+            move |_, _| resume_exact(DeviceChoice::Gpu, arch, how),
         ));
     }
     t.push(gpu_test("runs::recovers_planted_dictionary_gpu", |_, _| {
