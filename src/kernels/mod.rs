@@ -12,6 +12,7 @@ pub mod gemm;
 pub mod ops;
 pub mod optim;
 pub mod reduce;
+pub mod rescale;
 pub mod sparse;
 pub mod topk;
 pub mod toy;
@@ -34,6 +35,7 @@ pub const SHADERS: &[&Shader] = &[
     &ops::SHADER,
     &optim::SHADER,
     &reduce::SHADER,
+    &rescale::SHADER,
     &sparse::SHADER,
     &topk::SHADER,
     &toy::SHADER,
@@ -51,6 +53,7 @@ pub fn entries() -> Vec<&'static decl::Entry> {
         ops::ENTRIES,
         optim::ENTRIES,
         reduce::ENTRIES,
+        rescale::ENTRIES,
         topk::ENTRIES,
         toy::ENTRIES,
         sparse::ENTRIES,

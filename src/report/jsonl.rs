@@ -24,6 +24,9 @@ pub struct Record {
     pub dead_fraction: f64,
     pub grad_norm: f32,
     pub tokens_per_s: f64,
+    /// topk / batchtopk with --k-anneal-steps: the k of the record's step.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub k: Option<usize>,
     /// Held-out figures when an evaluation ran at this step.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub eval_mse: Option<f64>,

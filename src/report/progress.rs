@@ -32,8 +32,9 @@ impl Progress {
     }
 
     pub fn update(&self, r: &Record) {
+        let k = r.k.map(|k| format!("k {k}  ")).unwrap_or_default();
         let msg = format!(
-            "{:.0} tok/s  loss {:.4}  L0 {:.1}  EV {:.3}  dead {:.1}%",
+            "{:.0} tok/s  loss {:.4}  {k}L0 {:.1}  EV {:.3}  dead {:.1}%",
             r.tokens_per_s,
             r.loss,
             r.l0,

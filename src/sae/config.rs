@@ -96,6 +96,13 @@ pub struct TrainArgs {
     /// Dead latents used by AuxK (default d/2).
     #[arg(long)]
     pub k_aux: Option<usize>,
+    /// topk / batchtopk: k falls linearly from --k-anneal-start to --k over the first N
+    /// steps (EleutherAI sparsify's k decay; default 0 = off).
+    #[arg(long)]
+    pub k_anneal_steps: Option<u64>,
+    /// The k the annealing starts from (default min(10 x d, d_sae), sparsify's).
+    #[arg(long)]
+    pub k_anneal_start: Option<usize>,
     /// AuxK loss coefficient (default 1/32).
     #[arg(long, allow_negative_numbers = true)]
     pub aux_coef: Option<f32>,
@@ -236,6 +243,11 @@ pub struct TrainConfig {
     pub d_sae: usize,
     pub k: usize,
     pub k_aux: usize,
+    /// k annealing (`schedule.rs`): steps (0 = off) and the k it starts from (k when off).
+    #[serde(default)]
+    pub k_anneal_steps: u64,
+    #[serde(default)]
+    pub k_anneal_start: usize,
     pub aux_coef: f32,
     pub l1: f32,
     pub l0: f32,
@@ -402,6 +414,8 @@ impl TrainConfig {
             }
         };
         let tokens = steps.saturating_mul(batch as u64);
+        let (k_anneal_steps, k_anneal_start) =
+            super::schedule::resolve_k_anneal(a, arch, k, d_in, d_sae)?;
         let cfg = TrainConfig {
             data,
             tensor: a.tensor.clone(),
@@ -413,6 +427,8 @@ impl TrainConfig {
             d_sae,
             k,
             k_aux,
+            k_anneal_steps,
+            k_anneal_start,
             aux_coef: nonneg("aux-coef", a.aux_coef.unwrap_or(1.0 / 32.0))?,
             l1: nonneg("l1", a.l1.unwrap_or(5.0))?,
             l0: nonneg("l0", a.l0.unwrap_or(1.0))?,

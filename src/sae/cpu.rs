@@ -10,7 +10,8 @@
 //!   prepare           row_norms of W_dec; topk / batchtopk: dead_list (AuxK's latents)
 //!   per chunk:
 //!     encode          xc = x - b_dec (sub_row); pre = xc W_enc + b_enc (gemm)
-//!     codes           topk: topk_codes (the k largest positive, latents ascending);
+//!     codes           topk: topk_codes (the k largest positive, latents ascending; k
+//!                     of this step, `TrainConfig::k_at`);
 //!                     batchtopk: batchtopk, threshold_ema, relu_forward; both: AuxK's
 //!                     topk_codes among the dead latents. relu / jumprelu: activation_codes,
 //!                     kept sparse when they fit `code_capacity`, else the dense path
@@ -304,10 +305,12 @@ impl<'s> Step<'s> {
         let cfg = self.cfg;
         let (rows, n) = (ch.rows, self.st.params.n);
         let pre = &ch.pre;
+        // This step's k (`TrainConfig::k_at`: --k, or on the annealing schedule).
+        let k = cfg.k_at(self.st.step);
         match cfg.arch {
-            Arch::Topk => ch.codes = Some(topk_relu_codes(pre, rows, n, cfg.k, None)),
+            Arch::Topk => ch.codes = Some(topk_relu_codes(pre, rows, n, k, None)),
             Arch::Batchtopk => {
-                let kt = cfg.k * rows;
+                let kt = k * rows;
                 let mut row_ptr = vec![0u32; rows + 1];
                 let mut idx = vec![0u32; kt];
                 let mut val = vec![0.0f32; kt];

@@ -5,9 +5,10 @@
 //! submission. A batch whose pre-activations exceed one storage binding runs as several
 //! chunks, one after another, their gradients summed; the ReLU / JumpReLU paths (sparse
 //! codes or dense) and AuxK are chosen on the device, by gates. The buffers are allocated
-//! in `gpu/alloc.rs`.
+//! in `gpu/alloc.rs`, the `StepEngine` readbacks are in `gpu/readback.rs`.
 
 mod alloc;
+mod readback;
 
 pub use alloc::chunk_rows;
 
@@ -32,17 +33,14 @@ use crate::kernels::reduce::{
     col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms, slot,
     sparse_stats, sub, sub_row, sum_sq_centred, update_dead,
 };
+use crate::kernels::rescale::{rescale_grads, rescale_view};
 use crate::kernels::sparse::{
     build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, gather_jumprelu_threshold,
     sparse_decode, sparse_dot, sparse_jumprelu_backward, sparse_l1_backward, texture_path,
 };
-use crate::reference::reduce::METRIC_SLOTS;
 use crate::{Error, Result};
 
-use super::engine::{
-    GRAD_NORM_SLOT_COUNT, GRAD_NORM_SLOTS, Moments, StepEngine, StepScalars, TrainState,
-    dead_after, selects_topk,
-};
+use super::engine::{GRAD_NORM_SLOT_COUNT, GRAD_NORM_SLOTS, StepScalars, dead_after, selects_topk};
 use super::params::ParamSet;
 use super::{Arch, DecoderNorm, TrainConfig};
 
@@ -83,9 +81,12 @@ struct Chunk {
     e: GpuTensor,
     e_hat: GpuTensor,
     de: GpuTensor,
-    /// topk / batchtopk: the top-k codes; relu / jumprelu: the kept entries (capacity
-    /// engine::code_capacity of the chunk's rows).
+    /// topk / batchtopk: the top-k codes, this step's rows * k slots of `code_store`;
+    /// relu / jumprelu: the kept entries (capacity engine::code_capacity of the chunk's
+    /// rows).
     codes: CodeBufs,
+    /// The codes' buffers, for the run's largest k (`TrainConfig::k_max`).
+    code_store: CodeBufs,
     aux: Option<CodeBufs>,
     /// relu / jumprelu: runs the sparse path or, when the codes overflow, the dense one.
     gate: Option<Arc<Gate>>,
@@ -105,6 +106,12 @@ pub struct GpuEngine {
     /// Parameters, gradients and Adam moments: W_enc (d, n), W_dec (n, d), b_enc (n),
     /// b_dec (d), log_threshold (n for jumprelu, else 1 unused element kept at 0).
     params: ParamSet<GpuTensor>,
+    /// The parameters the step's forward and backward read: `params` itself, or with
+    /// --decoder-norm rescale their unit-row view (W_enc', b_enc', U; b_dec and
+    /// log_threshold are `params`'), written by `prepare`.
+    fwd: ParamSet<GpuTensor>,
+    /// --decoder-norm rescale: the decoder row norms the view divides out, (n).
+    dec_norms: Option<GpuTensor>,
     grads: ParamSet<GpuTensor>,
     m: ParamSet<GpuTensor>,
     v: ParamSet<GpuTensor>,
@@ -153,7 +160,12 @@ impl GpuEngine {
     /// Before the chunks: decoder row norms; topk / batchtopk: AuxK's dead latents;
     /// jumprelu: the threshold offsets the block maxima are taken against.
     fn prepare(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
-        let (g, cfg, p) = (&*self.gpu, &self.cfg, &self.params);
+        let (g, cfg, p) = (&*self.gpu, &self.cfg, &self.fwd);
+        if let Some(norms) = &self.dec_norms {
+            let (q, n, d) = (&self.params, self.n, self.d);
+            #[rustfmt::skip]
+            rescale_view(g, enc, &q.w_enc, &q.b_enc, &q.w_dec, n, d, &p.w_enc, &p.b_enc, &p.w_dec, norms)?;
+        }
         row_norms(g, enc, &p.w_dec, self.n, self.d, &self.norms)?;
         if selects_topk(cfg.arch) {
             #[rustfmt::skip]
@@ -182,7 +194,7 @@ impl GpuEngine {
     /// xc = x - b_dec; pre = xc W_enc + b_enc, with the block maxima the code stages start
     /// from.
     fn encode(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
-        let (g, p, rows) = (&*self.gpu, &self.params, ch.rows);
+        let (g, p, rows) = (&*self.gpu, &self.fwd, ch.rows);
         let (pre, bmax, off) = (&self.pre(ch), &self.bmax(ch), self.off.as_ref());
         sub_row(g, enc, &ch.x, &p.b_dec, rows, self.d, &ch.xc)?;
         let spec = GemmSpec::nn(rows, self.n, self.d);
@@ -199,7 +211,11 @@ impl GpuEngine {
         let (pre, bmax) = (&self.pre(ch), &self.bmax(ch));
         let (rp, idx) = (&c.row_ptr, &c.idx);
         match cfg.arch {
-            Arch::Topk => topk_codes_from_bmax(g, enc, pre, cfg.k, bmax, rp, idx, &c.val)?,
+            Arch::Topk => {
+                let k = cfg.k_at(self.step);
+                topk_codes_from_bmax(g, enc, pre, k, bmax, rp, idx, &c.val)?
+            }
+            // k_total = rows * this step's k: the length of the codes' view.
             Arch::Batchtopk => {
                 let (sc, bg) = self.batch.as_ref().expect("batchtopk scratch");
                 let (pv, thr) = (&c.pre_val, &self.thr);
@@ -210,7 +226,7 @@ impl GpuEngine {
             }
             Arch::Relu | Arch::Jumprelu => {
                 let gate = ch.gate.as_ref().expect("dense-path gate");
-                let lt = &self.params.log_threshold;
+                let lt = &self.fwd.log_threshold;
                 let jump = (cfg.arch == Arch::Jumprelu).then_some((lt, cfg.bandwidth));
                 #[rustfmt::skip]
                 activation_codes_from_bmax(g, enc, pre, jump, bmax, rp, idx, &c.val, &c.pre_val)?;
@@ -234,7 +250,7 @@ impl GpuEngine {
     /// b_dec; AuxK's e_hat = aux codes W_dec (0 with no dead latent, as on the CPU, where
     /// the decode of no entries is 0).
     fn decode(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
-        let (g, p, rows, n, d) = (&*self.gpu, &self.params, ch.rows, self.n, self.d);
+        let (g, p, rows, n, d) = (&*self.gpu, &self.fwd, ch.rows, self.n, self.d);
         let c = &ch.codes;
         let sparse = |enc: &mut wgpu::CommandEncoder| {
             let (rp, idx, val, b) = (&c.row_ptr, &c.idx, &c.val, Some(&p.b_dec));
@@ -263,7 +279,7 @@ impl GpuEngine {
 
     /// The dense path's forward: z = act(pre); x_hat = z W_dec + b_dec.
     fn dense_decode(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
-        let (g, p, rows, n, d) = (&*self.gpu, &self.params, ch.rows, self.n, self.d);
+        let (g, p, rows, n, d) = (&*self.gpu, &self.fwd, ch.rows, self.n, self.d);
         let z = &self.rows_of(self.z.as_ref().expect("dense buffers"), rows);
         let pre = &self.pre(ch);
         if self.cfg.arch == Arch::Relu {
@@ -349,18 +365,7 @@ impl GpuEngine {
     ) -> Result<()> {
         let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
         let (rp, idx) = (&c.row_ptr, &c.idx);
-        sparse_dot(
-            g,
-            enc,
-            rp,
-            idx,
-            dy,
-            &self.params.w_dec,
-            rows,
-            n,
-            d,
-            &c.gslot,
-        )?;
+        sparse_dot(g, enc, rp, idx, dy, &self.fwd.w_dec, rows, n, d, &c.gslot)?;
         relu_backward(g, enc, &c.pre_val, &c.gslot, &c.dval)?;
         self.gather_grads(enc, ch, c, dy, accumulate)
     }
@@ -399,7 +404,7 @@ impl GpuEngine {
         let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
         let c = &ch.codes;
         let scale = self.coef() * (1.0 / self.rows as f32);
-        let (w_dec, log_thr) = (&self.params.w_dec, &self.params.log_threshold);
+        let (w_dec, log_thr) = (&self.fwd.w_dec, &self.fwd.log_threshold);
         let (rp, idx) = (&c.row_ptr, &c.idx);
         sparse_dot(g, enc, rp, idx, &ch.dy, w_dec, rows, n, d, &c.gslot)?;
         if self.cfg.arch == Arch::Relu {
@@ -433,7 +438,7 @@ impl GpuEngine {
     ) -> Result<()> {
         let (g, rows, n, d, gr) = (&*self.gpu, ch.rows, self.n, self.d, &self.grads);
         let scale = self.coef() * (1.0 / self.rows as f32);
-        let (w_dec, log_thr) = (&self.params.w_dec, &self.params.log_threshold);
+        let (w_dec, log_thr) = (&self.fwd.w_dec, &self.fwd.log_threshold);
         let dense = |t: &Option<GpuTensor>| self.rows_of(t.as_ref().expect("dense buffers"), rows);
         let (z, dz, dpre) = (&dense(&self.z), &dense(&self.dz), &dense(&self.dpre));
         let pre = &self.pre(ch);
@@ -462,7 +467,7 @@ impl GpuEngine {
     /// term summed by the chunks).
     fn finish_gradients(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
         let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
-        let (p, gr) = (&self.params, &self.grads);
+        let (p, gr) = (&self.fwd, &self.grads);
         if self.cfg.arch == Arch::Relu {
             let coef = self.coef() / rows as f32;
             let zsum = self.zsum.as_ref().expect("zsum");
@@ -483,7 +488,14 @@ impl GpuEngine {
         }
         let spec = GemmSpec::nt(1, d, n).alpha(-1.0).accumulate(true);
         let (db_enc, db_dec) = (&gr.b_enc.view(&[1, n]), &gr.b_dec.view(&[1, d]));
-        gemm(g, enc, &spec, db_enc, &p.w_enc, None, db_dec)
+        gemm(g, enc, &spec, db_enc, &p.w_enc, None, db_dec)?;
+        if let Some(norms) = &self.dec_norms {
+            // The view's gradients mapped back to the parameters.
+            let q = &self.params;
+            #[rustfmt::skip]
+            rescale_grads(g, enc, &q.w_enc, &q.b_enc, &p.w_dec, norms, n, d, &gr.w_enc, &gr.b_enc, &gr.w_dec)?;
+        }
+        Ok(())
     }
 
     /// Global gradient-norm clipping and Adam, in as few passes over the parameters as the
@@ -637,6 +649,13 @@ impl GpuEngine {
         }
         let sc = StepScalars::at(cfg, self.step);
         write_hyper(g, &self.hyper, &sc.adam(cfg, self.step));
+        if selects_topk(cfg.arch) {
+            // This step's k (`TrainConfig::k_at`): the codes are its rows * k slots.
+            let k = cfg.k_at(self.step);
+            for ch in &mut self.chunks {
+                ch.codes = ch.code_store.prefix(ch.rows * k);
+            }
+        }
         let mut enc = g.encoder();
         self.record_step(&mut enc, mark)?;
         let batch_gate = self.batch.as_ref().map(|(_, gate)| gate);
@@ -652,46 +671,5 @@ impl GpuEngine {
         g.check()?;
         self.step += 1;
         Ok(())
-    }
-}
-
-impl StepEngine for GpuEngine {
-    fn step(&mut self, cfg: &TrainConfig, x: &[f32], rows: usize) -> Result<()> {
-        self.step_marked(cfg, x, rows, &mut |_, _| Ok(()))
-    }
-
-    fn take_metrics(&mut self) -> Result<(Vec<f32>, f32)> {
-        let g = &*self.gpu;
-        let m = g.read_f32(&self.metrics)?;
-        let clip = g.read_f32(&self.clip)?;
-        let mut reset = vec![0.0f32; METRIC_SLOTS];
-        reset[slot::DEAD as usize] = m[slot::DEAD as usize];
-        g.write(&self.metrics, &reset)?;
-        Ok((m, clip[1]))
-    }
-
-    fn state(&mut self) -> Result<TrainState> {
-        let g = &*self.gpu;
-        let jump = self.cfg.arch == Arch::Jumprelu;
-        let read = |set: &ParamSet<GpuTensor>| -> Result<_> {
-            let mut host = set.try_map(|_, t| g.read_f32(t))?;
-            if !jump {
-                host.log_threshold.clear();
-            }
-            Ok(host)
-        };
-        Ok(TrainState {
-            params: read(&self.params)?,
-            moments: Moments {
-                m: read(&self.m)?,
-                v: read(&self.v)?,
-            },
-            step: self.step,
-            since_fired: g.read_u32(&self.since)?,
-            fire_total: g.read_u32(&self.total)?,
-            threshold: g.read_f32(&self.thr_state)?[0],
-            metrics: g.read_f32(&self.metrics)?,
-            grad_norm: g.read_f32(&self.clip)?[1],
-        })
     }
 }

@@ -12,6 +12,7 @@ pub mod export;
 pub mod gpu;
 pub mod infer;
 pub mod params;
+pub mod schedule;
 pub mod train;
 
 pub use config::{Arch, BDecInit, DecoderNorm, LrDecay, TrainArgs, TrainConfig};

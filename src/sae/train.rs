@@ -437,6 +437,7 @@ pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
                 dead_fraction: s.dead_fraction,
                 grad_norm,
                 tokens_per_s: tokens_since_log as f64 / secs.max(1e-9),
+                k: cfg.anneals_k().then(|| cfg.k_at(step - 1)),
                 eval_mse: None,
                 eval_explained_variance: None,
                 eval_l0: None,

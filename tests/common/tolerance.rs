@@ -187,6 +187,24 @@ pub const OPTIM_STEPS: Tol = Tol {
     rtol: 4e-6,
 };
 
+/// rescale_view / rescale_grads' scalings: a row norm (a d-term f32 sum, f64 in the twin,
+/// then sqrt) and one multiplication or division per element: a few ulp relative. atol for
+/// the zero row's entries (0 / 1e-8 is exact; products of O(1) values that cancel).
+pub const RESCALE: Tol = Tol {
+    name: "RESCALE",
+    atol: 1e-7,
+    rtol: 4e-6,
+};
+/// rescale_grads' decoder gradient (gU - c U) / norm + s U: c and s are d-term dot products
+/// (f32 here, f64 rounded once in the twin) of O(1) terms, |c|, |s| ~ sqrt(d) ~ 23 at d =
+/// 512, so their f32 rounding (~d ulp of the partial sums, ~1e-5 absolute) enters every entry
+/// times U (|U| ~ 1 / sqrt(d)) and, for the smallest norms (0.05), once more / norm.
+pub const RESCALE_GRAD_DEC: Tol = Tol {
+    name: "RESCALE_GRAD_DEC",
+    atol: 2e-5,
+    rtol: 1e-5,
+};
+
 // ---------------------------------------------------------------- activations (jumprelu)
 
 // jumprelu_forward z and jumprelu_backward dpre are EXACT (a select); the tests keep every

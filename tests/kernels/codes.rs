@@ -498,17 +498,18 @@ pub fn trials() -> Vec<Trial> {
 /// BatchTopK by candidates: batch_threshold, candidate_matrix and candidate_map against
 /// their twins on the device's intermediates, and batchtopk_codes (with its gate) against
 /// reference::topk::batchtopk on the whole matrix, exactly. Heavy ties overflow the
-/// candidate lists and must take the gated whole-matrix path.
+/// candidate lists and must take the gated whole-matrix path. The scratch is made for
+/// `rows * scratch_k` >= k_total (the training step's, for its largest k while annealing).
 fn batch_case(
     gpu: &Gpu,
     rng: &mut ChaCha8Rng,
-    (rows, n, k, kind): (usize, usize, usize, Input),
+    (rows, n, k, kind, scratch_k): (usize, usize, usize, Input, usize),
 ) -> Result<(), Failed> {
     let m = |e: saeforge::Error| fail(e);
     let x = input(rng, kind, rows * n);
     let k_total = rows * k;
     let xd = gpu.upload("x", &[rows, n], &x).map_err(m)?;
-    let sc = kc::batch_topk::BatchScratch::new(gpu, rows, n, k_total).map_err(m)?;
+    let sc = kc::batch_topk::BatchScratch::new(gpu, rows, n, rows * scratch_k).map_err(m)?;
     let gate = gpu.gate(96).map_err(m)?;
     let row_ptr = gpu.zeros_u32("row_ptr", &[rows + 1]).map_err(m)?;
     let idx = gpu.zeros_u32("idx", &[k_total]).map_err(m)?;
@@ -524,24 +525,31 @@ fn batch_case(
     gpu.submit(enc);
     let r = |t: &GpuTensor| gpu.read_u32(t).map_err(m);
 
-    // The stages on the device's intermediates.
+    // The stages on the device's intermediates (with more entries than blocks per row the
+    // chain runs batchtopk on x alone).
     let nb = rc::blocks(n, rc::BLOCK);
-    let g_bmax = r(&sc.bmax)?;
-    let state = r(&sc.state)?;
-    assert_same(
-        "batch_threshold T",
-        &state[..1],
-        &[rc::batch_threshold(&g_bmax, k_total)],
-    )?;
-    assert_same("batch_threshold thr", &r(&sc.thr)?, &vec![state[0]; rows])?;
-    let (cand, cand_n) = (r(&sc.cand)?, r(&sc.cand_n)?);
-    let mut xm = vec![0.0f32; rows * rc::CAND];
-    let thr_rows = vec![state[0]; rows];
-    let over = rc::candidate_matrix(&x, rows, n, &cand, &cand_n, &thr_rows, &mut xm);
-    assert_same("candidate_matrix overflow", &state[3..4], &[over])?;
-    let g_xm = gpu.read_f32(&sc.xm).map_err(m)?;
-    assert_same("candidate_matrix xm", &bits(&g_xm), &bits(&xm))?;
-    let _ = nb;
+    let candidates = k_total <= rows * nb;
+    let over = if candidates {
+        let g_bmax = r(&sc.bmax)?;
+        let state = r(&sc.state)?;
+        assert_same(
+            "batch_threshold T",
+            &state[..1],
+            &[rc::batch_threshold(&g_bmax, k_total)],
+        )?;
+        assert_same("batch_threshold thr", &r(&sc.thr)?, &vec![state[0]; rows])?;
+        let (cand, cand_n) = (r(&sc.cand)?, r(&sc.cand_n)?);
+        let mut xm = vec![0.0f32; rows * rc::CAND];
+        let thr_rows = vec![state[0]; rows];
+        let over = rc::candidate_matrix(&x, rows, n, &cand, &cand_n, &thr_rows, &mut xm);
+        assert_same("candidate_matrix overflow", &state[3..4], &[over])?;
+        let g_xm = gpu.read_f32(&sc.xm).map_err(m)?;
+        assert_same("candidate_matrix xm", &bits(&g_xm), &bits(&xm))?;
+        over
+    } else {
+        0
+    };
+    let cand = r(&sc.cand)?;
 
     // The result against batchtopk on the whole matrix.
     let mut c_row_ptr = vec![0u32; rows + 1];
@@ -556,11 +564,11 @@ fn batch_case(
     assert_same("batchtopk_codes val", &bits(&v), &bits(&c_val))?;
     let t = gpu.read_f32(&thr).map_err(m)?;
     assert_same("batchtopk_codes threshold", &bits(&t), &bits(&c_thr))?;
-    if over == 0 {
+    if candidates && over == 0 {
         // candidate_map on the candidate path's column numbers.
-        let cidx = r(&sc.cidx)?;
+        let cidx = &r(&sc.cidx)?[..k_total];
         let mut mapped = vec![0u32; k_total];
-        rc::candidate_map(&c_row_ptr, &cidx, &cand, rows, &mut mapped);
+        rc::candidate_map(&c_row_ptr, cidx, &cand, rows, &mut mapped);
         assert_same("candidate_map", &r(&idx)?, &mapped)?;
     }
     let want_overflow = matches!(kind, Input::SmallInts) && n >= 9000;
@@ -573,17 +581,31 @@ fn batch_case(
 pub fn batch_trials() -> Vec<Trial> {
     #[rustfmt::skip]
     let cases = [
-        (37, 1000, 7, Input::Normal),
-        (70, 300, 9, Input::Inf),
-        (29, 777, 5, Input::SmallInts),
-        (37, 9000, 3, Input::SmallInts),
-        (512, 16384, 32, Input::Normal),
+        (37, 1000, 7, Input::Normal, 7),
+        (70, 300, 9, Input::Inf, 9),
+        (29, 777, 5, Input::SmallInts, 5),
+        (37, 9000, 3, Input::SmallInts, 3),
+        (512, 16384, 32, Input::Normal, 32),
+        // Scratch for a larger k (k annealing): the candidate path, then the whole-matrix
+        // one (k above the blocks per row), and k = n with n < CAND.
+        (37, 1000, 7, Input::Normal, 400),
+        (64, 96, 4, Input::Normal, 96),
+        (64, 96, 96, Input::Normal, 96),
     ];
     cases
         .into_iter()
         .map(|c| {
+            let scratch = if c.4 == c.2 {
+                String::new()
+            } else {
+                format!("/scratch_k{}", c.4)
+            };
             gpu_test(
-                format!("codes::batchtopk/{}x{}/k{}/{:?}", c.0, c.1, c.2, c.3).to_lowercase(),
+                format!(
+                    "codes::batchtopk/{}x{}/k{}/{:?}{scratch}",
+                    c.0, c.1, c.2, c.3
+                )
+                .to_lowercase(),
                 move |gpu, rng| batch_case(gpu, rng, c),
             )
         })

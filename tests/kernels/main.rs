@@ -18,6 +18,7 @@ mod gemm_reg;
 mod ops;
 mod optim;
 mod reduce;
+mod rescale;
 mod sparse;
 mod topk;
 mod toy;
@@ -39,6 +40,7 @@ fn main() {
     trials.extend(ops::trials());
     trials.extend(optim::trials());
     trials.extend(reduce::trials());
+    trials.extend(rescale::trials());
     trials.extend(sparse::trials());
     trials.extend(topk::trials());
     trials.extend(toy::trials());

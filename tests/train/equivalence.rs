@@ -4,21 +4,37 @@
 //! sparse path of codes; see `cpu::code_capacity`); each case checks which path it took.
 //! The `_chunked` cases split each batch into chunks of 32 rows (70 = 32 + 32 + 6; what the
 //! engine does when a batch's pre-activations exceed one storage binding) and must still
-//! match the CPU's whole-batch step.
+//! match the CPU's whole-batch step. The `_anneal` cases (topk / batchtopk) decay k from
+//! min(10 d, n) (n here) to 8 over the first 6 steps (`--k-anneal-steps`), so the engines
+//! meet a different k at every one of those steps, then 4 steps at k = 8. The `_rescale`
+//! cases train with `--decoder-norm rescale` (the step on the unit-row view, its gradients
+//! mapped back; free decoder rows).
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Gpu;
 use saeforge::sae::cpu::step;
 use saeforge::sae::engine::{StepEngine, TrainState, code_capacity};
 use saeforge::sae::gpu::GpuEngine;
-use saeforge::sae::{Arch, SaeParams, TrainArgs, TrainConfig};
+use saeforge::sae::{Arch, DecoderNorm, SaeParams, TrainArgs, TrainConfig};
 
 use crate::common::{assert_close, assert_same, fail, gpu_test, randn, tolerance};
 
 pub const STEPS: usize = 10;
 
-pub fn config(arch: Arch, d: usize, n: usize, rows: usize) -> TrainConfig {
+/// `--k-anneal-steps` of the `_anneal` cases.
+pub const ANNEAL_STEPS: u64 = 6;
+
+pub fn config(
+    arch: Arch,
+    d: usize,
+    n: usize,
+    rows: usize,
+    anneal: bool,
+    rescale: bool,
+) -> TrainConfig {
     let args = TrainArgs {
+        k_anneal_steps: anneal.then_some(ANNEAL_STEPS),
+        decoder_norm: rescale.then_some(DecoderNorm::Rescale),
         out: Some("unused".into()),
         arch: Some(arch),
         d_sae: Some(n),
@@ -108,8 +124,17 @@ fn case(
     sparse: bool,
     (d, n, rows): (usize, usize, usize),
     chunk: Option<usize>,
+    (anneal, rescale): (bool, bool),
 ) -> Result<(), Failed> {
-    let cfg = config(arch, d, n, rows);
+    let cfg = config(arch, d, n, rows, anneal, rescale);
+    if anneal && (cfg.k_at(0) != n || cfg.k_at(ANNEAL_STEPS) != 8) {
+        return Err(format!(
+            "{arch:?}: k {} -> {}, expected {n} -> 8",
+            cfg.k_at(0),
+            cfg.k
+        )
+        .into());
+    }
     let sample = randn(rng, 256 * d, 1.0);
     let mut params = SaeParams::init(&cfg, &sample);
     if sparse {
@@ -226,6 +251,18 @@ pub fn trials() -> Vec<Trial> {
     let odd = (36, 300, 70);
     let tex = (64, 512, 64);
     let chunked = Some(32);
+    let annealed = [
+        (Arch::Topk, false, odd, None),
+        (Arch::Topk, false, tex, chunked),
+        (Arch::Batchtopk, false, odd, None),
+        (Arch::Batchtopk, false, tex, None),
+    ];
+    let rescaled = [
+        (Arch::Topk, false, odd, None),
+        (Arch::Topk, false, tex, chunked),
+        (Arch::Batchtopk, false, odd, None),
+        (Arch::Relu, false, odd, None),
+    ];
     [
         (Arch::Relu, false, odd, None),
         (Arch::Relu, true, odd, None),
@@ -249,16 +286,21 @@ pub fn trials() -> Vec<Trial> {
         (Arch::Batchtopk, false, odd, chunked),
     ]
     .into_iter()
-    .map(|(arch, sparse, shape, chunk)| {
+    .map(|c| (c, (false, false)))
+    .chain(annealed.into_iter().map(|c| (c, (true, false))))
+    .chain(rescaled.into_iter().map(|c| (c, (false, true))))
+    .map(|((arch, sparse, shape, chunk), how)| {
         let path = if sparse { "_sparse" } else { "" };
         let split = if chunk.is_some() { "_chunked" } else { "" };
+        let k = if how.0 { "_anneal" } else { "" };
+        let norm = if how.1 { "_rescale" } else { "" };
         gpu_test(
             format!(
-                "equivalence::{arch:?}{path}{split}_{}x{}x{}_{STEPS}_steps",
+                "equivalence::{arch:?}{path}{split}{k}{norm}_{}x{}x{}_{STEPS}_steps",
                 shape.0, shape.1, shape.2
             )
             .to_lowercase(),
-            move |gpu, rng| case(gpu, rng, arch, sparse, shape, chunk),
+            move |gpu, rng| case(gpu, rng, arch, sparse, shape, chunk, how),
         )
     })
     .collect()

@@ -1,5 +1,6 @@
-//! Whole runs through `sae::train::run` on synthetic shards: exact resume on both engines,
-//! and recovery of a planted dictionary.
+//! Whole runs through `sae::train::run` on synthetic shards: exact resume on both engines
+//! (also in the middle of a k annealing, `--k-anneal-steps`), and recovery of a planted
+//! dictionary.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +9,7 @@ use saeforge::data::FloatType;
 use saeforge::gpu::DeviceChoice;
 use saeforge::sae::checkpoint::Checkpoint;
 use saeforge::sae::export::SaeModel;
-use saeforge::sae::{Arch, TrainArgs, train};
+use saeforge::sae::{Arch, DecoderNorm, TrainArgs, train};
 use saeforge::synth::{SynthConfig, read_truth, write_dataset};
 
 use crate::common::{cpu_test, fail, gpu_test};
@@ -73,15 +74,26 @@ fn args(data: &Path, out: &Path, arch: Arch, device: DeviceChoice, steps: u64) -
     }
 }
 
-/// A run stopped at step 5 and resumed to step 9 ends bitwise equal to a 9-step run.
-fn resume_exact(device: DeviceChoice, arch: Arch) -> Result<(), Failed> {
-    let dir = tmp(&format!("resume-{device:?}-{arch:?}"));
+/// A run stopped at step 5 and resumed to step 9 ends bitwise equal to a 9-step run. With
+/// `anneal`, k falls from 40 to 4 over the first 8 steps: the stop is inside the decay.
+fn resume_exact(
+    device: DeviceChoice,
+    arch: Arch,
+    (anneal, rescale): (bool, bool),
+) -> Result<(), Failed> {
+    let dir = tmp(&format!("resume-{device:?}-{arch:?}-{anneal}-{rescale}"));
     let data = dir.join("data");
     synth(&data, 64, 16, 2.0, 3000, 5)?;
+    let run_args = |out: &Path, steps| TrainArgs {
+        k_anneal_steps: anneal.then_some(8),
+        k_anneal_start: anneal.then_some(40),
+        decoder_norm: rescale.then_some(DecoderNorm::Rescale),
+        ..args(&data, out, arch, device, steps)
+    };
     let full = dir.join("full");
-    train::run(&args(&data, &full, arch, device, 9)).map_err(fail)?;
+    train::run(&run_args(&full, 9)).map_err(fail)?;
     let part = dir.join("part");
-    train::run(&args(&data, &part, arch, device, 5)).map_err(fail)?;
+    train::run(&run_args(&part, 5)).map_err(fail)?;
     let resume = TrainArgs {
         resume: Some(part.clone()),
         steps: Some(9),
@@ -100,6 +112,20 @@ fn resume_exact(device: DeviceChoice, arch: Arch) -> Result<(), Failed> {
             return Err(format!("{name}[{j}]: uninterrupted {x} vs resumed {y}").into());
         }
         return Err("resumed state differs (moments, counters or metrics)".into());
+    }
+    if anneal {
+        // The log says each record's k, on the schedule (log every 2 steps: k of steps 1,
+        // 3, 5, 7 and 8, 0-based).
+        let log = std::fs::read_to_string(full.join("training.jsonl")).map_err(fail)?;
+        let ks: Vec<u64> = log
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).map(|v| v["k"].as_u64()))
+            .collect::<Result<Option<Vec<_>>, _>>()
+            .map_err(fail)?
+            .ok_or("a training.jsonl record without k")?;
+        if ks != [36, 26, 18, 8, 4] {
+            return Err(format!("logged k {ks:?}, expected [36, 26, 18, 8, 4]").into());
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -146,15 +172,27 @@ fn recovery(device: DeviceChoice) -> Result<(), Failed> {
 
 pub fn trials() -> Vec<Trial> {
     let mut t = Vec::new();
-    for arch in [Arch::Topk, Arch::Relu, Arch::Batchtopk, Arch::Jumprelu] {
-        let name = format!("{arch:?}").to_lowercase();
+    // (arch, (--k-anneal-steps, --decoder-norm rescale))
+    let cases = [
+        (Arch::Topk, (false, false)),
+        (Arch::Relu, (false, false)),
+        (Arch::Batchtopk, (false, false)),
+        (Arch::Jumprelu, (false, false)),
+        (Arch::Topk, (true, false)),
+        (Arch::Batchtopk, (true, false)),
+        (Arch::Topk, (false, true)),
+    ];
+    for (arch, how) in cases {
+        let anneal = if how.0 { "_k_anneal" } else { "" };
+        let rescale = if how.1 { "_rescale" } else { "" };
+        let name = format!("{arch:?}{anneal}{rescale}").to_lowercase();
         t.push(cpu_test(
             format!("runs::resume_exact_cpu_{name}"),
-            move |_| resume_exact(DeviceChoice::Cpu, arch),
+            move |_| resume_exact(DeviceChoice::Cpu, arch, how),
         ));
         t.push(gpu_test(
             format!("runs::resume_exact_gpu_{name}"),
-            move |_, _| resume_exact(DeviceChoice::Gpu, arch),
+            move |_, _| resume_exact(DeviceChoice::Gpu, arch, how),
         ));
     }
     t.push(gpu_test("runs::recovers_planted_dictionary_gpu", |_, _| {

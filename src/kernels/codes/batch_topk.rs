@@ -166,7 +166,7 @@ pub fn candidate_map(
         .record(gpu, enc)
 }
 
-/// Scratch of [`batchtopk_codes`].
+/// Scratch of [`batchtopk_codes`], for any k_total up to the one it was made for.
 pub struct BatchScratch {
     pub bmax: GpuTensor,
     pub state: GpuTensor,
@@ -286,8 +286,20 @@ fn batchtopk_chain(
             b.shape, b.dtype
         )));
     }
+    // The scratch may be sized for a larger k_total (k annealing): its first elements.
+    use super::super::topk::batchtopk_scratch_len as select_len;
+    let need = |cols: usize| select_len(rows, cols, k_total);
+    if sc.cidx.len() < k_total || sc.select.len() < need(n).max(need(CAND)) {
+        return Err(Error::Internal(format!(
+            "{kn}: scratch for k_total {} / {} elements, fewer than k_total {k_total} needs",
+            sc.cidx.len(),
+            sc.select.len()
+        )));
+    }
+    let (cidx, select_x) = (sc.cidx.prefix(&[k_total]), sc.select.prefix(&[need(n)]));
+    let select_cand = sc.select.prefix(&[need(CAND)]);
     if k_total > rows * nb {
-        return batchtopk(gpu, enc, x, row_ptr, idx, val, threshold, &sc.select);
+        return batchtopk(gpu, enc, x, row_ptr, idx, val, threshold, &select_x);
     }
     let bmax = match given {
         Some(b) => b,
@@ -305,10 +317,10 @@ fn batchtopk_chain(
     super::super::ops::gate_plan(gpu, enc, gate, &sc.state, 3, 0)?;
     gpu.gated(gate, false, || -> Result<()> {
         #[rustfmt::skip]
-        batchtopk(gpu, enc, &sc.xm, row_ptr, &sc.cidx, val, threshold, &sc.select)?;
-        candidate_map(gpu, enc, row_ptr, &sc.cidx, &sc.cand, idx)
+        batchtopk(gpu, enc, &sc.xm, row_ptr, &cidx, val, threshold, &select_cand)?;
+        candidate_map(gpu, enc, row_ptr, &cidx, &sc.cand, idx)
     })?;
     gpu.gated(gate, true, || {
-        batchtopk(gpu, enc, x, row_ptr, idx, val, threshold, &sc.select)
+        batchtopk(gpu, enc, x, row_ptr, idx, val, threshold, &select_x)
     })
 }

@@ -10,10 +10,27 @@ use crate::kernels::codes::BLOCK;
 use crate::kernels::codes::batch_topk::BatchScratch;
 use crate::reference::reduce::METRIC_SLOTS;
 use crate::sae::engine::{TrainState, code_capacity};
+use crate::sae::params::ParamSet;
 use crate::sae::{Arch, DecoderNorm, SaeParams, TrainConfig};
 use crate::{Error, Result};
 
 impl CodeBufs {
+    /// The first `cap` slots of every per-slot buffer (row_ptr and lat_ptr whole).
+    pub(super) fn prefix(&self, cap: usize) -> CodeBufs {
+        let p = |t: &GpuTensor| t.prefix(&[cap]);
+        CodeBufs {
+            row_ptr: self.row_ptr.view(&self.row_ptr.shape),
+            idx: p(&self.idx),
+            pre_val: p(&self.pre_val),
+            val: p(&self.val),
+            gslot: p(&self.gslot),
+            dval: p(&self.dval),
+            lat_ptr: self.lat_ptr.view(&self.lat_ptr.shape),
+            lat_row: p(&self.lat_row),
+            lat_slot: p(&self.lat_slot),
+        }
+    }
+
     /// Codes of up to `rows * per_row` slots. With `relu_codes` (topk_codes: every value
     /// already positive) pre_val is val's buffer.
     pub(super) fn new(
@@ -84,11 +101,6 @@ impl GpuEngine {
         st: &TrainState,
         chunk: usize,
     ) -> Result<GpuEngine> {
-        if cfg.decoder_norm == DecoderNorm::Rescale {
-            return Err(Error::input(
-                "--decoder-norm rescale: not on the GPU engine yet (use --device cpu)",
-            ));
-        }
         let (d, n, rows) = (cfg.d_in, cfg.d_sae, cfg.batch);
         let chunk = if cfg.arch == Arch::Batchtopk || chunk == 0 {
             rows
@@ -113,6 +125,35 @@ impl GpuEngine {
             })
         };
         let params = upload("", &st.params)?;
+        // --decoder-norm rescale: the unit-row view the step runs on (see `GpuEngine::fwd`).
+        let rescale = cfg.decoder_norm == DecoderNorm::Rescale;
+        let alias = |t: &GpuTensor| t.view(&t.shape);
+        let fwd = ParamSet {
+            d: params.d,
+            n: params.n,
+            w_enc: if rescale {
+                g.zeros("rescaled W_enc", &[d, n])?
+            } else {
+                alias(&params.w_enc)
+            },
+            w_dec: if rescale {
+                g.zeros("unit W_dec", &[n, d])?
+            } else {
+                alias(&params.w_dec)
+            },
+            b_enc: if rescale {
+                g.zeros("rescaled b_enc", &[n])?
+            } else {
+                alias(&params.b_enc)
+            },
+            b_dec: alias(&params.b_dec),
+            log_threshold: alias(&params.log_threshold),
+        };
+        let dec_norms = if rescale {
+            Some(g.zeros("decoder norms", &[n])?)
+        } else {
+            None
+        };
         let grads =
             shapes.try_map(|name, shape| g.zeros(&format!("grad {name}"), &shape_of(shape)))?;
         let m = upload("adam_m ", &st.moments.m)?;
@@ -126,10 +167,16 @@ impl GpuEngine {
             let per_row = |name: &str| -> Result<GpuTensor> {
                 g.zeros(name, &[if sparse { r } else { 1 }, d])
             };
-            let codes = if sparse {
-                CodeBufs::new(g, r, n, cfg.k, cfg.arch == Arch::Topk)?
+            // topk / batchtopk: for the run's largest k; each step takes its k's slots.
+            let code_store = if sparse {
+                CodeBufs::new(g, r, n, cfg.k_max(), cfg.arch == Arch::Topk)?
             } else {
                 CodeBufs::new(g, r, n, code_capacity(r, n) / r.max(1), false)?
+            };
+            let codes = if sparse {
+                code_store.prefix(r * cfg.k_at(st.step))
+            } else {
+                code_store.prefix(code_store.idx.len())
             };
             chunks.push(Chunk {
                 rows: r,
@@ -145,6 +192,7 @@ impl GpuEngine {
                 e_hat: per_row("aux reconstruction")?,
                 de: per_row("aux grad")?,
                 codes,
+                code_store,
                 aux: if sparse {
                     Some(CodeBufs::new(g, r, n, cfg.k_aux, true)?)
                 } else {
@@ -210,7 +258,7 @@ impl GpuEngine {
             thr: g.zeros("batch threshold", &[1])?,
             thr_state: g.upload("threshold", &[1], &[st.threshold])?,
             batch: if cfg.arch == Arch::Batchtopk {
-                let sc = BatchScratch::new(g, rows, n, rows * cfg.k)?;
+                let sc = BatchScratch::new(g, rows, n, rows * cfg.k_max())?;
                 Some((sc, g.gate(GATE_SLOTS)?))
             } else {
                 None
@@ -222,6 +270,8 @@ impl GpuEngine {
             chunks,
             chunk_rows: chunk,
             params,
+            fwd,
+            dec_norms,
             grads,
             m,
             v,
@@ -234,8 +284,14 @@ impl GpuEngine {
         };
         // Allocation failures arrive through the device's error callback, not as a Result.
         eng.gpu.check().map_err(|e| {
+            let (k0, anneal) = (cfg.k_max(), cfg.anneals_k());
+            let (codes, lower) = if anneal {
+                (format!(" and codes for k = {k0} of --k-anneal-start"), "--k-anneal-start, --d-sae or --batch")
+            } else {
+                (String::new(), "--d-sae or --batch")
+            };
             Error::Device(format!(
-                "{e} while allocating the training buffers (about {:.1} MiB for --d-sae {n}, --batch {rows}); lower --d-sae or --batch, or use --device cpu",
+                "{e} while allocating the training buffers (about {:.1} MiB for --d-sae {n}, --batch {rows}{codes}); lower {lower}, or use --device cpu",
                 cfg.estimate_bytes() as f64 / 1048576.0
             ))
         })?;
@@ -269,8 +325,14 @@ impl GpuEngine {
             (&pre, [c, n]),
             ("batch", [b, d]),
         ];
+        // Codes for the run's largest k (the start of --k-anneal-steps' decay).
+        let codes = if cfg.anneals_k() {
+            format!("codes at --k-anneal-start {}", cfg.k_max())
+        } else {
+            "codes".to_string()
+        };
         if matches!(cfg.arch, Arch::Topk | Arch::Batchtopk) {
-            big.push(("codes", [c, cfg.k as u128]));
+            big.push((&codes, [c, cfg.k_max() as u128]));
             big.push(("AuxK codes", [c, cfg.k_aux as u128]));
         }
         let allows = gpu.max_binding() as u128;
