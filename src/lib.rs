@@ -9,6 +9,7 @@ pub mod blas;
 pub mod cli;
 pub mod data;
 pub mod digest;
+pub mod engine_choice;
 pub mod error;
 pub mod eval;
 pub mod gpu;

@@ -138,6 +138,27 @@ fn is_hardware(info: &wgpu::AdapterInfo) -> bool {
     )
 }
 
+/// The adapters `--device auto` chooses among, after `--adapter`'s `filter`: a hardware
+/// one if any (its name), else a software one (lavapipe / llvmpipe), else none.
+pub fn auto_adapters(filter: Option<&str>) -> crate::engine_choice::Adapters {
+    use crate::engine_choice::Adapters;
+    let infos: Vec<wgpu::AdapterInfo> = adapters()
+        .iter()
+        .map(|a| a.get_info())
+        .filter(|i| filter.is_none_or(|f| i.name.to_lowercase().contains(&f.to_lowercase())))
+        .collect();
+    if let Some(i) = infos.iter().find(|i| is_hardware(i)) {
+        Adapters::Hardware(i.name.clone())
+    } else if let Some(i) = infos.first() {
+        Adapters::Software {
+            name: i.name.clone(),
+            driver: i.driver_info.clone(),
+        }
+    } else {
+        Adapters::None
+    }
+}
+
 /// Every adapter wgpu can see, with the limits that matter for SAE training.
 pub fn list_adapters() -> Vec<AdapterSummary> {
     adapters()
