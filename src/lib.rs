@@ -7,6 +7,7 @@
 
 pub mod blas;
 pub mod cli;
+pub mod cpu_codes;
 pub mod data;
 pub mod digest;
 pub mod engine_choice;
