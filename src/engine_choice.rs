@@ -217,12 +217,29 @@ pub fn cpu_description() -> String {
     format!("{model} x{threads}")
 }
 
-/// The cache key of a machine: CPU, adapter (name and driver) and saeforge's version.
+/// The running executable's size and modification time: a rebuilt saeforge (whose engines
+/// may have changed speed) recalibrates.
+fn build_identity() -> String {
+    std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .map(|m| {
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            format!("{} bytes, {t}", m.len())
+        })
+        .unwrap_or_default()
+}
+
+/// The cache key of a machine: CPU, adapter (name and driver), saeforge's version and build.
 pub fn cache_key(adapter: &str) -> String {
     format!(
-        "cpu {} | adapter {adapter} | saeforge {}",
+        "cpu {} | adapter {adapter} | saeforge {} ({})",
         cpu_description(),
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        build_identity()
     )
 }
 
