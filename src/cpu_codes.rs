@@ -162,4 +162,34 @@ mod tests {
             }
         }
     }
+
+    /// `cargo test --release --lib cpu_codes::tests::timing -- --ignored --nocapture`: AuxK's
+    /// selection at 4096 x 16384 with a quarter of the latents dead, and the top-32.
+    #[test]
+    #[ignore]
+    fn timing() {
+        let (rows, n) = (4096, 16384);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let x: Vec<f32> = (0..rows * n).map(|_| rng.random::<f32>() - 0.5).collect();
+        let mut list: Vec<u32> = (0..n as u32).filter(|i| i % 4 == 0).collect();
+        let count = [list.len() as u32];
+        list.resize(n, 0);
+        for (k, cols) in [(256, Some((&list[..], &count[..]))), (32, None)] {
+            let mut o = (
+                vec![0u32; rows + 1],
+                vec![0u32; rows * k],
+                vec![0.0f32; rows * k],
+            );
+            let t = std::time::Instant::now();
+            reference(&x, rows, n, k, cols, &mut o.0, &mut o.1, &mut o.2);
+            let r = t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            topk_codes(&x, rows, n, k, cols, &mut o.0, &mut o.1, &mut o.2);
+            let f = t.elapsed().as_secs_f64();
+            println!(
+                "k {k} dead {}: reference {r:.3} s, cpu_codes {f:.3} s",
+                cols.is_some()
+            );
+        }
+    }
 }
