@@ -543,7 +543,7 @@ mod tests {
             b"\xff\xfe garbage",
             b"null",
             b"{\"key\": 3}",
-            text[..text.len() / 2].as_bytes(),
+            &text.as_bytes()[..text.len() / 2],
             nan.as_bytes(),
         ] {
             std::fs::write(&path, bad).unwrap();
