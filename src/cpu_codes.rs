@@ -19,6 +19,15 @@ use crate::reference::codes::key_of;
 /// Rows per rayon task: enough work to pay for the task.
 const ROWS_PER_TASK: usize = 16;
 
+/// Cut `scratch` to its k best: largest key first, then the lower latent (a total order,
+/// so the set is unique).
+fn keep_best(scratch: &mut Vec<(u32, u32)>, k: usize) {
+    if scratch.len() > k {
+        scratch.select_nth_unstable_by(k - 1, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        scratch.truncate(k);
+    }
+}
+
 /// One row's top-k into `idx` / `val` (at most k entries, latents ascending); the count.
 fn row_topk(
     row: &[f32],
@@ -29,27 +38,39 @@ fn row_topk(
     val: &mut [f32],
 ) -> usize {
     scratch.clear();
-    match list {
-        None => scratch.extend(
-            row.iter()
-                .enumerate()
-                .filter(|(_, v)| **v > 0.0)
-                .map(|(i, &v)| (key_of(v), i as u32)),
-        ),
-        Some(list) => scratch.extend(list.iter().filter_map(|&i| {
-            let v = row[i as usize];
-            (v > 0.0).then(|| (key_of(v), i))
-        })),
+    if k == 0 {
+        return 0;
     }
-    if scratch.len() > k {
-        if k == 0 {
-            scratch.clear();
-        } else {
-            // Largest key first, then the lower latent: a total order, so the set is unique.
-            scratch.select_nth_unstable_by(k - 1, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-            scratch.truncate(k);
+    // Candidates go into a buffer of 4k; when it fills, it is cut to its k best and the
+    // k-th key becomes a floor that later entries must reach (ties kept: the cut decides
+    // them), so most entries cost one comparison.
+    let cap = 4 * k;
+    let mut floor = 0u32;
+    let mut push = |scratch: &mut Vec<(u32, u32)>, v: f32, i: u32| {
+        if v > 0.0 {
+            let key = key_of(v);
+            if key >= floor {
+                scratch.push((key, i));
+                if scratch.len() >= cap {
+                    keep_best(scratch, k);
+                    floor = scratch.iter().map(|e| e.0).min().unwrap_or(0);
+                }
+            }
+        }
+    };
+    match list {
+        None => {
+            for (i, &v) in row.iter().enumerate() {
+                push(scratch, v, i as u32);
+            }
+        }
+        Some(list) => {
+            for &i in list {
+                push(scratch, row[i as usize], i);
+            }
         }
     }
+    keep_best(scratch, k);
     scratch.sort_unstable_by_key(|e| e.1);
     for (j, &(_, i)) in scratch.iter().enumerate() {
         idx[j] = i;
