@@ -14,8 +14,9 @@ use super::launch::Caches;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
-    /// A hardware GPU if there is one, else the CPU engine (software adapters are slower
-    /// than the plain-Rust engine for training).
+    /// A hardware GPU if there is one; else, for training, the faster of the CPU engine and
+    /// a software adapter by a calibration cached per machine (`crate::engine_choice`), and
+    /// the CPU engine for everything else.
     Auto,
     /// Any wgpu adapter, software ones (lavapipe) included.
     Gpu,
@@ -370,9 +371,9 @@ pub fn select_engine(choice: DeviceChoice, filter: Option<&str>) -> Result<(Engi
             } else {
                 Ok((
                     Engine::Cpu,
-                    "CPU engine (--device auto: no hardware GPU adapter; --device gpu uses a \
-                     software one such as lavapipe, slower than the CPU engine for small SAEs, \
-                     faster for large ones)"
+                    "CPU engine (--device auto: no hardware GPU adapter; outside training \
+                     the CPU engine is used then, --device gpu takes a software one such as \
+                     lavapipe)"
                         .to_string(),
                 ))
             }
