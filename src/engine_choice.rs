@@ -257,10 +257,30 @@ pub fn load(path: &Path, key: &str) -> Option<Calibration> {
     (cal.key == key && cal.cpu.is_sane() && cal.gpu.is_sane()).then_some(cal)
 }
 
-/// Write `cal` to `path` atomically.
+/// Write `cal` to `path` atomically, and remove the calibrations of former builds for the
+/// same CPU and adapter beside it (best effort).
 pub fn store(path: &Path, cal: &Calibration) -> Result<()> {
     let json = serde_json::to_vec_pretty(cal).expect("plain data");
-    crate::io::write_atomic(path, &json)
+    crate::io::write_atomic(path, &json)?;
+    let machine = |key: &str| key.split(" | saeforge ").next().unwrap_or("").to_string();
+    let here = machine(&cal.key);
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if p == path || !name.starts_with("engines-") || !name.ends_with(".json") {
+            continue;
+        }
+        let old: Option<Calibration> = std::fs::read(&p)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if old.is_some_and(|o| machine(&o.key) == here) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    Ok(())
 }
 
 /// The three probe shapes (see [`Fit::from_probes`]): small enough that the whole
@@ -534,6 +554,21 @@ mod tests {
         store(&path, &good).unwrap();
         assert_eq!(load(&path, &key), Some(good.clone()));
         assert_eq!(load(&path, "another machine"), None, "other key");
+        // A former build's file for the same machine goes when a new one is stored; another
+        // machine's stays.
+        let former = Calibration {
+            key: key.replace(" | saeforge ", " | saeforge old "),
+            ..cal()
+        };
+        let other = Calibration {
+            key: "cpu elsewhere | adapter x | saeforge 0".into(),
+            ..cal()
+        };
+        let (fp, op) = (cache_file(&dir, &former.key), cache_file(&dir, &other.key));
+        std::fs::write(&fp, serde_json::to_vec(&former).unwrap()).unwrap();
+        std::fs::write(&op, serde_json::to_vec(&other).unwrap()).unwrap();
+        store(&path, &good).unwrap();
+        assert!(!fp.exists() && op.exists() && path.exists());
         let text = serde_json::to_string(&good).unwrap();
         let nan = text.replacen("\"c\":0.0", "\"c\":-1.0", 1);
         assert_ne!(nan, text);
