@@ -7,8 +7,10 @@
 
 pub mod blas;
 pub mod cli;
+pub mod cpu_codes;
 pub mod data;
 pub mod digest;
+pub mod engine_choice;
 pub mod error;
 pub mod eval;
 pub mod gpu;

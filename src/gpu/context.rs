@@ -14,8 +14,9 @@ use super::launch::Caches;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
-    /// A hardware GPU if there is one, else the CPU engine (software adapters are slower
-    /// than the plain-Rust engine for training).
+    /// A hardware GPU if there is one; else, for training, the faster of the CPU engine and
+    /// a software adapter by a calibration cached per machine (`crate::engine_choice`), and
+    /// the CPU engine for everything else.
     Auto,
     /// Any wgpu adapter, software ones (lavapipe) included.
     Gpu,
@@ -136,6 +137,27 @@ fn is_hardware(info: &wgpu::AdapterInfo) -> bool {
             | wgpu::DeviceType::IntegratedGpu
             | wgpu::DeviceType::VirtualGpu
     )
+}
+
+/// The adapters `--device auto` chooses among, after `--adapter`'s `filter`: a hardware
+/// one if any (its name), else a software one (lavapipe / llvmpipe), else none.
+pub fn auto_adapters(filter: Option<&str>) -> crate::engine_choice::Adapters {
+    use crate::engine_choice::Adapters;
+    let infos: Vec<wgpu::AdapterInfo> = adapters()
+        .iter()
+        .map(|a| a.get_info())
+        .filter(|i| filter.is_none_or(|f| i.name.to_lowercase().contains(&f.to_lowercase())))
+        .collect();
+    if let Some(i) = infos.iter().find(|i| is_hardware(i)) {
+        Adapters::Hardware(i.name.clone())
+    } else if let Some(i) = infos.first() {
+        Adapters::Software {
+            name: i.name.clone(),
+            driver: i.driver_info.clone(),
+        }
+    } else {
+        Adapters::None
+    }
 }
 
 /// Every adapter wgpu can see, with the limits that matter for SAE training.
@@ -349,9 +371,9 @@ pub fn select_engine(choice: DeviceChoice, filter: Option<&str>) -> Result<(Engi
             } else {
                 Ok((
                     Engine::Cpu,
-                    "CPU engine (--device auto: no hardware GPU adapter; --device gpu uses a \
-                     software one such as lavapipe, slower than the CPU engine for small SAEs, \
-                     faster for large ones)"
+                    "CPU engine (--device auto: no hardware GPU adapter; outside training \
+                     the CPU engine is used then, --device gpu takes a software one such as \
+                     lavapipe)"
                         .to_string(),
                 ))
             }

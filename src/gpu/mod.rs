@@ -11,8 +11,8 @@ mod launch;
 mod tensor;
 
 pub use context::{
-    AdapterSummary, DeviceChoice, Engine, Gpu, GpuOptions, list_adapters, no_adapter_hint,
-    quiet_headless_probe, select_engine,
+    AdapterSummary, DeviceChoice, Engine, Gpu, GpuOptions, auto_adapters, list_adapters,
+    no_adapter_hint, quiet_headless_probe, select_engine,
 };
 pub use launch::{Bind, Gate, Kernel, Shader, grid_1d};
 pub use tensor::{DType, GpuTensor};

@@ -31,10 +31,11 @@
 //!   count_dead        update_dead: firing counters, tokens since each latent fired
 
 use crate::blas::gemm;
+use crate::cpu_codes::topk_codes;
 use crate::reference::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
-use crate::reference::codes::{activation_codes, dead_list, topk_codes};
+use crate::reference::codes::{activation_codes, dead_list};
 use crate::reference::gemm::GemmSpec;
 use crate::reference::ops::threshold_ema;
 use crate::reference::optim::{

@@ -17,7 +17,7 @@ use super::gpu::GpuEngine;
 use super::infer::{Encoder, default_batch};
 use super::{Arch, SaeParams, TrainArgs, TrainConfig};
 use crate::data::{BatchStream, Prefetcher, Shard, discover, open_shards};
-use crate::gpu::{Engine, select_engine};
+use crate::gpu::Engine;
 use crate::reference::reduce::slot;
 use crate::report::jsonl::{self, JsonlWriter, Record};
 use crate::report::progress::Progress;
@@ -219,7 +219,8 @@ pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
     }
 
     // Engine, and whether the run fits it, before anything large is allocated.
-    let (engine_kind, why) = select_engine(cfg.device, cfg.adapter.as_deref())?;
+    let (engine_kind, why) =
+        crate::engine_choice::select_training_engine(cfg.device, cfg.adapter.as_deref(), &cfg)?;
     match &engine_kind {
         Engine::Gpu(gpu) => GpuEngine::check_capacity(gpu, &cfg)?,
         Engine::Cpu => crate::io::check_host_memory(

@@ -1,0 +1,594 @@
+//! `--device auto` for training: which engine trains this run fastest on this machine.
+//!
+//! A hardware adapter (discrete, integrated or virtual GPU) always wins: its GEMM is one to
+//! two orders of magnitude faster than anything the CPU does. With no adapter at all the CPU
+//! engine is the only choice. The close call is a software adapter (Mesa's lavapipe /
+//! llvmpipe): it runs the GPU kernels on the same CPU cores as the CPU engine, and which of
+//! the two is faster depends on the shape (lavapipe pays a fixed cost per dispatch, the
+//! CPU engine's products go through the `gemm` crate). There, each engine's step time is
+//! modelled as
+//!
+//! ```text
+//! t(B, d, n) = c + w_gemm * 2 B d n + w_pre * B n
+//! ```
+//!
+//! (a fixed cost per step, the encoder product, and the per-pre-activation work: the top-k
+//! scan, the optimizer's passes and the rest), with `c`, `w_gemm`, `w_pre` fitted per
+//! engine from three short probes of real training steps on random data ([`calibrate`]).
+//! The fit is cached per machine under the user's cache folder
+//! (`$SAEFORGE_CACHE_DIR`, else `$XDG_CACHE_HOME/saeforge`, else `~/.cache/saeforge`), in a
+//! file keyed by the CPU, the adapter and saeforge's version, written atomically under the
+//! folder's lock. A missing, unreadable or corrupt file, or one for another key, is
+//! recalibrated; a cache that cannot be written only costs the next run a calibration.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::gpu::{Engine, Gpu};
+use crate::sae::cpu::CpuEngine;
+use crate::sae::engine::{StepEngine, TrainState};
+use crate::sae::gpu::GpuEngine;
+use crate::sae::{Arch, SaeParams, TrainArgs, TrainConfig};
+
+/// The adapters `--device auto` can choose from (after `--adapter`'s filter).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Adapters {
+    /// At least one hardware adapter; its name.
+    Hardware(String),
+    /// Only software adapters (lavapipe / llvmpipe): the name and driver of the one
+    /// `Gpu::new` would open.
+    Software { name: String, driver: String },
+    /// No wgpu adapter at all.
+    None,
+}
+
+/// The shape of a run, as the cost model sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Shape {
+    pub batch: usize,
+    pub d: usize,
+    pub n: usize,
+}
+
+impl Shape {
+    pub fn of(cfg: &TrainConfig) -> Shape {
+        Shape {
+            batch: cfg.batch,
+            d: cfg.d_in,
+            n: cfg.d_sae,
+        }
+    }
+}
+
+/// One engine's fitted step time: `c + w_gemm * 2 B d n + w_pre * B n` seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fit {
+    pub c: f64,
+    pub w_gemm: f64,
+    pub w_pre: f64,
+}
+
+impl Fit {
+    /// From three probe times: a tiny shape, a wide shape with small d and the same with
+    /// large d (the [`PROBES`]), solved exactly. Negative terms (noise) are clamped to 0.
+    pub fn from_probes(probes: &[(Shape, f64); 3]) -> Fit {
+        let gemm = |s: &Shape| 2.0 * (s.batch * s.d * s.n) as f64;
+        let pre = |s: &Shape| (s.batch * s.n) as f64;
+        let [(s0, t0), (s1, t1), (s2, t2)] = probes;
+        // s1 and s2 share B n and differ in d; s0 and s1 differ in B n.
+        let w_gemm = ((t2 - t1) / (gemm(s2) - gemm(s1)).max(1.0)).max(0.0);
+        let w_pre =
+            ((t1 - t0 - w_gemm * (gemm(s1) - gemm(s0))) / (pre(s1) - pre(s0)).max(1.0)).max(0.0);
+        let c = (t0 - w_gemm * gemm(s0) - w_pre * pre(s0)).max(0.0);
+        Fit { c, w_gemm, w_pre }
+    }
+
+    pub fn step_s(&self, s: &Shape) -> f64 {
+        self.c
+            + self.w_gemm * 2.0 * (s.batch * s.d * s.n) as f64
+            + self.w_pre * (s.batch * s.n) as f64
+    }
+
+    pub fn tokens_per_s(&self, s: &Shape) -> f64 {
+        s.batch as f64 / self.step_s(s).max(1e-12)
+    }
+
+    fn is_sane(&self) -> bool {
+        [self.c, self.w_gemm, self.w_pre]
+            .iter()
+            .all(|v| v.is_finite() && *v >= 0.0)
+            && self.c + self.w_gemm + self.w_pre > 0.0
+    }
+}
+
+/// The cached calibration of one machine: both engines' fits, and what they were measured on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub key: String,
+    pub cpu: Fit,
+    pub gpu: Fit,
+    /// Seconds since the epoch when it was measured.
+    pub measured_at: u64,
+}
+
+/// What `--device auto` picked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    Cpu,
+    Gpu,
+}
+
+/// The pick and the one line that says why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Choice {
+    pub pick: Pick,
+    pub why: String,
+}
+
+fn kilo(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// The choice itself, a pure function of what is present and measured: a hardware adapter
+/// wins, no adapter leaves the CPU engine, a software adapter wins only when the calibrated
+/// model says it is faster at this shape (without a calibration: the CPU engine).
+pub fn choose(adapters: &Adapters, shape: &Shape, cal: Option<&Calibration>) -> Choice {
+    match adapters {
+        Adapters::Hardware(name) => Choice {
+            pick: Pick::Gpu,
+            why: format!("device auto: GPU engine on {name}: hardware adapter"),
+        },
+        Adapters::None => Choice {
+            pick: Pick::Cpu,
+            why: "device auto: CPU engine: no wgpu adapter".to_string(),
+        },
+        Adapters::Software { name, .. } => match cal {
+            None => Choice {
+                pick: Pick::Cpu,
+                why: format!(
+                    "device auto: CPU engine over {name}: software adapter, not calibrated"
+                ),
+            },
+            Some(cal) => {
+                let (cpu, gpu) = (cal.cpu.tokens_per_s(shape), cal.gpu.tokens_per_s(shape));
+                let shape_s = format!("d {} -> {}, batch {}", shape.d, shape.n, shape.batch);
+                if gpu > cpu {
+                    Choice {
+                        pick: Pick::Gpu,
+                        why: format!(
+                            "device auto: GPU engine on {name} (est. {} tok/s) over the CPU \
+                             engine (est. {} tok/s) at {shape_s}: software adapter, faster \
+                             at this shape",
+                            kilo(gpu),
+                            kilo(cpu)
+                        ),
+                    }
+                } else {
+                    Choice {
+                        pick: Pick::Cpu,
+                        why: format!(
+                            "device auto: CPU engine (est. {} tok/s) over {name} (est. {} \
+                             tok/s) at {shape_s}: software adapter",
+                            kilo(cpu),
+                            kilo(gpu)
+                        ),
+                    }
+                }
+            }
+        },
+    }
+}
+
+/// The folder of the calibration cache (see the module's documentation).
+pub fn cache_dir() -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("SAEFORGE_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|p| p.join("saeforge")))
+        .or_else(|| env("HOME").map(|p| p.join(".cache").join("saeforge")))
+}
+
+/// The CPU's model name and thread count (Linux: /proc/cpuinfo; elsewhere the architecture).
+pub fn cpu_description() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{model} x{threads}")
+}
+
+/// The running executable's size and modification time: a rebuilt saeforge (whose engines
+/// may have changed speed) recalibrates.
+fn build_identity() -> String {
+    std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .map(|m| {
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            format!("{} bytes, {t}", m.len())
+        })
+        .unwrap_or_default()
+}
+
+/// The cache key of a machine: CPU, adapter (name and driver), saeforge's version and build.
+pub fn cache_key(adapter: &str) -> String {
+    format!(
+        "cpu {} | adapter {adapter} | saeforge {} ({})",
+        cpu_description(),
+        env!("CARGO_PKG_VERSION"),
+        build_identity()
+    )
+}
+
+/// The calibration file for `key` in `dir`.
+pub fn cache_file(dir: &Path, key: &str) -> PathBuf {
+    let h = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+    dir.join(format!("engines-{h:016x}.json"))
+}
+
+/// The cached calibration at `path` if it is readable, parses, is for `key` and is sane;
+/// None otherwise (the caller recalibrates). Never panics.
+pub fn load(path: &Path, key: &str) -> Option<Calibration> {
+    let bytes = std::fs::read(path).ok()?;
+    let cal: Calibration = serde_json::from_slice(&bytes).ok()?;
+    (cal.key == key && cal.cpu.is_sane() && cal.gpu.is_sane()).then_some(cal)
+}
+
+/// Write `cal` to `path` atomically, and remove the calibrations of former builds for the
+/// same CPU and adapter beside it (best effort).
+pub fn store(path: &Path, cal: &Calibration) -> Result<()> {
+    let json = serde_json::to_vec_pretty(cal).expect("plain data");
+    crate::io::write_atomic(path, &json)?;
+    let machine = |key: &str| key.split(" | saeforge ").next().unwrap_or("").to_string();
+    let here = machine(&cal.key);
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if p == path || !name.starts_with("engines-") || !name.ends_with(".json") {
+            continue;
+        }
+        let old: Option<Calibration> = std::fs::read(&p)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if old.is_some_and(|o| machine(&o.key) == here) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    Ok(())
+}
+
+/// The three probe shapes (see [`Fit::from_probes`]): small enough that the whole
+/// calibration takes a few seconds on lavapipe.
+pub const PROBES: [Shape; 3] = [
+    Shape {
+        batch: 256,
+        d: 32,
+        n: 256,
+    },
+    Shape {
+        batch: 512,
+        d: 32,
+        n: 2048,
+    },
+    Shape {
+        batch: 512,
+        d: 384,
+        n: 2048,
+    },
+];
+
+fn probe_config(s: &Shape) -> Result<TrainConfig> {
+    let args = TrainArgs {
+        out: Some("unused".into()),
+        arch: Some(Arch::Topk),
+        d_sae: Some(s.n),
+        k: Some(16),
+        batch: Some(s.batch),
+        steps: Some(1000),
+        ..Default::default()
+    };
+    TrainConfig::resolve(&args, s.d, 1 << 30)
+}
+
+/// Seconds per step of `engine` at `cfg`: one warm-up step (pipelines, allocation), then
+/// the median of three timed steps, each waited for.
+fn time_steps(engine: &mut dyn StepEngine, cfg: &TrainConfig, x: &[f32]) -> Result<f64> {
+    engine.step(cfg, x, cfg.batch)?;
+    engine.take_metrics()?;
+    let mut t = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        engine.step(cfg, x, cfg.batch)?;
+        engine.take_metrics()?;
+        t.push(t0.elapsed().as_secs_f64());
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t[1])
+}
+
+/// Fit both engines from real training steps (topk) on random data at [`PROBES`].
+pub fn calibrate(gpu: &Arc<Gpu>, key: &str) -> Result<Calibration> {
+    let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
+    let mut cpu_t = [(PROBES[0], 0.0); 3];
+    let mut gpu_t = cpu_t;
+    for (i, s) in PROBES.iter().enumerate() {
+        let cfg = probe_config(s)?;
+        let x: Vec<f32> = (0..s.batch * s.d)
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect();
+        let st = TrainState::new(SaeParams::init(&cfg, &x));
+        let mut g = GpuEngine::new(gpu.clone(), &cfg, &st)?;
+        gpu_t[i] = (*s, time_steps(&mut g, &cfg, &x)?);
+        drop(g);
+        let mut c = CpuEngine { st };
+        cpu_t[i] = (*s, time_steps(&mut c, &cfg, &x)?);
+    }
+    Ok(Calibration {
+        key: key.to_string(),
+        cpu: Fit::from_probes(&cpu_t),
+        gpu: Fit::from_probes(&gpu_t),
+        measured_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    })
+}
+
+/// The cached calibration for the software adapter `name` / `driver`, or a fresh one
+/// (opening the device into `opened`; stored when the cache folder can be written; a note on
+/// stderr while it runs). None when the device cannot be opened or the probes fail.
+fn calibration_for(
+    name: &str,
+    driver: &str,
+    filter: Option<&str>,
+    opened: &mut Option<Arc<Gpu>>,
+) -> Option<Calibration> {
+    let key = cache_key(&format!("{name} {driver}"));
+    let dir = cache_dir();
+    let path = dir.as_ref().map(|d| cache_file(d, &key));
+    if let Some(cal) = path.as_ref().and_then(|p| load(p, &key)) {
+        return Some(cal);
+    }
+    // Under the cache folder's lock: another process may have just written it.
+    let lock = dir
+        .as_ref()
+        .and_then(|d| crate::lock::acquire(d, "engine cache").ok());
+    if let (Some(_), Some(p)) = (&lock, &path)
+        && let Some(cal) = load(p, &key)
+    {
+        return Some(cal);
+    }
+    let gpu = Arc::new(Gpu::new(filter).ok()?);
+    *opened = Some(gpu.clone());
+    eprintln!(
+        "saeforge: --device auto: timing both engines on {name} (a few seconds, once per \
+         machine; cached in {})",
+        path.as_ref()
+            .map_or("nowhere: no cache folder".into(), |p| p
+                .display()
+                .to_string())
+    );
+    let cal = match calibrate(&gpu, &key) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("saeforge: --device auto: calibration failed ({e}); using the CPU engine");
+            return None;
+        }
+    };
+    if let (Some(_), Some(p)) = (&lock, &path)
+        && let Err(e) = store(p, &cal)
+    {
+        eprintln!("saeforge: --device auto: calibration not cached ({e})");
+    }
+    Some(cal)
+}
+
+/// `--device auto` for a training run: [`choose`] on the adapters present (after
+/// `filter`), with the calibrated model when the only adapters are software ones. A GPU
+/// pick that the run does not fit (its bindings) falls back to the CPU engine.
+pub fn select_for_training(filter: Option<&str>, cfg: &TrainConfig) -> Result<(Engine, String)> {
+    let adapters = crate::gpu::auto_adapters(filter);
+    let shape = Shape::of(cfg);
+    let mut opened = None;
+    let cal = match &adapters {
+        Adapters::Software { name, driver } => calibration_for(name, driver, filter, &mut opened),
+        _ => None,
+    };
+    let choice = choose(&adapters, &shape, cal.as_ref());
+    match choice.pick {
+        Pick::Cpu => Ok((Engine::Cpu, choice.why)),
+        Pick::Gpu => {
+            let gpu = match opened {
+                Some(g) => g,
+                None => Arc::new(Gpu::new(filter)?),
+            };
+            if let Err(e) = GpuEngine::check_capacity(&gpu, cfg) {
+                let why = format!("device auto: CPU engine: the run does not fit the GPU ({e})");
+                return Ok((Engine::Cpu, why));
+            }
+            Ok((Engine::Gpu(gpu), choice.why))
+        }
+    }
+}
+
+/// The engine of a training run: [`select_for_training`] for `--device auto`, else as
+/// [`crate::gpu::select_engine`].
+pub fn select_training_engine(
+    choice: crate::gpu::DeviceChoice,
+    filter: Option<&str>,
+    cfg: &TrainConfig,
+) -> Result<(Engine, String)> {
+    match choice {
+        crate::gpu::DeviceChoice::Auto => select_for_training(filter, cfg),
+        _ => crate::gpu::select_engine(choice, filter),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(batch: usize, d: usize, n: usize) -> Shape {
+        Shape { batch, d, n }
+    }
+
+    /// A software adapter with a large fixed cost per step and a slower product, against a
+    /// CPU engine with no fixed cost and a faster product but slower per-element work.
+    fn cal() -> Calibration {
+        Calibration {
+            key: "k".into(),
+            cpu: Fit {
+                c: 0.0,
+                w_gemm: 1.0 / 150e9,
+                w_pre: 10e-9,
+            },
+            gpu: Fit {
+                c: 0.02,
+                w_gemm: 1.0 / 75e9,
+                w_pre: 0.1e-9,
+            },
+            measured_at: 0,
+        }
+    }
+
+    #[test]
+    fn hardware_adapter_is_gpu() {
+        let a = Adapters::Hardware("H200".into());
+        for c in [None, Some(&cal())] {
+            let ch = choose(&a, &shape(4096, 512, 16384), c);
+            assert_eq!(ch.pick, Pick::Gpu);
+            assert!(ch.why.contains("hardware adapter"), "{}", ch.why);
+        }
+    }
+
+    #[test]
+    fn no_adapter_is_cpu() {
+        let ch = choose(&Adapters::None, &shape(4096, 512, 16384), Some(&cal()));
+        assert_eq!(ch.pick, Pick::Cpu);
+        assert!(ch.why.contains("no wgpu adapter"), "{}", ch.why);
+    }
+
+    #[test]
+    fn software_adapter_follows_the_model() {
+        let a = Adapters::Software {
+            name: "llvmpipe".into(),
+            driver: "Mesa".into(),
+        };
+        let c = cal();
+        // Small: the GPU's fixed 20 ms dominates.
+        let small = shape(1024, 128, 1024);
+        assert!(c.cpu.tokens_per_s(&small) > c.gpu.tokens_per_s(&small));
+        let ch = choose(&a, &small, Some(&c));
+        assert_eq!(ch.pick, Pick::Cpu, "{}", ch.why);
+        assert!(ch.why.contains("est.") && ch.why.contains("software adapter"));
+        // Large: the CPU's per-element work dominates.
+        let large = shape(4096, 512, 16384);
+        assert!(c.gpu.tokens_per_s(&large) > c.cpu.tokens_per_s(&large));
+        assert_eq!(choose(&a, &large, Some(&c)).pick, Pick::Gpu);
+        // Without a calibration: the CPU engine.
+        assert_eq!(choose(&a, &large, None).pick, Pick::Cpu);
+    }
+
+    #[test]
+    fn fit_recovers_a_linear_model() {
+        let truth = Fit {
+            c: 0.003,
+            w_gemm: 1.0 / 100e9,
+            w_pre: 1e-9,
+        };
+        let probes = PROBES.map(|s| (s, truth.step_s(&s)));
+        let f = Fit::from_probes(&probes);
+        for (a, b) in [
+            (f.c, truth.c),
+            (f.w_gemm, truth.w_gemm),
+            (f.w_pre, truth.w_pre),
+        ] {
+            assert!(
+                (a - b).abs() <= 1e-9 * b.abs().max(1e-12) + 1e-18,
+                "{a} vs {b}"
+            );
+        }
+        // Noise that would make a term negative is clamped.
+        let mut noisy = probes;
+        noisy[2].1 = noisy[1].1 * 0.5;
+        let f = Fit::from_probes(&noisy);
+        assert!(f.is_sane() && f.w_gemm == 0.0);
+    }
+
+    #[test]
+    fn bad_cache_files_are_recalibrated_never_a_panic() {
+        let dir = std::env::temp_dir().join(format!("saeforge-cache-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = cache_key("llvmpipe test");
+        let path = cache_file(&dir, &key);
+        assert_eq!(load(&path, &key), None, "missing");
+        let good = Calibration {
+            key: key.clone(),
+            ..cal()
+        };
+        store(&path, &good).unwrap();
+        assert_eq!(load(&path, &key), Some(good.clone()));
+        assert_eq!(load(&path, "another machine"), None, "other key");
+        // A former build's file for the same machine goes when a new one is stored; another
+        // machine's stays.
+        let former = Calibration {
+            key: key.replace(" | saeforge ", " | saeforge old "),
+            ..cal()
+        };
+        let other = Calibration {
+            key: "cpu elsewhere | adapter x | saeforge 0".into(),
+            ..cal()
+        };
+        let (fp, op) = (cache_file(&dir, &former.key), cache_file(&dir, &other.key));
+        std::fs::write(&fp, serde_json::to_vec(&former).unwrap()).unwrap();
+        std::fs::write(&op, serde_json::to_vec(&other).unwrap()).unwrap();
+        store(&path, &good).unwrap();
+        assert!(!fp.exists() && op.exists() && path.exists());
+        let text = serde_json::to_string(&good).unwrap();
+        let nan = text.replacen("\"c\":0.0", "\"c\":-1.0", 1);
+        assert_ne!(nan, text);
+        for bad in [
+            &b""[..],
+            b"{",
+            b"\xff\xfe garbage",
+            b"null",
+            b"{\"key\": 3}",
+            &text.as_bytes()[..text.len() / 2],
+            nan.as_bytes(),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert_eq!(
+                load(&path, &key),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
