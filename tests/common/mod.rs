@@ -10,7 +10,7 @@ use libtest_mimic::{Completion, Failed, Trial};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
-use saeforge::gpu::{Gpu, GpuOptions};
+use saeforge::gpu::{Gpu, GpuOptions, GpuTensor};
 
 pub use tolerance::Tol;
 
@@ -199,6 +199,24 @@ pub fn assert_same(what: &str, gpu: &[u32], cpu: &[u32]) -> Result<(), Failed> {
         .into());
     }
     Ok(())
+}
+
+/// A tensor on the GPU from host data (the kernel tests' inputs).
+pub fn up(gpu: &Gpu, name: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor, Failed> {
+    gpu.upload(name, shape, data).map_err(fail)
+}
+
+/// An output tensor filled with NaN, so that an element a kernel forgets to write fails
+/// its twin test instead of passing as a leftover zero.
+pub fn poisoned(gpu: &Gpu, name: &str, shape: &[usize]) -> Result<GpuTensor, Failed> {
+    let t = gpu.zeros(name, shape).map_err(fail)?;
+    gpu.fill(&t, f32::NAN);
+    Ok(t)
+}
+
+/// A tensor's f32 contents on the host.
+pub fn read(gpu: &Gpu, t: &GpuTensor) -> Result<Vec<f32>, Failed> {
+    gpu.read_f32(t).map_err(fail)
 }
 
 /// Turn any Display error into a test failure.

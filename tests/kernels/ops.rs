@@ -6,23 +6,15 @@
 use libtest_mimic::{Failed, Trial};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use saeforge::gpu::{Gpu, GpuTensor};
+use saeforge::gpu::Gpu;
 use saeforge::kernels::ops as k;
 use saeforge::reference::ops as r;
 
-use crate::common::{assert_close, fail, gpu_test, randn, tolerance, uniform};
+use crate::common::{assert_close, fail, gpu_test, randn, read, tolerance, uniform, up};
 
 /// zero lengths: 1, odd, odd past one 256-wide workgroup, more workgroups than one grid
 /// dimension holds (65535 x 256 + 3: the folded 1-D grid), and production (512 x 16384).
 const LENS: &[usize] = &[1, 7, 257, 1001, 65535 * 256 + 3, 16384, 512 * 16384];
-
-fn up(gpu: &Gpu, what: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor, Failed> {
-    gpu.upload(what, shape, data).map_err(fail)
-}
-
-fn read(gpu: &Gpu, t: &GpuTensor) -> Result<Vec<f32>, Failed> {
-    gpu.read_f32(t).map_err(fail)
-}
 
 // ---------------------------------------------------------------- zero
 

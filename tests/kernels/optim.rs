@@ -6,12 +6,12 @@
 use libtest_mimic::{Failed, Trial};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use saeforge::gpu::{Gpu, GpuTensor};
+use saeforge::gpu::Gpu;
 use saeforge::kernels::optim as k;
 use saeforge::reference::optim as r;
 use saeforge::reference::optim::AdamHyper;
 
-use crate::common::{assert_close, fail, gpu_test, randn, tolerance, uniform};
+use crate::common::{assert_close, fail, gpu_test, poisoned, randn, read, tolerance, uniform, up};
 
 /// Elementwise lengths: 1, odd, a multiple of 4 (vec4 path), odd past one workgroup, past
 /// the 256-group cap of sumsq's first level on the scalar path, and production (W_enc,
@@ -28,20 +28,6 @@ const ROWS: &[(usize, usize)] = &[
     (70_001, 1),
     (16384, 512),
 ];
-
-fn up(gpu: &Gpu, what: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor, Failed> {
-    gpu.upload(what, shape, data).map_err(fail)
-}
-
-fn poisoned(gpu: &Gpu, what: &str, shape: &[usize]) -> Result<GpuTensor, Failed> {
-    let t = gpu.zeros(what, shape).map_err(fail)?;
-    gpu.fill(&t, f32::NAN);
-    Ok(t)
-}
-
-fn read(gpu: &Gpu, t: &GpuTensor) -> Result<Vec<f32>, Failed> {
-    gpu.read_f32(t).map_err(fail)
-}
 
 /// Adam moments as a run would have them: m ~ N(0, 0.1^2), v >= m^2.
 fn moments(rng: &mut ChaCha8Rng, len: usize) -> (Vec<f32>, Vec<f32>) {

@@ -12,7 +12,9 @@ use saeforge::gpu::{Gpu, GpuTensor};
 use saeforge::kernels::reduce::{METRIC_SLOTS, slot};
 use saeforge::{kernels, reference};
 
-use crate::common::{assert_close, assert_same, fail, gpu_test, randn, tolerance, uniform};
+use crate::common::{
+    assert_close, assert_same, fail, gpu_test, poisoned, randn, read, tolerance, uniform, up,
+};
 
 type Rng8 = ChaCha8Rng;
 type R = Result<(), Failed>;
@@ -23,22 +25,8 @@ const D: usize = 512;
 const N: usize = 16384;
 const K: usize = 32;
 
-fn up(gpu: &Gpu, name: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor, Failed> {
-    gpu.upload(name, shape, data).map_err(fail)
-}
-
 fn up_u32(gpu: &Gpu, name: &str, shape: &[usize], data: &[u32]) -> Result<GpuTensor, Failed> {
     gpu.upload_u32(name, shape, data).map_err(fail)
-}
-
-fn poisoned(gpu: &Gpu, name: &str, shape: &[usize]) -> Result<GpuTensor, Failed> {
-    let t = gpu.zeros(name, shape).map_err(fail)?;
-    gpu.fill(&t, f32::NAN);
-    Ok(t)
-}
-
-fn read(gpu: &Gpu, t: &GpuTensor) -> Result<Vec<f32>, Failed> {
-    gpu.read_f32(t).map_err(fail)
 }
 
 fn read_u32(gpu: &Gpu, t: &GpuTensor) -> Result<Vec<u32>, Failed> {

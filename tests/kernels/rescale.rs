@@ -5,28 +5,14 @@
 use libtest_mimic::{Failed, Trial};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use saeforge::gpu::{Gpu, GpuTensor};
+use saeforge::gpu::Gpu;
 use saeforge::kernels::rescale as k;
 use saeforge::reference::optim as r;
 
-use crate::common::{assert_close, fail, gpu_test, randn, tolerance};
+use crate::common::{assert_close, fail, gpu_test, poisoned, randn, read, tolerance, up};
 
 /// (n, d): odd shapes, one past a workgroup, and a production-like one.
 const SHAPES: &[(usize, usize)] = &[(1, 1), (7, 3), (300, 36), (513, 64), (4096, 512)];
-
-fn up(gpu: &Gpu, what: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor, Failed> {
-    gpu.upload(what, shape, data).map_err(fail)
-}
-
-fn poisoned(gpu: &Gpu, what: &str, shape: &[usize]) -> Result<GpuTensor, Failed> {
-    let t = gpu.zeros(what, shape).map_err(fail)?;
-    gpu.fill(&t, f32::NAN);
-    Ok(t)
-}
-
-fn read(gpu: &Gpu, t: &GpuTensor) -> Result<Vec<f32>, Failed> {
-    gpu.read_f32(t).map_err(fail)
-}
 
 fn case(gpu: &Gpu, rng: &mut ChaCha8Rng, n: usize, d: usize) -> Result<(), Failed> {
     let w_enc_h = randn(rng, d * n, 0.3);

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use libtest_mimic::{Failed, Trial};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use saeforge::gpu::{Engine, Gpu, GpuTensor};
+use saeforge::gpu::{Engine, Gpu};
 use saeforge::kernels::toy as k;
 use saeforge::reference::toy as r;
 use saeforge::reference::toy::ToyShape;
 use saeforge::toy::train::{Init, TrainConfig, init_params, train};
 
-use crate::common::{self, assert_close, fail, gpu_test, randn, tolerance, uniform};
+use crate::common::{
+    self, assert_close, fail, gpu_test, poisoned, randn, read, tolerance, uniform, up,
+};
 
 /// (instances, rows, n, m, chunk): odd sizes that are multiples of no workgroup size, a
 /// short last chunk, m = 1 and n = 2 (the phase diagram), the n = 20 -> m = 5 reproduction
@@ -25,20 +27,6 @@ const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (7, 1024, 20, 5, 128),
     (20, 1024, 200, 20, 128),
 ];
-
-fn up(gpu: &Gpu, what: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor, Failed> {
-    gpu.upload(what, shape, data).map_err(fail)
-}
-
-fn poisoned(gpu: &Gpu, what: &str, shape: &[usize]) -> Result<GpuTensor, Failed> {
-    let t = gpu.zeros(what, shape).map_err(fail)?;
-    gpu.fill(&t, f32::NAN);
-    Ok(t)
-}
-
-fn read(gpu: &Gpu, t: &GpuTensor) -> Result<Vec<f32>, Failed> {
-    gpu.read_f32(t).map_err(fail)
-}
 
 /// Densities over the whole range, with 1 (every feature present) always included.
 fn densities(rng: &mut ChaCha8Rng, instances: usize) -> Vec<f32> {
