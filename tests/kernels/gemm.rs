@@ -103,8 +103,12 @@ fn check(
     );
     assert_close(
         &format!(
-            "gemm {} {} {m}x{n}x{k} bias={with_bias} alpha={} beta={}",
+            "gemm {}{} {} {m}x{n}x{k} bias={with_bias} alpha={} beta={}",
             path.name(),
+            match path {
+                GemmPath::Reg => format!(" {:?}", tuning.rg),
+                _ => String::new(),
+            },
             spec.op_name(),
             spec.alpha,
             spec.beta
@@ -115,8 +119,9 @@ fn check(
     )
 }
 
-/// The four combinations of bias and beta for one shape, transpose and path.
-fn check_all(
+/// The four combinations of bias and beta for one shape, transpose and path (also
+/// gemm_reg's tile cases).
+pub(crate) fn check_all(
     gpu: &Gpu,
     rng: &mut rand_chacha::ChaCha8Rng,
     base: GemmSpec,

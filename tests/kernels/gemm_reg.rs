@@ -57,75 +57,13 @@ fn tuning(gpu: &Gpu, tiles: Option<RegTiles>) -> GemmTuning {
     t
 }
 
-/// One product on GemmPath::Reg against the reference.
-fn check(
-    gpu: &Gpu,
-    rng: &mut Rng,
-    spec: GemmSpec,
-    t: &GemmTuning,
-    bias: bool,
-) -> Result<(), Failed> {
-    let GemmSpec { m, n, k, .. } = spec;
-    let a_h = randn(rng, m * k, 1.0);
-    let b_h = randn(rng, k * n, 1.0);
-    let bias_h = randn(rng, n, 1.0);
-    let c0 = if spec.beta == 0.0 {
-        vec![f32::NAN; m * n]
-    } else {
-        randn(rng, m * n, 1.0)
-    };
-    let a = gpu.upload("a", &spec.a_shape(), &a_h).map_err(fail)?;
-    let b = gpu.upload("b", &spec.b_shape(), &b_h).map_err(fail)?;
-    let bias_t = gpu.upload("bias", &[n], &bias_h).map_err(fail)?;
-    let c = gpu.upload("c", &[m, n], &c0).map_err(fail)?;
-    let mut enc = gpu.encoder();
-    #[rustfmt::skip]
-    kg::gemm_tuned(gpu, &mut enc, &spec, &a, &b, bias.then_some(&bias_t), &c, GemmPath::Reg, t).map_err(fail)?;
-    gpu.submit(enc);
-    let mut c_ref = c0;
-    reference::gemm::gemm(&spec, &a_h, &b_h, bias.then_some(&bias_h[..]), &mut c_ref);
-    assert_close(
-        &format!(
-            "gemm_reg {:?} {} {m}x{n}x{k} bias={bias} alpha={} beta={}",
-            t.rg,
-            spec.op_name(),
-            spec.alpha,
-            spec.beta
-        ),
-        &gpu.read_f32(&c).map_err(fail)?,
-        &c_ref,
-        tolerance::gemm(k),
-    )
-}
-
-/// The four combinations of bias and beta.
-fn check_all(gpu: &Gpu, rng: &mut Rng, base: GemmSpec, t: &GemmTuning) -> Result<(), Failed> {
-    for (bias, alpha, beta) in [
-        (true, 1.0, 0.0),
-        (false, 1.0, 0.0),
-        (true, -0.75, 0.5),
-        (false, 0.5, -1.0),
-    ] {
-        check(
-            gpu,
-            rng,
-            GemmSpec {
-                alpha,
-                beta,
-                ..base
-            },
-            t,
-            bias,
-        )?;
-    }
-    Ok(())
-}
-
 fn trial(base: GemmSpec, label: &'static str, tiles: Option<RegTiles>) -> Trial {
     let GemmSpec { m, n, k, .. } = base;
     gpu_test(
         format!("gemm_reg::{label}/{}/{m}x{n}x{k}", base.op_name()),
-        move |gpu, rng| check_all(gpu, rng, base, &tuning(gpu, tiles)),
+        move |gpu, rng| {
+            crate::gemm::check_all(gpu, rng, base, GemmPath::Reg, Some(tuning(gpu, tiles)))
+        },
     )
 }
 
