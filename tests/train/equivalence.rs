@@ -8,7 +8,8 @@
 //! min(10 d, n) (n here) to 8 over the first 6 steps (`--k-anneal-steps`), so the engines
 //! meet a different k at every one of those steps, then 4 steps at k = 8. The `_rescale`
 //! cases train with `--decoder-norm rescale` (the step on the unit-row view, its gradients
-//! mapped back; free decoder rows).
+//! mapped back; free decoder rows). Every batch is drawn clear of the estimators' edges
+//! (`edges.rs`), where the engines may legitimately disagree.
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Gpu;
@@ -18,6 +19,7 @@ use saeforge::sae::gpu::GpuEngine;
 use saeforge::sae::{Arch, DecoderNorm, SaeParams, TrainArgs, TrainConfig};
 
 use crate::common::{assert_close, assert_same, fail, gpu_test, randn, tolerance};
+use crate::edges::batch_clear_of_edges;
 
 pub const STEPS: usize = 10;
 
@@ -81,42 +83,6 @@ fn shift_to_l0(p: &mut SaeParams, arch: Arch, sample: &[f32], l0: f64) {
     }
 }
 
-/// JumpReLU's threshold gradient counts the entries with |pre - theta| <= eps / 2, and its
-/// activation those with pre > theta: edges where the estimator is discontinuous. An entry
-/// within rounding of an edge may fall on one side on the GPU and the other on the CPU
-/// (their pre-activations are summed in different orders, WGSL's exp is not Rust's), which
-/// legitimately changes that latent's threshold gradient. The latents with such an entry in
-/// the batch `x` about to be stepped from `p` (relative margin 1e-5).
-fn near_window_edge(p: &SaeParams, x: &[f32], rows: usize, eps: f32) -> Vec<usize> {
-    let (d, n) = (p.d, p.n);
-    let mut near = Vec::new();
-    for i in 0..n {
-        let theta = p.log_threshold[i].exp();
-        let hit = (0..rows).any(|r| {
-            let mut pre = p.b_enc[i];
-            for j in 0..d {
-                pre += (x[r * d + j] - p.b_dec[j]) * p.w_enc[j * n + i];
-            }
-            let margin = 1e-5 * (pre.abs() + theta.abs() + eps);
-            let u = (pre - theta).abs();
-            (u - 0.5 * eps).abs() <= margin || u <= margin
-        });
-        if hit {
-            near.push(i);
-        }
-    }
-    near
-}
-
-/// `v` without the elements at `skip` (ascending).
-fn without(v: &[f32], skip: &std::collections::BTreeSet<usize>) -> Vec<f32> {
-    v.iter()
-        .enumerate()
-        .filter(|(i, _)| !skip.contains(i))
-        .map(|(_, x)| *x)
-        .collect()
-}
-
 fn case(
     gpu: &Gpu,
     rng: &mut rand_chacha::ChaCha8Rng,
@@ -155,47 +121,25 @@ fn case(
     if eng.chunking() != want {
         return Err(format!("{arch:?}: chunks {:?}, expected {want:?}", eng.chunking()).into());
     }
-    // JumpReLU latents whose threshold gradient met a window edge (see near_window_edge):
-    // their threshold and its moments are left out of the comparison below.
-    let mut edge = std::collections::BTreeSet::new();
     for _ in 0..STEPS {
-        let x = randn(rng, rows * d, 1.0);
-        if arch == Arch::Jumprelu {
-            edge.extend(near_window_edge(&cpu.params, &x, rows, cfg.bandwidth));
-        }
+        let x = batch_clear_of_edges(rng, &cpu, &cfg, rows)?;
         step(&cfg, &mut cpu, &x, rows);
         eng.step(&cfg, &x, rows).map_err(fail)?;
     }
     let g = eng.state().map_err(fail)?;
-    if edge.len() > n / 20 {
-        return Err(format!(
-            "{arch:?}: {} of {n} latents met a window edge; the comparison would say little",
-            edge.len()
-        )
-        .into());
-    }
-    // JumpReLU's threshold leaves out the latents at a window edge.
-    let none = std::collections::BTreeSet::new();
-    let skip = |name: &str| {
-        if name == "log_threshold" {
-            &edge
-        } else {
-            &none
-        }
-    };
     for (name, x, y) in g.params.zip(&cpu.params) {
         assert_close(
             &format!("{arch:?} {name} after {STEPS} steps"),
-            &without(x, skip(name)),
-            &without(y, skip(name)),
+            x,
+            y,
             tolerance::TRAIN_PARAMS,
         )?;
     }
     for (name, x, y) in g.moments.v.zip(&cpu.moments.v) {
         assert_close(
             &format!("{arch:?} adam_v {name}"),
-            &without(x, skip(name)),
-            &without(y, skip(name)),
+            x,
+            y,
             tolerance::TRAIN_MOMENTS,
         )?;
     }

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod edges;
 mod equivalence;
 mod finite_diff;
 mod runs;
