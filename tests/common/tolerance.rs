@@ -250,6 +250,15 @@ pub const TRAIN_PARAMS: Tol = Tol {
     atol: 2e-4,
     rtol: 1e-4,
 };
+/// Coordinates of a parameter tensor allowed past TRAIN_PARAMS after the 10 steps, each
+/// within lr x steps of the CPU's. Adam divides each coordinate's momentum by its own RMS:
+/// where a gradient is at rounding level (measured: -9.1e-10 on the GPU, +9.5e-10 on the
+/// CPU, a latent just back from dead, SAEFORGE_TEST_SEED=15291561 batchtopk 64x512x64), the
+/// two engines step that coordinate by a full lr in opposite directions. A gradient bug
+/// moves a whole latent's column or row (d >= 36 coordinates), or moves them by more than
+/// lr per step, and still fails.
+pub const TRAIN_PARAMS_FLIPS: usize = 4;
+
 /// Adam's second moments: sums of squared gradients, relative agreement of f32 gradients.
 pub const TRAIN_MOMENTS: Tol = Tol {
     name: "TRAIN_MOMENTS",
@@ -467,6 +476,20 @@ pub const PEER_TRUTH_DICTIONARY: Tol = Tol {
 /// choices (tests/eval/truth.rs): its GEMM rounds differently, with the same effect.
 pub const PEER_TRUTH_FIRING: Tol = Tol {
     name: "PEER_TRUTH_FIRING",
+    atol: 1e-4,
+    rtol: 0.0,
+};
+
+// ---------------------------------------------------------------- other trainers' formats
+
+/// saeforge's codes and reconstructions of a sparsify / Gemma Scope SAE against its trainer's
+/// own encoding in numpy (float64 from the stored weights; tests/formats/numpy_ref.py). Ours
+/// are f32 products of d = 32 terms (~1e-6 of values O(1)); Gemma Scope's b_dec W_enc folded
+/// into b_enc adds one f32 rounding; the rows are drawn 1e-3 clear of every selection edge, so
+/// no code flips. The bar is a max abs difference < 1e-4; a wrong layout (W_enc not
+/// transposed, b_dec not subtracted or subtracted twice, W_skip left out) is off by > 1e-1.
+pub const FORMATS_NUMPY: Tol = Tol {
+    name: "FORMATS_NUMPY",
     atol: 1e-4,
     rtol: 0.0,
 };

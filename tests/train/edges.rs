@@ -40,14 +40,14 @@ fn pre_activations(st: &TrainState, cfg: &TrainConfig, x: &[f32], rows: usize) -
         .collect();
     let mut out = Vec::with_capacity(rows * n);
     for r in 0..rows {
-        for i in 0..n {
+        for (i, s) in scale.iter().enumerate() {
             let (mut pre, mut mag) = (p.b_enc[i], p.b_enc[i].abs());
             for j in 0..d {
                 let t = (x[r * d + j] - p.b_dec[j]) * p.w_enc[j * n + i];
                 pre += t;
                 mag += t.abs();
             }
-            out.push((pre * scale[i], mag * scale[i]));
+            out.push((pre * s, mag * s));
         }
     }
     out
@@ -74,7 +74,11 @@ fn edge_rows(st: &TrainState, cfg: &TrainConfig, x: &[f32], rows: usize) -> Opti
     let pre = pre_activations(st, cfg, x, rows);
     let row = |r: usize| pre[r * n..(r + 1) * n].iter().copied();
     let k = cfg.k_at(st.step);
-    let dead: Vec<bool> = st.since_fired.iter().map(|&s| s >= dead_after(cfg)).collect();
+    let dead: Vec<bool> = st
+        .since_fired
+        .iter()
+        .map(|&s| s >= dead_after(cfg))
+        .collect();
     let aux_tight = |r: usize| {
         let entries = row(r).zip(&dead).filter(|(_, d)| **d).map(|(e, _)| e);
         selection_tight(entries, cfg.k_aux)
@@ -90,7 +94,10 @@ fn edge_rows(st: &TrainState, cfg: &TrainConfig, x: &[f32], rows: usize) -> Opti
         Arch::Topk => selection_tight(row(r), k) || aux_tight(r),
         Arch::Batchtopk => aux_tight(r),
     };
-    if cfg.arch == Arch::Batchtopk && k * rows < pre.len() && selection_tight(pre.iter().copied(), k * rows) {
+    if cfg.arch == Arch::Batchtopk
+        && k * rows < pre.len()
+        && selection_tight(pre.iter().copied(), k * rows)
+    {
         return None;
     }
     Some((0..rows).filter(|&r| at(r)).collect())

