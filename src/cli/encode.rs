@@ -12,7 +12,7 @@ use crate::sae::infer::{Encoder, default_batch, encode_shards};
 
 #[derive(clap::Args, Debug)]
 pub struct EncodeArgs {
-    /// SAE folder in the SAELens layout.
+    /// The SAE: a SAELens or sparsify folder, or a Gemma Scope params.npz (see `convert`).
     #[arg(long)]
     pub sae: PathBuf,
     /// Activation shards (files, folders, globs); rows are encoded in this order.

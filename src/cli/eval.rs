@@ -11,7 +11,8 @@ use crate::gpu::{DeviceChoice, select_engine};
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// SAE folder in the SAELens layout (standard, topk or jumprelu).
+    /// The SAE: a SAELens folder (standard, topk or jumprelu), a sparsify folder or a Gemma
+    /// Scope params.npz (see `convert`).
     #[arg(long)]
     pub sae: PathBuf,
     /// Held-out in-distribution shards (files, folders, globs).

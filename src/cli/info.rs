@@ -3,12 +3,14 @@
 use std::path::PathBuf;
 
 use crate::data::discover;
-use crate::sae::export::{CFG_FILE, SaeModel, WEIGHTS_FILE, load_sparsity};
+use crate::sae::export::{CFG_FILE, WEIGHTS_FILE, load_sparsity};
+use crate::sae::formats::{self, Layout, gemma_scope::PARAMS_FILE as GEMMA_SCOPE_FILE};
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
-    /// A safetensors shard, a folder of shards, or an SAE folder (with cfg.json).
+    /// A safetensors shard, a folder of shards, or an SAE (a SAELens or sparsify folder, a
+    /// Gemma Scope params.npz).
     pub path: PathBuf,
     /// Tensor to describe as the activations (default: the only floating rank-2/3 tensor).
     #[arg(long)]
@@ -17,7 +19,11 @@ pub struct InfoArgs {
 
 pub fn run(a: InfoArgs) -> Result<()> {
     crate::lock::note_if_writing(&a.path); // reliability: say when a live run writes it
-    if a.path.is_dir() && (a.path.join(CFG_FILE).exists() || a.path.join(WEIGHTS_FILE).exists()) {
+    let sae_files = [CFG_FILE, WEIGHTS_FILE, GEMMA_SCOPE_FILE, "ae.pt"];
+    let ext = a.path.extension().and_then(|e| e.to_str());
+    if (a.path.is_dir() && sae_files.iter().any(|f| a.path.join(f).exists()))
+        || (a.path.is_file() && matches!(ext, Some("npz" | "pt" | "pth")))
+    {
         return sae_info(&a.path);
     }
     let paths = discover(std::slice::from_ref(&a.path)).map_err(|e| {
@@ -77,17 +83,17 @@ pub fn run(a: InfoArgs) -> Result<()> {
 }
 
 fn sae_info(dir: &std::path::Path) -> Result<()> {
-    let m = SaeModel::load(dir)?;
-    let digests = crate::sae::checkpoint::integrity_lines(dir)?; // reliability
-    let cfg_text = std::fs::read_to_string(dir.join(CFG_FILE))
-        .map_err(|e| Error::io(dir.join(CFG_FILE), e))?;
-    let cfg: serde_json::Value = serde_json::from_str(&cfg_text).unwrap_or_default();
+    let (layout, m) = formats::load(dir)?;
     println!(
-        "{}: SAE ({}), d_in {}, d_sae {}",
+        "{}: SAE ({}), d_in {}, d_sae {}{}",
         dir.display(),
         m.kind.name(),
         m.d,
-        m.n
+        m.n,
+        match layout {
+            Layout::Saelens => String::new(),
+            other => format!(" (the {} layout)", other.name()),
+        }
     );
     if let crate::sae::export::SaeKind::Topk { k } = m.kind {
         println!("  k: {k}");
@@ -101,6 +107,9 @@ fn sae_info(dir: &std::path::Path) -> Result<()> {
     if !m.threshold.is_empty() {
         tensors.push(("threshold", vec![m.n]));
     }
+    if m.skip.is_some() {
+        tensors.push(("W_skip", vec![m.d, m.d]));
+    }
     let mut bytes = 0usize;
     for (name, shape) in &tensors {
         println!("  {name}: F32 {shape:?}");
@@ -111,6 +120,13 @@ fn sae_info(dir: &std::path::Path) -> Result<()> {
         let mean = m.threshold.iter().map(|&t| t as f64).sum::<f64>() / m.n as f64;
         println!("  threshold: mean {mean:.4}");
     }
+    if layout != Layout::Saelens {
+        return Ok(());
+    }
+    let digests = crate::sae::checkpoint::integrity_lines(dir)?; // reliability
+    let cfg_text = std::fs::read_to_string(dir.join(CFG_FILE))
+        .map_err(|e| Error::io(dir.join(CFG_FILE), e))?;
+    let cfg: serde_json::Value = serde_json::from_str(&cfg_text).unwrap_or_default();
     if let Some(s) = load_sparsity(dir)? {
         if s.len() != m.n {
             return Err(Error::input(format!(

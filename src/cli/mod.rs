@@ -1,6 +1,7 @@
 //! Command-line surface: one clap derive struct per command. Validation into library configs
 //! happens here so that bad flags are refused with one line before any work starts.
 
+pub mod convert;
 pub mod demo;
 pub mod devices;
 pub mod encode;
@@ -32,7 +33,7 @@ pub enum Command {
     Devices(devices::DevicesArgs),
     /// Train an SAE on activation shards and export it in the SAELens layout.
     Train(crate::sae::TrainArgs),
-    /// Describe a shard, a folder of shards, or an SAE folder.
+    /// Describe a shard, a folder of shards, or an SAE (SAELens, sparsify, Gemma Scope).
     Info(info::InfoArgs),
     /// Write synthetic activations with a planted dictionary (--compositional: an
     /// in-distribution / out-of-distribution split).
@@ -48,6 +49,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Toy models of superposition (Elhage et al. 2022): sweeps and the phase diagram.
     Toy(toy::ToyArgs),
+    /// Rewrite an SAE (SAELens, sparsify, Gemma Scope) in the SAELens or sparsify layout.
+    Convert(convert::ConvertArgs),
 }
 
 /// Run a parsed command line.
@@ -62,5 +65,6 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Steer(a) => steer::run(a),
         Command::Demo(a) => demo::run(a).map(|_| ()),
         Command::Toy(a) => toy::run(a),
+        Command::Convert(a) => convert::run(a),
     }
 }

@@ -14,7 +14,7 @@ use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
 pub struct SteerArgs {
-    /// SAE folder in the SAELens layout.
+    /// The SAE: a SAELens or sparsify folder, or a Gemma Scope params.npz (see `convert`).
     #[arg(long)]
     pub sae: PathBuf,
     /// A safetensors file of activations, or a folder or a glob pattern of them (then --out

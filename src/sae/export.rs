@@ -103,6 +103,9 @@ pub struct SaeModel {
     pub b_dec: Vec<f32>,
     /// (n) for jumprelu, else empty
     pub threshold: Vec<f32>,
+    /// (d, d): a linear skip connection, x_hat += x W_skip^T (sparsify's `W_skip`); None
+    /// for every SAE saeforge trains. The codes do not depend on it.
+    pub skip: Option<Vec<f32>>,
 }
 
 impl SaeModel {
@@ -141,6 +144,7 @@ impl SaeModel {
             w_dec: p.w_dec.iter().map(|w| w / s).collect(),
             b_dec: p.b_dec.iter().map(|b| b / s).collect(),
             threshold,
+            skip: None,
         }
     }
 
@@ -185,6 +189,7 @@ impl SaeModel {
     /// of each of them and of itself under `saeforge.digests`, so that a folder mixing files
     /// of two exports (a crash between them) or a replaced file is noticed when read back.
     pub fn save(&self, dir: &Path, log10_sparsity: Option<&[f32]>, saeforge: Value) -> Result<()> {
+        self.check_saelens(dir)?;
         crate::io::create_dir(dir)?;
         let mut files = serde_json::Map::new();
         let w = write_safetensors_digest(&dir.join(WEIGHTS_FILE), &self.tensors(), None)?;
@@ -211,9 +216,27 @@ impl SaeModel {
         write_json(&dir.join(CFG_FILE), &cfg)
     }
 
-    /// Load any SAELens-layout folder (standard, topk, jumprelu), checking that the weights
+    /// Err (naming `dir`) unless SAELens's layout can hold this SAE: it has no skip
+    /// connection.
+    pub fn check_saelens(&self, dir: &Path) -> Result<()> {
+        match self.skip {
+            Some(_) => Err(Error::input(format!(
+                "{}: SAELens's layout has no skip connection (W_skip); write this SAE with --to sparsify",
+                dir.display()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Load the SAE at `path` in any layout saeforge reads (SAELens, sparsify, Gemma Scope:
+    /// see `super::formats`).
+    pub fn load(path: &Path) -> Result<SaeModel> {
+        super::formats::load(path).map(|(_, m)| m)
+    }
+
+    /// Load a SAELens-layout folder (standard, topk, jumprelu), checking that the weights
     /// are exactly the tensors the architecture needs, with shapes agreeing with cfg.json.
-    pub fn load(dir: &Path) -> Result<SaeModel> {
+    pub fn load_saelens(dir: &Path) -> Result<SaeModel> {
         crate::lock::note_if_writing(dir);
         let cfg_path = dir.join(CFG_FILE);
         if !dir.is_dir() {
@@ -298,56 +321,16 @@ impl SaeModel {
         if kind == SaeKind::Jumprelu {
             expected.insert("threshold", vec![n]);
         }
-        for name in st.names() {
-            if !expected.contains_key(name) {
-                return Err(Error::input(format!(
-                    "{}: unexpected tensor {name:?} for a {} SAE (expected {})",
-                    wpath.display(),
-                    kind.name(),
-                    expected.keys().cloned().collect::<Vec<_>>().join(", ")
-                )));
-            }
-        }
+        let names: Vec<&str> = expected.keys().copied().collect();
+        let what = format!("a {} SAE", kind.name());
+        super::formats::no_extra_tensors(&st, &wpath, &what, &names)?;
+        let source = format!("cfg.json (d_in {d}, d_sae {n})");
         let take = |name: &str| -> Result<Vec<f32>> {
-            let shape = &expected[name];
-            let view = st.tensor(name).map_err(|_| {
-                Error::input(format!(
-                    "{}: missing tensor {name:?} {shape:?}",
-                    wpath.display()
-                ))
-            })?;
-            if view.shape() != shape.as_slice() {
-                return Err(Error::input(format!(
-                    "{}: tensor {name:?} has shape {:?}; cfg.json (d_in {d}, d_sae {n}) needs {shape:?}",
-                    wpath.display(),
-                    view.shape()
-                )));
-            }
-            let ft = match view.dtype() {
-                safetensors::Dtype::F32 => FloatType::F32,
-                safetensors::Dtype::F16 => FloatType::F16,
-                safetensors::Dtype::BF16 => FloatType::Bf16,
-                other => {
-                    return Err(Error::input(format!(
-                        "{}: tensor {name:?} has dtype {other:?}; expected F32, F16 or BF16",
-                        wpath.display()
-                    )));
-                }
-            };
-            let mut out = vec![0.0f32; shape.iter().product()];
-            crate::data::convert(ft, view.data(), &mut out);
-            if let Some(i) = out.iter().position(|v| !v.is_finite()) {
-                return Err(Error::input(format!(
-                    "{}: tensor {name:?} element {i} is {}",
-                    wpath.display(),
-                    out[i]
-                )));
-            }
-            Ok(out)
+            super::formats::take_tensor(&st, &wpath, name, &expected[name], &source)
         };
         let w_enc = take("W_enc")?;
         let w_dec = take("W_dec")?;
-        let mut b_enc = take("b_enc")?;
+        let b_enc = take("b_enc")?;
         let b_dec = take("b_dec")?;
         // SAELens' apply_b_dec_to_input = false encodes x W_enc + b_enc, without first
         // subtracting b_dec. saeforge always encodes (x - b_dec) W_enc + b_enc, which is the
@@ -362,20 +345,12 @@ impl SaeModel {
                 )));
             }
         };
-        if !apply_b_dec {
-            for (j, b) in b_enc.iter_mut().enumerate() {
-                let shift: f64 = (0..d)
-                    .map(|i| b_dec[i] as f64 * w_enc[i * n + j] as f64)
-                    .sum();
-                *b = (*b as f64 + shift) as f32;
-            }
-        }
         let threshold = if kind == SaeKind::Jumprelu {
             take("threshold")?
         } else {
             Vec::new()
         };
-        Ok(SaeModel {
+        let mut m = SaeModel {
             kind,
             d,
             n,
@@ -384,7 +359,12 @@ impl SaeModel {
             w_dec,
             b_dec,
             threshold,
-        })
+            skip: None,
+        };
+        if !apply_b_dec {
+            super::formats::fold_b_dec(&mut m);
+        }
+        Ok(m)
     }
 }
 
@@ -439,15 +419,7 @@ impl SaeModel {
             }
         }
         let mut pre = vec![0.0f32; rows * n];
-        let spec = GemmSpec {
-            m: rows,
-            n,
-            k: d,
-            trans_a: false,
-            trans_b: false,
-            alpha: 1.0,
-            beta: 0.0,
-        };
+        let spec = GemmSpec::nn(rows, n, d);
         gemm(&spec, &xc, &self.w_enc, Some(&self.b_enc), &mut pre);
         pre
     }

@@ -234,14 +234,22 @@ impl Encoder {
                 ..Default::default()
             });
         }
-        match &self.backend {
+        let mut out = match &self.backend {
             Backend::Cpu { fired } => {
                 let mut fired = fired.lock().unwrap_or_else(|e| e.into_inner());
                 let m = &self.model;
                 run_cpu(m, &self.log_theta, &mut fired, x, rows, want, decode)
             }
             Backend::Gpu(g) => g.run(&self.model, x, rows, want, decode),
+        }?;
+        if let (true, Some(w_skip)) = (decode, &self.model.skip) {
+            // A skip connection (sparsify's W_skip): x_hat += x W_skip^T, on the host on
+            // both engines (a (rows, d) x (d, d) product, small beside the encoder's).
+            let d = self.model.d;
+            let spec = crate::reference::gemm::GemmSpec::nt(rows, d, d).accumulate(true);
+            crate::blas::gemm(&spec, x, w_skip, None, &mut out.x_hat);
         }
+        Ok(out)
     }
 
     /// Rows each latent fired on since the last reset (counted by `run`).

@@ -9,6 +9,7 @@ pub mod config;
 pub mod cpu;
 pub mod engine;
 pub mod export;
+pub mod formats;
 pub mod gpu;
 pub mod infer;
 pub mod params;

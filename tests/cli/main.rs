@@ -230,6 +230,7 @@ pub mod fx {
             w_dec: randn(n * d, 2),
             b_dec: vec![0.0; d],
             threshold: Vec::new(),
+            skip: None,
         }
     }
 

@@ -45,6 +45,7 @@ pub fn random_model(rng: &mut ChaCha8Rng, kind: SaeKind, d: usize, n: usize) -> 
         } else {
             Vec::new()
         },
+        skip: None,
     }
 }
 

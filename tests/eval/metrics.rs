@@ -51,6 +51,7 @@ fn model(rng: &mut ChaCha8Rng, kind: SaeKind) -> SaeModel {
         } else {
             Vec::new()
         },
+        skip: None,
     }
 }
 

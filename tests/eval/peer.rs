@@ -83,6 +83,7 @@ fn compare(rng: &mut ChaCha8Rng, py: &str) -> Result<(), Failed> {
         w_dec,
         b_dec: truth.bias.clone(),
         threshold: Vec::new(),
+        skip: None,
     };
     let sae = dir.join("sae");
     model

@@ -284,6 +284,7 @@ fn eval_against_definitions(engine: Engine, rng: &mut ChaCha8Rng) -> Result<(), 
         w_dec: w_dec.clone(),
         b_dec: truth.bias.clone(),
         threshold: Vec::new(),
+        skip: None,
     };
     let sae = dir.join("sae");
     model
