@@ -6,6 +6,8 @@
 //! saeforge toy --features 20 --hidden 5 --importance-decay 0.7 --density 1,0.3,0.1,0.03,0.01,0.003,0.001
 //! saeforge toy --features 200 --hidden 20 --importance-decay 1 --density-range 0.05:1:20
 //! saeforge toy --phase                               # n 2 -> m 1 phase diagram
+//! saeforge toy --experiment perturb                  # the rest of the paper: src/toy/lab
+//! saeforge toy --experiment correlated --correlation anticorrelated --sets 2 --set-size 2
 //! ```
 
 use std::path::PathBuf;
@@ -86,7 +88,8 @@ pub struct ToyArgs {
     #[arg(long, value_name = "LO:HI:COUNT", default_value = "0.1:10:15")]
     pub importance_range: String,
     /// With --phase: restarts per cell (the lowest final loss wins); with --experiment
-    /// correlated: instances trained (the lowest final loss is reported).
+    /// perturb (per density) and correlated: instances trained, the lowest final loss
+    /// reported.
     #[arg(long, default_value_t = 4)]
     pub restarts: usize,
     /// Run one experiment of the lab instead of a sweep (README "Superposition lab"):
@@ -107,7 +110,7 @@ pub struct ToyArgs {
     #[arg(long, value_enum)]
     pub correlation: Option<Correlation>,
     /// geometry: an edge joins features i and j when |W_i_hat . W_j| exceeds this
-    /// [default: 0.2].
+    /// [default: 0.3].
     #[arg(long)]
     pub threshold: Option<f64>,
     /// dynamics: record D_i and the loss every this many steps [default: 25].

@@ -35,7 +35,7 @@ impl Config {
             "geometry",
             &["--features", "--hidden", "--density-range", "--threshold"],
         )?;
-        let threshold = a.threshold.unwrap_or(0.2);
+        let threshold = a.threshold.unwrap_or(0.3);
         if !(threshold > 0.0 && threshold < 1.0) {
             return Err(Error::input(format!(
                 "--threshold {threshold}: must be in (0, 1)"
@@ -48,7 +48,7 @@ impl Config {
         Ok(Config {
             n,
             m: check_hidden(a.hidden.unwrap_or(30))?,
-            density: density_range(a, (0.01, 0.3, 5))?,
+            density: density_range(a, (0.2, 0.5, 5))?,
             threshold,
             recipe: Recipe::from_args(a, 4_000, 256),
         })
@@ -97,6 +97,8 @@ pub struct Level {
     pub represented: usize,
     /// The components, largest first.
     pub list: Vec<Component>,
+    /// The feature directions W_i, (n, m).
+    pub w: Vec<Vec<f32>>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -192,6 +194,7 @@ pub fn run(
                 represented: list.iter().map(|c| c.features.len()).sum(),
                 dims,
                 list,
+                w: w.chunks(m).map(|r| r.to_vec()).collect(),
             }
         })
         .collect();

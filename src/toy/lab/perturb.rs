@@ -22,15 +22,22 @@ pub const M: usize = 2;
 pub struct Config {
     /// Density of features 0..4.
     pub base_density: f32,
-    /// Densities of feature 4, one instance each.
+    /// Densities of feature 4.
     pub perturbed: Vec<f32>,
+    /// Instances per density; the lowest final loss is reported (the others are local
+    /// minima: a square with one feature dropped, mostly).
+    pub restarts: usize,
     pub recipe: Recipe,
 }
 
 impl Config {
     pub fn from_args(a: &ToyArgs) -> Result<Self> {
         check_flags(a, "perturb", &["--density", "--density-range"])?;
+        if a.restarts == 0 {
+            return Err(crate::Error::input("--restarts must be at least 1"));
+        }
         Ok(Config {
+            restarts: a.restarts,
             base_density: one_density(a, 0.05)?,
             perturbed: density_range(a, (0.01, 1.0, 16))?,
             recipe: Recipe::from_args(a, 10_000, 1024),
@@ -48,6 +55,8 @@ pub struct Instance {
     /// See [`shape`].
     pub shape: String,
     pub final_loss: f64,
+    /// Every restart's final loss (this instance is the lowest).
+    pub restart_losses: Vec<f64>,
     /// The feature directions W_i, (5, 2).
     pub w: Vec<Vec<f32>>,
     pub bias: Vec<f32>,
@@ -60,11 +69,11 @@ pub struct PerturbResult {
     pub train_seconds: f64,
     /// In ascending perturbed density.
     pub instances: Vec<Instance>,
-    /// The first perturbed density above the base density whose shape is no longer a
-    /// (deformed) pentagon of all five features; None if the pentagon holds to the end.
+    /// The perturbed density from which every denser instance is no longer a (deformed)
+    /// pentagon of all five features; None if the sweep ends on a pentagon.
     pub snap_density: Option<f32>,
-    /// The largest perturbed density below the base density whose shape is no longer a
-    /// pentagon of all five (the fifth feature dropped); None if none.
+    /// The perturbed density up to which every sparser instance is no longer a pentagon
+    /// (the fifth feature dropped); None if the sweep starts on a pentagon.
     pub low_snap_density: Option<f32>,
 }
 
@@ -93,7 +102,7 @@ pub fn shape(norms: &[f64], angles: &[f64]) -> String {
     match k {
         5 if near(72.0, 18.0) => "pentagon".into(),
         5 => "deformed pentagon".into(),
-        4 if near(90.0, 20.0) => "square".into(),
+        4 if near(90.0, 20.0) => "two digons".into(),
         3 if near(120.0, 20.0) => "triangle".into(),
         2 if near(180.0, 20.0) => "digon".into(),
         2 if gaps.iter().any(|g| (g - 90.0).abs() <= 20.0) => "orthogonal pair".into(),
@@ -112,10 +121,11 @@ pub fn run(
 ) -> Result<PerturbResult> {
     let mut perturbed = cfg.perturbed.clone();
     perturbed.sort_by(f32::total_cmp);
+    let r = cfg.restarts;
     let tc = cfg.recipe.train_config(
         N,
         M,
-        perturbed.clone(),
+        perturbed.iter().flat_map(|&p| vec![p; r]).collect(),
         &[1.0; N],
         (cfg.recipe.steps / 10).max(1),
     );
@@ -124,7 +134,7 @@ pub fn run(
         .flat_map(|&p| {
             let mut d = [cfg.base_density; N];
             d[N - 1] = p;
-            d
+            vec![d; r].concat()
         })
         .collect();
     let opts = TrainOptions {
@@ -136,7 +146,12 @@ pub fn run(
     let instances: Vec<Instance> = perturbed
         .iter()
         .enumerate()
-        .map(|(e, &p)| {
+        .map(|(k, &p)| {
+            let losses = &trained.final_loss[k * r..(k + 1) * r];
+            let e = k * r
+                + (0..r)
+                    .min_by(|&a, &b| losses[a].total_cmp(&losses[b]))
+                    .unwrap_or(0);
             let w = &trained.params.w[e * N * M..(e + 1) * N * M];
             let norms: Vec<f64> = w
                 .chunks(M)
@@ -152,6 +167,7 @@ pub fn run(
                 norms,
                 angles,
                 final_loss: trained.final_loss[e],
+                restart_losses: losses.to_vec(),
                 w: w.chunks(M).map(|r| r.to_vec()).collect(),
                 bias: trained.params.b[e * N..(e + 1) * N].to_vec(),
             }
@@ -168,24 +184,25 @@ pub fn run(
     })
 }
 
-/// The edges of the run of pentagons around the instance nearest the base density: the
-/// first non-pentagon above it and the last below it.
+/// Where the pentagon gives way: on the high side, the first density of the last run of
+/// non-pentagons reaching the top of the sweep (a lone non-pentagon between pentagons is a
+/// local minimum all restarts fell into, not the snap); on the low side, the last density
+/// of the run of non-pentagons reaching the bottom. Only densities on that side of the
+/// base density count; None where the sweep ends on a pentagon.
 fn snaps(inst: &[Instance], base: f32) -> (Option<f32>, Option<f32>) {
-    let Some(start) = (0..inst.len()).min_by(|&a, &b| {
-        let d = |i: usize| (inst[i].perturbed_density.ln() - base.ln()).abs();
-        d(a).total_cmp(&d(b))
-    }) else {
-        return (None, None);
-    };
-    let high = inst[start..]
+    let pent = |i: &Instance| is_pentagon(&i.shape);
+    let high = inst
         .iter()
-        .find(|i| !is_pentagon(&i.shape))
-        .map(|i| i.perturbed_density);
-    let low = inst[..=start]
+        .rposition(pent)
+        .map_or(inst.first(), |k| inst.get(k + 1))
+        .map(|i| i.perturbed_density)
+        .filter(|&d| d > base);
+    let low = inst
         .iter()
-        .rev()
-        .find(|i| !is_pentagon(&i.shape))
-        .map(|i| i.perturbed_density);
+        .position(pent)
+        .map_or(inst.last(), |k| k.checked_sub(1).map(|k| &inst[k]))
+        .map(|i| i.perturbed_density)
+        .filter(|&d| d < base);
     (high, low)
 }
 
@@ -217,9 +234,10 @@ pub fn main(a: &ToyArgs) -> Result<()> {
     let cfg = Config::from_args(a)?;
     let engine = open_engine(a)?;
     eprintln!(
-        "perturb: n 5 -> m 2, base density {}, {} perturbed densities, {} steps, batch {}",
+        "perturb: n 5 -> m 2, base density {}, {} perturbed densities x {} restarts, {} steps, batch {}",
         cfg.base_density,
         cfg.perturbed.len(),
+        cfg.restarts,
         cfg.recipe.steps,
         cfg.recipe.batch
     );
