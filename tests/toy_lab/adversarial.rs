@@ -1,8 +1,8 @@
-//! adversarial: n = 40 -> m = 10 at densities 1, 0.1 and 0.01: the optimal L2 attack's
+//! adversarial: n = 40 -> m = 10, importance 0.95^i, at densities 1, 0.1 and 0.01: the optimal L2 attack's
 //! vulnerability (its drop of x'_i over that of -ε e_i) is 1 without superposition (dense:
 //! one feature per dimension) and rises with features per dimension. Also the attack is
 //! optimal: no random direction of the same norm lowers an output more. Test size: 3
-//! densities, 4,000 steps (README default: 10 densities, 10,000 steps).
+//! densities, 4,000 steps (README default: 8 densities, 10,000 steps).
 
 use libtest_mimic::{Failed, Trial};
 use rand::SeedableRng;
@@ -19,6 +19,7 @@ fn check(engine: &Engine) -> Result<(), Failed> {
         n: 40,
         m: 10,
         density: vec![1.0, 0.1, 0.01],
+        importance_decay: 0.95,
         epsilon: 0.05,
         recipe: recipe(4_000, 1024),
     };

@@ -1,4 +1,4 @@
-//! dynamics: one n = 20 -> m = 5 model at density 0.05, D_i and the loss recorded every 25
+//! dynamics: one n = 20 -> m = 5 model at density 0.3, D_i and the loss recorded every 25
 //! steps: at least one energy-level jump of a feature's D_i, with the loss lower after it
 //! than before. Test size: 5,000 steps (README default: 10,000).
 
@@ -12,7 +12,7 @@ fn check(engine: &Engine) -> Result<(), Failed> {
     let cfg = Config {
         n: 20,
         m: 5,
-        density: 0.05,
+        density: 0.3,
         record_every: 25,
         recipe: recipe(5_000, 1024),
     };

@@ -1,6 +1,6 @@
 //! `--experiment adversarial` (the paper's "superposition and adversarial examples"): a
-//! sweep of ReLU output models (default n = 40 -> m = 10, importance 1, 10 densities from
-//! 1 to 0.01), and on each represented feature the optimal L2 attack of radius ε.
+//! sweep of ReLU output models (default n = 40 -> m = 10, importance 0.95^i, 8 densities
+//! from 1 to 0.01), and on each represented feature the optimal L2 attack of radius ε.
 //!
 //! The attack (README "adversarial" has the derivation): feature i's output at an input x
 //! is x'_i = ReLU(o_i), o_i = W_i . (W x) + b_i = (WᵀW)_i . x + b_i, linear in x before a
@@ -28,6 +28,8 @@ pub struct Config {
     pub n: usize,
     pub m: usize,
     pub density: Vec<f32>,
+    /// I_i = importance_decay^i.
+    pub importance_decay: f32,
     pub epsilon: f64,
     pub recipe: Recipe,
 }
@@ -37,7 +39,13 @@ impl Config {
         check_flags(
             a,
             "adversarial",
-            &["--features", "--hidden", "--density-range", "--epsilon"],
+            &[
+                "--features",
+                "--hidden",
+                "--importance-decay",
+                "--density-range",
+                "--epsilon",
+            ],
         )?;
         let epsilon = a.epsilon.unwrap_or(0.05);
         if !(epsilon > 0.0 && epsilon.is_finite()) {
@@ -52,7 +60,15 @@ impl Config {
         Ok(Config {
             n,
             m: check_hidden(a.hidden.unwrap_or(10))?,
-            density: density_range(a, (0.01, 1.0, 10))?,
+            density: density_range(a, (0.01, 1.0, 8))?,
+            importance_decay: match a.importance_decay.unwrap_or(0.95) {
+                r if r > 0.0 && r.is_finite() => r,
+                r => {
+                    return Err(Error::input(format!(
+                        "--importance-decay {r}: must be positive"
+                    )));
+                }
+            },
             epsilon,
             recipe: Recipe::from_args(a, 10_000, 1024),
         })
@@ -132,7 +148,9 @@ pub fn run(
         n,
         m,
         cfg.density.clone(),
-        &vec![1.0; n],
+        &(0..n)
+            .map(|i| (cfg.importance_decay as f64).powi(i as i32) as f32)
+            .collect::<Vec<_>>(),
         (cfg.recipe.steps / 10).max(1),
     );
     let init = init_params(tc.shape(), cfg.recipe.init, cfg.recipe.seed);

@@ -1,5 +1,5 @@
 //! `--experiment dynamics` (the paper's "learning dynamics"): one ReLU output model
-//! (default n = 20 -> m = 5, importance 1, density 0.05), its parameters read back every
+//! (default n = 20 -> m = 5, importance 1, density 0.3), its parameters read back every
 //! `--record-every` steps, each feature's dimensionality D_i and the batch loss recorded.
 //! A feature's D_i settles on "energy levels" (1, 3/4, 2/3, 1/2, 2/5, 3/8, 0) and moves
 //! between them in jumps that come with drops in the loss. A jump is detected when a
@@ -59,7 +59,7 @@ impl Config {
         Ok(Config {
             n,
             m: check_hidden(a.hidden.unwrap_or(5))?,
-            density: one_density(a, 0.05)?,
+            density: one_density(a, 0.3)?,
             record_every,
             recipe,
         })
@@ -100,6 +100,12 @@ fn level(d: f64) -> Option<f64> {
     ((nearest - d).abs() <= LEVEL_TOLERANCE).then_some(nearest)
 }
 
+/// 3/8 (square antiprism) and 2/5 (pentagon) are closer than training noise: a feature
+/// moving between them is not counted as a jump.
+fn same(a: f64, b: f64) -> bool {
+    (a - b).abs() < 0.05
+}
+
 fn mean(v: &[f64]) -> f64 {
     if v.is_empty() {
         0.0
@@ -117,7 +123,7 @@ pub fn jumps(steps: &[u64], loss: &[f64], dims: &[Vec<f64>]) -> Vec<Jump> {
         let mut runs: Vec<(f64, usize, usize)> = Vec::new();
         for (t, d) in dims.iter().enumerate() {
             match (level(d[f]), runs.last_mut()) {
-                (Some(l), Some(r)) if r.0 == l && r.2 + 1 == t => r.2 = t,
+                (Some(l), Some(r)) if same(r.0, l) && r.2 + 1 == t => r.2 = t,
                 (Some(l), _) => runs.push((l, t, t)),
                 (None, _) => {}
             }
@@ -126,7 +132,7 @@ pub fn jumps(steps: &[u64], loss: &[f64], dims: &[Vec<f64>]) -> Vec<Jump> {
             runs.iter().filter(|r| r.2 + 1 - r.1 >= HOLD).collect();
         for pair in held.windows(2) {
             let (a, b) = (pair[0], pair[1]);
-            if a.0 == b.0 {
+            if same(a.0, b.0) {
                 continue;
             }
             let before = &loss[(a.2 + 1).saturating_sub(WINDOW).max(a.1)..=a.2];
