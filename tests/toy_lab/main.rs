@@ -5,7 +5,6 @@
 //! engine (lavapipe included). Measured values are printed (stderr).
 
 #[path = "../common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 mod adversarial;

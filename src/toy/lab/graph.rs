@@ -153,7 +153,7 @@ pub fn components(w: &[f32], n: usize, m: usize, threshold: f64) -> (Vec<Compone
             }
         })
         .collect();
-    list.sort_by(|a, b| b.features.len().cmp(&a.features.len()));
+    list.sort_by_key(|c| std::cmp::Reverse(c.features.len()));
     (list, g.dims)
 }
 
