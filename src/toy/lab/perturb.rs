@@ -79,7 +79,7 @@ pub struct PerturbResult {
 
 /// The configuration of the represented features (||W_i|| > 0.5) in the plane, from the
 /// angular gaps between them in circular order: "pentagon" (five, every gap within 18
-/// degrees of 72), "deformed pentagon" (five, otherwise), "square" (four as two antipodal
+/// degrees of 72), "deformed pentagon" (five, otherwise), "two digons" (four as two antipodal
 /// pairs: two digons at right angles), "triangle", "digon" (two antipodal), "orthogonal
 /// pair", else "K features".
 pub fn shape(norms: &[f64], angles: &[f64]) -> String {
