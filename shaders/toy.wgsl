@@ -28,12 +28,14 @@ struct Params {
     _pad0: u32,
 }
 
-// The host rewrites this every step (src/kernels/toy.rs write_step).
+// The host rewrites this every step (src/kernels/toy.rs write_step): the step and how
+// toy_data draws features (mode 0 independent, 1 correlated sets, 2 anticorrelated sets;
+// set s = features s set_size .. (s + 1) set_size for s < sets).
 struct Step {
     step: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    mode: u32,
+    sets: u32,
+    set_size: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -89,9 +91,13 @@ fn draw(key: u32, c: u32) -> f32 {
     return f32(pcg(key ^ pcg(c)) >> 8u) * (1.0 / 16777216.0);
 }
 
-// toy_data: x[e, r, f] = draw(key, 2f + 1) if draw(key, 2f) < density[e], else 0,
-// key = row_key(step, e, r). One invocation per element.
-@group(0) @binding(1) var<storage, read> td_density: array<f32>;      // (instances)
+// toy_data: x[e, r, f] = draw(key, 2f + 1) if feature f is present, else 0, with
+// key = row_key(step, e, r). Independent features (mode 0, or f past the last set) are
+// present when draw(key, 2f) < density[e, f]. In a set whose first feature is `first`,
+// with u = draw(key, 2 first) and d = density[e, first]: correlated (mode 1), every
+// member is present when u < d; anticorrelated (mode 2), member j = f - first is present
+// when j d <= u < (j + 1) d (at most one member at a time). One invocation per element.
+@group(0) @binding(1) var<storage, read> td_density: array<f32>;      // (instances, n)
 @group(0) @binding(2) var<storage, read_write> td_x: array<f32>;      // (instances, rows, n)
 @group(0) @binding(3) var<uniform> td_step: Step;
 
@@ -104,8 +110,23 @@ fn toy_data(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let row = rr % p.rows;
     let inst = rr / p.rows;
     let key = row_key(td_step.step, inst, row);
+    let dbase = inst * p.n;
+    var present = false;
+    if td_step.mode == 0u || f >= td_step.sets * td_step.set_size {
+        present = draw(key, 2u * f) < td_density[dbase + f];
+    } else {
+        let first = f / td_step.set_size * td_step.set_size;
+        let u = draw(key, 2u * first);
+        let d = td_density[dbase + first];
+        if td_step.mode == 1u {
+            present = u < d;
+        } else {
+            let j = f - first;
+            present = f32(j) * d <= u && u < f32(j + 1u) * d;
+        }
+    }
     var v = 0.0;
-    if draw(key, 2u * f) < td_density[inst] {
+    if present {
         v = draw(key, 2u * f + 1u);
     }
     td_x[e] = v;

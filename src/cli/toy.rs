@@ -6,6 +6,8 @@
 //! saeforge toy --features 20 --hidden 5 --importance-decay 0.7 --density 1,0.3,0.1,0.03,0.01,0.003,0.001
 //! saeforge toy --features 200 --hidden 20 --importance-decay 1 --density-range 0.05:1:20
 //! saeforge toy --phase                               # n 2 -> m 1 phase diagram
+//! saeforge toy --experiment perturb                  # the rest of the paper: src/toy/lab
+//! saeforge toy --experiment correlated --correlation anticorrelated --sets 2 --set-size 2
 //! ```
 
 use std::path::PathBuf;
@@ -15,6 +17,23 @@ use crate::gpu::{DeviceChoice, select_engine};
 use crate::toy::phase::{Phase, PhaseConfig, run_phase};
 use crate::toy::{Init, Progress, SweepConfig, log_space, run_sweep, write_phase, write_sweep};
 use crate::{Error, Result};
+
+/// The lab's experiments (`--experiment`), one module each under `crate::toy::lab`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Experiment {
+    Perturb,
+    Correlated,
+    Geometry,
+    Dynamics,
+    Adversarial,
+}
+
+/// `--correlation`: how the features of a set fire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Correlation {
+    Correlated,
+    Anticorrelated,
+}
 
 #[derive(clap::Args, Debug)]
 pub struct ToyArgs {
@@ -28,7 +47,8 @@ pub struct ToyArgs {
     #[arg(long, value_name = "R")]
     pub importance_decay: Option<f32>,
     /// Feature densities 1 - S, one instance each, comma-separated (e.g. 1,0.3,0.1).
-    #[arg(long, value_delimiter = ',', conflicts_with = "density_range")]
+    /// (perturb: the four unperturbed features' density; correlated, dynamics: one value.)
+    #[arg(long, value_delimiter = ',')]
     pub density: Option<Vec<f32>>,
     /// COUNT densities log-spaced from HI down to LO [default: 0.05:1:10, the paper's
     /// 20^-linspace(0, 1, 10); with --phase 0.01:1:15].
@@ -37,12 +57,12 @@ pub struct ToyArgs {
     /// Train the linear model x' = W^T W x + b instead of the ReLU output model.
     #[arg(long)]
     pub linear: bool,
-    /// Training steps.
-    #[arg(long, default_value_t = 10_000)]
-    pub steps: u64,
-    /// Batch rows per instance and step.
-    #[arg(long, default_value_t = 1024)]
-    pub batch: usize,
+    /// Training steps [default: 10000; geometry 4000].
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Batch rows per instance and step [default: 1024; geometry 256].
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// AdamW learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
@@ -67,9 +87,38 @@ pub struct ToyArgs {
     /// With --phase: COUNT relative importances of feature 2, log-spaced from LO to HI.
     #[arg(long, value_name = "LO:HI:COUNT", default_value = "0.1:10:15")]
     pub importance_range: String,
-    /// With --phase: restarts per cell (the lowest final loss wins).
+    /// With --phase: restarts per cell (the lowest final loss wins); with --experiment
+    /// perturb (per density) and correlated: instances trained, the lowest final loss
+    /// reported.
     #[arg(long, default_value_t = 4)]
     pub restarts: usize,
+    /// Run one experiment of the lab instead of a sweep (README "Superposition lab"):
+    /// perturb (n 5 -> m 2, the fifth feature's density swept), correlated (feature sets
+    /// firing together or never together), geometry (the feature geometry graph of the
+    /// n 400 -> m 30 sweep), dynamics (D_i and the loss during training, energy-level
+    /// jumps), adversarial (the optimal L2 attack against features per dimension).
+    #[arg(long, value_enum, conflicts_with = "phase")]
+    pub experiment: Option<Experiment>,
+    /// correlated: features per set [default: 2].
+    #[arg(long)]
+    pub set_size: Option<usize>,
+    /// correlated: number of sets (n = sets x set size) [default: 2].
+    #[arg(long)]
+    pub sets: Option<usize>,
+    /// correlated: the sets' features fire together (correlated) or at most one at a time
+    /// (anticorrelated) [default: correlated].
+    #[arg(long, value_enum)]
+    pub correlation: Option<Correlation>,
+    /// geometry: an edge joins features i and j when |W_i_hat . W_j| exceeds this
+    /// [default: 0.3].
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// dynamics: record D_i and the loss every this many steps [default: 25].
+    #[arg(long)]
+    pub record_every: Option<u64>,
+    /// adversarial: the L2 radius of the attack on the input [default: 0.05].
+    #[arg(long)]
+    pub epsilon: Option<f64>,
     /// auto: a hardware GPU if there is one, else the CPU engine; gpu: any wgpu adapter
     /// (lavapipe included); cpu: the plain-Rust engine.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
@@ -80,7 +129,7 @@ pub struct ToyArgs {
 }
 
 /// Parse LO:HI:COUNT.
-fn parse_range(flag: &str, s: &str) -> Result<(f64, f64, usize)> {
+pub fn parse_range(flag: &str, s: &str) -> Result<(f64, f64, usize)> {
     let bad = || {
         Error::input(format!(
             "{flag} {s:?}: expected LO:HI:COUNT with 0 < LO <= HI and COUNT >= 1, e.g. 0.05:1:20"
@@ -111,12 +160,31 @@ fn check_density(d: &[f32]) -> Result<()> {
     Ok(())
 }
 
-fn check_common(a: &ToyArgs) -> Result<()> {
-    if a.steps == 0 {
+/// The flags only the lab's experiments read, as (flag, given).
+pub fn lab_flags(a: &ToyArgs) -> [(&'static str, bool); 6] {
+    [
+        ("--set-size", a.set_size.is_some()),
+        ("--sets", a.sets.is_some()),
+        ("--correlation", a.correlation.is_some()),
+        ("--threshold", a.threshold.is_some()),
+        ("--record-every", a.record_every.is_some()),
+        ("--epsilon", a.epsilon.is_some()),
+    ]
+}
+
+pub fn check_common(a: &ToyArgs) -> Result<()> {
+    if a.steps == Some(0) {
         return Err(Error::input("--steps must be at least 1"));
     }
-    if a.batch == 0 {
+    if a.batch == Some(0) {
         return Err(Error::input("--batch must be at least 1"));
+    }
+    if a.experiment.is_none()
+        && let Some((flag, _)) = lab_flags(a).into_iter().find(|f| f.1)
+    {
+        return Err(Error::input(format!(
+            "{flag} applies to --experiment only (see saeforge toy --help)"
+        )));
     }
     if !(a.lr > 0.0 && a.lr.is_finite()) {
         return Err(Error::input(format!("--lr {}: must be positive", a.lr)));
@@ -130,7 +198,7 @@ fn check_common(a: &ToyArgs) -> Result<()> {
     Ok(())
 }
 
-fn progress_line(what: &str) -> impl FnMut(&Progress) + '_ {
+pub fn progress_line(what: &str) -> impl FnMut(&Progress) + '_ {
     move |p: &Progress| {
         let k = p.batch_loss.len() as f64;
         let mean = p.batch_loss.iter().sum::<f64>() / k;
@@ -164,6 +232,11 @@ pub fn sweep_config(a: &ToyArgs) -> Result<SweepConfig> {
         )));
     }
     let density = match (&a.density, &a.density_range) {
+        (Some(_), Some(_)) => {
+            return Err(Error::input(
+                "--density and --density-range: give one or the other",
+            ));
+        }
         (Some(d), _) => d.clone(),
         (None, Some(r)) => {
             let (lo, hi, k) = parse_range("--density-range", r)?;
@@ -179,8 +252,8 @@ pub fn sweep_config(a: &ToyArgs) -> Result<SweepConfig> {
         density,
         relu: !a.linear,
         init: a.init,
-        steps: a.steps,
-        batch: a.batch,
+        steps: a.steps.unwrap_or(10_000),
+        batch: a.batch.unwrap_or(1024),
         lr: a.lr,
         weight_decay: a.weight_decay,
         seed: a.seed,
@@ -225,8 +298,8 @@ pub fn phase_config(a: &ToyArgs) -> Result<PhaseConfig> {
         restarts: a.restarts,
         relu: !a.linear,
         init: a.init,
-        steps: a.steps,
-        batch: a.batch,
+        steps: a.steps.unwrap_or(10_000),
+        batch: a.batch.unwrap_or(1024),
         lr: a.lr,
         weight_decay: a.weight_decay,
         seed: a.seed,
@@ -234,7 +307,24 @@ pub fn phase_config(a: &ToyArgs) -> Result<PhaseConfig> {
     })
 }
 
+/// Validate the flags of a lab experiment, then open the engine `--device` picks.
+pub fn open_engine(a: &ToyArgs) -> Result<crate::gpu::Engine> {
+    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
+    eprintln!("{why}");
+    Ok(engine)
+}
+
 pub fn run(args: ToyArgs) -> Result<()> {
+    if let Some(x) = args.experiment {
+        use crate::toy::lab;
+        return match x {
+            Experiment::Perturb => lab::perturb::main(&args),
+            Experiment::Correlated => lab::correlated::main(&args),
+            Experiment::Geometry => lab::graph::main(&args),
+            Experiment::Dynamics => lab::dynamics::main(&args),
+            Experiment::Adversarial => lab::adversarial::main(&args),
+        };
+    }
     // Validate every flag before opening a device.
     let sweep = if args.phase {
         None
@@ -249,7 +339,7 @@ pub fn run(args: ToyArgs) -> Result<()> {
     let (engine, why) = select_engine(args.device, args.adapter.as_deref())?;
     eprintln!("{why}");
     let start = Instant::now();
-    let log_every = (args.steps / 10).max(1);
+    let log_every = (args.steps.unwrap_or(10_000) / 10).max(1);
     if let Some(cfg) = phase {
         let cells = cfg.importance_points * cfg.density_points;
         eprintln!(

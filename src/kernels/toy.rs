@@ -13,7 +13,7 @@ use crate::{Error, Result};
 
 use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, wf};
 
-pub use crate::reference::toy::ToyShape;
+pub use crate::reference::toy::{FeatureSets, SetMode, ToyShape};
 
 pub static SHADER: Shader = crate::shader!("toy");
 
@@ -53,10 +53,12 @@ impl Params {
 }
 
 crate::uniform! {
-    /// The per-step uniform of `toy_data` (WGSL `Step`).
+    /// The per-step uniform of `toy_data` (WGSL `Step`): the step and the feature sets.
     struct Step {
         step: u32,
-        _pad: [u32; 3],
+        mode: u32,
+        sets: u32,
+        set_size: u32,
     }
 }
 
@@ -70,7 +72,7 @@ const fn toy(name: &'static str, binds: &'static [Slot], wg: Wg, grid: Grid) -> 
 pub static TOY_DATA: Entry = toy(
     "toy_data",
     &[
-        rf("density", "instances"),
+        rf("density", "instances, n"),
         wf("x", "instances, rows, n"),
         Slot::uniform("step", Step::LAYOUT),
     ],
@@ -129,9 +131,20 @@ pub fn step_buffer(gpu: &Gpu) -> wgpu::Buffer {
     gpu.uniform_buffer("toy step", size_of::<Step>())
 }
 
-/// Queue `step` into `buf` (a [`step_buffer`]); it takes effect from the next submission.
+/// Queue `step` into `buf` (a [`step_buffer`]) with independent features; it takes effect
+/// from the next submission.
 pub fn write_step(gpu: &Gpu, buf: &wgpu::Buffer, step: u32) {
-    let s = Step { step, _pad: [0; 3] };
+    write_step_sets(gpu, buf, step, FeatureSets::default());
+}
+
+/// Queue `step` and the feature sets `toy_data` draws into `buf` (a [`step_buffer`]).
+pub fn write_step_sets(gpu: &Gpu, buf: &wgpu::Buffer, step: u32, sets: FeatureSets) {
+    let s = Step {
+        step,
+        mode: sets.code(),
+        sets: sets.sets as u32,
+        set_size: sets.size as u32,
+    };
     gpu.queue.write_buffer(buf, 0, bytemuck::bytes_of(&s));
 }
 
@@ -156,9 +169,11 @@ fn check_shape(kernel: &str, s: ToyShape) -> Result<()> {
     Ok(())
 }
 
-/// The batch for the step in `step` (a [`step_buffer`]): x[e, r, f] = draw(key, 2f + 1) if
-/// draw(key, 2f) < density[e], else 0, with key = row_key(seed, step, e, r) (PCG hash).
-/// density: (instances) -> x: (instances, rows, n)
+/// The batch for the step in `step` (a [`step_buffer`], which also holds the feature sets):
+/// x[e, r, f] = draw(key, 2f + 1) if feature f is present, else 0, with
+/// key = row_key(seed, step, e, r) (PCG hash); independent features are present when
+/// draw(key, 2f) < density[e, f] (the sets: `crate::reference::toy::SetMode`).
+/// density: (instances, n) -> x: (instances, rows, n)
 pub fn toy_data(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,

@@ -66,27 +66,94 @@ pub fn draw(key: u32, counter: u32) -> f32 {
     (pcg(key ^ pcg(counter)) >> 8) as f32 * (1.0 / 16777216.0)
 }
 
-/// The batch for `step`: feature f of row r of instance e is present when
-/// draw(key, 2f) < density[e], and then has the value draw(key, 2f + 1) ~ U[0, 1); else 0.
-/// key = row_key(seed, step, e, r).
-/// density: (instances) -> x: (instances, rows, n)
-pub fn toy_data(shape: ToyShape, seed: u64, step: u32, density: &[f32], x: &mut [f32]) {
+/// How the features of a row are drawn: independently, or in sets of consecutive features
+/// (set s = features s size .. (s + 1) size, for s < sets; the features after the last set
+/// stay independent) that fire together or never together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetMode {
+    /// Feature f is present when draw(key, 2f) < density[e, f].
+    #[default]
+    Independent,
+    /// Every feature of a set is present when draw(key, 2 first) < density[e, first]
+    /// (first: the set's first feature), each with its own value.
+    Correlated,
+    /// At most one feature of a set: with u = draw(key, 2 first) and d = density[e, first],
+    /// member j (f = first + j) is present when j d <= u < (j + 1) d (products in f32,
+    /// correctly rounded on every device), so each member fires with probability d and the
+    /// set with size d (which must not exceed 1).
+    Anticorrelated,
+}
+
+/// The feature sets of [`toy_data`] (WGSL `Step.mode`, `Step.sets`, `Step.set_size`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FeatureSets {
+    pub mode: SetMode,
+    pub sets: usize,
+    pub size: usize,
+}
+
+impl FeatureSets {
+    /// The kernel's code of the mode (WGSL `Step.mode`).
+    pub fn code(&self) -> u32 {
+        match self.mode {
+            SetMode::Independent => 0,
+            SetMode::Correlated => 1,
+            SetMode::Anticorrelated => 2,
+        }
+    }
+
+    /// The set feature `f` belongs to, as (its first feature, f's index in it), or None for
+    /// an independent feature.
+    pub fn member(&self, f: usize) -> Option<(usize, usize)> {
+        if self.mode == SetMode::Independent || self.size == 0 || f >= self.sets * self.size {
+            return None;
+        }
+        let first = f / self.size * self.size;
+        Some((first, f - first))
+    }
+}
+
+/// The batch for `step`: feature f of row r of instance e is present as [`FeatureSets`]
+/// says (independently: when draw(key, 2f) < density[e, f]), and then has the value
+/// draw(key, 2f + 1) ~ U[0, 1); else 0. key = row_key(seed, step, e, r).
+/// density: (instances, n) -> x: (instances, rows, n)
+pub fn toy_data(
+    shape: ToyShape,
+    seed: u64,
+    step: u32,
+    sets: FeatureSets,
+    density: &[f32],
+    x: &mut [f32],
+) {
     let ToyShape { rows, n, .. } = shape;
     // pcg(c) for every draw counter c of a row: the inner hash of `draw`, the same for all rows.
     let salt: Vec<u32> = (0..2 * n as u32).map(pcg).collect();
+    let member: Vec<Option<(usize, usize)>> = (0..n).map(|f| sets.member(f)).collect();
     x[..shape.instances * rows * n]
         .par_chunks_mut((rows * n).max(1))
         .enumerate()
         .for_each(|(e, xe)| {
-            let p = density[e];
+            let de = &density[e * n..(e + 1) * n];
             let ekey = instance_key(seed, step, e as u32);
             for (r, xr) in xe.chunks_exact_mut(n.max(1)).enumerate() {
                 let key = pcg(ekey ^ r as u32); // row_key(seed, step, e, r)
                 let u = |c: usize| (pcg(key ^ salt[c]) >> 8) as f32 * (1.0 / 16777216.0);
                 for (f, v) in xr.iter_mut().enumerate() {
                     // Both draws always (no branch to mispredict at middling densities).
-                    let (present, value) = (u(2 * f), u(2 * f + 1));
-                    *v = if present < p { value } else { 0.0 };
+                    let value = u(2 * f + 1);
+                    let present = match member[f] {
+                        None => u(2 * f) < de[f],
+                        Some((first, j)) => {
+                            let (a, d) = (u(2 * first), de[first]);
+                            if sets.mode == SetMode::Correlated {
+                                a < d
+                            } else {
+                                j as f32 * d <= a && a < (j + 1) as f32 * d
+                            }
+                        }
+                    };
+                    *v = if present { value } else { 0.0 };
                 }
             }
         });

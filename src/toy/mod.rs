@@ -18,6 +18,7 @@
 //! phase diagram ([`phase::run_phase`]), `plots` the figures.
 
 pub mod geometry;
+pub mod lab;
 pub mod phase;
 pub mod plots;
 pub mod train;
@@ -28,7 +29,9 @@ use crate::Result;
 use crate::gpu::Engine;
 
 pub use geometry::{Geometry, geometry};
-pub use train::{Init, Params, Progress, TrainConfig, Trained, init_params, train};
+pub use train::{
+    Init, Params, Progress, TrainConfig, TrainOptions, Trained, init_params, train, train_with,
+};
 
 /// One run of the ReLU (or linear) model at several densities: the paper's sweeps.
 #[derive(Clone, Debug, serde::Serialize)]

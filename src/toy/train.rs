@@ -14,7 +14,7 @@ use rand_distr::{Distribution, Normal};
 
 use crate::gpu::{Engine, Gpu, GpuTensor};
 use crate::kernels::optim::AdamHyper;
-use crate::reference::toy::ToyShape;
+use crate::reference::toy::{FeatureSets, ToyShape};
 use crate::{Error, Result, kernels, reference};
 
 /// Rows per gradient chunk: toy_grad writes one partial per chunk of this many rows, then
@@ -152,6 +152,8 @@ pub struct Trained {
     pub final_loss: Vec<f64>,
     /// (step, per-instance batch loss) at every log interval.
     pub curve: Vec<(u64, Vec<f64>)>,
+    /// (step, parameters) every `TrainOptions::snapshot_every` steps.
+    pub snapshots: Vec<(u64, Params)>,
     /// Wall time of the training steps (not the evaluation).
     pub seconds: f64,
 }
@@ -177,6 +179,39 @@ fn hyper(cfg: &TrainConfig, t: u64) -> AdamHyper {
     AdamHyper::at_step(cfg.lr, BETA1, BETA2, EPS, cfg.weight_decay, t + 1)
 }
 
+/// What [`train_with`] adds to a [`TrainConfig`]: how the data are drawn beyond one
+/// density per instance, and parameter snapshots during training (the lab experiments).
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// Density per (instance, feature), (instances, n) row-major; None: the instance's
+    /// `TrainConfig::density` for every feature.
+    pub feature_density: Option<Vec<f32>>,
+    /// Features drawn in correlated or anticorrelated sets (default: independent).
+    pub sets: FeatureSets,
+    /// Keep the parameters every this many steps in [`Trained::snapshots`] (0: never).
+    pub snapshot_every: u64,
+}
+
+impl TrainOptions {
+    /// The (instances, n) density `toy_data` reads.
+    fn density(&self, cfg: &TrainConfig) -> Result<Vec<f32>> {
+        let n = cfg.n;
+        match &self.feature_density {
+            Some(d) if d.len() == cfg.instances() * n => Ok(d.clone()),
+            Some(d) => Err(Error::Internal(format!(
+                "toy model: {} feature densities for {} instances of {n} features",
+                d.len(),
+                cfg.instances()
+            ))),
+            None => Ok(cfg
+                .density
+                .iter()
+                .flat_map(|&d| std::iter::repeat_n(d, n))
+                .collect()),
+        }
+    }
+}
+
 /// Train `cfg` from `init` on `engine`, calling `log` every `cfg.log_every` steps.
 pub fn train(
     engine: &Engine,
@@ -184,11 +219,24 @@ pub fn train(
     init: Params,
     log: &mut dyn FnMut(&Progress),
 ) -> Result<Trained> {
+    train_with(engine, cfg, &TrainOptions::default(), init, log)
+}
+
+/// [`train`] with per-feature densities, feature sets or snapshots.
+pub fn train_with(
+    engine: &Engine,
+    cfg: &TrainConfig,
+    opts: &TrainOptions,
+    init: Params,
+    log: &mut dyn FnMut(&Progress),
+) -> Result<Trained> {
     cfg.check()?;
+    let density = opts.density(cfg)?;
     let mut stepper: Box<dyn Stepper> = match engine {
-        Engine::Gpu(gpu) => Box::new(GpuToy::new(gpu.clone(), cfg, init)?),
-        Engine::Cpu => Box::new(CpuToy::new(cfg, init)),
+        Engine::Gpu(gpu) => Box::new(GpuToy::new(gpu.clone(), cfg, opts.sets, &density, init)?),
+        Engine::Cpu => Box::new(CpuToy::new(cfg, opts.sets, density, init)),
     };
+    let mut snapshots = Vec::new();
     let start = Instant::now();
     let mut curve = Vec::new();
     for t in 0..cfg.steps {
@@ -204,6 +252,9 @@ pub fn train(
             });
             curve.push((done, loss));
         }
+        if opts.snapshot_every > 0 && done.is_multiple_of(opts.snapshot_every) {
+            snapshots.push((done, stepper.params()?));
+        }
     }
     let params = stepper.params()?;
     let seconds = start.elapsed().as_secs_f64();
@@ -217,6 +268,7 @@ pub fn train(
         params,
         final_loss,
         curve,
+        snapshots,
         seconds,
     })
 }
@@ -225,6 +277,8 @@ pub fn train(
 
 struct CpuToy {
     cfg: TrainConfig,
+    sets: FeatureSets,
+    density: Vec<f32>,
     shape: ToyShape,
     chunks: usize,
     p: Params,
@@ -244,7 +298,7 @@ struct CpuToy {
 }
 
 impl CpuToy {
-    fn new(cfg: &TrainConfig, p: Params) -> Self {
+    fn new(cfg: &TrainConfig, sets: FeatureSets, density: Vec<f32>, p: Params) -> Self {
         let s = cfg.shape();
         let ToyShape {
             instances: e,
@@ -255,6 +309,8 @@ impl CpuToy {
         let chunks = s.chunks(CHUNK_ROWS);
         CpuToy {
             cfg: cfg.clone(),
+            sets,
+            density,
             shape: s,
             chunks,
             p,
@@ -276,7 +332,14 @@ impl CpuToy {
 
     fn forward(&mut self, t: u64) {
         let s = self.shape;
-        reference::toy::toy_data(s, self.cfg.seed, t as u32, &self.cfg.density, &mut self.x);
+        reference::toy::toy_data(
+            s,
+            self.cfg.seed,
+            t as u32,
+            self.sets,
+            &self.density,
+            &mut self.x,
+        );
         reference::toy::toy_forward(
             s,
             self.cfg.relu,
@@ -351,6 +414,7 @@ impl Stepper for CpuToy {
 struct GpuToy {
     gpu: Arc<Gpu>,
     cfg: TrainConfig,
+    sets: FeatureSets,
     shape: ToyShape,
     chunks: usize,
     step_buf: wgpu::Buffer,
@@ -380,7 +444,13 @@ struct GpuToy {
 const SYNC_EVERY: u64 = 64;
 
 impl GpuToy {
-    fn new(gpu: Arc<Gpu>, cfg: &TrainConfig, p: Params) -> Result<Self> {
+    fn new(
+        gpu: Arc<Gpu>,
+        cfg: &TrainConfig,
+        sets: FeatureSets,
+        density: &[f32],
+        p: Params,
+    ) -> Result<Self> {
         let s = cfg.shape();
         let ToyShape {
             instances: e,
@@ -394,7 +464,7 @@ impl GpuToy {
             step_buf: kernels::toy::step_buffer(g),
             hyper_buf: kernels::optim::hyper_buffer(g),
             clip: g.upload("toy clip", &[2], &[1.0, 0.0])?,
-            density: g.upload("toy density", &[e], &cfg.density)?,
+            density: g.upload("toy density", &[e, n], density)?,
             importance: g.upload("toy importance", &[e, n], &cfg.importance)?,
             w: g.upload("toy w", &[e, n, m], &p.w)?,
             b: g.upload("toy b", &[e, n], &p.b)?,
@@ -413,6 +483,7 @@ impl GpuToy {
             db: g.zeros("toy db", &[e, n])?,
             gpu,
             cfg: cfg.clone(),
+            sets,
             shape: s,
             chunks,
         })
@@ -452,7 +523,7 @@ impl Stepper for GpuToy {
         let ToyShape {
             instances: e, n, m, ..
         } = s;
-        kernels::toy::write_step(gpu, &self.step_buf, t as u32);
+        kernels::toy::write_step_sets(gpu, &self.step_buf, t as u32, self.sets);
         kernels::optim::write_hyper(gpu, &self.hyper_buf, &hyper(&self.cfg, t));
         let mut enc = gpu.encoder();
         self.record_forward(&mut enc)?;
@@ -490,7 +561,7 @@ impl Stepper for GpuToy {
 
     fn eval(&mut self, t: u64) -> Result<Vec<f64>> {
         let gpu = &*self.gpu;
-        kernels::toy::write_step(gpu, &self.step_buf, t as u32);
+        kernels::toy::write_step_sets(gpu, &self.step_buf, t as u32, self.sets);
         let mut enc = gpu.encoder();
         self.record_forward(&mut enc)?;
         gpu.submit(enc);

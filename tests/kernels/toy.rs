@@ -9,8 +9,8 @@ use rand_chacha::ChaCha8Rng;
 use saeforge::gpu::{Engine, Gpu};
 use saeforge::kernels::toy as k;
 use saeforge::reference::toy as r;
-use saeforge::reference::toy::ToyShape;
-use saeforge::toy::train::{Init, TrainConfig, init_params, train};
+use saeforge::reference::toy::{FeatureSets, SetMode, ToyShape};
+use saeforge::toy::train::{Init, TrainConfig, TrainOptions, init_params, train_with};
 
 use crate::common::{
     self, assert_close, fail, gpu_test, poisoned, randn, read, tolerance, uniform, up,
@@ -43,19 +43,57 @@ fn densities(rng: &mut ChaCha8Rng, instances: usize) -> Vec<f32> {
 
 // ---------------------------------------------------------------- data
 
-fn data_case(gpu: &Gpu, rng: &mut ChaCha8Rng, s: ToyShape) -> Result<(), Failed> {
-    let density = densities(rng, s.instances);
+/// Feature sets for a data case: none, or sets of 2..=4 features covering most of n (the
+/// features after the last set stay independent).
+fn sets_for(rng: &mut ChaCha8Rng, n: usize, mode: SetMode) -> FeatureSets {
+    if mode == SetMode::Independent || n < 2 {
+        return FeatureSets::default();
+    }
+    let size = rng.random_range(2..=4usize.min(n));
+    FeatureSets {
+        mode,
+        sets: (n / size).max(1),
+        size,
+    }
+}
+
+/// Densities per (instance, feature): instance 0 all 1, the odd instances one density for
+/// every feature (the plain sweep), the others one per feature. Anticorrelated sets get
+/// densities of at most 1 / size (a set fires with size times its members' density).
+fn feature_densities(rng: &mut ChaCha8Rng, s: ToyShape, sets: FeatureSets) -> Vec<f32> {
+    let per_instance = densities(rng, s.instances);
+    let mut d = Vec::with_capacity(s.instances * s.n);
+    for (e, &pe) in per_instance.iter().enumerate() {
+        for _ in 0..s.n {
+            d.push(if e % 2 == 1 || e == 0 {
+                pe
+            } else {
+                10f32.powf(rng.random_range(-3.0f32..0.0))
+            });
+        }
+    }
+    if sets.mode == SetMode::Anticorrelated {
+        for v in &mut d {
+            *v /= sets.size as f32;
+        }
+    }
+    d
+}
+
+fn data_case(gpu: &Gpu, rng: &mut ChaCha8Rng, s: ToyShape, mode: SetMode) -> Result<(), Failed> {
+    let sets = sets_for(rng, s.n, mode);
+    let density = feature_densities(rng, s, sets);
     let seed: u64 = rng.random();
     let step: u32 = rng.random();
-    let d = up(gpu, "density", &[s.instances], &density)?;
+    let d = up(gpu, "density", &[s.instances, s.n], &density)?;
     let x = poisoned(gpu, "x", &[s.instances, s.rows, s.n])?;
     let sb = k::step_buffer(gpu);
-    k::write_step(gpu, &sb, step);
+    k::write_step_sets(gpu, &sb, step, sets);
     let mut enc = gpu.encoder();
     k::toy_data(gpu, &mut enc, s, seed, &sb, &d, &x).map_err(fail)?;
     gpu.submit(enc);
     let mut want = vec![f32::NAN; s.instances * s.rows * s.n];
-    r::toy_data(s, seed, step, &density, &mut want);
+    r::toy_data(s, seed, step, sets, &density, &mut want);
     let got = read(gpu, &x)?;
     assert_close("toy_data x", &got, &want, tolerance::EXACT)?;
     // The data must also be what they claim: values in [0, 1), present at rate ~density.
@@ -63,22 +101,60 @@ fn data_case(gpu: &Gpu, rng: &mut ChaCha8Rng, s: ToyShape) -> Result<(), Failed>
         return Err("toy_data: a value outside [0, 1)".into());
     }
     if s.rows * s.n >= 20_000 {
-        for (e, &p) in density.iter().enumerate() {
+        for e in 0..s.instances {
             let xe = &want[e * s.rows * s.n..(e + 1) * s.rows * s.n];
+            let de = &density[e * s.n..(e + 1) * s.n];
+            // Every feature's marginal density is its set's first feature's (or its own).
+            let p: f64 = (0..s.n)
+                .map(|f| de[sets.member(f).map_or(f, |(first, _)| first)] as f64)
+                .sum::<f64>()
+                / s.n as f64;
             let rate = xe.iter().filter(|&&v| v != 0.0).count() as f64 / xe.len() as f64;
-            let sd = (p as f64 * (1.0 - p as f64) / xe.len() as f64).sqrt();
+            // Rows of a set are not independent draws: size times the variance at most.
+            let sd = (sets.size.max(1) as f64 * p * (1.0 - p) / xe.len() as f64).sqrt();
             // One count of slack: a present feature whose U[0, 1) value is drawn as exactly
             // 0 reads as absent (at density 1, sd is 0 and one such draw would fail).
             let allowed = tolerance::TOY_DENSITY_SIGMAS * sd
                 + tolerance::TOY_DENSITY_SLACK
                 + 1.0 / xe.len() as f64;
-            if (rate - p as f64).abs() > allowed {
+            if (rate - p).abs() > allowed {
                 return Err(format!(
-                    "toy_data: instance {e} has {rate:.5} of its features present, density {p}"
+                    "toy_data: instance {e} has {rate:.5} of its features present, mean density {p:.5}"
                 )
                 .into());
             }
         }
+    }
+    check_sets(&want, s, sets)
+}
+
+/// Correlated sets fire all together or not at all; anticorrelated sets one member at most.
+/// (A present feature whose value is drawn as exactly 0 reads as absent: a few allowed.)
+fn check_sets(x: &[f32], s: ToyShape, sets: FeatureSets) -> Result<(), Failed> {
+    if sets.mode == SetMode::Independent {
+        return Ok(());
+    }
+    let (mut mixed, mut rows_sets) = (0usize, 0usize);
+    for row in x.chunks_exact(s.n) {
+        for set in 0..sets.sets {
+            let on = row[set * sets.size..(set + 1) * sets.size]
+                .iter()
+                .filter(|&&v| v != 0.0)
+                .count();
+            rows_sets += 1;
+            match sets.mode {
+                SetMode::Anticorrelated if on > 1 => {
+                    return Err(
+                        format!("toy_data: {on} members of an anticorrelated set on").into(),
+                    );
+                }
+                SetMode::Correlated if on != 0 && on != sets.size => mixed += 1,
+                _ => {}
+            }
+        }
+    }
+    if mixed > 2 + rows_sets / 1_000_000 {
+        return Err(format!("toy_data: {mixed} correlated sets partly on").into());
     }
     Ok(())
 }
@@ -100,9 +176,10 @@ fn step_case(
         m,
     } = s;
     let chunks = s.chunks(chunk);
-    let density = densities(rng, e);
+    let density = feature_densities(rng, s, FeatureSets::default());
     let mut x_h = vec![0.0; e * rows * n];
-    r::toy_data(s, rng.random(), rng.random(), &density, &mut x_h);
+    let sets = FeatureSets::default();
+    r::toy_data(s, rng.random(), rng.random(), sets, &density, &mut x_h);
     let w_h = randn(rng, e * n * m, (2.0 / (n + m) as f32).sqrt());
     let b_h = uniform(rng, e * n, -0.3, 0.1);
     let imp_h = uniform(rng, e * n, 0.05, 1.0);
@@ -164,8 +241,15 @@ fn step_case(
 
 // ---------------------------------------------------------------- training runs
 
-/// `steps` steps of the whole training loop on both engines from the same initialisation.
-fn train_case(rng: &mut ChaCha8Rng, s: ToyShape, relu: bool, steps: u64) -> Result<(), Failed> {
+/// `steps` steps of the whole training loop on both engines from the same initialisation
+/// (with `mode`: per-feature densities and feature sets, as the lab experiments train).
+fn train_case(
+    rng: &mut ChaCha8Rng,
+    s: ToyShape,
+    relu: bool,
+    steps: u64,
+    mode: SetMode,
+) -> Result<(), Failed> {
     let gpu: Arc<Gpu> = common::gpu().map_err(fail)?;
     let density = densities(rng, s.instances);
     let cfg = TrainConfig {
@@ -185,8 +269,19 @@ fn train_case(rng: &mut ChaCha8Rng, s: ToyShape, relu: bool, steps: u64) -> Resu
         log_every: 0,
     };
     let init = init_params(s, Init::Xavier, cfg.seed);
-    let on_gpu = train(&Engine::Gpu(gpu), &cfg, init.clone(), &mut |_| {}).map_err(fail)?;
-    let on_cpu = train(&Engine::Cpu, &cfg, init, &mut |_| {}).map_err(fail)?;
+    let opts = if mode == SetMode::Independent {
+        TrainOptions::default()
+    } else {
+        let sets = sets_for(rng, s.n, mode);
+        TrainOptions {
+            feature_density: Some(feature_densities(rng, s, sets)),
+            sets,
+            snapshot_every: 0,
+        }
+    };
+    let on_gpu =
+        train_with(&Engine::Gpu(gpu), &cfg, &opts, init.clone(), &mut |_| {}).map_err(fail)?;
+    let on_cpu = train_with(&Engine::Cpu, &cfg, &opts, init, &mut |_| {}).map_err(fail)?;
     let t = tolerance::TOY_TRAIN;
     assert_close("trained w", &on_gpu.params.w, &on_cpu.params.w, t)?;
     assert_close("trained b", &on_gpu.params.b, &on_cpu.params.b, t)?;
@@ -204,10 +299,16 @@ pub fn trials() -> Vec<Trial> {
             n,
             m,
         };
-        v.push(gpu_test(
-            format!("toy::data/{instances}x{rows}x{n}"),
-            move |gpu, rng| data_case(gpu, rng, s),
-        ));
+        for (mode, name) in [
+            (SetMode::Independent, "independent"),
+            (SetMode::Correlated, "correlated"),
+            (SetMode::Anticorrelated, "anticorrelated"),
+        ] {
+            v.push(gpu_test(
+                format!("toy::data/{name}/{instances}x{rows}x{n}"),
+                move |gpu, rng| data_case(gpu, rng, s, mode),
+            ));
+        }
         for relu in [true, false] {
             let model = if relu { "relu" } else { "linear" };
             v.push(gpu_test(
@@ -216,7 +317,7 @@ pub fn trials() -> Vec<Trial> {
             ));
         }
     }
-    for (s, relu, steps) in [
+    for (s, relu, steps, mode) in [
         (
             ToyShape {
                 instances: 3,
@@ -226,6 +327,29 @@ pub fn trials() -> Vec<Trial> {
             },
             true,
             50,
+            SetMode::Independent,
+        ),
+        (
+            ToyShape {
+                instances: 3,
+                rows: 37,
+                n: 7,
+                m: 3,
+            },
+            true,
+            50,
+            SetMode::Correlated,
+        ),
+        (
+            ToyShape {
+                instances: 3,
+                rows: 37,
+                n: 7,
+                m: 3,
+            },
+            true,
+            50,
+            SetMode::Anticorrelated,
         ),
         (
             ToyShape {
@@ -236,6 +360,7 @@ pub fn trials() -> Vec<Trial> {
             },
             true,
             20,
+            SetMode::Independent,
         ),
         (
             ToyShape {
@@ -246,15 +371,16 @@ pub fn trials() -> Vec<Trial> {
             },
             false,
             20,
+            SetMode::Independent,
         ),
     ] {
         let model = if relu { "relu" } else { "linear" };
         v.push(gpu_test(
             format!(
-                "toy::train/{model}/{}x{}x{}x{}/{steps}steps",
+                "toy::train/{model}/{mode:?}/{}x{}x{}x{}/{steps}steps",
                 s.instances, s.rows, s.n, s.m
             ),
-            move |_gpu, rng| train_case(rng, s, relu, steps),
+            move |_gpu, rng| train_case(rng, s, relu, steps, mode),
         ));
     }
     v

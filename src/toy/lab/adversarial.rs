@@ -1,0 +1,230 @@
+//! `--experiment adversarial` (the paper's "superposition and adversarial examples"): a
+//! sweep of ReLU output models (default n = 40 -> m = 10, importance 0.95^i, 8 densities
+//! from 1 to 0.01), and on each represented feature the optimal L2 attack of radius ε.
+//!
+//! The attack (README "adversarial" has the derivation): feature i's output at an input x
+//! is x'_i = ReLU(o_i), o_i = W_i . (W x) + b_i = (WᵀW)_i . x + b_i, linear in x before a
+//! monotone ReLU. Lowering x'_i as much as possible with ||δ||₂ <= ε is therefore lowering
+//! o_i as much as possible, and o_i(x + δ) - o_i(x) = (WᵀW)_i . δ is smallest, by
+//! Cauchy-Schwarz, at δ* = -ε (WᵀW)_i / ||(WᵀW)_i||, where it is -ε ||(WᵀW)_i||. The
+//! attack on the input x = e_i (feature i alone, at 1) is compared with the same-size
+//! perturbation of feature i itself, δ = -ε e_i, which lowers o_i by ε ||W_i||²: the
+//! vulnerability of feature i is the ratio of the two drops of x'_i, which (away from the
+//! ReLU's floor) is ||(WᵀW)_i|| / ||W_i||² = 1 / sqrt(D_i). A model without superposition
+//! (orthogonal features) has vulnerability 1; interference makes it larger.
+
+use std::path::Path;
+
+use crate::cli::toy::{ToyArgs, open_engine, progress_line};
+use crate::gpu::Engine;
+use crate::toy::geometry::geometry;
+use crate::toy::train::{init_params, train};
+use crate::{Error, Result};
+
+use super::{Recipe, check_flags, check_hidden, density_range, wrote};
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Config {
+    pub n: usize,
+    pub m: usize,
+    pub density: Vec<f32>,
+    /// I_i = importance_decay^i.
+    pub importance_decay: f32,
+    pub epsilon: f64,
+    pub recipe: Recipe,
+}
+
+impl Config {
+    pub fn from_args(a: &ToyArgs) -> Result<Self> {
+        check_flags(
+            a,
+            "adversarial",
+            &[
+                "--features",
+                "--hidden",
+                "--importance-decay",
+                "--density-range",
+                "--epsilon",
+            ],
+        )?;
+        let epsilon = a.epsilon.unwrap_or(0.05);
+        if !(epsilon > 0.0 && epsilon.is_finite()) {
+            return Err(Error::input(format!(
+                "--epsilon {epsilon}: must be positive"
+            )));
+        }
+        let n = a.features.unwrap_or(40);
+        if n < 2 {
+            return Err(Error::input("--features: at least 2"));
+        }
+        Ok(Config {
+            n,
+            m: check_hidden(a.hidden.unwrap_or(10))?,
+            density: density_range(a, (0.01, 1.0, 8))?,
+            importance_decay: match a.importance_decay.unwrap_or(0.95) {
+                r if r > 0.0 && r.is_finite() => r,
+                r => {
+                    return Err(Error::input(format!(
+                        "--importance-decay {r}: must be positive"
+                    )));
+                }
+            },
+            epsilon,
+            recipe: Recipe::from_args(a, 10_000, 1024),
+        })
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Instance {
+    pub density: f32,
+    pub dstar: f64,
+    /// ||W||_F^2 / m = 1 / D*.
+    pub features_per_dim: f64,
+    /// Mean over the represented features of the attack's drop over the drop of -ε e_i.
+    pub vulnerability: f64,
+    pub vulnerability_max: f64,
+    /// Per feature (0 for a feature not represented).
+    pub feature_vulnerability: Vec<f64>,
+    pub represented: usize,
+    pub final_loss: f64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdversarialResult {
+    pub config: Config,
+    pub engine: String,
+    pub train_seconds: f64,
+    pub instances: Vec<Instance>,
+}
+
+/// x' = ReLU(Wᵀ W x + b) in f64; w: (n, m), row i = W_i.
+pub fn forward(w: &[f32], b: &[f32], n: usize, m: usize, x: &[f64]) -> Vec<f64> {
+    let mut h = vec![0.0f64; m];
+    for i in 0..n {
+        for k in 0..m {
+            h[k] += w[i * m + k] as f64 * x[i];
+        }
+    }
+    (0..n)
+        .map(|i| {
+            let o: f64 = b[i] as f64 + (0..m).map(|k| w[i * m + k] as f64 * h[k]).sum::<f64>();
+            o.max(0.0)
+        })
+        .collect()
+}
+
+/// The optimal attack's drop of x'_i at x = e_i over that of -ε e_i, per feature; None for
+/// a feature whose output -ε e_i does not lower (not represented, or already 0).
+pub fn vulnerability(w: &[f32], b: &[f32], n: usize, m: usize, eps: f64) -> Vec<Option<f64>> {
+    let g = geometry(w, n, m);
+    (0..n)
+        .map(|i| {
+            let row = &g.wtw[i * n..(i + 1) * n];
+            let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+            if g.norms[i] <= crate::toy::geometry::REPRESENTED || norm == 0.0 {
+                return None;
+            }
+            let mut x = vec![0.0; n];
+            x[i] = 1.0;
+            let clean = forward(w, b, n, m, &x)[i];
+            let attacked: Vec<f64> = (0..n).map(|j| x[j] - eps * row[j] / norm).collect();
+            let mut own = x.clone();
+            own[i] -= eps;
+            let drop_attack = clean - forward(w, b, n, m, &attacked)[i];
+            let drop_own = clean - forward(w, b, n, m, &own)[i];
+            (drop_own > 0.0).then(|| drop_attack / drop_own)
+        })
+        .collect()
+}
+
+pub fn run(
+    engine: &Engine,
+    cfg: &Config,
+    log: &mut dyn FnMut(&crate::toy::Progress),
+) -> Result<AdversarialResult> {
+    let (n, m) = (cfg.n, cfg.m);
+    let tc = cfg.recipe.train_config(
+        n,
+        m,
+        cfg.density.clone(),
+        &(0..n)
+            .map(|i| (cfg.importance_decay as f64).powi(i as i32) as f32)
+            .collect::<Vec<_>>(),
+        (cfg.recipe.steps / 10).max(1),
+    );
+    let init = init_params(tc.shape(), cfg.recipe.init, cfg.recipe.seed);
+    let t = train(engine, &tc, init, log)?;
+    let instances = cfg
+        .density
+        .iter()
+        .enumerate()
+        .map(|(e, &density)| {
+            let w = &t.params.w[e * n * m..(e + 1) * n * m];
+            let b = &t.params.b[e * n..(e + 1) * n];
+            let g = geometry(w, n, m);
+            let v = vulnerability(w, b, n, m, cfg.epsilon);
+            let got: Vec<f64> = v.iter().flatten().copied().collect();
+            Instance {
+                density,
+                dstar: g.dstar,
+                features_per_dim: if g.dstar > 0.0 { 1.0 / g.dstar } else { 0.0 },
+                vulnerability: if got.is_empty() {
+                    0.0
+                } else {
+                    got.iter().sum::<f64>() / got.len() as f64
+                },
+                vulnerability_max: got.iter().copied().fold(0.0, f64::max),
+                feature_vulnerability: v.iter().map(|x| x.unwrap_or(0.0)).collect(),
+                represented: got.len(),
+                final_loss: t.final_loss[e],
+            }
+        })
+        .collect();
+    Ok(AdversarialResult {
+        config: cfg.clone(),
+        engine: engine.name(),
+        train_seconds: t.seconds,
+        instances,
+    })
+}
+
+pub fn write(dir: &Path, r: &AdversarialResult) -> Result<()> {
+    crate::io::create_dir(dir)?;
+    crate::io::write_json(&dir.join("results.json"), r)?;
+    super::plots_b::adversarial(dir, r)
+}
+
+pub fn main(a: &ToyArgs) -> Result<()> {
+    let cfg = Config::from_args(a)?;
+    let engine = open_engine(a)?;
+    eprintln!(
+        "adversarial: n {} -> m {}, {} densities, epsilon {}, {} steps, batch {}",
+        cfg.n,
+        cfg.m,
+        cfg.density.len(),
+        cfg.epsilon,
+        cfg.recipe.steps,
+        cfg.recipe.batch
+    );
+    let r = run(&engine, &cfg, &mut progress_line("toy adversarial"))?;
+    write(&a.out, &r)?;
+    println!(
+        "{:>8} {:>7} {:>10} {:>6} {:>14} {:>8}",
+        "1-S", "D*", "feat/dim", "feats", "vulnerability", "max"
+    );
+    for i in &r.instances {
+        println!(
+            "{:>8.4} {:>7.4} {:>10.3} {:>6} {:>14.3} {:>8.3}",
+            i.density,
+            i.dstar,
+            i.features_per_dim,
+            i.represented,
+            i.vulnerability,
+            i.vulnerability_max
+        );
+    }
+    println!("{:.1} s training on the {}", r.train_seconds, r.engine);
+    wrote(&a.out, &["results.json", "adversarial.{png,svg}"]);
+    Ok(())
+}

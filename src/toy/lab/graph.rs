@@ -1,0 +1,246 @@
+//! `--experiment geometry`: the feature geometry graph of the uniform n = 400 -> m = 30
+//! sweep (importance 1). Per density the nodes are the represented features
+//! (||W_i|| > 0.5), an edge joins i and j when |W_i_hat . W_j| (either way round) exceeds
+//! `--threshold`, and each connected component is classified by its size and its
+//! features' dimensionality D_i: a feature alone (D 1), digon (2 features, D 1/2),
+//! triangle (3, 2/3), tetrahedron (4, 3/4), pentagon (5, 2/5), square antiprism (8, 3/8).
+//! The paper: the features organise into a tegum product of such small polytopes, D_i
+//! sticking at those fractions.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::Result;
+use crate::cli::toy::{ToyArgs, open_engine, progress_line};
+use crate::gpu::Engine;
+use crate::toy::geometry::{REPRESENTED, geometry};
+use crate::toy::train::{init_params, train};
+use crate::{Error, toy::Progress};
+
+use super::{Recipe, check_flags, check_hidden, density_range, wrote};
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Config {
+    pub n: usize,
+    pub m: usize,
+    pub density: Vec<f32>,
+    pub threshold: f64,
+    pub recipe: Recipe,
+}
+
+impl Config {
+    pub fn from_args(a: &ToyArgs) -> Result<Self> {
+        check_flags(
+            a,
+            "geometry",
+            &["--features", "--hidden", "--density-range", "--threshold"],
+        )?;
+        let threshold = a.threshold.unwrap_or(0.3);
+        if !(threshold > 0.0 && threshold < 1.0) {
+            return Err(Error::input(format!(
+                "--threshold {threshold}: must be in (0, 1)"
+            )));
+        }
+        let n = a.features.unwrap_or(400);
+        if n < 2 {
+            return Err(Error::input("--features: at least 2"));
+        }
+        Ok(Config {
+            n,
+            m: check_hidden(a.hidden.unwrap_or(30))?,
+            density: density_range(a, (0.2, 0.5, 5))?,
+            threshold,
+            recipe: Recipe::from_args(a, 4_000, 256),
+        })
+    }
+}
+
+/// The polytopes the paper names: (features, dimensionality, name).
+pub const POLYTOPES: &[(usize, f64, &str)] = &[
+    (1, 1.0, "dedicated"),
+    (2, 0.5, "digon"),
+    (3, 2.0 / 3.0, "triangle"),
+    (4, 0.75, "tetrahedron"),
+    (5, 0.4, "pentagon"),
+    (8, 0.375, "square antiprism"),
+];
+
+/// A component's features' mean D_i may differ from its polytope's by this much.
+pub const DIM_TOLERANCE: f64 = 0.08;
+
+/// A component's name: the polytope of its size whose D it matches, else "other".
+pub fn classify(size: usize, mean_dim: f64) -> &'static str {
+    POLYTOPES
+        .iter()
+        .find(|p| p.0 == size && (mean_dim - p.1).abs() <= DIM_TOLERANCE)
+        .map_or("other", |p| p.2)
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Component {
+    pub features: Vec<usize>,
+    pub mean_dim: f64,
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Level {
+    pub density: f32,
+    pub dstar: f64,
+    pub final_loss: f64,
+    /// Component size -> how many.
+    pub components: BTreeMap<usize, usize>,
+    /// Component class -> how many.
+    pub classes: BTreeMap<&'static str, usize>,
+    /// Every D_i (n).
+    pub dims: Vec<f64>,
+    pub represented: usize,
+    /// The components, largest first.
+    pub list: Vec<Component>,
+    /// The feature directions W_i, (n, m).
+    pub w: Vec<Vec<f32>>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct GeometryResult {
+    pub config: Config,
+    pub engine: String,
+    pub train_seconds: f64,
+    pub levels: Vec<Level>,
+}
+
+fn find(parent: &mut [usize], i: usize) -> usize {
+    let mut r = i;
+    while parent[r] != r {
+        r = parent[r];
+    }
+    let mut j = i;
+    while parent[j] != r {
+        let next = parent[j];
+        parent[j] = r;
+        j = next;
+    }
+    r
+}
+
+/// The components of one instance's w (n, m) as the module describes.
+pub fn components(w: &[f32], n: usize, m: usize, threshold: f64) -> (Vec<Component>, Vec<f64>) {
+    let g = geometry(w, n, m);
+    let nodes: Vec<usize> = (0..n).filter(|&i| g.norms[i] > REPRESENTED).collect();
+    let mut parent: Vec<usize> = (0..n).collect();
+    for (a, &i) in nodes.iter().enumerate() {
+        for &j in &nodes[a + 1..] {
+            let wij = g.wtw[i * n + j].abs();
+            if wij / g.norms[i] > threshold || wij / g.norms[j] > threshold {
+                let (ri, rj) = (find(&mut parent, i), find(&mut parent, j));
+                parent[ri] = rj;
+            }
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &i in &nodes {
+        let r = find(&mut parent, i);
+        groups.entry(r).or_default().push(i);
+    }
+    let mut list: Vec<Component> = groups
+        .into_values()
+        .map(|features| {
+            let mean_dim = features.iter().map(|&i| g.dims[i]).sum::<f64>() / features.len() as f64;
+            Component {
+                class: classify(features.len(), mean_dim),
+                features,
+                mean_dim,
+            }
+        })
+        .collect();
+    list.sort_by_key(|c| std::cmp::Reverse(c.features.len()));
+    (list, g.dims)
+}
+
+pub fn run(
+    engine: &Engine,
+    cfg: &Config,
+    log: &mut dyn FnMut(&Progress),
+) -> Result<GeometryResult> {
+    let (n, m) = (cfg.n, cfg.m);
+    let tc = cfg.recipe.train_config(
+        n,
+        m,
+        cfg.density.clone(),
+        &vec![1.0; n],
+        (cfg.recipe.steps / 10).max(1),
+    );
+    let init = init_params(tc.shape(), cfg.recipe.init, cfg.recipe.seed);
+    let t = train(engine, &tc, init, log)?;
+    let levels = cfg
+        .density
+        .iter()
+        .enumerate()
+        .map(|(e, &density)| {
+            let w = &t.params.w[e * n * m..(e + 1) * n * m];
+            let (list, dims) = components(w, n, m, cfg.threshold);
+            let mut sizes = BTreeMap::new();
+            let mut classes = BTreeMap::new();
+            for c in &list {
+                *sizes.entry(c.features.len()).or_insert(0) += 1;
+                *classes.entry(c.class).or_insert(0) += 1;
+            }
+            Level {
+                density,
+                dstar: geometry(w, n, m).dstar,
+                final_loss: t.final_loss[e],
+                components: sizes,
+                classes,
+                represented: list.iter().map(|c| c.features.len()).sum(),
+                dims,
+                list,
+                w: w.chunks(m).map(|r| r.to_vec()).collect(),
+            }
+        })
+        .collect();
+    Ok(GeometryResult {
+        config: cfg.clone(),
+        engine: engine.name(),
+        train_seconds: t.seconds,
+        levels,
+    })
+}
+
+pub fn write(dir: &Path, r: &GeometryResult) -> Result<()> {
+    crate::io::create_dir(dir)?;
+    crate::io::write_json(&dir.join("results.json"), r)?;
+    super::plots_b::geometry(dir, r)
+}
+
+pub fn main(a: &ToyArgs) -> Result<()> {
+    let cfg = Config::from_args(a)?;
+    let engine = open_engine(a)?;
+    eprintln!(
+        "geometry: n {} -> m {}, {} densities, {} steps, batch {}, threshold {}",
+        cfg.n,
+        cfg.m,
+        cfg.density.len(),
+        cfg.recipe.steps,
+        cfg.recipe.batch,
+        cfg.threshold
+    );
+    let r = run(&engine, &cfg, &mut progress_line("toy geometry"))?;
+    write(&a.out, &r)?;
+    println!(
+        "{:>8} {:>7} {:>6}  components by class",
+        "1-S", "D*", "feats"
+    );
+    for l in &r.levels {
+        let classes: Vec<String> = l.classes.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        println!(
+            "{:>8.4} {:>7.4} {:>6}  {}",
+            l.density,
+            l.dstar,
+            l.represented,
+            classes.join(", ")
+        );
+    }
+    println!("{:.1} s training on the {}", r.train_seconds, r.engine);
+    wrote(&a.out, &["results.json", "geometry.{png,svg}"]);
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! The rest of "Toy Models of Superposition" (Elhage et al. 2022) beyond the sweeps and the
+//! phase diagram: `saeforge toy --experiment NAME`, one module per experiment, each
+//! training on the toy kernel family (either engine, `crate::toy::train`), writing
+//! `OUT/results.json` and its figures (PNG + SVG), and printing a short table.
+//!
+//! - [`perturb`]: non-uniform superposition, the n 5 -> m 2 pentagon with one feature's
+//!   density swept;
+//! - [`correlated`]: feature sets that fire together or never together;
+//! - [`graph`]: the feature geometry graph of the n 400 -> m 30 sweep, its components
+//!   classified (digons, triangles, tetrahedra, pentagons, ...);
+//! - [`dynamics`]: D_i and the loss during training, the energy-level jumps;
+//! - [`adversarial`]: the optimal L2 attack on each feature against features per dimension.
+
+pub mod adversarial;
+pub mod correlated;
+pub mod dynamics;
+pub mod graph;
+pub mod perturb;
+pub mod plots_a;
+pub mod plots_b;
+
+use crate::cli::toy::{ToyArgs, check_common, lab_flags};
+use crate::toy::train::{Init, TrainConfig};
+use crate::{Error, Result};
+
+/// The training recipe shared by the experiments (the notebook's unless flags say).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Recipe {
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub init: Init,
+    pub seed: u64,
+    pub eval_batches: usize,
+}
+
+impl Recipe {
+    /// The recipe the flags give, with this experiment's default steps and batch.
+    pub fn from_args(a: &ToyArgs, steps: u64, batch: usize) -> Self {
+        Recipe {
+            steps: a.steps.unwrap_or(steps),
+            batch: a.batch.unwrap_or(batch),
+            lr: a.lr,
+            weight_decay: a.weight_decay,
+            init: a.init,
+            seed: a.seed,
+            eval_batches: 8,
+        }
+    }
+
+    /// A training configuration: one density and one importance vector per instance.
+    pub fn train_config(
+        &self,
+        n: usize,
+        m: usize,
+        density: Vec<f32>,
+        importance: &[f32],
+        log_every: u64,
+    ) -> TrainConfig {
+        TrainConfig {
+            n,
+            m,
+            relu: true,
+            importance: density
+                .iter()
+                .flat_map(|_| importance.iter().copied())
+                .collect(),
+            density,
+            steps: self.steps,
+            batch: self.batch,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            seed: self.seed,
+            eval_batches: self.eval_batches,
+            log_every,
+        }
+    }
+}
+
+/// Refuse flags the experiment `name` does not read (`allowed`: the optional flags it
+/// does), then the common checks.
+pub fn check_flags(a: &ToyArgs, name: &str, allowed: &[&str]) -> Result<()> {
+    check_common(a)?;
+    let mut given: Vec<(&str, bool)> = lab_flags(a).to_vec();
+    given.extend([
+        ("--features", a.features.is_some()),
+        ("--hidden", a.hidden.is_some()),
+        ("--importance-decay", a.importance_decay.is_some()),
+        ("--density", a.density.is_some()),
+        ("--density-range", a.density_range.is_some()),
+        ("--linear", a.linear),
+    ]);
+    if let Some((flag, _)) = given.iter().find(|(f, g)| *g && !allowed.contains(f)) {
+        return Err(Error::input(format!(
+            "{flag} does not apply to --experiment {name} (it reads {})",
+            if allowed.is_empty() {
+                "none of the model flags".to_string()
+            } else {
+                allowed.join(", ")
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// A hidden width the kernels hold (1 ..= 32), or an error naming the flag.
+pub fn check_hidden(m: usize) -> Result<usize> {
+    let max = crate::kernels::toy::MAX_HIDDEN;
+    if m == 0 || m > max {
+        return Err(Error::input(format!(
+            "--hidden {m}: between 1 and {max} hidden dimensions"
+        )));
+    }
+    Ok(m)
+}
+
+/// One density in (0, 1] from `--density` (exactly one value), or `default`.
+pub fn one_density(a: &ToyArgs, default: f32) -> Result<f32> {
+    match a.density.as_deref() {
+        None => Ok(default),
+        Some([d]) if *d > 0.0 && *d <= 1.0 => Ok(*d),
+        Some([d]) => Err(Error::input(format!(
+            "--density {d}: a density 1 - S must be in (0, 1]"
+        ))),
+        Some(_) => Err(Error::input("--density: this experiment takes one value")),
+    }
+}
+
+/// Densities from `--density-range LO:HI:COUNT` (HI at most 1), or `default`.
+pub fn density_range(a: &ToyArgs, default: (f64, f64, usize)) -> Result<Vec<f32>> {
+    let (lo, hi, k) = match &a.density_range {
+        Some(r) => crate::cli::toy::parse_range("--density-range", r)?,
+        None => default,
+    };
+    if hi > 1.0 {
+        return Err(Error::input(format!(
+            "--density-range: densities must be at most 1, got {hi}"
+        )));
+    }
+    Ok(crate::toy::log_space(lo, hi, k))
+}
+
+/// Print the files written under `dir`.
+pub fn wrote(dir: &std::path::Path, files: &[&str]) {
+    println!("wrote {}: {}", dir.display(), files.join(", "));
+}
+
+/// Cosine of two vectors (0 when either is zero).
+pub fn cos(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    if na > 0.0 && nb > 0.0 {
+        dot / (na * nb)
+    } else {
+        0.0
+    }
+}

@@ -1,0 +1,181 @@
+//! Figures of the lab experiments drawn as panels of vectors in a hidden plane
+//! (`perturb`, `correlated` with m = 2) and as heat maps (`correlated`'s WᵀW), each written
+//! as PNG and SVG (crate::report::plots).
+
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::Result;
+use crate::report::plots::{Picture, draw_both};
+
+type Res = std::result::Result<(), String>;
+
+fn e<E: std::fmt::Display>(err: E) -> String {
+    err.to_string()
+}
+
+/// Colours of the groups (sets, the perturbed feature): blue, red, green, orange, purple,
+/// brown, pink, grey.
+pub const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+pub fn text<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    s: &str,
+    (x, y): (i32, i32),
+    size: u32,
+    h: HPos,
+) -> Res {
+    let style = TextStyle::from(("sans-serif", size).into_font()).pos(Pos::new(h, VPos::Top));
+    area.draw(&Text::new(s.to_string(), (x, y), style))
+        .map_err(e)
+}
+
+/// One panel: vectors in a plane, each coloured by its group.
+pub struct Panel {
+    pub label: String,
+    pub note: String,
+    pub vectors: Vec<[f64; 2]>,
+    /// PALETTE index per vector.
+    pub groups: Vec<usize>,
+}
+
+const COLS: usize = 8;
+
+fn panels_chart<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    panels: &[Panel],
+) -> Res {
+    let (w, _) = root.dim_in_pixel();
+    text(root, title, (w as i32 / 2, 8), 18, HPos::Center)?;
+    let k = panels.len().max(1);
+    let cols = k.min(COLS);
+    let rows = k.div_ceil(cols);
+    let body = root.margin(40, 10, 10, 10);
+    let areas = body.split_evenly((rows, cols));
+    let max_norm = panels
+        .iter()
+        .flat_map(|p| p.vectors.iter().map(|v| v[0].hypot(v[1])))
+        .fold(1.0f64, f64::max);
+    let light = RGBColor(210, 210, 210);
+    for (p, area) in panels.iter().zip(&areas) {
+        let (pw, ph) = area.dim_in_pixel();
+        text(area, &p.label, (pw as i32 / 2, 0), 13, HPos::Center)?;
+        text(
+            area,
+            &p.note,
+            (pw as i32 / 2, ph as i32 - 16),
+            12,
+            HPos::Center,
+        )?;
+        let cx = pw as f64 / 2.0;
+        let cy = 18.0 + (ph as f64 - 36.0) / 2.0;
+        let rad = ((pw as f64).min(ph as f64 - 36.0) / 2.0 - 6.0).max(10.0);
+        let s = rad / max_norm;
+        area.draw(&Circle::new(
+            (cx as i32, cy as i32),
+            s.round() as i32,
+            light.stroke_width(1),
+        ))
+        .map_err(e)?;
+        for (v, &g) in p.vectors.iter().zip(&p.groups) {
+            let tip = ((cx + v[0] * s) as i32, (cy - v[1] * s) as i32);
+            let c = PALETTE[g % PALETTE.len()];
+            area.draw(&PathElement::new(
+                vec![(cx as i32, cy as i32), tip],
+                c.stroke_width(2),
+            ))
+            .map_err(e)?;
+            area.draw(&Circle::new(tip, 3, c.filled())).map_err(e)?;
+        }
+    }
+    Ok(())
+}
+
+/// NAME.{png,svg}: one panel per entry (8 per row), circle: norm 1.
+pub fn directions(dir: &Path, name: &str, title: &str, panels: &[Panel]) -> Result<()> {
+    struct P<'a>(&'a str, &'a [Panel]);
+    impl Picture for P<'_> {
+        fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Res {
+            panels_chart(root, self.0, self.1)
+        }
+    }
+    let k = panels.len().max(1);
+    let cols = k.min(COLS) as u32;
+    let rows = k.div_ceil(COLS) as u32;
+    draw_both(
+        dir,
+        name,
+        ((cols * 130 + 20).max(520), rows * 160 + 50),
+        &P(title, panels),
+    )
+}
+
+fn heat_chart<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    m: &[Vec<f64>],
+    groups: &[usize],
+) -> Res {
+    let (w, h) = root.dim_in_pixel();
+    text(root, title, (w as i32 / 2, 8), 16, HPos::Center)?;
+    let n = m.len().max(1);
+    let side = ((w.min(h) as f64 - 60.0) / n as f64).max(2.0);
+    let (x0, y0) = ((w as f64 - side * n as f64) / 2.0, 40.0);
+    for (i, row) in m.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            let t = v.clamp(-1.0, 1.0);
+            let c = if t >= 0.0 {
+                lerp((247, 247, 247), (178, 24, 43), t)
+            } else {
+                lerp((247, 247, 247), (33, 102, 172), -t)
+            };
+            let (x, y) = (x0 + j as f64 * side, y0 + i as f64 * side);
+            root.draw(&Rectangle::new(
+                [(x as i32, y as i32), ((x + side) as i32, (y + side) as i32)],
+                c.filled(),
+            ))
+            .map_err(e)?;
+        }
+        let c = PALETTE[groups.get(i).copied().unwrap_or(0) % PALETTE.len()];
+        let y = y0 + i as f64 * side;
+        root.draw(&Rectangle::new(
+            [
+                ((x0 - 10.0) as i32, y as i32),
+                ((x0 - 3.0) as i32, (y + side) as i32),
+            ],
+            c.filled(),
+        ))
+        .map_err(e)?;
+    }
+    Ok(())
+}
+
+fn lerp(a: (u8, u8, u8), b: (u8, u8, u8), t: f64) -> RGBColor {
+    let f = |x: u8, y: u8| (x as f64 + (y as f64 - x as f64) * t).round() as u8;
+    RGBColor(f(a.0, b.0), f(a.1, b.1), f(a.2, b.2))
+}
+
+/// NAME.{png,svg}: a matrix as a heat map (blue -1, white 0, red +1), its rows marked by
+/// group colour on the left.
+pub fn heat(dir: &Path, name: &str, title: &str, m: &[Vec<f64>], groups: &[usize]) -> Result<()> {
+    struct P<'a>(&'a str, &'a [Vec<f64>], &'a [usize]);
+    impl Picture for P<'_> {
+        fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Res {
+            heat_chart(root, self.0, self.1, self.2)
+        }
+    }
+    draw_both(dir, name, (520, 540), &P(title, m, groups))
+}
