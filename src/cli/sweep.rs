@@ -120,7 +120,8 @@ fn cli_parts(a: &SweepArgs) -> Result<SpecParts> {
     ];
     for (k, vs) in lists {
         if !vs.is_empty() {
-            p.grid.insert(k.into(), vs.iter().map(|v| parse_value(v)).collect());
+            p.grid
+                .insert(k.into(), vs.iter().map(|v| parse_value(v)).collect());
         }
     }
     let pair = |flag: &str, s: &str| -> Result<(String, String)> {
@@ -144,7 +145,11 @@ fn cli_parts(a: &SweepArgs) -> Result<SpecParts> {
     if let Some(d) = &a.data {
         p.shared.insert(
             "data".into(),
-            Value::Array(d.iter().map(|p| Value::String(p.display().to_string())).collect()),
+            Value::Array(
+                d.iter()
+                    .map(|p| Value::String(p.display().to_string()))
+                    .collect(),
+            ),
         );
     }
     if let Some(s) = a.steps {
@@ -169,7 +174,6 @@ pub fn run(a: SweepArgs) -> Result<()> {
     let (spec, out, resume) = if let Some(dir) = &a.resume {
         let given = a.file.is_some()
             || a.data.is_some()
-            || a.steps.is_some()
             || a.batch.is_some()
             || a.device.is_some()
             || !a.grid.is_empty()
@@ -177,7 +181,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
             || a.overwrite;
         if given {
             return Err(Error::input(format!(
-                "--resume {}: the sweep's own options are in {}; give only --resume (and --only, --truth)",
+                "--resume {}: the sweep's own options are in {}; give only --resume (and --steps, --only, --truth)",
                 dir.display(),
                 dir.join(crate::sweep::run::SPEC_FILE).display()
             )));
@@ -209,6 +213,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
         resume,
         only,
         allow_data_change: a.allow_data_change,
+        steps: if resume { a.steps } else { None },
     };
     let stop = StopToken::new();
     let _signals = stop.on_signals();

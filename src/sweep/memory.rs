@@ -36,8 +36,10 @@ pub fn check_together(members: &[(&str, &TrainConfig, &Engine)]) -> Result<()> {
         }
     }
     for engine_name in names {
-        let on: Vec<&(&str, &TrainConfig, &Engine)> =
-            members.iter().filter(|m| m.2.name() == engine_name).collect();
+        let on: Vec<&(&str, &TrainConfig, &Engine)> = members
+            .iter()
+            .filter(|m| m.2.name() == engine_name)
+            .collect();
         let Some(limit) = budget(on[0].2) else {
             continue;
         };

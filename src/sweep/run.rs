@@ -38,6 +38,8 @@ pub struct SweepOptions {
     /// Train only these members (a job-array task); the others are left as they are.
     pub only: Option<Vec<String>>,
     pub allow_data_change: bool,
+    /// With `resume`: train every member on to this many steps (as `train --resume --steps`).
+    pub steps: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -151,17 +153,21 @@ fn stream_key(c: &TrainConfig) -> String {
 }
 
 /// Whether a member's folder holds its finished run (exported at its last step).
-fn finished(cfg_dir: &Path) -> Option<u64> {
+fn finished(cfg_dir: &Path, steps: Option<u64>) -> Option<u64> {
     if !cfg_dir.join(CFG_FILE).is_file() || !checkpoint::path(cfg_dir).is_file() {
         return None;
     }
     let ck = Checkpoint::load(cfg_dir).ok()?;
-    (ck.state.step >= ck.config.steps).then_some(ck.state.step)
+    (ck.state.step >= steps.unwrap_or(ck.config.steps)).then_some(ck.state.step)
 }
 
 /// `saeforge sweep`: train `spec` into `opts.out` (or, with `opts.resume`, continue the
 /// sweep there), stopping at the next step boundary once `stop` is stopped.
-pub fn run_until(spec: Option<SweepSpec>, opts: &SweepOptions, stop: &StopToken) -> Result<SweepOutcome> {
+pub fn run_until(
+    spec: Option<SweepSpec>,
+    opts: &SweepOptions,
+    stop: &StopToken,
+) -> Result<SweepOutcome> {
     let out = &opts.out;
     let clock = Instant::now();
     let _lock = crate::lock::acquire_existing(out, "--out")?; // reliability
@@ -183,7 +189,11 @@ pub fn run_until(spec: Option<SweepSpec>, opts: &SweepOptions, stop: &StopToken)
             if !spec.members.iter().any(|m| &m.name == n) {
                 return Err(Error::input(format!(
                     "--only {n}: no such member (members: {})",
-                    spec.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+                    spec.members
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         }
@@ -211,23 +221,29 @@ pub fn run_until(spec: Option<SweepSpec>, opts: &SweepOptions, stop: &StopToken)
         if opts.resume && st == Some(Status::Diverged) {
             continue;
         }
-        if opts.resume {
-            if let Some(steps) = finished(&dir) {
-                let e = state.members.entry(m.name.clone()).or_insert(MemberState {
-                    status: Status::Done,
-                    steps,
-                    group: 0,
-                    engine: String::new(),
-                    message: None,
-                });
-                e.status = Status::Done;
-                continue;
-            }
+        if opts.resume
+            && let Some(steps) = finished(&dir, opts.steps)
+        {
+            let e = state.members.entry(m.name.clone()).or_insert(MemberState {
+                status: Status::Done,
+                steps,
+                group: 0,
+                engine: String::new(),
+                message: None,
+            });
+            e.status = Status::Done;
+            continue;
         }
         let (cfg, resume) = if opts.resume && checkpoint::path(&dir).is_file() {
             let ck = Checkpoint::load(&dir).map_err(named)?;
             let mut cfg = ck.config.clone();
             cfg.out = dir.clone();
+            let over = crate::sae::TrainArgs {
+                steps: opts.steps,
+                ..Default::default()
+            };
+            cfg.apply_resume_overrides(&over, ck.state.step)
+                .map_err(named)?;
             (cfg, Some(ck))
         } else {
             let args = spec.train_args(m, out, opts.overwrite || opts.resume)?;
@@ -273,7 +289,12 @@ pub fn run_until(spec: Option<SweepSpec>, opts: &SweepOptions, stop: &StopToken)
         }
         p.engine = kind;
     }
-    super::memory::check_together(&prepared.iter().map(|p| (p.name.as_str(), &p.cfg, &p.engine)).collect::<Vec<_>>())?;
+    super::memory::check_together(
+        &prepared
+            .iter()
+            .map(|p| (p.name.as_str(), &p.cfg, &p.engine))
+            .collect::<Vec<_>>(),
+    )?;
 
     // Groups: members reading the same stream, in spec order.
     let mut keys: Vec<String> = Vec::new();
@@ -478,8 +499,10 @@ fn run_group(
                     }
                     m.finish_progress();
                 }
-                let steps: Vec<String> =
-                    members.iter().map(|(n, m)| format!("{n} at step {}", m.step)).collect();
+                let steps: Vec<String> = members
+                    .iter()
+                    .map(|(n, m)| format!("{n} at step {}", m.step))
+                    .collect();
                 state.groups[gi].rows_drawn += drawn - start;
                 state.save(out)?;
                 return Err(err.unwrap_or(e).with_hint(format!(
@@ -493,7 +516,11 @@ fn run_group(
         let mut i = 0;
         while i < members.len() {
             let (name, m) = &mut members[i];
-            let r = if m.wants(&batch) { m.train(&batch) } else { Ok(()) };
+            let r = if m.wants(&batch) {
+                m.train(&batch)
+            } else {
+                Ok(())
+            };
             match r {
                 Ok(()) => i += 1,
                 Err(Error::Diverged(msg)) => {

@@ -29,9 +29,15 @@ use crate::{Error, Result};
 
 /// Options a sweep sets itself (per member, or once for the whole sweep): a member may not.
 const SWEEP_OWNED: [(&str, &str); 5] = [
-    ("out", "each member writes OUT/<member name>; give the sweep's --out"),
+    (
+        "out",
+        "each member writes OUT/<member name>; give the sweep's --out",
+    ),
     ("overwrite", "give --overwrite to the sweep"),
-    ("resume", "resume the whole sweep with saeforge sweep --resume OUT"),
+    (
+        "resume",
+        "resume the whole sweep with saeforge sweep --resume OUT",
+    ),
     ("config", "the sweep file holds the options"),
     ("allow_data_change", "give it to the sweep"),
 ];
@@ -96,11 +102,14 @@ impl SpecParts {
             return Err(Error::input(format!("{at}: no such sweep file")));
         }
         let bytes = crate::data::read_input(path)?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| Error::input(format!("{at}: not UTF-8 text")))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| Error::input(format!("{at}: not UTF-8 text")))?;
         let table: toml::Table = toml::from_str(&text).map_err(|e| {
             let m = e.message().to_string();
-            Error::input(format!("{at}: {}", m.lines().next().unwrap_or("invalid TOML")))
+            Error::input(format!(
+                "{at}: {}",
+                m.lines().next().unwrap_or("invalid TOML")
+            ))
         })?;
         let mut parts = SpecParts {
             source: at.clone(),
@@ -300,7 +309,9 @@ fn check_name(src: &str, n: &str) -> Result<()> {
 /// value of the wrong type, is refused naming `what` and the option.
 fn check_option(what: &str, k: &str, v: &Value) -> Result<()> {
     if let Some((_, why)) = SWEEP_OWNED.iter().find(|(o, _)| *o == k) {
-        return Err(Error::input(format!("{what} `{k}`: set by the sweep ({why})")));
+        return Err(Error::input(format!(
+            "{what} `{k}`: set by the sweep ({why})"
+        )));
     }
     let mut one = Map::new();
     one.insert(k.to_string(), v.clone());
@@ -338,7 +349,11 @@ impl SweepSpec {
         let given = |k: &str| all.get(k).is_some_and(|v| !v.is_null());
         for (a, b) in EXCLUSIVE {
             if given(a) && given(b) && (m.options.contains_key(a) || m.options.contains_key(b)) {
-                let (mine, other) = if m.options.contains_key(a) { (a, b) } else { (b, a) };
+                let (mine, other) = if m.options.contains_key(a) {
+                    (a, b)
+                } else {
+                    (b, a)
+                };
                 return Err(Error::input(format!(
                     "{src}: member `{}`: option `{mine}` conflicts with `{other}` (give one of them)",
                     m.name

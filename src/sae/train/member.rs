@@ -120,7 +120,7 @@ impl Member {
         self.tokens_total += batch.rows as u64;
         self.run_tokens += batch.rows as u64;
         let step = self.step;
-        if step % cfg.log_every == 0 || step == cfg.steps {
+        if step.is_multiple_of(cfg.log_every) || step == cfg.steps {
             self.log_step()?;
         }
         self.busy_s += clock.elapsed().as_secs_f64();
@@ -186,7 +186,7 @@ impl Member {
             )));
         }
         let is_last = step == cfg.steps;
-        let eval_due = cfg.eval_every > 0 && (step % cfg.eval_every == 0) || is_last;
+        let eval_due = cfg.eval_every > 0 && step.is_multiple_of(cfg.eval_every) || is_last;
         if let (true, Some(ev)) = (eval_due, &self.eval_x) {
             let (ex, erows) = (&ev.0, ev.1);
             let st = self.engine.state()?;
@@ -215,7 +215,10 @@ impl Member {
     /// Checkpoint if one is due at this step (not the last: `finish` writes that one).
     pub fn checkpoint_if_due(&mut self) -> Result<()> {
         let ce = self.cfg.checkpoint_every;
-        if ce > 0 && self.step % ce == 0 && !self.done() && self.last_checkpoint != Some(self.step)
+        if ce > 0
+            && self.step.is_multiple_of(ce)
+            && !self.done()
+            && self.last_checkpoint != Some(self.step)
         {
             self.checkpoint()?;
         }
@@ -280,7 +283,12 @@ impl Member {
 
     /// The end of the run (or an interruption): the final checkpoint, and unless
     /// interrupted the SAELens export. `secs` is the run's wall time.
-    pub fn finish(mut self, interrupted: bool, secs: f64, skipped_rows: u64) -> Result<TrainOutcome> {
+    pub fn finish(
+        mut self,
+        interrupted: bool,
+        secs: f64,
+        skipped_rows: u64,
+    ) -> Result<TrainOutcome> {
         self.finish_progress();
         let cfg = &self.cfg;
         let step = self.step;
