@@ -238,7 +238,8 @@ fn divergence_stops_one() -> Result<(), Failed> {
     }
     let s = dir.join("solo");
     solo(&spec, "lr0.001", &s)?;
-    same_run(&out.join("lr0.001"), &s, true)
+    same_run(&out.join("lr0.001"), &s, true)?;
+    crate::report::check_report(&out, &data, &["lr0.001"], "lr1e+30")
 }
 
 pub fn trials() -> Vec<Trial> {
