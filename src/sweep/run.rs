@@ -15,12 +15,13 @@ use serde::{Deserialize, Serialize};
 
 use super::Named;
 use super::spec::SweepSpec;
-use crate::data::{Shard, discover, open_shards};
-use crate::gpu::Engine;
+use crate::data::{Batch, Shard, discover, open_shards};
+use crate::gpu::{Engine, Gpu};
 use crate::report::progress::Progress;
 use crate::sae::TrainConfig;
 use crate::sae::checkpoint::{self, Checkpoint};
 use crate::sae::export::CFG_FILE;
+use crate::sae::gpu::GpuEngine;
 use crate::sae::train::{self, Member, RunData};
 use crate::stop::StopToken;
 use crate::{Error, Result};
@@ -513,15 +514,11 @@ fn run_group(
         };
         drawn = batch.drawn;
         skipped += batch.skipped as u64;
+        let mut results = step_all(&mut members, &batch).into_iter();
         let mut i = 0;
         while i < members.len() {
-            let (name, m) = &mut members[i];
-            let r = if m.wants(&batch) {
-                m.train(&batch)
-            } else {
-                Ok(())
-            };
-            match r {
+            let (name, _) = &mut members[i];
+            match results.next().unwrap_or(Ok(())) {
                 Ok(()) => i += 1,
                 Err(Error::Diverged(msg)) => {
                     eprintln!("saeforge: member `{name}`: {msg}");
@@ -575,6 +572,49 @@ fn run_group(
     stats.wall_s += secs;
     state.save(out)?;
     Ok(interrupted)
+}
+
+/// Every member that wants `batch` steps on it: the GPU engine's members on one device are
+/// recorded into ONE encoder and submitted once; CPU members step in turn. The result of
+/// each member, in order.
+fn step_all(members: &mut [(String, Member)], batch: &Batch) -> Vec<Result<()>> {
+    let mut res: Vec<Result<()>> = members.iter().map(|_| Ok(())).collect();
+    let mut enc: Option<(Arc<Gpu>, wgpu::CommandEncoder)> = None;
+    let mut recorded = Vec::new();
+    for (i, (_, m)) in members.iter_mut().enumerate() {
+        if !m.wants(batch) || !m.begin(batch) {
+            continue;
+        }
+        let cfg = &m.cfg;
+        let same = |g: &GpuEngine| enc.as_ref().is_none_or(|(d, _)| Arc::ptr_eq(d, g.gpu()));
+        match m.engine.as_gpu() {
+            Some(g) if same(g) => {
+                let (_, e) = enc.get_or_insert_with(|| (g.gpu().clone(), g.gpu().encoder()));
+                match g.record_full_step(cfg, &batch.data, batch.rows, e, &mut |_, _| Ok(())) {
+                    Ok(()) => recorded.push(i),
+                    Err(e) => res[i] = Err(e),
+                }
+            }
+            _ => {
+                res[i] = match m.engine.step(cfg, &batch.data, batch.rows) {
+                    Ok(()) => m.stepped(batch),
+                    Err(e) => Err(e.with_hint(m.note())),
+                }
+            }
+        }
+    }
+    if let Some((gpu, e)) = enc {
+        gpu.submit(e);
+    }
+    for i in recorded {
+        let m = &mut members[i].1;
+        let r = m.engine.as_gpu().map_or(Ok(()), |g| g.submitted());
+        res[i] = match r {
+            Ok(()) => m.stepped(batch),
+            Err(e) => Err(e.with_hint(m.note())),
+        };
+    }
+    res
 }
 
 fn diverged(state: &mut SweepState, name: &str, msg: String) {

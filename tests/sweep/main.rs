@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cli;
 mod report;
 mod runs;
 mod spec;
@@ -19,6 +20,7 @@ fn main() {
     trials.extend(runs::trials());
     trials.extend(spec::trials());
     trials.extend(report::trials());
+    trials.extend(cli::trials());
     libtest_mimic::run(&args, trials).exit();
 }
 

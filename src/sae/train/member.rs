@@ -105,16 +105,30 @@ impl Member {
     /// Take `batch`: one step, and at a log interval the metrics (and the held-out
     /// evaluation when due). A non-finite loss is `Error::Diverged`, naming what is kept.
     pub fn train(&mut self, batch: &Batch) -> Result<()> {
-        self.consumed = batch.drawn;
-        if batch.rows == 0 {
+        if !self.begin(batch) {
             return Ok(());
         }
         let clock = Instant::now();
+        let r = self.engine.step(&self.cfg, &batch.data, batch.rows);
+        r.map_err(|e| e.with_hint(self.note()))?;
+        self.busy_s += clock.elapsed().as_secs_f64();
+        self.stepped(batch)
+    }
+
+    /// The first part of [`Self::train`]: whether the batch holds rows to step on.
+    pub fn begin(&mut self, batch: &Batch) -> bool {
+        self.consumed = batch.drawn;
+        batch.rows > 0
+    }
+
+    /// What is kept on disk, for error messages.
+    pub fn note(&self) -> String {
+        checkpoint_note(&self.cfg, self.last_checkpoint)
+    }
+
+    /// The last part of [`Self::train`], once the engine has stepped on `batch`.
+    pub fn stepped(&mut self, batch: &Batch) -> Result<()> {
         let cfg = &self.cfg;
-        let last_ck = self.last_checkpoint;
-        self.engine
-            .step(cfg, &batch.data, batch.rows)
-            .map_err(|e| e.with_hint(checkpoint_note(cfg, last_ck)))?;
         self.step += 1;
         self.tokens_since_log += batch.rows as u64;
         self.tokens_total += batch.rows as u64;
@@ -123,7 +137,6 @@ impl Member {
         if step.is_multiple_of(cfg.log_every) || step == cfg.steps {
             self.log_step()?;
         }
-        self.busy_s += clock.elapsed().as_secs_f64();
         Ok(())
     }
 
