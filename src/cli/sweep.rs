@@ -225,6 +225,16 @@ pub fn run(a: SweepArgs) -> Result<()> {
             out.display()
         )));
     }
+    if let Some(only) = &opts.only {
+        // A job-array task: the gather step writes the report once every task is done.
+        println!(
+            "trained {} in {}; the report: saeforge sweep report {}",
+            only.join(", "),
+            out.display(),
+            out.display()
+        );
+        return Ok(());
+    }
     let summary = report::write(&out, a.truth.as_deref())?;
     println!("{summary}");
     Ok(())

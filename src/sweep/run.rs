@@ -28,6 +28,8 @@ use crate::{Error, Result};
 
 pub const SPEC_FILE: &str = "sweep-spec.json";
 pub const STATE_FILE: &str = "sweep-state.json";
+/// States of the tasks of a job array (`--only`), one file each, merged when read.
+pub const STATE_DIR: &str = "sweep-state.d";
 
 /// How the sweep runs (besides its spec).
 #[derive(Clone, Debug, Default)]
@@ -87,14 +89,42 @@ pub struct SweepState {
     pub groups: Vec<GroupStats>,
     /// Shard files read in full to fingerprint them, per process (once per data set).
     pub fingerprint_reads: u64,
+    /// Where this process writes its state (a job-array task: its own file).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 impl SweepState {
+    /// The state of the sweep in `out`: its own file and those of its job-array tasks.
     pub fn load(out: &Path) -> Result<SweepState> {
-        read_json(&out.join(STATE_FILE))
+        let main = out.join(STATE_FILE);
+        let mut st: SweepState = if main.is_file() {
+            read_json(&main)?
+        } else {
+            SweepState::default()
+        };
+        let mut tasks: Vec<PathBuf> = std::fs::read_dir(out.join(STATE_DIR))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        tasks.sort();
+        for t in tasks
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        {
+            let more: SweepState = read_json(t)?;
+            let base = st.groups.len();
+            for (name, mut m) in more.members {
+                m.group += base;
+                st.members.insert(name, m);
+            }
+            st.groups.extend(more.groups);
+            st.fingerprint_reads += more.fingerprint_reads;
+        }
+        Ok(st)
     }
     fn save(&self, out: &Path) -> Result<()> {
-        crate::io::write_json(&out.join(STATE_FILE), self)
+        let p = self.file.clone().unwrap_or_else(|| out.join(STATE_FILE));
+        crate::io::write_json(&p, self)
     }
 }
 
@@ -171,9 +201,36 @@ pub fn run_until(
 ) -> Result<SweepOutcome> {
     let out = &opts.out;
     let clock = Instant::now();
-    let _lock = crate::lock::acquire_existing(out, "--out")?; // reliability
+    // A job-array task (--only) shares OUT with the other tasks: it locks its members'
+    // folders only, and keeps its state in a file of its own.
+    let task = opts.only.is_some();
+    let _lock = if task {
+        None
+    } else {
+        crate::lock::acquire_existing(out, "--out")? // reliability
+    };
     let (spec, mut state) = if opts.resume {
-        (load_spec(out)?, SweepState::load(out).unwrap_or_default())
+        let all = SweepState::load(out).unwrap_or_default();
+        let mine = if task {
+            let only = opts.only.as_ref().expect("task");
+            let file = out.join(STATE_DIR).join(format!("{}.json", only.join("+")));
+            let mut st: SweepState = if file.is_file() {
+                read_json(&file)?
+            } else {
+                SweepState::default()
+            };
+            // What other processes learnt (a diverged member) still counts.
+            for (n, m) in all.members {
+                if only.contains(&n) && m.status == Status::Diverged {
+                    st.members.insert(n, m);
+                }
+            }
+            st.file = Some(file);
+            st
+        } else {
+            all
+        };
+        (load_spec(out)?, mine)
     } else {
         let spec = spec.ok_or_else(|| Error::input("sweep: no members given"))?;
         if out.join(SPEC_FILE).exists() && !opts.overwrite {
@@ -373,9 +430,18 @@ pub fn run_until(
     })?;
 
     // Only now write: the sweep folder, its spec and state, every member's folder.
-    let _lock = (_lock, crate::lock::acquire(out, "--out")?); // reliability
+    let _lock = match _lock {
+        Some(l) => Some(l),
+        None if task => None,
+        None => Some(crate::lock::acquire(out, "--out")?), // reliability
+    };
     crate::io::create_dir(out)?;
-    crate::io::write_json(&out.join(SPEC_FILE), &spec)?;
+    if !opts.resume {
+        crate::io::write_json(&out.join(SPEC_FILE), &spec)?;
+    }
+    if let Some(f) = &state.file {
+        crate::io::create_dir(f.parent().expect("in OUT"))?;
+    }
     let mut locks = Vec::new();
     for (gi, g) in ready.iter().enumerate() {
         for b in &g.built {

@@ -297,9 +297,10 @@ fn safe_name(s: &str) -> String {
 }
 
 fn check_name(src: &str, n: &str) -> Result<()> {
-    if n.is_empty() || n == "." || n == ".." || n == "plots" || safe_name(n) != n {
+    if n.is_empty() || n == "." || n == ".." || ["plots", "slurm"].contains(&n) || safe_name(n) != n
+    {
         return Err(Error::input(format!(
-            "{src}: member `{n}`: name must be a plain folder name (letters, digits, . _ - +; not `plots`)"
+            "{src}: member `{n}`: name must be a plain folder name (letters, digits, . _ - +; not `plots` or `slurm`)"
         )));
     }
     Ok(())

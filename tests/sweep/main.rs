@@ -8,6 +8,7 @@ mod common;
 mod cli;
 mod report;
 mod runs;
+mod slurm;
 mod spec;
 
 fn main() {
@@ -21,6 +22,7 @@ fn main() {
     trials.extend(spec::trials());
     trials.extend(report::trials());
     trials.extend(cli::trials());
+    trials.extend(slurm::trials());
     libtest_mimic::run(&args, trials).exit();
 }
 
