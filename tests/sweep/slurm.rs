@@ -119,10 +119,10 @@ struct Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for p in ["slurmd.pid", "slurmctld.pid"] {
-            if let Ok(pid) = std::fs::read_to_string(self.dir.join(p)) {
-                if let Ok(pid) = pid.trim().parse::<i32>() {
-                    unsafe { libc::kill(pid, libc::SIGTERM) };
-                }
+            if let Ok(pid) = std::fs::read_to_string(self.dir.join(p))
+                && let Ok(pid) = pid.trim().parse::<i32>()
+            {
+                unsafe { libc::kill(pid, libc::SIGTERM) };
             }
         }
     }
@@ -243,7 +243,7 @@ fn end_to_end() -> Result<(), Failed> {
 
 pub fn trials() -> Vec<Trial> {
     vec![
-        Trial::test("slurm_array_content", || content()),
+        Trial::test("slurm_array_content", content),
         Trial::ignorable_test("slurm_array_end_to_end", || match missing() {
             Some(why) if std::env::var("SAEFORGE_REQUIRE_SLURM").is_ok_and(|v| v == "1") => {
                 Err(format!("SAEFORGE_REQUIRE_SLURM=1 but {why}").into())
