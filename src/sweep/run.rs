@@ -686,6 +686,8 @@ fn step_all(members: &mut [(String, Member)], batch: &Batch) -> Vec<Result<()>> 
 fn diverged(state: &mut SweepState, name: &str, msg: String) {
     if let Some(s) = state.members.get_mut(name) {
         s.status = Status::Diverged;
-        s.message = Some(msg);
+        s.message = Some(format!(
+            "{msg} (the sweep went on without it; change its options in a new sweep, or train it alone with saeforge train)"
+        ));
     }
 }

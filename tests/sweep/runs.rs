@@ -141,8 +141,9 @@ fn equals_solo(device: &str) -> Result<(), Failed> {
     Ok(())
 }
 
-/// A sweep stopped (Ctrl-C) somewhere, then resumed, and another stopped at step 5 of 9
-/// and resumed with --steps 9: both end bitwise equal to the uninterrupted sweep.
+/// A sweep stopped (Ctrl-C) somewhere, then resumed; another stopped at step 5 of 9 and
+/// resumed with --steps 9; a third with one member ahead of the others: all end bitwise
+/// equal to the uninterrupted sweep.
 fn resume_exact() -> Result<(), Failed> {
     let dir = tmp("resume");
     let data = dir.join("data");
@@ -169,6 +170,30 @@ fn resume_exact() -> Result<(), Failed> {
         ..opts(&part)
     };
     run_until(None, &again, &StopToken::new()).map_err(fail)?;
+
+    // Members whose checkpoints are at different batches (as after a crash between two
+    // members' checkpoints): k4 trained on alone to step 7, the others at 5; the resumed
+    // sweep replays the stream from batch 5 and k4 skips what it has.
+    let skew = dir.join("skew");
+    run_until(
+        Some(spec(&data, "cpu", 5)?),
+        &opts(&skew),
+        &StopToken::new(),
+    )
+    .map_err(fail)?;
+    let ahead = SweepOptions {
+        resume: true,
+        steps: Some(7),
+        only: Some(vec!["k4".into()]),
+        ..opts(&skew)
+    };
+    run_until(None, &ahead, &StopToken::new()).map_err(fail)?;
+    let all = SweepOptions {
+        resume: true,
+        steps: Some(9),
+        ..opts(&skew)
+    };
+    run_until(None, &all, &StopToken::new()).map_err(fail)?;
 
     // Interrupted by a stop (as Ctrl-C) once the first log line is written.
     let cut = dir.join("cut");
@@ -209,6 +234,7 @@ fn resume_exact() -> Result<(), Failed> {
         // The 5-step run logged (and evaluated) at its last step, 5: its log has one more
         // record than the 9-step run's.
         same_run(&part.join(m), &full.join(m), false)?;
+        same_run(&skew.join(m), &full.join(m), false)?;
         same_run(&cut.join(m), &full.join(m), true)?;
     }
     Ok(())
