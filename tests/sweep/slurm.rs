@@ -114,6 +114,8 @@ fn missing() -> Option<String> {
 /// slurmctld and slurmd of one test, stopped (by their pids) when dropped.
 struct Cluster {
     dir: PathBuf,
+    /// munged, when this test started it.
+    munged: Option<i32>,
 }
 
 impl Drop for Cluster {
@@ -125,17 +127,28 @@ impl Drop for Cluster {
                 unsafe { libc::kill(pid, libc::SIGTERM) };
             }
         }
+        if let Some(pid) = self.munged {
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
     }
 }
 
 fn start_cluster(dir: &Path) -> Result<(Cluster, PathBuf), Failed> {
     // munge: the system's daemon if it runs, else one started as the munge user.
+    let mut munged = None;
     if !Path::new("/run/munge/munge.socket.2").exists() {
         sh(
             "mkdir -p /run/munge && chown munge:munge /run/munge && runuser -u munge -- munged",
             &[],
         )?;
+        munged = std::fs::read_to_string("/run/munge/munged.pid")
+            .ok()
+            .and_then(|p| p.trim().parse().ok());
     }
+    let cluster = Cluster {
+        dir: dir.to_path_buf(),
+        munged,
+    };
     let host = sh("hostname -s", &[])?;
     for d in ["state", "spool", "log"] {
         std::fs::create_dir_all(dir.join(d)).map_err(fail)?;
@@ -158,9 +171,6 @@ fn start_cluster(dir: &Path) -> Result<(Cluster, PathBuf), Failed> {
     let conf_path = dir.join("slurm.conf");
     std::fs::write(&conf_path, conf).map_err(fail)?;
     let env = [("SLURM_CONF", conf_path.as_path())];
-    let cluster = Cluster {
-        dir: dir.to_path_buf(),
-    };
     sh("slurmctld -f \"$SLURM_CONF\"", &env)?;
     sh("slurmd -f \"$SLURM_CONF\"", &env)?;
     let t0 = Instant::now();
