@@ -21,6 +21,7 @@ pub mod reference;
 pub mod report;
 pub mod sae;
 pub mod stop;
+pub mod sweep;
 pub mod synth;
 pub mod toy;
 

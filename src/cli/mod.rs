@@ -8,6 +8,7 @@ pub mod encode;
 pub mod eval;
 pub mod info;
 pub mod steer;
+pub mod sweep;
 pub mod synth;
 pub mod toy;
 pub mod train;
@@ -33,6 +34,9 @@ pub enum Command {
     Devices(devices::DevicesArgs),
     /// Train an SAE on activation shards and export it in the SAELens layout.
     Train(crate::sae::TrainArgs),
+    /// Train many SAEs from one pass over the data (a grid or a list of members), with a
+    /// Pareto report; `sweep report OUT` rebuilds the report, `--emit slurm` a job array.
+    Sweep(sweep::SweepArgs),
     /// Describe a shard, a folder of shards, or an SAE (SAELens, sparsify, Gemma Scope).
     Info(info::InfoArgs),
     /// Write synthetic activations with a planted dictionary (--compositional: an
@@ -58,6 +62,7 @@ pub fn run(cli: Cli) -> crate::Result<()> {
     match cli.command {
         Command::Devices(a) => devices::run(a),
         Command::Train(a) => train::run(a),
+        Command::Sweep(a) => sweep::run(a),
         Command::Info(a) => info::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Eval(a) => eval::run(a),

@@ -17,6 +17,10 @@ pub trait StepEngine {
     fn take_metrics(&mut self) -> Result<(Vec<f32>, f32)>;
     /// The whole state, for checkpoints and the export.
     fn state(&mut self) -> Result<TrainState>;
+    /// The GPU engine, for a sweep that records several steps into one submission.
+    fn as_gpu(&mut self) -> Option<&mut super::gpu::GpuEngine> {
+        None
+    }
 }
 
 /// Adam's first and second moments of every parameter tensor.

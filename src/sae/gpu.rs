@@ -631,6 +631,30 @@ impl GpuEngine {
         rows: usize,
         mark: &mut Mark,
     ) -> Result<()> {
+        let mut enc = self.gpu.encoder();
+        self.record_full_step(cfg, x, rows, &mut enc, mark)?;
+        self.gpu.submit(enc);
+        self.submitted()
+    }
+
+    /// After the submission holding a step recorded by [`Self::record_full_step`].
+    pub fn submitted(&mut self) -> Result<()> {
+        // Out of memory, device lost or a driver error: reported by the device's callbacks.
+        self.gpu.check()?;
+        self.step += 1;
+        Ok(())
+    }
+
+    /// Everything of a step but its submission: the uploads, then the whole step recorded
+    /// into `enc` (a sweep records every member's step into one encoder and submits once).
+    pub fn record_full_step(
+        &mut self,
+        cfg: &TrainConfig,
+        x: &[f32],
+        rows: usize,
+        enc: &mut wgpu::CommandEncoder,
+        mark: &mut Mark,
+    ) -> Result<()> {
         if rows != self.rows {
             return Err(Error::Internal(format!(
                 "GPU engine built for batches of {} rows, got {rows}",
@@ -656,8 +680,7 @@ impl GpuEngine {
                 ch.codes = ch.code_store.prefix(ch.rows * k);
             }
         }
-        let mut enc = g.encoder();
-        self.record_step(&mut enc, mark)?;
+        self.record_step(enc, mark)?;
         let batch_gate = self.batch.as_ref().map(|(_, gate)| gate);
         let chunk_gates = self
             .chunks
@@ -666,10 +689,6 @@ impl GpuEngine {
         for gate in chunk_gates.chain([batch_gate]).flatten() {
             gate.finish(g)?;
         }
-        g.submit(enc);
-        // Out of memory, device lost or a driver error: reported by the device's callbacks.
-        g.check()?;
-        self.step += 1;
         Ok(())
     }
 }

@@ -15,6 +15,10 @@ impl StepEngine for GpuEngine {
         self.step_marked(cfg, x, rows, &mut |_, _| Ok(()))
     }
 
+    fn as_gpu(&mut self) -> Option<&mut GpuEngine> {
+        Some(self)
+    }
+
     fn take_metrics(&mut self) -> Result<(Vec<f32>, f32)> {
         let g = &*self.gpu;
         let m = g.read_f32(&self.metrics)?;

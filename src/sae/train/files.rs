@@ -15,7 +15,7 @@ use crate::sae::export::{CFG_FILE, SaeModel};
 use crate::{Error, Result};
 
 /// Is `dir` already holding a run?
-pub(super) fn holds_run(dir: &Path) -> bool {
+pub fn holds_run(dir: &Path) -> bool {
     dir.join(CFG_FILE).exists()
         || checkpoint::path(dir).exists()
         || dir.join("config.json").exists()
@@ -52,7 +52,7 @@ const PLOT_NAMES: [&str; 5] = [
 /// Create the output folder and clear what a killed process left (temporary files); with
 /// --overwrite, remove the previous run's files (only the ones saeforge writes) so that a
 /// new run stopped early never sits beside a stale dictionary. Failing here is a bad --out.
-pub(super) fn prepare_out(cfg: &TrainConfig, overwrite: bool) -> Result<()> {
+pub fn prepare_out(cfg: &TrainConfig, overwrite: bool) -> Result<()> {
     let out = &cfg.out;
     let bad = |e: std::io::Error| {
         Error::input(format!(

@@ -1,0 +1,693 @@
+//! Training a sweep: every member resolved and checked (options, data, engine, memory)
+//! before anything is written; then members that read the same stream (same data, seed,
+//! batch, shuffle, normalisation: a "group") train together from ONE loader, one read of
+//! the data and one normalisation estimate, each as a [`Member`] of `saeforge train`'s own
+//! loop, so that OUT/<member>/ equals the member's solo run bitwise. Members whose seeds
+//! differ cannot share a stream (in `saeforge train` the seed also orders the data) and form
+//! groups of their own, trained one after the other.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::Named;
+use super::spec::SweepSpec;
+use crate::data::{Batch, Shard, discover, open_shards};
+use crate::gpu::{Engine, Gpu};
+use crate::report::progress::Progress;
+use crate::sae::TrainConfig;
+use crate::sae::checkpoint::{self, Checkpoint};
+use crate::sae::export::CFG_FILE;
+use crate::sae::gpu::GpuEngine;
+use crate::sae::train::{self, Member, RunData};
+use crate::stop::StopToken;
+use crate::{Error, Result};
+
+pub const SPEC_FILE: &str = "sweep-spec.json";
+pub const STATE_FILE: &str = "sweep-state.json";
+/// States of the tasks of a job array (`--only`), one file each, merged when read.
+pub const STATE_DIR: &str = "sweep-state.d";
+
+/// How the sweep runs (besides its spec).
+#[derive(Clone, Debug, Default)]
+pub struct SweepOptions {
+    pub out: PathBuf,
+    pub overwrite: bool,
+    /// Continue the sweep in `out` from its members' checkpoints.
+    pub resume: bool,
+    /// Train only these members (a job-array task); the others are left as they are.
+    pub only: Option<Vec<String>>,
+    pub allow_data_change: bool,
+    /// With `resume`: train every member on to this many steps (as `train --resume --steps`).
+    pub steps: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Interrupted,
+    Done,
+    Diverged,
+}
+
+/// A member's standing, kept in OUT/sweep-state.json.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MemberState {
+    pub status: Status,
+    pub steps: u64,
+    pub group: usize,
+    pub engine: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One pass over the data shared by a group of members: how much it read.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct GroupStats {
+    pub members: Vec<String>,
+    /// Training streams opened (1 per process that trained the group: a resume opens one
+    /// more, starting where the checkpoints are).
+    pub streams_opened: u64,
+    /// Row ids drawn from the training stream (all processes together).
+    pub rows_drawn: u64,
+    /// Rows available for training.
+    pub train_rows: u64,
+    /// Rows drawn for the normalisation / initialisation estimate (once per group).
+    pub init_rows_drawn: u64,
+    /// Training-loop wall time, seconds (all processes together).
+    pub wall_s: f64,
+}
+
+/// OUT/sweep-state.json.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct SweepState {
+    pub members: BTreeMap<String, MemberState>,
+    pub groups: Vec<GroupStats>,
+    /// Shard files read in full to fingerprint them, per process (once per data set).
+    pub fingerprint_reads: u64,
+    /// Where this process writes its state (a job-array task: its own file).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+impl SweepState {
+    /// The state of the sweep in `out`: its own file and those of its job-array tasks.
+    pub fn load(out: &Path) -> Result<SweepState> {
+        let main = out.join(STATE_FILE);
+        let mut st: SweepState = if main.is_file() {
+            read_json(&main)?
+        } else {
+            SweepState::default()
+        };
+        let mut tasks: Vec<PathBuf> = std::fs::read_dir(out.join(STATE_DIR))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        tasks.sort();
+        for t in tasks
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        {
+            let more: SweepState = read_json(t)?;
+            let base = st.groups.len();
+            for (name, mut m) in more.members {
+                m.group += base;
+                st.members.insert(name, m);
+            }
+            st.groups.extend(more.groups);
+            st.fingerprint_reads += more.fingerprint_reads;
+        }
+        Ok(st)
+    }
+    fn save(&self, out: &Path) -> Result<()> {
+        let p = self.file.clone().unwrap_or_else(|| out.join(STATE_FILE));
+        crate::io::write_json(&p, self)
+    }
+}
+
+pub fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T> {
+    let bytes = crate::data::read_input(p)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::input(format!("{}: not a saeforge sweep file ({e})", p.display())))
+}
+
+/// The spec of the sweep in `out`.
+pub fn load_spec(out: &Path) -> Result<SweepSpec> {
+    let p = out.join(SPEC_FILE);
+    if !p.is_file() {
+        return Err(Error::input(format!(
+            "{}: not a sweep folder (no {SPEC_FILE})",
+            out.display()
+        )));
+    }
+    read_json(&p)
+}
+
+/// How a sweep ended.
+#[derive(Debug, Clone)]
+pub struct SweepOutcome {
+    pub out: PathBuf,
+    pub state: SweepState,
+    pub interrupted: bool,
+    pub wall_s: f64,
+}
+
+/// A member before its loop starts.
+struct Prepared {
+    name: String,
+    cfg: TrainConfig,
+    resume: Option<Checkpoint>,
+    engine: Engine,
+}
+
+/// What makes two members read the same stream.
+fn stream_key(c: &TrainConfig) -> String {
+    serde_json::json!([
+        c.data,
+        c.tensor,
+        c.eval_data,
+        c.eval_fraction,
+        c.eval_rows,
+        c.batch,
+        c.seed,
+        c.shuffle_rows,
+        c.init_rows,
+        c.normalize,
+        c.skip_nonfinite,
+        c.prefetch,
+        c.d_in
+    ])
+    .to_string()
+}
+
+/// Whether a member's folder holds its finished run (exported at its last step).
+fn finished(cfg_dir: &Path, steps: Option<u64>) -> Option<u64> {
+    if !cfg_dir.join(CFG_FILE).is_file() || !checkpoint::path(cfg_dir).is_file() {
+        return None;
+    }
+    let ck = Checkpoint::load(cfg_dir).ok()?;
+    (ck.state.step >= steps.unwrap_or(ck.config.steps)).then_some(ck.state.step)
+}
+
+/// `saeforge sweep`: train `spec` into `opts.out` (or, with `opts.resume`, continue the
+/// sweep there), stopping at the next step boundary once `stop` is stopped.
+pub fn run_until(
+    spec: Option<SweepSpec>,
+    opts: &SweepOptions,
+    stop: &StopToken,
+) -> Result<SweepOutcome> {
+    let out = &opts.out;
+    let clock = Instant::now();
+    // A job-array task (--only) shares OUT with the other tasks: it locks its members'
+    // folders only, and keeps its state in a file of its own.
+    let task = opts.only.is_some();
+    let _lock = if task {
+        None
+    } else {
+        crate::lock::acquire_existing(out, "--out")? // reliability
+    };
+    let (spec, mut state) = if opts.resume {
+        let all = SweepState::load(out).unwrap_or_default();
+        let mine = if task {
+            let only = opts.only.as_ref().expect("task");
+            let file = out.join(STATE_DIR).join(format!("{}.json", only.join("+")));
+            let mut st: SweepState = if file.is_file() {
+                read_json(&file)?
+            } else {
+                SweepState::default()
+            };
+            // What other processes learnt (a diverged member) still counts.
+            for (n, m) in all.members {
+                if only.contains(&n) && m.status == Status::Diverged {
+                    st.members.insert(n, m);
+                }
+            }
+            st.file = Some(file);
+            st
+        } else {
+            all
+        };
+        (load_spec(out)?, mine)
+    } else {
+        let spec = spec.ok_or_else(|| Error::input("sweep: no members given"))?;
+        if out.join(SPEC_FILE).exists() && !opts.overwrite {
+            return Err(Error::input(format!(
+                "--out {}: already holds a sweep (use --overwrite to replace it, or saeforge sweep --resume {} to continue it)",
+                out.display(),
+                out.display()
+            )));
+        }
+        (spec, SweepState::default())
+    };
+    if let Some(only) = &opts.only {
+        for n in only {
+            if !spec.members.iter().any(|m| &m.name == n) {
+                return Err(Error::input(format!(
+                    "--only {n}: no such member (members: {})",
+                    spec.members
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+    }
+
+    // Every member resolved, its data opened once per data set, before anything is written.
+    let mut opened: BTreeMap<String, Arc<Vec<Shard>>> = BTreeMap::new();
+    let mut open = |data: &[PathBuf], tensor: Option<&str>| -> Result<Arc<Vec<Shard>>> {
+        let k = serde_json::json!([data, tensor]).to_string();
+        if let Some(s) = opened.get(&k) {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(open_shards(&discover(data)?, tensor)?);
+        opened.insert(k, s.clone());
+        Ok(s)
+    };
+    let mut prepared: Vec<Prepared> = Vec::new();
+    for m in &spec.members {
+        if opts.only.as_ref().is_some_and(|o| !o.contains(&m.name)) {
+            continue;
+        }
+        let named = |e: Error| e.with_prefix(&format!("member `{}`", m.name));
+        let dir = out.join(&m.name);
+        let st = state.members.get(&m.name).map(|s| s.status);
+        if opts.resume && st == Some(Status::Diverged) {
+            continue;
+        }
+        if opts.resume
+            && let Some(steps) = finished(&dir, opts.steps)
+        {
+            let e = state.members.entry(m.name.clone()).or_insert(MemberState {
+                status: Status::Done,
+                steps,
+                group: 0,
+                engine: String::new(),
+                message: None,
+            });
+            e.status = Status::Done;
+            continue;
+        }
+        let (cfg, resume) = if opts.resume && checkpoint::path(&dir).is_file() {
+            let ck = Checkpoint::load(&dir).map_err(named)?;
+            let mut cfg = ck.config.clone();
+            cfg.out = dir.clone();
+            let over = crate::sae::TrainArgs {
+                steps: opts.steps,
+                ..Default::default()
+            };
+            cfg.apply_resume_overrides(&over, ck.state.step)
+                .map_err(named)?;
+            (cfg, Some(ck))
+        } else {
+            let args = spec.train_args(m, out, opts.overwrite || opts.resume)?;
+            let data = args.data.clone().unwrap_or_default();
+            if data.is_empty() {
+                return Err(named(Error::input(
+                    "--data: missing (give data in [shared] or with --data)",
+                )));
+            }
+            let shards = open(&data, args.tensor.as_deref()).map_err(named)?;
+            let cfg = train::resolve_on(&args, &shards).map_err(named)?;
+            train::check_new_out(&cfg, opts.overwrite || opts.resume, "--out").map_err(named)?;
+            (cfg, None)
+        };
+        prepared.push(Prepared {
+            name: m.name.clone(),
+            engine: Engine::Cpu,
+            cfg,
+            resume,
+        });
+    }
+
+    // Engines (one device shared by every GPU member), and whether each member fits.
+    let mut gpus: Vec<Arc<crate::gpu::Gpu>> = Vec::new();
+    let mut whys: Vec<String> = Vec::new();
+    for p in prepared.iter_mut() {
+        let named = |e: Error| e.with_prefix(&format!("member `{}`", p.name));
+        let (mut kind, why) = crate::engine_choice::select_training_engine(
+            p.cfg.device,
+            p.cfg.adapter.as_deref(),
+            &p.cfg,
+        )
+        .map_err(named)?;
+        if let Engine::Gpu(g) = &kind {
+            match gpus.iter().find(|h| h.info.name == g.info.name) {
+                Some(h) => kind = Engine::Gpu(h.clone()),
+                None => gpus.push(g.clone()),
+            }
+        }
+        train::check_fits(&kind, &p.cfg).map_err(named)?;
+        if !whys.contains(&why) {
+            whys.push(why);
+        }
+        p.engine = kind;
+    }
+    super::memory::check_together(
+        &prepared
+            .iter()
+            .map(|p| (p.name.as_str(), &p.cfg, &p.engine))
+            .collect::<Vec<_>>(),
+    )?;
+
+    // Groups: members reading the same stream, in spec order.
+    let mut keys: Vec<String> = Vec::new();
+    let mut groups: Vec<Vec<Prepared>> = Vec::new();
+    for p in prepared {
+        let k = stream_key(&p.cfg);
+        match keys.iter().position(|x| *x == k) {
+            Some(i) => groups[i].push(p),
+            None => {
+                keys.push(k);
+                groups.push(vec![p]);
+            }
+        }
+    }
+
+    // Per group: the data checked (against every resumed member's fingerprints), the
+    // held-out rows, the one initialisation sample, and each member's engine at its state.
+    let mut ready: Vec<Group> = Vec::new();
+    for g in groups {
+        let c0 = g[0].cfg.clone();
+        let shards = open(&c0.data, c0.tensor.as_deref())?;
+        let data = RunData::from_shards(&c0, shards, None, false)?;
+        for p in &g {
+            if let Some(ck) = &p.resume {
+                checkpoint::ShardPrint::check_same(
+                    &ck.data,
+                    &data.prints,
+                    &p.cfg.out,
+                    opts.allow_data_change,
+                )
+                .map_err(|e| e.with_prefix(&format!("member `{}`", p.name)))?;
+            }
+        }
+        let eval_x = data.eval_rows(&c0)?;
+        let needs_init = g.iter().any(|p| p.resume.is_none());
+        let (scale, scaled, skipped, init_rows) = if needs_init {
+            let (s, x, k) = data.init_sample(&c0)?;
+            (s, x, k, c0.init_rows as u64)
+        } else {
+            (1.0, Vec::new(), 0, 0)
+        };
+        let mut built = Vec::new();
+        for p in g {
+            let (st, sc, consumed, resuming) = match p.resume {
+                Some(ck) => (ck.state, ck.scale, ck.batches, true),
+                None => (train::fresh_state(&p.cfg, &scaled), scale, 0, false),
+            };
+            let step = st.step;
+            let engine = train::make_engine(&p.engine, &p.cfg, st)
+                .map_err(|e| e.with_prefix(&format!("member `{}`", p.name)))?;
+            built.push(Built {
+                name: p.name,
+                cfg: p.cfg,
+                kind: p.engine,
+                engine,
+                step,
+                consumed,
+                scale: sc,
+                resuming,
+            });
+        }
+        ready.push(Group {
+            data,
+            eval_x,
+            built,
+            init_rows,
+            skipped,
+        });
+    }
+    stop.check(|| {
+        format!(
+            "interrupted before training started; nothing was written to {}",
+            out.display()
+        )
+    })?;
+
+    // Only now write: the sweep folder, its spec and state, every member's folder.
+    let _lock = match _lock {
+        Some(l) => Some(l),
+        None if task => None,
+        None => Some(crate::lock::acquire(out, "--out")?), // reliability
+    };
+    crate::io::create_dir(out)?;
+    if !opts.resume {
+        crate::io::write_json(&out.join(SPEC_FILE), &spec)?;
+    }
+    if let Some(f) = &state.file {
+        crate::io::create_dir(f.parent().expect("in OUT"))?;
+    }
+    let mut locks = Vec::new();
+    for (gi, g) in ready.iter().enumerate() {
+        for b in &g.built {
+            locks.push(crate::lock::acquire(&b.cfg.out, "--out")?);
+            train::prepare_out(&b.cfg, !b.resuming && opts.overwrite)?;
+            state.members.insert(
+                b.name.clone(),
+                MemberState {
+                    status: Status::Pending,
+                    steps: b.step,
+                    group: gi,
+                    engine: b.kind.name(),
+                    message: None,
+                },
+            );
+        }
+    }
+    let fingerprinted: usize = opened.values().map(|s| s.len()).sum();
+    state.fingerprint_reads += fingerprinted as u64;
+    if state.groups.len() < ready.len() {
+        state.groups.resize(ready.len(), GroupStats::default());
+    }
+    state.save(out)?;
+    for why in &whys {
+        eprintln!("saeforge: {why}");
+    }
+
+    let mut interrupted = false;
+    for (gi, g) in ready.into_iter().enumerate() {
+        if interrupted {
+            break;
+        }
+        interrupted = run_group(gi, g, out, &mut state, stop)?;
+    }
+    drop(locks);
+    Ok(SweepOutcome {
+        out: out.clone(),
+        state,
+        interrupted,
+        wall_s: clock.elapsed().as_secs_f64(),
+    })
+}
+
+/// A member ready to train, before its folder is written.
+struct Built {
+    name: String,
+    cfg: TrainConfig,
+    kind: Engine,
+    engine: Box<dyn crate::sae::engine::StepEngine>,
+    step: u64,
+    consumed: u64,
+    scale: f32,
+    resuming: bool,
+}
+
+/// The members of one stream.
+struct Group {
+    data: RunData,
+    eval_x: Option<train::EvalRows>,
+    built: Vec<Built>,
+    init_rows: u64,
+    skipped: u64,
+}
+
+/// Train one group over its stream. Returns whether it was interrupted.
+fn run_group(
+    gi: usize,
+    g: Group,
+    out: &Path,
+    state: &mut SweepState,
+    stop: &StopToken,
+) -> Result<bool> {
+    let clock = Instant::now();
+    let mut members: Vec<(String, Member)> = Vec::new();
+    let longest = g.built.iter().map(|b| b.cfg.steps).max().unwrap_or(0);
+    let mut shown = false;
+    for b in g.built {
+        let mut m = Member::new(
+            b.cfg,
+            b.kind,
+            b.engine,
+            b.step,
+            b.consumed,
+            b.scale,
+            g.data.prints.clone(),
+            g.eval_x.clone(),
+            b.resuming,
+        )?;
+        if !shown && m.cfg.steps == longest {
+            m.progress = Some(Progress::new(longest, b.step));
+            shown = true;
+        }
+        members.push((b.name, m));
+    }
+    let stats = &mut state.groups[gi];
+    stats.members = members.iter().map(|(n, _)| n.clone()).collect();
+    stats.train_rows = g.data.train_rows();
+    stats.init_rows_drawn += g.init_rows;
+    let start = members.iter().map(|(_, m)| m.consumed).min().unwrap_or(0);
+    let c0 = members.first().map(|(_, m)| m.cfg.clone());
+    let Some(c0) = c0 else {
+        return Ok(false);
+    };
+    let scale = members[0].1.scale;
+    let mut prefetch = g.data.stream(&c0, scale, start)?;
+    stats.streams_opened += 1;
+    let mut drawn = start;
+    let mut skipped = g.skipped;
+    let mut interrupted = false;
+    let resume_cmd = format!("saeforge sweep --resume {}", out.display());
+    // Members still training; finished and diverged ones leave the list.
+    while !members.is_empty() {
+        let batch = match prefetch.next() {
+            Ok(b) => b,
+            Err(e) => {
+                // Keep every member's training (a checkpoint each), then say how to go on.
+                let mut err = None;
+                for (_, m) in members.iter_mut() {
+                    let e2 = m.checkpoint();
+                    if let Err(e2) = e2 {
+                        err.get_or_insert(e2);
+                    }
+                    m.finish_progress();
+                }
+                let steps: Vec<String> = members
+                    .iter()
+                    .map(|(n, m)| format!("{n} at step {}", m.step))
+                    .collect();
+                state.groups[gi].rows_drawn += drawn - start;
+                state.save(out)?;
+                return Err(err.unwrap_or(e).with_hint(format!(
+                    "the sweep stopped with a checkpoint for every member ({}); fix the data, then continue with: {resume_cmd}",
+                    steps.join(", ")
+                )));
+            }
+        };
+        drawn = batch.drawn;
+        skipped += batch.skipped as u64;
+        let mut results = step_all(&mut members, &batch).into_iter();
+        let mut i = 0;
+        while i < members.len() {
+            let (name, _) = &mut members[i];
+            match results.next().unwrap_or(Ok(())) {
+                Ok(()) => i += 1,
+                Err(Error::Diverged(msg)) => {
+                    eprintln!("saeforge: member `{name}`: {msg}");
+                    diverged(state, name, msg);
+                    members.remove(i);
+                    state.save(out)?;
+                }
+                Err(e) => return Err(e.with_prefix(&format!("member `{name}`"))),
+            }
+        }
+        if stop.is_stopped() {
+            interrupted = true;
+            break;
+        }
+        let mut i = 0;
+        while i < members.len() {
+            let (name, m) = &mut members[i];
+            if m.done() {
+                let (name, m) = members.remove(i);
+                let secs = clock.elapsed().as_secs_f64();
+                let o = m.finish(false, secs, skipped)?;
+                let s = state.members.get_mut(&name).expect("registered");
+                s.status = Status::Done;
+                s.steps = o.steps;
+                state.save(out)?;
+                continue;
+            }
+            match m.checkpoint_if_due() {
+                Ok(()) => i += 1,
+                Err(Error::Diverged(msg)) => {
+                    eprintln!("saeforge: member `{name}`: {msg}");
+                    let name = name.clone();
+                    diverged(state, &name, msg);
+                    members.remove(i);
+                    state.save(out)?;
+                }
+                Err(e) => return Err(e.with_prefix(&format!("member `{name}`"))),
+            }
+        }
+    }
+    drop(prefetch);
+    let secs = clock.elapsed().as_secs_f64();
+    for (name, m) in members {
+        let o = m.finish(true, secs, skipped)?;
+        let s = state.members.get_mut(&name).expect("registered");
+        s.status = Status::Interrupted;
+        s.steps = o.steps;
+    }
+    let stats = &mut state.groups[gi];
+    stats.rows_drawn += drawn - start;
+    stats.wall_s += secs;
+    state.save(out)?;
+    Ok(interrupted)
+}
+
+/// Every member that wants `batch` steps on it: the GPU engine's members on one device are
+/// recorded into ONE encoder and submitted once; CPU members step in turn. The result of
+/// each member, in order.
+fn step_all(members: &mut [(String, Member)], batch: &Batch) -> Vec<Result<()>> {
+    let mut res: Vec<Result<()>> = members.iter().map(|_| Ok(())).collect();
+    let mut enc: Option<(Arc<Gpu>, wgpu::CommandEncoder)> = None;
+    let mut recorded = Vec::new();
+    for (i, (_, m)) in members.iter_mut().enumerate() {
+        if !m.wants(batch) || !m.begin(batch) {
+            continue;
+        }
+        let cfg = &m.cfg;
+        let same = |g: &GpuEngine| enc.as_ref().is_none_or(|(d, _)| Arc::ptr_eq(d, g.gpu()));
+        match m.engine.as_gpu() {
+            Some(g) if same(g) => {
+                let (_, e) = enc.get_or_insert_with(|| (g.gpu().clone(), g.gpu().encoder()));
+                match g.record_full_step(cfg, &batch.data, batch.rows, e, &mut |_, _| Ok(())) {
+                    Ok(()) => recorded.push(i),
+                    Err(e) => res[i] = Err(e),
+                }
+            }
+            _ => {
+                res[i] = match m.engine.step(cfg, &batch.data, batch.rows) {
+                    Ok(()) => m.stepped(batch),
+                    Err(e) => Err(e.with_hint(m.note())),
+                }
+            }
+        }
+    }
+    if let Some((gpu, e)) = enc {
+        gpu.submit(e);
+    }
+    for i in recorded {
+        let m = &mut members[i].1;
+        let r = m.engine.as_gpu().map_or(Ok(()), |g| g.submitted());
+        res[i] = match r {
+            Ok(()) => m.stepped(batch),
+            Err(e) => Err(e.with_hint(m.note())),
+        };
+    }
+    res
+}
+
+fn diverged(state: &mut SweepState, name: &str, msg: String) {
+    if let Some(s) = state.members.get_mut(name) {
+        s.status = Status::Diverged;
+        s.message = Some(format!(
+            "{msg} (the sweep went on without it; change its options in a new sweep, or train it alone with saeforge train)"
+        ));
+    }
+}
