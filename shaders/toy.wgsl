@@ -68,26 +68,7 @@ fn hid_zero() -> Hid {
 }
 
 // ---------------------------------------------------------------- data
-// PCG hash (Jarzynski and Olano 2020); row_key chains seed, step, instance and row through
-// it; draw(key, c) = (pcg(key ^ pcg(c)) >> 8) * 2^-24 in [0, 1), exact in f32.
-
-fn pcg(v: u32) -> u32 {
-    let state = v * 747796405u + 2891336453u;
-    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-    return (word >> 22u) ^ word;
-}
-
-fn row_key(step: u32, inst: u32, row: u32) -> u32 {
-    var k = pcg(p.seed_lo);
-    k = pcg(k ^ p.seed_hi);
-    k = pcg(k ^ step);
-    k = pcg(k ^ inst);
-    return pcg(k ^ row);
-}
-
-fn draw(key: u32, c: u32) -> f32 {
-    return f32(pcg(key ^ pcg(c)) >> 8u) * (1.0 / 16777216.0);
-}
+// The hash helpers pcg, row_key and draw live in shaders/prelude.wgsl.
 
 // toy_data: x[e, r, f] = draw(key, 2f + 1) if draw(key, 2f) < density[e], else 0,
 // key = row_key(step, e, r). One invocation per element.
@@ -103,7 +84,7 @@ fn toy_data(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let rr = e / p.n;
     let row = rr % p.rows;
     let inst = rr / p.rows;
-    let key = row_key(td_step.step, inst, row);
+    let key = row_key(p.seed_lo, p.seed_hi, td_step.step, inst, row);
     var v = 0.0;
     if draw(key, 2u * f) < td_density[inst] {
         v = draw(key, 2u * f + 1u);
