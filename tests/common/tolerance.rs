@@ -401,6 +401,17 @@ pub const TOY_TRAIN: Tol = Tol {
     rtol: 1e-4,
 };
 
+/// The two-layer toy model's twin gradient against central differences (eps 1e-3) of its
+/// f32 batch-mean loss (tests/kernels/toy_mlp.rs): the loss is piecewise quadratic in one
+/// parameter, so away from kinks (skipped) the difference is exact up to f32 rounding of
+/// O(1) row losses, ~1e-7 / 2e-3 = 5e-5 per row; 5e-4 absolute leaves 10x, 1e-2 relative
+/// covers the rounding of the larger gradients.
+pub const MLP_FD: Tol = Tol {
+    name: "MLP_FD",
+    atol: 5e-4,
+    rtol: 1e-2,
+};
+
 /// decoder_grad_prep: coef = g.w / w.w and part = max(g.g - 2 coef g.w + coef^2 w.w, 0)
 /// from lane-strided f32 sums in a tree (d <= 512 terms) against f64 sums rounded once:
 /// each dot is off by ~sqrt(d) ulp of its terms' magnitude, i.e. ~2e-6 relative at d = 512
