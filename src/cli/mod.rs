@@ -9,6 +9,7 @@ pub mod info;
 pub mod steer;
 pub mod synth;
 pub mod toy;
+pub mod toy_lab_b;
 pub mod train;
 
 use clap::{Parser, Subcommand};

@@ -77,6 +77,25 @@ pub struct ToyArgs {
     /// Use the adapter whose name contains this (see `saeforge devices`).
     #[arg(long)]
     pub adapter: Option<String>,
+    /// Run one experiment of the superposition lab instead of a sweep (see README
+    /// "Superposition lab").
+    #[arg(long, value_enum, conflicts_with = "phase")]
+    pub experiment: Option<Experiment>,
+    #[command(flatten)]
+    pub lab_b: super::toy_lab_b::LabBArgs,
+}
+
+/// `--experiment NAME`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Experiment {
+    /// Superposition in a privileged basis: h = ReLU(W x), per-neuron stacked bars.
+    Privileged,
+    /// Computation in superposition: y = |x| through a ReLU hidden layer.
+    Abs,
+    /// An L1 penalty (and a top-k) on the hidden layer against superposition.
+    L1,
+    /// An SAE trained on the toy model's hidden layer; its latents ablated / clamped.
+    Intervene,
 }
 
 /// Parse LO:HI:COUNT.
@@ -130,7 +149,7 @@ fn check_common(a: &ToyArgs) -> Result<()> {
     Ok(())
 }
 
-fn progress_line(what: &str) -> impl FnMut(&Progress) + '_ {
+pub(crate) fn progress_line(what: &str) -> impl FnMut(&Progress) + '_ {
     move |p: &Progress| {
         let k = p.batch_loss.len() as f64;
         let mean = p.batch_loss.iter().sum::<f64>() / k;
@@ -235,6 +254,14 @@ pub fn phase_config(a: &ToyArgs) -> Result<PhaseConfig> {
 }
 
 pub fn run(args: ToyArgs) -> Result<()> {
+    use super::toy_lab_b::{LabB, run as run_b};
+    match args.experiment {
+        Some(Experiment::Privileged) => return run_b(LabB::Privileged, &args),
+        Some(Experiment::Abs) => return run_b(LabB::Abs, &args),
+        Some(Experiment::L1) => return run_b(LabB::L1, &args),
+        Some(Experiment::Intervene) => return run_b(LabB::Intervene, &args),
+        None => {}
+    }
     // Validate every flag before opening a device.
     let sweep = if args.phase {
         None

@@ -18,6 +18,7 @@
 //! phase diagram ([`phase::run_phase`]), `plots` the figures.
 
 pub mod geometry;
+pub mod lab;
 pub mod mlp;
 pub mod phase;
 pub mod plots;
