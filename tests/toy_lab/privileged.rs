@@ -1,6 +1,9 @@
 //! `toy --experiment privileged`: with the ReLU hidden layer, neurons are monosemantic when
-//! features are dense enough to get a neuron each, and polysemantic once features are
-//! sparse enough to be packed into superposition (more features represented than neurons).
+//! features are dense enough that the m most important get a neuron each (1 - S = 0.6 for
+//! n = 10, m = 5, I = 0.75^i), and polysemantic once features are sparse enough to be
+//! packed into superposition (more features represented than neurons). (At 1 - S = 1
+//! itself the bias-free model spends positive weights of always-present features as a
+//! bias, the paper's noted limitation, so the dense case is 0.6.)
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Engine;
@@ -10,9 +13,8 @@ use crate::common::{self, fail};
 
 fn check(engine: &Engine) -> Result<(), Failed> {
     let cfg = PrivilegedConfig {
-        density: vec![0.4, 0.01],
-        steps: 3000,
-        batch: 256,
+        density: vec![0.6, 0.01],
+        batch: 512,
         ..PrivilegedConfig::paper()
     };
     let r = run(engine, &cfg, 0, &mut |_| {}).map_err(fail)?;

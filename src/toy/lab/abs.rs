@@ -4,8 +4,10 @@
 //! Without superposition |x_i| takes two neurons, ReLU(x_i) + ReLU(-x_i), so m neurons
 //! compute at most m / 2 features; sparse enough, the model computes more.
 //!
-//! A feature is *computed* when, fed alone at each of +-0.25, +-0.5, +-0.75, its output's
-//! mean relative error | y_i - |v| | / |v| is below [`COMPUTED_ERROR`]. A feature's
+//! A feature's sign is *computed* when, fed alone at 0.25, 0.5, 0.75 of that sign, its
+//! output's mean relative error | y_i - |v| | / |v| is below [`COMPUTED_ERROR`]; a feature is
+//! computed when both signs are. Without superposition a neuron computes one sign of one
+//! feature, so at most m signs (m / 2 features) are computed. A feature's
 //! *monosemantic pair*: a monosemantic neuron whose top input weight is +, and another
 //! whose top weight is -, both on that feature (the neurons of ReLU(x) and ReLU(-x)).
 
@@ -87,7 +89,10 @@ pub struct AbsInstance {
     pub dead_neurons: usize,
     /// Features whose |x_i| the model computes (see the module doc).
     pub features_computed: usize,
-    /// Per feature: mean relative error of y_i on single-feature inputs.
+    /// Halves ReLU(x_i), ReLU(-x_i) computed (mean relative error below
+    /// [`COMPUTED_ERROR`] on that sign): without superposition at most one per neuron, m.
+    pub signs_computed: usize,
+    /// Per feature: mean relative error of y_i on single-feature inputs (both signs).
     pub feature_error: Vec<f64>,
     /// Features with a monosemantic pair of neurons.
     pub monosemantic_pairs: Vec<usize>,
@@ -169,20 +174,28 @@ pub fn analyse(shape: MlpShape, spec: MlpSpec, w: &[f32]) -> AbsInstance {
             }
         })
         .collect();
-    let feature_error: Vec<f64> = (0..n)
+    // Per feature and sign: mean relative error of y_i over x_i = +-0.25, +-0.5, +-0.75.
+    let sign_error: Vec<[f64; 2]> = (0..n)
         .map(|i| {
-            let vals = [-0.75f32, -0.5, -0.25, 0.25, 0.5, 0.75];
-            vals.iter()
-                .map(|&v| {
-                    let mut x = vec![0.0f32; n];
-                    x[i] = v;
-                    let (_, y) = forward_one(n, m, spec, m as u32, w, &x);
-                    ((y[i] - v.abs()).abs() / v.abs()) as f64
-                })
-                .sum::<f64>()
-                / vals.len() as f64
+            [1.0f32, -1.0].map(|s| {
+                let vals = [0.25f32, 0.5, 0.75];
+                vals.iter()
+                    .map(|&a| {
+                        let mut x = vec![0.0f32; n];
+                        x[i] = s * a;
+                        let (_, y) = forward_one(n, m, spec, m as u32, w, &x);
+                        ((y[i] - a).abs() / a) as f64
+                    })
+                    .sum::<f64>()
+                    / vals.len() as f64
+            })
         })
         .collect();
+    let feature_error: Vec<f64> = sign_error.iter().map(|e| (e[0] + e[1]) / 2.0).collect();
+    let signs_computed = sign_error
+        .iter()
+        .map(|e| e.iter().filter(|&&v| v < COMPUTED_ERROR).count())
+        .sum();
     let mono = |i: usize, s: i8| {
         neurons
             .iter()
@@ -195,10 +208,11 @@ pub fn analyse(shape: MlpShape, spec: MlpSpec, w: &[f32]) -> AbsInstance {
         monosemantic_neurons: count(NeuronKind::Monosemantic),
         polysemantic_neurons: count(NeuronKind::Polysemantic),
         dead_neurons: count(NeuronKind::Dead),
-        features_computed: feature_error
+        features_computed: sign_error
             .iter()
-            .filter(|&&v| v < COMPUTED_ERROR)
+            .filter(|e| e.iter().all(|&v| v < COMPUTED_ERROR))
             .count(),
+        signs_computed,
         monosemantic_pairs: (0..n).filter(|&i| mono(i, 1) && mono(i, -1)).collect(),
         feature_error,
         neurons,
@@ -213,9 +227,10 @@ pub fn write(dir: &Path, r: &AbsResult) -> Result<Vec<String>> {
         .iter()
         .map(|i| super::plots_b::StackPanel {
             title: format!(
-                "{}\n{} computed",
+                "{}\n{} features,\n{} signs computed",
                 super::plots_b::density_title(i.density),
-                i.features_computed
+                i.features_computed,
+                i.signs_computed
             ),
             neurons: i
                 .neurons
@@ -240,19 +255,20 @@ pub fn write(dir: &Path, r: &AbsResult) -> Result<Vec<String>> {
 
 pub fn table(r: &AbsResult) -> String {
     let mut s = format!(
-        "{:>8} {:>9} {:>6} {:>6} {:>5} {:>9}  monosemantic pairs (features)\n",
-        "1-S", "loss", "mono", "poly", "dead", "computed"
+        "{:>8} {:>9} {:>6} {:>6} {:>5} {:>9} {:>6}  monosemantic pairs (features)\n",
+        "1-S", "loss", "mono", "poly", "dead", "features", "signs"
     );
     for i in &r.instances {
         let pairs: Vec<String> = i.monosemantic_pairs.iter().map(|v| v.to_string()).collect();
         s += &format!(
-            "{:>8.4} {:>9.5} {:>6} {:>6} {:>5} {:>9}  [{}]\n",
+            "{:>8.4} {:>9.5} {:>6} {:>6} {:>5} {:>9} {:>6}  [{}]\n",
             i.density,
             i.loss,
             i.monosemantic_neurons,
             i.polysemantic_neurons,
             i.dead_neurons,
             i.features_computed,
+            i.signs_computed,
             pairs.join(" ")
         );
     }

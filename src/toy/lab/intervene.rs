@@ -238,6 +238,7 @@ pub fn run(
         adapter: cfg.sae_adapter.clone(),
         eval_every: Some(0),
         checkpoint_every: Some(0),
+        log_every: Some((cfg.sae_steps / 5).max(1)),
         overwrite: Some(true),
         ..Default::default()
     };

@@ -5,8 +5,10 @@
 //! sum_i I_i (x_i - x'_i)^2 + l1 sum_k h_k, one instance per penalty; then again with a
 //! top-k hidden layer (ReLU of the k largest pre-activations), one instance per k.
 //!
-//! Superposition is measured as features per dimension ||W||_F^2 / m (= 1 / D*) and as
-//! the features represented (||W[:, i]|| > 0.5). The paper: the penalty removes features
+//! Superposition is measured as features per dimension ||W+||_F^2 / m (= 1 / D*, W+ the
+//! positive weights: with inputs >= 0 only those make a neuron fire, and a penalised model
+//! can switch neurons off with negative weights) and as the features represented
+//! (||W+[:, i]|| > 0.5). The paper: the penalty removes features
 //! below an importance threshold and pushes the model out of superposition, at a cost in
 //! loss.
 
@@ -65,9 +67,9 @@ pub struct L1Instance {
     pub l1: f32,
     /// Reconstruction loss (without the penalty) on fresh batches.
     pub loss: f64,
-    /// m / ||W||_F^2.
+    /// m / ||W+||_F^2 (W+: the positive weights).
     pub dstar: f64,
-    /// ||W||_F^2 / m.
+    /// ||W+||_F^2 / m.
     pub features_per_dim: f64,
     pub features_represented: usize,
     pub monosemantic_neurons: usize,
@@ -136,11 +138,17 @@ fn train_all(
     let out = (0..e)
         .map(|inst| {
             let w = &t.prm[inst * shape.params()..(inst + 1) * shape.params()];
-            let frob: f64 = w[..mn].iter().map(|&v| (v as f64).powi(2)).sum();
+            // Only the positive weights make a neuron fire (inputs are >= 0).
+            let frob: f64 = w[..mn].iter().map(|&v| (v as f64).max(0.0).powi(2)).sum();
             let s = summarize(shape, w, false);
             Measured {
                 loss: t.final_loss[inst],
-                dstar: cfg.m as f64 / frob.max(1e-12),
+                // No neuron fires at all: no dimension is used (null in results.json).
+                dstar: if frob > 1e-9 {
+                    cfg.m as f64 / frob
+                } else {
+                    f64::INFINITY
+                },
                 fpd: frob / cfg.m as f64,
                 represented: s.features_represented,
                 mono: s.monosemantic_neurons,

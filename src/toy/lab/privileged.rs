@@ -128,7 +128,8 @@ pub struct PrivilegedInstance {
     pub monosemantic_neurons: usize,
     pub polysemantic_neurons: usize,
     pub dead_neurons: usize,
-    /// Features with ||W[:, i]|| > 0.5.
+    /// Features whose firing weights W[:, i] (positive ones for inputs >= 0) have norm
+    /// above 0.5: features some neuron fires for.
     pub features_represented: usize,
     pub loss: f64,
     pub bias: Vec<f32>,
@@ -221,10 +222,17 @@ pub fn summarize(shape: MlpShape, w: &[f32], signed: bool) -> PrivilegedInstance
         })
         .collect();
     let count = |k: NeuronKind| neurons.iter().filter(|u| u.kind == k).count();
+    let fire = |v: f32| {
+        if signed {
+            v as f64
+        } else {
+            (v as f64).max(0.0)
+        }
+    };
     let features_represented = (0..n)
         .filter(|&i| {
             (0..m)
-                .map(|k| (w[k * n + i] as f64).powi(2))
+                .map(|k| fire(w[k * n + i]).powi(2))
                 .sum::<f64>()
                 .sqrt()
                 > 0.5
