@@ -56,10 +56,14 @@ fn common(a: &ToyArgs, what: &str) -> Result<()> {
     if a.steps == 0 || a.batch == 0 {
         return Err(Error::input("--steps and --batch must be at least 1"));
     }
-    if !(a.lr > 0.0 && a.lr.is_finite()) || !(a.weight_decay >= 0.0 && a.weight_decay.is_finite()) {
-        return Err(Error::input(
-            "--lr must be positive and --weight-decay >= 0",
-        ));
+    if !(a.lr > 0.0 && a.lr.is_finite()) {
+        return Err(Error::input(format!("--lr {}: must be positive", a.lr)));
+    }
+    if !(a.weight_decay >= 0.0 && a.weight_decay.is_finite()) {
+        return Err(Error::input(format!(
+            "--weight-decay {}: must be >= 0",
+            a.weight_decay
+        )));
     }
     let (n, m) = (a.features.unwrap_or(1), a.hidden.unwrap_or(1));
     if n == 0 || m == 0 {

@@ -202,7 +202,8 @@ fn line_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) 
     if x1 <= x0 {
         x1 = x0 + 1.0;
     }
-    let y1 = y1 + 0.08 * (y1 - y0).max(1e-6);
+    // Headroom for the legend (upper right).
+    let y1 = y1 + 0.4 * (y1 - y0).max(1e-6);
     let mut b = ChartBuilder::on(root);
     b.caption(c.title.clone(), ("sans-serif", 17))
         .margin(12)
@@ -215,6 +216,7 @@ fn line_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) 
             .map_err(e)?;
         chart
             .configure_mesh()
+            .max_light_lines(2)
             .x_desc(c.x_desc.clone())
             .y_desc(c.y_desc.clone())
             .draw()
@@ -227,6 +229,7 @@ fn line_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) 
             .map_err(e)?;
         chart
             .configure_mesh()
+            .max_light_lines(2)
             .x_desc(c.x_desc.clone())
             .y_desc(c.y_desc.clone())
             .draw()

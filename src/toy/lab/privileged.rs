@@ -272,7 +272,7 @@ pub fn write(dir: &Path, r: &PrivilegedResult) -> Result<Vec<String>> {
         "neurons",
         &format!(
             "Privileged basis: h = ReLU(W x), x' = ReLU(W\u{1d40} h + b), n = {}, m = {}; \
-             each bar a neuron, blocks |W[k, i]| by feature (hatched/grey: negative)",
+             each bar a neuron, blocks |W[k, i]| by feature (pale, below the axis: negative)",
             r.config.n, r.config.m
         ),
         r.config.n,
