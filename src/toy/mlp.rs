@@ -174,8 +174,8 @@ pub fn train_mlp(
     })
 }
 
-/// The model applied to one input on the host (plain f64-free f32 loops, the twin's
-/// formulas): returns (h, y) for instance parameters `w` (length P).
+/// The model applied to one input on the host (the twin's forward on one row, then
+/// [`decode`]): returns (h, y) for instance parameters `w` (length P).
 pub fn forward_one(
     n: usize,
     m: usize,
