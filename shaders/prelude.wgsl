@@ -22,3 +22,25 @@ fn key_of(v: f32) -> u32 {
     return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
 }
 
+
+// PCG hash (Jarzynski and Olano 2020); row_key chains the seed words, step, instance and row
+// through it; draw(key, c) = (pcg(key ^ pcg(c)) >> 8) * 2^-24 in [0, 1), exact in f32.
+// CPU twins: src/reference/toy.rs (pcg, row_key, draw). Used by toy.wgsl and toy_mlp.wgsl.
+
+fn pcg(v: u32) -> u32 {
+    let state = v * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+fn row_key(seed_lo: u32, seed_hi: u32, step: u32, inst: u32, row: u32) -> u32 {
+    var k = pcg(seed_lo);
+    k = pcg(k ^ seed_hi);
+    k = pcg(k ^ step);
+    k = pcg(k ^ inst);
+    return pcg(k ^ row);
+}
+
+fn draw(key: u32, c: u32) -> f32 {
+    return f32(pcg(key ^ pcg(c)) >> 8u) * (1.0 / 16777216.0);
+}

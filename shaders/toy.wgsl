@@ -70,29 +70,10 @@ fn hid_zero() -> Hid {
 }
 
 // ---------------------------------------------------------------- data
-// PCG hash (Jarzynski and Olano 2020); row_key chains seed, step, instance and row through
-// it; draw(key, c) = (pcg(key ^ pcg(c)) >> 8) * 2^-24 in [0, 1), exact in f32.
-
-fn pcg(v: u32) -> u32 {
-    let state = v * 747796405u + 2891336453u;
-    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-    return (word >> 22u) ^ word;
-}
-
-fn row_key(step: u32, inst: u32, row: u32) -> u32 {
-    var k = pcg(p.seed_lo);
-    k = pcg(k ^ p.seed_hi);
-    k = pcg(k ^ step);
-    k = pcg(k ^ inst);
-    return pcg(k ^ row);
-}
-
-fn draw(key: u32, c: u32) -> f32 {
-    return f32(pcg(key ^ pcg(c)) >> 8u) * (1.0 / 16777216.0);
-}
+// The hash helpers pcg, row_key and draw live in shaders/prelude.wgsl.
 
 // toy_data: x[e, r, f] = draw(key, 2f + 1) if feature f is present, else 0, with
-// key = row_key(step, e, r). Independent features (mode 0, or f past the last set) are
+// key = row_key(seed, step, e, r). Independent features (mode 0, or f past the last set) are
 // present when draw(key, 2f) < density[e, f]. In a set whose first feature is `first`,
 // with u = draw(key, 2 first) and d = density[e, first]: correlated (mode 1), every
 // member is present when u < d; anticorrelated (mode 2), member j = f - first is present
@@ -109,7 +90,7 @@ fn toy_data(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let rr = e / p.n;
     let row = rr % p.rows;
     let inst = rr / p.rows;
-    let key = row_key(td_step.step, inst, row);
+    let key = row_key(p.seed_lo, p.seed_hi, td_step.step, inst, row);
     let dbase = inst * p.n;
     var present = false;
     if td_step.mode == 0u || f >= td_step.sets * td_step.set_size {

@@ -11,6 +11,7 @@ pub mod steer;
 pub mod sweep;
 pub mod synth;
 pub mod toy;
+pub mod toy_lab_b;
 pub mod train;
 
 use clap::{Parser, Subcommand};

@@ -21,11 +21,24 @@ use crate::{Error, Result};
 /// The lab's experiments (`--experiment`), one module each under `crate::toy::lab`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Experiment {
+    /// Non-uniform superposition: the n 5 -> m 2 pentagon with feature 5's density swept.
     Perturb,
+    /// Feature sets that fire together (--correlation correlated) or never together.
     Correlated,
+    /// The feature geometry graph of the n 400 -> m 30 sweep, components classified.
     Geometry,
+    /// D_i and the loss during training: the energy-level jumps.
     Dynamics,
+    /// The optimal L2 attack on each feature against features per dimension.
     Adversarial,
+    /// Superposition in a privileged basis: h = ReLU(W x), per-neuron stacked bars.
+    Privileged,
+    /// Computation in superposition: y = |x| through a ReLU hidden layer.
+    Abs,
+    /// An L1 penalty (and a top-k) on the hidden layer against superposition.
+    L1,
+    /// An SAE trained on the toy model's hidden layer; its latents ablated / clamped.
+    Intervene,
 }
 
 /// `--correlation`: how the features of a set fire.
@@ -96,7 +109,10 @@ pub struct ToyArgs {
     /// perturb (n 5 -> m 2, the fifth feature's density swept), correlated (feature sets
     /// firing together or never together), geometry (the feature geometry graph of the
     /// n 400 -> m 30 sweep), dynamics (D_i and the loss during training, energy-level
-    /// jumps), adversarial (the optimal L2 attack against features per dimension).
+    /// jumps), adversarial (the optimal L2 attack against features per dimension),
+    /// privileged (a ReLU hidden layer: per-neuron stacks), abs (y = |x| computed in
+    /// superposition), l1 (an L1 penalty or top-k on the hidden layer), intervene (an SAE
+    /// on the hidden layer, its latents ablated and clamped inside the model).
     #[arg(long, value_enum, conflicts_with = "phase")]
     pub experiment: Option<Experiment>,
     /// correlated: features per set [default: 2].
@@ -126,6 +142,8 @@ pub struct ToyArgs {
     /// Use the adapter whose name contains this (see `saeforge devices`).
     #[arg(long)]
     pub adapter: Option<String>,
+    #[command(flatten)]
+    pub lab_b: super::toy_lab_b::LabBArgs,
 }
 
 /// Parse LO:HI:COUNT.
@@ -316,6 +334,7 @@ pub fn open_engine(a: &ToyArgs) -> Result<crate::gpu::Engine> {
 
 pub fn run(args: ToyArgs) -> Result<()> {
     if let Some(x) = args.experiment {
+        use super::toy_lab_b::{LabB, run as run_b};
         use crate::toy::lab;
         return match x {
             Experiment::Perturb => lab::perturb::main(&args),
@@ -323,6 +342,10 @@ pub fn run(args: ToyArgs) -> Result<()> {
             Experiment::Geometry => lab::graph::main(&args),
             Experiment::Dynamics => lab::dynamics::main(&args),
             Experiment::Adversarial => lab::adversarial::main(&args),
+            Experiment::Privileged => run_b(LabB::Privileged, &args),
+            Experiment::Abs => run_b(LabB::Abs, &args),
+            Experiment::L1 => run_b(LabB::L1, &args),
+            Experiment::Intervene => run_b(LabB::Intervene, &args),
         };
     }
     // Validate every flag before opening a device.

@@ -16,6 +16,7 @@ pub mod rescale;
 pub mod sparse;
 pub mod topk;
 pub mod toy;
+pub mod toy_mlp;
 
 /// The register-blocked GEMM (`GemmPath::Reg`), a path of the gemm family.
 pub use gemm::reg as gemm_reg;
@@ -39,6 +40,7 @@ pub const SHADERS: &[&Shader] = &[
     &sparse::SHADER,
     &topk::SHADER,
     &toy::SHADER,
+    &toy_mlp::SHADER,
 ];
 
 /// Every declared entry point, for the contract test (tests/shaders.rs).
@@ -56,6 +58,7 @@ pub fn entries() -> Vec<&'static decl::Entry> {
         rescale::ENTRIES,
         topk::ENTRIES,
         toy::ENTRIES,
+        toy_mlp::ENTRIES,
         sparse::ENTRIES,
     ]
     .concat()

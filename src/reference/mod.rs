@@ -13,3 +13,4 @@ pub mod reduce;
 pub mod sparse;
 pub mod topk;
 pub mod toy;
+pub mod toy_mlp;

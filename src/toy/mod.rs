@@ -19,6 +19,7 @@
 
 pub mod geometry;
 pub mod lab;
+pub mod mlp;
 pub mod phase;
 pub mod plots;
 pub mod train;

@@ -410,6 +410,17 @@ pub const TOY_TRAIN: Tol = Tol {
     rtol: 1e-4,
 };
 
+/// The two-layer toy model's twin gradient (f32, sums over 6 rows of O(1) terms) against
+/// central differences (eps 1e-5) of the same loss in f64 (tests/kernels/toy_mlp.rs): the
+/// loss is piecewise quadratic in one parameter, so away from kinks (skipped) the difference
+/// quotient is exact up to f64 rounding (~1e-16 / 1e-5 = 1e-11); what is left is the twin's
+/// f32 rounding, ~1e-7 relative per term: 1e-5 absolute, 1e-4 relative leave 10x room.
+pub const MLP_FD: Tol = Tol {
+    name: "MLP_FD",
+    atol: 1e-5,
+    rtol: 1e-4,
+};
+
 /// decoder_grad_prep: coef = g.w / w.w and part = max(g.g - 2 coef g.w + coef^2 w.w, 0)
 /// from lane-strided f32 sums in a tree (d <= 512 terms) against f64 sums rounded once:
 /// each dot is off by ~sqrt(d) ulp of its terms' magnitude, i.e. ~2e-6 relative at d = 512

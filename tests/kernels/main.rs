@@ -22,6 +22,7 @@ mod rescale;
 mod sparse;
 mod topk;
 mod toy;
+mod toy_mlp;
 
 fn main() {
     saeforge::gpu::quiet_headless_probe();
@@ -44,5 +45,6 @@ fn main() {
     trials.extend(sparse::trials());
     trials.extend(topk::trials());
     trials.extend(toy::trials());
+    trials.extend(toy_mlp::trials());
     libtest_mimic::run(&args, trials).exit();
 }

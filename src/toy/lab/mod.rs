@@ -9,15 +9,29 @@
 //! - [`graph`]: the feature geometry graph of the n 400 -> m 30 sweep, its components
 //!   classified (digons, triangles, tetrahedra, pentagons, ...);
 //! - [`dynamics`]: D_i and the loss during training, the energy-level jumps;
-//! - [`adversarial`]: the optimal L2 attack on each feature against features per dimension.
+//! - [`adversarial`]: the optimal L2 attack on each feature against features per dimension;
+//! - [`privileged`]: superposition in a privileged basis (h = ReLU(W x)), per-neuron stacks;
+//! - [`abs`]: computation in superposition, y = |x| through fewer neurons than 2n;
+//! - [`l1`]: an L1 penalty (or a top-k) on the hidden layer against superposition;
+//! - [`intervene`]: an SAE trained on the toy model's hidden layer, its latents ablated and
+//!   clamped inside the model's forward pass.
+//!
+//! The first five train the ReLU output model (`crate::toy::train`); the last four the
+//! two-layer family of `crate::toy::mlp`. Figures: `plots_a`, `plots_b` (the first five),
+//! `plots_neurons` (the last four).
 
+pub mod abs;
 pub mod adversarial;
 pub mod correlated;
 pub mod dynamics;
 pub mod graph;
+pub mod intervene;
+pub mod l1;
 pub mod perturb;
 pub mod plots_a;
 pub mod plots_b;
+pub mod plots_neurons;
+pub mod privileged;
 
 use crate::cli::toy::{ToyArgs, check_common, lab_flags};
 use crate::toy::train::{Init, TrainConfig};

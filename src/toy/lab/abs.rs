@@ -1,0 +1,276 @@
+//! `toy --experiment abs`: computation in superposition (the paper's section of that name).
+//! Inputs x_i in [-1, 1] (uniform when present), target y_i = |x_i|, model
+//! h = ReLU(W1 x + b1), y = ReLU(W2 h + b2) with m < 2n neurons and importance I_i = R^i.
+//! Without superposition |x_i| takes two neurons, ReLU(x_i) + ReLU(-x_i), so m neurons
+//! compute at most m / 2 features; sparse enough, the model computes more.
+//!
+//! A feature's sign is *computed* when, fed alone at 0.25, 0.5, 0.75 of that sign, its
+//! output's mean relative error | y_i - |v| | / |v| is below [`COMPUTED_ERROR`]; a feature is
+//! computed when both signs are. Without superposition a neuron computes one sign of one
+//! feature, so at most m signs (m / 2 features) are computed. A feature's
+//! *monosemantic pair*: a monosemantic neuron whose top input weight is +, and another
+//! whose top weight is -, both on that feature (the neurons of ReLU(x) and ReLU(-x)).
+
+use std::path::Path;
+
+use crate::Result;
+use crate::gpu::Engine;
+use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
+use crate::toy::Progress;
+use crate::toy::mlp::{MlpConfig, forward_one, init_mlp, train_mlp};
+
+use super::privileged::{NeuronKind, classify, importances, rule_text};
+
+/// Mean relative error below which a feature counts as computed.
+pub const COMPUTED_ERROR: f64 = 0.25;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AbsConfig {
+    pub n: usize,
+    pub m: usize,
+    pub importance_decay: f32,
+    pub density: Vec<f32>,
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub seed: u64,
+}
+
+impl AbsConfig {
+    /// n = 40 features, m = 16 neurons (the paper: 100 and 40), I_i = 0.8^i, six densities
+    /// from 1 to 0.003.
+    pub fn default_size() -> Self {
+        AbsConfig {
+            n: 40,
+            m: 16,
+            importance_decay: 0.8,
+            density: vec![1.0, 0.3, 0.1, 0.03, 0.01, 0.003],
+            steps: 10_000,
+            batch: 1024,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            seed: 0,
+        }
+    }
+
+    pub fn spec() -> MlpSpec {
+        MlpSpec {
+            act_h: HiddenAct::Relu,
+            relu_out: true,
+            tied: false,
+            hidden_bias: true,
+            signed: true,
+            abs_target: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AbsNeuron {
+    /// W1[k, :].
+    pub weights_in: Vec<f32>,
+    /// W2[:, k].
+    pub weights_out: Vec<f32>,
+    pub bias: f32,
+    pub monosemantic: bool,
+    pub kind: NeuronKind,
+    pub top_feature: usize,
+    /// Sign of its top input weight: +1 computes ReLU(x), -1 ReLU(-x).
+    pub sign: i8,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AbsInstance {
+    pub density: f32,
+    pub loss: f64,
+    pub monosemantic_neurons: usize,
+    pub polysemantic_neurons: usize,
+    pub dead_neurons: usize,
+    /// Features whose |x_i| the model computes (see the module doc).
+    pub features_computed: usize,
+    /// Halves ReLU(x_i), ReLU(-x_i) computed (mean relative error below
+    /// [`COMPUTED_ERROR`] on that sign): without superposition at most one per neuron, m.
+    pub signs_computed: usize,
+    /// Per feature: mean relative error of y_i on single-feature inputs (both signs).
+    pub feature_error: Vec<f64>,
+    /// Features with a monosemantic pair of neurons.
+    pub monosemantic_pairs: Vec<usize>,
+    pub neurons: Vec<AbsNeuron>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AbsResult {
+    pub experiment: &'static str,
+    pub config: AbsConfig,
+    pub engine: String,
+    pub train_seconds: f64,
+    pub rule: String,
+    pub instances: Vec<AbsInstance>,
+}
+
+pub fn run(
+    engine: &Engine,
+    cfg: &AbsConfig,
+    log_every: u64,
+    log: &mut dyn FnMut(&Progress),
+) -> Result<AbsResult> {
+    let e = cfg.density.len();
+    let spec = AbsConfig::spec();
+    let mc = MlpConfig {
+        n: cfg.n,
+        m: cfg.m,
+        spec,
+        density: cfg.density.clone(),
+        importance: importances(cfg.n, cfg.importance_decay, e),
+        l1: vec![0.0; e],
+        topk: vec![cfg.m as u32; e],
+        steps: cfg.steps,
+        batch: cfg.batch,
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        seed: cfg.seed,
+        eval_batches: 8,
+        log_every,
+    };
+    let shape = mc.shape();
+    let t = train_mlp(engine, &mc, init_mlp(shape, spec, cfg.seed), log)?;
+    let instances = (0..e)
+        .map(|inst| {
+            let w = &t.prm[inst * shape.params()..(inst + 1) * shape.params()];
+            let mut r = analyse(shape, spec, w);
+            r.density = cfg.density[inst];
+            r.loss = t.final_loss[inst];
+            r
+        })
+        .collect();
+    Ok(AbsResult {
+        experiment: "abs",
+        config: cfg.clone(),
+        engine: engine.name(),
+        train_seconds: t.seconds,
+        rule: rule_text(true),
+        instances,
+    })
+}
+
+/// Neurons, pairs and computed features of one instance's parameters `w`.
+pub fn analyse(shape: MlpShape, spec: MlpSpec, w: &[f32]) -> AbsInstance {
+    let (n, m) = (shape.n, shape.m);
+    let (ow2, ob1, _) = shape.offsets();
+    let neurons: Vec<AbsNeuron> = (0..m)
+        .map(|k| {
+            let weights_in = w[k * n..(k + 1) * n].to_vec();
+            let weights_out = (0..n).map(|i| w[ow2 + i * m + k]).collect();
+            let (kind, top) = classify(&weights_in, true);
+            AbsNeuron {
+                sign: if weights_in[top] >= 0.0 { 1 } else { -1 },
+                weights_in,
+                weights_out,
+                bias: w[ob1 + k],
+                monosemantic: kind == NeuronKind::Monosemantic,
+                kind,
+                top_feature: top,
+            }
+        })
+        .collect();
+    // Per feature and sign: mean relative error of y_i over x_i = +-0.25, +-0.5, +-0.75.
+    let sign_error: Vec<[f64; 2]> = (0..n)
+        .map(|i| {
+            [1.0f32, -1.0].map(|s| {
+                let vals = [0.25f32, 0.5, 0.75];
+                vals.iter()
+                    .map(|&a| {
+                        let mut x = vec![0.0f32; n];
+                        x[i] = s * a;
+                        let (_, y) = forward_one(n, m, spec, m as u32, w, &x);
+                        ((y[i] - a).abs() / a) as f64
+                    })
+                    .sum::<f64>()
+                    / vals.len() as f64
+            })
+        })
+        .collect();
+    let feature_error: Vec<f64> = sign_error.iter().map(|e| (e[0] + e[1]) / 2.0).collect();
+    let signs_computed = sign_error
+        .iter()
+        .map(|e| e.iter().filter(|&&v| v < COMPUTED_ERROR).count())
+        .sum();
+    let mono = |i: usize, s: i8| {
+        neurons
+            .iter()
+            .any(|u| u.monosemantic && u.top_feature == i && u.sign == s)
+    };
+    let count = |k: NeuronKind| neurons.iter().filter(|u| u.kind == k).count();
+    AbsInstance {
+        density: 0.0,
+        loss: 0.0,
+        monosemantic_neurons: count(NeuronKind::Monosemantic),
+        polysemantic_neurons: count(NeuronKind::Polysemantic),
+        dead_neurons: count(NeuronKind::Dead),
+        features_computed: sign_error
+            .iter()
+            .filter(|e| e.iter().all(|&v| v < COMPUTED_ERROR))
+            .count(),
+        signs_computed,
+        monosemantic_pairs: (0..n).filter(|&i| mono(i, 1) && mono(i, -1)).collect(),
+        feature_error,
+        neurons,
+    }
+}
+
+pub fn write(dir: &Path, r: &AbsResult) -> Result<Vec<String>> {
+    crate::io::create_dir(dir)?;
+    crate::io::write_json(&dir.join("results.json"), r)?;
+    let panels: Vec<super::plots_neurons::StackPanel> = r
+        .instances
+        .iter()
+        .map(|i| super::plots_neurons::StackPanel {
+            title: format!(
+                "{}\n{} features,\n{} signs computed",
+                super::plots_neurons::density_title(i.density),
+                i.features_computed,
+                i.signs_computed
+            ),
+            neurons: i
+                .neurons
+                .iter()
+                .map(|u| (u.weights_in.clone(), u.kind))
+                .collect(),
+        })
+        .collect();
+    super::plots_neurons::stacks(
+        dir,
+        "neurons",
+        &format!(
+            "Computation in superposition: y = |x| through h = ReLU(W1 x + b1), n = {}, m = {}; \
+             each bar a neuron's input weights by feature (pale: negative, drawn downward)",
+            r.config.n, r.config.m
+        ),
+        r.config.n,
+        &panels,
+    )?;
+    Ok(vec!["results.json".into(), "neurons.{png,svg}".into()])
+}
+
+pub fn table(r: &AbsResult) -> String {
+    let mut s = format!(
+        "{:>8} {:>9} {:>6} {:>6} {:>5} {:>9} {:>6}  monosemantic pairs (features)\n",
+        "1-S", "loss", "mono", "poly", "dead", "features", "signs"
+    );
+    for i in &r.instances {
+        let pairs: Vec<String> = i.monosemantic_pairs.iter().map(|v| v.to_string()).collect();
+        s += &format!(
+            "{:>8.4} {:>9.5} {:>6} {:>6} {:>5} {:>9} {:>6}  [{}]\n",
+            i.density,
+            i.loss,
+            i.monosemantic_neurons,
+            i.polysemantic_neurons,
+            i.dead_neurons,
+            i.features_computed,
+            i.signs_computed,
+            pairs.join(" ")
+        );
+    }
+    s
+}

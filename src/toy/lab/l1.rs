@@ -1,0 +1,345 @@
+//! `toy --experiment l1`: the paper's "models without superposition" (section 9, approach
+//! 1: an L1 penalty on the hidden activations), read backwards from the seed note's
+//! "accelerating superposition". The privileged-basis model h = ReLU(W x),
+//! x' = ReLU(W^T h + b) is trained at one sparse density with loss
+//! sum_i I_i (x_i - x'_i)^2 + l1 sum_k h_k, one instance per penalty; then again with a
+//! top-k hidden layer (ReLU of the k largest pre-activations), one instance per k.
+//!
+//! Superposition is measured as features per dimension ||W+||_F^2 / m (= 1 / D*, W+ the
+//! positive weights: with inputs >= 0 only those make a neuron fire, and a penalised model
+//! can switch neurons off with negative weights) and as the features represented
+//! (||W+[:, i]|| > 0.5). The paper: the penalty removes features
+//! below an importance threshold and pushes the model out of superposition, at a cost in
+//! loss.
+
+use std::path::Path;
+
+use plotters::style::RGBColor;
+
+use crate::Result;
+use crate::gpu::Engine;
+use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
+use crate::toy::Progress;
+use crate::toy::mlp::{MlpConfig, init_mlp, train_mlp};
+
+use super::plots_neurons::{LineChart, Series};
+use super::privileged::{PrivilegedConfig, importances, summarize};
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct L1Config {
+    pub n: usize,
+    pub m: usize,
+    pub importance_decay: f32,
+    pub density: f32,
+    /// One instance per penalty.
+    pub l1: Vec<f32>,
+    /// One instance per k of the top-k run (empty: no top-k run).
+    pub topk: Vec<u32>,
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub seed: u64,
+}
+
+impl L1Config {
+    /// n = 20 features, m = 5 neurons, equal importance, density 0.05, eight penalties from
+    /// 0 to 1, k = 1..5.
+    pub fn default_size() -> Self {
+        L1Config {
+            n: 20,
+            m: 5,
+            importance_decay: 1.0,
+            density: 0.05,
+            l1: vec![0.0, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0],
+            topk: (1..=5).collect(),
+            steps: 10_000,
+            batch: 1024,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct L1Instance {
+    pub l1: f32,
+    /// Reconstruction loss (without the penalty) on fresh batches.
+    pub loss: f64,
+    /// m / ||W+||_F^2 (W+: the positive weights).
+    pub dstar: f64,
+    /// ||W+||_F^2 / m.
+    pub features_per_dim: f64,
+    pub features_represented: usize,
+    pub monosemantic_neurons: usize,
+    pub polysemantic_neurons: usize,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TopkInstance {
+    pub k: u32,
+    pub loss: f64,
+    pub dstar: f64,
+    pub features_per_dim: f64,
+    pub features_represented: usize,
+    pub monosemantic_neurons: usize,
+    pub polysemantic_neurons: usize,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct L1Result {
+    pub experiment: &'static str,
+    pub config: L1Config,
+    pub engine: String,
+    pub train_seconds: f64,
+    pub instances: Vec<L1Instance>,
+    pub topk: Vec<TopkInstance>,
+}
+
+struct Measured {
+    loss: f64,
+    dstar: f64,
+    fpd: f64,
+    represented: usize,
+    mono: usize,
+    poly: usize,
+}
+
+fn train_all(
+    engine: &Engine,
+    cfg: &L1Config,
+    spec: MlpSpec,
+    l1: Vec<f32>,
+    topk: Vec<u32>,
+    log_every: u64,
+    log: &mut dyn FnMut(&Progress),
+) -> Result<(Vec<Measured>, f64)> {
+    let e = l1.len();
+    let mc = MlpConfig {
+        n: cfg.n,
+        m: cfg.m,
+        spec,
+        density: vec![cfg.density; e],
+        importance: importances(cfg.n, cfg.importance_decay, e),
+        l1,
+        topk,
+        steps: cfg.steps,
+        batch: cfg.batch,
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        seed: cfg.seed,
+        eval_batches: 8,
+        log_every,
+    };
+    let shape: MlpShape = mc.shape();
+    let t = train_mlp(engine, &mc, init_mlp(shape, spec, cfg.seed), log)?;
+    let mn = cfg.m * cfg.n;
+    let out = (0..e)
+        .map(|inst| {
+            let w = &t.prm[inst * shape.params()..(inst + 1) * shape.params()];
+            // Only the positive weights make a neuron fire (inputs are >= 0).
+            let frob: f64 = w[..mn].iter().map(|&v| (v as f64).max(0.0).powi(2)).sum();
+            let s = summarize(shape, w, false);
+            Measured {
+                loss: t.final_loss[inst],
+                // No neuron fires at all: no dimension is used (null in results.json).
+                dstar: if frob > 1e-9 {
+                    cfg.m as f64 / frob
+                } else {
+                    f64::INFINITY
+                },
+                fpd: frob / cfg.m as f64,
+                represented: s.features_represented,
+                mono: s.monosemantic_neurons,
+                poly: s.polysemantic_neurons,
+            }
+        })
+        .collect();
+    Ok((out, t.seconds))
+}
+
+pub fn run(
+    engine: &Engine,
+    cfg: &L1Config,
+    log_every: u64,
+    log: &mut dyn FnMut(&Progress),
+) -> Result<L1Result> {
+    let spec = PrivilegedConfig::spec();
+    let k = cfg.l1.len();
+    let (a, s1) = train_all(
+        engine,
+        cfg,
+        spec,
+        cfg.l1.clone(),
+        vec![cfg.m as u32; k],
+        log_every,
+        log,
+    )?;
+    let instances = a
+        .iter()
+        .zip(&cfg.l1)
+        .map(|(r, &l1)| L1Instance {
+            l1,
+            loss: r.loss,
+            dstar: r.dstar,
+            features_per_dim: r.fpd,
+            features_represented: r.represented,
+            monosemantic_neurons: r.mono,
+            polysemantic_neurons: r.poly,
+        })
+        .collect();
+    let (topk, s2) = if cfg.topk.is_empty() {
+        (Vec::new(), 0.0)
+    } else {
+        let tspec = MlpSpec {
+            act_h: HiddenAct::TopK,
+            ..spec
+        };
+        let z = vec![0.0; cfg.topk.len()];
+        let (b, s2) = train_all(engine, cfg, tspec, z, cfg.topk.clone(), log_every, log)?;
+        let v = b
+            .iter()
+            .zip(&cfg.topk)
+            .map(|(r, &k)| TopkInstance {
+                k,
+                loss: r.loss,
+                dstar: r.dstar,
+                features_per_dim: r.fpd,
+                features_represented: r.represented,
+                monosemantic_neurons: r.mono,
+                polysemantic_neurons: r.poly,
+            })
+            .collect();
+        (v, s2)
+    };
+    Ok(L1Result {
+        experiment: "l1",
+        config: cfg.clone(),
+        engine: engine.name(),
+        train_seconds: s1 + s2,
+        instances,
+        topk,
+    })
+}
+
+pub fn write(dir: &Path, r: &L1Result) -> Result<Vec<String>> {
+    crate::io::create_dir(dir)?;
+    crate::io::write_json(&dir.join("results.json"), r)?;
+    // The log axis needs positive x: l1 = 0 is drawn at a tenth of the smallest penalty.
+    let floor = r
+        .instances
+        .iter()
+        .map(|i| i.l1 as f64)
+        .filter(|&v| v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let floor = if floor.is_finite() {
+        floor / 10.0
+    } else {
+        1e-3
+    };
+    let x = |v: f32| (v as f64).max(floor);
+    let blue = RGBColor(31, 119, 180);
+    let red = RGBColor(214, 39, 40);
+    let green = RGBColor(44, 160, 44);
+    let mut charts = vec![
+        LineChart {
+            title: format!(
+                "L1 on h: n = {}, m = {}, 1-S = {}",
+                r.config.n, r.config.m, r.config.density
+            ),
+            x_desc: "L1 penalty (0 drawn at the left edge)".into(),
+            y_desc: "features".into(),
+            log_x: true,
+            series: vec![
+                Series {
+                    label: "features / dimension".into(),
+                    points: r
+                        .instances
+                        .iter()
+                        .map(|i| (x(i.l1), i.features_per_dim))
+                        .collect(),
+                    color: blue,
+                },
+                Series {
+                    label: "features represented / m".into(),
+                    points: r
+                        .instances
+                        .iter()
+                        .map(|i| (x(i.l1), i.features_represented as f64 / r.config.m as f64))
+                        .collect(),
+                    color: green,
+                },
+            ],
+        },
+        LineChart {
+            title: "loss (without the penalty)".into(),
+            x_desc: "L1 penalty".into(),
+            y_desc: "loss".into(),
+            log_x: true,
+            series: vec![Series {
+                label: "loss".into(),
+                points: r.instances.iter().map(|i| (x(i.l1), i.loss)).collect(),
+                color: red,
+            }],
+        },
+    ];
+    if !r.topk.is_empty() {
+        charts.push(LineChart {
+            title: "top-k on h".into(),
+            x_desc: "k".into(),
+            y_desc: "features / dimension, loss x 10".into(),
+            log_x: false,
+            series: vec![
+                Series {
+                    label: "features / dimension".into(),
+                    points: r
+                        .topk
+                        .iter()
+                        .map(|i| (i.k as f64, i.features_per_dim))
+                        .collect(),
+                    color: blue,
+                },
+                Series {
+                    label: "loss x 10".into(),
+                    points: r.topk.iter().map(|i| (i.k as f64, 10.0 * i.loss)).collect(),
+                    color: red,
+                },
+            ],
+        });
+    }
+    super::plots_neurons::lines(dir, "l1", &charts)?;
+    Ok(vec!["results.json".into(), "l1.{png,svg}".into()])
+}
+
+pub fn table(r: &L1Result) -> String {
+    let mut s = format!(
+        "{:>8} {:>9} {:>8} {:>10} {:>9} {:>5} {:>5}\n",
+        "l1", "loss", "D*", "feat/dim", "features", "mono", "poly"
+    );
+    for i in &r.instances {
+        s += &format!(
+            "{:>8} {:>9.5} {:>8.4} {:>10.3} {:>9} {:>5} {:>5}\n",
+            i.l1,
+            i.loss,
+            i.dstar,
+            i.features_per_dim,
+            i.features_represented,
+            i.monosemantic_neurons,
+            i.polysemantic_neurons
+        );
+    }
+    for i in &r.topk {
+        s += &format!(
+            "{:>8} {:>9.5} {:>8.4} {:>10.3} {:>9} {:>5} {:>5}\n",
+            format!("top-{}", i.k),
+            i.loss,
+            i.dstar,
+            i.features_per_dim,
+            i.features_represented,
+            i.monosemantic_neurons,
+            i.polysemantic_neurons
+        );
+    }
+    s
+}

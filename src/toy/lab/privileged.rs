@@ -1,0 +1,302 @@
+//! `toy --experiment privileged`: superposition in a privileged basis (the paper's section
+//! "Superposition in a Privileged Basis"). The model h = ReLU(W x), x' = ReLU(W^T h + b) is
+//! trained at several densities at once; each neuron's weights W[k, :] are drawn as a
+//! stacked bar (one block per feature, height |w|) and classified by [`classify`].
+//!
+//! The paper: with dense features, neurons are monosemantic (each the m most important
+//! features' own); as features get sparser, more features are represented than neurons
+//! and the neurons become polysemantic.
+
+use std::path::Path;
+
+use crate::Result;
+use crate::gpu::Engine;
+use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
+use crate::toy::Progress;
+use crate::toy::mlp::{MlpConfig, init_mlp, train_mlp};
+
+/// A neuron whose firing weights' norm is below this is dead (neither kind).
+pub const DEAD_NORM: f64 = 0.1;
+/// A neuron is monosemantic when its largest firing weight carries at least this share of
+/// the squared norm of its firing weights.
+pub const MONO_SHARE: f64 = 0.9;
+
+/// How a neuron is classified: its *firing* weights are the ones through which an input can
+/// make it fire (the positive ones when inputs are >= 0; all of them when inputs have both
+/// signs). Dead: their norm is below [`DEAD_NORM`]. Monosemantic: the largest squared one
+/// is at least [`MONO_SHARE`] of their sum of squares. Polysemantic: otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NeuronKind {
+    Dead,
+    Monosemantic,
+    Polysemantic,
+}
+
+/// Classify a neuron's input weights `w` (one per feature); `signed`: inputs of both signs.
+/// Returns the kind and the feature with the largest firing weight.
+pub fn classify(w: &[f32], signed: bool) -> (NeuronKind, usize) {
+    let fire = |v: f32| {
+        if signed {
+            v as f64
+        } else {
+            (v as f64).max(0.0)
+        }
+    };
+    let sq: Vec<f64> = w.iter().map(|&v| fire(v).powi(2)).collect();
+    let total: f64 = sq.iter().sum();
+    let (top, &big) = sq
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap_or((0, &0.0));
+    let kind = if total.sqrt() < DEAD_NORM {
+        NeuronKind::Dead
+    } else if big >= MONO_SHARE * total {
+        NeuronKind::Monosemantic
+    } else {
+        NeuronKind::Polysemantic
+    };
+    (kind, top)
+}
+
+/// What to run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PrivilegedConfig {
+    pub n: usize,
+    pub m: usize,
+    /// I_i = importance_decay^i.
+    pub importance_decay: f32,
+    pub density: Vec<f32>,
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub seed: u64,
+}
+
+impl PrivilegedConfig {
+    /// n = 10 features, m = 5 neurons, I_i = 0.75^i, seven densities from 1 to 0.01.
+    pub fn paper() -> Self {
+        PrivilegedConfig {
+            n: 10,
+            m: 5,
+            importance_decay: 0.75,
+            density: crate::toy::log_space(0.01, 1.0, 7),
+            steps: 10_000,
+            batch: 1024,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            seed: 0,
+        }
+    }
+
+    /// The model: ReLU hidden layer without bias, tied weights, ReLU output.
+    pub fn spec() -> MlpSpec {
+        MlpSpec {
+            act_h: HiddenAct::Relu,
+            relu_out: true,
+            tied: true,
+            hidden_bias: false,
+            signed: false,
+            abs_target: false,
+        }
+    }
+}
+
+/// Importances I_i = decay^i for every instance, (instances, n).
+pub fn importances(n: usize, decay: f32, instances: usize) -> Vec<f32> {
+    (0..instances)
+        .flat_map(|_| (0..n).map(move |i| (decay as f64).powi(i as i32) as f32))
+        .collect()
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Neuron {
+    /// W[k, :], one weight per feature.
+    pub weights: Vec<f32>,
+    pub monosemantic: bool,
+    pub kind: NeuronKind,
+    /// The feature with the largest firing weight.
+    pub top_feature: usize,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PrivilegedInstance {
+    pub density: f32,
+    pub neurons: Vec<Neuron>,
+    pub monosemantic_neurons: usize,
+    pub polysemantic_neurons: usize,
+    pub dead_neurons: usize,
+    /// Features whose firing weights W[:, i] (positive ones for inputs >= 0) have norm
+    /// above 0.5: features some neuron fires for.
+    pub features_represented: usize,
+    pub loss: f64,
+    pub bias: Vec<f32>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PrivilegedResult {
+    pub experiment: &'static str,
+    pub config: PrivilegedConfig,
+    pub engine: String,
+    pub train_seconds: f64,
+    /// The monosemantic rule, in words.
+    pub rule: String,
+    pub instances: Vec<PrivilegedInstance>,
+}
+
+/// The rule in words, for results.json and the README.
+pub fn rule_text(signed: bool) -> String {
+    let which = if signed {
+        "all its input weights (inputs have both signs)"
+    } else {
+        "its positive input weights (inputs are >= 0)"
+    };
+    format!(
+        "firing weights of a neuron = {which}; dead if their norm < {DEAD_NORM}; \
+         monosemantic if the largest squared firing weight is >= {MONO_SHARE} of their sum \
+         of squares; polysemantic otherwise"
+    )
+}
+
+/// Train every density at once and classify the neurons.
+pub fn run(
+    engine: &Engine,
+    cfg: &PrivilegedConfig,
+    log_every: u64,
+    log: &mut dyn FnMut(&Progress),
+) -> Result<PrivilegedResult> {
+    let e = cfg.density.len();
+    let spec = PrivilegedConfig::spec();
+    let mc = MlpConfig {
+        n: cfg.n,
+        m: cfg.m,
+        spec,
+        density: cfg.density.clone(),
+        importance: importances(cfg.n, cfg.importance_decay, e),
+        l1: vec![0.0; e],
+        topk: vec![cfg.m as u32; e],
+        steps: cfg.steps,
+        batch: cfg.batch,
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        seed: cfg.seed,
+        eval_batches: 8,
+        log_every,
+    };
+    let shape = mc.shape();
+    let t = train_mlp(engine, &mc, init_mlp(shape, spec, cfg.seed), log)?;
+    let instances = (0..e)
+        .map(|inst| {
+            let w = &t.prm[inst * shape.params()..(inst + 1) * shape.params()];
+            let mut r = summarize(shape, w, false);
+            r.density = cfg.density[inst];
+            r.loss = t.final_loss[inst];
+            r
+        })
+        .collect();
+    Ok(PrivilegedResult {
+        experiment: "privileged",
+        config: cfg.clone(),
+        engine: engine.name(),
+        train_seconds: t.seconds,
+        rule: rule_text(false),
+        instances,
+    })
+}
+
+/// Classify the neurons of one instance's parameters `w` (density and loss left at 0).
+pub fn summarize(shape: MlpShape, w: &[f32], signed: bool) -> PrivilegedInstance {
+    let (n, m) = (shape.n, shape.m);
+    let neurons: Vec<Neuron> = (0..m)
+        .map(|k| {
+            let weights = w[k * n..(k + 1) * n].to_vec();
+            let (kind, top_feature) = classify(&weights, signed);
+            Neuron {
+                weights,
+                monosemantic: kind == NeuronKind::Monosemantic,
+                kind,
+                top_feature,
+            }
+        })
+        .collect();
+    let count = |k: NeuronKind| neurons.iter().filter(|u| u.kind == k).count();
+    let fire = |v: f32| {
+        if signed {
+            v as f64
+        } else {
+            (v as f64).max(0.0)
+        }
+    };
+    let features_represented = (0..n)
+        .filter(|&i| {
+            (0..m)
+                .map(|k| fire(w[k * n + i]).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                > 0.5
+        })
+        .count();
+    let (_, _, ob2) = shape.offsets();
+    PrivilegedInstance {
+        density: 0.0,
+        monosemantic_neurons: count(NeuronKind::Monosemantic),
+        polysemantic_neurons: count(NeuronKind::Polysemantic),
+        dead_neurons: count(NeuronKind::Dead),
+        features_represented,
+        neurons,
+        loss: 0.0,
+        bias: w[ob2..ob2 + n].to_vec(),
+    }
+}
+
+/// Write DIR/results.json and neurons.{png,svg}; returns the files written.
+pub fn write(dir: &Path, r: &PrivilegedResult) -> Result<Vec<String>> {
+    crate::io::create_dir(dir)?;
+    crate::io::write_json(&dir.join("results.json"), r)?;
+    let panels: Vec<super::plots_neurons::StackPanel> = r
+        .instances
+        .iter()
+        .map(|i| super::plots_neurons::StackPanel {
+            title: super::plots_neurons::density_title(i.density),
+            neurons: i
+                .neurons
+                .iter()
+                .map(|u| (u.weights.clone(), u.kind))
+                .collect(),
+        })
+        .collect();
+    super::plots_neurons::stacks(
+        dir,
+        "neurons",
+        &format!(
+            "Privileged basis: h = ReLU(W x), x' = ReLU(W\u{1d40} h + b), n = {}, m = {}; \
+             each bar a neuron, blocks |W[k, i]| by feature (pale, below the axis: negative)",
+            r.config.n, r.config.m
+        ),
+        r.config.n,
+        &panels,
+    )?;
+    Ok(vec!["results.json".into(), "neurons.{png,svg}".into()])
+}
+
+/// The printed table.
+pub fn table(r: &PrivilegedResult) -> String {
+    let mut s = format!(
+        "{:>8} {:>6} {:>6} {:>5} {:>9} {:>9}\n",
+        "1-S", "mono", "poly", "dead", "features", "loss"
+    );
+    for i in &r.instances {
+        s += &format!(
+            "{:>8.4} {:>6} {:>6} {:>5} {:>9} {:>9.5}\n",
+            i.density,
+            i.monosemantic_neurons,
+            i.polysemantic_neurons,
+            i.dead_neurons,
+            i.features_represented,
+            i.loss
+        );
+    }
+    s
+}

@@ -1,0 +1,512 @@
+//! Training many two-layer toy-model instances at once on either engine (the models of
+//! `crate::reference::toy_mlp`: privileged basis, absolute value, L1 / top-k hidden layer).
+//! As in [`super::train`], both engines run the same named operations per step
+//! (`mlp_data`, `mlp_forward`, `mlp_grad`, `toy_sum_chunks`, `adam`): the GPU engine records
+//! them into one submission, the CPU engine calls their twins. The batch is hashed from
+//! (seed, step, instance, row, feature) on the device, so the engines see identical data.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use super::train::{BETA1, BETA2, CHUNK_ROWS, EPS, Progress};
+use crate::gpu::{Engine, Gpu, GpuTensor};
+use crate::kernels::optim::AdamHyper;
+use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
+use crate::{Error, Result, kernels, reference};
+
+/// What to train: `instances` two-layer models of n features and m neurons.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MlpConfig {
+    pub n: usize,
+    pub m: usize,
+    pub spec: MlpSpec,
+    /// Probability that a feature is present, one per instance.
+    pub density: Vec<f32>,
+    /// Loss weight I_i, (instances, n) row-major.
+    pub importance: Vec<f32>,
+    /// L1 penalty on the hidden activations, one per instance.
+    pub l1: Vec<f32>,
+    /// k of a top-k hidden layer, one per instance (unused by other activations).
+    pub topk: Vec<u32>,
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub seed: u64,
+    /// Batches (never trained on) averaged for the final loss.
+    pub eval_batches: usize,
+    /// Log the batch loss every this many steps (0: never).
+    pub log_every: u64,
+}
+
+impl MlpConfig {
+    pub fn instances(&self) -> usize {
+        self.density.len()
+    }
+
+    pub fn shape(&self) -> MlpShape {
+        MlpShape {
+            instances: self.instances(),
+            rows: self.batch,
+            n: self.n,
+            m: self.m,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let s = self.shape();
+        if s.instances == 0 || s.n == 0 || s.m == 0 || s.rows == 0 {
+            return Err(Error::input(format!(
+                "toy model: instances {}, features {}, neurons {} and batch {} must all be positive",
+                s.instances, s.n, s.m, s.rows
+            )));
+        }
+        let e = s.instances;
+        if self.importance.len() != e * s.n || self.l1.len() != e || self.topk.len() != e {
+            return Err(Error::Internal(format!(
+                "toy model: {} importances, {} l1, {} topk for {e} instances of {} features",
+                self.importance.len(),
+                self.l1.len(),
+                self.topk.len(),
+                s.n
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Every instance's flat parameters, (instances, P) (layout: `reference::toy_mlp`).
+pub type MlpParams = Vec<f32>;
+
+/// W1 (and W2 when untied) ~ N(0, 2 / (n + m)) (Xavier-normal per instance), biases 0,
+/// W2 = 0 when tied (unused); drawn from ChaCha8(seed) instance by instance.
+pub fn init_mlp(shape: MlpShape, spec: MlpSpec, seed: u64) -> MlpParams {
+    let std = (2.0 / (shape.n + shape.m) as f64).sqrt() as f32;
+    let normal = Normal::new(0.0f32, std).expect("positive std");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mn = shape.m * shape.n;
+    let mut prm = vec![0.0f32; shape.instances * shape.params()];
+    for pe in prm.chunks_mut(shape.params()) {
+        let weights = if spec.tied { mn } else { 2 * mn };
+        for v in &mut pe[..weights] {
+            *v = normal.sample(&mut rng);
+        }
+    }
+    prm
+}
+
+/// The outcome of a run.
+pub struct MlpTrained {
+    pub prm: MlpParams,
+    /// Per instance: mean over `eval_batches` fresh batches of sum_i I_i (y_i - t_i)^2
+    /// (the reconstruction loss alone, without the L1 term).
+    pub final_loss: Vec<f64>,
+    /// (step, per-instance batch loss with the L1 term) at every log interval.
+    pub curve: Vec<(u64, Vec<f64>)>,
+    /// Wall time of the training steps.
+    pub seconds: f64,
+}
+
+/// One engine's state for a run (as `train::Stepper`).
+trait Stepper {
+    fn step(&mut self, t: u64) -> Result<()>;
+    /// Row losses of the batch for data step `t` without the L1 term, per instance (mean).
+    fn eval(&mut self, t: u64) -> Result<Vec<f64>>;
+    fn batch_loss(&mut self) -> Result<Vec<f64>>;
+    fn params(&mut self) -> Result<MlpParams>;
+}
+
+fn row_means(loss: &[f32], rows: usize) -> Vec<f64> {
+    loss.chunks_exact(rows)
+        .map(|r| r.iter().map(|&v| v as f64).sum::<f64>() / rows as f64)
+        .collect()
+}
+
+fn hyper(cfg: &MlpConfig, t: u64) -> AdamHyper {
+    AdamHyper::at_step(cfg.lr, BETA1, BETA2, EPS, cfg.weight_decay, t + 1)
+}
+
+/// Train `cfg` from `init` on `engine`, calling `log` every `cfg.log_every` steps.
+pub fn train_mlp(
+    engine: &Engine,
+    cfg: &MlpConfig,
+    init: MlpParams,
+    log: &mut dyn FnMut(&Progress),
+) -> Result<MlpTrained> {
+    cfg.check()?;
+    let mut stepper: Box<dyn Stepper> = match engine {
+        Engine::Gpu(gpu) => Box::new(GpuMlp::new(gpu.clone(), cfg, init)?),
+        Engine::Cpu => Box::new(CpuMlp::new(cfg, init)),
+    };
+    let start = Instant::now();
+    let mut curve = Vec::new();
+    for t in 0..cfg.steps {
+        stepper.step(t)?;
+        let done = t + 1;
+        if cfg.log_every > 0 && (done % cfg.log_every == 0 || done == cfg.steps) {
+            let loss = stepper.batch_loss()?;
+            log(&Progress {
+                step: done,
+                steps: cfg.steps,
+                batch_loss: &loss,
+                seconds: start.elapsed().as_secs_f64(),
+            });
+            curve.push((done, loss));
+        }
+    }
+    let prm = stepper.params()?;
+    let seconds = start.elapsed().as_secs_f64();
+    let mut final_loss = vec![0.0; cfg.instances()];
+    for j in 0..cfg.eval_batches as u64 {
+        for (f, l) in final_loss.iter_mut().zip(stepper.eval(cfg.steps + j)?) {
+            *f += l / cfg.eval_batches as f64;
+        }
+    }
+    Ok(MlpTrained {
+        prm,
+        final_loss,
+        curve,
+        seconds,
+    })
+}
+
+/// The model applied to one input on the host (the twin's forward on one row, then
+/// [`decode`]): returns (h, y) for instance parameters `w` (length P).
+pub fn forward_one(
+    n: usize,
+    m: usize,
+    spec: MlpSpec,
+    topk: u32,
+    w: &[f32],
+    x: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let s = MlpShape {
+        instances: 1,
+        rows: 1,
+        n,
+        m,
+    };
+    let (mut h, mut g, mut dpre, mut loss) = (vec![0.0; m], vec![0.0; n], vec![0.0; m], [0.0]);
+    reference::toy_mlp::mlp_forward(
+        s,
+        spec,
+        x,
+        w,
+        &vec![0.0; n],
+        &[0.0],
+        &[topk],
+        &mut h,
+        &mut g,
+        &mut dpre,
+        &mut loss,
+    );
+    let y = decode(n, m, spec, w, &h);
+    (h, y)
+}
+
+/// y = act_o(W2 h + b2) for instance parameters `w` and a hidden vector `h`.
+pub fn decode(n: usize, m: usize, spec: MlpSpec, w: &[f32], h: &[f32]) -> Vec<f32> {
+    let s = MlpShape {
+        instances: 1,
+        rows: 1,
+        n,
+        m,
+    };
+    let (ow2, _, ob2) = s.offsets();
+    (0..n)
+        .map(|i| {
+            let mut o = w[ob2 + i];
+            for k in 0..m {
+                let w2 = if spec.tied {
+                    w[k * n + i]
+                } else {
+                    w[ow2 + i * m + k]
+                };
+                o += w2 * h[k];
+            }
+            if spec.relu_out { o.max(0.0) } else { o }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- CPU engine
+
+struct CpuMlp {
+    cfg: MlpConfig,
+    shape: MlpShape,
+    chunks: usize,
+    prm: Vec<f32>,
+    mom: Vec<f32>,
+    vel: Vec<f32>,
+    x: Vec<f32>,
+    h: Vec<f32>,
+    g: Vec<f32>,
+    dpre: Vec<f32>,
+    loss: Vec<f32>,
+    part: Vec<f32>,
+    grad: Vec<f32>,
+}
+
+impl CpuMlp {
+    fn new(cfg: &MlpConfig, prm: MlpParams) -> Self {
+        let s = cfg.shape();
+        let MlpShape {
+            instances: e,
+            rows,
+            n,
+            m,
+        } = s;
+        let (p, chunks) = (s.params(), s.chunks(CHUNK_ROWS));
+        CpuMlp {
+            cfg: cfg.clone(),
+            shape: s,
+            chunks,
+            prm,
+            mom: vec![0.0; e * p],
+            vel: vec![0.0; e * p],
+            x: vec![0.0; e * rows * n],
+            h: vec![0.0; e * rows * m],
+            g: vec![0.0; e * rows * n],
+            dpre: vec![0.0; e * rows * m],
+            loss: vec![0.0; e * rows],
+            part: vec![0.0; e * chunks * p],
+            grad: vec![0.0; e * p],
+        }
+    }
+
+    fn forward(&mut self, t: u64, l1: &[f32]) {
+        let (s, c) = (self.shape, &self.cfg);
+        reference::toy_mlp::mlp_data(s, c.spec.signed, c.seed, t as u32, &c.density, &mut self.x);
+        reference::toy_mlp::mlp_forward(
+            s,
+            c.spec,
+            &self.x,
+            &self.prm,
+            &c.importance,
+            l1,
+            &c.topk,
+            &mut self.h,
+            &mut self.g,
+            &mut self.dpre,
+            &mut self.loss,
+        );
+    }
+}
+
+impl Stepper for CpuMlp {
+    fn step(&mut self, t: u64) -> Result<()> {
+        let s = self.shape;
+        let l1 = self.cfg.l1.clone();
+        self.forward(t, &l1);
+        reference::toy_mlp::mlp_grad(
+            s,
+            self.cfg.spec,
+            CHUNK_ROWS,
+            &self.x,
+            &self.g,
+            &self.h,
+            &self.dpre,
+            &mut self.part,
+        );
+        let p = s.params();
+        reference::toy::toy_sum_chunks(&self.part, s.instances, self.chunks, p, &mut self.grad);
+        let h = hyper(&self.cfg, t);
+        reference::optim::adam(
+            &mut self.prm,
+            &self.grad,
+            &mut self.mom,
+            &mut self.vel,
+            &h,
+            &[1.0, 0.0],
+        );
+        Ok(())
+    }
+
+    fn eval(&mut self, t: u64) -> Result<Vec<f64>> {
+        let zero = vec![0.0; self.shape.instances];
+        self.forward(t, &zero);
+        Ok(row_means(&self.loss, self.shape.rows))
+    }
+
+    fn batch_loss(&mut self) -> Result<Vec<f64>> {
+        Ok(row_means(&self.loss, self.shape.rows))
+    }
+
+    fn params(&mut self) -> Result<MlpParams> {
+        Ok(self.prm.clone())
+    }
+}
+
+// ---------------------------------------------------------------- GPU engine
+
+struct GpuMlp {
+    gpu: Arc<Gpu>,
+    cfg: MlpConfig,
+    shape: MlpShape,
+    chunks: usize,
+    step_buf: wgpu::Buffer,
+    hyper_buf: wgpu::Buffer,
+    clip: GpuTensor,
+    density: GpuTensor,
+    importance: GpuTensor,
+    l1: GpuTensor,
+    l1_zero: GpuTensor,
+    topk: GpuTensor,
+    prm: GpuTensor,
+    mom: GpuTensor,
+    vel: GpuTensor,
+    x: GpuTensor,
+    h: GpuTensor,
+    g: GpuTensor,
+    dpre: GpuTensor,
+    loss: GpuTensor,
+    part: GpuTensor,
+    grad: GpuTensor,
+}
+
+/// Wait for the device every this many steps (as the toy trainer does).
+const SYNC_EVERY: u64 = 64;
+
+impl GpuMlp {
+    fn new(gpu: Arc<Gpu>, cfg: &MlpConfig, prm: MlpParams) -> Result<Self> {
+        let s = cfg.shape();
+        let MlpShape {
+            instances: e,
+            rows,
+            n,
+            m,
+        } = s;
+        let (p, chunks) = (s.params(), s.chunks(CHUNK_ROWS));
+        let g = &gpu;
+        Ok(GpuMlp {
+            step_buf: kernels::toy::step_buffer(g),
+            hyper_buf: kernels::optim::hyper_buffer(g),
+            clip: g.upload("mlp clip", &[2], &[1.0, 0.0])?,
+            density: g.upload("mlp density", &[e], &cfg.density)?,
+            importance: g.upload("mlp importance", &[e, n], &cfg.importance)?,
+            l1: g.upload("mlp l1", &[e], &cfg.l1)?,
+            l1_zero: g.zeros("mlp l1 (eval)", &[e])?,
+            topk: g.upload_u32("mlp topk", &[e], &cfg.topk)?,
+            prm: g.upload("mlp prm", &[e, p], &prm)?,
+            mom: g.zeros("mlp m(prm)", &[e, p])?,
+            vel: g.zeros("mlp v(prm)", &[e, p])?,
+            x: g.zeros("mlp x", &[e, rows, n])?,
+            h: g.zeros("mlp h", &[e, rows, m])?,
+            g: g.zeros("mlp g", &[e, rows, n])?,
+            dpre: g.zeros("mlp dpre", &[e, rows, m])?,
+            loss: g.zeros("mlp loss", &[e, rows])?,
+            part: g.zeros("mlp partials", &[e, chunks, p])?,
+            grad: g.zeros("mlp grad", &[e, p])?,
+            gpu,
+            cfg: cfg.clone(),
+            shape: s,
+            chunks,
+        })
+    }
+
+    fn record_forward(&self, enc: &mut wgpu::CommandEncoder, eval: bool) -> Result<()> {
+        let (gpu, s, c) = (&*self.gpu, self.shape, &self.cfg);
+        kernels::toy_mlp::mlp_data(
+            gpu,
+            enc,
+            s,
+            c.spec.signed,
+            c.seed,
+            &self.step_buf,
+            &self.density,
+            &self.x,
+        )?;
+        kernels::toy_mlp::mlp_forward(
+            gpu,
+            enc,
+            s,
+            c.spec,
+            &self.x,
+            &self.prm,
+            &self.importance,
+            if eval { &self.l1_zero } else { &self.l1 },
+            &self.topk,
+            &self.h,
+            &self.g,
+            &self.dpre,
+            &self.loss,
+        )
+    }
+}
+
+impl Stepper for GpuMlp {
+    fn step(&mut self, t: u64) -> Result<()> {
+        let (gpu, s) = (&*self.gpu, self.shape);
+        kernels::toy::write_step(gpu, &self.step_buf, t as u32);
+        kernels::optim::write_hyper(gpu, &self.hyper_buf, &hyper(&self.cfg, t));
+        let mut enc = gpu.encoder();
+        self.record_forward(&mut enc, false)?;
+        kernels::toy_mlp::mlp_grad(
+            gpu,
+            &mut enc,
+            s,
+            self.cfg.spec,
+            CHUNK_ROWS,
+            &self.x,
+            &self.g,
+            &self.h,
+            &self.dpre,
+            &self.part,
+        )?;
+        let p = s.params();
+        kernels::toy::toy_sum_chunks(
+            gpu,
+            &mut enc,
+            &self.part,
+            s.instances,
+            self.chunks,
+            p,
+            &self.grad,
+        )?;
+        kernels::optim::adam(
+            gpu,
+            &mut enc,
+            &self.prm,
+            &self.grad,
+            &self.mom,
+            &self.vel,
+            &self.hyper_buf,
+            &self.clip,
+        )?;
+        gpu.submit(enc);
+        if (t + 1).is_multiple_of(SYNC_EVERY) {
+            gpu.wait()?;
+        }
+        Ok(())
+    }
+
+    fn eval(&mut self, t: u64) -> Result<Vec<f64>> {
+        let gpu = &*self.gpu;
+        kernels::toy::write_step(gpu, &self.step_buf, t as u32);
+        let mut enc = gpu.encoder();
+        self.record_forward(&mut enc, true)?;
+        gpu.submit(enc);
+        Ok(row_means(&gpu.read_f32(&self.loss)?, self.shape.rows))
+    }
+
+    fn batch_loss(&mut self) -> Result<Vec<f64>> {
+        Ok(row_means(&self.gpu.read_f32(&self.loss)?, self.shape.rows))
+    }
+
+    fn params(&mut self) -> Result<MlpParams> {
+        self.gpu.read_f32(&self.prm)
+    }
+}
+
+/// The hidden activation's name as written to results.json.
+pub fn act_name(a: HiddenAct) -> &'static str {
+    match a {
+        HiddenAct::Identity => "identity",
+        HiddenAct::Relu => "relu",
+        HiddenAct::TopK => "topk",
+    }
+}

@@ -1,0 +1,49 @@
+//! `toy --experiment privileged`: with the ReLU hidden layer, neurons are monosemantic when
+//! features are dense enough that the m most important get a neuron each (1 - S = 0.6 for
+//! n = 10, m = 5, I = 0.75^i), and polysemantic once features are sparse enough to be
+//! packed into superposition (more features represented than neurons). (At 1 - S = 1
+//! itself the bias-free model spends positive weights of always-present features as a
+//! bias, the paper's noted limitation, so the dense case is 0.6.)
+
+use libtest_mimic::{Failed, Trial};
+use saeforge::gpu::Engine;
+use saeforge::toy::lab::privileged::{PrivilegedConfig, run, table};
+
+use crate::common::{self, fail};
+
+fn check(engine: &Engine) -> Result<(), Failed> {
+    let cfg = PrivilegedConfig {
+        density: vec![0.6, 0.01],
+        batch: 512,
+        ..PrivilegedConfig::paper()
+    };
+    let r = run(engine, &cfg, 0, &mut |_| {}).map_err(fail)?;
+    eprint!("{}", table(&r));
+    let (dense, sparse) = (&r.instances[0], &r.instances[1]);
+    if dense.monosemantic_neurons < cfg.m - 1 || dense.features_represented > cfg.m {
+        return Err(format!(
+            "1-S = {}: {} of {} neurons monosemantic, {} features represented; expected a \
+             neuron per feature",
+            dense.density, dense.monosemantic_neurons, cfg.m, dense.features_represented
+        )
+        .into());
+    }
+    if sparse.polysemantic_neurons < cfg.m / 2 || sparse.features_represented <= cfg.m {
+        return Err(format!(
+            "1-S = {}: {} polysemantic neurons, {} features represented in {} neurons; \
+             expected superposition",
+            sparse.density, sparse.polysemantic_neurons, sparse.features_represented, cfg.m
+        )
+        .into());
+    }
+    Ok(())
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        Trial::test("lab::privileged/cpu", || check(&Engine::Cpu)),
+        common::gpu_test("lab::privileged/gpu", |_, _| {
+            check(&Engine::Gpu(common::gpu().map_err(fail)?))
+        }),
+    ]
+}
