@@ -76,9 +76,10 @@ pub fn read(path: &Path) -> Result<Vec<Record>> {
 }
 
 /// Rewrite the file keeping only records with step <= `max_step` (on resume).
-pub fn truncate_after(path: &Path, max_step: u64) -> Result<()> {
+/// Returns the step of the last record kept (None when none is).
+pub fn truncate_after(path: &Path, max_step: u64) -> Result<Option<u64>> {
     if !path.exists() {
-        return Ok(());
+        return Ok(None);
     }
     let kept: Vec<Record> = read(path)?
         .into_iter()
@@ -89,5 +90,6 @@ pub fn truncate_after(path: &Path, max_step: u64) -> Result<()> {
         s.push_str(&serde_json::to_string(r).expect("plain data"));
         s.push('\n');
     }
-    crate::io::write_atomic(path, s.as_bytes())
+    crate::io::write_atomic(path, s.as_bytes())?;
+    Ok(kept.last().map(|r| r.step))
 }

@@ -113,6 +113,25 @@ fn resume_exact(
         }
         return Err("resumed state differs (moments, counters or metrics)".into());
     }
+    if arch == Arch::Topk && !anneal {
+        // Every record averages its metric sums over the rows they cover: a topk L0 is k
+        // (4) but for rows with fewer positive pre-activations. The first record after the
+        // resume (step 6) covers one step only: the run it resumes finished and logged at 5.
+        for (run, out) in [("uninterrupted", &full), ("resumed", &part)] {
+            let log = std::fs::read_to_string(out.join("training.jsonl")).map_err(fail)?;
+            for l in log.lines() {
+                let v: serde_json::Value = serde_json::from_str(l).map_err(fail)?;
+                let l0 = v["l0"]
+                    .as_f64()
+                    .ok_or("a training.jsonl record without l0")?;
+                if !(3.6..=4.0).contains(&l0) {
+                    return Err(
+                        format!("{run} run, step {}: L0 {l0}, expected 4 (k)", v["step"]).into(),
+                    );
+                }
+            }
+        }
+    }
     if anneal {
         // The log says each record's k, on the schedule (log every 2 steps: k of steps 1,
         // 3, 5, 7 and 8, 0-based).

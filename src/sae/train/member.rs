@@ -66,14 +66,20 @@ impl Member {
         resuming: bool,
     ) -> Result<Member> {
         let jsonl_path = cfg.out.join("training.jsonl");
-        jsonl::truncate_after(&jsonl_path, start_step)?;
+        let last_log = jsonl::truncate_after(&jsonl_path, start_step)?;
         let log = JsonlWriter::open(&jsonl_path)?;
+        // The metric sums in the state cover the steps since the last log record: usually
+        // start_step % log_every of them, none after a run that finished (and logged) off the
+        // log grid and is now resumed with more steps.
+        let since_log = match last_log {
+            Some(l) => start_step - l.min(start_step),
+            None => start_step % cfg.log_every,
+        };
         Ok(Member {
-            // Metric sums in the state cover the steps since the last log, also after a resume.
-            tokens_since_log: (start_step % cfg.log_every) * cfg.batch as u64,
+            tokens_since_log: since_log * cfg.batch as u64,
             tokens_total: start_step * cfg.batch as u64,
             last_checkpoint: resuming.then_some(start_step),
-            last_log_step: start_step,
+            last_log_step: start_step - since_log,
             step: start_step,
             consumed,
             log_clock: Instant::now(),
