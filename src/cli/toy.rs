@@ -179,7 +179,8 @@ fn check_density(d: &[f32]) -> Result<()> {
 }
 
 /// The flags only the lab's experiments read, as (flag, given).
-pub fn lab_flags(a: &ToyArgs) -> [(&'static str, bool); 6] {
+pub fn lab_flags(a: &ToyArgs) -> [(&'static str, bool); 12] {
+    let b = &a.lab_b;
     [
         ("--set-size", a.set_size.is_some()),
         ("--sets", a.sets.is_some()),
@@ -187,6 +188,12 @@ pub fn lab_flags(a: &ToyArgs) -> [(&'static str, bool); 6] {
         ("--threshold", a.threshold.is_some()),
         ("--record-every", a.record_every.is_some()),
         ("--epsilon", a.epsilon.is_some()),
+        ("--l1-values", b.l1_values.is_some()),
+        ("--topk-values", b.topk_values.is_some()),
+        ("--sae-latents", b.sae_latents.is_some()),
+        ("--sae-k", b.sae_k.is_some()),
+        ("--sae-steps", b.sae_steps.is_some()),
+        ("--capture-rows", b.capture_rows.is_some()),
     ]
 }
 

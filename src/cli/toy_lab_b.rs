@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::gpu::select_engine;
-use crate::toy::lab::{abs, intervene, l1, privileged};
+use crate::toy::lab::{self, abs, intervene, l1, privileged};
 use crate::{Error, Result};
 
 use super::toy::ToyArgs;
@@ -57,26 +57,37 @@ fn batch(a: &ToyArgs) -> usize {
     a.batch.unwrap_or(1024)
 }
 
-fn common(a: &ToyArgs, what: &str) -> Result<()> {
-    if a.phase || a.linear {
-        return Err(Error::input(format!(
-            "--experiment {what}: --phase and --linear belong to the sweeps; drop them"
-        )));
+/// The flags each experiment reads (beyond the recipe's); any other model or lab flag is
+/// refused with one line by `lab::check_flags`, which also runs the common checks.
+fn allowed(exp: LabB) -> &'static [&'static str] {
+    const MODEL: [&str; 3] = ["--features", "--hidden", "--importance-decay"];
+    match exp {
+        LabB::Privileged | LabB::Abs => {
+            &[MODEL[0], MODEL[1], MODEL[2], "--density", "--density-range"]
+        }
+        LabB::L1 => &[
+            MODEL[0],
+            MODEL[1],
+            MODEL[2],
+            "--density",
+            "--l1-values",
+            "--topk-values",
+        ],
+        LabB::Intervene => &[
+            MODEL[0],
+            MODEL[1],
+            "--density",
+            "--sae-latents",
+            "--sae-k",
+            "--sae-steps",
+            "--capture-rows",
+        ],
     }
-    if a.steps == Some(0) || a.batch == Some(0) {
-        return Err(Error::input("--steps and --batch must be at least 1"));
-    }
-    if !(a.lr > 0.0 && a.lr.is_finite()) {
-        return Err(Error::input(format!("--lr {}: must be positive", a.lr)));
-    }
-    if !(a.weight_decay >= 0.0 && a.weight_decay.is_finite()) {
-        return Err(Error::input(format!(
-            "--weight-decay {}: must be >= 0",
-            a.weight_decay
-        )));
-    }
-    let (n, m) = (a.features.unwrap_or(1), a.hidden.unwrap_or(1));
-    if n == 0 || m == 0 {
+}
+
+/// The model flags' values, checked.
+fn model_flags(a: &ToyArgs) -> Result<()> {
+    if a.features == Some(0) || a.hidden == Some(0) {
         return Err(Error::input("--features and --hidden must be at least 1"));
     }
     if let Some(d) = &a.density
@@ -96,65 +107,13 @@ fn common(a: &ToyArgs, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// One density for l1 / intervene.
-fn one_density(a: &ToyArgs, what: &str, default: f32) -> Result<f32> {
-    if a.density_range.is_some() {
-        return Err(Error::input(format!(
-            "--experiment {what} trains at one density: give --density D"
-        )));
-    }
-    match &a.density {
-        None => Ok(default),
-        Some(d) if d.len() == 1 => Ok(d[0]),
-        Some(_) => Err(Error::input(format!(
-            "--experiment {what} trains at one density: give --density D (one value)"
-        ))),
-    }
-}
-
+/// `--density` (several values) or `--density-range`, else `default`.
 fn densities(a: &ToyArgs, default: Vec<f32>) -> Result<Vec<f32>> {
     match (&a.density, &a.density_range) {
         (Some(d), _) => Ok(d.clone()),
-        (None, Some(r)) => {
-            let bad = || {
-                Error::input(format!(
-                    "--density-range {r:?}: expected LO:HI:COUNT with 0 < LO <= HI <= 1"
-                ))
-            };
-            let p: Vec<&str> = r.split(':').collect();
-            if p.len() != 3 {
-                return Err(bad());
-            }
-            let lo: f64 = p[0].trim().parse().map_err(|_| bad())?;
-            let hi: f64 = p[1].trim().parse().map_err(|_| bad())?;
-            let k: usize = p[2].trim().parse().map_err(|_| bad())?;
-            if !(lo > 0.0 && lo <= hi && hi <= 1.0 && k >= 1) {
-                return Err(bad());
-            }
-            Ok(crate::toy::log_space(lo, hi, k))
-        }
+        (None, Some(_)) => lab::density_range(a, (1.0, 1.0, 1)),
         (None, None) => Ok(default),
     }
-}
-
-fn lab_flags_only_for(a: &ToyArgs, exp: LabB) -> Result<()> {
-    let b = &a.lab_b;
-    if exp != LabB::L1 && (b.l1_values.is_some() || b.topk_values.is_some()) {
-        return Err(Error::input(
-            "--l1-values and --topk-values belong to --experiment l1",
-        ));
-    }
-    if exp != LabB::Intervene
-        && (b.sae_latents.is_some()
-            || b.sae_k.is_some()
-            || b.sae_steps.is_some()
-            || b.capture_rows.is_some())
-    {
-        return Err(Error::input(
-            "--sae-latents, --sae-k, --sae-steps and --capture-rows belong to --experiment intervene",
-        ));
-    }
-    Ok(())
 }
 
 fn wrote(out: &Path, files: &[String], seconds: f64, engine: &str) {
@@ -172,8 +131,8 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
         LabB::L1 => "l1",
         LabB::Intervene => "intervene",
     };
-    common(a, name)?;
-    lab_flags_only_for(a, exp)?;
+    lab::check_flags(a, name, allowed(exp))?;
+    model_flags(a)?;
     let log_every = (steps(a) / 10).max(1);
     let start = Instant::now();
     let mut log = super::toy::progress_line(name);
@@ -243,7 +202,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
                 n: a.features.unwrap_or(d.n),
                 m,
                 importance_decay: a.importance_decay.unwrap_or(d.importance_decay),
-                density: one_density(a, name, d.density)?,
+                density: lab::one_density(a, d.density)?,
                 l1: l1_values,
                 topk,
                 steps: steps(a),
@@ -278,7 +237,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
             let cfg = intervene::InterveneConfig {
                 n,
                 m,
-                density: one_density(a, name, d.density)?,
+                density: lab::one_density(a, d.density)?,
                 steps: steps(a),
                 batch: batch(a),
                 lr: a.lr,
