@@ -7,8 +7,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::gpu::select_engine;
-use crate::toy::lab::{self, abs, intervene, l1, privileged};
+use crate::gpu::{Engine, select_engine};
+use crate::toy::lab::abs::{self, AbsConfig};
+use crate::toy::lab::privileged::{self, PrivilegedConfig};
+use crate::toy::lab::{self, intervene, l1};
 use crate::{Error, Result};
 
 use super::toy::ToyArgs;
@@ -136,10 +138,17 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
     let log_every = (steps(a) / 10).max(1);
     let start = Instant::now();
     let mut log = super::toy::progress_line(name);
-    match exp {
-        LabB::Privileged => {
-            let d = privileged::PrivilegedConfig::paper();
-            let cfg = privileged::PrivilegedConfig {
+    // The engine is chosen after the flags are checked (a bad flag fails first).
+    let engine = || -> Result<Engine> {
+        let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
+        eprintln!("{why}");
+        Ok(engine)
+    };
+    // The config of privileged or abs: the flags over the experiment's defaults `$d`.
+    macro_rules! density_sweep {
+        ($ty:ident, $d:expr) => {{
+            let d = $d;
+            $ty {
                 n: a.features.unwrap_or(d.n),
                 m: a.hidden.unwrap_or(d.m),
                 importance_decay: a.importance_decay.unwrap_or(d.importance_decay),
@@ -149,31 +158,21 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
                 lr: a.lr,
                 weight_decay: a.weight_decay,
                 seed: a.seed,
-            };
-            let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
-            eprintln!("{why}");
-            let r = privileged::run(&engine, &cfg, log_every, &mut log)?;
+            }
+        }};
+    }
+    match exp {
+        LabB::Privileged => {
+            let cfg = density_sweep!(PrivilegedConfig, PrivilegedConfig::paper());
+            let r = privileged::run(&engine()?, &cfg, log_every, &mut log)?;
             let files = privileged::write(&a.out, &r)?;
             print!("{}", privileged::table(&r));
             println!("rule: {}", r.rule);
             wrote(&a.out, &files, r.train_seconds, &r.engine);
         }
         LabB::Abs => {
-            let d = abs::AbsConfig::default_size();
-            let cfg = abs::AbsConfig {
-                n: a.features.unwrap_or(d.n),
-                m: a.hidden.unwrap_or(d.m),
-                importance_decay: a.importance_decay.unwrap_or(d.importance_decay),
-                density: densities(a, d.density)?,
-                steps: steps(a),
-                batch: batch(a),
-                lr: a.lr,
-                weight_decay: a.weight_decay,
-                seed: a.seed,
-            };
-            let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
-            eprintln!("{why}");
-            let r = abs::run(&engine, &cfg, log_every, &mut log)?;
+            let cfg = density_sweep!(AbsConfig, AbsConfig::default_size());
+            let r = abs::run(&engine()?, &cfg, log_every, &mut log)?;
             let files = abs::write(&a.out, &r)?;
             print!("{}", abs::table(&r));
             println!("rule: {}", r.rule);
@@ -211,9 +210,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
                 weight_decay: a.weight_decay,
                 seed: a.seed,
             };
-            let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
-            eprintln!("{why}");
-            let r = l1::run(&engine, &cfg, log_every, &mut log)?;
+            let r = l1::run(&engine()?, &cfg, log_every, &mut log)?;
             let files = l1::write(&a.out, &r)?;
             print!("{}", l1::table(&r));
             wrote(&a.out, &files, r.train_seconds, &r.engine);
@@ -263,9 +260,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
                     cfg.sae_k, cfg.sae_latents
                 )));
             }
-            let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
-            eprintln!("{why}");
-            let r = intervene::run(&engine, &cfg, &a.out, log_every, &mut log)?;
+            let r = intervene::run(&engine()?, &cfg, &a.out, log_every, &mut log)?;
             let files = intervene::write(&a.out, &r)?;
             print!("{}", intervene::table(&r));
             wrote(&a.out, &files, r.toy_train_seconds, &r.engine);

@@ -6,15 +6,13 @@
 //! (seed, step, instance, row, feature) on the device, so the engines see identical data.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
-use super::train::{BETA1, BETA2, CHUNK_ROWS, EPS, Progress};
+use super::train::{CHUNK_ROWS, Progress, Schedule, Stepper, hyper, row_means, run_steps};
 use crate::gpu::{Engine, Gpu, GpuTensor};
-use crate::kernels::optim::AdamHyper;
 use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
 use crate::{Error, Result, kernels, reference};
 
@@ -111,25 +109,6 @@ pub struct MlpTrained {
     pub seconds: f64,
 }
 
-/// One engine's state for a run (as `train::Stepper`).
-trait Stepper {
-    fn step(&mut self, t: u64) -> Result<()>;
-    /// Row losses of the batch for data step `t` without the L1 term, per instance (mean).
-    fn eval(&mut self, t: u64) -> Result<Vec<f64>>;
-    fn batch_loss(&mut self) -> Result<Vec<f64>>;
-    fn params(&mut self) -> Result<MlpParams>;
-}
-
-fn row_means(loss: &[f32], rows: usize) -> Vec<f64> {
-    loss.chunks_exact(rows)
-        .map(|r| r.iter().map(|&v| v as f64).sum::<f64>() / rows as f64)
-        .collect()
-}
-
-fn hyper(cfg: &MlpConfig, t: u64) -> AdamHyper {
-    AdamHyper::at_step(cfg.lr, BETA1, BETA2, EPS, cfg.weight_decay, t + 1)
-}
-
 /// Train `cfg` from `init` on `engine`, calling `log` every `cfg.log_every` steps.
 pub fn train_mlp(
     engine: &Engine,
@@ -138,39 +117,23 @@ pub fn train_mlp(
     log: &mut dyn FnMut(&Progress),
 ) -> Result<MlpTrained> {
     cfg.check()?;
-    let mut stepper: Box<dyn Stepper> = match engine {
+    let mut stepper: Box<dyn Stepper<MlpParams>> = match engine {
         Engine::Gpu(gpu) => Box::new(GpuMlp::new(gpu.clone(), cfg, init)?),
         Engine::Cpu => Box::new(CpuMlp::new(cfg, init)),
     };
-    let start = Instant::now();
-    let mut curve = Vec::new();
-    for t in 0..cfg.steps {
-        stepper.step(t)?;
-        let done = t + 1;
-        if cfg.log_every > 0 && (done % cfg.log_every == 0 || done == cfg.steps) {
-            let loss = stepper.batch_loss()?;
-            log(&Progress {
-                step: done,
-                steps: cfg.steps,
-                batch_loss: &loss,
-                seconds: start.elapsed().as_secs_f64(),
-            });
-            curve.push((done, loss));
-        }
-    }
-    let prm = stepper.params()?;
-    let seconds = start.elapsed().as_secs_f64();
-    let mut final_loss = vec![0.0; cfg.instances()];
-    for j in 0..cfg.eval_batches as u64 {
-        for (f, l) in final_loss.iter_mut().zip(stepper.eval(cfg.steps + j)?) {
-            *f += l / cfg.eval_batches as f64;
-        }
-    }
+    let schedule = Schedule {
+        steps: cfg.steps,
+        log_every: cfg.log_every,
+        eval_batches: cfg.eval_batches,
+        instances: cfg.instances(),
+        snapshot_every: 0,
+    };
+    let r = run_steps(stepper.as_mut(), &schedule, log)?;
     Ok(MlpTrained {
-        prm,
-        final_loss,
-        curve,
-        seconds,
+        prm: r.params,
+        final_loss: r.final_loss,
+        curve: r.curve,
+        seconds: r.seconds,
     })
 }
 
@@ -297,7 +260,7 @@ impl CpuMlp {
     }
 }
 
-impl Stepper for CpuMlp {
+impl Stepper<MlpParams> for CpuMlp {
     fn step(&mut self, t: u64) -> Result<()> {
         let s = self.shape;
         let l1 = self.cfg.l1.clone();
@@ -314,7 +277,7 @@ impl Stepper for CpuMlp {
         );
         let p = s.params();
         reference::toy::toy_sum_chunks(&self.part, s.instances, self.chunks, p, &mut self.grad);
-        let h = hyper(&self.cfg, t);
+        let h = hyper(self.cfg.lr, self.cfg.weight_decay, t);
         reference::optim::adam(
             &mut self.prm,
             &self.grad,
@@ -438,11 +401,15 @@ impl GpuMlp {
     }
 }
 
-impl Stepper for GpuMlp {
+impl Stepper<MlpParams> for GpuMlp {
     fn step(&mut self, t: u64) -> Result<()> {
         let (gpu, s) = (&*self.gpu, self.shape);
         kernels::toy::write_step(gpu, &self.step_buf, t as u32);
-        kernels::optim::write_hyper(gpu, &self.hyper_buf, &hyper(&self.cfg, t));
+        kernels::optim::write_hyper(
+            gpu,
+            &self.hyper_buf,
+            &hyper(self.cfg.lr, self.cfg.weight_decay, t),
+        );
         let mut enc = gpu.encoder();
         self.record_forward(&mut enc, false)?;
         kernels::toy_mlp::mlp_grad(

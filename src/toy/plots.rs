@@ -21,9 +21,9 @@ use crate::report::plots::{Picture, draw_both};
 use super::SweepResult;
 use super::phase::{Phase, PhaseResult};
 
-type Res = std::result::Result<(), String>;
+pub(crate) type Res = std::result::Result<(), String>;
 
-fn e<E: std::fmt::Display>(err: E) -> String {
+pub(crate) fn e<E: std::fmt::Display>(err: E) -> String {
     err.to_string()
 }
 
@@ -31,14 +31,14 @@ fn e<E: std::fmt::Display>(err: E) -> String {
 pub const MAX_HEAT_FEATURES: usize = 50;
 const PANELS_PER_ROW: usize = 10;
 
-fn lerp(a: (u8, u8, u8), b: (u8, u8, u8), t: f64) -> RGBColor {
+pub(crate) fn lerp(a: (u8, u8, u8), b: (u8, u8, u8), t: f64) -> RGBColor {
     let t = t.clamp(0.0, 1.0);
     let f = |x: u8, y: u8| (x as f64 + (y as f64 - x as f64) * t).round() as u8;
     RGBColor(f(a.0, b.0), f(a.1, b.1), f(a.2, b.2))
 }
 
 /// Blue (-1) .. white (0) .. red (+1), clipped (matplotlib's RdBu ends).
-fn diverging(v: f64) -> RGBColor {
+pub(crate) fn diverging(v: f64) -> RGBColor {
     const WHITE_: (u8, u8, u8) = (247, 247, 247);
     if v >= 0.0 {
         lerp(WHITE_, (178, 24, 43), v)
@@ -52,7 +52,7 @@ fn superposition_color(s: f64) -> RGBColor {
     ViridisRGB::get_color(s.clamp(0.0, 1.0))
 }
 
-fn text<DB: DrawingBackend>(
+pub(crate) fn text<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     s: &str,
     (x, y): (i32, i32),
@@ -376,15 +376,23 @@ fn dimensionality_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &S
     chart
         .draw_series(pts.iter().map(|&p| Circle::new(p, 4, BLACK.filled())))
         .map_err(e)?;
+    legend(&mut chart, SeriesLabelPosition::LowerLeft, 14)
+}
+
+/// The series labels at `pos` on a translucent white box with a black border.
+pub(crate) fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    pos: SeriesLabelPosition,
+    font: u32,
+) -> Res {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
+        .position(pos)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .label_font(("sans-serif", 14))
+        .label_font(("sans-serif", font))
         .draw()
-        .map_err(e)?;
-    Ok(())
+        .map_err(e)
 }
 
 /// dimensionality.{png,svg}: D* and D_i against 1 / (1 - S).

@@ -158,25 +158,91 @@ pub struct Trained {
     pub seconds: f64,
 }
 
-/// One engine's state for a run.
-trait Stepper {
+/// One engine's state for a run, parameters `P` (this model's and [`super::mlp`]'s).
+pub(super) trait Stepper<P> {
     /// Training step `t` (0-based): data for step t, forward, backward, AdamW step t + 1.
     fn step(&mut self, t: u64) -> Result<()>;
-    /// Row losses of the batch for data step `t`, forward only, per instance (mean).
+    /// Row losses of the batch for data step `t`, forward only, per instance (mean; the
+    /// MLP's without its L1 term).
     fn eval(&mut self, t: u64) -> Result<Vec<f64>>;
     /// Mean row loss of the last batch, per instance.
     fn batch_loss(&mut self) -> Result<Vec<f64>>;
-    fn params(&mut self) -> Result<Params>;
+    fn params(&mut self) -> Result<P>;
 }
 
-fn row_means(loss: &[f32], rows: usize) -> Vec<f64> {
+pub(super) fn row_means(loss: &[f32], rows: usize) -> Vec<f64> {
     loss.chunks_exact(rows)
         .map(|r| r.iter().map(|&v| v as f64).sum::<f64>() / rows as f64)
         .collect()
 }
 
-fn hyper(cfg: &TrainConfig, t: u64) -> AdamHyper {
-    AdamHyper::at_step(cfg.lr, BETA1, BETA2, EPS, cfg.weight_decay, t + 1)
+/// The AdamW hyperparameters of step `t` (0-based).
+pub(super) fn hyper(lr: f32, weight_decay: f32, t: u64) -> AdamHyper {
+    AdamHyper::at_step(lr, BETA1, BETA2, EPS, weight_decay, t + 1)
+}
+
+/// The schedule [`run_steps`] follows.
+pub(super) struct Schedule {
+    pub steps: u64,
+    /// Log every this many steps and at the last (0: never).
+    pub log_every: u64,
+    /// Fresh batches, from data step `steps` on, averaged for the final loss.
+    pub eval_batches: usize,
+    pub instances: usize,
+    /// Keep the parameters every this many steps (0: never).
+    pub snapshot_every: u64,
+}
+
+/// What [`run_steps`] returns (see [`Trained`]).
+pub(super) struct Run<P> {
+    pub params: P,
+    pub final_loss: Vec<f64>,
+    pub curve: Vec<(u64, Vec<f64>)>,
+    pub snapshots: Vec<(u64, P)>,
+    pub seconds: f64,
+}
+
+/// Both engines' training loop: the steps (logging and snapshots), then the evaluation.
+pub(super) fn run_steps<P>(
+    stepper: &mut dyn Stepper<P>,
+    s: &Schedule,
+    log: &mut dyn FnMut(&Progress),
+) -> Result<Run<P>> {
+    let mut snapshots = Vec::new();
+    let start = Instant::now();
+    let mut curve = Vec::new();
+    for t in 0..s.steps {
+        stepper.step(t)?;
+        let done = t + 1;
+        if s.log_every > 0 && (done % s.log_every == 0 || done == s.steps) {
+            let loss = stepper.batch_loss()?;
+            log(&Progress {
+                step: done,
+                steps: s.steps,
+                batch_loss: &loss,
+                seconds: start.elapsed().as_secs_f64(),
+            });
+            curve.push((done, loss));
+        }
+        if s.snapshot_every > 0 && done.is_multiple_of(s.snapshot_every) {
+            snapshots.push((done, stepper.params()?));
+        }
+    }
+    let params = stepper.params()?;
+    let seconds = start.elapsed().as_secs_f64();
+    let mut final_loss = vec![0.0; s.instances];
+    for j in 0..s.eval_batches as u64 {
+        for (f, l) in final_loss.iter_mut().zip(stepper.eval(s.steps + j)?) {
+            *f += l / s.eval_batches as f64;
+        }
+    }
+    Ok(Run {
+        params,
+        final_loss,
+        curve,
+        snapshots,
+        seconds,
+    })
 }
 
 /// What [`train_with`] adds to a [`TrainConfig`]: how the data are drawn beyond one
@@ -232,44 +298,24 @@ pub fn train_with(
 ) -> Result<Trained> {
     cfg.check()?;
     let density = opts.density(cfg)?;
-    let mut stepper: Box<dyn Stepper> = match engine {
+    let mut stepper: Box<dyn Stepper<Params>> = match engine {
         Engine::Gpu(gpu) => Box::new(GpuToy::new(gpu.clone(), cfg, opts.sets, &density, init)?),
         Engine::Cpu => Box::new(CpuToy::new(cfg, opts.sets, density, init)),
     };
-    let mut snapshots = Vec::new();
-    let start = Instant::now();
-    let mut curve = Vec::new();
-    for t in 0..cfg.steps {
-        stepper.step(t)?;
-        let done = t + 1;
-        if cfg.log_every > 0 && (done % cfg.log_every == 0 || done == cfg.steps) {
-            let loss = stepper.batch_loss()?;
-            log(&Progress {
-                step: done,
-                steps: cfg.steps,
-                batch_loss: &loss,
-                seconds: start.elapsed().as_secs_f64(),
-            });
-            curve.push((done, loss));
-        }
-        if opts.snapshot_every > 0 && done.is_multiple_of(opts.snapshot_every) {
-            snapshots.push((done, stepper.params()?));
-        }
-    }
-    let params = stepper.params()?;
-    let seconds = start.elapsed().as_secs_f64();
-    let mut final_loss = vec![0.0; cfg.instances()];
-    for j in 0..cfg.eval_batches as u64 {
-        for (f, l) in final_loss.iter_mut().zip(stepper.eval(cfg.steps + j)?) {
-            *f += l / cfg.eval_batches as f64;
-        }
-    }
+    let schedule = Schedule {
+        steps: cfg.steps,
+        log_every: cfg.log_every,
+        eval_batches: cfg.eval_batches,
+        instances: cfg.instances(),
+        snapshot_every: opts.snapshot_every,
+    };
+    let r = run_steps(stepper.as_mut(), &schedule, log)?;
     Ok(Trained {
-        params,
-        final_loss,
-        curve,
-        snapshots,
-        seconds,
+        params: r.params,
+        final_loss: r.final_loss,
+        curve: r.curve,
+        snapshots: r.snapshots,
+        seconds: r.seconds,
     })
 }
 
@@ -355,7 +401,7 @@ impl CpuToy {
     }
 }
 
-impl Stepper for CpuToy {
+impl Stepper<Params> for CpuToy {
     fn step(&mut self, t: u64) -> Result<()> {
         let s = self.shape;
         let ToyShape {
@@ -374,7 +420,7 @@ impl Stepper for CpuToy {
         );
         reference::toy::toy_sum_chunks(&self.pw, e, self.chunks, n * m, &mut self.dw);
         reference::toy::toy_sum_chunks(&self.pb, e, self.chunks, n, &mut self.db);
-        let h = hyper(&self.cfg, t);
+        let h = hyper(self.cfg.lr, self.cfg.weight_decay, t);
         let clip = [1.0f32, 0.0];
         reference::optim::adam(
             &mut self.p.w,
@@ -517,14 +563,18 @@ impl GpuToy {
     }
 }
 
-impl Stepper for GpuToy {
+impl Stepper<Params> for GpuToy {
     fn step(&mut self, t: u64) -> Result<()> {
         let (gpu, s) = (&*self.gpu, self.shape);
         let ToyShape {
             instances: e, n, m, ..
         } = s;
         kernels::toy::write_step_sets(gpu, &self.step_buf, t as u32, self.sets);
-        kernels::optim::write_hyper(gpu, &self.hyper_buf, &hyper(&self.cfg, t));
+        kernels::optim::write_hyper(
+            gpu,
+            &self.hyper_buf,
+            &hyper(self.cfg.lr, self.cfg.weight_decay, t),
+        );
         let mut enc = gpu.encoder();
         self.record_forward(&mut enc)?;
         kernels::toy::toy_grad(

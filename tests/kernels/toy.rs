@@ -317,62 +317,24 @@ pub fn trials() -> Vec<Trial> {
             ));
         }
     }
+    let small = ToyShape {
+        instances: 3,
+        rows: 37,
+        n: 7,
+        m: 3,
+    };
+    let large = ToyShape {
+        instances: 7,
+        rows: 1024,
+        n: 20,
+        m: 5,
+    };
     for (s, relu, steps, mode) in [
-        (
-            ToyShape {
-                instances: 3,
-                rows: 37,
-                n: 7,
-                m: 3,
-            },
-            true,
-            50,
-            SetMode::Independent,
-        ),
-        (
-            ToyShape {
-                instances: 3,
-                rows: 37,
-                n: 7,
-                m: 3,
-            },
-            true,
-            50,
-            SetMode::Correlated,
-        ),
-        (
-            ToyShape {
-                instances: 3,
-                rows: 37,
-                n: 7,
-                m: 3,
-            },
-            true,
-            50,
-            SetMode::Anticorrelated,
-        ),
-        (
-            ToyShape {
-                instances: 7,
-                rows: 1024,
-                n: 20,
-                m: 5,
-            },
-            true,
-            20,
-            SetMode::Independent,
-        ),
-        (
-            ToyShape {
-                instances: 7,
-                rows: 1024,
-                n: 20,
-                m: 5,
-            },
-            false,
-            20,
-            SetMode::Independent,
-        ),
+        (small, true, 50, SetMode::Independent),
+        (small, true, 50, SetMode::Correlated),
+        (small, true, 50, SetMode::Anticorrelated),
+        (large, true, 20, SetMode::Independent),
+        (large, false, 20, SetMode::Independent),
     ] {
         let model = if relu { "relu" } else { "linear" };
         v.push(gpu_test(

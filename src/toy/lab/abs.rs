@@ -17,9 +17,9 @@ use crate::Result;
 use crate::gpu::Engine;
 use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
 use crate::toy::Progress;
-use crate::toy::mlp::{MlpConfig, forward_one, init_mlp, train_mlp};
+use crate::toy::mlp::forward_one;
 
-use super::privileged::{NeuronKind, classify, importances, rule_text};
+use super::privileged::{NeuronKind, classify, rule_text, train_instances};
 
 /// Mean relative error below which a feature counts as computed.
 pub const COMPUTED_ERROR: f64 = 0.25;
@@ -115,40 +115,18 @@ pub fn run(
     log_every: u64,
     log: &mut dyn FnMut(&Progress),
 ) -> Result<AbsResult> {
-    let e = cfg.density.len();
     let spec = AbsConfig::spec();
-    let mc = MlpConfig {
-        n: cfg.n,
-        m: cfg.m,
-        spec,
-        density: cfg.density.clone(),
-        importance: importances(cfg.n, cfg.importance_decay, e),
-        l1: vec![0.0; e],
-        topk: vec![cfg.m as u32; e],
-        steps: cfg.steps,
-        batch: cfg.batch,
-        lr: cfg.lr,
-        weight_decay: cfg.weight_decay,
-        seed: cfg.seed,
-        eval_batches: 8,
-        log_every,
-    };
-    let shape = mc.shape();
-    let t = train_mlp(engine, &mc, init_mlp(shape, spec, cfg.seed), log)?;
-    let instances = (0..e)
-        .map(|inst| {
-            let w = &t.prm[inst * shape.params()..(inst + 1) * shape.params()];
-            let mut r = analyse(shape, spec, w);
-            r.density = cfg.density[inst];
-            r.loss = t.final_loss[inst];
-            r
-        })
-        .collect();
+    let mc = mlp_config!(cfg, spec, cfg.density, log_every);
+    let (instances, seconds) = train_instances(engine, &mc, log, |inst, w, loss| AbsInstance {
+        density: cfg.density[inst],
+        loss,
+        ..analyse(mc.shape(), spec, w)
+    })?;
     Ok(AbsResult {
         experiment: "abs",
         config: cfg.clone(),
         engine: engine.name(),
-        train_seconds: t.seconds,
+        train_seconds: seconds,
         rule: rule_text(true),
         instances,
     })

@@ -344,53 +344,32 @@ pub fn write(dir: &Path, r: &InterveneResult) -> Result<Vec<String>> {
     let grey = RGBColor(120, 120, 120);
     let red = RGBColor(214, 39, 40);
     let blue = RGBColor(31, 119, 180);
+    let chart = |title: &str, kind: &str| LineChart {
+        title: title.into(),
+        x_desc: "feature i".into(),
+        y_desc: "mean output".into(),
+        log_x: false,
+        series: vec![
+            Series {
+                label: "x'_i before".into(),
+                points: pick(kind, &|i| i.target_output_before),
+                color: grey,
+            },
+            Series {
+                label: "x'_i after".into(),
+                points: pick(kind, &|i| i.target_output_after),
+                color: red,
+            },
+            Series {
+                label: "mean |change| of x'_j, j != i".into(),
+                points: pick(kind, &|i| i.other_outputs_change),
+                color: blue,
+            },
+        ],
+    };
     let charts = [
-        LineChart {
-            title: "ablate feature i's latent (rows with i on)".into(),
-            x_desc: "feature i".into(),
-            y_desc: "mean output".into(),
-            log_x: false,
-            series: vec![
-                Series {
-                    label: "x'_i before".into(),
-                    points: pick("ablate", &|i| i.target_output_before),
-                    color: grey,
-                },
-                Series {
-                    label: "x'_i after".into(),
-                    points: pick("ablate", &|i| i.target_output_after),
-                    color: red,
-                },
-                Series {
-                    label: "mean |change| of x'_j, j != i".into(),
-                    points: pick("ablate", &|i| i.other_outputs_change),
-                    color: blue,
-                },
-            ],
-        },
-        LineChart {
-            title: "clamp it (rows with i off)".into(),
-            x_desc: "feature i".into(),
-            y_desc: "mean output".into(),
-            log_x: false,
-            series: vec![
-                Series {
-                    label: "x'_i before".into(),
-                    points: pick("clamp", &|i| i.target_output_before),
-                    color: grey,
-                },
-                Series {
-                    label: "x'_i after".into(),
-                    points: pick("clamp", &|i| i.target_output_after),
-                    color: red,
-                },
-                Series {
-                    label: "mean |change| of x'_j, j != i".into(),
-                    points: pick("clamp", &|i| i.other_outputs_change),
-                    color: blue,
-                },
-            ],
-        },
+        chart("ablate feature i's latent (rows with i on)", "ablate"),
+        chart("clamp it (rows with i off)", "clamp"),
     ];
     super::plots_neurons::lines(dir, "intervene", &charts)?;
     Ok(vec![

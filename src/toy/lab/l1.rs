@@ -18,12 +18,11 @@ use plotters::style::RGBColor;
 
 use crate::Result;
 use crate::gpu::Engine;
-use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
+use crate::reference::toy_mlp::{HiddenAct, MlpSpec};
 use crate::toy::Progress;
-use crate::toy::mlp::{MlpConfig, init_mlp, train_mlp};
 
 use super::plots_neurons::{LineChart, Series};
-use super::privileged::{PrivilegedConfig, importances, summarize};
+use super::privileged::{PrivilegedConfig, summarize, train_instances};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct L1Config {
@@ -115,48 +114,26 @@ fn train_all(
     log_every: u64,
     log: &mut dyn FnMut(&Progress),
 ) -> Result<(Vec<Measured>, f64)> {
-    let e = l1.len();
-    let mc = MlpConfig {
-        n: cfg.n,
-        m: cfg.m,
-        spec,
-        density: vec![cfg.density; e],
-        importance: importances(cfg.n, cfg.importance_decay, e),
-        l1,
-        topk,
-        steps: cfg.steps,
-        batch: cfg.batch,
-        lr: cfg.lr,
-        weight_decay: cfg.weight_decay,
-        seed: cfg.seed,
-        eval_batches: 8,
-        log_every,
-    };
-    let shape: MlpShape = mc.shape();
-    let t = train_mlp(engine, &mc, init_mlp(shape, spec, cfg.seed), log)?;
+    let mc = mlp_config!(cfg, spec, vec![cfg.density; l1.len()], l1, topk, log_every);
     let mn = cfg.m * cfg.n;
-    let out = (0..e)
-        .map(|inst| {
-            let w = &t.prm[inst * shape.params()..(inst + 1) * shape.params()];
-            // Only the positive weights make a neuron fire (inputs are >= 0).
-            let frob: f64 = w[..mn].iter().map(|&v| (v as f64).max(0.0).powi(2)).sum();
-            let s = summarize(shape, w, false);
-            Measured {
-                loss: t.final_loss[inst],
-                // No neuron fires at all: no dimension is used (null in results.json).
-                dstar: if frob > 1e-9 {
-                    cfg.m as f64 / frob
-                } else {
-                    f64::INFINITY
-                },
-                fpd: frob / cfg.m as f64,
-                represented: s.features_represented,
-                mono: s.monosemantic_neurons,
-                poly: s.polysemantic_neurons,
-            }
-        })
-        .collect();
-    Ok((out, t.seconds))
+    train_instances(engine, &mc, log, |_, w, loss| {
+        // Only the positive weights make a neuron fire (inputs are >= 0).
+        let frob: f64 = w[..mn].iter().map(|&v| (v as f64).max(0.0).powi(2)).sum();
+        let s = summarize(mc.shape(), w, false);
+        Measured {
+            loss,
+            // No neuron fires at all: no dimension is used (null in results.json).
+            dstar: if frob > 1e-9 {
+                cfg.m as f64 / frob
+            } else {
+                f64::INFINITY
+            },
+            fpd: frob / cfg.m as f64,
+            represented: s.features_represented,
+            mono: s.monosemantic_neurons,
+            poly: s.polysemantic_neurons,
+        }
+    })
 }
 
 pub fn run(

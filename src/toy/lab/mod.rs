@@ -20,6 +20,44 @@
 //! two-layer family of `crate::toy::mlp`. Figures: `plots_a`, `plots_b` (the first five),
 //! `plots_neurons` (the last four).
 
+/// The `MlpConfig` of an MLP experiment's config `$cfg` (fields n, m, importance_decay,
+/// steps, batch, lr, weight_decay, seed): one instance per entry of `$density`, each with
+/// I_i = importance_decay^i, penalty `$l1` and top-k `$topk` (without them: no penalty,
+/// all m neurons); final loss over 8 batches.
+macro_rules! mlp_config {
+    ($cfg:expr, $spec:expr, $density:expr, $log_every:expr) => {{
+        let e = $density.len();
+        mlp_config!(
+            $cfg,
+            $spec,
+            $density.clone(),
+            vec![0.0; e],
+            vec![$cfg.m as u32; e],
+            $log_every
+        )
+    }};
+    ($cfg:expr, $spec:expr, $density:expr, $l1:expr, $topk:expr, $log_every:expr) => {{
+        let density: Vec<f32> = $density;
+        let e = density.len();
+        $crate::toy::mlp::MlpConfig {
+            n: $cfg.n,
+            m: $cfg.m,
+            spec: $spec,
+            importance: super::privileged::importances($cfg.n, $cfg.importance_decay, e),
+            density,
+            l1: $l1,
+            topk: $topk,
+            steps: $cfg.steps,
+            batch: $cfg.batch,
+            lr: $cfg.lr,
+            weight_decay: $cfg.weight_decay,
+            seed: $cfg.seed,
+            eval_batches: 8,
+            log_every: $log_every,
+        }
+    }};
+}
+
 pub mod abs;
 pub mod adversarial;
 pub mod correlated;

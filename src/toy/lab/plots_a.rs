@@ -6,16 +6,11 @@ use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::text_anchor::HPos;
 
 use crate::Result;
 use crate::report::plots::{Picture, draw_both};
-
-type Res = std::result::Result<(), String>;
-
-fn e<E: std::fmt::Display>(err: E) -> String {
-    err.to_string()
-}
+use crate::toy::plots::{Res, diverging, e, text};
 
 /// Colours of the groups (sets, the perturbed feature): blue, red, green, orange, purple,
 /// brown, pink, grey.
@@ -29,18 +24,6 @@ pub const PALETTE: [RGBColor; 8] = [
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
 ];
-
-pub fn text<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    s: &str,
-    (x, y): (i32, i32),
-    size: u32,
-    h: HPos,
-) -> Res {
-    let style = TextStyle::from(("sans-serif", size).into_font()).pos(Pos::new(h, VPos::Top));
-    area.draw(&Text::new(s.to_string(), (x, y), style))
-        .map_err(e)
-}
 
 /// One panel: vectors in a plane, each coloured by its group.
 pub struct Panel {
@@ -136,12 +119,7 @@ fn heat_chart<DB: DrawingBackend>(
     let (x0, y0) = ((w as f64 - side * n as f64) / 2.0, 40.0);
     for (i, row) in m.iter().enumerate() {
         for (j, &v) in row.iter().enumerate() {
-            let t = v.clamp(-1.0, 1.0);
-            let c = if t >= 0.0 {
-                lerp((247, 247, 247), (178, 24, 43), t)
-            } else {
-                lerp((247, 247, 247), (33, 102, 172), -t)
-            };
+            let c = diverging(v.clamp(-1.0, 1.0));
             let (x, y) = (x0 + j as f64 * side, y0 + i as f64 * side);
             root.draw(&Rectangle::new(
                 [(x as i32, y as i32), ((x + side) as i32, (y + side) as i32)],
@@ -161,11 +139,6 @@ fn heat_chart<DB: DrawingBackend>(
         .map_err(e)?;
     }
     Ok(())
-}
-
-fn lerp(a: (u8, u8, u8), b: (u8, u8, u8), t: f64) -> RGBColor {
-    let f = |x: u8, y: u8| (x as f64 + (y as f64 - x as f64) * t).round() as u8;
-    RGBColor(f(a.0, b.0), f(a.1, b.1), f(a.2, b.2))
 }
 
 /// NAME.{png,svg}: a matrix as a heat map (blue -1, white 0, red +1), its rows marked by

@@ -14,12 +14,7 @@ use super::adversarial::AdversarialResult;
 use super::dynamics::{DynamicsResult, LEVELS};
 use super::graph::{GeometryResult, POLYTOPES};
 use super::plots_a::PALETTE;
-
-type Res = std::result::Result<(), String>;
-
-fn e<E: std::fmt::Display>(err: E) -> String {
-    err.to_string()
-}
+use crate::toy::plots::{Res, e, legend};
 
 fn class_color(class: &str) -> RGBColor {
     POLYTOPES
@@ -78,15 +73,7 @@ fn geometry_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Geometr
                 .map_err(e)?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(e)?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperRight, 13)
 }
 
 pub fn geometry(dir: &Path, r: &GeometryResult) -> Result<()> {
@@ -248,14 +235,7 @@ fn adversarial_chart<DB: DrawingBackend>(
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
     c.draw_series(pts.iter().map(|&p| Circle::new(p, 4, BLACK.filled())))
         .map_err(e)?;
-    c.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(e)?;
-    Ok(())
+    legend(&mut c, SeriesLabelPosition::UpperLeft, 13)
 }
 
 pub fn adversarial(dir: &Path, r: &AdversarialResult) -> Result<()> {

@@ -9,18 +9,15 @@
 use std::path::Path;
 
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::privileged::NeuronKind;
 use crate::Result;
 use crate::report::plots::{Picture, draw_both};
-
-type Res = std::result::Result<(), String>;
-
-fn e<E: std::fmt::Display>(err: E) -> String {
-    err.to_string()
-}
+use crate::toy::plots::{Res, e, legend};
 
 /// One panel of a stack plot: a title and (weights per feature, kind) per neuron.
 pub struct StackPanel {
@@ -211,37 +208,35 @@ fn line_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineChart) 
         .y_label_area_size(60);
     if c.log_x {
         let lo = x0.max(1e-9);
-        let mut chart = b
+        let chart = b
             .build_cartesian_2d((lo / 1.3..x1 * 1.3).log_scale(), y0..y1)
             .map_err(e)?;
-        chart
-            .configure_mesh()
-            .max_light_lines(2)
-            .x_desc(c.x_desc.clone())
-            .y_desc(c.y_desc.clone())
-            .draw()
-            .map_err(e)?;
-        draw_series(&mut chart, c)
+        draw_series(chart, c)
     } else {
         let pad = 0.05 * (x1 - x0);
-        let mut chart = b
+        let chart = b
             .build_cartesian_2d(x0 - pad..x1 + pad, y0..y1)
             .map_err(e)?;
-        chart
-            .configure_mesh()
-            .max_light_lines(2)
-            .x_desc(c.x_desc.clone())
-            .y_desc(c.y_desc.clone())
-            .draw()
-            .map_err(e)?;
-        draw_series(&mut chart, c)
+        draw_series(chart, c)
     }
 }
 
-fn draw_series<'a, DB: DrawingBackend + 'a, CT: CoordTranslate<From = (f64, f64)>>(
-    chart: &mut ChartContext<'a, DB, CT>,
+/// The mesh (axes described by `c`), `c`'s series and their legend.
+fn draw_series<'a, DB: DrawingBackend + 'a, X>(
+    mut chart: ChartContext<'a, DB, Cartesian2d<X, RangedCoordf64>>,
     c: &LineChart,
-) -> Res {
+) -> Res
+where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .max_light_lines(2)
+        .x_desc(c.x_desc.clone())
+        .y_desc(c.y_desc.clone())
+        .draw()
+        .map_err(e)?;
+    let chart = &mut chart;
     for s in &c.series {
         let col = s.color;
         chart
@@ -253,14 +248,7 @@ fn draw_series<'a, DB: DrawingBackend + 'a, CT: CoordTranslate<From = (f64, f64)
             .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, col.filled())))
             .map_err(e)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(e)
+    legend(chart, SeriesLabelPosition::UpperRight, 13)
 }
 
 /// name.{png,svg}: `charts` side by side.

@@ -160,6 +160,22 @@ pub fn rule_text(signed: bool) -> String {
     )
 }
 
+/// Train `mc` (parameters from `init_mlp` with its seed) and map each instance's
+/// parameters and final loss through `each`; returns them and the training seconds.
+pub(super) fn train_instances<T>(
+    engine: &Engine,
+    mc: &MlpConfig,
+    log: &mut dyn FnMut(&Progress),
+    each: impl Fn(usize, &[f32], f64) -> T,
+) -> Result<(Vec<T>, f64)> {
+    let (shape, p) = (mc.shape(), mc.shape().params());
+    let t = train_mlp(engine, mc, init_mlp(shape, mc.spec, mc.seed), log)?;
+    let out = (0..mc.instances())
+        .map(|inst| each(inst, &t.prm[inst * p..(inst + 1) * p], t.final_loss[inst]))
+        .collect();
+    Ok((out, t.seconds))
+}
+
 /// Train every density at once and classify the neurons.
 pub fn run(
     engine: &Engine,
@@ -167,40 +183,19 @@ pub fn run(
     log_every: u64,
     log: &mut dyn FnMut(&Progress),
 ) -> Result<PrivilegedResult> {
-    let e = cfg.density.len();
     let spec = PrivilegedConfig::spec();
-    let mc = MlpConfig {
-        n: cfg.n,
-        m: cfg.m,
-        spec,
-        density: cfg.density.clone(),
-        importance: importances(cfg.n, cfg.importance_decay, e),
-        l1: vec![0.0; e],
-        topk: vec![cfg.m as u32; e],
-        steps: cfg.steps,
-        batch: cfg.batch,
-        lr: cfg.lr,
-        weight_decay: cfg.weight_decay,
-        seed: cfg.seed,
-        eval_batches: 8,
-        log_every,
-    };
-    let shape = mc.shape();
-    let t = train_mlp(engine, &mc, init_mlp(shape, spec, cfg.seed), log)?;
-    let instances = (0..e)
-        .map(|inst| {
-            let w = &t.prm[inst * shape.params()..(inst + 1) * shape.params()];
-            let mut r = summarize(shape, w, false);
-            r.density = cfg.density[inst];
-            r.loss = t.final_loss[inst];
-            r
-        })
-        .collect();
+    let mc = mlp_config!(cfg, spec, cfg.density, log_every);
+    let (instances, seconds) =
+        train_instances(engine, &mc, log, |inst, w, loss| PrivilegedInstance {
+            density: cfg.density[inst],
+            loss,
+            ..summarize(mc.shape(), w, false)
+        })?;
     Ok(PrivilegedResult {
         experiment: "privileged",
         config: cfg.clone(),
         engine: engine.name(),
-        train_seconds: t.seconds,
+        train_seconds: seconds,
         rule: rule_text(false),
         instances,
     })
