@@ -426,8 +426,10 @@ fn cpu_row(
     let xc = &batches[0];
     let (w, b) = (&eng.st.params.w_enc, &eng.st.params.b_enc);
     let mut pre = vec![0.0f32; batch * *D_SAE];
+    // The product the CPU engine's encode stage runs (crate::blas, the gemm crate), not the
+    // plain reference loops that judge the kernels.
     let g = time(0, steps, || {
-        reference::gemm::gemm(&spec, xc, w, Some(b), &mut pre);
+        saeforge::blas::gemm(&spec, xc, w, Some(b), &mut pre);
         Ok(())
     })?;
     Ok(Row {
