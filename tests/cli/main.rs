@@ -37,10 +37,7 @@ pub fn bin() -> &'static str {
 
 /// A fresh, empty folder for one test.
 pub fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("saeforge-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tmp_dir("cli", name)
 }
 
 /// What a finished run of the binary printed.

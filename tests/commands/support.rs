@@ -15,10 +15,7 @@ use safetensors::Dtype;
 use crate::common::{cpu_test, fail, randn, uniform};
 
 pub fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("saeforge-cmd-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    crate::common::tmp_dir("cmd", name)
 }
 
 /// A random SAE: W_enc ~ N(0, 1/d), unit-norm W_dec rows, b_enc ~ N(0, 0.2) (so that the

@@ -119,6 +119,15 @@ where
     })
 }
 
+/// A fresh, empty folder for one test: `saeforge-<binary>-<pid>-<name>` in the system's
+/// temporary folder (removed first if a crashed run left it).
+pub fn tmp_dir(binary: &str, name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("saeforge-{binary}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("a temporary test folder");
+    d
+}
+
 /// Fresh per test unless SAEFORGE_TEST_SEED pins it.
 pub fn seed() -> u64 {
     if let Ok(s) = std::env::var("SAEFORGE_TEST_SEED")

@@ -18,10 +18,7 @@ use saeforge::sae::infer::Encoder;
 use crate::common::{assert_close, assert_same, cpu_test, fail, gpu_test, randn, tolerance};
 
 pub fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("saeforge-eval-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    crate::common::tmp_dir("eval", name)
 }
 
 const D: usize = 24;

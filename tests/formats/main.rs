@@ -51,10 +51,7 @@ fn main() {
 
 /// A fresh folder for one test.
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("saeforge-formats-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp folder");
-    d
+    common::tmp_dir("formats", name)
 }
 
 /// A python that imports numpy.

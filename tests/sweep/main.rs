@@ -37,10 +37,7 @@ pub mod util {
     use crate::common::fail;
 
     pub fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("saeforge-sweep-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        crate::common::tmp_dir("sweep", name)
     }
 
     /// 3 shards of 1000 rows x 16 dims, 64 planted features.

@@ -15,10 +15,7 @@ use saeforge::synth::{SynthConfig, read_truth, write_dataset};
 use crate::common::{cpu_test, fail, gpu_test};
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("saeforge-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    crate::common::tmp_dir("train", name)
 }
 
 fn synth(
