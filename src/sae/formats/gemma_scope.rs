@@ -7,8 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{fold_b_dec, to_f32};
-use crate::data::FloatType;
+use super::{finite, fold_b_dec};
 use crate::sae::export::{SaeKind, SaeModel};
 use crate::{Error, Result};
 
@@ -80,8 +79,7 @@ pub fn load(path: &Path) -> Result<SaeModel> {
                 )));
             }
         };
-        let raw: &[u8] = bytemuck::cast_slice(&values);
-        let values = to_f32(&what, FloatType::F32, raw)?;
+        let values = finite(&what, values)?;
         arrays.insert(name, (shape, values));
     }
     let shape_of = |name: &str| {

@@ -110,14 +110,19 @@ pub fn load(path: &Path) -> Result<(Layout, SaeModel)> {
 pub(crate) fn to_f32(what: &dyn Fn() -> String, ft: FloatType, raw: &[u8]) -> Result<Vec<f32>> {
     let mut out = vec![0.0f32; raw.len() / ft.bytes()];
     crate::data::convert(ft, raw, &mut out);
-    if let Some(i) = out.iter().position(|v| !v.is_finite()) {
-        return Err(Error::input(format!(
+    finite(what, out)
+}
+
+/// `values`, or Err naming (`what`) the first non-finite one.
+pub(crate) fn finite(what: &dyn Fn() -> String, values: Vec<f32>) -> Result<Vec<f32>> {
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(Error::input(format!(
             "{} element {i} is {}",
             what(),
-            out[i]
-        )));
+            values[i]
+        ))),
+        None => Ok(values),
     }
-    Ok(out)
 }
 
 /// A float tensor of a safetensors file, checked against the shape the layout needs
