@@ -443,6 +443,12 @@ pub fn select_training_engine(
     filter: Option<&str>,
     cfg: &TrainConfig,
 ) -> Result<(Engine, String)> {
+    if cfg.arch == Arch::Matryoshka {
+        return match choice {
+            crate::gpu::DeviceChoice::Gpu => Err(crate::sae::gpu::matryoshka_gpu_error()),
+            _ => Ok((Engine::Cpu, format!("{choice:?}: CPU engine (matryoshka has no GPU kernels yet)").to_lowercase())),
+        };
+    }
     match choice {
         crate::gpu::DeviceChoice::Auto => select_for_training(filter, cfg),
         _ => crate::gpu::select_engine(choice, filter),

@@ -7,6 +7,7 @@ pub mod activations;
 pub mod codes;
 pub mod fista;
 pub mod gemm;
+pub mod matryoshka;
 pub mod ops;
 pub mod optim;
 pub mod reduce;

@@ -11,7 +11,7 @@
 //! Dimensions are passed explicitly; slices must have exactly the lengths the shapes give.
 
 /// Number of f32 values in the metrics buffer.
-pub const METRIC_SLOTS: usize = 8;
+pub const METRIC_SLOTS: usize = 16;
 
 /// Where each metric lives in the metrics buffer.
 pub mod slot {
@@ -27,6 +27,10 @@ pub mod slot {
     pub const AUX: u32 = 4;
     /// Number of dead latents (overwritten by `update_dead`, not accumulated).
     pub const DEAD: u32 = 5;
+    /// matryoshka: the squared error of level m's reconstruction at LEVEL_SSE + m.
+    pub const LEVEL_SSE: u32 = 8;
+    /// Levels the metrics hold (slots LEVEL_SSE..LEVEL_SSE + MAX_LEVELS).
+    pub const MAX_LEVELS: usize = 8;
 }
 
 fn check(kernel: &str, name: &str, len: usize, want: usize) {

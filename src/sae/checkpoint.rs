@@ -314,7 +314,18 @@ impl Checkpoint {
             since_fired: u32s("since_fired", n)?,
             fire_total: u32s("fire_total", n)?,
             threshold: meta.threshold,
-            metrics: f32s("metrics", crate::reference::reduce::METRIC_SLOTS)?,
+            metrics: {
+                // Checkpoints written before the matryoshka level slots hold 8 metrics.
+                use crate::reference::reduce::{METRIC_SLOTS, slot};
+                let old = st.tensor("metrics").map(|v| v.shape().iter().product::<usize>());
+                let mut m = if old.ok() == Some(slot::LEVEL_SSE as usize) {
+                    f32s("metrics", slot::LEVEL_SSE as usize)?
+                } else {
+                    f32s("metrics", METRIC_SLOTS)?
+                };
+                m.resize(METRIC_SLOTS, 0.0);
+                m
+            },
             grad_norm: meta.grad_norm,
         };
         if !state.params.all_finite() {

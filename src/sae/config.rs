@@ -24,6 +24,10 @@ pub enum Arch {
     Batchtopk,
     /// JumpReLU with a trainable threshold and an L0 penalty (Rajamanoharan et al. 2024).
     Jumprelu,
+    /// Matryoshka BatchTopK (Bussmann et al. 2025): BatchTopK whose reconstruction loss is
+    /// summed over nested prefixes of the dictionary (`--matryoshka-widths`); exported as
+    /// JumpReLU like batchtopk.
+    Matryoshka,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -96,6 +100,10 @@ pub struct TrainArgs {
     /// Dead latents used by AuxK (default d/2).
     #[arg(long)]
     pub k_aux: Option<usize>,
+    /// matryoshka: the nested prefix widths, strictly increasing, the last = d_sae
+    /// (e.g. 128,512,2048).
+    #[arg(long, value_delimiter = ',')]
+    pub matryoshka_widths: Option<Vec<usize>>,
     /// topk / batchtopk: k falls linearly from --k-anneal-start to --k over the first N
     /// steps (EleutherAI sparsify's k decay; default 0 = off).
     #[arg(long)]
@@ -243,6 +251,9 @@ pub struct TrainConfig {
     pub d_sae: usize,
     pub k: usize,
     pub k_aux: usize,
+    /// matryoshka: the nested prefix widths (the last = d_sae); empty for other archs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matryoshka_widths: Vec<usize>,
     /// k annealing (`schedule.rs`): steps (0 = off) and the k it starts from (k when off).
     #[serde(default)]
     pub k_anneal_steps: u64,
@@ -365,7 +376,7 @@ impl TrainConfig {
             })?,
         };
         let k = positive("k", a.k.unwrap_or(32))?;
-        if matches!(arch, Arch::Topk | Arch::Batchtopk) && k > d_sae {
+        if super::engine::selects_topk(arch) && k > d_sae {
             return Err(Error::input(format!(
                 "--k {k}: expected at most d_sae = {d_sae}"
             )));
@@ -385,7 +396,9 @@ impl TrainConfig {
         // on unit-norm rows the old 2e-4 left the dictionary under-trained at the budgets
         // where SAELens, whose 0.1-norm rescaled decoder moves its directions ~1/0.1 faster,
         // was ahead; 4x beat it on MCC, F1 and explained variance).
-        let topk_like = matches!(arch, Arch::Topk | Arch::Batchtopk);
+        let topk_like = super::engine::selects_topk(arch);
+        let matryoshka_widths =
+            super::matryoshka::resolve_widths(arch, a.matryoshka_widths.as_deref(), d_sae)?;
         let base_lr = if topk_like { 8e-4 } else { 2e-4 };
         let lr = a.lr.unwrap_or(base_lr / (d_sae as f32 / 16384.0).sqrt());
         positive_f32("lr", lr)?;
@@ -427,6 +440,7 @@ impl TrainConfig {
             d_sae,
             k,
             k_aux,
+            matryoshka_widths,
             k_anneal_steps,
             k_anneal_start,
             aux_coef: nonneg("aux-coef", a.aux_coef.unwrap_or(1.0 / 32.0))?,
@@ -581,7 +595,7 @@ impl TrainConfig {
         let coef = match self.arch {
             Arch::Relu => self.l1,
             Arch::Jumprelu => self.l0,
-            Arch::Topk | Arch::Batchtopk => 0.0,
+            Arch::Topk | Arch::Batchtopk | Arch::Matryoshka => 0.0,
         };
         coef * self.sparsity_scale_at(step)
     }

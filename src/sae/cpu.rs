@@ -12,16 +12,20 @@
 //!     encode          xc = x - b_dec (sub_row); pre = xc W_enc + b_enc (gemm)
 //!     codes           topk: topk_codes (the k largest positive, latents ascending; k
 //!                     of this step, `TrainConfig::k_at`);
-//!                     batchtopk: batchtopk, threshold_ema, relu_forward; both: AuxK's
+//!                     batchtopk / matryoshka: batchtopk, threshold_ema, relu_forward;
+//!                     all three: AuxK's
 //!                     topk_codes among the dead latents. relu / jumprelu: activation_codes,
 //!                     kept sparse when they fit `code_capacity`, else the dense path
-//!     decode          x_hat = codes W_dec + b_dec (sparse_decode), or z = act(pre) and
+//!     decode          x_hat = codes W_dec + b_dec (sparse_decode; matryoshka: every
+//!                     level's prefix decode, matryoshka_decode), or z = act(pre) and
 //!                     x_hat = z W_dec + b_dec (gemm); AuxK: e_hat = aux codes W_dec
-//!     loss            dy = 2 / B (x_hat - x) with SSE / SST (mse_backward); L0 / L1 and
+//!     loss            dy = 2 / B (x_hat - x) with SSE / SST (mse_backward); matryoshka:
+//!                     each group's dy over its levels (matryoshka_residuals); L0 / L1 and
 //!                     firing counts (sparse_stats / dense_stats); AuxK: e = x - x_hat (sub),
 //!                     de = 2 aux_coef / B (e_hat - e) with the aux loss (mse_backward)
 //!     backward        topk / batchtopk: sparse_backward of the codes, then of AuxK's codes
-//!                     (added); relu / jumprelu: sparse_activation_backward or
+//!                     (added); matryoshka: the same with each latent's group's dy
+//!                     (sparse_dot_levels, gather_dw_dec_levels); relu / jumprelu: sparse_activation_backward or
 //!                     dense_backward (the penalty's and the activation's backward in both);
 //!                     db_dec's first term, col_sum of dy
 //!   finish_gradients  relu: the L1 penalty's decoder-norm term (l1_decoder_grad);
@@ -37,6 +41,9 @@ use crate::reference::activations::{
 };
 use crate::reference::codes::{activation_codes, dead_list};
 use crate::reference::gemm::GemmSpec;
+use crate::reference::matryoshka::{
+    gather_dw_dec_levels, matryoshka_decode, matryoshka_residuals, sparse_dot_levels,
+};
 use crate::reference::ops::threshold_ema;
 use crate::reference::optim::{
     adam, adam_unit_rows, clip_scale, decoder_grad_prep, rescale_grads, rescale_view, sum_slot,
@@ -144,6 +151,9 @@ struct Chunk<'x> {
     e: Vec<f32>,
     e_hat: Vec<f32>,
     de: Vec<f32>,
+    /// matryoshka: each level's reconstruction and each group's dy, (M, rows, d) each.
+    x_hat_levels: Vec<f32>,
+    dy_levels: Vec<f32>,
 }
 
 /// What a step keeps across its chunks (`gpu.rs`' `GpuEngine` buffers): the state it
@@ -163,6 +173,8 @@ struct Step<'s> {
     grads: Grads,
     /// relu: column sums of z, for the L1 penalty's decoder-norm term.
     zsum: Vec<f32>,
+    /// matryoshka: the level widths (empty otherwise).
+    widths: Vec<u32>,
 }
 
 /// One training step of the CPU engine on `x` (rows x d, scaled).
@@ -265,6 +277,7 @@ impl<'s> Step<'s> {
             ndead,
             grads,
             zsum: vec![0.0f32; n],
+            widths: super::matryoshka::widths_u32(cfg),
         }
     }
 
@@ -284,6 +297,7 @@ impl<'s> Step<'s> {
         );
         let aux = selects_topk(self.cfg.arch);
         let per_row = || vec![0.0f32; if aux { rows * d } else { 0 }];
+        let per_level = || vec![0.0f32; self.widths.len() * rows * d];
         Chunk {
             rows,
             x,
@@ -297,6 +311,8 @@ impl<'s> Step<'s> {
             e: per_row(),
             e_hat: per_row(),
             de: per_row(),
+            x_hat_levels: per_level(),
+            dy_levels: per_level(),
         }
     }
 
@@ -310,7 +326,7 @@ impl<'s> Step<'s> {
         let k = cfg.k_at(self.st.step);
         match cfg.arch {
             Arch::Topk => ch.codes = Some(topk_relu_codes(pre, rows, n, k, None)),
-            Arch::Batchtopk => {
+            Arch::Batchtopk | Arch::Matryoshka => {
                 let kt = k * rows;
                 let mut row_ptr = vec![0u32; rows + 1];
                 let mut idx = vec![0u32; kt];
@@ -353,6 +369,13 @@ impl<'s> Step<'s> {
         let p = &self.st.params;
         let (rows, n, d) = (ch.rows, p.n, p.d);
         match &ch.codes {
+            Some(c) if !self.widths.is_empty() => {
+                let (w, lv) = (&self.widths, &mut ch.x_hat_levels);
+                #[rustfmt::skip]
+                matryoshka_decode(&c.row_ptr, &c.idx, &c.val, &p.w_dec, &p.b_dec, w, rows, n, d, lv);
+                // The full reconstruction is the last level.
+                ch.x_hat.copy_from_slice(&lv[lv.len() - rows * d..]);
+            }
             Some(c) => {
                 #[rustfmt::skip]
                 sparse_decode(&c.row_ptr, &c.idx, &c.val, &p.w_dec, Some(&p.b_dec), rows, n, d, &mut ch.x_hat);
@@ -382,6 +405,10 @@ impl<'s> Step<'s> {
         let (inv_b, metrics) = (self.inv_b, &mut self.st.metrics);
         #[rustfmt::skip]
         mse_backward(ch.x, &ch.x_hat, rows, d, 2.0 * inv_b, &mut ch.dy, metrics, slot::SSE, Some(slot::SST));
+        if !self.widths.is_empty() {
+            let (m, lv, dl) = (self.widths.len(), &ch.x_hat_levels, &mut ch.dy_levels);
+            matryoshka_residuals(ch.x, lv, m, rows, d, 2.0 * inv_b, dl, metrics);
+        }
         match (&ch.codes, &ch.z) {
             (Some(c), _) => {
                 #[rustfmt::skip]
@@ -402,6 +429,10 @@ impl<'s> Step<'s> {
     fn backward(&mut self, ch: &Chunk) {
         let (rows, d) = (ch.rows, self.st.params.d);
         match (&ch.codes, &ch.aux) {
+            (Some(c), Some(a)) if !self.widths.is_empty() => {
+                self.levels_backward(ch, c);
+                self.sparse_backward(ch, a, &ch.de, true);
+            }
             (Some(c), Some(a)) => {
                 self.sparse_backward(ch, c, &ch.dy, false);
                 self.sparse_backward(ch, a, &ch.de, true);
@@ -409,7 +440,13 @@ impl<'s> Step<'s> {
             (Some(c), None) => self.sparse_activation_backward(ch, c),
             (None, _) => self.dense_backward(ch),
         }
-        col_sum(&ch.dy, rows, d, &mut self.grads.b_dec, false);
+        // b_dec enters every level: matryoshka's first group's dy sums them all.
+        let dy = if self.widths.is_empty() {
+            &ch.dy
+        } else {
+            &ch.dy_levels[..rows * d]
+        };
+        col_sum(dy, rows, d, &mut self.grads.b_dec, false);
     }
 
     /// Gradients of a sparse code path: given dL/dx_hat-like `dy` (rows, d) for a decode
@@ -425,6 +462,26 @@ impl<'s> Step<'s> {
         let mut dval = vec![0.0f32; cap];
         relu_backward(&c.pre_val, &gslot, &mut dval);
         self.gather_grads(ch, c, dy, &dval, accumulate);
+    }
+
+    /// matryoshka's `sparse_backward`: each latent's slot gradient and decoder gradient
+    /// from its group's dy (`dy_levels`); the encoder's gathers as in `gather_grads`.
+    fn levels_backward(&mut self, ch: &Chunk, c: &Codes) {
+        let p = &self.st.params;
+        let (rows, n, d, w) = (ch.rows, p.n, p.d, &self.widths);
+        let cap = c.idx.len();
+        let mut gslot = vec![0.0f32; cap];
+        #[rustfmt::skip]
+        sparse_dot_levels(&c.row_ptr, &c.idx, &ch.dy_levels, &p.w_dec, w, rows, n, d, &mut gslot);
+        let mut dval = vec![0.0f32; cap];
+        relu_backward(&c.pre_val, &gslot, &mut dval);
+        let (lat_ptr, lat_row, lat_slot) = c.transpose(rows, n);
+        let (lp, lr, ls, g) = (&lat_ptr, &lat_row, &lat_slot, &mut self.grads);
+        let dl = &ch.dy_levels;
+        #[rustfmt::skip]
+        gather_dw_dec_levels(lp, lr, ls, &c.val, dl, w, rows, n, d, false, &mut g.w_dec);
+        gather_dw_enc(lp, lr, ls, &dval, &ch.xc, n, d, false, &mut g.w_enc);
+        gather_db_enc(lp, ls, &dval, n, false, &mut g.b_enc);
     }
 
     /// The per-latent transpose of `c` (returned: lat_ptr, lat_row, lat_slot) and the

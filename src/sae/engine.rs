@@ -139,5 +139,11 @@ pub fn dead_after(cfg: &TrainConfig) -> u32 {
 /// Whether the architecture's codes are a top-k selection (with AuxK), rather than the
 /// entries a ReLU / JumpReLU keeps.
 pub fn selects_topk(arch: Arch) -> bool {
-    matches!(arch, Arch::Topk | Arch::Batchtopk)
+    matches!(arch, Arch::Topk | Arch::Batchtopk | Arch::Matryoshka)
+}
+
+/// Whether the codes are one top-k selection over the whole batch (batchtopk and
+/// matryoshka, which share the selection, the threshold and the export).
+pub fn selects_batch_topk(arch: Arch) -> bool {
+    matches!(arch, Arch::Batchtopk | Arch::Matryoshka)
 }

@@ -128,11 +128,11 @@ impl SaeModel {
         let kind = match cfg.arch {
             Arch::Relu => SaeKind::Standard,
             Arch::Topk => SaeKind::Topk { k: cfg.k },
-            Arch::Batchtopk | Arch::Jumprelu => SaeKind::Jumprelu,
+            Arch::Batchtopk | Arch::Matryoshka | Arch::Jumprelu => SaeKind::Jumprelu,
         };
         let threshold = match cfg.arch {
             Arch::Jumprelu => p.log_threshold.iter().map(|t| t.exp()).collect(),
-            Arch::Batchtopk => vec![batchtopk_threshold; p.n],
+            Arch::Batchtopk | Arch::Matryoshka => vec![batchtopk_threshold; p.n],
             _ => Vec::new(),
         };
         SaeModel {

@@ -8,6 +8,7 @@
 //! in `gpu/alloc.rs`, the `StepEngine` readbacks are in `gpu/readback.rs`.
 
 mod alloc;
+pub use alloc::{matryoshka_gpu_error, refuse_matryoshka};
 mod readback;
 
 pub use alloc::chunk_rows;
@@ -224,6 +225,7 @@ impl GpuEngine {
                 threshold_ema(g, enc, thr, &self.thr_state, cfg.threshold_ema, first)?;
                 relu_forward(g, enc, pv, &c.val)?;
             }
+            Arch::Matryoshka => unreachable!("GpuEngine::with_chunks refuses matryoshka"),
             Arch::Relu | Arch::Jumprelu => {
                 let gate = ch.gate.as_ref().expect("dense-path gate");
                 let lt = &self.fwd.log_threshold;

@@ -12,6 +12,7 @@ pub mod export;
 pub mod formats;
 pub mod gpu;
 pub mod infer;
+pub mod matryoshka;
 pub mod params;
 pub mod schedule;
 pub mod train;

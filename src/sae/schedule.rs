@@ -76,10 +76,10 @@ pub fn resolve_k_anneal(
         }
         return Ok((0, k));
     }
-    if !matches!(arch, Arch::Topk | Arch::Batchtopk) {
+    if !super::engine::selects_topk(arch) {
         let name = format!("{arch:?}").to_lowercase();
         return Err(Error::input(format!(
-            "--k-anneal-steps {n}: only for --arch topk or batchtopk (--arch {name} has no k)"
+            "--k-anneal-steps {n}: only for --arch topk, batchtopk or matryoshka (--arch {name} has no k)"
         )));
     }
     let start = match a.k_anneal_start {

@@ -145,7 +145,7 @@ fn coef(cfg: &TrainConfig) -> String {
     match cfg.arch {
         Arch::Relu => format!("l1 {}", cfg.l1),
         Arch::Jumprelu => format!("l0 {}", cfg.l0),
-        Arch::Topk | Arch::Batchtopk => format!("k {}", cfg.k),
+        Arch::Topk | Arch::Batchtopk | Arch::Matryoshka => format!("k {}", cfg.k),
     }
 }
 
@@ -155,6 +155,7 @@ fn arch_name(a: Arch) -> &'static str {
         Arch::Topk => "topk",
         Arch::Batchtopk => "batchtopk",
         Arch::Jumprelu => "jumprelu",
+        Arch::Matryoshka => "matryoshka",
     }
 }
 
@@ -165,7 +166,7 @@ fn row_json(r: &Row, on_front: bool) -> Value {
         "status": r.status,
         "message": r.message,
         "arch": c.map(|c| arch_name(c.arch)),
-        "k": c.and_then(|c| matches!(c.arch, Arch::Topk | Arch::Batchtopk).then_some(c.k)),
+        "k": c.and_then(|c| crate::sae::engine::selects_topk(c.arch).then_some(c.k)),
         "d_sae": c.map(|c| c.d_sae),
         "l1": c.and_then(|c| (c.arch == Arch::Relu).then_some(c.l1)),
         "l0_coef": c.and_then(|c| (c.arch == Arch::Jumprelu).then_some(c.l0)),
@@ -218,7 +219,7 @@ fn markdown(rows: &[Row], front: &[String], state: &SweepState, truth: bool) -> 
             r.name,
             r.status,
             c.map(|c| arch_name(c.arch)).unwrap_or("-"),
-            c.filter(|c| matches!(c.arch, Arch::Topk | Arch::Batchtopk))
+            c.filter(|c| crate::sae::engine::selects_topk(c.arch))
                 .map(|c| c.k.to_string())
                 .unwrap_or_else(|| "-".into()),
             c.map(|c| c.d_sae.to_string()).unwrap_or_else(|| "-".into()),

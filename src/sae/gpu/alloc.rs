@@ -101,6 +101,7 @@ impl GpuEngine {
         st: &TrainState,
         chunk: usize,
     ) -> Result<GpuEngine> {
+        refuse_matryoshka(cfg)?;
         let (d, n, rows) = (cfg.d_in, cfg.d_sae, cfg.batch);
         let chunk = if cfg.arch == Arch::Batchtopk || chunk == 0 {
             rows
@@ -307,6 +308,7 @@ impl GpuEngine {
     /// one storage binding of this adapter: name the tensor, what it needs and what the
     /// adapter allows.
     pub fn check_capacity(gpu: &Gpu, cfg: &TrainConfig) -> Result<()> {
+        refuse_matryoshka(cfg)?;
         let (d, n, b) = (cfg.d_in as u128, cfg.d_sae as u128, cfg.batch as u128);
         // Pre-activations are held one chunk at a time (batchtopk: the whole batch).
         let c = match chunk_rows(gpu, cfg) {
@@ -350,4 +352,21 @@ impl GpuEngine {
         }
         Ok(())
     }
+}
+
+/// matryoshka has no GPU kernels yet (its level-aware twins are in
+/// `reference::matryoshka`): the GPU engine refuses it with one line; `--device auto`
+/// picks the CPU engine for it.
+pub fn refuse_matryoshka(cfg: &TrainConfig) -> Result<()> {
+    if cfg.arch == Arch::Matryoshka {
+        return Err(matryoshka_gpu_error());
+    }
+    Ok(())
+}
+
+/// The one line of [`refuse_matryoshka`].
+pub fn matryoshka_gpu_error() -> crate::Error {
+    crate::Error::input(
+        "--arch matryoshka: runs on the CPU engine only for now (--device cpu or auto); its level-aware GPU kernels are not written yet",
+    )
 }

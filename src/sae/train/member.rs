@@ -156,7 +156,7 @@ impl Member {
             .map_err(|e| e.with_hint(checkpoint_note(cfg, last_ck)))?;
         let s = summarize(&m, self.tokens_since_log, cfg.d_sae);
         let sparsity = cfg.sparsity_coef_at(step - 1) as f64;
-        let aux_loss = if matches!(cfg.arch, Arch::Topk | Arch::Batchtopk) {
+        let aux_loss = if crate::sae::engine::selects_topk(cfg.arch) {
             cfg.aux_coef as f64 * s.aux
         } else {
             0.0
