@@ -13,6 +13,7 @@
 //!   per-latent firing precision / recall / F1 against the true codes, via
 //!   [`truth_codes`]).
 
+pub mod absorption;
 pub mod fista;
 pub mod forward;
 pub mod metrics;

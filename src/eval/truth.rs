@@ -136,6 +136,9 @@ pub struct DictionaryTruth {
     /// Each latent's best-matching true feature.
     #[serde(skip)]
     pub best: Vec<u32>,
+    /// The matching's (latent, true feature) pairs.
+    #[serde(skip)]
+    pub pairs: Vec<(usize, usize)>,
 }
 
 /// MCC and uniqueness of the decoder `w_dec` (n, d) against the true `features` (n_true, d).
@@ -163,6 +166,7 @@ pub fn dictionary_truth(w_dec: &[f32], features: &[f32], d: usize) -> Result<Dic
         mcc_pairs: pairs.len(),
         uniqueness: uniqueness(&best),
         best,
+        pairs,
     })
 }
 
@@ -263,6 +267,9 @@ pub struct TruthReport {
     pub dictionary: DictionaryTruth,
     /// The firing metrics on the in-distribution rows, or why there are none.
     pub firing: std::result::Result<FiringMetrics, String>,
+    /// With a hierarchy in the truth and the firing metrics: the absorption measure
+    /// (`super::absorption`).
+    pub absorption: Option<super::absorption::Absorption>,
 }
 
 impl TruthReport {
@@ -279,6 +286,12 @@ impl TruthReport {
                 f.rows, f.precision, f.recall, f.f1, f.accuracy, f.true_l0
             )),
             Err(why) => o.push_str(&format!("latent firing metrics: none ({why})\n")),
+        }
+        if let Some(a) = &self.absorption {
+            o.push_str(&format!(
+                "absorption (child latent silent while its parent's latent fires): {:.4} over {} parent-child edges ({} rows)\n",
+                a.absorption, a.absorption_edges, a.absorption_rows
+            ));
         }
         o
     }
@@ -303,6 +316,9 @@ impl TruthReport {
             Err(why) => {
                 m.insert("truth_codes_missing".into(), json!(why));
             }
+        }
+        if let Some(Value::Object(o)) = self.absorption.as_ref().map(|a| json!(a)) {
+            m.extend(o);
         }
         m
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use super::forward::Coder;
 use super::source::HeldOut;
+use super::absorption::{Absorption, AbsorptionCounts};
 use super::truth::{FiringCounts, FiringMetrics};
 use crate::Result;
 use crate::data::{discover, open_shards};
@@ -69,8 +70,10 @@ impl TrueRows {
 }
 
 /// Run `coder` over the first `max_rows` rows of `inputs` (batches of `batch`) and count
-/// each latent's firing against its best-matching true feature `best[latent]`. Ok(Err)
-/// says why there are no firing metrics (a shard without codes).
+/// each latent's firing against its best-matching true feature `best[latent]`, and with
+/// `absorption` the absorption counts on the same rows. Ok(Err) says why there are no
+/// firing metrics (a shard without codes).
+#[allow(clippy::too_many_arguments)]
 pub fn firing_on_heldout(
     coder: &mut dyn Coder,
     inputs: &[PathBuf],
@@ -79,7 +82,8 @@ pub fn firing_on_heldout(
     batch: usize,
     best: &[u32],
     n_true: usize,
-) -> Result<std::result::Result<FiringMetrics, String>> {
+    mut absorption: Option<AbsorptionCounts>,
+) -> Result<std::result::Result<(FiringMetrics, Option<Absorption>), String>> {
     let mut truth = match TrueRows::open(inputs, tensor, n_true)? {
         Ok(t) => t,
         Err(why) => return Ok(Err(why)),
@@ -93,10 +97,13 @@ pub fn firing_on_heldout(
         truth.each(rows, |active| {
             let fired = &codes.idx[codes.row_ptr[r]..codes.row_ptr[r + 1]];
             counts.add_row(fired, active);
+            if let Some(a) = absorption.as_mut() {
+                a.add_row(fired, active);
+            }
             r += 1;
         })?;
     }
-    Ok(Ok(counts.finish()))
+    Ok(Ok((counts.finish(), absorption.map(|a| a.finish()))))
 }
 
 /// The ground-truth section of `eval`: the dictionary metrics, and with an encoder and
@@ -109,6 +116,7 @@ pub fn report(
     batch: usize,
 ) -> Result<super::truth::TruthReport> {
     let dictionary = super::truth::dictionary_truth(&model.w_dec, &truth.features, model.d)?;
+    let absorption = AbsorptionCounts::new(&truth.parent, &dictionary.pairs, model.n);
     let firing = match encoder {
         Some(e) if !cfg.data.is_empty() => firing_on_heldout(
             e,
@@ -118,8 +126,17 @@ pub fn report(
             batch,
             &dictionary.best,
             truth.n,
+            absorption,
         )?,
         _ => Err("no --data rows".to_string()),
     };
-    Ok(super::truth::TruthReport { dictionary, firing })
+    let (firing, absorption) = match firing {
+        Ok((f, a)) => (Ok(f), a),
+        Err(why) => (Err(why), None),
+    };
+    Ok(super::truth::TruthReport {
+        dictionary,
+        firing,
+        absorption,
+    })
 }

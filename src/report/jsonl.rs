@@ -27,6 +27,10 @@ pub struct Record {
     /// topk / batchtopk with --k-anneal-steps: the k of the record's step.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub k: Option<usize>,
+    /// matryoshka: each level's MSE (widths ascending; the last is `mse`). `loss` sums
+    /// them all (SAELens's full MSE plus its `inner_mse_loss_{width}` terms).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub level_mse: Option<Vec<f64>>,
     /// Held-out figures when an evaluation ran at this step.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub eval_mse: Option<f64>,

@@ -92,7 +92,7 @@ fn edge_rows(st: &TrainState, cfg: &TrainConfig, x: &[f32], rows: usize) -> Opti
             u <= margin || (u - 0.5 * eps).abs() <= margin
         }),
         Arch::Topk => selection_tight(row(r), k) || aux_tight(r),
-        Arch::Batchtopk => aux_tight(r),
+        Arch::Batchtopk | Arch::Matryoshka => aux_tight(r),
     };
     if cfg.arch == Arch::Batchtopk
         && k * rows < pre.len()

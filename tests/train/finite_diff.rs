@@ -17,6 +17,8 @@ const N: usize = 10;
 const ROWS: usize = 5;
 const K: usize = 3;
 const K_AUX: usize = 2;
+/// matryoshka's levels: groups of 2, 3 and 5 latents.
+const WIDTHS: [usize; 3] = [2, 5, N];
 
 fn config(arch: Arch, decoder_norm: Option<DecoderNorm>) -> TrainConfig {
     let args = TrainArgs {
@@ -35,6 +37,7 @@ fn config(arch: Arch, decoder_norm: Option<DecoderNorm>) -> TrainConfig {
         steps: Some(10),
         sparsity_warmup: Some(0),
         dead_tokens: Some(7),
+        matryoshka_widths: (arch == Arch::Matryoshka).then(|| WIDTHS.to_vec()),
         ..Default::default()
     };
     TrainConfig::resolve(&args, D, 100).unwrap()
@@ -85,7 +88,7 @@ fn loss(
                 }
             }
         }
-        Arch::Batchtopk => {
+        Arch::Batchtopk | Arch::Matryoshka => {
             let mut all: Vec<usize> = (0..ROWS * N).collect();
             all.sort_by(|&a, &b| pre[b].partial_cmp(&pre[a]).unwrap().then(a.cmp(&b)));
             for &f in &all[..K * ROWS] {
@@ -121,6 +124,20 @@ fn loss(
     }
     let b = ROWS as f64;
     let mut total = mse / b;
+    if cfg.arch == Arch::Matryoshka {
+        // The inner levels: each prefix of the dictionary reconstructs x on its own.
+        for &w in &WIDTHS[..WIDTHS.len() - 1] {
+            for r in 0..ROWS {
+                for j in 0..D {
+                    let mut s = b_dec[j];
+                    for i in 0..w {
+                        s += z[r * N + i] * w_dec[i * D + j];
+                    }
+                    total += (x[r * D + j] - s).powi(2) / b;
+                }
+            }
+        }
+    }
     match cfg.arch {
         Arch::Relu => {
             for r in 0..ROWS {
@@ -134,7 +151,7 @@ fn loss(
             let active = sig.iter().sum::<u64>() as f64;
             total += cfg.l0 as f64 * active / b;
         }
-        Arch::Topk | Arch::Batchtopk => {
+        Arch::Topk | Arch::Batchtopk | Arch::Matryoshka => {
             // AuxK on the residual e (detached: fixed at the unperturbed value).
             let e: Vec<f64> = match e_fixed {
                 Some(e) => e.to_vec(),
@@ -298,7 +315,14 @@ fn check(
 }
 
 pub fn trials() -> Vec<Trial> {
-    let mut t: Vec<Trial> = [Arch::Relu, Arch::Topk, Arch::Batchtopk, Arch::Jumprelu]
+    let archs = [
+        Arch::Relu,
+        Arch::Topk,
+        Arch::Batchtopk,
+        Arch::Jumprelu,
+        Arch::Matryoshka,
+    ];
+    let mut t: Vec<Trial> = archs
         .into_iter()
         .map(|arch| {
             cpu_test(
@@ -307,7 +331,7 @@ pub fn trials() -> Vec<Trial> {
             )
         })
         .collect();
-    for arch in [Arch::Topk, Arch::Batchtopk] {
+    for arch in [Arch::Topk, Arch::Batchtopk, Arch::Matryoshka] {
         t.push(cpu_test(
             format!("finite_diff::{arch:?}_rescale").to_lowercase(),
             move |rng| check(arch, Some(DecoderNorm::Rescale), rng),

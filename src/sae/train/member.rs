@@ -171,12 +171,22 @@ impl Member {
         } else {
             0.0
         };
+        let levels = cfg.matryoshka_widths.len();
+        let level_mse: Option<Vec<f64>> = (levels > 0).then(|| {
+            let first = crate::reference::reduce::slot::LEVEL_SSE as usize;
+            let r = self.tokens_since_log.max(1) as f64;
+            m[first..first + levels].iter().map(|&v| v as f64 / r).collect()
+        });
+        // The inner levels' MSE (all but the full one, which is `mse`).
+        let inner: f64 = level_mse
+            .as_ref()
+            .map_or(0.0, |l| l[..l.len() - 1].iter().sum());
         let secs = self.log_clock.elapsed().as_secs_f64();
         let mut r = Record {
             step,
             tokens: self.tokens_total,
             lr: cfg.lr_at(step - 1),
-            loss: s.mse + aux_loss + l1_loss + l0_loss,
+            loss: s.mse + inner + aux_loss + l1_loss + l0_loss,
             mse: s.mse,
             aux_loss,
             l1_loss,
@@ -187,6 +197,7 @@ impl Member {
             grad_norm,
             tokens_per_s: self.tokens_since_log as f64 / secs.max(1e-9),
             k: cfg.anneals_k().then(|| cfg.k_at(step - 1)),
+            level_mse,
             eval_mse: None,
             eval_explained_variance: None,
             eval_l0: None,
