@@ -444,10 +444,12 @@ pub fn select_training_engine(
     cfg: &TrainConfig,
 ) -> Result<(Engine, String)> {
     if cfg.arch == Arch::Matryoshka {
-        return match choice {
-            crate::gpu::DeviceChoice::Gpu => Err(crate::sae::gpu::matryoshka_gpu_error()),
-            _ => Ok((Engine::Cpu, format!("{choice:?}: CPU engine (matryoshka has no GPU kernels yet)").to_lowercase())),
-        };
+        let why = "device auto: CPU engine (matryoshka has no GPU kernels yet)";
+        match choice {
+            crate::gpu::DeviceChoice::Gpu => return Err(crate::sae::gpu::matryoshka_gpu_error()),
+            crate::gpu::DeviceChoice::Auto => return Ok((Engine::Cpu, why.to_string())),
+            crate::gpu::DeviceChoice::Cpu => {}
+        }
     }
     match choice {
         crate::gpu::DeviceChoice::Auto => select_for_training(filter, cfg),

@@ -11,6 +11,11 @@
 //! L_c is silent: `absorbed`. absorption = the mean over edges with eligible > 0 of
 //! absorbed / eligible (0 = every child latent fires with its parent's, 1 = the parent's
 //! latent always fires in the child's place).
+//!
+//! The other direction, Chanin et al.'s own (the child's latent takes the parent's
+//! direction and the parent's latent goes quiet), is `absorption_parent`: over the rows
+//! where c truly fires (so p does too) and L_c fires, the fraction where L_p is silent,
+//! averaged over edges the same way.
 
 use serde::Serialize;
 
@@ -21,6 +26,9 @@ pub struct AbsorptionCounts {
     edges: Vec<(u32, u32, u32)>,
     eligible: Vec<u64>,
     absorbed: Vec<u64>,
+    /// The other direction: rows with c on and L_c firing, and of those L_p silent.
+    eligible_parent: Vec<u64>,
+    absorbed_parent: Vec<u64>,
     /// Scratch: true features active / latents fired in the current row.
     on: Vec<bool>,
     fired: Vec<bool>,
@@ -35,6 +43,9 @@ pub struct Absorption {
     pub absorption_edges: usize,
     /// Eligible (child fires, parent latent fires) rows, summed over those edges.
     pub absorption_rows: u64,
+    /// The other direction (parent's latent silent while the child's fires), the same way.
+    pub absorption_parent: f64,
+    pub absorption_parent_edges: usize,
 }
 
 impl AbsorptionCounts {
@@ -63,6 +74,8 @@ impl AbsorptionCounts {
             edges,
             eligible: vec![0; e],
             absorbed: vec![0; e],
+            eligible_parent: vec![0; e],
+            absorbed_parent: vec![0; e],
             on: vec![false; parent.len()],
             fired: vec![false; n],
         })
@@ -83,6 +96,12 @@ impl AbsorptionCounts {
                     self.absorbed[e] += 1;
                 }
             }
+            if self.on[c as usize] && self.fired[lc as usize] {
+                self.eligible_parent[e] += 1;
+                if !self.fired[lp as usize] {
+                    self.absorbed_parent[e] += 1;
+                }
+            }
         }
         for &j in active {
             self.on[j as usize] = false;
@@ -93,18 +112,28 @@ impl AbsorptionCounts {
     }
 
     pub fn finish(&self) -> Absorption {
-        let (mut sum, mut edges, mut rows) = (0.0f64, 0usize, 0u64);
-        for (&el, &ab) in self.eligible.iter().zip(&self.absorbed) {
-            if el > 0 {
-                sum += ab as f64 / el as f64;
-                edges += 1;
-                rows += el;
-            }
-        }
+        let (a, edges, rows) = mean_rate(&self.eligible, &self.absorbed);
+        let (ap, edges_p, _) = mean_rate(&self.eligible_parent, &self.absorbed_parent);
         Absorption {
-            absorption: if edges > 0 { sum / edges as f64 } else { 0.0 },
+            absorption: a,
             absorption_edges: edges,
             absorption_rows: rows,
+            absorption_parent: ap,
+            absorption_parent_edges: edges_p,
         }
     }
+}
+
+/// Mean over the edges with eligible rows of absorbed / eligible; those edges; their rows.
+fn mean_rate(eligible: &[u64], absorbed: &[u64]) -> (f64, usize, u64) {
+    let (mut sum, mut edges, mut rows) = (0.0f64, 0usize, 0u64);
+    for (&el, &ab) in eligible.iter().zip(absorbed) {
+        if el > 0 {
+            sum += ab as f64 / el as f64;
+            edges += 1;
+            rows += el;
+        }
+    }
+    let mean = if edges > 0 { sum / edges as f64 } else { 0.0 };
+    (mean, edges, rows)
 }

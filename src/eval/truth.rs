@@ -289,8 +289,8 @@ impl TruthReport {
         }
         if let Some(a) = &self.absorption {
             o.push_str(&format!(
-                "absorption (child latent silent while its parent's latent fires): {:.4} over {} parent-child edges ({} rows)\n",
-                a.absorption, a.absorption_edges, a.absorption_rows
+                "absorption (child latent silent while its parent's latent fires): {:.4} over {} parent-child edges ({} rows); parent latent silent while its child's fires: {:.4} ({} edges)\n",
+                a.absorption, a.absorption_edges, a.absorption_rows, a.absorption_parent, a.absorption_parent_edges
             ));
         }
         o

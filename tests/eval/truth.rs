@@ -154,6 +154,46 @@ fn dictionary_known(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
     Ok(())
 }
 
+/// A forest of two edges (feature 0 parent of 1 and 2), latents matched 0 -> 1, 1 -> 0,
+/// 2 -> 2 (latent 3 unmatched), feature 3 a root; six rows, counts worked by hand.
+fn absorption_known() -> Result<(), Failed> {
+    use saeforge::eval::absorption::AbsorptionCounts;
+    let parent = [-1, 0, 0, -1];
+    let pairs = [(0usize, 1usize), (1, 0), (2, 2)];
+    let mut c = AbsorptionCounts::new(&parent, &pairs, 4).ok_or("no edges")?;
+    // (latents fired, true features active). Parent latent = 1; child latents 0 (feature
+    // 1) and 2 (feature 2).
+    let rows: [(&[u32], &[u32]); 6] = [
+        (&[1], &[0, 1]),    // edge 0->1: eligible, child latent silent (absorbed)
+        (&[0, 1], &[0, 1]), // edge 0->1: eligible, not absorbed
+        (&[1, 3], &[0, 2]), // edge 0->2: eligible, absorbed
+        (&[0], &[0, 1]),    // parent latent silent: not eligible; other way: absorbed
+        (&[1], &[0]),       // no child on: nothing
+        (&[1, 2], &[0, 1, 2]), // edge 0->1 absorbed; edge 0->2 eligible, not absorbed
+    ];
+    for (fired, active) in rows {
+        c.add_row(fired, active);
+    }
+    let a = c.finish();
+    // Edge 0->1: eligible rows 0, 1, 5; absorbed 0, 5: 2/3. Edge 0->2: rows 2, 5; absorbed
+    // 2: 1/2. Mean 7/12 over 2 edges, 5 rows.
+    close("absorption", a.absorption, 7.0 / 12.0)?;
+    if (a.absorption_edges, a.absorption_rows) != (2, 5) {
+        return Err(format!("edges/rows {} {}", a.absorption_edges, a.absorption_rows).into());
+    }
+    // The other way: child latent fires with the child on. Edge 0->1: rows 1, 3; parent
+    // latent silent in 3: 1/2. Edge 0->2: row 5, parent latent fires: 0. Mean 1/4.
+    close("absorption_parent", a.absorption_parent, 0.25)?;
+    if a.absorption_parent_edges != 2 {
+        return Err(format!("parent edges {}", a.absorption_parent_edges).into());
+    }
+    // No hierarchy, or unmatched parents: no measure.
+    if AbsorptionCounts::new(&[-1, -1], &pairs[..1], 4).is_some() {
+        return Err("a forest without edges has no absorption".into());
+    }
+    Ok(())
+}
+
 /// Four latents over three true features, five rows, counts worked by hand.
 fn firing_known() -> Result<(), Failed> {
     // Latent -> best feature: 0 -> 0, 1 -> 1, 2 -> 1, 3 -> 2 (latent 3 never fires).
@@ -480,6 +520,7 @@ pub fn trials() -> Vec<Trial> {
         cpu_test("truth::assignment_optimal", assignment_optimal),
         cpu_test("truth::dictionary_known", dictionary_known),
         cpu_test("truth::firing_known", |_| firing_known()),
+        cpu_test("truth::absorption_known", |_| absorption_known()),
         cpu_test("truth::codes_files", codes_files),
         cpu_test("truth::eval_against_definitions_cpu", |rng| {
             eval_against_definitions(Engine::Cpu, rng)

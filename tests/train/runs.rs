@@ -85,6 +85,7 @@ fn resume_exact(
         k_anneal_steps: anneal.then_some(8),
         k_anneal_start: anneal.then_some(40),
         decoder_norm: rescale.then_some(DecoderNorm::Rescale),
+        matryoshka_widths: (arch == Arch::Matryoshka).then(|| vec![8, 32, 96]),
         ..args(&data, out, arch, device, steps)
     };
     let full = dir.join("full");
@@ -197,6 +198,8 @@ pub fn trials() -> Vec<Trial> {
         (Arch::Topk, (true, false)),
         (Arch::Batchtopk, (true, false)),
         (Arch::Topk, (false, true)),
+        (Arch::Matryoshka, (false, false)),
+        (Arch::Matryoshka, (true, false)),
     ];
     for (arch, how) in cases {
         let anneal = if how.0 { "_k_anneal" } else { "" };
@@ -206,6 +209,9 @@ pub fn trials() -> Vec<Trial> {
             format!("runs::resume_exact_cpu_{name}"),
             move |_| resume_exact(DeviceChoice::Cpu, arch, how),
         ));
+        if arch == Arch::Matryoshka {
+            continue; // CPU engine only (the GPU engine refuses it: `cli` tests the line)
+        }
         t.push(gpu_test(
             format!("runs::resume_exact_gpu_{name}"),
             move |_, _| resume_exact(DeviceChoice::Gpu, arch, how),
