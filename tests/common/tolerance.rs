@@ -491,6 +491,19 @@ pub const PEER_TRUTH_FIRING: Tol = Tol {
     rtol: 0.0,
 };
 
+/// saeforge's BatchTopK / Matryoshka export (JumpReLU with the learned threshold) encoded
+/// by saeforge's CPU encoder and by SAELens after `SAE.load_from_disk`
+/// (tests/eval/peer_export.rs): the same f32 weights, pre-activations from two f32 products
+/// of d = 16 terms in different orders (~1e-6 of values O(1)); entries within 1e-4 of the
+/// gate are skipped (a flip there is rounding, not a format error). The bar is a
+/// max abs difference < 1e-4; a wrong export (threshold not folded into the data's units,
+/// b_dec not subtracted, W_enc transposed) is off by > 1e-1.
+pub const PEER_EXPORT_CODES: Tol = Tol {
+    name: "PEER_EXPORT_CODES",
+    atol: 1e-4,
+    rtol: 0.0,
+};
+
 // ---------------------------------------------------------------- other trainers' formats
 
 /// saeforge's codes and reconstructions of a sparsify / Gemma Scope SAE against its trainer's

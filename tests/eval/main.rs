@@ -11,6 +11,7 @@ mod compositional;
 mod fista;
 mod metrics;
 mod peer;
+mod peer_export;
 mod truth;
 mod worlds;
 
@@ -26,5 +27,6 @@ fn main() {
     trials.extend(worlds::trials());
     trials.extend(truth::trials());
     trials.extend(peer::trials());
+    trials.extend(peer_export::trials());
     libtest_mimic::run(&args, trials).exit();
 }

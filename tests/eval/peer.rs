@@ -22,7 +22,7 @@ use crate::common::{fail, randn, tolerance};
 use crate::metrics::tmp;
 
 /// The python that runs SAELens, or why the test cannot run.
-fn peer_python() -> Result<String, String> {
+pub fn peer_python() -> Result<String, String> {
     let py = std::env::var("SAEFORGE_PEER_PYTHON").map_err(|_| {
         "SAEFORGE_PEER_PYTHON is not set (a python with sae_lens, e.g. a venv's bin/python)"
             .to_string()
