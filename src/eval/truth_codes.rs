@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
+use super::absorption::{Absorption, AbsorptionCounts};
 use super::forward::Coder;
 use super::source::HeldOut;
-use super::absorption::{Absorption, AbsorptionCounts};
 use super::truth::{FiringCounts, FiringMetrics};
 use crate::Result;
 use crate::data::{discover, open_shards};

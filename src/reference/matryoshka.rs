@@ -26,7 +26,11 @@ fn check_widths(what: &str, widths: &[u32], n: usize) {
         widths.windows(2).all(|p| p[0] < p[1]),
         "{what}: widths must increase"
     );
-    assert_eq!(*widths.last().unwrap() as usize, n, "{what}: last width != n");
+    assert_eq!(
+        *widths.last().unwrap() as usize,
+        n,
+        "{what}: last width != n"
+    );
     assert!(
         widths.len() <= slot::MAX_LEVELS,
         "{what}: more than {} levels",
@@ -81,6 +85,7 @@ pub fn matryoshka_decode(
 /// Per level m: metrics[LEVEL_SSE + m] += sum (x - x_hat_levels[m])^2; per group g:
 /// dy_levels[g] = scale * sum over m >= g (ascending) of (x_hat_levels[m] - x).
 /// x: (rows, d), x_hat_levels: (M, rows, d) -> dy_levels: (M, rows, d), metrics
+#[allow(clippy::too_many_arguments)]
 pub fn matryoshka_residuals(
     x: &[f32],
     x_hat_levels: &[f32],
@@ -94,8 +99,16 @@ pub fn matryoshka_residuals(
     let len = rows * d;
     assert!(levels <= slot::MAX_LEVELS, "matryoshka_residuals: levels");
     assert_eq!(x.len(), len, "matryoshka_residuals: x length");
-    assert_eq!(x_hat_levels.len(), levels * len, "matryoshka_residuals: x_hat_levels");
-    assert_eq!(dy_levels.len(), levels * len, "matryoshka_residuals: dy_levels");
+    assert_eq!(
+        x_hat_levels.len(),
+        levels * len,
+        "matryoshka_residuals: x_hat_levels"
+    );
+    assert_eq!(
+        dy_levels.len(),
+        levels * len,
+        "matryoshka_residuals: dy_levels"
+    );
     for m in 0..levels {
         let mut sse = 0.0f64;
         for e in 0..len {
@@ -133,7 +146,11 @@ pub fn sparse_dot_levels(
     check_widths("sparse_dot_levels", widths, n);
     assert_eq!(row_ptr.len(), rows + 1, "sparse_dot_levels: row_ptr length");
     assert_eq!(g.len(), idx.len(), "sparse_dot_levels: g length");
-    assert_eq!(dy_levels.len(), widths.len() * rows * d, "sparse_dot_levels: dy");
+    assert_eq!(
+        dy_levels.len(),
+        widths.len() * rows * d,
+        "sparse_dot_levels: dy"
+    );
     assert_eq!(w_dec.len(), n * d, "sparse_dot_levels: w_dec length");
     g.fill(0.0);
     for b in 0..rows {
@@ -173,7 +190,11 @@ pub fn gather_dw_dec_levels(
     check_widths("gather_dw_dec_levels", widths, n);
     assert_eq!(lat_ptr.len(), n + 1, "gather_dw_dec_levels: lat_ptr length");
     assert_eq!(dw_dec.len(), n * d, "gather_dw_dec_levels: dw_dec length");
-    assert_eq!(dy_levels.len(), widths.len() * rows * d, "gather_dw_dec_levels: dy");
+    assert_eq!(
+        dy_levels.len(),
+        widths.len() * rows * d,
+        "gather_dw_dec_levels: dy"
+    );
     let mut acc = vec![0.0f32; d];
     for i in 0..n {
         let (a, z) = (lat_ptr[i] as usize, lat_ptr[i + 1] as usize);
@@ -216,7 +237,18 @@ mod tests {
         let w_dec = [1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0];
         let b_dec = [0.5f32, -0.5];
         let mut lv = vec![0.0f32; rows * d];
-        matryoshka_decode(&row_ptr, &idx, &val, &w_dec, &b_dec, &[3], rows, n, d, &mut lv);
+        matryoshka_decode(
+            &row_ptr,
+            &idx,
+            &val,
+            &w_dec,
+            &b_dec,
+            &[3],
+            rows,
+            n,
+            d,
+            &mut lv,
+        );
         assert_eq!(lv, [3.5, 1.5, 0.5, 2.5]);
         // Two levels: level 0 keeps latent 0 only.
         let mut lv2 = vec![0.0f32; 2 * rows * d];

@@ -317,7 +317,9 @@ impl Checkpoint {
             metrics: {
                 // Checkpoints written before the matryoshka level slots hold 8 metrics.
                 use crate::reference::reduce::{METRIC_SLOTS, slot};
-                let old = st.tensor("metrics").map(|v| v.shape().iter().product::<usize>());
+                let old = st
+                    .tensor("metrics")
+                    .map(|v| v.shape().iter().product::<usize>());
                 let mut m = if old.ok() == Some(slot::LEVEL_SSE as usize) {
                     f32s("metrics", slot::LEVEL_SSE as usize)?
                 } else {

@@ -24,7 +24,11 @@ pub fn resolve_widths(arch: Arch, given: Option<&[usize]>, d_sae: usize) -> Resu
         }
         return Ok(Vec::new());
     };
-    let list = w.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+    let list = w
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     if arch != Arch::Matryoshka {
         return Err(Error::input(format!(
             "{flag} {list}: only for --arch matryoshka"
@@ -60,8 +64,15 @@ mod tests {
     #[test]
     fn widths_are_checked() {
         let m = Arch::Matryoshka;
-        assert_eq!(resolve_widths(m, Some(&[4, 16, 64]), 64).unwrap(), [4, 16, 64]);
-        assert!(resolve_widths(Arch::Batchtopk, None, 64).unwrap().is_empty());
+        assert_eq!(
+            resolve_widths(m, Some(&[4, 16, 64]), 64).unwrap(),
+            [4, 16, 64]
+        );
+        assert!(
+            resolve_widths(Arch::Batchtopk, None, 64)
+                .unwrap()
+                .is_empty()
+        );
         for (w, want) in [
             (&[4usize, 16, 32][..], "must be d_sae = 64"),
             (&[16, 4, 64][..], "strictly increasing"),
@@ -74,7 +85,9 @@ mod tests {
         }
         let e = resolve_widths(m, None, 64).unwrap_err().to_string();
         assert!(e.contains("missing"), "{e}");
-        let e = resolve_widths(Arch::Topk, Some(&[64]), 64).unwrap_err().to_string();
+        let e = resolve_widths(Arch::Topk, Some(&[64]), 64)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("only for --arch matryoshka"), "{e}");
     }
 }

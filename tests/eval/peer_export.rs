@@ -87,7 +87,11 @@ fn one(arch: Arch, py: &str, seed: u64) -> Result<(), Failed> {
     let rows = x.len() / d;
     let model = SaeModel::load(&out).map_err(fail)?;
     let enc = Encoder::new(&model, &Engine::Cpu, rows).map_err(fail)?;
-    let codes = enc.run(&x, rows, true).map_err(fail)?.codes.ok_or("no codes")?;
+    let codes = enc
+        .run(&x, rows, true)
+        .map_err(fail)?
+        .codes
+        .ok_or("no codes")?;
     let mut ours = vec![0.0f32; rows * n];
     for r in 0..rows {
         for s in codes.row_ptr[r]..codes.row_ptr[r + 1] {

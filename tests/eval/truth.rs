@@ -164,11 +164,11 @@ fn absorption_known() -> Result<(), Failed> {
     // (latents fired, true features active). Parent latent = 1; child latents 0 (feature
     // 1) and 2 (feature 2).
     let rows: [(&[u32], &[u32]); 6] = [
-        (&[1], &[0, 1]),    // edge 0->1: eligible, child latent silent (absorbed)
-        (&[0, 1], &[0, 1]), // edge 0->1: eligible, not absorbed
-        (&[1, 3], &[0, 2]), // edge 0->2: eligible, absorbed
-        (&[0], &[0, 1]),    // parent latent silent: not eligible; other way: absorbed
-        (&[1], &[0]),       // no child on: nothing
+        (&[1], &[0, 1]),       // edge 0->1: eligible, child latent silent (absorbed)
+        (&[0, 1], &[0, 1]),    // edge 0->1: eligible, not absorbed
+        (&[1, 3], &[0, 2]),    // edge 0->2: eligible, absorbed
+        (&[0], &[0, 1]),       // parent latent silent: not eligible; other way: absorbed
+        (&[1], &[0]),          // no child on: nothing
         (&[1, 2], &[0, 1, 2]), // edge 0->1 absorbed; edge 0->2 eligible, not absorbed
     ];
     for (fired, active) in rows {

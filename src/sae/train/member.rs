@@ -175,7 +175,10 @@ impl Member {
         let level_mse: Option<Vec<f64>> = (levels > 0).then(|| {
             let first = crate::reference::reduce::slot::LEVEL_SSE as usize;
             let r = self.tokens_since_log.max(1) as f64;
-            m[first..first + levels].iter().map(|&v| v as f64 / r).collect()
+            m[first..first + levels]
+                .iter()
+                .map(|&v| v as f64 / r)
+                .collect()
         });
         // The inner levels' MSE (all but the full one, which is `mse`).
         let inner: f64 = level_mse
