@@ -485,6 +485,24 @@ mod tests {
     }
 
     #[test]
+    fn matryoshka_runs_on_the_cpu_engine() {
+        let args = TrainArgs {
+            out: Some("unused".into()),
+            arch: Some(Arch::Matryoshka),
+            d_sae: Some(16),
+            matryoshka_widths: Some(vec![4, 16]),
+            k: Some(4),
+            ..Default::default()
+        };
+        let cfg = TrainConfig::resolve(&args, 8, 100).unwrap();
+        let gpu = select_training_engine(crate::gpu::DeviceChoice::Gpu, None, &cfg);
+        let e = gpu.err().expect("--device gpu refused").to_string();
+        assert!(e.contains("--arch matryoshka: runs on the CPU engine only"), "{e}");
+        let auto = select_training_engine(crate::gpu::DeviceChoice::Auto, None, &cfg).unwrap();
+        assert!(matches!(auto.0, Engine::Cpu), "{}", auto.1);
+    }
+
+    #[test]
     fn hardware_adapter_is_gpu() {
         let a = Adapters::Hardware("H200".into());
         for c in [None, Some(&cal())] {
