@@ -497,7 +497,10 @@ mod tests {
         let cfg = TrainConfig::resolve(&args, 8, 100).unwrap();
         let gpu = select_training_engine(crate::gpu::DeviceChoice::Gpu, None, &cfg);
         let e = gpu.err().expect("--device gpu refused").to_string();
-        assert!(e.contains("--arch matryoshka: runs on the CPU engine only"), "{e}");
+        assert!(
+            e.contains("--arch matryoshka: runs on the CPU engine only"),
+            "{e}"
+        );
         let auto = select_training_engine(crate::gpu::DeviceChoice::Auto, None, &cfg).unwrap();
         assert!(matches!(auto.0, Engine::Cpu), "{}", auto.1);
     }

@@ -189,7 +189,9 @@ mod tests {
             a.arch = Some(Arch::Relu);
             a.k_anneal_steps = Some(10);
         });
-        assert!(e.contains("--k-anneal-steps 10: only for --arch topk, batchtopk or matryoshka (--arch relu"));
+        assert!(e.contains(
+            "--k-anneal-steps 10: only for --arch topk, batchtopk or matryoshka (--arch relu"
+        ));
         let e = refusal(|a| {
             a.arch = Some(Arch::Jumprelu);
             a.k_anneal_steps = Some(10);

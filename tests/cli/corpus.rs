@@ -607,7 +607,9 @@ const LINES: &[Line] = &[
         setup: nothing,
         args: "{train} --d-sae 16 --batch 16 --arch relu --k-anneal-steps 10",
         code: 2,
-        expect: &["--k-anneal-steps 10: only for --arch topk, batchtopk or matryoshka (--arch relu has no k)"],
+        expect: &[
+            "--k-anneal-steps 10: only for --arch topk, batchtopk or matryoshka (--arch relu has no k)",
+        ],
         gpu: false,
     },
     Line {
