@@ -52,9 +52,12 @@ impl AbsorptionCounts {
     /// `parent`: the truth's parent of each true feature (-1: none); `pairs`: the
     /// matching's (latent, feature) pairs; `n`: latents. None when the truth has no edges.
     pub fn new(parent: &[i32], pairs: &[(usize, usize)], n: usize) -> Option<AbsorptionCounts> {
+        // A truth without a hierarchy has no parent list at all.
         let mut latent_of = vec![None; parent.len()];
         for &(i, j) in pairs {
-            latent_of[j] = Some(i as u32);
+            if let Some(l) = latent_of.get_mut(j) {
+                *l = Some(i as u32);
+            }
         }
         let edges: Vec<(u32, u32, u32)> = parent
             .iter()

@@ -188,6 +188,9 @@ fn absorption_known() -> Result<(), Failed> {
         return Err(format!("parent edges {}", a.absorption_parent_edges).into());
     }
     // No hierarchy, or unmatched parents: no measure.
+    if AbsorptionCounts::new(&[], &pairs, 4).is_some() {
+        return Err("a truth without a hierarchy has no absorption".into());
+    }
     if AbsorptionCounts::new(&[-1, -1], &pairs[..1], 4).is_some() {
         return Err("a forest without edges has no absorption".into());
     }
