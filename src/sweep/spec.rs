@@ -47,12 +47,13 @@ const EXCLUSIVE: [(&str, &str); 2] = [("d_sae", "expansion"), ("steps", "tokens"
 
 /// Options that only mean something for some architectures: given by a member whose
 /// architecture ignores them, they are a mistake in the sweep.
-const ARCH_ONLY: [(&str, &[&str]); 9] = [
-    ("k", &["topk", "batchtopk"]),
-    ("k_aux", &["topk", "batchtopk"]),
-    ("aux_coef", &["topk", "batchtopk"]),
-    ("k_anneal_steps", &["topk", "batchtopk"]),
-    ("k_anneal_start", &["topk", "batchtopk"]),
+const ARCH_ONLY: [(&str, &[&str]); 10] = [
+    ("k", &["topk", "batchtopk", "matryoshka"]),
+    ("k_aux", &["topk", "batchtopk", "matryoshka"]),
+    ("aux_coef", &["topk", "batchtopk", "matryoshka"]),
+    ("k_anneal_steps", &["topk", "batchtopk", "matryoshka"]),
+    ("k_anneal_start", &["topk", "batchtopk", "matryoshka"]),
+    ("matryoshka_widths", &["matryoshka"]),
     ("l1", &["relu"]),
     ("l0", &["jumprelu"]),
     ("threshold_init", &["jumprelu"]),
