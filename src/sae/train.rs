@@ -22,6 +22,7 @@ use crate::gpu::Engine;
 use crate::reference::reduce::slot;
 use crate::report::jsonl::Record;
 use crate::report::progress::Progress;
+use crate::report::startup::phase;
 use crate::stop::StopToken;
 use crate::{Error, Result};
 pub use files::{holds_run, prepare_out};
@@ -341,18 +342,22 @@ pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
         check_new_out(&cfg, merged.overwrite.unwrap_or(false), "--out")?;
         (cfg, None)
     };
+    phase("configuration resolved");
     let resuming = resume_from.is_some();
     let overwrite = !resuming && args.overwrite.unwrap_or(false);
 
     // Data: validate every shard before any work.
     let allow_change = args.allow_data_change.unwrap_or(false); // reliability
     let data = RunData::open(&cfg, resume_from.as_ref(), allow_change)?;
+    phase("shards validated");
 
     // Engine, and whether the run fits it, before anything large is allocated.
     let (engine_kind, why) =
         crate::engine_choice::select_training_engine(cfg.device, cfg.adapter.as_deref(), &cfg)?;
     check_fits(&engine_kind, &cfg)?;
+    phase("engine chosen");
     let eval_x = data.eval_rows(&cfg)?;
+    phase("held-out rows read");
 
     // Initial state: scale and b_dec from a sample of the training stream.
     let mut skipped_rows = 0u64;
@@ -365,8 +370,10 @@ pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
         }
     };
 
+    phase("parameters initialised");
     let start_step = state.step;
     let engine = make_engine(&engine_kind, &cfg, state)?;
+    phase("step engine built");
     stop.check(|| {
         format!(
             "interrupted before training started; nothing was written to {}",
@@ -395,6 +402,7 @@ pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
     let resume_cmd = format!("saeforge train --resume {}", m.cfg.out.display());
     let run_clock = Instant::now();
     let mut interrupted = false;
+    phase("output prepared; first step");
     while !m.done() {
         let batch = match prefetch.next() {
             Ok(b) => b,
