@@ -8,6 +8,8 @@
 pub mod blas;
 pub mod cli;
 pub mod cpu_codes;
+pub mod cpu_optim;
+pub mod cpu_sparse;
 pub mod data;
 pub mod digest;
 pub mod engine_choice;

@@ -1,7 +1,10 @@
 //! The CPU engine: the training step as the reference kernels of `crate::reference`, in
 //! the stages of the GPU engine (`gpu.rs`), with the same names in the same order, so the
-//! two files read side by side. Plain f32 loops, rayon over rows at most; it is both the
-//! judge of the GPU engine and the engine that runs when there is no hardware GPU. The CPU
+//! two files read side by side. It is both the judge of the GPU engine and the engine that
+//! runs when there is no hardware GPU: the reference kernels, except where a faster twin
+//! gives bitwise the same result (top-k: `cpu_codes`; sparse decode, sparse dot, W_enc's
+//! sparse gradient: `cpu_sparse`; Adam: `cpu_optim`; each tested bit for bit against the
+//! reference) and the dense products (`crate::blas`, tested against the reference). The CPU
 //! takes the whole batch as one chunk (the GPU splits a batch whose pre-activations exceed
 //! one storage binding; the math is the same).
 //!
@@ -32,6 +35,8 @@
 
 use crate::blas::gemm;
 use crate::cpu_codes::topk_codes;
+use crate::cpu_optim::{adam, adam_unit_rows};
+use crate::cpu_sparse::{gather_dw_enc, sparse_decode, sparse_dot};
 use crate::reference::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
@@ -39,16 +44,15 @@ use crate::reference::codes::{activation_codes, dead_list};
 use crate::reference::gemm::GemmSpec;
 use crate::reference::ops::threshold_ema;
 use crate::reference::optim::{
-    adam, adam_unit_rows, clip_scale, decoder_grad_prep, rescale_grads, rescale_view, sum_slot,
-    sumsq,
+    clip_scale, decoder_grad_prep, rescale_grads, rescale_view, sum_slot, sumsq,
 };
 use crate::reference::reduce::{
     col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms, slot,
     sparse_stats, sub, sub_row, update_dead,
 };
 use crate::reference::sparse::{
-    build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, gather_jumprelu_threshold,
-    sparse_decode, sparse_dot, sparse_jumprelu_backward, sparse_l1_backward,
+    build_transpose, gather_db_enc, gather_dw_dec, gather_jumprelu_threshold,
+    sparse_jumprelu_backward, sparse_l1_backward,
 };
 use crate::reference::topk::batchtopk;
 
