@@ -83,19 +83,6 @@ mod tests {
 
     use crate::reference::optim::{self as reference, AdamHyper};
 
-    fn seed() -> u64 {
-        let s = std::env::var("SAEFORGE_TEST_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-            });
-        eprintln!("SAEFORGE_TEST_SEED={s}");
-        s
-    }
-
     fn random(rng: &mut ChaCha8Rng, len: usize, lo: f32) -> Vec<f32> {
         (0..len).map(|_| rng.random_range(lo..1.0)).collect()
     }
@@ -119,7 +106,7 @@ mod tests {
 
     #[test]
     fn adam_and_adam_unit_rows_are_the_reference_bit_for_bit() {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed());
+        let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
         for (n, d) in [(1, 1), (3, 7), (300, 65), (2, 40000)] {
             let h = hyper(&mut rng);
             let clip = [rng.random_range(0.2..1.0f32), 0.0];

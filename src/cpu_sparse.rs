@@ -12,6 +12,8 @@
 
 use rayon::prelude::*;
 
+use crate::reference::sparse as reference;
+
 /// Latents whose gradient columns are gathered before they are written into the (d, n)
 /// output (bounds the scratch at this many x d floats).
 const LATENTS_PER_PASS: usize = 1024;
@@ -44,19 +46,7 @@ pub fn sparse_decode(
         .par_chunks_mut(d)
         .with_min_len(ROWS_PER_TASK)
         .enumerate()
-        .for_each(|(b, out)| {
-            match b_dec {
-                Some(bias) => out.copy_from_slice(&bias[..d]),
-                None => out.fill(0.0),
-            }
-            for s in row_ptr[b] as usize..row_ptr[b + 1] as usize {
-                let i = idx[s] as usize;
-                let w = &w_dec[i * d..(i + 1) * d];
-                for (o, &wj) in out.iter_mut().zip(w) {
-                    *o += val[s] * wj;
-                }
-            }
-        });
+        .for_each(|(b, out)| reference::decode_row(row_ptr, idx, val, w_dec, b_dec, b, out));
 }
 
 /// [`crate::reference::sparse::sparse_dot`], rows in parallel.
@@ -92,17 +82,9 @@ pub fn sparse_dot(
         .into_par_iter()
         .with_min_len(ROWS_PER_TASK)
         .for_each(|(b, out)| {
-            let y = &dy[b * d..(b + 1) * d];
             let first = row_ptr[b] as usize;
-            for (t, o) in out.iter_mut().enumerate() {
-                let i = idx[first + t] as usize;
-                let w = &w_dec[i * d..(i + 1) * d];
-                let mut acc = 0.0f32;
-                for (&yj, &wj) in y.iter().zip(w) {
-                    acc += yj * wj;
-                }
-                *o = acc;
-            }
+            let idx = &idx[first..first + out.len()];
+            reference::dot_row(idx, &dy[b * d..(b + 1) * d], w_dec, out)
         });
 }
 
@@ -135,15 +117,7 @@ pub fn gather_dw_enc(
             .par_chunks_mut(d)
             .enumerate()
             .for_each(|(li, acc)| {
-                let i = c0 + li;
-                acc.fill(0.0);
-                for e in lat_ptr[i] as usize..lat_ptr[i + 1] as usize {
-                    let g = dval[lat_slot[e] as usize];
-                    let r = lat_row[e] as usize;
-                    for (o, &x) in acc.iter_mut().zip(&xc[r * d..(r + 1) * d]) {
-                        *o += g * x;
-                    }
-                }
+                reference::latent_column(lat_ptr, lat_row, lat_slot, dval, xc, c0 + li, acc)
             });
         let scratch = &scratch;
         dw_enc.par_chunks_mut(n).enumerate().for_each(|(j, out)| {
@@ -164,7 +138,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    use crate::reference::sparse as reference;
+    use super::reference;
 
     /// A random CSR code of `rows` rows over `n` latents, up to `k` per row (latents
     /// ascending), with `cap - nnz` unused slots at the end.
@@ -200,20 +174,6 @@ mod tests {
         (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
     }
 
-    /// SAEFORGE_TEST_SEED, else a fresh seed (printed, so a failure can be replayed).
-    fn seed() -> u64 {
-        let s = std::env::var("SAEFORGE_TEST_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-            });
-        eprintln!("SAEFORGE_TEST_SEED={s}");
-        s
-    }
-
     fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|x| x.to_bits()).collect()
     }
@@ -227,7 +187,7 @@ mod tests {
 
     #[test]
     fn sparse_decode_and_dot_are_the_reference_bit_for_bit() {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed());
+        let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
         for (rows, d, n, k) in SHAPES {
             let (rp, idx, val) = code(&mut rng, rows, n, k);
             let w_dec = random(&mut rng, n * d);
@@ -250,7 +210,7 @@ mod tests {
 
     #[test]
     fn gather_dw_enc_is_the_reference_bit_for_bit() {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed());
+        let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
         for (rows, d, n, k) in SHAPES {
             let (rp, idx, _) = code(&mut rng, rows, n, k);
             let cap = idx.len();
