@@ -18,6 +18,10 @@ use crate::reference::sparse as reference;
 /// output (bounds the scratch at this many x d floats).
 const LATENTS_PER_PASS: usize = 1024;
 
+/// Output rows (of W_enc's gradient) per rayon task, and latents per tile of its write.
+const OUT_ROWS_PER_TASK: usize = 16;
+const LATENT_TILE: usize = 64;
+
 /// Rows per rayon task for the row-parallel products.
 const ROWS_PER_TASK: usize = 8;
 
@@ -119,17 +123,28 @@ pub fn gather_dw_enc(
             .for_each(|(li, acc)| {
                 reference::latent_column(lat_ptr, lat_row, lat_slot, dval, xc, c0 + li, acc)
             });
+        // Written in tiles of OUT_ROWS_PER_TASK output rows (a rayon task) by LATENT_TILE
+        // latents, so each scratch line read serves all the task's output rows.
         let scratch = &scratch;
-        dw_enc.par_chunks_mut(n).enumerate().for_each(|(j, out)| {
-            for li in 0..w {
-                let i = c0 + li;
-                if accumulate && lat_ptr[i] == lat_ptr[i + 1] {
-                    continue;
+        dw_enc
+            .par_chunks_mut(OUT_ROWS_PER_TASK * n)
+            .enumerate()
+            .for_each(|(jb, out)| {
+                let j0 = jb * OUT_ROWS_PER_TASK;
+                for l0 in (0..w).step_by(LATENT_TILE) {
+                    for (jj, row) in out.chunks_exact_mut(n).enumerate() {
+                        let j = j0 + jj;
+                        for li in l0..(l0 + LATENT_TILE).min(w) {
+                            let i = c0 + li;
+                            if accumulate && lat_ptr[i] == lat_ptr[i + 1] {
+                                continue;
+                            }
+                            let s = scratch[li * d + j];
+                            row[i] = if accumulate { row[i] + s } else { s };
+                        }
+                    }
                 }
-                let s = scratch[li * d + j];
-                out[i] = if accumulate { out[i] + s } else { s };
-            }
-        });
+            });
     }
 }
 
