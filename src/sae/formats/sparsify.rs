@@ -106,6 +106,7 @@ pub fn load(dir: &Path) -> Result<SaeModel> {
             true => Some(take("W_skip", &[d, d])?),
             false => None,
         },
+        d_out: None,
     })
 }
 
