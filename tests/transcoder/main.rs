@@ -30,8 +30,18 @@ pub fn tmp(name: &str) -> PathBuf {
 }
 
 /// Paired shards under `dir`/in and `dir`/out, `rows[i]` rows in pair i: inputs x ~ N(0, 1)
-/// (d_in), targets y = relu(x A - 1) B + c (d_out), a fixed random map. Returns the folders.
+/// (d_in), targets y = gain (relu(x A - 1) B + c) (d_out), a fixed random map. Returns the
+/// folders.
 pub fn write_pairs(dir: &Path, rng: &mut ChaCha8Rng, rows: &[usize]) -> (PathBuf, PathBuf) {
+    write_pairs_gain(dir, rng, rows, 1.0)
+}
+
+pub fn write_pairs_gain(
+    dir: &Path,
+    rng: &mut ChaCha8Rng,
+    rows: &[usize],
+    gain: f32,
+) -> (PathBuf, PathBuf) {
     let (inp, out) = (dir.join("in"), dir.join("out"));
     std::fs::create_dir_all(&inp).unwrap();
     std::fs::create_dir_all(&out).unwrap();
@@ -50,7 +60,8 @@ pub fn write_pairs(dir: &Path, rng: &mut ChaCha8Rng, rows: &[usize]) -> (PathBuf
                 })
                 .collect();
             for o in 0..D_OUT {
-                y[t * D_OUT + o] = c[o] + (0..h).map(|j| hid[j] * b[j * D_OUT + o]).sum::<f32>();
+                y[t * D_OUT + o] =
+                    gain * (c[o] + (0..h).map(|j| hid[j] * b[j * D_OUT + o]).sum::<f32>());
             }
         }
         let name = format!("acts-{i:05}.safetensors");
@@ -218,6 +229,42 @@ fn misaligned(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
     Ok(())
 }
 
+/// The export works on raw activations: targets 8x the inputs' scale, so the two scales
+/// differ and a fold of the wrong one (or none) shows; the explained variance of the raw
+/// targets by the export (`eval`'s transcoder path) is the training run's, and the
+/// transcoder explains most of the target.
+fn export_raw_units(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
+    let dir = tmp("raw-units");
+    let (inp, outd) = write_pairs_gain(&dir, rng, &[1500, 1500], 8.0);
+    let run = dir.join("run");
+    let a = TrainArgs {
+        batch: Some(256),
+        ..args(&inp, &outd, &run, Arch::Topk, 120)
+    };
+    let outcome = train::run(&a).map_err(fail)?;
+    let ev_train = outcome.last.expect("a logged step").explained_variance;
+    let model = saeforge::sae::export::SaeModel::load(&run).map_err(fail)?;
+    use saeforge::eval::transcoder::{TranscoderEval, evaluate};
+    let e = TranscoderEval {
+        sae: &run,
+        data: &[inp.clone()],
+        target_data: &[outd.clone()],
+        tensor: None,
+        rows: 3000,
+        batch: 512,
+    };
+    let m = evaluate(&model, &e).map_err(fail)?;
+    if (m.explained_variance - ev_train).abs() > 0.1 || m.explained_variance < 0.3 {
+        return Err(format!(
+            "explained variance of the raw targets {} vs {ev_train} in training",
+            m.explained_variance
+        )
+        .into());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let mut tests: Vec<Trial> = Vec::new();
@@ -227,6 +274,7 @@ fn main() {
         }));
     }
     tests.push(cpu_test("misaligned_pairs_refused", misaligned));
+    tests.push(cpu_test("export_raw_units", export_raw_units));
     tests.extend(finite_diff::trials());
     tests.extend(peer::trials());
     libtest_mimic::run(&args, tests).exit();
