@@ -90,7 +90,7 @@ pub fn check_supported(cfg: &TrainConfig) -> Result<()> {
 pub fn engine() -> (crate::gpu::Engine, String) {
     (
         crate::gpu::Engine::Cpu,
-        "CPU engine: transcoders train on the CPU engine".into(),
+        "CPU engine: transcoders run on the CPU engine".into(),
     )
 }
 

@@ -73,11 +73,60 @@ fn compare(rng: &mut ChaCha8Rng, py: &str, arch: Arch) -> Result<(), Failed> {
         )
         .into());
     }
+    agree(rng, py, &run, &model, &dir, &format!("{arch:?}"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// SAELens's own transcoders (`Transcoder`, `JumpReLUTranscoder` with random weights,
+/// written by its `save_model`) read by saeforge: the same codes and outputs.
+fn own_folder(rng: &mut ChaCha8Rng, py: &str, arch: &str) -> Result<(), Failed> {
+    let dir = tmp(&format!("own-{arch}"));
+    let folder = dir.join("sae");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/transcoder/saelens_transcoder.py"
+    );
+    let seed: u32 = rand::Rng::random(rng);
+    let o = Command::new(py)
+        .arg(script)
+        .args(["make", arch, &D_IN.to_string(), &D_OUT.to_string(), "64"])
+        .arg(seed.to_string())
+        .arg(&folder)
+        .output()
+        .map_err(fail)?;
+    if !o.status.success() {
+        return Err(format!("SAELens: {}", String::from_utf8_lossy(&o.stderr)).into());
+    }
+    let model = SaeModel::load(&folder).map_err(fail)?;
+    if model.architecture() != arch || model.d_out != Some(D_OUT) {
+        return Err(format!(
+            "read as {} with d_out {:?}",
+            model.architecture(),
+            model.d_out
+        )
+        .into());
+    }
+    agree(rng, py, &folder, &model, &dir, arch)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// SAELens's codes and outputs of `folder` against saeforge's (`model`, read from it) on
+/// rows clear of every selection edge.
+fn agree(
+    rng: &mut ChaCha8Rng,
+    py: &str,
+    run: &std::path::Path,
+    model: &SaeModel,
+    dir: &std::path::Path,
+    arch: &str,
+) -> Result<(), Failed> {
     // Rows clear of every selection edge, so that no code flips on rounding.
     let mut x = Vec::new();
     for _ in 0..4000 {
         let row = randn(rng, D_IN, 1.0);
-        if clear_of_edges(&model, &model.pre(&row, 1)) {
+        if clear_of_edges(model, &model.pre(&row, 1)) {
             x.extend_from_slice(&row);
         }
         if x.len() == 64 * D_IN {
@@ -88,7 +137,7 @@ fn compare(rng: &mut ChaCha8Rng, py: &str, arch: Arch) -> Result<(), Failed> {
     if rows < 8 {
         return Err(format!("only {rows} rows clear of the selection edges").into());
     }
-    let enc = Encoder::new(&model, &Engine::Cpu, rows).map_err(fail)?;
+    let enc = Encoder::new(model, &Engine::Cpu, rows).map_err(fail)?;
     let out = enc.run(&x, rows, true).map_err(fail)?;
     let codes = out.codes.expect("asked for codes");
     let n = model.n;
@@ -107,7 +156,7 @@ fn compare(rng: &mut ChaCha8Rng, py: &str, arch: Arch) -> Result<(), Failed> {
     );
     let o = Command::new(py)
         .arg(script)
-        .arg(&run)
+        .arg(run)
         .arg(&xin)
         .arg(&peer_out)
         .output()
@@ -128,42 +177,58 @@ fn compare(rng: &mut ChaCha8Rng, py: &str, arch: Arch) -> Result<(), Failed> {
     };
     let tol = tolerance::TRANSCODER_PEER;
     assert_close(
-        &format!("{arch:?} codes (SAELens vs saeforge)"),
+        &format!("{arch} codes (SAELens vs saeforge)"),
         &get("z")?,
         &z,
         tol,
     )?;
     assert_close(
-        &format!("{arch:?} outputs (SAELens vs saeforge)"),
+        &format!("{arch} outputs (SAELens vs saeforge)"),
         &get("y")?,
         &out.x_hat,
         tol,
     )?;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
+/// A test that runs `body` with the peer python, or is ignored with the reason.
+fn peer_trial(
+    name: String,
+    body: impl FnOnce(&mut ChaCha8Rng, &str) -> Result<(), Failed> + Send + 'static,
+) -> Trial {
+    Trial::ignorable_test(name, move || {
+        let py = match peer_python() {
+            Ok(p) => p,
+            Err(why) => return Ok(Completion::ignored_with(why)),
+        };
+        let seed = crate::common::seed();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        body(&mut rng, &py)
+            .map(|()| Completion::Completed)
+            .map_err(|e| {
+                format!(
+                    "{} (SAEFORGE_TEST_SEED={seed})",
+                    e.message().unwrap_or("failed")
+                )
+                .into()
+            })
+    })
+}
+
 pub fn trials() -> Vec<Trial> {
-    ARCHS
+    let mut t: Vec<Trial> = ARCHS
         .into_iter()
         .map(|arch| {
-            Trial::ignorable_test(format!("peer_saelens_{arch:?}"), move || {
-                let py = match peer_python() {
-                    Ok(p) => p,
-                    Err(why) => return Ok(Completion::ignored_with(why)),
-                };
-                let seed = crate::common::seed();
-                let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                compare(&mut rng, &py, arch)
-                    .map(|()| Completion::Completed)
-                    .map_err(|e| {
-                        format!(
-                            "{} (SAEFORGE_TEST_SEED={seed})",
-                            e.message().unwrap_or("failed")
-                        )
-                        .into()
-                    })
+            peer_trial(format!("peer_saelens_{arch:?}"), move |rng, py| {
+                compare(rng, py, arch)
             })
         })
-        .collect()
+        .collect();
+    for arch in ["transcoder", "jumprelu_transcoder"] {
+        t.push(peer_trial(
+            format!("peer_saelens_own_{arch}"),
+            move |rng, py| own_folder(rng, py, arch),
+        ));
+    }
+    t
 }
