@@ -213,7 +213,7 @@ fn check(arch: Arch, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), Failed> {
             checked[t] += 1;
         }
     }
-    if checked.iter().any(|&c| c == 0) {
+    if checked.contains(&0) {
         return Err(format!("{arch:?}: coordinates checked per tensor {checked:?}").into());
     }
     Ok(())

@@ -248,8 +248,8 @@ fn export_raw_units(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
     use saeforge::eval::transcoder::{TranscoderEval, evaluate};
     let e = TranscoderEval {
         sae: &run,
-        data: &[inp.clone()],
-        target_data: &[outd.clone()],
+        data: std::slice::from_ref(&inp),
+        target_data: std::slice::from_ref(&outd),
         tensor: None,
         rows: 3000,
         batch: 512,
