@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cli;
 mod finite_diff;
 mod peer;
 
@@ -278,5 +279,6 @@ fn main() {
     tests.push(cpu_test("export_raw_units", export_raw_units));
     tests.extend(finite_diff::trials());
     tests.extend(peer::trials());
+    tests.extend(cli::trials());
     libtest_mimic::run(&args, tests).exit();
 }

@@ -176,6 +176,17 @@ fn agree(
         Ok(bytemuck::pod_collect_to_vec::<u8, f32>(t.data()))
     };
     let tol = tolerance::TRANSCODER_PEER;
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max)
+    };
+    eprintln!(
+        "{arch}: {rows} rows, max abs difference SAELens vs saeforge: codes {:.2e}, outputs {:.2e}",
+        max_diff(&get("z")?, &z),
+        max_diff(&get("y")?, &out.x_hat)
+    );
     assert_close(
         &format!("{arch} codes (SAELens vs saeforge)"),
         &get("z")?,
