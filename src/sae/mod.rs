@@ -15,6 +15,7 @@ pub mod infer;
 pub mod params;
 pub mod schedule;
 pub mod train;
+pub mod transcoder;
 
 pub use config::{Arch, BDecInit, DecoderNorm, LrDecay, TrainArgs, TrainConfig};
 pub use params::SaeParams;

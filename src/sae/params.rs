@@ -109,7 +109,11 @@ impl SaeParams {
     /// W_enc = init_norm x the unit directions^T, b_enc = 0, b_dec = geometric median / mean
     /// of `sample` (rows x d, already scaled) or zeros, log threshold for jumprelu at
     /// ln(threshold_init).
+    /// A transcoder (`cfg.d_out`) is initialised by `super::transcoder::init_params`.
     pub fn init(cfg: &TrainConfig, sample: &[f32]) -> SaeParams {
+        if cfg.d_out.is_some() {
+            return super::transcoder::init_params(cfg, sample);
+        }
         let (d, n) = (cfg.d_in, cfg.d_sae);
         let norm = cfg.init_norm;
         // Each decoder row draws from its own ChaCha stream of the seed, so the rows are
@@ -163,16 +167,21 @@ impl SaeParams {
         }
     }
 
+    /// The decoder's width: d for an SAE, d_out for a transcoder (b_dec is (d_out)).
+    pub fn d_out(&self) -> usize {
+        self.b_dec.len()
+    }
+
     /// Each tensor's shape (log_threshold: (n), or (0) when there is none).
     pub fn shapes(&self) -> ParamSet<Vec<usize>> {
-        let (d, n) = (self.d, self.n);
+        let (d, n, d_out) = (self.d, self.n, self.d_out());
         ParamSet {
             d,
             n,
             w_enc: vec![d, n],
-            w_dec: vec![n, d],
+            w_dec: vec![n, d_out],
             b_enc: vec![n],
-            b_dec: vec![d],
+            b_dec: vec![d_out],
             log_threshold: vec![self.log_threshold.len()],
         }
     }
