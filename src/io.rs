@@ -130,6 +130,24 @@ pub fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Keep freed memory in the process instead of handing it back to the kernel (glibc
+/// only; a no-op elsewhere). The CPU engine allocates its per-step buffers (pre-activations,
+/// codes, gradients: 12.6 MB of pre-activations alone at batch 512 x 6144 latents) afresh
+/// each step; by default glibc returns them (munmap, or a trimmed heap top), and every step
+/// then pays a page fault and a page clear per 4 KiB. Measured at 384 -> 6144, batch 512, 60
+/// steps (`perf stat`): 700k page faults and 7.1 s of CPU time by default, 100k and 5.7 s
+/// with this. Allocations under glibc's largest mmap threshold (32 MiB) come from the heap,
+/// and the heap is never trimmed; larger ones are mapped as before.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called once, at start-up,
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 /// Refuse work that needs more host memory than is available, naming what and how much
 /// (an allocation failure would otherwise abort the process without a word).
 pub fn check_host_memory(what: &str, bytes: u128, advice: &str) -> Result<()> {

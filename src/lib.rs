@@ -8,6 +8,8 @@
 pub mod blas;
 pub mod cli;
 pub mod cpu_codes;
+pub mod cpu_optim;
+pub mod cpu_sparse;
 pub mod data;
 pub mod digest;
 pub mod engine_choice;
@@ -26,3 +28,19 @@ pub mod synth;
 pub mod toy;
 
 pub use error::{Error, Result};
+
+/// The seed of a unit test's random inputs: SAEFORGE_TEST_SEED, else a fresh one (printed,
+/// so that a failure can be replayed), as the integration tests' `tests/common` does.
+#[cfg(test)]
+pub(crate) fn test_seed() -> u64 {
+    let s = std::env::var("SAEFORGE_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("SAEFORGE_TEST_SEED={s}");
+    s
+}

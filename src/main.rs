@@ -5,6 +5,8 @@
 use clap::Parser;
 
 fn main() {
+    saeforge::report::startup::mark_process_start();
+    saeforge::io::keep_freed_memory();
     saeforge::gpu::quiet_headless_probe();
     install_panic_hook();
     tracing_subscriber::fmt()

@@ -65,7 +65,15 @@ pub fn run(a: EncodeArgs) -> Result<()> {
     if a.batch == Some(0) {
         return Err(crate::Error::input("--batch 0: expected at least 1 row"));
     }
-    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
+    let (engine, why) = if model.d_out.is_some() {
+        // A transcoder codes on the CPU engine (`Encoder::new` refuses the GPU engine).
+        match a.device {
+            DeviceChoice::Gpu => select_engine(a.device, a.adapter.as_deref())?,
+            _ => crate::sae::transcoder::engine(),
+        }
+    } else {
+        select_engine(a.device, a.adapter.as_deref())?
+    };
     println!("saeforge: {why}");
     let encoder = Encoder::new(
         &model,
@@ -79,7 +87,7 @@ pub fn run(a: EncodeArgs) -> Result<()> {
         "encoded {} rows from {} shard(s) with the {} SAE ({} latents) in {secs:.1} s: mean L0 {:.2}, {} latents fired",
         r.rows,
         shards.len(),
-        model.kind.name(),
+        model.architecture(),
         model.n,
         r.nnz as f64 / r.rows.max(1) as f64,
         r.latents_fired

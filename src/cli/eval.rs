@@ -18,6 +18,10 @@ pub struct EvalArgs {
     /// Held-out in-distribution shards (files, folders, globs).
     #[arg(long, num_args = 1..)]
     pub data: Vec<PathBuf>,
+    /// A transcoder's target shards, paired with --data shard by shard and row by row
+    /// (required for a transcoder, refused for an SAE).
+    #[arg(long, num_args = 1..)]
+    pub target_data: Vec<PathBuf>,
     /// Out-of-distribution shards, reported side by side with --data.
     #[arg(long, num_args = 1..)]
     pub ood: Vec<PathBuf>,
@@ -69,6 +73,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
             "nothing to evaluate: give --data (held-out shards) and/or --truth (a planted dictionary)",
         ));
     }
+    let model = crate::sae::export::SaeModel::load(&a.sae)?;
+    if model.d_out.is_some() {
+        return run_transcoder(&a, &model);
+    }
+    if !a.target_data.is_empty() {
+        return Err(crate::Error::input(format!(
+            "--target-data: {} is an SAE, not a transcoder (its target is its input)",
+            a.sae.display()
+        )));
+    }
     if let Some(j) = &a.json {
         crate::io::check_output_file("json", j)?;
     }
@@ -102,6 +116,48 @@ pub fn run(a: EvalArgs) -> Result<()> {
     print!("{}", report.table());
     if let Some(j) = &a.json {
         crate::io::write_json(j, &report.to_json())?;
+    }
+    Ok(())
+}
+
+/// `eval` of a transcoder (`crate::eval::transcoder`): the paired rows only.
+fn run_transcoder(a: &EvalArgs, model: &crate::sae::export::SaeModel) -> Result<()> {
+    use crate::eval::transcoder::{TranscoderEval, evaluate, table, to_json};
+    for (set, flag) in [
+        (!a.ood.is_empty(), "--ood"),
+        (a.truth.is_some(), "--truth"),
+        (a.fista, "--fista"),
+        (a.plots.is_some(), "--plots"),
+        (a.device == DeviceChoice::Gpu, "--device gpu"),
+    ] {
+        if set {
+            return Err(crate::Error::input(format!(
+                "{flag}: not supported for a transcoder ({}); it is evaluated on the CPU engine against --target-data",
+                a.sae.display()
+            )));
+        }
+    }
+    if let Some(j) = &a.json {
+        crate::io::check_output_file("json", j)?;
+    }
+    if a.batch == Some(0) {
+        return Err(crate::Error::input("--batch 0: expected at least 1"));
+    }
+    let e = TranscoderEval {
+        sae: &a.sae,
+        data: &a.data,
+        target_data: &a.target_data,
+        tensor: a.tensor.as_deref(),
+        rows: a.rows,
+        batch: a
+            .batch
+            .unwrap_or_else(|| crate::eval::run::default_batch(model.n)),
+    };
+    let m = evaluate(model, &e)?;
+    println!("saeforge: {}", crate::sae::transcoder::engine().1);
+    print!("{}", table(model, &m));
+    if let Some(j) = &a.json {
+        crate::io::write_json(j, &to_json(model, &m))?;
     }
     Ok(())
 }

@@ -85,10 +85,16 @@ pub fn run(a: InfoArgs) -> Result<()> {
 fn sae_info(dir: &std::path::Path) -> Result<()> {
     let (layout, m) = formats::load(dir)?;
     println!(
-        "{}: SAE ({}), d_in {}, d_sae {}{}",
+        "{}: {} ({}), d_in {}{}, d_sae {}{}",
         dir.display(),
-        m.kind.name(),
+        if m.d_out.is_some() {
+            "transcoder"
+        } else {
+            "SAE"
+        },
+        m.architecture(),
         m.d,
+        m.d_out.map(|o| format!(", d_out {o}")).unwrap_or_default(),
         m.n,
         match layout {
             Layout::Saelens => String::new(),
@@ -100,9 +106,9 @@ fn sae_info(dir: &std::path::Path) -> Result<()> {
     }
     let mut tensors = vec![
         ("W_enc", vec![m.d, m.n]),
-        ("W_dec", vec![m.n, m.d]),
+        ("W_dec", vec![m.n, m.out_dim()]),
         ("b_enc", vec![m.n]),
-        ("b_dec", vec![m.d]),
+        ("b_dec", vec![m.out_dim()]),
     ];
     if !m.threshold.is_empty() {
         tensors.push(("threshold", vec![m.n]));

@@ -139,6 +139,15 @@ pub fn print_report(r: &SteerReport) {
 
 pub fn run(a: SteerArgs) -> Result<()> {
     let model = SaeModel::load(&a.sae)?;
+    if model.d_out.is_some() {
+        // The edited reconstruction replaces the input rows: a transcoder's output is
+        // another activation.
+        return Err(Error::input(format!(
+            "--sae {}: is a transcoder ({}); steer edits SAEs, whose output replaces their input",
+            a.sae.display(),
+            model.architecture()
+        )));
+    }
     let edits = check_edits(&parse_edits(&a.set, &a.scale, &a.ablate, &a.add)?, model.n)?;
     if a.batch == Some(0) {
         return Err(Error::input("--batch 0: expected at least 1 row"));

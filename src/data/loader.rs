@@ -57,6 +57,9 @@ pub struct BatchStream {
     pub scale: f32,
     /// Skip rows with NaN/Inf instead of stopping.
     pub skip_nonfinite: bool,
+    /// Transcoders: the target shards' stream, read at this stream's row ids; its rows
+    /// follow the input rows in every batch (`super::paired`).
+    pub target: Option<Box<BatchStream>>,
 }
 
 impl BatchStream {
@@ -92,6 +95,7 @@ impl BatchStream {
             drawn: 0,
             scale: 1.0,
             skip_nonfinite: false,
+            target: None,
         };
         s.start_epoch(0);
         if shuffle {
@@ -271,6 +275,13 @@ impl BatchStream {
             let more: Vec<RowId> = (0..need).map(|_| self.next_id()).collect();
             skipped += self.fill(&more, &mut extra)?;
             data.extend_from_slice(&extra);
+        }
+        if let Some(t) = &self.target {
+            // Paired rows (--skip-nonfinite is refused for transcoders, so no row was
+            // dropped and `ids` are exactly the batch's rows).
+            let mut y = Vec::new();
+            t.fill(&ids, &mut y)?;
+            data.extend_from_slice(&y);
         }
         Ok(Batch {
             index,

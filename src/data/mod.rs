@@ -11,6 +11,7 @@ mod file;
 #[cfg(target_os = "linux")]
 mod guard;
 mod loader;
+pub mod paired;
 mod shard;
 
 pub use file::{describe, open_input, parse_safetensors, read_header, read_input};

@@ -21,5 +21,6 @@ pub mod recovery;
 pub mod run;
 pub mod source;
 pub mod steer;
+pub mod transcoder;
 pub mod truth;
 pub mod truth_codes;

@@ -42,17 +42,38 @@ pub fn sparse_decode(
     assert_eq!(w_dec.len(), n * d, "sparse_decode: w_dec length");
     assert_eq!(x_hat.len(), rows * d, "sparse_decode: x_hat length");
     for b in 0..rows {
-        let out = &mut x_hat[b * d..(b + 1) * d];
-        match b_dec {
-            Some(bias) => out.copy_from_slice(&bias[..d]),
-            None => out.fill(0.0),
-        }
-        for s in row_ptr[b] as usize..row_ptr[b + 1] as usize {
-            let i = idx[s] as usize;
-            let w = &w_dec[i * d..(i + 1) * d];
-            for (o, &wj) in out.iter_mut().zip(w) {
-                *o += val[s] * wj;
-            }
+        decode_row(
+            row_ptr,
+            idx,
+            val,
+            w_dec,
+            b_dec,
+            b,
+            &mut x_hat[b * d..(b + 1) * d],
+        );
+    }
+}
+
+/// Row `b` of [`sparse_decode`] into `out` (d).
+pub fn decode_row(
+    row_ptr: &[u32],
+    idx: &[u32],
+    val: &[f32],
+    w_dec: &[f32],
+    b_dec: Option<&[f32]>,
+    b: usize,
+    out: &mut [f32],
+) {
+    let d = out.len();
+    match b_dec {
+        Some(bias) => out.copy_from_slice(&bias[..d]),
+        None => out.fill(0.0),
+    }
+    for s in row_ptr[b] as usize..row_ptr[b + 1] as usize {
+        let i = idx[s] as usize;
+        let w = &w_dec[i * d..(i + 1) * d];
+        for (o, &wj) in out.iter_mut().zip(w) {
+            *o += val[s] * wj;
         }
     }
 }
@@ -77,16 +98,27 @@ pub fn sparse_dot(
     assert_eq!(w_dec.len(), n * d, "sparse_dot: w_dec length");
     g.fill(0.0);
     for b in 0..rows {
-        let y = &dy[b * d..(b + 1) * d];
-        for s in row_ptr[b] as usize..row_ptr[b + 1] as usize {
-            let i = idx[s] as usize;
-            let w = &w_dec[i * d..(i + 1) * d];
-            let mut acc = 0.0f32;
-            for (&yj, &wj) in y.iter().zip(w) {
-                acc += yj * wj;
-            }
-            g[s] = acc;
+        let slots = row_ptr[b] as usize..row_ptr[b + 1] as usize;
+        dot_row(
+            &idx[slots.clone()],
+            &dy[b * d..(b + 1) * d],
+            w_dec,
+            &mut g[slots],
+        );
+    }
+}
+
+/// One row of [`sparse_dot`]: g[t] = y . w_dec[idx[t], :] for the row's slots.
+/// idx: (slots), y: (d), w_dec: (n, d) -> g: (slots)
+pub fn dot_row(idx: &[u32], y: &[f32], w_dec: &[f32], g: &mut [f32]) {
+    let d = y.len();
+    for (o, &i) in g.iter_mut().zip(idx) {
+        let w = &w_dec[i as usize * d..(i as usize + 1) * d];
+        let mut acc = 0.0f32;
+        for (&yj, &wj) in y.iter().zip(w) {
+            acc += yj * wj;
         }
+        *o = acc;
     }
 }
 
@@ -195,21 +227,35 @@ pub fn gather_dw_enc(
     assert_eq!(dw_enc.len(), d * n, "gather_dw_enc: dw_enc length");
     let mut acc = vec![0.0f32; d];
     for i in 0..n {
-        let (a, z) = (lat_ptr[i] as usize, lat_ptr[i + 1] as usize);
-        if accumulate && a == z {
+        if accumulate && lat_ptr[i] == lat_ptr[i + 1] {
             continue;
         }
-        acc.fill(0.0);
-        for e in a..z {
-            let g = dval[lat_slot[e] as usize];
-            let r = lat_row[e] as usize;
-            for (o, &x) in acc.iter_mut().zip(&xc[r * d..(r + 1) * d]) {
-                *o += g * x;
-            }
-        }
+        latent_column(lat_ptr, lat_row, lat_slot, dval, xc, i, &mut acc);
         for (j, &s) in acc.iter().enumerate() {
             let o = &mut dw_enc[j * n + i];
             *o = if accumulate { *o + s } else { s };
+        }
+    }
+}
+
+/// Latent i's column of [`gather_dw_enc`] (before accumulation) into `acc` (d): the sum over
+/// its entries, ascending, of dval[slot] * xc[row, :].
+pub fn latent_column(
+    lat_ptr: &[u32],
+    lat_row: &[u32],
+    lat_slot: &[u32],
+    dval: &[f32],
+    xc: &[f32],
+    i: usize,
+    acc: &mut [f32],
+) {
+    let d = acc.len();
+    acc.fill(0.0);
+    for e in lat_ptr[i] as usize..lat_ptr[i + 1] as usize {
+        let g = dval[lat_slot[e] as usize];
+        let r = lat_row[e] as usize;
+        for (o, &x) in acc.iter_mut().zip(&xc[r * d..(r + 1) * d]) {
+            *o += g * x;
         }
     }
 }

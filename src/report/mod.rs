@@ -4,3 +4,4 @@
 pub mod jsonl;
 pub mod plots;
 pub mod progress;
+pub mod startup;

@@ -296,13 +296,15 @@ impl Checkpoint {
         let dn = d
             .checked_mul(n)
             .ok_or_else(|| bad(format!("config has d_in {d} x d_sae {n}: too large")))?;
+        // A transcoder's decoder is (n, d_out).
+        let d_out = cfg.d_out.unwrap_or(d);
         let lens = ParamSet {
             d,
             n,
             w_enc: dn,
-            w_dec: dn,
+            w_dec: n.saturating_mul(d_out),
             b_enc: n,
-            b_dec: d,
+            b_dec: d_out,
             log_threshold: thr_len,
         };
         let set = |prefix: &str| lens.try_map(|name, &len| f32s(&format!("{prefix}{name}"), len));

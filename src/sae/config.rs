@@ -76,6 +76,10 @@ pub struct TrainArgs {
     /// Tensor name inside the shards (default: the only floating rank-2/3 tensor).
     #[arg(long)]
     pub tensor: Option<String>,
+    /// Transcoder: target shards, one per --data shard in the same order, row i of each the
+    /// target of row i of its input shard (see `crate::data::paired`).
+    #[arg(long, num_args = 1..)]
+    pub target_data: Option<Vec<PathBuf>>,
     /// Held-out shards for periodic evaluation.
     #[arg(long, num_args = 1..)]
     pub eval_data: Option<Vec<PathBuf>>,
@@ -243,6 +247,15 @@ pub struct TrainArgs {
 pub struct TrainConfig {
     pub data: Vec<PathBuf>,
     pub tensor: Option<String>,
+    /// Transcoder: the target shards (empty for an SAE).
+    #[serde(default)]
+    pub target_data: Vec<PathBuf>,
+    /// Transcoder: the target's width (None for an SAE, whose output is its input).
+    #[serde(default)]
+    pub d_out: Option<usize>,
+    /// Transcoder: the target's scale, from the initialisation sample (1 for an SAE).
+    #[serde(default = "default_init_norm")]
+    pub target_scale: f32,
     pub eval_data: Vec<PathBuf>,
     pub eval_fraction: f64,
     pub out: PathBuf,
@@ -432,6 +445,9 @@ impl TrainConfig {
         let cfg = TrainConfig {
             data,
             tensor: a.tensor.clone(),
+            target_data: a.target_data.clone().unwrap_or_default(),
+            d_out: None,
+            target_scale: 1.0,
             eval_data: a.eval_data.clone().unwrap_or_default(),
             eval_fraction,
             out,

@@ -1,11 +1,17 @@
 //! The CPU engine: the training step as the reference kernels of `crate::reference`, in
 //! the stages of the GPU engine (`gpu.rs`), with the same names in the same order, so the
-//! two files read side by side. Plain f32 loops, rayon over rows at most; it is both the
-//! judge of the GPU engine and the engine that runs when there is no hardware GPU. The CPU
+//! two files read side by side. It is both the judge of the GPU engine and the engine that
+//! runs when there is no hardware GPU: the reference kernels, except where a faster twin
+//! gives bitwise the same result (top-k: `cpu_codes`; sparse decode, sparse dot, W_enc's
+//! sparse gradient: `cpu_sparse`; Adam: `cpu_optim`; each tested bit for bit against the
+//! reference) and the dense products (`crate::blas`, tested against the reference). The CPU
 //! takes the whole batch as one chunk (the GPU splits a batch whose pre-activations exceed
 //! one storage binding; the math is the same).
 //!
-//! A step, for input rows x (B, d) already scaled:
+//! A step, for input rows x (B, d) already scaled (a transcoder's: x (B, d_in) followed by
+//! its targets y (B, d_out), and then the decoder's side, x_hat, dy, AuxK's e, has d_out
+//! columns, the loss is against y and the encoder takes x as it is: see
+//! `super::transcoder`; an SAE's target is its input, y = x):
 //!
 //!   prepare           row_norms of W_dec; topk / batchtopk: dead_list (AuxK's latents)
 //!   per chunk:
@@ -36,6 +42,8 @@
 
 use crate::blas::gemm;
 use crate::cpu_codes::topk_codes;
+use crate::cpu_optim::{adam, adam_unit_rows};
+use crate::cpu_sparse::{gather_dw_enc, sparse_decode, sparse_dot};
 use crate::reference::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
@@ -46,16 +54,15 @@ use crate::reference::matryoshka::{
 };
 use crate::reference::ops::threshold_ema;
 use crate::reference::optim::{
-    adam, adam_unit_rows, clip_scale, decoder_grad_prep, rescale_grads, rescale_view, sum_slot,
-    sumsq,
+    clip_scale, decoder_grad_prep, rescale_grads, rescale_view, sum_slot, sumsq,
 };
 use crate::reference::reduce::{
     col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms, slot,
     sparse_stats, sub, sub_row, update_dead,
 };
 use crate::reference::sparse::{
-    build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, gather_jumprelu_threshold,
-    sparse_decode, sparse_dot, sparse_jumprelu_backward, sparse_l1_backward,
+    build_transpose, gather_db_enc, gather_dw_dec, gather_jumprelu_threshold,
+    sparse_jumprelu_backward, sparse_l1_backward,
 };
 use crate::reference::topk::batchtopk;
 
@@ -65,6 +72,7 @@ use super::engine::{
 };
 use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
 use crate::Result;
+use crate::data::paired::split_batch;
 
 /// Gradients of one step, one per parameter tensor.
 pub type Grads = SaeParams;
@@ -133,8 +141,9 @@ fn topk_relu_codes(
 /// One chunk of the batch and everything the step keeps per row (`gpu.rs`' `Chunk`).
 struct Chunk<'x> {
     rows: usize,
-    /// (rows, d) each.
-    x: &'x [f32],
+    /// The target (rows, d_out): the input x itself for an SAE. xc (rows, d_in) and the
+    /// rest (rows, d_out) each.
+    y: &'x [f32],
     xc: Vec<f32>,
     x_hat: Vec<f32>,
     dy: Vec<f32>,
@@ -231,7 +240,8 @@ pub fn gradients(
     fired: &mut [u32],
 ) -> Grads {
     let mut s = Step::prepare(cfg, st, fired, rows, sparsity_coef);
-    let mut ch = s.encode(x, rows);
+    let (x, y) = split_batch(x, rows, cfg.d_in, cfg.d_out);
+    let mut ch = s.encode(x, y, rows);
     if ch.pre.iter().any(|v| !v.is_finite()) {
         // The run has diverged (the data are checked, so the parameters overflowed). Top-k
         // has no order on NaN: poison the gradients and the loss instead, so the trainer
@@ -257,9 +267,9 @@ impl<'s> Step<'s> {
         coef: f32,
     ) -> Step<'s> {
         let p = &st.params;
-        let (d, n) = (p.d, p.n);
+        let (d_out, n) = (p.d_out(), p.n);
         let mut norms = vec![0.0f32; n];
-        row_norms(&p.w_dec, n, d, &mut norms);
+        row_norms(&p.w_dec, n, d_out, &mut norms);
         let mut dead = vec![0u32; n];
         let mut ndead = [0u32];
         if selects_topk(cfg.arch) {
@@ -281,12 +291,16 @@ impl<'s> Step<'s> {
         }
     }
 
-    /// xc = x - b_dec; pre = xc W_enc + b_enc.
-    fn encode<'x>(&self, x: &'x [f32], rows: usize) -> Chunk<'x> {
+    /// xc = x - b_dec (a transcoder: xc = x); pre = xc W_enc + b_enc.
+    fn encode<'x>(&self, x: &'x [f32], y: &'x [f32], rows: usize) -> Chunk<'x> {
         let p = &self.st.params;
-        let (d, n) = (p.d, p.n);
+        let (d, n, d_out) = (p.d, p.n, p.d_out());
         let mut xc = vec![0.0f32; rows * d];
-        sub_row(x, &p.b_dec, rows, d, &mut xc);
+        if self.cfg.d_out.is_some() {
+            xc.copy_from_slice(x);
+        } else {
+            sub_row(x, &p.b_dec, rows, d, &mut xc);
+        }
         let mut pre = vec![0.0f32; rows * n];
         gemm(
             &GemmSpec::nn(rows, n, d),
@@ -296,14 +310,14 @@ impl<'s> Step<'s> {
             &mut pre,
         );
         let aux = selects_topk(self.cfg.arch);
-        let per_row = || vec![0.0f32; if aux { rows * d } else { 0 }];
-        let per_level = || vec![0.0f32; self.widths.len() * rows * d];
+        let per_row = || vec![0.0f32; if aux { rows * d_out } else { 0 }];
+        let per_level = || vec![0.0f32; self.widths.len() * rows * d_out];
         Chunk {
             rows,
-            x,
+            y,
             xc,
-            x_hat: vec![0.0f32; rows * d],
-            dy: vec![0.0f32; rows * d],
+            x_hat: vec![0.0f32; rows * d_out],
+            dy: vec![0.0f32; rows * d_out],
             pre,
             codes: None,
             z: None,
@@ -367,7 +381,7 @@ impl<'s> Step<'s> {
     /// e_hat = aux codes W_dec.
     fn decode(&self, ch: &mut Chunk) {
         let p = &self.st.params;
-        let (rows, n, d) = (ch.rows, p.n, p.d);
+        let (rows, n, d) = (ch.rows, p.n, p.d_out());
         match &ch.codes {
             Some(c) if !self.widths.is_empty() => {
                 let (w, lv) = (&self.widths, &mut ch.x_hat_levels);
@@ -401,13 +415,13 @@ impl<'s> Step<'s> {
     /// dy = 2 / B (x_hat - x) with the SSE / SST sums; L0 / L1 and the firing counts;
     /// AuxK's residual e = x - x_hat and its gradient de with the aux loss.
     fn loss(&mut self, ch: &mut Chunk) {
-        let (rows, n, d) = (ch.rows, self.st.params.n, self.st.params.d);
+        let (rows, n, d) = (ch.rows, self.st.params.n, self.st.params.d_out());
         let (inv_b, metrics) = (self.inv_b, &mut self.st.metrics);
         #[rustfmt::skip]
-        mse_backward(ch.x, &ch.x_hat, rows, d, 2.0 * inv_b, &mut ch.dy, metrics, slot::SSE, Some(slot::SST));
+        mse_backward(ch.y, &ch.x_hat, rows, d, 2.0 * inv_b, &mut ch.dy, metrics, slot::SSE, Some(slot::SST));
         if !self.widths.is_empty() {
             let (m, lv, dl) = (self.widths.len(), &ch.x_hat_levels, &mut ch.dy_levels);
-            matryoshka_residuals(ch.x, lv, m, rows, d, 2.0 * inv_b, dl, metrics);
+            matryoshka_residuals(ch.y, lv, m, rows, d, 2.0 * inv_b, dl, metrics);
         }
         match (&ch.codes, &ch.z) {
             (Some(c), _) => {
@@ -418,7 +432,7 @@ impl<'s> Step<'s> {
             (None, None) => unreachable!("decode leaves codes or z"),
         }
         if ch.aux.is_some() {
-            sub(ch.x, &ch.x_hat, &mut ch.e);
+            sub(ch.y, &ch.x_hat, &mut ch.e);
             let scale = self.cfg.aux_coef * 2.0 * inv_b;
             #[rustfmt::skip]
             mse_backward(&ch.e, &ch.e_hat, rows, d, scale, &mut ch.de, metrics, slot::AUX, None);
@@ -427,7 +441,7 @@ impl<'s> Step<'s> {
 
     /// The chunk's gradients; db_dec's first term, the column sums of dy.
     fn backward(&mut self, ch: &Chunk) {
-        let (rows, d) = (ch.rows, self.st.params.d);
+        let (rows, d) = (ch.rows, self.st.params.d_out());
         match (&ch.codes, &ch.aux) {
             (Some(c), Some(a)) if !self.widths.is_empty() => {
                 self.levels_backward(ch, c);
@@ -455,7 +469,7 @@ impl<'s> Step<'s> {
     /// `accumulate`).
     fn sparse_backward(&mut self, ch: &Chunk, c: &Codes, dy: &[f32], accumulate: bool) {
         let p = &self.st.params;
-        let (rows, n, d) = (ch.rows, p.n, p.d);
+        let (rows, n, d) = (ch.rows, p.n, p.d_out());
         let cap = c.idx.len();
         let mut gslot = vec![0.0f32; cap];
         sparse_dot(&c.row_ptr, &c.idx, dy, &p.w_dec, rows, n, d, &mut gslot);
@@ -468,18 +482,19 @@ impl<'s> Step<'s> {
     /// from its group's dy (`dy_levels`); the encoder's gathers as in `gather_grads`.
     fn levels_backward(&mut self, ch: &Chunk, c: &Codes) {
         let p = &self.st.params;
-        let (rows, n, d, w) = (ch.rows, p.n, p.d, &self.widths);
+        // The decoder's side has d_out values (d for an SAE), the encoder's d.
+        let (rows, n, d, d_out, w) = (ch.rows, p.n, p.d, p.d_out(), &self.widths);
         let cap = c.idx.len();
         let mut gslot = vec![0.0f32; cap];
         #[rustfmt::skip]
-        sparse_dot_levels(&c.row_ptr, &c.idx, &ch.dy_levels, &p.w_dec, w, rows, n, d, &mut gslot);
+        sparse_dot_levels(&c.row_ptr, &c.idx, &ch.dy_levels, &p.w_dec, w, rows, n, d_out, &mut gslot);
         let mut dval = vec![0.0f32; cap];
         relu_backward(&c.pre_val, &gslot, &mut dval);
         let (lat_ptr, lat_row, lat_slot) = c.transpose(rows, n);
         let (lp, lr, ls, g) = (&lat_ptr, &lat_row, &lat_slot, &mut self.grads);
         let dl = &ch.dy_levels;
         #[rustfmt::skip]
-        gather_dw_dec_levels(lp, lr, ls, &c.val, dl, w, rows, n, d, false, &mut g.w_dec);
+        gather_dw_dec_levels(lp, lr, ls, &c.val, dl, w, rows, n, d_out, false, &mut g.w_dec);
         gather_dw_enc(lp, lr, ls, &dval, &ch.xc, n, d, false, &mut g.w_enc);
         gather_db_enc(lp, ls, &dval, n, false, &mut g.b_enc);
     }
@@ -496,10 +511,11 @@ impl<'s> Step<'s> {
         dval: &[f32],
         accumulate: bool,
     ) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
-        let (rows, n, d) = (ch.rows, self.st.params.n, self.st.params.d);
+        let p = &self.st.params;
+        let (rows, n, d, d_out) = (ch.rows, p.n, p.d, p.d_out());
         let (lat_ptr, lat_row, lat_slot) = c.transpose(rows, n);
         let (lp, lr, ls, g) = (&lat_ptr, &lat_row, &lat_slot, &mut self.grads);
-        gather_dw_dec(lp, lr, ls, &c.val, dy, n, d, accumulate, &mut g.w_dec);
+        gather_dw_dec(lp, lr, ls, &c.val, dy, n, d_out, accumulate, &mut g.w_dec);
         gather_dw_enc(lp, lr, ls, dval, &ch.xc, n, d, accumulate, &mut g.w_enc);
         gather_db_enc(lp, ls, dval, n, accumulate, &mut g.b_enc);
         (lat_ptr, lat_row, lat_slot)
@@ -510,7 +526,7 @@ impl<'s> Step<'s> {
     /// decoder-norm term, or the threshold gradient for jumprelu).
     fn sparse_activation_backward(&mut self, ch: &Chunk, c: &Codes) {
         let (cfg, p) = (self.cfg, &self.st.params);
-        let (rows, n, d) = (ch.rows, p.n, p.d);
+        let (rows, n, d) = (ch.rows, p.n, p.d_out());
         let scale = self.coef * self.inv_b;
         let (rp, idx) = (&c.row_ptr, &c.idx);
         let nnz = idx.len();
@@ -540,12 +556,18 @@ impl<'s> Step<'s> {
     /// activation's backward, dW_enc = xc^T dpre, db_enc = column sums of dpre.
     fn dense_backward(&mut self, ch: &Chunk) {
         let (cfg, p) = (self.cfg, &self.st.params);
-        let (rows, n, d) = (ch.rows, p.n, p.d);
+        let (rows, n, d, d_out) = (ch.rows, p.n, p.d, p.d_out());
         let scale = self.coef * self.inv_b;
         let (z, pre, g) = (ch.z.as_ref().expect("dense z"), &ch.pre, &mut self.grads);
         let mut dz = vec![0.0f32; rows * n];
-        gemm(&GemmSpec::nt(rows, n, d), &ch.dy, &p.w_dec, None, &mut dz);
-        gemm(&GemmSpec::tn(n, d, rows), z, &ch.dy, None, &mut g.w_dec);
+        gemm(
+            &GemmSpec::nt(rows, n, d_out),
+            &ch.dy,
+            &p.w_dec,
+            None,
+            &mut dz,
+        );
+        gemm(&GemmSpec::tn(n, d_out, rows), z, &ch.dy, None, &mut g.w_dec);
         let mut dpre = vec![0.0f32; rows * n];
         if cfg.arch == Arch::Relu {
             l1_backward(z, rows, n, &self.norms, scale, &mut dz);
@@ -562,13 +584,24 @@ impl<'s> Step<'s> {
 
     /// After the chunks: relu's L1 decoder-norm term, d/dW_dec of coef / B sum_i zsum_i
     /// ||W_dec_i||; db_dec = sum_b dy_b - db_enc W_enc^T (b_dec enters through x_hat and
-    /// through xc).
+    /// through xc; a transcoder's only through y_hat).
     fn finish_gradients(&mut self) {
         let p = &self.st.params;
-        let (n, d, g) = (p.n, p.d, &mut self.grads);
+        let (n, d, d_out, g) = (p.n, p.d, p.d_out(), &mut self.grads);
         if self.cfg.arch == Arch::Relu {
             let scale = self.coef * self.inv_b;
-            l1_decoder_grad(&self.zsum, &p.w_dec, &self.norms, n, d, scale, &mut g.w_dec);
+            l1_decoder_grad(
+                &self.zsum,
+                &p.w_dec,
+                &self.norms,
+                n,
+                d_out,
+                scale,
+                &mut g.w_dec,
+            );
+        }
+        if self.cfg.d_out.is_some() {
+            return;
         }
         let spec = GemmSpec::nt(1, d, n).alpha(-1.0).accumulate(true);
         gemm(&spec, &g.b_enc, &p.w_enc, None, &mut g.b_dec);
@@ -582,7 +615,8 @@ impl<'s> Step<'s> {
 /// every parameter (for a unit-norm W_dec: projection, Adam and renormalisation of each
 /// row).
 fn optimizer(cfg: &TrainConfig, st: &mut TrainState, g: &Grads, sc: &StepScalars) {
-    let (n, d) = (st.params.n, st.params.d);
+    // The decoder's rows have d_out values (d for an SAE).
+    let (n, d) = (st.params.n, st.params.d_out());
     let unit = cfg.decoder_norm == DecoderNorm::Unit;
     let slots = &GRAD_NORM_SLOTS;
     let mut acc = vec![0.0f32; GRAD_NORM_SLOT_COUNT];

@@ -2,6 +2,14 @@
 //! and `info`: cfg.json, sae_weights.safetensors (exactly W_enc, W_dec, b_enc, b_dec, plus
 //! threshold for jumprelu) and sparsity.safetensors (log10 firing frequency).
 //!
+//! Transcoders (`super::transcoder`) are written in SAELens's transcoder layouts:
+//! architecture "transcoder" (relu), "jumprelu_transcoder" (jumprelu and batchtopk, with
+//! the learned threshold), with d_out, W_dec (d_sae, d_out), b_dec (d_out) and
+//! apply_b_dec_to_input false. SAELens has no top-k transcoder: a topk transcoder is saved
+//! as architecture "topk_transcoder" with k, in the same tensors; SAELens loads it once a
+//! `Transcoder` subclass with a TopK activation is registered under that name (README,
+//! "Transcoders"), and saeforge reads it back as it wrote it.
+//!
 //! Any activation scaling used in training is folded into the weights (W_enc * s, W_dec / s,
 //! b_dec / s, as SAELens' fold_activation_norm_scaling_factor does), so the dictionary works
 //! on raw activations and cfg.json says normalize_activations "none".
@@ -106,9 +114,27 @@ pub struct SaeModel {
     /// (d, d): a linear skip connection, x_hat += x W_skip^T (sparsify's `W_skip`); None
     /// for every SAE saeforge trains. The codes do not depend on it.
     pub skip: Option<Vec<f32>>,
+    /// A transcoder's output width (None for an SAE): W_dec is then (n, d_out), b_dec
+    /// (d_out), and the encoder does not subtract b_dec (x W_enc + b_enc).
+    pub d_out: Option<usize>,
 }
 
 impl SaeModel {
+    /// The decoder's width: d_out for a transcoder, d for an SAE.
+    pub fn out_dim(&self) -> usize {
+        self.d_out.unwrap_or(self.d)
+    }
+
+    /// The architecture as cfg.json names it (SAELens's transcoder names for transcoders).
+    pub fn architecture(&self) -> &'static str {
+        match (self.d_out, self.kind) {
+            (None, k) => k.name(),
+            (Some(_), SaeKind::Standard) => "transcoder",
+            (Some(_), SaeKind::Jumprelu) => "jumprelu_transcoder",
+            (Some(_), SaeKind::Topk { .. }) => "topk_transcoder",
+        }
+    }
+
     /// The exported model of a training run: scaling folded in, BatchTopK as JumpReLU with
     /// its learned inference threshold.
     pub fn from_training(
@@ -118,6 +144,12 @@ impl SaeModel {
         batchtopk_threshold: f32,
     ) -> SaeModel {
         let s = scale;
+        // A transcoder's decoder is in the target's units (`TrainConfig::target_scale`).
+        let s_out = if cfg.d_out.is_some() {
+            cfg.target_scale
+        } else {
+            scale
+        };
         let folded;
         let p = if cfg.decoder_norm == super::DecoderNorm::Rescale {
             folded = p.rescale_folded();
@@ -141,19 +173,20 @@ impl SaeModel {
             n: p.n,
             w_enc: p.w_enc.iter().map(|w| w * s).collect(),
             b_enc: p.b_enc.clone(),
-            w_dec: p.w_dec.iter().map(|w| w / s).collect(),
-            b_dec: p.b_dec.iter().map(|b| b / s).collect(),
+            w_dec: p.w_dec.iter().map(|w| w / s_out).collect(),
+            b_dec: p.b_dec.iter().map(|b| b / s_out).collect(),
             threshold,
             skip: None,
+            d_out: cfg.d_out,
         }
     }
 
     fn tensors(&self) -> Vec<OutTensor> {
         let mut t = vec![
             OutTensor::f32("W_enc", &[self.d, self.n], &self.w_enc),
-            OutTensor::f32("W_dec", &[self.n, self.d], &self.w_dec),
+            OutTensor::f32("W_dec", &[self.n, self.out_dim()], &self.w_dec),
             OutTensor::f32("b_enc", &[self.n], &self.b_enc),
-            OutTensor::f32("b_dec", &[self.d], &self.b_dec),
+            OutTensor::f32("b_dec", &[self.out_dim()], &self.b_dec),
         ];
         if self.kind == SaeKind::Jumprelu {
             t.push(OutTensor::f32("threshold", &[self.n], &self.threshold));
@@ -164,7 +197,7 @@ impl SaeModel {
     /// cfg.json contents.
     pub fn cfg_json(&self, saeforge: Value) -> Value {
         let mut cfg = json!({
-            "architecture": self.kind.name(),
+            "architecture": self.architecture(),
             "d_in": self.d,
             "d_sae": self.n,
             "dtype": "float32",
@@ -180,6 +213,12 @@ impl SaeModel {
         });
         if let SaeKind::Topk { k } = self.kind {
             cfg["k"] = json!(k);
+        }
+        if let Some(d_out) = self.d_out {
+            // SAELens's transcoders refuse apply_b_dec_to_input (b_dec is in the output
+            // space).
+            cfg["d_out"] = json!(d_out);
+            cfg["apply_b_dec_to_input"] = json!(false);
         }
         cfg
     }
@@ -279,19 +318,33 @@ impl SaeModel {
             .get("architecture")
             .and_then(Value::as_str)
             .unwrap_or("standard");
+        let transcoder = matches!(
+            arch,
+            "transcoder" | "jumprelu_transcoder" | "topk_transcoder"
+        );
+        let d_out = if transcoder {
+            let d_out = get_usize("d_out")?;
+            if d_out == 0 {
+                return Err(bad_cfg("d_out = 0: expected at least 1".into()));
+            }
+            Some(d_out)
+        } else {
+            None
+        };
+        let dd = d_out.unwrap_or(d);
         let kind = match arch {
-            "standard" => SaeKind::Standard,
-            "topk" => {
+            "standard" | "transcoder" => SaeKind::Standard,
+            "topk" | "topk_transcoder" => {
                 let k = get_usize("k")?;
                 if k == 0 || k > n {
                     return Err(bad_cfg(format!("\"k\" = {k}: expected 1 ..= d_sae ({n})")));
                 }
                 SaeKind::Topk { k }
             }
-            "jumprelu" => SaeKind::Jumprelu,
+            "jumprelu" | "jumprelu_transcoder" => SaeKind::Jumprelu,
             other => {
                 return Err(bad_cfg(format!(
-                    "architecture {other:?} is not supported (expected standard, topk or jumprelu)"
+                    "architecture {other:?} is not supported (expected standard, topk, jumprelu, transcoder, jumprelu_transcoder or topk_transcoder)"
                 )));
             }
         };
@@ -314,17 +367,20 @@ impl SaeModel {
         check_file_digest(files.as_ref(), &wpath, WEIGHTS_FILE, &bytes)?;
         let mut expected: BTreeMap<&str, Vec<usize>> = BTreeMap::from([
             ("W_enc", vec![d, n]),
-            ("W_dec", vec![n, d]),
+            ("W_dec", vec![n, dd]),
             ("b_enc", vec![n]),
-            ("b_dec", vec![d]),
+            ("b_dec", vec![dd]),
         ]);
         if kind == SaeKind::Jumprelu {
             expected.insert("threshold", vec![n]);
         }
         let names: Vec<&str> = expected.keys().copied().collect();
-        let what = format!("a {} SAE", kind.name());
+        let what = format!("a {arch} SAE");
         super::formats::no_extra_tensors(&st, &wpath, &what, &names)?;
-        let source = format!("cfg.json (d_in {d}, d_sae {n})");
+        let source = match d_out {
+            Some(o) => format!("cfg.json (d_in {d}, d_out {o}, d_sae {n})"),
+            None => format!("cfg.json (d_in {d}, d_sae {n})"),
+        };
         let take = |name: &str| -> Result<Vec<f32>> {
             super::formats::take_tensor(&st, &wpath, name, &expected[name], &source)
         };
@@ -360,8 +416,10 @@ impl SaeModel {
             b_dec,
             threshold,
             skip: None,
+            d_out,
         };
-        if !apply_b_dec {
+        // A transcoder never subtracts b_dec (it is in the output space).
+        if !apply_b_dec && !transcoder {
             super::formats::fold_b_dec(&mut m);
         }
         Ok(m)
@@ -413,7 +471,7 @@ impl SaeModel {
         use crate::reference::gemm::{GemmSpec, gemm};
         let (d, n) = (self.d, self.n);
         let mut xc = x.to_vec();
-        for r in xc.chunks_exact_mut(d) {
+        for r in xc.chunks_exact_mut(d).filter(|_| self.d_out.is_none()) {
             for (v, b) in r.iter_mut().zip(&self.b_dec) {
                 *v -= b;
             }
@@ -474,9 +532,9 @@ impl SaeModel {
         codes
     }
 
-    /// x_hat (rows, d) = codes W_dec + b_dec.
+    /// x_hat (rows, d) = codes W_dec + b_dec ((rows, d_out) for a transcoder).
     pub fn decode(&self, codes: &Codes) -> Vec<f32> {
-        let d = self.d;
+        let d = self.out_dim();
         let rows = codes.row_ptr.len() - 1;
         let mut out = vec![0.0f32; rows * d];
         for r in 0..rows {

@@ -11,6 +11,9 @@
 //!   x_hat = z W_dec + b_dec             gemm (dense z) or sparse_decode (topk codes)
 //!   L0, L1, fire counts                 dense_stats / sparse_stats with unit weights
 //!
+//! A transcoder (`SaeModel::d_out`) skips the first line (xc = x: its b_dec is in the
+//! output space) and decodes to (rows, d_out); it runs on the CPU engine.
+//!
 //! [`Encoder::encode`] stops after the activation (codes only); [`Encoder::run`] also
 //! decodes and counts. JumpReLU thresholds <= 0 are taken as the smallest positive f32 (ln
 //! of it is finite), so that such a latent acts as a ReLU, which is what SAELens'
@@ -177,6 +180,11 @@ impl Encoder {
                 crate::kernels::topk::MAX_K
             )));
         }
+        if model.d_out.is_some() && matches!(engine, Engine::Gpu(_)) {
+            return Err(Error::input(
+                "a transcoder runs on the CPU engine only for now (use --device cpu)",
+            ));
+        }
         let backend = match engine {
             Engine::Cpu => Backend::Cpu {
                 fired: Mutex::new(vec![0; model.n]),
@@ -296,7 +304,11 @@ fn run_cpu(
     use crate::reference::{activations, gemm, reduce, sparse, topk};
     let (d, n) = (m.d, m.n);
     let mut xc = vec![0.0f32; rows * d];
-    reduce::sub_row(x, &m.b_dec, rows, d, &mut xc);
+    if m.d_out.is_some() {
+        xc.copy_from_slice(x);
+    } else {
+        reduce::sub_row(x, &m.b_dec, rows, d, &mut xc);
+    }
     let mut pre = vec![0.0f32; rows * n];
     let spec = GemmSpec::nn(rows, n, d);
     gemm::gemm(&spec, &xc, &m.w_enc, Some(&m.b_enc), &mut pre);
@@ -310,6 +322,8 @@ fn run_cpu(
     }
     let ones = vec![1.0f32; n];
     let mut metrics = vec![0.0f32; METRIC_SLOTS];
+    // The decoder's side: d_out columns for a transcoder.
+    let d = m.out_dim();
     let mut x_hat = vec![0.0f32; if decode { rows * d } else { 0 }];
     let (w_dec, b_dec) = (&m.w_dec, Some(&m.b_dec[..]));
     let codes = match m.kind {

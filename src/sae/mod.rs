@@ -16,6 +16,7 @@ pub mod matryoshka;
 pub mod params;
 pub mod schedule;
 pub mod train;
+pub mod transcoder;
 
 pub use config::{Arch, BDecInit, DecoderNorm, LrDecay, TrainArgs, TrainConfig};
 pub use params::SaeParams;

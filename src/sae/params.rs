@@ -3,6 +3,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
+use rayon::prelude::*;
 
 use super::{BDecInit, DecoderNorm, TrainConfig};
 
@@ -108,31 +109,37 @@ impl SaeParams {
     /// W_enc = init_norm x the unit directions^T, b_enc = 0, b_dec = geometric median / mean
     /// of `sample` (rows x d, already scaled) or zeros, log threshold for jumprelu at
     /// ln(threshold_init).
+    /// A transcoder (`cfg.d_out`) is initialised by `super::transcoder::init_params`.
     pub fn init(cfg: &TrainConfig, sample: &[f32]) -> SaeParams {
+        if cfg.d_out.is_some() {
+            return super::transcoder::init_params(cfg, sample);
+        }
         let (d, n) = (cfg.d_in, cfg.d_sae);
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let norm = cfg.init_norm;
+        // Each decoder row draws from its own ChaCha stream of the seed, so the rows are
+        // drawn in parallel and the result does not depend on the thread count; at 4096 ->
+        // 65536 a single stream took seconds before the first step.
         let mut w_dec = vec![0.0f32; n * d];
-        for row in w_dec.chunks_exact_mut(d) {
-            loop {
-                for v in row.iter_mut() {
-                    *v = rng.sample(StandardNormal);
-                }
-                let len = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-                if len > 1e-6 {
+        w_dec
+            .par_chunks_mut(d.max(1))
+            .enumerate()
+            .for_each(|(i, row)| {
+                let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+                rng.set_stream(i as u64);
+                loop {
                     for v in row.iter_mut() {
-                        *v *= norm / len;
+                        *v = rng.sample(StandardNormal);
                     }
-                    break;
+                    let len = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    if len > 1e-6 {
+                        for v in row.iter_mut() {
+                            *v *= norm / len;
+                        }
+                        break;
+                    }
                 }
-            }
-        }
-        let mut w_enc = vec![0.0f32; d * n];
-        for i in 0..n {
-            for j in 0..d {
-                w_enc[j * n + i] = w_dec[i * d + j];
-            }
-        }
+            });
+        let w_enc = transpose(&w_dec, n, d);
         if cfg.decoder_norm == DecoderNorm::Unit && norm != 1.0 {
             for v in w_dec.iter_mut() {
                 *v /= norm;
@@ -160,16 +167,21 @@ impl SaeParams {
         }
     }
 
+    /// The decoder's width: d for an SAE, d_out for a transcoder (b_dec is (d_out)).
+    pub fn d_out(&self) -> usize {
+        self.b_dec.len()
+    }
+
     /// Each tensor's shape (log_threshold: (n), or (0) when there is none).
     pub fn shapes(&self) -> ParamSet<Vec<usize>> {
-        let (d, n) = (self.d, self.n);
+        let (d, n, d_out) = (self.d, self.n, self.d_out());
         ParamSet {
             d,
             n,
             w_enc: vec![d, n],
-            w_dec: vec![n, d],
+            w_dec: vec![n, d_out],
             b_enc: vec![n],
-            b_dec: vec![d],
+            b_dec: vec![d_out],
             log_threshold: vec![self.log_threshold.len()],
         }
     }
@@ -251,4 +263,50 @@ pub fn geometric_median(points: &[f32], d: usize, iters: usize) -> Vec<f32> {
         }
     }
     m.into_iter().map(|v| v as f32).collect()
+}
+
+/// `a` (rows, cols) transposed to (cols, rows), in square tiles (both sides' cache lines
+/// reused), output rows in parallel.
+fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 64;
+    let mut t = vec![0.0f32; rows * cols];
+    if rows == 0 || cols == 0 {
+        return t;
+    }
+    t.par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(jb, out)| {
+            let j0 = jb * TILE;
+            let jn = out.len() / rows;
+            for i0 in (0..rows).step_by(TILE) {
+                for i in i0..(i0 + TILE).min(rows) {
+                    for j in 0..jn {
+                        out[j * rows + i] = a[i * cols + j0 + j];
+                    }
+                }
+            }
+        });
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transpose;
+
+    #[test]
+    fn transpose_matches_the_plain_loop() {
+        for (rows, cols) in [(1, 1), (3, 130), (130, 3), (65, 129), (200, 64)] {
+            let a: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+            let t = transpose(&a, rows, cols);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(
+                        t[j * rows + i],
+                        a[i * cols + j],
+                        "({rows}, {cols}) at ({i}, {j})"
+                    );
+                }
+            }
+        }
+    }
 }

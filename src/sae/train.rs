@@ -22,6 +22,7 @@ use crate::gpu::Engine;
 use crate::reference::reduce::slot;
 use crate::report::jsonl::Record;
 use crate::report::progress::Progress;
+use crate::report::startup::phase;
 use crate::stop::StopToken;
 use crate::{Error, Result};
 pub use files::{holds_run, prepare_out};
@@ -124,6 +125,9 @@ fn mean_norm(x: &[f32], d: usize) -> f64 {
 /// used for training.
 pub struct RunData {
     pub shards: Arc<Vec<Shard>>,
+    /// Transcoders: the target shards, paired with `shards` (`super::transcoder`).
+    pub targets: Option<Arc<Vec<Shard>>>,
+    /// The fingerprints of `shards`, then of `targets`.
     pub prints: Arc<Vec<ShardPrint>>,
     pub train_ranges: Ranges,
     pub eval_ranges: Ranges,
@@ -146,7 +150,8 @@ impl RunData {
             }
         })?;
         let shards = Arc::new(open_shards(&paths, cfg.tensor.as_deref())?);
-        RunData::from_shards(cfg, shards, resume_from, allow_change)
+        let targets = super::transcoder::open_targets(cfg, &shards)?;
+        RunData::with_targets(cfg, shards, targets, resume_from, allow_change)
     }
 
     /// [`RunData::open`] on shards opened already (a sweep opens them once).
@@ -156,8 +161,28 @@ impl RunData {
         resume_from: Option<&Checkpoint>,
         allow_change: bool,
     ) -> Result<RunData> {
+        RunData::with_targets(cfg, shards, None, resume_from, allow_change)
+    }
+
+    /// [`RunData::from_shards`] with a transcoder's target shards (paired already).
+    pub fn with_targets(
+        cfg: &TrainConfig,
+        shards: Arc<Vec<Shard>>,
+        targets: Option<Arc<Vec<Shard>>>,
+        resume_from: Option<&Checkpoint>,
+        allow_change: bool,
+    ) -> Result<RunData> {
         let resuming = resume_from.is_some();
-        let prints: Vec<ShardPrint> = shards.iter().map(ShardPrint::of).collect();
+        if cfg.d_out.is_some() != targets.is_some() {
+            return Err(Error::input(
+                "--target-data: a transcoder needs its target shards (and an SAE has none)",
+            ));
+        }
+        let prints: Vec<ShardPrint> = shards
+            .iter()
+            .chain(targets.iter().flat_map(|t| t.iter()))
+            .map(ShardPrint::of)
+            .collect();
         checkpoint::check_allow_data_change(allow_change, resuming)?; // reliability
         if let Some(ck) = resume_from {
             ShardPrint::check_same(&ck.data, &prints, &cfg.out, allow_change)?;
@@ -179,6 +204,7 @@ impl RunData {
         }
         Ok(RunData {
             shards,
+            targets,
             prints: Arc::new(prints),
             train_ranges,
             eval_ranges,
@@ -263,6 +289,7 @@ impl RunData {
         )?;
         stream.scale = scale;
         stream.skip_nonfinite = cfg.skip_nonfinite;
+        stream.target = self.target_stream(cfg)?;
         stream.skip_ids(batches);
         Ok(Prefetcher::new(stream, cfg.prefetch))
     }
@@ -315,7 +342,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
 pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
     // Resolve the configuration (a resumed run keeps its own; see `RESUME_FLAGS`).
     let run_lock; // reliability: one writer per folder (crate::lock)
-    let (cfg, resume_from) = if let Some(dir) = &args.resume {
+    let (mut cfg, resume_from) = if let Some(dir) = &args.resume {
         args.check_resume()?;
         run_lock = crate::lock::acquire_existing(dir, "--resume")?; // reliability
         if !checkpoint::path(dir).exists() {
@@ -341,32 +368,49 @@ pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
         check_new_out(&cfg, merged.overwrite.unwrap_or(false), "--out")?;
         (cfg, None)
     };
+    phase("configuration resolved");
     let resuming = resume_from.is_some();
     let overwrite = !resuming && args.overwrite.unwrap_or(false);
 
     // Data: validate every shard before any work.
     let allow_change = args.allow_data_change.unwrap_or(false); // reliability
     let data = RunData::open(&cfg, resume_from.as_ref(), allow_change)?;
+    phase("shards validated");
 
     // Engine, and whether the run fits it, before anything large is allocated.
-    let (engine_kind, why) =
-        crate::engine_choice::select_training_engine(cfg.device, cfg.adapter.as_deref(), &cfg)?;
+    super::transcoder::check_supported(&cfg)?;
+    let (engine_kind, why) = if cfg.d_out.is_some() {
+        super::transcoder::engine()
+    } else {
+        crate::engine_choice::select_training_engine(cfg.device, cfg.adapter.as_deref(), &cfg)?
+    };
     check_fits(&engine_kind, &cfg)?;
+    phase("engine chosen");
     let eval_x = data.eval_rows(&cfg)?;
+    phase("held-out rows read");
 
     // Initial state: scale and b_dec from a sample of the training stream.
     let mut skipped_rows = 0u64;
     let (state, scale, batches) = match resume_from {
         Some(ck) => (ck.state, ck.scale, ck.batches),
         None => {
-            let (scale, scaled, skipped) = data.init_sample(&cfg)?;
+            let (scale, scaled, skipped) = if cfg.d_out.is_some() {
+                // A transcoder: each side its own scale; b_dec from the targets.
+                let (s_in, s_out, y, skipped) = data.init_sample_paired(&cfg)?;
+                cfg.target_scale = s_out;
+                (s_in, y, skipped)
+            } else {
+                data.init_sample(&cfg)?
+            };
             skipped_rows += skipped;
             (fresh_state(&cfg, &scaled), scale, 0)
         }
     };
 
+    phase("parameters initialised");
     let start_step = state.step;
     let engine = make_engine(&engine_kind, &cfg, state)?;
+    phase("step engine built");
     stop.check(|| {
         format!(
             "interrupted before training started; nothing was written to {}",
@@ -395,6 +439,7 @@ pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
     let resume_cmd = format!("saeforge train --resume {}", m.cfg.out.display());
     let run_clock = Instant::now();
     let mut interrupted = false;
+    phase("output prepared; first step");
     while !m.done() {
         let batch = match prefetch.next() {
             Ok(b) => b,
@@ -432,7 +477,9 @@ pub fn resolve_on(merged: &TrainArgs, shards: &[Shard]) -> Result<TrainConfig> {
     let d = shards[0].d;
     let frac = merged.eval_fraction.unwrap_or(0.0).clamp(0.0, 0.99);
     let rows: u64 = split(shards, frac).0.iter().map(|(a, b)| b - a).sum();
-    TrainConfig::resolve(merged, d, rows)
+    let mut cfg = TrainConfig::resolve(merged, d, rows)?;
+    super::transcoder::resolve(&mut cfg, shards)?;
+    Ok(cfg)
 }
 
 /// A new run's folder must not hold a run already (unless `overwrite`), nor be a file.

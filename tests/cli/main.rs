@@ -228,6 +228,7 @@ pub mod fx {
             b_dec: vec![0.0; d],
             threshold: Vec::new(),
             skip: None,
+            d_out: None,
         }
     }
 

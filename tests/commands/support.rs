@@ -43,6 +43,7 @@ pub fn random_model(rng: &mut ChaCha8Rng, kind: SaeKind, d: usize, n: usize) -> 
             Vec::new()
         },
         skip: None,
+        d_out: None,
     }
 }
 

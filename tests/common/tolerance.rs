@@ -517,3 +517,27 @@ pub const FORMATS_NUMPY: Tol = Tol {
     atol: 1e-4,
     rtol: 0.0,
 };
+
+/// A transcoder export's codes and outputs in SAELens (`SAE.load_from_disk`, float32 torch
+/// on CPU) against saeforge's encoder on the same rows. Both are f32 products of d_in = 32
+/// (encoder) and <= d_sae = 256 (decoder) terms of values O(1), summed in different orders:
+/// ~1e-5 at most; the rows are drawn 1e-3 clear of every selection edge (ReLU sign, top-k
+/// boundary, JumpReLU threshold), so no code flips. The bar is a max abs difference
+/// < 1e-4; a wrong layout (W_dec transposed, b_dec subtracted from the input, the target
+/// scale not folded back) is off by > 1e-1.
+pub const TRANSCODER_PEER: Tol = Tol {
+    name: "TRANSCODER_PEER",
+    atol: 1e-4,
+    rtol: 0.0,
+};
+
+/// A transcoder's hand-written CPU gradients against central differences (h = 1e-4) of an
+/// independent f64 forward: the analytic side is f32 sums of <= 48 O(1) terms (~1e-5
+/// relative), the difference quotient's truncation error is O(h^2) ~ 1e-8 times third
+/// derivatives of O(1); 1e-3 relative plus 1e-4 absolute covers both with a wide margin,
+/// while a missing term (the encoder's b_dec path, a d_in / d_out mix-up) is off by O(1).
+pub const TRANSCODER_FD: Tol = Tol {
+    name: "TRANSCODER_FD",
+    atol: 1e-4,
+    rtol: 1e-3,
+};

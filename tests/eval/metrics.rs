@@ -49,6 +49,7 @@ fn model(rng: &mut ChaCha8Rng, kind: SaeKind) -> SaeModel {
             Vec::new()
         },
         skip: None,
+        d_out: None,
     }
 }
 

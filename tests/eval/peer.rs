@@ -84,6 +84,7 @@ fn compare(rng: &mut ChaCha8Rng, py: &str) -> Result<(), Failed> {
         b_dec: truth.bias.clone(),
         threshold: Vec::new(),
         skip: None,
+        d_out: None,
     };
     let sae = dir.join("sae");
     model

@@ -328,6 +328,7 @@ fn eval_against_definitions(engine: Engine, rng: &mut ChaCha8Rng) -> Result<(), 
         b_dec: truth.bias.clone(),
         threshold: Vec::new(),
         skip: None,
+        d_out: None,
     };
     let sae = dir.join("sae");
     model

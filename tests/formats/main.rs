@@ -144,6 +144,7 @@ fn random_model(rng: &mut impl Rng, kind: SaeKind, skip: bool) -> SaeModel {
             _ => Vec::new(),
         },
         skip: skip.then(|| randn(rng, d * d, 0.1)),
+        d_out: None,
     }
 }
 

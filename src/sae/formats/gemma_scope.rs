@@ -117,6 +117,7 @@ pub fn load(path: &Path) -> Result<SaeModel> {
         b_dec: take("b_dec"),
         threshold: take("threshold"),
         skip: None,
+        d_out: None,
     };
     fold_b_dec(&mut m);
     Ok(m)

@@ -106,11 +106,19 @@ pub fn load(dir: &Path) -> Result<SaeModel> {
             true => Some(take("W_skip", &[d, d])?),
             false => None,
         },
+        d_out: None,
     })
 }
 
 /// The k of `m`, or Err (naming `dir`) unless sparsify's layout can hold it: topk only.
 pub fn check(m: &SaeModel, dir: &Path) -> Result<usize> {
+    if m.d_out.is_some() {
+        return Err(Error::input(format!(
+            "{}: saeforge writes sparsify's layout for SAEs only; this is a {} (write it with --to saelens)",
+            dir.display(),
+            m.architecture()
+        )));
+    }
     match m.kind {
         SaeKind::Topk { k } => Ok(k),
         _ => Err(Error::input(format!(

@@ -1,0 +1,218 @@
+//! Transcoders: an SAE whose decoder writes another activation than the one it reads
+//! (`--target-data`, one target row per input row; d_out may differ from d_in), as
+//! SAELens's `Transcoder` defines it:
+//!
+//!   pre = x W_enc + b_enc        (no input bias: SAELens's b_dec is in the output space,
+//!                                 so its transcoders require apply_b_dec_to_input false)
+//!   z = act(pre)                 relu / topk / batchtopk / jumprelu, as for an SAE
+//!   y_hat = z W_dec + b_dec      W_dec (n, d_out), b_dec (d_out)
+//!   loss = |y - y_hat|^2 + the architecture's penalty (AuxK: the dead latents
+//!          reconstruct the target's residual y - y_hat)
+//!
+//! Normalisation: each side has its own scale, sqrt(d) / mean row norm of the
+//! initialisation sample (inputs by `scale`, targets by `TrainConfig::target_scale`); the
+//! export folds both back (W_enc * s_in, W_dec / s_out, b_dec / s_out), so the saved
+//! transcoder works on raw activations. What is here: the run's resolution (d_out, the
+//! flags a transcoder does not take yet), the paired data, the initialisation.
+
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+
+use super::train::RunData;
+use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
+use crate::data::paired::check_pairs;
+use crate::data::{BatchStream, Shard, discover, open_shards};
+use crate::gpu::DeviceChoice;
+use crate::{Error, Result};
+
+/// Open the target shards of `cfg` (None for an SAE) and check them against `inputs`.
+pub fn open_targets(cfg: &TrainConfig, inputs: &[Shard]) -> Result<Option<Arc<Vec<Shard>>>> {
+    if cfg.target_data.is_empty() {
+        return Ok(None);
+    }
+    let paths = discover(&cfg.target_data)?;
+    let targets = open_shards(&paths, cfg.tensor.as_deref())?;
+    check_pairs(inputs, &targets)?;
+    if let Some(d_out) = cfg.d_out
+        && targets[0].d != d_out
+    {
+        return Err(Error::input(format!(
+            "{}: d = {}, but the run was configured for d_out = {d_out}",
+            targets[0].path.display(),
+            targets[0].d
+        )));
+    }
+    Ok(Some(Arc::new(targets)))
+}
+
+/// A new run's transcoder settings: d_out from the target shards (opened and paired with
+/// `inputs`), and the flags transcoders do not take yet refused, each in one line.
+pub fn resolve(cfg: &mut TrainConfig, inputs: &[Shard]) -> Result<()> {
+    let Some(targets) = open_targets(cfg, inputs)? else {
+        return Ok(());
+    };
+    cfg.d_out = Some(targets[0].d);
+    check_supported(cfg)
+}
+
+/// Err for what a transcoder run cannot do yet.
+pub fn check_supported(cfg: &TrainConfig) -> Result<()> {
+    if cfg.d_out.is_none() {
+        return Ok(());
+    }
+    let refuse = |what: &str| {
+        Err(Error::input(format!(
+            "--target-data with {what}: not supported for transcoders yet"
+        )))
+    };
+    if cfg.skip_nonfinite {
+        return refuse("--skip-nonfinite (a dropped row would unpair the batch)");
+    }
+    if !cfg.eval_data.is_empty() || cfg.eval_fraction > 0.0 {
+        return refuse(
+            "--eval-data / --eval-fraction (evaluate with `saeforge eval --target-data`)",
+        );
+    }
+    if cfg.decoder_norm == DecoderNorm::Rescale {
+        return refuse("--decoder-norm rescale");
+    }
+    if cfg.device == DeviceChoice::Gpu {
+        return refuse("--device gpu (transcoders train on the CPU engine: --device cpu or auto)");
+    }
+    Ok(())
+}
+
+/// The engine a transcoder trains on, and why: the CPU engine (the GPU engine's kernels
+/// take one width for the encoder's input and the decoder's output).
+pub fn engine() -> (crate::gpu::Engine, String) {
+    (
+        crate::gpu::Engine::Cpu,
+        "CPU engine: transcoders run on the CPU engine".into(),
+    )
+}
+
+impl RunData {
+    /// The initialisation sample of a transcoder's paired stream: the input scale, the
+    /// target scale, the target rows scaled (for b_dec), and the rows skipped (none:
+    /// --skip-nonfinite is refused).
+    pub fn init_sample_paired(&self, cfg: &TrainConfig) -> Result<(f32, f32, Vec<f32>, u64)> {
+        let targets = self.targets.clone().expect("a transcoder's run data");
+        let stream = |shards| {
+            BatchStream::new(
+                shards,
+                self.train_ranges.clone(),
+                cfg.seed ^ 0x1717,
+                cfg.init_rows,
+                cfg.shuffle_rows,
+            )
+        };
+        let mut st = stream(self.shards.clone())?;
+        st.target = Some(Box::new(stream(targets)?));
+        let sample = st.next_batch()?;
+        let (x, y) = sample.data.split_at(sample.rows * cfg.d_in);
+        let d_out = cfg.d_out.expect("a transcoder");
+        let s_in = scale_of(cfg, x, cfg.d_in);
+        let s_out = scale_of(cfg, y, d_out);
+        let scaled = y.iter().map(|v| v * s_out).collect();
+        Ok((s_in, s_out, scaled, sample.skipped as u64))
+    }
+
+    /// The target stream to attach to the training stream (same ranges, seed and batch:
+    /// only its `fill` is used, at the input stream's ids), or None for an SAE.
+    pub fn target_stream(&self, cfg: &TrainConfig) -> Result<Option<Box<BatchStream>>> {
+        let Some(targets) = self.targets.clone() else {
+            return Ok(None);
+        };
+        let mut t = BatchStream::new(
+            targets,
+            self.train_ranges.clone(),
+            cfg.seed,
+            cfg.batch,
+            cfg.shuffle_rows,
+        )?;
+        t.scale = cfg.target_scale;
+        Ok(Some(Box::new(t)))
+    }
+}
+
+/// sqrt(d) / mean row norm of `x` (rows, d) with --normalize, else 1.
+fn scale_of(cfg: &TrainConfig, x: &[f32], d: usize) -> f32 {
+    let rows = x.len() / d;
+    let mn = x
+        .chunks_exact(d)
+        .map(|r| r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt())
+        .sum::<f64>()
+        / rows.max(1) as f64;
+    if cfg.normalize && mn > 0.0 {
+        ((d as f64).sqrt() / mn) as f32
+    } else {
+        1.0
+    }
+}
+
+/// A random direction of `d` values at norm `norm`.
+fn direction(rng: &mut ChaCha8Rng, norm: f32, out: &mut [f32]) {
+    loop {
+        for v in out.iter_mut() {
+            *v = rng.sample(StandardNormal);
+        }
+        let len = out.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if len > 1e-6 {
+            for v in out.iter_mut() {
+                *v *= norm / len;
+            }
+            return;
+        }
+    }
+}
+
+/// A transcoder's initial parameters: W_dec rows random directions in the output space
+/// (unit norm for unit-norm decoders, else `init_norm`), W_enc columns independent random
+/// directions in the input space at `init_norm` (there is no transpose to tie to when
+/// d_in != d_out), b_enc = 0, b_dec = geometric median / mean of the scaled target sample
+/// (`sample`, rows x d_out) or zeros, jumprelu's log threshold at ln(threshold_init).
+pub fn init_params(cfg: &TrainConfig, sample: &[f32]) -> SaeParams {
+    let (d, n) = (cfg.d_in, cfg.d_sae);
+    let d_out = cfg.d_out.expect("a transcoder");
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let dec_norm = if cfg.decoder_norm == DecoderNorm::Unit {
+        1.0
+    } else {
+        cfg.init_norm
+    };
+    let mut w_dec = vec![0.0f32; n * d_out];
+    for row in w_dec.chunks_exact_mut(d_out) {
+        direction(&mut rng, dec_norm, row);
+    }
+    let mut w_enc = vec![0.0f32; d * n];
+    let mut col = vec![0.0f32; d];
+    for i in 0..n {
+        direction(&mut rng, cfg.init_norm, &mut col);
+        for j in 0..d {
+            w_enc[j * n + i] = col[j];
+        }
+    }
+    let b_dec = match cfg.b_dec_init {
+        _ if sample.is_empty() => vec![0.0; d_out],
+        super::BDecInit::Median => super::params::geometric_median(sample, d_out, 100),
+        super::BDecInit::Mean => super::params::geometric_median(sample, d_out, 0),
+        super::BDecInit::Zeros => vec![0.0; d_out],
+    };
+    let log_threshold = if cfg.arch == Arch::Jumprelu {
+        vec![cfg.threshold_init.ln(); n]
+    } else {
+        Vec::new()
+    };
+    SaeParams {
+        d,
+        n,
+        w_enc,
+        b_enc: vec![0.0; n],
+        w_dec,
+        b_dec,
+        log_threshold,
+    }
+}

@@ -1,0 +1,143 @@
+//! The commands on a transcoder export, through the binary: `info` shows d_out, `eval`
+//! needs `--target-data` (one line, exit 2, without it; refused for an SAE), `encode` codes
+//! its input rows, `steer` refuses it, `train --device gpu` refuses it; every refusal one
+//! line on stderr.
+
+use std::path::Path;
+use std::process::Command;
+
+use libtest_mimic::{Failed, Trial};
+use rand_chacha::ChaCha8Rng;
+use saeforge::sae::{Arch, train};
+
+use crate::common::{cpu_test, fail};
+use crate::{D_IN, D_OUT, args, tmp, write_pairs};
+
+fn saeforge(argv: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_saeforge"))
+        .args(argv)
+        .output()
+        .expect("running saeforge");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+/// Exit 2 with one line on stderr containing `needle`.
+fn refused(argv: &[&str], needle: &str) -> Result<(), Failed> {
+    let (rc, _, err) = saeforge(argv);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+        .collect();
+    if rc != 2 || lines.len() != 1 || !lines[0].contains(needle) {
+        return Err(format!(
+            "{argv:?}: exit {rc}, stderr {err:?} (expected one line with {needle:?})"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn commands(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
+    let dir = tmp("cli");
+    let (inp, outd) = write_pairs(&dir, rng, &[400, 300]);
+    let run = dir.join("run");
+    train::run(&args(&inp, &outd, &run, Arch::Jumprelu, 6)).map_err(fail)?;
+    let s = |p: &Path| p.display().to_string();
+    let (run_s, inp_s, outd_s) = (s(&run), s(&inp), s(&outd));
+
+    let (rc, out, err) = saeforge(&["info", &run_s]);
+    let want = format!("transcoder (jumprelu_transcoder), d_in {D_IN}, d_out {D_OUT}, d_sae 256");
+    if rc != 0 || !out.contains(&want) || !out.contains(&format!("W_dec: F32 [256, {D_OUT}]")) {
+        return Err(format!("info: exit {rc}, {out:?} {err:?}").into());
+    }
+
+    refused(
+        &["eval", "--sae", &run_s, "--data", &inp_s],
+        "--target-data: missing",
+    )?;
+    let (rc, out, err) = saeforge(&[
+        "eval",
+        "--sae",
+        &run_s,
+        "--data",
+        &inp_s,
+        "--target-data",
+        &outd_s,
+        "--device",
+        "cpu",
+    ]);
+    if rc != 0 || !out.contains("700 paired rows") || !out.contains("explained variance") {
+        return Err(format!("eval: exit {rc}, {out:?} {err:?}").into());
+    }
+    // An SAE has no target.
+    let sae = dir.join("sae");
+    let sae_args = saeforge::sae::TrainArgs {
+        target_data: None,
+        ..args(&inp, &outd, &sae, Arch::Topk, 3)
+    };
+    train::run(&sae_args).map_err(fail)?;
+    refused(
+        &[
+            "eval",
+            "--sae",
+            &s(&sae),
+            "--data",
+            &inp_s,
+            "--target-data",
+            &outd_s,
+        ],
+        "is an SAE, not a transcoder",
+    )?;
+
+    let codes = dir.join("codes.safetensors");
+    let (rc, out, err) = saeforge(&[
+        "encode",
+        "--sae",
+        &run_s,
+        "--data",
+        &inp_s,
+        "--out",
+        &s(&codes),
+    ]);
+    if rc != 0 || !out.contains("encoded 700 rows") || !codes.is_file() {
+        return Err(format!("encode: exit {rc}, {out:?} {err:?}").into());
+    }
+    refused(
+        &[
+            "steer",
+            "--sae",
+            &run_s,
+            "--data",
+            &inp_s,
+            "--ablate",
+            "1",
+            "--out",
+            &s(&dir.join("e.safetensors")),
+        ],
+        "is a transcoder",
+    )?;
+    refused(
+        &[
+            "train",
+            "--data",
+            &inp_s,
+            "--target-data",
+            &outd_s,
+            "--device",
+            "gpu",
+            "--out",
+            &s(&dir.join("g")),
+        ],
+        "--device gpu",
+    )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![cpu_test("cli_commands", commands)]
+}
