@@ -187,6 +187,49 @@ fn recovery(device: DeviceChoice) -> Result<(), Failed> {
     Ok(())
 }
 
+/// A batchtopk-style export (batchtopk, matryoshka) is a JumpReLU whose threshold is the
+/// one training learned: encoding the training data with the exported folder gives an L0
+/// near the trained k. A threshold saved wrong (scaled, unscaled, of another latent) moves
+/// L0 far from k, which SAELens's loading test cannot see (both sides read the same file).
+fn exported_threshold_keeps_l0(device: DeviceChoice, arch: Arch) -> Result<(), Failed> {
+    let dir = tmp(&format!("export-l0-{arch:?}-{device:?}"));
+    let data = dir.join("data");
+    synth(&data, 256, 32, 4.0, 40_000, 5)?;
+    let out = dir.join("sae");
+    let k = 8usize;
+    let a = TrainArgs {
+        data: Some(vec![data.clone()]),
+        out: Some(out.clone()),
+        arch: Some(arch),
+        d_sae: Some(256),
+        k: Some(k),
+        matryoshka_widths: (arch == Arch::Matryoshka).then(|| vec![32, 128, 256]),
+        batch: Some(256),
+        steps: Some(300),
+        device: Some(device),
+        eval_every: Some(0),
+        checkpoint_every: Some(0),
+        ..Default::default()
+    };
+    train::run(&a).map_err(fail)?;
+    let model = SaeModel::load(&out).map_err(fail)?;
+    let paths = saeforge::data::discover(&[data.clone()]).map_err(fail)?;
+    let shards = std::sync::Arc::new(saeforge::data::open_shards(&paths, None).map_err(fail)?);
+    let ranges = shards.iter().map(|s| (0, s.rows as u64)).collect();
+    let rows = 4096;
+    let x = saeforge::data::BatchStream::new(shards, ranges, 1, rows, 0)
+        .and_then(|mut s| s.next_batch())
+        .map_err(fail)?;
+    let codes = model.encode(&x.data, x.rows);
+    let l0 = codes.idx.len() as f64 / x.rows as f64;
+    eprintln!("{arch:?} on {device:?}: exported L0 {l0:.2} (k {k})");
+    if !(0.7 * k as f64..=1.4 * k as f64).contains(&l0) {
+        return Err(format!("exported L0 {l0:.2} is not near the trained k {k}").into());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
     let mut t = Vec::new();
     // (arch, (--k-anneal-steps, --decoder-norm rescale))
@@ -217,6 +260,18 @@ pub fn trials() -> Vec<Trial> {
             move |_, _| resume_exact(DeviceChoice::Gpu, arch, how),
         ));
     }
+    t.push(cpu_test(
+        "runs::exported_threshold_keeps_l0_cpu_batchtopk",
+        |_| exported_threshold_keeps_l0(DeviceChoice::Cpu, Arch::Batchtopk),
+    ));
+    t.push(cpu_test(
+        "runs::exported_threshold_keeps_l0_cpu_matryoshka",
+        |_| exported_threshold_keeps_l0(DeviceChoice::Cpu, Arch::Matryoshka),
+    ));
+    t.push(gpu_test(
+        "runs::exported_threshold_keeps_l0_gpu_batchtopk",
+        |_, _| exported_threshold_keeps_l0(DeviceChoice::Gpu, Arch::Batchtopk),
+    ));
     t.push(gpu_test("runs::recovers_planted_dictionary_gpu", |_, _| {
         recovery(DeviceChoice::Gpu)
     }));
