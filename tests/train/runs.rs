@@ -213,7 +213,7 @@ fn exported_threshold_keeps_l0(device: DeviceChoice, arch: Arch) -> Result<(), F
     };
     train::run(&a).map_err(fail)?;
     let model = SaeModel::load(&out).map_err(fail)?;
-    let paths = saeforge::data::discover(&[data.clone()]).map_err(fail)?;
+    let paths = saeforge::data::discover(std::slice::from_ref(&data)).map_err(fail)?;
     let shards = std::sync::Arc::new(saeforge::data::open_shards(&paths, None).map_err(fail)?);
     let ranges = shards.iter().map(|s| (0, s.rows as u64)).collect();
     let rows = 4096;
