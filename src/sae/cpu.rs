@@ -431,7 +431,8 @@ impl<'s> Step<'s> {
             (None, Some(z)) => dense_stats(z, rows, n, &self.norms, self.fired, metrics),
             (None, None) => unreachable!("decode leaves codes or z"),
         }
-        if ch.aux.is_some() {
+        if ch.aux.is_some() && self.ndead[0] > 0 {
+            // With no dead latent AuxK has no loss (the GPU engine's gate; SAELens's too).
             sub(ch.y, &ch.x_hat, &mut ch.e);
             let scale = self.cfg.aux_coef * 2.0 * inv_b;
             #[rustfmt::skip]

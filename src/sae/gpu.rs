@@ -321,11 +321,15 @@ impl GpuEngine {
                 })?;
             }
         }
-        if ch.aux.is_some() {
-            sub(g, enc, &ch.x, &ch.x_hat, &ch.e)?;
-            let scale = self.cfg.aux_coef * 2.0 * inv_b;
-            #[rustfmt::skip]
-            mse_backward(g, enc, &ch.e, &ch.e_hat, rows, d, scale, &ch.de, m, slot::AUX, None)?;
+        if let (Some(_), Some(ag)) = (&ch.aux, &ch.aux_gate) {
+            // Only with dead latents (the gate), as the selection: with none, AuxK has no
+            // loss (SAELens's too), rather than aux_coef x the residual's own MSE.
+            g.gated(ag, true, || -> Result<()> {
+                sub(g, enc, &ch.x, &ch.x_hat, &ch.e)?;
+                let scale = self.cfg.aux_coef * 2.0 * inv_b;
+                let (e, e_hat, de) = (&ch.e, &ch.e_hat, &ch.de);
+                mse_backward(g, enc, e, e_hat, rows, d, scale, de, m, slot::AUX, None)
+            })?;
         }
         Ok(())
     }

@@ -230,6 +230,35 @@ fn exported_threshold_keeps_l0(device: DeviceChoice, arch: Arch) -> Result<(), F
     Ok(())
 }
 
+/// AuxK's loss is there only while some latent is dead: none can die within the run at
+/// a dead window of 10^9 tokens (every logged aux_loss 0), and at 64 tokens most do
+/// (some logged aux_loss > 0). The equivalence tests hold the two engines' AUX slots equal.
+fn aux_loss_needs_dead_latents(device: DeviceChoice) -> Result<(), Failed> {
+    let dir = tmp(&format!("aux-dead-{device:?}"));
+    let data = dir.join("data");
+    synth(&data, 128, 16, 3.0, 6000, 3)?;
+    for (dead_tokens, want_aux) in [(1_000_000_000, false), (64, true)] {
+        let out = dir.join(format!("sae-{dead_tokens}"));
+        let mut a = args(&data, &out, Arch::Topk, device, 12);
+        a.dead_tokens = Some(dead_tokens);
+        a.checkpoint_every = Some(0);
+        train::run(&a).map_err(fail)?;
+        let log = std::fs::read_to_string(out.join("training.jsonl")).map_err(fail)?;
+        let aux: Vec<f64> = log
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).map(|r| r["aux_loss"].as_f64()))
+            .collect::<Result<Option<Vec<f64>>, _>>()
+            .map_err(fail)?
+            .ok_or("training.jsonl: a record without aux_loss")?;
+        let any = aux.iter().any(|&v| v > 0.0);
+        if any != want_aux {
+            return Err(format!("--dead-tokens {dead_tokens}: logged aux_loss {aux:?}").into());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 pub fn trials() -> Vec<Trial> {
     let mut t = Vec::new();
     // (arch, (--k-anneal-steps, --decoder-norm rescale))
@@ -272,6 +301,12 @@ pub fn trials() -> Vec<Trial> {
         "runs::exported_threshold_keeps_l0_gpu_batchtopk",
         |_, _| exported_threshold_keeps_l0(DeviceChoice::Gpu, Arch::Batchtopk),
     ));
+    t.push(cpu_test("runs::aux_loss_needs_dead_latents_cpu", |_| {
+        aux_loss_needs_dead_latents(DeviceChoice::Cpu)
+    }));
+    t.push(gpu_test("runs::aux_loss_needs_dead_latents_gpu", |_, _| {
+        aux_loss_needs_dead_latents(DeviceChoice::Gpu)
+    }));
     t.push(gpu_test("runs::recovers_planted_dictionary_gpu", |_, _| {
         recovery(DeviceChoice::Gpu)
     }));
