@@ -116,54 +116,21 @@ impl SaeParams {
         }
         let (d, n) = (cfg.d_in, cfg.d_sae);
         let norm = cfg.init_norm;
-        // Each decoder row draws from its own ChaCha stream of the seed, so the rows are
-        // drawn in parallel and the result does not depend on the thread count; at 4096 ->
-        // 65536 a single stream took seconds before the first step.
-        let mut w_dec = vec![0.0f32; n * d];
-        w_dec
-            .par_chunks_mut(d.max(1))
-            .enumerate()
-            .for_each(|(i, row)| {
-                let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-                rng.set_stream(i as u64);
-                loop {
-                    for v in row.iter_mut() {
-                        *v = rng.sample(StandardNormal);
-                    }
-                    let len = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-                    if len > 1e-6 {
-                        for v in row.iter_mut() {
-                            *v *= norm / len;
-                        }
-                        break;
-                    }
-                }
-            });
+        let mut w_dec = random_rows(cfg.seed, 0, n, d, norm);
         let w_enc = transpose(&w_dec, n, d);
         if cfg.decoder_norm == DecoderNorm::Unit && norm != 1.0 {
             for v in w_dec.iter_mut() {
                 *v /= norm;
             }
         }
-        let b_dec = match cfg.b_dec_init {
-            _ if sample.is_empty() => vec![0.0; d],
-            BDecInit::Median => geometric_median(sample, d, 100),
-            BDecInit::Mean => geometric_median(sample, d, 0),
-            BDecInit::Zeros => vec![0.0; d],
-        };
-        let log_threshold = if cfg.arch == super::Arch::Jumprelu {
-            vec![cfg.threshold_init.ln(); n]
-        } else {
-            Vec::new()
-        };
         SaeParams {
             d,
             n,
             w_enc,
             b_enc: vec![0.0; n],
             w_dec,
-            b_dec,
-            log_threshold,
+            b_dec: b_dec_at_start(cfg, sample, d),
+            log_threshold: log_threshold_at_start(cfg, n),
         }
     }
 
@@ -265,9 +232,62 @@ pub fn geometric_median(points: &[f32], d: usize, iters: usize) -> Vec<f32> {
     m.into_iter().map(|v| v as f32).collect()
 }
 
+/// `rows` random directions of `cols` values at norm `norm`: row i drawn from ChaCha8
+/// stream `first_stream + i` of `seed`, rows in parallel, so the result does not depend on
+/// the thread count (one stream for all rows took seconds at 4096 -> 65536).
+pub(crate) fn random_rows(
+    seed: u64,
+    first_stream: u64,
+    rows: usize,
+    cols: usize,
+    norm: f32,
+) -> Vec<f32> {
+    let mut w = vec![0.0f32; rows * cols];
+    w.par_chunks_mut(cols.max(1))
+        .enumerate()
+        .for_each(|(i, row)| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(first_stream + i as u64);
+            loop {
+                for v in row.iter_mut() {
+                    *v = rng.sample(StandardNormal);
+                }
+                let len = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                if len > 1e-6 {
+                    for v in row.iter_mut() {
+                        *v *= norm / len;
+                    }
+                    break;
+                }
+            }
+        });
+    w
+}
+
+/// b_dec at the start: the geometric median / mean of `sample` (rows x d, scaled), or
+/// zeros (`--b-dec-init zeros`, or no sample).
+pub(crate) fn b_dec_at_start(cfg: &TrainConfig, sample: &[f32], d: usize) -> Vec<f32> {
+    match cfg.b_dec_init {
+        _ if sample.is_empty() => vec![0.0; d],
+        BDecInit::Median => geometric_median(sample, d, 100),
+        BDecInit::Mean => geometric_median(sample, d, 0),
+        BDecInit::Zeros => vec![0.0; d],
+    }
+}
+
+/// JumpReLU's log threshold at the start (ln threshold_init per latent); empty for the
+/// other architectures.
+pub(crate) fn log_threshold_at_start(cfg: &TrainConfig, n: usize) -> Vec<f32> {
+    if cfg.arch == super::Arch::Jumprelu {
+        vec![cfg.threshold_init.ln(); n]
+    } else {
+        Vec::new()
+    }
+}
+
 /// `a` (rows, cols) transposed to (cols, rows), in square tiles (both sides' cache lines
 /// reused), output rows in parallel.
-fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     const TILE: usize = 64;
     let mut t = vec![0.0f32; rows * cols];
     if rows == 0 || cols == 0 {

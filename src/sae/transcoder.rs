@@ -17,12 +17,8 @@
 
 use std::sync::Arc;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
-
 use super::train::RunData;
-use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
+use super::{DecoderNorm, SaeParams, TrainConfig, params};
 use crate::data::paired::check_pairs;
 use crate::data::{BatchStream, Shard, discover, open_shards};
 use crate::gpu::DeviceChoice;
@@ -153,22 +149,6 @@ fn scale_of(cfg: &TrainConfig, x: &[f32], d: usize) -> f32 {
     }
 }
 
-/// A random direction of `d` values at norm `norm`.
-fn direction(rng: &mut ChaCha8Rng, norm: f32, out: &mut [f32]) {
-    loop {
-        for v in out.iter_mut() {
-            *v = rng.sample(StandardNormal);
-        }
-        let len = out.iter().map(|v| v * v).sum::<f32>().sqrt();
-        if len > 1e-6 {
-            for v in out.iter_mut() {
-                *v *= norm / len;
-            }
-            return;
-        }
-    }
-}
-
 /// A transcoder's initial parameters: W_dec rows random directions in the output space
 /// (unit norm for unit-norm decoders, else `init_norm`), W_enc columns independent random
 /// directions in the input space at `init_norm` (there is no transpose to tie to when
@@ -177,42 +157,21 @@ fn direction(rng: &mut ChaCha8Rng, norm: f32, out: &mut [f32]) {
 pub fn init_params(cfg: &TrainConfig, sample: &[f32]) -> SaeParams {
     let (d, n) = (cfg.d_in, cfg.d_sae);
     let d_out = cfg.d_out.expect("a transcoder");
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let dec_norm = if cfg.decoder_norm == DecoderNorm::Unit {
         1.0
     } else {
         cfg.init_norm
     };
-    let mut w_dec = vec![0.0f32; n * d_out];
-    for row in w_dec.chunks_exact_mut(d_out) {
-        direction(&mut rng, dec_norm, row);
-    }
-    let mut w_enc = vec![0.0f32; d * n];
-    let mut col = vec![0.0f32; d];
-    for i in 0..n {
-        direction(&mut rng, cfg.init_norm, &mut col);
-        for j in 0..d {
-            w_enc[j * n + i] = col[j];
-        }
-    }
-    let b_dec = match cfg.b_dec_init {
-        _ if sample.is_empty() => vec![0.0; d_out],
-        super::BDecInit::Median => super::params::geometric_median(sample, d_out, 100),
-        super::BDecInit::Mean => super::params::geometric_median(sample, d_out, 0),
-        super::BDecInit::Zeros => vec![0.0; d_out],
-    };
-    let log_threshold = if cfg.arch == Arch::Jumprelu {
-        vec![cfg.threshold_init.ln(); n]
-    } else {
-        Vec::new()
-    };
+    // Streams 0..n for W_dec's rows, n..2n for W_enc's columns (see `params::random_rows`).
+    let w_dec = params::random_rows(cfg.seed, 0, n, d_out, dec_norm);
+    let w_enc_t = params::random_rows(cfg.seed, n as u64, n, d, cfg.init_norm);
     SaeParams {
         d,
         n,
-        w_enc,
+        w_enc: params::transpose(&w_enc_t, n, d),
         b_enc: vec![0.0; n],
         w_dec,
-        b_dec,
-        log_threshold,
+        b_dec: params::b_dec_at_start(cfg, sample, d_out),
+        log_threshold: params::log_threshold_at_start(cfg, n),
     }
 }
