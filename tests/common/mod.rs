@@ -250,3 +250,46 @@ pub fn first_bit_difference(
         Some((name, j, at(x), at(y)))
     })
 }
+
+/// The python that runs SAELens (SAEFORGE_PEER_PYTHON), checked by running `probe` (a line
+/// of python that imports what the test needs), or why the test cannot run.
+pub fn peer_python(probe: &str) -> Result<String, String> {
+    let py = std::env::var("SAEFORGE_PEER_PYTHON").map_err(|_| {
+        "SAEFORGE_PEER_PYTHON is not set (a python with sae_lens, e.g. a venv's bin/python)"
+            .to_string()
+    })?;
+    let ok = std::process::Command::new(&py)
+        .args(["-c", probe])
+        .output()
+        .map_err(|e| format!("SAEFORGE_PEER_PYTHON={py}: cannot run it ({e})"))?;
+    if !ok.status.success() {
+        return Err(format!("SAEFORGE_PEER_PYTHON={py}: `{probe}` fails"));
+    }
+    Ok(py)
+}
+
+/// A test against the SAELens peer: ignored with the reason when [`peer_python`] finds
+/// none (`probe` as there); else `body` runs with a fresh seeded RNG and the python, and a
+/// failure message ends with the seed.
+pub fn peer_test<F>(name: impl Into<String>, probe: &'static str, body: F) -> Trial
+where
+    F: FnOnce(&mut ChaCha8Rng, &str) -> Result<(), Failed> + Send + 'static,
+{
+    Trial::ignorable_test(name, move || {
+        let py = match peer_python(probe) {
+            Ok(p) => p,
+            Err(why) => return Ok(Completion::ignored_with(why)),
+        };
+        let seed = seed();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        body(&mut rng, &py)
+            .map(|()| Completion::Completed)
+            .map_err(|e| {
+                format!(
+                    "{} (SAEFORGE_TEST_SEED={seed})",
+                    e.message().unwrap_or("failed")
+                )
+                .into()
+            })
+    })
+}

@@ -6,8 +6,8 @@
 
 use std::process::Command;
 
-use libtest_mimic::{Completion, Failed, Trial};
-use rand::{Rng, SeedableRng};
+use libtest_mimic::{Failed, Trial};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use saeforge::eval::run::{EvalConfig, run_eval};
 use saeforge::gpu::Engine;
@@ -20,24 +20,6 @@ use serde_json::Value;
 
 use crate::common::{fail, randn, tolerance};
 use crate::metrics::tmp;
-
-/// The python that runs SAELens, or why the test cannot run.
-pub fn peer_python() -> Result<String, String> {
-    let py = std::env::var("SAEFORGE_PEER_PYTHON").map_err(|_| {
-        "SAEFORGE_PEER_PYTHON is not set (a python with sae_lens, e.g. a venv's bin/python)"
-            .to_string()
-    })?;
-    let ok = Command::new(&py)
-        .args(["-c", "import sae_lens.synthetic.evals"])
-        .output()
-        .map_err(|e| format!("SAEFORGE_PEER_PYTHON={py}: cannot run it ({e})"))?;
-    if !ok.status.success() {
-        return Err(format!(
-            "SAEFORGE_PEER_PYTHON={py}: cannot import sae_lens.synthetic.evals"
-        ));
-    }
-    Ok(py)
-}
 
 fn compare(rng: &mut ChaCha8Rng, py: &str) -> Result<(), Failed> {
     let dir = tmp("peer-truth");
@@ -174,24 +156,9 @@ fn compare(rng: &mut ChaCha8Rng, py: &str) -> Result<(), Failed> {
 }
 
 pub fn trials() -> Vec<Trial> {
-    vec![Trial::ignorable_test(
+    vec![crate::common::peer_test(
         "peer::saelens_evaluator_agrees",
-        || {
-            let py = match peer_python() {
-                Ok(p) => p,
-                Err(why) => return Ok(Completion::ignored_with(why)),
-            };
-            let seed = crate::common::seed();
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            compare(&mut rng, &py)
-                .map(|()| Completion::Completed)
-                .map_err(|e| {
-                    format!(
-                        "{} (SAEFORGE_TEST_SEED={seed})",
-                        e.message().unwrap_or("failed")
-                    )
-                    .into()
-                })
-        },
+        "import sae_lens.synthetic.evals",
+        compare,
     )]
 }

@@ -5,9 +5,8 @@
 
 use std::process::Command;
 
-use libtest_mimic::{Completion, Failed, Trial};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use libtest_mimic::{Failed, Trial};
+use rand::Rng;
 use saeforge::data::FloatType;
 use saeforge::gpu::{DeviceChoice, Engine};
 use saeforge::sae::export::SaeModel;
@@ -127,22 +126,8 @@ pub fn trials() -> Vec<Trial> {
         .into_iter()
         .map(|arch| {
             let name = format!("peer::saelens_loads_{arch:?}_export").to_lowercase();
-            Trial::ignorable_test(name, move || {
-                let py = match crate::peer::peer_python() {
-                    Ok(p) => p,
-                    Err(why) => return Ok(Completion::ignored_with(why)),
-                };
-                let seed = crate::common::seed();
-                let s: u64 = ChaCha8Rng::seed_from_u64(seed).random();
-                one(arch, &py, s)
-                    .map(|()| Completion::Completed)
-                    .map_err(|e| {
-                        format!(
-                            "{} (SAEFORGE_TEST_SEED={seed})",
-                            e.message().unwrap_or("failed")
-                        )
-                        .into()
-                    })
+            crate::common::peer_test(name, "import sae_lens", move |rng, py| {
+                one(arch, py, rng.random())
             })
         })
         .collect()

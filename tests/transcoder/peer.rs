@@ -7,8 +7,7 @@
 
 use std::process::Command;
 
-use libtest_mimic::{Completion, Failed, Trial};
-use rand::SeedableRng;
+use libtest_mimic::{Failed, Trial};
 use rand_chacha::ChaCha8Rng;
 use saeforge::gpu::Engine;
 use saeforge::io::{OutTensor, write_safetensors};
@@ -18,24 +17,6 @@ use saeforge::sae::{Arch, train};
 
 use crate::common::{assert_close, fail, randn, tolerance};
 use crate::{ARCHS, D_IN, D_OUT, args, tmp, write_pairs};
-
-/// The python that runs SAELens, or why the test cannot run.
-fn peer_python() -> Result<String, String> {
-    let py = std::env::var("SAEFORGE_PEER_PYTHON").map_err(|_| {
-        "SAEFORGE_PEER_PYTHON is not set (a python with sae_lens, e.g. a venv's bin/python)"
-            .to_string()
-    })?;
-    let ok = Command::new(&py)
-        .args(["-c", "from sae_lens import Transcoder"])
-        .output()
-        .map_err(|e| format!("SAEFORGE_PEER_PYTHON={py}: cannot run it ({e})"))?;
-    if !ok.status.success() {
-        return Err(format!(
-            "SAEFORGE_PEER_PYTHON={py}: cannot import sae_lens.Transcoder"
-        ));
-    }
-    Ok(py)
-}
 
 /// Whether every pre-activation of the row is 1e-3 clear of the model's selection edges.
 fn clear_of_edges(m: &SaeModel, pre: &[f32]) -> bool {
@@ -202,28 +183,12 @@ fn agree(
     Ok(())
 }
 
-/// A test that runs `body` with the peer python, or is ignored with the reason.
+/// A test against SAELens's Transcoder, or ignored with the reason.
 fn peer_trial(
     name: String,
     body: impl FnOnce(&mut ChaCha8Rng, &str) -> Result<(), Failed> + Send + 'static,
 ) -> Trial {
-    Trial::ignorable_test(name, move || {
-        let py = match peer_python() {
-            Ok(p) => p,
-            Err(why) => return Ok(Completion::ignored_with(why)),
-        };
-        let seed = crate::common::seed();
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        body(&mut rng, &py)
-            .map(|()| Completion::Completed)
-            .map_err(|e| {
-                format!(
-                    "{} (SAEFORGE_TEST_SEED={seed})",
-                    e.message().unwrap_or("failed")
-                )
-                .into()
-            })
-    })
+    crate::common::peer_test(name, "from sae_lens import Transcoder", body)
 }
 
 pub fn trials() -> Vec<Trial> {
