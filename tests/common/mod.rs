@@ -2,6 +2,7 @@
 //! printed seed, closeness checks that name the worst element, and the tolerance table.
 #![allow(dead_code)]
 
+pub mod f64codes;
 pub mod tolerance;
 
 use std::sync::{Arc, OnceLock};

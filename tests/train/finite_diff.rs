@@ -10,6 +10,7 @@ use saeforge::sae::cpu::{gradients, rescaled_gradients};
 use saeforge::sae::engine::TrainState;
 use saeforge::sae::{Arch, DecoderNorm, SaeParams, TrainArgs, TrainConfig};
 
+use crate::common::f64codes::{f64_codes, topk_sel};
 use crate::common::{cpu_test, randn};
 
 const D: usize = 6;
@@ -72,44 +73,7 @@ fn loss(
         }
     }
     let mut sig = Vec::new();
-    let mut z = vec![0.0f64; ROWS * N];
-    let topk_sel = |row: &[f64], k: usize, eligible: &dyn Fn(usize) -> bool| -> Vec<usize> {
-        let mut idx: Vec<usize> = (0..N).filter(|&i| eligible(i)).collect();
-        idx.sort_by(|&a, &b| row[b].partial_cmp(&row[a]).unwrap().then(a.cmp(&b)));
-        idx.truncate(k);
-        idx
-    };
-    match cfg.arch {
-        Arch::Topk => {
-            for r in 0..ROWS {
-                for i in topk_sel(&pre[r * N..(r + 1) * N], K, &|_| true) {
-                    z[r * N + i] = pre[r * N + i].max(0.0);
-                    sig.push((r * N + i) as u64 * 2 + (pre[r * N + i] > 0.0) as u64);
-                }
-            }
-        }
-        Arch::Batchtopk | Arch::Matryoshka => {
-            let mut all: Vec<usize> = (0..ROWS * N).collect();
-            all.sort_by(|&a, &b| pre[b].partial_cmp(&pre[a]).unwrap().then(a.cmp(&b)));
-            for &f in &all[..K * ROWS] {
-                z[f] = pre[f].max(0.0);
-                sig.push(f as u64 * 2 + (pre[f] > 0.0) as u64);
-            }
-        }
-        Arch::Relu => {
-            for f in 0..ROWS * N {
-                z[f] = pre[f].max(0.0);
-                sig.push((pre[f] > 0.0) as u64);
-            }
-        }
-        Arch::Jumprelu => {
-            for f in 0..ROWS * N {
-                let th = log_thr[f % N].exp();
-                z[f] = if pre[f] > th { pre[f] } else { 0.0 };
-                sig.push((pre[f] > th) as u64);
-            }
-        }
-    }
+    let z = f64_codes(cfg.arch, &pre, ROWS, N, K, log_thr, &mut sig);
     let mut x_hat = vec![0.0f64; ROWS * D];
     let mut mse = 0.0;
     for r in 0..ROWS {
