@@ -94,8 +94,10 @@ fn edge_rows(st: &TrainState, cfg: &TrainConfig, x: &[f32], rows: usize) -> Opti
         Arch::Topk => selection_tight(row(r), k) || aux_tight(r),
         Arch::Batchtopk | Arch::Matryoshka => aux_tight(r),
     };
-    if cfg.arch == Arch::Batchtopk
-        && k * rows < pre.len()
+    // BatchTopK's selection over the batch; when k x rows covers every entry (the start of
+    // a k annealing, k = n) every positive entry is kept and the edge is ReLU's 0, which
+    // `selection_tight` checks then too.
+    if matches!(cfg.arch, Arch::Batchtopk | Arch::Matryoshka)
         && selection_tight(pre.iter().copied(), k * rows)
     {
         return None;
