@@ -1,9 +1,45 @@
-//! The f64 codes of a batch for the finite-difference tests (`tests/train`,
-//! `tests/transcoder`): each architecture's selection on f64 pre-activations, plainly, with
-//! a signature of which entries were selected and on which side of their edge they sit (a
-//! perturbation that changes it crosses an edge, where the loss is not differentiable).
+//! What the finite-difference tests (`tests/train`, `tests/transcoder`) share: the state
+//! they differentiate at, and the f64 codes of a batch (each architecture's selection on
+//! f64 pre-activations, plainly, with a signature of which entries were selected and on
+//! which side of their edge they sit: a perturbation that changes it crosses an edge, where
+//! the loss is not differentiable).
 
-use saeforge::sae::Arch;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use saeforge::sae::engine::TrainState;
+use saeforge::sae::{Arch, SaeParams};
+
+/// `params` moved off the symmetric initialisation (random W_enc, W_dec, b_enc, b_dec at
+/// b_dec_scale, jumprelu thresholds in [e^-3, e^-0.5)) so every parameter matters, and a
+/// state with the even latents dead past `dead_tokens` (so AuxK has work): the parameters,
+/// the state and the dead mask.
+pub fn fd_state(
+    rng: &mut ChaCha8Rng,
+    mut params: SaeParams,
+    arch: Arch,
+    dead_tokens: u64,
+    b_dec_scale: f32,
+) -> (SaeParams, TrainState, Vec<bool>) {
+    params.w_enc = super::randn(rng, params.w_enc.len(), 0.7);
+    params.w_dec = super::randn(rng, params.w_dec.len(), 0.5);
+    params.b_enc = super::randn(rng, params.b_enc.len(), 0.2);
+    params.b_dec = super::randn(rng, params.b_dec.len(), b_dec_scale);
+    if arch == Arch::Jumprelu {
+        params.log_threshold = (0..params.n)
+            .map(|_| rng.random_range(-3.0f32..-0.5))
+            .collect();
+    }
+    let mut st = TrainState::new(params.clone());
+    for (i, s) in st.since_fired.iter_mut().enumerate() {
+        *s = if i % 2 == 0 { 100 } else { 0 };
+    }
+    let dead = st
+        .since_fired
+        .iter()
+        .map(|&s| s as u64 >= dead_tokens)
+        .collect();
+    (params, st, dead)
+}
 
 /// The (at most) k largest entries of `row` among the eligible ones, ties to the lower
 /// index.

@@ -5,12 +5,10 @@
 //! straight-through estimate, checked against its formula instead.
 
 use libtest_mimic::{Failed, Trial};
-use rand::Rng;
 use saeforge::sae::cpu::{gradients, rescaled_gradients};
-use saeforge::sae::engine::TrainState;
 use saeforge::sae::{Arch, DecoderNorm, SaeParams, TrainArgs, TrainConfig};
 
-use crate::common::f64codes::{f64_codes, topk_sel};
+use crate::common::f64codes::{f64_codes, fd_state, topk_sel};
 use crate::common::{cpu_test, randn};
 
 const D: usize = 6;
@@ -150,25 +148,8 @@ fn check(
 ) -> Result<(), Failed> {
     let cfg = config(arch, decoder_norm);
     let x = randn(rng, ROWS * D, 1.0);
-    let mut params = SaeParams::init(&cfg, &x);
-    // Move away from the symmetric init so every parameter matters.
-    params.w_enc = randn(rng, D * N, 0.7);
-    params.w_dec = randn(rng, N * D, 0.5);
-    params.b_enc = randn(rng, N, 0.2);
-    params.b_dec = randn(rng, D, 0.2);
-    if arch == Arch::Jumprelu {
-        params.log_threshold = (0..N).map(|_| rng.random_range(-3.0f32..-0.5)).collect();
-    }
-    let mut st = TrainState::new(params.clone());
-    // Half the latents dead for AuxK.
-    for i in 0..N {
-        st.since_fired[i] = if i % 2 == 0 { 100 } else { 0 };
-    }
-    let dead: Vec<bool> = st
-        .since_fired
-        .iter()
-        .map(|&s| s as u64 >= cfg.dead_tokens)
-        .collect();
+    let init = SaeParams::init(&cfg, &x);
+    let (params, mut st, dead) = fd_state(rng, init, arch, cfg.dead_tokens, 0.2);
     let mut fired = vec![0u32; N];
     let coef = cfg.sparsity_coef_at(cfg.sparsity_warmup);
     let g = if cfg.decoder_norm == DecoderNorm::Rescale {

@@ -7,13 +7,11 @@
 //! straight-through estimate and is not checked here.
 
 use libtest_mimic::{Failed, Trial};
-use rand::Rng;
 use saeforge::sae::cpu::gradients;
-use saeforge::sae::engine::TrainState;
 use saeforge::sae::{Arch, SaeParams, TrainArgs, TrainConfig};
 
 use crate::ARCHS;
-use crate::common::f64codes::{f64_codes, topk_sel};
+use crate::common::f64codes::{f64_codes, fd_state, topk_sel};
 use crate::common::{cpu_test, randn, tolerance};
 
 const D: usize = 7;
@@ -117,28 +115,13 @@ fn check(arch: Arch, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), Failed> {
     let cfg = config(arch);
     let x = randn(rng, ROWS * D, 1.0);
     let y = randn(rng, ROWS * O, 1.0);
-    let mut params = SaeParams::init(&cfg, &y);
-    if params.w_dec.len() != N * O || params.b_dec.len() != O || params.w_enc.len() != D * N {
+    let init = SaeParams::init(&cfg, &y);
+    if init.w_dec.len() != N * O || init.b_dec.len() != O || init.w_enc.len() != D * N {
         return Err(
             "the transcoder's initial shapes are not W_enc (d_in, n), W_dec (n, d_out)".into(),
         );
     }
-    params.w_enc = randn(rng, D * N, 0.7);
-    params.w_dec = randn(rng, N * O, 0.5);
-    params.b_enc = randn(rng, N, 0.2);
-    params.b_dec = randn(rng, O, 0.5);
-    if arch == Arch::Jumprelu {
-        params.log_threshold = (0..N).map(|_| rng.random_range(-3.0f32..-0.5)).collect();
-    }
-    let mut st = TrainState::new(params.clone());
-    for i in 0..N {
-        st.since_fired[i] = if i % 2 == 0 { 100 } else { 0 };
-    }
-    let dead: Vec<bool> = st
-        .since_fired
-        .iter()
-        .map(|&s| s as u64 >= cfg.dead_tokens)
-        .collect();
+    let (params, mut st, dead) = fd_state(rng, init, arch, cfg.dead_tokens, 0.5);
     let mut fired = vec![0u32; N];
     let coef = cfg.sparsity_coef_at(cfg.sparsity_warmup);
     let batch: Vec<f32> = x.iter().chain(&y).copied().collect();
