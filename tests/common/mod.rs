@@ -294,3 +294,41 @@ where
             })
     })
 }
+
+/// Exact resume: a run of `make(dir/full, 9)` and one of `make(dir/part, 5)` resumed to
+/// step 9 (`--resume part --steps 9`) must end in equal states (a failure names the first
+/// differing parameter bit). The two checkpoints, for the caller's further checks.
+pub fn resume_matches(
+    dir: &std::path::Path,
+    make: impl Fn(&std::path::Path, u64) -> saeforge::sae::TrainArgs,
+) -> Result<
+    (
+        saeforge::sae::checkpoint::Checkpoint,
+        saeforge::sae::checkpoint::Checkpoint,
+    ),
+    Failed,
+> {
+    use saeforge::sae::checkpoint::Checkpoint;
+    use saeforge::sae::{TrainArgs, train};
+    let (full, part) = (dir.join("full"), dir.join("part"));
+    train::run(&make(&full, 9)).map_err(fail)?;
+    train::run(&make(&part, 5)).map_err(fail)?;
+    let resume = TrainArgs {
+        resume: Some(part.clone()),
+        steps: Some(9),
+        ..Default::default()
+    };
+    train::run(&resume).map_err(fail)?;
+    let a = Checkpoint::load(&full).map_err(fail)?;
+    let b = Checkpoint::load(&part).map_err(fail)?;
+    if a.state.step != 9 || b.state.step != 9 {
+        return Err(format!("steps {} and {}, expected 9", a.state.step, b.state.step).into());
+    }
+    if a.state != b.state {
+        if let Some((name, j, x, y)) = first_bit_difference(&a.state.params, &b.state.params) {
+            return Err(format!("{name}[{j}]: uninterrupted {x} vs resumed {y}").into());
+        }
+        return Err("resumed state differs (moments, counters or metrics)".into());
+    }
+    Ok((a, b))
+}

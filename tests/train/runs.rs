@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use libtest_mimic::{Failed, Trial};
 use saeforge::data::FloatType;
 use saeforge::gpu::DeviceChoice;
-use saeforge::sae::checkpoint::Checkpoint;
 use saeforge::sae::export::SaeModel;
 use saeforge::sae::{Arch, DecoderNorm, TrainArgs, train};
 use saeforge::synth::{SynthConfig, read_truth, write_dataset};
@@ -88,29 +87,8 @@ fn resume_exact(
         matryoshka_widths: (arch == Arch::Matryoshka).then(|| vec![8, 32, 96]),
         ..args(&data, out, arch, device, steps)
     };
-    let full = dir.join("full");
-    train::run(&run_args(&full, 9)).map_err(fail)?;
-    let part = dir.join("part");
-    train::run(&run_args(&part, 5)).map_err(fail)?;
-    let resume = TrainArgs {
-        resume: Some(part.clone()),
-        steps: Some(9),
-        ..Default::default()
-    };
-    train::run(&resume).map_err(fail)?;
-    let a = Checkpoint::load(&full).map_err(fail)?;
-    let b = Checkpoint::load(&part).map_err(fail)?;
-    if a.state.step != 9 || b.state.step != 9 {
-        return Err(format!("steps {} and {}, expected 9", a.state.step, b.state.step).into());
-    }
-    if a.state != b.state {
-        if let Some((name, j, x, y)) =
-            crate::common::first_bit_difference(&a.state.params, &b.state.params)
-        {
-            return Err(format!("{name}[{j}]: uninterrupted {x} vs resumed {y}").into());
-        }
-        return Err("resumed state differs (moments, counters or metrics)".into());
-    }
+    let (full, part) = (dir.join("full"), dir.join("part"));
+    crate::common::resume_matches(&dir, run_args)?;
     if arch == Arch::Topk && !anneal {
         // Every record averages its metric sums over the rows they cover: a topk L0 is k
         // (4) but for rows with fewer positive pre-activations. The first record after the

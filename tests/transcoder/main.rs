@@ -17,7 +17,6 @@ use libtest_mimic::{Failed, Trial};
 use rand_chacha::ChaCha8Rng;
 use saeforge::gpu::DeviceChoice;
 use saeforge::io::{OutTensor, write_safetensors};
-use saeforge::sae::checkpoint::Checkpoint;
 use saeforge::sae::{Arch, TrainArgs, train};
 
 use common::{cpu_test, fail, randn};
@@ -114,31 +113,9 @@ pub fn args(inp: &Path, out_data: &Path, out: &Path, arch: Arch, steps: u64) -> 
 fn resume_exact(rng: &mut ChaCha8Rng, arch: Arch) -> Result<(), Failed> {
     let dir = tmp(&format!("resume-{arch:?}"));
     let (inp, outd) = write_pairs(&dir, rng, &[700, 500]);
-    let full = dir.join("full");
-    train::run(&args(&inp, &outd, &full, arch, 9)).map_err(fail)?;
-    let part = dir.join("part");
-    train::run(&args(&inp, &outd, &part, arch, 5)).map_err(fail)?;
-    let resume = TrainArgs {
-        resume: Some(part.clone()),
-        steps: Some(9),
-        ..Default::default()
-    };
-    train::run(&resume).map_err(fail)?;
-    let a = Checkpoint::load(&full).map_err(fail)?;
-    let b = Checkpoint::load(&part).map_err(fail)?;
-    if a.state.step != 9 || b.state.step != 9 {
-        return Err(format!("steps {} and {}, expected 9", a.state.step, b.state.step).into());
-    }
+    let (a, b) = common::resume_matches(&dir, |out, steps| args(&inp, &outd, out, arch, steps))?;
     if a.state.params.w_dec.len() != 256 * D_OUT || a.state.params.b_dec.len() != D_OUT {
         return Err("the decoder is not (d_sae, d_out)".into());
-    }
-    if a.state != b.state {
-        if let Some((name, j, x, y)) =
-            common::first_bit_difference(&a.state.params, &b.state.params)
-        {
-            return Err(format!("{name}[{j}]: uninterrupted {x} vs resumed {y}").into());
-        }
-        return Err("resumed state differs (moments, counters or metrics)".into());
     }
     if a.config.target_scale != b.config.target_scale || a.config.target_scale == 1.0 {
         return Err(format!(
