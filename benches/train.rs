@@ -9,8 +9,8 @@
 //!   SAEFORGE_BENCH_BATCH=4096    rows per step (default 4096, saeforge's default batch; the
 //!                                GPU engine splits it into chunks when its (batch, 16384)
 //!                                pre-activations exceed one storage binding, as on lavapipe,
-//!                                and the GEMM is timed in the same chunks; batchtopk, which
-//!                                cannot be split, runs at the largest batch that fits)
+//!                                and the GEMM is timed in the same chunks; batchtopk
+//!                                encodes every chunk, then selects over the whole batch)
 //!   SAEFORGE_BENCH_STEPS=5       timed steps per row (CPU engine: at most 2)
 //!   SAEFORGE_BENCH_PROFILE=1     also time each phase of one GPU step on its own
 //!   SAEFORGE_BENCH_PROFILE=2     ... and each dispatch (summed per entry point)
@@ -539,20 +539,7 @@ fn main() -> anyhow::Result<()> {
         if let Some(g) = &gpu
             && keep("gpu", label)
         {
-            // batchtopk selects over the whole batch, whose pre-activations are then one
-            // binding: halve its batch until they fit (lavapipe: 128 MiB, 2048 rows).
-            let mut b = batch;
-            while arch == Arch::Batchtopk && b > 256 && (b * *D_SAE * 4) as u64 > g.max_binding() {
-                b /= 2;
-            }
-            if b != batch {
-                println!(
-                    "{label}: batch {b}, its ({b}, {}) f32 pre-activations must fit one binding of {} MiB",
-                    *D_SAE,
-                    g.max_binding() >> 20
-                );
-            }
-            let r = gpu_row(g, label, arch, dead, b, steps, profile, &sample, &batches)?;
+            let r = gpu_row(g, label, arch, dead, batch, steps, profile, &sample, &batches)?;
             eprintln!(
                 "  gpu {label:<10} step {:>8.1} ms  gemm {:>8.1} ms  L0 {:.1}  batch {} in {} chunk(s)",
                 r.step.0 * 1e3,

@@ -38,6 +38,10 @@ struct Params {
     eps: f32,      // compact_*: JumpReLU bandwidth
     shift: u32,    // key_hist / key_find: the digit's bit offset
     last: u32,     // key_find: 1 on the last level (writes thr)
+    row0: u32,     // csr_rows: the chunk's first row in the batch
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -836,4 +840,31 @@ fn candidate_map(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
         }
     }
     cx_idx[s] = cx_cand[lo * CAND + cx_cidx[s]];
+}
+
+// ---------------------------------------------------------------- csr_rows
+// One chunk's rows of the batch's codes as a CSR of their own (BatchTopK selects over the
+// whole batch; the chunks' decode and backward take their rows): with base = row_ptr[row0],
+// row_ptr_c[r] = row_ptr[row0 + r] - base for r <= rows, and idx_c[s], val_c[s] =
+// idx[base + s], val[base + s] for s < row_ptr_c[rows] (and < cap). One invocation per
+// slot of the chunk's codes (or row, whichever is more).
+@group(0) @binding(1) var<storage, read> cr_row_ptr: array<u32>;              // (rows_all + 1)
+@group(0) @binding(2) var<storage, read> cr_idx: array<u32>;                  // (k_total)
+@group(0) @binding(3) var<storage, read> cr_val: array<f32>;                  // (k_total)
+@group(0) @binding(4) var<storage, read_write> cr_row_ptr_c: array<u32>;      // (rows + 1)
+@group(0) @binding(5) var<storage, read_write> cr_idx_c: array<u32>;          // (cap)
+@group(0) @binding(6) var<storage, read_write> cr_val_c: array<f32>;          // (cap)
+
+@compute @workgroup_size(WG)
+fn csr_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_index(gid, nwg, WG);
+    let base = cr_row_ptr[p.row0];
+    if t <= p.rows {
+        cr_row_ptr_c[t] = cr_row_ptr[p.row0 + t] - base;
+    }
+    let count = cr_row_ptr[p.row0 + p.rows] - base;
+    if t < min(count, p.cap) {
+        cr_idx_c[t] = cr_idx[base + t];
+        cr_val_c[t] = cr_val[base + t];
+    }
 }

@@ -529,6 +529,13 @@ fn topk(
 // Scratch (u32): [0, BINS) global histogram, [BINS, BINS + 16) state, then per row: entries
 // > T, entries == T (replaced by ties taken in the scan), candidate offset, candidate count;
 // then LM (rows, WG); then candidate keys and latents (capg each).
+//
+// Chunks: a batch whose x does not fit one binding is passed as row chunks, one dispatch
+// of bound / collect / count / scatter per chunk (x bound to the chunk, its first row at
+// row0 of the batch, `rows` its rows); the scratch, the radix levels and the scan are the
+// whole batch's (`rows_all` rows). batchtopk_hist over src 1 reads the candidates in the
+// call with first = 1 only, and after an overflow each chunk's x in its own call. One
+// chunk is row0 = 0, rows_all = rows, first = 1.
 
 struct BatchParams {
     rows: u32,
@@ -538,7 +545,11 @@ struct BatchParams {
     src: u32,    // batchtopk_hist / find: 0 lane maxima, 1 candidates (or x after an overflow)
     capg: u32,   // candidate capacity
     vec4: u32,   // 1: n % 4 == 0, read x through the vec4 view
-    _pad: u32,
+    row0: u32,   // the chunk's first row in the batch
+    rows_all: u32,  // rows of the batch (the scratch's per-row arrays, the scan, row_ptr)
+    first: u32,  // batchtopk_hist, src 1: 1 in the call that histograms the candidates
+    _pad0: u32,
+    _pad1: u32,
 }
 
 const ST: u32 = 2048u;  // BINS: state
@@ -552,23 +563,24 @@ const S_OVER: u32 = 6u;    // 1: candidates overflowed; the slow path runs over 
 const S_DONE: u32 = 7u;    // 1: fewer lane maxima than k_total, t0 = 0
 const ROWS0: u32 = 2064u;  // BINS + 16: per-row arrays
 
+// Per-row arrays, indexed by the row in the batch (row0 + the row in the chunk).
 fn b_gt(r: u32) -> u32 {
     return ROWS0 + r;
 }
 fn b_eq(r: u32) -> u32 {
-    return ROWS0 + bp.rows + r;
+    return ROWS0 + bp.rows_all + r;
 }
 fn b_off(r: u32) -> u32 {
-    return ROWS0 + 2u * bp.rows + r;
+    return ROWS0 + 2u * bp.rows_all + r;
 }
 fn b_cnt(r: u32) -> u32 {
-    return ROWS0 + 3u * bp.rows + r;
+    return ROWS0 + 3u * bp.rows_all + r;
 }
 fn b_lm0() -> u32 {
-    return ROWS0 + 4u * bp.rows;
+    return ROWS0 + 4u * bp.rows_all;
 }
 fn b_ck0() -> u32 {
-    return b_lm0() + bp.rows * WG;
+    return b_lm0() + bp.rows_all * WG;
 }
 fn b_ci0() -> u32 {
     return b_ck0() + bp.capg;
@@ -618,7 +630,7 @@ fn batchtopk_bound(
             m = max(m, key_of(bb_x[row * n + i]));
         }
     }
-    bb_s[b_lm0() + row * WG + lid] = m;
+    bb_s[b_lm0() + (bp.row0 + row) * WG + lid] = m;
 }
 
 // batchtopk_hist: histogram of digit `level` over the keys of src matching the prefix,
@@ -642,9 +654,9 @@ fn batchtopk_hist(
         var len = 0u;
         if atomicLoad(&bh_s[ST + S_DONE]) == 0u {
             if src == 0u {
-                len = bp.rows * WG;
+                len = bp.rows_all * WG;
             } else if atomicLoad(&bh_s[ST + S_OVER]) == 0u {
-                len = min(atomicLoad(&bh_s[ST + S_COUNT]), bp.capg);
+                len = select(0u, min(atomicLoad(&bh_s[ST + S_COUNT]), bp.capg), bp.first != 0u);
             } else {
                 len = bp.rows * bp.n;
                 src = 2u;
@@ -835,8 +847,8 @@ fn batchtopk_collect(
             run += v;
         }
         let off = atomicAdd(&bc_s[ST + S_COUNT], run);
-        atomicStore(&bc_s[b_off(row)], off);
-        atomicStore(&bc_s[b_cnt(row)], run);
+        atomicStore(&bc_s[b_off(bp.row0 + row)], off);
+        atomicStore(&bc_s[b_cnt(bp.row0 + row)], run);
         if off + run > bp.capg {
             atomicStore(&bc_s[ST + S_OVER], 1u);
             bc_off = 0xffffffffu;
@@ -897,8 +909,8 @@ fn batchtopk_count(
     var gt = 0u;
     var eq = 0u;
     if bn_s[ST + S_OVER] == 0u {
-        let off = b_ck0() + bn_s[b_off(row)];
-        let cnt = bn_s[b_cnt(row)];
+        let off = b_ck0() + bn_s[b_off(bp.row0 + row)];
+        let cnt = bn_s[b_cnt(bp.row0 + row)];
         for (var j = lid; j < cnt; j += WG) {
             let key = bn_s[off + j];
             gt += select(0u, 1u, key > t);
@@ -920,22 +932,22 @@ fn batchtopk_count(
     }
     workgroupBarrier();
     if lid == 0u {
-        bn_s[b_gt(row)] = atomicLoad(&bn_gt);
-        bn_s[b_eq(row)] = atomicLoad(&bn_eq);
+        bn_s[b_gt(bp.row0 + row)] = atomicLoad(&bn_gt);
+        bn_s[b_eq(bp.row0 + row)] = atomicLoad(&bn_eq);
     }
 }
 
 // batchtopk_scan: one workgroup; ties taken per row (the first `need` in flat order),
 // row_ptr as the exclusive prefix of (entries > T) + (ties taken), and the threshold.
 @group(0) @binding(1) var<storage, read_write> bs_s: array<u32>;         // scratch
-@group(0) @binding(2) var<storage, read_write> bs_row_ptr: array<u32>;   // (rows + 1)
+@group(0) @binding(2) var<storage, read_write> bs_row_ptr: array<u32>;   // (rows_all + 1)
 @group(0) @binding(3) var<storage, read_write> bs_threshold: array<f32>; // (1)
 
 var<workgroup> bs_part: array<u32, WG>;
 
 @compute @workgroup_size(WG)
 fn batchtopk_scan(@builtin(local_invocation_index) lid: u32) {
-    let rows = bp.rows;
+    let rows = bp.rows_all;
     let per = (rows + WG - 1u) / WG;
     let r0 = min(lid * per, rows);
     let r1 = min(r0 + per, rows);
@@ -991,7 +1003,7 @@ fn batchtopk_scan(@builtin(local_invocation_index) lid: u32) {
 // writing runs in invocation order writes the row in ascending latent order.
 @group(0) @binding(1) var<storage, read> bw_x: array<f32>;                // (rows, n)
 @group(0) @binding(2) var<storage, read> bw_s: array<u32>;                // scratch
-@group(0) @binding(3) var<storage, read> bw_row_ptr: array<u32>;          // (rows + 1)
+@group(0) @binding(3) var<storage, read> bw_row_ptr: array<u32>;          // (rows_all + 1)
 @group(0) @binding(4) var<storage, read_write> bw_idx: array<u32>;        // (k_total)
 @group(0) @binding(5) var<storage, read_write> bw_val: array<f32>;        // (k_total)
 
@@ -1018,8 +1030,8 @@ fn batchtopk_scatter(
     }
     let over = bw_s[ST + S_OVER] != 0u;
     let t = bw_s[ST + S_PHI];
-    let off = bw_s[b_off(row)];
-    let len = select(bw_s[b_cnt(row)], bp.n, over);
+    let off = bw_s[b_off(bp.row0 + row)];
+    let len = select(bw_s[b_cnt(bp.row0 + row)], bp.n, over);
     let seg = (len + WG - 1u) / WG;
     let i0 = min(lid * seg, len);
     let i1 = min(i0 + seg, len);
@@ -1035,8 +1047,8 @@ fn batchtopk_scatter(
     workgroupBarrier();
     if lid == 0u {
         // bw_gt[j] becomes invocation j's first output slot, bw_eq[j] its ties taken.
-        var ties_left = bw_s[b_eq(row)];
-        var pos = bw_row_ptr[row];
+        var ties_left = bw_s[b_eq(bp.row0 + row)];
+        var pos = bw_row_ptr[bp.row0 + row];
         for (var j = 0u; j < WG; j++) {
             let take = min(bw_eq[j], ties_left);
             ties_left -= take;

@@ -121,7 +121,7 @@ pub fn codes_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
     }
     // BatchTopK on candidates: read pre (B n) at least, write the CSR and the threshold.
     let pre = t.pre.clone();
-    let sc = Rc::new(codes::batch_topk::BatchScratch::new(gpu, B, N, B * K)?);
+    let sc = Rc::new(codes::batch_topk::BatchScratch::new(gpu, B, N, B * K, B)?);
     let gate = gpu.gate(64)?;
     let rp = zeros_u32("batch row_ptr", &[B + 1])?;
     let (idx, val) = (

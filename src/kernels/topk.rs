@@ -43,7 +43,8 @@ crate::uniform! {
 crate::uniform! {
     struct BatchParams {
         rows: u32, n: u32, k_total: u32, level: u32,
-        src: u32, capg: u32, vec4: u32, _pad: u32,
+        src: u32, capg: u32, vec4: u32, row0: u32,
+        rows_all: u32, first: u32, _pad: [u32; 2],
     }
 }
 
@@ -108,7 +109,7 @@ pub static BATCHTOPK_SCAN: Entry = batch(
     "batchtopk_scan",
     &[
         wu("scratch", "any"),
-        wu("row_ptr", "rows + 1"),
+        wu("row_ptr", "rows_all + 1"),
         wf("threshold", "1"),
     ],
     Grid::Single,
@@ -118,7 +119,7 @@ pub static BATCHTOPK_SCATTER: Entry = batch(
     &[
         rf("x", "rows, n"),
         ru("scratch", "any"),
-        ru("row_ptr", "rows + 1"),
+        ru("row_ptr", "rows_all + 1"),
         wu("idx", "k_total"),
         wf("val", "k_total"),
     ],
@@ -243,9 +244,39 @@ pub fn batchtopk(
     threshold: &GpuTensor,
     scratch: &GpuTensor,
 ) -> Result<()> {
-    let (rows, n) = matrix_shape("batchtopk", x)?;
+    batchtopk_chunks(gpu, enc, &[x], row_ptr, idx, val, threshold, scratch)
+}
+
+/// [`batchtopk`] of the batch whose rows are the chunks `xs` one after another (each
+/// (rows_c, n); a batch whose x does not fit one storage binding): the same CSR, values and
+/// threshold as `batchtopk` of their concatenation. scratch: batchtopk_scratch_len(rows, n,
+/// k_total) for the batch's rows.
+/// xs: (rows_c, n) each -> row_ptr: (rows + 1) u32, idx: (k_total) u32, val: (k_total),
+/// threshold: (1)
+#[allow(clippy::too_many_arguments)]
+pub fn batchtopk_chunks(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    xs: &[&GpuTensor],
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    threshold: &GpuTensor,
+    scratch: &GpuTensor,
+) -> Result<()> {
+    let mut shapes = Vec::with_capacity(xs.len());
+    for x in xs {
+        shapes.push(matrix_shape("batchtopk", x)?);
+    }
+    let n = shapes.first().map_or(0, |s| s.1);
+    if n == 0 || shapes.iter().any(|s| s.1 != n) {
+        return Err(Error::Internal(format!(
+            "batchtopk: chunks {shapes:?}, expected at least one, all with the same n"
+        )));
+    }
+    let rows: usize = shapes.iter().map(|s| s.0).sum();
     let k_total = idx.len();
-    if k_total == 0 || k_total > rows * n {
+    if k_total == 0 || k_total > rows * n || rows * n >= u32::MAX as usize {
         return Err(Error::Internal(format!(
             "batchtopk: k_total = {k_total} (from idx {:?}) must be in 1..={}",
             idx.shape,
@@ -259,66 +290,109 @@ pub fn batchtopk(
         batchtopk_scratch_len(rows, n, k_total),
     )?;
     let capg = candidate_capacity(rows, n, k_total);
-    let p = |level: u32, src: u32| BatchParams {
-        rows: rows as u32,
+    // Params of a dispatch over chunk c (rows_c rows from row0), or of the whole batch.
+    let p = |level: u32, src: u32, rows_c: usize, row0: usize, first: bool| BatchParams {
+        rows: rows_c as u32,
         n: n as u32,
         k_total: k_total as u32,
         level,
         src,
         capg: capg as u32,
         vec4: (n % 4 == 0) as u32,
-        _pad: 0,
+        row0: row0 as u32,
+        rows_all: rows as u32,
+        first: first as u32,
+        _pad: [0; 2],
     };
-    let dims = [("rows", rows), ("n", n), ("k_total", k_total)];
-    let mut dummy = None;
-    let x4 = vec4_view(gpu, x, &mut dummy, "batchtopk dummy")?;
+    let whole = |level: u32, src: u32| p(level, src, rows, 0, true);
+    // The chunks with their first rows.
+    let chunks: Vec<(&GpuTensor, usize, usize)> = xs
+        .iter()
+        .zip(&shapes)
+        .scan(0, |row0, (x, s)| {
+            let c = (*x, s.0, *row0);
+            *row0 += s.0;
+            Some(c)
+        })
+        .collect();
+    let dims = |rows_c: usize| {
+        [
+            ("rows", rows_c),
+            ("n", n),
+            ("k_total", k_total),
+            ("rows_all", rows),
+        ]
+    };
+    let mut dummies: Vec<Option<GpuTensor>> = (0..xs.len()).map(|_| None).collect();
+    let mut x4s = Vec::with_capacity(xs.len());
+    for (x, dummy) in xs.iter().zip(dummies.iter_mut()) {
+        x4s.push(vec4_view(gpu, x, dummy, "batchtopk dummy")?);
+    }
     BATCHTOPK_INIT
-        .call(p(0, 0))
+        .call(whole(0, 0))
         .bind(scratch)
         .record(gpu, enc)?;
-    #[rustfmt::skip]
-    BATCHTOPK_BOUND.call(p(0, 0)).dims(&dims).bind(x).bind_raw(x4).bind(scratch).items(rows).record(gpu, enc)?;
-    // Radix levels over src 0 (lane maxima) or 1 (candidates, or x after an overflow).
-    let select = |enc: &mut wgpu::CommandEncoder, src: u32, levels: u32, len: usize| {
-        let groups = len.div_ceil(WG * EPT).min(HIST_GROUPS);
+    for (&(x, rc, r0), x4) in chunks.iter().zip(&x4s) {
+        #[rustfmt::skip]
+        BATCHTOPK_BOUND.call(p(0, 0, rc, r0, true)).dims(&dims(rc)).bind(x).bind_raw(x4).bind(scratch).items(rc).skip_if(rc == 0).record(gpu, enc)?;
+    }
+    // Radix levels over src 0 (lane maxima: once) or 1 (candidates in the first call, or
+    // each chunk's x after an overflow).
+    let select = |enc: &mut wgpu::CommandEncoder, src: u32, levels: u32| {
         for level in 0..levels {
-            #[rustfmt::skip]
-            BATCHTOPK_HIST.call(p(level, src)).dims(&dims).bind(x).bind(scratch).items(groups).record(gpu, enc)?;
+            for (c, &(x, rc, r0)) in chunks.iter().enumerate() {
+                if src == 0 && c > 0 {
+                    break;
+                }
+                let len = if src == 0 { rows * WG } else { rc * n }.max(capg);
+                let groups = len.div_ceil(WG * EPT).min(HIST_GROUPS);
+                #[rustfmt::skip]
+                BATCHTOPK_HIST.call(p(level, src, rc, r0, c == 0)).dims(&dims(rc)).bind(x).bind(scratch).items(groups).record(gpu, enc)?;
+            }
             BATCHTOPK_FIND
-                .call(p(level, src))
+                .call(whole(level, src))
                 .bind(scratch)
                 .record(gpu, enc)?;
         }
         Ok::<(), Error>(())
     };
-    select(enc, 0, 2, rows * WG)?;
-    BATCHTOPK_COLLECT
-        .call(p(0, 1))
-        .dims(&dims)
-        .bind(x)
-        .bind_raw(x4)
-        .bind(scratch)
-        .bind(scratch)
-        .items(rows)
-        .record(gpu, enc)?;
-    select(enc, 1, 3, rows * n)?;
-    #[rustfmt::skip]
-    BATCHTOPK_COUNT.call(p(0, 1)).dims(&dims).bind(x).bind(scratch).items(rows).record(gpu, enc)?;
+    select(enc, 0, 2)?;
+    for (&(x, rc, r0), x4) in chunks.iter().zip(&x4s) {
+        BATCHTOPK_COLLECT
+            .call(p(0, 1, rc, r0, true))
+            .dims(&dims(rc))
+            .bind(x)
+            .bind_raw(x4)
+            .bind(scratch)
+            .bind(scratch)
+            .items(rc)
+            .skip_if(rc == 0)
+            .record(gpu, enc)?;
+    }
+    select(enc, 1, 3)?;
+    for &(x, rc, r0) in &chunks {
+        #[rustfmt::skip]
+        BATCHTOPK_COUNT.call(p(0, 1, rc, r0, true)).dims(&dims(rc)).bind(x).bind(scratch).items(rc).skip_if(rc == 0).record(gpu, enc)?;
+    }
     BATCHTOPK_SCAN
-        .call(p(0, 0))
-        .dims(&dims)
+        .call(whole(0, 0))
+        .dims(&dims(rows))
         .bind(scratch)
         .bind(row_ptr)
         .bind(threshold)
         .record(gpu, enc)?;
-    BATCHTOPK_SCATTER
-        .call(p(0, 1))
-        .dims(&dims)
-        .bind(x)
-        .bind(scratch)
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(val)
-        .items(rows)
-        .record(gpu, enc)
+    for &(x, rc, r0) in &chunks {
+        BATCHTOPK_SCATTER
+            .call(p(0, 1, rc, r0, true))
+            .dims(&dims(rc))
+            .bind(x)
+            .bind(scratch)
+            .bind(row_ptr)
+            .bind(idx)
+            .bind(val)
+            .items(rc)
+            .skip_if(rc == 0)
+            .record(gpu, enc)?;
+    }
+    Ok(())
 }

@@ -488,6 +488,33 @@ pub fn candidate_matrix(
     overflow
 }
 
+/// One chunk's rows of a batch's codes as their own CSR: with base = row_ptr[row0],
+/// row_ptr_c[r] = row_ptr[row0 + r] - base for r <= rows, and idx_c[s], val_c[s] =
+/// idx[base + s], val[base + s] for s < row_ptr_c[rows] (and < idx_c.len()).
+/// row_ptr: (rows_all + 1), idx, val: (k_total)
+///   -> row_ptr_c: (rows + 1), idx_c: (cap) u32, val_c: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn csr_rows(
+    row_ptr: &[u32],
+    idx: &[u32],
+    val: &[f32],
+    row0: usize,
+    rows: usize,
+    row_ptr_c: &mut [u32],
+    idx_c: &mut [u32],
+    val_c: &mut [f32],
+) {
+    let base = row_ptr[row0];
+    for r in 0..=rows {
+        row_ptr_c[r] = row_ptr[row0 + r] - base;
+    }
+    let count = (row_ptr_c[rows] as usize).min(idx_c.len());
+    for s in 0..count {
+        idx_c[s] = idx[base as usize + s];
+        val_c[s] = val[base as usize + s];
+    }
+}
+
 /// idx[s] = cand[r, cidx[s]] for the slots s of row r (row_ptr[r] <= s < row_ptr[r + 1]).
 /// row_ptr: (rows + 1), cidx: (k_total) u32, cand: (rows, CAND) u32 -> idx: (k_total) u32
 pub fn candidate_map(row_ptr: &[u32], cidx: &[u32], cand: &[u32], rows: usize, idx: &mut [u32]) {

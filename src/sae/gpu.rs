@@ -3,11 +3,14 @@
 //! Parameters, Adam moments, counters and metric sums live on the device; the host writes
 //! the batch and the per-step Adam scalars (`AdamHyper` in a uniform buffer) before each
 //! submission. A batch whose pre-activations exceed one storage binding runs as several
-//! chunks, one after another, their gradients summed; the ReLU / JumpReLU paths (sparse
-//! codes or dense) and AuxK are chosen on the device, by gates. The buffers are allocated
-//! in `gpu/alloc.rs`, the `StepEngine` readbacks are in `gpu/readback.rs`.
+//! chunks, one after another, their gradients summed (batchtopk, whose selection is over
+//! the whole batch, first encodes every chunk and selects: `gpu/batch.rs`); the ReLU /
+//! JumpReLU paths (sparse codes or dense) and AuxK are chosen on the device, by gates. The
+//! buffers are allocated in `gpu/alloc.rs`, the `StepEngine` readbacks are in
+//! `gpu/readback.rs`.
 
 mod alloc;
+mod batch;
 pub use alloc::{matryoshka_gpu_error, refuse_matryoshka};
 mod readback;
 
@@ -21,7 +24,7 @@ use crate::kernels::activations::{
 };
 use crate::kernels::codes::{
     BLOCK,
-    batch_topk::{BatchScratch, batchtopk_codes_from_bmax},
+    batch_topk::{BatchScratch, batchtopk_codes_from_bmax, csr_rows},
     compaction::{activation_codes_from_bmax, threshold_offsets},
     selection::{dead_list, topk_codes, topk_codes_from_bmax},
 };
@@ -72,6 +75,11 @@ struct CodeBufs {
 /// gradient is a sum over rows scaled by 1 / batch).
 struct Chunk {
     rows: usize,
+    /// The chunk's first row in the batch.
+    row0: usize,
+    /// batchtopk in several chunks: this chunk's pre-activations (rows, n) and block maxima
+    /// (rows * n / 32) u32, kept until the batch's selection (`batch::select_batch`).
+    kept: Option<(GpuTensor, GpuTensor)>,
     /// This chunk's rows of the batch, and the step's per-row tensors: (rows, d) each.
     x: GpuTensor,
     xc: GpuTensor,
@@ -146,9 +154,11 @@ pub struct GpuEngine {
     ndead: GpuTensor,
     thr: GpuTensor,
     thr_state: GpuTensor,
-    /// batchtopk (always one chunk): the candidate path's scratch and the gate of its
-    /// whole-batch fallback.
+    /// batchtopk: the candidate path's scratch and the gate of its whole-batch fallback.
     batch: Option<(BatchScratch, Arc<Gate>)>,
+    /// batchtopk in several chunks: the batch's codes (row_ptr (rows + 1) u32, idx u32,
+    /// pre_val), each chunk's rows of which `codes` takes.
+    batch_codes: Option<[GpuTensor; 3]>,
     // Dense path (relu / jumprelu), (chunk_rows, n) each.
     z: Option<GpuTensor>,
     dz: Option<GpuTensor>,
@@ -180,15 +190,20 @@ impl GpuEngine {
 
     /// This chunk's pre-activations (chunk rows, n).
     fn pre(&self, ch: &Chunk) -> GpuTensor {
-        self.rows_of(&self.pre, ch.rows)
+        match &ch.kept {
+            Some((pre, _)) => pre.view(&pre.shape),
+            None => self.rows_of(&self.pre, ch.rows),
+        }
     }
 
-    /// Block maxima of this chunk's pre-activations (batchtopk: its scratch's).
+    /// Block maxima of this chunk's pre-activations (batchtopk: its scratch's, or with
+    /// several chunks the chunk's own).
     fn bmax(&self, ch: &Chunk) -> GpuTensor {
         let len = ch.rows * self.n.div_ceil(BLOCK);
-        match &self.batch {
-            Some((sc, _)) => sc.bmax.view(&[len]),
-            None => self.bmax.prefix(&[len]),
+        match (&ch.kept, &self.batch) {
+            (Some((_, bmax)), _) => bmax.view(&[len]),
+            (None, Some((sc, _))) => sc.bmax.view(&[len]),
+            (None, None) => self.bmax.prefix(&[len]),
         }
     }
 
@@ -216,13 +231,18 @@ impl GpuEngine {
                 let k = cfg.k_at(self.step);
                 topk_codes_from_bmax(g, enc, pre, k, bmax, rp, idx, &c.val)?
             }
-            // k_total = rows * this step's k: the length of the codes' view.
+            // k_total = rows * this step's k: the length of the codes' view. In several
+            // chunks the batch's selection ran after the chunks' encodes: the chunk's rows.
             Arch::Batchtopk => {
                 let (sc, bg) = self.batch.as_ref().expect("batchtopk scratch");
                 let (pv, thr) = (&c.pre_val, &self.thr);
-                batchtopk_codes_from_bmax(g, enc, pre, bmax, bg, sc, rp, idx, pv, thr)?;
-                let first = self.step == 0;
-                threshold_ema(g, enc, thr, &self.thr_state, cfg.threshold_ema, first)?;
+                if let Some([brp, bidx, bpv]) = &self.batch_codes {
+                    csr_rows(g, enc, brp, bidx, bpv, ch.row0, rp, idx, pv)?;
+                } else {
+                    batchtopk_codes_from_bmax(g, enc, pre, bmax, bg, sc, rp, idx, pv, thr)?;
+                    let first = self.step == 0;
+                    threshold_ema(g, enc, thr, &self.thr_state, cfg.threshold_ema, first)?;
+                }
                 relu_forward(g, enc, pv, &c.val)?;
             }
             Arch::Matryoshka => unreachable!("GpuEngine::with_chunks refuses matryoshka"),
@@ -594,13 +614,25 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// The step's stages in order, `mark` called after each.
+    /// The step's stages in order, `mark` called after each. batchtopk in several chunks
+    /// encodes every chunk and selects over the batch before the chunks' codes.
     fn record_step(&self, enc: &mut wgpu::CommandEncoder, mark: &mut Mark) -> Result<()> {
         self.prepare(enc)?;
         mark("prepare", enc)?;
+        let whole_batch = self.batch_codes.is_some();
+        if whole_batch {
+            for ch in &self.chunks {
+                self.encode(enc, ch)?;
+                mark("encode", enc)?;
+            }
+            self.select_batch(enc)?;
+            mark("codes", enc)?;
+        }
         for (i, ch) in self.chunks.iter().enumerate() {
-            self.encode(enc, ch)?;
-            mark("encode", enc)?;
+            if !whole_batch {
+                self.encode(enc, ch)?;
+                mark("encode", enc)?;
+            }
             self.codes(enc, ch)?;
             mark("codes", enc)?;
             self.decode(enc, ch)?;
@@ -682,8 +714,12 @@ impl GpuEngine {
         if selects_topk(cfg.arch) {
             // This step's k (`TrainConfig::k_at`): the codes are its rows * k slots.
             let k = cfg.k_at(self.step);
+            // batchtopk in several chunks: room for any share of the batch's entries.
+            let several = self.batch_codes.is_some();
             for ch in &mut self.chunks {
-                ch.codes = ch.code_store.prefix(ch.rows * k);
+                ch.codes = ch
+                    .code_store
+                    .prefix(if several { self.rows } else { ch.rows } * k);
             }
         }
         self.record_step(enc, mark)?;

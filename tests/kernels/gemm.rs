@@ -416,7 +416,7 @@ fn codes_from_bmax(gpu: &Gpu, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), F
 
     // BatchTopK, on its scratch's bmax and on a caller's.
     let k_total = rows * k;
-    let sc = kc::batch_topk::BatchScratch::new(gpu, rows, n, k_total).map_err(f)?;
+    let sc = kc::batch_topk::BatchScratch::new(gpu, rows, n, k_total, rows).map_err(f)?;
     let gate = gpu.gate(96).map_err(f)?;
     let thr = [z("thr ours", 1)?, z("thr theirs", 1)?];
     let codes = || -> Result<[GpuTensor; 3], Failed> {

@@ -5,7 +5,7 @@
 use libtest_mimic::{Failed, Trial};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use saeforge::gpu::Gpu;
+use saeforge::gpu::{Gpu, GpuTensor};
 use saeforge::{kernels, reference};
 
 use crate::common::{assert_close, assert_same, fail, gpu_test, randn, tolerance};
@@ -132,16 +132,29 @@ fn topk_case(
     same_values("topk val", &gpu.read_f32(&val).map_err(fail)?, &val_ref)
 }
 
+/// Row counts of `chunks` uneven chunks of `rows` (the first the largest).
+pub fn chunk_sizes(rows: usize, chunks: usize) -> Vec<usize> {
+    let base = rows / chunks;
+    let mut sizes = vec![base; chunks];
+    sizes[0] += rows - base * chunks;
+    sizes
+}
+
+/// `chunks` > 1: x uploaded as that many row chunks and selected by batchtopk_chunks.
 fn batchtopk_case(
     gpu: &Gpu,
     rng: &mut ChaCha8Rng,
-    rows: usize,
-    n: usize,
-    k_total: usize,
-    kind: Input,
+    (rows, n, k_total, kind): (usize, usize, usize, Input),
+    chunks: usize,
 ) -> Result<(), Failed> {
     let x_h = input(rng, kind, rows * n);
-    let x = gpu.upload("x", &[rows, n], &x_h).map_err(fail)?;
+    let mut parts = Vec::new();
+    let mut row0 = 0;
+    for rc in chunk_sizes(rows, chunks) {
+        let part = &x_h[row0 * n..(row0 + rc) * n];
+        parts.push(gpu.upload("x chunk", &[rc, n], part).map_err(fail)?);
+        row0 += rc;
+    }
     let row_ptr = gpu.zeros_u32("row_ptr", &[rows + 1]).map_err(fail)?;
     let idx = gpu.zeros_u32("idx", &[k_total]).map_err(fail)?;
     let val = gpu.zeros("val", &[k_total]).map_err(fail)?;
@@ -161,9 +174,14 @@ fn batchtopk_case(
     gpu.write(&scratch, &vec![0xdead_beefu32; scratch.len()])
         .map_err(fail)?;
     let mut enc = gpu.encoder();
-    kernels::topk::batchtopk(
-        gpu, &mut enc, &x, &row_ptr, &idx, &val, &threshold, &scratch,
-    )
+    let (rp, thr) = (&row_ptr, &threshold);
+    if chunks == 1 {
+        let x = &parts[0];
+        kernels::topk::batchtopk(gpu, &mut enc, x, rp, &idx, &val, thr, &scratch)
+    } else {
+        let xs: Vec<&GpuTensor> = parts.iter().collect();
+        kernels::topk::batchtopk_chunks(gpu, &mut enc, &xs, rp, &idx, &val, thr, &scratch)
+    }
     .map_err(fail)?;
     gpu.submit(enc);
 
@@ -255,11 +273,19 @@ pub fn trials() -> Vec<Trial> {
             move |gpu, rng| topk_case(gpu, rng, rows, n, k, kind, mask),
         ));
     }
-    for &(rows, n, k_total, kind) in BATCHTOPK_CASES {
+    for &c in BATCHTOPK_CASES {
+        let (rows, n, k_total, kind) = c;
         t.push(gpu_test(
             format!("topk::batchtopk/{rows}x{n}/k{k_total}/{kind:?}"),
-            move |gpu, rng| batchtopk_case(gpu, rng, rows, n, k_total, kind),
+            move |gpu, rng| batchtopk_case(gpu, rng, c, 1),
         ));
+        // The same batch as row chunks (a batch whose x exceeds one binding).
+        if rows >= 3 {
+            t.push(gpu_test(
+                format!("topk::batchtopk_chunks/{rows}x{n}/k{k_total}/{kind:?}/3"),
+                move |gpu, rng| batchtopk_case(gpu, rng, c, 3),
+            ));
+        }
     }
     t
 }

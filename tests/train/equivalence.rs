@@ -4,7 +4,7 @@
 //! sparse path of codes; see `cpu::code_capacity`); each case checks which path it took.
 //! The `_chunked` cases split each batch into chunks of 32 rows (70 = 32 + 32 + 6; what the
 //! engine does when a batch's pre-activations exceed one storage binding) and must still
-//! match the CPU's whole-batch step. The `_anneal` cases (topk / batchtopk) decay k from
+//! match the CPU's whole-batch step (batchtopk: a selection over all the chunks). The `_anneal` cases (topk / batchtopk) decay k from
 //! min(10 d, n) (n here) to 8 over the first 6 steps (`--k-anneal-steps`), so the engines
 //! meet a different k at every one of those steps, then 4 steps at k = 8. The `_rescale`
 //! cases train with `--decoder-norm rescale` (the step on the unit-row view, its gradients
@@ -134,8 +134,8 @@ fn case(
     }
     .map_err(fail)?;
     let want = match chunk {
-        Some(c) if arch != Arch::Batchtopk => (rows.div_ceil(c), c.min(rows)),
-        _ => (1, rows),
+        Some(c) => (rows.div_ceil(c), c.min(rows)),
+        None => (1, rows),
     };
     if eng.chunking() != want {
         return Err(format!("{arch:?}: chunks {:?}, expected {want:?}", eng.chunking()).into());
@@ -215,6 +215,7 @@ pub fn trials() -> Vec<Trial> {
         (Arch::Topk, false, tex, chunked),
         (Arch::Batchtopk, false, odd, None),
         (Arch::Batchtopk, false, tex, None),
+        (Arch::Batchtopk, false, odd, chunked),
     ];
     let rescaled = [
         (Arch::Topk, false, odd, None),
@@ -243,6 +244,7 @@ pub fn trials() -> Vec<Trial> {
         (Arch::Jumprelu, true, odd, chunked),
         (Arch::Jumprelu, false, tex, chunked),
         (Arch::Batchtopk, false, odd, chunked),
+        (Arch::Batchtopk, false, tex, chunked),
     ]
     .into_iter()
     .map(|c| (c, (false, false)))

@@ -2,6 +2,12 @@
 //! value of the batch (key_init, key_hist, key_find), topk_candidates lists the entries
 //! above it, and `topk::batchtopk` runs on that small (rows, CAND) candidate matrix
 //! (candidate_matrix, candidate_map), or on x itself when a row's candidates overflow.
+//!
+//! A batch whose pre-activations do not fit one storage binding comes as row chunks
+//! ([`batchtopk_codes_chunks`]): the histograms of the radix select add up every chunk's
+//! block maxima before each level's find, the candidates of each chunk are copied into the
+//! batch's candidate matrix at the chunk's rows, and the overflow path is
+//! `topk::batchtopk_chunks`. The answer is the whole batch's, as with one chunk.
 
 use crate::gpu::{Gate, Gpu, GpuTensor};
 use crate::{Error, Result};
@@ -42,6 +48,18 @@ pub(super) static CANDIDATE_MAP: Entry = one_d(
     ],
 );
 
+pub(super) static CSR_ROWS: Entry = one_d(
+    "csr_rows",
+    &[
+        ru("row_ptr", "rows_all + 1"),
+        ru("idx", "k_total"),
+        super::super::decl::rf("val", "k_total"),
+        wu("row_ptr_c", "rows + 1"),
+        wu("idx_c", "cap"),
+        wf("val_c", "cap"),
+    ],
+);
+
 /// state = (prefix 0, mask 0, need k_total, overflow 0), hist = 0: the start of
 /// [`batch_threshold`]'s radix select.
 /// -> state: (4) u32, hist: (256) u32
@@ -72,7 +90,22 @@ pub fn batch_threshold(
     hist: &GpuTensor,
     thr: &GpuTensor,
 ) -> Result<()> {
-    let len = keys.len();
+    batch_threshold_chunks(gpu, enc, &[keys], k_total, state, hist, thr)
+}
+
+/// [`batch_threshold`] of the concatenation of `keys` (each level's histogram adds up
+/// every part before its find).
+/// keys: (len_c) u32 each -> state: (4) u32, hist: (256) u32 scratch, thr: (rows) u32
+pub fn batch_threshold_chunks(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    keys: &[&GpuTensor],
+    k_total: usize,
+    state: &GpuTensor,
+    hist: &GpuTensor,
+    thr: &GpuTensor,
+) -> Result<()> {
+    let len: usize = keys.iter().map(|k| k.len()).sum();
     if k_total == 0 || k_total > len {
         return Err(Error::Internal(format!(
             "batch_threshold: k_total {k_total} not in 1..={len}"
@@ -81,6 +114,23 @@ pub fn batch_threshold(
     let rows = thr.len();
     key_init(gpu, enc, k_total, state, hist)?;
     for (shift, last) in [(24u32, false), (16, true)] {
+        for part in keys {
+            let len = part.len();
+            let p = Params {
+                n: len as u32,
+                shift,
+                ..Default::default()
+            };
+            KEY_HIST
+                .call(p)
+                .dim("len", len)
+                .bind(part)
+                .bind(state)
+                .bind(hist)
+                .items(len)
+                .skip_if(len == 0)
+                .record(gpu, enc)?;
+        }
         let p = Params {
             n: len as u32,
             rows: rows as u32,
@@ -88,14 +138,6 @@ pub fn batch_threshold(
             last: last as u32,
             ..Default::default()
         };
-        KEY_HIST
-            .call(p)
-            .dim("len", len)
-            .bind(keys)
-            .bind(state)
-            .bind(hist)
-            .items(len)
-            .record(gpu, enc)?;
         KEY_FIND
             .call(p)
             .dim("rows", rows)
@@ -179,12 +221,33 @@ pub struct BatchScratch {
     pub cidx: GpuTensor,
     /// topk.wgsl batchtopk's scratch.
     pub select: GpuTensor,
+    /// Several chunks: one chunk's candidates (cand, cand_key, cand_n, xm for its rows),
+    /// copied into the batch's after each chunk.
+    pub chunk: Option<[GpuTensor; 4]>,
 }
 
 impl BatchScratch {
-    pub fn new(gpu: &Gpu, rows: usize, n: usize, k_total: usize) -> Result<BatchScratch> {
+    /// For a batch of `rows` rows; `chunk_rows` < rows: it comes in chunks of at most that.
+    pub fn new(
+        gpu: &Gpu,
+        rows: usize,
+        n: usize,
+        k_total: usize,
+        chunk_rows: usize,
+    ) -> Result<BatchScratch> {
         let u = |what: &str, len: usize| gpu.zeros_u32(what, &[len]);
         use super::super::topk::batchtopk_scratch_len as select_len;
+        let chunk = if chunk_rows < rows {
+            let c = chunk_rows;
+            Some([
+                u("chunk cand", c * CAND)?,
+                u("chunk cand_key", c * CAND)?,
+                u("chunk cand_n", c)?,
+                gpu.zeros("chunk candidates", &[c, CAND])?,
+            ])
+        } else {
+            None
+        };
         Ok(BatchScratch {
             bmax: u("batch bmax", rows * blocks(n, BLOCK))?,
             state: u("batch state", 4)?,
@@ -200,6 +263,7 @@ impl BatchScratch {
                 "batchtopk scratch",
                 select_len(rows, n, k_total).max(select_len(rows, CAND, k_total)),
             )?,
+            chunk,
         })
     }
 }
@@ -224,7 +288,23 @@ pub fn batchtopk_codes(
     val: &GpuTensor,
     threshold: &GpuTensor,
 ) -> Result<()> {
-    batchtopk_chain(gpu, enc, x, None, gate, sc, row_ptr, idx, val, threshold)
+    let (rows, n) = matrix("batchtopk_codes", x)?;
+    let bmax = sc.bmax.prefix(&[rows * blocks(n, BLOCK)]);
+    if idx.len() <= bmax.len() {
+        block_max(gpu, enc, x, BLOCK, None, None, &bmax)?;
+    }
+    batchtopk_codes_chunks(
+        gpu,
+        enc,
+        &[x],
+        &[&bmax],
+        gate,
+        sc,
+        row_ptr,
+        idx,
+        val,
+        threshold,
+    )
 }
 
 /// [`batchtopk_codes`] with the block maxima already computed (by
@@ -245,11 +325,11 @@ pub fn batchtopk_codes_from_bmax(
     val: &GpuTensor,
     threshold: &GpuTensor,
 ) -> Result<()> {
-    batchtopk_chain(
+    batchtopk_codes_chunks(
         gpu,
         enc,
-        x,
-        Some(bmax),
+        &[x],
+        &[bmax],
         gate,
         sc,
         row_ptr,
@@ -259,13 +339,18 @@ pub fn batchtopk_codes_from_bmax(
     )
 }
 
-/// The chain of [`batchtopk_codes`]; with `given` the block maxima come from it.
+/// [`batchtopk_codes_from_bmax`] of the batch whose rows are the chunks `xs` one after
+/// another, each with its block maxima (`bmaxs`): the same codes as of their
+/// concatenation. `sc` is made for the batch's rows and chunks of at most the largest
+/// chunk's rows (`BatchScratch::new`).
+/// xs: (rows_c, n) each, bmaxs: (rows_c, blocks(n, BLOCK)) u32 each
+///   -> row_ptr: (rows + 1) u32, idx: (k_total) u32, val: (k_total), threshold: (1)
 #[allow(clippy::too_many_arguments)]
-fn batchtopk_chain(
+pub fn batchtopk_codes_chunks(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
-    x: &GpuTensor,
-    given: Option<&GpuTensor>,
+    xs: &[&GpuTensor],
+    bmaxs: &[&GpuTensor],
     gate: &std::sync::Arc<Gate>,
     sc: &BatchScratch,
     row_ptr: &GpuTensor,
@@ -273,17 +358,26 @@ fn batchtopk_chain(
     val: &GpuTensor,
     threshold: &GpuTensor,
 ) -> Result<()> {
-    use super::super::topk::batchtopk;
+    use super::super::topk::{batchtopk, batchtopk_chunks};
     let kn = "batchtopk_codes";
-    let (rows, n) = matrix(kn, x)?;
+    let mut shapes = Vec::with_capacity(xs.len());
+    for x in xs {
+        shapes.push(matrix(kn, x)?);
+    }
+    let n = shapes.first().map_or(0, |s| s.1);
+    let rows: usize = shapes.iter().map(|s| s.0).sum();
     let k_total = idx.len();
     let nb = blocks(n, BLOCK);
-    if let Some(b) = given
-        && (b.len() != rows * nb || b.dtype != crate::gpu::DType::U32)
-    {
+    let bad_bmax = bmaxs.len() != xs.len()
+        || bmaxs
+            .iter()
+            .zip(&shapes)
+            .any(|(b, &(r, _))| b.len() != r * nb || b.dtype != crate::gpu::DType::U32);
+    if bad_bmax || shapes.iter().any(|s| s.1 != n) || sc.thr.len() != rows {
         return Err(Error::Internal(format!(
-            "{kn}: bmax is {:?} {:?}, expected ({rows} * {nb}) u32",
-            b.shape, b.dtype
+            "{kn}: chunks {shapes:?} with block maxima {:?} and scratch for {} rows: expected ({nb}) u32 maxima per row of one n, the scratch's rows in all",
+            bmaxs.iter().map(|b| &b.shape).collect::<Vec<_>>(),
+            sc.thr.len()
         )));
     }
     // The scratch may be sized for a larger k_total (k annealing): its first elements.
@@ -299,21 +393,41 @@ fn batchtopk_chain(
     let (cidx, select_x) = (sc.cidx.prefix(&[k_total]), sc.select.prefix(&[need(n)]));
     let select_cand = sc.select.prefix(&[need(CAND)]);
     if k_total > rows * nb {
-        return batchtopk(gpu, enc, x, row_ptr, idx, val, threshold, &select_x);
+        return batchtopk_chunks(gpu, enc, xs, row_ptr, idx, val, threshold, &select_x);
     }
-    let bmax = match given {
-        Some(b) => b,
-        None => {
-            block_max(gpu, enc, x, BLOCK, None, None, &sc.bmax)?;
-            &sc.bmax
+    batch_threshold_chunks(gpu, enc, bmaxs, k_total, &sc.state, &sc.hist, &sc.thr)?;
+    let mut row0 = 0;
+    for ((x, bmax), &(rc, _)) in xs.iter().zip(bmaxs).zip(&shapes) {
+        let thr = sc.thr.prefix(&[rc]);
+        let u4 = |t: &GpuTensor| t.prefix(&[rc * CAND]);
+        match (&sc.chunk, xs.len()) {
+            (_, 1) => {
+                let (cand, key, cn) = (&sc.cand, &sc.cand_key, &sc.cand_n);
+                topk_candidates(gpu, enc, x, BLOCK, None, bmax, &thr, cand, key, cn)?;
+                candidate_matrix(gpu, enc, x, cand, cn, &thr, &sc.xm, &sc.state)?;
+            }
+            (Some([cand, key, cn, xm]), _) => {
+                let (cand, key) = (&u4(cand), &u4(key));
+                let (cn, xm) = (&cn.prefix(&[rc]), &xm.prefix(&[rc, CAND]));
+                topk_candidates(gpu, enc, x, BLOCK, None, bmax, &thr, cand, key, cn)?;
+                candidate_matrix(gpu, enc, x, cand, cn, &thr, xm, &sc.state)?;
+                // Into the batch's candidates at the chunk's rows (candidate_map reads
+                // cand, batchtopk xm; cand_n as with one chunk).
+                let (at, bytes) = ((row0 * CAND * 4) as u64, (rc * CAND * 4) as u64);
+                enc.copy_buffer_to_buffer(&cand.buf, 0, &sc.cand.buf, at, Some(bytes));
+                enc.copy_buffer_to_buffer(&xm.buf, 0, &sc.xm.buf, at, Some(bytes));
+                let (at, bytes) = ((row0 * 4) as u64, (rc * 4) as u64);
+                enc.copy_buffer_to_buffer(&cn.buf, 0, &sc.cand_n.buf, at, Some(bytes));
+            }
+            (None, _) => {
+                return Err(Error::Internal(format!(
+                    "{kn}: {} chunks, but the scratch was made for one",
+                    xs.len()
+                )));
+            }
         }
-    };
-    batch_threshold(gpu, enc, bmax, k_total, &sc.state, &sc.hist, &sc.thr)?;
-    #[rustfmt::skip]
-    topk_candidates(gpu, enc, x, BLOCK, None, bmax, &sc.thr, &sc.cand, &sc.cand_key, &sc.cand_n)?;
-    candidate_matrix(
-        gpu, enc, x, &sc.cand, &sc.cand_n, &sc.thr, &sc.xm, &sc.state,
-    )?;
+        row0 += rc;
+    }
     super::super::ops::gate_plan(gpu, enc, gate, &sc.state, 3, 0)?;
     gpu.gated(gate, false, || -> Result<()> {
         #[rustfmt::skip]
@@ -321,6 +435,54 @@ fn batchtopk_chain(
         candidate_map(gpu, enc, row_ptr, &cidx, &sc.cand, idx)
     })?;
     gpu.gated(gate, true, || {
-        batchtopk(gpu, enc, x, row_ptr, idx, val, threshold, &select_x)
+        batchtopk_chunks(gpu, enc, xs, row_ptr, idx, val, threshold, &select_x)
     })
+}
+
+/// Rows row0 .. row0 + rows of the batch's codes as the CSR of a chunk (see the twin
+/// `reference::codes::csr_rows`): row_ptr_c from 0, idx_c / val_c the rows' slots.
+/// row_ptr: (rows_all + 1) u32, idx: (k_total) u32, val: (k_total)
+///   -> row_ptr_c: (rows + 1) u32, idx_c: (cap) u32, val_c: (cap)
+#[allow(clippy::too_many_arguments)]
+pub fn csr_rows(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    row0: usize,
+    row_ptr_c: &GpuTensor,
+    idx_c: &GpuTensor,
+    val_c: &GpuTensor,
+) -> Result<()> {
+    let rows_all = row_ptr.len().saturating_sub(1);
+    let rows = row_ptr_c.len().saturating_sub(1);
+    let cap = idx_c.len();
+    if row0 + rows > rows_all || idx.len() != val.len() {
+        return Err(Error::Internal(format!(
+            "csr_rows: rows {row0}..{} of {rows_all}, idx {:?}, val {:?}",
+            row0 + rows,
+            idx.shape,
+            val.shape
+        )));
+    }
+    let p = Params {
+        rows: rows as u32,
+        cap: cap as u32,
+        row0: row0 as u32,
+        ..Default::default()
+    };
+    #[rustfmt::skip]
+    let dims = [("rows_all", rows_all), ("k_total", idx.len()), ("rows", rows), ("cap", cap)];
+    CSR_ROWS
+        .call(p)
+        .dims(&dims)
+        .bind(row_ptr)
+        .bind(idx)
+        .bind(val)
+        .bind(row_ptr_c)
+        .bind(idx_c)
+        .bind(val_c)
+        .items(cap.max(rows + 1))
+        .record(gpu, enc)
 }

@@ -47,6 +47,7 @@ crate::uniform! {
         rows: u32, n: u32, k: u32, nb: u32,
         has_cols: u32, cap: u32, dead_after: u32, block: u32,
         has_off: u32, eps: f32, shift: u32, last: u32,
+        row0: u32, _pad: [u32; 3],
     }
 }
 
@@ -94,6 +95,7 @@ pub static ENTRIES: &[&Entry] = &[
     &batch_topk::KEY_FIND,
     &batch_topk::CANDIDATE_MATRIX,
     &batch_topk::CANDIDATE_MAP,
+    &batch_topk::CSR_ROWS,
 ];
 
 /// (rows, n) of the pre-activations x.

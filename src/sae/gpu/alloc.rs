@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::{Chunk, CodeBufs, GATE_SLOTS, GpuEngine};
 use crate::gpu::{Gpu, GpuTensor};
-use crate::kernels::codes::BLOCK;
 use crate::kernels::codes::batch_topk::BatchScratch;
+use crate::kernels::codes::{BLOCK, CAND};
 use crate::reference::reduce::METRIC_SLOTS;
 use crate::sae::engine::{TrainState, code_capacity};
 use crate::sae::params::ParamSet;
@@ -67,13 +67,14 @@ impl CodeBufs {
 }
 
 /// Rows per chunk of a batch on this adapter: the whole batch when its pre-activations
-/// (rows, n) fit one storage binding (and always for batchtopk, whose threshold is over the
-/// whole batch); else the batch split into the fewest chunks that fit, as even as multiples
-/// of 16 rows allow (the last may be shorter). 0 when not even 16 rows fit.
+/// (rows, n) fit one storage binding; else the batch split into the fewest chunks that fit,
+/// as even as multiples of 16 rows allow (the last may be shorter). 0 when not even 16 rows
+/// fit. (batchtopk keeps every chunk's pre-activations in a buffer of its own until the
+/// batch's selection.)
 pub fn chunk_rows(gpu: &Gpu, cfg: &TrainConfig) -> usize {
     let (b, n) = (cfg.batch, cfg.d_sae.max(1));
     let fit = (gpu.max_binding() / (n as u64 * 4)) as usize;
-    if b <= fit || cfg.arch == Arch::Batchtopk {
+    if b <= fit {
         return b;
     }
     let fit = fit / 16 * 16;
@@ -94,7 +95,6 @@ impl GpuEngine {
 
     /// As [`GpuEngine::new`] with chunks of `chunk` rows (the last may be shorter): tests
     /// split small batches to check that chunked steps keep the whole batch's math.
-    /// batchtopk takes the whole batch in one chunk whatever `chunk` says.
     pub fn with_chunks(
         gpu: Arc<Gpu>,
         cfg: &TrainConfig,
@@ -103,11 +103,7 @@ impl GpuEngine {
     ) -> Result<GpuEngine> {
         refuse_matryoshka(cfg)?;
         let (d, n, rows) = (cfg.d_in, cfg.d_sae, cfg.batch);
-        let chunk = if cfg.arch == Arch::Batchtopk || chunk == 0 {
-            rows
-        } else {
-            chunk.min(rows)
-        };
+        let chunk = if chunk == 0 { rows } else { chunk.min(rows) };
         let g = &*gpu;
         // Every tensor of the parameter set on the device; log_threshold, when the
         // architecture has none, as one unused element kept at 0.
@@ -162,6 +158,9 @@ impl GpuEngine {
         let sparse = matches!(cfg.arch, Arch::Topk | Arch::Batchtopk);
         let x = g.zeros("x", &[rows, d])?;
         let several = chunk < rows;
+        // batchtopk in several chunks: each keeps its pre-activations and block maxima for
+        // the batch's selection, and its codes may hold any number of the batch's entries.
+        let batch_chunks = several && cfg.arch == Arch::Batchtopk;
         let mut chunks = Vec::new();
         for start in (0..rows.max(1)).step_by(chunk.max(1)) {
             let r = chunk.min(rows - start);
@@ -169,18 +168,33 @@ impl GpuEngine {
                 g.zeros(name, &[if sparse { r } else { 1 }, d])
             };
             // topk / batchtopk: for the run's largest k; each step takes its k's slots.
-            let code_store = if sparse {
+            let code_store = if batch_chunks {
+                let per_row = (rows * cfg.k_max()).div_ceil(r.max(1));
+                CodeBufs::new(g, r, n, per_row, false)?
+            } else if sparse {
                 CodeBufs::new(g, r, n, cfg.k_max(), cfg.arch == Arch::Topk)?
             } else {
                 CodeBufs::new(g, r, n, code_capacity(r, n) / r.max(1), false)?
             };
-            let codes = if sparse {
+            let codes = if batch_chunks {
+                code_store.prefix(rows * cfg.k_at(st.step))
+            } else if sparse {
                 code_store.prefix(r * cfg.k_at(st.step))
             } else {
                 code_store.prefix(code_store.idx.len())
             };
+            let nb = n.div_ceil(BLOCK);
             chunks.push(Chunk {
                 rows: r,
+                row0: start,
+                kept: if batch_chunks {
+                    Some((
+                        g.zeros("pre chunk", &[r, n])?,
+                        g.zeros_u32("pre block maxima chunk", &[r * nb])?,
+                    ))
+                } else {
+                    None
+                },
                 x: if several {
                     g.zeros("x chunk", &[r, d])?
                 } else {
@@ -230,7 +244,8 @@ impl GpuEngine {
                 None
             },
             x,
-            pre: g.zeros("pre", &[chunk, n])?,
+            // batchtopk in several chunks: the chunks' own (`Chunk::kept`).
+            pre: g.zeros("pre", &[if batch_chunks { 1 } else { chunk }, n])?,
             bmax: g.zeros_u32(
                 "pre block maxima",
                 &[if cfg.arch == Arch::Batchtopk {
@@ -259,8 +274,18 @@ impl GpuEngine {
             thr: g.zeros("batch threshold", &[1])?,
             thr_state: g.upload("threshold", &[1], &[st.threshold])?,
             batch: if cfg.arch == Arch::Batchtopk {
-                let sc = BatchScratch::new(g, rows, n, rows * cfg.k_max())?;
+                let sc = BatchScratch::new(g, rows, n, rows * cfg.k_max(), chunk)?;
                 Some((sc, g.gate(GATE_SLOTS)?))
+            } else {
+                None
+            },
+            batch_codes: if batch_chunks {
+                let cap = rows * cfg.k_max();
+                Some([
+                    g.zeros_u32("batch row_ptr", &[rows + 1])?,
+                    g.zeros_u32("batch idx", &[cap])?,
+                    g.zeros("batch pre_val", &[cap])?,
+                ])
             } else {
                 None
             },
@@ -310,17 +335,13 @@ impl GpuEngine {
     pub fn check_capacity(gpu: &Gpu, cfg: &TrainConfig) -> Result<()> {
         refuse_matryoshka(cfg)?;
         let (d, n, b) = (cfg.d_in as u128, cfg.d_sae as u128, cfg.batch as u128);
-        // Pre-activations are held one chunk at a time (batchtopk: the whole batch).
+        // Pre-activations are held one chunk at a time (batchtopk: each chunk's in a buffer
+        // of its own).
         let c = match chunk_rows(gpu, cfg) {
             0 => b.min(16),
             r => r as u128,
         };
-        let pre = if cfg.arch == Arch::Batchtopk {
-            "pre-activations (batchtopk selects over the whole batch, so they are not split)"
-                .to_string()
-        } else {
-            format!("pre-activations of {c} rows")
-        };
+        let pre = format!("pre-activations of {c} rows");
         let mut big: Vec<(&str, [u128; 2])> = vec![
             ("W_enc", [d, n]),
             ("W_dec", [n, d]),
@@ -334,8 +355,13 @@ impl GpuEngine {
             "codes".to_string()
         };
         if matches!(cfg.arch, Arch::Topk | Arch::Batchtopk) {
-            big.push((&codes, [c, cfg.k_max() as u128]));
+            // batchtopk: a chunk's codes may hold the whole batch's entries.
+            let rows = if cfg.arch == Arch::Batchtopk { b } else { c };
+            big.push((&codes, [rows, cfg.k_max() as u128]));
             big.push(("AuxK codes", [c, cfg.k_aux as u128]));
+        }
+        if cfg.arch == Arch::Batchtopk {
+            big.push(("BatchTopK's candidates", [b, CAND as u128]));
         }
         let allows = gpu.max_binding() as u128;
         let mib = |x: u128| x as f64 / 1048576.0;
