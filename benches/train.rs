@@ -539,7 +539,9 @@ fn main() -> anyhow::Result<()> {
         if let Some(g) = &gpu
             && keep("gpu", label)
         {
-            let r = gpu_row(g, label, arch, dead, batch, steps, profile, &sample, &batches)?;
+            let r = gpu_row(
+                g, label, arch, dead, batch, steps, profile, &sample, &batches,
+            )?;
             eprintln!(
                 "  gpu {label:<10} step {:>8.1} ms  gemm {:>8.1} ms  L0 {:.1}  batch {} in {} chunk(s)",
                 r.step.0 * 1e3,

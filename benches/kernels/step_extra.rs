@@ -3,7 +3,7 @@
 //! so every stage kernel runs: block_max, topk_threshold, topk_candidates, topk_select and
 //! topk_select_row, csr_scan, csr_pack; threshold_offsets, compact_count, compact_write;
 //! key_init, key_hist, key_find, candidate_matrix, gate_plan, batchtopk on the candidates,
-//! candidate_map), dead_list, FISTA's two kernels and the toy-model kernels.
+//! candidate_map; csr_rows), dead_list, FISTA's two kernels and the toy-model kernels.
 
 use std::rc::Rc;
 
@@ -137,6 +137,30 @@ pub fn codes_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
         Box::new(move |g, e| {
             codes::batch_topk::batchtopk_codes(g, e, &pre, &gate, &sc, &rp, &idx, &val, &thr)?;
             gate.finish(g)
+        }),
+    ));
+    // A chunk's rows of the batch's codes (BatchTopK in chunks): the second half of a batch
+    // with K entries per row; reads and writes its row_ptr and its slots' idx and val.
+    let half = B / 2;
+    let all: Vec<u32> = (0..=B as u32).map(|r| r * K as u32).collect();
+    let rp_all = Rc::new(gpu.upload_u32("batch row_ptr", &[B + 1], &all)?);
+    let (idx_all, val_all) = (
+        zeros_u32("batch idx", &[B * K])?,
+        zeros("batch val", &[B * K])?,
+    );
+    let rp_c = zeros_u32("chunk row_ptr", &[half + 1])?;
+    let (idx_c, val_c) = (
+        zeros_u32("chunk idx", &[B * K])?,
+        zeros("chunk val", &[B * K])?,
+    );
+    v.push(bytes_case(
+        "csr_rows",
+        "chunk",
+        format!("rows {half}..{B} of B={B}, k={K}"),
+        b4(2 * (half + 1) + 4 * half * K),
+        Box::new(move |g, e| {
+            let (a, b) = ((&*rp_all, &*idx_all, &*val_all), (&*rp_c, &*idx_c, &*val_c));
+            codes::batch_topk::csr_rows(g, e, a.0, a.1, a.2, half, b.0, b.1, b.2)
         }),
     ));
     Ok(v)
