@@ -692,13 +692,14 @@ const LINES: &[Line] = &[
         gpu: true,
     },
     Line {
-        // topk / relu / jumprelu split such a batch into chunks of rows; batchtopk cannot.
+        // batchtopk splits such a batch into chunks of rows but holds all of their
+        // pre-activations at once (128 GiB here, beyond the host's memory).
         name: "train_batchtopk_pre_activations_beyond_adapter",
         setup: nothing,
-        args: "train --data {dir}/good.safetensors --out {dir}/out --device gpu --arch batchtopk --d-sae 1048576 --k 4 --batch 2048 --steps 2",
+        args: "train --data {dir}/good.safetensors --out {dir}/out --device gpu --arch batchtopk --d-sae 1048576 --k 4 --batch 32768 --steps 2",
         code: 2,
         expect: &[
-            "--d-sae 1048576 with --batch 2048: pre-activations (batchtopk selects over the whole batch, so they are not split) [2048, 1048576] needs 8192.0 MiB in one storage binding, but adapter",
+            "--d-sae 1048576 with --batch 32768: batchtopk holds the pre-activations of every chunk of the batch at once ([32768, 1048576], 131072.0 MiB), more than the",
             "lower --d-sae or --batch, or use --device cpu",
         ],
         gpu: true,

@@ -365,6 +365,20 @@ impl GpuEngine {
         }
         let allows = gpu.max_binding() as u128;
         let mib = |x: u128| x as f64 / 1048576.0;
+        // batchtopk in several chunks holds every chunk's pre-activations at once.
+        let held = b * n * 4;
+        if cfg.arch == Arch::Batchtopk
+            && c < b
+            && let Some(limit) = crate::sweep::memory::gpu_budget(gpu)
+            && held > limit
+        {
+            return Err(Error::Device(format!(
+                "--d-sae {n} with --batch {b}: batchtopk holds the pre-activations of every chunk of the batch at once ([{b}, {n}], {:.1} MiB), more than the {:.1} MiB adapter {} has; lower --d-sae or --batch, or use --device cpu",
+                mib(held),
+                mib(limit),
+                gpu.info.name
+            )));
+        }
         for (what, [r, c]) in big {
             let bytes = r * c * 4;
             if bytes > allows {
