@@ -1,8 +1,10 @@
 //! Feature absorption against a planted hierarchy (`eval --truth` on a `synth` world made
-//! with `--hierarchy`): how often a child feature's latent stays silent while its parent's
-//! latent fires in its place (Chanin et al. 2024's failure, which Matryoshka SAEs are meant
-//! to cure). Kept apart from `truth.rs`: it needs the one-to-one matching and the
-//! hierarchy, the SAELens metrics need neither.
+//! with `--hierarchy`), in both directions: `absorption`, how often a child feature's
+//! latent stays silent while its parent's latent fires in its place (the measure as the
+//! Matryoshka issue words it), and `absorption_parent`, Chanin et al. 2024's failure, which
+//! Matryoshka SAEs are meant to cure (the child's latent fires and the parent's goes
+//! quiet). Kept apart from `truth.rs`: it needs the one-to-one matching and the hierarchy,
+//! the SAELens metrics need neither.
 //!
 //! Definition. Match latents to true features one-to-one by the MCC's assignment. For every
 //! (parent p, child c) edge of the truth's forest (`parent[c] = p`) whose both features are
