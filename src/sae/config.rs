@@ -198,6 +198,11 @@ pub struct TrainArgs {
     /// Seed for initialisation and data order (default 0).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Seed of the data order and the initialisation sample alone (default: --seed). A
+    /// sweep whose members differ in --seed gives them one --data-seed, so that they share
+    /// one pass over the data.
+    #[arg(long)]
+    pub data_seed: Option<u64>,
     /// Engine: auto (hardware GPU if any, else CPU), gpu (any wgpu adapter), cpu.
     #[arg(long, value_enum)]
     pub device: Option<DeviceChoice>,
@@ -301,6 +306,10 @@ pub struct TrainConfig {
     pub dead_tokens: u64,
     pub threshold_ema: f32,
     pub seed: u64,
+    /// The data order's and the initialisation sample's seed when it is not `seed`
+    /// (`TrainConfig::data_seed`).
+    #[serde(default)]
+    pub data_seed: Option<u64>,
     pub device: DeviceChoice,
     pub adapter: Option<String>,
     pub log_every: u64,
@@ -370,6 +379,12 @@ fn positive_f32(flag: &str, v: f32) -> Result<f32> {
 }
 
 impl TrainConfig {
+    /// The seed of the data order and of the initialisation sample: --data-seed, else
+    /// --seed (which alone seeds the parameters).
+    pub fn data_seed(&self) -> u64 {
+        self.data_seed.unwrap_or(self.seed)
+    }
+
     /// Fill defaults and check ranges. `d_in` and `total_rows` (training rows available)
     /// come from the validated shards.
     pub fn resolve(a: &TrainArgs, d_in: usize, total_rows: u64) -> Result<TrainConfig> {
@@ -509,6 +524,7 @@ impl TrainConfig {
             )?,
             threshold_ema: a.threshold_ema.unwrap_or(0.99),
             seed: a.seed.unwrap_or(0),
+            data_seed: a.data_seed.filter(|&s| Some(s) != a.seed.or(Some(0))),
             device: a.device.unwrap_or(DeviceChoice::Auto),
             adapter: a.adapter.clone(),
             log_every: positive("log-every", a.log_every.unwrap_or((steps / 100).max(1)))?,

@@ -261,7 +261,7 @@ impl RunData {
         let mut st = BatchStream::new(
             self.shards.clone(),
             self.train_ranges.clone(),
-            cfg.seed ^ 0x1717,
+            cfg.data_seed() ^ 0x1717,
             cfg.init_rows,
             cfg.shuffle_rows,
         )?;
@@ -283,7 +283,7 @@ impl RunData {
         let mut stream = BatchStream::new(
             self.shards.clone(),
             self.train_ranges.clone(),
-            cfg.seed,
+            cfg.data_seed(),
             cfg.batch,
             cfg.shuffle_rows,
         )?;

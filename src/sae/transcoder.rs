@@ -100,7 +100,7 @@ impl RunData {
             BatchStream::new(
                 shards,
                 self.train_ranges.clone(),
-                cfg.seed ^ 0x1717,
+                cfg.data_seed() ^ 0x1717,
                 cfg.init_rows,
                 cfg.shuffle_rows,
             )
@@ -125,7 +125,7 @@ impl RunData {
         let mut t = BatchStream::new(
             targets,
             self.train_ranges.clone(),
-            cfg.seed,
+            cfg.data_seed(),
             cfg.batch,
             cfg.shuffle_rows,
         )?;

@@ -172,6 +172,7 @@ fn row_json(r: &Row, on_front: bool) -> Value {
         "l0_coef": c.and_then(|c| (c.arch == Arch::Jumprelu).then_some(c.l0)),
         "lr": c.map(|c| c.lr),
         "seed": c.map(|c| c.seed),
+        "data_seed": c.map(|c| c.data_seed()),
         "steps": r.last.as_ref().map(|l| l.step),
         "final": r.last.as_ref().map(|l| json!({
             "loss": l.loss, "mse": l.mse, "explained_variance": l.explained_variance,

@@ -1,10 +1,12 @@
 //! Training a sweep: every member resolved and checked (options, data, engine, memory)
-//! before anything is written; then members that read the same stream (same data, seed,
-//! batch, shuffle, normalisation: a "group") train together from ONE loader, one read of
-//! the data and one normalisation estimate, each as a [`Member`] of `saeforge train`'s own
-//! loop, so that OUT/<member>/ equals the member's solo run bitwise. Members whose seeds
-//! differ cannot share a stream (in `saeforge train` the seed also orders the data) and form
-//! groups of their own, trained one after the other.
+//! before anything is written; then members that read the same stream (same data, data
+//! seed, batch, shuffle, normalisation: a "group") train together from ONE loader, one read
+//! of the data and one normalisation estimate, each as a [`Member`] of `saeforge train`'s
+//! own loop, so that OUT/<member>/ equals the member's solo run bitwise. Members whose
+//! seeds differ share the data seed (`spec`: the smallest seed unless the sweep sets
+//! data_seed), so a seed grid is one pass too; members that differ in what they read (data,
+//! batch, a data_seed of their own, ...) form groups of their own, trained one after the
+//! other.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -172,7 +174,7 @@ fn stream_key(c: &TrainConfig) -> String {
         c.eval_fraction,
         c.eval_rows,
         c.batch,
-        c.seed,
+        c.data_seed(),
         c.shuffle_rows,
         c.init_rows,
         c.normalize,

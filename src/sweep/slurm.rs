@@ -15,7 +15,8 @@ use super::SweepSpec;
 use super::run::SPEC_FILE;
 use crate::{Error, Result};
 
-/// Options that decide a member's stream: members equal in all of them share a pass.
+/// Options that decide a member's stream: members equal in all of them share a pass
+/// ("data_seed": its --data-seed, else its --seed, else 0).
 const STREAM: [&str; 12] = [
     "data",
     "tensor",
@@ -23,7 +24,7 @@ const STREAM: [&str; 12] = [
     "eval_fraction",
     "eval_rows",
     "batch",
-    "seed",
+    "data_seed",
     "shuffle_rows",
     "init_rows",
     "normalize",
@@ -39,7 +40,13 @@ pub fn tasks(spec: &SweepSpec, per_task: usize) -> Vec<Vec<String>> {
         let all = spec.merged(m);
         let key: Vec<Value> = STREAM
             .iter()
-            .map(|k| all.get(*k).cloned().unwrap_or(Value::Null))
+            .map(|&k| match k {
+                "data_seed" => {
+                    let seed = all.get("data_seed").or(all.get("seed"));
+                    Value::from(seed.and_then(Value::as_u64).unwrap_or(0))
+                }
+                _ => all.get(k).cloned().unwrap_or(Value::Null),
+            })
             .collect();
         let key = Value::Array(key).to_string();
         match groups.iter_mut().find(|(k, _)| *k == key) {

@@ -262,10 +262,26 @@ impl SpecParts {
                 )));
             }
         }
-        let spec = SweepSpec {
-            shared: self.shared,
-            members,
+        // Members that differ in --seed share one pass over the data: when the seeds
+        // differ, every member that is not given a data_seed (shared or its own) reads in
+        // the order of the sweep's smallest seed (so it equals `saeforge train --seed S
+        // --data-seed D`).
+        let shared = self.shared;
+        let seed_of = |m: &MemberSpec| {
+            let s = m.options.get("seed").or(shared.get("seed"));
+            s.and_then(Value::as_u64).unwrap_or(0)
         };
+        let seeds: BTreeSet<u64> = members.iter().map(seed_of).collect();
+        if let (2.., Some(&first), false) =
+            (seeds.len(), seeds.first(), shared.contains_key("data_seed"))
+        {
+            for m in &mut members {
+                if !m.options.contains_key("data_seed") {
+                    m.options.insert("data_seed".into(), Value::from(first));
+                }
+            }
+        }
+        let spec = SweepSpec { shared, members };
         for m in &spec.members {
             for (k, v) in &m.options {
                 check_option(&format!("{src}: member `{}`: option", m.name), k, v)?;

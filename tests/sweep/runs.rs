@@ -37,7 +37,7 @@ fn shared(data: &Path, device: &str, steps: u64) -> serde_json::Map<String, Valu
 }
 
 /// Three members: topk k=4, topk k=8 with its own lr, relu with an L1 coefficient.
-fn spec(data: &Path, device: &str, steps: u64) -> Result<SweepSpec, Failed> {
+fn parts(data: &Path, device: &str, steps: u64) -> SpecParts {
     let mut p = SpecParts {
         shared: shared(data, device, steps),
         ..Default::default()
@@ -47,7 +47,11 @@ fn spec(data: &Path, device: &str, steps: u64) -> Result<SweepSpec, Failed> {
     relu.insert("arch".into(), json!("relu"));
     relu.insert("l1".into(), json!(0.5));
     p.members.push((Some("relu".into()), relu));
-    p.expand().map_err(fail)
+    p
+}
+
+fn spec(data: &Path, device: &str, steps: u64) -> Result<SweepSpec, Failed> {
+    parts(data, device, steps).expand().map_err(fail)
 }
 
 fn opts(out: &Path) -> SweepOptions {
@@ -122,13 +126,23 @@ fn equals_solo(device: &str) -> Result<(), Failed> {
     let dir = tmp(&format!("solo-{device}"));
     let data = dir.join("data");
     synth(&data)?;
-    let spec = spec(&data, device, 9)?;
+    // And a fourth member with another seed: it shares the data order (the sweep's
+    // smallest seed, 0) and so the stream; its solo run is `train --seed 3 --data-seed 0`.
+    let mut p = parts(&data, device, 9);
+    let mut seeded = serde_json::Map::new();
+    seeded.insert("seed".into(), json!(3));
+    p.members.push((Some("seed3".into()), seeded));
+    let spec = p.expand().map_err(fail)?;
+    let m = spec.members.iter().find(|m| m.name == "seed3").unwrap();
+    if spec.merged(m).get("data_seed") != Some(&json!(0)) {
+        return Err(format!("seed3: data_seed not the sweep's smallest seed: {m:?}").into());
+    }
     let out = dir.join("sweep");
     let o = run_until(Some(spec.clone()), &opts(&out), &StopToken::new()).map_err(fail)?;
     if o.interrupted {
         return Err("interrupted".into());
     }
-    // One stream for the three members: 9 batches of 64 rows drawn once.
+    // One stream for the four members: 9 batches of 64 rows drawn once.
     let g = &o.state.groups;
     if g.len() != 1 || g[0].streams_opened != 1 || g[0].rows_drawn != 9 * 64 {
         return Err(format!("expected one stream of 576 rows, got {g:?}").into());

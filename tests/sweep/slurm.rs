@@ -24,10 +24,15 @@ fn spec(data: &Path) -> Result<SweepSpec, Failed> {
     p.shared = shared.as_object().unwrap().clone();
     p.grid
         .insert("k".into(), vec![json!(2), json!(4), json!(8)]);
-    // A member with another seed: another stream, so a task of its own.
+    // A member with another seed shares the others' data order (data_seed 0, the
+    // smallest seed); one with a data order of its own is another stream, so a task of
+    // its own.
     let mut m = serde_json::Map::new();
     m.insert("seed".into(), json!(7));
     p.members.push((Some("seed7".into()), m));
+    let mut m = serde_json::Map::new();
+    m.insert("data_seed".into(), json!(7));
+    p.members.push((Some("order7".into()), m));
     p.expand().map_err(fail)
 }
 
@@ -35,9 +40,9 @@ fn content() -> Result<(), Failed> {
     let dir = tmp("slurm-content");
     let data = dir.join("data");
     let spec = spec(&data)?;
-    // Two per task: k2+k4, k8, seed7 (its own stream).
+    // Two per task: k2+k4, k8+seed7, order7 (its own stream).
     let t = slurm::tasks(&spec, 2);
-    if t != [vec!["k2", "k4"], vec!["k8"], vec!["seed7"]] {
+    if t != [vec!["k2", "k4"], vec!["k8", "seed7"], vec!["order7"]] {
         return Err(format!("tasks {t:?}").into());
     }
     let out = dir.join("out");
@@ -46,8 +51,8 @@ fn content() -> Result<(), Failed> {
     for x in [
         "#SBATCH --array=0-2",
         "'k2,k4'",
-        "'k8'",
-        "'seed7'",
+        "'k8,seed7'",
+        "'order7'",
         "sweep --resume",
         "--only \"${TASKS[$SLURM_ARRAY_TASK_ID]}\"",
     ] {
@@ -228,7 +233,7 @@ fn end_to_end() -> Result<(), Failed> {
     )
     .map_err(fail)?;
     let members = j["members"].as_array().ok_or("no members")?;
-    if members.len() != 4 || members.iter().any(|m| m["status"] != "done") {
+    if members.len() != 5 || members.iter().any(|m| m["status"] != "done") {
         return Err(format!("after the array: {}", j["members"]).into());
     }
     // The same sweep in one process: the same dictionaries.
