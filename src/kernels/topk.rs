@@ -358,16 +358,11 @@ pub fn batchtopk_chunks(
     };
     select(enc, 0, 2)?;
     for (&(x, rc, r0), x4) in chunks.iter().zip(&x4s) {
-        BATCHTOPK_COLLECT
+        let call = BATCHTOPK_COLLECT
             .call(p(0, 1, rc, r0, true))
-            .dims(&dims(rc))
-            .bind(x)
-            .bind_raw(x4)
-            .bind(scratch)
-            .bind(scratch)
-            .items(rc)
-            .skip_if(rc == 0)
-            .record(gpu, enc)?;
+            .dims(&dims(rc));
+        let call = call.bind(x).bind_raw(x4).bind(scratch).bind(scratch);
+        call.items(rc).skip_if(rc == 0).record(gpu, enc)?;
     }
     select(enc, 1, 3)?;
     for &(x, rc, r0) in &chunks {
@@ -382,17 +377,11 @@ pub fn batchtopk_chunks(
         .bind(threshold)
         .record(gpu, enc)?;
     for &(x, rc, r0) in &chunks {
-        BATCHTOPK_SCATTER
+        let call = BATCHTOPK_SCATTER
             .call(p(0, 1, rc, r0, true))
-            .dims(&dims(rc))
-            .bind(x)
-            .bind(scratch)
-            .bind(row_ptr)
-            .bind(idx)
-            .bind(val)
-            .items(rc)
-            .skip_if(rc == 0)
-            .record(gpu, enc)?;
+            .dims(&dims(rc));
+        let call = call.bind(x).bind(scratch).bind(row_ptr).bind(idx).bind(val);
+        call.items(rc).skip_if(rc == 0).record(gpu, enc)?;
     }
     Ok(())
 }

@@ -293,18 +293,8 @@ pub fn batchtopk_codes(
     if idx.len() <= bmax.len() {
         block_max(gpu, enc, x, BLOCK, None, None, &bmax)?;
     }
-    batchtopk_codes_chunks(
-        gpu,
-        enc,
-        &[x],
-        &[&bmax],
-        gate,
-        sc,
-        row_ptr,
-        idx,
-        val,
-        threshold,
-    )
+    #[rustfmt::skip]
+    return batchtopk_codes_chunks(gpu, enc, &[x], &[&bmax], gate, sc, row_ptr, idx, val, threshold);
 }
 
 /// [`batchtopk_codes`] with the block maxima already computed (by
@@ -325,18 +315,8 @@ pub fn batchtopk_codes_from_bmax(
     val: &GpuTensor,
     threshold: &GpuTensor,
 ) -> Result<()> {
-    batchtopk_codes_chunks(
-        gpu,
-        enc,
-        &[x],
-        &[bmax],
-        gate,
-        sc,
-        row_ptr,
-        idx,
-        val,
-        threshold,
-    )
+    #[rustfmt::skip]
+    return batchtopk_codes_chunks(gpu, enc, &[x], &[bmax], gate, sc, row_ptr, idx, val, threshold);
 }
 
 /// [`batchtopk_codes_from_bmax`] of the batch whose rows are the chunks `xs` one after
