@@ -129,6 +129,48 @@ fn stream_is_deterministic_covers_every_row_and_fast_forwards_exactly() {
     assert_ne!(d.next_batch().unwrap().data, batches[0].data);
 }
 
+/// A transcoder's paired stream: a pair with NaN on either side is an error naming that
+/// side's file, or with skip_nonfinite dropped from both sides, the pairs staying aligned.
+#[test]
+fn nonfinite_pairs_are_reported_or_dropped_whole() {
+    let dir = tmp("nan-pairs");
+    // Input row r holds r, target row r holds 1000 + r; NaN in input row 3, target row 6.
+    let mut x: Vec<f32> = (0..12 * 4).map(|j| (j / 4) as f32).collect();
+    let mut y: Vec<f32> = (0..12 * 3).map(|j| (1000 + j / 3) as f32).collect();
+    x[4 * 3 + 1] = f32::NAN;
+    y[3 * 6 + 2] = f32::INFINITY;
+    let (px, py) = (dir.join("in.safetensors"), dir.join("out.safetensors"));
+    write(&px, "x", &[12, 4], &x, FloatType::F32);
+    write(&py, "y", &[12, 3], &y, FloatType::F32);
+    let open = |p: &Path| Arc::new(open_shards(&[p.to_path_buf()], None).unwrap());
+    let stream = |skip: bool| {
+        let mk = |p: &Path| {
+            let mut s = BatchStream::new(open(p), vec![(0, 12)], 0, 10, 0).unwrap();
+            s.skip_nonfinite = skip;
+            s
+        };
+        let mut s = mk(&px);
+        s.target = Some(Box::new(mk(&py)));
+        s
+    };
+    let e = stream(false).next_batch().err().unwrap().to_string();
+    assert!(e.contains("in.safetensors") && e.contains("row 3"), "{e}");
+    x[4 * 3 + 1] = 3.0;
+    write(&px, "x", &[12, 4], &x, FloatType::F32);
+    let e = stream(false).next_batch().err().unwrap().to_string();
+    assert!(e.contains("out.safetensors") && e.contains("row 6"), "{e}");
+    x[4 * 3 + 1] = f32::NAN;
+    write(&px, "x", &[12, 4], &x, FloatType::F32);
+    let b = stream(true).next_batch().unwrap();
+    assert_eq!((b.rows, b.skipped), (10, 2));
+    let (xs, ys) = b.data.split_at(10 * 4);
+    let rows: Vec<f32> = xs.chunks_exact(4).map(|r| r[0]).collect();
+    assert_eq!(rows, [0., 1., 2., 4., 5., 7., 8., 9., 10., 11.]);
+    for (r, t) in xs.chunks_exact(4).zip(ys.chunks_exact(3)) {
+        assert!(r.iter().all(|&v| v == r[0]) && t.iter().all(|&v| v == 1000.0 + r[0]));
+    }
+}
+
 #[test]
 fn nonfinite_rows_are_reported_or_skipped() {
     let dir = tmp("nan");

@@ -182,6 +182,14 @@ impl BatchStream {
     /// or Inf is an error naming the file and row, unless `skip_nonfinite`, in which case
     /// it is dropped and the number dropped is returned (the batch is then shorter).
     pub fn fill(&self, ids: &[RowId], out: &mut Vec<f32>) -> Result<usize> {
+        let finite = self.read_rows(ids, out)?;
+        Ok(self.keep_rows(out, &finite))
+    }
+
+    /// Gather and convert the rows `ids` into `out` (ids.len() * d), unscaled; whether each
+    /// row is finite. A row with NaN or Inf is an error naming the file and row unless
+    /// `skip_nonfinite`.
+    fn read_rows(&self, ids: &[RowId], out: &mut Vec<f32>) -> Result<Vec<bool>> {
         let d = self.d();
         out.resize(ids.len() * d, 0.0);
         // Consecutive rows of a shard (all of them without shuffling) are one read; with
@@ -224,14 +232,12 @@ impl BatchStream {
         for (i, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
             self.shards[i].check_unchanged()?;
         }
-        let mut kept = 0usize;
+        let mut finite = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
             let shard = &self.shards[id.shard as usize];
             let row = &out[i * d..(i + 1) * d];
-            if let Some(col) = row.iter().position(|v| !v.is_finite()) {
-                if self.skip_nonfinite {
-                    continue;
-                }
+            let bad = row.iter().position(|v| !v.is_finite());
+            if let (Some(col), false) = (bad, self.skip_nonfinite) {
                 let at = shard.position_of(id.row as usize);
                 return Err(Error::input(format!(
                     "{}: tensor {:?} row {}{at} column {col} is {} (use --skip-nonfinite to drop such rows)",
@@ -241,6 +247,16 @@ impl BatchStream {
                     row[col]
                 )));
             }
+            finite.push(bad.is_none());
+        }
+        Ok(finite)
+    }
+
+    /// Keep the rows of `out` marked in `keep` (in order), scaled; the number dropped.
+    fn keep_rows(&self, out: &mut Vec<f32>, keep: &[bool]) -> usize {
+        let d = self.d();
+        let mut kept = 0usize;
+        for (i, _) in keep.iter().enumerate().filter(|(_, k)| **k) {
             if kept != i {
                 out.copy_within(i * d..(i + 1) * d, kept * d);
             }
@@ -252,37 +268,65 @@ impl BatchStream {
             kept += 1;
         }
         out.truncate(kept * d);
-        Ok(ids.len() - kept)
+        keep.len() - kept
+    }
+
+    /// The rows `ids` of this stream into `x` and of the paired `target` stream into `y`,
+    /// each scaled by its stream's scale; a pair with NaN or Inf on either side is an error
+    /// (naming that side's file) or, with `skip_nonfinite`, dropped from both. The number
+    /// of pairs dropped.
+    fn fill_pairs(
+        &self,
+        target: &BatchStream,
+        ids: &[RowId],
+        x: &mut Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> Result<usize> {
+        let fx = self.read_rows(ids, x)?;
+        let fy = target.read_rows(ids, y)?;
+        let both: Vec<bool> = fx.iter().zip(&fy).map(|(a, b)| *a && *b).collect();
+        target.keep_rows(y, &both);
+        Ok(self.keep_rows(x, &both))
     }
 
     /// The next batch, read now. With `skip_nonfinite`, rows holding NaN/Inf are dropped
     /// and replaced by the next rows of the stream, so a batch is always full.
+    /// A transcoder's batch (with a `target` stream) holds the input rows followed by the
+    /// target rows of the same ids; a pair is kept or dropped whole.
     pub fn next_batch(&mut self) -> Result<Batch> {
         let index = self.batches;
-        let ids = self.next_ids();
+        let mut ids = self.next_ids();
         let d = self.d();
-        let mut data = Vec::new();
-        let mut skipped = self.fill(&ids, &mut data)?;
-        let mut extra = Vec::new();
-        while data.len() < self.batch * d {
+        let target = self.target.take();
+        let (mut data, mut y) = (Vec::new(), Vec::new());
+        let (mut extra, mut extra_y) = (Vec::new(), Vec::new());
+        let mut skipped = 0;
+        let filled = loop {
+            let dropped = match &target {
+                Some(t) => self.fill_pairs(t, &ids, &mut extra, &mut extra_y),
+                None => self.fill(&ids, &mut extra),
+            };
+            match dropped {
+                Ok(n) => skipped += n,
+                Err(e) => break Err(e),
+            }
+            data.extend_from_slice(&extra);
+            y.extend_from_slice(&extra_y);
+            if data.len() >= self.batch * d {
+                break Ok(());
+            }
             if skipped > 10 * self.batch {
-                return Err(Error::input(format!(
+                break Err(Error::input(format!(
                     "more than {} rows with NaN/Inf while filling batch {index}; the data looks broken",
                     10 * self.batch
                 )));
             }
             let need = self.batch - data.len() / d;
-            let more: Vec<RowId> = (0..need).map(|_| self.next_id()).collect();
-            skipped += self.fill(&more, &mut extra)?;
-            data.extend_from_slice(&extra);
-        }
-        if let Some(t) = &self.target {
-            // Paired rows (--skip-nonfinite is refused for transcoders, so no row was
-            // dropped and `ids` are exactly the batch's rows).
-            let mut y = Vec::new();
-            t.fill(&ids, &mut y)?;
-            data.extend_from_slice(&y);
-        }
+            ids = (0..need).map(|_| self.next_id()).collect();
+        };
+        self.target = target;
+        filled?;
+        data.extend_from_slice(&y);
         Ok(Batch {
             index,
             rows: self.batch,

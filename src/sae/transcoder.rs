@@ -64,9 +64,6 @@ pub fn check_supported(cfg: &TrainConfig) -> Result<()> {
             "--target-data with {what}: not supported for transcoders yet"
         )))
     };
-    if cfg.skip_nonfinite {
-        return refuse("--skip-nonfinite (a dropped row would unpair the batch)");
-    }
     if !cfg.eval_data.is_empty() || cfg.eval_fraction > 0.0 {
         return refuse(
             "--eval-data / --eval-fraction (evaluate with `saeforge eval --target-data`)",
@@ -92,18 +89,20 @@ pub fn engine() -> (crate::gpu::Engine, String) {
 
 impl RunData {
     /// The initialisation sample of a transcoder's paired stream: the input scale, the
-    /// target scale, the target rows scaled (for b_dec), and the rows skipped (none:
-    /// --skip-nonfinite is refused).
+    /// target scale, the target rows scaled (for b_dec), and the pairs skipped (with
+    /// --skip-nonfinite, a pair with NaN / Inf on either side is dropped whole).
     pub fn init_sample_paired(&self, cfg: &TrainConfig) -> Result<(f32, f32, Vec<f32>, u64)> {
         let targets = self.targets.clone().expect("a transcoder's run data");
         let stream = |shards| {
-            BatchStream::new(
+            let mut s = BatchStream::new(
                 shards,
                 self.train_ranges.clone(),
                 cfg.data_seed() ^ 0x1717,
                 cfg.init_rows,
                 cfg.shuffle_rows,
-            )
+            )?;
+            s.skip_nonfinite = cfg.skip_nonfinite;
+            Ok::<_, crate::Error>(s)
         };
         let mut st = stream(self.shards.clone())?;
         st.target = Some(Box::new(stream(targets)?));
@@ -130,6 +129,7 @@ impl RunData {
             cfg.shuffle_rows,
         )?;
         t.scale = cfg.target_scale;
+        t.skip_nonfinite = cfg.skip_nonfinite;
         Ok(Some(Box::new(t)))
     }
 }

@@ -244,6 +244,44 @@ fn export_raw_units(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
     Ok(())
 }
 
+/// NaN in a target row: an error naming the target shard, or with --skip-nonfinite the
+/// pair dropped whole (the run trains and counts it; tests/data.rs checks the alignment).
+fn nonfinite_pairs(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
+    let dir = tmp("nonfinite");
+    let (inp, outd) = write_pairs(&dir, rng, &[300]);
+    let mut y = randn(rng, 300 * D_OUT, 1.0);
+    y[17 * D_OUT + 5] = f32::NAN;
+    let bad = outd.join("acts-00000.safetensors");
+    write_safetensors(&bad, &[OutTensor::f32("acts", &[300, D_OUT], &y)], None).map_err(fail)?;
+    let run = |skip: bool, name: &str| {
+        let a = TrainArgs {
+            skip_nonfinite: Some(skip),
+            shuffle_rows: Some(0),
+            init_rows: Some(300),
+            ..args(&inp, &outd, &dir.join(name), Arch::Topk, 6)
+        };
+        train::run(&a)
+    };
+    match run(false, "strict") {
+        Err(e)
+            if e.to_string().contains("acts-00000.safetensors")
+                && e.to_string().contains("row 17") => {}
+        other => {
+            return Err(format!(
+                "without --skip-nonfinite: {:?}",
+                other.map(|o| o.skipped_rows)
+            )
+            .into());
+        }
+    }
+    let o = run(true, "skip").map_err(fail)?;
+    if o.skipped_rows == 0 {
+        return Err("with --skip-nonfinite: no pair counted as skipped".into());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let mut tests: Vec<Trial> = Vec::new();
@@ -254,6 +292,10 @@ fn main() {
     }
     tests.push(cpu_test("misaligned_pairs_refused", misaligned));
     tests.push(cpu_test("export_raw_units", export_raw_units));
+    tests.push(cpu_test(
+        "nonfinite_pairs_refused_or_dropped",
+        nonfinite_pairs,
+    ));
     tests.extend(finite_diff::trials());
     tests.extend(peer::trials());
     tests.extend(cli::trials());
