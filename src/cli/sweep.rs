@@ -24,6 +24,9 @@ pub struct SweepArgs {
     /// Activation shards for every member (shared).
     #[arg(long, num_args = 1..)]
     pub data: Option<Vec<PathBuf>>,
+    /// Transcoders: the target shards paired with --data, for every member (shared).
+    #[arg(long, num_args = 1..)]
+    pub target_data: Option<Vec<PathBuf>>,
     /// Grid over architectures, e.g. --arch topk,batchtopk.
     #[arg(long, value_delimiter = ',')]
     pub arch: Vec<String>,
@@ -45,8 +48,8 @@ pub struct SweepArgs {
     /// Grid over the learning rate.
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub lr: Vec<String>,
-    /// Grid over seeds (members with different seeds read the data in different orders,
-    /// as their solo runs do: one pass per seed).
+    /// Grid over seeds (the members share the smallest seed's data order, one pass over
+    /// the data: member S equals `train --seed S --data-seed <smallest>`).
     #[arg(long, value_delimiter = ',')]
     pub seed: Vec<String>,
     /// Grid over any other train option: OPTION=V1,V2 (repeatable).
@@ -142,15 +145,18 @@ fn cli_parts(a: &SweepArgs) -> Result<SpecParts> {
         let (k, v) = pair("set", s)?;
         p.shared.insert(k, parse_value(&v));
     }
+    let paths = |d: &Vec<PathBuf>| {
+        Value::Array(
+            d.iter()
+                .map(|p| Value::String(p.display().to_string()))
+                .collect(),
+        )
+    };
     if let Some(d) = &a.data {
-        p.shared.insert(
-            "data".into(),
-            Value::Array(
-                d.iter()
-                    .map(|p| Value::String(p.display().to_string()))
-                    .collect(),
-            ),
-        );
+        p.shared.insert("data".into(), paths(d));
+    }
+    if let Some(d) = &a.target_data {
+        p.shared.insert("target_data".into(), paths(d));
     }
     if let Some(s) = a.steps {
         p.shared.insert("steps".into(), s.into());
@@ -174,6 +180,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
     let (spec, out, resume) = if let Some(dir) = &a.resume {
         let given = a.file.is_some()
             || a.data.is_some()
+            || a.target_data.is_some()
             || a.batch.is_some()
             || a.device.is_some()
             || !a.grid.is_empty()

@@ -154,14 +154,16 @@ impl RunData {
         RunData::with_targets(cfg, shards, targets, resume_from, allow_change)
     }
 
-    /// [`RunData::open`] on shards opened already (a sweep opens them once).
+    /// [`RunData::open`] on shards opened already (a sweep opens them once; a
+    /// transcoder's target shards are opened and paired here).
     pub fn from_shards(
         cfg: &TrainConfig,
         shards: Arc<Vec<Shard>>,
         resume_from: Option<&Checkpoint>,
         allow_change: bool,
     ) -> Result<RunData> {
-        RunData::with_targets(cfg, shards, None, resume_from, allow_change)
+        let targets = super::transcoder::open_targets(cfg, &shards)?;
+        RunData::with_targets(cfg, shards, targets, resume_from, allow_change)
     }
 
     /// [`RunData::from_shards`] with a transcoder's target shards (paired already).
@@ -295,6 +297,16 @@ impl RunData {
     }
 }
 
+/// The engine `cfg` trains on and why (`--device`; transcoders: `transcoder::engine`),
+/// after refusing what the run cannot do.
+pub fn choose_engine(cfg: &TrainConfig) -> Result<(Engine, String)> {
+    super::transcoder::check_supported(cfg)?;
+    if cfg.d_out.is_some() {
+        return Ok(super::transcoder::engine());
+    }
+    crate::engine_choice::select_training_engine(cfg.device, cfg.adapter.as_deref(), cfg)
+}
+
 /// Whether `cfg` fits the engine (device memory and bindings, or host memory), before
 /// anything large is allocated.
 pub fn check_fits(engine: &Engine, cfg: &TrainConfig) -> Result<()> {
@@ -378,12 +390,7 @@ pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
     phase("shards validated");
 
     // Engine, and whether the run fits it, before anything large is allocated.
-    super::transcoder::check_supported(&cfg)?;
-    let (engine_kind, why) = if cfg.d_out.is_some() {
-        super::transcoder::engine()
-    } else {
-        crate::engine_choice::select_training_engine(cfg.device, cfg.adapter.as_deref(), &cfg)?
-    };
+    let (engine_kind, why) = choose_engine(&cfg)?;
     check_fits(&engine_kind, &cfg)?;
     phase("engine chosen");
     let eval_x = data.eval_rows(&cfg)?;

@@ -169,6 +169,7 @@ struct Prepared {
 fn stream_key(c: &TrainConfig) -> String {
     serde_json::json!([
         c.data,
+        c.target_data,
         c.tensor,
         c.eval_data,
         c.eval_fraction,
@@ -331,12 +332,7 @@ pub fn run_until(
     let mut whys: Vec<String> = Vec::new();
     for p in prepared.iter_mut() {
         let named = |e: Error| e.with_prefix(&format!("member `{}`", p.name));
-        let (mut kind, why) = crate::engine_choice::select_training_engine(
-            p.cfg.device,
-            p.cfg.adapter.as_deref(),
-            &p.cfg,
-        )
-        .map_err(named)?;
+        let (mut kind, why) = train::choose_engine(&p.cfg).map_err(named)?;
         if let Engine::Gpu(g) = &kind {
             match gpus.iter().find(|h| h.info.name == g.info.name) {
                 Some(h) => kind = Engine::Gpu(h.clone()),
@@ -390,17 +386,28 @@ pub fn run_until(
         }
         let eval_x = data.eval_rows(&c0)?;
         let needs_init = g.iter().any(|p| p.resume.is_none());
-        let (scale, scaled, skipped, init_rows) = if needs_init {
-            let (s, x, k) = data.init_sample(&c0)?;
-            (s, x, k, c0.init_rows as u64)
-        } else {
-            (1.0, Vec::new(), 0, 0)
+        // Transcoders: the targets' own scale too (`target_scale`, the same for the group).
+        let (scale, target_scale, scaled, skipped, init_rows) = match (needs_init, c0.d_out) {
+            (false, _) => (1.0, None, Vec::new(), 0, 0),
+            (true, None) => {
+                let (s, x, k) = data.init_sample(&c0)?;
+                (s, None, x, k, c0.init_rows as u64)
+            }
+            (true, Some(_)) => {
+                let (s, s_out, y, k) = data.init_sample_paired(&c0)?;
+                (s, Some(s_out), y, k, c0.init_rows as u64)
+            }
         };
         let mut built = Vec::new();
-        for p in g {
+        for mut p in g {
             let (st, sc, consumed, resuming) = match p.resume {
                 Some(ck) => (ck.state, ck.scale, ck.batches, true),
-                None => (train::fresh_state(&p.cfg, &scaled), scale, 0, false),
+                None => {
+                    if let Some(s_out) = target_scale {
+                        p.cfg.target_scale = s_out;
+                    }
+                    (train::fresh_state(&p.cfg, &scaled), scale, 0, false)
+                }
             };
             let step = st.step;
             let engine = train::make_engine(&p.engine, &p.cfg, st)

@@ -17,8 +17,9 @@ use crate::{Error, Result};
 
 /// Options that decide a member's stream: members equal in all of them share a pass
 /// ("data_seed": its --data-seed, else its --seed, else 0).
-const STREAM: [&str; 12] = [
+const STREAM: [&str; 13] = [
     "data",
+    "target_data",
     "tensor",
     "eval_data",
     "eval_fraction",

@@ -10,6 +10,7 @@ mod common;
 mod cli;
 mod finite_diff;
 mod peer;
+mod sweep;
 
 use std::path::{Path, PathBuf};
 
@@ -299,5 +300,6 @@ fn main() {
     tests.extend(finite_diff::trials());
     tests.extend(peer::trials());
     tests.extend(cli::trials());
+    tests.extend(sweep::trials());
     libtest_mimic::run(&args, tests).exit();
 }
