@@ -69,7 +69,7 @@ pub fn run(a: EncodeArgs) -> Result<()> {
         // A transcoder codes on the CPU engine (`Encoder::new` refuses the GPU engine).
         match a.device {
             DeviceChoice::Gpu => select_engine(a.device, a.adapter.as_deref())?,
-            _ => crate::sae::transcoder::engine(),
+            _ => crate::sae::transcoder::inference_engine(),
         }
     } else {
         select_engine(a.device, a.adapter.as_deref())?

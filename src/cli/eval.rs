@@ -154,7 +154,7 @@ fn run_transcoder(a: &EvalArgs, model: &crate::sae::export::SaeModel) -> Result<
             .unwrap_or_else(|| crate::eval::run::default_batch(model.n)),
     };
     let m = evaluate(model, &e)?;
-    println!("saeforge: {}", crate::sae::transcoder::engine().1);
+    println!("saeforge: {}", crate::sae::transcoder::inference_engine().1);
     print!("{}", table(model, &m));
     if let Some(j) = &a.json {
         crate::io::write_json(j, &to_json(model, &m))?;

@@ -80,8 +80,11 @@ struct Chunk {
     /// batchtopk in several chunks: this chunk's pre-activations (rows, n) and block maxima
     /// (rows * n / 32) u32, kept until the batch's selection (`batch::select_batch`).
     kept: Option<(GpuTensor, GpuTensor)>,
-    /// This chunk's rows of the batch, and the step's per-row tensors: (rows, d) each.
+    /// This chunk's rows of the batch, and the step's per-row tensors: x and xc (rows, d),
+    /// the target y and the decoder's side (rows, d_out) (an SAE: y is x, d_out = d; a
+    /// transcoder: xc is x, the encoder takes its input as it is).
     x: GpuTensor,
+    y: GpuTensor,
     xc: GpuTensor,
     x_hat: GpuTensor,
     dy: GpuTensor,
@@ -111,6 +114,8 @@ pub struct GpuEngine {
     /// Rows of the batch (all chunks).
     rows: usize,
     d: usize,
+    /// The decoder's width: the target's (transcoders), else d.
+    d_out: usize,
     n: usize,
     /// Parameters, gradients and Adam moments: W_enc (d, n), W_dec (n, d), b_enc (n),
     /// b_dec (d), log_threshold (n for jumprelu, else 1 unused element kept at 0).
@@ -124,9 +129,11 @@ pub struct GpuEngine {
     grads: ParamSet<GpuTensor>,
     m: ParamSet<GpuTensor>,
     v: ParamSet<GpuTensor>,
-    /// The whole batch (rows, d): chunk 0's x when there is one chunk; else only read for
-    /// the total sum of squares (the explained-variance denominator is about the batch mean).
+    /// The whole batch (rows, d): chunk 0's x when there is one chunk. Its target (rows,
+    /// d_out), x itself for an SAE: with several chunks only read for the total sum of
+    /// squares (the explained-variance denominator is about the batch mean).
     x: GpuTensor,
+    y: GpuTensor,
     /// Several chunks, jumprelu: the chunks' threshold gradients as (chunks, n) rows.
     dthr_rows: Option<GpuTensor>,
     chunks: Vec<Chunk>,
@@ -177,7 +184,7 @@ impl GpuEngine {
             #[rustfmt::skip]
             rescale_view(g, enc, &q.w_enc, &q.b_enc, &q.w_dec, n, d, &p.w_enc, &p.b_enc, &p.w_dec, norms)?;
         }
-        row_norms(g, enc, &p.w_dec, self.n, self.d, &self.norms)?;
+        row_norms(g, enc, &p.w_dec, self.n, self.d_out, &self.norms)?;
         if selects_topk(cfg.arch) {
             #[rustfmt::skip]
             dead_list(g, enc, &self.since, dead_after(cfg), &self.dead, &self.ndead)?;
@@ -207,12 +214,14 @@ impl GpuEngine {
         }
     }
 
-    /// xc = x - b_dec; pre = xc W_enc + b_enc, with the block maxima the code stages start
-    /// from.
+    /// xc = x - b_dec (a transcoder: xc is x); pre = xc W_enc + b_enc, with the block
+    /// maxima the code stages start from.
     fn encode(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
         let (g, p, rows) = (&*self.gpu, &self.fwd, ch.rows);
         let (pre, bmax, off) = (&self.pre(ch), &self.bmax(ch), self.off.as_ref());
-        sub_row(g, enc, &ch.x, &p.b_dec, rows, self.d, &ch.xc)?;
+        if self.cfg.d_out.is_none() {
+            sub_row(g, enc, &ch.x, &p.b_dec, rows, self.d, &ch.xc)?;
+        }
         let spec = GemmSpec::nn(rows, self.n, self.d);
         #[rustfmt::skip]
         gemm_block_max(g, enc, &spec, &ch.xc, &p.w_enc, Some(&p.b_enc), pre, off, bmax)?;
@@ -272,7 +281,7 @@ impl GpuEngine {
     /// b_dec; AuxK's e_hat = aux codes W_dec (0 with no dead latent, as on the CPU, where
     /// the decode of no entries is 0).
     fn decode(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
-        let (g, p, rows, n, d) = (&*self.gpu, &self.fwd, ch.rows, self.n, self.d);
+        let (g, p, rows, n, d) = (&*self.gpu, &self.fwd, ch.rows, self.n, self.d_out);
         let c = &ch.codes;
         let sparse = |enc: &mut wgpu::CommandEncoder| {
             let (rp, idx, val, b) = (&c.row_ptr, &c.idx, &c.val, Some(&p.b_dec));
@@ -284,7 +293,7 @@ impl GpuEngine {
                 // Textures the sparse kernels read on software adapters, copied outside
                 // the gate (inside it they would be filled by a kernel, as slow as the
                 // reads).
-                self.prefetch_textures(enc, rows, &[&p.w_dec])?;
+                self.prefetch_textures(enc, rows, &[(&p.w_dec, d)])?;
                 g.gated(gate, false, || sparse(enc))?;
                 g.gated(gate, true, || self.dense_decode(enc, ch))?;
             }
@@ -301,7 +310,7 @@ impl GpuEngine {
 
     /// The dense path's forward: z = act(pre); x_hat = z W_dec + b_dec.
     fn dense_decode(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
-        let (g, p, rows, n, d) = (&*self.gpu, &self.fwd, ch.rows, self.n, self.d);
+        let (g, p, rows, n, d) = (&*self.gpu, &self.fwd, ch.rows, self.n, self.d_out);
         let z = &self.rows_of(self.z.as_ref().expect("dense buffers"), rows);
         let pre = &self.pre(ch);
         if self.cfg.arch == Arch::Relu {
@@ -313,11 +322,11 @@ impl GpuEngine {
         gemm(g, enc, &spec, z, &p.w_dec, Some(&p.b_dec), &ch.x_hat)
     }
 
-    /// dy = 2 / B (x_hat - x) with the SSE (and, with one chunk, SST) sums; L0 / L1 and
-    /// the firing counts; AuxK's residual e = x - x_hat and its gradient de with the aux
-    /// loss.
+    /// dy = 2 / B (x_hat - y) with the SSE (and, with one chunk, SST) sums; L0 / L1 and
+    /// the firing counts; AuxK's residual e = y - x_hat and its gradient de with the aux
+    /// loss (y: the target, x itself for an SAE).
     fn loss(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
-        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
+        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d_out);
         // Whole-batch scale: every gradient is a sum over all chunks' rows / batch.
         let inv_b = 1.0 / self.rows as f32;
         // With several chunks the total sum of squares is taken over the whole batch after
@@ -325,7 +334,7 @@ impl GpuEngine {
         let sst = (self.chunks.len() == 1).then_some(slot::SST);
         let (m, fired, norms) = (&self.metrics, &self.fired, &self.norms);
         #[rustfmt::skip]
-        mse_backward(g, enc, &ch.x, &ch.x_hat, rows, d, 2.0 * inv_b, &ch.dy, m, slot::SSE, sst)?;
+        mse_backward(g, enc, &ch.y, &ch.x_hat, rows, d, 2.0 * inv_b, &ch.dy, m, slot::SSE, sst)?;
         let c = &ch.codes;
         let (rp, idx, val) = (&c.row_ptr, &c.idx, &c.val);
         let sparse = |enc: &mut wgpu::CommandEncoder| {
@@ -345,7 +354,7 @@ impl GpuEngine {
             // Only with dead latents (the gate), as the selection: with none, AuxK has no
             // loss (SAELens's too), rather than aux_coef x the residual's own MSE.
             g.gated(ag, true, || -> Result<()> {
-                sub(g, enc, &ch.x, &ch.x_hat, &ch.e)?;
+                sub(g, enc, &ch.y, &ch.x_hat, &ch.e)?;
                 let scale = self.cfg.aux_coef * 2.0 * inv_b;
                 let (e, e_hat, de) = (&ch.e, &ch.e_hat, &ch.de);
                 mse_backward(g, enc, e, e_hat, rows, d, scale, de, m, slot::AUX, None)
@@ -362,11 +371,12 @@ impl GpuEngine {
         match (&ch.aux, &ch.aux_gate, &ch.gate) {
             (Some(a), Some(ag), _) => {
                 self.sparse_backward(enc, ch, &ch.codes, &ch.dy, accumulate)?;
-                self.prefetch_textures(enc, rows, &[&ch.de])?;
+                self.prefetch_textures(enc, rows, &[(&ch.de, self.d_out)])?;
                 g.gated(ag, true, || self.sparse_backward(enc, ch, a, &ch.de, true))?;
             }
             (_, _, Some(gate)) => {
-                self.prefetch_textures(enc, rows, &[&ch.dy, &ch.xc])?;
+                let tex = [(&ch.dy, self.d_out), (&ch.xc, self.d)];
+                self.prefetch_textures(enc, rows, &tex)?;
                 g.gated(gate, false, || {
                     self.sparse_activation_backward(enc, ch, accumulate)
                 })?;
@@ -374,7 +384,15 @@ impl GpuEngine {
             }
             _ => unreachable!("a chunk has AuxK's codes or a dense-path gate"),
         }
-        col_sum(g, enc, &ch.dy, rows, self.d, &self.grads.b_dec, accumulate)
+        col_sum(
+            g,
+            enc,
+            &ch.dy,
+            rows,
+            self.d_out,
+            &self.grads.b_dec,
+            accumulate,
+        )
     }
 
     /// Gradients of a sparse code path (`cpu.rs`' `sparse_backward`): given dL/dx_hat-like
@@ -389,7 +407,7 @@ impl GpuEngine {
         dy: &GpuTensor,
         accumulate: bool,
     ) -> Result<()> {
-        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
+        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d_out);
         let (rp, idx) = (&c.row_ptr, &c.idx);
         sparse_dot(g, enc, rp, idx, dy, &self.fwd.w_dec, rows, n, d, &c.gslot)?;
         relu_backward(g, enc, &c.pre_val, &c.gslot, &c.dval)?;
@@ -412,7 +430,10 @@ impl GpuEngine {
         #[rustfmt::skip]
         build_transpose(g, enc, rp, idx, rows, n, &c.lat_ptr, &c.lat_row, &c.lat_slot)?;
         let (lp, lr, ls) = (&c.lat_ptr, &c.lat_row, &c.lat_slot);
-        gather_dw_dec(g, enc, lp, lr, ls, &c.val, dy, n, d, accumulate, &gr.w_dec)?;
+        let d_out = self.d_out;
+        gather_dw_dec(
+            g, enc, lp, lr, ls, &c.val, dy, n, d_out, accumulate, &gr.w_dec,
+        )?;
         #[rustfmt::skip]
         gather_dw_enc(g, enc, lp, lr, ls, &c.dval, &ch.xc, n, d, accumulate, &gr.w_enc)?;
         gather_db_enc(g, enc, lp, ls, &c.dval, n, accumulate, &gr.b_enc)
@@ -427,7 +448,7 @@ impl GpuEngine {
         ch: &Chunk,
         accumulate: bool,
     ) -> Result<()> {
-        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d);
+        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d_out);
         let c = &ch.codes;
         let scale = self.coef() * (1.0 / self.rows as f32);
         let (w_dec, log_thr) = (&self.fwd.w_dec, &self.fwd.log_threshold);
@@ -468,8 +489,17 @@ impl GpuEngine {
         let dense = |t: &Option<GpuTensor>| self.rows_of(t.as_ref().expect("dense buffers"), rows);
         let (z, dz, dpre) = (&dense(&self.z), &dense(&self.dz), &dense(&self.dpre));
         let pre = &self.pre(ch);
-        gemm(g, enc, &GemmSpec::nt(rows, n, d), &ch.dy, w_dec, None, dz)?;
-        let spec = GemmSpec::tn(n, d, rows).accumulate(accumulate);
+        let d_out = self.d_out;
+        gemm(
+            g,
+            enc,
+            &GemmSpec::nt(rows, n, d_out),
+            &ch.dy,
+            w_dec,
+            None,
+            dz,
+        )?;
+        let spec = GemmSpec::tn(n, d_out, rows).accumulate(accumulate);
         gemm(g, enc, &spec, z, &ch.dy, None, &gr.w_dec)?;
         if self.cfg.arch == Arch::Relu {
             let zsum = self.zsum.as_ref().expect("zsum");
@@ -490,18 +520,19 @@ impl GpuEngine {
     /// ||W_dec_i|| (one pass over W_dec for the whole batch, zsum summed by the chunks);
     /// with several chunks the explained-variance total about the batch mean and the
     /// chunks' threshold gradients summed; db_dec = sum_b dy_b - db_enc W_enc^T (the first
-    /// term summed by the chunks).
+    /// term summed by the chunks; a transcoder's b_dec enters only through y_hat).
     fn finish_gradients(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
         let (g, rows, n, d) = (&*self.gpu, self.rows, self.n, self.d);
+        let d_out = self.d_out;
         let (p, gr) = (&self.fwd, &self.grads);
         if self.cfg.arch == Arch::Relu {
             let coef = self.coef() / rows as f32;
             let zsum = self.zsum.as_ref().expect("zsum");
             #[rustfmt::skip]
-            l1_decoder_grad(g, enc, zsum, &p.w_dec, &self.norms, n, d, coef, &gr.w_dec)?;
+            l1_decoder_grad(g, enc, zsum, &p.w_dec, &self.norms, n, d_out, coef, &gr.w_dec)?;
         }
         if self.chunks.len() > 1 {
-            sum_sq_centred(g, enc, &self.x, rows, d, &self.metrics, slot::SST)?;
+            sum_sq_centred(g, enc, &self.y, rows, d_out, &self.metrics, slot::SST)?;
         }
         if let Some(all) = &self.dthr_rows {
             // The chunks' threshold gradients, summed in chunk order.
@@ -512,9 +543,11 @@ impl GpuEngine {
             g.stale(&all.buf);
             col_sum(g, enc, all, self.chunks.len(), n, &gr.log_threshold, false)?;
         }
-        let spec = GemmSpec::nt(1, d, n).alpha(-1.0).accumulate(true);
-        let (db_enc, db_dec) = (&gr.b_enc.view(&[1, n]), &gr.b_dec.view(&[1, d]));
-        gemm(g, enc, &spec, db_enc, &p.w_enc, None, db_dec)?;
+        if self.cfg.d_out.is_none() {
+            let spec = GemmSpec::nt(1, d, n).alpha(-1.0).accumulate(true);
+            let (db_enc, db_dec) = (&gr.b_enc.view(&[1, n]), &gr.b_dec.view(&[1, d]));
+            gemm(g, enc, &spec, db_enc, &p.w_enc, None, db_dec)?;
+        }
         if let Some(norms) = &self.dec_norms {
             // The view's gradients mapped back to the parameters.
             let q = &self.params;
@@ -542,7 +575,8 @@ impl GpuEngine {
     /// shaders/optim.wgsl's note; unfused it was 15 (18) dispatches and ~674 MiB. ReLU
     /// (free decoder norm) runs sumsq + adam on W_dec instead of 1 and 5.
     fn optimizer(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
-        let (g, n, d, cfg) = (&*self.gpu, self.n, self.d, &self.cfg);
+        // The decoder's rows have d_out values (d for an SAE).
+        let (g, n, d, cfg) = (&*self.gpu, self.n, self.d_out, &self.cfg);
         let (p, gr, m, v) = (&self.params, &self.grads, &self.m, &self.v);
         let (acc, slots, coef) = (&self.acc, &GRAD_NORM_SLOTS, &self.dec_coef);
         let unit = cfg.decoder_norm == DecoderNorm::Unit;
@@ -596,20 +630,19 @@ impl GpuEngine {
         ch.dthr.as_ref().unwrap_or(&self.grads.log_threshold)
     }
 
-    /// Record the copies of these (rows, d) tensors into the textures the sparse kernels
+    /// Record the copies of these (tensor, row width) into the textures the sparse kernels
     /// read on software adapters (`kernels::sparse::texture_path`), if they take that path.
     fn prefetch_textures(
         &self,
         enc: &mut wgpu::CommandEncoder,
         rows: usize,
-        ts: &[&GpuTensor],
+        ts: &[(&GpuTensor, usize)],
     ) -> Result<()> {
         let g = &*self.gpu;
-        if !texture_path(g, &[self.n, rows], self.d) {
-            return Ok(());
-        }
-        for t in ts {
-            texture_of(g, enc, t, [t.len() / self.d, self.d])?;
+        for &(t, w) in ts {
+            if texture_path(g, &[self.n, rows], w) {
+                texture_of(g, enc, t, [t.len() / w, w])?;
+            }
         }
         Ok(())
     }
@@ -700,13 +733,23 @@ impl GpuEngine {
             )));
         }
         let g = &*self.gpu;
+        // A transcoder's batch is its input rows followed by its target rows.
+        let (x, y) = x.split_at(rows * self.d);
+        let transcoder = self.cfg.d_out.is_some();
         g.write(&self.x, x)?;
+        if transcoder {
+            g.write(&self.y, y)?;
+        }
         if self.chunks.len() > 1 {
-            let mut start = 0;
+            let (mut start, mut start_y) = (0, 0);
             for ch in &self.chunks {
-                let len = ch.rows * self.d;
+                let (len, len_y) = (ch.rows * self.d, ch.rows * self.d_out);
                 g.write(&ch.x, &x[start..start + len])?;
+                if transcoder {
+                    g.write(&ch.y, &y[start_y..start_y + len_y])?;
+                }
                 start += len;
+                start_y += len_y;
             }
         }
         let sc = StepScalars::at(cfg, self.step);

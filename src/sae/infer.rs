@@ -182,7 +182,7 @@ impl Encoder {
         }
         if model.d_out.is_some() && matches!(engine, Engine::Gpu(_)) {
             return Err(Error::input(
-                "a transcoder runs on the CPU engine only for now (use --device cpu)",
+                "a transcoder encodes on the CPU engine only for now (use --device cpu; training runs on either)",
             ));
         }
         let backend = match engine {

@@ -297,13 +297,10 @@ impl RunData {
     }
 }
 
-/// The engine `cfg` trains on and why (`--device`; transcoders: `transcoder::engine`),
-/// after refusing what the run cannot do.
+/// The engine `cfg` trains on and why (`--device`, as `engine_choice` decides), after
+/// refusing what the run cannot do.
 pub fn choose_engine(cfg: &TrainConfig) -> Result<(Engine, String)> {
     super::transcoder::check_supported(cfg)?;
-    if cfg.d_out.is_some() {
-        return Ok(super::transcoder::engine());
-    }
     crate::engine_choice::select_training_engine(cfg.device, cfg.adapter.as_deref(), cfg)
 }
 

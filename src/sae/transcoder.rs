@@ -21,7 +21,6 @@ use super::train::RunData;
 use super::{DecoderNorm, SaeParams, TrainConfig, params};
 use crate::data::paired::check_pairs;
 use crate::data::{BatchStream, Shard, discover, open_shards};
-use crate::gpu::DeviceChoice;
 use crate::{Error, Result};
 
 /// Open the target shards of `cfg` (None for an SAE) and check them against `inputs`.
@@ -42,6 +41,16 @@ pub fn open_targets(cfg: &TrainConfig, inputs: &[Shard]) -> Result<Option<Arc<Ve
         )));
     }
     Ok(Some(Arc::new(targets)))
+}
+
+/// The engine a transcoder encodes and is evaluated on (`encode`, `eval`), and why: the
+/// CPU engine (the inference encoder, `sae::infer::Encoder`, takes one width on the GPU;
+/// training runs on either engine).
+pub fn inference_engine() -> (crate::gpu::Engine, String) {
+    (
+        crate::gpu::Engine::Cpu,
+        "CPU engine: transcoders encode and evaluate on the CPU engine".into(),
+    )
 }
 
 /// A new run's transcoder settings: d_out from the target shards (opened and paired with
@@ -72,19 +81,7 @@ pub fn check_supported(cfg: &TrainConfig) -> Result<()> {
     if cfg.decoder_norm == DecoderNorm::Rescale {
         return refuse("--decoder-norm rescale");
     }
-    if cfg.device == DeviceChoice::Gpu {
-        return refuse("--device gpu (transcoders train on the CPU engine: --device cpu or auto)");
-    }
     Ok(())
-}
-
-/// The engine a transcoder trains on, and why: the CPU engine (the GPU engine's kernels
-/// take one width for the encoder's input and the decoder's output).
-pub fn engine() -> (crate::gpu::Engine, String) {
-    (
-        crate::gpu::Engine::Cpu,
-        "CPU engine: transcoders run on the CPU engine".into(),
-    )
 }
 
 impl RunData {

@@ -43,7 +43,9 @@ fn pre_activations(st: &TrainState, cfg: &TrainConfig, x: &[f32], rows: usize) -
         for (i, s) in scale.iter().enumerate() {
             let (mut pre, mut mag) = (p.b_enc[i], p.b_enc[i].abs());
             for j in 0..d {
-                let t = (x[r * d + j] - p.b_dec[j]) * p.w_enc[j * n + i];
+                // A transcoder's encoder takes x as it is (b_dec is in the output space).
+                let b = if cfg.d_out.is_some() { 0.0 } else { p.b_dec[j] };
+                let t = (x[r * d + j] - b) * p.w_enc[j * n + i];
                 pre += t;
                 mag += t.abs();
             }
@@ -106,7 +108,9 @@ fn edge_rows(st: &TrainState, cfg: &TrainConfig, x: &[f32], rows: usize) -> Opti
 }
 
 /// A fresh batch of `rows` rows of d from `rng`, redrawn (the rows at an edge, or the whole
-/// batch for BatchTopK's selection) until it is clear of the step's edges under `st`.
+/// batch for BatchTopK's selection) until it is clear of the step's edges under `st`; a
+/// transcoder's followed by `rows` random target rows of d_out (the edges are the
+/// encoder's).
 pub fn batch_clear_of_edges(
     rng: &mut rand_chacha::ChaCha8Rng,
     st: &TrainState,
@@ -117,7 +121,12 @@ pub fn batch_clear_of_edges(
     let mut x = randn(rng, rows * d, 1.0);
     for _ in 0..100 {
         match edge_rows(st, cfg, &x, rows) {
-            Some(at) if at.is_empty() => return Ok(x),
+            Some(at) if at.is_empty() => {
+                if let Some(d_out) = cfg.d_out {
+                    x.extend(randn(rng, rows * d_out, 1.0));
+                }
+                return Ok(x);
+            }
             Some(at) => {
                 for r in at {
                     x[r * d..(r + 1) * d].copy_from_slice(&randn(rng, d, 1.0));

@@ -102,6 +102,7 @@ fn params_close(what: &str, gpu: &[f32], cpu: &[f32], bound: f32) -> Result<(), 
     assert_close(what, gpu, cpu, tol)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn case(
     gpu: &Gpu,
     rng: &mut rand_chacha::ChaCha8Rng,
@@ -110,8 +111,12 @@ fn case(
     (d, n, rows): (usize, usize, usize),
     chunk: Option<usize>,
     (anneal, rescale): (bool, bool),
+    d_out: Option<usize>,
 ) -> Result<(), Failed> {
-    let cfg = config(arch, d, n, rows, anneal, rescale);
+    let mut cfg = config(arch, d, n, rows, anneal, rescale);
+    // A transcoder: its decoder writes d_out-wide targets (initialised from a sample of
+    // them).
+    cfg.d_out = d_out;
     if anneal && (cfg.k_at(0) != n || cfg.k_at(ANNEAL_STEPS) != 8) {
         return Err(format!(
             "{arch:?}: k {} -> {}, expected {n} -> 8",
@@ -120,7 +125,7 @@ fn case(
         )
         .into());
     }
-    let sample = randn(rng, 256 * d, 1.0);
+    let sample = randn(rng, 256 * d_out.unwrap_or(d), 1.0);
     let mut params = SaeParams::init(&cfg, &sample);
     if sparse {
         shift_to_l0(&mut params, arch, &sample, 10.0);
@@ -217,6 +222,19 @@ pub fn trials() -> Vec<Trial> {
         (Arch::Batchtopk, false, tex, None),
         (Arch::Batchtopk, false, odd, chunked),
     ];
+    // Transcoders (d_out != d): every architecture; the texture shape with a 128-wide
+    // target; chunked.
+    let transcoders = [
+        ((Arch::Relu, false, odd, None), 20),
+        ((Arch::Topk, false, odd, None), 20),
+        ((Arch::Batchtopk, false, odd, None), 52),
+        ((Arch::Jumprelu, false, odd, None), 20),
+        ((Arch::Topk, false, tex, None), 128),
+        ((Arch::Jumprelu, false, tex, None), 128),
+        ((Arch::Topk, false, odd, chunked), 20),
+        ((Arch::Batchtopk, false, tex, chunked), 128),
+        ((Arch::Relu, false, odd, chunked), 52),
+    ];
     let rescaled = [
         (Arch::Topk, false, odd, None),
         (Arch::Topk, false, tex, chunked),
@@ -247,21 +265,27 @@ pub fn trials() -> Vec<Trial> {
         (Arch::Batchtopk, false, tex, chunked),
     ]
     .into_iter()
-    .map(|c| (c, (false, false)))
-    .chain(annealed.into_iter().map(|c| (c, (true, false))))
-    .chain(rescaled.into_iter().map(|c| (c, (false, true))))
-    .map(|((arch, sparse, shape, chunk), how)| {
+    .map(|c| (c, (false, false), None))
+    .chain(annealed.into_iter().map(|c| (c, (true, false), None)))
+    .chain(rescaled.into_iter().map(|c| (c, (false, true), None)))
+    .chain(
+        transcoders
+            .into_iter()
+            .map(|(c, d_out)| (c, (false, false), Some(d_out))),
+    )
+    .map(|((arch, sparse, shape, chunk), how, d_out)| {
         let path = if sparse { "_sparse" } else { "" };
         let split = if chunk.is_some() { "_chunked" } else { "" };
         let k = if how.0 { "_anneal" } else { "" };
         let norm = if how.1 { "_rescale" } else { "" };
+        let tc = d_out.map_or(String::new(), |o| format!("_transcoder_to_{o}"));
         gpu_test(
             format!(
-                "equivalence::{arch:?}{path}{split}{k}{norm}_{}x{}x{}_{STEPS}_steps",
+                "equivalence::{arch:?}{path}{split}{k}{norm}{tc}_{}x{}x{}_{STEPS}_steps",
                 shape.0, shape.1, shape.2
             )
             .to_lowercase(),
-            move |gpu, rng| case(gpu, rng, arch, sparse, shape, chunk, how),
+            move |gpu, rng| case(gpu, rng, arch, sparse, shape, chunk, how, d_out),
         )
     })
     .collect()

@@ -20,7 +20,7 @@ use saeforge::gpu::DeviceChoice;
 use saeforge::io::{OutTensor, write_safetensors};
 use saeforge::sae::{Arch, TrainArgs, train};
 
-use common::{cpu_test, fail, randn};
+use common::{cpu_test, fail, gpu_test, randn};
 
 pub const D_IN: usize = 32;
 pub const D_OUT: usize = 48;
@@ -111,10 +111,13 @@ pub fn args(inp: &Path, out_data: &Path, out: &Path, arch: Arch, steps: u64) -> 
 }
 
 /// A run stopped at step 5 and resumed to step 9 ends bitwise equal to a 9-step run.
-fn resume_exact(rng: &mut ChaCha8Rng, arch: Arch) -> Result<(), Failed> {
-    let dir = tmp(&format!("resume-{arch:?}"));
+fn resume_exact(rng: &mut ChaCha8Rng, arch: Arch, device: DeviceChoice) -> Result<(), Failed> {
+    let dir = tmp(&format!("resume-{arch:?}-{device:?}"));
     let (inp, outd) = write_pairs(&dir, rng, &[700, 500]);
-    let (a, b) = common::resume_matches(&dir, |out, steps| args(&inp, &outd, out, arch, steps))?;
+    let (a, b) = common::resume_matches(&dir, |out, steps| TrainArgs {
+        device: Some(device),
+        ..args(&inp, &outd, out, arch, steps)
+    })?;
     if a.state.params.w_dec.len() != 256 * D_OUT || a.state.params.b_dec.len() != D_OUT {
         return Err("the decoder is not (d_sae, d_out)".into());
     }
@@ -288,8 +291,12 @@ fn main() {
     let mut tests: Vec<Trial> = Vec::new();
     for arch in ARCHS {
         tests.push(cpu_test(format!("resume_exact_{arch:?}"), move |rng| {
-            resume_exact(rng, arch)
+            resume_exact(rng, arch, DeviceChoice::Cpu)
         }));
+        tests.push(gpu_test(
+            format!("gpu_resume_exact_{arch:?}"),
+            move |_, rng| resume_exact(rng, arch, DeviceChoice::Gpu),
+        ));
     }
     tests.push(cpu_test("misaligned_pairs_refused", misaligned));
     tests.push(cpu_test("export_raw_units", export_raw_units));

@@ -103,6 +103,8 @@ impl GpuEngine {
     ) -> Result<GpuEngine> {
         refuse_matryoshka(cfg)?;
         let (d, n, rows) = (cfg.d_in, cfg.d_sae, cfg.batch);
+        // A transcoder's decoder writes its target's width.
+        let (transcoder, d_out) = (cfg.d_out.is_some(), cfg.d_out.unwrap_or(cfg.d_in));
         let chunk = if chunk == 0 { rows } else { chunk.min(rows) };
         let g = &*gpu;
         // Every tensor of the parameter set on the device; log_threshold, when the
@@ -134,7 +136,7 @@ impl GpuEngine {
                 alias(&params.w_enc)
             },
             w_dec: if rescale {
-                g.zeros("unit W_dec", &[n, d])?
+                g.zeros("unit W_dec", &[n, d_out])?
             } else {
                 alias(&params.w_dec)
             },
@@ -157,6 +159,11 @@ impl GpuEngine {
         let v = upload("adam_v ", &st.moments.v)?;
         let sparse = matches!(cfg.arch, Arch::Topk | Arch::Batchtopk);
         let x = g.zeros("x", &[rows, d])?;
+        let y = if transcoder {
+            g.zeros("target", &[rows, d_out])?
+        } else {
+            x.view(&x.shape)
+        };
         let several = chunk < rows;
         // batchtopk in several chunks: each keeps its pre-activations and block maxima for
         // the batch's selection, and its codes may hold any number of the batch's entries.
@@ -165,7 +172,7 @@ impl GpuEngine {
         for start in (0..rows.max(1)).step_by(chunk.max(1)) {
             let r = chunk.min(rows - start);
             let per_row = |name: &str| -> Result<GpuTensor> {
-                g.zeros(name, &[if sparse { r } else { 1 }, d])
+                g.zeros(name, &[if sparse { r } else { 1 }, d_out])
             };
             // topk / batchtopk: for the run's largest k; each step takes its k's slots.
             let code_store = if batch_chunks {
@@ -184,6 +191,11 @@ impl GpuEngine {
                 code_store.prefix(code_store.idx.len())
             };
             let nb = n.div_ceil(BLOCK);
+            let chunk_x = if several {
+                g.zeros("x chunk", &[r, d])?
+            } else {
+                x.view(&[r, d])
+            };
             chunks.push(Chunk {
                 rows: r,
                 row0: start,
@@ -195,14 +207,20 @@ impl GpuEngine {
                 } else {
                     None
                 },
-                x: if several {
-                    g.zeros("x chunk", &[r, d])?
-                } else {
-                    x.view(&[r, d])
+                x: chunk_x.view(&[r, d]),
+                y: match (transcoder, several) {
+                    (false, _) => chunk_x.view(&[r, d]),
+                    (true, true) => g.zeros("target chunk", &[r, d_out])?,
+                    (true, false) => y.view(&[r, d_out]),
                 },
-                xc: g.zeros("xc", &[r, d])?,
-                x_hat: g.zeros("x_hat", &[r, d])?,
-                dy: g.zeros("dy", &[r, d])?,
+                // A transcoder's encoder takes x as it is.
+                xc: if transcoder {
+                    chunk_x.view(&[r, d])
+                } else {
+                    g.zeros("xc", &[r, d])?
+                },
+                x_hat: g.zeros("x_hat", &[r, d_out])?,
+                dy: g.zeros("dy", &[r, d_out])?,
                 e: per_row("residual")?,
                 e_hat: per_row("aux reconstruction")?,
                 de: per_row("aux grad")?,
@@ -244,6 +262,7 @@ impl GpuEngine {
                 None
             },
             x,
+            y,
             // batchtopk in several chunks: the chunks' own (`Chunk::kept`).
             pre: g.zeros("pre", &[if batch_chunks { 1 } else { chunk }, n])?,
             bmax: g.zeros_u32(
@@ -305,6 +324,7 @@ impl GpuEngine {
             cfg: cfg.clone(),
             rows,
             d,
+            d_out,
             n,
             step: st.step,
         };
@@ -335,6 +355,7 @@ impl GpuEngine {
     pub fn check_capacity(gpu: &Gpu, cfg: &TrainConfig) -> Result<()> {
         refuse_matryoshka(cfg)?;
         let (d, n, b) = (cfg.d_in as u128, cfg.d_sae as u128, cfg.batch as u128);
+        let d_out = cfg.d_out.unwrap_or(cfg.d_in) as u128;
         // Pre-activations are held one chunk at a time (batchtopk: each chunk's in a buffer
         // of its own).
         let c = match chunk_rows(gpu, cfg) {
@@ -344,9 +365,10 @@ impl GpuEngine {
         let pre = format!("pre-activations of {c} rows");
         let mut big: Vec<(&str, [u128; 2])> = vec![
             ("W_enc", [d, n]),
-            ("W_dec", [n, d]),
+            ("W_dec", [n, d_out]),
             (&pre, [c, n]),
             ("batch", [b, d]),
+            ("targets", [b, d_out]),
         ];
         // Codes for the run's largest k (the start of --k-anneal-steps' decay).
         let codes = if cfg.anneals_k() {
