@@ -460,6 +460,7 @@ fn main() -> anyhow::Result<()> {
     cases.extend(optim_cases(&gpu, &inputs)?);
     cases.extend(ops_cases(&gpu)?);
     cases.extend(step_extra::codes_cases(&gpu, &inputs)?);
+    cases.extend(step_extra::matryoshka_cases(&gpu, &inputs)?);
     cases.extend(step_extra::fista_cases(&gpu)?);
     cases.extend(step_extra::toy_cases(&gpu)?);
     cases.retain(|c| filters.is_empty() || filters.iter().any(|f| c.name.contains(f.as_str())));

@@ -443,14 +443,6 @@ pub fn select_training_engine(
     filter: Option<&str>,
     cfg: &TrainConfig,
 ) -> Result<(Engine, String)> {
-    if cfg.arch == Arch::Matryoshka {
-        let why = "device auto: CPU engine (matryoshka has no GPU kernels yet)";
-        match choice {
-            crate::gpu::DeviceChoice::Gpu => return Err(crate::sae::gpu::matryoshka_gpu_error()),
-            crate::gpu::DeviceChoice::Auto => return Ok((Engine::Cpu, why.to_string())),
-            crate::gpu::DeviceChoice::Cpu => {}
-        }
-    }
     match choice {
         crate::gpu::DeviceChoice::Auto => select_for_training(filter, cfg),
         _ => crate::gpu::select_engine(choice, filter),
@@ -482,27 +474,6 @@ mod tests {
             },
             measured_at: 0,
         }
-    }
-
-    #[test]
-    fn matryoshka_runs_on_the_cpu_engine() {
-        let args = TrainArgs {
-            out: Some("unused".into()),
-            arch: Some(Arch::Matryoshka),
-            d_sae: Some(16),
-            matryoshka_widths: Some(vec![4, 16]),
-            k: Some(4),
-            ..Default::default()
-        };
-        let cfg = TrainConfig::resolve(&args, 8, 100).unwrap();
-        let gpu = select_training_engine(crate::gpu::DeviceChoice::Gpu, None, &cfg);
-        let e = gpu.err().expect("--device gpu refused").to_string();
-        assert!(
-            e.contains("--arch matryoshka: runs on the CPU engine only"),
-            "{e}"
-        );
-        let auto = select_training_engine(crate::gpu::DeviceChoice::Auto, None, &cfg).unwrap();
-        assert!(matches!(auto.0, Engine::Cpu), "{}", auto.1);
     }
 
     #[test]

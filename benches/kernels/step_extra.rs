@@ -285,3 +285,87 @@ pub fn toy_cases(gpu: &Gpu) -> saeforge::Result<Vec<Case>> {
     ));
     Ok(v)
 }
+
+/// Matryoshka's level-aware kernels on the TopK codes with widths N/16, N/4, N (each timed
+/// on its own; bytes: what each must read and write at least).
+pub fn matryoshka_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
+    use saeforge::kernels::matryoshka as km;
+    let d = super::D;
+    let widths = [N as u32 / 16, N as u32 / 4, N as u32];
+    let lv = widths.len();
+    let w = Rc::new(gpu.upload_u32("widths", &[lv], &widths)?);
+    let levels = Rc::new(gpu.zeros("x_hat levels", &[lv * B, d])?);
+    let dy = Rc::new(gpu.zeros("dy levels", &[lv * B, d])?);
+    let shape = format!("B={B}, n={N}, d={d}, k={K}, widths {widths:?}");
+    let mut v = Vec::new();
+    let (rp, idx, val, wd, bd) = (
+        t.row_ptr.clone(),
+        t.idx.clone(),
+        t.val.clone(),
+        t.w_dec.clone(),
+        t.b_dec.clone(),
+    );
+    let (w1, l1) = (w.clone(), levels.clone());
+    v.push(bytes_case(
+        "matryoshka_decode",
+        "levels",
+        shape.clone(),
+        b4(B * K * (2 + d) + lv * B * d),
+        Box::new(move |g, e| {
+            km::matryoshka_decode(g, e, &rp, &idx, &val, &wd, &bd, &w1, B, N, d, &l1)
+        }),
+    ));
+    let (x, w2, l2, dy2) = (t.x.clone(), w.clone(), levels.clone(), dy.clone());
+    v.push(bytes_case(
+        "matryoshka_residuals",
+        "levels",
+        shape.clone(),
+        b4(B * d * (1 + 2 * lv)),
+        Box::new(move |g, e| km::matryoshka_residuals(g, e, &x, &l2, &w2, B, d, 0.5, &dy2)),
+    ));
+    let (rp, idx, wd, w3, dy3, out) = (
+        t.row_ptr.clone(),
+        t.idx.clone(),
+        t.w_dec.clone(),
+        w.clone(),
+        dy.clone(),
+        t.dval.clone(),
+    );
+    v.push(bytes_case(
+        "sparse_dot_levels",
+        "levels",
+        shape.clone(),
+        b4(B * K * (3 + 2 * d)),
+        Box::new(move |g, e| km::sparse_dot_levels(g, e, &rp, &idx, &dy3, &wd, &w3, B, N, d, &out)),
+    ));
+    let (lp, lr, ls, val, w4, dy4, dw) = (
+        t.lat_ptr.clone(),
+        t.lat_row.clone(),
+        t.lat_slot.clone(),
+        t.val.clone(),
+        w.clone(),
+        dy.clone(),
+        t.out_bn.clone(),
+    );
+    v.push(bytes_case(
+        "gather_dw_dec_levels",
+        "levels",
+        shape,
+        b4(B * K * (3 + d) + N * d),
+        Box::new(move |g, e| {
+            let dw = dw.prefix(&[N, d]);
+            km::gather_dw_dec_levels(
+                g,
+                e,
+                (&lp, &lr, &ls),
+                &val,
+                &dy4,
+                &w4,
+                (B, N, d),
+                false,
+                &dw,
+            )
+        }),
+    ));
+    Ok(v)
+}

@@ -9,6 +9,7 @@ pub mod codes;
 pub mod decl;
 pub mod fista;
 pub mod gemm;
+pub mod matryoshka;
 pub mod ops;
 pub mod optim;
 pub mod reduce;
@@ -33,6 +34,7 @@ pub const SHADERS: &[&Shader] = &[
     &gemm::SHADER,
     &gemm::SUBGROUP_SHADER,
     &gemm_reg::SHADER,
+    &matryoshka::SHADER,
     &ops::SHADER,
     &optim::SHADER,
     &reduce::SHADER,
@@ -52,6 +54,7 @@ pub fn entries() -> Vec<&'static decl::Entry> {
         activations::ENTRIES,
         bench::ENTRIES,
         fista::ENTRIES,
+        matryoshka::ENTRIES,
         ops::ENTRIES,
         optim::ENTRIES,
         reduce::ENTRIES,

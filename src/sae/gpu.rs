@@ -11,7 +11,7 @@
 
 mod alloc;
 mod batch;
-pub use alloc::{matryoshka_gpu_error, refuse_matryoshka};
+mod levels;
 mod readback;
 
 pub use alloc::chunk_rows;
@@ -106,6 +106,9 @@ struct Chunk {
     aux_gate: Option<Arc<Gate>>,
     /// jumprelu with several chunks: this chunk's threshold gradient (n), summed after.
     dthr: Option<GpuTensor>,
+    /// matryoshka: every level's reconstruction and every group's dy, (M * rows, d_out)
+    /// each, and two (rows, d_out) scratch tensors for the levels' SSE (`gpu/levels.rs`).
+    levels: Option<[GpuTensor; 4]>,
 }
 
 pub struct GpuEngine {
@@ -161,7 +164,10 @@ pub struct GpuEngine {
     ndead: GpuTensor,
     thr: GpuTensor,
     thr_state: GpuTensor,
-    /// batchtopk: the candidate path's scratch and the gate of its whole-batch fallback.
+    /// matryoshka: the level widths (M) u32.
+    widths: Option<GpuTensor>,
+    /// batchtopk / matryoshka: the candidate path's scratch and the gate of its whole-batch
+    /// fallback.
     batch: Option<(BatchScratch, Arc<Gate>)>,
     /// batchtopk in several chunks: the batch's codes (row_ptr (rows + 1) u32, idx u32,
     /// pre_val), each chunk's rows of which `codes` takes.
@@ -242,7 +248,7 @@ impl GpuEngine {
             }
             // k_total = rows * this step's k: the length of the codes' view. In several
             // chunks the batch's selection ran after the chunks' encodes: the chunk's rows.
-            Arch::Batchtopk => {
+            Arch::Batchtopk | Arch::Matryoshka => {
                 let (sc, bg) = self.batch.as_ref().expect("batchtopk scratch");
                 let (pv, thr) = (&c.pre_val, &self.thr);
                 if let Some([brp, bidx, bpv]) = &self.batch_codes {
@@ -254,7 +260,6 @@ impl GpuEngine {
                 }
                 relu_forward(g, enc, pv, &c.val)?;
             }
-            Arch::Matryoshka => unreachable!("GpuEngine::with_chunks refuses matryoshka"),
             Arch::Relu | Arch::Jumprelu => {
                 let gate = ch.gate.as_ref().expect("dense-path gate");
                 let lt = &self.fwd.log_threshold;
@@ -287,9 +292,11 @@ impl GpuEngine {
             let (rp, idx, val, b) = (&c.row_ptr, &c.idx, &c.val, Some(&p.b_dec));
             sparse_decode(g, enc, rp, idx, val, &p.w_dec, b, rows, n, d, &ch.x_hat)
         };
-        match &ch.gate {
-            None => sparse(enc)?,
-            Some(gate) => {
+        match (&ch.levels, &ch.gate) {
+            // matryoshka: every level's prefix decode, x_hat the last (`gpu/levels.rs`).
+            (Some(lv), _) => self.decode_levels(enc, ch, lv)?,
+            (None, None) => sparse(enc)?,
+            (None, Some(gate)) => {
                 // Textures the sparse kernels read on software adapters, copied outside
                 // the gate (inside it they would be filled by a kernel, as slow as the
                 // reads).
@@ -335,6 +342,10 @@ impl GpuEngine {
         let (m, fired, norms) = (&self.metrics, &self.fired, &self.norms);
         #[rustfmt::skip]
         mse_backward(g, enc, &ch.y, &ch.x_hat, rows, d, 2.0 * inv_b, &ch.dy, m, slot::SSE, sst)?;
+        if let Some(lv) = &ch.levels {
+            // matryoshka: each level's SSE and each group's dy.
+            self.level_residuals(enc, ch, lv)?;
+        }
         let c = &ch.codes;
         let (rp, idx, val) = (&c.row_ptr, &c.idx, &c.val);
         let sparse = |enc: &mut wgpu::CommandEncoder| {
@@ -370,7 +381,10 @@ impl GpuEngine {
         let accumulate = index > 0;
         match (&ch.aux, &ch.aux_gate, &ch.gate) {
             (Some(a), Some(ag), _) => {
-                self.sparse_backward(enc, ch, &ch.codes, &ch.dy, accumulate)?;
+                match &ch.levels {
+                    Some(lv) => self.levels_backward(enc, ch, lv, accumulate)?,
+                    None => self.sparse_backward(enc, ch, &ch.codes, &ch.dy, accumulate)?,
+                }
                 self.prefetch_textures(enc, rows, &[(&ch.de, self.d_out)])?;
                 g.gated(ag, true, || self.sparse_backward(enc, ch, a, &ch.de, true))?;
             }
@@ -384,15 +398,12 @@ impl GpuEngine {
             }
             _ => unreachable!("a chunk has AuxK's codes or a dense-path gate"),
         }
-        col_sum(
-            g,
-            enc,
-            &ch.dy,
-            rows,
-            self.d_out,
-            &self.grads.b_dec,
-            accumulate,
-        )
+        // b_dec enters every level: matryoshka's first group's dy sums them all.
+        let dy = match &ch.levels {
+            Some(lv) => lv[1].prefix(&[rows, self.d_out]),
+            None => ch.dy.view(&ch.dy.shape),
+        };
+        col_sum(g, enc, &dy, rows, self.d_out, &self.grads.b_dec, accumulate)
     }
 
     /// Gradients of a sparse code path (`cpu.rs`' `sparse_backward`): given dL/dx_hat-like

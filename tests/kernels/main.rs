@@ -15,6 +15,7 @@ mod fista;
 mod gate;
 mod gemm;
 mod gemm_reg;
+mod matryoshka;
 mod ops;
 mod optim;
 mod reduce;
@@ -38,6 +39,7 @@ fn main() {
     trials.extend(gate::trials());
     trials.extend(gemm::trials());
     trials.extend(gemm_reg::trials());
+    trials.extend(matryoshka::trials());
     trials.extend(ops::trials());
     trials.extend(optim::trials());
     trials.extend(reduce::trials());

@@ -39,6 +39,8 @@ pub fn config(
         decoder_norm: rescale.then_some(DecoderNorm::Rescale),
         out: Some("unused".into()),
         arch: Some(arch),
+        // Matryoshka: three nested levels.
+        matryoshka_widths: (arch == Arch::Matryoshka).then(|| vec![n / 16, n / 4, n]),
         d_sae: Some(n),
         k: Some(8),
         k_aux: Some(16),
@@ -189,7 +191,7 @@ fn case(
         .since_fired
         .iter()
         .all(|&s| (s as u64) < cfg.dead_tokens)
-        && matches!(arch, Arch::Topk | Arch::Batchtopk)
+        && matches!(arch, Arch::Topk | Arch::Batchtopk | Arch::Matryoshka)
     {
         return Err(format!("{arch:?}: no latent ever died, so AuxK was not exercised").into());
     }
@@ -221,6 +223,7 @@ pub fn trials() -> Vec<Trial> {
         (Arch::Batchtopk, false, odd, None),
         (Arch::Batchtopk, false, tex, None),
         (Arch::Batchtopk, false, odd, chunked),
+        (Arch::Matryoshka, false, odd, None),
     ];
     // Transcoders (d_out != d): every architecture; the texture shape with a 128-wide
     // target; chunked.
@@ -234,6 +237,7 @@ pub fn trials() -> Vec<Trial> {
         ((Arch::Topk, false, odd, chunked), 20),
         ((Arch::Batchtopk, false, tex, chunked), 128),
         ((Arch::Relu, false, odd, chunked), 52),
+        ((Arch::Matryoshka, false, odd, None), 20),
     ];
     let rescaled = [
         (Arch::Topk, false, odd, None),
@@ -263,6 +267,9 @@ pub fn trials() -> Vec<Trial> {
         (Arch::Jumprelu, false, tex, chunked),
         (Arch::Batchtopk, false, odd, chunked),
         (Arch::Batchtopk, false, tex, chunked),
+        (Arch::Matryoshka, false, odd, None),
+        (Arch::Matryoshka, false, tex, None),
+        (Arch::Matryoshka, false, odd, chunked),
     ]
     .into_iter()
     .map(|c| (c, (false, false), None))

@@ -259,9 +259,6 @@ pub fn trials() -> Vec<Trial> {
             format!("runs::resume_exact_cpu_{name}"),
             move |_| resume_exact(DeviceChoice::Cpu, arch, how),
         ));
-        if arch == Arch::Matryoshka {
-            continue; // CPU engine only (the GPU engine refuses it: `cli` tests the line)
-        }
         t.push(gpu_test(
             format!("runs::resume_exact_gpu_{name}"),
             move |_, _| resume_exact(DeviceChoice::Gpu, arch, how),
@@ -278,6 +275,10 @@ pub fn trials() -> Vec<Trial> {
     t.push(gpu_test(
         "runs::exported_threshold_keeps_l0_gpu_batchtopk",
         |_, _| exported_threshold_keeps_l0(DeviceChoice::Gpu, Arch::Batchtopk),
+    ));
+    t.push(gpu_test(
+        "runs::exported_threshold_keeps_l0_gpu_matryoshka",
+        |_, _| exported_threshold_keeps_l0(DeviceChoice::Gpu, Arch::Matryoshka),
     ));
     t.push(cpu_test("runs::aux_loss_needs_dead_latents_cpu", |_| {
         aux_loss_needs_dead_latents(DeviceChoice::Cpu)

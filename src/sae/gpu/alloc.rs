@@ -9,7 +9,7 @@ use crate::gpu::{Gpu, GpuTensor};
 use crate::kernels::codes::batch_topk::BatchScratch;
 use crate::kernels::codes::{BLOCK, CAND};
 use crate::reference::reduce::METRIC_SLOTS;
-use crate::sae::engine::{TrainState, code_capacity};
+use crate::sae::engine::{TrainState, code_capacity, selects_batch_topk, selects_topk};
 use crate::sae::params::ParamSet;
 use crate::sae::{Arch, DecoderNorm, SaeParams, TrainConfig};
 use crate::{Error, Result};
@@ -101,7 +101,6 @@ impl GpuEngine {
         st: &TrainState,
         chunk: usize,
     ) -> Result<GpuEngine> {
-        refuse_matryoshka(cfg)?;
         let (d, n, rows) = (cfg.d_in, cfg.d_sae, cfg.batch);
         // A transcoder's decoder writes its target's width.
         let (transcoder, d_out) = (cfg.d_out.is_some(), cfg.d_out.unwrap_or(cfg.d_in));
@@ -157,7 +156,9 @@ impl GpuEngine {
             shapes.try_map(|name, shape| g.zeros(&format!("grad {name}"), &shape_of(shape)))?;
         let m = upload("adam_m ", &st.moments.m)?;
         let v = upload("adam_v ", &st.moments.v)?;
-        let sparse = matches!(cfg.arch, Arch::Topk | Arch::Batchtopk);
+        let sparse = selects_topk(cfg.arch);
+        // batchtopk and matryoshka: one selection over the whole batch.
+        let batch_sel = selects_batch_topk(cfg.arch);
         let x = g.zeros("x", &[rows, d])?;
         let y = if transcoder {
             g.zeros("target", &[rows, d_out])?
@@ -167,7 +168,7 @@ impl GpuEngine {
         let several = chunk < rows;
         // batchtopk in several chunks: each keeps its pre-activations and block maxima for
         // the batch's selection, and its codes may hold any number of the batch's entries.
-        let batch_chunks = several && cfg.arch == Arch::Batchtopk;
+        let batch_chunks = several && batch_sel;
         let mut chunks = Vec::new();
         for start in (0..rows.max(1)).step_by(chunk.max(1)) {
             let r = chunk.min(rows - start);
@@ -241,6 +242,17 @@ impl GpuEngine {
                 } else {
                     None
                 },
+                levels: if cfg.arch == Arch::Matryoshka {
+                    let lv = cfg.matryoshka_widths.len();
+                    Some([
+                        g.zeros("x_hat levels", &[lv * r, d_out])?,
+                        g.zeros("dy levels", &[lv * r, d_out])?,
+                        g.zeros("level copy", &[r, d_out])?,
+                        g.zeros("level discard", &[r, d_out])?,
+                    ])
+                } else {
+                    None
+                },
                 dthr: if several && cfg.arch == Arch::Jumprelu {
                     Some(g.zeros("threshold grad chunk", &[n])?)
                 } else {
@@ -267,7 +279,7 @@ impl GpuEngine {
             pre: g.zeros("pre", &[if batch_chunks { 1 } else { chunk }, n])?,
             bmax: g.zeros_u32(
                 "pre block maxima",
-                &[if cfg.arch == Arch::Batchtopk {
+                &[if batch_sel {
                     1
                 } else {
                     chunk * n.div_ceil(BLOCK)
@@ -292,7 +304,13 @@ impl GpuEngine {
             ndead: g.zeros_u32("dead count", &[1])?,
             thr: g.zeros("batch threshold", &[1])?,
             thr_state: g.upload("threshold", &[1], &[st.threshold])?,
-            batch: if cfg.arch == Arch::Batchtopk {
+            widths: if cfg.arch == Arch::Matryoshka {
+                let w = crate::sae::matryoshka::widths_u32(cfg);
+                Some(g.upload_u32("matryoshka widths", &[w.len()], &w)?)
+            } else {
+                None
+            },
+            batch: if batch_sel {
                 let sc = BatchScratch::new(g, rows, n, rows * cfg.k_max(), chunk)?;
                 Some((sc, g.gate(GATE_SLOTS)?))
             } else {
@@ -353,7 +371,6 @@ impl GpuEngine {
     /// one storage binding of this adapter: name the tensor, what it needs and what the
     /// adapter allows.
     pub fn check_capacity(gpu: &Gpu, cfg: &TrainConfig) -> Result<()> {
-        refuse_matryoshka(cfg)?;
         let (d, n, b) = (cfg.d_in as u128, cfg.d_sae as u128, cfg.batch as u128);
         let d_out = cfg.d_out.unwrap_or(cfg.d_in) as u128;
         // Pre-activations are held one chunk at a time (batchtopk: each chunk's in a buffer
@@ -376,20 +393,20 @@ impl GpuEngine {
         } else {
             "codes".to_string()
         };
-        if matches!(cfg.arch, Arch::Topk | Arch::Batchtopk) {
+        if selects_topk(cfg.arch) {
             // batchtopk: a chunk's codes may hold the whole batch's entries.
-            let rows = if cfg.arch == Arch::Batchtopk { b } else { c };
+            let rows = if selects_batch_topk(cfg.arch) { b } else { c };
             big.push((&codes, [rows, cfg.k_max() as u128]));
             big.push(("AuxK codes", [c, cfg.k_aux as u128]));
         }
-        if cfg.arch == Arch::Batchtopk {
+        if selects_batch_topk(cfg.arch) {
             big.push(("BatchTopK's candidates", [b, CAND as u128]));
         }
         let allows = gpu.max_binding() as u128;
         let mib = |x: u128| x as f64 / 1048576.0;
         // batchtopk in several chunks holds every chunk's pre-activations at once.
         let held = b * n * 4;
-        if cfg.arch == Arch::Batchtopk
+        if selects_batch_topk(cfg.arch)
             && c < b
             && let Some(limit) = crate::sweep::memory::gpu_budget(gpu)
             && held > limit
@@ -414,21 +431,4 @@ impl GpuEngine {
         }
         Ok(())
     }
-}
-
-/// matryoshka has no GPU kernels yet (its level-aware twins are in
-/// `reference::matryoshka`): the GPU engine refuses it with one line; `--device auto`
-/// picks the CPU engine for it.
-pub fn refuse_matryoshka(cfg: &TrainConfig) -> Result<()> {
-    if cfg.arch == Arch::Matryoshka {
-        return Err(matryoshka_gpu_error());
-    }
-    Ok(())
-}
-
-/// The one line of [`refuse_matryoshka`].
-pub fn matryoshka_gpu_error() -> crate::Error {
-    crate::Error::input(
-        "--arch matryoshka: runs on the CPU engine only for now (--device cpu or auto); its level-aware GPU kernels are not written yet",
-    )
 }
