@@ -65,15 +65,8 @@ pub fn run(a: EncodeArgs) -> Result<()> {
     if a.batch == Some(0) {
         return Err(crate::Error::input("--batch 0: expected at least 1 row"));
     }
-    let (engine, why) = if model.d_out.is_some() {
-        // A transcoder codes on the CPU engine (`Encoder::new` refuses the GPU engine).
-        match a.device {
-            DeviceChoice::Gpu => select_engine(a.device, a.adapter.as_deref())?,
-            _ => crate::sae::transcoder::inference_engine(),
-        }
-    } else {
-        select_engine(a.device, a.adapter.as_deref())?
-    };
+    // An SAE and a transcoder alike (the encoder carries d_out on both engines).
+    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
     println!("saeforge: {why}");
     let encoder = Encoder::new(
         &model,

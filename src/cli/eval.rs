@@ -128,11 +128,10 @@ fn run_transcoder(a: &EvalArgs, model: &crate::sae::export::SaeModel) -> Result<
         (a.truth.is_some(), "--truth"),
         (a.fista, "--fista"),
         (a.plots.is_some(), "--plots"),
-        (a.device == DeviceChoice::Gpu, "--device gpu"),
     ] {
         if set {
             return Err(crate::Error::input(format!(
-                "{flag}: not supported for a transcoder ({}); it is evaluated on the CPU engine against --target-data",
+                "{flag}: not supported for a transcoder ({}); it is evaluated against --target-data",
                 a.sae.display()
             )));
         }
@@ -153,8 +152,9 @@ fn run_transcoder(a: &EvalArgs, model: &crate::sae::export::SaeModel) -> Result<
             .batch
             .unwrap_or_else(|| crate::eval::run::default_batch(model.n)),
     };
-    let m = evaluate(model, &e)?;
-    println!("saeforge: {}", crate::sae::transcoder::inference_engine().1);
+    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
+    let m = evaluate(model, &engine, &e)?;
+    println!("saeforge: {why}");
     print!("{}", table(model, &m));
     if let Some(j) = &a.json {
         crate::io::write_json(j, &to_json(model, &m))?;

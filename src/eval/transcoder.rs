@@ -3,7 +3,8 @@
 //! `crate::data::paired`). The metrics are those of an SAE's evaluation
 //! (`super::metrics::Accumulator`) with the target in the place of the input: MSE,
 //! explained variance of the target, cosine, L0, dead and dense latents. The rows are the
-//! first `--rows` in shard order; the transcoder runs on the CPU engine.
+//! first `--rows` in shard order; the transcoder runs on the engine `--device` picks, as an
+//! SAE's evaluation does (`crate::sae::infer::Encoder` carries d_out on both engines).
 
 use std::path::{Path, PathBuf};
 
@@ -28,7 +29,7 @@ pub struct TranscoderEval<'a> {
 }
 
 /// The metrics of `model` (a transcoder) on the paired rows of `e`.
-pub fn evaluate(model: &SaeModel, e: &TranscoderEval) -> Result<ReconMetrics> {
+pub fn evaluate(model: &SaeModel, engine: &Engine, e: &TranscoderEval) -> Result<ReconMetrics> {
     let d_out = model.d_out.expect("a transcoder");
     if e.target_data.is_empty() {
         return Err(Error::input(format!(
@@ -56,7 +57,7 @@ pub fn evaluate(model: &SaeModel, e: &TranscoderEval) -> Result<ReconMetrics> {
         }
     }
     let batch = e.batch.max(1);
-    let encoder = Encoder::new(model, &Engine::Cpu, batch)?;
+    let encoder = Encoder::new(model, engine, batch)?;
     let mut acc = Accumulator::new(d_out);
     let mut left = e.rows;
     for (x_shard, y_shard) in inputs.iter().zip(&targets) {

@@ -12,7 +12,8 @@
 //!   L0, L1, fire counts                 dense_stats / sparse_stats with unit weights
 //!
 //! A transcoder (`SaeModel::d_out`) skips the first line (xc = x: its b_dec is in the
-//! output space) and decodes to (rows, d_out); it runs on the CPU engine.
+//! output space) and decodes to (rows, d_out), on either engine: the decoder's side
+//! (W_dec (n, d_out), b_dec, x_hat) is `SaeModel::out_dim` wide.
 //!
 //! [`Encoder::encode`] stops after the activation (codes only); [`Encoder::run`] also
 //! decodes and counts. JumpReLU thresholds <= 0 are taken as the smallest positive f32 (ln
@@ -47,7 +48,7 @@ pub fn default_batch(d_sae: usize) -> usize {
 /// What the encoder returns for one batch.
 #[derive(Clone, Debug, Default)]
 pub struct BatchOut {
-    /// (rows, d); empty from [`Encoder::encode`].
+    /// (rows, d) ((rows, d_out) for a transcoder); empty from [`Encoder::encode`].
     pub x_hat: Vec<f32>,
     /// Active latents (code > 0) summed over the batch's rows.
     pub l0_sum: f64,
@@ -179,11 +180,6 @@ impl Encoder {
                 "topk SAE with k = {k}: the GPU engine supports k <= {} (use --device cpu)",
                 crate::kernels::topk::MAX_K
             )));
-        }
-        if model.d_out.is_some() && matches!(engine, Engine::Gpu(_)) {
-            return Err(Error::input(
-                "a transcoder encodes on the CPU engine only for now (use --device cpu; training runs on either)",
-            ));
         }
         let backend = match engine {
             Engine::Cpu => Backend::Cpu {
@@ -365,6 +361,8 @@ impl GpuSae {
     fn new(gpu: Arc<Gpu>, model: &SaeModel, log_theta: &[f32], rows: usize) -> Result<GpuSae> {
         let g = &*gpu;
         let (d, n) = (model.d, model.n);
+        // The decoder's side: d_out columns for a transcoder.
+        let d_out = model.out_dim();
         let lt: &[f32] = if log_theta.is_empty() {
             &[0.0]
         } else {
@@ -391,8 +389,8 @@ impl GpuSae {
         Ok(GpuSae {
             w_enc: g.upload("W_enc", &[d, n], &model.w_enc)?,
             b_enc: g.upload("b_enc", &[n], &model.b_enc)?,
-            w_dec: g.upload("W_dec", &[n, d], &model.w_dec)?,
-            b_dec: g.upload("b_dec", &[d], &model.b_dec)?,
+            w_dec: g.upload("W_dec", &[n, d_out], &model.w_dec)?,
+            b_dec: g.upload("b_dec", &[d_out], &model.b_dec)?,
             log_theta: g.upload("log_theta", &[lt.len()], lt)?,
             ones: g.upload("unit weights", &[n], &vec![1.0; n])?,
             fired: g.zeros_u32("fired", &[n])?,
@@ -400,7 +398,7 @@ impl GpuSae {
             x: g.zeros("x", &[rows, d])?,
             xc: g.zeros("xc", &[rows, d])?,
             pre: g.zeros("pre", &[rows, n])?,
-            x_hat: g.zeros("x_hat", &[rows, d])?,
+            x_hat: g.zeros("x_hat", &[rows, d_out])?,
             z,
             topk,
             gpu,
@@ -430,9 +428,17 @@ impl GpuSae {
         g.fill(&self.metrics, 0.0);
         let mut encoder = g.encoder();
         let enc = &mut encoder;
-        reduce::sub_row(g, enc, bx, &self.b_dec, rows, d, xc)?;
+        // A transcoder's input goes to the encoder as it is (its b_dec is in the output space).
+        let xc = if m.d_out.is_some() {
+            bx
+        } else {
+            reduce::sub_row(g, enc, bx, &self.b_dec, rows, d, xc)?;
+            xc
+        };
         let spec = GemmSpec::nn(rows, n, d);
         gemm::gemm(g, enc, &spec, xc, &self.w_enc, Some(&self.b_enc), pre)?;
+        // The decoder's side: d_out columns for a transcoder.
+        let d = m.out_dim();
         let (w_dec, b_dec, ones) = (&self.w_dec, Some(&self.b_dec), &self.ones);
         let (fired, metrics) = (&self.fired, &self.metrics);
         let z = self.z.as_ref().map(first);

@@ -43,16 +43,6 @@ pub fn open_targets(cfg: &TrainConfig, inputs: &[Shard]) -> Result<Option<Arc<Ve
     Ok(Some(Arc::new(targets)))
 }
 
-/// The engine a transcoder encodes and is evaluated on (`encode`, `eval`), and why: the
-/// CPU engine (the inference encoder, `sae::infer::Encoder`, takes one width on the GPU;
-/// training runs on either engine).
-pub fn inference_engine() -> (crate::gpu::Engine, String) {
-    (
-        crate::gpu::Engine::Cpu,
-        "CPU engine: transcoders encode and evaluate on the CPU engine".into(),
-    )
-}
-
 /// A new run's transcoder settings: d_out from the target shards (opened and paired with
 /// `inputs`), and the flags transcoders do not take yet refused, each in one line.
 pub fn resolve(cfg: &mut TrainConfig, inputs: &[Shard]) -> Result<()> {

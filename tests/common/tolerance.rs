@@ -363,6 +363,18 @@ pub fn encode(d: usize) -> Tol {
     }
 }
 
+/// A transcoder's reconstruction on the GPU engine vs the CPU engine: x_hat = z W_dec +
+/// b_dec, a GEMM of reduction length n over codes that already differ by encode(d) each;
+/// those differences (random signs, |W_dec| < 1) add over the n terms like the GEMM's own
+/// roundings do, so the GEMM bound at reduction length d + n covers both. A missing b_dec,
+/// a wrong width (d for d_out) or a b_dec subtracted before the encoder is off by ~0.1-1.
+pub fn decode_after_encode(d: usize, n: usize) -> Tol {
+    Tol {
+        name: "decode_after_encode(d, n)",
+        ..gemm(d + n)
+    }
+}
+
 /// Steered activations on the GPU engine vs the same edits applied with the CPU's codes:
 /// x' = x + (z' - z) W_dec with |W_dec| <= 1 per entry, so the codes' difference (encode(d))
 /// carries over at most once per edit (the tests use at most three edits on O(1) data).

@@ -1,5 +1,6 @@
 //! The commands on a transcoder export, through the binary: `info` shows d_out, `eval`
-//! needs `--target-data` (one line, exit 2, without it; refused for an SAE), `encode` codes
+//! needs `--target-data` (one line, exit 2, without it; refused for an SAE), `eval` and
+//! `encode` run on either engine (`--device gpu` here; the values in `infer`), `encode` codes
 //! its input rows, `steer` refuses it, `train --device gpu` trains it on the GPU engine;
 //! every refusal one line on stderr.
 
@@ -73,6 +74,14 @@ fn commands(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
     if rc != 0 || !out.contains("700 paired rows") || !out.contains("explained variance") {
         return Err(format!("eval: exit {rc}, {out:?} {err:?}").into());
     }
+    // The same evaluation on the GPU engine (GPU == CPU in `infer`).
+    #[rustfmt::skip]
+    let (rc, gout, err) = saeforge(&[
+        "eval", "--sae", &run_s, "--data", &inp_s, "--target-data", &outd_s, "--device", "gpu",
+    ]);
+    if rc != 0 || !gout.contains("GPU engine") || !gout.contains("700 paired rows") {
+        return Err(format!("eval --device gpu: exit {rc}, {gout:?} {err:?}").into());
+    }
     // An SAE has no target.
     let sae = dir.join("sae");
     let sae_args = saeforge::sae::TrainArgs {
@@ -105,6 +114,14 @@ fn commands(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
     ]);
     if rc != 0 || !out.contains("encoded 700 rows") || !codes.is_file() {
         return Err(format!("encode: exit {rc}, {out:?} {err:?}").into());
+    }
+    let gcodes = dir.join("gcodes.safetensors");
+    #[rustfmt::skip]
+    let (rc, out, err) = saeforge(&[
+        "encode", "--sae", &run_s, "--data", &inp_s, "--out", &s(&gcodes), "--device", "gpu",
+    ]);
+    if rc != 0 || !out.contains("GPU engine") || !out.contains("encoded 700 rows") {
+        return Err(format!("encode --device gpu: exit {rc}, {out:?} {err:?}").into());
     }
     refused(
         &[

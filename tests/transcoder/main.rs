@@ -9,6 +9,7 @@ mod common;
 
 mod cli;
 mod finite_diff;
+mod infer;
 mod peer;
 mod sweep;
 
@@ -236,7 +237,7 @@ fn export_raw_units(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
         rows: 3000,
         batch: 512,
     };
-    let m = evaluate(&model, &e).map_err(fail)?;
+    let m = evaluate(&model, &saeforge::gpu::Engine::Cpu, &e).map_err(fail)?;
     if (m.explained_variance - ev_train).abs() > 0.1 || m.explained_variance < 0.3 {
         return Err(format!(
             "explained variance of the raw targets {} vs {ev_train} in training",
@@ -307,6 +308,7 @@ fn main() {
     tests.extend(finite_diff::trials());
     tests.extend(peer::trials());
     tests.extend(cli::trials());
+    tests.extend(infer::trials());
     tests.extend(sweep::trials());
     libtest_mimic::run(&args, tests).exit();
 }
