@@ -638,7 +638,9 @@ impl TrainConfig {
     pub fn estimate_bytes(&self) -> u128 {
         let (d, n, b) = (self.d_in as u128, self.d_sae as u128, self.batch as u128);
         let params = 2 * d * n + 3 * n + d;
-        4 * (4 * params + 3 * b * n + 4 * b * d)
+        // matryoshka: each level's reconstruction and each group's dy, (levels, b, d) each.
+        let levels = self.matryoshka_widths.len() as u128;
+        4 * (4 * params + 3 * b * n + (4 + 2 * levels) * b * d)
     }
 }
 
