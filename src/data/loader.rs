@@ -310,8 +310,14 @@ impl BatchStream {
                 Ok(n) => skipped += n,
                 Err(e) => break Err(e),
             }
-            data.extend_from_slice(&extra);
-            y.extend_from_slice(&extra_y);
+            if data.is_empty() {
+                // The first fill is the batch (no copy); refills are appended.
+                std::mem::swap(&mut data, &mut extra);
+                std::mem::swap(&mut y, &mut extra_y);
+            } else {
+                data.extend_from_slice(&extra);
+                y.extend_from_slice(&extra_y);
+            }
             if data.len() >= self.batch * d {
                 break Ok(());
             }
