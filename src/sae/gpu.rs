@@ -120,8 +120,8 @@ pub struct GpuEngine {
     /// The decoder's width: the target's (transcoders), else d.
     d_out: usize,
     n: usize,
-    /// Parameters, gradients and Adam moments: W_enc (d, n), W_dec (n, d), b_enc (n),
-    /// b_dec (d), log_threshold (n for jumprelu, else 1 unused element kept at 0).
+    /// Parameters, gradients and Adam moments: W_enc (d, n), W_dec (n, d_out), b_enc (n),
+    /// b_dec (d_out), log_threshold (n for jumprelu, else 1 unused element kept at 0).
     params: ParamSet<GpuTensor>,
     /// The parameters the step's forward and backward read: `params` itself, or with
     /// --decoder-norm rescale their unit-row view (W_enc', b_enc', U; b_dec and
