@@ -14,6 +14,7 @@ mod alloc;
 mod batch;
 mod levels;
 mod readback;
+use levels::{Dy, Levels};
 mod update;
 
 pub use alloc::chunk_rows;
@@ -39,8 +40,8 @@ use crate::kernels::reduce::{
 };
 use crate::kernels::rescale::rescale_view;
 use crate::kernels::sparse::{
-    build_transpose, gather_db_enc, gather_dw_dec, gather_dw_enc, gather_jumprelu_threshold,
-    sparse_decode, sparse_dot, sparse_jumprelu_backward, sparse_l1_backward, texture_path,
+    build_transpose, gather_db_enc, gather_dw_enc, gather_jumprelu_threshold, sparse_decode,
+    sparse_dot, sparse_jumprelu_backward, sparse_l1_backward, texture_path,
 };
 use crate::{Error, Result};
 
@@ -106,9 +107,8 @@ struct Chunk {
     aux_gate: Option<Arc<Gate>>,
     /// jumprelu with several chunks: this chunk's threshold gradient (n), summed after.
     dthr: Option<GpuTensor>,
-    /// matryoshka: every level's reconstruction and every group's dy, (M * rows, d_out)
-    /// each, and two (rows, d_out) scratch tensors for the levels' SSE (`gpu/levels.rs`).
-    levels: Option<[GpuTensor; 4]>,
+    /// matryoshka: every level's reconstruction and every group's dy (`gpu/levels.rs`).
+    levels: Option<Levels>,
 }
 
 pub struct GpuEngine {
@@ -381,12 +381,15 @@ impl GpuEngine {
         let accumulate = index > 0;
         match (&ch.aux, &ch.aux_gate, &ch.gate) {
             (Some(a), Some(ag), _) => {
-                match &ch.levels {
-                    Some(lv) => self.levels_backward(enc, ch, lv, accumulate)?,
-                    None => self.sparse_backward(enc, ch, &ch.codes, &ch.dy, accumulate)?,
-                }
+                // matryoshka: each latent's group's dy.
+                let dy = match &ch.levels {
+                    Some(lv) => Dy::Levels(&lv.dy),
+                    None => Dy::Plain(&ch.dy),
+                };
+                self.sparse_backward(enc, ch, &ch.codes, dy, accumulate)?;
                 self.prefetch_textures(enc, rows, &[(&ch.de, self.d_out)])?;
-                g.gated(ag, true, || self.sparse_backward(enc, ch, a, &ch.de, true))?;
+                let de = Dy::Plain(&ch.de);
+                g.gated(ag, true, || self.sparse_backward(enc, ch, a, de, true))?;
             }
             (_, _, Some(gate)) => {
                 let tex = [(&ch.dy, self.d_out), (&ch.xc, self.d)];
@@ -400,7 +403,7 @@ impl GpuEngine {
         }
         // b_dec enters every level: matryoshka's first group's dy sums them all.
         let dy = match &ch.levels {
-            Some(lv) => lv[1].prefix(&[rows, self.d_out]),
+            Some(lv) => lv.dy.prefix(&[rows, self.d_out]),
             None => ch.dy.view(&ch.dy.shape),
         };
         col_sum(g, enc, &dy, rows, self.d_out, &self.grads.b_dec, accumulate)
@@ -415,13 +418,11 @@ impl GpuEngine {
         enc: &mut wgpu::CommandEncoder,
         ch: &Chunk,
         c: &CodeBufs,
-        dy: &GpuTensor,
+        dy: Dy,
         accumulate: bool,
     ) -> Result<()> {
-        let (g, rows, n, d) = (&*self.gpu, ch.rows, self.n, self.d_out);
-        let (rp, idx) = (&c.row_ptr, &c.idx);
-        sparse_dot(g, enc, rp, idx, dy, &self.fwd.w_dec, rows, n, d, &c.gslot)?;
-        relu_backward(g, enc, &c.pre_val, &c.gslot, &c.dval)?;
+        self.slot_dots(enc, ch, c, dy)?;
+        relu_backward(&self.gpu, enc, &c.pre_val, &c.gslot, &c.dval)?;
         self.gather_grads(enc, ch, c, dy, accumulate)
     }
 
@@ -433,7 +434,7 @@ impl GpuEngine {
         enc: &mut wgpu::CommandEncoder,
         ch: &Chunk,
         c: &CodeBufs,
-        dy: &GpuTensor,
+        dy: Dy,
         accumulate: bool,
     ) -> Result<()> {
         let (g, rows, n, d, gr) = (&*self.gpu, ch.rows, self.n, self.d, &self.grads);
@@ -441,10 +442,7 @@ impl GpuEngine {
         #[rustfmt::skip]
         build_transpose(g, enc, rp, idx, rows, n, &c.lat_ptr, &c.lat_row, &c.lat_slot)?;
         let (lp, lr, ls) = (&c.lat_ptr, &c.lat_row, &c.lat_slot);
-        let d_out = self.d_out;
-        gather_dw_dec(
-            g, enc, lp, lr, ls, &c.val, dy, n, d_out, accumulate, &gr.w_dec,
-        )?;
+        self.dw_dec_gather(enc, ch, c, dy, accumulate)?;
         #[rustfmt::skip]
         gather_dw_enc(g, enc, lp, lr, ls, &c.dval, &ch.xc, n, d, accumulate, &gr.w_enc)?;
         gather_db_enc(g, enc, lp, ls, &c.dval, n, accumulate, &gr.b_enc)
@@ -473,7 +471,7 @@ impl GpuEngine {
             #[rustfmt::skip]
             sparse_jumprelu_backward(g, enc, rp, idx, &c.pre_val, &c.gslot, rows, n, log_thr, &c.dval)?;
         }
-        self.gather_grads(enc, ch, c, &ch.dy, accumulate)?;
+        self.gather_grads(enc, ch, c, Dy::Plain(&ch.dy), accumulate)?;
         let (lp, ls) = (&c.lat_ptr, &c.lat_slot);
         if self.cfg.arch == Arch::Relu {
             // The chunks' column sums of z, for the decoder-norm term after them.

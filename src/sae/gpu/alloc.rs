@@ -244,12 +244,7 @@ impl GpuEngine {
                 },
                 levels: if cfg.arch == Arch::Matryoshka {
                     let lv = cfg.matryoshka_widths.len();
-                    Some([
-                        g.zeros("x_hat levels", &[lv * r, d_out])?,
-                        g.zeros("dy levels", &[lv * r, d_out])?,
-                        g.zeros("level copy", &[r, d_out])?,
-                        g.zeros("level discard", &[r, d_out])?,
-                    ])
+                    Some(super::Levels::new(g, lv, r, d_out)?)
                 } else {
                     None
                 },

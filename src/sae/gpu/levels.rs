@@ -1,91 +1,154 @@
 //! Matryoshka BatchTopK's stages on the GPU engine, as `cpu.rs` runs them: the codes are
 //! batchtopk's; the decode writes every level's reconstruction (`matryoshka_decode`, x_hat
 //! is the last), the loss adds each level's SSE and each group's dy (`matryoshka_residuals`),
-//! and the backward is the sparse backward with each latent's group's dy
-//! (`sparse_dot_levels`, `gather_dw_dec_levels`; W_enc's and b_enc's gradients from the
-//! slot gradients as for batchtopk). Kernels: `kernels::matryoshka`.
+//! and the backward is `GpuEngine::sparse_backward` with each latent's group's dy
+//! (`Dy::Levels`: `sparse_dot_levels`, `gather_dw_dec_levels`; W_enc's and b_enc's
+//! gradients from the slot gradients as for batchtopk). Kernels: `kernels::matryoshka`.
 
-use super::{Chunk, GpuEngine};
+use super::{Chunk, CodeBufs, GpuEngine};
 use crate::Result;
-use crate::gpu::GpuTensor;
-use crate::kernels::activations::relu_backward;
+use crate::gpu::{Gpu, GpuTensor};
 use crate::kernels::matryoshka::{
     gather_dw_dec_levels, matryoshka_decode, matryoshka_residuals, sparse_dot_levels,
 };
 use crate::kernels::reduce::mse_backward;
-use crate::kernels::sparse::{build_transpose, gather_db_enc, gather_dw_enc};
+use crate::kernels::sparse::{gather_dw_dec, sparse_dot};
 use crate::reference::reduce::slot;
+
+/// The dL/dx_hat a sparse backward reads: one (rows, d_out) tensor, or matryoshka's dy per
+/// group, (M * rows, d_out), each latent reading its group's.
+#[derive(Clone, Copy)]
+pub(super) enum Dy<'a> {
+    Plain(&'a GpuTensor),
+    Levels(&'a GpuTensor),
+}
+
+/// A chunk's matryoshka tensors: every level's reconstruction and every group's dy, (M *
+/// rows, d_out) each, and a level's copy and its discarded gradient, (rows, d_out), for the
+/// levels' SSE.
+pub(super) struct Levels {
+    pub x_hat: GpuTensor,
+    pub dy: GpuTensor,
+    copy: GpuTensor,
+    discard: GpuTensor,
+}
+
+impl Levels {
+    pub fn new(g: &Gpu, levels: usize, rows: usize, d_out: usize) -> Result<Levels> {
+        Ok(Levels {
+            x_hat: g.zeros("x_hat levels", &[levels * rows, d_out])?,
+            dy: g.zeros("dy levels", &[levels * rows, d_out])?,
+            copy: g.zeros("level copy", &[rows, d_out])?,
+            discard: g.zeros("level discard", &[rows, d_out])?,
+        })
+    }
+}
 
 impl GpuEngine {
     fn widths(&self) -> &GpuTensor {
         self.widths.as_ref().expect("matryoshka widths")
     }
 
-    /// Every level's reconstruction into lv[0] (M * rows, d_out); x_hat = the last level.
+    /// Every level's reconstruction into lv.x_hat; x_hat = the last level.
     pub(super) fn decode_levels(
         &self,
         enc: &mut wgpu::CommandEncoder,
         ch: &Chunk,
-        lv: &[GpuTensor; 4],
+        lv: &Levels,
     ) -> Result<()> {
         let (g, p, rows, n, d) = (&*self.gpu, &self.fwd, ch.rows, self.n, self.d_out);
         let c = &ch.codes;
         let (rp, idx, val) = (&c.row_ptr, &c.idx, &c.val);
         #[rustfmt::skip]
-        matryoshka_decode(g, enc, rp, idx, val, &p.w_dec, &p.b_dec, self.widths(), rows, n, d, &lv[0])?;
+        matryoshka_decode(g, enc, rp, idx, val, &p.w_dec, &p.b_dec, self.widths(), rows, n, d, &lv.x_hat)?;
         let last = ((self.widths().len() - 1) * rows * d * 4) as u64;
         let bytes = (rows * d * 4) as u64;
-        enc.copy_buffer_to_buffer(&lv[0].buf, last, &ch.x_hat.buf, 0, Some(bytes));
+        enc.copy_buffer_to_buffer(&lv.x_hat.buf, last, &ch.x_hat.buf, 0, Some(bytes));
         g.stale(&ch.x_hat.buf);
         Ok(())
     }
 
-    /// Each level's SSE into metrics[LEVEL_SSE + m] (the level copied out of lv[0] into
-    /// lv[2], its scaled residual discarded into lv[3]) and each group's dy into lv[1].
+    /// Each level's SSE into metrics[LEVEL_SSE + m] (through `mse_backward` on a copy of
+    /// the level, its scaled residual discarded) and each group's dy into lv.dy.
     pub(super) fn level_residuals(
         &self,
         enc: &mut wgpu::CommandEncoder,
         ch: &Chunk,
-        lv: &[GpuTensor; 4],
+        lv: &Levels,
     ) -> Result<()> {
         let (g, rows, d, m) = (&*self.gpu, ch.rows, self.d_out, &self.metrics);
         let scale = 2.0 / self.rows as f32;
         let bytes = (rows * d * 4) as u64;
         for level in 0..self.widths().len() {
             let at = level as u64 * bytes;
-            enc.copy_buffer_to_buffer(&lv[0].buf, at, &lv[2].buf, 0, Some(bytes));
-            g.stale(&lv[2].buf);
+            enc.copy_buffer_to_buffer(&lv.x_hat.buf, at, &lv.copy.buf, 0, Some(bytes));
+            g.stale(&lv.copy.buf);
             let sse = slot::LEVEL_SSE + level as u32;
-            mse_backward(g, enc, &ch.y, &lv[2], rows, d, scale, &lv[3], m, sse, None)?;
+            mse_backward(
+                g,
+                enc,
+                &ch.y,
+                &lv.copy,
+                rows,
+                d,
+                scale,
+                &lv.discard,
+                m,
+                sse,
+                None,
+            )?;
         }
-        matryoshka_residuals(g, enc, &ch.y, &lv[0], self.widths(), rows, d, scale, &lv[1])
+        matryoshka_residuals(
+            g,
+            enc,
+            &ch.y,
+            &lv.x_hat,
+            self.widths(),
+            rows,
+            d,
+            scale,
+            &lv.dy,
+        )
     }
 
-    /// The sparse backward of the codes with each latent's group's dy (lv[1]): slot
-    /// gradients, ReLU mask, transpose, and the gathers of dW_dec, dW_enc and db_enc
-    /// (added to the gradients when `accumulate`).
-    pub(super) fn levels_backward(
+    /// The slot gradients of the codes `c` against `dy`: g[s] = dy[row(s)] . W_dec[idx[s]]
+    /// (`sparse_dot`), or with each latent's group's dy (`sparse_dot_levels`).
+    pub(super) fn slot_dots(
         &self,
         enc: &mut wgpu::CommandEncoder,
         ch: &Chunk,
-        lv: &[GpuTensor; 4],
+        c: &CodeBufs,
+        dy: Dy,
+    ) -> Result<()> {
+        let (g, rows, n, d, w_dec) = (&*self.gpu, ch.rows, self.n, self.d_out, &self.fwd.w_dec);
+        let (rp, idx) = (&c.row_ptr, &c.idx);
+        match dy {
+            Dy::Plain(t) => sparse_dot(g, enc, rp, idx, t, w_dec, rows, n, d, &c.gslot),
+            Dy::Levels(t) => {
+                let w = self.widths();
+                sparse_dot_levels(g, enc, rp, idx, t, w_dec, w, rows, n, d, &c.gslot)
+            }
+        }
+    }
+
+    /// dW_dec from the code values and `dy` over the transpose of `c` (`gather_dw_dec`, or
+    /// `gather_dw_dec_levels` with each latent's group's dy), added when `accumulate`.
+    pub(super) fn dw_dec_gather(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        ch: &Chunk,
+        c: &CodeBufs,
+        dy: Dy,
         accumulate: bool,
     ) -> Result<()> {
-        let (g, rows, n, gr) = (&*self.gpu, ch.rows, self.n, &self.grads);
-        let (d, d_out, w) = (self.d, self.d_out, self.widths());
-        let c = &ch.codes;
-        let (rp, idx) = (&c.row_ptr, &c.idx);
-        #[rustfmt::skip]
-        sparse_dot_levels(g, enc, rp, idx, &lv[1], &self.fwd.w_dec, w, rows, n, d_out, &c.gslot)?;
-        relu_backward(g, enc, &c.pre_val, &c.gslot, &c.dval)?;
-        #[rustfmt::skip]
-        build_transpose(g, enc, rp, idx, rows, n, &c.lat_ptr, &c.lat_row, &c.lat_slot)?;
+        let (g, rows, n, d, out) = (&*self.gpu, ch.rows, self.n, self.d_out, &self.grads.w_dec);
         let (lp, lr, ls) = (&c.lat_ptr, &c.lat_row, &c.lat_slot);
-        let shape = (rows, n, d_out);
-        #[rustfmt::skip]
-        gather_dw_dec_levels(g, enc, (lp, lr, ls), &c.val, &lv[1], w, shape, accumulate, &gr.w_dec)?;
-        #[rustfmt::skip]
-        gather_dw_enc(g, enc, lp, lr, ls, &c.dval, &ch.xc, n, d, accumulate, &gr.w_enc)?;
-        gather_db_enc(g, enc, lp, ls, &c.dval, n, accumulate, &gr.b_enc)
+        match dy {
+            Dy::Plain(t) => gather_dw_dec(g, enc, lp, lr, ls, &c.val, t, n, d, accumulate, out),
+            Dy::Levels(t) => {
+                let (lat, w, shape) = ((lp, lr, ls), self.widths(), (rows, n, d));
+                gather_dw_dec_levels(g, enc, lat, &c.val, t, w, shape, accumulate, out)
+            }
+        }
     }
 }
