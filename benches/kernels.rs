@@ -13,6 +13,10 @@
 //! On a shared machine the wall clock moves with other processes' load, so on a software
 //! adapter each timing also records the CPU time this process's threads spent (Linux), and
 //! the table shows the fraction that CPU time gives as well, the steadier figure there.
+//! Where the adapter has timestamp queries (lavapipe does), each case is also run a few
+//! times with the dispatch profiler on (src/gpu/profile.rs) and `gpu ms` is the GPU's own
+//! time summed over the case's dispatches, without submission and wait (`gpu_ms` and
+//! `gflops_gpu` / `gbps_gpu` in kernels.json).
 //!
 //! Cases: the GEMMs of a training step (rated in FLOPs against the FMA ceiling), then every
 //! other launcher of src/kernels at the production shape (d = 512, n = 16384, k = 32,
@@ -81,6 +85,9 @@ struct Timing {
     /// The fastest run (wall, CPU): what the kernel does when left alone longest.
     wall_min: f64,
     cpu_min: Option<f64>,
+    /// The GPU's own time (timestamp queries; median of MIN_RUNS profiled runs, each the
+    /// sum over its dispatches), where the adapter has them.
+    gpu: Option<f64>,
 }
 
 /// Aim for this much timed wall clock per case, within [MIN_RUNS, MAX_RUNS] runs (with ~45
@@ -139,7 +146,22 @@ fn time(gpu: &Gpu, record: &Record) -> saeforge::Result<Timing> {
         cpus.extend(c);
     }
     let least = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let gpu_time = if gpu.has_timestamps() {
+        let mut sums = Vec::new();
+        for _ in 0..MIN_RUNS {
+            gpu.profile_dispatches(true);
+            let run = run_once(gpu, record);
+            let listed = gpu.take_dispatch_profile();
+            gpu.profile_dispatches(false);
+            run?;
+            sums.extend(listed.iter().map(|t| t.gpu_s).sum::<Option<f64>>());
+        }
+        (sums.len() == MIN_RUNS).then(|| median(sums))
+    } else {
+        None
+    };
     Ok(Timing {
+        gpu: gpu_time,
         wall_min: least(&walls),
         cpu_min: (cpus.len() == runs).then(|| least(&cpus)),
         wall: median(walls),
@@ -498,8 +520,8 @@ fn main() -> anyhow::Result<()> {
         }
     );
     println!(
-        "{:<28} {:<8} {:<36} {:>10} {:>14} {:>7} {:>9}",
-        "kernel", "variant", "shape", "ms", "rate", "frac", "frac(cpu)"
+        "{:<28} {:<8} {:<36} {:>10} {:>14} {:>7} {:>9} {:>10}",
+        "kernel", "variant", "shape", "ms", "rate", "frac", "frac(cpu)", "gpu ms"
     );
     let mut rows = Vec::new();
     for (case, t) in cases.iter().zip(&timings) {
@@ -515,7 +537,7 @@ fn main() -> anyhow::Result<()> {
             Work::Bytes(_) => "GB/s",
         };
         println!(
-            "{:<28} {:<8} {:<36} {:>10.2} {:>6} {:<7} {:>7.3} {:>9}",
+            "{:<28} {:<8} {:<36} {:>10.2} {:>6} {:<7} {:>7.3} {:>9} {:>10}",
             case.name,
             case.variant,
             case.shape,
@@ -523,7 +545,8 @@ fn main() -> anyhow::Result<()> {
             fmt_rate(r),
             unit,
             frac,
-            frac_cpu.map_or("-".to_string(), |f| format!("{f:.3}"))
+            frac_cpu.map_or("-".to_string(), |f| format!("{f:.3}")),
+            t.gpu.map_or("-".to_string(), |g| format!("{:.2}", g * 1e3))
         );
         let mut row = serde_json::json!({
             "name": case.name,
@@ -539,6 +562,10 @@ fn main() -> anyhow::Result<()> {
         };
         row[key] = serde_json::json!(r);
         row[work_key] = serde_json::json!(work);
+        if let Some(g) = t.gpu {
+            row["gpu_ms"] = serde_json::json!(g * 1e3);
+            row[format!("{key}_gpu")] = serde_json::json!(rate(case.work, g));
+        }
         if let (Some(c), Some(f)) = (t.cpu, frac_cpu) {
             row["cpu_ms"] = serde_json::json!(c * 1e3);
             row["fraction_of_ceiling_cpu"] = serde_json::json!(f);

@@ -332,26 +332,7 @@ fn gpu_row(
             gpu.wait()?;
             let d = gpu.take_dispatch_profile();
             gpu.profile_dispatches(false);
-            let mut by: Vec<(String, usize, f64, f64)> = Vec::new();
-            for (name, w, c) in d {
-                match by.iter_mut().find(|e| e.0 == name) {
-                    Some(e) => {
-                        e.1 += 1;
-                        e.2 += w;
-                        e.3 += c.unwrap_or(0.0);
-                    }
-                    None => by.push((name, 1, w, c.unwrap_or(0.0))),
-                }
-            }
-            by.sort_by(|a, b| b.3.total_cmp(&a.3));
-            eprintln!("    dispatches of one {label} step (calls, wall ms, cpu ms):");
-            for (name, calls, w, c) in by {
-                eprintln!(
-                    "      {name:<28} {calls:>3} {:>9.1} {:>9.1}",
-                    w * 1e3,
-                    c * 1e3
-                );
-            }
+            print_dispatches(label, &d);
         }
     }
     drop(eng);
@@ -664,4 +645,37 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// One step's dispatches summed per entry point, the largest GPU (else CPU) time first:
+/// calls, GPU ms (timestamp queries; "-" where the adapter has none), wall ms, CPU ms.
+fn print_dispatches(label: &str, d: &[saeforge::gpu::DispatchTime]) {
+    let mut by: Vec<(String, usize, Option<f64>, f64, f64)> = Vec::new();
+    for t in d {
+        match by.iter_mut().find(|e| e.0 == t.entry) {
+            Some(e) => {
+                e.1 += 1;
+                e.2 = e.2.zip(t.gpu_s).map(|(a, b)| a + b);
+                e.3 += t.wall_s;
+                e.4 += t.cpu_s.unwrap_or(0.0);
+            }
+            None => by.push((
+                t.entry.clone(),
+                1,
+                t.gpu_s,
+                t.wall_s,
+                t.cpu_s.unwrap_or(0.0),
+            )),
+        }
+    }
+    by.sort_by(|a, b| (b.2.unwrap_or(b.4)).total_cmp(&a.2.unwrap_or(a.4)));
+    eprintln!("    dispatches of one {label} step (calls, GPU ms, wall ms, cpu ms):");
+    for (name, calls, g, w, c) in by {
+        let g = g.map_or("-".to_string(), |g| format!("{:.2}", g * 1e3));
+        eprintln!(
+            "      {name:<28} {calls:>3} {g:>9} {:>9.1} {:>9.1}",
+            w * 1e3,
+            c * 1e3
+        );
+    }
 }

@@ -238,8 +238,10 @@ impl Gpu {
         let info = adapter.get_info();
         let limits = adapter.limits();
         // Subgroup operations when the adapter has them (the GEMM's A sharing on lavapipe,
-        // src/kernels/gemm.rs); nothing else is needed beyond core WebGPU.
-        let features = adapter.features() & wgpu::Features::SUBGROUP;
+        // src/kernels/gemm.rs), and timestamp queries for the profiler (src/gpu/profile.rs);
+        // nothing else is needed beyond core WebGPU.
+        let features =
+            adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("saeforge"),
             required_features: features,

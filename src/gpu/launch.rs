@@ -178,9 +178,6 @@ const MAX_BIND_GROUPS: usize = 2048;
 
 type AnyArc = Arc<dyn std::any::Any + Send + Sync>;
 
-/// Dispatches timed so far: (entry point, wall s, process CPU s).
-type Profile = Vec<(String, f64, Option<f64>)>;
-
 #[derive(Default)]
 pub(crate) struct Caches {
     /// Scratch tensors by purpose: (buffer, elements allocated).
@@ -191,22 +188,13 @@ pub(crate) struct Caches {
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     uniforms: Mutex<HashMap<Vec<u8>, wgpu::Buffer>>,
     bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
-    /// Some while dispatches are being profiled: (entry point, wall s, process CPU s).
-    profile: Mutex<Option<Profile>>,
+    /// Per recording thread, while its dispatches are being profiled (see
+    /// `super::profile`).
+    pub(super) profile: Mutex<HashMap<std::thread::ThreadId, super::profile::Profile>>,
     textures: Mutex<HashMap<TextureKey, TextureEntry>>,
     /// Per recording thread: the gate its dispatches are recorded under, and the flag
     /// value they run on (threads share the device, e.g. parallel tests).
     gate: Mutex<HashMap<std::thread::ThreadId, (Arc<Gate>, bool)>>,
-}
-
-/// Nanoseconds all threads of this process have spent on a CPU (Linux), or None.
-fn process_cpu_ns() -> Option<u64> {
-    let mut total = 0u64;
-    for entry in std::fs::read_dir("/proc/self/task").ok()? {
-        let stat = std::fs::read_to_string(entry.ok()?.path().join("schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(total)
 }
 
 /// Fold a 1-D workgroup count into (x, y) within the per-dimension limit. Shaders recover
@@ -221,47 +209,6 @@ pub fn grid_1d(groups: u32, max_per_dim: u32) -> [u32; 3] {
 }
 
 impl Gpu {
-    /// Start (or stop) timing every dispatch on its own: while on, each launcher's dispatch
-    /// is submitted and waited for as it is recorded (so the encoder a caller holds is
-    /// replaced by a fresh one), and its wall-clock and process CPU time are kept for
-    /// [`Gpu::take_dispatch_profile`]. A benchmarking aid (benches/train.rs); slow.
-    pub fn profile_dispatches(&self, on: bool) {
-        *self.caches.profile.lock().unwrap() = on.then(Vec::new);
-    }
-
-    /// The dispatches timed since profiling started, in order: (entry point, wall seconds,
-    /// CPU seconds of the whole process). Profiling stays on.
-    pub fn take_dispatch_profile(&self) -> Vec<(String, f64, Option<f64>)> {
-        self.caches
-            .profile
-            .lock()
-            .unwrap()
-            .as_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
-    }
-
-    /// Called by every launcher right after it records a dispatch of `entry`: when
-    /// profiling, submit what `enc` holds, wait, and record the time.
-    pub(crate) fn after_dispatch(&self, enc: &mut wgpu::CommandEncoder, entry: &str) -> Result<()> {
-        if self.caches.profile.lock().unwrap().is_none() {
-            return Ok(());
-        }
-        let done = std::mem::replace(enc, self.encoder());
-        let c0 = process_cpu_ns();
-        let t0 = std::time::Instant::now();
-        self.submit(done);
-        self.wait()?;
-        let wall = t0.elapsed().as_secs_f64();
-        let cpu = c0
-            .zip(process_cpu_ns())
-            .map(|(a, b)| b.saturating_sub(a) as f64 * 1e-9);
-        if let Some(v) = self.caches.profile.lock().unwrap().as_mut() {
-            v.push((entry.to_string(), wall, cpu));
-        }
-        Ok(())
-    }
-
     /// A scratch tensor of at least `len` elements for `purpose`, owned by this device and
     /// reused by every call (dispatches and submissions are ordered, so callers whose
     /// dispatches are adjacent never see each other's data). Its shape is the allocated
@@ -494,9 +441,10 @@ impl Gpu {
             }
         }
         let gate = self.current_gate();
+        let stamps = self.profile_stamps();
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(k.entry),
-            timestamp_writes: None,
+            timestamp_writes: stamps.as_deref().map(super::profile::Stamps::writes),
         });
         pass.set_pipeline(&pipeline.pipeline);
         pass.set_bind_group(0, bg, &[]);
@@ -516,7 +464,10 @@ impl Gpu {
         }
         drop(pass);
         drop(cache);
-        self.after_dispatch(enc, k.entry)
+        if let Some(s) = &stamps {
+            s.resolve(enc);
+        }
+        self.after_dispatch(enc, k.entry, stamps.as_deref())
     }
 
     /// A gate for up to `slots` dispatches.

@@ -8,6 +8,7 @@
 
 mod context;
 mod launch;
+mod profile;
 mod tensor;
 
 pub use context::{
@@ -15,4 +16,5 @@ pub use context::{
     no_adapter_hint, quiet_headless_probe, select_engine,
 };
 pub use launch::{Bind, Gate, Kernel, Shader, grid_1d};
+pub use profile::DispatchTime;
 pub use tensor::{DType, GpuTensor};

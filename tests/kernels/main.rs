@@ -18,6 +18,7 @@ mod gemm_reg;
 mod matryoshka;
 mod ops;
 mod optim;
+mod profile;
 mod reduce;
 mod rescale;
 mod sparse;
@@ -42,6 +43,7 @@ fn main() {
     trials.extend(matryoshka::trials());
     trials.extend(ops::trials());
     trials.extend(optim::trials());
+    trials.extend(profile::trials());
     trials.extend(reduce::trials());
     trials.extend(rescale::trials());
     trials.extend(sparse::trials());
