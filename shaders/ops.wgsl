@@ -57,3 +57,32 @@ fn zero(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if i >= p.len { return; }
     zr_a[i] = 0.0;
 }
+
+// unpack_f16: out[i] = the f32 value of the IEEE half in bits 16 * (i % 2) .. of src[i / 2]
+// (a batch uploaded as f16 to halve the upload; src/sae/gpu.rs). Integer decoding, exact for
+// every half (subnormals, infinities and NaN payloads included), on any adapter: no
+// shader-f16 and no unpack2x16float, which may flush subnormals.
+@group(0) @binding(1) var<storage, read> uh_src: array<u32>;        // (ceil(len / 2)) two halves each
+@group(0) @binding(2) var<storage, read_write> uh_out: array<f32>;  // (len)
+
+fn half_to_f32(h: u32) -> f32 {
+    let sign = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    if e == 0u {
+        // zero or subnormal: m * 2^-24, exact in f32
+        let v = f32(m) * 5.9604644775390625e-8;
+        return select(v, -v, sign != 0u);
+    }
+    if e == 31u {
+        return bitcast<f32>(sign | 0x7f800000u | (m << 13u));
+    }
+    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+}
+
+@compute @workgroup_size(WG)
+fn unpack_f16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg, WG);
+    if i >= p.len { return; }
+    uh_out[i] = half_to_f32((uh_src[i / 2u] >> (16u * (i % 2u))) & 0xffffu);
+}

@@ -16,13 +16,7 @@ fn every_shader_validates() {
                 continue;
             }
         };
-        // Shaders named *_subgroup run only on devices with wgpu's SUBGROUP feature; all
-        // others must validate without it.
-        let caps = if shader.name.ends_with("_subgroup") {
-            naga::valid::Capabilities::SUBGROUP
-        } else {
-            naga::valid::Capabilities::empty()
-        };
+        let caps = capabilities(shader);
         let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
         if let Err(e) = v.validate(&module) {
             failures.push(format!(
@@ -58,6 +52,18 @@ fn every_shader_file_is_registered() {
     }
 }
 
+/// What a module may use: shaders named *_subgroup run only on devices with wgpu's
+/// SUBGROUP feature, gemm_coop only with cooperative matrices and f16; all others must
+/// validate without any of them.
+fn capabilities(shader: &saeforge::gpu::Shader) -> naga::valid::Capabilities {
+    use naga::valid::Capabilities as C;
+    match shader.name {
+        n if n.ends_with("_subgroup") => C::SUBGROUP,
+        "gemm_coop" => C::COOPERATIVE_MATRIX | C::SHADER_FLOAT16,
+        _ => C::empty(),
+    }
+}
+
 /// One parsed and validated shader module.
 struct Parsed {
     module: naga::Module,
@@ -67,11 +73,7 @@ struct Parsed {
 fn parse(shader: &saeforge::gpu::Shader) -> Parsed {
     let module = naga::front::wgsl::parse_str(shader.source)
         .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(shader.source)));
-    let caps = if shader.name.ends_with("_subgroup") {
-        naga::valid::Capabilities::SUBGROUP
-    } else {
-        naga::valid::Capabilities::empty()
-    };
+    let caps = capabilities(shader);
     let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
         .validate(&module)
         .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(shader.source)));

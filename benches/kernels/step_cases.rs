@@ -240,6 +240,16 @@ pub(super) fn reduce_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>>
         b4(2 * B * D + D),
         Box::new(move |g, e| reduce::sub_row(g, e, &x, &b, B, D, &out)),
     ));
+    // --batch-dtype f16's widening: read B d halves (2 bytes each); write x (B d)
+    let halves = zeros_u32("batch as f16", &[B * D / 2])?;
+    let x = zeros("unpacked", &[B, D])?;
+    v.push(bytes_case(
+        "unpack_f16",
+        "-",
+        bd.clone(),
+        b4(B * D) * 1.5,
+        Box::new(move |g, e| saeforge::kernels::ops::unpack_f16(g, e, &halves, &x)),
+    ));
     // read a, b (2 B d); write out (B d)
     let (a, b) = (t.x.clone(), t.x_hat.clone());
     let out = zeros("sub out", &[B, D])?;

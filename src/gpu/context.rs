@@ -50,6 +50,9 @@ pub struct Gpu {
     /// SAEFORGE_FORCE_PATH=hardware: a software adapter takes hardware kernels and launch
     /// shapes ([`Gpu::is_software`] false; see src/kernels/gemm.rs).
     pub force_hardware: bool,
+    /// Why the encoder GEMM does not run on cooperative matrices (None: it does; see
+    /// [`GpuOptions::cooperative_matrix`]).
+    pub coop_missing: Option<String>,
     pub(crate) caches: Caches,
     /// The first error the device reported outside any error scope (out of memory, a
     /// validation error, device lost), recorded by the callbacks installed in `open`
@@ -67,6 +70,10 @@ pub struct GpuOptions {
     /// the kernels clamp their own addresses. The device's robustness features (when wgpu
     /// enables them) still apply either way.
     pub checked_shaders: bool,
+    /// Experimental: ask for wgpu's cooperative matrices (tensor cores) and run the
+    /// training step's encoder GEMM on them, f16 inputs with f32 accumulation
+    /// (`kernels::gemm::coop`), where the adapter has them. SAEFORGE_COOP_MATRIX=1.
+    pub cooperative_matrix: bool,
 }
 
 impl Default for GpuOptions {
@@ -76,6 +83,7 @@ impl Default for GpuOptions {
         GpuOptions {
             checked_shaders: cfg!(debug_assertions)
                 || std::env::var("SAEFORGE_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
+            cooperative_matrix: std::env::var("SAEFORGE_COOP_MATRIX").is_ok_and(|v| v == "1"),
         }
     }
 }
@@ -240,13 +248,28 @@ impl Gpu {
         // Subgroup operations when the adapter has them (the GEMM's A sharing on lavapipe,
         // src/kernels/gemm.rs), and timestamp queries for the profiler (src/gpu/profile.rs);
         // nothing else is needed beyond core WebGPU.
-        let features =
+        let mut features =
             adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY);
+        let coop_missing = coop_missing(&adapter, options.cooperative_matrix);
+        let experimental = if coop_missing.is_none() {
+            features |= COOP_FEATURES;
+            // SAFETY: wgpu's experimental features may be unsound; they are asked for only
+            // when the user opts in (SAEFORGE_COOP_MATRIX=1), and only the one kernel
+            // `gemm_coop` uses them.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
+        if options.cooperative_matrix
+            && let Some(why) = &coop_missing
+        {
+            eprintln!("saeforge: SAEFORGE_COOP_MATRIX=1: {why}; the encoder GEMM stays f32");
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("saeforge"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features: experimental,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -300,6 +323,7 @@ impl Gpu {
             limits,
             checked_shaders: options.checked_shaders,
             force_hardware,
+            coop_missing,
             caches: Caches::default(),
             fault,
         })
@@ -380,5 +404,41 @@ pub fn select_engine(choice: DeviceChoice, filter: Option<&str>) -> Result<(Engi
                 ))
             }
         }
+    }
+}
+
+/// The device features `gemm_coop` needs.
+const COOP_FEATURES: wgpu::Features =
+    wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX.union(wgpu::Features::SHADER_F16);
+
+/// Why `adapter` cannot run `gemm_coop` (None: it can): not asked for, no cooperative
+/// matrices or f16, no 16x16x16 f16 x f16 + f32 configuration, or subgroups that are not 32
+/// lanes (the kernel's workgroup is one subgroup of 32).
+fn coop_missing(adapter: &wgpu::Adapter, wanted: bool) -> Option<String> {
+    let info = adapter.get_info();
+    let f16_16 = |p: &wgpu::CooperativeMatrixProperties| {
+        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+            && p.ab_type == wgpu::CooperativeScalarType::F16
+            && p.cr_type == wgpu::CooperativeScalarType::F32
+    };
+    if !wanted {
+        Some("not asked for (SAEFORGE_COOP_MATRIX=1)".into())
+    } else if !adapter.features().contains(COOP_FEATURES) {
+        Some(format!(
+            "adapter {} has no cooperative matrices with f16 (wgpu features EXPERIMENTAL_COOPERATIVE_MATRIX and SHADER_F16)",
+            info.name
+        ))
+    } else if !adapter.cooperative_matrix_properties().iter().any(f16_16) {
+        Some(format!(
+            "adapter {} has no 16x16x16 cooperative matrix of f16 inputs and f32 accumulators",
+            info.name
+        ))
+    } else if !(info.subgroup_min_size..=info.subgroup_max_size).contains(&32) {
+        Some(format!(
+            "adapter {} runs subgroups of {}-{} lanes, not 32",
+            info.name, info.subgroup_min_size, info.subgroup_max_size
+        ))
+    } else {
+        None
     }
 }

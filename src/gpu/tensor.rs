@@ -162,6 +162,30 @@ impl Gpu {
         }
     }
 
+    /// Record a copy of dst.len() elements of `src`, from element `at`, into `dst`.
+    pub fn copy_into(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        src: &GpuTensor,
+        at: usize,
+        dst: &GpuTensor,
+    ) -> Result<()> {
+        if src.dtype != dst.dtype || at + dst.len() > src.len() {
+            return Err(Error::Internal(format!(
+                "copy of {} {:?} elements from element {at} of a {} {:?} tensor",
+                dst.len(),
+                dst.dtype,
+                src.len(),
+                src.dtype
+            )));
+        }
+        if !dst.is_empty() {
+            self.stale(&dst.buf);
+            enc.copy_buffer_to_buffer(&src.buf, at as u64 * 4, &dst.buf, 0, Some(dst.bytes()));
+        }
+        Ok(())
+    }
+
     /// Read a tensor back (waits for all submitted work).
     pub fn read<T: Pod>(&self, t: &GpuTensor) -> Result<Vec<T>> {
         let bytes = t.bytes();

@@ -40,9 +40,15 @@ pub static GATE_PLAN: Entry = op(
     Grid::Items,
 );
 pub static ZERO: Entry = op("zero", &[wf("a", "any")], WG as u32, Grid::Items);
+pub static UNPACK_F16: Entry = op(
+    "unpack_f16",
+    &[ru("src", "halves"), wf("out", "len")],
+    WG as u32,
+    Grid::Items,
+);
 
 /// Every entry point of shaders/ops.wgsl.
-pub static ENTRIES: &[&Entry] = &[&THRESHOLD_EMA, &GATE_PLAN, &ZERO];
+pub static ENTRIES: &[&Entry] = &[&THRESHOLD_EMA, &GATE_PLAN, &ZERO, &UNPACK_F16];
 
 /// state = first ? max(thr, 0) : decay * state + (1 - decay) * max(thr, 0).
 /// thr: (1), state: (1)
@@ -110,4 +116,27 @@ pub fn zero(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, a: &GpuTensor) -> Result<
         ..Default::default()
     };
     ZERO.call(p).bind(a).items(a.len()).record(gpu, enc)
+}
+
+/// out = the f32 values of the IEEE halves packed two to a u32 in src (element i in bits
+/// 16 * (i % 2) of src[i / 2]): a batch uploaded as f16 (`crate::sae::storage`).
+/// src: (ceil(len / 2)) u32 -> out: (len)
+pub fn unpack_f16(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    src: &GpuTensor,
+    out: &GpuTensor,
+) -> Result<()> {
+    let len = out.len();
+    let p = Params {
+        len: super::decl::to_u32("unpack_f16", "len", len)?,
+        ..Default::default()
+    };
+    UNPACK_F16
+        .call(p)
+        .dims(&[("halves", len.div_ceil(2)), ("len", len)])
+        .bind(src)
+        .bind(out)
+        .items(len)
+        .record(gpu, enc)
 }

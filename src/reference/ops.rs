@@ -34,3 +34,11 @@ pub fn gate_plan(src: &[u32], index: usize, threshold: u32, table: &[u32], args:
 pub fn zero(a: &mut [f32]) {
     a.fill(0.0);
 }
+
+/// out[i] = the half in bits 16 * (i % 2).. of src[i / 2], as f32 (exact).
+pub fn unpack_f16(src: &[u32], out: &mut [f32]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let bits = (src[i / 2] >> (16 * (i % 2))) & 0xffff;
+        *o = half::f16::from_bits(bits as u16).to_f32();
+    }
+}

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 mod sources;
 pub use sources::RESUME_FLAGS;
 
+pub use super::storage::BatchDtype;
 use crate::gpu::DeviceChoice;
 use crate::{Error, Result};
 
@@ -233,6 +234,10 @@ pub struct TrainArgs {
     /// Drop rows with NaN/Inf instead of stopping.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub skip_nonfinite: Option<bool>,
+    /// The dtype training batches are stored in (default f32): f16 rounds each scaled value
+    /// to the nearest half and halves the upload to the GPU; f32 math after it.
+    #[arg(long, value_enum)]
+    pub batch_dtype: Option<BatchDtype>,
     /// Replace an existing run in --out.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub overwrite: Option<bool>,
@@ -245,6 +250,11 @@ pub struct TrainArgs {
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip)]
     pub allow_data_change: Option<bool>,
+    /// Time the run's third step kernel by kernel on the GPU engine (GPU time from timestamp
+    /// queries where the adapter has them): a table on stderr and OUT/profile.json.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip)]
+    pub profile: Option<bool>,
 }
 
 /// Resolved configuration: every default filled in, every value checked.
@@ -320,6 +330,8 @@ pub struct TrainConfig {
     pub prefetch: usize,
     pub init_rows: usize,
     pub skip_nonfinite: bool,
+    #[serde(default)]
+    pub batch_dtype: BatchDtype,
 }
 
 impl TrainArgs {
@@ -535,6 +547,7 @@ impl TrainConfig {
             prefetch: a.prefetch.unwrap_or(4).max(1),
             init_rows: positive("init-rows", a.init_rows.unwrap_or(8192))?,
             skip_nonfinite: a.skip_nonfinite.unwrap_or(false),
+            batch_dtype: a.batch_dtype.unwrap_or_default(),
         };
         if !(0.0..1.0).contains(&cfg.threshold_ema) {
             return Err(Error::input(format!(
@@ -640,7 +653,10 @@ impl TrainConfig {
         let params = 2 * d * n + 3 * n + d;
         // matryoshka: each level's reconstruction and each group's dy, (levels, b, d) each.
         let levels = self.matryoshka_widths.len() as u128;
-        4 * (4 * params + 3 * b * n + (4 + 2 * levels) * b * d)
+        let packed = self
+            .batch_dtype
+            .packed_bytes(b * (d + self.d_out.unwrap_or(0) as u128));
+        4 * (4 * params + 3 * b * n + (4 + 2 * levels) * b * d) + packed
     }
 }
 

@@ -70,6 +70,7 @@ use super::engine::{
     GRAD_NORM_SLOT_COUNT, GRAD_NORM_SLOTS, StepEngine, StepScalars, TrainState, code_capacity,
     dead_after, selects_topk,
 };
+use super::storage::{self, BatchDtype};
 use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
 use crate::Result;
 use crate::data::paired::split_batch;
@@ -186,8 +187,17 @@ struct Step<'s> {
     widths: Vec<u32>,
 }
 
-/// One training step of the CPU engine on `x` (rows x d, scaled).
+/// One training step of the CPU engine on `x` (rows x d, scaled; with --batch-dtype f16
+/// rounded to halves first, as the GPU engine's upload does).
 pub fn step(cfg: &TrainConfig, st: &mut TrainState, x: &[f32], rows: usize) {
+    let rounded;
+    let x = match cfg.batch_dtype {
+        BatchDtype::F32 => x,
+        BatchDtype::F16 => {
+            rounded = storage::round_f16(x);
+            &rounded
+        }
+    };
     let n = st.params.n;
     let sc = StepScalars::at(cfg, st.step);
     let mut fired = vec![0u32; n];

@@ -47,7 +47,7 @@ use crate::{Error, Result};
 
 use super::engine::{StepScalars, dead_after, selects_topk};
 use super::params::ParamSet;
-use super::{Arch, TrainConfig};
+use super::{Arch, TrainConfig, storage};
 
 /// Dispatches a ReLU / JumpReLU step records under its gate (both paths), with room.
 const GATE_SLOTS: usize = 96;
@@ -137,6 +137,10 @@ pub struct GpuEngine {
     /// squares (the explained-variance denominator is about the batch mean).
     x: GpuTensor,
     y: GpuTensor,
+    /// --batch-dtype f16: the batch and the target as uploaded, two halves per u32
+    /// (ceil(rows * d / 2)), widened into `x` and `y` by unpack_f16 (`sae::storage`).
+    x16: Option<GpuTensor>,
+    y16: Option<GpuTensor>,
     /// Several chunks, jumprelu: the chunks' threshold gradients as (chunks, n) rows.
     dthr_rows: Option<GpuTensor>,
     chunks: Vec<Chunk>,
@@ -649,20 +653,19 @@ impl GpuEngine {
         // A transcoder's batch is its input rows followed by its target rows.
         let (x, y) = x.split_at(rows * self.d);
         let transcoder = self.cfg.d_out.is_some();
-        g.write(&self.x, x)?;
+        storage::upload(g, enc, x, &self.x, self.x16.as_ref())?;
         if transcoder {
-            g.write(&self.y, y)?;
+            storage::upload(g, enc, y, &self.y, self.y16.as_ref())?;
         }
         if self.chunks.len() > 1 {
             let (mut start, mut start_y) = (0, 0);
             for ch in &self.chunks {
-                let (len, len_y) = (ch.rows * self.d, ch.rows * self.d_out);
-                g.write(&ch.x, &x[start..start + len])?;
+                g.copy_into(enc, &self.x, start, &ch.x)?;
                 if transcoder {
-                    g.write(&ch.y, &y[start_y..start_y + len_y])?;
+                    g.copy_into(enc, &self.y, start_y, &ch.y)?;
                 }
-                start += len;
-                start_y += len_y;
+                start += ch.rows * self.d;
+                start_y += ch.rows * self.d_out;
             }
         }
         let sc = StepScalars::at(cfg, self.step);

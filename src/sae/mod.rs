@@ -15,6 +15,7 @@ pub mod infer;
 pub mod matryoshka;
 pub mod params;
 pub mod schedule;
+pub mod storage;
 pub mod train;
 pub mod transcoder;
 

@@ -25,6 +25,8 @@ pub fn gpu() -> Result<Arc<Gpu>, String> {
         // tests on the unchecked modules release builds use.
         let options = GpuOptions {
             checked_shaders: std::env::var("SAEFORGE_CHECKED_SHADERS").map_or(true, |v| v != "0"),
+            // The training suites compare f32 paths; tests/kernels/gemm_coop.rs opens its own.
+            cooperative_matrix: false,
         };
         Gpu::with_options(std::env::var("SAEFORGE_ADAPTER").ok().as_deref(), options)
             .map(Arc::new)

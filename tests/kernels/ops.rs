@@ -1,4 +1,9 @@
-//! zero and threshold_ema against shaders/ops.wgsl (gate_plan: tests/kernels/gate.rs).
+//! zero, threshold_ema and unpack_f16 against shaders/ops.wgsl (gate_plan:
+//! tests/kernels/gate.rs).
+//!
+//! unpack_f16 decodes random half bit patterns (every exponent, so subnormals, infinities
+//! and NaNs occur) and the named edge values, into a NaN-poisoned output, bit for bit
+//! against the reference (any NaN for a NaN: the reference quiets NaN payloads).
 //!
 //! zero starts from random values, so a skipped element fails. threshold_ema's state is poisoned on the first step, where the kernel must not
 //! read it, and chained over several submissions otherwise, as a training run uses it.
@@ -38,6 +43,50 @@ fn zero_dtype_case(gpu: &Gpu) -> Result<(), Failed> {
         Err(e) => Err(format!("zero on u32: unexpected error {e}").into()),
         Ok(()) => Err("zero accepted a u32 tensor".into()),
     }
+}
+
+// ---------------------------------------------------------------- unpack_f16
+
+fn unpack_f16_case(gpu: &Gpu, rng: &mut ChaCha8Rng, len: usize) -> Result<(), Failed> {
+    // Edge halves first: +-0, the smallest and largest subnormals, the smallest normal,
+    // 1, the largest finite, +-inf, a NaN; random bit patterns after them.
+    let edges: [u16; 10] = [
+        0x0000, 0x8000, 0x0001, 0x03ff, 0x0400, 0x3c00, 0x7bff, 0x7c00, 0xfc00, 0x7e01,
+    ];
+    let halves: Vec<u16> = (0..len)
+        .map(|i| edges.get(i).copied().unwrap_or_else(|| rng.random()))
+        .collect();
+    let packed: Vec<u32> = halves
+        .chunks(2)
+        .map(|c| c[0] as u32 | (c.get(1).copied().unwrap_or(0) as u32) << 16)
+        .collect();
+    let src = gpu
+        .upload_u32("src", &[packed.len()], &packed)
+        .map_err(fail)?;
+    let out = gpu.zeros("out", &[len]).map_err(fail)?;
+    gpu.fill(&out, f32::NAN);
+    let mut enc = gpu.encoder();
+    k::unpack_f16(gpu, &mut enc, &src, &out).map_err(fail)?;
+    gpu.submit(enc);
+    let got = read(gpu, &out)?;
+    let mut want = vec![0.0f32; len];
+    r::unpack_f16(&packed, &mut want);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let same = if w.is_nan() {
+            g.is_nan()
+        } else {
+            g.to_bits() == w.to_bits()
+        };
+        if !same {
+            return Err(format!(
+                "unpack_f16[{i}] of half {:#06x}: gpu {g:e} ({:#010x}), reference {w:e}",
+                halves[i],
+                g.to_bits()
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- threshold_ema
@@ -137,6 +186,12 @@ pub fn trials() -> Vec<Trial> {
         t.push(gpu_test(
             format!("ops::threshold_ema/{name}"),
             move |gpu, rng| ema_case(gpu, rng, first, negative),
+        ));
+    }
+    for len in [1usize, 10, 1001, 65535 * 256 + 3] {
+        t.push(gpu_test(
+            format!("ops::unpack_f16/{len}"),
+            move |gpu, rng| unpack_f16_case(gpu, rng, len),
         ));
     }
     t.push(gpu_test("ops::threshold_ema/decay_0_and_1", ema_edges_case));

@@ -13,6 +13,7 @@
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Gpu;
+use saeforge::sae::config::BatchDtype::{self, F32};
 use saeforge::sae::cpu::step;
 use saeforge::sae::engine::{StepEngine, TrainState, code_capacity};
 use saeforge::sae::gpu::GpuEngine;
@@ -114,8 +115,10 @@ fn case(
     chunk: Option<usize>,
     (anneal, rescale): (bool, bool),
     d_out: Option<usize>,
+    batch_dtype: BatchDtype,
 ) -> Result<(), Failed> {
     let mut cfg = config(arch, d, n, rows, anneal, rescale);
+    cfg.batch_dtype = batch_dtype;
     // A transcoder: its decoder writes d_out-wide targets (initialised from a sample of
     // them).
     cfg.d_out = d_out;
@@ -239,6 +242,13 @@ pub fn trials() -> Vec<Trial> {
         ((Arch::Relu, false, odd, chunked), 52),
         ((Arch::Matryoshka, false, odd, None), 20),
     ];
+    // --batch-dtype f16: the upload as halves widened on the device, against the CPU
+    // engine's rounding (whole batch, chunks copied from it, a transcoder's target).
+    let halves = [
+        ((Arch::Topk, false, odd, None), None),
+        ((Arch::Batchtopk, false, tex, chunked), None),
+        ((Arch::Relu, false, odd, chunked), Some(52)),
+    ];
     let rescaled = [
         (Arch::Topk, false, odd, None),
         (Arch::Topk, false, tex, chunked),
@@ -272,27 +282,33 @@ pub fn trials() -> Vec<Trial> {
         (Arch::Matryoshka, false, odd, chunked),
     ]
     .into_iter()
-    .map(|c| (c, (false, false), None))
-    .chain(annealed.into_iter().map(|c| (c, (true, false), None)))
-    .chain(rescaled.into_iter().map(|c| (c, (false, true), None)))
+    .map(|c| (c, (false, false), None, F32))
+    .chain(annealed.into_iter().map(|c| (c, (true, false), None, F32)))
+    .chain(rescaled.into_iter().map(|c| (c, (false, true), None, F32)))
     .chain(
         transcoders
             .into_iter()
-            .map(|(c, d_out)| (c, (false, false), Some(d_out))),
+            .map(|(c, d_out)| (c, (false, false), Some(d_out), F32)),
     )
-    .map(|((arch, sparse, shape, chunk), how, d_out)| {
+    .chain(
+        halves
+            .into_iter()
+            .map(|(c, d_out)| (c, (false, false), d_out, BatchDtype::F16)),
+    )
+    .map(|((arch, sparse, shape, chunk), how, d_out, dtype)| {
         let path = if sparse { "_sparse" } else { "" };
         let split = if chunk.is_some() { "_chunked" } else { "" };
         let k = if how.0 { "_anneal" } else { "" };
         let norm = if how.1 { "_rescale" } else { "" };
         let tc = d_out.map_or(String::new(), |o| format!("_transcoder_to_{o}"));
+        let half = if dtype == BatchDtype::F16 { "_f16" } else { "" };
         gpu_test(
             format!(
-                "equivalence::{arch:?}{path}{split}{k}{norm}{tc}_{}x{}x{}_{STEPS}_steps",
+                "equivalence::{arch:?}{path}{split}{k}{norm}{tc}{half}_{}x{}x{}_{STEPS}_steps",
                 shape.0, shape.1, shape.2
             )
             .to_lowercase(),
-            move |gpu, rng| case(gpu, rng, arch, sparse, shape, chunk, how, d_out),
+            move |gpu, rng| case(gpu, rng, arch, sparse, shape, chunk, how, d_out, dtype),
         )
     })
     .collect()

@@ -126,6 +126,103 @@ fn resume_exact(
     Ok(())
 }
 
+/// `--batch-dtype f16` against f32: the same run (CPU engine, same batches and start) on
+/// halves trains to a final held-out MSE within BATCH_F16 of the f32 run's, and is not the
+/// f32 run (the rounding reached the step).
+fn batch_f16_close_to_f32() -> Result<(), Failed> {
+    use saeforge::sae::config::BatchDtype;
+    let dir = tmp("batch-f16");
+    let data = dir.join("data");
+    synth(&data, 256, 32, 3.0, 30_000, 3)?;
+    let mut eval_mse = Vec::new();
+    let mut weights = Vec::new();
+    for dtype in [BatchDtype::F32, BatchDtype::F16] {
+        let out = dir.join(format!("{dtype:?}"));
+        let a = TrainArgs {
+            batch_dtype: Some(dtype),
+            d_sae: Some(256),
+            k: Some(4),
+            batch: Some(256),
+            eval_fraction: Some(0.1),
+            eval_every: Some(200),
+            ..args(&data, &out, Arch::Topk, DeviceChoice::Cpu, 200)
+        };
+        let last = train::run(&a).map_err(fail)?.last.ok_or("no record")?;
+        eval_mse.push(last.eval_mse.ok_or("no held-out MSE")?);
+        weights.push(std::fs::read(out.join("sae_weights.safetensors")).map_err(fail)?);
+    }
+    if weights[0] == weights[1] {
+        return Err("the f16 run's weights equal the f32 run's: nothing was rounded".into());
+    }
+    let rel = (eval_mse[1] - eval_mse[0]).abs() / eval_mse[0];
+    let tol = crate::common::tolerance::BATCH_F16;
+    if rel > tol.rtol as f64 {
+        return Err(format!(
+            "held-out MSE f16 {} vs f32 {}: relative {rel:.2e} > {} ({})",
+            eval_mse[1], eval_mse[0], tol.rtol, tol.name
+        )
+        .into());
+    }
+    eprintln!(
+        "batch f16 vs f32: held-out MSE {} vs {} (relative {rel:.2e})",
+        eval_mse[1], eval_mse[0]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// `train --profile` on the GPU engine: the run's third step timed kernel by kernel into
+/// OUT/profile.json (the encoder GEMM among the kernels, GPU times where the adapter has
+/// timestamps), and the run's weights byte for byte those of the same run unprofiled.
+fn profile_leaves_run_unchanged() -> Result<(), Failed> {
+    let dir = tmp("profile");
+    let data = dir.join("data");
+    synth(&data, 64, 16, 2.0, 3000, 7)?;
+    let mut weights = Vec::new();
+    for profile in [false, true] {
+        let out = dir.join(format!("profile-{profile}"));
+        let a = TrainArgs {
+            profile: Some(profile),
+            ..args(&data, &out, Arch::Topk, DeviceChoice::Gpu, 6)
+        };
+        train::run(&a).map_err(fail)?;
+        weights.push(std::fs::read(out.join("sae_weights.safetensors")).map_err(fail)?);
+        let written = out.join("profile.json");
+        if written.exists() != profile {
+            return Err(format!("profile {profile}: profile.json exists {}", !profile).into());
+        }
+        if profile {
+            let text = std::fs::read_to_string(&written).map_err(fail)?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(fail)?;
+            let kernels = v["kernels"]
+                .as_array()
+                .ok_or("profile.json without kernels")?;
+            if v["step"] != 2
+                || !kernels
+                    .iter()
+                    .any(|k| k["entry"].as_str().is_some_and(|e| e.starts_with("gemm")))
+            {
+                return Err(format!(
+                    "profile.json: step {} and no gemm kernel: {text}",
+                    v["step"]
+                )
+                .into());
+            }
+            let timed = kernels
+                .iter()
+                .all(|k| k["gpu_ms"].as_f64().is_some_and(|g| g > 0.0));
+            if v["timestamps"] == true && !timed {
+                return Err(format!("timestamps, yet a kernel without GPU time: {text}").into());
+            }
+        }
+    }
+    if weights[0] != weights[1] {
+        return Err("the profiled run's weights differ from the unprofiled run's".into());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 /// 512 unit directions in 64 dims, ~3 active per row: a topk SAE finds them.
 fn recovery(device: DeviceChoice) -> Result<(), Failed> {
     let dir = tmp(&format!("recovery-{device:?}"));
@@ -285,6 +382,13 @@ pub fn trials() -> Vec<Trial> {
     }));
     t.push(gpu_test("runs::aux_loss_needs_dead_latents_gpu", |_, _| {
         aux_loss_needs_dead_latents(DeviceChoice::Gpu)
+    }));
+    t.push(gpu_test(
+        "runs::profile_leaves_run_unchanged_gpu",
+        |_, _| profile_leaves_run_unchanged(),
+    ));
+    t.push(cpu_test("runs::batch_f16_close_to_f32", |_| {
+        batch_f16_close_to_f32()
     }));
     t.push(gpu_test("runs::recovers_planted_dictionary_gpu", |_, _| {
         recovery(DeviceChoice::Gpu)

@@ -53,6 +53,12 @@ pub fn gemm_block_max(
     off: Option<&GpuTensor>,
     bmax: &GpuTensor,
 ) -> Result<()> {
+    if super::coop::takes(gpu, spec) {
+        // Experimental (SAEFORGE_COOP_MATRIX=1): the product on cooperative matrices, then
+        // the block maxima in their own pass.
+        super::coop::gemm_coop(gpu, enc, spec, a, b, bias, c)?;
+        return codes::selection::block_max(gpu, enc, c, BMAX_BLOCK, None, off, bmax);
+    }
     let t = GemmTuning::of(gpu);
     gemm_block_max_tuned(gpu, enc, spec, a, b, bias, c, off, bmax, GemmPath::Auto, &t)
 }

@@ -52,6 +52,7 @@ use super::expect_shape;
 pub use crate::reference::gemm::GemmSpec;
 
 mod block_max;
+pub mod coop;
 pub mod reg;
 mod texture;
 mod tuning;

@@ -11,6 +11,7 @@ use crate::kernels::codes::{BLOCK, CAND};
 use crate::reference::reduce::METRIC_SLOTS;
 use crate::sae::engine::{TrainState, code_capacity, selects_batch_topk, selects_topk};
 use crate::sae::params::ParamSet;
+use crate::sae::storage::BatchDtype;
 use crate::sae::{Arch, DecoderNorm, SaeParams, TrainConfig};
 use crate::{Error, Result};
 
@@ -164,6 +165,18 @@ impl GpuEngine {
             g.zeros("target", &[rows, d_out])?
         } else {
             x.view(&x.shape)
+        };
+        let packed = |len: usize| -> Result<Option<GpuTensor>> {
+            match cfg.batch_dtype {
+                BatchDtype::F32 => Ok(None),
+                BatchDtype::F16 => Ok(Some(g.zeros_u32("batch as f16", &[len.div_ceil(2)])?)),
+            }
+        };
+        let x16 = packed(rows * d)?;
+        let y16 = if transcoder {
+            packed(rows * d_out)?
+        } else {
+            None
         };
         let several = chunk < rows;
         // batchtopk in several chunks: each keeps its pre-activations and block maxima for
@@ -325,6 +338,8 @@ impl GpuEngine {
             dz: dense("dz", &[chunk, n])?,
             dpre: dense("dpre", &[chunk, n])?,
             zsum: dense("zsum", &[n])?,
+            x16,
+            y16,
             chunks,
             chunk_rows: chunk,
             params,

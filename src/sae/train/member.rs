@@ -48,6 +48,8 @@ pub struct Member {
     /// The step of the checkpoint on disk, if any.
     pub last_checkpoint: Option<u64>,
     last_log_step: u64,
+    /// `train --profile`: the step to time kernel by kernel (`profile.rs`).
+    pub profile_at: Option<u64>,
 }
 
 impl Member {
@@ -80,6 +82,7 @@ impl Member {
             tokens_total: start_step * cfg.batch as u64,
             last_checkpoint: resuming.then_some(start_step),
             last_log_step: start_step - since_log,
+            profile_at: None,
             step: start_step,
             consumed,
             log_clock: Instant::now(),
@@ -114,8 +117,23 @@ impl Member {
         if !self.begin(batch) {
             return Ok(());
         }
+        let profiled = match self.engine.as_gpu() {
+            Some(e) if self.profile_at == Some(self.step) => Some(e.gpu().clone()),
+            _ => None,
+        };
+        if let Some(g) = &profiled {
+            g.wait()?;
+            g.profile_dispatches(true);
+        }
         let clock = Instant::now();
         let r = self.engine.step(&self.cfg, &batch.data, batch.rows);
+        if let Some(g) = &profiled {
+            let times = g.take_dispatch_profile();
+            g.profile_dispatches(false);
+            if r.is_ok() {
+                super::profile::StepProfile::new(g, self.step, &times).report(&self.cfg.out)?;
+            }
+        }
         r.map_err(|e| e.with_hint(self.note()))?;
         self.busy_s += clock.elapsed().as_secs_f64();
         self.stepped(batch)
