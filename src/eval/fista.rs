@@ -33,6 +33,7 @@ use super::forward::{BatchOut, Coder, dense_to_codes};
 use crate::gpu::{Engine, Gpu, GpuTensor};
 use crate::reference::gemm::GemmSpec;
 use crate::reference::reduce::{METRIC_SLOTS, slot};
+use crate::sae::infer::widen;
 use crate::{Error, Result};
 
 /// FISTA's knobs.
@@ -563,13 +564,8 @@ impl Coder for FistaSolver {
     }
     fn fire_counts(&self) -> Result<Vec<u64>> {
         Ok(match &self.backend {
-            Backend::Cpu { fired } => fired.iter().map(|&c| c as u64).collect(),
-            Backend::Gpu(g) => g
-                .gpu
-                .read_u32(&g.fired)?
-                .into_iter()
-                .map(|c| c as u64)
-                .collect(),
+            Backend::Cpu { fired } => widen(fired),
+            Backend::Gpu(g) => widen(&g.gpu.read_u32(&g.fired)?),
         })
     }
     fn reset_counts(&mut self) -> Result<()> {
