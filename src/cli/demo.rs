@@ -26,10 +26,11 @@ pub use report::text_table;
 use data::{prepare_out, synthesise};
 use measure::{binned, choose_feature, fire_rate, mean_proj, projections, read_all};
 
+use crate::cli::EngineArgs;
 use crate::data::{FloatType, discover};
 use crate::eval::recovery::{Recovery, recovery};
 use crate::eval::steer::{Edit, EditOp, SteerOutput, SteerReport, check_edits, steer_file};
-use crate::gpu::{DeviceChoice, select_engine};
+use crate::gpu::DeviceChoice;
 use crate::io::write_json;
 use crate::sae::export::SaeModel;
 use crate::sae::infer::{Encoder, default_batch, encode_shards};
@@ -50,12 +51,8 @@ pub struct DemoArgs {
     /// The 512 -> 16384 scale (d_in 512, 16384 latents, k 32): for GPU machines.
     #[arg(long)]
     pub full: bool,
-    /// Engine: auto (hardware GPU if any, else CPU), gpu (any wgpu adapter), cpu.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub device: DeviceChoice,
-    /// Pick the adapter whose name contains this.
-    #[arg(long)]
-    pub adapter: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Number of true features (default 512; --full 8192).
     #[arg(long)]
     pub features: Option<usize>,
@@ -94,8 +91,10 @@ impl DemoArgs {
         DemoArgs {
             out: out.to_path_buf(),
             full: false,
-            device: DeviceChoice::Auto,
-            adapter: None,
+            engine: EngineArgs {
+                device: DeviceChoice::Auto,
+                adapter: None,
+            },
             features: None,
             d_in: None,
             active: None,
@@ -325,8 +324,8 @@ pub fn run_until(
         steps: Some(c.steps),
         lr: Some(c.lr),
         seed: Some(c.train_seed),
-        device: Some(a.device),
-        adapter: a.adapter.clone(),
+        device: Some(a.engine.device),
+        adapter: a.engine.adapter.clone(),
         log_every: Some((c.steps / 10).max(1)),
         eval_every: Some((c.steps / 4).max(1)),
         checkpoint_every: Some(0),
@@ -348,7 +347,7 @@ pub fn run_until(
     let (hx, hrows) = read_all(&heldout_path)?;
     let erows = c.eval_rows.min(hrows);
     // The encoder on the engine chosen like `train`'s, for evaluate, encode and steer.
-    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
+    let (engine, why) = a.engine.select()?;
     let encoder = Encoder::new(&model, &engine, default_batch(model.n))?;
     let (mse, ev, l0) = evaluate(&encoder, &hx[..erows * c.d_in], erows)?;
     let rec = recovery(&truth.features, &model.w_dec, model.d);

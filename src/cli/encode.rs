@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::Result;
+use crate::cli::EncoderArgs;
 use crate::data::{discover, open_shards};
-use crate::gpu::{DeviceChoice, select_engine};
 use crate::sae::export::SaeModel;
-use crate::sae::infer::{Encoder, default_batch, encode_shards};
+use crate::sae::infer::encode_shards;
 
 #[derive(clap::Args, Debug)]
 pub struct EncodeArgs {
@@ -28,15 +28,8 @@ pub struct EncodeArgs {
     /// (indptr i64 [rows + 1], indices i32 [nnz], values f32 [nnz]).
     #[arg(long)]
     pub dense: bool,
-    /// Engine: auto (hardware GPU if any, else CPU), gpu (any wgpu adapter), cpu.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub device: DeviceChoice,
-    /// Pick the adapter whose name contains this.
-    #[arg(long)]
-    pub adapter: Option<String>,
-    /// Rows per batch (default: about 64 MiB of pre-activations).
-    #[arg(long)]
-    pub batch: Option<usize>,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
 }
 
 pub fn run(a: EncodeArgs) -> Result<()> {
@@ -62,17 +55,9 @@ pub fn run(a: EncodeArgs) -> Result<()> {
             a.out.display()
         )));
     }
-    if a.batch == Some(0) {
-        return Err(crate::Error::input("--batch 0: expected at least 1 row"));
-    }
+    a.encoder.check_batch()?;
     // An SAE and a transcoder alike (the encoder carries d_out on both engines).
-    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
-    println!("saeforge: {why}");
-    let encoder = Encoder::new(
-        &model,
-        &engine,
-        a.batch.unwrap_or_else(|| default_batch(model.n)),
-    )?;
+    let encoder = a.encoder.encoder(&model)?;
     let clock = Instant::now();
     let r = encode_shards(&encoder, &shards, &a.out, a.dense, &a.sae)?;
     let secs = clock.elapsed().as_secs_f64();

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use crate::Result;
+use crate::cli::EngineArgs;
 use crate::eval::fista::FistaConfig;
 use crate::eval::run::{EvalConfig, run_eval};
-use crate::gpu::{DeviceChoice, select_engine};
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
@@ -59,12 +59,8 @@ pub struct EvalArgs {
     /// Write the feature density histograms (PNG and SVG) into this folder.
     #[arg(long)]
     pub plots: Option<PathBuf>,
-    /// Engine: auto (hardware GPU if any, else CPU), gpu (any wgpu adapter), cpu.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub device: DeviceChoice,
-    /// Pick the adapter whose name contains this.
-    #[arg(long)]
-    pub adapter: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
@@ -100,7 +96,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     // The engine line is part of the report (stdout), so that a bad input still gets
     // exactly one line on stderr.
-    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
+    let (engine, why) = a.engine.select()?;
     let cfg = EvalConfig {
         sae: a.sae,
         data: a.data,
@@ -152,7 +148,7 @@ fn run_transcoder(a: &EvalArgs, model: &crate::sae::export::SaeModel) -> Result<
             .batch
             .unwrap_or_else(|| crate::eval::run::default_batch(model.n)),
     };
-    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
+    let (engine, why) = a.engine.select()?;
     let m = evaluate(model, &engine, &e)?;
     println!("saeforge: {why}");
     print!("{}", table(model, &m));

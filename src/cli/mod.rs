@@ -16,6 +16,10 @@ pub mod train;
 
 use clap::{Parser, Subcommand};
 
+use crate::gpu::{DeviceChoice, Engine, select_engine};
+use crate::sae::export::SaeModel;
+use crate::sae::infer::{Encoder, default_batch};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "saeforge",
@@ -56,6 +60,72 @@ pub enum Command {
     Toy(toy::ToyArgs),
     /// Rewrite an SAE (SAELens, sparsify, Gemma Scope) in the SAELens or sparsify layout.
     Convert(convert::ConvertArgs),
+}
+
+/// `--device` and `--adapter`: the engine of the commands that run an SAE (`eval`,
+/// `encode`, `steer`, `demo`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Engine: auto (hardware GPU if any, else CPU), gpu (any wgpu adapter), cpu.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Pick the adapter whose name contains this.
+    #[arg(long)]
+    pub adapter: Option<String>,
+}
+
+impl EngineArgs {
+    /// The chosen engine and the line that says why (see `select_engine`).
+    pub fn select(&self) -> crate::Result<(Engine, String)> {
+        select_engine(self.device, self.adapter.as_deref())
+    }
+}
+
+/// The engine and the batch of the commands that encode shards (`encode`, `steer`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct EncoderArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Rows per batch (default: about 64 MiB of pre-activations).
+    #[arg(long)]
+    pub batch: Option<usize>,
+}
+
+impl EncoderArgs {
+    /// Refuse `--batch 0`.
+    pub fn check_batch(&self) -> crate::Result<()> {
+        if self.batch == Some(0) {
+            return Err(crate::Error::input("--batch 0: expected at least 1 row"));
+        }
+        Ok(())
+    }
+
+    /// The encoder of `model` on the chosen engine (the choice printed first), `--batch`
+    /// rows at a time.
+    pub fn encoder(&self, model: &SaeModel) -> crate::Result<Encoder> {
+        let (engine, why) = self.engine.select()?;
+        println!("saeforge: {why}");
+        let batch = self.batch.unwrap_or_else(|| default_batch(model.n));
+        Encoder::new(model, &engine, batch)
+    }
+}
+
+/// `A<sep>B` as two values, each trimmed; `bad` is the error of a malformed one.
+pub(crate) fn parse_pair<A: std::str::FromStr, B: std::str::FromStr>(
+    s: &str,
+    sep: char,
+    bad: impl Fn() -> crate::Error,
+) -> crate::Result<(A, B)> {
+    let (a, b) = s.split_once(sep).ok_or_else(&bad)?;
+    Ok((
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+/// The first of `flags` that is set.
+pub(crate) fn first_set<'a>(flags: &[(&'a str, bool)]) -> Option<&'a str> {
+    flags.iter().find(|(_, set)| *set).map(|(flag, _)| *flag)
 }
 
 /// Run a parsed command line.

@@ -4,12 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::cli::EncoderArgs;
 use crate::cli::synth::DtypeArg;
 use crate::data::{FloatType, discover, open_shards};
 use crate::eval::steer::{Edit, EditOp, SteerOutput, SteerReport, check_edits, steer_file};
-use crate::gpu::{DeviceChoice, select_engine};
 use crate::sae::export::SaeModel;
-use crate::sae::infer::{Encoder, default_batch};
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
@@ -45,15 +44,8 @@ pub struct SteerArgs {
     /// Name of the edited tensor (default: the input's).
     #[arg(long)]
     pub out_tensor: Option<String>,
-    /// Engine: auto (hardware GPU if any, else CPU), gpu (any wgpu adapter), cpu.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub device: DeviceChoice,
-    /// Pick the adapter whose name contains this.
-    #[arg(long)]
-    pub adapter: Option<String>,
-    /// Rows per batch (default: about 64 MiB of pre-activations).
-    #[arg(long)]
-    pub batch: Option<usize>,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
     /// Also write the per-edit statistics as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -72,10 +64,7 @@ pub fn parse_edits(
                 "--{flag} {s}: expected I=V, e.g. --{flag} {example}"
             ))
         };
-        let (i, v) = s.split_once('=').ok_or_else(bad)?;
-        let i = i.trim().parse::<usize>().map_err(|_| bad())?;
-        let v = v.trim().parse::<f32>().map_err(|_| bad())?;
-        Ok((i, v))
+        crate::cli::parse_pair(s, '=', bad)
     }
     let mut out = Vec::new();
     for s in set {
@@ -149,15 +138,9 @@ pub fn run(a: SteerArgs) -> Result<()> {
         )));
     }
     let edits = check_edits(&parse_edits(&a.set, &a.scale, &a.ablate, &a.add)?, model.n)?;
-    if a.batch == Some(0) {
-        return Err(Error::input("--batch 0: expected at least 1 row"));
-    }
+    a.encoder.check_batch()?;
     let opts = SteerOutput {
-        dtype: a.out_dtype.map(|d| match d {
-            DtypeArg::F32 => FloatType::F32,
-            DtypeArg::F16 => FloatType::F16,
-            DtypeArg::Bf16 => FloatType::Bf16,
-        }),
+        dtype: a.out_dtype.map(FloatType::from),
         tensor: a.out_tensor.clone(),
     };
     // One file -> one file; a folder -> a folder of files with the same names.
@@ -222,13 +205,7 @@ pub fn run(a: SteerArgs) -> Result<()> {
     if a.data.is_dir() || glob {
         crate::io::create_dir(&a.out)?;
     }
-    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
-    println!("saeforge: {why}");
-    let encoder = Encoder::new(
-        &model,
-        &engine,
-        a.batch.unwrap_or_else(|| default_batch(model.n)),
-    )?;
+    let encoder = a.encoder.encoder(&model)?;
     if edits.is_empty() {
         println!("no edits given: the output equals the input");
     }

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::cli::{first_set, parse_pair};
 use crate::data::FloatType;
 use crate::synth::{
     CompositionalConfig, CorrelationSettings, HierarchySettings, PerFeature, Structure,
@@ -128,21 +129,24 @@ pub enum DtypeArg {
     Bf16,
 }
 
+impl From<DtypeArg> for FloatType {
+    fn from(d: DtypeArg) -> FloatType {
+        match d {
+            DtypeArg::F32 => FloatType::F32,
+            DtypeArg::F16 => FloatType::F16,
+            DtypeArg::Bf16 => FloatType::Bf16,
+        }
+    }
+}
+
 fn range(flag: &str, s: &str) -> Result<(f32, f32)> {
-    let bad = || Error::input(format!("--{flag} {s:?}: expected LO:HI, e.g. 0:1"));
-    let (a, b) = s.split_once(':').ok_or_else(bad)?;
-    Ok((
-        a.trim().parse().map_err(|_| bad())?,
-        b.trim().parse().map_err(|_| bad())?,
-    ))
+    parse_pair(s, ':', || {
+        Error::input(format!("--{flag} {s:?}: expected LO:HI, e.g. 0:1"))
+    })
 }
 
 pub fn run(a: SynthArgs) -> Result<()> {
-    let dtype = match a.dtype {
-        DtypeArg::F32 => FloatType::F32,
-        DtypeArg::F16 => FloatType::F16,
-        DtypeArg::Bf16 => FloatType::Bf16,
-    };
+    let dtype = FloatType::from(a.dtype);
     if a.compositional {
         let plain = [
             ("--active", a.active.is_some()),
@@ -165,7 +169,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
             ("--bias", a.bias.is_some()),
             ("--no-codes", a.no_codes),
         ];
-        if let Some((flag, _)) = plain.iter().find(|(_, set)| *set) {
+        if let Some(flag) = first_set(&plain) {
             return Err(Error::input(format!(
                 "{flag} does not apply to --compositional (rows have exactly --k features, U(0, 1) each)"
             )));
@@ -200,16 +204,14 @@ pub fn run(a: SynthArgs) -> Result<()> {
         );
         return Ok(());
     }
-    for (flag, set) in [
+    if let Some(flag) = first_set(&[
         ("--k", a.k.is_some()),
         ("--ood-features", a.ood_features.is_some()),
         ("--ood-unseen", a.ood_unseen),
         ("--test-tokens", a.test_tokens.is_some()),
         ("--ood-tokens", a.ood_tokens.is_some()),
-    ] {
-        if set {
-            return Err(Error::input(format!("{flag} needs --compositional")));
-        }
+    ]) {
+        return Err(Error::input(format!("{flag} needs --compositional")));
     }
     let structure = structure(&a)?;
     if structure.firing_range.is_some() && a.active.is_some() {
@@ -293,7 +295,7 @@ fn structure(a: &SynthArgs) -> Result<Structure> {
         ("--no-compensate", a.no_compensate),
     ];
     if a.hierarchy.is_none()
-        && let Some((flag, _)) = hierarchy_only.iter().find(|(_, set)| *set)
+        && let Some(flag) = first_set(&hierarchy_only)
     {
         return Err(Error::input(format!("{flag} needs --hierarchy ROOTS")));
     }
@@ -314,16 +316,11 @@ fn structure(a: &SynthArgs) -> Result<Structure> {
         None => None,
     };
     let firing_range = match &a.firing_range {
-        Some(s) => {
-            let bad = || {
-                Error::input(format!(
-                    "--firing-range {s:?}: expected MIN:MAX, e.g. 0.002:0.4"
-                ))
-            };
-            let (lo, hi) = s.split_once(':').ok_or_else(bad)?;
-            let num = |t: &str| t.trim().parse::<f64>().map_err(|_| bad());
-            Some((num(lo)?, num(hi)?))
-        }
+        Some(s) => Some(parse_pair(s, ':', || {
+            Error::input(format!(
+                "--firing-range {s:?}: expected MIN:MAX, e.g. 0.002:0.4"
+            ))
+        })?),
         None => None,
     };
     let per = |flag: &str, v: &Option<String>| {
@@ -345,14 +342,11 @@ fn structure(a: &SynthArgs) -> Result<Structure> {
 /// `--branching N` or `LO:HI`.
 fn branching(s: &str) -> Result<(usize, usize)> {
     let bad = || Error::input(format!("--branching {s:?}: expected N or LO:HI, e.g. 4:12"));
-    let num = |t: &str| t.trim().parse::<usize>().map_err(|_| bad());
-    match s.split_once(':') {
-        Some((a, b)) => Ok((num(a)?, num(b)?)),
-        None => {
-            let n = num(s)?;
-            Ok((n, n))
-        }
+    if s.contains(':') {
+        return parse_pair(s, ':', bad);
     }
+    let n = s.trim().parse::<usize>().map_err(|_| bad())?;
+    Ok((n, n))
 }
 
 /// ", a hierarchy of R roots and M children, ..." for the closing line.

@@ -33,6 +33,8 @@ use super::forward::{BatchOut, Coder, dense_to_codes};
 use crate::gpu::{Engine, Gpu, GpuTensor};
 use crate::reference::gemm::GemmSpec;
 use crate::reference::reduce::{METRIC_SLOTS, slot};
+use crate::sae::config::nonneg;
+use crate::sae::infer::widen;
 use crate::{Error, Result};
 
 /// FISTA's knobs.
@@ -61,21 +63,11 @@ impl Default for FistaConfig {
 
 impl FistaConfig {
     pub fn validate(&self) -> Result<()> {
-        if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
-            return Err(Error::input(format!(
-                "--lambda {}: expected a finite value >= 0",
-                self.lambda
-            )));
-        }
+        nonneg("lambda", self.lambda)?;
         if self.max_iters == 0 {
             return Err(Error::input("--iters 0: expected at least 1"));
         }
-        if !(self.tol >= 0.0 && self.tol.is_finite()) {
-            return Err(Error::input(format!(
-                "--tol {}: expected a finite value >= 0",
-                self.tol
-            )));
-        }
+        nonneg("tol", self.tol)?;
         if self.check_every == 0 {
             return Err(Error::input("FISTA check_every 0: expected at least 1"));
         }
@@ -563,13 +555,8 @@ impl Coder for FistaSolver {
     }
     fn fire_counts(&self) -> Result<Vec<u64>> {
         Ok(match &self.backend {
-            Backend::Cpu { fired } => fired.iter().map(|&c| c as u64).collect(),
-            Backend::Gpu(g) => g
-                .gpu
-                .read_u32(&g.fired)?
-                .into_iter()
-                .map(|c| c as u64)
-                .collect(),
+            Backend::Cpu { fired } => widen(fired),
+            Backend::Gpu(g) => widen(&g.gpu.read_u32(&g.fired)?),
         })
     }
     fn reset_counts(&mut self) -> Result<()> {

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::reference::gemm::{GemmSpec, gemm};
+use super::truth::{abs_cosines_floor, best_per_row, distinct};
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Recovery {
@@ -22,53 +22,18 @@ pub struct Recovery {
     pub best: Vec<(f32, u32)>,
 }
 
-fn normalized(rows: &[f32], d: usize) -> Vec<f32> {
-    let mut out = rows.to_vec();
-    for r in out.chunks_exact_mut(d) {
-        let len = r.iter().map(|v| v * v).sum::<f32>().sqrt();
-        if len > 0.0 {
-            r.iter_mut().for_each(|v| *v /= len);
-        }
-    }
-    out
-}
-
 /// truth: (n_true, d) rows; w_dec: (n, d) rows. Ties go to the lower decoder row.
 pub fn recovery(truth: &[f32], w_dec: &[f32], d: usize) -> Recovery {
     let nt = truth.len() / d;
     let n = w_dec.len() / d;
-    let t = normalized(truth, d);
-    let w = normalized(w_dec, d);
-    let mut cos = vec![0.0f32; nt * n];
-    let spec = GemmSpec {
-        m: nt,
-        n,
-        k: d,
-        trans_a: false,
-        trans_b: true,
-        alpha: 1.0,
-        beta: 0.0,
-    };
-    gemm(&spec, &t, &w, None, &mut cos);
-    let mut best = Vec::with_capacity(nt);
-    for row in cos.chunks_exact(n) {
-        let mut b = (f32::NEG_INFINITY, 0u32);
-        for (i, &c) in row.iter().enumerate() {
-            if c.abs() > b.0 {
-                b = (c.abs(), i as u32);
-            }
-        }
-        best.push(b);
-    }
-    let mut rows: Vec<u32> = best.iter().map(|b| b.1).collect();
-    rows.sort_unstable();
-    rows.dedup();
+    // Norms unclamped (a zero row stays zero).
+    let best = best_per_row(&abs_cosines_floor(truth, w_dec, d, 0.0), n);
     let frac = |th: f32| best.iter().filter(|b| b.0 >= th).count() as f64 / nt.max(1) as f64;
     Recovery {
         mmcs: best.iter().map(|b| b.0 as f64).sum::<f64>() / nt.max(1) as f64,
         recovered_0_9: frac(0.9),
         recovered_0_7: frac(0.7),
-        uniqueness: rows.len(),
+        uniqueness: distinct(&best.iter().map(|b| b.1).collect::<Vec<_>>()),
         best,
     }
 }

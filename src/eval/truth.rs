@@ -26,37 +26,35 @@ use serde::Serialize;
 use crate::reference::gemm::{GemmSpec, gemm};
 use crate::{Error, Result};
 
-/// Rows scaled to unit norm, norms clamped at 1e-8 (a zero row stays zero).
-fn unit_rows(rows: &[f32], d: usize) -> Vec<f32> {
+/// Rows scaled to unit norm, norms clamped at `floor` (a zero row stays zero).
+fn unit_rows(rows: &[f32], d: usize, floor: f32) -> Vec<f32> {
     let mut out = rows.to_vec();
     for r in out.chunks_exact_mut(d) {
-        let len = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-8);
-        r.iter_mut().for_each(|v| *v /= len);
+        let len = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(floor);
+        if len > 0.0 {
+            r.iter_mut().for_each(|v| *v /= len);
+        }
     }
     out
 }
 
 /// |cos| of every (a row, b row): (na, nb).
 pub fn abs_cosines(a: &[f32], b: &[f32], d: usize) -> Vec<f32> {
+    abs_cosines_floor(a, b, d, 1e-8)
+}
+
+/// `abs_cosines` with the row norms clamped at `floor` (0: only zero rows are left alone).
+pub(crate) fn abs_cosines_floor(a: &[f32], b: &[f32], d: usize, floor: f32) -> Vec<f32> {
     let (na, nb) = (a.len() / d, b.len() / d);
-    let (ua, ub) = (unit_rows(a, d), unit_rows(b, d));
+    let (ua, ub) = (unit_rows(a, d, floor), unit_rows(b, d, floor));
     let mut cos = vec![0.0f32; na * nb];
-    let spec = GemmSpec {
-        m: na,
-        n: nb,
-        k: d,
-        trans_a: false,
-        trans_b: true,
-        alpha: 1.0,
-        beta: 0.0,
-    };
-    gemm(&spec, &ua, &ub, None, &mut cos);
+    gemm(&GemmSpec::nt(na, nb, d), &ua, &ub, None, &mut cos);
     cos.iter_mut().for_each(|c| *c = c.abs());
     cos
 }
 
-/// Per row of `cos` (rows, cols): the column of its largest entry (first on ties).
-pub fn argmax_rows(cos: &[f32], cols: usize) -> Vec<u32> {
+/// Per row of `cos` (rows, cols): its largest entry and that entry's column (first on ties).
+pub fn best_per_row(cos: &[f32], cols: usize) -> Vec<(f32, u32)> {
     cos.chunks_exact(cols)
         .map(|row| {
             let mut best = (f32::NEG_INFINITY, 0u32);
@@ -65,9 +63,22 @@ pub fn argmax_rows(cos: &[f32], cols: usize) -> Vec<u32> {
                     best = (c, j as u32);
                 }
             }
-            best.1
+            best
         })
         .collect()
+}
+
+/// Per row of `cos` (rows, cols): the column of its largest entry (first on ties).
+pub fn argmax_rows(cos: &[f32], cols: usize) -> Vec<u32> {
+    best_per_row(cos, cols).into_iter().map(|b| b.1).collect()
+}
+
+/// How many distinct values `v` holds.
+pub(crate) fn distinct(v: &[u32]) -> usize {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v.len()
 }
 
 /// Distinct values of `best` (each latent's best feature) over the number of latents.
@@ -75,10 +86,7 @@ pub fn uniqueness(best: &[u32]) -> f64 {
     if best.is_empty() {
         return 0.0;
     }
-    let mut v = best.to_vec();
-    v.sort_unstable();
-    v.dedup();
-    v.len() as f64 / best.len() as f64
+    distinct(best) as f64 / best.len() as f64
 }
 
 /// The optimal one-to-one matching of `cos` (rows, cols) maximising the summed entries:

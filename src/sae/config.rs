@@ -390,6 +390,16 @@ fn positive_f32(flag: &str, v: f32) -> Result<f32> {
     Ok(v)
 }
 
+/// A finite float >= 0.
+pub(crate) fn nonneg(flag: &str, v: f32) -> Result<f32> {
+    if v < 0.0 || !v.is_finite() {
+        return Err(Error::input(format!(
+            "--{flag} {v}: expected a finite value >= 0"
+        )));
+    }
+    Ok(v)
+}
+
 impl TrainConfig {
     /// The seed of the data order and of the initialisation sample: --data-seed, else
     /// --seed (which alone seeds the parameters).
@@ -457,15 +467,6 @@ impl TrainConfig {
                 )));
             }
         }
-        let nonneg = |flag: &str, v: f32| {
-            if v < 0.0 || !v.is_finite() {
-                Err(Error::input(format!(
-                    "--{flag} {v}: expected a finite value >= 0"
-                )))
-            } else {
-                Ok(v)
-            }
-        };
         let tokens = steps.saturating_mul(batch as u64);
         let (k_anneal_steps, k_anneal_start) =
             super::schedule::resolve_k_anneal(a, arch, k, d_in, d_sae)?;

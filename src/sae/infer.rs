@@ -45,6 +45,11 @@ pub fn default_batch(d_sae: usize) -> usize {
     ((16usize << 20) / d_sae.max(1)).clamp(16, 4096)
 }
 
+/// Per-latent counters as u64.
+pub(crate) fn widen(counts: &[u32]) -> Vec<u64> {
+    counts.iter().map(|&c| c as u64).collect()
+}
+
 /// What the encoder returns for one batch.
 #[derive(Clone, Debug, Default)]
 pub struct BatchOut {
@@ -259,16 +264,8 @@ impl Encoder {
     /// Rows each latent fired on since the last reset (counted by `run`).
     pub fn fire_counts(&self) -> Result<Vec<u64>> {
         Ok(match &self.backend {
-            Backend::Cpu { fired } => {
-                let fired = fired.lock().unwrap_or_else(|e| e.into_inner());
-                fired.iter().map(|&c| c as u64).collect()
-            }
-            Backend::Gpu(g) => g
-                .gpu
-                .read_u32(&g.fired)?
-                .into_iter()
-                .map(|c| c as u64)
-                .collect(),
+            Backend::Cpu { fired } => widen(&fired.lock().unwrap_or_else(|e| e.into_inner())),
+            Backend::Gpu(g) => widen(&g.gpu.read_u32(&g.fired)?),
         })
     }
 

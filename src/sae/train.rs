@@ -234,22 +234,19 @@ impl RunData {
             }
             let total: usize = es.iter().map(|s| s.rows).sum();
             let ranges = es.iter().map(|s| (0, s.rows as u64)).collect();
-            let rows = cfg.eval_rows.min(total);
-            let mut st = BatchStream::new(es, ranges, 0, rows, 0)?;
-            st.skip_nonfinite = cfg.skip_nonfinite;
-            let b = st.next_batch()?;
-            Some((b.data, b.rows))
+            Some(first_rows(cfg, es, ranges, cfg.eval_rows.min(total))?)
         } else if cfg.eval_fraction > 0.0 {
             let total: u64 = self.eval_ranges.iter().map(|(a, b)| b - a).sum();
             if total == 0 {
                 None
             } else {
                 let rows = (cfg.eval_rows as u64).min(total) as usize;
-                let mut st =
-                    BatchStream::new(self.shards.clone(), self.eval_ranges.clone(), 0, rows, 0)?;
-                st.skip_nonfinite = cfg.skip_nonfinite;
-                let b = st.next_batch()?;
-                Some((b.data, b.rows))
+                Some(first_rows(
+                    cfg,
+                    self.shards.clone(),
+                    self.eval_ranges.clone(),
+                    rows,
+                )?)
             }
         } else {
             None
@@ -261,15 +258,7 @@ impl RunData {
     /// Inf rows, if any, before anything is written): the input scale, the sample scaled
     /// by it (for `SaeParams::init`), and the rows skipped.
     pub fn init_sample(&self, cfg: &TrainConfig) -> Result<(f32, Vec<f32>, u64)> {
-        let mut st = BatchStream::new(
-            self.shards.clone(),
-            self.train_ranges.clone(),
-            cfg.data_seed() ^ 0x1717,
-            cfg.init_rows,
-            cfg.shuffle_rows,
-        )?;
-        st.skip_nonfinite = cfg.skip_nonfinite;
-        let sample = st.next_batch()?;
+        let sample = self.init_stream(cfg, self.shards.clone())?.next_batch()?;
         let mn = mean_norm(&sample.data, cfg.d_in);
         let scale = if cfg.normalize && mn > 0.0 {
             ((cfg.d_in as f64).sqrt() / mn) as f32
@@ -280,22 +269,59 @@ impl RunData {
         Ok((scale, scaled, sample.skipped as u64))
     }
 
+    /// A stream over the training ranges of `shards` (the inputs, or a transcoder's
+    /// targets), NaN / Inf rows handled as `cfg` says: `rows` rows a batch in the order of
+    /// `seed`.
+    pub(super) fn stream_of(
+        &self,
+        cfg: &TrainConfig,
+        shards: Arc<Vec<Shard>>,
+        seed: u64,
+        rows: usize,
+    ) -> Result<BatchStream> {
+        let mut s = BatchStream::new(
+            shards,
+            self.train_ranges.clone(),
+            seed,
+            rows,
+            cfg.shuffle_rows,
+        )?;
+        s.skip_nonfinite = cfg.skip_nonfinite;
+        Ok(s)
+    }
+
+    /// The stream the initialisation sample of `shards` is drawn from.
+    pub(super) fn init_stream(
+        &self,
+        cfg: &TrainConfig,
+        shards: Arc<Vec<Shard>>,
+    ) -> Result<BatchStream> {
+        self.stream_of(cfg, shards, cfg.data_seed() ^ 0x1717, cfg.init_rows)
+    }
+
     /// The training stream of `cfg`, scaled, past the first `batches` row ids, on the
     /// prefetch thread.
     pub fn stream(&self, cfg: &TrainConfig, scale: f32, batches: u64) -> Result<Prefetcher> {
-        let mut stream = BatchStream::new(
-            self.shards.clone(),
-            self.train_ranges.clone(),
-            cfg.data_seed(),
-            cfg.batch,
-            cfg.shuffle_rows,
-        )?;
+        let mut stream = self.stream_of(cfg, self.shards.clone(), cfg.data_seed(), cfg.batch)?;
         stream.scale = scale;
-        stream.skip_nonfinite = cfg.skip_nonfinite;
         stream.target = self.target_stream(cfg)?;
         stream.skip_ids(batches);
         Ok(Prefetcher::new(stream, cfg.prefetch))
     }
+}
+
+/// The first `rows` rows of `ranges` of `shards`, in order, NaN / Inf rows handled as
+/// `cfg` says: (rows, their count).
+fn first_rows(
+    cfg: &TrainConfig,
+    shards: Arc<Vec<Shard>>,
+    ranges: Ranges,
+    rows: usize,
+) -> Result<(Vec<f32>, usize)> {
+    let mut st = BatchStream::new(shards, ranges, 0, rows, 0)?;
+    st.skip_nonfinite = cfg.skip_nonfinite;
+    let b = st.next_batch()?;
+    Ok((b.data, b.rows))
 }
 
 /// The engine `cfg` trains on and why (`--device`, as `engine_choice` decides), after

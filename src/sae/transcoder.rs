@@ -80,19 +80,8 @@ impl RunData {
     /// --skip-nonfinite, a pair with NaN / Inf on either side is dropped whole).
     pub fn init_sample_paired(&self, cfg: &TrainConfig) -> Result<(f32, f32, Vec<f32>, u64)> {
         let targets = self.targets.clone().expect("a transcoder's run data");
-        let stream = |shards| {
-            let mut s = BatchStream::new(
-                shards,
-                self.train_ranges.clone(),
-                cfg.data_seed() ^ 0x1717,
-                cfg.init_rows,
-                cfg.shuffle_rows,
-            )?;
-            s.skip_nonfinite = cfg.skip_nonfinite;
-            Ok::<_, crate::Error>(s)
-        };
-        let mut st = stream(self.shards.clone())?;
-        st.target = Some(Box::new(stream(targets)?));
+        let mut st = self.init_stream(cfg, self.shards.clone())?;
+        st.target = Some(Box::new(self.init_stream(cfg, targets)?));
         let sample = st.next_batch()?;
         let (x, y) = sample.data.split_at(sample.rows * cfg.d_in);
         let d_out = cfg.d_out.expect("a transcoder");
@@ -108,15 +97,8 @@ impl RunData {
         let Some(targets) = self.targets.clone() else {
             return Ok(None);
         };
-        let mut t = BatchStream::new(
-            targets,
-            self.train_ranges.clone(),
-            cfg.data_seed(),
-            cfg.batch,
-            cfg.shuffle_rows,
-        )?;
+        let mut t = self.stream_of(cfg, targets, cfg.data_seed(), cfg.batch)?;
         t.scale = cfg.target_scale;
-        t.skip_nonfinite = cfg.skip_nonfinite;
         Ok(Some(Box::new(t)))
     }
 }

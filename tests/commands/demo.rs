@@ -3,6 +3,7 @@
 //! and a folder that is not a demo's is refused.
 
 use libtest_mimic::{Failed, Trial};
+use saeforge::cli::EngineArgs;
 use saeforge::cli::demo::{DemoArgs, DemoConfig, run};
 use saeforge::gpu::DeviceChoice;
 
@@ -11,8 +12,10 @@ use crate::support::tmp;
 
 pub fn small(out: &std::path::Path, device: DeviceChoice) -> DemoArgs {
     DemoArgs {
-        device,
-        adapter: std::env::var("SAEFORGE_ADAPTER").ok(),
+        engine: EngineArgs {
+            device,
+            adapter: std::env::var("SAEFORGE_ADAPTER").ok(),
+        },
         features: Some(96),
         d_in: Some(24),
         active: Some(2.0),

@@ -7,6 +7,7 @@ use std::path::Path;
 use libtest_mimic::{Failed, Trial};
 use rand_chacha::ChaCha8Rng;
 use saeforge::cli::encode::{EncodeArgs, run};
+use saeforge::cli::{EncoderArgs, EngineArgs};
 use saeforge::data::FloatType;
 use saeforge::gpu::DeviceChoice;
 use saeforge::sae::export::{SaeKind, SaeModel};
@@ -130,9 +131,13 @@ fn encode_agrees(
         tensor: Some("acts".into()),
         out: dir.join(out),
         dense,
-        device,
-        adapter: std::env::var("SAEFORGE_ADAPTER").ok(),
-        batch: Some(64),
+        encoder: EncoderArgs {
+            engine: EngineArgs {
+                device,
+                adapter: std::env::var("SAEFORGE_ADAPTER").ok(),
+            },
+            batch: Some(64),
+        },
     };
     run(args("csr.safetensors", false)).map_err(fail)?;
     run(args("dense.safetensors", true)).map_err(fail)?;

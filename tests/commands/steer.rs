@@ -9,6 +9,7 @@ use libtest_mimic::{Failed, Trial};
 use rand_chacha::ChaCha8Rng;
 use saeforge::cli::steer::{SteerArgs, run};
 use saeforge::cli::synth::DtypeArg;
+use saeforge::cli::{EncoderArgs, EngineArgs};
 use saeforge::data::FloatType;
 use saeforge::eval::steer::{Edit, EditOp, SteerOutput, check_edits, code_of, steer_file};
 use saeforge::gpu::{DeviceChoice, Engine};
@@ -67,9 +68,13 @@ fn args(c: &Case, out: &str, edits: &[(&str, String)], device: DeviceChoice) -> 
         add: pick("add"),
         out_dtype: None,
         out_tensor: None,
-        device,
-        adapter: std::env::var("SAEFORGE_ADAPTER").ok(),
-        batch: Some(64),
+        encoder: EncoderArgs {
+            engine: EngineArgs {
+                device,
+                adapter: std::env::var("SAEFORGE_ADAPTER").ok(),
+            },
+            batch: Some(64),
+        },
         json: None,
     }
 }

@@ -10,7 +10,7 @@ use crate::report::jsonl::{self, Record};
 use crate::report::plots::{self, Series};
 use crate::sae::TrainConfig;
 use crate::sae::checkpoint::{self, Checkpoint, ShardPrint};
-use crate::sae::engine::{StepEngine, TrainState};
+use crate::sae::engine::TrainState;
 use crate::sae::export::{CFG_FILE, SaeModel};
 use crate::{Error, Result};
 
@@ -115,20 +115,6 @@ pub(super) fn diverged_note(cfg: &TrainConfig, last: Option<u64>) -> String {
 /// Write a checkpoint unless the parameters are no longer finite (then the one on disk, at
 /// step `last`, stays and the run stops as diverged). A failed write (disk full) leaves the
 /// previous checkpoint in place too.
-pub(super) fn save_checkpoint(
-    engine: &mut dyn StepEngine,
-    cfg: &TrainConfig,
-    batches: u64,
-    scale: f32,
-    last: Option<u64>,
-    data: &[ShardPrint],
-) -> Result<()> {
-    let st = engine
-        .state()
-        .map_err(|e| e.with_hint(checkpoint_note(cfg, last)))?;
-    write_checkpoint(st, cfg, batches, scale, last, data)
-}
-
 pub(super) fn write_checkpoint(
     st: TrainState,
     cfg: &TrainConfig,

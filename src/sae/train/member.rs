@@ -7,14 +7,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::files::{checkpoint_note, diverged_note, save_checkpoint, write_checkpoint};
+use super::files::{checkpoint_note, diverged_note, write_checkpoint};
 use super::{TrainOutcome, evaluate, export, summarize};
 use crate::data::Batch;
 use crate::gpu::Engine;
 use crate::report::jsonl::{self, JsonlWriter, Record};
 use crate::report::progress::Progress;
 use crate::sae::checkpoint::{self, ShardPrint};
-use crate::sae::engine::StepEngine;
+use crate::sae::engine::{StepEngine, TrainState};
 use crate::sae::export::SaeModel;
 use crate::sae::infer::{Encoder, default_batch};
 use crate::sae::{Arch, TrainConfig};
@@ -279,17 +279,30 @@ impl Member {
     /// Write a checkpoint at this step unless the one on disk is at it already.
     pub fn checkpoint(&mut self) -> Result<()> {
         if self.last_checkpoint != Some(self.step) {
-            save_checkpoint(
-                self.engine.as_mut(),
-                &self.cfg,
-                self.consumed,
-                self.scale,
-                self.last_checkpoint,
-                &self.prints,
-            )?;
+            let st = self.state()?;
+            self.write_state(st)?;
             self.last_checkpoint = Some(self.step);
         }
         Ok(())
+    }
+
+    /// The engine's state (for a checkpoint or the export).
+    fn state(&mut self) -> Result<TrainState> {
+        self.engine
+            .state()
+            .map_err(|e| e.with_hint(checkpoint_note(&self.cfg, self.last_checkpoint)))
+    }
+
+    /// Write `st` as this member's checkpoint (see `write_checkpoint`).
+    fn write_state(&self, st: TrainState) -> Result<()> {
+        write_checkpoint(
+            st,
+            &self.cfg,
+            self.consumed,
+            self.scale,
+            self.last_checkpoint,
+            &self.prints,
+        )
     }
 
     /// The stream failed before this member's next step: keep what was trained (a
@@ -341,21 +354,11 @@ impl Member {
         skipped_rows: u64,
     ) -> Result<TrainOutcome> {
         self.finish_progress();
+        let st = self.state()?;
         let cfg = &self.cfg;
         let step = self.step;
-        let st = self
-            .engine
-            .state()
-            .map_err(|e| e.with_hint(checkpoint_note(cfg, self.last_checkpoint)))?;
         if self.last_checkpoint != Some(step) {
-            write_checkpoint(
-                st.clone(),
-                cfg,
-                self.consumed,
-                self.scale,
-                self.last_checkpoint,
-                &self.prints,
-            )?;
+            self.write_state(st.clone())?;
         }
         if !interrupted {
             export(cfg, &st, self.scale).map_err(|e| {
