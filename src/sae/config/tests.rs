@@ -1,0 +1,49 @@
+//! Unit tests of the resolved configuration: schedules and defaults.
+
+use super::*;
+
+fn cfg(extra: impl FnOnce(&mut TrainArgs)) -> TrainConfig {
+    let mut a = TrainArgs {
+        out: Some("unused".into()),
+        steps: Some(100),
+        lr: Some(1.0),
+        lr_warmup: Some(10),
+        ..Default::default()
+    };
+    extra(&mut a);
+    TrainConfig::resolve(&a, 8, 1000).unwrap()
+}
+
+#[test]
+fn lr_schedule() {
+    let c = cfg(|_| {});
+    assert_eq!(c.lr_at(0), 0.1);
+    assert_eq!(c.lr_at(9), 1.0);
+    assert_eq!(c.lr_at(99), 1.0);
+    // Linear over every step after warm-up (the default span), to 0.
+    let c = cfg(|a| a.lr_decay = Some(LrDecay::Linear));
+    assert_eq!(c.lr_at(10), 1.0);
+    assert!((c.lr_at(55) - 0.5).abs() < 1e-6);
+    // Linear over the last 20 steps, to 0.1 x lr.
+    let c = cfg(|a| {
+        a.lr_decay = Some(LrDecay::Linear);
+        a.lr_decay_steps = Some(20);
+        a.lr_end = Some(0.1);
+    });
+    assert_eq!(c.lr_at(79), 1.0);
+    assert_eq!(c.lr_at(80), 1.0);
+    assert!((c.lr_at(90) - 0.55).abs() < 1e-6);
+    assert!((c.lr_at(99) - (0.1 + 0.9 * 0.05)).abs() < 1e-6);
+    // A decay span longer than the run after warm-up is cut to it.
+    let c = cfg(|a| {
+        a.lr_decay = Some(LrDecay::Cosine);
+        a.lr_decay_steps = Some(1000);
+    });
+    assert_eq!(c.lr_at(10), 1.0);
+    let bad = TrainArgs {
+        out: Some("unused".into()),
+        lr_end: Some(1.5),
+        ..Default::default()
+    };
+    assert!(TrainConfig::resolve(&bad, 8, 1000).is_err());
+}
