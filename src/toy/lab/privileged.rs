@@ -171,7 +171,13 @@ pub(super) fn train_instances<T>(
     let (shape, p) = (mc.shape(), mc.shape().params());
     let t = train_mlp(engine, mc, init_mlp(shape, mc.spec, mc.seed), log)?;
     let out = (0..mc.instances())
-        .map(|inst| each(inst, &t.prm[inst * p..(inst + 1) * p], t.final_loss[inst]))
+        .map(|inst| {
+            each(
+                inst,
+                &t.params[inst * p..(inst + 1) * p],
+                t.final_loss[inst],
+            )
+        })
         .collect();
     Ok((out, t.seconds))
 }
