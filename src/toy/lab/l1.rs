@@ -22,7 +22,7 @@ use crate::reference::toy_mlp::{HiddenAct, MlpSpec};
 use crate::toy::Progress;
 
 use super::plots_neurons::{LineChart, Series};
-use super::privileged::{PrivilegedConfig, summarize, train_instances};
+use super::privileged::{summarize, train_instances};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct L1Config {
@@ -142,7 +142,7 @@ pub fn run(
     log_every: u64,
     log: &mut dyn FnMut(&Progress),
 ) -> Result<L1Result> {
-    let spec = PrivilegedConfig::spec();
+    let spec = super::privileged::spec();
     let k = cfg.l1.len();
     let (a, s1) = train_all(
         engine,

@@ -60,9 +60,9 @@ pub fn classify(w: &[f32], signed: bool) -> (NeuronKind, usize) {
     (kind, top)
 }
 
-/// What to run.
+/// What the privileged and abs experiments run: one instance per density.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct PrivilegedConfig {
+pub struct DensitySweep {
     pub n: usize,
     pub m: usize,
     /// I_i = importance_decay^i.
@@ -75,32 +75,30 @@ pub struct PrivilegedConfig {
     pub seed: u64,
 }
 
-impl PrivilegedConfig {
-    /// n = 10 features, m = 5 neurons, I_i = 0.75^i, seven densities from 1 to 0.01.
-    pub fn paper() -> Self {
-        PrivilegedConfig {
-            n: 10,
-            m: 5,
-            importance_decay: 0.75,
-            density: crate::toy::log_space(0.01, 1.0, 7),
-            steps: 10_000,
-            batch: 1024,
-            lr: 1e-3,
-            weight_decay: 0.01,
-            seed: 0,
-        }
+/// n = 10 features, m = 5 neurons, I_i = 0.75^i, seven densities from 1 to 0.01.
+pub fn paper() -> DensitySweep {
+    DensitySweep {
+        n: 10,
+        m: 5,
+        importance_decay: 0.75,
+        density: crate::toy::log_space(0.01, 1.0, 7),
+        steps: 10_000,
+        batch: 1024,
+        lr: 1e-3,
+        weight_decay: 0.01,
+        seed: 0,
     }
+}
 
-    /// The model: ReLU hidden layer without bias, tied weights, ReLU output.
-    pub fn spec() -> MlpSpec {
-        MlpSpec {
-            act_h: HiddenAct::Relu,
-            relu_out: true,
-            tied: true,
-            hidden_bias: false,
-            signed: false,
-            abs_target: false,
-        }
+/// The model: ReLU hidden layer without bias, tied weights, ReLU output.
+pub fn spec() -> MlpSpec {
+    MlpSpec {
+        act_h: HiddenAct::Relu,
+        relu_out: true,
+        tied: true,
+        hidden_bias: false,
+        signed: false,
+        abs_target: false,
     }
 }
 
@@ -135,16 +133,19 @@ pub struct PrivilegedInstance {
     pub bias: Vec<f32>,
 }
 
+/// A finished privileged or abs run, instances `I`, as written to results.json.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct PrivilegedResult {
+pub struct DensitySweepResult<I> {
     pub experiment: &'static str,
-    pub config: PrivilegedConfig,
+    pub config: DensitySweep,
     pub engine: String,
     pub train_seconds: f64,
     /// The monosemantic rule, in words.
     pub rule: String,
-    pub instances: Vec<PrivilegedInstance>,
+    pub instances: Vec<I>,
 }
+
+pub type PrivilegedResult = DensitySweepResult<PrivilegedInstance>;
 
 /// The rule in words, for results.json and the README.
 pub fn rule_text(signed: bool) -> String {
@@ -182,29 +183,53 @@ pub(super) fn train_instances<T>(
     Ok((out, t.seconds))
 }
 
+impl DensitySweep {
+    /// Train `spec` at every density at once and map each instance's shape, density,
+    /// parameters and final loss through `each`.
+    pub(super) fn run<I>(
+        &self,
+        experiment: &'static str,
+        spec: MlpSpec,
+        engine: &Engine,
+        log_every: u64,
+        log: &mut dyn FnMut(&Progress),
+        each: impl Fn(MlpShape, f32, &[f32], f64) -> I,
+    ) -> Result<DensitySweepResult<I>> {
+        let cfg = self;
+        let mc = mlp_config!(cfg, spec, cfg.density, log_every);
+        let (instances, seconds) = train_instances(engine, &mc, log, |inst, w, loss| {
+            each(mc.shape(), cfg.density[inst], w, loss)
+        })?;
+        Ok(DensitySweepResult {
+            experiment,
+            config: cfg.clone(),
+            engine: engine.name(),
+            train_seconds: seconds,
+            rule: rule_text(spec.signed),
+            instances,
+        })
+    }
+}
+
 /// Train every density at once and classify the neurons.
 pub fn run(
     engine: &Engine,
-    cfg: &PrivilegedConfig,
+    cfg: &DensitySweep,
     log_every: u64,
     log: &mut dyn FnMut(&Progress),
 ) -> Result<PrivilegedResult> {
-    let spec = PrivilegedConfig::spec();
-    let mc = mlp_config!(cfg, spec, cfg.density, log_every);
-    let (instances, seconds) =
-        train_instances(engine, &mc, log, |inst, w, loss| PrivilegedInstance {
-            density: cfg.density[inst],
+    cfg.run(
+        "privileged",
+        spec(),
+        engine,
+        log_every,
+        log,
+        |shape, density, w, loss| PrivilegedInstance {
+            density,
             loss,
-            ..summarize(mc.shape(), w, false)
-        })?;
-    Ok(PrivilegedResult {
-        experiment: "privileged",
-        config: cfg.clone(),
-        engine: engine.name(),
-        train_seconds: seconds,
-        rule: rule_text(false),
-        instances,
-    })
+            ..summarize(shape, w, false)
+        },
+    )
 }
 
 /// Classify the neurons of one instance's parameters `w` (density and loss left at 0).
