@@ -12,7 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use super::train::{
-    CHUNK_ROWS, GpuSteps, Progress, Schedule, Stepper, Trained, hyper, row_means, run_steps,
+    CHUNK_ROWS, GpuSteps, Progress, Schedule, Stepper, Trained, check_positive, hyper, row_means,
+    run_steps,
 };
 use crate::gpu::{Engine, Gpu, GpuTensor};
 use crate::reference::toy::FeatureSets;
@@ -60,12 +61,7 @@ impl MlpConfig {
 
     fn check(&self) -> Result<()> {
         let s = self.shape();
-        if s.instances == 0 || s.n == 0 || s.m == 0 || s.rows == 0 {
-            return Err(Error::input(format!(
-                "toy model: instances {}, features {}, neurons {} and batch {} must all be positive",
-                s.instances, s.n, s.m, s.rows
-            )));
-        }
+        check_positive(s.instances, s.n, ("neurons", s.m), s.rows)?;
         let e = s.instances;
         if self.importance.len() != e * s.n || self.l1.len() != e || self.topk.len() != e {
             return Err(Error::Internal(format!(

@@ -64,12 +64,7 @@ impl TrainConfig {
 
     fn check(&self) -> Result<()> {
         let s = self.shape();
-        if s.instances == 0 || s.n == 0 || s.m == 0 || s.rows == 0 {
-            return Err(Error::input(format!(
-                "toy model: instances {}, features {}, hidden {} and batch {} must all be positive",
-                s.instances, s.n, s.m, s.rows
-            )));
-        }
+        check_positive(s.instances, s.n, ("hidden", s.m), s.rows)?;
         if s.m > kernels::toy::MAX_HIDDEN {
             return Err(Error::input(format!(
                 "toy model: --hidden {} exceeds the kernels' limit of {}",
@@ -87,6 +82,22 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// Refuse an empty model; `hidden` names m and gives it ("hidden" here, "neurons" for the
+/// MLP).
+pub(super) fn check_positive(
+    instances: usize,
+    n: usize,
+    (hidden, m): (&str, usize),
+    rows: usize,
+) -> Result<()> {
+    if instances == 0 || n == 0 || m == 0 || rows == 0 {
+        return Err(Error::input(format!(
+            "toy model: instances {instances}, features {n}, {hidden} {m} and batch {rows} must all be positive"
+        )));
+    }
+    Ok(())
 }
 
 /// Parameters of every instance: w (instances, n, m), row i of instance e being the feature

@@ -18,7 +18,9 @@ use crate::gpu::Engine;
 use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
 use crate::toy::Progress;
 use crate::toy::mlp::forward_one;
+use crate::toy::plots::density_label;
 
+use super::plots_neurons::StackPanel;
 use super::privileged::{DensitySweep, DensitySweepResult, NeuronKind, classify};
 
 /// Mean relative error below which a feature counts as computed.
@@ -173,37 +175,24 @@ pub fn analyse(shape: MlpShape, spec: MlpSpec, w: &[f32]) -> AbsInstance {
 }
 
 pub fn write(dir: &Path, r: &AbsResult) -> Result<Vec<String>> {
-    crate::io::create_dir(dir)?;
-    crate::io::write_json(&dir.join("results.json"), r)?;
-    let panels: Vec<super::plots_neurons::StackPanel> = r
-        .instances
-        .iter()
-        .map(|i| super::plots_neurons::StackPanel {
-            title: format!(
-                "{}\n{} features,\n{} signs computed",
-                super::plots_neurons::density_title(i.density),
-                i.features_computed,
-                i.signs_computed
-            ),
-            neurons: i
-                .neurons
-                .iter()
-                .map(|u| (u.weights_in.clone(), u.kind))
-                .collect(),
-        })
-        .collect();
-    super::plots_neurons::stacks(
-        dir,
-        "neurons",
-        &format!(
-            "Computation in superposition: y = |x| through h = ReLU(W1 x + b1), n = {}, m = {}; \
-             each bar a neuron's input weights by feature (pale: negative, drawn downward)",
-            r.config.n, r.config.m
+    let title = format!(
+        "Computation in superposition: y = |x| through h = ReLU(W1 x + b1), n = {}, m = {}; \
+         each bar a neuron's input weights by feature (pale: negative, drawn downward)",
+        r.config.n, r.config.m
+    );
+    r.write_stacks(dir, &title, |i| StackPanel {
+        title: format!(
+            "{}\n{} features,\n{} signs computed",
+            density_label(i.density),
+            i.features_computed,
+            i.signs_computed
         ),
-        r.config.n,
-        &panels,
-    )?;
-    Ok(vec!["results.json".into(), "neurons.{png,svg}".into()])
+        neurons: i
+            .neurons
+            .iter()
+            .map(|u| (u.weights_in.clone(), u.kind))
+            .collect(),
+    })
 }
 
 pub fn table(r: &AbsResult) -> String {

@@ -332,8 +332,7 @@ pub fn summary(r: &InterveneResult, kind: &str) -> (f64, f64, f64, f64, f64) {
 }
 
 pub fn write(dir: &Path, r: &InterveneResult) -> Result<Vec<String>> {
-    crate::io::create_dir(dir)?;
-    crate::io::write_json(&dir.join("results.json"), r)?;
+    crate::toy::write_results(dir, r)?;
     let pick = |kind: &str, f: &dyn Fn(&Intervention) -> f64| -> Vec<(f64, f64)> {
         r.interventions
             .iter()

@@ -14,6 +14,9 @@ use crate::gpu::Engine;
 use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
 use crate::toy::Progress;
 use crate::toy::mlp::{MlpConfig, init_mlp, train_mlp};
+use crate::toy::plots::density_label;
+
+use super::plots_neurons::StackPanel;
 
 /// A neuron whose firing weights' norm is below this is dead (neither kind).
 pub const DEAD_NORM: f64 = 0.1;
@@ -147,6 +150,22 @@ pub struct DensitySweepResult<I> {
 
 pub type PrivilegedResult = DensitySweepResult<PrivilegedInstance>;
 
+impl<I: serde::Serialize> DensitySweepResult<I> {
+    /// Write DIR/results.json and neurons.{png,svg}, one stack panel per instance under
+    /// `title`; returns the files written.
+    pub(super) fn write_stacks(
+        &self,
+        dir: &Path,
+        title: &str,
+        panel: impl Fn(&I) -> StackPanel,
+    ) -> Result<Vec<String>> {
+        crate::toy::write_results(dir, self)?;
+        let panels: Vec<StackPanel> = self.instances.iter().map(panel).collect();
+        super::plots_neurons::stacks(dir, "neurons", title, self.config.n, &panels)?;
+        Ok(vec!["results.json".into(), "neurons.{png,svg}".into()])
+    }
+}
+
 /// The rule in words, for results.json and the README.
 pub fn rule_text(signed: bool) -> String {
     let which = if signed {
@@ -279,32 +298,19 @@ pub fn summarize(shape: MlpShape, w: &[f32], signed: bool) -> PrivilegedInstance
 
 /// Write DIR/results.json and neurons.{png,svg}; returns the files written.
 pub fn write(dir: &Path, r: &PrivilegedResult) -> Result<Vec<String>> {
-    crate::io::create_dir(dir)?;
-    crate::io::write_json(&dir.join("results.json"), r)?;
-    let panels: Vec<super::plots_neurons::StackPanel> = r
-        .instances
-        .iter()
-        .map(|i| super::plots_neurons::StackPanel {
-            title: super::plots_neurons::density_title(i.density),
-            neurons: i
-                .neurons
-                .iter()
-                .map(|u| (u.weights.clone(), u.kind))
-                .collect(),
-        })
-        .collect();
-    super::plots_neurons::stacks(
-        dir,
-        "neurons",
-        &format!(
-            "Privileged basis: h = ReLU(W x), x' = ReLU(W\u{1d40} h + b), n = {}, m = {}; \
-             each bar a neuron, blocks |W[k, i]| by feature (pale, below the axis: negative)",
-            r.config.n, r.config.m
-        ),
-        r.config.n,
-        &panels,
-    )?;
-    Ok(vec!["results.json".into(), "neurons.{png,svg}".into()])
+    let title = format!(
+        "Privileged basis: h = ReLU(W x), x' = ReLU(W\u{1d40} h + b), n = {}, m = {}; \
+         each bar a neuron, blocks |W[k, i]| by feature (pale, below the axis: negative)",
+        r.config.n, r.config.m
+    );
+    r.write_stacks(dir, &title, |i| StackPanel {
+        title: density_label(i.density),
+        neurons: i
+            .neurons
+            .iter()
+            .map(|u| (u.weights.clone(), u.kind))
+            .collect(),
+    })
 }
 
 /// The printed table.
