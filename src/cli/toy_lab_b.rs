@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::gpu::{Engine, select_engine};
-use crate::toy::lab::abs::{self, AbsConfig};
-use crate::toy::lab::privileged::{self, PrivilegedConfig};
+use crate::toy::lab::abs;
+use crate::toy::lab::privileged::{self, DensitySweep};
 use crate::toy::lab::{self, intervene, l1};
 use crate::{Error, Result};
 
@@ -118,6 +118,21 @@ fn densities(a: &ToyArgs, default: Vec<f32>) -> Result<Vec<f32>> {
     }
 }
 
+/// The config of privileged or abs: the flags over the experiment's defaults `d`.
+fn density_sweep(a: &ToyArgs, d: DensitySweep) -> Result<DensitySweep> {
+    Ok(DensitySweep {
+        n: a.features.unwrap_or(d.n),
+        m: a.hidden.unwrap_or(d.m),
+        importance_decay: a.importance_decay.unwrap_or(d.importance_decay),
+        density: densities(a, d.density)?,
+        steps: steps(a),
+        batch: batch(a),
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        seed: a.seed,
+    })
+}
+
 fn wrote(out: &Path, files: &[String], seconds: f64, engine: &str) {
     println!(
         "{seconds:.1} s training on the {engine}; wrote {}: {}",
@@ -144,26 +159,9 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
         eprintln!("{why}");
         Ok(engine)
     };
-    // The config of privileged or abs: the flags over the experiment's defaults `$d`.
-    macro_rules! density_sweep {
-        ($ty:ident, $d:expr) => {{
-            let d = $d;
-            $ty {
-                n: a.features.unwrap_or(d.n),
-                m: a.hidden.unwrap_or(d.m),
-                importance_decay: a.importance_decay.unwrap_or(d.importance_decay),
-                density: densities(a, d.density)?,
-                steps: steps(a),
-                batch: batch(a),
-                lr: a.lr,
-                weight_decay: a.weight_decay,
-                seed: a.seed,
-            }
-        }};
-    }
     match exp {
         LabB::Privileged => {
-            let cfg = density_sweep!(PrivilegedConfig, PrivilegedConfig::paper());
+            let cfg = density_sweep(a, privileged::paper())?;
             let r = privileged::run(&engine()?, &cfg, log_every, &mut log)?;
             let files = privileged::write(&a.out, &r)?;
             print!("{}", privileged::table(&r));
@@ -171,7 +169,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
             wrote(&a.out, &files, r.train_seconds, &r.engine);
         }
         LabB::Abs => {
-            let cfg = density_sweep!(AbsConfig, AbsConfig::default_size());
+            let cfg = density_sweep(a, abs::default_size())?;
             let r = abs::run(&engine()?, &cfg, log_every, &mut log)?;
             let files = abs::write(&a.out, &r)?;
             print!("{}", abs::table(&r));

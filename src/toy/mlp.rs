@@ -11,8 +11,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
-use super::train::{CHUNK_ROWS, Progress, Schedule, Stepper, hyper, row_means, run_steps};
+use super::train::{
+    CHUNK_ROWS, GpuSteps, Progress, Schedule, Stepper, Trained, check_positive, hyper, row_means,
+    run_steps,
+};
 use crate::gpu::{Engine, Gpu, GpuTensor};
+use crate::reference::toy::FeatureSets;
 use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
 use crate::{Error, Result, kernels, reference};
 
@@ -57,12 +61,7 @@ impl MlpConfig {
 
     fn check(&self) -> Result<()> {
         let s = self.shape();
-        if s.instances == 0 || s.n == 0 || s.m == 0 || s.rows == 0 {
-            return Err(Error::input(format!(
-                "toy model: instances {}, features {}, neurons {} and batch {} must all be positive",
-                s.instances, s.n, s.m, s.rows
-            )));
-        }
+        check_positive(s.instances, s.n, ("neurons", s.m), s.rows)?;
         let e = s.instances;
         if self.importance.len() != e * s.n || self.l1.len() != e || self.topk.len() != e {
             return Err(Error::Internal(format!(
@@ -97,17 +96,8 @@ pub fn init_mlp(shape: MlpShape, spec: MlpSpec, seed: u64) -> MlpParams {
     prm
 }
 
-/// The outcome of a run.
-pub struct MlpTrained {
-    pub prm: MlpParams,
-    /// Per instance: mean over `eval_batches` fresh batches of sum_i I_i (y_i - t_i)^2
-    /// (the reconstruction loss alone, without the L1 term).
-    pub final_loss: Vec<f64>,
-    /// (step, per-instance batch loss with the L1 term) at every log interval.
-    pub curve: Vec<(u64, Vec<f64>)>,
-    /// Wall time of the training steps.
-    pub seconds: f64,
-}
+/// The outcome of a run (no snapshots).
+pub type MlpTrained = Trained<MlpParams>;
 
 /// Train `cfg` from `init` on `engine`, calling `log` every `cfg.log_every` steps.
 pub fn train_mlp(
@@ -128,13 +118,7 @@ pub fn train_mlp(
         instances: cfg.instances(),
         snapshot_every: 0,
     };
-    let r = run_steps(stepper.as_mut(), &schedule, log)?;
-    Ok(MlpTrained {
-        prm: r.params,
-        final_loss: r.final_loss,
-        curve: r.curve,
-        seconds: r.seconds,
-    })
+    run_steps(stepper.as_mut(), &schedule, log)
 }
 
 /// The model applied to one input on the host (the twin's forward on one row, then
@@ -289,10 +273,10 @@ impl Stepper<MlpParams> for CpuMlp {
         Ok(())
     }
 
-    fn eval(&mut self, t: u64) -> Result<Vec<f64>> {
+    fn forward_eval(&mut self, t: u64) -> Result<()> {
         let zero = vec![0.0; self.shape.instances];
         self.forward(t, &zero);
-        Ok(row_means(&self.loss, self.shape.rows))
+        Ok(())
     }
 
     fn batch_loss(&mut self) -> Result<Vec<f64>> {
@@ -307,13 +291,10 @@ impl Stepper<MlpParams> for CpuMlp {
 // ---------------------------------------------------------------- GPU engine
 
 struct GpuMlp {
-    gpu: Arc<Gpu>,
+    run: GpuSteps,
     cfg: MlpConfig,
     shape: MlpShape,
     chunks: usize,
-    step_buf: wgpu::Buffer,
-    hyper_buf: wgpu::Buffer,
-    clip: GpuTensor,
     density: GpuTensor,
     importance: GpuTensor,
     l1: GpuTensor,
@@ -331,9 +312,6 @@ struct GpuMlp {
     grad: GpuTensor,
 }
 
-/// Wait for the device every this many steps (as the toy trainer does).
-const SYNC_EVERY: u64 = 64;
-
 impl GpuMlp {
     fn new(gpu: Arc<Gpu>, cfg: &MlpConfig, prm: MlpParams) -> Result<Self> {
         let s = cfg.shape();
@@ -344,11 +322,9 @@ impl GpuMlp {
             m,
         } = s;
         let (p, chunks) = (s.params(), s.chunks(CHUNK_ROWS));
-        let g = &gpu;
+        let run = GpuSteps::new(gpu, "mlp")?;
+        let g = &run.gpu;
         Ok(GpuMlp {
-            step_buf: kernels::toy::step_buffer(g),
-            hyper_buf: kernels::optim::hyper_buffer(g),
-            clip: g.upload("mlp clip", &[2], &[1.0, 0.0])?,
             density: g.upload("mlp density", &[e], &cfg.density)?,
             importance: g.upload("mlp importance", &[e, n], &cfg.importance)?,
             l1: g.upload("mlp l1", &[e], &cfg.l1)?,
@@ -364,54 +340,51 @@ impl GpuMlp {
             loss: g.zeros("mlp loss", &[e, rows])?,
             part: g.zeros("mlp partials", &[e, chunks, p])?,
             grad: g.zeros("mlp grad", &[e, p])?,
-            gpu,
+            run,
             cfg: cfg.clone(),
             shape: s,
             chunks,
         })
     }
 
-    fn record_forward(&self, enc: &mut wgpu::CommandEncoder, eval: bool) -> Result<()> {
-        let (gpu, s, c) = (&*self.gpu, self.shape, &self.cfg);
+    /// Record data step `t` (queued) and the forward pass, with the L1 term for training.
+    fn begin(&self, t: u64, train: bool) -> Result<wgpu::CommandEncoder> {
+        let (gpu, s, c) = (&*self.run.gpu, self.shape, &self.cfg);
+        let adamw = train.then_some((c.lr, c.weight_decay));
+        let mut enc = self.run.begin(t, FeatureSets::default(), adamw);
         kernels::toy_mlp::mlp_data(
             gpu,
-            enc,
+            &mut enc,
             s,
             c.spec.signed,
             c.seed,
-            &self.step_buf,
+            &self.run.step_buf,
             &self.density,
             &self.x,
         )?;
         kernels::toy_mlp::mlp_forward(
             gpu,
-            enc,
+            &mut enc,
             s,
             c.spec,
             &self.x,
             &self.prm,
             &self.importance,
-            if eval { &self.l1_zero } else { &self.l1 },
+            if train { &self.l1 } else { &self.l1_zero },
             &self.topk,
             &self.h,
             &self.g,
             &self.dpre,
             &self.loss,
-        )
+        )?;
+        Ok(enc)
     }
 }
 
 impl Stepper<MlpParams> for GpuMlp {
     fn step(&mut self, t: u64) -> Result<()> {
-        let (gpu, s) = (&*self.gpu, self.shape);
-        kernels::toy::write_step(gpu, &self.step_buf, t as u32);
-        kernels::optim::write_hyper(
-            gpu,
-            &self.hyper_buf,
-            &hyper(self.cfg.lr, self.cfg.weight_decay, t),
-        );
-        let mut enc = gpu.encoder();
-        self.record_forward(&mut enc, false)?;
+        let (gpu, s) = (&*self.run.gpu, self.shape);
+        let mut enc = self.begin(t, true)?;
         kernels::toy_mlp::mlp_grad(
             gpu,
             &mut enc,
@@ -434,38 +407,23 @@ impl Stepper<MlpParams> for GpuMlp {
             p,
             &self.grad,
         )?;
-        kernels::optim::adam(
-            gpu,
-            &mut enc,
-            &self.prm,
-            &self.grad,
-            &self.mom,
-            &self.vel,
-            &self.hyper_buf,
-            &self.clip,
-        )?;
-        gpu.submit(enc);
-        if (t + 1).is_multiple_of(SYNC_EVERY) {
-            gpu.wait()?;
-        }
+        self.run
+            .adam(&mut enc, &self.prm, &self.grad, &self.mom, &self.vel)?;
+        self.run.submit_step(enc, t)
+    }
+
+    fn forward_eval(&mut self, t: u64) -> Result<()> {
+        let enc = self.begin(t, false)?;
+        self.run.gpu.submit(enc);
         Ok(())
     }
 
-    fn eval(&mut self, t: u64) -> Result<Vec<f64>> {
-        let gpu = &*self.gpu;
-        kernels::toy::write_step(gpu, &self.step_buf, t as u32);
-        let mut enc = gpu.encoder();
-        self.record_forward(&mut enc, true)?;
-        gpu.submit(enc);
-        Ok(row_means(&gpu.read_f32(&self.loss)?, self.shape.rows))
-    }
-
     fn batch_loss(&mut self) -> Result<Vec<f64>> {
-        Ok(row_means(&self.gpu.read_f32(&self.loss)?, self.shape.rows))
+        self.run.row_means(&self.loss, self.shape.rows)
     }
 
     fn params(&mut self) -> Result<MlpParams> {
-        self.gpu.read_f32(&self.prm)
+        self.run.gpu.read_f32(&self.prm)
     }
 }
 

@@ -197,11 +197,16 @@ pub fn run_sweep(
     })
 }
 
+/// Create DIR and write `r` to DIR/results.json.
+pub fn write_results(dir: &Path, r: &impl serde::Serialize) -> Result<()> {
+    crate::io::create_dir(dir)?;
+    crate::io::write_json(&dir.join("results.json"), r)
+}
+
 /// Write DIR/results.json and the figures (features, dimensionality, and for m = 2
 /// directions), each as PNG and SVG. Returns the files written.
 pub fn write_sweep(dir: &Path, r: &SweepResult) -> Result<Vec<String>> {
-    crate::io::create_dir(dir)?;
-    crate::io::write_json(&dir.join("results.json"), r)?;
+    write_results(dir, r)?;
     let mut files = vec!["results.json".to_string()];
     plots::features(dir, r)?;
     files.push("features.{png,svg}".into());
@@ -216,8 +221,7 @@ pub fn write_sweep(dir: &Path, r: &SweepResult) -> Result<Vec<String>> {
 
 /// Write DIR/results.json and phase.{png,svg} for a phase diagram.
 pub fn write_phase(dir: &Path, r: &phase::PhaseResult) -> Result<Vec<String>> {
-    crate::io::create_dir(dir)?;
-    crate::io::write_json(&dir.join("results.json"), r)?;
+    write_results(dir, r)?;
     plots::phase(dir, r)?;
     Ok(vec!["results.json".into(), "phase.{png,svg}".into()])
 }

@@ -16,12 +16,31 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::Result;
-use crate::report::plots::{Picture, draw_both};
 
 use super::SweepResult;
 use super::phase::{Phase, PhaseResult};
 
 pub(crate) type Res = std::result::Result<(), String>;
+
+/// `crate::report::plots::draw_both` for a chart function:
+/// `draw_chart!(dir, name, size, chart(a: A, b: B))` draws `chart(root, a, b)` (a: &A,
+/// b: &B) into DIR/NAME.{png,svg}, through a one-off `Picture`.
+macro_rules! draw_chart {
+    ($dir:expr, $name:expr, $size:expr, $chart:ident($($arg:ident: $ty:ty),+)) => {{
+        struct P<'a>($(&'a $ty),+);
+        impl $crate::report::plots::Picture for P<'_> {
+            fn draw<DB: ::plotters::prelude::DrawingBackend>(
+                &self,
+                root: &::plotters::prelude::DrawingArea<DB, ::plotters::coord::Shift>,
+            ) -> $crate::toy::plots::Res {
+                let P($($arg),+) = *self;
+                $chart(root, $($arg),+)
+            }
+        }
+        $crate::report::plots::draw_both($dir, $name, $size, &P($($arg),+))
+    }};
+}
+pub(crate) use draw_chart;
 
 pub(crate) fn e<E: std::fmt::Display>(err: E) -> String {
     err.to_string()
@@ -80,7 +99,21 @@ fn rect<DB: DrawingBackend>(
     .map_err(e)
 }
 
-fn density_label(d: f32) -> String {
+/// An arrow from `from` to `tip`: a line 2 px wide ending in a dot of radius `dot`.
+pub(crate) fn arrow<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    from: (i32, i32),
+    tip: (i32, i32),
+    c: RGBColor,
+    dot: i32,
+) -> Res {
+    area.draw(&PathElement::new(vec![from, tip], c.stroke_width(2)))
+        .map_err(e)?;
+    area.draw(&Circle::new(tip, dot, c.filled())).map_err(e)
+}
+
+/// "1-S = d" with 2 decimals, 3 below 0.1, in exponent form below 0.01.
+pub(crate) fn density_label(d: f32) -> String {
     if d >= 0.1 {
         format!("1-S = {d:.2}")
     } else if d >= 0.01 {
@@ -118,12 +151,44 @@ const HEAT: f64 = 140.0;
 const PANEL_W: u32 = 200;
 const PANEL_H: u32 = 360;
 
+/// Columns and rows of one panel per instance of `r`, [`PANELS_PER_ROW`] to a row.
+fn grid(r: &SweepResult) -> (usize, usize) {
+    let k = r.instances.len().max(1);
+    (k.min(PANELS_PER_ROW), k.div_ceil(PANELS_PER_ROW))
+}
+
+/// One panel per instance of `r` below a 40 px title row (`bottom` px kept for a legend),
+/// and the largest ||W_i|| of any instance (at least 1).
+fn density_panels<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    r: &SweepResult,
+    bottom: u32,
+) -> (Vec<DrawingArea<DB, Shift>>, f64) {
+    let (cols, rows) = grid(r);
+    let panels = root.margin(40, bottom, 10, 10).split_evenly((rows, cols));
+    let max_norm = r
+        .instances
+        .iter()
+        .flat_map(|i| i.norms.iter().copied())
+        .fold(1.0f64, f64::max);
+    (panels, max_norm)
+}
+
+/// A panel's heading: its density, centred at the top.
+fn heading<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, density: f32) -> Res {
+    let pw = area.dim_in_pixel().0;
+    text(
+        area,
+        &density_label(density),
+        (pw as i32 / 2, 0),
+        15,
+        HPos::Center,
+    )
+}
+
 fn features_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &SweepResult) -> Res {
-    let k = r.instances.len();
     let n = r.config.n;
     let shown = n.min(MAX_HEAT_FEATURES);
-    let cols = k.clamp(1, PANELS_PER_ROW);
-    let rows = k.div_ceil(cols).max(1);
     let (w, _) = root.dim_in_pixel();
     let title = format!(
         "{} model, n = {n} features in m = {} dimensions{}",
@@ -140,24 +205,12 @@ fn features_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &SweepRe
         }
     );
     text(root, &title, (w as i32 / 2, 8), 20, HPos::Center)?;
-    let body = root.margin(40, 60, 10, 10);
-    let panels = body.split_evenly((rows, cols));
-    let max_norm = r
-        .instances
-        .iter()
-        .flat_map(|i| i.norms.iter().copied())
-        .fold(1.0f64, f64::max);
+    let (panels, max_norm) = density_panels(root, r, 60);
     let cell = HEAT / shown as f64;
     for (inst, area) in r.instances.iter().zip(&panels) {
         let (pw, _) = area.dim_in_pixel();
         let x0 = ((pw as f64 - HEAT - cell.max(6.0) - 6.0) / 2.0).max(0.0);
-        text(
-            area,
-            &density_label(inst.density),
-            (pw as i32 / 2, 0),
-            15,
-            HPos::Center,
-        )?;
+        heading(area, inst.density)?;
         text(
             area,
             &format!("D* = {:.2}, {} learned", inst.dstar, inst.represented.len()),
@@ -274,17 +327,10 @@ fn features_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &SweepRe
 
 /// features.{png,svg}: W^T W, b and the ||W_i|| bars for every instance.
 pub fn features(dir: &Path, r: &SweepResult) -> Result<()> {
-    struct P<'a>(&'a SweepResult);
-    impl Picture for P<'_> {
-        fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Res {
-            features_chart(root, self.0)
-        }
-    }
-    let k = r.instances.len().max(1);
-    let cols = k.min(PANELS_PER_ROW) as u32;
-    let rows = k.div_ceil(PANELS_PER_ROW) as u32;
+    let (cols, rows) = grid(r);
+    let (cols, rows) = (cols as u32, rows as u32);
     let size = ((cols * PANEL_W + 20).max(700), rows * PANEL_H + 100);
-    draw_both(dir, "features", size, &P(r))
+    draw_chart!(dir, "features", size, features_chart(r: SweepResult))
 }
 
 // ---------------------------------------------------------------- dimensionality
@@ -397,22 +443,18 @@ pub(crate) fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
 
 /// dimensionality.{png,svg}: D* and D_i against 1 / (1 - S).
 pub fn dimensionality(dir: &Path, r: &SweepResult) -> Result<()> {
-    struct P<'a>(&'a SweepResult);
-    impl Picture for P<'_> {
-        fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Res {
-            dimensionality_chart(root, self.0)
-        }
-    }
-    draw_both(dir, "dimensionality", (900, 560), &P(r))
+    draw_chart!(
+        dir,
+        "dimensionality",
+        (900, 560),
+        dimensionality_chart(r: SweepResult)
+    )
 }
 
 // ---------------------------------------------------------------- directions (m = 2)
 
 fn directions_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &SweepResult) -> Res {
-    let k = r.instances.len();
     let n = r.config.n;
-    let cols = k.clamp(1, PANELS_PER_ROW);
-    let rows = k.div_ceil(cols).max(1);
     let (w, h) = root.dim_in_pixel();
     text(
         root,
@@ -428,13 +470,7 @@ fn directions_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Sweep
         20,
         HPos::Center,
     )?;
-    let body = root.margin(40, 40, 10, 10);
-    let panels = body.split_evenly((rows, cols));
-    let max_norm = r
-        .instances
-        .iter()
-        .flat_map(|i| i.norms.iter().copied())
-        .fold(1.0f64, f64::max);
+    let (panels, max_norm) = density_panels(root, r, 40);
     let color = |i: usize| {
         ViridisRGB::get_color(
             if n > 1 {
@@ -446,13 +482,7 @@ fn directions_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Sweep
     };
     for (inst, area) in r.instances.iter().zip(&panels) {
         let (pw, ph) = area.dim_in_pixel();
-        text(
-            area,
-            &density_label(inst.density),
-            (pw as i32 / 2, 0),
-            15,
-            HPos::Center,
-        )?;
+        heading(area, inst.density)?;
         let cx = pw as f64 / 2.0;
         let cy = 22.0 + (ph as f64 - 22.0) / 2.0;
         let rad = ((pw as f64).min(ph as f64 - 22.0) / 2.0 - 8.0).max(10.0);
@@ -484,13 +514,7 @@ fn directions_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Sweep
         for i in (0..n).rev() {
             let (a, b) = (inst.w[i][0] as f64, inst.w[i][1] as f64);
             let tip = ((cx + a * s) as i32, (cy - b * s) as i32);
-            let c = color(i);
-            area.draw(&PathElement::new(
-                vec![(cx as i32, cy as i32), tip],
-                c.stroke_width(2),
-            ))
-            .map_err(e)?;
-            area.draw(&Circle::new(tip, 4, c.filled())).map_err(e)?;
+            arrow(area, (cx as i32, cy as i32), tip, color(i), 4)?;
         }
     }
     let ly = h as i32 - 30;
@@ -513,21 +537,10 @@ fn directions_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Sweep
 
 /// directions.{png,svg}: for m = 2, every W_i as an arrow in the hidden plane.
 pub fn directions(dir: &Path, r: &SweepResult) -> Result<()> {
-    struct P<'a>(&'a SweepResult);
-    impl Picture for P<'_> {
-        fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Res {
-            directions_chart(root, self.0)
-        }
-    }
-    let k = r.instances.len().max(1);
-    let cols = k.min(PANELS_PER_ROW) as u32;
-    let rows = k.div_ceil(PANELS_PER_ROW) as u32;
-    draw_both(
-        dir,
-        "directions",
-        ((cols * 170 + 20).max(760), rows * 190 + 80),
-        &P(r),
-    )
+    let (cols, rows) = grid(r);
+    let (cols, rows) = (cols as u32, rows as u32);
+    let size = ((cols * 170 + 20).max(760), rows * 190 + 80);
+    draw_chart!(dir, "directions", size, directions_chart(r: SweepResult))
 }
 
 // ---------------------------------------------------------------- phase diagram
@@ -642,11 +655,5 @@ fn phase_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &PhaseResul
 
 /// phase.{png,svg}: the phase diagram as a coloured grid.
 pub fn phase(dir: &Path, r: &PhaseResult) -> Result<()> {
-    struct P<'a>(&'a PhaseResult);
-    impl Picture for P<'_> {
-        fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Res {
-            phase_chart(root, self.0)
-        }
-    }
-    draw_both(dir, "phase", (900, 620), &P(r))
+    draw_chart!(dir, "phase", (900, 620), phase_chart(r: PhaseResult))
 }

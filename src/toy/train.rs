@@ -64,12 +64,7 @@ impl TrainConfig {
 
     fn check(&self) -> Result<()> {
         let s = self.shape();
-        if s.instances == 0 || s.n == 0 || s.m == 0 || s.rows == 0 {
-            return Err(Error::input(format!(
-                "toy model: instances {}, features {}, hidden {} and batch {} must all be positive",
-                s.instances, s.n, s.m, s.rows
-            )));
-        }
+        check_positive(s.instances, s.n, ("hidden", s.m), s.rows)?;
         if s.m > kernels::toy::MAX_HIDDEN {
             return Err(Error::input(format!(
                 "toy model: --hidden {} exceeds the kernels' limit of {}",
@@ -87,6 +82,22 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// Refuse an empty model; `hidden` names m and gives it ("hidden" here, "neurons" for the
+/// MLP).
+pub(super) fn check_positive(
+    instances: usize,
+    n: usize,
+    (hidden, m): (&str, usize),
+    rows: usize,
+) -> Result<()> {
+    if instances == 0 || n == 0 || m == 0 || rows == 0 {
+        return Err(Error::input(format!(
+            "toy model: instances {instances}, features {n}, {hidden} {m} and batch {rows} must all be positive"
+        )));
+    }
+    Ok(())
 }
 
 /// Parameters of every instance: w (instances, n, m), row i of instance e being the feature
@@ -145,15 +156,16 @@ pub struct Progress<'a> {
     pub seconds: f64,
 }
 
-/// The outcome of a run.
-pub struct Trained {
-    pub params: Params,
-    /// Per instance: mean over `eval_batches` fresh batches of sum_i I_i (x_i - x'_i)^2.
+/// The outcome of a run, parameters `P` (this model's or [`super::mlp`]'s).
+pub struct Trained<P = Params> {
+    pub params: P,
+    /// Per instance: mean over `eval_batches` fresh batches of sum_i I_i (x_i - x'_i)^2
+    /// (for the MLP the reconstruction loss alone, without its L1 term).
     pub final_loss: Vec<f64>,
-    /// (step, per-instance batch loss) at every log interval.
+    /// (step, per-instance batch loss, the MLP's with its L1 term) at every log interval.
     pub curve: Vec<(u64, Vec<f64>)>,
     /// (step, parameters) every `TrainOptions::snapshot_every` steps.
-    pub snapshots: Vec<(u64, Params)>,
+    pub snapshots: Vec<(u64, P)>,
     /// Wall time of the training steps (not the evaluation).
     pub seconds: f64,
 }
@@ -162,9 +174,9 @@ pub struct Trained {
 pub(super) trait Stepper<P> {
     /// Training step `t` (0-based): data for step t, forward, backward, AdamW step t + 1.
     fn step(&mut self, t: u64) -> Result<()>;
-    /// Row losses of the batch for data step `t`, forward only, per instance (mean; the
-    /// MLP's without its L1 term).
-    fn eval(&mut self, t: u64) -> Result<Vec<f64>>;
+    /// The batch for data step `t` and the forward pass alone (the MLP's without its L1
+    /// term), for [`Stepper::batch_loss`] to read.
+    fn forward_eval(&mut self, t: u64) -> Result<()>;
     /// Mean row loss of the last batch, per instance.
     fn batch_loss(&mut self) -> Result<Vec<f64>>;
     fn params(&mut self) -> Result<P>;
@@ -193,21 +205,12 @@ pub(super) struct Schedule {
     pub snapshot_every: u64,
 }
 
-/// What [`run_steps`] returns (see [`Trained`]).
-pub(super) struct Run<P> {
-    pub params: P,
-    pub final_loss: Vec<f64>,
-    pub curve: Vec<(u64, Vec<f64>)>,
-    pub snapshots: Vec<(u64, P)>,
-    pub seconds: f64,
-}
-
 /// Both engines' training loop: the steps (logging and snapshots), then the evaluation.
 pub(super) fn run_steps<P>(
     stepper: &mut dyn Stepper<P>,
     s: &Schedule,
     log: &mut dyn FnMut(&Progress),
-) -> Result<Run<P>> {
+) -> Result<Trained<P>> {
     let mut snapshots = Vec::new();
     let start = Instant::now();
     let mut curve = Vec::new();
@@ -232,11 +235,12 @@ pub(super) fn run_steps<P>(
     let seconds = start.elapsed().as_secs_f64();
     let mut final_loss = vec![0.0; s.instances];
     for j in 0..s.eval_batches as u64 {
-        for (f, l) in final_loss.iter_mut().zip(stepper.eval(s.steps + j)?) {
+        stepper.forward_eval(s.steps + j)?;
+        for (f, l) in final_loss.iter_mut().zip(stepper.batch_loss()?) {
             *f += l / s.eval_batches as f64;
         }
     }
-    Ok(Run {
+    Ok(Trained {
         params,
         final_loss,
         curve,
@@ -309,14 +313,7 @@ pub fn train_with(
         instances: cfg.instances(),
         snapshot_every: opts.snapshot_every,
     };
-    let r = run_steps(stepper.as_mut(), &schedule, log)?;
-    Ok(Trained {
-        params: r.params,
-        final_loss: r.final_loss,
-        curve: r.curve,
-        snapshots: r.snapshots,
-        seconds: r.seconds,
-    })
+    run_steps(stepper.as_mut(), &schedule, log)
 }
 
 // ---------------------------------------------------------------- CPU engine
@@ -441,9 +438,9 @@ impl Stepper<Params> for CpuToy {
         Ok(())
     }
 
-    fn eval(&mut self, t: u64) -> Result<Vec<f64>> {
+    fn forward_eval(&mut self, t: u64) -> Result<()> {
         self.forward(t);
-        Ok(row_means(&self.loss, self.shape.rows))
+        Ok(())
     }
 
     fn batch_loss(&mut self) -> Result<Vec<f64>> {
@@ -457,15 +454,79 @@ impl Stepper<Params> for CpuToy {
 
 // ---------------------------------------------------------------- GPU engine
 
+/// What the GPU engines (this model's and [`super::mlp`]'s) share: the two per-step
+/// uniforms (the data step, AdamW's hyperparameters), the gradient clip (none) and the
+/// pacing of submissions.
+pub(super) struct GpuSteps {
+    pub gpu: Arc<Gpu>,
+    pub step_buf: wgpu::Buffer,
+    hyper_buf: wgpu::Buffer,
+    clip: GpuTensor,
+}
+
+/// Wait for the device every this many steps, so that the queue does not run arbitrarily
+/// far ahead of the host (each step queues two small uniform writes).
+const SYNC_EVERY: u64 = 64;
+
+impl GpuSteps {
+    /// `label` prefixes the buffers' names.
+    pub fn new(gpu: Arc<Gpu>, label: &str) -> Result<Self> {
+        Ok(GpuSteps {
+            step_buf: kernels::toy::step_buffer(&gpu),
+            hyper_buf: kernels::optim::hyper_buffer(&gpu),
+            clip: gpu.upload(&format!("{label} clip"), &[2], &[1.0, 0.0])?,
+            gpu,
+        })
+    }
+
+    /// Queue data step `t` (drawn with `sets`) and, for a training step, AdamW's
+    /// hyperparameters (lr, weight decay) at step `t`; returns the encoder to record into.
+    pub fn begin(
+        &self,
+        t: u64,
+        sets: FeatureSets,
+        adamw: Option<(f32, f32)>,
+    ) -> wgpu::CommandEncoder {
+        kernels::toy::write_step_sets(&self.gpu, &self.step_buf, t as u32, sets);
+        if let Some((lr, weight_decay)) = adamw {
+            kernels::optim::write_hyper(&self.gpu, &self.hyper_buf, &hyper(lr, weight_decay, t));
+        }
+        self.gpu.encoder()
+    }
+
+    /// Record AdamW on `w` with gradient `dw` and moments `m`, `v`.
+    pub fn adam(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        w: &GpuTensor,
+        dw: &GpuTensor,
+        m: &GpuTensor,
+        v: &GpuTensor,
+    ) -> Result<()> {
+        kernels::optim::adam(&self.gpu, enc, w, dw, m, v, &self.hyper_buf, &self.clip)
+    }
+
+    /// Submit training step `t`, waiting for the device every [`SYNC_EVERY`] steps.
+    pub fn submit_step(&self, enc: wgpu::CommandEncoder, t: u64) -> Result<()> {
+        self.gpu.submit(enc);
+        if (t + 1).is_multiple_of(SYNC_EVERY) {
+            self.gpu.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Mean row loss per instance of `loss` (instances, rows).
+    pub fn row_means(&self, loss: &GpuTensor, rows: usize) -> Result<Vec<f64>> {
+        Ok(row_means(&self.gpu.read_f32(loss)?, rows))
+    }
+}
+
 struct GpuToy {
-    gpu: Arc<Gpu>,
+    run: GpuSteps,
     cfg: TrainConfig,
     sets: FeatureSets,
     shape: ToyShape,
     chunks: usize,
-    step_buf: wgpu::Buffer,
-    hyper_buf: wgpu::Buffer,
-    clip: GpuTensor,
     density: GpuTensor,
     importance: GpuTensor,
     w: GpuTensor,
@@ -485,10 +546,6 @@ struct GpuToy {
     db: GpuTensor,
 }
 
-/// Wait for the device every this many steps, so that the queue does not run arbitrarily
-/// far ahead of the host (each step queues two small uniform writes).
-const SYNC_EVERY: u64 = 64;
-
 impl GpuToy {
     fn new(
         gpu: Arc<Gpu>,
@@ -505,11 +562,9 @@ impl GpuToy {
             m,
         } = s;
         let chunks = s.chunks(CHUNK_ROWS);
-        let g = &gpu;
+        let run = GpuSteps::new(gpu, "toy")?;
+        let g = &run.gpu;
         Ok(GpuToy {
-            step_buf: kernels::toy::step_buffer(g),
-            hyper_buf: kernels::optim::hyper_buffer(g),
-            clip: g.upload("toy clip", &[2], &[1.0, 0.0])?,
             density: g.upload("toy density", &[e, n], density)?,
             importance: g.upload("toy importance", &[e, n], &cfg.importance)?,
             w: g.upload("toy w", &[e, n, m], &p.w)?,
@@ -527,7 +582,7 @@ impl GpuToy {
             pb: g.zeros("toy db partials", &[e, chunks, n])?,
             dw: g.zeros("toy dw", &[e, n, m])?,
             db: g.zeros("toy db", &[e, n])?,
-            gpu,
+            run,
             cfg: cfg.clone(),
             sets,
             shape: s,
@@ -536,13 +591,13 @@ impl GpuToy {
     }
 
     fn record_forward(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
-        let (gpu, s) = (&*self.gpu, self.shape);
+        let (gpu, s) = (&*self.run.gpu, self.shape);
         kernels::toy::toy_data(
             gpu,
             enc,
             s,
             self.cfg.seed,
-            &self.step_buf,
+            &self.run.step_buf,
             &self.density,
             &self.x,
         )?;
@@ -565,67 +620,41 @@ impl GpuToy {
 
 impl Stepper<Params> for GpuToy {
     fn step(&mut self, t: u64) -> Result<()> {
-        let (gpu, s) = (&*self.gpu, self.shape);
+        let (gpu, s) = (&*self.run.gpu, self.shape);
         let ToyShape {
             instances: e, n, m, ..
         } = s;
-        kernels::toy::write_step_sets(gpu, &self.step_buf, t as u32, self.sets);
-        kernels::optim::write_hyper(
-            gpu,
-            &self.hyper_buf,
-            &hyper(self.cfg.lr, self.cfg.weight_decay, t),
-        );
-        let mut enc = gpu.encoder();
+        let adamw = (self.cfg.lr, self.cfg.weight_decay);
+        let mut enc = self.run.begin(t, self.sets, Some(adamw));
         self.record_forward(&mut enc)?;
         kernels::toy::toy_grad(
             gpu, &mut enc, s, CHUNK_ROWS, &self.x, &self.g, &self.h, &self.dh, &self.pw, &self.pb,
         )?;
         kernels::toy::toy_sum_chunks(gpu, &mut enc, &self.pw, e, self.chunks, n * m, &self.dw)?;
         kernels::toy::toy_sum_chunks(gpu, &mut enc, &self.pb, e, self.chunks, n, &self.db)?;
-        kernels::optim::adam(
-            gpu,
-            &mut enc,
-            &self.w,
-            &self.dw,
-            &self.mw,
-            &self.vw,
-            &self.hyper_buf,
-            &self.clip,
-        )?;
-        kernels::optim::adam(
-            gpu,
-            &mut enc,
-            &self.b,
-            &self.db,
-            &self.mb,
-            &self.vb,
-            &self.hyper_buf,
-            &self.clip,
-        )?;
-        gpu.submit(enc);
-        if (t + 1).is_multiple_of(SYNC_EVERY) {
-            gpu.wait()?;
-        }
+        self.run
+            .adam(&mut enc, &self.w, &self.dw, &self.mw, &self.vw)?;
+        self.run
+            .adam(&mut enc, &self.b, &self.db, &self.mb, &self.vb)?;
+        self.run.submit_step(enc, t)
+    }
+
+    fn forward_eval(&mut self, t: u64) -> Result<()> {
+        let mut enc = self.run.begin(t, self.sets, None);
+        self.record_forward(&mut enc)?;
+        self.run.gpu.submit(enc);
         Ok(())
     }
 
-    fn eval(&mut self, t: u64) -> Result<Vec<f64>> {
-        let gpu = &*self.gpu;
-        kernels::toy::write_step_sets(gpu, &self.step_buf, t as u32, self.sets);
-        let mut enc = gpu.encoder();
-        self.record_forward(&mut enc)?;
-        gpu.submit(enc);
-        Ok(row_means(&gpu.read_f32(&self.loss)?, self.shape.rows))
-    }
-
     fn batch_loss(&mut self) -> Result<Vec<f64>> {
-        Ok(row_means(&self.gpu.read_f32(&self.loss)?, self.shape.rows))
+        self.run.row_means(&self.loss, self.shape.rows)
     }
 
     fn params(&mut self) -> Result<Params> {
+        let gpu = &self.run.gpu;
         Ok(Params {
-            w: self.gpu.read_f32(&self.w)?,
-            b: self.gpu.read_f32(&self.b)?,
+            w: gpu.read_f32(&self.w)?,
+            b: gpu.read_f32(&self.b)?,
         })
     }
 }

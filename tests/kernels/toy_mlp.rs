@@ -410,7 +410,7 @@ fn train_case(rng: &mut ChaCha8Rng, s: MlpShape, spec: MlpSpec, steps: u64) -> R
     let on_gpu = train_mlp(&Engine::Gpu(gpu), &cfg, init.clone(), &mut |_| {}).map_err(fail)?;
     let on_cpu = train_mlp(&Engine::Cpu, &cfg, init, &mut |_| {}).map_err(fail)?;
     let t = tolerance::TOY_TRAIN;
-    assert_close("trained parameters", &on_gpu.prm, &on_cpu.prm, t)?;
+    assert_close("trained parameters", &on_gpu.params, &on_cpu.params, t)?;
     let lg: Vec<f32> = on_gpu.final_loss.iter().map(|&v| v as f32).collect();
     let lc: Vec<f32> = on_cpu.final_loss.iter().map(|&v| v as f32).collect();
     assert_close("final loss", &lg, &lc, t)

@@ -6,18 +6,19 @@
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Engine;
-use saeforge::toy::lab::abs::{AbsConfig, run, table};
+use saeforge::toy::lab::abs::{default_size, run, table};
+use saeforge::toy::lab::privileged::DensitySweep;
 
 use crate::common::{self, fail};
 
 fn check(engine: &Engine) -> Result<(), Failed> {
-    let cfg = AbsConfig {
+    let cfg = DensitySweep {
         n: 16,
         m: 6,
         density: vec![1.0, 0.03],
         steps: 10_000,
         batch: 512,
-        ..AbsConfig::default_size()
+        ..default_size()
     };
     let r = run(engine, &cfg, 0, &mut |_| {}).map_err(fail)?;
     eprint!("{}", table(&r));

@@ -18,7 +18,7 @@ fn check(engine: &Engine) -> Result<(), Failed> {
     };
     let r = run(engine, &cfg, 0, &mut |_| {}).map_err(fail)?;
     eprint!("{}", table(&r));
-    let (free, pen) = (&r.instances[0], &r.instances[1]);
+    let (free, pen) = (&r.instances[0].measured, &r.instances[1].measured);
     if free.features_per_dim <= 1.0 || free.features_represented <= cfg.m {
         return Err(format!(
             "l1 = 0: {:.3} features per dimension, {} represented; expected superposition",
@@ -33,7 +33,7 @@ fn check(engine: &Engine) -> Result<(), Failed> {
         return Err(format!(
             "l1 = {}: {:.3} features per dimension ({} represented, loss {:.5}) against \
              {:.3} ({}, {:.5}) without; expected less superposition at a higher loss",
-            pen.l1,
+            r.instances[1].l1,
             pen.features_per_dim,
             pen.features_represented,
             pen.loss,
@@ -43,7 +43,7 @@ fn check(engine: &Engine) -> Result<(), Failed> {
         )
         .into());
     }
-    if r.topk.len() != 2 || r.topk.iter().any(|t| !t.loss.is_finite()) {
+    if r.topk.len() != 2 || r.topk.iter().any(|t| !t.measured.loss.is_finite()) {
         return Err("the top-k run did not produce two finite results".into());
     }
     Ok(())

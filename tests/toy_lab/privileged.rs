@@ -7,15 +7,15 @@
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Engine;
-use saeforge::toy::lab::privileged::{PrivilegedConfig, run, table};
+use saeforge::toy::lab::privileged::{DensitySweep, paper, run, table};
 
 use crate::common::{self, fail};
 
 fn check(engine: &Engine) -> Result<(), Failed> {
-    let cfg = PrivilegedConfig {
+    let cfg = DensitySweep {
         density: vec![0.6, 0.01],
         batch: 512,
-        ..PrivilegedConfig::paper()
+        ..paper()
     };
     let r = run(engine, &cfg, 0, &mut |_| {}).map_err(fail)?;
     eprint!("{}", table(&r));

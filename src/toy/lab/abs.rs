@@ -18,51 +18,38 @@ use crate::gpu::Engine;
 use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
 use crate::toy::Progress;
 use crate::toy::mlp::forward_one;
+use crate::toy::plots::density_label;
 
-use super::privileged::{NeuronKind, classify, rule_text, train_instances};
+use super::plots_neurons::StackPanel;
+use super::privileged::{DensitySweep, DensitySweepResult, NeuronKind, classify};
 
 /// Mean relative error below which a feature counts as computed.
 pub const COMPUTED_ERROR: f64 = 0.25;
 
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct AbsConfig {
-    pub n: usize,
-    pub m: usize,
-    pub importance_decay: f32,
-    pub density: Vec<f32>,
-    pub steps: u64,
-    pub batch: usize,
-    pub lr: f32,
-    pub weight_decay: f32,
-    pub seed: u64,
+/// n = 40 features, m = 16 neurons (the paper: 100 and 40), I_i = 0.8^i, six densities
+/// from 1 to 0.003.
+pub fn default_size() -> DensitySweep {
+    DensitySweep {
+        n: 40,
+        m: 16,
+        importance_decay: 0.8,
+        density: vec![1.0, 0.3, 0.1, 0.03, 0.01, 0.003],
+        steps: 10_000,
+        batch: 1024,
+        lr: 1e-3,
+        weight_decay: 0.01,
+        seed: 0,
+    }
 }
 
-impl AbsConfig {
-    /// n = 40 features, m = 16 neurons (the paper: 100 and 40), I_i = 0.8^i, six densities
-    /// from 1 to 0.003.
-    pub fn default_size() -> Self {
-        AbsConfig {
-            n: 40,
-            m: 16,
-            importance_decay: 0.8,
-            density: vec![1.0, 0.3, 0.1, 0.03, 0.01, 0.003],
-            steps: 10_000,
-            batch: 1024,
-            lr: 1e-3,
-            weight_decay: 0.01,
-            seed: 0,
-        }
-    }
-
-    pub fn spec() -> MlpSpec {
-        MlpSpec {
-            act_h: HiddenAct::Relu,
-            relu_out: true,
-            tied: false,
-            hidden_bias: true,
-            signed: true,
-            abs_target: true,
-        }
+pub fn spec() -> MlpSpec {
+    MlpSpec {
+        act_h: HiddenAct::Relu,
+        relu_out: true,
+        tied: false,
+        hidden_bias: true,
+        signed: true,
+        abs_target: true,
     }
 }
 
@@ -99,37 +86,27 @@ pub struct AbsInstance {
     pub neurons: Vec<AbsNeuron>,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct AbsResult {
-    pub experiment: &'static str,
-    pub config: AbsConfig,
-    pub engine: String,
-    pub train_seconds: f64,
-    pub rule: String,
-    pub instances: Vec<AbsInstance>,
-}
+pub type AbsResult = DensitySweepResult<AbsInstance>;
 
 pub fn run(
     engine: &Engine,
-    cfg: &AbsConfig,
+    cfg: &DensitySweep,
     log_every: u64,
     log: &mut dyn FnMut(&Progress),
 ) -> Result<AbsResult> {
-    let spec = AbsConfig::spec();
-    let mc = mlp_config!(cfg, spec, cfg.density, log_every);
-    let (instances, seconds) = train_instances(engine, &mc, log, |inst, w, loss| AbsInstance {
-        density: cfg.density[inst],
-        loss,
-        ..analyse(mc.shape(), spec, w)
-    })?;
-    Ok(AbsResult {
-        experiment: "abs",
-        config: cfg.clone(),
-        engine: engine.name(),
-        train_seconds: seconds,
-        rule: rule_text(true),
-        instances,
-    })
+    let spec = spec();
+    cfg.run(
+        "abs",
+        spec,
+        engine,
+        log_every,
+        log,
+        |shape, density, w, loss| AbsInstance {
+            density,
+            loss,
+            ..analyse(shape, spec, w)
+        },
+    )
 }
 
 /// Neurons, pairs and computed features of one instance's parameters `w`.
@@ -198,37 +175,24 @@ pub fn analyse(shape: MlpShape, spec: MlpSpec, w: &[f32]) -> AbsInstance {
 }
 
 pub fn write(dir: &Path, r: &AbsResult) -> Result<Vec<String>> {
-    crate::io::create_dir(dir)?;
-    crate::io::write_json(&dir.join("results.json"), r)?;
-    let panels: Vec<super::plots_neurons::StackPanel> = r
-        .instances
-        .iter()
-        .map(|i| super::plots_neurons::StackPanel {
-            title: format!(
-                "{}\n{} features,\n{} signs computed",
-                super::plots_neurons::density_title(i.density),
-                i.features_computed,
-                i.signs_computed
-            ),
-            neurons: i
-                .neurons
-                .iter()
-                .map(|u| (u.weights_in.clone(), u.kind))
-                .collect(),
-        })
-        .collect();
-    super::plots_neurons::stacks(
-        dir,
-        "neurons",
-        &format!(
-            "Computation in superposition: y = |x| through h = ReLU(W1 x + b1), n = {}, m = {}; \
-             each bar a neuron's input weights by feature (pale: negative, drawn downward)",
-            r.config.n, r.config.m
+    let title = format!(
+        "Computation in superposition: y = |x| through h = ReLU(W1 x + b1), n = {}, m = {}; \
+         each bar a neuron's input weights by feature (pale: negative, drawn downward)",
+        r.config.n, r.config.m
+    );
+    r.write_stacks(dir, &title, |i| StackPanel {
+        title: format!(
+            "{}\n{} features,\n{} signs computed",
+            density_label(i.density),
+            i.features_computed,
+            i.signs_computed
         ),
-        r.config.n,
-        &panels,
-    )?;
-    Ok(vec!["results.json".into(), "neurons.{png,svg}".into()])
+        neurons: i
+            .neurons
+            .iter()
+            .map(|u| (u.weights_in.clone(), u.kind))
+            .collect(),
+    })
 }
 
 pub fn table(r: &AbsResult) -> String {

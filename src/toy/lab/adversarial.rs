@@ -18,10 +18,10 @@ use std::path::Path;
 use crate::cli::toy::{ToyArgs, open_engine, progress_line};
 use crate::gpu::Engine;
 use crate::toy::geometry::geometry;
-use crate::toy::train::{init_params, train};
+use crate::toy::train::TrainOptions;
 use crate::{Error, Result};
 
-use super::{Recipe, check_flags, check_hidden, density_range, wrote};
+use super::{Recipe, check_features, check_flags, check_hidden, density_range, wrote};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Config {
@@ -53,10 +53,7 @@ impl Config {
                 "--epsilon {epsilon}: must be positive"
             )));
         }
-        let n = a.features.unwrap_or(40);
-        if n < 2 {
-            return Err(Error::input("--features: at least 2"));
-        }
+        let n = check_features(a, 40)?;
         Ok(Config {
             n,
             m: check_hidden(a.hidden.unwrap_or(10))?,
@@ -153,8 +150,9 @@ pub fn run(
             .collect::<Vec<_>>(),
         (cfg.recipe.steps / 10).max(1),
     );
-    let init = init_params(tc.shape(), cfg.recipe.init, cfg.recipe.seed);
-    let t = train(engine, &tc, init, log)?;
+    let t = cfg
+        .recipe
+        .train(engine, &tc, &TrainOptions::default(), log)?;
     let instances = cfg
         .density
         .iter()
@@ -190,8 +188,7 @@ pub fn run(
 }
 
 pub fn write(dir: &Path, r: &AdversarialResult) -> Result<()> {
-    crate::io::create_dir(dir)?;
-    crate::io::write_json(&dir.join("results.json"), r)?;
+    crate::toy::write_results(dir, r)?;
     super::plots_b::adversarial(dir, r)
 }
 

@@ -11,7 +11,7 @@ use std::path::Path;
 use crate::cli::toy::{Correlation, ToyArgs, open_engine, progress_line};
 use crate::gpu::Engine;
 use crate::reference::toy::{FeatureSets, SetMode};
-use crate::toy::train::{TrainOptions, init_params, train_with};
+use crate::toy::train::TrainOptions;
 use crate::{Error, Result};
 
 use super::{Recipe, check_flags, check_hidden, cos, one_density, wrote};
@@ -172,8 +172,7 @@ pub fn run(
         },
         ..Default::default()
     };
-    let init = init_params(tc.shape(), cfg.recipe.init, cfg.recipe.seed);
-    let t = train_with(engine, &tc, &opts, init, log)?;
+    let t = cfg.recipe.train(engine, &tc, &opts, log)?;
     let w_of = |e: usize| &t.params.w[e * n * m..(e + 1) * n * m];
     let restarts: Vec<Measures> = (0..cfg.restarts)
         .map(|e| measure(w_of(e), n, m, cfg.set_size, t.final_loss[e]))
@@ -201,8 +200,7 @@ pub fn run(
 }
 
 pub fn write(dir: &Path, r: &CorrelatedResult) -> Result<Vec<&'static str>> {
-    crate::io::create_dir(dir)?;
-    crate::io::write_json(&dir.join("results.json"), r)?;
+    crate::toy::write_results(dir, r)?;
     let c = &r.config;
     let kind = match c.correlation {
         SetMode::Anticorrelated => "anticorrelated",

@@ -13,10 +13,10 @@ use std::path::Path;
 use crate::cli::toy::{ToyArgs, open_engine, progress_line};
 use crate::gpu::Engine;
 use crate::toy::geometry::geometry;
-use crate::toy::train::{TrainOptions, init_params, train_with};
+use crate::toy::train::TrainOptions;
 use crate::{Error, Result};
 
-use super::{Recipe, check_flags, check_hidden, one_density, wrote};
+use super::{Recipe, check_features, check_flags, check_hidden, one_density, wrote};
 
 /// The levels a feature's D_i settles on.
 pub const LEVELS: &[f64] = &[0.0, 0.375, 0.4, 0.5, 2.0 / 3.0, 0.75, 1.0];
@@ -44,10 +44,7 @@ impl Config {
             "dynamics",
             &["--features", "--hidden", "--density", "--record-every"],
         )?;
-        let n = a.features.unwrap_or(20);
-        if n < 2 {
-            return Err(Error::input("--features: at least 2"));
-        }
+        let n = check_features(a, 20)?;
         let record_every = a.record_every.unwrap_or(25);
         let recipe = Recipe::from_args(a, 10_000, 1024);
         if record_every == 0 || record_every > recipe.steps {
@@ -163,8 +160,7 @@ pub fn run(
         snapshot_every: cfg.record_every,
         ..Default::default()
     };
-    let init = init_params(tc.shape(), cfg.recipe.init, cfg.recipe.seed);
-    let t = train_with(engine, &tc, &opts, init, log)?;
+    let t = cfg.recipe.train(engine, &tc, &opts, log)?;
     let mut steps = Vec::new();
     let mut dims = Vec::new();
     let mut dstar = Vec::new();
@@ -198,8 +194,7 @@ pub fn run(
 }
 
 pub fn write(dir: &Path, r: &DynamicsResult) -> Result<()> {
-    crate::io::create_dir(dir)?;
-    crate::io::write_json(&dir.join("results.json"), r)?;
+    crate::toy::write_results(dir, r)?;
     super::plots_b::dynamics(dir, r)
 }
 

@@ -14,10 +14,10 @@ use crate::Result;
 use crate::cli::toy::{ToyArgs, open_engine, progress_line};
 use crate::gpu::Engine;
 use crate::toy::geometry::{REPRESENTED, geometry};
-use crate::toy::train::{init_params, train};
+use crate::toy::train::TrainOptions;
 use crate::{Error, toy::Progress};
 
-use super::{Recipe, check_flags, check_hidden, density_range, wrote};
+use super::{Recipe, check_features, check_flags, check_hidden, density_range, wrote};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Config {
@@ -41,10 +41,7 @@ impl Config {
                 "--threshold {threshold}: must be in (0, 1)"
             )));
         }
-        let n = a.features.unwrap_or(400);
-        if n < 2 {
-            return Err(Error::input("--features: at least 2"));
-        }
+        let n = check_features(a, 400)?;
         Ok(Config {
             n,
             m: check_hidden(a.hidden.unwrap_or(30))?,
@@ -170,8 +167,9 @@ pub fn run(
         &vec![1.0; n],
         (cfg.recipe.steps / 10).max(1),
     );
-    let init = init_params(tc.shape(), cfg.recipe.init, cfg.recipe.seed);
-    let t = train(engine, &tc, init, log)?;
+    let t = cfg
+        .recipe
+        .train(engine, &tc, &TrainOptions::default(), log)?;
     let levels = cfg
         .density
         .iter()
@@ -207,8 +205,7 @@ pub fn run(
 }
 
 pub fn write(dir: &Path, r: &GeometryResult) -> Result<()> {
-    crate::io::create_dir(dir)?;
-    crate::io::write_json(&dir.join("results.json"), r)?;
+    crate::toy::write_results(dir, r)?;
     super::plots_b::geometry(dir, r)
 }
 

@@ -23,9 +23,10 @@ use crate::io::OutTensor;
 use crate::sae::export::SaeModel;
 use crate::sae::{Arch, TrainArgs};
 use crate::toy::Progress;
-use crate::toy::train::{Init, TrainConfig, init_params, train};
+use crate::toy::train::{Init, TrainOptions};
 use crate::{Error, Result, reference};
 
+use super::Recipe;
 use super::plots_neurons::{LineChart, Series};
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -188,26 +189,17 @@ pub fn run(
 ) -> Result<InterveneResult> {
     let (n, m) = (cfg.n, cfg.m);
     // 1. The toy model, one instance.
-    let tc = TrainConfig {
-        n,
-        m,
-        relu: true,
-        density: vec![cfg.density],
-        importance: vec![1.0; n],
+    let recipe = Recipe {
         steps: cfg.steps,
         batch: cfg.batch,
         lr: cfg.lr,
         weight_decay: cfg.weight_decay,
+        init: Init::Xavier,
         seed: cfg.seed,
         eval_batches: 8,
-        log_every,
     };
-    let toy = train(
-        engine,
-        &tc,
-        init_params(tc.shape(), Init::Xavier, cfg.seed),
-        log,
-    )?;
+    let tc = recipe.train_config(n, m, vec![cfg.density], &vec![1.0; n], log_every);
+    let toy = recipe.train(engine, &tc, &TrainOptions::default(), log)?;
     let (w, b) = (&toy.params.w, &toy.params.b);
     let frob: f64 = w.iter().map(|&v| (v as f64).powi(2)).sum();
 
@@ -332,8 +324,7 @@ pub fn summary(r: &InterveneResult, kind: &str) -> (f64, f64, f64, f64, f64) {
 }
 
 pub fn write(dir: &Path, r: &InterveneResult) -> Result<Vec<String>> {
-    crate::io::create_dir(dir)?;
-    crate::io::write_json(&dir.join("results.json"), r)?;
+    crate::toy::write_results(dir, r)?;
     let pick = |kind: &str, f: &dyn Fn(&Intervention) -> f64| -> Vec<(f64, f64)> {
         r.interventions
             .iter()

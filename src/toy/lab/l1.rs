@@ -22,7 +22,7 @@ use crate::reference::toy_mlp::{HiddenAct, MlpSpec};
 use crate::toy::Progress;
 
 use super::plots_neurons::{LineChart, Series};
-use super::privileged::{PrivilegedConfig, summarize, train_instances};
+use super::privileged::{summarize, train_instances};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct L1Config {
@@ -61,9 +61,9 @@ impl L1Config {
     }
 }
 
+/// What is measured of each instance, penalised or top-k.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct L1Instance {
-    pub l1: f32,
+pub struct Measured {
     /// Reconstruction loss (without the penalty) on fresh batches.
     pub loss: f64,
     /// m / ||W+||_F^2 (W+: the positive weights).
@@ -76,14 +76,17 @@ pub struct L1Instance {
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
+pub struct L1Instance {
+    pub l1: f32,
+    #[serde(flatten)]
+    pub measured: Measured,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct TopkInstance {
     pub k: u32,
-    pub loss: f64,
-    pub dstar: f64,
-    pub features_per_dim: f64,
-    pub features_represented: usize,
-    pub monosemantic_neurons: usize,
-    pub polysemantic_neurons: usize,
+    #[serde(flatten)]
+    pub measured: Measured,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -94,15 +97,6 @@ pub struct L1Result {
     pub train_seconds: f64,
     pub instances: Vec<L1Instance>,
     pub topk: Vec<TopkInstance>,
-}
-
-struct Measured {
-    loss: f64,
-    dstar: f64,
-    fpd: f64,
-    represented: usize,
-    mono: usize,
-    poly: usize,
 }
 
 fn train_all(
@@ -128,10 +122,10 @@ fn train_all(
             } else {
                 f64::INFINITY
             },
-            fpd: frob / cfg.m as f64,
-            represented: s.features_represented,
-            mono: s.monosemantic_neurons,
-            poly: s.polysemantic_neurons,
+            features_per_dim: frob / cfg.m as f64,
+            features_represented: s.features_represented,
+            monosemantic_neurons: s.monosemantic_neurons,
+            polysemantic_neurons: s.polysemantic_neurons,
         }
     })
 }
@@ -142,7 +136,7 @@ pub fn run(
     log_every: u64,
     log: &mut dyn FnMut(&Progress),
 ) -> Result<L1Result> {
-    let spec = PrivilegedConfig::spec();
+    let spec = super::privileged::spec();
     let k = cfg.l1.len();
     let (a, s1) = train_all(
         engine,
@@ -154,17 +148,9 @@ pub fn run(
         log,
     )?;
     let instances = a
-        .iter()
+        .into_iter()
         .zip(&cfg.l1)
-        .map(|(r, &l1)| L1Instance {
-            l1,
-            loss: r.loss,
-            dstar: r.dstar,
-            features_per_dim: r.fpd,
-            features_represented: r.represented,
-            monosemantic_neurons: r.mono,
-            polysemantic_neurons: r.poly,
-        })
+        .map(|(measured, &l1)| L1Instance { l1, measured })
         .collect();
     let (topk, s2) = if cfg.topk.is_empty() {
         (Vec::new(), 0.0)
@@ -176,17 +162,9 @@ pub fn run(
         let z = vec![0.0; cfg.topk.len()];
         let (b, s2) = train_all(engine, cfg, tspec, z, cfg.topk.clone(), log_every, log)?;
         let v = b
-            .iter()
+            .into_iter()
             .zip(&cfg.topk)
-            .map(|(r, &k)| TopkInstance {
-                k,
-                loss: r.loss,
-                dstar: r.dstar,
-                features_per_dim: r.fpd,
-                features_represented: r.represented,
-                monosemantic_neurons: r.mono,
-                polysemantic_neurons: r.poly,
-            })
+            .map(|(measured, &k)| TopkInstance { k, measured })
             .collect();
         (v, s2)
     };
@@ -201,8 +179,7 @@ pub fn run(
 }
 
 pub fn write(dir: &Path, r: &L1Result) -> Result<Vec<String>> {
-    crate::io::create_dir(dir)?;
-    crate::io::write_json(&dir.join("results.json"), r)?;
+    crate::toy::write_results(dir, r)?;
     // The log axis needs positive x: l1 = 0 is drawn at a tenth of the smallest penalty.
     let floor = r
         .instances
@@ -234,7 +211,7 @@ pub fn write(dir: &Path, r: &L1Result) -> Result<Vec<String>> {
                     points: r
                         .instances
                         .iter()
-                        .map(|i| (x(i.l1), i.features_per_dim))
+                        .map(|i| (x(i.l1), i.measured.features_per_dim))
                         .collect(),
                     color: blue,
                 },
@@ -243,7 +220,10 @@ pub fn write(dir: &Path, r: &L1Result) -> Result<Vec<String>> {
                     points: r
                         .instances
                         .iter()
-                        .map(|i| (x(i.l1), i.features_represented as f64 / r.config.m as f64))
+                        .map(|i| {
+                            let f = i.measured.features_represented;
+                            (x(i.l1), f as f64 / r.config.m as f64)
+                        })
                         .collect(),
                     color: green,
                 },
@@ -256,7 +236,11 @@ pub fn write(dir: &Path, r: &L1Result) -> Result<Vec<String>> {
             log_x: true,
             series: vec![Series {
                 label: "loss".into(),
-                points: r.instances.iter().map(|i| (x(i.l1), i.loss)).collect(),
+                points: r
+                    .instances
+                    .iter()
+                    .map(|i| (x(i.l1), i.measured.loss))
+                    .collect(),
                 color: red,
             }],
         },
@@ -273,13 +257,17 @@ pub fn write(dir: &Path, r: &L1Result) -> Result<Vec<String>> {
                     points: r
                         .topk
                         .iter()
-                        .map(|i| (i.k as f64, i.features_per_dim))
+                        .map(|i| (i.k as f64, i.measured.features_per_dim))
                         .collect(),
                     color: blue,
                 },
                 Series {
                     label: "loss x 10".into(),
-                    points: r.topk.iter().map(|i| (i.k as f64, 10.0 * i.loss)).collect(),
+                    points: r
+                        .topk
+                        .iter()
+                        .map(|i| (i.k as f64, 10.0 * i.measured.loss))
+                        .collect(),
                     color: red,
                 },
             ],
@@ -294,28 +282,18 @@ pub fn table(r: &L1Result) -> String {
         "{:>8} {:>9} {:>8} {:>10} {:>9} {:>5} {:>5}\n",
         "l1", "loss", "D*", "feat/dim", "features", "mono", "poly"
     );
-    for i in &r.instances {
+    let rows = r.instances.iter().map(|i| (i.l1.to_string(), &i.measured));
+    let topk = r.topk.iter().map(|i| (format!("top-{}", i.k), &i.measured));
+    for (label, m) in rows.chain(topk) {
         s += &format!(
             "{:>8} {:>9.5} {:>8.4} {:>10.3} {:>9} {:>5} {:>5}\n",
-            i.l1,
-            i.loss,
-            i.dstar,
-            i.features_per_dim,
-            i.features_represented,
-            i.monosemantic_neurons,
-            i.polysemantic_neurons
-        );
-    }
-    for i in &r.topk {
-        s += &format!(
-            "{:>8} {:>9.5} {:>8.4} {:>10.3} {:>9} {:>5} {:>5}\n",
-            format!("top-{}", i.k),
-            i.loss,
-            i.dstar,
-            i.features_per_dim,
-            i.features_represented,
-            i.monosemantic_neurons,
-            i.polysemantic_neurons
+            label,
+            m.loss,
+            m.dstar,
+            m.features_per_dim,
+            m.features_represented,
+            m.monosemantic_neurons,
+            m.polysemantic_neurons
         );
     }
     s

@@ -72,7 +72,10 @@ pub mod plots_neurons;
 pub mod privileged;
 
 use crate::cli::toy::{ToyArgs, check_common, lab_flags};
-use crate::toy::train::{Init, TrainConfig};
+use crate::gpu::Engine;
+use crate::toy::train::{
+    Init, Progress, TrainConfig, TrainOptions, Trained, init_params, train_with,
+};
 use crate::{Error, Result};
 
 /// The training recipe shared by the experiments (the notebook's unless flags say).
@@ -128,6 +131,18 @@ impl Recipe {
             log_every,
         }
     }
+
+    /// Train `tc` with `opts` from parameters drawn with this recipe's init and seed.
+    pub fn train(
+        &self,
+        engine: &Engine,
+        tc: &TrainConfig,
+        opts: &TrainOptions,
+        log: &mut dyn FnMut(&Progress),
+    ) -> Result<Trained> {
+        let init = init_params(tc.shape(), self.init, self.seed);
+        train_with(engine, tc, opts, init, log)
+    }
 }
 
 /// Refuse flags the experiment `name` does not read (`allowed`: the optional flags it
@@ -154,6 +169,14 @@ pub fn check_flags(a: &ToyArgs, name: &str, allowed: &[&str]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// `--features` (at least 2), or `default`.
+pub fn check_features(a: &ToyArgs, default: usize) -> Result<usize> {
+    match a.features.unwrap_or(default) {
+        n if n < 2 => Err(Error::input("--features: at least 2")),
+        n => Ok(n),
+    }
 }
 
 /// A hidden width the kernels hold (1 ..= 32), or an error naming the flag.

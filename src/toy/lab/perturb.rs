@@ -11,7 +11,7 @@ use crate::Result;
 use crate::cli::toy::{ToyArgs, open_engine, progress_line};
 use crate::gpu::Engine;
 use crate::toy::geometry::REPRESENTED;
-use crate::toy::train::{TrainOptions, init_params, train_with};
+use crate::toy::train::TrainOptions;
 
 use super::{Recipe, check_flags, density_range, one_density, wrote};
 
@@ -141,8 +141,7 @@ pub fn run(
         feature_density: Some(feature_density),
         ..Default::default()
     };
-    let init = init_params(tc.shape(), cfg.recipe.init, cfg.recipe.seed);
-    let trained = train_with(engine, &tc, &opts, init, log)?;
+    let trained = cfg.recipe.train(engine, &tc, &opts, log)?;
     let instances: Vec<Instance> = perturbed
         .iter()
         .enumerate()
@@ -207,8 +206,7 @@ fn snaps(inst: &[Instance], base: f32) -> (Option<f32>, Option<f32>) {
 }
 
 pub fn write(dir: &Path, r: &PerturbResult) -> Result<()> {
-    crate::io::create_dir(dir)?;
-    crate::io::write_json(&dir.join("results.json"), r)?;
+    crate::toy::write_results(dir, r)?;
     let panels: Vec<super::plots_a::Panel> = r
         .instances
         .iter()

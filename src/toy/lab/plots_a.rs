@@ -9,8 +9,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::HPos;
 
 use crate::Result;
-use crate::report::plots::{Picture, draw_both};
-use crate::toy::plots::{Res, diverging, e, text};
+use crate::toy::plots::{Res, arrow, diverging, draw_chart, e, text};
 
 /// Colours of the groups (sets, the perturbed feature): blue, red, green, orange, purple,
 /// brown, pink, grey.
@@ -76,12 +75,7 @@ fn panels_chart<DB: DrawingBackend>(
         for (v, &g) in p.vectors.iter().zip(&p.groups) {
             let tip = ((cx + v[0] * s) as i32, (cy - v[1] * s) as i32);
             let c = PALETTE[g % PALETTE.len()];
-            area.draw(&PathElement::new(
-                vec![(cx as i32, cy as i32), tip],
-                c.stroke_width(2),
-            ))
-            .map_err(e)?;
-            area.draw(&Circle::new(tip, 3, c.filled())).map_err(e)?;
+            arrow(area, (cx as i32, cy as i32), tip, c, 3)?;
         }
     }
     Ok(())
@@ -89,21 +83,11 @@ fn panels_chart<DB: DrawingBackend>(
 
 /// NAME.{png,svg}: one panel per entry (8 per row), circle: norm 1.
 pub fn directions(dir: &Path, name: &str, title: &str, panels: &[Panel]) -> Result<()> {
-    struct P<'a>(&'a str, &'a [Panel]);
-    impl Picture for P<'_> {
-        fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Res {
-            panels_chart(root, self.0, self.1)
-        }
-    }
     let k = panels.len().max(1);
     let cols = k.min(COLS) as u32;
     let rows = k.div_ceil(COLS) as u32;
-    draw_both(
-        dir,
-        name,
-        ((cols * 130 + 20).max(520), rows * 160 + 50),
-        &P(title, panels),
-    )
+    let size = ((cols * 130 + 20).max(520), rows * 160 + 50);
+    draw_chart!(dir, name, size, panels_chart(title: str, panels: [Panel]))
 }
 
 fn heat_chart<DB: DrawingBackend>(
@@ -144,11 +128,10 @@ fn heat_chart<DB: DrawingBackend>(
 /// NAME.{png,svg}: a matrix as a heat map (blue -1, white 0, red +1), its rows marked by
 /// group colour on the left.
 pub fn heat(dir: &Path, name: &str, title: &str, m: &[Vec<f64>], groups: &[usize]) -> Result<()> {
-    struct P<'a>(&'a str, &'a [Vec<f64>], &'a [usize]);
-    impl Picture for P<'_> {
-        fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Res {
-            heat_chart(root, self.0, self.1, self.2)
-        }
-    }
-    draw_both(dir, name, (520, 540), &P(title, m, groups))
+    draw_chart!(
+        dir,
+        name,
+        (520, 540),
+        heat_chart(title: str, m: [Vec<f64>], groups: [usize])
+    )
 }

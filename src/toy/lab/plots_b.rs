@@ -8,13 +8,12 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::Result;
-use crate::report::plots::{Picture, draw_both};
 
 use super::adversarial::AdversarialResult;
 use super::dynamics::{DynamicsResult, LEVELS};
 use super::graph::{GeometryResult, POLYTOPES};
 use super::plots_a::PALETTE;
-use crate::toy::plots::{Res, e, legend};
+use crate::toy::plots::{Res, draw_chart, e, legend};
 
 fn class_color(class: &str) -> RGBColor {
     POLYTOPES
@@ -77,13 +76,7 @@ fn geometry_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Geometr
 }
 
 pub fn geometry(dir: &Path, r: &GeometryResult) -> Result<()> {
-    struct P<'a>(&'a GeometryResult);
-    impl Picture for P<'_> {
-        fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Res {
-            geometry_chart(root, self.0)
-        }
-    }
-    draw_both(dir, "geometry", (820, 520), &P(r))
+    draw_chart!(dir, "geometry", (820, 520), geometry_chart(r: GeometryResult))
 }
 
 fn dynamics_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &DynamicsResult) -> Res {
@@ -165,13 +158,7 @@ fn dynamics_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Dynamic
 }
 
 pub fn dynamics(dir: &Path, r: &DynamicsResult) -> Result<()> {
-    struct P<'a>(&'a DynamicsResult);
-    impl Picture for P<'_> {
-        fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Res {
-            dynamics_chart(root, self.0)
-        }
-    }
-    draw_both(dir, "dynamics", (860, 600), &P(r))
+    draw_chart!(dir, "dynamics", (860, 600), dynamics_chart(r: DynamicsResult))
 }
 
 fn adversarial_chart<DB: DrawingBackend>(
@@ -239,11 +226,5 @@ fn adversarial_chart<DB: DrawingBackend>(
 }
 
 pub fn adversarial(dir: &Path, r: &AdversarialResult) -> Result<()> {
-    struct P<'a>(&'a AdversarialResult);
-    impl Picture for P<'_> {
-        fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Res {
-            adversarial_chart(root, self.0)
-        }
-    }
-    draw_both(dir, "adversarial", (760, 500), &P(r))
+    draw_chart!(dir, "adversarial", (760, 500), adversarial_chart(r: AdversarialResult))
 }

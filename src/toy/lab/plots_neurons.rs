@@ -25,16 +25,6 @@ pub struct StackPanel {
     pub neurons: Vec<(Vec<f32>, NeuronKind)>,
 }
 
-pub fn density_title(d: f32) -> String {
-    if d >= 0.1 {
-        format!("1-S = {d:.2}")
-    } else if d >= 0.01 {
-        format!("1-S = {d:.3}")
-    } else {
-        format!("1-S = {d:.1e}")
-    }
-}
-
 /// Feature i of n: a categorical palette up to 10 features, else a rainbow by index
 /// (the paper colours by feature, most important first).
 pub fn feature_color(i: usize, n: usize) -> RGBColor {

@@ -14,6 +14,9 @@ use crate::gpu::Engine;
 use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
 use crate::toy::Progress;
 use crate::toy::mlp::{MlpConfig, init_mlp, train_mlp};
+use crate::toy::plots::density_label;
+
+use super::plots_neurons::StackPanel;
 
 /// A neuron whose firing weights' norm is below this is dead (neither kind).
 pub const DEAD_NORM: f64 = 0.1;
@@ -60,9 +63,9 @@ pub fn classify(w: &[f32], signed: bool) -> (NeuronKind, usize) {
     (kind, top)
 }
 
-/// What to run.
+/// What the privileged and abs experiments run: one instance per density.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct PrivilegedConfig {
+pub struct DensitySweep {
     pub n: usize,
     pub m: usize,
     /// I_i = importance_decay^i.
@@ -75,32 +78,30 @@ pub struct PrivilegedConfig {
     pub seed: u64,
 }
 
-impl PrivilegedConfig {
-    /// n = 10 features, m = 5 neurons, I_i = 0.75^i, seven densities from 1 to 0.01.
-    pub fn paper() -> Self {
-        PrivilegedConfig {
-            n: 10,
-            m: 5,
-            importance_decay: 0.75,
-            density: crate::toy::log_space(0.01, 1.0, 7),
-            steps: 10_000,
-            batch: 1024,
-            lr: 1e-3,
-            weight_decay: 0.01,
-            seed: 0,
-        }
+/// n = 10 features, m = 5 neurons, I_i = 0.75^i, seven densities from 1 to 0.01.
+pub fn paper() -> DensitySweep {
+    DensitySweep {
+        n: 10,
+        m: 5,
+        importance_decay: 0.75,
+        density: crate::toy::log_space(0.01, 1.0, 7),
+        steps: 10_000,
+        batch: 1024,
+        lr: 1e-3,
+        weight_decay: 0.01,
+        seed: 0,
     }
+}
 
-    /// The model: ReLU hidden layer without bias, tied weights, ReLU output.
-    pub fn spec() -> MlpSpec {
-        MlpSpec {
-            act_h: HiddenAct::Relu,
-            relu_out: true,
-            tied: true,
-            hidden_bias: false,
-            signed: false,
-            abs_target: false,
-        }
+/// The model: ReLU hidden layer without bias, tied weights, ReLU output.
+pub fn spec() -> MlpSpec {
+    MlpSpec {
+        act_h: HiddenAct::Relu,
+        relu_out: true,
+        tied: true,
+        hidden_bias: false,
+        signed: false,
+        abs_target: false,
     }
 }
 
@@ -135,15 +136,34 @@ pub struct PrivilegedInstance {
     pub bias: Vec<f32>,
 }
 
+/// A finished privileged or abs run, instances `I`, as written to results.json.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct PrivilegedResult {
+pub struct DensitySweepResult<I> {
     pub experiment: &'static str,
-    pub config: PrivilegedConfig,
+    pub config: DensitySweep,
     pub engine: String,
     pub train_seconds: f64,
     /// The monosemantic rule, in words.
     pub rule: String,
-    pub instances: Vec<PrivilegedInstance>,
+    pub instances: Vec<I>,
+}
+
+pub type PrivilegedResult = DensitySweepResult<PrivilegedInstance>;
+
+impl<I: serde::Serialize> DensitySweepResult<I> {
+    /// Write DIR/results.json and neurons.{png,svg}, one stack panel per instance under
+    /// `title`; returns the files written.
+    pub(super) fn write_stacks(
+        &self,
+        dir: &Path,
+        title: &str,
+        panel: impl Fn(&I) -> StackPanel,
+    ) -> Result<Vec<String>> {
+        crate::toy::write_results(dir, self)?;
+        let panels: Vec<StackPanel> = self.instances.iter().map(panel).collect();
+        super::plots_neurons::stacks(dir, "neurons", title, self.config.n, &panels)?;
+        Ok(vec!["results.json".into(), "neurons.{png,svg}".into()])
+    }
 }
 
 /// The rule in words, for results.json and the README.
@@ -171,34 +191,64 @@ pub(super) fn train_instances<T>(
     let (shape, p) = (mc.shape(), mc.shape().params());
     let t = train_mlp(engine, mc, init_mlp(shape, mc.spec, mc.seed), log)?;
     let out = (0..mc.instances())
-        .map(|inst| each(inst, &t.prm[inst * p..(inst + 1) * p], t.final_loss[inst]))
+        .map(|inst| {
+            each(
+                inst,
+                &t.params[inst * p..(inst + 1) * p],
+                t.final_loss[inst],
+            )
+        })
         .collect();
     Ok((out, t.seconds))
+}
+
+impl DensitySweep {
+    /// Train `spec` at every density at once and map each instance's shape, density,
+    /// parameters and final loss through `each`.
+    pub(super) fn run<I>(
+        &self,
+        experiment: &'static str,
+        spec: MlpSpec,
+        engine: &Engine,
+        log_every: u64,
+        log: &mut dyn FnMut(&Progress),
+        each: impl Fn(MlpShape, f32, &[f32], f64) -> I,
+    ) -> Result<DensitySweepResult<I>> {
+        let cfg = self;
+        let mc = mlp_config!(cfg, spec, cfg.density, log_every);
+        let (instances, seconds) = train_instances(engine, &mc, log, |inst, w, loss| {
+            each(mc.shape(), cfg.density[inst], w, loss)
+        })?;
+        Ok(DensitySweepResult {
+            experiment,
+            config: cfg.clone(),
+            engine: engine.name(),
+            train_seconds: seconds,
+            rule: rule_text(spec.signed),
+            instances,
+        })
+    }
 }
 
 /// Train every density at once and classify the neurons.
 pub fn run(
     engine: &Engine,
-    cfg: &PrivilegedConfig,
+    cfg: &DensitySweep,
     log_every: u64,
     log: &mut dyn FnMut(&Progress),
 ) -> Result<PrivilegedResult> {
-    let spec = PrivilegedConfig::spec();
-    let mc = mlp_config!(cfg, spec, cfg.density, log_every);
-    let (instances, seconds) =
-        train_instances(engine, &mc, log, |inst, w, loss| PrivilegedInstance {
-            density: cfg.density[inst],
+    cfg.run(
+        "privileged",
+        spec(),
+        engine,
+        log_every,
+        log,
+        |shape, density, w, loss| PrivilegedInstance {
+            density,
             loss,
-            ..summarize(mc.shape(), w, false)
-        })?;
-    Ok(PrivilegedResult {
-        experiment: "privileged",
-        config: cfg.clone(),
-        engine: engine.name(),
-        train_seconds: seconds,
-        rule: rule_text(false),
-        instances,
-    })
+            ..summarize(shape, w, false)
+        },
+    )
 }
 
 /// Classify the neurons of one instance's parameters `w` (density and loss left at 0).
@@ -248,32 +298,19 @@ pub fn summarize(shape: MlpShape, w: &[f32], signed: bool) -> PrivilegedInstance
 
 /// Write DIR/results.json and neurons.{png,svg}; returns the files written.
 pub fn write(dir: &Path, r: &PrivilegedResult) -> Result<Vec<String>> {
-    crate::io::create_dir(dir)?;
-    crate::io::write_json(&dir.join("results.json"), r)?;
-    let panels: Vec<super::plots_neurons::StackPanel> = r
-        .instances
-        .iter()
-        .map(|i| super::plots_neurons::StackPanel {
-            title: super::plots_neurons::density_title(i.density),
-            neurons: i
-                .neurons
-                .iter()
-                .map(|u| (u.weights.clone(), u.kind))
-                .collect(),
-        })
-        .collect();
-    super::plots_neurons::stacks(
-        dir,
-        "neurons",
-        &format!(
-            "Privileged basis: h = ReLU(W x), x' = ReLU(W\u{1d40} h + b), n = {}, m = {}; \
-             each bar a neuron, blocks |W[k, i]| by feature (pale, below the axis: negative)",
-            r.config.n, r.config.m
-        ),
-        r.config.n,
-        &panels,
-    )?;
-    Ok(vec!["results.json".into(), "neurons.{png,svg}".into()])
+    let title = format!(
+        "Privileged basis: h = ReLU(W x), x' = ReLU(W\u{1d40} h + b), n = {}, m = {}; \
+         each bar a neuron, blocks |W[k, i]| by feature (pale, below the axis: negative)",
+        r.config.n, r.config.m
+    );
+    r.write_stacks(dir, &title, |i| StackPanel {
+        title: density_label(i.density),
+        neurons: i
+            .neurons
+            .iter()
+            .map(|u| (u.weights.clone(), u.kind))
+            .collect(),
+    })
 }
 
 /// The printed table.
