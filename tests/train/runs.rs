@@ -171,8 +171,9 @@ fn batch_f16_close_to_f32() -> Result<(), Failed> {
     Ok(())
 }
 
-/// `train --profile` on the GPU engine: the run's third step timed kernel by kernel into
-/// OUT/profile.json (the encoder GEMM among the kernels, GPU times where the adapter has
+/// `train --profile` on the GPU engine: the run's third step timed stage by stage and kernel
+/// by kernel into OUT/profile.json (the stages in the step's order and holding every
+/// dispatch, the encoder GEMM among the kernels, GPU times where the adapter has
 /// timestamps), and the run's weights byte for byte those of the same run unprofiled.
 fn profile_leaves_run_unchanged() -> Result<(), Failed> {
     let dir = tmp("profile");
@@ -205,6 +206,36 @@ fn profile_leaves_run_unchanged() -> Result<(), Failed> {
                 return Err(format!(
                     "profile.json: step {} and no gemm kernel: {text}",
                     v["step"]
+                )
+                .into());
+            }
+            // The stages in the step's order, their dispatches those of the kernels.
+            let stages: Vec<&str> = v["stages"]
+                .as_array()
+                .ok_or("profile.json without stages")?
+                .iter()
+                .filter_map(|s| s["entry"].as_str())
+                .collect();
+            let at = |name| stages.iter().position(|s| *s == name);
+            if !(at("encode").is_some()
+                && at("encode") < at("codes")
+                && at("codes") < at("optimizer"))
+            {
+                return Err(format!("profile.json stages out of order: {stages:?}").into());
+            }
+            let calls = |key: &str| -> u64 {
+                v[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| k["calls"].as_u64())
+                    .sum()
+            };
+            if calls("stages") != calls("kernels") {
+                return Err(format!(
+                    "{} dispatches by stage, {} by kernel",
+                    calls("stages"),
+                    calls("kernels")
                 )
                 .into());
             }

@@ -117,23 +117,16 @@ impl Member {
         if !self.begin(batch) {
             return Ok(());
         }
+        let clock = Instant::now();
         let profiled = match self.engine.as_gpu() {
-            Some(e) if self.profile_at == Some(self.step) => Some(e.gpu().clone()),
+            Some(e) if self.profile_at == Some(self.step) => Some(e),
             _ => None,
         };
-        if let Some(g) = &profiled {
-            g.wait()?;
-            g.profile_dispatches(true);
-        }
-        let clock = Instant::now();
-        let r = self.engine.step(&self.cfg, &batch.data, batch.rows);
-        if let Some(g) = &profiled {
-            let times = g.take_dispatch_profile();
-            g.profile_dispatches(false);
-            if r.is_ok() {
-                super::profile::StepProfile::new(g, self.step, &times).report(&self.cfg.out)?;
-            }
-        }
+        let r = match profiled {
+            Some(e) => super::profile::profile_step(e, &self.cfg, batch, self.step)
+                .and_then(|p| p.report(&self.cfg.out)),
+            None => self.engine.step(&self.cfg, &batch.data, batch.rows),
+        };
         r.map_err(|e| e.with_hint(self.note()))?;
         self.busy_s += clock.elapsed().as_secs_f64();
         self.stepped(batch)
