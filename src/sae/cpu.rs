@@ -187,9 +187,24 @@ struct Step<'s> {
     widths: Vec<u32>,
 }
 
+/// Called at the end of each stage of the CPU step with the stage's name (the GPU engine's
+/// `Mark` without an encoder); a no-op in training, `train --profile` times the stages.
+pub type CpuMark<'a> = dyn FnMut(&'static str) + 'a;
+
 /// One training step of the CPU engine on `x` (rows x d, scaled; with --batch-dtype f16
 /// rounded to halves first, as the GPU engine's upload does).
 pub fn step(cfg: &TrainConfig, st: &mut TrainState, x: &[f32], rows: usize) {
+    step_marked(cfg, st, x, rows, &mut |_| {})
+}
+
+/// [`step`] with `mark` called after each stage.
+pub fn step_marked(
+    cfg: &TrainConfig,
+    st: &mut TrainState,
+    x: &[f32],
+    rows: usize,
+    mark: &mut CpuMark,
+) {
     let rounded;
     let x = match cfg.batch_dtype {
         BatchDtype::F32 => x,
@@ -202,12 +217,14 @@ pub fn step(cfg: &TrainConfig, st: &mut TrainState, x: &[f32], rows: usize) {
     let sc = StepScalars::at(cfg, st.step);
     let mut fired = vec![0u32; n];
     let g = if cfg.decoder_norm == DecoderNorm::Rescale {
-        rescaled_gradients(cfg, st, x, rows, sc.sparsity_coef, &mut fired)
+        rescaled(cfg, st, x, rows, sc.sparsity_coef, &mut fired, mark)
     } else {
-        gradients(cfg, st, x, rows, sc.sparsity_coef, &mut fired)
+        marked_gradients(cfg, st, x, rows, sc.sparsity_coef, &mut fired, mark)
     };
     optimizer(cfg, st, &g, &sc);
+    mark("optimizer");
     count_dead(cfg, st, &mut fired, rows);
+    mark("dead latents");
     st.step += 1;
 }
 
@@ -222,6 +239,18 @@ pub fn rescaled_gradients(
     sparsity_coef: f32,
     fired: &mut [u32],
 ) -> Grads {
+    rescaled(cfg, st, x, rows, sparsity_coef, fired, &mut |_| {})
+}
+
+fn rescaled(
+    cfg: &TrainConfig,
+    st: &mut TrainState,
+    x: &[f32],
+    rows: usize,
+    sparsity_coef: f32,
+    fired: &mut [u32],
+    mark: &mut CpuMark,
+) -> Grads {
     let (n, d) = (st.params.n, st.params.d);
     let mut view = st.params.clone();
     let mut norms = vec![0.0f32; n];
@@ -229,7 +258,7 @@ pub fn rescaled_gradients(
     #[rustfmt::skip]
     rescale_view(&p.w_enc, &p.b_enc, &p.w_dec, n, d, &mut view.w_enc, &mut view.b_enc, &mut view.w_dec, &mut norms);
     let own = std::mem::replace(&mut st.params, view);
-    let mut g = gradients(cfg, st, x, rows, sparsity_coef, fired);
+    let mut g = marked_gradients(cfg, st, x, rows, sparsity_coef, fired, mark);
     let view = std::mem::replace(&mut st.params, own);
     let p = &st.params;
     #[rustfmt::skip]
@@ -249,9 +278,24 @@ pub fn gradients(
     sparsity_coef: f32,
     fired: &mut [u32],
 ) -> Grads {
+    marked_gradients(cfg, st, x, rows, sparsity_coef, fired, &mut |_| {})
+}
+
+/// [`gradients`] with `mark` called after each stage.
+fn marked_gradients(
+    cfg: &TrainConfig,
+    st: &mut TrainState,
+    x: &[f32],
+    rows: usize,
+    sparsity_coef: f32,
+    fired: &mut [u32],
+    mark: &mut CpuMark,
+) -> Grads {
     let mut s = Step::prepare(cfg, st, fired, rows, sparsity_coef);
+    mark("prepare");
     let (x, y) = split_batch(x, rows, cfg.d_in, cfg.d_out);
     let mut ch = s.encode(x, y, rows);
+    mark("encode");
     if ch.pre.iter().any(|v| !v.is_finite()) {
         // The run has diverged (the data are checked, so the parameters overflowed). Top-k
         // has no order on NaN: poison the gradients and the loss instead, so the trainer
@@ -260,10 +304,15 @@ pub fn gradients(
         return s.st.params.map(|_, t| vec![f32::NAN; t.len()]);
     }
     s.codes(&mut ch);
+    mark("codes");
     s.decode(&mut ch);
+    mark("decode");
     s.loss(&mut ch);
+    mark("loss");
     s.backward(&ch);
+    mark("backward");
     s.finish_gradients();
+    mark("finish gradients");
     s.grads
 }
 
@@ -676,6 +725,9 @@ pub struct CpuEngine {
 }
 
 impl StepEngine for CpuEngine {
+    fn as_cpu(&mut self) -> Option<&mut CpuEngine> {
+        Some(self)
+    }
     fn step(&mut self, cfg: &TrainConfig, x: &[f32], rows: usize) -> Result<()> {
         step(cfg, &mut self.st, x, rows);
         Ok(())

@@ -21,6 +21,10 @@ pub trait StepEngine {
     fn as_gpu(&mut self) -> Option<&mut super::gpu::GpuEngine> {
         None
     }
+    /// The CPU engine (`train --profile` times its stages).
+    fn as_cpu(&mut self) -> Option<&mut super::cpu::CpuEngine> {
+        None
+    }
 }
 
 /// Adam's first and second moments of every parameter tensor.

@@ -468,14 +468,8 @@ pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
     )?;
     m.progress = Some(Progress::new(m.cfg.steps, start_step));
     if args.profile.unwrap_or(false) {
-        if matches!(m.engine_kind, Engine::Cpu) {
-            eprintln!(
-                "saeforge: --profile times the GPU engine's kernels; this run is on the CPU engine (profile it with `perf record`)"
-            );
-        } else {
-            let last = m.cfg.steps.saturating_sub(1).max(start_step);
-            m.profile_at = Some((start_step + profile::PROFILED_STEP).min(last));
-        }
+        let last = m.cfg.steps.saturating_sub(1).max(start_step);
+        m.profile_at = Some((start_step + profile::PROFILED_STEP).min(last));
     }
     let resume_cmd = format!("saeforge train --resume {}", m.cfg.out.display());
     let run_clock = Instant::now();

@@ -171,12 +171,12 @@ fn batch_f16_close_to_f32() -> Result<(), Failed> {
     Ok(())
 }
 
-/// `train --profile` on the GPU engine: the run's third step timed stage by stage and kernel
-/// by kernel into OUT/profile.json (the stages in the step's order and holding every
-/// dispatch, the encoder GEMM among the kernels, GPU times where the adapter has
-/// timestamps), and the run's weights byte for byte those of the same run unprofiled.
-fn profile_leaves_run_unchanged() -> Result<(), Failed> {
-    let dir = tmp("profile");
+/// `train --profile`: the run's third step timed stage by stage (and on the GPU engine
+/// kernel by kernel) into OUT/profile.json (the stages in the step's order; on the GPU
+/// holding every dispatch, the encoder GEMM among the kernels, GPU times where the adapter
+/// has timestamps), and the run's weights byte for byte those of the same run unprofiled.
+fn profile_leaves_run_unchanged(device: DeviceChoice) -> Result<(), Failed> {
+    let dir = tmp(&format!("profile-{device:?}"));
     let data = dir.join("data");
     synth(&data, 64, 16, 2.0, 3000, 7)?;
     let mut weights = Vec::new();
@@ -184,7 +184,7 @@ fn profile_leaves_run_unchanged() -> Result<(), Failed> {
         let out = dir.join(format!("profile-{profile}"));
         let a = TrainArgs {
             profile: Some(profile),
-            ..args(&data, &out, Arch::Topk, DeviceChoice::Gpu, 6)
+            ..args(&data, &out, Arch::Topk, device, 6)
         };
         train::run(&a).map_err(fail)?;
         weights.push(std::fs::read(out.join("sae_weights.safetensors")).map_err(fail)?);
@@ -198,11 +198,13 @@ fn profile_leaves_run_unchanged() -> Result<(), Failed> {
             let kernels = v["kernels"]
                 .as_array()
                 .ok_or("profile.json without kernels")?;
-            if v["step"] != 2
-                || !kernels
-                    .iter()
-                    .any(|k| k["entry"].as_str().is_some_and(|e| e.starts_with("gemm")))
-            {
+            // The GPU engine lists its kernels (the encoder GEMM among them); the CPU
+            // engine its stages only.
+            let gpu = device == DeviceChoice::Gpu;
+            let has_gemm = kernels
+                .iter()
+                .any(|k| k["entry"].as_str().is_some_and(|e| e.starts_with("gemm")));
+            if v["step"] != 2 || has_gemm != gpu || (!gpu && !kernels.is_empty()) {
                 return Err(format!(
                     "profile.json: step {} and no gemm kernel: {text}",
                     v["step"]
@@ -231,7 +233,7 @@ fn profile_leaves_run_unchanged() -> Result<(), Failed> {
                     .filter_map(|k| k["calls"].as_u64())
                     .sum()
             };
-            if calls("stages") != calls("kernels") {
+            if gpu && calls("stages") != calls("kernels") {
                 return Err(format!(
                     "{} dispatches by stage, {} by kernel",
                     calls("stages"),
@@ -416,8 +418,11 @@ pub fn trials() -> Vec<Trial> {
     }));
     t.push(gpu_test(
         "runs::profile_leaves_run_unchanged_gpu",
-        |_, _| profile_leaves_run_unchanged(),
+        |_, _| profile_leaves_run_unchanged(DeviceChoice::Gpu),
     ));
+    t.push(cpu_test("runs::profile_leaves_run_unchanged_cpu", |_| {
+        profile_leaves_run_unchanged(DeviceChoice::Cpu)
+    }));
     t.push(cpu_test("runs::batch_f16_close_to_f32", |_| {
         batch_f16_close_to_f32()
     }));

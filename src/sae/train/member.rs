@@ -118,18 +118,28 @@ impl Member {
             return Ok(());
         }
         let clock = Instant::now();
-        let profiled = match self.engine.as_gpu() {
-            Some(e) if self.profile_at == Some(self.step) => Some(e),
-            _ => None,
-        };
-        let r = match profiled {
-            Some(e) => super::profile::profile_step(e, &self.cfg, batch, self.step)
-                .and_then(|p| p.report(&self.cfg.out)),
-            None => self.engine.step(&self.cfg, &batch.data, batch.rows),
+        let r = if self.profile_at == Some(self.step) {
+            self.profiled_step(batch)
+        } else {
+            self.engine.step(&self.cfg, &batch.data, batch.rows)
         };
         r.map_err(|e| e.with_hint(self.note()))?;
         self.busy_s += clock.elapsed().as_secs_f64();
         self.stepped(batch)
+    }
+
+    /// `train --profile`'s step: timed by stage (and on the GPU by kernel), then reported.
+    fn profiled_step(&mut self, batch: &Batch) -> Result<()> {
+        use super::profile::{profile_cpu_step, profile_step};
+        let (cfg, step) = (&self.cfg, self.step);
+        let p = if let Some(e) = self.engine.as_gpu() {
+            profile_step(e, cfg, batch, step)?
+        } else if let Some(e) = self.engine.as_cpu() {
+            profile_cpu_step(e, cfg, batch, step)
+        } else {
+            return self.engine.step(cfg, &batch.data, batch.rows);
+        };
+        p.report(&cfg.out)
     }
 
     /// The first part of [`Self::train`]: whether the batch holds rows to step on.

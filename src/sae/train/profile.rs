@@ -1,5 +1,6 @@
 //! `saeforge train --profile`: one step of the run (its third, when pipelines are built
-//! and caches warm) timed kernel by kernel on the GPU engine, through the dispatch profiler
+//! and caches warm) timed stage by stage (on the CPU engine: each stage's wall time through
+//! `cpu::step_marked`) and, on the GPU engine, kernel by kernel through the dispatch profiler
 //! (`crate::gpu::DispatchTime`): per stage of the step (`GpuEngine::record_step`'s marks:
 //! prepare, encode, codes, decode, loss, backward, ...) and per entry point the calls, the
 //! GPU time from timestamp queries where the adapter has them, and the wall time of
@@ -8,6 +9,7 @@
 //! its submissions differ.
 
 use std::path::Path;
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -15,6 +17,7 @@ use crate::Result;
 use crate::data::Batch;
 use crate::gpu::{DispatchTime, Gpu};
 use crate::sae::TrainConfig;
+use crate::sae::cpu::{CpuEngine, step_marked};
 use crate::sae::gpu::GpuEngine;
 
 /// The step of a run (counted from the run's first step in this process) that is profiled.
@@ -74,6 +77,33 @@ pub fn profile_step(
     Ok(StepProfile::new(&g, step, &stages))
 }
 
+/// Step the CPU engine on `batch` with each stage's wall time (`cpu::step_marked`); it has
+/// no kernels to list.
+pub fn profile_cpu_step(
+    e: &mut CpuEngine,
+    cfg: &TrainConfig,
+    batch: &Batch,
+    step: u64,
+) -> StepProfile {
+    let mut times = Vec::new();
+    let mut clock = Instant::now();
+    step_marked(cfg, &mut e.st, &batch.data, batch.rows, &mut |name| {
+        times.push((name.to_string(), clock.elapsed().as_secs_f64(), None));
+        clock = Instant::now();
+    });
+    let stages = sum_by(times.into_iter());
+    StepProfile {
+        step,
+        adapter: "the CPU engine".into(),
+        driver: format!("{} threads", rayon::current_num_threads()),
+        timestamps: false,
+        total_gpu_ms: None,
+        total_wall_ms: stages.iter().map(|k| k.wall_ms).sum(),
+        stages,
+        kernels: Vec::new(),
+    }
+}
+
 /// `times` summed per name, in order of first appearance.
 fn sum_by(times: impl Iterator<Item = (String, f64, Option<f64>)>) -> Vec<KernelTime> {
     let mut out: Vec<KernelTime> = Vec::new();
@@ -126,17 +156,22 @@ impl StepProfile {
     pub fn report(&self, out: &Path) -> Result<()> {
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
         eprintln!(
-            "profile of step {} on {} ({}): GPU ms from {}",
+            "profile of step {} on {} ({}): {}",
             self.step + 1,
             self.adapter,
             self.driver,
             if self.timestamps {
-                "timestamp queries"
+                "GPU ms from timestamp queries"
+            } else if self.kernels.is_empty() {
+                "wall time per stage"
             } else {
-                "nothing (the adapter has no timestamp queries)"
+                "no GPU ms (the adapter has no timestamp queries)"
             }
         );
         for (head, rows) in [("stage", &self.stages), ("kernel", &self.kernels)] {
+            if rows.is_empty() {
+                continue;
+            }
             eprintln!(
                 "  {head:<30} {:>5} {:>10} {:>10}",
                 "calls", "GPU ms", "wall ms"
@@ -154,7 +189,7 @@ impl StepProfile {
         eprintln!(
             "  {:<30} {:>5} {:>10} {:>10.3}",
             "total",
-            self.kernels.iter().map(|k| k.calls).sum::<usize>(),
+            self.stages.iter().map(|k| k.calls).sum::<usize>(),
             ms(self.total_gpu_ms),
             self.total_wall_ms
         );
