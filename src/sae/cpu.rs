@@ -39,6 +39,9 @@
 //!   optimizer         unit-norm decoders: decoder_grad_prep; sums of squares, global norm
 //!                     clip (clip_scale); adam (adam_unit_rows for a unit-norm W_dec)
 //!   count_dead        update_dead: firing counters, tokens since each latent fired
+//!
+//! [`step_marked`] calls a mark after each stage with the GPU engine's stage names
+//! (`gpu::Mark`); `train --profile` times the stages by it.
 
 use crate::blas::gemm;
 use crate::cpu_codes::topk_codes;
