@@ -724,14 +724,12 @@ fn compact_write_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
 // The k_total = k * rows largest entries of the whole batch: T = the 16-bit key prefix of
 // the k_total-th largest block maximum (a radix select over the bmax keys, two 8-bit
 // levels: key_init, key_hist + key_find twice) bounds the k_total-th largest entry from
-// below; the entries >= T (topk_candidates with thr = T for every row) are gathered into a
-// (rows, CAND) matrix padded with -inf (candidate_matrix), on which topk.wgsl's batchtopk
-// selects; candidate_map turns its column numbers back into latents. The candidates keep
-// the batch's flat order, so ties resolve as on the whole matrix. state[3] counts rows whose
-// candidates overflowed CAND (or a bound at or below -inf): the step then runs batchtopk on
-// the whole matrix instead (a gate, src/sae/gpu.rs).
+// below; topk_candidates (with thr = T for every row) lists each row's entries >= T in
+// latent order, and topk.wgsl's batchtopk_gather hands those lists to its selection
+// (src/kernels/topk.rs `batchtopk_lists`), which keeps the batch's flat order, so ties
+// resolve as on the whole matrix; a row whose list overflowed CAND makes it read x.
 
-@group(0) @binding(1) var<storage, read_write> ki_state: array<u32>;          // (4): prefix, mask, need, overflow
+@group(0) @binding(1) var<storage, read_write> ki_state: array<u32>;          // (4): prefix, mask, need, (unused)
 @group(0) @binding(2) var<storage, read_write> ki_hist: array<u32>;           // (256)
 
 @compute @workgroup_size(WG_SCAN)
@@ -751,13 +749,41 @@ fn key_init(@builtin(local_invocation_index) l: u32) {
 @group(0) @binding(2) var<storage, read> kh_state: array<u32>;                // (4)
 @group(0) @binding(3) var<storage, read_write> kh_hist: array<atomic<u32>>;   // (256)
 
+override KEY_EPT: u32 = 32u;  // key_hist: keys per invocation
+var<workgroup> kh_local: array<atomic<u32>, 256>;
+
+// Each workgroup counts its WG * KEY_EPT keys (coalesced: lane l reads l, l + WG, ...) in
+// a workgroup histogram and adds its non-zero bins to the global one: one global atomic
+// per bin and workgroup instead of one per key (on lavapipe the global adds of the first
+// level, nearly all into a few bins, cost more than the rest of the selection).
 @compute @workgroup_size(WG)
-fn key_hist(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg, WG);
-    if i >= p.n { return; }
-    let key = kh_keys[i];
-    if (key & kh_state[1]) == kh_state[0] {
-        atomicAdd(&kh_hist[(key >> p.shift) & 255u], 1u);
+fn key_hist(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    for (var b = lid; b < 256u; b += WG) {
+        atomicStore(&kh_local[b], 0u);
+    }
+    workgroupBarrier();
+    let phi = kh_state[0];
+    let mhi = kh_state[1];
+    let start = group_index(wid, nwg) * WG * KEY_EPT;
+    for (var j = 0u; j < KEY_EPT; j++) {
+        let i = start + j * WG + lid;
+        if i < p.n {
+            let key = kh_keys[i];
+            if (key & mhi) == phi {
+                atomicAdd(&kh_local[(key >> p.shift) & 255u], 1u);
+            }
+        }
+    }
+    workgroupBarrier();
+    for (var b = lid; b < 256u; b += WG) {
+        let c = atomicLoad(&kh_local[b]);
+        if c != 0u {
+            atomicAdd(&kh_hist[b], c);
+        }
     }
 }
 
@@ -789,57 +815,6 @@ fn key_find() {
             kf_thr[r] = kf_state[0];
         }
     }
-}
-
-// candidate_matrix: xm[r, j] = x[r, cand[r, j]] for j < cand_n[r], -inf after; one
-// invocation per (row, j < CAND); state[3] += 1 per row with cand_n > CAND or thr at or
-// below key(-inf) (u32 counts: deterministic).
-@group(0) @binding(1) var<storage, read> cm_x: array<f32>;                    // (rows, n)
-@group(0) @binding(2) var<storage, read> cm_cand: array<u32>;                 // (rows, CAND)
-@group(0) @binding(3) var<storage, read> cm_n: array<u32>;                    // (rows)
-@group(0) @binding(4) var<storage, read> cm_thr: array<u32>;                  // (rows)
-@group(0) @binding(5) var<storage, read_write> cm_xm: array<f32>;             // (rows, CAND)
-@group(0) @binding(6) var<storage, read_write> cm_state: array<atomic<u32>>;  // (4)
-
-@compute @workgroup_size(WG)
-fn candidate_matrix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = linear_index(gid, nwg, WG);
-    if t >= p.rows * CAND { return; }
-    let r = t / CAND;
-    let j = t - r * CAND;
-    let cn = cm_n[r];
-    if j == 0u && (cn > CAND || cm_thr[r] <= 0x007fffffu) {
-        atomicAdd(&cm_state[3], 1u);
-    }
-    var v = bitcast<f32>(0xff800000u);
-    if j < cn && j < CAND {
-        v = cm_x[r * p.n + cm_cand[t]];
-    }
-    cm_xm[t] = v;
-}
-
-// candidate_map: idx[s] = cand[row(s), cidx[s]] for s < row_ptr[rows] (row(s) the row whose
-// range holds s); one invocation per slot.
-@group(0) @binding(1) var<storage, read> cx_row_ptr: array<u32>;              // (rows + 1)
-@group(0) @binding(2) var<storage, read> cx_cidx: array<u32>;                 // (k_total)
-@group(0) @binding(3) var<storage, read> cx_cand: array<u32>;                 // (rows, CAND)
-@group(0) @binding(4) var<storage, read_write> cx_idx: array<u32>;            // (k_total)
-
-@compute @workgroup_size(WG)
-fn candidate_map(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let s = linear_index(gid, nwg, WG);
-    if s >= min(cx_row_ptr[p.rows], p.cap) { return; }
-    var lo = 0u;
-    var hi = p.rows;
-    while lo < hi {
-        let mid = (lo + hi + 1u) / 2u;
-        if cx_row_ptr[mid] <= s {
-            lo = mid;
-        } else {
-            hi = mid - 1u;
-        }
-    }
-    cx_idx[s] = cx_cand[lo * CAND + cx_cidx[s]];
 }
 
 // ---------------------------------------------------------------- csr_rows

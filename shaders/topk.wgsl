@@ -548,8 +548,8 @@ struct BatchParams {
     row0: u32,   // the chunk's first row in the batch
     rows_all: u32,  // rows of the batch (the scratch's per-row arrays, the scan, row_ptr)
     first: u32,  // batchtopk_hist, src 1: 1 in the call that histograms the candidates
+    width: u32,  // batchtopk_gather: the row stride of the candidate lists
     _pad0: u32,
-    _pad1: u32,
 }
 
 const ST: u32 = 2048u;  // BINS: state
@@ -882,6 +882,46 @@ fn batchtopk_collect(
     }
 }
 
+// batchtopk_gather: instead of bound and collect when the caller has a bound of its own
+// (codes.wgsl: the k_total-th largest block maximum) and per row the list of every entry
+// at or above it, in ascending latent order (topk_candidates): the lists are appended to
+// the candidate buffer as collect appends (one atomic add per row places its run). A list
+// that overflowed its width (the count above it) is incomplete: S_OVER, so the stages
+// after read x. One invocation per row of the chunk.
+@group(0) @binding(1) var<storage, read> bg_cand: array<u32>;              // (rows, width)
+@group(0) @binding(2) var<storage, read> bg_key: array<u32>;               // (rows, width)
+@group(0) @binding(3) var<storage, read> bg_n: array<u32>;                 // (rows)
+@group(0) @binding(4) var<storage, read_write> bg_s: array<atomic<u32>>;   // scratch: counters
+@group(0) @binding(5) var<storage, read_write> bg_w: array<u32>;           // the same scratch: candidates
+
+@compute @workgroup_size(WG)
+fn batchtopk_gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = linear_index(gid, nwg, WG);
+    if row >= bp.rows {
+        return;
+    }
+    let r = bp.row0 + row;
+    let c = bg_n[row];
+    if c > bp.width {
+        atomicStore(&bg_s[ST + S_OVER], 1u);
+        return;
+    }
+    let off = atomicAdd(&bg_s[ST + S_COUNT], c);
+    atomicStore(&bg_s[b_off(r)], off);
+    atomicStore(&bg_s[b_cnt(r)], c);
+    if off + c > bp.capg {
+        atomicStore(&bg_s[ST + S_OVER], 1u);
+        return;
+    }
+    let ck0 = b_ck0() + off;
+    let ci0 = b_ci0() + off;
+    let src = row * bp.width;
+    for (var j = 0u; j < c; j++) {
+        bg_w[ck0 + j] = bg_key[src + j];
+        bg_w[ci0 + j] = bg_cand[src + j];
+    }
+}
+
 // batchtopk_count: one workgroup per row; entries > T and == T, over the row's candidates
 // (or the row of x after an overflow).
 @group(0) @binding(1) var<storage, read> bn_x: array<f32>;                 // (rows, n)
@@ -935,6 +975,37 @@ fn batchtopk_count(
         bn_s[b_gt(bp.row0 + row)] = atomicLoad(&bn_gt);
         bn_s[b_eq(bp.row0 + row)] = atomicLoad(&bn_eq);
     }
+}
+
+// batchtopk_count_rows: batchtopk_count with one invocation per row, for the lists
+// (batchtopk_gather): a row's run is a few dozen candidates, too few for a workgroup. After
+// an overflow the invocation reads the row of x itself (the rare path, serial).
+@compute @workgroup_size(WG)
+fn batchtopk_count_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = linear_index(gid, nwg, WG);
+    if row >= bp.rows {
+        return;
+    }
+    let t = bn_s[ST + S_PHI];
+    let r = bp.row0 + row;
+    var gt = 0u;
+    var eq = 0u;
+    if bn_s[ST + S_OVER] == 0u {
+        let off = b_ck0() + bn_s[b_off(r)];
+        for (var j = 0u; j < bn_s[b_cnt(r)]; j++) {
+            let key = bn_s[off + j];
+            gt += select(0u, 1u, key > t);
+            eq += select(0u, 1u, key == t);
+        }
+    } else {
+        for (var i = 0u; i < bp.n; i++) {
+            let key = key_of(bn_x[row * bp.n + i]);
+            gt += select(0u, 1u, key > t);
+            eq += select(0u, 1u, key == t);
+        }
+    }
+    bn_s[b_gt(r)] = gt;
+    bn_s[b_eq(r)] = eq;
 }
 
 // batchtopk_scan: one workgroup; ties taken per row (the first `need` in flat order),
@@ -1065,6 +1136,34 @@ fn batchtopk_scatter(
     var pos = bw_gt[lid];
     var ties = bw_eq[lid];
     for (var j = i0; j < i1; j++) {
+        let e = bw_entry(row, off, j, over);
+        if e.x > t || (e.x == t && ties > 0u) {
+            if e.x == t {
+                ties -= 1u;
+            }
+            bw_idx[pos] = e.y;
+            bw_val[pos] = bw_x[row * bp.n + e.y];
+            pos += 1u;
+        }
+    }
+}
+
+// batchtopk_scatter_rows: batchtopk_scatter with one invocation per row (see
+// batchtopk_count_rows): the row's entries > T and its first ties taken, in latent order.
+@compute @workgroup_size(WG)
+fn batchtopk_scatter_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = linear_index(gid, nwg, WG);
+    if row >= bp.rows {
+        return;
+    }
+    let over = bw_s[ST + S_OVER] != 0u;
+    let t = bw_s[ST + S_PHI];
+    let r = bp.row0 + row;
+    let off = bw_s[b_off(r)];
+    let len = select(bw_s[b_cnt(r)], bp.n, over);
+    var ties = bw_s[b_eq(r)];
+    var pos = bw_row_ptr[r];
+    for (var j = 0u; j < len; j++) {
         let e = bw_entry(row, off, j, over);
         if e.x > t || (e.x == t && ties > 0u) {
             if e.x == t {

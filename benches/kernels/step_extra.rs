@@ -2,8 +2,8 @@
 //! launches: the sparse-code chains of shaders/codes.wgsl (each case records a whole chain,
 //! so every stage kernel runs: block_max, topk_threshold, topk_candidates, topk_select and
 //! topk_select_row, csr_scan, csr_pack; threshold_offsets, compact_count, compact_write;
-//! key_init, key_hist, key_find, candidate_matrix, gate_plan, batchtopk on the candidates,
-//! candidate_map; csr_rows), dead_list, FISTA's two kernels and the toy-model kernels.
+//! key_init, key_hist, key_find, topk_candidates, batchtopk on the candidate lists
+//! (batchtopk_gather, its radix levels, count, scan, scatter); csr_rows), dead_list, FISTA's two kernels and the toy-model kernels.
 
 use std::rc::Rc;
 
@@ -122,7 +122,6 @@ pub fn codes_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
     // BatchTopK on candidates: read pre (B n) at least, write the CSR and the threshold.
     let pre = t.pre.clone();
     let sc = Rc::new(codes::batch_topk::BatchScratch::new(gpu, B, N, B * K, B)?);
-    let gate = gpu.gate(64)?;
     let rp = zeros_u32("batch row_ptr", &[B + 1])?;
     let (idx, val) = (
         zeros_u32("batch idx", &[B * K])?,
@@ -135,8 +134,7 @@ pub fn codes_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
         format!("{bn}, k_total={}", B * K),
         b4(B * N + (B + 1) + 2 * B * K + 1),
         Box::new(move |g, e| {
-            codes::batch_topk::batchtopk_codes(g, e, &pre, &gate, &sc, &rp, &idx, &val, &thr)?;
-            gate.finish(g)
+            codes::batch_topk::batchtopk_codes(g, e, &pre, &sc, &rp, &idx, &val, &thr)
         }),
     ));
     // A chunk's rows of the batch's codes (BatchTopK in chunks): the second half of a batch

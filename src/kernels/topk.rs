@@ -44,7 +44,7 @@ crate::uniform! {
     struct BatchParams {
         rows: u32, n: u32, k_total: u32, level: u32,
         src: u32, capg: u32, vec4: u32, row0: u32,
-        rows_all: u32, first: u32, _pad: [u32; 2],
+        rows_all: u32, first: u32, width: u32, _pad: u32,
     }
 }
 
@@ -100,10 +100,28 @@ pub static BATCHTOPK_COLLECT: Entry = batch(
     ],
     Grid::Groups,
 );
+/// The candidate lists are (rows, width) u32 of the chunk (`width` a parameter).
+pub static BATCHTOPK_GATHER: Entry = batch(
+    "batchtopk_gather",
+    &[
+        ru("cand", "rows, width"),
+        ru("cand_key", "rows, width"),
+        ru("cand_n", "rows"),
+        wu("counters", "any"),
+        wu("candidates", "any"),
+    ],
+    Grid::Items,
+);
 pub static BATCHTOPK_COUNT: Entry = batch(
     "batchtopk_count",
     &[rf("x", "rows, n"), wu("scratch", "any")],
     Grid::Groups,
+);
+/// batchtopk_count with one invocation per row (the lists' short runs).
+pub static BATCHTOPK_COUNT_ROWS: Entry = batch(
+    "batchtopk_count_rows",
+    &[rf("x", "rows, n"), wu("scratch", "any")],
+    Grid::Items,
 );
 pub static BATCHTOPK_SCAN: Entry = batch(
     "batchtopk_scan",
@@ -126,6 +144,19 @@ pub static BATCHTOPK_SCATTER: Entry = batch(
     Grid::Groups,
 );
 
+/// batchtopk_scatter with one invocation per row (the lists' short runs).
+pub static BATCHTOPK_SCATTER_ROWS: Entry = batch(
+    "batchtopk_scatter_rows",
+    &[
+        rf("x", "rows, n"),
+        ru("scratch", "any"),
+        ru("row_ptr", "rows_all + 1"),
+        wu("idx", "k_total"),
+        wf("val", "k_total"),
+    ],
+    Grid::Items,
+);
+
 /// Every entry point of shaders/topk.wgsl.
 pub static ENTRIES: &[&Entry] = &[
     &TOPK,
@@ -134,9 +165,12 @@ pub static ENTRIES: &[&Entry] = &[
     &BATCHTOPK_HIST,
     &BATCHTOPK_FIND,
     &BATCHTOPK_COLLECT,
+    &BATCHTOPK_GATHER,
     &BATCHTOPK_COUNT,
+    &BATCHTOPK_COUNT_ROWS,
     &BATCHTOPK_SCAN,
     &BATCHTOPK_SCATTER,
+    &BATCHTOPK_SCATTER_ROWS,
 ];
 
 fn matrix_shape(kernel: &str, x: &GpuTensor) -> Result<(usize, usize)> {
@@ -219,6 +253,32 @@ fn candidate_capacity(rows: usize, n: usize, k_total: usize) -> usize {
     (2 * k_total + 4096).min(rows * n)
 }
 
+/// Where batchtopk's scratch (for x: (rows, n) and k_total) keeps the overflow flag
+/// (`over`: 1 when the stages after the candidates read x) and the candidates: row r's run
+/// is `count` = s[cnt + r] entries from s[off + r] in the keys (from `keys`) and latents
+/// (from `latents`). For tests that check a stage's candidates.
+pub struct ScratchLayout {
+    pub over: usize,
+    pub off: usize,
+    pub cnt: usize,
+    pub keys: usize,
+    pub latents: usize,
+}
+
+/// The [`ScratchLayout`] of batchtopk's scratch (the shader's ST, b_off, b_cnt, b_ck0,
+/// b_ci0).
+pub fn scratch_layout(rows: usize, n: usize, k_total: usize) -> ScratchLayout {
+    let rows0 = BINS + 16;
+    let keys = rows0 + 4 * rows + rows * WG;
+    ScratchLayout {
+        over: BINS + 6,
+        off: rows0 + 2 * rows,
+        cnt: rows0 + 3 * rows,
+        keys,
+        latents: keys + candidate_capacity(rows, n, k_total),
+    }
+}
+
 /// u32 elements of the scratch tensor `batchtopk` needs for x: (rows, n) and k_total.
 pub fn batchtopk_scratch_len(rows: usize, n: usize, k_total: usize) -> usize {
     BINS + 16 + 4 * rows + rows * WG + 2 * candidate_capacity(rows, n, k_total)
@@ -264,6 +324,56 @@ pub fn batchtopk_chunks(
     threshold: &GpuTensor,
     scratch: &GpuTensor,
 ) -> Result<()> {
+    #[rustfmt::skip]
+    return stages(gpu, enc, xs, None, row_ptr, idx, val, threshold, scratch);
+}
+
+/// Candidate lists for [`batchtopk_lists`]: for chunk c, `fill(enc, c)` records into
+/// `cand` and `cand_key` ((rows_c, width) u32 each: latents and their keys) and `cand_n`
+/// ((rows_c) u32) every entry of the chunk's rows at or above one lower bound of the
+/// k_total-th largest entry of the batch, in ascending latent order per row. A row with
+/// cand_n > width (its list incomplete) makes the selection read x instead.
+pub struct Lists<'a> {
+    pub cand: &'a GpuTensor,
+    pub cand_key: &'a GpuTensor,
+    pub cand_n: &'a GpuTensor,
+    pub width: usize,
+    pub fill: &'a mut dyn FnMut(&mut wgpu::CommandEncoder, usize) -> Result<()>,
+}
+
+/// [`batchtopk_chunks`] from candidate lists the caller makes (`codes::batch_topk`'s, from
+/// the encoder's block maxima) instead of its own bound over x: batchtopk_gather appends
+/// each chunk's lists to the candidates, then the same radix levels, count, scan and
+/// scatter. The same CSR, values and threshold.
+#[allow(clippy::too_many_arguments)]
+pub fn batchtopk_lists(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    xs: &[&GpuTensor],
+    lists: Lists,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    threshold: &GpuTensor,
+    scratch: &GpuTensor,
+) -> Result<()> {
+    #[rustfmt::skip]
+    return stages(gpu, enc, xs, Some(lists), row_ptr, idx, val, threshold, scratch);
+}
+
+/// The stages of [`batchtopk_chunks`] (lists None) or [`batchtopk_lists`].
+#[allow(clippy::too_many_arguments)]
+fn stages(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    xs: &[&GpuTensor],
+    mut lists: Option<Lists>,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    threshold: &GpuTensor,
+    scratch: &GpuTensor,
+) -> Result<()> {
     let mut shapes = Vec::with_capacity(xs.len());
     for x in xs {
         shapes.push(matrix_shape("batchtopk", x)?);
@@ -290,6 +400,7 @@ pub fn batchtopk_chunks(
         batchtopk_scratch_len(rows, n, k_total),
     )?;
     let capg = candidate_capacity(rows, n, k_total);
+    let width = lists.as_ref().map_or(0, |l| l.width);
     // Params of a dispatch over chunk c (rows_c rows from row0), or of the whole batch.
     let p = |level: u32, src: u32, rows_c: usize, row0: usize, first: bool| BatchParams {
         rows: rows_c as u32,
@@ -302,7 +413,8 @@ pub fn batchtopk_chunks(
         row0: row0 as u32,
         rows_all: rows as u32,
         first: first as u32,
-        _pad: [0; 2],
+        width: width as u32,
+        _pad: 0,
     };
     let whole = |level: u32, src: u32| p(level, src, rows, 0, true);
     // The chunks with their first rows.
@@ -332,10 +444,6 @@ pub fn batchtopk_chunks(
         .call(whole(0, 0))
         .bind(scratch)
         .record(gpu, enc)?;
-    for (&(x, rc, r0), x4) in chunks.iter().zip(&x4s) {
-        #[rustfmt::skip]
-        BATCHTOPK_BOUND.call(p(0, 0, rc, r0, true)).dims(&dims(rc)).bind(x).bind_raw(x4).bind(scratch).items(rc).skip_if(rc == 0).record(gpu, enc)?;
-    }
     // Radix levels over src 0 (lane maxima: once) or 1 (candidates in the first call, or
     // each chunk's x after an overflow).
     let select = |enc: &mut wgpu::CommandEncoder, src: u32, levels: u32| {
@@ -356,18 +464,46 @@ pub fn batchtopk_chunks(
         }
         Ok::<(), Error>(())
     };
-    select(enc, 0, 2)?;
-    for (&(x, rc, r0), x4) in chunks.iter().zip(&x4s) {
-        let call = BATCHTOPK_COLLECT
-            .call(p(0, 1, rc, r0, true))
-            .dims(&dims(rc));
-        let call = call.bind(x).bind_raw(x4).bind(scratch).bind(scratch);
-        call.items(rc).skip_if(rc == 0).record(gpu, enc)?;
+    match &mut lists {
+        None => {
+            for (&(x, rc, r0), x4) in chunks.iter().zip(&x4s) {
+                #[rustfmt::skip]
+                BATCHTOPK_BOUND.call(p(0, 0, rc, r0, true)).dims(&dims(rc)).bind(x).bind_raw(x4).bind(scratch).items(rc).skip_if(rc == 0).record(gpu, enc)?;
+            }
+            select(enc, 0, 2)?;
+            for (&(x, rc, r0), x4) in chunks.iter().zip(&x4s) {
+                let call = BATCHTOPK_COLLECT
+                    .call(p(0, 1, rc, r0, true))
+                    .dims(&dims(rc));
+                let call = call.bind(x).bind_raw(x4).bind(scratch).bind(scratch);
+                call.items(rc).skip_if(rc == 0).record(gpu, enc)?;
+            }
+        }
+        Some(l) => {
+            for (c, &(_, rc, r0)) in chunks.iter().enumerate() {
+                (l.fill)(enc, c)?;
+                let w = l.width;
+                let (cand, key) = (l.cand.prefix(&[rc, w]), l.cand_key.prefix(&[rc, w]));
+                let call = BATCHTOPK_GATHER.call(p(0, 1, rc, r0, true));
+                let call = call
+                    .dims(&[("rows", rc), ("width", w)])
+                    .bind(&cand)
+                    .bind(&key);
+                let cn = l.cand_n.prefix(&[rc]);
+                let call = call.bind(&cn).bind(scratch).bind(scratch);
+                call.items(rc).skip_if(rc == 0).record(gpu, enc)?;
+            }
+        }
     }
     select(enc, 1, 3)?;
+    // The lists' runs are short: one invocation per row instead of a workgroup.
+    let (count, scatter) = match lists {
+        None => (&BATCHTOPK_COUNT, &BATCHTOPK_SCATTER),
+        Some(_) => (&BATCHTOPK_COUNT_ROWS, &BATCHTOPK_SCATTER_ROWS),
+    };
     for &(x, rc, r0) in &chunks {
         #[rustfmt::skip]
-        BATCHTOPK_COUNT.call(p(0, 1, rc, r0, true)).dims(&dims(rc)).bind(x).bind(scratch).items(rc).skip_if(rc == 0).record(gpu, enc)?;
+        count.call(p(0, 1, rc, r0, true)).dims(&dims(rc)).bind(x).bind(scratch).items(rc).skip_if(rc == 0).record(gpu, enc)?;
     }
     BATCHTOPK_SCAN
         .call(whole(0, 0))
@@ -377,9 +513,7 @@ pub fn batchtopk_chunks(
         .bind(threshold)
         .record(gpu, enc)?;
     for &(x, rc, r0) in &chunks {
-        let call = BATCHTOPK_SCATTER
-            .call(p(0, 1, rc, r0, true))
-            .dims(&dims(rc));
+        let call = scatter.call(p(0, 1, rc, r0, true)).dims(&dims(rc));
         let call = call.bind(x).bind(scratch).bind(row_ptr).bind(idx).bind(val);
         call.items(rc).skip_if(rc == 0).record(gpu, enc)?;
     }

@@ -457,37 +457,6 @@ pub fn batch_threshold(bmax: &[u32], k_total: usize) -> u32 {
     sorted[k_total - 1] & 0xffff_0000
 }
 
-/// xm[r, j] = x[r, cand[r, j]] for j < min(cand_n[r], CAND), -inf after; the number of rows
-/// with cand_n[r] > CAND or thr[r] <= key_of(-inf) (the candidates would be incomplete, or
-/// could tie with the padding) is returned.
-/// x: (rows, n), cand: (rows, CAND) u32, cand_n, thr: (rows) u32 -> xm: (rows, CAND)
-pub fn candidate_matrix(
-    x: &[f32],
-    rows: usize,
-    n: usize,
-    cand: &[u32],
-    cand_n: &[u32],
-    thr: &[u32],
-    xm: &mut [f32],
-) -> u32 {
-    assert_eq!(xm.len(), rows * CAND, "candidate_matrix: xm");
-    let mut overflow = 0;
-    for r in 0..rows {
-        let cn = cand_n[r] as usize;
-        if cn > CAND || thr[r] <= key_of(f32::NEG_INFINITY) {
-            overflow += 1;
-        }
-        for j in 0..CAND {
-            xm[r * CAND + j] = if j < cn {
-                x[r * n + cand[r * CAND + j] as usize]
-            } else {
-                f32::NEG_INFINITY
-            };
-        }
-    }
-    overflow
-}
-
 /// One chunk's rows of a batch's codes as their own CSR: with base = row_ptr[row0],
 /// row_ptr_c[r] = row_ptr[row0 + r] - base for r <= rows, and idx_c[s], val_c[s] =
 /// idx[base + s], val[base + s] for s < row_ptr_c[rows] (and < idx_c.len()).
@@ -512,15 +481,5 @@ pub fn csr_rows(
     for s in 0..count {
         idx_c[s] = idx[base as usize + s];
         val_c[s] = val[base as usize + s];
-    }
-}
-
-/// idx[s] = cand[r, cidx[s]] for the slots s of row r (row_ptr[r] <= s < row_ptr[r + 1]).
-/// row_ptr: (rows + 1), cidx: (k_total) u32, cand: (rows, CAND) u32 -> idx: (k_total) u32
-pub fn candidate_map(row_ptr: &[u32], cidx: &[u32], cand: &[u32], rows: usize, idx: &mut [u32]) {
-    for r in 0..rows {
-        for s in row_ptr[r] as usize..(row_ptr[r + 1] as usize).min(idx.len()) {
-            idx[s] = cand[r * CAND + cidx[s] as usize];
-        }
     }
 }

@@ -172,7 +172,7 @@ pub struct GpuEngine {
     widths: Option<GpuTensor>,
     /// batchtopk / matryoshka: the candidate path's scratch and the gate of its whole-batch
     /// fallback.
-    batch: Option<(BatchScratch, Arc<Gate>)>,
+    batch: Option<BatchScratch>,
     /// batchtopk in several chunks: the batch's codes (row_ptr (rows + 1) u32, idx u32,
     /// pre_val), each chunk's rows of which `codes` takes.
     batch_codes: Option<[GpuTensor; 3]>,
@@ -219,7 +219,7 @@ impl GpuEngine {
         let len = ch.rows * self.n.div_ceil(BLOCK);
         match (&ch.kept, &self.batch) {
             (Some((_, bmax)), _) => bmax.view(&[len]),
-            (None, Some((sc, _))) => sc.bmax.view(&[len]),
+            (None, Some(sc)) => sc.bmax.view(&[len]),
             (None, None) => self.bmax.prefix(&[len]),
         }
     }
@@ -253,12 +253,12 @@ impl GpuEngine {
             // k_total = rows * this step's k: the length of the codes' view. In several
             // chunks the batch's selection ran after the chunks' encodes: the chunk's rows.
             Arch::Batchtopk | Arch::Matryoshka => {
-                let (sc, bg) = self.batch.as_ref().expect("batchtopk scratch");
+                let sc = self.batch.as_ref().expect("batchtopk scratch");
                 let (pv, thr) = (&c.pre_val, &self.thr);
                 if let Some([brp, bidx, bpv]) = &self.batch_codes {
                     csr_rows(g, enc, brp, bidx, bpv, ch.row0, rp, idx, pv)?;
                 } else {
-                    batchtopk_codes_from_bmax(g, enc, pre, bmax, bg, sc, rp, idx, pv, thr)?;
+                    batchtopk_codes_from_bmax(g, enc, pre, bmax, sc, rp, idx, pv, thr)?;
                     let first = self.step == 0;
                     threshold_ema(g, enc, thr, &self.thr_state, cfg.threshold_ema, first)?;
                 }
@@ -682,12 +682,11 @@ impl GpuEngine {
             }
         }
         self.record_step(enc, mark)?;
-        let batch_gate = self.batch.as_ref().map(|(_, gate)| gate);
         let chunk_gates = self
             .chunks
             .iter()
             .flat_map(|ch| [ch.gate.as_ref(), ch.aux_gate.as_ref()]);
-        for gate in chunk_gates.chain([batch_gate]).flatten() {
+        for gate in chunk_gates.flatten() {
             gate.finish(g)?;
         }
         Ok(())

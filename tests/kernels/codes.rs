@@ -549,10 +549,11 @@ fn csr_rows_case(
     assert_same("csr_rows val_c", &bits(&v), &bits(&c_val))
 }
 
-/// BatchTopK by candidates: batch_threshold, candidate_matrix and candidate_map against
-/// their twins on the device's intermediates, and batchtopk_codes (with its gate) against
-/// reference::topk::batchtopk on the whole matrix, exactly. Heavy ties overflow the
-/// candidate lists and must take the gated whole-matrix path. The scratch is made for
+/// BatchTopK by candidates: batch_threshold against its twin on the device's block maxima,
+/// the candidate lists batchtopk_gather handed to the selection against
+/// reference::codes::topk_candidates at that bound (each row's run, in latent order), and
+/// batchtopk_codes against reference::topk::batchtopk on the whole matrix, exactly. Heavy
+/// ties overflow the lists, and the selection must then read x. The scratch is made for
 /// `rows * scratch_k` >= k_total (the training step's, for its largest k while annealing).
 /// `chunks` > 1: x uploaded as that many row chunks, each with its block maxima, and
 /// selected by batchtopk_codes_chunks (the batch's codes all the same).
@@ -577,18 +578,17 @@ fn batch_case(
     let xd = &parts[0];
     let sc =
         kc::batch_topk::BatchScratch::new(gpu, rows, n, rows * scratch_k, sizes[0]).map_err(m)?;
-    let gate = gpu.gate(96).map_err(m)?;
     let row_ptr = gpu.zeros_u32("row_ptr", &[rows + 1]).map_err(m)?;
     let idx = gpu.zeros_u32("idx", &[k_total]).map_err(m)?;
     let val = gpu.zeros("val", &[k_total]).map_err(m)?;
     let thr = gpu.zeros("threshold", &[1]).map_err(m)?;
-    for t in [&row_ptr, &idx, &val, &thr] {
+    for t in [&row_ptr, &idx, &val, &thr, &sc.select] {
         poison(gpu, t).map_err(m)?;
     }
     let mut enc = gpu.encoder();
     if chunks == 1 {
         #[rustfmt::skip]
-        kc::batch_topk::batchtopk_codes(gpu, &mut enc, xd, &gate, &sc, &row_ptr, &idx, &val, &thr).map_err(m)?;
+        kc::batch_topk::batchtopk_codes(gpu, &mut enc, xd, &sc, &row_ptr, &idx, &val, &thr).map_err(m)?;
     } else {
         for (x, b) in parts.iter().zip(&bmaxs) {
             kc::selection::block_max(gpu, &mut enc, x, rc::BLOCK, None, None, b).map_err(m)?;
@@ -596,9 +596,8 @@ fn batch_case(
         let (xs, bs): (Vec<&GpuTensor>, Vec<&GpuTensor>) =
             (parts.iter().collect(), bmaxs.iter().collect());
         #[rustfmt::skip]
-        kc::batch_topk::batchtopk_codes_chunks(gpu, &mut enc, &xs, &bs, &gate, &sc, &row_ptr, &idx, &val, &thr).map_err(m)?;
+        kc::batch_topk::batchtopk_codes_chunks(gpu, &mut enc, &xs, &bs, &sc, &row_ptr, &idx, &val, &thr).map_err(m)?;
     }
-    gate.finish(gpu).map_err(m)?;
     gpu.submit(enc);
     let r = |t: &GpuTensor| gpu.read_u32(t).map_err(m);
 
@@ -616,24 +615,32 @@ fn batch_case(
             all
         };
         let state = r(&sc.state)?;
+        let t = rc::batch_threshold(&g_bmax, k_total);
+        assert_same("batch_threshold T", &state[..1], &[t])?;
+        assert_same("batch_threshold thr", &r(&sc.thr)?, &vec![t; rows])?;
+        let (mut cand, mut key) = (vec![0u32; rows * rc::CAND], vec![0u32; rows * rc::CAND]);
+        let mut cand_n = vec![0u32; rows];
+        #[rustfmt::skip]
+        rc::topk_candidates(&x, rows, n, rc::BLOCK, None, &g_bmax, &vec![t; rows], &mut cand, &mut key, &mut cand_n);
+        let lay = saeforge::kernels::topk::scratch_layout(rows, n, k_total);
+        let s = r(&sc.select)?;
+        let over = cand_n.iter().any(|&c| c as usize > rc::CAND);
         assert_same(
-            "batch_threshold T",
-            &state[..1],
-            &[rc::batch_threshold(&g_bmax, k_total)],
+            "batchtopk_gather overflow",
+            &s[lay.over..=lay.over],
+            &[over as u32],
         )?;
-        assert_same("batch_threshold thr", &r(&sc.thr)?, &vec![state[0]; rows])?;
-        let (cand, cand_n) = (r(&sc.cand)?, r(&sc.cand_n)?);
-        let mut xm = vec![0.0f32; rows * rc::CAND];
-        let thr_rows = vec![state[0]; rows];
-        let over = rc::candidate_matrix(&x, rows, n, &cand, &cand_n, &thr_rows, &mut xm);
-        assert_same("candidate_matrix overflow", &state[3..4], &[over])?;
-        let g_xm = gpu.read_f32(&sc.xm).map_err(m)?;
-        assert_same("candidate_matrix xm", &bits(&g_xm), &bits(&xm))?;
+        for row in (0..rows).filter(|_| !over) {
+            let (off, cnt) = (s[lay.off + row] as usize, s[lay.cnt + row] as usize);
+            let w = row * rc::CAND..row * rc::CAND + cand_n[row] as usize;
+            let what = format!("batchtopk_gather row {row}");
+            assert_same(&what, &s[lay.keys + off..][..cnt], &key[w.clone()])?;
+            assert_same(&what, &s[lay.latents + off..][..cnt], &cand[w])?;
+        }
         over
     } else {
-        0
+        false
     };
-    let cand = r(&sc.cand)?;
 
     // The result against batchtopk on the whole matrix.
     let mut c_row_ptr = vec![0u32; rows + 1];
@@ -648,16 +655,9 @@ fn batch_case(
     assert_same("batchtopk_codes val", &bits(&v), &bits(&c_val))?;
     let t = gpu.read_f32(&thr).map_err(m)?;
     assert_same("batchtopk_codes threshold", &bits(&t), &bits(&c_thr))?;
-    if candidates && over == 0 {
-        // candidate_map on the candidate path's column numbers.
-        let cidx = &r(&sc.cidx)?[..k_total];
-        let mut mapped = vec![0u32; k_total];
-        rc::candidate_map(&c_row_ptr, cidx, &cand, rows, &mut mapped);
-        assert_same("candidate_map", &r(&idx)?, &mapped)?;
-    }
     let want_overflow = matches!(kind, Input::SmallInts) && n >= 9000;
-    if want_overflow != (over > 0) {
-        return Err(format!("overflow {over}, expected {}", want_overflow).into());
+    if want_overflow != over {
+        return Err(format!("overflow {over}, expected {want_overflow}").into());
     }
     Ok(())
 }

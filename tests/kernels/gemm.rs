@@ -417,7 +417,6 @@ fn codes_from_bmax(gpu: &Gpu, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), F
     // BatchTopK, on its scratch's bmax and on a caller's.
     let k_total = rows * k;
     let sc = kc::batch_topk::BatchScratch::new(gpu, rows, n, k_total, rows).map_err(f)?;
-    let gate = gpu.gate(96).map_err(f)?;
     let thr = [z("thr ours", 1)?, z("thr theirs", 1)?];
     let codes = || -> Result<[GpuTensor; 3], Failed> {
         Ok([
@@ -436,14 +435,12 @@ fn codes_from_bmax(gpu: &Gpu, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), F
         kg::gemm_block_max(gpu, &mut enc, &spec, &x, &w, Some(&bias), &pre, None, given).map_err(f)?;
         let [rp, idx, val] = &bo;
         #[rustfmt::skip]
-        kc::batch_topk::batchtopk_codes_from_bmax(gpu, &mut enc, &pre, given, &gate, &sc, rp, idx, val, &thr[0]).map_err(f)?;
-        gate.finish(gpu).map_err(f)?;
+        kc::batch_topk::batchtopk_codes_from_bmax(gpu, &mut enc, &pre, given, &sc, rp, idx, val, &thr[0]).map_err(f)?;
         gpu.submit(enc);
         let mut enc = gpu.encoder();
         let [rp, idx, val] = &bt;
         #[rustfmt::skip]
-        kc::batch_topk::batchtopk_codes(gpu, &mut enc, &pre, &gate, &sc, rp, idx, val, &thr[1]).map_err(f)?;
-        gate.finish(gpu).map_err(f)?;
+        kc::batch_topk::batchtopk_codes(gpu, &mut enc, &pre, &sc, rp, idx, val, &thr[1]).map_err(f)?;
         gpu.submit(enc);
         for (name, (ta, tb)) in ["row_ptr", "idx", "val"].iter().zip(bo.iter().zip(&bt)) {
             assert_same(

@@ -1,20 +1,21 @@
 //! BatchTopK from the block maxima: a radix select over the maxima bounds the k_total-th
 //! value of the batch (key_init, key_hist, key_find), topk_candidates lists the entries
-//! above it, and `topk::batchtopk` runs on that small (rows, CAND) candidate matrix
-//! (candidate_matrix, candidate_map), or on x itself when a row's candidates overflow.
+//! at or above it, row by row, and `topk::batchtopk_lists` selects among those lists
+//! (batchtopk_gather appends them to its candidates; its own bound over x is skipped), or
+//! reads x itself when a row's list overflows.
 //!
 //! A batch whose pre-activations do not fit one storage binding comes as row chunks
 //! ([`batchtopk_codes_chunks`]): the histograms of the radix select add up every chunk's
-//! block maxima before each level's find, the candidates of each chunk are copied into the
-//! batch's candidate matrix at the chunk's rows, and the overflow path is
-//! `topk::batchtopk_chunks`. The answer is the whole batch's, as with one chunk.
+//! block maxima before each level's find, and each chunk's lists are made and gathered in
+//! turn (one chunk's worth of list scratch). The answer is the whole batch's, as with one
+//! chunk.
 
-use crate::gpu::{Gate, Gpu, GpuTensor};
+use crate::gpu::{Gpu, GpuTensor};
 use crate::{Error, Result};
 
 use super::super::decl::{Entry, Grid, ru, wf, wu};
 use super::selection::{block_max, topk_candidates};
-use super::{BLOCK, CAND, Params, blocks, codes, matrix, one_d, params, single};
+use super::{BLOCK, CAND, Params, blocks, codes, matrix, one_d, single};
 
 pub(super) static KEY_INIT: Entry = single("key_init", &[wu("state", "4"), wu("hist", "256")]);
 pub(super) static KEY_HIST: Entry = one_d(
@@ -27,27 +28,6 @@ pub(super) static KEY_FIND: Entry = codes(
     1,
     Grid::Single,
 );
-pub(super) static CANDIDATE_MATRIX: Entry = one_d(
-    "candidate_matrix",
-    &[
-        super::super::decl::rf("x", "rows, n"),
-        ru("cand", "rows, CAND"),
-        ru("cand_n", "rows"),
-        ru("thr", "rows"),
-        wf("xm", "rows, CAND"),
-        wu("state", "4"),
-    ],
-);
-pub(super) static CANDIDATE_MAP: Entry = one_d(
-    "candidate_map",
-    &[
-        ru("row_ptr", "rows + 1"),
-        ru("cidx", "cap"),
-        ru("cand", "rows, CAND"),
-        wu("idx", "cap"),
-    ],
-);
-
 pub(super) static CSR_ROWS: Entry = one_d(
     "csr_rows",
     &[
@@ -60,7 +40,7 @@ pub(super) static CSR_ROWS: Entry = one_d(
     ],
 );
 
-/// state = (prefix 0, mask 0, need k_total, overflow 0), hist = 0: the start of
+/// state = (prefix 0, mask 0, need k_total, 0), hist = 0: the start of
 /// [`batch_threshold`]'s radix select.
 /// -> state: (4) u32, hist: (256) u32
 pub fn key_init(
@@ -127,7 +107,7 @@ pub fn batch_threshold_chunks(
                 .bind(part)
                 .bind(state)
                 .bind(hist)
-                .items(len)
+                .items(len.div_ceil(super::KEY_EPT))
                 .skip_if(len == 0)
                 .record(gpu, enc)?;
         }
@@ -149,85 +129,23 @@ pub fn batch_threshold_chunks(
     Ok(())
 }
 
-/// xm[r, j] = x[r, cand[r, j]] for j < cand_n[r], -inf after; state[3] += the number of
-/// rows with cand_n > CAND or thr at or below key(-inf).
-/// x: (rows, n), cand: (rows, CAND) u32, cand_n, thr: (rows) u32
-///   -> xm: (rows, CAND), state: (4) u32
-#[allow(clippy::too_many_arguments)]
-pub fn candidate_matrix(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    x: &GpuTensor,
-    cand: &GpuTensor,
-    cand_n: &GpuTensor,
-    thr: &GpuTensor,
-    xm: &GpuTensor,
-    state: &GpuTensor,
-) -> Result<()> {
-    let (rows, n) = matrix("candidate_matrix", x)?;
-    CANDIDATE_MATRIX
-        .call(params(rows, n, 0, 1, false))
-        .dims(&[("rows", rows), ("n", n), ("CAND", CAND)])
-        .bind(x)
-        .bind(cand)
-        .bind(cand_n)
-        .bind(thr)
-        .bind(xm)
-        .bind(state)
-        .items(rows * CAND)
-        .skip_if(rows == 0)
-        .record(gpu, enc)
-}
-
-/// idx[s] = cand[r, cidx[s]] for the slots s of row r, s < row_ptr[rows] and < cap.
-/// row_ptr: (rows + 1) u32, cidx: (cap) u32, cand: (rows, CAND) u32 -> idx: (cap) u32
-pub fn candidate_map(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    row_ptr: &GpuTensor,
-    cidx: &GpuTensor,
-    cand: &GpuTensor,
-    idx: &GpuTensor,
-) -> Result<()> {
-    let rows = row_ptr.len().saturating_sub(1);
-    let cap = idx.len();
-    let p = Params {
-        rows: rows as u32,
-        cap: cap as u32,
-        ..Default::default()
-    };
-    CANDIDATE_MAP
-        .call(p)
-        .dims(&[("rows", rows), ("cap", cap), ("CAND", CAND)])
-        .bind(row_ptr)
-        .bind(cidx)
-        .bind(cand)
-        .bind(idx)
-        .items(cap)
-        .skip_if(cap == 0)
-        .record(gpu, enc)
-}
-
 /// Scratch of [`batchtopk_codes`], for any k_total up to the one it was made for.
 pub struct BatchScratch {
     pub bmax: GpuTensor,
     pub state: GpuTensor,
     pub hist: GpuTensor,
     pub thr: GpuTensor,
+    /// One chunk's candidate lists (the batch's rows when it comes whole): (rows_c, CAND)
+    /// latents and keys, (rows_c) counts.
     pub cand: GpuTensor,
     pub cand_key: GpuTensor,
     pub cand_n: GpuTensor,
-    pub xm: GpuTensor,
-    pub cidx: GpuTensor,
     /// topk.wgsl batchtopk's scratch.
     pub select: GpuTensor,
-    /// Several chunks: one chunk's candidates (cand, cand_key, cand_n, xm for its rows),
-    /// copied into the batch's after each chunk.
-    pub chunk: Option<[GpuTensor; 4]>,
 }
 
 impl BatchScratch {
-    /// For a batch of `rows` rows; `chunk_rows` < rows: it comes in chunks of at most that.
+    /// For a batch of `rows` rows coming in chunks of at most `chunk_rows` (>= rows: whole).
     pub fn new(
         gpu: &Gpu,
         rows: usize,
@@ -236,44 +154,29 @@ impl BatchScratch {
         chunk_rows: usize,
     ) -> Result<BatchScratch> {
         let u = |what: &str, len: usize| gpu.zeros_u32(what, &[len]);
-        use super::super::topk::batchtopk_scratch_len as select_len;
-        let chunk = if chunk_rows < rows {
-            let c = chunk_rows;
-            Some([
-                u("chunk cand", c * CAND)?,
-                u("chunk cand_key", c * CAND)?,
-                u("chunk cand_n", c)?,
-                gpu.zeros("chunk candidates", &[c, CAND])?,
-            ])
-        } else {
-            None
-        };
+        let c = chunk_rows.min(rows);
         Ok(BatchScratch {
             bmax: u("batch bmax", rows * blocks(n, BLOCK))?,
             state: u("batch state", 4)?,
             hist: u("batch hist", 256)?,
             thr: u("batch thr", rows)?,
-            cand: u("batch cand", rows * CAND)?,
-            cand_key: u("batch cand_key", rows * CAND)?,
-            cand_n: u("batch cand_n", rows)?,
-            xm: gpu.zeros("batch candidates", &[rows, CAND])?,
-            cidx: u("batch cidx", k_total)?,
-            // Used on x (rows, n) by the fallback and on the candidates (rows, CAND).
+            cand: u("batch cand", c * CAND)?,
+            cand_key: u("batch cand_key", c * CAND)?,
+            cand_n: u("batch cand_n", c)?,
             select: u(
                 "batchtopk scratch",
-                select_len(rows, n, k_total).max(select_len(rows, CAND, k_total)),
+                super::super::topk::batchtopk_scratch_len(rows, n, k_total),
             )?,
-            chunk,
         })
     }
 }
 
 /// BatchTopK on candidates (see shaders/codes.wgsl): the k_total largest entries of the
 /// whole of x, exactly as topk.wgsl's batchtopk on x (same CSR, values and threshold), from
-/// a (rows, CAND) candidate matrix; when a row's candidates overflow (or the bound is at or
-/// below -inf) `gate` runs batchtopk on x itself instead. Records gate_plan; the caller
-/// calls `gate.finish` before submitting. With k_total > rows * blocks(n, BLOCK) (more
-/// entries per row than blocks: the bound would be vacuous) it records batchtopk on x alone.
+/// each row's list of the entries at or above the block maxima's bound; when a row's list
+/// overflows, the selection reads x itself instead. With k_total > rows * blocks(n, BLOCK)
+/// (more entries per row than blocks: the bound would be vacuous) it records batchtopk on
+/// x alone.
 /// x: (rows, n) -> row_ptr: (rows + 1) u32, idx: (k_total) u32, val: (k_total),
 /// threshold: (1)
 #[allow(clippy::too_many_arguments)]
@@ -281,7 +184,6 @@ pub fn batchtopk_codes(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
     x: &GpuTensor,
-    gate: &std::sync::Arc<Gate>,
     sc: &BatchScratch,
     row_ptr: &GpuTensor,
     idx: &GpuTensor,
@@ -294,7 +196,7 @@ pub fn batchtopk_codes(
         block_max(gpu, enc, x, BLOCK, None, None, &bmax)?;
     }
     #[rustfmt::skip]
-    return batchtopk_codes_chunks(gpu, enc, &[x], &[&bmax], gate, sc, row_ptr, idx, val, threshold);
+    return batchtopk_codes_chunks(gpu, enc, &[x], &[&bmax], sc, row_ptr, idx, val, threshold);
 }
 
 /// [`batchtopk_codes`] with the block maxima already computed (by
@@ -308,7 +210,6 @@ pub fn batchtopk_codes_from_bmax(
     enc: &mut wgpu::CommandEncoder,
     x: &GpuTensor,
     bmax: &GpuTensor,
-    gate: &std::sync::Arc<Gate>,
     sc: &BatchScratch,
     row_ptr: &GpuTensor,
     idx: &GpuTensor,
@@ -316,7 +217,7 @@ pub fn batchtopk_codes_from_bmax(
     threshold: &GpuTensor,
 ) -> Result<()> {
     #[rustfmt::skip]
-    return batchtopk_codes_chunks(gpu, enc, &[x], &[bmax], gate, sc, row_ptr, idx, val, threshold);
+    return batchtopk_codes_chunks(gpu, enc, &[x], &[bmax], sc, row_ptr, idx, val, threshold);
 }
 
 /// [`batchtopk_codes_from_bmax`] of the batch whose rows are the chunks `xs` one after
@@ -331,14 +232,13 @@ pub fn batchtopk_codes_chunks(
     enc: &mut wgpu::CommandEncoder,
     xs: &[&GpuTensor],
     bmaxs: &[&GpuTensor],
-    gate: &std::sync::Arc<Gate>,
     sc: &BatchScratch,
     row_ptr: &GpuTensor,
     idx: &GpuTensor,
     val: &GpuTensor,
     threshold: &GpuTensor,
 ) -> Result<()> {
-    use super::super::topk::{batchtopk, batchtopk_chunks};
+    use super::super::topk::{Lists, batchtopk_chunks, batchtopk_lists};
     let kn = "batchtopk_codes";
     let mut shapes = Vec::with_capacity(xs.len());
     for x in xs {
@@ -353,6 +253,7 @@ pub fn batchtopk_codes_chunks(
             .iter()
             .zip(&shapes)
             .any(|(b, &(r, _))| b.len() != r * nb || b.dtype != crate::gpu::DType::U32);
+    let widest = shapes.iter().map(|s| s.0).max().unwrap_or(0);
     if bad_bmax || shapes.iter().any(|s| s.1 != n) || sc.thr.len() != rows {
         return Err(Error::Internal(format!(
             "{kn}: chunks {shapes:?} with block maxima {:?} and scratch for {} rows: expected ({nb}) u32 maxima per row of one n, the scratch's rows in all",
@@ -361,62 +262,40 @@ pub fn batchtopk_codes_chunks(
         )));
     }
     // The scratch may be sized for a larger k_total (k annealing): its first elements.
-    use super::super::topk::batchtopk_scratch_len as select_len;
-    let need = |cols: usize| select_len(rows, cols, k_total);
-    if sc.cidx.len() < k_total || sc.select.len() < need(n).max(need(CAND)) {
+    let need = super::super::topk::batchtopk_scratch_len(rows, n, k_total);
+    if sc.select.len() < need || sc.cand_n.len() < widest {
         return Err(Error::Internal(format!(
-            "{kn}: scratch for k_total {} / {} elements, fewer than k_total {k_total} needs",
-            sc.cidx.len(),
-            sc.select.len()
+            "{kn}: scratch of {} elements with lists for {} rows; k_total {k_total} needs {need}, the chunks {widest} rows",
+            sc.select.len(),
+            sc.cand_n.len()
         )));
     }
-    let (cidx, select_x) = (sc.cidx.prefix(&[k_total]), sc.select.prefix(&[need(n)]));
-    let select_cand = sc.select.prefix(&[need(CAND)]);
+    let select = sc.select.prefix(&[need]);
     if k_total > rows * nb {
-        return batchtopk_chunks(gpu, enc, xs, row_ptr, idx, val, threshold, &select_x);
+        return batchtopk_chunks(gpu, enc, xs, row_ptr, idx, val, threshold, &select);
     }
     batch_threshold_chunks(gpu, enc, bmaxs, k_total, &sc.state, &sc.hist, &sc.thr)?;
-    let mut row0 = 0;
-    for ((x, bmax), &(rc, _)) in xs.iter().zip(bmaxs).zip(&shapes) {
-        let thr = sc.thr.prefix(&[rc]);
-        let u4 = |t: &GpuTensor| t.prefix(&[rc * CAND]);
-        match (&sc.chunk, xs.len()) {
-            (_, 1) => {
-                let (cand, key, cn) = (&sc.cand, &sc.cand_key, &sc.cand_n);
-                topk_candidates(gpu, enc, x, BLOCK, None, bmax, &thr, cand, key, cn)?;
-                candidate_matrix(gpu, enc, x, cand, cn, &thr, &sc.xm, &sc.state)?;
-            }
-            (Some([cand, key, cn, xm]), _) => {
-                let (cand, key) = (&u4(cand), &u4(key));
-                let (cn, xm) = (&cn.prefix(&[rc]), &xm.prefix(&[rc, CAND]));
-                topk_candidates(gpu, enc, x, BLOCK, None, bmax, &thr, cand, key, cn)?;
-                candidate_matrix(gpu, enc, x, cand, cn, &thr, xm, &sc.state)?;
-                // Into the batch's candidates at the chunk's rows (candidate_map reads
-                // cand, batchtopk xm; cand_n as with one chunk).
-                let (at, bytes) = ((row0 * CAND * 4) as u64, (rc * CAND * 4) as u64);
-                enc.copy_buffer_to_buffer(&cand.buf, 0, &sc.cand.buf, at, Some(bytes));
-                enc.copy_buffer_to_buffer(&xm.buf, 0, &sc.xm.buf, at, Some(bytes));
-                let (at, bytes) = ((row0 * 4) as u64, (rc * 4) as u64);
-                enc.copy_buffer_to_buffer(&cn.buf, 0, &sc.cand_n.buf, at, Some(bytes));
-            }
-            (None, _) => {
-                return Err(Error::Internal(format!(
-                    "{kn}: {} chunks, but the scratch was made for one",
-                    xs.len()
-                )));
-            }
-        }
-        row0 += rc;
-    }
-    super::super::ops::gate_plan(gpu, enc, gate, &sc.state, 3, 0)?;
-    gpu.gated(gate, false, || -> Result<()> {
-        #[rustfmt::skip]
-        batchtopk(gpu, enc, &sc.xm, row_ptr, &cidx, val, threshold, &select_cand)?;
-        candidate_map(gpu, enc, row_ptr, &cidx, &sc.cand, idx)
-    })?;
-    gpu.gated(gate, true, || {
-        batchtopk_chunks(gpu, enc, xs, row_ptr, idx, val, threshold, &select_x)
-    })
+    // Chunk c's lists: its rows' entries at or above the bound (thr is T for every row).
+    let mut fill = |enc: &mut wgpu::CommandEncoder, c: usize| {
+        let rc = shapes[c].0;
+        let (cand, key) = (
+            sc.cand.prefix(&[rc * CAND]),
+            sc.cand_key.prefix(&[rc * CAND]),
+        );
+        let (cn, thr) = (sc.cand_n.prefix(&[rc]), sc.thr.prefix(&[rc]));
+        topk_candidates(
+            gpu, enc, xs[c], BLOCK, None, bmaxs[c], &thr, &cand, &key, &cn,
+        )
+    };
+    let lists = Lists {
+        cand: &sc.cand,
+        cand_key: &sc.cand_key,
+        cand_n: &sc.cand_n,
+        width: CAND,
+        fill: &mut fill,
+    };
+    #[rustfmt::skip]
+    return batchtopk_lists(gpu, enc, xs, lists, row_ptr, idx, val, threshold, &select);
 }
 
 /// Rows row0 .. row0 + rows of the batch's codes as the CSR of a chunk (see the twin

@@ -8,8 +8,8 @@
 //! * [`compaction`]: the entries a ReLU or JumpReLU keeps, as CSR
 //!   ([`compaction::activation_codes`]).
 //! * [`batch_topk`]: BatchTopK over the whole batch from the same block maxima and
-//!   candidates, with `topk::batchtopk` as the exact fallback
-//!   ([`batch_topk::batchtopk_codes`]).
+//!   candidate lists, selected among by `topk::batchtopk_lists` (or over x when a list
+//!   overflows; [`batch_topk::batchtopk_codes`]).
 //!
 //! The `*_from_bmax` chains start from block maxima the caller already has: those that
 //! `gemm::gemm_block_max` writes in the encoder GEMM's epilogue, saving a pass over pre
@@ -42,6 +42,9 @@ const WG_SCAN: usize = 256;
 /// chunks of n / WG_ROW, within lavapipe's 65535-iterations-per-invocation loop limit.
 const WG_ROW: usize = 64;
 
+/// key_hist: keys per invocation (`KEY_EPT`); a workgroup histograms WG * KEY_EPT keys.
+const KEY_EPT: usize = 32;
+
 crate::uniform! {
     struct Params {
         rows: u32, n: u32, k: u32, nb: u32,
@@ -57,6 +60,7 @@ const fn codes(name: &'static str, binds: &'static [Slot], wg: usize, grid: Grid
             ("WG", WG as f64),
             ("WG_SCAN", WG_SCAN as f64),
             ("WG_ROW", WG_ROW as f64),
+            ("KEY_EPT", KEY_EPT as f64),
         ])
         .wg(Wg::Fixed(wg as u32))
         .grid(grid)
@@ -93,8 +97,6 @@ pub static ENTRIES: &[&Entry] = &[
     &batch_topk::KEY_INIT,
     &batch_topk::KEY_HIST,
     &batch_topk::KEY_FIND,
-    &batch_topk::CANDIDATE_MATRIX,
-    &batch_topk::CANDIDATE_MAP,
     &batch_topk::CSR_ROWS,
 ];
 

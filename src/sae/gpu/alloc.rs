@@ -319,8 +319,7 @@ impl GpuEngine {
                 None
             },
             batch: if batch_sel {
-                let sc = BatchScratch::new(g, rows, n, rows * cfg.k_max(), chunk)?;
-                Some((sc, g.gate(GATE_SLOTS)?))
+                Some(BatchScratch::new(g, rows, n, rows * cfg.k_max(), chunk)?)
             } else {
                 None
             },
@@ -410,7 +409,7 @@ impl GpuEngine {
             big.push(("AuxK codes", [c, cfg.k_aux as u128]));
         }
         if selects_batch_topk(cfg.arch) {
-            big.push(("BatchTopK's candidates", [b, CAND as u128]));
+            big.push(("BatchTopK's candidate lists", [c, CAND as u128]));
         }
         let allows = gpu.max_binding() as u128;
         let mib = |x: u128| x as f64 / 1048576.0;
