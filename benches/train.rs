@@ -21,7 +21,8 @@
 //! step fed by it). Each row: 2 warm-up steps (pipeline compilation, first touch), then the
 //! median over the timed steps of (step + wait for the device); the encoder GEMM of the
 //! same shape (B x 512 times 512 x 16384 + bias, on the kernel the engine uses) is timed
-//! the same way in the same run, right after. step_over_gemm = step / encoder GEMM.
+//! the same way, in turn with the steps (step, GEMM, step, ...: `time_pair`), so that both
+//! medians see the same stretch of the machine's load. step_over_gemm = step / encoder GEMM.
 //!
 //! The machine may be shared: the report records the load average before and after, and
 //! for every timing the CPU time this process's threads used (lavapipe runs the shaders
@@ -106,6 +107,31 @@ fn time(
     }
     let cpu = (cpus.len() == runs).then(|| median(cpus));
     Ok((median(walls), cpu))
+}
+
+/// [`time`] of two calls taken in turn (f, g, f, g, ...), so that both medians come from
+/// the same stretch of a shared machine's load and their ratio means something.
+type Timing = (f64, Option<f64>);
+fn time_pair(
+    warmup: usize,
+    runs: usize,
+    mut f: impl FnMut() -> saeforge::Result<()>,
+    mut g: impl FnMut() -> saeforge::Result<()>,
+) -> saeforge::Result<(Timing, Timing)> {
+    for _ in 0..warmup {
+        f()?;
+        g()?;
+    }
+    let (mut tf, mut tg) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        tf.push(time(0, 1, &mut f)?);
+        tg.push(time(0, 1, &mut g)?);
+    }
+    let med = |t: Vec<Timing>| -> Timing {
+        let cpu: Option<Vec<f64>> = t.iter().map(|x| x.1).collect();
+        (median(t.iter().map(|x| x.0).collect()), cpu.map(median))
+    };
+    Ok((med(tf), med(tg)))
 }
 
 fn config(arch: Arch, batch: usize) -> TrainConfig {
@@ -278,12 +304,38 @@ fn gpu_row(
     let mut eng = GpuEngine::new(gpu.clone(), &cfg, &st)?;
     let (chunks, chunk) = eng.chunking();
     let batches: Vec<&[f32]> = batches.iter().map(|b| &b[..batch * *D_IN]).collect();
+    // The encoder GEMM of the same shape, on the kernel the engine picks, in the engine's
+    // chunks when the batch's pre-activations exceed one binding (as many row blocks).
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut parts = Vec::new();
+    for start in (0..batch).step_by(chunk) {
+        let r = chunk.min(batch - start);
+        let xc = gpu.upload("xc", &[r, *D_IN], &gaussian(&mut rng, r * *D_IN))?;
+        parts.push((GemmSpec::nn(r, *D_SAE, *D_IN), xc));
+    }
+    let w = gpu.upload(
+        "W_enc",
+        &[*D_IN, *D_SAE],
+        &gaussian(&mut rng, *D_IN * *D_SAE),
+    )?;
+    let b = gpu.upload("b_enc", &[*D_SAE], &gaussian(&mut rng, *D_SAE))?;
+    let pre: GpuTensor = gpu.zeros("pre", &[chunk, *D_SAE])?;
     let mut i = 0usize;
-    let step = time(WARMUP, steps, || {
+    let step = || {
         eng.step(&cfg, batches[i % batches.len()], batch)?;
         i += 1;
         gpu.wait()
-    })?;
+    };
+    let encoder_gemm = || {
+        let mut enc = gpu.encoder();
+        for (spec, xc) in &parts {
+            #[rustfmt::skip]
+            gemm::gemm(gpu, &mut enc, spec, xc, &w, Some(&b), &pre.prefix(&[spec.m, *D_SAE]))?;
+        }
+        gpu.submit(enc);
+        gpu.wait()
+    };
+    let (step, g) = time_pair(WARMUP, steps, step, encoder_gemm)?;
     let (m, _) = eng.take_metrics()?;
     let s = summarize(&m, (i * batch) as u64, *D_SAE);
     let mut phases: Vec<(String, f64, Option<f64>)> = Vec::new();
@@ -337,38 +389,6 @@ fn gpu_row(
     }
     drop(eng);
 
-    // The encoder GEMM of the same shape, on the kernel the engine picks, in the engine's
-    // chunks when the batch's pre-activations exceed one binding (as many row blocks).
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let mut parts = Vec::new();
-    for start in (0..batch).step_by(chunk) {
-        let r = chunk.min(batch - start);
-        let xc = gpu.upload("xc", &[r, *D_IN], &gaussian(&mut rng, r * *D_IN))?;
-        parts.push((GemmSpec::nn(r, *D_SAE, *D_IN), xc));
-    }
-    let w = gpu.upload(
-        "W_enc",
-        &[*D_IN, *D_SAE],
-        &gaussian(&mut rng, *D_IN * *D_SAE),
-    )?;
-    let b = gpu.upload("b_enc", &[*D_SAE], &gaussian(&mut rng, *D_SAE))?;
-    let pre: GpuTensor = gpu.zeros("pre", &[chunk, *D_SAE])?;
-    let g = time(WARMUP, steps, || {
-        let mut enc = gpu.encoder();
-        for (spec, xc) in &parts {
-            gemm::gemm(
-                gpu,
-                &mut enc,
-                spec,
-                xc,
-                &w,
-                Some(&b),
-                &pre.prefix(&[spec.m, *D_SAE]),
-            )?;
-        }
-        gpu.submit(enc);
-        gpu.wait()
-    })?;
     Ok(Row {
         engine: "gpu",
         arch: label.to_string(),
@@ -396,23 +416,24 @@ fn cpu_row(
     with_dead(&cfg, &mut st, dead);
     let mut eng = CpuEngine { st };
     let mut i = 0usize;
-    let step = time(0, steps, || {
+    let spec = GemmSpec::nn(batch, *D_SAE, *D_IN);
+    let xc = &batches[0];
+    // The product the CPU engine's encode stage runs (crate::blas, the gemm crate), not the
+    // plain reference loops that judge the kernels; on weights of the same shape.
+    let (w, b) = (eng.st.params.w_enc.clone(), eng.st.params.b_enc.clone());
+    let mut pre = vec![0.0f32; batch * *D_SAE];
+    let step = || {
         eng.step(&cfg, &batches[i % batches.len()], batch)?;
         i += 1;
         Ok(())
-    })?;
+    };
+    let encoder_gemm = || {
+        saeforge::blas::gemm(&spec, xc, &w, Some(&b), &mut pre);
+        Ok(())
+    };
+    let (step, g) = time_pair(0, steps, step, encoder_gemm)?;
     let (m, _) = eng.take_metrics()?;
     let s = summarize(&m, (i * batch) as u64, *D_SAE);
-    let spec = GemmSpec::nn(batch, *D_SAE, *D_IN);
-    let xc = &batches[0];
-    let (w, b) = (&eng.st.params.w_enc, &eng.st.params.b_enc);
-    let mut pre = vec![0.0f32; batch * *D_SAE];
-    // The product the CPU engine's encode stage runs (crate::blas, the gemm crate), not the
-    // plain reference loops that judge the kernels.
-    let g = time(0, steps, || {
-        saeforge::blas::gemm(&spec, xc, w, Some(b), &mut pre);
-        Ok(())
-    })?;
     Ok(Row {
         engine: "cpu",
         arch: label.to_string(),
