@@ -726,7 +726,7 @@ fn compact_write_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
 // levels: key_init, key_hist + key_find twice) bounds the k_total-th largest entry from
 // below; topk_candidates (with thr = T for every row) lists each row's entries >= T in
 // latent order, and topk.wgsl's batchtopk_gather hands those lists to its selection
-// (src/kernels/topk.rs `batchtopk_lists`), which keeps the batch's flat order, so ties
+// (src/kernels/topk.rs `batchtopk_chunks` with lists), which keeps the batch's flat order, so ties
 // resolve as on the whole matrix; a row whose list overflowed CAND makes it read x.
 
 @group(0) @binding(1) var<storage, read_write> ki_state: array<u32>;          // (4): prefix, mask, need, (unused)

@@ -1089,6 +1089,24 @@ fn bw_entry(row: u32, off: u32, j: u32, over: bool) -> vec2<u32> {
     return vec2<u32>(key_of(bw_x[row * bp.n + j]), j);
 }
 
+// Writes the entries range.x .. range.y of the row's sequence with key > t, and the first
+// `ties` with key == t, to idx / val from slot pos on.
+fn bw_write(row: u32, off: u32, range: vec2<u32>, over: bool, t: u32, pos0: u32, ties0: u32) {
+    var pos = pos0;
+    var ties = ties0;
+    for (var j = range.x; j < range.y; j++) {
+        let e = bw_entry(row, off, j, over);
+        if e.x > t || (e.x == t && ties > 0u) {
+            if e.x == t {
+                ties -= 1u;
+            }
+            bw_idx[pos] = e.y;
+            bw_val[pos] = bw_x[row * bp.n + e.y];
+            pos += 1u;
+        }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn batchtopk_scatter(
     @builtin(local_invocation_index) lid: u32,
@@ -1133,19 +1151,7 @@ fn batchtopk_scatter(
     if gt + eq == 0u {
         return;
     }
-    var pos = bw_gt[lid];
-    var ties = bw_eq[lid];
-    for (var j = i0; j < i1; j++) {
-        let e = bw_entry(row, off, j, over);
-        if e.x > t || (e.x == t && ties > 0u) {
-            if e.x == t {
-                ties -= 1u;
-            }
-            bw_idx[pos] = e.y;
-            bw_val[pos] = bw_x[row * bp.n + e.y];
-            pos += 1u;
-        }
-    }
+    bw_write(row, off, vec2<u32>(i0, i1), over, t, bw_gt[lid], bw_eq[lid]);
 }
 
 // batchtopk_scatter_rows: batchtopk_scatter with one invocation per row (see
@@ -1161,17 +1167,5 @@ fn batchtopk_scatter_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     let r = bp.row0 + row;
     let off = bw_s[b_off(r)];
     let len = select(bw_s[b_cnt(r)], bp.n, over);
-    var ties = bw_s[b_eq(r)];
-    var pos = bw_row_ptr[r];
-    for (var j = 0u; j < len; j++) {
-        let e = bw_entry(row, off, j, over);
-        if e.x > t || (e.x == t && ties > 0u) {
-            if e.x == t {
-                ties -= 1u;
-            }
-            bw_idx[pos] = e.y;
-            bw_val[pos] = bw_x[row * bp.n + e.y];
-            pos += 1u;
-        }
-    }
+    bw_write(row, off, vec2<u32>(0u, len), over, t, bw_row_ptr[r], bw_s[b_eq(r)]);
 }

@@ -304,31 +304,10 @@ pub fn batchtopk(
     threshold: &GpuTensor,
     scratch: &GpuTensor,
 ) -> Result<()> {
-    batchtopk_chunks(gpu, enc, &[x], row_ptr, idx, val, threshold, scratch)
+    batchtopk_chunks(gpu, enc, &[x], None, row_ptr, idx, val, threshold, scratch)
 }
 
-/// [`batchtopk`] of the batch whose rows are the chunks `xs` one after another (each
-/// (rows_c, n); a batch whose x does not fit one storage binding): the same CSR, values and
-/// threshold as `batchtopk` of their concatenation. scratch: batchtopk_scratch_len(rows, n,
-/// k_total) for the batch's rows.
-/// xs: (rows_c, n) each -> row_ptr: (rows + 1) u32, idx: (k_total) u32, val: (k_total),
-/// threshold: (1)
-#[allow(clippy::too_many_arguments)]
-pub fn batchtopk_chunks(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    xs: &[&GpuTensor],
-    row_ptr: &GpuTensor,
-    idx: &GpuTensor,
-    val: &GpuTensor,
-    threshold: &GpuTensor,
-    scratch: &GpuTensor,
-) -> Result<()> {
-    #[rustfmt::skip]
-    return stages(gpu, enc, xs, None, row_ptr, idx, val, threshold, scratch);
-}
-
-/// Candidate lists for [`batchtopk_lists`]: for chunk c, `fill(enc, c)` records into
+/// Candidate lists for [`batchtopk_chunks`]: for chunk c, `fill(enc, c)` records into
 /// `cand` and `cand_key` ((rows_c, width) u32 each: latents and their keys) and `cand_n`
 /// ((rows_c) u32) every entry of the chunk's rows at or above one lower bound of the
 /// k_total-th largest entry of the batch, in ascending latent order per row. A row with
@@ -341,29 +320,18 @@ pub struct Lists<'a> {
     pub fill: &'a mut dyn FnMut(&mut wgpu::CommandEncoder, usize) -> Result<()>,
 }
 
-/// [`batchtopk_chunks`] from candidate lists the caller makes (`codes::batch_topk`'s, from
-/// the encoder's block maxima) instead of its own bound over x: batchtopk_gather appends
-/// each chunk's lists to the candidates, then the same radix levels, count, scan and
-/// scatter. The same CSR, values and threshold.
+/// [`batchtopk`] of the batch whose rows are the chunks `xs` one after another (each
+/// (rows_c, n); a batch whose x does not fit one storage binding): the same CSR, values and
+/// threshold as `batchtopk` of their concatenation. scratch: batchtopk_scratch_len(rows, n,
+/// k_total) for the batch's rows.
+/// xs: (rows_c, n) each -> row_ptr: (rows + 1) u32, idx: (k_total) u32, val: (k_total),
+/// threshold: (1)
+/// With `lists` (`codes::batch_topk`'s, from the encoder's block maxima) instead of its own
+/// bound over x: batchtopk_gather appends each chunk's lists to the candidates, then the
+/// same radix levels, and count and scatter one invocation per row (the lists' runs are
+/// short). The same CSR, values and threshold.
 #[allow(clippy::too_many_arguments)]
-pub fn batchtopk_lists(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    xs: &[&GpuTensor],
-    lists: Lists,
-    row_ptr: &GpuTensor,
-    idx: &GpuTensor,
-    val: &GpuTensor,
-    threshold: &GpuTensor,
-    scratch: &GpuTensor,
-) -> Result<()> {
-    #[rustfmt::skip]
-    return stages(gpu, enc, xs, Some(lists), row_ptr, idx, val, threshold, scratch);
-}
-
-/// The stages of [`batchtopk_chunks`] (lists None) or [`batchtopk_lists`].
-#[allow(clippy::too_many_arguments)]
-fn stages(
+pub fn batchtopk_chunks(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
     xs: &[&GpuTensor],

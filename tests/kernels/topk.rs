@@ -180,7 +180,7 @@ fn batchtopk_case(
         kernels::topk::batchtopk(gpu, &mut enc, x, rp, &idx, &val, thr, &scratch)
     } else {
         let xs: Vec<&GpuTensor> = parts.iter().collect();
-        kernels::topk::batchtopk_chunks(gpu, &mut enc, &xs, rp, &idx, &val, thr, &scratch)
+        kernels::topk::batchtopk_chunks(gpu, &mut enc, &xs, None, rp, &idx, &val, thr, &scratch)
     }
     .map_err(fail)?;
     gpu.submit(enc);

@@ -1,6 +1,6 @@
 //! BatchTopK from the block maxima: a radix select over the maxima bounds the k_total-th
 //! value of the batch (key_init, key_hist, key_find), topk_candidates lists the entries
-//! at or above it, row by row, and `topk::batchtopk_lists` selects among those lists
+//! at or above it, row by row, and `topk::batchtopk_chunks` selects among those lists
 //! (batchtopk_gather appends them to its candidates; its own bound over x is skipped), or
 //! reads x itself when a row's list overflows.
 //!
@@ -238,7 +238,7 @@ pub fn batchtopk_codes_chunks(
     val: &GpuTensor,
     threshold: &GpuTensor,
 ) -> Result<()> {
-    use super::super::topk::{Lists, batchtopk_chunks, batchtopk_lists};
+    use super::super::topk::{Lists, batchtopk_chunks};
     let kn = "batchtopk_codes";
     let mut shapes = Vec::with_capacity(xs.len());
     for x in xs {
@@ -272,7 +272,7 @@ pub fn batchtopk_codes_chunks(
     }
     let select = sc.select.prefix(&[need]);
     if k_total > rows * nb {
-        return batchtopk_chunks(gpu, enc, xs, row_ptr, idx, val, threshold, &select);
+        return batchtopk_chunks(gpu, enc, xs, None, row_ptr, idx, val, threshold, &select);
     }
     batch_threshold_chunks(gpu, enc, bmaxs, k_total, &sc.state, &sc.hist, &sc.thr)?;
     // Chunk c's lists: its rows' entries at or above the bound (thr is T for every row).
@@ -295,7 +295,7 @@ pub fn batchtopk_codes_chunks(
         fill: &mut fill,
     };
     #[rustfmt::skip]
-    return batchtopk_lists(gpu, enc, xs, lists, row_ptr, idx, val, threshold, &select);
+    return batchtopk_chunks(gpu, enc, xs, Some(lists), row_ptr, idx, val, threshold, &select);
 }
 
 /// Rows row0 .. row0 + rows of the batch's codes as the CSR of a chunk (see the twin

@@ -8,7 +8,7 @@
 //! * [`compaction`]: the entries a ReLU or JumpReLU keeps, as CSR
 //!   ([`compaction::activation_codes`]).
 //! * [`batch_topk`]: BatchTopK over the whole batch from the same block maxima and
-//!   candidate lists, selected among by `topk::batchtopk_lists` (or over x when a list
+//!   candidate lists, selected among by `topk::batchtopk_chunks` (or over x when a list
 //!   overflows; [`batch_topk::batchtopk_codes`]).
 //!
 //! The `*_from_bmax` chains start from block maxima the caller already has: those that
