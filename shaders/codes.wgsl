@@ -243,6 +243,13 @@ fn cd_put(out: u32, c: u32, t: u32, i: u32, key: u32) -> u32 {
     return c;
 }
 
+// The blocks that reach thr are first listed (up to CD_LIST at a time, in order) and then
+// read: on lavapipe the lanes of one SIMD batch hold different rows, and reading each block
+// as the scan met it ran the inner loop whenever any lane's block qualified (~40% of the
+// blocks at k 32 of 16384, against ~6% per row); read from the list, a batch runs about
+// the largest of its lanes' counts.
+const CD_LIST: u32 = 64u;
+
 @compute @workgroup_size(WG)
 fn topk_candidates_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = linear_index(gid, nwg, WG);
@@ -253,12 +260,21 @@ fn topk_candidates_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     let nb4 = p.nb / 4u;
     let out = r * CAND;
     var c = 0u;
-    for (var jq = 0u; jq < nb4; jq++) {
-        let bq = cd4_bmax[r * nb4 + jq];
-        if all(bq < vec4<u32>(t)) { continue; }
-        for (var l = 0u; l < 4u; l++) {
-            if bq[l] < t { continue; }
-            let q0 = (jq * 4u + l) * b4;
+    var list: array<u32, CD_LIST>;
+    var jq = 0u;
+    loop {
+        // List the next qualifying blocks (branch-free: a slot is kept when counted).
+        var m = 0u;
+        while jq < nb4 && m + 4u <= CD_LIST {
+            let bq = cd4_bmax[r * nb4 + jq];
+            for (var l = 0u; l < 4u; l++) {
+                list[m] = jq * 4u + l;
+                m += select(0u, 1u, bq[l] >= t);
+            }
+            jq++;
+        }
+        for (var e = 0u; e < m; e++) {
+            let q0 = list[e] * b4;
             for (var q = q0; q < q0 + b4; q++) {
                 let v = cd4_x[r * n4 + q];
                 let i = 4u * q;
@@ -268,6 +284,7 @@ fn topk_candidates_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
                 c = cd_put(out, c, t, i + 3u, key_of(v.w));
             }
         }
+        if jq >= nb4 { break; }
     }
     cd_n[r] = c;
 }

@@ -276,7 +276,8 @@ fn dead_case(gpu: &Gpu, rng: &mut ChaCha8Rng, n: usize, frac: f64) -> Result<(),
 
 /// Shapes off every block (32), workgroup (64) and scan (256) size; k above n; a list
 /// holding fewer than k latents; the production TopK (512 x 16384, k 32) and AuxK (k 256
-/// over ~3000 dead latents) cases.
+/// over ~3000 dead latents) cases; a k whose blocks take several rounds of the vec4
+/// candidates' list.
 #[rustfmt::skip]
 const CASES: &[Case] = &[
     Case { rows: 3, n: 5, k: 2, kind: Input::Normal, listed: None },
@@ -291,6 +292,8 @@ const CASES: &[Case] = &[
     Case { rows: 37, n: 1024, k: 7, kind: Input::SmallInts, listed: None },
     Case { rows: 70, n: 384, k: 9, kind: Input::Inf, listed: None },
     Case { rows: 512, n: 16384, k: 32, kind: Input::Normal, listed: None },
+    // k 200: more qualifying blocks per row than topk_candidates_vec4 lists at a time.
+    Case { rows: 64, n: 16384, k: 200, kind: Input::Normal, listed: None },
     Case { rows: 512, n: 16384, k: 256, kind: Input::Normal, listed: Some(3000) },
     Case { rows: 40, n: 16384, k: 256, kind: Input::SmallInts, listed: Some(12000) },
 ];
