@@ -194,6 +194,13 @@ fn topk_threshold_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
 @group(0) @binding(7) var<storage, read_write> cd_key: array<u32>;     // (rows, CAND)
 @group(0) @binding(8) var<storage, read_write> cd_n: array<u32>;       // (rows)
 
+// The blocks that reach thr are first listed (up to CD_LIST at a time, in order) and then
+// read: on lavapipe the lanes of one SIMD batch hold different rows, and reading each block
+// as the scan met it ran the inner loop whenever any lane's block qualified (~40% of the
+// blocks at k 32 of 16384, against ~6% per row); read from the list, a batch runs about
+// the largest of its lanes' counts.
+const CD_LIST: u32 = 64u;
+
 @compute @workgroup_size(WG)
 fn topk_candidates(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = linear_index(gid, nwg, WG);
@@ -204,23 +211,28 @@ fn topk_candidates(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     let base = r * p.n;
     let out = r * CAND;
     var c = 0u;
-    for (var j = 0u; j < p.nb; j++) {
-        let b = cd_bmax[r * p.nb + j];
-        if b == 0u { break; } // the rest are empty
-        if b < t { continue; }
-        let q1 = min(j * p.block + p.block, m);
-        for (var q = j * p.block; q < q1; q++) {
-            var i = q;
-            if p.has_cols != 0u { i = cd_cols[q]; }
-            let key = key_of(cd_x[base + i]);
-            if key >= t {
-                if c < CAND {
-                    cd_cand[out + c] = i;
-                    cd_key[out + c] = key;
-                }
-                c++;
+    var list: array<u32, CD_LIST>;
+    var j = 0u;
+    loop {
+        var k = 0u;
+        while j < p.nb && k < CD_LIST {
+            let b = cd_bmax[r * p.nb + j];
+            // The rest are empty.
+            if b == 0u { j = p.nb; break; }
+            list[k] = j;
+            k += select(0u, 1u, b >= t);
+            j++;
+        }
+        for (var e = 0u; e < k; e++) {
+            let q0 = list[e] * p.block;
+            let q1 = min(q0 + p.block, m);
+            for (var q = q0; q < q1; q++) {
+                var i = q;
+                if p.has_cols != 0u { i = cd_cols[q]; }
+                c = cd_put(out, c, t, i, key_of(cd_x[base + i]));
             }
         }
+        if j >= p.nb { break; }
     }
     cd_n[r] = c;
 }
@@ -242,13 +254,6 @@ fn cd_put(out: u32, c: u32, t: u32, i: u32, key: u32) -> u32 {
     }
     return c;
 }
-
-// The blocks that reach thr are first listed (up to CD_LIST at a time, in order) and then
-// read: on lavapipe the lanes of one SIMD batch hold different rows, and reading each block
-// as the scan met it ran the inner loop whenever any lane's block qualified (~40% of the
-// blocks at k 32 of 16384, against ~6% per row); read from the list, a batch runs about
-// the largest of its lanes' counts.
-const CD_LIST: u32 = 64u;
 
 @compute @workgroup_size(WG)
 fn topk_candidates_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
