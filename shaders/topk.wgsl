@@ -525,6 +525,9 @@ fn topk(
 // When more candidates qualify than the buffer holds (many equal values), the same steps
 // run over x itself instead (the slow path): the dispatches after collect read the
 // overflow flag and pick their source, so neither path costs dispatches of the other.
+// A caller with a bound and per-row lists of its own (codes.wgsl's, from the encoder's
+// block maxima) replaces steps 1 and 2 by batchtopk_gather, and count and scatter run one
+// invocation per row (batchtopk_count_rows, batchtopk_scatter_rows).
 //
 // Scratch (u32): [0, BINS) global histogram, [BINS, BINS + 16) state, then per row: entries
 // > T, entries == T (replaced by ties taken in the scan), candidate offset, candidate count;

@@ -2,7 +2,9 @@
 //! top-k for BatchTopK SAEs. Both bound the answer from below with per-invocation maxima,
 //! then radix-select over an order-preserving u32 key of the float bits with u32 histogram
 //! counters, so results are identical run to run; see the shader for the details and the
-//! CPU twins in `crate::reference::topk` for the semantics.
+//! CPU twins in `crate::reference::topk` for the semantics. `batchtopk_chunks` can also
+//! take the bound and per-row candidate lists from its caller ([`Lists`]: the training
+//! step's BatchTopK, from the encoder's block maxima).
 //!
 //! Shapes come from the tensors: rows and n from x, k from idx's second dimension, k_total
 //! from idx's length. `batchtopk` needs a u32 scratch tensor from the caller
