@@ -219,11 +219,7 @@ pub fn step_marked(
     let n = st.params.n;
     let sc = StepScalars::at(cfg, st.step);
     let mut fired = vec![0u32; n];
-    let g = if cfg.decoder_norm == DecoderNorm::Rescale {
-        rescaled(cfg, st, x, rows, sc.sparsity_coef, &mut fired, mark)
-    } else {
-        marked_gradients(cfg, st, x, rows, sc.sparsity_coef, &mut fired, mark)
-    };
+    let g = marked_gradients(cfg, st, x, rows, sc.sparsity_coef, &mut fired, mark);
     optimizer(cfg, st, &g, &sc);
     mark("optimizer");
     count_dead(cfg, st, &mut fired, rows);
@@ -231,29 +227,9 @@ pub fn step_marked(
     st.step += 1;
 }
 
-/// `gradients` of a decoder whose norms are folded into the codes (`DecoderNorm::Rescale`):
-/// the step runs on the unit-row view of the parameters and its gradients are mapped back
-/// (`rescale_view`, `rescale_grads`).
-pub fn rescaled_gradients(
-    cfg: &TrainConfig,
-    st: &mut TrainState,
-    x: &[f32],
-    rows: usize,
-    sparsity_coef: f32,
-    fired: &mut [u32],
-) -> Grads {
-    rescaled(cfg, st, x, rows, sparsity_coef, fired, &mut |_| {})
-}
-
-fn rescaled(
-    cfg: &TrainConfig,
-    st: &mut TrainState,
-    x: &[f32],
-    rows: usize,
-    sparsity_coef: f32,
-    fired: &mut [u32],
-    mark: &mut CpuMark,
-) -> Grads {
+/// `grads` (the step's gradients of the parameters in `st`) taken on the unit-row view of
+/// `st.params`, mapped back to the parameters.
+fn rescaled(st: &mut TrainState, grads: &mut dyn FnMut(&mut TrainState) -> Grads) -> Grads {
     let (n, d) = (st.params.n, st.params.d);
     let mut view = st.params.clone();
     let mut norms = vec![0.0f32; n];
@@ -261,7 +237,7 @@ fn rescaled(
     #[rustfmt::skip]
     rescale_view(&p.w_enc, &p.b_enc, &p.w_dec, n, d, &mut view.w_enc, &mut view.b_enc, &mut view.w_dec, &mut norms);
     let own = std::mem::replace(&mut st.params, view);
-    let mut g = marked_gradients(cfg, st, x, rows, sparsity_coef, fired, mark);
+    let mut g = grads(st);
     let view = std::mem::replace(&mut st.params, own);
     let p = &st.params;
     #[rustfmt::skip]
@@ -272,7 +248,9 @@ fn rescaled(
 /// Forward and backward of one step: the loss gradients (before the decoder-norm
 /// projection and clipping), metric sums added into `st.metrics`, per-latent fire counts
 /// into `fired`, and the BatchTopK threshold EMA updated. `sparsity_coef` is the step's L1 /
-/// L0 coefficient (`TrainConfig::sparsity_coef_at`).
+/// L0 coefficient (`TrainConfig::sparsity_coef_at`). With a decoder whose norms are folded
+/// into the codes (`DecoderNorm::Rescale`) the stages run on the unit-row view of the
+/// parameters and the gradients are mapped back (`rescale_view`, `rescale_grads`).
 pub fn gradients(
     cfg: &TrainConfig,
     st: &mut TrainState,
@@ -286,6 +264,26 @@ pub fn gradients(
 
 /// [`gradients`] with `mark` called after each stage.
 fn marked_gradients(
+    cfg: &TrainConfig,
+    st: &mut TrainState,
+    x: &[f32],
+    rows: usize,
+    sparsity_coef: f32,
+    fired: &mut [u32],
+    mark: &mut CpuMark,
+) -> Grads {
+    let mut stages = |st: &mut TrainState| {
+        stage_gradients(cfg, st, x, rows, sparsity_coef, &mut *fired, &mut *mark)
+    };
+    if cfg.decoder_norm == DecoderNorm::Rescale {
+        rescaled(st, &mut stages)
+    } else {
+        stages(st)
+    }
+}
+
+/// The stages of [`gradients`] on the parameters in `st` as they are.
+fn stage_gradients(
     cfg: &TrainConfig,
     st: &mut TrainState,
     x: &[f32],

@@ -5,7 +5,7 @@
 //! straight-through estimate, checked against its formula instead.
 
 use libtest_mimic::{Failed, Trial};
-use saeforge::sae::cpu::{gradients, rescaled_gradients};
+use saeforge::sae::cpu::gradients;
 use saeforge::sae::{Arch, DecoderNorm, SaeParams, TrainArgs, TrainConfig};
 
 use crate::common::f64codes::{f64_codes, fd_state, topk_sel};
@@ -152,11 +152,8 @@ fn check(
     let (params, mut st, dead) = fd_state(rng, init, arch, cfg.dead_tokens, 0.2);
     let mut fired = vec![0u32; N];
     let coef = cfg.sparsity_coef_at(cfg.sparsity_warmup);
-    let g = if cfg.decoder_norm == DecoderNorm::Rescale {
-        rescaled_gradients(&cfg, &mut st, &x, ROWS, coef, &mut fired)
-    } else {
-        gradients(&cfg, &mut st, &x, ROWS, coef, &mut fired)
-    };
+    // With --decoder-norm rescale, on the unit-row view and mapped back.
+    let g = gradients(&cfg, &mut st, &x, ROWS, coef, &mut fired);
     let grads = [&g.w_enc, &g.w_dec, &g.b_enc, &g.b_dec, &g.log_threshold];
 
     let p64: [Vec<f64>; 5] = params
