@@ -17,7 +17,8 @@
 //!   per chunk:
 //!     encode          xc = x - b_dec (sub_row); pre = xc W_enc + b_enc (gemm)
 //!     codes           topk: topk_codes (the k largest positive, latents ascending; k
-//!                     of this step, `TrainConfig::k_at`);
+//!                     of this step, `TrainConfig::k_at`); encode and topk_codes are
+//!                     `forward`'s, the stages the inference `Encoder` runs too;
 //!                     batchtopk / matryoshka: batchtopk, threshold_ema, relu_forward;
 //!                     all three: AuxK's
 //!                     topk_codes among the dead latents. relu / jumprelu: activation_codes,
@@ -44,7 +45,6 @@
 //! (`gpu::Mark`); `train --profile` times the stages by it.
 
 use crate::blas::gemm;
-use crate::cpu_codes::topk_codes;
 use crate::cpu_optim::{adam, adam_unit_rows};
 use crate::cpu_sparse::{gather_dw_enc, sparse_decode, sparse_dot};
 use crate::reference::activations::{
@@ -61,7 +61,7 @@ use crate::reference::optim::{
 };
 use crate::reference::reduce::{
     col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms, slot,
-    sparse_stats, sub, sub_row, update_dead,
+    sparse_stats, sub, update_dead,
 };
 use crate::reference::sparse::{
     build_transpose, gather_db_enc, gather_dw_dec, gather_jumprelu_threshold,
@@ -73,6 +73,7 @@ use super::engine::{
     GRAD_NORM_SLOT_COUNT, GRAD_NORM_SLOTS, StepEngine, StepScalars, TrainState, code_capacity,
     dead_after, selects_topk,
 };
+use super::forward::{Codes, EncoderWeights, encode_cpu, topk_cpu};
 use super::storage::{self, BatchDtype};
 use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
 use crate::Result;
@@ -81,16 +82,7 @@ use crate::data::paired::split_batch;
 /// Gradients of one step, one per parameter tensor.
 pub type Grads = SaeParams;
 
-/// Sparse codes of a batch (CSR over rows) and the per-latent transpose.
-struct Codes {
-    row_ptr: Vec<u32>,
-    idx: Vec<u32>,
-    /// Selected pre-activations (before ReLU).
-    pre_val: Vec<f32>,
-    /// After ReLU.
-    val: Vec<f32>,
-}
-
+/// The per-latent transpose of a batch's codes.
 impl Codes {
     fn transpose(&self, rows: usize, n: usize) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
         let cap = self.idx.len();
@@ -117,27 +109,6 @@ fn relu_codes(row_ptr: Vec<u32>, idx: Vec<u32>, pre_val: Vec<f32>) -> Codes {
         row_ptr,
         idx,
         pre_val,
-        val,
-    }
-}
-
-/// TopK codes: the k largest positive entries of each row of `pre` among the eligible
-/// latents (all, or the dead list), latents ascending (ReLU applied: no zero entries).
-fn topk_relu_codes(
-    pre: &[f32],
-    rows: usize,
-    n: usize,
-    k: usize,
-    cols: Option<(&[u32], &[u32])>,
-) -> Codes {
-    let mut row_ptr = vec![0u32; rows + 1];
-    let mut idx = vec![0u32; rows * k];
-    let mut val = vec![0.0f32; rows * k];
-    topk_codes(pre, rows, n, k, cols, &mut row_ptr, &mut idx, &mut val);
-    Codes {
-        row_ptr,
-        idx,
-        pre_val: val.clone(),
         val,
     }
 }
@@ -355,19 +326,18 @@ impl<'s> Step<'s> {
     fn encode<'x>(&self, x: &'x [f32], y: &'x [f32], rows: usize) -> Chunk<'x> {
         let p = &self.st.params;
         let (d, n, d_out) = (p.d, p.n, p.d_out());
-        let mut xc = vec![0.0f32; rows * d];
-        if self.cfg.d_out.is_some() {
-            xc.copy_from_slice(x);
-        } else {
-            sub_row(x, &p.b_dec, rows, d, &mut xc);
-        }
-        let mut pre = vec![0.0f32; rows * n];
-        gemm(
-            &GemmSpec::nn(rows, n, d),
-            &xc,
-            &p.w_enc,
-            Some(&p.b_enc),
-            &mut pre,
+        let b_dec = self.cfg.d_out.is_none().then_some(&p.b_dec[..]);
+        let (w_enc, b_enc) = (&p.w_enc[..], &p.b_enc[..]);
+        let (xc, pre) = encode_cpu(
+            &EncoderWeights {
+                w_enc,
+                b_enc,
+                b_dec,
+            },
+            x,
+            rows,
+            d,
+            n,
         );
         let aux = selects_topk(self.cfg.arch);
         let per_row = || vec![0.0f32; if aux { rows * d_out } else { 0 }];
@@ -399,7 +369,7 @@ impl<'s> Step<'s> {
         // This step's k (`TrainConfig::k_at`: --k, or on the annealing schedule).
         let k = cfg.k_at(self.st.step);
         match cfg.arch {
-            Arch::Topk => ch.codes = Some(topk_relu_codes(pre, rows, n, k, None)),
+            Arch::Topk => ch.codes = Some(topk_cpu(pre, rows, n, k, None)),
             Arch::Batchtopk | Arch::Matryoshka => {
                 let kt = k * rows;
                 let mut row_ptr = vec![0u32; rows + 1];
@@ -433,7 +403,7 @@ impl<'s> Step<'s> {
         if selects_topk(cfg.arch) {
             // AuxK: the k_aux largest positive pre among the dead latents.
             let dead = Some((&self.dead[..], &self.ndead[..]));
-            ch.aux = Some(topk_relu_codes(pre, rows, n, cfg.k_aux, dead));
+            ch.aux = Some(topk_cpu(pre, rows, n, cfg.k_aux, dead));
         }
     }
 

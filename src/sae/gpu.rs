@@ -31,11 +31,11 @@ use crate::kernels::codes::{
     compaction::{activation_codes_from_bmax, threshold_offsets},
     selection::{dead_list, topk_codes, topk_codes_from_bmax},
 };
-use crate::kernels::gemm::{GemmSpec, gemm, gemm_block_max, texture_of};
+use crate::kernels::gemm::{GemmSpec, gemm, texture_of};
 use crate::kernels::ops::{gate_plan, threshold_ema, zero};
 use crate::kernels::optim::write_hyper;
 use crate::kernels::reduce::{
-    col_sum, dense_stats, l1_backward, mse_backward, row_norms, slot, sparse_stats, sub, sub_row,
+    col_sum, dense_stats, l1_backward, mse_backward, row_norms, slot, sparse_stats, sub,
     update_dead,
 };
 use crate::kernels::rescale::rescale_view;
@@ -46,6 +46,7 @@ use crate::kernels::sparse::{
 use crate::{Error, Result};
 
 use super::engine::{StepScalars, dead_after, selects_topk};
+use super::forward::{EncoderWeights, encode_gpu};
 use super::params::ParamSet;
 use super::{Arch, TrainConfig, storage};
 
@@ -225,17 +226,18 @@ impl GpuEngine {
     }
 
     /// xc = x - b_dec (a transcoder: xc is x); pre = xc W_enc + b_enc, with the block
-    /// maxima the code stages start from.
+    /// maxima the code stages start from (`forward::encode_gpu`, the inference
+    /// `Encoder`'s too).
     fn encode(&self, enc: &mut wgpu::CommandEncoder, ch: &Chunk) -> Result<()> {
-        let (g, p, rows) = (&*self.gpu, &self.fwd, ch.rows);
+        let (g, p) = (&*self.gpu, &self.fwd);
         let (pre, bmax, off) = (&self.pre(ch), &self.bmax(ch), self.off.as_ref());
-        if self.cfg.d_out.is_none() {
-            sub_row(g, enc, &ch.x, &p.b_dec, rows, self.d, &ch.xc)?;
-        }
-        let spec = GemmSpec::nn(rows, self.n, self.d);
-        #[rustfmt::skip]
-        gemm_block_max(g, enc, &spec, &ch.xc, &p.w_enc, Some(&p.b_enc), pre, off, bmax)?;
-        Ok(())
+        let b_dec = self.cfg.d_out.is_none().then_some(&p.b_dec);
+        let w = EncoderWeights {
+            w_enc: &p.w_enc,
+            b_enc: &p.b_enc,
+            b_dec,
+        };
+        encode_gpu(g, enc, &w, &ch.x, ch.rows, &ch.xc, pre, Some((bmax, off)))
     }
 
     /// topk / batchtopk: the codes and AuxK's (gated: only with dead latents); relu /

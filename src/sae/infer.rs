@@ -1,13 +1,16 @@
 //! The one encoder of an exported SAE, on either engine, behind `encode`, `steer`, `eval`,
 //! the demo and training's periodic held-out evaluation: the inference half of the
 //! training step, as the same sequence of named kernels on the GPU engine and of their CPU
-//! twins on the CPU engine.
+//! twins on the CPU engine. Its first stages are the training step's own (`forward`:
+//! `encode_gpu` / `encode_cpu`, and the TopK selection), so a dictionary codes a row the
+//! same way while it trains and after.
 //!
-//!   xc = x - b_dec                      sub_row
-//!   pre = xc W_enc + b_enc              gemm
+//!   xc = x - b_dec                      sub_row       } forward::encode_*
+//!   pre = xc W_enc + b_enc              gemm          } (topk: gemm_block_max)
 //!   standard: z = max(pre, 0)           relu_forward
 //!   jumprelu: z = pre * [pre > theta]   jumprelu_forward (log_theta = ln theta)
-//!   topk:     top k of pre per row      topk, then relu_forward on the k values
+//!   topk:     top k of pre per row      topk_codes_from_bmax / forward::topk_cpu (the k
+//!                                       largest positive, latents ascending, as training)
 //!   x_hat = z W_dec + b_dec             gemm (dense z) or sparse_decode (topk codes)
 //!   L0, L1, fire counts                 dense_stats / sparse_stats with unit weights
 //!
@@ -33,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use safetensors::Dtype;
 
 use super::export::{Codes, SaeKind, SaeModel};
+use super::forward::{EncoderWeights, encode_cpu, encode_gpu, topk_cpu};
 use crate::data::Shard;
 use crate::gpu::{Engine, Gpu, GpuTensor};
 use crate::io::StreamWriter;
@@ -110,25 +114,14 @@ pub fn dense_to_codes(z: &[f32], rows: usize, n: usize) -> Codes {
     c
 }
 
-/// TopK slots (rows, k) as CSR, keeping values > 0, ascending latent within a row.
-fn topk_to_codes(idx: &[u32], val: &[f32], rows: usize, k: usize) -> Codes {
-    let mut c = Codes {
-        row_ptr: vec![0],
-        ..Default::default()
-    };
-    for r in 0..rows {
-        let mut pairs: Vec<(u32, f32)> = (r * k..(r + 1) * k)
-            .map(|s| (idx[s], val[s]))
-            .filter(|&(_, v)| v > 0.0)
-            .collect();
-        pairs.sort_by_key(|&(i, _)| i);
-        for (i, v) in pairs {
-            c.idx.push(i);
-            c.val.push(v);
-        }
-        c.row_ptr.push(c.idx.len());
+/// CSR codes with u32 row pointers (`topk_codes`' output) as [`Codes`].
+fn csr_codes(row_ptr: &[u32], idx: &[u32], val: &[f32]) -> Codes {
+    let nnz = row_ptr.last().map_or(0, |&p| p as usize);
+    Codes {
+        row_ptr: row_ptr.iter().map(|&p| p as usize).collect(),
+        idx: idx[..nnz].to_vec(),
+        val: val[..nnz].to_vec(),
     }
-    c
 }
 
 /// An SAE's encoder (and decoder) on one engine.
@@ -163,7 +156,8 @@ struct GpuSae {
     x_hat: GpuTensor,
     /// standard / jumprelu: z (rows, n)
     z: Option<GpuTensor>,
-    /// topk: row_ptr (rows + 1), idx (rows, k), pre_val (rows, k), val (rows, k)
+    /// topk: the block maxima of pre (rows, blocks(n)) u32, then the codes as CSR: row_ptr
+    /// (rows + 1) u32, idx (rows, k) u32, val (rows, k)
     topk: Option<[GpuTensor; 4]>,
 }
 
@@ -177,15 +171,6 @@ impl Encoder {
         } else {
             Vec::new()
         };
-        if let SaeKind::Topk { k } = model.kind
-            && matches!(engine, Engine::Gpu(_))
-            && k > crate::kernels::topk::MAX_K
-        {
-            return Err(Error::input(format!(
-                "topk SAE with k = {k}: the GPU engine supports k <= {} (use --device cpu)",
-                crate::kernels::topk::MAX_K
-            )));
-        }
         let backend = match engine {
             Engine::Cpu => Backend::Cpu {
                 fired: Mutex::new(vec![0; model.n]),
@@ -282,6 +267,21 @@ impl Encoder {
     }
 }
 
+/// The encoder's weights of `m` on one engine: a transcoder's b_dec is in the output space,
+/// not the encoder's.
+fn weights<'a, T: ?Sized>(
+    m: &SaeModel,
+    w_enc: &'a T,
+    b_enc: &'a T,
+    b_dec: &'a T,
+) -> EncoderWeights<'a, T> {
+    EncoderWeights {
+        w_enc,
+        b_enc,
+        b_dec: m.d_out.is_none().then_some(b_dec),
+    }
+}
+
 /// The CPU engine's batch: the same sequence as `GpuSae::run`, with the CPU twins. The
 /// top-k has no order on NaN: non-finite pre-activations (weights holding NaN or Inf) are
 /// an error, not a panic.
@@ -294,17 +294,15 @@ fn run_cpu(
     want: bool,
     decode: bool,
 ) -> Result<BatchOut> {
-    use crate::reference::{activations, gemm, reduce, sparse, topk};
+    use crate::reference::{activations, gemm, reduce, sparse};
     let (d, n) = (m.d, m.n);
-    let mut xc = vec![0.0f32; rows * d];
-    if m.d_out.is_some() {
-        xc.copy_from_slice(x);
-    } else {
-        reduce::sub_row(x, &m.b_dec, rows, d, &mut xc);
-    }
-    let mut pre = vec![0.0f32; rows * n];
-    let spec = GemmSpec::nn(rows, n, d);
-    gemm::gemm(&spec, &xc, &m.w_enc, Some(&m.b_enc), &mut pre);
+    let (_, pre) = encode_cpu(
+        &weights(m, &m.w_enc[..], &m.b_enc[..], &m.b_dec[..]),
+        x,
+        rows,
+        d,
+        n,
+    );
     if let Some(i) = pre.iter().position(|v| !v.is_finite()) {
         return Err(Error::input(format!(
             "the SAE's pre-activation of latent {} is {} on row {} of the batch: its weights (or the input) are not finite",
@@ -321,20 +319,15 @@ fn run_cpu(
     let (w_dec, b_dec) = (&m.w_dec, Some(&m.b_dec[..]));
     let codes = match m.kind {
         SaeKind::Topk { k } => {
-            let mut idx = vec![0u32; rows * k];
-            let mut pre_val = vec![0.0f32; rows * k];
-            let mut val = vec![0.0f32; rows * k];
-            let mut row_ptr = vec![0u32; rows + 1];
-            topk::topk(&pre, rows, n, k, None, &mut idx, &mut pre_val);
-            activations::relu_forward(&pre_val, &mut val);
+            let c = topk_cpu(&pre, rows, n, k, None);
+            let (row_ptr, idx, val) = (&c.row_ptr, &c.idx, &c.val);
             if decode {
-                sparse::row_ptr_fixed(rows, k, &mut row_ptr);
                 #[rustfmt::skip]
-                sparse::sparse_decode(&row_ptr, &idx, &val, w_dec, b_dec, rows, n, d, &mut x_hat);
+                sparse::sparse_decode(row_ptr, idx, val, w_dec, b_dec, rows, n, d, &mut x_hat);
                 #[rustfmt::skip]
-                reduce::sparse_stats(&row_ptr, &idx, &val, rows, n, &ones, fired, &mut metrics);
+                reduce::sparse_stats(row_ptr, idx, val, rows, n, &ones, fired, &mut metrics);
             }
-            want.then(|| topk_to_codes(&idx, &val, rows, k))
+            want.then(|| csr_codes(row_ptr, idx, val))
         }
         SaeKind::Standard | SaeKind::Jumprelu => {
             let mut z = vec![0.0f32; rows * n];
@@ -366,21 +359,15 @@ impl GpuSae {
             log_theta
         };
         let (z, topk) = match model.kind {
-            SaeKind::Topk { k } => {
-                let row_ptr = g.zeros_u32("row_ptr", &[rows + 1])?;
-                let mut enc = g.encoder();
-                crate::kernels::sparse::row_ptr_fixed(g, &mut enc, rows, k, &row_ptr)?;
-                g.submit(enc);
-                (
-                    None,
-                    Some([
-                        row_ptr,
-                        g.zeros_u32("idx", &[rows, k])?,
-                        g.zeros("pre_val", &[rows, k])?,
-                        g.zeros("val", &[rows, k])?,
-                    ]),
-                )
-            }
+            SaeKind::Topk { k } => (
+                None,
+                Some([
+                    g.zeros_u32("bmax", &[rows, n.div_ceil(crate::kernels::codes::BLOCK)])?,
+                    g.zeros_u32("row_ptr", &[rows + 1])?,
+                    g.zeros_u32("idx", &[rows, k])?,
+                    g.zeros("val", &[rows, k])?,
+                ]),
+            ),
             _ => (Some(g.zeros("z", &[rows, n])?), None),
         };
         Ok(GpuSae {
@@ -412,8 +399,8 @@ impl GpuSae {
         want: bool,
         decode: bool,
     ) -> Result<BatchOut> {
-        use crate::kernels::{activations, gemm, reduce, sparse, topk};
-        let (g, d, n) = (&*self.gpu, m.d, m.n);
+        use crate::kernels::{activations, codes, gemm, reduce, sparse};
+        let (g, n) = (&*self.gpu, m.n);
         let first = |t: &GpuTensor| t.prefix(&[rows, t.shape[1]]);
         let (bx, xc, pre, x_hat) = (
             &first(&self.x),
@@ -426,27 +413,23 @@ impl GpuSae {
         let mut encoder = g.encoder();
         let enc = &mut encoder;
         // A transcoder's input goes to the encoder as it is (its b_dec is in the output space).
-        let xc = if m.d_out.is_some() {
-            bx
-        } else {
-            reduce::sub_row(g, enc, bx, &self.b_dec, rows, d, xc)?;
-            xc
-        };
-        let spec = GemmSpec::nn(rows, n, d);
-        gemm::gemm(g, enc, &spec, xc, &self.w_enc, Some(&self.b_enc), pre)?;
+        let xc = if m.d_out.is_some() { bx } else { xc };
+        let w = weights(m, &self.w_enc, &self.b_enc, &self.b_dec);
+        let tk = self
+            .topk
+            .as_ref()
+            .map(|[bm, rp, idx, val]| [first(bm), rp.prefix(&[rows + 1]), first(idx), first(val)]);
+        let bmax = tk.as_ref().map(|[bm, ..]| (bm, None));
+        encode_gpu(g, enc, &w, bx, rows, xc, pre, bmax)?;
         // The decoder's side: d_out columns for a transcoder.
         let d = m.out_dim();
         let (w_dec, b_dec, ones) = (&self.w_dec, Some(&self.b_dec), &self.ones);
         let (fired, metrics) = (&self.fired, &self.metrics);
         let z = self.z.as_ref().map(first);
-        let tk = self
-            .topk
-            .as_ref()
-            .map(|[rp, idx, pv, val]| [rp.prefix(&[rows + 1]), first(idx), first(pv), first(val)]);
         match (&z, &tk) {
-            (_, Some([row_ptr, idx, pre_val, val])) => {
-                topk::topk(g, enc, pre, None, idx, pre_val)?;
-                activations::relu_forward(g, enc, pre_val, val)?;
+            (_, Some([bmax, row_ptr, idx, val])) => {
+                let k = idx.shape[1];
+                codes::selection::topk_codes_from_bmax(g, enc, pre, k, bmax, row_ptr, idx, val)?;
                 if decode {
                     #[rustfmt::skip]
                     sparse::sparse_decode(g, enc, row_ptr, idx, val, w_dec, b_dec, rows, n, d, x_hat)?;
@@ -476,9 +459,9 @@ impl GpuSae {
         };
         let codes = if want {
             match (&z, &tk) {
-                (_, Some([_, idx, _, val])) => {
-                    let k = idx.shape[1];
-                    Some(topk_to_codes(&g.read_u32(idx)?, &g.read_f32(val)?, rows, k))
+                (_, Some([_, row_ptr, idx, val])) => {
+                    let (rp, idx, val) = (g.read_u32(row_ptr)?, g.read_u32(idx)?, g.read_f32(val)?);
+                    Some(csr_codes(&rp, &idx, &val))
                 }
                 (Some(z), _) => Some(dense_to_codes(&g.read_f32(z)?, rows, n)),
                 _ => None,

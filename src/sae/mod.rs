@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod engine;
 pub mod export;
 pub mod formats;
+pub mod forward;
 pub mod gpu;
 pub mod infer;
 pub mod matryoshka;

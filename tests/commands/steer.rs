@@ -95,9 +95,17 @@ fn output(c: &Case, out: &Path) -> Result<Vec<f32>, Failed> {
     Ok(floats(dt, &b))
 }
 
+/// The codes `steer --device cpu` edits: the CPU engine's encoder's (its product rounds
+/// as the CPU engine's GEMM does, not as `SaeModel::encode`'s reference one), so that the
+/// edits below are checked bit for bit.
+fn cpu_codes(m: &SaeModel, x: &[f32]) -> saeforge::sae::export::Codes {
+    let encoder = Encoder::new(m, &Engine::Cpu, ROWS).expect("CPU encoder");
+    encoder.encode(x, ROWS).expect("CPU codes")
+}
+
 /// The latent firing on the most rows (ties: lower index).
 fn busiest(m: &SaeModel, x: &[f32]) -> (usize, usize) {
-    let codes = m.encode(x, ROWS);
+    let codes = cpu_codes(m, x);
     let mut count = vec![0usize; m.n];
     for &i in &codes.idx {
         count[i as usize] += 1;
@@ -181,7 +189,7 @@ fn ablation_is_exact(rng: &mut ChaCha8Rng, dtype: FloatType) -> Result<(), Faile
     ))
     .map_err(fail)?;
     let got = output(&c, &c.dir.join("ablate.safetensors"))?;
-    let codes = c.model.encode(&c.x, ROWS);
+    let codes = cpu_codes(&c.model, &c.x);
     let w = &c.model.w_dec[latent * D..(latent + 1) * D];
     let mut changed = 0;
     for r in 0..ROWS {
@@ -219,7 +227,7 @@ fn set_scale_add(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
     let c = case(rng, "semantics", SaeKind::Topk { k: 6 }, FloatType::F32)?;
     let (busy, _) = busiest(&c.model, &c.x);
     let other = (busy + 1) % (N - 1);
-    let codes = c.model.encode(&c.x, ROWS);
+    let codes = cpu_codes(&c.model, &c.x);
     let single = [
         ("set", format!("{busy}=2.5"), EditOp::Set(2.5)),
         ("scale", format!("{busy}=-0.75"), EditOp::Scale(-0.75)),

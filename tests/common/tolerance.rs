@@ -382,10 +382,11 @@ pub const FISTA_ENGINES: Tol = Tol {
 };
 
 // ---------------------------------------------------------------- commands (encode / steer)
-/// Codes from the GPU encoder vs `SaeModel::encode`: each value is a pre-activation, i.e. a
-/// GEMM output with reduction length d (sub_row is exact, then the same single relu / copy),
-/// so the GEMM tolerance applies as is. (On lavapipe they are bit-identical: the general and
-/// texture GEMM paths add in the reference's order.) Rows whose support could flip under
+/// Codes from the encoder (GPU, or CPU with the CPU engine's GEMM) vs `SaeModel::encode`:
+/// each value is a pre-activation, i.e. a GEMM output with reduction length d (sub_row is
+/// exact, then the same single relu / copy), so the GEMM tolerance applies as is. (On
+/// lavapipe the GPU's are bit-identical: the general and texture GEMM paths add in the
+/// reference's order; the CPU engine's GEMM blocks k and fuses multiply-adds.) Rows whose support could flip under
 /// such a difference (a pre-activation within 1e-3 of the k-th largest or of the threshold)
 /// are left out by the tests, not covered by a looser tolerance.
 pub fn encode(d: usize) -> Tol {

@@ -1,0 +1,106 @@
+//! The encoder half of an SAE as one sequence of stages on each engine, for training and
+//! inference alike. The training step's `encode` and TopK `codes` stages (`cpu.rs`,
+//! `gpu.rs`) and the inference [`Encoder`](super::infer::Encoder) (behind `encode`,
+//! `steer`, `eval`, the demo and training's held-out evaluation) call these same functions,
+//! so a dictionary codes a row the same way while it trains and after:
+//!
+//!   encode   xc = x - b_dec (sub_row; a transcoder: xc is x, its b_dec is in the output
+//!            space); pre = xc W_enc + b_enc (gemm; on the GPU with the block maxima the
+//!            code stages start from in its epilogue: gemm_block_max)
+//!   topk     the k largest positive pre of each row among the eligible latents (all, or
+//!            AuxK's dead list), as CSR with latents ascending (topk_codes; on the GPU from
+//!            the encode's block maxima: topk_codes_from_bmax)
+//!
+//! The CPU side runs the CPU engine's products (`crate::blas`) and selection
+//! (`crate::cpu_codes`), each tested against `crate::reference`.
+
+use crate::Result;
+use crate::gpu::{Gpu, GpuTensor};
+use crate::reference::gemm::GemmSpec;
+
+/// An encoder's weights on one engine (`[f32]` on the CPU, `GpuTensor` on the GPU):
+/// W_enc (d, n), b_enc (n), and an SAE's b_dec (d), which a transcoder has not (None: its
+/// input goes to the encoder as it is).
+pub struct EncoderWeights<'a, T: ?Sized> {
+    pub w_enc: &'a T,
+    pub b_enc: &'a T,
+    pub b_dec: Option<&'a T>,
+}
+
+/// Sparse codes of a batch on the CPU (CSR over rows): `val` = relu(`pre_val`).
+pub struct Codes {
+    pub row_ptr: Vec<u32>,
+    pub idx: Vec<u32>,
+    /// Selected pre-activations (before ReLU).
+    pub pre_val: Vec<f32>,
+    /// After ReLU.
+    pub val: Vec<f32>,
+}
+
+/// encode on the CPU: (xc, pre) of `rows` rows of x (rows, d), with n latents.
+pub fn encode_cpu(
+    w: &EncoderWeights<[f32]>,
+    x: &[f32],
+    rows: usize,
+    d: usize,
+    n: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut xc = vec![0.0f32; rows * d];
+    match w.b_dec {
+        Some(b_dec) => crate::reference::reduce::sub_row(x, b_dec, rows, d, &mut xc),
+        None => xc.copy_from_slice(x),
+    }
+    let mut pre = vec![0.0f32; rows * n];
+    let spec = GemmSpec::nn(rows, n, d);
+    crate::blas::gemm(&spec, &xc, w.w_enc, Some(w.b_enc), &mut pre);
+    (xc, pre)
+}
+
+/// topk on the CPU: the k largest positive entries of each row of `pre` (rows, n) among
+/// the eligible latents (all, or the dead list and its count), latents ascending.
+pub fn topk_cpu(
+    pre: &[f32],
+    rows: usize,
+    n: usize,
+    k: usize,
+    cols: Option<(&[u32], &[u32])>,
+) -> Codes {
+    let mut row_ptr = vec![0u32; rows + 1];
+    let mut idx = vec![0u32; rows * k];
+    let mut val = vec![0.0f32; rows * k];
+    crate::cpu_codes::topk_codes(pre, rows, n, k, cols, &mut row_ptr, &mut idx, &mut val);
+    Codes {
+        row_ptr,
+        idx,
+        pre_val: val.clone(),
+        val,
+    }
+}
+
+/// encode on the GPU: xc = x - b_dec into `xc` (a transcoder: pass x as `xc`), then pre =
+/// xc W_enc + b_enc into `pre`; with `block_max` = (bmax, threshold offsets) also the
+/// block maxima the code stages start from (`gemm_block_max`).
+/// x, xc: (rows, d) -> pre: (rows, n), bmax: (rows, blocks(n)) u32
+#[allow(clippy::too_many_arguments)]
+pub fn encode_gpu(
+    g: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    w: &EncoderWeights<GpuTensor>,
+    x: &GpuTensor,
+    rows: usize,
+    xc: &GpuTensor,
+    pre: &GpuTensor,
+    block_max: Option<(&GpuTensor, Option<&GpuTensor>)>,
+) -> Result<()> {
+    use crate::kernels::gemm::{gemm, gemm_block_max};
+    let (d, n) = (w.w_enc.shape[0], w.w_enc.shape[1]);
+    if let Some(b_dec) = w.b_dec {
+        crate::kernels::reduce::sub_row(g, enc, x, b_dec, rows, d, xc)?;
+    }
+    let spec = GemmSpec::nn(rows, n, d);
+    match block_max {
+        #[rustfmt::skip]
+        Some((bmax, off)) => gemm_block_max(g, enc, &spec, xc, w.w_enc, Some(w.b_enc), pre, off, bmax),
+        None => gemm(g, enc, &spec, xc, w.w_enc, Some(w.b_enc), pre),
+    }
+}
