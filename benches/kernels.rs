@@ -345,7 +345,6 @@ struct Inputs {
     lat_slot: T,
     /// Distinct latents in idx.
     distinct: usize,
-    mask: T,
     since: T,
 }
 
@@ -382,9 +381,8 @@ fn make_inputs(gpu: &Gpu) -> saeforge::Result<Inputs> {
     let mut enc = gpu.encoder();
     relu_forward(gpu, &mut enc, &pre, &z)?;
     reduce::row_norms(gpu, &mut enc, &w_dec, N, D, &norms)?;
-    topk::topk(gpu, &mut enc, &pre, None, &idx, &pre_val)?;
+    codes::selection::topk_codes(gpu, &mut enc, &pre, K, None, &row_ptr, &idx, &pre_val)?;
     relu_forward(gpu, &mut enc, &pre_val, &val)?;
-    sparse::row_ptr_fixed(gpu, &mut enc, B, K, &row_ptr)?;
     sparse::sparse_dot(gpu, &mut enc, &row_ptr, &idx, &dy, &w_dec, B, N, D, &gslot)?;
     relu_backward(gpu, &mut enc, &pre_val, &gslot, &dval)?;
     sparse::build_transpose(
@@ -407,7 +405,6 @@ fn make_inputs(gpu: &Gpu) -> saeforge::Result<Inputs> {
             }
         })
         .collect();
-    let mask_h: Vec<u32> = since_h.iter().map(|&s| (s >= DEAD_AFTER) as u32).collect();
     Ok(Inputs {
         x,
         x_hat,
@@ -431,7 +428,6 @@ fn make_inputs(gpu: &Gpu) -> saeforge::Result<Inputs> {
         lat_row,
         lat_slot,
         distinct,
-        mask: Rc::new(gpu.upload_u32("dead mask", &[N], &mask_h)?),
         since: Rc::new(gpu.upload_u32("since_fired", &[N], &since_h)?),
     })
 }
@@ -470,8 +466,8 @@ fn main() -> anyhow::Result<()> {
     cases.extend(gemm_cases(&gpu)?);
     let inputs = make_inputs(&gpu)?;
     println!(
-        "inputs: pre-activations ~ N(0, 1); TopK codes = topk of them (u = {} of {N} latents \
-         used); AuxK mask: {:.0}% of latents dead",
+        "inputs: pre-activations ~ N(0, 1); TopK codes = topk_codes of them (u = {} of {N} \
+         latents used); {:.0}% of latents dead (since_fired)",
         inputs.distinct,
         DEAD_FRACTION * 100.0
     );

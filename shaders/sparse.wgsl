@@ -30,9 +30,9 @@ struct Params {
     d: u32,      // columns of w_dec / dy / xc
     dv: u32,     // d / 4 (vec4 entry points; 0 otherwise)
     cap: u32,    // slots in idx / val / g / lat_row / lat_slot
-    k: u32,      // row_ptr_fixed: entries per row
     flag: u32,   // sparse_decode: 1 when b_dec is bound; gathers: 1 to accumulate
     _pad0: u32,
+    _pad3: u32,
     scale: f32,  // sparse_l1_backward: L1 coefficient / rows; JumpReLU: L0 coefficient / rows
     eps: f32,    // JumpReLU bandwidth
     _pad1: u32,
@@ -163,18 +163,6 @@ fn sparse_dot_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
         acc += y.w * w.w;
     }
     sd_g[s] = acc;
-}
-
-// ---------------------------------------------------------------- row_ptr_fixed
-// row_ptr[b] = b * k for b in 0..=rows (TopK codes).
-
-@group(0) @binding(1) var<storage, read_write> rp_row_ptr: array<u32>;  // (rows + 1)
-
-@compute @workgroup_size(WG)
-fn row_ptr_fixed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let b = linear_index(gid, nwg, WG);
-    if b > p.rows { return; }
-    rp_row_ptr[b] = b * p.k;
 }
 
 // ---------------------------------------------------------------- build_transpose

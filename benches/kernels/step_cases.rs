@@ -58,35 +58,6 @@ pub(super) fn topk_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
     let zeros = |what: &str, shape: &[usize]| gpu.zeros(what, shape).map(Rc::new);
     let zeros_u32 = |what: &str, shape: &[usize]| gpu.zeros_u32(what, shape).map(Rc::new);
     let mut v = Vec::new();
-    // read pre (B n), write idx, val (2 B k)
-    let (pre, idx, val) = (
-        t.pre.clone(),
-        zeros_u32("idx", &[B, K])?,
-        zeros("val", &[B, K])?,
-    );
-    v.push(bytes_case(
-        "topk",
-        "radix",
-        format!("B={B}, n={N}, k={K}"),
-        b4(B * N + 2 * B * K),
-        Box::new(move |g, e| topk::topk(g, e, &pre, None, &idx, &val)),
-    ));
-    // AuxK: read pre (B n), mask (n), write idx, val (2 B k_aux)
-    let (pre, mask) = (t.pre.clone(), t.mask.clone());
-    let (idx, val) = (
-        zeros_u32("aux idx", &[B, K_AUX])?,
-        zeros("aux val", &[B, K_AUX])?,
-    );
-    v.push(bytes_case(
-        "topk_aux",
-        "radix",
-        format!(
-            "B={B}, n={N}, k={K_AUX}, {:.0}% dead",
-            DEAD_FRACTION * 100.0
-        ),
-        b4(B * N + N + 2 * B * K_AUX),
-        Box::new(move |g, e| topk::topk(g, e, &pre, Some(&mask), &idx, &val)),
-    ));
     // read pre (B n), write row_ptr (B + 1), idx, val (2 B k), threshold (1); the kernel
     // reads pre five times (three radix levels, count, scatter): not counted
     let pre = t.pre.clone();
@@ -111,15 +82,6 @@ pub(super) fn sparse_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>>
     let cap = B * K;
     let codes = format!("B={B}, k={K}, n={N}, d={D}");
     let mut v = Vec::new();
-    // write row_ptr (B + 1)
-    let rp = zeros_u32("row_ptr out", &[B + 1])?;
-    v.push(bytes_case(
-        "row_ptr_fixed",
-        "-",
-        format!("B={B}, k={K}"),
-        b4(B + 1),
-        Box::new(move |g, e| sparse::row_ptr_fixed(g, e, B, K, &rp)),
-    ));
     // read row_ptr (B + 1), idx, val (2 B k), the u rows of W_dec the codes name (u d),
     // b_dec (d); write x_hat (B d)
     let (rp, idx, val, w, bd) = (

@@ -1,8 +1,9 @@
-//! Top-k launchers (shaders/topk.wgsl): per-row top-k for TopK SAEs and AuxK, and batch
-//! top-k for BatchTopK SAEs. Both bound the answer from below with per-invocation maxima,
-//! then radix-select over an order-preserving u32 key of the float bits with u32 histogram
-//! counters, so results are identical run to run; see the shader for the details and the
-//! CPU twins in `crate::reference::topk` for the semantics. `batchtopk_chunks` can also
+//! Batch top-k launchers (shaders/topk.wgsl) for BatchTopK SAEs (the per-row top-k of TopK
+//! SAEs and AuxK is the codes family's `topk_codes`). The selection bounds the answer from
+//! below with per-invocation maxima, then radix-selects over an order-preserving u32 key
+//! of the float bits with u32 histogram counters, so results are identical run to run; see
+//! the shader for the details and the CPU twins in `crate::reference::topk` for the
+//! semantics. `batchtopk_chunks` can also
 //! take the bound and per-row candidate lists from its caller ([`Lists`]: the training
 //! step's BatchTopK, from the encoder's block maxima).
 //!
@@ -13,34 +14,18 @@
 use crate::gpu::{Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::decl::{Entry, Grid, Layout, Slot, Uniform, Wg, rf, ru, wf, wu};
+use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, ru, wf, wu};
 
 pub static SHADER: Shader = crate::shader!("topk");
 
 /// Invocations per workgroup (a power of two <= 2048).
 const WG: usize = 256;
-/// topk: candidates held in workgroup memory; bounds k.
-const CAP: usize = 1024;
 /// batchtopk_hist: entries per invocation.
 const EPT: usize = 64;
 /// batchtopk_hist: most workgroups of one histogram dispatch (they stride over the keys).
 const HIST_GROUPS: usize = 256;
 /// Histogram bins of one radix digit (shader constant BINS).
 const BINS: usize = 2048;
-
-/// Largest k `topk` accepts: its lower bound is the k-th largest of the 4 * WG keys the
-/// invocations keep, and the candidates live in workgroup memory (CAP).
-pub const MAX_K: usize = if CAP < 4 * WG { CAP } else { 4 * WG };
-
-/// topk: candidates ranked by counting (at most WG); more are bitonic-sorted.
-const RANK_MAX: usize = 256;
-
-crate::uniform! {
-    struct TopkParams {
-        rows: u32, n: u32, k: u32, has_mask: u32,
-        vec4: u32, fast: u32, _pad: [u32; 2],
-    }
-}
 
 crate::uniform! {
     struct BatchParams {
@@ -50,36 +35,13 @@ crate::uniform! {
     }
 }
 
-const fn sel(name: &'static str, params: Layout, binds: &'static [Slot], grid: Grid) -> Entry {
-    Entry::new(&SHADER, name, params, binds)
-        .consts(&[
-            ("WG", WG as f64),
-            ("CAP", CAP as f64),
-            ("EPT", EPT as f64),
-            ("RANK_MAX", RANK_MAX as f64),
-        ])
+const fn batch(name: &'static str, binds: &'static [Slot], grid: Grid) -> Entry {
+    Entry::new(&SHADER, name, BatchParams::LAYOUT, binds)
+        .consts(&[("WG", WG as f64), ("EPT", EPT as f64)])
         .wg(Wg::Fixed(WG as u32))
         .grid(grid)
 }
 
-const fn batch(name: &'static str, binds: &'static [Slot], grid: Grid) -> Entry {
-    sel(name, BatchParams::LAYOUT, binds, grid)
-}
-
-/// The vec4 views (bindings of x4 / mask4) are the same buffers: bound unchecked.
-pub static TOPK: Entry = sel(
-    "topk",
-    TopkParams::LAYOUT,
-    &[
-        rf("x", "rows, n"),
-        rf("x4", "any"),
-        ru("mask", "n"),
-        ru("mask4", "any"),
-        wu("idx", "rows, k"),
-        wf("val", "rows, k"),
-    ],
-    Grid::Groups,
-);
 pub static BATCHTOPK_INIT: Entry = batch("batchtopk_init", &[wu("scratch", "any")], Grid::Single);
 pub static BATCHTOPK_BOUND: Entry = batch(
     "batchtopk_bound",
@@ -161,7 +123,6 @@ pub static BATCHTOPK_SCATTER_ROWS: Entry = batch(
 
 /// Every entry point of shaders/topk.wgsl.
 pub static ENTRIES: &[&Entry] = &[
-    &TOPK,
     &BATCHTOPK_INIT,
     &BATCHTOPK_BOUND,
     &BATCHTOPK_HIST,
@@ -197,57 +158,6 @@ fn vec4_view<'a>(
         return Ok(t);
     }
     Ok(dummy.insert(gpu.zeros_u32(what, &[4])?))
-}
-
-/// Per row, the k largest values of x among the eligible latents (mask[i] != 0, or all
-/// when mask is None), in descending value order with ties to (and first) the lower index;
-/// slots past a row's eligible count get idx 0, val -inf. Values are copies of x.
-/// rows, n from x; k from idx (1 <= k <= min(n, MAX_K)).
-/// x: (rows, n), mask: (n) u32 -> idx: (rows, k) u32, val: (rows, k)
-/// CPU: idx[r] = eligible i sorted by (x[r, i] desc, i asc), first k; val[r, j] = x[r, idx[r, j]].
-pub fn topk(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    x: &GpuTensor,
-    mask: Option<&GpuTensor>,
-    idx: &GpuTensor,
-    val: &GpuTensor,
-) -> Result<()> {
-    let (rows, n) = matrix_shape("topk", x)?;
-    let k = *idx.shape.last().unwrap_or(&0);
-    if k == 0 || k > n || k > MAX_K {
-        return Err(Error::Internal(format!(
-            "topk: k = {k} (from idx {:?}) must be in 1..={}",
-            idx.shape,
-            n.min(MAX_K)
-        )));
-    }
-    let p = TopkParams {
-        rows: rows as u32,
-        n: n as u32,
-        k: k as u32,
-        has_mask: mask.is_some() as u32,
-        vec4: (n % 4 == 0) as u32,
-        fast: (k <= WG / 4) as u32,
-        _pad: [0; 2],
-    };
-    let mut dummy = None;
-    let x4 = vec4_view(gpu, x, &mut dummy, "topk dummy")?;
-    let mask4 = match mask {
-        Some(m) if m.len() >= 4 => m,
-        _ => x4,
-    };
-    TOPK.call(p)
-        .dims(&[("rows", rows), ("n", n), ("k", k)])
-        .bind(x)
-        .bind_raw(x4)
-        .bind_opt(mask, x)
-        .bind_raw(mask4)
-        .bind(idx)
-        .bind(val)
-        .items(rows)
-        .skip_if(rows == 0)
-        .record(gpu, enc)
 }
 
 /// batchtopk: candidates the fast path can hold (beyond that, the slow path runs).

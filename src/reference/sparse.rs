@@ -6,7 +6,8 @@
 //! case `row_ptr[b] = b * k`. Every sum runs in the order written here (ascending slot, or
 //! ascending column for the dot products), and the GPU gathers use the same order.
 
-/// row_ptr[b] = b * k for b in 0..=rows.
+/// row_ptr[b] = b * k for b in 0..=rows (TopK codes' row pointers; tests build codes with
+/// it, no kernel has it as its twin).
 pub fn row_ptr_fixed(rows: usize, k: usize, row_ptr: &mut [u32]) {
     assert_eq!(row_ptr.len(), rows + 1, "row_ptr_fixed: row_ptr length");
     for (b, r) in row_ptr.iter_mut().enumerate() {

@@ -1,6 +1,6 @@
-//! topk and batchtopk against shaders/topk.wgsl: indices, row pointers and values must be
-//! identical to the CPU twin's (values are copies of the input, compared bit for bit), on
-//! inputs with and without ties, with +-inf, with a mask that leaves fewer than k eligible.
+//! batchtopk against shaders/topk.wgsl: indices, row pointers and values must be identical
+//! to the CPU twin's (values are copies of the input, compared bit for bit), on inputs with
+//! and without ties and with +-inf, whole and in row chunks.
 
 use libtest_mimic::{Failed, Trial};
 use rand::Rng;
@@ -24,16 +24,6 @@ enum Input {
     /// Normal plus 10 on every 64th latent: the largest values crowd into a few of the
     /// kernel's invocations, which its single-pass path must notice.
     Striped,
-}
-
-/// Which latents are eligible (topk only).
-#[derive(Clone, Copy, Debug)]
-enum Mask {
-    None,
-    /// About half.
-    Half,
-    /// k / 2 of them (at least 0): every row is short of k eligible latents.
-    Few,
 }
 
 fn input(rng: &mut ChaCha8Rng, kind: Input, len: usize) -> Vec<f32> {
@@ -71,20 +61,6 @@ fn input(rng: &mut ChaCha8Rng, kind: Input, len: usize) -> Vec<f32> {
     }
 }
 
-fn make_mask(rng: &mut ChaCha8Rng, kind: Mask, n: usize, k: usize) -> Option<Vec<u32>> {
-    match kind {
-        Mask::None => None,
-        Mask::Half => Some((0..n).map(|_| rng.random_range(0..2u32) * 7).collect()),
-        Mask::Few => {
-            let mut m = vec![0u32; n];
-            for _ in 0..k / 2 {
-                m[rng.random_range(0..n)] = 1;
-            }
-            Some(m)
-        }
-    }
-}
-
 /// Values are copies: equal as numbers and as bit patterns (which also tells -0 from +0).
 fn same_values(what: &str, gpu: &[f32], cpu: &[f32]) -> Result<(), Failed> {
     assert_close(what, gpu, cpu, tolerance::TOPK)?;
@@ -93,45 +69,6 @@ fn same_values(what: &str, gpu: &[f32], cpu: &[f32]) -> Result<(), Failed> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn topk_case(
-    gpu: &Gpu,
-    rng: &mut ChaCha8Rng,
-    rows: usize,
-    n: usize,
-    k: usize,
-    kind: Input,
-    mask_kind: Mask,
-) -> Result<(), Failed> {
-    let x_h = input(rng, kind, rows * n);
-    let mask_h = make_mask(rng, mask_kind, n, k);
-    let x = gpu.upload("x", &[rows, n], &x_h).map_err(fail)?;
-    let mask = match &mask_h {
-        Some(m) => Some(gpu.upload_u32("mask", &[n], m).map_err(fail)?),
-        None => None,
-    };
-    let idx = gpu.zeros_u32("idx", &[rows, k]).map_err(fail)?;
-    let val = gpu.zeros("val", &[rows, k]).map_err(fail)?;
-    gpu.write(&idx, &vec![u32::MAX; rows * k]).map_err(fail)?;
-    gpu.fill(&val, f32::NAN);
-    let mut enc = gpu.encoder();
-    kernels::topk::topk(gpu, &mut enc, &x, mask.as_ref(), &idx, &val).map_err(fail)?;
-    gpu.submit(enc);
-
-    let mut idx_ref = vec![0u32; rows * k];
-    let mut val_ref = vec![0f32; rows * k];
-    reference::topk::topk(
-        &x_h,
-        rows,
-        n,
-        k,
-        mask_h.as_deref(),
-        &mut idx_ref,
-        &mut val_ref,
-    );
-    assert_same("topk idx", &gpu.read_u32(&idx).map_err(fail)?, &idx_ref)?;
-    same_values("topk val", &gpu.read_f32(&val).map_err(fail)?, &val_ref)
-}
-
 /// Row counts of `chunks` uneven chunks of `rows` (the first the largest).
 pub fn chunk_sizes(rows: usize, chunks: usize) -> Vec<usize> {
     let base = rows / chunks;
@@ -221,31 +158,6 @@ fn batchtopk_case(
     )
 }
 
-/// (rows, n, k, input, mask). Shapes off every workgroup size (256) and digit (2048), n up
-/// to 131072 with k 512, and the production shape (512, 16384, 32).
-const TOPK_CASES: &[(usize, usize, usize, Input, Mask)] = &[
-    (1, 1, 1, Input::Normal, Mask::None),
-    (3, 37, 5, Input::Normal, Mask::None),
-    (3, 37, 5, Input::SmallInts, Mask::None),
-    (3, 37, 5, Input::Inf, Mask::Half),
-    (4, 50, 25, Input::SmallInts, Mask::None),
-    (17, 1000, 32, Input::Normal, Mask::None),
-    (17, 1000, 32, Input::SmallInts, Mask::None),
-    (17, 1000, 32, Input::Inf, Mask::None),
-    (17, 1000, 32, Input::Normal, Mask::Few),
-    (6, 16384, 32, Input::Striped, Mask::None),
-    (6, 16383, 40, Input::Striped, Mask::Half),
-    (4, 2048, 48, Input::Inf, Mask::Half),
-    (9, 2000, 300, Input::MostlyNegInf, Mask::None),
-    (5, 4099, 64, Input::Normal, Mask::Half),
-    (5, 4099, 64, Input::SmallInts, Mask::Half),
-    (5, 4099, 64, Input::SmallInts, Mask::Few),
-    (2, 131072, 512, Input::Normal, Mask::None),
-    (2, 131072, 512, Input::SmallInts, Mask::Half),
-    (3, 5000, kernels::topk::MAX_K, Input::Normal, Mask::None),
-    (512, 16384, 32, Input::Normal, Mask::None),
-];
-
 /// (rows, n, k_total, input): one entry, all entries, ties across rows, fewer lane maxima
 /// than k_total (3 x 1000), more tied candidates than the fast path holds (64 x 2000, and
 /// the -inf ties of MostlyNegInf), and the production shape (512, 16384, 32 * 512).
@@ -267,12 +179,6 @@ const BATCHTOPK_CASES: &[(usize, usize, usize, Input)] = &[
 
 pub fn trials() -> Vec<Trial> {
     let mut t = Vec::new();
-    for &(rows, n, k, kind, mask) in TOPK_CASES {
-        t.push(gpu_test(
-            format!("topk::topk/{rows}x{n}/k{k}/{kind:?}/mask-{mask:?}"),
-            move |gpu, rng| topk_case(gpu, rng, rows, n, k, kind, mask),
-        ));
-    }
     for &c in BATCHTOPK_CASES {
         let (rows, n, k_total, kind) = c;
         t.push(gpu_test(

@@ -40,7 +40,7 @@ const WG_SCAN: usize = 256;
 crate::uniform! {
     struct Params {
         rows: u32, n: u32, d: u32, dv: u32,
-        cap: u32, k: u32, flag: u32, _pad: u32,
+        cap: u32, flag: u32, _pad: u32, _pad3: u32,
         scale: f32, eps: f32, _pad1: [u32; 2],
     }
 }
@@ -129,7 +129,6 @@ pub static SPARSE_DECODE_TEX: Entry = one_d("sparse_decode_tex", DECODE_TEX);
 pub static SPARSE_DOT: Entry = one_d("sparse_dot", DOT);
 pub static SPARSE_DOT_VEC4: Entry = one_d("sparse_dot_vec4", DOT);
 pub static SPARSE_DOT_TEX: Entry = one_d("sparse_dot_tex", DOT_TEX);
-pub static ROW_PTR_FIXED: Entry = one_d("row_ptr_fixed", &[wu("row_ptr", "rows + 1")]);
 pub static BUILD_TRANSPOSE_ZERO: Entry = one_d("build_transpose_zero", &[wu("lat_ptr", "n + 1")]);
 pub static BUILD_TRANSPOSE_COUNT: Entry = one_d(
     "build_transpose_count",
@@ -229,7 +228,6 @@ pub static ENTRIES: &[&Entry] = &[
     &SPARSE_DOT,
     &SPARSE_DOT_VEC4,
     &SPARSE_DOT_TEX,
-    &ROW_PTR_FIXED,
     &BUILD_TRANSPOSE_ZERO,
     &BUILD_TRANSPOSE_COUNT,
     &BUILD_TRANSPOSE_SCAN,
@@ -398,27 +396,6 @@ pub fn sparse_dot(
         .bind(w_dec)
         .bind(g)
         .items(cap)
-        .record(gpu, enc)
-}
-
-/// row_ptr[b] = b * k for b in 0..=rows (the CSR of a TopK code).
-/// -> row_ptr: (rows + 1)
-pub fn row_ptr_fixed(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    rows: usize,
-    k: usize,
-    row_ptr: &GpuTensor,
-) -> Result<()> {
-    let p = Params {
-        k: crate::kernels::decl::to_u32("row_ptr_fixed", "k", k)?,
-        ..params(rows, 0, 0, 0)?
-    };
-    ROW_PTR_FIXED
-        .call(p)
-        .dim("rows", rows)
-        .bind(row_ptr)
-        .items(rows + 1)
         .record(gpu, enc)
 }
 
