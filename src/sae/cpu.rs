@@ -41,11 +41,15 @@
 //!                     clip (clip_scale); adam (adam_unit_rows for a unit-norm W_dec)
 //!   count_dead        update_dead: firing counters, tokens since each latent fired
 //!
-//! [`step_marked`] calls a mark after each stage with the GPU engine's stage names
-//! (`gpu::Mark`); `train --profile` times the stages by it.
+//! The stages after the chunks (`finish_gradients`, `optimizer`) are in `cpu/update.rs`, as
+//! the GPU engine's are in `gpu/update.rs`. [`step_marked`] calls a mark after each stage
+//! with the GPU engine's stage names (`gpu::Mark`); `train --profile` times the stages by
+//! it.
+
+mod update;
+use update::optimizer;
 
 use crate::blas::gemm;
-use crate::cpu_optim::{adam, adam_unit_rows};
 use crate::cpu_sparse::{gather_dw_enc, sparse_decode, sparse_dot};
 use crate::reference::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
@@ -56,12 +60,10 @@ use crate::reference::matryoshka::{
     gather_dw_dec_levels, matryoshka_decode, matryoshka_residuals, sparse_dot_levels,
 };
 use crate::reference::ops::threshold_ema;
-use crate::reference::optim::{
-    clip_scale, decoder_grad_prep, rescale_grads, rescale_view, sum_slot, sumsq,
-};
+use crate::reference::optim::{rescale_grads, rescale_view};
 use crate::reference::reduce::{
-    col_sum, dense_stats, l1_backward, l1_decoder_grad, mse_backward, row_norms, slot,
-    sparse_stats, sub, update_dead,
+    col_sum, dense_stats, l1_backward, mse_backward, row_norms, slot, sparse_stats, sub,
+    update_dead,
 };
 use crate::reference::sparse::{
     build_transpose, gather_db_enc, gather_dw_dec, gather_jumprelu_threshold,
@@ -69,10 +71,7 @@ use crate::reference::sparse::{
 };
 use crate::reference::topk::batchtopk;
 
-use super::engine::{
-    GRAD_NORM_SLOT_COUNT, GRAD_NORM_SLOTS, StepEngine, StepScalars, TrainState, code_capacity,
-    dead_after, selects_topk,
-};
+use super::engine::{StepEngine, StepScalars, TrainState, code_capacity, dead_after, selects_topk};
 use super::forward::{Codes, EncoderWeights, encode_cpu, topk_cpu};
 use super::storage::{self, BatchDtype};
 use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
@@ -611,76 +610,6 @@ impl<'s> Step<'s> {
         }
         gemm(&GemmSpec::tn(d, n, rows), &ch.xc, &dpre, None, &mut g.w_enc);
         col_sum(&dpre, rows, n, &mut g.b_enc, false);
-    }
-
-    /// After the chunks: relu's L1 decoder-norm term, d/dW_dec of coef / B sum_i zsum_i
-    /// ||W_dec_i||; db_dec = sum_b dy_b - db_enc W_enc^T (b_dec enters through x_hat and
-    /// through xc; a transcoder's only through y_hat).
-    fn finish_gradients(&mut self) {
-        let p = &self.st.params;
-        let (n, d, d_out, g) = (p.n, p.d, p.d_out(), &mut self.grads);
-        if self.cfg.arch == Arch::Relu {
-            let scale = self.coef * self.inv_b;
-            l1_decoder_grad(
-                &self.zsum,
-                &p.w_dec,
-                &self.norms,
-                n,
-                d_out,
-                scale,
-                &mut g.w_dec,
-            );
-        }
-        if self.cfg.d_out.is_some() {
-            return;
-        }
-        let spec = GemmSpec::nt(1, d, n).alpha(-1.0).accumulate(true);
-        gemm(&spec, &g.b_enc, &p.w_enc, None, &mut g.b_dec);
-    }
-}
-
-/// Global gradient-norm clipping, of the gradients after the unit-norm decoder's
-/// projection (the component of each decoder row's gradient along the row removed):
-/// decoder_grad_prep gives the projection coefficients and the projected rows' sums of
-/// squares without writing the projection, which adam_unit_rows applies; then Adam on
-/// every parameter (for a unit-norm W_dec: projection, Adam and renormalisation of each
-/// row).
-fn optimizer(cfg: &TrainConfig, st: &mut TrainState, g: &Grads, sc: &StepScalars) {
-    // The decoder's rows have d_out values (d for an SAE).
-    let (n, d) = (st.params.n, st.params.d_out());
-    let unit = cfg.decoder_norm == DecoderNorm::Unit;
-    let slots = &GRAD_NORM_SLOTS;
-    let mut acc = vec![0.0f32; GRAD_NORM_SLOT_COUNT];
-    let mut coef = vec![0.0f32; n];
-    sumsq(&g.w_enc, &mut acc, slots.w_enc);
-    if unit {
-        let mut part = vec![0.0f32; n];
-        decoder_grad_prep(&st.params.w_dec, &g.w_dec, n, d, &mut coef, &mut part);
-        sum_slot(&part, &mut acc, slots.w_dec);
-    } else {
-        sumsq(&g.w_dec, &mut acc, slots.w_dec);
-    }
-    sumsq(&g.b_enc, &mut acc, slots.b_enc);
-    sumsq(&g.b_dec, &mut acc, slots.b_dec);
-    sumsq(&g.log_threshold, &mut acc, slots.log_threshold);
-    let mut clip = [0.0f32; 2];
-    clip_scale(&acc, acc.len() as u32, cfg.grad_clip, &mut clip);
-    st.grad_norm = clip[1];
-
-    let h = &sc.adam(cfg, st.step);
-    let (p, m, v) = (&mut st.params, &mut st.moments.m, &mut st.moments.v);
-    adam(&mut p.w_enc, &g.w_enc, &mut m.w_enc, &mut v.w_enc, h, &clip);
-    if unit {
-        #[rustfmt::skip]
-        adam_unit_rows(&mut p.w_dec, &g.w_dec, &coef, &mut m.w_dec, &mut v.w_dec, h, &clip, n, d);
-    } else {
-        adam(&mut p.w_dec, &g.w_dec, &mut m.w_dec, &mut v.w_dec, h, &clip);
-    }
-    adam(&mut p.b_enc, &g.b_enc, &mut m.b_enc, &mut v.b_enc, h, &clip);
-    adam(&mut p.b_dec, &g.b_dec, &mut m.b_dec, &mut v.b_dec, h, &clip);
-    if !p.log_threshold.is_empty() {
-        #[rustfmt::skip]
-        adam(&mut p.log_threshold, &g.log_threshold, &mut m.log_threshold, &mut v.log_threshold, h, &clip);
     }
 }
 
