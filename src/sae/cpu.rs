@@ -242,49 +242,38 @@ fn marked_gradients(
     fired: &mut [u32],
     mark: &mut CpuMark,
 ) -> Grads {
-    let mut stages = |st: &mut TrainState| {
-        stage_gradients(cfg, st, x, rows, sparsity_coef, &mut *fired, &mut *mark)
+    // The stages on the parameters in `st` as they are.
+    let mut stages = |st: &mut TrainState| -> Grads {
+        let mut s = Step::prepare(cfg, st, &mut *fired, rows, sparsity_coef);
+        mark("prepare");
+        let (x, y) = split_batch(x, rows, cfg.d_in, cfg.d_out);
+        let mut ch = s.encode(x, y, rows);
+        mark("encode");
+        if ch.pre.iter().any(|v| !v.is_finite()) {
+            // The run has diverged (the data are checked, so the parameters overflowed).
+            // Top-k has no order on NaN: poison the gradients and the loss instead, so the
+            // trainer stops at its next check exactly as it does when the GPU engine meets
+            // a NaN.
+            s.st.metrics[slot::SSE as usize] = f32::NAN;
+            return s.st.params.map(|_, t| vec![f32::NAN; t.len()]);
+        }
+        s.codes(&mut ch);
+        mark("codes");
+        s.decode(&mut ch);
+        mark("decode");
+        s.loss(&mut ch);
+        mark("loss");
+        s.backward(&ch);
+        mark("backward");
+        s.finish_gradients();
+        mark("finish gradients");
+        s.grads
     };
     if cfg.decoder_norm == DecoderNorm::Rescale {
         rescaled(st, &mut stages)
     } else {
         stages(st)
     }
-}
-
-/// The stages of [`gradients`] on the parameters in `st` as they are.
-fn stage_gradients(
-    cfg: &TrainConfig,
-    st: &mut TrainState,
-    x: &[f32],
-    rows: usize,
-    sparsity_coef: f32,
-    fired: &mut [u32],
-    mark: &mut CpuMark,
-) -> Grads {
-    let mut s = Step::prepare(cfg, st, fired, rows, sparsity_coef);
-    mark("prepare");
-    let (x, y) = split_batch(x, rows, cfg.d_in, cfg.d_out);
-    let mut ch = s.encode(x, y, rows);
-    mark("encode");
-    if ch.pre.iter().any(|v| !v.is_finite()) {
-        // The run has diverged (the data are checked, so the parameters overflowed). Top-k
-        // has no order on NaN: poison the gradients and the loss instead, so the trainer
-        // stops at its next check exactly as it does when the GPU engine meets a NaN.
-        s.st.metrics[slot::SSE as usize] = f32::NAN;
-        return s.st.params.map(|_, t| vec![f32::NAN; t.len()]);
-    }
-    s.codes(&mut ch);
-    mark("codes");
-    s.decode(&mut ch);
-    mark("decode");
-    s.loss(&mut ch);
-    mark("loss");
-    s.backward(&ch);
-    mark("backward");
-    s.finish_gradients();
-    mark("finish gradients");
-    s.grads
 }
 
 impl<'s> Step<'s> {
