@@ -482,13 +482,15 @@ impl SaeModel {
         pre
     }
 
-    /// Encode rows (CPU): the architecture's activation, kept sparse.
+    /// Encode rows (CPU): the architecture's activation, kept sparse, on the reference's
+    /// plain product: the judge the tests hold `sae::infer::Encoder` (what the commands
+    /// and training's held-out evaluation encode with) to.
     pub fn encode(&self, x: &[f32], rows: usize) -> Codes {
         self.codes_from_pre(&self.pre(x, rows), rows)
     }
 
     /// The architecture's activation of pre-activations (rows, n), kept sparse (the
-    /// second half of [`SaeModel::encode`], shared with the GPU encoder).
+    /// second half of [`SaeModel::encode`]).
     pub fn codes_from_pre(&self, pre: &[f32], rows: usize) -> Codes {
         let n = self.n;
         debug_assert_eq!(pre.len(), rows * n);
