@@ -1,6 +1,6 @@
 //! GEMM launchers (shaders/gemm.wgsl): C = alpha * op(A) op(B) + bias + beta * C.
 //!
-//! Three kernels, one contract; [`gemm`] picks by adapter and shape, [`gemm_with`] forces one
+//! Three kernels, one contract; [`gemm`] picks by adapter and shape, [`gemm_tuned`] forces one
 //! (tests run every path on every adapter):
 //!
 //! * [`GemmPath::Texture`] (software adapters): lavapipe compiles each storage-buffer load in
@@ -211,7 +211,17 @@ pub fn gemm(
     bias: Option<&GpuTensor>,
     c: &GpuTensor,
 ) -> Result<()> {
-    gemm_with(gpu, enc, spec, a, b, bias, c, GemmPath::Auto)
+    gemm_tuned(
+        gpu,
+        enc,
+        spec,
+        a,
+        b,
+        bias,
+        c,
+        GemmPath::Auto,
+        &GemmTuning::of(gpu),
+    )
 }
 
 /// The kernel [`gemm`] uses for `spec` on this adapter (never `Auto`).
@@ -257,23 +267,9 @@ fn texture_fits_for(gpu: &Gpu, spec: &GemmSpec, tuning: &GemmTuning) -> bool {
         && copyable(spec.b_shape())
 }
 
-/// [`gemm`] on a chosen kernel; `Texture` on a shape it cannot take, or
-/// `TextureSubgroup` on a device without subgroups of 8 lanes, is an error.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_with(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    spec: &GemmSpec,
-    a: &GpuTensor,
-    b: &GpuTensor,
-    bias: Option<&GpuTensor>,
-    c: &GpuTensor,
-    path: GemmPath,
-) -> Result<()> {
-    gemm_tuned(gpu, enc, spec, a, b, bias, c, path, &GemmTuning::of(gpu))
-}
-
-/// [`gemm_with`] with explicit tile sizes (`tuning.preferred` only matters for `Auto`).
+/// [`gemm`] on a chosen kernel with explicit tile sizes (`tuning.preferred` only matters
+/// for `Auto`); `Texture` on a shape it cannot take, or `TextureSubgroup` on a device
+/// without subgroups of 8 lanes, is an error.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_tuned(
     gpu: &Gpu,
