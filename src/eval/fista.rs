@@ -335,10 +335,7 @@ impl FistaSolverView<'_> {
         let mut g = vec![0.0f32; rows * n];
         let mut change = vec![0.0f32; rows * 2];
         let dec = GemmSpec::nn(rows, d, n);
-        let nt = GemmSpec {
-            trans_b: true,
-            ..GemmSpec::nn(rows, n, d)
-        };
+        let nt = GemmSpec::nt(rows, n, d);
         let mut iters = 0;
         for k in 1..=self.cfg.max_iters {
             gemm::gemm(&dec, &y, &self.dict.w, Some(&self.dict.b), &mut xh);
@@ -413,10 +410,7 @@ impl GpuFista {
         g.fill(&self.metrics, 0.0);
         let (step, thr) = (1.0 / s.lipschitz, s.cfg.lambda / s.lipschitz);
         let dec = GemmSpec::nn(rows, d, n);
-        let nt = GemmSpec {
-            trans_b: true,
-            ..GemmSpec::nn(rows, n, d)
-        };
+        let nt = GemmSpec::nt(rows, n, d);
         // z[cur] holds z_{k-1} before iteration k.
         let mut cur = 0usize;
         let mut iters = 0;
