@@ -1,4 +1,4 @@
-//! The CPU engine's top-k selection: [`crate::reference::codes::topk_codes`]'s contract (the
+//! The CPU engine's top-k selections: [`crate::reference::codes::topk_codes`]'s contract (the
 //! k largest positive entries of each row among the eligible latents, ties to the lower
 //! latent, latents ascending in each row, codes packed row after row, the unused tail
 //! zero), in O(eligible) per row instead of a sort, over rayon's pool by rows.
@@ -7,6 +7,10 @@
 //! tested against it (the unit tests below: every k, ties, zeros, negatives, -0, NaN, dead
 //! lists). The selection is the same set (the order by (key, latent) is total), so the codes
 //! are bitwise the reference's.
+//!
+//! [`batchtopk`] is [`crate::reference::topk::batchtopk`]'s (BatchTopK: the k_total largest
+//! entries of the whole batch), bitwise too, selecting among the entries at or above a
+//! bound from block maxima instead of over a sorted copy of the batch.
 //!
 //! It matters most for AuxK with many dead latents: the reference sorts every positive dead
 //! entry of every row (a quarter of 16384 latents dead at batch 4096: 4096 sorts of ~2000
@@ -155,6 +159,114 @@ pub fn topk_codes(
     val[out..].fill(0.0);
 }
 
+/// Entries per block of the bound [`batchtopk`] starts from (the GPU's `BLOCK`).
+const BATCH_BLOCK: usize = 32;
+
+/// As [`crate::reference::topk::batchtopk`], bitwise: the k_total largest entries of the
+/// whole matrix (ties to the lower flat index) as CSR, latents ascending, and the smallest
+/// selected value. The reference sorts a copy of the matrix; this bounds the k_total-th
+/// largest value t from below by the k_total-th largest block maximum (each block's maximum
+/// is one of its entries, so at least k_total entries reach that bound), selects t among
+/// the entries at or above the bound only, then counts and writes each row in parallel.
+/// x: (rows, n) -> row_ptr: (rows + 1), idx: (k_total), val: (k_total), threshold: (1)
+#[allow(clippy::too_many_arguments)]
+pub fn batchtopk(
+    x: &[f32],
+    rows: usize,
+    n: usize,
+    k_total: usize,
+    row_ptr: &mut [u32],
+    idx: &mut [u32],
+    val: &mut [f32],
+    threshold: &mut [f32],
+) {
+    let Some(t) = batch_threshold(x, rows, n, k_total) else {
+        // Fewer blocks than k_total: no bound to start from.
+        crate::reference::topk::batchtopk(x, rows, n, k_total, row_ptr, idx, val, threshold);
+        return;
+    };
+    assert_eq!(row_ptr.len(), rows + 1, "batchtopk: row_ptr");
+    assert_eq!(idx.len(), k_total, "batchtopk: idx");
+    assert_eq!(val.len(), k_total, "batchtopk: val");
+    assert_eq!(threshold.len(), 1, "batchtopk: threshold");
+    // Per row: entries above t, entries equal to t. The ties taken are the first in flat
+    // order, i.e. row after row.
+    let counts: Vec<(usize, usize)> = x
+        .par_chunks(n)
+        .map(|r| {
+            let above = r.iter().filter(|&&v| v > t).count();
+            (above, r.iter().filter(|&&v| v == t).count())
+        })
+        .collect();
+    let mut ties_left = k_total - counts.iter().map(|c| c.0).sum::<usize>();
+    let mut ties = Vec::with_capacity(rows);
+    row_ptr[0] = 0;
+    for (r, &(above, equal)) in counts.iter().enumerate() {
+        let take = equal.min(ties_left);
+        ties_left -= take;
+        ties.push(take);
+        row_ptr[r + 1] = row_ptr[r] + (above + take) as u32;
+    }
+    assert_eq!(row_ptr[rows] as usize, k_total, "batchtopk: selected count");
+    // Each row's slots, written in parallel.
+    let (mut idx_rest, mut val_rest) = (&mut idx[..], &mut val[..]);
+    let mut slots = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let len = (row_ptr[r + 1] - row_ptr[r]) as usize;
+        let (i, i_rest) = std::mem::take(&mut idx_rest).split_at_mut(len);
+        let (v, v_rest) = std::mem::take(&mut val_rest).split_at_mut(len);
+        (idx_rest, val_rest) = (i_rest, v_rest);
+        slots.push((i, v, ties[r]));
+    }
+    x.par_chunks(n)
+        .zip(slots)
+        .for_each(|(row, (is, vs, mut ties))| {
+            let mut out = 0;
+            for (i, &v) in row.iter().enumerate() {
+                let take = v > t || (v == t && ties > 0);
+                if take {
+                    if v == t {
+                        ties -= 1;
+                    }
+                    is[out] = i as u32;
+                    vs[out] = v;
+                    out += 1;
+                }
+            }
+        });
+    threshold[0] = t + 0.0;
+}
+
+/// The k_total-th largest entry of x (rows, n), found among the entries at or above the
+/// k_total-th largest maximum of the rows' 32-entry blocks; None when there are fewer
+/// blocks than k_total. NaN is never an input (the CPU step checks the pre-activations
+/// first).
+fn batch_threshold(x: &[f32], rows: usize, n: usize, k_total: usize) -> Option<f32> {
+    assert_eq!(x.len(), rows * n, "batchtopk: x");
+    assert!(
+        k_total >= 1 && k_total <= rows * n,
+        "batchtopk: k_total {k_total} not in 1..={}",
+        rows * n
+    );
+    let desc = |a: &f32, b: &f32| b.partial_cmp(a).expect("batchtopk: NaN in the input");
+    let mut bmax: Vec<f32> = x
+        .par_chunks(n)
+        .flat_map_iter(|r| {
+            r.chunks(BATCH_BLOCK)
+                .map(|b| b.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+        })
+        .collect();
+    if bmax.len() < k_total {
+        return None;
+    }
+    let bound = *bmax.select_nth_unstable_by(k_total - 1, desc).1;
+    let mut cand: Vec<f32> = x
+        .par_chunks(n)
+        .flat_map_iter(|r| r.iter().copied().filter(move |&v| v >= bound))
+        .collect();
+    Some(*cand.select_nth_unstable_by(k_total - 1, desc).1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +323,65 @@ mod tests {
         }
     }
 
+    fn both_batch(x: &[f32], rows: usize, n: usize, k_total: usize) {
+        let mut a = (
+            vec![7u32; rows + 1],
+            vec![7u32; k_total],
+            vec![7.0f32; k_total],
+            [7.0f32],
+        );
+        let mut b = a.clone();
+        let r = crate::reference::topk::batchtopk;
+        r(x, rows, n, k_total, &mut a.0, &mut a.1, &mut a.2, &mut a.3);
+        batchtopk(x, rows, n, k_total, &mut b.0, &mut b.1, &mut b.2, &mut b.3);
+        let what = format!("rows {rows} n {n} k_total {k_total}");
+        assert_eq!(a.0, b.0, "batchtopk row_ptr {what}");
+        assert_eq!(a.1, b.1, "batchtopk idx {what}");
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a.2), bits(&b.2), "batchtopk val {what}");
+        assert_eq!(
+            a.3[0].to_bits(),
+            b.3[0].to_bits(),
+            "batchtopk threshold {what}"
+        );
+    }
+
+    #[test]
+    fn batchtopk_matches_the_reference_bitwise() {
+        let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
+        let specials = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e-40,
+        ];
+        for &(rows, n) in &[(1, 1), (3, 5), (17, 64), (40, 300), (5, 1000), (64, 33)] {
+            let normal: Vec<f32> = (0..rows * n).map(|_| rng.random::<f32>() - 0.3).collect();
+            // Coarse values: ties across rows at the threshold, and a share of specials.
+            let coarse: Vec<f32> = (0..rows * n)
+                .map(|_| {
+                    if rng.random::<f32>() < 0.1 {
+                        specials[rng.random_range(0..specials.len())]
+                    } else {
+                        (rng.random_range(-8i32..8) as f32) * 0.25
+                    }
+                })
+                .collect();
+            let zeros = vec![0.0f32; rows * n];
+            for x in [&normal, &coarse, &zeros] {
+                let all = rows * n;
+                let mut ks = vec![1, 2, rows, 3 * rows, all / 2, all];
+                ks.retain(|&k| k >= 1 && k <= all);
+                for k in ks {
+                    both_batch(x, rows, n, k);
+                }
+            }
+        }
+    }
+
     /// `cargo test --release --lib cpu_codes::tests::timing -- --ignored --nocapture`: AuxK's
     /// selection at 4096 x 16384 with a quarter of the latents dead, and the top-32.
     #[test]
@@ -239,5 +410,21 @@ mod tests {
                 cols.is_some()
             );
         }
+        // BatchTopK's selection of 32 x 4096 entries.
+        let kt = 32 * rows;
+        let mut o = (
+            vec![0u32; rows + 1],
+            vec![0u32; kt],
+            vec![0.0f32; kt],
+            [0.0],
+        );
+        let t = std::time::Instant::now();
+        let r = crate::reference::topk::batchtopk;
+        r(&x, rows, n, kt, &mut o.0, &mut o.1, &mut o.2, &mut o.3);
+        let r = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        batchtopk(&x, rows, n, kt, &mut o.0, &mut o.1, &mut o.2, &mut o.3);
+        let f = t.elapsed().as_secs_f64();
+        println!("batchtopk k_total {kt}: reference {r:.3} s, cpu_codes {f:.3} s");
     }
 }

@@ -2,7 +2,7 @@
 //! the stages of the GPU engine (`gpu.rs`), with the same names in the same order, so the
 //! two files read side by side. It is both the judge of the GPU engine and the engine that
 //! runs when there is no hardware GPU: the reference kernels, except where a faster twin
-//! gives bitwise the same result (top-k: `cpu_codes`; sparse decode, sparse dot, W_enc's
+//! gives bitwise the same result (top-k and batch top-k: `cpu_codes`; sparse decode, sparse dot, W_enc's
 //! sparse gradient: `cpu_sparse`; Adam: `cpu_optim`; each tested bit for bit against the
 //! reference) and the dense products (`crate::blas`, tested against the reference). The CPU
 //! takes the whole batch as one chunk (the GPU splits a batch whose pre-activations exceed
@@ -50,6 +50,7 @@ mod update;
 use update::optimizer;
 
 use crate::blas::gemm;
+use crate::cpu_codes::batchtopk;
 use crate::cpu_sparse::{gather_dw_enc, sparse_decode, sparse_dot};
 use crate::reference::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
@@ -69,7 +70,6 @@ use crate::reference::sparse::{
     build_transpose, gather_db_enc, gather_dw_dec, gather_jumprelu_threshold,
     sparse_jumprelu_backward, sparse_l1_backward,
 };
-use crate::reference::topk::batchtopk;
 
 use super::engine::{StepEngine, StepScalars, TrainState, code_capacity, dead_after, selects_topk};
 use super::forward::{Codes, EncoderWeights, encode_cpu, topk_cpu};
