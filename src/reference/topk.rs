@@ -1,5 +1,7 @@
-//! CPU twins of shaders/topk.wgsl: per-row top-k (TopK SAEs, AuxK over dead latents) and
-//! batch top-k (BatchTopK SAEs).
+//! Batch top-k (BatchTopK SAEs), the CPU twin of shaders/topk.wgsl, and the plain per-row
+//! top-k that `SaeModel::encode` (the encoder's judge in tests) uses; no kernel has the
+//! per-row one as its twin (TopK codes on the device are `codes::selection::topk_codes`,
+//! whose twin is `reference::codes::topk_codes`).
 //!
 //! Order: values compare as f32 (so -0.0 == +0.0; NaN is never an input, the trainer checks),
 //! and among equal values the lower index wins. For `batchtopk` the index is the flat index
