@@ -15,7 +15,9 @@ use std::time::Instant;
 
 use crate::gpu::{DeviceChoice, select_engine};
 use crate::toy::phase::{Phase, PhaseConfig, run_phase};
-use crate::toy::{Init, Progress, SweepConfig, log_space, run_sweep, write_phase, write_sweep};
+use crate::toy::{
+    Init, Progress, Recipe, SweepConfig, log_space, run_sweep, write_phase, write_sweep,
+};
 use crate::{Error, Result};
 
 /// The lab's experiments (`--experiment`), one module each under `crate::toy::lab`.
@@ -276,13 +278,7 @@ pub fn sweep_config(a: &ToyArgs) -> Result<SweepConfig> {
         importance_decay: decay,
         density,
         relu: !a.linear,
-        init: a.init,
-        steps: a.steps.unwrap_or(10_000),
-        batch: a.batch.unwrap_or(1024),
-        lr: a.lr,
-        weight_decay: a.weight_decay,
-        seed: a.seed,
-        eval_batches: 8,
+        recipe: Recipe::from_args(a, 10_000, 1024),
     })
 }
 
@@ -322,13 +318,10 @@ pub fn phase_config(a: &ToyArgs) -> Result<PhaseConfig> {
         density_points: dk,
         restarts: a.restarts,
         relu: !a.linear,
-        init: a.init,
-        steps: a.steps.unwrap_or(10_000),
-        batch: a.batch.unwrap_or(1024),
-        lr: a.lr,
-        weight_decay: a.weight_decay,
-        seed: a.seed,
-        eval_batches: 32,
+        recipe: Recipe {
+            eval_batches: 32,
+            ..Recipe::from_args(a, 10_000, 1024)
+        },
     })
 }
 
@@ -378,8 +371,8 @@ pub fn run(args: ToyArgs) -> Result<()> {
             cfg.density_points,
             cfg.restarts,
             cells * cfg.restarts,
-            cfg.steps,
-            cfg.batch
+            cfg.recipe.steps,
+            cfg.recipe.batch
         );
         let r = run_phase(&engine, &cfg, log_every, &mut progress_line("toy --phase"))?;
         let files = write_phase(&args.out, &r)?;
@@ -401,8 +394,8 @@ pub fn run(args: ToyArgs) -> Result<()> {
             cfg.n,
             cfg.m,
             cfg.density.len(),
-            cfg.steps,
-            cfg.batch
+            cfg.recipe.steps,
+            cfg.recipe.batch
         );
         let r = run_sweep(&engine, &cfg, log_every, &mut progress_line("toy"))?;
         let files = write_sweep(&args.out, &r)?;

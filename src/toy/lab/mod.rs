@@ -71,79 +71,10 @@ pub mod plots_b;
 pub mod plots_neurons;
 pub mod privileged;
 
+pub use crate::toy::Recipe;
+
 use crate::cli::toy::{ToyArgs, check_common, lab_flags};
-use crate::gpu::Engine;
-use crate::toy::train::{
-    Init, Progress, TrainConfig, TrainOptions, Trained, init_params, train_with,
-};
 use crate::{Error, Result};
-
-/// The training recipe shared by the experiments (the notebook's unless flags say).
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Recipe {
-    pub steps: u64,
-    pub batch: usize,
-    pub lr: f32,
-    pub weight_decay: f32,
-    pub init: Init,
-    pub seed: u64,
-    pub eval_batches: usize,
-}
-
-impl Recipe {
-    /// The recipe the flags give, with this experiment's default steps and batch.
-    pub fn from_args(a: &ToyArgs, steps: u64, batch: usize) -> Self {
-        Recipe {
-            steps: a.steps.unwrap_or(steps),
-            batch: a.batch.unwrap_or(batch),
-            lr: a.lr,
-            weight_decay: a.weight_decay,
-            init: a.init,
-            seed: a.seed,
-            eval_batches: 8,
-        }
-    }
-
-    /// A training configuration: one density and one importance vector per instance.
-    pub fn train_config(
-        &self,
-        n: usize,
-        m: usize,
-        density: Vec<f32>,
-        importance: &[f32],
-        log_every: u64,
-    ) -> TrainConfig {
-        TrainConfig {
-            n,
-            m,
-            relu: true,
-            importance: density
-                .iter()
-                .flat_map(|_| importance.iter().copied())
-                .collect(),
-            density,
-            steps: self.steps,
-            batch: self.batch,
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            seed: self.seed,
-            eval_batches: self.eval_batches,
-            log_every,
-        }
-    }
-
-    /// Train `tc` with `opts` from parameters drawn with this recipe's init and seed.
-    pub fn train(
-        &self,
-        engine: &Engine,
-        tc: &TrainConfig,
-        opts: &TrainOptions,
-        log: &mut dyn FnMut(&Progress),
-    ) -> Result<Trained> {
-        let init = init_params(tc.shape(), self.init, self.seed);
-        train_with(engine, tc, opts, init, log)
-    }
-}
 
 /// Refuse flags the experiment `name` does not read (`allowed`: the optional flags it
 /// does), then the common checks.
