@@ -359,8 +359,7 @@ pub fn run(args: ToyArgs) -> Result<()> {
     } else {
         None
     };
-    let (engine, why) = select_engine(args.device, args.adapter.as_deref())?;
-    eprintln!("{why}");
+    let engine = open_engine(&args)?;
     let start = Instant::now();
     let log_every = (args.steps.unwrap_or(10_000) / 10).max(1);
     if let Some(cfg) = phase {

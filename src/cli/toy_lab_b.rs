@@ -7,13 +7,14 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::gpu::{Engine, select_engine};
+use crate::gpu::Engine;
+use crate::toy::Progress;
 use crate::toy::lab::abs;
-use crate::toy::lab::privileged::{self, DensitySweep};
+use crate::toy::lab::privileged::{self, DensitySweep, DensitySweepResult};
 use crate::toy::lab::{self, intervene, l1};
 use crate::{Error, Result};
 
-use super::toy::ToyArgs;
+use super::toy::{ToyArgs, open_engine};
 
 /// Flags of the privileged / abs / l1 / intervene experiments.
 #[derive(clap::Args, Debug, Default)]
@@ -133,6 +134,33 @@ fn density_sweep(a: &ToyArgs, d: DensitySweep) -> Result<DensitySweep> {
     })
 }
 
+/// What a density-sweep experiment (privileged, abs) provides: its run, its writer and
+/// its printed table.
+type DensityLab<I> = (
+    fn(&Engine, &DensitySweep, u64, &mut dyn FnMut(&Progress)) -> Result<DensitySweepResult<I>>,
+    fn(&Path, &DensitySweepResult<I>) -> Result<Vec<String>>,
+    fn(&DensitySweepResult<I>) -> String,
+);
+
+/// Run privileged or abs with the flags over the experiment's defaults `d`, write and
+/// print it.
+fn density_lab<I>(
+    a: &ToyArgs,
+    d: DensitySweep,
+    (run, write, table): DensityLab<I>,
+    engine: &Engine,
+    log_every: u64,
+    log: &mut dyn FnMut(&Progress),
+) -> Result<()> {
+    let cfg = density_sweep(a, d)?;
+    let r = run(engine, &cfg, log_every, log)?;
+    let files = write(&a.out, &r)?;
+    print!("{}", table(&r));
+    println!("rule: {}", r.rule);
+    wrote(&a.out, &files, r.train_seconds, &r.engine);
+    Ok(())
+}
+
 fn wrote(out: &Path, files: &[String], seconds: f64, engine: &str) {
     println!(
         "{seconds:.1} s training on the {engine}; wrote {}: {}",
@@ -153,28 +181,29 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
     let log_every = (steps(a) / 10).max(1);
     let start = Instant::now();
     let mut log = super::toy::progress_line(name);
-    // The engine is chosen after the flags are checked (a bad flag fails first).
-    let engine = || -> Result<Engine> {
-        let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
-        eprintln!("{why}");
-        Ok(engine)
-    };
+    // Each arm opens the engine after its flags are checked (a bad flag fails first).
     match exp {
         LabB::Privileged => {
-            let cfg = density_sweep(a, privileged::paper())?;
-            let r = privileged::run(&engine()?, &cfg, log_every, &mut log)?;
-            let files = privileged::write(&a.out, &r)?;
-            print!("{}", privileged::table(&r));
-            println!("rule: {}", r.rule);
-            wrote(&a.out, &files, r.train_seconds, &r.engine);
+            let lab: DensityLab<_> = (privileged::run, privileged::write, privileged::table);
+            density_lab(
+                a,
+                privileged::paper(),
+                lab,
+                &open_engine(a)?,
+                log_every,
+                &mut log,
+            )?;
         }
         LabB::Abs => {
-            let cfg = density_sweep(a, abs::default_size())?;
-            let r = abs::run(&engine()?, &cfg, log_every, &mut log)?;
-            let files = abs::write(&a.out, &r)?;
-            print!("{}", abs::table(&r));
-            println!("rule: {}", r.rule);
-            wrote(&a.out, &files, r.train_seconds, &r.engine);
+            let lab: DensityLab<_> = (abs::run, abs::write, abs::table);
+            density_lab(
+                a,
+                abs::default_size(),
+                lab,
+                &open_engine(a)?,
+                log_every,
+                &mut log,
+            )?;
         }
         LabB::L1 => {
             let d = l1::L1Config::default_size();
@@ -208,7 +237,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
                 weight_decay: a.weight_decay,
                 seed: a.seed,
             };
-            let r = l1::run(&engine()?, &cfg, log_every, &mut log)?;
+            let r = l1::run(&open_engine(a)?, &cfg, log_every, &mut log)?;
             let files = l1::write(&a.out, &r)?;
             print!("{}", l1::table(&r));
             wrote(&a.out, &files, r.train_seconds, &r.engine);
@@ -258,7 +287,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
                     cfg.sae_k, cfg.sae_latents
                 )));
             }
-            let r = intervene::run(&engine()?, &cfg, &a.out, log_every, &mut log)?;
+            let r = intervene::run(&open_engine(a)?, &cfg, &a.out, log_every, &mut log)?;
             let files = intervene::write(&a.out, &r)?;
             print!("{}", intervene::table(&r));
             wrote(&a.out, &files, r.toy_train_seconds, &r.engine);
