@@ -13,6 +13,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::cli::first_set;
 use crate::gpu::{DeviceChoice, select_engine};
 use crate::toy::phase::{Phase, PhaseConfig, run_phase};
 use crate::toy::{
@@ -172,12 +173,38 @@ fn check_density(d: &[f32]) -> Result<()> {
     if d.is_empty() {
         return Err(Error::input("--density: give at least one value"));
     }
+    check_densities(d)
+}
+
+/// Every `--density` value a density 1 - S, in (0, 1].
+pub fn check_densities(d: &[f32]) -> Result<()> {
     if let Some(v) = d.iter().find(|&&v| !(v > 0.0 && v <= 1.0)) {
         return Err(Error::input(format!(
             "--density {v}: a density 1 - S must be in (0, 1]"
         )));
     }
     Ok(())
+}
+
+/// `--hidden M` within the kernels' limit.
+pub fn check_max_hidden(m: usize) -> Result<()> {
+    if m > crate::kernels::toy::MAX_HIDDEN {
+        return Err(Error::input(format!(
+            "--hidden {m}: at most {} hidden dimensions",
+            crate::kernels::toy::MAX_HIDDEN
+        )));
+    }
+    Ok(())
+}
+
+/// `--importance-decay R`: positive (and finite).
+pub fn check_decay(r: f32) -> Result<f32> {
+    if !(r > 0.0 && r.is_finite()) {
+        return Err(Error::input(format!(
+            "--importance-decay {r}: must be positive"
+        )));
+    }
+    Ok(r)
 }
 
 /// The flags only the lab's experiments read, as (flag, given).
@@ -207,7 +234,7 @@ pub fn check_common(a: &ToyArgs) -> Result<()> {
         return Err(Error::input("--batch must be at least 1"));
     }
     if a.experiment.is_none()
-        && let Some((flag, _)) = lab_flags(a).into_iter().find(|f| f.1)
+        && let Some(flag) = first_set(&lab_flags(a))
     {
         return Err(Error::input(format!(
             "{flag} applies to --experiment only (see saeforge toy --help)"
@@ -246,18 +273,8 @@ pub fn sweep_config(a: &ToyArgs) -> Result<SweepConfig> {
     if n == 0 || m == 0 {
         return Err(Error::input("--features and --hidden must be at least 1"));
     }
-    if m > crate::kernels::toy::MAX_HIDDEN {
-        return Err(Error::input(format!(
-            "--hidden {m}: at most {} hidden dimensions",
-            crate::kernels::toy::MAX_HIDDEN
-        )));
-    }
-    let decay = a.importance_decay.unwrap_or(0.9);
-    if !(decay > 0.0 && decay.is_finite()) {
-        return Err(Error::input(format!(
-            "--importance-decay {decay}: must be positive"
-        )));
-    }
+    check_max_hidden(m)?;
+    let decay = check_decay(a.importance_decay.unwrap_or(0.9))?;
     let density = match (&a.density, &a.density_range) {
         (Some(_), Some(_)) => {
             return Err(Error::input(

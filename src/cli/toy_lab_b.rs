@@ -14,7 +14,7 @@ use crate::toy::lab::privileged::{self, DensitySweep, DensitySweepResult};
 use crate::toy::lab::{self, intervene, l1};
 use crate::{Error, Result};
 
-use super::toy::{ToyArgs, open_engine};
+use super::toy::{ToyArgs, check_decay, check_densities, check_max_hidden, open_engine};
 
 /// Flags of the privileged / abs / l1 / intervene experiments.
 #[derive(clap::Args, Debug, Default)]
@@ -93,19 +93,11 @@ fn model_flags(a: &ToyArgs) -> Result<()> {
     if a.features == Some(0) || a.hidden == Some(0) {
         return Err(Error::input("--features and --hidden must be at least 1"));
     }
-    if let Some(d) = &a.density
-        && let Some(v) = d.iter().find(|&&v| !(v > 0.0 && v <= 1.0))
-    {
-        return Err(Error::input(format!(
-            "--density {v}: a density 1 - S must be in (0, 1]"
-        )));
+    if let Some(d) = &a.density {
+        check_densities(d)?;
     }
-    if let Some(r) = a.importance_decay
-        && !(r > 0.0 && r.is_finite())
-    {
-        return Err(Error::input(format!(
-            "--importance-decay {r}: must be positive"
-        )));
+    if let Some(r) = a.importance_decay {
+        check_decay(r)?;
     }
     Ok(())
 }
@@ -251,12 +243,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
             let d = intervene::InterveneConfig::default_size();
             let n = a.features.unwrap_or(d.n);
             let m = a.hidden.unwrap_or(d.m);
-            if m > crate::kernels::toy::MAX_HIDDEN {
-                return Err(Error::input(format!(
-                    "--hidden {m}: at most {} hidden dimensions",
-                    crate::kernels::toy::MAX_HIDDEN
-                )));
-            }
+            check_max_hidden(m)?;
             let b = &a.lab_b;
             let cfg = intervene::InterveneConfig {
                 n,
