@@ -134,18 +134,17 @@ type DensityLab<I> = (
     fn(&DensitySweepResult<I>) -> String,
 );
 
-/// Run privileged or abs with the flags over the experiment's defaults `d`, write and
-/// print it.
+/// Run privileged or abs with the flags over the experiment's defaults `d` (checked
+/// before the engine opens), write and print it.
 fn density_lab<I>(
     a: &ToyArgs,
     d: DensitySweep,
     (run, write, table): DensityLab<I>,
-    engine: &Engine,
     log_every: u64,
     log: &mut dyn FnMut(&Progress),
 ) -> Result<()> {
     let cfg = density_sweep(a, d)?;
-    let r = run(engine, &cfg, log_every, log)?;
+    let r = run(&open_engine(a)?, &cfg, log_every, log)?;
     let files = write(&a.out, &r)?;
     print!("{}", table(&r));
     println!("rule: {}", r.rule);
@@ -177,25 +176,11 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
     match exp {
         LabB::Privileged => {
             let lab: DensityLab<_> = (privileged::run, privileged::write, privileged::table);
-            density_lab(
-                a,
-                privileged::paper(),
-                lab,
-                &open_engine(a)?,
-                log_every,
-                &mut log,
-            )?;
+            density_lab(a, privileged::paper(), lab, log_every, &mut log)?;
         }
         LabB::Abs => {
             let lab: DensityLab<_> = (abs::run, abs::write, abs::table);
-            density_lab(
-                a,
-                abs::default_size(),
-                lab,
-                &open_engine(a)?,
-                log_every,
-                &mut log,
-            )?;
+            density_lab(a, abs::default_size(), lab, log_every, &mut log)?;
         }
         LabB::L1 => {
             let d = l1::L1Config::default_size();
