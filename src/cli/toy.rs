@@ -186,6 +186,20 @@ pub fn check_densities(d: &[f32]) -> Result<()> {
     Ok(())
 }
 
+/// `--density-range LO:HI:COUNT` (HI at most 1), or `default`.
+pub fn density_bounds(a: &ToyArgs, default: (f64, f64, usize)) -> Result<(f64, f64, usize)> {
+    let (lo, hi, k) = match &a.density_range {
+        Some(r) => parse_range("--density-range", r)?,
+        None => default,
+    };
+    if hi > 1.0 {
+        return Err(Error::input(format!(
+            "--density-range: densities must be at most 1, got {hi}"
+        )));
+    }
+    Ok((lo, hi, k))
+}
+
 /// `--hidden M` within the kernels' limit.
 pub fn check_max_hidden(m: usize) -> Result<()> {
     if m > crate::kernels::toy::MAX_HIDDEN {
@@ -314,15 +328,7 @@ pub fn phase_config(a: &ToyArgs) -> Result<PhaseConfig> {
         ));
     }
     let (ilo, ihi, ik) = parse_range("--importance-range", &a.importance_range)?;
-    let (dlo, dhi, dk) = match &a.density_range {
-        Some(r) => parse_range("--density-range", r)?,
-        None => (0.01, 1.0, 15),
-    };
-    if dhi > 1.0 {
-        return Err(Error::input(format!(
-            "--density-range: densities must be at most 1, got {dhi}"
-        )));
-    }
+    let (dlo, dhi, dk) = density_bounds(a, (0.01, 1.0, 15))?;
     if a.restarts == 0 {
         return Err(Error::input("--restarts must be at least 1"));
     }

@@ -73,7 +73,7 @@ pub mod privileged;
 
 pub use crate::toy::Recipe;
 
-use crate::cli::toy::{ToyArgs, check_common, lab_flags};
+use crate::cli::toy::{ToyArgs, check_common, check_densities, lab_flags};
 use crate::{Error, Result};
 
 /// Refuse flags the experiment `name` does not read (`allowed`: the optional flags it
@@ -125,25 +125,14 @@ pub fn check_hidden(m: usize) -> Result<usize> {
 pub fn one_density(a: &ToyArgs, default: f32) -> Result<f32> {
     match a.density.as_deref() {
         None => Ok(default),
-        Some([d]) if *d > 0.0 && *d <= 1.0 => Ok(*d),
-        Some([d]) => Err(Error::input(format!(
-            "--density {d}: a density 1 - S must be in (0, 1]"
-        ))),
+        Some([d]) => check_densities(&[*d]).map(|()| *d),
         Some(_) => Err(Error::input("--density: this experiment takes one value")),
     }
 }
 
 /// Densities from `--density-range LO:HI:COUNT` (HI at most 1), or `default`.
 pub fn density_range(a: &ToyArgs, default: (f64, f64, usize)) -> Result<Vec<f32>> {
-    let (lo, hi, k) = match &a.density_range {
-        Some(r) => crate::cli::toy::parse_range("--density-range", r)?,
-        None => default,
-    };
-    if hi > 1.0 {
-        return Err(Error::input(format!(
-            "--density-range: densities must be at most 1, got {hi}"
-        )));
-    }
+    let (lo, hi, k) = crate::cli::toy::density_bounds(a, default)?;
     Ok(crate::toy::log_space(lo, hi, k))
 }
 
