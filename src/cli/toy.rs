@@ -13,9 +13,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::cli::first_set;
 use crate::gpu::{DeviceChoice, select_engine};
 use crate::toy::phase::{Phase, PhaseConfig, run_phase};
-use crate::toy::{Init, Progress, SweepConfig, log_space, run_sweep, write_phase, write_sweep};
+use crate::toy::{
+    Init, Progress, Recipe, SweepConfig, log_space, run_sweep, write_phase, write_sweep,
+};
 use crate::{Error, Result};
 
 /// The lab's experiments (`--experiment`), one module each under `crate::toy::lab`.
@@ -170,12 +173,52 @@ fn check_density(d: &[f32]) -> Result<()> {
     if d.is_empty() {
         return Err(Error::input("--density: give at least one value"));
     }
+    check_densities(d)
+}
+
+/// Every `--density` value a density 1 - S, in (0, 1].
+pub fn check_densities(d: &[f32]) -> Result<()> {
     if let Some(v) = d.iter().find(|&&v| !(v > 0.0 && v <= 1.0)) {
         return Err(Error::input(format!(
             "--density {v}: a density 1 - S must be in (0, 1]"
         )));
     }
     Ok(())
+}
+
+/// `--density-range LO:HI:COUNT` (HI at most 1), or `default`.
+pub fn density_bounds(a: &ToyArgs, default: (f64, f64, usize)) -> Result<(f64, f64, usize)> {
+    let (lo, hi, k) = match &a.density_range {
+        Some(r) => parse_range("--density-range", r)?,
+        None => default,
+    };
+    if hi > 1.0 {
+        return Err(Error::input(format!(
+            "--density-range: densities must be at most 1, got {hi}"
+        )));
+    }
+    Ok((lo, hi, k))
+}
+
+/// `--hidden M` within the kernels' limit.
+pub fn check_max_hidden(m: usize) -> Result<()> {
+    if m > crate::kernels::toy::MAX_HIDDEN {
+        return Err(Error::input(format!(
+            "--hidden {m}: at most {} hidden dimensions",
+            crate::kernels::toy::MAX_HIDDEN
+        )));
+    }
+    Ok(())
+}
+
+/// `--importance-decay R`: positive (and finite).
+pub fn check_decay(r: f32) -> Result<f32> {
+    if !(r > 0.0 && r.is_finite()) {
+        return Err(Error::input(format!(
+            "--importance-decay {r}: must be positive"
+        )));
+    }
+    Ok(r)
 }
 
 /// The flags only the lab's experiments read, as (flag, given).
@@ -205,7 +248,7 @@ pub fn check_common(a: &ToyArgs) -> Result<()> {
         return Err(Error::input("--batch must be at least 1"));
     }
     if a.experiment.is_none()
-        && let Some((flag, _)) = lab_flags(a).into_iter().find(|f| f.1)
+        && let Some(flag) = first_set(&lab_flags(a))
     {
         return Err(Error::input(format!(
             "{flag} applies to --experiment only (see saeforge toy --help)"
@@ -244,18 +287,8 @@ pub fn sweep_config(a: &ToyArgs) -> Result<SweepConfig> {
     if n == 0 || m == 0 {
         return Err(Error::input("--features and --hidden must be at least 1"));
     }
-    if m > crate::kernels::toy::MAX_HIDDEN {
-        return Err(Error::input(format!(
-            "--hidden {m}: at most {} hidden dimensions",
-            crate::kernels::toy::MAX_HIDDEN
-        )));
-    }
-    let decay = a.importance_decay.unwrap_or(0.9);
-    if !(decay > 0.0 && decay.is_finite()) {
-        return Err(Error::input(format!(
-            "--importance-decay {decay}: must be positive"
-        )));
-    }
+    check_max_hidden(m)?;
+    let decay = check_decay(a.importance_decay.unwrap_or(0.9))?;
     let density = match (&a.density, &a.density_range) {
         (Some(_), Some(_)) => {
             return Err(Error::input(
@@ -276,13 +309,7 @@ pub fn sweep_config(a: &ToyArgs) -> Result<SweepConfig> {
         importance_decay: decay,
         density,
         relu: !a.linear,
-        init: a.init,
-        steps: a.steps.unwrap_or(10_000),
-        batch: a.batch.unwrap_or(1024),
-        lr: a.lr,
-        weight_decay: a.weight_decay,
-        seed: a.seed,
-        eval_batches: 8,
+        recipe: Recipe::from_args(a, 10_000, 1024),
     })
 }
 
@@ -301,15 +328,7 @@ pub fn phase_config(a: &ToyArgs) -> Result<PhaseConfig> {
         ));
     }
     let (ilo, ihi, ik) = parse_range("--importance-range", &a.importance_range)?;
-    let (dlo, dhi, dk) = match &a.density_range {
-        Some(r) => parse_range("--density-range", r)?,
-        None => (0.01, 1.0, 15),
-    };
-    if dhi > 1.0 {
-        return Err(Error::input(format!(
-            "--density-range: densities must be at most 1, got {dhi}"
-        )));
-    }
+    let (dlo, dhi, dk) = density_bounds(a, (0.01, 1.0, 15))?;
     if a.restarts == 0 {
         return Err(Error::input("--restarts must be at least 1"));
     }
@@ -322,13 +341,10 @@ pub fn phase_config(a: &ToyArgs) -> Result<PhaseConfig> {
         density_points: dk,
         restarts: a.restarts,
         relu: !a.linear,
-        init: a.init,
-        steps: a.steps.unwrap_or(10_000),
-        batch: a.batch.unwrap_or(1024),
-        lr: a.lr,
-        weight_decay: a.weight_decay,
-        seed: a.seed,
-        eval_batches: 32,
+        recipe: Recipe {
+            eval_batches: 32,
+            ..Recipe::from_args(a, 10_000, 1024)
+        },
     })
 }
 
@@ -366,8 +382,7 @@ pub fn run(args: ToyArgs) -> Result<()> {
     } else {
         None
     };
-    let (engine, why) = select_engine(args.device, args.adapter.as_deref())?;
-    eprintln!("{why}");
+    let engine = open_engine(&args)?;
     let start = Instant::now();
     let log_every = (args.steps.unwrap_or(10_000) / 10).max(1);
     if let Some(cfg) = phase {
@@ -378,8 +393,8 @@ pub fn run(args: ToyArgs) -> Result<()> {
             cfg.density_points,
             cfg.restarts,
             cells * cfg.restarts,
-            cfg.steps,
-            cfg.batch
+            cfg.recipe.steps,
+            cfg.recipe.batch
         );
         let r = run_phase(&engine, &cfg, log_every, &mut progress_line("toy --phase"))?;
         let files = write_phase(&args.out, &r)?;
@@ -401,8 +416,8 @@ pub fn run(args: ToyArgs) -> Result<()> {
             cfg.n,
             cfg.m,
             cfg.density.len(),
-            cfg.steps,
-            cfg.batch
+            cfg.recipe.steps,
+            cfg.recipe.batch
         );
         let r = run_sweep(&engine, &cfg, log_every, &mut progress_line("toy"))?;
         let files = write_sweep(&args.out, &r)?;

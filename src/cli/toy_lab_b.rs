@@ -7,13 +7,14 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::gpu::{Engine, select_engine};
+use crate::gpu::Engine;
+use crate::toy::Progress;
 use crate::toy::lab::abs;
-use crate::toy::lab::privileged::{self, DensitySweep};
+use crate::toy::lab::privileged::{self, DensitySweep, DensitySweepResult};
 use crate::toy::lab::{self, intervene, l1};
 use crate::{Error, Result};
 
-use super::toy::ToyArgs;
+use super::toy::{ToyArgs, check_decay, check_densities, check_max_hidden, open_engine};
 
 /// Flags of the privileged / abs / l1 / intervene experiments.
 #[derive(clap::Args, Debug, Default)]
@@ -92,19 +93,11 @@ fn model_flags(a: &ToyArgs) -> Result<()> {
     if a.features == Some(0) || a.hidden == Some(0) {
         return Err(Error::input("--features and --hidden must be at least 1"));
     }
-    if let Some(d) = &a.density
-        && let Some(v) = d.iter().find(|&&v| !(v > 0.0 && v <= 1.0))
-    {
-        return Err(Error::input(format!(
-            "--density {v}: a density 1 - S must be in (0, 1]"
-        )));
+    if let Some(d) = &a.density {
+        check_densities(d)?;
     }
-    if let Some(r) = a.importance_decay
-        && !(r > 0.0 && r.is_finite())
-    {
-        return Err(Error::input(format!(
-            "--importance-decay {r}: must be positive"
-        )));
+    if let Some(r) = a.importance_decay {
+        check_decay(r)?;
     }
     Ok(())
 }
@@ -133,6 +126,32 @@ fn density_sweep(a: &ToyArgs, d: DensitySweep) -> Result<DensitySweep> {
     })
 }
 
+/// What a density-sweep experiment (privileged, abs) provides: its run, its writer and
+/// its printed table.
+type DensityLab<I> = (
+    fn(&Engine, &DensitySweep, u64, &mut dyn FnMut(&Progress)) -> Result<DensitySweepResult<I>>,
+    fn(&Path, &DensitySweepResult<I>) -> Result<Vec<String>>,
+    fn(&DensitySweepResult<I>) -> String,
+);
+
+/// Run privileged or abs with the flags over the experiment's defaults `d` (checked
+/// before the engine opens), write and print it.
+fn density_lab<I>(
+    a: &ToyArgs,
+    d: DensitySweep,
+    (run, write, table): DensityLab<I>,
+    log_every: u64,
+    log: &mut dyn FnMut(&Progress),
+) -> Result<()> {
+    let cfg = density_sweep(a, d)?;
+    let r = run(&open_engine(a)?, &cfg, log_every, log)?;
+    let files = write(&a.out, &r)?;
+    print!("{}", table(&r));
+    println!("rule: {}", r.rule);
+    wrote(&a.out, &files, r.train_seconds, &r.engine);
+    Ok(())
+}
+
 fn wrote(out: &Path, files: &[String], seconds: f64, engine: &str) {
     println!(
         "{seconds:.1} s training on the {engine}; wrote {}: {}",
@@ -153,28 +172,15 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
     let log_every = (steps(a) / 10).max(1);
     let start = Instant::now();
     let mut log = super::toy::progress_line(name);
-    // The engine is chosen after the flags are checked (a bad flag fails first).
-    let engine = || -> Result<Engine> {
-        let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
-        eprintln!("{why}");
-        Ok(engine)
-    };
+    // Each arm opens the engine after its flags are checked (a bad flag fails first).
     match exp {
         LabB::Privileged => {
-            let cfg = density_sweep(a, privileged::paper())?;
-            let r = privileged::run(&engine()?, &cfg, log_every, &mut log)?;
-            let files = privileged::write(&a.out, &r)?;
-            print!("{}", privileged::table(&r));
-            println!("rule: {}", r.rule);
-            wrote(&a.out, &files, r.train_seconds, &r.engine);
+            let lab: DensityLab<_> = (privileged::run, privileged::write, privileged::table);
+            density_lab(a, privileged::paper(), lab, log_every, &mut log)?;
         }
         LabB::Abs => {
-            let cfg = density_sweep(a, abs::default_size())?;
-            let r = abs::run(&engine()?, &cfg, log_every, &mut log)?;
-            let files = abs::write(&a.out, &r)?;
-            print!("{}", abs::table(&r));
-            println!("rule: {}", r.rule);
-            wrote(&a.out, &files, r.train_seconds, &r.engine);
+            let lab: DensityLab<_> = (abs::run, abs::write, abs::table);
+            density_lab(a, abs::default_size(), lab, log_every, &mut log)?;
         }
         LabB::L1 => {
             let d = l1::L1Config::default_size();
@@ -208,7 +214,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
                 weight_decay: a.weight_decay,
                 seed: a.seed,
             };
-            let r = l1::run(&engine()?, &cfg, log_every, &mut log)?;
+            let r = l1::run(&open_engine(a)?, &cfg, log_every, &mut log)?;
             let files = l1::write(&a.out, &r)?;
             print!("{}", l1::table(&r));
             wrote(&a.out, &files, r.train_seconds, &r.engine);
@@ -222,12 +228,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
             let d = intervene::InterveneConfig::default_size();
             let n = a.features.unwrap_or(d.n);
             let m = a.hidden.unwrap_or(d.m);
-            if m > crate::kernels::toy::MAX_HIDDEN {
-                return Err(Error::input(format!(
-                    "--hidden {m}: at most {} hidden dimensions",
-                    crate::kernels::toy::MAX_HIDDEN
-                )));
-            }
+            check_max_hidden(m)?;
             let b = &a.lab_b;
             let cfg = intervene::InterveneConfig {
                 n,
@@ -258,7 +259,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
                     cfg.sae_k, cfg.sae_latents
                 )));
             }
-            let r = intervene::run(&engine()?, &cfg, &a.out, log_every, &mut log)?;
+            let r = intervene::run(&open_engine(a)?, &cfg, &a.out, log_every, &mut log)?;
             let files = intervene::write(&a.out, &r)?;
             print!("{}", intervene::table(&r));
             wrote(&a.out, &files, r.toy_train_seconds, &r.engine);

@@ -151,22 +151,51 @@ pub fn write_step_sets(gpu: &Gpu, buf: &wgpu::Buffer, step: u32, sets: FeatureSe
 /// Refuse shapes the kernels cannot index: empty dimensions, a hidden width past
 /// [`MAX_HIDDEN`], or more than u32 elements.
 fn check_shape(kernel: &str, s: ToyShape) -> Result<()> {
-    if s.instances == 0 || s.rows == 0 || s.n == 0 || s.m == 0 {
-        return Err(Error::Internal(format!("{kernel}: empty shape {s:?}")));
+    check_extent(
+        kernel,
+        s,
+        [s.instances, s.rows, s.n, s.m],
+        Some(MAX_HIDDEN),
+        0,
+    )
+}
+
+/// The shape checks of this family and `toy_mlp`'s, for a shape `shape` of
+/// `[instances, rows, n, m]`: refuse an empty dimension, then a hidden width m past
+/// `max_hidden`, then a buffer (instances x rows x max(n, m), or `elements`) of more than
+/// the kernels index.
+pub(super) fn check_extent(
+    kernel: &str,
+    shape: impl std::fmt::Debug,
+    [instances, rows, n, m]: [usize; 4],
+    max_hidden: Option<usize>,
+    elements: u64,
+) -> Result<()> {
+    if instances == 0 || rows == 0 || n == 0 || m == 0 {
+        return Err(Error::Internal(format!("{kernel}: empty shape {shape:?}")));
     }
-    if s.m > MAX_HIDDEN {
+    if let Some(max) = max_hidden
+        && m > max
+    {
         return Err(Error::Internal(format!(
-            "{kernel}: hidden width {} exceeds the kernels' {MAX_HIDDEN}",
-            s.m
+            "{kernel}: hidden width {m} exceeds the kernels' {max}"
         )));
     }
-    let big = s.instances as u64 * s.rows as u64 * s.n.max(s.m) as u64;
+    let big = (instances as u64 * rows as u64 * n.max(m) as u64).max(elements);
     if big > u32::MAX as u64 / 2 {
         return Err(Error::Internal(format!(
-            "{kernel}: {s:?} has more elements than the kernels index"
+            "{kernel}: {shape:?} has more elements than the kernels index"
         )));
     }
     Ok(())
+}
+
+/// Chunks of `chunk` rows over `rows` rows (the last may be shorter); refuses chunk 0.
+pub(super) fn chunk_count(kernel: &str, rows: usize, chunk: usize) -> Result<usize> {
+    if chunk == 0 {
+        return Err(Error::Internal(format!("{kernel}: chunk is 0")));
+    }
+    Ok(rows.div_ceil(chunk))
 }
 
 /// The batch for the step in `step` (a [`step_buffer`], which also holds the feature sets):
@@ -274,10 +303,7 @@ pub fn toy_grad(
     pb: &GpuTensor,
 ) -> Result<()> {
     check_shape("toy_grad", shape)?;
-    if chunk == 0 {
-        return Err(Error::Internal("toy_grad: chunk is 0".into()));
-    }
-    let chunks = shape.chunks(chunk);
+    let chunks = chunk_count("toy_grad", shape.rows, chunk)?;
     let p = Params {
         chunk: chunk as u32,
         chunks: chunks as u32,

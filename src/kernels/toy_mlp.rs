@@ -6,10 +6,11 @@
 //!
 //! Layout and formulas: src/reference/toy_mlp.rs (the CPU twins, same names and arguments).
 
+use crate::Result;
 use crate::gpu::{Gpu, GpuTensor, Shader};
-use crate::{Error, Result};
 
 use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, ru, wf};
+use super::toy::{check_extent, chunk_count};
 
 pub use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
 
@@ -107,17 +108,8 @@ pub static ENTRIES: &[&Entry] = &[&MLP_DATA, &MLP_FORWARD, &MLP_GRAD];
 
 /// Refuse shapes the kernels cannot index.
 fn check_shape(kernel: &str, s: MlpShape) -> Result<()> {
-    if s.instances == 0 || s.rows == 0 || s.n == 0 || s.m == 0 {
-        return Err(Error::Internal(format!("{kernel}: empty shape {s:?}")));
-    }
-    let big = (s.instances as u64 * s.rows as u64 * s.n.max(s.m) as u64)
-        .max(s.instances as u64 * s.rows as u64 * s.params() as u64);
-    if big > u32::MAX as u64 / 2 {
-        return Err(Error::Internal(format!(
-            "{kernel}: {s:?} has more elements than the kernels index"
-        )));
-    }
-    Ok(())
+    let partials = s.instances as u64 * s.rows as u64 * s.params() as u64;
+    check_extent(kernel, s, [s.instances, s.rows, s.n, s.m], None, partials)
 }
 
 fn dims(s: MlpShape) -> [(&'static str, usize); 5] {
@@ -228,10 +220,7 @@ pub fn mlp_grad(
     part: &GpuTensor,
 ) -> Result<()> {
     check_shape("mlp_grad", shape)?;
-    if chunk == 0 {
-        return Err(Error::Internal("mlp_grad: chunk is 0".into()));
-    }
-    let chunks = shape.chunks(chunk);
+    let chunks = chunk_count("mlp_grad", shape.rows, chunk)?;
     let p = Params {
         chunk: chunk as u32,
         chunks: chunks as u32,

@@ -27,6 +27,7 @@ pub mod train;
 use std::path::Path;
 
 use crate::Result;
+use crate::cli::toy::ToyArgs;
 use crate::gpu::Engine;
 
 pub use geometry::{Geometry, geometry};
@@ -44,13 +45,9 @@ pub struct SweepConfig {
     /// 1 - S per instance.
     pub density: Vec<f32>,
     pub relu: bool,
-    pub init: Init,
-    pub steps: u64,
-    pub batch: usize,
-    pub lr: f32,
-    pub weight_decay: f32,
-    pub seed: u64,
-    pub eval_batches: usize,
+    /// Init, steps, batch, AdamW, seed, final-loss batches (flat in results.json).
+    #[serde(flatten)]
+    pub recipe: Recipe,
 }
 
 impl SweepConfig {
@@ -62,13 +59,7 @@ impl SweepConfig {
             importance_decay: 0.9,
             density: log_space(0.05, 1.0, 10),
             relu: true,
-            init: Init::Notebook,
-            steps: 10_000,
-            batch: 1024,
-            lr: 1e-3,
-            weight_decay: 0.01,
-            seed: 0,
-            eval_batches: 8,
+            recipe: Recipe::notebook(),
         }
     }
 
@@ -80,17 +71,92 @@ impl SweepConfig {
     }
 
     pub fn train_config(&self, log_every: u64) -> TrainConfig {
-        let imp = self.importance();
         TrainConfig {
-            n: self.n,
-            m: self.m,
             relu: self.relu,
-            density: self.density.clone(),
-            importance: self
-                .density
-                .iter()
-                .flat_map(|_| imp.iter().copied())
-                .collect(),
+            ..self.recipe.train_config(
+                self.n,
+                self.m,
+                self.density.clone(),
+                &self.importance(),
+                log_every,
+            )
+        }
+    }
+}
+
+/// The training recipe shared by the sweeps, the phase diagram and the lab experiments
+/// (the notebook's unless flags say).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Recipe {
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub init: Init,
+    pub seed: u64,
+    pub eval_batches: usize,
+}
+
+impl Recipe {
+    /// The authors' notebook: notebook init, 10,000 steps of 1024 rows, AdamW lr 1e-3,
+    /// weight decay 0.01, seed 0; final loss over 8 batches.
+    pub fn notebook() -> Self {
+        Recipe {
+            steps: 10_000,
+            batch: 1024,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            init: Init::Notebook,
+            seed: 0,
+            eval_batches: 8,
+        }
+    }
+
+    /// The recipe the flags give, with this experiment's default steps and batch.
+    pub fn from_args(a: &ToyArgs, steps: u64, batch: usize) -> Self {
+        Recipe {
+            steps: a.steps.unwrap_or(steps),
+            batch: a.batch.unwrap_or(batch),
+            lr: a.lr,
+            weight_decay: a.weight_decay,
+            init: a.init,
+            seed: a.seed,
+            eval_batches: 8,
+        }
+    }
+
+    /// A training configuration of the ReLU output model: one density and one importance
+    /// vector per instance.
+    pub fn train_config(
+        &self,
+        n: usize,
+        m: usize,
+        density: Vec<f32>,
+        importance: &[f32],
+        log_every: u64,
+    ) -> TrainConfig {
+        let importance = density
+            .iter()
+            .flat_map(|_| importance.iter().copied())
+            .collect();
+        self.train_config_per_instance(n, m, density, importance, log_every)
+    }
+
+    /// [`Recipe::train_config`] with the importances of every instance, (instances, n).
+    pub fn train_config_per_instance(
+        &self,
+        n: usize,
+        m: usize,
+        density: Vec<f32>,
+        importance: Vec<f32>,
+        log_every: u64,
+    ) -> TrainConfig {
+        TrainConfig {
+            n,
+            m,
+            relu: true,
+            importance,
+            density,
             steps: self.steps,
             batch: self.batch,
             lr: self.lr,
@@ -99,6 +165,18 @@ impl SweepConfig {
             eval_batches: self.eval_batches,
             log_every,
         }
+    }
+
+    /// Train `tc` with `opts` from parameters drawn with this recipe's init and seed.
+    pub fn train(
+        &self,
+        engine: &Engine,
+        tc: &TrainConfig,
+        opts: &TrainOptions,
+        log: &mut dyn FnMut(&Progress),
+    ) -> Result<Trained> {
+        let init = init_params(tc.shape(), self.init, self.seed);
+        train_with(engine, tc, opts, init, log)
     }
 }
 
@@ -166,7 +244,9 @@ pub fn run_sweep(
 ) -> Result<SweepResult> {
     let tc = cfg.train_config(log_every);
     let shape = tc.shape();
-    let trained = train(engine, &tc, init_params(shape, cfg.init, cfg.seed), log)?;
+    let trained = cfg
+        .recipe
+        .train(engine, &tc, &TrainOptions::default(), log)?;
     let (n, m) = (cfg.n, cfg.m);
     let instances = (0..shape.instances)
         .map(|e| {

@@ -11,8 +11,8 @@ use crate::Result;
 use crate::gpu::Engine;
 
 use super::geometry::REPRESENTED;
-use super::log_space;
-use super::train::{Init, Progress, TrainConfig, init_params, train};
+use super::train::{Progress, TrainConfig, TrainOptions};
+use super::{Recipe, log_space};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PhaseConfig {
@@ -27,13 +27,9 @@ pub struct PhaseConfig {
     /// Independent initialisations per cell; the lowest final loss wins.
     pub restarts: usize,
     pub relu: bool,
-    pub init: Init,
-    pub steps: u64,
-    pub batch: usize,
-    pub lr: f32,
-    pub weight_decay: f32,
-    pub seed: u64,
-    pub eval_batches: usize,
+    /// Init, steps, batch, AdamW, seed, final-loss batches (flat in results.json).
+    #[serde(flatten)]
+    pub recipe: Recipe,
 }
 
 impl Default for PhaseConfig {
@@ -47,13 +43,10 @@ impl Default for PhaseConfig {
             density_points: 15,
             restarts: 4,
             relu: true,
-            init: Init::Notebook,
-            steps: 10_000,
-            batch: 1024,
-            lr: 1e-3,
-            weight_decay: 0.01,
-            seed: 0,
-            eval_batches: 32,
+            recipe: Recipe {
+                eval_batches: 32,
+                ..Recipe::notebook()
+            },
         }
     }
 }
@@ -139,25 +132,14 @@ pub fn run_phase(
         }
     }
     let tc = TrainConfig {
-        n: 2,
-        m: 1,
         relu: cfg.relu,
-        density,
-        importance,
-        steps: cfg.steps,
-        batch: cfg.batch,
-        lr: cfg.lr,
-        weight_decay: cfg.weight_decay,
-        seed: cfg.seed,
-        eval_batches: cfg.eval_batches,
-        log_every,
+        ..cfg
+            .recipe
+            .train_config_per_instance(2, 1, density, importance, log_every)
     };
-    let trained = train(
-        engine,
-        &tc,
-        init_params(tc.shape(), cfg.init, cfg.seed),
-        log,
-    )?;
+    let trained = cfg
+        .recipe
+        .train(engine, &tc, &TrainOptions::default(), log)?;
     let (w, b) = (&trained.params.w, &trained.params.b);
     let mut cells = Vec::new();
     for (di, &d) in dens.iter().enumerate() {

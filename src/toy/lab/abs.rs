@@ -21,24 +21,20 @@ use crate::toy::mlp::forward_one;
 use crate::toy::plots::density_label;
 
 use super::plots_neurons::StackPanel;
-use super::privileged::{DensitySweep, DensitySweepResult, NeuronKind, classify};
+use super::privileged::{DensitySweep, DensitySweepResult, NeuronKind, classify, paper};
 
 /// Mean relative error below which a feature counts as computed.
 pub const COMPUTED_ERROR: f64 = 0.25;
 
 /// n = 40 features, m = 16 neurons (the paper: 100 and 40), I_i = 0.8^i, six densities
-/// from 1 to 0.003.
+/// from 1 to 0.003; the training of [`paper`].
 pub fn default_size() -> DensitySweep {
     DensitySweep {
         n: 40,
         m: 16,
         importance_decay: 0.8,
         density: vec![1.0, 0.3, 0.1, 0.03, 0.01, 0.003],
-        steps: 10_000,
-        batch: 1024,
-        lr: 1e-3,
-        weight_decay: 0.01,
-        seed: 0,
+        ..paper()
     }
 }
 

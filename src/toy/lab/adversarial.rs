@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use crate::cli::toy::{ToyArgs, open_engine, progress_line};
+use crate::cli::toy::{ToyArgs, check_decay, open_engine, progress_line};
 use crate::gpu::Engine;
 use crate::toy::geometry::geometry;
 use crate::toy::train::TrainOptions;
@@ -58,14 +58,7 @@ impl Config {
             n,
             m: check_hidden(a.hidden.unwrap_or(10))?,
             density: density_range(a, (0.01, 1.0, 8))?,
-            importance_decay: match a.importance_decay.unwrap_or(0.95) {
-                r if r > 0.0 && r.is_finite() => r,
-                r => {
-                    return Err(Error::input(format!(
-                        "--importance-decay {r}: must be positive"
-                    )));
-                }
-            },
+            importance_decay: check_decay(a.importance_decay.unwrap_or(0.95))?,
             epsilon,
             recipe: Recipe::from_args(a, 10_000, 1024),
         })

@@ -71,79 +71,10 @@ pub mod plots_b;
 pub mod plots_neurons;
 pub mod privileged;
 
-use crate::cli::toy::{ToyArgs, check_common, lab_flags};
-use crate::gpu::Engine;
-use crate::toy::train::{
-    Init, Progress, TrainConfig, TrainOptions, Trained, init_params, train_with,
-};
+pub use crate::toy::Recipe;
+
+use crate::cli::toy::{ToyArgs, check_common, check_densities, lab_flags};
 use crate::{Error, Result};
-
-/// The training recipe shared by the experiments (the notebook's unless flags say).
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Recipe {
-    pub steps: u64,
-    pub batch: usize,
-    pub lr: f32,
-    pub weight_decay: f32,
-    pub init: Init,
-    pub seed: u64,
-    pub eval_batches: usize,
-}
-
-impl Recipe {
-    /// The recipe the flags give, with this experiment's default steps and batch.
-    pub fn from_args(a: &ToyArgs, steps: u64, batch: usize) -> Self {
-        Recipe {
-            steps: a.steps.unwrap_or(steps),
-            batch: a.batch.unwrap_or(batch),
-            lr: a.lr,
-            weight_decay: a.weight_decay,
-            init: a.init,
-            seed: a.seed,
-            eval_batches: 8,
-        }
-    }
-
-    /// A training configuration: one density and one importance vector per instance.
-    pub fn train_config(
-        &self,
-        n: usize,
-        m: usize,
-        density: Vec<f32>,
-        importance: &[f32],
-        log_every: u64,
-    ) -> TrainConfig {
-        TrainConfig {
-            n,
-            m,
-            relu: true,
-            importance: density
-                .iter()
-                .flat_map(|_| importance.iter().copied())
-                .collect(),
-            density,
-            steps: self.steps,
-            batch: self.batch,
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-            seed: self.seed,
-            eval_batches: self.eval_batches,
-            log_every,
-        }
-    }
-
-    /// Train `tc` with `opts` from parameters drawn with this recipe's init and seed.
-    pub fn train(
-        &self,
-        engine: &Engine,
-        tc: &TrainConfig,
-        opts: &TrainOptions,
-        log: &mut dyn FnMut(&Progress),
-    ) -> Result<Trained> {
-        let init = init_params(tc.shape(), self.init, self.seed);
-        train_with(engine, tc, opts, init, log)
-    }
-}
 
 /// Refuse flags the experiment `name` does not read (`allowed`: the optional flags it
 /// does), then the common checks.
@@ -194,25 +125,14 @@ pub fn check_hidden(m: usize) -> Result<usize> {
 pub fn one_density(a: &ToyArgs, default: f32) -> Result<f32> {
     match a.density.as_deref() {
         None => Ok(default),
-        Some([d]) if *d > 0.0 && *d <= 1.0 => Ok(*d),
-        Some([d]) => Err(Error::input(format!(
-            "--density {d}: a density 1 - S must be in (0, 1]"
-        ))),
+        Some([d]) => check_densities(&[*d]).map(|()| *d),
         Some(_) => Err(Error::input("--density: this experiment takes one value")),
     }
 }
 
 /// Densities from `--density-range LO:HI:COUNT` (HI at most 1), or `default`.
 pub fn density_range(a: &ToyArgs, default: (f64, f64, usize)) -> Result<Vec<f32>> {
-    let (lo, hi, k) = match &a.density_range {
-        Some(r) => crate::cli::toy::parse_range("--density-range", r)?,
-        None => default,
-    };
-    if hi > 1.0 {
-        return Err(Error::input(format!(
-            "--density-range: densities must be at most 1, got {hi}"
-        )));
-    }
+    let (lo, hi, k) = crate::cli::toy::density_bounds(a, default)?;
     Ok(crate::toy::log_space(lo, hi, k))
 }
 

@@ -36,17 +36,20 @@ pub enum NeuronKind {
     Polysemantic,
 }
 
+/// The part of input weight `v` through which an input can make a neuron fire: all of it
+/// when inputs have both signs (`signed`), else its positive part.
+fn firing(v: f32, signed: bool) -> f64 {
+    if signed {
+        v as f64
+    } else {
+        (v as f64).max(0.0)
+    }
+}
+
 /// Classify a neuron's input weights `w` (one per feature); `signed`: inputs of both signs.
 /// Returns the kind and the feature with the largest firing weight.
 pub fn classify(w: &[f32], signed: bool) -> (NeuronKind, usize) {
-    let fire = |v: f32| {
-        if signed {
-            v as f64
-        } else {
-            (v as f64).max(0.0)
-        }
-    };
-    let sq: Vec<f64> = w.iter().map(|&v| fire(v).powi(2)).collect();
+    let sq: Vec<f64> = w.iter().map(|&v| firing(v, signed).powi(2)).collect();
     let total: f64 = sq.iter().sum();
     let (top, &big) = sq
         .iter()
@@ -267,17 +270,10 @@ pub fn summarize(shape: MlpShape, w: &[f32], signed: bool) -> PrivilegedInstance
         })
         .collect();
     let count = |k: NeuronKind| neurons.iter().filter(|u| u.kind == k).count();
-    let fire = |v: f32| {
-        if signed {
-            v as f64
-        } else {
-            (v as f64).max(0.0)
-        }
-    };
     let features_represented = (0..n)
         .filter(|&i| {
             (0..m)
-                .map(|k| fire(w[k * n + i]).powi(2))
+                .map(|k| firing(w[k * n + i], signed).powi(2))
                 .sum::<f64>()
                 .sqrt()
                 > 0.5
