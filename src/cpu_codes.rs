@@ -289,6 +289,19 @@ mod tests {
         assert_eq!(bits(&a.2), bits(&b.2), "val rows {rows} n {n} k {k}");
     }
 
+    /// Multiples of 1/4 in [-2, 2) (ties), one in ten drawn from `specials` instead.
+    fn coarse(rng: &mut ChaCha8Rng, len: usize, specials: &[f32]) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                if rng.random::<f32>() < 0.1 {
+                    specials[rng.random_range(0..specials.len())]
+                } else {
+                    (rng.random_range(-8i32..8) as f32) * 0.25
+                }
+            })
+            .collect()
+    }
+
     #[test]
     fn matches_the_reference_bitwise() {
         let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
@@ -300,15 +313,7 @@ mod tests {
                 both(&x, rows, n, k, None);
             }
             // Coarse values make ties; a share of specials.
-            let x: Vec<f32> = (0..rows * n)
-                .map(|_| {
-                    if rng.random::<f32>() < 0.1 {
-                        specials[rng.random_range(0..specials.len())]
-                    } else {
-                        (rng.random_range(-8i32..8) as f32) * 0.25
-                    }
-                })
-                .collect();
+            let x = coarse(&mut rng, rows * n, &specials);
             let dead: Vec<u32> = (0..n as u32)
                 .filter(|_| rng.random::<f32>() < 0.3)
                 .collect();
@@ -361,15 +366,7 @@ mod tests {
         for &(rows, n) in &[(1, 1), (3, 5), (17, 64), (40, 300), (5, 1000), (64, 33)] {
             let normal: Vec<f32> = (0..rows * n).map(|_| rng.random::<f32>() - 0.3).collect();
             // Coarse values: ties across rows at the threshold, and a share of specials.
-            let coarse: Vec<f32> = (0..rows * n)
-                .map(|_| {
-                    if rng.random::<f32>() < 0.1 {
-                        specials[rng.random_range(0..specials.len())]
-                    } else {
-                        (rng.random_range(-8i32..8) as f32) * 0.25
-                    }
-                })
-                .collect();
+            let coarse = coarse(&mut rng, rows * n, &specials);
             let zeros = vec![0.0f32; rows * n];
             for x in [&normal, &coarse, &zeros] {
                 let all = rows * n;
