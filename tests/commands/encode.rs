@@ -14,7 +14,9 @@ use saeforge::sae::export::{SaeKind, SaeModel};
 use safetensors::Dtype;
 
 use crate::common::{assert_close, cpu_test, fail, gpu_test, tolerance};
-use crate::support::{activations, random_model, read_tensor, saved, tmp, write_shard};
+use crate::support::{
+    activations, borderline, kept_rows, random_model, read_tensor, saved, tmp, write_shard,
+};
 
 const D: usize = 24;
 const N: usize = 96;
@@ -78,30 +80,6 @@ fn dense_of(m: &SaeModel, x: &[f32], rows: usize) -> Vec<f32> {
     out
 }
 
-/// Rows whose support could flip under a GEMM-rounding difference: for topk, the k-th and
-/// (k+1)-th largest pre-activations within `margin`; for the others, a pre-activation within
-/// `margin` of its threshold.
-fn borderline(m: &SaeModel, x: &[f32], rows: usize, margin: f32) -> Vec<bool> {
-    let pre = m.pre(x, rows);
-    (0..rows)
-        .map(|r| {
-            let p = &pre[r * m.n..(r + 1) * m.n];
-            match m.kind {
-                SaeKind::Topk { k } => {
-                    let mut s = p.to_vec();
-                    s.sort_by(|a, b| b.partial_cmp(a).unwrap());
-                    (s[k - 1] - s[k]).abs() < margin || s[k - 1].abs() < margin
-                }
-                SaeKind::Standard => p.iter().any(|v| v.abs() < margin),
-                SaeKind::Jumprelu => p
-                    .iter()
-                    .zip(&m.threshold)
-                    .any(|(v, t)| (v - t).abs() < margin),
-            }
-        })
-        .collect()
-}
-
 /// Two shards (one rank-3), batches of 64 over 203 rows: CSR == dense == SaeModel::encode.
 fn encode_agrees(
     rng: &mut ChaCha8Rng,
@@ -156,13 +134,7 @@ fn encode_agrees(
     // GEMM's tolerance, rows at a support's edge left out.
     let want = dense_of(&m, &x, rows);
     let skip = borderline(&m, &x, rows, 1e-3);
-    let keep = |v: &[f32]| -> Vec<f32> {
-        v.chunks_exact(N)
-            .zip(&skip)
-            .filter(|(_, s)| !**s)
-            .flat_map(|(r, _)| r.to_vec())
-            .collect()
-    };
+    let keep = |v: &[f32]| kept_rows(v, N, &skip);
     let what = format!("{device:?} codes");
     assert_close(&what, &keep(&csr), &keep(&want), tolerance::encode(D))?;
     // Writing the codes over an input shard is refused.

@@ -19,7 +19,8 @@ use safetensors::Dtype;
 
 use crate::common::{assert_close, cpu_test, fail, gpu_test, tolerance};
 use crate::support::{
-    activations, floats, random_model, read_metadata, read_tensor, saved, tmp, write_shard,
+    activations, borderline, floats, kept_rows, random_model, read_metadata, read_tensor, saved,
+    tmp, write_shard,
 };
 
 const D: usize = 32;
@@ -366,14 +367,8 @@ fn gpu_matches_cpu(rng: &mut ChaCha8Rng, kind: SaeKind, name: &str) -> Result<()
         let rg = steer_file(&enc, &c.model, &edits, &c.data, None, &g, &o).map_err(fail)?;
         let rc = steer_file(&cpu, &c.model, &edits, &c.data, None, &p, &o).map_err(fail)?;
         let (a, b) = (output(&c, &g)?, output(&c, &p)?);
-        let skip = border_rows(&c.model, &c.x);
-        let keep = |v: &[f32]| -> Vec<f32> {
-            v.chunks_exact(D)
-                .zip(&skip)
-                .filter(|(_, s)| !**s)
-                .flat_map(|(r, _)| r.to_vec())
-                .collect()
-        };
+        let skip = borderline(&c.model, &c.x, ROWS, 1e-3);
+        let keep = |v: &[f32]| kept_rows(v, D, &skip);
         assert_close(
             &format!("steered on the GPU engine ({} edits)", edits.len()),
             &keep(&a),
@@ -390,28 +385,6 @@ fn gpu_matches_cpu(rng: &mut ChaCha8Rng, kind: SaeKind, name: &str) -> Result<()
     }
     let _ = std::fs::remove_dir_all(&c.dir);
     Ok(())
-}
-
-/// Rows whose codes' support could flip between engines (see encode.rs).
-fn border_rows(m: &SaeModel, x: &[f32]) -> Vec<bool> {
-    let pre = m.pre(x, ROWS);
-    (0..ROWS)
-        .map(|r| {
-            let p = &pre[r * m.n..(r + 1) * m.n];
-            match m.kind {
-                SaeKind::Topk { k } => {
-                    let mut s = p.to_vec();
-                    s.sort_by(|a, b| b.partial_cmp(a).unwrap());
-                    (s[k - 1] - s[k]).abs() < 1e-3 || s[k - 1].abs() < 1e-3
-                }
-                SaeKind::Standard => p.iter().any(|v| v.abs() < 1e-3),
-                SaeKind::Jumprelu => p
-                    .iter()
-                    .zip(&m.threshold)
-                    .any(|(v, t)| (v - t).abs() < 1e-3),
-            }
-        })
-        .collect()
 }
 
 /// Bad flags and files: refused with one line that names the flag or file.

@@ -105,6 +105,39 @@ pub fn read_metadata(path: &Path) -> Option<HashMap<String, String>> {
     (!user.is_empty()).then_some(user)
 }
 
+/// Rows whose support could flip under a GEMM-rounding difference: for topk, the k-th and
+/// (k+1)-th largest pre-activations within `margin`; for the others, a pre-activation within
+/// `margin` of its threshold.
+pub fn borderline(m: &SaeModel, x: &[f32], rows: usize, margin: f32) -> Vec<bool> {
+    let pre = m.pre(x, rows);
+    (0..rows)
+        .map(|r| {
+            let p = &pre[r * m.n..(r + 1) * m.n];
+            match m.kind {
+                SaeKind::Topk { k } => {
+                    let mut s = p.to_vec();
+                    s.sort_by(|a, b| b.partial_cmp(a).unwrap());
+                    (s[k - 1] - s[k]).abs() < margin || s[k - 1].abs() < margin
+                }
+                SaeKind::Standard => p.iter().any(|v| v.abs() < margin),
+                SaeKind::Jumprelu => p
+                    .iter()
+                    .zip(&m.threshold)
+                    .any(|(v, t)| (v - t).abs() < margin),
+            }
+        })
+        .collect()
+}
+
+/// The rows of `v` (rows of `width`) not marked in `skip`, concatenated.
+pub fn kept_rows(v: &[f32], width: usize, skip: &[bool]) -> Vec<f32> {
+    v.chunks_exact(width)
+        .zip(skip)
+        .filter(|(_, s)| !**s)
+        .flat_map(|(r, _)| r.to_vec())
+        .collect()
+}
+
 /// f32 values of a float tensor.
 pub fn floats(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
     let ft = match dtype {
