@@ -1,7 +1,5 @@
-//! Batch top-k (BatchTopK SAEs), the CPU twin of shaders/topk.wgsl, and the plain per-row
-//! top-k that `SaeModel::encode` (the encoder's judge in tests) uses; no kernel has the
-//! per-row one as its twin (TopK codes on the device are `codes::selection::topk_codes`,
-//! whose twin is `reference::codes::topk_codes`).
+//! Batch top-k (BatchTopK SAEs), the CPU twin of shaders/topk.wgsl. (The per-row top-k of
+//! TopK SAEs is `reference::codes::topk_codes`, the twin of `codes::selection::topk_codes`.)
 //!
 //! Order: values compare as f32 (so -0.0 == +0.0; NaN is never an input, the trainer checks),
 //! and among equal values the lower index wins. For `batchtopk` the index is the flat index
@@ -12,50 +10,6 @@ use std::cmp::Ordering;
 /// Compare two values for "a comes before b" in descending order. Panics on NaN.
 fn desc(a: f32, b: f32) -> Ordering {
     b.partial_cmp(&a).expect("topk: NaN in the input")
-}
-
-/// Per row, the k largest values of x among the eligible latents, in descending value
-/// order, ties to (and first) the lower index. Latent i is eligible when there is no mask or
-/// mask[i] != 0. A row with fewer than k eligible latents gets idx 0, val -inf in the slots
-/// past its eligible count.
-/// x: (rows, n), mask: (n) -> idx: (rows, k), val: (rows, k)
-pub fn topk(
-    x: &[f32],
-    rows: usize,
-    n: usize,
-    k: usize,
-    mask: Option<&[u32]>,
-    idx: &mut [u32],
-    val: &mut [f32],
-) {
-    assert_eq!(x.len(), rows * n, "topk: x");
-    assert_eq!(idx.len(), rows * k, "topk: idx");
-    assert_eq!(val.len(), rows * k, "topk: val");
-    if let Some(m) = mask {
-        assert_eq!(m.len(), n, "topk: mask");
-    }
-    for r in 0..rows {
-        let row = &x[r * n..(r + 1) * n];
-        let order = |a: &u32, b: &u32| desc(row[*a as usize], row[*b as usize]).then(a.cmp(b));
-        let mut cand: Vec<u32> = (0..n as u32)
-            .filter(|&i| mask.is_none_or(|m| m[i as usize] != 0))
-            .collect();
-        let take = k.min(cand.len());
-        if take < cand.len() {
-            // The first `take` entries become the `take` best, in some order.
-            cand.select_nth_unstable_by(take, order);
-            cand.truncate(take);
-        }
-        cand.sort_by(order);
-        for j in 0..k {
-            let (i, v) = match cand.get(j) {
-                Some(&i) => (i, row[i as usize]),
-                None => (0, f32::NEG_INFINITY),
-            };
-            idx[r * k + j] = i;
-            val[r * k + j] = v;
-        }
-    }
 }
 
 /// The k_total largest entries of the whole matrix (ties to the lower flat index

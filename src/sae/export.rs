@@ -501,16 +501,14 @@ impl SaeModel {
         for p in pre.chunks_exact(n) {
             match self.kind {
                 SaeKind::Topk { k } => {
-                    let mut idx = vec![0u32; k];
-                    let mut val = vec![0.0f32; k];
-                    crate::reference::topk::topk(p, 1, n, k, None, &mut idx, &mut val);
-                    let mut pairs: Vec<(u32, f32)> =
-                        idx.into_iter().zip(val).filter(|&(_, v)| v > 0.0).collect();
-                    pairs.sort_by_key(|&(i, _)| i);
-                    for (i, v) in pairs {
-                        codes.idx.push(i);
-                        codes.val.push(v);
-                    }
+                    // The k largest positive entries, latents ascending.
+                    let (mut rp, mut idx, mut val) = ([0u32; 2], vec![0u32; k], vec![0.0f32; k]);
+                    crate::reference::codes::topk_codes(
+                        p, 1, n, k, None, &mut rp, &mut idx, &mut val,
+                    );
+                    let kept = rp[1] as usize;
+                    codes.idx.extend_from_slice(&idx[..kept]);
+                    codes.val.extend_from_slice(&val[..kept]);
                 }
                 SaeKind::Standard => {
                     for (i, &v) in p.iter().enumerate() {
