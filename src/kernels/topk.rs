@@ -2,13 +2,12 @@
 //! SAEs and AuxK is the codes family's `topk_codes`). The selection bounds the answer from
 //! below with per-invocation maxima, then radix-selects over an order-preserving u32 key
 //! of the float bits with u32 histogram counters, so results are identical run to run; see
-//! the shader for the details and the CPU twins in `crate::reference::topk` for the
-//! semantics. `batchtopk_chunks` can also
-//! take the bound and per-row candidate lists from its caller ([`Lists`]: the training
-//! step's BatchTopK, from the encoder's block maxima).
+//! the shader for the details and the CPU twin, `crate::reference::topk::batchtopk`, for
+//! the semantics. `batchtopk_chunks` can also take the bound and per-row candidate lists
+//! from its caller ([`Lists`]: the training step's BatchTopK, from the encoder's block
+//! maxima).
 //!
-//! Shapes come from the tensors: rows and n from x, k from idx's second dimension, k_total
-//! from idx's length. `batchtopk` needs a u32 scratch tensor from the caller
+//! Shapes come from the tensors: rows and n from x, k_total from idx's length. `batchtopk` needs a u32 scratch tensor from the caller
 //! (`batchtopk_scratch_len`), so that a training step allocates nothing.
 
 use crate::gpu::{Gpu, GpuTensor, Shader};
