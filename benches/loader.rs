@@ -357,7 +357,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         if keep("cpu") {
-            let mut eng = CpuEngine { st: st.clone() };
+            let mut eng = CpuEngine::new(st.clone());
             let (mem, pf) = prefetch_run(&mut eng, &|| Ok(()), &cfg, paths, 2, 2)?;
             println!(
                 "cpu topk step: {:.1} ms from memory, {:.1} ms from the loader (ratio {:.3})",

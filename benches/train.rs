@@ -414,7 +414,7 @@ fn cpu_row(
     let cfg = config(arch, batch);
     let mut st = sparse_state(&cfg, sample);
     with_dead(&cfg, &mut st, dead);
-    let mut eng = CpuEngine { st };
+    let mut eng = CpuEngine::new(st);
     let mut i = 0usize;
     let spec = GemmSpec::nn(batch, *D_SAE, *D_IN);
     let xc = &batches[0];

@@ -346,7 +346,7 @@ pub fn calibrate(gpu: &Arc<Gpu>, key: &str) -> Result<Calibration> {
         let mut g = GpuEngine::new(gpu.clone(), &cfg, &st)?;
         gpu_t[i] = (*s, time_steps(&mut g, &cfg, &x)?);
         drop(g);
-        let mut c = CpuEngine { st };
+        let mut c = CpuEngine::new(st);
         cpu_t[i] = (*s, time_steps(&mut c, &cfg, &x)?);
     }
     Ok(Calibration {

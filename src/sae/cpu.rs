@@ -44,9 +44,13 @@
 //! The stages after the chunks (`finish_gradients`, `optimizer`) are in `cpu/update.rs`, as
 //! the GPU engine's are in `gpu/update.rs`. [`step_marked`] calls a mark after each stage
 //! with the GPU engine's stage names (`gpu::Mark`); `train --profile` times the stages by
-//! it.
+//! it. The step's large buffers (pre-activations, gradients, the per-row buffers) come from
+//! the engine's [`Scratch`] and go back to it, so that a run allocates them once
+//! (`cpu/scratch.rs` says why).
 
+mod scratch;
 mod update;
+pub use scratch::Scratch;
 use update::optimizer;
 
 use crate::blas::gemm;
@@ -139,12 +143,27 @@ struct Chunk<'x> {
     dy_levels: Vec<f32>,
 }
 
+impl Chunk<'_> {
+    /// Its buffers back to `scratch`, for the next step.
+    fn recycle(self, scratch: &mut Scratch) {
+        let (z, levels) = (self.z.unwrap_or_default(), self.x_hat_levels);
+        let per_row = [self.xc, self.x_hat, self.dy, self.e, self.e_hat, self.de];
+        for v in per_row
+            .into_iter()
+            .chain([self.pre, z, levels, self.dy_levels])
+        {
+            scratch.give(v);
+        }
+    }
+}
+
 /// What a step keeps across its chunks (`gpu.rs`' `GpuEngine` buffers): the state it
 /// reads and updates, the decoder norms, AuxK's eligible latents and the gradients.
 struct Step<'s> {
     cfg: &'s TrainConfig,
     st: &'s mut TrainState,
     fired: &'s mut [u32],
+    scratch: &'s mut Scratch,
     /// 1 / rows of the whole batch.
     inv_b: f32,
     /// The sparsity penalty's coefficient of this step.
@@ -167,13 +186,15 @@ pub type CpuMark<'a> = dyn FnMut(&'static str) + 'a;
 /// One training step of the CPU engine on `x` (rows x d, scaled; with --batch-dtype f16
 /// rounded to halves first, as the GPU engine's upload does).
 pub fn step(cfg: &TrainConfig, st: &mut TrainState, x: &[f32], rows: usize) {
-    step_marked(cfg, st, x, rows, &mut |_| {})
+    step_marked(cfg, st, &mut Scratch::default(), x, rows, &mut |_| {})
 }
 
-/// [`step`] with `mark` called after each stage.
+/// [`step`] with `mark` called after each stage, its working buffers taken from and handed
+/// back to `scratch`.
 pub fn step_marked(
     cfg: &TrainConfig,
     st: &mut TrainState,
+    scratch: &mut Scratch,
     x: &[f32],
     rows: usize,
     mark: &mut CpuMark,
@@ -189,8 +210,12 @@ pub fn step_marked(
     let n = st.params.n;
     let sc = StepScalars::at(cfg, st.step);
     let mut fired = vec![0u32; n];
-    let g = marked_gradients(cfg, st, x, rows, sc.sparsity_coef, &mut fired, mark);
+    let coef = sc.sparsity_coef;
+    let g = marked_gradients(cfg, st, scratch, x, rows, coef, &mut fired, mark);
     optimizer(cfg, st, &g, &sc);
+    for t in g.into_tensors() {
+        scratch.give(t);
+    }
     mark("optimizer");
     count_dead(cfg, st, &mut fired, rows);
     mark("dead latents");
@@ -229,13 +254,16 @@ pub fn gradients(
     sparsity_coef: f32,
     fired: &mut [u32],
 ) -> Grads {
-    marked_gradients(cfg, st, x, rows, sparsity_coef, fired, &mut |_| {})
+    let scratch = &mut Scratch::default();
+    marked_gradients(cfg, st, scratch, x, rows, sparsity_coef, fired, &mut |_| {})
 }
 
-/// [`gradients`] with `mark` called after each stage.
+/// [`gradients`] with `mark` called after each stage, the working buffers from `scratch`.
+#[allow(clippy::too_many_arguments)]
 fn marked_gradients(
     cfg: &TrainConfig,
     st: &mut TrainState,
+    scratch: &mut Scratch,
     x: &[f32],
     rows: usize,
     sparsity_coef: f32,
@@ -244,7 +272,7 @@ fn marked_gradients(
 ) -> Grads {
     // The stages on the parameters in `st` as they are.
     let mut stages = |st: &mut TrainState| -> Grads {
-        let mut s = Step::prepare(cfg, st, &mut *fired, rows, sparsity_coef);
+        let mut s = Step::prepare(cfg, st, &mut *fired, &mut *scratch, rows, sparsity_coef);
         mark("prepare");
         let (x, y) = split_batch(x, rows, cfg.d_in, cfg.d_out);
         let mut ch = s.encode(x, y, rows);
@@ -265,6 +293,7 @@ fn marked_gradients(
         mark("loss");
         s.backward(&ch);
         mark("backward");
+        ch.recycle(s.scratch);
         s.finish_gradients();
         mark("finish gradients");
         s.grads
@@ -282,6 +311,7 @@ impl<'s> Step<'s> {
         cfg: &'s TrainConfig,
         st: &'s mut TrainState,
         fired: &'s mut [u32],
+        scratch: &'s mut Scratch,
         rows: usize,
         coef: f32,
     ) -> Step<'s> {
@@ -294,11 +324,12 @@ impl<'s> Step<'s> {
         if selects_topk(cfg.arch) {
             dead_list(&st.since_fired, dead_after(cfg), &mut dead, &mut ndead);
         }
-        let grads = p.zeros_like();
+        let grads = p.map(|_, t| scratch.zeros(t.len()));
         Step {
             cfg,
             st,
             fired,
+            scratch,
             inv_b: 1.0 / rows as f32,
             coef,
             norms,
@@ -311,40 +342,37 @@ impl<'s> Step<'s> {
     }
 
     /// xc = x - b_dec (a transcoder: xc = x); pre = xc W_enc + b_enc.
-    fn encode<'x>(&self, x: &'x [f32], y: &'x [f32], rows: usize) -> Chunk<'x> {
-        let p = &self.st.params;
+    fn encode<'x>(&mut self, x: &'x [f32], y: &'x [f32], rows: usize) -> Chunk<'x> {
+        let (p, sc) = (&self.st.params, &mut *self.scratch);
         let (d, n, d_out) = (p.d, p.n, p.d_out());
         let b_dec = self.cfg.d_out.is_none().then_some(&p.b_dec[..]);
         let (w_enc, b_enc) = (&p.w_enc[..], &p.b_enc[..]);
-        let (xc, pre) = encode_cpu(
-            &EncoderWeights {
-                w_enc,
-                b_enc,
-                b_dec,
-            },
-            x,
-            rows,
-            d,
-            n,
-        );
+        let w = EncoderWeights {
+            w_enc,
+            b_enc,
+            b_dec,
+        };
+        let (mut xc, mut pre) = (sc.overwritten(rows * d), sc.overwritten(rows * n));
+        encode_cpu(&w, x, rows, d, &mut xc, &mut pre);
         let aux = selects_topk(self.cfg.arch);
-        let per_row = || vec![0.0f32; if aux { rows * d_out } else { 0 }];
-        let per_level = || vec![0.0f32; self.widths.len() * rows * d_out];
+        let mut per_row = || sc.zeros(if aux { rows * d_out } else { 0 });
+        let (e, e_hat, de) = (per_row(), per_row(), per_row());
+        let levels = self.widths.len() * rows * d_out;
         Chunk {
             rows,
             y,
             xc,
-            x_hat: vec![0.0f32; rows * d_out],
-            dy: vec![0.0f32; rows * d_out],
+            x_hat: sc.zeros(rows * d_out),
+            dy: sc.zeros(rows * d_out),
             pre,
             codes: None,
             z: None,
             aux: None,
-            e: per_row(),
-            e_hat: per_row(),
-            de: per_row(),
-            x_hat_levels: per_level(),
-            dy_levels: per_level(),
+            e,
+            e_hat,
+            de,
+            x_hat_levels: sc.zeros(levels),
+            dy_levels: sc.zeros(levels),
         }
     }
 
@@ -397,7 +425,7 @@ impl<'s> Step<'s> {
 
     /// x_hat = codes W_dec + b_dec, or z = act(pre), x_hat = z W_dec + b_dec; AuxK's
     /// e_hat = aux codes W_dec.
-    fn decode(&self, ch: &mut Chunk) {
+    fn decode(&mut self, ch: &mut Chunk) {
         let p = &self.st.params;
         let (rows, n, d) = (ch.rows, p.n, p.d_out());
         match &ch.codes {
@@ -413,7 +441,7 @@ impl<'s> Step<'s> {
                 sparse_decode(&c.row_ptr, &c.idx, &c.val, &p.w_dec, Some(&p.b_dec), rows, n, d, &mut ch.x_hat);
             }
             None => {
-                let mut z = vec![0.0f32; rows * n];
+                let mut z = self.scratch.overwritten(rows * n);
                 if self.cfg.arch == Arch::Relu {
                     relu_forward(&ch.pre, &mut z);
                 } else {
@@ -578,7 +606,7 @@ impl<'s> Step<'s> {
         let (rows, n, d, d_out) = (ch.rows, p.n, p.d, p.d_out());
         let scale = self.coef * self.inv_b;
         let (z, pre, g) = (ch.z.as_ref().expect("dense z"), &ch.pre, &mut self.grads);
-        let mut dz = vec![0.0f32; rows * n];
+        let mut dz = self.scratch.overwritten(rows * n);
         gemm(
             &GemmSpec::nt(rows, n, d_out),
             &ch.dy,
@@ -587,7 +615,7 @@ impl<'s> Step<'s> {
             &mut dz,
         );
         gemm(&GemmSpec::tn(n, d_out, rows), z, &ch.dy, None, &mut g.w_dec);
-        let mut dpre = vec![0.0f32; rows * n];
+        let mut dpre = self.scratch.zeros(rows * n);
         if cfg.arch == Arch::Relu {
             l1_backward(z, rows, n, &self.norms, scale, &mut dz);
             col_sum(z, rows, n, &mut self.zsum, false);
@@ -599,6 +627,8 @@ impl<'s> Step<'s> {
         }
         gemm(&GemmSpec::tn(d, n, rows), &ch.xc, &dpre, None, &mut g.w_enc);
         col_sum(&dpre, rows, n, &mut g.b_enc, false);
+        self.scratch.give(dz);
+        self.scratch.give(dpre);
     }
 }
 
@@ -608,9 +638,20 @@ fn count_dead(cfg: &TrainConfig, st: &mut TrainState, fired: &mut [u32], rows: u
     update_dead(fired, &mut st.since_fired, &mut st.fire_total, rows, dead_after(cfg), &mut st.metrics);
 }
 
-/// The CPU engine: the CPU step on a host-side state.
+/// The CPU engine: the CPU step on a host-side state, with the working buffers it keeps
+/// from one step to the next.
 pub struct CpuEngine {
     pub st: TrainState,
+    pub scratch: Scratch,
+}
+
+impl CpuEngine {
+    pub fn new(st: TrainState) -> CpuEngine {
+        CpuEngine {
+            st,
+            scratch: Scratch::default(),
+        }
+    }
 }
 
 impl StepEngine for CpuEngine {
@@ -618,7 +659,7 @@ impl StepEngine for CpuEngine {
         Some(self)
     }
     fn step(&mut self, cfg: &TrainConfig, x: &[f32], rows: usize) -> Result<()> {
-        step(cfg, &mut self.st, x, rows);
+        step_marked(cfg, &mut self.st, &mut self.scratch, x, rows, &mut |_| {});
         Ok(())
     }
     fn take_metrics(&mut self) -> Result<(Vec<f32>, f32)> {

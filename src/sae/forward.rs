@@ -37,23 +37,23 @@ pub struct Codes {
     pub val: Vec<f32>,
 }
 
-/// encode on the CPU: (xc, pre) of `rows` rows of x (rows, d), with n latents.
+/// encode on the CPU: xc and pre of `rows` rows of x, with n latents, each written whole
+/// (what the buffers held before is never read).
+/// x, xc: (rows, d) -> pre: (rows, n)
 pub fn encode_cpu(
     w: &EncoderWeights<[f32]>,
     x: &[f32],
     rows: usize,
     d: usize,
-    n: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let mut xc = vec![0.0f32; rows * d];
+    xc: &mut [f32],
+    pre: &mut [f32],
+) {
     match w.b_dec {
-        Some(b_dec) => crate::reference::reduce::sub_row(x, b_dec, rows, d, &mut xc),
+        Some(b_dec) => crate::reference::reduce::sub_row(x, b_dec, rows, d, xc),
         None => xc.copy_from_slice(x),
     }
-    let mut pre = vec![0.0f32; rows * n];
-    let spec = GemmSpec::nn(rows, n, d);
-    crate::blas::gemm(&spec, &xc, w.w_enc, Some(w.b_enc), &mut pre);
-    (xc, pre)
+    let spec = GemmSpec::nn(rows, w.b_enc.len(), d);
+    crate::blas::gemm(&spec, xc, w.w_enc, Some(w.b_enc), pre);
 }
 
 /// topk on the CPU: the k largest positive entries of each row of `pre` (rows, n) among

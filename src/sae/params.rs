@@ -92,6 +92,17 @@ impl<T> ParamSet<T> {
         std::array::from_fn(|i| (a[i].0, a[i].1, b[i].1))
     }
 
+    /// The tensors themselves, in [`PARAM_NAMES`] order.
+    pub fn into_tensors(self) -> [T; 5] {
+        [
+            self.w_enc,
+            self.w_dec,
+            self.b_enc,
+            self.b_dec,
+            self.log_threshold,
+        ]
+    }
+
     /// (name, tensor) of every tensor, in [`PARAM_NAMES`] order.
     pub fn iter(&self) -> [(&'static str, &T); 5] {
         [

@@ -354,7 +354,7 @@ pub fn make_engine(
     state: TrainState,
 ) -> Result<Box<dyn StepEngine>> {
     Ok(match engine {
-        Engine::Cpu => Box::new(CpuEngine { st: state }),
+        Engine::Cpu => Box::new(CpuEngine::new(state)),
         Engine::Gpu(gpu) => Box::new(GpuEngine::new(gpu.clone(), cfg, &state)?),
     })
 }

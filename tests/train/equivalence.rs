@@ -66,7 +66,7 @@ pub fn config(
 /// Shift relu's b_enc / jumprelu's threshold so that about `l0` of the n latents fire on
 /// `sample` (rows of d): the (1 - l0 / n) quantile t of the pre-activations becomes
 /// b_enc = -t or theta = t.
-fn shift_to_l0(p: &mut SaeParams, arch: Arch, sample: &[f32], l0: f64) {
+pub fn shift_to_l0(p: &mut SaeParams, arch: Arch, sample: &[f32], l0: f64) {
     let (d, n) = (p.d, p.n);
     let rows = sample.len() / d;
     let mut pre = Vec::with_capacity(rows * n);

@@ -10,6 +10,7 @@ mod edges;
 mod equivalence;
 mod finite_diff;
 mod runs;
+mod scratch;
 
 fn main() {
     saeforge::gpu::quiet_headless_probe();
@@ -21,5 +22,6 @@ fn main() {
     trials.extend(finite_diff::trials());
     trials.extend(equivalence::trials());
     trials.extend(runs::trials());
+    trials.extend(scratch::trials());
     libtest_mimic::run(&args, trials).exit();
 }

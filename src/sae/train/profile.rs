@@ -87,10 +87,17 @@ pub fn profile_cpu_step(
 ) -> StepProfile {
     let mut times = Vec::new();
     let mut clock = Instant::now();
-    step_marked(cfg, &mut e.st, &batch.data, batch.rows, &mut |name| {
-        times.push((name.to_string(), clock.elapsed().as_secs_f64(), None));
-        clock = Instant::now();
-    });
+    step_marked(
+        cfg,
+        &mut e.st,
+        &mut e.scratch,
+        &batch.data,
+        batch.rows,
+        &mut |name| {
+            times.push((name.to_string(), clock.elapsed().as_secs_f64(), None));
+            clock = Instant::now();
+        },
+    );
     let stages = sum_by(times.into_iter());
     StepProfile {
         step,

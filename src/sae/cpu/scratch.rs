@@ -1,0 +1,75 @@
+//! The CPU step's working buffers, kept from one step to the next.
+//!
+//! A step at 4096 x 16384 needs 256 MiB of pre-activations, the gradients (two 32 MiB
+//! matrices) and a few MiB per row buffer. Allocated afresh each step, each is a new
+//! mapping the kernel faults in and zeroes page by page, then unmaps with TLB shootdowns
+//! across the threads: `perf` put ~15 % of a CPU step in the kernel. Where freshly faulted
+//! pages are slow (this VM, after the process freed lavapipe's buffers: the train bench's
+//! CPU rows, `--device auto`'s first calibration), half the step went to `clear_page`, and
+//! the bench's CPU topk_dead step took 2.2-2.5 s instead of 1.1-1.4. A [`Scratch`] hands
+//! the same buffers back instead. It changes no value: [`Scratch::zeros`] clears a recycled
+//! buffer, and [`Scratch::overwritten`] (stale contents) serves only outputs written whole,
+//! such as a GEMM's C with beta 0 (`tests/train/scratch.rs` holds reused buffers to fresh
+//! ones bit for bit).
+
+/// Recycled `f32` buffers, matched by length.
+#[derive(Default)]
+pub struct Scratch {
+    free: Vec<Vec<f32>>,
+}
+
+/// More free buffers than a step takes means the shapes changed: the rest are dropped.
+const MAX_FREE: usize = 32;
+
+impl Scratch {
+    /// A buffer of `len` zeros.
+    pub fn zeros(&mut self, len: usize) -> Vec<f32> {
+        match self.recycled(len) {
+            Some(mut v) => {
+                v.fill(0.0);
+                v
+            }
+            None => vec![0.0; len],
+        }
+    }
+
+    /// A buffer of `len` values for an output written whole: a recycled buffer keeps its
+    /// old values.
+    pub fn overwritten(&mut self, len: usize) -> Vec<f32> {
+        self.recycled(len).unwrap_or_else(|| vec![0.0; len])
+    }
+
+    /// Hand `v` back for a later step.
+    pub fn give(&mut self, v: Vec<f32>) {
+        if !v.is_empty() && self.free.len() < MAX_FREE {
+            self.free.push(v);
+        }
+    }
+
+    fn recycled(&mut self, len: usize) -> Option<Vec<f32>> {
+        let i = self.free.iter().position(|v| v.len() == len)?;
+        Some(self.free.swap_remove(i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycles_by_length_and_clears() {
+        let mut s = Scratch::default();
+        let mut a = s.zeros(4);
+        a.fill(7.0);
+        let ptr = a.as_ptr();
+        s.give(a);
+        s.give(vec![1.0; 3]);
+        // Another length is a fresh buffer; the same length is the recycled one, cleared.
+        assert_eq!(s.zeros(5), vec![0.0; 5]);
+        let b = s.zeros(4);
+        assert_eq!((b.as_ptr(), &b[..]), (ptr, &[0.0; 4][..]));
+        // `overwritten` keeps the old values.
+        assert_eq!(s.overwritten(3), vec![1.0; 3]);
+        assert!(s.free.is_empty());
+    }
+}
