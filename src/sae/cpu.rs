@@ -59,7 +59,7 @@ use crate::cpu_sparse::{gather_dw_enc, sparse_decode, sparse_dot};
 use crate::reference::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
-use crate::reference::codes::{activation_codes, dead_list};
+use crate::reference::codes::dead_list;
 use crate::reference::gemm::GemmSpec;
 use crate::reference::matryoshka::{
     gather_dw_dec_levels, matryoshka_decode, matryoshka_residuals, sparse_dot_levels,
@@ -76,7 +76,7 @@ use crate::reference::sparse::{
 };
 
 use super::engine::{StepEngine, StepScalars, TrainState, code_capacity, dead_after, selects_topk};
-use super::forward::{Codes, EncoderWeights, encode_cpu, topk_cpu};
+use super::forward::{Codes, EncoderWeights, activation_cpu, encode_cpu, topk_cpu};
 use super::storage::{self, BatchDtype};
 use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
 use crate::Result;
@@ -405,14 +405,9 @@ impl<'s> Step<'s> {
                 let p = &self.st.params;
                 let jump =
                     (cfg.arch == Arch::Jumprelu).then_some((&p.log_threshold[..], cfg.bandwidth));
-                let (row_ptr, idx, val, pre_val) = activation_codes(pre, rows, n, jump);
-                if (row_ptr[rows] as usize) <= code_capacity(rows, n) {
-                    ch.codes = Some(Codes {
-                        row_ptr,
-                        idx,
-                        pre_val,
-                        val,
-                    });
+                let c = activation_cpu(pre, rows, n, jump);
+                if (c.row_ptr[rows] as usize) <= code_capacity(rows, n) {
+                    ch.codes = Some(c);
                 }
             }
         }

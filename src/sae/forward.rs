@@ -10,6 +10,9 @@
 //!   topk     the k largest positive pre of each row among the eligible latents (all, or
 //!            AuxK's dead list), as CSR with latents ascending (topk_codes; on the GPU from
 //!            the encode's block maxima: topk_codes_from_bmax)
+//!   activation  ReLU / JumpReLU: the kept entries of each row as CSR (activation_codes;
+//!            the CPU's, `activation_cpu`; the GPU engine's step gates it with a dense
+//!            fallback past `engine::code_capacity`, the CPU encoder follows the same rule)
 //!
 //! The CPU side runs the CPU engine's products (`crate::blas`) and selection
 //! (`crate::cpu_codes`), each tested against `crate::reference`.
@@ -73,6 +76,21 @@ pub fn topk_cpu(
         row_ptr,
         idx,
         pre_val: val.clone(),
+        val,
+    }
+}
+
+/// activation on the CPU (ReLU, or JumpReLU with `jump` = (log_threshold, window)): the
+/// kept entries of `pre` (rows, n) as CSR codes, latents ascending (`activation_codes`).
+/// JumpReLU keeps pre > theta, and also the window |pre - theta| <= window / 2 below it at
+/// value 0, where training's threshold gradient lives (inference passes a window of 0).
+pub fn activation_cpu(pre: &[f32], rows: usize, n: usize, jump: Option<(&[f32], f32)>) -> Codes {
+    let (row_ptr, idx, val, pre_val) =
+        crate::reference::codes::activation_codes(pre, rows, n, jump);
+    Codes {
+        row_ptr,
+        idx,
+        pre_val,
         val,
     }
 }

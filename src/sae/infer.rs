@@ -9,9 +9,12 @@
 //!   pre = xc W_enc + b_enc              gemm          } (topk: gemm_block_max)
 //!   standard: z = max(pre, 0)           relu_forward
 //!   jumprelu: z = pre * [pre > theta]   jumprelu_forward (log_theta = ln theta)
+//!             (the CPU: forward::activation_cpu, training's codes stage: the kept
+//!             entries as codes while they fit `engine::code_capacity`, as in
+//!             training, else the dense z above; the GPU: the dense z)
 //!   topk:     top k of pre per row      topk_codes_from_bmax / forward::topk_cpu (the k
 //!                                       largest positive, latents ascending, as training)
-//!   x_hat = z W_dec + b_dec             gemm (dense z) or sparse_decode (topk codes)
+//!   x_hat = z W_dec + b_dec             gemm (dense z) or sparse_decode (codes)
 //!   L0, L1, fire counts                 dense_stats / sparse_stats with unit weights
 //!
 //! A transcoder (`SaeModel::d_out`) skips the first line (xc = x: its b_dec is in the
@@ -35,8 +38,9 @@ use std::sync::{Arc, Mutex};
 
 use safetensors::Dtype;
 
+use super::engine::code_capacity;
 use super::export::{Codes, SaeKind, SaeModel};
-use super::forward::{EncoderWeights, encode_cpu, encode_gpu, topk_cpu};
+use super::forward::{EncoderWeights, activation_cpu, encode_cpu, encode_gpu, topk_cpu};
 use crate::data::Shard;
 use crate::gpu::{Engine, Gpu, GpuTensor};
 use crate::io::StreamWriter;
@@ -114,14 +118,23 @@ pub fn dense_to_codes(z: &[f32], rows: usize, n: usize) -> Codes {
     c
 }
 
-/// CSR codes with u32 row pointers (`topk_codes`' output) as [`Codes`].
+/// CSR codes with u32 row pointers (the selections' output) as [`Codes`], keeping values > 0
+/// (as [`dense_to_codes`]: a JumpReLU entry exactly at its threshold is kept at 0).
 fn csr_codes(row_ptr: &[u32], idx: &[u32], val: &[f32]) -> Codes {
-    let nnz = row_ptr.last().map_or(0, |&p| p as usize);
-    Codes {
-        row_ptr: row_ptr.iter().map(|&p| p as usize).collect(),
-        idx: idx[..nnz].to_vec(),
-        val: val[..nnz].to_vec(),
+    let mut c = Codes {
+        row_ptr: vec![0],
+        ..Default::default()
+    };
+    for w in row_ptr.windows(2) {
+        for s in w[0] as usize..w[1] as usize {
+            if val[s] > 0.0 {
+                c.idx.push(idx[s]);
+                c.val.push(val[s]);
+            }
+        }
+        c.row_ptr.push(c.idx.len());
     }
+    c
 }
 
 /// An SAE's encoder (and decoder) on one engine.
@@ -282,7 +295,8 @@ fn weights<'a, T: ?Sized>(
     }
 }
 
-/// The CPU engine's batch: the same sequence as `GpuSae::run`, with the CPU twins. The
+/// The CPU engine's batch: the sequence of `GpuSae::run` with the CPU twins, but for ReLU /
+/// JumpReLU, whose kept entries go on as codes (training's rule; see the module doc). The
 /// top-k has no order on NaN: non-finite pre-activations (weights holding NaN or Inf) are
 /// an error, not a panic.
 fn run_cpu(
@@ -294,7 +308,7 @@ fn run_cpu(
     want: bool,
     decode: bool,
 ) -> Result<BatchOut> {
-    use crate::reference::{activations, gemm, reduce, sparse};
+    use crate::reference::{activations, reduce};
     let (d, n) = (m.d, m.n);
     let (mut xc, mut pre) = (vec![0.0f32; rows * d], vec![0.0f32; rows * n]);
     let w = weights(m, &m.w_enc[..], &m.b_enc[..], &m.b_dec[..]);
@@ -307,39 +321,54 @@ fn run_cpu(
             i / n
         )));
     }
+    // The codes: TopK's selection, or the entries ReLU / JumpReLU keep, sparse while they
+    // fit `code_capacity` (training's rule), else a dense z.
+    let (codes, z) = match m.kind {
+        SaeKind::Topk { k } => (Some(topk_cpu(&pre, rows, n, k, None)), None),
+        SaeKind::Standard | SaeKind::Jumprelu => {
+            let jumprelu = m.kind == SaeKind::Jumprelu;
+            let c = activation_cpu(&pre, rows, n, jumprelu.then_some((log_theta, 0.0)));
+            if c.row_ptr[rows] as usize <= code_capacity(rows, n) {
+                (Some(c), None)
+            } else {
+                let mut z = vec![0.0f32; rows * n];
+                if jumprelu {
+                    activations::jumprelu_forward(&pre, rows, n, log_theta, &mut z);
+                } else {
+                    activations::relu_forward(&pre, &mut z);
+                }
+                (None, Some(z))
+            }
+        }
+    };
     let ones = vec![1.0f32; n];
     let mut metrics = vec![0.0f32; METRIC_SLOTS];
     // The decoder's side: d_out columns for a transcoder.
     let d = m.out_dim();
     let mut x_hat = vec![0.0f32; if decode { rows * d } else { 0 }];
     let (w_dec, b_dec) = (&m.w_dec, Some(&m.b_dec[..]));
-    let codes = match m.kind {
-        SaeKind::Topk { k } => {
-            let c = topk_cpu(&pre, rows, n, k, None);
-            let (row_ptr, idx, val) = (&c.row_ptr, &c.idx, &c.val);
-            if decode {
+    if decode {
+        match (&codes, &z) {
+            (Some(c), _) => {
+                let (row_ptr, idx, val) = (&c.row_ptr, &c.idx, &c.val);
                 #[rustfmt::skip]
-                sparse::sparse_decode(row_ptr, idx, val, w_dec, b_dec, rows, n, d, &mut x_hat);
+                crate::cpu_sparse::sparse_decode(row_ptr, idx, val, w_dec, b_dec, rows, n, d, &mut x_hat);
                 #[rustfmt::skip]
                 reduce::sparse_stats(row_ptr, idx, val, rows, n, &ones, fired, &mut metrics);
             }
-            want.then(|| csr_codes(row_ptr, idx, val))
-        }
-        SaeKind::Standard | SaeKind::Jumprelu => {
-            let mut z = vec![0.0f32; rows * n];
-            if m.kind == SaeKind::Standard {
-                activations::relu_forward(&pre, &mut z);
-            } else {
-                activations::jumprelu_forward(&pre, rows, n, log_theta, &mut z);
-            }
-            if decode {
+            (None, Some(z)) => {
                 let spec = GemmSpec::nn(rows, d, n);
-                gemm::gemm(&spec, &z, w_dec, b_dec, &mut x_hat);
-                reduce::dense_stats(&z, rows, n, &ones, fired, &mut metrics);
+                crate::blas::gemm(&spec, z, w_dec, b_dec, &mut x_hat);
+                reduce::dense_stats(z, rows, n, &ones, fired, &mut metrics);
             }
-            want.then(|| dense_to_codes(&z, rows, n))
+            (None, None) => unreachable!("codes or z"),
         }
-    };
+    }
+    let codes = want.then(|| match (&codes, &z) {
+        (Some(c), _) => csr_codes(&c.row_ptr, &c.idx, &c.val),
+        (None, Some(z)) => dense_to_codes(z, rows, n),
+        (None, None) => unreachable!("codes or z"),
+    });
     Ok(BatchOut::of(x_hat, &metrics, codes))
 }
 

@@ -10,6 +10,7 @@ use saeforge::cli::encode::{EncodeArgs, run};
 use saeforge::cli::{EncoderArgs, EngineArgs};
 use saeforge::data::FloatType;
 use saeforge::gpu::DeviceChoice;
+use saeforge::sae::engine::code_capacity;
 use saeforge::sae::export::{SaeKind, SaeModel};
 use safetensors::Dtype;
 
@@ -21,11 +22,15 @@ use crate::support::{
 const D: usize = 24;
 const N: usize = 96;
 
-fn kinds() -> [(SaeKind, &'static str); 3] {
+/// (kind, name, shift of b_enc): the shifted ReLU / JumpReLU keep ~95 of the 96 latents,
+/// past `code_capacity` (64 per row), so their encoders take the dense path.
+fn kinds() -> [(SaeKind, &'static str, f32); 5] {
     [
-        (SaeKind::Topk { k: 5 }, "topk"),
-        (SaeKind::Standard, "standard"),
-        (SaeKind::Jumprelu, "jumprelu"),
+        (SaeKind::Topk { k: 5 }, "topk", 0.0),
+        (SaeKind::Standard, "standard", 0.0),
+        (SaeKind::Jumprelu, "jumprelu", 0.0),
+        (SaeKind::Standard, "standard_dense", 3.0),
+        (SaeKind::Jumprelu, "jumprelu_dense", 3.0),
     ]
 }
 
@@ -83,12 +88,13 @@ fn dense_of(m: &SaeModel, x: &[f32], rows: usize) -> Vec<f32> {
 /// Two shards (one rank-3), batches of 64 over 203 rows: CSR == dense == SaeModel::encode.
 fn encode_agrees(
     rng: &mut ChaCha8Rng,
-    kind: SaeKind,
-    name: &str,
+    (kind, name, shift): (SaeKind, &str, f32),
     device: DeviceChoice,
 ) -> Result<(), Failed> {
     let dir = tmp(&format!("encode-{name}-{device:?}"));
-    let m = saved(&dir.join("sae"), &random_model(rng, kind, D, N))?;
+    let mut m = random_model(rng, kind, D, N);
+    m.b_enc[..N - 1].iter_mut().for_each(|b| *b += shift);
+    let m = saved(&dir.join("sae"), &m)?;
     let (r1, r2) = (7 * 17, 84);
     let x1 = activations(rng, r1 * D, FloatType::F16);
     let x2 = activations(rng, r2 * D, FloatType::F32);
@@ -148,20 +154,26 @@ fn encode_agrees(
     if fired == 0 {
         return Err("nothing fired: the test checks nothing".into());
     }
+    // Which path the ReLU / JumpReLU encoders took: sparse codes within the capacity.
+    let dense = fired > code_capacity(rows, N);
+    if kind != (SaeKind::Topk { k: 5 }) && dense != (shift > 0.0) {
+        return Err(format!("{fired} codes over {rows} rows: dense path {dense}").into());
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
 pub fn trials() -> Vec<Trial> {
     let mut t = Vec::new();
-    for (kind, name) in kinds() {
+    for case in kinds() {
+        let name = case.1;
         t.push(cpu_test(
             format!("encode::csr_dense_and_saemodel_agree_cpu_{name}"),
-            move |rng| encode_agrees(rng, kind, name, DeviceChoice::Cpu),
+            move |rng| encode_agrees(rng, case, DeviceChoice::Cpu),
         ));
         t.push(gpu_test(
             format!("encode::csr_dense_and_saemodel_agree_gpu_{name}"),
-            move |_, rng| encode_agrees(rng, kind, name, DeviceChoice::Gpu),
+            move |_, rng| encode_agrees(rng, case, DeviceChoice::Gpu),
         ));
     }
     t.push(cpu_test(
