@@ -9,9 +9,10 @@
 //!   pre = xc W_enc + b_enc              gemm          } (topk: gemm_block_max)
 //!   standard: z = max(pre, 0)           relu_forward
 //!   jumprelu: z = pre * [pre > theta]   jumprelu_forward (log_theta = ln theta)
-//!             (the CPU: forward::activation_cpu, training's codes stage: the kept
-//!             entries as codes while they fit `engine::code_capacity`, as in
-//!             training, else the dense z above; the GPU: the dense z)
+//!             (training's codes stage: the kept entries as codes while they fit
+//!             `engine::code_capacity`, else the dense z above; on the GPU
+//!             activation_codes_from_bmax and a gate deciding on the device, on the
+//!             CPU forward::activation_cpu)
 //!   topk:     top k of pre per row      topk_codes_from_bmax / forward::topk_cpu (the k
 //!                                       largest positive, latents ascending, as training)
 //!   x_hat = z W_dec + b_dec             gemm (dense z) or sparse_decode (codes)
@@ -31,22 +32,25 @@
 //! device buffers are sized for it once), so memory stays bounded whatever the size of
 //! the data.
 
+mod gpu;
+
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use safetensors::Dtype;
 
 use super::engine::code_capacity;
 use super::export::{Codes, SaeKind, SaeModel};
-use super::forward::{EncoderWeights, activation_cpu, encode_cpu, encode_gpu, topk_cpu};
+use super::forward::{EncoderWeights, activation_cpu, encode_cpu, topk_cpu};
 use crate::data::Shard;
-use crate::gpu::{Engine, Gpu, GpuTensor};
+use crate::gpu::Engine;
 use crate::io::StreamWriter;
 use crate::reference::gemm::GemmSpec;
 use crate::reference::reduce::{METRIC_SLOTS, slot};
 use crate::{Error, Result};
+use gpu::GpuSae;
 
 /// Rows per batch so that the pre-activations (rows, d_sae) take about 64 MiB.
 pub fn default_batch(d_sae: usize) -> usize {
@@ -149,29 +153,6 @@ pub struct Encoder {
 enum Backend {
     Cpu { fired: Mutex<Vec<u32>> },
     Gpu(Box<GpuSae>),
-}
-
-/// The weights on the device and the buffers of a batch of `Encoder::batch` rows (a
-/// shorter batch uses their first rows).
-struct GpuSae {
-    gpu: Arc<Gpu>,
-    w_enc: GpuTensor,
-    b_enc: GpuTensor,
-    w_dec: GpuTensor,
-    b_dec: GpuTensor,
-    log_theta: GpuTensor,
-    ones: GpuTensor,
-    fired: GpuTensor,
-    metrics: GpuTensor,
-    x: GpuTensor,
-    xc: GpuTensor,
-    pre: GpuTensor,
-    x_hat: GpuTensor,
-    /// standard / jumprelu: z (rows, n)
-    z: Option<GpuTensor>,
-    /// topk: the block maxima of pre (rows, blocks(n)) u32, then the codes as CSR: row_ptr
-    /// (rows + 1) u32, idx (rows, k) u32, val (rows, k)
-    topk: Option<[GpuTensor; 4]>,
 }
 
 impl Encoder {
@@ -295,9 +276,8 @@ fn weights<'a, T: ?Sized>(
     }
 }
 
-/// The CPU engine's batch: the sequence of `GpuSae::run` with the CPU twins, but for ReLU /
-/// JumpReLU, whose kept entries go on as codes (training's rule; see the module doc). The
-/// top-k has no order on NaN: non-finite pre-activations (weights holding NaN or Inf) are
+/// The CPU engine's batch: the sequence of `GpuSae::run` (`infer/gpu.rs`) with the CPU
+/// twins. The top-k has no order on NaN: non-finite pre-activations (weights holding NaN or Inf) are
 /// an error, not a panic.
 fn run_cpu(
     m: &SaeModel,
@@ -370,132 +350,6 @@ fn run_cpu(
         (None, None) => unreachable!("codes or z"),
     });
     Ok(BatchOut::of(x_hat, &metrics, codes))
-}
-
-impl GpuSae {
-    fn new(gpu: Arc<Gpu>, model: &SaeModel, log_theta: &[f32], rows: usize) -> Result<GpuSae> {
-        let g = &*gpu;
-        let (d, n) = (model.d, model.n);
-        // The decoder's side: d_out columns for a transcoder.
-        let d_out = model.out_dim();
-        let lt: &[f32] = if log_theta.is_empty() {
-            &[0.0]
-        } else {
-            log_theta
-        };
-        let (z, topk) = match model.kind {
-            SaeKind::Topk { k } => (
-                None,
-                Some([
-                    g.zeros_u32("bmax", &[rows, n.div_ceil(crate::kernels::codes::BLOCK)])?,
-                    g.zeros_u32("row_ptr", &[rows + 1])?,
-                    g.zeros_u32("idx", &[rows, k])?,
-                    g.zeros("val", &[rows, k])?,
-                ]),
-            ),
-            _ => (Some(g.zeros("z", &[rows, n])?), None),
-        };
-        Ok(GpuSae {
-            w_enc: g.upload("W_enc", &[d, n], &model.w_enc)?,
-            b_enc: g.upload("b_enc", &[n], &model.b_enc)?,
-            w_dec: g.upload("W_dec", &[n, d_out], &model.w_dec)?,
-            b_dec: g.upload("b_dec", &[d_out], &model.b_dec)?,
-            log_theta: g.upload("log_theta", &[lt.len()], lt)?,
-            ones: g.upload("unit weights", &[n], &vec![1.0; n])?,
-            fired: g.zeros_u32("fired", &[n])?,
-            metrics: g.zeros("metrics", &[METRIC_SLOTS])?,
-            x: g.zeros("x", &[rows, d])?,
-            xc: g.zeros("xc", &[rows, d])?,
-            pre: g.zeros("pre", &[rows, n])?,
-            x_hat: g.zeros("x_hat", &[rows, d_out])?,
-            z,
-            topk,
-            gpu,
-        })
-    }
-
-    /// `rows` rows of x through the encoder (and, with `decode`, the decoder and the
-    /// counts), on the first rows of the batch buffers.
-    fn run(
-        &self,
-        m: &SaeModel,
-        x: &[f32],
-        rows: usize,
-        want: bool,
-        decode: bool,
-    ) -> Result<BatchOut> {
-        use crate::kernels::{activations, codes, gemm, reduce, sparse};
-        let (g, n) = (&*self.gpu, m.n);
-        let first = |t: &GpuTensor| t.prefix(&[rows, t.shape[1]]);
-        let (bx, xc, pre, x_hat) = (
-            &first(&self.x),
-            &first(&self.xc),
-            &first(&self.pre),
-            &first(&self.x_hat),
-        );
-        g.write(bx, x)?;
-        g.fill(&self.metrics, 0.0);
-        let mut encoder = g.encoder();
-        let enc = &mut encoder;
-        // A transcoder's input goes to the encoder as it is (its b_dec is in the output space).
-        let xc = if m.d_out.is_some() { bx } else { xc };
-        let w = weights(m, &self.w_enc, &self.b_enc, &self.b_dec);
-        let tk = self
-            .topk
-            .as_ref()
-            .map(|[bm, rp, idx, val]| [first(bm), rp.prefix(&[rows + 1]), first(idx), first(val)]);
-        let bmax = tk.as_ref().map(|[bm, ..]| (bm, None));
-        encode_gpu(g, enc, &w, bx, rows, xc, pre, bmax)?;
-        // The decoder's side: d_out columns for a transcoder.
-        let d = m.out_dim();
-        let (w_dec, b_dec, ones) = (&self.w_dec, Some(&self.b_dec), &self.ones);
-        let (fired, metrics) = (&self.fired, &self.metrics);
-        let z = self.z.as_ref().map(first);
-        match (&z, &tk) {
-            (_, Some([bmax, row_ptr, idx, val])) => {
-                let k = idx.shape[1];
-                codes::selection::topk_codes_from_bmax(g, enc, pre, k, bmax, row_ptr, idx, val)?;
-                if decode {
-                    #[rustfmt::skip]
-                    sparse::sparse_decode(g, enc, row_ptr, idx, val, w_dec, b_dec, rows, n, d, x_hat)?;
-                    #[rustfmt::skip]
-                    reduce::sparse_stats(g, enc, row_ptr, idx, val, rows, n, ones, fired, metrics)?;
-                }
-            }
-            (Some(z), None) => {
-                if m.kind == SaeKind::Jumprelu {
-                    activations::jumprelu_forward(g, enc, pre, rows, n, &self.log_theta, z)?;
-                } else {
-                    activations::relu_forward(g, enc, pre, z)?;
-                }
-                if decode {
-                    let spec = GemmSpec::nn(rows, d, n);
-                    gemm::gemm(g, enc, &spec, z, w_dec, b_dec, x_hat)?;
-                    reduce::dense_stats(g, enc, z, rows, n, ones, fired, metrics)?;
-                }
-            }
-            _ => unreachable!("one of z and topk is allocated"),
-        }
-        g.submit(encoder);
-        let (x_hat, metrics) = if decode {
-            (g.read_f32(x_hat)?, g.read_f32(metrics)?)
-        } else {
-            (Vec::new(), vec![0.0; METRIC_SLOTS])
-        };
-        let codes = if want {
-            match (&z, &tk) {
-                (_, Some([_, row_ptr, idx, val])) => {
-                    let (rp, idx, val) = (g.read_u32(row_ptr)?, g.read_u32(idx)?, g.read_f32(val)?);
-                    Some(csr_codes(&rp, &idx, &val))
-                }
-                (Some(z), _) => Some(dense_to_codes(&g.read_f32(z)?, rows, n)),
-                _ => None,
-            }
-        } else {
-            None
-        };
-        Ok(BatchOut::of(x_hat, &metrics, codes))
-    }
 }
 
 /// Call `f(x, rows)` on consecutive batches of at most `batch` rows of every shard in order
