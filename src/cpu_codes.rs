@@ -8,6 +8,8 @@
 //! lists). The selection is the same set (the order by (key, latent) is total), so the codes
 //! are bitwise the reference's.
 //!
+//! [`activation_codes`] is the reference's ReLU / JumpReLU codes, bitwise, over rayon.
+//!
 //! [`batchtopk`] is [`crate::reference::topk::batchtopk`]'s (BatchTopK: the k_total largest
 //! entries of the whole batch), bitwise too, selecting among the entries at or above a
 //! bound from block maxima instead of over a sorted copy of the batch.
@@ -267,6 +269,59 @@ fn batch_threshold(x: &[f32], rows: usize, n: usize, k_total: usize) -> Option<f
     Some(*cand.select_nth_unstable_by(k_total - 1, desc).1)
 }
 
+/// Codes as CSR: row_ptr (rows + 1), idx, val and pre_val (nnz).
+pub type CsrCodes = (Vec<u32>, Vec<u32>, Vec<f32>, Vec<f32>);
+
+/// [`crate::reference::codes::activation_codes`]'s contract (the entries a ReLU, or a
+/// JumpReLU with (log_threshold, window), keeps, as CSR with latents ascending: row_ptr,
+/// idx, val, pre_val), bitwise: each threshold's exp is taken once instead of once per
+/// entry, and the rows run over rayon's pool.
+pub fn activation_codes(
+    x: &[f32],
+    rows: usize,
+    n: usize,
+    jumprelu: Option<(&[f32], f32)>,
+) -> CsrCodes {
+    assert_eq!(x.len(), rows * n, "activation_codes: x");
+    let theta: Option<Vec<f32>> = jumprelu.map(|(l, _)| {
+        assert_eq!(l.len(), n, "activation_codes: log_threshold");
+        l.iter().map(|v| v.exp()).collect()
+    });
+    let eps = jumprelu.map_or(0.0, |(_, e)| e);
+    // Per task of rows: each row's count, then the kept (latent, value, pre) in order.
+    let parts: Vec<CsrCodes> = x
+        .par_chunks((ROWS_PER_TASK * n).max(1))
+        .map(|block| {
+            let (mut counts, mut idx, mut val, mut pre) = (vec![], vec![], vec![], vec![]);
+            for row in block.chunks(n.max(1)) {
+                let before = idx.len();
+                for (i, &v) in row.iter().enumerate() {
+                    let jump = theta.as_ref().map(|t| (t[i], eps));
+                    if let Some(a) = crate::reference::codes::keep(v, jump) {
+                        idx.push(i as u32);
+                        val.push(a);
+                        pre.push(v);
+                    }
+                }
+                counts.push((idx.len() - before) as u32);
+            }
+            (counts, idx, val, pre)
+        })
+        .collect();
+    let mut out = (vec![0u32; rows + 1], vec![], vec![], vec![]);
+    let mut r = 0;
+    for (counts, idx, val, pre) in parts {
+        for c in counts {
+            out.0[r + 1] = out.0[r] + c;
+            r += 1;
+        }
+        out.1.extend(idx);
+        out.2.extend(val);
+        out.3.extend(pre);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +355,29 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn activation_codes_match_the_reference_bitwise() {
+        use crate::reference::codes::activation_codes as reference;
+        let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
+        let specials = [0.0, -0.0, 0.25, 0.5, -0.25, f32::INFINITY, 1e-40, -1e-40];
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for &(rows, n) in &[(0, 4), (1, 1), (3, 5), (17, 64), (40, 300), (5, 1000)] {
+            let x = coarse(&mut rng, rows * n, &specials);
+            // Thresholds on the grid of x's values (ties at theta), and the window.
+            let log_thr: Vec<f32> = (0..n)
+                .map(|_| ((rng.random_range(1i32..6) as f32) * 0.25).ln())
+                .collect();
+            for jump in [None, Some((&log_thr[..], 0.0)), Some((&log_thr[..], 0.5))] {
+                let a = reference(&x, rows, n, jump);
+                let b = activation_codes(&x, rows, n, jump);
+                let what = format!("rows {rows} n {n} jump {:?}", jump.map(|j| j.1));
+                assert_eq!((&a.0, &a.1), (&b.0, &b.1), "row_ptr, idx: {what}");
+                assert_eq!(bits(&a.2), bits(&b.2), "val: {what}");
+                assert_eq!(bits(&a.3), bits(&b.3), "pre_val: {what}");
+            }
+        }
     }
 
     #[test]

@@ -324,7 +324,7 @@ pub fn threshold_offsets(log_thr: &[f32], eps: f32, off: &mut [f32]) {
 /// (JumpReLU: Some((theta, eps))), and its activation value: ReLU keeps v > 0 (value v);
 /// JumpReLU keeps v > theta (value v) and the window |v - theta| <= eps / 2 below it
 /// (value 0), where its threshold gradient lives.
-fn keep(v: f32, jump: Option<(f32, f32)>) -> Option<f32> {
+pub(crate) fn keep(v: f32, jump: Option<(f32, f32)>) -> Option<f32> {
     match jump {
         None => (v > 0.0).then_some(v),
         Some((theta, eps)) => {

@@ -81,12 +81,12 @@ pub fn topk_cpu(
 }
 
 /// activation on the CPU (ReLU, or JumpReLU with `jump` = (log_threshold, window)): the
-/// kept entries of `pre` (rows, n) as CSR codes, latents ascending (`activation_codes`).
+/// kept entries of `pre` (rows, n) as CSR codes, latents ascending (`activation_codes`, the
+/// CPU engine's twin of the reference's).
 /// JumpReLU keeps pre > theta, and also the window |pre - theta| <= window / 2 below it at
 /// value 0, where training's threshold gradient lives (inference passes a window of 0).
 pub fn activation_cpu(pre: &[f32], rows: usize, n: usize, jump: Option<(&[f32], f32)>) -> Codes {
-    let (row_ptr, idx, val, pre_val) =
-        crate::reference::codes::activation_codes(pre, rows, n, jump);
+    let (row_ptr, idx, val, pre_val) = crate::cpu_codes::activation_codes(pre, rows, n, jump);
     Codes {
         row_ptr,
         idx,
