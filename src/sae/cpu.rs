@@ -2,10 +2,10 @@
 //! stages of the GPU engine (`gpu.rs`), with the same names in the same order, so the two
 //! files read side by side. It is both the judge of the GPU engine and the engine that runs
 //! when there is no hardware GPU: the reference kernels, except where a faster twin gives
-//! bitwise the same result (top-k and batch top-k: `cpu_codes`; sparse decode, sparse dot,
-//! W_enc's sparse gradient: `cpu_sparse`; Adam: `cpu_optim`; each tested bit for bit
-//! against the reference) and the dense products (`crate::blas`, tested against the
-//! reference). The CPU takes the whole batch as one chunk (the GPU splits a batch whose
+//! bitwise the same result (top-k, batch top-k and the ReLU / JumpReLU codes: `cpu_codes`;
+//! sparse decode, sparse dot, W_enc's sparse gradient: `cpu_sparse`; Adam: `cpu_optim`;
+//! each tested bit for bit against the reference) and the dense products (`crate::blas`,
+//! tested against the reference). The CPU takes the whole batch as one chunk (the GPU splits a batch whose
 //! pre-activations exceed one storage binding; the math is the same).
 //!
 //! A step, for input rows x (B, d) already scaled (a transcoder's: x (B, d_in) followed by

@@ -11,8 +11,9 @@
 //!            AuxK's dead list), as CSR with latents ascending (topk_codes; on the GPU from
 //!            the encode's block maxima: topk_codes_from_bmax)
 //!   activation  ReLU / JumpReLU: the kept entries of each row as CSR (activation_codes;
-//!            the CPU's, `activation_cpu`; the GPU engine's step gates it with a dense
-//!            fallback past `engine::code_capacity`, the CPU encoder follows the same rule)
+//!            on the CPU `activation_cpu`, on the GPU activation_codes_from_bmax), kept as
+//!            codes while they fit `engine::code_capacity`, else a dense z: the rule of the
+//!            training step and of the `Encoder`, on both engines
 //!
 //! The CPU side runs the CPU engine's products (`crate::blas`) and selection
 //! (`crate::cpu_codes`), each tested against `crate::reference`.

@@ -9,8 +9,8 @@
 //!   pre = xc W_enc + b_enc              gemm          } (topk: gemm_block_max)
 //!   standard: z = max(pre, 0)           relu_forward
 //!   jumprelu: z = pre * [pre > theta]   jumprelu_forward (log_theta = ln theta)
-//!             (training's codes stage: the kept entries as codes while they fit
-//!             `engine::code_capacity`, else the dense z above; on the GPU
+//!             both as training's codes stage: the kept entries as codes while they fit
+//!             `engine::code_capacity`, else the dense z above (on the GPU
 //!             activation_codes_from_bmax and a gate deciding on the device, on the
 //!             CPU forward::activation_cpu)
 //!   topk:     top k of pre per row      topk_codes_from_bmax / forward::topk_cpu (the k
@@ -277,8 +277,8 @@ fn weights<'a, T: ?Sized>(
 }
 
 /// The CPU engine's batch: the sequence of `GpuSae::run` (`infer/gpu.rs`) with the CPU
-/// twins. The top-k has no order on NaN: non-finite pre-activations (weights holding NaN or Inf) are
-/// an error, not a panic.
+/// twins. The top-k has no order on NaN: non-finite pre-activations (weights holding NaN
+/// or Inf) are an error, not a panic.
 fn run_cpu(
     m: &SaeModel,
     log_theta: &[f32],
