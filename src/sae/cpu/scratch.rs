@@ -3,7 +3,9 @@
 //! A step at 4096 x 16384 needs 256 MiB of pre-activations, the gradients (two 32 MiB
 //! matrices) and a few MiB per row buffer. Allocated afresh each step, each is a new
 //! mapping the kernel faults in and zeroes page by page, then unmaps with TLB shootdowns
-//! across the threads: `perf` put ~15 % of a CPU step in the kernel. Where freshly faulted
+//! across the threads (`io::keep_freed_memory` keeps the binary's allocations under 32 MiB
+//! in the heap, not these, and a bench or a library caller does not set it): `perf` put
+//! ~15 % of a CPU step in the kernel. Where freshly faulted
 //! pages are slow (this VM, after the process freed lavapipe's buffers: the train bench's
 //! CPU rows, `--device auto`'s first calibration), half the step went to `clear_page`, and
 //! the bench's CPU topk_dead step took 2.2-2.5 s instead of 1.1-1.4. A [`Scratch`] hands
