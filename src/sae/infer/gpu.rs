@@ -11,11 +11,20 @@ use std::sync::Arc;
 use super::{BatchOut, csr_codes, dense_to_codes, weights};
 use crate::Result;
 use crate::gpu::{Gate, Gpu, GpuTensor};
+use crate::kernels::codes::compaction::threshold_offsets;
 use crate::reference::gemm::GemmSpec;
 use crate::reference::reduce::METRIC_SLOTS;
 use crate::sae::engine::code_capacity;
 use crate::sae::export::{SaeKind, SaeModel};
 use crate::sae::forward::encode_gpu;
+
+/// Slots of a batch's codes: rows k for TopK, `code_capacity` for ReLU / JumpReLU.
+fn code_slots(kind: SaeKind, rows: usize, n: usize) -> usize {
+    match kind {
+        SaeKind::Topk { k } => rows * k,
+        _ => code_capacity(rows, n),
+    }
+}
 
 /// Room for the dispatches a batch records under its gate (either path: a few each).
 const GATE_SLOTS: usize = 64;
@@ -76,16 +85,21 @@ impl GpuSae {
         } else {
             log_theta
         };
-        let cap = match model.kind {
-            SaeKind::Topk { k } => rows * k,
-            _ => code_capacity(rows, n),
-        };
+        let cap = code_slots(model.kind, rows, n);
+        let log_theta = g.upload("log_theta", &[lt.len()], lt)?;
         let act = match model.kind {
             SaeKind::Topk { .. } => None,
             kind => Some(Activation {
                 pre_val: g.zeros("pre_val", &[cap])?,
                 off: match kind {
-                    SaeKind::Jumprelu => Some(g.zeros("thresholds", &[n])?),
+                    SaeKind::Jumprelu => {
+                        // The thresholds never change: taken once, here.
+                        let off = g.zeros("thresholds", &[n])?;
+                        let mut enc = g.encoder();
+                        threshold_offsets(g, &mut enc, &log_theta, 0.0, &off)?;
+                        g.submit(enc);
+                        Some(off)
+                    }
                     _ => None,
                 },
                 z: g.zeros("z", &[rows, n])?,
@@ -98,7 +112,7 @@ impl GpuSae {
             b_enc: g.upload("b_enc", &[n], &model.b_enc)?,
             w_dec: g.upload("W_dec", &[n, d_out], &model.w_dec)?,
             b_dec: g.upload("b_dec", &[d_out], &model.b_dec)?,
-            log_theta: g.upload("log_theta", &[lt.len()], lt)?,
+            log_theta,
             ones: g.upload("unit weights", &[n], &vec![1.0; n])?,
             fired: g.zeros_u32("fired", &[n])?,
             metrics: g.zeros("metrics", &[METRIC_SLOTS])?,
@@ -125,7 +139,7 @@ impl GpuSae {
         want: bool,
         decode: bool,
     ) -> Result<BatchOut> {
-        use crate::kernels::codes::compaction::{activation_codes_from_bmax, threshold_offsets};
+        use crate::kernels::codes::compaction::activation_codes_from_bmax;
         use crate::kernels::codes::selection::topk_codes_from_bmax;
         use crate::kernels::{activations, gemm, ops, reduce, sparse};
         let (g, n) = (&*self.gpu, m.n);
@@ -138,10 +152,7 @@ impl GpuSae {
             &first(&self.bmax),
         );
         // The codes of this many rows.
-        let cap = match m.kind {
-            SaeKind::Topk { k } => rows * k,
-            _ => code_capacity(rows, n),
-        };
+        let cap = code_slots(m.kind, rows, n);
         let rp = &self.row_ptr.prefix(&[rows + 1]);
         let (idx, val) = (&self.idx.prefix(&[cap]), &self.val.prefix(&[cap]));
         g.write(bx, x)?;
@@ -152,9 +163,6 @@ impl GpuSae {
         let xc = if m.d_out.is_some() { bx } else { xc };
         let w = weights(m, &self.w_enc, &self.b_enc, &self.b_dec);
         let off = self.act.as_ref().and_then(|a| a.off.as_ref());
-        if let Some(off) = off {
-            threshold_offsets(g, enc, &self.log_theta, 0.0, off)?;
-        }
         encode_gpu(g, enc, &w, bx, rows, xc, pre, Some((bmax, off)))?;
         // The decoder's side: d_out columns for a transcoder.
         let d = m.out_dim();
