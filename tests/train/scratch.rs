@@ -2,7 +2,8 @@
 //! Every architecture and path, N steps of `CpuEngine` (buffers reused) against N steps of
 //! `cpu::step` (fresh buffers each step), on the same batches: the states must be equal bit
 //! for bit, so no value of one step leaks into the next (a stale gradient row of a latent
-//! without entries, a stale reconstruction, AuxK's buffers once no latent is dead).
+//! without entries, a stale reconstruction, AuxK's buffers once no latent is dead), and
+//! the buffers must really be reused.
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::sae::config::BatchDtype;
@@ -42,6 +43,12 @@ fn case(
         let x = randn(rng, rows * width, 1.0);
         step(&cfg, &mut fresh, &x, rows);
         eng.step(&cfg, &x, rows).map_err(fail)?;
+    }
+    // Every step after the first takes its buffers from the scratch: at least the
+    // pre-activations and each gradient tensor but the empty ones.
+    let reused = eng.scratch.reused();
+    if reused < (STEPS as u64 - 1) * 4 {
+        return Err(format!("{arch:?}: {reused} buffers reused over {STEPS} steps").into());
     }
     let kept = eng.state().map_err(fail)?;
     let pairs = kept

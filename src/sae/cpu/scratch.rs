@@ -18,6 +18,7 @@
 #[derive(Default)]
 pub struct Scratch {
     free: Vec<Vec<f32>>,
+    reused: u64,
 }
 
 /// More free buffers than a step takes means the shapes changed: the rest are dropped.
@@ -48,8 +49,14 @@ impl Scratch {
         }
     }
 
+    /// How many buffers were handed out again rather than allocated.
+    pub fn reused(&self) -> u64 {
+        self.reused
+    }
+
     fn recycled(&mut self, len: usize) -> Option<Vec<f32>> {
         let i = self.free.iter().position(|v| v.len() == len)?;
+        self.reused += 1;
         Some(self.free.swap_remove(i))
     }
 }
