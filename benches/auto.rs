@@ -1,0 +1,122 @@
+//! `--device auto`'s model against the steps it predicts: calibrates both engines as
+//! `saeforge train --device auto` does (`engine_choice::calibrate`, not the cached file),
+//! then times real topk steps (k 32, random data) on both at each shape and prints the
+//! model's and the measured milliseconds per step, and whether the model picks the faster
+//! engine.
+//!
+//!     cargo bench --bench auto [-- B,D,N ...]
+//!
+//! Default shapes: 1024,128,1024  512,384,6144  4096,512,16384  4096,2048,16384 (the last
+//! is the one the former model, whose product weight came from the probe steps, sent to
+//! lavapipe). Each engine: one warm-up step, then the best of 2. Needs a wgpu adapter
+//! (lavapipe is the case the model is for; on a hardware adapter `--device auto` does not
+//! consult it).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use saeforge::engine_choice::{Shape, calibrate};
+use saeforge::gpu::Gpu;
+use saeforge::sae::cpu::CpuEngine;
+use saeforge::sae::engine::{StepEngine, TrainState};
+use saeforge::sae::gpu::GpuEngine;
+use saeforge::sae::{Arch, SaeParams, TrainArgs, TrainConfig};
+
+fn step_s(e: &mut dyn StepEngine, cfg: &TrainConfig, x: &[f32]) -> saeforge::Result<f64> {
+    e.step(cfg, x, cfg.batch)?;
+    e.take_metrics()?;
+    let mut best = f64::MAX;
+    for _ in 0..2 {
+        let t0 = Instant::now();
+        e.step(cfg, x, cfg.batch)?;
+        e.take_metrics()?;
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn shapes() -> Vec<Shape> {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let given: Vec<Shape> = args
+        .iter()
+        .filter_map(|a| {
+            let v: Vec<usize> = a.split(',').filter_map(|x| x.parse().ok()).collect();
+            (v.len() == 3).then(|| Shape {
+                batch: v[0],
+                d: v[1],
+                n: v[2],
+            })
+        })
+        .collect();
+    if !given.is_empty() {
+        return given;
+    }
+    [
+        (1024, 128, 1024),
+        (512, 384, 6144),
+        (4096, 512, 16384),
+        (4096, 2048, 16384),
+    ]
+    .map(|(batch, d, n)| Shape { batch, d, n })
+    .to_vec()
+}
+
+fn main() -> saeforge::Result<()> {
+    let gpu = Arc::new(Gpu::new(std::env::var("SAEFORGE_ADAPTER").ok().as_deref())?);
+    println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
+    let cal = calibrate(&gpu, "bench")?;
+    println!("cpu engine: {:?}\ngpu engine: {:?}", cal.cpu, cal.gpu);
+    println!("B, d -> n                cpu model  cpu measured   gpu model  gpu measured  pick");
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for s in shapes() {
+        let args = TrainArgs {
+            out: Some("unused".into()),
+            arch: Some(Arch::Topk),
+            d_sae: Some(s.n),
+            k: Some(32),
+            batch: Some(s.batch),
+            steps: Some(1000),
+            ..Default::default()
+        };
+        let cfg = TrainConfig::resolve(&args, s.d, 1 << 30)?;
+        let x: Vec<f32> = (0..s.batch * s.d)
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect();
+        let st = TrainState::new(SaeParams::init(&cfg, &x));
+        let measured_gpu = match GpuEngine::check_capacity(&gpu, &cfg) {
+            Ok(()) => {
+                let mut g = GpuEngine::new(gpu.clone(), &cfg, &st)?;
+                Some(step_s(&mut g, &cfg, &x)?)
+            }
+            Err(_) => None,
+        };
+        let measured_cpu = step_s(&mut CpuEngine::new(st), &cfg, &x)?;
+        let (mc, mg) = (cal.cpu.step_s(&s), cal.gpu.step_s(&s));
+        let pick = |cpu_faster: bool| if cpu_faster { "cpu" } else { "gpu" };
+        let verdict = match measured_gpu {
+            Some(g) => {
+                let (model, truth) = (pick(mc <= mg), pick(measured_cpu <= g));
+                format!(
+                    "{model} ({})",
+                    if model == truth { "right" } else { "WRONG" }
+                )
+            }
+            None => "cpu (does not fit the GPU)".into(),
+        };
+        println!(
+            "{:<22} {:>10.1} {:>13.1} {:>11.1} {:>13} {verdict}",
+            format!("{}, {} -> {}", s.batch, s.d, s.n),
+            mc * 1e3,
+            measured_cpu * 1e3,
+            mg * 1e3,
+            measured_gpu.map_or("-".into(), |g| format!("{:.1}", g * 1e3)),
+        );
+    }
+    Ok(())
+}
