@@ -14,6 +14,11 @@
 //! entries of the whole batch), bitwise too, selecting among the entries at or above a
 //! bound from block maxima instead of over a sorted copy of the batch.
 //!
+//! Each row's scan starts from a floor: the k-th largest of the row's 32-entry chunk
+//! maxima, a lower bound on its k-th largest entry; chunks with nothing at the floor are
+//! skipped after one vectorised comparison, and in the others only the entries at the
+//! floor (a bit mask) are pushed as candidates.
+//!
 //! It matters most for AuxK with many dead latents: the reference sorts every positive dead
 //! entry of every row (a quarter of 16384 latents dead at batch 4096: 4096 sorts of ~2000
 //! keys per step), this selects in one pass over the dead columns of each row.
@@ -25,7 +30,7 @@ use crate::reference::codes::key_of;
 /// Rows per rayon task: enough work to pay for the task.
 const ROWS_PER_TASK: usize = 16;
 
-/// Entries per vectorised scan of a row against the floor.
+/// Entries per vectorised scan of a row against the floor (one bit each in a u32 mask).
 const SCAN_CHUNK: usize = 32;
 
 /// The float whose key is `floor` when that is a positive float's key, else 0 (every
@@ -47,12 +52,41 @@ fn keep_best(scratch: &mut Vec<(u32, u32)>, k: usize) {
     }
 }
 
+/// The key of the k-th largest of `row`'s [`SCAN_CHUNK`]-entry chunk maxima when it is a
+/// positive float, else 0 (no floor): a lower bound on the row's k-th largest entry. NaN
+/// entries count as absent, as in the selection, which never takes them. `maxima` is
+/// scratch.
+fn chunk_max_floor(row: &[f32], k: usize, maxima: &mut Vec<f32>) -> u32 {
+    if k == 0 || k > row.len().div_ceil(SCAN_CHUNK) {
+        return 0;
+    }
+    // `v > m` is false for NaN, so NaN never becomes a maximum.
+    let max = |a: f32, v: f32| if v > a { v } else { a };
+    maxima.clear();
+    maxima.extend(row.chunks(SCAN_CHUNK).map(|c| {
+        // Eight running maxima, a vector register's worth, then their maximum.
+        let mut m = [f32::NEG_INFINITY; 8];
+        let mut lanes = c.chunks_exact(8);
+        for lane in &mut lanes {
+            for (m, &v) in m.iter_mut().zip(lane) {
+                *m = max(*m, v);
+            }
+        }
+        m.iter()
+            .chain(lanes.remainder())
+            .fold(f32::NEG_INFINITY, |a, &v| max(a, v))
+    }));
+    let (_, kth, _) = maxima.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    if *kth > 0.0 { key_of(*kth) } else { 0 }
+}
+
 /// One row's top-k into `idx` / `val` (at most k entries, latents ascending); the count.
 fn row_topk(
     row: &[f32],
     list: Option<&[u32]>,
     k: usize,
     scratch: &mut Vec<(u32, u32)>,
+    maxima: &mut Vec<f32>,
     idx: &mut [u32],
     val: &mut [f32],
 ) -> usize {
@@ -79,16 +113,25 @@ fn row_topk(
     };
     match list {
         None => {
+            // The floor starts at the k-th largest of the chunks' maxima when that is
+            // positive: the row's k-th largest entry is at least that large (k chunks hold
+            // an entry that large), so every entry of the top k reaches it, ties included.
+            floor = chunk_max_floor(row, k, maxima);
             // Chunks with no entry at the floor are skipped after one vectorised scan (the
             // floor's value as a float: for positive entries the key order is the float
             // order, and NaN passes neither test, as in `push`).
             for (c, chunk) in row.chunks(SCAN_CHUNK).enumerate() {
                 let at = floor_value(floor);
-                if !chunk.iter().fold(false, |a, &v| a | (v > 0.0 && v >= at)) {
-                    continue;
-                }
-                for (t, &v) in chunk.iter().enumerate() {
-                    push(scratch, &mut floor, v, (c * SCAN_CHUNK + t) as u32);
+                // One bit per entry at the floor; only those are pushed (`push` checks
+                // them again against the floor as it rises).
+                let mut mask = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |m, (t, &v)| m | (((v > 0.0 && v >= at) as u32) << t));
+                while mask != 0 {
+                    let t = mask.trailing_zeros() as usize;
+                    mask &= mask - 1;
+                    push(scratch, &mut floor, chunk[t], (c * SCAN_CHUNK + t) as u32);
                 }
             }
         }
@@ -140,10 +183,11 @@ pub fn topk_codes(
         .zip(val.par_chunks_mut(k * task))
         .zip(counts.par_chunks_mut(task))
         .for_each(|(((xs, is), vs), cs)| {
-            let mut scratch = Vec::new();
+            let (mut scratch, mut maxima) = (Vec::new(), Vec::new());
             for (r, c) in cs.iter_mut().enumerate() {
                 let (i, v) = (&mut is[r * k..(r + 1) * k], &mut vs[r * k..(r + 1) * k]);
-                *c = row_topk(&xs[r * n..(r + 1) * n], list, k, &mut scratch, i, v) as u32;
+                let row = &xs[r * n..(r + 1) * n];
+                *c = row_topk(row, list, k, &mut scratch, &mut maxima, i, v) as u32;
             }
         });
     row_ptr[0] = 0;
@@ -458,7 +502,8 @@ mod tests {
     }
 
     /// `cargo test --release --lib cpu_codes::tests::timing -- --ignored --nocapture`: AuxK's
-    /// selection at 4096 x 16384 with a quarter of the latents dead, and the top-32.
+    /// selection at 4096 x 16384 with a quarter of the latents dead, the top-32, BatchTopK,
+    /// and the top-k at two smaller shapes.
     #[test]
     #[ignore]
     fn timing() {
@@ -501,5 +546,23 @@ mod tests {
         batchtopk(&x, rows, n, kt, &mut o.0, &mut o.1, &mut o.2, &mut o.3);
         let f = t.elapsed().as_secs_f64();
         println!("batchtopk k_total {kt}: reference {r:.3} s, cpu_codes {f:.3} s");
+        // The top-k at the speed issue's smaller shapes (median of 9 calls).
+        for (rows, n, k) in [(1024, 1024, 13), (512, 6144, 32)] {
+            let x: Vec<f32> = (0..rows * n).map(|_| rng.random::<f32>() - 0.5).collect();
+            let mut o = (
+                vec![0u32; rows + 1],
+                vec![0u32; rows * k],
+                vec![0.0f32; rows * k],
+            );
+            let mut t: Vec<f64> = (0..9)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    topk_codes(&x, rows, n, k, None, &mut o.0, &mut o.1, &mut o.2);
+                    t.elapsed().as_secs_f64()
+                })
+                .collect();
+            t.sort_by(f64::total_cmp);
+            println!("{rows} x {n} top-{k}: cpu_codes {:.2} ms", t[4] * 1e3);
+        }
     }
 }
