@@ -18,12 +18,12 @@ use std::time::Instant;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-use saeforge::engine_choice::{Shape, calibrate};
+use saeforge::engine_choice::{Shape, calibrate, probe_config};
 use saeforge::gpu::Gpu;
 use saeforge::sae::cpu::CpuEngine;
 use saeforge::sae::engine::{StepEngine, TrainState};
 use saeforge::sae::gpu::GpuEngine;
-use saeforge::sae::{Arch, SaeParams, TrainArgs, TrainConfig};
+use saeforge::sae::{SaeParams, TrainConfig};
 
 fn step_s(e: &mut dyn StepEngine, cfg: &TrainConfig, x: &[f32]) -> saeforge::Result<f64> {
     e.step(cfg, x, cfg.batch)?;
@@ -75,16 +75,7 @@ fn main() -> saeforge::Result<()> {
     println!("B, d -> n                cpu model  cpu measured   gpu model  gpu measured  pick");
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for s in shapes() {
-        let args = TrainArgs {
-            out: Some("unused".into()),
-            arch: Some(Arch::Topk),
-            d_sae: Some(s.n),
-            k: Some(32),
-            batch: Some(s.batch),
-            steps: Some(1000),
-            ..Default::default()
-        };
-        let cfg = TrainConfig::resolve(&args, s.d, 1 << 30)?;
+        let cfg = probe_config(&s, 32)?;
         let x: Vec<f32> = (0..s.batch * s.d)
             .map(|_| StandardNormal.sample(&mut rng))
             .collect();

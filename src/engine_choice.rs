@@ -324,12 +324,14 @@ pub const PROBES: [Shape; 3] = [
     },
 ];
 
-fn probe_config(s: &Shape) -> Result<TrainConfig> {
+/// A topk training configuration at shape `s` with this `k` (the probes take k 16;
+/// `benches/auto.rs` times k 32), otherwise saeforge's defaults.
+pub fn probe_config(s: &Shape, k: usize) -> Result<TrainConfig> {
     let args = TrainArgs {
         out: Some("unused".into()),
         arch: Some(Arch::Topk),
         d_sae: Some(s.n),
-        k: Some(16),
+        k: Some(k),
         batch: Some(s.batch),
         steps: Some(1000),
         ..Default::default()
@@ -407,7 +409,7 @@ pub fn calibrate(gpu: &Arc<Gpu>, key: &str) -> Result<Calibration> {
     let mut cpu_t = [(PROBES[0], 0.0); 3];
     let mut gpu_t = cpu_t;
     for (i, s) in PROBES.iter().enumerate() {
-        let cfg = probe_config(s)?;
+        let cfg = probe_config(s, 16)?;
         let x: Vec<f32> = (0..s.batch * s.d)
             .map(|_| StandardNormal.sample(&mut rng))
             .collect();
