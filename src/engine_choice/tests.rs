@@ -1,0 +1,192 @@
+//! `--device auto`'s choice, its fit and its cache file, without timing anything.
+
+use super::*;
+
+fn shape(batch: usize, d: usize, n: usize) -> Shape {
+    Shape { batch, d, n }
+}
+
+/// A software adapter with a large fixed cost per step and a slower product, against a
+/// CPU engine with no fixed cost and a faster product but slower per-element work.
+fn cal() -> Calibration {
+    Calibration {
+        key: "k".into(),
+        cpu: Fit {
+            c: 0.0,
+            w_gemm: 1.0 / 150e9,
+            w_pre: 10e-9,
+            w_par: 1e-9,
+        },
+        gpu: Fit {
+            c: 0.02,
+            w_gemm: 1.0 / 75e9,
+            w_pre: 0.1e-9,
+            w_par: 1e-9,
+        },
+        measured_at: 0,
+    }
+}
+
+#[test]
+fn hardware_adapter_is_gpu() {
+    let a = Adapters::Hardware("H200".into());
+    for c in [None, Some(&cal())] {
+        let ch = choose(&a, &shape(4096, 512, 16384), c);
+        assert_eq!(ch.pick, Pick::Gpu);
+        assert!(ch.why.contains("hardware adapter"), "{}", ch.why);
+    }
+}
+
+#[test]
+fn no_adapter_is_cpu() {
+    let ch = choose(&Adapters::None, &shape(4096, 512, 16384), Some(&cal()));
+    assert_eq!(ch.pick, Pick::Cpu);
+    assert!(ch.why.contains("no wgpu adapter"), "{}", ch.why);
+}
+
+#[test]
+fn software_adapter_follows_the_model() {
+    let a = Adapters::Software {
+        name: "llvmpipe".into(),
+        driver: "Mesa".into(),
+    };
+    let c = cal();
+    // Small: the GPU's fixed 20 ms dominates.
+    let small = shape(1024, 128, 1024);
+    assert!(c.cpu.tokens_per_s(&small) > c.gpu.tokens_per_s(&small));
+    let ch = choose(&a, &small, Some(&c));
+    assert_eq!(ch.pick, Pick::Cpu, "{}", ch.why);
+    assert!(ch.why.contains("est.") && ch.why.contains("software adapter"));
+    // Large: the CPU's per-element work dominates.
+    let large = shape(4096, 512, 16384);
+    assert!(c.gpu.tokens_per_s(&large) > c.cpu.tokens_per_s(&large));
+    assert_eq!(choose(&a, &large, Some(&c)).pick, Pick::Gpu);
+    // Without a calibration: the CPU engine.
+    assert_eq!(choose(&a, &large, None).pick, Pick::Cpu);
+}
+
+#[test]
+fn fit_recovers_a_linear_model() {
+    let truth = Fit {
+        c: 0.003,
+        w_gemm: 1.0 / 100e9,
+        w_pre: 1e-9,
+        w_par: 3e-9,
+    };
+    let probes = PROBES.map(|s| (s, truth.step_s(&s)));
+    let f = Fit::from_probes(truth.w_gemm, &probes);
+    for (a, b) in [
+        (f.c, truth.c),
+        (f.w_gemm, truth.w_gemm),
+        (f.w_pre, truth.w_pre),
+        (f.w_par, truth.w_par),
+    ] {
+        assert!(
+            (a - b).abs() <= 1e-9 * b.abs().max(1e-12) + 1e-18,
+            "{a} vs {b}"
+        );
+    }
+    // Noise that would make a term negative is clamped; the product's weight is the
+    // measured one whatever the steps say.
+    let mut noisy = probes;
+    noisy[2].1 = noisy[1].1 * 0.5;
+    let f = Fit::from_probes(truth.w_gemm, &noisy);
+    assert!(f.is_sane() && f.w_par == 0.0 && f.w_gemm == truth.w_gemm);
+}
+
+/// The case that went wrong when the product's weight was fitted from the probe steps
+/// (measured on this 2-core machine, 2026-12-05): a step at d 512 -> 16384 took 0.68 s
+/// on the CPU engine and 1.60 s on lavapipe, at d 2048 -> 16384 2.16 s and 6.67 s. With
+/// the product's weights measured (lavapipe ~55 GFLOP/s, the CPU engine ~190) the model
+/// ranks both shapes as measured. The calibration that was cached then (weights fitted
+/// from the steps: lavapipe's product weight 0, the CPU engine's product at 74 GFLOP/s)
+/// sent the wide one to lavapipe, and is no longer a calibration at all.
+#[test]
+fn the_product_weight_decides_wide_inputs() {
+    let a = Adapters::Software {
+        name: "llvmpipe".into(),
+        driver: "Mesa".into(),
+    };
+    let (narrow, wide) = (shape(4096, 512, 16384), shape(4096, 2048, 16384));
+    let fit = |c: f64, w_gemm: f64, w_pre: f64, w_par: f64| Fit {
+        c,
+        w_gemm,
+        w_pre,
+        w_par,
+    };
+    // `cargo bench --bench auto`'s calibration, 2026-12-05 19:15 UTC.
+    let measured = Calibration {
+        key: "k".into(),
+        cpu: fit(4.85e-4, 5.06e-12, 3.61e-9, 1.04e-8),
+        gpu: fit(5.93e-3, 1.86e-11, 4.09e-8, 0.0),
+        measured_at: 0,
+    };
+    for s in [narrow, wide] {
+        let ch = choose(&a, &s, Some(&measured));
+        assert_eq!(ch.pick, Pick::Cpu, "{s:?}: {}", ch.why);
+    }
+    // The file `--device auto` had cached at 18:55 UTC the same day.
+    let fitted = Calibration {
+        cpu: fit(9.84e-4, 1.357e-11, 3.748e-9, 0.0),
+        gpu: fit(7.40e-3, 0.0, 3.510e-8, 0.0),
+        ..measured.clone()
+    };
+    assert_eq!(choose(&a, &narrow, Some(&fitted)).pick, Pick::Cpu);
+    assert_eq!(choose(&a, &wide, Some(&fitted)).pick, Pick::Gpu);
+    assert!(
+        !fitted.gpu.is_sane(),
+        "a product weight of 0 is not a calibration"
+    );
+}
+
+#[test]
+fn bad_cache_files_are_recalibrated_never_a_panic() {
+    let dir = std::env::temp_dir().join(format!("saeforge-cache-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = cache_key("llvmpipe test");
+    let path = cache_file(&dir, &key);
+    assert_eq!(load(&path, &key), None, "missing");
+    let good = Calibration {
+        key: key.clone(),
+        ..cal()
+    };
+    store(&path, &good).unwrap();
+    assert_eq!(load(&path, &key), Some(good.clone()));
+    assert_eq!(load(&path, "another machine"), None, "other key");
+    // A former build's file for the same machine goes when a new one is stored; another
+    // machine's stays.
+    let former = Calibration {
+        key: key.replace(" | saeforge ", " | saeforge old "),
+        ..cal()
+    };
+    let other = Calibration {
+        key: "cpu elsewhere | adapter x | saeforge 0".into(),
+        ..cal()
+    };
+    let (fp, op) = (cache_file(&dir, &former.key), cache_file(&dir, &other.key));
+    std::fs::write(&fp, serde_json::to_vec(&former).unwrap()).unwrap();
+    std::fs::write(&op, serde_json::to_vec(&other).unwrap()).unwrap();
+    store(&path, &good).unwrap();
+    assert!(!fp.exists() && op.exists() && path.exists());
+    let text = serde_json::to_string(&good).unwrap();
+    let nan = text.replacen("\"c\":0.0", "\"c\":-1.0", 1);
+    assert_ne!(nan, text);
+    for bad in [
+        &b""[..],
+        b"{",
+        b"\xff\xfe garbage",
+        b"null",
+        b"{\"key\": 3}",
+        &text.as_bytes()[..text.len() / 2],
+        nan.as_bytes(),
+    ] {
+        std::fs::write(&path, bad).unwrap();
+        assert_eq!(
+            load(&path, &key),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
