@@ -15,9 +15,10 @@
 //! bound from block maxima instead of over a sorted copy of the batch.
 //!
 //! Each row's scan starts from a floor: the k-th largest of the row's 32-entry chunk
-//! maxima, a lower bound on its k-th largest entry; chunks with nothing at the floor are
-//! skipped after one vectorised comparison, and in the others only the entries at the
-//! floor (a bit mask) are pushed as candidates.
+//! maxima (over a dead list: its entries gathered, and the maxima of strided groups of ~8),
+//! a lower bound on its k-th largest entry; chunks with nothing at the floor are skipped
+//! after one vectorised comparison, and in the others only the entries at the floor (a bit
+//! mask) are pushed as candidates.
 //!
 //! It matters most for AuxK with many dead latents: the reference sorts every positive dead
 //! entry of every row (a quarter of 16384 latents dead at batch 4096: 4096 sorts of ~2000
@@ -80,16 +81,46 @@ fn chunk_max_floor(row: &[f32], k: usize, maxima: &mut Vec<f32>) -> u32 {
     if *kth > 0.0 { key_of(*kth) } else { 0 }
 }
 
+/// The key of the k-th largest of the maxima of `vals`' strided groups (group g holds
+/// positions g, g + G, g + 2G, ...; G = max(k, len / 8) groups of ~8 entries, computed as
+/// G running maxima over consecutive blocks, which vectorises) when it is a positive float,
+/// else 0: a lower bound on the k-th largest of `vals` (k groups hold an entry that large).
+/// NaN entries never become a maximum. `maxima` is scratch.
+fn strided_floor(vals: &[f32], k: usize, maxima: &mut Vec<f32>) -> u32 {
+    if k == 0 || k > vals.len() {
+        return 0;
+    }
+    let groups = (vals.len() / 8).max(k);
+    maxima.clear();
+    maxima.resize(groups, f32::NEG_INFINITY);
+    for block in vals.chunks(groups) {
+        for (m, &v) in maxima.iter_mut().zip(block) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let (_, kth, _) = maxima.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    if *kth > 0.0 { key_of(*kth) } else { 0 }
+}
+
+/// The buffers one task's rows reuse: the candidates (key, latent), the maxima of a
+/// floor, a dead list's entries gathered.
+#[derive(Default)]
+struct RowScratch {
+    cand: Vec<(u32, u32)>,
+    maxima: Vec<f32>,
+    gathered: Vec<f32>,
+}
+
 /// One row's top-k into `idx` / `val` (at most k entries, latents ascending); the count.
 fn row_topk(
     row: &[f32],
     list: Option<&[u32]>,
     k: usize,
-    scratch: &mut Vec<(u32, u32)>,
-    maxima: &mut Vec<f32>,
+    rs: &mut RowScratch,
     idx: &mut [u32],
     val: &mut [f32],
 ) -> usize {
+    let scratch = &mut rs.cand;
     scratch.clear();
     if k == 0 {
         return 0;
@@ -98,7 +129,6 @@ fn row_topk(
     // k-th key becomes a floor that later entries must reach (ties kept: the cut decides
     // them), so most entries cost one comparison.
     let cap = 4 * k;
-    let mut floor = 0u32;
     let push = |scratch: &mut Vec<(u32, u32)>, floor: &mut u32, v: f32, i: u32| {
         if v > 0.0 {
             let key = key_of(v);
@@ -111,34 +141,35 @@ fn row_topk(
             }
         }
     };
-    match list {
-        None => {
-            // The floor starts at the k-th largest of the chunks' maxima when that is
-            // positive: the row's k-th largest entry is at least that large (k chunks hold
-            // an entry that large), so every entry of the top k reaches it, ties included.
-            floor = chunk_max_floor(row, k, maxima);
-            // Chunks with no entry at the floor are skipped after one vectorised scan (the
-            // floor's value as a float: for positive entries the key order is the float
-            // order, and NaN passes neither test, as in `push`).
-            for (c, chunk) in row.chunks(SCAN_CHUNK).enumerate() {
-                let at = floor_value(floor);
-                // One bit per entry at the floor; only those are pushed (`push` checks
-                // them again against the floor as it rises).
-                let mut mask = chunk
-                    .iter()
-                    .enumerate()
-                    .fold(0u32, |m, (t, &v)| m | (((v > 0.0 && v >= at) as u32) << t));
-                while mask != 0 {
-                    let t = mask.trailing_zeros() as usize;
-                    mask &= mask - 1;
-                    push(scratch, &mut floor, chunk[t], (c * SCAN_CHUNK + t) as u32);
-                }
-            }
-        }
+    // The entries to choose from, in order: the row, or a dead list's entries gathered
+    // (so that they too are scanned in vectorised chunks); and the floor they start from.
+    // Either floor is the k-th largest of k or more group maxima when that is positive: the
+    // k-th largest entry is at least that large, so every entry of the top k reaches it,
+    // ties included.
+    let (vals, latent, mut floor): (&[f32], &dyn Fn(usize) -> u32, u32) = match list {
+        None => (row, &|p| p as u32, chunk_max_floor(row, k, &mut rs.maxima)),
         Some(list) => {
-            for &i in list {
-                push(scratch, &mut floor, row[i as usize], i);
-            }
+            rs.gathered.clear();
+            rs.gathered.extend(list.iter().map(|&i| row[i as usize]));
+            let floor = strided_floor(&rs.gathered, k, &mut rs.maxima);
+            (&rs.gathered, &|p| list[p], floor)
+        }
+    };
+    // Chunks with no entry at the floor are skipped after one vectorised scan (the floor's
+    // value as a float: for positive entries the key order is the float order, and NaN
+    // passes neither test, as in `push`).
+    for (c, chunk) in vals.chunks(SCAN_CHUNK).enumerate() {
+        let at = floor_value(floor);
+        // One bit per entry at the floor; only those are pushed (`push` checks them again
+        // against the floor as it rises).
+        let mut mask = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |m, (t, &v)| m | (((v > 0.0 && v >= at) as u32) << t));
+        while mask != 0 {
+            let t = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            push(scratch, &mut floor, chunk[t], latent(c * SCAN_CHUNK + t));
         }
     }
     keep_best(scratch, k);
@@ -183,11 +214,10 @@ pub fn topk_codes(
         .zip(val.par_chunks_mut(k * task))
         .zip(counts.par_chunks_mut(task))
         .for_each(|(((xs, is), vs), cs)| {
-            let (mut scratch, mut maxima) = (Vec::new(), Vec::new());
+            let mut rs = RowScratch::default();
             for (r, c) in cs.iter_mut().enumerate() {
                 let (i, v) = (&mut is[r * k..(r + 1) * k], &mut vs[r * k..(r + 1) * k]);
-                let row = &xs[r * n..(r + 1) * n];
-                *c = row_topk(row, list, k, &mut scratch, &mut maxima, i, v) as u32;
+                *c = row_topk(&xs[r * n..(r + 1) * n], list, k, &mut rs, i, v) as u32;
             }
         });
     row_ptr[0] = 0;
