@@ -1,5 +1,5 @@
 //! The CPU engine's sparse products: [`crate::reference::sparse`]'s `sparse_decode`,
-//! `sparse_dot` and `gather_dw_enc` with the same contracts and bitwise the same results
+//! `sparse_dot`, `gather_dw_enc` and `gather_dw_dec` with the same contracts and bitwise the same results
 //! (every output element is computed by the same operations in the same order), over
 //! rayon's pool, and `gather_dw_enc` writing its (d, n) output in contiguous runs.
 //!
@@ -24,6 +24,56 @@ const LATENT_TILE: usize = 64;
 
 /// Rows per rayon task for the row-parallel products.
 const ROWS_PER_TASK: usize = 8;
+
+/// Latents per rayon task of [`gather_dw_dec`].
+const LATENTS_PER_TASK: usize = 64;
+
+/// [`crate::reference::sparse::gather_dw_dec`], latents in parallel: each latent's row of
+/// W_dec's gradient summed over its entries in the same order as the reference.
+/// lat_ptr: (n + 1), lat_row: (cap), lat_slot: (cap), val: (cap), dy: (rows, d)
+/// -> dw_dec: (n, d)
+#[allow(clippy::too_many_arguments)]
+pub fn gather_dw_dec(
+    lat_ptr: &[u32],
+    lat_row: &[u32],
+    lat_slot: &[u32],
+    val: &[f32],
+    dy: &[f32],
+    n: usize,
+    d: usize,
+    accumulate: bool,
+    dw_dec: &mut [f32],
+) {
+    assert_eq!(lat_ptr.len(), n + 1, "gather_dw_dec: lat_ptr length");
+    assert_eq!(dw_dec.len(), n * d, "gather_dw_dec: dw_dec length");
+    if d == 0 {
+        return;
+    }
+    dw_dec
+        .par_chunks_mut(d)
+        .enumerate()
+        .with_min_len(LATENTS_PER_TASK)
+        .for_each_init(
+            || vec![0.0f32; d],
+            |acc, (i, out)| {
+                let (a, z) = (lat_ptr[i] as usize, lat_ptr[i + 1] as usize);
+                if accumulate && a == z {
+                    return;
+                }
+                acc.fill(0.0);
+                for e in a..z {
+                    let v = val[lat_slot[e] as usize];
+                    let r = lat_row[e] as usize;
+                    for (o, &y) in acc.iter_mut().zip(&dy[r * d..(r + 1) * d]) {
+                        *o += v * y;
+                    }
+                }
+                for (o, &s) in out.iter_mut().zip(acc.iter()) {
+                    *o = if accumulate { *o + s } else { s };
+                }
+            },
+        );
+}
 
 /// [`crate::reference::sparse::sparse_decode`], rows in parallel.
 /// row_ptr: (rows + 1), idx: (cap), val: (cap), w_dec: (n, d), b_dec: (d) -> x_hat: (rows, d)
@@ -224,7 +274,7 @@ mod tests {
     }
 
     #[test]
-    fn gather_dw_enc_is_the_reference_bit_for_bit() {
+    fn gather_dw_enc_and_dw_dec_are_the_reference_bit_for_bit() {
         let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
         for (rows, d, n, k) in SHAPES {
             let (rp, idx, _) = code(&mut rng, rows, n, k);
@@ -256,7 +306,74 @@ mod tests {
                     bits(&want),
                     "gather_dw_enc ({rows}, {d}, {n}), accumulate {accumulate}"
                 );
+                let dy = random(&mut rng, rows * d);
+                let val = random(&mut rng, cap);
+                let start = random(&mut rng, n * d);
+                let (mut want, mut got) = (start.clone(), start);
+                reference::gather_dw_dec(
+                    &lat_ptr, &lat_row, &lat_slot, &val, &dy, n, d, accumulate, &mut want,
+                );
+                super::gather_dw_dec(
+                    &lat_ptr, &lat_row, &lat_slot, &val, &dy, n, d, accumulate, &mut got,
+                );
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "gather_dw_dec ({rows}, {d}, {n}), accumulate {accumulate}"
+                );
             }
+        }
+    }
+
+    /// `cargo test --release --lib cpu_sparse::tests::timing -- --ignored --nocapture`:
+    /// W_dec's gradient gathered from AuxK's codes at the train bench's topk_dead shape
+    /// (4096 rows, up to 256 codes each among a quarter of 16384 latents, d 512).
+    #[test]
+    #[ignore]
+    fn timing() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let (rows, d, n) = (4096, 512, 16384);
+        let mut row_ptr = vec![0u32];
+        let mut idx = Vec::new();
+        for _ in 0..rows {
+            let mut lat: Vec<u32> = (0..256)
+                .map(|_| 4 * rng.random_range(0..n as u32 / 4))
+                .collect();
+            lat.sort_unstable();
+            lat.dedup();
+            idx.extend(lat);
+            row_ptr.push(idx.len() as u32);
+        }
+        let cap = idx.len();
+        let (mut lat_ptr, mut lat_row, mut lat_slot) =
+            (vec![0u32; n + 1], vec![0u32; cap], vec![0u32; cap]);
+        reference::build_transpose(
+            &row_ptr,
+            &idx,
+            rows,
+            n,
+            &mut lat_ptr,
+            &mut lat_row,
+            &mut lat_slot,
+        );
+        let (val, dy) = (random(&mut rng, cap), random(&mut rng, rows * d));
+        let mut out = vec![0.0f32; n * d];
+        for _ in 0..2 {
+            let t = std::time::Instant::now();
+            reference::gather_dw_dec(
+                &lat_ptr, &lat_row, &lat_slot, &val, &dy, n, d, false, &mut out,
+            );
+            let r = t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            super::gather_dw_dec(
+                &lat_ptr, &lat_row, &lat_slot, &val, &dy, n, d, false, &mut out,
+            );
+            let f = t.elapsed().as_secs_f64();
+            println!(
+                "gather_dw_dec, {cap} entries: reference {:.1} ms, cpu_sparse {:.1} ms",
+                r * 1e3,
+                f * 1e3
+            );
         }
     }
 }

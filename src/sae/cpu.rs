@@ -55,7 +55,7 @@ use update::optimizer;
 
 use crate::blas::gemm;
 use crate::cpu_codes::batchtopk;
-use crate::cpu_sparse::{gather_dw_enc, sparse_decode, sparse_dot};
+use crate::cpu_sparse::{gather_dw_dec, gather_dw_enc, sparse_decode, sparse_dot};
 use crate::reference::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
@@ -71,8 +71,8 @@ use crate::reference::reduce::{
     update_dead,
 };
 use crate::reference::sparse::{
-    build_transpose, gather_db_enc, gather_dw_dec, gather_jumprelu_threshold,
-    sparse_jumprelu_backward, sparse_l1_backward,
+    build_transpose, gather_db_enc, gather_jumprelu_threshold, sparse_jumprelu_backward,
+    sparse_l1_backward,
 };
 
 use super::engine::{StepEngine, StepScalars, TrainState, code_capacity, dead_after, selects_topk};
