@@ -32,36 +32,7 @@ pub fn adam(
         .zip(grad.par_chunks(ELEMENTS_PER_TASK))
         .zip(m.par_chunks_mut(ELEMENTS_PER_TASK))
         .zip(v.par_chunks_mut(ELEMENTS_PER_TASK))
-        .for_each(|(((p, g), m), v)| adam_block(p, g, m, v, hyper, clip));
-}
-
-/// [`crate::reference::optim::adam`] on one block: the same operations in the same order
-/// per element (so the same bits), over zipped slices, which the compiler vectorises (the
-/// reference's indexing keeps a bounds check per element and runs scalar).
-fn adam_block(
-    param: &mut [f32],
-    grad: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    hyper: &AdamHyper,
-    clip: &[f32],
-) {
-    let h = hyper;
-    let scale = clip[0];
-    for (((x, &g), m), v) in param
-        .iter_mut()
-        .zip(grad)
-        .zip(m.iter_mut())
-        .zip(v.iter_mut())
-    {
-        let g = g * scale;
-        let mi = h.beta1 * *m + (1.0 - h.beta1) * g;
-        let vi = h.beta2 * *v + (1.0 - h.beta2) * (g * g);
-        let update = (mi / h.bias1) / ((vi / h.bias2).sqrt() + h.eps) + h.weight_decay * *x;
-        *m = mi;
-        *v = vi;
-        *x -= h.lr * update;
-    }
+        .for_each(|(((p, g), m), v)| crate::reference::optim::adam(p, g, m, v, hyper, clip));
 }
 
 /// [`crate::reference::optim::adam_unit_rows`], rows in parallel: per row, the projected
@@ -100,7 +71,7 @@ pub fn adam_unit_rows(
                 .zip(p.iter())
                 .map(|(&gj, &pj)| gj - c * pj)
                 .collect();
-            adam_block(p, &g, m, v, hyper, clip);
+            crate::reference::optim::adam(p, &g, m, v, hyper, clip);
             crate::reference::optim::normalize_rows(p, 1, d);
         });
 }

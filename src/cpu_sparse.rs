@@ -29,7 +29,7 @@ const ROWS_PER_TASK: usize = 8;
 const LATENTS_PER_TASK: usize = 64;
 
 /// [`crate::reference::sparse::gather_dw_dec`], latents in parallel: each latent's row of
-/// W_dec's gradient summed over its entries in the same order as the reference.
+/// W_dec's gradient is the reference's own `latent_column` sum.
 /// lat_ptr: (n + 1), lat_row: (cap), lat_slot: (cap), val: (cap), dy: (rows, d)
 /// -> dw_dec: (n, d)
 #[allow(clippy::too_many_arguments)]
@@ -56,18 +56,10 @@ pub fn gather_dw_dec(
         .for_each_init(
             || vec![0.0f32; d],
             |acc, (i, out)| {
-                let (a, z) = (lat_ptr[i] as usize, lat_ptr[i + 1] as usize);
-                if accumulate && a == z {
+                if accumulate && lat_ptr[i] == lat_ptr[i + 1] {
                     return;
                 }
-                acc.fill(0.0);
-                for e in a..z {
-                    let v = val[lat_slot[e] as usize];
-                    let r = lat_row[e] as usize;
-                    for (o, &y) in acc.iter_mut().zip(&dy[r * d..(r + 1) * d]) {
-                        *o += v * y;
-                    }
-                }
+                reference::latent_column(lat_ptr, lat_row, lat_slot, val, dy, i, acc);
                 for (o, &s) in out.iter_mut().zip(acc.iter()) {
                     *o = if accumulate { *o + s } else { s };
                 }

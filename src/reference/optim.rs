@@ -59,17 +59,21 @@ pub fn adam(
     hyper: &AdamHyper,
     clip: &[f32],
 ) {
+    let len = param.len();
+    assert!(
+        grad.len() == len && m.len() == len && v.len() == len,
+        "adam: tensor lengths"
+    );
     let h = hyper;
     let scale = clip[0];
-    for i in 0..param.len() {
-        let g = grad[i] * scale;
-        let mi = h.beta1 * m[i] + (1.0 - h.beta1) * g;
-        let vi = h.beta2 * v[i] + (1.0 - h.beta2) * (g * g);
-        let x = param[i];
-        let update = (mi / h.bias1) / ((vi / h.bias2).sqrt() + h.eps) + h.weight_decay * x;
-        m[i] = mi;
-        v[i] = vi;
-        param[i] = x - h.lr * update;
+    for (((x, &g), m), v) in param.iter_mut().zip(grad).zip(m).zip(v) {
+        let g = g * scale;
+        let mi = h.beta1 * *m + (1.0 - h.beta1) * g;
+        let vi = h.beta2 * *v + (1.0 - h.beta2) * (g * g);
+        let update = (mi / h.bias1) / ((vi / h.bias2).sqrt() + h.eps) + h.weight_decay * *x;
+        *m = mi;
+        *v = vi;
+        *x -= h.lr * update;
     }
 }
 

@@ -189,18 +189,10 @@ pub fn gather_dw_dec(
     assert_eq!(dw_dec.len(), n * d, "gather_dw_dec: dw_dec length");
     let mut acc = vec![0.0f32; d];
     for i in 0..n {
-        let (a, z) = (lat_ptr[i] as usize, lat_ptr[i + 1] as usize);
-        if accumulate && a == z {
+        if accumulate && lat_ptr[i] == lat_ptr[i + 1] {
             continue;
         }
-        acc.fill(0.0);
-        for e in a..z {
-            let v = val[lat_slot[e] as usize];
-            let r = lat_row[e] as usize;
-            for (o, &y) in acc.iter_mut().zip(&dy[r * d..(r + 1) * d]) {
-                *o += v * y;
-            }
-        }
+        latent_column(lat_ptr, lat_row, lat_slot, val, dy, i, &mut acc);
         for (o, &s) in dw_dec[i * d..(i + 1) * d].iter_mut().zip(&acc) {
             *o = if accumulate { *o + s } else { s };
         }
@@ -239,23 +231,24 @@ pub fn gather_dw_enc(
     }
 }
 
-/// Latent i's column of [`gather_dw_enc`] (before accumulation) into `acc` (d): the sum over
-/// its entries, ascending, of dval[slot] * xc[row, :].
+/// Latent i's sum over its entries, ascending, of coef[slot] * rows[row, :] into `acc` (d):
+/// its column of [`gather_dw_enc`] (coef = dval, rows = xc) or its row of
+/// [`gather_dw_dec`] (coef = val, rows = dy), before accumulation.
 pub fn latent_column(
     lat_ptr: &[u32],
     lat_row: &[u32],
     lat_slot: &[u32],
-    dval: &[f32],
-    xc: &[f32],
+    coef: &[f32],
+    rows: &[f32],
     i: usize,
     acc: &mut [f32],
 ) {
     let d = acc.len();
     acc.fill(0.0);
     for e in lat_ptr[i] as usize..lat_ptr[i + 1] as usize {
-        let g = dval[lat_slot[e] as usize];
+        let g = coef[lat_slot[e] as usize];
         let r = lat_row[e] as usize;
-        for (o, &x) in acc.iter_mut().zip(&xc[r * d..(r + 1) * d]) {
+        for (o, &x) in acc.iter_mut().zip(&rows[r * d..(r + 1) * d]) {
             *o += g * x;
         }
     }

@@ -714,9 +714,8 @@ fn step_cpu_members(
     use crate::sae::engine::StepEngine;
     use rayon::prelude::*;
     let mut engines: Vec<(usize, &TrainConfig, &mut crate::sae::cpu::CpuEngine)> = Vec::new();
-    let mut want = idx.iter().peekable();
     for (i, (_, m)) in members.iter_mut().enumerate() {
-        if want.next_if_eq(&&i).is_some()
+        if idx.binary_search(&i).is_ok()
             && let Some(e) = m.engine.as_cpu()
         {
             engines.push((i, &m.cfg, e));
