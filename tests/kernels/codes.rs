@@ -1,7 +1,9 @@
 //! Sparse codes from dense pre-activations against shaders/codes.wgsl: each stage of the
 //! row top-k (block_max, topk_threshold, topk_candidates, topk_select, csr_scan, csr_pack) on
 //! the device's own previous outputs against its CPU twin, and the whole chain
-//! (`topk_codes`) against the plain twin; all compared exactly (values are copies of the
+//! (`topk_codes`) against the plain twin, on both paths (one invocation per row, and the
+//! hardware GPUs' workgroup per row: topk_threshold_group, topk_select_group); all compared
+//! exactly (values are copies of the
 //! input, compared bit for bit). Inputs with distinct values, with heavy ties (small
 //! integers, -0.0: the candidate lists overflow and rows are selected from the whole row),
 //! with +-inf; all latents or a list of eligible ones; k above the positive count.
@@ -15,6 +17,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use saeforge::gpu::{Gpu, GpuTensor};
 use saeforge::kernels::codes as kc;
+use saeforge::kernels::codes::selection::RowPath::{Group, Lane};
 use saeforge::reference;
 use saeforge::reference::codes as rc;
 
@@ -137,7 +140,7 @@ fn stage_case(gpu: &Gpu, rng: &mut ChaCha8Rng, c: Case) -> Result<(), Failed> {
     let mut enc = gpu.encoder();
     let e = &mut enc;
     kc::selection::block_max(gpu, e, &xd, block, cols_d, None, &bmax).map_err(m)?;
-    kc::selection::topk_threshold(gpu, e, &bmax, rows, nb, k, &thr).map_err(m)?;
+    kc::selection::topk_threshold(gpu, e, Lane, &bmax, rows, nb, k, &thr).map_err(m)?;
     #[rustfmt::skip]
     kc::selection::topk_candidates(gpu, e, &xd, block, cols_d, &bmax, &thr, &cand, &cand_key, &cand_n).map_err(m)?;
     #[rustfmt::skip]
@@ -236,6 +239,39 @@ fn stage_case(gpu: &Gpu, rng: &mut ChaCha8Rng, c: Case) -> Result<(), Failed> {
         &bits(&v[..nnz]),
         &bits(&p_val[..nnz]),
     )?;
+    // The workgroup-per-row path (hardware GPUs'): its stages against the same twins, fed
+    // the block maxima checked above, then its chain against the plain twin.
+    for t in [&thr, &cand_n, &sel, &sel_val, &sel_n, &row_ptr, &idx, &val] {
+        poison(gpu, t).map_err(m)?;
+    }
+    let mut enc = gpu.encoder();
+    let e = &mut enc;
+    kc::selection::topk_threshold(gpu, e, Group, &bmax, rows, nb, k, &thr).map_err(m)?;
+    #[rustfmt::skip]
+    kc::selection::topk_select_group(gpu, e, &xd, k, block, cols_d, &bmax, &thr, &cand_n, &sel, &sel_val, &sel_n).map_err(m)?;
+    gpu.submit(enc);
+    assert_same("topk_threshold_group thr", &r(&thr)?, &c_thr)?;
+    assert_same("topk_select_group cand_n", &r(&cand_n)?, &c_n)?;
+    assert_same("topk_select_group sel_n", &r(&sel_n)?, &c_sel_n)?;
+    assert_same("topk_select_group sel", &r(&sel)?, &c_sel)?;
+    let v = gpu.read_f32(&sel_val).map_err(m)?;
+    assert_same(
+        "topk_select_group sel_val (bits)",
+        &bits(&v),
+        &bits(&c_sel_val),
+    )?;
+    let mut enc = gpu.encoder();
+    #[rustfmt::skip]
+    kc::selection::topk_codes_on(gpu, &mut enc, Group, &xd, k, cols_d, &row_ptr, &idx, &val).map_err(m)?;
+    gpu.submit(enc);
+    assert_same("topk_codes (group) row_ptr", &r(&row_ptr)?, &p_row_ptr)?;
+    assert_same("topk_codes (group) idx", &r(&idx)?[..nnz], &p_idx[..nnz])?;
+    let v = gpu.read_f32(&val).map_err(m)?;
+    assert_same(
+        "topk_codes (group) val",
+        &bits(&v[..nnz]),
+        &bits(&p_val[..nnz]),
+    )?;
     // The inputs must have exercised what the case is for.
     let eligible = c.listed.unwrap_or(n);
     if matches!(c.kind, Input::SmallInts)
@@ -288,6 +324,10 @@ const CASES: &[Case] = &[
     Case { rows: 70, n: 301, k: 9, kind: Input::Normal, listed: Some(123) },
     Case { rows: 29, n: 777, k: 30, kind: Input::SmallInts, listed: Some(600) },
     Case { rows: 300, n: 100, k: 64, kind: Input::Normal, listed: Some(10) },
+    // Ties at the k-th key with larger keys after them, in candidate lists that fit: which
+    // ties are taken, and where the entries after them land.
+    Case { rows: 70, n: 300, k: 60, kind: Input::SmallInts, listed: None },
+    Case { rows: 40, n: 2000, k: 100, kind: Input::SmallInts, listed: Some(700) },
     // n % 128 == 0: the vec4 threshold and candidate entry points (ties; infinities).
     Case { rows: 37, n: 1024, k: 7, kind: Input::SmallInts, listed: None },
     Case { rows: 70, n: 384, k: 9, kind: Input::Inf, listed: None },

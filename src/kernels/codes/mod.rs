@@ -86,6 +86,8 @@ pub static ENTRIES: &[&Entry] = &[
     &selection::TOPK_CANDIDATES_VEC4,
     &selection::TOPK_SELECT,
     &selection::TOPK_SELECT_ROW,
+    &selection::TOPK_THRESHOLD_GROUP,
+    &selection::TOPK_SELECT_GROUP,
     &selection::CSR_SCAN,
     &selection::CSR_PACK,
     &selection::DEAD_LIST,
