@@ -938,6 +938,68 @@ fn compact_write_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     }
 }
 
+// compact_count and compact_write a workgroup per row (hardware GPUs; see
+// topk_threshold_group): the lanes take the row's blocks lid, lid + WG_ROW, ...; the count
+// is summed in a workgroup atomic; the write goes in rounds of WG_ROW blocks, each lane at
+// the row's offset plus the kept entries of the rounds and lanes before it.
+
+@compute @workgroup_size(WG_ROW)
+fn compact_count_group(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let r = group_index(wid, nwg);
+    if r >= p.rows { return; }
+    if lid < 2u { atomicStore(&sr_cnt[lid], 0u); }
+    workgroupBarrier();
+    var c = 0u;
+    for (var j = lid; j < p.nb; j += WG_ROW) {
+        c += cp_block_count(r, j);
+    }
+    let total = sr_count(0u, c, lid);
+    if lid == 0u { cc_counts[r] = total; }
+}
+
+// How many entries of block j of row r the activation keeps (0 unless bmax says it may).
+fn cp_block_count(r: u32, j: u32) -> u32 {
+    var c = 0u;
+    if j < p.nb && cp_bmax[r * p.nb + j] >= 0x80000000u {
+        let q1 = min(j * p.block + p.block, p.n);
+        for (var i = j * p.block; i < q1; i++) {
+            c += select(0u, 1u, cp_keep(r, i).x != 0.0);
+        }
+    }
+    return c;
+}
+
+@compute @workgroup_size(WG_ROW)
+fn compact_write_group(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let r = group_index(wid, nwg);
+    if r >= p.rows { return; }
+    var s0 = cw_row_ptr[r];
+    for (var j0 = 0u; j0 < p.nb; j0 += WG_ROW) {
+        let j = j0 + lid;
+        sr_above[lid] = cp_block_count(r, j);
+        let round = sg_scan(lid);
+        var s = s0 + sr_above[lid];
+        if j < p.nb && cp_bmax[r * p.nb + j] >= 0x80000000u {
+            let q1 = min(j * p.block + p.block, p.n);
+            for (var i = j * p.block; i < q1; i++) {
+                let kv = cp_keep(r, i);
+                s = cw_put(s, kv.x != 0.0, i, kv.y, cp_x[r * p.n + i]);
+            }
+        }
+        s0 += round;
+        // sr_above is rewritten by the next round.
+        workgroupBarrier();
+    }
+}
+
 // ---------------------------------------------------------------- BatchTopK by candidates
 // The k_total = k * rows largest entries of the whole batch: T = the 16-bit key prefix of
 // the k_total-th largest block maximum (a radix select over the bmax keys, two 8-bit

@@ -392,90 +392,99 @@ fn compact_case(
     let idx = gpu.zeros_u32("idx", &[cap]).map_err(m)?;
     let val = gpu.zeros("val", &[cap]).map_err(m)?;
     let pre = gpu.zeros("pre_val", &[cap]).map_err(m)?;
-    for t in [&off, &bmax, &counts, &row_ptr, &idx, &val, &pre] {
-        poison(gpu, t).map_err(m)?;
-    }
-    let mut enc = gpu.encoder();
-    let e = &mut enc;
-    if jump {
-        kc::compaction::threshold_offsets(gpu, e, &ld, eps, &off).map_err(m)?;
-    }
-    let offd = jump.then_some(&off);
-    kc::selection::block_max(gpu, e, &xd, rc::BLOCK, None, offd, &bmax).map_err(m)?;
-    kc::compaction::compact_count(gpu, e, &xd, rc::BLOCK, &bmax, jd, &counts).map_err(m)?;
-    kc::selection::csr_scan(gpu, e, &counts, &row_ptr).map_err(m)?;
-    #[rustfmt::skip]
-    kc::compaction::compact_write(gpu, e, &xd, rc::BLOCK, &bmax, jd, &row_ptr, &idx, &val, &pre).map_err(m)?;
-    gpu.submit(enc);
+    // Both paths: one invocation per row (software adapters), a workgroup per row (hardware).
+    for path in [Lane, Group] {
+        let at = |what: &str| format!("{what} ({path:?})");
+        for t in [&off, &bmax, &counts, &row_ptr, &idx, &val, &pre] {
+            poison(gpu, t).map_err(m)?;
+        }
+        let mut enc = gpu.encoder();
+        let e = &mut enc;
+        if jump {
+            kc::compaction::threshold_offsets(gpu, e, &ld, eps, &off).map_err(m)?;
+        }
+        let offd = jump.then_some(&off);
+        kc::selection::block_max(gpu, e, &xd, rc::BLOCK, None, offd, &bmax).map_err(m)?;
+        kc::compaction::compact_count(gpu, e, path, &xd, rc::BLOCK, &bmax, jd, &counts)
+            .map_err(m)?;
+        kc::selection::csr_scan(gpu, e, &counts, &row_ptr).map_err(m)?;
+        #[rustfmt::skip]
+    kc::compaction::compact_write(gpu, e, path, &xd, rc::BLOCK, &bmax, jd, &row_ptr, &idx, &val, &pre).map_err(m)?;
+        gpu.submit(enc);
 
-    let jh = jump.then_some((&log_thr[..], eps));
-    let mut g_off = vec![0.0f32; n];
-    if jump {
-        g_off = gpu.read_f32(&off).map_err(m)?;
-        let mut c_off = vec![0.0f32; n];
-        rc::threshold_offsets(&log_thr, eps, &mut c_off);
-        assert_close(
-            "threshold_offsets",
-            &g_off,
-            &c_off,
-            tolerance::CODES_OFFSETS,
-        )?;
-    }
-    let g_bmax = gpu.read_u32(&bmax).map_err(m)?;
-    let mut c_bmax = vec![0u32; rows * nb];
-    let oh = jump.then_some(&g_off[..]);
-    rc::block_max(&x, rows, n, rc::BLOCK, None, oh, &mut c_bmax);
-    assert_same("block_max (offsets)", &g_bmax, &c_bmax)?;
-    let g_counts = gpu.read_u32(&counts).map_err(m)?;
-    let mut c_counts = vec![0u32; rows];
-    rc::compact_count(&x, rows, n, rc::BLOCK, &g_bmax, jh, &mut c_counts);
-    assert_same("compact_count", &g_counts, &c_counts)?;
-    let g_row_ptr = gpu.read_u32(&row_ptr).map_err(m)?;
-    let mut c_row_ptr = vec![0u32; rows + 1];
-    rc::csr_scan(&g_counts, &mut c_row_ptr);
-    assert_same("csr_scan row_ptr", &g_row_ptr, &c_row_ptr)?;
-    let mut c_idx = vec![u32::MAX; cap];
-    let mut c_val = vec![f32::from_bits(u32::MAX); cap];
-    let mut c_pre = vec![f32::from_bits(u32::MAX); cap];
-    #[rustfmt::skip]
+        let jh = jump.then_some((&log_thr[..], eps));
+        let mut g_off = vec![0.0f32; n];
+        if jump {
+            g_off = gpu.read_f32(&off).map_err(m)?;
+            let mut c_off = vec![0.0f32; n];
+            rc::threshold_offsets(&log_thr, eps, &mut c_off);
+            assert_close(
+                "threshold_offsets",
+                &g_off,
+                &c_off,
+                tolerance::CODES_OFFSETS,
+            )?;
+        }
+        let g_bmax = gpu.read_u32(&bmax).map_err(m)?;
+        let mut c_bmax = vec![0u32; rows * nb];
+        let oh = jump.then_some(&g_off[..]);
+        rc::block_max(&x, rows, n, rc::BLOCK, None, oh, &mut c_bmax);
+        assert_same("block_max (offsets)", &g_bmax, &c_bmax)?;
+        let g_counts = gpu.read_u32(&counts).map_err(m)?;
+        let mut c_counts = vec![0u32; rows];
+        rc::compact_count(&x, rows, n, rc::BLOCK, &g_bmax, jh, &mut c_counts);
+        assert_same(&at("compact_count"), &g_counts, &c_counts)?;
+        let g_row_ptr = gpu.read_u32(&row_ptr).map_err(m)?;
+        let mut c_row_ptr = vec![0u32; rows + 1];
+        rc::csr_scan(&g_counts, &mut c_row_ptr);
+        assert_same("csr_scan row_ptr", &g_row_ptr, &c_row_ptr)?;
+        let mut c_idx = vec![u32::MAX; cap];
+        let mut c_val = vec![f32::from_bits(u32::MAX); cap];
+        let mut c_pre = vec![f32::from_bits(u32::MAX); cap];
+        #[rustfmt::skip]
     rc::compact_write(&x, rows, n, rc::BLOCK, &g_bmax, jh, &g_row_ptr, &mut c_idx, &mut c_val, &mut c_pre);
-    assert_same("compact_write idx", &gpu.read_u32(&idx).map_err(m)?, &c_idx)?;
-    let g_val = gpu.read_f32(&val).map_err(m)?;
-    assert_same("compact_write val", &bits(&g_val), &bits(&c_val))?;
-    let g_pre = gpu.read_f32(&pre).map_err(m)?;
-    assert_same("compact_write pre_val", &bits(&g_pre), &bits(&c_pre))?;
-    // The whole chain: the launcher against the plain twin.
-    let (p_row_ptr, p_idx, p_val, p_pre) = rc::activation_codes(&x, rows, n, jh);
-    assert_same("activation_codes row_ptr (stages)", &g_row_ptr, &p_row_ptr)?;
-    for t in [&row_ptr, &idx, &val, &pre] {
-        poison(gpu, t).map_err(m)?;
-    }
-    let mut enc = gpu.encoder();
-    kc::compaction::activation_codes(gpu, &mut enc, &xd, jd, &row_ptr, &idx, &val, &pre)
-        .map_err(m)?;
-    gpu.submit(enc);
-    let g = gpu.read_u32(&row_ptr).map_err(m)?;
-    assert_same("activation_codes row_ptr", &g, &p_row_ptr)?;
-    let kept = (p_row_ptr[rows] as usize).min(cap);
-    let g = gpu.read_u32(&idx).map_err(m)?;
-    assert_same("activation_codes idx", &g[..kept], &p_idx[..kept])?;
-    let v = gpu.read_f32(&val).map_err(m)?;
-    assert_same(
-        "activation_codes val",
-        &bits(&v[..kept]),
-        &bits(&p_val[..kept]),
-    )?;
-    let v = gpu.read_f32(&pre).map_err(m)?;
-    assert_same(
-        "activation_codes pre_val",
-        &bits(&v[..kept]),
-        &bits(&p_pre[..kept]),
-    )?;
-    if jump && !p_val.contains(&0.0) {
-        return Err("no JumpReLU entry in the window below theta".into());
-    }
-    if frac >= 0.5 && (p_row_ptr[rows] as usize) <= cap {
-        return Err("the capacity did not overflow".into());
+        assert_same(
+            &at("compact_write idx"),
+            &gpu.read_u32(&idx).map_err(m)?,
+            &c_idx,
+        )?;
+        let g_val = gpu.read_f32(&val).map_err(m)?;
+        assert_same(&at("compact_write val"), &bits(&g_val), &bits(&c_val))?;
+        let g_pre = gpu.read_f32(&pre).map_err(m)?;
+        assert_same(&at("compact_write pre_val"), &bits(&g_pre), &bits(&c_pre))?;
+        // The whole chain: the launcher against the plain twin.
+        let (p_row_ptr, p_idx, p_val, p_pre) = rc::activation_codes(&x, rows, n, jh);
+        assert_same("activation_codes row_ptr (stages)", &g_row_ptr, &p_row_ptr)?;
+        for t in [&row_ptr, &idx, &val, &pre] {
+            poison(gpu, t).map_err(m)?;
+        }
+        let mut enc = gpu.encoder();
+        #[rustfmt::skip]
+    kc::compaction::activation_codes_on(gpu, &mut enc, path, &xd, jd, &row_ptr, &idx, &val, &pre).map_err(m)?;
+        gpu.submit(enc);
+        let g = gpu.read_u32(&row_ptr).map_err(m)?;
+        assert_same(&at("activation_codes row_ptr"), &g, &p_row_ptr)?;
+        let kept = (p_row_ptr[rows] as usize).min(cap);
+        let g = gpu.read_u32(&idx).map_err(m)?;
+        assert_same(&at("activation_codes idx"), &g[..kept], &p_idx[..kept])?;
+        let v = gpu.read_f32(&val).map_err(m)?;
+        assert_same(
+            &at("activation_codes val"),
+            &bits(&v[..kept]),
+            &bits(&p_val[..kept]),
+        )?;
+        let v = gpu.read_f32(&pre).map_err(m)?;
+        assert_same(
+            &at("activation_codes pre_val"),
+            &bits(&v[..kept]),
+            &bits(&p_pre[..kept]),
+        )?;
+        if jump && !p_val.contains(&0.0) {
+            return Err("no JumpReLU entry in the window below theta".into());
+        }
+        if frac >= 0.5 && (p_row_ptr[rows] as usize) <= cap {
+            return Err("the capacity did not overflow".into());
+        }
     }
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! The entries a ReLU or JumpReLU keeps, as CSR: (threshold_offsets -> block_max) ->
-//! compact_count -> csr_scan -> compact_write.
+//! compact_count -> csr_scan -> compact_write, the counting and writing one invocation per
+//! row on software adapters and a workgroup per row on hardware GPUs (`_group`;
+//! [`RowPath`]).
 
 use crate::Result;
 use crate::gpu::{DType, Gpu, GpuTensor};
 
-use super::super::decl::{Call, Entry, Slot, rf, ru, vec4_if, wf, wu};
-use super::selection::{block_max, csr_scan};
-use super::{BLOCK, Params, blocks, dims, expect_block, matrix, one_d, params};
+use super::super::decl::{Call, Entry, Grid, Slot, rf, ru, vec4_if, wf, wu};
+use super::selection::{RowPath, block_max, csr_scan};
+use super::{BLOCK, Params, WG_ROW, blocks, codes, dims, expect_block, matrix, one_d, params};
 
 const COUNT: &[Slot] = &[
     rf("x", "rows, n"),
@@ -30,6 +32,10 @@ pub(super) static COMPACT_COUNT: Entry = one_d("compact_count", COUNT);
 pub(super) static COMPACT_COUNT_VEC4: Entry = one_d("compact_count_vec4", COUNT);
 pub(super) static COMPACT_WRITE: Entry = one_d("compact_write", WRITE);
 pub(super) static COMPACT_WRITE_VEC4: Entry = one_d("compact_write_vec4", WRITE);
+pub(super) static COMPACT_COUNT_GROUP: Entry =
+    codes("compact_count_group", COUNT, WG_ROW, Grid::Groups);
+pub(super) static COMPACT_WRITE_GROUP: Entry =
+    codes("compact_write_group", WRITE, WG_ROW, Grid::Groups);
 
 /// off[i] = exp(log_thr[i]) - eps.
 /// log_thr: (n) -> off: (n)
@@ -86,17 +92,19 @@ fn compact_params(
 /// pre > theta or |pre - theta| <= eps / 2, theta = exp(log_thr). Reads only the blocks whose
 /// bmax (block_max of x, or of x - threshold_offsets for JumpReLU) is a key >= key(0.0).
 /// x: (rows, n), bmax: (rows, blocks(n, block)) u32, log_thr: (n) -> counts: (rows) u32
+#[allow(clippy::too_many_arguments)]
 pub fn compact_count(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
+    path: RowPath,
     x: &GpuTensor,
     block: usize,
     bmax: &GpuTensor,
     jumprelu: Option<(&GpuTensor, f32)>,
     counts: &GpuTensor,
 ) -> Result<()> {
-    let e = [&COMPACT_COUNT, &COMPACT_COUNT_VEC4];
-    compact(gpu, enc, e, x, block, bmax, jumprelu, None, |c| {
+    let e = [&COMPACT_COUNT, &COMPACT_COUNT_VEC4, &COMPACT_COUNT_GROUP];
+    compact(gpu, enc, path, e, x, block, bmax, jumprelu, None, |c| {
         c.bind(counts)
     })
 }
@@ -109,6 +117,7 @@ pub fn compact_count(
 pub fn compact_write(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
+    path: RowPath,
     x: &GpuTensor,
     block: usize,
     bmax: &GpuTensor,
@@ -118,10 +127,11 @@ pub fn compact_write(
     val: &GpuTensor,
     pre_val: &GpuTensor,
 ) -> Result<()> {
-    let e = [&COMPACT_WRITE, &COMPACT_WRITE_VEC4];
+    let e = [&COMPACT_WRITE, &COMPACT_WRITE_VEC4, &COMPACT_WRITE_GROUP];
     compact(
         gpu,
         enc,
+        path,
         e,
         x,
         block,
@@ -132,14 +142,15 @@ pub fn compact_write(
     )
 }
 
-/// A compact_count / compact_write launch (the scalar or vec4 entry point of `e`), one
-/// invocation per row: x, bmax and log_thr bound, then `bind`'s outputs; `cap` for
-/// compact_write.
+/// A compact_count / compact_write launch (the scalar or vec4 entry point of `e`, one
+/// invocation per row, or its workgroup-per-row one): x, bmax and log_thr bound, then
+/// `bind`'s outputs; `cap` for compact_write.
 #[allow(clippy::too_many_arguments)]
 fn compact<'a>(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
-    [scalar, v4]: [&'static Entry; 2],
+    path: RowPath,
+    [scalar, v4, group]: [&'static Entry; 3],
     x: &'a GpuTensor,
     block: usize,
     bmax: &'a GpuTensor,
@@ -151,7 +162,11 @@ fn compact<'a>(
     if let Some(cap) = cap {
         p.cap = cap as u32;
     }
-    let call = vec4_if(compact_vec4(&p), scalar, v4)
+    let e = match path {
+        RowPath::Lane => vec4_if(compact_vec4(&p), scalar, v4),
+        RowPath::Group => group,
+    };
+    let call = e
         .call(p)
         .dims(&dims(rows, n, block))
         .bind(x)
@@ -177,7 +192,36 @@ pub fn activation_codes(
     val: &GpuTensor,
     pre_val: &GpuTensor,
 ) -> Result<()> {
-    activation_chain(gpu, enc, x, jumprelu, None, row_ptr, idx, val, pre_val)
+    activation_codes_on(
+        gpu,
+        enc,
+        RowPath::of(gpu),
+        x,
+        jumprelu,
+        row_ptr,
+        idx,
+        val,
+        pre_val,
+    )
+}
+
+/// [`activation_codes`] on the given path (tests run both on any adapter).
+#[allow(clippy::too_many_arguments)]
+pub fn activation_codes_on(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    path: RowPath,
+    x: &GpuTensor,
+    jumprelu: Option<(&GpuTensor, f32)>,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    pre_val: &GpuTensor,
+) -> Result<()> {
+    let given = None;
+    activation_chain(
+        gpu, enc, path, x, jumprelu, given, row_ptr, idx, val, pre_val,
+    )
 }
 
 /// [`activation_codes`] with the block maxima already computed (by
@@ -201,6 +245,7 @@ pub fn activation_codes_from_bmax(
     activation_chain(
         gpu,
         enc,
+        RowPath::of(gpu),
         x,
         jumprelu,
         Some(bmax),
@@ -216,6 +261,7 @@ pub fn activation_codes_from_bmax(
 fn activation_chain(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
+    path: RowPath,
     x: &GpuTensor,
     jumprelu: Option<(&GpuTensor, f32)>,
     given: Option<&GpuTensor>,
@@ -247,9 +293,9 @@ fn activation_chain(
             bmax
         }
     };
-    compact_count(gpu, enc, x, BLOCK, bmax, jumprelu, &counts)?;
+    compact_count(gpu, enc, path, x, BLOCK, bmax, jumprelu, &counts)?;
     csr_scan(gpu, enc, &counts, row_ptr)?;
     compact_write(
-        gpu, enc, x, BLOCK, bmax, jumprelu, row_ptr, idx, val, pre_val,
+        gpu, enc, path, x, BLOCK, bmax, jumprelu, row_ptr, idx, val, pre_val,
     )
 }

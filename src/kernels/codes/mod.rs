@@ -5,8 +5,11 @@
 //!   [`selection::topk_codes`] records the whole chain (block_max, topk_threshold, topk_candidates,
 //!   topk_select, csr_scan, csr_pack) with its intermediates in per-device scratch buffers;
 //!   each stage also has its own launcher so that tests can hold it to its CPU twin.
+//!   The per-row stages run one invocation per row on software adapters and a workgroup
+//!   per row on hardware GPUs ([`selection::RowPath`]; `topk_threshold_group`,
+//!   `topk_select_group`), where a few thousand rows alone would leave the GPU nearly idle.
 //! * [`compaction`]: the entries a ReLU or JumpReLU keeps, as CSR
-//!   ([`compaction::activation_codes`]).
+//!   ([`compaction::activation_codes`]; also on either [`selection::RowPath`]).
 //! * [`batch_topk`]: BatchTopK over the whole batch from the same block maxima and
 //!   candidate lists, selected among by `topk::batchtopk_chunks` (or over x when a list
 //!   overflows; [`batch_topk::batchtopk_codes`]).
@@ -96,6 +99,8 @@ pub static ENTRIES: &[&Entry] = &[
     &compaction::COMPACT_COUNT_VEC4,
     &compaction::COMPACT_WRITE,
     &compaction::COMPACT_WRITE_VEC4,
+    &compaction::COMPACT_COUNT_GROUP,
+    &compaction::COMPACT_WRITE_GROUP,
     &batch_topk::KEY_INIT,
     &batch_topk::KEY_HIST,
     &batch_topk::KEY_FIND,
