@@ -380,6 +380,37 @@ fn sr_entry(r: u32, q: u32, t: u32) -> vec2<u32> {
     return vec2<u32>(i, select(0u, key, key >= t));
 }
 
+// Where each lane writes its part of a row's selection, from the lanes' counts of entries
+// above K (`above`) and of ties at K (`ties`), lanes in position order: (slot of the lane's
+// first taken entry, ties before the lane, ties allowed in the row, entries taken in the
+// row). Two barriers; leaves the totals in sr_cnt.
+fn sr_offsets(lid: u32, above: u32, ties: u32, k: u32) -> vec4<u32> {
+    sr_above[lid] = above;
+    sr_ties[lid] = ties;
+    workgroupBarrier();
+    if lid == 0u {
+        var ra = 0u;
+        var rt = 0u;
+        for (var l = 0u; l < WG_ROW; l++) {
+            let a = sr_above[l];
+            let tt = sr_ties[l];
+            sr_above[l] = ra;
+            sr_ties[l] = rt;
+            ra += a;
+            rt += tt;
+        }
+        // Totals in the workgroup counters: entries above K, and the ties.
+        atomicStore(&sr_cnt[0], ra);
+        atomicStore(&sr_cnt[1], rt);
+    }
+    workgroupBarrier();
+    let total_above = atomicLoad(&sr_cnt[0]);
+    let allowed = k - min(total_above, k);
+    let taken = total_above + min(atomicLoad(&sr_cnt[1]), allowed);
+    let seen = sr_ties[lid];
+    return vec4<u32>(sr_above[lid] + min(seen, allowed), seen, allowed, taken);
+}
+
 @compute @workgroup_size(WG_ROW)
 fn topk_select_row(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -422,30 +453,11 @@ fn topk_select_row(
         above += select(0u, 1u, key > kk);
         ties += select(0u, 1u, key == kk && kk != 0u);
     }
-    sr_above[lid] = above;
-    sr_ties[lid] = ties;
-    workgroupBarrier();
-    if lid == 0u {
-        var ra = 0u;
-        var rt = 0u;
-        for (var l = 0u; l < WG_ROW; l++) {
-            let a = sr_above[l];
-            let tt = sr_ties[l];
-            sr_above[l] = ra;
-            sr_ties[l] = rt;
-            ra += a;
-            rt += tt;
-        }
-        // Totals in the workgroup counters: entries above K, and the ties allowed.
-        atomicStore(&sr_cnt[0], ra);
-        atomicStore(&sr_cnt[1], rt);
-    }
-    workgroupBarrier();
-    let total_above = atomicLoad(&sr_cnt[0]);
-    let allowed = k - min(total_above, k);
-    let taken = total_above + min(atomicLoad(&sr_cnt[1]), allowed);
-    var seen = sr_ties[lid];
-    var j = sr_above[lid] + min(seen, allowed);
+    let at = sr_offsets(lid, above, ties, k);
+    var j = at.x;
+    var seen = at.y;
+    let allowed = at.z;
+    let taken = at.w;
     for (var q = lo; q < hi; q++) {
         let en = sr_entry(r, q, t);
         let tie = en.y == kk && kk != 0u;
@@ -619,29 +631,11 @@ fn topk_select_group(
         above += select(0u, 1u, key > kk);
         ties += select(0u, 1u, key == kk && kk != 0u);
     }
-    sr_above[lid] = above;
-    sr_ties[lid] = ties;
-    workgroupBarrier();
-    if lid == 0u {
-        var ra = 0u;
-        var rt = 0u;
-        for (var l = 0u; l < WG_ROW; l++) {
-            let a = sr_above[l];
-            let tt = sr_ties[l];
-            sr_above[l] = ra;
-            sr_ties[l] = rt;
-            ra += a;
-            rt += tt;
-        }
-        atomicStore(&sr_cnt[0], ra);
-        atomicStore(&sr_cnt[1], rt);
-    }
-    workgroupBarrier();
-    let total_above = atomicLoad(&sr_cnt[0]);
-    let allowed = k - min(total_above, k);
-    let taken = total_above + min(atomicLoad(&sr_cnt[1]), allowed);
-    var seen = sr_ties[lid];
-    var j = sr_above[lid] + min(seen, allowed);
+    let at = sr_offsets(lid, above, ties, k);
+    var j = at.x;
+    var seen = at.y;
+    let allowed = at.z;
+    let taken = at.w;
     for (var e = lo; e < hi; e++) {
         let key = sg_key[e];
         let tie = key == kk && kk != 0u;

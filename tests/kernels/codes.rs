@@ -328,6 +328,8 @@ const CASES: &[Case] = &[
     // ties are taken, and where the entries after them land.
     Case { rows: 70, n: 300, k: 60, kind: Input::SmallInts, listed: None },
     Case { rows: 40, n: 2000, k: 100, kind: Input::SmallInts, listed: Some(700) },
+    // The same in rows whose candidates overflow (topk_select_row).
+    Case { rows: 20, n: 9000, k: 2000, kind: Input::SmallInts, listed: None },
     // n % 128 == 0: the vec4 threshold and candidate entry points (ties; infinities).
     Case { rows: 37, n: 1024, k: 7, kind: Input::SmallInts, listed: None },
     Case { rows: 70, n: 384, k: 9, kind: Input::Inf, listed: None },
