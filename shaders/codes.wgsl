@@ -477,9 +477,9 @@ fn topk_select_row(
     if lid == 0u { sl_seln[r] = min(taken, k); }
 }
 
-// ---------------------------------------------------------------- topk_threshold_group / topk_select_group
+// ---------------------------------------------------------------- topk_threshold_group, topk_candidates_group, topk_select_group
 // The row top-k with a workgroup of WG_ROW lanes per row, for hardware GPUs: the same outputs
-// as topk_threshold and topk_candidates + topk_select, where those run one invocation per row
+// as topk_threshold, topk_candidates and topk_select, which run one invocation per row
 // (on a GPU that is a few thousand threads, each looping over the whole candidate list 32
 // times: latency-bound; measured on an H200, the lane chain took 1.3 ms at 1024 x 16384,
 // 14x a block_max pass over the same rows). Here every loop is split over the lanes and
@@ -523,20 +523,10 @@ fn sr_count(step: u32, cnt: u32, lid: u32) -> u32 {
     return total;
 }
 
-// topk_candidates and topk_select in one pass per row. The candidates (eligible entries
-// with key >= thr[r], from the blocks whose max reaches it) go to workgroup memory in
-// position order: WG_ROW blocks a round, each lane counting its block's, an exclusive scan
-// of the counts, each lane writing its own at its offset. cand_n[r] = their count; a row
-// with more than CAND stops there (topk_select_row, recorded next, takes it). Then the k-th
-// key by the bit search over the stored keys, and the selection written as topk_select_row
-// writes it: each lane a contiguous chunk of the candidates, at the offset of the entries
-// above K and the ties allowed before it.
-@group(0) @binding(6) var<storage, read_write> sg_n: array<u32>;        // (rows)
-@group(0) @binding(7) var<storage, read_write> sg_sel: array<u32>;      // (rows, k)
-@group(0) @binding(8) var<storage, read_write> sg_val: array<f32>;      // (rows, k)
-@group(0) @binding(9) var<storage, read_write> sg_seln: array<u32>;     // (rows)
-var<workgroup> sg_cand: array<u32, CAND>;
-var<workgroup> sg_key: array<u32, CAND>;
+// topk_candidates_group: topk_candidates' lists (the eligible entries with key >= thr[r],
+// from the blocks whose max reaches it, in position order; the first CAND stored, cand_n[r]
+// = their count), WG_ROW blocks a round: each lane counts its block's, an exclusive scan
+// of the counts gives each lane its offset in the list.
 var<workgroup> sg_total: u32;
 
 // Latent of eligible position q of row r, and its key.
@@ -563,7 +553,7 @@ fn sg_scan(lid: u32) -> u32 {
 }
 
 @compute @workgroup_size(WG_ROW)
-fn topk_select_group(
+fn topk_candidates_group(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
@@ -573,9 +563,7 @@ fn topk_select_group(
     var m = p.n;
     if p.has_cols != 0u { m = min(cd_ncols[0], p.n); }
     let t = cd_thr[r];
-    let k = p.k;
-    if lid < 2u { atomicStore(&sr_cnt[lid], 0u); }
-    // The candidates, WG_ROW blocks a round.
+    let out = r * CAND;
     var len = 0u;
     for (var j0 = 0u; j0 < p.nb; j0 += WG_ROW) {
         let j = j0 + lid;
@@ -594,20 +582,33 @@ fn topk_select_group(
         var at = len + sr_above[lid];
         for (var q = q0; q < q1; q++) {
             let en = sg_entry(r, q);
-            if en.y >= t {
-                if at < CAND {
-                    sg_cand[at] = en.x;
-                    sg_key[at] = en.y;
-                }
-                at++;
-            }
+            at = cd_put(out, at, t, en.x, en.y);
         }
         len += round;
         // sr_above is rewritten by the next round.
         workgroupBarrier();
     }
-    if lid == 0u { sg_n[r] = len; }
+    if lid == 0u { cd_n[r] = len; }
+}
+
+// topk_select_group: topk_select's selection from the candidate lists (rows that overflowed
+// them are left to topk_select_row): the k-th key by the bit search, the lanes counting
+// strided shares of the list, then the selection written as topk_select_row writes it, each
+// lane a contiguous chunk of the list.
+@compute @workgroup_size(WG_ROW)
+fn topk_select_group(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let r = group_index(wid, nwg);
+    if r >= p.rows { return; }
+    let len = sl_n[r];
     if len > CAND { return; }
+    let k = p.k;
+    let base = r * CAND;
+    if lid < 2u { atomicStore(&sr_cnt[lid], 0u); }
+    workgroupBarrier();
     // K: the k-th largest key (0 when there are fewer than k candidates: all are taken).
     var kk = 0u;
     if len >= k {
@@ -615,19 +616,18 @@ fn topk_select_group(
             let c = kk | (0x80000000u >> bit);
             var cnt = 0u;
             for (var e = lid; e < len; e += WG_ROW) {
-                cnt += select(0u, 1u, sg_key[e] >= c);
+                cnt += select(0u, 1u, sl_key[base + e] >= c);
             }
             if sr_count(bit, cnt, lid) >= k { kk = c; }
         }
     }
-    // Each lane's chunk: its entries above K and its ties, then their offsets.
     let chunk = (len + WG_ROW - 1u) / WG_ROW;
     let lo = min(lid * chunk, len);
     let hi = min(lo + chunk, len);
     var above = 0u;
     var ties = 0u;
     for (var e = lo; e < hi; e++) {
-        let key = sg_key[e];
+        let key = sl_key[base + e];
         above += select(0u, 1u, key > kk);
         ties += select(0u, 1u, key == kk && kk != 0u);
     }
@@ -637,22 +637,22 @@ fn topk_select_group(
     let allowed = at.z;
     let taken = at.w;
     for (var e = lo; e < hi; e++) {
-        let key = sg_key[e];
+        let key = sl_key[base + e];
         let tie = key == kk && kk != 0u;
         let take = key > kk || (tie && seen < allowed);
         seen += select(0u, 1u, tie);
         if take && j < k {
-            let i = sg_cand[e];
-            sg_sel[r * k + j] = i;
-            sg_val[r * k + j] = cd_x[r * p.n + i];
+            let i = sl_cand[base + e];
+            sl_sel[r * k + j] = i;
+            sl_val[r * k + j] = sl_x[r * p.n + i];
         }
         j += select(0u, 1u, take);
     }
     for (var s = taken + lid; s < k; s += WG_ROW) {
-        sg_sel[r * k + s] = 0u;
-        sg_val[r * k + s] = 0.0;
+        sl_sel[r * k + s] = 0u;
+        sl_val[r * k + s] = 0.0;
     }
-    if lid == 0u { sg_seln[r] = min(taken, k); }
+    if lid == 0u { sl_seln[r] = min(taken, k); }
 }
 
 // ---------------------------------------------------------------- csr_scan

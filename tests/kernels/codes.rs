@@ -142,9 +142,9 @@ fn stage_case(gpu: &Gpu, rng: &mut ChaCha8Rng, c: Case) -> Result<(), Failed> {
     kc::selection::block_max(gpu, e, &xd, block, cols_d, None, &bmax).map_err(m)?;
     kc::selection::topk_threshold(gpu, e, Lane, &bmax, rows, nb, k, &thr).map_err(m)?;
     #[rustfmt::skip]
-    kc::selection::topk_candidates(gpu, e, &xd, block, cols_d, &bmax, &thr, &cand, &cand_key, &cand_n).map_err(m)?;
+    kc::selection::topk_candidates(gpu, e, Lane, &xd, block, cols_d, &bmax, &thr, &cand, &cand_key, &cand_n).map_err(m)?;
     #[rustfmt::skip]
-    kc::selection::topk_select(gpu, e, &xd, k, cols_d, &cand, &cand_key, &cand_n, &thr, &sel, &sel_val, &sel_n).map_err(m)?;
+    kc::selection::topk_select(gpu, e, Lane, &xd, k, cols_d, &cand, &cand_key, &cand_n, &thr, &sel, &sel_val, &sel_n).map_err(m)?;
     kc::selection::csr_scan(gpu, e, &sel_n, &row_ptr).map_err(m)?;
     kc::selection::csr_pack(gpu, e, &sel, &sel_val, &row_ptr, rows, k, &idx, &val).map_err(m)?;
     gpu.submit(enc);
@@ -241,17 +241,26 @@ fn stage_case(gpu: &Gpu, rng: &mut ChaCha8Rng, c: Case) -> Result<(), Failed> {
     )?;
     // The workgroup-per-row path (hardware GPUs'): its stages against the same twins, fed
     // the block maxima checked above, then its chain against the plain twin.
-    for t in [&thr, &cand_n, &sel, &sel_val, &sel_n, &row_ptr, &idx, &val] {
+    for t in [
+        &thr, &cand, &cand_key, &cand_n, &sel, &sel_val, &sel_n, &row_ptr, &idx, &val,
+    ] {
         poison(gpu, t).map_err(m)?;
     }
     let mut enc = gpu.encoder();
     let e = &mut enc;
     kc::selection::topk_threshold(gpu, e, Group, &bmax, rows, nb, k, &thr).map_err(m)?;
     #[rustfmt::skip]
-    kc::selection::topk_select_group(gpu, e, &xd, k, block, cols_d, &bmax, &thr, &cand_n, &sel, &sel_val, &sel_n).map_err(m)?;
+    kc::selection::topk_candidates(gpu, e, Group, &xd, block, cols_d, &bmax, &thr, &cand, &cand_key, &cand_n).map_err(m)?;
+    #[rustfmt::skip]
+    kc::selection::topk_select(gpu, e, Group, &xd, k, cols_d, &cand, &cand_key, &cand_n, &thr, &sel, &sel_val, &sel_n).map_err(m)?;
     gpu.submit(enc);
     assert_same("topk_threshold_group thr", &r(&thr)?, &c_thr)?;
-    assert_same("topk_select_group cand_n", &r(&cand_n)?, &c_n)?;
+    let g_n = r(&cand_n)?;
+    assert_same("topk_candidates_group cand_n", &g_n, &c_n)?;
+    let g_cand = stored(&r(&cand)?);
+    assert_same("topk_candidates_group cand", &g_cand, &stored(&c_cand))?;
+    let g_key = stored(&r(&cand_key)?);
+    assert_same("topk_candidates_group cand_key", &g_key, &stored(&c_key))?;
     assert_same("topk_select_group sel_n", &r(&sel_n)?, &c_sel_n)?;
     assert_same("topk_select_group sel", &r(&sel)?, &c_sel)?;
     let v = gpu.read_f32(&sel_val).map_err(m)?;

@@ -1,6 +1,6 @@
 //! BatchTopK from the block maxima: a radix select over the maxima bounds the k_total-th
 //! value of the batch (key_init, key_hist, key_find), topk_candidates lists the entries
-//! at or above it, row by row, and `topk::batchtopk_chunks` selects among those lists
+//! at or above it, row by row (a workgroup per row on hardware GPUs, as in `selection`), and `topk::batchtopk_chunks` selects among those lists
 //! (batchtopk_gather appends them to its candidates; its own bound over x is skipped), or
 //! reads x itself when a row's list overflows.
 //!
@@ -14,7 +14,7 @@ use crate::gpu::{Gpu, GpuTensor};
 use crate::{Error, Result};
 
 use super::super::decl::{Entry, Grid, ru, wf, wu};
-use super::selection::{block_max, topk_candidates};
+use super::selection::{RowPath, block_max, topk_candidates};
 use super::{BLOCK, CAND, Params, blocks, codes, matrix, one_d, single};
 
 pub(super) static KEY_INIT: Entry = single("key_init", &[wu("state", "4"), wu("hist", "256")]);
@@ -283,8 +283,9 @@ pub fn batchtopk_codes_chunks(
             sc.cand_key.prefix(&[rc * CAND]),
         );
         let (cn, thr) = (sc.cand_n.prefix(&[rc]), sc.thr.prefix(&[rc]));
+        let path = RowPath::of(gpu);
         topk_candidates(
-            gpu, enc, xs[c], BLOCK, None, bmaxs[c], &thr, &cand, &key, &cn,
+            gpu, enc, path, xs[c], BLOCK, None, bmaxs[c], &thr, &cand, &key, &cn,
         )
     };
     let lists = Lists {

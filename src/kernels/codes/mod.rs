@@ -7,7 +7,8 @@
 //!   each stage also has its own launcher so that tests can hold it to its CPU twin.
 //!   The per-row stages run one invocation per row on software adapters and a workgroup
 //!   per row on hardware GPUs ([`selection::RowPath`]; `topk_threshold_group`,
-//!   `topk_select_group`), where a few thousand rows alone would leave the GPU nearly idle.
+//!   `topk_candidates_group`, `topk_select_group`), where a few thousand rows alone would
+//!   leave the GPU nearly idle.
 //! * [`compaction`]: the entries a ReLU or JumpReLU keeps, as CSR
 //!   ([`compaction::activation_codes`]; also on either [`selection::RowPath`]).
 //! * [`batch_topk`]: BatchTopK over the whole batch from the same block maxima and
@@ -90,6 +91,7 @@ pub static ENTRIES: &[&Entry] = &[
     &selection::TOPK_SELECT,
     &selection::TOPK_SELECT_ROW,
     &selection::TOPK_THRESHOLD_GROUP,
+    &selection::TOPK_CANDIDATES_GROUP,
     &selection::TOPK_SELECT_GROUP,
     &selection::CSR_SCAN,
     &selection::CSR_PACK,

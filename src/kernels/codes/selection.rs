@@ -1,9 +1,8 @@
 //! The row top-k as CSR (TopK codes, AuxK codes over a column list) and the dead-latent
 //! list: block_max -> topk_threshold -> topk_candidates -> topk_select (+ topk_select_row)
 //! -> csr_scan -> csr_pack, the per-row stages one invocation per row ([`RowPath::Lane`],
-//! software adapters); on hardware GPUs block_max -> topk_threshold_group ->
-//! topk_select_group (+ topk_select_row) -> csr_scan -> csr_pack, a workgroup per row
-//! ([`RowPath::Group`]). Both give the same bits.
+//! software adapters); on hardware GPUs their `_group` entry points, a workgroup per row
+//! ([`RowPath::Group`]) over the same bindings. Both give the same bits.
 
 use crate::gpu::{DType, Gpu, GpuTensor};
 use crate::{Error, Result};
@@ -53,22 +52,12 @@ pub(super) static TOPK_THRESHOLD_VEC4: Entry = one_d("topk_threshold_vec4", THRE
 pub(super) static TOPK_CANDIDATES: Entry = one_d("topk_candidates", CANDIDATES);
 pub(super) static TOPK_CANDIDATES_VEC4: Entry = one_d("topk_candidates_vec4", CANDIDATES);
 pub(super) static TOPK_SELECT: Entry = one_d("topk_select", SELECT);
-/// topk_candidates + topk_select, a workgroup per row.
-const SELECT_GROUP: &[Slot] = &[
-    rf("x", "rows, n"),
-    ru("cols", "n"),
-    ru("ncols", "1"),
-    ru("bmax", "rows, nb"),
-    ru("thr", "rows"),
-    wu("cand_n", "rows"),
-    wu("sel", "rows, k"),
-    wf("sel_val", "rows, k"),
-    wu("sel_n", "rows"),
-];
 pub(super) static TOPK_THRESHOLD_GROUP: Entry =
     codes("topk_threshold_group", THRESHOLD, WG_ROW, Grid::Groups);
+pub(super) static TOPK_CANDIDATES_GROUP: Entry =
+    codes("topk_candidates_group", CANDIDATES, WG_ROW, Grid::Groups);
 pub(super) static TOPK_SELECT_GROUP: Entry =
-    codes("topk_select_group", SELECT_GROUP, WG_ROW, Grid::Groups);
+    codes("topk_select_group", SELECT, WG_ROW, Grid::Groups);
 /// One workgroup per row; the rows that did not overflow return at once.
 pub(super) static TOPK_SELECT_ROW: Entry = codes("topk_select_row", SELECT, WG_ROW, Grid::Groups);
 pub(super) static CSR_SCAN: Entry = single(
@@ -93,11 +82,11 @@ pub(super) static DEAD_LIST: Entry = single(
 /// Which entry points run the per-row stages of the row top-k (the same results either way).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RowPath {
-    /// One invocation per row (topk_threshold, topk_candidates, topk_select): no barriers,
-    /// which cost a shader split each on a software adapter.
+    /// One invocation per row (topk_threshold, topk_candidates, topk_select, compact_*): no
+    /// barriers, which cost a shader split each on a software adapter.
     Lane,
-    /// One workgroup per row (topk_threshold_group, topk_select_group): a GPU's thousands of
-    /// lanes, where a few thousand rows alone would leave it nearly idle.
+    /// One workgroup per row (their `_group` entry points): a GPU's thousands of lanes,
+    /// where a few thousand rows alone would leave it nearly idle.
     Group,
 }
 
@@ -200,6 +189,7 @@ pub fn topk_threshold(
 pub fn topk_candidates(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
+    path: RowPath,
     x: &GpuTensor,
     block: usize,
     cols: Option<(&GpuTensor, &GpuTensor)>,
@@ -219,7 +209,10 @@ pub fn topk_candidates(
         && block.is_multiple_of(4)
         && n.is_multiple_of(block)
         && blocks(n, block).is_multiple_of(4);
-    let e = vec4_if(vec4, &TOPK_CANDIDATES, &TOPK_CANDIDATES_VEC4);
+    let e = match path {
+        RowPath::Lane => vec4_if(vec4, &TOPK_CANDIDATES, &TOPK_CANDIDATES_VEC4),
+        RowPath::Group => &TOPK_CANDIDATES_GROUP,
+    };
     bind_cols(e.call(p).dims(&dims(rows, n, block)).bind(x), x, cols)
         .bind(bmax)
         .bind(thr)
@@ -241,6 +234,7 @@ pub fn topk_candidates(
 pub fn topk_select(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
+    path: RowPath,
     x: &GpuTensor,
     k: usize,
     cols: Option<(&GpuTensor, &GpuTensor)>,
@@ -258,7 +252,11 @@ pub fn topk_select(
         return Err(Error::Internal(format!("{kn}: k must be >= 1")));
     }
     let p = params(rows, n, k, 1, cols.is_some());
-    for e in [&TOPK_SELECT, &TOPK_SELECT_ROW] {
+    let first = match path {
+        RowPath::Lane => &TOPK_SELECT,
+        RowPath::Group => &TOPK_SELECT_GROUP,
+    };
+    for e in [first, &TOPK_SELECT_ROW] {
         bind_cols(
             e.call(p).dims(&dims(rows, n, 1)).dim("k", k).bind(x),
             x,
@@ -276,75 +274,6 @@ pub fn topk_select(
         .record(gpu, enc)?;
     }
     Ok(())
-}
-
-/// [`topk_candidates`] and [`topk_select`] in one dispatch, a workgroup per row, then
-/// topk_select_row for the rows whose candidates overflowed CAND: cand_n as topk_candidates
-/// writes it, sel, sel_val and sel_n as topk_select does (the candidates themselves stay in
-/// workgroup memory).
-/// x: (rows, n), cols / ncols as block_max, bmax: (rows, blocks(n, block)) u32,
-/// thr: (rows) u32 -> cand_n: (rows) u32, sel: (rows, k) u32, sel_val: (rows, k),
-/// sel_n: (rows) u32
-#[allow(clippy::too_many_arguments)]
-pub fn topk_select_group(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    x: &GpuTensor,
-    k: usize,
-    block: usize,
-    cols: Option<(&GpuTensor, &GpuTensor)>,
-    bmax: &GpuTensor,
-    thr: &GpuTensor,
-    cand_n: &GpuTensor,
-    sel: &GpuTensor,
-    sel_val: &GpuTensor,
-    sel_n: &GpuTensor,
-) -> Result<()> {
-    let kn = "topk_select_group";
-    let (rows, n) = matrix(kn, x)?;
-    expect_block(kn, block)?;
-    if k == 0 {
-        return Err(Error::Internal(format!("{kn}: k must be >= 1")));
-    }
-    let p = params(rows, n, k, block, cols.is_some());
-    bind_cols(
-        TOPK_SELECT_GROUP
-            .call(p)
-            .dims(&dims(rows, n, block))
-            .dim("k", k)
-            .bind(x),
-        x,
-        cols,
-    )
-    .bind(bmax)
-    .bind(thr)
-    .bind(cand_n)
-    .bind(sel)
-    .bind(sel_val)
-    .bind(sel_n)
-    .items(rows)
-    .skip_if(rows == 0)
-    .record(gpu, enc)?;
-    // The overflowed rows; it reads neither candidate list (x stands in).
-    bind_cols(
-        TOPK_SELECT_ROW
-            .call(p)
-            .dims(&dims(rows, n, 1))
-            .dim("k", k)
-            .bind(x),
-        x,
-        cols,
-    )
-    .bind_opt(None, x)
-    .bind_opt(None, x)
-    .bind(cand_n)
-    .bind(thr)
-    .bind(sel)
-    .bind(sel_val)
-    .bind(sel_n)
-    .items(rows)
-    .skip_if(rows == 0)
-    .record(gpu, enc)
 }
 
 /// row_ptr[0] = 0, row_ptr[r + 1] = row_ptr[r] + counts[r].
@@ -519,6 +448,8 @@ fn topk_chain(
     };
     let u = DType::U32;
     let thr = scratch(gpu, "codes thr", u, rows)?;
+    let cand = scratch(gpu, "codes cand", u, rows * CAND)?;
+    let cand_key = scratch(gpu, "codes cand_key", u, rows * CAND)?;
     let cand_n = scratch(gpu, "codes cand_n", u, rows)?;
     let sel = scratch(gpu, "codes sel", u, rows * k)?;
     let sel_val = scratch(gpu, "codes sel_val", DType::F32, rows * k)?;
@@ -527,21 +458,11 @@ fn topk_chain(
         block_max(gpu, enc, x, block, cols, None, bmax)?;
     }
     topk_threshold(gpu, enc, path, bmax, rows, nb, k, &thr)?;
-    match path {
-        RowPath::Lane => {
-            let cand = scratch(gpu, "codes cand", u, rows * CAND)?;
-            let cand_key = scratch(gpu, "codes cand_key", u, rows * CAND)?;
-            #[rustfmt::skip]
-            topk_candidates(gpu, enc, x, block, cols, bmax, &thr, &cand, &cand_key, &cand_n)?;
-            topk_select(
-                gpu, enc, x, k, cols, &cand, &cand_key, &cand_n, &thr, &sel, &sel_val, &sel_n,
-            )?;
-        }
-        #[rustfmt::skip]
-        RowPath::Group => topk_select_group(
-            gpu, enc, x, k, block, cols, bmax, &thr, &cand_n, &sel, &sel_val, &sel_n,
-        )?,
-    }
+    #[rustfmt::skip]
+    topk_candidates(gpu, enc, path, x, block, cols, bmax, &thr, &cand, &cand_key, &cand_n)?;
+    topk_select(
+        gpu, enc, path, x, k, cols, &cand, &cand_key, &cand_n, &thr, &sel, &sel_val, &sel_n,
+    )?;
     csr_scan(gpu, enc, &sel_n, row_ptr)?;
     csr_pack(gpu, enc, &sel, &sel_val, row_ptr, rows, k, idx, val)
 }
