@@ -127,11 +127,27 @@ fn engines_agree(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
         tolerance::FISTA_ENGINES,
     )?;
     assert_close(
-        "FISTA L0 / L1 sums",
-        &[og.l0_sum as f32, og.l1_sum as f32],
-        &[oc.l0_sum as f32, oc.l1_sum as f32],
+        "FISTA L1 sum",
+        &[og.l1_sum as f32],
+        &[oc.l1_sum as f32],
         tolerance::FISTA_ENGINES,
     )?;
+    // L0 counts the nonzero codes: a code within the tolerance of 0 may be exactly 0 on one
+    // engine (soft threshold) and not on the other, so the counts may differ by at most the
+    // number of codes that are zero on one engine only.
+    let straddle = zg
+        .iter()
+        .zip(&zc)
+        .filter(|(a, b)| (**a == 0.0) != (**b == 0.0))
+        .count();
+    let l0_gap = (og.l0_sum as f64 - oc.l0_sum as f64).abs();
+    if l0_gap > straddle as f64 {
+        return Err(format!(
+            "FISTA L0 sums: gpu {} cpu {}, more apart than the {straddle} codes zero on one engine only",
+            og.l0_sum, oc.l0_sum
+        )
+        .into());
+    }
     // x_hat is z W + b over the atoms as given.
     let mut xh = vec![0.0f32; rows * d];
     for r in 0..rows {
