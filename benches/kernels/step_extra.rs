@@ -1,5 +1,5 @@
 //! Cases for the rest of what a training step (and the FISTA and toy-model drivers)
-//! launches: the sparse-code chains of shaders/codes.wgsl (each case records a whole chain,
+//! launches: the sparse-code chains of the codes module (shaders/codes*.wgsl) (each case records a whole chain,
 //! so every stage kernel runs: block_max, topk_threshold, topk_candidates, topk_select and
 //! topk_select_row, csr_scan, csr_pack; threshold_offsets, compact_count, compact_write;
 //! key_init, key_hist, key_find, topk_candidates, batchtopk on the candidate lists

@@ -231,11 +231,12 @@ impl Entry {
     }
 }
 
-/// A shader module: `shaders/<name>.wgsl` after the prelude.
+/// A shader module: `shaders/<name>.wgsl` after the prelude, then any further parts
+/// (`shaders/<part>.wgsl`, in the order given) of a module too long for one file.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! shader {
-    ($name:literal) => {
+    ($name:literal $(, $part:literal)*) => {
         $crate::gpu::Shader {
             name: $name,
             source: concat!(
@@ -246,6 +247,12 @@ macro_rules! shader {
                     $name,
                     ".wgsl"
                 ))
+                $(, include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/shaders/",
+                    $part,
+                    ".wgsl"
+                )))*
             ),
         }
     };

@@ -1,5 +1,6 @@
-//! CPU twins of shaders/codes.wgsl: sparse codes (CSR over rows, latents ascending within a
-//! row, only entries that are not zero after the activation) built straight from the dense
+//! CPU twins of the codes module (shaders/codes.wgsl, codes_topk.wgsl, codes_compact.wgsl):
+//! sparse codes (CSR over rows, latents ascending within a row, only entries that are not
+//! zero after the activation) built straight from the dense
 //! pre-activations, and the list of dead latents AuxK chooses from.
 //!
 //! [`topk_codes`] is the whole chain in plain form (what the CPU engine calls); the other

@@ -140,7 +140,7 @@ fn engines_agree(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
         .zip(&zc)
         .filter(|(a, b)| (**a == 0.0) != (**b == 0.0))
         .count();
-    let l0_gap = (og.l0_sum as f64 - oc.l0_sum as f64).abs();
+    let l0_gap = (og.l0_sum - oc.l0_sum).abs();
     if l0_gap > straddle as f64 {
         return Err(format!(
             "FISTA L0 sums: gpu {} cpu {}, more apart than the {straddle} codes zero on one engine only",

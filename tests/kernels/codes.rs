@@ -1,4 +1,4 @@
-//! Sparse codes from dense pre-activations against shaders/codes.wgsl: each stage of the
+//! Sparse codes from dense pre-activations against the codes module (shaders/codes*.wgsl): each stage of the
 //! row top-k (block_max, topk_threshold, topk_candidates, topk_select, csr_scan, csr_pack) on
 //! the device's own previous outputs against its CPU twin, and the whole chain
 //! (`topk_codes`) against the plain twin, on both paths (one invocation per row, and the

@@ -1,4 +1,5 @@
-//! Sparse-code launchers (shaders/codes.wgsl), in three families:
+//! Sparse-code launchers (the `codes` module: shaders/codes.wgsl, codes_topk.wgsl and
+//! codes_compact.wgsl), in three families:
 //!
 //! * [`selection`]: the k largest positive entries of each row of the pre-activations as CSR
 //!   (TopK codes after ReLU, AuxK codes over the dead latents), and the dead-latent list.
@@ -36,7 +37,7 @@ pub mod batch_topk;
 pub mod compaction;
 pub mod selection;
 
-pub static SHADER: Shader = crate::shader!("codes");
+pub static SHADER: Shader = crate::shader!("codes", "codes_topk", "codes_compact");
 
 /// Invocations per workgroup of the 1-D kernels (`WG`).
 const WG: usize = 64;
@@ -80,7 +81,7 @@ const fn single(name: &'static str, binds: &'static [Slot]) -> Entry {
     codes(name, binds, WG_SCAN, Grid::Single)
 }
 
-/// Every entry point of shaders/codes.wgsl.
+/// Every entry point of the codes module (shaders/codes*.wgsl).
 pub static ENTRIES: &[&Entry] = &[
     &selection::BLOCK_MAX,
     &selection::BLOCK_MAX_VEC4,
