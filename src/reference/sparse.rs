@@ -1,4 +1,4 @@
-//! CPU twins of shaders/sparse.wgsl: sparse codes (CSR over rows) decoded, dotted with the
+//! CPU twins of shaders/sparse*.wgsl: sparse codes (CSR over rows) decoded, dotted with the
 //! output gradient, transposed into per-latent lists, and the three gradient gathers.
 //!
 //! A code is `row_ptr` (rows + 1, `row_ptr[0] == 0`), `idx` (cap) and `val` (cap) with

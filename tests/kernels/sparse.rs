@@ -1,4 +1,4 @@
-//! Sparse codes against shaders/sparse.wgsl: build_transpose (compared exactly), the three gathers, decode and dot, run as the chain a training step records,
+//! Sparse codes against shaders/sparse*.wgsl: build_transpose (compared exactly), the three gathers, decode and dot, run as the chain a training step records,
 //! on TopK codes and on uneven CSR codes (empty rows, nnz < cap, garbage past nnz), with hot
 //! latents that sit in every row; plus a run-to-run determinism check.
 

@@ -1,5 +1,6 @@
-//! Sparse-code launchers (shaders/sparse.wgsl): decode, the latent gradient's dot products,
-//! the per-latent (transposed) index and the three gradient gathers of a sparse SAE step.
+//! Sparse-code launchers (shaders/sparse.wgsl and sparse_texture.wgsl): decode, the latent
+//! gradient's dot products, the per-latent (transposed) index and the three gradient gathers
+//! of a sparse SAE step.
 //!
 //! Why gathers: the decoder and encoder gradients are sums over the active (row, latent)
 //! pairs, grouped by latent. Scattering them with float atomics would make every step
@@ -27,7 +28,7 @@ pub use gather::{
 
 use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, ru, wf, wu};
 
-pub static SHADER: Shader = crate::shader!("sparse");
+pub static SHADER: Shader = crate::shader!("sparse", "sparse_texture");
 
 /// Invocations per workgroup of the 1-D kernels (`WG` in the shader).
 const WG: usize = 64;
@@ -220,7 +221,7 @@ pub static GATHER_JUMPRELU_THRESHOLD: Entry = one_d(
     ],
 );
 
-/// Every entry point of shaders/sparse.wgsl.
+/// Every entry point of the sparse module (shaders/sparse*.wgsl).
 pub static ENTRIES: &[&Entry] = &[
     &SPARSE_DECODE,
     &SPARSE_DECODE_VEC4,
