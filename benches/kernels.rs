@@ -381,7 +381,8 @@ fn make_inputs(gpu: &Gpu) -> saeforge::Result<Inputs> {
     let mut enc = gpu.encoder();
     relu_forward(gpu, &mut enc, &pre, &z)?;
     reduce::row_norms(gpu, &mut enc, &w_dec, N, D, &norms)?;
-    codes::selection::topk_codes(gpu, &mut enc, &pre, K, None, &row_ptr, &idx, &pre_val)?;
+    let path = codes::selection::RowPath::of(gpu);
+    codes::selection::topk_codes(gpu, &mut enc, path, &pre, K, None, &row_ptr, &idx, &pre_val)?;
     relu_forward(gpu, &mut enc, &pre_val, &val)?;
     sparse::sparse_dot(gpu, &mut enc, &row_ptr, &idx, &dy, &w_dec, B, N, D, &gslot)?;
     relu_backward(gpu, &mut enc, &pre_val, &gslot, &dval)?;

@@ -316,39 +316,42 @@ fn topk_select_row(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let r = wid.x + wid.y * nwg.x;
+    let r = group_index(wid, nwg);
     // Both conditions are the same for the whole workgroup (one row).
     if r >= p.rows { return; }
     if sl_n[r] <= CAND { return; }
-    var m = p.n;
-    if p.has_cols != 0u { m = min(sl_ncols[0], p.n); }
+    sr_select(r, lid, false);
+}
+
+// A row's selection by the workgroup: from its candidate list (`listed`) or from the
+// eligible row itself (the entries below thr read as key 0, never taken). K, the k-th key,
+// by the bit search over the lanes' contiguous chunks (0 when there are fewer than k
+// entries: all are taken); then each lane writes its chunk's entries above K and the ties
+// allowed, at its offset (sr_offsets); the slots past the selection get 0 / 0.0.
+fn sr_select(r: u32, lid: u32, listed: bool) {
+    var len = p.n;
+    if p.has_cols != 0u { len = min(sl_ncols[0], p.n); }
+    if listed { len = sl_n[r]; }
     let t = sl_thr[r];
     let k = p.k;
-    let chunk = (m + WG_ROW - 1u) / WG_ROW;
-    let lo = min(lid * chunk, m);
-    let hi = min(lo + chunk, m);
+    let chunk = (len + WG_ROW - 1u) / WG_ROW;
+    let lo = min(lid * chunk, len);
+    let hi = min(lo + chunk, len);
     if lid < 2u { atomicStore(&sr_cnt[lid], 0u); }
     workgroupBarrier();
     var kk = 0u;
     for (var bit = 0u; bit < 32u; bit++) {
         let c = kk | (0x80000000u >> bit);
         var cnt = 0u;
-        for (var q = lo; q < hi; q++) {
-            cnt += select(0u, 1u, sr_entry(r, q, t).y >= c);
+        for (var e = lo; e < hi; e++) {
+            cnt += select(0u, 1u, sr_pick(r, e, t, listed).y >= c);
         }
-        let b = bit & 1u;
-        atomicAdd(&sr_cnt[b], cnt);
-        workgroupBarrier();
-        let total = atomicLoad(&sr_cnt[b]);
-        if lid == 0u { atomicStore(&sr_cnt[1u - b], 0u); }
-        workgroupBarrier();
-        if total >= k { kk = c; }
+        if sr_count(bit, cnt, lid) >= k { kk = c; }
     }
-    // Per-lane counts above K and at K, then their exclusive prefix sums (lane 0).
     var above = 0u;
     var ties = 0u;
-    for (var q = lo; q < hi; q++) {
-        let key = sr_entry(r, q, t).y;
+    for (var e = lo; e < hi; e++) {
+        let key = sr_pick(r, e, t, listed).y;
         above += select(0u, 1u, key > kk);
         ties += select(0u, 1u, key == kk && kk != 0u);
     }
@@ -357,8 +360,8 @@ fn topk_select_row(
     var seen = at.y;
     let allowed = at.z;
     let taken = at.w;
-    for (var q = lo; q < hi; q++) {
-        let en = sr_entry(r, q, t);
+    for (var e = lo; e < hi; e++) {
+        let en = sr_pick(r, e, t, listed);
         let tie = en.y == kk && kk != 0u;
         let take = en.y > kk || (tie && seen < allowed);
         seen += select(0u, 1u, tie);
@@ -374,6 +377,15 @@ fn topk_select_row(
         sl_val[r * k + s] = 0.0;
     }
     if lid == 0u { sl_seln[r] = min(taken, k); }
+}
+
+// Entry e of row r's selection: its latent and key, from the candidate list (`listed`) or
+// the eligible row (sr_entry).
+fn sr_pick(r: u32, e: u32, t: u32, listed: bool) -> vec2<u32> {
+    if listed {
+        return vec2<u32>(sl_cand[r * CAND + e], sl_key[r * CAND + e]);
+    }
+    return sr_entry(r, e, t);
 }
 
 // ---------------------------------------------------------------- topk_threshold_group, topk_candidates_group, topk_select_group
@@ -490,10 +502,8 @@ fn topk_candidates_group(
     if lid == 0u { cd_n[r] = len; }
 }
 
-// topk_select_group: topk_select's selection from the candidate lists (rows that overflowed
-// them are left to topk_select_row): the k-th key by the bit search, the lanes counting
-// strided shares of the list, then the selection written as topk_select_row writes it, each
-// lane a contiguous chunk of the list.
+// topk_select_group: topk_select's selection from the candidate lists, as topk_select_row
+// makes it from the row (rows that overflowed their lists are left to topk_select_row).
 @compute @workgroup_size(WG_ROW)
 fn topk_select_group(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -502,54 +512,6 @@ fn topk_select_group(
 ) {
     let r = group_index(wid, nwg);
     if r >= p.rows { return; }
-    let len = sl_n[r];
-    if len > CAND { return; }
-    let k = p.k;
-    let base = r * CAND;
-    if lid < 2u { atomicStore(&sr_cnt[lid], 0u); }
-    workgroupBarrier();
-    // K: the k-th largest key (0 when there are fewer than k candidates: all are taken).
-    var kk = 0u;
-    if len >= k {
-        for (var bit = 0u; bit < 32u; bit++) {
-            let c = kk | (0x80000000u >> bit);
-            var cnt = 0u;
-            for (var e = lid; e < len; e += WG_ROW) {
-                cnt += select(0u, 1u, sl_key[base + e] >= c);
-            }
-            if sr_count(bit, cnt, lid) >= k { kk = c; }
-        }
-    }
-    let chunk = (len + WG_ROW - 1u) / WG_ROW;
-    let lo = min(lid * chunk, len);
-    let hi = min(lo + chunk, len);
-    var above = 0u;
-    var ties = 0u;
-    for (var e = lo; e < hi; e++) {
-        let key = sl_key[base + e];
-        above += select(0u, 1u, key > kk);
-        ties += select(0u, 1u, key == kk && kk != 0u);
-    }
-    let at = sr_offsets(lid, above, ties, k);
-    var j = at.x;
-    var seen = at.y;
-    let allowed = at.z;
-    let taken = at.w;
-    for (var e = lo; e < hi; e++) {
-        let key = sl_key[base + e];
-        let tie = key == kk && kk != 0u;
-        let take = key > kk || (tie && seen < allowed);
-        seen += select(0u, 1u, tie);
-        if take && j < k {
-            let i = sl_cand[base + e];
-            sl_sel[r * k + j] = i;
-            sl_val[r * k + j] = sl_x[r * p.n + i];
-        }
-        j += select(0u, 1u, take);
-    }
-    for (var s = taken + lid; s < k; s += WG_ROW) {
-        sl_sel[r * k + s] = 0u;
-        sl_val[r * k + s] = 0.0;
-    }
-    if lid == 0u { sl_seln[r] = min(taken, k); }
+    if sl_n[r] > CAND { return; }
+    sr_select(r, lid, true);
 }

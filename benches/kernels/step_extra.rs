@@ -10,6 +10,7 @@ use std::rc::Rc;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use saeforge::gpu::Gpu;
+use saeforge::kernels::codes::selection::RowPath;
 use saeforge::kernels::{codes, fista, toy};
 
 use super::{B, Case, DEAD_AFTER, Inputs, K, K_AUX, N, T, b4, bytes_case, gaussian};
@@ -52,7 +53,9 @@ pub fn codes_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
         "chain",
         format!("{bn}, k={K}"),
         b4(B * N + (B + 1) + 2 * B * K),
-        Box::new(move |g, e| codes::selection::topk_codes(g, e, &pre, K, None, &rp, &idx, &val)),
+        Box::new(move |g, e| {
+            codes::selection::topk_codes(g, e, RowPath::of(g), &pre, K, None, &rp, &idx, &val)
+        }),
     ));
     // The same from block maxima the encoder GEMM wrote: reads bmax (B nb) and the ~k
     // blocks per row that reach the bound (not counted).
@@ -91,7 +94,17 @@ pub fn codes_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
         b4(B * N + (B + 1) + 2 * B * K_AUX),
         Box::new(move |g, e| {
             codes::selection::dead_list(g, e, &since, DEAD_AFTER, &cols, &ncols)?;
-            codes::selection::topk_codes(g, e, &pre, K_AUX, Some((&cols, &ncols)), &rp, &idx, &val)
+            codes::selection::topk_codes(
+                g,
+                e,
+                RowPath::of(g),
+                &pre,
+                K_AUX,
+                Some((&cols, &ncols)),
+                &rp,
+                &idx,
+                &val,
+            )
         }),
     ));
     // ReLU / JumpReLU codes of pre - 2.5: read x (B n) at least, write the CSR
@@ -115,7 +128,17 @@ pub fn codes_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>> {
             csr_bytes,
             Box::new(move |g, e| {
                 let j = jump.then_some((&*lt, 0.05f32));
-                codes::compaction::activation_codes(g, e, &x, j, &rp, &idx, &val, &pv)
+                codes::compaction::activation_codes(
+                    g,
+                    e,
+                    RowPath::of(g),
+                    &x,
+                    j,
+                    &rp,
+                    &idx,
+                    &val,
+                    &pv,
+                )
             }),
         ));
     }

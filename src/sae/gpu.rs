@@ -29,7 +29,7 @@ use crate::kernels::codes::{
     BLOCK,
     batch_topk::{BatchScratch, batchtopk_codes_from_bmax, csr_rows},
     compaction::{activation_codes_from_bmax, threshold_offsets},
-    selection::{dead_list, topk_codes, topk_codes_from_bmax},
+    selection::{RowPath, dead_list, topk_codes, topk_codes_from_bmax},
 };
 use crate::kernels::gemm::{GemmSpec, gemm, texture_of};
 use crate::kernels::ops::{gate_plan, threshold_ema, zero};
@@ -282,7 +282,7 @@ impl GpuEngine {
             g.gated(ag, true, || {
                 let cols = Some((&self.dead, &self.ndead));
                 let (rp, idx, val) = (&a.row_ptr, &a.idx, &a.val);
-                topk_codes(g, enc, pre, cfg.k_aux, cols, rp, idx, val)
+                topk_codes(g, enc, RowPath::of(g), pre, cfg.k_aux, cols, rp, idx, val)
             })?;
         }
         Ok(())

@@ -229,7 +229,8 @@ fn stage_case(gpu: &Gpu, rng: &mut ChaCha8Rng, c: Case) -> Result<(), Failed> {
         poison(gpu, t).map_err(m)?;
     }
     let mut enc = gpu.encoder();
-    kc::selection::topk_codes(gpu, &mut enc, &xd, k, cols_d, &row_ptr, &idx, &val).map_err(m)?;
+    kc::selection::topk_codes(gpu, &mut enc, Lane, &xd, k, cols_d, &row_ptr, &idx, &val)
+        .map_err(m)?;
     gpu.submit(enc);
     assert_same("topk_codes (launcher) row_ptr", &r(&row_ptr)?, &p_row_ptr)?;
     assert_same("topk_codes (launcher) idx", &r(&idx)?[..nnz], &p_idx[..nnz])?;
@@ -271,7 +272,7 @@ fn stage_case(gpu: &Gpu, rng: &mut ChaCha8Rng, c: Case) -> Result<(), Failed> {
     )?;
     let mut enc = gpu.encoder();
     #[rustfmt::skip]
-    kc::selection::topk_codes_on(gpu, &mut enc, Group, &xd, k, cols_d, &row_ptr, &idx, &val).map_err(m)?;
+    kc::selection::topk_codes(gpu, &mut enc, Group, &xd, k, cols_d, &row_ptr, &idx, &val).map_err(m)?;
     gpu.submit(enc);
     assert_same("topk_codes (group) row_ptr", &r(&row_ptr)?, &p_row_ptr)?;
     assert_same("topk_codes (group) idx", &r(&idx)?[..nnz], &p_idx[..nnz])?;
@@ -471,7 +472,7 @@ fn compact_case(
         }
         let mut enc = gpu.encoder();
         #[rustfmt::skip]
-    kc::compaction::activation_codes_on(gpu, &mut enc, path, &xd, jd, &row_ptr, &idx, &val, &pre).map_err(m)?;
+    kc::compaction::activation_codes(gpu, &mut enc, path, &xd, jd, &row_ptr, &idx, &val, &pre).map_err(m)?;
         gpu.submit(enc);
         let g = gpu.read_u32(&row_ptr).map_err(m)?;
         assert_same(&at("activation_codes row_ptr"), &g, &p_row_ptr)?;

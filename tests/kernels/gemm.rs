@@ -378,7 +378,9 @@ fn codes_from_bmax(gpu: &Gpu, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), F
         #[rustfmt::skip]
         kc::compaction::activation_codes_from_bmax(gpu, &mut enc, &pre, jr, &bmax, rp, idx, val, pv).map_err(f)?;
         let [rp, idx, val, pv] = &theirs;
-        kc::compaction::activation_codes(gpu, &mut enc, &pre, jr, rp, idx, val, pv).map_err(f)?;
+        let path = kc::selection::RowPath::of(gpu);
+        kc::compaction::activation_codes(gpu, &mut enc, path, &pre, jr, rp, idx, val, pv)
+            .map_err(f)?;
         gpu.submit(enc);
         let what = if jump { "jumprelu" } else { "relu" };
         same(
@@ -407,7 +409,8 @@ fn codes_from_bmax(gpu: &Gpu, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(), F
     let [rp, idx, val, _] = &ours;
     kc::selection::topk_codes_from_bmax(gpu, &mut enc, &pre, k, &bmax, rp, idx, val).map_err(f)?;
     let [rp, idx, val, _] = &theirs;
-    kc::selection::topk_codes(gpu, &mut enc, &pre, k, None, rp, idx, val).map_err(f)?;
+    let path = kc::selection::RowPath::of(gpu);
+    kc::selection::topk_codes(gpu, &mut enc, path, &pre, k, None, rp, idx, val).map_err(f)?;
     gpu.submit(enc);
     same("topk_codes_from_bmax", &ours, &theirs)?;
     if read(&ours[0])?[rows] as usize != rows * k {

@@ -185,31 +185,6 @@ fn compact<'a>(
 pub fn activation_codes(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
-    x: &GpuTensor,
-    jumprelu: Option<(&GpuTensor, f32)>,
-    row_ptr: &GpuTensor,
-    idx: &GpuTensor,
-    val: &GpuTensor,
-    pre_val: &GpuTensor,
-) -> Result<()> {
-    activation_codes_on(
-        gpu,
-        enc,
-        RowPath::of(gpu),
-        x,
-        jumprelu,
-        row_ptr,
-        idx,
-        val,
-        pre_val,
-    )
-}
-
-/// [`activation_codes`] on the given path (tests run both on any adapter).
-#[allow(clippy::too_many_arguments)]
-pub fn activation_codes_on(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
     path: RowPath,
     x: &GpuTensor,
     jumprelu: Option<(&GpuTensor, f32)>,

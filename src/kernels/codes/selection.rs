@@ -340,21 +340,6 @@ pub fn csr_pack(
 pub fn topk_codes(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
-    x: &GpuTensor,
-    k: usize,
-    cols: Option<(&GpuTensor, &GpuTensor)>,
-    row_ptr: &GpuTensor,
-    idx: &GpuTensor,
-    val: &GpuTensor,
-) -> Result<()> {
-    topk_codes_on(gpu, enc, RowPath::of(gpu), x, k, cols, row_ptr, idx, val)
-}
-
-/// [`topk_codes`] on the given path (tests run both on any adapter).
-#[allow(clippy::too_many_arguments)]
-pub fn topk_codes_on(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
     path: RowPath,
     x: &GpuTensor,
     k: usize,
