@@ -194,14 +194,21 @@ fn compact_count_group(
     if lid == 0u { cc_counts[r] = total; }
 }
 
-// How many entries of block j of row r the activation keeps (0 unless bmax says it may).
-fn cp_block_count(r: u32, j: u32) -> u32 {
-    var c = 0u;
+// The positions of block j of row r, or an empty range when bmax says the block keeps none
+// (or j is past the row's blocks).
+fn cp_block(r: u32, j: u32) -> vec2<u32> {
     if j < p.nb && cp_bmax[r * p.nb + j] >= 0x80000000u {
-        let q1 = min(j * p.block + p.block, p.n);
-        for (var i = j * p.block; i < q1; i++) {
-            c += select(0u, 1u, cp_keep(r, i).x != 0.0);
-        }
+        return vec2<u32>(j * p.block, min(j * p.block + p.block, p.n));
+    }
+    return vec2<u32>(0u, 0u);
+}
+
+// How many entries of block j of row r the activation keeps.
+fn cp_block_count(r: u32, j: u32) -> u32 {
+    let q = cp_block(r, j);
+    var c = 0u;
+    for (var i = q.x; i < q.y; i++) {
+        c += select(0u, 1u, cp_keep(r, i).x != 0.0);
     }
     return c;
 }
@@ -220,12 +227,10 @@ fn compact_write_group(
         sr_above[lid] = cp_block_count(r, j);
         let round = sg_scan(lid);
         var s = s0 + sr_above[lid];
-        if j < p.nb && cp_bmax[r * p.nb + j] >= 0x80000000u {
-            let q1 = min(j * p.block + p.block, p.n);
-            for (var i = j * p.block; i < q1; i++) {
-                let kv = cp_keep(r, i);
-                s = cw_put(s, kv.x != 0.0, i, kv.y, cp_x[r * p.n + i]);
-            }
+        let q = cp_block(r, j);
+        for (var i = q.x; i < q.y; i++) {
+            let kv = cp_keep(r, i);
+            s = cw_put(s, kv.x != 0.0, i, kv.y, cp_x[r * p.n + i]);
         }
         s0 += round;
         // sr_above is rewritten by the next round.

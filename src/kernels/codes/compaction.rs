@@ -193,9 +193,8 @@ pub fn activation_codes(
     val: &GpuTensor,
     pre_val: &GpuTensor,
 ) -> Result<()> {
-    let given = None;
     activation_chain(
-        gpu, enc, path, x, jumprelu, given, row_ptr, idx, val, pre_val,
+        gpu, enc, path, x, jumprelu, None, row_ptr, idx, val, pre_val,
     )
 }
 
