@@ -190,7 +190,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
             return Err(Error::input(format!(
                 "--resume {}: the sweep's own options are in {}; give only --resume (and --steps, --only, --truth)",
                 dir.display(),
-                dir.join(crate::sweep::run::SPEC_FILE).display()
+                dir.join(crate::sweep::state::SPEC_FILE).display()
             )));
         }
         (None, dir.clone(), true)
@@ -208,7 +208,7 @@ pub fn run(a: SweepArgs) -> Result<()> {
     if a.emit == Some(Emit::Slurm) {
         let spec = match spec {
             Some(s) => s,
-            None => crate::sweep::run::load_spec(&out)?,
+            None => crate::sweep::state::load_spec(&out)?,
         };
         let script = crate::sweep::slurm::emit(&spec, &out, a.per_task.unwrap_or(1), a.overwrite)?;
         println!("{script}");

@@ -1,17 +1,20 @@
 //! Sweeps: many SAEs from one pass over the data (`saeforge sweep`). `spec` reads and checks
 //! what to train, `run` trains it (members sharing a stream drive `saeforge train`'s own
-//! [`crate::sae::train::Member`] loop over one loader), `memory` checks the members fit the
-//! device together, `report` writes OUT/sweep.json, OUT/report.md and the plots, and `slurm`
-//! writes a job array for a cluster.
+//! [`crate::sae::train::Member`] loop over one loader), `state` is what a sweep keeps on
+//! disk, `memory` checks the members fit the device together, `report` writes
+//! OUT/sweep.json, OUT/report.md and the plots, and `slurm` writes a job array for a
+//! cluster.
 
 pub mod memory;
 pub mod report;
 pub mod run;
 pub mod slurm;
 pub mod spec;
+pub mod state;
 
-pub use run::{SweepOptions, SweepOutcome, SweepState, run_until};
+pub use run::{SweepOutcome, run_until};
 pub use spec::{MemberSpec, SpecParts, SweepSpec};
+pub use state::{SweepOptions, SweepState};
 
 use crate::Error;
 

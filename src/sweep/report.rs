@@ -11,7 +11,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde_json::{Value, json};
 
-use super::run::{STATE_FILE, Status, SweepState, load_spec};
+use super::state::{STATE_FILE, Status, SweepState, load_spec};
 use crate::report::jsonl::{self, Record};
 use crate::report::plots::{self, Picture, Series};
 use crate::sae::checkpoint;
@@ -100,7 +100,7 @@ pub fn rows(out: &Path, truth: Option<&Path>) -> Result<Vec<Row>> {
         let dir = out.join(&m.name);
         let st = state.members.get(&m.name);
         let cfg: Option<TrainConfig> = if dir.join("config.json").is_file() {
-            super::run::read_json(&dir.join("config.json")).ok()
+            super::state::read_json(&dir.join("config.json")).ok()
         } else {
             None
         };
@@ -418,11 +418,11 @@ fn draw(dir: &Path, rows: &[Row], front: &[String]) -> Result<()> {
 /// Write the report of the sweep in `out` from its members as they are on disk (ground
 /// truth metrics with `truth`); returns a short summary for the terminal.
 pub fn write(out: &Path, truth: Option<&Path>) -> Result<String> {
-    if !out.join(super::run::SPEC_FILE).is_file() {
+    if !out.join(super::state::SPEC_FILE).is_file() {
         return Err(Error::input(format!(
             "{}: not a sweep folder (no {})",
             out.display(),
-            super::run::SPEC_FILE
+            super::state::SPEC_FILE
         )));
     }
     if let Some(t) = truth

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::SweepSpec;
-use super::run::SPEC_FILE;
+use super::state::SPEC_FILE;
 use crate::{Error, Result};
 
 /// Options that decide a member's stream: members equal in all of them share a pass

@@ -6,7 +6,7 @@ use libtest_mimic::{Failed, Trial};
 use saeforge::sae::checkpoint::Checkpoint;
 use saeforge::sae::{TrainArgs, train};
 use saeforge::stop::StopToken;
-use saeforge::sweep::run::{Status, SweepState};
+use saeforge::sweep::state::{Status, SweepState};
 use saeforge::sweep::{SpecParts, SweepOptions, SweepSpec, run_until};
 use serde_json::{Value, json};
 

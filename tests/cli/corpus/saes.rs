@@ -1,0 +1,175 @@
+//! The bad SAE folders, each run through every command of `SAE_COMMANDS`.
+
+use std::path::Path;
+
+use super::p;
+use crate::fx::{self, f32_bytes, randn};
+
+/// A bad SAE folder: what to make (returns the `{sae}` argument) and the words expected.
+pub struct BadSae {
+    pub name: &'static str,
+    pub make: fn(&Path) -> String,
+    pub expect: &'static [&'static str],
+}
+
+fn sae_with(dir: &Path, tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) -> String {
+    let s = dir.join("bad_sae");
+    fx::cfg(&s, 8, 16, "topk", 4);
+    fx::write(&s.join("sae_weights.safetensors"), tensors);
+    s.display().to_string()
+}
+
+pub const BAD_SAES: &[BadSae] = &[
+    BadSae {
+        name: "missing_folder",
+        make: |d| p(d, "no_sae"),
+        expect: &["no_sae", "no such"],
+    },
+    BadSae {
+        name: "empty_folder",
+        make: |d| {
+            std::fs::create_dir(d.join("empty_sae")).unwrap();
+            p(d, "empty_sae")
+        },
+        expect: &["empty_sae", "cfg.json"],
+    },
+    BadSae {
+        name: "weights_without_cfg",
+        make: |d| {
+            let s = d.join("bad_sae");
+            std::fs::create_dir(&s).unwrap();
+            fx::write(&s.join("sae_weights.safetensors"), &fx::sae_tensors(8, 16));
+            s.display().to_string()
+        },
+        expect: &["bad_sae", "not an SAE folder (no cfg.json"],
+    },
+    BadSae {
+        name: "cfg_without_weights",
+        make: |d| {
+            let s = d.join("bad_sae");
+            fx::cfg(&s, 8, 16, "topk", 4);
+            s.display().to_string()
+        },
+        expect: &["bad_sae", "no sae_weights.safetensors"],
+    },
+    BadSae {
+        name: "cfg_not_json",
+        make: |d| {
+            let s = sae_with(d, &fx::sae_tensors(8, 16));
+            std::fs::write(Path::new(&s).join("cfg.json"), "d_in: 8\n").unwrap();
+            s
+        },
+        expect: &["cfg.json", "not valid JSON"],
+    },
+    BadSae {
+        name: "cfg_without_d_in",
+        make: |d| {
+            let s = sae_with(d, &fx::sae_tensors(8, 16));
+            std::fs::write(
+                Path::new(&s).join("cfg.json"),
+                r#"{"architecture": "topk", "d_sae": 16, "k": 4}"#,
+            )
+            .unwrap();
+            s
+        },
+        expect: &["cfg.json", "missing or non-integer \"d_in\""],
+    },
+    BadSae {
+        name: "missing_tensor",
+        make: |d| {
+            let mut t = fx::sae_tensors(8, 16);
+            t.retain(|x| x.0 != "b_dec");
+            sae_with(d, &t)
+        },
+        expect: &["sae_weights.safetensors", "missing tensor \"b_dec\" [8]"],
+    },
+    BadSae {
+        name: "extra_tensor",
+        make: |d| {
+            let mut t = fx::sae_tensors(8, 16);
+            t.push(("W_extra", "F32", vec![2], vec![0u8; 8]));
+            sae_with(d, &t)
+        },
+        expect: &[
+            "sae_weights.safetensors",
+            "unexpected tensor \"W_extra\" for a topk SAE",
+        ],
+    },
+    BadSae {
+        name: "wrong_shape",
+        make: |d| {
+            let mut t = fx::sae_tensors(8, 16);
+            t[0].2 = vec![16, 8];
+            sae_with(d, &t)
+        },
+        expect: &[
+            "sae_weights.safetensors",
+            "tensor \"W_enc\" has shape [16, 8]",
+            "needs [8, 16]",
+        ],
+    },
+    BadSae {
+        name: "cfg_disagrees_with_weights",
+        make: |d| {
+            let s = sae_with(d, &fx::sae_tensors(8, 16));
+            fx::cfg(Path::new(&s), 8, 32, "topk", 4);
+            s
+        },
+        expect: &[
+            "sae_weights.safetensors",
+            "has shape [8, 16]; cfg.json (d_in 8, d_sae 32) needs [8, 32]",
+        ],
+    },
+    BadSae {
+        name: "k_larger_than_d_sae",
+        make: |d| {
+            let s = sae_with(d, &fx::sae_tensors(8, 16));
+            fx::cfg(Path::new(&s), 8, 16, "topk", 99);
+            s
+        },
+        expect: &["cfg.json", "\"k\" = 99: expected 1 ..= d_sae (16)"],
+    },
+    BadSae {
+        name: "unsupported_architecture",
+        make: |d| {
+            let s = sae_with(d, &fx::sae_tensors(8, 16));
+            fx::cfg(Path::new(&s), 8, 16, "gated", 4);
+            s
+        },
+        expect: &["cfg.json", "architecture \"gated\" is not supported"],
+    },
+    BadSae {
+        name: "nan_in_weights",
+        make: |d| {
+            let mut t = fx::sae_tensors(8, 16);
+            let mut v = randn(16, 9);
+            v[7] = f32::NAN;
+            t[2].3 = f32_bytes(&v);
+            sae_with(d, &t)
+        },
+        expect: &[
+            "sae_weights.safetensors",
+            "tensor \"b_enc\" element 7 is NaN",
+        ],
+    },
+    BadSae {
+        name: "truncated_weights",
+        make: |d| {
+            let s = sae_with(d, &fx::sae_tensors(8, 16));
+            let w = Path::new(&s).join("sae_weights.safetensors");
+            let b = std::fs::read(&w).unwrap();
+            std::fs::write(&w, &b[..b.len() / 2]).unwrap();
+            s
+        },
+        expect: &["sae_weights.safetensors", "truncated"],
+    },
+    BadSae {
+        name: "integer_weights",
+        make: |d| {
+            let mut t = fx::sae_tensors(8, 16);
+            t[3].1 = "I32";
+            sae_with(d, &t)
+        },
+        expect: &["sae_weights.safetensors", "\"b_dec\" has dtype I32"],
+    },
+];
