@@ -433,9 +433,12 @@ fn coop_missing(adapter: &wgpu::Adapter, wanted: bool) -> Option<String> {
             "adapter {} has no 16x16x16 cooperative matrix of f16 inputs and f32 accumulators",
             info.name
         ))
-    } else if !(info.subgroup_min_size..=info.subgroup_max_size).contains(&32) {
+    } else if (info.subgroup_min_size, info.subgroup_max_size) != (32, 32) {
+        // The 32-invocation workgroup must be exactly one subgroup (the matrix operations
+        // are subgroup-scoped); where the driver picks the size (8-32, 32-64), wgpu cannot
+        // ask for 32.
         Some(format!(
-            "adapter {} runs subgroups of {}-{} lanes, not 32",
+            "adapter {} runs subgroups of {}-{} lanes, not always 32",
             info.name, info.subgroup_min_size, info.subgroup_max_size
         ))
     } else {

@@ -1,4 +1,4 @@
-//! Batch top-k launchers (shaders/topk.wgsl) for BatchTopK SAEs (the per-row top-k of TopK
+//! Batch top-k launchers (shaders/topk.wgsl + topk_write.wgsl) for BatchTopK SAEs (the per-row top-k of TopK
 //! SAEs and AuxK is the codes family's `topk_codes`). The selection bounds the answer from
 //! below with per-invocation maxima, then radix-selects over an order-preserving u32 key
 //! of the float bits with u32 histogram counters, so results are identical run to run; see
@@ -15,7 +15,7 @@ use crate::{Error, Result};
 
 use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, ru, wf, wu};
 
-pub static SHADER: Shader = crate::shader!("topk");
+pub static SHADER: Shader = crate::shader!("topk", "topk_write");
 
 /// Invocations per workgroup (a power of two <= 2048).
 const WG: usize = 256;

@@ -1,5 +1,6 @@
-//! Batch top-k (BatchTopK SAEs), the CPU twin of shaders/topk.wgsl. (The per-row top-k of
-//! TopK SAEs is `reference::codes::topk_codes`, the twin of `codes::selection::topk_codes`.)
+//! Batch top-k (BatchTopK SAEs), the CPU twin of shaders/topk.wgsl (+ topk_write.wgsl).
+//! (The per-row top-k of TopK SAEs is `reference::codes::topk_codes`, the twin of
+//! `codes::selection::topk_codes`.)
 //!
 //! Order: values compare as f32 (so -0.0 == +0.0; NaN is never an input, the trainer checks),
 //! and among equal values the lower index wins. For `batchtopk` the index is the flat index
