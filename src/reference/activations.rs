@@ -57,19 +57,45 @@ pub fn jumprelu_backward(
     assert_eq!(dpre.len(), rows * n, "jumprelu_backward: dpre");
     assert_eq!(dlog_theta.len(), n, "jumprelu_backward: dlog_theta");
     for i in 0..n {
-        let theta = log_theta[i].exp();
-        let a = -theta / eps;
-        let b = l0_scale * (-1.0 / eps);
-        let half = 0.5 * eps;
+        let w = ThresholdWindow::new(log_theta[i], eps, l0_scale);
         let mut acc = 0.0f32;
         for r in 0..rows {
             let v = pre[r * n + i];
             let g = dz[r * n + i];
-            dpre[r * n + i] = if v > theta { g } else { 0.0 };
-            if (v - theta).abs() <= half {
-                acc += g * a + b;
-            }
+            dpre[r * n + i] = if v > w.theta { g } else { 0.0 };
+            acc = w.add(acc, v, g);
         }
-        dlog_theta[i] = theta * acc;
+        dlog_theta[i] = w.theta * acc;
+    }
+}
+
+/// One latent's JumpReLU threshold pseudo-gradient (the dense [`jumprelu_backward`] and
+/// the sparse `gather_jumprelu_threshold` sum the same terms over the rows they see):
+/// an entry pre within eps / 2 of theta adds dz * (-theta / eps) + l0_scale * (-1 / eps).
+pub struct ThresholdWindow {
+    pub theta: f32,
+    a: f32,
+    b: f32,
+    half: f32,
+}
+
+impl ThresholdWindow {
+    pub fn new(log_theta: f32, eps: f32, l0_scale: f32) -> ThresholdWindow {
+        let theta = log_theta.exp();
+        ThresholdWindow {
+            theta,
+            a: -theta / eps,
+            b: l0_scale * (-1.0 / eps),
+            half: 0.5 * eps,
+        }
+    }
+
+    /// `acc` plus the term of an entry with pre-activation `pre` and gradient `dz`.
+    pub fn add(&self, acc: f32, pre: f32, dz: f32) -> f32 {
+        if (pre - self.theta).abs() <= self.half {
+            acc + (dz * self.a + self.b)
+        } else {
+            acc
+        }
     }
 }

@@ -358,17 +358,12 @@ pub fn gather_jumprelu_threshold(
         "gather_jumprelu_threshold: dlog_theta length"
     );
     for i in 0..n {
-        let theta = log_theta[i].exp();
-        let a = -theta / eps;
-        let b = l0_scale * (-1.0 / eps);
-        let half = 0.5 * eps;
+        let w = super::activations::ThresholdWindow::new(log_theta[i], eps, l0_scale);
         let mut acc = 0.0f32;
         for e in lat_ptr[i] as usize..lat_ptr[i + 1] as usize {
             let s = lat_slot[e] as usize;
-            if (pre[s] - theta).abs() <= half {
-                acc += g[s] * a + b;
-            }
+            acc = w.add(acc, pre[s], g[s]);
         }
-        dlog_theta[i] = theta * acc;
+        dlog_theta[i] = w.theta * acc;
     }
 }
