@@ -152,7 +152,7 @@ fn batchtopk_bound(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let row = wid.x + wid.y * nwg.x;
+    let row = group_index(wid, nwg);
     if row >= bp.rows {
         return;
     }
@@ -348,7 +348,7 @@ fn batchtopk_collect(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let row = wid.x + wid.y * nwg.x;
+    let row = group_index(wid, nwg);
     if row >= bp.rows {
         return;
     }

@@ -16,7 +16,7 @@ fn batchtopk_count(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let row = wid.x + wid.y * nwg.x;
+    let row = group_index(wid, nwg);
     if row >= bp.rows {
         return;
     }
@@ -193,7 +193,7 @@ fn batchtopk_scatter(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let row = wid.x + wid.y * nwg.x;
+    let row = group_index(wid, nwg);
     if row >= bp.rows {
         return;
     }

@@ -134,7 +134,7 @@ fn toy_forward(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let blocks = (p.rows + FWG - 1u) / FWG;
-    let wl = wid.x + wid.y * nwg.x;
+    let wl = group_index(wid, nwg);
     if wl >= p.instances * blocks { return; }
     let inst = wl / blocks;
     let r = (wl % blocks) * FWG + lid;
@@ -255,7 +255,7 @@ fn toy_grad(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let fblocks = (p.n + GWG - 1u) / GWG;
-    let wl = wid.x + wid.y * nwg.x;
+    let wl = group_index(wid, nwg);
     if wl >= fblocks * p.chunks * p.instances { return; }
     let ic = wl / fblocks;          // instance * chunks + chunk
     let c = ic % p.chunks;
