@@ -277,7 +277,7 @@ fn marked_gradients(
         let (x, y) = split_batch(x, rows, cfg.d_in, cfg.d_out);
         let mut ch = s.encode(x, y, rows);
         mark("encode");
-        if ch.pre.iter().any(|v| !v.is_finite()) {
+        if crate::cpu_codes::any_non_finite(&ch.pre) {
             // The run has diverged (the data are checked, so the parameters overflowed).
             // Top-k has no order on NaN: poison the gradients and the loss instead, so the
             // trainer stops at its next check exactly as it does when the GPU engine meets
