@@ -484,14 +484,21 @@ impl<'s> Step<'s> {
     /// The chunk's gradients; db_dec's first term, the column sums of dy.
     fn backward(&mut self, ch: &Chunk) {
         let (rows, d) = (ch.rows, self.st.params.d_out());
+        // AuxK's backward only with dead latents, as the GPU engine's gate: with none its
+        // codes are empty and would add nothing, after passes over every latent.
+        let aux_live = self.ndead[0] > 0;
         match (&ch.codes, &ch.aux) {
             (Some(c), Some(a)) if !self.widths.is_empty() => {
                 self.levels_backward(ch, c);
-                self.sparse_backward(ch, a, &ch.de, true);
+                if aux_live {
+                    self.sparse_backward(ch, a, &ch.de, true);
+                }
             }
             (Some(c), Some(a)) => {
                 self.sparse_backward(ch, c, &ch.dy, false);
-                self.sparse_backward(ch, a, &ch.de, true);
+                if aux_live {
+                    self.sparse_backward(ch, a, &ch.de, true);
+                }
             }
             (Some(c), None) => self.sparse_activation_backward(ch, c),
             (None, _) => self.dense_backward(ch),
