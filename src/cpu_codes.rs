@@ -31,18 +31,6 @@ use crate::reference::codes::key_of;
 /// Rows per rayon task: enough work to pay for the task.
 const ROWS_PER_TASK: usize = 16;
 
-/// Entries per rayon task of [`any_non_finite`].
-const FINITE_CHUNK: usize = 1 << 16;
-
-/// Whether `x` holds a NaN or an infinity: the check the step makes on its pre-activations
-/// before a top-k (which has no order on NaN). Over rayon's pool, and without an early
-/// exit inside a chunk, so that the loop vectorises: `iter().any(..)` ran one element at a
-/// time, ~44 ms of a 700 ms step at 4096 x 16384 on 2 cores; this ~20 ms.
-pub fn any_non_finite(x: &[f32]) -> bool {
-    x.par_chunks(FINITE_CHUNK)
-        .any(|c| c.iter().fold(false, |bad, v| bad | !v.is_finite()))
-}
-
 /// Entries per vectorised scan of a row against the floor (one bit each in a u32 mask).
 const SCAN_CHUNK: usize = 32;
 
@@ -428,24 +416,6 @@ mod tests {
         assert_eq!(a.1, b.1, "idx rows {rows} n {n} k {k}");
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&a.2), bits(&b.2), "val rows {rows} n {n} k {k}");
-    }
-
-    #[test]
-    fn any_non_finite_finds_each_special_anywhere() {
-        let len = 3 * FINITE_CHUNK + 17;
-        let mut x: Vec<f32> = (0..len).map(|i| (i % 13) as f32 - 6.0).collect();
-        assert!(!any_non_finite(&x));
-        assert!(!any_non_finite(&[]));
-        for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            for at in [0, FINITE_CHUNK - 1, FINITE_CHUNK, len - 1] {
-                let keep = x[at];
-                x[at] = special;
-                assert!(any_non_finite(&x), "{special} at {at}");
-                x[at] = keep;
-            }
-        }
-        x[5] = f32::MAX;
-        assert!(!any_non_finite(&x), "f32::MAX is finite");
     }
 
     /// Multiples of 1/4 in [-2, 2) (ties), one in ten drawn from `specials` instead.

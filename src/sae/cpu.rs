@@ -127,6 +127,8 @@ struct Chunk<'x> {
     dy: Vec<f32>,
     /// (rows, n)
     pre: Vec<f32>,
+    /// Every entry of `pre` finite (the encoder checks them as it adds the bias).
+    pre_finite: bool,
     /// topk / batchtopk: the top-k codes; relu / jumprelu: the kept entries when they fit
     /// `code_capacity`, else None and the dense `z`.
     codes: Option<Codes>,
@@ -277,7 +279,7 @@ fn marked_gradients(
         let (x, y) = split_batch(x, rows, cfg.d_in, cfg.d_out);
         let mut ch = s.encode(x, y, rows);
         mark("encode");
-        if crate::cpu_codes::any_non_finite(&ch.pre) {
+        if !ch.pre_finite {
             // The run has diverged (the data are checked, so the parameters overflowed).
             // Top-k has no order on NaN: poison the gradients and the loss instead, so the
             // trainer stops at its next check exactly as it does when the GPU engine meets
@@ -353,7 +355,7 @@ impl<'s> Step<'s> {
             b_dec,
         };
         let (mut xc, mut pre) = (sc.overwritten(rows * d), sc.overwritten(rows * n));
-        encode_cpu(&w, x, rows, d, &mut xc, &mut pre);
+        let pre_finite = encode_cpu(&w, x, rows, d, &mut xc, &mut pre);
         let aux = selects_topk(self.cfg.arch);
         let mut per_row = || sc.zeros(if aux { rows * d_out } else { 0 });
         let (e, e_hat, de) = (per_row(), per_row(), per_row());
@@ -365,6 +367,7 @@ impl<'s> Step<'s> {
             x_hat: sc.zeros(rows * d_out),
             dy: sc.zeros(rows * d_out),
             pre,
+            pre_finite,
             codes: None,
             z: None,
             aux: None,

@@ -42,8 +42,9 @@ pub struct Codes {
 }
 
 /// encode on the CPU: xc and pre of `rows` rows of x, with n latents, each written whole
-/// (what the buffers held before is never read).
-/// x, xc: (rows, d) -> pre: (rows, n)
+/// (what the buffers held before is never read); whether every pre-activation is finite
+/// (checked in the bias's pass: a top-k has no order on NaN).
+/// x, xc: (rows, d) -> pre: (rows, n), all finite
 pub fn encode_cpu(
     w: &EncoderWeights<[f32]>,
     x: &[f32],
@@ -51,13 +52,17 @@ pub fn encode_cpu(
     d: usize,
     xc: &mut [f32],
     pre: &mut [f32],
-) {
+) -> bool {
     match w.b_dec {
         Some(b_dec) => crate::reference::reduce::sub_row(x, b_dec, rows, d, xc),
         None => xc.copy_from_slice(x),
     }
-    let spec = GemmSpec::nn(rows, w.b_enc.len(), d);
-    crate::blas::gemm(&spec, xc, w.w_enc, Some(w.b_enc), pre);
+    let n = w.b_enc.len();
+    if rows == 0 || n == 0 {
+        return true;
+    }
+    crate::blas::gemm(&GemmSpec::nn(rows, n, d), xc, w.w_enc, None, pre);
+    crate::blas::add_bias_all_finite(pre, w.b_enc)
 }
 
 /// topk on the CPU: the k largest positive entries of each row of `pre` (rows, n) among

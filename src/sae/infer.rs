@@ -292,8 +292,11 @@ fn run_cpu(
     let (d, n) = (m.d, m.n);
     let (mut xc, mut pre) = (vec![0.0f32; rows * d], vec![0.0f32; rows * n]);
     let w = weights(m, &m.w_enc[..], &m.b_enc[..], &m.b_dec[..]);
-    encode_cpu(&w, x, rows, d, &mut xc, &mut pre);
-    if let Some(i) = pre.iter().position(|v| !v.is_finite()) {
+    let finite = encode_cpu(&w, x, rows, d, &mut xc, &mut pre);
+    if let Some(i) = (!finite)
+        .then(|| pre.iter().position(|v| !v.is_finite()))
+        .flatten()
+    {
         return Err(Error::input(format!(
             "the SAE's pre-activation of latent {} is {} on row {} of the batch: its weights (or the input) are not finite",
             i % n,

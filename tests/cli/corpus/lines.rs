@@ -234,6 +234,28 @@ pub const LINES: &[Line] = &[
         gpu: false,
     },
     Line {
+        name: "encode_pre_activation_overflows",
+        setup: |d| {
+            // Finite weights whose products overflow f32: the CPU encoder's check.
+            let (dd, n) = (8, 16);
+            let s = d.join("huge_sae");
+            fx::cfg(&s, dd, n, "topk", 4);
+            let w = f32_bytes(&vec![3e38f32; dd * n]);
+            let zeros = |len: usize| f32_bytes(&vec![0.0f32; len]);
+            #[rustfmt::skip]
+            fx::write(&s.join("sae_weights.safetensors"), &[
+                ("W_enc", "F32", vec![dd, n], w.clone()),
+                ("W_dec", "F32", vec![n, dd], w),
+                ("b_enc", "F32", vec![n], zeros(n)),
+                ("b_dec", "F32", vec![dd], zeros(dd)),
+            ]);
+        },
+        args: "encode --sae {dir}/huge_sae --data {dir}/good.safetensors --out {dir}/codes.safetensors --device cpu",
+        code: 2,
+        expect: &["pre-activation of latent", "not finite"],
+        gpu: false,
+    },
+    Line {
         name: "train_resume_damaged_checkpoint",
         setup: |d| {
             run_folder(d);
