@@ -12,7 +12,8 @@
 //!                                and the GEMM is timed in the same chunks; batchtopk
 //!                                encodes every chunk, then selects over the whole batch)
 //!   SAEFORGE_BENCH_STEPS=5       timed steps per row (CPU engine: at most 2)
-//!   SAEFORGE_BENCH_PROFILE=1     also time each phase of one GPU step on its own
+//!   SAEFORGE_BENCH_PROFILE=1     also time each phase of a step (GPU: each phase submitted
+//!                                and waited for on its own; both engines: median of 3)
 //!   SAEFORGE_BENCH_PROFILE=2     ... and each dispatch (summed per entry point)
 //!
 //! Shape: d_in 512, d_sae 16384; topk and batchtopk at k 32 (AuxK k_aux 256), relu and
@@ -47,7 +48,7 @@ use saeforge::gpu::{Gpu, GpuTensor};
 use saeforge::kernels::bench;
 use saeforge::kernels::gemm::{self, GemmSpec};
 use saeforge::reference;
-use saeforge::sae::cpu::CpuEngine;
+use saeforge::sae::cpu::{CpuEngine, step_marked};
 use saeforge::sae::engine::{StepEngine, TrainState};
 use saeforge::sae::gpu::GpuEngine;
 use saeforge::sae::train::summarize;
@@ -65,75 +66,9 @@ const K: usize = 32;
 const TARGET_L0: f64 = 48.0;
 const WARMUP: usize = 2;
 
-/// Nanoseconds all threads of this process have spent on a CPU (Linux), or None.
-fn cpu_ns() -> Option<u64> {
-    let mut total = 0u64;
-    for entry in std::fs::read_dir("/proc/self/task").ok()? {
-        let stat = std::fs::read_to_string(entry.ok()?.path().join("schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(total)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Median wall and CPU seconds of `runs` calls of `f` (after `warmup` untimed ones).
-fn time(
-    warmup: usize,
-    runs: usize,
-    mut f: impl FnMut() -> saeforge::Result<()>,
-) -> saeforge::Result<(f64, Option<f64>)> {
-    for _ in 0..warmup {
-        f()?;
-    }
-    let mut walls = Vec::new();
-    let mut cpus = Vec::new();
-    for _ in 0..runs {
-        let c0 = cpu_ns();
-        let t0 = Instant::now();
-        f()?;
-        walls.push(t0.elapsed().as_secs_f64());
-        if let (Some(a), Some(b)) = (c0, cpu_ns()) {
-            cpus.push(b.saturating_sub(a) as f64 * 1e-9);
-        }
-    }
-    let cpu = (cpus.len() == runs).then(|| median(cpus));
-    Ok((median(walls), cpu))
-}
-
-/// [`time`] of two calls taken in turn (f, g, f, g, ...), so that both medians come from
-/// the same stretch of a shared machine's load and their ratio means something.
-type Timing = (f64, Option<f64>);
-fn time_pair(
-    warmup: usize,
-    runs: usize,
-    mut f: impl FnMut() -> saeforge::Result<()>,
-    mut g: impl FnMut() -> saeforge::Result<()>,
-) -> saeforge::Result<(Timing, Timing)> {
-    for _ in 0..warmup {
-        f()?;
-        g()?;
-    }
-    let (mut tf, mut tg) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        tf.push(time(0, 1, &mut f)?);
-        tg.push(time(0, 1, &mut g)?);
-    }
-    let med = |t: Vec<Timing>| -> Timing {
-        let cpu: Option<Vec<f64>> = t.iter().map(|x| x.1).collect();
-        (median(t.iter().map(|x| x.0).collect()), cpu.map(median))
-    };
-    Ok((med(tf), med(tg)))
-}
+#[path = "train/timing.rs"]
+mod timing;
+use timing::{Phases, cpu_ns, lap, loadavg, median_phases, time, time_pair};
 
 fn config(arch: Arch, batch: usize) -> TrainConfig {
     let args = TrainArgs {
@@ -196,7 +131,7 @@ struct Row {
     gemm: (f64, Option<f64>),
     l0: f64,
     dead_fraction: f64,
-    phases: Vec<(String, f64, Option<f64>)>,
+    phases: Phases,
 }
 
 impl Row {
@@ -339,10 +274,10 @@ fn gpu_row(
     let (step, g) = time_pair(WARMUP, steps, step, encoder_gemm)?;
     let (m, _) = eng.take_metrics()?;
     let s = summarize(&m, (i * batch) as u64, *D_SAE);
-    let mut phases: Vec<(String, f64, Option<f64>)> = Vec::new();
+    let mut phases: Phases = Vec::new();
     if profile {
         // One more step, submitted and waited for phase by phase; median of 3.
-        let mut all: Vec<Vec<(String, f64, Option<f64>)>> = Vec::new();
+        let mut all: Vec<Phases> = Vec::new();
         for _ in 0..3 {
             let mut cur = Vec::new();
             gpu.wait()?;
@@ -352,32 +287,14 @@ fn gpu_row(
                 let done = std::mem::replace(enc, g2.encoder());
                 g2.submit(done);
                 g2.wait()?;
-                let c = cpu_ns();
-                let cpu = t0.1.zip(c).map(|(a, b)| b.saturating_sub(a) as f64 * 1e-9);
-                cur.push((name.to_string(), t0.0.elapsed().as_secs_f64(), cpu));
-                t0 = (Instant::now(), cpu_ns());
+                lap(name, &mut t0, &mut cur);
                 Ok(())
             })?;
             gpu.wait()?;
             i += 1;
-            // With several chunks the phases up to AuxK run once per chunk: sum them.
-            let mut merged: Vec<(String, f64, Option<f64>)> = Vec::new();
-            for (name, w, c) in cur {
-                match merged.iter_mut().find(|e| e.0 == name) {
-                    Some(e) => {
-                        e.1 += w;
-                        e.2 = e.2.zip(c).map(|(a, b)| a + b);
-                    }
-                    None => merged.push((name, w, c)),
-                }
-            }
-            all.push(merged);
+            all.push(cur);
         }
-        for (j, (name, _, _)) in all[0].iter().enumerate() {
-            let w = median(all.iter().map(|r| r[j].1).collect());
-            let c: Option<Vec<f64>> = all.iter().map(|r| r[j].2).collect();
-            phases.push((name.clone(), w, c.map(median)));
-        }
+        phases = median_phases(all);
         if PROFILE_DISPATCHES.load(std::sync::atomic::Ordering::Relaxed) {
             gpu.wait()?;
             gpu.profile_dispatches(true);
@@ -403,12 +320,25 @@ fn gpu_row(
     })
 }
 
+/// A row's phases under its line.
+fn print_phases(phases: &Phases) {
+    for (name, w, c) in phases {
+        eprintln!(
+            "      {name:<14} {:>8.1} ms{}",
+            w * 1e3,
+            c.map_or(String::new(), |c| format!("  (cpu {:.1} ms)", c * 1e3))
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn cpu_row(
     label: &str,
     arch: Arch,
     dead: f64,
     batch: usize,
     steps: usize,
+    profile: bool,
     sample: &[f32],
     batches: &[Vec<f32>],
 ) -> saeforge::Result<Row> {
@@ -438,6 +368,22 @@ fn cpu_row(
     let (step, g) = time_pair(1, steps, step, encoder_gemm)?;
     let (m, _) = eng.take_metrics()?;
     let s = summarize(&m, (i * batch) as u64, *D_SAE);
+    // The stages of 3 more steps (the CPU step's own marks); medians.
+    let mut phases = Vec::new();
+    if profile {
+        let mut all = Vec::new();
+        for _ in 0..3 {
+            let (mut cur, mut t0) = (Vec::new(), (Instant::now(), cpu_ns()));
+            let x = &batches[i % batches.len()];
+            let (st, sc) = (&mut eng.st, &mut eng.scratch);
+            step_marked(&cfg, st, sc, x, batch, &mut |name| {
+                lap(name, &mut t0, &mut cur)
+            });
+            i += 1;
+            all.push(cur);
+        }
+        phases = median_phases(all);
+    }
     Ok(Row {
         engine: "cpu",
         arch: label.to_string(),
@@ -447,7 +393,7 @@ fn cpu_row(
         gemm: g,
         l0: s.l0,
         dead_fraction: s.dead_fraction,
-        phases: Vec::new(),
+        phases,
     })
 }
 
@@ -556,23 +502,21 @@ fn main() -> anyhow::Result<()> {
                 r.batch,
                 r.chunks
             );
-            for (name, w, c) in &r.phases {
-                eprintln!(
-                    "      {name:<14} {:>8.1} ms{}",
-                    w * 1e3,
-                    c.map_or(String::new(), |c| format!("  (cpu {:.1} ms)", c * 1e3))
-                );
-            }
+            print_phases(&r.phases);
             rows.push(r);
         }
         if keep("cpu", label) {
-            let r = cpu_row(label, arch, dead, batch, steps.min(2), &sample, &batches)?;
+            let cpu_steps = steps.min(2);
+            let r = cpu_row(
+                label, arch, dead, batch, cpu_steps, profile, &sample, &batches,
+            )?;
             eprintln!(
                 "  cpu {label:<10} step {:>8.1} ms  gemm {:>8.1} ms  L0 {:.1}",
                 r.step.0 * 1e3,
                 r.gemm.0 * 1e3,
                 r.l0
             );
+            print_phases(&r.phases);
             rows.push(r);
         }
     }

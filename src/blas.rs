@@ -87,7 +87,7 @@ const BIAS_ROWS: usize = 16;
 pub fn add_bias_all_finite(c: &mut [f32], bias: &[f32]) -> bool {
     let n = bias.len();
     assert!(
-        n > 0 && c.len() % n == 0,
+        n > 0 && c.len().is_multiple_of(n),
         "blas::add_bias_all_finite: C has {} elements, not rows of {n}",
         c.len()
     );
