@@ -59,20 +59,9 @@ pub fn gemm(spec: &GemmSpec, a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut
         product(spec, a, b, c);
     }
     if let Some(bias) = bias {
-        let add = |rows: &mut [f32]| {
-            for row in rows.chunks_mut(n) {
-                for (v, &b) in row.iter_mut().zip(bias) {
-                    *v += b;
-                }
-            }
-        };
         // A pass over all of C (256 MiB read and written at 4096 x 16384): over the pool
         // too when the product was.
-        if m * n * k >= PARALLEL_MIN_MACS {
-            c.par_chunks_mut(n * BIAS_ROWS).for_each(add);
-        } else {
-            add(c);
-        }
+        bias_pass(c, bias, m * n * k >= PARALLEL_MIN_MACS);
     }
 }
 
@@ -91,19 +80,31 @@ pub fn add_bias_all_finite(c: &mut [f32], bias: &[f32]) -> bool {
         "blas::add_bias_all_finite: C has {} elements, not rows of {n}",
         c.len()
     );
-    c.par_chunks_mut(n * BIAS_ROWS)
-        .map(|rows| {
-            let mut bad = false;
-            for row in rows.chunks_mut(n) {
-                for (v, &b) in row.iter_mut().zip(bias) {
-                    *v += b;
-                    bad |= !v.is_finite();
-                }
+    bias_pass(c, bias, true)
+}
+
+/// c's rows (of bias.len()) += bias, over the pool when `parallel`; whether every sum is
+/// finite (the comparison costs nothing next to the pass's memory traffic).
+fn bias_pass(c: &mut [f32], bias: &[f32], parallel: bool) -> bool {
+    let n = bias.len();
+    let add = |rows: &mut [f32]| {
+        let mut bad = false;
+        for row in rows.chunks_mut(n) {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v += b;
+                bad |= !v.is_finite();
             }
-            bad
-        })
-        .reduce(|| false, |a, b| a | b)
-        .not()
+        }
+        bad
+    };
+    let bad = if parallel {
+        c.par_chunks_mut(n * BIAS_ROWS)
+            .map(add)
+            .reduce(|| false, |a, b| a | b)
+    } else {
+        add(c)
+    };
+    bad.not()
 }
 
 /// C = alpha * op(A) op(B) + beta * C through the crate (k > 0, shapes checked).
