@@ -170,41 +170,79 @@ fn sparse_dot_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 // ---------------------------------------------------------------- build_transpose
 // The per-latent lists: lat_ptr (n + 1) = exclusive prefix sums of per-latent counts, and for
 // latent i the entries lat_ptr[i]..lat_ptr[i+1] of lat_row / lat_slot list the (row, slot)
-// pairs with idx[slot] == i in ascending slot order; entries nnz..cap are set to 0.
-// Six dispatches, no scratch beyond the outputs, positions independent of thread timing:
-//   zero     lat_ptr = 0
-//   count    lat_ptr[idx[s] + 1] += 1 for s < nnz                  (u32 atomics: counts)
-//   scan     lat_ptr[1..=n] = exclusive scan of itself, lat_ptr[0] = 0, so that
-//            lat_ptr[i + 1] = start of latent i
-//   scatter  pos = atomicAdd(lat_ptr[idx[s] + 1], 1); lat_row[pos] = s
-//            (lat_row is scratch here; afterwards lat_ptr[i + 1] = start of latent i + 1,
-//            so lat_ptr is final; the order inside a latent's range depends on timing;
-//            invocations take slots in descending order so that it is never ascending by
-//            accident on in-order executors)
-//   rank     for each entry e: s = lat_row[e], r = number of slots in the same latent's
-//            range that are < s; lat_slot[start + r] = s   (the timing-dependent order is
-//            replaced by the ascending one; O(m^2) compares for a latent with m entries,
-//            read at addresses shared by the lanes of that latent; with distinct latents
-//            per row (TopK, BatchTopK) m <= rows, so at most rows * nnz compares in all)
-//   rows     lat_row[e] = row_of_slot(lat_slot[e]); entries >= nnz get 0 in both
+// pairs with idx[slot] == i in ascending slot order; entries nnz..cap are set to 0. Needs
+// each row to list a latent at most once (true of every code the step makes: top-k,
+// batch top-k and the activation compaction), so that ascending slots are ascending rows.
+// Scratch: marks (2 G n) u32, G = ceil(rows / 32) groups of 32 rows: mask[g n + i] (bit b:
+// row 32 g + b lists latent i) and, after it, before[g n + i] (latent i's entries in the
+// groups before g). A clear and four dispatches, every one linear in its items, positions
+// independent of thread timing (the atomics only set bits):
+//   (clear)  mask = 0                                    (the launcher: clear_buffer)
+//   mark     mask[g(r) n + idx[s]] |= bit(r) for s < nnz, r = row of s
+//   prefix   per latent (per 4 latents in _vec4): before[g n + i] = popcounts of mask[0..g],
+//            lat_ptr[i + 1] = all
+//   scan     lat_ptr[1..=n] = inclusive scan of itself, lat_ptr[0] = 0 (final)
+//   place    pos = lat_ptr[i] + before[g n + i] + popcount(mask[g n + i] below bit(r));
+//            lat_row[pos] = r, lat_slot[pos] = s; entries >= nnz get 0 in both
+// (It replaced a scatter whose order within a latent a rank pass then fixed with O(m^2)
+// compares for a latent of m entries: a dense latent, one on every row, cost rows^2.)
 
-@group(0) @binding(1) var<storage, read_write> bz_lat_ptr: array<u32>;  // (n + 1)
-
-@compute @workgroup_size(WG)
-fn build_transpose_zero(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg, WG);
-    if i > p.n { return; }
-    bz_lat_ptr[i] = 0u;
+fn transpose_groups() -> u32 {
+    return (p.rows + 31u) / 32u;
 }
 
-@group(0) @binding(2) var<storage, read> bc_idx: array<u32>;                    // (cap)
-@group(0) @binding(3) var<storage, read_write> bc_lat_ptr: array<atomic<u32>>;  // (n + 1)
+@group(0) @binding(2) var<storage, read> bm_idx: array<u32>;                 // (cap)
+@group(0) @binding(3) var<storage, read_write> bm_marks: array<atomic<u32>>; // (2 G n)
 
 @compute @workgroup_size(WG)
-fn build_transpose_count(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn build_transpose_mark(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let s = linear_index(gid, nwg, WG);
     if s >= min(csr_row_ptr[p.rows], p.cap) { return; }
-    atomicAdd(&bc_lat_ptr[bc_idx[s] + 1u], 1u);
+    let r = row_of_slot(s);
+    atomicOr(&bm_marks[(r / 32u) * p.n + bm_idx[s]], 1u << (r & 31u));
+}
+
+@group(0) @binding(1) var<storage, read_write> bp_marks: array<u32>;    // (2 G n)
+@group(0) @binding(2) var<storage, read_write> bp_lat_ptr: array<u32>;  // (n + 1)
+
+@compute @workgroup_size(WG)
+fn build_transpose_prefix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg, WG);
+    if i >= p.n { return; }
+    let groups = transpose_groups();
+    let half = groups * p.n;
+    var run = 0u;
+    for (var g = 0u; g < groups; g++) {
+        let c = g * p.n + i;
+        bp_marks[half + c] = run;
+        run += countOneBits(bp_marks[c]);
+    }
+    bp_lat_ptr[i + 1u] = run;
+}
+
+@group(0) @binding(1) var<storage, read_write> bp4_marks: array<vec4<u32>>;  // (2 G n / 4)
+@group(0) @binding(2) var<storage, read_write> bp4_lat_ptr: array<u32>;      // (n + 1)
+
+// build_transpose_prefix for latents 4q .. 4q + 4 (n % 4 == 0): a quarter of the loads and
+// stores, which a software adapter runs one lane at a time.
+@compute @workgroup_size(WG)
+fn build_transpose_prefix_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let q = linear_index(gid, nwg, WG);
+    let nq = p.n / 4u;
+    if q >= nq { return; }
+    let groups = transpose_groups();
+    let half = groups * nq;
+    var run = vec4<u32>(0u);
+    for (var g = 0u; g < groups; g++) {
+        let c = g * nq + q;
+        bp4_marks[half + c] = run;
+        run += countOneBits(bp4_marks[c]);
+    }
+    let i = 4u * q;
+    bp4_lat_ptr[i + 1u] = run.x;
+    bp4_lat_ptr[i + 2u] = run.y;
+    bp4_lat_ptr[i + 3u] = run.z;
+    bp4_lat_ptr[i + 4u] = run.w;
 }
 
 @group(0) @binding(1) var<storage, read_write> bs_lat_ptr: array<u32>;  // (n + 1)
@@ -235,61 +273,33 @@ fn build_transpose_scan(@builtin(local_invocation_index) l: u32) {
     workgroupBarrier();
     var run = bs_sums[l];
     for (var i = lo; i < hi; i++) {
-        let v = bs_lat_ptr[i + 1u];
+        run += bs_lat_ptr[i + 1u];
         bs_lat_ptr[i + 1u] = run;
-        run += v;
     }
 }
 
-// bc_idx at binding 2, bc_lat_ptr (atomic) at binding 3, as in count.
-@group(0) @binding(4) var<storage, read_write> bsc_lat_row: array<u32>;  // (cap); slots, unordered
+@group(0) @binding(2) var<storage, read> bl_idx: array<u32>;             // (cap)
+@group(0) @binding(3) var<storage, read> bl_marks: array<u32>;           // (2 G n)
+@group(0) @binding(4) var<storage, read> bl_lat_ptr: array<u32>;         // (n + 1)
+@group(0) @binding(5) var<storage, read_write> bl_lat_row: array<u32>;   // (cap)
+@group(0) @binding(6) var<storage, read_write> bl_lat_slot: array<u32>;  // (cap)
 
 @compute @workgroup_size(WG)
-fn build_transpose_scatter(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = linear_index(gid, nwg, WG);
-    let nnz = min(csr_row_ptr[p.rows], p.cap);
-    if t >= nnz { return; }
-    // Descending slots: an executor that runs invocations in order (lavapipe does) then
-    // produces reversed lists, so the rank pass always has real work and tests see it.
-    let s = nnz - 1u - t;
-    let pos = atomicAdd(&bc_lat_ptr[bc_idx[s] + 1u], 1u);
-    bsc_lat_row[pos] = s;
-}
-
-@group(0) @binding(1) var<storage, read> br_idx: array<u32>;             // (cap)
-@group(0) @binding(2) var<storage, read> br_lat_ptr: array<u32>;         // (n + 1)
-@group(0) @binding(3) var<storage, read> br_lat_row: array<u32>;         // (cap); slots, unordered
-@group(0) @binding(4) var<storage, read_write> br_lat_slot: array<u32>;  // (cap)
-
-@compute @workgroup_size(WG)
-fn build_transpose_rank(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = linear_index(gid, nwg, WG);
-    if e >= min(br_lat_ptr[p.n], p.cap) { return; }
-    let s = br_lat_row[e];
-    let i = br_idx[s];
-    let a = br_lat_ptr[i];
-    let z = br_lat_ptr[i + 1u];
-    var r = 0u;
-    for (var q = a; q < z; q++) {
-        r += select(0u, 1u, br_lat_row[q] < s);
-    }
-    br_lat_slot[a + r] = s;
-}
-
-@group(0) @binding(2) var<storage, read> bw_lat_ptr: array<u32>;         // (n + 1)
-@group(0) @binding(3) var<storage, read_write> bw_lat_row: array<u32>;   // (cap)
-@group(0) @binding(4) var<storage, read_write> bw_lat_slot: array<u32>;  // (cap)
-
-@compute @workgroup_size(WG)
-fn build_transpose_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = linear_index(gid, nwg, WG);
-    if e >= p.cap { return; }
-    if e >= bw_lat_ptr[p.n] {
-        bw_lat_row[e] = 0u;
-        bw_lat_slot[e] = 0u;
+fn build_transpose_place(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let s = linear_index(gid, nwg, WG);
+    if s >= p.cap { return; }
+    if s >= csr_row_ptr[p.rows] {
+        bl_lat_row[s] = 0u;
+        bl_lat_slot[s] = 0u;
         return;
     }
-    bw_lat_row[e] = row_of_slot(bw_lat_slot[e]);
+    let r = row_of_slot(s);
+    let i = bl_idx[s];
+    let c = (r / 32u) * p.n + i;
+    let below = bl_marks[c] & ((1u << (r & 31u)) - 1u);
+    let pos = bl_lat_ptr[i] + bl_marks[transpose_groups() * p.n + c] + countOneBits(below);
+    bl_lat_row[pos] = r;
+    bl_lat_slot[pos] = s;
 }
 
 // ---------------------------------------------------------------- gather_dw_dec

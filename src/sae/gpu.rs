@@ -148,6 +148,8 @@ pub struct GpuEngine {
     /// Rows of the largest chunk: `pre` and the dense-path tensors hold (chunk_rows, n).
     chunk_rows: usize,
     pre: GpuTensor,
+    /// build_transpose's scratch for a chunk's codes (`transpose_marks_len(chunk_rows, n)`).
+    marks: GpuTensor,
     /// Block maxima of each chunk's pre-activations (chunk_rows, n / 32) u32, from the
     /// encoder GEMM's epilogue; batchtopk uses its scratch's instead. JumpReLU's are of
     /// pre - off, off (n) = the thresholds minus half the bandwidth (threshold_offsets).
@@ -445,9 +447,8 @@ impl GpuEngine {
     ) -> Result<()> {
         let (g, rows, n, d, gr) = (&*self.gpu, ch.rows, self.n, self.d, &self.grads);
         let (rp, idx) = (&c.row_ptr, &c.idx);
-        #[rustfmt::skip]
-        build_transpose(g, enc, rp, idx, rows, n, &c.lat_ptr, &c.lat_row, &c.lat_slot)?;
         let (lp, lr, ls) = (&c.lat_ptr, &c.lat_row, &c.lat_slot);
+        build_transpose(g, enc, rp, idx, rows, n, &self.marks, lp, lr, ls)?;
         self.dw_dec_gather(enc, ch, c, dy, accumulate)?;
         #[rustfmt::skip]
         gather_dw_enc(g, enc, lp, lr, ls, &c.dval, &ch.xc, n, d, accumulate, &gr.w_enc)?;

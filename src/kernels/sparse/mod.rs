@@ -5,8 +5,8 @@
 //! Why gathers: the decoder and encoder gradients are sums over the active (row, latent)
 //! pairs, grouped by latent. Scattering them with float atomics would make every step
 //! nondeterministic; instead [`build_transpose`] lists each latent's pairs in ascending slot
-//! order (u32 atomics only for counts and for a scatter whose order is then fixed by a
-//! rank pass), and each gather sums its latent's list in that order, which is also the CPU
+//! order (u32 atomics only to set bits in row masks, from which each pair's position is
+//! counted), and each gather sums its latent's list in that order, which is also the CPU
 //! twin's order. Results are identical run to run.
 //!
 //! Codes are CSR over rows: row_ptr (rows + 1, row_ptr[0] == 0), idx (cap) u32, val (cap)
@@ -130,43 +130,30 @@ pub static SPARSE_DECODE_TEX: Entry = one_d("sparse_decode_tex", DECODE_TEX);
 pub static SPARSE_DOT: Entry = one_d("sparse_dot", DOT);
 pub static SPARSE_DOT_VEC4: Entry = one_d("sparse_dot_vec4", DOT);
 pub static SPARSE_DOT_TEX: Entry = one_d("sparse_dot_tex", DOT_TEX);
-pub static BUILD_TRANSPOSE_ZERO: Entry = one_d("build_transpose_zero", &[wu("lat_ptr", "n + 1")]);
-pub static BUILD_TRANSPOSE_COUNT: Entry = one_d(
-    "build_transpose_count",
+pub static BUILD_TRANSPOSE_MARK: Entry = one_d(
+    "build_transpose_mark",
     &[
         ru("row_ptr", "rows + 1"),
         ru("idx", "cap"),
-        wu("lat_ptr", "n + 1"),
+        wu("marks", ">= 2 * G * n"),
     ],
 );
+const TRANSPOSE_PREFIX: &[Slot] = &[wu("marks", ">= 2 * G * n"), wu("lat_ptr", "n + 1")];
+pub static BUILD_TRANSPOSE_PREFIX: Entry = one_d("build_transpose_prefix", TRANSPOSE_PREFIX);
+pub static BUILD_TRANSPOSE_PREFIX_VEC4: Entry =
+    one_d("build_transpose_prefix_vec4", TRANSPOSE_PREFIX);
 pub static BUILD_TRANSPOSE_SCAN: Entry = Entry {
     consts: &[("WG_SCAN", WG_SCAN as f64)],
     workgroup: [Wg::Fixed(WG_SCAN as u32), Wg::Fixed(1), Wg::Fixed(1)],
     grid: Grid::Single,
     ..one_d("build_transpose_scan", &[wu("lat_ptr", "n + 1")])
 };
-pub static BUILD_TRANSPOSE_SCATTER: Entry = one_d(
-    "build_transpose_scatter",
+pub static BUILD_TRANSPOSE_PLACE: Entry = one_d(
+    "build_transpose_place",
     &[
         ru("row_ptr", "rows + 1"),
         ru("idx", "cap"),
-        wu("lat_ptr", "n + 1"),
-        wu("lat_row", "cap"),
-    ],
-);
-pub static BUILD_TRANSPOSE_RANK: Entry = one_d(
-    "build_transpose_rank",
-    &[
-        ru("idx", "cap"),
-        ru("lat_ptr", "n + 1"),
-        ru("lat_row", "cap"),
-        wu("lat_slot", "cap"),
-    ],
-);
-pub static BUILD_TRANSPOSE_ROWS: Entry = one_d(
-    "build_transpose_rows",
-    &[
-        ru("row_ptr", "rows + 1"),
+        ru("marks", ">= 2 * G * n"),
         ru("lat_ptr", "n + 1"),
         wu("lat_row", "cap"),
         wu("lat_slot", "cap"),
@@ -229,12 +216,11 @@ pub static ENTRIES: &[&Entry] = &[
     &SPARSE_DOT,
     &SPARSE_DOT_VEC4,
     &SPARSE_DOT_TEX,
-    &BUILD_TRANSPOSE_ZERO,
-    &BUILD_TRANSPOSE_COUNT,
+    &BUILD_TRANSPOSE_MARK,
+    &BUILD_TRANSPOSE_PREFIX,
+    &BUILD_TRANSPOSE_PREFIX_VEC4,
     &BUILD_TRANSPOSE_SCAN,
-    &BUILD_TRANSPOSE_SCATTER,
-    &BUILD_TRANSPOSE_RANK,
-    &BUILD_TRANSPOSE_ROWS,
+    &BUILD_TRANSPOSE_PLACE,
     &GATHER_DW_DEC_E,
     &GATHER_DW_DEC_VEC4,
     &GATHER_DW_DEC_TEX_E,
@@ -400,12 +386,21 @@ pub fn sparse_dot(
         .record(gpu, enc)
 }
 
+/// u32 elements of [`build_transpose`]'s scratch for `rows` rows of codes over `n` latents:
+/// a row mask and a running count per (group of 32 rows, latent), 2 G n with G = ceil(rows
+/// / 32), about rows * n / 4 bytes (1/16 of the pre-activations).
+pub fn transpose_marks_len(rows: usize, n: usize) -> usize {
+    2 * rows.div_ceil(32) * n
+}
+
 /// The per-latent (transposed) index: lat_ptr = exclusive prefix sums of per-latent counts
 /// (lat_ptr[n] = nnz); for latent i, lat_row / lat_slot[lat_ptr[i]..lat_ptr[i+1]] list the
 /// (row, slot) pairs with idx[slot] == i in ascending slot order; entries nnz..cap are 0.
-/// Six dispatches (zero, count, scan, scatter, rank, rows; see the shader), no scratch
-/// buffers; a latent with m entries costs O(m^2) compares in the rank pass.
-/// row_ptr: (rows + 1), idx: (cap) -> lat_ptr: (n + 1), lat_row: (cap), lat_slot: (cap)
+/// Each row must list a latent at most once (every code the step makes does). A clear of
+/// the scratch `marks` (at least [`transpose_marks_len`] u32) and four dispatches (mark,
+/// prefix, scan, place; see the shader), each linear in its items.
+/// row_ptr: (rows + 1), idx: (cap), marks: (>= 2 ceil(rows / 32) n) u32 scratch
+///   -> lat_ptr: (n + 1), lat_row: (cap), lat_slot: (cap)
 #[allow(clippy::too_many_arguments)]
 pub fn build_transpose(
     gpu: &Gpu,
@@ -414,21 +409,38 @@ pub fn build_transpose(
     idx: &GpuTensor,
     rows: usize,
     n: usize,
+    marks: &GpuTensor,
     lat_ptr: &GpuTensor,
     lat_row: &GpuTensor,
     lat_slot: &GpuTensor,
 ) -> Result<()> {
     let cap = idx.len();
     let p = params(rows, n, 0, cap)?;
-    let dims = [("rows", rows), ("n", n), ("cap", cap)];
+    let half = transpose_marks_len(rows, n) / 2;
+    crate::kernels::decl::to_u32("build_transpose", "marks", 2 * half)?;
+    let groups = rows.div_ceil(32);
+    let dims = [("rows", rows), ("n", n), ("cap", cap), ("G", groups)];
+    if marks.len() < 2 * half {
+        return Err(crate::Error::Internal(format!(
+            "build_transpose: marks has {} elements, expected at least {}",
+            marks.len(),
+            2 * half
+        )));
+    }
+    // The masks (the first half) start at 0; the counts after them are written whole.
+    enc.clear_buffer(&marks.buf, 0, Some(4 * half as u64));
+    let prefix = crate::kernels::decl::vec4_if(
+        n.is_multiple_of(4),
+        &BUILD_TRANSPOSE_PREFIX,
+        &BUILD_TRANSPOSE_PREFIX_VEC4,
+    );
     #[rustfmt::skip]
     let passes = [
-        BUILD_TRANSPOSE_ZERO.call(p).bind(lat_ptr).items(n + 1),
-        BUILD_TRANSPOSE_COUNT.call(p).bind(row_ptr).bind(idx).bind(lat_ptr).items(cap),
+        BUILD_TRANSPOSE_MARK.call(p).bind(row_ptr).bind(idx).bind(marks).items(cap),
+        prefix.call(p).bind(marks).bind(lat_ptr).items(n),
         BUILD_TRANSPOSE_SCAN.call(p).bind(lat_ptr),
-        BUILD_TRANSPOSE_SCATTER.call(p).bind(row_ptr).bind(idx).bind(lat_ptr).bind(lat_row).items(cap),
-        BUILD_TRANSPOSE_RANK.call(p).bind(idx).bind(lat_ptr).bind(lat_row).bind(lat_slot).items(cap),
-        BUILD_TRANSPOSE_ROWS.call(p).bind(row_ptr).bind(lat_ptr).bind(lat_row).bind(lat_slot).items(cap),
+        BUILD_TRANSPOSE_PLACE.call(p).bind(row_ptr).bind(idx).bind(marks).bind(lat_ptr)
+            .bind(lat_row).bind(lat_slot).items(cap),
     ];
     for pass in passes {
         pass.dims(&dims).record(gpu, enc)?;

@@ -8,6 +8,7 @@ use super::{Chunk, CodeBufs, GATE_SLOTS, GpuEngine};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::kernels::codes::batch_topk::BatchScratch;
 use crate::kernels::codes::{BLOCK, CAND};
+use crate::kernels::sparse::transpose_marks_len;
 use crate::reference::reduce::METRIC_SLOTS;
 use crate::sae::engine::{TrainState, code_capacity, selects_batch_topk, selects_topk};
 use crate::sae::params::ParamSet;
@@ -285,6 +286,7 @@ impl GpuEngine {
             y,
             // batchtopk in several chunks: the chunks' own (`Chunk::kept`).
             pre: g.zeros("pre", &[if batch_chunks { 1 } else { chunk }, n])?,
+            marks: g.zeros_u32("transpose marks", &[transpose_marks_len(chunk, n)])?,
             bmax: g.zeros_u32(
                 "pre block maxima",
                 &[if batch_sel {
