@@ -32,6 +32,81 @@ const LATENTS_PER_TASK: usize = 64;
 /// Slots whose dot products [`dot_row`] runs side by side.
 const DOT_LANES: usize = 8;
 
+/// `out[j] += coef_t * row_t[j]` for the terms t = 0..m in order, j over out: the
+/// reference's loop (`latent_column`, `decode_row`) with its two loops swapped per block of
+/// W columns, so that the block's W sums stay in registers across the terms instead of
+/// being loaded and stored once per term. Every element gets the same multiplies and adds
+/// in the same order, so the same bits (no fused multiply-add: Rust never contracts).
+#[inline(always)]
+fn sum_rows_blocked<'r, const W: usize>(
+    out: &mut [f32],
+    m: usize,
+    term: impl Fn(usize) -> (f32, &'r [f32]),
+) {
+    let d = out.len();
+    let full = d - d % W;
+    for c0 in (0..full).step_by(W) {
+        let block = &mut out[c0..c0 + W];
+        let mut acc: [f32; W] = std::array::from_fn(|k| block[k]);
+        for t in 0..m {
+            let (g, row) = term(t);
+            let x = &row[c0..c0 + W];
+            for k in 0..W {
+                acc[k] += g * x[k];
+            }
+        }
+        block.copy_from_slice(&acc);
+    }
+    if full < d {
+        for t in 0..m {
+            let (g, row) = term(t);
+            for (o, &x) in out[full..].iter_mut().zip(&row[full..d]) {
+                *o += g * x;
+            }
+        }
+    }
+}
+
+/// [`sum_rows_blocked`] compiled for AVX2 (8 ymm accumulators of 8 columns).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sum_rows_avx2<'r>(out: &mut [f32], m: usize, term: impl Fn(usize) -> (f32, &'r [f32])) {
+    sum_rows_blocked::<64>(out, m, term)
+}
+
+/// [`sum_rows_blocked`] with AVX2 where the CPU has it (checked once, then cached by std),
+/// else the baseline build's SSE2 (8 xmm accumulators of 4 columns).
+fn sum_rows<'r>(out: &mut [f32], m: usize, term: impl Fn(usize) -> (f32, &'r [f32])) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, the only feature the function is compiled for.
+        return unsafe { sum_rows_avx2(out, m, term) };
+    }
+    sum_rows_blocked::<32>(out, m, term)
+}
+
+/// Latent i's column of W_enc's / row of W_dec's gradient, as
+/// [`reference::latent_column`] (the same bits) through [`sum_rows`].
+#[allow(clippy::too_many_arguments)]
+fn latent_column(
+    lat_ptr: &[u32],
+    lat_row: &[u32],
+    lat_slot: &[u32],
+    coef: &[f32],
+    rows: &[f32],
+    i: usize,
+    acc: &mut [f32],
+) {
+    let d = acc.len();
+    let a = lat_ptr[i] as usize;
+    let m = lat_ptr[i + 1] as usize - a;
+    acc.fill(0.0);
+    sum_rows(acc, m, |t| {
+        let r = lat_row[a + t] as usize;
+        (coef[lat_slot[a + t] as usize], &rows[r * d..(r + 1) * d])
+    });
+}
+
 /// [`crate::reference::sparse::dot_row`], bitwise: each slot's dot product is the same
 /// sequential sum (`acc += y[j] * w[j]`, j ascending), but DOT_LANES slots run side by
 /// side, so that the sums' chains of dependent additions overlap instead of each waiting
@@ -55,7 +130,7 @@ fn dot_row(idx: &[u32], y: &[f32], w_dec: &[f32], g: &mut [f32]) {
 }
 
 /// [`crate::reference::sparse::gather_dw_dec`], latents in parallel: each latent's row of
-/// W_dec's gradient is the reference's own `latent_column` sum.
+/// W_dec's gradient is the reference's `latent_column` sum, through [`sum_rows`].
 /// lat_ptr: (n + 1), lat_row: (cap), lat_slot: (cap), val: (cap), dy: (rows, d)
 /// -> dw_dec: (n, d)
 #[allow(clippy::too_many_arguments)]
@@ -85,7 +160,7 @@ pub fn gather_dw_dec(
                 if accumulate && lat_ptr[i] == lat_ptr[i + 1] {
                     return;
                 }
-                reference::latent_column(lat_ptr, lat_row, lat_slot, val, dy, i, acc);
+                latent_column(lat_ptr, lat_row, lat_slot, val, dy, i, acc);
                 for (o, &s) in out.iter_mut().zip(acc.iter()) {
                     *o = if accumulate { *o + s } else { s };
                 }
@@ -118,7 +193,18 @@ pub fn sparse_decode(
         .par_chunks_mut(d)
         .with_min_len(ROWS_PER_TASK)
         .enumerate()
-        .for_each(|(b, out)| reference::decode_row(row_ptr, idx, val, w_dec, b_dec, b, out));
+        .for_each(|(b, out)| {
+            match b_dec {
+                Some(bias) => out.copy_from_slice(&bias[..d]),
+                None => out.fill(0.0),
+            }
+            let s0 = row_ptr[b] as usize;
+            let m = row_ptr[b + 1] as usize - s0;
+            sum_rows(out, m, |t| {
+                let i = idx[s0 + t] as usize;
+                (val[s0 + t], &w_dec[i * d..(i + 1) * d])
+            });
+        });
 }
 
 /// [`crate::reference::sparse::sparse_dot`], rows in parallel.
@@ -189,7 +275,7 @@ pub fn gather_dw_enc(
             .par_chunks_mut(d)
             .enumerate()
             .for_each(|(li, acc)| {
-                reference::latent_column(lat_ptr, lat_row, lat_slot, dval, xc, c0 + li, acc)
+                latent_column(lat_ptr, lat_row, lat_slot, dval, xc, c0 + li, acc)
             });
         // Written in tiles of OUT_ROWS_PER_TASK output rows (a rayon task) by LATENT_TILE
         // latents, so each scratch line read serves all the task's output rows.
@@ -261,11 +347,15 @@ mod tests {
         v.iter().map(|x| x.to_bits()).collect()
     }
 
-    const SHAPES: [(usize, usize, usize, usize); 4] = [
+    /// (rows, d, n, k): d below, at and past [`super::sum_rows`]' blocks of 32 / 64
+    /// columns, with and without a tail.
+    const SHAPES: [(usize, usize, usize, usize); 6] = [
         (1, 1, 1, 1),
         (7, 5, 33, 4),
         (40, 17, 1500, 12),
         (64, 64, 2100, 40),
+        (9, 100, 300, 6),
+        (12, 512, 700, 30),
     ];
 
     #[test]
@@ -344,8 +434,9 @@ mod tests {
     }
 
     /// `cargo test --release --lib cpu_sparse::tests::timing -- --ignored --nocapture`:
-    /// W_dec's gradient gathered from AuxK's codes at the train bench's topk_dead shape
-    /// (4096 rows, up to 256 codes each among a quarter of 16384 latents, d 512).
+    /// W_dec's gradient gathered, the decode and the dot products of AuxK's codes at the
+    /// train bench's topk_dead shape (4096 rows, up to 256 codes each among a quarter of
+    /// 16384 latents, d 512).
     #[test]
     #[ignore]
     fn timing() {
@@ -394,6 +485,20 @@ mod tests {
             );
         }
         let w_dec = random(&mut rng, n * d);
+        let mut x_hat = vec![0.0f32; rows * d];
+        for _ in 0..2 {
+            let t = std::time::Instant::now();
+            reference::sparse_decode(&row_ptr, &idx, &val, &w_dec, None, rows, n, d, &mut x_hat);
+            let r = t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            super::sparse_decode(&row_ptr, &idx, &val, &w_dec, None, rows, n, d, &mut x_hat);
+            let f = t.elapsed().as_secs_f64();
+            println!(
+                "sparse_decode, {cap} slots: reference {:.1} ms, cpu_sparse {:.1} ms",
+                r * 1e3,
+                f * 1e3
+            );
+        }
         let mut g = vec![0.0f32; cap];
         for _ in 0..2 {
             let t = std::time::Instant::now();
