@@ -85,26 +85,24 @@ fn sum_rows<'r>(out: &mut [f32], m: usize, term: impl Fn(usize) -> (f32, &'r [f3
     sum_rows_blocked::<32>(out, m, term)
 }
 
-/// Latent i's column of W_enc's / row of W_dec's gradient, as
-/// [`reference::latent_column`] (the same bits) through [`sum_rows`].
-#[allow(clippy::too_many_arguments)]
-fn latent_column(
-    lat_ptr: &[u32],
-    lat_row: &[u32],
-    lat_slot: &[u32],
-    coef: &[f32],
-    rows: &[f32],
-    i: usize,
-    acc: &mut [f32],
-) {
-    let d = acc.len();
-    let a = lat_ptr[i] as usize;
-    let m = lat_ptr[i + 1] as usize - a;
-    acc.fill(0.0);
-    sum_rows(acc, m, |t| {
-        let r = lat_row[a + t] as usize;
-        (coef[lat_slot[a + t] as usize], &rows[r * d..(r + 1) * d])
-    });
+/// The per-latent lists of `build_transpose`: lat_ptr (n + 1), lat_row and lat_slot (cap).
+#[derive(Clone, Copy)]
+struct Lists<'a>(&'a [u32], &'a [u32], &'a [u32]);
+
+impl Lists<'_> {
+    /// Latent i's column of W_enc's / row of W_dec's gradient into `acc` (d): the sum over
+    /// its entries of coef[slot] * rows[row, :], as [`reference::latent_column`] (the same
+    /// bits) through [`sum_rows`].
+    fn column(self, coef: &[f32], rows: &[f32], i: usize, acc: &mut [f32]) {
+        let Lists(ptr, row, slot) = self;
+        let d = acc.len();
+        let a = ptr[i] as usize;
+        acc.fill(0.0);
+        sum_rows(acc, ptr[i + 1] as usize - a, |t| {
+            let r = row[a + t] as usize;
+            (coef[slot[a + t] as usize], &rows[r * d..(r + 1) * d])
+        });
+    }
 }
 
 /// [`crate::reference::sparse::dot_row`], bitwise: each slot's dot product is the same
@@ -160,7 +158,7 @@ pub fn gather_dw_dec(
                 if accumulate && lat_ptr[i] == lat_ptr[i + 1] {
                     return;
                 }
-                latent_column(lat_ptr, lat_row, lat_slot, val, dy, i, acc);
+                Lists(lat_ptr, lat_row, lat_slot).column(val, dy, i, acc);
                 for (o, &s) in out.iter_mut().zip(acc.iter()) {
                     *o = if accumulate { *o + s } else { s };
                 }
@@ -274,9 +272,7 @@ pub fn gather_dw_enc(
         scratch[..w * d]
             .par_chunks_mut(d)
             .enumerate()
-            .for_each(|(li, acc)| {
-                latent_column(lat_ptr, lat_row, lat_slot, dval, xc, c0 + li, acc)
-            });
+            .for_each(|(li, acc)| Lists(lat_ptr, lat_row, lat_slot).column(dval, xc, c0 + li, acc));
         // Written in tiles of OUT_ROWS_PER_TASK output rows (a rayon task) by LATENT_TILE
         // latents, so each scratch line read serves all the task's output rows.
         let scratch = &scratch;

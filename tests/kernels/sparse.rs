@@ -30,21 +30,27 @@ impl Code {
     }
 }
 
+/// `len` distinct latents of n in random order, the latents of `hot` among them.
+fn distinct_row(rng: &mut ChaCha8Rng, n: usize, len: usize, hot: &[u32]) -> Vec<u32> {
+    let mut row = hot.to_vec();
+    while row.len() < len {
+        let i = rng.random_range(0..n as u32);
+        if !row.contains(&i) {
+            row.push(i);
+        }
+    }
+    row.shuffle(rng);
+    row
+}
+
 /// TopK-shaped code: k distinct latents per row in random order, the `hot` latents in
 /// every row.
 fn topk_code(rng: &mut ChaCha8Rng, rows: usize, n: usize, k: usize, hot: usize) -> Code {
     assert!(hot <= k && k <= n);
+    let hot: Vec<u32> = (0..hot as u32).collect();
     let mut idx = Vec::with_capacity(rows * k);
     for _ in 0..rows {
-        let mut row: Vec<u32> = (0..hot as u32).collect();
-        while row.len() < k {
-            let i = rng.random_range(0..n as u32);
-            if !row.contains(&i) {
-                row.push(i);
-            }
-        }
-        row.shuffle(rng);
-        idx.extend(row);
+        idx.extend(distinct_row(rng, n, k, &hot));
     }
     Code {
         rows,
@@ -69,19 +75,8 @@ fn csr_code(rng: &mut ChaCha8Rng, rows: usize, n: usize, max: usize, spare: usiz
         } else {
             rng.random_range(1..=max)
         };
-        let mut row: Vec<u32> = if len > 0 {
-            vec![(n - 1) as u32]
-        } else {
-            vec![]
-        };
-        while row.len() < len {
-            let i = rng.random_range(0..n as u32);
-            if !row.contains(&i) {
-                row.push(i);
-            }
-        }
-        row.shuffle(rng);
-        idx.extend(row);
+        let hot = [(n - 1) as u32];
+        idx.extend(distinct_row(rng, n, len, &hot[..len.min(1)]));
         row_ptr.push(idx.len() as u32);
     }
     for _ in 0..spare {
