@@ -386,7 +386,10 @@ fn make_inputs(gpu: &Gpu) -> saeforge::Result<Inputs> {
     relu_forward(gpu, &mut enc, &pre_val, &val)?;
     sparse::sparse_dot(gpu, &mut enc, &row_ptr, &idx, &dy, &w_dec, B, N, D, &gslot)?;
     relu_backward(gpu, &mut enc, &pre_val, &gslot, &dval)?;
-    let marks = zeros_u32("transpose marks", &[sparse::transpose_marks_len(B, N)])?;
+    let marks = zeros_u32(
+        "transpose marks",
+        &[sparse::transpose_marks_len(B, N, B * K)],
+    )?;
     #[rustfmt::skip]
     sparse::build_transpose(gpu, &mut enc, &row_ptr, &idx, B, N, &marks, &lat_ptr, &lat_row, &lat_slot)?;
     gpu.submit(enc);

@@ -173,16 +173,18 @@ fn sparse_dot_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 // pairs with idx[slot] == i in ascending slot order; entries nnz..cap are set to 0. Needs
 // each row to list a latent at most once (true of every code the step makes: top-k,
 // batch top-k and the activation compaction), so that ascending slots are ascending rows.
-// Scratch: marks (2 G n) u32, G = ceil(rows / 32) groups of 32 rows: mask[g n + i] (bit b:
-// row 32 g + b lists latent i) and, after it, before[g n + i] (latent i's entries in the
-// groups before g). A clear and four dispatches, every one linear in its items, positions
+// Scratch: marks (2 G n + cap) u32, G = ceil(rows / 32) groups of 32 rows: mask[g n + i]
+// (bit b: row 32 g + b lists latent i), then before[g n + i] (latent i's entries in the
+// groups before g), then row_of[s] (the row of slot s, found once). A clear and four dispatches, every one linear in its items, positions
 // independent of thread timing (the atomics only set bits):
 //   (clear)  mask = 0                                    (the launcher: clear_buffer)
-//   mark     mask[g(r) n + idx[s]] |= bit(r) for s < nnz, r = row of s
+//   mark     mask[g(r) n + idx[s]] |= bit(r) for s < nnz, r = row of s (a binary search
+//            over row_ptr), row_of[s] = r
 //   prefix   per latent (per 4 latents in _vec4): before[g n + i] = popcounts of mask[0..g],
 //            lat_ptr[i + 1] = all
 //   scan     lat_ptr[1..=n] = inclusive scan of itself, lat_ptr[0] = 0 (final)
-//   place    pos = lat_ptr[i] + before[g n + i] + popcount(mask[g n + i] below bit(r));
+//   place    r = row_of[s], pos = lat_ptr[i] + before[g n + i] + popcount(mask[g n + i]
+//            below bit(r));
 //            lat_row[pos] = r, lat_slot[pos] = s; entries >= nnz get 0 in both
 // (It replaced a scatter whose order within a latent a rank pass then fixed with O(m^2)
 // compares for a latent of m entries: a dense latent, one on every row, cost rows^2.)
@@ -192,17 +194,19 @@ fn transpose_groups() -> u32 {
 }
 
 @group(0) @binding(2) var<storage, read> bm_idx: array<u32>;                 // (cap)
-@group(0) @binding(3) var<storage, read_write> bm_marks: array<atomic<u32>>; // (2 G n)
+@group(0) @binding(3) var<storage, read_write> bm_marks: array<atomic<u32>>; // (2 G n + cap)
 
 @compute @workgroup_size(WG)
 fn build_transpose_mark(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let s = linear_index(gid, nwg, WG);
     if s >= min(csr_row_ptr[p.rows], p.cap) { return; }
     let r = row_of_slot(s);
+    let half = transpose_groups() * p.n;
     atomicOr(&bm_marks[(r / 32u) * p.n + bm_idx[s]], 1u << (r & 31u));
+    atomicStore(&bm_marks[2u * half + s], r);
 }
 
-@group(0) @binding(1) var<storage, read_write> bp_marks: array<u32>;    // (2 G n)
+@group(0) @binding(1) var<storage, read_write> bp_marks: array<u32>;    // (2 G n + cap)
 @group(0) @binding(2) var<storage, read_write> bp_lat_ptr: array<u32>;  // (n + 1)
 
 @compute @workgroup_size(WG)
@@ -220,7 +224,7 @@ fn build_transpose_prefix(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     bp_lat_ptr[i + 1u] = run;
 }
 
-@group(0) @binding(1) var<storage, read_write> bp4_marks: array<vec4<u32>>;  // (2 G n / 4)
+@group(0) @binding(1) var<storage, read_write> bp4_marks: array<vec4<u32>>;  // ((2 G n + cap) / 4)
 @group(0) @binding(2) var<storage, read_write> bp4_lat_ptr: array<u32>;      // (n + 1)
 
 // build_transpose_prefix for latents 4q .. 4q + 4 (n % 4 == 0): a quarter of the loads and
@@ -279,7 +283,7 @@ fn build_transpose_scan(@builtin(local_invocation_index) l: u32) {
 }
 
 @group(0) @binding(2) var<storage, read> bl_idx: array<u32>;             // (cap)
-@group(0) @binding(3) var<storage, read> bl_marks: array<u32>;           // (2 G n)
+@group(0) @binding(3) var<storage, read> bl_marks: array<u32>;           // (2 G n + cap)
 @group(0) @binding(4) var<storage, read> bl_lat_ptr: array<u32>;         // (n + 1)
 @group(0) @binding(5) var<storage, read_write> bl_lat_row: array<u32>;   // (cap)
 @group(0) @binding(6) var<storage, read_write> bl_lat_slot: array<u32>;  // (cap)
@@ -293,11 +297,12 @@ fn build_transpose_place(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
         bl_lat_slot[s] = 0u;
         return;
     }
-    let r = row_of_slot(s);
+    let half = transpose_groups() * p.n;
+    let r = bl_marks[2u * half + s];
     let i = bl_idx[s];
     let c = (r / 32u) * p.n + i;
     let below = bl_marks[c] & ((1u << (r & 31u)) - 1u);
-    let pos = bl_lat_ptr[i] + bl_marks[transpose_groups() * p.n + c] + countOneBits(below);
+    let pos = bl_lat_ptr[i] + bl_marks[half + c] + countOneBits(below);
     bl_lat_row[pos] = r;
     bl_lat_slot[pos] = s;
 }

@@ -121,14 +121,15 @@ pub(super) fn sparse_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>>
     let lp = zeros_u32("lat_ptr out", &[N + 1])?;
     let lr = zeros_u32("lat_row out", &[cap])?;
     let ls = zeros_u32("lat_slot out", &[cap])?;
-    let marks_len = sparse::transpose_marks_len(B, N);
+    let marks_len = sparse::transpose_marks_len(B, N, cap);
     let mk = zeros_u32("transpose marks", &[marks_len])?;
     v.push(bytes_case(
         "build_transpose",
         "5 pass",
         format!("B={B}, k={K}, n={N}"),
-        // row_ptr, idx and the outputs; the marks: zeroed, set, read twice, counts written
-        b4((B + 1) + cap + (N + 1) + 2 * cap + 5 * marks_len / 2),
+        // row_ptr, idx and the outputs; the masks: zeroed, set, read twice; the counts
+        // written and read; each slot's row written and read
+        b4((B + 1) + cap + (N + 1) + 2 * cap + 6 * (marks_len - cap) / 2 + 2 * cap),
         Box::new(move |g, e| sparse::build_transpose(g, e, &rp, &idx, B, N, &mk, &lp, &lr, &ls)),
     ));
     // read lat_ptr (n + 1), lat_row, lat_slot, val (3 B k), dy (B d); write dw_dec (n d)

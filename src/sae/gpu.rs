@@ -148,7 +148,7 @@ pub struct GpuEngine {
     /// Rows of the largest chunk: `pre` and the dense-path tensors hold (chunk_rows, n).
     chunk_rows: usize,
     pre: GpuTensor,
-    /// build_transpose's scratch for a chunk's codes (`transpose_marks_len(chunk_rows, n)`).
+    /// build_transpose's scratch for a chunk's codes (`transpose_marks_len`).
     marks: GpuTensor,
     /// Block maxima of each chunk's pre-activations (chunk_rows, n / 32) u32, from the
     /// encoder GEMM's epilogue; batchtopk uses its scratch's instead. JumpReLU's are of

@@ -234,7 +234,10 @@ fn upload(gpu: &Gpu, h: &Inputs) -> saeforge::Result<Device> {
         lat_ptr: gpu.zeros_u32("lat_ptr", &[n + 1])?,
         lat_row: gpu.zeros_u32("lat_row", &[cap])?,
         lat_slot: gpu.zeros_u32("lat_slot", &[cap])?,
-        marks: gpu.zeros_u32("marks", &[kernels::sparse::transpose_marks_len(rows, n)])?,
+        marks: gpu.zeros_u32(
+            "marks",
+            &[kernels::sparse::transpose_marks_len(rows, n, cap)],
+        )?,
         x_hat: gpu.zeros("x_hat", &[rows, d])?,
         x_hat_nob: gpu.zeros("x_hat_nob", &[rows, d])?,
         g: gpu.zeros("g", &[cap])?,
@@ -614,7 +617,7 @@ fn activation_backward_case(
     let lat_ptr = gpu.zeros_u32("lat_ptr", &[n + 1]).map_err(m)?;
     let lat_row = gpu.zeros_u32("lat_row", &[cap]).map_err(m)?;
     let lat_slot = gpu.zeros_u32("lat_slot", &[cap]).map_err(m)?;
-    let marks_len = kernels::sparse::transpose_marks_len(rows, n);
+    let marks_len = kernels::sparse::transpose_marks_len(rows, n, cap);
     let marks = gpu.zeros_u32("marks", &[marks_len]).map_err(m)?;
     gpu.fill(&dval, f32::NAN);
     gpu.fill(&dlt, f32::NAN);

@@ -135,10 +135,10 @@ pub static BUILD_TRANSPOSE_MARK: Entry = one_d(
     &[
         ru("row_ptr", "rows + 1"),
         ru("idx", "cap"),
-        wu("marks", ">= 2 * G * n"),
+        wu("marks", ">= 2 * G * n + cap"),
     ],
 );
-const TRANSPOSE_PREFIX: &[Slot] = &[wu("marks", ">= 2 * G * n"), wu("lat_ptr", "n + 1")];
+const TRANSPOSE_PREFIX: &[Slot] = &[wu("marks", ">= 2 * G * n + cap"), wu("lat_ptr", "n + 1")];
 pub static BUILD_TRANSPOSE_PREFIX: Entry = one_d("build_transpose_prefix", TRANSPOSE_PREFIX);
 pub static BUILD_TRANSPOSE_PREFIX_VEC4: Entry =
     one_d("build_transpose_prefix_vec4", TRANSPOSE_PREFIX);
@@ -153,7 +153,7 @@ pub static BUILD_TRANSPOSE_PLACE: Entry = one_d(
     &[
         ru("row_ptr", "rows + 1"),
         ru("idx", "cap"),
-        ru("marks", ">= 2 * G * n"),
+        ru("marks", ">= 2 * G * n + cap"),
         ru("lat_ptr", "n + 1"),
         wu("lat_row", "cap"),
         wu("lat_slot", "cap"),
@@ -386,11 +386,12 @@ pub fn sparse_dot(
         .record(gpu, enc)
 }
 
-/// u32 elements of [`build_transpose`]'s scratch for `rows` rows of codes over `n` latents:
-/// a row mask and a running count per (group of 32 rows, latent), 2 G n with G = ceil(rows
-/// / 32), about rows * n / 4 bytes (1/16 of the pre-activations).
-pub fn transpose_marks_len(rows: usize, n: usize) -> usize {
-    2 * rows.div_ceil(32) * n
+/// u32 elements of [`build_transpose`]'s scratch for `rows` rows of codes over `n` latents
+/// in up to `cap` slots: a row mask and a running count per (group of 32 rows, latent),
+/// then each slot's row, 2 G n + cap with G = ceil(rows / 32); about rows * n / 4 bytes
+/// (1/16 of the pre-activations) plus the slots.
+pub fn transpose_marks_len(rows: usize, n: usize, cap: usize) -> usize {
+    2 * rows.div_ceil(32) * n + cap
 }
 
 /// The per-latent (transposed) index: lat_ptr = exclusive prefix sums of per-latent counts
@@ -399,7 +400,7 @@ pub fn transpose_marks_len(rows: usize, n: usize) -> usize {
 /// Each row must list a latent at most once (every code the step makes does). A clear of
 /// the scratch `marks` (at least [`transpose_marks_len`] u32) and four dispatches (mark,
 /// prefix, scan, place; see the shader), each linear in its items.
-/// row_ptr: (rows + 1), idx: (cap), marks: (>= 2 ceil(rows / 32) n) u32 scratch
+/// row_ptr: (rows + 1), idx: (cap), marks: (>= 2 ceil(rows / 32) n + cap) u32 scratch
 ///   -> lat_ptr: (n + 1), lat_row: (cap), lat_slot: (cap)
 #[allow(clippy::too_many_arguments)]
 pub fn build_transpose(
@@ -416,15 +417,15 @@ pub fn build_transpose(
 ) -> Result<()> {
     let cap = idx.len();
     let p = params(rows, n, 0, cap)?;
-    let half = transpose_marks_len(rows, n) / 2;
-    crate::kernels::decl::to_u32("build_transpose", "marks", 2 * half)?;
+    let need = transpose_marks_len(rows, n, cap);
+    let half = (need - cap) / 2;
+    crate::kernels::decl::to_u32("build_transpose", "marks", need)?;
     let groups = rows.div_ceil(32);
     let dims = [("rows", rows), ("n", n), ("cap", cap), ("G", groups)];
-    if marks.len() < 2 * half {
+    if marks.len() < need {
         return Err(crate::Error::Internal(format!(
-            "build_transpose: marks has {} elements, expected at least {}",
-            marks.len(),
-            2 * half
+            "build_transpose: marks has {} elements, expected at least {need}",
+            marks.len()
         )));
     }
     // The masks (the first half) start at 0; the counts after them are written whole.

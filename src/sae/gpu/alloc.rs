@@ -286,7 +286,16 @@ impl GpuEngine {
             y,
             // batchtopk in several chunks: the chunks' own (`Chunk::kept`).
             pre: g.zeros("pre", &[if batch_chunks { 1 } else { chunk }, n])?,
-            marks: g.zeros_u32("transpose marks", &[transpose_marks_len(chunk, n)])?,
+            marks: {
+                // The largest codes any chunk transposes: its codes' store or AuxK's.
+                let cap = (chunks.iter())
+                    .flat_map(|c| [Some(&c.code_store), c.aux.as_ref()])
+                    .flatten()
+                    .map(|c| c.idx.len())
+                    .max()
+                    .unwrap_or(0);
+                g.zeros_u32("transpose marks", &[transpose_marks_len(chunk, n, cap)])?
+            },
             bmax: g.zeros_u32(
                 "pre block maxima",
                 &[if batch_sel {
