@@ -175,8 +175,9 @@ fn sparse_dot_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 // batch top-k and the activation compaction), so that ascending slots are ascending rows.
 // Scratch: marks (2 G n + cap) u32, G = ceil(rows / 32) groups of 32 rows: mask[g n + i]
 // (bit b: row 32 g + b lists latent i), then before[g n + i] (latent i's entries in the
-// groups before g), then row_of[s] (the row of slot s, found once). A clear and four dispatches, every one linear in its items, positions
-// independent of thread timing (the atomics only set bits):
+// groups before g), then row_of[s] (the row of slot s, found once). A clear and four
+// dispatches, every one linear in its items, positions independent of thread timing (the
+// atomics only set bits; each row_of[s] has one writer):
 //   (clear)  mask = 0                                    (the launcher: clear_buffer)
 //   mark     mask[g(r) n + idx[s]] |= bit(r) for s < nnz, r = row of s (a binary search
 //            over row_ptr), row_of[s] = r
@@ -201,9 +202,9 @@ fn build_transpose_mark(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     let s = linear_index(gid, nwg, WG);
     if s >= min(csr_row_ptr[p.rows], p.cap) { return; }
     let r = row_of_slot(s);
-    let half = transpose_groups() * p.n;
+    let cells = transpose_groups() * p.n;
     atomicOr(&bm_marks[(r / 32u) * p.n + bm_idx[s]], 1u << (r & 31u));
-    atomicStore(&bm_marks[2u * half + s], r);
+    atomicStore(&bm_marks[2u * cells + s], r);
 }
 
 @group(0) @binding(1) var<storage, read_write> bp_marks: array<u32>;    // (2 G n + cap)
@@ -214,11 +215,11 @@ fn build_transpose_prefix(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     let i = linear_index(gid, nwg, WG);
     if i >= p.n { return; }
     let groups = transpose_groups();
-    let half = groups * p.n;
+    let cells = groups * p.n;
     var run = 0u;
     for (var g = 0u; g < groups; g++) {
         let c = g * p.n + i;
-        bp_marks[half + c] = run;
+        bp_marks[cells + c] = run;
         run += countOneBits(bp_marks[c]);
     }
     bp_lat_ptr[i + 1u] = run;
@@ -235,11 +236,11 @@ fn build_transpose_prefix_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @b
     let nq = p.n / 4u;
     if q >= nq { return; }
     let groups = transpose_groups();
-    let half = groups * nq;
+    let cells = groups * nq;
     var run = vec4<u32>(0u);
     for (var g = 0u; g < groups; g++) {
         let c = g * nq + q;
-        bp4_marks[half + c] = run;
+        bp4_marks[cells + c] = run;
         run += countOneBits(bp4_marks[c]);
     }
     let i = 4u * q;
@@ -297,12 +298,12 @@ fn build_transpose_place(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
         bl_lat_slot[s] = 0u;
         return;
     }
-    let half = transpose_groups() * p.n;
-    let r = bl_marks[2u * half + s];
+    let cells = transpose_groups() * p.n;
+    let r = bl_marks[2u * cells + s];
     let i = bl_idx[s];
     let c = (r / 32u) * p.n + i;
     let below = bl_marks[c] & ((1u << (r & 31u)) - 1u);
-    let pos = bl_lat_ptr[i] + bl_marks[half + c] + countOneBits(below);
+    let pos = bl_lat_ptr[i] + bl_marks[cells + c] + countOneBits(below);
     bl_lat_row[pos] = r;
     bl_lat_slot[pos] = s;
 }

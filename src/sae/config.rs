@@ -648,7 +648,8 @@ impl TrainConfig {
 
     /// Bytes an engine holds for this run, roughly: parameters, gradients and two Adam
     /// moments, plus the per-batch buffers (pre-activations and their gradients, rows x
-    /// d_sae, dominate; the GPU's transpose scratch adds rows x d_sae / 16).
+    /// d_sae, dominate; the GPU's transpose scratch adds rows x d_sae / 16 and a row index
+    /// per code slot).
     pub fn estimate_bytes(&self) -> u128 {
         let (d, n, b) = (self.d_in as u128, self.d_sae as u128, self.batch as u128);
         let params = 2 * d * n + 3 * n + d;
@@ -657,7 +658,7 @@ impl TrainConfig {
         let packed = self
             .batch_dtype
             .packed_bytes(b * (d + self.d_out.unwrap_or(0) as u128));
-        let marks = 2 * b.div_ceil(32) * n;
+        let marks = 2 * b.div_ceil(32) * n + b * self.k_max().max(self.k_aux) as u128;
         4 * (4 * params + 3 * b * n + marks + (4 + 2 * levels) * b * d) + packed
     }
 }

@@ -418,7 +418,7 @@ pub fn build_transpose(
     let cap = idx.len();
     let p = params(rows, n, 0, cap)?;
     let need = transpose_marks_len(rows, n, cap);
-    let half = (need - cap) / 2;
+    let cells = (need - cap) / 2;
     crate::kernels::decl::to_u32("build_transpose", "marks", need)?;
     let groups = rows.div_ceil(32);
     let dims = [("rows", rows), ("n", n), ("cap", cap), ("G", groups)];
@@ -428,8 +428,10 @@ pub fn build_transpose(
             marks.len()
         )));
     }
-    // The masks (the first half) start at 0; the counts after them are written whole.
-    enc.clear_buffer(&marks.buf, 0, Some(4 * half as u64));
+    // Checked here, not only by the declarations' shapes: the clear comes first. The masks
+    // (the first G n) start at 0; the counts and the slots' rows after them are written
+    // whole by the prefix and mark passes.
+    enc.clear_buffer(&marks.buf, 0, Some(4 * cells as u64));
     let prefix = crate::kernels::decl::vec4_if(
         n.is_multiple_of(4),
         &BUILD_TRANSPOSE_PREFIX,

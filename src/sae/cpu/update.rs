@@ -54,7 +54,7 @@ pub(super) fn optimizer(cfg: &TrainConfig, st: &mut TrainState, g: &Grads, sc: &
     let mut coef = vec![0.0f32; n];
     // W_enc's sum of squares is one sequential f64 sum (the reference's order, so the same
     // bits): ~11 ms at 512 x 16384 on one core, run beside the decoder's on the other.
-    let mut enc_acc = vec![0.0f32; GRAD_NORM_SLOT_COUNT];
+    let mut enc_acc = [0.0f32; GRAD_NORM_SLOT_COUNT];
     rayon::join(
         || sumsq(&g.w_enc, &mut enc_acc, slots.w_enc),
         || {
