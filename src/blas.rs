@@ -68,19 +68,63 @@ pub fn gemm(spec: &GemmSpec, a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut
 /// Rows of C per task of the bias pass.
 const BIAS_ROWS: usize = 16;
 
-/// c[r, j] += bias[j] for every row of c (rows of n), over the pool, and whether every
-/// result is finite: the encoder's bias and the step's check on its pre-activations in one
-/// pass over them instead of two (each a read of 256 MiB at 4096 x 16384). The sums are
-/// [`gemm`]'s with `Some(bias)`, bit for bit.
-/// c: (rows, n), bias: (n) -> c, all finite
-pub fn add_bias_all_finite(c: &mut [f32], bias: &[f32]) -> bool {
+/// c[r, j] += bias[j] for every row of c (rows of n), over the pool; whether every result
+/// is finite; and the maxima of each row's blocks of `block` entries (the last block of a
+/// row may be shorter) after the bias. The encoder's bias, the step's check on its
+/// pre-activations and the bounds its top-k selections start from
+/// (`cpu_codes::topk_codes_from_bmax`, `cpu_codes::batchtopk_from_bmax`) in one pass over
+/// them instead of three (each a read of 256 MiB at 4096 x 16384), as the GPU's encoder
+/// GEMM writes its block maxima in its epilogue (`gemm::gemm_block_max`). The sums are
+/// [`gemm`]'s with `Some(bias)`, bit for bit. A NaN never becomes a maximum (a block of
+/// NaN has -inf); the caller refuses non-finite pre-activations anyway.
+/// c: (rows, n), bias: (n) -> c, bmax: (rows, ceil(n / block)), all finite
+pub fn add_bias_block_max(c: &mut [f32], bias: &[f32], block: usize, bmax: &mut [f32]) -> bool {
     let n = bias.len();
     assert!(
         n > 0 && c.len().is_multiple_of(n),
-        "blas::add_bias_all_finite: C has {} elements, not rows of {n}",
+        "blas::add_bias_block_max: C has {} elements, not rows of {n}",
         c.len()
     );
-    bias_pass(c, bias, true)
+    let nb = n.div_ceil(block);
+    assert_eq!(
+        bmax.len(),
+        c.len() / n * nb,
+        "blas::add_bias_block_max: bmax, expected ({} rows, {nb} blocks)",
+        c.len() / n
+    );
+    // `v > m` is false for NaN, so NaN never becomes a maximum.
+    let max = |a: f32, v: f32| if v > a { v } else { a };
+    let add = |(rows, bm): (&mut [f32], &mut [f32])| {
+        let mut bad = false;
+        for (row, bm) in rows.chunks_mut(n).zip(bm.chunks_mut(nb)) {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v += b;
+                bad |= !v.is_finite();
+            }
+            // Then the block maxima, while the row is still in cache: eight running
+            // maxima per block (a vector register's worth), then their maximum.
+            for (blk, m) in row.chunks(block).zip(bm) {
+                let mut lanes = [f32::NEG_INFINITY; 8];
+                let mut v8s = blk.chunks_exact(8);
+                for v8 in &mut v8s {
+                    for (l, &v) in lanes.iter_mut().zip(v8) {
+                        *l = max(*l, v);
+                    }
+                }
+                *m = lanes
+                    .iter()
+                    .chain(v8s.remainder())
+                    .fold(f32::NEG_INFINITY, |a, &v| max(a, v));
+            }
+        }
+        bad
+    };
+    let bad = c
+        .par_chunks_mut(n * BIAS_ROWS)
+        .zip(bmax.par_chunks_mut(nb * BIAS_ROWS))
+        .map(add)
+        .reduce(|| false, |a, b| a | b);
+    bad.not()
 }
 
 /// c's rows (of bias.len()) += bias, over the pool when `parallel`; whether every sum is
@@ -152,10 +196,11 @@ fn product(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32]) {
 mod tests {
     use super::*;
 
-    /// The fused pass gives gemm's own sums with the bias (bit for bit) and finds a NaN or
-    /// an infinity wherever it is, including one the bias makes.
+    /// The fused pass gives gemm's own sums with the bias (bit for bit) and the maxima of
+    /// each row's blocks (the last one short, or the whole row), and finds a NaN or an
+    /// infinity wherever it is, including one the bias makes.
     #[test]
-    fn add_bias_all_finite_is_gemms_bias_and_finds_non_finite() {
+    fn add_bias_block_max_is_gemms_bias_with_block_maxima_and_finds_non_finite() {
         let (m, n, k) = (37, 53, 11);
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7) % 13) as f32 * 0.37 - 2.0)
@@ -167,17 +212,34 @@ mod tests {
         let spec = GemmSpec::nn(m, n, k);
         let mut want = vec![f32::NAN; m * n];
         gemm(&spec, &a, &b, Some(&bias), &mut want);
-        let mut got = vec![f32::NAN; m * n];
-        gemm(&spec, &a, &b, None, &mut got);
-        let product = got.clone();
-        assert!(add_bias_all_finite(&mut got, &bias));
+        let mut product = vec![f32::NAN; m * n];
+        gemm(&spec, &a, &b, None, &mut product);
+        let pass = |c: &mut [f32], bias: &[f32], block: usize| {
+            let mut bmax = vec![f32::NAN; m * n.div_ceil(block)];
+            (add_bias_block_max(c, bias, block, &mut bmax), bmax)
+        };
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&got), bits(&want));
+        for block in [32, 8, 7, 53, 64] {
+            let mut got = product.clone();
+            let (finite, bmax) = pass(&mut got, &bias, block);
+            assert!(finite);
+            assert_eq!(bits(&got), bits(&want), "block {block}");
+            let nb = n.div_ceil(block);
+            for r in 0..m {
+                for j in 0..nb {
+                    let mut top = f32::NEG_INFINITY;
+                    for &v in &want[r * n + j * block..r * n + ((j + 1) * block).min(n)] {
+                        top = top.max(v);
+                    }
+                    assert_eq!(bmax[r * nb + j], top, "block {block}, row {r}, block {j}");
+                }
+            }
+        }
         for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             for at in [0, n - 1, 17 * n + 5, m * n - 1] {
                 let mut c = product.clone();
                 c[at] = special;
-                assert!(!add_bias_all_finite(&mut c, &bias), "{special} at {at}");
+                assert!(!pass(&mut c, &bias, 32).0, "{special} at {at}");
             }
         }
         // Finite before the bias, infinite after it.
@@ -185,9 +247,6 @@ mod tests {
         c[3] = f32::MAX;
         let mut big = bias.clone();
         big[3] = f32::MAX;
-        assert!(
-            !add_bias_all_finite(&mut c, &big),
-            "f32::MAX + f32::MAX overflows"
-        );
+        assert!(!pass(&mut c, &big, 32).0, "f32::MAX + f32::MAX overflows");
     }
 }

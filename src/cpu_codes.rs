@@ -14,11 +14,14 @@
 //! entries of the whole batch), bitwise too, selecting among the entries at or above a
 //! bound from block maxima instead of over a sorted copy of the batch.
 //!
-//! Each row's scan starts from a floor: the k-th largest of the row's 32-entry chunk
-//! maxima (over a dead list: its entries gathered, and the maxima of strided groups of ~8),
-//! a lower bound on its k-th largest entry; chunks with nothing at the floor are skipped
-//! after one vectorised comparison, and in the others only the entries at the floor (a bit
-//! mask) are pushed as candidates.
+//! Each row's scan starts from a floor: the k-th largest of the row's 32-entry block maxima
+//! (which the CPU encoder writes in its bias pass, `blas::add_bias_block_max`, as the GPU's
+//! GEMM does in its epilogue; over a dead list: its entries gathered, and the maxima of
+//! strided groups of ~8), a lower bound on its k-th largest entry; blocks whose maximum is
+//! below the floor are skipped unread (a dead list's chunks after one vectorised
+//! comparison), and in the others only the entries at the floor (a bit mask) are pushed as
+//! candidates. [`batchtopk_from_bmax`] reads only the blocks whose maximum reaches its
+//! bound, once it has the bound.
 //!
 //! It matters most for AuxK with many dead latents: the reference sorts every positive dead
 //! entry of every row (a quarter of 16384 latents dead at batch 4096: 4096 sorts of ~2000
@@ -31,8 +34,10 @@ use crate::reference::codes::key_of;
 /// Rows per rayon task: enough work to pay for the task.
 const ROWS_PER_TASK: usize = 16;
 
-/// Entries per vectorised scan of a row against the floor (one bit each in a u32 mask).
-const SCAN_CHUNK: usize = 32;
+/// Entries per block: of the block maxima the selections start from (the GPU's `BLOCK`;
+/// the CPU encoder writes them with its bias, `blas::add_bias_block_max`), and of a
+/// vectorised scan of a row against the floor (one bit each in a u32 mask).
+pub const BLOCK: usize = 32;
 
 /// The float whose key is `floor` when that is a positive float's key, else 0 (every
 /// positive entry reaches a floor of 0 or of a non-positive key).
@@ -53,18 +58,14 @@ fn keep_best(scratch: &mut Vec<(u32, u32)>, k: usize) {
     }
 }
 
-/// The key of the k-th largest of `row`'s [`SCAN_CHUNK`]-entry chunk maxima when it is a
-/// positive float, else 0 (no floor): a lower bound on the row's k-th largest entry. NaN
-/// entries count as absent, as in the selection, which never takes them. `maxima` is
-/// scratch.
-fn chunk_max_floor(row: &[f32], k: usize, maxima: &mut Vec<f32>) -> u32 {
-    if k == 0 || k > row.len().div_ceil(SCAN_CHUNK) {
-        return 0;
-    }
+/// The maxima of `row`'s [`BLOCK`]-entry blocks into `maxima`, what
+/// `blas::add_bias_block_max` gives: NaN entries count as absent, as in the selection,
+/// which never takes them.
+fn row_block_max(row: &[f32], maxima: &mut Vec<f32>) {
     // `v > m` is false for NaN, so NaN never becomes a maximum.
     let max = |a: f32, v: f32| if v > a { v } else { a };
     maxima.clear();
-    maxima.extend(row.chunks(SCAN_CHUNK).map(|c| {
+    maxima.extend(row.chunks(BLOCK).map(|c| {
         // Eight running maxima, a vector register's worth, then their maximum.
         let mut m = [f32::NEG_INFINITY; 8];
         let mut lanes = c.chunks_exact(8);
@@ -77,7 +78,35 @@ fn chunk_max_floor(row: &[f32], k: usize, maxima: &mut Vec<f32>) -> u32 {
             .chain(lanes.remainder())
             .fold(f32::NEG_INFINITY, |a, &v| max(a, v))
     }));
-    let (_, kth, _) = maxima.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+}
+
+/// The maxima of every row's [`BLOCK`]-entry blocks (as [`row_block_max`]), over the pool:
+/// the block maxima [`topk_codes_from_bmax`] and [`batchtopk_from_bmax`] take, for callers
+/// whose x did not come with them.
+/// x: (rows, n) -> (rows, ceil(n / BLOCK))
+pub fn block_max(x: &[f32], n: usize) -> Vec<f32> {
+    if n == 0 {
+        return Vec::new();
+    }
+    x.par_chunks(n)
+        .flat_map_iter(|r| {
+            let mut m = Vec::with_capacity(n.div_ceil(BLOCK));
+            row_block_max(r, &mut m);
+            m
+        })
+        .collect()
+}
+
+/// The key of the k-th largest of a row's block maxima when it is a positive float, else
+/// 0 (no floor): a lower bound on the row's k-th largest entry (each block's maximum is
+/// one of its entries). `sel` is scratch.
+fn block_max_floor(maxima: &[f32], k: usize, sel: &mut Vec<f32>) -> u32 {
+    if k == 0 || k > maxima.len() {
+        return 0;
+    }
+    sel.clear();
+    sel.extend_from_slice(maxima);
+    let (_, kth, _) = sel.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
     if *kth > 0.0 { key_of(*kth) } else { 0 }
 }
 
@@ -103,18 +132,29 @@ fn strided_floor(vals: &[f32], k: usize, maxima: &mut Vec<f32>) -> u32 {
 }
 
 /// The buffers one task's rows reuse: the candidates (key, latent), the maxima of a
-/// floor, a dead list's entries gathered.
+/// floor and their copy to select in, a dead list's entries gathered.
 #[derive(Default)]
 struct RowScratch {
     cand: Vec<(u32, u32)>,
     maxima: Vec<f32>,
+    sel: Vec<f32>,
     gathered: Vec<f32>,
 }
 
+/// The latents a top-k chooses among: all, with the rows' block maxima (rows, ceil(n /
+/// BLOCK)) when the encoder wrote them (`blas::add_bias_block_max`), or a list (AuxK's dead
+/// latents, ascending).
+#[derive(Clone, Copy)]
+pub enum Eligible<'a> {
+    All { bmax: Option<&'a [f32]> },
+    Listed(&'a [u32]),
+}
+
 /// One row's top-k into `idx` / `val` (at most k entries, latents ascending); the count.
+/// `eligible`: all (with the row's block maxima when given) or a list.
 fn row_topk(
     row: &[f32],
-    list: Option<&[u32]>,
+    eligible: Eligible,
     k: usize,
     rs: &mut RowScratch,
     idx: &mut [u32],
@@ -142,24 +182,36 @@ fn row_topk(
         }
     };
     // The entries to choose from, in order: the row, or a dead list's entries gathered
-    // (so that they too are scanned in vectorised chunks); and the floor they start from.
-    // Either floor is the k-th largest of k or more group maxima when that is positive: the
-    // k-th largest entry is at least that large, so every entry of the top k reaches it,
-    // ties included.
-    let (vals, latent, mut floor): (&[f32], &dyn Fn(usize) -> u32, u32) = match list {
-        None => (row, &|p| p as u32, chunk_max_floor(row, k, &mut rs.maxima)),
-        Some(list) => {
+    // (so that they too are scanned in vectorised chunks); the floor they start from; and
+    // the row's block maxima (None for a list). Either floor is the k-th largest of k or
+    // more group maxima when that is positive: the k-th largest entry is at least that
+    // large, so every entry of the top k reaches it, ties included.
+    type Latent<'l> = &'l dyn Fn(usize) -> u32;
+    let (vals, latent, mut floor, maxima): (&[f32], Latent, u32, Option<&[f32]>) = match eligible {
+        Eligible::All { bmax: given } => {
+            let maxima = given.unwrap_or_else(|| {
+                row_block_max(row, &mut rs.maxima);
+                &rs.maxima
+            });
+            let floor = block_max_floor(maxima, k, &mut rs.sel);
+            (row, &|p| p as u32, floor, Some(maxima))
+        }
+        Eligible::Listed(list) => {
             rs.gathered.clear();
             rs.gathered.extend(list.iter().map(|&i| row[i as usize]));
             let floor = strided_floor(&rs.gathered, k, &mut rs.maxima);
-            (&rs.gathered, &|p| list[p], floor)
+            (&rs.gathered, &|p| list[p], floor, None)
         }
     };
-    // Chunks with no entry at the floor are skipped after one vectorised scan (the floor's
-    // value as a float: for positive entries the key order is the float order, and NaN
-    // passes neither test, as in `push`).
-    for (c, chunk) in vals.chunks(SCAN_CHUNK).enumerate() {
+    // Blocks with no entry at the floor are skipped: by their maximum when it is known
+    // (without reading them), else after one vectorised scan (the floor's value as a
+    // float: for positive entries the key order is the float order, and NaN passes neither
+    // test, as in `push`).
+    for (c, chunk) in vals.chunks(BLOCK).enumerate() {
         let at = floor_value(floor);
+        if maxima.is_some_and(|m| !(m[c] > 0.0 && m[c] >= at)) {
+            continue;
+        }
         // One bit per entry at the floor; only those are pushed (`push` checks them again
         // against the floor as it rises).
         let mut mask = chunk
@@ -169,7 +221,7 @@ fn row_topk(
         while mask != 0 {
             let t = mask.trailing_zeros() as usize;
             mask &= mask - 1;
-            push(scratch, &mut floor, chunk[t], latent(c * SCAN_CHUNK + t));
+            push(scratch, &mut floor, chunk[t], latent(c * BLOCK + t));
         }
     }
     keep_best(scratch, k);
@@ -195,11 +247,62 @@ pub fn topk_codes(
     idx: &mut [u32],
     val: &mut [f32],
 ) {
+    let eligible = match cols {
+        Some((list, count)) => Eligible::Listed(&list[..(count[0] as usize).min(list.len())]),
+        None => Eligible::All { bmax: None },
+    };
+    topk_select(x, rows, n, k, eligible, row_ptr, idx, val)
+}
+
+/// [`topk_codes`] over all columns with the rows' block maxima already computed (by the
+/// encoder's bias pass, `blas::add_bias_block_max`, as the GPU's come from its GEMM's
+/// epilogue): blocks below a row's floor are skipped unread. Bitwise [`topk_codes`]'s.
+/// x: (rows, n), bmax: (rows, ceil(n / BLOCK)) = block_max(x, n)
+///   -> row_ptr: (rows + 1) u32, idx: (rows * k) u32, val: (rows * k)
+#[allow(clippy::too_many_arguments)]
+pub fn topk_codes_from_bmax(
+    x: &[f32],
+    rows: usize,
+    n: usize,
+    k: usize,
+    bmax: &[f32],
+    row_ptr: &mut [u32],
+    idx: &mut [u32],
+    val: &mut [f32],
+) {
+    topk_select(
+        x,
+        rows,
+        n,
+        k,
+        Eligible::All { bmax: Some(bmax) },
+        row_ptr,
+        idx,
+        val,
+    )
+}
+
+/// [`topk_codes`] among the eligible latents: what [`topk_codes`] and
+/// [`topk_codes_from_bmax`] call, and the CPU engine's selections.
+#[allow(clippy::too_many_arguments)]
+pub fn topk_select(
+    x: &[f32],
+    rows: usize,
+    n: usize,
+    k: usize,
+    eligible: Eligible,
+    row_ptr: &mut [u32],
+    idx: &mut [u32],
+    val: &mut [f32],
+) {
     assert_eq!(x.len(), rows * n, "topk_codes: x");
     assert_eq!(row_ptr.len(), rows + 1, "topk_codes: row_ptr");
     assert_eq!(idx.len(), rows * k, "topk_codes: idx");
     assert_eq!(val.len(), rows * k, "topk_codes: val");
-    let list = cols.map(|(list, count)| &list[..(count[0] as usize).min(list.len())]);
+    let nb = n.div_ceil(BLOCK);
+    if let Eligible::All { bmax: Some(b) } = eligible {
+        assert_eq!(b.len(), rows * nb, "topk_codes: bmax");
+    }
     if k == 0 || n == 0 {
         idx.fill(0);
         val.fill(0.0);
@@ -213,11 +316,20 @@ pub fn topk_codes(
         .zip(idx.par_chunks_mut(k * task))
         .zip(val.par_chunks_mut(k * task))
         .zip(counts.par_chunks_mut(task))
-        .for_each(|(((xs, is), vs), cs)| {
+        .enumerate()
+        .for_each(|(t, (((xs, is), vs), cs))| {
+            let r0 = t * task;
             let mut rs = RowScratch::default();
             for (r, c) in cs.iter_mut().enumerate() {
                 let (i, v) = (&mut is[r * k..(r + 1) * k], &mut vs[r * k..(r + 1) * k]);
-                *c = row_topk(&xs[r * n..(r + 1) * n], list, k, &mut rs, i, v) as u32;
+                let (a, z) = ((r0 + r) * nb, (r0 + r + 1) * nb);
+                let eligible = match eligible {
+                    Eligible::All { bmax } => Eligible::All {
+                        bmax: bmax.map(|b| &b[a..z]),
+                    },
+                    listed => listed,
+                };
+                *c = row_topk(&xs[r * n..(r + 1) * n], eligible, k, &mut rs, i, v) as u32;
             }
         });
     row_ptr[0] = 0;
@@ -235,15 +347,9 @@ pub fn topk_codes(
     val[out..].fill(0.0);
 }
 
-/// Entries per block of the bound [`batchtopk`] starts from (the GPU's `BLOCK`).
-const BATCH_BLOCK: usize = 32;
-
 /// As [`crate::reference::topk::batchtopk`], bitwise: the k_total largest entries of the
 /// whole matrix (ties to the lower flat index) as CSR, latents ascending, and the smallest
-/// selected value. The reference sorts a copy of the matrix; this bounds the k_total-th
-/// largest value t from below by the k_total-th largest block maximum (each block's maximum
-/// is one of its entries, so at least k_total entries reach that bound), selects t among
-/// the entries at or above the bound only, then counts and writes each row in parallel.
+/// selected value; [`batchtopk_from_bmax`] over the block maxima computed here.
 /// x: (rows, n) -> row_ptr: (rows + 1), idx: (k_total), val: (k_total), threshold: (1)
 #[allow(clippy::too_many_arguments)]
 pub fn batchtopk(
@@ -256,7 +362,32 @@ pub fn batchtopk(
     val: &mut [f32],
     threshold: &mut [f32],
 ) {
-    let Some(t) = batch_threshold(x, rows, n, k_total) else {
+    assert_eq!(x.len(), rows * n, "batchtopk: x");
+    let bmax = block_max(x, n);
+    batchtopk_from_bmax(x, rows, n, k_total, &bmax, row_ptr, idx, val, threshold)
+}
+
+/// [`batchtopk`] with the rows' block maxima already computed (the encoder's bias pass,
+/// `blas::add_bias_block_max`). The reference sorts a copy of the matrix; this bounds the
+/// k_total-th largest value t from below by the k_total-th largest block maximum (each
+/// block's maximum is one of its entries, so at least k_total entries reach that bound),
+/// selects t among the entries at or above the bound only, then counts and writes each row
+/// in parallel; every pass after the bound reads only the blocks whose maximum reaches it.
+/// x: (rows, n), bmax: (rows, ceil(n / BLOCK)) = block_max(x, n)
+///   -> row_ptr: (rows + 1), idx: (k_total), val: (k_total), threshold: (1)
+#[allow(clippy::too_many_arguments)]
+pub fn batchtopk_from_bmax(
+    x: &[f32],
+    rows: usize,
+    n: usize,
+    k_total: usize,
+    bmax: &[f32],
+    row_ptr: &mut [u32],
+    idx: &mut [u32],
+    val: &mut [f32],
+    threshold: &mut [f32],
+) {
+    let Some(t) = batch_threshold(x, rows, n, k_total, bmax) else {
         // Fewer blocks than k_total: no bound to start from.
         crate::reference::topk::batchtopk(x, rows, n, k_total, row_ptr, idx, val, threshold);
         return;
@@ -265,13 +396,20 @@ pub fn batchtopk(
     assert_eq!(idx.len(), k_total, "batchtopk: idx");
     assert_eq!(val.len(), k_total, "batchtopk: val");
     assert_eq!(threshold.len(), 1, "batchtopk: threshold");
-    // Per row: entries above t, entries equal to t. The ties taken are the first in flat
-    // order, i.e. row after row.
+    let nb = n.div_ceil(BLOCK);
+    // Per row: entries above t, entries equal to t (only in blocks whose maximum reaches
+    // t). The ties taken are the first in flat order, i.e. row after row.
     let counts: Vec<(usize, usize)> = x
         .par_chunks(n)
-        .map(|r| {
-            let above = r.iter().filter(|&&v| v > t).count();
-            (above, r.iter().filter(|&&v| v == t).count())
+        .zip(bmax.par_chunks(nb))
+        .map(|(r, bm)| {
+            let (mut above, mut equal) = (0, 0);
+            for b in reaching(bm, t) {
+                let blk = &r[b * BLOCK..((b + 1) * BLOCK).min(n)];
+                above += blk.iter().filter(|&&v| v > t).count();
+                equal += blk.iter().filter(|&&v| v == t).count();
+            }
+            (above, equal)
         })
         .collect();
     let mut ties_left = k_total - counts.iter().map(|c| c.0).sum::<usize>();
@@ -295,50 +433,66 @@ pub fn batchtopk(
         slots.push((i, v, ties[r]));
     }
     x.par_chunks(n)
+        .zip(bmax.par_chunks(nb))
         .zip(slots)
-        .for_each(|(row, (is, vs, mut ties))| {
+        .for_each(|((row, bm), (is, vs, mut ties))| {
             let mut out = 0;
-            for (i, &v) in row.iter().enumerate() {
-                let take = v > t || (v == t && ties > 0);
-                if take {
-                    if v == t {
-                        ties -= 1;
+            for b in reaching(bm, t) {
+                let lo = b * BLOCK;
+                for (i, &v) in row[lo..(lo + BLOCK).min(n)].iter().enumerate() {
+                    let take = v > t || (v == t && ties > 0);
+                    if take {
+                        if v == t {
+                            ties -= 1;
+                        }
+                        is[out] = (lo + i) as u32;
+                        vs[out] = v;
+                        out += 1;
                     }
-                    is[out] = i as u32;
-                    vs[out] = v;
-                    out += 1;
                 }
             }
         });
     threshold[0] = t + 0.0;
 }
 
+/// The blocks of a row whose maximum reaches `t`, ascending: the only ones with an entry
+/// at or above t.
+fn reaching(bm: &[f32], t: f32) -> impl Iterator<Item = usize> + '_ {
+    bm.iter()
+        .enumerate()
+        .filter(move |&(_, &m)| m >= t)
+        .map(|(b, _)| b)
+}
+
 /// The k_total-th largest entry of x (rows, n), found among the entries at or above the
-/// k_total-th largest maximum of the rows' 32-entry blocks; None when there are fewer
-/// blocks than k_total. NaN is never an input (the CPU step checks the pre-activations
-/// first).
-fn batch_threshold(x: &[f32], rows: usize, n: usize, k_total: usize) -> Option<f32> {
+/// k_total-th largest of the rows' block maxima (bmax); None when there are fewer blocks
+/// than k_total. NaN is never an input (the CPU step checks the pre-activations first).
+fn batch_threshold(x: &[f32], rows: usize, n: usize, k_total: usize, bmax: &[f32]) -> Option<f32> {
     assert_eq!(x.len(), rows * n, "batchtopk: x");
     assert!(
         k_total >= 1 && k_total <= rows * n,
         "batchtopk: k_total {k_total} not in 1..={}",
         rows * n
     );
-    let desc = |a: &f32, b: &f32| b.partial_cmp(a).expect("batchtopk: NaN in the input");
-    let mut bmax: Vec<f32> = x
-        .par_chunks(n)
-        .flat_map_iter(|r| {
-            r.chunks(BATCH_BLOCK)
-                .map(|b| b.iter().copied().fold(f32::NEG_INFINITY, f32::max))
-        })
-        .collect();
+    let nb = n.div_ceil(BLOCK);
+    assert_eq!(bmax.len(), rows * nb, "batchtopk: bmax");
     if bmax.len() < k_total {
         return None;
     }
-    let bound = *bmax.select_nth_unstable_by(k_total - 1, desc).1;
+    let desc = |a: &f32, b: &f32| b.partial_cmp(a).expect("batchtopk: NaN in the input");
+    let mut sel = bmax.to_vec();
+    let bound = *sel.select_nth_unstable_by(k_total - 1, desc).1;
     let mut cand: Vec<f32> = x
         .par_chunks(n)
-        .flat_map_iter(|r| r.iter().copied().filter(move |&v| v >= bound))
+        .zip(bmax.par_chunks(nb))
+        .flat_map_iter(|(r, bm)| {
+            reaching(bm, bound).flat_map(move |b| {
+                r[b * BLOCK..((b + 1) * BLOCK).min(n)]
+                    .iter()
+                    .copied()
+                    .filter(move |&v| v >= bound)
+            })
+        })
         .collect();
     Some(*cand.select_nth_unstable_by(k_total - 1, desc).1)
 }
@@ -416,6 +570,26 @@ mod tests {
         assert_eq!(a.1, b.1, "idx rows {rows} n {n} k {k}");
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&a.2), bits(&b.2), "val rows {rows} n {n} k {k}");
+        if cols.is_none() {
+            // From the block maxima the encoder writes: the same codes.
+            let mut c = (
+                vec![7u32; rows + 1],
+                vec![7u32; rows * k],
+                vec![7.0f32; rows * k],
+            );
+            let bmax = block_max(x, n);
+            topk_codes_from_bmax(x, rows, n, k, &bmax, &mut c.0, &mut c.1, &mut c.2);
+            assert_eq!(
+                (&a.0, &a.1),
+                (&c.0, &c.1),
+                "from bmax: rows {rows} n {n} k {k}"
+            );
+            assert_eq!(
+                bits(&a.2),
+                bits(&c.2),
+                "from bmax: val rows {rows} n {n} k {k}"
+            );
+        }
     }
 
     /// Multiples of 1/4 in [-2, 2) (ties), one in ten drawn from `specials` instead.

@@ -15,11 +15,13 @@
 //!
 //!   prepare           row_norms of W_dec; topk / batchtopk: dead_list (AuxK's latents)
 //!   per chunk:
-//!     encode          xc = x - b_dec (sub_row); pre = xc W_enc + b_enc (gemm)
+//!     encode          xc = x - b_dec (sub_row); pre = xc W_enc + b_enc (gemm, then the
+//!                     bias with pre's block maxima: add_bias_block_max)
 //!     codes           topk: topk_codes (the k largest positive, latents ascending; k
 //!                     of this step, `TrainConfig::k_at`); encode and topk_codes are
-//!                     `forward`'s, the stages the inference `Encoder` runs too;
-//!                     batchtopk / matryoshka: batchtopk, threshold_ema, relu_forward;
+//!                     `forward`'s, the stages the inference `Encoder` runs too; from
+//!                     the block maxima; batchtopk / matryoshka: batchtopk (from the
+//!                     block maxima), threshold_ema, relu_forward;
 //!                     all three: AuxK's
 //!                     topk_codes among the dead latents. relu / jumprelu: activation_codes,
 //!                     kept sparse when they fit `code_capacity`, else the dense path
@@ -54,7 +56,7 @@ pub use scratch::Scratch;
 use update::optimizer;
 
 use crate::blas::gemm;
-use crate::cpu_codes::batchtopk;
+use crate::cpu_codes::{BLOCK, batchtopk_from_bmax};
 use crate::cpu_sparse::{gather_dw_dec, gather_dw_enc, sparse_decode, sparse_dot};
 use crate::reference::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
@@ -76,7 +78,7 @@ use crate::reference::sparse::{
 };
 
 use super::engine::{StepEngine, StepScalars, TrainState, code_capacity, dead_after, selects_topk};
-use super::forward::{Codes, EncoderWeights, activation_cpu, encode_cpu, topk_cpu};
+use super::forward::{Codes, Eligible, EncoderWeights, activation_cpu, encode_cpu, topk_cpu};
 use super::storage::{self, BatchDtype};
 use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
 use crate::Result;
@@ -127,6 +129,9 @@ struct Chunk<'x> {
     dy: Vec<f32>,
     /// (rows, n)
     pre: Vec<f32>,
+    /// The maxima of pre's blocks of `cpu_codes::BLOCK` entries, (rows, ceil(n / BLOCK)):
+    /// where the top-k selections start (the GPU's come from its GEMM's epilogue).
+    bmax: Vec<f32>,
     /// Every entry of `pre` finite (the encoder checks them as it adds the bias).
     pre_finite: bool,
     /// topk / batchtopk: the top-k codes; relu / jumprelu: the kept entries when they fit
@@ -152,7 +157,7 @@ impl Chunk<'_> {
         let per_row = [self.xc, self.x_hat, self.dy, self.e, self.e_hat, self.de];
         for v in per_row
             .into_iter()
-            .chain([self.pre, z, levels, self.dy_levels])
+            .chain([self.pre, self.bmax, z, levels, self.dy_levels])
         {
             scratch.give(v);
         }
@@ -355,7 +360,8 @@ impl<'s> Step<'s> {
             b_dec,
         };
         let (mut xc, mut pre) = (sc.overwritten(rows * d), sc.overwritten(rows * n));
-        let pre_finite = encode_cpu(&w, x, rows, d, &mut xc, &mut pre);
+        let mut bmax = sc.overwritten(rows * n.div_ceil(BLOCK));
+        let pre_finite = encode_cpu(&w, x, rows, d, &mut xc, &mut pre, &mut bmax);
         let aux = selects_topk(self.cfg.arch);
         let mut per_row = || sc.zeros(if aux { rows * d_out } else { 0 });
         let (e, e_hat, de) = (per_row(), per_row(), per_row());
@@ -367,6 +373,7 @@ impl<'s> Step<'s> {
             x_hat: sc.zeros(rows * d_out),
             dy: sc.zeros(rows * d_out),
             pre,
+            bmax,
             pre_finite,
             codes: None,
             z: None,
@@ -384,11 +391,14 @@ impl<'s> Step<'s> {
     fn codes(&mut self, ch: &mut Chunk) {
         let cfg = self.cfg;
         let (rows, n) = (ch.rows, self.st.params.n);
-        let pre = &ch.pre;
+        let (pre, bmax) = (&ch.pre, &ch.bmax[..]);
         // This step's k (`TrainConfig::k_at`: --k, or on the annealing schedule).
         let k = cfg.k_at(self.st.step);
         match cfg.arch {
-            Arch::Topk => ch.codes = Some(topk_cpu(pre, rows, n, k, None)),
+            Arch::Topk => {
+                let all = Eligible::All { bmax: Some(bmax) };
+                ch.codes = Some(topk_cpu(pre, rows, n, k, all));
+            }
             Arch::Batchtopk | Arch::Matryoshka => {
                 let kt = k * rows;
                 let mut row_ptr = vec![0u32; rows + 1];
@@ -396,7 +406,7 @@ impl<'s> Step<'s> {
                 let mut val = vec![0.0f32; kt];
                 let mut thr = [0.0f32];
                 #[rustfmt::skip]
-                batchtopk(pre, rows, n, kt, &mut row_ptr, &mut idx, &mut val, &mut thr);
+                batchtopk_from_bmax(pre, rows, n, kt, bmax, &mut row_ptr, &mut idx, &mut val, &mut thr);
                 let mut state = [self.st.threshold];
                 let first = self.st.step == 0;
                 threshold_ema(&thr, &mut state, cfg.threshold_ema, first);
@@ -416,7 +426,7 @@ impl<'s> Step<'s> {
         }
         if selects_topk(cfg.arch) {
             // AuxK: the k_aux largest positive pre among the dead latents.
-            let dead = Some((&self.dead[..], &self.ndead[..]));
+            let dead = Eligible::Listed(&self.dead[..self.ndead[0] as usize]);
             ch.aux = Some(topk_cpu(pre, rows, n, cfg.k_aux, dead));
         }
     }

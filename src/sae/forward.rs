@@ -5,11 +5,12 @@
 //! so a dictionary codes a row the same way while it trains and after:
 //!
 //!   encode   xc = x - b_dec (sub_row; a transcoder: xc is x, its b_dec is in the output
-//!            space); pre = xc W_enc + b_enc (gemm; on the GPU with the block maxima the
-//!            code stages start from in its epilogue: gemm_block_max)
+//!            space); pre = xc W_enc + b_enc, with the block maxima the code stages start
+//!            from (on the GPU in the GEMM's epilogue: gemm_block_max; on the CPU in the
+//!            bias's pass: add_bias_block_max)
 //!   topk     the k largest positive pre of each row among the eligible latents (all, or
-//!            AuxK's dead list), as CSR with latents ascending (topk_codes; on the GPU from
-//!            the encode's block maxima: topk_codes_from_bmax)
+//!            AuxK's dead list), as CSR with latents ascending (from the encode's block
+//!            maxima: topk_codes_from_bmax on both engines)
 //!   activation  ReLU / JumpReLU: the kept entries of each row as CSR (activation_codes;
 //!            on the CPU `activation_cpu`, on the GPU activation_codes_from_bmax), kept as
 //!            codes while they fit `engine::code_capacity`, else a dense z: the rule of the
@@ -19,6 +20,7 @@
 //! (`crate::cpu_codes`), each tested against `crate::reference`.
 
 use crate::Result;
+pub use crate::cpu_codes::Eligible;
 use crate::gpu::{Gpu, GpuTensor};
 use crate::reference::gemm::GemmSpec;
 
@@ -44,7 +46,8 @@ pub struct Codes {
 /// encode on the CPU: xc and pre of `rows` rows of x, with n latents, each written whole
 /// (what the buffers held before is never read); whether every pre-activation is finite
 /// (checked in the bias's pass: a top-k has no order on NaN).
-/// x, xc: (rows, d) -> pre: (rows, n), all finite
+/// x, xc: (rows, d) -> pre: (rows, n), bmax: (rows, ceil(n / cpu_codes::BLOCK)) the
+/// maxima of pre's blocks (the top-k selections' bounds), all finite
 pub fn encode_cpu(
     w: &EncoderWeights<[f32]>,
     x: &[f32],
@@ -52,6 +55,7 @@ pub fn encode_cpu(
     d: usize,
     xc: &mut [f32],
     pre: &mut [f32],
+    bmax: &mut [f32],
 ) -> bool {
     match w.b_dec {
         Some(b_dec) => crate::reference::reduce::sub_row(x, b_dec, rows, d, xc),
@@ -62,22 +66,18 @@ pub fn encode_cpu(
         return true;
     }
     crate::blas::gemm(&GemmSpec::nn(rows, n, d), xc, w.w_enc, None, pre);
-    crate::blas::add_bias_all_finite(pre, w.b_enc)
+    crate::blas::add_bias_block_max(pre, w.b_enc, crate::cpu_codes::BLOCK, bmax)
 }
 
 /// topk on the CPU: the k largest positive entries of each row of `pre` (rows, n) among
-/// the eligible latents (all, or the dead list and its count), latents ascending.
-pub fn topk_cpu(
-    pre: &[f32],
-    rows: usize,
-    n: usize,
-    k: usize,
-    cols: Option<(&[u32], &[u32])>,
-) -> Codes {
+/// the eligible latents (all, from the encode's block maxima, or AuxK's dead list),
+/// latents ascending.
+pub fn topk_cpu(pre: &[f32], rows: usize, n: usize, k: usize, eligible: Eligible) -> Codes {
     let mut row_ptr = vec![0u32; rows + 1];
     let mut idx = vec![0u32; rows * k];
     let mut val = vec![0.0f32; rows * k];
-    crate::cpu_codes::topk_codes(pre, rows, n, k, cols, &mut row_ptr, &mut idx, &mut val);
+    let (rp, i, v) = (&mut row_ptr, &mut idx, &mut val);
+    crate::cpu_codes::topk_select(pre, rows, n, k, eligible, rp, i, v);
     Codes {
         row_ptr,
         idx,

@@ -43,7 +43,7 @@ use safetensors::Dtype;
 
 use super::engine::code_capacity;
 use super::export::{Codes, SaeKind, SaeModel};
-use super::forward::{EncoderWeights, activation_cpu, encode_cpu, topk_cpu};
+use super::forward::{Eligible, EncoderWeights, activation_cpu, encode_cpu, topk_cpu};
 use crate::data::Shard;
 use crate::gpu::Engine;
 use crate::io::StreamWriter;
@@ -291,8 +291,9 @@ fn run_cpu(
     use crate::reference::{activations, reduce};
     let (d, n) = (m.d, m.n);
     let (mut xc, mut pre) = (vec![0.0f32; rows * d], vec![0.0f32; rows * n]);
+    let mut bmax = vec![0.0f32; rows * n.div_ceil(crate::cpu_codes::BLOCK)];
     let w = weights(m, &m.w_enc[..], &m.b_enc[..], &m.b_dec[..]);
-    let finite = encode_cpu(&w, x, rows, d, &mut xc, &mut pre);
+    let finite = encode_cpu(&w, x, rows, d, &mut xc, &mut pre, &mut bmax);
     if let Some(i) = (!finite)
         .then(|| pre.iter().position(|v| !v.is_finite()))
         .flatten()
@@ -307,7 +308,10 @@ fn run_cpu(
     // The codes: TopK's selection, or the entries ReLU / JumpReLU keep, sparse while they
     // fit `code_capacity` (training's rule), else a dense z.
     let (codes, z) = match m.kind {
-        SaeKind::Topk { k } => (Some(topk_cpu(&pre, rows, n, k, None)), None),
+        SaeKind::Topk { k } => {
+            let all = Eligible::All { bmax: Some(&bmax) };
+            (Some(topk_cpu(&pre, rows, n, k, all)), None)
+        }
         SaeKind::Standard | SaeKind::Jumprelu => {
             let jumprelu = m.kind == SaeKind::Jumprelu;
             let c = activation_cpu(&pre, rows, n, jumprelu.then_some((log_theta, 0.0)));
