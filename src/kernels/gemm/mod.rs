@@ -288,17 +288,17 @@ pub fn gemm_tuned(
 /// [`gemm_tuned`], and with `fused` = (bmax, off) on the subgroup texture path or the
 /// register path the fused block_max epilogue (the caller checked [`fuses_block_max`]).
 #[allow(clippy::too_many_arguments)]
-fn gemm_impl(
+fn gemm_impl<'a>(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
     spec: &GemmSpec,
-    a: &GpuTensor,
-    b: &GpuTensor,
-    bias: Option<&GpuTensor>,
-    c: &GpuTensor,
+    a: &'a GpuTensor,
+    b: &'a GpuTensor,
+    bias: Option<&'a GpuTensor>,
+    c: &'a GpuTensor,
     path: GemmPath,
     tuning: &GemmTuning,
-    fused: Option<(&GpuTensor, Option<&GpuTensor>)>,
+    fused: Option<(&'a GpuTensor, Option<&'a GpuTensor>)>,
 ) -> Result<()> {
     let GemmSpec { m, n, k, .. } = *spec;
     expect_shape("gemm", "A", a, &spec.a_shape())?;
@@ -339,8 +339,7 @@ fn gemm_impl(
             path.name()
         )));
     }
-    // Launch-time constants and (for the buffer paths) bindings of an entry; without a
-    // bias, binding 3 still needs a buffer: A's, which the kernel never reads then.
+    // Launch-time constants of an entry.
     let flags = |e: &'static Entry| {
         e.call(params)
             .dims(&dims)
@@ -350,6 +349,9 @@ fn gemm_impl(
             .set("USE_BETA", flag(spec.beta != 0.0))
             .skip_if(m == 0 || n == 0)
     };
+    // The buffer paths' bindings: A, B, bias, C; without a bias, binding 3 still needs a
+    // buffer: A's, which the kernel never reads then.
+    let buffers = |call: Call<'a, Params>| call.bind(a).bind(b).bind_opt(bias, a).bind(c);
     let max = gpu.limits.max_compute_workgroups_per_dimension;
     let grid = |rows_per: usize, cols_per: usize| {
         let rows = grid_1d(m.div_ceil(rows_per) as u32, max);
@@ -357,12 +359,7 @@ fn gemm_impl(
     };
     if m == 0 || n == 0 {
         // Checked as the buffer kernel would take it; nothing to record.
-        return flags(&GEMM_GENERAL)
-            .set("GN_WG", 1.0)
-            .bind(a)
-            .bind(b)
-            .bind_opt(bias, a)
-            .bind(c)
+        return buffers(flags(&GEMM_GENERAL).set("GN_WG", 1.0))
             .grid([1, 1, 1])
             .record(gpu, enc);
     }
@@ -403,30 +400,20 @@ fn gemm_impl(
             let call = flags(e)
                 .set("RG_WX", t.rg.wx as f64)
                 .set("RG_WY", t.rg.wy as f64)
-                .set("RG_BK", t.rg.bk as f64)
-                .bind(a)
-                .bind(b)
-                .bind_opt(bias, a)
-                .bind(c)
-                .grid(grid(t.rg.bm(), t.rg.bn()));
+                .set("RG_BK", t.rg.bk as f64);
+            let call = buffers(call).grid(grid(t.rg.bm(), t.rg.bn()));
             bind_fused(call, fused).record(gpu, enc)
         }
-        GemmPath::Tiled => flags(&GEMM_TILED)
-            .set("TL_WX", t.tl_wx as f64)
-            .set("TL_WY", t.tl_wy as f64)
-            .set("TL_BK", t.tl_bk as f64)
-            .bind(a)
-            .bind(b)
-            .bind_opt(bias, a)
-            .bind(c)
-            .grid(grid(TL_PER * t.tl_wy, TL_PER * t.tl_wx))
-            .record(gpu, enc),
-        GemmPath::General => flags(&GEMM_GENERAL)
-            .set("GN_WG", t.gn_wg as f64)
-            .bind(a)
-            .bind(b)
-            .bind_opt(bias, a)
-            .bind(c)
+        GemmPath::Tiled => {
+            let call = flags(&GEMM_TILED)
+                .set("TL_WX", t.tl_wx as f64)
+                .set("TL_WY", t.tl_wy as f64)
+                .set("TL_BK", t.tl_bk as f64);
+            buffers(call)
+                .grid(grid(TL_PER * t.tl_wy, TL_PER * t.tl_wx))
+                .record(gpu, enc)
+        }
+        GemmPath::General => buffers(flags(&GEMM_GENERAL).set("GN_WG", t.gn_wg as f64))
             .grid(grid(GN_ROWS, t.gn_wg))
             .record(gpu, enc),
     }
