@@ -356,18 +356,35 @@ pub fn compact_count(
     let nb = blocks(n, block);
     assert_eq!(bmax.len(), rows * nb, "compact_count: bmax");
     for r in 0..rows {
-        let mut c = 0u32;
-        for j in 0..nb {
-            if bmax[r * nb + j] < 0x8000_0000 {
-                continue;
-            }
-            for i in j * block..((j + 1) * block).min(n) {
-                let jump = jumprelu.map(|(l, eps)| (l[i].exp(), eps));
-                c += keep(x[r * n + i], jump).is_some() as u32;
+        let x_row = &x[r * n..(r + 1) * n];
+        let kept = kept_in_blocks(x_row, block, &bmax[r * nb..(r + 1) * nb], jumprelu);
+        counts[r] = kept.len() as u32;
+    }
+}
+
+/// The entries of one row x_row (n) that the activation keeps, (latent, activation) in
+/// ascending latent order, looking only at the blocks whose bmax_row (blocks(n, block)) key
+/// is >= key_of(0.0): what [`compact_count`] counts and [`compact_write`] writes.
+fn kept_in_blocks(
+    x_row: &[f32],
+    block: usize,
+    bmax_row: &[u32],
+    jumprelu: Option<(&[f32], f32)>,
+) -> Vec<(usize, f32)> {
+    let n = x_row.len();
+    let mut kept = Vec::new();
+    for (j, &b) in bmax_row.iter().enumerate() {
+        if b < 0x8000_0000 {
+            continue;
+        }
+        for i in j * block..((j + 1) * block).min(n) {
+            let jump = jumprelu.map(|(l, eps)| (l[i].exp(), eps));
+            if let Some(v) = keep(x_row[i], jump) {
+                kept.push((i, v));
             }
         }
-        counts[r] = c;
     }
+    kept
 }
 
 /// The kept entries of each row, in ascending latent order, at row_ptr[r] + j: idx the
@@ -397,21 +414,13 @@ pub fn compact_write(
     assert_eq!(val.len(), cap, "compact_write: val");
     assert_eq!(pre_val.len(), cap, "compact_write: pre_val");
     for r in 0..rows {
-        let mut s = row_ptr[r] as usize;
-        for j in 0..nb {
-            if bmax[r * nb + j] < 0x8000_0000 {
-                continue;
-            }
-            for i in j * block..((j + 1) * block).min(n) {
-                let jump = jumprelu.map(|(l, eps)| (l[i].exp(), eps));
-                if let Some(v) = keep(x[r * n + i], jump) {
-                    if s < cap {
-                        idx[s] = i as u32;
-                        val[s] = v;
-                        pre_val[s] = x[r * n + i];
-                    }
-                    s += 1;
-                }
+        let x_row = &x[r * n..(r + 1) * n];
+        let kept = kept_in_blocks(x_row, block, &bmax[r * nb..(r + 1) * nb], jumprelu);
+        for (s, (i, v)) in (row_ptr[r] as usize..).zip(kept) {
+            if s < cap {
+                idx[s] = i as u32;
+                val[s] = v;
+                pre_val[s] = x_row[i];
             }
         }
     }
