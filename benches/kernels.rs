@@ -18,7 +18,9 @@
 //! time summed over the case's dispatches, without submission and wait (`gpu_ms` and
 //! `gflops_gpu` / `gbps_gpu` in kernels.json).
 //!
-//! Cases: the GEMMs of a training step (rated in FLOPs against the FMA ceiling), then every
+//! Cases: the GEMMs of a training step (rated in FLOPs against the FMA ceiling), a sweep's
+//! four same-shape encoders launched one per member and as one launch (kernels/sweep_cases.rs;
+//! the ratio of each pair is printed after the table), then every
 //! other launcher of src/kernels at the production shape (d = 512, n = 16384, k = 32,
 //! k_aux = 256, batch 1024 unless the shape string says otherwise), each rated by the bytes
 //! it must read and write at the least against the copy ceiling; the formula is in a comment
@@ -54,6 +56,8 @@ mod gemm_cases;
 mod step_cases;
 #[path = "kernels/step_extra.rs"]
 mod step_extra;
+#[path = "kernels/sweep_cases.rs"]
+mod sweep_cases;
 
 use gemm_cases::*;
 use step_cases::*;
@@ -468,6 +472,7 @@ fn main() -> anyhow::Result<()> {
     let mut ceilings = measure_ceilings(&gpu)?;
     let mut cases = Vec::new();
     cases.extend(gemm_cases(&gpu)?);
+    cases.extend(sweep_cases::sweep_cases(&gpu)?);
     let inputs = make_inputs(&gpu)?;
     println!(
         "inputs: pre-activations ~ N(0, 1); TopK codes = topk_codes of them (u = {} of {N} \
@@ -583,7 +588,8 @@ fn main() -> anyhow::Result<()> {
         }
         rows.push(row);
     }
-    // Fused against separate pairs (gemm_encoder_bmax*): time ratio, wall and CPU.
+    // Fused against separate pairs (gemm_encoder_bmax*; sweep_encoders_*: one launch for
+    // the members against one each): time ratio, wall and CPU.
     for (case, t) in cases.iter().zip(&timings) {
         let Some(label) = case.name.strip_suffix("_fused") else {
             continue;
