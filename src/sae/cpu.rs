@@ -17,12 +17,11 @@
 //!   per chunk:
 //!     encode          xc = x - b_dec (sub_row); pre = xc W_enc + b_enc (gemm, then the
 //!                     bias with pre's block maxima: add_bias_block_max)
-//!     codes           topk: topk_codes (the k largest positive, latents ascending; k
-//!                     of this step, `TrainConfig::k_at`); encode and topk_codes are
-//!                     `forward`'s, the stages the inference `Encoder` runs too; from
-//!                     the block maxima; batchtopk / matryoshka: batchtopk (from the
-//!                     block maxima), threshold_ema, relu_forward;
-//!                     all three: AuxK's
+//!     codes           topk: topk_codes from the block maxima (the k largest positive,
+//!                     latents ascending; k of this step, `TrainConfig::k_at`); encode and
+//!                     topk_codes are `forward`'s, the stages the inference `Encoder` runs
+//!                     too; batchtopk / matryoshka: batchtopk from the block maxima,
+//!                     threshold_ema, relu_forward; all three: AuxK's
 //!                     topk_codes among the dead latents. relu / jumprelu: activation_codes,
 //!                     kept sparse when they fit `code_capacity`, else the dense path
 //!     decode          x_hat = codes W_dec + b_dec (sparse_decode; matryoshka: every
