@@ -10,7 +10,7 @@
 //!
 //! [`activation_codes`] is the reference's ReLU / JumpReLU codes, bitwise, over rayon.
 //!
-//! [`batchtopk`] is [`crate::reference::topk::batchtopk`]'s (BatchTopK: the k_total largest
+//! [`batchtopk_from_bmax`] is [`crate::reference::topk::batchtopk`]'s (BatchTopK: the k_total largest
 //! entries of the whole batch), bitwise too, selecting among the entries at or above a
 //! bound from block maxima instead of over a sorted copy of the batch.
 //!
@@ -78,23 +78,6 @@ fn row_block_max(row: &[f32], maxima: &mut Vec<f32>) {
             .chain(lanes.remainder())
             .fold(f32::NEG_INFINITY, |a, &v| max(a, v))
     }));
-}
-
-/// The maxima of every row's [`BLOCK`]-entry blocks (as [`row_block_max`]), over the pool:
-/// the block maxima [`topk_codes_from_bmax`] and [`batchtopk_from_bmax`] take, for callers
-/// whose x did not come with them.
-/// x: (rows, n) -> (rows, ceil(n / BLOCK))
-pub fn block_max(x: &[f32], n: usize) -> Vec<f32> {
-    if n == 0 {
-        return Vec::new();
-    }
-    x.par_chunks(n)
-        .flat_map_iter(|r| {
-            let mut m = Vec::with_capacity(n.div_ceil(BLOCK));
-            row_block_max(r, &mut m);
-            m
-        })
-        .collect()
 }
 
 /// The key of the k-th largest of a row's block maxima when it is a positive float, else
@@ -257,7 +240,7 @@ pub fn topk_codes(
 /// [`topk_codes`] over all columns with the rows' block maxima already computed (by the
 /// encoder's bias pass, `blas::add_bias_block_max`, as the GPU's come from its GEMM's
 /// epilogue): blocks below a row's floor are skipped unread. Bitwise [`topk_codes`]'s.
-/// x: (rows, n), bmax: (rows, ceil(n / BLOCK)) = block_max(x, n)
+/// x: (rows, n), bmax: (rows, ceil(n / BLOCK)) the maxima of x's BLOCK-entry blocks
 ///   -> row_ptr: (rows + 1) u32, idx: (rows * k) u32, val: (rows * k)
 #[allow(clippy::too_many_arguments)]
 pub fn topk_codes_from_bmax(
@@ -283,9 +266,9 @@ pub fn topk_codes_from_bmax(
 }
 
 /// [`topk_codes`] among the eligible latents: what [`topk_codes`] and
-/// [`topk_codes_from_bmax`] call, and the CPU engine's selections.
+/// [`topk_codes_from_bmax`] call.
 #[allow(clippy::too_many_arguments)]
-pub fn topk_select(
+fn topk_select(
     x: &[f32],
     rows: usize,
     n: usize,
@@ -349,31 +332,13 @@ pub fn topk_select(
 
 /// As [`crate::reference::topk::batchtopk`], bitwise: the k_total largest entries of the
 /// whole matrix (ties to the lower flat index) as CSR, latents ascending, and the smallest
-/// selected value; [`batchtopk_from_bmax`] over the block maxima computed here.
-/// x: (rows, n) -> row_ptr: (rows + 1), idx: (k_total), val: (k_total), threshold: (1)
-#[allow(clippy::too_many_arguments)]
-pub fn batchtopk(
-    x: &[f32],
-    rows: usize,
-    n: usize,
-    k_total: usize,
-    row_ptr: &mut [u32],
-    idx: &mut [u32],
-    val: &mut [f32],
-    threshold: &mut [f32],
-) {
-    assert_eq!(x.len(), rows * n, "batchtopk: x");
-    let bmax = block_max(x, n);
-    batchtopk_from_bmax(x, rows, n, k_total, &bmax, row_ptr, idx, val, threshold)
-}
-
-/// [`batchtopk`] with the rows' block maxima already computed (the encoder's bias pass,
+/// selected value, from the rows' block maxima (the encoder's bias pass,
 /// `blas::add_bias_block_max`). The reference sorts a copy of the matrix; this bounds the
 /// k_total-th largest value t from below by the k_total-th largest block maximum (each
 /// block's maximum is one of its entries, so at least k_total entries reach that bound),
 /// selects t among the entries at or above the bound only, then counts and writes each row
 /// in parallel; every pass after the bound reads only the blocks whose maximum reaches it.
-/// x: (rows, n), bmax: (rows, ceil(n / BLOCK)) = block_max(x, n)
+/// x: (rows, n), bmax: (rows, ceil(n / BLOCK)) the maxima of x's BLOCK-entry blocks
 ///   -> row_ptr: (rows + 1), idx: (k_total), val: (k_total), threshold: (1)
 #[allow(clippy::too_many_arguments)]
 pub fn batchtopk_from_bmax(

@@ -5,6 +5,22 @@ use crate::reference::codes::topk_codes as reference;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// The maxima of every row's [`BLOCK`]-entry blocks (as `row_block_max`): what
+/// `blas::add_bias_block_max` gives the engine, for the selections from block maxima.
+/// x: (rows, n) -> (rows, ceil(n / BLOCK))
+fn block_max(x: &[f32], n: usize) -> Vec<f32> {
+    if n == 0 {
+        return Vec::new();
+    }
+    x.par_chunks(n)
+        .flat_map_iter(|r| {
+            let mut m = Vec::with_capacity(n.div_ceil(BLOCK));
+            row_block_max(r, &mut m);
+            m
+        })
+        .collect()
+}
+
 fn both(x: &[f32], rows: usize, n: usize, k: usize, cols: Option<(&[u32], &[u32])>) {
     let mut a = (
         vec![7u32; rows + 1],
@@ -112,7 +128,10 @@ fn both_batch(x: &[f32], rows: usize, n: usize, k_total: usize) {
     let mut b = a.clone();
     let r = crate::reference::topk::batchtopk;
     r(x, rows, n, k_total, &mut a.0, &mut a.1, &mut a.2, &mut a.3);
-    batchtopk(x, rows, n, k_total, &mut b.0, &mut b.1, &mut b.2, &mut b.3);
+    let bmax = block_max(x, n);
+    batchtopk_from_bmax(
+        x, rows, n, k_total, &bmax, &mut b.0, &mut b.1, &mut b.2, &mut b.3,
+    );
     let what = format!("rows {rows} n {n} k_total {k_total}");
     assert_eq!(a.0, b.0, "batchtopk row_ptr {what}");
     assert_eq!(a.1, b.1, "batchtopk idx {what}");
@@ -195,7 +214,10 @@ fn timing() {
     r(&x, rows, n, kt, &mut o.0, &mut o.1, &mut o.2, &mut o.3);
     let r = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
-    batchtopk(&x, rows, n, kt, &mut o.0, &mut o.1, &mut o.2, &mut o.3);
+    let bmax = block_max(&x, n);
+    batchtopk_from_bmax(
+        &x, rows, n, kt, &bmax, &mut o.0, &mut o.1, &mut o.2, &mut o.3,
+    );
     let f = t.elapsed().as_secs_f64();
     println!("batchtopk k_total {kt}: reference {r:.3} s, cpu_codes {f:.3} s");
     // The top-k at the speed issue's smaller shapes (median of 9 calls).

@@ -21,6 +21,7 @@
 
 use crate::Result;
 pub use crate::cpu_codes::Eligible;
+use crate::cpu_codes::{topk_codes, topk_codes_from_bmax};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::reference::gemm::GemmSpec;
 
@@ -77,7 +78,11 @@ pub fn topk_cpu(pre: &[f32], rows: usize, n: usize, k: usize, eligible: Eligible
     let mut idx = vec![0u32; rows * k];
     let mut val = vec![0.0f32; rows * k];
     let (rp, i, v) = (&mut row_ptr, &mut idx, &mut val);
-    crate::cpu_codes::topk_select(pre, rows, n, k, eligible, rp, i, v);
+    match eligible {
+        Eligible::All { bmax: Some(b) } => topk_codes_from_bmax(pre, rows, n, k, b, rp, i, v),
+        Eligible::All { bmax: None } => topk_codes(pre, rows, n, k, None, rp, i, v),
+        Eligible::Listed(l) => topk_codes(pre, rows, n, k, Some((l, &[l.len() as u32])), rp, i, v),
+    }
     Codes {
         row_ptr,
         idx,
