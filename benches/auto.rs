@@ -18,10 +18,10 @@ use std::time::Instant;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-use saeforge::engine_choice::{Shape, calibrate, probe_config};
 use saeforge::gpu::Gpu;
 use saeforge::sae::cpu::CpuEngine;
 use saeforge::sae::engine::{StepEngine, TrainState};
+use saeforge::sae::engine_choice::{Shape, calibrate, probe_config};
 use saeforge::sae::gpu::GpuEngine;
 use saeforge::sae::{SaeParams, TrainConfig};
 

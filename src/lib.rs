@@ -12,7 +12,6 @@ pub mod cpu_optim;
 pub mod cpu_sparse;
 pub mod data;
 pub mod digest;
-pub mod engine_choice;
 pub mod error;
 pub mod eval;
 pub mod gpu;

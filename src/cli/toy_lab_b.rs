@@ -14,32 +14,7 @@ use crate::toy::lab::privileged::{self, DensitySweep, DensitySweepResult};
 use crate::toy::lab::{self, intervene, l1};
 use crate::{Error, Result};
 
-use super::toy::{ToyArgs, check_decay, check_densities, check_max_hidden, open_engine};
-
-/// Flags of the privileged / abs / l1 / intervene experiments.
-#[derive(clap::Args, Debug, Default)]
-pub struct LabBArgs {
-    /// --experiment l1: the L1 penalties, one instance each [default: 0,0.01,0.03,0.1,0.2,0.3,0.5,1].
-    #[arg(long, value_delimiter = ',')]
-    pub l1_values: Option<Vec<f32>>,
-    /// --experiment l1: the k of the top-k run, one instance each; 0 alone: no top-k run
-    /// [default: 1..m].
-    #[arg(long, value_delimiter = ',')]
-    pub topk_values: Option<Vec<u32>>,
-    /// --experiment intervene: SAE latents [default: 2 n].
-    #[arg(long)]
-    pub sae_latents: Option<usize>,
-    /// --experiment intervene: SAE top-k [default: 2].
-    #[arg(long)]
-    pub sae_k: Option<usize>,
-    /// --experiment intervene: SAE training steps [default: 3000].
-    #[arg(long)]
-    pub sae_steps: Option<u64>,
-    /// --experiment intervene: rows of hidden activations captured for the SAE
-    /// [default: 65536].
-    #[arg(long)]
-    pub capture_rows: Option<usize>,
-}
+use crate::toy::args::{ToyArgs, check_decay, check_densities, check_max_hidden, open_engine};
 
 /// The lab-B experiments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,7 +146,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
     model_flags(a)?;
     let log_every = (steps(a) / 10).max(1);
     let start = Instant::now();
-    let mut log = super::toy::progress_line(name);
+    let mut log = crate::toy::args::progress_line(name);
     // Each arm opens the engine after its flags are checked (a bad flag fails first).
     match exp {
         LabB::Privileged => {

@@ -254,17 +254,15 @@ pub fn run_eval(engine: &Engine, engine_line: &str, cfg: &EvalConfig) -> Result<
             });
         }
         if let Some(t) = &truth {
-            ground_truth = Some(super::truth_codes::report(
-                &model,
-                t,
-                Some(&mut encoder),
-                cfg,
-                batch,
-            )?);
+            let (data, tensor) = (&cfg.data, cfg.tensor.as_deref());
+            let e: &mut dyn Coder = &mut encoder;
+            let r = super::truth_codes::report(&model, t, Some(e), data, tensor, cfg.rows, batch)?;
+            ground_truth = Some(r);
         }
     }
     if let (None, Some(t)) = (&ground_truth, &truth) {
-        ground_truth = Some(super::truth_codes::report(&model, t, None, cfg, batch)?);
+        let r = super::truth_codes::report(&model, t, None, &[], None, cfg.rows, batch)?;
+        ground_truth = Some(r);
     }
     let report = EvalReport {
         engine: engine_line.to_string(),

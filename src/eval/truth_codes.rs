@@ -107,22 +107,25 @@ pub fn firing_on_heldout(
 }
 
 /// The ground-truth section of `eval`: the dictionary metrics, and with an encoder and
-/// `--data` whose shards have codes, the firing metrics on the in-distribution rows.
+/// `--data` whose shards have codes (`data`, its `tensor`, at most `rows` rows read
+/// `batch` at a time), the firing metrics on the in-distribution rows.
 pub fn report(
     model: &crate::sae::export::SaeModel,
     truth: &crate::synth::Truth,
     encoder: Option<&mut dyn Coder>,
-    cfg: &super::run::EvalConfig,
+    data: &[PathBuf],
+    tensor: Option<&str>,
+    rows: usize,
     batch: usize,
 ) -> Result<super::truth::TruthReport> {
     let dictionary = super::truth::dictionary_truth(&model.w_dec, &truth.features, model.d)?;
     let absorption = AbsorptionCounts::new(&truth.parent, &dictionary.pairs, model.n);
     let firing = match encoder {
-        Some(e) if !cfg.data.is_empty() => firing_on_heldout(
+        Some(e) if !data.is_empty() => firing_on_heldout(
             e,
-            &cfg.data,
-            cfg.tensor.as_deref(),
-            cfg.rows,
+            data,
+            tensor,
+            rows,
             batch,
             &dictionary.best,
             truth.n,

@@ -15,7 +15,7 @@ use super::launch::Caches;
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     /// A hardware GPU if there is one; else, for training, the faster of the CPU engine and
-    /// a software adapter by a calibration cached per machine (`crate::engine_choice`), and
+    /// a software adapter by a calibration cached per machine (`crate::sae::engine_choice`), and
     /// the CPU engine for everything else.
     Auto,
     /// Any wgpu adapter, software ones (lavapipe) included.
@@ -147,10 +147,21 @@ fn is_hardware(info: &wgpu::AdapterInfo) -> bool {
     )
 }
 
+/// The adapters `--device auto` can choose from (after `--adapter`'s filter).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Adapters {
+    /// At least one hardware adapter; its name.
+    Hardware(String),
+    /// Only software adapters (lavapipe / llvmpipe): the name and driver of the one
+    /// `Gpu::new` would open.
+    Software { name: String, driver: String },
+    /// No wgpu adapter at all.
+    None,
+}
+
 /// The adapters `--device auto` chooses among, after `--adapter`'s `filter`: a hardware
 /// one if any (its name), else a software one (lavapipe / llvmpipe), else none.
-pub fn auto_adapters(filter: Option<&str>) -> crate::engine_choice::Adapters {
-    use crate::engine_choice::Adapters;
+pub fn auto_adapters(filter: Option<&str>) -> Adapters {
     let infos: Vec<wgpu::AdapterInfo> = adapters()
         .iter()
         .map(|a| a.get_info())
@@ -343,6 +354,21 @@ impl Gpu {
     pub fn has_subgroups(&self, lanes: u32) -> bool {
         self.device.features().contains(wgpu::Features::SUBGROUP)
             && self.info.subgroup_min_size >= lanes
+    }
+
+    /// The memory budget of an adapter in bytes, if known: SAEFORGE_DEVICE_MEMORY_MIB, else a
+    /// software adapter's host memory available.
+    pub fn memory_budget(&self) -> Option<u128> {
+        if let Some(mib) = std::env::var("SAEFORGE_DEVICE_MEMORY_MIB")
+            .ok()
+            .and_then(|v| v.trim().parse::<u128>().ok())
+        {
+            return Some(mib << 20);
+        }
+        if self.is_software() {
+            return crate::io::available_memory().map(|b| b as u128);
+        }
+        None
     }
 
     /// True for a software rasteriser such as lavapipe (llvmpipe), unless

@@ -12,7 +12,7 @@ mod profile;
 mod tensor;
 
 pub use context::{
-    AdapterSummary, DeviceChoice, Engine, Gpu, GpuOptions, auto_adapters, list_adapters,
+    AdapterSummary, Adapters, DeviceChoice, Engine, Gpu, GpuOptions, auto_adapters, list_adapters,
     no_adapter_hint, quiet_headless_probe, select_engine,
 };
 pub use launch::{Bind, Gate, Kernel, Shader, grid_1d};

@@ -668,9 +668,16 @@ impl CpuEngine {
     }
 }
 
+impl dyn StepEngine {
+    /// This engine as the CPU engine, if it is one.
+    pub fn as_cpu(&mut self) -> Option<&mut CpuEngine> {
+        self.as_any().downcast_mut()
+    }
+}
+
 impl StepEngine for CpuEngine {
-    fn as_cpu(&mut self) -> Option<&mut CpuEngine> {
-        Some(self)
+    fn as_any(&mut self) -> &mut dyn std::any::Any {
+        self
     }
     fn step(&mut self, cfg: &TrainConfig, x: &[f32], rows: usize) -> Result<()> {
         step_marked(cfg, &mut self.st, &mut self.scratch, x, rows, &mut |_| {});

@@ -17,14 +17,10 @@ pub trait StepEngine {
     fn take_metrics(&mut self) -> Result<(Vec<f32>, f32)>;
     /// The whole state, for checkpoints and the export.
     fn state(&mut self) -> Result<TrainState>;
-    /// The GPU engine, for a sweep that records several steps into one submission.
-    fn as_gpu(&mut self) -> Option<&mut super::gpu::GpuEngine> {
-        None
-    }
-    /// The CPU engine (`train --profile` times its stages).
-    fn as_cpu(&mut self) -> Option<&mut super::cpu::CpuEngine> {
-        None
-    }
+    /// The engine itself, for the callers that need one kind: `as_gpu` (a sweep records
+    /// several steps into one submission) and `as_cpu` (`train --profile` times its
+    /// stages), defined beside each engine so that this trait names neither.
+    fn as_any(&mut self) -> &mut dyn std::any::Any;
 }
 
 /// Adam's first and second moments of every parameter tensor.

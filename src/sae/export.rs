@@ -255,6 +255,18 @@ impl SaeModel {
         write_json(&dir.join(CFG_FILE), &cfg)
     }
 
+    /// An encoder that computes x W_enc + b_enc (no b_dec subtracted first) as saeforge's
+    /// (x - b_dec) W_enc + b_enc: b_enc += b_dec W_enc, summed in f64 and rounded once.
+    pub(crate) fn fold_b_dec(&mut self) {
+        let (d, n) = (self.d, self.n);
+        for (j, b) in self.b_enc.iter_mut().enumerate() {
+            let shift: f64 = (0..d)
+                .map(|i| self.b_dec[i] as f64 * self.w_enc[i * n + j] as f64)
+                .sum();
+            *b = (*b as f64 + shift) as f32;
+        }
+    }
+
     /// Err (naming `dir`) unless SAELens's layout can hold this SAE: it has no skip
     /// connection.
     pub fn check_saelens(&self, dir: &Path) -> Result<()> {
@@ -265,12 +277,6 @@ impl SaeModel {
             ))),
             None => Ok(()),
         }
-    }
-
-    /// Load the SAE at `path` in any layout saeforge reads (SAELens, sparsify, Gemma Scope:
-    /// see `super::formats`).
-    pub fn load(path: &Path) -> Result<SaeModel> {
-        super::formats::load(path).map(|(_, m)| m)
     }
 
     /// Load a SAELens-layout folder (standard, topk, jumprelu), checking that the weights
@@ -376,13 +382,13 @@ impl SaeModel {
         }
         let names: Vec<&str> = expected.keys().copied().collect();
         let what = format!("a {arch} SAE");
-        super::formats::no_extra_tensors(&st, &wpath, &what, &names)?;
+        super::tensors::no_extra_tensors(&st, &wpath, &what, &names)?;
         let source = match d_out {
             Some(o) => format!("cfg.json (d_in {d}, d_out {o}, d_sae {n})"),
             None => format!("cfg.json (d_in {d}, d_sae {n})"),
         };
         let take = |name: &str| -> Result<Vec<f32>> {
-            super::formats::take_tensor(&st, &wpath, name, &expected[name], &source)
+            super::tensors::take_tensor(&st, &wpath, name, &expected[name], &source)
         };
         let w_enc = take("W_enc")?;
         let w_dec = take("W_dec")?;
@@ -420,7 +426,7 @@ impl SaeModel {
         };
         // A transcoder never subtracts b_dec (it is in the output space).
         if !apply_b_dec && !transcoder {
-            super::formats::fold_b_dec(&mut m);
+            m.fold_b_dec();
         }
         Ok(m)
     }

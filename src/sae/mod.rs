@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod cpu;
 pub mod engine;
+pub mod engine_choice;
 pub mod export;
 pub mod formats;
 pub mod forward;
@@ -17,6 +18,7 @@ pub mod matryoshka;
 pub mod params;
 pub mod schedule;
 pub mod storage;
+pub mod tensors;
 pub mod train;
 pub mod transcoder;
 

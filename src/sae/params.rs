@@ -120,10 +120,10 @@ impl SaeParams {
     /// W_enc = init_norm x the unit directions^T, b_enc = 0, b_dec = geometric median / mean
     /// of `sample` (rows x d, already scaled) or zeros, log threshold for jumprelu at
     /// ln(threshold_init).
-    /// A transcoder (`cfg.d_out`) is initialised by `super::transcoder::init_params`.
+    /// A transcoder (`cfg.d_out`) is initialised by [`init_transcoder`].
     pub fn init(cfg: &TrainConfig, sample: &[f32]) -> SaeParams {
         if cfg.d_out.is_some() {
-            return super::transcoder::init_params(cfg, sample);
+            return init_transcoder(cfg, sample);
         }
         let (d, n) = (cfg.d_in, cfg.d_sae);
         let norm = cfg.init_norm;
@@ -318,6 +318,33 @@ pub(crate) fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
             }
         });
     t
+}
+
+/// A transcoder's initial parameters: W_dec rows random directions in the output space
+/// (unit norm for unit-norm decoders, else `init_norm`), W_enc columns independent random
+/// directions in the input space at `init_norm` (there is no transpose to tie to when
+/// d_in != d_out), b_enc = 0, b_dec = geometric median / mean of the scaled target sample
+/// (`sample`, rows x d_out) or zeros, jumprelu's log threshold at ln(threshold_init).
+fn init_transcoder(cfg: &TrainConfig, sample: &[f32]) -> SaeParams {
+    let (d, n) = (cfg.d_in, cfg.d_sae);
+    let d_out = cfg.d_out.expect("a transcoder");
+    let dec_norm = if cfg.decoder_norm == DecoderNorm::Unit {
+        1.0
+    } else {
+        cfg.init_norm
+    };
+    // Streams 0..n for W_dec's rows, n..2n for W_enc's columns (see `random_rows`).
+    let w_dec = random_rows(cfg.seed, 0, n, d_out, dec_norm);
+    let w_enc_t = random_rows(cfg.seed, n as u64, n, d, cfg.init_norm);
+    SaeParams {
+        d,
+        n,
+        w_enc: transpose(&w_enc_t, n, d),
+        b_enc: vec![0.0; n],
+        w_dec,
+        b_dec: b_dec_at_start(cfg, sample, d_out),
+        log_threshold: log_threshold_at_start(cfg, n),
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 mod files;
 mod member;
+mod paired;
 pub mod profile;
 
 pub use files::{export, log10_sparsity, plot_run};
@@ -328,7 +329,7 @@ fn first_rows(
 /// refusing what the run cannot do.
 pub fn choose_engine(cfg: &TrainConfig) -> Result<(Engine, String)> {
     super::transcoder::check_supported(cfg)?;
-    crate::engine_choice::select_training_engine(cfg.device, cfg.adapter.as_deref(), cfg)
+    super::engine_choice::select_training_engine(cfg.device, cfg.adapter.as_deref(), cfg)
 }
 
 /// Whether `cfg` fits the engine (device memory and bindings, or host memory), before

@@ -13,24 +13,9 @@ use crate::{Error, Result};
 /// The memory budget of an engine in bytes, if known.
 fn budget(engine: &Engine) -> Option<u128> {
     match engine {
-        Engine::Gpu(g) => gpu_budget(g),
+        Engine::Gpu(g) => g.memory_budget(),
         Engine::Cpu => crate::io::available_memory().map(|b| b as u128),
     }
-}
-
-/// The memory budget of an adapter in bytes, if known: SAEFORGE_DEVICE_MEMORY_MIB, else a
-/// software adapter's host memory available.
-pub fn gpu_budget(gpu: &crate::gpu::Gpu) -> Option<u128> {
-    if let Some(mib) = std::env::var("SAEFORGE_DEVICE_MEMORY_MIB")
-        .ok()
-        .and_then(|v| v.trim().parse::<u128>().ok())
-    {
-        return Some(mib << 20);
-    }
-    if gpu.is_software() {
-        return crate::io::available_memory().map(|b| b as u128);
-    }
-    None
 }
 
 /// Check `members` (name, config, engine) together; see the module docs.

@@ -17,6 +17,7 @@
 //! `sweep` trains and measures ([`run_sweep`], [`geometry`]), `phase` draws the n = 2 -> m = 1
 //! phase diagram ([`phase::run_phase`]), `plots` the figures.
 
+pub mod args;
 pub mod geometry;
 pub mod lab;
 pub mod mlp;
@@ -27,8 +28,8 @@ pub mod train;
 use std::path::Path;
 
 use crate::Result;
-use crate::cli::toy::ToyArgs;
 use crate::gpu::Engine;
+use args::ToyArgs;
 
 pub use geometry::{Geometry, geometry};
 pub use train::{

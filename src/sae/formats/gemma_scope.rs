@@ -1,14 +1,14 @@
 //! Gemma Scope's params.npz: `W_enc` (d, n), `W_dec` (n, d), `b_enc` (n), `b_dec` (d) and
 //! `threshold` (n), float32. Its JumpReLU encoder is pre = x W_enc + b_enc (b_dec is not
 //! subtracted first), z = pre where pre > threshold; read here with b_dec W_enc folded into
-//! b_enc (`super::fold_b_dec`), so saeforge's encoder gives the same codes. The archive is
+//! b_enc (`SaeModel::fold_b_dec`), so saeforge's encoder gives the same codes. The archive is
 //! read with `zip` and each member with `npyz`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{finite, fold_b_dec};
 use crate::sae::export::{SaeKind, SaeModel};
+use crate::sae::tensors::finite;
 use crate::{Error, Result};
 
 pub const PARAMS_FILE: &str = "params.npz";
@@ -119,6 +119,6 @@ pub fn load(path: &Path) -> Result<SaeModel> {
         skip: None,
         d_out: None,
     };
-    fold_b_dec(&mut m);
+    m.fold_b_dec();
     Ok(m)
 }

@@ -12,7 +12,7 @@
 //! them where they take an SAE folder, and `saeforge convert` writes the SAELens or the
 //! sparsify layout from any of them. A model whose encoder adds nothing before W_enc
 //! (Gemma Scope, SAELens' `apply_b_dec_to_input = false`) has b_dec W_enc folded into b_enc
-//! ([`fold_b_dec`]), so saeforge's one encoder (x - b_dec) W_enc + b_enc serves them all.
+//! ([`SaeModel::fold_b_dec`]), so saeforge's one encoder (x - b_dec) W_enc + b_enc serves them all.
 
 pub mod gemma_scope;
 pub mod sparsify;
@@ -20,7 +20,6 @@ pub mod sparsify;
 use std::path::Path;
 
 use super::export::{CFG_FILE, SaeModel, WEIGHTS_FILE};
-use crate::data::FloatType;
 use crate::{Error, Result};
 
 /// The layouts saeforge reads.
@@ -105,92 +104,11 @@ pub fn load(path: &Path) -> Result<(Layout, SaeModel)> {
     Ok((layout, model))
 }
 
-/// The values of a little-endian float tensor (`what` names it in errors) as f32, refusing
-/// non-finite values: every reader's last step.
-pub(crate) fn to_f32(what: &dyn Fn() -> String, ft: FloatType, raw: &[u8]) -> Result<Vec<f32>> {
-    let mut out = vec![0.0f32; raw.len() / ft.bytes()];
-    crate::data::convert(ft, raw, &mut out);
-    finite(what, out)
-}
-
-/// `values`, or Err naming (`what`) the first non-finite one.
-pub(crate) fn finite(what: &dyn Fn() -> String, values: Vec<f32>) -> Result<Vec<f32>> {
-    match values.iter().position(|v| !v.is_finite()) {
-        Some(i) => Err(Error::input(format!(
-            "{} element {i} is {}",
-            what(),
-            values[i]
-        ))),
-        None => Ok(values),
-    }
-}
-
-/// A float tensor of a safetensors file, checked against the shape the layout needs
-/// (`source` says where that shape comes from, e.g. "cfg.json (d_in 8, d_sae 16)").
-pub(crate) fn take_tensor(
-    st: &safetensors::SafeTensors,
-    file: &Path,
-    name: &str,
-    shape: &[usize],
-    source: &str,
-) -> Result<Vec<f32>> {
-    let view = st.tensor(name).map_err(|_| {
-        Error::input(format!(
-            "{}: missing tensor {name:?} {shape:?}",
-            file.display()
-        ))
-    })?;
-    if view.shape() != shape {
-        return Err(Error::input(format!(
-            "{}: tensor {name:?} has shape {:?}; {source} needs {shape:?}",
-            file.display(),
-            view.shape()
-        )));
-    }
-    let ft = match view.dtype() {
-        safetensors::Dtype::F32 => FloatType::F32,
-        safetensors::Dtype::F16 => FloatType::F16,
-        safetensors::Dtype::BF16 => FloatType::Bf16,
-        other => {
-            return Err(Error::input(format!(
-                "{}: tensor {name:?} has dtype {other:?}; expected F32, F16 or BF16",
-                file.display()
-            )));
-        }
-    };
-    to_f32(
-        &|| format!("{}: tensor {name:?}", file.display()),
-        ft,
-        view.data(),
-    )
-}
-
-/// Err naming the first tensor of `st` that is not in `expected`.
-pub(crate) fn no_extra_tensors(
-    st: &safetensors::SafeTensors,
-    file: &Path,
-    what: &str,
-    expected: &[&str],
-) -> Result<()> {
-    match st.names().into_iter().find(|n| !expected.contains(n)) {
-        Some(name) => Err(Error::input(format!(
-            "{}: unexpected tensor {name:?} for {what} (expected {})",
-            file.display(),
-            expected.join(", ")
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// An encoder that computes x W_enc + b_enc (no b_dec subtracted first) as saeforge's
-/// (x - b_dec) W_enc + b_enc: b_enc += b_dec W_enc, summed in f64 and rounded once.
-pub(crate) fn fold_b_dec(m: &mut SaeModel) {
-    let (d, n) = (m.d, m.n);
-    for (j, b) in m.b_enc.iter_mut().enumerate() {
-        let shift: f64 = (0..d)
-            .map(|i| m.b_dec[i] as f64 * m.w_enc[i * n + j] as f64)
-            .sum();
-        *b = (*b as f64 + shift) as f32;
+impl SaeModel {
+    /// Load the SAE at `path` in any layout saeforge reads (SAELens, sparsify, Gemma
+    /// Scope: see [`load`]).
+    pub fn load(path: &Path) -> Result<SaeModel> {
+        load(path).map(|(_, m)| m)
     }
 }
 

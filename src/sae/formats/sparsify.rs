@@ -10,9 +10,10 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{no_extra_tensors, take_tensor, transpose};
+use super::transpose;
 use crate::io::{OutTensor, write_json, write_safetensors};
 use crate::sae::export::{CFG_FILE, SaeKind, SaeModel};
+use crate::sae::tensors::{no_extra_tensors, take_tensor};
 use crate::{Error, Result};
 
 pub const WEIGHTS_FILE: &str = "sae.safetensors";

@@ -428,7 +428,7 @@ impl GpuEngine {
         let held = b * n * 4;
         if selects_batch_topk(cfg.arch)
             && c < b
-            && let Some(limit) = crate::sweep::memory::gpu_budget(gpu)
+            && let Some(limit) = gpu.memory_budget()
             && held > limit
         {
             return Err(Error::Device(format!(

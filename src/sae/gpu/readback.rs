@@ -10,13 +10,20 @@ use crate::sae::engine::{Moments, StepEngine, TrainState};
 use crate::sae::params::ParamSet;
 use crate::sae::{Arch, TrainConfig};
 
+impl dyn StepEngine {
+    /// This engine as the GPU engine, if it is one.
+    pub fn as_gpu(&mut self) -> Option<&mut GpuEngine> {
+        self.as_any().downcast_mut()
+    }
+}
+
 impl StepEngine for GpuEngine {
     fn step(&mut self, cfg: &TrainConfig, x: &[f32], rows: usize) -> Result<()> {
         self.step_marked(cfg, x, rows, &mut |_, _| Ok(()))
     }
 
-    fn as_gpu(&mut self) -> Option<&mut GpuEngine> {
-        Some(self)
+    fn as_any(&mut self) -> &mut dyn std::any::Any {
+        self
     }
 
     fn take_metrics(&mut self) -> Result<(Vec<f32>, f32)> {

@@ -186,7 +186,7 @@ pub fn write(dir: &Path, r: &AbsResult) -> Result<Vec<String>> {
         neurons: i
             .neurons
             .iter()
-            .map(|u| (u.weights_in.clone(), u.kind))
+            .map(|u| (u.weights_in.clone(), u.kind.label()))
             .collect(),
     })
 }

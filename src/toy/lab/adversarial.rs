@@ -15,13 +15,17 @@
 
 use std::path::Path;
 
-use crate::cli::toy::{ToyArgs, check_decay, open_engine, progress_line};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
 use crate::gpu::Engine;
+use crate::toy::args::{ToyArgs, check_decay, open_engine, progress_line};
 use crate::toy::geometry::geometry;
 use crate::toy::train::TrainOptions;
 use crate::{Error, Result};
 
 use super::{Recipe, check_features, check_flags, check_hidden, density_range, wrote};
+use crate::toy::plots::{Res, draw_chart, e, legend};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Config {
@@ -182,7 +186,7 @@ pub fn run(
 
 pub fn write(dir: &Path, r: &AdversarialResult) -> Result<()> {
     crate::toy::write_results(dir, r)?;
-    super::plots_b::adversarial(dir, r)
+    chart(dir, r)
 }
 
 pub fn main(a: &ToyArgs) -> Result<()> {
@@ -217,4 +221,74 @@ pub fn main(a: &ToyArgs) -> Result<()> {
     println!("{:.1} s training on the {}", r.train_seconds, r.engine);
     wrote(&a.out, &["results.json", "adversarial.{png,svg}"]);
     Ok(())
+}
+
+// ---------------------------------------------------------------- the chart
+
+fn adversarial_chart<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    r: &AdversarialResult,
+) -> Res {
+    let x1 = r
+        .instances
+        .iter()
+        .map(|i| i.features_per_dim)
+        .fold(1.0, f64::max)
+        * 1.1;
+    let y1 = r
+        .instances
+        .iter()
+        .map(|i| i.vulnerability_max)
+        .fold(1.0, f64::max)
+        * 1.1;
+    let mut c = ChartBuilder::on(root)
+        .caption(
+            format!(
+                "Optimal L2 attack (ε = {}), n = {} → m = {}",
+                r.config.epsilon, r.config.n, r.config.m
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..x1, 0.0..y1)
+        .map_err(e)?;
+    c.configure_mesh()
+        .x_desc("features per dimension (1 / D*)")
+        .y_desc("vulnerability (attack / own-feature drop)")
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(e)?;
+    c.draw_series(LineSeries::new(
+        vec![(0.0, 1.0), (x1, 1.0)],
+        RGBColor(180, 180, 180).stroke_width(1),
+    ))
+    .map_err(e)?;
+    for i in &r.instances {
+        c.draw_series(
+            i.feature_vulnerability
+                .iter()
+                .filter(|&&v| v > 0.0)
+                .map(|&v| Circle::new((i.features_per_dim, v), 2, BLUE.mix(0.35).filled())),
+        )
+        .map_err(e)?;
+    }
+    let mut pts: Vec<(f64, f64)> = r
+        .instances
+        .iter()
+        .map(|i| (i.features_per_dim, i.vulnerability))
+        .collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    c.draw_series(LineSeries::new(pts.clone(), BLACK.stroke_width(2)))
+        .map_err(e)?
+        .label("mean over represented features")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    c.draw_series(pts.iter().map(|&p| Circle::new(p, 4, BLACK.filled())))
+        .map_err(e)?;
+    legend(&mut c, SeriesLabelPosition::UpperLeft, 13)
+}
+
+fn chart(dir: &Path, r: &AdversarialResult) -> Result<()> {
+    draw_chart!(dir, "adversarial", (760, 500), adversarial_chart(r: AdversarialResult))
 }

@@ -8,9 +8,9 @@
 
 use std::path::Path;
 
-use crate::cli::toy::{Correlation, ToyArgs, open_engine, progress_line};
 use crate::gpu::Engine;
 use crate::reference::toy::{FeatureSets, SetMode};
+use crate::toy::args::{Correlation, ToyArgs, open_engine, progress_line};
 use crate::toy::train::TrainOptions;
 use crate::{Error, Result};
 

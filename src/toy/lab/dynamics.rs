@@ -10,13 +10,17 @@
 
 use std::path::Path;
 
-use crate::cli::toy::{ToyArgs, open_engine, progress_line};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
 use crate::gpu::Engine;
+use crate::toy::args::{ToyArgs, open_engine, progress_line};
 use crate::toy::geometry::geometry;
 use crate::toy::train::TrainOptions;
 use crate::{Error, Result};
 
 use super::{Recipe, check_features, check_flags, check_hidden, one_density, wrote};
+use crate::toy::plots::{Res, draw_chart, e};
 
 /// The levels a feature's D_i settles on.
 pub const LEVELS: &[f64] = &[0.0, 0.375, 0.4, 0.5, 2.0 / 3.0, 0.75, 1.0];
@@ -195,7 +199,7 @@ pub fn run(
 
 pub fn write(dir: &Path, r: &DynamicsResult) -> Result<()> {
     crate::toy::write_results(dir, r)?;
-    super::plots_b::dynamics(dir, r)
+    chart(dir, r)
 }
 
 pub fn main(a: &ToyArgs) -> Result<()> {
@@ -234,4 +238,88 @@ pub fn main(a: &ToyArgs) -> Result<()> {
     );
     wrote(&a.out, &["results.json", "dynamics.{png,svg}"]);
     Ok(())
+}
+
+// ---------------------------------------------------------------- the chart
+
+fn dynamics_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &DynamicsResult) -> Res {
+    let (top, bottom) = root.split_vertically(root.dim_in_pixel().1 * 3 / 5);
+    let s1 = r.steps.last().copied().unwrap_or(1) as f64;
+    let n = r.config.n;
+    let mut c = ChartBuilder::on(&top)
+        .caption(
+            format!(
+                "Learning dynamics, n = {} → m = {}, density {}: Dᵢ per feature",
+                n, r.config.m, r.config.density
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(25)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..s1, 0.0..1.1)
+        .map_err(e)?;
+    c.configure_mesh()
+        .y_desc("Dᵢ")
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(e)?;
+    for &l in LEVELS {
+        c.draw_series(LineSeries::new(
+            vec![(0.0, l), (s1, l)],
+            RGBColor(200, 200, 200).stroke_width(1),
+        ))
+        .map_err(e)?;
+    }
+    for f in 0..n {
+        let color = ViridisRGB::get_color(f as f64 / n.max(2) as f64 * 0.9);
+        let pts = r.steps.iter().zip(&r.dims).map(|(&s, d)| (s as f64, d[f]));
+        c.draw_series(LineSeries::new(pts, color.stroke_width(1)))
+            .map_err(e)?;
+    }
+    c.draw_series(
+        r.jumps
+            .iter()
+            .map(|j| Circle::new((j.step as f64, j.to), 4, RED.stroke_width(2))),
+    )
+    .map_err(e)?;
+    let finite: Vec<f64> = r.loss.iter().copied().filter(|v| v.is_finite()).collect();
+    let lo = finite
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min)
+        .max(1e-6);
+    let hi = finite.iter().copied().fold(0.0, f64::max).max(lo * 1.01);
+    let mut c = ChartBuilder::on(&bottom)
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..s1, (lo..hi).log_scale())
+        .map_err(e)?;
+    c.configure_mesh()
+        .x_desc("step (red: jumps)")
+        .y_desc("batch loss")
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(e)?;
+    for j in &r.jumps {
+        c.draw_series(LineSeries::new(
+            vec![(j.step as f64, lo), (j.step as f64, hi)],
+            RED.mix(0.4).stroke_width(1),
+        ))
+        .map_err(e)?;
+    }
+    let pts = r
+        .steps
+        .iter()
+        .zip(&r.loss)
+        .filter(|p| p.1.is_finite() && *p.1 > 0.0)
+        .map(|(&s, &l)| (s as f64, l));
+    c.draw_series(LineSeries::new(pts, BLACK.stroke_width(1)))
+        .map_err(e)?;
+    Ok(())
+}
+
+fn chart(dir: &Path, r: &DynamicsResult) -> Result<()> {
+    draw_chart!(dir, "dynamics", (860, 600), dynamics_chart(r: DynamicsResult))
 }

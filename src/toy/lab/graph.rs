@@ -10,14 +10,19 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
 use crate::Result;
-use crate::cli::toy::{ToyArgs, open_engine, progress_line};
 use crate::gpu::Engine;
+use crate::toy::args::{ToyArgs, open_engine, progress_line};
 use crate::toy::geometry::{REPRESENTED, geometry};
 use crate::toy::train::TrainOptions;
 use crate::{Error, toy::Progress};
 
+use super::plots_a::PALETTE;
 use super::{Recipe, check_features, check_flags, check_hidden, density_range, wrote};
+use crate::toy::plots::{Res, draw_chart, e, legend};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Config {
@@ -206,7 +211,7 @@ pub fn run(
 
 pub fn write(dir: &Path, r: &GeometryResult) -> Result<()> {
     crate::toy::write_results(dir, r)?;
-    super::plots_b::geometry(dir, r)
+    chart(dir, r)
 }
 
 pub fn main(a: &ToyArgs) -> Result<()> {
@@ -240,4 +245,70 @@ pub fn main(a: &ToyArgs) -> Result<()> {
     println!("{:.1} s training on the {}", r.train_seconds, r.engine);
     wrote(&a.out, &["results.json", "geometry.{png,svg}"]);
     Ok(())
+}
+
+// ---------------------------------------------------------------- the chart
+
+fn class_color(class: &str) -> RGBColor {
+    POLYTOPES
+        .iter()
+        .position(|p| p.2 == class)
+        .map_or(RGBColor(160, 160, 160), |i| PALETTE[i % PALETTE.len()])
+}
+
+fn geometry_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &GeometryResult) -> Res {
+    let xs: Vec<f64> = r.levels.iter().map(|l| 1.0 / l.density as f64).collect();
+    let x0 = xs.iter().copied().fold(f64::INFINITY, f64::min) / 1.3;
+    let x1 = xs.iter().copied().fold(0.0, f64::max) * 1.3;
+    let mut chart = ChartBuilder::on(root)
+        .caption(
+            format!(
+                "Feature dimensionality Dᵢ, n = {} → m = {}, coloured by component",
+                r.config.n, r.config.m
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((x0.max(1e-3)..x1.max(2.0)).log_scale(), 0.0..1.1)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("1 / (1 - S)")
+        .y_desc("Dᵢ")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(e)?;
+    for p in POLYTOPES {
+        let c = class_color(p.2);
+        chart
+            .draw_series(LineSeries::new(
+                vec![(x0.max(1e-3), p.1), (x1.max(2.0), p.1)],
+                c.mix(0.4).stroke_width(1),
+            ))
+            .map_err(e)?
+            .label(format!("{} ({:.3})", p.2, p.1))
+            .legend(move |(x, y)| Circle::new((x + 8, y), 4, c.filled()));
+    }
+    for (l, &x) in r.levels.iter().zip(&xs) {
+        let k = l.list.len().max(1);
+        for (ci, c) in l.list.iter().enumerate() {
+            let color = class_color(c.class);
+            // Spread the dots of a level a little in x so that the clusters show.
+            let jitter = 1.0 + 0.25 * (ci as f64 / k as f64 - 0.5);
+            chart
+                .draw_series(
+                    c.features
+                        .iter()
+                        .map(|&i| Circle::new((x * jitter, l.dims[i]), 2, color.filled())),
+                )
+                .map_err(e)?;
+        }
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperRight, 13)
+}
+
+fn chart(dir: &Path, r: &GeometryResult) -> Result<()> {
+    draw_chart!(dir, "geometry", (820, 520), geometry_chart(r: GeometryResult))
 }

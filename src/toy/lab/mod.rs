@@ -17,8 +17,9 @@
 //!   clamped inside the model's forward pass.
 //!
 //! The first five train the ReLU output model (`crate::toy::train`); the last four the
-//! two-layer family of `crate::toy::mlp`. Figures: `plots_a`, `plots_b` (the first five),
-//! `plots_neurons` (the last four).
+//! two-layer family of `crate::toy::mlp`. Figures: `plots_a` (perturb, correlated), each
+//! experiment's own (geometry, dynamics, adversarial: their `chart`), `plots_neurons` (the
+//! last four).
 
 /// The `MlpConfig` of an MLP experiment's config `$cfg` (fields n, m, importance_decay,
 /// steps, batch, lr, weight_decay, seed): one instance per entry of `$density`, each with
@@ -67,13 +68,12 @@ pub mod intervene;
 pub mod l1;
 pub mod perturb;
 pub mod plots_a;
-pub mod plots_b;
 pub mod plots_neurons;
 pub mod privileged;
 
 pub use crate::toy::Recipe;
 
-use crate::cli::toy::{ToyArgs, check_common, check_densities, lab_flags};
+use crate::toy::args::{ToyArgs, check_common, check_densities, lab_flags};
 use crate::{Error, Result};
 
 /// Refuse flags the experiment `name` does not read (`allowed`: the optional flags it
@@ -132,7 +132,7 @@ pub fn one_density(a: &ToyArgs, default: f32) -> Result<f32> {
 
 /// Densities from `--density-range LO:HI:COUNT` (HI at most 1), or `default`.
 pub fn density_range(a: &ToyArgs, default: (f64, f64, usize)) -> Result<Vec<f32>> {
-    let (lo, hi, k) = crate::cli::toy::density_bounds(a, default)?;
+    let (lo, hi, k) = crate::toy::args::density_bounds(a, default)?;
     Ok(crate::toy::log_space(lo, hi, k))
 }
 

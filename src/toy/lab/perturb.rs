@@ -8,8 +8,8 @@ use std::f64::consts::PI;
 use std::path::Path;
 
 use crate::Result;
-use crate::cli::toy::{ToyArgs, open_engine, progress_line};
 use crate::gpu::Engine;
+use crate::toy::args::{ToyArgs, open_engine, progress_line};
 use crate::toy::geometry::REPRESENTED;
 use crate::toy::train::TrainOptions;
 

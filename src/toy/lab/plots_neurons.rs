@@ -14,15 +14,15 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::privileged::NeuronKind;
 use crate::Result;
 use crate::report::plots::{Picture, draw_both};
 use crate::toy::plots::{Res, e, legend};
 
-/// One panel of a stack plot: a title and (weights per feature, kind) per neuron.
+/// One panel of a stack plot: a title and (weights per feature, mark) per neuron (the
+/// mark of its kind, `privileged::NeuronKind::label`).
 pub struct StackPanel {
     pub title: String,
-    pub neurons: Vec<(Vec<f32>, NeuronKind)>,
+    pub neurons: Vec<(Vec<f32>, &'static str)>,
 }
 
 /// Feature i of n: a categorical palette up to 10 features, else a rainbow by index
@@ -98,7 +98,7 @@ fn stacks_chart<DB: DrawingBackend>(
             BLACK.stroke_width(1),
         ))
         .map_err(e)?;
-        for (ni, (w, kind)) in p.neurons.iter().enumerate() {
+        for (ni, (w, label)) in p.neurons.iter().enumerate() {
             let x0 = left + ni as f64 * slot + (slot - bw) / 2.0;
             let (mut yu, mut yd) = (zero, zero);
             for (fi, &v) in w.iter().enumerate() {
@@ -130,11 +130,6 @@ fn stacks_chart<DB: DrawingBackend>(
                 ))
                 .map_err(e)?;
             }
-            let label = match kind {
-                NeuronKind::Monosemantic => "M",
-                NeuronKind::Polysemantic => "P",
-                NeuronKind::Dead => "-",
-            };
             root.draw(&Text::new(
                 label.to_string(),
                 ((x0 + bw / 2.0) as i32, (y0 + PANEL_H as f64 - 24.0) as i32),

@@ -36,6 +36,17 @@ pub enum NeuronKind {
     Polysemantic,
 }
 
+impl NeuronKind {
+    /// The neuron's mark in the stack plots.
+    pub fn label(self) -> &'static str {
+        match self {
+            NeuronKind::Monosemantic => "M",
+            NeuronKind::Polysemantic => "P",
+            NeuronKind::Dead => "-",
+        }
+    }
+}
+
 /// The part of input weight `v` through which an input can make a neuron fire: all of it
 /// when inputs have both signs (`signed`), else its positive part.
 fn firing(v: f32, signed: bool) -> f64 {
@@ -304,7 +315,7 @@ pub fn write(dir: &Path, r: &PrivilegedResult) -> Result<Vec<String>> {
         neurons: i
             .neurons
             .iter()
-            .map(|u| (u.weights.clone(), u.kind))
+            .map(|u| (u.weights.clone(), u.kind.label()))
             .collect(),
     })
 }

@@ -37,24 +37,12 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::gpu::{Engine, Gpu};
+use crate::gpu::{Adapters, Engine, Gpu};
 use crate::reference::gemm::GemmSpec;
 use crate::sae::cpu::CpuEngine;
 use crate::sae::engine::{StepEngine, TrainState};
 use crate::sae::gpu::GpuEngine;
 use crate::sae::{Arch, SaeParams, TrainArgs, TrainConfig};
-
-/// The adapters `--device auto` can choose from (after `--adapter`'s filter).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Adapters {
-    /// At least one hardware adapter; its name.
-    Hardware(String),
-    /// Only software adapters (lavapipe / llvmpipe): the name and driver of the one
-    /// `Gpu::new` would open.
-    Software { name: String, driver: String },
-    /// No wgpu adapter at all.
-    None,
-}
 
 /// The shape of a run, as the cost model sees it.
 #[derive(Clone, Copy, Debug, PartialEq)]
