@@ -5,6 +5,7 @@
 use clap::Parser;
 
 fn main() {
+    default_sigpipe();
     saeforge::report::startup::mark_process_start();
     saeforge::io::keep_freed_memory();
     saeforge::gpu::quiet_headless_probe();
@@ -62,6 +63,16 @@ fn parse_error(e: clap::Error) -> ! {
     };
     eprintln!("{first} (see saeforge --help)");
     std::process::exit(2);
+}
+
+/// Rust ignores SIGPIPE, so a print into a pipe whose reader has gone (`saeforge info acts/
+/// | head -1`) fails and panics. Restore the default: the process ends quietly, as any Unix
+/// tool does. Training's progress goes to stderr, its results to files written atomically.
+fn default_sigpipe() {
+    // SAFETY: sets a signal's disposition to the default, at start-up, before any thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// A panic is a bug in saeforge, never the user's fault: one line naming where it happened

@@ -12,6 +12,7 @@ mod common;
 mod corpus;
 mod faults;
 mod fuzz;
+mod pipes;
 mod reliability;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ fn main() {
     trials.extend(faults::trials());
     trials.extend(fuzz::trials());
     trials.extend(reliability::trials());
+    trials.extend(pipes::trials());
     libtest_mimic::run(&args, trials).exit();
 }
 
