@@ -57,8 +57,34 @@ fn profiled_gemm(gpu: &Gpu, rng: &mut ChaCha8Rng) -> Result<(), Failed> {
         return Err(format!("profile lists no gemm dispatch: {big:?}").into());
     }
     let (_, small) = run_gemm(gpu, rng, 16, true)?;
+    check_times(gpu, &big, &small)?;
+    // GPU time grows with the work. On a software adapter the "GPU" is a host thread, which
+    // a loaded machine may deschedule inside a tiny dispatch: the order is asked of one of
+    // three fresh pairs (a profiler that ignored the work would fail all three).
     let gpu_time = |v: &[DispatchTime]| -> Option<f64> { v.iter().map(|t| t.gpu_s).sum() };
-    for t in big.iter().chain(&small) {
+    let mut pair = (big, small);
+    for attempt in 1..=3 {
+        let (big, small) = &pair;
+        match (gpu_time(big), gpu_time(small)) {
+            (Some(b), Some(s)) if b <= s => {
+                if attempt == 3 {
+                    return Err(format!("GPU time of 512^3 GEMM {b} s <= that of 16^3 {s} s, three times (the last listed dispatches: {big:?} and {small:?})").into());
+                }
+            }
+            _ => return Ok(()),
+        }
+        let (_, big) = run_gemm(gpu, rng, 512, true)?;
+        let (_, small) = run_gemm(gpu, rng, 16, true)?;
+        check_times(gpu, &big, &small)?;
+        pair = (big, small);
+    }
+    Ok(())
+}
+
+/// Every listed dispatch has a positive wall time and, with timestamps, a positive GPU
+/// time inside it (without them, none).
+fn check_times(gpu: &Gpu, big: &[DispatchTime], small: &[DispatchTime]) -> Result<(), Failed> {
+    for t in big.iter().chain(small) {
         if t.wall_s <= 0.0 || t.wall_s.is_nan() {
             return Err(format!("{}: wall time {} s", t.entry, t.wall_s).into());
         }
@@ -73,11 +99,6 @@ fn profiled_gemm(gpu: &Gpu, rng: &mut ChaCha8Rng) -> Result<(), Failed> {
                 .into());
             }
         }
-    }
-    if let (Some(b), Some(s)) = (gpu_time(&big), gpu_time(&small))
-        && b <= s
-    {
-        return Err(format!("GPU time of 512^3 GEMM {b} s <= that of 16^3 {s} s (the listed dispatches: {big:?} and {small:?})").into());
     }
     Ok(())
 }
