@@ -2,7 +2,7 @@
 //! privileged-basis, computation-in-superposition, L1 / top-k and intervention experiments
 //! (`crate::toy::lab`). They take the sweep's --features, --hidden, --importance-decay,
 //! --density, --steps, --batch, --lr, --weight-decay, --seed, --out and --device, with
-//! their own defaults where the sweep's do not fit, and the flags below.
+//! their own defaults where the sweep's do not fit, and their own (`toy::args::LabBArgs`).
 
 use std::path::Path;
 use std::time::Instant;
