@@ -158,6 +158,13 @@ pub fn discover(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if out.is_empty() {
         return Err(Error::input("no input shards given"));
     }
+    // Shard paths are recorded as JSON strings (checkpoint fingerprints, reports).
+    if let Some(p) = out.iter().find(|p| p.to_str().is_none()) {
+        return Err(Error::input(format!(
+            "{}: the file name is not valid UTF-8; saeforge records shard paths in JSON files (checkpoints, reports), so rename it",
+            p.display()
+        )));
+    }
     Ok(out)
 }
 
