@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::sae::TrainArgs;
+use crate::sae::config::EXCLUSIVE;
 use crate::{Error, Result};
 
 /// Options a sweep sets itself (per member, or once for the whole sweep): a member may not.
@@ -41,9 +42,6 @@ const SWEEP_OWNED: [(&str, &str); 5] = [
     ("config", "the sweep file holds the options"),
     ("allow_data_change", "give it to the sweep"),
 ];
-
-/// Pairs of options of which a member may give only one (the first would silently win).
-const EXCLUSIVE: [(&str, &str); 2] = [("d_sae", "expansion"), ("steps", "tokens")];
 
 /// Options that only mean something for some architectures: given by a member whose
 /// architecture ignores them, they are a mistake in the sweep.

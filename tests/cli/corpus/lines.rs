@@ -322,6 +322,40 @@ pub const LINES: &[Line] = &[
         gpu: false,
     },
     Line {
+        // Both set the run's length; --steps silently won before.
+        name: "train_steps_and_tokens",
+        setup: nothing,
+        args: "{train} --d-sae 16 --k 4 --batch 16 --tokens 64",
+        code: 2,
+        expect: &["--steps 2 and --tokens 64: give one of them"],
+        gpu: false,
+    },
+    Line {
+        // --d-sae silently won over --expansion before.
+        name: "train_d_sae_and_expansion",
+        setup: nothing,
+        args: "{train} --d-sae 16 --expansion 4 --k 4 --batch 16",
+        code: 2,
+        expect: &["--d-sae 16 and --expansion 4: give one of them"],
+        gpu: false,
+    },
+    Line {
+        name: "train_config_steps_and_tokens",
+        setup: |d| std::fs::write(d.join("c.toml"), "steps = 2\ntokens = 64\n").unwrap(),
+        args: "train --data {dir}/good.safetensors --out {dir}/out --device cpu --d-sae 16 --k 4 --batch 16 --config {dir}/c.toml",
+        code: 2,
+        expect: &["--config", "c.toml: `steps` and `tokens` are both set"],
+        gpu: false,
+    },
+    Line {
+        name: "train_resume_steps_and_tokens",
+        setup: run_folder,
+        args: "train --resume {dir}/run --steps 5 --tokens 64",
+        code: 2,
+        expect: &["--steps 5 and --tokens 64: give one of them"],
+        gpu: false,
+    },
+    Line {
         name: "train_unparsable_value",
         setup: nothing,
         args: "{train} --d-sae 16 --batch 16 --k four",
