@@ -187,6 +187,33 @@ pub fn check_output_file(flag: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuse an output folder `--{flag} PATH` that cannot be created: PATH, or the nearest
+/// of its ancestors that exists, is a file. Called before any work, so that a command does
+/// not train or evaluate for minutes and then fail to write.
+pub fn check_output_dir(flag: &str, path: &Path) -> Result<()> {
+    let mut p = path;
+    loop {
+        if p.exists() {
+            if p.is_dir() {
+                return Ok(());
+            }
+            return Err(Error::input(if p == path {
+                format!("--{flag} {}: is a file, expected a folder", path.display())
+            } else {
+                format!(
+                    "--{flag} {}: cannot create the folder: {} is a file",
+                    path.display(),
+                    p.display()
+                )
+            }));
+        }
+        match p.parent() {
+            Some(q) if !q.as_os_str().is_empty() => p = q,
+            _ => return Ok(()),
+        }
+    }
+}
+
 /// Create a folder (and parents), naming it in the error.
 pub fn create_dir(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))

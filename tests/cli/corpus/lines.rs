@@ -436,6 +436,45 @@ pub const LINES: &[Line] = &[
         gpu: false,
     },
     Line {
+        // Evaluated one row before, without a word.
+        name: "eval_rows_zero",
+        setup: nothing,
+        args: "eval --sae {dir}/sae --data {dir}/good.safetensors --rows 0",
+        code: 2,
+        expect: &["--rows 0: expected at least 1"],
+        gpu: false,
+    },
+    Line {
+        // Exit 1 after the whole evaluation before ("File exists (os error 17)").
+        name: "eval_plots_into_a_file",
+        setup: |d| std::fs::write(d.join("f"), "x").unwrap(),
+        args: "eval --sae {dir}/sae --data {dir}/good.safetensors --device cpu --plots {dir}/f/plots",
+        code: 2,
+        expect: &[
+            "--plots",
+            "f/plots: cannot create the folder:",
+            "/f is a file",
+        ],
+        gpu: false,
+    },
+    Line {
+        // Exit 1 after training before.
+        name: "toy_out_is_a_file",
+        setup: |d| std::fs::write(d.join("f"), "x").unwrap(),
+        args: "toy --out {dir}/f --steps 2 --device cpu",
+        code: 2,
+        expect: &["--out", "/f: is a file, expected a folder"],
+        gpu: false,
+    },
+    Line {
+        name: "toy_lab_out_below_a_file",
+        setup: |d| std::fs::write(d.join("f"), "x").unwrap(),
+        args: "toy --experiment perturb --out {dir}/f/lab --steps 2 --device cpu",
+        code: 2,
+        expect: &["--out", "f/lab: cannot create the folder:", "/f is a file"],
+        gpu: false,
+    },
+    Line {
         name: "eval_data_of_other_d",
         setup: |d| fx::shard(&d.join("d4.safetensors"), 16, 4, 3),
         args: "eval --sae {dir}/sae --data {dir}/d4.safetensors",
