@@ -173,9 +173,14 @@ pub fn check_output_file(flag: &str, path: &Path) -> Result<()> {
     };
     if !dir.is_dir() {
         return Err(Error::input(format!(
-            "--{flag} {}: folder {} does not exist",
+            "--{flag} {}: folder {} {}",
             path.display(),
-            dir.display()
+            dir.display(),
+            if dir.exists() {
+                "is a file, not a folder"
+            } else {
+                "does not exist"
+            }
         )));
     }
     if path.is_dir() {

@@ -234,6 +234,61 @@ pub const LINES: &[Line] = &[
         gpu: false,
     },
     Line {
+        // Wrote the codes over the SAE's weights before (exit 0).
+        name: "encode_out_is_the_sae_weights",
+        setup: nothing,
+        args: "encode --sae {dir}/sae --data {dir}/good.safetensors --out {dir}/sae/sae_weights.safetensors --device cpu",
+        code: 2,
+        expect: &["--out", "sae/sae_weights.safetensors: is a file of the SAE"],
+        gpu: false,
+    },
+    Line {
+        name: "steer_out_is_the_sae_cfg",
+        setup: nothing,
+        args: "steer --sae {dir}/sae --data {dir}/good.safetensors --out {dir}/sae/cfg.json --device cpu --ablate 0",
+        code: 2,
+        expect: &["--out", "sae/cfg.json: is a file of the SAE"],
+        gpu: false,
+    },
+    Line {
+        // Exit 1 with "Is a directory (os error 21)" after encoding every row before.
+        name: "encode_out_is_a_folder",
+        setup: nothing,
+        args: "encode --sae {dir}/sae --data {dir}/good.safetensors --out {dir}/sae --device cpu",
+        code: 2,
+        expect: &["--out", "/sae: is a folder, expected a file name"],
+        gpu: false,
+    },
+    Line {
+        name: "steer_out_in_a_missing_folder",
+        setup: nothing,
+        args: "steer --sae {dir}/sae --data {dir}/good.safetensors --out {dir}/no/x.safetensors --device cpu --ablate 0",
+        code: 2,
+        expect: &["--out", "no/x.safetensors: folder", "/no does not exist"],
+        gpu: false,
+    },
+    Line {
+        // Exit 1 after writing the steered file before: the output was left, the report not.
+        name: "steer_json_into_a_missing_folder",
+        setup: nothing,
+        args: "steer --sae {dir}/sae --data {dir}/good.safetensors --out {dir}/x.safetensors --device cpu --ablate 0 --json {dir}/no/r.json",
+        code: 2,
+        expect: &["--json", "no/r.json: folder", "/no does not exist"],
+        gpu: false,
+    },
+    Line {
+        name: "steer_out_folder_below_a_file",
+        setup: |d| std::fs::write(d.join("f"), "x").unwrap(),
+        args: "steer --sae {dir}/sae --data {dir}/*.safetensors --out {dir}/f/steered --device cpu --ablate 0",
+        code: 2,
+        expect: &[
+            "--out",
+            "f/steered: cannot create the folder:",
+            "/f is a file",
+        ],
+        gpu: false,
+    },
+    Line {
         name: "encode_pre_activation_overflows",
         setup: |d| {
             // Finite weights whose products overflow f32: the CPU encoder's check.
