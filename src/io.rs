@@ -192,9 +192,10 @@ pub fn check_output_file(flag: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Refuse an output folder `--{flag} PATH` that cannot be created: PATH, or the nearest
-/// of its ancestors that exists, is a file. Called before any work, so that a command does
-/// not train or evaluate for minutes and then fail to write.
+/// Refuse an output folder `{flag} PATH` (`flag`: "--out", or "OUT" for a positional one)
+/// that cannot be created: PATH, or the nearest of its ancestors that exists, is a file.
+/// Called before any work, so that a command does not train or evaluate for minutes and
+/// then fail to write.
 pub fn check_output_dir(flag: &str, path: &Path) -> Result<()> {
     let mut p = path;
     loop {
@@ -203,10 +204,10 @@ pub fn check_output_dir(flag: &str, path: &Path) -> Result<()> {
                 return Ok(());
             }
             return Err(Error::input(if p == path {
-                format!("--{flag} {}: is a file, expected a folder", path.display())
+                format!("{flag} {}: is a file, expected a folder", path.display())
             } else {
                 format!(
-                    "--{flag} {}: cannot create the folder: {} is a file",
+                    "{flag} {}: cannot create the folder: {} is a file",
                     path.display(),
                     p.display()
                 )
@@ -217,6 +218,33 @@ pub fn check_output_dir(flag: &str, path: &Path) -> Result<()> {
             _ => return Ok(()),
         }
     }
+}
+
+/// The kinds of output a folder can hold, each with a file that shows it: a sweep, a
+/// training run, a `synth` dataset. `check_foreign_output` keeps each writer out of the
+/// others' folders.
+const OUTPUT_KINDS: [(&str, &str); 5] = [
+    ("a sweep", "sweep-spec.json"),
+    ("a training run", "cfg.json"),
+    ("a training run", "config.json"),
+    ("a training run", "checkpoint/state.safetensors"),
+    ("a synth dataset", "synth.json"),
+];
+
+/// Refuse an output folder `{flag} DIR` that holds another kind of output than `mine` (one
+/// of "a sweep", "a training run", "a synth dataset"): writing there would mix two
+/// commands' files, and `--overwrite` removes only the writer's own kind.
+pub fn check_foreign_output(flag: &str, dir: &Path, mine: &str) -> Result<()> {
+    if let Some((kind, file)) = OUTPUT_KINDS
+        .iter()
+        .find(|(kind, file)| *kind != mine && dir.join(file).exists())
+    {
+        return Err(Error::input(format!(
+            "{flag} {}: holds {kind} ({file}), not {mine}; pick another folder",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Create a folder (and parents), naming it in the error.

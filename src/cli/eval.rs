@@ -86,7 +86,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         crate::io::check_output_file("json", j)?;
     }
     if let Some(p) = &a.plots {
-        crate::io::check_output_dir("plots", p)?;
+        crate::io::check_output_dir("--plots", p)?;
     }
     let fista = a.fista.then_some(FistaConfig {
         lambda: a.lambda,

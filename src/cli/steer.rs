@@ -157,7 +157,7 @@ pub fn run(a: SteerArgs) -> Result<()> {
                 a.out.display()
             )));
         }
-        crate::io::check_output_dir("out", &a.out)?;
+        crate::io::check_output_dir("--out", &a.out)?;
         if inputs.iter().any(|p| p.parent() == Some(a.out.as_path())) {
             return Err(Error::input(format!(
                 "--out {}: holds the input files; steering writes new files, pick another folder",

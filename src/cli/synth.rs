@@ -381,6 +381,7 @@ fn prepare_out(out: &Path, overwrite: bool) -> Result<()> {
             out.display()
         )));
     }
+    crate::io::check_foreign_output("--out", out, "a synth dataset")?;
     let old: Vec<PathBuf> = match std::fs::read_dir(out) {
         Ok(rd) => rd
             .flatten()

@@ -519,6 +519,7 @@ pub fn resolve_on(merged: &TrainArgs, shards: &[Shard]) -> Result<TrainConfig> {
 
 /// A new run's folder must not hold a run already (unless `overwrite`), nor be a file.
 pub fn check_new_out(cfg: &TrainConfig, overwrite: bool, flag: &str) -> Result<()> {
+    crate::io::check_foreign_output(flag, &cfg.out, "a training run")?;
     if holds_run(&cfg.out) && !overwrite {
         return Err(Error::input(format!(
             "{flag} {}: already holds a run (use --overwrite to replace it, or --resume {} to continue it)",

@@ -427,6 +427,64 @@ pub const LINES: &[Line] = &[
         gpu: false,
     },
     Line {
+        // Wrote a run beside the sweep's files before (exit 0).
+        name: "train_out_holds_a_sweep",
+        setup: |d| {
+            std::fs::create_dir(d.join("out")).unwrap();
+            std::fs::write(d.join("out/sweep-spec.json"), "{}").unwrap();
+        },
+        args: "{train} --d-sae 16 --k 4 --batch 16",
+        code: 2,
+        expect: &[
+            "--out",
+            "/out: holds a sweep (sweep-spec.json), not a training run",
+        ],
+        gpu: false,
+    },
+    Line {
+        // --overwrite removes a run's files only: it does not make a dataset's folder a run's.
+        name: "train_overwrite_out_holds_a_dataset",
+        setup: |d| {
+            std::fs::create_dir(d.join("out")).unwrap();
+            std::fs::write(d.join("out/synth.json"), "{}").unwrap();
+        },
+        args: "{train} --d-sae 16 --k 4 --batch 16 --overwrite",
+        code: 2,
+        expect: &["/out: holds a synth dataset (synth.json), not a training run"],
+        gpu: false,
+    },
+    Line {
+        name: "sweep_out_holds_a_run",
+        setup: run_folder,
+        args: "sweep --data {dir}/good.safetensors --out {dir}/run --k 2,4 --set d_sae=16 --set batch=16 --set steps=2 --set device=cpu",
+        code: 2,
+        expect: &[
+            "--out",
+            "/run: holds a training run (config.json), not a sweep",
+        ],
+        gpu: false,
+    },
+    Line {
+        name: "synth_out_holds_a_run",
+        setup: run_folder,
+        args: "synth --out {dir}/run --features 16 --d-in 8 --tokens 64",
+        code: 2,
+        expect: &[
+            "--out",
+            "/run: holds a training run (config.json), not a synth dataset",
+        ],
+        gpu: false,
+    },
+    Line {
+        // Exit 1 ("Not a directory") after reading the SAE before.
+        name: "convert_out_below_a_file",
+        setup: |d| std::fs::write(d.join("f"), "x").unwrap(),
+        args: "convert {dir}/sae {dir}/f/conv",
+        code: 2,
+        expect: &["OUT", "f/conv: cannot create the folder:", "/f is a file"],
+        gpu: false,
+    },
+    Line {
         name: "synth_zero_features",
         setup: nothing,
         args: "synth --out {dir}/syn --features 0",
