@@ -70,8 +70,14 @@ fn exclusive_pairs() {
         tokens: Some(640),
         ..Default::default()
     };
-    let e = both.merged_over(&TrainArgs::default()).unwrap_err().to_string();
+    let e = both
+        .merged_over(&TrainArgs::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--steps 3 and --tokens 640"), "{e}");
-    let e = TrainArgs::default().merged_over(&both).unwrap_err().to_string();
+    let e = TrainArgs::default()
+        .merged_over(&both)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("`steps` and `tokens` are both set"), "{e}");
 }
