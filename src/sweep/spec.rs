@@ -177,6 +177,11 @@ impl SpecParts {
     /// Overlay `top` (the command line) on these parts: its shared options and grid lists
     /// replace the same keys here; its members are added.
     pub fn overlay(mut self, top: SpecParts) -> SpecParts {
+        // A key the command line sets replaces the file's, in [shared] or [grid] alike.
+        for k in top.shared.keys().chain(top.grid.keys()) {
+            self.shared.remove(k);
+            self.grid.remove(k);
+        }
         self.shared.extend(top.shared);
         self.grid.extend(top.grid);
         self.members.extend(top.members);
@@ -195,6 +200,11 @@ impl SpecParts {
         };
         for (k, v) in &self.shared {
             check_option(&format!("{src}: shared option"), k, v)?;
+            if self.grid.contains_key(k) {
+                return Err(Error::input(format!(
+                    "{src}: option `{k}` is both shared and a grid axis; the grid's values would silently replace the shared one (give it in one place)"
+                )));
+            }
         }
         let mut members = Vec::new();
         if !self.grid.is_empty() {

@@ -465,6 +465,24 @@ pub const LINES: &[Line] = &[
         gpu: false,
     },
     Line {
+        // --grid k=8 silently replaced --k 2,4 before.
+        name: "sweep_grid_axis_twice",
+        setup: nothing,
+        args: "sweep --data {dir}/good.safetensors --out {dir}/sw --k 2,4 --grid k=8 --set d_sae=16 --set batch=16 --set steps=2 --set device=cpu",
+        code: 2,
+        expect: &["--grid k=8: option `k` is also given by --k 2,4"],
+        gpu: false,
+    },
+    Line {
+        // The last --set d_sae silently won before.
+        name: "sweep_set_twice",
+        setup: nothing,
+        args: "sweep --data {dir}/good.safetensors --out {dir}/sw --k 2,4 --set d_sae=16 --set d_sae=32 --set batch=16 --set steps=2 --set device=cpu",
+        code: 2,
+        expect: &["--set d_sae=32: option `d_sae` is also given by --set d_sae=16"],
+        gpu: false,
+    },
+    Line {
         name: "synth_out_holds_a_run",
         setup: run_folder,
         args: "synth --out {dir}/run --features 16 --d-in 8 --tokens 64",
