@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::sae::TrainArgs;
-use crate::sae::config::EXCLUSIVE;
+use crate::sae::config::{ARCH_ONLY, EXCLUSIVE};
 use crate::{Error, Result};
 
 /// Options a sweep sets itself (per member, or once for the whole sweep): a member may not.
@@ -41,21 +41,6 @@ const SWEEP_OWNED: [(&str, &str); 5] = [
     ),
     ("config", "the sweep file holds the options"),
     ("allow_data_change", "give it to the sweep"),
-];
-
-/// Options that only mean something for some architectures: given by a member whose
-/// architecture ignores them, they are a mistake in the sweep.
-const ARCH_ONLY: [(&str, &[&str]); 10] = [
-    ("k", &["topk", "batchtopk", "matryoshka"]),
-    ("k_aux", &["topk", "batchtopk", "matryoshka"]),
-    ("aux_coef", &["topk", "batchtopk", "matryoshka"]),
-    ("k_anneal_steps", &["topk", "batchtopk", "matryoshka"]),
-    ("k_anneal_start", &["topk", "batchtopk", "matryoshka"]),
-    ("matryoshka_widths", &["matryoshka"]),
-    ("l1", &["relu"]),
-    ("l0", &["jumprelu"]),
-    ("threshold_init", &["jumprelu"]),
-    ("bandwidth", &["jumprelu"]),
 ];
 
 /// One member: its name and the options it sets itself (over the shared ones).

@@ -12,6 +12,21 @@ use crate::{Error, Result};
 /// give only one of each.
 pub const EXCLUSIVE: [(&str, &str); 2] = [("d_sae", "expansion"), ("steps", "tokens")];
 
+/// Options that only mean something for some architectures: given for an architecture
+/// that ignores them (by a sweep member, or on `train`'s command line), they are a mistake.
+pub const ARCH_ONLY: [(&str, &[&str]); 10] = [
+    ("k", &["topk", "batchtopk", "matryoshka"]),
+    ("k_aux", &["topk", "batchtopk", "matryoshka"]),
+    ("aux_coef", &["topk", "batchtopk", "matryoshka"]),
+    ("k_anneal_steps", &["topk", "batchtopk", "matryoshka"]),
+    ("k_anneal_start", &["topk", "batchtopk", "matryoshka"]),
+    ("matryoshka_widths", &["matryoshka"]),
+    ("l1", &["relu"]),
+    ("l0", &["jumprelu"]),
+    ("threshold_init", &["jumprelu"]),
+    ("bandwidth", &["jumprelu"]),
+];
+
 impl TrainArgs {
     /// Refuse two options of an [`EXCLUSIVE`] pair given by one source (`None`: the command
     /// line; else the config file).

@@ -377,6 +377,23 @@ pub const LINES: &[Line] = &[
         gpu: false,
     },
     Line {
+        // Accepted before, and silently did nothing (the sweep refused it for a member).
+        name: "train_option_the_arch_ignores",
+        setup: nothing,
+        args: "{train} --d-sae 16 --batch 16 --arch relu --k 4",
+        code: 2,
+        expect: &["--k: has no effect with arch relu (it is for topk / batchtopk / matryoshka)"],
+        gpu: false,
+    },
+    Line {
+        name: "train_l1_with_topk_from_config",
+        setup: |d| std::fs::write(d.join("c.toml"), "arch = \"topk\"\n").unwrap(),
+        args: "{train} --d-sae 16 --k 4 --batch 16 --config {dir}/c.toml --l1 3",
+        code: 2,
+        expect: &["--l1: has no effect with arch topk (it is for relu)"],
+        gpu: false,
+    },
+    Line {
         // Both set the run's length; --steps silently won before.
         name: "train_steps_and_tokens",
         setup: nothing,
