@@ -536,6 +536,15 @@ pub const LINES: &[Line] = &[
         gpu: false,
     },
     Line {
+        // Named as "Exponential(0.0, 1.0)" (Rust's Debug form) before.
+        name: "synth_magnitude_mean_as_written",
+        setup: nothing,
+        args: "synth --out {dir}/syn --features 16 --d-in 8 --tokens 64 --magnitude-mean exponential:0:1",
+        code: 2,
+        expect: &["--magnitude-mean exponential:0:1: expected finite ends > 0"],
+        gpu: false,
+    },
+    Line {
         name: "synth_out_holds_a_dataset",
         setup: |d| {
             std::fs::create_dir(d.join("syn")).unwrap();
