@@ -181,6 +181,18 @@ pub const LINES: &[Line] = &[
         gpu: true,
     },
     Line {
+        // Went on to draw the sample (aborting when the allocation failed) before.
+        name: "train_init_rows_beyond_host_memory",
+        setup: nothing,
+        args: "{train} --d-sae 16 --k 4 --batch 16 --init-rows 1000000000000",
+        code: 2,
+        expect: &[
+            "--init-rows 1000000000000 (d = 8) needs about",
+            "lower --init-rows",
+        ],
+        gpu: false,
+    },
+    Line {
         name: "train_without_data",
         setup: nothing,
         args: "train --out {dir}/out --device cpu",
