@@ -164,6 +164,34 @@ pub fn check_host_memory(what: &str, bytes: u128, advice: &str) -> Result<()> {
     }
 }
 
+/// Refuse, before any work, an output of about `bytes` bytes that the file system holding
+/// `dir` (or its nearest existing ancestor) has no room for: it would run until the disk is
+/// full and leave an incomplete output. Silent when the free space cannot be read.
+pub fn check_disk_space(what: &str, dir: &Path, bytes: u128, advice: &str) -> Result<()> {
+    let mut p = dir;
+    while !p.exists() {
+        match p.parent() {
+            Some(q) if !q.as_os_str().is_empty() => p = q,
+            _ => {
+                p = Path::new(".");
+                break;
+            }
+        }
+    }
+    match fs4::available_space(p) {
+        Ok(free) if bytes > free as u128 => {
+            let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
+            Err(Error::input(format!(
+                "{what} needs about {:.1} GiB on disk, but {} has {:.1} GiB free; {advice}",
+                gib(bytes),
+                p.display(),
+                gib(free as u128)
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Check, before any work, that `--flag path` names a file that can be written: its folder
 /// exists and it is not itself a folder.
 pub fn check_output_file(flag: &str, path: &Path) -> Result<()> {
@@ -598,5 +626,25 @@ impl Drop for StreamWriter {
         if self.file.take().is_some() || self.tmp.exists() {
             let _ = std::fs::remove_file(&self.tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod disk_tests {
+    use std::path::Path;
+
+    /// A corpus case through `synth` or `demo` cannot test this safely: on a binary without
+    /// the check it writes until the disk is full.
+    #[test]
+    fn check_disk_space_refuses_what_the_disk_cannot_hold() {
+        let e = super::check_disk_space("--tokens 9", Path::new("no/such/dir"), u128::MAX, "x")
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let m = e.to_string();
+        assert!(
+            m.contains("--tokens 9 needs about") && m.contains("GiB free; x"),
+            "{m}"
+        );
+        assert!(super::check_disk_space("y", Path::new("."), 1, "x").is_ok());
     }
 }

@@ -557,6 +557,29 @@ pub const LINES: &[Line] = &[
         gpu: false,
     },
     Line {
+        // Aborted with "memory allocation of ... bytes failed" (exit 134) before.
+        name: "encode_batch_beyond_host_memory",
+        setup: nothing,
+        args: "encode --sae {dir}/sae --data {dir}/good.safetensors --out {dir}/c.safetensors --device cpu --batch 1000000000000",
+        code: 2,
+        expect: &[
+            "--batch 1000000000000 with d_sae 16 needs about",
+            "lower --batch",
+        ],
+        gpu: false,
+    },
+    Line {
+        name: "steer_batch_beyond_host_memory",
+        setup: nothing,
+        args: "steer --sae {dir}/sae --data {dir}/good.safetensors --out {dir}/s.safetensors --device cpu --ablate 0 --batch 1000000000000",
+        code: 2,
+        expect: &[
+            "--batch 1000000000000 with d_sae 16 needs about",
+            "lower --batch",
+        ],
+        gpu: false,
+    },
+    Line {
         name: "synth_out_holds_a_dataset",
         setup: |d| {
             std::fs::create_dir(d.join("syn")).unwrap();
