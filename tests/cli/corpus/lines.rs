@@ -193,6 +193,24 @@ pub const LINES: &[Line] = &[
         gpu: false,
     },
     Line {
+        // Read twice before: its rows counted double in training.
+        name: "train_shard_given_twice",
+        setup: nothing,
+        args: "train --data {dir}/good.safetensors {dir}/*.safetensors --out {dir}/out --device cpu --steps 2 --d-sae 16 --k 4 --batch 16",
+        code: 2,
+        expect: &["good.safetensors: given twice (also as", "list it once"],
+        gpu: false,
+    },
+    Line {
+        // Encoded twice before: every row's codes appeared twice.
+        name: "encode_shard_given_twice",
+        setup: nothing,
+        args: "encode --sae {dir}/sae --data {dir}/good.safetensors {dir}/./good.safetensors --out {dir}/c.safetensors --device cpu",
+        code: 2,
+        expect: &["good.safetensors: given twice (also as", "list it once"],
+        gpu: false,
+    },
+    Line {
         name: "train_without_data",
         setup: nothing,
         args: "train --out {dir}/out --device cpu",
