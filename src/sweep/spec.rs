@@ -156,6 +156,14 @@ impl SpecParts {
                 }
             }
         }
+        // In a file, a grid axis would silently replace the same key in [shared] (library
+        // callers may rely on that order; a file's author did not mean it).
+        if let Some(k) = parts.shared.keys().find(|k| parts.grid.contains_key(*k)) {
+            return Err(Error::input(format!(
+                "{}: option `{k}` is both shared and a grid axis; the grid's values would silently replace the shared one (give it in one place)",
+                parts.source
+            )));
+        }
         Ok((parts, out))
     }
 
@@ -185,11 +193,6 @@ impl SpecParts {
         };
         for (k, v) in &self.shared {
             check_option(&format!("{src}: shared option"), k, v)?;
-            if self.grid.contains_key(k) {
-                return Err(Error::input(format!(
-                    "{src}: option `{k}` is both shared and a grid axis; the grid's values would silently replace the shared one (give it in one place)"
-                )));
-            }
         }
         let mut members = Vec::new();
         if !self.grid.is_empty() {
