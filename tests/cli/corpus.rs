@@ -5,7 +5,8 @@
 //! nothing existing overwritten).
 //!
 //! Three tables: bad shards x every command that reads shards, bad SAE folders x every
-//! command that reads an SAE, and single command lines (flags, run folders, configs).
+//! command that reads an SAE, and single command lines (flags, run folders, configs; `LINES`, and `OUTPUT_LINES` for the
+//! outputs of encode, steer, eval, toy and convert).
 //! A new command is one row in `SHARD_COMMANDS` / `SAE_COMMANDS` (its bad-input coverage
 //! then comes for free) plus rows in `LINES` for its own flags.
 
@@ -17,10 +18,12 @@ use crate::fx;
 use crate::{run, snapshot, tmp, trial, words};
 
 mod lines;
+mod outputs;
 mod saes;
 mod shards;
 
 use lines::{LINES, TRAIN};
+use outputs::OUTPUT_LINES;
 use saes::BAD_SAES;
 use shards::BAD_SHARDS;
 
@@ -158,7 +161,7 @@ pub fn trials() -> Vec<Trial> {
             }));
         }
     }
-    for l in LINES {
+    for l in LINES.iter().chain(OUTPUT_LINES) {
         let (setup, args, code, expect) = (l.setup, l.args, l.code, l.expect);
         let name = format!("corpus::line::{}", l.name);
         let case = format!("line-{}", l.name);
@@ -262,7 +265,7 @@ pub fn print_trial() -> Trial {
                 SAE_COMMANDS[0].1,
             ));
         }
-        for l in LINES {
+        for l in LINES.iter().chain(OUTPUT_LINES) {
             let setup = l.setup;
             cases.push((
                 format!("line {}", l.name),
