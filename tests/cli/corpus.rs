@@ -5,8 +5,8 @@
 //! nothing existing overwritten).
 //!
 //! Three tables: bad shards x every command that reads shards, bad SAE folders x every
-//! command that reads an SAE, and single command lines (flags, run folders, configs; `LINES`, and `OUTPUT_LINES` for the
-//! outputs of encode, steer, eval, toy and convert).
+//! command that reads an SAE, and single command lines (flags, run folders, configs:
+//! `LINES`; the outputs of encode, steer, eval, toy and convert: `OUTPUT_LINES`).
 //! A new command is one row in `SHARD_COMMANDS` / `SAE_COMMANDS` (its bad-input coverage
 //! then comes for free) plus rows in `LINES` for its own flags.
 
