@@ -164,6 +164,34 @@ pub fn check_host_memory(what: &str, bytes: u128, advice: &str) -> Result<()> {
     }
 }
 
+/// Refuse, before any work, an output of about `bytes` bytes that the file system holding
+/// `dir` (or its nearest existing ancestor) has no room for: it would run until the disk is
+/// full and leave an incomplete output. Silent when the free space cannot be read.
+pub fn check_disk_space(what: &str, dir: &Path, bytes: u128, advice: &str) -> Result<()> {
+    let mut p = dir;
+    while !p.exists() {
+        match p.parent() {
+            Some(q) if !q.as_os_str().is_empty() => p = q,
+            _ => {
+                p = Path::new(".");
+                break;
+            }
+        }
+    }
+    match fs4::available_space(p) {
+        Ok(free) if bytes > free as u128 => {
+            let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
+            Err(Error::input(format!(
+                "{what} needs about {:.1} GiB on disk, but {} has {:.1} GiB free; {advice}",
+                gib(bytes),
+                p.display(),
+                gib(free as u128)
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Check, before any work, that `--flag path` names a file that can be written: its folder
 /// exists and it is not itself a folder.
 pub fn check_output_file(flag: &str, path: &Path) -> Result<()> {
@@ -173,15 +201,75 @@ pub fn check_output_file(flag: &str, path: &Path) -> Result<()> {
     };
     if !dir.is_dir() {
         return Err(Error::input(format!(
-            "--{flag} {}: folder {} does not exist",
+            "--{flag} {}: folder {} {}",
             path.display(),
-            dir.display()
+            dir.display(),
+            if dir.exists() {
+                "is a file, not a folder"
+            } else {
+                "does not exist"
+            }
         )));
     }
     if path.is_dir() {
         return Err(Error::input(format!(
             "--{flag} {}: is a folder, expected a file name",
             path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuse an output folder `{flag} PATH` (`flag`: "--out", or "OUT" for a positional one)
+/// that cannot be created: PATH, or the nearest of its ancestors that exists, is a file.
+/// Called before any work, so that a command does not train or evaluate for minutes and
+/// then fail to write.
+pub fn check_output_dir(flag: &str, path: &Path) -> Result<()> {
+    let mut p = path;
+    loop {
+        if p.exists() {
+            if p.is_dir() {
+                return Ok(());
+            }
+            return Err(Error::input(if p == path {
+                format!("{flag} {}: is a file, expected a folder", path.display())
+            } else {
+                format!(
+                    "{flag} {}: cannot create the folder: {} is a file",
+                    path.display(),
+                    p.display()
+                )
+            }));
+        }
+        match p.parent() {
+            Some(q) if !q.as_os_str().is_empty() => p = q,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The kinds of output a folder can hold, each with a file that shows it: a sweep, a
+/// training run, a `synth` dataset. `check_foreign_output` keeps each writer out of the
+/// others' folders.
+const OUTPUT_KINDS: [(&str, &str); 5] = [
+    ("a sweep", "sweep-spec.json"),
+    ("a training run", "cfg.json"),
+    ("a training run", "config.json"),
+    ("a training run", "checkpoint/state.safetensors"),
+    ("a synth dataset", "synth.json"),
+];
+
+/// Refuse an output folder `{flag} DIR` that holds another kind of output than `mine` (one
+/// of "a sweep", "a training run", "a synth dataset"): writing there would mix two
+/// commands' files, and `--overwrite` removes only the writer's own kind.
+pub fn check_foreign_output(flag: &str, dir: &Path, mine: &str) -> Result<()> {
+    if let Some((kind, file)) = OUTPUT_KINDS
+        .iter()
+        .find(|(kind, file)| *kind != mine && dir.join(file).exists())
+    {
+        return Err(Error::input(format!(
+            "{flag} {}: holds {kind} ({file}), not {mine}; pick another folder",
+            dir.display()
         )));
     }
     Ok(())
@@ -538,5 +626,25 @@ impl Drop for StreamWriter {
         if self.file.take().is_some() || self.tmp.exists() {
             let _ = std::fs::remove_file(&self.tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod disk_tests {
+    use std::path::Path;
+
+    /// A corpus case through `synth` or `demo` cannot test this safely: on a binary without
+    /// the check it writes until the disk is full.
+    #[test]
+    fn check_disk_space_refuses_what_the_disk_cannot_hold() {
+        let e = super::check_disk_space("--tokens 9", Path::new("no/such/dir"), u128::MAX, "x")
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let m = e.to_string();
+        assert!(
+            m.contains("--tokens 9 needs about") && m.contains("GiB free; x"),
+            "{m}"
+        );
+        assert!(super::check_disk_space("y", Path::new("."), 1, "x").is_ok());
     }
 }

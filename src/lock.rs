@@ -51,7 +51,9 @@ pub struct Holder {
 
 impl Holder {
     fn me() -> Holder {
-        let mut command: String = std::env::args()
+        // args_os: env::args panics on an argument that is not UTF-8.
+        let mut command: String = std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
             .map(|a| if a.contains(' ') { format!("{a:?}") } else { a })
             .collect::<Vec<_>>()
             .join(" ");

@@ -17,6 +17,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    refuse_non_utf8_args();
     let cli = match saeforge::cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => parse_error(e),
@@ -35,6 +36,18 @@ fn main() {
             _ => eprintln!("error: {line}"),
         }
         std::process::exit(e.exit_code());
+    }
+}
+
+/// Paths are recorded as JSON strings (config.json, cfg.json, checkpoints, reports, lock
+/// records), which cannot hold a name that is not UTF-8: refuse one before any work.
+fn refuse_non_utf8_args() {
+    if let Some(a) = std::env::args_os().skip(1).find(|a| a.to_str().is_none()) {
+        eprintln!(
+            "error: argument {:?} is not valid UTF-8; saeforge records paths in JSON files (config.json, cfg.json, checkpoints, reports), so name files and folders in UTF-8",
+            a.to_string_lossy()
+        );
+        std::process::exit(2);
     }
 }
 

@@ -47,6 +47,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
             a.out.display()
         )));
     }
+    crate::io::check_output_dir("OUT", &a.out)?;
     let (layout, model) = formats::load(&a.input)?;
     match a.to {
         To::Saelens => model.check_saelens(&a.out)?,

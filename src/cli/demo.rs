@@ -280,6 +280,24 @@ pub fn run_until(
 ) -> Result<DemoSummary> {
     let c = DemoConfig::resolve(&a)?;
     let out = a.out.clone();
+    // Before any work: the data on disk (f16 rows, their codes, the held-out shard's
+    // codes and steered copy) and the held-out rows read whole into memory.
+    let rows = (c.tokens + c.heldout) as u128;
+    let entry = 8 + 12 * (c.active.ceil() as u128).max(c.k as u128);
+    crate::io::check_disk_space(
+        &format!(
+            "--tokens {} and --heldout {} (d {})",
+            c.tokens, c.heldout, c.d_in
+        ),
+        &out,
+        rows * (2 * c.d_in as u128 + entry) + c.heldout as u128 * (2 * c.d_in as u128 + entry),
+        "lower --tokens / --heldout, or write elsewhere",
+    )?;
+    crate::io::check_host_memory(
+        &format!("--heldout {} (d {})", c.heldout, c.d_in),
+        c.heldout as u128 * c.d_in as u128 * 8,
+        "lower --heldout",
+    )?;
     let _lock = crate::lock::acquire(&out, "--out")?; // reliability: one writer per folder
     let stopped = |after: &str| {
         stop.check(|| format!("interrupted after {after}; run `saeforge demo` again to start over"))

@@ -34,6 +34,8 @@ pub struct EncodeArgs {
 
 pub fn run(a: EncodeArgs) -> Result<()> {
     let model = SaeModel::load(&a.sae)?;
+    crate::io::check_output_file("out", &a.out)?;
+    crate::sae::formats::check_not_sae_file("out", &a.out, &a.sae)?;
     let paths = discover(&a.data)?;
     let shards = open_shards(&paths, a.tensor.as_deref())?;
     if shards[0].d != model.d {

@@ -69,6 +69,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
             "nothing to evaluate: give --data (held-out shards) and/or --truth (a planted dictionary)",
         ));
     }
+    if a.rows == 0 {
+        return Err(crate::Error::input("--rows 0: expected at least 1"));
+    }
     let model = crate::sae::export::SaeModel::load(&a.sae)?;
     if model.d_out.is_some() {
         return run_transcoder(&a, &model);
@@ -81,6 +84,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     if let Some(j) = &a.json {
         crate::io::check_output_file("json", j)?;
+    }
+    if let Some(p) = &a.plots {
+        crate::io::check_output_dir("--plots", p)?;
     }
     let fista = a.fista.then_some(FistaConfig {
         lambda: a.lambda,

@@ -106,6 +106,13 @@ impl EncoderArgs {
         let (engine, why) = self.engine.select()?;
         println!("saeforge: {why}");
         let batch = self.batch.unwrap_or_else(|| default_batch(model.n));
+        // The batch's rows, pre-activations, codes and reconstructions on the host.
+        let width = model.d + model.d_out.unwrap_or(model.d) + 2 * model.n;
+        crate::io::check_host_memory(
+            &format!("--batch {batch} with d_sae {}", model.n),
+            4 * batch as u128 * width as u128,
+            "lower --batch",
+        )?;
         Encoder::new(model, &engine, batch)
     }
 }

@@ -139,6 +139,9 @@ pub fn run(a: SteerArgs) -> Result<()> {
     }
     let edits = check_edits(&parse_edits(&a.set, &a.scale, &a.ablate, &a.add)?, model.n)?;
     a.encoder.check_batch()?;
+    if let Some(j) = &a.json {
+        crate::io::check_output_file("json", j)?;
+    }
     let opts = SteerOutput {
         dtype: a.out_dtype.map(FloatType::from),
         tensor: a.out_tensor.clone(),
@@ -154,6 +157,7 @@ pub fn run(a: SteerArgs) -> Result<()> {
                 a.out.display()
             )));
         }
+        crate::io::check_output_dir("--out", &a.out)?;
         if inputs.iter().any(|p| p.parent() == Some(a.out.as_path())) {
             return Err(Error::input(format!(
                 "--out {}: holds the input files; steering writes new files, pick another folder",
@@ -186,8 +190,12 @@ pub fn run(a: SteerArgs) -> Result<()> {
                 a.out.display()
             )));
         }
+        crate::io::check_output_file("out", &a.out)?;
         vec![(a.data.clone(), a.out.clone())]
     };
+    for (_, out) in &jobs {
+        crate::sae::formats::check_not_sae_file("out", out, &a.sae)?;
+    }
     // Every input's header and d before the first file is written, so that a bad file
     // among many leaves no partial output behind.
     let inputs: Vec<PathBuf> = jobs.iter().map(|(i, _)| i.clone()).collect();

@@ -2,6 +2,7 @@
 //! from a TOML sweep file and / or command-line lists (`--k 16,32,64` makes a grid);
 //! `saeforge sweep report OUT` rebuilds the report, `--emit slurm` writes a job array.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -111,6 +112,17 @@ pub enum SweepAction {
 /// The command line's part of the spec: grid lists and shared options.
 fn cli_parts(a: &SweepArgs) -> Result<SpecParts> {
     let mut p = SpecParts::default();
+    // Each option once on the command line: a second value (--k 2,4 --grid k=8, --set
+    // d_sae=16 --set d_sae=32, --steps 5 --set steps=9) would silently replace the first.
+    let mut given: BTreeMap<String, String> = BTreeMap::new();
+    let mut once = |k: &str, flag: String| -> Result<()> {
+        match given.insert(k.to_string(), flag.clone()) {
+            Some(prev) => Err(Error::input(format!(
+                "{flag}: option `{k}` is also given by {prev}; give it once (a grid list or one shared value)"
+            ))),
+            None => Ok(()),
+        }
+    };
     let lists: [(&str, &Vec<String>); 8] = [
         ("arch", &a.arch),
         ("k", &a.k),
@@ -123,6 +135,7 @@ fn cli_parts(a: &SweepArgs) -> Result<SpecParts> {
     ];
     for (k, vs) in lists {
         if !vs.is_empty() {
+            once(k, format!("--{} {}", k.replace('_', "-"), vs.join(",")))?;
             p.grid
                 .insert(k.into(), vs.iter().map(|v| parse_value(v)).collect());
         }
@@ -134,6 +147,7 @@ fn cli_parts(a: &SweepArgs) -> Result<SpecParts> {
     };
     for g in &a.grid {
         let (k, v) = pair("grid", g)?;
+        once(&k, format!("--grid {g}"))?;
         let vs: Vec<Value> = v
             .split(',')
             .filter(|s| !s.trim().is_empty())
@@ -143,6 +157,7 @@ fn cli_parts(a: &SweepArgs) -> Result<SpecParts> {
     }
     for s in &a.set {
         let (k, v) = pair("set", s)?;
+        once(&k, format!("--set {s}"))?;
         p.shared.insert(k, parse_value(&v));
     }
     let paths = |d: &Vec<PathBuf>| {
@@ -153,18 +168,23 @@ fn cli_parts(a: &SweepArgs) -> Result<SpecParts> {
         )
     };
     if let Some(d) = &a.data {
+        once("data", "--data".into())?;
         p.shared.insert("data".into(), paths(d));
     }
     if let Some(d) = &a.target_data {
+        once("target_data", "--target-data".into())?;
         p.shared.insert("target_data".into(), paths(d));
     }
     if let Some(s) = a.steps {
+        once("steps", format!("--steps {s}"))?;
         p.shared.insert("steps".into(), s.into());
     }
     if let Some(b) = a.batch {
+        once("batch", format!("--batch {b}"))?;
         p.shared.insert("batch".into(), b.into());
     }
     if let Some(d) = &a.device {
+        once("device", format!("--device {d}"))?;
         p.shared.insert("device".into(), Value::String(d.clone()));
     }
     Ok(p)

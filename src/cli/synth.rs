@@ -266,6 +266,19 @@ pub fn run(a: SynthArgs) -> Result<()> {
         bytes,
         "lower --shard-tokens",
     )?;
+    // The shards and their codes (12 bytes an entry) on disk: a dataset that does not fit
+    // would fail only when the disk is full, leaving an incomplete one.
+    let codes = if a.no_codes {
+        0
+    } else {
+        cfg.tokens as u128 * (8 + 12 * expected_active.ceil() as u128)
+    };
+    crate::io::check_disk_space(
+        &format!("--tokens {} x --d-in {}", cfg.tokens, cfg.d_in),
+        &a.out,
+        cfg.tokens as u128 * cfg.d_in as u128 * cfg.dtype.bytes() as u128 + codes,
+        "lower --tokens, or write elsewhere",
+    )?;
     let _lock = crate::lock::acquire(&a.out, "--out")?; // reliability: one writer per folder
     prepare_out(&a.out, a.overwrite)?;
     let describe = describe(&structure);
@@ -381,6 +394,7 @@ fn prepare_out(out: &Path, overwrite: bool) -> Result<()> {
             out.display()
         )));
     }
+    crate::io::check_foreign_output("--out", out, "a synth dataset")?;
     let old: Vec<PathBuf> = match std::fs::read_dir(out) {
         Ok(rd) => rd
             .flatten()

@@ -1,10 +1,44 @@
 //! `saeforge train`: see `crate::sae::train` for the loop and `crate::sae::config` for the
 //! options (all of which may also come from a TOML file).
 
-use crate::sae::{TrainArgs, train};
+use crate::sae::config::ARCH_ONLY;
+use crate::sae::{Arch, TrainArgs, train};
 use crate::stop::StopToken;
 
+/// Refuse an option given on the command line that the run's architecture ignores (`--l1`
+/// with topk, `--k` with relu, ...; see `ARCH_ONLY`): it would be accepted and silently do
+/// nothing. Checked here, for the command line only: library callers share one option set
+/// across architectures. `--k-anneal-*` and `--matryoshka-widths` are refused by the
+/// config itself.
+fn check_arch_options(a: &TrainArgs) -> crate::Result<()> {
+    if a.resume.is_some() {
+        return Ok(()); // check_resume refuses every such option
+    }
+    let arch = match (a.arch, &a.config) {
+        (Some(x), _) => x,
+        (None, Some(file)) => TrainArgs::from_toml(file)?.arch.unwrap_or(Arch::Topk),
+        (None, None) => Arch::Topk,
+    };
+    let name = serde_json::to_value(arch).expect("plain data");
+    let name = name.as_str().unwrap_or_default();
+    let given = serde_json::to_value(a).expect("plain data");
+    for (k, archs) in ARCH_ONLY {
+        if matches!(k, "k_anneal_steps" | "k_anneal_start" | "matryoshka_widths") {
+            continue;
+        }
+        if given.get(k).is_some_and(|v| !v.is_null()) && !archs.contains(&name) {
+            return Err(crate::Error::input(format!(
+                "--{}: has no effect with arch {name} (it is for {}); drop it",
+                k.replace('_', "-"),
+                archs.join(" / ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: TrainArgs) -> crate::Result<()> {
+    check_arch_options(&args)?;
     // Ctrl-C / SIGTERM: checkpoint at the next step and exit 130 (a second one: at once).
     let stop = StopToken::new();
     let _signals = stop.on_signals();

@@ -158,6 +158,26 @@ pub fn discover(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if out.is_empty() {
         return Err(Error::input("no input shards given"));
     }
+    // A shard listed twice (a folder and a glob of it, a file given twice) would be read
+    // twice: its rows would count double in training and appear twice in outputs.
+    let mut seen = std::collections::BTreeMap::new();
+    for p in &out {
+        let key = p.canonicalize().unwrap_or_else(|_| p.clone());
+        if let Some(first) = seen.insert(key, p) {
+            return Err(Error::input(format!(
+                "{}: given twice (also as {}); each shard is read once, so list it once",
+                p.display(),
+                first.display()
+            )));
+        }
+    }
+    // Shard paths are recorded as JSON strings (checkpoint fingerprints, reports).
+    if let Some(p) = out.iter().find(|p| p.to_str().is_none()) {
+        return Err(Error::input(format!(
+            "{}: the file name is not valid UTF-8; saeforge records shard paths in JSON files (checkpoints, reports), so rename it",
+            p.display()
+        )));
+    }
     Ok(out)
 }
 

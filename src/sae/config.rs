@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 mod sources;
-pub use sources::RESUME_FLAGS;
+pub use sources::{ARCH_ONLY, EXCLUSIVE, RESUME_FLAGS};
 
 pub use super::storage::BatchDtype;
 use crate::gpu::DeviceChoice;

@@ -320,10 +320,14 @@ impl SaeModel {
                 "d_in = {d}, d_sae = {n}: expected both at least 1"
             )));
         }
-        let arch = cfg
-            .get("architecture")
-            .and_then(Value::as_str)
-            .unwrap_or("standard");
+        // A string, or absent / null (SAELens's default, "standard"); any other type is
+        // refused rather than read as "standard".
+        let text_key = |key: &str| match cfg.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(other) => Err(bad_cfg(format!("\"{key}\" = {other}: expected a string"))),
+        };
+        let arch = text_key("architecture")?.unwrap_or("standard");
         let transcoder = matches!(
             arch,
             "transcoder" | "jumprelu_transcoder" | "topk_transcoder"
@@ -354,7 +358,7 @@ impl SaeModel {
                 )));
             }
         };
-        if let Some(norm) = cfg.get("normalize_activations").and_then(Value::as_str)
+        if let Some(norm) = text_key("normalize_activations")?
             && norm != "none"
         {
             return Err(bad_cfg(format!(

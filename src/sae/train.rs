@@ -335,6 +335,14 @@ pub fn choose_engine(cfg: &TrainConfig) -> Result<(Engine, String)> {
 /// Whether `cfg` fits the engine (device memory and bindings, or host memory), before
 /// anything large is allocated.
 pub fn check_fits(engine: &Engine, cfg: &TrainConfig) -> Result<()> {
+    // The initialisation sample is drawn on the host whatever the engine: the rows and
+    // their scaled copy (and a transcoder's targets).
+    let width = (cfg.d_in + cfg.d_out.unwrap_or(0)) as u128;
+    crate::io::check_host_memory(
+        &format!("--init-rows {} (d = {})", cfg.init_rows, cfg.d_in),
+        2 * 4 * cfg.init_rows as u128 * width,
+        "lower --init-rows (default 8192)",
+    )?;
     match engine {
         Engine::Gpu(gpu) => GpuEngine::check_capacity(gpu, cfg),
         Engine::Cpu => crate::io::check_host_memory(
@@ -520,6 +528,7 @@ pub fn resolve_on(merged: &TrainArgs, shards: &[Shard]) -> Result<TrainConfig> {
 
 /// A new run's folder must not hold a run already (unless `overwrite`), nor be a file.
 pub fn check_new_out(cfg: &TrainConfig, overwrite: bool, flag: &str) -> Result<()> {
+    crate::io::check_foreign_output(flag, &cfg.out, "a training run")?;
     if holds_run(&cfg.out) && !overwrite {
         return Err(Error::input(format!(
             "{flag} {}: already holds a run (use --overwrite to replace it, or --resume {} to continue it)",

@@ -118,6 +118,7 @@ pub fn run_until(
         (load_spec(out)?, mine)
     } else {
         let spec = spec.ok_or_else(|| Error::input("sweep: no members given"))?;
+        crate::io::check_foreign_output("--out", out, "a sweep")?;
         if out.join(SPEC_FILE).exists() && !opts.overwrite {
             return Err(Error::input(format!(
                 "--out {}: already holds a sweep (use --overwrite to replace it, or saeforge sweep --resume {} to continue it)",

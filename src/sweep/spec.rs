@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::sae::TrainArgs;
+use crate::sae::config::{ARCH_ONLY, EXCLUSIVE};
 use crate::{Error, Result};
 
 /// Options a sweep sets itself (per member, or once for the whole sweep): a member may not.
@@ -40,24 +41,6 @@ const SWEEP_OWNED: [(&str, &str); 5] = [
     ),
     ("config", "the sweep file holds the options"),
     ("allow_data_change", "give it to the sweep"),
-];
-
-/// Pairs of options of which a member may give only one (the first would silently win).
-const EXCLUSIVE: [(&str, &str); 2] = [("d_sae", "expansion"), ("steps", "tokens")];
-
-/// Options that only mean something for some architectures: given by a member whose
-/// architecture ignores them, they are a mistake in the sweep.
-const ARCH_ONLY: [(&str, &[&str]); 10] = [
-    ("k", &["topk", "batchtopk", "matryoshka"]),
-    ("k_aux", &["topk", "batchtopk", "matryoshka"]),
-    ("aux_coef", &["topk", "batchtopk", "matryoshka"]),
-    ("k_anneal_steps", &["topk", "batchtopk", "matryoshka"]),
-    ("k_anneal_start", &["topk", "batchtopk", "matryoshka"]),
-    ("matryoshka_widths", &["matryoshka"]),
-    ("l1", &["relu"]),
-    ("l0", &["jumprelu"]),
-    ("threshold_init", &["jumprelu"]),
-    ("bandwidth", &["jumprelu"]),
 ];
 
 /// One member: its name and the options it sets itself (over the shared ones).
@@ -173,12 +156,25 @@ impl SpecParts {
                 }
             }
         }
+        // In a file, a grid axis would silently replace the same key in [shared] (library
+        // callers may rely on that order; a file's author did not mean it).
+        if let Some(k) = parts.shared.keys().find(|k| parts.grid.contains_key(*k)) {
+            return Err(Error::input(format!(
+                "{}: option `{k}` is both shared and a grid axis; the grid's values would silently replace the shared one (give it in one place)",
+                parts.source
+            )));
+        }
         Ok((parts, out))
     }
 
     /// Overlay `top` (the command line) on these parts: its shared options and grid lists
     /// replace the same keys here; its members are added.
     pub fn overlay(mut self, top: SpecParts) -> SpecParts {
+        // A key the command line sets replaces the file's, in [shared] or [grid] alike.
+        for k in top.shared.keys().chain(top.grid.keys()) {
+            self.shared.remove(k);
+            self.grid.remove(k);
+        }
         self.shared.extend(top.shared);
         self.grid.extend(top.grid);
         self.members.extend(top.members);

@@ -44,6 +44,18 @@ pub enum PerFeature {
     FoldedNormal(f64, f64),
 }
 
+/// As the flag is written (`V`, `linear:A:B`, ...), for messages.
+impl std::fmt::Display for PerFeature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            PerFeature::Constant(v) => write!(f, "{v}"),
+            PerFeature::Linear(a, b) => write!(f, "linear:{a}:{b}"),
+            PerFeature::Exponential(a, b) => write!(f, "exponential:{a}:{b}"),
+            PerFeature::FoldedNormal(m, s) => write!(f, "folded-normal:{m}:{s}"),
+        }
+    }
+}
+
 impl PerFeature {
     /// Parse `V`, `linear:A:B`, `exponential:A:B` or `folded-normal:MEAN:STD`.
     pub fn parse(flag: &str, s: &str) -> Result<PerFeature> {
@@ -64,7 +76,7 @@ impl PerFeature {
     }
 
     fn check(&self, flag: &str) -> Result<()> {
-        let bad = |m: &str| Err(Error::input(format!("--{flag} {self:?}: {m}")));
+        let bad = |m: &str| Err(Error::input(format!("--{flag} {self}: {m}")));
         let finite = |v: f64| v.is_finite();
         match *self {
             PerFeature::Constant(v) if !(finite(v) && v >= 0.0) => {

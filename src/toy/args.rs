@@ -295,6 +295,7 @@ pub struct LabBArgs {
 
 /// Validate the flags of a lab experiment, then open the engine `--device` picks.
 pub fn open_engine(a: &ToyArgs) -> Result<crate::gpu::Engine> {
+    crate::io::check_output_dir("--out", &a.out)?;
     let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
     eprintln!("{why}");
     Ok(engine)

@@ -5,7 +5,8 @@
 //! nothing existing overwritten).
 //!
 //! Three tables: bad shards x every command that reads shards, bad SAE folders x every
-//! command that reads an SAE, and single command lines (flags, run folders, configs).
+//! command that reads an SAE, and single command lines (flags, run folders, configs:
+//! `LINES`; the outputs of encode, steer, eval, toy and convert: `OUTPUT_LINES`).
 //! A new command is one row in `SHARD_COMMANDS` / `SAE_COMMANDS` (its bad-input coverage
 //! then comes for free) plus rows in `LINES` for its own flags.
 
@@ -17,10 +18,12 @@ use crate::fx;
 use crate::{run, snapshot, tmp, trial, words};
 
 mod lines;
+mod outputs;
 mod saes;
 mod shards;
 
 use lines::{LINES, TRAIN};
+use outputs::OUTPUT_LINES;
 use saes::BAD_SAES;
 use shards::BAD_SHARDS;
 
@@ -158,7 +161,7 @@ pub fn trials() -> Vec<Trial> {
             }));
         }
     }
-    for l in LINES {
+    for l in LINES.iter().chain(OUTPUT_LINES) {
         let (setup, args, code, expect) = (l.setup, l.args, l.code, l.expect);
         let name = format!("corpus::line::{}", l.name);
         let case = format!("line-{}", l.name);
@@ -175,8 +178,72 @@ pub fn trials() -> Vec<Trial> {
             )
         }));
     }
+    for &(cmd, template) in NON_UTF8_ARGS {
+        let name = format!("corpus::non_utf8_arg::{cmd}");
+        t.push(trial(name, false, move || non_utf8_arg(cmd, template)));
+    }
     t.push(print_trial());
     t
+}
+
+/// Command lines with one argument, `{bad}`, that is not UTF-8 (a folder name in Latin-1,
+/// say). Paths go into JSON files, so they are refused up front; before, `train` and
+/// `steer` panicked on serialising them and `synth`, `sweep` and `demo` in the lock record
+/// (`env::args`).
+const NON_UTF8_ARGS: &[(&str, &str)] = &[
+    ("train", "{train} --d-sae 16 --k 4 --batch 16 --out {bad}"),
+    (
+        "synth",
+        "synth --out {bad} --features 16 --d-in 8 --tokens 64",
+    ),
+    (
+        "sweep",
+        "sweep --data {dir}/good.safetensors --out {bad} --k 2,4 --set d_sae=16 --set batch=16 --set steps=2 --set device=cpu",
+    ),
+    ("demo", "demo --out {bad}"),
+    (
+        "steer",
+        "steer --sae {dir}/sae --data {dir}/good.safetensors --out {bad} --device cpu --ablate 0",
+    ),
+];
+
+fn non_utf8_arg(cmd: &str, template: &str) -> Result<(), Failed> {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let dir = tmp(&format!("corpus-non-utf8-{cmd}"));
+    base(&dir);
+    let d = dir.display().to_string();
+    let mut bad = dir.join("x").into_os_string().into_vec();
+    bad.extend_from_slice(b"\xe9t\xe9");
+    let bad = OsString::from_vec(bad);
+    let args: Vec<OsString> = words(&template.replace("{train}", TRAIN).replace("{dir}", &d))
+        .into_iter()
+        .map(|w| if w == "{bad}" { bad.clone() } else { w.into() })
+        .collect();
+    let before = snapshot(&dir);
+    let o = crate::command(&[]).args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let ctx = || {
+        format!(
+            "\n  saeforge {template}\n  exit {:?}\n  stderr: {stderr:?}",
+            o.status.code()
+        )
+    };
+    if o.status.code() != Some(2) {
+        return Err(format!("expected exit 2{}", ctx()).into());
+    }
+    let lines: Vec<&str> = stderr.lines().collect();
+    if lines.len() != 1
+        || !lines[0].starts_with("error: ")
+        || !lines[0].contains("is not valid UTF-8")
+    {
+        return Err(format!("expected ONE `error: ... is not valid UTF-8` line{}", ctx()).into());
+    }
+    if snapshot(&dir) != before {
+        return Err(format!("files changed or left behind{}", ctx()).into());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
 
 /// One printed case: its name, what builds its input, and the command template.
@@ -198,7 +265,7 @@ pub fn print_trial() -> Trial {
                 SAE_COMMANDS[0].1,
             ));
         }
-        for l in LINES {
+        for l in LINES.iter().chain(OUTPUT_LINES) {
             let setup = l.setup;
             cases.push((
                 format!("line {}", l.name),

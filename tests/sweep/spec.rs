@@ -51,7 +51,7 @@ fn bad_files() -> Result<(), Failed> {
         "[shared]\ndata = [\"{}\"]\nsteps = 2\nbatch = 32\nd_sae = 32\ndevice = \"cpu\"\n",
         data.display()
     );
-    let cases: [(&str, String, &[&str]); 9] = [
+    let cases: [(&str, String, &[&str]); 10] = [
         (
             "unknown",
             format!("{head}[[member]]\nname = \"a\"\nkk = 4\n"),
@@ -87,6 +87,12 @@ fn bad_files() -> Result<(), Failed> {
             "bad-type",
             format!("{head}[grid]\nk = [\"many\"]\n"),
             &["`k`"],
+        ),
+        (
+            // The grid's k silently replaced the shared one before.
+            "shared-and-grid",
+            format!("{head}k = 4\n[grid]\nk = [8, 16]\n"),
+            &["`k`", "both shared and a grid axis"],
         ),
         (
             "too-big-k",

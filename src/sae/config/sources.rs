@@ -7,8 +7,59 @@ use std::path::Path;
 use super::TrainArgs;
 use crate::{Error, Result};
 
+/// Pairs of options that set the same thing (`d_sae = expansion x d`, `steps = tokens /
+/// batch`): given together, the first would silently win, so a run (or a sweep member) may
+/// give only one of each.
+pub const EXCLUSIVE: [(&str, &str); 2] = [("d_sae", "expansion"), ("steps", "tokens")];
+
+/// Options that only mean something for some architectures: given for an architecture
+/// that ignores them (by a sweep member, or on `train`'s command line), they are a mistake.
+pub const ARCH_ONLY: [(&str, &[&str]); 10] = [
+    ("k", &["topk", "batchtopk", "matryoshka"]),
+    ("k_aux", &["topk", "batchtopk", "matryoshka"]),
+    ("aux_coef", &["topk", "batchtopk", "matryoshka"]),
+    ("k_anneal_steps", &["topk", "batchtopk", "matryoshka"]),
+    ("k_anneal_start", &["topk", "batchtopk", "matryoshka"]),
+    ("matryoshka_widths", &["matryoshka"]),
+    ("l1", &["relu"]),
+    ("l0", &["jumprelu"]),
+    ("threshold_init", &["jumprelu"]),
+    ("bandwidth", &["jumprelu"]),
+];
+
 impl TrainArgs {
-    /// Overlay: values set here win over `file`'s.
+    /// Refuse two options of an [`EXCLUSIVE`] pair given by one source (`None`: the command
+    /// line; else the config file).
+    pub fn check_exclusive(&self, file: Option<&Path>) -> Result<()> {
+        let v = serde_json::to_value(self).expect("plain data");
+        let set = |k: &str| v.get(k).is_some_and(|x| !x.is_null());
+        for (a, b) in EXCLUSIVE {
+            if set(a) && set(b) {
+                let what = if a == "d_sae" {
+                    "d_sae = expansion x d"
+                } else {
+                    "steps = tokens / batch"
+                };
+                return Err(Error::input(match file {
+                    None => format!(
+                        "--{} {} and --{} {}: give one of them ({what})",
+                        a.replace('_', "-"),
+                        v[a],
+                        b.replace('_', "-"),
+                        v[b]
+                    ),
+                    Some(p) => format!(
+                        "--config {}: `{a}` and `{b}` are both set; give one of them ({what})",
+                        p.display()
+                    ),
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Overlay: values set here win over `file`'s (an option of an [`EXCLUSIVE`] pair set
+    /// here also clears the other one of the file's).
     pub fn merged_over(&self, file: &TrainArgs) -> Result<TrainArgs> {
         for a in [self, file] {
             if let Some((flag, v)) = a.nonfinite() {
@@ -17,9 +68,18 @@ impl TrainArgs {
                 )));
             }
         }
+        self.check_exclusive(None)?;
+        file.check_exclusive(Some(self.config.as_deref().unwrap_or(Path::new("-"))))?;
         let mut base = serde_json::to_value(file).expect("plain data");
         let top = serde_json::to_value(self).expect("plain data");
         if let (Some(b), Some(t)) = (base.as_object_mut(), top.as_object()) {
+            for (x, y) in EXCLUSIVE {
+                if t.get(x).is_some_and(|v| !v.is_null()) || t.get(y).is_some_and(|v| !v.is_null())
+                {
+                    b.remove(x);
+                    b.remove(y);
+                }
+            }
             for (k, v) in t {
                 if !v.is_null() {
                     b.insert(k.clone(), v.clone());
@@ -87,6 +147,7 @@ impl TrainArgs {
                 "--overwrite cannot be combined with --resume (pick one: replace the run, or continue it)",
             ));
         }
+        self.check_exclusive(None)?;
         let v = serde_json::to_value(self).expect("plain data");
         for (k, val) in v.as_object().expect("struct") {
             if !val.is_null() && !RESUME_FLAGS.contains(&k.as_str()) && k != "overwrite" {

@@ -47,3 +47,37 @@ fn lr_schedule() {
     };
     assert!(TrainConfig::resolve(&bad, 8, 1000).is_err());
 }
+
+#[test]
+fn exclusive_pairs() {
+    // The command line's --tokens replaces the file's steps (it would lose to it otherwise).
+    let file = TrainArgs {
+        steps: Some(100),
+        d_sae: Some(64),
+        ..Default::default()
+    };
+    let cli = TrainArgs {
+        tokens: Some(640),
+        expansion: Some(4),
+        ..Default::default()
+    };
+    let m = cli.merged_over(&file).unwrap();
+    assert_eq!((m.steps, m.tokens), (None, Some(640)));
+    assert_eq!((m.d_sae, m.expansion), (None, Some(4)));
+    // Both of a pair from one source: refused, naming both.
+    let both = TrainArgs {
+        steps: Some(3),
+        tokens: Some(640),
+        ..Default::default()
+    };
+    let e = both
+        .merged_over(&TrainArgs::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--steps 3 and --tokens 640"), "{e}");
+    let e = TrainArgs::default()
+        .merged_over(&both)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`steps` and `tokens` are both set"), "{e}");
+}

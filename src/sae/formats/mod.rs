@@ -93,6 +93,38 @@ pub fn detect(path: &Path) -> Result<Layout> {
     }
 }
 
+/// Refuse an output `--{flag} OUT` that is one of the files of the SAE at `sae` (an input
+/// of the command: writing there would replace the SAE's weights with codes or rows).
+pub fn check_not_sae_file(flag: &str, out: &Path, sae: &Path) -> Result<()> {
+    let Ok(o) = out.canonicalize() else {
+        return Ok(()); // not there yet: not one of the SAE's files
+    };
+    let files = if sae.is_dir() {
+        [
+            CFG_FILE,
+            WEIGHTS_FILE,
+            super::export::SPARSITY_FILE,
+            "config.json",
+            sparsify::WEIGHTS_FILE,
+            gemma_scope::PARAMS_FILE,
+        ]
+        .iter()
+        .map(|n| sae.join(n))
+        .chain([super::checkpoint::path(sae)])
+        .collect()
+    } else {
+        vec![sae.to_path_buf()]
+    };
+    if files.iter().any(|f| f.canonicalize().is_ok_and(|f| f == o)) {
+        return Err(Error::input(format!(
+            "--{flag} {}: is a file of the SAE {} (an input of this command); write elsewhere",
+            out.display(),
+            sae.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Read the SAE at `path` in whichever layout it is (see [`detect`]).
 pub fn load(path: &Path) -> Result<(Layout, SaeModel)> {
     let layout = detect(path)?;

@@ -181,6 +181,27 @@ pub const LINES: &[Line] = &[
         gpu: true,
     },
     Line {
+        // Went on to draw the sample (aborting when the allocation failed) before.
+        name: "train_init_rows_beyond_host_memory",
+        setup: nothing,
+        args: "{train} --d-sae 16 --k 4 --batch 16 --init-rows 1000000000000",
+        code: 2,
+        expect: &[
+            "--init-rows 1000000000000 (d = 8) needs about",
+            "lower --init-rows",
+        ],
+        gpu: false,
+    },
+    Line {
+        // Read twice before: its rows counted double in training.
+        name: "train_shard_given_twice",
+        setup: nothing,
+        args: "train --data {dir}/good.safetensors {dir}/*.safetensors --out {dir}/out --device cpu --steps 2 --d-sae 16 --k 4 --batch 16",
+        code: 2,
+        expect: &["good.safetensors: given twice (also as", "list it once"],
+        gpu: false,
+    },
+    Line {
         name: "train_without_data",
         setup: nothing,
         args: "train --out {dir}/out --device cpu",
@@ -322,6 +343,57 @@ pub const LINES: &[Line] = &[
         gpu: false,
     },
     Line {
+        // Accepted before, and silently did nothing (the sweep refused it for a member).
+        name: "train_option_the_arch_ignores",
+        setup: nothing,
+        args: "{train} --d-sae 16 --batch 16 --arch relu --k 4",
+        code: 2,
+        expect: &["--k: has no effect with arch relu (it is for topk / batchtopk / matryoshka)"],
+        gpu: false,
+    },
+    Line {
+        name: "train_l1_with_topk_from_config",
+        setup: |d| std::fs::write(d.join("c.toml"), "arch = \"topk\"\n").unwrap(),
+        args: "{train} --d-sae 16 --k 4 --batch 16 --config {dir}/c.toml --l1 3",
+        code: 2,
+        expect: &["--l1: has no effect with arch topk (it is for relu)"],
+        gpu: false,
+    },
+    Line {
+        // Both set the run's length; --steps silently won before.
+        name: "train_steps_and_tokens",
+        setup: nothing,
+        args: "{train} --d-sae 16 --k 4 --batch 16 --tokens 64",
+        code: 2,
+        expect: &["--steps 2 and --tokens 64: give one of them"],
+        gpu: false,
+    },
+    Line {
+        // --d-sae silently won over --expansion before.
+        name: "train_d_sae_and_expansion",
+        setup: nothing,
+        args: "{train} --d-sae 16 --expansion 4 --k 4 --batch 16",
+        code: 2,
+        expect: &["--d-sae 16 and --expansion 4: give one of them"],
+        gpu: false,
+    },
+    Line {
+        name: "train_config_steps_and_tokens",
+        setup: |d| std::fs::write(d.join("c.toml"), "steps = 2\ntokens = 64\n").unwrap(),
+        args: "train --data {dir}/good.safetensors --out {dir}/out --device cpu --d-sae 16 --k 4 --batch 16 --config {dir}/c.toml",
+        code: 2,
+        expect: &["--config", "c.toml: `steps` and `tokens` are both set"],
+        gpu: false,
+    },
+    Line {
+        name: "train_resume_steps_and_tokens",
+        setup: run_folder,
+        args: "train --resume {dir}/run --steps 5 --tokens 64",
+        code: 2,
+        expect: &["--steps 5 and --tokens 64: give one of them"],
+        gpu: false,
+    },
+    Line {
         name: "train_unparsable_value",
         setup: nothing,
         args: "{train} --d-sae 16 --batch 16 --k four",
@@ -338,6 +410,73 @@ pub const LINES: &[Line] = &[
         gpu: false,
     },
     Line {
+        // Wrote a run beside the sweep's files before (exit 0).
+        name: "train_out_holds_a_sweep",
+        setup: |d| {
+            std::fs::create_dir(d.join("out")).unwrap();
+            std::fs::write(d.join("out/sweep-spec.json"), "{}").unwrap();
+        },
+        args: "{train} --d-sae 16 --k 4 --batch 16",
+        code: 2,
+        expect: &[
+            "--out",
+            "/out: holds a sweep (sweep-spec.json), not a training run",
+        ],
+        gpu: false,
+    },
+    Line {
+        // --overwrite removes a run's files only: it does not make a dataset's folder a run's.
+        name: "train_overwrite_out_holds_a_dataset",
+        setup: |d| {
+            std::fs::create_dir(d.join("out")).unwrap();
+            std::fs::write(d.join("out/synth.json"), "{}").unwrap();
+        },
+        args: "{train} --d-sae 16 --k 4 --batch 16 --overwrite",
+        code: 2,
+        expect: &["/out: holds a synth dataset (synth.json), not a training run"],
+        gpu: false,
+    },
+    Line {
+        name: "sweep_out_holds_a_run",
+        setup: run_folder,
+        args: "sweep --data {dir}/good.safetensors --out {dir}/run --k 2,4 --set d_sae=16 --set batch=16 --set steps=2 --set device=cpu",
+        code: 2,
+        expect: &[
+            "--out",
+            "/run: holds a training run (config.json), not a sweep",
+        ],
+        gpu: false,
+    },
+    Line {
+        // --grid k=8 silently replaced --k 2,4 before.
+        name: "sweep_grid_axis_twice",
+        setup: nothing,
+        args: "sweep --data {dir}/good.safetensors --out {dir}/sw --k 2,4 --grid k=8 --set d_sae=16 --set batch=16 --set steps=2 --set device=cpu",
+        code: 2,
+        expect: &["--grid k=8: option `k` is also given by --k 2,4"],
+        gpu: false,
+    },
+    Line {
+        // The last --set d_sae silently won before.
+        name: "sweep_set_twice",
+        setup: nothing,
+        args: "sweep --data {dir}/good.safetensors --out {dir}/sw --k 2,4 --set d_sae=16 --set d_sae=32 --set batch=16 --set steps=2 --set device=cpu",
+        code: 2,
+        expect: &["--set d_sae=32: option `d_sae` is also given by --set d_sae=16"],
+        gpu: false,
+    },
+    Line {
+        name: "synth_out_holds_a_run",
+        setup: run_folder,
+        args: "synth --out {dir}/run --features 16 --d-in 8 --tokens 64",
+        code: 2,
+        expect: &[
+            "--out",
+            "/run: holds a training run (config.json), not a synth dataset",
+        ],
+        gpu: false,
+    },
+    Line {
         name: "synth_zero_features",
         setup: nothing,
         args: "synth --out {dir}/syn --features 0",
@@ -351,6 +490,15 @@ pub const LINES: &[Line] = &[
         args: "synth --out {dir}/syn --magnitude 1-2",
         code: 2,
         expect: &["--magnitude \"1-2\": expected LO:HI"],
+        gpu: false,
+    },
+    Line {
+        // Named as "Exponential(0.0, 1.0)" (Rust's Debug form) before.
+        name: "synth_magnitude_mean_as_written",
+        setup: nothing,
+        args: "synth --out {dir}/syn --features 16 --d-in 8 --tokens 64 --magnitude-mean exponential:0:1",
+        code: 2,
+        expect: &["--magnitude-mean exponential:0:1: expected finite ends > 0"],
         gpu: false,
     },
     Line {
@@ -399,6 +547,15 @@ pub const LINES: &[Line] = &[
         args: "eval --sae {dir}/sae --data {dir}/good.safetensors --json {dir}/no/m.json",
         code: 2,
         expect: &["--json", "no/m.json: folder", "does not exist"],
+        gpu: false,
+    },
+    Line {
+        // Evaluated one row before, without a word.
+        name: "eval_rows_zero",
+        setup: nothing,
+        args: "eval --sae {dir}/sae --data {dir}/good.safetensors --rows 0",
+        code: 2,
+        expect: &["--rows 0: expected at least 1"],
         gpu: false,
     },
     Line {

@@ -139,6 +139,37 @@ pub const BAD_SAES: &[BadSae] = &[
         expect: &["cfg.json", "architecture \"gated\" is not supported"],
     },
     BadSae {
+        // Read as "standard" before: a topk SAE encoded as a ReLU one, without a word.
+        name: "architecture_not_a_string",
+        make: |d| {
+            let s = sae_with(d, &fx::sae_tensors(8, 16));
+            std::fs::write(
+                Path::new(&s).join("cfg.json"),
+                r#"{"architecture": 3, "d_in": 8, "d_sae": 16, "k": 4}"#,
+            )
+            .unwrap();
+            s
+        },
+        expect: &["cfg.json", "\"architecture\" = 3: expected a string"],
+    },
+    BadSae {
+        // Read as "none" before: the scaling silently dropped.
+        name: "normalize_activations_not_a_string",
+        make: |d| {
+            let s = sae_with(d, &fx::sae_tensors(8, 16));
+            std::fs::write(
+                Path::new(&s).join("cfg.json"),
+                r#"{"architecture": "topk", "d_in": 8, "d_sae": 16, "k": 4, "normalize_activations": {"scale": 2.0}}"#,
+            )
+            .unwrap();
+            s
+        },
+        expect: &[
+            "cfg.json",
+            "\"normalize_activations\" = {\"scale\":2.0}: expected a string",
+        ],
+    },
+    BadSae {
         name: "nan_in_weights",
         make: |d| {
             let mut t = fx::sae_tensors(8, 16);

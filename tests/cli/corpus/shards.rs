@@ -225,6 +225,24 @@ pub const BAD_SHARDS: &[BadShard] = &[
         streaming: false,
     },
     BadShard {
+        // A panic before ("path contains invalid UTF-8 characters"): shard paths go into
+        // JSON (checkpoints, reports).
+        name: "non_utf8_file_name_in_folder",
+        make: |d| {
+            use std::os::unix::ffi::OsStrExt;
+            let f = d.join("acts");
+            std::fs::create_dir(&f).unwrap();
+            let name = std::ffi::OsStr::from_bytes(b"sh\xffard.safetensors");
+            fx::shard(&f.join(name), 64, 8, 2);
+            p(d, "acts")
+        },
+        expect: &[
+            "acts/sh",
+            "ard.safetensors: the file name is not valid UTF-8",
+        ],
+        streaming: false,
+    },
+    BadShard {
         name: "zero_rows",
         make: |d| {
             fx::write(
