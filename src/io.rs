@@ -168,16 +168,7 @@ pub fn check_host_memory(what: &str, bytes: u128, advice: &str) -> Result<()> {
 /// `dir` (or its nearest existing ancestor) has no room for: it would run until the disk is
 /// full and leave an incomplete output. Silent when the free space cannot be read.
 pub fn check_disk_space(what: &str, dir: &Path, bytes: u128, advice: &str) -> Result<()> {
-    let mut p = dir;
-    while !p.exists() {
-        match p.parent() {
-            Some(q) if !q.as_os_str().is_empty() => p = q,
-            _ => {
-                p = Path::new(".");
-                break;
-            }
-        }
-    }
+    let p = nearest_existing(dir).unwrap_or(Path::new("."));
     match fs4::available_space(p) {
         Ok(free) if bytes > free as u128 => {
             let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
@@ -225,27 +216,25 @@ pub fn check_output_file(flag: &str, path: &Path) -> Result<()> {
 /// Called before any work, so that a command does not train or evaluate for minutes and
 /// then fail to write.
 pub fn check_output_dir(flag: &str, path: &Path) -> Result<()> {
-    let mut p = path;
-    loop {
-        if p.exists() {
-            if p.is_dir() {
-                return Ok(());
-            }
-            return Err(Error::input(if p == path {
-                format!("{flag} {}: is a file, expected a folder", path.display())
-            } else {
-                format!(
-                    "{flag} {}: cannot create the folder: {} is a file",
-                    path.display(),
-                    p.display()
-                )
-            }));
-        }
-        match p.parent() {
-            Some(q) if !q.as_os_str().is_empty() => p = q,
-            _ => return Ok(()),
-        }
+    match nearest_existing(path) {
+        Some(p) if !p.is_dir() => Err(Error::input(if p == path {
+            format!("{flag} {}: is a file, expected a folder", path.display())
+        } else {
+            format!(
+                "{flag} {}: cannot create the folder: {} is a file",
+                path.display(),
+                p.display()
+            )
+        })),
+        _ => Ok(()),
     }
+}
+
+/// `path` or the nearest of its ancestors that exists (None for a relative path none of
+/// whose prefixes exists).
+fn nearest_existing(path: &Path) -> Option<&Path> {
+    path.ancestors()
+        .find(|p| !p.as_os_str().is_empty() && p.exists())
 }
 
 /// The kinds of output a folder can hold, each with a file that shows it: a sweep, a

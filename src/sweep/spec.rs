@@ -361,7 +361,7 @@ impl SweepSpec {
     fn check_member(&self, src: &str, m: &MemberSpec) -> Result<()> {
         let all = self.merged(m);
         let given = |k: &str| all.get(k).is_some_and(|v| !v.is_null());
-        for (a, b) in EXCLUSIVE {
+        for (a, b, _) in EXCLUSIVE {
             if given(a) && given(b) && (m.options.contains_key(a) || m.options.contains_key(b)) {
                 let (mine, other) = if m.options.contains_key(a) {
                     (a, b)

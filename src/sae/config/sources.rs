@@ -7,10 +7,12 @@ use std::path::Path;
 use super::TrainArgs;
 use crate::{Error, Result};
 
-/// Pairs of options that set the same thing (`d_sae = expansion x d`, `steps = tokens /
-/// batch`): given together, the first would silently win, so a run (or a sweep member) may
-/// give only one of each.
-pub const EXCLUSIVE: [(&str, &str); 2] = [("d_sae", "expansion"), ("steps", "tokens")];
+/// Pairs of options that set the same thing, with how: given together, the first would
+/// silently win, so a run (or a sweep member) may give only one of each.
+pub const EXCLUSIVE: [(&str, &str, &str); 2] = [
+    ("d_sae", "expansion", "d_sae = expansion x d"),
+    ("steps", "tokens", "steps = tokens / batch"),
+];
 
 /// Options that only mean something for some architectures: given for an architecture
 /// that ignores them (by a sweep member, or on `train`'s command line), they are a mistake.
@@ -33,13 +35,8 @@ impl TrainArgs {
     pub fn check_exclusive(&self, file: Option<&Path>) -> Result<()> {
         let v = serde_json::to_value(self).expect("plain data");
         let set = |k: &str| v.get(k).is_some_and(|x| !x.is_null());
-        for (a, b) in EXCLUSIVE {
+        for (a, b, what) in EXCLUSIVE {
             if set(a) && set(b) {
-                let what = if a == "d_sae" {
-                    "d_sae = expansion x d"
-                } else {
-                    "steps = tokens / batch"
-                };
                 return Err(Error::input(match file {
                     None => format!(
                         "--{} {} and --{} {}: give one of them ({what})",
@@ -73,7 +70,7 @@ impl TrainArgs {
         let mut base = serde_json::to_value(file).expect("plain data");
         let top = serde_json::to_value(self).expect("plain data");
         if let (Some(b), Some(t)) = (base.as_object_mut(), top.as_object()) {
-            for (x, y) in EXCLUSIVE {
+            for (x, y, _) in EXCLUSIVE {
                 if t.get(x).is_some_and(|v| !v.is_null()) || t.get(y).is_some_and(|v| !v.is_null())
                 {
                     b.remove(x);
