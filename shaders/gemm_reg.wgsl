@@ -2,7 +2,8 @@
 // C (m, n) = alpha * op(A) op(B) + bias (n) + beta * C, exactly the contract of
 // shaders/gemm.wgsl (op(A) is (m, k): A stored (m, k), or (k, m) when TRANS_A; op(B) is
 // (k, n): B stored (k, n), or (n, k) when TRANS_B; USE_BETA false: C is never read).
-// Launcher: src/kernels/gemm_reg.rs (reached through GemmPath::Reg in src/kernels/gemm.rs).
+// Launcher: src/kernels/gemm/reg.rs (reached through GemmPath::Reg in src/kernels/gemm/mod.rs;
+// the batched entry point through src/kernels/gemm/batched.rs).
 // CPU twin: src/reference/gemm.rs (gemm).
 //
 // Shape (after the register-tiled WGSL kernels of gpu.cpp and wgpu-mm, themselves the
@@ -28,6 +29,10 @@
 //   shaders/codes.wgsl, from the values just stored: per invocation the largest key of
 //   each of its row quads, combined by workgroup atomicMax (BN is a multiple of 32, so a
 //   tile holds whole blocks; a last partial block counts only columns < n).
+// * gemm_reg_bmax_batched: gemm_reg_bmax over several products of one shape at once (a
+//   sweep's same-shape members' encoders), product z = workgroup_id.z reading and writing
+//   its slot of each pooled binding, RG_Z* elements after the previous one's; the other
+//   entry points have z = 0, so every address is the single product's.
 // Each output accumulates its k products in order, as the reference does.
 // Tile sizes are override constants; GemmTuning in src/kernels/gemm.rs picks them per
 // adapter type. Limits the launcher checks: RG_WX a multiple of 4, at most 4 staged vec4
@@ -63,6 +68,13 @@ override RG_BN4: u32 = RG_WX * 2u;
 // staged vec4 per stage: BK BM / 4 of A, BK BN / 4 of B
 override RG_SA: u32 = RG_BK * RG_WY * 2u;
 override RG_SB: u32 = RG_BK * RG_WX * 2u;
+// gemm_reg_bmax_batched: elements between two products' slots of A, B, bias, C and bmax
+// (0 elsewhere: one product).
+override RG_ZA: u32 = 0u;
+override RG_ZB: u32 = 0u;
+override RG_ZBIAS: u32 = 0u;
+override RG_ZC: u32 = 0u;
+override RG_ZBMAX: u32 = 0u;
 // bmax blocks of 32 columns per tile row, and per tile
 override RG_NBT: u32 = RG_WX / 4u;
 override RG_BMT: u32 = RG_WY * 8u * (RG_WX / 4u);
@@ -82,6 +94,8 @@ var<private> rg_rb0: vec4<f32>;
 var<private> rg_rb1: vec4<f32>;
 var<private> rg_rb2: vec4<f32>;
 var<private> rg_rb3: vec4<f32>;
+// The product of a batched launch (gemm_reg_bmax_batched); 0 in the other entry points.
+var<private> rg_z: u32;
 
 @group(0) @binding(1) var<storage, read> rg_a: array<f32>;        // (m, k) or (k, m)
 @group(0) @binding(2) var<storage, read> rg_b: array<f32>;        // (k, n) or (n, k)
@@ -102,9 +116,9 @@ fn rg_key4(v: vec4<f32>) -> vec4<u32> {
 fn rg_a_at(r: u32, kk: u32, full: bool) -> f32 {
     if full || (r < p.m && kk < p.k) {
         if TRANS_A {
-            return rg_a[kk * p.m + r];
+            return rg_a[rg_z * RG_ZA + kk * p.m + r];
         }
-        return rg_a[r * p.k + kk];
+        return rg_a[rg_z * RG_ZA + r * p.k + kk];
     }
     return 0.0;
 }
@@ -113,9 +127,9 @@ fn rg_a_at(r: u32, kk: u32, full: bool) -> f32 {
 fn rg_b_at(kk: u32, c: u32, full: bool) -> f32 {
     if full || (kk < p.k && c < p.n) {
         if TRANS_B {
-            return rg_b[c * p.k + kk];
+            return rg_b[rg_z * RG_ZB + c * p.k + kk];
         }
-        return rg_b[kk * p.n + c];
+        return rg_b[rg_z * RG_ZB + kk * p.n + c];
     }
     return 0.0;
 }
@@ -282,24 +296,24 @@ fn rg_bias4(c: u32) -> vec4<f32> {
         return vec4<f32>(0.0);
     }
     return vec4<f32>(
-        select(0.0, rg_bias[min(c, p.n - 1u)], c < p.n),
-        select(0.0, rg_bias[min(c + 1u, p.n - 1u)], c + 1u < p.n),
-        select(0.0, rg_bias[min(c + 2u, p.n - 1u)], c + 2u < p.n),
-        select(0.0, rg_bias[min(c + 3u, p.n - 1u)], c + 3u < p.n),
+        select(0.0, rg_bias[rg_z * RG_ZBIAS + min(c, p.n - 1u)], c < p.n),
+        select(0.0, rg_bias[rg_z * RG_ZBIAS + min(c + 1u, p.n - 1u)], c + 1u < p.n),
+        select(0.0, rg_bias[rg_z * RG_ZBIAS + min(c + 2u, p.n - 1u)], c + 2u < p.n),
+        select(0.0, rg_bias[rg_z * RG_ZBIAS + min(c + 3u, p.n - 1u)], c + 3u < p.n),
     );
 }
 
 // C[i] when `ok` (else 0).
 fn rg_old(i: u32, ok: bool) -> f32 {
     if ok {
-        return rg_c[i];
+        return rg_c[rg_z * RG_ZC + i];
     }
     return 0.0;
 }
 
 fn rg_put(i: u32, v: f32, ok: bool) {
     if ok {
-        rg_c[i] = v;
+        rg_c[rg_z * RG_ZC + i] = v;
     }
 }
 
@@ -427,7 +441,7 @@ fn rg_bmax_epilogue(li: u32, o: Out, acc: array<vec4<f32>, 16>, off0: vec4<f32>,
         let r = o.row0 + e / RG_NBT;
         let j = e % RG_NBT;
         if r < p.m && o.col0 + 32u * j < p.n {
-            rg_bmax[r * nb + o.col0 / 32u + j] = atomicLoad(&rg_bm[e]);
+            rg_bmax[rg_z * RG_ZBMAX + r * nb + o.col0 / 32u + j] = atomicLoad(&rg_bm[e]);
         }
     }
 }
@@ -450,6 +464,24 @@ fn gemm_reg_bmax(
     }
     let o = rg_out(li, t0);
     rg_bm_clear(li); // ordered before the atomics by rg_product's barriers
+    let acc = rg_product(li, o.tx, o.ty, t0.x, t0.y);
+    rg_bmax_epilogue(li, o, acc, vec4<f32>(0.0), vec4<f32>(0.0));
+}
+
+// gemm_reg_bmax over the slots of pooled bindings: product z = workgroup_id.z, its rows
+// along x only (the launcher checks they fit one grid dimension).
+@compute @workgroup_size(RG_NT)
+fn gemm_reg_bmax_batched(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    rg_z = wid.z;
+    let t0 = vec2<u32>(wid.x * RG_BM, wid.y * RG_BN);
+    if t0.x >= p.m {
+        return;
+    }
+    let o = rg_out(li, t0);
+    rg_bm_clear(li);
     let acc = rg_product(li, o.tx, o.ty, t0.x, t0.y);
     rg_bmax_epilogue(li, o, acc, vec4<f32>(0.0), vec4<f32>(0.0));
 }

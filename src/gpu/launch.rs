@@ -57,7 +57,8 @@ pub enum Bind<'a> {
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum Resource {
-    Buffer(wgpu::Buffer),
+    /// A buffer from an offset.
+    Buffer(wgpu::Buffer, u64),
     View(wgpu::TextureView),
 }
 
@@ -73,14 +74,14 @@ impl Bind<'_> {
     }
     fn resource(&self) -> Resource {
         match self {
-            Bind::Read(t) | Bind::Write(t) => Resource::Buffer(t.buf.clone()),
-            Bind::Uniform(b) => Resource::Buffer((*b).clone()),
+            Bind::Read(t) | Bind::Write(t) => Resource::Buffer(t.buf.clone(), t.offset),
+            Bind::Uniform(b) => Resource::Buffer((*b).clone(), 0),
             Bind::Texture(v) | Bind::TextureWrite(v) => Resource::View((*v).clone()),
         }
     }
     fn binding(&self) -> wgpu::BindingResource<'_> {
         match self {
-            Bind::Read(t) | Bind::Write(t) => t.buf.as_entire_binding(),
+            Bind::Read(t) | Bind::Write(t) => t.binding(),
             Bind::Uniform(b) => b.as_entire_binding(),
             Bind::Texture(v) | Bind::TextureWrite(v) => wgpu::BindingResource::TextureView(v),
         }
@@ -143,9 +144,9 @@ impl Gate {
     }
 }
 
-/// Cached textures of tensors: (buffer, rows, cols) -> texture, its view, and whether it
-/// holds the buffer's current contents (as far as recorded commands go).
-type TextureKey = (wgpu::Buffer, u32, u32);
+/// Cached textures of tensors: (buffer, offset in bytes, rows, cols) -> texture, its view,
+/// and whether it holds the tensor's current contents (as far as recorded commands go).
+type TextureKey = (wgpu::Buffer, u64, u32, u32);
 struct TextureEntry {
     texture: wgpu::Texture,
     view: wgpu::TextureView,
@@ -227,6 +228,7 @@ impl Gpu {
         {
             return Ok(GpuTensor {
                 buf: buf.clone(),
+                offset: 0,
                 shape: vec![*have],
                 dtype,
             });
@@ -484,6 +486,7 @@ impl Gpu {
         Ok(Arc::new(Gate {
             args: GpuTensor {
                 buf: args,
+                offset: 0,
                 shape: vec![slots.max(1), 3],
                 dtype: super::DType::U32,
             },
@@ -527,11 +530,11 @@ impl Gpu {
     /// contents. After filling it, call [`Gpu::texture_filled`].
     pub fn texture_slot(
         &self,
-        buf: &wgpu::Buffer,
+        t: &GpuTensor,
         rows: usize,
         cols: usize,
     ) -> (wgpu::Texture, wgpu::TextureView, bool) {
-        let key = (buf.clone(), rows as u32, cols as u32);
+        let key = (t.buf.clone(), t.offset, rows as u32, cols as u32);
         let mut m = self.caches.textures.lock().unwrap();
         let e = m.entry(key).or_insert_with(|| {
             let texture = self.device.create_texture(&wgpu::TextureDescriptor {
@@ -558,10 +561,10 @@ impl Gpu {
         (e.texture.clone(), e.view.clone(), e.fresh)
     }
 
-    /// Mark the texture of (buf, rows, cols) as holding the buffer's contents (its fill is
+    /// Mark the texture of (t, rows, cols) as holding the tensor's contents (its fill is
     /// recorded and not gated).
-    pub fn texture_filled(&self, buf: &wgpu::Buffer, rows: usize, cols: usize) {
-        let key = (buf.clone(), rows as u32, cols as u32);
+    pub fn texture_filled(&self, t: &GpuTensor, rows: usize, cols: usize) {
+        let key = (t.buf.clone(), t.offset, rows as u32, cols as u32);
         if let Some(e) = self.caches.textures.lock().unwrap().get_mut(&key) {
             e.fresh = true;
         }

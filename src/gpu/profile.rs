@@ -56,6 +56,7 @@ impl Stamps {
         });
         let resolved = GpuTensor {
             buf,
+            offset: 0,
             shape: vec![4],
             dtype: DType::U32,
         };

@@ -3,6 +3,11 @@
 //!
 //! A tensor larger than one storage binding allows is refused here, with both sizes, rather
 //! than left to a wgpu validation panic later.
+//!
+//! A tensor may start inside its buffer (`offset`): the slots of a pool ([`Gpu::pool`]),
+//! one buffer holding the same tensor of several engines, so that one launch can read or
+//! write all of them (a sweep's same-shape members' encoders). Bindings, copies, reads and
+//! writes all start at the offset.
 
 use bytemuck::Pod;
 
@@ -18,6 +23,9 @@ pub enum DType {
 
 pub struct GpuTensor {
     pub buf: wgpu::Buffer,
+    /// Where the tensor starts in `buf`, in bytes (0 but for a pool's slots; a multiple
+    /// of the device's storage offset alignment).
+    pub offset: u64,
     pub shape: Vec<usize>,
     pub dtype: DType,
 }
@@ -44,6 +52,7 @@ impl GpuTensor {
         );
         GpuTensor {
             buf: self.buf.clone(),
+            offset: self.offset,
             shape: shape.to_vec(),
             dtype: self.dtype,
         }
@@ -59,9 +68,22 @@ impl GpuTensor {
         );
         GpuTensor {
             buf: self.buf.clone(),
+            offset: self.offset,
             shape: shape.to_vec(),
             dtype: self.dtype,
         }
+    }
+
+    /// The binding a kernel sees: the whole buffer, or from the offset on.
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        if self.offset == 0 {
+            return self.buf.as_entire_binding();
+        }
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buf,
+            offset: self.offset,
+            size: None,
+        })
     }
 
     /// Shape as written in messages, e.g. `[512, 16384]`.
@@ -106,9 +128,39 @@ impl Gpu {
         });
         Ok(GpuTensor {
             buf,
+            offset: 0,
             shape: shape.to_vec(),
             dtype,
         })
+    }
+
+    /// One buffer holding `count` tensors of `shape` (a pool), and a tensor for each slot
+    /// at its offset; the slots are `stride` elements apart, the smallest multiple of the
+    /// device's storage offset alignment that holds one. The pool itself is (count,
+    /// stride) elements; a launch over every slot binds it and steps by `stride`.
+    pub fn pool(
+        &self,
+        what: &str,
+        count: usize,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<(GpuTensor, Vec<GpuTensor>, usize)> {
+        let align = (self.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let stride = shape
+            .iter()
+            .product::<usize>()
+            .max(1)
+            .next_multiple_of(align);
+        let pool = self.alloc(what, &[count, stride], dtype)?;
+        let slots = (0..count)
+            .map(|i| GpuTensor {
+                buf: pool.buf.clone(),
+                offset: (i * stride * 4) as u64,
+                shape: shape.to_vec(),
+                dtype,
+            })
+            .collect();
+        Ok((pool, slots, stride))
     }
 
     /// A zero-filled f32 tensor.
@@ -148,7 +200,7 @@ impl Gpu {
         if !data.is_empty() {
             self.stale(&t.buf);
             self.queue
-                .write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
+                .write_buffer(&t.buf, t.offset, bytemuck::cast_slice(data));
         }
         Ok(())
     }
@@ -158,7 +210,8 @@ impl Gpu {
         if !t.is_empty() {
             self.stale(&t.buf);
             let v = vec![value; t.len()];
-            self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(&v));
+            self.queue
+                .write_buffer(&t.buf, t.offset, bytemuck::cast_slice(&v));
         }
     }
 
@@ -181,7 +234,8 @@ impl Gpu {
         }
         if !dst.is_empty() {
             self.stale(&dst.buf);
-            enc.copy_buffer_to_buffer(&src.buf, at as u64 * 4, &dst.buf, 0, Some(dst.bytes()));
+            let from = src.offset + at as u64 * 4;
+            enc.copy_buffer_to_buffer(&src.buf, from, &dst.buf, dst.offset, Some(dst.bytes()));
         }
         Ok(())
     }
@@ -199,7 +253,7 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let mut enc = self.encoder();
-        enc.copy_buffer_to_buffer(&t.buf, 0, &staging, 0, bytes);
+        enc.copy_buffer_to_buffer(&t.buf, t.offset, &staging, 0, bytes);
         self.submit(enc);
         let slice = staging.slice(..);
         let (tx, rx) = std::sync::mpsc::channel();

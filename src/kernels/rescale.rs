@@ -130,7 +130,13 @@ pub fn rescale_view(
         .items(n)
         .skip_if(n == 0)
         .record(gpu, enc)?;
-    enc.copy_buffer_to_buffer(&w_enc.buf, 0, &w_enc_e.buf, 0, Some(w_enc.bytes()));
+    enc.copy_buffer_to_buffer(
+        &w_enc.buf,
+        w_enc.offset,
+        &w_enc_e.buf,
+        w_enc_e.offset,
+        Some(w_enc.bytes()),
+    );
     gpu.stale(&w_enc_e.buf);
     scale_cols(gpu, enc, w_enc_e, norms, n)
 }

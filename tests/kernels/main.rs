@@ -14,6 +14,7 @@ mod codes;
 mod fista;
 mod gate;
 mod gemm;
+mod gemm_batched;
 mod gemm_coop;
 mod gemm_reg;
 mod matryoshka;
@@ -40,6 +41,7 @@ fn main() {
     trials.extend(fista::trials());
     trials.extend(gate::trials());
     trials.extend(gemm::trials());
+    trials.extend(gemm_batched::trials());
     trials.extend(gemm_coop::trials());
     trials.extend(gemm_reg::trials());
     trials.extend(matryoshka::trials());

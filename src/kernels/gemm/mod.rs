@@ -40,8 +40,9 @@
 //!
 //! Layout: this file declares every GEMM entry point (gemm_reg's beside its tiles in
 //! `reg.rs`) and lays out the launches; `tuning` holds the per-adapter knobs
-//! ([`GemmTuning`], [`GemmPath`]), `block_max` the fused block-maxima variant, `texture` the
-//! cached input textures of the texture path.
+//! ([`GemmTuning`], [`GemmPath`]), `block_max` the fused block-maxima variant, `batched`
+//! that variant over several same-shape products in one launch, `texture` the cached input
+//! textures of the texture path.
 
 use crate::gpu::{Gpu, GpuTensor, Shader, grid_1d};
 use crate::{Error, Result};
@@ -51,6 +52,7 @@ use super::expect_shape;
 
 pub use crate::reference::gemm::GemmSpec;
 
+pub mod batched;
 mod block_max;
 pub mod coop;
 pub mod reg;

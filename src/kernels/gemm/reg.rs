@@ -16,7 +16,7 @@ use crate::gpu::{Gpu, Shader};
 use crate::{Error, Result};
 
 use super::{BUFFERS, BUFFERS_BMAX, BUFFERS_BMAX_OFF, gemm_entry};
-use crate::kernels::decl::{Entry, Slot, Wg};
+use crate::kernels::decl::{Entry, Slot, Wg, rf, wf, wu};
 
 pub static SHADER: Shader = Shader {
     name: "gemm_reg",
@@ -138,8 +138,34 @@ pub static GEMM_REG: Entry = reg("gemm_reg", BUFFERS);
 pub static GEMM_REG_BMAX: Entry = reg("gemm_reg_bmax", BUFFERS_BMAX);
 pub static GEMM_REG_BMAX_OFF: Entry = reg("gemm_reg_bmax_off", BUFFERS_BMAX_OFF);
 
+/// gemm_reg_bmax over `zn` products at once (`gemm::batched`): each binding a pool whose
+/// slots are `za`, `zb`, ... elements apart (the `RG_Z*` constants).
+pub static GEMM_REG_BMAX_BATCHED: Entry = Entry {
+    vars: &[
+        "TRANS_A", "TRANS_B", "HAS_BIAS", "USE_BETA", "RG_WX", "RG_WY", "RG_BK", "RG_ZA", "RG_ZB",
+        "RG_ZBIAS", "RG_ZC", "RG_ZBMAX",
+    ],
+    ..gemm_entry(
+        &SHADER,
+        "gemm_reg_bmax_batched",
+        &[
+            rf("a", ">= zn * za"),
+            rf("b", ">= zn * zb"),
+            rf("bias", ">= zn * zbias"),
+            wf("c", ">= zn * zc"),
+            wu("bmax", ">= zn * zbmax"),
+        ],
+        [Wg::Derived("RG_NT"), Wg::Fixed(1)],
+    )
+};
+
 /// Every entry point of shaders/gemm_reg.wgsl.
-pub static ENTRIES: &[&Entry] = &[&GEMM_REG, &GEMM_REG_BMAX, &GEMM_REG_BMAX_OFF];
+pub static ENTRIES: &[&Entry] = &[
+    &GEMM_REG,
+    &GEMM_REG_BMAX,
+    &GEMM_REG_BMAX_OFF,
+    &GEMM_REG_BMAX_BATCHED,
+];
 
 /// The entry point `gemm::gemm_impl` launches with `tiles` (their override constants set
 /// there): gemm_reg (`bmax` None), gemm_reg_bmax (Some(false)) or gemm_reg_bmax_off

@@ -25,7 +25,7 @@ pub fn texture_of(
             t.shape
         )));
     }
-    let (texture, view, fresh) = gpu.texture_slot(&t.buf, rows, cols);
+    let (texture, view, fresh) = gpu.texture_slot(t, rows, cols);
     if fresh {
         return Ok(view);
     }
@@ -53,7 +53,7 @@ pub fn texture_of(
         wgpu::TexelCopyBufferInfo {
             buffer: &t.buf,
             layout: wgpu::TexelCopyBufferLayout {
-                offset: 0,
+                offset: t.offset,
                 bytes_per_row: (rows > 1).then_some((cols * 4) as u32),
                 rows_per_image: None,
             },
@@ -66,6 +66,6 @@ pub fn texture_of(
         },
         size,
     );
-    gpu.texture_filled(&t.buf, rows, cols);
+    gpu.texture_filled(t, rows, cols);
     Ok(view)
 }

@@ -431,7 +431,7 @@ pub fn build_transpose(
     // Checked here, not only by the declarations' shapes: the clear comes first. The masks
     // (the first G n) start at 0; the counts and the slots' rows after them are written
     // whole by the prefix and mark passes.
-    enc.clear_buffer(&marks.buf, 0, Some(4 * cells as u64));
+    enc.clear_buffer(&marks.buf, marks.offset, Some(4 * cells as u64));
     let prefix = crate::kernels::decl::vec4_if(
         n.is_multiple_of(4),
         &BUILD_TRANSPOSE_PREFIX,

@@ -48,6 +48,7 @@ impl CodeBufs {
         let pre_val = if relu_codes {
             GpuTensor {
                 buf: val.buf.clone(),
+                offset: val.offset,
                 shape: shape.clone(),
                 dtype: val.dtype,
             }

@@ -63,7 +63,13 @@ impl GpuEngine {
         matryoshka_decode(g, enc, rp, idx, val, &p.w_dec, &p.b_dec, self.widths(), rows, n, d, &lv.x_hat)?;
         let last = ((self.widths().len() - 1) * rows * d * 4) as u64;
         let bytes = (rows * d * 4) as u64;
-        enc.copy_buffer_to_buffer(&lv.x_hat.buf, last, &ch.x_hat.buf, 0, Some(bytes));
+        enc.copy_buffer_to_buffer(
+            &lv.x_hat.buf,
+            lv.x_hat.offset + last,
+            &ch.x_hat.buf,
+            ch.x_hat.offset,
+            Some(bytes),
+        );
         g.stale(&ch.x_hat.buf);
         Ok(())
     }
@@ -81,7 +87,13 @@ impl GpuEngine {
         let bytes = (rows * d * 4) as u64;
         for level in 0..self.widths().len() {
             let at = level as u64 * bytes;
-            enc.copy_buffer_to_buffer(&lv.x_hat.buf, at, &lv.copy.buf, 0, Some(bytes));
+            enc.copy_buffer_to_buffer(
+                &lv.x_hat.buf,
+                lv.x_hat.offset + at,
+                &lv.copy.buf,
+                lv.copy.offset,
+                Some(bytes),
+            );
             g.stale(&lv.copy.buf);
             let sse = slot::LEVEL_SSE + level as u32;
             mse_backward(

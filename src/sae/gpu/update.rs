@@ -37,7 +37,13 @@ impl GpuEngine {
             // The chunks' threshold gradients, summed in chunk order.
             for (i, ch) in self.chunks.iter().enumerate() {
                 let t = ch.dthr.as_ref().expect("chunk threshold grad");
-                enc.copy_buffer_to_buffer(&t.buf, 0, &all.buf, (i * n * 4) as u64, Some(t.bytes()));
+                enc.copy_buffer_to_buffer(
+                    &t.buf,
+                    t.offset,
+                    &all.buf,
+                    all.offset + (i * n * 4) as u64,
+                    Some(t.bytes()),
+                );
             }
             g.stale(&all.buf);
             col_sum(g, enc, all, self.chunks.len(), n, &gr.log_threshold, false)?;
