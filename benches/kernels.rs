@@ -589,12 +589,16 @@ fn main() -> anyhow::Result<()> {
         rows.push(row);
     }
     // Fused against separate pairs (gemm_encoder_bmax*; sweep_encoders_*: one launch for
-    // the members against one each): time ratio, wall and CPU.
+    // the members against one each, `_batched` against `_batched_separate` on pooled
+    // operands): time ratio, wall and CPU.
     for (case, t) in cases.iter().zip(&timings) {
-        let Some(label) = case.name.strip_suffix("_fused") else {
-            continue;
+        let (label, other) = match case.name.strip_suffix("_fused") {
+            Some(l) => (l.to_string(), format!("{l}_separate")),
+            None if case.name.ends_with("_batched") => {
+                (case.name.clone(), format!("{}_separate", case.name))
+            }
+            None => continue,
         };
-        let other = format!("{label}_separate");
         let Some(u) = cases
             .iter()
             .position(|c| c.name == other)

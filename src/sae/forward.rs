@@ -106,6 +106,20 @@ pub fn activation_cpu(pre: &[f32], rows: usize, n: usize, jump: Option<(&[f32], 
     }
 }
 
+/// xc = x - b_dec: the encoder's input, centred (the first stage of [`encode_gpu`]).
+/// x: (rows, d), b_dec: (d) -> xc: (rows, d)
+pub fn center_gpu(
+    g: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &GpuTensor,
+    b_dec: &GpuTensor,
+    rows: usize,
+    xc: &GpuTensor,
+) -> Result<()> {
+    let d = b_dec.len();
+    crate::kernels::reduce::sub_row(g, enc, x, b_dec, rows, d, xc)
+}
+
 /// encode on the GPU: xc = x - b_dec into `xc` (a transcoder: pass x as `xc`), then pre =
 /// xc W_enc + b_enc into `pre`; with `block_max` = (bmax, threshold offsets) also the
 /// block maxima the code stages start from (`gemm_block_max`).
@@ -124,7 +138,7 @@ pub fn encode_gpu(
     use crate::kernels::gemm::{gemm, gemm_block_max};
     let (d, n) = (w.w_enc.shape[0], w.w_enc.shape[1]);
     if let Some(b_dec) = w.b_dec {
-        crate::kernels::reduce::sub_row(g, enc, x, b_dec, rows, d, xc)?;
+        center_gpu(g, enc, x, b_dec, rows, xc)?;
     }
     let spec = GemmSpec::nn(rows, n, d);
     match block_max {

@@ -7,20 +7,24 @@
 //! the whole batch, first encodes every chunk and selects: `gpu/batch.rs`); the ReLU /
 //! JumpReLU paths (sparse codes or dense) and AuxK are chosen on the device, by gates. The
 //! buffers are allocated in `gpu/alloc.rs`, the `StepEngine` readbacks are in
-//! `gpu/readback.rs`, the stages after the chunks (`finish_gradients`, `optimizer`) in
+//! `gpu/readback.rs`, the step's recording (whole, or around an encoder product shared with
+//! other engines) in `gpu/record.rs`, the stages after the chunks (`finish_gradients`, `optimizer`) in
 //! `gpu/update.rs`.
 
 mod alloc;
 mod batch;
 mod levels;
 mod readback;
+mod record;
 use levels::{Dy, Levels};
 mod update;
 
 pub use alloc::chunk_rows;
+pub use record::EncoderSlots;
 
 use std::sync::Arc;
 
+use crate::Result;
 use crate::gpu::{Gate, Gpu, GpuTensor};
 use crate::kernels::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
@@ -33,7 +37,6 @@ use crate::kernels::codes::{
 };
 use crate::kernels::gemm::{GemmSpec, gemm, texture_of};
 use crate::kernels::ops::{gate_plan, threshold_ema, zero};
-use crate::kernels::optim::write_hyper;
 use crate::kernels::reduce::{
     col_sum, dense_stats, l1_backward, mse_backward, row_norms, slot, sparse_stats, sub,
     update_dead,
@@ -43,12 +46,11 @@ use crate::kernels::sparse::{
     build_transpose, gather_db_enc, gather_dw_enc, gather_jumprelu_threshold, sparse_decode,
     sparse_dot, sparse_jumprelu_backward, sparse_l1_backward, texture_path,
 };
-use crate::{Error, Result};
 
 use super::engine::{StepScalars, dead_after, selects_topk};
 use super::forward::{EncoderWeights, encode_gpu};
 use super::params::ParamSet;
-use super::{Arch, TrainConfig, storage};
+use super::{Arch, TrainConfig};
 
 /// Dispatches a ReLU / JumpReLU step records under its gate (both paths), with room.
 const GATE_SLOTS: usize = 96;
@@ -563,134 +565,6 @@ impl GpuEngine {
             if texture_path(g, &[self.n, rows], w) {
                 texture_of(g, enc, t, [t.len() / w, w])?;
             }
-        }
-        Ok(())
-    }
-
-    /// The step's stages in order, `mark` called after each. batchtopk in several chunks
-    /// encodes every chunk and selects over the batch before the chunks' codes.
-    fn record_step(&self, enc: &mut wgpu::CommandEncoder, mark: &mut Mark) -> Result<()> {
-        self.prepare(enc)?;
-        mark("prepare", enc)?;
-        let whole_batch = self.batch_codes.is_some();
-        if whole_batch {
-            for ch in &self.chunks {
-                self.encode(enc, ch)?;
-                mark("encode", enc)?;
-            }
-            self.select_batch(enc)?;
-            mark("codes", enc)?;
-        }
-        for (i, ch) in self.chunks.iter().enumerate() {
-            if !whole_batch {
-                self.encode(enc, ch)?;
-                mark("encode", enc)?;
-            }
-            self.codes(enc, ch)?;
-            mark("codes", enc)?;
-            self.decode(enc, ch)?;
-            mark("decode", enc)?;
-            self.loss(enc, ch)?;
-            mark("loss", enc)?;
-            self.backward(enc, ch, i)?;
-            mark("backward", enc)?;
-        }
-        self.finish_gradients(enc)?;
-        mark("finish gradients", enc)?;
-        self.optimizer(enc)?;
-        mark("optimizer", enc)?;
-        self.count_dead(enc)?;
-        mark("dead latents", enc)
-    }
-
-    /// The GPU the engine runs on.
-    pub fn gpu(&self) -> &Arc<Gpu> {
-        &self.gpu
-    }
-
-    /// How the batch is split: (chunks, rows of the largest).
-    pub fn chunking(&self) -> (usize, usize) {
-        (self.chunks.len(), self.chunk_rows)
-    }
-
-    /// One step as `StepEngine::step`, with `mark` called at the end of each stage (see
-    /// [`Mark`]); the last stage's encoder is submitted here.
-    pub fn step_marked(
-        &mut self,
-        cfg: &TrainConfig,
-        x: &[f32],
-        rows: usize,
-        mark: &mut Mark,
-    ) -> Result<()> {
-        let mut enc = self.gpu.encoder();
-        self.record_full_step(cfg, x, rows, &mut enc, mark)?;
-        self.gpu.submit(enc);
-        self.submitted()
-    }
-
-    /// After the submission holding a step recorded by [`Self::record_full_step`].
-    pub fn submitted(&mut self) -> Result<()> {
-        // Out of memory, device lost or a driver error: reported by the device's callbacks.
-        self.gpu.check()?;
-        self.step += 1;
-        Ok(())
-    }
-
-    /// Everything of a step but its submission: the uploads, then the whole step recorded
-    /// into `enc` (a sweep records every member's step into one encoder and submits once).
-    pub fn record_full_step(
-        &mut self,
-        cfg: &TrainConfig,
-        x: &[f32],
-        rows: usize,
-        enc: &mut wgpu::CommandEncoder,
-        mark: &mut Mark,
-    ) -> Result<()> {
-        if rows != self.rows {
-            return Err(Error::Internal(format!(
-                "GPU engine built for batches of {} rows, got {rows}",
-                self.rows
-            )));
-        }
-        let g = &*self.gpu;
-        // A transcoder's batch is its input rows followed by its target rows.
-        let (x, y) = x.split_at(rows * self.d);
-        let transcoder = self.cfg.d_out.is_some();
-        storage::upload(g, enc, x, &self.x, self.x16.as_ref())?;
-        if transcoder {
-            storage::upload(g, enc, y, &self.y, self.y16.as_ref())?;
-        }
-        if self.chunks.len() > 1 {
-            let (mut start, mut start_y) = (0, 0);
-            for ch in &self.chunks {
-                g.copy_into(enc, &self.x, start, &ch.x)?;
-                if transcoder {
-                    g.copy_into(enc, &self.y, start_y, &ch.y)?;
-                }
-                start += ch.rows * self.d;
-                start_y += ch.rows * self.d_out;
-            }
-        }
-        let sc = StepScalars::at(cfg, self.step);
-        write_hyper(g, &self.hyper, &sc.adam(cfg, self.step));
-        if selects_topk(cfg.arch) {
-            // This step's k (`TrainConfig::k_at`): the codes are its rows * k slots.
-            let k = cfg.k_at(self.step);
-            // batchtopk in several chunks: room for any share of the batch's entries.
-            let several = self.batch_codes.is_some();
-            for ch in &mut self.chunks {
-                ch.codes = ch
-                    .code_store
-                    .prefix(if several { self.rows } else { ch.rows } * k);
-            }
-        }
-        self.record_step(enc, mark)?;
-        let chunk_gates = self
-            .chunks
-            .iter()
-            .flat_map(|ch| [ch.gate.as_ref(), ch.aux_gate.as_ref()]);
-        for gate in chunk_gates.flatten() {
-            gate.finish(g)?;
         }
         Ok(())
     }

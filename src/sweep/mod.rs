@@ -1,11 +1,13 @@
 //! Sweeps: many SAEs from one pass over the data (`saeforge sweep`). `spec` reads and checks
 //! what to train, `run` trains it (members sharing a stream drive `saeforge train`'s own
 //! [`crate::sae::train::Member`] loop over one loader), `state` is what a sweep keeps on
-//! disk, `memory` checks the members fit the device together, `report` writes
+//! disk, `memory` checks the members fit the device together, `merge` runs same-shape GPU members'
+//! encoder products as one launch where that is faster, `report` writes
 //! OUT/sweep.json, OUT/report.md and the plots, and `slurm` writes a job array for a
 //! cluster.
 
 pub mod memory;
+pub mod merge;
 pub mod report;
 pub mod run;
 pub mod slurm;

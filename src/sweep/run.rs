@@ -86,6 +86,7 @@ pub fn run_until(
 ) -> Result<SweepOutcome> {
     let out = &opts.out;
     let clock = Instant::now();
+    let merge = super::merge::Policy::from_env()?;
     // A job-array task (--only) shares OUT with the other tasks: it locks its members'
     // folders only, and keeps its state in a file of its own.
     let task = opts.only.is_some();
@@ -366,7 +367,7 @@ pub fn run_until(
         if interrupted {
             break;
         }
-        interrupted = run_group(gi, g, out, &mut state, stop)?;
+        interrupted = run_group(gi, g, out, &mut state, stop, merge)?;
     }
     drop(locks);
     Ok(SweepOutcome {
@@ -405,6 +406,7 @@ fn run_group(
     out: &Path,
     state: &mut SweepState,
     stop: &StopToken,
+    merge: super::merge::Policy,
 ) -> Result<bool> {
     let clock = Instant::now();
     let mut members: Vec<(String, Member)> = Vec::new();
@@ -428,6 +430,7 @@ fn run_group(
         }
         members.push((b.name, m));
     }
+    let shared = super::merge::plan(&mut members, merge)?;
     let stats = &mut state.groups[gi];
     stats.members = members.iter().map(|(n, _)| n.clone()).collect();
     stats.train_rows = g.data.train_rows();
@@ -472,7 +475,7 @@ fn run_group(
         };
         drawn = batch.drawn;
         skipped += batch.skipped as u64;
-        let mut results = step_all(&mut members, &batch).into_iter();
+        let mut results = step_all(&mut members, &batch, &shared).into_iter();
         let mut i = 0;
         while i < members.len() {
             let (name, _) = &mut members[i];
@@ -533,13 +536,21 @@ fn run_group(
 }
 
 /// Every member that wants `batch` steps on it: the GPU engine's members on one device are
-/// recorded into ONE encoder and submitted once; CPU members step side by side (see
+/// recorded into ONE encoder and submitted once (the members of a `shared` group around
+/// their one encoder launch, `merge`); CPU members step side by side (see
 /// [`step_cpu_members`]). The result of each member, in order.
-fn step_all(members: &mut [(String, Member)], batch: &Batch) -> Vec<Result<()>> {
+fn step_all(
+    members: &mut [(String, Member)],
+    batch: &Batch,
+    shared: &[super::merge::Shared],
+) -> Vec<Result<()>> {
     let mut res: Vec<Result<()>> = members.iter().map(|_| Ok(())).collect();
     let mut enc: Option<(Arc<Gpu>, wgpu::CommandEncoder)> = None;
     let (mut recorded, mut on_cpu) = (Vec::new(), Vec::new());
-    for (i, (_, m)) in members.iter_mut().enumerate() {
+    // Per shared group: its members recorded up to the product.
+    let mut until: Vec<Vec<usize>> = shared.iter().map(|_| Vec::new()).collect();
+    for (i, (name, m)) in members.iter_mut().enumerate() {
+        let group = shared.iter().position(|s| s.names.contains(name));
         if !m.wants(batch) || !m.begin(batch) {
             continue;
         }
@@ -552,8 +563,17 @@ fn step_all(members: &mut [(String, Member)], batch: &Batch) -> Vec<Result<()>> 
         match m.engine.as_gpu() {
             Some(g) if same(g) => {
                 let (_, e) = enc.get_or_insert_with(|| (g.gpu().clone(), g.gpu().encoder()));
-                match g.record_full_step(cfg, &batch.data, batch.rows, e, &mut |_, _| Ok(())) {
-                    Ok(()) => recorded.push(i),
+                let (x, rows) = (&batch.data, batch.rows);
+                let r = match group {
+                    Some(s) => g
+                        .record_until_product(cfg, x, rows, e)
+                        .map(|()| &mut until[s]),
+                    None => g
+                        .record_full_step(cfg, x, rows, e, &mut |_, _| Ok(()))
+                        .map(|()| &mut recorded),
+                };
+                match r {
+                    Ok(list) => list.push(i),
                     Err(e) => res[i] = Err(e),
                 }
             }
@@ -561,6 +581,23 @@ fn step_all(members: &mut [(String, Member)], batch: &Batch) -> Vec<Result<()>> 
                 res[i] = match m.engine.step(cfg, &batch.data, batch.rows) {
                     Ok(()) => m.stepped(batch),
                     Err(e) => Err(e.with_hint(m.note())),
+                }
+            }
+        }
+    }
+    if let Some((_, e)) = &mut enc {
+        for (s, idx) in shared.iter().zip(until).filter(|(_, idx)| !idx.is_empty()) {
+            let launched = s.record(e);
+            for i in idx {
+                let g = members[i].1.engine.as_gpu().expect("a GPU member");
+                res[i] = match &launched {
+                    Ok(()) => g.record_after_product(e),
+                    Err(err) => Err(Error::Internal(format!(
+                        "the members' encoder launch: {err}"
+                    ))),
+                };
+                if res[i].is_ok() {
+                    recorded.push(i);
                 }
             }
         }

@@ -6,6 +6,7 @@
 mod common;
 
 mod cli;
+mod merged;
 mod report;
 mod runs;
 mod slurm;
@@ -22,6 +23,7 @@ fn main() {
     trials.extend(spec::trials());
     trials.extend(report::trials());
     trials.extend(cli::trials());
+    trials.extend(merged::trials());
     trials.extend(slurm::trials());
     libtest_mimic::run(&args, trials).exit();
 }
