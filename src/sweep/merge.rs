@@ -223,19 +223,23 @@ fn pool_group(
     Ok(keep.then_some(shared))
 }
 
-/// Median seconds of 5 submissions of what `record` records (after one unmeasured).
+/// Seconds per run of what `record` records: the median of 5 submissions (after one
+/// unmeasured), each recording it as many times as fill about 2 ms (so that a small
+/// product is not lost in a submission's own cost), divided by that count.
 fn time(gpu: &Gpu, record: impl Fn(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<f64> {
-    let mut runs = Vec::new();
-    for i in 0..6 {
+    let run = |reps: usize| -> Result<f64> {
         let mut enc = gpu.encoder();
-        record(&mut enc)?;
+        for _ in 0..reps {
+            record(&mut enc)?;
+        }
         let t = Instant::now();
         gpu.submit(enc);
         gpu.wait()?;
-        if i > 0 {
-            runs.push(t.elapsed().as_secs_f64());
-        }
-    }
+        Ok(t.elapsed().as_secs_f64() / reps as f64)
+    };
+    let first = run(1)?;
+    let reps = ((2e-3 / first.max(1e-7)).ceil() as usize).clamp(1, 64);
+    let mut runs = (0..5).map(|_| run(reps)).collect::<Result<Vec<f64>>>()?;
     runs.sort_by(f64::total_cmp);
-    Ok(runs[runs.len() / 2])
+    Ok(runs[2])
 }

@@ -30,7 +30,8 @@ const SHAPES: &[(usize, usize, usize)] = &[
 
 const TRANSPOSES: &[(bool, bool)] = &[(false, false), (false, true), (true, false), (true, true)];
 
-fn spec(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> GemmSpec {
+/// C = op(A) op(B) of these sizes and transposes, alpha 1, beta 0.
+pub(crate) fn spec(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> GemmSpec {
     GemmSpec {
         m,
         n,

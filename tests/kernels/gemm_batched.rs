@@ -14,6 +14,7 @@ use saeforge::kernels::gemm_reg::RegTiles;
 use saeforge::reference::codes as rc;
 
 use crate::common::{assert_same, fail, gpu_test, randn};
+use crate::gemm::spec;
 
 type Rng = rand_chacha::ChaCha8Rng;
 
@@ -106,18 +107,6 @@ fn check(gpu: &Gpu, rng: &mut Rng, spec: GemmSpec, t: &GemmTuning) -> Result<(),
         }
     }
     Ok(())
-}
-
-fn spec(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> GemmSpec {
-    GemmSpec {
-        m,
-        n,
-        k,
-        trans_a,
-        trans_b,
-        alpha: 1.0,
-        beta: 0.0,
-    }
 }
 
 fn trial(base: GemmSpec, label: &'static str, tiles: Option<RegTiles>) -> Trial {

@@ -9,16 +9,18 @@ use libtest_mimic::{Failed, Trial};
 use crate::common::{cpu_test, fail, gpu_test};
 use crate::util::{synth, tmp};
 
-fn saeforge(args: &[&str], env: &[(&str, &str)]) -> Result<Output, Failed> {
+/// The binary with `args` and `env` (and no SAEFORGE_SWEEP_MERGE from the caller's).
+pub(crate) fn saeforge(args: &[&str], env: &[(&str, &str)]) -> Result<Output, Failed> {
     let mut c = Command::new(env!("CARGO_BIN_EXE_saeforge"));
-    c.args(args);
+    c.args(args).env_remove("SAEFORGE_SWEEP_MERGE");
     for (k, v) in env {
         c.env(k, v);
     }
     c.output().map_err(fail)
 }
 
-fn text(o: &Output) -> String {
+/// stdout then stderr.
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),

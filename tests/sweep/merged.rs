@@ -6,31 +6,14 @@
 //! times both and says which it kept; any other value is refused before any work.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use libtest_mimic::{Failed, Trial};
 
-use crate::common::{fail, gpu_test};
+use crate::cli::{saeforge, text};
+use crate::common::gpu_test;
 use crate::util::{synth, tmp};
 
 const HW: (&str, &str) = ("SAEFORGE_FORCE_PATH", "hardware");
-
-fn saeforge(args: &[&str], env: &[(&str, &str)]) -> Result<Output, Failed> {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_saeforge"));
-    c.args(args).env_remove("SAEFORGE_SWEEP_MERGE");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().map_err(fail)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// The options every run shares, then `extra`.
 fn args<'a>(cmd: &'a str, data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {

@@ -109,16 +109,8 @@ pub fn gemm_block_max_batched_tuned(
     if spec.beta != 0.0 {
         return Err(Error::Internal(format!("{kn}: beta must be 0")));
     }
+    let params = Params::of(kn, spec)?;
     let u = |what, v| crate::kernels::decl::to_u32(kn, what, v);
-    let params = Params {
-        m: u("m", m)?,
-        n: u("n", n)?,
-        k: u("k", k)?,
-        _pad0: 0,
-        alpha: spec.alpha,
-        beta: 0.0,
-        _pad1: [0; 2],
-    };
     let flag = |on: bool| if on { 1.0 } else { 0.0 };
     let stride = |p: Pooled| p.stride as f64;
     GEMM_REG_BMAX_BATCHED

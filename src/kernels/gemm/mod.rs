@@ -90,6 +90,22 @@ crate::uniform! {
     }
 }
 
+impl Params {
+    /// The parameters of `spec` for kernel `kn` (its sizes must fit u32).
+    fn of(kn: &'static str, spec: &GemmSpec) -> Result<Params> {
+        let u = |what, v| super::decl::to_u32(kn, what, v);
+        Ok(Params {
+            m: u("m", spec.m)?,
+            n: u("n", spec.n)?,
+            k: u("k", spec.k)?,
+            _pad0: 0,
+            alpha: spec.alpha,
+            beta: spec.beta,
+            _pad1: [0; 2],
+        })
+    }
+}
+
 /// The override constants every GEMM entry point takes at launch (the transposes, bias and
 /// beta flags); workgroup sizes come from [`GemmTuning`].
 const FLAGS: &[&str] = &["TRANS_A", "TRANS_B", "HAS_BIAS", "USE_BETA"];
@@ -311,16 +327,7 @@ fn gemm_impl<'a>(
             spec.alpha, spec.beta
         )));
     }
-    let u = |what, v| super::decl::to_u32("gemm", what, v);
-    let params = Params {
-        m: u("m", m)?,
-        n: u("n", n)?,
-        k: u("k", k)?,
-        _pad0: 0,
-        alpha: spec.alpha,
-        beta: spec.beta,
-        _pad1: [0; 2],
-    };
+    let params = Params::of("gemm", spec)?;
     let flag = |on: bool| if on { 1.0 } else { 0.0 };
     let [ar, ac] = spec.a_shape();
     let [br, bc] = spec.b_shape();
