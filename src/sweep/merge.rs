@@ -3,7 +3,7 @@
 //! faster").
 //!
 //! Members whose step has a shareable product (`GpuEngine::shared_product`: one chunk, an
-//! SAE, topk or relu) on the same device with the same (batch, d, d_sae) form a group when
+//! SAE, any architecture but jumprelu) on the same device with the same (batch, d, d_sae) form a group when
 //! the adapter's encoder product is the fused register kernel (`gemm::batched::batches`:
 //! hardware adapters, or `SAEFORGE_FORCE_PATH=hardware`). Their xc, W_enc, b_enc,
 //! pre-activations and block maxima move into pools (`Gpu::pool`), one slot per member;

@@ -187,14 +187,12 @@ impl GpuEngine {
 
     /// The encoder product of this engine's step (pre = xc W_enc + b_enc with its block
     /// maxima, no offsets) when another launch may compute it for several engines: one
-    /// chunk, an SAE (not a transcoder), topk or relu (whose product writes the engine's own
-    /// pre-activations and block maxima; batchtopk's and matryoshka's go to the batch
-    /// selection's scratch, jumprelu's subtract threshold offsets). None otherwise.
+    /// chunk, an SAE (not a transcoder: its encoder reads x itself), not jumprelu (whose
+    /// block maxima subtract threshold offsets). None otherwise.
     pub fn shared_product(&self) -> Option<GemmSpec> {
-        let plain = matches!(self.cfg.arch, Arch::Topk | Arch::Relu);
         let one = self.chunks.len() == 1 && self.chunks[0].kept.is_none();
-        (plain && one && self.cfg.d_out.is_none() && self.off.is_none() && self.batch.is_none())
-            .then(|| GemmSpec::nn(self.rows, self.n, self.d))
+        let plain = self.cfg.arch != Arch::Jumprelu && self.off.is_none();
+        (plain && one && self.cfg.d_out.is_none()).then(|| GemmSpec::nn(self.rows, self.n, self.d))
     }
 
     /// The tensors of [`Self::shared_product`], in `gemm::batched`'s order.
@@ -249,7 +247,11 @@ impl GpuEngine {
         }
         self.chunks[0].xc = xc.view(&self.chunks[0].xc.shape);
         self.pre = pre.view(&self.pre.shape);
-        self.bmax = bmax.view(&self.bmax.shape);
+        // batchtopk / matryoshka: the block maxima the batch selection reads.
+        match &mut self.batch {
+            Some(sc) => sc.bmax = bmax.view(&sc.bmax.shape),
+            None => self.bmax = bmax.view(&self.bmax.shape),
+        }
         Ok(())
     }
 
