@@ -14,8 +14,8 @@ use std::time::Instant;
 
 pub use crate::toy::args::ToyArgs;
 use crate::toy::args::{
-    Experiment, check_common, check_decay, check_density, check_max_hidden, density_bounds,
-    open_engine, parse_range, progress_line,
+    Experiment, check_common, check_decay, check_density, check_max_hidden, check_toy_memory,
+    density_bounds, open_engine, parse_range, progress_line, restarts,
 };
 use crate::toy::phase::{Phase, PhaseConfig, run_phase};
 use crate::toy::{Recipe, SweepConfig, log_space, run_sweep, write_phase, write_sweep};
@@ -45,13 +45,19 @@ pub fn sweep_config(a: &ToyArgs) -> Result<SweepConfig> {
         (None, None) => log_space(0.05, 1.0, 10),
     };
     check_density(&density)?;
+    let recipe = Recipe::from_args(a, 10_000, 1024);
+    check_toy_memory(
+        "toy",
+        [density.len(), n, m, recipe.batch],
+        "--features, --hidden or the densities (--density, --density-range)",
+    )?;
     Ok(SweepConfig {
         n,
         m,
         importance_decay: decay,
         density,
         relu: !a.linear,
-        recipe: Recipe::from_args(a, 10_000, 1024),
+        recipe,
     })
 }
 
@@ -69,11 +75,16 @@ pub fn phase_config(a: &ToyArgs) -> Result<PhaseConfig> {
             "--phase takes its density axis from --density-range LO:HI:COUNT",
         ));
     }
-    let (ilo, ihi, ik) = parse_range("--importance-range", &a.importance_range)?;
+    let importance_range = a.importance_range.as_deref().unwrap_or("0.1:10:15");
+    let (ilo, ihi, ik) = parse_range("--importance-range", importance_range)?;
     let (dlo, dhi, dk) = density_bounds(a, (0.01, 1.0, 15))?;
-    if a.restarts == 0 {
-        return Err(Error::input("--restarts must be at least 1"));
-    }
+    let restarts = restarts(a)?;
+    let batch = a.batch.unwrap_or(1024);
+    check_toy_memory(
+        "toy --phase",
+        [ik.saturating_mul(dk).saturating_mul(restarts), 2, 1, batch],
+        "the cells x restarts (--importance-range, --density-range, --restarts)",
+    )?;
     Ok(PhaseConfig {
         importance_lo: ilo,
         importance_hi: ihi,
@@ -81,7 +92,7 @@ pub fn phase_config(a: &ToyArgs) -> Result<PhaseConfig> {
         density_lo: dlo,
         density_hi: dhi,
         density_points: dk,
-        restarts: a.restarts,
+        restarts,
         relu: !a.linear,
         recipe: Recipe {
             eval_batches: 32,

@@ -14,7 +14,10 @@ use crate::toy::lab::privileged::{self, DensitySweep, DensitySweepResult};
 use crate::toy::lab::{self, intervene, l1};
 use crate::{Error, Result};
 
-use crate::toy::args::{ToyArgs, check_decay, check_densities, check_max_hidden, open_engine};
+use crate::toy::args::{
+    ToyArgs, check_decay, check_densities, check_max_hidden, check_toy_memory, open_engine,
+    run_name,
+};
 
 /// The lab-B experiments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +122,11 @@ fn density_lab<I>(
     log: &mut dyn FnMut(&Progress),
 ) -> Result<()> {
     let cfg = density_sweep(a, d)?;
+    check_toy_memory(
+        &format!("toy {}", run_name(a)),
+        [cfg.density.len(), cfg.n, cfg.m, cfg.batch],
+        "--features or the densities (--density, --density-range)",
+    )?;
     let r = run(&open_engine(a)?, &cfg, log_every, log)?;
     let files = write(&a.out, &r)?;
     print!("{}", table(&r));
@@ -189,6 +197,10 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
                 weight_decay: a.weight_decay,
                 seed: a.seed,
             };
+            // The L1 instances train first, then the top-k ones.
+            let e = cfg.l1.len().max(cfg.topk.len());
+            let more = "--features, --hidden, --l1-values or --topk-values";
+            check_toy_memory("toy --experiment l1", [e, cfg.n, m, cfg.batch], more)?;
             let r = l1::run(&open_engine(a)?, &cfg, log_every, &mut log)?;
             let files = l1::write(&a.out, &r)?;
             print!("{}", l1::table(&r));
@@ -234,6 +246,19 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
                     cfg.sae_k, cfg.sae_latents
                 )));
             }
+            check_toy_memory(
+                "toy --experiment intervene",
+                [1, n, m, cfg.batch],
+                "--features",
+            )?;
+            // The captured rows: x (n), the hidden activations (m) and their shard on disk.
+            let what = format!("--capture-rows {} (n {n}, m {m})", cfg.capture_rows);
+            let rows = cfg.capture_rows as u128;
+            let advice = "lower --capture-rows";
+            let bytes = rows.saturating_mul(4 * (2 * n + m) as u128);
+            crate::io::check_host_memory(&what, bytes, advice)?;
+            let shard = rows.saturating_mul(4 * m as u128);
+            crate::io::check_disk_space(&what, &a.out, shard, advice)?;
             let r = intervene::run(&open_engine(a)?, &cfg, &a.out, log_every, &mut log)?;
             let files = intervene::write(&a.out, &r)?;
             print!("{}", intervene::table(&r));

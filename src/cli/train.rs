@@ -9,16 +9,15 @@ use crate::stop::StopToken;
 /// with topk, `--k` with relu, ...; see `ARCH_ONLY`): it would be accepted and silently do
 /// nothing. Checked here, for the command line only: library callers share one option set
 /// across architectures. `--k-anneal-*` and `--matryoshka-widths` are refused by the
-/// config itself.
-fn check_arch_options(a: &TrainArgs) -> crate::Result<()> {
+/// config itself. `file`: the `--config` file, read once by the caller.
+fn check_arch_options(a: &TrainArgs, file: Option<&TrainArgs>) -> crate::Result<()> {
     if a.resume.is_some() {
         return Ok(()); // check_resume refuses every such option
     }
-    let arch = match (a.arch, &a.config) {
-        (Some(x), _) => x,
-        (None, Some(file)) => TrainArgs::from_toml(file)?.arch.unwrap_or(Arch::Topk),
-        (None, None) => Arch::Topk,
-    };
+    let arch = a
+        .arch
+        .or_else(|| file.and_then(|f| f.arch))
+        .unwrap_or(Arch::Topk);
     let name = serde_json::to_value(arch).expect("plain data");
     let name = name.as_str().unwrap_or_default();
     let given = serde_json::to_value(a).expect("plain data");
@@ -38,11 +37,16 @@ fn check_arch_options(a: &TrainArgs) -> crate::Result<()> {
 }
 
 pub fn run(args: TrainArgs) -> crate::Result<()> {
-    check_arch_options(&args)?;
+    // The --config file, read once here (a resumed run refuses --config: check_resume).
+    let file = match (&args.resume, &args.config) {
+        (None, Some(p)) => Some(TrainArgs::from_toml(p)?),
+        _ => None,
+    };
+    check_arch_options(&args, file.as_ref())?;
     // Ctrl-C / SIGTERM: checkpoint at the next step and exit 130 (a second one: at once).
     let stop = StopToken::new();
     let _signals = stop.on_signals();
-    let o = train::run_until(&args, &stop)?;
+    let o = train::run_until_with(&args, file, &stop)?;
     if o.interrupted {
         // Exit 130 with one line (printed by main) saying how to go on.
         return Err(crate::Error::Interrupted(format!(

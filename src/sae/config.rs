@@ -380,6 +380,16 @@ fn positive<T: PartialOrd + Default + std::fmt::Display + Copy>(flag: &str, v: T
     Ok(v)
 }
 
+/// `--prefetch`: at least one batch kept ready (its memory is checked with the run's).
+fn prefetch(v: usize) -> Result<usize> {
+    if v == 0 {
+        return Err(Error::input(
+            "--prefetch 0: expected at least 1 (batches the prefetch thread keeps ready)",
+        ));
+    }
+    Ok(v)
+}
+
 /// A finite float > 0.
 fn positive_f32(flag: &str, v: f32) -> Result<f32> {
     if !(v > 0.0 && v.is_finite()) {
@@ -431,11 +441,17 @@ impl TrainConfig {
                 "--k {k}: expected at most d_sae = {d_sae}"
             )));
         }
+        // The default, d / 2, is held to d_sae; a --k-aux past it is refused (AuxK picks
+        // at most d_sae latents), as --k is, for the architectures that read it.
         let k_aux = match a.k_aux {
-            Some(v) => positive("k-aux", v)?,
-            None => (d_in / 2).max(1),
-        }
-        .min(d_sae);
+            Some(v) if super::engine::selects_topk(arch) && v > d_sae => {
+                return Err(Error::input(format!(
+                    "--k-aux {v}: expected 1 ..= d_sae ({d_sae})"
+                )));
+            }
+            Some(v) => positive("k-aux", v)?.min(d_sae),
+            None => (d_in / 2).max(1).min(d_sae),
+        };
         let batch = positive("batch", a.batch.unwrap_or(4096))?;
         let steps = match (a.steps, a.tokens) {
             (Some(s), _) => positive("steps", s)?,
@@ -545,7 +561,7 @@ impl TrainConfig {
             eval_rows: positive("eval-rows", a.eval_rows.unwrap_or(8192))?,
             checkpoint_every: a.checkpoint_every.unwrap_or((steps / 10).max(1)),
             shuffle_rows: a.shuffle_rows.unwrap_or(1 << 20),
-            prefetch: a.prefetch.unwrap_or(4).max(1),
+            prefetch: prefetch(a.prefetch.unwrap_or(4))?,
             init_rows: positive("init-rows", a.init_rows.unwrap_or(8192))?,
             skip_nonfinite: a.skip_nonfinite.unwrap_or(false),
             batch_dtype: a.batch_dtype.unwrap_or_default(),
@@ -592,7 +608,7 @@ impl TrainConfig {
             self.adapter = a.adapter.clone();
         }
         if let Some(p) = a.prefetch {
-            self.prefetch = p.max(1);
+            self.prefetch = prefetch(p)?;
         }
         Ok(())
     }

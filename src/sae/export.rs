@@ -365,6 +365,25 @@ impl SaeModel {
                 "normalize_activations {norm:?} is not supported (expected \"none\"; fold the scaling into the weights)"
             )));
         }
+        // SAELens's "hook_z" reshapes [.., heads, d_head] activations; saeforge reads rows.
+        if let Some(r) = text_key("reshape_activations")?
+            && r != "none"
+        {
+            return Err(bad_cfg(format!(
+                "reshape_activations {r:?} is not supported (expected \"none\": saeforge reads activations as rows of d_in)"
+            )));
+        }
+        let dtype = match text_key("dtype")? {
+            None => None,
+            Some(t) => Some((
+                t,
+                super::tensors::cfg_dtype(t).ok_or_else(|| {
+                    bad_cfg(format!(
+                        "dtype {t:?} is not supported (expected float32, float16 or bfloat16)"
+                    ))
+                })?,
+            )),
+        };
         let wpath = dir.join(WEIGHTS_FILE);
         if !wpath.is_file() {
             return Err(Error::input(format!(
@@ -387,6 +406,9 @@ impl SaeModel {
         let names: Vec<&str> = expected.keys().copied().collect();
         let what = format!("a {arch} SAE");
         super::tensors::no_extra_tensors(&st, &wpath, &what, &names)?;
+        if let Some((said, want)) = dtype {
+            super::tensors::same_dtype(&st, &wpath, &names, want, said)?;
+        }
         let source = match d_out {
             Some(o) => format!("cfg.json (d_in {d}, d_out {o}, d_sae {n})"),
             None => format!("cfg.json (d_in {d}, d_sae {n})"),

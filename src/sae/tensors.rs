@@ -83,3 +83,37 @@ pub(crate) fn no_extra_tensors(
         None => Ok(()),
     }
 }
+
+/// The safetensors dtype a SAELens cfg.json's "dtype" names ("float32", "torch.bfloat16",
+/// ...); None for one saeforge does not read.
+pub(crate) fn cfg_dtype(s: &str) -> Option<safetensors::Dtype> {
+    match s.strip_prefix("torch.").unwrap_or(s) {
+        "float32" | "float" => Some(safetensors::Dtype::F32),
+        "float16" | "half" => Some(safetensors::Dtype::F16),
+        "bfloat16" => Some(safetensors::Dtype::BF16),
+        _ => None,
+    }
+}
+
+/// Err naming the first of `names` in `st` whose dtype is not `want` (cfg.json's "dtype",
+/// `said`). Missing tensors are left to [`take_tensor`].
+pub(crate) fn same_dtype(
+    st: &safetensors::SafeTensors,
+    file: &Path,
+    names: &[&str],
+    want: safetensors::Dtype,
+    said: &str,
+) -> Result<()> {
+    for name in names {
+        if let Ok(v) = st.tensor(name)
+            && v.dtype() != want
+        {
+            return Err(Error::input(format!(
+                "{}: tensor {name:?} has dtype {:?}, but cfg.json says dtype {said:?} ({want:?})",
+                file.display(),
+                v.dtype()
+            )));
+        }
+    }
+    Ok(())
+}

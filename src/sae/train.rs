@@ -343,6 +343,12 @@ pub fn check_fits(engine: &Engine, cfg: &TrainConfig) -> Result<()> {
         2 * 4 * cfg.init_rows as u128 * width,
         "lower --init-rows (default 8192)",
     )?;
+    // The prefetch queue: its batches (f32 rows) and a slot each, plus the one in use.
+    crate::io::check_host_memory(
+        &format!("--prefetch {} with --batch {}", cfg.prefetch, cfg.batch),
+        (cfg.prefetch as u128 + 1).saturating_mul(4 * cfg.batch as u128 * width + 128),
+        "lower --prefetch (default 4)",
+    )?;
     match engine {
         Engine::Gpu(gpu) => GpuEngine::check_capacity(gpu, cfg),
         Engine::Cpu => crate::io::check_host_memory(
@@ -385,6 +391,16 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutcome> {
 /// [`run`], stopping at the next step boundary once `stop` is stopped (by Ctrl-C under the
 /// caller's `SignalGuard`): the checkpoint is written and the outcome says `interrupted`.
 pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
+    run_until_with(args, None, stop)
+}
+
+/// [`run_until`] with `args.config`'s file already read (`file`; None: read it here), so
+/// that a caller who needed it first reads it once.
+pub fn run_until_with(
+    args: &TrainArgs,
+    file: Option<TrainArgs>,
+    stop: &StopToken,
+) -> Result<TrainOutcome> {
     // Resolve the configuration (a resumed run keeps its own; see `RESUME_FLAGS`).
     let run_lock; // reliability: one writer per folder (crate::lock)
     let (mut cfg, resume_from) = if let Some(dir) = &args.resume {
@@ -403,9 +419,10 @@ pub fn run_until(args: &TrainArgs, stop: &StopToken) -> Result<TrainOutcome> {
         cfg.apply_resume_overrides(args, ck.state.step)?;
         (cfg, Some(ck))
     } else {
-        let file = match &args.config {
-            Some(p) => TrainArgs::from_toml(p)?,
-            None => TrainArgs::default(),
+        let file = match (file, &args.config) {
+            (Some(f), _) => f,
+            (None, Some(p)) => TrainArgs::from_toml(p)?,
+            (None, None) => TrainArgs::default(),
         };
         let merged = args.merged_over(&file)?;
         let cfg = resolve_new(&merged)?;

@@ -75,9 +75,10 @@ pub struct ToyArgs {
     pub weight_decay: f32,
     /// W's initialisation: notebook (the authors' notebook: Xavier-normal over the
     /// (instances, n, m) parameter, std sqrt(2 / (m (n + instances)))) or xavier (per
-    /// instance, W (m, n): std sqrt(2 / (n + m))).
-    #[arg(long, value_enum, default_value_t = Init::Notebook)]
-    pub init: Init,
+    /// instance, W (m, n): std sqrt(2 / (n + m))) [default: notebook]. Not read by the
+    /// privileged, abs, l1 and intervene experiments (their models start Xavier-normal).
+    #[arg(long, value_enum)]
+    pub init: Option<Init>,
     /// Seed of the initialisation and of the data hash.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -88,14 +89,15 @@ pub struct ToyArgs {
     /// density) instead of a sweep.
     #[arg(long)]
     pub phase: bool,
-    /// With --phase: COUNT relative importances of feature 2, log-spaced from LO to HI.
-    #[arg(long, value_name = "LO:HI:COUNT", default_value = "0.1:10:15")]
-    pub importance_range: String,
+    /// With --phase: COUNT relative importances of feature 2, log-spaced from LO to HI
+    /// [default: 0.1:10:15].
+    #[arg(long, value_name = "LO:HI:COUNT")]
+    pub importance_range: Option<String>,
     /// With --phase: restarts per cell (the lowest final loss wins); with --experiment
     /// perturb (per density) and correlated: instances trained, the lowest final loss
-    /// reported.
-    #[arg(long, default_value_t = 4)]
-    pub restarts: usize,
+    /// reported [default: 4]. Refused elsewhere.
+    #[arg(long)]
+    pub restarts: Option<usize>,
     /// Run one experiment of the lab instead of a sweep (README "Superposition lab"):
     /// perturb (n 5 -> m 2, the fifth feature's density swept), correlated (feature sets
     /// firing together or never together), geometry (the feature geometry graph of the
@@ -154,6 +156,13 @@ pub fn parse_range(flag: &str, s: &str) -> Result<(f64, f64, usize)> {
     if !(lo > 0.0 && lo <= hi && hi.is_finite() && count >= 1) {
         return Err(bad());
     }
+    // COUNT instances of at least one feature and one row each, before the COUNT values
+    // themselves are made.
+    crate::io::check_host_memory(
+        &format!("{flag} {s} ({count} instances)"),
+        toy_bytes(count, 1, 1, 1),
+        "lower COUNT",
+    )?;
     Ok((lo, hi, count))
 }
 
@@ -229,7 +238,95 @@ pub fn lab_flags(a: &ToyArgs) -> [(&'static str, bool); 12] {
     ]
 }
 
+/// `--restarts` (default 4), at least 1.
+pub fn restarts(a: &ToyArgs) -> Result<usize> {
+    match a.restarts.unwrap_or(4) {
+        0 => Err(Error::input("--restarts must be at least 1")),
+        r => Ok(r),
+    }
+}
+
+/// What the run is, in the words of its flags: `--phase`, `--experiment NAME` or the sweep.
+pub fn run_name(a: &ToyArgs) -> String {
+    match (a.phase, a.experiment) {
+        (_, Some(x)) => format!(
+            "--experiment {}",
+            clap::ValueEnum::to_possible_value(&x)
+                .map_or_else(String::new, |v| v.get_name().to_string())
+        ),
+        (true, None) => "--phase".into(),
+        (false, None) => "the sweep (no --phase or --experiment)".into(),
+    }
+}
+
+/// Refuse the options of the recipe the run at hand ignores: `--restarts` outside
+/// --phase, perturb and correlated; `--importance-range` outside --phase; `--init` for the
+/// two-layer experiments, whose models start Xavier-normal.
+fn check_ignored(a: &ToyArgs) -> Result<()> {
+    use Experiment::*;
+    let restarts = a.phase || matches!(a.experiment, Some(Perturb | Correlated));
+    let init = !matches!(a.experiment, Some(Privileged | Abs | L1 | Intervene));
+    let ignored = [
+        (
+            "--restarts",
+            a.restarts.is_some() && !restarts,
+            "--phase, --experiment perturb and --experiment correlated",
+        ),
+        (
+            "--importance-range",
+            a.importance_range.is_some() && !a.phase,
+            "--phase",
+        ),
+        (
+            "--init",
+            a.init.is_some() && !init,
+            "the sweep, --phase and the perturb, correlated, geometry, dynamics and adversarial experiments",
+        ),
+    ];
+    match ignored.into_iter().find(|(_, bad, _)| *bad) {
+        Some((flag, _, by)) => Err(Error::input(format!(
+            "{flag} does not apply to {} (it is read by {by}); drop it",
+            run_name(a)
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Bytes a toy run holds at its largest for `instances` models of `n` features and `m`
+/// hidden units trained on `batch` rows a step (`crate::toy::train`, `crate::toy::mlp`):
+/// per instance the step's rows (x and g: n floats a row; h and dh: m; the loss), the
+/// parameters (the MLP's untied layers, 2 n m + n + m, which bound the other family's),
+/// their two Adam moments and gradient, the gradient partials of every chunk of
+/// `CHUNK_ROWS` rows, and the densities and importances. Saturates rather than overflows.
+pub fn toy_bytes(instances: usize, n: usize, m: usize, batch: usize) -> u128 {
+    let [e, n, m, rows] = [instances, n, m, batch].map(|v| v as u128);
+    let chunks = rows.div_ceil(super::train::CHUNK_ROWS as u128);
+    let params = (2 * n).saturating_mul(m).saturating_add(n + m);
+    let per_instance = rows
+        .saturating_mul(2 * n + 2 * m + 1)
+        .saturating_add(params.saturating_mul(chunks.saturating_add(4)))
+        .saturating_add(2 * n);
+    per_instance.saturating_mul(e).saturating_mul(4)
+}
+
+/// Refuse, before anything is allocated, a toy run (`what`: the command, e.g. "toy
+/// geometry") whose buffers ([`toy_bytes`]) need more memory than this machine has: one
+/// line naming the sizes, `--batch` and the flags (`lower`) that set the rest. An
+/// allocation that fails would abort the process (exit 134) without a word.
+pub fn check_toy_memory(
+    what: &str,
+    [instances, n, m, batch]: [usize; 4],
+    lower: &str,
+) -> Result<()> {
+    crate::io::check_host_memory(
+        &format!("{what}: {instances} instances of n {n} -> m {m} at --batch {batch}"),
+        toy_bytes(instances, n, m, batch),
+        &format!("lower --batch, or {lower}"),
+    )
+}
+
 pub fn check_common(a: &ToyArgs) -> Result<()> {
+    check_ignored(a)?;
     if a.steps == Some(0) {
         return Err(Error::input("--steps must be at least 1"));
     }

@@ -120,7 +120,7 @@ impl Recipe {
             batch: a.batch.unwrap_or(batch),
             lr: a.lr,
             weight_decay: a.weight_decay,
-            init: a.init,
+            init: a.init.unwrap_or(Init::Notebook),
             seed: a.seed,
             eval_batches: 8,
         }

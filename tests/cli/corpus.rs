@@ -6,7 +6,8 @@
 //!
 //! Three tables: bad shards x every command that reads shards, bad SAE folders x every
 //! command that reads an SAE, and single command lines (flags, run folders, configs:
-//! `LINES`; the outputs of encode, steer, eval, toy and convert: `OUTPUT_LINES`).
+//! `LINES`; the outputs of encode, steer, eval, toy and convert: `OUTPUT_LINES`; sizes and
+//! ranges: `LIMIT_LINES`).
 //! A new command is one row in `SHARD_COMMANDS` / `SAE_COMMANDS` (its bad-input coverage
 //! then comes for free) plus rows in `LINES` for its own flags.
 
@@ -17,11 +18,13 @@ use libtest_mimic::{Failed, Trial};
 use crate::fx;
 use crate::{run, snapshot, tmp, trial, words};
 
+mod limits;
 mod lines;
 mod outputs;
 mod saes;
 mod shards;
 
+use limits::LIMIT_LINES;
 use lines::{LINES, TRAIN};
 use outputs::OUTPUT_LINES;
 use saes::BAD_SAES;
@@ -161,7 +164,7 @@ pub fn trials() -> Vec<Trial> {
             }));
         }
     }
-    for l in LINES.iter().chain(OUTPUT_LINES) {
+    for l in LINES.iter().chain(OUTPUT_LINES).chain(LIMIT_LINES) {
         let (setup, args, code, expect) = (l.setup, l.args, l.code, l.expect);
         let name = format!("corpus::line::{}", l.name);
         let case = format!("line-{}", l.name);
@@ -265,7 +268,7 @@ pub fn print_trial() -> Trial {
                 SAE_COMMANDS[0].1,
             ));
         }
-        for l in LINES.iter().chain(OUTPUT_LINES) {
+        for l in LINES.iter().chain(OUTPUT_LINES).chain(LIMIT_LINES) {
             let setup = l.setup;
             cases.push((
                 format!("line {}", l.name),

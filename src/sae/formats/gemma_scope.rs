@@ -51,7 +51,17 @@ pub fn load(path: &Path) -> Result<SaeModel> {
                 "unexpected array {name:?} for a Gemma Scope JumpReLU SAE (expected W_enc, W_dec, b_enc, b_dec, threshold)"
             )));
         }
-        let npy = npyz::NpyFile::new(entry).map_err(|e| bad(format!("array {name:?}: {e}")))?;
+        // The member's size, and the bytes its header takes (counted as npyz reads it), say
+        // how many data bytes the archive holds for the array.
+        let size = entry.size();
+        let read = std::rc::Rc::new(std::cell::Cell::new(0u64));
+        let counted = Counted {
+            inner: entry,
+            read: read.clone(),
+        };
+        let npy = npyz::NpyFile::new(counted).map_err(|e| bad(format!("array {name:?}: {e}")))?;
+        let header = read.get();
+        let held = size.saturating_sub(header);
         if npy.order() != npyz::Order::C {
             return Err(bad(format!(
                 "array {name:?} is in Fortran order; expected C order (numpy's default)"
@@ -63,13 +73,26 @@ pub fn load(path: &Path) -> Result<SaeModel> {
             other => other.descr(),
         };
         let what = || format!("{}: array {name:?}", file.display());
+        let item: u64 = if dtype == "<f8" { 8 } else { 4 };
+        let needs = npy.len().saturating_mul(item);
+        let truncated = |held: u64| {
+            bad(format!(
+                "array {name:?} is truncated: shape {shape:?} of {dtype} needs {needs} bytes of data, the archive holds {held}"
+            ))
+        };
+        if matches!(dtype.as_str(), "<f4" | "<f8") && held < needs {
+            return Err(truncated(held));
+        }
+        // A member shorter than its own zip entry says (a damaged archive): the bytes read.
+        let short = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => truncated(read.get().saturating_sub(header)),
+            _ => bad(format!("array {name:?}: {e}")),
+        };
         let values = match dtype.as_str() {
-            "<f4" => npy
-                .into_vec::<f32>()
-                .map_err(|e| bad(format!("array {name:?}: {e}")))?,
+            "<f4" => npy.into_vec::<f32>().map_err(short)?,
             "<f8" => npy
                 .into_vec::<f64>()
-                .map_err(|e| bad(format!("array {name:?}: {e}")))?
+                .map_err(short)?
                 .into_iter()
                 .map(|v| v as f32)
                 .collect(),
@@ -121,4 +144,18 @@ pub fn load(path: &Path) -> Result<SaeModel> {
     };
     m.fold_b_dec();
     Ok(m)
+}
+
+/// A reader that counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
 }

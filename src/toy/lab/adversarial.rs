@@ -191,6 +191,9 @@ pub fn write(dir: &Path, r: &AdversarialResult) -> Result<()> {
 
 pub fn main(a: &ToyArgs) -> Result<()> {
     let cfg = Config::from_args(a)?;
+    let shape = [cfg.density.len(), cfg.n, cfg.m, cfg.recipe.batch];
+    let more = "--features or the densities (--density-range)";
+    crate::toy::args::check_toy_memory("toy adversarial", shape, more)?;
     let engine = open_engine(a)?;
     eprintln!(
         "adversarial: n {} -> m {}, {} densities, epsilon {}, {} steps, batch {}",

@@ -49,7 +49,7 @@ impl Config {
                 "--sets {sets} --set-size {set_size}: at least one set of at least 2 features"
             )));
         }
-        if sets * set_size > 1024 {
+        if sets.saturating_mul(set_size) > 1024 {
             return Err(Error::input(format!(
                 "--sets {sets} x --set-size {set_size}: at most 1024 features"
             )));
@@ -65,16 +65,13 @@ impl Config {
                  the density, which must be at most 1"
             )));
         }
-        if a.restarts == 0 {
-            return Err(Error::input("--restarts must be at least 1"));
-        }
         Ok(Config {
             sets,
             set_size,
             correlation,
             m: check_hidden(a.hidden.unwrap_or(2))?,
             density,
-            restarts: a.restarts,
+            restarts: crate::toy::args::restarts(a)?,
             recipe: Recipe::from_args(a, 10_000, 1024),
         })
     }
@@ -256,6 +253,8 @@ fn restart_ws(r: &CorrelatedResult) -> Vec<Vec<[f64; 2]>> {
 
 pub fn main(a: &ToyArgs) -> Result<()> {
     let cfg = Config::from_args(a)?;
+    let shape = [cfg.restarts, cfg.n(), cfg.m, cfg.recipe.batch];
+    crate::toy::args::check_toy_memory("toy correlated", shape, "--restarts")?;
     let engine = open_engine(a)?;
     eprintln!(
         "correlated: {} {:?} sets of {} features in m {}, density {}, {} restarts, {} steps",

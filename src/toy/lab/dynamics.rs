@@ -204,6 +204,19 @@ pub fn write(dir: &Path, r: &DynamicsResult) -> Result<()> {
 
 pub fn main(a: &ToyArgs) -> Result<()> {
     let cfg = Config::from_args(a)?;
+    let shape = [1, cfg.n, cfg.m, cfg.recipe.batch];
+    crate::toy::args::check_toy_memory("toy dynamics", shape, "--features")?;
+    // Every record keeps W and b (f32), D_i (f64) and the step's loss.
+    let records = (cfg.recipe.steps / cfg.record_every).saturating_add(1);
+    let (n, m) = (cfg.n as u128, cfg.m as u128);
+    crate::io::check_host_memory(
+        &format!(
+            "toy dynamics: --steps {} / --record-every {} = {records} records of n {} x m {}",
+            cfg.recipe.steps, cfg.record_every, cfg.n, cfg.m
+        ),
+        (records as u128).saturating_mul(4 * (n * m + n) + 8 * n + 32),
+        "raise --record-every, or lower --steps or --features",
+    )?;
     let engine = open_engine(a)?;
     eprintln!(
         "dynamics: n {} -> m {}, density {}, {} steps, batch {}, recording every {}",

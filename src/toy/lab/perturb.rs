@@ -33,11 +33,8 @@ pub struct Config {
 impl Config {
     pub fn from_args(a: &ToyArgs) -> Result<Self> {
         check_flags(a, "perturb", &["--density", "--density-range"])?;
-        if a.restarts == 0 {
-            return Err(crate::Error::input("--restarts must be at least 1"));
-        }
         Ok(Config {
-            restarts: a.restarts,
+            restarts: crate::toy::args::restarts(a)?,
             base_density: one_density(a, 0.05)?,
             perturbed: density_range(a, (0.01, 1.0, 16))?,
             recipe: Recipe::from_args(a, 10_000, 1024),
@@ -230,6 +227,9 @@ pub fn write(dir: &Path, r: &PerturbResult) -> Result<()> {
 
 pub fn main(a: &ToyArgs) -> Result<()> {
     let cfg = Config::from_args(a)?;
+    let e = cfg.perturbed.len().saturating_mul(cfg.restarts);
+    let more = "the densities x restarts (--density-range, --restarts)";
+    crate::toy::args::check_toy_memory("toy perturb", [e, N, M, cfg.recipe.batch], more)?;
     let engine = open_engine(a)?;
     eprintln!(
         "perturb: n 5 -> m 2, base density {}, {} perturbed densities x {} restarts, {} steps, batch {}",

@@ -19,6 +19,66 @@ fn sae_with(dir: &Path, tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) -> String
     s.display().to_string()
 }
 
+/// One .npy array (version 1.0, little-endian f32, C order) of `shape` with `data` after
+/// its header, however many bytes that is.
+fn npy(shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|s| s.to_string()).collect();
+    let tuple = match &dims[..] {
+        [one] => format!("({one},)"),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// A Gemma Scope folder (params.npz, members stored) of d 8, d_sae 16 whose W_enc member
+/// holds 300 of the 512 bytes its shape needs.
+fn gemma_truncated(d: &Path) -> String {
+    use std::io::Write;
+    let s = d.join("gemma");
+    std::fs::create_dir(&s).unwrap();
+    let f = std::fs::File::create(s.join("params.npz")).unwrap();
+    let mut z = zip::ZipWriter::new(f);
+    let opt =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let arrays: [(&str, &[usize]); 5] = [
+        ("W_enc", &[8, 16]),
+        ("W_dec", &[16, 8]),
+        ("b_enc", &[16]),
+        ("b_dec", &[8]),
+        ("threshold", &[16]),
+    ];
+    for (name, shape) in arrays {
+        let mut bytes = f32_bytes(&randn(shape.iter().product(), 3));
+        if name == "W_enc" {
+            bytes.truncate(300);
+        }
+        z.start_file(format!("{name}.npy"), opt).unwrap();
+        z.write_all(&npy(shape, &bytes)).unwrap();
+    }
+    z.finish().unwrap();
+    s.display().to_string()
+}
+
+/// A good topk SAE whose cfg.json has `key` set to `value` (a JSON value).
+fn cfg_with(d: &Path, key: &str, value: &str) -> String {
+    let s = sae_with(d, &fx::sae_tensors(8, 16));
+    let cfg = Path::new(&s).join("cfg.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    v[key] = serde_json::from_str(value).unwrap();
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    s
+}
+
 pub const BAD_SAES: &[BadSae] = &[
     BadSae {
         name: "missing_folder",
@@ -202,5 +262,40 @@ pub const BAD_SAES: &[BadSae] = &[
             sae_with(d, &t)
         },
         expect: &["sae_weights.safetensors", "\"b_dec\" has dtype I32"],
+    },
+    BadSae {
+        // "failed to fill whole buffer" before.
+        name: "gemma_scope_truncated_array",
+        make: gemma_truncated,
+        expect: &[
+            "params.npz",
+            "array \"W_enc\" is truncated: shape [8, 16] of <f4 needs 512 bytes of data, the archive holds 300",
+        ],
+    },
+    BadSae {
+        // Not compared with the weights before.
+        name: "cfg_dtype_not_the_weights",
+        make: |d| cfg_with(d, "dtype", "\"float16\""),
+        expect: &[
+            "sae_weights.safetensors",
+            "tensor \"W_dec\" has dtype F32, but cfg.json says dtype \"float16\" (F16)",
+        ],
+    },
+    BadSae {
+        name: "cfg_dtype_unknown",
+        make: |d| cfg_with(d, "dtype", "\"float64\""),
+        expect: &[
+            "cfg.json",
+            "dtype \"float64\" is not supported (expected float32, float16 or bfloat16)",
+        ],
+    },
+    BadSae {
+        // Ignored before: the SAE then encoded rows it was not trained on.
+        name: "cfg_reshape_hook_z",
+        make: |d| cfg_with(d, "reshape_activations", "\"hook_z\""),
+        expect: &[
+            "cfg.json",
+            "reshape_activations \"hook_z\" is not supported",
+        ],
     },
 ];
