@@ -72,46 +72,8 @@
 // same for all 8 lanes; sharing them needs subgroup operations (above). lavapipe lowers
 // fma() to a multiply and an add, so the ceiling kernel pays the same per multiply-add.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    _pad0: u32,
-    alpha: f32,
-    beta: f32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-
-override TRANS_A: bool = false;
-override TRANS_B: bool = false;
-override HAS_BIAS: bool = false;
-override USE_BETA: bool = false;
-
-// alpha * acc + bias + beta * c_old, in the reference's order; c_old only when USE_BETA.
-fn finish(acc: f32, bias: f32, c_old: f32) -> f32 {
-    var v = p.alpha * acc;
-    if HAS_BIAS {
-        v += bias;
-    }
-    if USE_BETA {
-        v += p.beta * c_old;
-    }
-    return v;
-}
-
-fn finish4(acc: vec4<f32>, bias: vec4<f32>, c_old: vec4<f32>) -> vec4<f32> {
-    var v = p.alpha * acc;
-    if HAS_BIAS {
-        v += bias;
-    }
-    if USE_BETA {
-        v += p.beta * c_old;
-    }
-    return v;
-}
+// Params, p, TRANS_A, TRANS_B, HAS_BIAS, USE_BETA, finish and finish4: shaders/gemm_head.wgsl
+// (put ahead of this module by src/kernels/gemm/mod.rs).
 
 // ------------------------------------------------------------------ gemm_tex
 // One invocation: rows row0..row0+8 of C, columns 4*c4..4*c4+4. Workgroup x indexes row

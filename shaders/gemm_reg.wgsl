@@ -38,23 +38,8 @@
 // adapter type. Limits the launcher checks: RG_WX a multiple of 4, at most 4 staged vec4
 // of A and of B per invocation (2 RG_BK <= 4 RG_WX and 4 RG_WY).
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    _pad0: u32,
-    alpha: f32,
-    beta: f32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-
-override TRANS_A: bool = false;
-override TRANS_B: bool = false;
-override HAS_BIAS: bool = false;
-override USE_BETA: bool = false;
+// Params, p, TRANS_A, TRANS_B, HAS_BIAS, USE_BETA and key4: shaders/gemm_head.wgsl (put ahead
+// of this module by src/kernels/gemm/reg.rs).
 
 override RG_WX: u32 = 16u;
 override RG_WY: u32 = 16u;
@@ -103,14 +88,6 @@ var<private> rg_z: u32;
 @group(0) @binding(4) var<storage, read_write> rg_c: array<f32>;  // (m, n)
 @group(0) @binding(5) var<storage, read_write> rg_bmax: array<u32>; // (m, ceil(n / 32)); _bmax only
 @group(0) @binding(6) var<storage, read> rg_off: array<f32>;      // (n); _bmax_off only
-
-// key_of of shaders/codes.wgsl (unsigned order = float order, -0 folded onto +0) on each
-// component, branch-free as there; must stay bit-identical to it.
-fn rg_key4(v: vec4<f32>) -> vec4<u32> {
-    let raw = bitcast<vec4<u32>>(v);
-    let b = select(raw, vec4<u32>(0u), raw == vec4<u32>(0x80000000u));
-    return select(b | vec4<u32>(0x80000000u), ~b, (b & vec4<u32>(0x80000000u)) != vec4<u32>(0u));
-}
 
 // op(A)[r, kk], 0 outside (unless `full`: the caller knows it is inside).
 fn rg_a_at(r: u32, kk: u32, full: bool) -> f32 {
@@ -408,7 +385,7 @@ fn rg_store_key(o: Out, i: u32, h: u32, acc: vec4<f32>, bias: vec4<f32>, off: ve
     let c = rg_col(h, o.tx, o.col0);
     // columns past n never raise the maximum
     let in_n = vec4<bool>(c < p.n, c + 1u < p.n, c + 2u < p.n, c + 3u < p.n);
-    let key = select(vec4<u32>(0u), rg_key4(v - off), in_n);
+    let key = select(vec4<u32>(0u), key4(v - off), in_n);
     let best = max(max(key.x, key.y), max(key.z, key.w));
     let row = rg_row(i, o.ty, o.row0);
     atomicMax(&rg_bm[(row - o.row0) * RG_NBT + (c - o.col0) / 32u], best);

@@ -66,6 +66,36 @@ override RW: u32 = 64;   // row kernels: invocations per row (power of two; 8 on
 @group(0) @binding(5) var<uniform> ad_h: AdamHyper;
 @group(0) @binding(6) var<storage, read> ad_clip: array<f32>;          // (>= 1): clip[0]
 
+// One element's step (the formula above, hyperparameters from ad_h), shared by adam and
+// adam_unit_rows: the new moments m, v and the new parameter x. adam_at4: four at once.
+struct AdamAt {
+    m: f32,
+    v: f32,
+    x: f32,
+}
+
+fn adam_at(x: f32, g: f32, m_old: f32, v_old: f32) -> AdamAt {
+    let h = ad_h;
+    let m = h.beta1 * m_old + (1.0 - h.beta1) * g;
+    let v = h.beta2 * v_old + (1.0 - h.beta2) * (g * g);
+    let update = (m / h.bias1) / (sqrt(v / h.bias2) + h.eps) + h.weight_decay * x;
+    return AdamAt(m, v, x - h.lr * update);
+}
+
+struct AdamAt4 {
+    m: vec4<f32>,
+    v: vec4<f32>,
+    x: vec4<f32>,
+}
+
+fn adam_at4(x: vec4<f32>, g: vec4<f32>, m_old: vec4<f32>, v_old: vec4<f32>) -> AdamAt4 {
+    let h = ad_h;
+    let m = h.beta1 * m_old + (1.0 - h.beta1) * g;
+    let v = h.beta2 * v_old + (1.0 - h.beta2) * (g * g);
+    let update = (m / h.bias1) / (sqrt(v / h.bias2) + h.eps) + h.weight_decay * x;
+    return AdamAt4(m, v, x - h.lr * update);
+}
+
 @group(0) @binding(1) var<storage, read_write> ad_param: array<f32>;   // (len)
 @group(0) @binding(2) var<storage, read> ad_grad: array<f32>;          // (len)
 @group(0) @binding(3) var<storage, read_write> ad_m: array<f32>;       // (len)
@@ -75,15 +105,11 @@ override RW: u32 = 64;   // row kernels: invocations per row (power of two; 8 on
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg, WG);
     if i >= p.len { return; }
-    let h = ad_h;
     let g = ad_grad[i] * ad_clip[0];
-    let m = h.beta1 * ad_m[i] + (1.0 - h.beta1) * g;
-    let v = h.beta2 * ad_v[i] + (1.0 - h.beta2) * (g * g);
-    let x = ad_param[i];
-    let update = (m / h.bias1) / (sqrt(v / h.bias2) + h.eps) + h.weight_decay * x;
-    ad_m[i] = m;
-    ad_v[i] = v;
-    ad_param[i] = x - h.lr * update;
+    let a = adam_at(ad_param[i], g, ad_m[i], ad_v[i]);
+    ad_m[i] = a.m;
+    ad_v[i] = a.v;
+    ad_param[i] = a.x;
 }
 
 @group(0) @binding(1) var<storage, read_write> av_param: array<vec4<f32>>; // (len / 4)
@@ -95,15 +121,11 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 fn adam_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg, WG);
     if i >= p.len { return; }
-    let h = ad_h;
     let g = av_grad[i] * ad_clip[0];
-    let m = h.beta1 * av_m[i] + (1.0 - h.beta1) * g;
-    let v = h.beta2 * av_v[i] + (1.0 - h.beta2) * (g * g);
-    let x = av_param[i];
-    let update = (m / h.bias1) / (sqrt(v / h.bias2) + h.eps) + h.weight_decay * x;
-    av_m[i] = m;
-    av_v[i] = v;
-    av_param[i] = x - h.lr * update;
+    let a = adam_at4(av_param[i], g, av_m[i], av_v[i]);
+    av_m[i] = a.m;
+    av_v[i] = a.v;
+    av_param[i] = a.x;
 }
 
 // ---------------------------------------------------------------- sumsq
@@ -291,7 +313,6 @@ fn decoder_grad_prep_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
 fn adam_unit_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
     let row = group_index(wid, nwg);
     if row >= p.len { return; }
-    let h = ad_h;
     let base = row * p.d;
     let c = au_coef[row];
     let clip = ad_clip[0];
@@ -300,14 +321,11 @@ fn adam_unit_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         let i = base + j;
         let x = au_param[i];
         let g = (au_grad[i] - c * x) * clip;
-        let m = h.beta1 * au_m[i] + (1.0 - h.beta1) * g;
-        let v = h.beta2 * au_v[i] + (1.0 - h.beta2) * (g * g);
-        let update = (m / h.bias1) / (sqrt(v / h.bias2) + h.eps) + h.weight_decay * x;
-        let y = x - h.lr * update;
-        au_m[i] = m;
-        au_v[i] = v;
-        au_param[i] = y;
-        s += y * y;
+        let a = adam_at(x, g, au_m[i], au_v[i]);
+        au_m[i] = a.m;
+        au_v[i] = a.v;
+        au_param[i] = a.x;
+        s += a.x * a.x;
     }
     let ss = nr_tree(l, s);
     if ss > 0.0 {
@@ -327,7 +345,6 @@ fn adam_unit_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 fn adam_unit_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
     let row = group_index(wid, nwg);
     if row >= p.len { return; }
-    let h = ad_h;
     let base = row * p.d;
     let c = au_coef[row];
     let clip = ad_clip[0];
@@ -336,14 +353,11 @@ fn adam_unit_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workg
         let i = base + j;
         let x = auv_param[i];
         let g = (auv_grad[i] - c * x) * clip;
-        let m = h.beta1 * auv_m[i] + (1.0 - h.beta1) * g;
-        let v = h.beta2 * auv_v[i] + (1.0 - h.beta2) * (g * g);
-        let update = (m / h.bias1) / (sqrt(v / h.bias2) + h.eps) + h.weight_decay * x;
-        let y = x - h.lr * update;
-        auv_m[i] = m;
-        auv_v[i] = v;
-        auv_param[i] = y;
-        s += y * y;
+        let a = adam_at4(x, g, auv_m[i], auv_v[i]);
+        auv_m[i] = a.m;
+        auv_v[i] = a.v;
+        auv_param[i] = a.x;
+        s += a.x * a.x;
     }
     let ss = nr_tree(l, (s.x + s.y) + (s.z + s.w));
     if ss > 0.0 {

@@ -96,6 +96,18 @@ fn batchtopk_count_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
 
 var<workgroup> bs_part: array<u32, WG>;
 
+// batchtopk_scan's invocation 0: bs_part (WG) becomes its exclusive prefix sums, in order;
+// returns the total.
+fn bs_scan_parts() -> u32 {
+    var run = 0u;
+    for (var j = 0u; j < WG; j++) {
+        let v = bs_part[j];
+        bs_part[j] = run;
+        run += v;
+    }
+    return run;
+}
+
 @compute @workgroup_size(WG)
 fn batchtopk_scan(@builtin(local_invocation_index) lid: u32) {
     let rows = bp.rows_all;
@@ -110,12 +122,7 @@ fn batchtopk_scan(@builtin(local_invocation_index) lid: u32) {
     bs_part[lid] = s;
     workgroupBarrier();
     if lid == 0u {
-        var run = 0u;
-        for (var j = 0u; j < WG; j++) {
-            let v = bs_part[j];
-            bs_part[j] = run;
-            run += v;
-        }
+        bs_scan_parts();
     }
     workgroupBarrier();
     let need = bs_s[ST + S_NEED];
@@ -132,13 +139,7 @@ fn batchtopk_scan(@builtin(local_invocation_index) lid: u32) {
     bs_part[lid] = sel;
     workgroupBarrier();
     if lid == 0u {
-        var run = 0u;
-        for (var j = 0u; j < WG; j++) {
-            let v = bs_part[j];
-            bs_part[j] = run;
-            run += v;
-        }
-        bs_row_ptr[rows] = run;
+        bs_row_ptr[rows] = bs_scan_parts();
         bs_threshold[0] = value_of(bs_s[ST + S_PHI]);
     }
     workgroupBarrier();

@@ -95,30 +95,19 @@ pub static BATCHTOPK_SCAN: Entry = batch(
     ],
     Grid::Single,
 );
-pub static BATCHTOPK_SCATTER: Entry = batch(
-    "batchtopk_scatter",
-    &[
-        rf("x", "rows, n"),
-        ru("scratch", "any"),
-        ru("row_ptr", "rows_all + 1"),
-        wu("idx", "k_total"),
-        wf("val", "k_total"),
-    ],
-    Grid::Groups,
-);
+/// The bindings of batchtopk_scatter and batchtopk_scatter_rows.
+const SCATTER_SLOTS: &[Slot] = &[
+    rf("x", "rows, n"),
+    ru("scratch", "any"),
+    ru("row_ptr", "rows_all + 1"),
+    wu("idx", "k_total"),
+    wf("val", "k_total"),
+];
+pub static BATCHTOPK_SCATTER: Entry = batch("batchtopk_scatter", SCATTER_SLOTS, Grid::Groups);
 
 /// batchtopk_scatter with one invocation per row (the lists' short runs).
-pub static BATCHTOPK_SCATTER_ROWS: Entry = batch(
-    "batchtopk_scatter_rows",
-    &[
-        rf("x", "rows, n"),
-        ru("scratch", "any"),
-        ru("row_ptr", "rows_all + 1"),
-        wu("idx", "k_total"),
-        wf("val", "k_total"),
-    ],
-    Grid::Items,
-);
+pub static BATCHTOPK_SCATTER_ROWS: Entry =
+    batch("batchtopk_scatter_rows", SCATTER_SLOTS, Grid::Items);
 
 /// Every entry point of shaders/topk.wgsl.
 pub static ENTRIES: &[&Entry] = &[

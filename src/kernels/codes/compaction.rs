@@ -8,7 +8,9 @@ use crate::gpu::{DType, Gpu, GpuTensor};
 
 use super::super::decl::{Call, Entry, Grid, Slot, rf, ru, vec4_if, wf, wu};
 use super::selection::{RowPath, block_max, csr_scan};
-use super::{BLOCK, Params, WG_ROW, blocks, codes, dims, expect_block, matrix, one_d, params};
+use super::{
+    BLOCK, Params, WG_ROW, blocks, codes, dims, expect_block, matrix, one_d, params, scratch,
+};
 
 const COUNT: &[Slot] = &[
     rf("x", "rows, n"),
@@ -246,18 +248,17 @@ fn activation_chain(
 ) -> Result<()> {
     let (rows, n) = matrix("activation_codes", x)?;
     let nb = blocks(n, BLOCK);
-    let view = |t: GpuTensor, len: usize| t.prefix(&[len]);
-    let counts = view(gpu.scratch("codes counts", DType::U32, rows)?, rows);
+    let counts = scratch(gpu, "codes counts", DType::U32, rows)?;
     let scratch_bmax;
     let bmax = match given {
         // Checked against (rows, nb) by compact_count.
         Some(b) => b,
         None => {
-            scratch_bmax = view(gpu.scratch("codes bmax", DType::U32, rows * nb)?, rows * nb);
+            scratch_bmax = scratch(gpu, "codes bmax", DType::U32, rows * nb)?;
             let bmax = &scratch_bmax;
             let off = match jumprelu {
                 Some((l, eps)) => {
-                    let off = view(gpu.scratch("codes off", DType::F32, n)?, n);
+                    let off = scratch(gpu, "codes off", DType::F32, n)?;
                     threshold_offsets(gpu, enc, l, eps, &off)?;
                     Some(off)
                 }

@@ -26,7 +26,7 @@
 //! entries, a bit search over those maxima bounds the k-th value from below, and only the
 //! blocks that reach the bound are read again: a few percent of the row at k = 32 of 16384.
 
-use crate::gpu::{GpuTensor, Shader};
+use crate::gpu::{DType, Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
 use super::decl::{Entry, Grid, Slot, Uniform, Wg};
@@ -140,6 +140,12 @@ fn expect_block(kernel: &str, block: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A per-device scratch tensor of `len` elements (`Gpu::scratch`; may be longer, the
+/// stages see the first `len`): the chains of `selection` and `compaction`.
+fn scratch(gpu: &Gpu, purpose: &'static str, dtype: DType, len: usize) -> Result<GpuTensor> {
+    Ok(gpu.scratch(purpose, dtype, len)?.prefix(&[len]))
 }
 
 /// The named dimensions of the code stages over x: (rows, n), its blocks and CAND.

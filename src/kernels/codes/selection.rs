@@ -10,7 +10,7 @@ use crate::{Error, Result};
 use super::super::decl::{Call, Entry, Grid, Slot, rf, ru, vec4_if, wf, wu};
 use super::{
     BLOCK, BLOCK_LISTED, CAND, Params, WG_ROW, blocks, codes, dims, expect_block, matrix, one_d,
-    params, single,
+    params, scratch, single,
 };
 
 /// x and the optional eligible-column list (cols, ncols; x stands in when absent).
@@ -368,12 +368,6 @@ pub fn topk_codes_from_bmax(
 ) -> Result<()> {
     let path = RowPath::of(gpu);
     topk_chain(gpu, enc, path, x, k, None, Some(bmax), row_ptr, idx, val)
-}
-
-/// A per-device scratch tensor of `len` elements (`Gpu::scratch`; may be longer, the
-/// stages see the first `len`).
-fn scratch(gpu: &Gpu, purpose: &'static str, dtype: DType, len: usize) -> Result<GpuTensor> {
-    Ok(gpu.scratch(purpose, dtype, len)?.prefix(&[len]))
 }
 
 /// The chain of [`topk_codes`]; with `given` (no cols) the block maxima come from it.

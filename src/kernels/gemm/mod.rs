@@ -63,13 +63,26 @@ pub use block_max::{BMAX_BLOCK, fuses_block_max, gemm_block_max, gemm_block_max_
 pub use texture::texture_of;
 pub use tuning::{GemmPath, GemmTuning};
 
-pub static SHADER: Shader = crate::shader!("gemm");
+/// The prelude, then shaders/gemm_head.wgsl (the parameters, override constants and epilogue
+/// helpers shared with gemm_reg and gemm_subgroup) ahead of its users: naga's override
+/// processing panics on an override used before it is declared.
+pub static SHADER: Shader = Shader {
+    name: "gemm",
+    source: concat!(
+        include_str!("../../../shaders/prelude.wgsl"),
+        include_str!("../../../shaders/gemm_head.wgsl"),
+        include_str!("../../../shaders/gemm.wgsl")
+    ),
+};
 
 /// gemm_tex with A shared by subgroupBroadcast: a module of its own, created only on
 /// devices with subgroups (it does not validate elsewhere).
 pub static SUBGROUP_SHADER: Shader = Shader {
     name: "gemm_subgroup",
-    source: include_str!("../../../shaders/gemm_subgroup.wgsl"),
+    source: concat!(
+        include_str!("../../../shaders/gemm_head.wgsl"),
+        include_str!("../../../shaders/gemm_subgroup.wgsl")
+    ),
 };
 
 /// Lanes gemm_tex_sg broadcasts from: the device's subgroups must be at least this wide.

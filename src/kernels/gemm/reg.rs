@@ -20,7 +20,10 @@ use crate::kernels::decl::{Entry, Slot, Wg, rf, wf, wu};
 
 pub static SHADER: Shader = Shader {
     name: "gemm_reg",
-    source: include_str!("../../../shaders/gemm_reg.wgsl"),
+    source: concat!(
+        include_str!("../../../shaders/gemm_head.wgsl"),
+        include_str!("../../../shaders/gemm_reg.wgsl")
+    ),
 };
 
 /// Outputs per invocation along each side (fixed in the shader: 16 vec4 accumulators).
