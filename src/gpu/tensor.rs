@@ -50,12 +50,7 @@ impl GpuTensor {
             "view {shape:?} of {:?}",
             self.shape
         );
-        GpuTensor {
-            buf: self.buf.clone(),
-            offset: self.offset,
-            shape: shape.to_vec(),
-            dtype: self.dtype,
-        }
+        self.prefix(shape)
     }
 
     /// Another handle to the same buffer seeing only its first elements, as `shape` (a
