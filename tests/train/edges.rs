@@ -12,10 +12,13 @@
 //! later steps meet more such entries. The equivalence cases therefore draw their rows
 //! away from the edges (margin 1e-5 of the sum of the terms' magnitudes, which bounds the
 //! rounding of a sum of d terms in any order, plus theta and eps for JumpReLU) and compare
-//! everything else at rounding tolerance.
+//! everything else at rounding tolerance. A batch the step reads as f16 (`--batch-dtype
+//! f16`) is checked as both engines see it: rounded to f16 first.
 
 use libtest_mimic::Failed;
+use saeforge::sae::config::BatchDtype;
 use saeforge::sae::engine::{TrainState, dead_after};
+use saeforge::sae::storage::round_f16;
 use saeforge::sae::{Arch, DecoderNorm, TrainConfig};
 
 use crate::common::randn;
@@ -73,6 +76,14 @@ fn selection_tight(entries: impl Iterator<Item = (f32, f32)>, k: usize) -> bool 
 /// the batch's own (BatchTopK's selection), which only a new batch clears.
 fn edge_rows(st: &TrainState, cfg: &TrainConfig, x: &[f32], rows: usize) -> Option<Vec<usize>> {
     let n = st.params.n;
+    let rounded;
+    let x = match cfg.batch_dtype {
+        BatchDtype::F32 => x,
+        BatchDtype::F16 => {
+            rounded = round_f16(x);
+            &rounded[..]
+        }
+    };
     let pre = pre_activations(st, cfg, x, rows);
     let row = |r: usize| pre[r * n..(r + 1) * n].iter().copied();
     let k = cfg.k_at(st.step);
