@@ -63,6 +63,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The device of the group.
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
     /// Record the group's encoder products, one launch.
     pub fn record(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
         let p = |i: usize| Pooled {

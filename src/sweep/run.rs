@@ -9,6 +9,7 @@
 //! other.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,7 +26,6 @@ use crate::report::progress::Progress;
 use crate::sae::TrainConfig;
 use crate::sae::checkpoint::{self, Checkpoint};
 use crate::sae::export::CFG_FILE;
-use crate::sae::gpu::GpuEngine;
 use crate::sae::train::{self, Member, RunData};
 use crate::stop::StopToken;
 use crate::{Error, Result};
@@ -211,17 +211,26 @@ pub fn run_until(
         });
     }
 
-    // Engines (one device shared by every GPU member), and whether each member fits.
+    // Engines, and whether each member fits. GPU members share one device per adapter, but
+    // a software adapter (lavapipe) runs each device's queue on one CPU thread: there the
+    // members take turns over as many devices as the machine has cores, whose queues then
+    // run side by side (`devices_of`).
     let mut gpus: Vec<Arc<crate::gpu::Gpu>> = Vec::new();
+    let mut turn: HashMap<String, usize> = HashMap::new();
     let mut whys: Vec<String> = Vec::new();
     for p in prepared.iter_mut() {
         let named = |e: Error| e.with_prefix(&format!("member `{}`", p.name));
         let (mut kind, why) = train::choose_engine(&p.cfg).map_err(named)?;
         if let Engine::Gpu(g) = &kind {
-            match gpus.iter().find(|h| h.info.name == g.info.name) {
-                Some(h) => kind = Engine::Gpu(h.clone()),
-                None => gpus.push(g.clone()),
+            let same: Vec<&Arc<crate::gpu::Gpu>> =
+                gpus.iter().filter(|h| h.info.name == g.info.name).collect();
+            let t = turn.entry(g.info.name.clone()).or_default();
+            if same.len() < devices_of(g) {
+                gpus.push(g.clone());
+            } else {
+                kind = Engine::Gpu(same[*t % same.len()].clone());
             }
+            *t += 1;
         }
         train::check_fits(&kind, &p.cfg).map_err(named)?;
         if !whys.contains(&why) {
@@ -535,9 +544,20 @@ fn run_group(
     Ok(interrupted)
 }
 
+/// Devices a sweep opens on `gpu`'s adapter for its members: one on a hardware adapter,
+/// as many as the machine has cores on a software one (each device's queue runs on a CPU
+/// thread of its own; one device would keep the members' steps on one core).
+fn devices_of(gpu: &Gpu) -> usize {
+    if gpu.is_software() {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    }
+}
+
 /// Every member that wants `batch` steps on it: the GPU engine's members on one device are
-/// recorded into ONE encoder and submitted once (the members of a `shared` group around
-/// their one encoder launch, `merge`); CPU members step side by side (see
+/// recorded into ONE encoder per device, each submitted once (the members of a `shared`
+/// group around their one encoder launch, `merge`); CPU members step side by side (see
 /// [`step_cpu_members`]). The result of each member, in order.
 fn step_all(
     members: &mut [(String, Member)],
@@ -545,7 +565,8 @@ fn step_all(
     shared: &[super::merge::Shared],
 ) -> Vec<Result<()>> {
     let mut res: Vec<Result<()>> = members.iter().map(|_| Ok(())).collect();
-    let mut enc: Option<(Arc<Gpu>, wgpu::CommandEncoder)> = None;
+    // One encoder per device, in the order the devices first come.
+    let mut encs: Vec<(Arc<Gpu>, wgpu::CommandEncoder)> = Vec::new();
     let (mut recorded, mut on_cpu) = (Vec::new(), Vec::new());
     // Per shared group: its members recorded up to the product.
     let mut until: Vec<Vec<usize>> = shared.iter().map(|_| Vec::new()).collect();
@@ -555,14 +576,13 @@ fn step_all(
             continue;
         }
         let cfg = &m.cfg;
-        let same = |g: &GpuEngine| enc.as_ref().is_none_or(|(d, _)| Arc::ptr_eq(d, g.gpu()));
         if m.engine.as_cpu().is_some() {
             on_cpu.push(i);
             continue;
         }
         match m.engine.as_gpu() {
-            Some(g) if same(g) => {
-                let (_, e) = enc.get_or_insert_with(|| (g.gpu().clone(), g.gpu().encoder()));
+            Some(g) => {
+                let e = encoder_of(&mut encs, g.gpu());
                 let (x, rows) = (&batch.data, batch.rows);
                 let r = match group {
                     Some(s) => g
@@ -577,7 +597,8 @@ fn step_all(
                     Err(e) => res[i] = Err(e),
                 }
             }
-            _ => {
+            // Any other engine steps on its own.
+            None => {
                 res[i] = match m.engine.step(cfg, &batch.data, batch.rows) {
                     Ok(()) => m.stepped(batch),
                     Err(e) => Err(e.with_hint(m.note())),
@@ -585,8 +606,9 @@ fn step_all(
             }
         }
     }
-    if let Some((_, e)) = &mut enc {
-        for (s, idx) in shared.iter().zip(until).filter(|(_, idx)| !idx.is_empty()) {
+    for (s, idx) in shared.iter().zip(until).filter(|(_, idx)| !idx.is_empty()) {
+        let e = encoder_of(&mut encs, s.gpu());
+        {
             let launched = s.record(e);
             for i in idx {
                 let g = members[i].1.engine.as_gpu().expect("a GPU member");
@@ -602,9 +624,14 @@ fn step_all(
             }
         }
     }
-    if let Some((gpu, e)) = enc {
-        gpu.submit(e);
-    }
+    // Each device's submission from a thread of its own: a software adapter runs a
+    // submission in the submitting thread, so this is what lets its devices work side by
+    // side (a hardware adapter's submission returns at once either way).
+    std::thread::scope(|s| {
+        for (gpu, e) in encs {
+            s.spawn(move || gpu.submit(e));
+        }
+    });
     for (i, r) in step_cpu_members(members, &on_cpu, batch) {
         res[i] = r;
     }
@@ -617,6 +644,21 @@ fn step_all(
         };
     }
     res
+}
+
+/// The encoder of `gpu` among `encs`, begun on first use.
+fn encoder_of<'a>(
+    encs: &'a mut Vec<(Arc<Gpu>, wgpu::CommandEncoder)>,
+    gpu: &Arc<Gpu>,
+) -> &'a mut wgpu::CommandEncoder {
+    let i = match encs.iter().position(|(d, _)| Arc::ptr_eq(d, gpu)) {
+        Some(i) => i,
+        None => {
+            encs.push((gpu.clone(), gpu.encoder()));
+            encs.len() - 1
+        }
+    };
+    &mut encs[i].1
 }
 
 /// The CPU engine's members at `idx` (ascending) step on `batch` side by side, as tasks on
