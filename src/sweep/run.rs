@@ -624,9 +624,9 @@ fn step_all(
             }
         }
     }
-    // Each device's submission from a thread of its own: a software adapter runs a
-    // submission in the submitting thread, so this is what lets its devices work side by
-    // side (a hardware adapter's submission returns at once either way).
+    // Each device's submission from a thread of its own, so that a software adapter that
+    // runs a submission in the submitting thread still runs its devices side by side (a
+    // hardware adapter's submission returns at once either way).
     std::thread::scope(|s| {
         for (gpu, e) in encs {
             s.spawn(move || gpu.submit(e));
