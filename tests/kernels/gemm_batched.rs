@@ -1,7 +1,8 @@
 //! gemm_reg_bmax_batched (`kernels::gemm::batched`, a sweep's same-shape members' encoders
-//! in one launch) against gemm_block_max on the register path run once per product: each
-//! pool slot's C and block maxima bit for bit what the product's own launch writes (the
-//! same tiles, the same arithmetic), for every transpose, shapes off the tile and block
+//! in one launch) against its CPU twin (reference::gemm::gemm within the GEMM tolerance,
+//! reference::codes::block_max of the stored C exactly) and against gemm_block_max on the
+//! register path run once per product: each pool slot's C and block maxima bit for bit
+//! what the product's own launch writes (the same tiles, the same arithmetic), for every transpose, shapes off the tile and block
 //! sizes, and other tiles. The pools are poisoned first (C NaN, bmax u32::MAX) and the
 //! padding between slots must stay poisoned: nothing is written outside a slot. Also the
 //! pooled tensors themselves (`Gpu::pool`): writes, reads and copies land in their slot.
@@ -11,9 +12,10 @@ use saeforge::gpu::{DType, Gpu, GpuTensor};
 use saeforge::kernels::gemm::batched::{Pooled, gemm_block_max_batched_tuned};
 use saeforge::kernels::gemm::{self as kg, GemmPath, GemmSpec, GemmTuning};
 use saeforge::kernels::gemm_reg::RegTiles;
+use saeforge::reference;
 use saeforge::reference::codes as rc;
 
-use crate::common::{assert_same, fail, gpu_test, randn};
+use crate::common::{assert_close, assert_same, fail, gpu_test, randn, tolerance};
 use crate::gemm::spec;
 
 type Rng = rand_chacha::ChaCha8Rng;
@@ -85,7 +87,20 @@ fn check(gpu: &Gpu, rng: &mut Rng, spec: GemmSpec, t: &GemmTuning) -> Result<(),
         kg::gemm_block_max_tuned(gpu, &mut enc, &spec, &a1, &b1, Some(&bias1), &c1, None, &bmax1, GemmPath::Reg, t).map_err(fail)?;
         gpu.submit(enc);
         let solo = bits(&gpu.read_f32(&c1).map_err(fail)?);
-        let batched = bits(&gpu.read_f32(&c_slots[i]).map_err(fail)?);
+        let c_gpu = gpu.read_f32(&c_slots[i]).map_err(fail)?;
+        let mut c_ref = vec![0.0; m * n];
+        reference::gemm::gemm(&spec, &a_h[i], &b_h[i], Some(&bias_h[i]), &mut c_ref);
+        let tol = tolerance::gemm(k);
+        assert_close(&format!("{what}: C of product {i}"), &c_gpu, &c_ref, tol)?;
+        let mut bmax_ref = vec![0u32; m * nb];
+        rc::block_max(&c_gpu, m, n, kg::BMAX_BLOCK, None, None, &mut bmax_ref);
+        let bmax_gpu = gpu.read_u32(&bmax_slots[i]).map_err(fail)?;
+        assert_same(
+            &format!("{what}: bmax of product {i}"),
+            &bmax_gpu,
+            &bmax_ref,
+        )?;
+        let batched = bits(&c_gpu);
         assert_same(&format!("{what}: C of product {i}"), &batched, &solo)?;
         let solo = gpu.read_u32(&bmax1).map_err(fail)?;
         let batched = gpu.read_u32(&bmax_slots[i]).map_err(fail)?;
