@@ -96,7 +96,7 @@ fn check(gpu: &Gpu, rng: &mut Rng, spec: GemmSpec, t: &GemmTuning) -> Result<(),
         rc::block_max(&c_gpu, m, n, kg::BMAX_BLOCK, None, None, &mut bmax_ref);
         let bmax_gpu = gpu.read_u32(&bmax_slots[i]).map_err(fail)?;
         assert_same(
-            &format!("{what}: bmax of product {i}"),
+            &format!("{what}: bmax of product {i} against the reference"),
             &bmax_gpu,
             &bmax_ref,
         )?;
