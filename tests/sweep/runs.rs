@@ -157,14 +157,15 @@ fn equals_solo(device: &str) -> Result<(), Failed> {
 
 /// A sweep stopped (Ctrl-C) somewhere, then resumed; another stopped at step 5 of 9 and
 /// resumed with --steps 9; a third with one member ahead of the others: all end bitwise
-/// equal to the uninterrupted sweep.
-fn resume_exact() -> Result<(), Failed> {
-    let dir = tmp("resume");
+/// equal to the uninterrupted sweep, on either engine (the GPU members over two devices on
+/// a software adapter of a 2-core machine).
+fn resume_exact(device: &str) -> Result<(), Failed> {
+    let dir = tmp(&format!("resume-{device}"));
     let data = dir.join("data");
     synth(&data)?;
     let full = dir.join("full");
     run_until(
-        Some(spec(&data, "cpu", 9)?),
+        Some(spec(&data, device, 9)?),
         &opts(&full),
         &StopToken::new(),
     )
@@ -173,7 +174,7 @@ fn resume_exact() -> Result<(), Failed> {
     // Stopped at 5 of 9 steps, resumed to 9.
     let part = dir.join("part");
     run_until(
-        Some(spec(&data, "cpu", 5)?),
+        Some(spec(&data, device, 5)?),
         &opts(&part),
         &StopToken::new(),
     )
@@ -190,7 +191,7 @@ fn resume_exact() -> Result<(), Failed> {
     // sweep replays the stream from batch 5 and k4 skips what it has.
     let skew = dir.join("skew");
     run_until(
-        Some(spec(&data, "cpu", 5)?),
+        Some(spec(&data, device, 5)?),
         &opts(&skew),
         &StopToken::new(),
     )
@@ -225,7 +226,7 @@ fn resume_exact() -> Result<(), Failed> {
             stop.stop();
         })
     };
-    let o = run_until(Some(spec(&data, "cpu", 9)?), &opts(&cut), &stop).map_err(fail)?;
+    let o = run_until(Some(spec(&data, device, 9)?), &opts(&cut), &stop).map_err(fail)?;
     watch.join().unwrap();
     if !o.interrupted {
         return Err("the stopped sweep did not say interrupted".into());
@@ -286,7 +287,8 @@ pub fn trials() -> Vec<Trial> {
     vec![
         cpu_test("cpu_members_equal_solo_runs", |_| equals_solo("cpu")),
         gpu_test("gpu_members_equal_solo_runs", |_, _| equals_solo("gpu")),
-        cpu_test("resume_and_interrupt_exact", |_| resume_exact()),
+        cpu_test("resume_and_interrupt_exact", |_| resume_exact("cpu")),
+        gpu_test("gpu_resume_and_interrupt_exact", |_, _| resume_exact("gpu")),
         cpu_test("one_diverging_member_stops_alone", |_| {
             divergence_stops_one()
         }),
