@@ -129,6 +129,13 @@ impl Gpu {
         })
     }
 
+    /// Elements between two slots of a pool of tensors of `len` elements: the smallest
+    /// multiple of the storage offset alignment that holds one.
+    pub fn slot_stride(&self, len: usize) -> usize {
+        let align = (self.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        len.max(1).next_multiple_of(align)
+    }
+
     /// One buffer holding `count` tensors of `shape` (a pool), and a tensor for each slot
     /// at its offset; the slots are `stride` elements apart, the smallest multiple of the
     /// device's storage offset alignment that holds one. The pool itself is (count,
@@ -140,12 +147,7 @@ impl Gpu {
         shape: &[usize],
         dtype: DType,
     ) -> Result<(GpuTensor, Vec<GpuTensor>, usize)> {
-        let align = (self.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
-        let stride = shape
-            .iter()
-            .product::<usize>()
-            .max(1)
-            .next_multiple_of(align);
+        let stride = self.slot_stride(shape.iter().product());
         let pool = self.alloc(what, &[count, stride], dtype)?;
         let slots = (0..count)
             .map(|i| GpuTensor {

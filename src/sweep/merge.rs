@@ -22,10 +22,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::gpu::{DType, Gpu, GpuTensor};
-use crate::kernels::codes;
+use crate::gpu::{Gpu, GpuTensor};
 use crate::kernels::gemm::batched::{Pooled, batches, gemm_block_max_batched};
-use crate::kernels::gemm::{BMAX_BLOCK, GemmSpec, gemm_block_max};
+use crate::kernels::gemm::{GemmSpec, gemm_block_max};
 use crate::sae::gpu::EncoderSlots;
 use crate::sae::train::Member;
 use crate::{Error, Result};
@@ -122,14 +121,14 @@ pub fn plan(members: &mut [(String, Member)], policy: Policy) -> Result<Vec<Shar
         // As many members per launch as the device's bindings hold.
         let per = {
             let g = engines(members, &idx[..1]).remove(0);
-            let gpu = g.gpu().clone();
+            let gpu = g.gpu();
+            let slot = |t: &GpuTensor| 4 * gpu.slot_stride(t.len()) as u64;
             let most = g
                 .encoder_slots()
                 .iter()
-                .map(|t| (gpu.max_binding() / (t.bytes().max(4) + 256)) as usize)
-                .min()
-                .unwrap_or(0);
-            most.max(1)
+                .map(|t| gpu.max_binding() / slot(t))
+                .min();
+            (most.unwrap_or(0) as usize).max(1)
         };
         for part in idx.chunks(per) {
             if part.len() < 2 {
@@ -154,7 +153,6 @@ fn pool_group(
     let gpu = es[0].gpu().clone();
     let spec = es[0].shared_product().expect("grouped by it");
     let z = es.len();
-    let nb = codes::blocks(spec.n, BMAX_BLOCK);
     let (m, k, n) = (spec.m, spec.k, spec.n);
     let what = format!(
         "sweep: members {} ({k} -> {n} latents, batch {m}) on {}",
@@ -165,17 +163,13 @@ fn pool_group(
         println!("{what}: one encoder launch per member (SAEFORGE_SWEEP_MERGE=never)");
         return Ok(None);
     }
-    let shapes: [(&str, Vec<usize>, DType); 5] = [
-        ("xc (members)", vec![m, k], DType::F32),
-        ("W_enc (members)", vec![k, n], DType::F32),
-        ("b_enc (members)", vec![n], DType::F32),
-        ("pre (members)", vec![m, n], DType::F32),
-        ("pre block maxima (members)", vec![m * nb], DType::U32),
-    ];
+    // One pool per tensor of the product, shaped as the first member's.
+    let labels = ["xc", "W_enc", "b_enc", "pre", "pre block maxima"];
     let mut pools = Vec::new();
     let mut slots: Vec<Vec<GpuTensor>> = (0..z).map(|_| Vec::new()).collect();
-    for (what, shape, dtype) in shapes {
-        let (pool, s, stride) = gpu.pool(what, z, &shape, dtype)?;
+    for (what, t) in labels.iter().zip(es[0].encoder_slots()) {
+        let what = format!("{what} (members)");
+        let (pool, s, stride) = gpu.pool(&what, z, &t.shape, t.dtype)?;
         for (mine, t) in slots.iter_mut().zip(s) {
             mine.push(t);
         }
@@ -196,34 +190,31 @@ fn pool_group(
         spec,
         pools,
     };
-    let keep = match policy {
-        Policy::Never => unreachable!("returned above"),
-        Policy::Always => {
-            println!("{what}: one encoder launch for all {z} (SAEFORGE_SWEEP_MERGE=always)");
-            true
-        }
-        Policy::Auto => {
-            let slots: Vec<EncoderSlots> = es.iter().map(|e| e.encoder_slots()).collect();
-            let separate = time(&gpu, |enc| {
-                for [xc, w, b, pre, bmax] in &slots {
-                    gemm_block_max(&gpu, enc, &spec, xc, w, Some(b), pre, None, bmax)?;
-                }
-                Ok(())
-            })?;
-            let one = time(&gpu, |enc| shared.record(enc))?;
-            let faster = one < separate;
-            println!(
-                "{what}: one encoder launch for all {z} took {:.3} ms, one per member {:.3} ms: {}",
-                one * 1e3,
-                separate * 1e3,
-                if faster {
-                    "one launch"
-                } else {
-                    "one launch per member"
-                }
-            );
-            faster
-        }
+    // `never` returned above: `always`, or time both.
+    let keep = if policy == Policy::Always {
+        println!("{what}: one encoder launch for all {z} (SAEFORGE_SWEEP_MERGE=always)");
+        true
+    } else {
+        let slots: Vec<EncoderSlots> = es.iter().map(|e| e.encoder_slots()).collect();
+        let separate = time(&gpu, |enc| {
+            for [xc, w, b, pre, bmax] in &slots {
+                gemm_block_max(&gpu, enc, &spec, xc, w, Some(b), pre, None, bmax)?;
+            }
+            Ok(())
+        })?;
+        let one = time(&gpu, |enc| shared.record(enc))?;
+        let faster = one < separate;
+        println!(
+            "{what}: one encoder launch for all {z} took {:.3} ms, one per member {:.3} ms: {}",
+            one * 1e3,
+            separate * 1e3,
+            if faster {
+                "one launch"
+            } else {
+                "one launch per member"
+            }
+        );
+        faster
     };
     Ok(keep.then_some(shared))
 }

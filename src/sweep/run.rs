@@ -211,10 +211,9 @@ pub fn run_until(
         });
     }
 
-    // Engines, and whether each member fits. GPU members share one device per adapter, but
-    // a software adapter (lavapipe) runs each device's queue on one CPU thread: there the
-    // members take turns over as many devices as the machine has cores, whose queues then
-    // run side by side (`devices_of`).
+    // Engines, and whether each member fits. GPU members share one device per adapter; on
+    // a software adapter (lavapipe), whose compute runs on about one core per device, they
+    // take turns over as many devices as the machine has cores (`devices_of`).
     let mut gpus: Vec<Arc<crate::gpu::Gpu>> = Vec::new();
     let mut turn: HashMap<String, usize> = HashMap::new();
     let mut whys: Vec<String> = Vec::new();
@@ -545,8 +544,9 @@ fn run_group(
 }
 
 /// Devices a sweep opens on `gpu`'s adapter for its members: one on a hardware adapter,
-/// as many as the machine has cores on a software one (each device's queue runs on a CPU
-/// thread of its own; one device would keep the members' steps on one core).
+/// as many as the machine has cores on a software one (lavapipe runs a device's compute on
+/// about one core: two processes training side by side took 0.64 of the time of the two
+/// one after the other; the sweep bench's gain from a second device is in README).
 fn devices_of(gpu: &Gpu) -> usize {
     if gpu.is_software() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
