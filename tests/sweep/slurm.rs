@@ -139,13 +139,23 @@ impl Drop for Cluster {
 }
 
 fn start_cluster(dir: &Path) -> Result<(Cluster, PathBuf), Failed> {
-    // munge: the system's daemon if it runs, else one started as the munge user.
+    // munge: the system's daemon if one answers, else one started as the munge user. A
+    // socket file alone proves nothing: a machine restored from a snapshot keeps
+    // /run/munge/munge.socket.2 with no daemon behind it (the CI failure of stop 33), so
+    // the daemon is asked, and a new one is started with --force over stale files.
     let mut munged = None;
-    if !Path::new("/run/munge/munge.socket.2").exists() {
+    if sh("munge -n >/dev/null", &[]).is_err() {
         sh(
-            "mkdir -p /run/munge && chown munge:munge /run/munge && runuser -u munge -- munged",
+            "mkdir -p /run/munge && chown munge:munge /run/munge && \
+             runuser -u munge -- munged --force",
             &[],
         )?;
+        sh("munge -n >/dev/null", &[]).map_err(|e| {
+            format!(
+                "munged was started but does not answer: {}",
+                e.message().unwrap_or_default()
+            )
+        })?;
         munged = std::fs::read_to_string("/run/munge/munged.pid")
             .ok()
             .and_then(|p| p.trim().parse().ok());
@@ -158,37 +168,64 @@ fn start_cluster(dir: &Path) -> Result<(Cluster, PathBuf), Failed> {
     for d in ["state", "spool", "log"] {
         std::fs::create_dir_all(dir.join(d)).map_err(fail)?;
     }
-    let port = 20000 + (std::process::id() % 20000) as u16;
+    let [port, port2] = free_ports()?;
     let d = dir.display();
     let conf = format!(
         "ClusterName=saeforgetest\nSlurmctldHost={host}\nAuthType=auth/munge\nCredType=cred/munge\n\
          SlurmUser=root\nSlurmdUser=root\nStateSaveLocation={d}/state\nSlurmdSpoolDir={d}/spool\n\
          SlurmctldPidFile={d}/slurmctld.pid\nSlurmdPidFile={d}/slurmd.pid\n\
          SlurmctldLogFile={d}/log/slurmctld.log\nSlurmdLogFile={d}/log/slurmd.log\n\
-         SlurmctldPort={port}\nSlurmdPort={}\nProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
+         SlurmctldPort={port}\nSlurmdPort={port2}\nProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
          SchedulerType=sched/builtin\nSelectType=select/cons_tres\nSelectTypeParameters=CR_Core\n\
          ReturnToService=2\nMpiDefault=none\nJobCompType=jobcomp/none\n\
          AccountingStorageType=accounting_storage/none\n\
          NodeName={host} CPUs=1 RealMemory=1000 State=UNKNOWN\n\
-         PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n",
-        port + 1
+         PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n"
     );
     let conf_path = dir.join("slurm.conf");
     std::fs::write(&conf_path, conf).map_err(fail)?;
     let env = [("SLURM_CONF", conf_path.as_path())];
     sh("slurmctld -f \"$SLURM_CONF\"", &env)?;
     sh("slurmd -f \"$SLURM_CONF\"", &env)?;
+    // The node comes up when slurmd registers; on a loaded 2-core machine (the rest of the
+    // suite runs beside this test) that can take a while, so the wait is generous and a
+    // failure says what Slurm said.
     let t0 = Instant::now();
     loop {
-        if sh("sinfo -h -o %T", &env).is_ok_and(|s| s.contains("idle")) {
+        let state = sh("sinfo -h -o %T", &env);
+        if state.as_ref().is_ok_and(|s| s == "idle") {
             break;
         }
-        if t0.elapsed() > Duration::from_secs(30) {
-            return Err("the test's Slurm node did not come up in 30 s".into());
+        if t0.elapsed() > Duration::from_secs(120) {
+            let tail = |f: &str| {
+                let log = std::fs::read_to_string(dir.join("log").join(f)).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                lines[lines.len().saturating_sub(8)..].join("\n")
+            };
+            let state = match state {
+                Ok(s) => s,
+                Err(e) => e.message().unwrap_or_default().to_string(),
+            };
+            return Err(format!(
+                "the test's Slurm node did not come up in 120 s; sinfo: {state}\n\
+                 slurmctld.log:\n{}\nslurmd.log:\n{}",
+                tail("slurmctld.log"),
+                tail("slurmd.log")
+            )
+            .into());
         }
         std::thread::sleep(Duration::from_millis(300));
     }
     Ok((cluster, conf_path))
+}
+
+/// Two distinct TCP ports nobody listens on now (the kernel's picks for port 0, both held
+/// until both are known).
+fn free_ports() -> Result<[u16; 2], Failed> {
+    let bind = || std::net::TcpListener::bind("0.0.0.0:0").map_err(fail);
+    let (a, b) = (bind()?, bind()?);
+    let port = |l: &std::net::TcpListener| l.local_addr().map(|a| a.port()).map_err(fail);
+    Ok([port(&a)?, port(&b)?])
 }
 
 fn end_to_end() -> Result<(), Failed> {
