@@ -11,10 +11,7 @@ use saeforge::toy::lab::intervene::{InterveneConfig, run, summary, table};
 use crate::common::{self, fail};
 
 fn check(engine: &Engine, device: DeviceChoice, name: &str) -> Result<(), Failed> {
-    let dir = std::env::temp_dir().join(format!(
-        "saeforge-toy-lab-intervene-{name}-{}",
-        std::process::id()
-    ));
+    let dir = common::tmp_dir("toy-lab", &format!("intervene-{name}"));
     let cfg = InterveneConfig {
         n: 8,
         m: 3,

@@ -142,6 +142,9 @@ fn the_product_weight_decides_wide_inputs() {
 #[test]
 fn bad_cache_files_are_recalibrated_never_a_panic() {
     let dir = std::env::temp_dir().join(format!("saeforge-cache-test-{}", std::process::id()));
+    // A folder left by an interrupted run under the same pid (a machine restored from a
+    // snapshot reuses pids) would hold a cache file: start empty.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let key = cache_key("llvmpipe test");
     let path = cache_file(&dir, &key);
