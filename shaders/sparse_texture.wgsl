@@ -186,17 +186,28 @@ fn ge4o_put(row: u32, iq: u32, v: vec4<f32>, has: vec4<bool>) {
     }
 }
 
-// gather_dw_enc_tex over (latent quad, 16-column block) invocations, columns fastest
-// (n % 4 == 0): each invocation sums four latents' 16 columns in the same order as
-// gather_dw_enc_tex (same bits) and stores them as 16 vec4s along the latents, where
-// gather_dw_enc_tex stores 16 scalars per latent, 64 strided stores for the same four.
+// gather_dw_enc_tex over (latent quad, 16-column block) invocations (n % 4 == 0): each
+// invocation sums four latents' 16 columns in the same order as gather_dw_enc_tex (same
+// bits) and stores them as 16 vec4s along the latents, where gather_dw_enc_tex stores 16
+// scalars per latent, 64 strided stores for the same four. A workgroup takes 4 consecutive
+// quads (16 latents: one 64-byte line of each dW_enc row it writes) x WG / 4 column blocks,
+// columns fastest (the lanes of a subgroup share a quad, so one trip count): every line is
+// written by one workgroup. With 2 quads x 32 blocks per workgroup, each line was written
+// half by one workgroup and half by the next, often on the other core (lavapipe, batchtopk
+// step at batch 4096: the stores took 45 of its 74 ms).
 @compute @workgroup_size(WG)
 fn gather_dw_enc_tex4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = linear_index(gid, nwg, WG);
     let dq = p.dv / 4u;
-    if t >= (p.n / 4u) * dq { return; }
-    let iq = t / dq;
-    let c = (t - iq * dq) * 4u;
+    let bw = WG / 4u;
+    let nb = (dq + bw - 1u) / bw;
+    let w = t / WG;
+    let l = t - w * WG;
+    let qg = w / nb;
+    let iq = 4u * qg + l / bw;
+    let cb = (w - qg * nb) * bw + l % bw;
+    if iq >= p.n / 4u || cb >= dq { return; }
+    let c = cb * 4u;
     let i = 4u * iq;
     let has = vec4<bool>(
         ge_lat_ptr[i] != ge_lat_ptr[i + 1u],

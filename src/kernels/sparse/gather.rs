@@ -65,9 +65,11 @@ pub fn gather_dw_enc(
     let g = gather("gather_dw_enc", t, n, d, accumulate)?;
     if texture_path(gpu, &[xc.shape[0]], d) {
         let v = tex(gpu, enc, xc, d)?;
-        // dW_enc (d, n): four latents per invocation, stored as vec4s along them.
+        // dW_enc (d, n): four latents per invocation, stored as vec4s along them; a
+        // workgroup per 4 quads x WG / 4 column blocks (see the shader).
         if n.is_multiple_of(4) {
-            return g.texture(&GATHER_DW_ENC_TEX4, &v, n / 4 * (d / 16), gpu, enc);
+            let groups = (n / 4).div_ceil(4) * (d / 16).div_ceil(WG / 4);
+            return g.texture(&GATHER_DW_ENC_TEX4, &v, groups * WG, gpu, enc);
         }
         return g.texture(&GATHER_DW_ENC_TEX_E, &v, n * (d / 16), gpu, enc);
     }
