@@ -371,7 +371,8 @@ pub fn sparse_dot(
             .texture(&y)
             .texture(&w)
             .bind(g)
-            .items(cap)
+            // 4 slots per invocation (see the shader).
+            .items(cap.div_ceil(4))
             .record(gpu, enc);
     }
     pick(d, &SPARSE_DOT, &SPARSE_DOT_VEC4)
