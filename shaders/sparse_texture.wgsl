@@ -228,8 +228,8 @@ fn ge4o_put(row: u32, iq: u32, v: vec4<f32>, has: vec4<bool>) {
 // quads (16 latents: one 64-byte line of each dW_enc row it writes) x WG / 4 column blocks,
 // columns fastest (the lanes of a subgroup share a quad, so one trip count): every line is
 // written by one workgroup. With 2 quads x 32 blocks per workgroup, each line was written
-// half by one workgroup and half by the next, often on the other core (lavapipe, batchtopk
-// step at batch 4096: the stores took 45 of its 74 ms).
+// half by one workgroup and half by the next (lavapipe, batchtopk step at batch 4096: the
+// stores took 45 of the kernel's 74 ms; 61-69 ms with this shape, README).
 @compute @workgroup_size(WG)
 fn gather_dw_enc_tex4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = linear_index(gid, nwg, WG);
