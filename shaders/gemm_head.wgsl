@@ -24,16 +24,10 @@ override USE_BETA: bool = false;
 
 // alpha * acc + bias + beta * c_old, in the reference's order; c_old only when USE_BETA.
 fn finish(acc: f32, bias: f32, c_old: f32) -> f32 {
-    var v = p.alpha * acc;
-    if HAS_BIAS {
-        v += bias;
-    }
-    if USE_BETA {
-        v += p.beta * c_old;
-    }
-    return v;
+    return finish4(vec4<f32>(acc), vec4<f32>(bias), vec4<f32>(c_old)).x;
 }
 
+// finish on four columns.
 fn finish4(acc: vec4<f32>, bias: vec4<f32>, c_old: vec4<f32>) -> vec4<f32> {
     var v = p.alpha * acc;
     if HAS_BIAS {
