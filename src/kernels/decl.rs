@@ -320,6 +320,11 @@ impl<'a, P: Uniform> Call<'a, P> {
         self.res.push(Res::Tensor(t));
         self
     }
+    /// Bind the next storage bindings, in order: `binds(&[a, b])` is `bind(a).bind(b)`.
+    pub fn binds(mut self, ts: &[&'a GpuTensor]) -> Self {
+        self.res.extend(ts.iter().map(|&t| Res::Tensor(t)));
+        self
+    }
     /// Bind the next storage binding if given, else `stand_in` (which the kernel must not
     /// read in that case: a flag in the parameters says so).
     pub fn bind_opt(mut self, t: Option<&'a GpuTensor>, stand_in: &'a GpuTensor) -> Self {
