@@ -13,7 +13,7 @@
 use crate::gpu::{Gpu, GpuTensor};
 use crate::{Error, Result};
 
-use super::super::decl::{Entry, Grid, ru, wf, wu};
+use super::super::decl::{Entry, Grid, rf, ru, wf, wu};
 use super::selection::{RowPath, block_max, topk_candidates};
 use super::{BLOCK, CAND, Params, blocks, codes, matrix, one_d, single};
 
@@ -33,7 +33,7 @@ pub(super) static CSR_ROWS: Entry = one_d(
     &[
         ru("row_ptr", "rows_all + 1"),
         ru("idx", "k_total"),
-        super::super::decl::rf("val", "k_total"),
+        rf("val", "k_total"),
         wu("row_ptr_c", "rows + 1"),
         wu("idx_c", "cap"),
         wf("val_c", "cap"),
@@ -54,7 +54,7 @@ pub fn key_init(
         k: k_total as u32,
         ..Default::default()
     };
-    KEY_INIT.call(p).bind(state).bind(hist).record(gpu, enc)
+    KEY_INIT.call(p).binds(&[state, hist]).record(gpu, enc)
 }
 
 /// The 16-bit key prefix T of the k_total-th largest of `keys` (as the twin
@@ -94,7 +94,7 @@ pub fn batch_threshold_chunks(
     let rows = thr.len();
     key_init(gpu, enc, k_total, state, hist)?;
     for (shift, last) in [(24u32, false), (16, true)] {
-        for part in keys {
+        for &part in keys {
             let len = part.len();
             let p = Params {
                 n: len as u32,
@@ -104,9 +104,7 @@ pub fn batch_threshold_chunks(
             KEY_HIST
                 .call(p)
                 .dim("len", len)
-                .bind(part)
-                .bind(state)
-                .bind(hist)
+                .binds(&[part, state, hist])
                 .items(len.div_ceil(super::KEY_EPT))
                 .skip_if(len == 0)
                 .record(gpu, enc)?;
@@ -118,13 +116,8 @@ pub fn batch_threshold_chunks(
             last: last as u32,
             ..Default::default()
         };
-        KEY_FIND
-            .call(p)
-            .dim("rows", rows)
-            .bind(state)
-            .bind(hist)
-            .bind(thr)
-            .record(gpu, enc)?;
+        let call = KEY_FIND.call(p).dim("rows", rows);
+        call.binds(&[state, hist, thr]).record(gpu, enc)?;
     }
     Ok(())
 }
@@ -337,12 +330,7 @@ pub fn csr_rows(
     CSR_ROWS
         .call(p)
         .dims(&dims)
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(val)
-        .bind(row_ptr_c)
-        .bind(idx_c)
-        .bind(val_c)
+        .binds(&[row_ptr, idx, val, row_ptr_c, idx_c, val_c])
         .items(cap.max(rows + 1))
         .record(gpu, enc)
 }

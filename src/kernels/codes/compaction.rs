@@ -6,8 +6,8 @@
 use crate::Result;
 use crate::gpu::{DType, Gpu, GpuTensor};
 
-use super::super::decl::{Call, Entry, Grid, Slot, rf, ru, vec4_if, wf, wu};
-use super::selection::{RowPath, block_max, csr_scan};
+use super::super::decl::{Call, Entry, Grid, Slot, rf, ru, wf, wu};
+use super::selection::{RowPath, block_max, csr_scan, per_row};
 use super::{
     BLOCK, Params, WG_ROW, blocks, codes, dims, expect_block, matrix, one_d, params, scratch,
 };
@@ -57,8 +57,7 @@ pub fn threshold_offsets(
     THRESHOLD_OFFSETS
         .call(p)
         .dim("n", n)
-        .bind(log_thr)
-        .bind(off)
+        .binds(&[log_thr, off])
         .items(n)
         .skip_if(n == 0)
         .record(gpu, enc)
@@ -140,7 +139,7 @@ pub fn compact_write(
         bmax,
         jumprelu,
         Some(idx.len()),
-        |c| c.bind(row_ptr).bind(idx).bind(val).bind(pre_val),
+        |c| c.binds(&[row_ptr, idx, val, pre_val]),
     )
 }
 
@@ -152,7 +151,7 @@ fn compact<'a>(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
     path: RowPath,
-    [scalar, v4, group]: [&'static Entry; 3],
+    entries: [&'static Entry; 3],
     x: &'a GpuTensor,
     block: usize,
     bmax: &'a GpuTensor,
@@ -160,21 +159,17 @@ fn compact<'a>(
     cap: Option<usize>,
     bind: impl FnOnce(Call<'a, Params>) -> Call<'a, Params>,
 ) -> Result<()> {
-    let (rows, n, mut p) = compact_params(scalar.name, x, block, jumprelu)?;
+    let (rows, n, mut p) = compact_params(entries[0].name, x, block, jumprelu)?;
     if let Some(cap) = cap {
         p.cap = cap as u32;
     }
-    let e = match path {
-        RowPath::Lane => vec4_if(compact_vec4(&p), scalar, v4),
-        RowPath::Group => group,
-    };
+    let e = path.pick(compact_vec4(&p), entries);
     let call = e
         .call(p)
         .dims(&dims(rows, n, block))
-        .bind(x)
-        .bind(bmax)
+        .binds(&[x, bmax])
         .bind_opt(jumprelu.map(|j| j.0), x);
-    bind(call).items(rows).skip_if(rows == 0).record(gpu, enc)
+    per_row(bind(call), rows, gpu, enc)
 }
 
 /// The codes of a ReLU (jumprelu None) or JumpReLU activation of x as CSR (latents

@@ -100,16 +100,42 @@ impl RowPath {
             RowPath::Group
         }
     }
+
+    /// The entry point of a per-row stage on this path: its `_group` one on Group, else its
+    /// vec4 one when the launch can take vec4 loads (`vec4`), or its scalar one.
+    pub(super) fn pick(self, vec4: bool, [scalar, v4, group]: [&'static Entry; 3]) -> &'static Entry {
+        match self {
+            RowPath::Lane => vec4_if(vec4, scalar, v4),
+            RowPath::Group => group,
+        }
+    }
 }
 
-/// Bind the eligible-column list, or x standing in (unread: has_cols is 0).
-fn bind_cols<'a>(
-    c: Call<'a, Params>,
+/// A launch of `e` over x (rows, n), checked by `matrix`, in blocks of `block`: its
+/// dimensions, then x and the eligible-column list bound, or x standing in for the list
+/// (unread: has_cols is 0).
+fn over_x<'a>(
+    e: &'static Entry,
+    p: Params,
     x: &'a GpuTensor,
+    block: usize,
     cols: Option<(&'a GpuTensor, &'a GpuTensor)>,
 ) -> Call<'a, Params> {
-    c.bind_opt(cols.map(|c| c.0), x)
+    e.call(p)
+        .dims(&dims(x.shape[0], x.shape[1], block))
+        .bind(x)
+        .bind_opt(cols.map(|c| c.0), x)
         .bind_opt(cols.map(|c| c.1), x)
+}
+
+/// Record a launch of one invocation (or workgroup) per row; nothing for no rows.
+pub(super) fn per_row(
+    call: Call<'_, Params>,
+    rows: usize,
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+) -> Result<()> {
+    call.items(rows).skip_if(rows == 0).record(gpu, enc)
 }
 
 /// bmax[r, j] = the largest key of x[r, col(q)] - off[col(q)] (no subtraction without off)
@@ -138,7 +164,7 @@ pub fn block_max(
         &BLOCK_MAX,
         &BLOCK_MAX_VEC4,
     );
-    bind_cols(e.call(p).dims(&dims(rows, n, block)).bind(x), x, cols)
+    over_x(e, p, x, block, cols)
         .bind(bmax)
         .bind_opt(off, x)
         .items(rows * nb)
@@ -166,18 +192,13 @@ pub fn topk_threshold(
         k: k as u32,
         ..Default::default()
     };
-    let e = match path {
-        // vec4 loads of bmax when its rows are whole vec4s.
-        RowPath::Lane => vec4_if(nb.is_multiple_of(4), &TOPK_THRESHOLD, &TOPK_THRESHOLD_VEC4),
-        RowPath::Group => &TOPK_THRESHOLD_GROUP,
-    };
-    e.call(p)
-        .dims(&[("rows", rows), ("nb", nb)])
-        .bind(bmax)
-        .bind(thr)
-        .items(rows)
-        .skip_if(rows == 0)
-        .record(gpu, enc)
+    // vec4 loads of bmax when its rows are whole vec4s.
+    let e = path.pick(
+        nb.is_multiple_of(4),
+        [&TOPK_THRESHOLD, &TOPK_THRESHOLD_VEC4, &TOPK_THRESHOLD_GROUP],
+    );
+    let call = e.call(p).dims(&[("rows", rows), ("nb", nb)]);
+    per_row(call.binds(&[bmax, thr]), rows, gpu, enc)
 }
 
 /// In position order, the eligible latents of row r with key >= thr[r]: cand_n[r] = how
@@ -209,19 +230,12 @@ pub fn topk_candidates(
         && block.is_multiple_of(4)
         && n.is_multiple_of(block)
         && blocks(n, block).is_multiple_of(4);
-    let e = match path {
-        RowPath::Lane => vec4_if(vec4, &TOPK_CANDIDATES, &TOPK_CANDIDATES_VEC4),
-        RowPath::Group => &TOPK_CANDIDATES_GROUP,
-    };
-    bind_cols(e.call(p).dims(&dims(rows, n, block)).bind(x), x, cols)
-        .bind(bmax)
-        .bind(thr)
-        .bind(cand)
-        .bind(cand_key)
-        .bind(cand_n)
-        .items(rows)
-        .skip_if(rows == 0)
-        .record(gpu, enc)
+    let e = path.pick(
+        vec4,
+        [&TOPK_CANDIDATES, &TOPK_CANDIDATES_VEC4, &TOPK_CANDIDATES_GROUP],
+    );
+    let call = over_x(e, p, x, block, cols).binds(&[bmax, thr, cand, cand_key, cand_n]);
+    per_row(call, rows, gpu, enc)
 }
 
 /// Per row, the k best entries with key >= thr[r] (key descending, then lower latent), in
@@ -257,21 +271,9 @@ pub fn topk_select(
         RowPath::Group => &TOPK_SELECT_GROUP,
     };
     for e in [first, &TOPK_SELECT_ROW] {
-        bind_cols(
-            e.call(p).dims(&dims(rows, n, 1)).dim("k", k).bind(x),
-            x,
-            cols,
-        )
-        .bind(cand)
-        .bind(cand_key)
-        .bind(cand_n)
-        .bind(thr)
-        .bind(sel)
-        .bind(sel_val)
-        .bind(sel_n)
-        .items(rows)
-        .skip_if(rows == 0)
-        .record(gpu, enc)?;
+        let call = over_x(e, p, x, 1, cols).dim("k", k);
+        let call = call.binds(&[cand, cand_key, cand_n, thr, sel, sel_val, sel_n]);
+        per_row(call, rows, gpu, enc)?;
     }
     Ok(())
 }
@@ -289,12 +291,8 @@ pub fn csr_scan(
         rows: rows as u32,
         ..Default::default()
     };
-    CSR_SCAN
-        .call(p)
-        .dim("rows", rows)
-        .bind(counts)
-        .bind(row_ptr)
-        .record(gpu, enc)
+    let call = CSR_SCAN.call(p).dim("rows", rows);
+    call.binds(&[counts, row_ptr]).record(gpu, enc)
 }
 
 /// idx[row_ptr[r] + j] = sel[r, j], val[..] = sel_val[r, j] for j < row_ptr[r+1] - row_ptr[r]
@@ -321,11 +319,7 @@ pub fn csr_pack(
     CSR_PACK
         .call(p)
         .dims(&[("rows", rows), ("k", k), ("cap", idx.len())])
-        .bind(sel)
-        .bind(sel_val)
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(val)
+        .binds(&[sel, sel_val, row_ptr, idx, val])
         .items(rows * k)
         .skip_if(rows * k == 0)
         .record(gpu, enc)
@@ -462,11 +456,6 @@ pub fn dead_list(
         dead_after,
         ..Default::default()
     };
-    DEAD_LIST
-        .call(p)
-        .dim("n", n)
-        .bind(since)
-        .bind(cols)
-        .bind(ncols)
-        .record(gpu, enc)
+    let call = DEAD_LIST.call(p).dim("n", n);
+    call.binds(&[since, cols, ncols]).record(gpu, enc)
 }
