@@ -360,6 +360,11 @@ impl<'a, P: Uniform> Call<'a, P> {
         self.items = Some(n);
         self
     }
+    /// Items of a `Grid::Items` or `Grid::Groups` launch that records nothing when there are
+    /// none: `items(n).skip_if(n == 0)`.
+    pub fn items_or_skip(self, n: usize) -> Self {
+        self.items(n).skip_if(n == 0)
+    }
     /// The workgroup grid of a `Grid::Custom` launch.
     pub fn grid(mut self, g: [u32; 3]) -> Self {
         self.groups = Some(g);
@@ -605,6 +610,20 @@ pub fn eval(e: &Entry, expr: &str, dims: &[(&'static str, usize)]) -> Result<usi
 /// `scalar`: the one choice every family with `*_vec4` twins makes.
 pub fn vec4_if(vec4: bool, scalar: &'static Entry, v4: &'static Entry) -> &'static Entry {
     if vec4 { v4 } else { scalar }
+}
+
+/// An elementwise launch over `items`: the vec4 entry point over `items / 4` vec4s when
+/// `items` is a whole number of vec4s, else the scalar one over `items`.
+pub fn vec4_split(
+    items: usize,
+    scalar: &'static Entry,
+    v4: &'static Entry,
+) -> (&'static Entry, usize) {
+    if items.is_multiple_of(4) {
+        (v4, items / 4)
+    } else {
+        (scalar, items)
+    }
 }
 
 /// A size as the shaders' u32, or an error naming the kernel and the quantity.
