@@ -308,6 +308,10 @@ pub fn batchtopk_chunks(
     for (x, dummy) in xs.iter().zip(dummies.iter_mut()) {
         x4s.push(vec4_view(gpu, x, dummy, "batchtopk dummy")?);
     }
+    // A launch over chunk (rc rows from r0) of the stages after the bound (src 1) or of it.
+    let chunk = |e: &'static Entry, src: u32, rc: usize, r0: usize| {
+        e.call(p(0, src, rc, r0, true)).dims(&dims(rc))
+    };
     BATCHTOPK_INIT
         .call(whole(0, 0))
         .bind(scratch)
@@ -322,8 +326,9 @@ pub fn batchtopk_chunks(
                 }
                 let len = if src == 0 { rows * WG } else { rc * n }.max(capg);
                 let groups = len.div_ceil(WG * EPT).min(HIST_GROUPS);
-                #[rustfmt::skip]
-                BATCHTOPK_HIST.call(p(level, src, rc, r0, c == 0)).dims(&dims(rc)).bind(x).bind(scratch).items(groups).record(gpu, enc)?;
+                let call = BATCHTOPK_HIST.call(p(level, src, rc, r0, c == 0));
+                let call = call.dims(&dims(rc)).binds(&[x, scratch]);
+                call.items(groups).record(gpu, enc)?;
             }
             BATCHTOPK_FIND
                 .call(whole(level, src))
@@ -335,16 +340,14 @@ pub fn batchtopk_chunks(
     match &mut lists {
         None => {
             for (&(x, rc, r0), x4) in chunks.iter().zip(&x4s) {
-                #[rustfmt::skip]
-                BATCHTOPK_BOUND.call(p(0, 0, rc, r0, true)).dims(&dims(rc)).bind(x).bind_raw(x4).bind(scratch).items(rc).skip_if(rc == 0).record(gpu, enc)?;
+                let call = chunk(&BATCHTOPK_BOUND, 0, rc, r0).bind(x).bind_raw(x4);
+                call.bind(scratch).items_or_skip(rc).record(gpu, enc)?;
             }
             select(enc, 0, 2)?;
             for (&(x, rc, r0), x4) in chunks.iter().zip(&x4s) {
-                let call = BATCHTOPK_COLLECT
-                    .call(p(0, 1, rc, r0, true))
-                    .dims(&dims(rc));
-                let call = call.bind(x).bind_raw(x4).bind(scratch).bind(scratch);
-                call.items(rc).skip_if(rc == 0).record(gpu, enc)?;
+                let call = chunk(&BATCHTOPK_COLLECT, 1, rc, r0).bind(x).bind_raw(x4);
+                let call = call.binds(&[scratch, scratch]);
+                call.items_or_skip(rc).record(gpu, enc)?;
             }
         }
         Some(l) => {
@@ -352,14 +355,11 @@ pub fn batchtopk_chunks(
                 (l.fill)(enc, c)?;
                 let w = l.width;
                 let (cand, key) = (l.cand.prefix(&[rc, w]), l.cand_key.prefix(&[rc, w]));
-                let call = BATCHTOPK_GATHER.call(p(0, 1, rc, r0, true));
-                let call = call
-                    .dims(&[("rows", rc), ("width", w)])
-                    .bind(&cand)
-                    .bind(&key);
                 let cn = l.cand_n.prefix(&[rc]);
-                let call = call.bind(&cn).bind(scratch).bind(scratch);
-                call.items(rc).skip_if(rc == 0).record(gpu, enc)?;
+                let call = BATCHTOPK_GATHER.call(p(0, 1, rc, r0, true));
+                let call = call.dims(&[("rows", rc), ("width", w)]);
+                let call = call.binds(&[&cand, &key, &cn, scratch, scratch]);
+                call.items_or_skip(rc).record(gpu, enc)?;
             }
         }
     }
@@ -370,20 +370,17 @@ pub fn batchtopk_chunks(
         Some(_) => (&BATCHTOPK_COUNT_ROWS, &BATCHTOPK_SCATTER_ROWS),
     };
     for &(x, rc, r0) in &chunks {
-        #[rustfmt::skip]
-        count.call(p(0, 1, rc, r0, true)).dims(&dims(rc)).bind(x).bind(scratch).items(rc).skip_if(rc == 0).record(gpu, enc)?;
+        let call = chunk(count, 1, rc, r0).binds(&[x, scratch]);
+        call.items_or_skip(rc).record(gpu, enc)?;
     }
     BATCHTOPK_SCAN
         .call(whole(0, 0))
         .dims(&dims(rows))
-        .bind(scratch)
-        .bind(row_ptr)
-        .bind(threshold)
+        .binds(&[scratch, row_ptr, threshold])
         .record(gpu, enc)?;
     for &(x, rc, r0) in &chunks {
-        let call = scatter.call(p(0, 1, rc, r0, true)).dims(&dims(rc));
-        let call = call.bind(x).bind(scratch).bind(row_ptr).bind(idx).bind(val);
-        call.items(rc).skip_if(rc == 0).record(gpu, enc)?;
+        let call = chunk(scatter, 1, rc, r0).binds(&[x, scratch, row_ptr, idx, val]);
+        call.items_or_skip(rc).record(gpu, enc)?;
     }
     Ok(())
 }
