@@ -7,7 +7,7 @@
 use crate::Result;
 use crate::gpu::{Gpu, GpuTensor, Shader};
 
-use super::decl::{Entry, Grid, Slot, Uniform, Wg, elements, rf, wf};
+use super::decl::{Entry, Grid, Slot, Uniform, Wg, elements, rf, vec4_split, wf};
 
 pub static SHADER: Shader = crate::shader!("activations");
 
@@ -101,8 +101,7 @@ pub fn relu_forward(
     RELU_FORWARD
         .call(relu_params(pre)?)
         .dim("len", pre.len())
-        .bind(pre)
-        .bind(z)
+        .binds(&[pre, z])
         .items(pre.len())
         .record(gpu, enc)
 }
@@ -119,9 +118,7 @@ pub fn relu_backward(
     RELU_BACKWARD
         .call(relu_params(pre)?)
         .dim("len", pre.len())
-        .bind(pre)
-        .bind(dz)
-        .bind(dpre)
+        .binds(&[pre, dz, dpre])
         .items(pre.len())
         .record(gpu, enc)
 }
@@ -151,9 +148,7 @@ pub fn jumprelu_forward(
     JUMPRELU_FORWARD
         .call(jump_params("jumprelu_forward", rows, n, 0.0, 0.0)?)
         .dims(&[("rows", rows), ("n", n)])
-        .bind(pre)
-        .bind(log_theta)
-        .bind(z)
+        .binds(&[pre, log_theta, z])
         .grid([
             n.div_ceil(WG).max(1) as u32,
             rows.div_ceil(RB).max(1) as u32,
@@ -185,18 +180,11 @@ pub fn jumprelu_backward(
     dlog_theta: &GpuTensor,
 ) -> Result<()> {
     let p = jump_params("jumprelu_backward", rows, n, eps, l0_scale)?;
-    let (e, per_invocation) = if n.is_multiple_of(4) {
-        (&JUMPRELU_BACKWARD_VEC4, 4)
-    } else {
-        (&JUMPRELU_BACKWARD, 1)
-    };
+    // Four latents per invocation with vec4 loads when n % 4 == 0.
+    let (e, items) = vec4_split(n, &JUMPRELU_BACKWARD, &JUMPRELU_BACKWARD_VEC4);
     e.call(p)
         .dims(&[("rows", rows), ("n", n)])
-        .bind(pre)
-        .bind(dz)
-        .bind(log_theta)
-        .bind(dpre)
-        .bind(dlog_theta)
-        .items(n / per_invocation)
+        .binds(&[pre, dz, log_theta, dpre, dlog_theta])
+        .items(items)
         .record(gpu, enc)
 }

@@ -79,8 +79,7 @@ pub fn copy_vec4(
     COPY_VEC4
         .call(p)
         .dim("len", len)
-        .bind(src)
-        .bind(dst)
+        .binds(&[src, dst])
         .items(len / 4)
         .record(gpu, enc)
 }

@@ -11,7 +11,7 @@
 use crate::gpu::{Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::decl::{Entry, Grid, Layout, Slot, Uniform, Wg, elements, rf, vec4_if, wf};
+use super::decl::{Entry, Grid, Layout, Slot, Uniform, Wg, elements, rf, vec4_if, vec4_split, wf};
 
 pub static SHADER: Shader = crate::shader!("fista");
 
@@ -98,20 +98,10 @@ pub fn fista_step(
         momentum,
         ..Default::default()
     };
-    let (e, per) = if len.is_multiple_of(4) {
-        (&FISTA_STEP_VEC4, 4)
-    } else {
-        (&FISTA_STEP, 1)
-    };
-    let call = e
-        .call(p)
-        .dims(&[("rows", rows), ("n", n)])
-        .bind(g)
-        .bind(z_old)
-        .bind(y)
-        .bind(z_new)
-        .items(len as usize / per);
-    call.skip_if(len == 0).record(gpu, enc)
+    let (e, items) = vec4_split(len as usize, &FISTA_STEP, &FISTA_STEP_VEC4);
+    let call = e.call(p).dims(&[("rows", rows), ("n", n)]);
+    let call = call.binds(&[g, z_old, y, z_new]);
+    call.items_or_skip(items).record(gpu, enc)
 }
 
 /// Per row: out[r, 0] = sum_j (z_new[r, j] - z_old[r, j])^2, out[r, 1] = sum_j z_new[r, j]^2,
@@ -139,11 +129,8 @@ pub fn fista_row_change(
         &FISTA_ROW_CHANGE_VEC4,
     );
     e.call(p)
-        .skip_if(rows == 0)
         .dims(&[("rows", rows), ("n", n)])
-        .bind(z_new)
-        .bind(z_old)
-        .bind(out)
-        .items(rows)
+        .binds(&[z_new, z_old, out])
+        .items_or_skip(rows)
         .record(gpu, enc)
 }

@@ -66,7 +66,7 @@ pub fn threshold_ema(
         decay,
         ..Default::default()
     };
-    THRESHOLD_EMA.call(p).bind(thr).bind(state).record(gpu, enc)
+    THRESHOLD_EMA.call(p).binds(&[thr, state]).record(gpu, enc)
 }
 
 /// The plan of `gate`: flag = src[index] > threshold; each dispatch recorded under the gate
@@ -101,9 +101,7 @@ pub fn gate_plan(
     GATE_PLAN
         .call(p)
         .dim("slots", slots.max(1))
-        .bind(src)
-        .bind(&gate.table)
-        .bind(&gate.args)
+        .binds(&[src, &gate.table, &gate.args])
         .items(slots)
         .record(gpu, enc)
 }
@@ -135,8 +133,7 @@ pub fn unpack_f16(
     UNPACK_F16
         .call(p)
         .dims(&[("halves", len.div_ceil(2)), ("len", len)])
-        .bind(src)
-        .bind(out)
+        .binds(&[src, out])
         .items(len)
         .record(gpu, enc)
 }

@@ -16,7 +16,7 @@
 use crate::gpu::{DType, Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::decl::{Call, Entry, Grid, Slot, Uniform, Wg, fits, rf, vec4_if, wf};
+use super::decl::{Call, Entry, Grid, Slot, Uniform, Wg, fits, rf, vec4_if, vec4_split, wf};
 
 pub use crate::reference::optim::AdamHyper;
 
@@ -185,22 +185,10 @@ pub fn adam(
 ) -> Result<()> {
     let len = param.len();
     fits("adam", "param", len, MAX_LEN)?;
-    let (e, items) = if len.is_multiple_of(4) {
-        (&ADAM_VEC4, len / 4)
-    } else {
-        (&ADAM_E, len)
-    };
-    let call = e
-        .call(params(items))
-        .dim("len", len)
-        .bind(param)
-        .bind(grad)
-        .bind(m)
-        .bind(v)
-        .uniform(hyper)
-        .bind(clip)
-        .items(items);
-    call.skip_if(len == 0).record(gpu, enc)
+    let (e, items) = vec4_split(len, &ADAM_E, &ADAM_VEC4);
+    let call = e.call(params(items)).dim("len", len);
+    let call = call.binds(&[param, grad, m, v]).uniform(hyper).bind(clip);
+    call.items_or_skip(items).record(gpu, enc)
 }
 
 /// Partials of sumsq live in one scratch tensor per device (`Gpu::scratch`), shared by
@@ -247,11 +235,8 @@ pub fn sumsq(
         stride: partials as u32,
         ..params(items)
     };
-    e.call(p)
-        .bind(g)
-        .bind(&part)
-        .grid([groups as u32, 1, 1])
-        .record(gpu, enc)?;
+    let call = e.call(p).binds(&[g, &part]);
+    call.grid([groups as u32, 1, 1]).record(gpu, enc)?;
     sum_slot_of(gpu, enc, &part, partials, acc, slot)
 }
 
@@ -268,7 +253,7 @@ fn sum_slot_of(
         slot,
         ..params(len)
     };
-    SUMSQ_FINISH.call(p).bind(part).bind(acc).record(gpu, enc)
+    SUMSQ_FINISH.call(p).binds(&[part, acc]).record(gpu, enc)
 }
 
 /// norm = sqrt(acc[0] + ... + acc[slots - 1]) (in that order);
@@ -292,7 +277,7 @@ pub fn clip_scale(
         max_norm,
         ..params(slots as usize)
     };
-    CLIP_SCALE.call(p).bind(acc).bind(clip).record(gpu, enc)
+    CLIP_SCALE.call(p).binds(&[acc, clip]).record(gpu, enc)
 }
 
 /// The parameters of a row kernel over (n, d): items per row are vec4s when d % 4 == 0.
@@ -323,9 +308,7 @@ pub fn decoder_grad_prep(
     part: &GpuTensor,
 ) -> Result<()> {
     let e = [&DECODER_GRAD_PREP_E, &DECODER_GRAD_PREP_VEC4];
-    row_launch(gpu, enc, e, n, d, |c| {
-        c.bind(w).bind(g).bind(coef).bind(part)
-    })
+    row_launch(gpu, enc, e, n, d, |c| c.binds(&[w, g, coef, part]))
 }
 
 /// acc[slot] = sum of part (partial sums of squares, e.g. [`decoder_grad_prep`]'s), in a
@@ -362,22 +345,11 @@ pub fn adam_unit_rows(
     n: usize,
     d: usize,
 ) -> Result<()> {
-    row_launch(
-        gpu,
-        enc,
-        [&ADAM_UNIT_ROWS_E, &ADAM_UNIT_ROWS_VEC4],
-        n,
-        d,
-        |c| {
-            c.bind(param)
-                .bind(grad)
-                .bind(m)
-                .bind(v)
-                .uniform(hyper)
-                .bind(clip)
-                .bind(coef)
-        },
-    )
+    let e = [&ADAM_UNIT_ROWS_E, &ADAM_UNIT_ROWS_VEC4];
+    row_launch(gpu, enc, e, n, d, |c| {
+        let c = c.binds(&[param, grad, m, v]).uniform(hyper);
+        c.binds(&[clip, coef])
+    })
 }
 
 /// A one-workgroup-per-row launch over (n, d) rows of the scalar or (d % 4 == 0) vec4

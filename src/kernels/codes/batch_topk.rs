@@ -105,8 +105,7 @@ pub fn batch_threshold_chunks(
                 .call(p)
                 .dim("len", len)
                 .binds(&[part, state, hist])
-                .items(len.div_ceil(super::KEY_EPT))
-                .skip_if(len == 0)
+                .items_or_skip(len.div_ceil(super::KEY_EPT))
                 .record(gpu, enc)?;
         }
         let p = Params {

@@ -7,7 +7,7 @@ use crate::Result;
 use crate::gpu::{DType, Gpu, GpuTensor};
 
 use super::super::decl::{Call, Entry, Grid, Slot, rf, ru, wf, wu};
-use super::selection::{RowPath, block_max, csr_scan, per_row};
+use super::selection::{RowPath, block_max, csr_scan};
 use super::{
     BLOCK, Params, WG_ROW, blocks, codes, dims, expect_block, matrix, one_d, params, scratch,
 };
@@ -58,8 +58,7 @@ pub fn threshold_offsets(
         .call(p)
         .dim("n", n)
         .binds(&[log_thr, off])
-        .items(n)
-        .skip_if(n == 0)
+        .items_or_skip(n)
         .record(gpu, enc)
 }
 
@@ -169,7 +168,7 @@ fn compact<'a>(
         .dims(&dims(rows, n, block))
         .binds(&[x, bmax])
         .bind_opt(jumprelu.map(|j| j.0), x);
-    per_row(bind(call), rows, gpu, enc)
+    bind(call).items_or_skip(rows).record(gpu, enc)
 }
 
 /// The codes of a ReLU (jumprelu None) or JumpReLU activation of x as CSR (latents

@@ -103,7 +103,11 @@ impl RowPath {
 
     /// The entry point of a per-row stage on this path: its `_group` one on Group, else its
     /// vec4 one when the launch can take vec4 loads (`vec4`), or its scalar one.
-    pub(super) fn pick(self, vec4: bool, [scalar, v4, group]: [&'static Entry; 3]) -> &'static Entry {
+    pub(super) fn pick(
+        self,
+        vec4: bool,
+        [scalar, v4, group]: [&'static Entry; 3],
+    ) -> &'static Entry {
         match self {
             RowPath::Lane => vec4_if(vec4, scalar, v4),
             RowPath::Group => group,
@@ -126,16 +130,6 @@ fn over_x<'a>(
         .bind(x)
         .bind_opt(cols.map(|c| c.0), x)
         .bind_opt(cols.map(|c| c.1), x)
-}
-
-/// Record a launch of one invocation (or workgroup) per row; nothing for no rows.
-pub(super) fn per_row(
-    call: Call<'_, Params>,
-    rows: usize,
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-) -> Result<()> {
-    call.items(rows).skip_if(rows == 0).record(gpu, enc)
 }
 
 /// bmax[r, j] = the largest key of x[r, col(q)] - off[col(q)] (no subtraction without off)
@@ -167,8 +161,7 @@ pub fn block_max(
     over_x(e, p, x, block, cols)
         .bind(bmax)
         .bind_opt(off, x)
-        .items(rows * nb)
-        .skip_if(rows * nb == 0)
+        .items_or_skip(rows * nb)
         .record(gpu, enc)
 }
 
@@ -198,7 +191,9 @@ pub fn topk_threshold(
         [&TOPK_THRESHOLD, &TOPK_THRESHOLD_VEC4, &TOPK_THRESHOLD_GROUP],
     );
     let call = e.call(p).dims(&[("rows", rows), ("nb", nb)]);
-    per_row(call.binds(&[bmax, thr]), rows, gpu, enc)
+    call.binds(&[bmax, thr])
+        .items_or_skip(rows)
+        .record(gpu, enc)
 }
 
 /// In position order, the eligible latents of row r with key >= thr[r]: cand_n[r] = how
@@ -232,10 +227,14 @@ pub fn topk_candidates(
         && blocks(n, block).is_multiple_of(4);
     let e = path.pick(
         vec4,
-        [&TOPK_CANDIDATES, &TOPK_CANDIDATES_VEC4, &TOPK_CANDIDATES_GROUP],
+        [
+            &TOPK_CANDIDATES,
+            &TOPK_CANDIDATES_VEC4,
+            &TOPK_CANDIDATES_GROUP,
+        ],
     );
     let call = over_x(e, p, x, block, cols).binds(&[bmax, thr, cand, cand_key, cand_n]);
-    per_row(call, rows, gpu, enc)
+    call.items_or_skip(rows).record(gpu, enc)
 }
 
 /// Per row, the k best entries with key >= thr[r] (key descending, then lower latent), in
@@ -273,7 +272,7 @@ pub fn topk_select(
     for e in [first, &TOPK_SELECT_ROW] {
         let call = over_x(e, p, x, 1, cols).dim("k", k);
         let call = call.binds(&[cand, cand_key, cand_n, thr, sel, sel_val, sel_n]);
-        per_row(call, rows, gpu, enc)?;
+        call.items_or_skip(rows).record(gpu, enc)?;
     }
     Ok(())
 }
@@ -320,8 +319,7 @@ pub fn csr_pack(
         .call(p)
         .dims(&[("rows", rows), ("k", k), ("cap", idx.len())])
         .binds(&[sel, sel_val, row_ptr, idx, val])
-        .items(rows * k)
-        .skip_if(rows * k == 0)
+        .items_or_skip(rows * k)
         .record(gpu, enc)
 }
 
