@@ -418,11 +418,16 @@ fn compact_case(
         }
         let offd = jump.then_some(&off);
         kc::selection::block_max(gpu, e, &xd, rc::BLOCK, None, offd, &bmax).map_err(m)?;
-        kc::compaction::compact_count(gpu, e, path, &xd, rc::BLOCK, &bmax, jd, &counts)
-            .map_err(m)?;
+        let input = kc::compaction::CompactIn {
+            path,
+            x: &xd,
+            block: rc::BLOCK,
+            bmax: &bmax,
+            jumprelu: jd,
+        };
+        kc::compaction::compact_count(gpu, e, input, &counts).map_err(m)?;
         kc::selection::csr_scan(gpu, e, &counts, &row_ptr).map_err(m)?;
-        #[rustfmt::skip]
-    kc::compaction::compact_write(gpu, e, path, &xd, rc::BLOCK, &bmax, jd, &row_ptr, &idx, &val, &pre).map_err(m)?;
+        kc::compaction::compact_write(gpu, e, input, &row_ptr, &idx, &val, &pre).map_err(m)?;
         gpu.submit(enc);
 
         let jh = jump.then_some((&log_thr[..], eps));

@@ -71,13 +71,70 @@ fn compact_vec4(p: &Params) -> bool {
         && p.nb.is_multiple_of(4)
 }
 
-/// (rows, n, params) of compact_count / compact_write.
-fn compact_params(
-    kernel: &str,
-    x: &GpuTensor,
-    block: usize,
-    jumprelu: Option<(&GpuTensor, f32)>,
-) -> Result<(usize, usize, Params)> {
+/// What compact_count and compact_write read, and on which [`RowPath`]: x (rows, n), its
+/// block maxima bmax (rows, blocks(n, block)) u32 (block_max of x, or of x -
+/// threshold_offsets for JumpReLU), and JumpReLU's (log_thr: (n), eps) or None for ReLU.
+#[derive(Clone, Copy)]
+pub struct CompactIn<'a> {
+    pub path: RowPath,
+    pub x: &'a GpuTensor,
+    pub block: usize,
+    pub bmax: &'a GpuTensor,
+    pub jumprelu: Option<(&'a GpuTensor, f32)>,
+}
+
+/// Per row, how many entries the activation keeps: ReLU (jumprelu None) pre > 0; JumpReLU
+/// pre > theta or |pre - theta| <= eps / 2, theta = exp(log_thr). Reads only the blocks whose
+/// bmax is a key >= key(0.0).
+/// x: (rows, n), bmax: (rows, blocks(n, block)) u32, log_thr: (n) -> counts: (rows) u32
+pub fn compact_count(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    input: CompactIn,
+    counts: &GpuTensor,
+) -> Result<()> {
+    let e = [&COMPACT_COUNT, &COMPACT_COUNT_VEC4, &COMPACT_COUNT_GROUP];
+    compact(gpu, enc, e, input, None, |c| c.bind(counts))
+}
+
+/// The kept entries of each row, ascending, at row_ptr[r] + j for slots < cap: idx the
+/// latent, val the activation (pre, or 0 in JumpReLU's window below theta), pre_val pre.
+/// x: (rows, n), bmax as compact_count, log_thr: (n), row_ptr: (rows + 1) u32
+///   -> idx: (cap) u32, val: (cap), pre_val: (cap)
+pub fn compact_write(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    input: CompactIn,
+    row_ptr: &GpuTensor,
+    idx: &GpuTensor,
+    val: &GpuTensor,
+    pre_val: &GpuTensor,
+) -> Result<()> {
+    let e = [&COMPACT_WRITE, &COMPACT_WRITE_VEC4, &COMPACT_WRITE_GROUP];
+    compact(gpu, enc, e, input, Some(idx.len()), |c| {
+        c.binds(&[row_ptr, idx, val, pre_val])
+    })
+}
+
+/// A compact_count / compact_write launch (the scalar or vec4 entry point of `e`, one
+/// invocation per row, or its workgroup-per-row one): x, bmax and log_thr bound, then
+/// `bind`'s outputs; `cap` for compact_write.
+fn compact<'a>(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    entries: [&'static Entry; 3],
+    input: CompactIn<'a>,
+    cap: Option<usize>,
+    bind: impl FnOnce(Call<'a, Params>) -> Call<'a, Params>,
+) -> Result<()> {
+    let CompactIn {
+        path,
+        x,
+        block,
+        bmax,
+        jumprelu,
+    } = input;
+    let kernel = entries[0].name;
     let (rows, n) = matrix(kernel, x)?;
     expect_block(kernel, block)?;
     let mut p = params(rows, n, 0, block, false);
@@ -85,80 +142,6 @@ fn compact_params(
         p.has_off = 1;
         p.eps = eps;
     }
-    Ok((rows, n, p))
-}
-
-/// Per row, how many entries the activation keeps: ReLU (jumprelu None) pre > 0; JumpReLU
-/// pre > theta or |pre - theta| <= eps / 2, theta = exp(log_thr). Reads only the blocks whose
-/// bmax (block_max of x, or of x - threshold_offsets for JumpReLU) is a key >= key(0.0).
-/// x: (rows, n), bmax: (rows, blocks(n, block)) u32, log_thr: (n) -> counts: (rows) u32
-#[allow(clippy::too_many_arguments)]
-pub fn compact_count(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    path: RowPath,
-    x: &GpuTensor,
-    block: usize,
-    bmax: &GpuTensor,
-    jumprelu: Option<(&GpuTensor, f32)>,
-    counts: &GpuTensor,
-) -> Result<()> {
-    let e = [&COMPACT_COUNT, &COMPACT_COUNT_VEC4, &COMPACT_COUNT_GROUP];
-    compact(gpu, enc, path, e, x, block, bmax, jumprelu, None, |c| {
-        c.bind(counts)
-    })
-}
-
-/// The kept entries of each row, ascending, at row_ptr[r] + j for slots < cap: idx the
-/// latent, val the activation (pre, or 0 in JumpReLU's window below theta), pre_val pre.
-/// x: (rows, n), bmax as compact_count, log_thr: (n), row_ptr: (rows + 1) u32
-///   -> idx: (cap) u32, val: (cap), pre_val: (cap)
-#[allow(clippy::too_many_arguments)]
-pub fn compact_write(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    path: RowPath,
-    x: &GpuTensor,
-    block: usize,
-    bmax: &GpuTensor,
-    jumprelu: Option<(&GpuTensor, f32)>,
-    row_ptr: &GpuTensor,
-    idx: &GpuTensor,
-    val: &GpuTensor,
-    pre_val: &GpuTensor,
-) -> Result<()> {
-    let e = [&COMPACT_WRITE, &COMPACT_WRITE_VEC4, &COMPACT_WRITE_GROUP];
-    compact(
-        gpu,
-        enc,
-        path,
-        e,
-        x,
-        block,
-        bmax,
-        jumprelu,
-        Some(idx.len()),
-        |c| c.binds(&[row_ptr, idx, val, pre_val]),
-    )
-}
-
-/// A compact_count / compact_write launch (the scalar or vec4 entry point of `e`, one
-/// invocation per row, or its workgroup-per-row one): x, bmax and log_thr bound, then
-/// `bind`'s outputs; `cap` for compact_write.
-#[allow(clippy::too_many_arguments)]
-fn compact<'a>(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    path: RowPath,
-    entries: [&'static Entry; 3],
-    x: &'a GpuTensor,
-    block: usize,
-    bmax: &'a GpuTensor,
-    jumprelu: Option<(&'a GpuTensor, f32)>,
-    cap: Option<usize>,
-    bind: impl FnOnce(Call<'a, Params>) -> Call<'a, Params>,
-) -> Result<()> {
-    let (rows, n, mut p) = compact_params(entries[0].name, x, block, jumprelu)?;
     if let Some(cap) = cap {
         p.cap = cap as u32;
     }
@@ -262,9 +245,14 @@ fn activation_chain(
             bmax
         }
     };
-    compact_count(gpu, enc, path, x, BLOCK, bmax, jumprelu, &counts)?;
+    let input = CompactIn {
+        path,
+        x,
+        block: BLOCK,
+        bmax,
+        jumprelu,
+    };
+    compact_count(gpu, enc, input, &counts)?;
     csr_scan(gpu, enc, &counts, row_ptr)?;
-    compact_write(
-        gpu, enc, path, x, BLOCK, bmax, jumprelu, row_ptr, idx, val, pre_val,
-    )
+    compact_write(gpu, enc, input, row_ptr, idx, val, pre_val)
 }
