@@ -81,13 +81,22 @@ pub static ENTRIES: &[&Entry] = &[
     &JUMPRELU_BACKWARD_VEC4,
 ];
 
-fn relu_params(pre: &GpuTensor) -> Result<Params> {
+/// A relu launch, one invocation per element of pre (`binds[0]`), `binds` bound in order.
+fn relu_launch(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    e: &'static Entry,
+    binds: &[&GpuTensor],
+) -> Result<()> {
+    let pre = binds[0];
     let n = *pre.shape.last().unwrap_or(&1);
-    Ok(Params {
+    let p = Params {
         len: super::decl::to_u32("relu", "len", pre.len())?,
         n: n as u32,
         _pad: [0; 2],
-    })
+    };
+    let call = e.call(p).dim("len", pre.len()).binds(binds);
+    call.items(pre.len()).record(gpu, enc)
 }
 
 /// z = max(pre, 0).
@@ -98,12 +107,7 @@ pub fn relu_forward(
     pre: &GpuTensor,
     z: &GpuTensor,
 ) -> Result<()> {
-    RELU_FORWARD
-        .call(relu_params(pre)?)
-        .dim("len", pre.len())
-        .binds(&[pre, z])
-        .items(pre.len())
-        .record(gpu, enc)
+    relu_launch(gpu, enc, &RELU_FORWARD, &[pre, z])
 }
 
 /// dpre = dz * [pre > 0].
@@ -115,12 +119,7 @@ pub fn relu_backward(
     dz: &GpuTensor,
     dpre: &GpuTensor,
 ) -> Result<()> {
-    RELU_BACKWARD
-        .call(relu_params(pre)?)
-        .dim("len", pre.len())
-        .binds(&[pre, dz, dpre])
-        .items(pre.len())
-        .record(gpu, enc)
+    relu_launch(gpu, enc, &RELU_BACKWARD, &[pre, dz, dpre])
 }
 
 fn jump_params(kernel: &str, rows: usize, n: usize, eps: f32, l0_scale: f32) -> Result<JumpParams> {
