@@ -41,18 +41,20 @@ const fn batch(name: &'static str, binds: &'static [Slot], grid: Grid) -> Entry 
         .grid(grid)
 }
 
-pub static BATCHTOPK_INIT: Entry = batch("batchtopk_init", &[wu("scratch", "any")], Grid::Single);
+/// The bindings of the kernels over the scratch alone (batchtopk_init, batchtopk_find).
+const SCRATCH_SLOTS: &[Slot] = &[wu("scratch", "any")];
+/// The bindings of the kernels over x and the scratch (batchtopk_hist, batchtopk_count,
+/// batchtopk_count_rows).
+const X_SCRATCH_SLOTS: &[Slot] = &[rf("x", "rows, n"), wu("scratch", "any")];
+
+pub static BATCHTOPK_INIT: Entry = batch("batchtopk_init", SCRATCH_SLOTS, Grid::Single);
 pub static BATCHTOPK_BOUND: Entry = batch(
     "batchtopk_bound",
     &[rf("x", "rows, n"), rf("x4", "any"), wu("scratch", "any")],
     Grid::Groups,
 );
-pub static BATCHTOPK_HIST: Entry = batch(
-    "batchtopk_hist",
-    &[rf("x", "rows, n"), wu("scratch", "any")],
-    Grid::Groups,
-);
-pub static BATCHTOPK_FIND: Entry = batch("batchtopk_find", &[wu("scratch", "any")], Grid::Single);
+pub static BATCHTOPK_HIST: Entry = batch("batchtopk_hist", X_SCRATCH_SLOTS, Grid::Groups);
+pub static BATCHTOPK_FIND: Entry = batch("batchtopk_find", SCRATCH_SLOTS, Grid::Single);
 pub static BATCHTOPK_COLLECT: Entry = batch(
     "batchtopk_collect",
     &[
@@ -75,17 +77,10 @@ pub static BATCHTOPK_GATHER: Entry = batch(
     ],
     Grid::Items,
 );
-pub static BATCHTOPK_COUNT: Entry = batch(
-    "batchtopk_count",
-    &[rf("x", "rows, n"), wu("scratch", "any")],
-    Grid::Groups,
-);
+pub static BATCHTOPK_COUNT: Entry = batch("batchtopk_count", X_SCRATCH_SLOTS, Grid::Groups);
 /// batchtopk_count with one invocation per row (the lists' short runs).
-pub static BATCHTOPK_COUNT_ROWS: Entry = batch(
-    "batchtopk_count_rows",
-    &[rf("x", "rows, n"), wu("scratch", "any")],
-    Grid::Items,
-);
+pub static BATCHTOPK_COUNT_ROWS: Entry =
+    batch("batchtopk_count_rows", X_SCRATCH_SLOTS, Grid::Items);
 pub static BATCHTOPK_SCAN: Entry = batch(
     "batchtopk_scan",
     &[
