@@ -23,29 +23,27 @@ const fn op(name: &'static str, binds: &'static [Slot], wg: u32, grid: Grid) -> 
         .grid(grid)
 }
 
+/// A 1-D kernel: `WG` invocations per workgroup, one per item.
+const fn one_d(name: &'static str, binds: &'static [Slot]) -> Entry {
+    op(name, binds, WG as u32, Grid::Items)
+}
+
 pub static THRESHOLD_EMA: Entry = op(
     "threshold_ema",
     &[rf("thr", "1"), wf("state", "1")],
     1,
     Grid::Single,
 );
-pub static GATE_PLAN: Entry = op(
+pub static GATE_PLAN: Entry = one_d(
     "gate_plan",
     &[
         ru("src", "any"),
         ru("table", "slots, 4"),
         wu("args", "slots, 3"),
     ],
-    WG as u32,
-    Grid::Items,
 );
-pub static ZERO: Entry = op("zero", &[wf("a", "any")], WG as u32, Grid::Items);
-pub static UNPACK_F16: Entry = op(
-    "unpack_f16",
-    &[ru("src", "halves"), wf("out", "len")],
-    WG as u32,
-    Grid::Items,
-);
+pub static ZERO: Entry = one_d("zero", &[wf("a", "any")]);
+pub static UNPACK_F16: Entry = one_d("unpack_f16", &[ru("src", "halves"), wf("out", "len")]);
 
 /// Every entry point of shaders/ops.wgsl.
 pub static ENTRIES: &[&Entry] = &[&THRESHOLD_EMA, &GATE_PLAN, &ZERO, &UNPACK_F16];

@@ -117,14 +117,9 @@ const ADAM_UNIT_ROWS: &[Slot] = &[
 
 pub static ADAM_E: Entry = elementwise("adam", ADAM);
 pub static ADAM_VEC4: Entry = elementwise("adam_vec4", ADAM);
-pub static SUMSQ_PARTIAL_E: Entry = Entry {
-    grid: Grid::Custom,
-    ..elementwise("sumsq_partial", SUMSQ_PARTIAL)
-};
-pub static SUMSQ_PARTIAL_VEC4: Entry = Entry {
-    grid: Grid::Custom,
-    ..elementwise("sumsq_partial_vec4", SUMSQ_PARTIAL)
-};
+pub static SUMSQ_PARTIAL_E: Entry = elementwise("sumsq_partial", SUMSQ_PARTIAL).grid(Grid::Custom);
+pub static SUMSQ_PARTIAL_VEC4: Entry =
+    elementwise("sumsq_partial_vec4", SUMSQ_PARTIAL).grid(Grid::Custom);
 pub static SUMSQ_FINISH: Entry = optim(
     "sumsq_finish",
     &[rf("part", "any"), wf("acc", "any")],
