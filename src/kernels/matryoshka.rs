@@ -137,12 +137,7 @@ pub fn matryoshka_decode(
     let call = MATRYOSHKA_DECODE
         .call(p)
         .dims(&dims(rows, n, d, widths.len(), cap));
-    let call = call
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(val)
-        .bind(w_dec)
-        .bind(b_dec);
+    let call = call.binds(&[row_ptr, idx, val, w_dec]).bind(b_dec);
     let call = call.bind(widths).bind(x_hat_levels).items(rows * d);
     call.skip_if(rows * d == 0).record(gpu, enc)
 }
@@ -168,11 +163,7 @@ pub fn matryoshka_residuals(
     let call = MATRYOSHKA_RESIDUALS
         .call(p)
         .dims(&dims(rows, 1, d, widths.len(), 0));
-    let call = call
-        .bind(y)
-        .bind(x_hat_levels)
-        .bind(dy_levels)
-        .items(rows * d);
+    let call = call.binds(&[y, x_hat_levels, dy_levels]).items(rows * d);
     call.skip_if(rows * d == 0).record(gpu, enc)
 }
 
@@ -198,12 +189,7 @@ pub fn sparse_dot_levels(
     let call = SPARSE_DOT_LEVELS
         .call(p)
         .dims(&dims(rows, n, d, widths.len(), cap));
-    let call = call
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(dy_levels)
-        .bind(w_dec)
-        .bind(widths);
+    let call = call.binds(&[row_ptr, idx, dy_levels, w_dec]).bind(widths);
     call.bind(g).items(cap).skip_if(cap == 0).record(gpu, enc)
 }
 
@@ -231,12 +217,7 @@ pub fn gather_dw_dec_levels(
     let call = GATHER_DW_DEC_LEVELS
         .call(p)
         .dims(&dims(rows, n, d, widths.len(), cap));
-    let call = call
-        .bind(lat.0)
-        .bind(lat.1)
-        .bind(lat.2)
-        .bind(val)
-        .bind(dy_levels);
+    let call = call.binds(&[lat.0, lat.1, lat.2, val]).bind(dy_levels);
     call.bind(widths)
         .bind(dw_dec)
         .items(n * d)

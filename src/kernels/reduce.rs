@@ -259,8 +259,7 @@ fn finish(
     FINISH_PARTIALS
         .call(p)
         .dim("slots", METRIC_SLOTS)
-        .bind(parts)
-        .bind(metrics)
+        .binds(&[parts, metrics])
         .record(gpu, enc)
 }
 
@@ -294,9 +293,7 @@ pub fn sub_row(
     };
     e.call(dims("sub_row", rows, d)?)
         .dims(&[("rows", rows), ("d", d)])
-        .bind(x)
-        .bind(b)
-        .bind(out)
+        .binds(&[x, b, out])
         .items(invocations)
         .record(gpu, enc)
 }
@@ -322,9 +319,7 @@ pub fn sub(
     };
     e.call(p)
         .dim("len", len)
-        .bind(a)
-        .bind(b)
-        .bind(out)
+        .binds(&[a, b, out])
         .items(invocations)
         .record(gpu, enc)
 }
@@ -353,8 +348,7 @@ pub fn col_sum(
     };
     e.call(p)
         .dims(&[("rows", rows), ("cols", cols)])
-        .bind(a)
-        .bind(out)
+        .binds(&[a, out])
         .items(cols / per_invocation)
         .record(gpu, enc)
 }
@@ -394,10 +388,7 @@ pub fn mse_backward(
         ..p
     };
     let call = col_block_call(&MSE_BACKWARD, p, ["rows", "d"])
-        .bind(target)
-        .bind(pred)
-        .bind(&colsum)
-        .bind(grad)
+        .binds(&[target, pred, &colsum, grad])
         .bind(&parts);
     if rows == 0 || d == 0 {
         return call.skip_if(true).record(gpu, enc);
@@ -435,8 +426,7 @@ pub fn sum_sq_centred(
         ..p
     };
     let call = col_block_call(&SUM_SQ_CENTRED, p, ["rows", "d"])
-        .bind(target)
-        .bind(&colsum)
+        .binds(&[target, &colsum])
         .bind(&parts);
     if rows == 0 || d == 0 {
         return call.skip_if(true).record(gpu, enc);
@@ -460,8 +450,7 @@ pub fn row_norms(
     let e = vec4_if(d.is_multiple_of(4), &ROW_NORMS_E, &ROW_NORMS_VEC4);
     e.call(dims("row_norms", n, d)?)
         .dims(&[("n", n), ("d", d)])
-        .bind(w)
-        .bind(norms)
+        .binds(&[w, norms])
         .items(n)
         .record(gpu, enc)
 }
@@ -501,12 +490,7 @@ pub fn sparse_stats(
     SPARSE_STATS
         .call(p)
         .dims(&[("rows", rows), ("n", n)])
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(val)
-        .bind(norms)
-        .bind(fired)
-        .bind(&parts)
+        .binds(&[row_ptr, idx, val, norms, fired, &parts])
         .items(nparts)
         .record(gpu, enc)?;
     finish(gpu, enc, &parts, nparts, &stats_totals(), metrics)
@@ -554,10 +538,7 @@ pub fn dense_stats(
         ..p
     };
     col_block_call(&DENSE_STATS, p, ["rows", "n"])
-        .bind(z)
-        .bind(norms)
-        .bind(fired)
-        .bind(&parts)
+        .binds(&[z, norms, fired, &parts])
         .record(gpu, enc)?;
     finish(gpu, enc, &parts, nparts, &stats_totals(), metrics)
 }
@@ -595,10 +576,7 @@ pub fn update_dead(
     UPDATE_DEAD
         .call(p)
         .dim("n", n)
-        .bind(fired)
-        .bind(since)
-        .bind(total)
-        .bind(&parts)
+        .binds(&[fired, since, total, &parts])
         .items(n)
         .record(gpu, enc)?;
     let dead = Total {
@@ -629,8 +607,7 @@ pub fn dead_mask(
     DEAD_MASK
         .call(p)
         .dim("n", n)
-        .bind(since)
-        .bind(mask)
+        .binds(&[since, mask])
         .items(n)
         .record(gpu, enc)
 }
@@ -654,9 +631,7 @@ pub fn l1_backward(
         ..dims("l1_backward", rows, n)?
     };
     col_block_call(&L1_BACKWARD, p, ["rows", "n"])
-        .bind(z)
-        .bind(norms)
-        .bind(dz)
+        .binds(&[z, norms, dz])
         .record(gpu, enc)
 }
 
@@ -680,9 +655,6 @@ pub fn l1_decoder_grad(
         ..dims("l1_decoder_grad", n, d)?
     };
     col_block_call(&L1_DECODER_GRAD, p, ["n", "d"])
-        .bind(zsum)
-        .bind(w_dec)
-        .bind(norms)
-        .bind(dw_dec)
+        .binds(&[zsum, w_dec, norms, dw_dec])
         .record(gpu, enc)
 }

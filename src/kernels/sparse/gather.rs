@@ -122,12 +122,7 @@ impl<'a> Gather<'a> {
         let [lp, lr, ls, v, src, out] = self.t;
         e.call(self.p)
             .dims(&self.dims)
-            .bind(lp)
-            .bind(lr)
-            .bind(ls)
-            .bind(v)
-            .bind(src)
-            .bind(out)
+            .binds(&[lp, lr, ls, v, src, out])
     }
 
     /// A `_tex` entry point: the source rows read from texture `v`, 16 columns per
@@ -144,10 +139,7 @@ impl<'a> Gather<'a> {
         e.call(self.p)
             .dims(&self.dims)
             .dim("rows", src.shape[0])
-            .bind(lp)
-            .bind(lr)
-            .bind(ls)
-            .bind(vals)
+            .binds(&[lp, lr, ls, vals])
             .texture(v)
             .bind(out)
             .items(items)
@@ -176,10 +168,7 @@ pub fn gather_db_enc(
     GATHER_DB_ENC
         .call(p)
         .dim("n", n)
-        .bind(lat_ptr)
-        .bind(lat_slot)
-        .bind(dval)
-        .bind(db_enc)
+        .binds(&[lat_ptr, lat_slot, dval, db_enc])
         .items(n)
         .record(gpu, enc)
 }
@@ -207,11 +196,7 @@ pub fn sparse_l1_backward(
     SPARSE_L1_BACKWARD
         .call(p)
         .dims(&[("rows", rows), ("n", n)])
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(val)
-        .bind(norms)
-        .bind(g)
+        .binds(&[row_ptr, idx, val, norms, g])
         .items(cap)
         .record(gpu, enc)
 }
@@ -235,12 +220,7 @@ pub fn sparse_jumprelu_backward(
     SPARSE_JUMPRELU_BACKWARD
         .call(params(rows, n, 0, cap)?)
         .dims(&[("rows", rows), ("n", n)])
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(pre)
-        .bind(g)
-        .bind(log_theta)
-        .bind(dval)
+        .binds(&[row_ptr, idx, pre, g, log_theta, dval])
         .items(cap)
         .record(gpu, enc)
 }
@@ -272,12 +252,7 @@ pub fn gather_jumprelu_threshold(
     GATHER_JUMPRELU_THRESHOLD
         .call(p)
         .dim("n", n)
-        .bind(lat_ptr)
-        .bind(lat_slot)
-        .bind(pre)
-        .bind(g)
-        .bind(log_theta)
-        .bind(dlog_theta)
+        .binds(&[lat_ptr, lat_slot, pre, g, log_theta, dlog_theta])
         .items(n)
         .record(gpu, enc)
 }

@@ -317,9 +317,7 @@ pub fn sparse_decode(
         return SPARSE_DECODE_TEX
             .call(p)
             .dims(&dims)
-            .bind(row_ptr)
-            .bind(idx)
-            .bind(val)
+            .binds(&[row_ptr, idx, val])
             .texture(&w)
             .bind_opt(b_dec, w_dec)
             .bind(x_hat)
@@ -329,10 +327,7 @@ pub fn sparse_decode(
     let call = pick(d, &SPARSE_DECODE, &SPARSE_DECODE_VEC4)
         .call(p)
         .dims(&dims)
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(val)
-        .bind(w_dec)
+        .binds(&[row_ptr, idx, val, w_dec])
         // Without a bias the kernel never reads binding 5; w_dec stands in.
         .bind_opt(b_dec, w_dec)
         .bind(x_hat);
@@ -366,8 +361,7 @@ pub fn sparse_dot(
         return SPARSE_DOT_TEX
             .call(p)
             .dims(&dims)
-            .bind(row_ptr)
-            .bind(idx)
+            .binds(&[row_ptr, idx])
             .texture(&y)
             .texture(&w)
             .bind(g)
@@ -378,11 +372,7 @@ pub fn sparse_dot(
     pick(d, &SPARSE_DOT, &SPARSE_DOT_VEC4)
         .call(p)
         .dims(&dims)
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(dy)
-        .bind(w_dec)
-        .bind(g)
+        .binds(&[row_ptr, idx, dy, w_dec, g])
         .items(cap)
         .record(gpu, enc)
 }
