@@ -275,6 +275,17 @@ fn sums(slots: &[u32]) -> Vec<Total> {
         .collect()
 }
 
+/// The entry and invocation count of an elementwise launch over `len` values: `v4` with
+/// one invocation per 4 values when `vec4`, else `scalar` with one per value.
+fn vec4_items(
+    vec4: bool,
+    scalar: &'static Entry,
+    v4: &'static Entry,
+    len: usize,
+) -> (&'static Entry, usize) {
+    if vec4 { (v4, len / 4) } else { (scalar, len) }
+}
+
 /// out[r, j] = x[r, j] - b[j] (the centred input x - b_dec).
 /// x: (rows, d), b: (d) -> out: (rows, d)
 pub fn sub_row(
@@ -286,11 +297,7 @@ pub fn sub_row(
     d: usize,
     out: &GpuTensor,
 ) -> Result<()> {
-    let (e, invocations) = if d.is_multiple_of(4) {
-        (&SUB_ROW_VEC4, rows * d / 4)
-    } else {
-        (&SUB_ROW_E, rows * d)
-    };
+    let (e, invocations) = vec4_items(d.is_multiple_of(4), &SUB_ROW_E, &SUB_ROW_VEC4, rows * d);
     e.call(dims("sub_row", rows, d)?)
         .dims(&[("rows", rows), ("d", d)])
         .binds(&[x, b, out])
@@ -308,11 +315,7 @@ pub fn sub(
     out: &GpuTensor,
 ) -> Result<()> {
     let len = a.len();
-    let (e, invocations) = if len.is_multiple_of(4) {
-        (&SUB_VEC4, len / 4)
-    } else {
-        (&SUB_E, len)
-    };
+    let (e, invocations) = vec4_items(len.is_multiple_of(4), &SUB_E, &SUB_VEC4, len);
     let p = Params {
         len: super::decl::to_u32("sub", "len", len)?,
         ..Default::default()
@@ -341,15 +344,11 @@ pub fn col_sum(
         flag: accumulate as u32,
         ..dims("col_sum", rows, cols)?
     };
-    let (e, per_invocation) = if cols.is_multiple_of(4) {
-        (&COL_SUM_VEC4, 4)
-    } else {
-        (&COL_SUM_E, 1)
-    };
+    let (e, invocations) = vec4_items(cols.is_multiple_of(4), &COL_SUM_E, &COL_SUM_VEC4, cols);
     e.call(p)
         .dims(&[("rows", rows), ("cols", cols)])
         .binds(&[a, out])
-        .items(cols / per_invocation)
+        .items(invocations)
         .record(gpu, enc)
 }
 
