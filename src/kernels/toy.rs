@@ -11,7 +11,7 @@
 use crate::gpu::{Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, wf};
+use super::decl::{Call, Entry, Grid, Slot, Uniform, Wg, rf, wf};
 
 pub use crate::reference::toy::{FeatureSets, SetMode, ToyShape};
 
@@ -214,16 +214,35 @@ pub fn toy_data(
 ) -> Result<()> {
     check_shape("toy_data", shape)?;
     let len = shape.instances * shape.rows * shape.n;
+    let [seed_lo, seed_hi] = seed_words(seed);
     let p = Params {
         len: len as u32,
-        seed_lo: seed as u32,
-        seed_hi: (seed >> 32) as u32,
+        seed_lo,
+        seed_hi,
         ..Params::new(shape)
     };
-    TOY_DATA
-        .call(p)
-        .dims(&dims(shape))
-        .binds(&[density, x])
+    let call = TOY_DATA.call(p).dims(&dims(shape));
+    record_data(gpu, enc, call, step, density, x, len)
+}
+
+/// A seed's low and high 32-bit words (the parameters' `seed_lo`, `seed_hi`).
+pub(super) fn seed_words(seed: u64) -> [u32; 2] {
+    [seed as u32, (seed >> 32) as u32]
+}
+
+/// Record a data kernel of this family or `toy_mlp`'s (`call`, its parameters and
+/// dimensions given): x, `len` values, the batch drawn from `density` for the step in
+/// `step`, one invocation per value.
+pub(super) fn record_data<P: Uniform>(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    call: Call<'_, P>,
+    step: &wgpu::Buffer,
+    density: &GpuTensor,
+    x: &GpuTensor,
+    len: usize,
+) -> Result<()> {
+    call.binds(&[density, x])
         .uniform(step)
         .items(len)
         .record(gpu, enc)
