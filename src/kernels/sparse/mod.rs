@@ -61,7 +61,7 @@ const fn per_cols(name: &'static str, binds: &'static [Slot]) -> Entry {
         .grid(Grid::Groups)
 }
 
-const DECODE: &[Slot] = &[
+const DECODE: [Slot; 6] = [
     ru("row_ptr", "rows + 1"),
     ru("idx", "cap"),
     rf("val", "cap"),
@@ -69,29 +69,14 @@ const DECODE: &[Slot] = &[
     rf("b_dec", "d"),
     wf("x_hat", "rows, d"),
 ];
-const DECODE_TEX: &[Slot] = &[
-    ru("row_ptr", "rows + 1"),
-    ru("idx", "cap"),
-    rf("val", "cap"),
-    Slot::texture("w_dec", "n, d / 4"),
-    rf("b_dec", "d"),
-    wf("x_hat", "rows, d"),
-];
-const DOT: &[Slot] = &[
+const DOT: [Slot; 5] = [
     ru("row_ptr", "rows + 1"),
     ru("idx", "cap"),
     rf("dy", "rows, d"),
     rf("w_dec", "n, d"),
     wf("g", "cap"),
 ];
-const DOT_TEX: &[Slot] = &[
-    ru("row_ptr", "rows + 1"),
-    ru("idx", "cap"),
-    Slot::texture("dy", "rows, d / 4"),
-    Slot::texture("w_dec", "n, d / 4"),
-    wf("g", "cap"),
-];
-const GATHER_DW_DEC: &[Slot] = &[
+const GATHER_DW_DEC: [Slot; 6] = [
     ru("lat_ptr", "n + 1"),
     ru("lat_row", "cap"),
     ru("lat_slot", "cap"),
@@ -99,15 +84,7 @@ const GATHER_DW_DEC: &[Slot] = &[
     rf("dy", "any"),
     wf("dw_dec", "n, d"),
 ];
-const GATHER_DW_DEC_TEX: &[Slot] = &[
-    ru("lat_ptr", "n + 1"),
-    ru("lat_row", "cap"),
-    ru("lat_slot", "cap"),
-    rf("val", "cap"),
-    Slot::texture("dy", "rows, d / 4"),
-    wf("dw_dec", "n, d"),
-];
-const GATHER_DW_ENC: &[Slot] = &[
+const GATHER_DW_ENC: [Slot; 6] = [
     ru("lat_ptr", "n + 1"),
     ru("lat_row", "cap"),
     ru("lat_slot", "cap"),
@@ -115,21 +92,31 @@ const GATHER_DW_ENC: &[Slot] = &[
     rf("xc", "any"),
     wf("dw_enc", "d, n"),
 ];
-const GATHER_DW_ENC_TEX: &[Slot] = &[
-    ru("lat_ptr", "n + 1"),
-    ru("lat_row", "cap"),
-    ru("lat_slot", "cap"),
-    rf("dval", "cap"),
-    Slot::texture("xc", "rows, d / 4"),
-    wf("dw_enc", "d, n"),
-];
 
-pub static SPARSE_DECODE: Entry = per_cols("sparse_decode", DECODE);
-pub static SPARSE_DECODE_VEC4: Entry = per_cols("sparse_decode_vec4", DECODE);
-pub static SPARSE_DECODE_TEX: Entry = one_d("sparse_decode_tex", DECODE_TEX);
-pub static SPARSE_DOT: Entry = one_d("sparse_dot", DOT);
-pub static SPARSE_DOT_VEC4: Entry = one_d("sparse_dot_vec4", DOT);
-pub static SPARSE_DOT_TEX: Entry = one_d("sparse_dot_tex", DOT_TEX);
+/// The bindings of a texture entry point (`*_tex`): those of its buffer entry point, with
+/// the gathered rows at the positions in `at` read instead from rgba32float textures of the
+/// shapes given there.
+const fn textures<const N: usize>(mut slots: [Slot; N], at: &[(usize, &'static str)]) -> [Slot; N] {
+    let mut i = 0;
+    while i < at.len() {
+        let (pos, shape) = at[i];
+        slots[pos] = Slot::texture(slots[pos].name, shape);
+        i += 1;
+    }
+    slots
+}
+
+const DECODE_TEX: [Slot; 6] = textures(DECODE, &[(3, "n, d / 4")]);
+const DOT_TEX: [Slot; 5] = textures(DOT, &[(2, "rows, d / 4"), (3, "n, d / 4")]);
+const GATHER_DW_DEC_TEX: [Slot; 6] = textures(GATHER_DW_DEC, &[(4, "rows, d / 4")]);
+const GATHER_DW_ENC_TEX: [Slot; 6] = textures(GATHER_DW_ENC, &[(4, "rows, d / 4")]);
+
+pub static SPARSE_DECODE: Entry = per_cols("sparse_decode", &DECODE);
+pub static SPARSE_DECODE_VEC4: Entry = per_cols("sparse_decode_vec4", &DECODE);
+pub static SPARSE_DECODE_TEX: Entry = one_d("sparse_decode_tex", &DECODE_TEX);
+pub static SPARSE_DOT: Entry = one_d("sparse_dot", &DOT);
+pub static SPARSE_DOT_VEC4: Entry = one_d("sparse_dot_vec4", &DOT);
+pub static SPARSE_DOT_TEX: Entry = one_d("sparse_dot_tex", &DOT_TEX);
 pub static BUILD_TRANSPOSE_MARK: Entry = one_d(
     "build_transpose_mark",
     &[
@@ -159,13 +146,13 @@ pub static BUILD_TRANSPOSE_PLACE: Entry = one_d(
         wu("lat_slot", "cap"),
     ],
 );
-pub static GATHER_DW_DEC_E: Entry = per_cols("gather_dw_dec", GATHER_DW_DEC);
-pub static GATHER_DW_DEC_VEC4: Entry = per_cols("gather_dw_dec_vec4", GATHER_DW_DEC);
-pub static GATHER_DW_DEC_TEX_E: Entry = one_d("gather_dw_dec_tex", GATHER_DW_DEC_TEX);
-pub static GATHER_DW_ENC_E: Entry = one_d("gather_dw_enc", GATHER_DW_ENC);
-pub static GATHER_DW_ENC_VEC4: Entry = one_d("gather_dw_enc_vec4", GATHER_DW_ENC);
-pub static GATHER_DW_ENC_TEX_E: Entry = one_d("gather_dw_enc_tex", GATHER_DW_ENC_TEX);
-pub static GATHER_DW_ENC_TEX4: Entry = one_d("gather_dw_enc_tex4", GATHER_DW_ENC_TEX);
+pub static GATHER_DW_DEC_E: Entry = per_cols("gather_dw_dec", &GATHER_DW_DEC);
+pub static GATHER_DW_DEC_VEC4: Entry = per_cols("gather_dw_dec_vec4", &GATHER_DW_DEC);
+pub static GATHER_DW_DEC_TEX_E: Entry = one_d("gather_dw_dec_tex", &GATHER_DW_DEC_TEX);
+pub static GATHER_DW_ENC_E: Entry = one_d("gather_dw_enc", &GATHER_DW_ENC);
+pub static GATHER_DW_ENC_VEC4: Entry = one_d("gather_dw_enc_vec4", &GATHER_DW_ENC);
+pub static GATHER_DW_ENC_TEX_E: Entry = one_d("gather_dw_enc_tex", &GATHER_DW_ENC_TEX);
+pub static GATHER_DW_ENC_TEX4: Entry = one_d("gather_dw_enc_tex4", &GATHER_DW_ENC_TEX);
 pub static GATHER_DB_ENC: Entry = one_d(
     "gather_db_enc",
     &[
