@@ -31,8 +31,7 @@ pub fn gather_dw_dec(
 ) -> Result<()> {
     let t = [lat_ptr, lat_row, lat_slot, val, dy, dw_dec];
     let g = gather("gather_dw_dec", t, n, d, accumulate)?;
-    if texture_path(gpu, &[dy.shape[0]], d) {
-        let v = tex(gpu, enc, dy, d)?;
+    if let Some(v) = g.source_texture(gpu, enc)? {
         return g.texture(&GATHER_DW_DEC_TEX_E, &v, n * (d / 16), gpu, enc);
     }
     let e = pick(d, &GATHER_DW_DEC_E, &GATHER_DW_DEC_VEC4);
@@ -63,8 +62,7 @@ pub fn gather_dw_enc(
 ) -> Result<()> {
     let t = [lat_ptr, lat_row, lat_slot, dval, xc, dw_enc];
     let g = gather("gather_dw_enc", t, n, d, accumulate)?;
-    if texture_path(gpu, &[xc.shape[0]], d) {
-        let v = tex(gpu, enc, xc, d)?;
+    if let Some(v) = g.source_texture(gpu, enc)? {
         // dW_enc (d, n): four latents per invocation, stored as vec4s along them; a
         // workgroup per 4 quads x WG / 4 column blocks (see the shader).
         if n.is_multiple_of(4) {
@@ -119,10 +117,21 @@ fn gather<'a>(
 impl<'a> Gather<'a> {
     /// The storage-buffer entry point `e`, bound.
     fn buffer(&self, e: &'static Entry) -> Call<'a, Params> {
-        let [lp, lr, ls, v, src, out] = self.t;
-        e.call(self.p)
-            .dims(&self.dims)
-            .binds(&[lp, lr, ls, v, src, out])
+        e.call(self.p).dims(&self.dims).binds(&self.t)
+    }
+
+    /// The source rows as a texture when the `_tex` entry points take them
+    /// ([`texture_path`]), else None.
+    fn source_texture(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+    ) -> Result<Option<wgpu::TextureView>> {
+        let (src, d) = (self.t[4], self.p.d as usize);
+        if !texture_path(gpu, &[src.shape[0]], d) {
+            return Ok(None);
+        }
+        tex(gpu, enc, src, d).map(Some)
     }
 
     /// A `_tex` entry point: the source rows read from texture `v`, 16 columns per
