@@ -5,7 +5,7 @@
 //! from the forward launchers (decode, dot, transpose) of `sparse/mod.rs`.
 
 use crate::gpu::{Gpu, GpuTensor};
-use crate::kernels::decl::{Call, Entry};
+use crate::kernels::decl::Entry;
 use crate::{Error, Result};
 
 use super::*;
@@ -35,10 +35,7 @@ pub fn gather_dw_dec(
         return g.texture(&GATHER_DW_DEC_TEX_E, &v, n * (d / 16), gpu, enc);
     }
     let e = pick(d, &GATHER_DW_DEC_E, &GATHER_DW_DEC_VEC4);
-    match cols_launch(n, per_row(d)) {
-        Some((wg, groups)) => g.buffer(e).set("WG", wg).items(groups).record(gpu, enc),
-        None => Ok(()),
-    }
+    record_cols(gpu, enc, g.buffer(e), n, d)
 }
 
 /// dw_enc[:, i] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of

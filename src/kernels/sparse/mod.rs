@@ -26,7 +26,7 @@ pub use gather::{
     sparse_jumprelu_backward, sparse_l1_backward,
 };
 
-use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, ru, wf, wu};
+use super::decl::{Call, Entry, Grid, Slot, Uniform, Wg, rf, ru, wf, wu};
 
 pub static SHADER: Shader = crate::shader!("sparse", "sparse_texture");
 
@@ -221,14 +221,25 @@ pub static ENTRIES: &[&Entry] = &[
     &GATHER_JUMPRELU_THRESHOLD,
 ];
 
-/// The workgroup width of a [`per_cols`] kernel with `per` columns per row, and the
-/// workgroups for `outer` rows; None when there is nothing to do.
-fn cols_launch(outer: usize, per: usize) -> Option<(f64, usize)> {
+/// Record `call` of a [`per_cols`] kernel over `outer` rows of d columns ([`per_row`] of
+/// them per row as the kernel sees them): the workgroup width those columns rounded up to
+/// a power of two in 8..=WG_COLS, a workgroup per (row, chunk of that width); nothing when
+/// there is nothing to do.
+fn record_cols(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    call: Call<'_, Params>,
+    outer: usize,
+    d: usize,
+) -> Result<()> {
+    let per = per_row(d);
     if outer == 0 || per == 0 {
-        return None;
+        return Ok(());
     }
     let wg = per.next_power_of_two().clamp(8, WG_COLS);
-    Some((wg as f64, outer * per.div_ceil(wg)))
+    call.set("WG", wg as f64)
+        .items(outer * per.div_ceil(wg))
+        .record(gpu, enc)
 }
 
 /// Columns per row as the kernels see them: vec4s when d % 4 == 0, else scalars.
@@ -318,10 +329,7 @@ pub fn sparse_decode(
         // Without a bias the kernel never reads binding 5; w_dec stands in.
         .bind_opt(b_dec, w_dec)
         .bind(x_hat);
-    match cols_launch(rows, per_row(d)) {
-        Some((wg, groups)) => call.set("WG", wg).items(groups).record(gpu, enc),
-        None => Ok(()),
-    }
+    record_cols(gpu, enc, call, rows, d)
 }
 
 /// g[s] = dy[row(s), :] . w_dec[idx[s], :] (ascending columns) for s < nnz; g[s] = 0 for
