@@ -103,15 +103,29 @@ fn params(
     })
 }
 
-/// The named dimensions of the launches.
-fn dims(rows: usize, n: usize, d: usize, levels: usize, cap: usize) -> [(&'static str, usize); 5] {
-    [
-        ("rows", rows),
-        ("n", n),
-        ("d", d),
-        ("levels", levels),
-        ("cap", cap),
-    ]
+/// Record `e` with parameters `p` (its named dimensions are p's rows, n, d, levels and
+/// cap), bindings `binds` and one invocation per item of `items`; nothing when it is 0.
+fn launch(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    e: &'static Entry,
+    p: Params,
+    binds: &[&GpuTensor],
+    items: usize,
+) -> Result<()> {
+    let dims = [
+        ("rows", p.rows as usize),
+        ("n", p.n as usize),
+        ("d", p.d as usize),
+        ("levels", p.levels as usize),
+        ("cap", p.cap as usize),
+    ];
+    e.call(p)
+        .dims(&dims)
+        .binds(binds)
+        .items(items)
+        .skip_if(items == 0)
+        .record(gpu, enc)
 }
 
 /// Every level's reconstruction from the codes (see the shader).
@@ -134,17 +148,8 @@ pub fn matryoshka_decode(
 ) -> Result<()> {
     let cap = idx.len();
     let p = params("matryoshka_decode", rows, n, d, widths, cap)?;
-    let call = MATRYOSHKA_DECODE
-        .call(p)
-        .dims(&dims(rows, n, d, widths.len(), cap));
-    let call = call
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(val)
-        .bind(w_dec)
-        .bind(b_dec);
-    let call = call.bind(widths).bind(x_hat_levels).items(rows * d);
-    call.skip_if(rows * d == 0).record(gpu, enc)
+    let binds = [row_ptr, idx, val, w_dec, b_dec, widths, x_hat_levels];
+    launch(gpu, enc, &MATRYOSHKA_DECODE, p, &binds, rows * d)
 }
 
 /// Each group's dy: dy_levels[g] = scale * sum over m >= g of (x_hat_levels[m] - y).
@@ -165,15 +170,8 @@ pub fn matryoshka_residuals(
         scale,
         ..params("matryoshka_residuals", rows, 1, d, widths, 0)?
     };
-    let call = MATRYOSHKA_RESIDUALS
-        .call(p)
-        .dims(&dims(rows, 1, d, widths.len(), 0));
-    let call = call
-        .bind(y)
-        .bind(x_hat_levels)
-        .bind(dy_levels)
-        .items(rows * d);
-    call.skip_if(rows * d == 0).record(gpu, enc)
+    let binds = [y, x_hat_levels, dy_levels];
+    launch(gpu, enc, &MATRYOSHKA_RESIDUALS, p, &binds, rows * d)
 }
 
 /// g[s] = dy_levels[level(idx[s]), row(s), :] . w_dec[idx[s], :]; 0 past the codes.
@@ -195,16 +193,8 @@ pub fn sparse_dot_levels(
 ) -> Result<()> {
     let cap = idx.len();
     let p = params("sparse_dot_levels", rows, n, d, widths, cap)?;
-    let call = SPARSE_DOT_LEVELS
-        .call(p)
-        .dims(&dims(rows, n, d, widths.len(), cap));
-    let call = call
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(dy_levels)
-        .bind(w_dec)
-        .bind(widths);
-    call.bind(g).items(cap).skip_if(cap == 0).record(gpu, enc)
+    let binds = [row_ptr, idx, dy_levels, w_dec, widths, g];
+    launch(gpu, enc, &SPARSE_DOT_LEVELS, p, &binds, cap)
 }
 
 /// dw_dec[i, :] = sum over latent i's entries of val * dy_levels[level(i), row, :]
@@ -228,18 +218,6 @@ pub fn gather_dw_dec_levels(
         flag: accumulate as u32,
         ..params("gather_dw_dec_levels", rows, n, d, widths, cap)?
     };
-    let call = GATHER_DW_DEC_LEVELS
-        .call(p)
-        .dims(&dims(rows, n, d, widths.len(), cap));
-    let call = call
-        .bind(lat.0)
-        .bind(lat.1)
-        .bind(lat.2)
-        .bind(val)
-        .bind(dy_levels);
-    call.bind(widths)
-        .bind(dw_dec)
-        .items(n * d)
-        .skip_if(n * d == 0)
-        .record(gpu, enc)
+    let binds = [lat.0, lat.1, lat.2, val, dy_levels, widths, dw_dec];
+    launch(gpu, enc, &GATHER_DW_DEC_LEVELS, p, &binds, n * d)
 }

@@ -259,8 +259,7 @@ fn finish(
     FINISH_PARTIALS
         .call(p)
         .dim("slots", METRIC_SLOTS)
-        .bind(parts)
-        .bind(metrics)
+        .binds(&[parts, metrics])
         .record(gpu, enc)
 }
 
@@ -276,6 +275,17 @@ fn sums(slots: &[u32]) -> Vec<Total> {
         .collect()
 }
 
+/// The entry and invocation count of an elementwise launch over `len` values: `v4` with
+/// one invocation per 4 values when `vec4`, else `scalar` with one per value.
+fn vec4_items(
+    vec4: bool,
+    scalar: &'static Entry,
+    v4: &'static Entry,
+    len: usize,
+) -> (&'static Entry, usize) {
+    if vec4 { (v4, len / 4) } else { (scalar, len) }
+}
+
 /// out[r, j] = x[r, j] - b[j] (the centred input x - b_dec).
 /// x: (rows, d), b: (d) -> out: (rows, d)
 pub fn sub_row(
@@ -287,16 +297,10 @@ pub fn sub_row(
     d: usize,
     out: &GpuTensor,
 ) -> Result<()> {
-    let (e, invocations) = if d.is_multiple_of(4) {
-        (&SUB_ROW_VEC4, rows * d / 4)
-    } else {
-        (&SUB_ROW_E, rows * d)
-    };
+    let (e, invocations) = vec4_items(d.is_multiple_of(4), &SUB_ROW_E, &SUB_ROW_VEC4, rows * d);
     e.call(dims("sub_row", rows, d)?)
         .dims(&[("rows", rows), ("d", d)])
-        .bind(x)
-        .bind(b)
-        .bind(out)
+        .binds(&[x, b, out])
         .items(invocations)
         .record(gpu, enc)
 }
@@ -311,20 +315,14 @@ pub fn sub(
     out: &GpuTensor,
 ) -> Result<()> {
     let len = a.len();
-    let (e, invocations) = if len.is_multiple_of(4) {
-        (&SUB_VEC4, len / 4)
-    } else {
-        (&SUB_E, len)
-    };
+    let (e, invocations) = vec4_items(len.is_multiple_of(4), &SUB_E, &SUB_VEC4, len);
     let p = Params {
         len: super::decl::to_u32("sub", "len", len)?,
         ..Default::default()
     };
     e.call(p)
         .dim("len", len)
-        .bind(a)
-        .bind(b)
-        .bind(out)
+        .binds(&[a, b, out])
         .items(invocations)
         .record(gpu, enc)
 }
@@ -346,16 +344,11 @@ pub fn col_sum(
         flag: accumulate as u32,
         ..dims("col_sum", rows, cols)?
     };
-    let (e, per_invocation) = if cols.is_multiple_of(4) {
-        (&COL_SUM_VEC4, 4)
-    } else {
-        (&COL_SUM_E, 1)
-    };
+    let (e, invocations) = vec4_items(cols.is_multiple_of(4), &COL_SUM_E, &COL_SUM_VEC4, cols);
     e.call(p)
         .dims(&[("rows", rows), ("cols", cols)])
-        .bind(a)
-        .bind(out)
-        .items(cols / per_invocation)
+        .binds(&[a, out])
+        .items(invocations)
         .record(gpu, enc)
 }
 
@@ -394,10 +387,7 @@ pub fn mse_backward(
         ..p
     };
     let call = col_block_call(&MSE_BACKWARD, p, ["rows", "d"])
-        .bind(target)
-        .bind(pred)
-        .bind(&colsum)
-        .bind(grad)
+        .binds(&[target, pred, &colsum, grad])
         .bind(&parts);
     if rows == 0 || d == 0 {
         return call.skip_if(true).record(gpu, enc);
@@ -435,8 +425,7 @@ pub fn sum_sq_centred(
         ..p
     };
     let call = col_block_call(&SUM_SQ_CENTRED, p, ["rows", "d"])
-        .bind(target)
-        .bind(&colsum)
+        .binds(&[target, &colsum])
         .bind(&parts);
     if rows == 0 || d == 0 {
         return call.skip_if(true).record(gpu, enc);
@@ -460,8 +449,7 @@ pub fn row_norms(
     let e = vec4_if(d.is_multiple_of(4), &ROW_NORMS_E, &ROW_NORMS_VEC4);
     e.call(dims("row_norms", n, d)?)
         .dims(&[("n", n), ("d", d)])
-        .bind(w)
-        .bind(norms)
+        .binds(&[w, norms])
         .items(n)
         .record(gpu, enc)
 }
@@ -501,12 +489,7 @@ pub fn sparse_stats(
     SPARSE_STATS
         .call(p)
         .dims(&[("rows", rows), ("n", n)])
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(val)
-        .bind(norms)
-        .bind(fired)
-        .bind(&parts)
+        .binds(&[row_ptr, idx, val, norms, fired, &parts])
         .items(nparts)
         .record(gpu, enc)?;
     finish(gpu, enc, &parts, nparts, &stats_totals(), metrics)
@@ -554,10 +537,7 @@ pub fn dense_stats(
         ..p
     };
     col_block_call(&DENSE_STATS, p, ["rows", "n"])
-        .bind(z)
-        .bind(norms)
-        .bind(fired)
-        .bind(&parts)
+        .binds(&[z, norms, fired, &parts])
         .record(gpu, enc)?;
     finish(gpu, enc, &parts, nparts, &stats_totals(), metrics)
 }
@@ -595,10 +575,7 @@ pub fn update_dead(
     UPDATE_DEAD
         .call(p)
         .dim("n", n)
-        .bind(fired)
-        .bind(since)
-        .bind(total)
-        .bind(&parts)
+        .binds(&[fired, since, total, &parts])
         .items(n)
         .record(gpu, enc)?;
     let dead = Total {
@@ -629,8 +606,7 @@ pub fn dead_mask(
     DEAD_MASK
         .call(p)
         .dim("n", n)
-        .bind(since)
-        .bind(mask)
+        .binds(&[since, mask])
         .items(n)
         .record(gpu, enc)
 }
@@ -654,9 +630,7 @@ pub fn l1_backward(
         ..dims("l1_backward", rows, n)?
     };
     col_block_call(&L1_BACKWARD, p, ["rows", "n"])
-        .bind(z)
-        .bind(norms)
-        .bind(dz)
+        .binds(&[z, norms, dz])
         .record(gpu, enc)
 }
 
@@ -680,9 +654,6 @@ pub fn l1_decoder_grad(
         ..dims("l1_decoder_grad", n, d)?
     };
     col_block_call(&L1_DECODER_GRAD, p, ["n", "d"])
-        .bind(zsum)
-        .bind(w_dec)
-        .bind(norms)
-        .bind(dw_dec)
+        .binds(&[zsum, w_dec, norms, dw_dec])
         .record(gpu, enc)
 }

@@ -75,25 +75,38 @@ fn scale_cols(
         .call(params(len, n, 0))
         .dim("rows", len / n.max(1))
         .dim("n", n)
-        .bind(x)
-        .bind(norms)
+        .binds(&[x, norms])
         .items(len)
         .skip_if(len == 0)
         .record(gpu, enc)
 }
 
-fn check(
+/// Check two (w_enc: (d, n), b_enc: (n), w_dec / u: (n, d)) triples and norms: (n), then
+/// record `e`, one invocation per row of the decoder, with bindings `binds`.
+#[allow(clippy::too_many_arguments)]
+fn rows_launch(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    e: &'static Entry,
     kernel: &str,
-    w_enc: &GpuTensor,
-    b_enc: &GpuTensor,
-    w_dec: &GpuTensor,
-    n: usize,
-    d: usize,
+    triples: [[&GpuTensor; 3]; 2],
+    norms: &GpuTensor,
+    (n, d): (usize, usize),
+    binds: &[&GpuTensor],
 ) -> Result<()> {
-    fits(kernel, "d * n", d.saturating_mul(n), u32::MAX as usize)?;
-    expect_shape(kernel, "w_enc", w_enc, &[d, n])?;
-    expect_shape(kernel, "b_enc", b_enc, &[n])?;
-    expect_shape(kernel, "w_dec / u", w_dec, &[n, d])
+    for [w_enc, b_enc, w_dec] in triples {
+        fits(kernel, "d * n", d.saturating_mul(n), u32::MAX as usize)?;
+        expect_shape(kernel, "w_enc", w_enc, &[d, n])?;
+        expect_shape(kernel, "b_enc", b_enc, &[n])?;
+        expect_shape(kernel, "w_dec / u", w_dec, &[n, d])?;
+    }
+    expect_shape(kernel, "norms", norms, &[n])?;
+    e.call(params(n, n, d))
+        .dims(&[("n", n), ("d", d)])
+        .binds(binds)
+        .items(n)
+        .skip_if(n == 0)
+        .record(gpu, enc)
 }
 
 /// norms[i] = max(||W_dec[i]||, 1e-8), W_enc'[:, i] = norms[i] W_enc[:, i],
@@ -114,22 +127,10 @@ pub fn rescale_view(
     u: &GpuTensor,
     norms: &GpuTensor,
 ) -> Result<()> {
+    let triples = [[w_enc, b_enc, w_dec], [w_enc_e, b_enc_e, u]];
+    let binds = [w_dec, b_enc, u, b_enc_e, norms];
     let k = "rescale_view";
-    check(k, w_enc, b_enc, w_dec, n, d)?;
-    check(k, w_enc_e, b_enc_e, u, n, d)?;
-    expect_shape(k, "norms", norms, &[n])?;
-    RESCALE_ROWS
-        .call(params(n, n, d))
-        .dim("n", n)
-        .dim("d", d)
-        .bind(w_dec)
-        .bind(b_enc)
-        .bind(u)
-        .bind(b_enc_e)
-        .bind(norms)
-        .items(n)
-        .skip_if(n == 0)
-        .record(gpu, enc)?;
+    rows_launch(gpu, enc, &RESCALE_ROWS, k, triples, norms, (n, d), &binds)?;
     enc.copy_buffer_to_buffer(
         &w_enc.buf,
         w_enc.offset,
@@ -160,23 +161,18 @@ pub fn rescale_grads(
     g_benc: &GpuTensor,
     g_dec: &GpuTensor,
 ) -> Result<()> {
+    let triples = [[w_enc, b_enc, u], [g_enc, g_benc, g_dec]];
+    let binds = [w_enc, b_enc, u, norms, g_enc, g_benc, g_dec];
     let k = "rescale_grads";
-    check(k, w_enc, b_enc, u, n, d)?;
-    check(k, g_enc, g_benc, g_dec, n, d)?;
-    expect_shape(k, "norms", norms, &[n])?;
-    RESCALE_GRAD_ROWS
-        .call(params(n, n, d))
-        .dim("n", n)
-        .dim("d", d)
-        .bind(w_enc)
-        .bind(b_enc)
-        .bind(u)
-        .bind(norms)
-        .bind(g_enc)
-        .bind(g_benc)
-        .bind(g_dec)
-        .items(n)
-        .skip_if(n == 0)
-        .record(gpu, enc)?;
+    rows_launch(
+        gpu,
+        enc,
+        &RESCALE_GRAD_ROWS,
+        k,
+        triples,
+        norms,
+        (n, d),
+        &binds,
+    )?;
     scale_cols(gpu, enc, g_enc, norms, n)
 }

@@ -11,7 +11,7 @@
 use crate::gpu::{Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, wf};
+use super::decl::{Call, Entry, Grid, Slot, Uniform, Wg, rf, wf};
 
 pub use crate::reference::toy::{FeatureSets, SetMode, ToyShape};
 
@@ -214,17 +214,35 @@ pub fn toy_data(
 ) -> Result<()> {
     check_shape("toy_data", shape)?;
     let len = shape.instances * shape.rows * shape.n;
+    let [seed_lo, seed_hi] = seed_words(seed);
     let p = Params {
         len: len as u32,
-        seed_lo: seed as u32,
-        seed_hi: (seed >> 32) as u32,
+        seed_lo,
+        seed_hi,
         ..Params::new(shape)
     };
-    TOY_DATA
-        .call(p)
-        .dims(&dims(shape))
-        .bind(density)
-        .bind(x)
+    let call = TOY_DATA.call(p).dims(&dims(shape));
+    record_data(gpu, enc, call, step, density, x, len)
+}
+
+/// A seed's low and high 32-bit words (the parameters' `seed_lo`, `seed_hi`).
+pub(super) fn seed_words(seed: u64) -> [u32; 2] {
+    [seed as u32, (seed >> 32) as u32]
+}
+
+/// Record a data kernel of this family or `toy_mlp`'s (`call`, its parameters and
+/// dimensions given): x, `len` values, the batch drawn from `density` for the step in
+/// `step`, one invocation per value.
+pub(super) fn record_data<P: Uniform>(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    call: Call<'_, P>,
+    step: &wgpu::Buffer,
+    density: &GpuTensor,
+    x: &GpuTensor,
+    len: usize,
+) -> Result<()> {
+    call.binds(&[density, x])
         .uniform(step)
         .items(len)
         .record(gpu, enc)
@@ -272,14 +290,7 @@ pub fn toy_forward(
         .call(p)
         .dims(&dims(shape))
         .set("M", shape.m as f64)
-        .bind(x)
-        .bind(w)
-        .bind(b)
-        .bind(importance)
-        .bind(h)
-        .bind(g)
-        .bind(dh)
-        .bind(loss)
+        .binds(&[x, w, b, importance, h, g, dh, loss])
         .items(shape.instances * shape.rows.div_ceil(FWG))
         .record(gpu, enc)
 }
@@ -316,12 +327,7 @@ pub fn toy_grad(
         .dim("chunks", chunks)
         .set("M", shape.m as f64)
         .set("GWG", lanes as f64)
-        .bind(x)
-        .bind(g)
-        .bind(h)
-        .bind(dh)
-        .bind(pw)
-        .bind(pb)
+        .binds(&[x, g, h, dh, pw, pb])
         .items(shape.n.div_ceil(lanes) * shape.instances * chunks)
         .record(gpu, enc)
 }
@@ -361,8 +367,7 @@ pub fn toy_sum_chunks(
     TOY_SUM_CHUNKS
         .call(p)
         .dims(&[("groups", groups), ("chunks", chunks), ("len", len)])
-        .bind(partials)
-        .bind(out)
+        .binds(&[partials, out])
         .items(groups * len)
         .record(gpu, enc)
 }

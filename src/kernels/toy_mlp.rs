@@ -10,7 +10,7 @@ use crate::Result;
 use crate::gpu::{Gpu, GpuTensor, Shader};
 
 use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, ru, wf};
-use super::toy::{check_extent, chunk_count};
+use super::toy::{check_extent, chunk_count, record_data, seed_words};
 
 pub use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
 
@@ -138,11 +138,12 @@ pub fn mlp_data(
 ) -> Result<()> {
     check_shape("mlp_data", shape)?;
     let len = shape.instances * shape.rows * shape.n;
+    let [seed_lo, seed_hi] = seed_words(seed);
     let p = Params {
         len: len as u32,
         signed: signed as u32,
-        seed_lo: seed as u32,
-        seed_hi: (seed >> 32) as u32,
+        seed_lo,
+        seed_hi,
         ..Params::new(
             shape,
             MlpSpec {
@@ -155,14 +156,8 @@ pub fn mlp_data(
             },
         )
     };
-    MLP_DATA
-        .call(p)
-        .dims(&dims(shape))
-        .bind(density)
-        .bind(x)
-        .uniform(step)
-        .items(len)
-        .record(gpu, enc)
+    let call = MLP_DATA.call(p).dims(&dims(shape));
+    record_data(gpu, enc, call, step, density, x, len)
 }
 
 /// Forward pass and backward pass to the pre-activations (formulas: the twin).
@@ -189,15 +184,7 @@ pub fn mlp_forward(
     MLP_FORWARD
         .call(Params::new(shape, spec))
         .dims(&dims(shape))
-        .bind(x)
-        .bind(prm)
-        .bind(importance)
-        .bind(l1)
-        .bind(topk)
-        .bind(h)
-        .bind(g)
-        .bind(dpre)
-        .bind(loss)
+        .binds(&[x, prm, importance, l1, topk, h, g, dpre, loss])
         .items(shape.instances * shape.rows)
         .record(gpu, enc)
 }
@@ -230,11 +217,7 @@ pub fn mlp_grad(
         .call(p)
         .dims(&dims(shape))
         .dim("chunks", chunks)
-        .bind(x)
-        .bind(g)
-        .bind(h)
-        .bind(dpre)
-        .bind(part)
+        .binds(&[x, g, h, dpre, part])
         .items(shape.instances * chunks * shape.params())
         .record(gpu, enc)
 }

@@ -135,11 +135,7 @@ pub fn gemm_block_max_batched_tuned(
         .set("RG_ZBIAS", stride(bias))
         .set("RG_ZC", stride(c))
         .set("RG_ZBMAX", stride(bmax))
-        .bind(a.pool)
-        .bind(b.pool)
-        .bind(bias.pool)
-        .bind(c.pool)
-        .bind(bmax.pool)
+        .binds(&[a.pool, b.pool, bias.pool, c.pool, bmax.pool])
         .grid([
             m.div_ceil(t.rg.bm()) as u32,
             n.div_ceil(t.rg.bn()) as u32,

@@ -87,8 +87,7 @@ pub fn gemm_coop(
     GEMM_COOP
         .call(p)
         .dims(&[("m", m), ("n", n), ("k", k)])
-        .bind(a)
-        .bind(b)
+        .binds(&[a, b])
         .bind_opt(bias, a)
         .bind(c)
         .grid([n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1])

@@ -5,7 +5,7 @@
 //! from the forward launchers (decode, dot, transpose) of `sparse/mod.rs`.
 
 use crate::gpu::{Gpu, GpuTensor};
-use crate::kernels::decl::{Call, Entry};
+use crate::kernels::decl::Entry;
 use crate::{Error, Result};
 
 use super::*;
@@ -31,15 +31,11 @@ pub fn gather_dw_dec(
 ) -> Result<()> {
     let t = [lat_ptr, lat_row, lat_slot, val, dy, dw_dec];
     let g = gather("gather_dw_dec", t, n, d, accumulate)?;
-    if texture_path(gpu, &[dy.shape[0]], d) {
-        let v = tex(gpu, enc, dy, d)?;
+    if let Some(v) = g.source_texture(gpu, enc)? {
         return g.texture(&GATHER_DW_DEC_TEX_E, &v, n * (d / 16), gpu, enc);
     }
     let e = pick(d, &GATHER_DW_DEC_E, &GATHER_DW_DEC_VEC4);
-    match cols_launch(n, per_row(d)) {
-        Some((wg, groups)) => g.buffer(e).set("WG", wg).items(groups).record(gpu, enc),
-        None => Ok(()),
-    }
+    record_cols(gpu, enc, g.buffer(e), n, d)
 }
 
 /// dw_enc[:, i] = sum over e in lat_ptr[i]..lat_ptr[i+1] (ascending) of
@@ -63,8 +59,7 @@ pub fn gather_dw_enc(
 ) -> Result<()> {
     let t = [lat_ptr, lat_row, lat_slot, dval, xc, dw_enc];
     let g = gather("gather_dw_enc", t, n, d, accumulate)?;
-    if texture_path(gpu, &[xc.shape[0]], d) {
-        let v = tex(gpu, enc, xc, d)?;
+    if let Some(v) = g.source_texture(gpu, enc)? {
         // dW_enc (d, n): four latents per invocation, stored as vec4s along them; a
         // workgroup per 4 quads x WG / 4 column blocks (see the shader).
         if n.is_multiple_of(4) {
@@ -119,15 +114,21 @@ fn gather<'a>(
 impl<'a> Gather<'a> {
     /// The storage-buffer entry point `e`, bound.
     fn buffer(&self, e: &'static Entry) -> Call<'a, Params> {
-        let [lp, lr, ls, v, src, out] = self.t;
-        e.call(self.p)
-            .dims(&self.dims)
-            .bind(lp)
-            .bind(lr)
-            .bind(ls)
-            .bind(v)
-            .bind(src)
-            .bind(out)
+        e.call(self.p).dims(&self.dims).binds(&self.t)
+    }
+
+    /// The source rows as a texture when the `_tex` entry points take them
+    /// ([`texture_path`]), else None.
+    fn source_texture(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+    ) -> Result<Option<wgpu::TextureView>> {
+        let (src, d) = (self.t[4], self.p.d as usize);
+        if !texture_path(gpu, &[src.shape[0]], d) {
+            return Ok(None);
+        }
+        tex(gpu, enc, src, d).map(Some)
     }
 
     /// A `_tex` entry point: the source rows read from texture `v`, 16 columns per
@@ -144,10 +145,7 @@ impl<'a> Gather<'a> {
         e.call(self.p)
             .dims(&self.dims)
             .dim("rows", src.shape[0])
-            .bind(lp)
-            .bind(lr)
-            .bind(ls)
-            .bind(vals)
+            .binds(&[lp, lr, ls, vals])
             .texture(v)
             .bind(out)
             .items(items)
@@ -176,10 +174,7 @@ pub fn gather_db_enc(
     GATHER_DB_ENC
         .call(p)
         .dim("n", n)
-        .bind(lat_ptr)
-        .bind(lat_slot)
-        .bind(dval)
-        .bind(db_enc)
+        .binds(&[lat_ptr, lat_slot, dval, db_enc])
         .items(n)
         .record(gpu, enc)
 }
@@ -207,11 +202,7 @@ pub fn sparse_l1_backward(
     SPARSE_L1_BACKWARD
         .call(p)
         .dims(&[("rows", rows), ("n", n)])
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(val)
-        .bind(norms)
-        .bind(g)
+        .binds(&[row_ptr, idx, val, norms, g])
         .items(cap)
         .record(gpu, enc)
 }
@@ -235,12 +226,7 @@ pub fn sparse_jumprelu_backward(
     SPARSE_JUMPRELU_BACKWARD
         .call(params(rows, n, 0, cap)?)
         .dims(&[("rows", rows), ("n", n)])
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(pre)
-        .bind(g)
-        .bind(log_theta)
-        .bind(dval)
+        .binds(&[row_ptr, idx, pre, g, log_theta, dval])
         .items(cap)
         .record(gpu, enc)
 }
@@ -272,12 +258,7 @@ pub fn gather_jumprelu_threshold(
     GATHER_JUMPRELU_THRESHOLD
         .call(p)
         .dim("n", n)
-        .bind(lat_ptr)
-        .bind(lat_slot)
-        .bind(pre)
-        .bind(g)
-        .bind(log_theta)
-        .bind(dlog_theta)
+        .binds(&[lat_ptr, lat_slot, pre, g, log_theta, dlog_theta])
         .items(n)
         .record(gpu, enc)
 }

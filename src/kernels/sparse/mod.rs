@@ -26,7 +26,7 @@ pub use gather::{
     sparse_jumprelu_backward, sparse_l1_backward,
 };
 
-use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, ru, wf, wu};
+use super::decl::{Call, Entry, Grid, Slot, Uniform, Wg, rf, ru, wf, wu};
 
 pub static SHADER: Shader = crate::shader!("sparse", "sparse_texture");
 
@@ -61,7 +61,7 @@ const fn per_cols(name: &'static str, binds: &'static [Slot]) -> Entry {
         .grid(Grid::Groups)
 }
 
-const DECODE: &[Slot] = &[
+const DECODE: [Slot; 6] = [
     ru("row_ptr", "rows + 1"),
     ru("idx", "cap"),
     rf("val", "cap"),
@@ -69,29 +69,14 @@ const DECODE: &[Slot] = &[
     rf("b_dec", "d"),
     wf("x_hat", "rows, d"),
 ];
-const DECODE_TEX: &[Slot] = &[
-    ru("row_ptr", "rows + 1"),
-    ru("idx", "cap"),
-    rf("val", "cap"),
-    Slot::texture("w_dec", "n, d / 4"),
-    rf("b_dec", "d"),
-    wf("x_hat", "rows, d"),
-];
-const DOT: &[Slot] = &[
+const DOT: [Slot; 5] = [
     ru("row_ptr", "rows + 1"),
     ru("idx", "cap"),
     rf("dy", "rows, d"),
     rf("w_dec", "n, d"),
     wf("g", "cap"),
 ];
-const DOT_TEX: &[Slot] = &[
-    ru("row_ptr", "rows + 1"),
-    ru("idx", "cap"),
-    Slot::texture("dy", "rows, d / 4"),
-    Slot::texture("w_dec", "n, d / 4"),
-    wf("g", "cap"),
-];
-const GATHER_DW_DEC: &[Slot] = &[
+const GATHER_DW_DEC: [Slot; 6] = [
     ru("lat_ptr", "n + 1"),
     ru("lat_row", "cap"),
     ru("lat_slot", "cap"),
@@ -99,15 +84,7 @@ const GATHER_DW_DEC: &[Slot] = &[
     rf("dy", "any"),
     wf("dw_dec", "n, d"),
 ];
-const GATHER_DW_DEC_TEX: &[Slot] = &[
-    ru("lat_ptr", "n + 1"),
-    ru("lat_row", "cap"),
-    ru("lat_slot", "cap"),
-    rf("val", "cap"),
-    Slot::texture("dy", "rows, d / 4"),
-    wf("dw_dec", "n, d"),
-];
-const GATHER_DW_ENC: &[Slot] = &[
+const GATHER_DW_ENC: [Slot; 6] = [
     ru("lat_ptr", "n + 1"),
     ru("lat_row", "cap"),
     ru("lat_slot", "cap"),
@@ -115,21 +92,31 @@ const GATHER_DW_ENC: &[Slot] = &[
     rf("xc", "any"),
     wf("dw_enc", "d, n"),
 ];
-const GATHER_DW_ENC_TEX: &[Slot] = &[
-    ru("lat_ptr", "n + 1"),
-    ru("lat_row", "cap"),
-    ru("lat_slot", "cap"),
-    rf("dval", "cap"),
-    Slot::texture("xc", "rows, d / 4"),
-    wf("dw_enc", "d, n"),
-];
 
-pub static SPARSE_DECODE: Entry = per_cols("sparse_decode", DECODE);
-pub static SPARSE_DECODE_VEC4: Entry = per_cols("sparse_decode_vec4", DECODE);
-pub static SPARSE_DECODE_TEX: Entry = one_d("sparse_decode_tex", DECODE_TEX);
-pub static SPARSE_DOT: Entry = one_d("sparse_dot", DOT);
-pub static SPARSE_DOT_VEC4: Entry = one_d("sparse_dot_vec4", DOT);
-pub static SPARSE_DOT_TEX: Entry = one_d("sparse_dot_tex", DOT_TEX);
+/// The bindings of a texture entry point (`*_tex`): those of its buffer entry point, with
+/// the gathered rows at the positions in `at` read instead from rgba32float textures of the
+/// shapes given there.
+const fn textures<const N: usize>(mut slots: [Slot; N], at: &[(usize, &'static str)]) -> [Slot; N] {
+    let mut i = 0;
+    while i < at.len() {
+        let (pos, shape) = at[i];
+        slots[pos] = Slot::texture(slots[pos].name, shape);
+        i += 1;
+    }
+    slots
+}
+
+const DECODE_TEX: [Slot; 6] = textures(DECODE, &[(3, "n, d / 4")]);
+const DOT_TEX: [Slot; 5] = textures(DOT, &[(2, "rows, d / 4"), (3, "n, d / 4")]);
+const GATHER_DW_DEC_TEX: [Slot; 6] = textures(GATHER_DW_DEC, &[(4, "rows, d / 4")]);
+const GATHER_DW_ENC_TEX: [Slot; 6] = textures(GATHER_DW_ENC, &[(4, "rows, d / 4")]);
+
+pub static SPARSE_DECODE: Entry = per_cols("sparse_decode", &DECODE);
+pub static SPARSE_DECODE_VEC4: Entry = per_cols("sparse_decode_vec4", &DECODE);
+pub static SPARSE_DECODE_TEX: Entry = one_d("sparse_decode_tex", &DECODE_TEX);
+pub static SPARSE_DOT: Entry = one_d("sparse_dot", &DOT);
+pub static SPARSE_DOT_VEC4: Entry = one_d("sparse_dot_vec4", &DOT);
+pub static SPARSE_DOT_TEX: Entry = one_d("sparse_dot_tex", &DOT_TEX);
 pub static BUILD_TRANSPOSE_MARK: Entry = one_d(
     "build_transpose_mark",
     &[
@@ -159,13 +146,13 @@ pub static BUILD_TRANSPOSE_PLACE: Entry = one_d(
         wu("lat_slot", "cap"),
     ],
 );
-pub static GATHER_DW_DEC_E: Entry = per_cols("gather_dw_dec", GATHER_DW_DEC);
-pub static GATHER_DW_DEC_VEC4: Entry = per_cols("gather_dw_dec_vec4", GATHER_DW_DEC);
-pub static GATHER_DW_DEC_TEX_E: Entry = one_d("gather_dw_dec_tex", GATHER_DW_DEC_TEX);
-pub static GATHER_DW_ENC_E: Entry = one_d("gather_dw_enc", GATHER_DW_ENC);
-pub static GATHER_DW_ENC_VEC4: Entry = one_d("gather_dw_enc_vec4", GATHER_DW_ENC);
-pub static GATHER_DW_ENC_TEX_E: Entry = one_d("gather_dw_enc_tex", GATHER_DW_ENC_TEX);
-pub static GATHER_DW_ENC_TEX4: Entry = one_d("gather_dw_enc_tex4", GATHER_DW_ENC_TEX);
+pub static GATHER_DW_DEC_E: Entry = per_cols("gather_dw_dec", &GATHER_DW_DEC);
+pub static GATHER_DW_DEC_VEC4: Entry = per_cols("gather_dw_dec_vec4", &GATHER_DW_DEC);
+pub static GATHER_DW_DEC_TEX_E: Entry = one_d("gather_dw_dec_tex", &GATHER_DW_DEC_TEX);
+pub static GATHER_DW_ENC_E: Entry = one_d("gather_dw_enc", &GATHER_DW_ENC);
+pub static GATHER_DW_ENC_VEC4: Entry = one_d("gather_dw_enc_vec4", &GATHER_DW_ENC);
+pub static GATHER_DW_ENC_TEX_E: Entry = one_d("gather_dw_enc_tex", &GATHER_DW_ENC_TEX);
+pub static GATHER_DW_ENC_TEX4: Entry = one_d("gather_dw_enc_tex4", &GATHER_DW_ENC_TEX);
 pub static GATHER_DB_ENC: Entry = one_d(
     "gather_db_enc",
     &[
@@ -234,14 +221,25 @@ pub static ENTRIES: &[&Entry] = &[
     &GATHER_JUMPRELU_THRESHOLD,
 ];
 
-/// The workgroup width of a [`per_cols`] kernel with `per` columns per row, and the
-/// workgroups for `outer` rows; None when there is nothing to do.
-fn cols_launch(outer: usize, per: usize) -> Option<(f64, usize)> {
+/// Record `call` of a [`per_cols`] kernel over `outer` rows of d columns ([`per_row`] of
+/// them per row as the kernel sees them): the workgroup width those columns rounded up to
+/// a power of two in 8..=WG_COLS, a workgroup per (row, chunk of that width); nothing when
+/// there is nothing to do.
+fn record_cols(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    call: Call<'_, Params>,
+    outer: usize,
+    d: usize,
+) -> Result<()> {
+    let per = per_row(d);
     if outer == 0 || per == 0 {
-        return None;
+        return Ok(());
     }
     let wg = per.next_power_of_two().clamp(8, WG_COLS);
-    Some((wg as f64, outer * per.div_ceil(wg)))
+    call.set("WG", wg as f64)
+        .items(outer * per.div_ceil(wg))
+        .record(gpu, enc)
 }
 
 /// Columns per row as the kernels see them: vec4s when d % 4 == 0, else scalars.
@@ -317,9 +315,7 @@ pub fn sparse_decode(
         return SPARSE_DECODE_TEX
             .call(p)
             .dims(&dims)
-            .bind(row_ptr)
-            .bind(idx)
-            .bind(val)
+            .binds(&[row_ptr, idx, val])
             .texture(&w)
             .bind_opt(b_dec, w_dec)
             .bind(x_hat)
@@ -329,17 +325,11 @@ pub fn sparse_decode(
     let call = pick(d, &SPARSE_DECODE, &SPARSE_DECODE_VEC4)
         .call(p)
         .dims(&dims)
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(val)
-        .bind(w_dec)
+        .binds(&[row_ptr, idx, val, w_dec])
         // Without a bias the kernel never reads binding 5; w_dec stands in.
         .bind_opt(b_dec, w_dec)
         .bind(x_hat);
-    match cols_launch(rows, per_row(d)) {
-        Some((wg, groups)) => call.set("WG", wg).items(groups).record(gpu, enc),
-        None => Ok(()),
-    }
+    record_cols(gpu, enc, call, rows, d)
 }
 
 /// g[s] = dy[row(s), :] . w_dec[idx[s], :] (ascending columns) for s < nnz; g[s] = 0 for
@@ -366,8 +356,7 @@ pub fn sparse_dot(
         return SPARSE_DOT_TEX
             .call(p)
             .dims(&dims)
-            .bind(row_ptr)
-            .bind(idx)
+            .binds(&[row_ptr, idx])
             .texture(&y)
             .texture(&w)
             .bind(g)
@@ -378,11 +367,7 @@ pub fn sparse_dot(
     pick(d, &SPARSE_DOT, &SPARSE_DOT_VEC4)
         .call(p)
         .dims(&dims)
-        .bind(row_ptr)
-        .bind(idx)
-        .bind(dy)
-        .bind(w_dec)
-        .bind(g)
+        .binds(&[row_ptr, idx, dy, w_dec, g])
         .items(cap)
         .record(gpu, enc)
 }
