@@ -253,9 +253,7 @@ pub fn gather_dw_dec(
                     return;
                 }
                 Lists(lat_ptr, lat_row, lat_slot).column(val, dy, i, acc);
-                for (o, &s) in out.iter_mut().zip(acc.iter()) {
-                    *o = if accumulate { *o + s } else { s };
-                }
+                reference::store(out, acc, accumulate);
             },
         );
 }
@@ -429,6 +427,26 @@ mod tests {
         (row_ptr, idx, val)
     }
 
+    /// The code's per-latent lists (lat_ptr, lat_row, lat_slot) by
+    /// [`reference::build_transpose`].
+    fn transpose(row_ptr: &[u32], idx: &[u32], rows: usize, n: usize) -> [Vec<u32>; 3] {
+        let [mut lat_ptr, mut lat_row, mut lat_slot] = [
+            vec![0u32; n + 1],
+            vec![0u32; idx.len()],
+            vec![0u32; idx.len()],
+        ];
+        reference::build_transpose(
+            row_ptr,
+            idx,
+            rows,
+            n,
+            &mut lat_ptr,
+            &mut lat_row,
+            &mut lat_slot,
+        );
+        [lat_ptr, lat_row, lat_slot]
+    }
+
     fn random(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
         (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
     }
@@ -471,55 +489,62 @@ mod tests {
         }
     }
 
+    /// The gathers' shared signature (the reference's and this module's alike).
+    type Gather = fn(&[u32], &[u32], &[u32], &[f32], &[f32], usize, usize, bool, &mut [f32]);
+
     #[test]
     fn gather_dw_enc_and_dw_dec_are_the_reference_bit_for_bit() {
+        let gathers: [(&str, Gather, Gather); 2] = [
+            (
+                "gather_dw_enc",
+                reference::gather_dw_enc,
+                super::gather_dw_enc,
+            ),
+            (
+                "gather_dw_dec",
+                reference::gather_dw_dec,
+                super::gather_dw_dec,
+            ),
+        ];
         let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
         for (rows, d, n, k) in SHAPES {
             let (rp, idx, _) = code(&mut rng, rows, n, k);
             let cap = idx.len();
-            let (mut lat_ptr, mut lat_row, mut lat_slot) =
-                (vec![0u32; n + 1], vec![0u32; cap], vec![0u32; cap]);
-            reference::build_transpose(
-                &rp,
-                &idx,
-                rows,
-                n,
-                &mut lat_ptr,
-                &mut lat_row,
-                &mut lat_slot,
-            );
-            let dval = random(&mut rng, cap);
-            let xc = random(&mut rng, rows * d);
+            let [lat_ptr, lat_row, lat_slot] = transpose(&rp, &idx, rows, n);
+            let (lp, lr, ls) = (&lat_ptr[..], &lat_row[..], &lat_slot[..]);
             for accumulate in [false, true] {
-                let start = random(&mut rng, d * n);
-                let (mut want, mut got) = (start.clone(), start);
-                reference::gather_dw_enc(
-                    &lat_ptr, &lat_row, &lat_slot, &dval, &xc, n, d, accumulate, &mut want,
-                );
-                super::gather_dw_enc(
-                    &lat_ptr, &lat_row, &lat_slot, &dval, &xc, n, d, accumulate, &mut got,
-                );
-                assert_eq!(
-                    bits(&got),
-                    bits(&want),
-                    "gather_dw_enc ({rows}, {d}, {n}), accumulate {accumulate}"
-                );
-                let dy = random(&mut rng, rows * d);
-                let val = random(&mut rng, cap);
-                let start = random(&mut rng, n * d);
-                let (mut want, mut got) = (start.clone(), start);
-                reference::gather_dw_dec(
-                    &lat_ptr, &lat_row, &lat_slot, &val, &dy, n, d, accumulate, &mut want,
-                );
-                super::gather_dw_dec(
-                    &lat_ptr, &lat_row, &lat_slot, &val, &dy, n, d, accumulate, &mut got,
-                );
-                assert_eq!(
-                    bits(&got),
-                    bits(&want),
-                    "gather_dw_dec ({rows}, {d}, {n}), accumulate {accumulate}"
-                );
+                for (name, want_fn, got_fn) in gathers {
+                    // coef: dval or val (cap); x: xc or dy (rows, d); the output (d n = n d).
+                    let (coef, x) = (random(&mut rng, cap), random(&mut rng, rows * d));
+                    let start = random(&mut rng, n * d);
+                    let (mut want, mut got) = (start.clone(), start);
+                    want_fn(lp, lr, ls, &coef, &x, n, d, accumulate, &mut want);
+                    got_fn(lp, lr, ls, &coef, &x, n, d, accumulate, &mut got);
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "{name} ({rows}, {d}, {n}), accumulate {accumulate}"
+                    );
+                }
             }
+        }
+    }
+
+    /// Prints the times of the reference's and this module's `what` into `out`, twice (the
+    /// first run warms up).
+    fn race<T: ?Sized>(what: &str, out: &mut T, reference: impl Fn(&mut T), fast: impl Fn(&mut T)) {
+        for _ in 0..2 {
+            let t = std::time::Instant::now();
+            reference(out);
+            let r = t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            fast(out);
+            let f = t.elapsed().as_secs_f64();
+            println!(
+                "{what}: reference {:.1} ms, cpu_sparse {:.1} ms",
+                r * 1e3,
+                f * 1e3
+            );
         }
     }
 
@@ -544,64 +569,28 @@ mod tests {
             row_ptr.push(idx.len() as u32);
         }
         let cap = idx.len();
-        let (mut lat_ptr, mut lat_row, mut lat_slot) =
-            (vec![0u32; n + 1], vec![0u32; cap], vec![0u32; cap]);
-        reference::build_transpose(
-            &row_ptr,
-            &idx,
-            rows,
-            n,
-            &mut lat_ptr,
-            &mut lat_row,
-            &mut lat_slot,
-        );
+        let [lat_ptr, lat_row, lat_slot] = transpose(&row_ptr, &idx, rows, n);
         let (val, dy) = (random(&mut rng, cap), random(&mut rng, rows * d));
-        let mut out = vec![0.0f32; n * d];
-        for _ in 0..2 {
-            let t = std::time::Instant::now();
-            reference::gather_dw_dec(
-                &lat_ptr, &lat_row, &lat_slot, &val, &dy, n, d, false, &mut out,
-            );
-            let r = t.elapsed().as_secs_f64();
-            let t = std::time::Instant::now();
-            super::gather_dw_dec(
-                &lat_ptr, &lat_row, &lat_slot, &val, &dy, n, d, false, &mut out,
-            );
-            let f = t.elapsed().as_secs_f64();
-            println!(
-                "gather_dw_dec, {cap} entries: reference {:.1} ms, cpu_sparse {:.1} ms",
-                r * 1e3,
-                f * 1e3
-            );
-        }
+        let (lp, lr, ls) = (&lat_ptr, &lat_row, &lat_slot);
+        race(
+            &format!("gather_dw_dec, {cap} entries"),
+            &mut vec![0.0f32; n * d][..],
+            |out| reference::gather_dw_dec(lp, lr, ls, &val, &dy, n, d, false, out),
+            |out| super::gather_dw_dec(lp, lr, ls, &val, &dy, n, d, false, out),
+        );
         let w_dec = random(&mut rng, n * d);
-        let mut x_hat = vec![0.0f32; rows * d];
-        for _ in 0..2 {
-            let t = std::time::Instant::now();
-            reference::sparse_decode(&row_ptr, &idx, &val, &w_dec, None, rows, n, d, &mut x_hat);
-            let r = t.elapsed().as_secs_f64();
-            let t = std::time::Instant::now();
-            super::sparse_decode(&row_ptr, &idx, &val, &w_dec, None, rows, n, d, &mut x_hat);
-            let f = t.elapsed().as_secs_f64();
-            println!(
-                "sparse_decode, {cap} slots: reference {:.1} ms, cpu_sparse {:.1} ms",
-                r * 1e3,
-                f * 1e3
-            );
-        }
-        let mut g = vec![0.0f32; cap];
-        for _ in 0..2 {
-            let t = std::time::Instant::now();
-            reference::sparse_dot(&row_ptr, &idx, &dy, &w_dec, rows, n, d, &mut g);
-            let r = t.elapsed().as_secs_f64();
-            let t = std::time::Instant::now();
-            super::sparse_dot(&row_ptr, &idx, &dy, &w_dec, rows, n, d, &mut g);
-            let f = t.elapsed().as_secs_f64();
-            println!(
-                "sparse_dot, {cap} slots: reference {:.1} ms, cpu_sparse {:.1} ms",
-                r * 1e3,
-                f * 1e3
-            );
-        }
+        let (rp, idx) = (&row_ptr, &idx);
+        race(
+            &format!("sparse_decode, {cap} slots"),
+            &mut vec![0.0f32; rows * d][..],
+            |out| reference::sparse_decode(rp, idx, &val, &w_dec, None, rows, n, d, out),
+            |out| super::sparse_decode(rp, idx, &val, &w_dec, None, rows, n, d, out),
+        );
+        race(
+            &format!("sparse_dot, {cap} slots"),
+            &mut vec![0.0f32; cap][..],
+            |g| reference::sparse_dot(rp, idx, &dy, &w_dec, rows, n, d, g),
+            |g| super::sparse_dot(rp, idx, &dy, &w_dec, rows, n, d, g),
+        );
     }
 }

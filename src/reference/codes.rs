@@ -126,10 +126,7 @@ pub fn topk_candidates(
 ) {
     assert_eq!(x.len(), rows * n, "topk_candidates: x");
     assert_eq!(bmax.len(), rows * blocks(n, block), "topk_candidates: bmax");
-    assert_eq!(thr.len(), rows, "topk_candidates: thr");
-    assert_eq!(cand.len(), rows * CAND, "topk_candidates: cand");
-    assert_eq!(cand_key.len(), rows * CAND, "topk_candidates: cand_key");
-    assert_eq!(cand_n.len(), rows, "topk_candidates: cand_n");
+    check_candidates("topk_candidates", rows, cand, cand_key, cand_n, thr);
     let e = eligible(n, cols);
     for r in 0..rows {
         let mut c = 0usize;
@@ -145,6 +142,22 @@ pub fn topk_candidates(
         }
         cand_n[r] = c as u32;
     }
+}
+
+/// The lengths of the candidate lists that [`topk_candidates`] writes and [`topk_select`]
+/// reads: cand, cand_key (rows, CAND); cand_n, thr (rows).
+fn check_candidates(
+    what: &str,
+    rows: usize,
+    cand: &[u32],
+    cand_key: &[u32],
+    cand_n: &[u32],
+    thr: &[u32],
+) {
+    assert_eq!(thr.len(), rows, "{what}: thr");
+    assert_eq!(cand.len(), rows * CAND, "{what}: cand");
+    assert_eq!(cand_key.len(), rows * CAND, "{what}: cand_key");
+    assert_eq!(cand_n.len(), rows, "{what}: cand_n");
 }
 
 /// Per row, the k best of the entries with key >= thr[r] (key descending, then lower latent
@@ -170,10 +183,7 @@ pub fn topk_select(
     sel_n: &mut [u32],
 ) {
     assert_eq!(x.len(), rows * n, "topk_select: x");
-    assert_eq!(cand.len(), rows * CAND, "topk_select: cand");
-    assert_eq!(cand_key.len(), rows * CAND, "topk_select: cand_key");
-    assert_eq!(cand_n.len(), rows, "topk_select: cand_n");
-    assert_eq!(thr.len(), rows, "topk_select: thr");
+    check_candidates("topk_select", rows, cand, cand_key, cand_n, thr);
     assert_eq!(sel.len(), rows * k, "topk_select: sel");
     assert_eq!(sel_val.len(), rows * k, "topk_select: sel_val");
     assert_eq!(sel_n.len(), rows, "topk_select: sel_n");

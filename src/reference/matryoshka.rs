@@ -14,6 +14,7 @@
 //! last = n. Every sum runs in the order written here.
 
 use super::reduce::slot;
+use super::sparse::{add_scaled, dot, latent_column, store};
 
 /// The group of latent i: the first m with i < widths[m].
 pub fn level_of(widths: &[u32], i: u32) -> usize {
@@ -74,9 +75,7 @@ pub fn matryoshka_decode(
                 if i >= w as usize {
                     continue;
                 }
-                for (o, &wj) in out.iter_mut().zip(&w_dec[i * d..(i + 1) * d]) {
-                    *o += val[s] * wj;
-                }
+                add_scaled(out, val[s], &w_dec[i * d..(i + 1) * d]);
             }
         }
     }
@@ -158,11 +157,7 @@ pub fn sparse_dot_levels(
             let i = idx[s] as usize;
             let m = level_of(widths, i as u32);
             let y = &dy_levels[(m * rows + b) * d..(m * rows + b + 1) * d];
-            let mut acc = 0.0f32;
-            for (&yj, &wj) in y.iter().zip(&w_dec[i * d..(i + 1) * d]) {
-                acc += yj * wj;
-            }
-            g[s] = acc;
+            g[s] = dot(y, &w_dec[i * d..(i + 1) * d]);
         }
     }
 }
@@ -197,22 +192,14 @@ pub fn gather_dw_dec_levels(
     );
     let mut acc = vec![0.0f32; d];
     for i in 0..n {
-        let (a, z) = (lat_ptr[i] as usize, lat_ptr[i + 1] as usize);
-        if accumulate && a == z {
+        if accumulate && lat_ptr[i] == lat_ptr[i + 1] {
             continue;
         }
+        // Latent i's group's dy: (rows, d).
         let m = level_of(widths, i as u32);
-        acc.fill(0.0);
-        for e in a..z {
-            let v = val[lat_slot[e] as usize];
-            let r = m * rows + lat_row[e] as usize;
-            for (o, &y) in acc.iter_mut().zip(&dy_levels[r * d..(r + 1) * d]) {
-                *o += v * y;
-            }
-        }
-        for (o, &s) in dw_dec[i * d..(i + 1) * d].iter_mut().zip(&acc) {
-            *o = if accumulate { *o + s } else { s };
-        }
+        let dy = &dy_levels[m * rows * d..(m + 1) * rows * d];
+        latent_column(lat_ptr, lat_row, lat_slot, val, dy, i, &mut acc);
+        store(&mut dw_dec[i * d..(i + 1) * d], &acc, accumulate);
     }
 }
 

@@ -72,10 +72,31 @@ pub fn decode_row(
     }
     for s in row_ptr[b] as usize..row_ptr[b + 1] as usize {
         let i = idx[s] as usize;
-        let w = &w_dec[i * d..(i + 1) * d];
-        for (o, &wj) in out.iter_mut().zip(w) {
-            *o += val[s] * wj;
-        }
+        add_scaled(out, val[s], &w_dec[i * d..(i + 1) * d]);
+    }
+}
+
+/// out[j] += a * x[j] for every j (a multiply, then an add): the term of a sum of scaled
+/// rows, as the decodes and the gathers add them.
+pub fn add_scaled(out: &mut [f32], a: f32, x: &[f32]) {
+    for (o, &xj) in out.iter_mut().zip(x) {
+        *o += a * xj;
+    }
+}
+
+/// y . w summed over ascending j in f32, from 0 (the dot products' order).
+pub fn dot(y: &[f32], w: &[f32]) -> f32 {
+    let mut acc = 0.0f32;
+    for (&yj, &wj) in y.iter().zip(w) {
+        acc += yj * wj;
+    }
+    acc
+}
+
+/// out[j] = out[j] + s[j] with `accumulate`, else s[j]: a gathered gradient row written.
+pub fn store(out: &mut [f32], s: &[f32], accumulate: bool) {
+    for (o, &sj) in out.iter_mut().zip(s) {
+        *o = if accumulate { *o + sj } else { sj };
     }
 }
 
@@ -114,12 +135,7 @@ pub fn sparse_dot(
 pub fn dot_row(idx: &[u32], y: &[f32], w_dec: &[f32], g: &mut [f32]) {
     let d = y.len();
     for (o, &i) in g.iter_mut().zip(idx) {
-        let w = &w_dec[i as usize * d..(i as usize + 1) * d];
-        let mut acc = 0.0f32;
-        for (&yj, &wj) in y.iter().zip(w) {
-            acc += yj * wj;
-        }
-        *o = acc;
+        *o = dot(y, &w_dec[i as usize * d..(i as usize + 1) * d]);
     }
 }
 
@@ -193,9 +209,7 @@ pub fn gather_dw_dec(
             continue;
         }
         latent_column(lat_ptr, lat_row, lat_slot, val, dy, i, &mut acc);
-        for (o, &s) in dw_dec[i * d..(i + 1) * d].iter_mut().zip(&acc) {
-            *o = if accumulate { *o + s } else { s };
-        }
+        store(&mut dw_dec[i * d..(i + 1) * d], &acc, accumulate);
     }
 }
 
@@ -248,9 +262,7 @@ pub fn latent_column(
     for e in lat_ptr[i] as usize..lat_ptr[i + 1] as usize {
         let g = coef[lat_slot[e] as usize];
         let r = lat_row[e] as usize;
-        for (o, &x) in acc.iter_mut().zip(&rows[r * d..(r + 1) * d]) {
-            *o += g * x;
-        }
+        add_scaled(acc, g, &rows[r * d..(r + 1) * d]);
     }
 }
 

@@ -215,14 +215,7 @@ pub fn toy_forward(
             for r in 0..rows {
                 let xr = &x[(e * rows + r) * n..(e * rows + r + 1) * n];
                 let hr = &mut he[r * m..(r + 1) * m];
-                hr.fill(0.0);
-                let count = nonzeros(xr, &mut nz);
-                for &i in &nz[..count] {
-                    let xi = xr[i];
-                    for (hk, &wk) in hr.iter_mut().zip(&we[i * m..(i + 1) * m]) {
-                        *hk += wk * xi;
-                    }
-                }
+                sum_nonzero_rows(xr, we, &mut nz, hr);
                 o.copy_from_slice(be);
                 for k in 0..m {
                     let hk = hr[k];
@@ -241,16 +234,24 @@ pub fn toy_forward(
                 }
                 le[r] = l;
                 let dhr = &mut dhe[r * m..(r + 1) * m];
-                dhr.fill(0.0);
-                let count = nonzeros(gr, &mut nz);
-                for &i in &nz[..count] {
-                    let gi = gr[i];
-                    for (dk, &wk) in dhr.iter_mut().zip(&we[i * m..(i + 1) * m]) {
-                        *dk += wk * gi;
-                    }
-                }
+                sum_nonzero_rows(gr, we, &mut nz, dhr);
             }
         });
+}
+
+/// out[k] = sum over the non-zero v_i (i ascending, from 0) of w[i * m + k] v_i, w as stored
+/// (n, m): [`toy_forward`]'s h from x and dh from g, the terms with v_i = 0 skipped as in
+/// the kernel. v: (n), nz: scratch (n) -> out: (m)
+fn sum_nonzero_rows(v: &[f32], w: &[f32], nz: &mut [usize], out: &mut [f32]) {
+    let m = out.len();
+    out.fill(0.0);
+    let count = nonzeros(v, nz);
+    for &i in &nz[..count] {
+        let vi = v[i];
+        for (ok, &wk) in out.iter_mut().zip(&w[i * m..(i + 1) * m]) {
+            *ok += wk * vi;
+        }
+    }
 }
 
 /// Write the indices of the non-zero entries of `v` to the front of `idx`, in order;
