@@ -149,26 +149,25 @@ pub fn run(a: SteerArgs) -> Result<()> {
     // One file -> one file; a folder -> a folder of files with the same names.
     // A glob pattern (e.g. 'acts/*.safetensors') is many files, like a folder.
     let glob = !a.data.exists() && a.data.to_string_lossy().contains(['*', '?', '[']);
+    // A refusal of --out, saying why.
+    let bad_out = |why: &str| Error::input(format!("--out {}: {why}", a.out.display()));
     let jobs: Vec<(PathBuf, PathBuf)> = if a.data.is_dir() || glob {
         let inputs = discover(std::slice::from_ref(&a.data))?;
         if a.out.exists() && !a.out.is_dir() {
-            return Err(Error::input(format!(
-                "--out {}: --data names several files, so --out must be a folder, but this is a file",
-                a.out.display()
-            )));
+            return Err(bad_out(
+                "--data names several files, so --out must be a folder, but this is a file",
+            ));
         }
         crate::io::check_output_dir("--out", &a.out)?;
         if inputs.iter().any(|p| p.parent() == Some(a.out.as_path())) {
-            return Err(Error::input(format!(
-                "--out {}: holds the input files; steering writes new files, pick another folder",
-                a.out.display()
-            )));
+            return Err(bad_out(
+                "holds the input files; steering writes new files, pick another folder",
+            ));
         }
         if same_file(&a.out, &a.data) {
-            return Err(Error::input(format!(
-                "--out {}: is the input folder; steering writes new files, pick another folder",
-                a.out.display()
-            )));
+            return Err(bad_out(
+                "is the input folder; steering writes new files, pick another folder",
+            ));
         }
         inputs
             .into_iter()
@@ -185,10 +184,9 @@ pub fn run(a: SteerArgs) -> Result<()> {
             )));
         }
         if same_file(&a.out, &a.data) {
-            return Err(Error::input(format!(
-                "--out {}: is the input file; write the edited activations elsewhere",
-                a.out.display()
-            )));
+            return Err(bad_out(
+                "is the input file; write the edited activations elsewhere",
+            ));
         }
         crate::io::check_output_file("out", &a.out)?;
         vec![(a.data.clone(), a.out.clone())]
