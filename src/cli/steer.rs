@@ -58,29 +58,26 @@ pub fn parse_edits(
     ablate: &[String],
     add: &[String],
 ) -> Result<Vec<Edit>> {
-    fn pair(flag: &str, s: &str, example: &str) -> Result<(usize, f32)> {
-        let bad = || {
+    // Each I=V of a flag as the edit `op(V)` of latent I.
+    fn valued(
+        flag: &str,
+        items: &[String],
+        example: &str,
+        op: fn(f32) -> EditOp,
+    ) -> Result<Vec<Edit>> {
+        let bad = |s: &str| {
             Error::input(format!(
                 "--{flag} {s}: expected I=V, e.g. --{flag} {example}"
             ))
         };
-        crate::cli::parse_pair(s, '=', bad)
+        let edit = |s: &String| {
+            let (latent, v) = crate::cli::parse_pair(s, '=', || bad(s))?;
+            Ok(Edit { latent, op: op(v) })
+        };
+        items.iter().map(edit).collect()
     }
-    let mut out = Vec::new();
-    for s in set {
-        let (latent, v) = pair("set", s, "1234=8")?;
-        out.push(Edit {
-            latent,
-            op: EditOp::Set(v),
-        });
-    }
-    for s in scale {
-        let (latent, f) = pair("scale", s, "1234=0.5")?;
-        out.push(Edit {
-            latent,
-            op: EditOp::Scale(f),
-        });
-    }
+    let mut out = valued("set", set, "1234=8", EditOp::Set)?;
+    out.extend(valued("scale", scale, "1234=0.5", EditOp::Scale)?);
     for s in ablate {
         let latent = s.trim().parse::<usize>().map_err(|_| {
             Error::input(format!(
@@ -92,13 +89,7 @@ pub fn parse_edits(
             op: EditOp::Ablate,
         });
     }
-    for s in add {
-        let (latent, v) = pair("add", s, "1234=-2")?;
-        out.push(Edit {
-            latent,
-            op: EditOp::Add(v),
-        });
-    }
+    out.extend(valued("add", add, "1234=-2", EditOp::Add)?);
     Ok(out)
 }
 
