@@ -282,56 +282,39 @@ pub struct OutTensor {
 }
 
 impl OutTensor {
-    pub fn f32(name: &str, shape: &[usize], data: &[f32]) -> Self {
-        OutTensor {
-            name: name.into(),
-            dtype: Dtype::F32,
-            shape: shape.to_vec(),
-            bytes: bytemuck::cast_slice(data).to_vec(),
-        }
-    }
-    pub fn u32(name: &str, shape: &[usize], data: &[u32]) -> Self {
-        OutTensor {
-            name: name.into(),
-            dtype: Dtype::U32,
-            shape: shape.to_vec(),
-            bytes: bytemuck::cast_slice(data).to_vec(),
-        }
-    }
-    pub fn i64(name: &str, shape: &[usize], data: &[i64]) -> Self {
-        OutTensor {
-            name: name.into(),
-            dtype: Dtype::I64,
-            shape: shape.to_vec(),
-            bytes: bytemuck::cast_slice(data).to_vec(),
-        }
-    }
-    pub fn i32(name: &str, shape: &[usize], data: &[i32]) -> Self {
-        OutTensor {
-            name: name.into(),
-            dtype: Dtype::I32,
-            shape: shape.to_vec(),
-            bytes: bytemuck::cast_slice(data).to_vec(),
-        }
-    }
-    /// f32 data stored as f32, f16 or bf16.
-    pub fn float(name: &str, shape: &[usize], data: &[f32], dtype: Dtype) -> Self {
-        let bytes = match dtype {
-            Dtype::F16 => {
-                let h: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
-                bytemuck::cast_slice(&h).to_vec()
-            }
-            Dtype::BF16 => {
-                let h: Vec<half::bf16> = data.iter().map(|&x| half::bf16::from_f32(x)).collect();
-                bytemuck::cast_slice(&h).to_vec()
-            }
-            _ => bytemuck::cast_slice(data).to_vec(),
-        };
+    /// `data`'s bytes as they are, stored as `dtype`.
+    fn of<T: bytemuck::Pod>(name: &str, dtype: Dtype, shape: &[usize], data: &[T]) -> Self {
         OutTensor {
             name: name.into(),
             dtype,
             shape: shape.to_vec(),
-            bytes,
+            bytes: bytemuck::cast_slice(data).to_vec(),
+        }
+    }
+    pub fn f32(name: &str, shape: &[usize], data: &[f32]) -> Self {
+        Self::of(name, Dtype::F32, shape, data)
+    }
+    pub fn u32(name: &str, shape: &[usize], data: &[u32]) -> Self {
+        Self::of(name, Dtype::U32, shape, data)
+    }
+    pub fn i64(name: &str, shape: &[usize], data: &[i64]) -> Self {
+        Self::of(name, Dtype::I64, shape, data)
+    }
+    pub fn i32(name: &str, shape: &[usize], data: &[i32]) -> Self {
+        Self::of(name, Dtype::I32, shape, data)
+    }
+    /// f32 data stored as f32, f16 or bf16.
+    pub fn float(name: &str, shape: &[usize], data: &[f32], dtype: Dtype) -> Self {
+        match dtype {
+            Dtype::F16 => {
+                let h: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+                Self::of(name, dtype, shape, &h)
+            }
+            Dtype::BF16 => {
+                let h: Vec<half::bf16> = data.iter().map(|&x| half::bf16::from_f32(x)).collect();
+                Self::of(name, dtype, shape, &h)
+            }
+            _ => Self::of(name, dtype, shape, data),
         }
     }
 }
