@@ -57,19 +57,10 @@ pub fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::
     }
     #[cfg(windows)]
     {
-        let (mut buf, mut offset) = (buf, offset);
-        while !buf.is_empty() {
-            match std::os::windows::fs::FileExt::seek_read(file, buf, offset) {
-                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => {
-                    buf = &mut buf[n..];
-                    offset += n as u64;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        let end = std::io::ErrorKind::UnexpectedEof;
+        positioned_all(buf.len(), offset, end, |done, at| {
+            std::os::windows::fs::FileExt::seek_read(file, &mut buf[done..], at)
+        })
     }
 }
 
@@ -81,20 +72,33 @@ pub fn write_all_at(file: &std::fs::File, buf: &[u8], offset: u64) -> std::io::R
     }
     #[cfg(windows)]
     {
-        let (mut buf, mut offset) = (buf, offset);
-        while !buf.is_empty() {
-            match std::os::windows::fs::FileExt::seek_write(file, buf, offset) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    buf = &buf[n..];
-                    offset += n as u64;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        let end = std::io::ErrorKind::WriteZero;
+        positioned_all(buf.len(), offset, end, |done, at| {
+            std::os::windows::fs::FileExt::seek_write(file, &buf[done..], at)
+        })
     }
+}
+
+/// The loop of a positioned read or write of `len` bytes at byte `offset` where the
+/// platform has none: `op(done, at)` moves bytes `done..` of the buffer at file offset
+/// `at` and says how many it moved; none moved before the end is the error `end`.
+#[cfg(windows)]
+fn positioned_all(
+    len: usize,
+    offset: u64,
+    end: std::io::ErrorKind,
+    mut op: impl FnMut(usize, u64) -> std::io::Result<usize>,
+) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < len {
+        match op(done, offset + done as u64) {
+            Ok(0) => return Err(end.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Is `name` a temporary file of `write_atomic` (or of the plot writer)?
@@ -278,56 +282,39 @@ pub struct OutTensor {
 }
 
 impl OutTensor {
-    pub fn f32(name: &str, shape: &[usize], data: &[f32]) -> Self {
-        OutTensor {
-            name: name.into(),
-            dtype: Dtype::F32,
-            shape: shape.to_vec(),
-            bytes: bytemuck::cast_slice(data).to_vec(),
-        }
-    }
-    pub fn u32(name: &str, shape: &[usize], data: &[u32]) -> Self {
-        OutTensor {
-            name: name.into(),
-            dtype: Dtype::U32,
-            shape: shape.to_vec(),
-            bytes: bytemuck::cast_slice(data).to_vec(),
-        }
-    }
-    pub fn i64(name: &str, shape: &[usize], data: &[i64]) -> Self {
-        OutTensor {
-            name: name.into(),
-            dtype: Dtype::I64,
-            shape: shape.to_vec(),
-            bytes: bytemuck::cast_slice(data).to_vec(),
-        }
-    }
-    pub fn i32(name: &str, shape: &[usize], data: &[i32]) -> Self {
-        OutTensor {
-            name: name.into(),
-            dtype: Dtype::I32,
-            shape: shape.to_vec(),
-            bytes: bytemuck::cast_slice(data).to_vec(),
-        }
-    }
-    /// f32 data stored as f32, f16 or bf16.
-    pub fn float(name: &str, shape: &[usize], data: &[f32], dtype: Dtype) -> Self {
-        let bytes = match dtype {
-            Dtype::F16 => {
-                let h: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
-                bytemuck::cast_slice(&h).to_vec()
-            }
-            Dtype::BF16 => {
-                let h: Vec<half::bf16> = data.iter().map(|&x| half::bf16::from_f32(x)).collect();
-                bytemuck::cast_slice(&h).to_vec()
-            }
-            _ => bytemuck::cast_slice(data).to_vec(),
-        };
+    /// `data`'s bytes as they are, stored as `dtype`.
+    fn of<T: bytemuck::Pod>(name: &str, dtype: Dtype, shape: &[usize], data: &[T]) -> Self {
         OutTensor {
             name: name.into(),
             dtype,
             shape: shape.to_vec(),
-            bytes,
+            bytes: bytemuck::cast_slice(data).to_vec(),
+        }
+    }
+    pub fn f32(name: &str, shape: &[usize], data: &[f32]) -> Self {
+        Self::of(name, Dtype::F32, shape, data)
+    }
+    pub fn u32(name: &str, shape: &[usize], data: &[u32]) -> Self {
+        Self::of(name, Dtype::U32, shape, data)
+    }
+    pub fn i64(name: &str, shape: &[usize], data: &[i64]) -> Self {
+        Self::of(name, Dtype::I64, shape, data)
+    }
+    pub fn i32(name: &str, shape: &[usize], data: &[i32]) -> Self {
+        Self::of(name, Dtype::I32, shape, data)
+    }
+    /// f32 data stored as f32, f16 or bf16.
+    pub fn float(name: &str, shape: &[usize], data: &[f32], dtype: Dtype) -> Self {
+        match dtype {
+            Dtype::F16 => {
+                let h: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+                Self::of(name, dtype, shape, &h)
+            }
+            Dtype::BF16 => {
+                let h: Vec<half::bf16> = data.iter().map(|&x| half::bf16::from_f32(x)).collect();
+                Self::of(name, dtype, shape, &h)
+            }
+            _ => Self::of(name, dtype, shape, data),
         }
     }
 }

@@ -16,7 +16,7 @@ pub mod train;
 
 use clap::{Parser, Subcommand};
 
-use crate::gpu::{DeviceChoice, Engine, select_engine};
+pub use crate::gpu::EngineArgs;
 use crate::sae::export::SaeModel;
 use crate::sae::infer::{Encoder, default_batch};
 
@@ -60,25 +60,6 @@ pub enum Command {
     Toy(toy::ToyArgs),
     /// Rewrite an SAE (SAELens, sparsify, Gemma Scope) in the SAELens or sparsify layout.
     Convert(convert::ConvertArgs),
-}
-
-/// `--device` and `--adapter`: the engine of the commands that run an SAE (`eval`,
-/// `encode`, `steer`, `demo`).
-#[derive(clap::Args, Debug, Clone)]
-pub struct EngineArgs {
-    /// Engine: auto (hardware GPU if any, else CPU), gpu (any wgpu adapter), cpu.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub device: DeviceChoice,
-    /// Pick the adapter whose name contains this.
-    #[arg(long)]
-    pub adapter: Option<String>,
-}
-
-impl EngineArgs {
-    /// The chosen engine and the line that says why (see `select_engine`).
-    pub fn select(&self) -> crate::Result<(Engine, String)> {
-        select_engine(self.device, self.adapter.as_deref())
-    }
 }
 
 /// The engine and the batch of the commands that encode shards (`encode`, `steer`).

@@ -58,29 +58,26 @@ pub fn parse_edits(
     ablate: &[String],
     add: &[String],
 ) -> Result<Vec<Edit>> {
-    fn pair(flag: &str, s: &str, example: &str) -> Result<(usize, f32)> {
-        let bad = || {
+    // Each I=V of a flag as the edit `op(V)` of latent I.
+    fn valued(
+        flag: &str,
+        items: &[String],
+        example: &str,
+        op: fn(f32) -> EditOp,
+    ) -> Result<Vec<Edit>> {
+        let bad = |s: &str| {
             Error::input(format!(
                 "--{flag} {s}: expected I=V, e.g. --{flag} {example}"
             ))
         };
-        crate::cli::parse_pair(s, '=', bad)
+        let edit = |s: &String| {
+            let (latent, v) = crate::cli::parse_pair(s, '=', || bad(s))?;
+            Ok(Edit { latent, op: op(v) })
+        };
+        items.iter().map(edit).collect()
     }
-    let mut out = Vec::new();
-    for s in set {
-        let (latent, v) = pair("set", s, "1234=8")?;
-        out.push(Edit {
-            latent,
-            op: EditOp::Set(v),
-        });
-    }
-    for s in scale {
-        let (latent, f) = pair("scale", s, "1234=0.5")?;
-        out.push(Edit {
-            latent,
-            op: EditOp::Scale(f),
-        });
-    }
+    let mut out = valued("set", set, "1234=8", EditOp::Set)?;
+    out.extend(valued("scale", scale, "1234=0.5", EditOp::Scale)?);
     for s in ablate {
         let latent = s.trim().parse::<usize>().map_err(|_| {
             Error::input(format!(
@@ -92,13 +89,7 @@ pub fn parse_edits(
             op: EditOp::Ablate,
         });
     }
-    for s in add {
-        let (latent, v) = pair("add", s, "1234=-2")?;
-        out.push(Edit {
-            latent,
-            op: EditOp::Add(v),
-        });
-    }
+    out.extend(valued("add", add, "1234=-2", EditOp::Add)?);
     Ok(out)
 }
 
@@ -149,26 +140,25 @@ pub fn run(a: SteerArgs) -> Result<()> {
     // One file -> one file; a folder -> a folder of files with the same names.
     // A glob pattern (e.g. 'acts/*.safetensors') is many files, like a folder.
     let glob = !a.data.exists() && a.data.to_string_lossy().contains(['*', '?', '[']);
+    // A refusal of --out, saying why.
+    let bad_out = |why: &str| Error::input(format!("--out {}: {why}", a.out.display()));
     let jobs: Vec<(PathBuf, PathBuf)> = if a.data.is_dir() || glob {
         let inputs = discover(std::slice::from_ref(&a.data))?;
         if a.out.exists() && !a.out.is_dir() {
-            return Err(Error::input(format!(
-                "--out {}: --data names several files, so --out must be a folder, but this is a file",
-                a.out.display()
-            )));
+            return Err(bad_out(
+                "--data names several files, so --out must be a folder, but this is a file",
+            ));
         }
         crate::io::check_output_dir("--out", &a.out)?;
         if inputs.iter().any(|p| p.parent() == Some(a.out.as_path())) {
-            return Err(Error::input(format!(
-                "--out {}: holds the input files; steering writes new files, pick another folder",
-                a.out.display()
-            )));
+            return Err(bad_out(
+                "holds the input files; steering writes new files, pick another folder",
+            ));
         }
         if same_file(&a.out, &a.data) {
-            return Err(Error::input(format!(
-                "--out {}: is the input folder; steering writes new files, pick another folder",
-                a.out.display()
-            )));
+            return Err(bad_out(
+                "is the input folder; steering writes new files, pick another folder",
+            ));
         }
         inputs
             .into_iter()
@@ -185,10 +175,9 @@ pub fn run(a: SteerArgs) -> Result<()> {
             )));
         }
         if same_file(&a.out, &a.data) {
-            return Err(Error::input(format!(
-                "--out {}: is the input file; write the edited activations elsewhere",
-                a.out.display()
-            )));
+            return Err(bad_out(
+                "is the input file; write the edited activations elsewhere",
+            ));
         }
         crate::io::check_output_file("out", &a.out)?;
         vec![(a.data.clone(), a.out.clone())]

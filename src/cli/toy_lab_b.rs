@@ -230,8 +230,8 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
                 sae_latents: b.sae_latents.unwrap_or(2 * n),
                 sae_k: b.sae_k.unwrap_or(d.sae_k),
                 sae_steps: b.sae_steps.unwrap_or(d.sae_steps),
-                sae_device: a.device,
-                sae_adapter: a.adapter.clone(),
+                sae_device: a.engine.device,
+                sae_adapter: a.engine.adapter.clone(),
                 ..d
             };
             if cfg.capture_rows == 0 || cfg.sae_latents == 0 || cfg.sae_k == 0 || cfg.sae_steps == 0

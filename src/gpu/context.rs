@@ -395,6 +395,25 @@ impl Gpu {
     }
 }
 
+/// `--device` and `--adapter`: the engine of the commands that run an SAE (`eval`,
+/// `encode`, `steer`, `demo`) and of the toy models (`toy`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Engine: auto (hardware GPU if any, else CPU), gpu (any wgpu adapter), cpu.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Pick the adapter whose name contains this (see `saeforge devices`).
+    #[arg(long)]
+    pub adapter: Option<String>,
+}
+
+impl EngineArgs {
+    /// The chosen engine and the line that says why (see `select_engine`).
+    pub fn select(&self) -> Result<(Engine, String)> {
+        select_engine(self.device, self.adapter.as_deref())
+    }
+}
+
 /// Resolve `--device` / `--adapter` into an engine, with one line saying which and why.
 pub fn select_engine(choice: DeviceChoice, filter: Option<&str>) -> Result<(Engine, String)> {
     match choice {

@@ -12,8 +12,8 @@ mod profile;
 mod tensor;
 
 pub use context::{
-    AdapterSummary, Adapters, DeviceChoice, Engine, Gpu, GpuOptions, auto_adapters, list_adapters,
-    no_adapter_hint, quiet_headless_probe, select_engine,
+    AdapterSummary, Adapters, DeviceChoice, Engine, EngineArgs, Gpu, GpuOptions, auto_adapters,
+    list_adapters, no_adapter_hint, quiet_headless_probe, select_engine,
 };
 pub use launch::{Bind, Gate, Kernel, Shader, grid_1d};
 pub use profile::DispatchTime;

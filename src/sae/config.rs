@@ -680,4 +680,4 @@ impl TrainConfig {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -147,15 +147,10 @@ mod tests {
     }
 
     fn resolve(extra: impl FnOnce(&mut TrainArgs)) -> Result<TrainConfig> {
-        let mut a = TrainArgs {
-            out: Some("unused".into()),
-            steps: Some(100),
-            d_sae: Some(64),
-            k: Some(4),
-            ..Default::default()
-        };
-        extra(&mut a);
-        TrainConfig::resolve(&a, 8, 1000)
+        crate::sae::config::tests::resolve_with(|a| {
+            (a.d_sae, a.k) = (Some(64), Some(4));
+            extra(a);
+        })
     }
 
     fn refusal(extra: impl FnOnce(&mut TrainArgs)) -> String {

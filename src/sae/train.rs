@@ -152,8 +152,7 @@ impl RunData {
             }
         })?;
         let shards = Arc::new(open_shards(&paths, cfg.tensor.as_deref())?);
-        let targets = super::transcoder::open_targets(cfg, &shards)?;
-        RunData::with_targets(cfg, shards, targets, resume_from, allow_change)
+        RunData::from_shards(cfg, shards, resume_from, allow_change)
     }
 
     /// [`RunData::open`] on shards opened already (a sweep opens them once; a

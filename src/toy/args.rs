@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use super::{Init, Progress};
-use crate::gpu::{DeviceChoice, select_engine};
+use crate::gpu::EngineArgs;
 use crate::{Error, Result};
 
 /// The lab's experiments (`--experiment`), one module each under `crate::toy::lab`.
@@ -128,13 +128,8 @@ pub struct ToyArgs {
     /// adversarial: the L2 radius of the attack on the input [default: 0.05].
     #[arg(long)]
     pub epsilon: Option<f64>,
-    /// auto: a hardware GPU if there is one, else the CPU engine; gpu: any wgpu adapter
-    /// (lavapipe included); cpu: the plain-Rust engine.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
-    /// Use the adapter whose name contains this (see `saeforge devices`).
-    #[arg(long)]
-    pub adapter: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     #[command(flatten)]
     pub lab_b: LabBArgs,
 }
@@ -393,7 +388,7 @@ pub struct LabBArgs {
 /// Validate the flags of a lab experiment, then open the engine `--device` picks.
 pub fn open_engine(a: &ToyArgs) -> Result<crate::gpu::Engine> {
     crate::io::check_output_dir("--out", &a.out)?;
-    let (engine, why) = select_engine(a.device, a.adapter.as_deref())?;
+    let (engine, why) = a.engine.select()?;
     eprintln!("{why}");
     Ok(engine)
 }

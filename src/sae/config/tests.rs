@@ -2,16 +2,24 @@
 
 use super::*;
 
-fn cfg(extra: impl FnOnce(&mut TrainArgs)) -> TrainConfig {
+/// The resolved configuration of a 100-step run into an unused folder, on 1000 rows of
+/// d = 8, with `extra` set on top (the start of the tests here and in `schedule`).
+pub(crate) fn resolve_with(extra: impl FnOnce(&mut TrainArgs)) -> Result<TrainConfig> {
     let mut a = TrainArgs {
         out: Some("unused".into()),
         steps: Some(100),
-        lr: Some(1.0),
-        lr_warmup: Some(10),
         ..Default::default()
     };
     extra(&mut a);
-    TrainConfig::resolve(&a, 8, 1000).unwrap()
+    TrainConfig::resolve(&a, 8, 1000)
+}
+
+fn cfg(extra: impl FnOnce(&mut TrainArgs)) -> TrainConfig {
+    resolve_with(|a| {
+        (a.lr, a.lr_warmup) = (Some(1.0), Some(10));
+        extra(a);
+    })
+    .unwrap()
 }
 
 #[test]

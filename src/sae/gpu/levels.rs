@@ -61,17 +61,8 @@ impl GpuEngine {
         let (rp, idx, val) = (&c.row_ptr, &c.idx, &c.val);
         #[rustfmt::skip]
         matryoshka_decode(g, enc, rp, idx, val, &p.w_dec, &p.b_dec, self.widths(), rows, n, d, &lv.x_hat)?;
-        let last = ((self.widths().len() - 1) * rows * d * 4) as u64;
-        let bytes = (rows * d * 4) as u64;
-        enc.copy_buffer_to_buffer(
-            &lv.x_hat.buf,
-            lv.x_hat.offset + last,
-            &ch.x_hat.buf,
-            ch.x_hat.offset,
-            Some(bytes),
-        );
-        g.stale(&ch.x_hat.buf);
-        Ok(())
+        let last = (self.widths().len() - 1) * rows * d;
+        g.copy_into(enc, &lv.x_hat, last, &ch.x_hat)
     }
 
     /// Each level's SSE into metrics[LEVEL_SSE + m] (through `mse_backward` on a copy of
@@ -84,17 +75,8 @@ impl GpuEngine {
     ) -> Result<()> {
         let (g, rows, d, m) = (&*self.gpu, ch.rows, self.d_out, &self.metrics);
         let scale = 2.0 / self.rows as f32;
-        let bytes = (rows * d * 4) as u64;
         for level in 0..self.widths().len() {
-            let at = level as u64 * bytes;
-            enc.copy_buffer_to_buffer(
-                &lv.x_hat.buf,
-                lv.x_hat.offset + at,
-                &lv.copy.buf,
-                lv.copy.offset,
-                Some(bytes),
-            );
-            g.stale(&lv.copy.buf);
+            g.copy_into(enc, &lv.x_hat, level * rows * d, &lv.copy)?;
             let sse = slot::LEVEL_SSE + level as u32;
             mse_backward(
                 g,
