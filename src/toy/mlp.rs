@@ -12,8 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use super::train::{
-    CHUNK_ROWS, GpuSteps, Progress, Schedule, Stepper, Trained, check_positive, hyper, row_means,
-    run_steps,
+    CHUNK_ROWS, GpuSteps, Log, Stepper, Trained, Training, check_positive, row_means, run_steps,
 };
 use crate::gpu::{Engine, Gpu, GpuTensor};
 use crate::reference::toy::FeatureSets;
@@ -34,15 +33,9 @@ pub struct MlpConfig {
     pub l1: Vec<f32>,
     /// k of a top-k hidden layer, one per instance (unused by other activations).
     pub topk: Vec<u32>,
-    pub steps: u64,
-    pub batch: usize,
-    pub lr: f32,
-    pub weight_decay: f32,
-    pub seed: u64,
-    /// Batches (never trained on) averaged for the final loss.
-    pub eval_batches: usize,
-    /// Log the batch loss every this many steps (0: never).
-    pub log_every: u64,
+    /// Steps, batch, AdamW, seed, final loss and logging (flat when serialized).
+    #[serde(flatten)]
+    pub training: Training,
 }
 
 impl MlpConfig {
@@ -53,7 +46,7 @@ impl MlpConfig {
     pub fn shape(&self) -> MlpShape {
         MlpShape {
             instances: self.instances(),
-            rows: self.batch,
+            rows: self.training.batch,
             n: self.n,
             m: self.m,
         }
@@ -104,21 +97,14 @@ pub fn train_mlp(
     engine: &Engine,
     cfg: &MlpConfig,
     init: MlpParams,
-    log: &mut dyn FnMut(&Progress),
+    log: Log<'_>,
 ) -> Result<MlpTrained> {
     cfg.check()?;
     let mut stepper: Box<dyn Stepper<MlpParams>> = match engine {
         Engine::Gpu(gpu) => Box::new(GpuMlp::new(gpu.clone(), cfg, init)?),
         Engine::Cpu => Box::new(CpuMlp::new(cfg, init)),
     };
-    let schedule = Schedule {
-        steps: cfg.steps,
-        log_every: cfg.log_every,
-        eval_batches: cfg.eval_batches,
-        instances: cfg.instances(),
-        snapshot_every: 0,
-    };
-    run_steps(stepper.as_mut(), &schedule, log)
+    run_steps(stepper.as_mut(), &cfg.training, cfg.instances(), 0, log)
 }
 
 /// The model applied to one input on the host (the twin's forward on one row, then
@@ -227,7 +213,8 @@ impl CpuMlp {
 
     fn forward(&mut self, t: u64, l1: &[f32]) {
         let (s, c) = (self.shape, &self.cfg);
-        reference::toy_mlp::mlp_data(s, c.spec.signed, c.seed, t as u32, &c.density, &mut self.x);
+        let seed = c.training.seed;
+        reference::toy_mlp::mlp_data(s, c.spec.signed, seed, t as u32, &c.density, &mut self.x);
         reference::toy_mlp::mlp_forward(
             s,
             c.spec,
@@ -261,7 +248,7 @@ impl Stepper<MlpParams> for CpuMlp {
         );
         let p = s.params();
         reference::toy::toy_sum_chunks(&self.part, s.instances, self.chunks, p, &mut self.grad);
-        let h = hyper(self.cfg.lr, self.cfg.weight_decay, t);
+        let h = self.cfg.training.hyper(t);
         reference::optim::adam(
             &mut self.prm,
             &self.grad,
@@ -350,14 +337,14 @@ impl GpuMlp {
     /// Record data step `t` (queued) and the forward pass, with the L1 term for training.
     fn begin(&self, t: u64, train: bool) -> Result<wgpu::CommandEncoder> {
         let (gpu, s, c) = (&*self.run.gpu, self.shape, &self.cfg);
-        let adamw = train.then_some((c.lr, c.weight_decay));
+        let adamw = train.then_some(&c.training);
         let mut enc = self.run.begin(t, FeatureSets::default(), adamw);
         kernels::toy_mlp::mlp_data(
             gpu,
             &mut enc,
             s,
             c.spec.signed,
-            c.seed,
+            c.training.seed,
             &self.run.step_buf,
             &self.density,
             &self.x,

@@ -37,6 +37,15 @@ pub struct TrainConfig {
     pub density: Vec<f32>,
     /// Loss weight I_i, (instances, n) row-major.
     pub importance: Vec<f32>,
+    /// Steps, batch, AdamW, seed, final loss and logging (flat when serialized).
+    #[serde(flatten)]
+    pub training: Training,
+}
+
+/// How a toy model (this one or [`super::mlp`]'s) is trained, every instance alike: `steps`
+/// AdamW steps on batches of `batch` rows hashed from `seed`, then the final loss.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Training {
     pub steps: u64,
     pub batch: usize,
     pub lr: f32,
@@ -48,6 +57,13 @@ pub struct TrainConfig {
     pub log_every: u64,
 }
 
+impl Training {
+    /// The AdamW hyperparameters of step `t` (0-based).
+    pub(super) fn hyper(&self, t: u64) -> AdamHyper {
+        AdamHyper::at_step(self.lr, BETA1, BETA2, EPS, self.weight_decay, t + 1)
+    }
+}
+
 impl TrainConfig {
     pub fn instances(&self) -> usize {
         self.density.len()
@@ -56,7 +72,7 @@ impl TrainConfig {
     pub fn shape(&self) -> ToyShape {
         ToyShape {
             instances: self.instances(),
-            rows: self.batch,
+            rows: self.training.batch,
             n: self.n,
             m: self.m,
         }
@@ -156,6 +172,9 @@ pub struct Progress<'a> {
     pub seconds: f64,
 }
 
+/// Where a run reports its [`Progress`].
+pub type Log<'a> = &'a mut dyn FnMut(&Progress);
+
 /// The outcome of a run, parameters `P` (this model's or [`super::mlp`]'s).
 pub struct Trained<P = Params> {
     pub params: P,
@@ -188,28 +207,15 @@ pub(super) fn row_means(loss: &[f32], rows: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The AdamW hyperparameters of step `t` (0-based).
-pub(super) fn hyper(lr: f32, weight_decay: f32, t: u64) -> AdamHyper {
-    AdamHyper::at_step(lr, BETA1, BETA2, EPS, weight_decay, t + 1)
-}
-
-/// The schedule [`run_steps`] follows.
-pub(super) struct Schedule {
-    pub steps: u64,
-    /// Log every this many steps and at the last (0: never).
-    pub log_every: u64,
-    /// Fresh batches, from data step `steps` on, averaged for the final loss.
-    pub eval_batches: usize,
-    pub instances: usize,
-    /// Keep the parameters every this many steps (0: never).
-    pub snapshot_every: u64,
-}
-
-/// Both engines' training loop: the steps (logging and snapshots), then the evaluation.
+/// Both engines' training loop for `instances` instances: the steps (logging at every
+/// `log_every` and the last, parameters kept every `snapshot_every` steps, 0: never), then
+/// the evaluation on `eval_batches` fresh batches from data step `steps` on.
 pub(super) fn run_steps<P>(
     stepper: &mut dyn Stepper<P>,
-    s: &Schedule,
-    log: &mut dyn FnMut(&Progress),
+    s: &Training,
+    instances: usize,
+    snapshot_every: u64,
+    log: Log<'_>,
 ) -> Result<Trained<P>> {
     let mut snapshots = Vec::new();
     let start = Instant::now();
@@ -227,13 +233,13 @@ pub(super) fn run_steps<P>(
             });
             curve.push((done, loss));
         }
-        if s.snapshot_every > 0 && done.is_multiple_of(s.snapshot_every) {
+        if snapshot_every > 0 && done.is_multiple_of(snapshot_every) {
             snapshots.push((done, stepper.params()?));
         }
     }
     let params = stepper.params()?;
     let seconds = start.elapsed().as_secs_f64();
-    let mut final_loss = vec![0.0; s.instances];
+    let mut final_loss = vec![0.0; instances];
     for j in 0..s.eval_batches as u64 {
         stepper.forward_eval(s.steps + j)?;
         for (f, l) in final_loss.iter_mut().zip(stepper.batch_loss()?) {
@@ -283,12 +289,7 @@ impl TrainOptions {
 }
 
 /// Train `cfg` from `init` on `engine`, calling `log` every `cfg.log_every` steps.
-pub fn train(
-    engine: &Engine,
-    cfg: &TrainConfig,
-    init: Params,
-    log: &mut dyn FnMut(&Progress),
-) -> Result<Trained> {
+pub fn train(engine: &Engine, cfg: &TrainConfig, init: Params, log: Log<'_>) -> Result<Trained> {
     train_with(engine, cfg, &TrainOptions::default(), init, log)
 }
 
@@ -298,7 +299,7 @@ pub fn train_with(
     cfg: &TrainConfig,
     opts: &TrainOptions,
     init: Params,
-    log: &mut dyn FnMut(&Progress),
+    log: Log<'_>,
 ) -> Result<Trained> {
     cfg.check()?;
     let density = opts.density(cfg)?;
@@ -306,14 +307,8 @@ pub fn train_with(
         Engine::Gpu(gpu) => Box::new(GpuToy::new(gpu.clone(), cfg, opts.sets, &density, init)?),
         Engine::Cpu => Box::new(CpuToy::new(cfg, opts.sets, density, init)),
     };
-    let schedule = Schedule {
-        steps: cfg.steps,
-        log_every: cfg.log_every,
-        eval_batches: cfg.eval_batches,
-        instances: cfg.instances(),
-        snapshot_every: opts.snapshot_every,
-    };
-    run_steps(stepper.as_mut(), &schedule, log)
+    let (e, every) = (cfg.instances(), opts.snapshot_every);
+    run_steps(stepper.as_mut(), &cfg.training, e, every, log)
 }
 
 // ---------------------------------------------------------------- CPU engine
@@ -377,7 +372,7 @@ impl CpuToy {
         let s = self.shape;
         reference::toy::toy_data(
             s,
-            self.cfg.seed,
+            self.cfg.training.seed,
             t as u32,
             self.sets,
             &self.density,
@@ -417,7 +412,7 @@ impl Stepper<Params> for CpuToy {
         );
         reference::toy::toy_sum_chunks(&self.pw, e, self.chunks, n * m, &mut self.dw);
         reference::toy::toy_sum_chunks(&self.pb, e, self.chunks, n, &mut self.db);
-        let h = hyper(self.cfg.lr, self.cfg.weight_decay, t);
+        let h = self.cfg.training.hyper(t);
         let clip = [1.0f32, 0.0];
         reference::optim::adam(
             &mut self.p.w,
@@ -480,16 +475,17 @@ impl GpuSteps {
     }
 
     /// Queue data step `t` (drawn with `sets`) and, for a training step, AdamW's
-    /// hyperparameters (lr, weight decay) at step `t`; returns the encoder to record into.
+    /// hyperparameters (`adamw`'s lr and weight decay) at step `t`; returns the encoder to
+    /// record into.
     pub fn begin(
         &self,
         t: u64,
         sets: FeatureSets,
-        adamw: Option<(f32, f32)>,
+        adamw: Option<&Training>,
     ) -> wgpu::CommandEncoder {
         kernels::toy::write_step_sets(&self.gpu, &self.step_buf, t as u32, sets);
-        if let Some((lr, weight_decay)) = adamw {
-            kernels::optim::write_hyper(&self.gpu, &self.hyper_buf, &hyper(lr, weight_decay, t));
+        if let Some(training) = adamw {
+            kernels::optim::write_hyper(&self.gpu, &self.hyper_buf, &training.hyper(t));
         }
         self.gpu.encoder()
     }
@@ -596,7 +592,7 @@ impl GpuToy {
             gpu,
             enc,
             s,
-            self.cfg.seed,
+            self.cfg.training.seed,
             &self.run.step_buf,
             &self.density,
             &self.x,
@@ -624,8 +620,7 @@ impl Stepper<Params> for GpuToy {
         let ToyShape {
             instances: e, n, m, ..
         } = s;
-        let adamw = (self.cfg.lr, self.cfg.weight_decay);
-        let mut enc = self.run.begin(t, self.sets, Some(adamw));
+        let mut enc = self.run.begin(t, self.sets, Some(&self.cfg.training));
         self.record_forward(&mut enc)?;
         kernels::toy::toy_grad(
             gpu, &mut enc, s, CHUNK_ROWS, &self.x, &self.g, &self.h, &self.dh, &self.pw, &self.pb,

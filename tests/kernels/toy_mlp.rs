@@ -13,6 +13,7 @@ use saeforge::kernels::toy_mlp as k;
 use saeforge::reference::toy as rt;
 use saeforge::reference::toy_mlp::{self as r, HiddenAct, MlpShape, MlpSpec};
 use saeforge::toy::mlp::{MlpConfig, init_mlp, train_mlp};
+use saeforge::toy::train::Training;
 
 use crate::common::{
     self, assert_close, cpu_test, fail, gpu_test, poisoned, randn, read, tolerance, uniform, up,
@@ -398,15 +399,17 @@ fn train_case(rng: &mut ChaCha8Rng, s: MlpShape, spec: MlpSpec, steps: u64) -> R
         density: densities(rng, s.instances),
         l1,
         topk,
-        steps,
-        batch: s.rows,
-        lr: 1e-3,
-        weight_decay: 0.01,
-        seed: rng.random(),
-        eval_batches: 2,
-        log_every: 0,
+        training: Training {
+            steps,
+            batch: s.rows,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            seed: rng.random(),
+            eval_batches: 2,
+            log_every: 0,
+        },
     };
-    let init = init_mlp(s, spec, cfg.seed);
+    let init = init_mlp(s, spec, cfg.training.seed);
     let on_gpu = train_mlp(&Engine::Gpu(gpu), &cfg, init.clone(), &mut |_| {}).map_err(fail)?;
     let on_cpu = train_mlp(&Engine::Cpu, &cfg, init, &mut |_| {}).map_err(fail)?;
     let t = tolerance::TOY_TRAIN;

@@ -16,7 +16,7 @@ use std::path::Path;
 use crate::Result;
 use crate::gpu::Engine;
 use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
-use crate::toy::Progress;
+use crate::toy::Log;
 use crate::toy::mlp::forward_one;
 use crate::toy::plots::density_label;
 
@@ -84,12 +84,7 @@ pub struct AbsInstance {
 
 pub type AbsResult = DensitySweepResult<AbsInstance>;
 
-pub fn run(
-    engine: &Engine,
-    cfg: &DensitySweep,
-    log_every: u64,
-    log: &mut dyn FnMut(&Progress),
-) -> Result<AbsResult> {
+pub fn run(engine: &Engine, cfg: &DensitySweep, log_every: u64, log: Log<'_>) -> Result<AbsResult> {
     let spec = spec();
     cfg.run(
         "abs",

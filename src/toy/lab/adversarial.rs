@@ -132,11 +132,7 @@ pub fn vulnerability(w: &[f32], b: &[f32], n: usize, m: usize, eps: f64) -> Vec<
         .collect()
 }
 
-pub fn run(
-    engine: &Engine,
-    cfg: &Config,
-    log: &mut dyn FnMut(&crate::toy::Progress),
-) -> Result<AdversarialResult> {
+pub fn run(engine: &Engine, cfg: &Config, log: crate::toy::Log<'_>) -> Result<AdversarialResult> {
     let (n, m) = (cfg.n, cfg.m);
     let tc = cfg.recipe.train_config(
         n,

@@ -148,11 +148,7 @@ pub fn measure(w: &[f32], n: usize, m: usize, size: usize, loss: f64) -> Measure
     }
 }
 
-pub fn run(
-    engine: &Engine,
-    cfg: &Config,
-    log: &mut dyn FnMut(&crate::toy::Progress),
-) -> Result<CorrelatedResult> {
+pub fn run(engine: &Engine, cfg: &Config, log: crate::toy::Log<'_>) -> Result<CorrelatedResult> {
     let (n, m) = (cfg.n(), cfg.m);
     let tc = cfg.recipe.train_config(
         n,

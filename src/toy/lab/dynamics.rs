@@ -151,11 +151,7 @@ pub fn jumps(steps: &[u64], loss: &[f64], dims: &[Vec<f64>]) -> Vec<Jump> {
     out
 }
 
-pub fn run(
-    engine: &Engine,
-    cfg: &Config,
-    log: &mut dyn FnMut(&crate::toy::Progress),
-) -> Result<DynamicsResult> {
+pub fn run(engine: &Engine, cfg: &Config, log: crate::toy::Log<'_>) -> Result<DynamicsResult> {
     let (n, m) = (cfg.n, cfg.m);
     let tc = cfg
         .recipe

@@ -18,7 +18,7 @@ use crate::gpu::Engine;
 use crate::toy::args::{ToyArgs, open_engine, progress_line};
 use crate::toy::geometry::{REPRESENTED, geometry};
 use crate::toy::train::TrainOptions;
-use crate::{Error, toy::Progress};
+use crate::{Error, toy::Log};
 
 use super::plots_a::PALETTE;
 use super::{Recipe, check_features, check_flags, check_hidden, density_range, wrote};
@@ -159,11 +159,7 @@ pub fn components(w: &[f32], n: usize, m: usize, threshold: f64) -> (Vec<Compone
     (list, g.dims)
 }
 
-pub fn run(
-    engine: &Engine,
-    cfg: &Config,
-    log: &mut dyn FnMut(&Progress),
-) -> Result<GeometryResult> {
+pub fn run(engine: &Engine, cfg: &Config, log: Log<'_>) -> Result<GeometryResult> {
     let (n, m) = (cfg.n, cfg.m);
     let tc = cfg.recipe.train_config(
         n,

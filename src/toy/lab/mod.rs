@@ -21,10 +21,26 @@
 //! experiment's own (geometry, dynamics, adversarial: their `chart`), `plots_neurons` (the
 //! last four).
 
-/// The `MlpConfig` of an MLP experiment's config `$cfg` (fields n, m, importance_decay,
-/// steps, batch, lr, weight_decay, seed): one instance per entry of `$density`, each with
+/// The [`Recipe`] of an MLP experiment's config `$cfg` (fields steps, batch, lr,
+/// weight_decay, seed), its parameters drawn with `$init`; final loss over 8 batches.
+macro_rules! lab_recipe {
+    ($cfg:expr, $init:expr) => {
+        $crate::toy::Recipe {
+            steps: $cfg.steps,
+            batch: $cfg.batch,
+            lr: $cfg.lr,
+            weight_decay: $cfg.weight_decay,
+            init: $init,
+            seed: $cfg.seed,
+            eval_batches: 8,
+        }
+    };
+}
+
+/// The `MlpConfig` of an MLP experiment's config `$cfg` (fields n, m, importance_decay and
+/// [`lab_recipe`]'s): one instance per entry of `$density`, each with
 /// I_i = importance_decay^i, penalty `$l1` and top-k `$topk` (without them: no penalty,
-/// all m neurons); final loss over 8 batches.
+/// all m neurons).
 macro_rules! mlp_config {
     ($cfg:expr, $spec:expr, $density:expr, $log_every:expr) => {{
         let e = $density.len();
@@ -48,13 +64,8 @@ macro_rules! mlp_config {
             density,
             l1: $l1,
             topk: $topk,
-            steps: $cfg.steps,
-            batch: $cfg.batch,
-            lr: $cfg.lr,
-            weight_decay: $cfg.weight_decay,
-            seed: $cfg.seed,
-            eval_batches: 8,
-            log_every: $log_every,
+            // init_mlp draws Xavier-normal weights per instance.
+            training: lab_recipe!($cfg, $crate::toy::Init::Xavier).training($log_every),
         }
     }};
 }

@@ -111,11 +111,7 @@ fn is_pentagon(s: &str) -> bool {
     s.ends_with("pentagon")
 }
 
-pub fn run(
-    engine: &Engine,
-    cfg: &Config,
-    log: &mut dyn FnMut(&crate::toy::Progress),
-) -> Result<PerturbResult> {
+pub fn run(engine: &Engine, cfg: &Config, log: crate::toy::Log<'_>) -> Result<PerturbResult> {
     let mut perturbed = cfg.perturbed.clone();
     perturbed.sort_by(f32::total_cmp);
     let r = cfg.restarts;

@@ -12,7 +12,7 @@ use std::path::Path;
 use crate::Result;
 use crate::gpu::Engine;
 use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
-use crate::toy::Progress;
+use crate::toy::Log;
 use crate::toy::mlp::{MlpConfig, init_mlp, train_mlp};
 use crate::toy::plots::density_label;
 
@@ -199,11 +199,11 @@ pub fn rule_text(signed: bool) -> String {
 pub(super) fn train_instances<T>(
     engine: &Engine,
     mc: &MlpConfig,
-    log: &mut dyn FnMut(&Progress),
+    log: Log<'_>,
     each: impl Fn(usize, &[f32], f64) -> T,
 ) -> Result<(Vec<T>, f64)> {
     let (shape, p) = (mc.shape(), mc.shape().params());
-    let t = train_mlp(engine, mc, init_mlp(shape, mc.spec, mc.seed), log)?;
+    let t = train_mlp(engine, mc, init_mlp(shape, mc.spec, mc.training.seed), log)?;
     let out = (0..mc.instances())
         .map(|inst| {
             each(
@@ -225,7 +225,7 @@ impl DensitySweep {
         spec: MlpSpec,
         engine: &Engine,
         log_every: u64,
-        log: &mut dyn FnMut(&Progress),
+        log: Log<'_>,
         each: impl Fn(MlpShape, f32, &[f32], f64) -> I,
     ) -> Result<DensitySweepResult<I>> {
         let cfg = self;
@@ -249,7 +249,7 @@ pub fn run(
     engine: &Engine,
     cfg: &DensitySweep,
     log_every: u64,
-    log: &mut dyn FnMut(&Progress),
+    log: Log<'_>,
 ) -> Result<PrivilegedResult> {
     cfg.run(
         "privileged",
