@@ -124,8 +124,8 @@ fn train_all(
             },
             features_per_dim: frob / cfg.m as f64,
             features_represented: s.features_represented,
-            monosemantic_neurons: s.monosemantic_neurons,
-            polysemantic_neurons: s.polysemantic_neurons,
+            monosemantic_neurons: s.counts.monosemantic_neurons,
+            polysemantic_neurons: s.counts.polysemantic_neurons,
         }
     })
 }
