@@ -84,7 +84,11 @@ pub mod privileged;
 
 pub use crate::toy::Recipe;
 
-use crate::toy::args::{ToyArgs, check_common, check_densities, lab_flags};
+use crate::gpu::Engine;
+use crate::toy::args::{
+    ToyArgs, check_common, check_densities, lab_flags, open_engine, progress_line,
+};
+use crate::toy::{Progress, Trained};
 use crate::{Error, Result};
 
 /// Refuse flags the experiment `name` does not read (`allowed`: the optional flags it
@@ -146,6 +150,54 @@ pub fn density_range(a: &ToyArgs, default: (f64, f64, usize)) -> Result<Vec<f32>
     let (lo, hi, k) = crate::toy::args::density_bounds(a, default)?;
     Ok(crate::toy::log_space(lo, hi, k))
 }
+
+/// What the results of the ReLU output model's experiments start with (flat in
+/// results.json): the configuration, the engine and the wall time of the training steps.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Run<C> {
+    pub config: C,
+    pub engine: String,
+    pub train_seconds: f64,
+}
+
+impl<C: Clone> Run<C> {
+    /// `config` trained on `engine` as `trained`.
+    pub fn new(config: &C, engine: &Engine, trained: &Trained) -> Self {
+        Run {
+            config: config.clone(),
+            engine: engine.name(),
+            train_seconds: trained.seconds,
+        }
+    }
+}
+
+impl<C> Run<C> {
+    /// "S s training on the ENGINE", for the printed summary.
+    pub fn trained(&self) -> String {
+        format!(
+            "{:.1} s training on the {}",
+            self.train_seconds, self.engine
+        )
+    }
+}
+
+/// The start of the `main` of experiment `what` ("toy NAME"): refuse a model of `shape`
+/// (instances, n, m, batch) that would not fit (`more`: what to lower, as
+/// `check_toy_memory` says), open the engine; returns it and the progress line to train
+/// with.
+pub fn start(
+    a: &ToyArgs,
+    what: &'static str,
+    shape: [usize; 4],
+    more: &str,
+) -> Result<(Engine, impl FnMut(&Progress) + use<>)> {
+    crate::toy::args::check_toy_memory(what, shape, more)?;
+    Ok((open_engine(a)?, progress_line(what)))
+}
+
+/// What the experiments that sweep the densities of an n -> m model tell to lower when it
+/// would not fit.
+pub const SWEEP_SIZE: &str = "--features or the densities (--density-range)";
 
 /// Print the files written under `dir`.
 pub fn wrote(dir: &std::path::Path, files: &[&str]) {
