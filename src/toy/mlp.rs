@@ -12,7 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use super::train::{
-    CHUNK_ROWS, GpuSteps, Log, Stepper, Trained, Training, check_positive, row_means, run_steps,
+    CHUNK_ROWS, GpuSteps, Log, Stepper, ToyData, Trained, Training, check_positive, row_means,
+    run_steps,
 };
 use crate::gpu::{Engine, Gpu, GpuTensor};
 use crate::reference::toy::FeatureSets;
@@ -22,13 +23,10 @@ use crate::{Error, Result, kernels, reference};
 /// What to train: `instances` two-layer models of n features and m neurons.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct MlpConfig {
-    pub n: usize,
-    pub m: usize,
+    /// n, m (neurons), densities and importances (flat when serialized).
+    #[serde(flatten)]
+    pub data: ToyData,
     pub spec: MlpSpec,
-    /// Probability that a feature is present, one per instance.
-    pub density: Vec<f32>,
-    /// Loss weight I_i, (instances, n) row-major.
-    pub importance: Vec<f32>,
     /// L1 penalty on the hidden activations, one per instance.
     pub l1: Vec<f32>,
     /// k of a top-k hidden layer, one per instance (unused by other activations).
@@ -40,15 +38,15 @@ pub struct MlpConfig {
 
 impl MlpConfig {
     pub fn instances(&self) -> usize {
-        self.density.len()
+        self.data.instances()
     }
 
     pub fn shape(&self) -> MlpShape {
         MlpShape {
             instances: self.instances(),
             rows: self.training.batch,
-            n: self.n,
-            m: self.m,
+            n: self.data.n,
+            m: self.data.m,
         }
     }
 
@@ -56,10 +54,11 @@ impl MlpConfig {
         let s = self.shape();
         check_positive(s.instances, s.n, ("neurons", s.m), s.rows)?;
         let e = s.instances;
-        if self.importance.len() != e * s.n || self.l1.len() != e || self.topk.len() != e {
+        let importance = &self.data.importance;
+        if importance.len() != e * s.n || self.l1.len() != e || self.topk.len() != e {
             return Err(Error::Internal(format!(
                 "toy model: {} importances, {} l1, {} topk for {e} instances of {} features",
-                self.importance.len(),
+                importance.len(),
                 self.l1.len(),
                 self.topk.len(),
                 s.n
@@ -213,14 +212,14 @@ impl CpuMlp {
 
     fn forward(&mut self, t: u64, l1: &[f32]) {
         let (s, c) = (self.shape, &self.cfg);
-        let seed = c.training.seed;
-        reference::toy_mlp::mlp_data(s, c.spec.signed, seed, t as u32, &c.density, &mut self.x);
+        let (seed, density) = (c.training.seed, &c.data.density);
+        reference::toy_mlp::mlp_data(s, c.spec.signed, seed, t as u32, density, &mut self.x);
         reference::toy_mlp::mlp_forward(
             s,
             c.spec,
             &self.x,
             &self.prm,
-            &c.importance,
+            &c.data.importance,
             l1,
             &c.topk,
             &mut self.h,
@@ -312,8 +311,8 @@ impl GpuMlp {
         let run = GpuSteps::new(gpu, "mlp")?;
         let g = &run.gpu;
         Ok(GpuMlp {
-            density: g.upload("mlp density", &[e], &cfg.density)?,
-            importance: g.upload("mlp importance", &[e, n], &cfg.importance)?,
+            density: g.upload("mlp density", &[e], &cfg.data.density)?,
+            importance: g.upload("mlp importance", &[e, n], &cfg.data.importance)?,
             l1: g.upload("mlp l1", &[e], &cfg.l1)?,
             l1_zero: g.zeros("mlp l1 (eval)", &[e])?,
             topk: g.upload_u32("mlp topk", &[e], &cfg.topk)?,

@@ -33,8 +33,8 @@ use args::ToyArgs;
 
 pub use geometry::{Geometry, geometry};
 pub use train::{
-    Init, Log, Params, Progress, TrainConfig, TrainOptions, Trained, Training, init_params, train,
-    train_with,
+    Init, Log, Params, Progress, ToyData, TrainConfig, TrainOptions, Trained, Training,
+    init_params, train, train_with,
 };
 
 /// One run of the ReLU (or linear) model at several densities: the paper's sweeps.
@@ -154,11 +154,13 @@ impl Recipe {
         log_every: u64,
     ) -> TrainConfig {
         TrainConfig {
-            n,
-            m,
+            data: ToyData {
+                n,
+                m,
+                density,
+                importance,
+            },
             relu: true,
-            importance,
-            density,
             training: self.training(log_every),
         }
     }
@@ -264,7 +266,7 @@ pub fn run_sweep(
             InstanceResult {
                 density: cfg.density[e],
                 inverse_density: 1.0 / cfg.density[e] as f64,
-                importance: tc.importance[e * n..(e + 1) * n].to_vec(),
+                importance: tc.data.importance[e * n..(e + 1) * n].to_vec(),
                 dstar: geo.dstar,
                 represented: geo.represented(),
                 norms: geo.norms,

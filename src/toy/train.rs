@@ -29,17 +29,32 @@ pub const EPS: f32 = 1e-8;
 /// What to train: `instances` models of n features and m hidden dimensions.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TrainConfig {
-    pub n: usize,
-    pub m: usize,
+    /// n, m, densities and importances (flat when serialized).
+    #[serde(flatten)]
+    pub data: ToyData,
     /// ReLU output model (true) or linear model (false).
     pub relu: bool,
+    /// Steps, batch, AdamW, seed, final loss and logging (flat when serialized).
+    #[serde(flatten)]
+    pub training: Training,
+}
+
+/// The instances a toy model (this one or [`super::mlp`]'s) trains at once: each maps n
+/// features through m hidden dimensions (neurons for the MLP) and back.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ToyData {
+    pub n: usize,
+    pub m: usize,
     /// Probability 1 - S that a feature is present, one per instance.
     pub density: Vec<f32>,
     /// Loss weight I_i, (instances, n) row-major.
     pub importance: Vec<f32>,
-    /// Steps, batch, AdamW, seed, final loss and logging (flat when serialized).
-    #[serde(flatten)]
-    pub training: Training,
+}
+
+impl ToyData {
+    pub fn instances(&self) -> usize {
+        self.density.len()
+    }
 }
 
 /// How a toy model (this one or [`super::mlp`]'s) is trained, every instance alike: `steps`
@@ -66,15 +81,15 @@ impl Training {
 
 impl TrainConfig {
     pub fn instances(&self) -> usize {
-        self.density.len()
+        self.data.instances()
     }
 
     pub fn shape(&self) -> ToyShape {
         ToyShape {
             instances: self.instances(),
             rows: self.training.batch,
-            n: self.n,
-            m: self.m,
+            n: self.data.n,
+            m: self.data.m,
         }
     }
 
@@ -88,10 +103,11 @@ impl TrainConfig {
                 kernels::toy::MAX_HIDDEN
             )));
         }
-        if self.importance.len() != s.instances * s.n {
+        let importance = &self.data.importance;
+        if importance.len() != s.instances * s.n {
             return Err(Error::Internal(format!(
                 "toy model: {} importances for {} instances of {} features",
-                self.importance.len(),
+                importance.len(),
                 s.instances,
                 s.n
             )));
@@ -271,7 +287,7 @@ pub struct TrainOptions {
 impl TrainOptions {
     /// The (instances, n) density `toy_data` reads.
     fn density(&self, cfg: &TrainConfig) -> Result<Vec<f32>> {
-        let n = cfg.n;
+        let n = cfg.data.n;
         match &self.feature_density {
             Some(d) if d.len() == cfg.instances() * n => Ok(d.clone()),
             Some(d) => Err(Error::Internal(format!(
@@ -280,6 +296,7 @@ impl TrainOptions {
                 cfg.instances()
             ))),
             None => Ok(cfg
+                .data
                 .density
                 .iter()
                 .flat_map(|&d| std::iter::repeat_n(d, n))
@@ -384,7 +401,7 @@ impl CpuToy {
             &self.x,
             &self.p.w,
             &self.p.b,
-            &self.cfg.importance,
+            &self.cfg.data.importance,
             &mut self.h,
             &mut self.g,
             &mut self.dh,
@@ -562,7 +579,7 @@ impl GpuToy {
         let g = &run.gpu;
         Ok(GpuToy {
             density: g.upload("toy density", &[e, n], density)?,
-            importance: g.upload("toy importance", &[e, n], &cfg.importance)?,
+            importance: g.upload("toy importance", &[e, n], &cfg.data.importance)?,
             w: g.upload("toy w", &[e, n, m], &p.w)?,
             b: g.upload("toy b", &[e, n], &p.b)?,
             mw: g.zeros("toy m(w)", &[e, n, m])?,

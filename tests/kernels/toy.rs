@@ -10,7 +10,9 @@ use saeforge::gpu::{Engine, Gpu};
 use saeforge::kernels::toy as k;
 use saeforge::reference::toy as r;
 use saeforge::reference::toy::{FeatureSets, SetMode, ToyShape};
-use saeforge::toy::train::{Init, TrainConfig, TrainOptions, Training, init_params, train_with};
+use saeforge::toy::train::{
+    Init, ToyData, TrainConfig, TrainOptions, Training, init_params, train_with,
+};
 
 use crate::common::{
     self, assert_close, fail, gpu_test, poisoned, randn, read, tolerance, uniform, up,
@@ -253,13 +255,15 @@ fn train_case(
     let gpu: Arc<Gpu> = common::gpu().map_err(fail)?;
     let density = densities(rng, s.instances);
     let cfg = TrainConfig {
-        n: s.n,
-        m: s.m,
+        data: ToyData {
+            n: s.n,
+            m: s.m,
+            importance: (0..s.instances)
+                .flat_map(|_| (0..s.n).map(|i| 0.9f32.powi(i as i32)))
+                .collect(),
+            density,
+        },
         relu,
-        importance: (0..s.instances)
-            .flat_map(|_| (0..s.n).map(|i| 0.9f32.powi(i as i32)))
-            .collect(),
-        density,
         training: Training {
             steps,
             batch: s.rows,

@@ -13,7 +13,7 @@ use saeforge::kernels::toy_mlp as k;
 use saeforge::reference::toy as rt;
 use saeforge::reference::toy_mlp::{self as r, HiddenAct, MlpShape, MlpSpec};
 use saeforge::toy::mlp::{MlpConfig, init_mlp, train_mlp};
-use saeforge::toy::train::Training;
+use saeforge::toy::train::{ToyData, Training};
 
 use crate::common::{
     self, assert_close, cpu_test, fail, gpu_test, poisoned, randn, read, tolerance, uniform, up,
@@ -390,13 +390,15 @@ fn train_case(rng: &mut ChaCha8Rng, s: MlpShape, spec: MlpSpec, steps: u64) -> R
     let gpu: Arc<Gpu> = common::gpu().map_err(fail)?;
     let (l1, topk) = hyper(rng, s);
     let cfg = MlpConfig {
-        n: s.n,
-        m: s.m,
+        data: ToyData {
+            n: s.n,
+            m: s.m,
+            importance: (0..s.instances)
+                .flat_map(|_| (0..s.n).map(|i| 0.9f32.powi(i as i32)))
+                .collect(),
+            density: densities(rng, s.instances),
+        },
         spec,
-        importance: (0..s.instances)
-            .flat_map(|_| (0..s.n).map(|i| 0.9f32.powi(i as i32)))
-            .collect(),
-        density: densities(rng, s.instances),
         l1,
         topk,
         training: Training {

@@ -57,11 +57,13 @@ macro_rules! mlp_config {
         let density: Vec<f32> = $density;
         let e = density.len();
         $crate::toy::mlp::MlpConfig {
-            n: $cfg.n,
-            m: $cfg.m,
+            data: $crate::toy::ToyData {
+                n: $cfg.n,
+                m: $cfg.m,
+                importance: super::privileged::importances($cfg.n, $cfg.importance_decay, e),
+                density,
+            },
             spec: $spec,
-            importance: super::privileged::importances($cfg.n, $cfg.importance_decay, e),
-            density,
             l1: $l1,
             topk: $topk,
             // init_mlp draws Xavier-normal weights per instance.
