@@ -322,7 +322,7 @@ pub fn train_with(
     let density = opts.density(cfg)?;
     let mut stepper: Box<dyn Stepper<Params>> = match engine {
         Engine::Gpu(gpu) => Box::new(GpuToy::new(gpu.clone(), cfg, opts.sets, &density, init)?),
-        Engine::Cpu => Box::new(CpuToy::new(cfg, opts.sets, density, init)),
+        Engine::Cpu => Box::new(CpuToy::new(cfg, opts.sets, density, init)?),
     };
     let (e, every) = (cfg.instances(), opts.snapshot_every);
     run_steps(stepper.as_mut(), &cfg.training, e, every, log)
@@ -337,52 +337,77 @@ struct CpuToy {
     shape: ToyShape,
     chunks: usize,
     p: Params,
-    mw: Vec<f32>,
-    vw: Vec<f32>,
-    mb: Vec<f32>,
-    vb: Vec<f32>,
-    x: Vec<f32>,
-    h: Vec<f32>,
-    g: Vec<f32>,
-    dh: Vec<f32>,
-    loss: Vec<f32>,
-    pw: Vec<f32>,
-    pb: Vec<f32>,
-    dw: Vec<f32>,
-    db: Vec<f32>,
+    buf: Buffers<Vec<f32>>,
 }
 
-impl CpuToy {
-    fn new(cfg: &TrainConfig, sets: FeatureSets, density: Vec<f32>, p: Params) -> Self {
-        let s = cfg.shape();
+/// Both engines' buffers besides the parameters, `T` a host vector or a GPU tensor: AdamW's
+/// moments, the batch x, h, g = dL/dx', dh, the row losses, the gradient partials per chunk
+/// of rows and their sums.
+struct Buffers<T> {
+    mw: T,
+    vw: T,
+    mb: T,
+    vb: T,
+    x: T,
+    h: T,
+    g: T,
+    dh: T,
+    loss: T,
+    pw: T,
+    pb: T,
+    dw: T,
+    db: T,
+}
+
+impl<T> Buffers<T> {
+    /// Each buffer from `zeros(label, dims)`, zero-filled.
+    fn new(
+        s: ToyShape,
+        chunks: usize,
+        mut zeros: impl FnMut(&str, &[usize]) -> Result<T>,
+    ) -> Result<Self> {
         let ToyShape {
             instances: e,
             rows,
             n,
             m,
         } = s;
+        Ok(Buffers {
+            mw: zeros("m(w)", &[e, n, m])?,
+            vw: zeros("v(w)", &[e, n, m])?,
+            mb: zeros("m(b)", &[e, n])?,
+            vb: zeros("v(b)", &[e, n])?,
+            x: zeros("x", &[e, rows, n])?,
+            h: zeros("h", &[e, rows, m])?,
+            g: zeros("g", &[e, rows, n])?,
+            dh: zeros("dh", &[e, rows, m])?,
+            loss: zeros("loss", &[e, rows])?,
+            pw: zeros("dw partials", &[e, chunks, n, m])?,
+            pb: zeros("db partials", &[e, chunks, n])?,
+            dw: zeros("dw", &[e, n, m])?,
+            db: zeros("db", &[e, n])?,
+        })
+    }
+}
+
+/// A zero-filled host buffer of `dims`.
+pub(super) fn host_zeros(_label: &str, dims: &[usize]) -> Result<Vec<f32>> {
+    Ok(vec![0.0; dims.iter().product()])
+}
+
+impl CpuToy {
+    fn new(cfg: &TrainConfig, sets: FeatureSets, density: Vec<f32>, p: Params) -> Result<Self> {
+        let s = cfg.shape();
         let chunks = s.chunks(CHUNK_ROWS);
-        CpuToy {
+        Ok(CpuToy {
             cfg: cfg.clone(),
             sets,
             density,
             shape: s,
             chunks,
             p,
-            mw: vec![0.0; e * n * m],
-            vw: vec![0.0; e * n * m],
-            mb: vec![0.0; e * n],
-            vb: vec![0.0; e * n],
-            x: vec![0.0; e * rows * n],
-            h: vec![0.0; e * rows * m],
-            g: vec![0.0; e * rows * n],
-            dh: vec![0.0; e * rows * m],
-            loss: vec![0.0; e * rows],
-            pw: vec![0.0; e * chunks * n * m],
-            pb: vec![0.0; e * chunks * n],
-            dw: vec![0.0; e * n * m],
-            db: vec![0.0; e * n],
-        }
+            buf: Buffers::new(s, chunks, host_zeros)?,
+        })
     }
 
     fn forward(&mut self, t: u64) {
@@ -393,19 +418,19 @@ impl CpuToy {
             t as u32,
             self.sets,
             &self.density,
-            &mut self.x,
+            &mut self.buf.x,
         );
         reference::toy::toy_forward(
             s,
             self.cfg.relu,
-            &self.x,
+            &self.buf.x,
             &self.p.w,
             &self.p.b,
             &self.cfg.data.importance,
-            &mut self.h,
-            &mut self.g,
-            &mut self.dh,
-            &mut self.loss,
+            &mut self.buf.h,
+            &mut self.buf.g,
+            &mut self.buf.dh,
+            &mut self.buf.loss,
         );
     }
 }
@@ -420,30 +445,30 @@ impl Stepper<Params> for CpuToy {
         reference::toy::toy_grad(
             s,
             CHUNK_ROWS,
-            &self.x,
-            &self.g,
-            &self.h,
-            &self.dh,
-            &mut self.pw,
-            &mut self.pb,
+            &self.buf.x,
+            &self.buf.g,
+            &self.buf.h,
+            &self.buf.dh,
+            &mut self.buf.pw,
+            &mut self.buf.pb,
         );
-        reference::toy::toy_sum_chunks(&self.pw, e, self.chunks, n * m, &mut self.dw);
-        reference::toy::toy_sum_chunks(&self.pb, e, self.chunks, n, &mut self.db);
+        reference::toy::toy_sum_chunks(&self.buf.pw, e, self.chunks, n * m, &mut self.buf.dw);
+        reference::toy::toy_sum_chunks(&self.buf.pb, e, self.chunks, n, &mut self.buf.db);
         let h = self.cfg.training.hyper(t);
         let clip = [1.0f32, 0.0];
         reference::optim::adam(
             &mut self.p.w,
-            &self.dw,
-            &mut self.mw,
-            &mut self.vw,
+            &self.buf.dw,
+            &mut self.buf.mw,
+            &mut self.buf.vw,
             &h,
             &clip,
         );
         reference::optim::adam(
             &mut self.p.b,
-            &self.db,
-            &mut self.mb,
-            &mut self.vb,
+            &self.buf.db,
+            &mut self.buf.mb,
+            &mut self.buf.vb,
             &h,
             &clip,
         );
@@ -456,7 +481,7 @@ impl Stepper<Params> for CpuToy {
     }
 
     fn batch_loss(&mut self) -> Result<Vec<f64>> {
-        Ok(row_means(&self.loss, self.shape.rows))
+        Ok(row_means(&self.buf.loss, self.shape.rows))
     }
 
     fn params(&mut self) -> Result<Params> {
@@ -544,19 +569,7 @@ struct GpuToy {
     importance: GpuTensor,
     w: GpuTensor,
     b: GpuTensor,
-    mw: GpuTensor,
-    vw: GpuTensor,
-    mb: GpuTensor,
-    vb: GpuTensor,
-    x: GpuTensor,
-    h: GpuTensor,
-    g: GpuTensor,
-    dh: GpuTensor,
-    loss: GpuTensor,
-    pw: GpuTensor,
-    pb: GpuTensor,
-    dw: GpuTensor,
-    db: GpuTensor,
+    buf: Buffers<GpuTensor>,
 }
 
 impl GpuToy {
@@ -568,12 +581,7 @@ impl GpuToy {
         p: Params,
     ) -> Result<Self> {
         let s = cfg.shape();
-        let ToyShape {
-            instances: e,
-            rows,
-            n,
-            m,
-        } = s;
+        let (e, n, m) = (s.instances, s.n, s.m);
         let chunks = s.chunks(CHUNK_ROWS);
         let run = GpuSteps::new(gpu, "toy")?;
         let g = &run.gpu;
@@ -582,19 +590,9 @@ impl GpuToy {
             importance: g.upload("toy importance", &[e, n], &cfg.data.importance)?,
             w: g.upload("toy w", &[e, n, m], &p.w)?,
             b: g.upload("toy b", &[e, n], &p.b)?,
-            mw: g.zeros("toy m(w)", &[e, n, m])?,
-            vw: g.zeros("toy v(w)", &[e, n, m])?,
-            mb: g.zeros("toy m(b)", &[e, n])?,
-            vb: g.zeros("toy v(b)", &[e, n])?,
-            x: g.zeros("toy x", &[e, rows, n])?,
-            h: g.zeros("toy h", &[e, rows, m])?,
-            g: g.zeros("toy g", &[e, rows, n])?,
-            dh: g.zeros("toy dh", &[e, rows, m])?,
-            loss: g.zeros("toy loss", &[e, rows])?,
-            pw: g.zeros("toy dw partials", &[e, chunks, n, m])?,
-            pb: g.zeros("toy db partials", &[e, chunks, n])?,
-            dw: g.zeros("toy dw", &[e, n, m])?,
-            db: g.zeros("toy db", &[e, n])?,
+            buf: Buffers::new(s, chunks, |label, dims| {
+                g.zeros(&format!("toy {label}"), dims)
+            })?,
             run,
             cfg: cfg.clone(),
             sets,
@@ -612,21 +610,21 @@ impl GpuToy {
             self.cfg.training.seed,
             &self.run.step_buf,
             &self.density,
-            &self.x,
+            &self.buf.x,
         )?;
         kernels::toy::toy_forward(
             gpu,
             enc,
             s,
             self.cfg.relu,
-            &self.x,
+            &self.buf.x,
             &self.w,
             &self.b,
             &self.importance,
-            &self.h,
-            &self.g,
-            &self.dh,
-            &self.loss,
+            &self.buf.h,
+            &self.buf.g,
+            &self.buf.dh,
+            &self.buf.loss,
         )
     }
 }
@@ -640,14 +638,31 @@ impl Stepper<Params> for GpuToy {
         let mut enc = self.run.begin(t, self.sets, Some(&self.cfg.training));
         self.record_forward(&mut enc)?;
         kernels::toy::toy_grad(
-            gpu, &mut enc, s, CHUNK_ROWS, &self.x, &self.g, &self.h, &self.dh, &self.pw, &self.pb,
+            gpu,
+            &mut enc,
+            s,
+            CHUNK_ROWS,
+            &self.buf.x,
+            &self.buf.g,
+            &self.buf.h,
+            &self.buf.dh,
+            &self.buf.pw,
+            &self.buf.pb,
         )?;
-        kernels::toy::toy_sum_chunks(gpu, &mut enc, &self.pw, e, self.chunks, n * m, &self.dw)?;
-        kernels::toy::toy_sum_chunks(gpu, &mut enc, &self.pb, e, self.chunks, n, &self.db)?;
+        kernels::toy::toy_sum_chunks(
+            gpu,
+            &mut enc,
+            &self.buf.pw,
+            e,
+            self.chunks,
+            n * m,
+            &self.buf.dw,
+        )?;
+        kernels::toy::toy_sum_chunks(gpu, &mut enc, &self.buf.pb, e, self.chunks, n, &self.buf.db)?;
         self.run
-            .adam(&mut enc, &self.w, &self.dw, &self.mw, &self.vw)?;
+            .adam(&mut enc, &self.w, &self.buf.dw, &self.buf.mw, &self.buf.vw)?;
         self.run
-            .adam(&mut enc, &self.b, &self.db, &self.mb, &self.vb)?;
+            .adam(&mut enc, &self.b, &self.buf.db, &self.buf.mb, &self.buf.vb)?;
         self.run.submit_step(enc, t)
     }
 
@@ -659,7 +674,7 @@ impl Stepper<Params> for GpuToy {
     }
 
     fn batch_loss(&mut self) -> Result<Vec<f64>> {
-        self.run.row_means(&self.loss, self.shape.rows)
+        self.run.row_means(&self.buf.loss, self.shape.rows)
     }
 
     fn params(&mut self) -> Result<Params> {
