@@ -455,23 +455,13 @@ impl Stepper<Params> for CpuToy {
         reference::toy::toy_sum_chunks(&self.buf.pw, e, self.chunks, n * m, &mut self.buf.dw);
         reference::toy::toy_sum_chunks(&self.buf.pb, e, self.chunks, n, &mut self.buf.db);
         let h = self.cfg.training.hyper(t);
-        let clip = [1.0f32, 0.0];
-        reference::optim::adam(
-            &mut self.p.w,
-            &self.buf.dw,
-            &mut self.buf.mw,
-            &mut self.buf.vw,
-            &h,
-            &clip,
-        );
-        reference::optim::adam(
-            &mut self.p.b,
-            &self.buf.db,
-            &mut self.buf.mb,
-            &mut self.buf.vb,
-            &h,
-            &clip,
-        );
+        let b = &mut self.buf;
+        for (p, grad, m, v) in [
+            (&mut self.p.w, &b.dw, &mut b.mw, &mut b.vw),
+            (&mut self.p.b, &b.db, &mut b.mb, &mut b.vb),
+        ] {
+            reference::optim::adam(p, grad, m, v, &h, &[1.0, 0.0]);
+        }
         Ok(())
     }
 
