@@ -38,7 +38,7 @@ macro_rules! lab_recipe {
 }
 
 /// The `MlpConfig` of an MLP experiment's config `$cfg` (fields n, m, importance_decay and
-/// [`lab_recipe`]'s): one instance per entry of `$density`, each with
+/// `lab_recipe!`'s): one instance per entry of `$density`, each with
 /// I_i = importance_decay^i, penalty `$l1` and top-k `$topk` (without them: no penalty,
 /// all m neurons).
 macro_rules! mlp_config {
