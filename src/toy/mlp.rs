@@ -12,8 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use super::train::{
-    CHUNK_ROWS, GpuSteps, Progress, Schedule, Stepper, Trained, check_positive, hyper, row_means,
-    run_steps,
+    CHUNK_ROWS, GpuSteps, Log, Stepper, ToyData, Trained, Training, check_positive, host_zeros,
+    row_means, run_steps,
 };
 use crate::gpu::{Engine, Gpu, GpuTensor};
 use crate::reference::toy::FeatureSets;
@@ -23,39 +23,30 @@ use crate::{Error, Result, kernels, reference};
 /// What to train: `instances` two-layer models of n features and m neurons.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct MlpConfig {
-    pub n: usize,
-    pub m: usize,
+    /// n, m (neurons), densities and importances (flat when serialized).
+    #[serde(flatten)]
+    pub data: ToyData,
     pub spec: MlpSpec,
-    /// Probability that a feature is present, one per instance.
-    pub density: Vec<f32>,
-    /// Loss weight I_i, (instances, n) row-major.
-    pub importance: Vec<f32>,
     /// L1 penalty on the hidden activations, one per instance.
     pub l1: Vec<f32>,
     /// k of a top-k hidden layer, one per instance (unused by other activations).
     pub topk: Vec<u32>,
-    pub steps: u64,
-    pub batch: usize,
-    pub lr: f32,
-    pub weight_decay: f32,
-    pub seed: u64,
-    /// Batches (never trained on) averaged for the final loss.
-    pub eval_batches: usize,
-    /// Log the batch loss every this many steps (0: never).
-    pub log_every: u64,
+    /// Steps, batch, AdamW, seed, final loss and logging (flat when serialized).
+    #[serde(flatten)]
+    pub training: Training,
 }
 
 impl MlpConfig {
     pub fn instances(&self) -> usize {
-        self.density.len()
+        self.data.instances()
     }
 
     pub fn shape(&self) -> MlpShape {
         MlpShape {
             instances: self.instances(),
-            rows: self.batch,
-            n: self.n,
-            m: self.m,
+            rows: self.training.batch,
+            n: self.data.n,
+            m: self.data.m,
         }
     }
 
@@ -63,10 +54,11 @@ impl MlpConfig {
         let s = self.shape();
         check_positive(s.instances, s.n, ("neurons", s.m), s.rows)?;
         let e = s.instances;
-        if self.importance.len() != e * s.n || self.l1.len() != e || self.topk.len() != e {
+        let importance = &self.data.importance;
+        if importance.len() != e * s.n || self.l1.len() != e || self.topk.len() != e {
             return Err(Error::Internal(format!(
                 "toy model: {} importances, {} l1, {} topk for {e} instances of {} features",
-                self.importance.len(),
+                importance.len(),
                 self.l1.len(),
                 self.topk.len(),
                 s.n
@@ -104,21 +96,14 @@ pub fn train_mlp(
     engine: &Engine,
     cfg: &MlpConfig,
     init: MlpParams,
-    log: &mut dyn FnMut(&Progress),
+    log: Log<'_>,
 ) -> Result<MlpTrained> {
     cfg.check()?;
     let mut stepper: Box<dyn Stepper<MlpParams>> = match engine {
         Engine::Gpu(gpu) => Box::new(GpuMlp::new(gpu.clone(), cfg, init)?),
-        Engine::Cpu => Box::new(CpuMlp::new(cfg, init)),
+        Engine::Cpu => Box::new(CpuMlp::new(cfg, init)?),
     };
-    let schedule = Schedule {
-        steps: cfg.steps,
-        log_every: cfg.log_every,
-        eval_batches: cfg.eval_batches,
-        instances: cfg.instances(),
-        snapshot_every: 0,
-    };
-    run_steps(stepper.as_mut(), &schedule, log)
+    run_steps(stepper.as_mut(), &cfg.training, cfg.instances(), 0, log)
 }
 
 /// The model applied to one input on the host (the twin's forward on one row, then
@@ -187,20 +172,27 @@ struct CpuMlp {
     shape: MlpShape,
     chunks: usize,
     prm: Vec<f32>,
-    mom: Vec<f32>,
-    vel: Vec<f32>,
-    x: Vec<f32>,
-    h: Vec<f32>,
-    g: Vec<f32>,
-    dpre: Vec<f32>,
-    loss: Vec<f32>,
-    part: Vec<f32>,
-    grad: Vec<f32>,
+    buf: MlpBuffers<Vec<f32>>,
 }
 
-impl CpuMlp {
-    fn new(cfg: &MlpConfig, prm: MlpParams) -> Self {
-        let s = cfg.shape();
+/// Both engines' buffers besides the parameters, `T` a host vector or a GPU tensor: AdamW's
+/// moments, the batch x, h, g = dL/dy, the pre-activation gradient, the row losses, the
+/// gradient partials per chunk of rows and their sum.
+struct MlpBuffers<T> {
+    mom: T,
+    vel: T,
+    x: T,
+    h: T,
+    g: T,
+    dpre: T,
+    loss: T,
+    part: T,
+    grad: T,
+}
+
+impl<T> MlpBuffers<T> {
+    /// Each buffer from `zeros(label, dims)`, zero-filled.
+    fn new(s: MlpShape, mut zeros: impl FnMut(&str, &[usize]) -> Result<T>) -> Result<Self> {
         let MlpShape {
             instances: e,
             rows,
@@ -208,38 +200,48 @@ impl CpuMlp {
             m,
         } = s;
         let (p, chunks) = (s.params(), s.chunks(CHUNK_ROWS));
-        CpuMlp {
+        Ok(MlpBuffers {
+            mom: zeros("m(prm)", &[e, p])?,
+            vel: zeros("v(prm)", &[e, p])?,
+            x: zeros("x", &[e, rows, n])?,
+            h: zeros("h", &[e, rows, m])?,
+            g: zeros("g", &[e, rows, n])?,
+            dpre: zeros("dpre", &[e, rows, m])?,
+            loss: zeros("loss", &[e, rows])?,
+            part: zeros("partials", &[e, chunks, p])?,
+            grad: zeros("grad", &[e, p])?,
+        })
+    }
+}
+
+impl CpuMlp {
+    fn new(cfg: &MlpConfig, prm: MlpParams) -> Result<Self> {
+        let s = cfg.shape();
+        Ok(CpuMlp {
             cfg: cfg.clone(),
             shape: s,
-            chunks,
+            chunks: s.chunks(CHUNK_ROWS),
             prm,
-            mom: vec![0.0; e * p],
-            vel: vec![0.0; e * p],
-            x: vec![0.0; e * rows * n],
-            h: vec![0.0; e * rows * m],
-            g: vec![0.0; e * rows * n],
-            dpre: vec![0.0; e * rows * m],
-            loss: vec![0.0; e * rows],
-            part: vec![0.0; e * chunks * p],
-            grad: vec![0.0; e * p],
-        }
+            buf: MlpBuffers::new(s, host_zeros)?,
+        })
     }
 
     fn forward(&mut self, t: u64, l1: &[f32]) {
         let (s, c) = (self.shape, &self.cfg);
-        reference::toy_mlp::mlp_data(s, c.spec.signed, c.seed, t as u32, &c.density, &mut self.x);
+        let (seed, density) = (c.training.seed, &c.data.density);
+        reference::toy_mlp::mlp_data(s, c.spec.signed, seed, t as u32, density, &mut self.buf.x);
         reference::toy_mlp::mlp_forward(
             s,
             c.spec,
-            &self.x,
+            &self.buf.x,
             &self.prm,
-            &c.importance,
+            &c.data.importance,
             l1,
             &c.topk,
-            &mut self.h,
-            &mut self.g,
-            &mut self.dpre,
-            &mut self.loss,
+            &mut self.buf.h,
+            &mut self.buf.g,
+            &mut self.buf.dpre,
+            &mut self.buf.loss,
         );
     }
 }
@@ -253,20 +255,26 @@ impl Stepper<MlpParams> for CpuMlp {
             s,
             self.cfg.spec,
             CHUNK_ROWS,
-            &self.x,
-            &self.g,
-            &self.h,
-            &self.dpre,
-            &mut self.part,
+            &self.buf.x,
+            &self.buf.g,
+            &self.buf.h,
+            &self.buf.dpre,
+            &mut self.buf.part,
         );
         let p = s.params();
-        reference::toy::toy_sum_chunks(&self.part, s.instances, self.chunks, p, &mut self.grad);
-        let h = hyper(self.cfg.lr, self.cfg.weight_decay, t);
+        reference::toy::toy_sum_chunks(
+            &self.buf.part,
+            s.instances,
+            self.chunks,
+            p,
+            &mut self.buf.grad,
+        );
+        let h = self.cfg.training.hyper(t);
         reference::optim::adam(
             &mut self.prm,
-            &self.grad,
-            &mut self.mom,
-            &mut self.vel,
+            &self.buf.grad,
+            &mut self.buf.mom,
+            &mut self.buf.vel,
             &h,
             &[1.0, 0.0],
         );
@@ -280,7 +288,7 @@ impl Stepper<MlpParams> for CpuMlp {
     }
 
     fn batch_loss(&mut self) -> Result<Vec<f64>> {
-        Ok(row_means(&self.loss, self.shape.rows))
+        Ok(row_means(&self.buf.loss, self.shape.rows))
     }
 
     fn params(&mut self) -> Result<MlpParams> {
@@ -301,81 +309,59 @@ struct GpuMlp {
     l1_zero: GpuTensor,
     topk: GpuTensor,
     prm: GpuTensor,
-    mom: GpuTensor,
-    vel: GpuTensor,
-    x: GpuTensor,
-    h: GpuTensor,
-    g: GpuTensor,
-    dpre: GpuTensor,
-    loss: GpuTensor,
-    part: GpuTensor,
-    grad: GpuTensor,
+    buf: MlpBuffers<GpuTensor>,
 }
 
 impl GpuMlp {
     fn new(gpu: Arc<Gpu>, cfg: &MlpConfig, prm: MlpParams) -> Result<Self> {
         let s = cfg.shape();
-        let MlpShape {
-            instances: e,
-            rows,
-            n,
-            m,
-        } = s;
-        let (p, chunks) = (s.params(), s.chunks(CHUNK_ROWS));
+        let (e, n, p) = (s.instances, s.n, s.params());
         let run = GpuSteps::new(gpu, "mlp")?;
         let g = &run.gpu;
         Ok(GpuMlp {
-            density: g.upload("mlp density", &[e], &cfg.density)?,
-            importance: g.upload("mlp importance", &[e, n], &cfg.importance)?,
+            density: g.upload("mlp density", &[e], &cfg.data.density)?,
+            importance: g.upload("mlp importance", &[e, n], &cfg.data.importance)?,
             l1: g.upload("mlp l1", &[e], &cfg.l1)?,
             l1_zero: g.zeros("mlp l1 (eval)", &[e])?,
             topk: g.upload_u32("mlp topk", &[e], &cfg.topk)?,
             prm: g.upload("mlp prm", &[e, p], &prm)?,
-            mom: g.zeros("mlp m(prm)", &[e, p])?,
-            vel: g.zeros("mlp v(prm)", &[e, p])?,
-            x: g.zeros("mlp x", &[e, rows, n])?,
-            h: g.zeros("mlp h", &[e, rows, m])?,
-            g: g.zeros("mlp g", &[e, rows, n])?,
-            dpre: g.zeros("mlp dpre", &[e, rows, m])?,
-            loss: g.zeros("mlp loss", &[e, rows])?,
-            part: g.zeros("mlp partials", &[e, chunks, p])?,
-            grad: g.zeros("mlp grad", &[e, p])?,
+            buf: MlpBuffers::new(s, |label, dims| g.zeros(&format!("mlp {label}"), dims))?,
             run,
             cfg: cfg.clone(),
             shape: s,
-            chunks,
+            chunks: s.chunks(CHUNK_ROWS),
         })
     }
 
     /// Record data step `t` (queued) and the forward pass, with the L1 term for training.
     fn begin(&self, t: u64, train: bool) -> Result<wgpu::CommandEncoder> {
         let (gpu, s, c) = (&*self.run.gpu, self.shape, &self.cfg);
-        let adamw = train.then_some((c.lr, c.weight_decay));
+        let adamw = train.then_some(&c.training);
         let mut enc = self.run.begin(t, FeatureSets::default(), adamw);
         kernels::toy_mlp::mlp_data(
             gpu,
             &mut enc,
             s,
             c.spec.signed,
-            c.seed,
+            c.training.seed,
             &self.run.step_buf,
             &self.density,
-            &self.x,
+            &self.buf.x,
         )?;
         kernels::toy_mlp::mlp_forward(
             gpu,
             &mut enc,
             s,
             c.spec,
-            &self.x,
+            &self.buf.x,
             &self.prm,
             &self.importance,
             if train { &self.l1 } else { &self.l1_zero },
             &self.topk,
-            &self.h,
-            &self.g,
-            &self.dpre,
-            &self.loss,
+            &self.buf.h,
+            &self.buf.g,
+            &self.buf.dpre,
+            &self.buf.loss,
         )?;
         Ok(enc)
     }
@@ -391,24 +377,29 @@ impl Stepper<MlpParams> for GpuMlp {
             s,
             self.cfg.spec,
             CHUNK_ROWS,
-            &self.x,
-            &self.g,
-            &self.h,
-            &self.dpre,
-            &self.part,
+            &self.buf.x,
+            &self.buf.g,
+            &self.buf.h,
+            &self.buf.dpre,
+            &self.buf.part,
         )?;
         let p = s.params();
         kernels::toy::toy_sum_chunks(
             gpu,
             &mut enc,
-            &self.part,
+            &self.buf.part,
             s.instances,
             self.chunks,
             p,
-            &self.grad,
+            &self.buf.grad,
         )?;
-        self.run
-            .adam(&mut enc, &self.prm, &self.grad, &self.mom, &self.vel)?;
+        self.run.adam(
+            &mut enc,
+            &self.prm,
+            &self.buf.grad,
+            &self.buf.mom,
+            &self.buf.vel,
+        )?;
         self.run.submit_step(enc, t)
     }
 
@@ -419,7 +410,7 @@ impl Stepper<MlpParams> for GpuMlp {
     }
 
     fn batch_loss(&mut self) -> Result<Vec<f64>> {
-        self.run.row_means(&self.loss, self.shape.rows)
+        self.run.row_means(&self.buf.loss, self.shape.rows)
     }
 
     fn params(&mut self) -> Result<MlpParams> {

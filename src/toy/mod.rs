@@ -33,7 +33,8 @@ use args::ToyArgs;
 
 pub use geometry::{Geometry, geometry};
 pub use train::{
-    Init, Params, Progress, TrainConfig, TrainOptions, Trained, init_params, train, train_with,
+    Init, Log, Params, Progress, ToyData, TrainConfig, TrainOptions, Trained, Training,
+    init_params, train, train_with,
 };
 
 /// One run of the ReLU (or linear) model at several densities: the paper's sweeps.
@@ -153,11 +154,20 @@ impl Recipe {
         log_every: u64,
     ) -> TrainConfig {
         TrainConfig {
-            n,
-            m,
+            data: ToyData {
+                n,
+                m,
+                density,
+                importance,
+            },
             relu: true,
-            importance,
-            density,
+            training: self.training(log_every),
+        }
+    }
+
+    /// This recipe's [`Training`], logging every `log_every` steps.
+    pub fn training(&self, log_every: u64) -> Training {
+        Training {
             steps: self.steps,
             batch: self.batch,
             lr: self.lr,
@@ -174,7 +184,7 @@ impl Recipe {
         engine: &Engine,
         tc: &TrainConfig,
         opts: &TrainOptions,
-        log: &mut dyn FnMut(&Progress),
+        log: Log<'_>,
     ) -> Result<Trained> {
         let init = init_params(tc.shape(), self.init, self.seed);
         train_with(engine, tc, opts, init, log)
@@ -241,7 +251,7 @@ pub fn run_sweep(
     engine: &Engine,
     cfg: &SweepConfig,
     log_every: u64,
-    log: &mut dyn FnMut(&Progress),
+    log: Log<'_>,
 ) -> Result<SweepResult> {
     let tc = cfg.train_config(log_every);
     let shape = tc.shape();
@@ -256,7 +266,7 @@ pub fn run_sweep(
             InstanceResult {
                 density: cfg.density[e],
                 inverse_density: 1.0 / cfg.density[e] as f64,
-                importance: tc.importance[e * n..(e + 1) * n].to_vec(),
+                importance: tc.data.importance[e * n..(e + 1) * n].to_vec(),
                 dstar: geo.dstar,
                 represented: geo.represented(),
                 norms: geo.norms,

@@ -11,7 +11,7 @@ use crate::Result;
 use crate::gpu::Engine;
 
 use super::geometry::REPRESENTED;
-use super::train::{Progress, TrainConfig, TrainOptions};
+use super::train::{Log, TrainConfig, TrainOptions};
 use super::{Recipe, log_space};
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -115,7 +115,7 @@ pub fn run_phase(
     engine: &Engine,
     cfg: &PhaseConfig,
     log_every: u64,
-    log: &mut dyn FnMut(&Progress),
+    log: Log<'_>,
 ) -> Result<PhaseResult> {
     let mut imps = log_space(cfg.importance_lo, cfg.importance_hi, cfg.importance_points);
     imps.reverse();

@@ -29,14 +29,38 @@ pub const EPS: f32 = 1e-8;
 /// What to train: `instances` models of n features and m hidden dimensions.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TrainConfig {
-    pub n: usize,
-    pub m: usize,
+    /// n, m, densities and importances (flat when serialized).
+    #[serde(flatten)]
+    pub data: ToyData,
     /// ReLU output model (true) or linear model (false).
     pub relu: bool,
+    /// Steps, batch, AdamW, seed, final loss and logging (flat when serialized).
+    #[serde(flatten)]
+    pub training: Training,
+}
+
+/// The instances a toy model (this one or [`super::mlp`]'s) trains at once: each maps n
+/// features through m hidden dimensions (neurons for the MLP) and back.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ToyData {
+    pub n: usize,
+    pub m: usize,
     /// Probability 1 - S that a feature is present, one per instance.
     pub density: Vec<f32>,
     /// Loss weight I_i, (instances, n) row-major.
     pub importance: Vec<f32>,
+}
+
+impl ToyData {
+    pub fn instances(&self) -> usize {
+        self.density.len()
+    }
+}
+
+/// How a toy model (this one or [`super::mlp`]'s) is trained, every instance alike: `steps`
+/// AdamW steps on batches of `batch` rows hashed from `seed`, then the final loss.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Training {
     pub steps: u64,
     pub batch: usize,
     pub lr: f32,
@@ -48,17 +72,24 @@ pub struct TrainConfig {
     pub log_every: u64,
 }
 
+impl Training {
+    /// The AdamW hyperparameters of step `t` (0-based).
+    pub(super) fn hyper(&self, t: u64) -> AdamHyper {
+        AdamHyper::at_step(self.lr, BETA1, BETA2, EPS, self.weight_decay, t + 1)
+    }
+}
+
 impl TrainConfig {
     pub fn instances(&self) -> usize {
-        self.density.len()
+        self.data.instances()
     }
 
     pub fn shape(&self) -> ToyShape {
         ToyShape {
             instances: self.instances(),
-            rows: self.batch,
-            n: self.n,
-            m: self.m,
+            rows: self.training.batch,
+            n: self.data.n,
+            m: self.data.m,
         }
     }
 
@@ -72,10 +103,11 @@ impl TrainConfig {
                 kernels::toy::MAX_HIDDEN
             )));
         }
-        if self.importance.len() != s.instances * s.n {
+        let importance = &self.data.importance;
+        if importance.len() != s.instances * s.n {
             return Err(Error::Internal(format!(
                 "toy model: {} importances for {} instances of {} features",
-                self.importance.len(),
+                importance.len(),
                 s.instances,
                 s.n
             )));
@@ -156,6 +188,9 @@ pub struct Progress<'a> {
     pub seconds: f64,
 }
 
+/// Where a run reports its [`Progress`].
+pub type Log<'a> = &'a mut dyn FnMut(&Progress);
+
 /// The outcome of a run, parameters `P` (this model's or [`super::mlp`]'s).
 pub struct Trained<P = Params> {
     pub params: P,
@@ -188,28 +223,15 @@ pub(super) fn row_means(loss: &[f32], rows: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The AdamW hyperparameters of step `t` (0-based).
-pub(super) fn hyper(lr: f32, weight_decay: f32, t: u64) -> AdamHyper {
-    AdamHyper::at_step(lr, BETA1, BETA2, EPS, weight_decay, t + 1)
-}
-
-/// The schedule [`run_steps`] follows.
-pub(super) struct Schedule {
-    pub steps: u64,
-    /// Log every this many steps and at the last (0: never).
-    pub log_every: u64,
-    /// Fresh batches, from data step `steps` on, averaged for the final loss.
-    pub eval_batches: usize,
-    pub instances: usize,
-    /// Keep the parameters every this many steps (0: never).
-    pub snapshot_every: u64,
-}
-
-/// Both engines' training loop: the steps (logging and snapshots), then the evaluation.
+/// Both engines' training loop for `instances` instances: the steps (logging at every
+/// `log_every` and the last, parameters kept every `snapshot_every` steps, 0: never), then
+/// the evaluation on `eval_batches` fresh batches from data step `steps` on.
 pub(super) fn run_steps<P>(
     stepper: &mut dyn Stepper<P>,
-    s: &Schedule,
-    log: &mut dyn FnMut(&Progress),
+    s: &Training,
+    instances: usize,
+    snapshot_every: u64,
+    log: Log<'_>,
 ) -> Result<Trained<P>> {
     let mut snapshots = Vec::new();
     let start = Instant::now();
@@ -227,13 +249,13 @@ pub(super) fn run_steps<P>(
             });
             curve.push((done, loss));
         }
-        if s.snapshot_every > 0 && done.is_multiple_of(s.snapshot_every) {
+        if snapshot_every > 0 && done.is_multiple_of(snapshot_every) {
             snapshots.push((done, stepper.params()?));
         }
     }
     let params = stepper.params()?;
     let seconds = start.elapsed().as_secs_f64();
-    let mut final_loss = vec![0.0; s.instances];
+    let mut final_loss = vec![0.0; instances];
     for j in 0..s.eval_batches as u64 {
         stepper.forward_eval(s.steps + j)?;
         for (f, l) in final_loss.iter_mut().zip(stepper.batch_loss()?) {
@@ -265,7 +287,7 @@ pub struct TrainOptions {
 impl TrainOptions {
     /// The (instances, n) density `toy_data` reads.
     fn density(&self, cfg: &TrainConfig) -> Result<Vec<f32>> {
-        let n = cfg.n;
+        let n = cfg.data.n;
         match &self.feature_density {
             Some(d) if d.len() == cfg.instances() * n => Ok(d.clone()),
             Some(d) => Err(Error::Internal(format!(
@@ -274,6 +296,7 @@ impl TrainOptions {
                 cfg.instances()
             ))),
             None => Ok(cfg
+                .data
                 .density
                 .iter()
                 .flat_map(|&d| std::iter::repeat_n(d, n))
@@ -283,12 +306,7 @@ impl TrainOptions {
 }
 
 /// Train `cfg` from `init` on `engine`, calling `log` every `cfg.log_every` steps.
-pub fn train(
-    engine: &Engine,
-    cfg: &TrainConfig,
-    init: Params,
-    log: &mut dyn FnMut(&Progress),
-) -> Result<Trained> {
+pub fn train(engine: &Engine, cfg: &TrainConfig, init: Params, log: Log<'_>) -> Result<Trained> {
     train_with(engine, cfg, &TrainOptions::default(), init, log)
 }
 
@@ -298,22 +316,16 @@ pub fn train_with(
     cfg: &TrainConfig,
     opts: &TrainOptions,
     init: Params,
-    log: &mut dyn FnMut(&Progress),
+    log: Log<'_>,
 ) -> Result<Trained> {
     cfg.check()?;
     let density = opts.density(cfg)?;
     let mut stepper: Box<dyn Stepper<Params>> = match engine {
         Engine::Gpu(gpu) => Box::new(GpuToy::new(gpu.clone(), cfg, opts.sets, &density, init)?),
-        Engine::Cpu => Box::new(CpuToy::new(cfg, opts.sets, density, init)),
+        Engine::Cpu => Box::new(CpuToy::new(cfg, opts.sets, density, init)?),
     };
-    let schedule = Schedule {
-        steps: cfg.steps,
-        log_every: cfg.log_every,
-        eval_batches: cfg.eval_batches,
-        instances: cfg.instances(),
-        snapshot_every: opts.snapshot_every,
-    };
-    run_steps(stepper.as_mut(), &schedule, log)
+    let (e, every) = (cfg.instances(), opts.snapshot_every);
+    run_steps(stepper.as_mut(), &cfg.training, e, every, log)
 }
 
 // ---------------------------------------------------------------- CPU engine
@@ -325,75 +337,100 @@ struct CpuToy {
     shape: ToyShape,
     chunks: usize,
     p: Params,
-    mw: Vec<f32>,
-    vw: Vec<f32>,
-    mb: Vec<f32>,
-    vb: Vec<f32>,
-    x: Vec<f32>,
-    h: Vec<f32>,
-    g: Vec<f32>,
-    dh: Vec<f32>,
-    loss: Vec<f32>,
-    pw: Vec<f32>,
-    pb: Vec<f32>,
-    dw: Vec<f32>,
-    db: Vec<f32>,
+    buf: Buffers<Vec<f32>>,
 }
 
-impl CpuToy {
-    fn new(cfg: &TrainConfig, sets: FeatureSets, density: Vec<f32>, p: Params) -> Self {
-        let s = cfg.shape();
+/// Both engines' buffers besides the parameters, `T` a host vector or a GPU tensor: AdamW's
+/// moments, the batch x, h, g = dL/dx', dh, the row losses, the gradient partials per chunk
+/// of rows and their sums.
+struct Buffers<T> {
+    mw: T,
+    vw: T,
+    mb: T,
+    vb: T,
+    x: T,
+    h: T,
+    g: T,
+    dh: T,
+    loss: T,
+    pw: T,
+    pb: T,
+    dw: T,
+    db: T,
+}
+
+impl<T> Buffers<T> {
+    /// Each buffer from `zeros(label, dims)`, zero-filled.
+    fn new(
+        s: ToyShape,
+        chunks: usize,
+        mut zeros: impl FnMut(&str, &[usize]) -> Result<T>,
+    ) -> Result<Self> {
         let ToyShape {
             instances: e,
             rows,
             n,
             m,
         } = s;
+        Ok(Buffers {
+            mw: zeros("m(w)", &[e, n, m])?,
+            vw: zeros("v(w)", &[e, n, m])?,
+            mb: zeros("m(b)", &[e, n])?,
+            vb: zeros("v(b)", &[e, n])?,
+            x: zeros("x", &[e, rows, n])?,
+            h: zeros("h", &[e, rows, m])?,
+            g: zeros("g", &[e, rows, n])?,
+            dh: zeros("dh", &[e, rows, m])?,
+            loss: zeros("loss", &[e, rows])?,
+            pw: zeros("dw partials", &[e, chunks, n, m])?,
+            pb: zeros("db partials", &[e, chunks, n])?,
+            dw: zeros("dw", &[e, n, m])?,
+            db: zeros("db", &[e, n])?,
+        })
+    }
+}
+
+/// A zero-filled host buffer of `dims`.
+pub(super) fn host_zeros(_label: &str, dims: &[usize]) -> Result<Vec<f32>> {
+    Ok(vec![0.0; dims.iter().product()])
+}
+
+impl CpuToy {
+    fn new(cfg: &TrainConfig, sets: FeatureSets, density: Vec<f32>, p: Params) -> Result<Self> {
+        let s = cfg.shape();
         let chunks = s.chunks(CHUNK_ROWS);
-        CpuToy {
+        Ok(CpuToy {
             cfg: cfg.clone(),
             sets,
             density,
             shape: s,
             chunks,
             p,
-            mw: vec![0.0; e * n * m],
-            vw: vec![0.0; e * n * m],
-            mb: vec![0.0; e * n],
-            vb: vec![0.0; e * n],
-            x: vec![0.0; e * rows * n],
-            h: vec![0.0; e * rows * m],
-            g: vec![0.0; e * rows * n],
-            dh: vec![0.0; e * rows * m],
-            loss: vec![0.0; e * rows],
-            pw: vec![0.0; e * chunks * n * m],
-            pb: vec![0.0; e * chunks * n],
-            dw: vec![0.0; e * n * m],
-            db: vec![0.0; e * n],
-        }
+            buf: Buffers::new(s, chunks, host_zeros)?,
+        })
     }
 
     fn forward(&mut self, t: u64) {
         let s = self.shape;
         reference::toy::toy_data(
             s,
-            self.cfg.seed,
+            self.cfg.training.seed,
             t as u32,
             self.sets,
             &self.density,
-            &mut self.x,
+            &mut self.buf.x,
         );
         reference::toy::toy_forward(
             s,
             self.cfg.relu,
-            &self.x,
+            &self.buf.x,
             &self.p.w,
             &self.p.b,
-            &self.cfg.importance,
-            &mut self.h,
-            &mut self.g,
-            &mut self.dh,
-            &mut self.loss,
+            &self.cfg.data.importance,
+            &mut self.buf.h,
+            &mut self.buf.g,
+            &mut self.buf.dh,
+            &mut self.buf.loss,
         );
     }
 }
@@ -408,33 +445,23 @@ impl Stepper<Params> for CpuToy {
         reference::toy::toy_grad(
             s,
             CHUNK_ROWS,
-            &self.x,
-            &self.g,
-            &self.h,
-            &self.dh,
-            &mut self.pw,
-            &mut self.pb,
+            &self.buf.x,
+            &self.buf.g,
+            &self.buf.h,
+            &self.buf.dh,
+            &mut self.buf.pw,
+            &mut self.buf.pb,
         );
-        reference::toy::toy_sum_chunks(&self.pw, e, self.chunks, n * m, &mut self.dw);
-        reference::toy::toy_sum_chunks(&self.pb, e, self.chunks, n, &mut self.db);
-        let h = hyper(self.cfg.lr, self.cfg.weight_decay, t);
-        let clip = [1.0f32, 0.0];
-        reference::optim::adam(
-            &mut self.p.w,
-            &self.dw,
-            &mut self.mw,
-            &mut self.vw,
-            &h,
-            &clip,
-        );
-        reference::optim::adam(
-            &mut self.p.b,
-            &self.db,
-            &mut self.mb,
-            &mut self.vb,
-            &h,
-            &clip,
-        );
+        reference::toy::toy_sum_chunks(&self.buf.pw, e, self.chunks, n * m, &mut self.buf.dw);
+        reference::toy::toy_sum_chunks(&self.buf.pb, e, self.chunks, n, &mut self.buf.db);
+        let h = self.cfg.training.hyper(t);
+        let b = &mut self.buf;
+        for (p, grad, m, v) in [
+            (&mut self.p.w, &b.dw, &mut b.mw, &mut b.vw),
+            (&mut self.p.b, &b.db, &mut b.mb, &mut b.vb),
+        ] {
+            reference::optim::adam(p, grad, m, v, &h, &[1.0, 0.0]);
+        }
         Ok(())
     }
 
@@ -444,7 +471,7 @@ impl Stepper<Params> for CpuToy {
     }
 
     fn batch_loss(&mut self) -> Result<Vec<f64>> {
-        Ok(row_means(&self.loss, self.shape.rows))
+        Ok(row_means(&self.buf.loss, self.shape.rows))
     }
 
     fn params(&mut self) -> Result<Params> {
@@ -480,16 +507,17 @@ impl GpuSteps {
     }
 
     /// Queue data step `t` (drawn with `sets`) and, for a training step, AdamW's
-    /// hyperparameters (lr, weight decay) at step `t`; returns the encoder to record into.
+    /// hyperparameters (`adamw`'s lr and weight decay) at step `t`; returns the encoder to
+    /// record into.
     pub fn begin(
         &self,
         t: u64,
         sets: FeatureSets,
-        adamw: Option<(f32, f32)>,
+        adamw: Option<&Training>,
     ) -> wgpu::CommandEncoder {
         kernels::toy::write_step_sets(&self.gpu, &self.step_buf, t as u32, sets);
-        if let Some((lr, weight_decay)) = adamw {
-            kernels::optim::write_hyper(&self.gpu, &self.hyper_buf, &hyper(lr, weight_decay, t));
+        if let Some(training) = adamw {
+            kernels::optim::write_hyper(&self.gpu, &self.hyper_buf, &training.hyper(t));
         }
         self.gpu.encoder()
     }
@@ -531,19 +559,7 @@ struct GpuToy {
     importance: GpuTensor,
     w: GpuTensor,
     b: GpuTensor,
-    mw: GpuTensor,
-    vw: GpuTensor,
-    mb: GpuTensor,
-    vb: GpuTensor,
-    x: GpuTensor,
-    h: GpuTensor,
-    g: GpuTensor,
-    dh: GpuTensor,
-    loss: GpuTensor,
-    pw: GpuTensor,
-    pb: GpuTensor,
-    dw: GpuTensor,
-    db: GpuTensor,
+    buf: Buffers<GpuTensor>,
 }
 
 impl GpuToy {
@@ -555,33 +571,18 @@ impl GpuToy {
         p: Params,
     ) -> Result<Self> {
         let s = cfg.shape();
-        let ToyShape {
-            instances: e,
-            rows,
-            n,
-            m,
-        } = s;
+        let (e, n, m) = (s.instances, s.n, s.m);
         let chunks = s.chunks(CHUNK_ROWS);
         let run = GpuSteps::new(gpu, "toy")?;
         let g = &run.gpu;
         Ok(GpuToy {
             density: g.upload("toy density", &[e, n], density)?,
-            importance: g.upload("toy importance", &[e, n], &cfg.importance)?,
+            importance: g.upload("toy importance", &[e, n], &cfg.data.importance)?,
             w: g.upload("toy w", &[e, n, m], &p.w)?,
             b: g.upload("toy b", &[e, n], &p.b)?,
-            mw: g.zeros("toy m(w)", &[e, n, m])?,
-            vw: g.zeros("toy v(w)", &[e, n, m])?,
-            mb: g.zeros("toy m(b)", &[e, n])?,
-            vb: g.zeros("toy v(b)", &[e, n])?,
-            x: g.zeros("toy x", &[e, rows, n])?,
-            h: g.zeros("toy h", &[e, rows, m])?,
-            g: g.zeros("toy g", &[e, rows, n])?,
-            dh: g.zeros("toy dh", &[e, rows, m])?,
-            loss: g.zeros("toy loss", &[e, rows])?,
-            pw: g.zeros("toy dw partials", &[e, chunks, n, m])?,
-            pb: g.zeros("toy db partials", &[e, chunks, n])?,
-            dw: g.zeros("toy dw", &[e, n, m])?,
-            db: g.zeros("toy db", &[e, n])?,
+            buf: Buffers::new(s, chunks, |label, dims| {
+                g.zeros(&format!("toy {label}"), dims)
+            })?,
             run,
             cfg: cfg.clone(),
             sets,
@@ -596,24 +597,24 @@ impl GpuToy {
             gpu,
             enc,
             s,
-            self.cfg.seed,
+            self.cfg.training.seed,
             &self.run.step_buf,
             &self.density,
-            &self.x,
+            &self.buf.x,
         )?;
         kernels::toy::toy_forward(
             gpu,
             enc,
             s,
             self.cfg.relu,
-            &self.x,
+            &self.buf.x,
             &self.w,
             &self.b,
             &self.importance,
-            &self.h,
-            &self.g,
-            &self.dh,
-            &self.loss,
+            &self.buf.h,
+            &self.buf.g,
+            &self.buf.dh,
+            &self.buf.loss,
         )
     }
 }
@@ -624,18 +625,34 @@ impl Stepper<Params> for GpuToy {
         let ToyShape {
             instances: e, n, m, ..
         } = s;
-        let adamw = (self.cfg.lr, self.cfg.weight_decay);
-        let mut enc = self.run.begin(t, self.sets, Some(adamw));
+        let mut enc = self.run.begin(t, self.sets, Some(&self.cfg.training));
         self.record_forward(&mut enc)?;
         kernels::toy::toy_grad(
-            gpu, &mut enc, s, CHUNK_ROWS, &self.x, &self.g, &self.h, &self.dh, &self.pw, &self.pb,
+            gpu,
+            &mut enc,
+            s,
+            CHUNK_ROWS,
+            &self.buf.x,
+            &self.buf.g,
+            &self.buf.h,
+            &self.buf.dh,
+            &self.buf.pw,
+            &self.buf.pb,
         )?;
-        kernels::toy::toy_sum_chunks(gpu, &mut enc, &self.pw, e, self.chunks, n * m, &self.dw)?;
-        kernels::toy::toy_sum_chunks(gpu, &mut enc, &self.pb, e, self.chunks, n, &self.db)?;
+        kernels::toy::toy_sum_chunks(
+            gpu,
+            &mut enc,
+            &self.buf.pw,
+            e,
+            self.chunks,
+            n * m,
+            &self.buf.dw,
+        )?;
+        kernels::toy::toy_sum_chunks(gpu, &mut enc, &self.buf.pb, e, self.chunks, n, &self.buf.db)?;
         self.run
-            .adam(&mut enc, &self.w, &self.dw, &self.mw, &self.vw)?;
+            .adam(&mut enc, &self.w, &self.buf.dw, &self.buf.mw, &self.buf.vw)?;
         self.run
-            .adam(&mut enc, &self.b, &self.db, &self.mb, &self.vb)?;
+            .adam(&mut enc, &self.b, &self.buf.db, &self.buf.mb, &self.buf.vb)?;
         self.run.submit_step(enc, t)
     }
 
@@ -647,7 +664,7 @@ impl Stepper<Params> for GpuToy {
     }
 
     fn batch_loss(&mut self) -> Result<Vec<f64>> {
-        self.run.row_means(&self.loss, self.shape.rows)
+        self.run.row_means(&self.buf.loss, self.shape.rows)
     }
 
     fn params(&mut self) -> Result<Params> {

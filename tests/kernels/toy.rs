@@ -10,7 +10,9 @@ use saeforge::gpu::{Engine, Gpu};
 use saeforge::kernels::toy as k;
 use saeforge::reference::toy as r;
 use saeforge::reference::toy::{FeatureSets, SetMode, ToyShape};
-use saeforge::toy::train::{Init, TrainConfig, TrainOptions, init_params, train_with};
+use saeforge::toy::train::{
+    Init, ToyData, TrainConfig, TrainOptions, Training, init_params, train_with,
+};
 
 use crate::common::{
     self, assert_close, fail, gpu_test, poisoned, randn, read, tolerance, uniform, up,
@@ -253,22 +255,26 @@ fn train_case(
     let gpu: Arc<Gpu> = common::gpu().map_err(fail)?;
     let density = densities(rng, s.instances);
     let cfg = TrainConfig {
-        n: s.n,
-        m: s.m,
+        data: ToyData {
+            n: s.n,
+            m: s.m,
+            importance: (0..s.instances)
+                .flat_map(|_| (0..s.n).map(|i| 0.9f32.powi(i as i32)))
+                .collect(),
+            density,
+        },
         relu,
-        importance: (0..s.instances)
-            .flat_map(|_| (0..s.n).map(|i| 0.9f32.powi(i as i32)))
-            .collect(),
-        density,
-        steps,
-        batch: s.rows,
-        lr: 1e-3,
-        weight_decay: 0.01,
-        seed: rng.random(),
-        eval_batches: 2,
-        log_every: 0,
+        training: Training {
+            steps,
+            batch: s.rows,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            seed: rng.random(),
+            eval_batches: 2,
+            log_every: 0,
+        },
     };
-    let init = init_params(s, Init::Xavier, cfg.seed);
+    let init = init_params(s, Init::Xavier, cfg.training.seed);
     let opts = if mode == SetMode::Independent {
         TrainOptions::default()
     } else {

@@ -13,6 +13,7 @@ use saeforge::kernels::toy_mlp as k;
 use saeforge::reference::toy as rt;
 use saeforge::reference::toy_mlp::{self as r, HiddenAct, MlpShape, MlpSpec};
 use saeforge::toy::mlp::{MlpConfig, init_mlp, train_mlp};
+use saeforge::toy::train::{ToyData, Training};
 
 use crate::common::{
     self, assert_close, cpu_test, fail, gpu_test, poisoned, randn, read, tolerance, uniform, up,
@@ -389,24 +390,28 @@ fn train_case(rng: &mut ChaCha8Rng, s: MlpShape, spec: MlpSpec, steps: u64) -> R
     let gpu: Arc<Gpu> = common::gpu().map_err(fail)?;
     let (l1, topk) = hyper(rng, s);
     let cfg = MlpConfig {
-        n: s.n,
-        m: s.m,
+        data: ToyData {
+            n: s.n,
+            m: s.m,
+            importance: (0..s.instances)
+                .flat_map(|_| (0..s.n).map(|i| 0.9f32.powi(i as i32)))
+                .collect(),
+            density: densities(rng, s.instances),
+        },
         spec,
-        importance: (0..s.instances)
-            .flat_map(|_| (0..s.n).map(|i| 0.9f32.powi(i as i32)))
-            .collect(),
-        density: densities(rng, s.instances),
         l1,
         topk,
-        steps,
-        batch: s.rows,
-        lr: 1e-3,
-        weight_decay: 0.01,
-        seed: rng.random(),
-        eval_batches: 2,
-        log_every: 0,
+        training: Training {
+            steps,
+            batch: s.rows,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            seed: rng.random(),
+            eval_batches: 2,
+            log_every: 0,
+        },
     };
-    let init = init_mlp(s, spec, cfg.seed);
+    let init = init_mlp(s, spec, cfg.training.seed);
     let on_gpu = train_mlp(&Engine::Gpu(gpu), &cfg, init.clone(), &mut |_| {}).map_err(fail)?;
     let on_cpu = train_mlp(&Engine::Cpu, &cfg, init, &mut |_| {}).map_err(fail)?;
     let t = tolerance::TOY_TRAIN;

@@ -32,11 +32,11 @@ fn check(engine: &Engine) -> Result<(), Failed> {
         )
         .into());
     }
-    if sparse.signs_computed <= m || sparse.polysemantic_neurons == 0 {
+    if sparse.signs_computed <= m || sparse.counts.polysemantic_neurons == 0 {
         return Err(format!(
             "1-S = {}: {} signs of features computed (more than m = {m} expected), {} \
              polysemantic neurons",
-            sparse.density, sparse.signs_computed, sparse.polysemantic_neurons
+            sparse.density, sparse.signs_computed, sparse.counts.polysemantic_neurons
         )
         .into());
     }

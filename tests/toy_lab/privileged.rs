@@ -20,19 +20,19 @@ fn check(engine: &Engine) -> Result<(), Failed> {
     let r = run(engine, &cfg, 0, &mut |_| {}).map_err(fail)?;
     eprint!("{}", table(&r));
     let (dense, sparse) = (&r.instances[0], &r.instances[1]);
-    if dense.monosemantic_neurons < cfg.m - 1 || dense.features_represented > cfg.m {
+    if dense.counts.monosemantic_neurons < cfg.m - 1 || dense.features_represented > cfg.m {
         return Err(format!(
             "1-S = {}: {} of {} neurons monosemantic, {} features represented; expected a \
              neuron per feature",
-            dense.density, dense.monosemantic_neurons, cfg.m, dense.features_represented
+            dense.density, dense.counts.monosemantic_neurons, cfg.m, dense.features_represented
         )
         .into());
     }
-    if sparse.polysemantic_neurons < cfg.m / 2 || sparse.features_represented <= cfg.m {
+    if sparse.counts.polysemantic_neurons < cfg.m / 2 || sparse.features_represented <= cfg.m {
         return Err(format!(
             "1-S = {}: {} polysemantic neurons, {} features represented in {} neurons; \
              expected superposition",
-            sparse.density, sparse.polysemantic_neurons, sparse.features_represented, cfg.m
+            sparse.density, sparse.counts.polysemantic_neurons, sparse.features_represented, cfg.m
         )
         .into());
     }

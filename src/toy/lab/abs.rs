@@ -16,12 +16,14 @@ use std::path::Path;
 use crate::Result;
 use crate::gpu::Engine;
 use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
-use crate::toy::Progress;
+use crate::toy::Log;
 use crate::toy::mlp::forward_one;
 use crate::toy::plots::density_label;
 
 use super::plots_neurons::StackPanel;
-use super::privileged::{DensitySweep, DensitySweepResult, NeuronKind, classify, paper};
+use super::privileged::{
+    DensitySweep, DensitySweepResult, NeuronCounts, NeuronKind, classify, paper,
+};
 
 /// Mean relative error below which a feature counts as computed.
 pub const COMPUTED_ERROR: f64 = 0.25;
@@ -67,9 +69,8 @@ pub struct AbsNeuron {
 pub struct AbsInstance {
     pub density: f32,
     pub loss: f64,
-    pub monosemantic_neurons: usize,
-    pub polysemantic_neurons: usize,
-    pub dead_neurons: usize,
+    #[serde(flatten)]
+    pub counts: NeuronCounts,
     /// Features whose |x_i| the model computes (see the module doc).
     pub features_computed: usize,
     /// Halves ReLU(x_i), ReLU(-x_i) computed (mean relative error below
@@ -84,12 +85,7 @@ pub struct AbsInstance {
 
 pub type AbsResult = DensitySweepResult<AbsInstance>;
 
-pub fn run(
-    engine: &Engine,
-    cfg: &DensitySweep,
-    log_every: u64,
-    log: &mut dyn FnMut(&Progress),
-) -> Result<AbsResult> {
+pub fn run(engine: &Engine, cfg: &DensitySweep, log_every: u64, log: Log<'_>) -> Result<AbsResult> {
     let spec = spec();
     cfg.run(
         "abs",
@@ -152,13 +148,10 @@ pub fn analyse(shape: MlpShape, spec: MlpSpec, w: &[f32]) -> AbsInstance {
             .iter()
             .any(|u| u.monosemantic && u.top_feature == i && u.sign == s)
     };
-    let count = |k: NeuronKind| neurons.iter().filter(|u| u.kind == k).count();
     AbsInstance {
         density: 0.0,
         loss: 0.0,
-        monosemantic_neurons: count(NeuronKind::Monosemantic),
-        polysemantic_neurons: count(NeuronKind::Polysemantic),
-        dead_neurons: count(NeuronKind::Dead),
+        counts: NeuronCounts::of(neurons.iter().map(|u| u.kind)),
         features_computed: sign_error
             .iter()
             .filter(|e| e.iter().all(|&v| v < COMPUTED_ERROR))
@@ -176,35 +169,30 @@ pub fn write(dir: &Path, r: &AbsResult) -> Result<Vec<String>> {
          each bar a neuron's input weights by feature (pale: negative, drawn downward)",
         r.config.n, r.config.m
     );
-    r.write_stacks(dir, &title, |i| StackPanel {
-        title: format!(
+    r.write_stacks(dir, &title, |i| {
+        let title = format!(
             "{}\n{} features,\n{} signs computed",
             density_label(i.density),
             i.features_computed,
             i.signs_computed
-        ),
-        neurons: i
-            .neurons
-            .iter()
-            .map(|u| (u.weights_in.clone(), u.kind.label()))
-            .collect(),
+        );
+        StackPanel::of(title, i.neurons.iter().map(|u| (&u.weights_in[..], u.kind)))
     })
 }
 
 pub fn table(r: &AbsResult) -> String {
+    let [mono, poly, dead] = NeuronCounts::HEADER;
     let mut s = format!(
         "{:>8} {:>9} {:>6} {:>6} {:>5} {:>9} {:>6}  monosemantic pairs (features)\n",
-        "1-S", "loss", "mono", "poly", "dead", "features", "signs"
+        "1-S", "loss", mono, poly, dead, "features", "signs"
     );
     for i in &r.instances {
         let pairs: Vec<String> = i.monosemantic_pairs.iter().map(|v| v.to_string()).collect();
         s += &format!(
-            "{:>8.4} {:>9.5} {:>6} {:>6} {:>5} {:>9} {:>6}  [{}]\n",
+            "{:>8.4} {:>9.5} {} {:>9} {:>6}  [{}]\n",
             i.density,
             i.loss,
-            i.monosemantic_neurons,
-            i.polysemantic_neurons,
-            i.dead_neurons,
+            i.counts.columns(),
             i.features_computed,
             i.signs_computed,
             pairs.join(" ")

@@ -19,12 +19,14 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::gpu::Engine;
-use crate::toy::args::{ToyArgs, check_decay, open_engine, progress_line};
+use crate::toy::args::{ToyArgs, check_decay};
 use crate::toy::geometry::geometry;
 use crate::toy::train::TrainOptions;
 use crate::{Error, Result};
 
-use super::{Recipe, check_features, check_flags, check_hidden, density_range, wrote};
+use super::{
+    Recipe, Run, SWEEP_SIZE, check_features, check_flags, check_hidden, density_range, start, wrote,
+};
 use crate::toy::plots::{Res, draw_chart, e, legend};
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -86,9 +88,8 @@ pub struct Instance {
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct AdversarialResult {
-    pub config: Config,
-    pub engine: String,
-    pub train_seconds: f64,
+    #[serde(flatten)]
+    pub run: Run<Config>,
     pub instances: Vec<Instance>,
 }
 
@@ -132,11 +133,7 @@ pub fn vulnerability(w: &[f32], b: &[f32], n: usize, m: usize, eps: f64) -> Vec<
         .collect()
 }
 
-pub fn run(
-    engine: &Engine,
-    cfg: &Config,
-    log: &mut dyn FnMut(&crate::toy::Progress),
-) -> Result<AdversarialResult> {
+pub fn run(engine: &Engine, cfg: &Config, log: crate::toy::Log<'_>) -> Result<AdversarialResult> {
     let (n, m) = (cfg.n, cfg.m);
     let tc = cfg.recipe.train_config(
         n,
@@ -177,9 +174,7 @@ pub fn run(
         })
         .collect();
     Ok(AdversarialResult {
-        config: cfg.clone(),
-        engine: engine.name(),
-        train_seconds: t.seconds,
+        run: Run::new(cfg, engine, &t),
         instances,
     })
 }
@@ -192,9 +187,7 @@ pub fn write(dir: &Path, r: &AdversarialResult) -> Result<()> {
 pub fn main(a: &ToyArgs) -> Result<()> {
     let cfg = Config::from_args(a)?;
     let shape = [cfg.density.len(), cfg.n, cfg.m, cfg.recipe.batch];
-    let more = "--features or the densities (--density-range)";
-    crate::toy::args::check_toy_memory("toy adversarial", shape, more)?;
-    let engine = open_engine(a)?;
+    let (engine, mut log) = start(a, "toy adversarial", shape, SWEEP_SIZE)?;
     eprintln!(
         "adversarial: n {} -> m {}, {} densities, epsilon {}, {} steps, batch {}",
         cfg.n,
@@ -204,7 +197,7 @@ pub fn main(a: &ToyArgs) -> Result<()> {
         cfg.recipe.steps,
         cfg.recipe.batch
     );
-    let r = run(&engine, &cfg, &mut progress_line("toy adversarial"))?;
+    let r = run(&engine, &cfg, &mut log)?;
     write(&a.out, &r)?;
     println!(
         "{:>8} {:>7} {:>10} {:>6} {:>14} {:>8}",
@@ -221,7 +214,7 @@ pub fn main(a: &ToyArgs) -> Result<()> {
             i.vulnerability_max
         );
     }
-    println!("{:.1} s training on the {}", r.train_seconds, r.engine);
+    println!("{}", r.run.trained());
     wrote(&a.out, &["results.json", "adversarial.{png,svg}"]);
     Ok(())
 }
@@ -248,7 +241,7 @@ fn adversarial_chart<DB: DrawingBackend>(
         .caption(
             format!(
                 "Optimal L2 attack (ε = {}), n = {} → m = {}",
-                r.config.epsilon, r.config.n, r.config.m
+                r.run.config.epsilon, r.run.config.n, r.run.config.m
             ),
             ("sans-serif", 20),
         )

@@ -10,11 +10,11 @@ use std::path::Path;
 
 use crate::gpu::Engine;
 use crate::reference::toy::{FeatureSets, SetMode};
-use crate::toy::args::{Correlation, ToyArgs, open_engine, progress_line};
+use crate::toy::args::{Correlation, ToyArgs};
 use crate::toy::train::TrainOptions;
 use crate::{Error, Result};
 
-use super::{Recipe, check_flags, check_hidden, cos, one_density, wrote};
+use super::{Recipe, Run, check_flags, check_hidden, cos, one_density, start, wrote};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Config {
@@ -94,9 +94,8 @@ pub struct Measures {
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct CorrelatedResult {
-    pub config: Config,
-    pub engine: String,
-    pub train_seconds: f64,
+    #[serde(flatten)]
+    pub run: Run<Config>,
     /// The lowest-loss restart's measures (flattened here) and W (n, m).
     #[serde(flatten)]
     pub best: Measures,
@@ -148,11 +147,7 @@ pub fn measure(w: &[f32], n: usize, m: usize, size: usize, loss: f64) -> Measure
     }
 }
 
-pub fn run(
-    engine: &Engine,
-    cfg: &Config,
-    log: &mut dyn FnMut(&crate::toy::Progress),
-) -> Result<CorrelatedResult> {
+pub fn run(engine: &Engine, cfg: &Config, log: crate::toy::Log<'_>) -> Result<CorrelatedResult> {
     let (n, m) = (cfg.n(), cfg.m);
     let tc = cfg.recipe.train_config(
         n,
@@ -180,9 +175,7 @@ pub fn run(
     let w = w_of(best_restart);
     let row = |i: usize| &w[i * m..(i + 1) * m];
     Ok(CorrelatedResult {
-        config: cfg.clone(),
-        engine: engine.name(),
-        train_seconds: t.seconds,
+        run: Run::new(cfg, engine, &t),
         best: restarts[best_restart].clone(),
         w: w.chunks(m).map(|r| r.to_vec()).collect(),
         cos: (0..n)
@@ -198,7 +191,7 @@ pub fn run(
 
 pub fn write(dir: &Path, r: &CorrelatedResult) -> Result<Vec<&'static str>> {
     crate::toy::write_results(dir, r)?;
-    let c = &r.config;
+    let c = &r.run.config;
     let kind = match c.correlation {
         SetMode::Anticorrelated => "anticorrelated",
         _ => "correlated",
@@ -254,13 +247,12 @@ fn restart_ws(r: &CorrelatedResult) -> Vec<Vec<[f64; 2]>> {
 pub fn main(a: &ToyArgs) -> Result<()> {
     let cfg = Config::from_args(a)?;
     let shape = [cfg.restarts, cfg.n(), cfg.m, cfg.recipe.batch];
-    crate::toy::args::check_toy_memory("toy correlated", shape, "--restarts")?;
-    let engine = open_engine(a)?;
+    let (engine, mut log) = start(a, "toy correlated", shape, "--restarts")?;
     eprintln!(
         "correlated: {} {:?} sets of {} features in m {}, density {}, {} restarts, {} steps",
         cfg.sets, cfg.correlation, cfg.set_size, cfg.m, cfg.density, cfg.restarts, cfg.recipe.steps
     );
-    let r = run(&engine, &cfg, &mut progress_line("toy correlated"))?;
+    let r = run(&engine, &cfg, &mut log)?;
     let files = write(&a.out, &r)?;
     println!(
         "{:>8} {:>10} {:>12} {:>10} {:>12}",
@@ -277,7 +269,7 @@ pub fn main(a: &ToyArgs) -> Result<()> {
             if e == r.best_restart { "  (best)" } else { "" }
         );
     }
-    println!("{:.1} s training on the {}", r.train_seconds, r.engine);
+    println!("{}", r.run.trained());
     wrote(&a.out, &files);
     Ok(())
 }

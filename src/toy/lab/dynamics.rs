@@ -19,7 +19,7 @@ use crate::toy::geometry::geometry;
 use crate::toy::train::TrainOptions;
 use crate::{Error, Result};
 
-use super::{Recipe, check_features, check_flags, check_hidden, one_density, wrote};
+use super::{Recipe, Run, check_features, check_flags, check_hidden, one_density, wrote};
 use crate::toy::plots::{Res, draw_chart, e};
 
 /// The levels a feature's D_i settles on.
@@ -78,9 +78,8 @@ pub struct Jump {
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DynamicsResult {
-    pub config: Config,
-    pub engine: String,
-    pub train_seconds: f64,
+    #[serde(flatten)]
+    pub run: Run<Config>,
     pub steps: Vec<u64>,
     /// Batch loss per recorded step.
     pub loss: Vec<f64>,
@@ -151,11 +150,7 @@ pub fn jumps(steps: &[u64], loss: &[f64], dims: &[Vec<f64>]) -> Vec<Jump> {
     out
 }
 
-pub fn run(
-    engine: &Engine,
-    cfg: &Config,
-    log: &mut dyn FnMut(&crate::toy::Progress),
-) -> Result<DynamicsResult> {
+pub fn run(engine: &Engine, cfg: &Config, log: crate::toy::Log<'_>) -> Result<DynamicsResult> {
     let (n, m) = (cfg.n, cfg.m);
     let tc = cfg
         .recipe
@@ -185,9 +180,7 @@ pub fn run(
         })
         .collect();
     Ok(DynamicsResult {
-        config: cfg.clone(),
-        engine: engine.name(),
-        train_seconds: t.seconds,
+        run: Run::new(cfg, engine, &t),
         jumps: jumps(&steps, &loss, &dims),
         steps,
         loss,
@@ -241,13 +234,12 @@ pub fn main(a: &ToyArgs) -> Result<()> {
         );
     }
     println!(
-        "{} jumps, {} with a loss drop; final loss {:.5}, D* {:.4}; {:.1} s training on the {}",
+        "{} jumps, {} with a loss drop; final loss {:.5}, D* {:.4}; {}",
         r.jumps.len(),
         r.jumps.iter().filter(|j| j.loss_drop > 0.0).count(),
         r.final_loss,
         r.dstar.last().copied().unwrap_or(0.0),
-        r.train_seconds,
-        r.engine
+        r.run.trained()
     );
     wrote(&a.out, &["results.json", "dynamics.{png,svg}"]);
     Ok(())
@@ -258,12 +250,12 @@ pub fn main(a: &ToyArgs) -> Result<()> {
 fn dynamics_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &DynamicsResult) -> Res {
     let (top, bottom) = root.split_vertically(root.dim_in_pixel().1 * 3 / 5);
     let s1 = r.steps.last().copied().unwrap_or(1) as f64;
-    let n = r.config.n;
+    let n = r.run.config.n;
     let mut c = ChartBuilder::on(&top)
         .caption(
             format!(
                 "Learning dynamics, n = {} → m = {}, density {}: Dᵢ per feature",
-                n, r.config.m, r.config.density
+                n, r.run.config.m, r.run.config.density
             ),
             ("sans-serif", 18),
         )

@@ -15,13 +15,15 @@ use plotters::prelude::*;
 
 use crate::Result;
 use crate::gpu::Engine;
-use crate::toy::args::{ToyArgs, open_engine, progress_line};
+use crate::toy::args::ToyArgs;
 use crate::toy::geometry::{REPRESENTED, geometry};
 use crate::toy::train::TrainOptions;
-use crate::{Error, toy::Progress};
+use crate::{Error, toy::Log};
 
 use super::plots_a::PALETTE;
-use super::{Recipe, check_features, check_flags, check_hidden, density_range, wrote};
+use super::{
+    Recipe, Run, SWEEP_SIZE, check_features, check_flags, check_hidden, density_range, start, wrote,
+};
 use crate::toy::plots::{Res, draw_chart, e, legend};
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -105,9 +107,8 @@ pub struct Level {
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct GeometryResult {
-    pub config: Config,
-    pub engine: String,
-    pub train_seconds: f64,
+    #[serde(flatten)]
+    pub run: Run<Config>,
     pub levels: Vec<Level>,
 }
 
@@ -159,11 +160,7 @@ pub fn components(w: &[f32], n: usize, m: usize, threshold: f64) -> (Vec<Compone
     (list, g.dims)
 }
 
-pub fn run(
-    engine: &Engine,
-    cfg: &Config,
-    log: &mut dyn FnMut(&Progress),
-) -> Result<GeometryResult> {
+pub fn run(engine: &Engine, cfg: &Config, log: Log<'_>) -> Result<GeometryResult> {
     let (n, m) = (cfg.n, cfg.m);
     let tc = cfg.recipe.train_config(
         n,
@@ -202,9 +199,7 @@ pub fn run(
         })
         .collect();
     Ok(GeometryResult {
-        config: cfg.clone(),
-        engine: engine.name(),
-        train_seconds: t.seconds,
+        run: Run::new(cfg, engine, &t),
         levels,
     })
 }
@@ -217,9 +212,7 @@ pub fn write(dir: &Path, r: &GeometryResult) -> Result<()> {
 pub fn main(a: &ToyArgs) -> Result<()> {
     let cfg = Config::from_args(a)?;
     let shape = [cfg.density.len(), cfg.n, cfg.m, cfg.recipe.batch];
-    let more = "--features or the densities (--density-range)";
-    crate::toy::args::check_toy_memory("toy geometry", shape, more)?;
-    let engine = open_engine(a)?;
+    let (engine, mut log) = start(a, "toy geometry", shape, SWEEP_SIZE)?;
     eprintln!(
         "geometry: n {} -> m {}, {} densities, {} steps, batch {}, threshold {}",
         cfg.n,
@@ -229,7 +222,7 @@ pub fn main(a: &ToyArgs) -> Result<()> {
         cfg.recipe.batch,
         cfg.threshold
     );
-    let r = run(&engine, &cfg, &mut progress_line("toy geometry"))?;
+    let r = run(&engine, &cfg, &mut log)?;
     write(&a.out, &r)?;
     println!(
         "{:>8} {:>7} {:>6}  components by class",
@@ -245,7 +238,7 @@ pub fn main(a: &ToyArgs) -> Result<()> {
             classes.join(", ")
         );
     }
-    println!("{:.1} s training on the {}", r.train_seconds, r.engine);
+    println!("{}", r.run.trained());
     wrote(&a.out, &["results.json", "geometry.{png,svg}"]);
     Ok(())
 }
@@ -267,7 +260,7 @@ fn geometry_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Geometr
         .caption(
             format!(
                 "Feature dimensionality Dᵢ, n = {} → m = {}, coloured by component",
-                r.config.n, r.config.m
+                r.run.config.n, r.run.config.m
             ),
             ("sans-serif", 20),
         )

@@ -22,11 +22,10 @@ use crate::gpu::{DeviceChoice, Engine};
 use crate::io::OutTensor;
 use crate::sae::export::SaeModel;
 use crate::sae::{Arch, TrainArgs};
-use crate::toy::Progress;
+use crate::toy::Log;
 use crate::toy::train::{Init, TrainOptions};
 use crate::{Error, Result, reference};
 
-use super::Recipe;
 use super::plots_neurons::{LineChart, Series};
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -185,19 +184,11 @@ pub fn run(
     cfg: &InterveneConfig,
     dir: &Path,
     log_every: u64,
-    log: &mut dyn FnMut(&Progress),
+    log: Log<'_>,
 ) -> Result<InterveneResult> {
     let (n, m) = (cfg.n, cfg.m);
     // 1. The toy model, one instance.
-    let recipe = Recipe {
-        steps: cfg.steps,
-        batch: cfg.batch,
-        lr: cfg.lr,
-        weight_decay: cfg.weight_decay,
-        init: Init::Xavier,
-        seed: cfg.seed,
-        eval_batches: 8,
-    };
+    let recipe = lab_recipe!(cfg, Init::Xavier);
     let tc = recipe.train_config(n, m, vec![cfg.density], &vec![1.0; n], log_every);
     let toy = recipe.train(engine, &tc, &TrainOptions::default(), log)?;
     let (w, b) = (&toy.params.w, &toy.params.b);

@@ -19,7 +19,7 @@ use plotters::style::RGBColor;
 use crate::Result;
 use crate::gpu::Engine;
 use crate::reference::toy_mlp::{HiddenAct, MlpSpec};
-use crate::toy::Progress;
+use crate::toy::Log;
 
 use super::plots_neurons::{LineChart, Series};
 use super::privileged::{summarize, train_instances};
@@ -106,7 +106,7 @@ fn train_all(
     l1: Vec<f32>,
     topk: Vec<u32>,
     log_every: u64,
-    log: &mut dyn FnMut(&Progress),
+    log: Log<'_>,
 ) -> Result<(Vec<Measured>, f64)> {
     let mc = mlp_config!(cfg, spec, vec![cfg.density; l1.len()], l1, topk, log_every);
     let mn = cfg.m * cfg.n;
@@ -124,18 +124,13 @@ fn train_all(
             },
             features_per_dim: frob / cfg.m as f64,
             features_represented: s.features_represented,
-            monosemantic_neurons: s.monosemantic_neurons,
-            polysemantic_neurons: s.polysemantic_neurons,
+            monosemantic_neurons: s.counts.monosemantic_neurons,
+            polysemantic_neurons: s.counts.polysemantic_neurons,
         }
     })
 }
 
-pub fn run(
-    engine: &Engine,
-    cfg: &L1Config,
-    log_every: u64,
-    log: &mut dyn FnMut(&Progress),
-) -> Result<L1Result> {
+pub fn run(engine: &Engine, cfg: &L1Config, log_every: u64, log: Log<'_>) -> Result<L1Result> {
     let spec = super::privileged::spec();
     let k = cfg.l1.len();
     let (a, s1) = train_all(

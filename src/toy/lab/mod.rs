@@ -21,10 +21,26 @@
 //! experiment's own (geometry, dynamics, adversarial: their `chart`), `plots_neurons` (the
 //! last four).
 
-/// The `MlpConfig` of an MLP experiment's config `$cfg` (fields n, m, importance_decay,
-/// steps, batch, lr, weight_decay, seed): one instance per entry of `$density`, each with
+/// The [`Recipe`] of an MLP experiment's config `$cfg` (fields steps, batch, lr,
+/// weight_decay, seed), its parameters drawn with `$init`; final loss over 8 batches.
+macro_rules! lab_recipe {
+    ($cfg:expr, $init:expr) => {
+        $crate::toy::Recipe {
+            steps: $cfg.steps,
+            batch: $cfg.batch,
+            lr: $cfg.lr,
+            weight_decay: $cfg.weight_decay,
+            init: $init,
+            seed: $cfg.seed,
+            eval_batches: 8,
+        }
+    };
+}
+
+/// The `MlpConfig` of an MLP experiment's config `$cfg` (fields n, m, importance_decay and
+/// `lab_recipe!`'s): one instance per entry of `$density`, each with
 /// I_i = importance_decay^i, penalty `$l1` and top-k `$topk` (without them: no penalty,
-/// all m neurons); final loss over 8 batches.
+/// all m neurons).
 macro_rules! mlp_config {
     ($cfg:expr, $spec:expr, $density:expr, $log_every:expr) => {{
         let e = $density.len();
@@ -41,20 +57,17 @@ macro_rules! mlp_config {
         let density: Vec<f32> = $density;
         let e = density.len();
         $crate::toy::mlp::MlpConfig {
-            n: $cfg.n,
-            m: $cfg.m,
+            data: $crate::toy::ToyData {
+                n: $cfg.n,
+                m: $cfg.m,
+                importance: super::privileged::importances($cfg.n, $cfg.importance_decay, e),
+                density,
+            },
             spec: $spec,
-            importance: super::privileged::importances($cfg.n, $cfg.importance_decay, e),
-            density,
             l1: $l1,
             topk: $topk,
-            steps: $cfg.steps,
-            batch: $cfg.batch,
-            lr: $cfg.lr,
-            weight_decay: $cfg.weight_decay,
-            seed: $cfg.seed,
-            eval_batches: 8,
-            log_every: $log_every,
+            // init_mlp draws Xavier-normal weights per instance.
+            training: lab_recipe!($cfg, $crate::toy::Init::Xavier).training($log_every),
         }
     }};
 }
@@ -73,7 +86,11 @@ pub mod privileged;
 
 pub use crate::toy::Recipe;
 
-use crate::toy::args::{ToyArgs, check_common, check_densities, lab_flags};
+use crate::gpu::Engine;
+use crate::toy::args::{
+    ToyArgs, check_common, check_densities, lab_flags, open_engine, progress_line,
+};
+use crate::toy::{Progress, Trained};
 use crate::{Error, Result};
 
 /// Refuse flags the experiment `name` does not read (`allowed`: the optional flags it
@@ -135,6 +152,54 @@ pub fn density_range(a: &ToyArgs, default: (f64, f64, usize)) -> Result<Vec<f32>
     let (lo, hi, k) = crate::toy::args::density_bounds(a, default)?;
     Ok(crate::toy::log_space(lo, hi, k))
 }
+
+/// What the results of the ReLU output model's experiments start with (flat in
+/// results.json): the configuration, the engine and the wall time of the training steps.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Run<C> {
+    pub config: C,
+    pub engine: String,
+    pub train_seconds: f64,
+}
+
+impl<C: Clone> Run<C> {
+    /// `config` trained on `engine` as `trained`.
+    pub fn new(config: &C, engine: &Engine, trained: &Trained) -> Self {
+        Run {
+            config: config.clone(),
+            engine: engine.name(),
+            train_seconds: trained.seconds,
+        }
+    }
+}
+
+impl<C> Run<C> {
+    /// "S s training on the ENGINE", for the printed summary.
+    pub fn trained(&self) -> String {
+        format!(
+            "{:.1} s training on the {}",
+            self.train_seconds, self.engine
+        )
+    }
+}
+
+/// The start of the `main` of experiment `what` ("toy NAME"): refuse a model of `shape`
+/// (instances, n, m, batch) that would not fit (`more`: what to lower, as
+/// `check_toy_memory` says), open the engine; returns it and the progress line to train
+/// with.
+pub fn start(
+    a: &ToyArgs,
+    what: &'static str,
+    shape: [usize; 4],
+    more: &str,
+) -> Result<(Engine, impl FnMut(&Progress) + use<>)> {
+    crate::toy::args::check_toy_memory(what, shape, more)?;
+    Ok((open_engine(a)?, progress_line(what)))
+}
+
+/// What the experiments that sweep the densities of an n -> m model tell to lower when it
+/// would not fit.
+pub const SWEEP_SIZE: &str = "--features or the densities (--density-range)";
 
 /// Print the files written under `dir`.
 pub fn wrote(dir: &std::path::Path, files: &[&str]) {

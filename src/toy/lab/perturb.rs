@@ -9,11 +9,11 @@ use std::path::Path;
 
 use crate::Result;
 use crate::gpu::Engine;
-use crate::toy::args::{ToyArgs, open_engine, progress_line};
+use crate::toy::args::ToyArgs;
 use crate::toy::geometry::REPRESENTED;
 use crate::toy::train::TrainOptions;
 
-use super::{Recipe, check_flags, density_range, one_density, wrote};
+use super::{Recipe, Run, check_flags, density_range, one_density, start, wrote};
 
 pub const N: usize = 5;
 pub const M: usize = 2;
@@ -61,9 +61,8 @@ pub struct Instance {
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PerturbResult {
-    pub config: Config,
-    pub engine: String,
-    pub train_seconds: f64,
+    #[serde(flatten)]
+    pub run: Run<Config>,
     /// In ascending perturbed density.
     pub instances: Vec<Instance>,
     /// The perturbed density from which every denser instance is no longer a (deformed)
@@ -111,11 +110,7 @@ fn is_pentagon(s: &str) -> bool {
     s.ends_with("pentagon")
 }
 
-pub fn run(
-    engine: &Engine,
-    cfg: &Config,
-    log: &mut dyn FnMut(&crate::toy::Progress),
-) -> Result<PerturbResult> {
+pub fn run(engine: &Engine, cfg: &Config, log: crate::toy::Log<'_>) -> Result<PerturbResult> {
     let mut perturbed = cfg.perturbed.clone();
     perturbed.sort_by(f32::total_cmp);
     let r = cfg.restarts;
@@ -171,9 +166,7 @@ pub fn run(
         .collect();
     let (snap_density, low_snap_density) = snaps(&instances, cfg.base_density);
     Ok(PerturbResult {
-        config: cfg.clone(),
-        engine: engine.name(),
-        train_seconds: trained.seconds,
+        run: Run::new(cfg, engine, &trained),
         instances,
         snap_density,
         low_snap_density,
@@ -219,7 +212,7 @@ pub fn write(dir: &Path, r: &PerturbResult) -> Result<()> {
         "perturb",
         &format!(
             "n = 5 → m = 2: four features at density {}, the fifth (red) at p₅",
-            r.config.base_density
+            r.run.config.base_density
         ),
         &panels,
     )
@@ -229,8 +222,7 @@ pub fn main(a: &ToyArgs) -> Result<()> {
     let cfg = Config::from_args(a)?;
     let e = cfg.perturbed.len().saturating_mul(cfg.restarts);
     let more = "the densities x restarts (--density-range, --restarts)";
-    crate::toy::args::check_toy_memory("toy perturb", [e, N, M, cfg.recipe.batch], more)?;
-    let engine = open_engine(a)?;
+    let (engine, mut log) = start(a, "toy perturb", [e, N, M, cfg.recipe.batch], more)?;
     eprintln!(
         "perturb: n 5 -> m 2, base density {}, {} perturbed densities x {} restarts, {} steps, batch {}",
         cfg.base_density,
@@ -239,7 +231,7 @@ pub fn main(a: &ToyArgs) -> Result<()> {
         cfg.recipe.steps,
         cfg.recipe.batch
     );
-    let r = run(&engine, &cfg, &mut progress_line("toy perturb"))?;
+    let r = run(&engine, &cfg, &mut log)?;
     write(&a.out, &r)?;
     println!("{:>8}  {:<36} {:>8}  shape", "p5", "norms ||W_i||", "loss");
     for i in &r.instances {
@@ -254,11 +246,10 @@ pub fn main(a: &ToyArgs) -> Result<()> {
     }
     let show = |d: Option<f32>| d.map_or("none".to_string(), |v| format!("{v:.4}"));
     println!(
-        "snap density (above the base): {}; below the base: {}; {:.1} s training on the {}",
+        "snap density (above the base): {}; below the base: {}; {}",
         show(r.snap_density),
         show(r.low_snap_density),
-        r.train_seconds,
-        r.engine
+        r.run.trained()
     );
     wrote(&a.out, &["results.json", "perturb.{png,svg}"]);
     Ok(())

@@ -12,7 +12,7 @@ use std::path::Path;
 use crate::Result;
 use crate::gpu::Engine;
 use crate::reference::toy_mlp::{HiddenAct, MlpShape, MlpSpec};
-use crate::toy::Progress;
+use crate::toy::Log;
 use crate::toy::mlp::{MlpConfig, init_mlp, train_mlp};
 use crate::toy::plots::density_label;
 
@@ -43,6 +43,50 @@ impl NeuronKind {
             NeuronKind::Monosemantic => "M",
             NeuronKind::Polysemantic => "P",
             NeuronKind::Dead => "-",
+        }
+    }
+}
+
+/// How many of a model's neurons are of each [`NeuronKind`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NeuronCounts {
+    pub monosemantic_neurons: usize,
+    pub polysemantic_neurons: usize,
+    pub dead_neurons: usize,
+}
+
+impl NeuronCounts {
+    /// The printed tables' header of [`NeuronCounts::columns`].
+    pub const HEADER: [&'static str; 3] = ["mono", "poly", "dead"];
+
+    /// Count `kinds`, one per neuron.
+    pub fn of(kinds: impl IntoIterator<Item = NeuronKind>) -> Self {
+        let mut c = NeuronCounts::default();
+        for k in kinds {
+            *match k {
+                NeuronKind::Monosemantic => &mut c.monosemantic_neurons,
+                NeuronKind::Polysemantic => &mut c.polysemantic_neurons,
+                NeuronKind::Dead => &mut c.dead_neurons,
+            } += 1;
+        }
+        c
+    }
+
+    /// The three counts as the printed tables' columns.
+    pub fn columns(&self) -> String {
+        format!(
+            "{:>6} {:>6} {:>5}",
+            self.monosemantic_neurons, self.polysemantic_neurons, self.dead_neurons
+        )
+    }
+}
+
+impl StackPanel {
+    /// A panel titled `title` with one bar per neuron: its weights, marked by its kind.
+    pub fn of<'a>(title: String, neurons: impl Iterator<Item = (&'a [f32], NeuronKind)>) -> Self {
+        StackPanel {
+            title,
+            neurons: neurons.map(|(w, k)| (w.to_vec(), k.label())).collect(),
         }
     }
 }
@@ -140,9 +184,8 @@ pub struct Neuron {
 pub struct PrivilegedInstance {
     pub density: f32,
     pub neurons: Vec<Neuron>,
-    pub monosemantic_neurons: usize,
-    pub polysemantic_neurons: usize,
-    pub dead_neurons: usize,
+    #[serde(flatten)]
+    pub counts: NeuronCounts,
     /// Features whose firing weights W[:, i] (positive ones for inputs >= 0) have norm
     /// above 0.5: features some neuron fires for.
     pub features_represented: usize,
@@ -199,11 +242,11 @@ pub fn rule_text(signed: bool) -> String {
 pub(super) fn train_instances<T>(
     engine: &Engine,
     mc: &MlpConfig,
-    log: &mut dyn FnMut(&Progress),
+    log: Log<'_>,
     each: impl Fn(usize, &[f32], f64) -> T,
 ) -> Result<(Vec<T>, f64)> {
     let (shape, p) = (mc.shape(), mc.shape().params());
-    let t = train_mlp(engine, mc, init_mlp(shape, mc.spec, mc.seed), log)?;
+    let t = train_mlp(engine, mc, init_mlp(shape, mc.spec, mc.training.seed), log)?;
     let out = (0..mc.instances())
         .map(|inst| {
             each(
@@ -225,7 +268,7 @@ impl DensitySweep {
         spec: MlpSpec,
         engine: &Engine,
         log_every: u64,
-        log: &mut dyn FnMut(&Progress),
+        log: Log<'_>,
         each: impl Fn(MlpShape, f32, &[f32], f64) -> I,
     ) -> Result<DensitySweepResult<I>> {
         let cfg = self;
@@ -249,7 +292,7 @@ pub fn run(
     engine: &Engine,
     cfg: &DensitySweep,
     log_every: u64,
-    log: &mut dyn FnMut(&Progress),
+    log: Log<'_>,
 ) -> Result<PrivilegedResult> {
     cfg.run(
         "privileged",
@@ -280,7 +323,6 @@ pub fn summarize(shape: MlpShape, w: &[f32], signed: bool) -> PrivilegedInstance
             }
         })
         .collect();
-    let count = |k: NeuronKind| neurons.iter().filter(|u| u.kind == k).count();
     let features_represented = (0..n)
         .filter(|&i| {
             (0..m)
@@ -293,9 +335,7 @@ pub fn summarize(shape: MlpShape, w: &[f32], signed: bool) -> PrivilegedInstance
     let (_, _, ob2) = shape.offsets();
     PrivilegedInstance {
         density: 0.0,
-        monosemantic_neurons: count(NeuronKind::Monosemantic),
-        polysemantic_neurons: count(NeuronKind::Polysemantic),
-        dead_neurons: count(NeuronKind::Dead),
+        counts: NeuronCounts::of(neurons.iter().map(|u| u.kind)),
         features_represented,
         neurons,
         loss: 0.0,
@@ -310,29 +350,24 @@ pub fn write(dir: &Path, r: &PrivilegedResult) -> Result<Vec<String>> {
          each bar a neuron, blocks |W[k, i]| by feature (pale, below the axis: negative)",
         r.config.n, r.config.m
     );
-    r.write_stacks(dir, &title, |i| StackPanel {
-        title: density_label(i.density),
-        neurons: i
-            .neurons
-            .iter()
-            .map(|u| (u.weights.clone(), u.kind.label()))
-            .collect(),
+    r.write_stacks(dir, &title, |i| {
+        let neurons = i.neurons.iter().map(|u| (&u.weights[..], u.kind));
+        StackPanel::of(density_label(i.density), neurons)
     })
 }
 
 /// The printed table.
 pub fn table(r: &PrivilegedResult) -> String {
+    let [mono, poly, dead] = NeuronCounts::HEADER;
     let mut s = format!(
         "{:>8} {:>6} {:>6} {:>5} {:>9} {:>9}\n",
-        "1-S", "mono", "poly", "dead", "features", "loss"
+        "1-S", mono, poly, dead, "features", "loss"
     );
     for i in &r.instances {
         s += &format!(
-            "{:>8.4} {:>6} {:>6} {:>5} {:>9} {:>9.5}\n",
+            "{:>8.4} {} {:>9} {:>9.5}\n",
             i.density,
-            i.monosemantic_neurons,
-            i.polysemantic_neurons,
-            i.dead_neurons,
+            i.counts.columns(),
             i.features_represented,
             i.loss
         );
