@@ -188,16 +188,8 @@ pub fn run(a: SteerArgs) -> Result<()> {
     // Every input's header and d before the first file is written, so that a bad file
     // among many leaves no partial output behind.
     let inputs: Vec<PathBuf> = jobs.iter().map(|(i, _)| i.clone()).collect();
-    if let Some(s) = open_shards(&inputs, a.tensor.as_deref())?.first()
-        && s.d != model.d
-    {
-        return Err(Error::input(format!(
-            "{}: tensor {:?} has d = {}, but the SAE expects d = {} (its d_in)",
-            s.path.display(),
-            s.tensor,
-            s.d,
-            model.d
-        )));
+    if let Some(s) = open_shards(&inputs, a.tensor.as_deref())?.first() {
+        crate::eval::steer::check_d(s, &model)?;
     }
     if a.data.is_dir() || glob {
         crate::io::create_dir(&a.out)?;

@@ -255,6 +255,20 @@ pub struct SteerOutput {
     pub tensor: Option<String>,
 }
 
+/// An input error unless the shard's rows are the SAE's input width.
+pub fn check_d(shard: &Shard, model: &SaeModel) -> Result<()> {
+    if shard.d == model.d {
+        return Ok(());
+    }
+    Err(Error::input(format!(
+        "{}: tensor {:?} has d = {}, but the SAE expects d = {} (its d_in)",
+        shard.path.display(),
+        shard.tensor,
+        shard.d,
+        model.d
+    )))
+}
+
 /// Steer the activation tensor of one safetensors file into `out` (see the module doc).
 /// `tensor` picks the activation tensor when the file holds several floating ones.
 pub fn steer_file(
@@ -267,15 +281,7 @@ pub fn steer_file(
     opts: &SteerOutput,
 ) -> Result<SteerReport> {
     let shard = Shard::open(input, tensor)?;
-    if shard.d != model.d {
-        return Err(Error::input(format!(
-            "{}: tensor {:?} has d = {}, but the SAE expects d = {} (its d_in)",
-            input.display(),
-            shard.tensor,
-            shard.d,
-            model.d
-        )));
-    }
+    check_d(&shard, model)?;
     // Read through the shard's positioned reads (no map: a file truncated meanwhile is an
     // error naming it, never SIGBUS).
     let meta = shard.header().clone();
