@@ -40,7 +40,7 @@ fn n20(relu: bool) -> SweepConfig {
 fn table(r: &SweepResult) {
     eprintln!(
         "{} model, n {} -> m {} on the {} ({:.1} s training)",
-        r.model, r.config.n, r.config.m, r.engine, r.train_seconds
+        r.model, r.run.config.n, r.run.config.m, r.run.engine, r.run.train_seconds
     );
     for i in &r.instances {
         eprintln!(
@@ -61,7 +61,7 @@ fn table(r: &SweepResult) {
 /// Dense data: exactly the m most important features, each of norm 1 +- 0.02, D* 1 +- 0.01.
 fn check_dense(r: &SweepResult, errors: &mut Vec<String>) {
     let d = &r.instances[0];
-    let m = r.config.m;
+    let m = r.run.config.m;
     if d.represented != (0..m).collect::<Vec<_>>() {
         errors.push(format!(
             "{}: 1-S = 1 learned {:?}, expected the {m} most important features",

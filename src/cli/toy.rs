@@ -146,13 +146,12 @@ pub fn run(args: ToyArgs) -> Result<()> {
         let files = write_phase(&args.out, &r)?;
         let count = |p: Phase| r.cells.iter().filter(|c| c.phase == p).count();
         println!(
-            "{} cells: {} not learned, {} dedicated dimension, {} superposition ({:.1} s training on the {})",
+            "{} cells: {} not learned, {} dedicated dimension, {} superposition ({})",
             r.cells.len(),
             count(Phase::NotLearned),
             count(Phase::Dedicated),
             count(Phase::Superposition),
-            r.train_seconds,
-            r.engine
+            r.run.trained()
         );
         println!("wrote {}: {}", args.out.display(), files.join(", "));
     } else if let Some(cfg) = sweep {
@@ -184,9 +183,8 @@ pub fn run(args: ToyArgs) -> Result<()> {
             );
         }
         println!(
-            "{:.1} s training on the {}; wrote {}: {}",
-            r.train_seconds,
-            r.engine,
+            "{}; wrote {}: {}",
+            r.run.trained(),
             args.out.display(),
             files.join(", ")
         );

@@ -131,7 +131,7 @@ fn density_lab<I>(
     let files = write(&a.out, &r)?;
     print!("{}", table(&r));
     println!("rule: {}", r.rule);
-    wrote(&a.out, &files, r.train_seconds, &r.engine);
+    wrote(&a.out, &files, r.run.train_seconds, &r.run.engine);
     Ok(())
 }
 
@@ -204,7 +204,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
             let r = l1::run(&open_engine(a)?, &cfg, log_every, &mut log)?;
             let files = l1::write(&a.out, &r)?;
             print!("{}", l1::table(&r));
-            wrote(&a.out, &files, r.train_seconds, &r.engine);
+            wrote(&a.out, &files, r.run.train_seconds, &r.run.engine);
         }
         LabB::Intervene => {
             if a.importance_decay.is_some() {

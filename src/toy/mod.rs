@@ -239,10 +239,9 @@ fn too_big(wtw: &[Vec<f64>]) -> bool {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SweepResult {
     pub model: &'static str,
-    pub config: SweepConfig,
-    pub engine: String,
-    /// Wall time of the training steps.
-    pub train_seconds: f64,
+    /// The configuration, the engine and the training's wall time (flat in results.json).
+    #[serde(flatten)]
+    pub run: Run<SweepConfig>,
     pub instances: Vec<InstanceResult>,
 }
 
@@ -281,11 +280,40 @@ pub fn run_sweep(
         .collect();
     Ok(SweepResult {
         model: if cfg.relu { "relu" } else { "linear" },
-        config: cfg.clone(),
-        engine: engine.name(),
-        train_seconds: trained.seconds,
+        run: Run::new(cfg, engine, trained.seconds),
         instances,
     })
+}
+
+/// What every toy result starts with (flat in results.json): the configuration, the engine
+/// and the wall time of the training steps.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Run<C> {
+    pub config: C,
+    pub engine: String,
+    /// Wall time of the training steps.
+    pub train_seconds: f64,
+}
+
+impl<C: Clone> Run<C> {
+    /// `config` trained on `engine` in `train_seconds`.
+    pub fn new(config: &C, engine: &Engine, train_seconds: f64) -> Self {
+        Run {
+            config: config.clone(),
+            engine: engine.name(),
+            train_seconds,
+        }
+    }
+}
+
+impl<C> Run<C> {
+    /// "S s training on the ENGINE", for the printed summary.
+    pub fn trained(&self) -> String {
+        format!(
+            "{:.1} s training on the {}",
+            self.train_seconds, self.engine
+        )
+    }
 }
 
 /// Create DIR and write `r` to DIR/results.json.
@@ -303,7 +331,7 @@ pub fn write_sweep(dir: &Path, r: &SweepResult) -> Result<Vec<String>> {
     files.push("features.{png,svg}".into());
     plots::dimensionality(dir, r)?;
     files.push("dimensionality.{png,svg}".into());
-    if r.config.m == 2 {
+    if r.run.config.m == 2 {
         plots::directions(dir, r)?;
         files.push("directions.{png,svg}".into());
     }

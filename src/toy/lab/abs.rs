@@ -167,7 +167,7 @@ pub fn write(dir: &Path, r: &AbsResult) -> Result<Vec<String>> {
     let title = format!(
         "Computation in superposition: y = |x| through h = ReLU(W1 x + b1), n = {}, m = {}; \
          each bar a neuron's input weights by feature (pale: negative, drawn downward)",
-        r.config.n, r.config.m
+        r.run.config.n, r.run.config.m
     );
     r.write_stacks(dir, &title, |i| {
         let title = format!(

@@ -174,7 +174,7 @@ pub fn run(engine: &Engine, cfg: &Config, log: crate::toy::Log<'_>) -> Result<Ad
         })
         .collect();
     Ok(AdversarialResult {
-        run: Run::new(cfg, engine, &t),
+        run: Run::new(cfg, engine, t.seconds),
         instances,
     })
 }

@@ -21,6 +21,7 @@ use crate::gpu::Engine;
 use crate::reference::toy_mlp::{HiddenAct, MlpSpec};
 use crate::toy::Log;
 
+use super::Run;
 use super::plots_neurons::{LineChart, Series};
 use super::privileged::{summarize, train_instances};
 
@@ -92,9 +93,9 @@ pub struct TopkInstance {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct L1Result {
     pub experiment: &'static str,
-    pub config: L1Config,
-    pub engine: String,
-    pub train_seconds: f64,
+    /// The configuration, the engine and the training's wall time (flat in results.json).
+    #[serde(flatten)]
+    pub run: Run<L1Config>,
     pub instances: Vec<L1Instance>,
     pub topk: Vec<TopkInstance>,
 }
@@ -165,9 +166,7 @@ pub fn run(engine: &Engine, cfg: &L1Config, log_every: u64, log: Log<'_>) -> Res
     };
     Ok(L1Result {
         experiment: "l1",
-        config: cfg.clone(),
-        engine: engine.name(),
-        train_seconds: s1 + s2,
+        run: Run::new(cfg, engine, s1 + s2),
         instances,
         topk,
     })
@@ -195,7 +194,7 @@ pub fn write(dir: &Path, r: &L1Result) -> Result<Vec<String>> {
         LineChart {
             title: format!(
                 "L1 on h: n = {}, m = {}, 1-S = {}",
-                r.config.n, r.config.m, r.config.density
+                r.run.config.n, r.run.config.m, r.run.config.density
             ),
             x_desc: "L1 penalty (0 drawn at the left edge)".into(),
             y_desc: "features".into(),
@@ -217,7 +216,7 @@ pub fn write(dir: &Path, r: &L1Result) -> Result<Vec<String>> {
                         .iter()
                         .map(|i| {
                             let f = i.measured.features_represented;
-                            (x(i.l1), f as f64 / r.config.m as f64)
+                            (x(i.l1), f as f64 / r.run.config.m as f64)
                         })
                         .collect(),
                     color: green,

@@ -84,13 +84,13 @@ pub mod plots_a;
 pub mod plots_neurons;
 pub mod privileged;
 
-pub use crate::toy::Recipe;
+pub use crate::toy::{Recipe, Run};
 
 use crate::gpu::Engine;
+use crate::toy::Progress;
 use crate::toy::args::{
     ToyArgs, check_common, check_densities, lab_flags, open_engine, progress_line,
 };
-use crate::toy::{Progress, Trained};
 use crate::{Error, Result};
 
 /// Refuse flags the experiment `name` does not read (`allowed`: the optional flags it
@@ -151,36 +151,6 @@ pub fn one_density(a: &ToyArgs, default: f32) -> Result<f32> {
 pub fn density_range(a: &ToyArgs, default: (f64, f64, usize)) -> Result<Vec<f32>> {
     let (lo, hi, k) = crate::toy::args::density_bounds(a, default)?;
     Ok(crate::toy::log_space(lo, hi, k))
-}
-
-/// What the results of the ReLU output model's experiments start with (flat in
-/// results.json): the configuration, the engine and the wall time of the training steps.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Run<C> {
-    pub config: C,
-    pub engine: String,
-    pub train_seconds: f64,
-}
-
-impl<C: Clone> Run<C> {
-    /// `config` trained on `engine` as `trained`.
-    pub fn new(config: &C, engine: &Engine, trained: &Trained) -> Self {
-        Run {
-            config: config.clone(),
-            engine: engine.name(),
-            train_seconds: trained.seconds,
-        }
-    }
-}
-
-impl<C> Run<C> {
-    /// "S s training on the ENGINE", for the printed summary.
-    pub fn trained(&self) -> String {
-        format!(
-            "{:.1} s training on the {}",
-            self.train_seconds, self.engine
-        )
-    }
 }
 
 /// The start of the `main` of experiment `what` ("toy NAME"): refuse a model of `shape`

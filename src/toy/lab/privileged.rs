@@ -16,6 +16,7 @@ use crate::toy::Log;
 use crate::toy::mlp::{MlpConfig, init_mlp, train_mlp};
 use crate::toy::plots::density_label;
 
+use super::Run;
 use super::plots_neurons::StackPanel;
 
 /// A neuron whose firing weights' norm is below this is dead (neither kind).
@@ -197,9 +198,9 @@ pub struct PrivilegedInstance {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DensitySweepResult<I> {
     pub experiment: &'static str,
-    pub config: DensitySweep,
-    pub engine: String,
-    pub train_seconds: f64,
+    /// The configuration, the engine and the training's wall time (flat in results.json).
+    #[serde(flatten)]
+    pub run: Run<DensitySweep>,
     /// The monosemantic rule, in words.
     pub rule: String,
     pub instances: Vec<I>,
@@ -218,7 +219,7 @@ impl<I: serde::Serialize> DensitySweepResult<I> {
     ) -> Result<Vec<String>> {
         crate::toy::write_results(dir, self)?;
         let panels: Vec<StackPanel> = self.instances.iter().map(panel).collect();
-        super::plots_neurons::stacks(dir, "neurons", title, self.config.n, &panels)?;
+        super::plots_neurons::stacks(dir, "neurons", title, self.run.config.n, &panels)?;
         Ok(vec!["results.json".into(), "neurons.{png,svg}".into()])
     }
 }
@@ -278,9 +279,7 @@ impl DensitySweep {
         })?;
         Ok(DensitySweepResult {
             experiment,
-            config: cfg.clone(),
-            engine: engine.name(),
-            train_seconds: seconds,
+            run: Run::new(cfg, engine, seconds),
             rule: rule_text(spec.signed),
             instances,
         })
@@ -348,7 +347,7 @@ pub fn write(dir: &Path, r: &PrivilegedResult) -> Result<Vec<String>> {
     let title = format!(
         "Privileged basis: h = ReLU(W x), x' = ReLU(W\u{1d40} h + b), n = {}, m = {}; \
          each bar a neuron, blocks |W[k, i]| by feature (pale, below the axis: negative)",
-        r.config.n, r.config.m
+        r.run.config.n, r.run.config.m
     );
     r.write_stacks(dir, &title, |i| {
         let neurons = i.neurons.iter().map(|u| (&u.weights[..], u.kind));
