@@ -103,28 +103,12 @@ impl Recipe {
     /// The authors' notebook: notebook init, 10,000 steps of 1024 rows, AdamW lr 1e-3,
     /// weight decay 0.01, seed 0; final loss over 8 batches.
     pub fn notebook() -> Self {
-        Recipe {
-            steps: 10_000,
-            batch: 1024,
-            lr: 1e-3,
-            weight_decay: 0.01,
-            init: Init::Notebook,
-            seed: 0,
-            eval_batches: 8,
-        }
+        Schedule::notebook().recipe(Init::Notebook)
     }
 
     /// The recipe the flags give, with this experiment's default steps and batch.
     pub fn from_args(a: &ToyArgs, steps: u64, batch: usize) -> Self {
-        Recipe {
-            steps: a.steps.unwrap_or(steps),
-            batch: a.batch.unwrap_or(batch),
-            lr: a.lr,
-            weight_decay: a.weight_decay,
-            init: a.init.unwrap_or(Init::Notebook),
-            seed: a.seed,
-            eval_batches: 8,
-        }
+        Schedule::from_args(a, steps, batch).recipe(a.init.unwrap_or(Init::Notebook))
     }
 
     /// A training configuration of the ReLU output model: one density and one importance
@@ -188,6 +172,56 @@ impl Recipe {
     ) -> Result<Trained> {
         let init = init_params(tc.shape(), self.init, self.seed);
         train_with(engine, tc, opts, init, log)
+    }
+}
+
+/// A [`Recipe`] but for the initialisation and the final loss: `steps` AdamW steps (`lr`,
+/// `weight_decay`) on batches of `batch` rows, W and the data seeded by `seed`. What the
+/// lab's two-layer experiments and intervene configure (flat in results.json).
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Schedule {
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub seed: u64,
+}
+
+impl Schedule {
+    /// The authors' notebook: 10,000 steps of 1024 rows, AdamW lr 1e-3, weight decay 0.01,
+    /// seed 0.
+    pub fn notebook() -> Self {
+        Schedule {
+            steps: 10_000,
+            batch: 1024,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            seed: 0,
+        }
+    }
+
+    /// The schedule the flags give, with this experiment's default steps and batch.
+    pub fn from_args(a: &ToyArgs, steps: u64, batch: usize) -> Self {
+        Schedule {
+            steps: a.steps.unwrap_or(steps),
+            batch: a.batch.unwrap_or(batch),
+            lr: a.lr,
+            weight_decay: a.weight_decay,
+            seed: a.seed,
+        }
+    }
+
+    /// This schedule with W drawn by `init`; the final loss over 8 batches.
+    pub fn recipe(self, init: Init) -> Recipe {
+        Recipe {
+            steps: self.steps,
+            batch: self.batch,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            init,
+            seed: self.seed,
+            eval_batches: 8,
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Engine;
+use saeforge::toy::Schedule;
 use saeforge::toy::lab::abs::{default_size, run, table};
 use saeforge::toy::lab::privileged::DensitySweep;
 
@@ -16,8 +17,11 @@ fn check(engine: &Engine) -> Result<(), Failed> {
         n: 16,
         m: 6,
         density: vec![1.0, 0.03],
-        steps: 10_000,
-        batch: 512,
+        schedule: Schedule {
+            steps: 10_000,
+            batch: 512,
+            ..Schedule::notebook()
+        },
         ..default_size()
     };
     let r = run(engine, &cfg, 0, &mut |_| {}).map_err(fail)?;

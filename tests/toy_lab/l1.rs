@@ -4,6 +4,7 @@
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Engine;
+use saeforge::toy::Schedule;
 use saeforge::toy::lab::l1::{L1Config, run, table};
 
 use crate::common::{self, fail};
@@ -12,8 +13,11 @@ fn check(engine: &Engine) -> Result<(), Failed> {
     let cfg = L1Config {
         l1: vec![0.0, 1.0],
         topk: vec![1, 5],
-        steps: 3000,
-        batch: 256,
+        schedule: Schedule {
+            steps: 3000,
+            batch: 256,
+            ..Schedule::notebook()
+        },
         ..L1Config::default_size()
     };
     let r = run(engine, &cfg, 0, &mut |_| {}).map_err(fail)?;

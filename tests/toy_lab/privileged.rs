@@ -7,6 +7,7 @@
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Engine;
+use saeforge::toy::Schedule;
 use saeforge::toy::lab::privileged::{DensitySweep, paper, run, table};
 
 use crate::common::{self, fail};
@@ -14,7 +15,10 @@ use crate::common::{self, fail};
 fn check(engine: &Engine) -> Result<(), Failed> {
     let cfg = DensitySweep {
         density: vec![0.6, 0.01],
-        batch: 512,
+        schedule: Schedule {
+            batch: 512,
+            ..Schedule::notebook()
+        },
         ..paper()
     };
     let r = run(engine, &cfg, 0, &mut |_| {}).map_err(fail)?;

@@ -21,9 +21,9 @@ use crate::gpu::Engine;
 use crate::reference::toy_mlp::{HiddenAct, MlpSpec};
 use crate::toy::Log;
 
-use super::Run;
 use super::plots_neurons::{LineChart, Series};
 use super::privileged::{summarize, train_instances};
+use super::{Run, Schedule};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct L1Config {
@@ -35,11 +35,9 @@ pub struct L1Config {
     pub l1: Vec<f32>,
     /// One instance per k of the top-k run (empty: no top-k run).
     pub topk: Vec<u32>,
-    pub steps: u64,
-    pub batch: usize,
-    pub lr: f32,
-    pub weight_decay: f32,
-    pub seed: u64,
+    /// Steps, batch, AdamW and seed (flat in results.json).
+    #[serde(flatten)]
+    pub schedule: Schedule,
 }
 
 impl L1Config {
@@ -53,11 +51,7 @@ impl L1Config {
             density: 0.05,
             l1: vec![0.0, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0],
             topk: (1..=5).collect(),
-            steps: 10_000,
-            batch: 1024,
-            lr: 1e-3,
-            weight_decay: 0.01,
-            seed: 0,
+            schedule: Schedule::notebook(),
         }
     }
 }

@@ -21,24 +21,8 @@
 //! experiment's own (geometry, dynamics, adversarial: their `chart`), `plots_neurons` (the
 //! last four).
 
-/// The [`Recipe`] of an MLP experiment's config `$cfg` (fields steps, batch, lr,
-/// weight_decay, seed), its parameters drawn with `$init`; final loss over 8 batches.
-macro_rules! lab_recipe {
-    ($cfg:expr, $init:expr) => {
-        $crate::toy::Recipe {
-            steps: $cfg.steps,
-            batch: $cfg.batch,
-            lr: $cfg.lr,
-            weight_decay: $cfg.weight_decay,
-            init: $init,
-            seed: $cfg.seed,
-            eval_batches: 8,
-        }
-    };
-}
-
 /// The `MlpConfig` of an MLP experiment's config `$cfg` (fields n, m, importance_decay and
-/// `lab_recipe!`'s): one instance per entry of `$density`, each with
+/// schedule, a `Schedule`): one instance per entry of `$density`, each with
 /// I_i = importance_decay^i, penalty `$l1` and top-k `$topk` (without them: no penalty,
 /// all m neurons).
 macro_rules! mlp_config {
@@ -67,7 +51,10 @@ macro_rules! mlp_config {
             l1: $l1,
             topk: $topk,
             // init_mlp draws Xavier-normal weights per instance.
-            training: lab_recipe!($cfg, $crate::toy::Init::Xavier).training($log_every),
+            training: $cfg
+                .schedule
+                .recipe($crate::toy::Init::Xavier)
+                .training($log_every),
         }
     }};
 }
@@ -84,7 +71,7 @@ pub mod plots_a;
 pub mod plots_neurons;
 pub mod privileged;
 
-pub use crate::toy::{Recipe, Run};
+pub use crate::toy::{Recipe, Run, Schedule};
 
 use crate::gpu::Engine;
 use crate::toy::Progress;

@@ -16,8 +16,8 @@ use crate::toy::Log;
 use crate::toy::mlp::{MlpConfig, init_mlp, train_mlp};
 use crate::toy::plots::density_label;
 
-use super::Run;
 use super::plots_neurons::StackPanel;
+use super::{Run, Schedule};
 
 /// A neuron whose firing weights' norm is below this is dead (neither kind).
 pub const DEAD_NORM: f64 = 0.1;
@@ -130,11 +130,9 @@ pub struct DensitySweep {
     /// I_i = importance_decay^i.
     pub importance_decay: f32,
     pub density: Vec<f32>,
-    pub steps: u64,
-    pub batch: usize,
-    pub lr: f32,
-    pub weight_decay: f32,
-    pub seed: u64,
+    /// Steps, batch, AdamW and seed (flat in results.json).
+    #[serde(flatten)]
+    pub schedule: Schedule,
 }
 
 /// n = 10 features, m = 5 neurons, I_i = 0.75^i, seven densities from 1 to 0.01.
@@ -144,11 +142,7 @@ pub fn paper() -> DensitySweep {
         m: 5,
         importance_decay: 0.75,
         density: crate::toy::log_space(0.01, 1.0, 7),
-        steps: 10_000,
-        batch: 1024,
-        lr: 1e-3,
-        weight_decay: 0.01,
-        seed: 0,
+        schedule: Schedule::notebook(),
     }
 }
 
