@@ -18,7 +18,7 @@ use crate::toy::args::{
     density_bounds, open_engine, parse_range, progress_line, restarts,
 };
 use crate::toy::phase::{Phase, PhaseConfig, run_phase};
-use crate::toy::{Recipe, SweepConfig, log_space, run_sweep, write_phase, write_sweep};
+use crate::toy::{Features, Recipe, SweepConfig, log_space, run_sweep, write_phase, write_sweep};
 use crate::{Error, Result};
 
 /// The sweep configuration the flags describe (no --phase).
@@ -52,10 +52,12 @@ pub fn sweep_config(a: &ToyArgs) -> Result<SweepConfig> {
         "--features, --hidden or the densities (--density, --density-range)",
     )?;
     Ok(SweepConfig {
-        n,
-        m,
-        importance_decay: decay,
-        density,
+        features: Features {
+            n,
+            m,
+            importance_decay: decay,
+            density,
+        },
         relu: !a.linear,
         recipe,
     })
@@ -158,9 +160,9 @@ pub fn run(args: ToyArgs) -> Result<()> {
         eprintln!(
             "{} model, n {} -> m {}, {} densities, {} steps, batch {}",
             if cfg.relu { "ReLU output" } else { "linear" },
-            cfg.n,
-            cfg.m,
-            cfg.density.len(),
+            cfg.features.n,
+            cfg.features.m,
+            cfg.features.density.len(),
             cfg.recipe.steps,
             cfg.recipe.batch
         );

@@ -87,11 +87,9 @@ fn densities(a: &ToyArgs, default: Vec<f32>) -> Result<Vec<f32>> {
 
 /// The config of privileged or abs: the flags over the experiment's defaults `d`.
 fn density_sweep(a: &ToyArgs, d: DensitySweep) -> Result<DensitySweep> {
+    let density = densities(a, d.features.density.clone())?;
     Ok(DensitySweep {
-        n: a.features.unwrap_or(d.n),
-        m: a.hidden.unwrap_or(d.m),
-        importance_decay: a.importance_decay.unwrap_or(d.importance_decay),
-        density: densities(a, d.density)?,
+        features: d.features.with_flags(a, density),
         schedule: schedule(a),
     })
 }
@@ -116,7 +114,12 @@ fn density_lab<I>(
     let cfg = density_sweep(a, d)?;
     check_toy_memory(
         &format!("toy {}", run_name(a)),
-        [cfg.density.len(), cfg.n, cfg.m, cfg.schedule.batch],
+        [
+            cfg.features.density.len(),
+            cfg.features.n,
+            cfg.features.m,
+            cfg.schedule.batch,
+        ],
         "--features or the densities (--density, --density-range)",
     )?;
     let r = run(&open_engine(a)?, &cfg, log_every, log)?;
@@ -159,7 +162,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
         }
         LabB::L1 => {
             let d = l1::L1Config::default_size();
-            let m = a.hidden.unwrap_or(d.m);
+            let m = a.hidden.unwrap_or(d.features.m);
             let l1_values = a.lab_b.l1_values.clone().unwrap_or(d.l1);
             if l1_values.is_empty() || l1_values.iter().any(|v| !(*v >= 0.0 && v.is_finite())) {
                 return Err(Error::input(
@@ -176,11 +179,9 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
                     "--topk-values {k}: each k must be in 1..={m} (--hidden), or give 0 alone for no top-k run"
                 )));
             }
+            let density = lab::one_density(a, d.features.density)?;
             let cfg = l1::L1Config {
-                n: a.features.unwrap_or(d.n),
-                m,
-                importance_decay: a.importance_decay.unwrap_or(d.importance_decay),
-                density: lab::one_density(a, d.density)?,
+                features: d.features.with_flags(a, density),
                 l1: l1_values,
                 topk,
                 schedule: schedule(a),
@@ -190,7 +191,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
             let more = "--features, --hidden, --l1-values or --topk-values";
             check_toy_memory(
                 "toy --experiment l1",
-                [e, cfg.n, m, cfg.schedule.batch],
+                [e, cfg.features.n, m, cfg.schedule.batch],
                 more,
             )?;
             let r = l1::run(&open_engine(a)?, &cfg, log_every, &mut log)?;

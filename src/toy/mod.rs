@@ -37,15 +37,48 @@ pub use train::{
     init_params, train, train_with,
 };
 
-/// One run of the ReLU (or linear) model at several densities: the paper's sweeps.
+/// n features of importance I_i = importance_decay^i through m hidden dimensions (neurons),
+/// at density `D`: 1 - S per instance (`Vec<f32>`), or of every instance (`f32`).
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct SweepConfig {
+pub struct Features<D = Vec<f32>> {
     pub n: usize,
     pub m: usize,
     /// I_i = importance_decay^i (i from 0); 1 gives equal importance.
     pub importance_decay: f32,
-    /// 1 - S per instance.
-    pub density: Vec<f32>,
+    /// 1 - S.
+    pub density: D,
+}
+
+impl<D> Features<D> {
+    /// `--features`, `--hidden` and `--importance-decay` over these defaults, at `density`.
+    pub fn with_flags<E>(&self, a: &ToyArgs, density: E) -> Features<E> {
+        Features {
+            n: a.features.unwrap_or(self.n),
+            m: a.hidden.unwrap_or(self.m),
+            importance_decay: a.importance_decay.unwrap_or(self.importance_decay),
+            density,
+        }
+    }
+
+    /// I_i = decay^i for each feature.
+    pub fn importance(&self) -> Vec<f32> {
+        decay_importance(self.n, self.importance_decay)
+    }
+}
+
+/// I_i = decay^i for features i = 0..n.
+pub fn decay_importance(n: usize, decay: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| (decay as f64).powi(i as i32) as f32)
+        .collect()
+}
+
+/// One run of the ReLU (or linear) model at several densities: the paper's sweeps.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SweepConfig {
+    /// n, m, I_i and 1 - S per instance (flat in results.json).
+    #[serde(flatten)]
+    pub features: Features,
     pub relu: bool,
     /// Init, steps, batch, AdamW, seed, final-loss batches (flat in results.json).
     #[serde(flatten)]
@@ -56,32 +89,24 @@ impl SweepConfig {
     /// The notebook's first model: n = 5, m = 2, I_i = 0.9^i, ten densities 20^-linspace(0, 1, 10).
     pub fn intro() -> Self {
         SweepConfig {
-            n: 5,
-            m: 2,
-            importance_decay: 0.9,
-            density: log_space(0.05, 1.0, 10),
+            features: Features {
+                n: 5,
+                m: 2,
+                importance_decay: 0.9,
+                density: log_space(0.05, 1.0, 10),
+            },
             relu: true,
             recipe: Recipe::notebook(),
         }
     }
 
-    /// I_i = decay^i for each feature.
-    pub fn importance(&self) -> Vec<f32> {
-        (0..self.n)
-            .map(|i| (self.importance_decay as f64).powi(i as i32) as f32)
-            .collect()
-    }
-
     pub fn train_config(&self, log_every: u64) -> TrainConfig {
+        let f = &self.features;
         TrainConfig {
             relu: self.relu,
-            ..self.recipe.train_config(
-                self.n,
-                self.m,
-                self.density.clone(),
-                &self.importance(),
-                log_every,
-            )
+            ..self
+                .recipe
+                .train_config(f.n, f.m, f.density.clone(), &f.importance(), log_every)
         }
     }
 }
@@ -291,14 +316,14 @@ pub fn run_sweep(
     let trained = cfg
         .recipe
         .train(engine, &tc, &TrainOptions::default(), log)?;
-    let (n, m) = (cfg.n, cfg.m);
+    let (n, m) = (cfg.features.n, cfg.features.m);
     let instances = (0..shape.instances)
         .map(|e| {
             let w = &trained.params.w[e * n * m..(e + 1) * n * m];
             let geo = geometry(w, n, m);
             InstanceResult {
-                density: cfg.density[e],
-                inverse_density: 1.0 / cfg.density[e] as f64,
+                density: cfg.features.density[e],
+                inverse_density: 1.0 / cfg.features.density[e] as f64,
                 importance: tc.data.importance[e * n..(e + 1) * n].to_vec(),
                 dstar: geo.dstar,
                 represented: geo.represented(),
@@ -365,7 +390,7 @@ pub fn write_sweep(dir: &Path, r: &SweepResult) -> Result<Vec<String>> {
     files.push("features.{png,svg}".into());
     plots::dimensionality(dir, r)?;
     files.push("dimensionality.{png,svg}".into());
-    if r.run.config.m == 2 {
+    if r.run.config.features.m == 2 {
         plots::directions(dir, r)?;
         files.push("directions.{png,svg}".into());
     }

@@ -187,7 +187,7 @@ fn heading<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, density: f32) -> R
 }
 
 fn features_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &SweepResult) -> Res {
-    let n = r.run.config.n;
+    let n = r.run.config.features.n;
     let shown = n.min(MAX_HEAT_FEATURES);
     let (w, _) = root.dim_in_pixel();
     let title = format!(
@@ -197,7 +197,7 @@ fn features_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &SweepRe
         } else {
             "Linear"
         },
-        r.run.config.m,
+        r.run.config.features.m,
         if shown < n {
             format!(" (first {shown} features shown)")
         } else {
@@ -354,8 +354,8 @@ fn dimensionality_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &S
         .caption(
             format!(
                 "Feature dimensionality: n = {}, m = {}, {} model",
-                r.run.config.n,
-                r.run.config.m,
+                r.run.config.features.n,
+                r.run.config.features.m,
                 if r.run.config.relu { "ReLU" } else { "linear" }
             ),
             ("sans-serif", 22),
@@ -454,7 +454,7 @@ pub fn dimensionality(dir: &Path, r: &SweepResult) -> Result<()> {
 // ---------------------------------------------------------------- directions (m = 2)
 
 fn directions_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &SweepResult) -> Res {
-    let n = r.run.config.n;
+    let n = r.run.config.features.n;
     let (w, h) = root.dim_in_pixel();
     text(
         root,

@@ -23,7 +23,7 @@ fn check(engine: &Engine) -> Result<(), Failed> {
     let r = run(engine, &cfg, 0, &mut |_| {}).map_err(fail)?;
     eprint!("{}", table(&r));
     let (free, pen) = (&r.instances[0].measured, &r.instances[1].measured);
-    if free.features_per_dim <= 1.0 || free.features_represented <= cfg.m {
+    if free.features_per_dim <= 1.0 || free.features_represented <= cfg.features.m {
         return Err(format!(
             "l1 = 0: {:.3} features per dimension, {} represented; expected superposition",
             free.features_per_dim, free.features_represented

@@ -23,14 +23,13 @@ use crate::toy::Log;
 
 use super::plots_neurons::{LineChart, Series};
 use super::privileged::{summarize, train_instances};
-use super::{Run, Schedule};
+use super::{Features, Run, Schedule};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct L1Config {
-    pub n: usize,
-    pub m: usize,
-    pub importance_decay: f32,
-    pub density: f32,
+    /// n, m, I_i and the one 1 - S of every instance (flat in results.json).
+    #[serde(flatten)]
+    pub features: Features<f32>,
     /// One instance per penalty.
     pub l1: Vec<f32>,
     /// One instance per k of the top-k run (empty: no top-k run).
@@ -45,10 +44,12 @@ impl L1Config {
     /// 0 to 1, k = 1..5.
     pub fn default_size() -> Self {
         L1Config {
-            n: 20,
-            m: 5,
-            importance_decay: 1.0,
-            density: 0.05,
+            features: Features {
+                n: 20,
+                m: 5,
+                importance_decay: 1.0,
+                density: 0.05,
+            },
             l1: vec![0.0, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0],
             topk: (1..=5).collect(),
             schedule: Schedule::notebook(),
@@ -103,8 +104,15 @@ fn train_all(
     log_every: u64,
     log: Log<'_>,
 ) -> Result<(Vec<Measured>, f64)> {
-    let mc = mlp_config!(cfg, spec, vec![cfg.density; l1.len()], l1, topk, log_every);
-    let mn = cfg.m * cfg.n;
+    let mc = mlp_config!(
+        cfg,
+        spec,
+        vec![cfg.features.density; l1.len()],
+        l1,
+        topk,
+        log_every
+    );
+    let mn = cfg.features.m * cfg.features.n;
     train_instances(engine, &mc, log, |_, w, loss| {
         // Only the positive weights make a neuron fire (inputs are >= 0).
         let frob: f64 = w[..mn].iter().map(|&v| (v as f64).max(0.0).powi(2)).sum();
@@ -113,11 +121,11 @@ fn train_all(
             loss,
             // No neuron fires at all: no dimension is used (null in results.json).
             dstar: if frob > 1e-9 {
-                cfg.m as f64 / frob
+                cfg.features.m as f64 / frob
             } else {
                 f64::INFINITY
             },
-            features_per_dim: frob / cfg.m as f64,
+            features_per_dim: frob / cfg.features.m as f64,
             features_represented: s.features_represented,
             monosemantic_neurons: s.counts.monosemantic_neurons,
             polysemantic_neurons: s.counts.polysemantic_neurons,
@@ -133,7 +141,7 @@ pub fn run(engine: &Engine, cfg: &L1Config, log_every: u64, log: Log<'_>) -> Res
         cfg,
         spec,
         cfg.l1.clone(),
-        vec![cfg.m as u32; k],
+        vec![cfg.features.m as u32; k],
         log_every,
         log,
     )?;
@@ -188,7 +196,7 @@ pub fn write(dir: &Path, r: &L1Result) -> Result<Vec<String>> {
         LineChart {
             title: format!(
                 "L1 on h: n = {}, m = {}, 1-S = {}",
-                r.run.config.n, r.run.config.m, r.run.config.density
+                r.run.config.features.n, r.run.config.features.m, r.run.config.features.density
             ),
             x_desc: "L1 penalty (0 drawn at the left edge)".into(),
             y_desc: "features".into(),
@@ -210,7 +218,7 @@ pub fn write(dir: &Path, r: &L1Result) -> Result<Vec<String>> {
                         .iter()
                         .map(|i| {
                             let f = i.measured.features_represented;
-                            (x(i.l1), f as f64 / r.run.config.m as f64)
+                            (x(i.l1), f as f64 / r.run.config.features.m as f64)
                         })
                         .collect(),
                     color: green,

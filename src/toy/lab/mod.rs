@@ -21,7 +21,7 @@
 //! experiment's own (geometry, dynamics, adversarial: their `chart`), `plots_neurons` (the
 //! last four).
 
-/// The `MlpConfig` of an MLP experiment's config `$cfg` (fields n, m, importance_decay and
+/// The `MlpConfig` of an MLP experiment's config `$cfg` (fields features, a `Features`, and
 /// schedule, a `Schedule`): one instance per entry of `$density`, each with
 /// I_i = importance_decay^i, penalty `$l1` and top-k `$topk` (without them: no penalty,
 /// all m neurons).
@@ -33,7 +33,7 @@ macro_rules! mlp_config {
             $spec,
             $density.clone(),
             vec![0.0; e],
-            vec![$cfg.m as u32; e],
+            vec![$cfg.features.m as u32; e],
             $log_every
         )
     }};
@@ -42,9 +42,9 @@ macro_rules! mlp_config {
         let e = density.len();
         $crate::toy::mlp::MlpConfig {
             data: $crate::toy::ToyData {
-                n: $cfg.n,
-                m: $cfg.m,
-                importance: super::privileged::importances($cfg.n, $cfg.importance_decay, e),
+                n: $cfg.features.n,
+                m: $cfg.features.m,
+                importance: $cfg.features.importance().repeat(e),
                 density,
             },
             spec: $spec,
@@ -71,7 +71,7 @@ pub mod plots_a;
 pub mod plots_neurons;
 pub mod privileged;
 
-pub use crate::toy::{Recipe, Run, Schedule};
+pub use crate::toy::{Features, Recipe, Run, Schedule};
 
 use crate::gpu::Engine;
 use crate::toy::Progress;
