@@ -81,10 +81,14 @@ pub fn phase_config(a: &ToyArgs) -> Result<PhaseConfig> {
     let (ilo, ihi, ik) = parse_range("--importance-range", importance_range)?;
     let (dlo, dhi, dk) = density_bounds(a, (0.01, 1.0, 15))?;
     let restarts = restarts(a)?;
-    let batch = a.batch.unwrap_or(1024);
+    let recipe = Recipe {
+        eval_batches: 32,
+        ..Recipe::from_args(a, 10_000, 1024)
+    };
+    let instances = ik.saturating_mul(dk).saturating_mul(restarts);
     check_toy_memory(
         "toy --phase",
-        [ik.saturating_mul(dk).saturating_mul(restarts), 2, 1, batch],
+        [instances, 2, 1, recipe.batch],
         "the cells x restarts (--importance-range, --density-range, --restarts)",
     )?;
     Ok(PhaseConfig {
@@ -96,10 +100,7 @@ pub fn phase_config(a: &ToyArgs) -> Result<PhaseConfig> {
         density_points: dk,
         restarts,
         relu: !a.linear,
-        recipe: Recipe {
-            eval_batches: 32,
-            ..Recipe::from_args(a, 10_000, 1024)
-        },
+        recipe,
     })
 }
 

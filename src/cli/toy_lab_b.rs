@@ -112,14 +112,10 @@ fn density_lab<I>(
     log: &mut dyn FnMut(&Progress),
 ) -> Result<()> {
     let cfg = density_sweep(a, d)?;
+    let f = &cfg.features;
     check_toy_memory(
         &format!("toy {}", run_name(a)),
-        [
-            cfg.features.density.len(),
-            cfg.features.n,
-            cfg.features.m,
-            cfg.schedule.batch,
-        ],
+        [f.density.len(), f.n, f.m, cfg.schedule.batch],
         "--features or the densities (--density, --density-range)",
     )?;
     let r = run(&open_engine(a)?, &cfg, log_every, log)?;
