@@ -22,16 +22,18 @@
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use saeforge::gpu::{DeviceChoice, Engine, select_engine};
-use saeforge::toy::{SweepConfig, SweepResult, log_space, run_sweep, write_sweep};
+use saeforge::toy::{Features, SweepConfig, SweepResult, log_space, run_sweep, write_sweep};
 
 const N20_DENSITIES: &[f32] = &[1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001];
 
 fn n20(relu: bool) -> SweepConfig {
     SweepConfig {
-        n: 20,
-        m: 5,
-        importance_decay: 0.7,
-        density: N20_DENSITIES.to_vec(),
+        features: Features {
+            n: 20,
+            m: 5,
+            importance_decay: 0.7,
+            density: N20_DENSITIES.to_vec(),
+        },
         relu,
         ..SweepConfig::intro()
     }
@@ -40,7 +42,11 @@ fn n20(relu: bool) -> SweepConfig {
 fn table(r: &SweepResult) {
     eprintln!(
         "{} model, n {} -> m {} on the {} ({:.1} s training)",
-        r.model, r.config.n, r.config.m, r.engine, r.train_seconds
+        r.model,
+        r.run.config.features.n,
+        r.run.config.features.m,
+        r.run.engine,
+        r.run.train_seconds
     );
     for i in &r.instances {
         eprintln!(
@@ -61,7 +67,7 @@ fn table(r: &SweepResult) {
 /// Dense data: exactly the m most important features, each of norm 1 +- 0.02, D* 1 +- 0.01.
 fn check_dense(r: &SweepResult, errors: &mut Vec<String>) {
     let d = &r.instances[0];
-    let m = r.config.m;
+    let m = r.run.config.features.m;
     if d.represented != (0..m).collect::<Vec<_>>() {
         errors.push(format!(
             "{}: 1-S = 1 learned {:?}, expected the {m} most important features",
@@ -177,10 +183,12 @@ fn n200_dstar() -> Result<(), Failed> {
     let (engine, why) = engine_from_env()?;
     eprintln!("{why}");
     let cfg = SweepConfig {
-        n: 200,
-        m: 20,
-        importance_decay: 1.0,
-        density: log_space(0.05, 1.0, 20),
+        features: Features {
+            n: 200,
+            m: 20,
+            importance_decay: 1.0,
+            density: log_space(0.05, 1.0, 20),
+        },
         ..SweepConfig::intro()
     };
     let r = run_sweep(&engine, &cfg, 1000, &mut |p| {

@@ -18,7 +18,7 @@ use crate::toy::args::{
     density_bounds, open_engine, parse_range, progress_line, restarts,
 };
 use crate::toy::phase::{Phase, PhaseConfig, run_phase};
-use crate::toy::{Recipe, SweepConfig, log_space, run_sweep, write_phase, write_sweep};
+use crate::toy::{Features, Recipe, SweepConfig, log_space, run_sweep, write_phase, write_sweep};
 use crate::{Error, Result};
 
 /// The sweep configuration the flags describe (no --phase).
@@ -52,10 +52,12 @@ pub fn sweep_config(a: &ToyArgs) -> Result<SweepConfig> {
         "--features, --hidden or the densities (--density, --density-range)",
     )?;
     Ok(SweepConfig {
-        n,
-        m,
-        importance_decay: decay,
-        density,
+        features: Features {
+            n,
+            m,
+            importance_decay: decay,
+            density,
+        },
         relu: !a.linear,
         recipe,
     })
@@ -79,10 +81,14 @@ pub fn phase_config(a: &ToyArgs) -> Result<PhaseConfig> {
     let (ilo, ihi, ik) = parse_range("--importance-range", importance_range)?;
     let (dlo, dhi, dk) = density_bounds(a, (0.01, 1.0, 15))?;
     let restarts = restarts(a)?;
-    let batch = a.batch.unwrap_or(1024);
+    let recipe = Recipe {
+        eval_batches: 32,
+        ..Recipe::from_args(a, 10_000, 1024)
+    };
+    let instances = ik.saturating_mul(dk).saturating_mul(restarts);
     check_toy_memory(
         "toy --phase",
-        [ik.saturating_mul(dk).saturating_mul(restarts), 2, 1, batch],
+        [instances, 2, 1, recipe.batch],
         "the cells x restarts (--importance-range, --density-range, --restarts)",
     )?;
     Ok(PhaseConfig {
@@ -94,10 +100,7 @@ pub fn phase_config(a: &ToyArgs) -> Result<PhaseConfig> {
         density_points: dk,
         restarts,
         relu: !a.linear,
-        recipe: Recipe {
-            eval_batches: 32,
-            ..Recipe::from_args(a, 10_000, 1024)
-        },
+        recipe,
     })
 }
 
@@ -146,22 +149,21 @@ pub fn run(args: ToyArgs) -> Result<()> {
         let files = write_phase(&args.out, &r)?;
         let count = |p: Phase| r.cells.iter().filter(|c| c.phase == p).count();
         println!(
-            "{} cells: {} not learned, {} dedicated dimension, {} superposition ({:.1} s training on the {})",
+            "{} cells: {} not learned, {} dedicated dimension, {} superposition ({})",
             r.cells.len(),
             count(Phase::NotLearned),
             count(Phase::Dedicated),
             count(Phase::Superposition),
-            r.train_seconds,
-            r.engine
+            r.run.trained()
         );
         println!("wrote {}: {}", args.out.display(), files.join(", "));
     } else if let Some(cfg) = sweep {
         eprintln!(
             "{} model, n {} -> m {}, {} densities, {} steps, batch {}",
             if cfg.relu { "ReLU output" } else { "linear" },
-            cfg.n,
-            cfg.m,
-            cfg.density.len(),
+            cfg.features.n,
+            cfg.features.m,
+            cfg.features.density.len(),
             cfg.recipe.steps,
             cfg.recipe.batch
         );
@@ -184,9 +186,8 @@ pub fn run(args: ToyArgs) -> Result<()> {
             );
         }
         println!(
-            "{:.1} s training on the {}; wrote {}: {}",
-            r.train_seconds,
-            r.engine,
+            "{}; wrote {}: {}",
+            r.run.trained(),
             args.out.display(),
             files.join(", ")
         );

@@ -8,10 +8,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::gpu::Engine;
-use crate::toy::Progress;
 use crate::toy::lab::abs;
 use crate::toy::lab::privileged::{self, DensitySweep, DensitySweepResult};
 use crate::toy::lab::{self, intervene, l1};
+use crate::toy::{Progress, Schedule};
 use crate::{Error, Result};
 
 use crate::toy::args::{
@@ -28,14 +28,10 @@ pub enum LabB {
     Intervene,
 }
 
-/// `--steps` (the notebook's 10,000 by default).
-fn steps(a: &ToyArgs) -> u64 {
-    a.steps.unwrap_or(10_000)
-}
-
-/// `--batch` (the notebook's 1024 by default).
-fn batch(a: &ToyArgs) -> usize {
-    a.batch.unwrap_or(1024)
+/// `--steps`, `--batch`, `--lr`, `--weight-decay` and `--seed` (the notebook's 10,000 steps
+/// of 1024 rows by default).
+fn schedule(a: &ToyArgs) -> Schedule {
+    Schedule::from_args(a, 10_000, 1024)
 }
 
 /// The flags each experiment reads (beyond the recipe's); any other model or lab flag is
@@ -91,16 +87,10 @@ fn densities(a: &ToyArgs, default: Vec<f32>) -> Result<Vec<f32>> {
 
 /// The config of privileged or abs: the flags over the experiment's defaults `d`.
 fn density_sweep(a: &ToyArgs, d: DensitySweep) -> Result<DensitySweep> {
+    let density = densities(a, d.features.density.clone())?;
     Ok(DensitySweep {
-        n: a.features.unwrap_or(d.n),
-        m: a.hidden.unwrap_or(d.m),
-        importance_decay: a.importance_decay.unwrap_or(d.importance_decay),
-        density: densities(a, d.density)?,
-        steps: steps(a),
-        batch: batch(a),
-        lr: a.lr,
-        weight_decay: a.weight_decay,
-        seed: a.seed,
+        features: d.features.with_flags(a, density),
+        schedule: schedule(a),
     })
 }
 
@@ -122,16 +112,17 @@ fn density_lab<I>(
     log: &mut dyn FnMut(&Progress),
 ) -> Result<()> {
     let cfg = density_sweep(a, d)?;
+    let f = &cfg.features;
     check_toy_memory(
         &format!("toy {}", run_name(a)),
-        [cfg.density.len(), cfg.n, cfg.m, cfg.batch],
+        [f.density.len(), f.n, f.m, cfg.schedule.batch],
         "--features or the densities (--density, --density-range)",
     )?;
     let r = run(&open_engine(a)?, &cfg, log_every, log)?;
     let files = write(&a.out, &r)?;
     print!("{}", table(&r));
     println!("rule: {}", r.rule);
-    wrote(&a.out, &files, r.train_seconds, &r.engine);
+    wrote(&a.out, &files, r.run.train_seconds, &r.run.engine);
     Ok(())
 }
 
@@ -152,7 +143,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
     };
     lab::check_flags(a, name, allowed(exp))?;
     model_flags(a)?;
-    let log_every = (steps(a) / 10).max(1);
+    let log_every = (schedule(a).steps / 10).max(1);
     let start = Instant::now();
     let mut log = crate::toy::args::progress_line(name);
     // Each arm opens the engine after its flags are checked (a bad flag fails first).
@@ -167,7 +158,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
         }
         LabB::L1 => {
             let d = l1::L1Config::default_size();
-            let m = a.hidden.unwrap_or(d.m);
+            let m = a.hidden.unwrap_or(d.features.m);
             let l1_values = a.lab_b.l1_values.clone().unwrap_or(d.l1);
             if l1_values.is_empty() || l1_values.iter().any(|v| !(*v >= 0.0 && v.is_finite())) {
                 return Err(Error::input(
@@ -184,27 +175,25 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
                     "--topk-values {k}: each k must be in 1..={m} (--hidden), or give 0 alone for no top-k run"
                 )));
             }
+            let density = lab::one_density(a, d.features.density)?;
             let cfg = l1::L1Config {
-                n: a.features.unwrap_or(d.n),
-                m,
-                importance_decay: a.importance_decay.unwrap_or(d.importance_decay),
-                density: lab::one_density(a, d.density)?,
+                features: d.features.with_flags(a, density),
                 l1: l1_values,
                 topk,
-                steps: steps(a),
-                batch: batch(a),
-                lr: a.lr,
-                weight_decay: a.weight_decay,
-                seed: a.seed,
+                schedule: schedule(a),
             };
             // The L1 instances train first, then the top-k ones.
             let e = cfg.l1.len().max(cfg.topk.len());
             let more = "--features, --hidden, --l1-values or --topk-values";
-            check_toy_memory("toy --experiment l1", [e, cfg.n, m, cfg.batch], more)?;
+            check_toy_memory(
+                "toy --experiment l1",
+                [e, cfg.features.n, m, cfg.schedule.batch],
+                more,
+            )?;
             let r = l1::run(&open_engine(a)?, &cfg, log_every, &mut log)?;
             let files = l1::write(&a.out, &r)?;
             print!("{}", l1::table(&r));
-            wrote(&a.out, &files, r.train_seconds, &r.engine);
+            wrote(&a.out, &files, r.run.train_seconds, &r.run.engine);
         }
         LabB::Intervene => {
             if a.importance_decay.is_some() {
@@ -221,11 +210,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
                 n,
                 m,
                 density: lab::one_density(a, d.density)?,
-                steps: steps(a),
-                batch: batch(a),
-                lr: a.lr,
-                weight_decay: a.weight_decay,
-                seed: a.seed,
+                schedule: schedule(a),
                 capture_rows: b.capture_rows.unwrap_or(d.capture_rows),
                 sae_latents: b.sae_latents.unwrap_or(2 * n),
                 sae_k: b.sae_k.unwrap_or(d.sae_k),
@@ -248,7 +233,7 @@ pub fn run(exp: LabB, a: &ToyArgs) -> Result<()> {
             }
             check_toy_memory(
                 "toy --experiment intervene",
-                [1, n, m, cfg.batch],
+                [1, n, m, cfg.schedule.batch],
                 "--features",
             )?;
             // The captured rows: x (n), the hidden activations (m) and their shard on disk.

@@ -37,15 +37,48 @@ pub use train::{
     init_params, train, train_with,
 };
 
-/// One run of the ReLU (or linear) model at several densities: the paper's sweeps.
+/// n features of importance I_i = importance_decay^i through m hidden dimensions (neurons),
+/// at density `D`: 1 - S per instance (`Vec<f32>`), or of every instance (`f32`).
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct SweepConfig {
+pub struct Features<D = Vec<f32>> {
     pub n: usize,
     pub m: usize,
     /// I_i = importance_decay^i (i from 0); 1 gives equal importance.
     pub importance_decay: f32,
-    /// 1 - S per instance.
-    pub density: Vec<f32>,
+    /// 1 - S.
+    pub density: D,
+}
+
+impl<D> Features<D> {
+    /// `--features`, `--hidden` and `--importance-decay` over these defaults, at `density`.
+    pub fn with_flags<E>(&self, a: &ToyArgs, density: E) -> Features<E> {
+        Features {
+            n: a.features.unwrap_or(self.n),
+            m: a.hidden.unwrap_or(self.m),
+            importance_decay: a.importance_decay.unwrap_or(self.importance_decay),
+            density,
+        }
+    }
+
+    /// I_i = decay^i for each feature.
+    pub fn importance(&self) -> Vec<f32> {
+        decay_importance(self.n, self.importance_decay)
+    }
+}
+
+/// I_i = decay^i for features i = 0..n.
+pub fn decay_importance(n: usize, decay: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| (decay as f64).powi(i as i32) as f32)
+        .collect()
+}
+
+/// One run of the ReLU (or linear) model at several densities: the paper's sweeps.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SweepConfig {
+    /// n, m, I_i and 1 - S per instance (flat in results.json).
+    #[serde(flatten)]
+    pub features: Features,
     pub relu: bool,
     /// Init, steps, batch, AdamW, seed, final-loss batches (flat in results.json).
     #[serde(flatten)]
@@ -56,32 +89,24 @@ impl SweepConfig {
     /// The notebook's first model: n = 5, m = 2, I_i = 0.9^i, ten densities 20^-linspace(0, 1, 10).
     pub fn intro() -> Self {
         SweepConfig {
-            n: 5,
-            m: 2,
-            importance_decay: 0.9,
-            density: log_space(0.05, 1.0, 10),
+            features: Features {
+                n: 5,
+                m: 2,
+                importance_decay: 0.9,
+                density: log_space(0.05, 1.0, 10),
+            },
             relu: true,
             recipe: Recipe::notebook(),
         }
     }
 
-    /// I_i = decay^i for each feature.
-    pub fn importance(&self) -> Vec<f32> {
-        (0..self.n)
-            .map(|i| (self.importance_decay as f64).powi(i as i32) as f32)
-            .collect()
-    }
-
     pub fn train_config(&self, log_every: u64) -> TrainConfig {
+        let f = &self.features;
         TrainConfig {
             relu: self.relu,
-            ..self.recipe.train_config(
-                self.n,
-                self.m,
-                self.density.clone(),
-                &self.importance(),
-                log_every,
-            )
+            ..self
+                .recipe
+                .train_config(f.n, f.m, f.density.clone(), &f.importance(), log_every)
         }
     }
 }
@@ -103,28 +128,12 @@ impl Recipe {
     /// The authors' notebook: notebook init, 10,000 steps of 1024 rows, AdamW lr 1e-3,
     /// weight decay 0.01, seed 0; final loss over 8 batches.
     pub fn notebook() -> Self {
-        Recipe {
-            steps: 10_000,
-            batch: 1024,
-            lr: 1e-3,
-            weight_decay: 0.01,
-            init: Init::Notebook,
-            seed: 0,
-            eval_batches: 8,
-        }
+        Schedule::notebook().recipe(Init::Notebook)
     }
 
     /// The recipe the flags give, with this experiment's default steps and batch.
     pub fn from_args(a: &ToyArgs, steps: u64, batch: usize) -> Self {
-        Recipe {
-            steps: a.steps.unwrap_or(steps),
-            batch: a.batch.unwrap_or(batch),
-            lr: a.lr,
-            weight_decay: a.weight_decay,
-            init: a.init.unwrap_or(Init::Notebook),
-            seed: a.seed,
-            eval_batches: 8,
-        }
+        Schedule::from_args(a, steps, batch).recipe(a.init.unwrap_or(Init::Notebook))
     }
 
     /// A training configuration of the ReLU output model: one density and one importance
@@ -191,6 +200,56 @@ impl Recipe {
     }
 }
 
+/// A [`Recipe`] but for the initialisation and the final loss: `steps` AdamW steps (`lr`,
+/// `weight_decay`) on batches of `batch` rows, W and the data seeded by `seed`. What the
+/// lab's two-layer experiments and intervene configure (flat in results.json).
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Schedule {
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub seed: u64,
+}
+
+impl Schedule {
+    /// The authors' notebook: 10,000 steps of 1024 rows, AdamW lr 1e-3, weight decay 0.01,
+    /// seed 0.
+    pub fn notebook() -> Self {
+        Schedule {
+            steps: 10_000,
+            batch: 1024,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            seed: 0,
+        }
+    }
+
+    /// The schedule the flags give, with this experiment's default steps and batch.
+    pub fn from_args(a: &ToyArgs, steps: u64, batch: usize) -> Self {
+        Schedule {
+            steps: a.steps.unwrap_or(steps),
+            batch: a.batch.unwrap_or(batch),
+            lr: a.lr,
+            weight_decay: a.weight_decay,
+            seed: a.seed,
+        }
+    }
+
+    /// This schedule with W drawn by `init`; the final loss over 8 batches.
+    pub fn recipe(self, init: Init) -> Recipe {
+        Recipe {
+            steps: self.steps,
+            batch: self.batch,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            init,
+            seed: self.seed,
+            eval_batches: 8,
+        }
+    }
+}
+
 /// `count` values from `hi` down to `lo`, evenly spaced in log (hi (lo / hi)^(k / (count - 1))),
 /// so that `log_space(0.05, 1.0, 20)` is the notebook's 20^-linspace(0, 1, 20).
 pub fn log_space(lo: f64, hi: f64, count: usize) -> Vec<f32> {
@@ -239,10 +298,9 @@ fn too_big(wtw: &[Vec<f64>]) -> bool {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SweepResult {
     pub model: &'static str,
-    pub config: SweepConfig,
-    pub engine: String,
-    /// Wall time of the training steps.
-    pub train_seconds: f64,
+    /// The configuration, the engine and the training's wall time (flat in results.json).
+    #[serde(flatten)]
+    pub run: Run<SweepConfig>,
     pub instances: Vec<InstanceResult>,
 }
 
@@ -258,14 +316,14 @@ pub fn run_sweep(
     let trained = cfg
         .recipe
         .train(engine, &tc, &TrainOptions::default(), log)?;
-    let (n, m) = (cfg.n, cfg.m);
+    let (n, m) = (cfg.features.n, cfg.features.m);
     let instances = (0..shape.instances)
         .map(|e| {
             let w = &trained.params.w[e * n * m..(e + 1) * n * m];
             let geo = geometry(w, n, m);
             InstanceResult {
-                density: cfg.density[e],
-                inverse_density: 1.0 / cfg.density[e] as f64,
+                density: cfg.features.density[e],
+                inverse_density: 1.0 / cfg.features.density[e] as f64,
                 importance: tc.data.importance[e * n..(e + 1) * n].to_vec(),
                 dstar: geo.dstar,
                 represented: geo.represented(),
@@ -281,11 +339,40 @@ pub fn run_sweep(
         .collect();
     Ok(SweepResult {
         model: if cfg.relu { "relu" } else { "linear" },
-        config: cfg.clone(),
-        engine: engine.name(),
-        train_seconds: trained.seconds,
+        run: Run::new(cfg, engine, trained.seconds),
         instances,
     })
+}
+
+/// What every toy result starts with (flat in results.json): the configuration, the engine
+/// and the wall time of the training steps.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Run<C> {
+    pub config: C,
+    pub engine: String,
+    /// Wall time of the training steps.
+    pub train_seconds: f64,
+}
+
+impl<C: Clone> Run<C> {
+    /// `config` trained on `engine` in `train_seconds`.
+    pub fn new(config: &C, engine: &Engine, train_seconds: f64) -> Self {
+        Run {
+            config: config.clone(),
+            engine: engine.name(),
+            train_seconds,
+        }
+    }
+}
+
+impl<C> Run<C> {
+    /// "S s training on the ENGINE", for the printed summary.
+    pub fn trained(&self) -> String {
+        format!(
+            "{:.1} s training on the {}",
+            self.train_seconds, self.engine
+        )
+    }
 }
 
 /// Create DIR and write `r` to DIR/results.json.
@@ -303,7 +390,7 @@ pub fn write_sweep(dir: &Path, r: &SweepResult) -> Result<Vec<String>> {
     files.push("features.{png,svg}".into());
     plots::dimensionality(dir, r)?;
     files.push("dimensionality.{png,svg}".into());
-    if r.config.m == 2 {
+    if r.run.config.features.m == 2 {
         plots::directions(dir, r)?;
         files.push("directions.{png,svg}".into());
     }

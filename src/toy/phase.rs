@@ -12,7 +12,7 @@ use crate::gpu::Engine;
 
 use super::geometry::REPRESENTED;
 use super::train::{Log, TrainConfig, TrainOptions};
-use super::{Recipe, log_space};
+use super::{Recipe, Run, log_space};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PhaseConfig {
@@ -100,9 +100,9 @@ pub struct Cell {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PhaseResult {
     pub model: &'static str,
-    pub config: PhaseConfig,
-    pub engine: String,
-    pub train_seconds: f64,
+    /// The configuration, the engine and the training's wall time (flat in results.json).
+    #[serde(flatten)]
+    pub run: Run<PhaseConfig>,
     /// Column values (importance r, ascending) and row values (density, descending).
     pub importance_axis: Vec<f32>,
     pub density_axis: Vec<f32>,
@@ -168,9 +168,7 @@ pub fn run_phase(
     }
     Ok(PhaseResult {
         model: if cfg.relu { "relu" } else { "linear" },
-        config: cfg.clone(),
-        engine: engine.name(),
-        train_seconds: trained.seconds,
+        run: Run::new(cfg, engine, trained.seconds),
         importance_axis: imps,
         density_axis: dens,
         cells,

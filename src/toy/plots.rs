@@ -187,17 +187,17 @@ fn heading<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, density: f32) -> R
 }
 
 fn features_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &SweepResult) -> Res {
-    let n = r.config.n;
+    let n = r.run.config.features.n;
     let shown = n.min(MAX_HEAT_FEATURES);
     let (w, _) = root.dim_in_pixel();
     let title = format!(
         "{} model, n = {n} features in m = {} dimensions{}",
-        if r.config.relu {
+        if r.run.config.relu {
             "ReLU output"
         } else {
             "Linear"
         },
-        r.config.m,
+        r.run.config.features.m,
         if shown < n {
             format!(" (first {shown} features shown)")
         } else {
@@ -354,9 +354,9 @@ fn dimensionality_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &S
         .caption(
             format!(
                 "Feature dimensionality: n = {}, m = {}, {} model",
-                r.config.n,
-                r.config.m,
-                if r.config.relu { "ReLU" } else { "linear" }
+                r.run.config.features.n,
+                r.run.config.features.m,
+                if r.run.config.relu { "ReLU" } else { "linear" }
             ),
             ("sans-serif", 22),
         )
@@ -454,13 +454,13 @@ pub fn dimensionality(dir: &Path, r: &SweepResult) -> Result<()> {
 // ---------------------------------------------------------------- directions (m = 2)
 
 fn directions_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &SweepResult) -> Res {
-    let n = r.config.n;
+    let n = r.run.config.features.n;
     let (w, h) = root.dim_in_pixel();
     text(
         root,
         &format!(
             "Feature directions W\u{1d62} in the m = 2 hidden plane ({} model, n = {n})",
-            if r.config.relu {
+            if r.run.config.relu {
                 "ReLU output"
             } else {
                 "linear"
@@ -580,12 +580,12 @@ fn phase_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &PhaseResul
         .caption(
             format!(
                 "n = 2 \u{2192} m = 1 phase diagram ({} model, best of {} restarts)",
-                if r.config.relu {
+                if r.run.config.relu {
                     "ReLU output"
                 } else {
                     "linear"
                 },
-                r.config.restarts
+                r.run.config.restarts
             ),
             ("sans-serif", 20),
         )

@@ -8,22 +8,28 @@ use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Engine;
 use saeforge::toy::lab::abs::{default_size, run, table};
 use saeforge::toy::lab::privileged::DensitySweep;
+use saeforge::toy::{Features, Schedule};
 
 use crate::common::{self, fail};
 
 fn check(engine: &Engine) -> Result<(), Failed> {
     let cfg = DensitySweep {
-        n: 16,
-        m: 6,
-        density: vec![1.0, 0.03],
-        steps: 10_000,
-        batch: 512,
-        ..default_size()
+        features: Features {
+            n: 16,
+            m: 6,
+            density: vec![1.0, 0.03],
+            ..default_size().features
+        },
+        schedule: Schedule {
+            steps: 10_000,
+            batch: 512,
+            ..default_size().schedule
+        },
     };
     let r = run(engine, &cfg, 0, &mut |_| {}).map_err(fail)?;
     eprint!("{}", table(&r));
     let (dense, sparse) = (&r.instances[0], &r.instances[1]);
-    let m = cfg.m;
+    let m = cfg.features.m;
     if dense.signs_computed > m || !dense.monosemantic_pairs.contains(&0) {
         return Err(format!(
             "1-S = 1: {} signs of features computed (at most m = {m} expected), \

@@ -6,6 +6,7 @@
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::{DeviceChoice, Engine};
+use saeforge::toy::Schedule;
 use saeforge::toy::lab::intervene::{InterveneConfig, run, summary, table};
 
 use crate::common::{self, fail};
@@ -16,8 +17,11 @@ fn check(engine: &Engine, device: DeviceChoice, name: &str) -> Result<(), Failed
         n: 8,
         m: 3,
         density: 0.05,
-        steps: 3000,
-        batch: 256,
+        schedule: Schedule {
+            steps: 3000,
+            batch: 256,
+            ..Schedule::notebook()
+        },
         capture_rows: 16_384,
         test_rows: 4096,
         sae_latents: 16,

@@ -4,6 +4,7 @@
 
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Engine;
+use saeforge::toy::Schedule;
 use saeforge::toy::lab::l1::{L1Config, run, table};
 
 use crate::common::{self, fail};
@@ -12,14 +13,17 @@ fn check(engine: &Engine) -> Result<(), Failed> {
     let cfg = L1Config {
         l1: vec![0.0, 1.0],
         topk: vec![1, 5],
-        steps: 3000,
-        batch: 256,
+        schedule: Schedule {
+            steps: 3000,
+            batch: 256,
+            ..Schedule::notebook()
+        },
         ..L1Config::default_size()
     };
     let r = run(engine, &cfg, 0, &mut |_| {}).map_err(fail)?;
     eprint!("{}", table(&r));
     let (free, pen) = (&r.instances[0].measured, &r.instances[1].measured);
-    if free.features_per_dim <= 1.0 || free.features_represented <= cfg.m {
+    if free.features_per_dim <= 1.0 || free.features_represented <= cfg.features.m {
         return Err(format!(
             "l1 = 0: {:.3} features per dimension, {} represented; expected superposition",
             free.features_per_dim, free.features_represented

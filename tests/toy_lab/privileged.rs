@@ -8,31 +8,47 @@
 use libtest_mimic::{Failed, Trial};
 use saeforge::gpu::Engine;
 use saeforge::toy::lab::privileged::{DensitySweep, paper, run, table};
+use saeforge::toy::{Features, Schedule};
 
 use crate::common::{self, fail};
 
 fn check(engine: &Engine) -> Result<(), Failed> {
     let cfg = DensitySweep {
-        density: vec![0.6, 0.01],
-        batch: 512,
-        ..paper()
+        features: Features {
+            density: vec![0.6, 0.01],
+            ..paper().features
+        },
+        schedule: Schedule {
+            batch: 512,
+            ..paper().schedule
+        },
     };
     let r = run(engine, &cfg, 0, &mut |_| {}).map_err(fail)?;
     eprint!("{}", table(&r));
     let (dense, sparse) = (&r.instances[0], &r.instances[1]);
-    if dense.counts.monosemantic_neurons < cfg.m - 1 || dense.features_represented > cfg.m {
+    if dense.counts.monosemantic_neurons < cfg.features.m - 1
+        || dense.features_represented > cfg.features.m
+    {
         return Err(format!(
             "1-S = {}: {} of {} neurons monosemantic, {} features represented; expected a \
              neuron per feature",
-            dense.density, dense.counts.monosemantic_neurons, cfg.m, dense.features_represented
+            dense.density,
+            dense.counts.monosemantic_neurons,
+            cfg.features.m,
+            dense.features_represented
         )
         .into());
     }
-    if sparse.counts.polysemantic_neurons < cfg.m / 2 || sparse.features_represented <= cfg.m {
+    if sparse.counts.polysemantic_neurons < cfg.features.m / 2
+        || sparse.features_represented <= cfg.features.m
+    {
         return Err(format!(
             "1-S = {}: {} polysemantic neurons, {} features represented in {} neurons; \
              expected superposition",
-            sparse.density, sparse.counts.polysemantic_neurons, sparse.features_represented, cfg.m
+            sparse.density,
+            sparse.counts.polysemantic_neurons,
+            sparse.features_represented,
+            cfg.features.m
         )
         .into());
     }

@@ -20,6 +20,7 @@ use crate::toy::Log;
 use crate::toy::mlp::forward_one;
 use crate::toy::plots::density_label;
 
+use super::Features;
 use super::plots_neurons::StackPanel;
 use super::privileged::{
     DensitySweep, DensitySweepResult, NeuronCounts, NeuronKind, classify, paper,
@@ -32,10 +33,12 @@ pub const COMPUTED_ERROR: f64 = 0.25;
 /// from 1 to 0.003; the training of [`paper`].
 pub fn default_size() -> DensitySweep {
     DensitySweep {
-        n: 40,
-        m: 16,
-        importance_decay: 0.8,
-        density: vec![1.0, 0.3, 0.1, 0.03, 0.01, 0.003],
+        features: Features {
+            n: 40,
+            m: 16,
+            importance_decay: 0.8,
+            density: vec![1.0, 0.3, 0.1, 0.03, 0.01, 0.003],
+        },
         ..paper()
     }
 }
@@ -167,7 +170,7 @@ pub fn write(dir: &Path, r: &AbsResult) -> Result<Vec<String>> {
     let title = format!(
         "Computation in superposition: y = |x| through h = ReLU(W1 x + b1), n = {}, m = {}; \
          each bar a neuron's input weights by feature (pale: negative, drawn downward)",
-        r.config.n, r.config.m
+        r.run.config.features.n, r.run.config.features.m
     );
     r.write_stacks(dir, &title, |i| {
         let title = format!(

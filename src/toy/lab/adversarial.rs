@@ -139,9 +139,7 @@ pub fn run(engine: &Engine, cfg: &Config, log: crate::toy::Log<'_>) -> Result<Ad
         n,
         m,
         cfg.density.clone(),
-        &(0..n)
-            .map(|i| (cfg.importance_decay as f64).powi(i as i32) as f32)
-            .collect::<Vec<_>>(),
+        &crate::toy::decay_importance(n, cfg.importance_decay),
         (cfg.recipe.steps / 10).max(1),
     );
     let t = cfg
@@ -174,7 +172,7 @@ pub fn run(engine: &Engine, cfg: &Config, log: crate::toy::Log<'_>) -> Result<Ad
         })
         .collect();
     Ok(AdversarialResult {
-        run: Run::new(cfg, engine, &t),
+        run: Run::new(cfg, engine, t.seconds),
         instances,
     })
 }

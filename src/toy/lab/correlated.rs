@@ -175,7 +175,7 @@ pub fn run(engine: &Engine, cfg: &Config, log: crate::toy::Log<'_>) -> Result<Co
     let w = w_of(best_restart);
     let row = |i: usize| &w[i * m..(i + 1) * m];
     Ok(CorrelatedResult {
-        run: Run::new(cfg, engine, &t),
+        run: Run::new(cfg, engine, t.seconds),
         best: restarts[best_restart].clone(),
         w: w.chunks(m).map(|r| r.to_vec()).collect(),
         cos: (0..n)

@@ -180,7 +180,7 @@ pub fn run(engine: &Engine, cfg: &Config, log: crate::toy::Log<'_>) -> Result<Dy
         })
         .collect();
     Ok(DynamicsResult {
-        run: Run::new(cfg, engine, &t),
+        run: Run::new(cfg, engine, t.seconds),
         jumps: jumps(&steps, &loss, &dims),
         steps,
         loss,

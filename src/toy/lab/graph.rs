@@ -199,7 +199,7 @@ pub fn run(engine: &Engine, cfg: &Config, log: Log<'_>) -> Result<GeometryResult
         })
         .collect();
     Ok(GeometryResult {
-        run: Run::new(cfg, engine, &t),
+        run: Run::new(cfg, engine, t.seconds),
         levels,
     })
 }

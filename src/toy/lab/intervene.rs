@@ -26,6 +26,7 @@ use crate::toy::Log;
 use crate::toy::train::{Init, TrainOptions};
 use crate::{Error, Result, reference};
 
+use super::Schedule;
 use super::plots_neurons::{LineChart, Series};
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -33,11 +34,9 @@ pub struct InterveneConfig {
     pub n: usize,
     pub m: usize,
     pub density: f32,
-    pub steps: u64,
-    pub batch: usize,
-    pub lr: f32,
-    pub weight_decay: f32,
-    pub seed: u64,
+    /// Steps, batch, AdamW and seed (flat in results.json).
+    #[serde(flatten)]
+    pub schedule: Schedule,
     /// Rows of hidden activations captured for the SAE.
     pub capture_rows: usize,
     /// Rows the interventions are measured on.
@@ -60,11 +59,7 @@ impl InterveneConfig {
             n: 20,
             m: 5,
             density: 0.03,
-            steps: 10_000,
-            batch: 1024,
-            lr: 1e-3,
-            weight_decay: 0.01,
-            seed: 0,
+            schedule: Schedule::notebook(),
             capture_rows: 65_536,
             test_rows: 16_384,
             sae_latents: 40,
@@ -188,14 +183,14 @@ pub fn run(
 ) -> Result<InterveneResult> {
     let (n, m) = (cfg.n, cfg.m);
     // 1. The toy model, one instance.
-    let recipe = lab_recipe!(cfg, Init::Xavier);
+    let recipe = cfg.schedule.recipe(Init::Xavier);
     let tc = recipe.train_config(n, m, vec![cfg.density], &vec![1.0; n], log_every);
     let toy = recipe.train(engine, &tc, &TrainOptions::default(), log)?;
     let (w, b) = (&toy.params.w, &toy.params.b);
     let frob: f64 = w.iter().map(|&v| (v as f64).powi(2)).sum();
 
     // 2. Its hidden activations on fresh data, as an activation shard.
-    let data_seed = cfg.seed.wrapping_add(1);
+    let data_seed = cfg.schedule.seed.wrapping_add(1);
     let x = fresh(n, cfg.density, data_seed, 0, cfg.capture_rows);
     let h = hidden(&x, w, n, m);
     let acts = dir.join("acts");
@@ -218,7 +213,7 @@ pub fn run(
         batch: Some(cfg.sae_batch),
         steps: Some(cfg.sae_steps),
         lr: Some(cfg.sae_lr),
-        seed: Some(cfg.seed),
+        seed: Some(cfg.schedule.seed),
         device: Some(cfg.sae_device),
         adapter: cfg.sae_adapter.clone(),
         eval_every: Some(0),

@@ -23,22 +23,20 @@ use crate::toy::Log;
 
 use super::plots_neurons::{LineChart, Series};
 use super::privileged::{summarize, train_instances};
+use super::{Features, Run, Schedule};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct L1Config {
-    pub n: usize,
-    pub m: usize,
-    pub importance_decay: f32,
-    pub density: f32,
+    /// n, m, I_i and the one 1 - S of every instance (flat in results.json).
+    #[serde(flatten)]
+    pub features: Features<f32>,
     /// One instance per penalty.
     pub l1: Vec<f32>,
     /// One instance per k of the top-k run (empty: no top-k run).
     pub topk: Vec<u32>,
-    pub steps: u64,
-    pub batch: usize,
-    pub lr: f32,
-    pub weight_decay: f32,
-    pub seed: u64,
+    /// Steps, batch, AdamW and seed (flat in results.json).
+    #[serde(flatten)]
+    pub schedule: Schedule,
 }
 
 impl L1Config {
@@ -46,17 +44,15 @@ impl L1Config {
     /// 0 to 1, k = 1..5.
     pub fn default_size() -> Self {
         L1Config {
-            n: 20,
-            m: 5,
-            importance_decay: 1.0,
-            density: 0.05,
+            features: Features {
+                n: 20,
+                m: 5,
+                importance_decay: 1.0,
+                density: 0.05,
+            },
             l1: vec![0.0, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0],
             topk: (1..=5).collect(),
-            steps: 10_000,
-            batch: 1024,
-            lr: 1e-3,
-            weight_decay: 0.01,
-            seed: 0,
+            schedule: Schedule::notebook(),
         }
     }
 }
@@ -92,9 +88,9 @@ pub struct TopkInstance {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct L1Result {
     pub experiment: &'static str,
-    pub config: L1Config,
-    pub engine: String,
-    pub train_seconds: f64,
+    /// The configuration, the engine and the training's wall time (flat in results.json).
+    #[serde(flatten)]
+    pub run: Run<L1Config>,
     pub instances: Vec<L1Instance>,
     pub topk: Vec<TopkInstance>,
 }
@@ -108,8 +104,15 @@ fn train_all(
     log_every: u64,
     log: Log<'_>,
 ) -> Result<(Vec<Measured>, f64)> {
-    let mc = mlp_config!(cfg, spec, vec![cfg.density; l1.len()], l1, topk, log_every);
-    let mn = cfg.m * cfg.n;
+    let mc = mlp_config!(
+        cfg,
+        spec,
+        vec![cfg.features.density; l1.len()],
+        l1,
+        topk,
+        log_every
+    );
+    let mn = cfg.features.m * cfg.features.n;
     train_instances(engine, &mc, log, |_, w, loss| {
         // Only the positive weights make a neuron fire (inputs are >= 0).
         let frob: f64 = w[..mn].iter().map(|&v| (v as f64).max(0.0).powi(2)).sum();
@@ -118,11 +121,11 @@ fn train_all(
             loss,
             // No neuron fires at all: no dimension is used (null in results.json).
             dstar: if frob > 1e-9 {
-                cfg.m as f64 / frob
+                cfg.features.m as f64 / frob
             } else {
                 f64::INFINITY
             },
-            features_per_dim: frob / cfg.m as f64,
+            features_per_dim: frob / cfg.features.m as f64,
             features_represented: s.features_represented,
             monosemantic_neurons: s.counts.monosemantic_neurons,
             polysemantic_neurons: s.counts.polysemantic_neurons,
@@ -138,7 +141,7 @@ pub fn run(engine: &Engine, cfg: &L1Config, log_every: u64, log: Log<'_>) -> Res
         cfg,
         spec,
         cfg.l1.clone(),
-        vec![cfg.m as u32; k],
+        vec![cfg.features.m as u32; k],
         log_every,
         log,
     )?;
@@ -165,9 +168,7 @@ pub fn run(engine: &Engine, cfg: &L1Config, log_every: u64, log: Log<'_>) -> Res
     };
     Ok(L1Result {
         experiment: "l1",
-        config: cfg.clone(),
-        engine: engine.name(),
-        train_seconds: s1 + s2,
+        run: Run::new(cfg, engine, s1 + s2),
         instances,
         topk,
     })
@@ -195,7 +196,7 @@ pub fn write(dir: &Path, r: &L1Result) -> Result<Vec<String>> {
         LineChart {
             title: format!(
                 "L1 on h: n = {}, m = {}, 1-S = {}",
-                r.config.n, r.config.m, r.config.density
+                r.run.config.features.n, r.run.config.features.m, r.run.config.features.density
             ),
             x_desc: "L1 penalty (0 drawn at the left edge)".into(),
             y_desc: "features".into(),
@@ -217,7 +218,7 @@ pub fn write(dir: &Path, r: &L1Result) -> Result<Vec<String>> {
                         .iter()
                         .map(|i| {
                             let f = i.measured.features_represented;
-                            (x(i.l1), f as f64 / r.config.m as f64)
+                            (x(i.l1), f as f64 / r.run.config.features.m as f64)
                         })
                         .collect(),
                     color: green,

@@ -21,24 +21,8 @@
 //! experiment's own (geometry, dynamics, adversarial: their `chart`), `plots_neurons` (the
 //! last four).
 
-/// The [`Recipe`] of an MLP experiment's config `$cfg` (fields steps, batch, lr,
-/// weight_decay, seed), its parameters drawn with `$init`; final loss over 8 batches.
-macro_rules! lab_recipe {
-    ($cfg:expr, $init:expr) => {
-        $crate::toy::Recipe {
-            steps: $cfg.steps,
-            batch: $cfg.batch,
-            lr: $cfg.lr,
-            weight_decay: $cfg.weight_decay,
-            init: $init,
-            seed: $cfg.seed,
-            eval_batches: 8,
-        }
-    };
-}
-
-/// The `MlpConfig` of an MLP experiment's config `$cfg` (fields n, m, importance_decay and
-/// `lab_recipe!`'s): one instance per entry of `$density`, each with
+/// The `MlpConfig` of an MLP experiment's config `$cfg` (fields features, a `Features`, and
+/// schedule, a `Schedule`): one instance per entry of `$density`, each with
 /// I_i = importance_decay^i, penalty `$l1` and top-k `$topk` (without them: no penalty,
 /// all m neurons).
 macro_rules! mlp_config {
@@ -49,7 +33,7 @@ macro_rules! mlp_config {
             $spec,
             $density.clone(),
             vec![0.0; e],
-            vec![$cfg.m as u32; e],
+            vec![$cfg.features.m as u32; e],
             $log_every
         )
     }};
@@ -58,16 +42,19 @@ macro_rules! mlp_config {
         let e = density.len();
         $crate::toy::mlp::MlpConfig {
             data: $crate::toy::ToyData {
-                n: $cfg.n,
-                m: $cfg.m,
-                importance: super::privileged::importances($cfg.n, $cfg.importance_decay, e),
+                n: $cfg.features.n,
+                m: $cfg.features.m,
+                importance: $cfg.features.importance().repeat(e),
                 density,
             },
             spec: $spec,
             l1: $l1,
             topk: $topk,
             // init_mlp draws Xavier-normal weights per instance.
-            training: lab_recipe!($cfg, $crate::toy::Init::Xavier).training($log_every),
+            training: $cfg
+                .schedule
+                .recipe($crate::toy::Init::Xavier)
+                .training($log_every),
         }
     }};
 }
@@ -84,13 +71,13 @@ pub mod plots_a;
 pub mod plots_neurons;
 pub mod privileged;
 
-pub use crate::toy::Recipe;
+pub use crate::toy::{Features, Recipe, Run, Schedule};
 
 use crate::gpu::Engine;
+use crate::toy::Progress;
 use crate::toy::args::{
     ToyArgs, check_common, check_densities, lab_flags, open_engine, progress_line,
 };
-use crate::toy::{Progress, Trained};
 use crate::{Error, Result};
 
 /// Refuse flags the experiment `name` does not read (`allowed`: the optional flags it
@@ -151,36 +138,6 @@ pub fn one_density(a: &ToyArgs, default: f32) -> Result<f32> {
 pub fn density_range(a: &ToyArgs, default: (f64, f64, usize)) -> Result<Vec<f32>> {
     let (lo, hi, k) = crate::toy::args::density_bounds(a, default)?;
     Ok(crate::toy::log_space(lo, hi, k))
-}
-
-/// What the results of the ReLU output model's experiments start with (flat in
-/// results.json): the configuration, the engine and the wall time of the training steps.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Run<C> {
-    pub config: C,
-    pub engine: String,
-    pub train_seconds: f64,
-}
-
-impl<C: Clone> Run<C> {
-    /// `config` trained on `engine` as `trained`.
-    pub fn new(config: &C, engine: &Engine, trained: &Trained) -> Self {
-        Run {
-            config: config.clone(),
-            engine: engine.name(),
-            train_seconds: trained.seconds,
-        }
-    }
-}
-
-impl<C> Run<C> {
-    /// "S s training on the ENGINE", for the printed summary.
-    pub fn trained(&self) -> String {
-        format!(
-            "{:.1} s training on the {}",
-            self.train_seconds, self.engine
-        )
-    }
 }
 
 /// The start of the `main` of experiment `what` ("toy NAME"): refuse a model of `shape`

@@ -166,7 +166,7 @@ pub fn run(engine: &Engine, cfg: &Config, log: crate::toy::Log<'_>) -> Result<Pe
         .collect();
     let (snap_density, low_snap_density) = snaps(&instances, cfg.base_density);
     Ok(PerturbResult {
-        run: Run::new(cfg, engine, &trained),
+        run: Run::new(cfg, engine, trained.seconds),
         instances,
         snap_density,
         low_snap_density,

@@ -17,6 +17,7 @@ use crate::toy::mlp::{MlpConfig, init_mlp, train_mlp};
 use crate::toy::plots::density_label;
 
 use super::plots_neurons::StackPanel;
+use super::{Features, Run, Schedule};
 
 /// A neuron whose firing weights' norm is below this is dead (neither kind).
 pub const DEAD_NORM: f64 = 0.1;
@@ -124,30 +125,24 @@ pub fn classify(w: &[f32], signed: bool) -> (NeuronKind, usize) {
 /// What the privileged and abs experiments run: one instance per density.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DensitySweep {
-    pub n: usize,
-    pub m: usize,
-    /// I_i = importance_decay^i.
-    pub importance_decay: f32,
-    pub density: Vec<f32>,
-    pub steps: u64,
-    pub batch: usize,
-    pub lr: f32,
-    pub weight_decay: f32,
-    pub seed: u64,
+    /// n, m, I_i and 1 - S per instance (flat in results.json).
+    #[serde(flatten)]
+    pub features: Features,
+    /// Steps, batch, AdamW and seed (flat in results.json).
+    #[serde(flatten)]
+    pub schedule: Schedule,
 }
 
 /// n = 10 features, m = 5 neurons, I_i = 0.75^i, seven densities from 1 to 0.01.
 pub fn paper() -> DensitySweep {
     DensitySweep {
-        n: 10,
-        m: 5,
-        importance_decay: 0.75,
-        density: crate::toy::log_space(0.01, 1.0, 7),
-        steps: 10_000,
-        batch: 1024,
-        lr: 1e-3,
-        weight_decay: 0.01,
-        seed: 0,
+        features: Features {
+            n: 10,
+            m: 5,
+            importance_decay: 0.75,
+            density: crate::toy::log_space(0.01, 1.0, 7),
+        },
+        schedule: Schedule::notebook(),
     }
 }
 
@@ -161,13 +156,6 @@ pub fn spec() -> MlpSpec {
         signed: false,
         abs_target: false,
     }
-}
-
-/// Importances I_i = decay^i for every instance, (instances, n).
-pub fn importances(n: usize, decay: f32, instances: usize) -> Vec<f32> {
-    (0..instances)
-        .flat_map(|_| (0..n).map(move |i| (decay as f64).powi(i as i32) as f32))
-        .collect()
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -197,9 +185,9 @@ pub struct PrivilegedInstance {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DensitySweepResult<I> {
     pub experiment: &'static str,
-    pub config: DensitySweep,
-    pub engine: String,
-    pub train_seconds: f64,
+    /// The configuration, the engine and the training's wall time (flat in results.json).
+    #[serde(flatten)]
+    pub run: Run<DensitySweep>,
     /// The monosemantic rule, in words.
     pub rule: String,
     pub instances: Vec<I>,
@@ -218,7 +206,7 @@ impl<I: serde::Serialize> DensitySweepResult<I> {
     ) -> Result<Vec<String>> {
         crate::toy::write_results(dir, self)?;
         let panels: Vec<StackPanel> = self.instances.iter().map(panel).collect();
-        super::plots_neurons::stacks(dir, "neurons", title, self.config.n, &panels)?;
+        super::plots_neurons::stacks(dir, "neurons", title, self.run.config.features.n, &panels)?;
         Ok(vec!["results.json".into(), "neurons.{png,svg}".into()])
     }
 }
@@ -272,15 +260,13 @@ impl DensitySweep {
         each: impl Fn(MlpShape, f32, &[f32], f64) -> I,
     ) -> Result<DensitySweepResult<I>> {
         let cfg = self;
-        let mc = mlp_config!(cfg, spec, cfg.density, log_every);
+        let mc = mlp_config!(cfg, spec, cfg.features.density, log_every);
         let (instances, seconds) = train_instances(engine, &mc, log, |inst, w, loss| {
-            each(mc.shape(), cfg.density[inst], w, loss)
+            each(mc.shape(), cfg.features.density[inst], w, loss)
         })?;
         Ok(DensitySweepResult {
             experiment,
-            config: cfg.clone(),
-            engine: engine.name(),
-            train_seconds: seconds,
+            run: Run::new(cfg, engine, seconds),
             rule: rule_text(spec.signed),
             instances,
         })
@@ -348,7 +334,7 @@ pub fn write(dir: &Path, r: &PrivilegedResult) -> Result<Vec<String>> {
     let title = format!(
         "Privileged basis: h = ReLU(W x), x' = ReLU(W\u{1d40} h + b), n = {}, m = {}; \
          each bar a neuron, blocks |W[k, i]| by feature (pale, below the axis: negative)",
-        r.config.n, r.config.m
+        r.run.config.features.n, r.run.config.features.m
     );
     r.write_stacks(dir, &title, |i| {
         let neurons = i.neurons.iter().map(|u| (&u.weights[..], u.kind));
