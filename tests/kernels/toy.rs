@@ -30,6 +30,27 @@ const SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (20, 1024, 200, 20, 128),
 ];
 
+/// I_i = 0.9^i, for each of `instances` models of n features.
+pub(crate) fn importances(instances: usize, n: usize) -> Vec<f32> {
+    (0..instances)
+        .flat_map(|_| (0..n).map(|i| 0.9f32.powi(i as i32)))
+        .collect()
+}
+
+/// The training of a GPU-against-CPU run (either model family): `steps` AdamW steps on
+/// batches of `rows`, a fresh seed, no logging.
+pub(crate) fn short_training(rng: &mut ChaCha8Rng, steps: u64, rows: usize) -> Training {
+    Training {
+        steps,
+        batch: rows,
+        lr: 1e-3,
+        weight_decay: 0.01,
+        seed: rng.random(),
+        eval_batches: 2,
+        log_every: 0,
+    }
+}
+
 /// Densities over the whole range, with 1 (every feature present) always included.
 fn densities(rng: &mut ChaCha8Rng, instances: usize) -> Vec<f32> {
     (0..instances)
@@ -258,21 +279,11 @@ fn train_case(
         data: ToyData {
             n: s.n,
             m: s.m,
-            importance: (0..s.instances)
-                .flat_map(|_| (0..s.n).map(|i| 0.9f32.powi(i as i32)))
-                .collect(),
+            importance: importances(s.instances, s.n),
             density,
         },
         relu,
-        training: Training {
-            steps,
-            batch: s.rows,
-            lr: 1e-3,
-            weight_decay: 0.01,
-            seed: rng.random(),
-            eval_batches: 2,
-            log_every: 0,
-        },
+        training: short_training(rng, steps, s.rows),
     };
     let init = init_params(s, Init::Xavier, cfg.training.seed);
     let opts = if mode == SetMode::Independent {

@@ -13,7 +13,7 @@ use saeforge::kernels::toy_mlp as k;
 use saeforge::reference::toy as rt;
 use saeforge::reference::toy_mlp::{self as r, HiddenAct, MlpShape, MlpSpec};
 use saeforge::toy::mlp::{MlpConfig, init_mlp, train_mlp};
-use saeforge::toy::train::{ToyData, Training};
+use saeforge::toy::train::ToyData;
 
 use crate::common::{
     self, assert_close, cpu_test, fail, gpu_test, poisoned, randn, read, tolerance, uniform, up,
@@ -393,23 +393,13 @@ fn train_case(rng: &mut ChaCha8Rng, s: MlpShape, spec: MlpSpec, steps: u64) -> R
         data: ToyData {
             n: s.n,
             m: s.m,
-            importance: (0..s.instances)
-                .flat_map(|_| (0..s.n).map(|i| 0.9f32.powi(i as i32)))
-                .collect(),
+            importance: super::toy::importances(s.instances, s.n),
             density: densities(rng, s.instances),
         },
         spec,
         l1,
         topk,
-        training: Training {
-            steps,
-            batch: s.rows,
-            lr: 1e-3,
-            weight_decay: 0.01,
-            seed: rng.random(),
-            eval_batches: 2,
-            log_every: 0,
-        },
+        training: super::toy::short_training(rng, steps, s.rows),
     };
     let init = init_mlp(s, spec, cfg.training.seed);
     let on_gpu = train_mlp(&Engine::Gpu(gpu), &cfg, init.clone(), &mut |_| {}).map_err(fail)?;
