@@ -619,11 +619,19 @@ pub fn vec4_split(
     scalar: &'static Entry,
     v4: &'static Entry,
 ) -> (&'static Entry, usize) {
-    if items.is_multiple_of(4) {
-        (v4, items / 4)
-    } else {
-        (scalar, items)
-    }
+    vec4_items(items.is_multiple_of(4), scalar, v4, items)
+}
+
+/// The entry and invocation count of an elementwise launch over `len` values: `v4` with
+/// one invocation per 4 values when `vec4` (the caller knows len is a multiple of 4), else
+/// `scalar` with one per value.
+pub fn vec4_items(
+    vec4: bool,
+    scalar: &'static Entry,
+    v4: &'static Entry,
+    len: usize,
+) -> (&'static Entry, usize) {
+    if vec4 { (v4, len / 4) } else { (scalar, len) }
 }
 
 /// A size as the shaders' u32, or an error naming the kernel and the quantity.

@@ -123,8 +123,7 @@ fn launch(
     e.call(p)
         .dims(&dims)
         .binds(binds)
-        .items(items)
-        .skip_if(items == 0)
+        .items_or_skip(items)
         .record(gpu, enc)
 }
 

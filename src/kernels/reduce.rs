@@ -20,7 +20,8 @@ use crate::gpu::{DType, Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
 use super::decl::{
-    Call, Entry, Grid, Layout, Slot, Uniform, Wg, elements, rf, ru, vec4_if, wf, wu,
+    Call, Entry, Grid, Layout, Slot, Uniform, Wg, elements, rf, ru, vec4_if, vec4_items,
+    vec4_split, wf, wu,
 };
 
 pub use crate::reference::reduce::{METRIC_SLOTS, slot};
@@ -275,17 +276,6 @@ fn sums(slots: &[u32]) -> Vec<Total> {
         .collect()
 }
 
-/// The entry and invocation count of an elementwise launch over `len` values: `v4` with
-/// one invocation per 4 values when `vec4`, else `scalar` with one per value.
-fn vec4_items(
-    vec4: bool,
-    scalar: &'static Entry,
-    v4: &'static Entry,
-    len: usize,
-) -> (&'static Entry, usize) {
-    if vec4 { (v4, len / 4) } else { (scalar, len) }
-}
-
 /// out[r, j] = x[r, j] - b[j] (the centred input x - b_dec).
 /// x: (rows, d), b: (d) -> out: (rows, d)
 pub fn sub_row(
@@ -315,7 +305,7 @@ pub fn sub(
     out: &GpuTensor,
 ) -> Result<()> {
     let len = a.len();
-    let (e, invocations) = vec4_items(len.is_multiple_of(4), &SUB_E, &SUB_VEC4, len);
+    let (e, invocations) = vec4_split(len, &SUB_E, &SUB_VEC4);
     let p = Params {
         len: super::decl::to_u32("sub", "len", len)?,
         ..Default::default()
@@ -344,7 +334,7 @@ pub fn col_sum(
         flag: accumulate as u32,
         ..dims("col_sum", rows, cols)?
     };
-    let (e, invocations) = vec4_items(cols.is_multiple_of(4), &COL_SUM_E, &COL_SUM_VEC4, cols);
+    let (e, invocations) = vec4_split(cols, &COL_SUM_E, &COL_SUM_VEC4);
     e.call(p)
         .dims(&[("rows", rows), ("cols", cols)])
         .binds(&[a, out])

@@ -76,8 +76,7 @@ fn scale_cols(
         .dim("rows", len / n.max(1))
         .dim("n", n)
         .binds(&[x, norms])
-        .items(len)
-        .skip_if(len == 0)
+        .items_or_skip(len)
         .record(gpu, enc)
 }
 
@@ -104,8 +103,7 @@ fn rows_launch(
     e.call(params(n, n, d))
         .dims(&[("n", n), ("d", d)])
         .binds(binds)
-        .items(n)
-        .skip_if(n == 0)
+        .items_or_skip(n)
         .record(gpu, enc)
 }
 
