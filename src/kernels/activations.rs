@@ -95,8 +95,11 @@ fn relu_launch(
         n: n as u32,
         _pad: [0; 2],
     };
-    let call = e.call(p).dim("len", pre.len()).binds(binds);
-    call.items(pre.len()).record(gpu, enc)
+    e.call(p)
+        .dim("len", pre.len())
+        .binds(binds)
+        .items(pre.len())
+        .record(gpu, enc)
 }
 
 /// z = max(pre, 0).

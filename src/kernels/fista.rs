@@ -99,9 +99,11 @@ pub fn fista_step(
         ..Default::default()
     };
     let (e, items) = vec4_split(len as usize, &FISTA_STEP, &FISTA_STEP_VEC4);
-    let call = e.call(p).dims(&[("rows", rows), ("n", n)]);
-    let call = call.binds(&[g, z_old, y, z_new]);
-    call.items_or_skip(items).record(gpu, enc)
+    e.call(p)
+        .dims(&[("rows", rows), ("n", n)])
+        .binds(&[g, z_old, y, z_new])
+        .items_or_skip(items)
+        .record(gpu, enc)
 }
 
 /// Per row: out[r, 0] = sum_j (z_new[r, j] - z_old[r, j])^2, out[r, 1] = sum_j z_new[r, j]^2,

@@ -181,9 +181,13 @@ pub fn adam(
     let len = param.len();
     fits("adam", "param", len, MAX_LEN)?;
     let (e, items) = vec4_split(len, &ADAM_E, &ADAM_VEC4);
-    let call = e.call(params(items)).dim("len", len);
-    let call = call.binds(&[param, grad, m, v]).uniform(hyper).bind(clip);
-    call.items_or_skip(items).record(gpu, enc)
+    e.call(params(items))
+        .dim("len", len)
+        .binds(&[param, grad, m, v])
+        .uniform(hyper)
+        .bind(clip)
+        .items_or_skip(items)
+        .record(gpu, enc)
 }
 
 /// Partials of sumsq live in one scratch tensor per device (`Gpu::scratch`), shared by
@@ -230,8 +234,10 @@ pub fn sumsq(
         stride: partials as u32,
         ..params(items)
     };
-    let call = e.call(p).binds(&[g, &part]);
-    call.grid([groups as u32, 1, 1]).record(gpu, enc)?;
+    e.call(p)
+        .binds(&[g, &part])
+        .grid([groups as u32, 1, 1])
+        .record(gpu, enc)?;
     sum_slot_of(gpu, enc, &part, partials, acc, slot)
 }
 
@@ -342,8 +348,9 @@ pub fn adam_unit_rows(
 ) -> Result<()> {
     let e = [&ADAM_UNIT_ROWS_E, &ADAM_UNIT_ROWS_VEC4];
     row_launch(gpu, enc, e, n, d, |c| {
-        let c = c.binds(&[param, grad, m, v]).uniform(hyper);
-        c.binds(&[clip, coef])
+        c.binds(&[param, grad, m, v])
+            .uniform(hyper)
+            .binds(&[clip, coef])
     })
 }
 

@@ -321,9 +321,12 @@ pub fn batchtopk_chunks(
                 }
                 let len = if src == 0 { rows * WG } else { rc * n }.max(capg);
                 let groups = len.div_ceil(WG * EPT).min(HIST_GROUPS);
-                let call = BATCHTOPK_HIST.call(p(level, src, rc, r0, c == 0));
-                let call = call.dims(&dims(rc)).binds(&[x, scratch]);
-                call.items(groups).record(gpu, enc)?;
+                BATCHTOPK_HIST
+                    .call(p(level, src, rc, r0, c == 0))
+                    .dims(&dims(rc))
+                    .binds(&[x, scratch])
+                    .items(groups)
+                    .record(gpu, enc)?;
             }
             BATCHTOPK_FIND
                 .call(whole(level, src))
@@ -335,14 +338,21 @@ pub fn batchtopk_chunks(
     match &mut lists {
         None => {
             for (&(x, rc, r0), x4) in chunks.iter().zip(&x4s) {
-                let call = chunk(&BATCHTOPK_BOUND, 0, rc, r0).bind(x).bind_raw(x4);
-                call.bind(scratch).items_or_skip(rc).record(gpu, enc)?;
+                chunk(&BATCHTOPK_BOUND, 0, rc, r0)
+                    .bind(x)
+                    .bind_raw(x4)
+                    .bind(scratch)
+                    .items_or_skip(rc)
+                    .record(gpu, enc)?;
             }
             select(enc, 0, 2)?;
             for (&(x, rc, r0), x4) in chunks.iter().zip(&x4s) {
-                let call = chunk(&BATCHTOPK_COLLECT, 1, rc, r0).bind(x).bind_raw(x4);
-                let call = call.binds(&[scratch, scratch]);
-                call.items_or_skip(rc).record(gpu, enc)?;
+                chunk(&BATCHTOPK_COLLECT, 1, rc, r0)
+                    .bind(x)
+                    .bind_raw(x4)
+                    .binds(&[scratch, scratch])
+                    .items_or_skip(rc)
+                    .record(gpu, enc)?;
             }
         }
         Some(l) => {
@@ -351,10 +361,12 @@ pub fn batchtopk_chunks(
                 let w = l.width;
                 let (cand, key) = (l.cand.prefix(&[rc, w]), l.cand_key.prefix(&[rc, w]));
                 let cn = l.cand_n.prefix(&[rc]);
-                let call = BATCHTOPK_GATHER.call(p(0, 1, rc, r0, true));
-                let call = call.dims(&[("rows", rc), ("width", w)]);
-                let call = call.binds(&[&cand, &key, &cn, scratch, scratch]);
-                call.items_or_skip(rc).record(gpu, enc)?;
+                BATCHTOPK_GATHER
+                    .call(p(0, 1, rc, r0, true))
+                    .dims(&[("rows", rc), ("width", w)])
+                    .binds(&[&cand, &key, &cn, scratch, scratch])
+                    .items_or_skip(rc)
+                    .record(gpu, enc)?;
             }
         }
     }
@@ -365,8 +377,10 @@ pub fn batchtopk_chunks(
         Some(_) => (&BATCHTOPK_COUNT_ROWS, &BATCHTOPK_SCATTER_ROWS),
     };
     for &(x, rc, r0) in &chunks {
-        let call = chunk(count, 1, rc, r0).binds(&[x, scratch]);
-        call.items_or_skip(rc).record(gpu, enc)?;
+        chunk(count, 1, rc, r0)
+            .binds(&[x, scratch])
+            .items_or_skip(rc)
+            .record(gpu, enc)?;
     }
     BATCHTOPK_SCAN
         .call(whole(0, 0))
@@ -374,8 +388,10 @@ pub fn batchtopk_chunks(
         .binds(&[scratch, row_ptr, threshold])
         .record(gpu, enc)?;
     for &(x, rc, r0) in &chunks {
-        let call = chunk(scatter, 1, rc, r0).binds(&[x, scratch, row_ptr, idx, val]);
-        call.items_or_skip(rc).record(gpu, enc)?;
+        chunk(scatter, 1, rc, r0)
+            .binds(&[x, scratch, row_ptr, idx, val])
+            .items_or_skip(rc)
+            .record(gpu, enc)?;
     }
     Ok(())
 }

@@ -115,8 +115,11 @@ pub fn batch_threshold_chunks(
             last: last as u32,
             ..Default::default()
         };
-        let call = KEY_FIND.call(p).dim("rows", rows);
-        call.binds(&[state, hist, thr]).record(gpu, enc)?;
+        KEY_FIND
+            .call(p)
+            .dim("rows", rows)
+            .binds(&[state, hist, thr])
+            .record(gpu, enc)?;
     }
     Ok(())
 }

@@ -190,8 +190,9 @@ pub fn topk_threshold(
         nb.is_multiple_of(4),
         [&TOPK_THRESHOLD, &TOPK_THRESHOLD_VEC4, &TOPK_THRESHOLD_GROUP],
     );
-    let call = e.call(p).dims(&[("rows", rows), ("nb", nb)]);
-    call.binds(&[bmax, thr])
+    e.call(p)
+        .dims(&[("rows", rows), ("nb", nb)])
+        .binds(&[bmax, thr])
         .items_or_skip(rows)
         .record(gpu, enc)
 }
@@ -233,8 +234,10 @@ pub fn topk_candidates(
             &TOPK_CANDIDATES_GROUP,
         ],
     );
-    let call = over_x(e, p, x, block, cols).binds(&[bmax, thr, cand, cand_key, cand_n]);
-    call.items_or_skip(rows).record(gpu, enc)
+    over_x(e, p, x, block, cols)
+        .binds(&[bmax, thr, cand, cand_key, cand_n])
+        .items_or_skip(rows)
+        .record(gpu, enc)
 }
 
 /// Per row, the k best entries with key >= thr[r] (key descending, then lower latent), in
@@ -270,9 +273,11 @@ pub fn topk_select(
         RowPath::Group => &TOPK_SELECT_GROUP,
     };
     for e in [first, &TOPK_SELECT_ROW] {
-        let call = over_x(e, p, x, 1, cols).dim("k", k);
-        let call = call.binds(&[cand, cand_key, cand_n, thr, sel, sel_val, sel_n]);
-        call.items_or_skip(rows).record(gpu, enc)?;
+        over_x(e, p, x, 1, cols)
+            .dim("k", k)
+            .binds(&[cand, cand_key, cand_n, thr, sel, sel_val, sel_n])
+            .items_or_skip(rows)
+            .record(gpu, enc)?;
     }
     Ok(())
 }
@@ -290,8 +295,11 @@ pub fn csr_scan(
         rows: rows as u32,
         ..Default::default()
     };
-    let call = CSR_SCAN.call(p).dim("rows", rows);
-    call.binds(&[counts, row_ptr]).record(gpu, enc)
+    CSR_SCAN
+        .call(p)
+        .dim("rows", rows)
+        .binds(&[counts, row_ptr])
+        .record(gpu, enc)
 }
 
 /// idx[row_ptr[r] + j] = sel[r, j], val[..] = sel_val[r, j] for j < row_ptr[r+1] - row_ptr[r]
@@ -454,6 +462,9 @@ pub fn dead_list(
         dead_after,
         ..Default::default()
     };
-    let call = DEAD_LIST.call(p).dim("n", n);
-    call.binds(&[since, cols, ncols]).record(gpu, enc)
+    DEAD_LIST
+        .call(p)
+        .dim("n", n)
+        .binds(&[since, cols, ncols])
+        .record(gpu, enc)
 }
