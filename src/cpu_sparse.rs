@@ -191,7 +191,7 @@ fn dot_lanes_avx2<const G: usize>(w: &[&[f32]], y: &[f32], out: &mut [f32]) {
 /// The 8 x 8 transpose of rows `r`: element k of the result is [r[0][k], ..., r[7][k]].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+pub(crate) fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
     use std::arch::x86_64::*;
     let t: [__m256; 8] = std::array::from_fn(|i| {
         let (a, b) = (r[i & !1], r[i | 1]);

@@ -68,8 +68,7 @@ use crate::reference::matryoshka::{
 use crate::reference::ops::threshold_ema;
 use crate::reference::optim::{rescale_grads, rescale_view};
 use crate::reference::reduce::{
-    col_sum, dense_stats, l1_backward, mse_backward, row_norms, slot, sparse_stats, sub,
-    update_dead,
+    col_sum, dense_stats, l1_backward, mse_backward, slot, sparse_stats, sub, update_dead,
 };
 use crate::reference::sparse::{
     build_transpose, gather_db_enc, gather_jumprelu_threshold, sparse_jumprelu_backward,
@@ -78,6 +77,7 @@ use crate::reference::sparse::{
 
 use super::engine::{StepEngine, StepScalars, TrainState, code_capacity, dead_after, selects_topk};
 use super::forward::{Codes, Eligible, EncoderWeights, activation_cpu, encode_cpu, topk_cpu};
+use super::params::ParamSet;
 use super::storage::{self, BatchDtype};
 use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
 use crate::Result;
@@ -312,7 +312,8 @@ fn marked_gradients(
 }
 
 impl<'s> Step<'s> {
-    /// Before the chunks: decoder row norms, AuxK's dead latents, the gradients zeroed.
+    /// Before the chunks: decoder row norms, AuxK's dead latents, the gradients (the small
+    /// ones zeroed).
     fn prepare(
         cfg: &'s TrainConfig,
         st: &'s mut TrainState,
@@ -324,13 +325,24 @@ impl<'s> Step<'s> {
         let p = &st.params;
         let (d_out, n) = (p.d_out(), p.n);
         let mut norms = vec![0.0f32; n];
-        row_norms(&p.w_dec, n, d_out, &mut norms);
+        crate::cpu_reduce::row_norms(&p.w_dec, n, d_out, &mut norms);
         let mut dead = vec![0u32; n];
         let mut ndead = [0u32];
         if selects_topk(cfg.arch) {
             dead_list(&st.since_fired, dead_after(cfg), &mut dead, &mut ndead);
         }
-        let grads = p.map(|_, t| scratch.zeros(t.len()));
+        // Every backward writes W_enc's and W_dec's gradients whole (its first gathers or
+        // GEMMs do not accumulate: `tests/train/scratch.rs` holds stale buffers to fresh
+        // ones), so only the small tensors are cleared (the two big ones: 64 MiB at
+        // 512 x 16384).
+        let grads = ParamSet {
+            w_enc: scratch.overwritten(p.w_enc.len()),
+            w_dec: scratch.overwritten(p.w_dec.len()),
+            b_enc: scratch.zeros(p.b_enc.len()),
+            b_dec: scratch.zeros(p.b_dec.len()),
+            log_threshold: scratch.zeros(p.log_threshold.len()),
+            ..*p
+        };
         Step {
             cfg,
             st,
