@@ -77,24 +77,40 @@ fn gemm_flops(s: &Shape) -> f64 {
 
 impl Fit {
     /// From the product's seconds per flop `w_gemm` (measured alone) and three probe step
-    /// times: a tiny shape, a wide shape with small d and the same with large d (the
-    /// [`PROBES`]), the rest solved exactly. Negative terms (noise) are clamped to 0.
+    /// times (the [`PROBES`]: a tiny shape, one heavy in pre-activations, one heavy in
+    /// parameters): the probe times less the product's share give three linear equations
+    /// in c, w_pre and w_par, solved exactly (Cramer's rule). Negative terms (noise) are
+    /// clamped to 0.
     pub fn from_probes(w_gemm: f64, probes: &[(Shape, f64); 3]) -> Fit {
         let w_gemm = w_gemm.max(0.0);
-        let pre = |s: &Shape| (s.batch * s.n) as f64;
-        let par = |s: &Shape| (s.d * s.n) as f64;
-        // The probe times less the product's share.
-        let [(s0, t0), (s1, t1), (s2, t2)] = probes.map(|(s, t)| (s, t - w_gemm * gemm_flops(&s)));
-        // s1 and s2 share B n and differ in d n; s0 and s1 differ in B n (and d n).
-        let w_par = ((t2 - t1) / (par(&s2) - par(&s1)).max(1.0)).max(0.0);
-        let w_pre =
-            ((t1 - t0 - w_par * (par(&s1) - par(&s0))) / (pre(&s1) - pre(&s0)).max(1.0)).max(0.0);
-        let c = (t0 - w_pre * pre(&s0) - w_par * par(&s0)).max(0.0);
+        // Rows [1, B n, d n | t - w_gemm 2 B d n].
+        let rows = probes.map(|(s, t)| {
+            let (pre, par) = ((s.batch * s.n) as f64, (s.d * s.n) as f64);
+            [1.0, pre, par, t - w_gemm * gemm_flops(&s)]
+        });
+        let det3 = |a: [f64; 3], b: [f64; 3], c: [f64; 3]| {
+            a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0])
+                + a[2] * (b[0] * c[1] - b[1] * c[0])
+        };
+        // Column j of the system replaced by the right-hand side.
+        let with_rhs = |j: usize| {
+            rows.map(|r| {
+                let mut m = [r[0], r[1], r[2]];
+                m[j] = r[3];
+                m
+            })
+        };
+        let det = |m: [[f64; 3]; 3]| det3(m[0], m[1], m[2]);
+        let d = det(rows.map(|r| [r[0], r[1], r[2]]));
+        let solve = |j: usize| {
+            let v = det(with_rhs(j)) / d;
+            if v.is_finite() { v.max(0.0) } else { 0.0 }
+        };
         Fit {
-            c,
+            c: solve(0),
             w_gemm,
-            w_pre,
-            w_par,
+            w_pre: solve(1),
+            w_par: solve(2),
         }
     }
 
@@ -293,7 +309,11 @@ pub fn store(path: &Path, cal: &Calibration) -> Result<()> {
 }
 
 /// The three probe shapes (see [`Fit::from_probes`]): small enough that the whole
-/// calibration takes a few seconds on lavapipe.
+/// calibration takes a few seconds on lavapipe. The third is heavy in parameters (2.1 M
+/// per matrix, a small batch): a probe that differed from the second in d alone (512 x 32
+/// -> 2048 against 512 x 384 -> 2048, 0.8 M) left lavapipe's per-parameter weight 0 in
+/// every calibration, and a batch of 64 at d 512 -> 16384, 158 ms a step there, was then
+/// predicted at 60 ms and sent to lavapipe instead of the CPU engine (68 ms).
 pub const PROBES: [Shape; 3] = [
     Shape {
         batch: 256,
@@ -306,9 +326,9 @@ pub const PROBES: [Shape; 3] = [
         n: 2048,
     },
     Shape {
-        batch: 512,
-        d: 384,
-        n: 2048,
+        batch: 64,
+        d: 512,
+        n: 4096,
     },
 ];
 

@@ -139,6 +139,41 @@ fn the_product_weight_decides_wide_inputs() {
     );
 }
 
+/// The case that went wrong while the third probe differed from the second in d alone
+/// (`cargo bench --bench auto -- 64,512,16384`, 2026-12-06 17:35 UTC): lavapipe's
+/// per-parameter weight came out 0, so a batch of 64 at d 512 -> 16384 was predicted at
+/// 60 ms a step on lavapipe (measured: 158) against 81 on the CPU engine (measured: 68).
+/// With the parameter-heavy probe (the same bench at 17:50 UTC) the weight is measured and
+/// the CPU engine is picked.
+#[test]
+fn the_parameter_weight_decides_small_batches() {
+    let a = Adapters::Software {
+        name: "llvmpipe".into(),
+        driver: "Mesa".into(),
+    };
+    let small = shape(64, 512, 16384);
+    let fit = |c: f64, w_gemm: f64, w_pre: f64, w_par: f64| Fit {
+        c,
+        w_gemm,
+        w_pre,
+        w_par,
+    };
+    let before = Calibration {
+        key: "k".into(),
+        cpu: fit(5.68e-4, 5.70e-12, 3.90e-10, 8.79e-9),
+        gpu: fit(7.59e-3, 1.89e-11, 3.07e-8, 0.0),
+        measured_at: 0,
+    };
+    assert_eq!(choose(&a, &small, Some(&before)).pick, Pick::Gpu);
+    let after = Calibration {
+        cpu: fit(8.16e-4, 5.18e-12, 9.12e-10, 6.45e-9),
+        gpu: fit(6.87e-3, 1.83e-11, 2.77e-8, 1.83e-8),
+        ..before
+    };
+    let ch = choose(&a, &small, Some(&after));
+    assert_eq!(ch.pick, Pick::Cpu, "{}", ch.why);
+}
+
 #[test]
 fn bad_cache_files_are_recalibrated_never_a_panic() {
     let dir = std::env::temp_dir().join(format!("saeforge-cache-test-{}", std::process::id()));
