@@ -77,7 +77,6 @@ use crate::reference::sparse::{
 
 use super::engine::{StepEngine, StepScalars, TrainState, code_capacity, dead_after, selects_topk};
 use super::forward::{Codes, Eligible, EncoderWeights, activation_cpu, encode_cpu, topk_cpu};
-use super::params::ParamSet;
 use super::storage::{self, BatchDtype};
 use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
 use crate::Result;
@@ -331,18 +330,7 @@ impl<'s> Step<'s> {
         if selects_topk(cfg.arch) {
             dead_list(&st.since_fired, dead_after(cfg), &mut dead, &mut ndead);
         }
-        // Every backward writes W_enc's and W_dec's gradients whole (its first gathers or
-        // GEMMs do not accumulate: `tests/train/scratch.rs` holds stale buffers to fresh
-        // ones), so only the small tensors are cleared (the two big ones: 64 MiB at
-        // 512 x 16384).
-        let grads = ParamSet {
-            w_enc: scratch.overwritten(p.w_enc.len()),
-            w_dec: scratch.overwritten(p.w_dec.len()),
-            b_enc: scratch.zeros(p.b_enc.len()),
-            b_dec: scratch.zeros(p.b_dec.len()),
-            log_threshold: scratch.zeros(p.log_threshold.len()),
-            ..*p
-        };
+        let grads = scratch.gradients(p);
         Step {
             cfg,
             st,

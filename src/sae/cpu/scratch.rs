@@ -14,6 +14,9 @@
 //! such as a GEMM's C with beta 0 (`tests/train/scratch.rs` holds reused buffers to fresh
 //! ones bit for bit).
 
+use crate::sae::SaeParams;
+use crate::sae::params::ParamSet;
+
 /// Recycled `f32` buffers, matched by length.
 #[derive(Default)]
 pub struct Scratch {
@@ -45,6 +48,21 @@ impl Scratch {
     /// old values.
     pub fn overwritten(&mut self, len: usize) -> Vec<f32> {
         self.recycled(len).unwrap_or_else(|| vec![0.0; len])
+    }
+
+    /// The step's gradients, shaped as `p`: W_enc's and W_dec's `overwritten` (every
+    /// backward writes them whole: its first gathers or GEMMs do not accumulate;
+    /// `tests/train/scratch.rs` holds stale buffers to fresh ones), the small ones `zeros`.
+    /// Clearing the two big ones cost a parallel pass over 64 MiB at 512 x 16384.
+    pub fn gradients(&mut self, p: &SaeParams) -> SaeParams {
+        ParamSet {
+            w_enc: self.overwritten(p.w_enc.len()),
+            w_dec: self.overwritten(p.w_dec.len()),
+            b_enc: self.zeros(p.b_enc.len()),
+            b_dec: self.zeros(p.b_dec.len()),
+            log_threshold: self.zeros(p.log_threshold.len()),
+            ..*p
+        }
     }
 
     /// Hand `v` back for a later step.

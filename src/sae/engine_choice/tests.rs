@@ -6,6 +6,22 @@ fn shape(batch: usize, d: usize, n: usize) -> Shape {
     Shape { batch, d, n }
 }
 
+fn llvmpipe() -> Adapters {
+    Adapters::Software {
+        name: "llvmpipe".into(),
+        driver: "Mesa".into(),
+    }
+}
+
+fn fit(c: f64, w_gemm: f64, w_pre: f64, w_par: f64) -> Fit {
+    Fit {
+        c,
+        w_gemm,
+        w_pre,
+        w_par,
+    }
+}
+
 /// A software adapter with a large fixed cost per step and a slower product, against a
 /// CPU engine with no fixed cost and a faster product but slower per-element work.
 fn cal() -> Calibration {
@@ -46,10 +62,7 @@ fn no_adapter_is_cpu() {
 
 #[test]
 fn software_adapter_follows_the_model() {
-    let a = Adapters::Software {
-        name: "llvmpipe".into(),
-        driver: "Mesa".into(),
-    };
+    let a = llvmpipe();
     let c = cal();
     // Small: the GPU's fixed 20 ms dominates.
     let small = shape(1024, 128, 1024);
@@ -103,17 +116,8 @@ fn fit_recovers_a_linear_model() {
 /// sent the wide one to lavapipe, and is no longer a calibration at all.
 #[test]
 fn the_product_weight_decides_wide_inputs() {
-    let a = Adapters::Software {
-        name: "llvmpipe".into(),
-        driver: "Mesa".into(),
-    };
+    let a = llvmpipe();
     let (narrow, wide) = (shape(4096, 512, 16384), shape(4096, 2048, 16384));
-    let fit = |c: f64, w_gemm: f64, w_pre: f64, w_par: f64| Fit {
-        c,
-        w_gemm,
-        w_pre,
-        w_par,
-    };
     // `cargo bench --bench auto`'s calibration, 2026-12-05 19:15 UTC.
     let measured = Calibration {
         key: "k".into(),
@@ -147,17 +151,8 @@ fn the_product_weight_decides_wide_inputs() {
 /// the CPU engine is picked.
 #[test]
 fn the_parameter_weight_decides_small_batches() {
-    let a = Adapters::Software {
-        name: "llvmpipe".into(),
-        driver: "Mesa".into(),
-    };
+    let a = llvmpipe();
     let small = shape(64, 512, 16384);
-    let fit = |c: f64, w_gemm: f64, w_pre: f64, w_par: f64| Fit {
-        c,
-        w_gemm,
-        w_pre,
-        w_par,
-    };
     let before = Calibration {
         key: "k".into(),
         cpu: fit(5.68e-4, 5.70e-12, 3.90e-10, 8.79e-9),
