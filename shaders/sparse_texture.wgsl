@@ -53,10 +53,15 @@ fn sparse_decode_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 @group(0) @binding(4) var dt_w: texture_storage_2d<rgba32float, read>;       // w_dec: (n, d / 4) texels
 
 // sparse_dot over 4 consecutive slots per invocation. When the 4 are entries of one row
-// (the common case: a row holds k entries), each dy texel is loaded once for the 4 dot
-// products, 1.25 texel loads per 4 multiply-adds where one slot per invocation took 2, and
-// the row is searched once; otherwise each slot on its own. Every slot's sum runs over the
-// columns in ascending order, as sparse_dot_vec4 (same bits).
+// (a row holds k entries) or of two consecutive rows (batchtopk's rows hold any number, so
+// about one quad in eight straddles a row boundary), one loop over the columns serves the
+// 4 dot products: the two rows' dy texels are loaded once each for the 4, 1.5 texel loads
+// per 4 multiply-adds where one slot per invocation took 2, and the row is searched once;
+// otherwise each slot on its own. One loop for both cases keeps a subgroup's lanes
+// together: with a loop for one row only, a straddling quad ran the slot-by-slot path, and
+// with most subgroups holding one, batchtopk's calls took 55 GPU ms per step on lavapipe
+// against topk's 19. Every slot's sum runs over the columns in ascending order, as
+// sparse_dot_vec4 (same bits).
 @compute @workgroup_size(WG)
 fn sparse_dot_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let s0 = 4u * linear_index(gid, nwg, WG);
@@ -68,18 +73,23 @@ fn sparse_dot_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     }
     if s0 >= e { return; }
     var r = row_of_slot(s0);
-    if e == s0 + 4u && csr_row_ptr[r + 1u] >= e {
+    let b = csr_row_ptr[r + 1u]; // slots from b on are the next row's
+    // (b < e: r + 1 < rows, so row_ptr[r + 2] exists)
+    if e == s0 + 4u && (b >= e || csr_row_ptr[r + 2u] >= e) {
+        let rb = select(r + 1u, r, b >= e);
         let i0 = sd_idx[s0];
         let i1 = sd_idx[s0 + 1u];
         let i2 = sd_idx[s0 + 2u];
         let i3 = sd_idx[s0 + 3u];
+        let next = vec4<bool>(s0 >= b, s0 + 1u >= b, s0 + 2u >= b, s0 + 3u >= b);
         var a = vec4<f32>(0.0);
         for (var j = 0u; j < p.dv; j++) {
-            let y = textureLoad(dt_dy, vec2<u32>(j, r));
-            a.x = sd_tex_dot(a.x, y, textureLoad(dt_w, vec2<u32>(j, i0)));
-            a.y = sd_tex_dot(a.y, y, textureLoad(dt_w, vec2<u32>(j, i1)));
-            a.z = sd_tex_dot(a.z, y, textureLoad(dt_w, vec2<u32>(j, i2)));
-            a.w = sd_tex_dot(a.w, y, textureLoad(dt_w, vec2<u32>(j, i3)));
+            let ya = textureLoad(dt_dy, vec2<u32>(j, r));
+            let yb = textureLoad(dt_dy, vec2<u32>(j, rb));
+            a.x = sd_tex_dot(a.x, select(ya, yb, next.x), textureLoad(dt_w, vec2<u32>(j, i0)));
+            a.y = sd_tex_dot(a.y, select(ya, yb, next.y), textureLoad(dt_w, vec2<u32>(j, i1)));
+            a.z = sd_tex_dot(a.z, select(ya, yb, next.z), textureLoad(dt_w, vec2<u32>(j, i2)));
+            a.w = sd_tex_dot(a.w, select(ya, yb, next.w), textureLoad(dt_w, vec2<u32>(j, i3)));
         }
         sd_g[s0] = a.x;
         sd_g[s0 + 1u] = a.y;
