@@ -54,7 +54,7 @@ fn sparse_decode_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 
 // sparse_dot over 4 consecutive slots per invocation. When the 4 are entries of one row
 // (a row holds k entries) or of two consecutive rows (batchtopk's rows hold any number, so
-// about one quad in eight straddles a row boundary), one loop over the columns serves the
+// about one quad in ten straddles a row boundary), one loop over the columns serves the
 // 4 dot products: the two rows' dy texels are loaded once each for the 4, 1.5 texel loads
 // per 4 multiply-adds where one slot per invocation took 2, and the row is searched once;
 // otherwise each slot on its own. One loop for both cases keeps a subgroup's lanes
