@@ -4,9 +4,10 @@
 //! when there is no hardware GPU: the reference kernels, except where a faster twin gives
 //! bitwise the same result (top-k, batch top-k and the ReLU / JumpReLU codes: `cpu_codes`;
 //! sparse decode, sparse dot, W_enc's sparse gradient: `cpu_sparse`; Adam: `cpu_optim`;
-//! W_dec's row norms: `cpu_reduce`; each tested bit for bit against the reference) and the dense products (`crate::blas`,
-//! tested against the reference). The CPU takes the whole batch as one chunk (the GPU splits a batch whose
-//! pre-activations exceed one storage binding; the math is the same).
+//! W_dec's row norms: `cpu_reduce`; each tested bit for bit against the reference) and the
+//! dense products (`crate::blas`, tested against the reference). The CPU takes the whole
+//! batch as one chunk (the GPU splits a batch whose pre-activations exceed one storage
+//! binding; the math is the same).
 //!
 //! A step, for input rows x (B, d) already scaled (a transcoder's: x (B, d_in) followed by
 //! its targets y (B, d_out), and then the decoder's side, x_hat, dy, AuxK's e, has d_out
