@@ -55,6 +55,11 @@ fn lanes(w: &[&[f32]; LANES], out: &mut [f32]) {
         // SAFETY: the CPU has AVX2, the only feature the function is compiled for.
         return unsafe { lanes_avx2(w, out) };
     }
+    lanes_scalar(w, out)
+}
+
+/// [`lanes`] without AVX2: LANES scalar chains side by side.
+fn lanes_scalar(w: &[&[f32]; LANES], out: &mut [f32]) {
     let mut acc = [0.0f32; LANES];
     for j in 0..w[0].len() {
         for (a, row) in acc.iter_mut().zip(w) {
@@ -123,6 +128,14 @@ mod tests {
             super::row_norms(&w, n, d, &mut got);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "row_norms ({n}, {d})");
+            // The path a CPU without AVX2 takes (this machine takes the AVX2 one above).
+            for (b, want) in want.chunks_exact(super::LANES).enumerate() {
+                let rows: [&[f32]; super::LANES] =
+                    std::array::from_fn(|l| &w[(b * super::LANES + l) * d..][..d]);
+                let mut got = [f32::NAN; super::LANES];
+                super::lanes_scalar(&rows, &mut got);
+                assert_eq!(bits(&got), bits(want), "lanes_scalar ({n}, {d}), block {b}");
+            }
         }
     }
 }

@@ -88,22 +88,19 @@ impl Fit {
             let (pre, par) = ((s.batch * s.n) as f64, (s.d * s.n) as f64);
             [1.0, pre, par, t - w_gemm * gemm_flops(&s)]
         });
-        let det3 = |a: [f64; 3], b: [f64; 3], c: [f64; 3]| {
-            a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0])
-                + a[2] * (b[0] * c[1] - b[1] * c[0])
+        let a = rows.map(|r| [r[0], r[1], r[2]]);
+        let det = |m: [[f64; 3]; 3]| {
+            m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+                - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+                + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
         };
-        // Column j of the system replaced by the right-hand side.
-        let with_rhs = |j: usize| {
-            rows.map(|r| {
-                let mut m = [r[0], r[1], r[2]];
-                m[j] = r[3];
-                m
-            })
-        };
-        let det = |m: [[f64; 3]; 3]| det3(m[0], m[1], m[2]);
-        let d = det(rows.map(|r| [r[0], r[1], r[2]]));
+        // Unknown j: the determinant with column j replaced by the right-hand side.
         let solve = |j: usize| {
-            let v = det(with_rhs(j)) / d;
+            let mut m = a;
+            for (row, r) in m.iter_mut().zip(&rows) {
+                row[j] = r[3];
+            }
+            let v = det(m) / det(a);
             if v.is_finite() { v.max(0.0) } else { 0.0 }
         };
         Fit {
