@@ -58,12 +58,16 @@ pub fn run(args: TrainArgs) -> crate::Result<()> {
         )));
     }
     let last = o.last.as_ref();
+    let pace = if o.run_tokens == 0 {
+        // A resumed run that was already at its budget: nothing trained, exported again.
+        "; nothing left to train (the run was already at its last step)".to_string()
+    } else {
+        format!(" on the {} at {:.0} tokens/s", o.engine, o.tokens_per_s)
+    };
     println!(
-        "trained {} steps ({} tokens) on the {} at {:.0} tokens/s{}",
+        "trained {} steps ({} tokens){pace}{}",
         o.steps,
         o.tokens,
-        o.engine,
-        o.tokens_per_s,
         last.map(|r| format!(
             "; final mse {:.4}, explained variance {:.4}, L0 {:.1}, dead {:.1}%",
             r.mse,

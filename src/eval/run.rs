@@ -4,6 +4,7 @@
 //! oracle); the metrics of every (method, split), recovery of a planted dictionary, density
 //! plots, and the report as a text table and as JSON.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
@@ -226,18 +227,31 @@ pub fn run_eval(engine: &Engine, engine_line: &str, cfg: &EvalConfig) -> Result<
             if let Some(o) = oracle.as_mut() {
                 coders.push(o);
             }
-            // FISTA can take a while: say how far it is (stderr, one updated line).
+            // FISTA can take a while: say how far it is on stderr, as one updated line on a
+            // terminal, else (a log) a plain line at each tenth.
             let show_progress = cfg.fista.is_some();
+            let tty = std::io::stderr().is_terminal();
+            let mut shown_tenth = 0;
             let mut progress = |done: u64, total: u64| {
-                if show_progress {
-                    let split = if name == "ood" {
-                        "out-of-distribution"
-                    } else {
-                        "in-distribution"
-                    };
-                    eprint!("\rsaeforge: {split}: {done}/{total} rows");
+                if !show_progress {
+                    return;
+                }
+                let split = if name == "ood" {
+                    "out-of-distribution"
+                } else {
+                    "in-distribution"
+                };
+                let line = format!("saeforge: {split}: {done}/{total} rows");
+                if tty {
+                    eprint!("\r{line}");
                     if done == total {
                         eprintln!();
+                    }
+                } else {
+                    let tenth = done * 10 / total.max(1);
+                    if tenth > shown_tenth || done == total {
+                        eprintln!("{line}");
+                        shown_tenth = tenth;
                     }
                 }
             };
@@ -339,6 +353,7 @@ impl EvalReport {
             self.d,
             self.n,
         ));
+        o.push_str(&format!("engine: {}\n", self.engine));
         if let Some(f) = &self.fista {
             let mut ls = Vec::new();
             if let Some(l) = self.lipschitz.0 {

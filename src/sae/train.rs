@@ -35,6 +35,8 @@ pub struct TrainOutcome {
     pub out: PathBuf,
     pub steps: u64,
     pub tokens: u64,
+    /// Tokens trained by this invocation (0 when a resumed run was already finished).
+    pub run_tokens: u64,
     pub tokens_per_s: f64,
     pub engine: String,
     pub interrupted: bool,

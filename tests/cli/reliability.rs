@@ -136,6 +136,14 @@ fn second_writer_refused_and_dead_lock_taken_over() -> Result<(), Failed> {
     if !o.stderr.contains("is being written by a live run") || !o.stderr.contains(&holder) {
         return Err(format!("eval said nothing of the live run:\n{}", o.stderr).into());
     }
+    if !o
+        .stdout
+        .lines()
+        .nth(1)
+        .is_some_and(|l| l.starts_with("engine: "))
+    {
+        return Err(format!("eval's report does not name its engine:\n{}", o.stdout).into());
+    }
     child.kill().map_err(|e| e.to_string())?;
     child.wait().map_err(|e| e.to_string())?;
     if !out.join(saeforge::lock::LOCK_FILE).exists() {
@@ -163,6 +171,12 @@ fn second_writer_refused_and_dead_lock_taken_over() -> Result<(), Failed> {
             at + 3
         )
         .into());
+    }
+    // Resumed again at its budget: nothing to train, said as such (not "0 tokens/s").
+    let o = run(&strs(&["train", "--resume", &s(&out)]));
+    ok("resume of a finished run", &o)?;
+    if !o.stdout.contains("nothing left to train") || o.stdout.contains("tokens/s") {
+        return Err(format!("resume of a finished run printed:\n{}", o.stdout).into());
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -376,6 +376,7 @@ impl Member {
             steps: step,
             total_steps: cfg.steps,
             tokens: self.tokens_total,
+            run_tokens: self.run_tokens,
             tokens_per_s: self.run_tokens as f64 / secs.max(1e-9),
             engine: self.engine_kind.name(),
             interrupted,
