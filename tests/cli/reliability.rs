@@ -132,6 +132,9 @@ fn second_writer_refused_and_dead_lock_taken_over() -> Result<(), Failed> {
         ],
     )?;
     let o = run(&strs(&["eval", "--sae", &s(&out), "--data", &s(&data)]));
+    // kill -9 before any check can return, so that a failure leaves no run behind.
+    child.kill().map_err(|e| e.to_string())?;
+    child.wait().map_err(|e| e.to_string())?;
     ok("eval of a folder being written", &o)?;
     if !o.stderr.contains("is being written by a live run") || !o.stderr.contains(&holder) {
         return Err(format!("eval said nothing of the live run:\n{}", o.stderr).into());
@@ -144,8 +147,6 @@ fn second_writer_refused_and_dead_lock_taken_over() -> Result<(), Failed> {
     {
         return Err(format!("eval's report does not name its engine:\n{}", o.stdout).into());
     }
-    child.kill().map_err(|e| e.to_string())?;
-    child.wait().map_err(|e| e.to_string())?;
     if !out.join(saeforge::lock::LOCK_FILE).exists() {
         return Err("a killed holder leaves its lock record behind (for the take-over)".into());
     }
