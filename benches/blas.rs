@@ -5,8 +5,9 @@
 //!     cargo bench --bench blas
 //!
 //! Shapes: the encoder product of a step at the three shapes of the speed issue (128 -> 1024
-//! at batch 1024, 384 -> 6144 at 512, 512 -> 16384 at 4096), the last also transposed as the
-//! dense backward's dW_enc. Each: one warm-up, then the median of several runs. Prints
+//! at batch 1024, 384 -> 6144 at 512, 512 -> 16384 at 4096), the last also at batches 256 and
+//! 64 (few rows: `blas` splits the columns between threads) and transposed as the dense
+//! backward's dW_enc. Each: one warm-up, then the median of several runs. Prints
 //! GFLOP/s and the ratio blas / numpy; writes target/bench/blas.json.
 
 use std::path::PathBuf;
@@ -65,6 +66,8 @@ fn main() -> anyhow::Result<()> {
         ("encoder 128->1024", GemmSpec::nn(1024, 1024, 128)),
         ("encoder 384->6144", GemmSpec::nn(512, 6144, 384)),
         ("encoder 512->16384", GemmSpec::nn(4096, 16384, 512)),
+        ("512->16384, batch 256", GemmSpec::nn(256, 16384, 512)),
+        ("512->16384, batch 64", GemmSpec::nn(64, 16384, 512)),
         (
             "dW_enc 512->16384",
             GemmSpec {

@@ -1,7 +1,8 @@
 //! The CPU engine's fast GEMM (`saeforge::blas`, the `gemm` crate) against the plain
 //! reference, for every transpose combination, alpha / beta / bias, at shapes that are not
-//! multiples of any micro-kernel size, one large enough to take the threaded path, and the
-//! degenerate k = 0. C is poisoned with NaN when beta is 0 (it must not be read).
+//! multiples of any micro-kernel size, two large enough to take the threaded paths (many
+//! rows; few rows, split by columns), and the degenerate k = 0. C is poisoned with NaN when
+//! beta is 0 (it must not be read).
 
 use libtest_mimic::Trial;
 use saeforge::blas;
@@ -16,6 +17,7 @@ pub fn trials() -> Vec<Trial> {
         (130, 70, 257),
         (1, 512, 300),
         (256, 1024, 128), // threaded (m n k >= 2^18)
+        (45, 1001, 70),   // threaded, few rows: the columns split between threads
         (5, 7, 0),
     ];
     let mut out = Vec::new();
