@@ -364,6 +364,9 @@ pub fn gather_dw_enc(
     // Scratch rows ld floats apart: 8 rows a power of two of bytes apart (d 512: 2 KiB)
     // would fall in the same few cache sets, and the transposed write reads 8 at once.
     let ld = d + 16;
+    // The 8 x 8 register transpose of the write (AVX2), checked once per call.
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     let mut scratch = vec![0.0f32; LATENTS_PER_PASS.min(n) * ld];
     for c0 in (0..n).step_by(LATENTS_PER_PASS) {
         let w = LATENTS_PER_PASS.min(n - c0);
@@ -387,9 +390,7 @@ pub fn gather_dw_enc(
                     let l1 = (l0 + LATENT_TILE).min(w);
                     let mut done = l0;
                     #[cfg(target_arch = "x86_64")]
-                    if out.len() == OUT_ROWS_PER_TASK * n
-                        && std::arch::is_x86_feature_detected!("avx2")
-                    {
+                    if avx2 && out.len() == OUT_ROWS_PER_TASK * n {
                         while done + 8 <= l1 {
                             let i0 = c0 + done;
                             let mask: [bool; 8] = std::array::from_fn(|l| has(i0 + l));
