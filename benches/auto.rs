@@ -1,8 +1,10 @@
 //! `--device auto`'s model against the steps it predicts: calibrates both engines as
 //! `saeforge train --device auto` does (`engine_choice::calibrate`, not the cached file),
 //! then times real topk steps (k 32, random data) on both at each shape and prints the
-//! model's and the measured milliseconds per step, and whether the model picks the faster
-//! engine.
+//! model's and the measured milliseconds per step, whether the model picks the faster
+//! engine, and whether the calibration's first stage (the CPU engine's fit against the GPU
+//! engine's product alone) already decides the shape (`1st stage`: cpu, or `-` when the
+//! GPU engine's steps are needed).
 //!
 //!     cargo bench --bench auto [-- B,D,N ...]
 //!
@@ -71,8 +73,11 @@ fn main() -> saeforge::Result<()> {
     let gpu = Arc::new(Gpu::new(std::env::var("SAEFORGE_ADAPTER").ok().as_deref())?);
     println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
     let cal = calibrate(&gpu, "bench")?;
-    println!("cpu engine: {:?}\ngpu engine: {:?}", cal.cpu, cal.gpu);
-    println!("B, d -> n                cpu model  cpu measured   gpu model  gpu measured  pick");
+    let gpu_fit = cal.gpu.expect("calibrate times the GPU engine's steps");
+    println!("cpu engine: {:?}\ngpu engine: {gpu_fit:?}", cal.cpu);
+    println!(
+        "B, d -> n                cpu model  cpu measured   gpu model  gpu measured  1st stage  pick"
+    );
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for s in shapes() {
         let cfg = probe_config(&s, 32)?;
@@ -88,7 +93,12 @@ fn main() -> saeforge::Result<()> {
             Err(_) => None,
         };
         let measured_cpu = step_s(&mut CpuEngine::new(st), &cfg, &x)?;
-        let (mc, mg) = (cal.cpu.step_s(&s), cal.gpu.step_s(&s));
+        let (mc, mg) = (cal.cpu.step_s(&s), gpu_fit.step_s(&s));
+        let first = if cal.decided_without_gpu_steps(&s) {
+            "cpu"
+        } else {
+            "-"
+        };
         let pick = |cpu_faster: bool| if cpu_faster { "cpu" } else { "gpu" };
         let verdict = match measured_gpu {
             Some(g) => {
@@ -101,7 +111,7 @@ fn main() -> saeforge::Result<()> {
             None => "cpu (does not fit the GPU)".into(),
         };
         println!(
-            "{:<22} {:>10.1} {:>13.1} {:>11.1} {:>13} {verdict}",
+            "{:<22} {:>10.1} {:>13.1} {:>11.1} {:>13} {first:>10}  {verdict}",
             format!("{}, {} -> {}", s.batch, s.d, s.n),
             mc * 1e3,
             measured_cpu * 1e3,

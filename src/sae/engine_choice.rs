@@ -21,6 +21,16 @@
 //! fitted from the steps, its weight came out anywhere from 0 to the truth on lavapipe, and
 //! a run at d 2048 -> 16384 was then predicted 2.8 s a step on lavapipe (it takes 6.7 s)
 //! against 4.7 s on the CPU engine (it takes 2.2 s), and went to the slower engine.
+//!
+//! The calibration runs in two stages, the second only when a run needs it: the products
+//! and the CPU engine's probe steps first (about 0.6-0.9 s on this project's 2-core
+//! machine), the GPU engine's probe steps (another ~0.65 s there, lavapipe compiling its
+//! pipelines) only for a shape where the first stage leaves the choice open. A GPU step
+//! costs at least its encoder product, so where the CPU engine's whole modelled step beats
+//! the adapter's product alone ([`Calibration::decided_without_gpu_steps`]), lavapipe's
+//! other terms cannot change the answer. At the wide shapes, where a run's own start-up is
+//! longest, that is the case, and their first run on a machine starts ~0.65 s sooner.
+//!
 //! The fit is cached per machine under the user's cache folder
 //! (`$SAEFORGE_CACHE_DIR`, else `$XDG_CACHE_HOME/saeforge`, else `~/.cache/saeforge`), in a
 //! file keyed by the CPU, the adapter and saeforge's version, written atomically under the
@@ -130,14 +140,53 @@ impl Fit {
     }
 }
 
-/// The cached calibration of one machine: both engines' fits, and what they were measured on.
+/// The cached calibration of one machine: the CPU engine's fit, the GPU engine's product
+/// alone, the GPU engine's fit once a run needed it, and what they were measured on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
     pub key: String,
     pub cpu: Fit,
-    pub gpu: Fit,
+    /// Seconds per flop of the GPU engine's encoder product alone, at [`GEMM_PROBE`].
+    pub gpu_gemm: f64,
+    /// The GPU engine's fit (its `w_gemm` is `gpu_gemm`); None until a run's shape needed
+    /// its probe steps (see [`Calibration::decided_without_gpu_steps`]).
+    pub gpu: Option<Fit>,
     /// Seconds since the epoch when it was measured.
     pub measured_at: u64,
+}
+
+/// How much faster than at [`GEMM_PROBE`] the GPU engine's product is allowed to run at a
+/// run's shape before the first stage's bound may decide. On this project's 2-core machine
+/// lavapipe's product ran at 43-55 GFLOP/s at the probe and 45-55 at 4096 x 512 x 16384
+/// (`cargo bench --bench auto`, `--bench train`): within ~1.15x of each other; the margin
+/// leaves room for a shape where the product runs faster still.
+pub const GPU_PRODUCT_MARGIN: f64 = 1.5;
+
+impl Calibration {
+    /// The most tokens per second the GPU engine can train at `shape`: its encoder product
+    /// alone, run [`GPU_PRODUCT_MARGIN`] times faster than measured.
+    pub fn gpu_bound_tokens_per_s(&self, shape: &Shape) -> f64 {
+        let product_s = self.gpu_gemm * gemm_flops(shape) / GPU_PRODUCT_MARGIN;
+        shape.batch as f64 / product_s.max(1e-12)
+    }
+
+    /// Whether the CPU engine wins at `shape` whatever the GPU engine's steps cost beyond
+    /// its product: its modelled tokens per second above the GPU engine's bound.
+    pub fn decided_without_gpu_steps(&self, shape: &Shape) -> bool {
+        self.cpu.tokens_per_s(shape) > self.gpu_bound_tokens_per_s(shape)
+    }
+
+    /// Whether a run at `shape` needs the GPU engine's probe steps timed first.
+    pub fn needs_gpu_steps(&self, shape: &Shape) -> bool {
+        self.gpu.is_none() && !self.decided_without_gpu_steps(shape)
+    }
+
+    fn is_sane(&self) -> bool {
+        self.cpu.is_sane()
+            && self.gpu_gemm.is_finite()
+            && self.gpu_gemm > 0.0
+            && self.gpu.is_none_or(|g| g.is_sane())
+    }
 }
 
 /// What `--device auto` picked.
@@ -182,33 +231,53 @@ pub fn choose(adapters: &Adapters, shape: &Shape, cal: Option<&Calibration>) -> 
                     "device auto: CPU engine over {name}: software adapter, not calibrated"
                 ),
             },
-            Some(cal) => {
-                let (cpu, gpu) = (cal.cpu.tokens_per_s(shape), cal.gpu.tokens_per_s(shape));
-                let shape_s = format!("d {} -> {}, batch {}", shape.d, shape.n, shape.batch);
-                if gpu > cpu {
-                    Choice {
-                        pick: Pick::Gpu,
-                        why: format!(
-                            "device auto: GPU engine on {name} (est. {} tok/s) over the CPU \
-                             engine (est. {} tok/s) at {shape_s}: software adapter, faster \
-                             at this shape",
-                            kilo(gpu),
-                            kilo(cpu)
-                        ),
-                    }
-                } else {
-                    Choice {
-                        pick: Pick::Cpu,
-                        why: format!(
-                            "device auto: CPU engine (est. {} tok/s) over {name} (est. {} \
-                             tok/s) at {shape_s}: software adapter",
-                            kilo(cpu),
-                            kilo(gpu)
-                        ),
-                    }
-                }
-            }
+            Some(cal) => choose_calibrated(name, shape, cal),
         },
+    }
+}
+
+/// [`choose`] on a software adapter with a calibration: the two fits, or the CPU engine's
+/// fit against the GPU engine's bound while its steps are not timed.
+fn choose_calibrated(name: &str, shape: &Shape, cal: &Calibration) -> Choice {
+    let shape_s = format!("d {} -> {}, batch {}", shape.d, shape.n, shape.batch);
+    let cpu = cal.cpu.tokens_per_s(shape);
+    let Some(gpu_fit) = &cal.gpu else {
+        let why = if cal.decided_without_gpu_steps(shape) {
+            format!(
+                "device auto: CPU engine (est. {} tok/s) over {name} (at most {} tok/s: its \
+                 encoder product alone) at {shape_s}: software adapter",
+                kilo(cpu),
+                kilo(cal.gpu_bound_tokens_per_s(shape))
+            )
+        } else {
+            format!("device auto: CPU engine over {name}: software adapter, its steps not timed")
+        };
+        return Choice {
+            pick: Pick::Cpu,
+            why,
+        };
+    };
+    let gpu = gpu_fit.tokens_per_s(shape);
+    if gpu > cpu {
+        Choice {
+            pick: Pick::Gpu,
+            why: format!(
+                "device auto: GPU engine on {name} (est. {} tok/s) over the CPU engine (est. \
+                 {} tok/s) at {shape_s}: software adapter, faster at this shape",
+                kilo(gpu),
+                kilo(cpu)
+            ),
+        }
+    } else {
+        Choice {
+            pick: Pick::Cpu,
+            why: format!(
+                "device auto: CPU engine (est. {} tok/s) over {name} (est. {} tok/s) at \
+                 {shape_s}: software adapter",
+                kilo(cpu),
+                kilo(gpu)
+            ),
+        }
     }
 }
 
@@ -276,7 +345,7 @@ pub fn cache_file(dir: &Path, key: &str) -> PathBuf {
 pub fn load(path: &Path, key: &str) -> Option<Calibration> {
     let bytes = std::fs::read(path).ok()?;
     let cal: Calibration = serde_json::from_slice(&bytes).ok()?;
-    (cal.key == key && cal.cpu.is_sane() && cal.gpu.is_sane()).then_some(cal)
+    (cal.key == key && cal.is_sane()).then_some(cal)
 }
 
 /// Write `cal` to `path` atomically, and remove the calibrations of former builds for the
@@ -406,76 +475,111 @@ fn gemm_s_per_flop(gpu: &Gpu, rng: &mut ChaCha8Rng) -> Result<(f64, f64)> {
     Ok((cpu, on_gpu))
 }
 
-/// Fit both engines: the encoder product alone ([`GEMM_PROBE`]), then real training steps
-/// (topk) on random data at [`PROBES`].
-pub fn calibrate(gpu: &Arc<Gpu>, key: &str) -> Result<Calibration> {
+/// The probe steps' random data and initial state: the same for both engines.
+fn probe_inputs(i: usize, s: &Shape) -> Result<(TrainConfig, Vec<f32>, TrainState)> {
+    let cfg = probe_config(s, 16)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(0x5eed + i as u64);
+    let x: Vec<f32> = (0..s.batch * s.d)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect();
+    let st = TrainState::new(SaeParams::init(&cfg, &x));
+    Ok((cfg, x, st))
+}
+
+/// The calibration's first stage: both engines' encoder products alone ([`GEMM_PROBE`]),
+/// then the CPU engine's training steps (topk) on random data at [`PROBES`].
+pub fn calibrate_first(gpu: &Gpu, key: &str) -> Result<Calibration> {
     let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
     let (cpu_gemm, gpu_gemm) = gemm_s_per_flop(gpu, &mut rng)?;
     let mut cpu_t = [(PROBES[0], 0.0); 3];
-    let mut gpu_t = cpu_t;
     for (i, s) in PROBES.iter().enumerate() {
-        let cfg = probe_config(s, 16)?;
-        let x: Vec<f32> = (0..s.batch * s.d)
-            .map(|_| StandardNormal.sample(&mut rng))
-            .collect();
-        let st = TrainState::new(SaeParams::init(&cfg, &x));
-        let mut g = GpuEngine::new(gpu.clone(), &cfg, &st)?;
-        gpu_t[i] = (*s, time_steps(&mut g, &cfg, &x)?);
-        drop(g);
-        let mut c = CpuEngine::new(st);
-        cpu_t[i] = (*s, time_steps(&mut c, &cfg, &x)?);
+        let (cfg, x, st) = probe_inputs(i, s)?;
+        cpu_t[i] = (*s, time_steps(&mut CpuEngine::new(st), &cfg, &x)?);
     }
     Ok(Calibration {
         key: key.to_string(),
         cpu: Fit::from_probes(cpu_gemm, &cpu_t),
-        gpu: Fit::from_probes(gpu_gemm, &gpu_t),
+        gpu_gemm,
+        gpu: None,
         measured_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     })
 }
 
-/// The cached calibration for the software adapter `name` / `driver`, or a fresh one
-/// (opening the device into `opened`; stored when the cache folder can be written; a note on
-/// stderr while it runs). None when the device cannot be opened or the probes fail.
+/// The calibration's second stage: the GPU engine's training steps at [`PROBES`], on the
+/// same data as the CPU engine's, fitted with the product weight of the first stage.
+pub fn calibrate_gpu_steps(gpu: &Arc<Gpu>, cal: &mut Calibration) -> Result<()> {
+    let mut gpu_t = [(PROBES[0], 0.0); 3];
+    for (i, s) in PROBES.iter().enumerate() {
+        let (cfg, x, st) = probe_inputs(i, s)?;
+        let mut g = GpuEngine::new(gpu.clone(), &cfg, &st)?;
+        gpu_t[i] = (*s, time_steps(&mut g, &cfg, &x)?);
+    }
+    cal.gpu = Some(Fit::from_probes(cal.gpu_gemm, &gpu_t));
+    Ok(())
+}
+
+/// Both stages: what `benches/auto.rs` compares with measured steps.
+pub fn calibrate(gpu: &Arc<Gpu>, key: &str) -> Result<Calibration> {
+    let mut cal = calibrate_first(gpu, key)?;
+    calibrate_gpu_steps(gpu, &mut cal)?;
+    Ok(cal)
+}
+
+/// The cached calibration for the software adapter `name` / `driver`, completed with the
+/// GPU engine's steps when `shape` needs them, or a fresh one (opening the device into
+/// `opened`; stored when the cache folder can be written; a note on stderr while it runs).
+/// None when the device cannot be opened or a stage fails.
 fn calibration_for(
     name: &str,
     driver: &str,
     filter: Option<&str>,
+    shape: &Shape,
     opened: &mut Option<Arc<Gpu>>,
 ) -> Option<Calibration> {
     let key = cache_key(&format!("{name} {driver}"));
     let dir = cache_dir();
     let path = dir.as_ref().map(|d| cache_file(d, &key));
-    if let Some(cal) = path.as_ref().and_then(|p| load(p, &key)) {
+    let cached = || path.as_ref().and_then(|p| load(p, &key));
+    if let Some(cal) = cached().filter(|c| !c.needs_gpu_steps(shape)) {
         return Some(cal);
     }
     // Under the cache folder's lock: another process may have just written it.
     let lock = dir
         .as_ref()
         .and_then(|d| crate::lock::acquire(d, "engine cache").ok());
-    if let (Some(_), Some(p)) = (&lock, &path)
-        && let Some(cal) = load(p, &key)
-    {
+    let mut found = cached();
+    if let Some(cal) = found.take_if(|c| !c.needs_gpu_steps(shape)) {
         return Some(cal);
     }
     let gpu = Arc::new(Gpu::new(filter).ok()?);
     *opened = Some(gpu.clone());
-    eprintln!(
-        "saeforge: --device auto: timing both engines on {name} (a few seconds, once per \
-         machine; cached in {})",
-        path.as_ref()
-            .map_or("nowhere: no cache folder".into(), |p| p
-                .display()
-                .to_string())
-    );
-    let cal = match calibrate(&gpu, &key) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("saeforge: --device auto: calibration failed ({e}); using the CPU engine");
-            return None;
+    let place = path
+        .as_ref()
+        .map_or("nowhere: no cache folder".into(), |p| {
+            p.display().to_string()
+        });
+    let fail = |e: crate::Error| {
+        eprintln!("saeforge: --device auto: calibration failed ({e}); using the CPU engine");
+    };
+    let mut cal = match found {
+        Some(cal) => cal,
+        None => {
+            eprintln!(
+                "saeforge: --device auto: timing both engines on {name} (about a second, once \
+                 per machine; cached in {place})"
+            );
+            calibrate_first(&gpu, &key).map_err(fail).ok()?
         }
     };
+    if cal.needs_gpu_steps(shape) {
+        eprintln!(
+            "saeforge: --device auto: timing the GPU engine's steps on {name} (this shape needs \
+             them; once per machine; cached in {place})"
+        );
+        calibrate_gpu_steps(&gpu, &mut cal).map_err(fail).ok()?;
+    }
     if let (Some(_), Some(p)) = (&lock, &path)
         && let Err(e) = store(p, &cal)
     {
@@ -492,7 +596,9 @@ pub fn select_for_training(filter: Option<&str>, cfg: &TrainConfig) -> Result<(E
     let shape = Shape::of(cfg);
     let mut opened = None;
     let cal = match &adapters {
-        Adapters::Software { name, driver } => calibration_for(name, driver, filter, &mut opened),
+        Adapters::Software { name, driver } => {
+            calibration_for(name, driver, filter, &shape, &mut opened)
+        }
         _ => None,
     };
     let choice = choose(&adapters, &shape, cal.as_ref());

@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod auto;
 mod corpus;
 mod faults;
 mod fuzz;
@@ -29,6 +30,7 @@ fn main() {
     trials.extend(fuzz::trials());
     trials.extend(reliability::trials());
     trials.extend(pipes::trials());
+    trials.extend(auto::trials());
     libtest_mimic::run(&args, trials).exit();
 }
 

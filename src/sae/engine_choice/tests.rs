@@ -33,12 +33,13 @@ fn cal() -> Calibration {
             w_pre: 10e-9,
             w_par: 1e-9,
         },
-        gpu: Fit {
+        gpu_gemm: 1.0 / 75e9,
+        gpu: Some(Fit {
             c: 0.02,
             w_gemm: 1.0 / 75e9,
             w_pre: 0.1e-9,
             w_par: 1e-9,
-        },
+        }),
         measured_at: 0,
     }
 }
@@ -66,16 +67,77 @@ fn software_adapter_follows_the_model() {
     let c = cal();
     // Small: the GPU's fixed 20 ms dominates.
     let small = shape(1024, 128, 1024);
-    assert!(c.cpu.tokens_per_s(&small) > c.gpu.tokens_per_s(&small));
+    let gpu = c.gpu.unwrap();
+    assert!(c.cpu.tokens_per_s(&small) > gpu.tokens_per_s(&small));
     let ch = choose(&a, &small, Some(&c));
     assert_eq!(ch.pick, Pick::Cpu, "{}", ch.why);
     assert!(ch.why.contains("est.") && ch.why.contains("software adapter"));
     // Large: the CPU's per-element work dominates.
     let large = shape(4096, 512, 16384);
-    assert!(c.gpu.tokens_per_s(&large) > c.cpu.tokens_per_s(&large));
+    assert!(gpu.tokens_per_s(&large) > c.cpu.tokens_per_s(&large));
     assert_eq!(choose(&a, &large, Some(&c)).pick, Pick::Gpu);
     // Without a calibration: the CPU engine.
     assert_eq!(choose(&a, &large, None).pick, Pick::Cpu);
+}
+
+/// `cargo bench --bench auto`'s calibration on this project's 2-core machine, 2026-12-05
+/// 19:15 UTC.
+fn measured_2026_12_05() -> Calibration {
+    Calibration {
+        key: "k".into(),
+        cpu: fit(4.85e-4, 5.06e-12, 3.61e-9, 1.04e-8),
+        gpu_gemm: 1.86e-11,
+        gpu: Some(fit(5.93e-3, 1.86e-11, 4.09e-8, 0.0)),
+        measured_at: 0,
+    }
+}
+
+/// The first stage's bound: a GPU step costs at least its product, so wherever the CPU
+/// engine's modelled step beats the product alone the full fit picks the CPU engine too,
+/// and the run needs no GPU steps timed; everywhere else it does, and until they are the
+/// CPU engine runs, saying why.
+#[test]
+fn the_first_stage_decides_only_where_the_full_fit_agrees() {
+    let a = llvmpipe();
+    let (mut decided, mut open) = (0, 0);
+    for full in [cal(), measured_2026_12_05()] {
+        let partial = Calibration {
+            gpu: None,
+            ..full.clone()
+        };
+        for batch in [16, 64, 256, 1024, 4096] {
+            for d in [32, 128, 512, 2048] {
+                for n in [256, 1024, 4096, 16384, 65536] {
+                    let s = shape(batch, d, n);
+                    assert!(!full.needs_gpu_steps(&s), "{s:?}");
+                    let ch = choose(&a, &s, Some(&partial));
+                    assert_eq!(ch.pick, Pick::Cpu, "{s:?}: {}", ch.why);
+                    if partial.decided_without_gpu_steps(&s) {
+                        decided += 1;
+                        assert!(!partial.needs_gpu_steps(&s), "{s:?}");
+                        assert!(ch.why.contains("at most"), "{}", ch.why);
+                        let ch = choose(&a, &s, Some(&full));
+                        assert_eq!(ch.pick, Pick::Cpu, "{s:?}: {}", ch.why);
+                    } else {
+                        open += 1;
+                        assert!(partial.needs_gpu_steps(&s), "{s:?}");
+                        assert!(ch.why.contains("not timed"), "{}", ch.why);
+                    }
+                }
+            }
+        }
+    }
+    assert!(decided > 0 && open > 0, "{decided} decided, {open} open");
+    // On the measured machine the speed issue's large shapes are decided by the first
+    // stage, the small one is not.
+    let partial = Calibration {
+        gpu: None,
+        ..measured_2026_12_05()
+    };
+    for s in [shape(4096, 512, 16384), shape(4096, 2048, 32768)] {
+        assert!(partial.decided_without_gpu_steps(&s), "{s:?}");
+    }
+    assert!(partial.needs_gpu_steps(&shape(1024, 128, 1024)));
 }
 
 #[test]
@@ -118,13 +180,7 @@ fn fit_recovers_a_linear_model() {
 fn the_product_weight_decides_wide_inputs() {
     let a = llvmpipe();
     let (narrow, wide) = (shape(4096, 512, 16384), shape(4096, 2048, 16384));
-    // `cargo bench --bench auto`'s calibration, 2026-12-05 19:15 UTC.
-    let measured = Calibration {
-        key: "k".into(),
-        cpu: fit(4.85e-4, 5.06e-12, 3.61e-9, 1.04e-8),
-        gpu: fit(5.93e-3, 1.86e-11, 4.09e-8, 0.0),
-        measured_at: 0,
-    };
+    let measured = measured_2026_12_05();
     for s in [narrow, wide] {
         let ch = choose(&a, &s, Some(&measured));
         assert_eq!(ch.pick, Pick::Cpu, "{s:?}: {}", ch.why);
@@ -132,13 +188,13 @@ fn the_product_weight_decides_wide_inputs() {
     // The file `--device auto` had cached at 18:55 UTC the same day.
     let fitted = Calibration {
         cpu: fit(9.84e-4, 1.357e-11, 3.748e-9, 0.0),
-        gpu: fit(7.40e-3, 0.0, 3.510e-8, 0.0),
+        gpu: Some(fit(7.40e-3, 0.0, 3.510e-8, 0.0)),
         ..measured.clone()
     };
     assert_eq!(choose(&a, &narrow, Some(&fitted)).pick, Pick::Cpu);
     assert_eq!(choose(&a, &wide, Some(&fitted)).pick, Pick::Gpu);
     assert!(
-        !fitted.gpu.is_sane(),
+        !fitted.is_sane(),
         "a product weight of 0 is not a calibration"
     );
 }
@@ -156,13 +212,15 @@ fn the_parameter_weight_decides_small_batches() {
     let before = Calibration {
         key: "k".into(),
         cpu: fit(5.68e-4, 5.70e-12, 3.90e-10, 8.79e-9),
-        gpu: fit(7.59e-3, 1.89e-11, 3.07e-8, 0.0),
+        gpu_gemm: 1.89e-11,
+        gpu: Some(fit(7.59e-3, 1.89e-11, 3.07e-8, 0.0)),
         measured_at: 0,
     };
     assert_eq!(choose(&a, &small, Some(&before)).pick, Pick::Gpu);
     let after = Calibration {
         cpu: fit(8.16e-4, 5.18e-12, 9.12e-10, 6.45e-9),
-        gpu: fit(6.87e-3, 1.83e-11, 2.77e-8, 1.83e-8),
+        gpu_gemm: 1.83e-11,
+        gpu: Some(fit(6.87e-3, 1.83e-11, 2.77e-8, 1.83e-8)),
         ..before
     };
     let ch = choose(&a, &small, Some(&after));
@@ -185,6 +243,24 @@ fn bad_cache_files_are_recalibrated_never_a_panic() {
     };
     store(&path, &good).unwrap();
     assert_eq!(load(&path, &key), Some(good.clone()));
+    // A first stage's calibration (no GPU steps yet) round-trips; one without the GPU's
+    // product weight is no calibration.
+    let partial = Calibration {
+        gpu: None,
+        ..good.clone()
+    };
+    store(&path, &partial).unwrap();
+    assert_eq!(load(&path, &key), Some(partial.clone()));
+    store(
+        &path,
+        &Calibration {
+            gpu_gemm: 0.0,
+            ..partial
+        },
+    )
+    .unwrap();
+    assert_eq!(load(&path, &key), None, "no product weight");
+    store(&path, &good).unwrap();
     assert_eq!(load(&path, "another machine"), None, "other key");
     // A former build's file for the same machine goes when a new one is stored; another
     // machine's stays.
