@@ -11,7 +11,7 @@ use libtest_mimic::{Completion, Failed, Trial};
 use serde_json::Value;
 
 use crate::faults::{data, train_args};
-use crate::{Output, command, common, ok, tmp};
+use crate::{Output, command, common, ok, run_command, tmp};
 
 /// The one calibration file in `cache`.
 fn cache_file(cache: &Path) -> Result<PathBuf, Failed> {
@@ -39,16 +39,9 @@ fn read_json(p: &Path) -> Result<Value, Failed> {
 /// A one-step `--device auto` run with `cache` as the calibration cache.
 fn run_auto(data: &Path, out: &Path, cache: &Path) -> Output {
     let _ = std::fs::remove_dir_all(out);
-    let args = train_args(data, out, "auto", 1, &[]);
-    let o = command(&args)
-        .env("SAEFORGE_CACHE_DIR", cache)
-        .output()
-        .unwrap_or_else(|e| panic!("spawning {}: {e}", crate::bin()));
-    Output {
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    let mut c = command(&train_args(data, out, "auto", 1, &[]));
+    c.env("SAEFORGE_CACHE_DIR", cache);
+    run_command(c)
 }
 
 /// `cal` with the GPU engine's fit dropped and its product's weight set to `gpu_gemm`.

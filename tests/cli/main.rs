@@ -76,7 +76,12 @@ fn xdg_dir() -> PathBuf {
 
 /// Run the binary to completion.
 pub fn run(args: &[String]) -> Output {
-    let out = command(args)
+    run_command(command(args))
+}
+
+/// Run a [`command`] (with whatever it was given besides) to completion.
+pub fn run_command(mut c: Command) -> Output {
+    let out = c
         .output()
         .unwrap_or_else(|e| panic!("spawning {}: {e}", bin()));
     Output {
