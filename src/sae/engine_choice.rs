@@ -530,7 +530,8 @@ pub fn calibrate(gpu: &Arc<Gpu>, key: &str) -> Result<Calibration> {
 /// The cached calibration for the software adapter `name` / `driver`, completed with the
 /// GPU engine's steps when `shape` needs them, or a fresh one (opening the device into
 /// `opened`; stored when the cache folder can be written; a note on stderr while it runs).
-/// None when the device cannot be opened or a stage fails.
+/// None when the device cannot be opened or the first stage fails; when the second fails,
+/// the first stage's (cached), which [`choose`] reads as the GPU engine's steps not timed.
 fn calibration_for(
     name: &str,
     driver: &str,
@@ -563,6 +564,13 @@ fn calibration_for(
     let fail = |e: crate::Error| {
         eprintln!("saeforge: --device auto: calibration failed ({e}); using the CPU engine");
     };
+    let save = |cal: &Calibration| {
+        if let (Some(_), Some(p)) = (&lock, &path)
+            && let Err(e) = store(p, cal)
+        {
+            eprintln!("saeforge: --device auto: calibration not cached ({e})");
+        }
+    };
     let mut cal = match found {
         Some(cal) => cal,
         None => {
@@ -570,7 +578,9 @@ fn calibration_for(
                 "saeforge: --device auto: timing both engines on {name} (about a second, once \
                  per machine; cached in {place})"
             );
-            calibrate_first(&gpu, &key).map_err(fail).ok()?
+            let cal = calibrate_first(&gpu, &key).map_err(fail).ok()?;
+            save(&cal);
+            cal
         }
     };
     if cal.needs_gpu_steps(shape) {
@@ -578,12 +588,11 @@ fn calibration_for(
             "saeforge: --device auto: timing the GPU engine's steps on {name} (this shape needs \
              them; once per machine; cached in {place})"
         );
-        calibrate_gpu_steps(&gpu, &mut cal).map_err(fail).ok()?;
-    }
-    if let (Some(_), Some(p)) = (&lock, &path)
-        && let Err(e) = store(p, &cal)
-    {
-        eprintln!("saeforge: --device auto: calibration not cached ({e})");
+        // On failure the first stage stays cached, and `choose` says the steps are not timed.
+        match calibrate_gpu_steps(&gpu, &mut cal) {
+            Ok(()) => save(&cal),
+            Err(e) => fail(e),
+        }
     }
     Some(cal)
 }
