@@ -148,8 +148,9 @@ pub struct Calibration {
     pub cpu: Fit,
     /// Seconds per flop of the GPU engine's encoder product alone, at [`GEMM_PROBE`].
     pub gpu_gemm: f64,
-    /// The GPU engine's fit (its `w_gemm` is `gpu_gemm`); None until a run's shape needed
-    /// its probe steps (see [`Calibration::decided_without_gpu_steps`]).
+    /// The GPU engine's fit (its `w_gemm` is `gpu_gemm`: a file where they differ is
+    /// recalibrated); None until a run's shape needed its probe steps (see
+    /// [`Calibration::decided_without_gpu_steps`]).
     pub gpu: Option<Fit>,
     /// Seconds since the epoch when it was measured.
     pub measured_at: u64,
@@ -185,7 +186,9 @@ impl Calibration {
         self.cpu.is_sane()
             && self.gpu_gemm.is_finite()
             && self.gpu_gemm > 0.0
-            && self.gpu.is_none_or(|g| g.is_sane())
+            && self
+                .gpu
+                .is_none_or(|g| g.is_sane() && g.w_gemm == self.gpu_gemm)
     }
 }
 

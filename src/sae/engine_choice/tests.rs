@@ -260,6 +260,11 @@ fn bad_cache_files_are_recalibrated_never_a_panic() {
     )
     .unwrap();
     assert_eq!(load(&path, &key), None, "no product weight");
+    // A GPU fit whose product weight is not the calibration's is not one either.
+    let mut mixed = good.clone();
+    mixed.gpu_gemm *= 2.0;
+    store(&path, &mixed).unwrap();
+    assert_eq!(load(&path, &key), None, "two product weights");
     store(&path, &good).unwrap();
     assert_eq!(load(&path, "another machine"), None, "other key");
     // A former build's file for the same machine goes when a new one is stored; another
