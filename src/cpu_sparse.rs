@@ -14,7 +14,9 @@
 //! their rows in register blocks (`sum_rows`). `gather_dw_enc`'s transposed write into the
 //! (d, n) gradient moves 8 x 8 blocks through registers with AVX2 (one element at a time it
 //! took 10 of a step's 110 ms at 512 -> 16384, batch 256, twice: main and AuxK). The AVX2
-//! paths are chosen at run time.
+//! paths are chosen at run time ([`avx2`]); the baseline paths are what every other CPU runs
+//! (Apple silicon, any x86 without AVX2), so the tests run each test body on both paths
+//! (`tests::on_each_path`), on a machine with AVX2 too.
 
 use rayon::prelude::*;
 
@@ -72,6 +74,17 @@ fn sum_rows_blocked<'r, const W: usize>(
     }
 }
 
+/// Whether the AVX2 paths run: the CPU has AVX2 (checked once by std, then cached), and the
+/// tests are not running their bodies on the baseline path.
+#[cfg(target_arch = "x86_64")]
+fn avx2() -> bool {
+    #[cfg(test)]
+    if tests::BASELINE.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    std::arch::is_x86_feature_detected!("avx2")
+}
+
 /// [`sum_rows_blocked`] compiled for AVX2 (8 ymm accumulators of 8 columns).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
@@ -83,7 +96,7 @@ fn sum_rows_avx2<'r>(out: &mut [f32], m: usize, term: impl Fn(usize) -> (f32, &'
 /// else the baseline build's SSE2 (8 xmm accumulators of 4 columns).
 fn sum_rows<'r>(out: &mut [f32], m: usize, term: impl Fn(usize) -> (f32, &'r [f32])) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if avx2() {
         // SAFETY: the CPU has AVX2, the only feature the function is compiled for.
         return unsafe { sum_rows_avx2(out, m, term) };
     }
@@ -119,7 +132,7 @@ impl Lists<'_> {
 fn dot_row(idx: &[u32], y: &[f32], w_dec: &[f32], g: &mut [f32]) {
     let d = y.len();
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if avx2() {
         let row = |i: u32| &w_dec[i as usize * d..][..d];
         let (mut idx, mut g) = (idx, g);
         while idx.len() >= 8 {
@@ -366,7 +379,7 @@ pub fn gather_dw_enc(
     let ld = d + 16;
     // The 8 x 8 register transpose of the write (AVX2), checked once per call.
     #[cfg(target_arch = "x86_64")]
-    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    let with_avx2 = avx2();
     let mut scratch = vec![0.0f32; LATENTS_PER_PASS.min(n) * ld];
     for c0 in (0..n).step_by(LATENTS_PER_PASS) {
         let w = LATENTS_PER_PASS.min(n - c0);
@@ -390,7 +403,7 @@ pub fn gather_dw_enc(
                     let l1 = (l0 + LATENT_TILE).min(w);
                     let mut done = l0;
                     #[cfg(target_arch = "x86_64")]
-                    if avx2 && out.len() == OUT_ROWS_PER_TASK * n {
+                    if with_avx2 && out.len() == OUT_ROWS_PER_TASK * n {
                         while done + 8 <= l1 {
                             let i0 = c0 + done;
                             let mask: [bool; 8] = std::array::from_fn(|l| has(i0 + l));
@@ -464,10 +477,33 @@ fn write8_avx2(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
     use super::reference;
+
+    /// While set, [`super::avx2`] says no: the test bodies' second run, on the baseline
+    /// path. Other tests that run meanwhile may take the baseline path too, which is why
+    /// both paths must give the reference's bits.
+    pub(super) static BASELINE: AtomicBool = AtomicBool::new(false);
+
+    /// Runs `body` on the path this CPU takes, then on the baseline path (on x86_64; other
+    /// targets have only that one), with the path's name. One test at a time: the switch is
+    /// process-wide.
+    fn on_each_path(mut body: impl FnMut(&str)) {
+        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        body("detected path");
+        BASELINE.store(true, Ordering::Relaxed);
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body("baseline path")));
+        BASELINE.store(false, Ordering::Relaxed);
+        if let Err(e) = ran {
+            std::panic::resume_unwind(e);
+        }
+    }
 
     /// A random CSR code of `rows` rows over `n` latents, up to `k` per row (latents
     /// ascending), with `cap - nnz` unused slots at the end.
@@ -540,25 +576,35 @@ mod tests {
 
     #[test]
     fn sparse_decode_and_dot_are_the_reference_bit_for_bit() {
-        let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
-        for (rows, d, n, k) in SHAPES {
-            let (rp, idx, val) = code(&mut rng, rows, n, k);
-            let w_dec = random(&mut rng, n * d);
-            let b_dec = random(&mut rng, d);
-            for bias in [None, Some(&b_dec[..])] {
-                let mut want = vec![f32::NAN; rows * d];
-                let mut got = vec![f32::NAN; rows * d];
-                reference::sparse_decode(&rp, &idx, &val, &w_dec, bias, rows, n, d, &mut want);
-                super::sparse_decode(&rp, &idx, &val, &w_dec, bias, rows, n, d, &mut got);
-                assert_eq!(bits(&got), bits(&want), "sparse_decode ({rows}, {d}, {n})");
+        on_each_path(|path| {
+            let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
+            for (rows, d, n, k) in SHAPES {
+                let (rp, idx, val) = code(&mut rng, rows, n, k);
+                let w_dec = random(&mut rng, n * d);
+                let b_dec = random(&mut rng, d);
+                for bias in [None, Some(&b_dec[..])] {
+                    let mut want = vec![f32::NAN; rows * d];
+                    let mut got = vec![f32::NAN; rows * d];
+                    reference::sparse_decode(&rp, &idx, &val, &w_dec, bias, rows, n, d, &mut want);
+                    super::sparse_decode(&rp, &idx, &val, &w_dec, bias, rows, n, d, &mut got);
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "sparse_decode ({rows}, {d}, {n}), {path}"
+                    );
+                }
+                let dy = random(&mut rng, rows * d);
+                let mut want = vec![f32::NAN; idx.len()];
+                let mut got = vec![f32::NAN; idx.len()];
+                reference::sparse_dot(&rp, &idx, &dy, &w_dec, rows, n, d, &mut want);
+                super::sparse_dot(&rp, &idx, &dy, &w_dec, rows, n, d, &mut got);
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "sparse_dot ({rows}, {d}, {n}), {path}"
+                );
             }
-            let dy = random(&mut rng, rows * d);
-            let mut want = vec![f32::NAN; idx.len()];
-            let mut got = vec![f32::NAN; idx.len()];
-            reference::sparse_dot(&rp, &idx, &dy, &w_dec, rows, n, d, &mut want);
-            super::sparse_dot(&rp, &idx, &dy, &w_dec, rows, n, d, &mut got);
-            assert_eq!(bits(&got), bits(&want), "sparse_dot ({rows}, {d}, {n})");
-        }
+        });
     }
 
     /// The gathers' shared signature (the reference's and this module's alike).
@@ -566,43 +612,45 @@ mod tests {
 
     #[test]
     fn gather_dw_enc_and_dw_dec_are_the_reference_bit_for_bit() {
-        let gathers: [(&str, Gather, Gather); 2] = [
-            (
-                "gather_dw_enc",
-                reference::gather_dw_enc,
-                super::gather_dw_enc,
-            ),
-            (
-                "gather_dw_dec",
-                reference::gather_dw_dec,
-                super::gather_dw_dec,
-            ),
-        ];
-        let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
-        for (rows, d, n, k) in SHAPES {
-            let (rp, idx, _) = code(&mut rng, rows, n, k);
-            let cap = idx.len();
-            let [lat_ptr, lat_row, lat_slot] = transpose(&rp, &idx, rows, n);
-            let (lp, lr, ls) = (&lat_ptr[..], &lat_row[..], &lat_slot[..]);
-            for accumulate in [false, true] {
-                for (name, want_fn, got_fn) in gathers {
-                    // coef: dval or val (cap); x: xc or dy (rows, d); the output (d n = n d).
-                    let (coef, x) = (random(&mut rng, cap), random(&mut rng, rows * d));
-                    // Some -0.0: a latent without entries keeps it when accumulating (adding
-                    // its empty sum, +0.0, would not).
-                    let mut start = random(&mut rng, n * d);
-                    start.iter_mut().step_by(7).for_each(|v| *v = -0.0);
-                    let (mut want, mut got) = (start.clone(), start);
-                    want_fn(lp, lr, ls, &coef, &x, n, d, accumulate, &mut want);
-                    got_fn(lp, lr, ls, &coef, &x, n, d, accumulate, &mut got);
-                    assert_eq!(
-                        bits(&got),
-                        bits(&want),
-                        "{name} ({rows}, {d}, {n}), accumulate {accumulate}"
-                    );
+        on_each_path(|path| {
+            let gathers: [(&str, Gather, Gather); 2] = [
+                (
+                    "gather_dw_enc",
+                    reference::gather_dw_enc,
+                    super::gather_dw_enc,
+                ),
+                (
+                    "gather_dw_dec",
+                    reference::gather_dw_dec,
+                    super::gather_dw_dec,
+                ),
+            ];
+            let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
+            for (rows, d, n, k) in SHAPES {
+                let (rp, idx, _) = code(&mut rng, rows, n, k);
+                let cap = idx.len();
+                let [lat_ptr, lat_row, lat_slot] = transpose(&rp, &idx, rows, n);
+                let (lp, lr, ls) = (&lat_ptr[..], &lat_row[..], &lat_slot[..]);
+                for accumulate in [false, true] {
+                    for (name, want_fn, got_fn) in gathers {
+                        // coef: dval or val (cap); x: xc or dy (rows, d); the output (d n = n d).
+                        let (coef, x) = (random(&mut rng, cap), random(&mut rng, rows * d));
+                        // Some -0.0: a latent without entries keeps it when accumulating (adding
+                        // its empty sum, +0.0, would not).
+                        let mut start = random(&mut rng, n * d);
+                        start.iter_mut().step_by(7).for_each(|v| *v = -0.0);
+                        let (mut want, mut got) = (start.clone(), start);
+                        want_fn(lp, lr, ls, &coef, &x, n, d, accumulate, &mut want);
+                        got_fn(lp, lr, ls, &coef, &x, n, d, accumulate, &mut got);
+                        assert_eq!(
+                            bits(&got),
+                            bits(&want),
+                            "{name} ({rows}, {d}, {n}), accumulate {accumulate}, {path}"
+                        );
+                    }
                 }
             }
-        }
+        });
     }
 
     /// Prints the times of the reference's and this module's `what` into `out`, twice (the
