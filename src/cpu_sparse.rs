@@ -401,6 +401,8 @@ pub fn gather_dw_enc(
                 let put = |o: &mut f32, s: f32| *o = if accumulate { *o + s } else { s };
                 for l0 in (0..w).step_by(LATENT_TILE) {
                     let l1 = (l0 + LATENT_TILE).min(w);
+                    // Advanced by the AVX2 blocks on x86_64 only.
+                    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
                     let mut done = l0;
                     #[cfg(target_arch = "x86_64")]
                     if with_avx2 && out.len() == OUT_ROWS_PER_TASK * n {

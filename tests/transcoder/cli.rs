@@ -1,17 +1,17 @@
 //! The commands on a transcoder export, through the binary: `info` shows d_out, `eval`
 //! needs `--target-data` (one line, exit 2, without it; refused for an SAE), `eval` and
-//! `encode` run on either engine (`--device gpu` here; the values in `infer`), `encode` codes
-//! its input rows, `steer` refuses it, `train --device gpu` trains it on the GPU engine;
-//! every refusal one line on stderr.
+//! `encode` run on either engine (`--device gpu` in `cli_commands_gpu`, a GPU test; the
+//! values in `infer`), `encode` codes its input rows, `steer` refuses it, `train --device
+//! gpu` trains it on the GPU engine; every refusal one line on stderr.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use libtest_mimic::{Failed, Trial};
 use rand_chacha::ChaCha8Rng;
 use saeforge::sae::{Arch, train};
 
-use crate::common::{cpu_test, fail};
+use crate::common::{cpu_test, fail, gpu_test};
 use crate::{D_IN, D_OUT, args, tmp, write_pairs};
 
 fn saeforge(argv: &[&str]) -> (i32, String, String) {
@@ -42,12 +42,22 @@ fn refused(argv: &[&str], needle: &str) -> Result<(), Failed> {
     Ok(())
 }
 
-fn commands(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
-    let dir = tmp("cli");
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A folder with paired data (700 rows) and a jumprelu transcoder trained on it:
+/// [the folder, the inputs, the targets, the run].
+fn trained(name: &str, rng: &mut ChaCha8Rng) -> Result<[PathBuf; 4], Failed> {
+    let dir = tmp(name);
     let (inp, outd) = write_pairs(&dir, rng, &[400, 300]);
     let run = dir.join("run");
     train::run(&args(&inp, &outd, &run, Arch::Jumprelu, 6)).map_err(fail)?;
-    let s = |p: &Path| p.display().to_string();
+    Ok([dir, inp, outd, run])
+}
+
+fn commands(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
+    let [dir, inp, outd, run] = trained("cli", rng)?;
     let (run_s, inp_s, outd_s) = (s(&run), s(&inp), s(&outd));
 
     let (rc, out, err) = saeforge(&["info", &run_s]);
@@ -73,14 +83,6 @@ fn commands(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
     ]);
     if rc != 0 || !out.contains("700 paired rows") || !out.contains("explained variance") {
         return Err(format!("eval: exit {rc}, {out:?} {err:?}").into());
-    }
-    // The same evaluation on the GPU engine (GPU == CPU in `infer`).
-    #[rustfmt::skip]
-    let (rc, gout, err) = saeforge(&[
-        "eval", "--sae", &run_s, "--data", &inp_s, "--target-data", &outd_s, "--device", "gpu",
-    ]);
-    if rc != 0 || !gout.contains("GPU engine") || !gout.contains("700 paired rows") {
-        return Err(format!("eval --device gpu: exit {rc}, {gout:?} {err:?}").into());
     }
     // An SAE has no target.
     let sae = dir.join("sae");
@@ -115,14 +117,6 @@ fn commands(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
     if rc != 0 || !out.contains("encoded 700 rows") || !codes.is_file() {
         return Err(format!("encode: exit {rc}, {out:?} {err:?}").into());
     }
-    let gcodes = dir.join("gcodes.safetensors");
-    #[rustfmt::skip]
-    let (rc, out, err) = saeforge(&[
-        "encode", "--sae", &run_s, "--data", &inp_s, "--out", &s(&gcodes), "--device", "gpu",
-    ]);
-    if rc != 0 || !out.contains("GPU engine") || !out.contains("encoded 700 rows") {
-        return Err(format!("encode --device gpu: exit {rc}, {out:?} {err:?}").into());
-    }
     refused(
         &[
             "steer",
@@ -137,6 +131,30 @@ fn commands(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
         ],
         "is a transcoder",
     )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// `eval`, `encode` and `train` with `--device gpu`.
+fn gpu_commands(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
+    let [dir, inp, outd, run] = trained("cli-gpu", rng)?;
+    let (run_s, inp_s, outd_s) = (s(&run), s(&inp), s(&outd));
+    // The same evaluation on the GPU engine (GPU == CPU in `infer`).
+    #[rustfmt::skip]
+    let (rc, gout, err) = saeforge(&[
+        "eval", "--sae", &run_s, "--data", &inp_s, "--target-data", &outd_s, "--device", "gpu",
+    ]);
+    if rc != 0 || !gout.contains("GPU engine") || !gout.contains("700 paired rows") {
+        return Err(format!("eval --device gpu: exit {rc}, {gout:?} {err:?}").into());
+    }
+    let gcodes = dir.join("gcodes.safetensors");
+    #[rustfmt::skip]
+    let (rc, out, err) = saeforge(&[
+        "encode", "--sae", &run_s, "--data", &inp_s, "--out", &s(&gcodes), "--device", "gpu",
+    ]);
+    if rc != 0 || !out.contains("GPU engine") || !out.contains("encoded 700 rows") {
+        return Err(format!("encode --device gpu: exit {rc}, {out:?} {err:?}").into());
+    }
     let g = s(&dir.join("g"));
     #[rustfmt::skip]
     let (rc, out, err) = saeforge(&[
@@ -151,5 +169,8 @@ fn commands(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
 }
 
 pub fn trials() -> Vec<Trial> {
-    vec![cpu_test("cli_commands", commands)]
+    vec![
+        cpu_test("cli_commands", commands),
+        gpu_test("cli_commands_gpu", |_, rng| gpu_commands(rng)),
+    ]
 }
