@@ -333,11 +333,10 @@ fn topk_select(
 /// As [`crate::reference::topk::batchtopk`], bitwise: the k_total largest entries of the
 /// whole matrix (ties to the lower flat index) as CSR, latents ascending, and the smallest
 /// selected value, from the rows' block maxima (the encoder's bias pass,
-/// `blas::add_bias_block_max`). The reference sorts a copy of the matrix; this bounds the
-/// k_total-th largest value t from below by the k_total-th largest block maximum (each
-/// block's maximum is one of its entries, so at least k_total entries reach that bound),
-/// selects t among the entries at or above the bound only, then counts and writes each row
-/// in parallel; every pass after the bound reads only the blocks whose maximum reaches it.
+/// `blas::add_bias_block_max`). The reference sorts a copy of the matrix; this finds the
+/// k_total-th largest value t by [`batch_threshold`] (from a bound of the block maxima and a
+/// radix pass over the entries at or above it), then counts and writes each row in
+/// parallel, reading only the blocks whose maximum reaches t.
 /// x: (rows, n), bmax: (rows, ceil(n / BLOCK)) the maxima of x's BLOCK-entry blocks
 ///   -> row_ptr: (rows + 1), idx: (k_total), val: (k_total), threshold: (1)
 #[allow(clippy::too_many_arguments)]
@@ -352,11 +351,7 @@ pub fn batchtopk_from_bmax(
     val: &mut [f32],
     threshold: &mut [f32],
 ) {
-    let Some(t) = batch_threshold(x, rows, n, k_total, bmax) else {
-        // Fewer blocks than k_total: no bound to start from.
-        crate::reference::topk::batchtopk(x, rows, n, k_total, row_ptr, idx, val, threshold);
-        return;
-    };
+    let t = batch_threshold(x, rows, n, k_total, bmax);
     assert_eq!(row_ptr.len(), rows + 1, "batchtopk: row_ptr");
     assert_eq!(idx.len(), k_total, "batchtopk: idx");
     assert_eq!(val.len(), k_total, "batchtopk: val");
@@ -429,10 +424,22 @@ fn reaching(bm: &[f32], t: f32) -> impl Iterator<Item = usize> + '_ {
         .map(|(b, _)| b)
 }
 
-/// The k_total-th largest entry of x (rows, n), found among the entries at or above the
-/// k_total-th largest of the rows' block maxima (bmax); None when there are fewer blocks
-/// than k_total. NaN is never an input (the CPU step checks the pre-activations first).
-fn batch_threshold(x: &[f32], rows: usize, n: usize, k_total: usize, bmax: &[f32]) -> Option<f32> {
+/// Candidates above which [`batch_threshold`] narrows them by a radix pass first (fewer:
+/// one selection over them all, on one thread, costs less than the pass).
+const RADIX_ABOVE: usize = 1 << 18;
+/// Buckets of that pass: a key's top bits (sign, exponent and the first 7 mantissa bits,
+/// so a bucket spans at most 1/128 of a value).
+const RADIX_BITS: u32 = 16;
+
+/// The k_total-th largest entry of x (rows, n). Only the entries at or above a lower bound
+/// are candidates: the k_total-th largest of the rows' block maxima (bmax), when there are
+/// at least k_total blocks (each block's maximum is one of its entries, so at least k_total
+/// entries reach it), else every entry. Many candidates (at 96 -> 768 latents, batch 8192,
+/// k 32 there are fewer blocks than k_total: all 6.3 M entries) are first narrowed to one
+/// bucket of their keys ([`narrow`]), and the answer selected among that bucket's alone
+/// (the reference's sort of a copy of the batch took 72 ms a step at that shape). NaN is
+/// never an input (the CPU step checks the pre-activations first).
+fn batch_threshold(x: &[f32], rows: usize, n: usize, k_total: usize, bmax: &[f32]) -> f32 {
     assert_eq!(x.len(), rows * n, "batchtopk: x");
     assert!(
         k_total >= 1 && k_total <= rows * n,
@@ -441,25 +448,84 @@ fn batch_threshold(x: &[f32], rows: usize, n: usize, k_total: usize, bmax: &[f32
     );
     let nb = n.div_ceil(BLOCK);
     assert_eq!(bmax.len(), rows * nb, "batchtopk: bmax");
-    if bmax.len() < k_total {
-        return None;
-    }
     let desc = |a: &f32, b: &f32| b.partial_cmp(a).expect("batchtopk: NaN in the input");
-    let mut sel = bmax.to_vec();
-    let bound = *sel.select_nth_unstable_by(k_total - 1, desc).1;
-    let mut cand: Vec<f32> = x
-        .par_chunks(n)
-        .zip(bmax.par_chunks(nb))
-        .flat_map_iter(|(r, bm)| {
-            reaching(bm, bound).flat_map(move |b| {
-                r[b * BLOCK..((b + 1) * BLOCK).min(n)]
-                    .iter()
-                    .copied()
-                    .filter(move |&v| v >= bound)
-            })
+    let bound = if bmax.len() >= k_total {
+        let mut sel = bmax.to_vec();
+        *sel.select_nth_unstable_by(k_total - 1, desc).1
+    } else {
+        f32::NEG_INFINITY
+    };
+    let (mut cand, k) = if bound == f32::NEG_INFINITY {
+        // Every entry is a candidate: narrowed straight from x, never copied whole.
+        narrow(x, k_total)
+    } else {
+        let cand: Vec<f32> = x
+            .par_chunks(n)
+            .zip(bmax.par_chunks(nb))
+            .flat_map_iter(|t| candidates(t, n, bound))
+            .collect();
+        if cand.len() > RADIX_ABOVE {
+            narrow(&cand, k_total)
+        } else {
+            (cand, k_total)
+        }
+    };
+    *cand.select_nth_unstable_by(k - 1, desc).1
+}
+
+/// The k-th largest of `values` lies in one bucket of their keys' top [`RADIX_BITS`] bits:
+/// that bucket's values, counted per bucket in parallel and then gathered, and its rank
+/// among them (k less the values in the buckets above).
+fn narrow(values: &[f32], k: usize) -> (Vec<f32>, usize) {
+    let bucket_of = |v: f32| (key_of(v) >> (32 - RADIX_BITS)) as usize;
+    let per_task = values
+        .len()
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(1);
+    let counts = values
+        .par_chunks(per_task)
+        .map(|c| {
+            let mut h = vec![0u32; 1 << RADIX_BITS];
+            c.iter().for_each(|&v| h[bucket_of(v)] += 1);
+            h
         })
+        .reduce(
+            || vec![0u32; 1 << RADIX_BITS],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(s, c)| *s += c);
+                a
+            },
+        );
+    // From the top bucket down: `above` values lie in the buckets above `at`.
+    let (mut above, mut at) = (0usize, 0usize);
+    for b in (0..counts.len()).rev() {
+        if above + counts[b] as usize >= k {
+            at = b;
+            break;
+        }
+        above += counts[b] as usize;
+    }
+    let bucket = values
+        .par_iter()
+        .copied()
+        .filter(|&v| bucket_of(v) == at)
         .collect();
-    Some(*cand.select_nth_unstable_by(k_total - 1, desc).1)
+    (bucket, k - above)
+}
+
+/// The entries of row `r` (its block maxima `bm`) at or above `bound`, from the blocks
+/// whose maximum reaches it.
+fn candidates<'a>(
+    (r, bm): (&'a [f32], &'a [f32]),
+    n: usize,
+    bound: f32,
+) -> impl Iterator<Item = f32> + 'a {
+    reaching(bm, bound).flat_map(move |b| {
+        r[b * BLOCK..((b + 1) * BLOCK).min(n)]
+            .iter()
+            .copied()
+            .filter(move |&v| v >= bound)
+    })
 }
 
 /// Codes as CSR: row_ptr (rows + 1), idx, val and pre_val (nnz).

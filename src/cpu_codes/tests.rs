@@ -172,6 +172,28 @@ fn batchtopk_matches_the_reference_bitwise() {
     }
 }
 
+/// More candidates than [`super::RADIX_ABOVE`]: `batch_threshold` narrows them by its
+/// radix pass (the shapes above are too small to). Every entry a candidate (fewer blocks
+/// than k_total), or the bound's; values spread, coarse (ties across buckets' edges and at
+/// the threshold, infinities, -0) and all equal (one bucket).
+#[test]
+fn batchtopk_radix_pass_matches_the_reference_bitwise() {
+    let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
+    let (rows, n) = (300, 1000);
+    let all = rows * n;
+    assert!(all > super::RADIX_ABOVE);
+    let specials = [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, 1e-40];
+    let normal: Vec<f32> = (0..all).map(|_| rng.random::<f32>() - 0.3).collect();
+    let coarse = coarse(&mut rng, all, &specials);
+    let zeros = vec![0.0f32; all];
+    let blocks = rows * n.div_ceil(BLOCK);
+    for x in [&normal, &coarse, &zeros] {
+        for k in [1, blocks + 1, all / 3, all - 1, all] {
+            both_batch(x, rows, n, k);
+        }
+    }
+}
+
 /// `cargo test --release --lib cpu_codes::tests::timing -- --ignored --nocapture`: AuxK's
 /// selection at 4096 x 16384 with a quarter of the latents dead, the top-32, BatchTopK,
 /// and the top-k at two smaller shapes.
