@@ -31,7 +31,7 @@ const OUT_ROWS_PER_TASK: usize = 16;
 const LATENT_TILE: usize = 64;
 
 /// Rows per rayon task for the row-parallel products.
-const ROWS_PER_TASK: usize = 8;
+pub(crate) const ROWS_PER_TASK: usize = 8;
 
 /// Latents per rayon task of [`gather_dw_dec`].
 const LATENTS_PER_TASK: usize = 64;
@@ -94,7 +94,7 @@ fn sum_rows_avx2<'r>(out: &mut [f32], m: usize, term: impl Fn(usize) -> (f32, &'
 
 /// [`sum_rows_blocked`] with AVX2 where the CPU has it (checked once, then cached by std),
 /// else the baseline build's SSE2 (8 xmm accumulators of 4 columns).
-fn sum_rows<'r>(out: &mut [f32], m: usize, term: impl Fn(usize) -> (f32, &'r [f32])) {
+pub(crate) fn sum_rows<'r>(out: &mut [f32], m: usize, term: impl Fn(usize) -> (f32, &'r [f32])) {
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: the CPU has AVX2, the only feature the function is compiled for.
@@ -105,13 +105,13 @@ fn sum_rows<'r>(out: &mut [f32], m: usize, term: impl Fn(usize) -> (f32, &'r [f3
 
 /// The per-latent lists of `build_transpose`: lat_ptr (n + 1), lat_row and lat_slot (cap).
 #[derive(Clone, Copy)]
-struct Lists<'a>(&'a [u32], &'a [u32], &'a [u32]);
+pub(crate) struct Lists<'a>(pub &'a [u32], pub &'a [u32], pub &'a [u32]);
 
 impl Lists<'_> {
     /// Latent i's column of W_enc's / row of W_dec's gradient into `acc` (d): the sum over
     /// its entries of coef[slot] * rows[row, :], as [`reference::latent_column`] (the same
     /// bits) through [`sum_rows`].
-    fn column(self, coef: &[f32], rows: &[f32], i: usize, acc: &mut [f32]) {
+    pub(crate) fn column(self, coef: &[f32], rows: &[f32], i: usize, acc: &mut [f32]) {
         let Lists(ptr, row, slot) = self;
         let d = acc.len();
         let a = ptr[i] as usize;
@@ -129,7 +129,7 @@ impl Lists<'_> {
 /// on the last (one chain at a time ran at ~2.7 GMAC/s on this 2-core machine).
 /// With AVX2, [`dot_lanes_avx2`] takes the slots 16 and then 8 at a time.
 /// idx: (slots), y: (d), w_dec: (n, d) -> g: (slots)
-fn dot_row(idx: &[u32], y: &[f32], w_dec: &[f32], g: &mut [f32]) {
+pub(crate) fn dot_row(idx: &[u32], y: &[f32], w_dec: &[f32], g: &mut [f32]) {
     let d = y.len();
     #[cfg(target_arch = "x86_64")]
     if avx2() {
@@ -258,6 +258,23 @@ pub fn gather_dw_dec(
     if d == 0 {
         return;
     }
+    let lists = Lists(lat_ptr, lat_row, lat_slot);
+    gather_latent_rows(lists, val, |_| dy, d, accumulate, dw_dec);
+}
+
+/// W_dec's gradient (n, d), latents in parallel: row i the sum over latent i's entries of
+/// val[slot] * dy_of(i)[row, :] ([`Lists::column`]: the reference's `latent_column`),
+/// stored as the reference's `store` (with `accumulate`, added, for the latents with
+/// entries only). d >= 1.
+pub(crate) fn gather_latent_rows<'y>(
+    lists: Lists,
+    val: &[f32],
+    dy_of: impl Fn(usize) -> &'y [f32] + Sync,
+    d: usize,
+    accumulate: bool,
+    dw_dec: &mut [f32],
+) {
+    let lat_ptr = lists.0;
     dw_dec
         .par_chunks_mut(d)
         .enumerate()
@@ -268,7 +285,7 @@ pub fn gather_dw_dec(
                 if accumulate && lat_ptr[i] == lat_ptr[i + 1] {
                     return;
                 }
-                Lists(lat_ptr, lat_row, lat_slot).column(val, dy, i, acc);
+                lists.column(val, dy_of(i), i, acc);
                 reference::store(out, acc, accumulate);
             },
         );
@@ -330,19 +347,7 @@ pub fn sparse_dot(
     assert_eq!(g.len(), idx.len(), "sparse_dot: g length");
     assert_eq!(dy.len(), rows * d, "sparse_dot: dy length");
     assert_eq!(w_dec.len(), n * d, "sparse_dot: w_dec length");
-    let nnz = row_ptr[rows] as usize;
-    assert!(nnz <= g.len(), "sparse_dot: row_ptr past the capacity");
-    let (used, tail) = g.split_at_mut(nnz);
-    tail.fill(0.0);
-    // Each row's slots, as disjoint mutable slices.
-    let mut per_row = Vec::with_capacity(rows);
-    let mut rest = used;
-    for b in 0..rows {
-        let (mine, more) = rest.split_at_mut((row_ptr[b + 1] - row_ptr[b]) as usize);
-        per_row.push((b, mine));
-        rest = more;
-    }
-    per_row
+    slots_per_row("sparse_dot", row_ptr, g)
         .into_par_iter()
         .with_min_len(ROWS_PER_TASK)
         .for_each(|(b, out)| {
@@ -350,6 +355,28 @@ pub fn sparse_dot(
             let idx = &idx[first..first + out.len()];
             dot_row(idx, &dy[b * d..(b + 1) * d], w_dec, out)
         });
+}
+
+/// Each row's slots of `g` (a value per slot of a CSR code with `row_ptr`), as disjoint
+/// mutable slices with the row's number, for the rows in parallel; the slots past the
+/// code's (up to the capacity, g.len()) set to 0.
+pub(crate) fn slots_per_row<'g>(
+    what: &str,
+    row_ptr: &[u32],
+    g: &'g mut [f32],
+) -> Vec<(usize, &'g mut [f32])> {
+    let rows = row_ptr.len() - 1;
+    let nnz = row_ptr[rows] as usize;
+    assert!(nnz <= g.len(), "{what}: row_ptr past the capacity");
+    let (mut rest, tail) = g.split_at_mut(nnz);
+    tail.fill(0.0);
+    let mut per_row = Vec::with_capacity(rows);
+    for b in 0..rows {
+        let (mine, more) = rest.split_at_mut((row_ptr[b + 1] - row_ptr[b]) as usize);
+        per_row.push((b, mine));
+        rest = more;
+    }
+    per_row
 }
 
 /// [`crate::reference::sparse::gather_dw_enc`]: each latent's column summed in a scratch
@@ -478,244 +505,4 @@ fn write8_avx2(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use rand::{Rng, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
-
-    use super::reference;
-
-    /// While set, [`super::avx2`] says no: the test bodies' second run, on the baseline
-    /// path. Other tests that run meanwhile may take the baseline path too, which is why
-    /// both paths must give the reference's bits.
-    pub(super) static BASELINE: AtomicBool = AtomicBool::new(false);
-
-    /// Runs `body` on the path this CPU takes, then on the baseline path (on x86_64; other
-    /// targets have only that one), with the path's name. One test at a time: the switch is
-    /// process-wide.
-    fn on_each_path(mut body: impl FnMut(&str)) {
-        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        body("detected path");
-        BASELINE.store(true, Ordering::Relaxed);
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body("baseline path")));
-        BASELINE.store(false, Ordering::Relaxed);
-        if let Err(e) = ran {
-            std::panic::resume_unwind(e);
-        }
-    }
-
-    /// A random CSR code of `rows` rows over `n` latents, up to `k` per row (latents
-    /// ascending), with `cap - nnz` unused slots at the end.
-    fn code(
-        rng: &mut ChaCha8Rng,
-        rows: usize,
-        n: usize,
-        k: usize,
-    ) -> (Vec<u32>, Vec<u32>, Vec<f32>) {
-        let mut row_ptr = vec![0u32];
-        let mut idx = Vec::new();
-        let mut val = Vec::new();
-        for _ in 0..rows {
-            let mut lat: Vec<u32> = (0..rng.random_range(0..=k))
-                .map(|_| rng.random_range(0..n as u32))
-                .collect();
-            lat.sort_unstable();
-            lat.dedup();
-            for i in lat {
-                idx.push(i);
-                val.push(rng.random_range(-2.0..2.0));
-            }
-            row_ptr.push(idx.len() as u32);
-        }
-        for _ in 0..5 {
-            idx.push(0);
-            val.push(0.0);
-        }
-        (row_ptr, idx, val)
-    }
-
-    /// The code's per-latent lists (lat_ptr, lat_row, lat_slot) by
-    /// [`reference::build_transpose`].
-    fn transpose(row_ptr: &[u32], idx: &[u32], rows: usize, n: usize) -> [Vec<u32>; 3] {
-        let [mut lat_ptr, mut lat_row, mut lat_slot] = [
-            vec![0u32; n + 1],
-            vec![0u32; idx.len()],
-            vec![0u32; idx.len()],
-        ];
-        reference::build_transpose(
-            row_ptr,
-            idx,
-            rows,
-            n,
-            &mut lat_ptr,
-            &mut lat_row,
-            &mut lat_slot,
-        );
-        [lat_ptr, lat_row, lat_slot]
-    }
-
-    fn random(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
-        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
-    }
-
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|x| x.to_bits()).collect()
-    }
-
-    /// (rows, d, n, k): d below, at and past [`super::sum_rows`]' blocks of 32 / 64
-    /// columns, with and without a tail.
-    const SHAPES: [(usize, usize, usize, usize); 6] = [
-        (1, 1, 1, 1),
-        (7, 5, 33, 4),
-        (40, 17, 1500, 12),
-        (64, 64, 2100, 40),
-        (9, 100, 300, 6),
-        (12, 512, 700, 30),
-    ];
-
-    #[test]
-    fn sparse_decode_and_dot_are_the_reference_bit_for_bit() {
-        on_each_path(|path| {
-            let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
-            for (rows, d, n, k) in SHAPES {
-                let (rp, idx, val) = code(&mut rng, rows, n, k);
-                let w_dec = random(&mut rng, n * d);
-                let b_dec = random(&mut rng, d);
-                for bias in [None, Some(&b_dec[..])] {
-                    let mut want = vec![f32::NAN; rows * d];
-                    let mut got = vec![f32::NAN; rows * d];
-                    reference::sparse_decode(&rp, &idx, &val, &w_dec, bias, rows, n, d, &mut want);
-                    super::sparse_decode(&rp, &idx, &val, &w_dec, bias, rows, n, d, &mut got);
-                    assert_eq!(
-                        bits(&got),
-                        bits(&want),
-                        "sparse_decode ({rows}, {d}, {n}), {path}"
-                    );
-                }
-                let dy = random(&mut rng, rows * d);
-                let mut want = vec![f32::NAN; idx.len()];
-                let mut got = vec![f32::NAN; idx.len()];
-                reference::sparse_dot(&rp, &idx, &dy, &w_dec, rows, n, d, &mut want);
-                super::sparse_dot(&rp, &idx, &dy, &w_dec, rows, n, d, &mut got);
-                assert_eq!(
-                    bits(&got),
-                    bits(&want),
-                    "sparse_dot ({rows}, {d}, {n}), {path}"
-                );
-            }
-        });
-    }
-
-    /// The gathers' shared signature (the reference's and this module's alike).
-    type Gather = fn(&[u32], &[u32], &[u32], &[f32], &[f32], usize, usize, bool, &mut [f32]);
-
-    #[test]
-    fn gather_dw_enc_and_dw_dec_are_the_reference_bit_for_bit() {
-        on_each_path(|path| {
-            let gathers: [(&str, Gather, Gather); 2] = [
-                (
-                    "gather_dw_enc",
-                    reference::gather_dw_enc,
-                    super::gather_dw_enc,
-                ),
-                (
-                    "gather_dw_dec",
-                    reference::gather_dw_dec,
-                    super::gather_dw_dec,
-                ),
-            ];
-            let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
-            for (rows, d, n, k) in SHAPES {
-                let (rp, idx, _) = code(&mut rng, rows, n, k);
-                let cap = idx.len();
-                let [lat_ptr, lat_row, lat_slot] = transpose(&rp, &idx, rows, n);
-                let (lp, lr, ls) = (&lat_ptr[..], &lat_row[..], &lat_slot[..]);
-                for accumulate in [false, true] {
-                    for (name, want_fn, got_fn) in gathers {
-                        // coef: dval or val (cap); x: xc or dy (rows, d); the output (d n = n d).
-                        let (coef, x) = (random(&mut rng, cap), random(&mut rng, rows * d));
-                        // Some -0.0: a latent without entries keeps it when accumulating (adding
-                        // its empty sum, +0.0, would not).
-                        let mut start = random(&mut rng, n * d);
-                        start.iter_mut().step_by(7).for_each(|v| *v = -0.0);
-                        let (mut want, mut got) = (start.clone(), start);
-                        want_fn(lp, lr, ls, &coef, &x, n, d, accumulate, &mut want);
-                        got_fn(lp, lr, ls, &coef, &x, n, d, accumulate, &mut got);
-                        assert_eq!(
-                            bits(&got),
-                            bits(&want),
-                            "{name} ({rows}, {d}, {n}), accumulate {accumulate}, {path}"
-                        );
-                    }
-                }
-            }
-        });
-    }
-
-    /// Prints the times of the reference's and this module's `what` into `out`, twice (the
-    /// first run warms up).
-    fn race<T: ?Sized>(what: &str, out: &mut T, reference: impl Fn(&mut T), fast: impl Fn(&mut T)) {
-        for _ in 0..2 {
-            let t = std::time::Instant::now();
-            reference(out);
-            let r = t.elapsed().as_secs_f64();
-            let t = std::time::Instant::now();
-            fast(out);
-            let f = t.elapsed().as_secs_f64();
-            println!(
-                "{what}: reference {:.1} ms, cpu_sparse {:.1} ms",
-                r * 1e3,
-                f * 1e3
-            );
-        }
-    }
-
-    /// `cargo test --release --lib cpu_sparse::tests::timing -- --ignored --nocapture`:
-    /// W_dec's gradient gathered, the decode and the dot products of AuxK's codes at the
-    /// train bench's topk_dead shape (4096 rows, up to 256 codes each among a quarter of
-    /// 16384 latents, d 512).
-    #[test]
-    #[ignore]
-    fn timing() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let (rows, d, n) = (4096, 512, 16384);
-        let mut row_ptr = vec![0u32];
-        let mut idx = Vec::new();
-        for _ in 0..rows {
-            let mut lat: Vec<u32> = (0..256)
-                .map(|_| 4 * rng.random_range(0..n as u32 / 4))
-                .collect();
-            lat.sort_unstable();
-            lat.dedup();
-            idx.extend(lat);
-            row_ptr.push(idx.len() as u32);
-        }
-        let cap = idx.len();
-        let [lat_ptr, lat_row, lat_slot] = transpose(&row_ptr, &idx, rows, n);
-        let (val, dy) = (random(&mut rng, cap), random(&mut rng, rows * d));
-        let (lp, lr, ls) = (&lat_ptr, &lat_row, &lat_slot);
-        race(
-            &format!("gather_dw_dec, {cap} entries"),
-            &mut vec![0.0f32; n * d][..],
-            |out| reference::gather_dw_dec(lp, lr, ls, &val, &dy, n, d, false, out),
-            |out| super::gather_dw_dec(lp, lr, ls, &val, &dy, n, d, false, out),
-        );
-        let w_dec = random(&mut rng, n * d);
-        let (rp, idx) = (&row_ptr, &idx);
-        race(
-            &format!("sparse_decode, {cap} slots"),
-            &mut vec![0.0f32; rows * d][..],
-            |out| reference::sparse_decode(rp, idx, &val, &w_dec, None, rows, n, d, out),
-            |out| super::sparse_decode(rp, idx, &val, &w_dec, None, rows, n, d, out),
-        );
-        race(
-            &format!("sparse_dot, {cap} slots"),
-            &mut vec![0.0f32; cap][..],
-            |g| reference::sparse_dot(rp, idx, &dy, &w_dec, rows, n, d, g),
-            |g| super::sparse_dot(rp, idx, &dy, &w_dec, rows, n, d, g),
-        );
-    }
-}
+pub(crate) mod tests;

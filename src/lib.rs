@@ -8,6 +8,7 @@
 pub mod blas;
 pub mod cli;
 pub mod cpu_codes;
+pub mod cpu_matryoshka;
 pub mod cpu_optim;
 pub mod cpu_reduce;
 pub mod cpu_sparse;

@@ -21,7 +21,7 @@ pub fn level_of(widths: &[u32], i: u32) -> usize {
     widths.partition_point(|&w| w <= i)
 }
 
-fn check_widths(what: &str, widths: &[u32], n: usize) {
+pub(crate) fn check_widths(what: &str, widths: &[u32], n: usize) {
     assert!(!widths.is_empty(), "{what}: no widths");
     assert!(
         widths.windows(2).all(|p| p[0] < p[1]),

@@ -3,8 +3,9 @@
 //! files read side by side. It is both the judge of the GPU engine and the engine that runs
 //! when there is no hardware GPU: the reference kernels, except where a faster twin gives
 //! bitwise the same result (top-k, batch top-k and the ReLU / JumpReLU codes: `cpu_codes`;
-//! sparse decode, sparse dot, W_enc's sparse gradient: `cpu_sparse`; Adam: `cpu_optim`;
-//! W_dec's row norms: `cpu_reduce`; each tested bit for bit against the reference) and the
+//! sparse decode, sparse dot, W_enc's and W_dec's sparse gradients: `cpu_sparse`; their
+//! Matryoshka forms: `cpu_matryoshka`; Adam: `cpu_optim`; W_dec's row norms: `cpu_reduce`;
+//! each tested bit for bit against the reference) and the
 //! dense products (`crate::blas`, tested against the reference). The CPU takes the whole
 //! batch as one chunk (the GPU splits a batch whose pre-activations exceed one storage
 //! binding; the math is the same).
@@ -57,15 +58,14 @@ use update::optimizer;
 
 use crate::blas::gemm;
 use crate::cpu_codes::{BLOCK, batchtopk_from_bmax};
+use crate::cpu_matryoshka::{gather_dw_dec_levels, matryoshka_decode, sparse_dot_levels};
 use crate::cpu_sparse::{gather_dw_dec, gather_dw_enc, sparse_decode, sparse_dot};
 use crate::reference::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
 use crate::reference::codes::dead_list;
 use crate::reference::gemm::GemmSpec;
-use crate::reference::matryoshka::{
-    gather_dw_dec_levels, matryoshka_decode, matryoshka_residuals, sparse_dot_levels,
-};
+use crate::reference::matryoshka::matryoshka_residuals;
 use crate::reference::ops::threshold_ema;
 use crate::reference::optim::{rescale_grads, rescale_view};
 use crate::reference::reduce::{
