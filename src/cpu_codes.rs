@@ -478,10 +478,11 @@ fn batch_threshold(x: &[f32], rows: usize, n: usize, k_total: usize, bmax: &[f32
 /// among them (k less the values in the buckets above).
 fn narrow(values: &[f32], k: usize) -> (Vec<f32>, usize) {
     let bucket_of = |v: f32| (key_of(v) >> (32 - RADIX_BITS)) as usize;
+    // A few tasks a thread, none with fewer values than its table has buckets.
     let per_task = values
         .len()
         .div_ceil(4 * rayon::current_num_threads())
-        .max(1);
+        .max(1 << RADIX_BITS);
     let counts = values
         .par_chunks(per_task)
         .map(|c| {
