@@ -1,5 +1,6 @@
 //! The CPU engine's Matryoshka stages: [`crate::reference::matryoshka`]'s
-//! `matryoshka_decode`, `sparse_dot_levels` and `gather_dw_dec_levels`, with the same
+//! `matryoshka_decode`, `matryoshka_residuals`, `sparse_dot_levels` and
+//! `gather_dw_dec_levels`, with the same
 //! contracts and bitwise the same results, over rayon's pool, through `cpu_sparse`'s
 //! blocked row sums and side-by-side dot products (its AVX2 paths included).
 //!
@@ -23,6 +24,7 @@ use crate::cpu_sparse::{
     Lists, ROWS_PER_TASK, dot_row, gather_latent_rows, slots_per_row, sum_rows,
 };
 use crate::reference::matryoshka::{check_widths, level_of};
+use crate::reference::reduce::slot;
 
 /// [`crate::reference::matryoshka::matryoshka_decode`], rows in parallel, each row's
 /// levels one continued sum.
@@ -89,6 +91,65 @@ pub fn matryoshka_decode(
                 };
                 let hi = slots.partition_point(|&i| i < widths[m]);
                 sum_rows(out, hi - lo, |t| term(s0 + lo + t));
+            });
+    }
+}
+
+/// [`crate::reference::matryoshka::matryoshka_residuals`]: each level's squared error the
+/// reference's sequential f64 sum over the elements, the levels' sums side by side in one
+/// pass (each waited on its additions one level at a time); the groups' dy, elementwise,
+/// over rayon.
+/// x: (rows, d), x_hat_levels: (M, rows, d) -> dy_levels: (M, rows, d), metrics
+#[allow(clippy::too_many_arguments)]
+pub fn matryoshka_residuals(
+    x: &[f32],
+    x_hat_levels: &[f32],
+    levels: usize,
+    rows: usize,
+    d: usize,
+    scale: f32,
+    dy_levels: &mut [f32],
+    metrics: &mut [f32],
+) {
+    let len = rows * d;
+    assert!(levels <= slot::MAX_LEVELS, "matryoshka_residuals: levels");
+    assert_eq!(x.len(), len, "matryoshka_residuals: x length");
+    assert_eq!(
+        x_hat_levels.len(),
+        levels * len,
+        "matryoshka_residuals: x_hat_levels"
+    );
+    assert_eq!(
+        dy_levels.len(),
+        levels * len,
+        "matryoshka_residuals: dy_levels"
+    );
+    let mut sse = [0.0f64; slot::MAX_LEVELS];
+    for (e, &xe) in x.iter().enumerate() {
+        for (m, s) in sse[..levels].iter_mut().enumerate() {
+            let r = xe - x_hat_levels[m * len + e];
+            *s += (r * r) as f64;
+        }
+    }
+    for (m, s) in sse[..levels].iter().enumerate() {
+        metrics[slot::LEVEL_SSE as usize + m] += *s as f32;
+    }
+    if len == 0 {
+        return;
+    }
+    for (g, dy) in dy_levels.chunks_exact_mut(len).enumerate() {
+        dy.par_chunks_mut(ROWS_PER_TASK * d.max(1))
+            .enumerate()
+            .for_each(|(c, out)| {
+                let e0 = c * ROWS_PER_TASK * d.max(1);
+                for (j, o) in out.iter_mut().enumerate() {
+                    let e = e0 + j;
+                    let mut acc = 0.0f32;
+                    for m in g..levels {
+                        acc += x_hat_levels[m * len + e] - x[e];
+                    }
+                    *o = scale * acc;
+                }
             });
     }
 }
@@ -230,6 +291,27 @@ mod tests {
                         bits(&got),
                         bits(&want),
                         "matryoshka_decode {what}, ascending {ascending}"
+                    );
+
+                    // The residuals of these levels against a random target.
+                    let x = random(&mut rng, rows * d);
+                    let (mut want_dy, mut got_dy) =
+                        (vec![f32::NAN; m * rows * d], vec![f32::NAN; m * rows * d]);
+                    let slots = crate::reference::reduce::METRIC_SLOTS;
+                    let (mut want_m, mut got_m) = (vec![0.5f32; slots], vec![0.5f32; slots]);
+                    #[rustfmt::skip]
+                    reference::matryoshka_residuals(&x, &want, m, rows, d, 0.75, &mut want_dy, &mut want_m);
+                    #[rustfmt::skip]
+                    super::matryoshka_residuals(&x, &want, m, rows, d, 0.75, &mut got_dy, &mut got_m);
+                    assert_eq!(
+                        bits(&got_dy),
+                        bits(&want_dy),
+                        "matryoshka_residuals dy {what}"
+                    );
+                    assert_eq!(
+                        bits(&got_m),
+                        bits(&want_m),
+                        "matryoshka_residuals metrics {what}"
                     );
 
                     let dy = random(&mut rng, m * rows * d);

@@ -58,14 +58,15 @@ use update::optimizer;
 
 use crate::blas::gemm;
 use crate::cpu_codes::{BLOCK, batchtopk_from_bmax};
-use crate::cpu_matryoshka::{gather_dw_dec_levels, matryoshka_decode, sparse_dot_levels};
+use crate::cpu_matryoshka::{
+    gather_dw_dec_levels, matryoshka_decode, matryoshka_residuals, sparse_dot_levels,
+};
 use crate::cpu_sparse::{gather_dw_dec, gather_dw_enc, sparse_decode, sparse_dot};
 use crate::reference::activations::{
     jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
 };
 use crate::reference::codes::dead_list;
 use crate::reference::gemm::GemmSpec;
-use crate::reference::matryoshka::matryoshka_residuals;
 use crate::reference::ops::threshold_ema;
 use crate::reference::optim::{rescale_grads, rescale_view};
 use crate::reference::reduce::{
