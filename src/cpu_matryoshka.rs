@@ -1,19 +1,19 @@
 //! The CPU engine's Matryoshka stages: [`crate::reference::matryoshka`]'s
 //! `matryoshka_decode`, `matryoshka_residuals`, `sparse_dot_levels` and
-//! `gather_dw_dec_levels`, with the same
-//! contracts and bitwise the same results, over rayon's pool, through `cpu_sparse`'s
-//! blocked row sums and side-by-side dot products (its AVX2 paths included).
+//! `gather_dw_dec_levels`, with the same contracts and bitwise the same results, over
+//! rayon's pool, through `cpu_sparse`'s blocked row sums and side-by-side dot products (its
+//! AVX2 paths included).
 //!
-//! Why: the CPU step ran the reference's loops for these three, on one thread, and the
-//! decode once per level: at 512 -> 16384 latents, batch 4096, k 32, widths 1024, 4096,
-//! 16384 (`saeforge train --device cpu --profile`), decode took 37 ms and backward 117 ms
-//! of a 543 ms step; with this module 12 and 51 of 442 (README, *Matryoshka on the CPU
-//! engine*). A row's codes are latents ascending, so the entries of
-//! level m (those below widths[m]) are a prefix of the row's, and level m's sum is level
-//! m - 1's continued with the next entries: the reference adds, from the bias, the row's
-//! entries below the level's width in order, and so does this, one decode with a copy per
-//! level instead of one decode per level. A row whose latents are not ascending (never
-//! the engine's) is decoded level by level from the bias, as the reference does.
+//! Why: the CPU step ran the reference's loops for these, on one thread, and the decode
+//! once per level: at 512 -> 16384 latents, batch 4096, k 32, widths 1024, 4096, 16384
+//! (`saeforge train --device cpu --profile`), decode took 37 ms, loss 28 and backward 117
+//! of a 543 ms step; with this module 12, 16 and 51 (README, *Matryoshka on the CPU
+//! engine*). A row's codes are latents ascending, so the entries of level m (those below
+//! widths[m]) are a prefix of the row's, and level m's sum is level m - 1's continued with
+//! the next entries: the reference adds, from the bias, the row's entries below the level's
+//! width in order, and so does this, one decode with a copy per level instead of one
+//! decode per level. A row whose latents are not ascending (never the engine's) is decoded
+//! level by level from the bias, as the reference does.
 //!
 //! `src/reference/matryoshka.rs` stays the plain loops that judge the GPU kernels; this
 //! module is tested against it bit for bit (below), on both of `cpu_sparse`'s paths.
