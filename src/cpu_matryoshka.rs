@@ -23,7 +23,9 @@ use rayon::prelude::*;
 use crate::cpu_sparse::{
     Lists, ROWS_PER_TASK, dot_row, gather_latent_rows, slots_per_row, sum_rows,
 };
-use crate::reference::matryoshka::{check_widths, level_of};
+use crate::reference::matryoshka::{
+    check_decode, check_dot_levels, check_gather_levels, check_residuals, level_of,
+};
 use crate::reference::reduce::slot;
 
 /// [`crate::reference::matryoshka::matryoshka_decode`], rows in parallel, each row's
@@ -43,16 +45,8 @@ pub fn matryoshka_decode(
     d: usize,
     x_hat_levels: &mut [f32],
 ) {
-    check_widths("matryoshka_decode", widths, n);
+    check_decode(row_ptr, w_dec, b_dec, widths, rows, n, d, x_hat_levels);
     let len = rows * d;
-    assert_eq!(row_ptr.len(), rows + 1, "matryoshka_decode: row_ptr length");
-    assert_eq!(w_dec.len(), n * d, "matryoshka_decode: w_dec length");
-    assert_eq!(b_dec.len(), d, "matryoshka_decode: b_dec length");
-    assert_eq!(
-        x_hat_levels.len(),
-        widths.len() * len,
-        "matryoshka_decode: x_hat_levels length"
-    );
     if d == 0 {
         return;
     }
@@ -112,18 +106,7 @@ pub fn matryoshka_residuals(
     metrics: &mut [f32],
 ) {
     let len = rows * d;
-    assert!(levels <= slot::MAX_LEVELS, "matryoshka_residuals: levels");
-    assert_eq!(x.len(), len, "matryoshka_residuals: x length");
-    assert_eq!(
-        x_hat_levels.len(),
-        levels * len,
-        "matryoshka_residuals: x_hat_levels"
-    );
-    assert_eq!(
-        dy_levels.len(),
-        levels * len,
-        "matryoshka_residuals: dy_levels"
-    );
+    check_residuals(x, x_hat_levels, levels, len, dy_levels);
     let mut sse = [0.0f64; slot::MAX_LEVELS];
     for (e, &xe) in x.iter().enumerate() {
         for (m, s) in sse[..levels].iter_mut().enumerate() {
@@ -169,15 +152,7 @@ pub fn sparse_dot_levels(
     d: usize,
     g: &mut [f32],
 ) {
-    check_widths("sparse_dot_levels", widths, n);
-    assert_eq!(row_ptr.len(), rows + 1, "sparse_dot_levels: row_ptr length");
-    assert_eq!(g.len(), idx.len(), "sparse_dot_levels: g length");
-    assert_eq!(
-        dy_levels.len(),
-        widths.len() * rows * d,
-        "sparse_dot_levels: dy"
-    );
-    assert_eq!(w_dec.len(), n * d, "sparse_dot_levels: w_dec length");
+    check_dot_levels(row_ptr, idx, dy_levels, w_dec, widths, rows, n, d, g);
     slots_per_row("sparse_dot_levels", row_ptr, g)
         .into_par_iter()
         .with_min_len(ROWS_PER_TASK)
@@ -216,14 +191,7 @@ pub fn gather_dw_dec_levels(
     accumulate: bool,
     dw_dec: &mut [f32],
 ) {
-    check_widths("gather_dw_dec_levels", widths, n);
-    assert_eq!(lat_ptr.len(), n + 1, "gather_dw_dec_levels: lat_ptr length");
-    assert_eq!(dw_dec.len(), n * d, "gather_dw_dec_levels: dw_dec length");
-    assert_eq!(
-        dy_levels.len(),
-        widths.len() * rows * d,
-        "gather_dw_dec_levels: dy"
-    );
+    check_gather_levels(lat_ptr, dy_levels, widths, rows, n, d, dw_dec);
     if d == 0 {
         return;
     }

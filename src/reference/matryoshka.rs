@@ -21,7 +21,7 @@ pub fn level_of(widths: &[u32], i: u32) -> usize {
     widths.partition_point(|&w| w <= i)
 }
 
-pub(crate) fn check_widths(what: &str, widths: &[u32], n: usize) {
+fn check_widths(what: &str, widths: &[u32], n: usize) {
     assert!(!widths.is_empty(), "{what}: no widths");
     assert!(
         widths.windows(2).all(|p| p[0] < p[1]),
@@ -36,6 +36,94 @@ pub(crate) fn check_widths(what: &str, widths: &[u32], n: usize) {
         widths.len() <= slot::MAX_LEVELS,
         "{what}: more than {} levels",
         slot::MAX_LEVELS
+    );
+}
+
+// The argument checks of the stages below, which their CPU engine twins
+// (`crate::cpu_matryoshka`) make too.
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_decode(
+    row_ptr: &[u32],
+    w_dec: &[f32],
+    b_dec: &[f32],
+    widths: &[u32],
+    rows: usize,
+    n: usize,
+    d: usize,
+    x_hat_levels: &[f32],
+) {
+    check_widths("matryoshka_decode", widths, n);
+    assert_eq!(row_ptr.len(), rows + 1, "matryoshka_decode: row_ptr length");
+    assert_eq!(w_dec.len(), n * d, "matryoshka_decode: w_dec length");
+    assert_eq!(b_dec.len(), d, "matryoshka_decode: b_dec length");
+    assert_eq!(
+        x_hat_levels.len(),
+        widths.len() * rows * d,
+        "matryoshka_decode: x_hat_levels length"
+    );
+}
+
+pub(crate) fn check_residuals(
+    x: &[f32],
+    x_hat_levels: &[f32],
+    levels: usize,
+    len: usize,
+    dy_levels: &[f32],
+) {
+    assert!(levels <= slot::MAX_LEVELS, "matryoshka_residuals: levels");
+    assert_eq!(x.len(), len, "matryoshka_residuals: x length");
+    assert_eq!(
+        x_hat_levels.len(),
+        levels * len,
+        "matryoshka_residuals: x_hat_levels"
+    );
+    assert_eq!(
+        dy_levels.len(),
+        levels * len,
+        "matryoshka_residuals: dy_levels"
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_dot_levels(
+    row_ptr: &[u32],
+    idx: &[u32],
+    dy_levels: &[f32],
+    w_dec: &[f32],
+    widths: &[u32],
+    rows: usize,
+    n: usize,
+    d: usize,
+    g: &[f32],
+) {
+    check_widths("sparse_dot_levels", widths, n);
+    assert_eq!(row_ptr.len(), rows + 1, "sparse_dot_levels: row_ptr length");
+    assert_eq!(g.len(), idx.len(), "sparse_dot_levels: g length");
+    assert_eq!(
+        dy_levels.len(),
+        widths.len() * rows * d,
+        "sparse_dot_levels: dy"
+    );
+    assert_eq!(w_dec.len(), n * d, "sparse_dot_levels: w_dec length");
+}
+
+pub(crate) fn check_gather_levels(
+    lat_ptr: &[u32],
+    dy_levels: &[f32],
+    widths: &[u32],
+    rows: usize,
+    n: usize,
+    d: usize,
+    dw_dec: &[f32],
+) {
+    check_widths("gather_dw_dec_levels", widths, n);
+    assert_eq!(lat_ptr.len(), n + 1, "gather_dw_dec_levels: lat_ptr length");
+    assert_eq!(dw_dec.len(), n * d, "gather_dw_dec_levels: dw_dec length");
+    assert_eq!(
+        dy_levels.len(),
+        widths.len() * rows * d,
+        "gather_dw_dec_levels: dy"
     );
 }
 
@@ -56,16 +144,7 @@ pub fn matryoshka_decode(
     d: usize,
     x_hat_levels: &mut [f32],
 ) {
-    check_widths("matryoshka_decode", widths, n);
-    let levels = widths.len();
-    assert_eq!(row_ptr.len(), rows + 1, "matryoshka_decode: row_ptr length");
-    assert_eq!(w_dec.len(), n * d, "matryoshka_decode: w_dec length");
-    assert_eq!(b_dec.len(), d, "matryoshka_decode: b_dec length");
-    assert_eq!(
-        x_hat_levels.len(),
-        levels * rows * d,
-        "matryoshka_decode: x_hat_levels length"
-    );
+    check_decode(row_ptr, w_dec, b_dec, widths, rows, n, d, x_hat_levels);
     for (m, &w) in widths.iter().enumerate() {
         for b in 0..rows {
             let out = &mut x_hat_levels[(m * rows + b) * d..(m * rows + b + 1) * d];
@@ -96,18 +175,7 @@ pub fn matryoshka_residuals(
     metrics: &mut [f32],
 ) {
     let len = rows * d;
-    assert!(levels <= slot::MAX_LEVELS, "matryoshka_residuals: levels");
-    assert_eq!(x.len(), len, "matryoshka_residuals: x length");
-    assert_eq!(
-        x_hat_levels.len(),
-        levels * len,
-        "matryoshka_residuals: x_hat_levels"
-    );
-    assert_eq!(
-        dy_levels.len(),
-        levels * len,
-        "matryoshka_residuals: dy_levels"
-    );
+    check_residuals(x, x_hat_levels, levels, len, dy_levels);
     for m in 0..levels {
         let mut sse = 0.0f64;
         for e in 0..len {
@@ -142,15 +210,7 @@ pub fn sparse_dot_levels(
     d: usize,
     g: &mut [f32],
 ) {
-    check_widths("sparse_dot_levels", widths, n);
-    assert_eq!(row_ptr.len(), rows + 1, "sparse_dot_levels: row_ptr length");
-    assert_eq!(g.len(), idx.len(), "sparse_dot_levels: g length");
-    assert_eq!(
-        dy_levels.len(),
-        widths.len() * rows * d,
-        "sparse_dot_levels: dy"
-    );
-    assert_eq!(w_dec.len(), n * d, "sparse_dot_levels: w_dec length");
+    check_dot_levels(row_ptr, idx, dy_levels, w_dec, widths, rows, n, d, g);
     g.fill(0.0);
     for b in 0..rows {
         for s in row_ptr[b] as usize..row_ptr[b + 1] as usize {
@@ -182,14 +242,7 @@ pub fn gather_dw_dec_levels(
     accumulate: bool,
     dw_dec: &mut [f32],
 ) {
-    check_widths("gather_dw_dec_levels", widths, n);
-    assert_eq!(lat_ptr.len(), n + 1, "gather_dw_dec_levels: lat_ptr length");
-    assert_eq!(dw_dec.len(), n * d, "gather_dw_dec_levels: dw_dec length");
-    assert_eq!(
-        dy_levels.len(),
-        widths.len() * rows * d,
-        "gather_dw_dec_levels: dy"
-    );
+    check_gather_levels(lat_ptr, dy_levels, widths, rows, n, d, dw_dec);
     let mut acc = vec![0.0f32; d];
     for i in 0..n {
         if accumulate && lat_ptr[i] == lat_ptr[i + 1] {
