@@ -27,6 +27,8 @@
 //! entry of every row (a quarter of 16384 latents dead at batch 4096: 4096 sorts of ~2000
 //! keys per step), this selects in one pass over the dead columns of each row.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use rayon::prelude::*;
 
 use crate::reference::codes::key_of;
@@ -542,14 +544,31 @@ pub fn activation_codes(
     n: usize,
     jumprelu: Option<(&[f32], f32)>,
 ) -> CsrCodes {
+    activation_codes_within(x, rows, n, jumprelu, usize::MAX)
+        .expect("no batch keeps more than usize::MAX entries")
+}
+
+/// [`activation_codes`], or None as soon as the batch is seen to keep more than `cap`
+/// entries: the training step's dense path takes over there (`code_capacity`), and a
+/// batch that keeps half its entries would otherwise be listed only to be dropped (at
+/// 512 -> 16384 latents, batch 4096: 0.48 s of a step).
+pub fn activation_codes_within(
+    x: &[f32],
+    rows: usize,
+    n: usize,
+    jumprelu: Option<(&[f32], f32)>,
+    cap: usize,
+) -> Option<CsrCodes> {
     assert_eq!(x.len(), rows * n, "activation_codes: x");
     let theta: Option<Vec<f32>> = jumprelu.map(|(l, _)| {
         assert_eq!(l.len(), n, "activation_codes: log_threshold");
         l.iter().map(|v| v.exp()).collect()
     });
     let eps = jumprelu.map_or(0.0, |(_, e)| e);
+    // Entries kept so far over every task; past `cap` each task stops at its next row.
+    let kept = AtomicUsize::new(0);
     // Per task of rows: each row's count, then the kept (latent, value, pre) in order.
-    let parts: Vec<CsrCodes> = x
+    let parts: Option<Vec<CsrCodes>> = x
         .par_chunks((ROWS_PER_TASK * n).max(1))
         .map(|block| {
             let (mut counts, mut idx, mut val, mut pre) = (vec![], vec![], vec![], vec![]);
@@ -563,14 +582,18 @@ pub fn activation_codes(
                         pre.push(v);
                     }
                 }
-                counts.push((idx.len() - before) as u32);
+                let c = idx.len() - before;
+                if kept.fetch_add(c, Ordering::Relaxed).saturating_add(c) > cap {
+                    return None;
+                }
+                counts.push(c as u32);
             }
-            (counts, idx, val, pre)
+            Some((counts, idx, val, pre))
         })
         .collect();
     let mut out = (vec![0u32; rows + 1], vec![], vec![], vec![]);
     let mut r = 0;
-    for (counts, idx, val, pre) in parts {
+    for (counts, idx, val, pre) in parts? {
         for c in counts {
             out.0[r + 1] = out.0[r] + c;
             r += 1;
@@ -579,7 +602,7 @@ pub fn activation_codes(
         out.2.extend(val);
         out.3.extend(pre);
     }
-    out
+    Some(out)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod blas;
 pub mod cli;
+pub mod cpu_activations;
 pub mod cpu_codes;
 pub mod cpu_matryoshka;
 pub mod cpu_optim;

@@ -88,6 +88,16 @@ fn activation_codes_match_the_reference_bitwise() {
             assert_eq!((&a.0, &a.1), (&b.0, &b.1), "row_ptr, idx: {what}");
             assert_eq!(bits(&a.2), bits(&b.2), "val: {what}");
             assert_eq!(bits(&a.3), bits(&b.3), "pre_val: {what}");
+            // Bounded: the same codes up to a cap of exactly their count, none past it.
+            let nnz = a.1.len();
+            for cap in [nnz, nnz + 1, nnz.saturating_sub(1), 0] {
+                let c = super::activation_codes_within(&x, rows, n, jump, cap);
+                let want = (nnz <= cap).then(|| a.clone());
+                assert_eq!(
+                    c, want,
+                    "activation_codes_within cap {cap} of {nnz}: {what}"
+                );
+            }
         }
     }
 }

@@ -4,8 +4,9 @@
 //! when there is no hardware GPU: the reference kernels, except where a faster twin gives
 //! bitwise the same result (top-k, batch top-k and the ReLU / JumpReLU codes: `cpu_codes`;
 //! sparse decode, sparse dot, W_enc's and W_dec's sparse gradients: `cpu_sparse`; their
-//! Matryoshka forms: `cpu_matryoshka`; Adam: `cpu_optim`; W_dec's row norms: `cpu_reduce`;
-//! each tested bit for bit against the reference) and the
+//! Matryoshka forms: `cpu_matryoshka`; Adam: `cpu_optim`; W_dec's row norms and the dense
+//! path's column sums, statistics and L1 backward: `cpu_reduce`; the dense path's
+//! activations: `cpu_activations`; each tested bit for bit against the reference) and the
 //! dense products (`crate::blas`, tested against the reference). The CPU takes the whole
 //! batch as one chunk (the GPU splits a batch whose pre-activations exceed one storage
 //! binding; the math is the same).
@@ -57,28 +58,27 @@ pub use scratch::Scratch;
 use update::optimizer;
 
 use crate::blas::gemm;
+use crate::cpu_activations::{jumprelu_backward, jumprelu_forward, relu_backward, relu_forward};
 use crate::cpu_codes::{BLOCK, batchtopk_from_bmax};
 use crate::cpu_matryoshka::{
     gather_dw_dec_levels, matryoshka_decode, matryoshka_residuals, sparse_dot_levels,
 };
+use crate::cpu_reduce::{col_sum, dense_stats, l1_backward};
 use crate::cpu_sparse::{gather_dw_dec, gather_dw_enc, sparse_decode, sparse_dot};
-use crate::reference::activations::{
-    jumprelu_backward, jumprelu_forward, relu_backward, relu_forward,
-};
 use crate::reference::codes::dead_list;
 use crate::reference::gemm::GemmSpec;
 use crate::reference::ops::threshold_ema;
 use crate::reference::optim::{rescale_grads, rescale_view};
-use crate::reference::reduce::{
-    col_sum, dense_stats, l1_backward, mse_backward, slot, sparse_stats, sub, update_dead,
-};
+use crate::reference::reduce::{mse_backward, slot, sparse_stats, sub, update_dead};
 use crate::reference::sparse::{
     build_transpose, gather_db_enc, gather_jumprelu_threshold, sparse_jumprelu_backward,
     sparse_l1_backward,
 };
 
 use super::engine::{StepEngine, StepScalars, TrainState, code_capacity, dead_after, selects_topk};
-use super::forward::{Codes, Eligible, EncoderWeights, activation_cpu, encode_cpu, topk_cpu};
+use super::forward::{
+    Codes, Eligible, EncoderWeights, activation_cpu_within, encode_cpu, topk_cpu,
+};
 use super::storage::{self, BatchDtype};
 use super::{Arch, DecoderNorm, SaeParams, TrainConfig};
 use crate::Result;
@@ -419,10 +419,7 @@ impl<'s> Step<'s> {
                 let p = &self.st.params;
                 let jump =
                     (cfg.arch == Arch::Jumprelu).then_some((&p.log_threshold[..], cfg.bandwidth));
-                let c = activation_cpu(pre, rows, n, jump);
-                if (c.row_ptr[rows] as usize) <= code_capacity(rows, n) {
-                    ch.codes = Some(c);
-                }
+                ch.codes = activation_cpu_within(pre, rows, n, jump, code_capacity(rows, n));
             }
         }
         if selects_topk(cfg.arch) {

@@ -97,13 +97,27 @@ pub fn topk_cpu(pre: &[f32], rows: usize, n: usize, k: usize, eligible: Eligible
 /// JumpReLU keeps pre > theta, and also the window |pre - theta| <= window / 2 below it at
 /// value 0, where training's threshold gradient lives (inference passes a window of 0).
 pub fn activation_cpu(pre: &[f32], rows: usize, n: usize, jump: Option<(&[f32], f32)>) -> Codes {
-    let (row_ptr, idx, val, pre_val) = crate::cpu_codes::activation_codes(pre, rows, n, jump);
-    Codes {
+    activation_cpu_within(pre, rows, n, jump, usize::MAX)
+        .expect("no batch keeps more than usize::MAX entries")
+}
+
+/// [`activation_cpu`], or None where the batch keeps more than `cap` entries (training's
+/// dense path, past `code_capacity`).
+pub fn activation_cpu_within(
+    pre: &[f32],
+    rows: usize,
+    n: usize,
+    jump: Option<(&[f32], f32)>,
+    cap: usize,
+) -> Option<Codes> {
+    let (row_ptr, idx, val, pre_val) =
+        crate::cpu_codes::activation_codes_within(pre, rows, n, jump, cap)?;
+    Some(Codes {
         row_ptr,
         idx,
         pre_val,
         val,
-    }
+    })
 }
 
 /// xc = x - b_dec: the encoder's input, centred (the first stage of [`encode_gpu`]).
