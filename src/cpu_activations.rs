@@ -122,25 +122,11 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
+    use crate::cpu_codes::tests::coarse;
     use crate::reference::activations as reference;
 
     fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|x| x.to_bits()).collect()
-    }
-
-    /// Values on a coarse grid (ties with the thresholds and the window's edges), with
-    /// zeros of both signs, infinities and subnormals among them.
-    fn values(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
-        let specials = [0.0, -0.0, f32::INFINITY, -f32::INFINITY, 1e-40, -1e-40];
-        (0..len)
-            .map(|_| {
-                if rng.random_range(0..10) == 0 {
-                    specials[rng.random_range(0..specials.len())]
-                } else {
-                    (rng.random_range(-12i32..12) as f32) * 0.125
-                }
-            })
-            .collect()
     }
 
     #[test]
@@ -157,11 +143,14 @@ mod tests {
             (70, 600),
         ] {
             let what = format!("({rows}, {n})");
-            let pre = values(&mut rng, rows * n);
+            // On a grid (ties with the thresholds and the window's edges), with zeros of
+            // both signs, infinities and subnormals among them.
+            let specials = [0.0, -0.0, f32::INFINITY, -f32::INFINITY, 1e-40, -1e-40];
+            let pre = coarse(&mut rng, rows * n, &specials);
             let dz: Vec<f32> = (0..rows * n).map(|_| rng.random_range(-2.0..2.0)).collect();
             // Thresholds on pre's grid, so that pre == theta and the window's edges occur.
             let log_theta: Vec<f32> = (0..n)
-                .map(|_| ((rng.random_range(1i32..8) as f32) * 0.125).ln())
+                .map(|_| ((rng.random_range(1i32..8) as f32) * 0.25).ln())
                 .collect();
             let (mut want, mut got) = (vec![f32::NAN; rows * n], vec![f32::NAN; rows * n]);
             reference::relu_forward(&pre, &mut want);

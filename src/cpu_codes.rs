@@ -606,4 +606,4 @@ pub fn activation_codes_within(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

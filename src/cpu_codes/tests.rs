@@ -57,7 +57,7 @@ fn both(x: &[f32], rows: usize, n: usize, k: usize, cols: Option<(&[u32], &[u32]
 }
 
 /// Multiples of 1/4 in [-2, 2) (ties), one in ten drawn from `specials` instead.
-fn coarse(rng: &mut ChaCha8Rng, len: usize, specials: &[f32]) -> Vec<f32> {
+pub(crate) fn coarse(rng: &mut ChaCha8Rng, len: usize, specials: &[f32]) -> Vec<f32> {
     (0..len)
         .map(|_| {
             if rng.random::<f32>() < 0.1 {
