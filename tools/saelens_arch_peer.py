@@ -4,10 +4,11 @@ saeforge, the way ../shared/peer/saelens_peer.py trains its TopK SAE (which tool
 still runs for topk), and its steady speed reported.
 
 usage: saelens_arch_peer.py SHARD_DIR TENSOR ARCH D_SAE K BATCH STEPS [--threads N]
-       [--widths W1,W2,...]
+       [--widths W1,W2,...] [--coefficient C]
 ARCH: batchtopk, jumprelu, relu or matryoshka (SAELens's BatchTopKTrainingSAE,
 JumpReLUTrainingSAE, StandardTrainingSAE, MatryoshkaBatchTopKTrainingSAE). K is the codes
-per row of the top-k architectures and is not read by jumprelu and relu. Prints one JSON
+per row of the top-k architectures and is not read by jumprelu and relu, whose sparsity
+coefficient (l0_coefficient, l1_coefficient) is --coefficient (default 1.0). Prints one JSON
 line: tokens_per_s (steady state, after the 5th step), explained variance and L0 on the
 first 2000 rows (held out).
 """
@@ -38,6 +39,7 @@ ap.add_argument("batch", type=int)
 ap.add_argument("steps", type=int)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--widths", help="matryoshka: the nested widths (default d_sae/16, d_sae/4, d_sae)")
+ap.add_argument("--coefficient", type=float, default=1.0, help="jumprelu / relu: the sparsity coefficient")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -52,9 +54,9 @@ elif a.arch == "matryoshka":
     sae = MatryoshkaBatchTopKTrainingSAE(MatryoshkaBatchTopKTrainingSAEConfig(
         d_in=d, d_sae=a.d_sae, k=a.k, aux_loss_coefficient=1.0 / 32, matryoshka_widths=widths))
 elif a.arch == "jumprelu":
-    sae = JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(d_in=d, d_sae=a.d_sae, l0_coefficient=1.0))
+    sae = JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(d_in=d, d_sae=a.d_sae, l0_coefficient=a.coefficient))
 else:
-    sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=d, d_sae=a.d_sae, l1_coefficient=1.0))
+    sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=d, d_sae=a.d_sae, l1_coefficient=a.coefficient))
 coefficients = {name: c if isinstance(c, float) else c.value for name, c in sae.get_coefficients().items()}
 opt = torch.optim.Adam(sae.parameters(), lr=2e-4 / (a.d_sae / 16384) ** 0.5, betas=(0.9, 0.999))
 rng = np.random.default_rng(0)
