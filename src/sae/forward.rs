@@ -44,6 +44,17 @@ pub struct Codes {
     pub val: Vec<f32>,
 }
 
+impl From<crate::cpu_codes::CsrCodes> for Codes {
+    fn from((row_ptr, idx, val, pre_val): crate::cpu_codes::CsrCodes) -> Codes {
+        Codes {
+            row_ptr,
+            idx,
+            pre_val,
+            val,
+        }
+    }
+}
+
 /// encode on the CPU: xc and pre of `rows` rows of x, with n latents, each written whole
 /// (what the buffers held before is never read); whether every pre-activation is finite
 /// (checked in the bias's pass: a top-k has no order on NaN).
@@ -97,8 +108,7 @@ pub fn topk_cpu(pre: &[f32], rows: usize, n: usize, k: usize, eligible: Eligible
 /// JumpReLU keeps pre > theta, and also the window |pre - theta| <= window / 2 below it at
 /// value 0, where training's threshold gradient lives (inference passes a window of 0).
 pub fn activation_cpu(pre: &[f32], rows: usize, n: usize, jump: Option<(&[f32], f32)>) -> Codes {
-    activation_cpu_within(pre, rows, n, jump, usize::MAX)
-        .expect("no batch keeps more than usize::MAX entries")
+    crate::cpu_codes::activation_codes(pre, rows, n, jump).into()
 }
 
 /// [`activation_cpu`], or None where the batch keeps more than `cap` entries (training's
@@ -110,14 +120,7 @@ pub fn activation_cpu_within(
     jump: Option<(&[f32], f32)>,
     cap: usize,
 ) -> Option<Codes> {
-    let (row_ptr, idx, val, pre_val) =
-        crate::cpu_codes::activation_codes_within(pre, rows, n, jump, cap)?;
-    Some(Codes {
-        row_ptr,
-        idx,
-        pre_val,
-        val,
-    })
+    crate::cpu_codes::activation_codes_within(pre, rows, n, jump, cap).map(Codes::from)
 }
 
 /// xc = x - b_dec: the encoder's input, centred (the first stage of [`encode_gpu`]).
