@@ -123,11 +123,8 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use crate::cpu_codes::tests::coarse;
+    use crate::cpu_sparse::tests::bits;
     use crate::reference::activations as reference;
-
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|x| x.to_bits()).collect()
-    }
 
     #[test]
     fn activations_are_the_reference_bit_for_bit() {

@@ -286,6 +286,8 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
+    use crate::cpu_sparse::tests::bits;
+
     #[test]
     fn row_norms_is_the_reference_bit_for_bit() {
         let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
@@ -304,7 +306,6 @@ mod tests {
             let (mut want, mut got) = (vec![f32::NAN; n], vec![f32::NAN; n]);
             crate::reference::reduce::row_norms(&w, n, d, &mut want);
             super::row_norms(&w, n, d, &mut got);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "row_norms ({n}, {d})");
             // The path a CPU without AVX2 takes (this machine takes the AVX2 one above).
             for (b, want) in want.chunks_exact(super::LANES).enumerate() {
@@ -321,7 +322,6 @@ mod tests {
     fn dense_reductions_are_the_reference_bit_for_bit() {
         use crate::reference::reduce::{self as reference, METRIC_SLOTS};
         let mut rng = ChaCha8Rng::seed_from_u64(crate::test_seed());
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         // Columns below, at and past a block of columns (and a tail), rows past a task of
         // rows, and empty shapes.
         for (rows, n) in [
