@@ -40,7 +40,8 @@ pub fn relu_backward(pre: &[f32], dz: &[f32], dpre: &mut [f32]) {
 }
 
 /// [`crate::reference::activations::jumprelu_forward`]: z[r, i] = pre[r, i] * [pre[r, i] >
-/// theta_i], theta = exp(log_theta).
+/// theta_i], theta = exp(log_theta), blocks of rows in parallel, each row the reference's
+/// `jumprelu_row`.
 /// pre: (rows, n), log_theta: (n) -> z: (rows, n)
 pub fn jumprelu_forward(pre: &[f32], rows: usize, n: usize, log_theta: &[f32], z: &mut [f32]) {
     assert_eq!(pre.len(), rows * n, "jumprelu_forward: pre length");
@@ -52,9 +53,7 @@ pub fn jumprelu_forward(pre: &[f32], rows: usize, n: usize, log_theta: &[f32], z
         .zip(pre.par_chunks(task))
         .for_each(|(z, pre)| {
             for (z, pre) in z.chunks_exact_mut(n).zip(pre.chunks_exact(n)) {
-                for ((z, &v), &t) in z.iter_mut().zip(pre).zip(&theta) {
-                    *z = if v > t { v } else { 0.0 };
-                }
+                reference::jumprelu_row(pre, &theta, z);
             }
         });
 }

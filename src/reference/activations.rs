@@ -22,10 +22,15 @@ pub fn jumprelu_forward(pre: &[f32], rows: usize, n: usize, log_theta: &[f32], z
     assert_eq!(z.len(), rows * n, "jumprelu_forward: z");
     let theta: Vec<f32> = log_theta.iter().map(|l| l.exp()).collect();
     for r in 0..rows {
-        for i in 0..n {
-            let v = pre[r * n + i];
-            z[r * n + i] = if v > theta[i] { v } else { 0.0 };
-        }
+        jumprelu_row(&pre[r * n..(r + 1) * n], &theta, &mut z[r * n..(r + 1) * n]);
+    }
+}
+
+/// One row of [`jumprelu_forward`], given the thresholds: z[i] = pre[i] * [pre[i] > theta[i]].
+/// pre: (n), theta: (n) -> z: (n)
+pub fn jumprelu_row(pre: &[f32], theta: &[f32], z: &mut [f32]) {
+    for ((z, &v), &t) in z.iter_mut().zip(pre).zip(theta) {
+        *z = if v > t { v } else { 0.0 };
     }
 }
 
