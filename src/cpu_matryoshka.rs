@@ -24,7 +24,7 @@ use crate::cpu_sparse::{
     Lists, ROWS_PER_TASK, dot_row, gather_latent_rows, slots_per_row, sum_rows,
 };
 use crate::reference::matryoshka::{
-    check_decode, check_dot_levels, check_gather_levels, check_residuals, level_of,
+    check_decode, check_dot_levels, check_gather_levels, check_residuals, group_dy, level_of,
 };
 use crate::reference::reduce::slot;
 
@@ -91,8 +91,8 @@ pub fn matryoshka_decode(
 
 /// [`crate::reference::matryoshka::matryoshka_residuals`]: each level's squared error the
 /// reference's sequential f64 sum over the elements, the levels' sums side by side in one
-/// pass (each waited on its additions one level at a time); the groups' dy, elementwise,
-/// over rayon.
+/// pass (each waited on its additions one level at a time); the groups' dy, elementwise
+/// (the reference's `group_dy`), over rayon.
 /// x: (rows, d), x_hat_levels: (M, rows, d) -> dy_levels: (M, rows, d), metrics
 #[allow(clippy::too_many_arguments)]
 pub fn matryoshka_residuals(
@@ -126,12 +126,7 @@ pub fn matryoshka_residuals(
             .for_each(|(c, out)| {
                 let e0 = c * ROWS_PER_TASK * d.max(1);
                 for (j, o) in out.iter_mut().enumerate() {
-                    let e = e0 + j;
-                    let mut acc = 0.0f32;
-                    for m in g..levels {
-                        acc += x_hat_levels[m * len + e] - x[e];
-                    }
-                    *o = scale * acc;
+                    *o = group_dy(x, x_hat_levels, levels, g, e0 + j, scale);
                 }
             });
     }

@@ -253,8 +253,7 @@ pub fn gather_dw_dec(
     accumulate: bool,
     dw_dec: &mut [f32],
 ) {
-    assert_eq!(lat_ptr.len(), n + 1, "gather_dw_dec: lat_ptr length");
-    assert_eq!(dw_dec.len(), n * d, "gather_dw_dec: dw_dec length");
+    reference::check_gather("gather_dw_dec", lat_ptr, n, "dw_dec", dw_dec.len(), n * d);
     if d == 0 {
         return;
     }
@@ -396,8 +395,7 @@ pub fn gather_dw_enc(
     accumulate: bool,
     dw_enc: &mut [f32],
 ) {
-    assert_eq!(lat_ptr.len(), n + 1, "gather_dw_enc: lat_ptr length");
-    assert_eq!(dw_enc.len(), d * n, "gather_dw_enc: dw_enc length");
+    reference::check_gather("gather_dw_enc", lat_ptr, n, "dw_enc", dw_enc.len(), d * n);
     if d == 0 || n == 0 {
         return;
     }

@@ -14,7 +14,7 @@
 //! last = n. Every sum runs in the order written here.
 
 use super::reduce::slot;
-use super::sparse::{add_scaled, dot, latent_column, store};
+use super::sparse::{add_scaled, dot, gather_latent_rows};
 
 /// The group of latent i: the first m with i < widths[m].
 pub fn level_of(widths: &[u32], i: u32) -> usize {
@@ -186,13 +186,27 @@ pub fn matryoshka_residuals(
     }
     for g in 0..levels {
         for e in 0..len {
-            let mut acc = 0.0f32;
-            for m in g..levels {
-                acc += x_hat_levels[m * len + e] - x[e];
-            }
-            dy_levels[g * len + e] = scale * acc;
+            dy_levels[g * len + e] = group_dy(x, x_hat_levels, levels, g, e, scale);
         }
     }
+}
+
+/// Element e of group g's dy in [`matryoshka_residuals`]: scale * the sum over m >= g
+/// (ascending, f32 from 0) of (x_hat_levels[m, e] - x[e]), x: (len), x_hat_levels: (M, len).
+pub fn group_dy(
+    x: &[f32],
+    x_hat_levels: &[f32],
+    levels: usize,
+    g: usize,
+    e: usize,
+    scale: f32,
+) -> f32 {
+    let len = x.len();
+    let mut acc = 0.0f32;
+    for m in g..levels {
+        acc += x_hat_levels[m * len + e] - x[e];
+    }
+    scale * acc
 }
 
 /// g[s] = dy_levels[level(idx[s]), row(s), :] . w_dec[idx[s], :] (ascending columns) for
@@ -243,17 +257,14 @@ pub fn gather_dw_dec_levels(
     dw_dec: &mut [f32],
 ) {
     check_gather_levels(lat_ptr, dy_levels, widths, rows, n, d, dw_dec);
-    let mut acc = vec![0.0f32; d];
-    for i in 0..n {
-        if accumulate && lat_ptr[i] == lat_ptr[i + 1] {
-            continue;
-        }
-        // Latent i's group's dy: (rows, d).
+    // Latent i's group's dy: (rows, d).
+    let dy_of = |i: usize| {
         let m = level_of(widths, i as u32);
-        let dy = &dy_levels[m * rows * d..(m + 1) * rows * d];
-        latent_column(lat_ptr, lat_row, lat_slot, val, dy, i, &mut acc);
-        store(&mut dw_dec[i * d..(i + 1) * d], &acc, accumulate);
-    }
+        &dy_levels[m * rows * d..(m + 1) * rows * d]
+    };
+    gather_latent_rows(
+        lat_ptr, lat_row, lat_slot, val, dy_of, d, accumulate, dw_dec,
+    );
 }
 
 #[cfg(test)]

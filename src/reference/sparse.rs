@@ -23,6 +23,21 @@ fn check_csr(what: &str, row_ptr: &[u32], cap: usize, rows: usize) -> usize {
     nnz
 }
 
+/// The argument checks of the gathers below, which their CPU engine twins
+/// (`crate::cpu_sparse`) make too: the per-latent pointers, n + 1 of them, and the length
+/// `len` of the output `out`, which must be `want`.
+pub(crate) fn check_gather(
+    what: &str,
+    lat_ptr: &[u32],
+    n: usize,
+    out: &str,
+    len: usize,
+    want: usize,
+) {
+    assert_eq!(lat_ptr.len(), n + 1, "{what}: lat_ptr length");
+    assert_eq!(len, want, "{what}: {out} length");
+}
+
 /// x_hat[b, :] = (b_dec or 0) + sum over s in row_ptr[b]..row_ptr[b+1] (ascending) of
 /// val[s] * w_dec[idx[s], :], accumulated starting from the bias.
 /// row_ptr: (rows + 1), idx: (cap), val: (cap), w_dec: (n, d), b_dec: (d) -> x_hat: (rows, d)
@@ -201,14 +216,34 @@ pub fn gather_dw_dec(
     accumulate: bool,
     dw_dec: &mut [f32],
 ) {
-    assert_eq!(lat_ptr.len(), n + 1, "gather_dw_dec: lat_ptr length");
-    assert_eq!(dw_dec.len(), n * d, "gather_dw_dec: dw_dec length");
+    check_gather("gather_dw_dec", lat_ptr, n, "dw_dec", dw_dec.len(), n * d);
+    let dy_of = |_: usize| dy;
+    gather_latent_rows(
+        lat_ptr, lat_row, lat_slot, val, dy_of, d, accumulate, dw_dec,
+    );
+}
+
+/// The loop of [`gather_dw_dec`] with latent i's dy `dy_of(i)` (rows, d), for the n =
+/// lat_ptr.len() - 1 latents: dw_dec[i, :] = latent i's [`latent_column`] sum, written by
+/// [`store`] (with `accumulate`, only for the latents with entries). Also the loop of
+/// `matryoshka::gather_dw_dec_levels`, whose dy is the latent's group's.
+#[allow(clippy::too_many_arguments)]
+pub fn gather_latent_rows<'y>(
+    lat_ptr: &[u32],
+    lat_row: &[u32],
+    lat_slot: &[u32],
+    val: &[f32],
+    dy_of: impl Fn(usize) -> &'y [f32],
+    d: usize,
+    accumulate: bool,
+    dw_dec: &mut [f32],
+) {
     let mut acc = vec![0.0f32; d];
-    for i in 0..n {
+    for i in 0..lat_ptr.len() - 1 {
         if accumulate && lat_ptr[i] == lat_ptr[i + 1] {
             continue;
         }
-        latent_column(lat_ptr, lat_row, lat_slot, val, dy, i, &mut acc);
+        latent_column(lat_ptr, lat_row, lat_slot, val, dy_of(i), i, &mut acc);
         store(&mut dw_dec[i * d..(i + 1) * d], &acc, accumulate);
     }
 }
@@ -230,8 +265,7 @@ pub fn gather_dw_enc(
     accumulate: bool,
     dw_enc: &mut [f32],
 ) {
-    assert_eq!(lat_ptr.len(), n + 1, "gather_dw_enc: lat_ptr length");
-    assert_eq!(dw_enc.len(), d * n, "gather_dw_enc: dw_enc length");
+    check_gather("gather_dw_enc", lat_ptr, n, "dw_enc", dw_enc.len(), d * n);
     let mut acc = vec![0.0f32; d];
     for i in 0..n {
         if accumulate && lat_ptr[i] == lat_ptr[i + 1] {
@@ -277,8 +311,7 @@ pub fn gather_db_enc(
     accumulate: bool,
     db_enc: &mut [f32],
 ) {
-    assert_eq!(lat_ptr.len(), n + 1, "gather_db_enc: lat_ptr length");
-    assert_eq!(db_enc.len(), n, "gather_db_enc: db_enc length");
+    check_gather("gather_db_enc", lat_ptr, n, "db_enc", db_enc.len(), n);
     for i in 0..n {
         let (a, z) = (lat_ptr[i] as usize, lat_ptr[i + 1] as usize);
         if accumulate && a == z {
@@ -359,15 +392,13 @@ pub fn gather_jumprelu_threshold(
     l0_scale: f32,
     dlog_theta: &mut [f32],
 ) {
-    assert_eq!(
-        lat_ptr.len(),
-        n + 1,
-        "gather_jumprelu_threshold: lat_ptr length"
-    );
-    assert_eq!(
+    check_gather(
+        "gather_jumprelu_threshold",
+        lat_ptr,
+        n,
+        "dlog_theta",
         dlog_theta.len(),
         n,
-        "gather_jumprelu_threshold: dlog_theta length"
     );
     for i in 0..n {
         let w = super::activations::ThresholdWindow::new(log_theta[i], eps, l0_scale);
