@@ -33,10 +33,7 @@ crate::uniform! {
 }
 
 const fn relu(name: &'static str, binds: &'static [Slot]) -> Entry {
-    Entry::new(&SHADER, name, Params::LAYOUT, binds)
-        .consts(&[("WG", WG as f64)])
-        .wg(Wg::Fixed(WG as u32))
-        .grid(Grid::Items)
+    Entry::one_d::<{ WG as u32 }>(&SHADER, name, Params::LAYOUT, binds)
 }
 
 const fn jump(name: &'static str, binds: &'static [Slot], grid: Grid) -> Entry {

@@ -6,7 +6,7 @@
 use crate::gpu::{Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, wf};
+use super::decl::{Entry, Slot, Uniform, rf, wf};
 
 pub static SHADER: Shader = crate::shader!("bench");
 
@@ -21,10 +21,7 @@ crate::uniform! {
 }
 
 const fn bench(name: &'static str, binds: &'static [Slot]) -> Entry {
-    Entry::new(&SHADER, name, Params::LAYOUT, binds)
-        .consts(&[("WG", WG as f64)])
-        .wg(Wg::Fixed(WG as u32))
-        .grid(Grid::Items)
+    Entry::one_d::<{ WG as u32 }>(&SHADER, name, Params::LAYOUT, binds)
 }
 
 pub static FMA_PEAK: Entry = bench("fma_peak", &[wf("out", "any")]);

@@ -229,6 +229,19 @@ impl Entry {
         self.grid = g;
         self
     }
+    /// A 1-D entry point of a family whose only override constant is `WG`: workgroups of
+    /// `WG` invocations (the override set to that), one invocation per item.
+    pub const fn one_d<const WG: u32>(
+        shader: &'static Shader,
+        name: &'static str,
+        params: Layout,
+        binds: &'static [Slot],
+    ) -> Entry {
+        Entry::new(shader, name, params, binds)
+            .consts(const { &[("WG", WG as f64)] })
+            .wg(Wg::Fixed(WG))
+            .grid(Grid::Items)
+    }
 }
 
 /// A shader module: `shaders/<name>.wgsl` after the prelude, then any further parts

@@ -11,7 +11,7 @@
 use crate::gpu::{Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::decl::{Entry, Grid, Layout, Slot, Uniform, Wg, elements, rf, vec4_if, vec4_split, wf};
+use super::decl::{Entry, Layout, Slot, Uniform, elements, rf, vec4_if, vec4_split, wf};
 
 pub static SHADER: Shader = crate::shader!("fista");
 
@@ -34,10 +34,7 @@ crate::uniform! {
 }
 
 const fn fista(name: &'static str, params: Layout, binds: &'static [Slot]) -> Entry {
-    Entry::new(&SHADER, name, params, binds)
-        .consts(&[("WG", WG as f64)])
-        .wg(Wg::Fixed(WG as u32))
-        .grid(Grid::Items)
+    Entry::one_d::<{ WG as u32 }>(&SHADER, name, params, binds)
 }
 
 const STEP: &[Slot] = &[

@@ -7,7 +7,7 @@
 use crate::gpu::{Gpu, GpuTensor, Shader};
 use crate::{Error, Result};
 
-use super::decl::{Entry, Grid, Slot, Uniform, Wg, rf, ru, to_u32, wf};
+use super::decl::{Entry, Slot, Uniform, rf, ru, to_u32, wf};
 
 pub static SHADER: Shader = crate::shader!("matryoshka");
 
@@ -22,10 +22,7 @@ crate::uniform! {
 }
 
 const fn one_d(name: &'static str, binds: &'static [Slot]) -> Entry {
-    Entry::new(&SHADER, name, Params::LAYOUT, binds)
-        .consts(&[("WG", WG as f64)])
-        .wg(Wg::Fixed(WG as u32))
-        .grid(Grid::Items)
+    Entry::one_d::<{ WG as u32 }>(&SHADER, name, Params::LAYOUT, binds)
 }
 
 pub static MATRYOSHKA_DECODE: Entry = one_d(

@@ -220,6 +220,19 @@ fn col_block_call<'a>(e: &'static Entry, p: Params, names: [&'static str; 2]) ->
         .grid(grid)
 }
 
+/// The partials of a row-blocked column kernel over p's (rows, cols): one per (row block
+/// of RB, column), `values` per partial (laid out (values, nparts)), in the
+/// "reduce.partials" scratch; returns p with `nparts` set, the scratch and nparts.
+fn col_block_parts(gpu: &Gpu, p: Params, values: usize) -> Result<(Params, GpuTensor, usize)> {
+    let nparts = (p.rows as usize).div_ceil(RB) * p.cols as usize;
+    let parts = scratch(gpu, "reduce.partials", DType::U32, values * nparts)?;
+    let p = Params {
+        nparts: nparts as u32,
+        ..p
+    };
+    Ok((p, parts, nparts))
+}
+
 /// A scratch tensor of at least `len` elements for `purpose` on this device
 /// (`Gpu::scratch`; see the module docs). Its shape is its allocated length.
 fn scratch(gpu: &Gpu, purpose: &'static str, dtype: DType, len: usize) -> Result<GpuTensor> {
@@ -367,13 +380,11 @@ pub fn mse_backward(
     let mut slots = vec![sse_slot];
     slots.extend(sst_slot);
     expect_metrics(k, metrics, &slots)?;
-    let nparts = rows.div_ceil(RB) * d;
     let colsum = scratch(gpu, "reduce.colsum", DType::F32, d)?;
-    let parts = scratch(gpu, "reduce.partials", DType::U32, 2 * nparts)?;
+    let (p, parts, nparts) = col_block_parts(gpu, p, 2)?;
     let p = Params {
         flag: sst_slot.is_some() as u32,
         scale,
-        nparts: nparts as u32,
         ..p
     };
     let call = col_block_call(&MSE_BACKWARD, p, ["rows", "d"])
@@ -407,13 +418,8 @@ pub fn sum_sq_centred(
     let k = "sum_sq_centred";
     let p = dims(k, rows, d)?;
     expect_metrics(k, metrics, &[slot])?;
-    let nparts = rows.div_ceil(RB) * d;
     let colsum = scratch(gpu, "reduce.colsum", DType::F32, d)?;
-    let parts = scratch(gpu, "reduce.partials", DType::U32, nparts)?;
-    let p = Params {
-        nparts: nparts as u32,
-        ..p
-    };
+    let (p, parts, nparts) = col_block_parts(gpu, p, 1)?;
     let call = col_block_call(&SUM_SQ_CENTRED, p, ["rows", "d"])
         .binds(&[target, &colsum])
         .bind(&parts);
@@ -520,12 +526,7 @@ pub fn dense_stats(
     let k = "dense_stats";
     let p = dims(k, rows, n)?;
     expect_metrics(k, metrics, &[slot::L0, slot::L1])?;
-    let nparts = rows.div_ceil(RB) * n;
-    let parts = scratch(gpu, "reduce.partials", DType::U32, 2 * nparts)?;
-    let p = Params {
-        nparts: nparts as u32,
-        ..p
-    };
+    let (p, parts, nparts) = col_block_parts(gpu, p, 2)?;
     col_block_call(&DENSE_STATS, p, ["rows", "n"])
         .binds(&[z, norms, fired, &parts])
         .record(gpu, enc)?;

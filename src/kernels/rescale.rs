@@ -6,7 +6,7 @@
 use crate::Result;
 use crate::gpu::{Gpu, GpuTensor, Shader};
 
-use super::decl::{Entry, Grid, Slot, Uniform, Wg, fits, rf, wf};
+use super::decl::{Entry, Slot, Uniform, fits, rf, wf};
 use super::expect_shape;
 
 pub static SHADER: Shader = crate::shader!("rescale");
@@ -20,10 +20,7 @@ crate::uniform! {
 }
 
 const fn rescale(name: &'static str, binds: &'static [Slot]) -> Entry {
-    Entry::new(&SHADER, name, Params::LAYOUT, binds)
-        .consts(&[("WG", WG as f64)])
-        .wg(Wg::Fixed(WG as u32))
-        .grid(Grid::Items)
+    Entry::one_d::<{ WG as u32 }>(&SHADER, name, Params::LAYOUT, binds)
 }
 
 pub static RESCALE_ROWS: Entry = rescale(

@@ -16,7 +16,7 @@ mod batch;
 mod levels;
 mod readback;
 mod record;
-use levels::{Dy, Levels};
+use levels::{Dy, Levels, SparseGrad};
 mod update;
 
 pub use alloc::chunk_rows;
@@ -396,10 +396,10 @@ impl GpuEngine {
                     Some(lv) => Dy::Levels(&lv.dy),
                     None => Dy::Plain(&ch.dy),
                 };
-                self.sparse_backward(enc, ch, &ch.codes, dy, accumulate)?;
+                self.sparse_backward(enc, SparseGrad::new(ch, &ch.codes, dy, accumulate))?;
                 self.prefetch_textures(enc, rows, &[(&ch.de, self.d_out)])?;
-                let de = Dy::Plain(&ch.de);
-                g.gated(ag, true, || self.sparse_backward(enc, ch, a, de, true))?;
+                let aux = SparseGrad::new(ch, a, Dy::Plain(&ch.de), true);
+                g.gated(ag, true, || self.sparse_backward(enc, aux))?;
             }
             (_, _, Some(gate)) => {
                 let tex = [(&ch.dy, self.d_out), (&ch.xc, self.d)];
@@ -419,39 +419,27 @@ impl GpuEngine {
         col_sum(g, enc, &dy, rows, self.d_out, &self.grads.b_dec, accumulate)
     }
 
-    /// Gradients of a sparse code path (`cpu.rs`' `sparse_backward`): given dL/dx_hat-like
-    /// `dy` for a decode of `c`, the slot gradients, ReLU mask, transpose, and the gathers
-    /// of dW_dec, dW_enc and db_enc (added to what is there, for the latents with entries,
-    /// when `accumulate`).
-    fn sparse_backward(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        ch: &Chunk,
-        c: &CodeBufs,
-        dy: Dy,
-        accumulate: bool,
-    ) -> Result<()> {
-        self.slot_dots(enc, ch, c, dy)?;
+    /// Gradients of a sparse code path (`cpu.rs`' `sparse_backward`): given (in `sg`)
+    /// dL/dx_hat-like `dy` for a decode of the codes `c`, the slot gradients, ReLU mask,
+    /// transpose, and the gathers of dW_dec, dW_enc and db_enc (added to what is there, for
+    /// the latents with entries, when `accumulate`).
+    fn sparse_backward(&self, enc: &mut wgpu::CommandEncoder, sg: SparseGrad) -> Result<()> {
+        self.slot_dots(enc, sg)?;
+        let c = sg.c;
         relu_backward(&self.gpu, enc, &c.pre_val, &c.gslot, &c.dval)?;
-        self.gather_grads(enc, ch, c, dy, accumulate)
+        self.gather_grads(enc, sg)
     }
 
     /// The per-latent transpose of `c` and the gathers of dW_dec (from the code values and
     /// `dy`), dW_enc and db_enc (from the slot gradients `c.dval` and xc) into the
     /// gradients (added to them, for the latents with entries, when `accumulate`).
-    fn gather_grads(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        ch: &Chunk,
-        c: &CodeBufs,
-        dy: Dy,
-        accumulate: bool,
-    ) -> Result<()> {
+    fn gather_grads(&self, enc: &mut wgpu::CommandEncoder, sg: SparseGrad) -> Result<()> {
+        let (ch, c, accumulate) = (sg.ch, sg.c, sg.accumulate);
         let (g, rows, n, d, gr) = (&*self.gpu, ch.rows, self.n, self.d, &self.grads);
         let (rp, idx) = (&c.row_ptr, &c.idx);
         let (lp, lr, ls) = (&c.lat_ptr, &c.lat_row, &c.lat_slot);
         build_transpose(g, enc, rp, idx, rows, n, &self.marks, lp, lr, ls)?;
-        self.dw_dec_gather(enc, ch, c, dy, accumulate)?;
+        self.dw_dec_gather(enc, sg)?;
         #[rustfmt::skip]
         gather_dw_enc(g, enc, lp, lr, ls, &c.dval, &ch.xc, n, d, accumulate, &gr.w_enc)?;
         gather_db_enc(g, enc, lp, ls, &c.dval, n, accumulate, &gr.b_enc)
@@ -480,7 +468,7 @@ impl GpuEngine {
             #[rustfmt::skip]
             sparse_jumprelu_backward(g, enc, rp, idx, &c.pre_val, &c.gslot, rows, n, log_thr, &c.dval)?;
         }
-        self.gather_grads(enc, ch, c, Dy::Plain(&ch.dy), accumulate)?;
+        self.gather_grads(enc, SparseGrad::new(ch, c, Dy::Plain(&ch.dy), accumulate))?;
         let (lp, ls) = (&c.lat_ptr, &c.lat_slot);
         if self.cfg.arch == Arch::Relu {
             // The chunks' column sums of z, for the decoder-norm term after them.

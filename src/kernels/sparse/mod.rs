@@ -48,10 +48,7 @@ crate::uniform! {
 
 /// A 1-D kernel: `WG` invocations per workgroup, one per item.
 const fn one_d(name: &'static str, binds: &'static [Slot]) -> Entry {
-    Entry::new(&SHADER, name, Params::LAYOUT, binds)
-        .consts(&[("WG", WG as f64)])
-        .wg(Wg::Fixed(WG as u32))
-        .grid(Grid::Items)
+    Entry::one_d::<{ WG as u32 }>(&SHADER, name, Params::LAYOUT, binds)
 }
 
 /// One workgroup per (row or latent, chunk of columns), its width set per launch.

@@ -23,6 +23,28 @@ pub(super) enum Dy<'a> {
     Levels(&'a GpuTensor),
 }
 
+/// What the stages of a sparse backward (`GpuEngine::sparse_backward` and the methods it
+/// calls) read: the chunk, its codes `c`, the `dy` of their decode, and whether the
+/// gradients are added to (`accumulate`) rather than written.
+#[derive(Clone, Copy)]
+pub(super) struct SparseGrad<'a> {
+    pub ch: &'a Chunk,
+    pub c: &'a CodeBufs,
+    pub dy: Dy<'a>,
+    pub accumulate: bool,
+}
+
+impl<'a> SparseGrad<'a> {
+    pub fn new(ch: &'a Chunk, c: &'a CodeBufs, dy: Dy<'a>, accumulate: bool) -> Self {
+        SparseGrad {
+            ch,
+            c,
+            dy,
+            accumulate,
+        }
+    }
+}
+
 /// A chunk's matryoshka tensors: every level's reconstruction and every group's dy, (M *
 /// rows, d_out) each, and a level's copy and its discarded gradient, (rows, d_out), for the
 /// levels' SSE.
@@ -107,13 +129,8 @@ impl GpuEngine {
 
     /// The slot gradients of the codes `c` against `dy`: g[s] = dy[row(s)] . W_dec[idx[s]]
     /// (`sparse_dot`), or with each latent's group's dy (`sparse_dot_levels`).
-    pub(super) fn slot_dots(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        ch: &Chunk,
-        c: &CodeBufs,
-        dy: Dy,
-    ) -> Result<()> {
+    pub(super) fn slot_dots(&self, enc: &mut wgpu::CommandEncoder, sg: SparseGrad) -> Result<()> {
+        let SparseGrad { ch, c, dy, .. } = sg;
         let (g, rows, n, d, w_dec) = (&*self.gpu, ch.rows, self.n, self.d_out, &self.fwd.w_dec);
         let (rp, idx) = (&c.row_ptr, &c.idx);
         match dy {
@@ -130,11 +147,9 @@ impl GpuEngine {
     pub(super) fn dw_dec_gather(
         &self,
         enc: &mut wgpu::CommandEncoder,
-        ch: &Chunk,
-        c: &CodeBufs,
-        dy: Dy,
-        accumulate: bool,
+        sg: SparseGrad,
     ) -> Result<()> {
+        let (ch, c, dy, accumulate) = (sg.ch, sg.c, sg.dy, sg.accumulate);
         let (g, rows, n, d, out) = (&*self.gpu, ch.rows, self.n, self.d_out, &self.grads.w_dec);
         let (lp, lr, ls) = (&c.lat_ptr, &c.lat_row, &c.lat_slot);
         match dy {
