@@ -1,12 +1,14 @@
 //! `--device auto`'s model against the steps it predicts: calibrates both engines as
-//! `saeforge train --device auto` does (`engine_choice::calibrate`, not the cached file),
-//! then times real topk steps (k 32, random data) on both at each shape and prints the
-//! model's and the measured milliseconds per step, whether the model picks the faster
-//! engine, and whether the calibration's first stage (the CPU engine's fit against the GPU
-//! engine's product alone) already decides the shape (`1st stage`: cpu, or `-` when the
-//! GPU engine's steps are needed).
+//! `saeforge train --device auto` does (`engine_choice::calibrate`, not the cached file)
+//! for the architecture, then times real steps of it (k 32 where it takes one, random
+//! data) on both at each shape and prints the model's and the measured milliseconds per
+//! step, whether the model picks the faster engine, and whether the calibration's first
+//! stage (the CPU engine's fit against the GPU engine's product alone) already decides the
+//! shape (`1st stage`: cpu, or `-` when the GPU engine's steps are needed). For another
+//! architecture than topk it also prints what the topk calibration (every architecture's
+//! model before 2026-12-07) predicts for the same steps (`topk model`, cpu / gpu).
 //!
-//!     cargo bench --bench auto [-- B,D,N ...]
+//!     cargo bench --bench auto [-- [--arch relu|topk|batchtopk|jumprelu|matryoshka] B,D,N ...]
 //!
 //! Default shapes: 1024,128,1024  512,384,6144  4096,512,16384  4096,2048,16384 (the last
 //! is the one the former model, whose product weight came from the probe steps, sent to
@@ -25,7 +27,7 @@ use saeforge::sae::cpu::CpuEngine;
 use saeforge::sae::engine::{StepEngine, TrainState};
 use saeforge::sae::engine_choice::{Shape, calibrate, probe_config};
 use saeforge::sae::gpu::GpuEngine;
-use saeforge::sae::{SaeParams, TrainConfig};
+use saeforge::sae::{Arch, SaeParams, TrainConfig};
 
 fn step_s(e: &mut dyn StepEngine, cfg: &TrainConfig, x: &[f32]) -> saeforge::Result<f64> {
     e.step(cfg, x, cfg.batch)?;
@@ -40,10 +42,29 @@ fn step_s(e: &mut dyn StepEngine, cfg: &TrainConfig, x: &[f32]) -> saeforge::Res
     Ok(best)
 }
 
+/// The value of `--arch` (default topk).
+fn arch() -> Arch {
+    let args: Vec<String> = std::env::args().collect();
+    let v = args
+        .iter()
+        .position(|a| a == "--arch")
+        .and_then(|i| args.get(i + 1));
+    match v.map(String::as_str) {
+        None | Some("topk") => Arch::Topk,
+        Some("relu") => Arch::Relu,
+        Some("batchtopk") => Arch::Batchtopk,
+        Some("jumprelu") => Arch::Jumprelu,
+        Some("matryoshka") => Arch::Matryoshka,
+        Some(other) => {
+            panic!("--arch {other}: expected relu, topk, batchtopk, jumprelu or matryoshka")
+        }
+    }
+}
+
 fn shapes() -> Vec<Shape> {
     let args: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| !a.starts_with('-'))
+        .filter(|a| !a.starts_with('-') && a.contains(','))
         .collect();
     let given: Vec<Shape> = args
         .iter()
@@ -72,15 +93,28 @@ fn shapes() -> Vec<Shape> {
 fn main() -> saeforge::Result<()> {
     let gpu = Arc::new(Gpu::new(std::env::var("SAEFORGE_ADAPTER").ok().as_deref())?);
     println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
-    let cal = calibrate(&gpu, "bench")?;
+    let arch = arch();
+    let cal = calibrate(&gpu, "bench", arch)?;
     let gpu_fit = cal.gpu.expect("calibrate times the GPU engine's steps");
+    println!("{} steps", arch.name());
     println!("cpu engine: {:?}\ngpu engine: {gpu_fit:?}", cal.cpu);
+    let topk = if arch == Arch::Topk {
+        None
+    } else {
+        let t = calibrate(&gpu, "bench", Arch::Topk)?;
+        let g = t.gpu.expect("calibrate times the GPU engine's steps");
+        println!(
+            "topk model: cpu engine {:?}\ntopk model: gpu engine {g:?}",
+            t.cpu
+        );
+        Some((t.cpu, g))
+    };
     println!(
-        "B, d -> n                cpu model  cpu measured   gpu model  gpu measured  1st stage  pick"
+        "B, d -> n                cpu model  cpu measured   gpu model  gpu measured  1st stage  pick             topk model"
     );
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for s in shapes() {
-        let cfg = probe_config(&s, 32)?;
+        let cfg = probe_config(&s, arch, 32)?;
         let x: Vec<f32> = (0..s.batch * s.d)
             .map(|_| StandardNormal.sample(&mut rng))
             .collect();
@@ -110,8 +144,11 @@ fn main() -> saeforge::Result<()> {
             }
             None => "cpu (does not fit the GPU)".into(),
         };
+        let old = topk.map_or(String::new(), |(c, g)| {
+            format!("{:.1} / {:.1}", c.step_s(&s) * 1e3, g.step_s(&s) * 1e3)
+        });
         println!(
-            "{:<22} {:>10.1} {:>13.1} {:>11.1} {:>13} {first:>10}  {verdict}",
+            "{:<22} {:>10.1} {:>13.1} {:>11.1} {:>13} {first:>10}  {verdict:<16} {old}",
             format!("{}, {} -> {}", s.batch, s.d, s.n),
             mc * 1e3,
             measured_cpu * 1e3,

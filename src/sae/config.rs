@@ -31,6 +31,19 @@ pub enum Arch {
     Matryoshka,
 }
 
+impl Arch {
+    /// The flag's value (`--arch relu`, ...), as serde writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Relu => "relu",
+            Arch::Topk => "topk",
+            Arch::Batchtopk => "batchtopk",
+            Arch::Jumprelu => "jumprelu",
+            Arch::Matryoshka => "matryoshka",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DecoderNorm {

@@ -9,14 +9,17 @@
 //! modelled as
 //!
 //! ```text
-//! t(B, d, n) = c + w_gemm * 2 B d n + w_pre * B n + w_par * d n
+//! t(B, d, n) = c + w_gemm * P * 2 B d n + w_pre * B n + w_par * d n
 //! ```
 //!
-//! (a fixed cost per step, the encoder product, the per-pre-activation work: the top-k
-//! scan and the rest, and the per-parameter work: the optimizer's passes over W_enc and
-//! W_dec). Per engine, `w_gemm` is the engine's own encoder product timed alone at a
-//! mid-sized shape ([`GEMM_PROBE`]), and `c`, `w_pre`, `w_par` are fitted to three short
-//! probes of real training steps on random data ([`calibrate`]). The product is timed on
+//! (a fixed cost per step, the step's P dense products of the encoder's size: 1 for the
+//! top-k family, 5 for relu / jumprelu's dense path, see [`products`]; the
+//! per-pre-activation work: the top-k scan and the rest, and the per-parameter work: the
+//! optimizer's passes over W_enc and W_dec). Per engine, `w_gemm` is the engine's own
+//! encoder product timed alone at a mid-sized shape ([`GEMM_PROBE`]), and `c`, `w_pre`,
+//! `w_par` are fitted to three short probes of real training steps of the run's
+//! architecture on random data ([`calibrate`]), cached per architecture: a relu step is
+//! not a topk step. The product is timed on
 //! its own because in steps small enough to probe quickly it is a few percent of the time:
 //! fitted from the steps, its weight came out anywhere from 0 to the truth on lavapipe, and
 //! a run at d 2048 -> 16384 was then predicted 2.8 s a step on lavapipe (it takes 6.7 s)
@@ -50,7 +53,7 @@ use crate::Result;
 use crate::gpu::{Adapters, Engine, Gpu};
 use crate::reference::gemm::GemmSpec;
 use crate::sae::cpu::CpuEngine;
-use crate::sae::engine::{StepEngine, TrainState};
+use crate::sae::engine::{StepEngine, TrainState, selects_topk};
 use crate::sae::gpu::GpuEngine;
 use crate::sae::{Arch, SaeParams, TrainArgs, TrainConfig};
 
@@ -72,13 +75,24 @@ impl Shape {
     }
 }
 
-/// One engine's step time: `c + w_gemm * 2 B d n + w_pre * B n + w_par * d n` seconds.
+/// One engine's step time: `c + w_gemm * products * 2 B d n + w_pre * B n + w_par * d n`
+/// seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Fit {
     pub c: f64,
     pub w_gemm: f64,
+    /// The (B, d, n) products of a step ([`products`]).
+    pub products: f64,
     pub w_pre: f64,
     pub w_par: f64,
+}
+
+/// The dense (B, d, n) products of a step of `arch` on fresh data: the encoder's alone for
+/// the top-k family (their decode and backward are sparse); five for relu / jumprelu, whose
+/// early steps (and the probes': about half the latents fire on random data) take the dense
+/// path: encode, decode, dz = dy W_dec^T, dW_dec = z^T dy, dW_enc = x^T dpre.
+pub fn products(arch: Arch) -> f64 {
+    if selects_topk(arch) { 1.0 } else { 5.0 }
 }
 
 fn gemm_flops(s: &Shape) -> f64 {
@@ -86,17 +100,17 @@ fn gemm_flops(s: &Shape) -> f64 {
 }
 
 impl Fit {
-    /// From the product's seconds per flop `w_gemm` (measured alone) and three probe step
-    /// times (the [`PROBES`]: a tiny shape, one heavy in pre-activations, one heavy in
-    /// parameters): the probe times less the product's share give three linear equations
-    /// in c, w_pre and w_par, solved exactly (Cramer's rule). Negative terms (noise) are
-    /// clamped to 0.
-    pub fn from_probes(w_gemm: f64, probes: &[(Shape, f64); 3]) -> Fit {
+    /// From the product's seconds per flop `w_gemm` (measured alone), the step's
+    /// `products` and three probe step times (the [`PROBES`]: a tiny shape, one heavy in
+    /// pre-activations, one heavy in parameters): the probe times less the products' share
+    /// give three linear equations in c, w_pre and w_par, solved exactly (Cramer's rule).
+    /// Negative terms (noise) are clamped to 0.
+    pub fn from_probes(w_gemm: f64, products: f64, probes: &[(Shape, f64); 3]) -> Fit {
         let w_gemm = w_gemm.max(0.0);
-        // Rows [1, B n, d n | t - w_gemm 2 B d n].
+        // Rows [1, B n, d n | t - w_gemm products 2 B d n].
         let rows = probes.map(|(s, t)| {
             let (pre, par) = ((s.batch * s.n) as f64, (s.d * s.n) as f64);
-            [1.0, pre, par, t - w_gemm * gemm_flops(&s)]
+            [1.0, pre, par, t - w_gemm * products * gemm_flops(&s)]
         });
         let a = rows.map(|r| [r[0], r[1], r[2]]);
         let det = |m: [[f64; 3]; 3]| {
@@ -116,6 +130,7 @@ impl Fit {
         Fit {
             c: solve(0),
             w_gemm,
+            products,
             w_pre: solve(1),
             w_par: solve(2),
         }
@@ -123,7 +138,7 @@ impl Fit {
 
     pub fn step_s(&self, s: &Shape) -> f64 {
         self.c
-            + self.w_gemm * gemm_flops(s)
+            + self.w_gemm * self.products * gemm_flops(s)
             + self.w_pre * (s.batch * s.n) as f64
             + self.w_par * (s.d * s.n) as f64
     }
@@ -137,14 +152,18 @@ impl Fit {
             .iter()
             .all(|v| v.is_finite() && *v >= 0.0)
             && self.w_gemm > 0.0
+            && self.products >= 1.0
     }
 }
 
-/// The cached calibration of one machine: the CPU engine's fit, the GPU engine's product
-/// alone, the GPU engine's fit once a run needed it, and what they were measured on.
+/// The cached calibration of one machine for one architecture: the CPU engine's fit, the
+/// GPU engine's product alone, the GPU engine's fit once a run needed it, and what they
+/// were measured on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
     pub key: String,
+    /// The architecture whose steps the probes timed (a file per architecture).
+    pub arch: Arch,
     pub cpu: Fit,
     /// Seconds per flop of the GPU engine's encoder product alone, at [`GEMM_PROBE`].
     pub gpu_gemm: f64,
@@ -164,10 +183,11 @@ pub struct Calibration {
 pub const GPU_PRODUCT_MARGIN: f64 = 1.5;
 
 impl Calibration {
-    /// The most tokens per second the GPU engine can train at `shape`: its encoder product
-    /// alone, run [`GPU_PRODUCT_MARGIN`] times faster than measured.
+    /// The most tokens per second the GPU engine can train at `shape`: its step's
+    /// [`products`] alone, run [`GPU_PRODUCT_MARGIN`] times faster than measured.
     pub fn gpu_bound_tokens_per_s(&self, shape: &Shape) -> f64 {
-        let product_s = self.gpu_gemm * gemm_flops(shape) / GPU_PRODUCT_MARGIN;
+        let products = products(self.arch);
+        let product_s = self.gpu_gemm * products * gemm_flops(shape) / GPU_PRODUCT_MARGIN;
         shape.batch as f64 / product_s.max(1e-12)
     }
 
@@ -242,15 +262,20 @@ pub fn choose(adapters: &Adapters, shape: &Shape, cal: Option<&Calibration>) -> 
 /// [`choose`] on a software adapter with a calibration: the two fits, or the CPU engine's
 /// fit against the GPU engine's bound while its steps are not timed.
 fn choose_calibrated(name: &str, shape: &Shape, cal: &Calibration) -> Choice {
-    let shape_s = format!("d {} -> {}, batch {}", shape.d, shape.n, shape.batch);
+    let (arch, Shape { batch, d, n }) = (cal.arch.name(), shape);
+    let shape_s = format!("{arch} d {d} -> {n}, batch {batch}");
     let cpu = cal.cpu.tokens_per_s(shape);
     let Some(gpu_fit) = &cal.gpu else {
         let why = if cal.decided_without_gpu_steps(shape) {
             format!(
                 "device auto: CPU engine (est. {} tok/s) over {name} (at most {} tok/s: its \
-                 encoder product alone) at {shape_s}: software adapter",
+                 {} alone) at {shape_s}: software adapter",
                 kilo(cpu),
-                kilo(cal.gpu_bound_tokens_per_s(shape))
+                kilo(cal.gpu_bound_tokens_per_s(shape)),
+                match products(cal.arch) {
+                    p if p > 1.0 => format!("{p} products"),
+                    _ => "encoder product".to_string(),
+                }
             )
         } else {
             format!("device auto: CPU engine over {name}: software adapter, its steps not timed")
@@ -327,11 +352,13 @@ fn build_identity() -> String {
         .unwrap_or_default()
 }
 
-/// The cache key of a machine: CPU, adapter (name and driver), saeforge's version and build.
-pub fn cache_key(adapter: &str) -> String {
+/// The cache key of a machine and an architecture: CPU, adapter (name and driver), the
+/// architecture the probes train, saeforge's version and build.
+pub fn cache_key(adapter: &str, arch: Arch) -> String {
     format!(
-        "cpu {} | adapter {adapter} | saeforge {} ({})",
+        "cpu {} | adapter {adapter} | arch {} | saeforge {} ({})",
         cpu_description(),
+        arch.name(),
         env!("CARGO_PKG_VERSION"),
         build_identity()
     )
@@ -352,7 +379,7 @@ pub fn load(path: &Path, key: &str) -> Option<Calibration> {
 }
 
 /// Write `cal` to `path` atomically, and remove the calibrations of former builds for the
-/// same CPU and adapter beside it (best effort).
+/// same CPU, adapter and architecture beside it (best effort).
 pub fn store(path: &Path, cal: &Calibration) -> Result<()> {
     let json = serde_json::to_vec_pretty(cal).expect("plain data");
     crate::io::write_atomic(path, &json)?;
@@ -401,14 +428,17 @@ pub const PROBES: [Shape; 3] = [
     },
 ];
 
-/// A topk training configuration at shape `s` with this `k` (the probes take k 16;
-/// `benches/auto.rs` times k 32), otherwise saeforge's defaults.
-pub fn probe_config(s: &Shape, k: usize) -> Result<TrainConfig> {
+/// A training configuration of `arch` at shape `s` with this `k` where the architecture
+/// takes one (the probes take k 16; `benches/auto.rs` times k 32), matryoshka's widths n /
+/// 16, n / 4, n (as `tools/speed` trains it), otherwise saeforge's defaults.
+pub fn probe_config(s: &Shape, arch: Arch, k: usize) -> Result<TrainConfig> {
+    let widths = (arch == Arch::Matryoshka).then(|| vec![s.n / 16, s.n / 4, s.n]);
     let args = TrainArgs {
         out: Some("unused".into()),
-        arch: Some(Arch::Topk),
+        arch: Some(arch),
         d_sae: Some(s.n),
-        k: Some(k),
+        k: selects_topk(arch).then_some(k),
+        matryoshka_widths: widths,
         batch: Some(s.batch),
         steps: Some(1000),
         ..Default::default()
@@ -479,8 +509,8 @@ fn gemm_s_per_flop(gpu: &Gpu, rng: &mut ChaCha8Rng) -> Result<(f64, f64)> {
 }
 
 /// The probe steps' random data and initial state: the same for both engines.
-fn probe_inputs(i: usize, s: &Shape) -> Result<(TrainConfig, Vec<f32>, TrainState)> {
-    let cfg = probe_config(s, 16)?;
+fn probe_inputs(i: usize, s: &Shape, arch: Arch) -> Result<(TrainConfig, Vec<f32>, TrainState)> {
+    let cfg = probe_config(s, arch, 16)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0x5eed + i as u64);
     let x: Vec<f32> = (0..s.batch * s.d)
         .map(|_| StandardNormal.sample(&mut rng))
@@ -490,18 +520,19 @@ fn probe_inputs(i: usize, s: &Shape) -> Result<(TrainConfig, Vec<f32>, TrainStat
 }
 
 /// The calibration's first stage: both engines' encoder products alone ([`GEMM_PROBE`]),
-/// then the CPU engine's training steps (topk) on random data at [`PROBES`].
-pub fn calibrate_first(gpu: &Gpu, key: &str) -> Result<Calibration> {
+/// then the CPU engine's training steps of `arch` on random data at [`PROBES`].
+pub fn calibrate_first(gpu: &Gpu, key: &str, arch: Arch) -> Result<Calibration> {
     let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
     let (cpu_gemm, gpu_gemm) = gemm_s_per_flop(gpu, &mut rng)?;
     let mut cpu_t = [(PROBES[0], 0.0); 3];
     for (i, s) in PROBES.iter().enumerate() {
-        let (cfg, x, st) = probe_inputs(i, s)?;
+        let (cfg, x, st) = probe_inputs(i, s, arch)?;
         cpu_t[i] = (*s, time_steps(&mut CpuEngine::new(st), &cfg, &x)?);
     }
     Ok(Calibration {
         key: key.to_string(),
-        cpu: Fit::from_probes(cpu_gemm, &cpu_t),
+        arch,
+        cpu: Fit::from_probes(cpu_gemm, products(arch), &cpu_t),
         gpu_gemm,
         gpu: None,
         measured_at: std::time::SystemTime::now()
@@ -515,17 +546,17 @@ pub fn calibrate_first(gpu: &Gpu, key: &str) -> Result<Calibration> {
 pub fn calibrate_gpu_steps(gpu: &Arc<Gpu>, cal: &mut Calibration) -> Result<()> {
     let mut gpu_t = [(PROBES[0], 0.0); 3];
     for (i, s) in PROBES.iter().enumerate() {
-        let (cfg, x, st) = probe_inputs(i, s)?;
+        let (cfg, x, st) = probe_inputs(i, s, cal.arch)?;
         let mut g = GpuEngine::new(gpu.clone(), &cfg, &st)?;
         gpu_t[i] = (*s, time_steps(&mut g, &cfg, &x)?);
     }
-    cal.gpu = Some(Fit::from_probes(cal.gpu_gemm, &gpu_t));
+    cal.gpu = Some(Fit::from_probes(cal.gpu_gemm, products(cal.arch), &gpu_t));
     Ok(())
 }
 
 /// Both stages: what `benches/auto.rs` compares with measured steps.
-pub fn calibrate(gpu: &Arc<Gpu>, key: &str) -> Result<Calibration> {
-    let mut cal = calibrate_first(gpu, key)?;
+pub fn calibrate(gpu: &Arc<Gpu>, key: &str, arch: Arch) -> Result<Calibration> {
+    let mut cal = calibrate_first(gpu, key, arch)?;
     calibrate_gpu_steps(gpu, &mut cal)?;
     Ok(cal)
 }
@@ -539,10 +570,10 @@ fn calibration_for(
     name: &str,
     driver: &str,
     filter: Option<&str>,
-    shape: &Shape,
+    (shape, arch): (&Shape, Arch),
     opened: &mut Option<Arc<Gpu>>,
 ) -> Option<Calibration> {
-    let key = cache_key(&format!("{name} {driver}"));
+    let key = cache_key(&format!("{name} {driver}"), arch);
     let dir = cache_dir();
     let path = dir.as_ref().map(|d| cache_file(d, &key));
     let cached = || path.as_ref().and_then(|p| load(p, &key));
@@ -581,7 +612,7 @@ fn calibration_for(
                 "saeforge: --device auto: timing both engines on {name} (about a second, once \
                  per machine; cached in {place})"
             );
-            let cal = calibrate_first(&gpu, &key).map_err(fail).ok()?;
+            let cal = calibrate_first(&gpu, &key, arch).map_err(fail).ok()?;
             save(&cal);
             cal
         }
@@ -609,7 +640,7 @@ pub fn select_for_training(filter: Option<&str>, cfg: &TrainConfig) -> Result<(E
     let mut opened = None;
     let cal = match &adapters {
         Adapters::Software { name, driver } => {
-            calibration_for(name, driver, filter, &shape, &mut opened)
+            calibration_for(name, driver, filter, (&shape, cfg.arch), &mut opened)
         }
         _ => None,
     };

@@ -149,23 +149,13 @@ fn coef(cfg: &TrainConfig) -> String {
     }
 }
 
-fn arch_name(a: Arch) -> &'static str {
-    match a {
-        Arch::Relu => "relu",
-        Arch::Topk => "topk",
-        Arch::Batchtopk => "batchtopk",
-        Arch::Jumprelu => "jumprelu",
-        Arch::Matryoshka => "matryoshka",
-    }
-}
-
 fn row_json(r: &Row, on_front: bool) -> Value {
     let c = r.cfg.as_ref();
     json!({
         "name": r.name,
         "status": r.status,
         "message": r.message,
-        "arch": c.map(|c| arch_name(c.arch)),
+        "arch": c.map(|c| c.arch.name()),
         "k": c.and_then(|c| crate::sae::engine::selects_topk(c.arch).then_some(c.k)),
         "d_sae": c.map(|c| c.d_sae),
         "l1": c.and_then(|c| (c.arch == Arch::Relu).then_some(c.l1)),
@@ -219,7 +209,7 @@ fn markdown(rows: &[Row], front: &[String], state: &SweepState, truth: bool) -> 
             "| {}{star} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.name,
             r.status,
-            c.map(|c| arch_name(c.arch)).unwrap_or("-"),
+            c.map(|c| c.arch.name()).unwrap_or("-"),
             c.filter(|c| crate::sae::engine::selects_topk(c.arch))
                 .map(|c| c.k.to_string())
                 .unwrap_or_else(|| "-".into()),

@@ -17,6 +17,7 @@ fn fit(c: f64, w_gemm: f64, w_pre: f64, w_par: f64) -> Fit {
     Fit {
         c,
         w_gemm,
+        products: 1.0,
         w_pre,
         w_par,
     }
@@ -27,9 +28,11 @@ fn fit(c: f64, w_gemm: f64, w_pre: f64, w_par: f64) -> Fit {
 fn cal() -> Calibration {
     Calibration {
         key: "k".into(),
+        arch: Arch::Topk,
         cpu: Fit {
             c: 0.0,
             w_gemm: 1.0 / 150e9,
+            products: 1.0,
             w_pre: 10e-9,
             w_par: 1e-9,
         },
@@ -37,6 +40,7 @@ fn cal() -> Calibration {
         gpu: Some(Fit {
             c: 0.02,
             w_gemm: 1.0 / 75e9,
+            products: 1.0,
             w_pre: 0.1e-9,
             w_par: 1e-9,
         }),
@@ -72,6 +76,12 @@ fn software_adapter_follows_the_model() {
     let ch = choose(&a, &small, Some(&c));
     assert_eq!(ch.pick, Pick::Cpu, "{}", ch.why);
     assert!(ch.why.contains("est.") && ch.why.contains("software adapter"));
+    // The line names the architecture whose steps the fits are of.
+    assert!(
+        ch.why.contains("at topk d 128 -> 1024, batch 1024"),
+        "{}",
+        ch.why
+    );
     // Large: the CPU's per-element work dominates.
     let large = shape(4096, 512, 16384);
     assert!(gpu.tokens_per_s(&large) > c.cpu.tokens_per_s(&large));
@@ -85,6 +95,7 @@ fn software_adapter_follows_the_model() {
 fn measured_2026_12_05() -> Calibration {
     Calibration {
         key: "k".into(),
+        arch: Arch::Topk,
         cpu: fit(4.85e-4, 5.06e-12, 3.61e-9, 1.04e-8),
         gpu_gemm: 1.86e-11,
         gpu: Some(fit(5.93e-3, 1.86e-11, 4.09e-8, 0.0)),
@@ -145,11 +156,13 @@ fn fit_recovers_a_linear_model() {
     let truth = Fit {
         c: 0.003,
         w_gemm: 1.0 / 100e9,
+        // A relu step's five products: the probes' times less all five leave the rest.
+        products: 5.0,
         w_pre: 1e-9,
         w_par: 3e-9,
     };
     let probes = PROBES.map(|s| (s, truth.step_s(&s)));
-    let f = Fit::from_probes(truth.w_gemm, &probes);
+    let f = Fit::from_probes(truth.w_gemm, truth.products, &probes);
     for (a, b) in [
         (f.c, truth.c),
         (f.w_gemm, truth.w_gemm),
@@ -165,7 +178,7 @@ fn fit_recovers_a_linear_model() {
     // measured one whatever the steps say.
     let mut noisy = probes;
     noisy[2].1 = noisy[1].1 * 0.5;
-    let f = Fit::from_probes(truth.w_gemm, &noisy);
+    let f = Fit::from_probes(truth.w_gemm, truth.products, &noisy);
     assert!(f.is_sane() && f.w_par == 0.0 && f.w_gemm == truth.w_gemm);
 }
 
@@ -211,6 +224,7 @@ fn the_parameter_weight_decides_small_batches() {
     let small = shape(64, 512, 16384);
     let before = Calibration {
         key: "k".into(),
+        arch: Arch::Topk,
         cpu: fit(5.68e-4, 5.70e-12, 3.90e-10, 8.79e-9),
         gpu_gemm: 1.89e-11,
         gpu: Some(fit(7.59e-3, 1.89e-11, 3.07e-8, 0.0)),
@@ -234,7 +248,7 @@ fn bad_cache_files_are_recalibrated_never_a_panic() {
     // snapshot reuses pids) would hold a cache file: start empty.
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let key = cache_key("llvmpipe test");
+    let key = cache_key("llvmpipe test", Arch::Topk);
     let path = cache_file(&dir, &key);
     assert_eq!(load(&path, &key), None, "missing");
     let good = Calibration {
@@ -277,11 +291,21 @@ fn bad_cache_files_are_recalibrated_never_a_panic() {
         key: "cpu elsewhere | adapter x | saeforge 0".into(),
         ..cal()
     };
+    // Another architecture's calibration of the same machine and build stays too.
+    let relu = Calibration {
+        key: cache_key("llvmpipe test", Arch::Relu),
+        arch: Arch::Relu,
+        ..cal()
+    };
+    assert_ne!(relu.key, key);
     let (fp, op) = (cache_file(&dir, &former.key), cache_file(&dir, &other.key));
+    let rp = cache_file(&dir, &relu.key);
     std::fs::write(&fp, serde_json::to_vec(&former).unwrap()).unwrap();
     std::fs::write(&op, serde_json::to_vec(&other).unwrap()).unwrap();
+    std::fs::write(&rp, serde_json::to_vec(&relu).unwrap()).unwrap();
     store(&path, &good).unwrap();
-    assert!(!fp.exists() && op.exists() && path.exists());
+    assert!(!fp.exists() && op.exists() && rp.exists() && path.exists());
+    assert_eq!(load(&rp, &relu.key), Some(relu));
     let text = serde_json::to_string(&good).unwrap();
     let nan = text.replacen("\"c\":0.0", "\"c\":-1.0", 1);
     assert_ne!(nan, text);
@@ -303,4 +327,33 @@ fn bad_cache_files_are_recalibrated_never_a_panic() {
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A relu calibration bounds the GPU engine by its step's five products, not the encoder's
+/// alone, and its line says so.
+#[test]
+fn dense_architectures_count_their_products() {
+    assert_eq!(products(Arch::Topk), 1.0);
+    assert_eq!(products(Arch::Batchtopk), 1.0);
+    assert_eq!(products(Arch::Relu), 5.0);
+    assert_eq!(products(Arch::Jumprelu), 5.0);
+    let s = shape(4096, 512, 16384);
+    let topk = Calibration { gpu: None, ..cal() };
+    let relu = Calibration {
+        arch: Arch::Relu,
+        ..topk.clone()
+    };
+    let ratio = topk.gpu_bound_tokens_per_s(&s) / relu.gpu_bound_tokens_per_s(&s);
+    assert!((ratio - 5.0).abs() < 1e-9, "{ratio}");
+    // The CPU engine's modelled step (150 GFLOP/s, 10 ns per pre-activation) against the
+    // GPU's products at 75 GFLOP/s: decided by the bound for relu.
+    assert!(relu.decided_without_gpu_steps(&s));
+    let ch = choose(&llvmpipe(), &s, Some(&relu));
+    assert_eq!(ch.pick, Pick::Cpu, "{}", ch.why);
+    assert!(
+        ch.why
+            .contains("its 5 products alone) at relu d 512 -> 16384"),
+        "{}",
+        ch.why
+    );
 }
