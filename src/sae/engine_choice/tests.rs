@@ -23,29 +23,25 @@ fn fit(c: f64, w_gemm: f64, w_pre: f64, w_par: f64) -> Fit {
     }
 }
 
-/// A software adapter with a large fixed cost per step and a slower product, against a
-/// CPU engine with no fixed cost and a faster product but slower per-element work.
-fn cal() -> Calibration {
+/// A complete topk calibration of both engines (the GPU engine's product weight its fit's).
+fn both(cpu: Fit, gpu: Fit) -> Calibration {
     Calibration {
         key: "k".into(),
         arch: Arch::Topk,
-        cpu: Fit {
-            c: 0.0,
-            w_gemm: 1.0 / 150e9,
-            products: 1.0,
-            w_pre: 10e-9,
-            w_par: 1e-9,
-        },
-        gpu_gemm: 1.0 / 75e9,
-        gpu: Some(Fit {
-            c: 0.02,
-            w_gemm: 1.0 / 75e9,
-            products: 1.0,
-            w_pre: 0.1e-9,
-            w_par: 1e-9,
-        }),
+        cpu,
+        gpu_gemm: gpu.w_gemm,
+        gpu: Some(gpu),
         measured_at: 0,
     }
+}
+
+/// A software adapter with a large fixed cost per step and a slower product, against a
+/// CPU engine with no fixed cost and a faster product but slower per-element work.
+fn cal() -> Calibration {
+    both(
+        fit(0.0, 1.0 / 150e9, 10e-9, 1e-9),
+        fit(0.02, 1.0 / 75e9, 0.1e-9, 1e-9),
+    )
 }
 
 #[test]
@@ -93,14 +89,10 @@ fn software_adapter_follows_the_model() {
 /// `cargo bench --bench auto`'s calibration on this project's 2-core machine, 2026-12-05
 /// 19:15 UTC.
 fn measured_2026_12_05() -> Calibration {
-    Calibration {
-        key: "k".into(),
-        arch: Arch::Topk,
-        cpu: fit(4.85e-4, 5.06e-12, 3.61e-9, 1.04e-8),
-        gpu_gemm: 1.86e-11,
-        gpu: Some(fit(5.93e-3, 1.86e-11, 4.09e-8, 0.0)),
-        measured_at: 0,
-    }
+    both(
+        fit(4.85e-4, 5.06e-12, 3.61e-9, 1.04e-8),
+        fit(5.93e-3, 1.86e-11, 4.09e-8, 0.0),
+    )
 }
 
 /// The first stage's bound: a GPU step costs at least its product, so wherever the CPU
@@ -222,21 +214,15 @@ fn the_product_weight_decides_wide_inputs() {
 fn the_parameter_weight_decides_small_batches() {
     let a = llvmpipe();
     let small = shape(64, 512, 16384);
-    let before = Calibration {
-        key: "k".into(),
-        arch: Arch::Topk,
-        cpu: fit(5.68e-4, 5.70e-12, 3.90e-10, 8.79e-9),
-        gpu_gemm: 1.89e-11,
-        gpu: Some(fit(7.59e-3, 1.89e-11, 3.07e-8, 0.0)),
-        measured_at: 0,
-    };
+    let before = both(
+        fit(5.68e-4, 5.70e-12, 3.90e-10, 8.79e-9),
+        fit(7.59e-3, 1.89e-11, 3.07e-8, 0.0),
+    );
     assert_eq!(choose(&a, &small, Some(&before)).pick, Pick::Gpu);
-    let after = Calibration {
-        cpu: fit(8.16e-4, 5.18e-12, 9.12e-10, 6.45e-9),
-        gpu_gemm: 1.83e-11,
-        gpu: Some(fit(6.87e-3, 1.83e-11, 2.77e-8, 1.83e-8)),
-        ..before
-    };
+    let after = both(
+        fit(8.16e-4, 5.18e-12, 9.12e-10, 6.45e-9),
+        fit(6.87e-3, 1.83e-11, 2.77e-8, 1.83e-8),
+    );
     let ch = choose(&a, &small, Some(&after));
     assert_eq!(ch.pick, Pick::Cpu, "{}", ch.why);
 }
