@@ -19,8 +19,8 @@
 //! encoder product timed alone at a mid-sized shape ([`GEMM_PROBE`]), and `c`, `w_pre`,
 //! `w_par` are fitted to three short probes of real training steps of the run's
 //! architecture on random data ([`calibrate`]), cached per architecture: a relu step is
-//! not a topk step. The product is timed on
-//! its own because in steps small enough to probe quickly it is a few percent of the time:
+//! not a topk step. The product is timed on its own because in steps small enough to
+//! probe quickly it is a few percent of the time:
 //! fitted from the steps, its weight came out anywhere from 0 to the truth on lavapipe, and
 //! a run at d 2048 -> 16384 was then predicted 2.8 s a step on lavapipe (it takes 6.7 s)
 //! against 4.7 s on the CPU engine (it takes 2.2 s), and went to the slower engine.
@@ -203,7 +203,10 @@ impl Calibration {
     }
 
     fn is_sane(&self) -> bool {
+        let p = products(self.arch);
         self.cpu.is_sane()
+            && self.cpu.products == p
+            && self.gpu.is_none_or(|g| g.products == p)
             && self.gpu_gemm.is_finite()
             && self.gpu_gemm > 0.0
             && self

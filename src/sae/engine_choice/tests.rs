@@ -35,6 +35,20 @@ fn both(cpu: Fit, gpu: Fit) -> Calibration {
     }
 }
 
+/// `cal` as the calibration of `arch`: its fits count that architecture's products.
+fn of_arch(cal: &Calibration, arch: Arch) -> Calibration {
+    let p = |f: Fit| Fit {
+        products: products(arch),
+        ..f
+    };
+    Calibration {
+        arch,
+        cpu: p(cal.cpu),
+        gpu: cal.gpu.map(p),
+        ..cal.clone()
+    }
+}
+
 /// A software adapter with a large fixed cost per step and a slower product, against a
 /// CPU engine with no fixed cost and a faster product but slower per-element work.
 fn cal() -> Calibration {
@@ -265,6 +279,21 @@ fn bad_cache_files_are_recalibrated_never_a_panic() {
     mixed.gpu_gemm *= 2.0;
     store(&path, &mixed).unwrap();
     assert_eq!(load(&path, &key), None, "two product weights");
+    // Fits that count another architecture's products are not this one's.
+    let relu_fits = of_arch(&good, Arch::Relu);
+    let wrong_cpu = Calibration {
+        cpu: relu_fits.cpu,
+        gpu: None,
+        ..good.clone()
+    };
+    let wrong_gpu = Calibration {
+        gpu: relu_fits.gpu,
+        ..good.clone()
+    };
+    for (wrong, what) in [(wrong_cpu, "CPU fit"), (wrong_gpu, "GPU fit")] {
+        store(&path, &wrong).unwrap();
+        assert_eq!(load(&path, &key), None, "{what} of another architecture");
+    }
     store(&path, &good).unwrap();
     assert_eq!(load(&path, "another machine"), None, "other key");
     // A former build's file for the same machine goes when a new one is stored; another
@@ -280,8 +309,7 @@ fn bad_cache_files_are_recalibrated_never_a_panic() {
     // Another architecture's calibration of the same machine and build stays too.
     let relu = Calibration {
         key: cache_key("llvmpipe test", Arch::Relu),
-        arch: Arch::Relu,
-        ..cal()
+        ..of_arch(&cal(), Arch::Relu)
     };
     assert_ne!(relu.key, key);
     let (fp, op) = (cache_file(&dir, &former.key), cache_file(&dir, &other.key));
@@ -325,10 +353,7 @@ fn dense_architectures_count_their_products() {
     assert_eq!(products(Arch::Jumprelu), 5.0);
     let s = shape(4096, 512, 16384);
     let topk = Calibration { gpu: None, ..cal() };
-    let relu = Calibration {
-        arch: Arch::Relu,
-        ..topk.clone()
-    };
+    let relu = of_arch(&topk, Arch::Relu);
     let ratio = topk.gpu_bound_tokens_per_s(&s) / relu.gpu_bound_tokens_per_s(&s);
     assert!((ratio - 5.0).abs() < 1e-9, "{ratio}");
     // The CPU engine's modelled step (150 GFLOP/s, 10 ns per pre-activation) against the
