@@ -49,16 +49,9 @@ fn arch() -> Arch {
         .iter()
         .position(|a| a == "--arch")
         .and_then(|i| args.get(i + 1));
-    match v.map(String::as_str) {
-        None | Some("topk") => Arch::Topk,
-        Some("relu") => Arch::Relu,
-        Some("batchtopk") => Arch::Batchtopk,
-        Some("jumprelu") => Arch::Jumprelu,
-        Some("matryoshka") => Arch::Matryoshka,
-        Some(other) => {
-            panic!("--arch {other}: expected relu, topk, batchtopk, jumprelu or matryoshka")
-        }
-    }
+    v.map_or(Arch::Topk, |v| {
+        <Arch as clap::ValueEnum>::from_str(v, false).unwrap_or_else(|e| panic!("--arch {v}: {e}"))
+    })
 }
 
 fn shapes() -> Vec<Shape> {

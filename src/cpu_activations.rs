@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use crate::cpu_reduce::COLS_PER_TASK;
 use crate::reference::activations::{self as reference, ThresholdWindow};
+use crate::reference::check;
 
 /// Entries per rayon task of the elementwise passes.
 const ENTRIES_PER_TASK: usize = 1 << 15;
@@ -44,9 +45,9 @@ pub fn relu_backward(pre: &[f32], dz: &[f32], dpre: &mut [f32]) {
 /// `jumprelu_row`.
 /// pre: (rows, n), log_theta: (n) -> z: (rows, n)
 pub fn jumprelu_forward(pre: &[f32], rows: usize, n: usize, log_theta: &[f32], z: &mut [f32]) {
-    assert_eq!(pre.len(), rows * n, "jumprelu_forward: pre length");
-    assert_eq!(log_theta.len(), n, "jumprelu_forward: log_theta length");
-    assert_eq!(z.len(), rows * n, "jumprelu_forward: z length");
+    check("jumprelu_forward", "pre", pre.len(), rows * n);
+    check("jumprelu_forward", "log_theta", log_theta.len(), n);
+    check("jumprelu_forward", "z", z.len(), rows * n);
     let theta: Vec<f32> = log_theta.iter().map(|l| l.exp()).collect();
     let task = (ENTRIES_PER_TASK / n.max(1)).max(1) * n.max(1);
     z.par_chunks_mut(task)
@@ -74,11 +75,7 @@ pub fn jumprelu_backward(
     dpre: &mut [f32],
     dlog_theta: &mut [f32],
 ) {
-    assert_eq!(pre.len(), rows * n, "jumprelu_backward: pre length");
-    assert_eq!(dz.len(), rows * n, "jumprelu_backward: dz length");
-    assert_eq!(log_theta.len(), n, "jumprelu_backward: log_theta length");
-    assert_eq!(dpre.len(), rows * n, "jumprelu_backward: dpre length");
-    assert_eq!(dlog_theta.len(), n, "jumprelu_backward: dlog_theta length");
+    reference::check_jumprelu_backward(pre, dz, rows, n, log_theta, dpre, dlog_theta);
     let windows: Vec<ThresholdWindow> = log_theta
         .iter()
         .map(|&l| ThresholdWindow::new(l, eps, l0_scale))

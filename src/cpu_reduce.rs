@@ -26,6 +26,7 @@
 
 use rayon::prelude::*;
 
+use crate::reference::check;
 use crate::reference::reduce as reference;
 
 /// Rows per rayon task.
@@ -37,8 +38,8 @@ const LANES: usize = 8;
 /// [`crate::reference::reduce::row_norms`], rows in parallel, eight side by side.
 /// w: (n, d) -> norms: (n)
 pub fn row_norms(w: &[f32], n: usize, d: usize, norms: &mut [f32]) {
-    assert_eq!(w.len(), n * d, "row_norms: w length");
-    assert_eq!(norms.len(), n, "row_norms: norms length");
+    check("row_norms", "w", w.len(), n * d);
+    check("row_norms", "norms", norms.len(), n);
     if d == 0 {
         norms.fill(0.0);
         return;
@@ -56,8 +57,8 @@ pub(crate) const COLS_PER_TASK: usize = 256;
 /// (accumulate ? out[j] : 0) + the sum over rows in order of a[r, j] (f32, from 0).
 /// a: (rows, cols) -> out: (cols)
 pub fn col_sum(a: &[f32], rows: usize, cols: usize, out: &mut [f32], accumulate: bool) {
-    assert_eq!(a.len(), rows * cols, "col_sum: a length");
-    assert_eq!(out.len(), cols, "col_sum: out length");
+    check("col_sum", "a", a.len(), rows * cols);
+    check("col_sum", "out", out.len(), cols);
     out.par_chunks_mut(COLS_PER_TASK)
         .enumerate()
         .for_each(|(t, out)| {
@@ -89,9 +90,9 @@ pub fn dense_stats(
     fired: &mut [u32],
     metrics: &mut [f32],
 ) {
-    assert_eq!(z.len(), rows * n, "dense_stats: z length");
-    assert_eq!(norms.len(), n, "dense_stats: norms length");
-    assert_eq!(fired.len(), n, "dense_stats: fired length");
+    check("dense_stats", "z", z.len(), rows * n);
+    check("dense_stats", "norms", norms.len(), n);
+    check("dense_stats", "fired", fired.len(), n);
     let l1_chain = || {
         let mut l1 = 0.0f64;
         // Each block's terms first (+0.0 where z <= 0), in a pass without branches (as
@@ -193,9 +194,9 @@ fn l1_terms_avx2(v: &[f32], w: &[f32], out: &mut [f64; TERMS]) {
 /// z[r, i] > 0), rows in parallel.
 /// z: (rows, n), norms: (n) -> dz: (rows, n), accumulated
 pub fn l1_backward(z: &[f32], rows: usize, n: usize, norms: &[f32], scale: f32, dz: &mut [f32]) {
-    assert_eq!(z.len(), rows * n, "l1_backward: z length");
-    assert_eq!(dz.len(), rows * n, "l1_backward: dz length");
-    assert_eq!(norms.len(), n, "l1_backward: norms length");
+    check("l1_backward", "z", z.len(), rows * n);
+    check("l1_backward", "dz", dz.len(), rows * n);
+    check("l1_backward", "norms", norms.len(), n);
     let task = DENSE_ROWS_PER_TASK * n.max(1);
     dz.par_chunks_mut(task)
         .zip(z.par_chunks(task))

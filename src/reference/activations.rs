@@ -1,5 +1,7 @@
 //! CPU twins of shaders/activations.wgsl.
 
+use super::check;
+
 /// z = max(pre, 0).
 pub fn relu_forward(pre: &[f32], z: &mut [f32]) {
     for (z, &p) in z.iter_mut().zip(pre) {
@@ -17,9 +19,9 @@ pub fn relu_backward(pre: &[f32], dz: &[f32], dpre: &mut [f32]) {
 /// JumpReLU: z[r, i] = pre[r, i] * [pre[r, i] > theta_i], theta = exp(log_theta).
 /// pre: (rows, n), log_theta: (n) -> z: (rows, n)
 pub fn jumprelu_forward(pre: &[f32], rows: usize, n: usize, log_theta: &[f32], z: &mut [f32]) {
-    assert_eq!(pre.len(), rows * n, "jumprelu_forward: pre");
-    assert_eq!(log_theta.len(), n, "jumprelu_forward: log_theta");
-    assert_eq!(z.len(), rows * n, "jumprelu_forward: z");
+    check("jumprelu_forward", "pre", pre.len(), rows * n);
+    check("jumprelu_forward", "log_theta", log_theta.len(), n);
+    check("jumprelu_forward", "z", z.len(), rows * n);
     let theta: Vec<f32> = log_theta.iter().map(|l| l.exp()).collect();
     for r in 0..rows {
         jumprelu_row(&pre[r * n..(r + 1) * n], &theta, &mut z[r * n..(r + 1) * n]);
@@ -56,11 +58,7 @@ pub fn jumprelu_backward(
     dpre: &mut [f32],
     dlog_theta: &mut [f32],
 ) {
-    assert_eq!(pre.len(), rows * n, "jumprelu_backward: pre");
-    assert_eq!(dz.len(), rows * n, "jumprelu_backward: dz");
-    assert_eq!(log_theta.len(), n, "jumprelu_backward: log_theta");
-    assert_eq!(dpre.len(), rows * n, "jumprelu_backward: dpre");
-    assert_eq!(dlog_theta.len(), n, "jumprelu_backward: dlog_theta");
+    check_jumprelu_backward(pre, dz, rows, n, log_theta, dpre, dlog_theta);
     for i in 0..n {
         let w = ThresholdWindow::new(log_theta[i], eps, l0_scale);
         let mut acc = 0.0f32;
@@ -72,6 +70,24 @@ pub fn jumprelu_backward(
         }
         dlog_theta[i] = w.theta * acc;
     }
+}
+
+/// The argument checks of [`jumprelu_backward`], which its CPU engine twin makes too.
+pub(crate) fn check_jumprelu_backward(
+    pre: &[f32],
+    dz: &[f32],
+    rows: usize,
+    n: usize,
+    log_theta: &[f32],
+    dpre: &[f32],
+    dlog_theta: &[f32],
+) {
+    let k = "jumprelu_backward";
+    check(k, "pre", pre.len(), rows * n);
+    check(k, "dz", dz.len(), rows * n);
+    check(k, "log_theta", log_theta.len(), n);
+    check(k, "dpre", dpre.len(), rows * n);
+    check(k, "dlog_theta", dlog_theta.len(), n);
 }
 
 /// One latent's JumpReLU threshold pseudo-gradient (the dense [`jumprelu_backward`] and

@@ -15,3 +15,12 @@ pub mod sparse;
 pub mod topk;
 pub mod toy;
 pub mod toy_mlp;
+
+/// The length check of the twins' slices (the fast CPU twins in `crate::cpu_*` make the
+/// same ones, with the same message): `kernel`'s `name` has `len` elements, `want` expected.
+pub(crate) fn check(kernel: &str, name: &str, len: usize, want: usize) {
+    assert_eq!(
+        len, want,
+        "{kernel}: {name} has {len} elements, expected {want}"
+    );
+}

@@ -10,6 +10,8 @@
 //!
 //! Dimensions are passed explicitly; slices must have exactly the lengths the shapes give.
 
+use super::check;
+
 /// Number of f32 values in the metrics buffer.
 pub const METRIC_SLOTS: usize = 16;
 
@@ -31,13 +33,6 @@ pub mod slot {
     pub const LEVEL_SSE: u32 = 8;
     /// Levels the metrics hold (slots LEVEL_SSE..LEVEL_SSE + MAX_LEVELS).
     pub const MAX_LEVELS: usize = 8;
-}
-
-fn check(kernel: &str, name: &str, len: usize, want: usize) {
-    assert_eq!(
-        len, want,
-        "{kernel}: {name} has {len} elements, expected {want}"
-    );
 }
 
 /// out[r, j] = x[r, j] - b[j].

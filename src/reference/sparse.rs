@@ -34,8 +34,8 @@ pub(crate) fn check_gather(
     len: usize,
     want: usize,
 ) {
-    assert_eq!(lat_ptr.len(), n + 1, "{what}: lat_ptr length");
-    assert_eq!(len, want, "{what}: {out} length");
+    super::check(what, "lat_ptr", lat_ptr.len(), n + 1);
+    super::check(what, out, len, want);
 }
 
 /// x_hat[b, :] = (b_dec or 0) + sum over s in row_ptr[b]..row_ptr[b+1] (ascending) of
