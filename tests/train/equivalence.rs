@@ -54,10 +54,11 @@ pub fn config(
         lr: Some(1e-3),
         lr_warmup: Some(2),
         sparsity_warmup: Some(3),
-        // Dead after two steps without firing, so AuxK has work within the run; after one
-        // when annealing, where k is small only in the last steps (with two, a seed such
-        // as 8528962328501375864 left batchtopk_chunked_anneal with no latent dead).
-        dead_tokens: Some(if anneal { rows } else { 2 * rows } as u64),
+        // Dead after one step without firing, so AuxK has work within the run (with two,
+        // seeds such as 8528962328501375864 left batchtopk_chunked_anneal, where k is small
+        // only in the last steps, and 4762273021780241020 left batchtopk_36x300x70 with no
+        // latent dead).
+        dead_tokens: Some(rows as u64),
         ..Default::default()
     };
     TrainConfig::resolve(&args, d, 100_000).unwrap()
