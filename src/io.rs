@@ -1,6 +1,7 @@
 //! Atomic output: every file is written to a temporary name in its final folder and renamed
 //! into place, so a crash (or a full disk) never leaves a half-written file behind.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,10 +21,18 @@ fn temp_name(path: &Path) -> PathBuf {
 
 /// Write `bytes` to `path` atomically (temp file in the same folder, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_parts(path, &[bytes])
+}
+
+/// [`write_atomic`] of the concatenation of `parts`, written one after the other (a large
+/// file is never gathered into one buffer first).
+fn write_atomic_parts(path: &Path, parts: &[&[u8]]) -> Result<()> {
     let tmp = temp_name(path);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        for part in parts {
+            f.write_all(part)?;
+        }
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         sync_parent(path);
@@ -273,46 +282,54 @@ pub fn create_dir(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))
 }
 
-/// A tensor to write: name, shape and its little-endian bytes in `dtype`.
-pub struct OutTensor {
+/// A tensor to write: name, shape and its little-endian bytes in `dtype`, borrowed from
+/// the data where they are its bytes as they are (a checkpoint's 1.6 GB at 2048 -> 32768
+/// is not copied to be written).
+pub struct OutTensor<'a> {
     pub name: String,
     pub dtype: Dtype,
     pub shape: Vec<usize>,
-    pub bytes: Vec<u8>,
+    pub bytes: Cow<'a, [u8]>,
 }
 
-impl OutTensor {
+impl<'a> OutTensor<'a> {
     /// `data`'s bytes as they are, stored as `dtype`.
-    fn of<T: bytemuck::Pod>(name: &str, dtype: Dtype, shape: &[usize], data: &[T]) -> Self {
+    fn of<T: bytemuck::Pod>(name: &str, dtype: Dtype, shape: &[usize], data: &'a [T]) -> Self {
         OutTensor {
             name: name.into(),
             dtype,
             shape: shape.to_vec(),
-            bytes: bytemuck::cast_slice(data).to_vec(),
+            bytes: Cow::Borrowed(bytemuck::cast_slice(data)),
         }
     }
-    pub fn f32(name: &str, shape: &[usize], data: &[f32]) -> Self {
+    pub fn f32(name: &str, shape: &[usize], data: &'a [f32]) -> Self {
         Self::of(name, Dtype::F32, shape, data)
     }
-    pub fn u32(name: &str, shape: &[usize], data: &[u32]) -> Self {
+    pub fn u32(name: &str, shape: &[usize], data: &'a [u32]) -> Self {
         Self::of(name, Dtype::U32, shape, data)
     }
-    pub fn i64(name: &str, shape: &[usize], data: &[i64]) -> Self {
+    pub fn i64(name: &str, shape: &[usize], data: &'a [i64]) -> Self {
         Self::of(name, Dtype::I64, shape, data)
     }
-    pub fn i32(name: &str, shape: &[usize], data: &[i32]) -> Self {
+    pub fn i32(name: &str, shape: &[usize], data: &'a [i32]) -> Self {
         Self::of(name, Dtype::I32, shape, data)
     }
-    /// f32 data stored as f32, f16 or bf16.
-    pub fn float(name: &str, shape: &[usize], data: &[f32], dtype: Dtype) -> Self {
+    /// f32 data stored as f32, f16 or bf16 (the half-precision bytes converted, owned).
+    pub fn float(name: &str, shape: &[usize], data: &'a [f32], dtype: Dtype) -> Self {
+        let owned = |bytes: &[u8]| OutTensor {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+            bytes: Cow::Owned(bytes.to_vec()),
+        };
         match dtype {
             Dtype::F16 => {
                 let h: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
-                Self::of(name, dtype, shape, &h)
+                owned(bytemuck::cast_slice(&h))
             }
             Dtype::BF16 => {
                 let h: Vec<half::bf16> = data.iter().map(|&x| half::bf16::from_f32(x)).collect();
-                Self::of(name, dtype, shape, &h)
+                owned(bytemuck::cast_slice(&h))
             }
             _ => Self::of(name, dtype, shape, data),
         }
@@ -326,7 +343,7 @@ pub fn write_safetensors(
     tensors: &[OutTensor],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
-    write_safetensors_digest(path, tensors, metadata).map(|_| ())
+    write_sealed(path, tensors, metadata, false).map(|_| ())
 }
 
 /// [`write_safetensors`], returning the digest of the whole file as written.
@@ -335,53 +352,59 @@ pub fn write_safetensors_digest(
     tensors: &[OutTensor],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<String> {
+    write_sealed(path, tensors, metadata, true).map(|d| d.expect("asked for"))
+}
+
+/// The file `safetensors::serialize` would make of `tensors` (its layout: data by descending
+/// dtype, then by name), its header's keys sorted (safetensors serialises the metadata from
+/// a HashMap, in an order that changes from process to process, so the same tensors and
+/// metadata always give the same bytes), written part by part: the header, then each
+/// tensor's bytes where they are. With `whole`, the digest of the file's bytes.
+fn write_sealed(
+    path: &Path,
+    tensors: &[OutTensor],
+    metadata: Option<HashMap<String, String>>,
+    whole: bool,
+) -> Result<Option<String>> {
+    use safetensors::tensor::{Metadata, TensorInfo};
+    let internal = |e: String| Error::Internal(format!("{}: {e}", path.display()));
+    let mut order: Vec<&OutTensor> = tensors.iter().collect();
+    order.sort_by(|a, b| b.dtype.cmp(&a.dtype).then(a.name.cmp(&b.name)));
+    let mut infos = Vec::with_capacity(order.len());
+    let mut offset = 0;
+    for t in &order {
+        // The length check of safetensors' own views.
+        TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
+            .map_err(|e| internal(format!("tensor {}: {e}", t.name)))?;
+        let info = TensorInfo {
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            data_offsets: (offset, offset + t.bytes.len()),
+        };
+        offset += t.bytes.len();
+        infos.push((t.name.clone(), info));
+    }
     let sealed: Vec<(&str, Dtype, &[usize], String)> = tensors
         .iter()
         .map(|t| {
-            (
-                t.name.as_str(),
-                t.dtype,
-                t.shape.as_slice(),
-                crate::digest::of(&t.bytes),
-            )
+            let digest = crate::digest::of(&t.bytes);
+            (t.name.as_str(), t.dtype, t.shape.as_slice(), digest)
         })
         .collect();
     let metadata = Some(crate::digest::seal(metadata, &sealed));
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|t| {
-            TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
-                .map(|v| (t.name.clone(), v))
-                .map_err(|e| Error::Internal(format!("{}: tensor {}: {e}", path.display(), t.name)))
-        })
-        .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, metadata)
-        .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
-    let bytes = sorted_header(path, bytes)?;
-    write_atomic(path, &bytes)?;
-    Ok(crate::digest::of(&bytes))
-}
-
-/// The same safetensors file with its header's keys sorted (safetensors serialises the
-/// metadata from a HashMap, in an order that changes from process to process), so that the
-/// same tensors and metadata always give the same bytes.
-fn sorted_header(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
-    let bad = |e: String| {
-        Error::Internal(format!(
-            "{}: re-serialising the header: {e}",
-            path.display()
-        ))
-    };
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let v: serde_json::Value =
-        serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| bad(e.to_string()))?;
-    let mut header = crate::digest::canonical_json(&v).into_bytes();
+    let header = Metadata::new(metadata, infos).map_err(|e| internal(e.to_string()))?;
+    let header = serde_json::to_value(&header).map_err(|e| internal(e.to_string()))?;
+    let mut header = crate::digest::canonical_json(&header).into_bytes();
     header.resize(header.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + header.len() + bytes.len() - 8 - n);
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&bytes[8 + n..]);
-    Ok(out)
+    let len = (header.len() as u64).to_le_bytes();
+    let mut parts: Vec<&[u8]> = vec![&len, &header];
+    parts.extend(order.iter().map(|t| &t.bytes[..]));
+    write_atomic_parts(path, &parts)?;
+    Ok(whole.then(|| {
+        let mut d = crate::digest::Stream::new();
+        parts.iter().for_each(|p| d.update(p));
+        d.finish()
+    }))
 }
 
 /// Write JSON atomically (pretty-printed, newline-terminated).
@@ -622,5 +645,70 @@ mod disk_tests {
             "{m}"
         );
         assert!(super::check_disk_space("y", Path::new("."), 1, "x").is_ok());
+    }
+}
+
+#[cfg(test)]
+mod safetensors_tests {
+    use std::collections::HashMap;
+
+    use safetensors::Dtype;
+    use safetensors::tensor::TensorView;
+
+    use super::OutTensor;
+
+    /// The file as it was made before the writer went part by part: safetensors' own
+    /// `serialize` into one buffer, then the header re-serialised with sorted keys.
+    fn serialized(tensors: &[OutTensor], metadata: HashMap<String, String>) -> Vec<u8> {
+        let views: Vec<(String, TensorView)> = tensors
+            .iter()
+            .map(|t| {
+                let v = TensorView::new(t.dtype, t.shape.clone(), &t.bytes).unwrap();
+                (t.name.clone(), v)
+            })
+            .collect();
+        let bytes = safetensors::serialize(views, Some(metadata)).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let v: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let mut header = crate::digest::canonical_json(&v).into_bytes();
+        header.resize(header.len().next_multiple_of(8), b' ');
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&bytes[8 + n..]);
+        out
+    }
+
+    /// Tensors of three dtypes whose names and dtypes order differently, with metadata: the
+    /// same bytes as safetensors' layout gives, and the digest of those bytes.
+    #[test]
+    fn written_part_by_part_as_serialize_lays_it_out() {
+        let (a, b, c) = ([1.5f32, -2.0, 3.25], [7u32, 8], [-1i64, 2, -3, 4]);
+        let tensors = [
+            OutTensor::f32("zeta", &[3], &a),
+            OutTensor::u32("alpha", &[2, 1], &b),
+            OutTensor::i64("mid", &[2, 2], &c),
+            OutTensor::float("half", &[3], &a, Dtype::F16),
+            OutTensor::f32("empty", &[0], &[]),
+        ];
+        let md = HashMap::from([("k".to_string(), "v".to_string())]);
+        let dir = std::env::temp_dir().join(format!("saeforge-io-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.safetensors");
+        let digest = super::write_safetensors_digest(&path, &tensors, Some(md.clone())).unwrap();
+        let got = std::fs::read(&path).unwrap();
+        let sealed: Vec<(&str, Dtype, &[usize], String)> = (tensors.iter())
+            .map(|t| {
+                (
+                    t.name.as_str(),
+                    t.dtype,
+                    &t.shape[..],
+                    crate::digest::of(&t.bytes),
+                )
+            })
+            .collect();
+        let want = serialized(&tensors, crate::digest::seal(Some(md), &sealed));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(got == want, "the file differs from serialize's layout");
+        assert_eq!(digest, crate::digest::of(&got));
     }
 }

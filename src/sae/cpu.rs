@@ -55,6 +55,7 @@
 mod scratch;
 mod update;
 pub use scratch::Scratch;
+use std::borrow::Cow;
 use update::optimizer;
 
 use crate::blas::gemm;
@@ -691,7 +692,7 @@ impl StepEngine for CpuEngine {
         }
         Ok((m, self.st.grad_norm))
     }
-    fn state(&mut self) -> Result<TrainState> {
-        Ok(self.st.clone())
+    fn state(&mut self) -> Result<Cow<'_, TrainState>> {
+        Ok(Cow::Borrowed(&self.st))
     }
 }

@@ -3,6 +3,8 @@
 //! capacity both engines give a step's codes. `cpu.rs` and `gpu.rs` implement the trait
 //! with the same stages in the same order; `train.rs` alone picks which one runs.
 
+use std::borrow::Cow;
+
 use super::params::ParamSet;
 use super::{Arch, SaeParams, TrainConfig};
 use crate::Result;
@@ -15,8 +17,10 @@ pub trait StepEngine {
     fn step(&mut self, cfg: &TrainConfig, x: &[f32], rows: usize) -> Result<()>;
     /// Read the metric sums since the last call and reset them; also the last grad norm.
     fn take_metrics(&mut self) -> Result<(Vec<f32>, f32)>;
-    /// The whole state, for checkpoints and the export.
-    fn state(&mut self) -> Result<TrainState>;
+    /// The whole state, for checkpoints and the export: borrowed where the engine keeps it
+    /// in host memory (the CPU engine: a checkpoint at 2048 -> 32768 does not copy its 1.6
+    /// GB first), read back otherwise.
+    fn state(&mut self) -> Result<Cow<'_, TrainState>>;
     /// The engine itself, for the callers that need one kind: `as_gpu` (a sweep records
     /// several steps into one submission) and `as_cpu` (`train --profile` times its
     /// stages), defined beside each engine so that this trait names neither.

@@ -181,7 +181,7 @@ impl SaeModel {
         }
     }
 
-    fn tensors(&self) -> Vec<OutTensor> {
+    fn tensors(&self) -> Vec<OutTensor<'_>> {
         let mut t = vec![
             OutTensor::f32("W_enc", &[self.d, self.n], &self.w_enc),
             OutTensor::f32("W_dec", &[self.n, self.out_dim()], &self.w_dec),

@@ -135,8 +135,9 @@ pub fn save(m: &SaeModel, dir: &Path) -> Result<()> {
     let k = check(m, dir)?;
     let (d, n) = (m.d, m.n);
     crate::io::create_dir(dir)?;
+    let encoder = transpose(&m.w_enc, d, n);
     let mut tensors = vec![
-        OutTensor::f32("encoder.weight", &[n, d], &transpose(&m.w_enc, d, n)),
+        OutTensor::f32("encoder.weight", &[n, d], &encoder),
         OutTensor::f32("encoder.bias", &[n], &m.b_enc),
         OutTensor::f32("W_dec", &[n, d], &m.w_dec),
         OutTensor::f32("b_dec", &[d], &m.b_dec),

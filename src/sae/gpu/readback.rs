@@ -1,6 +1,8 @@
 //! The GPU engine as a [`StepEngine`]: the step, and the readbacks of the metric sums and
 //! of the whole training state (the only reads from the device).
 
+use std::borrow::Cow;
+
 use super::GpuEngine;
 use crate::Result;
 use crate::gpu::GpuTensor;
@@ -36,7 +38,7 @@ impl StepEngine for GpuEngine {
         Ok((m, clip[1]))
     }
 
-    fn state(&mut self) -> Result<TrainState> {
+    fn state(&mut self) -> Result<Cow<'_, TrainState>> {
         let g = &*self.gpu;
         let jump = self.cfg.arch == Arch::Jumprelu;
         let read = |set: &ParamSet<GpuTensor>| -> Result<_> {
@@ -46,7 +48,7 @@ impl StepEngine for GpuEngine {
             }
             Ok(host)
         };
-        Ok(TrainState {
+        Ok(Cow::Owned(TrainState {
             params: read(&self.params)?,
             moments: Moments {
                 m: read(&self.m)?,
@@ -58,6 +60,6 @@ impl StepEngine for GpuEngine {
             threshold: g.read_f32(&self.thr_state)?[0],
             metrics: g.read_f32(&self.metrics)?,
             grad_norm: g.read_f32(&self.clip)?[1],
-        })
+        }))
     }
 }

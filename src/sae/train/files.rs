@@ -116,7 +116,7 @@ pub(super) fn diverged_note(cfg: &TrainConfig, last: Option<u64>) -> String {
 /// step `last`, stays and the run stops as diverged). A failed write (disk full) leaves the
 /// previous checkpoint in place too.
 pub(super) fn write_checkpoint(
-    st: TrainState,
+    st: &TrainState,
     cfg: &TrainConfig,
     batches: u64,
     scale: f32,
@@ -131,15 +131,7 @@ pub(super) fn write_checkpoint(
         )));
     }
     let step = st.step;
-    Checkpoint {
-        state: st,
-        batches,
-        scale,
-        config: cfg.clone(),
-        data: data.to_vec(),
-    }
-    .save(&cfg.out)
-    .map_err(|e| {
+    Checkpoint::save(&cfg.out, st, batches, scale, cfg, data).map_err(|e| {
         e.with_hint(format!(
             "could not write the checkpoint at step {step}; {}",
             checkpoint_note(cfg, last)

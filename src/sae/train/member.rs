@@ -281,31 +281,28 @@ impl Member {
 
     /// Write a checkpoint at this step unless the one on disk is at it already.
     pub fn checkpoint(&mut self) -> Result<()> {
-        if self.last_checkpoint != Some(self.step) {
-            let st = self.state()?;
-            self.write_state(st)?;
-            self.last_checkpoint = Some(self.step);
+        if self.last_checkpoint == Some(self.step) {
+            return Ok(());
         }
+        self.checkpoint_and(|_, _, _| Ok(()))
+    }
+
+    /// The engine's state (borrowed from the CPU engine, read back from the GPU engine),
+    /// written as this member's checkpoint (see `write_checkpoint`) unless the one on disk
+    /// is at this step, then handed to `and` with the config and the input scale (the
+    /// export at the end of a run): one readback for both.
+    fn checkpoint_and(
+        &mut self,
+        and: impl FnOnce(&TrainConfig, &TrainState, f32) -> Result<()>,
+    ) -> Result<()> {
+        let (cfg, last) = (&self.cfg, self.last_checkpoint);
+        let st = (self.engine.state()).map_err(|e| e.with_hint(checkpoint_note(cfg, last)))?;
+        if last != Some(self.step) {
+            write_checkpoint(&st, cfg, self.consumed, self.scale, last, &self.prints)?;
+        }
+        and(cfg, &st, self.scale)?;
+        self.last_checkpoint = Some(self.step);
         Ok(())
-    }
-
-    /// The engine's state (for a checkpoint or the export).
-    fn state(&mut self) -> Result<TrainState> {
-        self.engine
-            .state()
-            .map_err(|e| e.with_hint(checkpoint_note(&self.cfg, self.last_checkpoint)))
-    }
-
-    /// Write `st` as this member's checkpoint (see `write_checkpoint`).
-    fn write_state(&self, st: TrainState) -> Result<()> {
-        write_checkpoint(
-            st,
-            &self.cfg,
-            self.consumed,
-            self.scale,
-            self.last_checkpoint,
-            &self.prints,
-        )
     }
 
     /// The stream failed before this member's next step: keep what was trained (a
@@ -357,20 +354,19 @@ impl Member {
         skipped_rows: u64,
     ) -> Result<TrainOutcome> {
         self.finish_progress();
-        let st = self.state()?;
-        let cfg = &self.cfg;
         let step = self.step;
-        if self.last_checkpoint != Some(step) {
-            self.write_state(st.clone())?;
-        }
-        if !interrupted {
-            export(cfg, &st, self.scale).map_err(|e| {
+        self.checkpoint_and(|cfg, st, scale| {
+            if interrupted {
+                return Ok(());
+            }
+            export(cfg, st, scale).map_err(|e| {
                 e.with_hint(format!(
                     "the final checkpoint (step {step}) was written; export again with: saeforge train --resume {}",
                     cfg.out.display()
                 ))
-            })?;
-        }
+            })
+        })?;
+        let cfg = &self.cfg;
         Ok(TrainOutcome {
             out: cfg.out.clone(),
             steps: step,
