@@ -54,8 +54,10 @@
 
 mod scratch;
 mod update;
-pub use scratch::Scratch;
+
 use std::borrow::Cow;
+
+pub use scratch::Scratch;
 use update::optimizer;
 
 use crate::blas::gemm;

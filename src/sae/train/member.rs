@@ -296,7 +296,10 @@ impl Member {
         and: impl FnOnce(&TrainConfig, &TrainState, f32) -> Result<()>,
     ) -> Result<()> {
         let (cfg, last) = (&self.cfg, self.last_checkpoint);
-        let st = (self.engine.state()).map_err(|e| e.with_hint(checkpoint_note(cfg, last)))?;
+        let st = self
+            .engine
+            .state()
+            .map_err(|e| e.with_hint(checkpoint_note(cfg, last)))?;
         if last != Some(self.step) {
             write_checkpoint(&st, cfg, self.consumed, self.scale, last, &self.prints)?;
         }
