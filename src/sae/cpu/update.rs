@@ -76,18 +76,24 @@ pub(super) fn optimizer(cfg: &TrainConfig, st: &mut TrainState, g: &Grads, sc: &
     st.grad_norm = clip[1];
 
     let h = &sc.adam(cfg, st.step);
+    // Before the first optimizer step the moments are TrainState::new's zeros (only this
+    // stage changes them, and it counts the step): written before they are read.
+    let zero = st.step == 0;
     let (p, m, v) = (&mut st.params, &mut st.moments.m, &mut st.moments.v);
-    adam(&mut p.w_enc, &g.w_enc, &mut m.w_enc, &mut v.w_enc, h, &clip);
+    let step = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
+        adam(p, g, m, v, h, &clip, zero);
+    };
+    step(&mut p.w_enc, &g.w_enc, &mut m.w_enc, &mut v.w_enc);
     if unit {
         #[rustfmt::skip]
-        adam_unit_rows(&mut p.w_dec, &g.w_dec, &coef, &mut m.w_dec, &mut v.w_dec, h, &clip, n, d);
+        adam_unit_rows(&mut p.w_dec, &g.w_dec, &coef, &mut m.w_dec, &mut v.w_dec, h, &clip, n, d, zero);
     } else {
-        adam(&mut p.w_dec, &g.w_dec, &mut m.w_dec, &mut v.w_dec, h, &clip);
+        step(&mut p.w_dec, &g.w_dec, &mut m.w_dec, &mut v.w_dec);
     }
-    adam(&mut p.b_enc, &g.b_enc, &mut m.b_enc, &mut v.b_enc, h, &clip);
-    adam(&mut p.b_dec, &g.b_dec, &mut m.b_dec, &mut v.b_dec, h, &clip);
+    step(&mut p.b_enc, &g.b_enc, &mut m.b_enc, &mut v.b_enc);
+    step(&mut p.b_dec, &g.b_dec, &mut m.b_dec, &mut v.b_dec);
     if !p.log_threshold.is_empty() {
         #[rustfmt::skip]
-        adam(&mut p.log_threshold, &g.log_threshold, &mut m.log_threshold, &mut v.log_threshold, h, &clip);
+        step(&mut p.log_threshold, &g.log_threshold, &mut m.log_threshold, &mut v.log_threshold);
     }
 }

@@ -155,10 +155,21 @@ impl GpuEngine {
         } else {
             None
         };
-        let grads =
-            shapes.try_map(|name, shape| g.zeros(&format!("grad {name}"), &shape_of(shape)))?;
-        let m = upload("adam_m ", &st.moments.m)?;
-        let v = upload("adam_v ", &st.moments.v)?;
+        let zeros = |what: &str| {
+            shapes.try_map(|name, shape| g.zeros(&format!("{what}{name}"), &shape_of(shape)))
+        };
+        let grads = zeros("grad ")?;
+        // Before the first step the moments are TrainState::new's zeros (only the optimizer
+        // changes them, and it counts the step): the device's zeroed buffers, not an upload
+        // (1 GiB of them at 2048 -> 32768).
+        let (m, v) = if st.step == 0 {
+            (zeros("adam_m ")?, zeros("adam_v ")?)
+        } else {
+            (
+                upload("adam_m ", &st.moments.m)?,
+                upload("adam_v ", &st.moments.v)?,
+            )
+        };
         let sparse = selects_topk(cfg.arch);
         // batchtopk and matryoshka: one selection over the whole batch.
         let batch_sel = selects_batch_topk(cfg.arch);
