@@ -211,16 +211,23 @@ pub fn geometric_median(points: &[f32], d: usize, iters: usize) -> Vec<f32> {
         *a /= rows as f64;
     }
     for _ in 0..iters {
+        // Each row's distance is a sequential sum (most of the time: it does not
+        // vectorise), so the rows' are computed in parallel; the weighted sums run in row
+        // order as before.
+        let dists: Vec<f64> = points
+            .par_chunks_exact(d)
+            .map(|r| {
+                r.iter()
+                    .zip(&m)
+                    .map(|(&x, &c)| (x as f64 - c).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+                    .max(1e-12)
+            })
+            .collect();
         let mut num = vec![0.0f64; d];
         let mut den = 0.0f64;
-        for r in points.chunks_exact(d) {
-            let dist = r
-                .iter()
-                .zip(&m)
-                .map(|(&x, &c)| (x as f64 - c).powi(2))
-                .sum::<f64>()
-                .sqrt()
-                .max(1e-12);
+        for (r, dist) in points.chunks_exact(d).zip(dists) {
             let w = 1.0 / dist;
             for (a, &x) in num.iter_mut().zip(r) {
                 *a += w * x as f64;
@@ -297,7 +304,9 @@ pub(crate) fn log_threshold_at_start(cfg: &TrainConfig, n: usize) -> Vec<f32> {
 }
 
 /// `a` (rows, cols) transposed to (cols, rows), in square tiles (both sides' cache lines
-/// reused), output rows in parallel.
+/// reused), output rows in parallel. Within a tile each output row's segment is written
+/// in one contiguous run (the strided side is the read): at 32768 x 2048 that took half
+/// the time of writing down the columns, one 4 KiB page a value.
 pub(crate) fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     const TILE: usize = 64;
     let mut t = vec![0.0f32; rows * cols];
@@ -310,9 +319,11 @@ pub(crate) fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
             let j0 = jb * TILE;
             let jn = out.len() / rows;
             for i0 in (0..rows).step_by(TILE) {
-                for i in i0..(i0 + TILE).min(rows) {
-                    for j in 0..jn {
-                        out[j * rows + i] = a[i * cols + j0 + j];
+                let i1 = (i0 + TILE).min(rows);
+                for j in 0..jn {
+                    let seg = &mut out[j * rows + i0..j * rows + i1];
+                    for (v, i) in seg.iter_mut().zip(i0..i1) {
+                        *v = a[i * cols + j0 + j];
                     }
                 }
             }

@@ -9,6 +9,7 @@ mod common;
 mod edges;
 mod equivalence;
 mod finite_diff;
+mod init;
 mod runs;
 mod scratch;
 
@@ -20,6 +21,7 @@ fn main() {
     }
     let mut trials = Vec::new();
     trials.extend(finite_diff::trials());
+    trials.extend(init::trials());
     trials.extend(equivalence::trials());
     trials.extend(runs::trials());
     trials.extend(scratch::trials());
