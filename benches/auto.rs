@@ -84,6 +84,7 @@ fn shapes() -> Vec<Shape> {
 }
 
 fn main() -> saeforge::Result<()> {
+    saeforge::gpu::quiet_headless_probe();
     let gpu = Arc::new(Gpu::new(std::env::var("SAEFORGE_ADAPTER").ok().as_deref())?);
     println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
     let arch = arch();

@@ -454,6 +454,7 @@ fn fmt_rate(r: f64) -> String {
 }
 
 fn main() -> anyhow::Result<()> {
+    saeforge::gpu::quiet_headless_probe();
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))

@@ -253,6 +253,7 @@ fn fingerprint_cost(dir: &Path, gb: f64) -> saeforge::Result<serde_json::Value> 
 }
 
 fn main() -> anyhow::Result<()> {
+    saeforge::gpu::quiet_headless_probe();
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
