@@ -6,6 +6,7 @@
 //! OUT/sweep.json, OUT/report.md and the plots, and `slurm` writes a job array for a
 //! cluster.
 
+mod group;
 pub mod memory;
 pub mod merge;
 pub mod report;
