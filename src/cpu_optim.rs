@@ -21,25 +21,27 @@ use crate::reference::optim::AdamHyper;
 /// Elements per rayon task (elementwise Adam).
 const ELEMENTS_PER_TASK: usize = 1 << 14;
 
-/// Zeros written over a block's moments before Adam reads them (see the module doc).
-fn touch(zero_moments: bool, m: &mut [f32], v: &mut [f32]) {
-    if zero_moments {
-        m.fill(0.0);
-        v.fill(0.0);
+/// What one optimizer step applies to every tensor: the hyper-parameters, the clip factors
+/// (`clip_scale`'s output) and whether the moments are a fresh state's zeros (see the
+/// module doc).
+pub struct AdamStep<'a> {
+    pub hyper: &'a AdamHyper,
+    pub clip: &'a [f32],
+    pub zero_moments: bool,
+}
+
+impl AdamStep<'_> {
+    /// Zeros written over a block's moments before Adam reads them, when they are zeros.
+    fn touch(&self, m: &mut [f32], v: &mut [f32]) {
+        if self.zero_moments {
+            m.fill(0.0);
+            v.fill(0.0);
+        }
     }
 }
 
-/// [`crate::reference::optim::adam`], in parallel blocks; `zero_moments`: m and v are
-/// zeros (see the module doc).
-pub fn adam(
-    param: &mut [f32],
-    grad: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    hyper: &AdamHyper,
-    clip: &[f32],
-    zero_moments: bool,
-) {
+/// [`crate::reference::optim::adam`], in parallel blocks.
+pub fn adam(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamStep) {
     assert!(
         grad.len() == param.len() && m.len() == param.len() && v.len() == param.len(),
         "adam: tensor lengths"
@@ -50,15 +52,14 @@ pub fn adam(
         .zip(m.par_chunks_mut(ELEMENTS_PER_TASK))
         .zip(v.par_chunks_mut(ELEMENTS_PER_TASK))
         .for_each(|(((p, g), m), v)| {
-            touch(zero_moments, m, v);
-            crate::reference::optim::adam(p, g, m, v, hyper, clip);
+            s.touch(m, v);
+            crate::reference::optim::adam(p, g, m, v, s.hyper, s.clip);
         });
 }
 
 /// [`crate::reference::optim::adam_unit_rows`], rows in parallel: per row, the projected
-/// gradient grad - coef[i] param, the Adam update, then the row divided by its norm;
-/// `zero_moments` as [`adam`].
-/// param, grad, m, v: (n, d), coef: (n), clip: (>= 1) -> param, m, v updated
+/// gradient grad - coef[i] param, the Adam update, then the row divided by its norm.
+/// param, grad, m, v: (n, d), coef: (n) -> param, m, v updated
 #[allow(clippy::too_many_arguments)]
 pub fn adam_unit_rows(
     param: &mut [f32],
@@ -66,11 +67,9 @@ pub fn adam_unit_rows(
     coef: &[f32],
     m: &mut [f32],
     v: &mut [f32],
-    hyper: &AdamHyper,
-    clip: &[f32],
+    s: &AdamStep,
     n: usize,
     d: usize,
-    zero_moments: bool,
 ) {
     assert!(
         param.len() == n * d && grad.len() == n * d && m.len() == n * d && v.len() == n * d,
@@ -93,8 +92,8 @@ pub fn adam_unit_rows(
                 .zip(p.iter())
                 .map(|(&gj, &pj)| gj - c * pj)
                 .collect();
-            touch(zero_moments, m, v);
-            crate::reference::optim::adam(p, &g, m, v, hyper, clip);
+            s.touch(m, v);
+            crate::reference::optim::adam(p, &g, m, v, s.hyper, s.clip);
             crate::reference::optim::normalize_rows(p, 1, d);
         });
 }
@@ -154,7 +153,12 @@ mod tests {
             let (mut pw, mut mw, mut vw) = (p0.clone(), m0.clone(), v0.clone());
             let (mut pg, mut mg, mut vg) = (p0.clone(), m0.clone(), v0.clone());
             reference::adam(&mut pw, &g, &mut mw, &mut vw, &h, &clip);
-            super::adam(&mut pg, &g, &mut mg, &mut vg, &h, &clip, zero);
+            let s = super::AdamStep {
+                hyper: &h,
+                clip: &clip,
+                zero_moments: zero,
+            };
+            super::adam(&mut pg, &g, &mut mg, &mut vg, &s);
             assert_eq!(
                 (bits(&pg), bits(&mg), bits(&vg)),
                 (bits(&pw), bits(&mw), bits(&vw)),
@@ -163,7 +167,7 @@ mod tests {
             let (mut pw, mut mw, mut vw) = (p0.clone(), m0.clone(), v0.clone());
             let (mut pg, mut mg, mut vg) = (p0, m0, v0);
             reference::adam_unit_rows(&mut pw, &g, &coef, &mut mw, &mut vw, &h, &clip, n, d);
-            super::adam_unit_rows(&mut pg, &g, &coef, &mut mg, &mut vg, &h, &clip, n, d, zero);
+            super::adam_unit_rows(&mut pg, &g, &coef, &mut mg, &mut vg, &s, n, d);
             assert_eq!(
                 (bits(&pg), bits(&mg), bits(&vg)),
                 (bits(&pw), bits(&mw), bits(&vw)),

@@ -5,7 +5,7 @@
 
 use super::{Grads, Step};
 use crate::blas::gemm;
-use crate::cpu_optim::{adam, adam_unit_rows};
+use crate::cpu_optim::{AdamStep, adam, adam_unit_rows};
 use crate::reference::gemm::GemmSpec;
 use crate::reference::optim::{clip_scale, decoder_grad_prep, sum_slot, sumsq};
 use crate::reference::reduce::l1_decoder_grad;
@@ -76,24 +76,25 @@ pub(super) fn optimizer(cfg: &TrainConfig, st: &mut TrainState, g: &Grads, sc: &
     st.grad_norm = clip[1];
 
     let h = &sc.adam(cfg, st.step);
-    // Before the first optimizer step the moments are TrainState::new's zeros (only this
-    // stage changes them, and it counts the step): written before they are read.
-    let zero = st.step == 0;
     let (p, m, v) = (&mut st.params, &mut st.moments.m, &mut st.moments.v);
-    let step = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
-        adam(p, g, m, v, h, &clip, zero);
+    let s = &AdamStep {
+        hyper: h,
+        clip: &clip,
+        // Before the first optimizer step the moments are TrainState::new's zeros (only
+        // this stage changes them, and it counts the step): written before they are read.
+        zero_moments: st.step == 0,
     };
-    step(&mut p.w_enc, &g.w_enc, &mut m.w_enc, &mut v.w_enc);
+    adam(&mut p.w_enc, &g.w_enc, &mut m.w_enc, &mut v.w_enc, s);
     if unit {
         #[rustfmt::skip]
-        adam_unit_rows(&mut p.w_dec, &g.w_dec, &coef, &mut m.w_dec, &mut v.w_dec, h, &clip, n, d, zero);
+        adam_unit_rows(&mut p.w_dec, &g.w_dec, &coef, &mut m.w_dec, &mut v.w_dec, s, n, d);
     } else {
-        step(&mut p.w_dec, &g.w_dec, &mut m.w_dec, &mut v.w_dec);
+        adam(&mut p.w_dec, &g.w_dec, &mut m.w_dec, &mut v.w_dec, s);
     }
-    step(&mut p.b_enc, &g.b_enc, &mut m.b_enc, &mut v.b_enc);
-    step(&mut p.b_dec, &g.b_dec, &mut m.b_dec, &mut v.b_dec);
+    adam(&mut p.b_enc, &g.b_enc, &mut m.b_enc, &mut v.b_enc, s);
+    adam(&mut p.b_dec, &g.b_dec, &mut m.b_dec, &mut v.b_dec, s);
     if !p.log_threshold.is_empty() {
         #[rustfmt::skip]
-        step(&mut p.log_threshold, &g.log_threshold, &mut m.log_threshold, &mut v.log_threshold);
+        adam(&mut p.log_threshold, &g.log_threshold, &mut m.log_threshold, &mut v.log_threshold, s);
     }
 }
