@@ -7,12 +7,12 @@
 //! parameter and both moments every step, on one thread in the reference (adam_unit_rows
 //! alone was 5 % of a step at 384 -> 6144 latents, batch 512).
 //!
-//! `zero_moments` says the moments are the zeros of a fresh state (the run's first step):
-//! each block's moments are then written with zeros before Adam reads them. Same values,
-//! but a fresh allocation's pages are first touched by a write: read first, each page was
-//! mapped to the kernel's zero page and then copied on write, with a TLB shootdown to the
-//! other cores. At 2048 -> 32768 (1 GiB of moments) that made the first step 3.0 s
-//! against 0.8 s for the next ones on this project's 2-core machine.
+//! [`AdamStep::zero_moments`] says the moments are the zeros of a fresh state (its first
+//! step): each block's moments are then written with zeros before Adam reads them. Same
+//! values, but a fresh allocation's pages are first touched by a write: read first, each
+//! page was mapped to the kernel's zero page and then copied on write, with a TLB shootdown
+//! to the other cores. At 2048 -> 32768 (1 GiB of moments) that made the first step
+//! 2.8-3.1 s against 0.8 s for the next ones on this project's 2-core machine.
 
 use rayon::prelude::*;
 
