@@ -346,7 +346,7 @@ pub fn write_safetensors(
     tensors: &[OutTensor],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
-    write_sealed(path, tensors, metadata, false).map(|_| ())
+    write_sealed(path, tensors, metadata, None)
 }
 
 /// [`write_safetensors`], returning the digest of the whole file as written.
@@ -355,20 +355,22 @@ pub fn write_safetensors_digest(
     tensors: &[OutTensor],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<String> {
-    write_sealed(path, tensors, metadata, true).map(|d| d.expect("asked for"))
+    let mut whole = crate::digest::Stream::new();
+    write_sealed(path, tensors, metadata, Some(&mut whole))?;
+    Ok(whole.finish())
 }
 
 /// The file `safetensors::serialize` would make of `tensors` (its layout: data by descending
 /// dtype, then by name), its header's keys sorted (safetensors serialises the metadata from
 /// a HashMap, in an order that changes from process to process, so the same tensors and
 /// metadata always give the same bytes), written part by part: the header, then each
-/// tensor's bytes where they are. With `whole`, the digest of the file's bytes.
+/// tensor's bytes where they are. `whole`, when given, is fed the file's bytes.
 fn write_sealed(
     path: &Path,
     tensors: &[OutTensor],
     metadata: Option<HashMap<String, String>>,
-    whole: bool,
-) -> Result<Option<String>> {
+    whole: Option<&mut crate::digest::Stream>,
+) -> Result<()> {
     use safetensors::tensor::{Metadata, TensorInfo};
     let internal = |e: String| Error::Internal(format!("{}: {e}", path.display()));
     let mut order: Vec<&OutTensor> = tensors.iter().collect();
@@ -403,11 +405,10 @@ fn write_sealed(
     let mut parts: Vec<&[u8]> = vec![&len, &header];
     parts.extend(order.iter().map(|t| &t.bytes[..]));
     write_atomic_parts(path, &parts)?;
-    Ok(whole.then(|| {
-        let mut d = crate::digest::Stream::new();
+    if let Some(d) = whole {
         parts.iter().for_each(|p| d.update(p));
-        d.finish()
-    }))
+    }
+    Ok(())
 }
 
 /// Write JSON atomically (pretty-printed, newline-terminated).
