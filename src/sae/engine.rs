@@ -91,6 +91,13 @@ impl TrainState {
             grad_norm: 0.0,
         }
     }
+
+    /// Whether the Adam moments are still `new`'s zeros: before the first optimizer step
+    /// (only the optimizer changes them, and it counts the step). The engines then neither
+    /// read them before writing (the CPU engine) nor upload them (the GPU engine).
+    pub fn moments_are_zero(&self) -> bool {
+        self.step == 0
+    }
 }
 
 /// Per-step scalars the host computes: the learning rate and the sparsity penalty's

@@ -76,14 +76,12 @@ pub(super) fn optimizer(cfg: &TrainConfig, st: &mut TrainState, g: &Grads, sc: &
     st.grad_norm = clip[1];
 
     let h = &sc.adam(cfg, st.step);
-    let (p, m, v) = (&mut st.params, &mut st.moments.m, &mut st.moments.v);
     let s = &AdamStep {
         hyper: h,
         clip: &clip,
-        // Before the first optimizer step the moments are TrainState::new's zeros (only
-        // this stage changes them, and it counts the step): written before they are read.
-        zero_moments: st.step == 0,
+        zero_moments: st.moments_are_zero(),
     };
+    let (p, m, v) = (&mut st.params, &mut st.moments.m, &mut st.moments.v);
     adam(&mut p.w_enc, &g.w_enc, &mut m.w_enc, &mut v.w_enc, s);
     if unit {
         #[rustfmt::skip]

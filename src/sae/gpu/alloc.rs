@@ -159,10 +159,9 @@ impl GpuEngine {
             shapes.try_map(|name, shape| g.zeros(&format!("{what}{name}"), &shape_of(shape)))
         };
         let grads = zeros("grad ")?;
-        // Before the first step the moments are TrainState::new's zeros (only the optimizer
-        // changes them, and it counts the step): the device's zeroed buffers, not an upload
-        // (1 GiB of them at 2048 -> 32768).
-        let (m, v) = if st.step == 0 {
+        // Fresh moments: the device's zeroed buffers, not an upload (1 GiB of zeros at
+        // 2048 -> 32768).
+        let (m, v) = if st.moments_are_zero() {
             (zeros("adam_m ")?, zeros("adam_v ")?)
         } else {
             (
