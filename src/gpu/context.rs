@@ -20,7 +20,8 @@ pub enum DeviceChoice {
     Auto,
     /// Any wgpu adapter, software ones (lavapipe) included.
     Gpu,
-    /// The plain-Rust reference engine.
+    /// The CPU engine: multithreaded Rust, its dense products through the `gemm` crate,
+    /// every stage tested against the plain reference (`src/reference`).
     Cpu,
 }
 

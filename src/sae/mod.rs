@@ -1,5 +1,6 @@
-//! Sparse autoencoders: architectures, the training step on two engines (GPU kernels and
-//! the plain-Rust reference), schedules, checkpoints and the SAELens export.
+//! Sparse autoencoders: architectures, the training step on two engines (GPU kernels, and
+//! the CPU engine: fast CPU stages each tested against the plain reference in
+//! `src/reference`), schedules, checkpoints and the SAELens export.
 //!
 //! Both engines run the same named sequence of operations (see `cpu.rs` and `gpu.rs`), so
 //! that a test can hold N GPU steps against N CPU steps for every architecture.
