@@ -160,13 +160,26 @@ pub fn run(a: SteerArgs) -> Result<()> {
                 "is the input folder; steering writes new files, pick another folder",
             ));
         }
-        inputs
+        let jobs: Vec<(PathBuf, PathBuf)> = inputs
             .into_iter()
             .map(|p| {
                 let o = a.out.join(p.file_name().expect("a file"));
                 (p, o)
             })
-            .collect()
+            .collect();
+        // Shards of an earlier run that this one would not replace: the folder, read as
+        // --data, would mix them with this run's.
+        if a.out.is_dir()
+            && let Ok(there) = discover(std::slice::from_ref(&a.out))
+            && let Some(stale) = there.iter().find(|p| !jobs.iter().any(|(_, o)| o == *p))
+        {
+            return Err(bad_out(&format!(
+                "already holds {}, which this run would not write (read as --data, the \
+                 folder would mix it with this run's files); empty the folder or pick another",
+                stale.file_name().expect("a file").to_string_lossy()
+            )));
+        }
+        jobs
     } else {
         if !a.data.is_file() {
             return Err(Error::input(format!(

@@ -484,6 +484,24 @@ fn folder(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
     if a1 != b1 {
         return Err("the same input steered twice differs".into());
     }
+    // Again into the same folder: the same files are replaced; a run that would leave an
+    // earlier run's file beside its own (b.safetensors) is refused, writing nothing.
+    let mut a = args(&c, "outdir", &[("ablate", "2".into())], DeviceChoice::Cpu);
+    a.data = c.dir.join("in");
+    run(a).map_err(fail)?;
+    let only_a = c.dir.join("only-a");
+    std::fs::create_dir_all(&only_a).unwrap();
+    std::fs::copy(&c.data, only_a.join("a.safetensors")).unwrap();
+    let before = std::fs::read(c.dir.join("outdir/a.safetensors")).unwrap();
+    let mut a = args(&c, "outdir", &[("ablate", "3".into())], DeviceChoice::Cpu);
+    a.data = only_a;
+    let msg = run(a).err().map(|e| e.to_string()).unwrap_or_default();
+    if !msg.contains("already holds b.safetensors") || msg.contains('\n') {
+        return Err(format!("stale-file refusal: {msg:?}").into());
+    }
+    if std::fs::read(c.dir.join("outdir/a.safetensors")).unwrap() != before {
+        return Err("a refused run rewrote a.safetensors".into());
+    }
     let _ = std::fs::remove_dir_all(&c.dir);
     Ok(())
 }
