@@ -229,6 +229,7 @@ fn n200_dstar() -> Result<(), Failed> {
 }
 
 fn main() {
+    saeforge::gpu::quiet_headless_probe();
     let args = Arguments::from_args();
     let trials = vec![
         Trial::test("toy::n20_m5/relu", n20_relu),

@@ -167,6 +167,19 @@ pub fn run(a: SteerArgs) -> Result<()> {
                 (p, o)
             })
             .collect();
+        // A glob over several folders can name two inputs alike: one output would replace
+        // the other.
+        for (k, (p, o)) in jobs.iter().enumerate() {
+            if let Some((q, _)) = jobs[..k].iter().find(|(_, o2)| o2 == o) {
+                return Err(Error::input(format!(
+                    "--data {}: {} and {} have the same file name, and --out is a folder of \
+                     files named as the inputs: one would replace the other",
+                    a.data.display(),
+                    q.display(),
+                    p.display()
+                )));
+            }
+        }
         // Shards of an earlier run that this one would not replace: the folder, read as
         // --data, would mix them with this run's.
         if a.out.is_dir()

@@ -23,6 +23,7 @@ use std::process::{Command, Stdio};
 use libtest_mimic::{Completion, Failed, Trial};
 
 fn main() {
+    saeforge::gpu::quiet_headless_probe();
     let args = libtest_mimic::Arguments::from_args();
     let mut trials = Vec::new();
     trials.extend(corpus::trials());

@@ -15,6 +15,7 @@ mod steer;
 mod support;
 
 fn main() {
+    saeforge::gpu::quiet_headless_probe();
     let args = libtest_mimic::Arguments::from_args();
     if let Err(why) = common::gpu() {
         eprintln!("GPU command tests: {why}");

@@ -502,6 +502,16 @@ fn folder(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
     if std::fs::read(c.dir.join("outdir/a.safetensors")).unwrap() != before {
         return Err("a refused run rewrote a.safetensors".into());
     }
+    // A glob naming two inputs alike (in/a and only-a/a): refused, not one lost.
+    let mut a = args(&c, "globbed", &[("ablate", "3".into())], DeviceChoice::Cpu);
+    a.data = c.dir.join("*/a.safetensors");
+    let msg = run(a).err().map(|e| e.to_string()).unwrap_or_default();
+    if !msg.contains("have the same file name") || msg.contains('\n') {
+        return Err(format!("same-name refusal: {msg:?}").into());
+    }
+    if c.dir.join("globbed").exists() {
+        return Err("a refused run created its --out folder".into());
+    }
     let _ = std::fs::remove_dir_all(&c.dir);
     Ok(())
 }

@@ -16,6 +16,7 @@ mod truth;
 mod worlds;
 
 fn main() {
+    saeforge::gpu::quiet_headless_probe();
     let args = libtest_mimic::Arguments::from_args();
     if let Err(why) = common::gpu() {
         eprintln!("GPU eval tests: {why}");

@@ -23,6 +23,7 @@ use saeforge::sae::infer::Encoder;
 use common::{assert_close, cpu_test, fail, gpu_test, randn, tolerance};
 
 fn main() {
+    saeforge::gpu::quiet_headless_probe();
     let args = libtest_mimic::Arguments::from_args();
     let mut trials = Vec::new();
     let cases: [(&str, &str, &[&str]); 5] = [

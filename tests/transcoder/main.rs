@@ -288,6 +288,7 @@ fn nonfinite_pairs(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
 }
 
 fn main() {
+    saeforge::gpu::quiet_headless_probe();
     let args = libtest_mimic::Arguments::from_args();
     let mut tests: Vec<Trial> = Vec::new();
     for arch in ARCHS {
