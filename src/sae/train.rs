@@ -118,15 +118,21 @@ pub fn evaluate(encoder: &Encoder, x: &[f32], rows: usize) -> Result<(f64, f64, 
     ))
 }
 
-/// Mean row norm of `x` (rows x d).
-fn mean_norm(x: &[f32], d: usize) -> f64 {
+/// The scale of a side's activations (an SAE's inputs, a transcoder's inputs or targets):
+/// sqrt(d) / the mean row norm of the sample `x` (rows x d) with --normalize, else 1.
+fn scale_of(cfg: &TrainConfig, x: &[f32], d: usize) -> f32 {
     let rows = x.len() / d;
     // The rows' norms in parallel (each a sequential f64 sum), added in row order.
     let norms: Vec<f64> = x
         .par_chunks_exact(d)
         .map(|r| r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt())
         .collect();
-    norms.iter().sum::<f64>() / rows.max(1) as f64
+    let mn = norms.iter().sum::<f64>() / rows.max(1) as f64;
+    if cfg.normalize && mn > 0.0 {
+        ((d as f64).sqrt() / mn) as f32
+    } else {
+        1.0
+    }
 }
 
 /// The data of a run, validated: its shards (with their fingerprints) and the rows of each
@@ -265,12 +271,7 @@ impl RunData {
     /// by it (for `SaeParams::init`), and the rows skipped.
     pub fn init_sample(&self, cfg: &TrainConfig) -> Result<(f32, Vec<f32>, u64)> {
         let sample = self.init_stream(cfg, self.shards.clone())?.next_batch()?;
-        let mn = mean_norm(&sample.data, cfg.d_in);
-        let scale = if cfg.normalize && mn > 0.0 {
-            ((cfg.d_in as f64).sqrt() / mn) as f32
-        } else {
-            1.0
-        };
+        let scale = scale_of(cfg, &sample.data, cfg.d_in);
         let mut scaled = sample.data;
         scaled.iter_mut().for_each(|v| *v *= scale);
         Ok((scale, scaled, sample.skipped as u64))

@@ -2,7 +2,7 @@
 //! initialisation sample of both sides and the target stream that rides along the
 //! training stream, as methods of the run's data.
 
-use super::RunData;
+use super::{RunData, scale_of};
 use crate::Result;
 use crate::data::BatchStream;
 use crate::sae::TrainConfig;
@@ -33,20 +33,5 @@ impl RunData {
         let mut t = self.stream_of(cfg, targets, cfg.data_seed(), cfg.batch)?;
         t.scale = cfg.target_scale;
         Ok(Some(Box::new(t)))
-    }
-}
-
-/// sqrt(d) / mean row norm of `x` (rows, d) with --normalize, else 1.
-fn scale_of(cfg: &TrainConfig, x: &[f32], d: usize) -> f32 {
-    let rows = x.len() / d;
-    let mn = x
-        .chunks_exact(d)
-        .map(|r| r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt())
-        .sum::<f64>()
-        / rows.max(1) as f64;
-    if cfg.normalize && mn > 0.0 {
-        ((d as f64).sqrt() / mn) as f32
-    } else {
-        1.0
     }
 }
