@@ -143,14 +143,3 @@ impl SaeModel {
         load(path).map(|(_, m)| m)
     }
 }
-
-/// The transpose of a (rows, cols) row-major matrix.
-pub(crate) fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0.0f32; a.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = a[r * cols + c];
-        }
-    }
-    t
-}

@@ -10,9 +10,9 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::transpose;
 use crate::io::{OutTensor, write_json, write_safetensors};
 use crate::sae::export::{CFG_FILE, SaeKind, SaeModel};
+use crate::sae::params::transpose;
 use crate::sae::tensors::{no_extra_tensors, take_tensor};
 use crate::{Error, Result};
 
