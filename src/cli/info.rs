@@ -33,7 +33,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
             e
         }
     })?;
-    let mut total_rows = 0usize;
+    let (mut total_rows, mut shards) = (0usize, 0usize);
     // Describe every file, then fail (exit 2) if one is not usable as activations, so the
     // listing still shows what the files hold.
     let mut first_problem: Option<Error> = None;
@@ -43,8 +43,21 @@ pub fn run(a: InfoArgs) -> Result<()> {
         let (len, mut names) = crate::data::describe(p)?;
         println!("{} ({len} bytes)", p.display());
         names.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, dtype, shape) in names {
+        for (name, dtype, shape) in &names {
             println!("  {name}: {dtype:?} {shape:?}");
+        }
+        let tensors: Vec<&str> = names.iter().map(|t| t.0.as_str()).collect();
+        if tensors == ["indices", "indptr", "values"] {
+            // Sparse codes (`encode`'s CSR output, `synth`'s true codes): described, not
+            // activations, and not a problem.
+            match codes_info(p) {
+                Ok(line) => println!("  {line}"),
+                Err(e) => {
+                    println!("  not usable as CSR codes: {e}");
+                    first_problem.get_or_insert(e);
+                }
+            }
+            continue;
         }
         match crate::data::Shard::open(p, a.tensor.as_deref()).and_then(|s| s.verified()) {
             Ok(s) => {
@@ -53,6 +66,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
                     s.tensor, s.rows, s.d, s.dtype
                 );
                 total_rows += s.rows;
+                shards += 1;
                 match &first_d {
                     None => first_d = Some((s.d, p.clone())),
                     Some((d, q)) if *d != s.d && first_problem.is_none() => {
@@ -73,8 +87,8 @@ pub fn run(a: InfoArgs) -> Result<()> {
             }
         }
     }
-    if paths.len() > 1 {
-        println!("{} shards, {total_rows} rows", paths.len());
+    if shards > 1 {
+        println!("{shards} shards, {total_rows} rows");
     }
     match first_problem {
         Some(e) => Err(e),
@@ -160,4 +174,93 @@ fn sae_info(dir: &std::path::Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One line on a file of CSR codes (tensors `indptr`, `indices`, `values`: what `encode`
+/// writes without `--dense`, and `synth`'s true codes in `codes/`): rows, latents (from
+/// `encode`'s metadata; else the largest index is what the file tells), entries, mean L0,
+/// the latents that fire, who wrote it, and its digests. A file that is not a CSR matrix
+/// (indptr not rising from 0 to the entries, an index out of range) is an error.
+fn codes_info(path: &std::path::Path) -> Result<String> {
+    use safetensors::Dtype;
+    let bytes = crate::data::read_input(path)?;
+    let st = crate::data::parse_safetensors(path, &bytes)?;
+    let bad = |m: String| Error::input(format!("{}: {m}", path.display()));
+    let seal = crate::digest::verify_file(path, &bytes, &st)?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let tensor = |name: &str, dtypes: &[Dtype]| {
+        let t = st.tensor(name).map_err(|e| bad(e.to_string()))?;
+        if !dtypes.contains(&t.dtype()) || t.shape().len() != 1 {
+            return Err(bad(format!(
+                "tensor {name:?} is {:?} {:?}; CSR codes hold it as {dtypes:?} of rank 1",
+                t.dtype(),
+                t.shape()
+            )));
+        }
+        Ok(t)
+    };
+    let as_i64 = |t: &safetensors::tensor::TensorView| -> Vec<i64> {
+        match t.dtype() {
+            Dtype::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(t.data())
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+            _ => bytemuck::pod_collect_to_vec(t.data()),
+        }
+    };
+    let indptr = as_i64(&tensor("indptr", &[Dtype::I64, Dtype::I32])?);
+    let indices = as_i64(&tensor("indices", &[Dtype::I64, Dtype::I32])?);
+    let nnz = tensor("values", &[Dtype::F32])?.shape()[0];
+    let rows = indptr.len().saturating_sub(1);
+    if indices.len() != nnz
+        || indptr.first() != Some(&0)
+        || indptr.last() != Some(&(nnz as i64))
+        || indptr.windows(2).any(|w| w[1] < w[0])
+    {
+        return Err(bad(format!(
+            "indptr ({} values), indices ({}) and values ({nnz}) do not form a CSR matrix (indptr must rise from 0 to the number of entries)",
+            indptr.len(),
+            indices.len()
+        )));
+    }
+    let n: Option<usize> = meta.get("d_sae").and_then(|v| v.parse().ok());
+    let top = indices.iter().copied().max();
+    if let Some(&i) = indices
+        .iter()
+        .find(|&&i| i < 0 || n.is_some_and(|n| i as usize >= n))
+    {
+        return Err(bad(format!(
+            "latent index {i} out of range{}",
+            n.map(|n| format!(" for d_sae {n}")).unwrap_or_default()
+        )));
+    }
+    let mut fire = vec![false; top.map_or(0, |t| t as usize + 1)];
+    for &i in &indices {
+        fire[i as usize] = true;
+    }
+    let fired = fire.iter().filter(|&&f| f).count();
+    let width = match (n, top) {
+        (Some(n), _) => format!(" x {n} latents"),
+        (None, Some(t)) => format!(", latents up to {t}"),
+        (None, None) => String::new(),
+    };
+    let l0 = if rows == 0 {
+        0.0
+    } else {
+        nnz as f64 / rows as f64
+    };
+    let by = match (meta.get("written_by"), meta.get("sae")) {
+        (Some(w), Some(sae)) => format!("; written by {w} with the SAE {sae}"),
+        (Some(w), None) => format!("; written by {w}"),
+        _ => String::new(),
+    };
+    let digests = match seal {
+        crate::digest::Seal::Verified(_) => "; digests verified",
+        crate::digest::Seal::Absent => "",
+    };
+    Ok(format!(
+        "CSR codes: {rows} rows{width}, {nnz} entries (mean L0 {l0:.2}), {fired} latents fire{by}{digests}"
+    ))
 }

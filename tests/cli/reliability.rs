@@ -211,6 +211,73 @@ fn damaged_checkpoint_refused() -> Result<(), Failed> {
     Ok(())
 }
 
+/// `info` on CSR codes: `encode`'s output and `synth`'s true codes are described (rows,
+/// latents, entries, who wrote them, digests) with exit 0, not refused as activations; a
+/// damaged codes file, and one whose indptr does not rise, are refused naming the file.
+fn info_describes_csr_codes() -> Result<(), Failed> {
+    let dir = tmp("info-codes");
+    let data = data(&dir, false);
+    let out = dir.join("run");
+    ok("run", &run(&train_args(&data, &out, "cpu", 8, &[])))?;
+    let codes = dir.join("codes.safetensors");
+    let shard = data.join("shard-0.safetensors");
+    #[rustfmt::skip]
+    let encode = strs(&["encode", "--sae", &s(&out), "--data", &s(&shard), "--out", &s(&codes), "--device", "cpu"]);
+    ok("encode", &run(&encode))?;
+    let o = run(&strs(&["info", &s(&codes)]));
+    let want = "CSR codes: 1000 rows x 64 latents, 4000 entries (mean L0 4.00)";
+    let by = format!(
+        "written by saeforge encode with the SAE {}; digests verified",
+        s(&out)
+    );
+    if o.code != Some(0) || !o.stdout.contains(want) || !o.stdout.contains(&by) {
+        return Err(format!(
+            "info of encode's codes: {:?}\n{}{}",
+            o.code, o.stdout, o.stderr
+        )
+        .into());
+    }
+    let syn = dir.join("syn");
+    #[rustfmt::skip]
+    let synth = strs(&["synth", "--out", &s(&syn), "--features", "32", "--d-in", "8", "--active", "2", "--tokens", "500"]);
+    ok("synth", &run(&synth))?;
+    let o = run(&strs(&["info", &s(&syn.join("codes"))]));
+    if o.code != Some(0) || !o.stdout.contains("CSR codes: 500 rows, latents up to ") {
+        return Err(format!(
+            "info of synth's codes: {:?}\n{}{}",
+            o.code, o.stdout, o.stderr
+        )
+        .into());
+    }
+    flip(&codes, 100);
+    let o = run(&strs(&["info", &s(&codes)]));
+    one_line(
+        "info of damaged codes",
+        &o,
+        2,
+        &[&s(&codes), "does not match its digest"],
+    )?;
+    let bad = dir.join("bad.safetensors");
+    let i64s = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    fx::write(
+        &bad,
+        &[
+            ("indptr", "I64", vec![3], i64s(&[0, 2, 1])),
+            ("indices", "I64", vec![1], i64s(&[0])),
+            ("values", "F32", vec![1], fx::f32_bytes(&[1.0])),
+        ],
+    );
+    let o = run(&strs(&["info", &s(&bad)]));
+    one_line(
+        "info of a broken CSR",
+        &o,
+        2,
+        &[&s(&bad), "do not form a CSR matrix"],
+    )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 /// Exported weights with a flipped bit, an edited cfg.json, and sparsity from another
 /// export: every SAE reader refuses, naming the file (and the tensor), exit 2, nothing
 /// written.
@@ -474,6 +541,11 @@ pub fn trials() -> Vec<Trial> {
             "reliability::damaged_export_refused_by_every_reader".into(),
             false,
             damaged_export_refused,
+        ),
+        trial(
+            "reliability::info_describes_csr_codes".into(),
+            false,
+            info_describes_csr_codes,
         ),
         trial(
             "reliability::changed_data_refused_unless_allowed".into(),
