@@ -201,20 +201,13 @@ fn codes_info(path: &std::path::Path) -> Result<String> {
         }
         Ok(t)
     };
-    let as_i64 = |t: &safetensors::tensor::TensorView| -> Vec<i64> {
-        match t.dtype() {
-            Dtype::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(t.data())
-                .into_iter()
-                .map(i64::from)
-                .collect(),
-            _ => bytemuck::pod_collect_to_vec(t.data()),
-        }
-    };
-    let indptr = as_i64(&tensor("indptr", &[Dtype::I64, Dtype::I32])?);
-    let indices = as_i64(&tensor("indices", &[Dtype::I64, Dtype::I32])?);
+    // The integers of an I32 or I64 tensor, read in place (a codes file can be large).
+    let ints = |t: &safetensors::tensor::TensorView<'_>| -> Vec<i64> { ints_of(t).collect() };
+    let indptr = ints(&tensor("indptr", &[Dtype::I64, Dtype::I32])?);
+    let indices = tensor("indices", &[Dtype::I64, Dtype::I32])?;
     let nnz = tensor("values", &[Dtype::F32])?.shape()[0];
     let rows = indptr.len().saturating_sub(1);
-    if indices.len() != nnz
+    if indices.shape()[0] != nnz
         || indptr.first() != Some(&0)
         || indptr.last() != Some(&(nnz as i64))
         || indptr.windows(2).any(|w| w[1] < w[0])
@@ -222,25 +215,30 @@ fn codes_info(path: &std::path::Path) -> Result<String> {
         return Err(bad(format!(
             "indptr ({} values), indices ({}) and values ({nnz}) do not form a CSR matrix (indptr must rise from 0 to the number of entries)",
             indptr.len(),
-            indices.len()
+            indices.shape()[0]
         )));
     }
     let n: Option<usize> = meta.get("d_sae").and_then(|v| v.parse().ok());
-    let top = indices.iter().copied().max();
-    if let Some(&i) = indices
-        .iter()
-        .find(|&&i| i < 0 || n.is_some_and(|n| i as usize >= n))
-    {
-        return Err(bad(format!(
-            "latent index {i} out of range{}",
-            n.map(|n| format!(" for d_sae {n}")).unwrap_or_default()
-        )));
+    // Latent indices are below d_sae where the file says it, and below 2^31 in any case
+    // (what encode writes as I32; the bitset of fired latents is then at most 256 MiB).
+    let limit = n.unwrap_or(1 << 31).min(1 << 31) as i64;
+    let mut fired_bits: Vec<u64> = Vec::new();
+    let mut top: Option<i64> = None;
+    for i in ints_of(&indices) {
+        if !(0..limit).contains(&i) {
+            return Err(bad(format!(
+                "latent index {i} out of range{}",
+                n.map(|n| format!(" for d_sae {n}")).unwrap_or_default()
+            )));
+        }
+        let (w, b) = (i as usize / 64, i as usize % 64);
+        if w >= fired_bits.len() {
+            fired_bits.resize(w + 1, 0);
+        }
+        fired_bits[w] |= 1 << b;
+        top = top.max(Some(i));
     }
-    let mut fire = vec![false; top.map_or(0, |t| t as usize + 1)];
-    for &i in &indices {
-        fire[i as usize] = true;
-    }
-    let fired = fire.iter().filter(|&&f| f).count();
+    let fired: u32 = fired_bits.iter().map(|w| w.count_ones()).sum();
     let width = match (n, top) {
         (Some(n), _) => format!(" x {n} latents"),
         (None, Some(t)) => format!(", latents up to {t}"),
@@ -263,4 +261,20 @@ fn codes_info(path: &std::path::Path) -> Result<String> {
     Ok(format!(
         "CSR codes: {rows} rows{width}, {nnz} entries (mean L0 {l0:.2}), {fired} latents fire{by}{digests}"
     ))
+}
+
+/// The values of a rank-1 I32 or I64 tensor (little-endian), as i64.
+fn ints_of<'a>(t: &'a safetensors::tensor::TensorView<'_>) -> Box<dyn Iterator<Item = i64> + 'a> {
+    match t.dtype() {
+        safetensors::Dtype::I32 => Box::new(
+            t.data()
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64),
+        ),
+        _ => Box::new(
+            t.data()
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])),
+        ),
+    }
 }

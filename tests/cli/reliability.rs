@@ -267,6 +267,22 @@ fn info_describes_csr_codes() -> Result<(), Failed> {
             ("values", "F32", vec![1], fx::f32_bytes(&[1.0])),
         ],
     );
+    let neg = dir.join("negative.safetensors");
+    fx::write(
+        &neg,
+        &[
+            ("indptr", "I64", vec![2], i64s(&[0, 1])),
+            ("indices", "I64", vec![1], i64s(&[-1])),
+            ("values", "F32", vec![1], fx::f32_bytes(&[1.0])),
+        ],
+    );
+    let o = run(&strs(&["info", &s(&neg)]));
+    one_line(
+        "info of a negative index",
+        &o,
+        2,
+        &[&s(&neg), "latent index -1 out of range"],
+    )?;
     let o = run(&strs(&["info", &s(&bad)]));
     one_line(
         "info of a broken CSR",
