@@ -149,6 +149,13 @@ pub fn run(a: SteerArgs) -> Result<()> {
                 "--data names several files, so --out must be a folder, but this is a file",
             ));
         }
+        // A new folder named like a file would read as one (the output of a single input).
+        if !a.out.exists() && a.out.extension().is_some_and(|e| e == "safetensors") {
+            return Err(bad_out(
+                "--data names several files, so --out is a folder of files, but this name \
+                 ends in .safetensors like one file; give a folder name",
+            ));
+        }
         crate::io::check_output_dir("--out", &a.out)?;
         if inputs.iter().any(|p| p.parent() == Some(a.out.as_path())) {
             return Err(bad_out(

@@ -512,6 +512,22 @@ fn folder(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
     if c.dir.join("globbed").exists() {
         return Err("a refused run created its --out folder".into());
     }
+    // A folder in, and --out a new name ending in .safetensors: refused, nothing created
+    // (it would be a folder named like one file).
+    let mut a = args(
+        &c,
+        "x.safetensors",
+        &[("ablate", "3".into())],
+        DeviceChoice::Cpu,
+    );
+    a.data = c.dir.join("in");
+    let msg = run(a).err().map(|e| e.to_string()).unwrap_or_default();
+    if !msg.contains("ends in .safetensors like one file") || msg.contains('\n') {
+        return Err(format!("file-named folder refusal: {msg:?}").into());
+    }
+    if c.dir.join("x.safetensors").exists() {
+        return Err("a refused run created its --out folder".into());
+    }
     let _ = std::fs::remove_dir_all(&c.dir);
     Ok(())
 }
