@@ -82,6 +82,36 @@ fn tensor_choice_and_refusals() {
     assert!(discover(&[dir.join("missing")]).is_err());
 }
 
+/// A folder and a glob over it read the same shards: saeforge's own non-shard files (a
+/// synth folder's truth.safetensors) are skipped by both; a file named itself is read.
+#[test]
+fn folder_and_glob_skip_the_same_files() {
+    let dir = tmp("glob");
+    for name in [
+        "shard-0.safetensors",
+        "shard-1.safetensors",
+        "truth.safetensors",
+    ] {
+        write(&dir.join(name), "x", &[4, 3], &values(12), FloatType::F32);
+    }
+    let shards = vec![
+        dir.join("shard-0.safetensors"),
+        dir.join("shard-1.safetensors"),
+    ];
+    assert_eq!(discover(&[dir.clone()]).unwrap(), shards);
+    assert_eq!(discover(&[dir.join("*.safetensors")]).unwrap(), shards);
+    let truth = dir.join("truth.safetensors");
+    assert_eq!(discover(std::slice::from_ref(&truth)).unwrap(), [truth]);
+    let e = discover(&[dir.join("t*.safetensors")])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("glob matches only") && e.contains("truth.safetensors"),
+        "{e}"
+    );
+}
+
 fn stream_shards(dir: &Path) -> Arc<Vec<Shard>> {
     for i in 0..3 {
         let rows = 50 + i * 7;

@@ -101,8 +101,8 @@ impl Ident {
     }
 }
 
-/// Files saeforge itself writes that are never activation shards, skipped when a folder is
-/// given (a `synth` folder holds its shards and truth.safetensors side by side).
+/// Files saeforge itself writes that are never activation shards, skipped when a folder or
+/// a glob is given (a `synth` folder holds its shards and truth.safetensors side by side).
 pub const NOT_SHARDS: [&str; 4] = [
     "truth.safetensors",
     "sae_weights.safetensors",
@@ -110,8 +110,15 @@ pub const NOT_SHARDS: [&str; 4] = [
     "state.safetensors",
 ];
 
+/// Whether `p` is named as one of [`NOT_SHARDS`].
+fn not_shard(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|f| NOT_SHARDS.iter().any(|n| f == *n))
+}
+
 /// Expand files, folders (their *.safetensors, sorted, minus `NOT_SHARDS`) and glob
-/// patterns into shard paths.
+/// patterns (their matches, sorted, minus `NOT_SHARDS`) into shard paths. A file named
+/// itself is read whatever its name.
 pub fn discover(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for input in inputs {
@@ -121,10 +128,7 @@ pub fn discover(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 .map_err(|e| Error::io(input, e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "safetensors"))
-                .filter(|p| {
-                    !p.file_name()
-                        .is_some_and(|f| NOT_SHARDS.iter().any(|n| f == *n))
-                })
+                .filter(|p| !not_shard(p))
                 .collect();
             if found.is_empty() {
                 return Err(Error::input(format!(
@@ -139,12 +143,22 @@ pub fn discover(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         } else if s.contains(['*', '?', '[']) {
             let paths =
                 glob::glob(&s).map_err(|e| Error::input(format!("{s}: bad glob pattern: {e}")))?;
-            let mut found: Vec<PathBuf> = paths
+            let matched: Vec<PathBuf> = paths
                 .filter_map(|p| p.ok())
                 .filter(|p| p.is_file())
                 .collect();
-            if found.is_empty() {
+            if matched.is_empty() {
                 return Err(Error::input(format!("{s}: glob matches no files")));
+            }
+            // As in a folder: `synth/*.safetensors` would take truth.safetensors as rows.
+            let mut found: Vec<PathBuf> =
+                matched.iter().filter(|p| !not_shard(p)).cloned().collect();
+            if found.is_empty() {
+                return Err(Error::input(format!(
+                    "{s}: glob matches only {}, which saeforge writes and never reads as \
+                     activation shards; name such a file itself to read it",
+                    matched[0].display()
+                )));
             }
             found.sort();
             out.extend(found);

@@ -44,6 +44,20 @@ pub const BAD_SHARDS: &[BadShard] = &[
         streaming: false,
     },
     BadShard {
+        name: "glob_matches_only_truth",
+        make: |d| {
+            std::fs::write(d.join("truth.safetensors"), good_bytes()).unwrap();
+            p(d, "tru*.safetensors")
+        },
+        expect: &[
+            "tru*.safetensors",
+            "glob matches only",
+            "truth.safetensors",
+            "never reads",
+        ],
+        streaming: false,
+    },
+    BadShard {
         name: "empty_file",
         make: |d| {
             std::fs::write(d.join("e.safetensors"), b"").unwrap();
