@@ -98,7 +98,7 @@ fn folder_and_glob_skip_the_same_files() {
         dir.join("shard-0.safetensors"),
         dir.join("shard-1.safetensors"),
     ];
-    assert_eq!(discover(&[dir.clone()]).unwrap(), shards);
+    assert_eq!(discover(std::slice::from_ref(&dir)).unwrap(), shards);
     assert_eq!(discover(&[dir.join("*.safetensors")]).unwrap(), shards);
     let truth = dir.join("truth.safetensors");
     assert_eq!(discover(std::slice::from_ref(&truth)).unwrap(), [truth]);
