@@ -201,9 +201,8 @@ fn codes_info(path: &std::path::Path) -> Result<String> {
         }
         Ok(t)
     };
-    // The integers of an I32 or I64 tensor, read in place (a codes file can be large).
-    let ints = |t: &safetensors::tensor::TensorView<'_>| -> Vec<i64> { ints_of(t).collect() };
-    let indptr = ints(&tensor("indptr", &[Dtype::I64, Dtype::I32])?);
+    let indptr: Vec<i64> = ints_of(&tensor("indptr", &[Dtype::I64, Dtype::I32])?).collect();
+    // The indices are read in place below (a codes file can be large).
     let indices = tensor("indices", &[Dtype::I64, Dtype::I32])?;
     let nnz = tensor("values", &[Dtype::F32])?.shape()[0];
     let rows = indptr.len().saturating_sub(1);
