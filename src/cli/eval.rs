@@ -28,8 +28,8 @@ pub struct EvalArgs {
     /// Tensor name inside the shards.
     #[arg(long)]
     pub tensor: Option<String>,
-    /// A planted dictionary (truth.safetensors from `saeforge synth`): recovery metrics and
-    /// SAELens's ground-truth metrics (MCC, uniqueness; with the true codes synth wrote
+    /// A planted dictionary (a `saeforge synth` folder, or its truth.safetensors): recovery
+    /// metrics and SAELens's ground-truth metrics (MCC, uniqueness; with the true codes synth wrote
     /// beside the --data shards, per-latent precision / recall / F1), and with --fista the
     /// oracle (FISTA on the true dictionary).
     #[arg(long)]
@@ -108,7 +108,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         data: a.data,
         ood: a.ood,
         tensor: a.tensor,
-        truth: a.truth,
+        truth: a.truth.as_deref().map(crate::synth::truth_file),
         rows: a.rows,
         batch: a.batch.unwrap_or(0),
         fista,

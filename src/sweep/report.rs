@@ -71,11 +71,7 @@ pub fn pareto(rows: &[Row]) -> Vec<String> {
 /// The ground-truth metrics of a finished member (`saeforge eval --truth` on its training
 /// data, CPU engine).
 fn truth_of(dir: &Path, cfg: &TrainConfig, truth: &Path) -> Result<serde_json::Map<String, Value>> {
-    let file = if truth.is_dir() {
-        truth.join("truth.safetensors")
-    } else {
-        truth.to_path_buf()
-    };
+    let file = crate::synth::truth_file(truth);
     let ec = crate::eval::run::EvalConfig {
         sae: dir.to_path_buf(),
         data: cfg.data.clone(),

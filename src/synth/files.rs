@@ -52,6 +52,16 @@ pub fn write_truth(path: &Path, t: &Truth) -> Result<()> {
     write_safetensors(path, &tensors, None)
 }
 
+/// The truth file a `--truth` argument names: a `synth` folder's truth.safetensors, or the
+/// file itself.
+pub fn truth_file(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join("truth.safetensors")
+    } else {
+        path.to_path_buf()
+    }
+}
+
 /// Read a truth file: features [n, d] (required, F32); probability, bias, parent and
 /// exclusive_children when present with the right dtype and shape (anything else is left
 /// out, as by older readers).

@@ -32,6 +32,6 @@ pub use compositional::{
     Compositional, CompositionalConfig, CompositionalRow, write_compositional,
 };
 pub use config::{SynthConfig, probabilities, random_directions};
-pub use files::{read_truth, write_dataset, write_truth, write_world};
+pub use files::{read_truth, truth_file, write_dataset, write_truth, write_world};
 pub use generator::{Generator, Truth};
 pub use structure::{CorrelationSettings, HierarchySettings, PerFeature, Structure};

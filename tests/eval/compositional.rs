@@ -266,6 +266,18 @@ fn ood_table() -> Result<(), Failed> {
         )
         .into());
     }
+    // --truth may name the synth folder itself: the same truth metrics.
+    let json2 = dir.join("eval-folder.json");
+    #[rustfmt::skip]
+    cli(&["eval", "--sae", &s(&sae), "--data", &s(&data.join("test")), "--truth", &s(&data), "--device", "cpu", "--json", &s(&json2)])?;
+    let j2: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json2).map_err(fail)?).map_err(fail)?;
+    for key in ["mmcs", "mcc", "uniqueness", "f1"] {
+        let (a, b) = (metric(&j, &[key])?, metric(&j2, &[key])?);
+        if a != b {
+            return Err(format!("--truth FOLDER gave {key} {b}, the file {a}").into());
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
