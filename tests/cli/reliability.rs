@@ -213,7 +213,8 @@ fn damaged_checkpoint_refused() -> Result<(), Failed> {
 
 /// `info` on CSR codes: `encode`'s output and `synth`'s true codes are described (rows,
 /// latents, entries, who wrote them, digests) with exit 0, not refused as activations; a
-/// damaged codes file, and one whose indptr does not rise, are refused naming the file.
+/// damaged codes file, one whose indptr does not rise and one with a negative index are
+/// refused naming the file.
 fn info_describes_csr_codes() -> Result<(), Failed> {
     let dir = tmp("info-codes");
     let data = data(&dir, false);
@@ -257,39 +258,35 @@ fn info_describes_csr_codes() -> Result<(), Failed> {
         2,
         &[&s(&codes), "does not match its digest"],
     )?;
-    let bad = dir.join("bad.safetensors");
+    // Files that are not CSR matrices: (name, indptr, index, the refusal's words).
     let i64s = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    fx::write(
-        &bad,
-        &[
-            ("indptr", "I64", vec![3], i64s(&[0, 2, 1])),
-            ("indices", "I64", vec![1], i64s(&[0])),
-            ("values", "F32", vec![1], fx::f32_bytes(&[1.0])),
-        ],
-    );
-    let neg = dir.join("negative.safetensors");
-    fx::write(
-        &neg,
-        &[
-            ("indptr", "I64", vec![2], i64s(&[0, 1])),
-            ("indices", "I64", vec![1], i64s(&[-1])),
-            ("values", "F32", vec![1], fx::f32_bytes(&[1.0])),
-        ],
-    );
-    let o = run(&strs(&["info", &s(&neg)]));
-    one_line(
-        "info of a negative index",
-        &o,
-        2,
-        &[&s(&neg), "latent index -1 out of range"],
-    )?;
-    let o = run(&strs(&["info", &s(&bad)]));
-    one_line(
-        "info of a broken CSR",
-        &o,
-        2,
-        &[&s(&bad), "do not form a CSR matrix"],
-    )?;
+    let broken: [(&str, &[i64], i64, &str); 2] = [
+        (
+            "falling.safetensors",
+            &[0, 2, 1],
+            0,
+            "do not form a CSR matrix",
+        ),
+        (
+            "negative.safetensors",
+            &[0, 1],
+            -1,
+            "latent index -1 out of range",
+        ),
+    ];
+    for (name, indptr, index, words) in broken {
+        let f = dir.join(name);
+        fx::write(
+            &f,
+            &[
+                ("indptr", "I64", vec![indptr.len()], i64s(indptr)),
+                ("indices", "I64", vec![1], i64s(&[index])),
+                ("values", "F32", vec![1], fx::f32_bytes(&[1.0])),
+            ],
+        );
+        let o = run(&strs(&["info", &s(&f)]));
+        one_line(&format!("info of {name}"), &o, 2, &[&s(&f), words])?;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

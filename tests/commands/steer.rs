@@ -502,31 +502,23 @@ fn folder(rng: &mut ChaCha8Rng) -> Result<(), Failed> {
     if std::fs::read(c.dir.join("outdir/a.safetensors")).unwrap() != before {
         return Err("a refused run rewrote a.safetensors".into());
     }
-    // A glob naming two inputs alike (in/a and only-a/a): refused, not one lost.
-    let mut a = args(&c, "globbed", &[("ablate", "3".into())], DeviceChoice::Cpu);
-    a.data = c.dir.join("*/a.safetensors");
-    let msg = run(a).err().map(|e| e.to_string()).unwrap_or_default();
-    if !msg.contains("have the same file name") || msg.contains('\n') {
-        return Err(format!("same-name refusal: {msg:?}").into());
-    }
-    if c.dir.join("globbed").exists() {
-        return Err("a refused run created its --out folder".into());
-    }
-    // A folder in, and --out a new name ending in .safetensors: refused, nothing created
-    // (it would be a folder named like one file).
-    let mut a = args(
-        &c,
-        "x.safetensors",
-        &[("ablate", "3".into())],
-        DeviceChoice::Cpu,
-    );
-    a.data = c.dir.join("in");
-    let msg = run(a).err().map(|e| e.to_string()).unwrap_or_default();
-    if !msg.contains("ends in .safetensors like one file") || msg.contains('\n') {
-        return Err(format!("file-named folder refusal: {msg:?}").into());
-    }
-    if c.dir.join("x.safetensors").exists() {
-        return Err("a refused run created its --out folder".into());
+    // Refused before any work, their --out folder not created: a glob naming two inputs
+    // alike (in/a and only-a/a: one would be lost), and a folder in with a new --out named
+    // like one file.
+    let refusals = [
+        ("globbed", "*/a.safetensors", "have the same file name"),
+        ("x.safetensors", "in", "ends in .safetensors like one file"),
+    ];
+    for (out, data, words) in refusals {
+        let mut a = args(&c, out, &[("ablate", "3".into())], DeviceChoice::Cpu);
+        a.data = c.dir.join(data);
+        let msg = run(a).err().map(|e| e.to_string()).unwrap_or_default();
+        if !msg.contains(words) || msg.contains('\n') {
+            return Err(format!("--out {out} --data {data}: refusal {msg:?}").into());
+        }
+        if c.dir.join(out).exists() {
+            return Err(format!("a refused run created its --out {out}").into());
+        }
     }
     let _ = std::fs::remove_dir_all(&c.dir);
     Ok(())
