@@ -211,20 +211,9 @@ pub fn geometric_median(points: &[f32], d: usize, iters: usize) -> Vec<f32> {
         *a /= rows as f64;
     }
     for _ in 0..iters {
-        // Each row's distance is a sequential sum (most of the time: it does not
-        // vectorise), so the rows' are computed in parallel; the weighted sums run in row
-        // order as before.
-        let dists: Vec<f64> = points
-            .par_chunks_exact(d)
-            .map(|r| {
-                r.iter()
-                    .zip(&m)
-                    .map(|(&x, &c)| (x as f64 - c).powi(2))
-                    .sum::<f64>()
-                    .sqrt()
-                    .max(1e-12)
-            })
-            .collect();
+        // The distances in parallel; the weighted sums in row order (they vectorise across
+        // the columns, and the pass is bound by reading the sample).
+        let dists = distances(points, d, &m);
         let mut num = vec![0.0f64; d];
         let mut den = 0.0f64;
         for (r, dist) in points.chunks_exact(d).zip(dists) {
@@ -248,6 +237,40 @@ pub fn geometric_median(points: &[f32], d: usize, iters: usize) -> Vec<f32> {
         }
     }
     m.into_iter().map(|v| v as f32).collect()
+}
+
+/// Rows whose distances [`distances`] sums side by side.
+const DIST_LANES: usize = 8;
+
+/// Each row's Euclidean distance to `m` (at least 1e-12): the sum of (x - m)^2 over the
+/// row's columns in column order, in f64, then its square root. A row's sum is one chain
+/// of dependent adds, so each task runs 8 rows' chains side by side (each row's adds in
+/// the same order, so the same bits as one row at a time: `tests::distances_row_by_row`),
+/// and the tasks run in parallel. At 8192 x 4096 this was most of the geometric median.
+fn distances(points: &[f32], d: usize, m: &[f64]) -> Vec<f64> {
+    let mut out = vec![0.0f64; points.len() / d];
+    out.par_chunks_mut(DIST_LANES)
+        .zip(points.par_chunks(DIST_LANES * d))
+        .for_each(|(o, block)| {
+            let mut acc = [0.0f64; DIST_LANES];
+            if o.len() == DIST_LANES {
+                for (j, &c) in m.iter().enumerate() {
+                    for (l, a) in acc.iter_mut().enumerate() {
+                        *a += (block[l * d + j] as f64 - c).powi(2);
+                    }
+                }
+            } else {
+                for (l, a) in acc.iter_mut().enumerate().take(o.len()) {
+                    for (&x, &c) in block[l * d..(l + 1) * d].iter().zip(m) {
+                        *a += (x as f64 - c).powi(2);
+                    }
+                }
+            }
+            for (v, a) in o.iter_mut().zip(acc) {
+                *v = a.sqrt().max(1e-12);
+            }
+        });
+    out
 }
 
 /// `rows` random directions of `cols` values at norm `norm`: row i drawn from ChaCha8
@@ -360,7 +383,90 @@ fn init_transcoder(cfg: &TrainConfig, sample: &[f32]) -> SaeParams {
 
 #[cfg(test)]
 mod tests {
-    use super::transpose;
+    use super::{distances, geometric_median, transpose};
+    use rand::{Rng, SeedableRng};
+
+    /// The geometric median bit for bit as the plain loops compute it (row by row: the
+    /// mean, each distance, the weighted sums), at shapes with partial blocks of rows and
+    /// columns.
+    #[test]
+    fn geometric_median_as_the_plain_loops() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for (rows, d, iters) in [(1, 1, 3), (9, 300, 100), (40, 513, 100), (5, 7, 0)] {
+            let x: Vec<f32> = (0..rows * d).map(|_| rng.random::<f32>() * 3.0).collect();
+            let mut m = vec![0.0f64; d];
+            for r in x.chunks_exact(d) {
+                for (a, &b) in m.iter_mut().zip(r) {
+                    *a += b as f64;
+                }
+            }
+            for a in m.iter_mut() {
+                *a /= rows as f64;
+            }
+            for _ in 0..iters {
+                let mut num = vec![0.0f64; d];
+                let mut den = 0.0f64;
+                for r in x.chunks_exact(d) {
+                    let dist: f64 = r
+                        .iter()
+                        .zip(&m)
+                        .map(|(&x, &c)| (x as f64 - c).powi(2))
+                        .sum();
+                    let w = 1.0 / dist.sqrt().max(1e-12);
+                    for (a, &x) in num.iter_mut().zip(r) {
+                        *a += w * x as f64;
+                    }
+                    den += w;
+                }
+                let next: Vec<f64> = num.iter().map(|a| a / den).collect();
+                let shift: f64 = next.iter().zip(&m).map(|(a, b)| (a - b).powi(2)).sum();
+                let scale = next.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
+                m = next;
+                if shift.sqrt() / scale < 1e-6 {
+                    break;
+                }
+            }
+            let want: Vec<u32> = m.iter().map(|&v| (v as f32).to_bits()).collect();
+            let got: Vec<u32> = geometric_median(&x, d, iters)
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            assert_eq!(got, want, "({rows}, {d}, {iters})");
+        }
+    }
+
+    /// 8 rows side by side give each row's distance bit for bit as the row's own sum
+    /// (`Iterator::sum` in column order), for row counts that leave a partial block.
+    #[test]
+    fn distances_row_by_row() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for (rows, d) in [(1, 1), (7, 3), (8, 5), (19, 130), (64, 33)] {
+            let x: Vec<f32> = (0..rows * d)
+                .map(|_| rng.random::<f32>() * 4.0 - 2.0)
+                .collect();
+            let m: Vec<f64> = (0..d).map(|_| rng.random::<f64>()).collect();
+            let want: Vec<f64> = x
+                .chunks_exact(d)
+                .map(|r| {
+                    r.iter()
+                        .zip(&m)
+                        .map(|(&x, &c)| (x as f64 - c).powi(2))
+                        .sum::<f64>()
+                        .sqrt()
+                        .max(1e-12)
+                })
+                .collect();
+            let got = distances(&x, d, &m);
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same && got.len() == rows,
+                "({rows}, {d}): {got:?} against {want:?}"
+            );
+        }
+    }
 
     #[test]
     fn transpose_matches_the_plain_loop() {
