@@ -180,63 +180,111 @@ fn sae_info(dir: &std::path::Path) -> Result<()> {
 /// writes without `--dense`, and `synth`'s true codes in `codes/`): rows, latents (from
 /// `encode`'s metadata; else the largest index is what the file tells), entries, mean L0,
 /// the latents that fire, who wrote it, and its digests. A file that is not a CSR matrix
-/// (indptr not rising from 0 to the entries, an index out of range) is an error.
+/// (indptr not rising from 0 to the entries, an index out of range) is an error. The
+/// tensors are read in 8 MiB blocks (positioned reads, as a shard's): a codes file of a
+/// whole dataset can be far larger than memory.
 fn codes_info(path: &std::path::Path) -> Result<String> {
     use safetensors::Dtype;
-    let bytes = crate::data::read_input(path)?;
-    let st = crate::data::parse_safetensors(path, &bytes)?;
     let bad = |m: String| Error::input(format!("{}: {m}", path.display()));
-    let seal = crate::digest::verify_file(path, &bytes, &st)?;
-    let (_, header) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-    let meta = header.metadata().clone().unwrap_or_default();
+    let file = crate::data::open_input(path)?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let (header, meta) = crate::data::read_header(path, &file, len)?;
+    let data_start = header.len() as u64;
+    let infos = meta.tensors();
     let tensor = |name: &str, dtypes: &[Dtype]| {
-        let t = st.tensor(name).map_err(|e| bad(e.to_string()))?;
-        if !dtypes.contains(&t.dtype()) || t.shape().len() != 1 {
+        let t = infos
+            .get(name)
+            .ok_or_else(|| bad(format!("no tensor {name:?}")))?;
+        if !dtypes.contains(&t.dtype) || t.shape.len() != 1 {
             return Err(bad(format!(
                 "tensor {name:?} is {:?} {:?}; CSR codes hold it as {dtypes:?} of rank 1",
-                t.dtype(),
-                t.shape()
+                t.dtype, t.shape
             )));
         }
+        // `describe`, before this, refused offsets that disagree with dtype and shape.
         Ok(t)
     };
-    let indptr: Vec<i64> = ints_of(&tensor("indptr", &[Dtype::I64, Dtype::I32])?).collect();
-    // The indices are read in place below (a codes file can be large).
-    let indices = tensor("indices", &[Dtype::I64, Dtype::I32])?;
-    let nnz = tensor("values", &[Dtype::F32])?.shape()[0];
-    let rows = indptr.len().saturating_sub(1);
-    if indices.shape()[0] != nnz
-        || indptr.first() != Some(&0)
-        || indptr.last() != Some(&(nnz as i64))
-        || indptr.windows(2).any(|w| w[1] < w[0])
-    {
+    let ints = [Dtype::I64, Dtype::I32];
+    let (ip, ix, vals) = (
+        tensor("indptr", &ints)?,
+        tensor("indices", &ints)?,
+        tensor("values", &[Dtype::F32])?,
+    );
+    let nnz = vals.shape[0];
+    let rows = ip.shape[0].saturating_sub(1);
+    // Stream one tensor's bytes to `each` in blocks of whole elements; its digest.
+    let stream = |t: &safetensors::tensor::TensorInfo, each: &mut dyn FnMut(&[u8])| {
+        let (start, end) = (t.data_offsets.0 as u64, t.data_offsets.1 as u64);
+        let mut h = crate::digest::Stream::new();
+        let mut buf = vec![0u8; (8usize << 20).min(end.saturating_sub(start) as usize)];
+        let mut at = start;
+        while at < end {
+            let n = ((end - at) as usize).min(buf.len());
+            crate::io::read_exact_at(&file, &mut buf[..n], data_start + at)
+                .map_err(|e| Error::io(path, e))?;
+            h.update(&buf[..n]);
+            each(&buf[..n]);
+            at += n as u64;
+        }
+        Ok::<String, Error>(h.finish())
+    };
+    // indptr: from 0, never falling, to the number of entries.
+    let (mut first, mut last, mut falls) = (None, 0i64, false);
+    let d_indptr = stream(ip, &mut |b| {
+        for v in ints_of(b, ip.dtype) {
+            falls |= first.is_some() && v < last;
+            first.get_or_insert(v);
+            last = v;
+        }
+    })?;
+    if ix.shape[0] != nnz || first != Some(0) || last != nnz as i64 || falls {
         return Err(bad(format!(
             "indptr ({} values), indices ({}) and values ({nnz}) do not form a CSR matrix (indptr must rise from 0 to the number of entries)",
-            indptr.len(),
-            indices.shape()[0]
+            ip.shape[0], ix.shape[0]
         )));
     }
-    let n: Option<usize> = meta.get("d_sae").and_then(|v| v.parse().ok());
+    let n: Option<usize> = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("d_sae"))
+        .and_then(|v| v.parse().ok());
     // Latent indices are below d_sae where the file says it, and below 2^31 in any case
     // (what encode writes as I32; the bitset of fired latents is then at most 256 MiB).
     let limit = n.unwrap_or(1 << 31).min(1 << 31) as i64;
     let mut fired_bits: Vec<u64> = Vec::new();
-    let mut top: Option<i64> = None;
-    for i in ints_of(&indices) {
-        if !(0..limit).contains(&i) {
-            return Err(bad(format!(
-                "latent index {i} out of range{}",
-                n.map(|n| format!(" for d_sae {n}")).unwrap_or_default()
-            )));
+    let (mut top, mut out_of_range) = (None::<i64>, None::<i64>);
+    let d_indices = stream(ix, &mut |b| {
+        for i in ints_of(b, ix.dtype) {
+            if !(0..limit).contains(&i) {
+                out_of_range.get_or_insert(i);
+                continue;
+            }
+            let (w, bit) = (i as usize / 64, i as usize % 64);
+            if w >= fired_bits.len() {
+                fired_bits.resize(w + 1, 0);
+            }
+            fired_bits[w] |= 1 << bit;
+            top = top.max(Some(i));
         }
-        let (w, b) = (i as usize / 64, i as usize % 64);
-        if w >= fired_bits.len() {
-            fired_bits.resize(w + 1, 0);
-        }
-        fired_bits[w] |= 1 << b;
-        top = top.max(Some(i));
+    })?;
+    if let Some(i) = out_of_range {
+        return Err(bad(format!(
+            "latent index {i} out of range{}",
+            n.map(|n| format!(" for d_sae {n}")).unwrap_or_default()
+        )));
     }
+    let d_values = stream(vals, &mut |_| {})?;
+    let layout: Vec<(&str, Dtype, &[usize])> = [("indptr", ip), ("indices", ix), ("values", vals)]
+        .map(|(name, t)| (name, t.dtype, t.shape.as_slice()))
+        .to_vec();
+    let digests = [
+        ("indptr", d_indptr),
+        ("indices", d_indices),
+        ("values", d_values),
+    ];
+    let seal = crate::digest::verify(path, meta.metadata().as_ref(), &layout, |name| {
+        digests.iter().find(|d| d.0 == name).map(|d| d.1.clone())
+    })?;
     let fired: u32 = fired_bits.iter().map(|w| w.count_ones()).sum();
     let width = match (n, top) {
         (Some(n), _) => format!(" x {n} latents"),
@@ -248,9 +296,13 @@ fn codes_info(path: &std::path::Path) -> Result<String> {
     } else {
         nnz as f64 / rows as f64
     };
-    let by = match (meta.get("written_by"), meta.get("sae")) {
-        (Some(w), Some(sae)) => format!("; written by {w} with the SAE {sae}"),
-        (Some(w), None) => format!("; written by {w}"),
+    let by = match meta
+        .metadata()
+        .as_ref()
+        .map(|m| (m.get("written_by"), m.get("sae")))
+    {
+        Some((Some(w), Some(sae))) => format!("; written by {w} with the SAE {sae}"),
+        Some((Some(w), None)) => format!("; written by {w}"),
         _ => String::new(),
     };
     let digests = match seal {
@@ -262,17 +314,15 @@ fn codes_info(path: &std::path::Path) -> Result<String> {
     ))
 }
 
-/// The values of a rank-1 I32 or I64 tensor (little-endian), as i64.
-fn ints_of<'a>(t: &'a safetensors::tensor::TensorView<'_>) -> Box<dyn Iterator<Item = i64> + 'a> {
-    match t.dtype() {
+/// The values of little-endian I32 or I64 bytes (whole elements), as i64.
+fn ints_of(b: &[u8], dtype: safetensors::Dtype) -> Box<dyn Iterator<Item = i64> + '_> {
+    match dtype {
         safetensors::Dtype::I32 => Box::new(
-            t.data()
-                .chunks_exact(4)
+            b.chunks_exact(4)
                 .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64),
         ),
         _ => Box::new(
-            t.data()
-                .chunks_exact(8)
+            b.chunks_exact(8)
                 .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])),
         ),
     }

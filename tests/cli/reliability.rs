@@ -258,28 +258,21 @@ fn info_describes_csr_codes() -> Result<(), Failed> {
         2,
         &[&s(&codes), "does not match its digest"],
     )?;
-    // Files that are not CSR matrices: (name, indptr, index, the refusal's words).
+    // Files that are not CSR matrices: (name, indptr, its declared length, index, the
+    // refusal's words).
     let i64s = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let broken: [(&str, &[i64], i64, &str); 2] = [
-        (
-            "falling.safetensors",
-            &[0, 2, 1],
-            0,
-            "do not form a CSR matrix",
-        ),
-        (
-            "negative.safetensors",
-            &[0, 1],
-            -1,
-            "latent index -1 out of range",
-        ),
+    #[rustfmt::skip]
+    let broken: [(&str, &[i64], usize, i64, &str); 3] = [
+        ("falling.safetensors", &[0, 2, 1], 3, 0, "do not form a CSR matrix"),
+        ("negative.safetensors", &[0, 1], 2, -1, "latent index -1 out of range"),
+        ("short.safetensors", &[0, 1], 3, 0, "needs 24"),
     ];
-    for (name, indptr, index, words) in broken {
+    for (name, indptr, declared, index, words) in broken {
         let f = dir.join(name);
         fx::write(
             &f,
             &[
-                ("indptr", "I64", vec![indptr.len()], i64s(indptr)),
+                ("indptr", "I64", vec![declared], i64s(indptr)),
                 ("indices", "I64", vec![1], i64s(&[index])),
                 ("values", "F32", vec![1], fx::f32_bytes(&[1.0])),
             ],
