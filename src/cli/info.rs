@@ -214,19 +214,11 @@ fn codes_info(path: &std::path::Path) -> Result<String> {
     let rows = ip.shape[0].saturating_sub(1);
     // Stream one tensor's bytes to `each` in blocks of whole elements; its digest.
     let stream = |t: &safetensors::tensor::TensorInfo, each: &mut dyn FnMut(&[u8])| {
+        let read = |at: u64, buf: &mut [u8]| {
+            crate::io::read_exact_at(&file, buf, data_start + at).map_err(|e| Error::io(path, e))
+        };
         let (start, end) = (t.data_offsets.0 as u64, t.data_offsets.1 as u64);
-        let mut h = crate::digest::Stream::new();
-        let mut buf = vec![0u8; (8usize << 20).min(end.saturating_sub(start) as usize)];
-        let mut at = start;
-        while at < end {
-            let n = ((end - at) as usize).min(buf.len());
-            crate::io::read_exact_at(&file, &mut buf[..n], data_start + at)
-                .map_err(|e| Error::io(path, e))?;
-            h.update(&buf[..n]);
-            each(&buf[..n]);
-            at += n as u64;
-        }
-        Ok::<String, Error>(h.finish())
+        crate::data::digest_blocks(start, end, read, each)
     };
     // indptr: from 0, never falling, to the number of entries.
     let (mut first, mut last, mut falls) = (None, 0i64, false);

@@ -112,6 +112,29 @@ pub fn read_header(path: &Path, file: &std::fs::File, len: u64) -> Result<(Vec<u
     Ok((header, meta))
 }
 
+/// The xxh3 digest of the bytes `start .. end`, read through `read(offset, buf)` in blocks
+/// of at most 8 MiB, each block also handed to `each` (blocks start at `start` + a multiple
+/// of 8 MiB, so whole elements of any dtype): a tensor hashed and scanned without holding
+/// it in memory (a shard's fingerprint, `info` on a codes file).
+pub fn digest_blocks(
+    start: u64,
+    end: u64,
+    mut read: impl FnMut(u64, &mut [u8]) -> Result<()>,
+    mut each: impl FnMut(&[u8]),
+) -> Result<String> {
+    let mut h = crate::digest::Stream::new();
+    let mut buf = vec![0u8; (8usize << 20).min(end.saturating_sub(start) as usize)];
+    let mut at = start;
+    while at < end {
+        let n = ((end - at) as usize).min(buf.len());
+        read(at, &mut buf[..n])?;
+        h.update(&buf[..n]);
+        each(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(h.finish())
+}
+
 /// A tensor's name, dtype and shape.
 pub type TensorLayout = (String, Dtype, Vec<usize>);
 

@@ -14,6 +14,6 @@ mod loader;
 pub mod paired;
 mod shard;
 
-pub use file::{describe, open_input, parse_safetensors, read_header, read_input};
+pub use file::{describe, digest_blocks, open_input, parse_safetensors, read_header, read_input};
 pub use loader::{Batch, BatchStream, Prefetcher, RowId};
 pub use shard::{FloatType, Shard, convert, discover, open_shards};

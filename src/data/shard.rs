@@ -474,18 +474,10 @@ impl Shard {
     /// (synth shards, steer outputs), and keep the result in `content_digest`.
     pub fn fingerprint(&mut self) -> Result<()> {
         let len = (self.rows * self.row_width()) as u64;
-        let mut h = crate::digest::Stream::new();
-        let mut buf = vec![0u8; (8usize << 20).min(len as usize)];
-        let mut at = self.start - self.data_start;
-        let end = at + len;
-        while at < end {
-            let n = ((end - at) as usize).min(buf.len());
-            self.read_data_at(at, &mut buf[..n])?;
-            h.update(&buf[..n]);
-            at += n as u64;
-        }
+        let start = self.start - self.data_start;
+        let read = |at: u64, buf: &mut [u8]| self.read_data_at(at, buf);
+        let digest = super::digest_blocks(start, start + len, read, |_| {})?;
         self.check_unchanged()?;
-        let digest = h.finish();
         let layout: Vec<(String, Dtype, Vec<usize>)> = self
             .meta
             .tensors()
