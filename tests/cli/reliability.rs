@@ -7,7 +7,7 @@
 //! truncated, replaced or removed under a training run stops it with exit 1 (no signal
 //! death) after a checkpoint.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -84,15 +84,22 @@ fn flip(path: &Path, from_end: usize) {
     std::fs::write(path, b).unwrap();
 }
 
+/// A fresh folder `name` with the three-shard data and an 8-step CPU run in `run`:
+/// (folder, data, run).
+fn trained(name: &str) -> Result<(PathBuf, PathBuf, PathBuf), Failed> {
+    let dir = tmp(name);
+    let data = data(&dir, false);
+    let out = dir.join("run");
+    ok("run", &run(&train_args(&data, &out, "cpu", 8, &[])))?;
+    Ok((dir, data, out))
+}
+
 /// A run trains in a folder: a second `train --out --overwrite` and a `--resume` are
 /// refused before touching it, naming the holder's pid; `eval` of the folder says a live
 /// run writes it; after kill -9 the next resume takes the lock over and says so, and the
 /// folder then holds one run's complete, verified state.
 fn second_writer_refused_and_dead_lock_taken_over() -> Result<(), Failed> {
-    let dir = tmp("lock");
-    let data = data(&dir, false);
-    let out = dir.join("run");
-    ok("first run", &run(&train_args(&data, &out, "cpu", 8, &[])))?;
+    let (dir, data, out) = trained("lock")?;
     let log = dir.join("long.log");
     let mut child = spawn(
         &strs(&["train", "--resume", &s(&out), "--steps", "1000000"]),
@@ -186,10 +193,7 @@ fn second_writer_refused_and_dead_lock_taken_over() -> Result<(), Failed> {
 /// A bit flipped inside a checkpoint tensor: --resume and info refuse it with one line
 /// naming the file and the tensor, exit 2, and nothing in the folder changes.
 fn damaged_checkpoint_refused() -> Result<(), Failed> {
-    let dir = tmp("bad-checkpoint");
-    let data = data(&dir, false);
-    let out = dir.join("run");
-    ok("run", &run(&train_args(&data, &out, "cpu", 8, &[])))?;
+    let (dir, _, out) = trained("bad-checkpoint")?;
     let state = saeforge::sae::checkpoint::path(&out);
     flip(&state, 100);
     let before = snapshot(&dir);
@@ -216,10 +220,7 @@ fn damaged_checkpoint_refused() -> Result<(), Failed> {
 /// damaged codes file, one whose indptr does not rise and one with a negative index are
 /// refused naming the file.
 fn info_describes_csr_codes() -> Result<(), Failed> {
-    let dir = tmp("info-codes");
-    let data = data(&dir, false);
-    let out = dir.join("run");
-    ok("run", &run(&train_args(&data, &out, "cpu", 8, &[])))?;
+    let (dir, data, out) = trained("info-codes")?;
     let codes = dir.join("codes.safetensors");
     let shard = data.join("shard-0.safetensors");
     #[rustfmt::skip]
@@ -288,10 +289,7 @@ fn info_describes_csr_codes() -> Result<(), Failed> {
 /// export: every SAE reader refuses, naming the file (and the tensor), exit 2, nothing
 /// written.
 fn damaged_export_refused() -> Result<(), Failed> {
-    let dir = tmp("bad-export");
-    let data = data(&dir, false);
-    let out = dir.join("run");
-    ok("run", &run(&train_args(&data, &out, "cpu", 8, &[])))?;
+    let (dir, data, out) = trained("bad-export")?;
     let other = dir.join("other");
     ok("other run", &run(&train_args(&data, &other, "cpu", 6, &[])))?;
     let shard = data.join("shard-0.safetensors");
@@ -411,10 +409,7 @@ fn damaged_export_refused() -> Result<(), Failed> {
 /// refuses naming it; --allow-data-change goes on and says the run is no longer an exact
 /// resume; --allow-data-change without --resume is refused.
 fn changed_data_refused_unless_allowed() -> Result<(), Failed> {
-    let dir = tmp("data-change");
-    let data = data(&dir, false);
-    let out = dir.join("run");
-    ok("run", &run(&train_args(&data, &out, "cpu", 8, &[])))?;
+    let (dir, data, out) = trained("data-change")?;
     let shard = data.join("shard-1.safetensors");
     fx::shard(&shard, 1000, 16, 999);
     let before = snapshot(&dir);
