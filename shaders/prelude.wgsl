@@ -13,6 +13,24 @@ fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
 }
 
+// The workgroup that physical workgroup `g` of `groups` stands for, when a launch sized to
+// a bound holds work for only its first `busy` workgroups (a count known on the device,
+// such as the entries of this chunk's codes): the busy ones become every s-th physical
+// workgroup (s = groups / busy), the idle ones fill the gaps, and past s * busy nothing
+// moves. A permutation of 0..groups. A hardware GPU schedules workgroups as they free up, so
+// the order costs nothing there; lavapipe hands each thread one contiguous range of
+// workgroups, which put all the work of a mostly idle launch on one thread.
+fn spread_group(g: u32, busy: u32, groups: u32) -> u32 {
+    let a = clamp(busy, 1u, max(groups, 1u));
+    let s = groups / a;
+    if g >= s * a {
+        return g;
+    }
+    let q = g / s;
+    let r = g - q * s;
+    return select(a + q * (s - 1u) + r - 1u, q, r == 0u);
+}
+
 // Order-preserving u32 key of an f32: unsigned key order is float order, -0 folded onto +0
 // (NaN never occurs in the inputs). Branch-free: a `var` assigned under a branch, inlined
 // into divergent loops, came out wrong on lavapipe 22.3.

@@ -46,11 +46,19 @@ struct Params {
 override WG: u32 = 64;        // invocations per workgroup (1-D kernels; column chunk of decode / dw_dec)
 override WG_SCAN: u32 = 256;  // the single workgroup of build_transpose_scan
 
-// Invocation index of a 1-D grid folded into (x, y) (see gpu::grid_1d).
-// Row of slot s < nnz: the largest b with row_ptr[b] <= s (empty rows are skipped because
-// their row_ptr equals the next one). Used by every entry point whose binding 1 is row_ptr.
+// Used by every entry point whose binding 1 is row_ptr.
 @group(0) @binding(1) var<storage, read> csr_row_ptr: array<u32>; // (rows + 1)
 
+// The slot of invocation lid of workgroup wid in a 1-D launch of one invocation per slot up
+// to the capacity, of which the first `nnz` hold entries: the workgroups of those spread
+// over the grid (see spread_group in the prelude).
+fn spread_slot(lid: u32, wid: vec3<u32>, nwg: vec3<u32>, nnz: u32) -> u32 {
+    let g = spread_group(group_index(wid, nwg), (nnz + WG - 1u) / WG, nwg.x * nwg.y);
+    return g * WG + lid;
+}
+
+// Row of slot s < nnz: the largest b with row_ptr[b] <= s (empty rows are skipped because
+// their row_ptr equals the next one).
 fn row_of_slot(s: u32) -> u32 {
     var lo = 0u;
     var hi = p.rows;
@@ -125,8 +133,12 @@ fn sparse_decode_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
 @group(0) @binding(5) var<storage, read_write> sd_g: array<f32>;        // (cap)
 
 @compute @workgroup_size(WG)
-fn sparse_dot(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let s = linear_index(gid, nwg, WG);
+fn sparse_dot(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let s = spread_slot(lid, wid, nwg, csr_row_ptr[p.rows]);
     if s >= p.cap { return; }
     if s >= csr_row_ptr[p.rows] {
         sd_g[s] = 0.0;
@@ -145,8 +157,12 @@ fn sparse_dot(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 @group(0) @binding(4) var<storage, read> sd4_w_dec: array<vec4<f32>>;  // (n, d / 4)
 
 @compute @workgroup_size(WG)
-fn sparse_dot_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let s = linear_index(gid, nwg, WG);
+fn sparse_dot_vec4(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let s = spread_slot(lid, wid, nwg, csr_row_ptr[p.rows]);
     if s >= p.cap { return; }
     if s >= csr_row_ptr[p.rows] {
         sd_g[s] = 0.0;
@@ -189,6 +205,10 @@ fn sparse_dot_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 //            lat_row[pos] = r, lat_slot[pos] = s; entries >= nnz get 0 in both
 // (It replaced a scatter whose order within a latent a rank pass then fixed with O(m^2)
 // compares for a latent of m entries: a dense latent, one on every row, cost rows^2.)
+// mark and place take their slots in grid order, unlike the other slot kernels
+// (spread_slot): spread over lavapipe's two threads, their atomics and scattered writes
+// contended for the same cache lines, and a relu step's mark + place took 58-60 ms on
+// lavapipe against 47-52 ms with one thread doing them.
 
 fn transpose_groups() -> u32 {
     return (p.rows + 31u) / 32u;
@@ -489,8 +509,12 @@ fn gather_db_enc(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 @group(0) @binding(5) var<storage, read_write> sl1_g: array<f32>;      // (cap)
 
 @compute @workgroup_size(WG)
-fn sparse_l1_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let s = linear_index(gid, nwg, WG);
+fn sparse_l1_backward(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let s = spread_slot(lid, wid, nwg, csr_row_ptr[p.rows]);
     if s >= min(csr_row_ptr[p.rows], p.cap) { return; }
     if sl1_val[s] > 0.0 {
         sl1_g[s] = sl1_g[s] + p.scale * sl1_norms[sl1_idx[s]];
@@ -508,8 +532,12 @@ fn sparse_l1_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
 @group(0) @binding(6) var<storage, read_write> sjb_dval: array<f32>;   // (cap)
 
 @compute @workgroup_size(WG)
-fn sparse_jumprelu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let s = linear_index(gid, nwg, WG);
+fn sparse_jumprelu_backward(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let s = spread_slot(lid, wid, nwg, csr_row_ptr[p.rows]);
     if s >= p.cap { return; }
     if s >= csr_row_ptr[p.rows] {
         sjb_dval[s] = 0.0;

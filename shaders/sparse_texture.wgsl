@@ -63,8 +63,16 @@ fn sparse_decode_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 // against topk's 19. Every slot's sum runs over the columns in ascending order, as
 // sparse_dot_vec4 (same bits).
 @compute @workgroup_size(WG)
-fn sparse_dot_tex(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let s0 = 4u * linear_index(gid, nwg, WG);
+fn sparse_dot_tex(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    // The grid covers the capacity; the quads that hold entries fill the first
+    // ceil(nnz / (4 WG)) workgroups' worth, spread over the grid (see spread_group).
+    let quads = (csr_row_ptr[p.rows] + 3u) / 4u;
+    let g = spread_group(group_index(wid, nwg), (quads + WG - 1u) / WG, nwg.x * nwg.y);
+    let s0 = 4u * (g * WG + lid);
     if s0 >= p.cap { return; }
     let s1 = min(s0 + 4u, p.cap);
     let e = min(s1, csr_row_ptr[p.rows]);  // slots s0 .. e hold entries

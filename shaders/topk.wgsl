@@ -208,7 +208,8 @@ fn batchtopk_hist(
     src = workgroupUniformLoad(&bh_src);
     let chunk = WG * EPT;
     let groups = nwg.x * nwg.y;
-    let g = wid.x + wid.y * nwg.x;
+    // The grid is sized to a bound on len; the chunks of len are spread over it.
+    let g = spread_group(group_index(wid, nwg), (len + chunk - 1u) / chunk, groups);
     if g * chunk >= len {
         return;
     }

@@ -534,6 +534,10 @@ const SHAPES: &[Shape] = &[
     // d % 64 == 0: the texture entry points on software adapters.
     Shape::TopK(37, 1000, 64, 7, 1),
     Shape::Csr(41, 777, 128, 30, 5),
+    // Capacity far past nnz (batchtopk's and relu's chunks: rows x d_sae / 16 slots for
+    // ~k per row), so the slot kernels' busy workgroups are spread over a mostly idle grid.
+    Shape::Csr(200, 4096, 64, 8, 20000),
+    Shape::Csr(200, 4096, 20, 8, 20000),
     // Production: rows 512, d_sae 16384, d_in 512, k 32; latents 0 and 1 in every row.
     Shape::TopK(512, 16384, 512, 32, 2),
 ];
@@ -666,7 +670,12 @@ fn activation_backward_case(
 }
 
 pub fn activation_trials() -> Vec<Trial> {
-    [(29, 300, 12, 17), (41, 777, 30, 5), (512, 16384, 64, 100)]
+    [
+        (29, 300, 12, 17),
+        (41, 777, 30, 5),
+        (200, 4096, 8, 20000),
+        (512, 16384, 64, 100),
+    ]
         .into_iter()
         .map(|c| {
             gpu_test(
