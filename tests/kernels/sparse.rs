@@ -676,12 +676,12 @@ pub fn activation_trials() -> Vec<Trial> {
         (200, 4096, 8, 20000),
         (512, 16384, 64, 100),
     ]
-        .into_iter()
-        .map(|c| {
-            gpu_test(
-                format!("sparse::activation_backward/{}x{}/max{}", c.0, c.1, c.2),
-                move |gpu, rng| activation_backward_case(gpu, rng, c),
-            )
-        })
-        .collect()
+    .into_iter()
+    .map(|c| {
+        gpu_test(
+            format!("sparse::activation_backward/{}x{}/max{}", c.0, c.1, c.2),
+            move |gpu, rng| activation_backward_case(gpu, rng, c),
+        )
+    })
+    .collect()
 }
