@@ -49,12 +49,12 @@ override WG_SCAN: u32 = 256;  // the single workgroup of build_transpose_scan
 // Used by every entry point whose binding 1 is row_ptr.
 @group(0) @binding(1) var<storage, read> csr_row_ptr: array<u32>; // (rows + 1)
 
-// The slot of invocation lid of workgroup wid in a 1-D launch of one invocation per slot up
-// to the capacity, of which the first `nnz` hold entries: the workgroups of those spread
-// over the grid (see spread_group in the prelude).
-fn spread_slot(lid: u32, wid: vec3<u32>, nwg: vec3<u32>, nnz: u32) -> u32 {
-    let g = spread_group(group_index(wid, nwg), (nnz + WG - 1u) / WG, nwg.x * nwg.y);
-    return g * WG + lid;
+// The first slot of invocation lid of workgroup wid in a 1-D launch of `per` slots per
+// invocation up to the capacity, of which the first `nnz` hold entries: the workgroups of
+// those spread over the grid (see spread_group in the prelude).
+fn spread_slot(lid: u32, wid: vec3<u32>, nwg: vec3<u32>, nnz: u32, per: u32) -> u32 {
+    let busy = (nnz + per * WG - 1u) / (per * WG);
+    return per * (spread_group(group_index(wid, nwg), busy, nwg.x * nwg.y) * WG + lid);
 }
 
 // Row of slot s < nnz: the largest b with row_ptr[b] <= s (empty rows are skipped because
@@ -138,7 +138,7 @@ fn sparse_dot(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let s = spread_slot(lid, wid, nwg, csr_row_ptr[p.rows]);
+    let s = spread_slot(lid, wid, nwg, csr_row_ptr[p.rows], 1u);
     if s >= p.cap { return; }
     if s >= csr_row_ptr[p.rows] {
         sd_g[s] = 0.0;
@@ -162,7 +162,7 @@ fn sparse_dot_vec4(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let s = spread_slot(lid, wid, nwg, csr_row_ptr[p.rows]);
+    let s = spread_slot(lid, wid, nwg, csr_row_ptr[p.rows], 1u);
     if s >= p.cap { return; }
     if s >= csr_row_ptr[p.rows] {
         sd_g[s] = 0.0;
@@ -514,7 +514,7 @@ fn sparse_l1_backward(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let s = spread_slot(lid, wid, nwg, csr_row_ptr[p.rows]);
+    let s = spread_slot(lid, wid, nwg, csr_row_ptr[p.rows], 1u);
     if s >= min(csr_row_ptr[p.rows], p.cap) { return; }
     if sl1_val[s] > 0.0 {
         sl1_g[s] = sl1_g[s] + p.scale * sl1_norms[sl1_idx[s]];
@@ -537,7 +537,7 @@ fn sparse_jumprelu_backward(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let s = spread_slot(lid, wid, nwg, csr_row_ptr[p.rows]);
+    let s = spread_slot(lid, wid, nwg, csr_row_ptr[p.rows], 1u);
     if s >= p.cap { return; }
     if s >= csr_row_ptr[p.rows] {
         sjb_dval[s] = 0.0;

@@ -68,11 +68,7 @@ fn sparse_dot_tex(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    // The grid covers the capacity; the quads that hold entries fill the first
-    // ceil(nnz / (4 WG)) workgroups' worth, spread over the grid (see spread_group).
-    let quads = (csr_row_ptr[p.rows] + 3u) / 4u;
-    let g = spread_group(group_index(wid, nwg), (quads + WG - 1u) / WG, nwg.x * nwg.y);
-    let s0 = 4u * (g * WG + lid);
+    let s0 = spread_slot(lid, wid, nwg, csr_row_ptr[p.rows], 4u);
     if s0 >= p.cap { return; }
     let s1 = min(s0 + 4u, p.cap);
     let e = min(s1, csr_row_ptr[p.rows]);  // slots s0 .. e hold entries
