@@ -283,7 +283,7 @@ pub(crate) fn random_rows(
     cols: usize,
     norm: f32,
 ) -> Vec<f32> {
-    let mut w = vec![0.0f32; rows * cols];
+    let mut w = crate::io::prefaulted_zeros(rows * cols);
     w.par_chunks_mut(cols.max(1))
         .enumerate()
         .for_each(|(i, row)| {
@@ -332,7 +332,7 @@ pub(crate) fn log_threshold_at_start(cfg: &TrainConfig, n: usize) -> Vec<f32> {
 /// the time of writing down the columns, one 4 KiB page a value.
 pub(crate) fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     const TILE: usize = 64;
-    let mut t = vec![0.0f32; rows * cols];
+    let mut t = crate::io::prefaulted_zeros(rows * cols);
     if rows == 0 || cols == 0 {
         return t;
     }
