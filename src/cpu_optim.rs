@@ -8,7 +8,8 @@
 //! alone was 5 % of a step at 384 -> 6144 latents, batch 512).
 //!
 //! [`AdamStep::zero_moments`] says the moments are the zeros of a fresh state (its first
-//! step): each block's moments are then written with zeros before Adam reads them. Same
+//! step): each block's moments are then populated (`io::prefault`: one madvise for the
+//! block instead of a fault per page) and written with zeros before Adam reads them. Same
 //! values, but a fresh allocation's pages are first touched by a write: read first, each
 //! page was mapped to the kernel's zero page and then copied on write, with a TLB shootdown
 //! to the other cores. At 2048 -> 32768 (1 GiB of moments) that made the first step
@@ -31,11 +32,15 @@ pub struct AdamStep<'a> {
 }
 
 impl AdamStep<'_> {
-    /// Zeros written over a block's moments before Adam reads them, when they are zeros.
+    /// A block's moments mapped for writing before Adam reads them, when they are a fresh
+    /// state's zeros: populated (`io::prefault`), and the ends that share a page with the
+    /// next block written with zeros.
     fn touch(&self, m: &mut [f32], v: &mut [f32]) {
         if self.zero_moments {
-            m.fill(0.0);
-            v.fill(0.0);
+            for t in [m, v] {
+                crate::io::prefault(t);
+                t.fill(0.0);
+            }
         }
     }
 }

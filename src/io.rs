@@ -173,30 +173,37 @@ pub fn keep_freed_memory() {
 /// refused (older kernels) the pages fault on first write as before.
 pub fn prefaulted_zeros(len: usize) -> Vec<f32> {
     let mut v = vec![0.0f32; len];
-    #[cfg(target_os = "linux")]
-    {
+    const SLICE: usize = 16 << 20; // f32s: 64 MiB
+    if len >= SLICE {
         use rayon::prelude::*;
-        const SLICE: usize = 16 << 20; // f32s: 64 MiB
-        if len >= SLICE {
-            v.par_chunks_mut(SLICE).for_each(|s| {
-                let page = 4096usize;
-                let start = (s.as_mut_ptr() as usize).next_multiple_of(page);
-                let end = (s.as_mut_ptr() as usize + std::mem::size_of_val(s)) / page * page;
-                if end > start {
-                    // SAFETY: [start, end) lies within `s`, memory this function owns;
-                    // MADV_POPULATE_WRITE maps its pages without changing their contents.
-                    unsafe {
-                        libc::madvise(
-                            start as *mut libc::c_void,
-                            end - start,
-                            libc::MADV_POPULATE_WRITE,
-                        );
-                    }
-                }
-            });
-        }
+        v.par_chunks_mut(SLICE).for_each(prefault);
     }
     v
+}
+
+/// Maps the pages that lie wholly within `s` (madvise(MADV_POPULATE_WRITE), Linux 5.14+),
+/// leaving its values as they are: what a first write would fault in, without a fault a
+/// page. Refused (older kernels, other systems): nothing happens.
+pub fn prefault(s: &mut [f32]) {
+    #[cfg(target_os = "linux")]
+    {
+        let page = 4096usize;
+        let start = (s.as_mut_ptr() as usize).next_multiple_of(page);
+        let end = (s.as_mut_ptr() as usize + std::mem::size_of_val(s)) / page * page;
+        if end > start {
+            // SAFETY: [start, end) lies within `s`, memory the caller lends mutably;
+            // MADV_POPULATE_WRITE maps its pages without changing their contents.
+            unsafe {
+                libc::madvise(
+                    start as *mut libc::c_void,
+                    end - start,
+                    libc::MADV_POPULATE_WRITE,
+                );
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = s;
 }
 
 /// Refuse work that needs more host memory than is available, naming what and how much
