@@ -33,8 +33,8 @@ pub struct AdamStep<'a> {
 
 impl AdamStep<'_> {
     /// A block's moments mapped for writing before Adam reads them, when they are a fresh
-    /// state's zeros: populated (`io::prefault`), and the ends that share a page with the
-    /// next block written with zeros.
+    /// state's zeros: populated (`io::prefault`, the pages wholly within the block), then
+    /// written with zeros (which maps the pages it shares with its neighbours).
     fn touch(&self, m: &mut [f32], v: &mut [f32]) {
         if self.zero_moments {
             for t in [m, v] {

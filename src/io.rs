@@ -187,16 +187,14 @@ pub fn prefaulted_zeros(len: usize) -> Vec<f32> {
 pub fn prefault(s: &mut [f32]) {
     #[cfg(target_os = "linux")]
     {
-        let page = 4096usize;
-        let start = (s.as_mut_ptr() as usize).next_multiple_of(page);
-        let end = (s.as_mut_ptr() as usize + std::mem::size_of_val(s)) / page * page;
-        if end > start {
-            // SAFETY: [start, end) lies within `s`, memory the caller lends mutably;
+        let pages = whole_pages(s);
+        if !pages.is_empty() {
+            // SAFETY: the range lies within `s`, memory the caller lends mutably;
             // MADV_POPULATE_WRITE maps its pages without changing their contents.
             unsafe {
                 libc::madvise(
-                    start as *mut libc::c_void,
-                    end - start,
+                    pages.start as *mut libc::c_void,
+                    pages.len(),
                     libc::MADV_POPULATE_WRITE,
                 );
             }
@@ -204,6 +202,18 @@ pub fn prefault(s: &mut [f32]) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = s;
+}
+
+/// The addresses of the 4 KiB pages that lie wholly within `s`.
+#[cfg(target_os = "linux")]
+fn whole_pages(s: &[f32]) -> std::ops::Range<usize> {
+    const PAGE: usize = 4096;
+    let (lo, hi) = (
+        s.as_ptr() as usize,
+        s.as_ptr() as usize + std::mem::size_of_val(s),
+    );
+    let start = lo.next_multiple_of(PAGE);
+    start..(hi / PAGE * PAGE).max(start)
 }
 
 /// Refuse work that needs more host memory than is available, naming what and how much
@@ -569,13 +579,16 @@ mod prefault_tests {
     #[test]
     fn prefaulted_zeros_are_resident_before_the_first_write() {
         let resident = |v: &[f32]| -> f64 {
-            let page = 4096usize;
-            let start = (v.as_ptr() as usize).next_multiple_of(page);
-            let end = (v.as_ptr() as usize + std::mem::size_of_val(v)) / page * page;
-            let mut vec = vec![0u8; (end - start) / page];
-            // SAFETY: [start, end) lies within v; mincore only reads the page tables.
-            let rc =
-                unsafe { libc::mincore(start as *mut libc::c_void, end - start, vec.as_mut_ptr()) };
+            let pages = super::whole_pages(v);
+            let mut vec = vec![0u8; pages.len() / 4096];
+            // SAFETY: the range lies within v; mincore only reads the page tables.
+            let rc = unsafe {
+                libc::mincore(
+                    pages.start as *mut libc::c_void,
+                    pages.len(),
+                    vec.as_mut_ptr(),
+                )
+            };
             assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
             vec.iter().filter(|&&b| b & 1 == 1).count() as f64 / vec.len() as f64
         };
