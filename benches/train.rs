@@ -222,6 +222,26 @@ fn with_dead(cfg: &TrainConfig, st: &mut TrainState, frac: f64) {
     }
 }
 
+/// AuxK's entries per row at the start of a row with dead latents: over the first 64 rows
+/// of `x`, the dead latents whose pre-activation (x - b_dec) W_enc + b_enc is positive,
+/// at most k_aux (AuxK keeps only positive values). The sparse work AuxK adds is in
+/// proportion to it, and it is well under k_aux here (see `with_dead`).
+fn aux_entries_at_start(cfg: &TrainConfig, st: &TrainState, x: &[f32]) -> f64 {
+    let (rows, d, n) = (64, *D_IN, *D_SAE);
+    let p = &st.params;
+    let mut xc = vec![0.0f32; rows * d];
+    reference::reduce::sub_row(&x[..rows * d], &p.b_dec, rows, d, &mut xc);
+    let mut pre = vec![0.0f32; rows * n];
+    let spec = GemmSpec::nn(rows, n, d);
+    reference::gemm::gemm(&spec, &xc, &p.w_enc, Some(&p.b_enc), &mut pre);
+    let dead = |j: usize| st.since_fired[j] as u64 >= cfg.dead_tokens;
+    let per_row = pre.chunks(n).map(|row| {
+        let live = row.iter().enumerate().filter(|&(j, &v)| dead(j) && v > 0.0);
+        live.count().min(cfg.k_aux)
+    });
+    per_row.sum::<usize>() as f64 / rows as f64
+}
+
 #[allow(clippy::too_many_arguments)]
 fn gpu_row(
     gpu: &Arc<Gpu>,
@@ -489,6 +509,16 @@ fn main() -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     for (label, arch, dead) in cases() {
+        if dead > 0.0 && (keep("gpu", label) || keep("cpu", label)) {
+            let cfg = config(arch, batch);
+            let mut st = sparse_state(&cfg, &sample);
+            with_dead(&cfg, &mut st, dead);
+            let e = aux_entries_at_start(&cfg, &st, &batches[0]);
+            eprintln!(
+                "  {label}: AuxK entries per row at the start {e:.1} (k_aux {}, main k {K})",
+                cfg.k_aux
+            );
+        }
         if let Some(g) = &gpu
             && keep("gpu", label)
         {
