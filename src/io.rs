@@ -204,16 +204,25 @@ pub fn prefault(s: &mut [f32]) {
     let _ = s;
 }
 
-/// The addresses of the 4 KiB pages that lie wholly within `s`.
+/// The system's page size (4 KiB on x86-64; 16 or 64 KiB on some aarch64 kernels), which
+/// madvise and mincore ranges must be aligned to.
+#[cfg(target_os = "linux")]
+fn page_size() -> usize {
+    // SAFETY: sysconf only reads a system constant.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as usize } else { 4096 }
+}
+
+/// The addresses of the pages that lie wholly within `s`.
 #[cfg(target_os = "linux")]
 fn whole_pages(s: &[f32]) -> std::ops::Range<usize> {
-    const PAGE: usize = 4096;
+    let page = page_size();
     let (lo, hi) = (
         s.as_ptr() as usize,
         s.as_ptr() as usize + std::mem::size_of_val(s),
     );
-    let start = lo.next_multiple_of(PAGE);
-    start..(hi / PAGE * PAGE).max(start)
+    let start = lo.next_multiple_of(page);
+    start..(hi / page * page).max(start)
 }
 
 /// Refuse work that needs more host memory than is available, naming what and how much
@@ -580,7 +589,7 @@ mod prefault_tests {
     fn prefaulted_zeros_are_resident_before_the_first_write() {
         let resident = |v: &[f32]| -> f64 {
             let pages = super::whole_pages(v);
-            let mut vec = vec![0u8; pages.len() / 4096];
+            let mut vec = vec![0u8; pages.len() / super::page_size()];
             // SAFETY: the range lies within v; mincore only reads the page tables.
             let rc = unsafe {
                 libc::mincore(
