@@ -236,8 +236,8 @@ fn aux_entries_at_start(cfg: &TrainConfig, st: &TrainState, x: &[f32]) -> f64 {
     reference::gemm::gemm(&spec, &xc, &p.w_enc, Some(&p.b_enc), &mut pre);
     let dead = |j: usize| st.since_fired[j] as u64 >= cfg.dead_tokens;
     let per_row = pre.chunks(n).map(|row| {
-        let live = row.iter().enumerate().filter(|&(j, &v)| dead(j) && v > 0.0);
-        live.count().min(cfg.k_aux)
+        let positive_dead = row.iter().enumerate().filter(|&(j, &v)| dead(j) && v > 0.0);
+        positive_dead.count().min(cfg.k_aux)
     });
     per_row.sum::<usize>() as f64 / rows as f64
 }
