@@ -87,6 +87,16 @@ fn gaussian(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.sample(StandardNormal)).collect()
 }
 
+/// (x - b_dec) W_enc (+ bias) of the first `rows` rows of x, by the reference.
+fn pre_activations(p: &SaeParams, x: &[f32], rows: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    let (d, n) = (*D_IN, *D_SAE);
+    let mut xc = vec![0.0f32; rows * d];
+    reference::reduce::sub_row(&x[..rows * d], &p.b_dec, rows, d, &mut xc);
+    let mut pre = vec![0.0f32; rows * n];
+    reference::gemm::gemm(&GemmSpec::nn(rows, n, d), &xc, &p.w_enc, bias, &mut pre);
+    pre
+}
+
 /// The initial state for `arch`; relu and jumprelu are shifted so that about TARGET_L0
 /// latents per row fire: the (1 - TARGET_L0 / n) quantile t of the pre-activations of
 /// 256 sample rows becomes b_enc = -t (relu) or the threshold t (jumprelu). That is the
@@ -95,17 +105,7 @@ fn gaussian(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
 fn sparse_state(cfg: &TrainConfig, sample: &[f32]) -> TrainState {
     let mut p = SaeParams::init(cfg, sample);
     if matches!(cfg.arch, Arch::Relu | Arch::Jumprelu) {
-        let rows = 256;
-        let mut xc = vec![0.0f32; rows * *D_IN];
-        reference::reduce::sub_row(&sample[..rows * *D_IN], &p.b_dec, rows, *D_IN, &mut xc);
-        let mut pre = vec![0.0f32; rows * *D_SAE];
-        reference::gemm::gemm(
-            &GemmSpec::nn(rows, *D_SAE, *D_IN),
-            &xc,
-            &p.w_enc,
-            None,
-            &mut pre,
-        );
+        let mut pre = pre_activations(&p, sample, 256, None);
         pre.sort_by(f32::total_cmp);
         let q = ((1.0 - TARGET_L0 / *D_SAE as f64) * pre.len() as f64) as usize;
         let t = pre[q.min(pre.len() - 1)].max(1e-6);
@@ -227,13 +227,8 @@ fn with_dead(cfg: &TrainConfig, st: &mut TrainState, frac: f64) {
 /// at most k_aux (AuxK keeps only positive values). The sparse work AuxK adds is in
 /// proportion to it, and it is well under k_aux here (see `with_dead`).
 fn aux_entries_at_start(cfg: &TrainConfig, st: &TrainState, x: &[f32]) -> f64 {
-    let (rows, d, n) = (64, *D_IN, *D_SAE);
-    let p = &st.params;
-    let mut xc = vec![0.0f32; rows * d];
-    reference::reduce::sub_row(&x[..rows * d], &p.b_dec, rows, d, &mut xc);
-    let mut pre = vec![0.0f32; rows * n];
-    let spec = GemmSpec::nn(rows, n, d);
-    reference::gemm::gemm(&spec, &xc, &p.w_enc, Some(&p.b_enc), &mut pre);
+    let (rows, n) = (64, *D_SAE);
+    let pre = pre_activations(&st.params, x, rows, Some(&st.params.b_enc));
     let dead = |j: usize| st.since_fired[j] as u64 >= cfg.dead_tokens;
     let per_row = pre.chunks(n).map(|row| {
         let positive_dead = row.iter().enumerate().filter(|&(j, &v)| dead(j) && v > 0.0);
