@@ -16,17 +16,17 @@
 //! top-k family, 5 for relu / jumprelu's dense path, see [`products`]; the
 //! per-pre-activation work: the top-k scan and the rest, and the per-parameter work: the
 //! optimizer's passes over W_enc and W_dec). Per engine, `w_gemm` is the engine's own
-//! encoder product timed alone at a mid-sized shape ([`GEMM_PROBE`]), and `c`, `w_pre`,
-//! `w_par` are fitted to three short probes of real training steps of the run's
-//! architecture on random data ([`calibrate`]), cached per architecture: a relu step is
-//! not a topk step. The product is timed on its own because in steps small enough to
+//! encoder product timed alone at a mid-sized shape ([`GEMM_PROBE`], [`GPU_GEMM_PROBE`]),
+//! and `c`, `w_pre`, `w_par` are fitted to three short probes of real training steps of
+//! the run's architecture on random data ([`calibrate`]), cached per architecture: a relu
+//! step is not a topk step. The product is timed on its own because in steps small enough to
 //! probe quickly it is a few percent of the time:
 //! fitted from the steps, its weight came out anywhere from 0 to the truth on lavapipe, and
 //! a run at d 2048 -> 16384 was then predicted 2.8 s a step on lavapipe (it takes 6.7 s)
 //! against 4.7 s on the CPU engine (it takes 2.2 s), and went to the slower engine.
 //!
 //! The calibration runs in two stages, the second only when a run needs it: the products
-//! and the CPU engine's probe steps first (about 0.6-0.9 s on this project's 2-core
+//! and the CPU engine's probe steps first (about 0.35-0.45 s on this project's 2-core
 //! machine), the GPU engine's probe steps (another ~0.65 s there, lavapipe compiling its
 //! pipelines) only for a shape where the first stage leaves the choice open. A GPU step
 //! costs at least its encoder product, so where the CPU engine's whole modelled step beats
@@ -165,7 +165,7 @@ pub struct Calibration {
     /// The architecture whose steps the probes timed (a file per architecture).
     pub arch: Arch,
     pub cpu: Fit,
-    /// Seconds per flop of the GPU engine's encoder product alone, at [`GEMM_PROBE`].
+    /// Seconds per flop of the GPU engine's encoder product alone, at [`GPU_GEMM_PROBE`].
     pub gpu_gemm: f64,
     /// The GPU engine's fit (its `w_gemm` is `gpu_gemm`: a file where they differ is
     /// recalibrated); None until a run's shape needed its probe steps (see
@@ -175,11 +175,11 @@ pub struct Calibration {
     pub measured_at: u64,
 }
 
-/// How much faster than at [`GEMM_PROBE`] the GPU engine's product is allowed to run at a
+/// How much faster than at [`GPU_GEMM_PROBE`] the GPU engine's product is allowed to run at a
 /// run's shape before the first stage's bound may decide. On this project's 2-core machine
-/// lavapipe's product ran at 43-55 GFLOP/s at the probe and 45-55 at 4096 x 512 x 16384
-/// (`cargo bench --bench auto`, `--bench train`): within ~1.15x of each other; the margin
-/// leaves room for a shape where the product runs faster still.
+/// lavapipe's product ran at 58-66 GFLOP/s at the probe and 45-55 at 4096 x 512 x 16384
+/// (`cargo bench --bench auto`, `--bench train`): the probe is the faster, so the bound is
+/// loose already; the margin leaves room for a shape where the product runs faster still.
 pub const GPU_PRODUCT_MARGIN: f64 = 1.5;
 
 impl Calibration {
@@ -449,65 +449,76 @@ pub fn probe_config(s: &Shape, arch: Arch, k: usize) -> Result<TrainConfig> {
     TrainConfig::resolve(&args, s.d, 1 << 30)
 }
 
-/// Seconds per step of `engine` at `cfg`: one warm-up step (pipelines, allocation), then
-/// the median of three timed steps, each waited for.
+/// Seconds per step of `engine` at `cfg` ([`median_s`]: one warm-up step for pipelines and
+/// allocation, then the median of three timed steps, each waited for).
 fn time_steps(engine: &mut dyn StepEngine, cfg: &TrainConfig, x: &[f32]) -> Result<f64> {
-    engine.step(cfg, x, cfg.batch)?;
-    engine.take_metrics()?;
-    let mut t = Vec::new();
-    for _ in 0..3 {
-        let t0 = Instant::now();
+    median_s(|| {
         engine.step(cfg, x, cfg.batch)?;
         engine.take_metrics()?;
-        t.push(t0.elapsed().as_secs_f64());
-    }
-    t.sort_by(f64::total_cmp);
-    Ok(t[1])
+        Ok(())
+    })
 }
 
-/// The shape the encoder product is timed at on each engine: 4.3 GFLOP, about 0.08 s on
-/// lavapipe on this project's 2-core machine, large enough for the engines' products to
-/// run near their pace at training shapes (there, 190-200 GFLOP/s on the CPU engine and
-/// ~55 on lavapipe, against 160-195 and 45-55 at 4096 x 512 x 16384).
+/// The shape the CPU engine's encoder product is timed at: 4.3 GFLOP, ~0.023 s on this
+/// project's 2-core machine, where the `gemm` crate runs near its pace at training shapes
+/// (182-199 GFLOP/s here, against 160-195 at 4096 x 512 x 16384); at 256 rows it ran at
+/// only 101-140 (packing a panel of B costs the same for fewer rows).
 pub const GEMM_PROBE: Shape = Shape {
     batch: 1024,
     d: 512,
     n: 4096,
 };
 
-/// Seconds per flop of the encoder product at [`GEMM_PROBE`] (the median of three after a
-/// warm-up) on the CPU engine (`crate::blas`) and on `gpu` (`kernels::gemm`, the kernel
-/// the GPU engine picks there).
+/// The shape the GPU engine's product is timed at on a software adapter: a quarter of
+/// [`GEMM_PROBE`]'s rows, ~0.02 s on lavapipe, whose GEMM runs at the same pace from 256
+/// rows up (2026-12-08 on this project's machine, three empty-cache runs each: 58-63
+/// GFLOP/s at 256 rows, 61-65 at 512 and 1024; 45-55 at 4096 x 512 x 16384). Timed at
+/// 1024 rows it was ~0.3 s of a first run's start-up.
+pub const GPU_GEMM_PROBE: Shape = Shape {
+    batch: 256,
+    ..GEMM_PROBE
+};
+
+/// Seconds per call of `f`: the median of three after a warm-up (pipelines, first touch).
+fn median_s(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut t = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        f()?;
+        t.push(t0.elapsed().as_secs_f64());
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t[1])
+}
+
+/// Seconds per flop of the encoder product on the CPU engine (`crate::blas`) at
+/// [`GEMM_PROBE`] and on `gpu` (`kernels::gemm`, the kernel the GPU engine picks there) at
+/// [`GPU_GEMM_PROBE`] (the first rows of the same operands).
 fn gemm_s_per_flop(gpu: &Gpu, rng: &mut ChaCha8Rng) -> Result<(f64, f64)> {
     let Shape { batch: m, d: k, n } = GEMM_PROBE;
     let mut draw =
         |len: usize| -> Vec<f32> { (0..len).map(|_| StandardNormal.sample(rng)).collect() };
     let (a, b, bias) = (draw(m * k), draw(k * n), draw(n));
-    let spec = GemmSpec::nn(m, n, k);
-    let median = |mut f: Box<dyn FnMut() -> Result<()> + '_>| -> Result<f64> {
-        f()?;
-        let mut t = Vec::new();
-        for _ in 0..3 {
-            let t0 = Instant::now();
-            f()?;
-            t.push(t0.elapsed().as_secs_f64());
-        }
-        t.sort_by(f64::total_cmp);
-        Ok(t[1] / gemm_flops(&GEMM_PROBE))
-    };
     let mut c = vec![0.0f32; m * n];
-    let cpu = median(Box::new(|| {
+    let spec = GemmSpec::nn(m, n, k);
+    let cpu = median_s(|| {
         crate::blas::gemm(&spec, &a, &b, Some(&bias), &mut c);
         Ok(())
-    }))?;
-    let (ga, gb) = (gpu.upload("a", &[m, k], &a)?, gpu.upload("b", &[k, n], &b)?);
-    let (gbias, gc) = (gpu.upload("bias", &[n], &bias)?, gpu.zeros("c", &[m, n])?);
-    let on_gpu = median(Box::new(|| {
+    })? / gemm_flops(&GEMM_PROBE);
+    let gm = GPU_GEMM_PROBE.batch;
+    let ga = gpu.upload("a", &[gm, k], &a[..gm * k])?;
+    let (gb, gbias) = (
+        gpu.upload("b", &[k, n], &b)?,
+        gpu.upload("bias", &[n], &bias)?,
+    );
+    let (gc, gspec) = (gpu.zeros("c", &[gm, n])?, GemmSpec::nn(gm, n, k));
+    let on_gpu = median_s(|| {
         let mut enc = gpu.encoder();
-        crate::kernels::gemm::gemm(gpu, &mut enc, &spec, &ga, &gb, Some(&gbias), &gc)?;
+        crate::kernels::gemm::gemm(gpu, &mut enc, &gspec, &ga, &gb, Some(&gbias), &gc)?;
         gpu.submit(enc);
         gpu.wait()
-    }))?;
+    })? / gemm_flops(&GPU_GEMM_PROBE);
     Ok((cpu, on_gpu))
 }
 
