@@ -20,7 +20,8 @@ struct Params {
     flag: u32,    // col_sum: accumulate; mse_backward: has sst
     scale: f32,   // gradient scale
     u0: u32,      // update_dead / dead_mask: dead_after
-    nparts: u32,  // partials per value in the scratch buffer (stride between values)
+    nparts: u32,  // partials per value in the scratch buffer (stride between values);
+                  // col_sum_finish: the row blocks
     _pad: u32,
 }
 
@@ -87,43 +88,81 @@ fn sub_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 }
 
 // ---------------------------------------------------------------- col_sum
-// out[j] = (flag ? out[j] : 0) + (sum over r in order of a[r, j]); one invocation per column.
-@group(0) @binding(1) var<storage, read> cs_a: array<f32>;          // (rows, cols)
-@group(0) @binding(2) var<storage, read_write> cs_out: array<f32>;  // (cols)
+// out[j] = (flag ? out[j] : 0) + s_j, where s_j adds column j's blocks of RB rows: each
+// block's rows in order (from 0), then the blocks' sums in order (from 0), the order of
+// src/reference/reduce.rs col_sum. Two dispatches, so that the row blocks run in parallel
+// (one invocation per column walking every row left a d = 512 column sum one workgroup):
+// col_sum_part, row-blocked: invocation (j, rb) writes rows rb*RB.. of column j's sum to
+// part[rb * cols + j]; col_sum_finish: one invocation per column adds its p.nparts block
+// sums. The _vec4 entries take four columns at once (cols % 4 == 0), each component summed
+// in the same order, so they equal the scalar entries bit for bit.
+@group(0) @binding(1) var<storage, read> cp_a: array<f32>;             // (rows, cols)
+@group(0) @binding(2) var<storage, read_write> cp_part: array<f32>;    // (row blocks, cols)
 
 @compute @workgroup_size(WG)
-fn col_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn col_sum_part(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let rb = gid.y;
+    if j >= p.cols { return; }
+    let r1 = min(rb * RB + RB, p.rows);
+    var s = 0.0;
+    for (var r = rb * RB; r < r1; r++) {
+        s += cp_a[r * p.cols + j];
+    }
+    cp_part[rb * p.cols + j] = s;
+}
+
+@group(0) @binding(1) var<storage, read> cp4_a: array<vec4<f32>>;           // (rows, cols / 4)
+@group(0) @binding(2) var<storage, read_write> cp4_part: array<vec4<f32>>;  // (row blocks, cols / 4)
+
+@compute @workgroup_size(WG)
+fn col_sum_part_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let rb = gid.y;
+    let c4 = p.cols / 4u;
+    if j >= c4 { return; }
+    let r1 = min(rb * RB + RB, p.rows);
+    var s = vec4<f32>(0.0);
+    for (var r = rb * RB; r < r1; r++) {
+        s += cp4_a[r * c4 + j];
+    }
+    cp4_part[rb * c4 + j] = s;
+}
+
+@group(0) @binding(1) var<storage, read> cf_part: array<f32>;          // (nparts, cols)
+@group(0) @binding(2) var<storage, read_write> cf_out: array<f32>;     // (cols)
+
+@compute @workgroup_size(WG)
+fn col_sum_finish(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let j = linear_index(gid, nwg, WG);
     if j >= p.cols { return; }
     var s = 0.0;
-    for (var r = 0u; r < p.rows; r++) {
-        s += cs_a[r * p.cols + j];
+    for (var b = 0u; b < p.nparts; b++) {
+        s += cf_part[b * p.cols + j];
     }
     if p.flag != 0u {
-        cs_out[j] = cs_out[j] + s;
+        cf_out[j] = cf_out[j] + s;
     } else {
-        cs_out[j] = s;
+        cf_out[j] = s;
     }
 }
 
-// col_sum_vec4: the same for cols % 4 == 0, four columns per invocation (vec4 loads, each
-// component summed over rows in order, so results equal col_sum's bit for bit).
-@group(0) @binding(1) var<storage, read> cs4_a: array<vec4<f32>>;          // (rows, cols / 4)
-@group(0) @binding(2) var<storage, read_write> cs4_out: array<vec4<f32>>;  // (cols / 4)
+@group(0) @binding(1) var<storage, read> cf4_part: array<vec4<f32>>;          // (nparts, cols / 4)
+@group(0) @binding(2) var<storage, read_write> cf4_out: array<vec4<f32>>;     // (cols / 4)
 
 @compute @workgroup_size(WG)
-fn col_sum_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn col_sum_finish_vec4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let j = linear_index(gid, nwg, WG);
     let c4 = p.cols / 4u;
     if j >= c4 { return; }
     var s = vec4<f32>(0.0);
-    for (var r = 0u; r < p.rows; r++) {
-        s += cs4_a[r * c4 + j];
+    for (var b = 0u; b < p.nparts; b++) {
+        s += cf4_part[b * c4 + j];
     }
     if p.flag != 0u {
-        cs4_out[j] = cs4_out[j] + s;
+        cf4_out[j] = cf4_out[j] + s;
     } else {
-        cs4_out[j] = s;
+        cf4_out[j] = s;
     }
 }
 

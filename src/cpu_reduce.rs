@@ -16,8 +16,8 @@
 //! down each column, a stride of a whole row per element: `train --device cpu --profile`
 //! at 512 -> 16384, batch 4096, relu, gave them most of a 2.6 s backward. `col_sum` and
 //! `dense_stats`' firing counts take blocks of columns per task, each task walking the rows
-//! in order along its columns (every column's sum is still the reference's, rows in
-//! order); `dense_stats`' L1 is the reference's one f64 chain (any other order would round
+//! in order along its columns (every column's sum is still the reference's: `col_sum`'s in
+//! its blocks of 32 rows, then the blocks in order); `dense_stats`' L1 is the reference's one f64 chain (any other order would round
 //! differently), on one thread while the other counts; `l1_backward` is elementwise, rows
 //! in parallel.
 //!
@@ -54,7 +54,8 @@ pub fn row_norms(w: &[f32], n: usize, d: usize, norms: &mut [f32]) {
 pub(crate) const COLS_PER_TASK: usize = 256;
 
 /// [`crate::reference::reduce::col_sum`], blocks of columns in parallel: out[j] =
-/// (accumulate ? out[j] : 0) + the sum over rows in order of a[r, j] (f32, from 0).
+/// (accumulate ? out[j] : 0) + column j's sum in blocks of `COL_SUM_BLOCK` rows (each
+/// block's rows in order, then the blocks in order; f32, from 0).
 /// a: (rows, cols) -> out: (cols)
 pub fn col_sum(a: &[f32], rows: usize, cols: usize, out: &mut [f32], accumulate: bool) {
     check("col_sum", "a", a.len(), rows * cols);
@@ -63,11 +64,17 @@ pub fn col_sum(a: &[f32], rows: usize, cols: usize, out: &mut [f32], accumulate:
         .enumerate()
         .for_each(|(t, out)| {
             let j0 = t * COLS_PER_TASK;
-            let mut s = [0.0f32; COLS_PER_TASK];
-            let s = &mut s[..out.len()];
-            for r in 0..rows {
-                for (s, &v) in s.iter_mut().zip(&a[r * cols + j0..][..out.len()]) {
-                    *s += v;
+            let (mut s, mut block) = ([0.0f32; COLS_PER_TASK], [0.0f32; COLS_PER_TASK]);
+            let (s, block) = (&mut s[..out.len()], &mut block[..out.len()]);
+            for r0 in (0..rows).step_by(reference::COL_SUM_BLOCK) {
+                block.fill(0.0);
+                for r in r0..(r0 + reference::COL_SUM_BLOCK).min(rows) {
+                    for (b, &v) in block.iter_mut().zip(&a[r * cols + j0..][..out.len()]) {
+                        *b += v;
+                    }
+                }
+                for (s, &b) in s.iter_mut().zip(block.iter()) {
+                    *s += b;
                 }
             }
             for (o, &s) in out.iter_mut().zip(s.iter()) {
@@ -333,6 +340,8 @@ mod tests {
             (33, 256),
             (20, 700),
             (3, 5000),
+            // col_sum's row blocks of 32: several whole ones and a ragged one.
+            (100, 300),
         ] {
             let what = format!("({rows}, {n})");
             // About a third of z positive, zeros of both signs among the rest.

@@ -285,15 +285,19 @@ pub(super) fn reduce_cases(gpu: &Gpu, t: &Inputs) -> saeforge::Result<Vec<Case>>
         b4(B * N + N + 2 * N + 4),
         Box::new(move |g, e| reduce::dense_stats(g, e, &z, B, N, &norms, &f, &m)),
     ));
-    // read a (B n); write out (n)
-    let (a, out) = (t.dz.clone(), t.out_n.clone());
-    v.push(bytes_case(
-        "col_sum",
-        "vec4",
-        bn.clone(),
-        b4(B * N + N),
-        Box::new(move |g, e| reduce::col_sum(g, e, &a, B, N, &out, false)),
-    ));
+    // read a (B cols); write out (cols): over the latents (the dense path's b_enc), and
+    // over d (b_dec's gradient, every step's)
+    let out_d = Rc::new(gpu.zeros("col_sum out", &[D])?);
+    for (a, cols, out, shape) in [(&t.dz, N, &t.out_n, &bn), (&t.dy, D, &out_d, &bd)] {
+        let (a, out) = (a.clone(), out.clone());
+        v.push(bytes_case(
+            "col_sum",
+            "vec4",
+            shape.clone(),
+            b4(B * cols + cols),
+            Box::new(move |g, e| reduce::col_sum(g, e, &a, B, cols, &out, false)),
+        ));
+    }
     // fired, since, total read-write (6 n); metrics DEAD written (1)
     let since = Rc::new(gpu.upload_u32("since copy", &[N], &gpu.read_u32(&t.since)?)?);
     let total = zeros_u32("fire_total", &[N])?;

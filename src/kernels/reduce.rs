@@ -30,8 +30,9 @@ pub static SHADER: Shader = crate::shader!("reduce");
 
 /// Invocations per workgroup (WGSL override `WG`).
 const WG: usize = 256;
-/// Rows per invocation in the row-blocked column kernels (WGSL override `RB`).
-const RB: usize = 32;
+/// Rows per invocation in the row-blocked column kernels (WGSL override `RB`): col_sum's
+/// blocks, whose order the CPU twins follow.
+const RB: usize = crate::reference::reduce::COL_SUM_BLOCK;
 /// finish_partials' workgroup (a literal in the shader).
 const FINISH_WG: u32 = 256;
 
@@ -77,15 +78,18 @@ const fn col_blocks(name: &'static str, binds: &'static [Slot]) -> Entry {
 
 const SUB_ROW: &[Slot] = &[rf("x", "rows, d"), rf("b", "d"), wf("out", "rows, d")];
 const SUB: &[Slot] = &[rf("a", "len"), rf("b", "len"), wf("out", "len")];
-const COL_SUM: &[Slot] = &[rf("a", "rows, cols"), wf("out", "cols")];
+const COL_PART: &[Slot] = &[rf("a", "rows, cols"), wf("part", "any")];
+const COL_FINISH: &[Slot] = &[rf("part", "any"), wf("out", "cols")];
 const ROW_NORMS: &[Slot] = &[rf("w", "n, d"), wf("norms", "n")];
 
 pub static SUB_ROW_E: Entry = items("sub_row", SUB_ROW);
 pub static SUB_ROW_VEC4: Entry = items("sub_row_vec4", SUB_ROW);
 pub static SUB_E: Entry = items("sub", SUB);
 pub static SUB_VEC4: Entry = items("sub_vec4", SUB);
-pub static COL_SUM_E: Entry = items("col_sum", COL_SUM);
-pub static COL_SUM_VEC4: Entry = items("col_sum_vec4", COL_SUM);
+pub static COL_SUM_PART: Entry = col_blocks("col_sum_part", COL_PART);
+pub static COL_SUM_PART_VEC4: Entry = col_blocks("col_sum_part_vec4", COL_PART);
+pub static COL_SUM_FINISH: Entry = items("col_sum_finish", COL_FINISH);
+pub static COL_SUM_FINISH_VEC4: Entry = items("col_sum_finish_vec4", COL_FINISH);
 pub static MSE_BACKWARD: Entry = col_blocks(
     "mse_backward",
     &[
@@ -163,8 +167,10 @@ pub static ENTRIES: &[&Entry] = &[
     &SUB_ROW_VEC4,
     &SUB_E,
     &SUB_VEC4,
-    &COL_SUM_E,
-    &COL_SUM_VEC4,
+    &COL_SUM_PART,
+    &COL_SUM_PART_VEC4,
+    &COL_SUM_FINISH,
+    &COL_SUM_FINISH_VEC4,
     &MSE_BACKWARD,
     &SUM_SQ_CENTRED,
     &ROW_NORMS_E,
@@ -330,9 +336,11 @@ pub fn sub(
         .record(gpu, enc)
 }
 
-/// out[j] = (accumulate ? out[j] : 0) + sum over rows in order of a[r, j]
-/// (one invocation per column, four with vec4 loads when cols % 4 == 0, each summing its
-/// column in row order, so the result is exactly the CPU twin's).
+/// out[j] = (accumulate ? out[j] : 0) + column j's sum in blocks of RB rows, the order of
+/// [`crate::reference::reduce::col_sum`] (so the result is exactly the CPU twin's).
+/// Dispatches: col_sum_part (row-blocked: one invocation per column, or four with vec4
+/// loads when cols % 4 == 0, and block of RB rows) into the "reduce.colparts" scratch,
+/// col_sum_finish (the blocks' sums per column, in order).
 /// a: (rows, cols) -> out: (cols)
 pub fn col_sum(
     gpu: &Gpu,
@@ -343,14 +351,25 @@ pub fn col_sum(
     out: &GpuTensor,
     accumulate: bool,
 ) -> Result<()> {
+    let blocks = rows.div_ceil(RB).max(1);
     let p = Params {
         flag: accumulate as u32,
+        nparts: blocks as u32,
         ..dims("col_sum", rows, cols)?
     };
-    let (e, invocations) = vec4_split(cols, &COL_SUM_E, &COL_SUM_VEC4);
+    let vec4 = cols.is_multiple_of(4);
+    let part = scratch(gpu, "reduce.colparts", DType::F32, blocks * cols)?;
+    let (e, invocations) = vec4_items(vec4, &COL_SUM_PART, &COL_SUM_PART_VEC4, cols);
     e.call(p)
         .dims(&[("rows", rows), ("cols", cols)])
-        .binds(&[a, out])
+        .binds(&[a, &part])
+        .grid([invocations.div_ceil(WG).max(1) as u32, blocks as u32, 1])
+        .skip_if(cols == 0)
+        .record(gpu, enc)?;
+    let (e, invocations) = vec4_items(vec4, &COL_SUM_FINISH, &COL_SUM_FINISH_VEC4, cols);
+    e.call(p)
+        .dim("cols", cols)
+        .binds(&[&part, out])
         .items(invocations)
         .record(gpu, enc)
 }

@@ -5,8 +5,8 @@
 //! call adds its own total to a slot once (`metrics[s] += total`); DEAD is overwritten.
 //! Metric totals are summed in f64 here and counts in integers, so the judge's own rounding
 //! is negligible next to the device's blocked f32 sums; the device adds the f32 total once,
-//! as this does. Gradient sums that are specified "in order" (`col_sum`, and `row_norms`)
-//! are plain sequential f32 sums, in the order the kernels use too.
+//! as this does. Gradient sums are f32 sums in the order the kernels use too: `row_norms`
+//! in order, `col_sum` in blocks of 32 rows, then the blocks in order.
 //!
 //! Dimensions are passed explicitly; slices must have exactly the lengths the shapes give.
 
@@ -202,16 +202,24 @@ pub fn dense_stats(
     metrics[slot::L1 as usize] += l1 as f32;
 }
 
-/// out[j] = (accumulate ? out[j] : 0) + s_j, where s_j = sum over rows in order of a[r, j]
-/// (f32, starting from 0).
+/// Rows per block of [`col_sum`]'s order (the GPU sums the blocks in parallel).
+pub const COL_SUM_BLOCK: usize = 32;
+
+/// out[j] = (accumulate ? out[j] : 0) + s_j, where s_j adds column j in blocks of
+/// [`COL_SUM_BLOCK`] rows: each block's rows in order (f32, from 0), then the blocks' sums
+/// in order (f32, from 0). Up to 32 rows that is the plain sum over rows in order.
 /// a: (rows, cols) -> out: (cols)
 pub fn col_sum(a: &[f32], rows: usize, cols: usize, out: &mut [f32], accumulate: bool) {
     check("col_sum", "a", a.len(), rows * cols);
     check("col_sum", "out", out.len(), cols);
     for j in 0..cols {
         let mut s = 0.0f32;
-        for r in 0..rows {
-            s += a[r * cols + j];
+        for r0 in (0..rows).step_by(COL_SUM_BLOCK) {
+            let mut block = 0.0f32;
+            for r in r0..(r0 + COL_SUM_BLOCK).min(rows) {
+                block += a[r * cols + j];
+            }
+            s += block;
         }
         out[j] = if accumulate { out[j] + s } else { s };
     }

@@ -108,7 +108,8 @@ pub const SPARSE_GATHER: Tol = Tol {
 
 // sub_row, sub, the mse_backward gradient, col_sum, dead_mask and all counts (L0, DEAD,
 // fire counts) are checked with EXACT / assert_same: the same f32 operations in the same
-// order as the CPU twin (col_sum sums each column over rows in order in one invocation).
+// order as the CPU twin (col_sum sums each column's blocks of 32 rows in order, then the
+// blocks in order).
 
 /// Metric totals (SSE, SST, L1, AUX): the device sums positive terms in a fixed blocked
 /// order (32-row blocks, then up to ~1k partials per invocation, then two 16-wide levels);
