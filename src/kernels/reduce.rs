@@ -338,9 +338,9 @@ pub fn sub(
 
 /// out[j] = (accumulate ? out[j] : 0) + column j's sum in blocks of RB rows, the order of
 /// [`crate::reference::reduce::col_sum`] (so the result is exactly the CPU twin's).
-/// Dispatches: col_sum_part (row-blocked: one invocation per column, or four with vec4
-/// loads when cols % 4 == 0, and block of RB rows) into the "reduce.colparts" scratch,
-/// col_sum_finish (the blocks' sums per column, in order).
+/// Dispatches: col_sum_part (row-blocked: an invocation per column and block of RB rows,
+/// per four columns with vec4 loads when cols % 4 == 0) into the "reduce.colparts"
+/// scratch, then col_sum_finish (each column's block sums, in order).
 /// a: (rows, cols) -> out: (cols)
 pub fn col_sum(
     gpu: &Gpu,
