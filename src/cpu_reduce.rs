@@ -17,9 +17,9 @@
 //! at 512 -> 16384, batch 4096, relu, gave them most of a 2.6 s backward. `col_sum` and
 //! `dense_stats`' firing counts take blocks of columns per task, each task walking the rows
 //! in order along its columns (every column's sum is still the reference's: `col_sum`'s in
-//! its blocks of 32 rows, then the blocks in order); `dense_stats`' L1 is the reference's one f64 chain (any other order would round
-//! differently), on one thread while the other counts; `l1_backward` is elementwise, rows
-//! in parallel.
+//! its blocks of 32 rows, then the blocks in order); `dense_stats`' L1 is the reference's
+//! one f64 chain (any other order would round differently), on one thread while the other
+//! counts; `l1_backward` is elementwise, rows in parallel.
 //!
 //! `src/reference/reduce.rs` stays the plain loops that judge the GPU kernels; this module
 //! is tested against it bit for bit (below).
